@@ -1,0 +1,809 @@
+//! The getty-rs reactor: one mio poll loop driving a slab of entries.
+//!
+//! This crate knows nothing of protocols. It owns:
+//!
+//! - a [`mio::Poll`] and a [`slab::Slab`] of **entries**. An entry is a state machine (a
+//!   listener, a TCP session, a client that redials) that implements [`Entry`]; its slab key
+//!   is its mio [`Token`](mio::Token).
+//! - **timers** ([`Context::set_timer`]): a heap inside the loop. Idle timeouts, cron ticks,
+//!   connect timeouts and write stalls are all timers; nothing ever sets a deadline on a
+//!   socket, and an idle entry costs no wake-ups beyond its own timers.
+//! - a **waker and command queue** ([`ReactorHandle`]) so that other threads can post work
+//!   and stop the loop.
+//! - a **buffer pool** ([`BufPool`]) from which entries borrow read and write buffers only
+//!   while they have bytes in flight.
+//!
+//! One turn of the loop: poll (sleeping until the next timer at the latest), dispatch every
+//! event to its entry's [`Entry::on_ready`], run the entries that asked to be
+//! [rescheduled](Context::reschedule) because they used up their read budget (fairness: one
+//! busy connection cannot starve the others), then fire due timers. Entries are called one at
+//! a time, each with a [`Context`] that lets it arm timers, spawn new entries and message
+//! others; a call returns [`Status::Done`] to remove its entry.
+//!
+//! The loop is single-threaded by design. To use more cores, run one reactor per core.
+//!
+//! ```
+//! use std::time::Duration;
+//! use getty_reactor::{Context, Entry, Ready, Reactor, Status};
+//!
+//! /// Ticks three times, then stops the reactor.
+//! struct Ticker { left: u32 }
+//!
+//! impl Entry for Ticker {
+//!     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+//!         cx.set_timer(Duration::from_millis(1), 0);
+//!         Status::Continue
+//!     }
+//!     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+//!         Status::Continue // no socket here
+//!     }
+//!     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+//!         self.left -= 1;
+//!         if self.left == 0 {
+//!             cx.handle().shutdown();
+//!             return Status::Done;
+//!         }
+//!         cx.set_timer(Duration::from_millis(1), 0);
+//!         Status::Continue
+//!     }
+//! }
+//!
+//! let mut reactor = Reactor::new().unwrap();
+//! reactor.spawn(Box::new(Ticker { left: 3 }));
+//! reactor.run().unwrap();
+//! ```
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Registry, Token};
+use slab::Slab;
+
+mod handle;
+mod pool;
+mod ready;
+mod timer;
+
+pub use handle::ReactorHandle;
+pub use pool::BufPool;
+pub use ready::Ready;
+pub use timer::TimerId;
+
+use handle::{Remote, Shared};
+use timer::Timers;
+
+/// A message for an entry, delivered to [`Entry::on_command`]. Entries downcast it.
+pub type Command = Box<dyn Any + Send>;
+
+/// The token of the waker; slab keys never reach it.
+const WAKER: Token = Token(usize::MAX);
+
+/// Whether an entry stays in the reactor after a call.
+///
+/// ```
+/// assert_ne!(getty_reactor::Status::Continue, getty_reactor::Status::Done);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Keep the entry.
+    Continue,
+    /// Remove and drop the entry (dropping a mio source deregisters and closes it).
+    Done,
+}
+
+/// Names one entry for life: its slab key (the mio token) plus a serial number that is never
+/// reused, so a stale id (a timer or command aimed at an entry that has ended) can never
+/// reach a newer entry that got the same slab key.
+///
+/// ```
+/// let id = getty_reactor::EntryId::new(3, 42);
+/// assert_eq!(id.token(), mio::Token(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    key: usize,
+    serial: u64,
+}
+
+impl EntryId {
+    /// An id from its parts; useful in tests. Real ids come from [`Context::id`] and
+    /// [`Reactor::spawn`].
+    ///
+    /// ```
+    /// let id = getty_reactor::EntryId::new(0, 7);
+    /// assert_eq!(id.serial(), 7);
+    /// ```
+    pub fn new(key: usize, serial: u64) -> Self {
+        EntryId { key, serial }
+    }
+
+    /// The mio token the entry registers its sources with.
+    ///
+    /// ```
+    /// assert_eq!(getty_reactor::EntryId::new(5, 1).token().0, 5);
+    /// ```
+    pub fn token(self) -> Token {
+        Token(self.key)
+    }
+
+    /// The never-reused serial number.
+    ///
+    /// ```
+    /// assert_eq!(getty_reactor::EntryId::new(5, 1).serial(), 1);
+    /// ```
+    pub fn serial(self) -> u64 {
+        self.serial
+    }
+}
+
+/// A state machine driven by the reactor: a listener, a connection, a dialer.
+///
+/// Every method returns whether the entry stays. Methods are never called re-entrantly, and
+/// never after one of them returned [`Status::Done`].
+pub trait Entry: 'static {
+    /// Called once, right after the entry was spawned: register sources with
+    /// `cx.registry()` under `cx.token()` and arm the first timers here.
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status;
+
+    /// A registered source became ready (or the entry asked to be rescheduled).
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status;
+
+    /// A timer armed with `tag` fired.
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        let _ = (cx, tag);
+        Status::Continue
+    }
+
+    /// Another entry or thread sent a command.
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        let _ = (cx, command);
+        Status::Continue
+    }
+
+    /// The reactor is shutting down. With `Some(deadline)` the entry may finish its work
+    /// (flush, say goodbye) and return [`Status::Continue`] until it is done; with `None`
+    /// it must end now, and is removed whatever it returns.
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        let _ = (cx, deadline);
+        Status::Done
+    }
+}
+
+struct Slot {
+    serial: u64,
+    /// `None` only while the entry is being called.
+    entry: Option<Box<dyn Entry>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Draining(Instant),
+    Stopped,
+}
+
+/// Everything an entry may touch while it is being called.
+struct Core {
+    registry: Registry,
+    slots: Slab<Slot>,
+    timers: Timers,
+    now: Instant,
+    next_serial: u64,
+    rescheduled: Vec<(EntryId, Ready)>,
+    started: VecDeque<EntryId>,
+    mailbox: VecDeque<(EntryId, Command)>,
+    buffers: BufPool,
+    shared: Arc<Shared>,
+    phase: Phase,
+}
+
+/// Configures a [`Reactor`].
+///
+/// ```
+/// use getty_reactor::{BufPool, Reactor};
+/// let reactor = Reactor::builder()
+///     .event_capacity(256)
+///     .buffer_pool(BufPool::new(16 * 1024, 32))
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Default)]
+pub struct ReactorBuilder {
+    event_capacity: Option<usize>,
+    buffers: Option<BufPool>,
+}
+
+impl ReactorBuilder {
+    /// How many events one poll can return (default 1024).
+    ///
+    /// ```
+    /// let r = getty_reactor::Reactor::builder().event_capacity(64).build().unwrap();
+    /// ```
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = Some(n.max(1));
+        self
+    }
+
+    /// The pool entries borrow buffers from (default: [`BufPool::default`]).
+    ///
+    /// ```
+    /// let r = getty_reactor::Reactor::builder()
+    ///     .buffer_pool(getty_reactor::BufPool::new(8192, 16))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn buffer_pool(mut self, pool: BufPool) -> Self {
+        self.buffers = Some(pool);
+        self
+    }
+
+    /// Creates the poll instance and its waker.
+    ///
+    /// ```
+    /// let r = getty_reactor::Reactor::builder().build().unwrap();
+    /// ```
+    pub fn build(self) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let core = Core {
+            registry: poll.registry().try_clone()?,
+            slots: Slab::new(),
+            timers: Timers::default(),
+            now: Instant::now(),
+            next_serial: 0,
+            rescheduled: Vec::new(),
+            started: VecDeque::new(),
+            mailbox: VecDeque::new(),
+            buffers: self.buffers.unwrap_or_default(),
+            shared: Arc::new(Shared::new(waker)),
+            phase: Phase::Running,
+        };
+        Ok(Reactor {
+            poll,
+            events: Events::with_capacity(self.event_capacity.unwrap_or(1024)),
+            core,
+            rescheduled_now: Vec::new(),
+            remote_batch: Vec::new(),
+        })
+    }
+}
+
+/// The poll loop. Create it, [`spawn`](Reactor::spawn) entries into it (or post them through
+/// a [`ReactorHandle`]), then [`run`](Reactor::run) it on the thread that will own it.
+///
+/// ```
+/// let mut reactor = getty_reactor::Reactor::new().unwrap();
+/// let handle = reactor.handle();
+/// handle.shutdown(); // queued: run() will stop at its first turn
+/// reactor.run().unwrap();
+/// ```
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    core: Core,
+    /// Spare vectors swapped with the live ones each turn, so a turn allocates nothing.
+    rescheduled_now: Vec<(EntryId, Ready)>,
+    remote_batch: Vec<Remote>,
+}
+
+impl Reactor {
+    /// A reactor with default settings.
+    ///
+    /// ```
+    /// let reactor = getty_reactor::Reactor::new().unwrap();
+    /// assert_eq!(reactor.entry_count(), 0);
+    /// ```
+    pub fn new() -> io::Result<Reactor> {
+        Reactor::builder().build()
+    }
+
+    /// A builder for a reactor with non-default settings.
+    ///
+    /// ```
+    /// let reactor = getty_reactor::Reactor::builder().build().unwrap();
+    /// ```
+    pub fn builder() -> ReactorBuilder {
+        ReactorBuilder::default()
+    }
+
+    /// A handle for other threads.
+    ///
+    /// ```
+    /// let reactor = getty_reactor::Reactor::new().unwrap();
+    /// let handle = reactor.handle();
+    /// std::thread::spawn(move || handle.shutdown()).join().unwrap();
+    /// ```
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle::new(self.core.shared.clone())
+    }
+
+    /// Adds an entry and calls its [`Entry::on_start`] at once.
+    ///
+    /// ```
+    /// # use getty_reactor::*;
+    /// struct Nop;
+    /// impl Entry for Nop {
+    ///     fn on_start(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    ///     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status { Status::Continue }
+    /// }
+    /// let mut reactor = Reactor::new().unwrap();
+    /// let id = reactor.spawn(Box::new(Nop));
+    /// assert_eq!(reactor.entry_count(), 1);
+    /// # let _ = id;
+    /// ```
+    pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
+        let id = self.core.insert(entry);
+        self.core.run_deferred();
+        id
+    }
+
+    /// Builds a reactor on a new thread named `name`, lets `setup` spawn its first entries
+    /// there, and runs it. Returns once `setup` has finished (with its error, if it failed).
+    ///
+    /// Entries need not be `Send` (a handler may hold an `Rc`), so a reactor is built on the
+    /// thread that runs it; only `setup` crosses threads.
+    ///
+    /// ```
+    /// let thread = getty_reactor::Reactor::start_thread("demo", |reactor| {
+    ///     assert_eq!(reactor.entry_count(), 0);
+    ///     Ok(())
+    /// }).unwrap();
+    /// thread.handle().shutdown();
+    /// thread.join().unwrap();
+    /// ```
+    pub fn start_thread<F>(name: &str, setup: F) -> io::Result<ReactorThread>
+    where
+        F: FnOnce(&mut Reactor) -> io::Result<()> + Send + 'static,
+    {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let mut reactor = Reactor::new()?;
+                let setup_result = setup(&mut reactor).map(|()| reactor.handle());
+                let failed = setup_result.is_err();
+                let _ = ready_tx.send(setup_result);
+                if failed {
+                    return Ok(());
+                }
+                reactor.run()
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(handle)) => Ok(ReactorThread { handle, thread }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            // The thread ended before setup reported: Reactor::new failed or setup panicked.
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(io::Error::other("reactor thread panicked during setup")),
+            },
+        }
+    }
+
+    /// How many entries are alive.
+    ///
+    /// ```
+    /// assert_eq!(getty_reactor::Reactor::new().unwrap().entry_count(), 0);
+    /// ```
+    pub fn entry_count(&self) -> usize {
+        self.core.slots.len()
+    }
+
+    /// Runs the loop on this thread until the reactor is shut down (through a
+    /// [`ReactorHandle`]) and its last entry has ended.
+    ///
+    /// ```
+    /// let mut reactor = getty_reactor::Reactor::new().unwrap();
+    /// reactor.handle().shutdown();
+    /// reactor.run().unwrap();
+    /// ```
+    pub fn run(&mut self) -> io::Result<()> {
+        let result = self.run_until_stopped();
+        self.core.force_stop();
+        self.core.shared.mark_stopped();
+        result
+    }
+
+    fn run_until_stopped(&mut self) -> io::Result<()> {
+        while self.core.phase != Phase::Stopped {
+            self.turn()?;
+        }
+        Ok(())
+    }
+
+    /// One turn: poll, dispatch events, rescheduled entries, commands and due timers.
+    fn turn(&mut self) -> io::Result<()> {
+        let timeout = self.core.poll_timeout();
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        self.core.now = Instant::now();
+        // Entries rescheduled during this turn run in the next one, after its poll.
+        std::mem::swap(&mut self.core.rescheduled, &mut self.rescheduled_now);
+        for event in self.events.iter() {
+            if event.token() == WAKER {
+                self.core.shared.drain_into(&mut self.remote_batch);
+                continue;
+            }
+            let ready = Ready::from_event(event);
+            self.core.dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
+        }
+        for (id, ready) in self.rescheduled_now.drain(..) {
+            self.core.dispatch(id, |e, cx| e.on_ready(cx, ready));
+        }
+        for remote in self.remote_batch.drain(..) {
+            self.core.apply(remote);
+        }
+        self.core.fire_timers();
+        self.core.advance_shutdown();
+        Ok(())
+    }
+}
+
+/// A reactor running on its own thread; see [`Reactor::start_thread`].
+///
+/// ```
+/// let t = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
+/// t.handle().shutdown();
+/// t.join().unwrap();
+/// ```
+pub struct ReactorThread {
+    handle: ReactorHandle,
+    thread: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl ReactorThread {
+    /// A handle to the running reactor.
+    ///
+    /// ```
+    /// # let t = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
+    /// let h = t.handle().clone();
+    /// # h.shutdown(); t.join().unwrap();
+    /// ```
+    pub fn handle(&self) -> &ReactorHandle {
+        &self.handle
+    }
+
+    /// Waits for the reactor's `run` to return (after a shutdown) and gives its result.
+    ///
+    /// ```
+    /// # let t = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
+    /// t.handle().shutdown();
+    /// assert!(t.join().is_ok());
+    /// ```
+    pub fn join(self) -> io::Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reactor thread panicked")))
+    }
+}
+
+impl Drop for Reactor {
+    /// A reactor dropped without running to the end still ends its entries properly, so
+    /// every session hears its `on_close`.
+    fn drop(&mut self) {
+        self.core.force_stop();
+        self.core.shared.mark_stopped();
+    }
+}
+
+impl Core {
+    fn insert(&mut self, entry: Box<dyn Entry>) -> EntryId {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let key = self.slots.insert(Slot {
+            serial,
+            entry: Some(entry),
+        });
+        let id = EntryId { key, serial };
+        self.started.push_back(id);
+        id
+    }
+
+    fn poll_timeout(&mut self) -> Option<Duration> {
+        if !self.rescheduled.is_empty() || !self.mailbox.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut wake_at = self.timers.next_deadline();
+        if let Phase::Draining(deadline) = self.phase {
+            wake_at = Some(wake_at.map_or(deadline, |t| t.min(deadline)));
+        }
+        // mio rounds a sub-millisecond timeout up, so a timer due in 0.3 ms does not spin.
+        wake_at.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    fn dispatch_token(&mut self, token: Token, call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status) {
+        let Some(slot) = self.slots.get(token.0) else {
+            return; // an event raced with the entry's removal
+        };
+        let id = EntryId {
+            key: token.0,
+            serial: slot.serial,
+        };
+        self.dispatch(id, call);
+    }
+
+    /// Calls one entry, then whatever that call set off (spawned entries, local messages).
+    fn dispatch(&mut self, id: EntryId, call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status) {
+        self.call_entry(id, call);
+        self.run_deferred();
+    }
+
+    fn call_entry(
+        &mut self,
+        id: EntryId,
+        call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status,
+    ) -> Option<Status> {
+        let slot = self.slots.get_mut(id.key)?;
+        if slot.serial != id.serial {
+            return None;
+        }
+        let mut entry = slot.entry.take()?;
+        let status = call(entry.as_mut(), &mut Context { core: self, id });
+        match status {
+            Status::Continue => self.slots[id.key].entry = Some(entry),
+            Status::Done => {
+                self.slots.remove(id.key);
+            }
+        }
+        Some(status)
+    }
+
+    fn run_deferred(&mut self) {
+        loop {
+            if let Some(id) = self.started.pop_front() {
+                let status = self.call_entry(id, |e, cx| e.on_start(cx));
+                if status == Some(Status::Continue) {
+                    self.notify_shutdown(id);
+                }
+            } else if let Some((to, command)) = self.mailbox.pop_front() {
+                self.call_entry(to, |e, cx| e.on_command(cx, command));
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn apply(&mut self, remote: Remote) {
+        match remote {
+            Remote::Execute(job) => {
+                job(&mut Spawner { core: self });
+                self.run_deferred();
+            }
+            Remote::Deliver(to, command) => self.dispatch(to, |e, cx| e.on_command(cx, command)),
+            Remote::Shutdown(grace) => self.begin_shutdown(grace),
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let limit = self.timers.seq_limit();
+        while let Some((owner, tag)) = self.timers.pop_expired(self.now, limit) {
+            self.dispatch(owner, |e, cx| e.on_timer(cx, tag));
+        }
+    }
+
+    fn live_ids(&self) -> Vec<EntryId> {
+        self.slots
+            .iter()
+            .map(|(key, slot)| EntryId {
+                key,
+                serial: slot.serial,
+            })
+            .collect()
+    }
+
+    fn begin_shutdown(&mut self, grace: Duration) {
+        if self.phase != Phase::Running {
+            if grace.is_zero() {
+                self.force_stop(); // a second, impatient request
+            }
+            return;
+        }
+        log::debug!("reactor shutting down with {grace:?} of grace, {} entries", self.slots.len());
+        if grace.is_zero() {
+            self.force_stop();
+            return;
+        }
+        self.phase = Phase::Draining(self.now + grace);
+        for id in self.live_ids() {
+            self.notify_shutdown(id);
+        }
+        self.advance_shutdown();
+    }
+
+    /// Tells an entry the reactor is draining (entries spawned while it drains hear it too).
+    fn notify_shutdown(&mut self, id: EntryId) {
+        if let Phase::Draining(deadline) = self.phase {
+            self.dispatch(id, |e, cx| e.on_shutdown(cx, Some(deadline)));
+        }
+    }
+
+    fn advance_shutdown(&mut self) {
+        match self.phase {
+            Phase::Draining(deadline) if self.slots.is_empty() || self.now >= deadline => {
+                self.force_stop()
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends every entry now. Entries may spawn others while they end (a client's redial);
+    /// those end too, so the loop repeats until the slab is empty.
+    fn force_stop(&mut self) {
+        self.phase = Phase::Stopped;
+        self.started.clear();
+        while !self.slots.is_empty() {
+            for id in self.live_ids() {
+                self.call_entry(id, |e, cx| e.on_shutdown(cx, None));
+                if self.slots.contains(id.key) {
+                    self.slots.remove(id.key);
+                }
+            }
+            self.started.clear();
+            self.mailbox.clear();
+        }
+    }
+}
+
+/// What an entry may do while the reactor calls it.
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_reactor::{Context, Entry, Ready, Reactor, Status};
+///
+/// struct Spawner;
+/// struct Child;
+/// impl Entry for Child {
+///     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+///         cx.handle().shutdown();
+///         Status::Done
+///     }
+///     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status { Status::Continue }
+/// }
+/// impl Entry for Spawner {
+///     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+///         let child = cx.spawn(Box::new(Child));
+///         assert_ne!(child, cx.id());
+///         Status::Done
+///     }
+///     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status { Status::Continue }
+/// }
+/// let mut reactor = Reactor::new().unwrap();
+/// reactor.spawn(Box::new(Spawner));
+/// reactor.run().unwrap();
+/// ```
+pub struct Context<'a> {
+    core: &'a mut Core,
+    id: EntryId,
+}
+
+impl Context<'_> {
+    /// The id of the entry being called.
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// The token to register this entry's sources with.
+    pub fn token(&self) -> Token {
+        self.id.token()
+    }
+
+    /// The registry to register, reregister and deregister sources with.
+    pub fn registry(&self) -> &Registry {
+        &self.core.registry
+    }
+
+    /// The time this turn of the loop began (one clock read per turn, not per call).
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`.
+    pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerId {
+        let deadline = self.core.now + delay;
+        self.set_timer_at(deadline, tag)
+    }
+
+    /// Arms a timer for an absolute deadline.
+    pub fn set_timer_at(&mut self, deadline: Instant, tag: u64) -> TimerId {
+        self.core.timers.set(deadline, self.id, tag)
+    }
+
+    /// Disarms a timer; returns false when it had already fired or been cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.core.timers.cancel(timer)
+    }
+
+    /// Calls this entry's `on_ready(ready)` again in the next turn, after that turn's poll.
+    /// An entry that stops reading because it used its budget asks for this, since an
+    /// edge-triggered poll will not report the bytes it left behind.
+    pub fn reschedule(&mut self, ready: Ready) {
+        self.core.rescheduled.push((self.id, ready));
+    }
+
+    /// Adds an entry; its `on_start` runs as soon as the current call returns.
+    pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
+        self.core.insert(entry)
+    }
+
+    /// Sends a command to another entry on this reactor; it is delivered as soon as the
+    /// current call returns. A command for an entry that has ended is dropped.
+    pub fn send(&mut self, to: EntryId, command: Command) {
+        self.core.mailbox.push_back((to, command));
+    }
+
+    /// A handle to this reactor, for other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle::new(self.core.shared.clone())
+    }
+
+    /// The reactor's buffer pool.
+    pub fn buffers(&mut self) -> &mut BufPool {
+        &mut self.core.buffers
+    }
+
+    /// True once the reactor has begun to shut down; entries should not start new work
+    /// (a client should not redial).
+    pub fn is_shutting_down(&self) -> bool {
+        self.core.phase != Phase::Running
+    }
+
+    /// How many timers are armed on this reactor (for tests and metrics).
+    pub fn armed_timers(&self) -> usize {
+        self.core.timers.live_count()
+    }
+}
+
+/// What a job posted with [`ReactorHandle::execute`] may do on the reactor thread.
+///
+/// ```
+/// let mut reactor = getty_reactor::Reactor::new().unwrap();
+/// let handle = reactor.handle();
+/// handle.execute(|s| {
+///     assert!(!s.is_shutting_down());
+///     s.handle().shutdown();
+/// }).unwrap();
+/// reactor.run().unwrap();
+/// ```
+pub struct Spawner<'a> {
+    core: &'a mut Core,
+}
+
+impl Spawner<'_> {
+    /// Adds an entry; its `on_start` runs as soon as the job returns.
+    pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
+        self.core.insert(entry)
+    }
+
+    /// Sends a command to an entry on this reactor.
+    pub fn send(&mut self, to: EntryId, command: Command) {
+        self.core.mailbox.push_back((to, command));
+    }
+
+    /// The time the current turn began.
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// A handle to this reactor.
+    pub fn handle(&self) -> ReactorHandle {
+        ReactorHandle::new(self.core.shared.clone())
+    }
+
+    /// How many entries are alive.
+    pub fn entry_count(&self) -> usize {
+        self.core.slots.len()
+    }
+
+    /// True once the reactor has begun to shut down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.core.phase != Phase::Running
+    }
+}

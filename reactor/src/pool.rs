@@ -1,0 +1,95 @@
+//! A per-reactor pool of byte buffers.
+//!
+//! Connections borrow a buffer when they have bytes to read or write and give it back when
+//! it drains, so ten thousand idle connections hold no buffers at all. The pool is owned by
+//! one reactor (one thread), so taking and giving back is a `Vec` push/pop: no locks.
+
+use bytes::BytesMut;
+
+/// Buffers lent to the entries of one reactor; see [`Context::buffers`](crate::Context::buffers).
+///
+/// ```
+/// use getty_reactor::BufPool;
+///
+/// let mut pool = BufPool::new(16 * 1024, 8);
+/// let mut buf = pool.take();
+/// assert!(buf.capacity() >= 16 * 1024);
+/// buf.extend_from_slice(b"scratch");
+/// pool.give(buf); // cleared and kept for the next taker
+/// assert_eq!(pool.idle(), 1);
+/// assert!(pool.take().is_empty());
+/// ```
+pub struct BufPool {
+    buffer_size: usize,
+    max_idle: usize,
+    idle: Vec<BytesMut>,
+}
+
+impl BufPool {
+    /// A pool that hands out buffers of `buffer_size` bytes and keeps at most `max_idle`.
+    ///
+    /// ```
+    /// let pool = getty_reactor::BufPool::new(4096, 2);
+    /// assert_eq!(pool.buffer_size(), 4096);
+    /// ```
+    pub fn new(buffer_size: usize, max_idle: usize) -> Self {
+        BufPool {
+            buffer_size,
+            max_idle,
+            idle: Vec::with_capacity(max_idle),
+        }
+    }
+
+    /// An empty buffer with at least [`buffer_size`](Self::buffer_size) bytes of capacity.
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 1);
+    /// assert!(pool.take().capacity() >= 1024);
+    /// ```
+    pub fn take(&mut self) -> BytesMut {
+        match self.idle.pop() {
+            Some(buf) => buf,
+            None => BytesMut::with_capacity(self.buffer_size),
+        }
+    }
+
+    /// Returns a buffer to the pool. Its contents are discarded. A buffer that has shrunk
+    /// below the pool's size (it was split) or that would exceed `max_idle` is freed.
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 1);
+    /// pool.give(bytes::BytesMut::with_capacity(10)); // too small: freed
+    /// assert_eq!(pool.idle(), 0);
+    /// ```
+    pub fn give(&mut self, mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() >= self.buffer_size && self.idle.len() < self.max_idle {
+            self.idle.push(buf);
+        }
+    }
+
+    /// The capacity of the buffers this pool hands out.
+    ///
+    /// ```
+    /// assert_eq!(getty_reactor::BufPool::new(8192, 4).buffer_size(), 8192);
+    /// ```
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size
+    }
+
+    /// How many buffers wait in the pool.
+    ///
+    /// ```
+    /// assert_eq!(getty_reactor::BufPool::new(8192, 4).idle(), 0);
+    /// ```
+    pub fn idle(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+impl Default for BufPool {
+    /// 64 KiB buffers, at most 64 kept (4 MiB per reactor at the most).
+    fn default() -> Self {
+        BufPool::new(64 * 1024, 64)
+    }
+}
