@@ -36,7 +36,7 @@ mod length;
 mod lines;
 mod raw;
 
-pub use length::{ByteOrder, LengthFieldCodec};
+pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};
 pub use raw::RawCodec;
 

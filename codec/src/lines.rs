@@ -1,0 +1,527 @@
+//! Newline-delimited framing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{CodecError, Decoded, Decoder, Encoder};
+
+/// Default [`LinesCodec`] maximum line length: 64 KiB.
+const DEFAULT_MAX_LINE_LENGTH: usize = 64 * 1024;
+
+/// The terminator [`LinesCodec`] appends to encoded lines. Decoding accepts both.
+///
+/// ```
+/// use getty_codec::LineEnding;
+/// assert_eq!(LineEnding::default(), LineEnding::Lf);
+/// assert_eq!(LineEnding::CrLf.as_bytes(), b"\r\n");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LineEnding {
+    /// `\n`, the default.
+    #[default]
+    Lf,
+    /// `\r\n`, as in HTTP/1, SMTP and other text protocols.
+    CrLf,
+}
+
+impl LineEnding {
+    /// The terminator's bytes.
+    ///
+    /// ```
+    /// assert_eq!(getty_codec::LineEnding::Lf.as_bytes(), b"\n");
+    /// ```
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            LineEnding::Lf => b"\n",
+            LineEnding::CrLf => b"\r\n",
+        }
+    }
+}
+
+/// Splits a byte stream into lines ended by `\n` or `\r\n`, and terminates outgoing lines.
+///
+/// Decoded lines are zero-copy [`Bytes`] views of the read buffer, without their terminator.
+/// Lines are bytes, not necessarily UTF-8. A line longer than the maximum (terminator not
+/// counted) fails with [`CodecErrorKind::FrameTooLong`](crate::CodecErrorKind::FrameTooLong)
+/// as soon as it is clear it will be too long, without waiting for its end.
+///
+/// The decoder remembers how far it has searched for a terminator, so a line arriving in many
+/// small reads is scanned once in total. It therefore expects to be called with the same
+/// buffer each time, with bytes only appended between calls (as transports do).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use getty_codec::{Decoded, Decoder, Encoder, LineEnding, LinesCodec};
+///
+/// let mut codec = LinesCodec::new(1024).line_ending(LineEnding::CrLf);
+/// let mut wire = BytesMut::new();
+/// codec.encode("HELO example.org", &mut wire).unwrap();
+/// assert_eq!(&wire[..], b"HELO example.org\r\n");
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("HELO example.org".into()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinesCodec {
+    max_line_length: usize,
+    line_ending: LineEnding,
+    /// Bytes at the front of the buffer already searched for `\n` without finding one.
+    scanned: usize,
+}
+
+impl Default for LinesCodec {
+    /// Lines of at most 64 KiB, encoded with `\n`.
+    ///
+    /// ```
+    /// assert_eq!(getty_codec::LinesCodec::default().max_line_length(), 64 * 1024);
+    /// ```
+    fn default() -> Self {
+        LinesCodec::new(DEFAULT_MAX_LINE_LENGTH)
+    }
+}
+
+impl LinesCodec {
+    /// A codec for lines of at most `max_line_length` bytes (terminator not counted),
+    /// encoded with `\n`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{CodecErrorKind, Decoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::new(3);
+    /// let err = codec.decode(&mut BytesMut::from(&b"abcd"[..])).unwrap_err();
+    /// assert_eq!(err.kind(), CodecErrorKind::FrameTooLong);
+    /// ```
+    pub fn new(max_line_length: usize) -> Self {
+        LinesCodec {
+            max_line_length,
+            line_ending: LineEnding::Lf,
+            scanned: 0,
+        }
+    }
+
+    /// Sets the terminator the encoder appends; the decoder accepts both regardless.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, LineEnding, LinesCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// LinesCodec::default().line_ending(LineEnding::CrLf).encode("hi", &mut out).unwrap();
+    /// assert_eq!(&out[..], b"hi\r\n");
+    /// ```
+    #[must_use]
+    pub fn line_ending(mut self, line_ending: LineEnding) -> Self {
+        self.line_ending = line_ending;
+        self
+    }
+
+    /// Longest line accepted or produced, terminator not counted.
+    ///
+    /// ```
+    /// assert_eq!(getty_codec::LinesCodec::new(80).max_line_length(), 80);
+    /// ```
+    pub fn max_line_length(&self) -> usize {
+        self.max_line_length
+    }
+
+    /// Whether an unterminated line of `pending` bytes is already known to be too long.
+    /// A trailing `\r` may turn out to be half of a `\r\n`, so it is not counted yet.
+    fn pending_line_too_long(&self, pending: &[u8]) -> bool {
+        let shortest_possible_line = pending.len() - usize::from(pending.last() == Some(&b'\r'));
+        shortest_possible_line > self.max_line_length
+    }
+
+    /// Removes the line ending at `newline_index` (and its terminator) from `src`.
+    fn take_line(&self, src: &mut BytesMut, newline_index: usize) -> Result<Bytes, CodecError> {
+        let line_len = line_len_without_cr(&src[..newline_index]);
+        if line_len > self.max_line_length {
+            return Err(CodecError::frame_too_long(line_len, self.max_line_length));
+        }
+        let mut line = src.split_to(newline_index + 1);
+        line.truncate(line_len);
+        Ok(line.freeze())
+    }
+
+    /// Appends `line` and the terminator, after checking the peer will decode it back as
+    /// exactly one line.
+    fn encode_line(&self, line: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.check_encodable(line)?;
+        let terminator = self.line_ending.as_bytes();
+        dst.reserve(line.len() + terminator.len());
+        dst.put_slice(line);
+        dst.put_slice(terminator);
+        Ok(())
+    }
+
+    fn check_encodable(&self, line: &[u8]) -> Result<(), CodecError> {
+        if line.len() > self.max_line_length {
+            return Err(CodecError::unencodable(format!(
+                "line of {} bytes exceeds the maximum of {}",
+                line.len(),
+                self.max_line_length
+            )));
+        }
+        if let Some(index) = find_newline(line) {
+            return Err(CodecError::unencodable(format!(
+                "line contains a newline at byte {index}, the peer would read two lines"
+            )));
+        }
+        if line.last() == Some(&b'\r') {
+            return Err(CodecError::unencodable(
+                "line ends with \\r, the peer would take it as part of a \\r\\n terminator",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&byte| byte == b'\n')
+}
+
+/// Length of a line whose `\n` has been removed, minus the `\r` of a `\r\n`.
+fn line_len_without_cr(line: &[u8]) -> usize {
+    line.len() - usize::from(line.last() == Some(&b'\r'))
+}
+
+impl Decoder for LinesCodec {
+    type Item = Bytes;
+
+    /// Decodes one line, without its `\n` or `\r\n`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::default();
+    /// let mut buf = BytesMut::from(&b"a\r\nb\n\nc"[..]);
+    /// assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::Frame("a".into()));
+    /// assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::Frame("b".into()));
+    /// assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::Frame("".into()));
+    /// assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+    /// ```
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Bytes>, CodecError> {
+        // Never look past max + "\r\n": a `\n` any later ends a line that is too long anyway.
+        let search_end = src.len().min(self.max_line_length.saturating_add(2));
+        let search_start = self.scanned.min(search_end);
+        match find_newline(&src[search_start..search_end]) {
+            Some(offset) => {
+                self.scanned = 0;
+                // The line includes its `\n`, so a frame always consumes input.
+                self.take_line(src, search_start + offset)
+                    .map(Decoded::Frame)
+            }
+            None if self.pending_line_too_long(src) => {
+                let shortest_possible_line = line_len_without_cr(src);
+                Err(CodecError::frame_too_long(
+                    shortest_possible_line,
+                    self.max_line_length,
+                ))
+            }
+            None => {
+                self.scanned = search_end;
+                Ok(Decoded::NeedMore(None))
+            }
+        }
+    }
+}
+
+impl Encoder<&[u8]> for LinesCodec {
+    /// Appends `item` and the terminator. Fails, leaving `dst` as it was, if `item` is longer
+    /// than the maximum, contains `\n`, or ends with `\r` (which the peer would strip).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{CodecErrorKind, Encoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::default();
+    /// let mut out = BytesMut::new();
+    /// codec.encode(&b"ok"[..], &mut out).unwrap();
+    /// let err = codec.encode(&b"two\nlines"[..], &mut out).unwrap_err();
+    /// assert_eq!(err.kind(), CodecErrorKind::Unencodable);
+    /// assert_eq!(&out[..], b"ok\n");
+    /// ```
+    fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_line(item, dst)
+    }
+}
+
+impl Encoder<Bytes> for LinesCodec {
+    /// Same as the `&[u8]` encoder.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, LinesCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// LinesCodec::default().encode(Bytes::from_static(b"x"), &mut out).unwrap();
+    /// assert_eq!(&out[..], b"x\n");
+    /// ```
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_line(&item, dst)
+    }
+}
+
+impl Encoder<&Bytes> for LinesCodec {
+    /// Same as the `&[u8]` encoder.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, LinesCodec};
+    ///
+    /// let line = Bytes::from_static(b"x");
+    /// let mut out = BytesMut::new();
+    /// LinesCodec::default().encode(&line, &mut out).unwrap();
+    /// assert_eq!(&out[..], b"x\n");
+    /// ```
+    fn encode(&mut self, item: &Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_line(item, dst)
+    }
+}
+
+impl Encoder<Vec<u8>> for LinesCodec {
+    /// Same as the `&[u8]` encoder.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, LinesCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// LinesCodec::default().encode(b"x".to_vec(), &mut out).unwrap();
+    /// assert_eq!(&out[..], b"x\n");
+    /// ```
+    fn encode(&mut self, item: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_line(&item, dst)
+    }
+}
+
+impl Encoder<&str> for LinesCodec {
+    /// Same as the `&[u8]` encoder, on the UTF-8 bytes of `item`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, LinesCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// LinesCodec::default().encode("héllo", &mut out).unwrap();
+    /// assert_eq!(&out[..], "héllo\n".as_bytes());
+    /// ```
+    fn encode(&mut self, item: &str, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_line(item.as_bytes(), dst)
+    }
+}
+
+impl Encoder<String> for LinesCodec {
+    /// Same as the `&str` encoder.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, LinesCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// LinesCodec::default().encode(String::from("x"), &mut out).unwrap();
+    /// assert_eq!(&out[..], b"x\n");
+    /// ```
+    fn encode(&mut self, item: String, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_line(item.as_bytes(), dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CodecErrorKind;
+
+    fn decode_all(codec: &mut LinesCodec, wire: &[u8]) -> Vec<Bytes> {
+        let mut buf = BytesMut::from(wire);
+        let mut lines = Vec::new();
+        while let Decoded::Frame(line) = codec.decode(&mut buf).unwrap() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    fn decode_error(codec: &mut LinesCodec, wire: &[u8]) -> CodecError {
+        codec.decode(&mut BytesMut::from(wire)).unwrap_err()
+    }
+
+    fn encode<I>(codec: &mut LinesCodec, item: I) -> Result<Vec<u8>, CodecErrorKind>
+    where
+        LinesCodec: Encoder<I>,
+    {
+        let mut dst = BytesMut::new();
+        codec.encode(item, &mut dst).map_err(|err| err.kind())?;
+        Ok(dst.to_vec())
+    }
+
+    #[test]
+    fn empty_buffer_needs_more() {
+        let mut codec = LinesCodec::default();
+        assert_eq!(
+            codec.decode(&mut BytesMut::new()).unwrap(),
+            Decoded::NeedMore(None)
+        );
+    }
+
+    #[test]
+    fn decodes_lf_and_crlf_and_empty_lines() {
+        let mut codec = LinesCodec::default();
+        let lines = decode_all(&mut codec, b"one\ntwo\r\n\n\r\nthree");
+        assert_eq!(lines, ["one", "two", "", ""]);
+    }
+
+    #[test]
+    fn only_a_trailing_cr_is_stripped() {
+        let mut codec = LinesCodec::default();
+        let lines = decode_all(&mut codec, b"a\rb\n\r\r\n");
+        assert_eq!(lines, ["a\rb", "\r"]);
+    }
+
+    #[test]
+    fn leftover_partial_line_stays_in_the_buffer() {
+        let mut codec = LinesCodec::default();
+        let mut buf = BytesMut::from(&b"done\npart"[..]);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Decoded::Frame("done".into())
+        );
+        assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        assert_eq!(&buf[..], b"part");
+    }
+
+    #[test]
+    fn decoding_split_at_every_byte() {
+        let wire = b"alpha\r\nbeta\n\ngamma\r\n";
+        let mut codec = LinesCodec::default();
+        let mut buf = BytesMut::new();
+        let mut lines = Vec::new();
+        for &byte in wire {
+            buf.extend_from_slice(&[byte]);
+            while let Decoded::Frame(line) = codec.decode(&mut buf).unwrap() {
+                lines.push(line);
+            }
+        }
+        assert_eq!(lines, ["alpha", "beta", "", "gamma"]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn scan_position_is_remembered_between_calls() {
+        let mut codec = LinesCodec::default();
+        let mut buf = BytesMut::from(&b"abc"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        assert_eq!(codec.scanned, 3);
+        buf.extend_from_slice(b"de\nf");
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Decoded::Frame("abcde".into())
+        );
+        assert_eq!(codec.scanned, 0);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        assert_eq!(codec.scanned, 1);
+    }
+
+    #[test]
+    fn a_buffer_that_shrank_behind_the_codec_is_rescanned_safely() {
+        let mut codec = LinesCodec::default();
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        let mut other = BytesMut::from(&b"x\n"[..]);
+        // Not the intended use, but it must not panic; it may miss the terminator.
+        let _ = codec.decode(&mut other);
+    }
+
+    #[test]
+    fn line_of_exactly_max_length_is_accepted_with_either_terminator() {
+        let mut codec = LinesCodec::new(4);
+        assert_eq!(decode_all(&mut codec, b"abcd\n"), ["abcd"]);
+        assert_eq!(decode_all(&mut codec, b"abcd\r\n"), ["abcd"]);
+    }
+
+    #[test]
+    fn complete_line_longer_than_max_is_too_long() {
+        let mut codec = LinesCodec::new(4);
+        let err = decode_error(&mut codec, b"abcde\n");
+        assert_eq!(err, CodecError::frame_too_long(5, 4));
+    }
+
+    #[test]
+    fn unterminated_line_is_too_long_as_soon_as_it_passes_max() {
+        let mut codec = LinesCodec::new(4);
+        let mut buf = BytesMut::from(&b"abcd"[..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        // A trailing \r may still be the start of \r\n.
+        buf.extend_from_slice(b"\r");
+        assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        buf.extend_from_slice(b"x");
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), CodecErrorKind::FrameTooLong);
+    }
+
+    #[test]
+    fn long_line_is_detected_without_scanning_the_whole_buffer() {
+        let mut codec = LinesCodec::new(8);
+        let mut wire = vec![b'x'; 1 << 20];
+        wire.push(b'\n');
+        let err = decode_error(&mut codec, &wire);
+        assert_eq!(err.kind(), CodecErrorKind::FrameTooLong);
+    }
+
+    #[test]
+    fn zero_max_accepts_only_empty_lines() {
+        let mut codec = LinesCodec::new(0);
+        assert_eq!(decode_all(&mut codec, b"\n\r\n"), ["", ""]);
+        assert_eq!(
+            decode_error(&mut codec, b"a").kind(),
+            CodecErrorKind::FrameTooLong
+        );
+    }
+
+    #[test]
+    fn huge_max_does_not_overflow() {
+        let mut codec = LinesCodec::new(usize::MAX);
+        assert_eq!(decode_all(&mut codec, b"abc\n"), ["abc"]);
+    }
+
+    #[test]
+    fn encoders_append_the_configured_terminator() {
+        let mut lf = LinesCodec::default();
+        assert_eq!(encode(&mut lf, "a"), Ok(b"a\n".to_vec()));
+        assert_eq!(encode(&mut lf, String::from("b")), Ok(b"b\n".to_vec()));
+        assert_eq!(encode(&mut lf, b"c".to_vec()), Ok(b"c\n".to_vec()));
+        assert_eq!(encode(&mut lf, &b"d"[..]), Ok(b"d\n".to_vec()));
+        assert_eq!(
+            encode(&mut lf, Bytes::from_static(b"e")),
+            Ok(b"e\n".to_vec())
+        );
+        assert_eq!(
+            encode(&mut lf, &Bytes::from_static(b"f")),
+            Ok(b"f\n".to_vec())
+        );
+        let mut crlf = LinesCodec::default().line_ending(LineEnding::CrLf);
+        assert_eq!(encode(&mut crlf, ""), Ok(b"\r\n".to_vec()));
+    }
+
+    #[test]
+    fn round_trip_with_both_terminators() {
+        for ending in [LineEnding::Lf, LineEnding::CrLf] {
+            let mut codec = LinesCodec::default().line_ending(ending);
+            let mut wire = Vec::new();
+            for line in ["first", "", "with\rinner cr", "last"] {
+                wire.extend(encode(&mut codec, line).unwrap());
+            }
+            let lines = decode_all(&mut codec, &wire);
+            assert_eq!(lines, ["first", "", "with\rinner cr", "last"]);
+        }
+    }
+
+    #[test]
+    fn unencodable_lines_leave_dst_untouched() {
+        let mut codec = LinesCodec::new(4);
+        for bad in ["a\nb", "\n", "ab\r", "abcde"] {
+            let mut dst = BytesMut::from(&b"kept"[..]);
+            let err = codec.encode(bad, &mut dst).unwrap_err();
+            assert_eq!(err.kind(), CodecErrorKind::Unencodable, "{bad:?}");
+            assert_eq!(&dst[..], b"kept");
+        }
+        assert_eq!(encode(&mut codec, "abcd"), Ok(b"abcd\n".to_vec()));
+    }
+}

@@ -1,0 +1,199 @@
+//! No framing: the byte stream as it arrives.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{CodecError, Decoded, Decoder, Encoder};
+
+/// Passes bytes through unframed: each decode hands out everything buffered so far, and
+/// encoding copies the message as it is.
+///
+/// Message boundaries are not preserved: what one `encode` wrote may arrive as several
+/// decoded messages, or merged with its neighbours, depending on how the transport reads.
+/// Use it for proxies, byte-stream protocols, or when the handler does its own parsing.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use getty_codec::{Decoded, Decoder, Encoder, RawCodec};
+///
+/// let mut codec = RawCodec::new();
+/// let mut wire = BytesMut::new();
+/// codec.encode("ab", &mut wire).unwrap();
+/// codec.encode("cd", &mut wire).unwrap();
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("abcd".into()));
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::NeedMore(None));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RawCodec;
+
+impl RawCodec {
+    /// The raw codec; it has no settings.
+    ///
+    /// ```
+    /// assert_eq!(getty_codec::RawCodec::new(), getty_codec::RawCodec::default());
+    /// ```
+    pub const fn new() -> Self {
+        RawCodec
+    }
+
+    fn encode_bytes(self, item: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.put_slice(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+
+    /// Takes the whole buffer as one message (zero-copy), or asks for more when it is empty.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, RawCodec};
+    ///
+    /// let mut buf = BytesMut::from(&b"\x00\xffany bytes"[..]);
+    /// let msg = RawCodec.decode(&mut buf).unwrap();
+    /// assert_eq!(msg, Decoded::Frame((&b"\x00\xffany bytes"[..]).into()));
+    /// assert!(buf.is_empty());
+    /// ```
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Bytes>, CodecError> {
+        if src.is_empty() {
+            return Ok(Decoded::NeedMore(None));
+        }
+        Ok(Decoded::Frame(src.split().freeze()))
+    }
+}
+
+impl Encoder<&[u8]> for RawCodec {
+    /// Appends `item` unchanged.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, RawCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// RawCodec.encode(&b"\x01\x02"[..], &mut out).unwrap();
+    /// assert_eq!(&out[..], b"\x01\x02");
+    /// ```
+    fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_bytes(item, dst)
+    }
+}
+
+impl Encoder<Bytes> for RawCodec {
+    /// Appends `item` unchanged.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, RawCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// RawCodec.encode(Bytes::from_static(b"xyz"), &mut out).unwrap();
+    /// assert_eq!(&out[..], b"xyz");
+    /// ```
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_bytes(&item, dst)
+    }
+}
+
+impl Encoder<&Bytes> for RawCodec {
+    /// Appends `item` unchanged.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, RawCodec};
+    ///
+    /// let msg = Bytes::from_static(b"xyz");
+    /// let mut out = BytesMut::new();
+    /// RawCodec.encode(&msg, &mut out).unwrap();
+    /// assert_eq!(&out[..], b"xyz");
+    /// ```
+    fn encode(&mut self, item: &Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_bytes(item, dst)
+    }
+}
+
+impl Encoder<Vec<u8>> for RawCodec {
+    /// Appends `item` unchanged.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, RawCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// RawCodec.encode(vec![1u8, 2, 3], &mut out).unwrap();
+    /// assert_eq!(&out[..], [1, 2, 3]);
+    /// ```
+    fn encode(&mut self, item: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_bytes(&item, dst)
+    }
+}
+
+impl Encoder<&str> for RawCodec {
+    /// Appends the UTF-8 bytes of `item` unchanged.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, RawCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// RawCodec.encode("GET / HTTP/1.0\r\n\r\n", &mut out).unwrap();
+    /// assert_eq!(&out[..], b"GET / HTTP/1.0\r\n\r\n");
+    /// ```
+    fn encode(&mut self, item: &str, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_bytes(item.as_bytes(), dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_buffer_needs_more() {
+        assert_eq!(
+            RawCodec.decode(&mut BytesMut::new()).unwrap(),
+            Decoded::NeedMore(None)
+        );
+    }
+
+    #[test]
+    fn decode_takes_everything_without_copying() {
+        let mut buf = BytesMut::from(&b"abc"[..]);
+        let data_addr = buf.as_ptr();
+        let Decoded::Frame(msg) = RawCodec.decode(&mut buf).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_eq!(msg, "abc");
+        assert_eq!(msg.as_ptr(), data_addr);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_encoder_copies_its_item() {
+        let mut out = BytesMut::new();
+        let mut codec = RawCodec::new();
+        codec.encode(&b"1"[..], &mut out).unwrap();
+        codec.encode(Bytes::from_static(b"2"), &mut out).unwrap();
+        codec.encode(&Bytes::from_static(b"3"), &mut out).unwrap();
+        codec.encode(b"4".to_vec(), &mut out).unwrap();
+        codec.encode("5", &mut out).unwrap();
+        codec.encode("", &mut out).unwrap();
+        assert_eq!(&out[..], b"12345");
+    }
+
+    #[test]
+    fn decoding_byte_by_byte_yields_each_byte() {
+        let mut buf = BytesMut::new();
+        let mut received = Vec::new();
+        for &byte in b"stream" {
+            buf.extend_from_slice(&[byte]);
+            let Decoded::Frame(msg) = RawCodec.decode(&mut buf).unwrap() else {
+                panic!("expected a frame");
+            };
+            assert_eq!(msg.len(), 1);
+            received.extend_from_slice(&msg);
+            assert_eq!(RawCodec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
+        }
+        assert_eq!(received, b"stream");
+    }
+}
