@@ -33,14 +33,20 @@ impl Shared {
 
     /// Swaps the queued commands into `into` (which must be empty), keeping both allocations.
     pub(crate) fn drain_into(&self, into: &mut Vec<Remote>) {
-        let mut queue = self.queue.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         std::mem::swap(&mut *queue, into);
     }
 
     /// Marks the reactor as gone: later posts fail, and queued ones are dropped.
     pub(crate) fn mark_stopped(&self) {
         self.stopped.store(true, Ordering::Release);
-        let mut queue = self.queue.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         queue.clear();
     }
 }

@@ -433,7 +433,8 @@ impl Reactor {
                 continue;
             }
             let ready = Ready::from_event(event);
-            self.core.dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
+            self.core
+                .dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
         }
         for (id, ready) in self.rescheduled_now.drain(..) {
             self.core.dispatch(id, |e, cx| e.on_ready(cx, ready));
@@ -519,7 +520,11 @@ impl Core {
         wake_at.map(|t| t.saturating_duration_since(Instant::now()))
     }
 
-    fn dispatch_token(&mut self, token: Token, call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status) {
+    fn dispatch_token(
+        &mut self,
+        token: Token,
+        call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status,
+    ) {
         let Some(slot) = self.slots.get(token.0) else {
             return; // an event raced with the entry's removal
         };
@@ -531,7 +536,11 @@ impl Core {
     }
 
     /// Calls one entry, then whatever that call set off (spawned entries, local messages).
-    fn dispatch(&mut self, id: EntryId, call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status) {
+    fn dispatch(
+        &mut self,
+        id: EntryId,
+        call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status,
+    ) {
         self.call_entry(id, call);
         self.run_deferred();
     }
@@ -606,7 +615,10 @@ impl Core {
             }
             return;
         }
-        log::debug!("reactor shutting down with {grace:?} of grace, {} entries", self.slots.len());
+        log::debug!(
+            "reactor shutting down with {grace:?} of grace, {} entries",
+            self.slots.len()
+        );
         if grace.is_zero() {
             self.force_stop();
             return;

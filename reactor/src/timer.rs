@@ -128,8 +128,9 @@ impl Timers {
     fn sweep_if_sparse(&mut self) {
         if self.heap.len() > SWEEP_FLOOR && self.heap.len() > 2 * self.armed.len() {
             let armed = &self.armed;
-            self.heap
-                .retain(|Reverse((_, seq, key))| matches!(armed.get(*key), Some(a) if a.seq == *seq));
+            self.heap.retain(
+                |Reverse((_, seq, key))| matches!(armed.get(*key), Some(a) if a.seq == *seq),
+            );
         }
     }
 
@@ -204,6 +205,10 @@ mod tests {
             let id = t.set(far, owner(i), 0);
             t.cancel(id);
         }
-        assert!(t.heap_len() <= 2 * SWEEP_FLOOR + 2, "heap kept {} tombstones", t.heap_len());
+        assert!(
+            t.heap_len() <= 2 * SWEEP_FLOOR + 2,
+            "heap kept {} tombstones",
+            t.heap_len()
+        );
     }
 }

@@ -1,0 +1,145 @@
+//! The one error type sessions report.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use getty_codec::CodecError;
+
+/// Why a session ended abnormally (seen in `Handler::on_error`) or why a call was refused.
+///
+/// ```
+/// use getty_transports::Error;
+/// let e = Error::MessageTooLong { len: 2_000_000, max: 1 << 20 };
+/// assert_eq!(e.to_string(), "message of 2000000 bytes exceeds the maximum of 1048576");
+/// assert!(e.is_bad_input());
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket failed (reset by the peer, refused, ...).
+    Io(io::Error),
+    /// The codec rejected the peer's bytes, or could not encode a message.
+    Codec(CodecError),
+    /// A frame declared (or grew to) more bytes than the session's `max_message_len`.
+    MessageTooLong {
+        /// The frame's length as declared or as buffered so far.
+        len: usize,
+        /// The session's limit.
+        max: usize,
+    },
+    /// The codec returned a message without consuming any input: it would loop forever.
+    CodecConsumedNothing,
+    /// The peer closed the connection in the middle of a frame.
+    UnexpectedEof {
+        /// Bytes of the unfinished frame.
+        buffered: usize,
+    },
+    /// Nothing was read for the session's read-idle timeout.
+    ReadIdle(Duration),
+    /// Queued bytes could not be written for the session's write-stall timeout.
+    WriteStalled(Duration),
+    /// A connect did not complete within the client's connect timeout.
+    ConnectTimeout(Duration),
+    /// A write would take the outbound queue past its hard bound; nothing was queued.
+    QueueFull {
+        /// Bytes queued before the write.
+        queued: usize,
+        /// Bytes the write tried to add.
+        adding: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The session is closing or closed.
+    Closed,
+}
+
+impl Error {
+    /// True when the peer sent something the session refused (oversized, malformed,
+    /// truncated): the session closed because of its input, not because of the network.
+    ///
+    /// ```
+    /// assert!(!getty_transports::Error::Closed.is_bad_input());
+    /// ```
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Codec(_) | Error::MessageTooLong { .. } | Error::UnexpectedEof { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Codec(e) => write!(f, "codec error: {e}"),
+            Error::MessageTooLong { len, max } => {
+                write!(f, "message of {len} bytes exceeds the maximum of {max}")
+            }
+            Error::CodecConsumedNothing => {
+                f.write_str("codec bug: it returned a message without consuming any bytes")
+            }
+            Error::UnexpectedEof { buffered } => {
+                write!(
+                    f,
+                    "peer closed the connection inside a frame ({buffered} bytes buffered)"
+                )
+            }
+            Error::ReadIdle(t) => write!(f, "nothing read for {t:?} (read-idle timeout)"),
+            Error::WriteStalled(t) => write!(f, "queued bytes not written for {t:?} (write stall)"),
+            Error::ConnectTimeout(t) => write!(f, "connect timed out after {t:?}"),
+            Error::QueueFull {
+                queued,
+                adding,
+                max,
+            } => write!(
+                f,
+                "outbound queue full: {queued} bytes queued + {adding} would exceed {max}"
+            ),
+            Error::Closed => f.write_str("session is closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Codec(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<CodecError> for Error {
+    fn from(e: CodecError) -> Self {
+        Error::Codec(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    /// For callers that want `std::io::Result`: I/O errors pass through, the rest keep their
+    /// text under a fitting kind.
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Io(io) => return io::Error::new(io.kind(), e.to_string()),
+            Error::Codec(_) | Error::MessageTooLong { .. } | Error::CodecConsumedNothing => {
+                io::ErrorKind::InvalidData
+            }
+            Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
+            Error::ReadIdle(_) | Error::WriteStalled(_) | Error::ConnectTimeout(_) => {
+                io::ErrorKind::TimedOut
+            }
+            Error::QueueFull { .. } => io::ErrorKind::WouldBlock,
+            Error::Closed => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}

@@ -1,0 +1,74 @@
+//! getty-rs transports: sessions over sockets, driven by the getty reactor.
+//!
+//! Every transport offers the same contract. A server or client calls a **setup hook** for
+//! each new connection (getty's `NewSessionCallback`), which picks a codec and a
+//! [`Handler`] and may adjust the [`SessionOptions`]. The reactor then drives the session:
+//! it reads until `WouldBlock` (within a per-turn budget), decodes every whole frame, calls
+//! [`Handler::on_message`] for each, and flushes what the handler wrote with one `writev`.
+//! Limits have safe defaults: a frame over `max_message_len` closes that one session with
+//! [`Error::MessageTooLong`] (`on_error`, then `on_close`), and the outbound queue has
+//! watermarks and a hard bound.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use bytes::Bytes;
+//! use getty_codec::LengthFieldCodec;
+//! use getty_reactor::Reactor;
+//! use getty_transports::{tcp::TcpServer, Handler, Session};
+//!
+//! struct Echo;
+//! impl Handler<LengthFieldCodec> for Echo {
+//!     fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, msg: Bytes) {
+//!         let _ = session.write(msg);
+//!     }
+//! }
+//!
+//! let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
+//! let addr = server.local_addr();
+//! let reactor = Reactor::start_thread("echo", move |r| {
+//!     r.spawn(Box::new(server));
+//!     Ok(())
+//! }).unwrap();
+//!
+//! let mut peer = std::net::TcpStream::connect(addr).unwrap();
+//! peer.write_all(b"\x00\x00\x00\x02hi").unwrap();
+//! let mut echo = [0u8; 6];
+//! peer.read_exact(&mut echo).unwrap();
+//! assert_eq!(&echo, b"\x00\x00\x00\x02hi");
+//!
+//! reactor.handle().shutdown();
+//! reactor.join().unwrap();
+//! ```
+
+mod error;
+mod options;
+mod outbound;
+mod session;
+mod stream;
+pub mod tcp;
+
+pub use error::Error;
+pub use options::{SessionOptions, SocketOptions};
+pub use session::{Handler, Session, Stats};
+
+/// A command for an entry: a session closes gracefully, a server stops listening, a client
+/// closes its sessions and stops redialling. Send it with `ReactorHandle::send` or
+/// `Context::send`.
+///
+/// ```
+/// # let reactor = getty_reactor::Reactor::new().unwrap();
+/// # let id = getty_reactor::EntryId::new(0, 0);
+/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close;
+
+/// A command for a session: reset the connection now, discarding what is queued.
+///
+/// ```
+/// # let reactor = getty_reactor::Reactor::new().unwrap();
+/// # let id = getty_reactor::EntryId::new(0, 0);
+/// reactor.handle().send(id, Box::new(getty_transports::Abort)).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abort;

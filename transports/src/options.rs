@@ -1,0 +1,300 @@
+//! Session and socket options, with defaults that are safe to leave alone.
+
+use std::io;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
+
+/// Limits and timers of one session. Every field has a sane default; the setup hook may
+/// change them per session.
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_transports::SessionOptions;
+///
+/// let opts = SessionOptions::default()
+///     .max_message_len(64 * 1024)
+///     .cron_period(Some(Duration::from_secs(1)))
+///     .read_idle_timeout(Some(Duration::from_secs(30)));
+/// assert_eq!(opts.get_max_message_len(), 64 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOptions {
+    pub(crate) max_message_len: usize,
+    pub(crate) cron_period: Option<Duration>,
+    pub(crate) read_idle_timeout: Option<Duration>,
+    pub(crate) write_stall_timeout: Duration,
+    pub(crate) high_watermark: usize,
+    pub(crate) low_watermark: usize,
+    pub(crate) max_outbound: usize,
+    pub(crate) read_budget: usize,
+}
+
+impl Default for SessionOptions {
+    /// 1 MiB messages; no cron and no idle timeout (an idle session costs no wake-ups);
+    /// 30 s write stall; watermarks 64 KiB / 32 KiB; 4 MiB hard outbound bound; 256 KiB read
+    /// per session per loop turn.
+    fn default() -> Self {
+        SessionOptions {
+            max_message_len: 1 << 20,
+            cron_period: None,
+            read_idle_timeout: None,
+            write_stall_timeout: Duration::from_secs(30),
+            high_watermark: 64 * 1024,
+            low_watermark: 32 * 1024,
+            max_outbound: 4 << 20,
+            read_budget: 256 * 1024,
+        }
+    }
+}
+
+impl SessionOptions {
+    /// The largest frame (header included) the session accepts; a larger one closes the
+    /// session with `Error::MessageTooLong`.
+    ///
+    /// ```
+    /// let o = getty_transports::SessionOptions::default().max_message_len(1024);
+    /// assert_eq!(o.get_max_message_len(), 1024);
+    /// ```
+    pub fn max_message_len(mut self, len: usize) -> Self {
+        self.max_message_len = len.max(1);
+        self
+    }
+
+    /// How often `Handler::on_cron` runs (`None`: never, the default).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = getty_transports::SessionOptions::default().cron_period(Some(Duration::from_millis(50)));
+    /// assert_eq!(o.get_cron_period(), Some(Duration::from_millis(50)));
+    /// ```
+    pub fn cron_period(mut self, period: Option<Duration>) -> Self {
+        self.cron_period = period.filter(|p| !p.is_zero());
+        self
+    }
+
+    /// Closes the session with `Error::ReadIdle` when nothing arrives for this long
+    /// (`None`: never, the default).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = getty_transports::SessionOptions::default().read_idle_timeout(Some(Duration::from_secs(5)));
+    /// assert_eq!(o.get_read_idle_timeout(), Some(Duration::from_secs(5)));
+    /// ```
+    pub fn read_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_idle_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Closes the session with `Error::WriteStalled` when queued bytes make no progress for
+    /// this long (default 30 s). It also bounds how long a graceful close waits to flush.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = getty_transports::SessionOptions::default().write_stall_timeout(Duration::from_secs(1));
+    /// assert_eq!(o.get_write_stall_timeout(), Duration::from_secs(1));
+    /// ```
+    pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.write_stall_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Outbound watermarks: crossing `high` upwards tells the handler the session is no
+    /// longer writable; draining to `low` tells it that it is again. `low` is clamped to
+    /// at most `high`.
+    ///
+    /// ```
+    /// let o = getty_transports::SessionOptions::default().watermarks(1024, 512);
+    /// assert_eq!(o.get_watermarks(), (1024, 512));
+    /// ```
+    pub fn watermarks(mut self, high: usize, low: usize) -> Self {
+        self.high_watermark = high;
+        self.low_watermark = low.min(high);
+        self
+    }
+
+    /// The hard bound on queued outbound bytes: a write past it fails with
+    /// `Error::QueueFull` and queues nothing (default 4 MiB).
+    ///
+    /// ```
+    /// let o = getty_transports::SessionOptions::default().max_outbound(1 << 20);
+    /// assert_eq!(o.get_max_outbound(), 1 << 20);
+    /// ```
+    pub fn max_outbound(mut self, bytes: usize) -> Self {
+        self.max_outbound = bytes;
+        self
+    }
+
+    /// Bytes one session may read in one loop turn before yielding to the others.
+    ///
+    /// ```
+    /// let o = getty_transports::SessionOptions::default().read_budget(64 * 1024);
+    /// assert_eq!(o.get_read_budget(), 64 * 1024);
+    /// ```
+    pub fn read_budget(mut self, bytes: usize) -> Self {
+        self.read_budget = bytes.max(1);
+        self
+    }
+
+    /// See [`max_message_len`](Self::max_message_len).
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_max_message_len(), 1 << 20);
+    /// ```
+    pub fn get_max_message_len(&self) -> usize {
+        self.max_message_len
+    }
+
+    /// See [`cron_period`](Self::cron_period).
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_cron_period(), None);
+    /// ```
+    pub fn get_cron_period(&self) -> Option<Duration> {
+        self.cron_period
+    }
+
+    /// See [`read_idle_timeout`](Self::read_idle_timeout).
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_read_idle_timeout(), None);
+    /// ```
+    pub fn get_read_idle_timeout(&self) -> Option<Duration> {
+        self.read_idle_timeout
+    }
+
+    /// See [`write_stall_timeout`](Self::write_stall_timeout).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(getty_transports::SessionOptions::default().get_write_stall_timeout(), Duration::from_secs(30));
+    /// ```
+    pub fn get_write_stall_timeout(&self) -> Duration {
+        self.write_stall_timeout
+    }
+
+    /// See [`watermarks`](Self::watermarks): `(high, low)`.
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_watermarks(), (65536, 32768));
+    /// ```
+    pub fn get_watermarks(&self) -> (usize, usize) {
+        (self.high_watermark, self.low_watermark)
+    }
+
+    /// See [`max_outbound`](Self::max_outbound).
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_max_outbound(), 4 << 20);
+    /// ```
+    pub fn get_max_outbound(&self) -> usize {
+        self.max_outbound
+    }
+
+    /// See [`read_budget`](Self::read_budget).
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_read_budget(), 256 * 1024);
+    /// ```
+    pub fn get_read_budget(&self) -> usize {
+        self.read_budget
+    }
+}
+
+/// Socket options applied to every accepted or dialled TCP connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_transports::SocketOptions;
+///
+/// let opts = SocketOptions::default()
+///     .nodelay(true)
+///     .keepalive(Some(Duration::from_secs(30)))
+///     .recv_buffer_size(Some(256 * 1024));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    nodelay: bool,
+    keepalive: Option<Duration>,
+    recv_buffer_size: Option<usize>,
+    send_buffer_size: Option<usize>,
+}
+
+impl Default for SocketOptions {
+    /// TCP_NODELAY on; keepalive probes after 60 s idle; the kernel's buffer sizes.
+    fn default() -> Self {
+        SocketOptions {
+            nodelay: true,
+            keepalive: Some(Duration::from_secs(60)),
+            recv_buffer_size: None,
+            send_buffer_size: None,
+        }
+    }
+}
+
+impl SocketOptions {
+    /// TCP_NODELAY (default on: latency over batching; the session already coalesces writes).
+    ///
+    /// ```
+    /// let o = getty_transports::SocketOptions::default().nodelay(false);
+    /// ```
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+
+    /// SO_KEEPALIVE with this idle time before the first probe (`None`: off).
+    ///
+    /// ```
+    /// let o = getty_transports::SocketOptions::default().keepalive(None);
+    /// ```
+    pub fn keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.keepalive = idle;
+        self
+    }
+
+    /// SO_RCVBUF (`None`: the kernel's default and auto-tuning).
+    ///
+    /// ```
+    /// let o = getty_transports::SocketOptions::default().recv_buffer_size(Some(1 << 20));
+    /// ```
+    pub fn recv_buffer_size(mut self, bytes: Option<usize>) -> Self {
+        self.recv_buffer_size = bytes;
+        self
+    }
+
+    /// SO_SNDBUF (`None`: the kernel's default and auto-tuning).
+    ///
+    /// ```
+    /// let o = getty_transports::SocketOptions::default().send_buffer_size(Some(1 << 20));
+    /// ```
+    pub fn send_buffer_size(mut self, bytes: Option<usize>) -> Self {
+        self.send_buffer_size = bytes;
+        self
+    }
+
+    /// Applies the options to a connected socket.
+    ///
+    /// ```
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    /// getty_transports::SocketOptions::default()
+    ///     .apply(socket2::SockRef::from(&stream))
+    ///     .unwrap();
+    /// assert!(stream.nodelay().unwrap());
+    /// ```
+    pub fn apply(&self, socket: SockRef<'_>) -> io::Result<()> {
+        socket.set_tcp_nodelay(self.nodelay)?;
+        match self.keepalive {
+            Some(idle) => socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?,
+            None => socket.set_keepalive(false)?,
+        }
+        if let Some(n) = self.recv_buffer_size {
+            socket.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.send_buffer_size {
+            socket.set_send_buffer_size(n)?;
+        }
+        Ok(())
+    }
+}

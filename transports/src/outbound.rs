@@ -1,0 +1,185 @@
+//! A session's outbound queue: small writes coalesce into one buffer, large ones are queued
+//! as zero-copy chunks, and a flush hands everything to one `writev`.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Writes shorter than this are copied into the tail buffer; longer ones are queued as they
+/// are, so a 1 MiB payload is never copied.
+const COPY_THRESHOLD: usize = 4096;
+
+/// The most buffers handed to one `writev` (Linux allows 1024; more than this rarely helps).
+const MAX_IOVECS: usize = 64;
+
+/// Queued bytes in order: every chunk, then the tail.
+#[derive(Default)]
+pub(crate) struct Outbound {
+    chunks: VecDeque<Bytes>,
+    chunks_len: usize,
+    /// Where codecs encode to. Lent from the reactor's pool while the session has output.
+    pub(crate) tail: BytesMut,
+}
+
+impl Outbound {
+    pub(crate) fn len(&self) -> usize {
+        self.chunks_len + self.tail.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `bytes`, copying small ones into the tail.
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if bytes.len() < COPY_THRESHOLD {
+            self.tail.extend_from_slice(&bytes);
+            return;
+        }
+        if !self.tail.is_empty() {
+            // Keep the order: what was encoded before this chunk goes out before it.
+            let before = self.tail.split().freeze();
+            self.push_chunk(before);
+        }
+        self.push_chunk(bytes);
+    }
+
+    fn push_chunk(&mut self, bytes: Bytes) {
+        self.chunks_len += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    /// One write (a `writev` when there is more than one buffer). Returns the bytes written.
+    pub(crate) fn write_to<W: Write>(&mut self, sink: &mut W) -> io::Result<usize> {
+        if self.chunks.is_empty() {
+            let n = sink.write(&self.tail)?;
+            self.tail.advance(n);
+            return Ok(n);
+        }
+        let n = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for chunk in self.chunks.iter().take(MAX_IOVECS - 1) {
+                slices[count] = IoSlice::new(chunk);
+                count += 1;
+            }
+            if !self.tail.is_empty() && count < MAX_IOVECS {
+                slices[count] = IoSlice::new(&self.tail);
+                count += 1;
+            }
+            sink.write_vectored(&slices[..count])?
+        };
+        self.consume(n);
+        Ok(n)
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                self.tail.advance(n);
+                return;
+            };
+            let take = n.min(front.len());
+            front.advance(take);
+            self.chunks_len -= take;
+            n -= take;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    /// Drops everything queued (the session is going away without flushing).
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.chunks_len = 0;
+        self.tail.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that accepts at most `limit` bytes per call, to exercise partial writes.
+    struct Trickle {
+        got: Vec<u8>,
+        limit: usize,
+        vectored_calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.limit);
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.vectored_calls += 1;
+            let mut left = self.limit;
+            let mut total = 0;
+            for b in bufs {
+                let n = b.len().min(left);
+                self.got.extend_from_slice(&b[..n]);
+                left -= n;
+                total += n;
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok(total)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn drain(out: &mut Outbound, limit: usize) -> Trickle {
+        let mut sink = Trickle {
+            got: Vec::new(),
+            limit,
+            vectored_calls: 0,
+        };
+        while !out.is_empty() {
+            out.write_to(&mut sink).unwrap();
+        }
+        sink
+    }
+
+    #[test]
+    fn keeps_order_across_small_and_large_writes() {
+        let mut out = Outbound::default();
+        let mut expected = Vec::new();
+        for i in 0..50usize {
+            let size = if i % 7 == 0 { 10_000 + i } else { i };
+            let piece: Vec<u8> = (0..size).map(|b| (b + i) as u8).collect();
+            expected.extend_from_slice(&piece);
+            out.push(Bytes::from(piece));
+        }
+        assert_eq!(out.len(), expected.len());
+        for limit in [1, 7, 4096, usize::MAX] {
+            let mut copy = Outbound::default();
+            let mut offset = 0;
+            // Rebuild the same queue for each limit.
+            for i in 0..50usize {
+                let size = if i % 7 == 0 { 10_000 + i } else { i };
+                copy.push(Bytes::copy_from_slice(&expected[offset..offset + size]));
+                offset += size;
+            }
+            assert_eq!(drain(&mut copy, limit).got, expected, "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn large_chunks_use_one_writev() {
+        let mut out = Outbound::default();
+        out.tail.extend_from_slice(b"header");
+        out.push(Bytes::from(vec![1u8; 100_000]));
+        out.tail.extend_from_slice(b"trailer");
+        let sink = drain(&mut out, usize::MAX);
+        assert_eq!(sink.vectored_calls, 1);
+        assert_eq!(sink.got.len(), 6 + 100_000 + 7);
+        assert!(sink.got.starts_with(b"header") && sink.got.ends_with(b"trailer"));
+    }
+}

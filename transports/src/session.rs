@@ -1,0 +1,375 @@
+//! What a handler sees of one connection: its identity, its outbound queue, its stats.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use getty_codec::Encoder;
+
+use crate::outbound::Outbound;
+use crate::{Error, SessionOptions};
+
+/// Session ids are unique in the process, across reactors.
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_session_id() -> u64 {
+    NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The callbacks of a session, as getty's `EventListener`.
+///
+/// The contract, on every transport:
+/// - `on_open` first; returning an error rejects the session and closes its socket at once
+///   (no other callback follows).
+/// - then any number of `on_message` (one per decoded message, in order) and `on_cron`.
+/// - `on_error` only when the session ends abnormally (never for a clean EOF or a local
+///   close), then `on_close`.
+/// - `on_close` exactly once for every opened session, after its last `on_message`,
+///   whatever ended it: EOF, error, `close()`, `abort()` or reactor shutdown.
+///
+/// Callbacks run on the reactor thread: keep them short.
+///
+/// ```
+/// use bytes::Bytes;
+/// use getty_codec::LengthFieldCodec;
+/// use getty_transports::{Handler, Session};
+///
+/// struct Echo;
+/// impl Handler<LengthFieldCodec> for Echo {
+///     fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, msg: Bytes) {
+///         let _ = session.write(msg);
+///     }
+/// }
+/// ```
+pub trait Handler<C: getty_codec::Decoder>: 'static {
+    /// The session is connected and configured. An error rejects it.
+    fn on_open(&mut self, session: &mut Session<C>) -> io::Result<()> {
+        let _ = session;
+        Ok(())
+    }
+
+    /// One decoded message.
+    fn on_message(&mut self, session: &mut Session<C>, message: C::Item);
+
+    /// The session's cron period elapsed (see [`SessionOptions::cron_period`]).
+    fn on_cron(&mut self, session: &mut Session<C>) {
+        let _ = session;
+    }
+
+    /// The outbound queue crossed a watermark: `false` above the high one, `true` once it
+    /// drained to the low one. Stop producing while it is `false`.
+    fn on_writability_changed(&mut self, session: &mut Session<C>, writable: bool) {
+        let _ = (session, writable);
+    }
+
+    /// The session is ending abnormally; `on_close` follows.
+    fn on_error(&mut self, session: &mut Session<C>, error: &Error) {
+        let _ = (session, error);
+    }
+
+    /// The session has ended. Called exactly once.
+    fn on_close(&mut self, session: &mut Session<C>) {
+        let _ = session;
+    }
+}
+
+/// Counters of one session. Bytes are counted as they cross the socket.
+///
+/// ```
+/// # fn f(s: &getty_transports::Session<getty_codec::RawCodec>) {
+/// let stats = s.stats();
+/// println!("{} bytes in, {} messages in", stats.bytes_in, stats.messages_in);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes read from the socket.
+    pub bytes_in: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Messages decoded and handed to `on_message`.
+    pub messages_in: u64,
+    /// Messages (and byte buffers) queued by `write*`.
+    pub messages_out: u64,
+    /// The last time bytes were read (the session's open time before that).
+    pub last_read: Instant,
+    /// The last time bytes were written (the session's open time before that).
+    pub last_write: Instant,
+}
+
+/// The session's socket descriptor. The socket itself is owned by the entry that owns the
+/// session, next to it, and outlives it.
+#[cfg(unix)]
+struct SocketFd(std::os::fd::RawFd);
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for SocketFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor stays open while the session exists: the stream that owns
+        // it lives in the same entry and is dropped only together with the session.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// How the handler asked the session to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseRequest {
+    /// Flush what is queued, then shut down.
+    Graceful,
+    /// Reset the connection now.
+    Abort,
+}
+
+/// One connection as its handler sees it: write to it, close it, read its stats, keep typed
+/// attributes on it.
+///
+/// A `Session` is owned by its reactor and lent to the handler during callbacks; writes
+/// queue bytes that the reactor flushes (with one `writev`) when the callback returns.
+pub struct Session<C> {
+    id: u64,
+    peer: SocketAddr,
+    #[cfg(unix)]
+    fd: SocketFd,
+    codec: C,
+    pub(crate) out: Outbound,
+    pub(crate) stats: Stats,
+    pub(crate) options: SessionOptions,
+    /// Boxed on purpose: 8 bytes in every session instead of a 48-byte map that most
+    /// sessions never use.
+    #[allow(clippy::box_collection)]
+    attributes: Option<Box<HashMap<TypeId, Box<dyn Any>>>>,
+    pub(crate) close_request: Option<CloseRequest>,
+    /// False between crossing the high watermark and draining to the low one.
+    pub(crate) writable: bool,
+    /// Set when the handler changed a timer option, so the reactor re-arms.
+    pub(crate) timers_changed: bool,
+}
+
+impl<C> Session<C> {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        #[cfg(unix)] fd: std::os::fd::RawFd,
+        codec: C,
+        options: SessionOptions,
+        now: Instant,
+    ) -> Self {
+        Session {
+            id: next_session_id(),
+            peer,
+            #[cfg(unix)]
+            fd: SocketFd(fd),
+            codec,
+            out: Outbound::default(),
+            stats: Stats {
+                bytes_in: 0,
+                bytes_out: 0,
+                messages_in: 0,
+                messages_out: 0,
+                last_read: now,
+                last_write: now,
+            },
+            options,
+            attributes: None,
+            close_request: None,
+            writable: true,
+            timers_changed: false,
+        }
+    }
+
+    /// The session's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address (asked of the socket: it is not stored, to keep sessions small).
+    #[cfg(unix)]
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket()
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
+    }
+
+    /// The socket, for options this crate does not wrap (`setsockopt` only: reading or
+    /// writing through it would bypass the session's buffers).
+    #[cfg(unix)]
+    pub fn socket(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&self.fd)
+    }
+
+    /// Encodes `message` with the session's codec and queues it.
+    ///
+    /// Fails with `Error::Closed` once the session is closing, with `Error::QueueFull` when
+    /// it would take the queue past its hard bound (nothing is queued then), and with
+    /// `Error::Codec` when the codec cannot encode it.
+    pub fn write<T>(&mut self, message: T) -> Result<(), Error>
+    where
+        C: Encoder<T>,
+    {
+        self.check_open()?;
+        let before = self.out.len();
+        let tail_before = self.out.tail.len();
+        self.codec.encode(message, &mut self.out.tail)?;
+        let added = self.out.len() - before;
+        if self.out.len() > self.options.max_outbound {
+            self.out.tail.truncate(tail_before);
+            return Err(self.queue_full(before, added));
+        }
+        self.note_queued(1);
+        Ok(())
+    }
+
+    /// Queues raw bytes, bypassing the codec. Large buffers are not copied.
+    pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
+        let bytes = bytes.into();
+        self.check_open()?;
+        self.check_room(bytes.len())?;
+        self.out.push(bytes);
+        self.note_queued(1);
+        Ok(())
+    }
+
+    /// Queues several buffers as one unit: all of them or, when they would exceed the hard
+    /// bound, none. They go out with one `writev` where the kernel takes them.
+    pub fn write_vectored(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
+        self.check_open()?;
+        let total = buffers.iter().map(Bytes::len).sum();
+        self.check_room(total)?;
+        for b in buffers {
+            self.out.push(b.clone());
+        }
+        self.note_queued(buffers.len() as u64);
+        Ok(())
+    }
+
+    /// Ends the session gracefully: stop reading, flush what is queued (within the write
+    /// stall timeout), shut down the write side, close. `on_close` follows.
+    pub fn close(&mut self) {
+        self.close_request.get_or_insert(CloseRequest::Graceful);
+    }
+
+    /// Ends the session now, discarding what is queued and resetting the connection.
+    pub fn abort(&mut self) {
+        self.close_request = Some(CloseRequest::Abort);
+    }
+
+    /// True once `close` or `abort` was called (or the session is ending for another reason).
+    pub fn is_closing(&self) -> bool {
+        self.close_request.is_some()
+    }
+
+    /// False while the outbound queue is above the high watermark.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The session's options.
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    /// Changes the cron period from now on (`None` stops the cron).
+    pub fn set_cron_period(&mut self, period: Option<Duration>) {
+        self.options = self.options.clone().cron_period(period);
+        self.timers_changed = true;
+    }
+
+    /// Changes the read-idle timeout from now on (`None` disables it).
+    pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.options = self.options.clone().read_idle_timeout(timeout);
+        self.timers_changed = true;
+    }
+
+    /// The session's codec.
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    /// The session's codec, mutably (to change its settings mid-stream).
+    pub fn codec_mut(&mut self) -> &mut C {
+        &mut self.codec
+    }
+
+    /// The attribute of type `T`, if set.
+    pub fn attribute<T: 'static>(&self) -> Option<&T> {
+        self.attributes
+            .as_ref()?
+            .get(&TypeId::of::<T>())?
+            .downcast_ref()
+    }
+
+    /// The attribute of type `T`, mutably, if set.
+    pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.attributes
+            .as_mut()?
+            .get_mut(&TypeId::of::<T>())?
+            .downcast_mut()
+    }
+
+    /// Sets the attribute of type `T`, returning the previous one.
+    pub fn set_attribute<T: 'static>(&mut self, value: T) -> Option<T> {
+        let map = self.attributes.get_or_insert_with(Default::default);
+        let old = map.insert(TypeId::of::<T>(), Box::new(value))?;
+        old.downcast().ok().map(|b| *b)
+    }
+
+    /// Removes and returns the attribute of type `T`.
+    pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
+        let old = self.attributes.as_mut()?.remove(&TypeId::of::<T>())?;
+        old.downcast().ok().map(|b| *b)
+    }
+
+    pub(crate) fn decoder(&mut self) -> &mut C {
+        &mut self.codec
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.close_request.is_some() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, adding: usize) -> Result<(), Error> {
+        let queued = self.out.len();
+        if queued + adding > self.options.max_outbound {
+            return Err(self.queue_full(queued, adding));
+        }
+        Ok(())
+    }
+
+    fn queue_full(&self, queued: usize, adding: usize) -> Error {
+        Error::QueueFull {
+            queued,
+            adding,
+            max: self.options.max_outbound,
+        }
+    }
+
+    fn note_queued(&mut self, messages: u64) {
+        self.stats.messages_out += messages;
+        if self.writable && self.out.len() >= self.options.high_watermark {
+            self.writable = false;
+            self.timers_changed = true; // the reactor reports the crossing after the callback
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! The state machine of one stream connection (TCP today, unix sockets later): reads until
+//! `WouldBlock` within a budget, decodes every whole frame, hands messages to the handler,
+//! flushes the outbound queue with `writev`, and runs the session's single timer.
+//!
+//! Life of a session: `on_start` registers the socket and calls `on_open`; then readiness
+//! and timer events drive `read → decode → on_message → settle`, where `settle` flushes,
+//! reports watermark crossings and re-arms the timer; the session ends through `finish`,
+//! which calls `on_close` exactly once.
+
+use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
+use std::net::Shutdown;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use getty_codec::{Decoded, Decoder};
+use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use mio::Interest;
+
+use crate::session::{CloseRequest, Handler, Session};
+use crate::{Abort, Close, Error};
+
+/// A socket a session can run over. Sealed to sockets: `read` is handed uninitialised
+/// memory, which is sound only for a reader that never looks at the buffer (a syscall).
+pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
+    fn shutdown_write(&self) -> io::Result<()>;
+    fn take_socket_error(&self) -> io::Result<Option<io::Error>>;
+}
+
+impl Stream for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn take_socket_error(&self) -> io::Result<Option<io::Error>> {
+        self.take_error()
+    }
+}
+
+/// Told to the session's owner (a client) when the session ends.
+pub(crate) struct SessionEnded(pub(crate) EntryId);
+
+/// A partial frame at most this long is moved out of a pooled buffer into a small one of
+/// its own, so that thousands of sessions waiting on a few header bytes do not each pin
+/// a pooled buffer.
+const COMPACT_BELOW: usize = 256;
+
+/// Reads smaller than this are not worth a syscall: grow the buffer first.
+const MIN_READ_SPACE: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and writing.
+    Open,
+    /// Flushing before a graceful close; no more reading.
+    Closing,
+    /// `on_close` has run.
+    Closed,
+}
+
+pub(crate) struct StreamEntry<S, C, H> {
+    stream: S,
+    session: Session<C>,
+    handler: H,
+    rbuf: BytesMut,
+    owner: Option<EntryId>,
+    phase: Phase,
+    /// The one timer of this session, and when it fires.
+    timer: Option<(TimerId, Instant)>,
+    next_cron: Option<Instant>,
+    /// Since when queued bytes have made no progress.
+    blocked_since: Option<Instant>,
+    /// The writability last told to the handler.
+    reported_writable: bool,
+}
+
+impl<S, C, H> StreamEntry<S, C, H>
+where
+    S: Stream,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    pub(crate) fn new(stream: S, session: Session<C>, handler: H, owner: Option<EntryId>) -> Self {
+        StreamEntry {
+            stream,
+            session,
+            handler,
+            rbuf: BytesMut::new(),
+            owner,
+            phase: Phase::Open,
+            timer: None,
+            next_cron: None,
+            blocked_since: None,
+            reported_writable: true,
+        }
+    }
+
+    fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let mut budget = self.session.options.read_budget;
+        let mut eof = false;
+        while self.phase == Phase::Open && !self.session.is_closing() {
+            self.make_read_space(cx);
+            match read_into(&mut self.stream, &mut self.rbuf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.session.stats.bytes_in += n as u64;
+                    self.session.stats.last_read = cx.now();
+                    self.decode_all()?;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        cx.reschedule(Ready::READABLE);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        self.release_read_buffer(cx);
+        if eof {
+            self.on_peer_closed()?;
+        }
+        Ok(())
+    }
+
+    /// Hands every whole frame in the read buffer to the handler.
+    fn decode_all(&mut self) -> Result<(), Error> {
+        let max = self.session.options.max_message_len;
+        while !self.session.is_closing() {
+            let before = self.rbuf.len();
+            match self.session.decoder().decode(&mut self.rbuf)? {
+                Decoded::Frame(message) => {
+                    if self.rbuf.len() == before {
+                        return Err(Error::CodecConsumedNothing);
+                    }
+                    self.session.stats.messages_in += 1;
+                    self.handler.on_message(&mut self.session, message);
+                }
+                Decoded::NeedMore(Some(frame_len)) => {
+                    if frame_len > max {
+                        return Err(Error::MessageTooLong {
+                            len: frame_len,
+                            max,
+                        });
+                    }
+                    // Room for the whole frame now, so the body arrives in few reads.
+                    self.rbuf.reserve(frame_len.saturating_sub(self.rbuf.len()));
+                    return Ok(());
+                }
+                Decoded::NeedMore(None) => {
+                    if self.rbuf.len() > max {
+                        return Err(Error::MessageTooLong {
+                            len: self.rbuf.len(),
+                            max,
+                        });
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn make_read_space(&mut self, cx: &mut Context<'_>) {
+        if self.rbuf.capacity() - self.rbuf.len() >= MIN_READ_SPACE {
+            return;
+        }
+        let pool = cx.buffers();
+        if self.rbuf.len() < pool.buffer_size() / 2 {
+            // Move the (small) partial frame into a pooled buffer.
+            let mut pooled = pool.take();
+            pooled.extend_from_slice(&self.rbuf);
+            self.rbuf = pooled;
+        } else {
+            self.rbuf.reserve(pool.buffer_size());
+        }
+    }
+
+    /// Idle sessions hold no read buffer: give it back when it is drained, and move a tiny
+    /// partial frame into a buffer of its own size.
+    fn release_read_buffer(&mut self, cx: &mut Context<'_>) {
+        if self.rbuf.capacity() == 0 {
+            return;
+        }
+        if self.rbuf.is_empty() {
+            cx.buffers().give(std::mem::take(&mut self.rbuf));
+        } else if self.rbuf.len() <= COMPACT_BELOW
+            && self.rbuf.capacity() >= cx.buffers().buffer_size()
+        {
+            let small = BytesMut::from(&self.rbuf[..]);
+            cx.buffers().give(std::mem::replace(&mut self.rbuf, small));
+        }
+    }
+
+    fn on_peer_closed(&mut self) -> Result<(), Error> {
+        if !self.rbuf.is_empty() && self.phase == Phase::Open && !self.session.is_closing() {
+            return Err(Error::UnexpectedEof {
+                buffered: self.rbuf.len(),
+            });
+        }
+        // A clean EOF: answer what was asked, then close (no on_error).
+        self.session.close();
+        Ok(())
+    }
+
+    /// Writes until the queue is empty or the socket is full.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let mut progressed = false;
+        while !self.session.out.is_empty() {
+            match self.session.out.write_to(&mut self.stream) {
+                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.session.stats.bytes_out += n as u64;
+                    progressed = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        if progressed {
+            self.session.stats.last_write = cx.now();
+        }
+        if self.session.out.is_empty() {
+            self.blocked_since = None;
+            let tail = std::mem::take(&mut self.session.out.tail);
+            if tail.capacity() > 0 {
+                cx.buffers().give(tail);
+            }
+        } else if progressed || self.blocked_since.is_none() {
+            self.blocked_since = Some(cx.now());
+        }
+        Ok(())
+    }
+
+    /// Lends the session a pooled buffer to encode into, so writes do not allocate.
+    fn lend_write_buffer(&mut self, cx: &mut Context<'_>) {
+        if self.session.out.tail.capacity() == 0 {
+            self.session.out.tail = cx.buffers().take();
+        }
+    }
+
+    /// After every event: act on close requests, flush, report watermarks, re-arm the timer.
+    fn settle(&mut self, cx: &mut Context<'_>) -> Status {
+        if let Err(e) = self.settle_io(cx) {
+            return self.fail(cx, e);
+        }
+        if self.session.close_request == Some(CloseRequest::Abort) {
+            return self.finish(cx, true);
+        }
+        if self.session.close_request.is_some() {
+            self.phase = Phase::Closing;
+            if self.session.out.is_empty() {
+                let _ = self.stream.shutdown_write();
+                return self.finish(cx, false);
+            }
+        }
+        self.rearm_timer(cx);
+        Status::Continue
+    }
+
+    fn settle_io(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        if self.session.close_request == Some(CloseRequest::Abort) {
+            return Ok(());
+        }
+        loop {
+            self.flush(cx)?;
+            if !self.report_writability(cx) {
+                return Ok(());
+            }
+            // The handler heard about a crossing and may have written more: flush again.
+        }
+    }
+
+    /// Tells the handler when the queue crossed a watermark. Returns true when it did.
+    fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
+        let (high, low) = (
+            self.session.options.high_watermark,
+            self.session.options.low_watermark,
+        );
+        let queued = self.session.out.len();
+        if !self.session.writable && queued <= low {
+            self.session.writable = true;
+        } else if self.session.writable && queued >= high {
+            self.session.writable = false;
+        }
+        if self.session.writable == self.reported_writable || self.phase == Phase::Closed {
+            return false;
+        }
+        self.reported_writable = self.session.writable;
+        self.lend_write_buffer(cx);
+        self.handler
+            .on_writability_changed(&mut self.session, self.reported_writable);
+        true
+    }
+
+    /// The earliest of the cron tick, the idle deadline and the write-stall deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        let opts = &self.session.options;
+        let idle = opts
+            .read_idle_timeout
+            .map(|t| self.session.stats.last_read + t);
+        let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
+        [self.next_cron, idle, stall].into_iter().flatten().min()
+    }
+
+    /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
+    /// deadline moved because bytes arrived) just re-arms: nothing is done per message.
+    fn rearm_timer(&mut self, cx: &mut Context<'_>) {
+        if std::mem::take(&mut self.session.timers_changed) {
+            self.next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+            self.cancel_timer(cx);
+        }
+        let Some(deadline) = self.next_deadline() else {
+            return;
+        };
+        match self.timer {
+            Some((_, armed)) if armed <= deadline => {}
+            _ => {
+                self.cancel_timer(cx);
+                self.timer = Some((cx.set_timer_at(deadline, 0), deadline));
+            }
+        }
+    }
+
+    fn cancel_timer(&mut self, cx: &mut Context<'_>) {
+        if let Some((id, _)) = self.timer.take() {
+            cx.cancel_timer(id);
+        }
+    }
+
+    fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let now = cx.now();
+        let opts = &self.session.options;
+        if let Some(since) = self.blocked_since {
+            if now >= since + opts.write_stall_timeout {
+                return Err(Error::WriteStalled(opts.write_stall_timeout));
+            }
+        }
+        if let Some(idle) = opts.read_idle_timeout {
+            if self.phase == Phase::Open && now >= self.session.stats.last_read + idle {
+                return Err(Error::ReadIdle(idle));
+            }
+        }
+        if let (Some(due), Some(period)) = (self.next_cron, opts.cron_period) {
+            if now >= due && self.phase == Phase::Open {
+                // Skip missed ticks rather than firing a burst after a stall.
+                self.next_cron = Some(
+                    due + period * ((now - due).as_nanos() / period.as_nanos().max(1) + 1) as u32,
+                );
+                self.lend_write_buffer(cx);
+                self.handler.on_cron(&mut self.session);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session with an error the handler sees, then `on_close`.
+    fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
+        if self.phase != Phase::Closed {
+            log::debug!(
+                "session {} ({}) failed: {error}",
+                self.session.id(),
+                self.session.peer_addr()
+            );
+            self.handler.on_error(&mut self.session, &error);
+        }
+        self.finish(cx, true)
+    }
+
+    /// Closes the socket and calls `on_close`, once.
+    fn finish(&mut self, cx: &mut Context<'_>, reset: bool) -> Status {
+        if self.phase == Phase::Closed {
+            return Status::Done;
+        }
+        self.phase = Phase::Closed;
+        self.session
+            .close_request
+            .get_or_insert(CloseRequest::Abort);
+        if reset {
+            // SO_LINGER 0: close sends RST and drops what the kernel still holds.
+            #[cfg(unix)]
+            let _ = self
+                .session
+                .socket()
+                .set_linger(Some(std::time::Duration::ZERO));
+        }
+        let _ = cx.registry().deregister(&mut self.stream);
+        self.cancel_timer(cx);
+        self.handler.on_close(&mut self.session);
+        self.session.out.clear();
+        for buf in [
+            std::mem::take(&mut self.rbuf),
+            std::mem::take(&mut self.session.out.tail),
+        ] {
+            if buf.capacity() > 0 {
+                cx.buffers().give(buf);
+            }
+        }
+        if let Some(owner) = self.owner {
+            cx.send(owner, Box::new(SessionEnded(cx.id())));
+        }
+        Status::Done
+    }
+}
+
+impl<S, C, H> Entry for StreamEntry<S, C, H>
+where
+    S: Stream,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = cx
+            .registry()
+            .register(&mut self.stream, cx.token(), interest)
+        {
+            log::warn!("session {}: cannot register socket: {e}", self.session.id());
+            return Status::Done;
+        }
+        self.lend_write_buffer(cx);
+        if let Err(e) = self.handler.on_open(&mut self.session) {
+            log::debug!(
+                "session {} ({}) rejected by on_open: {e}",
+                self.session.id(),
+                self.session.peer_addr()
+            );
+            self.phase = Phase::Closed;
+            let _ = cx.registry().deregister(&mut self.stream);
+            #[cfg(unix)]
+            let _ = self
+                .session
+                .socket()
+                .set_linger(Some(std::time::Duration::ZERO));
+            if let Some(owner) = self.owner {
+                cx.send(owner, Box::new(SessionEnded(cx.id())));
+            }
+            return Status::Done;
+        }
+        self.session.timers_changed = true;
+        self.settle(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        if ready.is_error() {
+            if let Ok(Some(e)) = self.stream.take_socket_error() {
+                return self.fail(cx, Error::Io(e));
+            }
+        }
+        if ready.is_readable() {
+            self.lend_write_buffer(cx);
+            if let Err(e) = self.on_readable(cx) {
+                return self.fail(cx, e);
+            }
+        }
+        self.settle(cx)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.timer = None;
+        if let Err(e) = self.on_deadline(cx) {
+            return self.fail(cx, e);
+        }
+        self.settle(cx)
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        if command.is::<Close>() {
+            self.session.close();
+        } else if command.is::<Abort>() {
+            self.session.abort();
+        }
+        self.settle(cx)
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        if deadline.is_some() {
+            self.session.close();
+            return self.settle(cx);
+        }
+        // No time left: one last non-blocking flush, then close.
+        let _ = self.flush(cx);
+        self.finish(cx, !self.session.out.is_empty())
+    }
+}
+
+impl<S, C, H> Drop for StreamEntry<S, C, H> {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.phase == Phase::Closed || std::thread::panicking(),
+            "a session was dropped without on_close"
+        );
+    }
+}
+
+/// Reads into the spare capacity of `buf` without zeroing it first.
+fn read_into<S: Stream>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare: &mut [MaybeUninit<u8>] = buf.spare_capacity_mut();
+    // SAFETY: `Stream` is implemented only for sockets, whose `read` is a syscall that
+    // writes into the buffer and never reads it, so uninitialised bytes are never observed.
+    // `read` returns how many bytes it initialised, and only those are added to the length.
+    let dst = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
+    let n = stream.read(dst)?;
+    // SAFETY: the first `n` spare bytes were just written by the kernel.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}

@@ -1,0 +1,67 @@
+//! TCP: [`TcpServer`] accepts, [`TcpClient`] dials and redials; both run the same session
+//! state machine and call a setup hook ([`Setup`]) for every new connection.
+
+use std::net::SocketAddr;
+
+use socket2::SockRef;
+
+use crate::SessionOptions;
+
+mod client;
+mod server;
+
+pub use client::{TcpClient, TcpClientBuilder};
+pub use server::{TcpServer, TcpServerBuilder};
+
+/// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
+/// its socket (for options this crate does not wrap) and the session's options to adjust.
+/// The hook returns the session's codec and handler, or an error to refuse it.
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_codec::LinesCodec;
+/// use getty_transports::{tcp::{Setup, TcpServer}, Handler, Session};
+///
+/// struct Chat;
+/// impl Handler<LinesCodec> for Chat {
+///     fn on_message(&mut self, _: &mut Session<LinesCodec>, _: bytes::Bytes) {}
+/// }
+///
+/// let server = TcpServer::bind("127.0.0.1:0", |setup: &mut Setup<'_>| {
+///     if setup.peer_addr().ip().is_unspecified() {
+///         return Err(std::io::Error::other("no thanks"));
+///     }
+///     setup.socket().set_tcp_nodelay(true)?;
+///     let options = setup.options();
+///     *options = options.clone().read_idle_timeout(Some(Duration::from_secs(60)));
+///     Ok((LinesCodec::default(), Chat))
+/// });
+/// ```
+pub struct Setup<'a> {
+    pub(crate) peer: SocketAddr,
+    pub(crate) socket: SockRef<'a>,
+    pub(crate) options: &'a mut SessionOptions,
+}
+
+impl<'a> Setup<'a> {
+    /// The peer's address.
+    ///
+    /// See the [type-level example](Setup).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The connected socket, for `setsockopt`.
+    ///
+    /// See the [type-level example](Setup).
+    pub fn socket(&self) -> &SockRef<'a> {
+        &self.socket
+    }
+
+    /// The new session's options, to change.
+    ///
+    /// See the [type-level example](Setup).
+    pub fn options(&mut self) -> &mut SessionOptions {
+        self.options
+    }
+}

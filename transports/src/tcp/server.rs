@@ -1,0 +1,403 @@
+//! The TCP listener entry: accepts until `WouldBlock`, runs the setup hook, spawns sessions.
+
+use std::io;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use getty_codec::Decoder;
+use getty_reactor::{Command, Context, Entry, Ready, Status};
+use mio::net::{TcpListener, TcpStream};
+use mio::Interest;
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::session::{Handler, Session};
+use crate::stream::StreamEntry;
+use crate::tcp::Setup;
+use crate::{Close, SessionOptions, SocketOptions};
+
+/// Connections accepted per loop turn before the listener yields to its sessions.
+const ACCEPT_BUDGET: usize = 256;
+
+/// The first pause after the process ran out of file descriptors; doubles up to a second.
+const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+
+/// Configures a [`TcpServer`].
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_transports::{tcp::TcpServer, Handler, Session, SessionOptions};
+///
+/// struct Sink;
+/// impl Handler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
+/// }
+///
+/// let server = TcpServer::builder()
+///     .backlog(4096)
+///     .session_options(SessionOptions::default().max_message_len(64 * 1024))
+///     .bind("127.0.0.1:0", |_setup| Ok((RawCodec, Sink)))
+///     .unwrap();
+/// assert_ne!(server.local_addr().port(), 0);
+/// ```
+#[derive(Debug, Clone)]
+pub struct TcpServerBuilder {
+    backlog: i32,
+    reuse_port: bool,
+    socket_options: SocketOptions,
+    session_options: SessionOptions,
+}
+
+impl Default for TcpServerBuilder {
+    fn default() -> Self {
+        TcpServerBuilder {
+            backlog: 1024,
+            reuse_port: false,
+            socket_options: SocketOptions::default(),
+            session_options: SessionOptions::default(),
+        }
+    }
+}
+
+impl TcpServerBuilder {
+    /// The listen backlog (default 1024; mio's own `bind` uses 128, which drops bursts).
+    ///
+    /// ```
+    /// let b = getty_transports::tcp::TcpServer::builder().backlog(128);
+    /// ```
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// SO_REUSEPORT, so several listeners (one per reactor) can share a port.
+    ///
+    /// ```
+    /// let b = getty_transports::tcp::TcpServer::builder().reuse_port(true);
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Options applied to every accepted socket.
+    ///
+    /// ```
+    /// use getty_transports::SocketOptions;
+    /// let b = getty_transports::tcp::TcpServer::builder()
+    ///     .socket_options(SocketOptions::default().nodelay(false));
+    /// ```
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.socket_options = options;
+        self
+    }
+
+    /// The options every session starts with (the setup hook may change them).
+    ///
+    /// ```
+    /// use getty_transports::SessionOptions;
+    /// let b = getty_transports::tcp::TcpServer::builder()
+    ///     .session_options(SessionOptions::default().max_message_len(4096));
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.session_options = options;
+        self
+    }
+
+    /// Binds and listens (port 0 picks a free port; see [`TcpServer::local_addr`]). `setup`
+    /// runs for every accepted connection, as getty's `NewSessionCallback`: it picks the
+    /// codec and handler and may change the session's options; an error refuses the
+    /// connection.
+    ///
+    /// ```
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{tcp::TcpServer, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// let server = TcpServer::builder().bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// ```
+    pub fn bind<A, F, C, H>(self, addr: A, setup: F) -> io::Result<TcpServer<F, C, H>>
+    where
+        A: ToSocketAddrs,
+        F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C>,
+    {
+        let mut last_error = None;
+        for addr in addr.to_socket_addrs()? {
+            match self.listen(addr) {
+                Ok(listener) => {
+                    let local_addr = listener.local_addr()?;
+                    return Ok(TcpServer {
+                        listener,
+                        local_addr,
+                        setup,
+                        socket_options: self.socket_options,
+                        session_options: self.session_options,
+                        paused: false,
+                        last_pause: Duration::ZERO,
+                        _types: PhantomData,
+                    });
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
+        }))
+    }
+
+    fn listen(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        #[cfg(unix)]
+        if self.reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(self.backlog)?;
+        Ok(TcpListener::from_std(socket.into()))
+    }
+}
+
+/// A TCP server: an [`Entry`] that accepts connections and spawns a session for each.
+/// Spawn it into a reactor; send it [`Close`] to stop listening (its sessions carry on).
+///
+/// ```
+/// use getty_codec::LengthFieldCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::{tcp::TcpServer, Handler, Session};
+///
+/// struct Echo;
+/// impl Handler<LengthFieldCodec> for Echo {
+///     fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: bytes::Bytes) {
+///         let _ = s.write(msg);
+///     }
+/// }
+///
+/// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
+/// let addr = server.local_addr();
+/// let mut reactor = Reactor::new().unwrap();
+/// reactor.spawn(Box::new(server));
+/// # let _ = addr;
+/// ```
+pub struct TcpServer<F, C, H> {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    setup: F,
+    socket_options: SocketOptions,
+    session_options: SessionOptions,
+    /// True while accepting is paused after running out of file descriptors.
+    paused: bool,
+    /// The length of the last pause, doubled for the next one; zero after a good accept.
+    last_pause: Duration,
+    _types: PhantomData<fn() -> (C, H)>,
+}
+
+impl TcpServer<(), (), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::tcp::TcpServer::builder();
+    /// ```
+    pub fn builder() -> TcpServerBuilder {
+        TcpServerBuilder::default()
+    }
+
+    /// Binds with default settings; see [`TcpServerBuilder::bind`].
+    ///
+    /// ```
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{tcp::TcpServer, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// ```
+    pub fn bind<A, F, C, H>(addr: A, setup: F) -> io::Result<TcpServer<F, C, H>>
+    where
+        A: ToSocketAddrs,
+        F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C>,
+    {
+        TcpServerBuilder::default().bind(addr, setup)
+    }
+}
+
+impl<F, C, H> TcpServer<F, C, H>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    /// The address the server listens on (with the port the kernel picked for port 0).
+    ///
+    /// ```
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{tcp::TcpServer, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn accept_some(&mut self, cx: &mut Context<'_>) {
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    self.last_pause = Duration::ZERO;
+                    self.open_session(cx, stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhaustion(&e) => {
+                    self.pause_accepting(cx, e);
+                    return;
+                }
+                // ECONNABORTED and friends concern one connection, not the listener.
+                Err(e) => log::debug!("accept on {}: {e}", self.local_addr),
+            }
+        }
+        cx.reschedule(Ready::READABLE);
+    }
+
+    /// Out of file descriptors: accepting again at once would spin. Wait on a timer.
+    fn pause_accepting(&mut self, cx: &mut Context<'_>, e: io::Error) {
+        let pause = match self.last_pause {
+            Duration::ZERO => FIRST_ACCEPT_PAUSE,
+            last => (last * 2).min(MAX_ACCEPT_PAUSE),
+        };
+        log::warn!(
+            "accept on {} failed ({e}); pausing accepts for {pause:?}",
+            self.local_addr
+        );
+        self.paused = true;
+        self.last_pause = pause;
+        cx.set_timer(pause, 0);
+    }
+
+    fn open_session(&mut self, cx: &mut Context<'_>, stream: TcpStream, peer: SocketAddr) {
+        if peer.port() == self.local_addr.port() && stream.local_addr().ok() == Some(peer) {
+            log::warn!("refusing a self-connect on {peer}");
+            return;
+        }
+        if let Some(session) = prepare(
+            stream,
+            peer,
+            &self.socket_options,
+            &self.session_options,
+            &mut self.setup,
+            cx.now(),
+            None,
+        ) {
+            cx.spawn(Box::new(session));
+        }
+    }
+}
+
+/// Applies socket options and runs the setup hook; `None` when either refused the socket.
+pub(crate) fn prepare<F, C, H>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    socket_options: &SocketOptions,
+    session_options: &SessionOptions,
+    setup: &mut F,
+    now: Instant,
+    owner: Option<getty_reactor::EntryId>,
+) -> Option<StreamEntry<TcpStream, C, H>>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)>,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    if let Err(e) = socket_options.apply(SockRef::from(&stream)) {
+        log::debug!("socket options for {peer}: {e}");
+        return None;
+    }
+    let mut options = session_options.clone();
+    let made = setup(&mut Setup {
+        peer,
+        socket: SockRef::from(&stream),
+        options: &mut options,
+    });
+    let (codec, handler) = match made {
+        Ok(pair) => pair,
+        Err(e) => {
+            log::debug!("setup refused {peer}: {e}");
+            return None;
+        }
+    };
+    #[cfg(unix)]
+    let session = {
+        use std::os::fd::AsRawFd;
+        Session::new(peer, stream.as_raw_fd(), codec, options, now)
+    };
+    #[cfg(not(unix))]
+    let session = Session::new(peer, codec, options, now);
+    Some(StreamEntry::new(stream, session, handler, owner))
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+impl<F, C, H> Entry for TcpServer<F, C, H>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        match cx
+            .registry()
+            .register(&mut self.listener, cx.token(), Interest::READABLE)
+        {
+            Ok(()) => {
+                log::info!("listening on {}", self.local_addr);
+                Status::Continue
+            }
+            Err(e) => {
+                log::error!("cannot register listener {}: {e}", self.local_addr);
+                Status::Done
+            }
+        }
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
+        if !self.paused {
+            self.accept_some(cx);
+        }
+        Status::Continue
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        // Resume: connections waiting in the backlog raised no new edge while paused.
+        self.paused = false;
+        self.accept_some(cx);
+        Status::Continue
+    }
+
+    fn on_command(&mut self, _cx: &mut Context<'_>, command: Command) -> Status {
+        if command.is::<Close>() {
+            log::info!("stopped listening on {}", self.local_addr);
+            return Status::Done;
+        }
+        Status::Continue
+    }
+}
