@@ -1,0 +1,441 @@
+//! The getty-rs echo: a server and a client on loopback, every echo checked byte for byte.
+//!
+//! ```text
+//! cargo run --release --example echo                          # both sides, one process
+//! cargo run --release --example echo -- --server 127.0.0.1:7000
+//! cargo run --release --example echo -- --client 127.0.0.1:7000
+//! cargo run --release --example echo -- --codec raw --server 127.0.0.1:7000   # then: nc 127.0.0.1 7000
+//! ```
+//!
+//! Options: `--codec length|lines|raw` (default `length`, a 4-byte big-endian length
+//! prefix), `--connections N` (8), `--messages N` per connection (1000), `--window N`
+//! messages in flight per connection (4), `--max-size BYTES` (4096).
+//!
+//! With `--codec raw` the server echoes the byte stream as it comes; the client still
+//! frames its messages with a length prefix so it can check every echo.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
+use getty::tcp::{TcpClient, TcpServer};
+use getty::{Handler, Reactor, Session};
+use hdrhistogram::Histogram;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CodecKind {
+    Length,
+    Lines,
+    Raw,
+}
+
+#[derive(Debug)]
+struct Args {
+    server: Option<SocketAddr>,
+    client: Option<SocketAddr>,
+    codec: CodecKind,
+    connections: usize,
+    messages: usize,
+    window: usize,
+    max_size: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        server: None,
+        client: None,
+        codec: CodecKind::Length,
+        connections: 8,
+        messages: 1000,
+        window: 4,
+        max_size: 4096,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server" => args.server = Some(parse(&value()?)?),
+            "--client" => args.client = Some(parse(&value()?)?),
+            "--codec" => {
+                args.codec = match value()?.as_str() {
+                    "length" => CodecKind::Length,
+                    "lines" => CodecKind::Lines,
+                    "raw" => CodecKind::Raw,
+                    other => return Err(format!("unknown codec {other:?} (length|lines|raw)")),
+                }
+            }
+            "--connections" => args.connections = parse(&value()?)?,
+            "--messages" => args.messages = parse(&value()?)?,
+            "--window" => args.window = parse(&value()?)?,
+            "--max-size" => args.max_size = parse(&value()?)?,
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.connections == 0 || args.messages == 0 || args.window == 0 || args.max_size < 16 {
+        return Err("--connections, --messages and --window must be > 0, --max-size >= 16".into());
+    }
+    Ok(args)
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("cannot parse {s:?}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The server: write every message back.
+
+struct Echo;
+
+impl<C> Handler<C> for Echo
+where
+    C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
+{
+    fn on_message(&mut self, session: &mut Session<C>, message: Bytes) {
+        if let Err(e) = session.write(message) {
+            log::warn!("session {}: echo failed: {e}", session.id());
+            session.close();
+        }
+    }
+
+    fn on_error(&mut self, session: &mut Session<C>, error: &getty::Error) {
+        log::info!(
+            "session {} from {} failed: {error}",
+            session.id(),
+            session.peer_addr()
+        );
+    }
+}
+
+/// Starts the echo server on its own reactor thread.
+fn start_server(
+    addr: SocketAddr,
+    codec: CodecKind,
+) -> io::Result<(SocketAddr, getty::reactor::ReactorThread)> {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let thread = Reactor::start_thread("echo-server", move |reactor| {
+        match codec {
+            CodecKind::Length => {
+                let server = TcpServer::bind(addr, |_| Ok((LengthFieldCodec::default(), Echo)))?;
+                let _ = addr_tx.send(server.local_addr());
+                reactor.spawn(Box::new(server))
+            }
+            CodecKind::Lines => {
+                let server = TcpServer::bind(addr, |_| Ok((LinesCodec::default(), Echo)))?;
+                let _ = addr_tx.send(server.local_addr());
+                reactor.spawn(Box::new(server))
+            }
+            CodecKind::Raw => {
+                let server = TcpServer::bind(addr, |_| Ok((RawCodec, Echo)))?;
+                let _ = addr_tx.send(server.local_addr());
+                reactor.spawn(Box::new(server))
+            }
+        };
+        Ok(())
+    })?;
+    let bound = addr_rx
+        .recv()
+        .map_err(|_| io::Error::other("server did not report its address"))?;
+    Ok((bound, thread))
+}
+
+// ---------------------------------------------------------------------------------------
+// The client: keep a window of messages in flight per connection, check every echo.
+
+/// What all client sessions add up to.
+struct Totals {
+    histogram: Histogram<u64>,
+    messages: u64,
+    bytes: u64,
+    mismatches: u64,
+    sessions_done: usize,
+    sessions_failed: usize,
+    started: Instant,
+}
+
+/// The report the client sends back to `main`.
+struct Report {
+    messages: u64,
+    bytes: u64,
+    mismatches: u64,
+    failed: usize,
+    elapsed: Duration,
+    histogram: Histogram<u64>,
+}
+
+struct Plan {
+    connections: usize,
+    messages: usize,
+    window: usize,
+    max_size: usize,
+    codec: CodecKind,
+}
+
+struct Sender {
+    plan: Rc<Plan>,
+    totals: Rc<RefCell<Totals>>,
+    done_tx: mpsc::Sender<Report>,
+    rng: fastrand::Rng,
+    /// Payloads sent and not yet echoed, with their send time.
+    in_flight: VecDeque<(Instant, Bytes)>,
+    sent: usize,
+    received: usize,
+}
+
+impl Sender {
+    fn payload(&mut self) -> Bytes {
+        let len = self.rng.usize(1..=self.plan.max_size);
+        let bytes: Vec<u8> = if self.plan.codec == CodecKind::Lines {
+            (0..len).map(|_| self.rng.u8(b' '..=b'~')).collect()
+        } else {
+            (0..len).map(|_| self.rng.u8(..)).collect()
+        };
+        Bytes::from(bytes)
+    }
+
+    fn send_next<C: Encoder<Bytes>>(&mut self, session: &mut Session<C>) {
+        while self.sent < self.plan.messages && self.in_flight.len() < self.plan.window {
+            let payload = self.payload();
+            if let Err(e) = session.write(payload.clone()) {
+                log::error!("write failed: {e}");
+                session.close();
+                return;
+            }
+            self.in_flight.push_back((Instant::now(), payload));
+            self.sent += 1;
+        }
+    }
+
+    fn check_echo(&mut self, echo: &Bytes) -> bool {
+        let Some((sent_at, expected)) = self.in_flight.pop_front() else {
+            return false;
+        };
+        let rtt = sent_at.elapsed().as_micros() as u64;
+        let mut totals = self.totals.borrow_mut();
+        totals.histogram.saturating_record(rtt.max(1));
+        totals.messages += 1;
+        totals.bytes += echo.len() as u64;
+        if *echo != expected {
+            totals.mismatches += 1;
+            return false;
+        }
+        true
+    }
+
+    fn finish(&mut self, failed: bool) {
+        let mut totals = self.totals.borrow_mut();
+        totals.sessions_done += 1;
+        if failed {
+            totals.sessions_failed += 1;
+        }
+        if totals.sessions_done == self.plan.connections {
+            let histogram =
+                std::mem::replace(&mut totals.histogram, Histogram::new(3).expect("sigfig"));
+            let _ = self.done_tx.send(Report {
+                messages: totals.messages,
+                bytes: totals.bytes,
+                mismatches: totals.mismatches,
+                failed: totals.sessions_failed,
+                elapsed: totals.started.elapsed(),
+                histogram,
+            });
+        }
+    }
+}
+
+impl Handler<LengthFieldCodec> for Sender {
+    fn on_open(&mut self, session: &mut Session<LengthFieldCodec>) -> io::Result<()> {
+        self.send_next(session);
+        Ok(())
+    }
+
+    fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, echo: Bytes) {
+        on_echo(self, session, echo)
+    }
+
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        log::error!("client session failed: {error}");
+    }
+
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let failed = self.received < self.plan.messages;
+        self.finish(failed);
+    }
+}
+
+impl Handler<LinesCodec> for Sender {
+    fn on_open(&mut self, session: &mut Session<LinesCodec>) -> io::Result<()> {
+        self.send_next(session);
+        Ok(())
+    }
+
+    fn on_message(&mut self, session: &mut Session<LinesCodec>, echo: Bytes) {
+        on_echo(self, session, echo)
+    }
+
+    fn on_error(&mut self, _: &mut Session<LinesCodec>, error: &getty::Error) {
+        log::error!("client session failed: {error}");
+    }
+
+    fn on_close(&mut self, _: &mut Session<LinesCodec>) {
+        let failed = self.received < self.plan.messages;
+        self.finish(failed);
+    }
+}
+
+fn on_echo<C: Encoder<Bytes>>(sender: &mut Sender, session: &mut Session<C>, echo: Bytes) {
+    if !sender.check_echo(&echo) {
+        log::error!(
+            "session {}: echo does not match what was sent",
+            session.id()
+        );
+        session.close();
+        return;
+    }
+    sender.received += 1;
+    if sender.received == sender.plan.messages {
+        session.close();
+    } else {
+        sender.send_next(session);
+    }
+}
+
+/// Runs the client on its own reactor and waits for its report.
+fn run_client(addr: SocketAddr, plan: Plan) -> io::Result<Report> {
+    let (done_tx, done_rx) = mpsc::channel();
+    let connections = plan.connections;
+    let lines = plan.codec == CodecKind::Lines;
+    let client = Reactor::start_thread("echo-client", move |reactor| {
+        let plan = Rc::new(plan);
+        let totals = Rc::new(RefCell::new(Totals {
+            histogram: Histogram::new(3).map_err(io::Error::other)?,
+            messages: 0,
+            bytes: 0,
+            mismatches: 0,
+            sessions_done: 0,
+            sessions_failed: 0,
+            started: Instant::now(),
+        }));
+        let mut seed = 0u64;
+        let mut make_sender = move || {
+            seed += 1;
+            Sender {
+                plan: plan.clone(),
+                totals: totals.clone(),
+                done_tx: done_tx.clone(),
+                rng: fastrand::Rng::with_seed(seed),
+                in_flight: VecDeque::new(),
+                sent: 0,
+                received: 0,
+            }
+        };
+        let builder = TcpClient::builder().connection_number(connections);
+        // Raw servers echo the stream as it comes, so the client frames with lengths.
+        let id = if lines {
+            reactor.spawn(Box::new(
+                builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
+            ))
+        } else {
+            reactor.spawn(Box::new(builder.build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), make_sender()))
+            })?))
+        };
+        let _ = id;
+        Ok(())
+    })?;
+    let report = done_rx.recv_timeout(Duration::from_secs(120));
+    client.handle().shutdown();
+    client.join()?;
+    report.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not finish in 120 s",
+        )
+    })
+}
+
+fn print_report(report: &Report) {
+    let secs = report.elapsed.as_secs_f64();
+    let h = &report.histogram;
+    println!(
+        "echoed {} messages ({:.1} MB) in {:.2} s: {:.0} msg/s, {:.1} MB/s; round trip p50 {} µs, p99 {} µs",
+        report.messages,
+        report.bytes as f64 / 1e6,
+        secs,
+        report.messages as f64 / secs,
+        report.bytes as f64 / 1e6 / secs,
+        h.value_at_quantile(0.50),
+        h.value_at_quantile(0.99),
+    );
+    if report.mismatches == 0 && report.failed == 0 {
+        println!("every echo matched byte for byte");
+    } else {
+        println!(
+            "FAILED: {} mismatched echoes, {} sessions did not finish",
+            report.mismatches, report.failed
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprintln!("echo: {msg}");
+            }
+            eprintln!("usage: echo [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> io::Result<bool> {
+    let plan = Plan {
+        connections: args.connections,
+        messages: args.messages,
+        window: args.window,
+        max_size: args.max_size,
+        codec: args.codec,
+    };
+    if let Some(addr) = args.server {
+        let (bound, server) = start_server(addr, args.codec)?;
+        println!(
+            "echo server ({:?} codec) listening on {bound}; Ctrl-C to stop",
+            args.codec
+        );
+        server.join()?;
+        return Ok(true);
+    }
+    if let Some(addr) = args.client {
+        let report = run_client(addr, plan)?;
+        print_report(&report);
+        return Ok(report.mismatches == 0 && report.failed == 0);
+    }
+    let (addr, server) = start_server("127.0.0.1:0".parse().expect("literal"), args.codec)?;
+    println!(
+        "echo server on {addr} ({:?} codec); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+        args.codec, args.connections, args.messages, args.window, args.max_size
+    );
+    let report = run_client(addr, plan);
+    server.handle().shutdown();
+    server.join()?;
+    let report = report?;
+    print_report(&report);
+    Ok(report.mismatches == 0 && report.failed == 0)
+}
