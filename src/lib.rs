@@ -35,3 +35,8 @@ pub use getty_reactor::{Reactor, ReactorHandle};
 pub use getty_transports::{
     tcp, Abort, Close, Error, Handler, Session, SessionOptions, SocketOptions, Stats,
 };
+
+/// The README's code, compiled as a doctest so that it stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
