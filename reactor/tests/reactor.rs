@@ -1,0 +1,302 @@
+//! The reactor's contract, without protocols: dispatch, timers, commands, fairness, shutdown.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use getty_reactor::{Command, Context, Entry, EntryId, Reactor, Ready, Status};
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// An entry that writes what happens to it into a shared log.
+struct Recorder {
+    name: &'static str,
+    log: Log,
+    /// Timers to arm at start: (delay in ms, tag).
+    timers: Vec<(u64, u64)>,
+    /// End after this many timers.
+    end_after: usize,
+    fired: usize,
+    /// Return Continue from a graceful on_shutdown (to test the deadline).
+    linger: bool,
+}
+
+impl Recorder {
+    fn new(name: &'static str, log: &Log) -> Self {
+        Recorder {
+            name,
+            log: log.clone(),
+            timers: Vec::new(),
+            end_after: usize::MAX,
+            fired: 0,
+            linger: false,
+        }
+    }
+
+    fn note(&self, what: String) {
+        self.log.borrow_mut().push(format!("{}:{what}", self.name));
+    }
+}
+
+impl Entry for Recorder {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.note("start".into());
+        for &(ms, tag) in &self.timers {
+            cx.set_timer(Duration::from_millis(ms), tag);
+        }
+        Status::Continue
+    }
+
+    fn on_ready(&mut self, _: &mut Context<'_>, ready: Ready) -> Status {
+        self.note(format!("ready {ready:?}"));
+        Status::Continue
+    }
+
+    fn on_timer(&mut self, _: &mut Context<'_>, tag: u64) -> Status {
+        self.note(format!("timer {tag}"));
+        self.fired += 1;
+        if self.fired >= self.end_after {
+            return Status::Done;
+        }
+        Status::Continue
+    }
+
+    fn on_command(&mut self, _: &mut Context<'_>, command: Command) -> Status {
+        let text = command
+            .downcast::<&'static str>()
+            .map(|s| *s)
+            .unwrap_or("?");
+        self.note(format!("command {text}"));
+        if text == "stop" {
+            return Status::Done;
+        }
+        Status::Continue
+    }
+
+    fn on_shutdown(&mut self, _: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        self.note(format!(
+            "shutdown {}",
+            if deadline.is_some() {
+                "graceful"
+            } else {
+                "now"
+            }
+        ));
+        if self.linger && deadline.is_some() {
+            return Status::Continue;
+        }
+        Status::Done
+    }
+}
+
+/// Stops the reactor from inside after `delay`.
+struct StopAfter(Duration);
+
+impl Entry for StopAfter {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.set_timer(self.0, 0);
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: u64) -> Status {
+        cx.handle().shutdown();
+        Status::Done
+    }
+}
+
+#[test]
+fn timers_fire_in_deadline_order() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let mut a = Recorder::new("a", &log);
+    a.timers = vec![(30, 3), (10, 1), (20, 2)];
+    a.end_after = 3;
+    r.spawn(Box::new(a));
+    r.spawn(Box::new(StopAfter(Duration::from_millis(60))));
+    r.run().unwrap();
+    assert_eq!(
+        *log.borrow(),
+        ["a:start", "a:timer 1", "a:timer 2", "a:timer 3"],
+        "the entry ended itself after its third timer, so it hears no shutdown"
+    );
+}
+
+/// After a delay, spawns a new recorder and sends a command to it and to an old id.
+struct Respawner {
+    log: Log,
+    old: EntryId,
+}
+
+impl Entry for Respawner {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.set_timer(Duration::from_millis(10), 0);
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: u64) -> Status {
+        let new = cx.spawn(Box::new(Recorder::new("new", &self.log)));
+        assert_eq!(new.token(), self.old.token(), "the slab reuses the key");
+        assert_ne!(new, self.old);
+        cx.send(self.old, Box::new("for-old"));
+        cx.send(new, Box::new("for-new"));
+        Status::Done
+    }
+}
+
+#[test]
+fn a_stale_id_never_reaches_a_new_entry_in_the_same_slot() {
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let old = r.spawn(Box::new(Recorder::new("old", &log)));
+    r.handle().send(old, Box::new("stop")).unwrap(); // frees the slot at the first turn
+    r.spawn(Box::new(Respawner {
+        log: log.clone(),
+        old,
+    }));
+    r.spawn(Box::new(StopAfter(Duration::from_millis(30))));
+    r.run().unwrap();
+    let log = log.borrow();
+    assert!(log.contains(&"old:command stop".to_string()), "{log:?}");
+    assert!(log.contains(&"new:command for-new".to_string()), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("for-old")), "{log:?}");
+}
+
+#[test]
+fn commands_from_another_thread_wake_a_sleeping_reactor() {
+    let thread = Reactor::start_thread("sleeper", |_| Ok(())).unwrap();
+    let handle = thread.handle().clone();
+    std::thread::sleep(Duration::from_millis(50)); // the loop is now blocked in poll, no timers
+    let (tx, rx) = mpsc::channel();
+    let sent = Instant::now();
+    handle
+        .execute(move |_| {
+            tx.send(sent.elapsed()).unwrap();
+        })
+        .unwrap();
+    let latency = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the job ran");
+    assert!(latency < Duration::from_secs(5));
+    handle.shutdown();
+    thread.join().unwrap();
+    assert!(handle.is_stopped());
+    assert!(
+        handle.execute(|_| {}).is_err(),
+        "posting to a stopped reactor fails"
+    );
+}
+
+/// An entry that always has more work: it reschedules itself on every call.
+struct Busy {
+    turns: Rc<RefCell<u64>>,
+}
+
+impl Entry for Busy {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.reschedule(Ready::READABLE);
+        Status::Continue
+    }
+    fn on_ready(&mut self, cx: &mut Context<'_>, _: Ready) -> Status {
+        *self.turns.borrow_mut() += 1;
+        cx.reschedule(Ready::READABLE);
+        Status::Continue
+    }
+}
+
+#[test]
+fn a_busy_entry_does_not_starve_timers_or_others() {
+    let log = Log::default();
+    let turns = Rc::new(RefCell::new(0));
+    let mut r = Reactor::new().unwrap();
+    r.spawn(Box::new(Busy {
+        turns: turns.clone(),
+    }));
+    let mut quiet = Recorder::new("quiet", &log);
+    quiet.timers = vec![(5, 1), (10, 2)];
+    r.spawn(Box::new(quiet));
+    r.spawn(Box::new(StopAfter(Duration::from_millis(30))));
+    let started = Instant::now();
+    r.run().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let log = log.borrow();
+    assert!(log.contains(&"quiet:timer 1".to_string()), "{log:?}");
+    assert!(log.contains(&"quiet:timer 2".to_string()), "{log:?}");
+    assert!(*turns.borrow() > 1, "the busy entry ran once per turn");
+}
+
+#[test]
+fn graceful_shutdown_waits_for_lingering_entries_until_the_deadline() {
+    let log = Log::default();
+    let thread_log = log.clone();
+    let mut r = Reactor::new().unwrap();
+    let mut slow = Recorder::new("slow", &thread_log);
+    slow.linger = true;
+    r.spawn(Box::new(slow));
+    r.spawn(Box::new(Recorder::new("quick", &thread_log)));
+    let handle = r.handle();
+    handle.shutdown_graceful(Duration::from_millis(50)).unwrap();
+    let started = Instant::now();
+    r.run().unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(40), "ran only {waited:?}");
+    assert!(waited < Duration::from_secs(5));
+    let log = log.borrow();
+    assert_eq!(
+        *log,
+        [
+            "slow:start",
+            "quick:start",
+            "slow:shutdown graceful",
+            "quick:shutdown graceful",
+            "slow:shutdown now",
+        ]
+    );
+    assert_eq!(r.entry_count(), 0);
+}
+
+#[test]
+fn spawned_entries_start_after_the_call_that_spawned_them() {
+    struct Parent {
+        log: Log,
+        child: Option<EntryId>,
+    }
+    impl Entry for Parent {
+        fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+            self.log.borrow_mut().push("parent:start".into());
+            let child = cx.spawn(Box::new(Recorder::new("child", &self.log)));
+            cx.send(child, Box::new("hello"));
+            self.child = Some(child);
+            self.log.borrow_mut().push("parent:spawned".into());
+            Status::Continue
+        }
+        fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+            Status::Continue
+        }
+    }
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    r.spawn(Box::new(Parent {
+        log: log.clone(),
+        child: None,
+    }));
+    assert_eq!(
+        *log.borrow(),
+        [
+            "parent:start",
+            "parent:spawned",
+            "child:start",
+            "child:command hello"
+        ]
+    );
+    drop(r);
+    assert_eq!(
+        log.borrow().last().map(String::as_str),
+        Some("child:shutdown now"),
+        "dropping a reactor ends its entries properly"
+    );
+}
