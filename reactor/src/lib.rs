@@ -698,37 +698,84 @@ pub struct Context<'a> {
 
 impl Context<'_> {
     /// The id of the entry being called.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| assert_eq!(cx.id().token(), cx.token()));
+    /// ```
     pub fn id(&self) -> EntryId {
         self.id
     }
 
     /// The token to register this entry's sources with.
+    ///
+    /// ```
+    /// use mio::{net::UdpSocket, Interest};
+    /// getty_reactor::with_context(|cx| {
+    ///     let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    ///     cx.registry().register(&mut socket, cx.token(), Interest::READABLE).unwrap();
+    /// });
+    /// ```
     pub fn token(&self) -> Token {
         self.id.token()
     }
 
     /// The registry to register, reregister and deregister sources with.
+    ///
+    /// ```
+    /// use mio::{net::UdpSocket, Interest};
+    /// getty_reactor::with_context(|cx| {
+    ///     let mut socket = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    ///     cx.registry().register(&mut socket, cx.token(), Interest::READABLE).unwrap();
+    ///     cx.registry().deregister(&mut socket).unwrap();
+    /// });
+    /// ```
     pub fn registry(&self) -> &Registry {
         &self.core.registry
     }
 
     /// The time this turn of the loop began (one clock read per turn, not per call).
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| assert!(cx.now() <= std::time::Instant::now()));
+    /// ```
     pub fn now(&self) -> Instant {
         self.core.now
     }
 
     /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     cx.set_timer(std::time::Duration::from_secs(1), 7);
+    ///     assert_eq!(cx.armed_timers(), 1);
+    /// });
+    /// ```
     pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerId {
         let deadline = self.core.now + delay;
         self.set_timer_at(deadline, tag)
     }
 
     /// Arms a timer for an absolute deadline.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     let at = cx.now() + std::time::Duration::from_millis(5);
+    ///     cx.set_timer_at(at, 0);
+    /// });
+    /// ```
     pub fn set_timer_at(&mut self, deadline: Instant, tag: u64) -> TimerId {
         self.core.timers.set(deadline, self.id, tag)
     }
 
     /// Disarms a timer; returns false when it had already fired or been cancelled.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     let t = cx.set_timer(std::time::Duration::from_secs(1), 0);
+    ///     assert!(cx.cancel_timer(t));
+    ///     assert!(!cx.cancel_timer(t));
+    /// });
+    /// ```
     pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
         self.core.timers.cancel(timer)
     }
@@ -736,38 +783,70 @@ impl Context<'_> {
     /// Calls this entry's `on_ready(ready)` again in the next turn, after that turn's poll.
     /// An entry that stops reading because it used its budget asks for this, since an
     /// edge-triggered poll will not report the bytes it left behind.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| cx.reschedule(getty_reactor::Ready::READABLE));
+    /// ```
     pub fn reschedule(&mut self, ready: Ready) {
         self.core.rescheduled.push((self.id, ready));
     }
 
     /// Adds an entry; its `on_start` runs as soon as the current call returns.
+    ///
+    /// See the [type-level example](Context).
     pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
         self.core.insert(entry)
     }
 
     /// Sends a command to another entry on this reactor; it is delivered as soon as the
     /// current call returns. A command for an entry that has ended is dropped.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     let me = cx.id();
+    ///     cx.send(me, Box::new("note to self"));
+    /// });
+    /// ```
     pub fn send(&mut self, to: EntryId, command: Command) {
         self.core.mailbox.push_back((to, command));
     }
 
     /// A handle to this reactor, for other threads.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| assert!(!cx.handle().is_stopped()));
+    /// ```
     pub fn handle(&self) -> ReactorHandle {
         ReactorHandle::new(self.core.shared.clone())
     }
 
     /// The reactor's buffer pool.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     let buf = cx.buffers().take();
+    ///     cx.buffers().give(buf);
+    /// });
+    /// ```
     pub fn buffers(&mut self) -> &mut BufPool {
         &mut self.core.buffers
     }
 
     /// True once the reactor has begun to shut down; entries should not start new work
     /// (a client should not redial).
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| assert!(!cx.is_shutting_down()));
+    /// ```
     pub fn is_shutting_down(&self) -> bool {
         self.core.phase != Phase::Running
     }
 
     /// How many timers are armed on this reactor (for tests and metrics).
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| assert_eq!(cx.armed_timers(), 0));
+    /// ```
     pub fn armed_timers(&self) -> usize {
         self.core.timers.live_count()
     }
@@ -790,32 +869,68 @@ pub struct Spawner<'a> {
 
 impl Spawner<'_> {
     /// Adds an entry; its `on_start` runs as soon as the job returns.
+    ///
+    /// See the [type-level example](Spawner).
     pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
         self.core.insert(entry)
     }
 
     /// Sends a command to an entry on this reactor.
+    ///
+    /// See the [type-level example](Spawner).
     pub fn send(&mut self, to: EntryId, command: Command) {
         self.core.mailbox.push_back((to, command));
     }
 
     /// The time the current turn began.
+    ///
+    /// See the [type-level example](Spawner).
     pub fn now(&self) -> Instant {
         self.core.now
     }
 
     /// A handle to this reactor.
+    ///
+    /// See the [type-level example](Spawner).
     pub fn handle(&self) -> ReactorHandle {
         ReactorHandle::new(self.core.shared.clone())
     }
 
     /// How many entries are alive.
+    ///
+    /// See the [type-level example](Spawner).
     pub fn entry_count(&self) -> usize {
         self.core.slots.len()
     }
 
     /// True once the reactor has begun to shut down.
+    ///
+    /// See the [type-level example](Spawner).
     pub fn is_shutting_down(&self) -> bool {
         self.core.phase != Phase::Running
     }
+}
+
+/// Runs `f` with the [`Context`] of a short-lived entry on a fresh reactor: the harness of
+/// this crate's documentation examples.
+///
+/// ```
+/// getty_reactor::with_context(|cx| assert_eq!(cx.armed_timers(), 0));
+/// ```
+#[doc(hidden)]
+pub fn with_context(f: impl FnOnce(&mut Context<'_>) + 'static) {
+    struct Once<F>(Option<F>);
+    impl<F: FnOnce(&mut Context<'_>) + 'static> Entry for Once<F> {
+        fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+            if let Some(f) = self.0.take() {
+                f(cx);
+            }
+            Status::Done
+        }
+        fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+            Status::Done
+        }
+    }
+    let mut reactor = Reactor::new().expect("a reactor for the example");
+    reactor.spawn(Box::new(Once(Some(f))));
 }
