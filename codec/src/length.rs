@@ -88,11 +88,13 @@ pub enum ByteOrder {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LengthFieldCodec {
-    length_field_len: usize,
+    // Stored compactly (every session holds a codec; netty uses `int` for these too); the
+    // builder checks the ranges and the getters widen them back.
+    length_field_len: u8,
     byte_order: ByteOrder,
-    length_field_offset: usize,
-    length_adjustment: isize,
-    initial_bytes_to_strip: usize,
+    length_field_offset: u32,
+    length_adjustment: i32,
+    initial_bytes_to_strip: u32,
     max_frame_length: usize,
 }
 
@@ -108,11 +110,11 @@ impl Default for LengthFieldCodec {
     /// ```
     fn default() -> Self {
         LengthFieldCodec {
-            length_field_len: DEFAULT_LENGTH_FIELD_LEN,
+            length_field_len: DEFAULT_LENGTH_FIELD_LEN as u8,
             byte_order: ByteOrder::BigEndian,
             length_field_offset: 0,
             length_adjustment: 0,
-            initial_bytes_to_strip: DEFAULT_LENGTH_FIELD_LEN,
+            initial_bytes_to_strip: DEFAULT_LENGTH_FIELD_LEN as u32,
             max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
         }
     }
@@ -137,7 +139,7 @@ impl LengthFieldCodec {
     /// assert_eq!(getty_codec::LengthFieldCodec::default().length_field_len(), 4);
     /// ```
     pub fn length_field_len(&self) -> usize {
-        self.length_field_len
+        self.length_field_len as usize
     }
 
     /// Byte order of the length field.
@@ -156,7 +158,7 @@ impl LengthFieldCodec {
     /// assert_eq!(getty_codec::LengthFieldCodec::default().length_field_offset(), 0);
     /// ```
     pub fn length_field_offset(&self) -> usize {
-        self.length_field_offset
+        self.length_field_offset as usize
     }
 
     /// Added to the length field's value to get the number of bytes after the length field.
@@ -165,7 +167,7 @@ impl LengthFieldCodec {
     /// assert_eq!(getty_codec::LengthFieldCodec::default().length_adjustment(), 0);
     /// ```
     pub fn length_adjustment(&self) -> isize {
-        self.length_adjustment
+        self.length_adjustment as isize
     }
 
     /// Number of bytes removed from the front of each decoded frame.
@@ -174,7 +176,7 @@ impl LengthFieldCodec {
     /// assert_eq!(getty_codec::LengthFieldCodec::default().initial_bytes_to_strip(), 4);
     /// ```
     pub fn initial_bytes_to_strip(&self) -> usize {
-        self.initial_bytes_to_strip
+        self.initial_bytes_to_strip as usize
     }
 
     /// Largest whole frame (header included) the decoder accepts.
@@ -189,15 +191,15 @@ impl LengthFieldCodec {
     /// Length of the header up to and including the length field. The builder guarantees
     /// this does not overflow and is at most `max_frame_length`.
     fn header_len(&self) -> usize {
-        self.length_field_offset + self.length_field_len
+        self.length_field_offset() + self.length_field_len()
     }
 
     /// Reads the raw length field from a buffer that holds at least the whole header.
     fn read_length_field(&self, header: &[u8]) -> u64 {
-        let mut field = &header[self.length_field_offset..self.header_len()];
+        let mut field = &header[self.length_field_offset()..self.header_len()];
         match self.byte_order {
-            ByteOrder::BigEndian => field.get_uint(self.length_field_len),
-            ByteOrder::LittleEndian => field.get_uint_le(self.length_field_len),
+            ByteOrder::BigEndian => field.get_uint(self.length_field_len()),
+            ByteOrder::LittleEndian => field.get_uint_le(self.length_field_len()),
         }
     }
 
@@ -206,11 +208,11 @@ impl LengthFieldCodec {
     /// is buffered.
     fn frame_len_for(&self, field_value: u64) -> Result<usize, CodecError> {
         // i128 holds any u64 plus any isize plus any usize without overflow.
-        let bytes_after_field = i128::from(field_value) + self.length_adjustment as i128;
+        let bytes_after_field = i128::from(field_value) + self.length_adjustment() as i128;
         if bytes_after_field < 0 {
             return Err(CodecError::malformed(format!(
                 "length field {field_value} with adjustment {} gives a negative length",
-                self.length_adjustment
+                self.length_adjustment()
             )));
         }
         let frame_len = bytes_after_field + self.header_len() as i128;
@@ -225,10 +227,10 @@ impl LengthFieldCodec {
         }
         // In range: frame_len is between 0 and max_frame_length.
         let frame_len = frame_len as usize;
-        if frame_len < self.initial_bytes_to_strip {
+        if frame_len < self.initial_bytes_to_strip() {
             return Err(CodecError::malformed(format!(
                 "frame of {frame_len} bytes is shorter than the {} bytes to strip",
-                self.initial_bytes_to_strip
+                self.initial_bytes_to_strip()
             )));
         }
         Ok(frame_len)
@@ -236,25 +238,25 @@ impl LengthFieldCodec {
 
     /// Largest value the length field can hold.
     fn max_field_value(&self) -> u64 {
-        u64::MAX >> (64 - 8 * self.length_field_len)
+        u64::MAX >> (64 - 8 * self.length_field_len())
     }
 
     /// The length field value that makes the decoder read back `frame` (which excludes the
     /// length field) exactly.
     fn field_value_for(&self, frame: &[u8]) -> Result<u64, CodecError> {
-        let Some(bytes_after_field) = frame.len().checked_sub(self.length_field_offset) else {
+        let Some(bytes_after_field) = frame.len().checked_sub(self.length_field_offset()) else {
             return Err(CodecError::unencodable(format!(
                 "{} bytes are fewer than the {} header bytes that go before the length field",
                 frame.len(),
-                self.length_field_offset
+                self.length_field_offset()
             )));
         };
-        let field_value = bytes_after_field as i128 - self.length_adjustment as i128;
+        let field_value = bytes_after_field as i128 - self.length_adjustment() as i128;
         if field_value < 0 {
             return Err(CodecError::unencodable(format!(
                 "{bytes_after_field} bytes after the length field would need a negative length \
                  with adjustment {}",
-                self.length_adjustment
+                self.length_adjustment()
             )));
         }
         u64::try_from(field_value)
@@ -263,15 +265,15 @@ impl LengthFieldCodec {
             .ok_or_else(|| {
                 CodecError::unencodable(format!(
                     "length {field_value} does not fit a {}-byte length field",
-                    self.length_field_len
+                    self.length_field_len()
                 ))
             })
     }
 
     fn put_length_field(&self, field_value: u64, dst: &mut BytesMut) {
         match self.byte_order {
-            ByteOrder::BigEndian => dst.put_uint(field_value, self.length_field_len),
-            ByteOrder::LittleEndian => dst.put_uint_le(field_value, self.length_field_len),
+            ByteOrder::BigEndian => dst.put_uint(field_value, self.length_field_len()),
+            ByteOrder::LittleEndian => dst.put_uint_le(field_value, self.length_field_len()),
         }
     }
 
@@ -279,8 +281,8 @@ impl LengthFieldCodec {
     fn encode_frame(&self, frame: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         // Validate before touching dst so a failed encode leaves it as it was.
         let field_value = self.field_value_for(frame)?;
-        let (before_field, after_field) = frame.split_at(self.length_field_offset);
-        dst.reserve(frame.len() + self.length_field_len);
+        let (before_field, after_field) = frame.split_at(self.length_field_offset());
+        dst.reserve(frame.len() + self.length_field_len());
         dst.put_slice(before_field);
         self.put_length_field(field_value, dst);
         dst.put_slice(after_field);
@@ -318,7 +320,7 @@ impl Decoder for LengthFieldCodec {
         }
         // frame_len >= header_len >= 1, so a frame always consumes input.
         let mut frame = src.split_to(frame_len);
-        frame.advance(self.initial_bytes_to_strip);
+        frame.advance(self.initial_bytes_to_strip());
         Ok(Decoded::Frame(frame.freeze()))
     }
 }
@@ -524,6 +526,8 @@ impl LengthFieldCodecBuilder {
     /// let mut buf = BytesMut::from(&b"\x00\x05abc"[..]);
     /// assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::Frame("abc".into()));
     /// ```
+    ///
+    /// Like netty's, it must fit 32 bits; [`build`](Self::build) refuses a larger one.
     pub fn length_adjustment(mut self, adjustment: isize) -> Self {
         self.length_adjustment = adjustment;
         self
@@ -563,7 +567,8 @@ impl LengthFieldCodecBuilder {
     /// # Errors
     ///
     /// Fails with [`io::ErrorKind::InvalidInput`] when the length field width is not 1, 2, 4
-    /// or 8, or when the header (`length_field_offset + length_field_len`) is longer than
+    /// or 8, when the offset, adjustment or strip count does not fit 32 bits, or when the
+    /// header (`length_field_offset + length_field_len`) is longer than
     /// `max_frame_length`, since then no frame could ever be decoded.
     ///
     /// ```
@@ -590,12 +595,22 @@ impl LengthFieldCodecBuilder {
                     self.length_field_offset, self.length_field_len, self.max_frame_length
                 ))
             })?;
+        let strip = self.initial_bytes_to_strip.unwrap_or(header_len);
+        let narrow = |value: usize, what: &str| {
+            u32::try_from(value)
+                .map_err(|_| invalid_config(format!("{what} {value} does not fit 32 bits")))
+        };
         Ok(LengthFieldCodec {
-            length_field_len: self.length_field_len,
+            length_field_len: self.length_field_len as u8,
             byte_order: self.byte_order,
-            length_field_offset: self.length_field_offset,
-            length_adjustment: self.length_adjustment,
-            initial_bytes_to_strip: self.initial_bytes_to_strip.unwrap_or(header_len),
+            length_field_offset: narrow(self.length_field_offset, "length_field_offset")?,
+            length_adjustment: i32::try_from(self.length_adjustment).map_err(|_| {
+                invalid_config(format!(
+                    "length_adjustment {} does not fit 32 bits",
+                    self.length_adjustment
+                ))
+            })?,
+            initial_bytes_to_strip: narrow(strip, "initial_bytes_to_strip")?,
             max_frame_length: self.max_frame_length,
         })
     }
@@ -891,6 +906,13 @@ mod tests {
             LengthFieldCodec::builder()
                 .length_field_offset(10)
                 .max_frame_length(13),
+            // The codec stores these in 32 bits, as netty's `int`s.
+            LengthFieldCodec::builder().length_adjustment(i32::MAX as isize + 1),
+            LengthFieldCodec::builder().length_adjustment(i32::MIN as isize - 1),
+            LengthFieldCodec::builder()
+                .length_field_offset(u32::MAX as usize + 1)
+                .max_frame_length(usize::MAX),
+            LengthFieldCodec::builder().initial_bytes_to_strip(u32::MAX as usize + 1),
         ];
         for builder in bad {
             let err = builder.clone().build().unwrap_err();

@@ -260,11 +260,11 @@ fn fuzzed_decoders() -> Vec<FeedFn> {
             .max_frame_length(usize::MAX),
         LengthFieldCodec::builder()
             .length_field_len(8)
-            .length_adjustment(isize::MIN)
+            .length_adjustment(i32::MIN as isize)
             .max_frame_length(usize::MAX),
         LengthFieldCodec::builder()
             .length_field_len(8)
-            .length_adjustment(isize::MAX)
+            .length_adjustment(i32::MAX as isize)
             .max_frame_length(usize::MAX),
         LengthFieldCodec::builder()
             .length_field_len(1)
