@@ -368,8 +368,11 @@ impl<C> Session<C> {
     fn note_queued(&mut self, messages: u64) {
         self.stats.messages_out += messages;
         if self.writable && self.out.len() >= self.options.high_watermark {
+            // The reactor reports the crossing when the callback returns (`settle` always
+            // runs then). Not through `timers_changed`: that flag restarts the cron period,
+            // so a handler crossing the watermark more often than the period starved its
+            // cron.
             self.writable = false;
-            self.timers_changed = true; // the reactor reports the crossing after the callback
         }
     }
 }

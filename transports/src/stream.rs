@@ -282,10 +282,16 @@ where
             self.session.options.low_watermark,
         );
         let queued = self.session.out.len();
-        if !self.session.writable && queued <= low {
-            self.session.writable = true;
-        } else if self.session.writable && queued >= high {
-            self.session.writable = false;
+        // Move on from the last reported state only. A write can cross the high watermark
+        // (`Session::note_queued`) and the flush that follows drain the queue below the low
+        // one: that crossing must still be reported, then the drain, or a handler that
+        // stopped producing when it saw `is_writable() == false` never hears `true`.
+        if self.session.writable == self.reported_writable {
+            if !self.session.writable && queued <= low {
+                self.session.writable = true;
+            } else if self.session.writable && queued >= high {
+                self.session.writable = false;
+            }
         }
         if self.session.writable == self.reported_writable || self.phase == Phase::Closed {
             return false;
@@ -300,11 +306,17 @@ where
     /// The earliest of the cron tick, the idle deadline and the write-stall deadline.
     fn next_deadline(&self) -> Option<Instant> {
         let opts = &self.session.options;
+        // The cron and the idle timeout apply only while open; `on_deadline` ignores them
+        // once closing, so counting them here would re-arm an already-due timer on every
+        // turn and spin the loop until the queue drained (or the write stall hit).
+        let open = self.phase == Phase::Open;
         let idle = opts
             .read_idle_timeout
+            .filter(|_| open)
             .map(|t| self.session.stats.last_read + t);
+        let cron = self.next_cron.filter(|_| open);
         let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
-        [self.next_cron, idle, stall].into_iter().flatten().min()
+        [cron, idle, stall].into_iter().flatten().min()
     }
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle

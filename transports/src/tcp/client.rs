@@ -285,6 +285,19 @@ where
             .is_some_and(|max| self.failures >= max)
     }
 
+    /// Closes the client once it has failed too many dials in a row.
+    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
+        if !self.gave_up() {
+            return Status::Continue;
+        }
+        log::error!(
+            "giving up on {} after {} consecutive failed dials",
+            self.addr,
+            self.failures
+        );
+        self.close_all(cx)
+    }
+
     /// Arms the redial timer when sessions are missing and none is armed.
     fn schedule_redial(&mut self, cx: &mut Context<'_>) {
         if self.redial.is_some() || self.missing() == 0 || cx.is_shutting_down() {
@@ -358,7 +371,7 @@ where
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         self.dial_missing(cx);
-        Status::Continue
+        self.check_gave_up(cx)
     }
 
     fn on_ready(&mut self, _cx: &mut Context<'_>, _ready: Ready) -> Status {
@@ -368,7 +381,10 @@ where
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         self.redial = None;
         self.dial_missing(cx);
-        Status::Continue
+        // A `connect` that fails at once (ENETUNREACH, say) is counted in `dial_missing`,
+        // not reported by a dialer: check the limit here too, or such a client would
+        // redial forever whatever `max_consecutive_failures` says.
+        self.check_gave_up(cx)
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
@@ -386,12 +402,7 @@ where
             self.sessions.retain(|id| *id != ended.0);
         }
         if self.gave_up() {
-            log::error!(
-                "giving up on {} after {} consecutive failed dials",
-                self.addr,
-                self.failures
-            );
-            return self.close_all(cx);
+            return self.check_gave_up(cx);
         }
         self.schedule_redial(cx);
         Status::Continue
