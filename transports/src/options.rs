@@ -24,6 +24,7 @@ pub struct SessionOptions {
     pub(crate) cron_period: Option<Duration>,
     pub(crate) read_idle_timeout: Option<Duration>,
     pub(crate) write_stall_timeout: Duration,
+    pub(crate) linger_timeout: Duration,
     pub(crate) high_watermark: usize,
     pub(crate) low_watermark: usize,
     pub(crate) max_outbound: usize,
@@ -32,7 +33,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     /// 1 MiB messages; no cron and no idle timeout (an idle session costs no wake-ups);
-    /// 30 s write stall; watermarks 64 KiB / 32 KiB; 4 MiB hard outbound bound; 256 KiB read
+    /// 30 s write stall; 2 s linger after a graceful close; watermarks 64 KiB / 32 KiB; 4 MiB hard outbound bound; 256 KiB read
     /// per session per loop turn.
     fn default() -> Self {
         SessionOptions {
@@ -40,6 +41,7 @@ impl Default for SessionOptions {
             cron_period: None,
             read_idle_timeout: None,
             write_stall_timeout: Duration::from_secs(30),
+            linger_timeout: Duration::from_secs(2),
             high_watermark: 64 * 1024,
             low_watermark: 32 * 1024,
             max_outbound: 4 << 20,
@@ -97,6 +99,31 @@ impl SessionOptions {
     pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
         self.write_stall_timeout = timeout.max(Duration::from_millis(1));
         self
+    }
+
+    /// After a graceful close has flushed everything and shut down the write side, how
+    /// long to keep reading (and discarding) until the peer's EOF before closing the socket
+    /// (default 2 s). `on_close` runs when the lingering starts. Closing with unread input
+    /// would reset the connection and lose replies the kernel had not sent yet.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = getty_transports::SessionOptions::default().linger_timeout(Duration::from_millis(500));
+    /// assert_eq!(o.get_linger_timeout(), Duration::from_millis(500));
+    /// ```
+    pub fn linger_timeout(mut self, timeout: Duration) -> Self {
+        self.linger_timeout = timeout;
+        self
+    }
+
+    /// See [`linger_timeout`](Self::linger_timeout).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// assert_eq!(getty_transports::SessionOptions::default().get_linger_timeout(), Duration::from_secs(2));
+    /// ```
+    pub fn get_linger_timeout(&self) -> Duration {
+        self.linger_timeout
     }
 
     /// Outbound watermarks: crossing `high` upwards tells the handler the session is no

@@ -16,15 +16,22 @@ const MAX_IOVECS: usize = 64;
 /// Queued bytes in order: every chunk, then the tail.
 #[derive(Default)]
 pub(crate) struct Outbound {
-    chunks: VecDeque<Bytes>,
-    chunks_len: usize,
     /// Where codecs encode to. Lent from the reactor's pool while the session has output.
     pub(crate) tail: BytesMut,
+    /// Allocated on the first large write and kept: most sessions never need it, and a
+    /// session that does should not allocate it again for every large write.
+    chunks: Option<Box<Chunks>>,
+}
+
+#[derive(Default)]
+struct Chunks {
+    queue: VecDeque<Bytes>,
+    len: usize,
 }
 
 impl Outbound {
     pub(crate) fn len(&self) -> usize {
-        self.chunks_len + self.tail.len()
+        self.chunks.as_ref().map_or(0, |c| c.len) + self.tail.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -46,21 +53,25 @@ impl Outbound {
     }
 
     fn push_chunk(&mut self, bytes: Bytes) {
-        self.chunks_len += bytes.len();
-        self.chunks.push_back(bytes);
+        let chunks = self.chunks.get_or_insert_with(Box::default);
+        chunks.len += bytes.len();
+        chunks.queue.push_back(bytes);
     }
 
     /// One write (a `writev` when there is more than one buffer). Returns the bytes written.
     pub(crate) fn write_to<W: Write>(&mut self, sink: &mut W) -> io::Result<usize> {
-        if self.chunks.is_empty() {
-            let n = sink.write(&self.tail)?;
-            self.tail.advance(n);
-            return Ok(n);
-        }
+        let queue = match self.chunks.as_deref() {
+            Some(chunks) if !chunks.queue.is_empty() => &chunks.queue,
+            _ => {
+                let n = sink.write(&self.tail)?;
+                self.tail.advance(n);
+                return Ok(n);
+            }
+        };
         let n = {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for chunk in self.chunks.iter().take(MAX_IOVECS - 1) {
+            for chunk in queue.iter().take(MAX_IOVECS - 1) {
                 slices[count] = IoSlice::new(chunk);
                 count += 1;
             }
@@ -76,24 +87,24 @@ impl Outbound {
 
     fn consume(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else {
+            let Some(chunks) = self.chunks.as_deref_mut().filter(|c| !c.queue.is_empty()) else {
                 self.tail.advance(n);
                 return;
             };
+            let front = chunks.queue.front_mut().expect("checked non-empty");
             let take = n.min(front.len());
             front.advance(take);
-            self.chunks_len -= take;
+            chunks.len -= take;
             n -= take;
             if front.is_empty() {
-                self.chunks.pop_front();
+                chunks.queue.pop_front();
             }
         }
     }
 
     /// Drops everything queued (the session is going away without flushing).
     pub(crate) fn clear(&mut self) {
-        self.chunks.clear();
-        self.chunks_len = 0;
+        self.chunks = None;
         self.tail.clear();
     }
 }

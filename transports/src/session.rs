@@ -3,12 +3,16 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use getty_codec::Encoder;
+
+use getty_reactor::{EntryId, TimerId};
 
 use crate::outbound::Outbound;
 use crate::{Error, SessionOptions};
@@ -115,6 +119,75 @@ impl std::os::fd::AsFd for SocketFd {
     }
 }
 
+/// The session's counters as stored: timestamps in 8 bytes each (see [`Stamp`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) messages_in: u64,
+    pub(crate) messages_out: u64,
+    pub(crate) last_read: Stamp,
+    pub(crate) last_write: Stamp,
+}
+
+/// An `Instant` as nanoseconds since a process-wide epoch: half the size of an `Instant`,
+/// which matters in a struct that ten thousand idle sessions each hold.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Stamp(u64);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Stamp {
+    pub(crate) fn of(t: Instant) -> Stamp {
+        Stamp(t.saturating_duration_since(epoch()).as_nanos() as u64)
+    }
+
+    pub(crate) fn instant(self) -> Instant {
+        epoch() + Duration::from_nanos(self.0)
+    }
+}
+
+/// A peer address in 16 bytes instead of 32: IPv4 inline, IPv6 boxed.
+enum CompactAddr {
+    V4(SocketAddrV4),
+    V6(Box<SocketAddrV6>),
+}
+
+impl CompactAddr {
+    fn new(addr: SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(v4) => CompactAddr::V4(v4),
+            SocketAddr::V6(v6) => CompactAddr::V6(Box::new(v6)),
+        }
+    }
+
+    fn get(&self) -> SocketAddr {
+        match self {
+            CompactAddr::V4(v4) => SocketAddr::V4(*v4),
+            CompactAddr::V6(v6) => SocketAddr::V6(**v6),
+        }
+    }
+}
+
+/// Per-session state most sessions never need, boxed on first use so that an idle session
+/// stays small: the handler's attributes, and the transport's owner and timer bookkeeping.
+#[derive(Default)]
+pub(crate) struct Extras {
+    attributes: HashMap<TypeId, Box<dyn Any>>,
+    /// The client that owns this session, told when it ends.
+    pub(crate) owner: Option<EntryId>,
+    /// The one timer of this session, and when it fires.
+    pub(crate) timer: Option<(TimerId, Instant)>,
+    pub(crate) next_cron: Option<Instant>,
+    /// Since when queued bytes have made no progress.
+    pub(crate) blocked_since: Option<Instant>,
+    /// When a lingering close gives up waiting for the peer's EOF.
+    pub(crate) linger_until: Option<Instant>,
+}
+
 /// How the handler asked the session to end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseRequest {
@@ -131,17 +204,15 @@ pub(crate) enum CloseRequest {
 /// queue bytes that the reactor flushes (with one `writev`) when the callback returns.
 pub struct Session<C> {
     id: u64,
-    peer: SocketAddr,
+    peer: CompactAddr,
     #[cfg(unix)]
     fd: SocketFd,
     codec: C,
     pub(crate) out: Outbound,
-    pub(crate) stats: Stats,
-    pub(crate) options: SessionOptions,
-    /// Boxed on purpose: 8 bytes in every session instead of a 48-byte map that most
-    /// sessions never use.
-    #[allow(clippy::box_collection)]
-    attributes: Option<Box<HashMap<TypeId, Box<dyn Any>>>>,
+    pub(crate) counters: Counters,
+    /// Shared by every session of a server until one changes its own (copy on write).
+    pub(crate) options: Arc<SessionOptions>,
+    pub(crate) extras: Option<Box<Extras>>,
     pub(crate) close_request: Option<CloseRequest>,
     /// False between crossing the high watermark and draining to the low one.
     pub(crate) writable: bool,
@@ -154,26 +225,23 @@ impl<C> Session<C> {
         peer: SocketAddr,
         #[cfg(unix)] fd: std::os::fd::RawFd,
         codec: C,
-        options: SessionOptions,
+        options: Arc<SessionOptions>,
         now: Instant,
     ) -> Self {
         Session {
             id: next_session_id(),
-            peer,
+            peer: CompactAddr::new(peer),
             #[cfg(unix)]
             fd: SocketFd(fd),
             codec,
             out: Outbound::default(),
-            stats: Stats {
-                bytes_in: 0,
-                bytes_out: 0,
-                messages_in: 0,
-                messages_out: 0,
-                last_read: now,
-                last_write: now,
+            counters: Counters {
+                last_read: Stamp::of(now),
+                last_write: Stamp::of(now),
+                ..Counters::default()
             },
             options,
-            attributes: None,
+            extras: None,
             close_request: None,
             writable: true,
             timers_changed: false,
@@ -187,7 +255,7 @@ impl<C> Session<C> {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.peer.get()
     }
 
     /// The local address (asked of the socket: it is not stored, to keep sessions small).
@@ -278,8 +346,16 @@ impl<C> Session<C> {
     }
 
     /// The session's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            messages_in: c.messages_in,
+            messages_out: c.messages_out,
+            last_read: c.last_read.instant(),
+            last_write: c.last_write.instant(),
+        }
     }
 
     /// The session's options.
@@ -289,13 +365,15 @@ impl<C> Session<C> {
 
     /// Changes the cron period from now on (`None` stops the cron).
     pub fn set_cron_period(&mut self, period: Option<Duration>) {
-        self.options = self.options.clone().cron_period(period);
+        let options = Arc::make_mut(&mut self.options);
+        *options = options.clone().cron_period(period);
         self.timers_changed = true;
     }
 
     /// Changes the read-idle timeout from now on (`None` disables it).
     pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.options = self.options.clone().read_idle_timeout(timeout);
+        let options = Arc::make_mut(&mut self.options);
+        *options = options.clone().read_idle_timeout(timeout);
         self.timers_changed = true;
     }
 
@@ -311,31 +389,41 @@ impl<C> Session<C> {
 
     /// The attribute of type `T`, if set.
     pub fn attribute<T: 'static>(&self) -> Option<&T> {
-        self.attributes
+        self.extras
             .as_ref()?
+            .attributes
             .get(&TypeId::of::<T>())?
             .downcast_ref()
     }
 
     /// The attribute of type `T`, mutably, if set.
     pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.attributes
+        self.extras
             .as_mut()?
+            .attributes
             .get_mut(&TypeId::of::<T>())?
             .downcast_mut()
     }
 
     /// Sets the attribute of type `T`, returning the previous one.
     pub fn set_attribute<T: 'static>(&mut self, value: T) -> Option<T> {
-        let map = self.attributes.get_or_insert_with(Default::default);
+        let map = &mut self.extras_mut().attributes;
         let old = map.insert(TypeId::of::<T>(), Box::new(value))?;
         old.downcast().ok().map(|b| *b)
     }
 
     /// Removes and returns the attribute of type `T`.
     pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
-        let old = self.attributes.as_mut()?.remove(&TypeId::of::<T>())?;
+        let old = self
+            .extras
+            .as_mut()?
+            .attributes
+            .remove(&TypeId::of::<T>())?;
         old.downcast().ok().map(|b| *b)
+    }
+
+    pub(crate) fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
     }
 
     pub(crate) fn decoder(&mut self) -> &mut C {
@@ -366,7 +454,7 @@ impl<C> Session<C> {
     }
 
     fn note_queued(&mut self, messages: u64) {
-        self.stats.messages_out += messages;
+        self.counters.messages_out += messages;
         if self.writable && self.out.len() >= self.options.high_watermark {
             // The reactor reports the crossing when the callback returns (`settle` always
             // runs then). Not through `timers_changed`: that flag restarts the cron period,

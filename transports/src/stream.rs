@@ -6,6 +6,11 @@
 //! and timer events drive `read → decode → on_message → settle`, where `settle` flushes,
 //! reports watermark crossings and re-arms the timer; the session ends through `finish`,
 //! which calls `on_close` exactly once.
+//!
+//! A graceful close lingers: once the queue is flushed, the write side is shut down, the
+//! handler hears `on_close`, and the entry reads and discards until the peer's EOF (or the
+//! linger timeout). Closing a socket with unread input would make the kernel send a reset
+//! and drop the replies it had not sent yet.
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -14,10 +19,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use getty_codec::{Decoded, Decoder};
-use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
 use mio::Interest;
 
-use crate::session::{CloseRequest, Handler, Session};
+use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::{Abort, Close, Error};
 
 /// A socket a session can run over. Sealed to sockets: `read` is handed uninitialised
@@ -53,24 +58,26 @@ enum Phase {
     Open,
     /// Flushing before a graceful close; no more reading.
     Closing,
-    /// `on_close` has run.
+    /// `on_close` has run; the write side is shut down and input is discarded until the
+    /// peer's EOF, so that closing does not reset what the kernel has yet to send.
+    Lingering,
+    /// `on_close` has run and the socket is done.
     Closed,
 }
 
+/// Bytes discarded per turn while lingering, before yielding to other entries.
+const LINGER_READ_BUDGET: usize = 256 * 1024;
+
 pub(crate) struct StreamEntry<S, C, H> {
     stream: S,
+    phase: Phase,
+    /// The writability last told to the handler.
+    reported_writable: bool,
+    /// The peer has sent its EOF.
+    peer_closed: bool,
     session: Session<C>,
     handler: H,
     rbuf: BytesMut,
-    owner: Option<EntryId>,
-    phase: Phase,
-    /// The one timer of this session, and when it fires.
-    timer: Option<(TimerId, Instant)>,
-    next_cron: Option<Instant>,
-    /// Since when queued bytes have made no progress.
-    blocked_since: Option<Instant>,
-    /// The writability last told to the handler.
-    reported_writable: bool,
 }
 
 impl<S, C, H> StreamEntry<S, C, H>
@@ -79,19 +86,40 @@ where
     C: Decoder + 'static,
     H: Handler<C>,
 {
-    pub(crate) fn new(stream: S, session: Session<C>, handler: H, owner: Option<EntryId>) -> Self {
+    pub(crate) fn new(
+        stream: S,
+        mut session: Session<C>,
+        handler: H,
+        owner: Option<EntryId>,
+    ) -> Self {
+        if owner.is_some() {
+            session.extras_mut().owner = owner;
+        }
         StreamEntry {
             stream,
+            phase: Phase::Open,
+            reported_writable: true,
+            peer_closed: false,
             session,
             handler,
             rbuf: BytesMut::new(),
-            owner,
-            phase: Phase::Open,
-            timer: None,
-            next_cron: None,
-            blocked_since: None,
-            reported_writable: true,
         }
+    }
+
+    fn extras(&self) -> Option<&Extras> {
+        self.session.extras.as_deref()
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.session.extras_mut()
+    }
+
+    fn owner(&self) -> Option<EntryId> {
+        self.extras()?.owner
+    }
+
+    fn blocked_since(&self) -> Option<Instant> {
+        self.extras()?.blocked_since
     }
 
     fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
@@ -105,8 +133,8 @@ where
                     break;
                 }
                 Ok(n) => {
-                    self.session.stats.bytes_in += n as u64;
-                    self.session.stats.last_read = cx.now();
+                    self.session.counters.bytes_in += n as u64;
+                    self.session.counters.last_read = Stamp::of(cx.now());
                     self.decode_all()?;
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -136,7 +164,7 @@ where
                     if self.rbuf.len() == before {
                         return Err(Error::CodecConsumedNothing);
                     }
-                    self.session.stats.messages_in += 1;
+                    self.session.counters.messages_in += 1;
                     self.handler.on_message(&mut self.session, message);
                 }
                 Decoded::NeedMore(Some(frame_len)) => {
@@ -196,6 +224,7 @@ where
     }
 
     fn on_peer_closed(&mut self) -> Result<(), Error> {
+        self.peer_closed = true;
         if !self.rbuf.is_empty() && self.phase == Phase::Open && !self.session.is_closing() {
             return Err(Error::UnexpectedEof {
                 buffered: self.rbuf.len(),
@@ -213,7 +242,7 @@ where
             match self.session.out.write_to(&mut self.stream) {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
-                    self.session.stats.bytes_out += n as u64;
+                    self.session.counters.bytes_out += n as u64;
                     progressed = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -222,16 +251,18 @@ where
             }
         }
         if progressed {
-            self.session.stats.last_write = cx.now();
+            self.session.counters.last_write = Stamp::of(cx.now());
         }
         if self.session.out.is_empty() {
-            self.blocked_since = None;
+            if let Some(extras) = self.session.extras.as_mut() {
+                extras.blocked_since = None;
+            }
             let tail = std::mem::take(&mut self.session.out.tail);
             if tail.capacity() > 0 {
                 cx.buffers().give(tail);
             }
-        } else if progressed || self.blocked_since.is_none() {
-            self.blocked_since = Some(cx.now());
+        } else if progressed || self.blocked_since().is_none() {
+            self.extras_mut().blocked_since = Some(cx.now());
         }
         Ok(())
     }
@@ -254,8 +285,7 @@ where
         if self.session.close_request.is_some() {
             self.phase = Phase::Closing;
             if self.session.out.is_empty() {
-                let _ = self.stream.shutdown_write();
-                return self.finish(cx, false);
+                return self.linger(cx);
             }
         }
         self.rearm_timer(cx);
@@ -266,12 +296,51 @@ where
         if self.session.close_request == Some(CloseRequest::Abort) {
             return Ok(());
         }
-        loop {
+        // The handler heard about a crossing and may have written more: flush again. A few
+        // rounds at most, so a handler refilling a fast reader's queue cannot hold the loop;
+        // what is left waits for the next writable event.
+        for _ in 0..4 {
             self.flush(cx)?;
             if !self.report_writability(cx) {
                 return Ok(());
             }
-            // The handler heard about a crossing and may have written more: flush again.
+        }
+        Ok(())
+    }
+
+    /// Everything is flushed: shut down the write side, tell the handler, and wait for the
+    /// peer's EOF while discarding its input (unless it has already closed).
+    fn linger(&mut self, cx: &mut Context<'_>) -> Status {
+        let _ = self.stream.shutdown_write();
+        if self.peer_closed {
+            return self.finish(cx, false);
+        }
+        self.close_session(cx);
+        self.phase = Phase::Lingering;
+        let until = cx.now() + self.session.options.linger_timeout;
+        self.extras_mut().linger_until = Some(until);
+        self.rearm_timer(cx);
+        self.discard_input(cx)
+    }
+
+    /// Reads and drops what the peer still sends; ends the entry at EOF or on an error.
+    fn discard_input(&mut self, cx: &mut Context<'_>) -> Status {
+        let mut scratch = [0u8; 4096];
+        let mut budget = LINGER_READ_BUDGET;
+        loop {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return self.finish(cx, false),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        cx.reschedule(Ready::READABLE);
+                        return Status::Continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Status::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.finish(cx, false),
+            }
         }
     }
 
@@ -293,7 +362,7 @@ where
                 self.session.writable = false;
             }
         }
-        if self.session.writable == self.reported_writable || self.phase == Phase::Closed {
+        if self.session.writable == self.reported_writable || self.phase != Phase::Open {
             return false;
         }
         self.reported_writable = self.session.writable;
@@ -303,9 +372,13 @@ where
         true
     }
 
-    /// The earliest of the cron tick, the idle deadline and the write-stall deadline.
+    /// The earliest of the cron tick, the idle, write-stall and linger deadlines.
     fn next_deadline(&self) -> Option<Instant> {
         let opts = &self.session.options;
+        let extras = self.extras();
+        if self.phase == Phase::Lingering {
+            return extras?.linger_until;
+        }
         // The cron and the idle timeout apply only while open; `on_deadline` ignores them
         // once closing, so counting them here would re-arm an already-due timer on every
         // turn and spin the loop until the queue drained (or the write stall hit).
@@ -313,9 +386,11 @@ where
         let idle = opts
             .read_idle_timeout
             .filter(|_| open)
-            .map(|t| self.session.stats.last_read + t);
-        let cron = self.next_cron.filter(|_| open);
-        let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
+            .map(|t| self.session.counters.last_read.instant() + t);
+        let cron = extras.and_then(|e| e.next_cron).filter(|_| open);
+        let stall = extras
+            .and_then(|e| e.blocked_since)
+            .map(|t| t + opts.write_stall_timeout);
         [cron, idle, stall].into_iter().flatten().min()
     }
 
@@ -323,23 +398,29 @@ where
     /// deadline moved because bytes arrived) just re-arms: nothing is done per message.
     fn rearm_timer(&mut self, cx: &mut Context<'_>) {
         if std::mem::take(&mut self.session.timers_changed) {
-            self.next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+            let next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+            if next_cron.is_some() || self.session.extras.is_some() {
+                self.extras_mut().next_cron = next_cron;
+            }
             self.cancel_timer(cx);
         }
         let Some(deadline) = self.next_deadline() else {
             return;
         };
-        match self.timer {
+        let extras = self.extras_mut();
+        match extras.timer {
             Some((_, armed)) if armed <= deadline => {}
             _ => {
-                self.cancel_timer(cx);
-                self.timer = Some((cx.set_timer_at(deadline, 0), deadline));
+                if let Some((id, _)) = extras.timer.take() {
+                    cx.cancel_timer(id);
+                }
+                extras.timer = Some((cx.set_timer_at(deadline, 0), deadline));
             }
         }
     }
 
     fn cancel_timer(&mut self, cx: &mut Context<'_>) {
-        if let Some((id, _)) = self.timer.take() {
+        if let Some((id, _)) = self.session.extras.as_mut().and_then(|e| e.timer.take()) {
             cx.cancel_timer(id);
         }
     }
@@ -347,22 +428,23 @@ where
     fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let now = cx.now();
         let opts = &self.session.options;
-        if let Some(since) = self.blocked_since {
+        if let Some(since) = self.blocked_since() {
             if now >= since + opts.write_stall_timeout {
                 return Err(Error::WriteStalled(opts.write_stall_timeout));
             }
         }
         if let Some(idle) = opts.read_idle_timeout {
-            if self.phase == Phase::Open && now >= self.session.stats.last_read + idle {
+            if self.phase == Phase::Open && now >= self.session.counters.last_read.instant() + idle
+            {
                 return Err(Error::ReadIdle(idle));
             }
         }
-        if let (Some(due), Some(period)) = (self.next_cron, opts.cron_period) {
+        let next_cron = self.extras().and_then(|e| e.next_cron);
+        if let (Some(due), Some(period)) = (next_cron, opts.cron_period) {
             if now >= due && self.phase == Phase::Open {
                 // Skip missed ticks rather than firing a burst after a stall.
-                self.next_cron = Some(
-                    due + period * ((now - due).as_nanos() / period.as_nanos().max(1) + 1) as u32,
-                );
+                let missed = (now - due).as_nanos() / period.as_nanos().max(1);
+                self.extras_mut().next_cron = Some(due + period * (missed + 1) as u32);
                 self.lend_write_buffer(cx);
                 self.handler.on_cron(&mut self.session);
             }
@@ -372,7 +454,7 @@ where
 
     /// Ends the session with an error the handler sees, then `on_close`.
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
-        if self.phase != Phase::Closed {
+        if matches!(self.phase, Phase::Open | Phase::Closing) {
             log::debug!(
                 "session {} ({}) failed: {error}",
                 self.session.id(),
@@ -383,25 +465,32 @@ where
         self.finish(cx, true)
     }
 
-    /// Closes the socket and calls `on_close`, once.
+    /// Ends the entry: calls `on_close` (if it has not run yet) and drops the socket,
+    /// resetting the connection when `reset` (SO_LINGER 0 drops what the kernel holds).
     fn finish(&mut self, cx: &mut Context<'_>, reset: bool) -> Status {
-        if self.phase == Phase::Closed {
-            return Status::Done;
-        }
-        self.phase = Phase::Closed;
-        self.session
-            .close_request
-            .get_or_insert(CloseRequest::Abort);
-        if reset {
-            // SO_LINGER 0: close sends RST and drops what the kernel still holds.
+        if reset && self.phase != Phase::Closed {
             #[cfg(unix)]
             let _ = self
                 .session
                 .socket()
                 .set_linger(Some(std::time::Duration::ZERO));
         }
+        self.close_session(cx);
+        self.phase = Phase::Closed;
         let _ = cx.registry().deregister(&mut self.stream);
         self.cancel_timer(cx);
+        Status::Done
+    }
+
+    /// Calls `on_close` once, returns the buffers and tells the owner.
+    fn close_session(&mut self, cx: &mut Context<'_>) {
+        if matches!(self.phase, Phase::Lingering | Phase::Closed) {
+            return;
+        }
+        self.phase = Phase::Closed;
+        self.session
+            .close_request
+            .get_or_insert(CloseRequest::Abort);
         self.handler.on_close(&mut self.session);
         self.session.out.clear();
         for buf in [
@@ -412,10 +501,9 @@ where
                 cx.buffers().give(buf);
             }
         }
-        if let Some(owner) = self.owner {
+        if let Some(owner) = self.owner() {
             cx.send(owner, Box::new(SessionEnded(cx.id())));
         }
-        Status::Done
     }
 }
 
@@ -448,7 +536,7 @@ where
                 .session
                 .socket()
                 .set_linger(Some(std::time::Duration::ZERO));
-            if let Some(owner) = self.owner {
+            if let Some(owner) = self.owner() {
                 cx.send(owner, Box::new(SessionEnded(cx.id())));
             }
             return Status::Done;
@@ -458,6 +546,9 @@ where
     }
 
     fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        if self.phase == Phase::Lingering {
+            return self.discard_input(cx);
+        }
         if ready.is_error() {
             if let Ok(Some(e)) = self.stream.take_socket_error() {
                 return self.fail(cx, Error::Io(e));
@@ -473,7 +564,17 @@ where
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.timer = None;
+        if let Some(extras) = self.session.extras.as_mut() {
+            extras.timer = None;
+        }
+        if self.phase == Phase::Lingering {
+            let until = self.extras().and_then(|e| e.linger_until);
+            if until.is_some_and(|t| cx.now() >= t) {
+                return self.finish(cx, false); // the peer never closed; stop waiting
+            }
+            self.rearm_timer(cx);
+            return Status::Continue;
+        }
         if let Err(e) = self.on_deadline(cx) {
             return self.fail(cx, e);
         }
@@ -481,6 +582,9 @@ where
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        if self.phase == Phase::Lingering {
+            return Status::Continue;
+        }
         if command.is::<Close>() {
             self.session.close();
         } else if command.is::<Abort>() {
@@ -490,6 +594,14 @@ where
     }
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        if self.phase == Phase::Lingering {
+            // Already closed for the handler; finish lingering unless time is up.
+            return if deadline.is_some() {
+                Status::Continue
+            } else {
+                self.finish(cx, false)
+            };
+        }
         if deadline.is_some() {
             self.session.close();
             return self.settle(cx);
@@ -520,4 +632,23 @@ fn read_into<S: Stream>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize>
     // SAFETY: the first `n` spare bytes were just written by the kernel.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use getty_codec::{Bytes, LengthFieldCodec};
+
+    struct Echo;
+    impl crate::Handler<LengthFieldCodec> for Echo {
+        fn on_message(&mut self, _: &mut crate::Session<LengthFieldCodec>, _: Bytes) {}
+    }
+
+    /// Ten thousand idle sessions must cost little: the entry (boxed in the reactor's slab)
+    /// is the bulk of what an idle session holds in user space.
+    #[test]
+    fn an_idle_echo_session_stays_small() {
+        type Entry = super::StreamEntry<mio::net::TcpStream, LengthFieldCodec, Echo>;
+        let size = std::mem::size_of::<Entry>();
+        assert!(size <= 216, "a session entry grew to {size} bytes");
+    }
 }

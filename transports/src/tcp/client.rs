@@ -10,6 +10,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use getty_codec::Decoder;
@@ -160,6 +161,7 @@ impl TcpClientBuilder {
         Ok(TcpClient {
             addr,
             setup,
+            session_options: Arc::new(self.session_options.clone()),
             config: self,
             sessions: Vec::new(),
             dialing: 0,
@@ -196,6 +198,7 @@ enum DialOutcome {
 pub struct TcpClient<F, C, H> {
     addr: SocketAddr,
     setup: F,
+    session_options: Arc<SessionOptions>,
     config: TcpClientBuilder,
     sessions: Vec<EntryId>,
     dialing: usize,
@@ -324,7 +327,7 @@ where
             stream,
             self.addr,
             &self.config.socket_options,
-            &self.config.session_options,
+            &self.session_options,
             &mut self.setup,
             cx.now(),
             Some(cx.id()),

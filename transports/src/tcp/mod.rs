@@ -2,6 +2,7 @@
 //! state machine and call a setup hook ([`Setup`]) for every new connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use socket2::SockRef;
 
@@ -40,7 +41,8 @@ pub use server::{TcpServer, TcpServerBuilder};
 pub struct Setup<'a> {
     pub(crate) peer: SocketAddr,
     pub(crate) socket: SockRef<'a>,
-    pub(crate) options: &'a mut SessionOptions,
+    /// Shared with the server's other sessions until the hook asks to change it.
+    pub(crate) options: &'a mut Arc<SessionOptions>,
 }
 
 impl<'a> Setup<'a> {
@@ -62,6 +64,6 @@ impl<'a> Setup<'a> {
     ///
     /// See the [type-level example](Setup).
     pub fn options(&mut self) -> &mut SessionOptions {
-        self.options
+        Arc::make_mut(self.options)
     }
 }

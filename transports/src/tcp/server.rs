@@ -3,6 +3,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use getty_codec::Decoder;
@@ -134,7 +135,7 @@ impl TcpServerBuilder {
                         local_addr,
                         setup,
                         socket_options: self.socket_options,
-                        session_options: self.session_options,
+                        session_options: Arc::new(self.session_options),
                         paused: false,
                         last_pause: Duration::ZERO,
                         _types: PhantomData,
@@ -188,7 +189,7 @@ pub struct TcpServer<F, C, H> {
     local_addr: SocketAddr,
     setup: F,
     socket_options: SocketOptions,
-    session_options: SessionOptions,
+    session_options: Arc<SessionOptions>,
     /// True while accepting is paused after running out of file descriptors.
     paused: bool,
     /// The length of the last pause, doubled for the next one; zero after a good accept.
@@ -305,7 +306,7 @@ pub(crate) fn prepare<F, C, H>(
     stream: TcpStream,
     peer: SocketAddr,
     socket_options: &SocketOptions,
-    session_options: &SessionOptions,
+    session_options: &Arc<SessionOptions>,
     setup: &mut F,
     now: Instant,
     owner: Option<getty_reactor::EntryId>,
@@ -319,7 +320,7 @@ where
         log::debug!("socket options for {peer}: {e}");
         return None;
     }
-    let mut options = session_options.clone();
+    let mut options = Arc::clone(session_options);
     let made = setup(&mut Setup {
         peer,
         socket: SockRef::from(&stream),
