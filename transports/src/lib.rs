@@ -72,3 +72,38 @@ pub struct Close;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abort;
+
+/// Runs `f` with a real session over a loopback TCP connection (raw codec), outside any
+/// reactor: the harness of this crate's documentation examples.
+///
+/// ```
+/// getty_transports::with_session(|s| assert!(s.is_writable()));
+/// ```
+#[doc(hidden)]
+pub fn with_session(f: impl FnOnce(&mut Session<getty_codec::RawCodec>)) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let _peer = std::net::TcpStream::connect(addr).expect("connect loopback");
+    let (stream, peer) = listener.accept().expect("accept");
+    #[cfg(unix)]
+    let mut session = {
+        use std::os::fd::AsRawFd;
+        Session::new(
+            peer,
+            stream.as_raw_fd(),
+            getty_codec::RawCodec,
+            Default::default(),
+            std::time::Instant::now(),
+        )
+    };
+    #[cfg(not(unix))]
+    let mut session = Session::new(
+        peer,
+        getty_codec::RawCodec,
+        Default::default(),
+        std::time::Instant::now(),
+    );
+    f(&mut session);
+    drop(session);
+    drop(stream);
+}

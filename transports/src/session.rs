@@ -4,8 +4,8 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -249,16 +249,28 @@ impl<C> Session<C> {
     }
 
     /// The session's id, unique in the process.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(s.id() > 0));
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
 
     /// The peer's address.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(s.peer_addr().ip().is_loopback()));
+    /// ```
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer.get()
     }
 
     /// The local address (asked of the socket: it is not stored, to keep sessions small).
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(s.local_addr().unwrap().ip().is_loopback()));
+    /// ```
     #[cfg(unix)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket()
@@ -269,6 +281,10 @@ impl<C> Session<C> {
 
     /// The socket, for options this crate does not wrap (`setsockopt` only: reading or
     /// writing through it would bypass the session's buffers).
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| s.socket().set_tcp_nodelay(true).unwrap());
+    /// ```
     #[cfg(unix)]
     pub fn socket(&self) -> socket2::SockRef<'_> {
         socket2::SockRef::from(&self.fd)
@@ -279,6 +295,13 @@ impl<C> Session<C> {
     /// Fails with `Error::Closed` once the session is closing, with `Error::QueueFull` when
     /// it would take the queue past its hard bound (nothing is queued then), and with
     /// `Error::Codec` when the codec cannot encode it.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.write("hello").unwrap(); // RawCodec copies the bytes as they are
+    ///     assert_eq!(s.queued_bytes(), 5);
+    /// });
+    /// ```
     pub fn write<T>(&mut self, message: T) -> Result<(), Error>
     where
         C: Encoder<T>,
@@ -297,6 +320,13 @@ impl<C> Session<C> {
     }
 
     /// Queues raw bytes, bypassing the codec. Large buffers are not copied.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.write_bytes(vec![0u8; 1 << 20]).unwrap(); // queued as is, not copied
+    ///     assert_eq!(s.queued_bytes(), 1 << 20);
+    /// });
+    /// ```
     pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
         let bytes = bytes.into();
         self.check_open()?;
@@ -308,6 +338,14 @@ impl<C> Session<C> {
 
     /// Queues several buffers as one unit: all of them or, when they would exceed the hard
     /// bound, none. They go out with one `writev` where the kernel takes them.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// getty_transports::with_session(|s| {
+    ///     s.write_vectored(&[Bytes::from_static(b"head"), Bytes::from(vec![7u8; 10_000])]).unwrap();
+    ///     assert_eq!(s.queued_bytes(), 10_004);
+    /// });
+    /// ```
     pub fn write_vectored(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
         self.check_open()?;
         let total = buffers.iter().map(Bytes::len).sum();
@@ -321,31 +359,70 @@ impl<C> Session<C> {
 
     /// Ends the session gracefully: stop reading, flush what is queued (within the write
     /// stall timeout), shut down the write side, close. `on_close` follows.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.close();
+    ///     assert!(s.is_closing());
+    ///     assert!(s.write("late").is_err());
+    /// });
+    /// ```
     pub fn close(&mut self) {
         self.close_request.get_or_insert(CloseRequest::Graceful);
     }
 
     /// Ends the session now, discarding what is queued and resetting the connection.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.abort();
+    ///     assert!(s.is_closing());
+    /// });
+    /// ```
     pub fn abort(&mut self) {
         self.close_request = Some(CloseRequest::Abort);
     }
 
     /// True once `close` or `abort` was called (or the session is ending for another reason).
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(!s.is_closing()));
+    /// ```
     pub fn is_closing(&self) -> bool {
         self.close_request.is_some()
     }
 
     /// False while the outbound queue is above the high watermark.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     assert!(s.is_writable());
+    ///     s.write_bytes(vec![0u8; 128 * 1024]).unwrap(); // past the 64 KiB high watermark
+    ///     assert!(!s.is_writable());
+    /// });
+    /// ```
     pub fn is_writable(&self) -> bool {
         self.writable
     }
 
     /// Bytes queued and not yet written to the socket.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert_eq!(s.queued_bytes(), 0));
+    /// ```
     pub fn queued_bytes(&self) -> usize {
         self.out.len()
     }
 
     /// The session's counters.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.write("x").unwrap();
+    ///     assert_eq!(s.stats().messages_out, 1);
+    ///     assert_eq!(s.stats().bytes_in, 0);
+    /// });
+    /// ```
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
         Stats {
@@ -359,11 +436,23 @@ impl<C> Session<C> {
     }
 
     /// The session's options.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert_eq!(s.options().get_max_message_len(), 1 << 20));
+    /// ```
     pub fn options(&self) -> &SessionOptions {
         &self.options
     }
 
     /// Changes the cron period from now on (`None` stops the cron).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// getty_transports::with_session(|s| {
+    ///     s.set_cron_period(Some(Duration::from_secs(1)));
+    ///     assert_eq!(s.options().get_cron_period(), Some(Duration::from_secs(1)));
+    /// });
+    /// ```
     pub fn set_cron_period(&mut self, period: Option<Duration>) {
         let options = Arc::make_mut(&mut self.options);
         *options = options.clone().cron_period(period);
@@ -371,6 +460,14 @@ impl<C> Session<C> {
     }
 
     /// Changes the read-idle timeout from now on (`None` disables it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// getty_transports::with_session(|s| {
+    ///     s.set_read_idle_timeout(Some(Duration::from_secs(30)));
+    ///     assert_eq!(s.options().get_read_idle_timeout(), Some(Duration::from_secs(30)));
+    /// });
+    /// ```
     pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
         let options = Arc::make_mut(&mut self.options);
         *options = options.clone().read_idle_timeout(timeout);
@@ -378,16 +475,33 @@ impl<C> Session<C> {
     }
 
     /// The session's codec.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert_eq!(*s.codec(), getty_codec::RawCodec));
+    /// ```
     pub fn codec(&self) -> &C {
         &self.codec
     }
 
     /// The session's codec, mutably (to change its settings mid-stream).
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| { let _codec: &mut getty_codec::RawCodec = s.codec_mut(); });
+    /// ```
     pub fn codec_mut(&mut self) -> &mut C {
         &mut self.codec
     }
 
     /// The attribute of type `T`, if set.
+    ///
+    /// ```
+    /// struct User(&'static str);
+    /// getty_transports::with_session(|s| {
+    ///     assert!(s.attribute::<User>().is_none());
+    ///     s.set_attribute(User("alice"));
+    ///     assert_eq!(s.attribute::<User>().unwrap().0, "alice");
+    /// });
+    /// ```
     pub fn attribute<T: 'static>(&self) -> Option<&T> {
         self.extras
             .as_ref()?
@@ -397,6 +511,14 @@ impl<C> Session<C> {
     }
 
     /// The attribute of type `T`, mutably, if set.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.set_attribute(0u32);
+    ///     *s.attribute_mut::<u32>().unwrap() += 1;
+    ///     assert_eq!(s.attribute::<u32>(), Some(&1));
+    /// });
+    /// ```
     pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
         self.extras
             .as_mut()?
@@ -406,6 +528,13 @@ impl<C> Session<C> {
     }
 
     /// Sets the attribute of type `T`, returning the previous one.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     assert_eq!(s.set_attribute(1u8), None);
+    ///     assert_eq!(s.set_attribute(2u8), Some(1));
+    /// });
+    /// ```
     pub fn set_attribute<T: 'static>(&mut self, value: T) -> Option<T> {
         let map = &mut self.extras_mut().attributes;
         let old = map.insert(TypeId::of::<T>(), Box::new(value))?;
@@ -413,6 +542,14 @@ impl<C> Session<C> {
     }
 
     /// Removes and returns the attribute of type `T`.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     s.set_attribute("tag");
+    ///     assert_eq!(s.remove_attribute::<&str>(), Some("tag"));
+    ///     assert_eq!(s.remove_attribute::<&str>(), None);
+    /// });
+    /// ```
     pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
         let old = self
             .extras
