@@ -94,6 +94,34 @@ impl ReactorHandle {
         self.post(Remote::Execute(Box::new(job)))
     }
 
+    /// Runs `job` on the reactor thread and waits for its answer: how another thread reads
+    /// the reactor's state (metrics, say). Fails if the reactor stops before running it.
+    /// Never call it from the reactor's own thread: it would wait for itself.
+    ///
+    /// ```
+    /// let thread = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
+    /// let entries = thread.handle().query(|s| s.entry_count()).unwrap();
+    /// assert_eq!(entries, 0);
+    /// thread.handle().shutdown();
+    /// thread.join().unwrap();
+    /// ```
+    pub fn query<R, F>(&self, job: F) -> io::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Spawner<'_>) -> R + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.execute(move |s| {
+            let _ = tx.send(job(s));
+        })?;
+        rx.recv().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the reactor stopped before answering",
+            )
+        })
+    }
+
     /// Delivers `command` to the entry `to` (its `on_command`). A command for an entry that
     /// has ended is dropped.
     ///

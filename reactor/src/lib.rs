@@ -53,7 +53,8 @@
 //! reactor.run().unwrap();
 //! ```
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -63,11 +64,13 @@ use mio::{Events, Poll, Registry, Token};
 use slab::Slab;
 
 mod handle;
+mod metrics;
 mod pool;
 mod ready;
 mod timer;
 
 pub use handle::ReactorHandle;
+pub use metrics::{LatencyHistogram, LoopMetrics};
 pub use pool::BufPool;
 pub use ready::Ready;
 pub use timer::TimerId;
@@ -198,6 +201,34 @@ struct Core {
     buffers: BufPool,
     shared: Arc<Shared>,
     phase: Phase,
+    metrics: LoopMetrics,
+    /// Typed per-reactor state owned by the layers above (their metrics, say).
+    extensions: Vec<(TypeId, Box<dyn Any>)>,
+}
+
+thread_local! {
+    /// The entry being called on this thread, for [`current`].
+    static CURRENT_ENTRY: Cell<Option<EntryId>> = const { Cell::new(None) };
+    /// The reactor last entered on this thread (one reactor runs per thread at a time).
+    static CURRENT_REACTOR: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// The entry being called on this thread and a handle to its reactor; `None` outside an
+/// entry's call. This is how code deep inside a callback (a session handing out a
+/// cross-thread handle to itself) learns who it is without every entry storing its id.
+///
+/// ```
+/// assert!(getty_reactor::current().is_none());
+/// getty_reactor::with_context(|cx| {
+///     let (id, handle) = getty_reactor::current().unwrap();
+///     assert_eq!(id, cx.id());
+///     assert!(!handle.is_stopped());
+/// });
+/// ```
+pub fn current() -> Option<(EntryId, ReactorHandle)> {
+    let id = CURRENT_ENTRY.with(Cell::get)?;
+    let shared = CURRENT_REACTOR.with(|r| r.borrow().clone())?;
+    Some((id, ReactorHandle::new(shared)))
 }
 
 /// Configures a [`Reactor`].
@@ -260,6 +291,8 @@ impl ReactorBuilder {
             buffers: self.buffers.unwrap_or_default(),
             shared: Arc::new(Shared::new(waker)),
             phase: Phase::Running,
+            metrics: LoopMetrics::default(),
+            extensions: Vec::new(),
         };
         Ok(Reactor {
             poll,
@@ -335,6 +368,7 @@ impl Reactor {
     /// # let _ = id;
     /// ```
     pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
+        self.core.enter();
         let id = self.core.insert(entry);
         self.core.run_deferred();
         id
@@ -403,6 +437,7 @@ impl Reactor {
     /// reactor.run().unwrap();
     /// ```
     pub fn run(&mut self) -> io::Result<()> {
+        self.core.enter();
         let result = self.run_until_stopped();
         self.core.force_stop();
         self.core.shared.mark_stopped();
@@ -425,6 +460,7 @@ impl Reactor {
             }
         }
         self.core.now = Instant::now();
+        let turn_began = self.core.now;
         // Entries rescheduled during this turn run in the next one, after its poll.
         std::mem::swap(&mut self.core.rescheduled, &mut self.rescheduled_now);
         for event in self.events.iter() {
@@ -432,6 +468,7 @@ impl Reactor {
                 self.core.shared.drain_into(&mut self.remote_batch);
                 continue;
             }
+            self.core.metrics.events += 1;
             let ready = Ready::from_event(event);
             self.core
                 .dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
@@ -444,6 +481,11 @@ impl Reactor {
         }
         self.core.fire_timers();
         self.core.advance_shutdown();
+        let took = turn_began.elapsed();
+        let metrics = &mut self.core.metrics;
+        metrics.turns += 1;
+        metrics.busy += took;
+        metrics.turn_latency.record(took);
         Ok(())
     }
 }
@@ -490,12 +532,44 @@ impl Drop for Reactor {
     /// A reactor dropped without running to the end still ends its entries properly, so
     /// every session hears its `on_close`.
     fn drop(&mut self) {
+        self.core.enter();
         self.core.force_stop();
         self.core.shared.mark_stopped();
     }
 }
 
 impl Core {
+    /// Makes this the reactor [`current`] reports on this thread.
+    fn enter(&self) {
+        CURRENT_REACTOR.with(|r| {
+            let mut r = r.borrow_mut();
+            if !r.as_ref().is_some_and(|s| Arc::ptr_eq(s, &self.shared)) {
+                *r = Some(self.shared.clone());
+            }
+        });
+    }
+
+    fn extension<T: Default + 'static>(&mut self) -> &mut T {
+        let type_id = TypeId::of::<T>();
+        let index = match self.extensions.iter().position(|(t, _)| *t == type_id) {
+            Some(i) => i,
+            None => {
+                self.extensions.push((type_id, Box::new(T::default())));
+                self.extensions.len() - 1
+            }
+        };
+        self.extensions[index]
+            .1
+            .downcast_mut()
+            .expect("extension stored under its own TypeId")
+    }
+
+    fn is_alive(&self, id: EntryId) -> bool {
+        self.slots
+            .get(id.key)
+            .is_some_and(|s| s.serial == id.serial)
+    }
+
     fn insert(&mut self, entry: Box<dyn Entry>) -> EntryId {
         let serial = self.next_serial;
         self.next_serial += 1;
@@ -555,7 +629,9 @@ impl Core {
             return None;
         }
         let mut entry = slot.entry.take()?;
+        let outer = CURRENT_ENTRY.with(|c| c.replace(Some(id)));
         let status = call(entry.as_mut(), &mut Context { core: self, id });
+        CURRENT_ENTRY.with(|c| c.set(outer));
         match status {
             Status::Continue => self.slots[id.key].entry = Some(entry),
             Status::Done => {
@@ -842,6 +918,28 @@ impl Context<'_> {
         self.core.phase != Phase::Running
     }
 
+    /// True while the entry `id` is alive on this reactor.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| assert!(cx.is_alive(cx.id())));
+    /// ```
+    pub fn is_alive(&self, id: EntryId) -> bool {
+        self.core.is_alive(id)
+    }
+
+    /// This reactor's instance of `T`, created with `T::default()` on first use: typed
+    /// per-reactor state for the layers above (their metrics, say), reached without a lock.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     *cx.extension::<u64>() += 1;
+    ///     assert_eq!(*cx.extension::<u64>(), 1);
+    /// });
+    /// ```
+    pub fn extension<T: Default + 'static>(&mut self) -> &mut T {
+        self.core.extension()
+    }
+
     /// How many timers are armed on this reactor (for tests and metrics).
     ///
     /// ```
@@ -908,6 +1006,30 @@ impl Spawner<'_> {
     /// See the [type-level example](Spawner).
     pub fn is_shutting_down(&self) -> bool {
         self.core.phase != Phase::Running
+    }
+
+    /// True while the entry `id` is alive.
+    ///
+    /// See the [type-level example](Spawner).
+    pub fn is_alive(&self, id: EntryId) -> bool {
+        self.core.is_alive(id)
+    }
+
+    /// This reactor's instance of `T` (see [`Context::extension`]).
+    ///
+    /// See the [type-level example](Spawner).
+    pub fn extension<T: Default + 'static>(&mut self) -> &mut T {
+        self.core.extension()
+    }
+
+    /// A snapshot of the loop's own counters.
+    ///
+    /// See [`LoopMetrics`].
+    pub fn loop_metrics(&self) -> LoopMetrics {
+        LoopMetrics {
+            entries: self.core.slots.len() as u64,
+            ..self.core.metrics.clone()
+        }
     }
 }
 
