@@ -95,7 +95,7 @@ pub struct LengthFieldCodec {
     length_field_offset: u32,
     length_adjustment: i32,
     initial_bytes_to_strip: u32,
-    max_frame_length: usize,
+    max_frame_length: u32,
 }
 
 impl Default for LengthFieldCodec {
@@ -115,7 +115,7 @@ impl Default for LengthFieldCodec {
             length_field_offset: 0,
             length_adjustment: 0,
             initial_bytes_to_strip: DEFAULT_LENGTH_FIELD_LEN as u32,
-            max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+            max_frame_length: DEFAULT_MAX_FRAME_LENGTH as u32,
         }
     }
 }
@@ -185,7 +185,7 @@ impl LengthFieldCodec {
     /// assert_eq!(getty_codec::LengthFieldCodec::default().max_frame_length(), 8 << 20);
     /// ```
     pub fn max_frame_length(&self) -> usize {
-        self.max_frame_length
+        self.max_frame_length as usize
     }
 
     /// Length of the header up to and including the length field. The builder guarantees
@@ -216,13 +216,13 @@ impl LengthFieldCodec {
             )));
         }
         let frame_len = bytes_after_field + self.header_len() as i128;
-        if frame_len > self.max_frame_length as i128 {
+        if frame_len > self.max_frame_length() as i128 {
             // A length beyond usize::MAX (only possible with 8-byte fields) is reported as
             // usize::MAX: the kind is what matters, and such a frame is garbage anyway.
             let reported_len = usize::try_from(frame_len).unwrap_or(usize::MAX);
             return Err(CodecError::frame_too_long(
                 reported_len,
-                self.max_frame_length,
+                self.max_frame_length(),
             ));
         }
         // In range: frame_len is between 0 and max_frame_length.
@@ -550,7 +550,8 @@ impl LengthFieldCodecBuilder {
         self
     }
 
-    /// Largest whole frame, header included, that the decoder accepts. Default 8 MiB.
+    /// Largest whole frame, header included, that the decoder accepts. Default 8 MiB;
+    /// values above 4 GiB mean 4 GiB (like netty's, the limit is 32 bits wide).
     ///
     /// ```
     /// use getty_codec::LengthFieldCodec;
@@ -611,7 +612,8 @@ impl LengthFieldCodecBuilder {
                 ))
             })?,
             initial_bytes_to_strip: narrow(strip, "initial_bytes_to_strip")?,
-            max_frame_length: self.max_frame_length,
+            // No frame that large fits in memory anyway; clamping keeps "no limit" working.
+            max_frame_length: self.max_frame_length.min(u32::MAX as usize) as u32,
         })
     }
 }

@@ -176,10 +176,38 @@ pub trait Entry: 'static {
 }
 
 struct Slot {
-    serial: u64,
+    /// The entry's serial (low 48 bits) and group (high 16 bits), packed so that groups
+    /// cost no memory per entry.
+    tag: u64,
     /// `None` only while the entry is being called.
     entry: Option<Box<dyn Entry>>,
 }
+
+const SERIAL_BITS: u32 = 48;
+const SERIAL_MASK: u64 = (1 << SERIAL_BITS) - 1;
+
+impl Slot {
+    fn serial(&self) -> u64 {
+        self.tag & SERIAL_MASK
+    }
+
+    fn group(&self) -> u16 {
+        (self.tag >> SERIAL_BITS) as u16
+    }
+}
+
+/// A set of entries on one reactor, named when they are spawned
+/// ([`Context::spawn_in`]), so that their spawner can reach them all later (a server closing
+/// every session it accepted) without keeping a list. Group 0 is "no group".
+///
+/// ```
+/// getty_reactor::with_context(|cx| {
+///     let group = cx.new_group().unwrap();
+///     assert_eq!(cx.group_members(group).len(), 0);
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupId(u16);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -195,6 +223,7 @@ struct Core {
     timers: Timers,
     now: Instant,
     next_serial: u64,
+    next_group: u16,
     rescheduled: Vec<(EntryId, Ready)>,
     started: VecDeque<EntryId>,
     mailbox: VecDeque<(EntryId, Command)>,
@@ -285,6 +314,7 @@ impl ReactorBuilder {
             timers: Timers::default(),
             now: Instant::now(),
             next_serial: 0,
+            next_group: 1,
             rescheduled: Vec::new(),
             started: VecDeque::new(),
             mailbox: VecDeque::new(),
@@ -567,14 +597,19 @@ impl Core {
     fn is_alive(&self, id: EntryId) -> bool {
         self.slots
             .get(id.key)
-            .is_some_and(|s| s.serial == id.serial)
+            .is_some_and(|s| s.serial() == id.serial)
     }
 
     fn insert(&mut self, entry: Box<dyn Entry>) -> EntryId {
-        let serial = self.next_serial;
+        self.insert_in(0, entry)
+    }
+
+    fn insert_in(&mut self, group: u16, entry: Box<dyn Entry>) -> EntryId {
+        // 48 bits of serials outlast any process: 2.8e14 entries.
+        let serial = self.next_serial & SERIAL_MASK;
         self.next_serial += 1;
         let key = self.slots.insert(Slot {
-            serial,
+            tag: serial | (u64::from(group) << SERIAL_BITS),
             entry: Some(entry),
         });
         let id = EntryId { key, serial };
@@ -604,7 +639,7 @@ impl Core {
         };
         let id = EntryId {
             key: token.0,
-            serial: slot.serial,
+            serial: slot.serial(),
         };
         self.dispatch(id, call);
     }
@@ -625,7 +660,7 @@ impl Core {
         call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status,
     ) -> Option<Status> {
         let slot = self.slots.get_mut(id.key)?;
-        if slot.serial != id.serial {
+        if slot.serial() != id.serial {
             return None;
         }
         let mut entry = slot.entry.take()?;
@@ -675,13 +710,24 @@ impl Core {
     }
 
     fn live_ids(&self) -> Vec<EntryId> {
+        self.ids_where(|_| true)
+    }
+
+    fn ids_where(&self, keep: impl Fn(&Slot) -> bool) -> Vec<EntryId> {
         self.slots
             .iter()
+            .filter(|(_, slot)| keep(slot))
             .map(|(key, slot)| EntryId {
                 key,
-                serial: slot.serial,
+                serial: slot.serial(),
             })
             .collect()
+    }
+
+    fn new_group(&mut self) -> Option<GroupId> {
+        let group = self.next_group;
+        self.next_group = self.next_group.checked_add(1)?;
+        Some(GroupId(group))
     }
 
     fn begin_shutdown(&mut self, grace: Duration) {
@@ -872,6 +918,41 @@ impl Context<'_> {
     /// See the [type-level example](Context).
     pub fn spawn(&mut self, entry: Box<dyn Entry>) -> EntryId {
         self.core.insert(entry)
+    }
+
+    /// A new group to spawn entries into; `None` once this reactor has handed out 65,535.
+    ///
+    /// See [`GroupId`].
+    pub fn new_group(&mut self) -> Option<GroupId> {
+        self.core.new_group()
+    }
+
+    /// Like [`spawn`](Self::spawn), into `group`.
+    ///
+    /// ```
+    /// use getty_reactor::{Context, Entry, Ready, Status};
+    /// struct Idle;
+    /// impl Entry for Idle {
+    ///     fn on_start(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+    ///     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status { Status::Continue }
+    /// }
+    /// getty_reactor::with_context(|cx| {
+    ///     let group = cx.new_group().unwrap();
+    ///     let a = cx.spawn_in(group, Box::new(Idle));
+    ///     cx.spawn(Box::new(Idle)); // not in the group
+    ///     assert_eq!(cx.group_members(group), vec![a]);
+    /// });
+    /// ```
+    pub fn spawn_in(&mut self, group: GroupId, entry: Box<dyn Entry>) -> EntryId {
+        self.core.insert_in(group.0, entry)
+    }
+
+    /// The live entries of `group` (a scan of the slab: for rare operations such as
+    /// closing them all, not for every event).
+    ///
+    /// See [`spawn_in`](Self::spawn_in).
+    pub fn group_members(&self, group: GroupId) -> Vec<EntryId> {
+        self.core.ids_where(|slot| slot.group() == group.0)
     }
 
     /// Sends a command to another entry on this reactor; it is delivered as soon as the

@@ -50,6 +50,9 @@ pub enum Error {
         /// The bound.
         max: usize,
     },
+    /// A session handle refused a write: the session is above its high watermark, or too
+    /// many writes are in flight. Wait with `SessionHandle::wait_writable`.
+    Backpressure,
     /// The session is closing or closed.
     Closed,
 }
@@ -97,6 +100,9 @@ impl fmt::Display for Error {
                 f,
                 "outbound queue full: {queued} bytes queued + {adding} would exceed {max}"
             ),
+            Error::Backpressure => {
+                f.write_str("session is not writable (above its high watermark); wait and retry")
+            }
             Error::Closed => f.write_str("session is closed"),
         }
     }
@@ -137,7 +143,7 @@ impl From<Error> for io::Error {
             Error::ReadIdle(_) | Error::WriteStalled(_) | Error::ConnectTimeout(_) => {
                 io::ErrorKind::TimedOut
             }
-            Error::QueueFull { .. } => io::ErrorKind::WouldBlock,
+            Error::QueueFull { .. } | Error::Backpressure => io::ErrorKind::WouldBlock,
             Error::Closed => io::ErrorKind::NotConnected,
         };
         io::Error::new(kind, e.to_string())

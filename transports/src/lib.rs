@@ -41,6 +41,8 @@
 //! ```
 
 mod error;
+mod handle;
+mod metrics;
 mod options;
 mod outbound;
 mod session;
@@ -48,6 +50,8 @@ mod stream;
 pub mod tcp;
 
 pub use error::Error;
+pub use handle::SessionHandle;
+pub use metrics::Metrics;
 pub use options::{SessionOptions, SocketOptions};
 pub use session::{Handler, Session, Stats};
 

@@ -14,7 +14,9 @@ use getty_codec::Encoder;
 
 use getty_reactor::{EntryId, TimerId};
 
+use crate::handle::HandleState;
 use crate::outbound::Outbound;
+use crate::SessionHandle;
 use crate::{Error, SessionOptions};
 
 /// Session ids are unique in the process, across reactors.
@@ -186,6 +188,8 @@ pub(crate) struct Extras {
     pub(crate) blocked_since: Option<Instant>,
     /// When a lingering close gives up waiting for the peer's EOF.
     pub(crate) linger_until: Option<Instant>,
+    /// Shared with the session's handles, once one was made.
+    pub(crate) handle_state: Option<Arc<HandleState>>,
 }
 
 /// How the handler asked the session to end.
@@ -214,6 +218,8 @@ pub struct Session<C> {
     pub(crate) options: Arc<SessionOptions>,
     pub(crate) extras: Option<Box<Extras>>,
     pub(crate) close_request: Option<CloseRequest>,
+    /// Messages queued since the reactor last added them to its metrics.
+    pub(crate) unreported_messages_out: u32,
     /// False between crossing the high watermark and draining to the low one.
     pub(crate) writable: bool,
     /// Set when the handler changed a timer option, so the reactor re-arms.
@@ -243,6 +249,7 @@ impl<C> Session<C> {
             options,
             extras: None,
             close_request: None,
+            unreported_messages_out: 0,
             writable: true,
             timers_changed: false,
         }
@@ -559,6 +566,29 @@ impl<C> Session<C> {
         old.downcast().ok().map(|b| *b)
     }
 
+    /// A `Send + Clone` handle for writing to (and closing) this session from other threads;
+    /// `None` outside a reactor callback.
+    ///
+    /// ```
+    /// // Outside a reactor (this doc harness) there is no reactor to post to.
+    /// getty_transports::with_session(|s| assert!(s.handle().is_none()));
+    /// ```
+    ///
+    /// See [`SessionHandle`] for a whole example.
+    pub fn handle(&mut self) -> Option<SessionHandle<C>>
+    where
+        C: 'static,
+    {
+        let (entry, reactor) = getty_reactor::current()?;
+        let writable = self.writable;
+        let state = self
+            .extras_mut()
+            .handle_state
+            .get_or_insert_with(|| Arc::new(HandleState::new(writable)))
+            .clone();
+        Some(SessionHandle::new(entry, reactor, state, self.id))
+    }
+
     pub(crate) fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
     }
@@ -592,6 +622,7 @@ impl<C> Session<C> {
 
     fn note_queued(&mut self, messages: u64) {
         self.counters.messages_out += messages;
+        self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
         if self.writable && self.out.len() >= self.options.high_watermark {
             // The reactor reports the crossing when the callback returns (`settle` always
             // runs then). Not through `timers_changed`: that flag restarts the cron period,

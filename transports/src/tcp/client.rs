@@ -22,7 +22,7 @@ use crate::session::Handler;
 use crate::stream::SessionEnded;
 use crate::tcp::server::prepare;
 use crate::tcp::Setup;
-use crate::{Close, Error, SessionOptions, SocketOptions};
+use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
 
 /// Configures a [`TcpClient`].
 ///
@@ -337,7 +337,10 @@ where
                 self.failures = 0;
                 self.sessions.push(cx.spawn(Box::new(session)));
             }
-            None => self.note_failure(Error::Io(io::Error::other("setup refused the connection"))),
+            None => {
+                cx.extension::<Metrics>().refused += 1;
+                self.note_failure(Error::Io(io::Error::other("setup refused the connection")))
+            }
         }
     }
 

@@ -12,7 +12,7 @@ mod client;
 mod server;
 
 pub use client::{TcpClient, TcpClientBuilder};
-pub use server::{TcpServer, TcpServerBuilder};
+pub use server::{CloseSessions, ServerHandle, TcpServer, TcpServerBuilder};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
 /// its socket (for options this crate does not wrap) and the session's options to adjust.

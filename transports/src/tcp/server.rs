@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, Ready, Status};
+use getty_reactor::{Command, Context, Entry, EntryId, GroupId, ReactorHandle, Ready, Status};
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -15,7 +15,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
 use crate::tcp::Setup;
-use crate::{Close, SessionOptions, SocketOptions};
+use crate::{Close, Metrics, SessionOptions, SocketOptions};
 
 /// Connections accepted per loop turn before the listener yields to its sessions.
 const ACCEPT_BUDGET: usize = 256;
@@ -138,6 +138,7 @@ impl TcpServerBuilder {
                         session_options: Arc::new(self.session_options),
                         paused: false,
                         last_pause: Duration::ZERO,
+                        sessions: None,
                         _types: PhantomData,
                     });
                 }
@@ -194,6 +195,9 @@ pub struct TcpServer<F, C, H> {
     paused: bool,
     /// The length of the last pause, doubled for the next one; zero after a good accept.
     last_pause: Duration,
+    /// The reactor group this server spawns its sessions into, to reach them all later
+    /// (at no cost per session). `None` only if the reactor ran out of groups.
+    sessions: Option<GroupId>,
     _types: PhantomData<fn() -> (C, H)>,
 }
 
@@ -252,6 +256,7 @@ where
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     self.last_pause = Duration::ZERO;
+                    cx.extension::<Metrics>().accepted += 1;
                     self.open_session(cx, stream, peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -287,7 +292,7 @@ where
             log::warn!("refusing a self-connect on {peer}");
             return;
         }
-        if let Some(session) = prepare(
+        let session = prepare(
             stream,
             peer,
             &self.socket_options,
@@ -295,9 +300,23 @@ where
             &mut self.setup,
             cx.now(),
             None,
-        ) {
-            cx.spawn(Box::new(session));
+        );
+        match session {
+            Some(session) => {
+                match self.sessions {
+                    Some(group) => cx.spawn_in(group, Box::new(session)),
+                    None => cx.spawn(Box::new(session)),
+                };
+            }
+            None => cx.extension::<Metrics>().refused += 1,
         }
+    }
+
+    /// This server's live sessions.
+    fn live_sessions(&self, cx: &Context<'_>) -> Vec<EntryId> {
+        self.sessions
+            .map(|group| cx.group_members(group))
+            .unwrap_or_default()
     }
 }
 
@@ -365,6 +384,7 @@ where
     H: Handler<C>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.sessions = cx.new_group();
         match cx
             .registry()
             .register(&mut self.listener, cx.token(), Interest::READABLE)
@@ -394,11 +414,100 @@ where
         Status::Continue
     }
 
-    fn on_command(&mut self, _cx: &mut Context<'_>, command: Command) -> Status {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
         if command.is::<Close>() {
             log::info!("stopped listening on {}", self.local_addr);
             return Status::Done;
         }
+        if command.is::<CloseSessions>() {
+            for id in self.live_sessions(cx) {
+                cx.send(id, Box::new(Close));
+            }
+        } else if let Ok(ask) = command.downcast::<AskSessionCount>() {
+            let _ = ask.0.send(self.live_sessions(cx).len());
+        }
         Status::Continue
+    }
+}
+
+/// A command for a server: close, gracefully, every session it accepted (it keeps
+/// listening; send [`Close`] as well to stop that).
+///
+/// ```
+/// # let reactor = getty_reactor::Reactor::new().unwrap();
+/// # let id = getty_reactor::EntryId::new(0, 0);
+/// reactor.handle().send(id, Box::new(getty_transports::tcp::CloseSessions)).unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseSessions;
+
+/// Asks a server how many of its sessions are alive.
+struct AskSessionCount(std::sync::mpsc::SyncSender<usize>);
+
+/// Controls a server running on a reactor, from any thread.
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::{tcp::{ServerHandle, TcpServer}, Handler, Session};
+///
+/// struct Sink;
+/// impl Handler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
+/// }
+/// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let reactor = Reactor::start_thread("r", move |r| {
+///     let id = r.spawn(Box::new(server));
+///     tx.send(ServerHandle::new(r.handle(), id)).unwrap();
+///     Ok(())
+/// }).unwrap();
+/// let server = rx.recv().unwrap();
+/// assert_eq!(server.session_count().unwrap(), 0);
+/// server.close_sessions().unwrap();
+/// server.stop_listening().unwrap();
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+#[derive(Clone)]
+pub struct ServerHandle {
+    reactor: ReactorHandle,
+    id: EntryId,
+}
+
+impl ServerHandle {
+    /// A handle to the server entry `id` on `reactor` (the id `Reactor::spawn` returned).
+    ///
+    /// See the [type-level example](ServerHandle).
+    pub fn new(reactor: ReactorHandle, id: EntryId) -> Self {
+        ServerHandle { reactor, id }
+    }
+
+    /// Stops accepting; open sessions carry on.
+    ///
+    /// See the [type-level example](ServerHandle).
+    pub fn stop_listening(&self) -> io::Result<()> {
+        self.reactor.send(self.id, Box::new(Close))
+    }
+
+    /// Closes every session the server accepted, gracefully.
+    ///
+    /// See the [type-level example](ServerHandle).
+    pub fn close_sessions(&self) -> io::Result<()> {
+        self.reactor.send(self.id, Box::new(CloseSessions))
+    }
+
+    /// How many of the server's sessions are alive (waits for the reactor's answer).
+    ///
+    /// See the [type-level example](ServerHandle).
+    pub fn session_count(&self) -> io::Result<usize> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.reactor.send(self.id, Box::new(AskSessionCount(tx)))?;
+        rx.recv().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the server is no longer running",
+            )
+        })
     }
 }

@@ -1,0 +1,278 @@
+//! Reaching a session from other threads.
+//!
+//! A session has one owner, its reactor; a [`SessionHandle`] never touches it directly. Every
+//! call becomes a command in the reactor's queue, applied between two polls, so writes from
+//! any number of threads cannot interleave bytes, a write to a closed session is an error
+//! rather than a race, and the handle stays valid (and harmless) after the session is gone.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use getty_codec::Encoder;
+use getty_reactor::{EntryId, ReactorHandle};
+
+use crate::{Abort, Close, Error, Session};
+
+/// Writes posted by handles and not yet applied, per session, beyond which `write` refuses
+/// more: it bounds the reactor's queue when the reactor falls behind its writers.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// A job for a session, run on its reactor with the session as `dyn Any`.
+pub(crate) struct SessionJob(pub(crate) Box<dyn FnOnce(&mut dyn Any) + Send>);
+
+/// What the session's reactor shares with its handles.
+pub(crate) struct HandleState {
+    closed: AtomicBool,
+    in_flight: AtomicUsize,
+    /// The session's writability as last reported; guarded for `wait_writable`.
+    writable: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl HandleState {
+    pub(crate) fn new(writable: bool) -> Self {
+        HandleState {
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            writable: Mutex::new(writable),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn set_writable(&self, writable: bool) {
+        *self.writable.lock().unwrap_or_else(|p| p.into_inner()) = writable;
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _guard = self.writable.lock().unwrap_or_else(|p| p.into_inner());
+        self.changed.notify_all();
+    }
+
+    fn is_writable(&self) -> bool {
+        *self.writable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts one posted write until it is applied, or dropped with its job when the session
+/// is gone, so the count can never leak.
+struct InFlight(Arc<HandleState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A `Send + Clone` handle to one session, for other threads. Get it with
+/// [`Session::handle`] inside a callback.
+///
+/// - Writes from one handle (and from one thread through any handles) keep their order:
+///   they travel through the reactor's queue and are encoded there by the session's codec.
+/// - A write to a closed session fails with [`Error::Closed`]; a session above its high
+///   watermark (or with too many writes in flight) refuses with [`Error::Backpressure`] —
+///   wait with [`wait_writable`](Self::wait_writable), bounded by a timeout.
+/// - A write accepted here can still be dropped if the session closes before the reactor
+///   applies it; [`is_closed`](Self::is_closed) tells afterwards.
+///
+/// ```
+/// use std::sync::mpsc;
+/// use getty_codec::{Bytes, LengthFieldCodec};
+/// use getty_reactor::Reactor;
+/// use getty_transports::{tcp::TcpServer, Handler, Session, SessionHandle};
+///
+/// /// Hands every new session's handle to another thread.
+/// struct Publish(mpsc::Sender<SessionHandle<LengthFieldCodec>>);
+/// impl Handler<LengthFieldCodec> for Publish {
+///     fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+///         let _ = self.0.send(s.handle().expect("inside a callback"));
+///         Ok(())
+///     }
+///     fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+/// }
+///
+/// let (tx, rx) = mpsc::channel();
+/// let server = TcpServer::bind("127.0.0.1:0", move |_| {
+///     Ok((LengthFieldCodec::default(), Publish(tx.clone())))
+/// }).unwrap();
+/// let addr = server.local_addr();
+/// let reactor = Reactor::start_thread("r", move |r| { r.spawn(Box::new(server)); Ok(()) }).unwrap();
+///
+/// let mut peer = std::net::TcpStream::connect(addr).unwrap();
+/// let handle = rx.recv().unwrap();
+/// handle.write(Bytes::from_static(b"pushed")).unwrap(); // from this thread
+/// handle.close().unwrap();
+///
+/// let mut got = Vec::new();
+/// std::io::Read::read_to_end(&mut peer, &mut got).unwrap();
+/// assert_eq!(got, b"\x00\x00\x00\x06pushed");
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+pub struct SessionHandle<C> {
+    entry: EntryId,
+    reactor: ReactorHandle,
+    state: Arc<HandleState>,
+    session_id: u64,
+    _codec: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for SessionHandle<C> {
+    fn clone(&self) -> Self {
+        SessionHandle {
+            entry: self.entry,
+            reactor: self.reactor.clone(),
+            state: self.state.clone(),
+            session_id: self.session_id,
+            _codec: PhantomData,
+        }
+    }
+}
+
+impl<C: 'static> SessionHandle<C> {
+    pub(crate) fn new(
+        entry: EntryId,
+        reactor: ReactorHandle,
+        state: Arc<HandleState>,
+        session_id: u64,
+    ) -> Self {
+        SessionHandle {
+            entry,
+            reactor,
+            state,
+            session_id,
+            _codec: PhantomData,
+        }
+    }
+
+    /// The session's id (as [`Session::id`]).
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    /// Queues `message` for the session; its codec encodes it on the reactor thread.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn write<T>(&self, message: T) -> Result<(), Error>
+    where
+        C: Encoder<T>,
+        T: Send + 'static,
+    {
+        self.post(move |session: &mut Session<C>| session.write(message))
+    }
+
+    /// Queues raw bytes for the session, bypassing its codec.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn write_bytes(&self, bytes: Bytes) -> Result<(), Error> {
+        self.post(move |session: &mut Session<C>| session.write_bytes(bytes))
+    }
+
+    /// Closes the session gracefully once the writes posted before this call are flushed.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn close(&self) -> Result<(), Error> {
+        self.check_open()?;
+        self.reactor
+            .send(self.entry, Box::new(Close))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Resets the session now, discarding what is queued.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn abort(&self) -> Result<(), Error> {
+        self.check_open()?;
+        self.reactor
+            .send(self.entry, Box::new(Abort))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// True once the session has ended.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn is_closed(&self) -> bool {
+        self.state.closed.load(Ordering::Acquire) || self.reactor.is_stopped()
+    }
+
+    /// False while the session is above its high watermark.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn is_writable(&self) -> bool {
+        self.state.is_writable()
+    }
+
+    /// Waits until the session is writable again, for at most `timeout`. Fails with
+    /// [`Error::Closed`] if it ends meanwhile, and with [`Error::Backpressure`] on timeout.
+    ///
+    /// See the [type-level example](SessionHandle).
+    pub fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let mut writable = self
+            .state
+            .writable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.is_closed() {
+                return Err(Error::Closed);
+            }
+            if *writable {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Backpressure);
+            }
+            writable = self
+                .state
+                .changed
+                .wait_timeout(writable, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn post<F>(&self, apply: F) -> Result<(), Error>
+    where
+        F: FnOnce(&mut Session<C>) -> Result<(), Error> + Send + 'static,
+    {
+        self.check_open()?;
+        if !self.is_writable() {
+            return Err(Error::Backpressure);
+        }
+        if self.state.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Backpressure);
+        }
+        let in_flight = InFlight(self.state.clone());
+        let job = SessionJob(Box::new(move |session: &mut dyn Any| {
+            let _applied = in_flight;
+            if let Some(session) = session.downcast_mut::<Session<C>>() {
+                if let Err(e) = apply(session) {
+                    log::debug!(
+                        "session {}: a handle's write was dropped: {e}",
+                        session.id()
+                    );
+                }
+            }
+        }));
+        self.reactor
+            .send(self.entry, Box::new(job))
+            .map_err(|_| Error::Closed)
+    }
+}
