@@ -31,9 +31,10 @@ pub use getty_codec as codec;
 pub use getty_reactor as reactor;
 pub use getty_transports as transports;
 
-pub use getty_reactor::{Reactor, ReactorHandle};
+pub use getty_reactor::{Reactor, ReactorHandle, ReactorPool};
 pub use getty_transports::{
-    tcp, Abort, Close, Error, Handler, Session, SessionOptions, SocketOptions, Stats,
+    tcp, Abort, Close, Error, Handler, Metrics, Offload, Session, SessionHandle, SessionOptions,
+    SocketOptions, Stats,
 };
 
 /// The README's code, compiled as a doctest so that it stays true.

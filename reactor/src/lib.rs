@@ -66,12 +66,14 @@ use slab::Slab;
 mod handle;
 mod metrics;
 mod pool;
+mod reactor_pool;
 mod ready;
 mod timer;
 
 pub use handle::ReactorHandle;
 pub use metrics::{LatencyHistogram, LoopMetrics};
 pub use pool::BufPool;
+pub use reactor_pool::ReactorPool;
 pub use ready::Ready;
 pub use timer::TimerId;
 

@@ -21,8 +21,12 @@ use crate::{Abort, Close, Error, Session};
 /// more: it bounds the reactor's queue when the reactor falls behind its writers.
 const MAX_IN_FLIGHT: usize = 4096;
 
-/// A job for a session, run on its reactor with the session as `dyn Any`.
-pub(crate) struct SessionJob(pub(crate) Box<dyn FnOnce(&mut dyn Any) + Send>);
+/// Work a handle sends to its session: it gets the session as `dyn Any` and downcasts it
+/// to the `Session<C>` its handle was made for.
+type SessionWork = Box<dyn FnOnce(&mut dyn Any) + Send>;
+
+/// A job for a session, run on its reactor.
+pub(crate) struct SessionJob(pub(crate) SessionWork);
 
 /// What the session's reactor shares with its handles.
 pub(crate) struct HandleState {

@@ -43,6 +43,7 @@
 mod error;
 mod handle;
 mod metrics;
+mod offload;
 mod options;
 mod outbound;
 mod session;
@@ -52,6 +53,7 @@ pub mod tcp;
 pub use error::Error;
 pub use handle::SessionHandle;
 pub use metrics::Metrics;
+pub use offload::Offload;
 pub use options::{SessionOptions, SocketOptions};
 pub use session::{Handler, Session, Stats};
 

@@ -9,9 +9,11 @@ use socket2::SockRef;
 use crate::SessionOptions;
 
 mod client;
+mod pool;
 mod server;
 
 pub use client::{TcpClient, TcpClientBuilder};
+pub use pool::TcpServerPool;
 pub use server::{CloseSessions, ServerHandle, TcpServer, TcpServerBuilder};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
