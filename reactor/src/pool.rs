@@ -53,8 +53,9 @@ impl BufPool {
         }
     }
 
-    /// Returns a buffer to the pool. Its contents are discarded. A buffer that has shrunk
-    /// below the pool's size (it was split) or that would exceed `max_idle` is freed.
+    /// Returns a buffer to the pool. Its contents are discarded. A buffer whose front was
+    /// consumed (split off or advanced past) is reclaimed in place when nothing else shares
+    /// its memory; one still shared (a decoded frame is alive) or beyond `max_idle` is freed.
     ///
     /// ```
     /// let mut pool = getty_reactor::BufPool::new(1024, 1);
@@ -63,7 +64,10 @@ impl BufPool {
     /// ```
     pub fn give(&mut self, mut buf: BytesMut) {
         buf.clear();
-        if buf.capacity() >= self.buffer_size && self.idle.len() < self.max_idle {
+        // Consuming the front of a buffer shrinks its capacity() without freeing anything;
+        // try_reclaim moves the start back without allocating when the memory is unshared.
+        let whole = buf.capacity() >= self.buffer_size || buf.try_reclaim(self.buffer_size);
+        if whole && self.idle.len() < self.max_idle {
             self.idle.push(buf);
         }
     }
@@ -91,5 +95,37 @@ impl Default for BufPool {
     /// 64 KiB buffers, at most 64 kept (4 MiB per reactor at the most).
     fn default() -> Self {
         BufPool::new(64 * 1024, 64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    #[test]
+    fn buffers_whose_front_was_consumed_come_back() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut buf = pool.take();
+        let ptr = buf.as_ptr();
+        buf.extend_from_slice(&[1u8; 1000]);
+        buf.advance(600); // as a flush does
+        drop(buf.split_to(100)); // as a decoder does, frame dropped by the handler
+        pool.give(buf);
+        assert_eq!(pool.idle(), 1, "the buffer was dropped instead of reused");
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), ptr, "the same memory, not a new allocation");
+        assert!(again.capacity() >= 1024);
+    }
+
+    #[test]
+    fn a_buffer_still_shared_with_a_live_frame_is_not_kept() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut buf = pool.take();
+        buf.extend_from_slice(&[1u8; 1000]);
+        let frame = buf.split_to(500).freeze(); // the handler keeps it
+        pool.give(buf);
+        assert_eq!(pool.idle(), 0);
+        assert_eq!(frame.len(), 500);
     }
 }

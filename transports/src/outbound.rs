@@ -30,10 +30,12 @@ struct Chunks {
 }
 
 impl Outbound {
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.chunks.as_ref().map_or(0, |c| c.len) + self.tail.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
