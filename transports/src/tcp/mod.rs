@@ -14,7 +14,7 @@ mod server;
 
 pub use client::{TcpClient, TcpClientBuilder};
 pub use pool::TcpServerPool;
-pub use server::{CloseSessions, ServerHandle, TcpServer, TcpServerBuilder};
+pub use server::{adopt, CloseSessions, ServerHandle, TcpServer, TcpServerBuilder};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
 /// its socket (for options this crate does not wrap) and the session's options to adjust.

@@ -511,3 +511,66 @@ impl ServerHandle {
         })
     }
 }
+
+/// Adopts a TCP connection accepted elsewhere (an acceptor thread handing connections to
+/// reactors, a socket passed in by a supervisor) as a session on the reactor that runs
+/// `spawner`'s job: the options are applied, `setup` runs as for a server's connections, and
+/// the session's id is returned — `None` when the setup hook refused the connection.
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::{tcp, Handler, Session, SessionOptions, SocketOptions};
+///
+/// struct Sink;
+/// impl Handler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
+/// }
+///
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+/// let (accepted, _) = listener.accept().unwrap();
+///
+/// let reactor = Reactor::start_thread("r", |_| Ok(())).unwrap();
+/// let adopted = reactor.handle().query(move |spawner| {
+///     let mut setup = |_: &mut tcp::Setup<'_>| Ok((RawCodec, Sink));
+///     let (sockets, sessions) = (SocketOptions::default(), SessionOptions::default());
+///     tcp::adopt(spawner, accepted, &sockets, &sessions, &mut setup).unwrap()
+/// }).unwrap();
+/// assert!(adopted.is_some());
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+pub fn adopt<F, C, H>(
+    spawner: &mut getty_reactor::Spawner<'_>,
+    stream: std::net::TcpStream,
+    socket_options: &SocketOptions,
+    session_options: &SessionOptions,
+    setup: &mut F,
+) -> io::Result<Option<EntryId>>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)>,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    stream.set_nonblocking(true)?;
+    let peer = stream.peer_addr()?;
+    let options = Arc::new(session_options.clone());
+    let stream = TcpStream::from_std(stream);
+    let entry = prepare(
+        stream,
+        peer,
+        socket_options,
+        &options,
+        setup,
+        spawner.now(),
+        None,
+    );
+    match entry {
+        Some(entry) => Ok(Some(spawner.spawn(Box::new(entry)))),
+        None => {
+            spawner.extension::<Metrics>().refused += 1;
+            Ok(None)
+        }
+    }
+}
