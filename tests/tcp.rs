@@ -2129,3 +2129,69 @@ fn server_close_stops_listening_but_keeps_sessions() {
         events.check_contract();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// A codec bug: a message returned without consuming input
+// ---------------------------------------------------------------------------------------
+
+/// Returns a message for a buffer that starts with `!` without consuming anything: a
+/// decoder bug that would loop forever if the framework trusted it. Otherwise it behaves
+/// like the default length codec.
+#[derive(Default)]
+struct StuckCodec(LengthFieldCodec);
+
+impl getty::codec::Decoder for StuckCodec {
+    type Item = Bytes;
+    fn decode(
+        &mut self,
+        src: &mut getty::codec::BytesMut,
+    ) -> Result<getty::codec::Decoded<Bytes>, getty::codec::CodecError> {
+        if src.first() == Some(&b'!') {
+            return Ok(getty::codec::Decoded::Frame(Bytes::from_static(b"stuck")));
+        }
+        self.0.decode(src)
+    }
+}
+
+impl getty::codec::Encoder<Bytes> for StuckCodec {
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut getty::codec::BytesMut,
+    ) -> Result<(), getty::codec::CodecError> {
+        self.0.encode(item, dst)
+    }
+}
+
+#[test]
+fn a_codec_that_consumes_nothing_is_reported_not_looped_on() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((StuckCodec::default(), Probe::echo(&tx)))
+        })
+        .expect("bind");
+        let addr = server.local_addr();
+        let server = Running::serve("stuck-codec", server);
+        let mut good = connect(addr);
+        echo_roundtrip(&mut good, b"fine");
+
+        let mut bad = connect(addr);
+        let bad_sid = events.wait_open(bad.local_addr().unwrap());
+        bad.write_all(b"!boom").unwrap();
+        expect_closed(&mut bad);
+        events.wait_close(bad_sid);
+        assert_eq!(
+            events.errors_of(bad_sid),
+            vec![ErrKind::CodecConsumedNothing]
+        );
+        // The bogus message never reaches the handler: it is refused as soon as it is made.
+        let messages = events.count(|e| matches!(e, Ev::Msg { sid, .. } if *sid == bad_sid));
+        assert_eq!(messages, 0);
+
+        echo_roundtrip(&mut good, b"still fine");
+        drop(good);
+        server.stop();
+        events.check_contract();
+    });
+}
