@@ -1,1 +1,876 @@
-fn main() {}
+//! The UDP bench: getty's connected-vs-unconnected experiment, reproduced and extended.
+//!
+//! ```text
+//! cargo bench --bench udp                      # the full run (about 2.5 minutes)
+//! GETTY_BENCH_QUICK=1 cargo bench --bench udp  # a quick look
+//! GETTY_BENCH_SECS=2 GETTY_BENCH_RUNS=5 cargo bench --bench udp
+//! GETTY_BENCH_PART=plain cargo bench --bench udp   # parts 1 and 2 only (or `echo`: part 3)
+//! ```
+//!
+//! 1. **Plain sockets, one datagram per syscall.** 100,000 datagrams (64 B, and 1,400 B)
+//!    from a client socket to a server socket on loopback: unconnected `send_to` vs
+//!    connected `send`, with no socket timeout, with one set once (`SO_SNDTIMEO`), and with
+//!    one set before every send (as getty sets a write deadline before every write). The
+//!    wall time is the sender's; a receiver thread drains the server socket (with
+//!    `recvmmsg`) and counts what arrived. The ratio is connected time / unconnected time:
+//!    getty's development log measured 11/13 ≈ 0.85 (connected took 2/13 less time).
+//! 2. **The same with `sendmmsg`**, 32 datagrams per call.
+//! 3. **Through getty-rs**: echo round trips per second over a `UdpEndpoint`, with a
+//!    connected client (`UdpClient`) and an unconnected one (a client `UdpEndpoint`), 1 and
+//!    16 datagrams of 64 B in flight. The same load is also echoed by two plain-socket
+//!    servers (a blocking `recv_from`/`send_to` loop, and a blocking
+//!    `recvmmsg`/`sendmmsg` loop), and by getty-rs with batching off (`batch_size(1)`) and on
+//!    (32, the default). Each server measures its own thread's CPU time
+//!    (`CLOCK_THREAD_CPUTIME_ID`), so the table gives messages per server CPU-second: on a
+//!    2-core machine the client saturates a core first, so rates alone cannot rank
+//!    servers.
+//!
+//! Every figure is the median of several runs (`GETTY_BENCH_RUNS`, default 5); the variants
+//! compared in one table run in turn within each round, so that drift in the machine's
+//! speed touches them alike, and ratios are taken within a round. Part 3 measures
+//! `GETTY_BENCH_SECS` (default 0.6) per run after a warm-up. Servers are pinned to one CPU
+//! and clients to another. Socket timeouts appear here only as the subject of part 1; getty-rs itself
+//! never sets one.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use getty::codec::{Bytes, RawCodec};
+use getty::reactor::ReactorThread;
+use getty::udp::{DatagramHandler, DatagramSession, UdpClient, UdpEndpoint, UdpOptions};
+use getty::{Metrics, Reactor};
+
+// ---------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------
+
+struct Settings {
+    datagrams: usize,
+    plain_runs: usize,
+    echo_runs: usize,
+    window: Duration,
+    warmup: Duration,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let quick = std::env::var("GETTY_BENCH_QUICK").is_ok_and(|v| v != "0");
+        let secs: f64 = env_or("GETTY_BENCH_SECS", if quick { 0.3 } else { 0.6 });
+        let runs: Option<usize> = std::env::var("GETTY_BENCH_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let window = Duration::from_secs_f64(secs.max(0.05));
+        Settings {
+            datagrams: if quick { 20_000 } else { 100_000 },
+            plain_runs: runs.unwrap_or(if quick { 3 } else { 5 }).max(1),
+            echo_runs: runs.unwrap_or(if quick { 3 } else { 5 }).max(1),
+            window,
+            warmup: (window / 4).max(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; the kernel fills it in.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a valid cpu_set_t of `size` bytes.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Which side of the bench a thread belongs to: servers get the first CPU, clients the
+/// second. Pinning keeps the two sides from sharing a core in some runs and not in others
+/// (which otherwise makes one-in-flight round trips bimodal).
+#[derive(Clone, Copy)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// Pins the calling thread to its side's CPU (when the machine has two or more).
+fn pin(side: Side) {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        return;
+    }
+    let cpu = match side {
+        Side::Server => cpus[0],
+        Side::Client => cpus[1],
+    };
+    // SAFETY: a zeroed cpu_set_t is valid; `cpu` is below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn big_buffers(socket: &UdpSocket) {
+    let fd = socket.as_raw_fd();
+    let size: libc::c_int = 4 << 20;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: a valid socket and a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// mmsg helpers for the plain-socket sides (the library has its own, inside)
+// ---------------------------------------------------------------------------------------
+
+const MMSG: usize = 32;
+
+/// Headers, iovecs and addresses for `MMSG` datagrams over `bufs`, reused call after call.
+struct MmsgArrays {
+    bufs: Vec<Vec<u8>>,
+    iovs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_storage>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl MmsgArrays {
+    fn new(buf_size: usize) -> Box<MmsgArrays> {
+        // SAFETY: all-zero is a valid sockaddr_storage and mmsghdr.
+        let mut a = Box::new(MmsgArrays {
+            bufs: vec![vec![0u8; buf_size]; MMSG],
+            iovs: Vec::with_capacity(MMSG),
+            names: vec![unsafe { std::mem::zeroed() }; MMSG],
+            hdrs: vec![unsafe { std::mem::zeroed() }; MMSG],
+        });
+        for i in 0..MMSG {
+            let iov = libc::iovec {
+                iov_base: a.bufs[i].as_mut_ptr().cast(),
+                iov_len: buf_size,
+            };
+            a.iovs.push(iov);
+        }
+        for i in 0..MMSG {
+            a.hdrs[i].msg_hdr.msg_iov = &mut a.iovs[i];
+            a.hdrs[i].msg_hdr.msg_iovlen = 1;
+            a.hdrs[i].msg_hdr.msg_name = (&mut a.names[i] as *mut libc::sockaddr_storage).cast();
+        }
+        a.reset(buf_size);
+        a
+    }
+
+    /// Ready for a receive: full-size buffers, room for any address.
+    fn reset(&mut self, buf_size: usize) {
+        for i in 0..MMSG {
+            self.iovs[i].iov_len = buf_size;
+            self.hdrs[i].msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            self.hdrs[i].msg_len = 0;
+        }
+    }
+
+    /// Blocking `recvmmsg` that returns as soon as one datagram is in.
+    fn recv(&mut self, fd: libc::c_int) -> io::Result<usize> {
+        // SAFETY: the headers point at live buffers, iovecs and address storage.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                MMSG as _,
+                libc::MSG_WAITFORONE as _,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Sends the first `n` headers (all of them, looping on partial sends).
+    fn send(&mut self, fd: libc::c_int, n: usize) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < n {
+            // SAFETY: as above; the kernel only reads.
+            let r =
+                unsafe { libc::sendmmsg(fd, self.hdrs[sent..].as_mut_ptr(), (n - sent) as _, 0) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sent += r as usize;
+        }
+        Ok(())
+    }
+}
+
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("the bench runs on IPv4 loopback")
+    };
+    // SAFETY: all-zero is valid; sockaddr_in fits in sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let sin =
+        unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_port = v4.port().to_be();
+    sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
+    (
+        storage,
+        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Parts 1 and 2: plain sockets, client → server
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Api {
+    Send,
+    Sendmmsg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Timeout {
+    None,
+    Once,
+    PerSend,
+}
+
+impl Timeout {
+    fn label(self) -> &'static str {
+        match self {
+            Timeout::None => "none",
+            Timeout::Once => "set once",
+            Timeout::PerSend => "per send",
+        }
+    }
+}
+
+/// Drains `socket` until `stop` is set and the socket stays quiet; returns the count.
+fn drain(socket: UdpSocket, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        pin(Side::Server);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let fd = socket.as_raw_fd();
+        let mut arrays = MmsgArrays::new(2048);
+        let mut count = 0u64;
+        loop {
+            arrays.reset(2048);
+            match arrays.recv(fd) {
+                Ok(n) => count += n as u64,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop.load(Ordering::Relaxed) {
+                        return count;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("receiver: {e}"),
+            }
+        }
+    })
+}
+
+/// Sends `n` datagrams of `size` bytes; returns the sender's wall time and how many the
+/// server socket received.
+fn plain_send(
+    n: usize,
+    size: usize,
+    connected: bool,
+    api: Api,
+    timeout: Timeout,
+) -> (Duration, u64) {
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind server");
+    big_buffers(&server);
+    let to = server.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = drain(server, stop.clone());
+
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    big_buffers(&client);
+    if connected {
+        client.connect(to).expect("connect");
+    }
+    let deadline = Some(Duration::from_secs(1));
+    if timeout == Timeout::Once {
+        client.set_write_timeout(deadline).unwrap();
+    }
+    let payload = vec![0x5au8; size];
+    let fd = client.as_raw_fd();
+    let (name, namelen) = sockaddr_of(to);
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr().cast_mut().cast(),
+        iov_len: size,
+    };
+    // SAFETY: all-zero is a valid mmsghdr.
+    let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; MMSG];
+    for h in &mut hdrs {
+        h.msg_hdr.msg_iov = &mut iov;
+        h.msg_hdr.msg_iovlen = 1;
+        if !connected {
+            h.msg_hdr.msg_name = (&name as *const libc::sockaddr_storage).cast_mut().cast();
+            h.msg_hdr.msg_namelen = namelen;
+        }
+    }
+
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        if timeout == Timeout::PerSend {
+            client.set_write_timeout(deadline).unwrap();
+        }
+        match api {
+            Api::Send => {
+                if connected {
+                    client.send(&payload).expect("send");
+                } else {
+                    client.send_to(&payload, to).expect("send_to");
+                }
+                sent += 1;
+            }
+            Api::Sendmmsg => {
+                let k = (n - sent).min(MMSG);
+                // SAFETY: the headers point at the payload (and the address), alive here.
+                let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), k as _, 0) };
+                assert!(r > 0, "sendmmsg: {}", io::Error::last_os_error());
+                sent += r as usize;
+            }
+        }
+    }
+    let wall = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let received = receiver.join().expect("receiver");
+    (wall, received)
+}
+
+fn part_plain(settings: &Settings) {
+    let n = settings.datagrams;
+    println!(
+        "\n## 1-2. Plain sockets: {n} datagrams client → server on loopback (median of {} interleaved runs)\n",
+        settings.plain_runs
+    );
+    println!("| size | api | socket timeout | unconnected send_to: ms | datagrams/s | connected send: ms | datagrams/s | connected/unconnected time | received |");
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|");
+    let timeouts = [Timeout::None, Timeout::Once, Timeout::PerSend];
+    for api in [Api::Send, Api::Sendmmsg] {
+        for size in [64, 1400] {
+            // walls[timeout][connected]; ratios[timeout]: connected/unconnected per round.
+            let mut walls = vec![[Vec::new(), Vec::new()]; timeouts.len()];
+            let mut ratios = vec![Vec::new(); timeouts.len()];
+            let mut least_received = vec![u64::MAX; timeouts.len()];
+            // Every round runs every variant once, so that drift in the machine's speed
+            // affects them all alike.
+            for _ in 0..settings.plain_runs {
+                for (t, &timeout) in timeouts.iter().enumerate() {
+                    let mut pair = [0.0; 2];
+                    for connected in [false, true] {
+                        let (wall, received) = plain_send(n, size, connected, api, timeout);
+                        pair[usize::from(connected)] = wall.as_secs_f64();
+                        walls[t][usize::from(connected)].push(wall.as_secs_f64());
+                        least_received[t] = least_received[t].min(received);
+                    }
+                    ratios[t].push(pair[1] / pair[0]);
+                }
+            }
+            for (t, timeout) in timeouts.iter().enumerate() {
+                let unconnected = median(walls[t][0].clone());
+                let connected = median(walls[t][1].clone());
+                let api_label = match api {
+                    Api::Send => "send/send_to",
+                    Api::Sendmmsg => "sendmmsg ×32",
+                };
+                println!(
+                    "| {size} B | {api_label} | {} | {:.1} | {:.0} | {:.1} | {:.0} | {:.3} | ≥ {:.1} % |",
+                    timeout.label(),
+                    unconnected * 1e3,
+                    n as f64 / unconnected,
+                    connected * 1e3,
+                    n as f64 / connected,
+                    median(ratios[t].clone()),
+                    100.0 * least_received[t] as f64 / n as f64,
+                );
+            }
+        }
+    }
+    println!("\n(getty's log: connected took 2/13 less time than unconnected, a ratio of 0.846.)");
+}
+
+// ---------------------------------------------------------------------------------------
+// Part 3: echo servers under the same getty-rs client load
+// ---------------------------------------------------------------------------------------
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// What a server measured about itself over the window.
+#[derive(Debug, Clone, Copy)]
+struct ServerSample {
+    messages: u64,
+    /// Receive calls (plain servers) that brought those messages in.
+    calls: u64,
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// Shared between the bench driver and a server thread: the phase the driver sets, and the
+/// sample the server records at the phase changes it sees.
+#[derive(Default)]
+struct Meter {
+    phase: AtomicU8,
+    sample: Mutex<Option<ServerSample>>,
+}
+
+/// A server thread's view of its meter: checked once per message (or batch).
+struct Gauge {
+    meter: Arc<Meter>,
+    seen: u8,
+    messages: u64,
+    calls: u64,
+    start: Option<(u64, u64, Duration, Instant)>,
+}
+
+impl Gauge {
+    fn new(meter: Arc<Meter>) -> Gauge {
+        Gauge {
+            meter,
+            seen: WARMUP,
+            messages: 0,
+            calls: 0,
+            start: None,
+        }
+    }
+
+    /// Counts `n` messages; returns true once the driver said stop.
+    fn tick(&mut self, n: u64) -> bool {
+        self.messages += n;
+        self.calls += 1;
+        let phase = self.meter.phase.load(Ordering::Relaxed);
+        if phase == self.seen {
+            return false;
+        }
+        self.seen = phase;
+        if phase >= MEASURE && self.start.is_none() {
+            self.start = Some((self.messages, self.calls, thread_cpu(), Instant::now()));
+        }
+        if phase == STOP {
+            let (m0, n0, c0, w0) = self.start.expect("started");
+            *self.meter.sample.lock().unwrap() = Some(ServerSample {
+                messages: self.messages - m0,
+                calls: self.calls - n0,
+                cpu: thread_cpu() - c0,
+                wall: w0.elapsed(),
+            });
+            return true;
+        }
+        false
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ServerKind {
+    Plain,
+    PlainMmsg,
+    Getty { batch: usize },
+}
+
+impl ServerKind {
+    fn label(self) -> String {
+        match self {
+            ServerKind::Plain => "plain recv_from/send_to".into(),
+            ServerKind::PlainMmsg => "plain recvmmsg/sendmmsg ×32".into(),
+            ServerKind::Getty { batch: 1 } => "getty-rs UdpEndpoint, batch 1".into(),
+            ServerKind::Getty { batch } => format!("getty-rs UdpEndpoint, batch {batch} (mmsg)"),
+        }
+    }
+}
+
+/// A running echo server of some kind.
+enum Server {
+    Plain(JoinHandle<()>),
+    Getty(ReactorThread),
+}
+
+fn start_server(kind: ServerKind, meter: Arc<Meter>) -> (Server, SocketAddr) {
+    match kind {
+        ServerKind::Plain | ServerKind::PlainMmsg => {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            big_buffers(&socket);
+            let addr = socket.local_addr().unwrap();
+            let handle = std::thread::Builder::new()
+                .name("plain-echo".into())
+                .spawn(move || {
+                    pin(Side::Server);
+                    if kind == ServerKind::Plain {
+                        plain_echo(socket, Gauge::new(meter))
+                    } else {
+                        plain_mmsg_echo(socket, Gauge::new(meter))
+                    }
+                })
+                .expect("spawn");
+            (Server::Plain(handle), addr)
+        }
+        ServerKind::Getty { batch } => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = Reactor::start_thread("getty-echo", move |reactor| {
+                pin(Side::Server);
+                let endpoint = UdpEndpoint::builder()
+                    .udp_options(
+                        UdpOptions::default()
+                            .batch_size(batch)
+                            .recv_buffer_size(Some(4 << 20))
+                            .send_buffer_size(Some(4 << 20)),
+                    )
+                    .bind("127.0.0.1:0", move |_| {
+                        Ok((
+                            RawCodec,
+                            GettyEcho {
+                                gauge: Gauge::new(meter),
+                            },
+                        ))
+                    })?;
+                let _ = tx.send(endpoint.local_addr());
+                reactor.spawn(Box::new(endpoint));
+                Ok(())
+            })
+            .expect("start the getty server");
+            let addr = rx.recv().expect("the server's address");
+            (Server::Getty(thread), addr)
+        }
+    }
+}
+
+fn plain_echo(socket: UdpSocket, mut gauge: Gauge) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("plain echo: {e}"),
+        };
+        if gauge.tick(1) {
+            return;
+        }
+        let _ = socket.send_to(&buf[..n], from);
+    }
+}
+
+fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge) {
+    const SIZE: usize = 65_536;
+    let fd = socket.as_raw_fd();
+    let mut arrays = MmsgArrays::new(SIZE);
+    loop {
+        arrays.reset(SIZE);
+        let n = match arrays.recv(fd) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("plain mmsg echo: {e}"),
+        };
+        if gauge.tick(n as u64) {
+            return;
+        }
+        for i in 0..n {
+            arrays.iovs[i].iov_len = arrays.hdrs[i].msg_len as usize;
+        }
+        let _ = arrays.send(fd, n);
+    }
+}
+
+struct GettyEcho {
+    gauge: Gauge,
+}
+
+impl DatagramHandler<RawCodec> for GettyEcho {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        if self.gauge.tick(1) {
+            return; // measured; the driver shuts the reactor down
+        }
+        let _ = s.write_to(peer, msg);
+    }
+}
+
+/// The load: `window` datagrams of 64 B in flight, one more sent per echo.
+struct LoadClient {
+    to: Option<SocketAddr>,
+    window: usize,
+    payload: Bytes,
+    echoes: Arc<AtomicU64>,
+    resent: Arc<AtomicU64>,
+    at_last_tick: u64,
+}
+
+impl LoadClient {
+    fn send(&self, s: &mut DatagramSession<RawCodec>) {
+        let _ = match self.to {
+            Some(to) => s.write_to(to, self.payload.clone()),
+            None => s.write(self.payload.clone()),
+        };
+    }
+}
+
+impl DatagramHandler<RawCodec> for LoadClient {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> io::Result<()> {
+        s.set_cron_period(Some(Duration::from_millis(50)));
+        for _ in 0..self.window {
+            self.send(s);
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {
+        self.echoes.fetch_add(1, Ordering::Relaxed);
+        self.send(s);
+    }
+
+    /// No echo for a whole tick: the window was lost (or the server was busy); refill it.
+    fn on_cron(&mut self, s: &mut DatagramSession<RawCodec>) {
+        let now = self.echoes.load(Ordering::Relaxed);
+        if now == self.at_last_tick {
+            self.resent.fetch_add(self.window as u64, Ordering::Relaxed);
+            for _ in 0..self.window {
+                self.send(s);
+            }
+        }
+        self.at_last_tick = now;
+    }
+}
+
+fn start_client(
+    to: SocketAddr,
+    connected: bool,
+    window: usize,
+    echoes: Arc<AtomicU64>,
+    resent: Arc<AtomicU64>,
+) -> ReactorThread {
+    Reactor::start_thread("udp-load", move |reactor| {
+        pin(Side::Client);
+        let client = move |to: Option<SocketAddr>| LoadClient {
+            to,
+            window,
+            payload: Bytes::from(vec![0x42u8; 64]),
+            echoes: echoes.clone(),
+            resent: resent.clone(),
+            at_last_tick: 0,
+        };
+        let udp = UdpOptions::default()
+            .recv_buffer_size(Some(4 << 20))
+            .send_buffer_size(Some(4 << 20));
+        if connected {
+            let c = UdpClient::builder()
+                .probe_wait(Duration::from_millis(20))
+                .udp_options(udp)
+                .build(to, move |_| Ok((RawCodec, client(None))))?;
+            reactor.spawn(Box::new(c));
+        } else {
+            let e = UdpEndpoint::builder()
+                .udp_options(udp)
+                .bind("127.0.0.1:0", move |_| Ok((RawCodec, client(Some(to)))))?;
+            reactor.spawn(Box::new(e));
+        }
+        Ok(())
+    })
+    .expect("start the client")
+}
+
+/// One run: round trips per second seen by the client, and the server's own sample.
+fn echo_run(
+    settings: &Settings,
+    kind: ServerKind,
+    connected: bool,
+    window: usize,
+) -> (f64, ServerSample, u64, f64) {
+    let meter = Arc::new(Meter::default());
+    let (server, addr) = start_server(kind, meter.clone());
+    let echoes = Arc::new(AtomicU64::new(0));
+    let resent = Arc::new(AtomicU64::new(0));
+    let client = start_client(addr, connected, window, echoes.clone(), resent.clone());
+
+    // Poll wakeups of a getty-rs server, from its reactor's own counters.
+    let reactor_counts = || match &server {
+        Server::Getty(thread) => Metrics::of(thread.handle())
+            .map(|m| (m.reactor.events, m.messages_in))
+            .ok(),
+        Server::Plain(_) => None,
+    };
+    std::thread::sleep(settings.warmup);
+    meter.phase.store(MEASURE, Ordering::Relaxed);
+    let (e0, t0) = (echoes.load(Ordering::Relaxed), Instant::now());
+    let counts0 = reactor_counts();
+    std::thread::sleep(settings.window);
+    let (e1, t1) = (echoes.load(Ordering::Relaxed), Instant::now());
+    let counts1 = reactor_counts();
+    meter.phase.store(STOP, Ordering::Relaxed);
+
+    // The server notices the stop at its next datagram; the load keeps coming until then.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sample = loop {
+        if let Some(sample) = *meter.sample.lock().unwrap() {
+            break sample;
+        }
+        assert!(Instant::now() < deadline, "the server never saw the stop");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    client.handle().shutdown();
+    client.join().expect("client");
+    match server {
+        Server::Plain(handle) => handle.join().expect("plain server"),
+        Server::Getty(thread) => {
+            thread.handle().shutdown();
+            thread.join().expect("getty server");
+        }
+    }
+    let rate = (e1 - e0) as f64 / (t1 - t0).as_secs_f64();
+    let per_wakeup = match (counts0, counts1) {
+        (Some((ev0, m0)), Some((ev1, m1))) => (m1 - m0) as f64 / (ev1 - ev0).max(1) as f64,
+        _ => sample.messages as f64 / sample.calls.max(1) as f64,
+    };
+    (rate, sample, resent.load(Ordering::Relaxed), per_wakeup)
+}
+
+fn part_echo(settings: &Settings) {
+    println!(
+        "\n## 3. Echo of 64 B datagrams over loopback: round trips/s at the client, messages per server CPU-second (median of {} interleaved runs of {:.1} s)\n",
+        settings.echo_runs,
+        settings.window.as_secs_f64()
+    );
+    println!("| client | in flight | server | round trips/s | server CPU busy | msgs per wakeup | msgs per server CPU-s | vs plain |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    let kinds = [
+        ServerKind::Plain,
+        ServerKind::PlainMmsg,
+        ServerKind::Getty { batch: 1 },
+        ServerKind::Getty { batch: 32 },
+    ];
+    #[derive(Default, Clone)]
+    struct Runs {
+        rates: Vec<f64>,
+        busy: Vec<f64>,
+        per_wakeup: Vec<f64>,
+        efficiency: Vec<f64>,
+        /// Efficiency over the plain server's in the same round.
+        vs_plain: Vec<f64>,
+        resent: u64,
+    }
+    for connected in [true, false] {
+        for window in [1, 16] {
+            let mut runs = vec![Runs::default(); kinds.len()];
+            // Every round runs every server once, so that drift in the machine's speed
+            // affects them all alike.
+            for _ in 0..settings.echo_runs {
+                let mut plain = None;
+                for (k, &kind) in kinds.iter().enumerate() {
+                    let (rate, sample, lost, per_wakeup) =
+                        echo_run(settings, kind, connected, window);
+                    let eff = sample.messages as f64 / sample.cpu.as_secs_f64().max(1e-9);
+                    let r = &mut runs[k];
+                    r.rates.push(rate);
+                    r.busy
+                        .push(sample.cpu.as_secs_f64() / sample.wall.as_secs_f64().max(1e-9));
+                    r.per_wakeup.push(per_wakeup);
+                    r.efficiency.push(eff);
+                    r.vs_plain.push(eff / *plain.get_or_insert(eff));
+                    r.resent += lost;
+                }
+            }
+            let client = if connected {
+                "connected UdpClient"
+            } else {
+                "unconnected UdpEndpoint"
+            };
+            for (kind, r) in kinds.iter().zip(runs) {
+                let note = if r.resent > 0 {
+                    format!(" ({} resent)", r.resent)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {client} | {window} | {} | {:.0}{note} | {:.0} % | {:.1} | {:.0} | {:.2}× |",
+                    kind.label(),
+                    median(r.rates),
+                    100.0 * median(r.busy),
+                    median(r.per_wakeup),
+                    median(r.efficiency),
+                    median(r.vs_plain),
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported (run it whole).
+    let settings = Settings::from_env();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let pinned = if allowed_cpus().len() >= 2 {
+        "servers pinned to one CPU, clients to another"
+    } else {
+        "not pinned"
+    };
+    println!(
+        "# getty-rs UDP bench ({cores} cores, {pinned}; {} datagrams per plain run; set GETTY_BENCH_QUICK=1, GETTY_BENCH_SECS, GETTY_BENCH_RUNS to change)",
+        settings.datagrams
+    );
+    // The plain senders of parts 1 and 2 run on this thread.
+    pin(Side::Client);
+    let started = Instant::now();
+    let part = std::env::var("GETTY_BENCH_PART").unwrap_or_default();
+    if part.is_empty() || part == "plain" {
+        part_plain(&settings);
+    }
+    if part.is_empty() || part == "echo" {
+        part_echo(&settings);
+    }
+    println!(
+        "\n(total bench time {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -33,8 +33,8 @@ pub use getty_transports as transports;
 
 pub use getty_reactor::{Reactor, ReactorHandle, ReactorPool};
 pub use getty_transports::{
-    tcp, Abort, Close, Error, Handler, Metrics, Offload, Session, SessionHandle, SessionOptions,
-    SocketOptions, Stats,
+    tcp, udp, Abort, Close, Error, Handler, Metrics, Offload, Session, SessionHandle,
+    SessionOptions, SocketOptions, Stats,
 };
 
 /// The README's code, compiled as a doctest so that it stays true.

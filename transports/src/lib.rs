@@ -49,6 +49,7 @@ mod outbound;
 mod session;
 mod stream;
 pub mod tcp;
+pub mod udp;
 
 pub use error::Error;
 pub use handle::SessionHandle;

@@ -1,0 +1,635 @@
+//! The connected UDP client: keeps `connection_number` connected sockets to one address,
+//! each verified by a dial probe, redialling with capped, jittered backoff.
+//!
+//! A dial is synchronous up to the probe: bind, `connect` (which only records the peer),
+//! refuse a self-connect, send the probe. Then a `Dialer` entry waits for the verdict: an
+//! ICMP error (`ECONNREFUSED` from `SO_ERROR`) fails the dial; a datagram from the peer,
+//! or silence for the whole probe wait, makes it succeed. The dialer reports to the client
+//! with a command, and the client runs the setup hook and spawns the session, which tells
+//! the client when it ends. As with TCP, client, dialers and sessions only ever exchange
+//! queued commands.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use getty_codec::Decoder;
+use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use mio::net::UdpSocket;
+use mio::Interest;
+use socket2::SockRef;
+
+use super::entry::{DatagramEnded, DatagramEntry};
+use super::socket::is_peer_error;
+use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use crate::{Close, Error, SessionOptions};
+
+/// Configures a [`UdpClient`].
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::time::Duration;
+/// use getty_codec::RawCodec;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+///
+/// struct Sink;
+/// impl DatagramHandler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+///
+/// let client = UdpClient::builder()
+///     .connection_number(2)
+///     .probe(bytes::Bytes::from_static(b"hello?"))
+///     .probe_wait(Duration::from_millis(300))
+///     .close_on_icmp_error(true)
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
+///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct UdpClientBuilder {
+    connection_number: usize,
+    probe: Bytes,
+    probe_wait: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    max_failures: Option<u32>,
+    local_addr: Option<SocketAddr>,
+    close_on_icmp_error: bool,
+    udp_options: UdpOptions,
+    session_options: SessionOptions,
+}
+
+impl Default for UdpClientBuilder {
+    fn default() -> Self {
+        UdpClientBuilder {
+            connection_number: 1,
+            probe: Bytes::from_static(DEFAULT_PROBE),
+            probe_wait: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            max_failures: None,
+            local_addr: None,
+            close_on_icmp_error: false,
+            udp_options: UdpOptions::default(),
+            session_options: SessionOptions::default(),
+        }
+    }
+}
+
+impl UdpClientBuilder {
+    /// How many connected sockets to keep to the address (default 1; at least 1).
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder().connection_number(4);
+    /// ```
+    pub fn connection_number(mut self, n: usize) -> Self {
+        self.connection_number = n.max(1);
+        self
+    }
+
+    /// The datagram sent to verify a dial (default [`DEFAULT_PROBE`]). Receivers should
+    /// drop it: getty-rs receivers drop [`DEFAULT_PROBE`] unless told otherwise
+    /// ([`UdpOptions::drop_probe`]); tell yours about a custom probe the same way.
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder()
+    ///     .probe(bytes::Bytes::from_static(b"connect-ping"));
+    /// ```
+    pub fn probe(mut self, probe: Bytes) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// How long an unanswered probe waits for an ICMP error before the dial counts as a
+    /// success (default 1 s, as getty). Make it longer than a round trip to the peer. A
+    /// datagram from the peer ends the wait early.
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder()
+    ///     .probe_wait(std::time::Duration::from_millis(200));
+    /// ```
+    pub fn probe_wait(mut self, wait: Duration) -> Self {
+        self.probe_wait = wait.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Redial delays: the first after `min`, doubling per consecutive failure up to `max`,
+    /// each drawn at random from its upper half (defaults 100 ms and 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = getty_transports::udp::UdpClient::builder()
+    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
+    /// ```
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min.max(Duration::from_millis(1));
+        self.backoff_max = max.max(self.backoff_min);
+        self
+    }
+
+    /// Gives up (and ends the client) after this many consecutive failed dials (default:
+    /// never).
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder().max_consecutive_failures(Some(10));
+    /// ```
+    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
+        self.max_failures = limit;
+        self
+    }
+
+    /// The local address to bind before connecting (default: the unspecified address of
+    /// the peer's family, port 0).
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder()
+    ///     .local_addr(Some("127.0.0.1:0".parse().unwrap()));
+    /// ```
+    pub fn local_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.local_addr = addr;
+        self
+    }
+
+    /// What an ICMP error after the dial does (the peer's port closed, its host became
+    /// unreachable): by default (`false`) the session is kept and the error is counted in
+    /// [`DatagramStats::peer_errors`](super::DatagramStats::peer_errors) and reported to
+    /// `on_error`; with `true` the session also closes, and the client redials with
+    /// backoff.
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder().close_on_icmp_error(true);
+    /// ```
+    pub fn close_on_icmp_error(mut self, on: bool) -> Self {
+        self.close_on_icmp_error = on;
+        self
+    }
+
+    /// Socket and datagram-path options of every dialled socket.
+    ///
+    /// ```
+    /// use getty_transports::udp::{UdpClient, UdpOptions};
+    /// let b = UdpClient::builder().udp_options(UdpOptions::default().batch_size(1));
+    /// ```
+    pub fn udp_options(mut self, options: UdpOptions) -> Self {
+        self.udp_options = options;
+        self
+    }
+
+    /// The options every session starts with.
+    ///
+    /// ```
+    /// use getty_transports::{udp::UdpClient, SessionOptions};
+    /// let b = UdpClient::builder().session_options(SessionOptions::default().max_message_len(1500));
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.session_options = options;
+        self
+    }
+
+    /// Resolves `addr` and makes the client. Nothing is dialled until it is spawned into a
+    /// reactor. `setup` runs for every verified socket (an error drops it and redials).
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let client = UdpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_eq!(client.peer_addr().port(), 9);
+    /// ```
+    pub fn build<A, F, C, H>(self, addr: A, setup: F) -> io::Result<UdpClient<F, C, H>>
+    where
+        A: ToSocketAddrs,
+        F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: DatagramHandler<C>,
+    {
+        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
+        })?;
+        Ok(UdpClient {
+            addr,
+            setup,
+            session_options: Arc::new(self.session_options.clone()),
+            config: self,
+            sessions: Vec::new(),
+            dialing: 0,
+            failures: 0,
+            redial: None,
+            dial_error: None,
+            _types: PhantomData,
+        })
+    }
+}
+
+/// What a dialer tells its client.
+enum DialOutcome {
+    Verified(UdpSocket),
+    Failed(Error),
+}
+
+type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
+
+/// A client that keeps `connection_number` connected UDP sockets to one address, each
+/// verified by a probe before its session opens. Spawn it into a reactor; send it
+/// [`Close`] to close its sessions and stop redialling.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::time::Duration;
+/// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+///
+/// struct Ping;
+/// impl DatagramHandler<RawCodec> for Ping {
+///     fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+///         s.write(&b"ping"[..]).map_err(std::io::Error::from)
+///     }
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+///
+/// // A silent peer: the dial succeeds once the probe wait passes without an ICMP error.
+/// let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// let client = UdpClient::builder()
+///     .probe_wait(Duration::from_millis(20))
+///     .build(peer.local_addr().unwrap(), |_| Ok((RawCodec, Ping)))
+///     .unwrap();
+/// let reactor = Reactor::start_thread("udp-client", move |r| {
+///     r.spawn(Box::new(client));
+///     Ok(())
+/// }).unwrap();
+///
+/// let mut buf = [0u8; 64];
+/// let n = peer.recv(&mut buf).unwrap();
+/// assert_eq!(&buf[..n], getty_transports::udp::DEFAULT_PROBE);
+/// let n = peer.recv(&mut buf).unwrap();
+/// assert_eq!(&buf[..n], b"ping");
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+pub struct UdpClient<F, C, H> {
+    addr: SocketAddr,
+    setup: F,
+    session_options: Arc<SessionOptions>,
+    config: UdpClientBuilder,
+    sessions: Vec<EntryId>,
+    dialing: usize,
+    /// Consecutive failed dials; reset by a verified one.
+    failures: u32,
+    redial: Option<TimerId>,
+    dial_error: Option<DialErrorHook>,
+    _types: PhantomData<fn() -> (C, H)>,
+}
+
+impl<F, C, H> fmt::Debug for UdpClient<F, C, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpClient")
+            .field("addr", &self.addr)
+            .field("sessions", &self.sessions.len())
+            .field("dialing", &self.dialing)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpClient<(), (), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpClient::builder();
+    /// ```
+    pub fn builder() -> UdpClientBuilder {
+        UdpClientBuilder::default()
+    }
+}
+
+impl<F, C, H> UdpClient<F, C, H>
+where
+    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: DatagramHandler<C>,
+{
+    /// The address this client dials.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let c = UdpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert!(c.peer_addr().ip().is_loopback());
+    /// ```
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Calls `hook` with every failed dial: refused (`ECONNREFUSED`, the peer's port is
+    /// closed), a self-connect, a socket error, or a setup hook that refused the socket.
+    /// (Failures are also logged: the first of a run at warn level, the rest at debug.)
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let client = UdpClient::builder()
+    ///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
+    ///     .unwrap()
+    ///     .on_dial_error(move |addr, error| { let _ = tx.send((addr, error.to_string())); });
+    /// # drop(rx);
+    /// ```
+    pub fn on_dial_error(mut self, hook: impl FnMut(SocketAddr, &Error) + Send + 'static) -> Self {
+        self.dial_error = Some(Box::new(hook));
+        self
+    }
+
+    fn missing(&self) -> usize {
+        self.config
+            .connection_number
+            .saturating_sub(self.sessions.len() + self.dialing)
+    }
+
+    fn dial_missing(&mut self, cx: &mut Context<'_>) {
+        for _ in 0..self.missing() {
+            match self.start_dial() {
+                Ok(socket) => {
+                    self.dialing += 1;
+                    cx.spawn(Box::new(Dialer {
+                        socket: Some(socket),
+                        client: cx.id(),
+                        wait: self.config.probe_wait,
+                        timer: None,
+                    }));
+                }
+                Err(e) => self.note_failure(e),
+            }
+        }
+        self.schedule_redial(cx);
+    }
+
+    /// Binds, connects, refuses a self-connect and sends the probe.
+    fn start_dial(&self) -> Result<UdpSocket, Error> {
+        let local = self.config.local_addr.unwrap_or(match self.addr {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        });
+        let socket = self.config.udp_options.bind_socket(local, false)?;
+        socket.connect(&self.addr.into())?;
+        let socket = UdpSocket::from_std(socket.into());
+        let (local, peer) = (socket.local_addr()?, socket.peer_addr()?);
+        if local == peer {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("self-connect to {peer} refused"),
+            )));
+        }
+        socket.send(&self.config.probe)?;
+        Ok(socket)
+    }
+
+    fn note_failure(&mut self, error: Error) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures == 1 {
+            log::warn!(
+                "udp dial {} failed: {error}; redialling with backoff",
+                self.addr
+            );
+        } else {
+            log::debug!(
+                "udp dial {} failed again ({}): {error}",
+                self.addr,
+                self.failures
+            );
+        }
+        if let Some(hook) = self.dial_error.as_mut() {
+            hook(self.addr, &error);
+        }
+    }
+
+    fn gave_up(&self) -> bool {
+        self.config
+            .max_failures
+            .is_some_and(|max| self.failures >= max)
+    }
+
+    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
+        if !self.gave_up() {
+            return Status::Continue;
+        }
+        log::error!(
+            "giving up on udp {} after {} consecutive failed dials",
+            self.addr,
+            self.failures
+        );
+        self.close_all(cx)
+    }
+
+    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
+        if self.redial.is_some() || self.missing() == 0 || cx.is_shutting_down() {
+            return;
+        }
+        let delay = backoff(
+            self.config.backoff_min,
+            self.config.backoff_max,
+            self.failures,
+        );
+        self.redial = Some(cx.set_timer(delay, 0));
+    }
+
+    fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket) {
+        match self.prepare(socket, cx.id()) {
+            Ok(entry) => {
+                self.failures = 0;
+                self.sessions.push(cx.spawn(Box::new(entry)));
+            }
+            Err(e) => self.note_failure(e),
+        }
+    }
+
+    fn prepare(
+        &mut self,
+        socket: UdpSocket,
+        client: EntryId,
+    ) -> Result<DatagramEntry<UdpSocket, C, H>, Error> {
+        let mut options = Arc::clone(&self.session_options);
+        let (codec, handler) = (self.setup)(&mut DatagramSetup {
+            local: socket.local_addr()?,
+            peer: Some(self.addr),
+            socket: SockRef::from(&socket),
+            options: &mut options,
+        })?;
+        let session = new_session(&socket, Some(self.addr), codec, options)?;
+        let config = self
+            .config
+            .udp_options
+            .entry_config(self.config.close_on_icmp_error);
+        Ok(DatagramEntry::new(
+            socket,
+            session,
+            handler,
+            config,
+            Some(client),
+        ))
+    }
+
+    fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
+        if let Some(timer) = self.redial.take() {
+            cx.cancel_timer(timer);
+        }
+        for id in self.sessions.drain(..) {
+            cx.send(id, Box::new(Close));
+        }
+        // Dialers in flight report to an entry that no longer exists; their reports are
+        // dropped along with the sockets they carry.
+        Status::Done
+    }
+}
+
+/// `min * 2^failures`, capped at `max`, drawn uniformly from its upper half.
+fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
+    let ceiling = min.saturating_mul(1u32 << failures.min(20)).min(max);
+    let half = ceiling / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+impl<F, C, H> Entry for UdpClient<F, C, H>
+where
+    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: DatagramHandler<C>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.dial_missing(cx);
+        self.check_gave_up(cx)
+    }
+
+    fn on_ready(&mut self, _cx: &mut Context<'_>, _ready: Ready) -> Status {
+        Status::Continue // the client owns no socket
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.redial = None;
+        self.dial_missing(cx);
+        self.check_gave_up(cx)
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        if command.is::<Close>() {
+            return self.close_all(cx);
+        }
+        match command.downcast::<DialOutcome>() {
+            Ok(outcome) => {
+                self.dialing = self.dialing.saturating_sub(1);
+                match *outcome {
+                    DialOutcome::Verified(socket) => self.open_session(cx, socket),
+                    DialOutcome::Failed(e) => self.note_failure(e),
+                }
+            }
+            Err(other) => {
+                if let Ok(ended) = other.downcast::<DatagramEnded>() {
+                    self.sessions.retain(|id| *id != ended.0);
+                }
+            }
+        }
+        if self.gave_up() {
+            return self.check_gave_up(cx);
+        }
+        self.schedule_redial(cx);
+        Status::Continue
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
+        // Sessions hear the shutdown themselves; the client just stops redialling.
+        if let Some(timer) = self.redial.take() {
+            cx.cancel_timer(timer);
+        }
+        Status::Done
+    }
+}
+
+/// Waits for the verdict on one probe.
+struct Dialer {
+    socket: Option<UdpSocket>,
+    client: EntryId,
+    wait: Duration,
+    timer: Option<TimerId>,
+}
+
+impl Dialer {
+    fn report(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) -> Status {
+        if let Some(timer) = self.timer.take() {
+            cx.cancel_timer(timer);
+        }
+        cx.send(self.client, Box::new(outcome));
+        Status::Done
+    }
+
+    fn verified(&mut self, cx: &mut Context<'_>) -> Status {
+        let Some(mut socket) = self.socket.take() else {
+            return Status::Done;
+        };
+        // The session registers the socket again under its own token.
+        let _ = cx.registry().deregister(&mut socket);
+        self.report(cx, DialOutcome::Verified(socket))
+    }
+}
+
+impl Entry for Dialer {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let Some(socket) = self.socket.as_mut() else {
+            return Status::Done;
+        };
+        if let Err(e) = cx
+            .registry()
+            .register(socket, cx.token(), Interest::READABLE)
+        {
+            return self.report(cx, DialOutcome::Failed(Error::Io(e)));
+        }
+        self.timer = Some(cx.set_timer(self.wait, 0));
+        Status::Continue
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        let Some(socket) = self.socket.as_ref() else {
+            return Status::Done;
+        };
+        match socket.take_error() {
+            Ok(Some(e)) | Err(e) => return self.report(cx, DialOutcome::Failed(Error::Io(e))),
+            Ok(None) => {}
+        }
+        if !ready.is_readable() {
+            return Status::Continue;
+        }
+        // The peer spoke: it is alive. Its datagram stays queued for the session.
+        let mut byte = [0u8; 1];
+        match socket.peek(&mut byte) {
+            Ok(_) => self.verified(cx),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Continue,
+            Err(e) if is_peer_error(&e) || e.kind() != io::ErrorKind::Interrupted => {
+                self.report(cx, DialOutcome::Failed(Error::Io(e)))
+            }
+            Err(_) => Status::Continue,
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.timer = None;
+        let error = match self.socket.as_ref().map(|s| s.take_error()) {
+            Some(Ok(Some(e))) | Some(Err(e)) => e,
+            // Silence for the whole wait: a live (if quiet) peer.
+            _ => return self.verified(cx),
+        };
+        self.report(cx, DialOutcome::Failed(Error::Io(error)))
+    }
+}

@@ -1,0 +1,294 @@
+//! The unconnected UDP endpoint: one socket, one entry, one session for every peer.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Instant;
+
+use getty_codec::Decoder;
+use getty_reactor::{Command, Context, Entry, Ready, Status};
+use mio::net::UdpSocket;
+use socket2::SockRef;
+
+use super::entry::{DatagramConfig, DatagramEntry};
+use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions};
+use crate::SessionOptions;
+
+/// Configures a [`UdpEndpoint`].
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use getty_codec::RawCodec;
+/// use getty_transports::SessionOptions;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpEndpoint, UdpOptions};
+///
+/// struct Sink;
+/// impl DatagramHandler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+///
+/// let endpoint = UdpEndpoint::builder()
+///     .udp_options(UdpOptions::default().recv_buffer_size(Some(1 << 20)))
+///     .session_options(SessionOptions::default().max_message_len(1400))
+///     .bind("127.0.0.1:0", |_setup| Ok((RawCodec, Sink)))
+///     .unwrap();
+/// assert_ne!(endpoint.local_addr().port(), 0);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct UdpEndpointBuilder {
+    reuse_port: bool,
+    udp_options: UdpOptions,
+    session_options: SessionOptions,
+}
+
+impl UdpEndpointBuilder {
+    /// SO_REUSEPORT, so that several endpoints (one per reactor) can share a port; the
+    /// kernel spreads datagrams across them by source address.
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpEndpoint::builder().reuse_port(true);
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Socket and datagram-path options.
+    ///
+    /// ```
+    /// use getty_transports::udp::{UdpEndpoint, UdpOptions};
+    /// let b = UdpEndpoint::builder().udp_options(UdpOptions::default().batch_size(8));
+    /// ```
+    pub fn udp_options(mut self, options: UdpOptions) -> Self {
+        self.udp_options = options;
+        self
+    }
+
+    /// The options the session starts with (the setup hook may change them).
+    /// `max_message_len` caps the datagrams accepted (larger ones are dropped); the
+    /// watermarks and `max_outbound` bound the outbound queue.
+    ///
+    /// ```
+    /// use getty_transports::{udp::UdpEndpoint, SessionOptions};
+    /// let b = UdpEndpoint::builder().session_options(SessionOptions::default().max_message_len(512));
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.session_options = options;
+        self
+    }
+
+    /// Binds the socket (port 0 picks a free port; see [`UdpEndpoint::local_addr`]) and
+    /// runs `setup` for it, which picks the codec and handler and may change the session's
+    /// options; an error from it is returned here.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let endpoint = UdpEndpoint::builder().bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// ```
+    pub fn bind<A, F, C, H>(self, addr: A, setup: F) -> io::Result<UdpEndpoint<C, H>>
+    where
+        A: ToSocketAddrs,
+        F: FnOnce(&mut DatagramSetup<'_>) -> io::Result<(C, H)>,
+        C: Decoder + 'static,
+        H: DatagramHandler<C>,
+    {
+        let mut last_error = None;
+        let mut socket = None;
+        for addr in addr.to_socket_addrs()? {
+            match self.udp_options.bind_socket(addr, self.reuse_port) {
+                Ok(s) => {
+                    socket = Some(s);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let socket = match socket {
+            Some(socket) => UdpSocket::from_std(socket.into()),
+            None => {
+                return Err(last_error.unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
+                }))
+            }
+        };
+        let local_addr = socket.local_addr()?;
+        let mut options = Arc::new(self.session_options);
+        let (codec, handler) = setup(&mut DatagramSetup {
+            local: local_addr,
+            peer: None,
+            socket: SockRef::from(&socket),
+            options: &mut options,
+        })?;
+        let config = self.udp_options.entry_config(false);
+        Ok(UdpEndpoint {
+            parts: Some(Box::new(Parts {
+                socket,
+                codec,
+                handler,
+                options,
+                config,
+            })),
+            entry: None,
+            local_addr,
+        })
+    }
+}
+
+/// An unconnected UDP socket: an [`Entry`] whose one session receives datagrams from any
+/// peer and writes to any peer. Spawn it into a reactor; send it
+/// [`Close`](crate::Close) to close it gracefully (queued datagrams go out first).
+///
+/// It is a server, and an unconnected client too: bind `127.0.0.1:0` and
+/// [`write_to`](super::DatagramSession::write_to) the server.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use getty_codec::LengthFieldCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+///
+/// /// Sends one message to `to` when it opens.
+/// struct Hello { to: SocketAddr }
+/// impl DatagramHandler<LengthFieldCodec> for Hello {
+///     fn on_open(&mut self, s: &mut DatagramSession<LengthFieldCodec>) -> std::io::Result<()> {
+///         s.write_to(self.to, &b"hello"[..]).map_err(std::io::Error::from)
+///     }
+///     fn on_message(&mut self, _: &mut DatagramSession<LengthFieldCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+///
+/// let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// server.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+/// let to = server.local_addr().unwrap();
+/// let client = UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((LengthFieldCodec::default(), Hello { to }))).unwrap();
+/// let mut reactor = Reactor::new().unwrap();
+/// reactor.spawn(Box::new(client));
+///
+/// let mut buf = [0u8; 64];
+/// let n = server.recv(&mut buf).unwrap();
+/// assert_eq!(&buf[..n], b"\x00\x00\x00\x05hello");
+/// ```
+pub struct UdpEndpoint<C, H> {
+    /// The session is made when the endpoint starts, on the reactor's thread: until then
+    /// the endpoint is only its parts.
+    parts: Option<Box<Parts<C, H>>>,
+    entry: Option<DatagramEntry<UdpSocket, C, H>>,
+    local_addr: SocketAddr,
+}
+
+struct Parts<C, H> {
+    socket: UdpSocket,
+    codec: C,
+    handler: H,
+    options: Arc<SessionOptions>,
+    config: DatagramConfig,
+}
+
+impl UdpEndpoint<(), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::udp::UdpEndpoint::builder();
+    /// ```
+    pub fn builder() -> UdpEndpointBuilder {
+        UdpEndpointBuilder::default()
+    }
+
+    /// Binds with default settings; see [`UdpEndpointBuilder::bind`].
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let endpoint = UdpEndpoint::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// ```
+    pub fn bind<A, F, C, H>(addr: A, setup: F) -> io::Result<UdpEndpoint<C, H>>
+    where
+        A: ToSocketAddrs,
+        F: FnOnce(&mut DatagramSetup<'_>) -> io::Result<(C, H)>,
+        C: Decoder + 'static,
+        H: DatagramHandler<C>,
+    {
+        UdpEndpointBuilder::default().bind(addr, setup)
+    }
+}
+
+impl<C, H> UdpEndpoint<C, H> {
+    /// The address the socket is bound to (with the port the kernel picked for port 0).
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let endpoint = UdpEndpoint::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert!(endpoint.local_addr().ip().is_loopback());
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl<C, H> Entry for UdpEndpoint<C, H>
+where
+    C: Decoder + 'static,
+    H: DatagramHandler<C>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let Some(parts) = self.parts.take() else {
+            return Status::Done;
+        };
+        let Parts {
+            socket,
+            codec,
+            handler,
+            options,
+            config,
+        } = *parts;
+        let session = match new_session(&socket, None, codec, options) {
+            Ok(session) => session,
+            Err(e) => {
+                log::error!("udp endpoint on {}: {e}", self.local_addr);
+                return Status::Done;
+            }
+        };
+        log::info!("udp endpoint on {}", self.local_addr);
+        self.entry
+            .insert(DatagramEntry::new(socket, session, handler, config, None))
+            .on_start(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        match self.entry.as_mut() {
+            Some(entry) => entry.on_ready(cx, ready),
+            None => Status::Done,
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        match self.entry.as_mut() {
+            Some(entry) => entry.on_timer(cx, tag),
+            None => Status::Done,
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        match self.entry.as_mut() {
+            Some(entry) => entry.on_command(cx, command),
+            None => Status::Done,
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        match self.entry.as_mut() {
+            Some(entry) => entry.on_shutdown(cx, deadline),
+            None => Status::Done,
+        }
+    }
+}

@@ -1,0 +1,656 @@
+//! The state machine of one datagram socket (an unconnected endpoint, or one connected
+//! client socket), generic over the socket so that other datagram sockets can reuse it.
+//!
+//! Life of a datagram: the socket turns readable; `on_readable` receives a batch
+//! (`recvmmsg` on Linux) into per-slot buffers, hands each datagram to the codec exactly
+//! once and the message to `on_message`; the replies the handler queued go out with one
+//! `sendmmsg` right after the batch. `settle` runs after every event: it flushes, reports
+//! watermark crossings, acts on `close()`/`abort()` and re-arms the entry's single timer
+//! (cron, read-idle and write-stall deadlines).
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use getty_codec::{CodecError, Decoded, Decoder};
+use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use mio::Interest;
+
+use super::batch::{self, RecvMeta};
+use super::queue::Step;
+use super::session::{CloseKind, DatagramHandler, DatagramSession};
+use super::socket::{is_peer_error, DatagramSocket};
+use crate::{Abort, Close, Error, Metrics};
+
+/// Told to the session's owner (a client) when the session ends.
+pub(crate) struct DatagramEnded(pub(crate) EntryId);
+
+/// The bytes a datagram is charged against the read budget, at the least, so that a flood
+/// of tiny datagrams still yields to other entries.
+const MIN_BUDGET_CHARGE: usize = 64;
+
+/// The largest datagram any socket can deliver (the UDP length field is 16 bits).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// How an entry treats its datagrams, beyond the session options.
+#[derive(Debug, Clone)]
+pub(crate) struct DatagramConfig {
+    /// Datagrams per `recvmmsg`/`sendmmsg` (1: one at a time).
+    pub(crate) batch: usize,
+    /// Use `recvmmsg`/`sendmmsg` where the kernel has them.
+    pub(crate) mmsg: bool,
+    /// Datagrams equal to these bytes are dial probes: dropped and counted.
+    pub(crate) drop_probe: Option<Bytes>,
+    /// Close the session (and let its client redial) on an ICMP error.
+    pub(crate) close_on_peer_error: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Built, not spawned yet.
+    New,
+    Open,
+    /// Sending what is queued before closing; no more reading.
+    Closing,
+    /// `on_close` has run (or the session was rejected).
+    Closed,
+}
+
+pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
+    socket: S,
+    session: DatagramSession<C, S::Addr>,
+    handler: H,
+    config: DatagramConfig,
+    phase: Phase,
+    /// The writability last told to the handler.
+    reported_writable: bool,
+    owner: Option<EntryId>,
+    /// One buffer per datagram of a batch; the messages are zero-copy views of them.
+    slots: Vec<BytesMut>,
+    metas: Vec<RecvMeta<S::Addr>>,
+    /// Slots offered per receive: grows to `config.batch` while batches come back full.
+    active: usize,
+    /// Bytes per slot: one more than the largest datagram accepted, to catch oversized ones.
+    slot_size: usize,
+    timer: Option<(TimerId, Instant)>,
+    next_cron: Option<Instant>,
+    /// Since when queued datagrams have made no progress.
+    blocked_since: Option<Instant>,
+    /// `messages_out` already added to the reactor's metrics.
+    reported_messages_out: u64,
+    /// Registered for writable readiness too: only while the socket's buffer is full. A
+    /// UDP socket signals write space every time a sent datagram's buffer is freed, so
+    /// staying registered would cost a wake-up per datagram sent.
+    want_writable: bool,
+}
+
+impl<S, C, H> DatagramEntry<S, C, H>
+where
+    S: DatagramSocket,
+    C: Decoder + 'static,
+    H: DatagramHandler<C, S::Addr>,
+{
+    pub(crate) fn new(
+        socket: S,
+        session: DatagramSession<C, S::Addr>,
+        handler: H,
+        mut config: DatagramConfig,
+        owner: Option<EntryId>,
+    ) -> Self {
+        config.batch = config.batch.clamp(1, batch::MAX_BATCH);
+        DatagramEntry {
+            socket,
+            session,
+            handler,
+            config,
+            phase: Phase::New,
+            reported_writable: true,
+            owner,
+            slots: Vec::new(),
+            metas: Vec::new(),
+            active: 1,
+            slot_size: MAX_DATAGRAM + 1,
+            timer: None,
+            next_cron: None,
+            blocked_since: None,
+            reported_messages_out: 0,
+            want_writable: false,
+        }
+    }
+
+    /// Lends the session a pooled buffer to encode into, so writes do not allocate.
+    fn lend_write_buffer(&mut self, cx: &mut Context<'_>) {
+        if self.session.out.tail.capacity() == 0 {
+            self.session.out.tail = cx.buffers().take();
+        }
+    }
+
+    fn give_back(cx: &mut Context<'_>, mut buf: BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        buf.clear();
+        let size = cx.buffers().buffer_size();
+        if buf.capacity() < size {
+            // Split-off views of it may be gone: then its whole allocation is reusable.
+            let _ = buf.try_reclaim(size);
+        }
+        cx.buffers().give(buf);
+    }
+
+    fn new_slot(&self, cx: &mut Context<'_>) -> BytesMut {
+        if cx.buffers().buffer_size() >= self.slot_size {
+            cx.buffers().take()
+        } else {
+            BytesMut::with_capacity(self.slot_size)
+        }
+    }
+
+    /// Makes the first `active` slots ready for a receive: each with room for a whole
+    /// datagram, reusing its allocation once the handler has dropped the messages in it.
+    fn prepare_slots(&mut self, cx: &mut Context<'_>) {
+        let n = self.active;
+        while self.slots.len() < n {
+            let slot = self.new_slot(cx);
+            self.slots.push(slot);
+            self.metas.push(RecvMeta::default());
+        }
+        for i in 0..n {
+            let slot = &mut self.slots[i];
+            debug_assert!(slot.is_empty());
+            if slot.capacity() < self.slot_size && !slot.try_reclaim(self.slot_size) {
+                // Messages handed out still use this buffer: they keep it alive.
+                self.slots[i] = self.new_slot(cx);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let mut budget = self.session.options.read_budget;
+        let want_addr = self.session.connected_peer().is_none();
+        while self.phase == Phase::Open && !self.session.is_closing() {
+            self.lend_write_buffer(cx);
+            self.prepare_slots(cx);
+            let n = self.active;
+            let received = batch::recv(
+                &self.socket,
+                &mut self.slots[..n],
+                &mut self.metas[..n],
+                self.slot_size,
+                want_addr,
+                self.config.mmsg,
+            );
+            match received {
+                Ok(r) => {
+                    if r.count > 0 {
+                        self.session.stats.last_read = cx.now();
+                    }
+                    let (bytes, messages) =
+                        (self.session.stats.bytes_in, self.session.stats.messages_in);
+                    for i in 0..r.count {
+                        budget = budget.saturating_sub(self.metas[i].len.max(MIN_BUDGET_CHARGE));
+                        if self.session.is_closing() {
+                            // The handler closed mid-batch: no message after that.
+                            self.slots[i].clear();
+                            continue;
+                        }
+                        self.deliver(i);
+                    }
+                    let metrics = cx.extension::<Metrics>();
+                    metrics.bytes_in += self.session.stats.bytes_in - bytes;
+                    metrics.messages_in += self.session.stats.messages_in - messages;
+                    if r.count == n && n < self.config.batch {
+                        self.active = (n * 2).min(self.config.batch);
+                    }
+                    // The replies to this batch leave with one `sendmmsg`, now.
+                    self.flush(cx);
+                    if let Some(e) = r.error {
+                        self.read_error(e)?;
+                    }
+                    if r.drained {
+                        break;
+                    }
+                    if budget == 0 {
+                        cx.reschedule(Ready::READABLE);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => self.read_error(e)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes datagram `i` as exactly one message and hands it to the handler, or drops it.
+    fn deliver(&mut self, i: usize) {
+        let len = self.metas[i].len;
+        let truncated = self.metas[i].truncated;
+        let peer = match self.metas[i].peer.take() {
+            Some(peer) => peer,
+            None => match self.session.connected_peer() {
+                Some(peer) => peer.clone(),
+                None => {
+                    self.session.stats.datagrams_in += 1;
+                    self.session.stats.dropped_in += 1;
+                    log::debug!("dropped a datagram from an address of another family");
+                    self.slots[i].clear();
+                    return;
+                }
+            },
+        };
+        let stats = &mut self.session.stats;
+        stats.datagrams_in += 1;
+        stats.bytes_in += len as u64;
+        let max = self.session.options.max_message_len;
+        if truncated || len > max {
+            self.drop_datagram(i, Error::MessageTooLong { len, max }, &peer);
+            return;
+        }
+        if let Some(probe) = &self.config.drop_probe {
+            if self.slots[i][..] == probe[..] {
+                self.session.stats.probes_dropped += 1;
+                log::debug!("dropped a dial probe from {peer:?}");
+                self.slots[i].clear();
+                return;
+            }
+        }
+        let slot = &mut self.slots[i];
+        let error = match self.session.decoder().decode(slot) {
+            Ok(Decoded::Frame(message)) if slot.is_empty() => {
+                self.session.stats.messages_in += 1;
+                self.handler.on_message(&mut self.session, message, peer);
+                return;
+            }
+            Ok(Decoded::Frame(_)) if slot.len() == len => Error::CodecConsumedNothing,
+            Ok(Decoded::Frame(_)) => Error::Codec(CodecError::malformed(format!(
+                "{} bytes after the message in one datagram",
+                slot.len()
+            ))),
+            Ok(Decoded::NeedMore(_)) if len == 0 => {
+                Error::Codec(CodecError::malformed("empty datagram"))
+            }
+            Ok(Decoded::NeedMore(_)) => Error::Codec(CodecError::malformed(format!(
+                "datagram of {len} bytes ends inside a message"
+            ))),
+            Err(e) => Error::Codec(e),
+        };
+        self.drop_datagram(i, error, &peer);
+    }
+
+    fn drop_datagram(&mut self, i: usize, error: Error, peer: &S::Addr) {
+        self.slots[i].clear();
+        self.session.stats.dropped_in += 1;
+        log::debug!(
+            "session {}: dropped a datagram from {peer:?}: {error}",
+            self.session.id()
+        );
+        self.handler.on_error(&mut self.session, &error);
+    }
+
+    /// An error from a receive: ICMP errors are reported and reading goes on; anything
+    /// else ends the session.
+    fn read_error(&mut self, e: std::io::Error) -> Result<(), Error> {
+        if is_peer_error(&e) {
+            self.peer_error(e);
+            Ok(())
+        } else {
+            Err(Error::Io(e))
+        }
+    }
+
+    /// An ICMP error about the peer: count it, report it, and close when so configured.
+    fn peer_error(&mut self, e: std::io::Error) {
+        self.session.stats.peer_errors += 1;
+        log::debug!("session {}: peer error: {e}", self.session.id());
+        if self.config.close_on_peer_error && self.session.is_connected() {
+            self.session.close();
+        }
+        self.handler.on_error(&mut self.session, &Error::Io(e));
+    }
+
+    /// Sends queued datagrams until the queue is empty or the socket is full.
+    fn flush(&mut self, cx: &mut Context<'_>) {
+        let per_call = if self.config.mmsg && batch::HAS_MMSG {
+            self.config.batch
+        } else {
+            1
+        };
+        let mut progressed = false;
+        let mut blocked = false;
+        let bytes_before = self.session.stats.bytes_out;
+        while self.session.close_request != Some(CloseKind::Abort) {
+            let socket = &self.socket;
+            let mmsg = self.config.mmsg;
+            let step = self
+                .session
+                .out
+                .send_step(per_call, |items| batch::send(socket, items, mmsg));
+            match step {
+                Step::Empty => break,
+                Step::Blocked => {
+                    blocked = true;
+                    break;
+                }
+                Step::Sent { datagrams, bytes } => {
+                    self.session.stats.datagrams_out += datagrams as u64;
+                    self.session.stats.bytes_out += bytes as u64;
+                    progressed |= datagrams > 0;
+                }
+                Step::Failed { error, dropped } => {
+                    if let Some(len) = dropped {
+                        self.session.stats.dropped_out += 1;
+                        log::debug!(
+                            "session {}: dropped an outgoing datagram of {len} bytes: {error}",
+                            self.session.id()
+                        );
+                    }
+                    self.lend_write_buffer(cx);
+                    if is_peer_error(&error) {
+                        self.peer_error(error);
+                    } else if dropped.is_some() {
+                        self.handler.on_error(&mut self.session, &Error::Io(error));
+                    }
+                }
+            }
+        }
+        let now = cx.now();
+        if progressed {
+            self.session.stats.last_write = now;
+            cx.extension::<Metrics>().bytes_out += self.session.stats.bytes_out - bytes_before;
+        }
+        if self.session.out.is_empty() {
+            self.blocked_since = None;
+            self.watch_writable(cx, false);
+        } else if blocked {
+            if progressed || self.blocked_since.is_none() {
+                self.blocked_since = Some(now);
+            }
+            // Registering re-checks readiness, so space freed since the `EAGAIN` still
+            // raises an event.
+            self.watch_writable(cx, true);
+        }
+    }
+
+    /// Registers or drops interest in writable readiness.
+    fn watch_writable(&mut self, cx: &mut Context<'_>, on: bool) {
+        if self.want_writable == on {
+            return;
+        }
+        let interest = if on {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        match cx
+            .registry()
+            .reregister(&mut self.socket, cx.token(), interest)
+        {
+            Ok(()) => self.want_writable = on,
+            Err(e) => log::warn!("session {}: cannot reregister: {e}", self.session.id()),
+        }
+    }
+
+    /// Tells the handler when the queue crossed a watermark. Returns true when it did.
+    fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
+        let (high, low) = (
+            self.session.options.high_watermark,
+            self.session.options.low_watermark,
+        );
+        let queued = self.session.out.len();
+        // Move on from the last reported state only, so that a crossing followed at once
+        // by a drain is reported as both.
+        if self.session.writable == self.reported_writable {
+            if !self.session.writable && queued <= low {
+                self.session.writable = true;
+            } else if self.session.writable && queued >= high {
+                self.session.writable = false;
+            }
+        }
+        if self.session.writable == self.reported_writable || self.phase != Phase::Open {
+            return false;
+        }
+        self.reported_writable = self.session.writable;
+        self.lend_write_buffer(cx);
+        self.handler
+            .on_writability_changed(&mut self.session, self.reported_writable);
+        true
+    }
+
+    /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
+    fn settle(&mut self, cx: &mut Context<'_>) -> Status {
+        if self.phase == Phase::Closed {
+            return Status::Done;
+        }
+        let queued = self.session.stats.messages_out - self.reported_messages_out;
+        if queued > 0 {
+            self.reported_messages_out = self.session.stats.messages_out;
+            cx.extension::<Metrics>().messages_out += queued;
+        }
+        if self.session.close_request != Some(CloseKind::Abort) {
+            // The handler may write more when it hears of a crossing: a few rounds at most.
+            for _ in 0..4 {
+                self.flush(cx);
+                if !self.report_writability(cx) {
+                    break;
+                }
+            }
+        }
+        if self.session.out.is_empty() {
+            // Nothing in flight: the encoding buffer goes back to the pool until the next
+            // event (an idle socket holds none).
+            let tail = std::mem::take(&mut self.session.out.tail);
+            Self::give_back(cx, tail);
+        }
+        match self.session.close_request {
+            Some(CloseKind::Abort) => return self.finish(cx),
+            Some(CloseKind::Graceful) => {
+                self.phase = Phase::Closing;
+                if self.session.out.is_empty() {
+                    return self.finish(cx);
+                }
+            }
+            None => {}
+        }
+        self.rearm_timer(cx);
+        Status::Continue
+    }
+
+    /// The earliest of the cron tick and the idle and write-stall deadlines.
+    fn next_deadline(&self) -> Option<Instant> {
+        let opts = &self.session.options;
+        let open = self.phase == Phase::Open;
+        let idle = opts
+            .read_idle_timeout
+            .filter(|_| open)
+            .map(|t| self.session.stats.last_read + t);
+        let cron = self.next_cron.filter(|_| open);
+        let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
+        [cron, idle, stall].into_iter().flatten().min()
+    }
+
+    /// Keeps one timer armed for the next deadline; one that fires early just re-arms.
+    fn rearm_timer(&mut self, cx: &mut Context<'_>) {
+        if std::mem::take(&mut self.session.timers_changed) {
+            self.next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+            if let Some((id, _)) = self.timer.take() {
+                cx.cancel_timer(id);
+            }
+        }
+        let Some(deadline) = self.next_deadline() else {
+            return;
+        };
+        match self.timer {
+            Some((_, armed)) if armed <= deadline => {}
+            _ => {
+                if let Some((id, _)) = self.timer.take() {
+                    cx.cancel_timer(id);
+                }
+                self.timer = Some((cx.set_timer_at(deadline, 0), deadline));
+            }
+        }
+    }
+
+    fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let now = cx.now();
+        let opts = &self.session.options;
+        if let Some(since) = self.blocked_since {
+            if now >= since + opts.write_stall_timeout {
+                return Err(Error::WriteStalled(opts.write_stall_timeout));
+            }
+        }
+        if let Some(idle) = opts.read_idle_timeout {
+            if self.phase == Phase::Open && now >= self.session.stats.last_read + idle {
+                return Err(Error::ReadIdle(idle));
+            }
+        }
+        if let (Some(due), Some(period)) = (self.next_cron, opts.cron_period) {
+            if now >= due && self.phase == Phase::Open {
+                // Skip missed ticks rather than firing a burst after a stall.
+                let missed = (now - due).as_nanos() / period.as_nanos().max(1);
+                self.next_cron = Some(due + period * (missed + 1) as u32);
+                self.lend_write_buffer(cx);
+                self.handler.on_cron(&mut self.session);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the session with an error the handler sees, then `on_close`.
+    fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
+        if matches!(self.phase, Phase::Open | Phase::Closing) {
+            log::debug!("session {} failed: {error}", self.session.id());
+            self.session.close_request = Some(CloseKind::Abort);
+            cx.extension::<Metrics>().count_error(&error);
+            self.handler.on_error(&mut self.session, &error);
+        }
+        self.finish(cx)
+    }
+
+    /// Calls `on_close` (once), returns the buffers, tells the owner and ends the entry.
+    fn finish(&mut self, cx: &mut Context<'_>) -> Status {
+        if matches!(self.phase, Phase::Open | Phase::Closing) {
+            self.session.close_request.get_or_insert(CloseKind::Abort);
+            self.handler.on_close(&mut self.session);
+            cx.extension::<Metrics>().sessions_closed += 1;
+        }
+        self.release(cx);
+        Status::Done
+    }
+
+    /// The end of every path: no callback follows.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        self.phase = Phase::Closed;
+        self.session.out.clear();
+        let tail = std::mem::take(&mut self.session.out.tail);
+        Self::give_back(cx, tail);
+        for slot in self.slots.drain(..) {
+            Self::give_back(cx, slot);
+        }
+        let _ = cx.registry().deregister(&mut self.socket);
+        if let Some((id, _)) = self.timer.take() {
+            cx.cancel_timer(id);
+        }
+        if let Some(owner) = self.owner {
+            cx.send(owner, Box::new(DatagramEnded(cx.id())));
+        }
+    }
+}
+
+impl<S, C, H> Entry for DatagramEntry<S, C, H>
+where
+    S: DatagramSocket,
+    C: Decoder + 'static,
+    H: DatagramHandler<C, S::Addr>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        if let Err(e) = cx
+            .registry()
+            .register(&mut self.socket, cx.token(), Interest::READABLE)
+        {
+            log::warn!("session {}: cannot register socket: {e}", self.session.id());
+            self.release(cx);
+            return Status::Done;
+        }
+        self.phase = Phase::Open;
+        self.session.stats.last_read = cx.now();
+        self.session.stats.last_write = cx.now();
+        self.slot_size = self.session.options.max_message_len.min(MAX_DATAGRAM) + 1;
+        self.active = self.config.batch.min(2);
+        self.lend_write_buffer(cx);
+        if let Err(e) = self.handler.on_open(&mut self.session) {
+            log::debug!("session {} rejected by on_open: {e}", self.session.id());
+            cx.extension::<Metrics>().refused += 1;
+            self.release(cx);
+            return Status::Done;
+        }
+        cx.extension::<Metrics>().sessions_opened += 1;
+        self.session.timers_changed = true;
+        self.settle(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        if self.phase == Phase::Closed {
+            return Status::Done;
+        }
+        if ready.is_error() {
+            if let Ok(Some(e)) = self.socket.sock().take_error() {
+                if !is_peer_error(&e) {
+                    return self.fail(cx, Error::Io(e));
+                }
+                self.lend_write_buffer(cx);
+                self.peer_error(e);
+            }
+        }
+        if ready.is_readable() && self.phase == Phase::Open {
+            if let Err(e) = self.on_readable(cx) {
+                return self.fail(cx, e);
+            }
+        }
+        self.settle(cx)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.timer = None;
+        if self.phase == Phase::Closed {
+            return Status::Done;
+        }
+        if let Err(e) = self.on_deadline(cx) {
+            return self.fail(cx, e);
+        }
+        self.settle(cx)
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        if command.is::<Close>() {
+            self.session.close();
+        } else if command.is::<Abort>() {
+            self.session.abort();
+        }
+        self.settle(cx)
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        if self.phase == Phase::Closed {
+            return Status::Done;
+        }
+        if deadline.is_some() {
+            self.session.close();
+            return self.settle(cx);
+        }
+        // No time left: one last non-blocking flush, then close.
+        if self.session.close_request != Some(CloseKind::Abort) {
+            self.flush(cx);
+        }
+        self.finish(cx)
+    }
+}
+
+impl<S: DatagramSocket, C, H> Drop for DatagramEntry<S, C, H> {
+    fn drop(&mut self) {
+        debug_assert!(
+            matches!(self.phase, Phase::New | Phase::Closed) || std::thread::panicking(),
+            "a datagram session was dropped without on_close"
+        );
+    }
+}

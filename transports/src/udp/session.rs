@@ -1,0 +1,692 @@
+//! What a datagram handler sees: the session of one socket (an endpoint, or one connected
+//! client socket), its outbound queue and its counters.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use getty_codec::{Decoder, Encoder};
+
+use super::queue::DatagramQueue;
+use crate::{Error, SessionOptions};
+
+/// The callbacks of a datagram socket, parallel to [`Handler`](crate::Handler).
+///
+/// The contract:
+/// - `on_open` first; an error rejects the socket (no other callback follows).
+/// - then any number of `on_message` (one per datagram that decoded to exactly one
+///   message, in arrival order, with the sender's address), `on_cron` and
+///   `on_writability_changed`.
+/// - `on_error` reports a problem. Unlike TCP, most problems do **not** end a datagram
+///   session: a datagram that is oversized, malformed or garbage is dropped, counted in
+///   [`DatagramStats`] and reported here ([`Error::is_bad_input`] is true); an ICMP error
+///   on a connected socket (the peer's port is closed, its host unreachable) is reported
+///   as [`Error::Io`] and counted; a datagram the kernel refused twice is dropped and
+///   reported. When the error does end the session, [`DatagramSession::is_closing`] is
+///   already true and `on_close` follows.
+/// - `on_close` exactly once for every opened session, after its last `on_message`,
+///   whatever ended it: `close()`, `abort()`, a fatal socket error, a timeout, reactor
+///   shutdown.
+///
+/// Callbacks run on the reactor thread: keep them short.
+///
+/// An unconnected endpoint serves many peers through one session. State per peer, if the
+/// application needs any, is the handler's: for example a map from address to state,
+/// pruned on the cron tick.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::net::SocketAddr;
+/// use std::time::{Duration, Instant};
+/// use bytes::Bytes;
+/// use getty_codec::RawCodec;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession};
+///
+/// /// Echoes, and remembers when each peer was last heard from.
+/// #[derive(Default)]
+/// struct Echo {
+///     peers: HashMap<SocketAddr, Instant>,
+/// }
+///
+/// impl DatagramHandler<RawCodec> for Echo {
+///     fn on_open(&mut self, session: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+///         session.set_cron_period(Some(Duration::from_secs(10)));
+///         Ok(())
+///     }
+///     fn on_message(&mut self, session: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+///         self.peers.insert(peer, Instant::now());
+///         let _ = session.write_to(peer, msg);
+///     }
+///     fn on_cron(&mut self, _: &mut DatagramSession<RawCodec>) {
+///         self.peers.retain(|_, seen| seen.elapsed() < Duration::from_secs(60));
+///     }
+/// }
+/// ```
+pub trait DatagramHandler<C: Decoder, A = SocketAddr>: 'static {
+    /// The socket is ready. An error rejects it.
+    ///
+    /// See the [trait-level example](DatagramHandler).
+    fn on_open(&mut self, session: &mut DatagramSession<C, A>) -> io::Result<()> {
+        let _ = session;
+        Ok(())
+    }
+
+    /// One datagram, decoded to one message, and who sent it (on a connected socket: the
+    /// peer it is connected to).
+    ///
+    /// See the [trait-level example](DatagramHandler).
+    fn on_message(&mut self, session: &mut DatagramSession<C, A>, message: C::Item, peer: A);
+
+    /// The session's cron period elapsed (see [`SessionOptions::cron_period`]).
+    ///
+    /// See the [trait-level example](DatagramHandler).
+    fn on_cron(&mut self, session: &mut DatagramSession<C, A>) {
+        let _ = session;
+    }
+
+    /// The outbound queue crossed a watermark: `false` above the high one, `true` once it
+    /// drained to the low one. Stop producing while it is `false`.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use bytes::Bytes;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession};
+    /// struct Producer { paused: bool }
+    /// impl DatagramHandler<RawCodec> for Producer {
+    ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+    ///     fn on_writability_changed(&mut self, _: &mut DatagramSession<RawCodec>, writable: bool) {
+    ///         self.paused = !writable;
+    ///     }
+    /// }
+    /// ```
+    fn on_writability_changed(&mut self, session: &mut DatagramSession<C, A>, writable: bool) {
+        let _ = (session, writable);
+    }
+
+    /// A dropped datagram, an ICMP error, or (when `session.is_closing()`) the reason the
+    /// session ends. See the trait's contract.
+    ///
+    /// ```
+    /// # use std::net::SocketAddr;
+    /// # use bytes::Bytes;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{Error, udp::{DatagramHandler, DatagramSession}};
+    /// struct Quiet;
+    /// impl DatagramHandler<RawCodec> for Quiet {
+    ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+    ///     fn on_error(&mut self, session: &mut DatagramSession<RawCodec>, error: &Error) {
+    ///         if error.is_bad_input() {
+    ///             return; // one bad datagram, already dropped and counted
+    ///         }
+    ///         eprintln!("session {}: {error}", session.id());
+    ///     }
+    /// }
+    /// ```
+    fn on_error(&mut self, session: &mut DatagramSession<C, A>, error: &Error) {
+        let _ = (session, error);
+    }
+
+    /// The session has ended. Called exactly once.
+    ///
+    /// See the [`on_error` example](DatagramHandler::on_error).
+    fn on_close(&mut self, session: &mut DatagramSession<C, A>) {
+        let _ = session;
+    }
+}
+
+/// Counters of one datagram session.
+///
+/// ```
+/// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |session| {
+///     let stats = session.stats();
+///     assert_eq!(stats.datagrams_in, 0);
+///     assert_eq!(stats.dropped_in, 0);
+/// });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatagramStats {
+    /// Datagrams read from the socket (including dropped ones and probes).
+    pub datagrams_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// Messages handed to `on_message`.
+    pub messages_in: u64,
+    /// Datagrams dropped on the way in: oversized, malformed, garbage, empty.
+    pub dropped_in: u64,
+    /// Dial probes dropped on the way in (see `UdpOptions::drop_probe`).
+    pub probes_dropped: u64,
+    /// Datagrams the kernel accepted for sending.
+    pub datagrams_out: u64,
+    /// Bytes of those datagrams.
+    pub bytes_out: u64,
+    /// Messages (and byte buffers) queued by `write*`.
+    pub messages_out: u64,
+    /// Queued datagrams the kernel refused for good (each reported to `on_error`).
+    pub dropped_out: u64,
+    /// ICMP errors reported on the socket (connected sockets: port unreachable and
+    /// friends).
+    pub peer_errors: u64,
+    /// The last time a datagram was read (the session's open time before that).
+    pub last_read: Instant,
+    /// The last time a datagram was sent (the session's open time before that).
+    pub last_write: Instant,
+}
+
+impl DatagramStats {
+    pub(crate) fn new(now: Instant) -> Self {
+        DatagramStats {
+            datagrams_in: 0,
+            bytes_in: 0,
+            messages_in: 0,
+            dropped_in: 0,
+            probes_dropped: 0,
+            datagrams_out: 0,
+            bytes_out: 0,
+            messages_out: 0,
+            dropped_out: 0,
+            peer_errors: 0,
+            last_read: now,
+            last_write: now,
+        }
+    }
+}
+
+/// How the handler asked the session to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseKind {
+    /// Send what is queued, then close.
+    Graceful,
+    /// Close now, discarding what is queued.
+    Abort,
+}
+
+/// The session's socket descriptor, for `setsockopt`. The socket is owned by the entry that
+/// owns the session and outlives it.
+#[cfg(unix)]
+struct SocketFd(std::os::fd::RawFd);
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for SocketFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the entry that owns the session owns the socket too and drops it only
+        // together with the session, so the descriptor is open while `self` exists.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// One datagram socket as its handler sees it: an unconnected endpoint serving any number
+/// of peers, or one connected client socket. Write to it, close it, read its stats, keep
+/// typed attributes on it.
+///
+/// Writes queue whole datagrams; the reactor sends them (up to a batch per `sendmmsg`) when
+/// the callback returns. One write is one datagram: a message the codec encodes to more
+/// than the socket can carry in one datagram is refused, not split.
+///
+/// ```
+/// use getty_codec::LengthFieldCodec;
+/// getty_transports::udp::with_udp_session(LengthFieldCodec::default(), |session| {
+///     let peer = "127.0.0.1:9".parse().unwrap();
+///     session.write_to(peer, &b"hello"[..]).unwrap();
+///     assert_eq!(session.queued_datagrams(), 1);
+///     assert_eq!(session.queued_bytes(), 4 + 5);
+/// });
+/// ```
+pub struct DatagramSession<C, A = SocketAddr> {
+    id: u64,
+    local: A,
+    peer: Option<A>,
+    #[cfg(unix)]
+    fd: SocketFd,
+    codec: C,
+    max_payload: usize,
+    pub(crate) out: DatagramQueue<A>,
+    pub(crate) stats: DatagramStats,
+    pub(crate) options: Arc<SessionOptions>,
+    /// `Send`, unlike a TCP session's, so that an endpoint built on one thread can be
+    /// spawned into a reactor on another.
+    attributes: HashMap<TypeId, Box<dyn Any + Send>>,
+    pub(crate) close_request: Option<CloseKind>,
+    /// False between crossing the high watermark and draining to the low one.
+    pub(crate) writable: bool,
+    /// Set when the handler changed a timer option, so the entry re-arms.
+    pub(crate) timers_changed: bool,
+}
+
+impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        local: A,
+        peer: Option<A>,
+        #[cfg(unix)] fd: std::os::fd::RawFd,
+        codec: C,
+        max_payload: usize,
+        options: Arc<SessionOptions>,
+        now: Instant,
+    ) -> Self {
+        DatagramSession {
+            id: crate::session::next_session_id(),
+            local,
+            peer,
+            #[cfg(unix)]
+            fd: SocketFd(fd),
+            codec,
+            max_payload,
+            out: DatagramQueue::default(),
+            stats: DatagramStats::new(now),
+            options,
+            attributes: HashMap::new(),
+            close_request: None,
+            writable: true,
+            timers_changed: false,
+        }
+    }
+
+    /// The session's id, unique in the process (shared with TCP sessions' ids).
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(s.id() > 0));
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The socket's local address.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert!(s.local_addr().ip().is_loopback());
+    /// });
+    /// ```
+    pub fn local_addr(&self) -> A {
+        self.local.clone()
+    }
+
+    /// The peer a connected socket talks to; `None` for an unconnected endpoint.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert_eq!(s.peer_addr(), None); // the harness runs an unconnected endpoint
+    /// });
+    /// ```
+    pub fn peer_addr(&self) -> Option<A> {
+        self.peer.clone()
+    }
+
+    /// True for a connected socket (a `UdpClient` session).
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(!s.is_connected()));
+    /// ```
+    pub fn is_connected(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// The largest datagram payload this socket can send.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert_eq!(s.max_datagram_len(), 65_507); // UDP over IPv4
+    /// });
+    /// ```
+    pub fn max_datagram_len(&self) -> usize {
+        self.max_payload
+    }
+
+    /// The socket, for options this crate does not wrap (`setsockopt` only: reading or
+    /// writing through it would bypass the session).
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.socket().set_broadcast(true).unwrap();
+    /// });
+    /// ```
+    #[cfg(unix)]
+    pub fn socket(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&self.fd)
+    }
+
+    /// Encodes `message` as one datagram to the connected peer.
+    ///
+    /// Fails with `Error::Io` (`NotConnected`) on an unconnected endpoint (use
+    /// [`write_to`](Self::write_to)), `Error::Closed` once the session is closing,
+    /// `Error::MessageTooLong` when the datagram would exceed
+    /// [`max_datagram_len`](Self::max_datagram_len), `Error::QueueFull` when it would take
+    /// the queue past its hard bound, and `Error::Codec` when the codec cannot encode it.
+    /// Nothing is queued when it fails.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     // The harness's endpoint is unconnected: it needs a destination.
+    ///     assert!(s.write(&b"x"[..]).is_err());
+    /// });
+    /// ```
+    pub fn write<T>(&mut self, message: T) -> Result<(), Error>
+    where
+        C: Encoder<T>,
+    {
+        if self.peer.is_none() {
+            return Err(not_connected());
+        }
+        self.queue(None, message)
+    }
+
+    /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
+    /// the connected peer. Fails as [`write`](Self::write) does.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.write_to("127.0.0.1:9".parse().unwrap(), &b"ping"[..]).unwrap();
+    /// });
+    /// ```
+    pub fn write_to<T>(&mut self, peer: A, message: T) -> Result<(), Error>
+    where
+        C: Encoder<T>,
+    {
+        let peer = self.destination(peer)?;
+        self.queue(peer, message)
+    }
+
+    /// Queues raw bytes as one datagram to the connected peer, bypassing the codec. Large
+    /// buffers are not copied.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert!(s.write_bytes(bytes::Bytes::from_static(b"raw")).is_err()); // unconnected
+    /// });
+    /// ```
+    pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
+        if self.peer.is_none() {
+            return Err(not_connected());
+        }
+        self.queue_bytes(None, bytes.into())
+    }
+
+    /// Queues raw bytes as one datagram to `peer`, bypassing the codec. Large buffers are
+    /// not copied.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     let peer = "127.0.0.1:9".parse().unwrap();
+    ///     s.write_bytes_to(peer, vec![0u8; 10_000]).unwrap();
+    ///     assert_eq!(s.queued_bytes(), 10_000);
+    /// });
+    /// ```
+    pub fn write_bytes_to(&mut self, peer: A, bytes: impl Into<Bytes>) -> Result<(), Error> {
+        let peer = self.destination(peer)?;
+        self.queue_bytes(peer, bytes.into())
+    }
+
+    /// Ends the session gracefully: stop reading, send what is queued (within the write
+    /// stall timeout), close. `on_close` follows.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.close();
+    ///     assert!(s.is_closing());
+    /// });
+    /// ```
+    pub fn close(&mut self) {
+        self.close_request.get_or_insert(CloseKind::Graceful);
+    }
+
+    /// Ends the session now, discarding what is queued.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.abort();
+    ///     assert!(s.is_closing());
+    /// });
+    /// ```
+    pub fn abort(&mut self) {
+        self.close_request = Some(CloseKind::Abort);
+    }
+
+    /// True once `close` or `abort` was called, or the session is ending for another
+    /// reason.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(!s.is_closing()));
+    /// ```
+    pub fn is_closing(&self) -> bool {
+        self.close_request.is_some()
+    }
+
+    /// False while the outbound queue is above the high watermark.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(s.is_writable()));
+    /// ```
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Bytes queued and not yet sent.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.queued_bytes(), 0));
+    /// ```
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Datagrams queued and not yet sent.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.queued_datagrams(), 0));
+    /// ```
+    pub fn queued_datagrams(&self) -> usize {
+        self.out.datagrams()
+    }
+
+    /// The session's counters.
+    ///
+    /// See [`DatagramStats`].
+    pub fn stats(&self) -> DatagramStats {
+        self.stats
+    }
+
+    /// The session's options.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert_eq!(s.options().get_max_message_len(), 1 << 20);
+    /// });
+    /// ```
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    /// Changes the cron period from now on (`None` stops the cron).
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.set_cron_period(Some(std::time::Duration::from_secs(1)));
+    ///     assert_eq!(s.options().get_cron_period(), Some(std::time::Duration::from_secs(1)));
+    /// });
+    /// ```
+    pub fn set_cron_period(&mut self, period: Option<Duration>) {
+        let options = Arc::make_mut(&mut self.options);
+        *options = options.clone().cron_period(period);
+        self.timers_changed = true;
+    }
+
+    /// Changes the read-idle timeout from now on (`None` disables it). When nothing is read
+    /// for that long the session ends with `Error::ReadIdle`.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.set_read_idle_timeout(Some(std::time::Duration::from_secs(30)));
+    /// });
+    /// ```
+    pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
+        let options = Arc::make_mut(&mut self.options);
+        *options = options.clone().read_idle_timeout(timeout);
+        self.timers_changed = true;
+    }
+
+    /// The session's codec.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert_eq!(*s.codec(), getty_codec::RawCodec);
+    /// });
+    /// ```
+    pub fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    /// The session's codec, mutably.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     let _codec: &mut getty_codec::RawCodec = s.codec_mut();
+    /// });
+    /// ```
+    pub fn codec_mut(&mut self) -> &mut C {
+        &mut self.codec
+    }
+
+    /// The attribute of type `T`, if set.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.set_attribute(7u32);
+    ///     assert_eq!(s.attribute::<u32>(), Some(&7));
+    /// });
+    /// ```
+    pub fn attribute<T: 'static>(&self) -> Option<&T> {
+        self.attributes.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The attribute of type `T`, mutably, if set.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.set_attribute(1u64);
+    ///     *s.attribute_mut::<u64>().unwrap() += 1;
+    ///     assert_eq!(s.attribute::<u64>(), Some(&2));
+    /// });
+    /// ```
+    pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.attributes.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    /// Sets the attribute of type `T`, returning the previous one. Attributes of a datagram
+    /// session must be `Send` (state that is not can live in the handler).
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     assert_eq!(s.set_attribute("a"), None);
+    ///     assert_eq!(s.set_attribute("b"), Some("a"));
+    /// });
+    /// ```
+    pub fn set_attribute<T: Send + 'static>(&mut self, value: T) -> Option<T> {
+        let old = self.attributes.insert(TypeId::of::<T>(), Box::new(value))?;
+        old.downcast().ok().map(|b| *b)
+    }
+
+    /// Removes and returns the attribute of type `T`.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     s.set_attribute(3i8);
+    ///     assert_eq!(s.remove_attribute::<i8>(), Some(3));
+    ///     assert_eq!(s.attribute::<i8>(), None);
+    /// });
+    /// ```
+    pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
+        let old = self.attributes.remove(&TypeId::of::<T>())?;
+        old.downcast().ok().map(|b| *b)
+    }
+
+    pub(crate) fn decoder(&mut self) -> &mut C {
+        &mut self.codec
+    }
+
+    pub(crate) fn connected_peer(&self) -> Option<&A> {
+        self.peer.as_ref()
+    }
+
+    /// `None` (the connected peer) on a connected socket, else `Some(peer)`.
+    fn destination(&self, peer: A) -> Result<Option<A>, Error> {
+        match &self.peer {
+            None => Ok(Some(peer)),
+            Some(connected) if *connected == peer => Ok(None),
+            Some(connected) => Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the socket is connected to {connected:?}, not {peer:?}"),
+            ))),
+        }
+    }
+
+    fn queue<T>(&mut self, peer: Option<A>, message: T) -> Result<(), Error>
+    where
+        C: Encoder<T>,
+    {
+        self.check_open()?;
+        let before = self.out.tail.len();
+        self.codec.encode(message, &mut self.out.tail)?;
+        let len = self.out.tail.len() - before;
+        if let Err(e) = self.check_room(len) {
+            self.out.tail.truncate(before);
+            return Err(e);
+        }
+        self.out.push_encoded(peer, len);
+        self.note_queued();
+        Ok(())
+    }
+
+    fn queue_bytes(&mut self, peer: Option<A>, bytes: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        self.check_room(bytes.len())?;
+        self.out.push_bytes(peer, bytes);
+        self.note_queued();
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.close_request.is_some() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, len: usize) -> Result<(), Error> {
+        if len > self.max_payload {
+            return Err(Error::MessageTooLong {
+                len,
+                max: self.max_payload,
+            });
+        }
+        let queued = self.out.len();
+        if queued + len > self.options.max_outbound {
+            return Err(Error::QueueFull {
+                queued,
+                adding: len,
+                max: self.options.max_outbound,
+            });
+        }
+        Ok(())
+    }
+
+    fn note_queued(&mut self) {
+        self.stats.messages_out += 1;
+        if self.writable && self.out.len() >= self.options.high_watermark {
+            // Reported to the handler when the callback returns.
+            self.writable = false;
+        }
+    }
+}
+
+fn not_connected() -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::NotConnected,
+        "an unconnected endpoint needs a destination: use write_to",
+    ))
+}

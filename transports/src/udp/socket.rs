@@ -1,0 +1,138 @@
+//! The socket a datagram entry runs over, kept behind a small trait so that the datagram
+//! path (batching, queueing, the entry's state machine) can serve other datagram sockets
+//! than UDP (unix datagram sockets are next) without change.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{SockAddr, SockRef};
+
+/// A non-blocking datagram socket registered with the reactor.
+///
+/// The address type is the one handlers see (`SocketAddr` for UDP). Everything the
+/// datagram path needs goes through [`sock`](DatagramSocket::sock) (socket2 does the
+/// portable syscalls) and [`try_io`](DatagramSocket::try_io) (so that mio can track
+/// readiness where it must).
+pub(crate) trait DatagramSocket: mio::event::Source + 'static {
+    /// A peer or local address.
+    type Addr: Clone + PartialEq + fmt::Debug + 'static;
+
+    /// The socket, for syscalls.
+    fn sock(&self) -> SockRef<'_>;
+
+    /// Runs one non-blocking I/O call on the socket (mio's `try_io`).
+    fn try_io<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T>;
+
+    /// The wire form of an address.
+    fn encode_addr(addr: &Self::Addr) -> SockAddr;
+
+    /// An address from its wire form; `None` when it is not of this socket's family.
+    fn decode_addr(addr: &SockAddr) -> Option<Self::Addr>;
+
+    /// The socket's local address.
+    fn local_addr(&self) -> io::Result<Self::Addr>;
+
+    /// The largest payload one datagram can carry on this socket.
+    fn max_payload(&self) -> usize;
+}
+
+/// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
+pub(crate) const MAX_UDP_PAYLOAD_V4: usize = 65_507;
+/// The largest UDP payload over IPv6 without jumbograms.
+pub(crate) const MAX_UDP_PAYLOAD_V6: usize = 65_527;
+
+impl DatagramSocket for mio::net::UdpSocket {
+    type Addr = SocketAddr;
+
+    fn sock(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+
+    fn try_io<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        mio::net::UdpSocket::try_io(self, f)
+    }
+
+    fn encode_addr(addr: &SocketAddr) -> SockAddr {
+        SockAddr::from(*addr)
+    }
+
+    fn decode_addr(addr: &SockAddr) -> Option<SocketAddr> {
+        addr.as_socket()
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        mio::net::UdpSocket::local_addr(self)
+    }
+
+    fn max_payload(&self) -> usize {
+        match mio::net::UdpSocket::local_addr(self) {
+            Ok(SocketAddr::V6(_)) => MAX_UDP_PAYLOAD_V6,
+            _ => MAX_UDP_PAYLOAD_V4,
+        }
+    }
+}
+
+/// True for the errors an ICMP message from (or about) the peer turns into: the peer's
+/// port is closed, or its host or network cannot be reached. A connected socket reports
+/// them on a later read or write; they concern the peer, not the socket, which stays
+/// usable.
+pub(crate) fn is_peer_error(e: &io::Error) -> bool {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    ) {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(
+                libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::EHOSTDOWN
+                    | libc::ENETDOWN
+                    | libc::EPROTO
+            )
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_errors_are_told_apart() {
+        assert!(is_peer_error(&io::ErrorKind::ConnectionRefused.into()));
+        assert!(!is_peer_error(&io::ErrorKind::WouldBlock.into()));
+        assert!(!is_peer_error(&io::ErrorKind::InvalidInput.into()));
+        #[cfg(unix)]
+        {
+            assert!(is_peer_error(&io::Error::from_raw_os_error(
+                libc::EHOSTUNREACH
+            )));
+            assert!(!is_peer_error(&io::Error::from_raw_os_error(
+                libc::EMSGSIZE
+            )));
+        }
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        use mio::net::UdpSocket;
+        for addr in ["127.0.0.1:4000", "[::1]:4001"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let wire = <UdpSocket as DatagramSocket>::encode_addr(&addr);
+            assert_eq!(
+                <UdpSocket as DatagramSocket>::decode_addr(&wire),
+                Some(addr)
+            );
+        }
+    }
+}
