@@ -4,7 +4,7 @@
 //!
 //! - a [`mio::Poll`] and a [`slab::Slab`] of **entries**. An entry is a state machine (a
 //!   listener, a TCP session, a client that redials) that implements [`Entry`]; its slab key
-//!   is its mio [`Token`](mio::Token).
+//!   is its mio [`Token`].
 //! - **timers** ([`Context::set_timer`]): a heap inside the loop. Idle timeouts, cron ticks,
 //!   connect timeouts and write stalls are all timers; nothing ever sets a deadline on a
 //!   socket, and an idle entry costs no wake-ups beyond its own timers.

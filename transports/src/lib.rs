@@ -46,6 +46,7 @@ mod metrics;
 mod offload;
 mod options;
 mod outbound;
+mod redial;
 mod session;
 mod stream;
 pub mod tcp;

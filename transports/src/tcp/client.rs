@@ -18,6 +18,7 @@ use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
 use mio::net::TcpStream;
 use mio::Interest;
 
+use crate::redial::{Redial, RedialPolicy};
 use crate::session::Handler;
 use crate::stream::SessionEnded;
 use crate::tcp::server::prepare;
@@ -47,9 +48,7 @@ use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
 pub struct TcpClientBuilder {
     connection_number: usize,
     connect_timeout: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
-    max_failures: Option<u32>,
+    redial: RedialPolicy,
     socket_options: SocketOptions,
     session_options: SessionOptions,
 }
@@ -59,9 +58,7 @@ impl Default for TcpClientBuilder {
         TcpClientBuilder {
             connection_number: 1,
             connect_timeout: Duration::from_secs(3),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            max_failures: None,
+            redial: RedialPolicy::default(),
             socket_options: SocketOptions::default(),
             session_options: SessionOptions::default(),
         }
@@ -100,8 +97,7 @@ impl TcpClientBuilder {
     ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
     /// ```
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min.max(Duration::from_millis(1));
-        self.backoff_max = max.max(self.backoff_min);
+        self.redial = self.redial.backoff(min, max);
         self
     }
 
@@ -111,7 +107,7 @@ impl TcpClientBuilder {
     /// let b = getty_transports::tcp::TcpClient::builder().max_consecutive_failures(Some(50));
     /// ```
     pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
-        self.max_failures = limit;
+        self.redial = self.redial.max_failures(limit);
         self
     }
 
@@ -162,11 +158,10 @@ impl TcpClientBuilder {
             addr,
             setup,
             session_options: Arc::new(self.session_options.clone()),
+            redial: Redial::new(self.redial.clone(), "tcp", module_path!()),
             config: self,
             sessions: Vec::new(),
             dialing: 0,
-            failures: 0,
-            redial: None,
             _types: PhantomData,
         })
     }
@@ -203,8 +198,7 @@ pub struct TcpClient<F, C, H> {
     sessions: Vec<EntryId>,
     dialing: usize,
     /// Consecutive failed dials; reset by a successful one.
-    failures: u32,
-    redial: Option<TimerId>,
+    redial: Redial,
     _types: PhantomData<fn() -> (C, H)>,
 }
 
@@ -265,55 +259,6 @@ where
         self.schedule_redial(cx);
     }
 
-    fn note_failure(&mut self, error: Error) {
-        self.failures = self.failures.saturating_add(1);
-        // The first failure of a run is news; the rest of the run is noise.
-        if self.failures == 1 {
-            log::warn!(
-                "dial {} failed: {error}; redialling with backoff",
-                self.addr
-            );
-        } else {
-            log::debug!(
-                "dial {} failed again ({}): {error}",
-                self.addr,
-                self.failures
-            );
-        }
-    }
-
-    fn gave_up(&self) -> bool {
-        self.config
-            .max_failures
-            .is_some_and(|max| self.failures >= max)
-    }
-
-    /// Closes the client once it has failed too many dials in a row.
-    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if !self.gave_up() {
-            return Status::Continue;
-        }
-        log::error!(
-            "giving up on {} after {} consecutive failed dials",
-            self.addr,
-            self.failures
-        );
-        self.close_all(cx)
-    }
-
-    /// Arms the redial timer when sessions are missing and none is armed.
-    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
-        if self.redial.is_some() || self.missing() == 0 || cx.is_shutting_down() {
-            return;
-        }
-        let delay = backoff(
-            self.config.backoff_min,
-            self.config.backoff_max,
-            self.failures,
-        );
-        self.redial = Some(cx.set_timer(delay, 0));
-    }
-
     fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) {
         self.dialing = self.dialing.saturating_sub(1);
         match outcome {
@@ -334,7 +279,7 @@ where
         );
         match session {
             Some(session) => {
-                self.failures = 0;
+                self.redial.succeeded();
                 self.sessions.push(cx.spawn(Box::new(session)));
             }
             None => {
@@ -344,15 +289,30 @@ where
         }
     }
 
+    fn note_failure(&mut self, error: Error) {
+        self.redial.failed(self.addr, &error);
+    }
+
+    /// Closes the client once it has failed too many dials in a row.
+    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
+        if self.redial.gave_up(self.addr) {
+            return self.close_all(cx);
+        }
+        Status::Continue
+    }
+
+    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
+        let missing = self.missing();
+        self.redial.schedule(cx, missing);
+    }
+
     fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
         log::debug!(
             "client for {} closing {} sessions",
             self.addr,
             self.sessions.len()
         );
-        if let Some(timer) = self.redial.take() {
-            cx.cancel_timer(timer);
-        }
+        self.redial.cancel(cx);
         for id in self.sessions.drain(..) {
             cx.send(id, Box::new(Close));
         }
@@ -360,13 +320,6 @@ where
         // dropped along with the sockets they carry.
         Status::Done
     }
-}
-
-/// `min * 2^failures`, capped at `max`, drawn uniformly from its upper half.
-fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
-    let ceiling = min.saturating_mul(1u32 << failures.min(20)).min(max);
-    let half = ceiling / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 impl<F, C, H> Entry for TcpClient<F, C, H>
@@ -385,7 +338,7 @@ where
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.redial = None;
+        self.redial.fired();
         self.dial_missing(cx);
         // A `connect` that fails at once (ENETUNREACH, say) is counted in `dial_missing`,
         // not reported by a dialer: check the limit here too, or such a client would
@@ -407,8 +360,8 @@ where
         if let Some(ended) = command.and_then(|c| c.downcast::<SessionEnded>().ok()) {
             self.sessions.retain(|id| *id != ended.0);
         }
-        if self.gave_up() {
-            return self.check_gave_up(cx);
+        if self.check_gave_up(cx) == Status::Done {
+            return Status::Done;
         }
         self.schedule_redial(cx);
         Status::Continue
@@ -416,9 +369,7 @@ where
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
         // Sessions hear the shutdown themselves; the client just stops redialling.
-        if let Some(timer) = self.redial.take() {
-            cx.cancel_timer(timer);
-        }
+        self.redial.cancel(cx);
         Status::Done
     }
 }

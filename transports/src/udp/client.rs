@@ -26,6 +26,7 @@ use socket2::SockRef;
 use super::entry::{DatagramEnded, DatagramEntry};
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use crate::redial::{Redial, RedialPolicy};
 use crate::{Close, Error, SessionOptions};
 
 /// Configures a [`UdpClient`].
@@ -55,9 +56,7 @@ pub struct UdpClientBuilder {
     connection_number: usize,
     probe: Bytes,
     probe_wait: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
-    max_failures: Option<u32>,
+    redial: RedialPolicy,
     local_addr: Option<SocketAddr>,
     close_on_icmp_error: bool,
     udp_options: UdpOptions,
@@ -70,9 +69,7 @@ impl Default for UdpClientBuilder {
             connection_number: 1,
             probe: Bytes::from_static(DEFAULT_PROBE),
             probe_wait: Duration::from_secs(1),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            max_failures: None,
+            redial: RedialPolicy::default(),
             local_addr: None,
             close_on_icmp_error: false,
             udp_options: UdpOptions::default(),
@@ -127,8 +124,7 @@ impl UdpClientBuilder {
     ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
     /// ```
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min.max(Duration::from_millis(1));
-        self.backoff_max = max.max(self.backoff_min);
+        self.redial = self.redial.backoff(min, max);
         self
     }
 
@@ -139,7 +135,7 @@ impl UdpClientBuilder {
     /// let b = getty_transports::udp::UdpClient::builder().max_consecutive_failures(Some(10));
     /// ```
     pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
-        self.max_failures = limit;
+        self.redial = self.redial.max_failures(limit);
         self
     }
 
@@ -217,11 +213,10 @@ impl UdpClientBuilder {
             addr,
             setup,
             session_options: Arc::new(self.session_options.clone()),
+            redial: Redial::new(self.redial.clone(), "udp", module_path!()),
             config: self,
             sessions: Vec::new(),
             dialing: 0,
-            failures: 0,
-            redial: None,
             dial_error: None,
             _types: PhantomData,
         })
@@ -283,8 +278,7 @@ pub struct UdpClient<F, C, H> {
     sessions: Vec<EntryId>,
     dialing: usize,
     /// Consecutive failed dials; reset by a verified one.
-    failures: u32,
-    redial: Option<TimerId>,
+    redial: Redial,
     dial_error: Option<DialErrorHook>,
     _types: PhantomData<fn() -> (C, H)>,
 }
@@ -295,7 +289,7 @@ impl<F, C, H> fmt::Debug for UdpClient<F, C, H> {
             .field("addr", &self.addr)
             .field("sessions", &self.sessions.len())
             .field("dialing", &self.dialing)
-            .field("failures", &self.failures)
+            .field("failures", &self.redial.failures())
             .finish_non_exhaustive()
     }
 }
@@ -398,59 +392,10 @@ where
         Ok(socket)
     }
 
-    fn note_failure(&mut self, error: Error) {
-        self.failures = self.failures.saturating_add(1);
-        if self.failures == 1 {
-            log::warn!(
-                "udp dial {} failed: {error}; redialling with backoff",
-                self.addr
-            );
-        } else {
-            log::debug!(
-                "udp dial {} failed again ({}): {error}",
-                self.addr,
-                self.failures
-            );
-        }
-        if let Some(hook) = self.dial_error.as_mut() {
-            hook(self.addr, &error);
-        }
-    }
-
-    fn gave_up(&self) -> bool {
-        self.config
-            .max_failures
-            .is_some_and(|max| self.failures >= max)
-    }
-
-    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if !self.gave_up() {
-            return Status::Continue;
-        }
-        log::error!(
-            "giving up on udp {} after {} consecutive failed dials",
-            self.addr,
-            self.failures
-        );
-        self.close_all(cx)
-    }
-
-    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
-        if self.redial.is_some() || self.missing() == 0 || cx.is_shutting_down() {
-            return;
-        }
-        let delay = backoff(
-            self.config.backoff_min,
-            self.config.backoff_max,
-            self.failures,
-        );
-        self.redial = Some(cx.set_timer(delay, 0));
-    }
-
     fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket) {
         match self.prepare(socket, cx.id()) {
             Ok(entry) => {
-                self.failures = 0;
+                self.redial.succeeded();
                 self.sessions.push(cx.spawn(Box::new(entry)));
             }
             Err(e) => self.note_failure(e),
@@ -483,10 +428,28 @@ where
         ))
     }
 
-    fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
-        if let Some(timer) = self.redial.take() {
-            cx.cancel_timer(timer);
+    fn note_failure(&mut self, error: Error) {
+        self.redial.failed(self.addr, &error);
+        if let Some(hook) = self.dial_error.as_mut() {
+            hook(self.addr, &error);
         }
+    }
+
+    /// Closes the client once it has failed too many dials in a row.
+    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
+        if self.redial.gave_up(self.addr) {
+            return self.close_all(cx);
+        }
+        Status::Continue
+    }
+
+    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
+        let missing = self.missing();
+        self.redial.schedule(cx, missing);
+    }
+
+    fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
+        self.redial.cancel(cx);
         for id in self.sessions.drain(..) {
             cx.send(id, Box::new(Close));
         }
@@ -494,13 +457,6 @@ where
         // dropped along with the sockets they carry.
         Status::Done
     }
-}
-
-/// `min * 2^failures`, capped at `max`, drawn uniformly from its upper half.
-fn backoff(min: Duration, max: Duration, failures: u32) -> Duration {
-    let ceiling = min.saturating_mul(1u32 << failures.min(20)).min(max);
-    let half = ceiling / 2;
-    half + half.mul_f64(fastrand::f64())
 }
 
 impl<F, C, H> Entry for UdpClient<F, C, H>
@@ -519,7 +475,7 @@ where
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.redial = None;
+        self.redial.fired();
         self.dial_missing(cx);
         self.check_gave_up(cx)
     }
@@ -542,8 +498,8 @@ where
                 }
             }
         }
-        if self.gave_up() {
-            return self.check_gave_up(cx);
+        if self.check_gave_up(cx) == Status::Done {
+            return Status::Done;
         }
         self.schedule_redial(cx);
         Status::Continue
@@ -551,9 +507,7 @@ where
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
         // Sessions hear the shutdown themselves; the client just stops redialling.
-        if let Some(timer) = self.redial.take() {
-            cx.cancel_timer(timer);
-        }
+        self.redial.cancel(cx);
         Status::Done
     }
 }

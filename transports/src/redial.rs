@@ -1,0 +1,165 @@
+//! How clients redial (TCP and UDP alike): capped, jittered exponential backoff, an optional
+//! limit on consecutive failures, and one reactor timer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use getty_reactor::{Context, TimerId};
+
+use crate::Error;
+
+/// The redial settings a client builder carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RedialPolicy {
+    min: Duration,
+    max: Duration,
+    max_failures: Option<u32>,
+}
+
+impl Default for RedialPolicy {
+    /// 100 ms doubling to 5 s; never give up.
+    fn default() -> Self {
+        RedialPolicy {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            max_failures: None,
+        }
+    }
+}
+
+impl RedialPolicy {
+    pub(crate) fn backoff(self, min: Duration, max: Duration) -> Self {
+        let min = min.max(Duration::from_millis(1));
+        RedialPolicy {
+            min,
+            max: max.max(min),
+            ..self
+        }
+    }
+
+    pub(crate) fn max_failures(self, limit: Option<u32>) -> Self {
+        RedialPolicy {
+            max_failures: limit,
+            ..self
+        }
+    }
+
+    /// `min * 2^failures`, capped at `max`, drawn uniformly from its upper half so that many
+    /// clients do not redial in step.
+    fn delay(&self, failures: u32) -> Duration {
+        let ceiling = self
+            .min
+            .saturating_mul(1u32 << failures.min(20))
+            .min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+/// A client's redial state.
+pub(crate) struct Redial {
+    policy: RedialPolicy,
+    /// What is dialled, for the log ("tcp", "udp").
+    kind: &'static str,
+    /// The client's module, so its log lines stay under its own target.
+    log_target: &'static str,
+    /// Consecutive failed dials; reset by a good one.
+    failures: u32,
+    timer: Option<TimerId>,
+}
+
+impl Redial {
+    pub(crate) fn new(policy: RedialPolicy, kind: &'static str, log_target: &'static str) -> Self {
+        Redial {
+            policy,
+            kind,
+            log_target,
+            failures: 0,
+            timer: None,
+        }
+    }
+
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub(crate) fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    pub(crate) fn failed(&mut self, addr: SocketAddr, error: &Error) {
+        self.failures = self.failures.saturating_add(1);
+        // The first failure of a run is news; the rest of the run is noise.
+        if self.failures == 1 {
+            log::warn!(
+                target: self.log_target,
+                "{} dial {addr} failed: {error}; redialling with backoff",
+                self.kind
+            );
+        } else {
+            log::debug!(
+                target: self.log_target,
+                "{} dial {addr} failed again ({}): {error}",
+                self.kind,
+                self.failures
+            );
+        }
+    }
+
+    /// True once the failure limit is reached (and says so in the log).
+    pub(crate) fn gave_up(&self, addr: SocketAddr) -> bool {
+        let gave_up = self
+            .policy
+            .max_failures
+            .is_some_and(|max| self.failures >= max);
+        if gave_up {
+            log::error!(
+                target: self.log_target,
+                "giving up on {addr} after {} consecutive failed {} dials",
+                self.failures,
+                self.kind
+            );
+        }
+        gave_up
+    }
+
+    /// Arms the redial timer when `missing` sessions are wanted and none is armed.
+    pub(crate) fn schedule(&mut self, cx: &mut Context<'_>, missing: usize) {
+        if self.timer.is_some() || missing == 0 || cx.is_shutting_down() {
+            return;
+        }
+        self.timer = Some(cx.set_timer(self.policy.delay(self.failures), 0));
+    }
+
+    /// The redial timer fired.
+    pub(crate) fn fired(&mut self) {
+        self.timer = None;
+    }
+
+    pub(crate) fn cancel(&mut self, cx: &mut Context<'_>) {
+        if let Some(timer) = self.timer.take() {
+            cx.cancel_timer(timer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let policy =
+            RedialPolicy::default().backoff(Duration::from_millis(10), Duration::from_millis(100));
+        for (failures, ceiling_ms) in [(0, 10), (1, 20), (2, 40), (3, 80), (4, 100), (30, 100)] {
+            for _ in 0..50 {
+                let d = policy.delay(failures);
+                let ceiling = Duration::from_millis(ceiling_ms);
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "{failures} failures: {d:?}"
+                );
+            }
+        }
+    }
+}
