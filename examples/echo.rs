@@ -5,11 +5,13 @@
 //! cargo run --release --example echo -- --server 127.0.0.1:7000
 //! cargo run --release --example echo -- --client 127.0.0.1:7000
 //! cargo run --release --example echo -- --codec raw --server 127.0.0.1:7000   # then: nc 127.0.0.1 7000
+//! cargo run --release --example echo -- --reactors 2                           # TCP server on 2 reactors
 //! cargo run --release --example echo -- --transport udp                        # UDP, connected clients
 //! cargo run --release --example echo -- --transport udp --udp-mode unconnected
 //! ```
 //!
-//! Options: `--transport tcp|udp` (default `tcp`), `--codec length|lines|raw` (default
+//! Options: `--transport tcp|udp` (default `tcp`), `--reactors N` reactor threads for the
+//! TCP server (1; one `SO_REUSEPORT` listener each), `--codec length|lines|raw` (default
 //! `length`, a 4-byte big-endian length prefix), `--connections N` (8), `--messages N` per
 //! connection (1000), `--window N` messages in flight per connection (4), `--max-size BYTES`
 //! (4096).
@@ -34,7 +36,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
-use getty::tcp::{TcpClient, TcpServer};
+use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
 use getty::{Handler, Reactor, Session};
 use hdrhistogram::Histogram;
 
@@ -60,6 +62,8 @@ enum UdpMode {
 #[derive(Debug)]
 struct Args {
     transport: Transport,
+    /// Reactor threads for the TCP server (one reactor per core).
+    reactors: usize,
     udp_mode: UdpMode,
     server: Option<SocketAddr>,
     client: Option<SocketAddr>,
@@ -73,6 +77,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         transport: Transport::Tcp,
+        reactors: 1,
         udp_mode: UdpMode::Connected,
         server: None,
         client: None,
@@ -93,6 +98,7 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("unknown transport {other:?} (tcp|udp)")),
                 }
             }
+            "--reactors" => args.reactors = parse(&value()?)?,
             "--udp-mode" => {
                 args.udp_mode = match value()?.as_str() {
                     "connected" => UdpMode::Connected,
@@ -121,6 +127,9 @@ fn parse_args() -> Result<Args, String> {
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if args.reactors == 0 {
+        return Err("--reactors must be > 0".into());
     }
     if args.connections == 0 || args.messages == 0 || args.window == 0 || args.max_size < 16 {
         return Err("--connections, --messages and --window must be > 0, --max-size >= 16".into());
@@ -163,36 +172,20 @@ where
     }
 }
 
-/// Starts the echo server on its own reactor thread.
-fn start_server(
-    addr: SocketAddr,
-    codec: CodecKind,
-) -> io::Result<(SocketAddr, getty::reactor::ReactorThread)> {
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let thread = Reactor::start_thread("echo-server", move |reactor| {
-        match codec {
-            CodecKind::Length => {
-                let server = TcpServer::bind(addr, |_| Ok((LengthFieldCodec::default(), Echo)))?;
-                let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(Box::new(server))
-            }
-            CodecKind::Lines => {
-                let server = TcpServer::bind(addr, |_| Ok((LinesCodec::default(), Echo)))?;
-                let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(Box::new(server))
-            }
-            CodecKind::Raw => {
-                let server = TcpServer::bind(addr, |_| Ok((RawCodec, Echo)))?;
-                let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(Box::new(server))
-            }
-        };
-        Ok(())
-    })?;
-    let bound = addr_rx
-        .recv()
-        .map_err(|_| io::Error::other("server did not report its address"))?;
-    Ok((bound, thread))
+/// Starts the echo server on `reactors` reactor threads (one `SO_REUSEPORT` listener each).
+fn start_server(addr: SocketAddr, codec: CodecKind, reactors: usize) -> io::Result<TcpServerPool> {
+    let builder = TcpServer::builder();
+    match codec {
+        CodecKind::Length => builder.start_pool(reactors, addr, |_| {
+            |_: &mut Setup<'_>| Ok((LengthFieldCodec::default(), Echo))
+        }),
+        CodecKind::Lines => builder.start_pool(reactors, addr, |_| {
+            |_: &mut Setup<'_>| Ok((LinesCodec::default(), Echo))
+        }),
+        CodecKind::Raw => {
+            builder.start_pool(reactors, addr, |_| |_: &mut Setup<'_>| Ok((RawCodec, Echo)))
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -441,7 +434,7 @@ fn main() -> ExitCode {
             if !msg.is_empty() {
                 eprintln!("echo: {msg}");
             }
-            eprintln!("usage: echo [--transport tcp|udp] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
+            eprintln!("usage: echo [--transport tcp|udp] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
             return ExitCode::from(2);
         }
     };
@@ -467,10 +460,12 @@ fn run(args: Args) -> io::Result<bool> {
         codec: args.codec,
     };
     if let Some(addr) = args.server {
-        let (bound, server) = start_server(addr, args.codec)?;
+        let server = start_server(addr, args.codec, args.reactors)?;
         println!(
-            "echo server ({:?} codec) listening on {bound}; Ctrl-C to stop",
-            args.codec
+            "echo server ({:?} codec, {} reactors) listening on {}; Ctrl-C to stop",
+            args.codec,
+            args.reactors,
+            server.local_addr()
         );
         server.join()?;
         return Ok(true);
@@ -480,13 +475,18 @@ fn run(args: Args) -> io::Result<bool> {
         print_report(&report);
         return Ok(report.mismatches == 0 && report.failed == 0);
     }
-    let (addr, server) = start_server("127.0.0.1:0".parse().expect("literal"), args.codec)?;
+    let server = start_server(
+        "127.0.0.1:0".parse().expect("literal"),
+        args.codec,
+        args.reactors,
+    )?;
+    let addr = server.local_addr();
     println!(
-        "echo server on {addr} ({:?} codec); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
-        args.codec, args.connections, args.messages, args.window, args.max_size
+        "echo server on {addr} ({:?} codec, {} reactors); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+        args.codec, args.reactors, args.connections, args.messages, args.window, args.max_size
     );
     let report = run_client(addr, plan);
-    server.handle().shutdown();
+    server.shutdown();
     server.join()?;
     let report = report?;
     print_report(&report);
