@@ -292,41 +292,24 @@ impl Sender {
     }
 }
 
-impl Handler<LengthFieldCodec> for Sender {
-    fn on_open(&mut self, session: &mut Session<LengthFieldCodec>) -> io::Result<()> {
+impl<C> Handler<C> for Sender
+where
+    C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
+{
+    fn on_open(&mut self, session: &mut Session<C>) -> io::Result<()> {
         self.send_next(session);
         Ok(())
     }
 
-    fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, echo: Bytes) {
+    fn on_message(&mut self, session: &mut Session<C>, echo: Bytes) {
         on_echo(self, session, echo)
     }
 
-    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<C>, error: &getty::Error) {
         log::error!("client session failed: {error}");
     }
 
-    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
-        let failed = self.received < self.plan.messages;
-        self.finish(failed);
-    }
-}
-
-impl Handler<LinesCodec> for Sender {
-    fn on_open(&mut self, session: &mut Session<LinesCodec>) -> io::Result<()> {
-        self.send_next(session);
-        Ok(())
-    }
-
-    fn on_message(&mut self, session: &mut Session<LinesCodec>, echo: Bytes) {
-        on_echo(self, session, echo)
-    }
-
-    fn on_error(&mut self, _: &mut Session<LinesCodec>, error: &getty::Error) {
-        log::error!("client session failed: {error}");
-    }
-
-    fn on_close(&mut self, _: &mut Session<LinesCodec>) {
+    fn on_close(&mut self, _: &mut Session<C>) {
         let failed = self.received < self.plan.messages;
         self.finish(failed);
     }

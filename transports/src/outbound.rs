@@ -111,6 +111,20 @@ impl Outbound {
     }
 }
 
+/// The writability a session should report next, given the last one reported. It moves
+/// one step at a time from the reported state, so a write that crosses the high watermark
+/// and a flush that drains below the low one at once are reported as both crossings: a
+/// handler that stopped producing on `false` must hear `true`.
+pub(crate) fn next_writability(reported: bool, queued: usize, high: usize, low: usize) -> bool {
+    if reported && queued >= high {
+        false
+    } else if !reported && queued <= low {
+        true
+    } else {
+        reported
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +196,17 @@ mod tests {
             }
             assert_eq!(drain(&mut copy, limit).got, expected, "limit {limit}");
         }
+    }
+
+    #[test]
+    fn writability_moves_one_crossing_at_a_time() {
+        let (high, low) = (100, 50);
+        assert!(!next_writability(true, 100, high, low), "crossing high");
+        assert!(next_writability(true, 99, high, low));
+        assert!(next_writability(false, 50, high, low), "drained to low");
+        assert!(!next_writability(false, 51, high, low));
+        // Reported writable, queue already drained: no crossing to report.
+        assert!(next_writability(true, 0, high, low));
     }
 
     #[test]

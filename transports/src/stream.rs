@@ -23,6 +23,7 @@ use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
 use mio::Interest;
 
 use crate::handle::SessionJob;
+use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::{Abort, Close, Error, Metrics};
 
@@ -383,17 +384,9 @@ where
             self.session.options.high_watermark,
             self.session.options.low_watermark,
         );
-        let queued = self.session.out.len();
-        // Move on from the last reported state only. A write can cross the high watermark
-        // (`Session::note_queued`) and the flush that follows drain the queue below the low
-        // one: that crossing must still be reported, then the drain, or a handler that
-        // stopped producing when it saw `is_writable() == false` never hears `true`.
         if self.session.writable == self.reported_writable {
-            if !self.session.writable && queued <= low {
-                self.session.writable = true;
-            } else if self.session.writable && queued >= high {
-                self.session.writable = false;
-            }
+            let queued = self.session.out.len();
+            self.session.writable = next_writability(self.reported_writable, queued, high, low);
         }
         if self.session.writable == self.reported_writable || self.phase != Phase::Open {
             return false;

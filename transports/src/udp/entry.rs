@@ -19,6 +19,7 @@ use super::batch::{self, RecvMeta};
 use super::queue::Step;
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
+use crate::outbound::next_writability;
 use crate::{Abort, Close, Error, Metrics};
 
 /// Told to the session's owner (a client) when the session ends.
@@ -397,15 +398,9 @@ where
             self.session.options.high_watermark,
             self.session.options.low_watermark,
         );
-        let queued = self.session.out.len();
-        // Move on from the last reported state only, so that a crossing followed at once
-        // by a drain is reported as both.
         if self.session.writable == self.reported_writable {
-            if !self.session.writable && queued <= low {
-                self.session.writable = true;
-            } else if self.session.writable && queued >= high {
-                self.session.writable = false;
-            }
+            let queued = self.session.out.len();
+            self.session.writable = next_writability(self.reported_writable, queued, high, low);
         }
         if self.session.writable == self.reported_writable || self.phase != Phase::Open {
             return false;
