@@ -23,10 +23,31 @@
 //! echoed message whatever the load generator managed to offer.
 //!
 //! Scenarios: (a) 1 connection x 1 in flight x 64 B, client and server pinned to one CPU;
-//! (b) 50 x 16 x 64 B; (c) 10 x 4 x 16 KiB. Then the idle-connection test: 10,000 idle
+//! (b) 50 x 16 x 64 B; (c) 10 x 4 x 16 KiB; (d) 100 x 16 x 64 B against servers on one and
+//! on two threads (see below). Then the idle-connection test: 10,000 idle
 //! connections (fewer if RLIMIT_NOFILE is too low) to each server, each in a child process
 //! of its own (this binary re-executed) so that neither sees the other's freed heap, and the
 //! growth of VmRSS per connection.
+//!
+//! Scenario (d), one reactor per core: the same load (one client thread, 100 x 16 x 64 B)
+//! against four servers:
+//! - `getty 1 reactor`: the single-reactor server above;
+//! - `getty 2 reuseport`: `TcpServer::builder().start_pool(2, ..)`, one `SO_REUSEPORT`
+//!   listener per reactor, so the kernel hashes each connection to a reactor;
+//! - `getty 2 handoff`: a `ReactorPool` of 2 reactors with no listener, plus an acceptor
+//!   thread (blocking std listener, backlog 1024) that hands each accepted connection
+//!   round-robin to a reactor with `handle.execute(|spawner| tcp::adopt(spawner, ..))`;
+//! - `tokio mt 2`: tokio's multi-thread runtime with 2 workers and the same task-per-
+//!   connection echo (the accept loop is a task too).
+//!
+//! "Server CPU" is then the sum over all the server's threads (reactors and acceptor, or
+//! tokio's workers), each read through its own CPU clock. The machine has only as many
+//! CPUs as there are reactors, and the load generator needs one of its own, so a second
+//! reactor buys CPU only if the client leaves some: the table shows the client's share and
+//! "other CPU", the CPU time the rest of the machine used during the window (another
+//! benchmark, a build): above 0.1 CPU the run is flagged as noisy, and with several rounds
+//! the figures are the medians of the quiet runs. It also shows how each run spread its 100
+//! sessions (and the messages) over the reactors.
 //!
 //! Environment:
 //! - `GETTY_BENCH_SECS` (default 5): measured seconds per run;
@@ -34,8 +55,10 @@
 //! - `GETTY_BENCH_ROUNDS` (default 1): runs per server and scenario, alternating the order;
 //!   the table shows the median of each figure;
 //! - `GETTY_BENCH_CONNS` (default 10000): idle connections for the RSS test;
-//! - `GETTY_BENCH_SCENARIOS` (default `abcr`): which of a, b, c and r (the RSS test) to run;
-//! - `GETTY_BENCH_ONLY` (`getty` or `tokio`): run one server only (for profiling);
+//! - `GETTY_BENCH_SCENARIOS` (default `abcdr`): which of a, b, c, d and r (the RSS test) to
+//!   run;
+//! - `GETTY_BENCH_ONLY` (`getty` or `tokio`): run one server only (for profiling; in (d),
+//!   the getty-rs servers or tokio's);
 //! - `GETTY_BENCH_TOKIO` (`framed` or `raw`): the tokio echo variant;
 //! - `GETTY_BENCH_TOKIO_BUF` (default 8192): the framed tokio echo's `BufReader` capacity
 //!   (scenario (c) depends on it: with 8 KiB tokio spends about three syscalls a message);
@@ -45,7 +68,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -54,10 +77,13 @@ use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::reactor::ReactorThread;
-use getty::tcp::TcpServer;
-use getty::{Handler, Reactor, Session};
+use getty::tcp::{self, Setup, TcpServer, TcpServerPool};
+use getty::{
+    Handler, Metrics, Reactor, ReactorHandle, ReactorPool, Session, SessionOptions, SocketOptions,
+};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Largest frame body either server accepts.
@@ -165,7 +191,7 @@ impl Config {
             rounds: env_f64("GETTY_BENCH_ROUNDS").map_or(1, |r| (r as usize).max(1)),
             rss_conns: env_f64("GETTY_BENCH_CONNS").map_or(default_conns, |c| c.max(1.0)) as usize,
             scenarios: std::env::var("GETTY_BENCH_SCENARIOS")
-                .unwrap_or_else(|_| "abcr".to_owned())
+                .unwrap_or_else(|_| "abcdr".to_owned())
                 .to_ascii_lowercase(),
             only,
             tokio_echo,
@@ -233,6 +259,88 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// Scenario (d): the load the issue's "one reactor per core" target is set at.
+fn scenario_d() -> Scenario {
+    Scenario {
+        key: 'd',
+        label: "(d) 100 conns x 16 x 64 B",
+        conns: 100,
+        in_flight: 16,
+        size: 64,
+        pin: false,
+    }
+}
+
+/// Worker threads (reactors, tokio workers) of the multi-threaded servers in scenario (d).
+const POOL_THREADS: usize = 2;
+
+/// The servers of scenario (d).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Multi {
+    /// The single-reactor getty-rs server of the other scenarios.
+    Getty1,
+    /// `start_pool(2, ..)`: one SO_REUSEPORT listener per reactor.
+    GettyReusePort,
+    /// One acceptor thread handing connections round-robin to 2 reactors.
+    GettyHandoff,
+    /// tokio's multi-thread runtime with 2 workers.
+    TokioMt,
+}
+
+impl Multi {
+    const ALL: [Multi; 4] = [
+        Multi::Getty1,
+        Multi::GettyReusePort,
+        Multi::GettyHandoff,
+        Multi::TokioMt,
+    ];
+
+    /// A name for the targets, without the "getty".
+    fn short(self) -> &'static str {
+        match self {
+            Multi::Getty1 => "1 reactor",
+            Multi::GettyReusePort => "2R reuseport",
+            Multi::GettyHandoff => "2R handoff",
+            Multi::TokioMt => "tokio mt",
+        }
+    }
+
+    /// Threads that do the server's work (the handoff acceptor aside: it only accepts).
+    fn workers(self) -> usize {
+        match self {
+            Multi::Getty1 => 1,
+            _ => POOL_THREADS,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Multi::Getty1 => "getty 1 reactor",
+            Multi::GettyReusePort => "getty 2 reuseport",
+            Multi::GettyHandoff => "getty 2 handoff",
+            Multi::TokioMt => "tokio mt 2",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Multi::TokioMt => Kind::Tokio,
+            _ => Kind::Getty,
+        }
+    }
+
+    fn start(self, tokio_echo: TokioEcho) -> io::Result<ServerThread> {
+        let mut server = match self {
+            Multi::Getty1 => start_getty()?,
+            Multi::GettyReusePort => start_getty_reuseport(POOL_THREADS)?,
+            Multi::GettyHandoff => start_getty_handoff(POOL_THREADS)?,
+            Multi::TokioMt => start_tokio_mt(POOL_THREADS, tokio_echo)?,
+        };
+        server.name = self.name();
+        Ok(server)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // OS helpers
 // ---------------------------------------------------------------------------------------
@@ -273,7 +381,17 @@ fn clock_now(clock: libc::clockid_t) -> Duration {
 
 /// (user, system) CPU time of thread `tid` of this process, in clock ticks.
 fn thread_user_sys_ticks(tid: libc::pid_t) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    user_sys_ticks(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// (user, system) CPU time of this whole process (all its threads), in clock ticks.
+fn process_user_sys_ticks() -> (u64, u64) {
+    user_sys_ticks("/proc/self/stat")
+}
+
+/// (user, system) clock ticks from a `stat` file of proc(5).
+fn user_sys_ticks(path: &str) -> (u64, u64) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The command name may contain spaces: the fields that matter follow its closing ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -345,6 +463,41 @@ fn cpu_jiffies() -> Vec<(usize, u64, u64)> {
             Some((cpu, total - idle, total))
         })
         .collect()
+}
+
+/// Busy and total jiffies summed over every CPU, and the number of CPUs.
+fn machine_jiffies() -> (u64, u64, usize) {
+    let cpus = cpu_jiffies();
+    let (busy, total) = cpus.iter().fold((0, 0), |(b, t), c| (b + c.1, t + c.2));
+    (busy, total, cpus.len())
+}
+
+/// Reads, at the start of a measured window, what the rest of the machine is doing.
+#[derive(Debug, Clone, Copy)]
+struct OtherLoad {
+    machine: (u64, u64, usize),
+    process: u64,
+}
+
+impl OtherLoad {
+    fn start() -> OtherLoad {
+        let (user, sys) = process_user_sys_ticks();
+        OtherLoad {
+            machine: machine_jiffies(),
+            process: user + sys,
+        }
+    }
+
+    /// CPUs (on average over the window) busy with anything but this process: other
+    /// processes, and interrupt work the kernel charged to no one.
+    fn cpus_since(&self) -> f64 {
+        let (busy, total, n) = machine_jiffies();
+        let (user, sys) = process_user_sys_ticks();
+        let other = busy.saturating_sub(self.machine.0) as f64
+            - (user + sys).saturating_sub(self.process) as f64;
+        let wall = total.saturating_sub(self.machine.1) as f64 / n.max(1) as f64;
+        (other / wall.max(1.0)).max(0.0)
+    }
 }
 
 /// The allowed CPU that was the least busy over the last 200 ms: pinning the single
@@ -427,17 +580,26 @@ impl Handler<LengthFieldCodec> for GettyEcho {
 
 enum Running {
     Getty(ReactorThread),
+    Pool(TcpServerPool),
+    Handoff {
+        reactors: ReactorPool,
+        stop: Arc<AtomicBool>,
+        acceptor: JoinHandle<io::Result<()>>,
+    },
     Tokio {
         stop: Arc<AtomicBool>,
         thread: JoinHandle<io::Result<()>>,
     },
 }
 
-/// A server running on a thread of its own.
+/// A server running on threads of its own.
 struct ServerThread {
-    kind: Kind,
+    name: &'static str,
     addr: SocketAddr,
-    ids: ThreadIds,
+    /// Every thread that does the server's work: their CPU time is the server's.
+    threads: Vec<ThreadIds>,
+    /// The server's reactors, in order (none for tokio).
+    reactors: Vec<ReactorHandle>,
     running: Running,
 }
 
@@ -449,11 +611,34 @@ impl ServerThread {
         }
     }
 
+    /// A metrics snapshot of each reactor, in order.
+    fn reactor_metrics(&self) -> io::Result<Vec<Metrics>> {
+        self.reactors.iter().map(Metrics::of).collect()
+    }
+
     fn stop(self) -> io::Result<()> {
         match self.running {
             Running::Getty(thread) => {
                 thread.handle().shutdown();
                 thread.join()
+            }
+            Running::Pool(pool) => {
+                pool.shutdown();
+                pool.join()
+            }
+            Running::Handoff {
+                reactors,
+                stop,
+                acceptor,
+            } => {
+                stop.store(true, Ordering::Release);
+                // Wake the acceptor so it sees the flag.
+                let _ = StdTcpStream::connect(self.addr);
+                let accepted = acceptor
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("acceptor panicked")));
+                reactors.shutdown();
+                accepted.and(reactors.join())
             }
             Running::Tokio { stop, thread } => {
                 stop.store(true, Ordering::Release);
@@ -467,10 +652,13 @@ impl ServerThread {
     }
 }
 
+/// The getty-rs server's setup hook: length-prefixed frames, the echo handler.
+fn getty_echo_setup(_: &mut Setup<'_>) -> io::Result<(LengthFieldCodec, GettyEcho)> {
+    Ok((LengthFieldCodec::default(), GettyEcho))
+}
+
 fn start_getty() -> io::Result<ServerThread> {
-    let server = TcpServer::bind("127.0.0.1:0", |_| {
-        Ok((LengthFieldCodec::default(), GettyEcho))
-    })?;
+    let server = TcpServer::bind("127.0.0.1:0", getty_echo_setup)?;
     let addr = server.local_addr();
     let (tx, rx) = mpsc::channel();
     let thread = Reactor::start_thread("getty-echo", move |reactor| {
@@ -482,11 +670,159 @@ fn start_getty() -> io::Result<ServerThread> {
         .recv()
         .map_err(|_| io::Error::other("getty server thread gone"))?;
     Ok(ServerThread {
-        kind: Kind::Getty,
+        name: Kind::Getty.name(),
         addr,
-        ids,
+        threads: vec![ids],
+        reactors: vec![thread.handle().clone()],
         running: Running::Getty(thread),
     })
+}
+
+/// Collects `(index, ids)` pairs sent by `n` threads, in index order.
+fn thread_ids_by_index(
+    rx: &mpsc::Receiver<(usize, ThreadIds)>,
+    n: usize,
+) -> io::Result<Vec<ThreadIds>> {
+    let mut ids: Vec<(usize, ThreadIds)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(
+            rx.recv_timeout(Duration::from_secs(10))
+                .map_err(|_| io::Error::other("a server thread did not report"))?,
+        );
+    }
+    ids.sort_by_key(|(index, _)| *index);
+    Ok(ids.into_iter().map(|(_, ids)| ids).collect())
+}
+
+/// `reactors` reactors, each with its own SO_REUSEPORT listener (`start_pool`).
+fn start_getty_reuseport(reactors: usize) -> io::Result<ServerThread> {
+    let (tx, rx) = mpsc::channel();
+    // `make_setup(i)` runs on reactor i's own thread: a good place to learn its ids.
+    let pool = TcpServer::builder().start_pool(reactors, "127.0.0.1:0", move |index| {
+        let _ = tx.send((index, current_thread_ids()));
+        getty_echo_setup
+    })?;
+    let threads = thread_ids_by_index(&rx, pool.reactors().len())?;
+    Ok(ServerThread {
+        name: Kind::Getty.name(),
+        addr: pool.local_addr(),
+        threads,
+        reactors: pool.reactors().handles(),
+        running: Running::Pool(pool),
+    })
+}
+
+/// `reactors` reactors without listeners, and one acceptor thread that hands each accepted
+/// connection to the next reactor in turn, where `tcp::adopt` makes it a session.
+fn start_getty_handoff(reactors: usize) -> io::Result<ServerThread> {
+    let (tx, rx) = mpsc::channel();
+    let pool = ReactorPool::start(reactors, move |index, _reactor| {
+        let _ = tx.send((index, current_thread_ids()));
+        Ok(())
+    })?;
+    let mut threads = thread_ids_by_index(&rx, pool.len())?;
+    let handles = pool.handles();
+
+    // A blocking listener with getty-rs's backlog: the acceptor has nothing else to do.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(1024)?;
+    let listener: StdTcpListener = socket.into();
+    let addr = listener.local_addr()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let workers = handles.clone();
+    let (ids_tx, ids_rx) = mpsc::channel();
+    let acceptor = std::thread::Builder::new()
+        .name("getty-acceptor".to_owned())
+        .spawn(move || -> io::Result<()> {
+            let _ = ids_tx.send(current_thread_ids());
+            for next in 0.. {
+                let stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        eprintln!("handoff accept: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                if stop_flag.load(Ordering::Acquire) {
+                    break;
+                }
+                workers[next % workers.len()].execute(move |spawner| {
+                    let (sockets, sessions) = (SocketOptions::default(), SessionOptions::default());
+                    let mut setup = getty_echo_setup;
+                    if let Err(e) = tcp::adopt(spawner, stream, &sockets, &sessions, &mut setup) {
+                        eprintln!("adopting a connection: {e}");
+                    }
+                })?;
+            }
+            Ok(())
+        });
+    let acceptor = match acceptor {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            pool.shutdown();
+            let _ = pool.join();
+            return Err(e);
+        }
+    };
+    threads.push(
+        ids_rx
+            .recv()
+            .map_err(|_| io::Error::other("acceptor thread gone"))?,
+    );
+    Ok(ServerThread {
+        name: Kind::Getty.name(),
+        addr,
+        threads,
+        reactors: handles,
+        running: Running::Handoff {
+            reactors: pool,
+            stop,
+            acceptor,
+        },
+    })
+}
+
+/// Accepts connections and spawns a task per connection, until `stop` is set (and a
+/// connection wakes the loop).
+async fn tokio_accept_loop(
+    listener: tokio::net::TcpListener,
+    stop: Arc<AtomicBool>,
+    variant: TokioEcho,
+) -> io::Result<()> {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or an aborted handshake: back off a little.
+                eprintln!("tokio accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // getty-rs sets TCP_NODELAY on every session by default; so does this.
+        let _ = stream.set_nodelay(true);
+        TOKIO_OPENED.fetch_add(1, Ordering::Relaxed);
+        match variant {
+            TokioEcho::Framed { buf } => {
+                tokio::spawn(async move {
+                    let _ = tokio_framed_echo(stream, buf).await;
+                });
+            }
+            TokioEcho::Raw => {
+                tokio::spawn(async move {
+                    let _ = tokio_raw_echo(stream).await;
+                });
+            }
+        }
+    }
 }
 
 fn start_tokio(variant: TokioEcho) -> io::Result<ServerThread> {
@@ -508,44 +844,68 @@ fn start_tokio(variant: TokioEcho) -> io::Result<ServerThread> {
                     }
                 };
                 let _ = tx.send(listener.local_addr().map(|a| (a, current_thread_ids())));
-                loop {
-                    let stream = match listener.accept().await {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            // Out of descriptors or an aborted handshake: back off a little.
-                            eprintln!("tokio accept: {e}");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    if stop_flag.load(Ordering::Acquire) {
-                        return Ok(());
-                    }
-                    // getty-rs sets TCP_NODELAY on every session by default; so does this.
-                    let _ = stream.set_nodelay(true);
-                    TOKIO_OPENED.fetch_add(1, Ordering::Relaxed);
-                    match variant {
-                        TokioEcho::Framed { buf } => {
-                            tokio::spawn(async move {
-                                let _ = tokio_framed_echo(stream, buf).await;
-                            });
-                        }
-                        TokioEcho::Raw => {
-                            tokio::spawn(async move {
-                                let _ = tokio_raw_echo(stream).await;
-                            });
-                        }
-                    }
-                }
+                tokio_accept_loop(listener, stop_flag, variant).await
             })
         })?;
     let (addr, ids) = rx
         .recv()
         .map_err(|_| io::Error::other("tokio server thread gone"))??;
     Ok(ServerThread {
-        kind: Kind::Tokio,
+        name: Kind::Tokio.name(),
         addr,
-        ids,
+        threads: vec![ids],
+        reactors: Vec::new(),
+        running: Running::Tokio { stop, thread },
+    })
+}
+
+/// tokio's multi-thread runtime with `workers` worker threads; the accept loop is a task
+/// like the connections, so all of the server's work happens on the workers (the thread
+/// that owns the runtime only waits for the accept loop to end).
+fn start_tokio_mt(workers: usize, variant: TokioEcho) -> io::Result<ServerThread> {
+    let (tx, rx) = mpsc::channel::<io::Result<SocketAddr>>();
+    let (ids_tx, ids_rx) = mpsc::channel::<(usize, ThreadIds)>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("tokio-mt".to_owned())
+        .spawn(move || -> io::Result<()> {
+            let started = Arc::new(AtomicUsize::new(0));
+            let ids_tx = std::sync::Mutex::new(ids_tx);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("tokio-mt-worker")
+                .on_thread_start(move || {
+                    let index = started.fetch_add(1, Ordering::Relaxed);
+                    let ids_tx = ids_tx.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = ids_tx.send((index, current_thread_ids()));
+                })
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = match tokio_listener() {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = tx.send(listener.local_addr());
+                tokio::spawn(tokio_accept_loop(listener, stop_flag, variant))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+            })
+        })?;
+    let addr = rx
+        .recv()
+        .map_err(|_| io::Error::other("tokio server thread gone"))??;
+    // The workers; a blocking-pool thread (none is expected) would report later.
+    let threads = thread_ids_by_index(&ids_rx, workers)?;
+    Ok(ServerThread {
+        name: "tokio mt",
+        addr,
+        threads,
+        reactors: Vec::new(),
         running: Running::Tokio { stop, thread },
     })
 }
@@ -620,19 +980,35 @@ struct ClientConn {
     sent: VecDeque<Instant>,
 }
 
-/// What one measured run produced.
+/// What one reactor of a server did over a whole run (warm-up included).
 #[derive(Debug, Clone, Copy)]
+struct ReactorShare {
+    sessions: u64,
+    messages: u64,
+    /// Loop turns (one poll each): messages per turn is how much each wake-up batches.
+    turns: u64,
+}
+
+/// What one measured run produced.
+#[derive(Debug, Clone)]
 struct Measurement {
     messages: u64,
     elapsed: Duration,
+    /// CPU time of all the server's threads.
     server_cpu: Duration,
+    /// CPU time of each of the server's threads, in `ServerThread::threads` order.
+    thread_cpu: Vec<Duration>,
     client_cpu: Duration,
+    /// CPUs kept busy by anything but this process, on average over the window.
+    other_cpus: f64,
+    /// Sessions and messages of each reactor (filled in after the run; none for tokio).
+    reactors: Vec<ReactorShare>,
     p50_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
     /// Share of the server thread's CPU time spent in the kernel (from /proc ticks).
     server_sys_share: f64,
-    /// Time the server thread was runnable but not running (other load on the machine).
+    /// Time the server threads were runnable but not running (summed over the threads).
     server_run_delay: Duration,
 }
 
@@ -655,6 +1031,14 @@ impl Measurement {
 
     fn client_util(&self) -> f64 {
         self.client_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+
+    /// The share of the server's CPU time each of its threads used.
+    fn thread_util(&self) -> Vec<f64> {
+        self.thread_cpu
+            .iter()
+            .map(|c| c.as_secs_f64() / self.elapsed.as_secs_f64())
+            .collect()
     }
 }
 
@@ -768,12 +1152,13 @@ impl ClientConn {
     }
 }
 
-/// Runs one scenario against the server at `addr` on the calling thread.
+/// Runs one scenario against the server at `addr` (whose threads are `server`) on the
+/// calling thread.
 fn drive(
     addr: SocketAddr,
     scenario: &Scenario,
     cfg: &Config,
-    server: ThreadIds,
+    server: &[ThreadIds],
 ) -> io::Result<Measurement> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
@@ -806,31 +1191,54 @@ fn drive(
     }
 
     let warm_end = start + cfg.warmup;
-    // (start of the measured window, server CPU then, client CPU then)
-    let mut window: Option<(Instant, Duration, Duration)> = None;
+    // Summed over the server's threads.
+    let cpu_of = |t: &ThreadIds| clock_now(t.cpu_clock);
+    let server_ticks = || {
+        server.iter().fold((0, 0), |(u, s), t| {
+            let (user, sys) = thread_user_sys_ticks(t.tid);
+            (u + user, s + sys)
+        })
+    };
+    let server_delay = || {
+        server
+            .iter()
+            .map(|t| thread_run_delay_ns(t.tid))
+            .sum::<u64>()
+    };
+    // (start of the measured window, each server thread's CPU then, client CPU then)
+    let mut window: Option<(Instant, Vec<Duration>, Duration)> = None;
     let mut ticks0 = (0, 0);
     let mut delay0 = 0;
+    let mut other = None;
     loop {
         let now = Instant::now();
-        match window {
+        match &window {
             None if now >= warm_end => {
                 hist.reset();
                 done = 0;
-                window = Some((now, clock_now(server.cpu_clock), this_thread_cpu()));
-                ticks0 = thread_user_sys_ticks(server.tid);
-                delay0 = thread_run_delay_ns(server.tid);
+                window = Some((now, server.iter().map(cpu_of).collect(), this_thread_cpu()));
+                ticks0 = server_ticks();
+                delay0 = server_delay();
+                other = Some(OtherLoad::start());
             }
-            Some((t0, server0, client0)) if now >= t0 + cfg.measure => {
-                let server_cpu = clock_now(server.cpu_clock) - server0;
-                let ticks1 = thread_user_sys_ticks(server.tid);
-                let delay = thread_run_delay_ns(server.tid).saturating_sub(delay0);
+            Some((t0, server0, client0)) if now >= *t0 + cfg.measure => {
+                let thread_cpu: Vec<Duration> = server
+                    .iter()
+                    .zip(server0)
+                    .map(|(t, c0)| cpu_of(t).saturating_sub(*c0))
+                    .collect();
+                let ticks1 = server_ticks();
+                let delay = server_delay().saturating_sub(delay0);
                 let (user, sys) = (ticks1.0 - ticks0.0, ticks1.1 - ticks0.1);
-                let client_cpu = this_thread_cpu() - client0;
+                let client_cpu = this_thread_cpu() - *client0;
                 return Ok(Measurement {
                     messages: done,
-                    elapsed: now - t0,
-                    server_cpu,
+                    elapsed: now - *t0,
+                    server_cpu: thread_cpu.iter().sum(),
+                    thread_cpu,
                     client_cpu,
+                    other_cpus: other.map_or(0.0, |o| o.cpus_since()),
+                    reactors: Vec::new(),
                     p50_ns: hist.value_at_quantile(0.50),
                     p99_ns: hist.value_at_quantile(0.99),
                     p999_ns: hist.value_at_quantile(0.999),
@@ -859,25 +1267,47 @@ fn drive(
 
 /// Starts a server, runs one scenario against it from a load-generator thread, stops it.
 fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurement> {
-    let server = ServerThread::start(kind, cfg.tokio_echo)?;
-    let (addr, ids) = (server.addr, server.ids);
+    run_against(ServerThread::start(kind, cfg.tokio_echo)?, scenario, cfg)
+}
+
+/// Runs one scenario against `server` from a load-generator thread, then stops it.
+fn run_against(server: ServerThread, scenario: &Scenario, cfg: &Config) -> io::Result<Measurement> {
+    let (addr, threads) = (server.addr, server.threads.clone());
     let pin_cpu = scenario.pin.then(idlest_cpu);
     let (scenario_copy, cfg_copy) = (scenario.clone(), cfg.clone());
     let client = std::thread::Builder::new().name("load".to_owned()).spawn(
         move || -> io::Result<Measurement> {
             if let Some(cpu) = pin_cpu {
                 pin_thread(0, cpu)?;
-                pin_thread(ids.tid, cpu)?;
+                for t in &threads {
+                    pin_thread(t.tid, cpu)?;
+                }
             }
-            drive(addr, &scenario_copy, &cfg_copy, ids)
+            drive(addr, &scenario_copy, &cfg_copy, &threads)
         },
     )?;
-    let result = client
+    let mut result = client
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("load generator panicked")));
-    let kind_name = server.kind.name();
+    if let Ok(m) = &mut result {
+        // Counted since the server started: each run has a fresh server.
+        match server.reactor_metrics() {
+            Ok(metrics) => {
+                m.reactors = metrics
+                    .iter()
+                    .map(|r| ReactorShare {
+                        sessions: r.sessions_opened,
+                        messages: r.messages_in,
+                        turns: r.reactor.turns,
+                    })
+                    .collect()
+            }
+            Err(e) => eprintln!("metrics of the {} server: {e}", server.name),
+        }
+    }
+    let name = server.name;
     if let Err(e) = server.stop() {
-        eprintln!("stopping the {kind_name} server: {e}");
+        eprintln!("stopping the {name} server: {e}");
     }
     result
 }
@@ -1122,6 +1552,279 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------
+// Scenario (d): one reactor per core
+// ---------------------------------------------------------------------------------------
+
+/// Above this many CPUs of other load during a window, a scenario (d) run is noisy: its
+/// servers already share the machine with the load generator, so the per-thread wait for a
+/// CPU says nothing about other load.
+const NOISY_OTHER_CPUS: f64 = 0.1;
+
+/// The runs of one server of scenario (d), summed up.
+struct MultiResult {
+    server: Multi,
+    /// The medians over the quiet runs (over all of them if none was quiet).
+    figures: Figures,
+    /// Every run, quiet or not.
+    runs: Vec<Measurement>,
+    /// How many runs were quiet.
+    quiet: usize,
+    /// The median other load of the runs the figures come from.
+    other_cpus: f64,
+}
+
+impl MultiResult {
+    fn noisy(&self) -> bool {
+        self.other_cpus > NOISY_OTHER_CPUS
+    }
+
+    /// Per-message CPU cost of the client, as the msgs/s it could drive with a whole CPU.
+    fn client_cap(&self) -> f64 {
+        self.figures.rate / self.figures.client_util.max(1e-9)
+    }
+
+    /// The msgs/s the server would reach with each worker thread busy on a CPU of its own,
+    /// at the cost per message measured here (a projection: batching changes with load).
+    fn server_cap(&self) -> f64 {
+        self.server.workers() as f64 * self.figures.per_cpu
+    }
+
+    /// The msgs/s at which the client and this server, at their measured costs per
+    /// message, would use every CPU not taken by other load.
+    fn machine_cap(&self, cpus: usize) -> f64 {
+        let f = &self.figures;
+        let room = (cpus as f64 - self.other_cpus).max(0.1);
+        room * f.rate / (f.server_util + f.client_util).max(1e-9)
+    }
+}
+
+/// Joins per-reactor figures as "a/b".
+fn per_reactor<T: std::fmt::Display>(values: impl Iterator<Item = T>) -> String {
+    values.map(|v| v.to_string()).collect::<Vec<_>>().join("/")
+}
+
+/// How one run spread sessions, messages and CPU over the server's threads: sessions,
+/// share of the messages (%), messages per loop turn, CPU of each thread (%).
+fn spread_of(m: &Measurement) -> (String, String, String, String) {
+    let util = m.thread_util();
+    let threads = per_reactor(util.iter().map(|u| format!("{:.0}", u * 100.0)));
+    if m.reactors.is_empty() {
+        return ("-".to_owned(), "-".to_owned(), "-".to_owned(), threads);
+    }
+    let per_turn = per_reactor(
+        m.reactors
+            .iter()
+            .map(|r| format!("{:.0}", r.messages as f64 / r.turns.max(1) as f64)),
+    );
+    let total = m.reactors.iter().map(|r| r.messages).sum::<u64>().max(1) as f64;
+    let sessions = per_reactor(m.reactors.iter().map(|r| r.sessions));
+    let messages = per_reactor(
+        m.reactors
+            .iter()
+            .map(|r| format!("{:.0}", r.messages as f64 * 100.0 / total)),
+    );
+    (sessions, messages, per_turn, threads)
+}
+
+fn run_multi(cfg: &Config, failures: &mut usize) -> Vec<MultiResult> {
+    let scenario = scenario_d();
+    let servers: Vec<Multi> = Multi::ALL
+        .into_iter()
+        .filter(|m| cfg.only.map_or(true, |only| only == m.kind()))
+        .collect();
+    let mut runs: Vec<(Multi, Measurement)> = Vec::new();
+    for round in 0..cfg.rounds {
+        // Each server goes first in turn.
+        let mut order = servers.clone();
+        order.rotate_left(round % servers.len().max(1));
+        for server in order {
+            let started = server.start(cfg.tokio_echo);
+            match started.and_then(|s| run_against(s, &scenario, cfg)) {
+                Ok(m) => runs.push((server, m)),
+                Err(e) => {
+                    *failures += 1;
+                    eprintln!("{} {}: {e}", scenario.label, server.name());
+                }
+            }
+        }
+    }
+    servers
+        .iter()
+        .filter_map(|&server| {
+            let mine: Vec<Measurement> = runs
+                .iter()
+                .filter(|(s, _)| *s == server)
+                .map(|(_, m)| m.clone())
+                .collect();
+            if mine.is_empty() {
+                return None;
+            }
+            // The figures come from the quiet runs when there are any.
+            let quiet: Vec<Measurement> = mine
+                .iter()
+                .filter(|m| m.other_cpus <= NOISY_OTHER_CPUS)
+                .cloned()
+                .collect();
+            let used = if quiet.is_empty() { &mine } else { &quiet };
+            Some(MultiResult {
+                server,
+                figures: Figures::of(used),
+                other_cpus: median(used.iter().map(|m| m.other_cpus).collect()),
+                quiet: quiet.len(),
+                runs: mine,
+            })
+        })
+        .collect()
+}
+
+fn print_multi(results: &[MultiResult], cpus: usize) {
+    let scenario = scenario_d();
+    println!();
+    println!(
+        "{}: one client thread; getty-rs on 1 and {POOL_THREADS} reactors, tokio's \
+         multi-thread runtime with {POOL_THREADS} workers",
+        scenario.label
+    );
+    println!(
+        "server              msgs/s   p50 µs   p99 µs p99.9 µs  msgs/srv-CPU-s  srv CPU (sys) \
+         srv wait  cli CPU  other  client cap  machine cap  srv cap  sessions  msgs %  msgs/turn  thread CPU %"
+    );
+    for r in results {
+        let f = &r.figures;
+        // The run whose rate is the median (or just above it) stands for the spread.
+        let mut by_rate: Vec<&Measurement> = r
+            .runs
+            .iter()
+            .filter(|m| r.quiet == 0 || m.other_cpus <= NOISY_OTHER_CPUS)
+            .collect();
+        by_rate.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let (sessions, messages, per_turn, threads) = spread_of(by_rate[by_rate.len() / 2]);
+        println!(
+            "{:<17} {:>9.0} {:>8.1} {:>8.1} {:>8.1} {:>15.0} {:>7.0}% ({:>3.0}%) {:>7.1}% {:>7.0}% \
+             {:>5.2} {:>11.0} {:>12.0} {:>8.0}  {:>8} {:>7} {:>10}  {}{}",
+            r.server.name(),
+            f.rate,
+            f.p50_us,
+            f.p99_us,
+            f.p999_us,
+            f.per_cpu,
+            f.server_util * 100.0,
+            f.server_sys_share * 100.0,
+            f.server_wait * 100.0,
+            f.client_util * 100.0,
+            r.other_cpus,
+            r.client_cap(),
+            r.machine_cap(cpus),
+            r.server_cap(),
+            sessions,
+            messages,
+            per_turn,
+            threads,
+            if r.noisy() {
+                "   NOISY: other load, rerun"
+            } else {
+                ""
+            }
+        );
+    }
+    if results.iter().any(|r| r.runs.len() > 1) {
+        for r in results {
+            let each: Vec<String> = r
+                .runs
+                .iter()
+                .map(|m| {
+                    let (sessions, _, _, _) = spread_of(m);
+                    format!(
+                        "{:.0}k/s {:.0}k/CPU-s {sessions}{}",
+                        m.rate() / 1e3,
+                        m.per_server_cpu_sec() / 1e3,
+                        if m.other_cpus > NOISY_OTHER_CPUS {
+                            format!(" (noisy: other {:.2})", m.other_cpus)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            println!(
+                "  each run, {} ({} quiet): {}",
+                r.server.name(),
+                r.quiet,
+                each.join("; ")
+            );
+        }
+    }
+
+    let find = |s: Multi| results.iter().find(|r| r.server == s);
+    println!("ratios                                   msgs/s   p50 µs   p99 µs  msgs/srv-CPU-s");
+    let pairs = [
+        (Multi::GettyReusePort, Multi::Getty1),
+        (Multi::GettyReusePort, Multi::TokioMt),
+        (Multi::GettyHandoff, Multi::Getty1),
+        (Multi::GettyHandoff, Multi::TokioMt),
+        (Multi::GettyHandoff, Multi::GettyReusePort),
+    ];
+    for (a, b) in pairs {
+        if let (Some(x), Some(y)) = (find(a), find(b)) {
+            let (f, g) = (&x.figures, &y.figures);
+            println!(
+                "{:<38} {:>7.2}x {:>7.2}x {:>7.2}x {:>14.2}x{}",
+                format!("{} / {}", a.name(), b.name()),
+                f.rate / g.rate,
+                f.p50_us / g.p50_us,
+                f.p99_us / g.p99_us,
+                f.per_cpu / g.per_cpu,
+                if x.noisy() || y.noisy() {
+                    "   (noisy)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    println!(
+        "  srv CPU: all server threads (reactors + acceptor, or tokio's workers) / wall time; \
+         srv wait: summed over them (the client competes for the same {cpus} CPUs); other: \
+         CPUs busy outside this process; client cap: msgs/s the one client thread could drive \
+         with a whole CPU; machine cap: msgs/s if client + server used all {cpus} CPUs (less \
+         other) at their measured costs; srv cap: msgs/s with each of the server's worker \
+         threads on a CPU of its own at the measured msgs/srv-CPU-s (a projection); \
+         sessions, msgs %, msgs/turn (messages per poll, warm-up included), thread CPU %: \
+         per reactor (then the acceptor), in the median run; with several rounds, the figures are the medians of \
+         the quiet runs"
+    );
+}
+
+/// The issue's targets for scenario (d): 2 reactors >= 1.6x one reactor and >= 1.2x tokio
+/// multi-thread, in msgs/s; CPU efficiency is shown alongside.
+fn print_multi_targets(results: &[MultiResult]) {
+    let find = |s: Multi| results.iter().find(|r| r.server == s);
+    for two in [Multi::GettyReusePort, Multi::GettyHandoff] {
+        let Some(x) = find(two) else { continue };
+        for (base, want) in [(Multi::Getty1, 1.6), (Multi::TokioMt, 1.2)] {
+            let Some(y) = find(base) else { continue };
+            let noisy = if x.noisy() || y.noisy() {
+                " (noisy run)"
+            } else {
+                ""
+            };
+            let rate = x.figures.rate / y.figures.rate;
+            println!(
+                "{:<48} {:>7.2}x     {}{noisy}",
+                format!("(d) {} msgs/s >= {want}x {}", two.short(), base.short()),
+                rate,
+                verdict(rate >= want)
+            );
+            println!(
+                "{:<48} {:>7.2}x     (for reference)",
+                format!("(d) {} msgs/srv-CPU-s vs {}", two.short(), base.short()),
+                x.figures.per_cpu / y.figures.per_cpu,
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // main
 // ---------------------------------------------------------------------------------------
 
@@ -1193,7 +1896,7 @@ fn main() {
             let mine: Vec<Measurement> = runs
                 .iter()
                 .filter(|(k, _)| *k == kind)
-                .map(|(_, m)| *m)
+                .map(|(_, m)| m.clone())
                 .collect();
             if mine.is_empty() {
                 continue;
@@ -1217,6 +1920,14 @@ fn main() {
             results.push((scenario.clone(), g, t));
         }
     }
+
+    let multi = if cfg.scenarios.contains('d') {
+        let multi = run_multi(&cfg, &mut failures);
+        print_multi(&multi, allowed_cpus().len());
+        multi
+    } else {
+        Vec::new()
+    };
 
     let mut rss: Vec<(Kind, RssResult)> = Vec::new();
     if cfg.scenarios.contains('r') {
@@ -1291,6 +2002,7 @@ fn main() {
             verdict(p99 <= 1.0)
         );
     }
+    print_multi_targets(&multi);
     for (kind, r) in &rss {
         let per = r.rss_per_conn();
         if *kind == Kind::Getty {
