@@ -554,3 +554,81 @@ fn handles_see_backpressure_and_wait_for_writability() {
         server.stop();
     });
 }
+
+/// Publishes the endpoint's handle when it opens.
+struct PublishDatagram(Sender<getty::udp::DatagramHandle<RawCodec>>);
+
+impl getty::udp::DatagramHandler<RawCodec> for PublishDatagram {
+    fn on_open(&mut self, s: &mut getty::udp::DatagramSession<RawCodec>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().expect("inside a callback"));
+        Ok(())
+    }
+    fn on_message(
+        &mut self,
+        _: &mut getty::udp::DatagramSession<RawCodec>,
+        _: Bytes,
+        _: SocketAddr,
+    ) {
+    }
+}
+
+#[test]
+fn threads_write_datagrams_through_an_endpoint_handle_in_order() {
+    watchdog(LIMIT, || {
+        const WRITERS: usize = 4;
+        const PER_WRITER: usize = 200;
+        let (tx, rx) = mpsc::channel();
+        let endpoint = getty::udp::UdpEndpoint::bind("127.0.0.1:0", move |_| {
+            Ok((RawCodec, PublishDatagram(tx.clone())))
+        })
+        .unwrap();
+        let reactor = Running::serve("udp-handles", endpoint);
+        let handle = rx.recv_timeout(STEP).expect("the endpoint opened");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        let to = peer.local_addr().unwrap();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    for seq in 0..PER_WRITER {
+                        let msg = Bytes::from(format!("{w}:{seq}"));
+                        let deadline = Instant::now() + STEP;
+                        while let Err(e) = handle.write_to(to, msg.clone()) {
+                            assert!(matches!(e, Error::Backpressure), "{e}");
+                            assert!(Instant::now() < deadline, "never writable again");
+                            let _ = handle.wait_writable(Duration::from_millis(50));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0usize; WRITERS];
+        let mut buf = [0u8; 64];
+        for _ in 0..WRITERS * PER_WRITER {
+            let (n, _) = peer.recv_from(&mut buf).expect("a datagram");
+            let text = std::str::from_utf8(&buf[..n]).unwrap();
+            let (w, seq) = text.split_once(':').unwrap();
+            let (w, seq): (usize, usize) = (w.parse().unwrap(), seq.parse().unwrap());
+            assert_eq!(seq, next[w], "writer {w}'s datagrams out of order");
+            next[w] += 1;
+        }
+        for w in writers {
+            w.join().expect("a writer");
+        }
+        handle.close().unwrap();
+        let deadline = Instant::now() + STEP;
+        while !handle.is_closed() {
+            assert!(Instant::now() < deadline, "the endpoint never closed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(
+            handle.write_to(to, Bytes::from_static(b"late")),
+            Err(Error::Closed)
+        ));
+        reactor.stop();
+    });
+}

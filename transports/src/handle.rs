@@ -119,37 +119,23 @@ impl Drop for InFlight {
 /// reactor.join().unwrap();
 /// ```
 pub struct SessionHandle<C> {
-    entry: EntryId,
-    reactor: ReactorHandle,
-    state: Arc<HandleState>,
-    session_id: u64,
+    core: HandleCore,
     _codec: PhantomData<fn() -> C>,
 }
 
 impl<C> Clone for SessionHandle<C> {
     fn clone(&self) -> Self {
         SessionHandle {
-            entry: self.entry,
-            reactor: self.reactor.clone(),
-            state: self.state.clone(),
-            session_id: self.session_id,
+            core: self.core.clone(),
             _codec: PhantomData,
         }
     }
 }
 
 impl<C: 'static> SessionHandle<C> {
-    pub(crate) fn new(
-        entry: EntryId,
-        reactor: ReactorHandle,
-        state: Arc<HandleState>,
-        session_id: u64,
-    ) -> Self {
+    pub(crate) fn new(core: HandleCore) -> Self {
         SessionHandle {
-            entry,
-            reactor,
-            state,
-            session_id,
+            core,
             _codec: PhantomData,
         }
     }
@@ -158,7 +144,7 @@ impl<C: 'static> SessionHandle<C> {
     ///
     /// See the [type-level example](SessionHandle).
     pub fn session_id(&self) -> u64 {
-        self.session_id
+        self.core.session_id()
     }
 
     /// Queues `message` for the session; its codec encodes it on the reactor thread.
@@ -169,48 +155,44 @@ impl<C: 'static> SessionHandle<C> {
         C: Encoder<T>,
         T: Send + 'static,
     {
-        self.post(move |session: &mut Session<C>| session.write(message))
+        self.core
+            .post(move |session: &mut Session<C>| session.write(message))
     }
 
     /// Queues raw bytes for the session, bypassing its codec.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn write_bytes(&self, bytes: Bytes) -> Result<(), Error> {
-        self.post(move |session: &mut Session<C>| session.write_bytes(bytes))
+        self.core
+            .post(move |session: &mut Session<C>| session.write_bytes(bytes))
     }
 
     /// Closes the session gracefully once the writes posted before this call are flushed.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn close(&self) -> Result<(), Error> {
-        self.check_open()?;
-        self.reactor
-            .send(self.entry, Box::new(Close))
-            .map_err(|_| Error::Closed)
+        self.core.close()
     }
 
     /// Resets the session now, discarding what is queued.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn abort(&self) -> Result<(), Error> {
-        self.check_open()?;
-        self.reactor
-            .send(self.entry, Box::new(Abort))
-            .map_err(|_| Error::Closed)
+        self.core.abort()
     }
 
     /// True once the session has ended.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn is_closed(&self) -> bool {
-        self.state.closed.load(Ordering::Acquire) || self.reactor.is_stopped()
+        self.core.is_closed()
     }
 
     /// False while the session is above its high watermark.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn is_writable(&self) -> bool {
-        self.state.is_writable()
+        self.core.is_writable()
     }
 
     /// Waits until the session is writable again, for at most `timeout`. Fails with
@@ -218,6 +200,66 @@ impl<C: 'static> SessionHandle<C> {
     ///
     /// See the [type-level example](SessionHandle).
     pub fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
+        self.core.wait_writable(timeout)
+    }
+}
+
+/// What every kind of session handle holds: where the session lives and what it shares.
+#[derive(Clone)]
+pub(crate) struct HandleCore {
+    entry: EntryId,
+    reactor: ReactorHandle,
+    state: Arc<HandleState>,
+    session_id: u64,
+}
+
+impl HandleCore {
+    /// A handle core for the session being called on this thread; `None` outside a
+    /// reactor callback. `state` is the session's shared state, made on first use.
+    pub(crate) fn current(
+        state: &mut Option<Arc<HandleState>>,
+        writable: bool,
+        session_id: u64,
+    ) -> Option<HandleCore> {
+        let (entry, reactor) = getty_reactor::current()?;
+        let state = state
+            .get_or_insert_with(|| Arc::new(HandleState::new(writable)))
+            .clone();
+        Some(HandleCore {
+            entry,
+            reactor,
+            state,
+            session_id,
+        })
+    }
+
+    pub(crate) fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.closed.load(Ordering::Acquire) || self.reactor.is_stopped()
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.state.is_writable()
+    }
+
+    pub(crate) fn close(&self) -> Result<(), Error> {
+        self.check_open()?;
+        self.reactor
+            .send(self.entry, Box::new(Close))
+            .map_err(|_| Error::Closed)
+    }
+
+    pub(crate) fn abort(&self) -> Result<(), Error> {
+        self.check_open()?;
+        self.reactor
+            .send(self.entry, Box::new(Abort))
+            .map_err(|_| Error::Closed)
+    }
+
+    pub(crate) fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         let mut writable = self
             .state
@@ -251,12 +293,14 @@ impl<C: 'static> SessionHandle<C> {
         Ok(())
     }
 
-    fn post<F>(&self, apply: F) -> Result<(), Error>
+    /// Sends `apply` to run on the session (of type `S`) on its reactor.
+    pub(crate) fn post<S, F>(&self, apply: F) -> Result<(), Error>
     where
-        F: FnOnce(&mut Session<C>) -> Result<(), Error> + Send + 'static,
+        S: 'static,
+        F: FnOnce(&mut S) -> Result<(), Error> + Send + 'static,
     {
         self.check_open()?;
-        if !self.is_writable() {
+        if !self.state.is_writable() {
             return Err(Error::Backpressure);
         }
         if self.state.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
@@ -264,14 +308,12 @@ impl<C: 'static> SessionHandle<C> {
             return Err(Error::Backpressure);
         }
         let in_flight = InFlight(self.state.clone());
+        let session_id = self.session_id;
         let job = SessionJob(Box::new(move |session: &mut dyn Any| {
             let _applied = in_flight;
-            if let Some(session) = session.downcast_mut::<Session<C>>() {
+            if let Some(session) = session.downcast_mut::<S>() {
                 if let Err(e) = apply(session) {
-                    log::debug!(
-                        "session {}: a handle's write was dropped: {e}",
-                        session.id()
-                    );
+                    log::debug!("session {session_id}: a handle's write was dropped: {e}");
                 }
             }
         }));

@@ -14,7 +14,7 @@ use getty_codec::Encoder;
 
 use getty_reactor::{EntryId, TimerId};
 
-use crate::handle::HandleState;
+use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
@@ -579,14 +579,9 @@ impl<C> Session<C> {
     where
         C: 'static,
     {
-        let (entry, reactor) = getty_reactor::current()?;
-        let writable = self.writable;
-        let state = self
-            .extras_mut()
-            .handle_state
-            .get_or_insert_with(|| Arc::new(HandleState::new(writable)))
-            .clone();
-        Some(SessionHandle::new(entry, reactor, state, self.id))
+        let (writable, id) = (self.writable, self.id);
+        let core = HandleCore::current(&mut self.extras_mut().handle_state, writable, id)?;
+        Some(SessionHandle::new(core))
     }
 
     pub(crate) fn extras_mut(&mut self) -> &mut Extras {

@@ -19,6 +19,7 @@ use super::batch::{self, RecvMeta};
 use super::queue::Step;
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
+use crate::handle::SessionJob;
 use crate::outbound::next_writability;
 use crate::{Abort, Close, Error, Metrics};
 
@@ -406,6 +407,9 @@ where
             return false;
         }
         self.reported_writable = self.session.writable;
+        if let Some(state) = &self.session.handle_state {
+            state.set_writable(self.reported_writable);
+        }
         self.lend_write_buffer(cx);
         self.handler
             .on_writability_changed(&mut self.session, self.reported_writable);
@@ -529,6 +533,9 @@ where
             self.handler.on_close(&mut self.session);
             cx.extension::<Metrics>().sessions_closed += 1;
         }
+        if let Some(state) = &self.session.handle_state {
+            state.mark_closed();
+        }
         self.release(cx);
         Status::Done
     }
@@ -621,6 +628,11 @@ where
             self.session.close();
         } else if command.is::<Abort>() {
             self.session.abort();
+        } else if let Ok(job) = command.downcast::<SessionJob>() {
+            if self.phase == Phase::Open {
+                self.lend_write_buffer(cx);
+                (job.0)(&mut self.session);
+            }
         }
         self.settle(cx)
     }

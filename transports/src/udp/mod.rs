@@ -76,12 +76,14 @@ mod batch;
 mod client;
 mod endpoint;
 mod entry;
+mod handle;
 mod queue;
 mod session;
 mod socket;
 
 pub use client::{UdpClient, UdpClientBuilder};
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use handle::DatagramHandle;
 pub use session::{DatagramHandler, DatagramSession, DatagramStats};
 
 /// The probe a [`UdpClient`] sends to verify a dial, unless told otherwise

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use getty_codec::{Decoder, Encoder};
 
 use super::queue::DatagramQueue;
+use crate::handle::{HandleCore, HandleState};
+use crate::udp::DatagramHandle;
 use crate::{Error, SessionOptions};
 
 /// The callbacks of a datagram socket, parallel to [`Handler`](crate::Handler).
@@ -256,6 +258,8 @@ pub struct DatagramSession<C, A = SocketAddr> {
     pub(crate) writable: bool,
     /// Set when the handler changed a timer option, so the entry re-arms.
     pub(crate) timers_changed: bool,
+    /// Shared with the session's handles, once one was made.
+    pub(crate) handle_state: Option<Arc<HandleState>>,
 }
 
 impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
@@ -284,6 +288,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
             close_request: None,
             writable: true,
             timers_changed: false,
+            handle_state: None,
         }
     }
 
@@ -374,6 +379,27 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
             return Err(not_connected());
         }
         self.queue(None, message)
+    }
+
+    /// A `Send + Clone` handle for writing to (and closing) this session from other threads;
+    /// `None` outside a reactor callback.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     let handle = s.handle().expect("inside a reactor callback");
+    ///     assert_eq!(handle.session_id(), s.id());
+    ///     assert!(!handle.is_closed());
+    /// });
+    /// ```
+    ///
+    /// See [`DatagramHandle`] for a whole example.
+    pub fn handle(&mut self) -> Option<DatagramHandle<C, A>>
+    where
+        C: 'static,
+        A: Send + 'static,
+    {
+        let core = HandleCore::current(&mut self.handle_state, self.writable, self.id)?;
+        Some(DatagramHandle::new(core))
     }
 
     /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
