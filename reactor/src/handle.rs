@@ -42,12 +42,16 @@ impl Shared {
 
     /// Marks the reactor as gone: later posts fail, and queued ones are dropped.
     pub(crate) fn mark_stopped(&self) {
-        self.stopped.store(true, Ordering::Release);
-        let mut queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        queue.clear();
+        let dropped = {
+            let mut queue = self
+                .queue
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            self.stopped.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
+        // Dropped outside the lock: a job's captures may post to this handle as they drop.
+        drop(dropped);
     }
 }
 

@@ -875,7 +875,12 @@ impl Context<'_> {
     /// });
     /// ```
     pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerId {
-        let deadline = self.core.now + delay;
+        // A delay past what an Instant can hold means "never" in practice: a century.
+        let deadline = self
+            .core
+            .now
+            .checked_add(delay)
+            .unwrap_or_else(|| self.core.now + Duration::from_secs(100 * 365 * 86_400));
         self.set_timer_at(deadline, tag)
     }
 

@@ -55,7 +55,8 @@ impl BufPool {
 
     /// Returns a buffer to the pool. Its contents are discarded. A buffer whose front was
     /// consumed (split off or advanced past) is reclaimed in place when nothing else shares
-    /// its memory; one still shared (a decoded frame is alive) or beyond `max_idle` is freed.
+    /// its memory; one still shared (a decoded frame is alive), one grown past twice the
+    /// pool's size, or one beyond `max_idle` is freed.
     ///
     /// ```
     /// let mut pool = getty_reactor::BufPool::new(1024, 1);
@@ -67,7 +68,9 @@ impl BufPool {
         // Consuming the front of a buffer shrinks its capacity() without freeing anything;
         // try_reclaim moves the start back without allocating when the memory is unshared.
         let whole = buf.capacity() >= self.buffer_size || buf.try_reclaim(self.buffer_size);
-        if whole && self.idle.len() < self.max_idle {
+        // A buffer grown for one huge frame would pin that memory for good: free it.
+        let oversized = buf.capacity() > 2 * self.buffer_size;
+        if whole && !oversized && self.idle.len() < self.max_idle {
             self.idle.push(buf);
         }
     }
@@ -116,6 +119,15 @@ mod tests {
         let again = pool.take();
         assert_eq!(again.as_ptr(), ptr, "the same memory, not a new allocation");
         assert!(again.capacity() >= 1024);
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_huge_frame_is_not_kept() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut buf = pool.take();
+        buf.reserve(16 << 20);
+        pool.give(buf);
+        assert_eq!(pool.idle(), 0);
     }
 
     #[test]

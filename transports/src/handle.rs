@@ -23,7 +23,7 @@ const MAX_IN_FLIGHT: usize = 4096;
 
 /// Work a handle sends to its session: it gets the session as `dyn Any` and downcasts it
 /// to the `Session<C>` its handle was made for.
-type SessionWork = Box<dyn FnOnce(&mut dyn Any) + Send>;
+type SessionWork = Box<dyn FnOnce(&mut dyn Any) -> Result<(), Error> + Send>;
 
 /// A job for a session, run on its reactor.
 pub(crate) struct SessionJob(pub(crate) SessionWork);
@@ -82,7 +82,10 @@ impl Drop for InFlight {
 ///   watermark (or with too many writes in flight) refuses with [`Error::Backpressure`] —
 ///   wait with [`wait_writable`](Self::wait_writable), bounded by a timeout.
 /// - A write accepted here can still be dropped if the session closes before the reactor
-///   applies it; [`is_closed`](Self::is_closed) tells afterwards.
+///   applies it; [`is_closed`](Self::is_closed) tells afterwards. A write the session
+///   cannot take when the reactor applies it (past the hard outbound bound, or one the
+///   codec refuses) ends the session with that error in `on_error`: a byte stream never
+///   gets a hole in the middle.
 ///
 /// ```
 /// use std::sync::mpsc;
@@ -308,13 +311,11 @@ impl HandleCore {
             return Err(Error::Backpressure);
         }
         let in_flight = InFlight(self.state.clone());
-        let session_id = self.session_id;
         let job = SessionJob(Box::new(move |session: &mut dyn Any| {
             let _applied = in_flight;
-            if let Some(session) = session.downcast_mut::<S>() {
-                if let Err(e) = apply(session) {
-                    log::debug!("session {session_id}: a handle's write was dropped: {e}");
-                }
+            match session.downcast_mut::<S>() {
+                Some(session) => apply(session),
+                None => Ok(()),
             }
         }));
         self.reactor

@@ -7,9 +7,9 @@
 //! "busy", drop). Results go back through a [`SessionHandle`](crate::SessionHandle).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use crate::Error;
@@ -17,7 +17,9 @@ use crate::Error;
 type Job = Box<dyn FnOnce() + Send>;
 
 struct Inner {
-    closed: AtomicBool,
+    /// True once shut down. Submitters hold the read lock across their check and send, and
+    /// shutdown takes the write lock to set it, so no job is queued behind the stop signal.
+    closed: RwLock<bool>,
     queues: Vec<SyncSender<Option<Job>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -59,7 +61,11 @@ impl Offload {
                 .spawn(move || {
                     // `None` is the signal to stop, queued behind the jobs before it.
                     while let Ok(Some(job)) = rx.recv() {
-                        job();
+                        // A panicking job must not take the worker (and every session
+                        // hashed to it) down with it.
+                        if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                            log::error!("an offloaded job panicked; the worker carries on");
+                        }
                     }
                 })?;
             queues.push(tx);
@@ -67,7 +73,7 @@ impl Offload {
         }
         Ok(Offload {
             inner: Arc::new(Inner {
-                closed: AtomicBool::new(false),
+                closed: RwLock::new(false),
                 queues,
                 threads: Mutex::new(threads),
             }),
@@ -80,7 +86,8 @@ impl Offload {
     ///
     /// See the [type-level example](Offload).
     pub fn submit(&self, key: u64, job: impl FnOnce() + Send + 'static) -> Result<(), Error> {
-        if self.inner.closed.load(Ordering::Acquire) {
+        let closed = self.inner.closed.read().unwrap_or_else(|p| p.into_inner());
+        if *closed {
             return Err(Error::Closed);
         }
         let queue = &self.inner.queues[(key % self.inner.queues.len() as u64) as usize];
@@ -96,7 +103,7 @@ impl Offload {
     ///
     /// See the [type-level example](Offload).
     pub fn shutdown(&self) {
-        self.inner.closed.store(true, Ordering::Release);
+        *self.inner.closed.write().unwrap_or_else(|p| p.into_inner()) = true;
         let threads =
             std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
         if threads.is_empty() {

@@ -5,6 +5,14 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
+/// The longest timeout the options keep: longer ones (`Duration::MAX` for "never", say)
+/// are clamped, so that deadlines computed from them cannot overflow an `Instant`.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+pub(crate) fn clamp_timeout(d: Duration) -> Duration {
+    d.min(MAX_TIMEOUT)
+}
+
 /// Limits and timers of one session. Every field has a sane default; the setup hook may
 /// change them per session.
 ///
@@ -71,7 +79,7 @@ impl SessionOptions {
     /// assert_eq!(o.get_cron_period(), Some(Duration::from_millis(50)));
     /// ```
     pub fn cron_period(mut self, period: Option<Duration>) -> Self {
-        self.cron_period = period.filter(|p| !p.is_zero());
+        self.cron_period = period.filter(|p| !p.is_zero()).map(clamp_timeout);
         self
     }
 
@@ -84,7 +92,7 @@ impl SessionOptions {
     /// assert_eq!(o.get_read_idle_timeout(), Some(Duration::from_secs(5)));
     /// ```
     pub fn read_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.read_idle_timeout = timeout.filter(|t| !t.is_zero());
+        self.read_idle_timeout = timeout.filter(|t| !t.is_zero()).map(clamp_timeout);
         self
     }
 
@@ -97,7 +105,7 @@ impl SessionOptions {
     /// assert_eq!(o.get_write_stall_timeout(), Duration::from_secs(1));
     /// ```
     pub fn write_stall_timeout(mut self, timeout: Duration) -> Self {
-        self.write_stall_timeout = timeout.max(Duration::from_millis(1));
+        self.write_stall_timeout = clamp_timeout(timeout.max(Duration::from_millis(1)));
         self
     }
 
@@ -112,7 +120,7 @@ impl SessionOptions {
     /// assert_eq!(o.get_linger_timeout(), Duration::from_millis(500));
     /// ```
     pub fn linger_timeout(mut self, timeout: Duration) -> Self {
-        self.linger_timeout = timeout;
+        self.linger_timeout = clamp_timeout(timeout);
         self
     }
 

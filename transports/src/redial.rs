@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use getty_reactor::{Context, TimerId};
 
+use crate::options::clamp_timeout;
 use crate::Error;
 
 /// The redial settings a client builder carries.
@@ -29,10 +30,10 @@ impl Default for RedialPolicy {
 
 impl RedialPolicy {
     pub(crate) fn backoff(self, min: Duration, max: Duration) -> Self {
-        let min = min.max(Duration::from_millis(1));
+        let min = clamp_timeout(min.max(Duration::from_millis(1)));
         RedialPolicy {
             min,
-            max: max.max(min),
+            max: clamp_timeout(max.max(min)),
             ..self
         }
     }

@@ -154,7 +154,14 @@ where
                     decoded.result?;
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
-                        cx.reschedule(Ready::READABLE);
+                        // Carry the peer's EOF over: the next turn must read on to it, as
+                        // epoll will not report it again.
+                        let ready = if peer_closing {
+                            Ready::READABLE | Ready::READ_CLOSED
+                        } else {
+                            Ready::READABLE
+                        };
+                        cx.reschedule(ready);
                         break;
                     }
                     // A short read emptied the socket's receive queue: the next bytes will
@@ -339,6 +346,11 @@ where
                 return Ok(());
             }
         }
+        // The handler wrote again after the last flush; no writable edge may come for it
+        // (that flush did not fill the socket), so flush the rest next turn.
+        if !self.session.out.is_empty() {
+            cx.reschedule(Ready::WRITABLE);
+        }
         Ok(())
     }
 
@@ -512,6 +524,19 @@ where
         Status::Done
     }
 
+    /// Ends a session that never opened: no callback, but its handles see it closed and
+    /// its owner hears that it ended.
+    fn end_unopened(&mut self, cx: &mut Context<'_>) -> Status {
+        self.phase = Phase::Closed;
+        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
+            state.mark_closed();
+        }
+        if let Some(owner) = self.owner() {
+            cx.send(owner, Box::new(SessionEnded(cx.id())));
+        }
+        Status::Done
+    }
+
     /// Calls `on_close` once, returns the buffers and tells the owner.
     fn close_session(&mut self, cx: &mut Context<'_>) {
         if matches!(self.phase, Phase::Lingering | Phase::Closed) {
@@ -554,7 +579,7 @@ where
             .register(&mut self.stream, cx.token(), interest)
         {
             log::warn!("session {}: cannot register socket: {e}", self.session.id());
-            return Status::Done;
+            return self.end_unopened(cx);
         }
         self.lend_write_buffer(cx);
         if let Err(e) = self.handler.on_open(&mut self.session) {
@@ -563,7 +588,6 @@ where
                 self.session.id(),
                 self.session.peer_addr()
             );
-            self.phase = Phase::Closed;
             cx.extension::<Metrics>().refused += 1;
             let _ = cx.registry().deregister(&mut self.stream);
             #[cfg(unix)]
@@ -571,10 +595,7 @@ where
                 .session
                 .socket()
                 .set_linger(Some(std::time::Duration::ZERO));
-            if let Some(owner) = self.owner() {
-                cx.send(owner, Box::new(SessionEnded(cx.id())));
-            }
-            return Status::Done;
+            return self.end_unopened(cx);
         }
         cx.extension::<Metrics>().sessions_opened += 1;
         self.session.timers_changed = true;
@@ -628,7 +649,11 @@ where
             self.session.abort();
         } else if let Ok(job) = command.downcast::<SessionJob>() {
             self.lend_write_buffer(cx);
-            (job.0)(&mut self.session);
+            match (job.0)(&mut self.session) {
+                Ok(()) | Err(Error::Closed) => {}
+                // Dropping it would leave a hole in the stream: end the session instead.
+                Err(e) => return self.fail(cx, e),
+            }
         }
         self.settle(cx)
     }

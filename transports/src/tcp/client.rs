@@ -18,6 +18,7 @@ use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
 use mio::net::TcpStream;
 use mio::Interest;
 
+use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
 use crate::session::Handler;
 use crate::stream::SessionEnded;
@@ -83,7 +84,7 @@ impl TcpClientBuilder {
     ///     .connect_timeout(std::time::Duration::from_millis(500));
     /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self.connect_timeout = clamp_timeout(timeout.max(Duration::from_millis(1)));
         self
     }
 

@@ -26,6 +26,7 @@ use socket2::SockRef;
 use super::entry::{DatagramEnded, DatagramEntry};
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
 use crate::{Close, Error, SessionOptions};
 
@@ -111,7 +112,7 @@ impl UdpClientBuilder {
     ///     .probe_wait(std::time::Duration::from_millis(200));
     /// ```
     pub fn probe_wait(mut self, wait: Duration) -> Self {
-        self.probe_wait = wait.max(Duration::from_millis(1));
+        self.probe_wait = clamp_timeout(wait.max(Duration::from_millis(1)));
         self
     }
 

@@ -631,7 +631,14 @@ where
         } else if let Ok(job) = command.downcast::<SessionJob>() {
             if self.phase == Phase::Open {
                 self.lend_write_buffer(cx);
-                (job.0)(&mut self.session);
+                match (job.0)(&mut self.session) {
+                    Ok(()) | Err(Error::Closed) => {}
+                    // Datagrams stand alone: count the one refused, report it, carry on.
+                    Err(e) => {
+                        self.session.stats.dropped_out += 1;
+                        self.handler.on_error(&mut self.session, &e);
+                    }
+                }
             }
         }
         self.settle(cx)
