@@ -927,7 +927,8 @@ impl Context<'_> {
         self.core.insert(entry)
     }
 
-    /// A new group to spawn entries into; `None` once this reactor has handed out 65,535.
+    /// A new group to spawn entries into; `None` once this reactor has handed out 65,534
+    /// (a server that gets none spawns its sessions ungrouped, and cannot close them all).
     ///
     /// See [`GroupId`].
     pub fn new_group(&mut self) -> Option<GroupId> {

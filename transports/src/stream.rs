@@ -27,14 +27,18 @@ use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::{Abort, Close, Error, Metrics};
 
-/// A socket a session can run over. Sealed to sockets: `read` is handed uninitialised
-/// memory, which is sound only for a reader that never looks at the buffer (a syscall).
+/// A socket a session can run over.
 pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
     fn shutdown_write(&self) -> io::Result<()>;
     fn take_socket_error(&self) -> io::Result<Option<io::Error>>;
+    /// Reads into uninitialised memory (no zeroing of the read buffer first).
+    fn recv_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
 }
 
 impl Stream for mio::net::TcpStream {
+    fn recv_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        socket2::SockRef::from(self).recv(buf)
+    }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
@@ -688,13 +692,9 @@ impl<S, C, H> Drop for StreamEntry<S, C, H> {
 
 /// Reads into the spare capacity of `buf` without zeroing it first.
 fn read_into<S: Stream>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    let spare: &mut [MaybeUninit<u8>] = buf.spare_capacity_mut();
-    // SAFETY: `Stream` is implemented only for sockets, whose `read` is a syscall that
-    // writes into the buffer and never reads it, so uninitialised bytes are never observed.
-    // `read` returns how many bytes it initialised, and only those are added to the length.
-    let dst = unsafe { &mut *(spare as *mut [MaybeUninit<u8>] as *mut [u8]) };
-    let n = stream.read(dst)?;
-    // SAFETY: the first `n` spare bytes were just written by the kernel.
+    let n = stream.recv_uninit(buf.spare_capacity_mut())?;
+    // SAFETY: recv initialised the first `n` spare bytes (it never reports more than the
+    // buffer it was given).
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }
