@@ -2195,3 +2195,48 @@ fn a_codec_that_consumes_nothing_is_reported_not_looped_on() {
         events.check_contract();
     });
 }
+
+/// Refuses every session in `on_open`, counting the attempts.
+struct RefuseAll(Arc<AtomicUsize>);
+
+impl Handler<LengthFieldCodec> for RefuseAll {
+    fn on_open(&mut self, _: &mut Session<LengthFieldCodec>) -> io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(io::Error::other("not today"))
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+}
+
+#[test]
+fn a_client_whose_sessions_are_refused_in_on_open_backs_off_and_gives_up() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, _events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let attempts_in = attempts.clone();
+        let client = TcpClient::builder()
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .max_consecutive_failures(Some(3))
+            .build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), RefuseAll(attempts_in.clone())))
+            })
+            .unwrap();
+        let (reactor, _) = Running::spawn("refusing-client", client);
+        let deadline = Instant::now() + STEP;
+        while reactor.entry_count() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the client kept redialling ({} attempts)",
+                attempts.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            attempts.load(Ordering::SeqCst),
+            3,
+            "one attempt per allowed failure"
+        );
+        reactor.stop();
+        server.stop();
+    });
+}

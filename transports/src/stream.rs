@@ -53,8 +53,15 @@ struct Decoding {
     result: Result<(), Error>,
 }
 
-/// Told to the session's owner (a client) when the session ends.
-pub(crate) struct SessionEnded(pub(crate) EntryId);
+/// Told to the session's owner (a client) when the session ends; `opened` is false for a
+/// session that never got past `on_open`.
+pub(crate) struct SessionEnded {
+    pub(crate) id: EntryId,
+    pub(crate) opened: bool,
+}
+
+/// Told to the session's owner (a client) when `on_open` accepted the session.
+pub(crate) struct SessionOpened;
 
 /// A partial frame at most this long is moved out of a pooled buffer into a small one of
 /// its own, so that thousands of sessions waiting on a few header bytes do not each pin
@@ -536,7 +543,11 @@ where
             state.mark_closed();
         }
         if let Some(owner) = self.owner() {
-            cx.send(owner, Box::new(SessionEnded(cx.id())));
+            let ended = SessionEnded {
+                id: cx.id(),
+                opened: false,
+            };
+            cx.send(owner, Box::new(ended));
         }
         Status::Done
     }
@@ -565,7 +576,11 @@ where
             }
         }
         if let Some(owner) = self.owner() {
-            cx.send(owner, Box::new(SessionEnded(cx.id())));
+            let ended = SessionEnded {
+                id: cx.id(),
+                opened: true,
+            };
+            cx.send(owner, Box::new(ended));
         }
     }
 }
@@ -602,6 +617,9 @@ where
             return self.end_unopened(cx);
         }
         cx.extension::<Metrics>().sessions_opened += 1;
+        if let Some(owner) = self.owner() {
+            cx.send(owner, Box::new(SessionOpened));
+        }
         self.session.timers_changed = true;
         self.settle(cx)
     }

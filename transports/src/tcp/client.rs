@@ -21,7 +21,7 @@ use mio::Interest;
 use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
 use crate::session::Handler;
-use crate::stream::SessionEnded;
+use crate::stream::{SessionEnded, SessionOpened};
 use crate::tcp::server::prepare;
 use crate::tcp::Setup;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
@@ -279,10 +279,9 @@ where
             Some(cx.id()),
         );
         match session {
-            Some(session) => {
-                self.redial.succeeded();
-                self.sessions.push(cx.spawn(Box::new(session)));
-            }
+            // Success is counted when on_open accepts the session (SessionOpened), so a
+            // server that accepts and then refuses every connection still backs off.
+            Some(session) => self.sessions.push(cx.spawn(Box::new(session))),
             None => {
                 cx.extension::<Metrics>().refused += 1;
                 self.note_failure(Error::Io(io::Error::other("setup refused the connection")))
@@ -358,8 +357,21 @@ where
             }
             Err(other) => Some(other),
         };
+        let command = match command.map(|c| c.downcast::<SessionOpened>()) {
+            Some(Ok(_)) => {
+                self.redial.succeeded();
+                None
+            }
+            Some(Err(other)) => Some(other),
+            None => None,
+        };
         if let Some(ended) = command.and_then(|c| c.downcast::<SessionEnded>().ok()) {
-            self.sessions.retain(|id| *id != ended.0);
+            self.sessions.retain(|id| *id != ended.id);
+            if !ended.opened {
+                self.note_failure(Error::Io(io::Error::other(
+                    "the session was refused in on_open",
+                )));
+            }
         }
         if self.check_gave_up(cx) == Status::Done {
             return Status::Done;
