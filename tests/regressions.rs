@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, RawCodec};
-use getty::reactor::BufPool;
+use getty::reactor::{BufPool, ReactorThread};
 use getty::tcp::TcpServer;
 use getty::{Handler, Reactor, Session, SessionHandle, SessionOptions, SocketOptions};
 
@@ -146,44 +146,62 @@ impl Handler<RawCodec> for Publish {
     fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
 }
 
-#[test]
-fn handle_writes_past_the_bound_end_the_session_without_a_hole() {
-    const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// A server that publishes its session's handle, a client connected to it, and that
+/// handle, with the reactor kept busy for 300 ms so that handle writes queue up behind it
+/// (a reactor that falls behind its writers, which is what MAX_IN_FLIGHT is meant to bound).
+fn handle_behind_a_busy_reactor(name: &str) -> (ReactorThread, TcpStream, SessionHandle<RawCodec>) {
     let (tx, rx) = mpsc::channel();
     let server = TcpServer::builder()
         .bind("127.0.0.1:0", move |_| Ok((RawCodec, Publish(tx.clone()))))
         .unwrap();
     let addr = server.local_addr();
-    let reactor = Reactor::start_thread("c", move |r| {
+    let reactor = Reactor::start_thread(name, move |r| {
         r.spawn(Box::new(server));
         Ok(())
     })
     .unwrap();
-    let mut c = TcpStream::connect(addr).unwrap();
-    let h = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    // Keep the reactor busy for a moment so that the posts queue up (a reactor that falls
-    // behind its writers, which is what MAX_IN_FLIGHT is meant to bound).
+    let client = TcpStream::connect(addr).unwrap();
+    let handle = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     reactor
         .handle()
         .execute(|_| std::thread::sleep(Duration::from_millis(300)))
         .unwrap();
-    let mut accepted = 0u64;
-    for i in 0..200u64 {
-        let mut chunk = vec![0u8; CHUNK];
-        chunk[..8].copy_from_slice(&i.to_be_bytes());
-        if h.write_bytes(Bytes::from(chunk)).is_ok() {
-            accepted += 1;
-        }
-    }
+    (reactor, client, handle)
+}
+
+/// A chunk that starts with its sequence number.
+fn numbered_chunk(seq: u64) -> Bytes {
+    let mut chunk = vec![0u8; CHUNK];
+    chunk[..8].copy_from_slice(&seq.to_be_bytes());
+    Bytes::from(chunk)
+}
+
+/// Posts chunks 0..200 through the handle; returns the numbers it accepted.
+fn post_numbered_chunks(handle: &SessionHandle<RawCodec>) -> Vec<u64> {
+    (0..200u64)
+        .filter(|&seq| handle.write_bytes(numbered_chunk(seq)).is_ok())
+        .collect()
+}
+
+/// The sequence numbers of the chunks received.
+fn sequence_numbers(got: &[u8]) -> Vec<u64> {
+    got.chunks(CHUNK)
+        .map(|ch| u64::from_be_bytes(ch[..8].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn handle_writes_past_the_bound_end_the_session_without_a_hole() {
+    let (reactor, mut c, h) = handle_behind_a_busy_reactor("c");
+    let accepted = post_numbered_chunks(&h).len() as u64;
     std::thread::sleep(Duration::from_millis(500));
     h.close().ok();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut got = Vec::new();
     let _ = c.read_to_end(&mut got);
-    let seqs: Vec<u64> = got
-        .chunks(CHUNK)
-        .map(|ch| u64::from_be_bytes(ch[..8].try_into().unwrap()))
-        .collect();
+    let seqs = sequence_numbers(&got);
     let gap = seqs
         .windows(2)
         .find(|w| w[1] != w[0] + 1)
@@ -297,31 +315,8 @@ fn eof_after_the_read_budget_is_seen_default_options() {
 
 #[test]
 fn a_well_behaved_producer_never_sees_a_hole() {
-    const CHUNK: usize = 64 * 1024;
-    let (tx, rx) = mpsc::channel();
-    let server = TcpServer::builder()
-        .bind("127.0.0.1:0", move |_| Ok((RawCodec, Publish(tx.clone()))))
-        .unwrap();
-    let addr = server.local_addr();
-    let reactor = Reactor::start_thread("c2", move |r| {
-        r.spawn(Box::new(server));
-        Ok(())
-    })
-    .unwrap();
-    let mut c = TcpStream::connect(addr).unwrap();
-    let h = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    reactor
-        .handle()
-        .execute(|_| std::thread::sleep(Duration::from_millis(300)))
-        .unwrap();
-    let mut ok = Vec::new();
-    for i in 0..200u64 {
-        let mut chunk = vec![0u8; CHUNK];
-        chunk[..8].copy_from_slice(&i.to_be_bytes());
-        if h.write_bytes(Bytes::from(chunk)).is_ok() {
-            ok.push(i);
-        }
-    }
+    let (reactor, mut c, h) = handle_behind_a_busy_reactor("c2");
+    let mut ok = post_numbered_chunks(&h);
     // The well-behaved producer: wait for writability, then go on.
     let reader = std::thread::spawn(move || {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -330,19 +325,14 @@ fn a_well_behaved_producer_never_sees_a_hole() {
         got
     });
     if h.wait_writable(Duration::from_secs(10)).is_ok() {
-        let mut chunk = vec![0u8; CHUNK];
-        chunk[..8].copy_from_slice(&1000u64.to_be_bytes());
-        if h.write_bytes(Bytes::from(chunk)).is_ok() {
+        if h.write_bytes(numbered_chunk(1000)).is_ok() {
             ok.push(1000);
         }
         std::thread::sleep(Duration::from_millis(300));
         let _ = h.close();
     }
     let got = reader.join().unwrap();
-    let seqs: Vec<u64> = got
-        .chunks(CHUNK)
-        .map(|ch| u64::from_be_bytes(ch[..8].try_into().unwrap()))
-        .collect();
+    let seqs = sequence_numbers(&got);
     reactor.handle().shutdown();
     reactor.join().unwrap();
     assert!(

@@ -588,10 +588,6 @@ impl<C> Session<C> {
         self.extras.get_or_insert_with(Box::default)
     }
 
-    pub(crate) fn decoder(&mut self) -> &mut C {
-        &mut self.codec
-    }
-
     fn check_open(&self) -> Result<(), Error> {
         if self.close_request.is_some() {
             return Err(Error::Closed);

@@ -205,7 +205,7 @@ where
         let max = self.session.options.max_message_len;
         while !self.session.is_closing() {
             let before = self.rbuf.len();
-            match self.session.decoder().decode(&mut self.rbuf)? {
+            match self.session.codec_mut().decode(&mut self.rbuf)? {
                 Decoded::Frame(message) => {
                     if self.rbuf.len() == before {
                         return Err(Error::CodecConsumedNothing);
