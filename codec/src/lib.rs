@@ -32,10 +32,12 @@ use std::fmt;
 
 pub use bytes::{Bytes, BytesMut};
 
+pub mod filter;
 mod length;
 mod lines;
 mod raw;
 
+pub use filter::Compression;
 pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};
 pub use raw::RawCodec;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use getty_codec::filter::{FilterError, FilterErrorKind};
 use getty_codec::CodecError;
 
 /// Why a session ended abnormally (seen in `Handler::on_error`) or why a call was refused.
@@ -41,6 +42,11 @@ pub enum Error {
     WriteStalled(Duration),
     /// A connect did not complete within the client's connect timeout.
     ConnectTimeout(Duration),
+    /// A filter (TLS, compression) refused the peer's bytes or failed its handshake.
+    Filter(FilterError),
+    /// A handshake (TLS, WebSocket upgrade) did not complete within the session's handshake
+    /// timeout.
+    HandshakeTimeout(Duration),
     /// A write would take the outbound queue past its hard bound; nothing was queued.
     QueueFull {
         /// Bytes queued before the write.
@@ -68,7 +74,7 @@ impl Error {
         matches!(
             self,
             Error::Codec(_) | Error::MessageTooLong { .. } | Error::UnexpectedEof { .. }
-        )
+        ) || matches!(self, Error::Filter(e) if e.kind() == FilterErrorKind::Malformed)
     }
 }
 
@@ -92,6 +98,8 @@ impl fmt::Display for Error {
             Error::ReadIdle(t) => write!(f, "nothing read for {t:?} (read-idle timeout)"),
             Error::WriteStalled(t) => write!(f, "queued bytes not written for {t:?} (write stall)"),
             Error::ConnectTimeout(t) => write!(f, "connect timed out after {t:?}"),
+            Error::Filter(e) => write!(f, "filter error: {e}"),
+            Error::HandshakeTimeout(t) => write!(f, "handshake not done after {t:?}"),
             Error::QueueFull {
                 queued,
                 adding,
@@ -113,6 +121,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io(e) => Some(e),
             Error::Codec(e) => Some(e),
+            Error::Filter(e) => Some(e),
             _ => None,
         }
     }
@@ -130,6 +139,12 @@ impl From<CodecError> for Error {
     }
 }
 
+impl From<FilterError> for Error {
+    fn from(e: FilterError) -> Self {
+        Error::Filter(e)
+    }
+}
+
 impl From<Error> for io::Error {
     /// For callers that want `std::io::Result`: I/O errors pass through, the rest keep their
     /// text under a fitting kind.
@@ -140,9 +155,11 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidData
             }
             Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
-            Error::ReadIdle(_) | Error::WriteStalled(_) | Error::ConnectTimeout(_) => {
-                io::ErrorKind::TimedOut
-            }
+            Error::Filter(_) => io::ErrorKind::InvalidData,
+            Error::ReadIdle(_)
+            | Error::WriteStalled(_)
+            | Error::ConnectTimeout(_)
+            | Error::HandshakeTimeout(_) => io::ErrorKind::TimedOut,
             Error::QueueFull { .. } | Error::Backpressure => io::ErrorKind::WouldBlock,
             Error::Closed => io::ErrorKind::NotConnected,
         };

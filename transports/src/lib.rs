@@ -41,6 +41,7 @@
 //! ```
 
 mod error;
+mod filtered;
 mod handle;
 mod metrics;
 mod offload;

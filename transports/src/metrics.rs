@@ -104,9 +104,10 @@ impl Metrics {
         match error {
             Error::Io(_) => self.errors_io += 1,
             e if e.is_bad_input() => self.errors_bad_input += 1,
-            Error::ReadIdle(_) | Error::WriteStalled(_) | Error::ConnectTimeout(_) => {
-                self.errors_timeout += 1
-            }
+            Error::ReadIdle(_)
+            | Error::WriteStalled(_)
+            | Error::ConnectTimeout(_)
+            | Error::HandshakeTimeout(_) => self.errors_timeout += 1,
             _ => self.errors_other += 1,
         }
     }

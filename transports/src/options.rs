@@ -3,6 +3,7 @@
 use std::io;
 use std::time::Duration;
 
+use getty_codec::Compression;
 use socket2::{SockRef, TcpKeepalive};
 
 /// The longest timeout the options keep: longer ones (`Duration::MAX` for "never", say)
@@ -33,6 +34,8 @@ pub struct SessionOptions {
     pub(crate) read_idle_timeout: Option<Duration>,
     pub(crate) write_stall_timeout: Duration,
     pub(crate) linger_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) compression: Option<Compression>,
     pub(crate) high_watermark: usize,
     pub(crate) low_watermark: usize,
     pub(crate) max_outbound: usize,
@@ -41,7 +44,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     /// 1 MiB messages; no cron and no idle timeout (an idle session costs no wake-ups);
-    /// 30 s write stall; 2 s linger after a graceful close; watermarks 64 KiB / 32 KiB; 4 MiB hard outbound bound; 256 KiB read
+    /// 30 s write stall; 2 s linger after a graceful close; 10 s handshake; no compression; watermarks 64 KiB / 32 KiB; 4 MiB hard outbound bound; 256 KiB read
     /// per session per loop turn.
     fn default() -> Self {
         SessionOptions {
@@ -50,6 +53,8 @@ impl Default for SessionOptions {
             read_idle_timeout: None,
             write_stall_timeout: Duration::from_secs(30),
             linger_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(10),
+            compression: None,
             high_watermark: 64 * 1024,
             low_watermark: 32 * 1024,
             max_outbound: 4 << 20,
@@ -132,6 +137,53 @@ impl SessionOptions {
     /// ```
     pub fn get_linger_timeout(&self) -> Duration {
         self.linger_timeout
+    }
+
+    /// How long a handshake (TLS, WebSocket upgrade) may take before the session ends with
+    /// `Error::HandshakeTimeout`: slow or silent peers (slowloris) cannot hold a session.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = getty_transports::SessionOptions::default().handshake_timeout(Duration::from_secs(3));
+    /// assert_eq!(o.get_handshake_timeout(), Duration::from_secs(3));
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = clamp_timeout(timeout);
+        self
+    }
+
+    /// See [`handshake_timeout`](Self::handshake_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(getty_transports::SessionOptions::default().get_handshake_timeout(), Duration::from_secs(10));
+    /// ```
+    pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// Compresses the session's byte stream with one continuous deflate stream per
+    /// direction (getty's compressed sessions); `None`, the default, sends bytes as they
+    /// are. Both peers must agree. Each write batch is sync-flushed, so every message is
+    /// decodable by the peer as it arrives.
+    ///
+    /// ```
+    /// use getty_codec::Compression;
+    /// let o = getty_transports::SessionOptions::default().compression(Some(Compression::Fast));
+    /// assert_eq!(o.get_compression(), Some(Compression::Fast));
+    /// ```
+    pub fn compression(mut self, level: Option<Compression>) -> Self {
+        self.compression = level;
+        self
+    }
+
+    /// See [`compression`](Self::compression).
+    ///
+    /// ```
+    /// assert_eq!(getty_transports::SessionOptions::default().get_compression(), None);
+    /// ```
+    pub fn get_compression(&self) -> Option<Compression> {
+        self.compression
     }
 
     /// Outbound watermarks: crossing `high` upwards tells the handler the session is no

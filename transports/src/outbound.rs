@@ -104,6 +104,31 @@ impl Outbound {
         }
     }
 
+    /// Hands up to about `limit` queued bytes, in order, to `sink` (a filter) and removes
+    /// them from the queue. Returns how many it handed over.
+    pub(crate) fn drain_into<E>(
+        &mut self,
+        limit: usize,
+        mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut taken = 0;
+        while taken < limit {
+            let piece = match self.chunks.as_deref_mut().filter(|c| !c.queue.is_empty()) {
+                Some(chunks) => {
+                    let front = chunks.queue.front().expect("checked non-empty");
+                    &front[..front.len().min(limit - taken)]
+                }
+                None if self.tail.is_empty() => break,
+                None => &self.tail[..self.tail.len().min(limit - taken)],
+            };
+            let n = piece.len();
+            sink(piece)?;
+            self.consume(n);
+            taken += n;
+        }
+        Ok(taken)
+    }
+
     /// Drops everything queued (the session is going away without flushing).
     pub(crate) fn clear(&mut self) {
         self.chunks = None;
@@ -207,6 +232,31 @@ mod tests {
         assert!(!next_writability(false, 51, high, low));
         // Reported writable, queue already drained: no crossing to report.
         assert!(next_writability(true, 0, high, low));
+    }
+
+    #[test]
+    fn drain_into_hands_over_in_order_and_in_bounded_batches() {
+        let mut out = Outbound::default();
+        out.tail.extend_from_slice(b"ab");
+        out.push(Bytes::from(vec![b'x'; 5000]));
+        out.tail.extend_from_slice(b"cd");
+        let mut got = Vec::new();
+        let n = out
+            .drain_into(3000, |piece| {
+                got.extend_from_slice(piece);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!((n, out.len()), (3000, 2004));
+        out.drain_into(usize::MAX, |piece| {
+            got.extend_from_slice(piece);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(&got[..2], b"ab");
+        assert_eq!(&got[5002..], b"cd");
+        assert_eq!(got.len(), 5004);
     }
 
     #[test]

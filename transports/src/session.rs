@@ -10,10 +10,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use getty_codec::filter::Filter;
 use getty_codec::Encoder;
 
 use getty_reactor::{EntryId, TimerId};
 
+use crate::filtered::FilterIo;
 use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
 use crate::SessionHandle;
@@ -83,7 +85,9 @@ pub trait Handler<C: getty_codec::Decoder>: 'static {
     }
 }
 
-/// Counters of one session. Bytes are counted as they cross the socket.
+/// Counters of one session. Bytes are counted as they cross the socket (`bytes_*`) and as
+/// the codec sees them (`plain_bytes_*`); the two differ only under a filter (TLS,
+/// compression).
 ///
 /// ```
 /// # fn f(s: &getty_transports::Session<getty_codec::RawCodec>) {
@@ -97,6 +101,11 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written to the socket.
     pub bytes_out: u64,
+    /// Bytes the filters handed to the codec (`bytes_in` when there is no filter).
+    pub plain_bytes_in: u64,
+    /// Bytes the codec and `write_bytes` handed to the filters (`bytes_out` when there is
+    /// no filter).
+    pub plain_bytes_out: u64,
     /// Messages decoded and handed to `on_message`.
     pub messages_in: u64,
     /// Messages (and byte buffers) queued by `write*`.
@@ -190,6 +199,8 @@ pub(crate) struct Extras {
     pub(crate) linger_until: Option<Instant>,
     /// Shared with the session's handles, once one was made.
     pub(crate) handle_state: Option<Arc<HandleState>>,
+    /// The session's filter stack (TLS, compression), if it has one.
+    pub(crate) filter: Option<Box<FilterIo>>,
 }
 
 /// How the handler asked the session to end.
@@ -314,11 +325,11 @@ impl<C> Session<C> {
         C: Encoder<T>,
     {
         self.check_open()?;
-        let before = self.out.len();
+        let before = self.queued_bytes();
         let tail_before = self.out.tail.len();
         self.codec.encode(message, &mut self.out.tail)?;
-        let added = self.out.len() - before;
-        if self.out.len() > self.options.max_outbound {
+        let added = self.out.tail.len() - tail_before;
+        if before + added > self.options.max_outbound {
             self.out.tail.truncate(tail_before);
             return Err(self.queue_full(before, added));
         }
@@ -418,7 +429,26 @@ impl<C> Session<C> {
     /// getty_transports::with_session(|s| assert_eq!(s.queued_bytes(), 0));
     /// ```
     pub fn queued_bytes(&self) -> usize {
-        self.out.len()
+        self.out.len() + self.filter_io().map_or(0, |f| f.wire_out.len())
+    }
+
+    /// The filter of type `F` in the session's filter stack, if it has one: for example the
+    /// TLS layer, to ask for the peer's certificates.
+    ///
+    /// ```
+    /// use getty_codec::filter::DeflateFilter;
+    /// getty_transports::with_session(|s| assert!(s.filter::<DeflateFilter>().is_none()));
+    /// ```
+    pub fn filter<F: Filter>(&self) -> Option<&F> {
+        self.filter_io()?.filter.layer::<F>()
+    }
+
+    pub(crate) fn filter_io(&self) -> Option<&FilterIo> {
+        self.extras.as_ref()?.filter.as_deref()
+    }
+
+    pub(crate) fn set_filter(&mut self, filter: Box<dyn Filter>) {
+        self.extras_mut().filter = Some(Box::new(FilterIo::new(filter)));
     }
 
     /// The session's counters.
@@ -432,9 +462,15 @@ impl<C> Session<C> {
     /// ```
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
+        let (plain_in, plain_out) = match self.filter_io() {
+            Some(f) => (f.plain_in, f.plain_out),
+            None => (c.bytes_in, c.bytes_out),
+        };
         Stats {
             bytes_in: c.bytes_in,
             bytes_out: c.bytes_out,
+            plain_bytes_in: plain_in,
+            plain_bytes_out: plain_out,
             messages_in: c.messages_in,
             messages_out: c.messages_out,
             last_read: c.last_read.instant(),
@@ -596,7 +632,7 @@ impl<C> Session<C> {
     }
 
     fn check_room(&self, adding: usize) -> Result<(), Error> {
-        let queued = self.out.len();
+        let queued = self.queued_bytes();
         if queued + adding > self.options.max_outbound {
             return Err(self.queue_full(queued, adding));
         }
@@ -614,7 +650,7 @@ impl<C> Session<C> {
     fn note_queued(&mut self, messages: u64) {
         self.counters.messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
-        if self.writable && self.out.len() >= self.options.high_watermark {
+        if self.writable && self.queued_bytes() >= self.options.high_watermark {
             // The reactor reports the crossing when the callback returns (`settle` always
             // runs then). Not through `timers_changed`: that flag restarts the cron period,
             // so a handler crossing the watermark more often than the period starved its

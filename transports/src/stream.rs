@@ -17,11 +17,12 @@ use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use getty_codec::{Decoded, Decoder};
 use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
 use mio::Interest;
 
+use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::handle::SessionJob;
 use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
@@ -148,17 +149,19 @@ where
         let mut budget = self.session.options.read_budget;
         let mut eof = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
-            self.make_read_space(cx);
-            let offered = self.rbuf.capacity() - self.rbuf.len();
-            match read_into(&mut self.stream, &mut self.rbuf) {
-                Ok(0) => {
+            match self.read_once(cx) {
+                Ok((0, _)) => {
                     eof = true;
                     break;
                 }
-                Ok(n) => {
+                Ok((n, offered)) => {
                     self.session.counters.bytes_in += n as u64;
                     self.session.counters.last_read = Stamp::of(cx.now());
-                    let decoded = self.decode_all();
+                    let decoded = if self.session.filter_io().is_some() {
+                        self.unfilter_all()
+                    } else {
+                        self.decode_all()
+                    };
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += n as u64;
                     metrics.messages_in += decoded.messages;
@@ -190,6 +193,48 @@ where
         self.release_read_buffer(cx);
         if eof {
             self.on_peer_closed()?;
+        }
+        Ok(())
+    }
+
+    /// One read from the socket into the read buffer, or into the filter's wire buffer when
+    /// the session has a filter. Returns the bytes read and the room that was offered.
+    fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<(usize, usize)> {
+        let target = match self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            Some(filter) => &mut filter.wire_in,
+            None => &mut self.rbuf,
+        };
+        ensure_read_space(target, cx);
+        let offered = target.capacity() - target.len();
+        let n = read_into(&mut self.stream, target)?;
+        Ok((n, offered))
+    }
+
+    /// Decodes the filter's wire bytes into the read buffer and hands every whole frame to
+    /// the handler, again while the filter makes progress. The filter stops at the session's
+    /// max message length (plus a read's worth) of undecoded plain bytes, so a decompression
+    /// bomb never inflates into unbounded memory: past that the codec's length check fails.
+    fn unfilter_all(&mut self) -> Decoding {
+        let mut messages = 0;
+        let result = self.unfilter(&mut messages);
+        Decoding { messages, result }
+    }
+
+    fn unfilter(&mut self, messages: &mut u64) -> Result<(), Error> {
+        let cap = (self.session.options.max_message_len).saturating_add(DECODE_SLACK);
+        while !self.session.is_closing() {
+            let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
+                break;
+            };
+            let before = self.rbuf.len();
+            let room = cap.saturating_sub(before);
+            io.filter.decode(&mut io.wire_in, &mut self.rbuf, room)?;
+            let produced = self.rbuf.len() - before;
+            io.plain_in += produced as u64;
+            if produced == 0 {
+                break;
+            }
+            self.decode_frames(messages)?;
         }
         Ok(())
     }
@@ -239,43 +284,21 @@ where
         Ok(())
     }
 
-    fn make_read_space(&mut self, cx: &mut Context<'_>) {
-        if self.rbuf.capacity() - self.rbuf.len() >= MIN_READ_SPACE {
-            return;
-        }
-        let pool = cx.buffers();
-        if self.rbuf.len() < pool.buffer_size() / 2 {
-            // Move the (small) partial frame into a pooled buffer.
-            let mut pooled = pool.take();
-            pooled.extend_from_slice(&self.rbuf);
-            self.rbuf = pooled;
-        } else {
-            self.rbuf.reserve(pool.buffer_size());
-        }
-    }
-
     /// Idle sessions hold no read buffer: give it back when it is drained, and move a tiny
     /// partial frame into a buffer of its own size.
     fn release_read_buffer(&mut self, cx: &mut Context<'_>) {
-        if self.rbuf.capacity() == 0 {
-            return;
-        }
-        if self.rbuf.is_empty() {
-            cx.buffers().give(std::mem::take(&mut self.rbuf));
-        } else if self.rbuf.len() <= COMPACT_BELOW
-            && self.rbuf.capacity() >= cx.buffers().buffer_size()
-        {
-            let small = BytesMut::from(&self.rbuf[..]);
-            cx.buffers().give(std::mem::replace(&mut self.rbuf, small));
+        release_read_buffer(&mut self.rbuf, cx);
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            release_read_buffer(&mut io.wire_in, cx);
         }
     }
 
     fn on_peer_closed(&mut self) -> Result<(), Error> {
         self.peer_closed = true;
-        if !self.rbuf.is_empty() && self.phase == Phase::Open && !self.session.is_closing() {
-            return Err(Error::UnexpectedEof {
-                buffered: self.rbuf.len(),
-            });
+        let undecoded = self.session.filter_io().map_or(0, |f| f.wire_in.len());
+        let buffered = self.rbuf.len() + undecoded;
+        if buffered > 0 && self.phase == Phase::Open && !self.session.is_closing() {
+            return Err(Error::UnexpectedEof { buffered });
         }
         // A clean EOF: answer what was asked, then close (no on_error).
         self.session.close();
@@ -285,8 +308,8 @@ where
     /// Writes until the queue is empty or the socket is full.
     fn flush(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let mut progressed = false;
-        while !self.session.out.is_empty() {
-            match self.session.out.write_to(&mut self.stream) {
+        while self.refill_wire(cx)? > 0 {
+            match self.write_some() {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.session.counters.bytes_out += n as u64;
@@ -301,18 +324,54 @@ where
         if progressed {
             self.session.counters.last_write = Stamp::of(cx.now());
         }
-        if self.session.out.is_empty() {
+        if self.session.queued_bytes() == 0 {
             if let Some(extras) = self.session.extras.as_mut() {
                 extras.blocked_since = None;
+                if let Some(io) = extras.filter.as_mut() {
+                    give_back(&mut io.wire_out, cx);
+                }
             }
-            let tail = std::mem::take(&mut self.session.out.tail);
-            if tail.capacity() > 0 {
-                cx.buffers().give(tail);
-            }
+            give_back(&mut self.session.out.tail, cx);
         } else if progressed || self.blocked_since().is_none() {
             self.extras_mut().blocked_since = Some(cx.now());
         }
         Ok(())
+    }
+
+    /// With a filter: when its wire buffer is empty, moves the next batch of the outbound
+    /// queue through it (unless it is still handshaking) and flushes it. Returns the bytes
+    /// ready to write to the socket.
+    fn refill_wire(&mut self, cx: &mut Context<'_>) -> Result<usize, Error> {
+        let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
+            return Ok(self.session.out.len());
+        };
+        if io.wire_out.is_empty() {
+            if !io.filter.is_handshaking() && !self.session.out.is_empty() {
+                if io.wire_out.capacity() == 0 {
+                    io.wire_out = cx.buffers().take();
+                }
+                let (filter, wire) = (&mut io.filter, &mut io.wire_out);
+                let moved = self
+                    .session
+                    .out
+                    .drain_into(ENCODE_BATCH, |plain| filter.encode(plain, wire))?;
+                io.plain_out += moved as u64;
+            }
+            io.filter.flush(&mut io.wire_out)?;
+        }
+        Ok(io.wire_out.len())
+    }
+
+    /// One write to the socket: the filter's wire bytes, or the outbound queue (`writev`).
+    fn write_some(&mut self) -> io::Result<usize> {
+        match self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            Some(io) => {
+                let n = self.stream.write(&io.wire_out)?;
+                io.wire_out.advance(n);
+                Ok(n)
+            }
+            None => self.session.out.write_to(&mut self.stream),
+        }
     }
 
     /// Lends the session a pooled buffer to encode into, so writes do not allocate.
@@ -336,7 +395,7 @@ where
         }
         if self.session.close_request.is_some() {
             self.phase = Phase::Closing;
-            if self.session.out.is_empty() {
+            if self.session.queued_bytes() == 0 {
                 return self.linger(cx);
             }
         }
@@ -359,7 +418,7 @@ where
         }
         // The handler wrote again after the last flush; no writable edge may come for it
         // (that flush did not fill the socket), so flush the rest next turn.
-        if !self.session.out.is_empty() {
+        if self.session.queued_bytes() > 0 {
             cx.reschedule(Ready::WRITABLE);
         }
         Ok(())
@@ -368,6 +427,7 @@ where
     /// Everything is flushed: shut down the write side, tell the handler, and wait for the
     /// peer's EOF while discarding its input (unless it has already closed).
     fn linger(&mut self, cx: &mut Context<'_>) -> Status {
+        self.send_filter_close();
         let _ = self.stream.shutdown_write();
         if self.peer_closed {
             return self.finish(cx, false);
@@ -378,6 +438,16 @@ where
         self.extras_mut().linger_until = Some(until);
         self.rearm_timer(cx);
         self.discard_input(cx)
+    }
+
+    /// Lets the filter say goodbye (TLS `close_notify`), best effort: the write side is
+    /// about to shut down.
+    fn send_filter_close(&mut self) {
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            io.filter.close(&mut io.wire_out);
+            let _ = self.stream.write(&io.wire_out);
+            io.wire_out.clear();
+        }
     }
 
     /// Reads and drops what the peer still sends; ends the entry at EOF or on an error.
@@ -408,7 +478,7 @@ where
             self.session.options.low_watermark,
         );
         if self.session.writable == self.reported_writable {
-            let queued = self.session.out.len();
+            let queued = self.session.queued_bytes();
             self.session.writable = next_writability(self.reported_writable, queued, high, low);
         }
         if self.session.writable == self.reported_writable || self.phase != Phase::Open {
@@ -443,7 +513,11 @@ where
         let stall = extras
             .and_then(|e| e.blocked_since)
             .map(|t| t + opts.write_stall_timeout);
-        [cron, idle, stall].into_iter().flatten().min()
+        let handshake = self
+            .session
+            .filter_io()
+            .and_then(FilterIo::handshake_deadline);
+        [cron, idle, stall, handshake].into_iter().flatten().min()
     }
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
@@ -484,6 +558,13 @@ where
             if now >= since + opts.write_stall_timeout {
                 return Err(Error::WriteStalled(opts.write_stall_timeout));
             }
+        }
+        let handshake = self
+            .session
+            .filter_io()
+            .and_then(FilterIo::handshake_deadline);
+        if handshake.is_some_and(|t| now >= t) {
+            return Err(Error::HandshakeTimeout(opts.handshake_timeout));
         }
         if let Some(idle) = opts.read_idle_timeout {
             if self.phase == Phase::Open && now >= self.session.counters.last_read.instant() + idle
@@ -567,13 +648,11 @@ where
             state.mark_closed();
         }
         self.session.out.clear();
-        for buf in [
-            std::mem::take(&mut self.rbuf),
-            std::mem::take(&mut self.session.out.tail),
-        ] {
-            if buf.capacity() > 0 {
-                cx.buffers().give(buf);
-            }
+        give_back(&mut self.rbuf, cx);
+        give_back(&mut self.session.out.tail, cx);
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            give_back(&mut io.wire_in, cx);
+            give_back(&mut io.wire_out, cx);
         }
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
@@ -617,6 +696,10 @@ where
             return self.end_unopened(cx);
         }
         cx.extension::<Metrics>().sessions_opened += 1;
+        let handshake_until = cx.now() + self.session.options.handshake_timeout;
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            io.handshake_until = Some(handshake_until);
+        }
         if let Some(owner) = self.owner() {
             cx.send(owner, Box::new(SessionOpened));
         }
@@ -695,7 +778,7 @@ where
         }
         // No time left: one last non-blocking flush, then close.
         let _ = self.flush(cx);
-        self.finish(cx, !self.session.out.is_empty())
+        self.finish(cx, self.session.queued_bytes() > 0)
     }
 }
 
@@ -705,6 +788,44 @@ impl<S, C, H> Drop for StreamEntry<S, C, H> {
             self.phase == Phase::Closed || std::thread::panicking(),
             "a session was dropped without on_close"
         );
+    }
+}
+
+/// Makes room for a worthwhile read: a pooled buffer for a small partial frame, or more
+/// capacity for a large one.
+fn ensure_read_space(buf: &mut BytesMut, cx: &mut Context<'_>) {
+    if buf.capacity() - buf.len() >= MIN_READ_SPACE {
+        return;
+    }
+    let pool = cx.buffers();
+    if buf.len() < pool.buffer_size() / 2 {
+        // Move the (small) partial frame into a pooled buffer.
+        let mut pooled = pool.take();
+        pooled.extend_from_slice(buf);
+        *buf = pooled;
+    } else {
+        buf.reserve(pool.buffer_size());
+    }
+}
+
+/// Gives a drained buffer back to the pool, and moves a tiny partial frame out of a pooled
+/// buffer into one of its own size.
+fn release_read_buffer(buf: &mut BytesMut, cx: &mut Context<'_>) {
+    if buf.capacity() == 0 {
+        return;
+    }
+    if buf.is_empty() {
+        cx.buffers().give(std::mem::take(buf));
+    } else if buf.len() <= COMPACT_BELOW && buf.capacity() >= cx.buffers().buffer_size() {
+        let small = BytesMut::from(&buf[..]);
+        cx.buffers().give(std::mem::replace(buf, small));
+    }
+}
+
+/// Returns a buffer's memory to the pool (it keeps what fits its size policy).
+fn give_back(buf: &mut BytesMut, cx: &mut Context<'_>) {
+    if buf.capacity() > 0 {
+        cx.buffers().give(std::mem::take(buf));
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use getty_codec::filter::{Filter, Layered};
 use socket2::SockRef;
 
 use crate::SessionOptions;
@@ -45,6 +46,8 @@ pub struct Setup<'a> {
     pub(crate) socket: SockRef<'a>,
     /// Shared with the server's other sessions until the hook asks to change it.
     pub(crate) options: &'a mut Arc<SessionOptions>,
+    /// Filters the hook added, bottom (nearest the wire) first.
+    pub(crate) filters: Vec<Box<dyn Filter>>,
 }
 
 impl<'a> Setup<'a> {
@@ -68,4 +71,28 @@ impl<'a> Setup<'a> {
     pub fn options(&mut self) -> &mut SessionOptions {
         Arc::make_mut(self.options)
     }
+
+    /// Adds a filter to the new session's stack, above the ones the transport installs
+    /// (TLS, then the compression of [`SessionOptions::compression`]) and below the codec.
+    ///
+    /// ```
+    /// use getty_codec::{filter::DeflateFilter, Compression, RawCodec};
+    /// use getty_transports::{tcp::TcpServer, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// let server = TcpServer::bind("127.0.0.1:0", |setup| {
+    ///     setup.add_filter(DeflateFilter::new(Compression::HuffmanOnly));
+    ///     Ok((RawCodec, Sink))
+    /// });
+    /// ```
+    pub fn add_filter(&mut self, filter: impl Filter) {
+        self.filters.push(Box::new(filter));
+    }
+}
+
+/// Stacks `filters` (bottom first) into one, or `None` when there are none.
+pub(crate) fn stack(filters: impl IntoIterator<Item = Box<dyn Filter>>) -> Option<Box<dyn Filter>> {
+    filters
+        .into_iter()
+        .reduce(|lower, upper| Box::new(Layered::new(lower, upper)))
 }

@@ -14,8 +14,9 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
-use crate::tcp::Setup;
+use crate::tcp::{stack, Setup};
 use crate::{Close, Metrics, SessionOptions, SocketOptions};
+use getty_codec::filter::{DeflateFilter, Filter};
 
 /// Connections accepted per loop turn before the listener yields to its sessions.
 const ACCEPT_BUDGET: usize = 256;
@@ -340,11 +341,14 @@ where
         return None;
     }
     let mut options = Arc::clone(session_options);
-    let made = setup(&mut Setup {
+    let mut hook = Setup {
         peer,
         socket: SockRef::from(&stream),
         options: &mut options,
-    });
+        filters: Vec::new(),
+    };
+    let made = setup(&mut hook);
+    let added = std::mem::take(&mut hook.filters);
     let (codec, handler) = match made {
         Ok(pair) => pair,
         Err(e) => {
@@ -359,6 +363,12 @@ where
     };
     #[cfg(not(unix))]
     let session = Session::new(peer, codec, options, now);
+    let mut session = session;
+    let compression = session.options().get_compression();
+    let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
+    if let Some(filter) = stack(deflate.into_iter().chain(added)) {
+        session.set_filter(filter);
+    }
     Some(StreamEntry::new(stream, session, handler, owner))
 }
 

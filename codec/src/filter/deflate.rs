@@ -1,0 +1,372 @@
+//! A continuous deflate stream per direction, as getty's compressed TCP sessions.
+
+use bytes::{Buf, BytesMut};
+use miniz_oxide::deflate::core::{CompressionStrategy, CompressorOxide};
+use miniz_oxide::inflate::stream::InflateState;
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
+
+use super::{Filter, FilterError};
+
+/// getty's compression levels. "None" is no filter at all.
+///
+/// ```
+/// use getty_codec::Compression;
+/// assert_eq!(Compression::default(), Compression::Default);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// zlib's default trade-off (level 6).
+    #[default]
+    Default,
+    /// Best speed (level 1).
+    Fast,
+    /// Best compression (level 9).
+    Best,
+    /// No string matching, only Huffman coding of literals: cheap, and still shrinks text.
+    HuffmanOnly,
+}
+
+impl Compression {
+    fn level_and_strategy(self) -> (u8, CompressionStrategy) {
+        match self {
+            Compression::Default => (6, CompressionStrategy::Default),
+            Compression::Fast => (1, CompressionStrategy::Default),
+            Compression::Best => (9, CompressionStrategy::Default),
+            Compression::HuffmanOnly => (6, CompressionStrategy::HuffmanOnly),
+        }
+    }
+}
+
+/// Raw deflate (RFC 1951) window: 2^15 bytes.
+const WINDOW_BITS: u8 = 15;
+
+/// How a sync flush ends: an empty stored block, whose LEN and NLEN are 0 and 0xffff.
+const SYNC_MARKER: [u8; 4] = [0, 0, 0xff, 0xff];
+
+/// Calls a sync flush may take before it is called a compressor failure.
+const MAX_FLUSH_CALLS: usize = 64;
+
+/// The most output produced per step; bigger inputs take several.
+const STEP: usize = 32 * 1024;
+
+/// One raw deflate stream per direction for the life of the session. Every write batch
+/// ends with a sync flush, so each message is decodable by the peer as soon as it arrives
+/// (nothing small is stuck in the compressor); the dictionary carries across messages, so
+/// repetitive traffic compresses well. Both peers must use it; the levels interoperate.
+///
+/// The compressor is miniz_oxide's (flate2's default engine), used directly because flate2
+/// does not expose the Huffman-only strategy.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use getty_codec::filter::{DeflateFilter, Filter};
+/// use getty_codec::Compression;
+///
+/// let mut tx = DeflateFilter::new(Compression::Best);
+/// let mut rx = DeflateFilter::new(Compression::Fast); // levels need not match
+/// let text = "{\"id\": 1, \"name\": \"getty\"} ".repeat(100);
+/// let mut wire = BytesMut::new();
+/// tx.encode(text.as_bytes(), &mut wire).unwrap();
+/// tx.flush(&mut wire).unwrap();
+/// assert!(wire.len() < text.len() / 10);
+/// let mut plain = BytesMut::new();
+/// rx.decode(&mut wire, &mut plain, usize::MAX).unwrap();
+/// assert_eq!(&plain[..], text.as_bytes());
+/// ```
+pub struct DeflateFilter {
+    level: Compression,
+    compressor: Box<CompressorOxide>,
+    inflater: Box<InflateState>,
+    /// Bytes were compressed since the last sync flush.
+    unflushed: bool,
+}
+
+impl DeflateFilter {
+    /// A filter compressing at `level` (decompression accepts any level).
+    ///
+    /// ```
+    /// let f = getty_codec::filter::DeflateFilter::new(getty_codec::Compression::HuffmanOnly);
+    /// assert_eq!(f.level(), getty_codec::Compression::HuffmanOnly);
+    /// ```
+    pub fn new(level: Compression) -> Self {
+        let (raw_level, strategy) = level.level_and_strategy();
+        DeflateFilter {
+            level,
+            compressor: Box::new(CompressorOxide::with_params(
+                DataFormat::Raw,
+                raw_level,
+                strategy,
+                WINDOW_BITS,
+            )),
+            inflater: InflateState::new_boxed(DataFormat::Raw),
+            unflushed: false,
+        }
+    }
+
+    /// The compression level.
+    ///
+    /// ```
+    /// let f = getty_codec::filter::DeflateFilter::new(getty_codec::Compression::Fast);
+    /// assert_eq!(f.level(), getty_codec::Compression::Fast);
+    /// ```
+    pub fn level(&self) -> Compression {
+        self.level
+    }
+
+    /// Compresses `input` into `wire` with `flush`, growing `wire` as needed.
+    fn deflate(
+        &mut self,
+        mut input: &[u8],
+        wire: &mut BytesMut,
+        flush: MZFlush,
+    ) -> Result<(), FilterError> {
+        loop {
+            let room = STEP.min(input.len() + 64).max(64);
+            let result = with_spare(wire, room, |out| {
+                miniz_oxide::deflate::stream::deflate(&mut self.compressor, input, out, flush)
+            });
+            input = &input[result.bytes_consumed..];
+            match result.status {
+                Ok(_) | Err(MZError::Buf) => {}
+                Err(e) => return Err(FilterError::internal("deflate", format!("{e:?}"))),
+            }
+            // Done when the input is taken and the output was not filled to the brim (a
+            // full output may mean the compressor has more to give).
+            if input.is_empty() && result.bytes_written < room {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Filter for DeflateFilter {
+    fn decode(
+        &mut self,
+        wire: &mut BytesMut,
+        plain: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), FilterError> {
+        let mut produced = 0;
+        while produced < limit {
+            let room = (limit - produced).min(STEP);
+            let result = with_spare(plain, room, |out| {
+                miniz_oxide::inflate::stream::inflate(
+                    &mut self.inflater,
+                    &wire[..],
+                    out,
+                    MZFlush::None,
+                )
+            });
+            wire.advance(result.bytes_consumed);
+            produced += result.bytes_written;
+            match result.status {
+                Ok(MZStatus::StreamEnd) => {
+                    // A continuous stream never ends while the session lives.
+                    return Err(FilterError::malformed("deflate", "stream ended early"));
+                }
+                Ok(_) | Err(MZError::Buf) => {}
+                Err(e) => return Err(FilterError::malformed("deflate", format!("{e:?}"))),
+            }
+            if result.bytes_consumed == 0 && result.bytes_written == 0 {
+                break; // needs more input
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+        if plain.is_empty() {
+            return Ok(());
+        }
+        self.unflushed = true;
+        self.deflate(plain, wire, MZFlush::None)
+    }
+
+    fn flush(&mut self, wire: &mut BytesMut) -> Result<(), FilterError> {
+        if !std::mem::take(&mut self.unflushed) {
+            return Ok(()); // an idle session's flush emits nothing
+        }
+        // A sync flush is complete when it ends with the empty stored block's length
+        // fields. One call is not always enough: miniz_oxide can leave part of its lookahead
+        // for the next call (seen with the Huffman-only strategy), so call until it is.
+        let start = wire.len();
+        for _ in 0..MAX_FLUSH_CALLS {
+            self.deflate(&[], wire, MZFlush::Sync)?;
+            if wire[start..].ends_with(&SYNC_MARKER) {
+                return Ok(());
+            }
+        }
+        Err(FilterError::internal(
+            "deflate",
+            "sync flush did not complete",
+        ))
+    }
+}
+
+/// Lets `fill` write into up to `room` bytes past the end of `buf`, keeping what it wrote
+/// (the bytes are zeroed first: miniz_oxide wants initialised slices).
+fn with_spare(
+    buf: &mut BytesMut,
+    room: usize,
+    fill: impl FnOnce(&mut [u8]) -> miniz_oxide::StreamResult,
+) -> miniz_oxide::StreamResult {
+    let start = buf.len();
+    buf.resize(start + room, 0);
+    let result = fill(&mut buf[start..]);
+    buf.truncate(start + result.bytes_written);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEVELS: [Compression; 4] = [
+        Compression::Default,
+        Compression::Fast,
+        Compression::Best,
+        Compression::HuffmanOnly,
+    ];
+
+    fn text(n: usize) -> Vec<u8> {
+        let word = b"getty session message ";
+        (0..n)
+            .map(|i| word[i % word.len()] ^ (i / 977) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn every_level_round_trips_message_by_message() {
+        for level in LEVELS {
+            let (mut tx, mut rx) = (DeflateFilter::new(level), DeflateFilter::new(level));
+            for size in [0, 1, 100, 5000, 200_000] {
+                let msg = text(size);
+                let mut wire = BytesMut::new();
+                tx.encode(&msg, &mut wire).unwrap();
+                tx.flush(&mut wire).unwrap();
+                let mut plain = BytesMut::new();
+                rx.decode(&mut wire, &mut plain, usize::MAX).unwrap();
+                assert_eq!(
+                    plain.len(),
+                    size,
+                    "{level:?}: the message is decodable at once"
+                );
+                assert_eq!(&plain[..], &msg[..]);
+                assert!(wire.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn huffman_only_still_compresses_text_but_less_than_default() {
+        let msg = text(100_000);
+        let size = |level| {
+            let mut wire = BytesMut::new();
+            let mut f = DeflateFilter::new(level);
+            f.encode(&msg, &mut wire).unwrap();
+            f.flush(&mut wire).unwrap();
+            wire.len()
+        };
+        let (huffman, default) = (size(Compression::HuffmanOnly), size(Compression::Default));
+        assert!(huffman < msg.len(), "huffman {huffman}");
+        assert!(default < huffman, "default {default} vs huffman {huffman}");
+    }
+
+    /// Many small pieces before one flush: miniz_oxide's Huffman-only mode once left part
+    /// of its lookahead unflushed after a single sync call.
+    #[test]
+    fn a_flush_after_many_pieces_emits_everything() {
+        for level in LEVELS {
+            let (mut tx, mut rx) = (DeflateFilter::new(level), DeflateFilter::new(level));
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            for round in 0..100 {
+                let msg = text((next() % 40_000) as usize);
+                let mut wire = BytesMut::new();
+                let mut rest = &msg[..];
+                while !rest.is_empty() {
+                    let n = ((next() % 5000) as usize + 1).min(rest.len());
+                    tx.encode(&rest[..n], &mut wire).unwrap();
+                    rest = &rest[n..];
+                }
+                tx.flush(&mut wire).unwrap();
+                let mut plain = BytesMut::new();
+                rx.decode(&mut wire, &mut plain, usize::MAX).unwrap();
+                assert_eq!(&plain[..], &msg[..], "{level:?}, round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_idle_flush_emits_nothing() {
+        let mut f = DeflateFilter::new(Compression::Default);
+        let mut wire = BytesMut::new();
+        f.flush(&mut wire).unwrap();
+        assert!(wire.is_empty());
+        f.encode(b"x", &mut wire).unwrap();
+        f.flush(&mut wire).unwrap();
+        let after_one = wire.len();
+        f.flush(&mut wire).unwrap();
+        assert_eq!(wire.len(), after_one);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let mut f = DeflateFilter::new(Compression::Default);
+        // Block type 3 is reserved: the first byte 0b111 is final + type 3.
+        let mut wire = BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff][..]);
+        let mut plain = BytesMut::new();
+        let err = f.decode(&mut wire, &mut plain, 1 << 20).unwrap_err();
+        assert_eq!(err.kind(), crate::filter::FilterErrorKind::Malformed);
+    }
+
+    #[test]
+    fn a_bomb_inflates_only_up_to_the_limit() {
+        let mut tx = DeflateFilter::new(Compression::Best);
+        let mut wire = BytesMut::new();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            tx.encode(&zeros, &mut wire).unwrap(); // 64 MiB of zeros
+        }
+        tx.flush(&mut wire).unwrap();
+        assert!(wire.len() < 128 * 1024, "{} wire bytes", wire.len());
+        let mut rx = DeflateFilter::new(Compression::Default);
+        let mut plain = BytesMut::new();
+        rx.decode(&mut wire, &mut plain, 100_000).unwrap();
+        assert!(plain.len() <= 100_000);
+        assert!(!wire.is_empty(), "the rest waits for room");
+        // Draining in bounded steps yields it all.
+        let mut total = plain.len();
+        loop {
+            plain.clear();
+            rx.decode(&mut wire, &mut plain, 1 << 20).unwrap();
+            if plain.is_empty() {
+                break;
+            }
+            total += plain.len();
+        }
+        assert_eq!(total, 64 << 20);
+    }
+
+    #[test]
+    fn input_split_at_every_byte_decodes_alike() {
+        let msg = text(3000);
+        let mut tx = DeflateFilter::new(Compression::Default);
+        let mut wire = BytesMut::new();
+        tx.encode(&msg, &mut wire).unwrap();
+        tx.flush(&mut wire).unwrap();
+        let mut rx = DeflateFilter::new(Compression::Default);
+        let mut plain = BytesMut::new();
+        let mut pending = BytesMut::new();
+        for byte in wire.iter() {
+            pending.extend_from_slice(&[*byte]);
+            rx.decode(&mut pending, &mut plain, usize::MAX).unwrap();
+        }
+        assert_eq!(&plain[..], &msg[..]);
+    }
+}
