@@ -1630,7 +1630,7 @@ fn run_multi(cfg: &Config, failures: &mut usize) -> Vec<MultiResult> {
     let scenario = scenario_d();
     let servers: Vec<Multi> = Multi::ALL
         .into_iter()
-        .filter(|m| cfg.only.map_or(true, |only| only == m.kind()))
+        .filter(|m| cfg.only.is_none_or(|only| only == m.kind()))
         .collect();
     let mut runs: Vec<(Multi, Measurement)> = Vec::new();
     for round in 0..cfg.rounds {

@@ -168,7 +168,7 @@ fn stats_count_wire_and_plain_bytes() {
         let text = b"the same words again and again ".repeat(300);
         let mut rng = fastrand::Rng::with_seed(1);
         for _ in 0..10 {
-            client.send(&[text.clone()], &mut rng);
+            client.send(std::slice::from_ref(&text), &mut rng);
             assert_eq!(client.receive(), text);
         }
         drop(client);

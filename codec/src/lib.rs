@@ -31,6 +31,8 @@
 use std::fmt;
 
 pub use bytes::{Bytes, BytesMut};
+/// The TLS library under [`filter::TlsFilter`], for its configuration types.
+pub use rustls;
 
 pub mod filter;
 mod length;

@@ -51,6 +51,7 @@ mod redial;
 mod session;
 mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 pub use error::Error;

@@ -39,9 +39,11 @@ use bytes::BytesMut;
 
 mod deflate;
 mod layered;
+mod tls;
 
 pub use deflate::{Compression, DeflateFilter};
 pub use layered::Layered;
+pub use tls::TlsFilter;
 
 /// A sans-IO transform of a byte stream in both directions (wire ⇄ plain).
 ///

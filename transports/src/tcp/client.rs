@@ -23,8 +23,9 @@ use crate::redial::{Redial, RedialPolicy};
 use crate::session::Handler;
 use crate::stream::{SessionEnded, SessionOpened};
 use crate::tcp::server::prepare;
-use crate::tcp::Setup;
+use crate::tcp::{FilterFactory, Setup};
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
+use getty_codec::rustls;
 
 /// Configures a [`TcpClient`].
 ///
@@ -52,6 +53,7 @@ pub struct TcpClientBuilder {
     redial: RedialPolicy,
     socket_options: SocketOptions,
     session_options: SessionOptions,
+    transport_filter: Option<FilterFactory>,
 }
 
 impl Default for TcpClientBuilder {
@@ -62,11 +64,31 @@ impl Default for TcpClientBuilder {
             redial: RedialPolicy::default(),
             socket_options: SocketOptions::default(),
             session_options: SessionOptions::default(),
+            transport_filter: None,
         }
     }
 }
 
 impl TcpClientBuilder {
+    /// Dials with TLS: every session starts with a handshake under `config`, and the
+    /// server's certificate must be valid for `server_name` (also sent as SNI) and chain to
+    /// the configuration's roots. Writes wait for the handshake; a failed one ends the
+    /// session with `on_error` and counts as a failed dial. See [`crate::tls`].
+    ///
+    /// ```
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
+    /// let b = getty_transports::tcp::TcpClient::builder().tls(config, "localhost");
+    /// ```
+    pub fn tls(
+        mut self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: impl Into<String>,
+    ) -> Self {
+        self.transport_filter = Some(FilterFactory::tls_client(config, server_name.into()));
+        self
+    }
+
     /// How many sessions to keep open to the address (default 1; at least 1).
     ///
     /// ```
@@ -274,6 +296,7 @@ where
             self.addr,
             &self.config.socket_options,
             &self.session_options,
+            self.config.transport_filter.as_ref(),
             &mut self.setup,
             cx.now(),
             Some(cx.id()),

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use getty_codec::filter::{Filter, Layered};
+use getty_codec::filter::{Filter, FilterError, Layered, TlsFilter};
+use getty_codec::rustls;
 use socket2::SockRef;
 
 use crate::SessionOptions;
@@ -87,6 +88,39 @@ impl<'a> Setup<'a> {
     /// ```
     pub fn add_filter(&mut self, filter: impl Filter) {
         self.filters.push(Box::new(filter));
+    }
+}
+
+/// Makes the filter a transport puts nearest the wire (TLS) for each new session.
+#[derive(Clone)]
+pub(crate) struct FilterFactory(Arc<MakeFilter>);
+
+type MakeFilter = dyn Fn() -> Result<Box<dyn Filter>, FilterError> + Send + Sync;
+
+impl FilterFactory {
+    pub(crate) fn tls_server(config: Arc<rustls::ServerConfig>) -> Self {
+        FilterFactory(Arc::new(move || {
+            Ok(Box::new(TlsFilter::server(Arc::clone(&config))?))
+        }))
+    }
+
+    pub(crate) fn tls_client(config: Arc<rustls::ClientConfig>, server_name: String) -> Self {
+        FilterFactory(Arc::new(move || {
+            Ok(Box::new(TlsFilter::client(
+                Arc::clone(&config),
+                &server_name,
+            )?))
+        }))
+    }
+
+    pub(crate) fn make(&self) -> Result<Box<dyn Filter>, FilterError> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for FilterFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FilterFactory")
     }
 }
 

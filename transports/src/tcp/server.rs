@@ -14,9 +14,10 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
-use crate::tcp::{stack, Setup};
+use crate::tcp::{stack, FilterFactory, Setup};
 use crate::{Close, Metrics, SessionOptions, SocketOptions};
 use getty_codec::filter::{DeflateFilter, Filter};
+use getty_codec::rustls;
 
 /// Connections accepted per loop turn before the listener yields to its sessions.
 const ACCEPT_BUDGET: usize = 256;
@@ -49,6 +50,7 @@ pub struct TcpServerBuilder {
     reuse_port: bool,
     socket_options: SocketOptions,
     session_options: SessionOptions,
+    transport_filter: Option<FilterFactory>,
 }
 
 impl Default for TcpServerBuilder {
@@ -58,11 +60,29 @@ impl Default for TcpServerBuilder {
             reuse_port: false,
             socket_options: SocketOptions::default(),
             session_options: SessionOptions::default(),
+            transport_filter: None,
         }
     }
 }
 
 impl TcpServerBuilder {
+    /// Serves TLS: every session starts with a handshake under `config` (its certificate,
+    /// ALPN protocols and client-certificate policy). `on_open` runs when the connection is
+    /// accepted; writes wait for the handshake, which must finish within the session's
+    /// handshake timeout. A failed handshake ends only that session, with `on_error`.
+    /// See [`crate::tls`] for ready-made configurations.
+    ///
+    /// ```
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    /// let config = getty_transports::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
+    /// let b = getty_transports::tcp::TcpServer::builder().tls(config);
+    /// ```
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.transport_filter = Some(FilterFactory::tls_server(config));
+        self
+    }
+
     /// The listen backlog (default 1024; mio's own `bind` uses 128, which drops bursts).
     ///
     /// ```
@@ -137,6 +157,7 @@ impl TcpServerBuilder {
                         setup,
                         socket_options: self.socket_options,
                         session_options: Arc::new(self.session_options),
+                        transport_filter: self.transport_filter,
                         paused: false,
                         last_pause: Duration::ZERO,
                         sessions: None,
@@ -192,6 +213,7 @@ pub struct TcpServer<F, C, H> {
     setup: F,
     socket_options: SocketOptions,
     session_options: Arc<SessionOptions>,
+    transport_filter: Option<FilterFactory>,
     /// True while accepting is paused after running out of file descriptors.
     paused: bool,
     /// The length of the last pause, doubled for the next one; zero after a good accept.
@@ -298,6 +320,7 @@ where
             peer,
             &self.socket_options,
             &self.session_options,
+            self.transport_filter.as_ref(),
             &mut self.setup,
             cx.now(),
             None,
@@ -321,12 +344,15 @@ where
     }
 }
 
-/// Applies socket options and runs the setup hook; `None` when either refused the socket.
+/// Applies socket options, runs the setup hook and builds the session's filter stack;
+/// `None` when any of them refused the socket.
+#[allow(clippy::too_many_arguments)] // each is one of the listener's or client's settings
 pub(crate) fn prepare<F, C, H>(
     stream: TcpStream,
     peer: SocketAddr,
     socket_options: &SocketOptions,
     session_options: &Arc<SessionOptions>,
+    transport_filter: Option<&FilterFactory>,
     setup: &mut F,
     now: Instant,
     owner: Option<getty_reactor::EntryId>,
@@ -364,9 +390,16 @@ where
     #[cfg(not(unix))]
     let session = Session::new(peer, codec, options, now);
     let mut session = session;
+    let transport = match transport_filter.map(FilterFactory::make).transpose() {
+        Ok(filter) => filter,
+        Err(e) => {
+            log::warn!("cannot start a session with {peer}: {e}");
+            return None;
+        }
+    };
     let compression = session.options().get_compression();
     let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
-    if let Some(filter) = stack(deflate.into_iter().chain(added)) {
+    if let Some(filter) = stack(transport.into_iter().chain(deflate).chain(added)) {
         session.set_filter(filter);
     }
     Some(StreamEntry::new(stream, session, handler, owner))
@@ -572,6 +605,7 @@ where
         peer,
         socket_options,
         &options,
+        None,
         setup,
         spawner.now(),
         None,

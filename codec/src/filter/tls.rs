@@ -1,0 +1,209 @@
+//! TLS as a filter: rustls is sans-IO (records in, records out), so it sits below the codec
+//! like any other filter, with the socket and the reactor elsewhere.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, BytesMut};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+use super::{Filter, FilterError};
+
+/// Plaintext taken out of rustls per step.
+const STEP: usize = 16 * 1024;
+
+/// One TLS connection (client or server side) as a filter: wire bytes are TLS records,
+/// plain bytes are the application data. The handshake runs through the same calls: while
+/// [`is_handshaking`](Filter::is_handshaking), the transport holds the session's writes
+/// back and flushes only the handshake's own records.
+///
+/// Certificates are verified as the rustls configuration says: a client built with
+/// `ClientConfig::builder().with_root_certificates(..)` checks the server's chain and name.
+///
+/// ```
+/// use std::sync::Arc;
+/// use bytes::BytesMut;
+/// use getty_codec::filter::{Filter, TlsFilter};
+/// use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+///
+/// // A self-signed certificate for "localhost", made for this example.
+/// let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+/// let der = CertificateDer::from(cert.cert.der().to_vec());
+/// let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+/// let server_config = rustls::ServerConfig::builder()
+///     .with_no_client_auth()
+///     .with_single_cert(vec![der.clone()], key)
+///     .unwrap();
+/// let mut roots = rustls::RootCertStore::empty();
+/// roots.add(der).unwrap();
+/// let client_config = rustls::ClientConfig::builder()
+///     .with_root_certificates(roots)
+///     .with_no_client_auth();
+///
+/// let mut server = TlsFilter::server(Arc::new(server_config)).unwrap();
+/// let mut client = TlsFilter::client(Arc::new(client_config), "localhost").unwrap();
+/// // Shuttle records between the two until the handshake is done.
+/// let (mut to_server, mut to_client, mut plain) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
+/// while client.is_handshaking() || server.is_handshaking() {
+///     client.flush(&mut to_server).unwrap();
+///     server.decode(&mut to_server, &mut plain, 1024).unwrap();
+///     server.flush(&mut to_client).unwrap();
+///     client.decode(&mut to_client, &mut plain, 1024).unwrap();
+/// }
+/// client.encode(b"hello over tls", &mut to_server).unwrap();
+/// client.flush(&mut to_server).unwrap();
+/// assert!(!to_server.windows(5).any(|w| w == b"hello")); // encrypted on the wire
+/// server.decode(&mut to_server, &mut plain, 1024).unwrap();
+/// assert_eq!(&plain[..], b"hello over tls");
+/// ```
+pub struct TlsFilter {
+    connection: Connection,
+}
+
+impl TlsFilter {
+    /// The server side of a connection.
+    ///
+    /// See the [type-level example](TlsFilter).
+    pub fn server(config: Arc<ServerConfig>) -> Result<Self, FilterError> {
+        let connection = ServerConnection::new(config)
+            .map_err(|e| FilterError::internal("tls", e))?
+            .into();
+        Ok(Self::with(connection))
+    }
+
+    /// The client side of a connection to `server_name` (a DNS name or an IP address): the
+    /// name is sent as SNI and the server's certificate must be valid for it.
+    ///
+    /// See the [type-level example](TlsFilter).
+    pub fn client(config: Arc<ClientConfig>, server_name: &str) -> Result<Self, FilterError> {
+        let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
+            FilterError::internal("tls", format!("server name {server_name:?}: {e}"))
+        })?;
+        let connection = ClientConnection::new(config, name)
+            .map_err(|e| FilterError::internal("tls", e))?
+            .into();
+        Ok(Self::with(connection))
+    }
+
+    fn with(mut connection: Connection) -> Self {
+        // The transport bounds what it hands over (a batch at a time) and writes the
+        // records out after every call, so rustls need not bound it again.
+        connection.set_buffer_limit(None);
+        TlsFilter { connection }
+    }
+
+    /// The rustls connection: the peer's certificates, the negotiated ALPN protocol and
+    /// version, the SNI name a client asked for (on the server side), ...
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// # let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    /// # let mut roots = rustls::RootCertStore::empty();
+    /// # roots.add(der).unwrap();
+    /// let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    /// let tls = getty_codec::filter::TlsFilter::client(Arc::new(config), "localhost").unwrap();
+    /// assert!(tls.connection().peer_certificates().is_none()); // no handshake yet
+    /// ```
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Writes every record rustls has ready to `wire`.
+    fn write_records(&mut self, wire: &mut BytesMut) -> Result<(), FilterError> {
+        let mut sink = wire.writer();
+        while self.connection.wants_write() {
+            self.connection
+                .write_tls(&mut sink)
+                .map_err(|e| FilterError::internal("tls", e))?;
+        }
+        Ok(())
+    }
+
+    /// Moves decrypted bytes into `plain`, at most `room` of them. Returns how many.
+    fn take_plaintext(&mut self, plain: &mut BytesMut, room: usize) -> Result<usize, FilterError> {
+        let start = plain.len();
+        plain.resize(start + room.min(STEP), 0);
+        let result = self.connection.reader().read(&mut plain[start..]);
+        let n = match result {
+            Ok(n) => n,
+            // No plaintext now, or the peer's close_notify was seen (Ok(0) then): the
+            // socket's EOF ends the session.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            // EOF without close_notify: a truncation, but the socket's EOF says the rest.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => {
+                plain.truncate(start);
+                return Err(FilterError::malformed("tls", e));
+            }
+        };
+        plain.truncate(start + n);
+        Ok(n)
+    }
+
+    fn feed_records(&mut self, wire: &mut BytesMut) -> Result<usize, FilterError> {
+        let mut records = &wire[..];
+        let taken = self
+            .connection
+            .read_tls(&mut records)
+            .map_err(|e| FilterError::malformed("tls", e))?;
+        wire.advance(taken);
+        if let Err(e) = self.connection.process_new_packets() {
+            return Err(if self.connection.is_handshaking() {
+                FilterError::handshake("tls", e)
+            } else {
+                FilterError::malformed("tls", e)
+            });
+        }
+        Ok(taken)
+    }
+}
+
+impl Filter for TlsFilter {
+    fn decode(
+        &mut self,
+        wire: &mut BytesMut,
+        plain: &mut BytesMut,
+        limit: usize,
+    ) -> Result<(), FilterError> {
+        let mut produced = 0;
+        loop {
+            if produced < limit {
+                produced += self.take_plaintext(plain, limit - produced)?;
+            }
+            // rustls stops wanting records while its plaintext buffer is full: then the
+            // rest waits in `wire` until the codec has made room.
+            let fed = if !wire.is_empty() && self.connection.wants_read() {
+                self.feed_records(wire)?
+            } else {
+                0
+            };
+            if fed == 0 {
+                if produced < limit {
+                    self.take_plaintext(plain, limit - produced)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+        io::Write::write_all(&mut self.connection.writer(), plain)
+            .map_err(|e| FilterError::internal("tls", e))?;
+        self.write_records(wire)
+    }
+
+    fn flush(&mut self, wire: &mut BytesMut) -> Result<(), FilterError> {
+        self.write_records(wire)
+    }
+
+    fn is_handshaking(&self) -> bool {
+        self.connection.is_handshaking()
+    }
+
+    fn close(&mut self, wire: &mut BytesMut) {
+        self.connection.send_close_notify();
+        let _ = self.write_records(wire);
+    }
+}
