@@ -36,8 +36,8 @@ fn main() {
         if quick { " (QUICK)" } else { "" }
     );
     println!(
-        "  {:<26} {:>12} {:>12} {:>9} {:>14} {:>14}",
-        "load", "plain msg/s", "TLS msg/s", "overhead", "plain srv-cpu", "TLS srv-cpu"
+        "  {:<26} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10} {:>10}",
+        "load", "plain msg/s", "TLS msg/s", "overhead", "plain srv-cpu", "TLS srv-cpu", "TLS MB/s", "wire/plain"
     );
     for (size, window, count) in [
         (64usize, 1u64, 20_000u64),
@@ -49,13 +49,15 @@ fn main() {
         let p = median_of(runs, || run(&plain, Arc::clone(&payloads), count, window));
         let t = median_of(runs, || run(&secure, Arc::clone(&payloads), count, window));
         println!(
-            "  {:<26} {:>12.0} {:>12.0} {:>8.2}x {:>14.0} {:>14.0}",
+            "  {:<26} {:>12.0} {:>12.0} {:>8.2}x {:>14.0} {:>14.0} {:>10.1} {:>10.3}",
             format!("{size} B, {window} in flight"),
             p.messages_per_sec(),
             t.messages_per_sec(),
             p.messages_per_sec() / t.messages_per_sec(),
             p.messages_per_server_cpu_sec(),
-            t.messages_per_server_cpu_sec()
+            t.messages_per_server_cpu_sec(),
+            t.plain_mb_per_sec(),
+            t.wire_ratio()
         );
     }
     println!("  (srv-cpu: messages per CPU-second of the server's reactor thread)");
