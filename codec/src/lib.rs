@@ -13,6 +13,12 @@
 //!   endian, with netty's offset/adjustment/strip options).
 //! - [`LinesCodec`]: `\n` or `\r\n` terminated lines with a maximum line length.
 //! - [`RawCodec`]: the byte stream as it arrives, no framing.
+//! - [`MessageCodec`]: [`Message`]s that remember whether they are text or binary (raw on a
+//!   byte stream; one per WebSocket message).
+//!
+//! Message-oriented transports call [`Decoder::decode_message`] and
+//! [`Encoder::encode_message`], which carry a [`MessageKind`]. The [`ws`] module is the
+//! sans-IO WebSocket machine (handshake, frames, permessage-deflate).
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -36,7 +42,7 @@ mod length;
 mod lines;
 mod message;
 mod raw;
-
+pub mod ws;
 
 pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};
