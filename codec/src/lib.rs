@@ -13,6 +13,12 @@
 //!   endian, with netty's offset/adjustment/strip options).
 //! - [`LinesCodec`]: `\n` or `\r\n` terminated lines with a maximum line length.
 //! - [`RawCodec`]: the byte stream as it arrives, no framing.
+//! - [`MessageCodec`]: [`Message`]s that remember whether they are text or binary (raw on a
+//!   byte stream; one per WebSocket message).
+//!
+//! Message-oriented transports call [`Decoder::decode_message`] and
+//! [`Encoder::encode_message`], which carry a [`MessageKind`]. The [`ws`] module is the
+//! sans-IO WebSocket machine (handshake, frames, permessage-deflate).
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -37,12 +43,34 @@ pub use rustls;
 pub mod filter;
 mod length;
 mod lines;
+mod message;
 mod raw;
+pub mod ws;
 
 pub use filter::Compression;
 pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};
+pub use message::{Message, MessageCodec};
 pub use raw::RawCodec;
+
+/// Whether a message-oriented transport (WebSocket) carries a message as text or binary.
+///
+/// A byte stream (TCP) has no such notion; there every message is [`MessageKind::Binary`].
+/// A text message is valid UTF-8: the WebSocket layer refuses any other before a decoder
+/// sees it.
+///
+/// ```
+/// use getty_codec::MessageKind;
+/// assert_eq!(MessageKind::default(), MessageKind::Binary);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// Arbitrary bytes.
+    #[default]
+    Binary,
+    /// UTF-8 text.
+    Text,
+}
 
 /// What one call to [`Decoder::decode`] found in the buffer.
 ///
@@ -83,6 +111,42 @@ pub trait Decoder {
     /// Returns an error when the stream is malformed; the transport then closes the session
     /// and reports the error to the handler's `on_error`.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Self::Item>, CodecError>;
+
+    /// Decodes one whole message of a message-oriented transport (a WebSocket message)
+    /// into exactly one item. `payload` holds the complete message; `kind` says whether it
+    /// arrived as text (already checked to be UTF-8) or binary.
+    ///
+    /// The default runs [`decode`](Decoder::decode) once and requires it to produce a frame
+    /// that takes the whole payload, so a stream codec used over WebSocket expects one of its
+    /// frames per message. Codecs without framing (such as [`RawCodec`]) override it.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, LinesCodec, MessageKind};
+    ///
+    /// let mut codec = LinesCodec::default();
+    /// let mut one = BytesMut::from(&b"hello\n"[..]);
+    /// assert_eq!(codec.decode_message(MessageKind::Text, &mut one).unwrap(), "hello");
+    /// let mut partial = BytesMut::from(&b"no newline"[..]);
+    /// assert!(codec.decode_message(MessageKind::Text, &mut partial).is_err());
+    /// ```
+    fn decode_message(
+        &mut self,
+        kind: MessageKind,
+        payload: &mut BytesMut,
+    ) -> Result<Self::Item, CodecError> {
+        let _ = kind;
+        match self.decode(payload)? {
+            Decoded::Frame(item) if payload.is_empty() => Ok(item),
+            Decoded::Frame(_) => Err(CodecError::malformed(format!(
+                "{} bytes left after the message's frame",
+                payload.len()
+            ))),
+            Decoded::NeedMore(_) => Err(CodecError::malformed(
+                "the message does not hold a whole frame",
+            )),
+        }
+    }
 }
 
 /// Turns a message into bytes for the wire, appending them to `dst`.
@@ -101,6 +165,29 @@ pub trait Decoder {
 pub trait Encoder<Item> {
     /// Appends the wire form of `item` to `dst`. On error, `dst` must be left as it was.
     fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), CodecError>;
+
+    /// Appends `item` as one message of a message-oriented transport (a WebSocket message)
+    /// and says whether to send it as text or binary. The default is
+    /// [`encode`](Encoder::encode), sent as binary. A codec that answers
+    /// [`MessageKind::Text`] must have appended valid UTF-8.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, LengthFieldCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = LengthFieldCodec::default().encode_message(&b"ab"[..], &mut out).unwrap();
+    /// assert_eq!(kind, MessageKind::Binary);
+    /// assert_eq!(&out[..], b"\x00\x00\x00\x02ab");
+    /// ```
+    fn encode_message(
+        &mut self,
+        item: Item,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        self.encode(item, dst)?;
+        Ok(MessageKind::Binary)
+    }
 }
 
 /// Why a codec refused its input or output.

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{CodecError, Decoded, Decoder, Encoder};
+use crate::{CodecError, Decoded, Decoder, Encoder, MessageKind};
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
 /// encoding copies the message as it is.
@@ -60,6 +60,23 @@ impl Decoder for RawCodec {
             return Ok(Decoded::NeedMore(None));
         }
         Ok(Decoded::Frame(src.split().freeze()))
+    }
+
+    /// Takes the whole message payload (zero-copy), an empty one included.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, MessageKind, RawCodec};
+    ///
+    /// let msg = RawCodec.decode_message(MessageKind::Binary, &mut BytesMut::new()).unwrap();
+    /// assert!(msg.is_empty());
+    /// ```
+    fn decode_message(
+        &mut self,
+        _kind: MessageKind,
+        payload: &mut BytesMut,
+    ) -> Result<Bytes, CodecError> {
+        Ok(payload.split().freeze())
     }
 }
 

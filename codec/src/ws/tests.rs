@@ -1,0 +1,680 @@
+//! Tests of the frame/message machine against frames built by hand.
+
+use bytes::BytesMut;
+use flate2::{Compress, Compression, FlushCompress};
+use proptest::prelude::*;
+
+use super::*;
+use crate::MessageKind;
+
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A frame built independently of the machine's encoder.
+fn frame(first: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(m | n as u8),
+        n if n <= 0xffff => {
+            out.push(m | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(m | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let start = out.len();
+    if let Some(k) = mask {
+        out.extend_from_slice(&k);
+    }
+    let body = out.len();
+    out.extend_from_slice(payload);
+    if let Some(k) = mask {
+        for (i, b) in out[body..].iter_mut().enumerate() {
+            *b ^= k[i % 4];
+        }
+    }
+    debug_assert!(start <= body);
+    out
+}
+
+/// A masked frame, as a client sends.
+fn cframe(first: u8, payload: &[u8]) -> Vec<u8> {
+    frame(first, Some(MASK), payload)
+}
+
+fn server() -> Protocol {
+    Protocol::new(Role::Server, Config::default(), None)
+}
+
+fn small_server(max_message: usize, max_frame: usize, deflate: Option<DeflateConfig>) -> Protocol {
+    let config = Config {
+        max_message_size: max_message,
+        max_frame_size: max_frame,
+    };
+    Protocol::new(Role::Server, config, deflate)
+}
+
+/// Decodes everything; stops at the first error.
+fn decode_all(
+    p: &mut Protocol,
+    wire: &mut BytesMut,
+    control: &mut BytesMut,
+) -> Result<Vec<Event>, WsError> {
+    let mut events = Vec::new();
+    while let Some(e) = p.decode(wire, control)? {
+        events.push(e);
+    }
+    Ok(events)
+}
+
+/// Feeds `wire` in pieces cut at `cuts`, decoding after each piece.
+fn decode_split(
+    p: &mut Protocol,
+    wire: &[u8],
+    cuts: &[usize],
+) -> (Result<Vec<Event>, WsError>, BytesMut) {
+    let mut buf = BytesMut::new();
+    let mut control = BytesMut::new();
+    let mut events = Vec::new();
+    let mut last = 0;
+    for &c in cuts.iter().chain(std::iter::once(&wire.len())) {
+        let c = c.clamp(last, wire.len());
+        buf.extend_from_slice(&wire[last..c]);
+        last = c;
+        match decode_all(p, &mut buf, &mut control) {
+            Ok(mut e) => events.append(&mut e),
+            Err(e) => return (Err(e), control),
+        }
+    }
+    (Ok(events), control)
+}
+
+fn message(kind: MessageKind, payload: &[u8]) -> Event {
+    Event::Message {
+        kind,
+        payload: BytesMut::from(payload),
+    }
+}
+
+fn error_code(wire: &[u8]) -> u16 {
+    error_code_with(&mut server(), wire)
+}
+
+fn error_code_with(p: &mut Protocol, wire: &[u8]) -> u16 {
+    match decode_split(p, wire, &[]).0 {
+        Err(e) => e.close_code(),
+        Ok(events) => panic!("expected an error, got {events:?}"),
+    }
+}
+
+/// A stream with every kind of frame: fragmented text with an interleaved ping, binary of
+/// each length encoding, a pong, and a close.
+fn mixed_stream() -> (Vec<u8>, Vec<Event>) {
+    let big = vec![7u8; 70_000];
+    let mid = vec![9u8; 300];
+    let mut wire = Vec::new();
+    wire.extend(cframe(0x01, "héll".as_bytes()));
+    wire.extend(cframe(0x89, b"p"));
+    wire.extend(cframe(0x00, "o wo".as_bytes()));
+    wire.extend(cframe(0x80, "rld ☃".as_bytes()));
+    wire.extend(cframe(0x82, &[]));
+    wire.extend(cframe(0x82, &mid));
+    wire.extend(cframe(0x82, &big));
+    wire.extend(cframe(0x8a, b"pong"));
+    wire.extend(cframe(0x88, &[0x03, 0xe8, b'o', b'k']));
+    let events = vec![
+        Event::Ping("p".into()),
+        message(MessageKind::Text, "héllo world ☃".as_bytes()),
+        message(MessageKind::Binary, &[]),
+        message(MessageKind::Binary, &mid),
+        message(MessageKind::Binary, &big),
+        Event::Pong("pong".into()),
+        Event::Close(Some(CloseFrame {
+            code: 1000,
+            reason: "ok".into(),
+        })),
+    ];
+    (wire, events)
+}
+
+#[test]
+fn every_two_piece_split_decodes_alike() {
+    let (wire, expected) = mixed_stream();
+    let (whole, control) = decode_split(&mut server(), &wire, &[]);
+    assert_eq!(whole.unwrap(), expected);
+    assert_eq!(&control[..], b"\x8a\x01p\x88\x02\x03\xe8");
+    // Cutting inside the big frame's payload is covered by the byte-by-byte run below.
+    let big_start = wire.len() - (14 + 70_000) - 10 - 10; // the big frame, a pong, a close
+    for cut in (0..big_start + 20).chain(wire.len() - 40..wire.len()) {
+        let (events, ctl) = decode_split(&mut server(), &wire, &[cut]);
+        assert_eq!(events.unwrap(), expected, "cut at {cut}");
+        assert_eq!(ctl, control, "cut at {cut}");
+    }
+}
+
+#[test]
+fn byte_by_byte_decodes_alike() {
+    let (wire, expected) = mixed_stream();
+    let cuts: Vec<usize> = (1..wire.len()).collect();
+    let (events, _) = decode_split(&mut server(), &wire, &cuts);
+    assert_eq!(events.unwrap(), expected);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_splits_decode_alike(cuts in proptest::collection::vec(0usize..70_500, 0..12)) {
+        let (wire, expected) = mixed_stream();
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let (events, _) = decode_split(&mut server(), &wire, &cuts);
+        prop_assert_eq!(events.unwrap(), expected);
+    }
+
+    #[test]
+    fn encoded_messages_round_trip_both_ways(
+        msgs in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..70_000)), 1..4),
+        cut in any::<prop::sample::Index>(),
+        deflate in any::<bool>(),
+    ) {
+        let agreed = deflate.then(DeflateConfig::default);
+        for role in [Role::Client, Role::Server] {
+            let other = if role == Role::Client { Role::Server } else { Role::Client };
+            let mut tx = Protocol::new(role, Config::default(), agreed);
+            let mut rx = Protocol::new(other, Config::default(), agreed);
+            let mut wire = BytesMut::new();
+            let mut expected = Vec::new();
+            for (text, bytes) in &msgs {
+                let (kind, payload) = if *text {
+                    (MessageKind::Text, String::from_utf8_lossy(bytes).into_owned().into_bytes())
+                } else {
+                    (MessageKind::Binary, bytes.clone())
+                };
+                let start = wire.len();
+                wire.extend_from_slice(&payload);
+                tx.encode_message(kind, &mut wire, start).unwrap();
+                prop_assert_eq!(wire[start + 1] & 0x80 != 0, role == Role::Client, "mask bit");
+                expected.push(message(kind, &payload));
+            }
+            let at = cut.index(wire.len() + 1);
+            let (events, _) = decode_split(&mut rx, &wire, &[at]);
+            prop_assert_eq!(events.unwrap(), expected);
+        }
+    }
+}
+
+#[test]
+fn client_frames_are_masked_and_server_frames_are_not() {
+    let mut client = Protocol::new(Role::Client, Config::default(), None);
+    let mut buf = BytesMut::from(&b"abcdefgh"[..]);
+    client
+        .encode_message(MessageKind::Binary, &mut buf, 0)
+        .unwrap();
+    assert_eq!(buf[0], 0x82);
+    assert_eq!(buf[1], 0x80 | 8);
+    let mask = [buf[2], buf[3], buf[4], buf[5]];
+    let mut payload = buf[6..].to_vec();
+    apply_mask(&mut payload, mask, 0);
+    assert_eq!(payload, b"abcdefgh");
+
+    let mut srv = server();
+    let mut buf = BytesMut::from(&b"abc"[..]);
+    srv.encode_message(MessageKind::Binary, &mut buf, 0)
+        .unwrap();
+    assert_eq!(&buf[..], b"\x82\x03abc");
+}
+
+#[test]
+fn encoding_in_place_does_not_reallocate_when_there_is_room() {
+    let mut srv = server();
+    let mut buf = BytesMut::with_capacity(100_000);
+    buf.extend_from_slice(b"prefix");
+    buf.extend_from_slice(&[5u8; 70_000]);
+    let addr = buf.as_ptr();
+    srv.encode_message(MessageKind::Binary, &mut buf, 6)
+        .unwrap();
+    assert_eq!(buf.as_ptr(), addr);
+    assert_eq!(&buf[..6], b"prefix");
+    assert_eq!(&buf[6..16], b"\x82\x7f\x00\x00\x00\x00\x00\x01\x11\x70");
+    assert!(buf[16..].iter().all(|&b| b == 5));
+}
+
+#[test]
+fn uncompressed_single_frames_are_not_copied() {
+    let mut srv = server();
+    let mut wire = BytesMut::from(&cframe(0x82, &[1, 2, 3, 4, 5])[..]);
+    let payload_addr = wire[6..].as_ptr();
+    let Some(Event::Message { payload, .. }) = srv.decode(&mut wire, &mut BytesMut::new()).unwrap()
+    else {
+        panic!("expected a message");
+    };
+    assert_eq!(payload.as_ptr(), payload_addr);
+    assert_eq!(&payload[..], [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn protocol_errors_say_1002() {
+    let deflate = Some(DeflateConfig::default());
+    let cases: Vec<(&str, Vec<u8>, Option<DeflateConfig>)> = vec![
+        ("rsv2", cframe(0xa2, b"x"), None),
+        ("rsv3", cframe(0x92, b"x"), None),
+        ("rsv1 without deflate", cframe(0xc2, b"x"), None),
+        (
+            "rsv1 on a continuation",
+            [cframe(0x42, b"\x00"), cframe(0xc0, b"\x00")].concat(),
+            deflate,
+        ),
+        ("rsv1 on a ping", cframe(0xc9, b""), deflate),
+        ("fragmented ping", cframe(0x09, b""), None),
+        ("long ping", cframe(0x89, &[0; 126]), None),
+        ("continuation first", cframe(0x80, b"x"), None),
+        (
+            "text inside a fragmented message",
+            [cframe(0x01, b"a"), cframe(0x81, b"b")].concat(),
+            None,
+        ),
+        (
+            "binary inside a fragmented message",
+            [cframe(0x02, b"a"), cframe(0x02, b"b")].concat(),
+            None,
+        ),
+        ("unmasked to a server", frame(0x82, None, b"x"), None),
+        ("close with one byte", cframe(0x88, b"\x03"), None),
+        ("close code 1005", cframe(0x88, b"\x03\xed"), None),
+        ("close code 999", cframe(0x88, b"\x03\xe7"), None),
+        ("close code 2000", cframe(0x88, b"\x07\xd0"), None),
+        ("close code 5000", cframe(0x88, b"\x13\x88"), None),
+        (
+            "64-bit length with its top bit set",
+            {
+                let mut f = vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1];
+                f.extend_from_slice(&MASK);
+                f
+            },
+            None,
+        ),
+    ];
+    for (name, wire, deflate) in cases {
+        let mut p = Protocol::new(Role::Server, Config::default(), deflate);
+        assert_eq!(error_code_with(&mut p, &wire), 1002, "{name}");
+    }
+    for op in [3u8, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf] {
+        assert_eq!(error_code(&cframe(0x80 | op, b"")), 1002, "opcode {op}");
+    }
+    let mut client = Protocol::new(Role::Client, Config::default(), None);
+    assert_eq!(
+        error_code_with(&mut client, &cframe(0x82, b"x")),
+        1002,
+        "masked to a client"
+    );
+}
+
+#[test]
+fn invalid_utf8_says_1007_and_fails_fast() {
+    assert_eq!(error_code(&cframe(0x81, b"ok\xff")), 1007);
+    assert_eq!(error_code(&cframe(0x81, b"ends inside \xe2\x82")), 1007);
+    assert_eq!(
+        error_code(&cframe(0x88, b"\x03\xe8\xff")),
+        1007,
+        "close reason"
+    );
+    // A first fragment with an invalid sequence fails before the rest arrives.
+    assert_eq!(error_code(&cframe(0x01, b"\xce\xba\xf4\x90")), 1007);
+    // So does an invalid sequence in the received part of an incomplete frame.
+    let whole = cframe(0x81, b"\xce\xbao\xed\xa0\x80 and more text after it");
+    let mut p = server();
+    let mut buf = BytesMut::from(&whole[..6 + 5]);
+    let err = p.decode(&mut buf, &mut BytesMut::new()).unwrap_err();
+    assert_eq!(err.close_code(), 1007);
+    // A character split across fragments is fine.
+    let ok = [cframe(0x01, b"\xe2\x82"), cframe(0x80, b"\xac")].concat();
+    let (events, _) = decode_split(&mut server(), &ok, &[]);
+    assert_eq!(
+        events.unwrap(),
+        vec![message(MessageKind::Text, "€".as_bytes())]
+    );
+    // Binary is not checked.
+    let (events, _) = decode_split(&mut server(), &cframe(0x82, b"\xff"), &[]);
+    assert_eq!(events.unwrap(), vec![message(MessageKind::Binary, b"\xff")]);
+}
+
+#[test]
+fn oversize_says_1009_before_the_payload_arrives() {
+    // The header alone of a frame over the frame limit is enough.
+    let mut p = small_server(1 << 20, 1000, None);
+    let wire = cframe(0x82, &[0; 1001]);
+    let err = p
+        .decode(&mut BytesMut::from(&wire[..8]), &mut BytesMut::new())
+        .unwrap_err();
+    assert_eq!(err.close_code(), 1009);
+    // Fragments that add up to more than the message limit.
+    let mut p = small_server(1000, 1000, None);
+    let wire = [cframe(0x02, &[0; 600]), cframe(0x80, &[0; 600])].concat();
+    assert_eq!(error_code_with(&mut p, &wire), 1009);
+    let mut p = small_server(1000, 1000, None);
+    let wire = [cframe(0x02, &[0; 600]), cframe(0x80, &[0; 400])].concat();
+    assert_eq!(decode_split(&mut p, &wire, &[]).0.unwrap().len(), 1);
+    // A frame length that does not fit in memory.
+    let mut huge = vec![0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    huge.extend_from_slice(&MASK);
+    assert_eq!(error_code(&huge), 1009);
+}
+
+#[test]
+fn errors_repeat_and_fail_writes_the_close_once() {
+    let mut p = server();
+    let mut wire = BytesMut::from(&cframe(0xa2, b"x")[..]);
+    let err = p.decode(&mut wire, &mut BytesMut::new()).unwrap_err();
+    let again = p.decode(
+        &mut BytesMut::from(&cframe(0x82, b"ok")[..]),
+        &mut BytesMut::new(),
+    );
+    assert_eq!(again.unwrap_err(), err);
+    let mut out = BytesMut::new();
+    assert!(p.fail(&err, &mut out));
+    assert_eq!(&out[..], b"\x88\x02\x03\xea");
+    assert!(!p.fail(&err, &mut out));
+    assert!(p.is_closed());
+    assert!(p
+        .encode_message(MessageKind::Text, &mut BytesMut::from("x"), 0)
+        .is_err());
+}
+
+#[test]
+fn peer_initiated_close_is_echoed_and_ends_decoding() {
+    let mut p = server();
+    let mut wire =
+        BytesMut::from(&[cframe(0x88, b"\x0f\xa0bye"), cframe(0x81, b"late")].concat()[..]);
+    let mut out = BytesMut::new();
+    let events = decode_all(&mut p, &mut wire, &mut out).unwrap();
+    assert_eq!(
+        events,
+        vec![Event::Close(Some(CloseFrame {
+            code: 4000,
+            reason: "bye".into()
+        }))]
+    );
+    assert_eq!(&out[..], b"\x88\x02\x0f\xa0", "echoes the code");
+    assert!(wire.is_empty(), "input after the close is dropped");
+    assert!(p.is_closed());
+
+    let mut p = server();
+    let mut out = BytesMut::new();
+    let events = decode_all(
+        &mut p,
+        &mut BytesMut::from(&cframe(0x88, b"")[..]),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(events, vec![Event::Close(None)]);
+    assert_eq!(
+        &out[..],
+        b"\x88\x02\x03\xe8",
+        "1000 when the peer gave no code"
+    );
+}
+
+#[test]
+fn locally_initiated_close_waits_for_the_peer() {
+    let mut srv = server();
+    let mut cli = Protocol::new(Role::Client, Config::default(), None);
+    let mut to_client = BytesMut::new();
+    assert!(srv.close(1001, "going", &mut to_client).unwrap());
+    assert!(!srv.is_closed());
+    // A ping after our close gets no pong; data is still delivered.
+    let mut out = BytesMut::new();
+    let wire = [cframe(0x89, b""), cframe(0x81, b"hi")].concat();
+    let events = decode_all(&mut srv, &mut BytesMut::from(&wire[..]), &mut out).unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(out.is_empty());
+    // The client echoes; the server sees the echo and is done.
+    let mut to_server = BytesMut::new();
+    let events = decode_all(&mut cli, &mut to_client, &mut to_server).unwrap();
+    assert_eq!(
+        events,
+        vec![Event::Close(Some(CloseFrame {
+            code: 1001,
+            reason: "going".into()
+        }))]
+    );
+    assert!(cli.is_closed());
+    let events = decode_all(&mut srv, &mut to_server, &mut out).unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(srv.is_closed());
+    assert!(out.is_empty(), "no second close");
+}
+
+#[test]
+fn close_refuses_codes_that_may_not_be_sent() {
+    let mut p = server();
+    let mut out = BytesMut::new();
+    assert!(p.close(1006, "", &mut out).is_err());
+    assert!(p.close(1000, &"x".repeat(124), &mut out).is_err());
+    assert!(out.is_empty());
+    assert!(!p.close_sent());
+}
+
+// ---- permessage-deflate ----
+
+fn agreed(bits: u8, no_context: bool) -> DeflateConfig {
+    DeflateConfig {
+        server_no_context_takeover: no_context,
+        client_no_context_takeover: no_context,
+        server_max_window_bits: bits,
+        client_max_window_bits: bits,
+        ..DeflateConfig::default()
+    }
+}
+
+fn text_payload(i: usize) -> Vec<u8> {
+    format!(
+        "{{\"seq\":{i},\"name\":\"getty\",\"tags\":[\"a\",\"b\",\"c\"],\"pad\":\"{}\"}}",
+        "xyz".repeat(40 + i)
+    )
+    .into_bytes()
+}
+
+#[test]
+fn deflate_round_trips_for_every_window_and_takeover() {
+    for bits in 8..=15u8 {
+        for no_context in [false, true] {
+            for role in [Role::Client, Role::Server] {
+                let other = if role == Role::Client {
+                    Role::Server
+                } else {
+                    Role::Client
+                };
+                let d = Some(agreed(bits, no_context));
+                let mut tx = Protocol::new(role, Config::default(), d);
+                let mut rx = Protocol::new(other, Config::default(), d);
+                let mut random = vec![0u8; 5000];
+                fastrand::Rng::with_seed(u64::from(bits)).fill(&mut random);
+                let msgs: Vec<(MessageKind, Vec<u8>)> = vec![
+                    (MessageKind::Text, text_payload(1)),
+                    (MessageKind::Text, text_payload(2)),
+                    (MessageKind::Binary, random),
+                    (MessageKind::Binary, vec![]),
+                    (MessageKind::Text, b"tiny".to_vec()),
+                    (MessageKind::Binary, vec![0; 200_000]),
+                ];
+                for (kind, payload) in &msgs {
+                    let mut wire = BytesMut::from(&payload[..]);
+                    tx.encode_message(*kind, &mut wire, 0).unwrap();
+                    let compressed = wire[0] & 0x40 != 0;
+                    let expect_compressed = bits >= 9 && payload.len() >= 32;
+                    assert_eq!(
+                        compressed,
+                        expect_compressed,
+                        "bits {bits} len {}",
+                        payload.len()
+                    );
+                    let cut = wire.len() / 2;
+                    let (events, _) = decode_split(&mut rx, &wire, &[cut]);
+                    assert_eq!(
+                        events.unwrap(),
+                        vec![message(*kind, payload)],
+                        "bits {bits} ctx {no_context}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn context_takeover_shrinks_repeated_messages() {
+    let sizes = |no_context: bool| {
+        let mut tx = Protocol::new(
+            Role::Server,
+            Config::default(),
+            Some(agreed(15, no_context)),
+        );
+        let payload = text_payload(7);
+        (0..2)
+            .map(|_| {
+                let mut wire = BytesMut::from(&payload[..]);
+                tx.encode_message(MessageKind::Text, &mut wire, 0).unwrap();
+                wire.len()
+            })
+            .collect::<Vec<_>>()
+    };
+    let with = sizes(false);
+    let without = sizes(true);
+    assert!(with[1] < with[0] / 2, "{with:?}");
+    assert_eq!(without[0], without[1]);
+}
+
+/// Deflates `data` with a sync flush and strips the tail, as a peer would.
+fn deflate_raw(data: &[u8]) -> Vec<u8> {
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    c.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+#[test]
+fn fragmented_compressed_message_with_interleaved_ping() {
+    let text = "fragmented and compressed ".repeat(20);
+    let z = deflate_raw(text.as_bytes());
+    let (a, rest) = z.split_at(z.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let wire = [
+        cframe(0x41, a),
+        cframe(0x00, b),
+        cframe(0x89, b"x"),
+        cframe(0x80, c),
+    ]
+    .concat();
+    let mut p = Protocol::new(
+        Role::Server,
+        Config::default(),
+        Some(DeflateConfig::default()),
+    );
+    let cuts: Vec<usize> = (1..wire.len()).step_by(7).collect();
+    let (events, _) = decode_split(&mut p, &wire, &cuts);
+    assert_eq!(
+        events.unwrap(),
+        vec![
+            Event::Ping("x".into()),
+            message(MessageKind::Text, text.as_bytes())
+        ]
+    );
+}
+
+#[test]
+fn bad_compressed_data_says_1007() {
+    let d = Some(DeflateConfig::default());
+    let mut p = Protocol::new(Role::Server, Config::default(), d);
+    assert_eq!(error_code_with(&mut p, &cframe(0xc2, &[0xff; 20])), 1007);
+    let mut p = Protocol::new(Role::Server, Config::default(), d);
+    assert_eq!(
+        error_code_with(&mut p, &cframe(0xc1, &deflate_raw(b"bad \xff text"))),
+        1007
+    );
+}
+
+/// Writes deflate bits least-significant first; Huffman codes go most-significant first.
+struct Bits {
+    out: Vec<u8>,
+    acc: u32,
+    n: u32,
+}
+
+impl Bits {
+    fn put(&mut self, value: u32, count: u32) {
+        self.acc |= value << self.n;
+        self.n += count;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    fn code(&mut self, code: u32, len: u32) {
+        let reversed = code.reverse_bits() >> (32 - len);
+        self.put(reversed, len);
+    }
+}
+
+/// A fixed-Huffman deflate block: one zero byte, then `repeats` matches of 258 bytes at
+/// distance 1. `repeats` = 4.2 million inflates to over a gigabyte from about 6.8 MB.
+fn bomb(repeats: usize) -> Vec<u8> {
+    let mut bits = Bits {
+        out: Vec::with_capacity(repeats * 13 / 8 + 16),
+        acc: 0,
+        n: 0,
+    };
+    bits.put(0, 1); // not the final block
+    bits.put(1, 2); // fixed Huffman codes
+    bits.code(0x30, 8); // literal 0
+    for _ in 0..repeats {
+        bits.code(0xc5, 8); // length 258 (symbol 285)
+        bits.code(0, 5); // distance 1
+    }
+    bits.put(0, 7);
+    bits.out
+}
+
+#[test]
+fn the_bomb_inflates_as_claimed_when_allowed() {
+    let z = bomb(1000);
+    let mut p = Protocol::new(
+        Role::Server,
+        Config::default(),
+        Some(DeflateConfig::default()),
+    );
+    let (events, _) = decode_split(&mut p, &cframe(0xc2, &z), &[]);
+    let events = events.unwrap();
+    let [Event::Message { payload, .. }] = &events[..] else {
+        panic!("expected one message");
+    };
+    assert_eq!(payload.len(), 1 + 258 * 1000);
+    assert!(payload.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_gigabyte_bomb_is_refused_after_a_few_kib_with_bounded_memory() {
+    let repeats = 4_200_000; // 1 + 258 * 4.2M bytes: over a gigabyte inflated
+    let z = bomb(repeats);
+    assert!(z.len() < 7 << 20);
+    let wire = cframe(0xc2, &z);
+    let max = 1 << 20;
+    let mut p = small_server(max, 16 << 20, Some(DeflateConfig::default()));
+    // Only the first 16 KiB of the 6.8 MB frame arrive: enough to know it is too big.
+    let mut buf = BytesMut::from(&wire[..16 << 10]);
+    let started = std::time::Instant::now();
+    let err = p.decode(&mut buf, &mut BytesMut::new()).unwrap_err();
+    assert_eq!(err.close_code(), 1009);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // Memory: the inflated part of the message never exceeded the limit.
+    let inflated = p
+        .inflated_capacity()
+        .expect("the refused message is still the one in progress");
+    assert!(inflated <= max + 1, "inflate buffer grew to {inflated}");
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Autobahn WebSocket conformance (wstest): our server under `wstest -m fuzzingclient`, our
+# client under `wstest -m fuzzingserver`. Fails unless every case of the selected sections
+# passes (see check.py).
+#
+# usage: tests/autobahn/run.sh [--compress] [--mode server|client|both] [--sections "1 2 ..."]
+#
+#   --compress   also run sections 12 and 13 (permessage-deflate); `{compress}` in the
+#                commands expands to --compress
+#   --mode       test only the server or only the client (default both)
+#   --sections   the sections to run (default 1-10, plus 12 13 with --compress)
+#
+# The commands under test are templates (run with bash -c), so another implementation can be
+# plugged in:
+#   AUTOBAHN_SERVER_CMD  an echo server listening on {addr} (host:port)
+#   AUTOBAHN_CLIENT_CMD  a client running Autobahn's flow against {url} (ws://host:port)
+#                        as agent {agent}: /getCaseCount, /runCase?case=N&agent={agent}
+#                        echoing every message, /updateReports?agent={agent}
+# Both default to codec/examples/ws_blocking_echo.rs (built in release mode).
+# Other settings: AUTOBAHN_TIMEOUT (seconds per wstest run, default 1200), AUTOBAHN_PY27,
+# AUTOBAHN_PY3 (see install.sh). Reports go to target/autobahn/reports/{server,client}.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/tests/autobahn"
+WORK="$ROOT/target/autobahn"
+AGENT="getty-rs"
+TIMEOUT="${AUTOBAHN_TIMEOUT:-1200}"
+
+compress=0
+mode=both
+sections=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --compress) compress=1 ;;
+    --mode) mode="$2"; shift ;;
+    --sections) sections="$2"; shift ;;
+    *) echo "usage: $0 [--compress] [--mode server|client|both] [--sections \"1 2 ...\"]" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$mode" in server|client|both) ;; *) echo "bad --mode $mode" >&2; exit 2 ;; esac
+if [ -z "$sections" ]; then
+  sections="1 2 3 4 5 6 7 9 10" # Autobahn has no section 8 (nor 11)
+  [ "$compress" = 1 ] && sections="$sections 12 13"
+fi
+compress_flag=""
+[ "$compress" = 1 ] && compress_flag="--compress"
+
+EXAMPLE="$ROOT/target/release/examples/ws_blocking_echo"
+DEFAULT_SERVER_CMD="$EXAMPLE"' --server {addr} {compress}'
+DEFAULT_CLIENT_CMD="$EXAMPLE"' --autobahn-client {url} --agent {agent} {compress}'
+SERVER_CMD="${AUTOBAHN_SERVER_CMD:-$DEFAULT_SERVER_CMD}"
+CLIENT_CMD="${AUTOBAHN_CLIENT_CMD:-$DEFAULT_CLIENT_CMD}"
+
+# Processes we started (each the leader of its own process group), ended on exit.
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+start() { # start LOGFILE CMD...: runs CMD in its own process group; sets STARTED
+  local log="$1"; shift
+  setsid "$@" >"$log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+stop() { # stop PID
+  kill -TERM -- "-$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_listening() { # wait_listening PORT PID: up to 60 s
+  local port="$1" pid="$2" i
+  for i in $(seq 600); do
+    if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(('127.0.0.1', $port)))" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { echo "autobahn: process $pid exited before listening on $port" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "autobahn: nothing listening on $port after 60 s" >&2
+  return 1
+}
+
+expand() { # expand TEMPLATE ADDR URL
+  local t="$1" a='{addr}' u='{url}' g='{agent}' c='{compress}'
+  t="${t//"$a"/$2}"
+  t="${t//"$u"/$3}"
+  t="${t//"$g"/$AGENT}"
+  t="${t//"$c"/$compress_flag}"
+  printf '%s' "$t"
+}
+
+cases_json() {
+  local out="" s
+  for s in $sections; do out="$out\"$s.*\", "; done
+  printf '[%s]' "${out%, }"
+}
+
+WSTEST="$("$HERE/install.sh")"
+if [ -z "${AUTOBAHN_SERVER_CMD:-}" ] || [ -z "${AUTOBAHN_CLIENT_CMD:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p getty-codec --example ws_blocking_echo)
+fi
+mkdir -p "$WORK/reports"
+status=0
+
+if [ "$mode" != client ]; then
+  port="$(free_port)"
+  addr="127.0.0.1:$port"
+  rm -rf "$WORK/reports/server"
+  cat >"$WORK/fuzzingclient.json" <<EOF
+{
+  "outdir": "$WORK/reports/server",
+  "servers": [{"agent": "$AGENT", "url": "ws://$addr"}],
+  "cases": $(cases_json),
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+EOF
+  cmd="$(expand "$SERVER_CMD" "$addr" "ws://$addr")"
+  echo "== server under test: $cmd"
+  start "$WORK/server.log" bash -c "exec $cmd"
+  server_pid=$STARTED
+  wait_listening "$port" "$server_pid"
+  echo "== wstest -m fuzzingclient, sections: $sections"
+  start "$WORK/fuzzingclient.log" bash -c "cd '$WORK' && exec timeout '$TIMEOUT' '$WSTEST' -m fuzzingclient -s '$WORK/fuzzingclient.json'"
+  wait "$STARTED" ||
+    { echo "autobahn: wstest fuzzingclient failed or timed out (see $WORK/fuzzingclient.log)"; status=1; }
+  stop "$server_pid"
+  python3 "$HERE/check.py" "$WORK/reports/server/index.json" "$AGENT" $sections || status=1
+fi
+
+if [ "$mode" != server ]; then
+  port="$(free_port)"
+  url="ws://127.0.0.1:$port"
+  rm -rf "$WORK/reports/client"
+  cat >"$WORK/fuzzingserver.json" <<EOF
+{
+  "url": "$url",
+  "outdir": "$WORK/reports/client",
+  "cases": $(cases_json),
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+EOF
+  echo "== wstest -m fuzzingserver on $url, sections: $sections"
+  start "$WORK/fuzzingserver.log" bash -c "cd '$WORK' && exec '$WSTEST' -m fuzzingserver -s '$WORK/fuzzingserver.json'"
+  wstest_pid=$STARTED
+  wait_listening "$port" "$wstest_pid"
+  cmd="$(expand "$CLIENT_CMD" "127.0.0.1:$port" "$url")"
+  echo "== client under test: $cmd"
+  start "$WORK/client.log" timeout "$TIMEOUT" bash -c "exec $cmd"
+  wait "$STARTED" ||
+    { echo "autobahn: the client failed or timed out (see $WORK/client.log)"; status=1; }
+  stop "$wstest_pid"
+  python3 "$HERE/check.py" "$WORK/reports/client/index.json" "$AGENT" $sections || status=1
+fi
+
+exit "$status"
