@@ -37,7 +37,14 @@ fn main() {
     );
     println!(
         "  {:<26} {:>12} {:>12} {:>9} {:>14} {:>14} {:>10} {:>10}",
-        "load", "plain msg/s", "TLS msg/s", "overhead", "plain srv-cpu", "TLS srv-cpu", "TLS MB/s", "wire/plain"
+        "load",
+        "plain msg/s",
+        "TLS msg/s",
+        "overhead",
+        "plain srv-cpu",
+        "TLS srv-cpu",
+        "TLS MB/s",
+        "wire/plain"
     );
     for (size, window, count) in [
         (64usize, 1u64, 20_000u64),

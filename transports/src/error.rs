@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use getty_codec::filter::{FilterError, FilterErrorKind};
+use getty_codec::ws::{HandshakeError, WsError};
 use getty_codec::CodecError;
 
 /// Why a session ended abnormally (seen in `Handler::on_error`) or why a call was refused.
@@ -47,6 +48,15 @@ pub enum Error {
     /// A handshake (TLS, WebSocket upgrade) did not complete within the session's handshake
     /// timeout.
     HandshakeTimeout(Duration),
+    /// The WebSocket peer broke the protocol (the session sent it a close frame with the
+    /// error's close code), or a WebSocket frame could not be written.
+    WebSocket(WsError),
+    /// The WebSocket upgrade failed: the server refused it or answered something else.
+    Upgrade(HandshakeError),
+    /// A ping sent with `Session::ping` got no pong within the pong timeout.
+    PongTimeout(Duration),
+    /// A WebSocket operation (`ping`, a close code) on a session that is not a WebSocket.
+    NotWebSocket,
     /// A write would take the outbound queue past its hard bound; nothing was queued.
     QueueFull {
         /// Bytes queued before the write.
@@ -75,6 +85,7 @@ impl Error {
             self,
             Error::Codec(_) | Error::MessageTooLong { .. } | Error::UnexpectedEof { .. }
         ) || matches!(self, Error::Filter(e) if e.kind() == FilterErrorKind::Malformed)
+            || matches!(self, Error::WebSocket(_))
     }
 }
 
@@ -100,6 +111,10 @@ impl fmt::Display for Error {
             Error::ConnectTimeout(t) => write!(f, "connect timed out after {t:?}"),
             Error::Filter(e) => write!(f, "filter error: {e}"),
             Error::HandshakeTimeout(t) => write!(f, "handshake not done after {t:?}"),
+            Error::WebSocket(e) => write!(f, "{e}"),
+            Error::Upgrade(e) => write!(f, "websocket upgrade failed: {e}"),
+            Error::PongTimeout(t) => write!(f, "no pong within {t:?} of a ping"),
+            Error::NotWebSocket => f.write_str("not a WebSocket session"),
             Error::QueueFull {
                 queued,
                 adding,
@@ -122,6 +137,7 @@ impl std::error::Error for Error {
             Error::Io(e) => Some(e),
             Error::Codec(e) => Some(e),
             Error::Filter(e) => Some(e),
+            Error::WebSocket(e) => Some(e),
             _ => None,
         }
     }
@@ -155,11 +171,15 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidData
             }
             Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
-            Error::Filter(_) => io::ErrorKind::InvalidData,
+            Error::Filter(_) | Error::WebSocket(_) | Error::Upgrade(_) => {
+                io::ErrorKind::InvalidData
+            }
+            Error::NotWebSocket => io::ErrorKind::Unsupported,
             Error::ReadIdle(_)
             | Error::WriteStalled(_)
             | Error::ConnectTimeout(_)
-            | Error::HandshakeTimeout(_) => io::ErrorKind::TimedOut,
+            | Error::HandshakeTimeout(_)
+            | Error::PongTimeout(_) => io::ErrorKind::TimedOut,
             Error::QueueFull { .. } | Error::Backpressure => io::ErrorKind::WouldBlock,
             Error::Closed => io::ErrorKind::NotConnected,
         };

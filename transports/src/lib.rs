@@ -53,6 +53,7 @@ mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod ws;
 
 pub use error::Error;
 pub use handle::SessionHandle;

@@ -107,7 +107,8 @@ impl Metrics {
             Error::ReadIdle(_)
             | Error::WriteStalled(_)
             | Error::ConnectTimeout(_)
-            | Error::HandshakeTimeout(_) => self.errors_timeout += 1,
+            | Error::HandshakeTimeout(_)
+            | Error::PongTimeout(_) => self.errors_timeout += 1,
             _ => self.errors_other += 1,
         }
     }

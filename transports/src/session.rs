@@ -18,6 +18,7 @@ use getty_reactor::{EntryId, TimerId};
 use crate::filtered::FilterIo;
 use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
+use crate::ws::WsState;
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
 
@@ -201,6 +202,8 @@ pub(crate) struct Extras {
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The session's filter stack (TLS, compression), if it has one.
     pub(crate) filter: Option<Box<FilterIo>>,
+    /// The WebSocket protocol state of a WebSocket session.
+    pub(crate) ws: Option<Box<WsState>>,
 }
 
 /// How the handler asked the session to end.
@@ -327,7 +330,22 @@ impl<C> Session<C> {
         self.check_open()?;
         let before = self.queued_bytes();
         let tail_before = self.out.tail.len();
-        self.codec.encode(message, &mut self.out.tail)?;
+        let tail = &mut self.out.tail;
+        let encoded = match self.extras.as_mut().and_then(|e| e.ws.as_mut()) {
+            None => self.codec.encode(message, tail).map_err(Error::from),
+            // One WebSocket message: the codec's bytes become a frame where they lie.
+            Some(ws) => match self.codec.encode_message(message, tail) {
+                Ok(kind) => ws
+                    .protocol
+                    .encode_message(kind, tail, tail_before)
+                    .map_err(Error::WebSocket),
+                Err(e) => Err(e.into()),
+            },
+        };
+        if let Err(e) = encoded {
+            self.out.tail.truncate(tail_before);
+            return Err(e);
+        }
         let added = self.out.tail.len() - tail_before;
         if before + added > self.options.max_outbound {
             self.out.tail.truncate(tail_before);
@@ -349,6 +367,9 @@ impl<C> Session<C> {
         let bytes = bytes.into();
         self.check_open()?;
         self.check_room(bytes.len())?;
+        if self.is_websocket() {
+            return self.write_ws_binary(&[bytes]);
+        }
         self.out.push(bytes);
         self.note_queued(1);
         Ok(())
@@ -368,6 +389,9 @@ impl<C> Session<C> {
         self.check_open()?;
         let total = buffers.iter().map(Bytes::len).sum();
         self.check_room(total)?;
+        if self.is_websocket() {
+            return self.write_ws_binary(buffers);
+        }
         for b in buffers {
             self.out.push(b.clone());
         }
@@ -618,6 +642,108 @@ impl<C> Session<C> {
         let (writable, id) = (self.writable, self.id);
         let core = HandleCore::current(&mut self.extras_mut().handle_state, writable, id)?;
         Some(SessionHandle::new(core))
+    }
+
+    /// True for a WebSocket session.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(!s.is_websocket()));
+    /// ```
+    pub fn is_websocket(&self) -> bool {
+        self.ws().is_some()
+    }
+
+    /// The subprotocol the WebSocket handshake agreed on, if any.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert_eq!(s.websocket_protocol(), None));
+    /// ```
+    pub fn websocket_protocol(&self) -> Option<&str> {
+        self.ws()?.subprotocol.as_deref()
+    }
+
+    /// The path of a WebSocket session: the request's on a server, the URL's on a client.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert_eq!(s.websocket_path(), None));
+    /// ```
+    pub fn websocket_path(&self) -> Option<&str> {
+        Some(&self.ws()?.path)
+    }
+
+    /// Sends a WebSocket ping (at most 125 bytes of payload). With a pong timeout set
+    /// (`WsServerBuilder::pong_timeout`), a ping that gets no pong in time ends the session
+    /// with `Error::PongTimeout`; a handler that pings from `on_cron` gets a keep-alive
+    /// that notices dead peers.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     assert!(matches!(s.ping(b"t"), Err(getty_transports::Error::NotWebSocket)));
+    /// });
+    /// ```
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.check_open()?;
+        let ws = self
+            .extras
+            .as_mut()
+            .and_then(|e| e.ws.as_mut())
+            .ok_or(Error::NotWebSocket)?;
+        ws.protocol
+            .ping(payload, &mut self.out.tail)
+            .map_err(Error::WebSocket)?;
+        ws.ping_sent.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Closes a WebSocket session with a close code and reason of the app's choosing
+    /// (`close()` sends 1000). Fails for a session that is not a WebSocket.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(s.close_with(4000, "bye").is_err()));
+    /// ```
+    pub fn close_with(&mut self, code: u16, reason: &str) -> Result<(), Error> {
+        let ws = self
+            .extras
+            .as_mut()
+            .and_then(|e| e.ws.as_mut())
+            .ok_or(Error::NotWebSocket)?;
+        if !getty_codec::ws::close_code::is_valid(code) || reason.len() > 123 {
+            return Err(Error::WebSocket(getty_codec::ws::WsError::new(
+                getty_codec::ws::close_code::PROTOCOL_ERROR,
+                format!(
+                    "close code {code} or a reason of {} bytes may not be sent",
+                    reason.len()
+                ),
+            )));
+        }
+        ws.close_with = Some((code, reason.to_string()));
+        self.close();
+        Ok(())
+    }
+
+    pub(crate) fn ws(&self) -> Option<&WsState> {
+        self.extras.as_ref()?.ws.as_deref()
+    }
+
+    /// `buffers` as one binary WebSocket message (copied into the outbound buffer).
+    fn write_ws_binary(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
+        let tail = &mut self.out.tail;
+        let start = tail.len();
+        for b in buffers {
+            tail.extend_from_slice(b);
+        }
+        let ws = self.extras.as_mut().and_then(|e| e.ws.as_mut());
+        let framed = ws.expect("a websocket session").protocol.encode_message(
+            getty_codec::MessageKind::Binary,
+            tail,
+            start,
+        );
+        if let Err(e) = framed {
+            tail.truncate(start);
+            return Err(Error::WebSocket(e));
+        }
+        self.note_queued(1);
+        Ok(())
     }
 
     pub(crate) fn extras_mut(&mut self) -> &mut Extras {

@@ -26,7 +26,9 @@ use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::handle::SessionJob;
 use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
+use crate::ws::WsState;
 use crate::{Abort, Close, Error, Metrics};
+use getty_codec::ws::Event as WsEvent;
 
 /// A socket a session can run over.
 pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
@@ -95,6 +97,8 @@ pub(crate) struct StreamEntry<S, C, H> {
     reported_writable: bool,
     /// The peer has sent its EOF.
     peer_closed: bool,
+    /// `on_error` has run (a WebSocket session still flushes its close frame after it).
+    failed: bool,
     session: Session<C>,
     handler: H,
     rbuf: BytesMut,
@@ -120,10 +124,37 @@ where
             phase: Phase::Open,
             reported_writable: true,
             peer_closed: false,
+            failed: false,
             session,
             handler,
             rbuf: BytesMut::new(),
         }
+    }
+
+    /// Bytes already read for this session (by a WebSocket upgrade, past its handshake):
+    /// decoded as soon as the session opens.
+    pub(crate) fn with_input(mut self, input: BytesMut) -> Self {
+        self.rbuf = input;
+        self
+    }
+
+    /// Decodes what was read before the session opened (see `with_input`); a socket
+    /// readiness edge for those bytes has come and gone.
+    fn decode_buffered(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let undecoded = self
+            .session
+            .filter_io()
+            .is_some_and(|f| !f.wire_in.is_empty());
+        if self.rbuf.is_empty() && !undecoded {
+            return Ok(());
+        }
+        let decoded = if self.session.filter_io().is_some() {
+            self.unfilter_all()
+        } else {
+            self.decode_all()
+        };
+        cx.extension::<Metrics>().messages_in += decoded.messages;
+        decoded.result
     }
 
     fn extras(&self) -> Option<&Extras> {
@@ -247,6 +278,9 @@ where
     }
 
     fn decode_frames(&mut self, messages: &mut u64) -> Result<(), Error> {
+        if self.session.ws().is_some() {
+            return self.decode_ws(messages);
+        }
         let max = self.session.options.max_message_len;
         while !self.session.is_closing() {
             let before = self.rbuf.len();
@@ -282,6 +316,77 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Hands every whole WebSocket message in the read buffer to the handler. The protocol
+    /// machine answers pings and close frames itself (into the outbound buffer); a close
+    /// from the peer closes the session gracefully (the reply is flushed, then the entry
+    /// lingers until the peer's EOF).
+    fn decode_ws(&mut self, messages: &mut u64) -> Result<(), Error> {
+        while !self.session.is_closing() {
+            let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
+                break;
+            };
+            let control_out = &mut self.session.out.tail;
+            let event = ws
+                .protocol
+                .decode(&mut self.rbuf, control_out)
+                .map_err(Error::WebSocket)?;
+            match event {
+                None => break,
+                Some(WsEvent::Message { kind, mut payload }) => {
+                    let message = self
+                        .session
+                        .codec_mut()
+                        .decode_message(kind, &mut payload)?;
+                    self.session.counters.messages_in += 1;
+                    *messages += 1;
+                    self.handler.on_message(&mut self.session, message);
+                }
+                Some(WsEvent::Pong(_)) => ws.ping_sent = None,
+                Some(WsEvent::Ping(_)) => {}
+                Some(WsEvent::Close(frame)) => {
+                    log::debug!("session {}: peer closed: {frame:?}", self.session.id());
+                    self.session.close();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A WebSocket session that closes sends a close frame first (1000, or the code the app
+    /// chose with `close_with`) unless one was sent already.
+    fn send_ws_close(&mut self) {
+        let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
+            return;
+        };
+        let (code, reason) = ws.close_with.take().unwrap_or((1000, String::new()));
+        let _ = ws.protocol.close(code, &reason, &mut self.session.out.tail);
+    }
+
+    /// A WebSocket session failing on bad input tells the peer why with a close frame
+    /// (1002, 1007, 1009, ...). Returns true when one was queued: the session then flushes
+    /// it and closes gracefully instead of resetting.
+    fn send_ws_failure(&mut self, error: &Error) -> bool {
+        let code = match error {
+            Error::WebSocket(e) => e.close_code(),
+            Error::Codec(_) | Error::CodecConsumedNothing => 1007,
+            Error::MessageTooLong { .. } => 1009,
+            Error::PongTimeout(_) | Error::ReadIdle(_) => 1001,
+            _ => return false,
+        };
+        let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
+            return false;
+        };
+        let failure = match error {
+            Error::WebSocket(e) => e.clone(),
+            other => getty_codec::ws::WsError::new(code, other.to_string()),
+        };
+        if !ws.protocol.fail(&failure, &mut self.session.out.tail) {
+            return false;
+        }
+        self.session.close_request = Some(CloseRequest::Graceful);
+        true
     }
 
     /// Idle sessions hold no read buffer: give it back when it is drained, and move a tiny
@@ -394,6 +499,12 @@ where
             return self.finish(cx, true);
         }
         if self.session.close_request.is_some() {
+            if self.phase == Phase::Open && self.session.ws().is_some() {
+                self.send_ws_close();
+                if let Err(e) = self.settle_io(cx) {
+                    return self.fail(cx, e);
+                }
+            }
             self.phase = Phase::Closing;
             if self.session.queued_bytes() == 0 {
                 return self.linger(cx);
@@ -517,7 +628,15 @@ where
             .session
             .filter_io()
             .and_then(FilterIo::handshake_deadline);
-        [cron, idle, stall, handshake].into_iter().flatten().min()
+        let pong = self
+            .session
+            .ws()
+            .and_then(WsState::pong_deadline)
+            .filter(|_| open);
+        [cron, idle, stall, handshake, pong]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
@@ -566,6 +685,11 @@ where
         if handshake.is_some_and(|t| now >= t) {
             return Err(Error::HandshakeTimeout(opts.handshake_timeout));
         }
+        if let Some(ws) = self.session.ws().filter(|_| self.phase == Phase::Open) {
+            if ws.pong_deadline().is_some_and(|t| now >= t) {
+                return Err(Error::PongTimeout(ws.pong_timeout.unwrap_or_default()));
+            }
+        }
         if let Some(idle) = opts.read_idle_timeout {
             if self.phase == Phase::Open && now >= self.session.counters.last_read.instant() + idle
             {
@@ -587,7 +711,8 @@ where
 
     /// Ends the session with an error the handler sees, then `on_close`.
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
-        if matches!(self.phase, Phase::Open | Phase::Closing) {
+        if matches!(self.phase, Phase::Open | Phase::Closing) && !self.failed {
+            self.failed = true;
             log::debug!(
                 "session {} ({}) failed: {error}",
                 self.session.id(),
@@ -595,6 +720,11 @@ where
             );
             cx.extension::<Metrics>().count_error(&error);
             self.handler.on_error(&mut self.session, &error);
+            if self.phase == Phase::Open && self.send_ws_failure(&error) {
+                // Flush the close frame, then close as gracefully as any other close.
+                self.phase = Phase::Closing;
+                return self.settle(cx);
+            }
         }
         self.finish(cx, true)
     }
@@ -704,6 +834,9 @@ where
             cx.send(owner, Box::new(SessionOpened));
         }
         self.session.timers_changed = true;
+        if let Err(e) = self.decode_buffered(cx) {
+            return self.fail(cx, e);
+        }
         self.settle(cx)
     }
 

@@ -1,0 +1,38 @@
+//! What a WebSocket session keeps beyond a stream session: the protocol machine, the
+//! outstanding ping, the close code the app asked for.
+
+use std::time::{Duration, Instant};
+
+use getty_codec::ws::Protocol;
+
+pub(crate) struct WsState {
+    pub(crate) protocol: Protocol,
+    /// How long a ping may wait for its pong (`None`: forever).
+    pub(crate) pong_timeout: Option<Duration>,
+    /// When the oldest unanswered ping was sent.
+    pub(crate) ping_sent: Option<Instant>,
+    /// The close code and reason `close()` sends (1000 and no reason unless the app chose).
+    pub(crate) close_with: Option<(u16, String)>,
+    /// The subprotocol agreed in the handshake.
+    pub(crate) subprotocol: Option<String>,
+    /// The request path (server side) or the dialed path (client side).
+    pub(crate) path: String,
+}
+
+impl WsState {
+    pub(crate) fn new(protocol: Protocol, pong_timeout: Option<Duration>, path: String) -> Self {
+        WsState {
+            protocol,
+            pong_timeout,
+            ping_sent: None,
+            close_with: None,
+            subprotocol: None,
+            path,
+        }
+    }
+
+    /// When the outstanding ping times out.
+    pub(crate) fn pong_deadline(&self) -> Option<Instant> {
+        Some(self.ping_sent? + self.pong_timeout?)
+    }
+}

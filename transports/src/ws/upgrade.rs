@@ -1,0 +1,249 @@
+//! The WebSocket upgrade as an entry of its own: it owns the connection from accept (or
+//! connect) until the HTTP handshake is done, under the handshake timeout, then hands the
+//! connection — with any TLS state and the bytes read past the handshake — to whoever makes
+//! the session (the server's router, or the client).
+//!
+//! The upgrade never blocks and never spins: a request or response split across reads is
+//! parsed again when the next bytes arrive, and a silent or slow peer (slowloris) is
+//! dropped by the timer.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use getty_reactor::{Command, Context, Entry, Ready, Status, TimerId};
+use mio::Interest;
+
+use crate::filtered::FilterIo;
+use crate::stream::Stream;
+use crate::{Error, Metrics};
+
+/// The longest request or response head accepted.
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
+
+/// What the upgrade found in the bytes read so far.
+pub(crate) enum Step {
+    /// The head is incomplete: read more.
+    More,
+    /// Done: the connection becomes a session (`Handshake::finish`).
+    Done,
+    /// Refused: send `response` (if any) and close.
+    Refuse(BytesMut),
+}
+
+/// The two sides' handshake logic: parse what arrived, and finish with the connection.
+pub(crate) trait Handshake<S>: 'static {
+    /// Looks at the plain bytes read so far (`input`), consuming the head once complete.
+    fn advance(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Step;
+
+    /// After `Step::Done`: turns the connection into a session.
+    fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<S>);
+
+    /// The upgrade failed before it was done (timeout, I/O error, a refusal): a client
+    /// counts a failed dial.
+    fn failed(&mut self, cx: &mut Context<'_>, error: &Error);
+}
+
+/// A connection as the upgrade hands it on.
+pub(crate) struct Parts<S> {
+    pub(crate) stream: S,
+    /// TLS (or another filter) with its buffers, mid-stream.
+    pub(crate) filter: Option<Box<FilterIo>>,
+    /// Plain bytes read past the handshake: the first frames.
+    pub(crate) leftover: BytesMut,
+}
+
+pub(crate) struct Upgrade<S, H> {
+    stream: Option<S>,
+    filter: Option<Box<FilterIo>>,
+    /// Plain bytes read and not parsed yet.
+    input: BytesMut,
+    /// Plain bytes to send (a client's request; a refusal).
+    output: BytesMut,
+    handshake: H,
+    timer: Option<TimerId>,
+    /// Set once refused: flush `output`, then close.
+    refusing: bool,
+    timeout: std::time::Duration,
+}
+
+impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
+    pub(crate) fn new(
+        stream: S,
+        filter: Option<Box<FilterIo>>,
+        first_output: BytesMut,
+        handshake: H,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Upgrade {
+            stream: Some(stream),
+            filter,
+            input: BytesMut::new(),
+            output: first_output,
+            handshake,
+            timer: None,
+            refusing: false,
+            timeout,
+        }
+    }
+
+    fn stream(&mut self) -> &mut S {
+        self.stream
+            .as_mut()
+            .expect("the upgrade owns the stream until it is done")
+    }
+
+    /// Reads what the socket has (through the filter) into `input`. Returns false at EOF.
+    fn read_all(&mut self) -> Result<bool, Error> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = match self.stream().read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io(e)),
+            };
+            match self.filter.as_mut() {
+                Some(io) => {
+                    io.wire_in.extend_from_slice(&chunk[..n]);
+                    let before = self.input.len();
+                    io.filter
+                        .decode(&mut io.wire_in, &mut self.input, MAX_HEAD + 1)?;
+                    io.plain_in += (self.input.len() - before) as u64;
+                }
+                None => self.input.extend_from_slice(&chunk[..n]),
+            }
+            if self.input.len() > MAX_HEAD * 2 {
+                return Ok(true); // let the parser refuse it
+            }
+        }
+    }
+
+    /// Writes `output` (through the filter) until done or the socket is full. Returns true
+    /// when nothing is left to write.
+    fn flush(&mut self) -> Result<bool, Error> {
+        let (stream, output) = (self.stream.as_mut().expect("owned"), &mut self.output);
+        let wire = match self.filter.as_mut() {
+            Some(io) => {
+                if !io.filter.is_handshaking() && !output.is_empty() {
+                    io.filter.encode(output, &mut io.wire_out)?;
+                    io.plain_out += output.len() as u64;
+                    output.clear();
+                }
+                io.filter.flush(&mut io.wire_out)?;
+                &mut io.wire_out
+            }
+            None => output,
+        };
+        while !wire.is_empty() {
+            match stream.write(wire) {
+                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => wire.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        Ok(self.output.is_empty())
+    }
+
+    fn give_up(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
+        log::debug!("websocket upgrade failed: {error}");
+        cx.extension::<Metrics>().count_error(&error);
+        self.handshake.failed(cx, &error);
+        self.end(cx)
+    }
+
+    fn end(&mut self, cx: &mut Context<'_>) -> Status {
+        if let Some(timer) = self.timer.take() {
+            cx.cancel_timer(timer);
+        }
+        if let Some(mut stream) = self.stream.take() {
+            let _ = cx.registry().deregister(&mut stream);
+        }
+        Status::Done
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Status {
+        if self.refusing {
+            return match self.flush() {
+                Ok(false) => Status::Continue,
+                _ => {
+                    let _ = self.stream().shutdown_write();
+                    self.end(cx)
+                }
+            };
+        }
+        let open = match self.read_all() {
+            Ok(open) => open,
+            Err(e) => return self.give_up(cx, e),
+        };
+        if let Err(e) = self.flush() {
+            return self.give_up(cx, e);
+        }
+        let handshaking = self
+            .filter
+            .as_ref()
+            .is_some_and(|f| f.filter.is_handshaking());
+        if handshaking || self.input.is_empty() {
+            if !open {
+                return self.give_up(cx, Error::UnexpectedEof { buffered: 0 });
+            }
+            return Status::Continue;
+        }
+        match self.handshake.advance(cx, &mut self.input) {
+            Step::More if open => Status::Continue,
+            Step::More => self.give_up(cx, Error::UnexpectedEof { buffered: 0 }),
+            Step::Done => {
+                if let Some(timer) = self.timer.take() {
+                    cx.cancel_timer(timer);
+                }
+                let mut stream = self.stream.take().expect("owned until done");
+                // The session registers the socket again under its own token.
+                let _ = cx.registry().deregister(&mut stream);
+                let parts = Parts {
+                    stream,
+                    filter: self.filter.take(),
+                    leftover: std::mem::take(&mut self.input),
+                };
+                self.handshake.finish(cx, parts);
+                Status::Done
+            }
+            Step::Refuse(response) => {
+                self.refusing = true;
+                self.output = response;
+                self.step(cx)
+            }
+        }
+    }
+}
+
+impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let token = cx.token();
+        if let Err(e) = cx.registry().register(self.stream(), token, interest) {
+            return self.give_up(cx, Error::Io(e));
+        }
+        self.timer = Some(cx.set_timer(self.timeout, 0));
+        self.step(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
+        self.step(cx)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.timer = None;
+        self.give_up(cx, Error::HandshakeTimeout(self.timeout))
+    }
+
+    fn on_command(&mut self, _cx: &mut Context<'_>, _command: Command) -> Status {
+        Status::Continue
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
+        self.give_up(cx, Error::Closed)
+    }
+}
