@@ -26,9 +26,10 @@ use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::handle::SessionJob;
 use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
-use crate::ws::WsState;
+use crate::ws::{self, upgrade, ClientUpgrade, WsState};
 use crate::{Abort, Close, Error, Metrics};
 use getty_codec::ws::Event as WsEvent;
+use getty_codec::ws::{Protocol, Role};
 
 /// A socket a session can run over.
 pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
@@ -129,6 +130,124 @@ where
             handler,
             rbuf: BytesMut::new(),
         }
+    }
+
+    /// Opens the session: `on_open`, then whatever was read before it opened.
+    fn open(&mut self, cx: &mut Context<'_>) -> Status {
+        self.lend_write_buffer(cx);
+        if let Err(e) = self.handler.on_open(&mut self.session) {
+            log::debug!(
+                "session {} ({}) rejected by on_open: {e}",
+                self.session.id(),
+                self.session.peer_addr()
+            );
+            cx.extension::<Metrics>().refused += 1;
+            let _ = cx.registry().deregister(&mut self.stream);
+            #[cfg(unix)]
+            let _ = self
+                .session
+                .socket()
+                .set_linger(Some(std::time::Duration::ZERO));
+            return self.end_unopened(cx);
+        }
+        cx.extension::<Metrics>().sessions_opened += 1;
+        let handshake_until = cx.now() + self.session.options.handshake_timeout;
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            io.handshake_until = Some(handshake_until);
+        }
+        if let Some(owner) = self.owner() {
+            cx.send(owner, Box::new(SessionOpened));
+        }
+        self.session.timers_changed = true;
+        if let Err(e) = self.decode_buffered(cx) {
+            return self.fail(cx, e);
+        }
+        self.settle(cx)
+    }
+
+    fn upgrade_mut(&mut self) -> Option<&mut ClientUpgrade> {
+        self.session.extras.as_mut()?.ws_upgrade.as_deref_mut()
+    }
+
+    fn upgrading(&self) -> bool {
+        self.extras().is_some_and(|e| e.ws_upgrade.is_some())
+    }
+
+    /// A WebSocket client waiting for the `101`: reads the response (through the filter)
+    /// and, once it is verified, becomes a WebSocket session and opens.
+    fn upgrade_step(&mut self, cx: &mut Context<'_>) -> Status {
+        let mut eof = false;
+        loop {
+            match self.read_once(cx) {
+                Ok((0, _)) => {
+                    eof = true;
+                    break;
+                }
+                Ok((n, _)) => {
+                    self.session.counters.bytes_in += n as u64;
+                    if let Err(e) = self.unfilter_head() {
+                        return self.fail_upgrade(cx, e);
+                    }
+                    if self.rbuf.len() > upgrade::MAX_HEAD {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail_upgrade(cx, Error::Io(e)),
+            }
+        }
+        let upgrade = self
+            .session
+            .extras
+            .as_ref()
+            .and_then(|e| e.ws_upgrade.as_ref());
+        let handshake = &upgrade.expect("upgrading").handshake;
+        match handshake.parse_response(&mut self.rbuf, upgrade::MAX_HEAD) {
+            Ok(None) if eof => self.fail_upgrade(cx, Error::UnexpectedEof { buffered: 0 }),
+            Ok(None) => self.settle(cx),
+            Err(e) => self.fail_upgrade(cx, Error::Upgrade(e)),
+            Ok(Some(response)) => {
+                let upgrade = self
+                    .session
+                    .extras_mut()
+                    .ws_upgrade
+                    .take()
+                    .expect("upgrading");
+                let config = ws::protocol_config(&self.session.options);
+                let protocol = Protocol::new(Role::Client, config, response.deflate());
+                let mut state = WsState::new(protocol, upgrade.pong_timeout, upgrade.path);
+                state.subprotocol = response.protocol().map(String::from);
+                self.session.extras_mut().ws = Some(Box::new(state));
+                self.cancel_timer(cx);
+                self.open(cx)
+            }
+        }
+    }
+
+    /// Moves what the filter can decode into the read buffer, without a codec: the bytes
+    /// of an HTTP response head.
+    fn unfilter_head(&mut self) -> Result<(), Error> {
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            let before = self.rbuf.len();
+            let room = (upgrade::MAX_HEAD + 1).saturating_sub(before);
+            io.filter.decode(&mut io.wire_in, &mut self.rbuf, room)?;
+            io.plain_in += (self.rbuf.len() - before) as u64;
+        }
+        Ok(())
+    }
+
+    /// The upgrade failed: the session never opened (no callback); its client counts a
+    /// failed dial.
+    fn fail_upgrade(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
+        log::debug!(
+            "websocket upgrade to {} failed: {error}",
+            self.session.peer_addr()
+        );
+        cx.extension::<Metrics>().count_error(&error);
+        let _ = cx.registry().deregister(&mut self.stream);
+        self.cancel_timer(cx);
+        self.end_unopened(cx)
     }
 
     /// Bytes already read for this session (by a WebSocket upgrade, past its handshake):
@@ -612,6 +731,9 @@ where
         if self.phase == Phase::Lingering {
             return extras?.linger_until;
         }
+        if let Some(upgrade) = extras.and_then(|e| e.ws_upgrade.as_ref()) {
+            return upgrade.until;
+        }
         // The cron and the idle timeout apply only while open; `on_deadline` ignores them
         // once closing, so counting them here would re-arm an already-due timer on every
         // turn and spin the loop until the queue drained (or the write stall hit).
@@ -768,6 +890,11 @@ where
         if matches!(self.phase, Phase::Lingering | Phase::Closed) {
             return;
         }
+        if self.upgrading() {
+            // Never opened (a WebSocket client still waiting for its 101): no on_close.
+            self.end_unopened(cx);
+            return;
+        }
         self.phase = Phase::Closed;
         self.session
             .close_request
@@ -809,40 +936,21 @@ where
             log::warn!("session {}: cannot register socket: {e}", self.session.id());
             return self.end_unopened(cx);
         }
-        self.lend_write_buffer(cx);
-        if let Err(e) = self.handler.on_open(&mut self.session) {
-            log::debug!(
-                "session {} ({}) rejected by on_open: {e}",
-                self.session.id(),
-                self.session.peer_addr()
-            );
-            cx.extension::<Metrics>().refused += 1;
-            let _ = cx.registry().deregister(&mut self.stream);
-            #[cfg(unix)]
-            let _ = self
-                .session
-                .socket()
-                .set_linger(Some(std::time::Duration::ZERO));
-            return self.end_unopened(cx);
+        let until = cx.now() + self.session.options.handshake_timeout;
+        if let Some(upgrade) = self.upgrade_mut() {
+            // A WebSocket client: the request is queued; open once the 101 is in.
+            upgrade.until = Some(until);
+            return self.settle(cx);
         }
-        cx.extension::<Metrics>().sessions_opened += 1;
-        let handshake_until = cx.now() + self.session.options.handshake_timeout;
-        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
-            io.handshake_until = Some(handshake_until);
-        }
-        if let Some(owner) = self.owner() {
-            cx.send(owner, Box::new(SessionOpened));
-        }
-        self.session.timers_changed = true;
-        if let Err(e) = self.decode_buffered(cx) {
-            return self.fail(cx, e);
-        }
-        self.settle(cx)
+        self.open(cx)
     }
 
     fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
         if self.phase == Phase::Lingering {
             return self.discard_input(cx);
+        }
+        if self.upgrading() {
+            return self.upgrade_step(cx);
         }
         if ready.is_error() {
             if let Ok(Some(e)) = self.stream.take_socket_error() {
@@ -862,6 +970,14 @@ where
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         if let Some(extras) = self.session.extras.as_mut() {
             extras.timer = None;
+        }
+        if let Some(until) = self.upgrade_mut().map(|u| u.until) {
+            if until.is_some_and(|t| cx.now() >= t) {
+                let timeout = self.session.options.handshake_timeout;
+                return self.fail_upgrade(cx, Error::HandshakeTimeout(timeout));
+            }
+            self.rearm_timer(cx);
+            return Status::Continue;
         }
         if self.phase == Phase::Lingering {
             let until = self.extras().and_then(|e| e.linger_until);

@@ -8,6 +8,15 @@
 //! connection becomes a session.
 
 mod state;
-mod upgrade;
+pub(crate) mod upgrade;
 
-pub(crate) use state::WsState;
+pub(crate) use state::{ClientUpgrade, WsState};
+
+/// The protocol machine's limits from the session's options: a message (after reassembly
+/// and decompression) and a frame may each be as long as the session's max message length.
+pub(crate) fn protocol_config(options: &crate::SessionOptions) -> getty_codec::ws::Config {
+    getty_codec::ws::Config {
+        max_message_size: options.get_max_message_len(),
+        max_frame_size: options.get_max_message_len(),
+    }
+}

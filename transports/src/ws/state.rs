@@ -36,3 +36,12 @@ impl WsState {
         Some(self.ping_sent? + self.pong_timeout?)
     }
 }
+
+/// A client session that has sent its upgrade request and waits for the `101`: it is not
+/// open yet (no `on_open`), and it gives up at `until`.
+pub(crate) struct ClientUpgrade {
+    pub(crate) handshake: getty_codec::ws::ClientHandshake,
+    pub(crate) until: Option<Instant>,
+    pub(crate) path: String,
+    pub(crate) pong_timeout: Option<Duration>,
+}
