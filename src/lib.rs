@@ -33,7 +33,7 @@ pub use getty_transports as transports;
 
 pub use getty_reactor::{Reactor, ReactorHandle, ReactorPool};
 pub use getty_transports::{
-    tcp, tls, udp, Abort, Close, Error, Handler, Metrics, Offload, Session, SessionHandle,
+    tcp, tls, udp, ws, Abort, Close, Error, Handler, Metrics, Offload, Session, SessionHandle,
     SessionOptions, SocketOptions, Stats,
 };
 

@@ -57,11 +57,12 @@ struct Decoding {
     result: Result<(), Error>,
 }
 
-/// Told to the session's owner (a client) when the session ends; `opened` is false for a
-/// session that never got past `on_open`.
+/// Told to the session's owner (a client) when the session ends.
 pub(crate) struct SessionEnded {
     pub(crate) id: EntryId,
-    pub(crate) opened: bool,
+    /// `Ok` for a session that opened; for one that never did (refused by `on_open`, or a
+    /// WebSocket upgrade that failed), why not: the client counts it as a failed dial.
+    pub(crate) outcome: Result<(), Error>,
 }
 
 /// Told to the session's owner (a client) when `on_open` accepted the session.
@@ -148,7 +149,8 @@ where
                 .session
                 .socket()
                 .set_linger(Some(std::time::Duration::ZERO));
-            return self.end_unopened(cx);
+            let refused = io::Error::other(format!("the session was refused in on_open: {e}"));
+            return self.end_unopened(cx, Error::Io(refused));
         }
         cx.extension::<Metrics>().sessions_opened += 1;
         let handshake_until = cx.now() + self.session.options.handshake_timeout;
@@ -216,7 +218,7 @@ where
                     .expect("upgrading");
                 let config = ws::protocol_config(&self.session.options);
                 let protocol = Protocol::new(Role::Client, config, response.deflate());
-                let mut state = WsState::new(protocol, upgrade.pong_timeout, upgrade.path);
+                let mut state = WsState::new(protocol, upgrade.keepalive, upgrade.path);
                 state.subprotocol = response.protocol().map(String::from);
                 self.session.extras_mut().ws = Some(Box::new(state));
                 self.cancel_timer(cx);
@@ -247,7 +249,7 @@ where
         cx.extension::<Metrics>().count_error(&error);
         let _ = cx.registry().deregister(&mut self.stream);
         self.cancel_timer(cx);
-        self.end_unopened(cx)
+        self.end_unopened(cx, error)
     }
 
     /// Bytes already read for this session (by a WebSocket upgrade, past its handshake):
@@ -809,7 +811,7 @@ where
         }
         if let Some(ws) = self.session.ws().filter(|_| self.phase == Phase::Open) {
             if ws.pong_deadline().is_some_and(|t| now >= t) {
-                return Err(Error::PongTimeout(ws.pong_timeout.unwrap_or_default()));
+                return Err(Error::PongTimeout(ws.keepalive.pong_timeout.unwrap_or_default()));
             }
         }
         if let Some(idle) = opts.read_idle_timeout {
@@ -825,6 +827,9 @@ where
                 let missed = (now - due).as_nanos() / period.as_nanos().max(1);
                 self.extras_mut().next_cron = Some(due + period * (missed + 1) as u32);
                 self.lend_write_buffer(cx);
+                if self.session.ws().is_some_and(|ws| ws.keepalive.ping_on_cron) {
+                    self.session.ping(b"")?;
+                }
                 self.handler.on_cron(&mut self.session);
             }
         }
@@ -868,9 +873,9 @@ where
         Status::Done
     }
 
-    /// Ends a session that never opened: no callback, but its handles see it closed and
-    /// its owner hears that it ended.
-    fn end_unopened(&mut self, cx: &mut Context<'_>) -> Status {
+    /// Ends a session that never opened (for `why`): no callback, but its handles see it
+    /// closed and its owner hears that it ended.
+    fn end_unopened(&mut self, cx: &mut Context<'_>, why: Error) -> Status {
         self.phase = Phase::Closed;
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.mark_closed();
@@ -878,7 +883,7 @@ where
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
-                opened: false,
+                outcome: Err(why),
             };
             cx.send(owner, Box::new(ended));
         }
@@ -892,7 +897,7 @@ where
         }
         if self.upgrading() {
             // Never opened (a WebSocket client still waiting for its 101): no on_close.
-            self.end_unopened(cx);
+            self.end_unopened(cx, Error::Closed);
             return;
         }
         self.phase = Phase::Closed;
@@ -914,7 +919,7 @@ where
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
-                opened: true,
+                outcome: Ok(()),
             };
             cx.send(owner, Box::new(ended));
         }
@@ -934,7 +939,7 @@ where
             .register(&mut self.stream, cx.token(), interest)
         {
             log::warn!("session {}: cannot register socket: {e}", self.session.id());
-            return self.end_unopened(cx);
+            return self.end_unopened(cx, Error::Io(e));
         }
         let until = cx.now() + self.session.options.handshake_timeout;
         if let Some(upgrade) = self.upgrade_mut() {

@@ -22,8 +22,9 @@ use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
 use crate::session::Handler;
 use crate::stream::{SessionEnded, SessionOpened};
-use crate::tcp::server::prepare;
+use crate::tcp::server::{prepare, Plan};
 use crate::tcp::{FilterFactory, Setup};
+use crate::ws::WsDial;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
 use getty_codec::rustls;
 
@@ -54,6 +55,8 @@ pub struct TcpClientBuilder {
     socket_options: SocketOptions,
     session_options: SessionOptions,
     transport_filter: Option<FilterFactory>,
+    /// Set by `WsClientBuilder`: every session starts with this WebSocket upgrade.
+    pub(crate) websocket: Option<Arc<WsDial>>,
 }
 
 impl Default for TcpClientBuilder {
@@ -65,6 +68,7 @@ impl Default for TcpClientBuilder {
             socket_options: SocketOptions::default(),
             session_options: SessionOptions::default(),
             transport_filter: None,
+            websocket: None,
         }
     }
 }
@@ -291,16 +295,13 @@ where
     }
 
     fn open_session(&mut self, cx: &mut Context<'_>, stream: TcpStream) {
-        let session = prepare(
-            stream,
-            self.addr,
-            &self.config.socket_options,
-            &self.session_options,
-            self.config.transport_filter.as_ref(),
-            &mut self.setup,
-            cx.now(),
-            Some(cx.id()),
-        );
+        let plan = Plan {
+            socket_options: &self.config.socket_options,
+            session_options: &self.session_options,
+            transport_filter: self.config.transport_filter.as_ref(),
+            websocket: self.config.websocket.as_deref(),
+        };
+        let session = prepare(stream, self.addr, &plan, &mut self.setup, cx.now(), Some(cx.id()));
         match session {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
@@ -390,10 +391,8 @@ where
         };
         if let Some(ended) = command.and_then(|c| c.downcast::<SessionEnded>().ok()) {
             self.sessions.retain(|id| *id != ended.id);
-            if !ended.opened {
-                self.note_failure(Error::Io(io::Error::other(
-                    "the session was refused in on_open",
-                )));
+            if let Err(why) = ended.outcome {
+                self.note_failure(why);
             }
         }
         if self.check_gave_up(cx) == Status::Done {

@@ -11,12 +11,14 @@ use socket2::SockRef;
 use crate::SessionOptions;
 
 mod client;
+pub(crate) mod listener;
 mod pool;
 mod server;
 
 pub use client::{TcpClient, TcpClientBuilder};
 pub use pool::TcpServerPool;
-pub use server::{adopt, CloseSessions, ServerHandle, TcpServer, TcpServerBuilder};
+pub use listener::CloseSessions;
+pub use server::{adopt, ServerHandle, TcpServer, TcpServerBuilder};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
 /// its socket (for options this crate does not wrap) and the session's options to adjust.

@@ -4,27 +4,21 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, EntryId, GroupId, ReactorHandle, Ready, Status};
-use mio::net::{TcpListener, TcpStream};
-use mio::Interest;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use getty_reactor::{Command, Context, Entry, EntryId, ReactorHandle, Ready, Status};
+use mio::net::TcpStream;
+use socket2::SockRef;
 
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
+use crate::tcp::listener::{Acceptor, AskSessionCount, CloseSessions, ListenOptions};
 use crate::tcp::{stack, FilterFactory, Setup};
+use crate::ws::WsDial;
 use crate::{Close, Metrics, SessionOptions, SocketOptions};
 use getty_codec::filter::{DeflateFilter, Filter};
 use getty_codec::rustls;
-
-/// Connections accepted per loop turn before the listener yields to its sessions.
-const ACCEPT_BUDGET: usize = 256;
-
-/// The first pause after the process ran out of file descriptors; doubles up to a second.
-const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
-const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Configures a [`TcpServer`].
 ///
@@ -46,8 +40,7 @@ const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone)]
 pub struct TcpServerBuilder {
-    backlog: i32,
-    reuse_port: bool,
+    listen: ListenOptions,
     socket_options: SocketOptions,
     session_options: SessionOptions,
     transport_filter: Option<FilterFactory>,
@@ -56,8 +49,7 @@ pub struct TcpServerBuilder {
 impl Default for TcpServerBuilder {
     fn default() -> Self {
         TcpServerBuilder {
-            backlog: 1024,
-            reuse_port: false,
+            listen: ListenOptions::default(),
             socket_options: SocketOptions::default(),
             session_options: SessionOptions::default(),
             transport_filter: None,
@@ -89,7 +81,7 @@ impl TcpServerBuilder {
     /// let b = getty_transports::tcp::TcpServer::builder().backlog(128);
     /// ```
     pub fn backlog(mut self, backlog: u32) -> Self {
-        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self.listen.backlog = backlog.min(i32::MAX as u32) as i32;
         self
     }
 
@@ -99,7 +91,7 @@ impl TcpServerBuilder {
     /// let b = getty_transports::tcp::TcpServer::builder().reuse_port(true);
     /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
-        self.reuse_port = on;
+        self.listen.reuse_port = on;
         self
     }
 
@@ -146,43 +138,14 @@ impl TcpServerBuilder {
         C: Decoder + 'static,
         H: Handler<C>,
     {
-        let mut last_error = None;
-        for addr in addr.to_socket_addrs()? {
-            match self.listen(addr) {
-                Ok(listener) => {
-                    let local_addr = listener.local_addr()?;
-                    return Ok(TcpServer {
-                        listener,
-                        local_addr,
-                        setup,
-                        socket_options: self.socket_options,
-                        session_options: Arc::new(self.session_options),
-                        transport_filter: self.transport_filter,
-                        paused: false,
-                        last_pause: Duration::ZERO,
-                        sessions: None,
-                        _types: PhantomData,
-                    });
-                }
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
-        }))
-    }
-
-    fn listen(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        #[cfg(unix)]
-        if self.reuse_port {
-            socket.set_reuse_port(true)?;
-        }
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(self.backlog)?;
-        Ok(TcpListener::from_std(socket.into()))
+        Ok(TcpServer {
+            acceptor: self.listen.bind(addr)?,
+            setup,
+            socket_options: self.socket_options,
+            session_options: Arc::new(self.session_options),
+            transport_filter: self.transport_filter,
+            _types: PhantomData,
+        })
     }
 }
 
@@ -208,19 +171,11 @@ impl TcpServerBuilder {
 /// # let _ = addr;
 /// ```
 pub struct TcpServer<F, C, H> {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    acceptor: Acceptor,
     setup: F,
     socket_options: SocketOptions,
     session_options: Arc<SessionOptions>,
     transport_filter: Option<FilterFactory>,
-    /// True while accepting is paused after running out of file descriptors.
-    paused: bool,
-    /// The length of the last pause, doubled for the next one; zero after a good accept.
-    last_pause: Duration,
-    /// The reactor group this server spawns its sessions into, to reach them all later
-    /// (at no cost per session). `None` only if the reactor ran out of groups.
-    sessions: Option<GroupId>,
     _types: PhantomData<fn() -> (C, H)>,
 }
 
@@ -271,88 +226,53 @@ where
     /// assert!(server.local_addr().ip().is_loopback());
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.acceptor.local_addr()
     }
+}
 
-    fn accept_some(&mut self, cx: &mut Context<'_>) {
-        for _ in 0..ACCEPT_BUDGET {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    self.last_pause = Duration::ZERO;
-                    cx.extension::<Metrics>().accepted += 1;
-                    self.open_session(cx, stream, peer);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
-                    self.pause_accepting(cx, e);
-                    return;
-                }
-                // ECONNABORTED and friends concern one connection, not the listener.
-                Err(e) => log::debug!("accept on {}: {e}", self.local_addr),
-            }
-        }
-        cx.reschedule(Ready::READABLE);
-    }
-
-    /// Out of file descriptors: accepting again at once would spin. Wait on a timer.
-    fn pause_accepting(&mut self, cx: &mut Context<'_>, e: io::Error) {
-        let pause = match self.last_pause {
-            Duration::ZERO => FIRST_ACCEPT_PAUSE,
-            last => (last * 2).min(MAX_ACCEPT_PAUSE),
+impl<F, C, H> TcpServer<F, C, H>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    /// Accepts what is waiting; each connection becomes a session in the server's group.
+    fn accept(&mut self, cx: &mut Context<'_>, resumed: bool) -> Status {
+        let accepted = |cx: &mut Context<'_>, stream, peer| {
+            let plan = Plan {
+                socket_options: &self.socket_options,
+                session_options: &self.session_options,
+                transport_filter: self.transport_filter.as_ref(),
+                websocket: None,
+            };
+            let session = prepare(stream, peer, &plan, &mut self.setup, cx.now(), None);
+            session.map(|s| Box::new(s) as Box<dyn Entry>)
         };
-        log::warn!(
-            "accept on {} failed ({e}); pausing accepts for {pause:?}",
-            self.local_addr
-        );
-        self.paused = true;
-        self.last_pause = pause;
-        cx.set_timer(pause, 0);
-    }
-
-    fn open_session(&mut self, cx: &mut Context<'_>, stream: TcpStream, peer: SocketAddr) {
-        if peer.port() == self.local_addr.port() && stream.local_addr().ok() == Some(peer) {
-            log::warn!("refusing a self-connect on {peer}");
-            return;
-        }
-        let session = prepare(
-            stream,
-            peer,
-            &self.socket_options,
-            &self.session_options,
-            self.transport_filter.as_ref(),
-            &mut self.setup,
-            cx.now(),
-            None,
-        );
-        match session {
-            Some(session) => {
-                match self.sessions {
-                    Some(group) => cx.spawn_in(group, Box::new(session)),
-                    None => cx.spawn(Box::new(session)),
-                };
-            }
-            None => cx.extension::<Metrics>().refused += 1,
+        if resumed {
+            self.acceptor.on_timer(cx, accepted)
+        } else {
+            self.acceptor.on_ready(cx, accepted)
         }
     }
+}
 
-    /// This server's live sessions.
-    fn live_sessions(&self, cx: &Context<'_>) -> Vec<EntryId> {
-        self.sessions
-            .map(|group| cx.group_members(group))
-            .unwrap_or_default()
-    }
+/// How a server or client makes its sessions: the settings `prepare` applies to each new
+/// connection.
+pub(crate) struct Plan<'a> {
+    pub(crate) socket_options: &'a SocketOptions,
+    pub(crate) session_options: &'a Arc<SessionOptions>,
+    /// The filter nearest the wire (TLS), if any.
+    pub(crate) transport_filter: Option<&'a FilterFactory>,
+    /// A WebSocket client's upgrade request, sent before the session opens.
+    pub(crate) websocket: Option<&'a WsDial>,
 }
 
 /// Applies socket options, runs the setup hook and builds the session's filter stack;
 /// `None` when any of them refused the socket.
-#[allow(clippy::too_many_arguments)] // each is one of the listener's or client's settings
 pub(crate) fn prepare<F, C, H>(
     stream: TcpStream,
     peer: SocketAddr,
-    socket_options: &SocketOptions,
-    session_options: &Arc<SessionOptions>,
-    transport_filter: Option<&FilterFactory>,
+    plan: &Plan<'_>,
     setup: &mut F,
     now: Instant,
     owner: Option<getty_reactor::EntryId>,
@@ -362,11 +282,11 @@ where
     C: Decoder + 'static,
     H: Handler<C>,
 {
-    if let Err(e) = socket_options.apply(SockRef::from(&stream)) {
+    if let Err(e) = plan.socket_options.apply(SockRef::from(&stream)) {
         log::debug!("socket options for {peer}: {e}");
         return None;
     }
-    let mut options = Arc::clone(session_options);
+    let mut options = Arc::clone(plan.session_options);
     let mut hook = Setup {
         peer,
         socket: SockRef::from(&stream),
@@ -390,34 +310,26 @@ where
     #[cfg(not(unix))]
     let session = Session::new(peer, codec, options, now);
     let mut session = session;
-    let transport = match transport_filter.map(FilterFactory::make).transpose() {
+    let transport = match plan.transport_filter.map(FilterFactory::make).transpose() {
         Ok(filter) => filter,
         Err(e) => {
             log::warn!("cannot start a session with {peer}: {e}");
             return None;
         }
     };
-    let compression = session.options().get_compression();
+    // A WebSocket compresses messages (permessage-deflate), never its byte stream.
+    let compression = session
+        .options()
+        .get_compression()
+        .filter(|_| plan.websocket.is_none());
     let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
     if let Some(filter) = stack(transport.into_iter().chain(deflate).chain(added)) {
         session.set_filter(filter);
     }
+    if let Some(dial) = plan.websocket {
+        dial.start(&mut session);
+    }
     Some(StreamEntry::new(stream, session, handler, owner))
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-        )
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = e;
-        false
-    }
 }
 
 impl<F, C, H> Entry for TcpServer<F, C, H>
@@ -427,65 +339,21 @@ where
     H: Handler<C>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        self.sessions = cx.new_group();
-        match cx
-            .registry()
-            .register(&mut self.listener, cx.token(), Interest::READABLE)
-        {
-            Ok(()) => {
-                log::info!("listening on {}", self.local_addr);
-                Status::Continue
-            }
-            Err(e) => {
-                log::error!("cannot register listener {}: {e}", self.local_addr);
-                Status::Done
-            }
-        }
+        self.acceptor.start(cx)
     }
 
     fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
-        if !self.paused {
-            self.accept_some(cx);
-        }
-        Status::Continue
+        self.accept(cx, false)
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        // Resume: connections waiting in the backlog raised no new edge while paused.
-        self.paused = false;
-        self.accept_some(cx);
-        Status::Continue
+        self.accept(cx, true)
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        if command.is::<Close>() {
-            log::info!("stopped listening on {}", self.local_addr);
-            return Status::Done;
-        }
-        if command.is::<CloseSessions>() {
-            for id in self.live_sessions(cx) {
-                cx.send(id, Box::new(Close));
-            }
-        } else if let Ok(ask) = command.downcast::<AskSessionCount>() {
-            let _ = ask.0.send(self.live_sessions(cx).len());
-        }
-        Status::Continue
+        self.acceptor.on_command(cx, command)
     }
 }
-
-/// A command for a server: close, gracefully, every session it accepted (it keeps
-/// listening; send [`Close`] as well to stop that).
-///
-/// ```
-/// # let reactor = getty_reactor::Reactor::new().unwrap();
-/// # let id = getty_reactor::EntryId::new(0, 0);
-/// reactor.handle().send(id, Box::new(getty_transports::tcp::CloseSessions)).unwrap();
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseSessions;
-
-/// Asks a server how many of its sessions are alive.
-struct AskSessionCount(std::sync::mpsc::SyncSender<usize>);
 
 /// Controls a server running on a reactor, from any thread.
 ///
@@ -600,16 +468,13 @@ where
     let peer = stream.peer_addr()?;
     let options = Arc::new(session_options.clone());
     let stream = TcpStream::from_std(stream);
-    let entry = prepare(
-        stream,
-        peer,
+    let plan = Plan {
         socket_options,
-        &options,
-        None,
-        setup,
-        spawner.now(),
-        None,
-    );
+        session_options: &options,
+        transport_filter: None,
+        websocket: None,
+    };
+    let entry = prepare(stream, peer, &plan, setup, spawner.now(), None);
     match entry {
         Some(entry) => Ok(Some(spawner.spawn(Box::new(entry)))),
         None => {

@@ -7,10 +7,15 @@
 //! the reactor: the upgrade runs in its own entry under the handshake timeout, then the
 //! connection becomes a session.
 
+mod client;
+mod server;
 mod state;
 pub(crate) mod upgrade;
 
-pub(crate) use state::{ClientUpgrade, WsState};
+pub(crate) use client::WsDial;
+pub use client::{WsClient, WsClientBuilder};
+pub use server::{WsServer, WsServerBuilder, WsSetup};
+pub(crate) use state::{ClientUpgrade, Keepalive, WsState};
 
 /// The protocol machine's limits from the session's options: a message (after reassembly
 /// and decompression) and a frame may each be as long as the session's max message length.

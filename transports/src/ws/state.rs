@@ -7,8 +7,7 @@ use getty_codec::ws::Protocol;
 
 pub(crate) struct WsState {
     pub(crate) protocol: Protocol,
-    /// How long a ping may wait for its pong (`None`: forever).
-    pub(crate) pong_timeout: Option<Duration>,
+    pub(crate) keepalive: Keepalive,
     /// When the oldest unanswered ping was sent.
     pub(crate) ping_sent: Option<Instant>,
     /// The close code and reason `close()` sends (1000 and no reason unless the app chose).
@@ -20,10 +19,10 @@ pub(crate) struct WsState {
 }
 
 impl WsState {
-    pub(crate) fn new(protocol: Protocol, pong_timeout: Option<Duration>, path: String) -> Self {
+    pub(crate) fn new(protocol: Protocol, keepalive: Keepalive, path: String) -> Self {
         WsState {
             protocol,
-            pong_timeout,
+            keepalive,
             ping_sent: None,
             close_with: None,
             subprotocol: None,
@@ -33,7 +32,7 @@ impl WsState {
 
     /// When the outstanding ping times out.
     pub(crate) fn pong_deadline(&self) -> Option<Instant> {
-        Some(self.ping_sent? + self.pong_timeout?)
+        Some(self.ping_sent? + self.keepalive.pong_timeout?)
     }
 }
 
@@ -43,5 +42,14 @@ pub(crate) struct ClientUpgrade {
     pub(crate) handshake: getty_codec::ws::ClientHandshake,
     pub(crate) until: Option<Instant>,
     pub(crate) path: String,
+    pub(crate) keepalive: Keepalive,
+}
+
+/// The keep-alive settings of a WebSocket session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Keepalive {
+    /// Send a ping on every cron tick, before `on_cron`.
+    pub(crate) ping_on_cron: bool,
+    /// How long a ping may wait for its pong (`None`: forever).
     pub(crate) pong_timeout: Option<Duration>,
 }

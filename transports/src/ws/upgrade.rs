@@ -7,7 +7,7 @@
 //! parsed again when the next bytes arrive, and a silent or slow peer (slowloris) is
 //! dropped by the timer.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -33,8 +33,9 @@ pub(crate) enum Step {
 
 /// The two sides' handshake logic: parse what arrived, and finish with the connection.
 pub(crate) trait Handshake<S>: 'static {
-    /// Looks at the plain bytes read so far (`input`), consuming the head once complete.
-    fn advance(&mut self, cx: &mut Context<'_>, input: &mut BytesMut) -> Step;
+    /// Looks at the plain bytes read so far (`input`) from `stream`, consuming the head once
+    /// complete.
+    fn advance(&mut self, cx: &mut Context<'_>, input: &mut BytesMut, stream: &S) -> Step;
 
     /// After `Step::Done`: turns the connection into a session.
     fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<S>);
@@ -192,7 +193,8 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             }
             return Status::Continue;
         }
-        match self.handshake.advance(cx, &mut self.input) {
+        let stream = self.stream.as_ref().expect("owned until done");
+        match self.handshake.advance(cx, &mut self.input, stream) {
             Step::More if open => Status::Continue,
             Step::More => self.give_up(cx, Error::UnexpectedEof { buffered: 0 }),
             Step::Done => {
@@ -239,7 +241,12 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
         self.give_up(cx, Error::HandshakeTimeout(self.timeout))
     }
 
-    fn on_command(&mut self, _cx: &mut Context<'_>, _command: Command) -> Status {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        // The server closing its sessions (or the app closing this one) ends an upgrade
+        // in progress too.
+        if command.is::<crate::Close>() || command.is::<crate::Abort>() {
+            return self.give_up(cx, Error::Closed);
+        }
         Status::Continue
     }
 

@@ -1,0 +1,482 @@
+//! The WebSocket client: a TCP client whose sessions start with the HTTP upgrade. It keeps
+//! N connections to one `ws://` or `wss://` URL and redials them like the TCP client; a
+//! session opens (`on_open`) only once the server's `101` has been verified, and an upgrade
+//! that fails or times out counts as a failed dial.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use getty_codec::rustls;
+use getty_codec::ws::{ClientRequest, DeflateConfig};
+use getty_codec::Decoder;
+use getty_reactor::{Command, Context, Entry, Ready, Status};
+
+use crate::session::{Handler, Session};
+use crate::tcp::{Setup, TcpClient, TcpClientBuilder};
+use crate::ws::{ClientUpgrade, Keepalive};
+use crate::{SessionOptions, SocketOptions};
+
+/// The parts of a `ws://` or `wss://` URL a client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WsUrl {
+    pub(crate) secure: bool,
+    /// The host as written (an IPv6 address keeps its brackets), for DNS and TLS names.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Path and query; `/` when the URL has none.
+    pub(crate) path: String,
+}
+
+impl WsUrl {
+    pub(crate) fn parse(url: &str) -> io::Result<WsUrl> {
+        let bad = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad WebSocket URL {url:?}: {why}"),
+            )
+        };
+        let (secure, rest) = if let Some(rest) = strip_prefix_ignore_case(url, "ws://") {
+            (false, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(url, "wss://") {
+            (true, rest)
+        } else {
+            return Err(bad("the scheme must be ws:// or wss://"));
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        if authority.contains('@') {
+            return Err(bad("user information is not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                let port = port.parse().map_err(|_| bad("the port is not a number"))?;
+                (host, Some(port))
+            }
+            _ => (authority, None),
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(bad("no host"));
+        }
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        Ok(WsUrl {
+            secure,
+            host: host.to_string(),
+            port: port.unwrap_or(if secure { 443 } else { 80 }),
+            path,
+        })
+    }
+
+    /// The `Host` header: the port only when it is not the scheme's default.
+    fn host_header(&self) -> String {
+        let default = if self.secure { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The host without IPv6 brackets: for DNS and the TLS server name.
+    pub(crate) fn bare_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+/// What every session of a WebSocket client sends before it opens.
+#[derive(Debug, Clone)]
+pub(crate) struct WsDial {
+    host: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
+    keepalive: Keepalive,
+}
+
+impl WsDial {
+    /// Queues the upgrade request as the session's first output (behind the TLS handshake,
+    /// if any) and marks the session as upgrading: it opens when the `101` is verified.
+    pub(crate) fn start<C>(&self, session: &mut Session<C>) {
+        let mut request = ClientRequest::new(self.host.as_str(), self.path.as_str());
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        for protocol in &self.protocols {
+            request = request.protocol(protocol.as_str());
+        }
+        if let Some(deflate) = self.deflate {
+            request = request.deflate(deflate);
+        }
+        let handshake = request.write(&mut session.out.tail);
+        session.extras_mut().ws_upgrade = Some(Box::new(ClientUpgrade {
+            handshake,
+            until: None,
+            path: self.path.clone(),
+            keepalive: self.keepalive,
+        }));
+    }
+}
+
+/// Configures a [`WsClient`]: the TCP client's settings (connections, timeouts, backoff),
+/// plus the upgrade request's headers and subprotocols, permessage-deflate, TLS for
+/// `wss://`, and keep-alive pings.
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_codec::{Message, MessageCodec};
+/// use getty_transports::{ws::WsClient, Handler, Session};
+///
+/// struct Sink;
+/// impl Handler<MessageCodec> for Sink {
+///     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+/// }
+///
+/// let client = WsClient::builder()
+///     .connection_number(4)
+///     .header("Authorization", "Bearer t0ken")
+///     .protocol("chat.v2")
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
+///     .build("ws://127.0.0.1:9/chat", |_| Ok((MessageCodec, Sink)))
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct WsClientBuilder {
+    tcp: TcpClientBuilder,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
+    keepalive: Keepalive,
+}
+
+impl Default for WsClientBuilder {
+    fn default() -> Self {
+        WsClientBuilder {
+            tcp: TcpClientBuilder::default(),
+            tls: None,
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            deflate: None,
+            keepalive: Keepalive::default(),
+        }
+    }
+}
+
+impl WsClientBuilder {
+    /// The TLS configuration for `wss://` URLs (required for them): the server's
+    /// certificate must be valid for the URL's host and chain to the configuration's roots.
+    /// See [`crate::tls`].
+    ///
+    /// ```
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
+    /// let b = getty_transports::ws::WsClient::builder().tls(config);
+    /// ```
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Adds a header to the upgrade request (`Origin`, `Authorization`, cookies, ...).
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder().header("Origin", "https://app.example");
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol; call again to offer more, most preferred first. The one the
+    /// server chose is `Session::websocket_protocol`.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder().protocol("mqtt");
+    /// ```
+    pub fn protocol(mut self, name: impl Into<String>) -> Self {
+        self.protocols.push(name.into());
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with these settings (`None`, the default:
+    /// messages are never compressed).
+    ///
+    /// ```
+    /// use getty_codec::ws::DeflateConfig;
+    /// let b = getty_transports::ws::WsClient::builder().deflate(Some(DeflateConfig::default()));
+    /// ```
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = config;
+        self
+    }
+
+    /// Sends a ping on every cron tick, before `on_cron` (see
+    /// [`SessionOptions::cron_period`]). Default off.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder().ping_on_cron(true);
+    /// ```
+    pub fn ping_on_cron(mut self, on: bool) -> Self {
+        self.keepalive.ping_on_cron = on;
+        self
+    }
+
+    /// Ends a session with `Error::PongTimeout` when a ping gets no pong for this long
+    /// (`None`, the default: never).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = getty_transports::ws::WsClient::builder().pong_timeout(Some(Duration::from_secs(5)));
+    /// ```
+    pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
+        self
+    }
+
+    /// How many sessions to keep open to the URL (default 1).
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder().connection_number(8);
+    /// ```
+    pub fn connection_number(mut self, n: usize) -> Self {
+        self.tcp = self.tcp.connection_number(n);
+        self
+    }
+
+    /// How long the TCP connect may take (default 3 s). The TLS handshake and the upgrade
+    /// that follow have the session's handshake timeout.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder()
+    ///     .connect_timeout(std::time::Duration::from_millis(500));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp = self.tcp.connect_timeout(timeout);
+        self
+    }
+
+    /// Redial delays, as [`TcpClientBuilder::reconnect_backoff`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = getty_transports::ws::WsClient::builder()
+    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
+    /// ```
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.tcp = self.tcp.reconnect_backoff(min, max);
+        self
+    }
+
+    /// Gives up after this many consecutive failed dials (a failed upgrade counts).
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder().max_consecutive_failures(Some(5));
+    /// ```
+    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
+        self.tcp = self.tcp.max_consecutive_failures(limit);
+        self
+    }
+
+    /// Options applied to every dialled socket.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder()
+    ///     .socket_options(getty_transports::SocketOptions::default());
+    /// ```
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.tcp = self.tcp.socket_options(options);
+        self
+    }
+
+    /// The options every session starts with; the handshake timeout bounds the TLS
+    /// handshake and the upgrade, the max message length bounds frames and messages.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder()
+    ///     .session_options(getty_transports::SessionOptions::default().max_message_len(1 << 16));
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.tcp = self.tcp.session_options(options);
+        self
+    }
+
+    /// Parses `url` (`ws://host[:port][/path][?query]` or `wss://...`), resolves its host
+    /// and makes the client. Nothing is dialled until it is spawned into a reactor. `setup`
+    /// runs for every connected socket, before the upgrade.
+    ///
+    /// ```
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::WsClient, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {} }
+    /// let client = WsClient::builder().build("ws://127.0.0.1:9/feed?v=2", |_| Ok((MessageCodec, Sink))).unwrap();
+    /// assert_eq!(client.peer_addr().port(), 9);
+    /// assert!(WsClient::builder().build("http://h/", |_| Ok((MessageCodec, Sink))).is_err());
+    /// ```
+    pub fn build<F, C, H>(self, url: &str, setup: F) -> io::Result<WsClient<F, C, H>>
+    where
+        F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C>,
+    {
+        let url = WsUrl::parse(url)?;
+        let mut tcp = self.tcp;
+        if url.secure {
+            let config = self.tls.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a wss:// URL needs a TLS configuration (WsClientBuilder::tls)",
+                )
+            })?;
+            tcp = tcp.tls(config, url.bare_host());
+        }
+        tcp.websocket = Some(Arc::new(WsDial {
+            host: url.host_header(),
+            path: url.path.clone(),
+            headers: self.headers,
+            protocols: self.protocols,
+            deflate: self.deflate,
+            keepalive: self.keepalive,
+        }));
+        let addr = (url.bare_host(), url.port);
+        let addr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
+        })?;
+        Ok(WsClient {
+            inner: tcp.build(addr, setup)?,
+        })
+    }
+}
+
+/// A WebSocket client that keeps `connection_number` sessions to one URL, redialling with
+/// backoff like [`TcpClient`]. Spawn it into a reactor; send it [`Close`](crate::Close) to
+/// close its sessions (each with a close frame) and stop redialling.
+///
+/// ```
+/// use getty_codec::{Message, MessageCodec};
+/// use getty_reactor::Reactor;
+/// use getty_transports::{ws::WsClient, Handler, Session};
+///
+/// struct Hello;
+/// impl Handler<MessageCodec> for Hello {
+///     fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+///         s.write(Message::text("hello"))?; // sent once the upgrade is done
+///         Ok(())
+///     }
+///     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+/// }
+/// let client = WsClient::builder().build("ws://127.0.0.1:9/", |_| Ok((MessageCodec, Hello))).unwrap();
+/// let mut reactor = Reactor::new().unwrap();
+/// let id = reactor.spawn(Box::new(client));
+/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// ```
+pub struct WsClient<F, C, H> {
+    inner: TcpClient<F, C, H>,
+}
+
+impl WsClient<(), (), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsClient::builder();
+    /// ```
+    pub fn builder() -> WsClientBuilder {
+        WsClientBuilder::default()
+    }
+}
+
+impl<F, C, H> WsClient<F, C, H>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    /// The address this client dials (the URL's host, resolved).
+    ///
+    /// See [`WsClientBuilder::build`].
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr()
+    }
+}
+
+impl<F, C, H> Entry for WsClient<F, C, H>
+where
+    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.inner.on_start(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        self.inner.on_ready(cx, ready)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        self.inner.on_timer(cx, tag)
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        self.inner.on_command(cx, command)
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        self.inner.on_shutdown(cx, deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WsUrl;
+
+    #[test]
+    fn urls_parse_into_host_port_and_path() {
+        let cases = [
+            ("ws://h", false, "h", 80, "/", "h"),
+            ("wss://h", true, "h", 443, "/", "h"),
+            ("ws://h:9000/a/b?c=d#frag", false, "h", 9000, "/a/b?c=d", "h:9000"),
+            ("WS://H:80?x", false, "H", 80, "/?x", "H"),
+            ("ws://[::1]:7000/p", false, "[::1]", 7000, "/p", "[::1]:7000"),
+            ("wss://[::1]/", true, "[::1]", 443, "/", "[::1]"),
+        ];
+        for (url, secure, host, port, path, host_header) in cases {
+            let u = WsUrl::parse(url).unwrap();
+            assert_eq!(
+                (u.secure, u.host.as_str(), u.port, u.path.as_str()),
+                (secure, host, port, path),
+                "{url}"
+            );
+            assert_eq!(u.host_header(), host_header, "{url}");
+        }
+        assert_eq!(WsUrl::parse("ws://[::1]:1/").unwrap().bare_host(), "::1");
+    }
+
+    #[test]
+    fn bad_urls_are_refused() {
+        for url in [
+            "http://h/",
+            "ws://",
+            "ws://:80/",
+            "ws://h:port/",
+            "ws://h:99999/",
+            "ws://u:p@h/",
+            "h:80",
+        ] {
+            assert!(WsUrl::parse(url).is_err(), "{url}");
+        }
+    }
+}

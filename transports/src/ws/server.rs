@@ -1,0 +1,665 @@
+//! The WebSocket server: a TCP listener whose connections go through the HTTP upgrade (an
+//! [`Upgrade`] entry each, under the handshake timeout) and are then routed by path to the
+//! setup hook of that path, which picks the session's codec and handler.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use getty_codec::rustls;
+use getty_codec::ws::{parse_request, DeflateConfig, HandshakeError, Protocol, Request, Role};
+use getty_codec::Decoder;
+use getty_reactor::{Command, Context, Entry, GroupId, Ready, Status};
+use mio::net::TcpStream;
+use socket2::SockRef;
+
+use crate::session::{Handler, Session};
+use crate::stream::StreamEntry;
+use crate::tcp::listener::{Acceptor, ListenOptions};
+use crate::tcp::FilterFactory;
+use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
+use crate::ws::{protocol_config, Keepalive, WsState};
+use crate::{Error, SessionOptions, SocketOptions};
+
+/// What a route's setup hook gets for a new WebSocket connection, once its upgrade request
+/// has been read: the request (path, headers, origin, offered subprotocols), the peer, the
+/// socket, and the session's options to adjust. The hook returns the session's codec and
+/// handler, or an error to refuse the upgrade (the client gets a `403`).
+///
+/// ```
+/// use getty_codec::{Message, MessageCodec};
+/// use getty_transports::ws::{WsServer, WsSetup};
+/// use getty_transports::{Handler, Session};
+///
+/// struct Chat;
+/// impl Handler<MessageCodec> for Chat {
+///     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+/// }
+///
+/// let server = WsServer::builder()
+///     .protocols(["chat.v2", "chat.v1"])
+///     .route("/chat", |setup: &mut WsSetup<'_>| {
+///         if setup.request().header("Authorization").is_none() {
+///             return Err(std::io::Error::other("not signed in"));
+///         }
+///         let options = setup.options();
+///         *options = options.clone().max_message_len(64 * 1024);
+///         Ok((MessageCodec, Chat))
+///     })
+///     .bind("127.0.0.1:0")
+///     .unwrap();
+/// ```
+pub struct WsSetup<'a> {
+    peer: SocketAddr,
+    socket: SockRef<'a>,
+    options: &'a mut Arc<SessionOptions>,
+    request: &'a Request,
+    protocol: Option<String>,
+}
+
+impl<'a> WsSetup<'a> {
+    /// The peer's address.
+    ///
+    /// See the [type-level example](WsSetup).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The connected socket, for `setsockopt`.
+    ///
+    /// See the [type-level example](WsSetup).
+    pub fn socket(&self) -> &SockRef<'a> {
+        &self.socket
+    }
+
+    /// The client's upgrade request: path, headers, origin, offered subprotocols.
+    ///
+    /// See the [type-level example](WsSetup).
+    pub fn request(&self) -> &Request {
+        self.request
+    }
+
+    /// The new session's options, to change (the maximum message length also bounds
+    /// WebSocket frames and inflated messages).
+    ///
+    /// See the [type-level example](WsSetup).
+    pub fn options(&mut self) -> &mut SessionOptions {
+        Arc::make_mut(self.options)
+    }
+
+    /// The subprotocol the server will answer with: the first one the client offered that
+    /// is among [`WsServerBuilder::protocols`], unless the hook chose another.
+    ///
+    /// See the [type-level example](WsSetup).
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Chooses the subprotocol to answer with (`None`: none). It must be one the client
+    /// offered; otherwise the upgrade fails with a `400`.
+    ///
+    /// See the [type-level example](WsSetup).
+    pub fn set_protocol(&mut self, protocol: Option<&str>) {
+        self.protocol = protocol.map(String::from);
+    }
+}
+
+/// A route's setup hook with its codec and handler types erased, so that routes of one
+/// server may use different codecs and handlers.
+trait Route: Send {
+    fn setup(&mut self, setup: &mut WsSetup<'_>) -> io::Result<Box<dyn NewSession>>;
+}
+
+struct RouteWith<F, C, H> {
+    setup: F,
+    _types: PhantomData<fn() -> (C, H)>,
+}
+
+impl<F, C, H> Route for RouteWith<F, C, H>
+where
+    F: FnMut(&mut WsSetup<'_>) -> io::Result<(C, H)> + Send + 'static,
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    fn setup(&mut self, setup: &mut WsSetup<'_>) -> io::Result<Box<dyn NewSession>> {
+        let (codec, handler) = (self.setup)(setup)?;
+        Ok(Box::new(Chosen { codec, handler }))
+    }
+}
+
+/// The codec and handler a route chose, waiting for the upgrade to finish.
+trait NewSession {
+    fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<GroupId>, accepted: Accepted);
+}
+
+struct Chosen<C, H> {
+    codec: C,
+    handler: H,
+}
+
+impl<C, H> NewSession for Chosen<C, H>
+where
+    C: Decoder + 'static,
+    H: Handler<C>,
+{
+    fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<GroupId>, accepted: Accepted) {
+        let Accepted {
+            parts,
+            peer,
+            options,
+            ws,
+            response,
+        } = accepted;
+        #[cfg(unix)]
+        let mut session = {
+            use std::os::fd::AsRawFd;
+            let fd = parts.stream.as_raw_fd();
+            Session::new(peer, fd, self.codec, options, cx.now())
+        };
+        #[cfg(not(unix))]
+        let mut session = Session::new(peer, self.codec, options, cx.now());
+        let extras = session.extras_mut();
+        extras.filter = parts.filter;
+        extras.ws = Some(Box::new(ws));
+        // The 101 goes out first, before anything `on_open` writes.
+        session.out.tail = response;
+        let entry =
+            StreamEntry::new(parts.stream, session, self.handler, None).with_input(parts.leftover);
+        match group {
+            Some(group) => cx.spawn_in(group, Box::new(entry)),
+            None => cx.spawn(Box::new(entry)),
+        };
+    }
+}
+
+/// A connection whose upgrade was accepted, ready to become a session.
+struct Accepted {
+    parts: Parts<TcpStream>,
+    peer: SocketAddr,
+    options: Arc<SessionOptions>,
+    ws: WsState,
+    response: BytesMut,
+}
+
+type OriginCheck = dyn Fn(Option<&str>) -> bool + Send + Sync;
+
+/// What every connection of a server shares: the routes and the upgrade policy. The upgrade
+/// entries of a server share it with the server (one reactor thread; the lock is never
+/// contended and is taken once per upgrade).
+struct Router {
+    routes: Vec<(String, Box<dyn Route>)>,
+    protocols: Vec<String>,
+    origin_check: Option<Arc<OriginCheck>>,
+    deflate: Option<DeflateConfig>,
+    keepalive: Keepalive,
+    session_options: Arc<SessionOptions>,
+}
+
+/// Why an upgrade request was refused: the HTTP status answered and the reason logged.
+type Refusal = HandshakeError;
+
+impl Router {
+    /// Routes a parsed request: checks origin and path, runs the route's setup hook, and
+    /// writes the `101` response.
+    fn route(
+        &mut self,
+        request: &Request,
+        peer: SocketAddr,
+        stream: &TcpStream,
+    ) -> Result<(Box<dyn NewSession>, Arc<SessionOptions>, WsState, BytesMut), Refusal> {
+        let path = request.path().split('?').next().unwrap_or("/");
+        if let Some(check) = &self.origin_check {
+            if !check(request.origin()) {
+                let origin = request.origin().unwrap_or("(none)");
+                return Err(HandshakeError::new(403, format!("origin {origin} refused")));
+            }
+        }
+        let Some((_, route)) = self.routes.iter_mut().find(|(p, _)| p == path) else {
+            return Err(HandshakeError::new(404, format!("no route for {path}")));
+        };
+        let protocol = request
+            .protocols()
+            .iter()
+            .find(|offered| self.protocols.contains(offered))
+            .cloned();
+        let mut options = Arc::clone(&self.session_options);
+        let mut setup = WsSetup {
+            peer,
+            socket: SockRef::from(stream),
+            options: &mut options,
+            request,
+            protocol,
+        };
+        let made = route
+            .setup(&mut setup)
+            .map_err(|e| HandshakeError::new(403, format!("setup refused: {e}")))?;
+        let protocol = setup.protocol.take();
+        let mut response = BytesMut::new();
+        let accepted = request.accept(protocol.as_deref(), self.deflate.as_ref(), &mut response)?;
+        let machine = Protocol::new(Role::Server, protocol_config(&options), accepted.deflate());
+        let mut ws = WsState::new(machine, self.keepalive, request.path().to_string());
+        ws.subprotocol = protocol;
+        Ok((made, options, ws, response))
+    }
+}
+
+/// The server side of the upgrade: parse the request, route it, answer.
+struct ServerHandshake {
+    router: Arc<Mutex<Router>>,
+    peer: SocketAddr,
+    group: Option<GroupId>,
+    chosen: Option<(Box<dyn NewSession>, Arc<SessionOptions>, WsState, BytesMut)>,
+}
+
+impl Handshake<TcpStream> for ServerHandshake {
+    fn advance(&mut self, _cx: &mut Context<'_>, input: &mut BytesMut, stream: &TcpStream) -> Step {
+        let routed = match parse_request(input, MAX_HEAD) {
+            Ok(None) => return Step::More,
+            Ok(Some(request)) => self
+                .router
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .route(&request, self.peer, stream),
+            Err(e) => Err(e),
+        };
+        match routed {
+            Ok(chosen) => {
+                self.chosen = Some(chosen);
+                Step::Done
+            }
+            Err(refusal) => {
+                log::debug!("websocket upgrade from {} refused: {refusal}", self.peer);
+                let mut response = BytesMut::new();
+                refusal.write_response(&mut response);
+                Step::Refuse(response)
+            }
+        }
+    }
+
+    fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<TcpStream>) {
+        let Some((made, options, ws, response)) = self.chosen.take() else {
+            return;
+        };
+        let accepted = Accepted {
+            parts,
+            peer: self.peer,
+            options,
+            ws,
+            response,
+        };
+        made.spawn(cx, self.group, accepted);
+    }
+
+    fn failed(&mut self, _cx: &mut Context<'_>, _error: &Error) {}
+}
+
+/// Configures a [`WsServer`]: the listener, TLS (`wss://`), permessage-deflate, subprotocols,
+/// the origin check, keep-alive pings, and one setup hook per path.
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_codec::{Message, MessageCodec, ws::DeflateConfig};
+/// use getty_transports::ws::WsServer;
+/// use getty_transports::{Handler, Session};
+///
+/// struct Echo;
+/// impl Handler<MessageCodec> for Echo {
+///     fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+///         let _ = s.write(msg);
+///     }
+/// }
+///
+/// let server = WsServer::builder()
+///     .deflate(Some(DeflateConfig::default()))
+///     .check_origin(|origin| origin.is_none_or(|o| o == "https://app.example"))
+///     .ping_on_cron(true)
+///     .pong_timeout(Some(Duration::from_secs(10)))
+///     .route("/echo", |_| Ok((MessageCodec, Echo)))
+///     .bind("127.0.0.1:0")
+///     .unwrap();
+/// assert_ne!(server.local_addr().port(), 0);
+/// ```
+pub struct WsServerBuilder {
+    listen: ListenOptions,
+    socket_options: SocketOptions,
+    tls: Option<FilterFactory>,
+    router: Router,
+}
+
+impl fmt::Debug for WsServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let paths: Vec<&str> = self.router.routes.iter().map(|(p, _)| p.as_str()).collect();
+        f.debug_struct("WsServerBuilder")
+            .field("listen", &self.listen)
+            .field("routes", &paths)
+            .field("protocols", &self.router.protocols)
+            .field("deflate", &self.router.deflate)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for WsServerBuilder {
+    fn default() -> Self {
+        WsServerBuilder {
+            listen: ListenOptions::default(),
+            socket_options: SocketOptions::default(),
+            tls: None,
+            router: Router {
+                routes: Vec::new(),
+                protocols: Vec::new(),
+                origin_check: None,
+                deflate: None,
+                keepalive: Keepalive::default(),
+                session_options: Arc::new(SessionOptions::default()),
+            },
+        }
+    }
+}
+
+impl WsServerBuilder {
+    /// Serves `wss://`: every connection starts with a TLS handshake under `config`, within
+    /// the session's handshake timeout (which covers the HTTP upgrade too). See
+    /// [`crate::tls`] for ready-made configurations.
+    ///
+    /// ```
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    /// let config = getty_transports::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
+    /// let b = getty_transports::ws::WsServer::builder().tls(config);
+    /// ```
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(FilterFactory::tls_server(config));
+        self
+    }
+
+    /// Accepts permessage-deflate (RFC 7692) when a client offers it, on these terms
+    /// (`None`, the default: messages are never compressed).
+    ///
+    /// ```
+    /// use getty_codec::ws::DeflateConfig;
+    /// let b = getty_transports::ws::WsServer::builder().deflate(Some(DeflateConfig::default()));
+    /// ```
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.router.deflate = config;
+        self
+    }
+
+    /// The subprotocols the server speaks. The server answers with the first one the
+    /// client offered that is in this list (a route's hook may choose otherwise); when none
+    /// is, the upgrade goes on without one, as RFC 6455 says, and the client decides.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder().protocols(["graphql-ws"]);
+    /// ```
+    pub fn protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.router.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks the request's `Origin` header (`None` when there is none, as from non-browser
+    /// clients); a `false` refuses the upgrade with a `403`. By default every origin is let
+    /// in.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder()
+    ///     .check_origin(|origin| origin == Some("https://app.example"));
+    /// ```
+    pub fn check_origin(
+        mut self,
+        check: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.router.origin_check = Some(Arc::new(check));
+        self
+    }
+
+    /// Sends a ping on every cron tick, before `on_cron` runs (getty's WebSocket keep-alive;
+    /// set the period with [`SessionOptions::cron_period`]). Default off.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder().ping_on_cron(true);
+    /// ```
+    pub fn ping_on_cron(mut self, on: bool) -> Self {
+        self.router.keepalive.ping_on_cron = on;
+        self
+    }
+
+    /// Ends a session with `Error::PongTimeout` when a ping (from the cron or from
+    /// `Session::ping`) gets no pong for this long (`None`, the default: never).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = getty_transports::ws::WsServer::builder().pong_timeout(Some(Duration::from_secs(5)));
+    /// ```
+    pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.router.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
+        self
+    }
+
+    /// The listen backlog (default 1024).
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder().backlog(4096);
+    /// ```
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.listen.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// SO_REUSEPORT, so several listeners (one per reactor) can share a port.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder().reuse_port(true);
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.listen.reuse_port = on;
+        self
+    }
+
+    /// Options applied to every accepted socket.
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder()
+    ///     .socket_options(getty_transports::SocketOptions::default().nodelay(true));
+    /// ```
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.socket_options = options;
+        self
+    }
+
+    /// The options every session starts with (a route's hook may change them). The
+    /// handshake timeout bounds the TLS handshake and the HTTP upgrade together; the max
+    /// message length bounds frames and (inflated) messages.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use getty_transports::SessionOptions;
+    /// let b = getty_transports::ws::WsServer::builder().session_options(
+    ///     SessionOptions::default().handshake_timeout(Duration::from_secs(3)),
+    /// );
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.router.session_options = Arc::new(options);
+        self
+    }
+
+    /// Serves `path` (the request target without its query, matched exactly): `setup`
+    /// runs for every upgrade request to it, as getty's `NewSessionCallback`, and picks the
+    /// session's codec and handler. A request for a path without a route gets a `404`.
+    /// Routes may use different codecs and handlers.
+    ///
+    /// ```
+    /// use getty_codec::{Bytes, LinesCodec, Message, MessageCodec};
+    /// use getty_transports::{ws::WsServer, Handler, Session};
+    /// struct Echo;
+    /// impl Handler<MessageCodec> for Echo {
+    ///     fn on_message(&mut self, s: &mut Session<MessageCodec>, m: Message) { let _ = s.write(m); }
+    /// }
+    /// struct Log;
+    /// impl Handler<LinesCodec> for Log {
+    ///     fn on_message(&mut self, _: &mut Session<LinesCodec>, line: Bytes) { println!("{line:?}"); }
+    /// }
+    /// let b = WsServer::builder()
+    ///     .route("/echo", |_| Ok((MessageCodec, Echo)))
+    ///     .route("/log", |_| Ok((LinesCodec::default(), Log)));
+    /// ```
+    pub fn route<F, C, H>(mut self, path: impl Into<String>, setup: F) -> Self
+    where
+        F: FnMut(&mut WsSetup<'_>) -> io::Result<(C, H)> + Send + 'static,
+        C: Decoder + 'static,
+        H: Handler<C>,
+    {
+        let route = RouteWith {
+            setup,
+            _types: PhantomData,
+        };
+        self.router.routes.push((path.into(), Box::new(route)));
+        self
+    }
+
+    /// Binds and listens (port 0 picks a free port; see [`WsServer::local_addr`]).
+    ///
+    /// ```
+    /// let server = getty_transports::ws::WsServer::builder().bind("127.0.0.1:0").unwrap();
+    /// ```
+    pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<WsServer> {
+        Ok(WsServer {
+            acceptor: self.listen.bind(addr)?,
+            socket_options: self.socket_options,
+            tls: self.tls,
+            handshake_timeout: self.router.session_options.handshake_timeout,
+            router: Arc::new(Mutex::new(self.router)),
+        })
+    }
+}
+
+/// A WebSocket server: an [`Entry`] that accepts TCP connections, upgrades them (each under
+/// the handshake timeout; a slow or silent client is dropped when it expires) and routes
+/// them by path to their setup hook. Spawn it into a reactor; send it
+/// [`Close`](crate::Close) to stop listening, or control it with a
+/// [`ServerHandle`](crate::tcp::ServerHandle).
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use getty_codec::{Message, MessageCodec};
+/// use getty_reactor::Reactor;
+/// use getty_transports::{ws::WsServer, Handler, Session};
+///
+/// struct Echo;
+/// impl Handler<MessageCodec> for Echo {
+///     fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+///         let _ = s.write(msg);
+///     }
+/// }
+///
+/// let server = WsServer::builder().route("/", |_| Ok((MessageCodec, Echo))).bind("127.0.0.1:0").unwrap();
+/// let addr = server.local_addr();
+/// let reactor = Reactor::start_thread("ws", move |r| {
+///     r.spawn(Box::new(server));
+///     Ok(())
+/// }).unwrap();
+///
+/// // A path without a route is answered with a 404.
+/// let mut peer = std::net::TcpStream::connect(addr).unwrap();
+/// peer.write_all(b"GET /nowhere HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+///     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+/// let mut answer = String::new();
+/// peer.read_to_string(&mut answer).unwrap();
+/// assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"));
+///
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+pub struct WsServer {
+    acceptor: Acceptor,
+    socket_options: SocketOptions,
+    tls: Option<FilterFactory>,
+    handshake_timeout: Duration,
+    router: Arc<Mutex<Router>>,
+}
+
+impl WsServer {
+    /// A builder with default settings (no routes: add them with
+    /// [`WsServerBuilder::route`]).
+    ///
+    /// ```
+    /// let b = getty_transports::ws::WsServer::builder();
+    /// ```
+    pub fn builder() -> WsServerBuilder {
+        WsServerBuilder::default()
+    }
+
+    /// The address the server listens on (with the port the kernel picked for port 0).
+    ///
+    /// ```
+    /// let server = getty_transports::ws::WsServer::builder().bind("127.0.0.1:0").unwrap();
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.acceptor.local_addr()
+    }
+
+    /// Accepts what is waiting; each connection becomes an upgrade entry in the server's
+    /// group, and then a session in the same group.
+    fn accept(&mut self, cx: &mut Context<'_>, resumed: bool) -> Status {
+        let group = self.acceptor.group();
+        let accepted = |_cx: &mut Context<'_>, stream: TcpStream, peer: SocketAddr| {
+            if let Err(e) = self.socket_options.apply(SockRef::from(&stream)) {
+                log::debug!("socket options for {peer}: {e}");
+                return None;
+            }
+            let filter = match self.tls.as_ref().map(FilterFactory::make).transpose() {
+                Ok(filter) => filter.map(|f| Box::new(crate::filtered::FilterIo::new(f))),
+                Err(e) => {
+                    log::warn!("cannot start a TLS session with {peer}: {e}");
+                    return None;
+                }
+            };
+            let handshake = ServerHandshake {
+                router: Arc::clone(&self.router),
+                peer,
+                group,
+                chosen: None,
+            };
+            let upgrade = Upgrade::new(
+                stream,
+                filter,
+                BytesMut::new(),
+                handshake,
+                self.handshake_timeout,
+            );
+            Some(Box::new(upgrade) as Box<dyn Entry>)
+        };
+        if resumed {
+            self.acceptor.on_timer(cx, accepted)
+        } else {
+            self.acceptor.on_ready(cx, accepted)
+        }
+    }
+}
+
+impl Entry for WsServer {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.acceptor.start(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
+        self.accept(cx, false)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.accept(cx, true)
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        self.acceptor.on_command(cx, command)
+    }
+}
