@@ -8,9 +8,11 @@
 //! cargo run --release --example echo -- --reactors 2                           # TCP server on 2 reactors
 //! cargo run --release --example echo -- --transport udp                        # UDP, connected clients
 //! cargo run --release --example echo -- --transport udp --udp-mode unconnected
+//! cargo run --release --example echo -- --transport ws                         # WebSocket
+//! cargo run --release --example echo -- --transport ws --compress --server 127.0.0.1:7000
 //! ```
 //!
-//! Options: `--transport tcp|udp` (default `tcp`), `--reactors N` reactor threads for the
+//! Options: `--transport tcp|udp|ws` (default `tcp`), `--reactors N` reactor threads for the
 //! TCP server (1; one `SO_REUSEPORT` listener each), `--codec length|lines|raw` (default
 //! `length`, a 4-byte big-endian length prefix), `--connections N` (8), `--messages N` per
 //! connection (1000), `--window N` messages in flight per connection (4), `--max-size BYTES`
@@ -25,6 +27,12 @@
 //! `--udp-mode unconnected` runs N `UdpEndpoint`s that name the server on every send. UDP
 //! may lose datagrams: a client sends again what is still in flight after a second of
 //! silence, and says how many it resent.
+//!
+//! With `--transport ws` the server is a `WsServer` serving the path `/` (text echoed as text, binary as binary, so any WebSocket client can talk to it:
+//! `python3 -m websockets ws://127.0.0.1:7000/`), and the clients are one `WsClient`
+//! keeping N connections, one message per WebSocket message. `--compress` offers and
+//! accepts permessage-deflate; `--max-message BYTES` raises the message limit (1 MiB) and
+//! the outbound bound with it, for peers that send huge messages (the Autobahn suite).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -51,6 +59,7 @@ enum CodecKind {
 enum Transport {
     Tcp,
     Udp,
+    Ws,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,6 +81,8 @@ struct Args {
     messages: usize,
     window: usize,
     max_size: usize,
+    compress: bool,
+    max_message: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -86,6 +97,8 @@ fn parse_args() -> Result<Args, String> {
         messages: 1000,
         window: 4,
         max_size: 4096,
+        compress: false,
+        max_message: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -95,7 +108,8 @@ fn parse_args() -> Result<Args, String> {
                 args.transport = match value()?.as_str() {
                     "tcp" => Transport::Tcp,
                     "udp" => Transport::Udp,
-                    other => return Err(format!("unknown transport {other:?} (tcp|udp)")),
+                    "ws" => Transport::Ws,
+                    other => return Err(format!("unknown transport {other:?} (tcp|udp|ws)")),
                 }
             }
             "--reactors" => args.reactors = parse(&value()?)?,
@@ -124,6 +138,8 @@ fn parse_args() -> Result<Args, String> {
             "--messages" => args.messages = parse(&value()?)?,
             "--window" => args.window = parse(&value()?)?,
             "--max-size" => args.max_size = parse(&value()?)?,
+            "--compress" => args.compress = true,
+            "--max-message" => args.max_message = Some(parse(&value()?)?),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -279,7 +295,7 @@ impl Sender {
         }
         if totals.sessions_done == self.plan.connections {
             let histogram =
-                std::mem::replace(&mut totals.histogram, Histogram::new(3).expect("sigfig"));
+                std::mem::replace(&mut totals.histogram, round_trip_histogram());
             let _ = self.done_tx.send(Report {
                 messages: totals.messages,
                 bytes: totals.bytes,
@@ -334,13 +350,38 @@ fn on_echo<C: Encoder<Bytes>>(sender: &mut Sender, session: &mut Session<C>, ech
 
 /// Runs the client on its own reactor and waits for its report.
 fn run_client(addr: SocketAddr, plan: Plan) -> io::Result<Report> {
-    let (done_tx, done_rx) = mpsc::channel();
     let connections = plan.connections;
     let lines = plan.codec == CodecKind::Lines;
+    run_senders(plan, move |reactor, mut make_sender| {
+        let builder = TcpClient::builder().connection_number(connections);
+        // Raw servers echo the stream as it comes, so the client frames with lengths.
+        if lines {
+            reactor.spawn(Box::new(
+                builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
+            ));
+        } else {
+            reactor.spawn(Box::new(builder.build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), make_sender()))
+            })?));
+        }
+        Ok(())
+    })
+}
+
+/// Makes the client's handlers; each gets its own seed.
+type MakeSender = Box<dyn FnMut() -> Sender>;
+
+/// Runs a client on its own reactor and waits for its report: `spawn_client` spawns the
+/// client entry, making a handler per session with the `MakeSender` it is given.
+fn run_senders<F>(plan: Plan, spawn_client: F) -> io::Result<Report>
+where
+    F: FnOnce(&mut Reactor, MakeSender) -> io::Result<()> + Send + 'static,
+{
+    let (done_tx, done_rx) = mpsc::channel();
     let client = Reactor::start_thread("echo-client", move |reactor| {
         let plan = Rc::new(plan);
         let totals = Rc::new(RefCell::new(Totals {
-            histogram: Histogram::new(3).map_err(io::Error::other)?,
+            histogram: round_trip_histogram(),
             messages: 0,
             bytes: 0,
             mismatches: 0,
@@ -349,7 +390,7 @@ fn run_client(addr: SocketAddr, plan: Plan) -> io::Result<Report> {
             started: Instant::now(),
         }));
         let mut seed = 0u64;
-        let mut make_sender = move || {
+        let make_sender = move || {
             seed += 1;
             Sender {
                 plan: plan.clone(),
@@ -361,19 +402,7 @@ fn run_client(addr: SocketAddr, plan: Plan) -> io::Result<Report> {
                 received: 0,
             }
         };
-        let builder = TcpClient::builder().connection_number(connections);
-        // Raw servers echo the stream as it comes, so the client frames with lengths.
-        let id = if lines {
-            reactor.spawn(Box::new(
-                builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
-            ))
-        } else {
-            reactor.spawn(Box::new(builder.build(addr, move |_| {
-                Ok((LengthFieldCodec::default(), make_sender()))
-            })?))
-        };
-        let _ = id;
-        Ok(())
+        spawn_client(reactor, Box::new(make_sender))
     })?;
     let report = done_rx.recv_timeout(Duration::from_secs(120));
     client.handle().shutdown();
@@ -384,6 +413,12 @@ fn run_client(addr: SocketAddr, plan: Plan) -> io::Result<Report> {
             "the client did not finish in 120 s",
         )
     })
+}
+
+/// Round trips in microseconds, up to a minute: `saturating_record` never grows a histogram,
+/// so its bounds must cover every round trip (a default one would clamp slow echoes to 2).
+fn round_trip_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
 fn print_report(report: &Report) {
@@ -417,7 +452,7 @@ fn main() -> ExitCode {
             if !msg.is_empty() {
                 eprintln!("echo: {msg}");
             }
-            eprintln!("usage: echo [--transport tcp|udp] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
+            eprintln!("usage: echo [--transport tcp|udp|ws] [--compress] [--max-message BYTES] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
             return ExitCode::from(2);
         }
     };
@@ -432,8 +467,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> io::Result<bool> {
-    if args.transport == Transport::Udp {
-        return udp::run(args);
+    match args.transport {
+        Transport::Udp => return udp::run(args),
+        Transport::Ws => return ws::run(args),
+        Transport::Tcp => {}
     }
     let plan = Plan {
         connections: args.connections,
@@ -615,7 +652,7 @@ mod udp {
             }
             if totals.sessions_done == self.plan.connections {
                 let histogram =
-                    std::mem::replace(&mut totals.histogram, Histogram::new(3).expect("sigfig"));
+                    std::mem::replace(&mut totals.histogram, round_trip_histogram());
                 let _ = self.done_tx.send(Report {
                     messages: totals.messages,
                     bytes: totals.bytes,
@@ -716,7 +753,7 @@ mod udp {
         let client = Reactor::start_thread("udp-echo-client", move |reactor| {
             let plan = Rc::new(plan);
             let totals = Rc::new(RefCell::new(Totals {
-                histogram: Histogram::new(3).map_err(io::Error::other)?,
+                histogram: round_trip_histogram(),
                 messages: 0,
                 bytes: 0,
                 mismatches: 0,
@@ -829,5 +866,123 @@ mod udp {
         server.handle().shutdown();
         server.join()?;
         Ok(finish(result?))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// WebSocket: the same echo, one message per WebSocket message.
+
+mod ws {
+    use super::*;
+    use getty::codec::ws::DeflateConfig;
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{WsClient, WsServer};
+    use getty::{ReactorPool, SessionOptions};
+
+    /// Echoes every message with its kind (text as text, binary as binary), so that any
+    /// WebSocket client can talk to it.
+    struct WsEcho;
+
+    impl Handler<MessageCodec> for WsEcho {
+        fn on_message(&mut self, session: &mut Session<MessageCodec>, message: Message) {
+            if let Err(e) = session.write(message) {
+                log::warn!("session {}: echo failed: {e}", session.id());
+                let _ = session.close_with(1011, "echo failed");
+            }
+        }
+
+        fn on_error(&mut self, session: &mut Session<MessageCodec>, error: &getty::Error) {
+            log::info!(
+                "session {} from {} failed: {error}",
+                session.id(),
+                session.peer_addr()
+            );
+        }
+    }
+
+    fn options(args: &Args) -> SessionOptions {
+        let options = SessionOptions::default();
+        match args.max_message {
+            Some(max) => options
+                .max_message_len(max)
+                .max_outbound(max.saturating_mul(2)),
+            None => options,
+        }
+    }
+
+    fn deflate(args: &Args) -> Option<DeflateConfig> {
+        args.compress.then(DeflateConfig::default)
+    }
+
+    /// The echo server on `reactors` reactor threads, each with its own `SO_REUSEPORT`
+    /// listener; returns the pool and the address they listen on.
+    fn start_server(addr: SocketAddr, args: &Args) -> io::Result<(ReactorPool, SocketAddr)> {
+        let (options, deflate) = (options(args), deflate(args));
+        let bound = std::sync::Arc::new(std::sync::Mutex::new(addr));
+        let bound_in = bound.clone();
+        let pool = ReactorPool::start(args.reactors, move |_, reactor| {
+            let mut at = bound_in.lock().map_err(|_| io::Error::other("poisoned"))?;
+            let server = WsServer::builder()
+                .reuse_port(true)
+                .session_options(options.clone())
+                .deflate(deflate)
+                .route("/", |_| Ok((MessageCodec, WsEcho)))
+                .bind(*at)?;
+            *at = server.local_addr();
+            reactor.spawn(Box::new(server));
+            Ok(())
+        })?;
+        let addr = *bound.lock().map_err(|_| io::Error::other("poisoned"))?;
+        Ok((pool, addr))
+    }
+
+    fn run_client(addr: SocketAddr, args: &Args, plan: Plan) -> io::Result<Report> {
+        let url = format!("ws://{addr}/");
+        let builder = WsClient::builder()
+            .connection_number(plan.connections)
+            .session_options(options(args))
+            .deflate(deflate(args));
+        run_senders(plan, move |reactor, mut make_sender| {
+            // Raw bytes, one WebSocket message per echo message.
+            let client = builder.build(&url, move |_| Ok((RawCodec, make_sender())))?;
+            reactor.spawn(Box::new(client));
+            Ok(())
+        })
+    }
+
+    pub fn run(args: Args) -> io::Result<bool> {
+        let plan = Plan {
+            connections: args.connections,
+            messages: args.messages,
+            window: args.window,
+            max_size: args.max_size,
+            codec: CodecKind::Raw,
+        };
+        let compressed = if args.compress { ", permessage-deflate" } else { "" };
+        if let Some(addr) = args.server {
+            let (server, addr) = start_server(addr, &args)?;
+            println!(
+                "WebSocket echo server ({} reactors{compressed}) on ws://{addr}/; Ctrl-C to stop",
+                args.reactors
+            );
+            server.join()?;
+            return Ok(true);
+        }
+        if let Some(addr) = args.client {
+            let report = run_client(addr, &args, plan)?;
+            print_report(&report);
+            return Ok(report.mismatches == 0 && report.failed == 0);
+        }
+        let (server, addr) = start_server("127.0.0.1:0".parse().expect("literal"), &args)?;
+        println!(
+            "WebSocket echo server on ws://{addr}/ ({} reactors{compressed}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+            args.reactors, args.connections, args.messages, args.window, args.max_size
+        );
+        let report = run_client(addr, &args, plan);
+        server.shutdown();
+        server.join()?;
+        let report = report?;
+        print_report(&report);
+        Ok(report.mismatches == 0 && report.failed == 0)
     }
 }
