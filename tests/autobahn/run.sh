@@ -16,7 +16,8 @@
 #   AUTOBAHN_CLIENT_CMD  a client running Autobahn's flow against {url} (ws://host:port)
 #                        as agent {agent}: /getCaseCount, /runCase?case=N&agent={agent}
 #                        echoing every message, /updateReports?agent={agent}
-# Both default to codec/examples/ws_blocking_echo.rs (built in release mode).
+# They default to the getty-rs echo server (examples/echo.rs --transport ws) and the getty-rs
+# Autobahn client (examples/autobahn_client.rs), both built in release mode.
 # Other settings: AUTOBAHN_TIMEOUT (seconds per wstest run, default 1200), AUTOBAHN_PY27,
 # AUTOBAHN_PY3 (see install.sh). Reports go to target/autobahn/reports/{server,client}.
 set -euo pipefail
@@ -47,9 +48,10 @@ fi
 compress_flag=""
 [ "$compress" = 1 ] && compress_flag="--compress"
 
-EXAMPLE="$ROOT/target/release/examples/ws_blocking_echo"
-DEFAULT_SERVER_CMD="$EXAMPLE"' --server {addr} {compress}'
-DEFAULT_CLIENT_CMD="$EXAMPLE"' --autobahn-client {url} --agent {agent} {compress}'
+EXAMPLES="$ROOT/target/release/examples"
+# The suite sends messages of up to 16 MiB: raise the echo server's message limit.
+DEFAULT_SERVER_CMD="$EXAMPLES/echo"' --transport ws --server {addr} --max-message 67108864 {compress}'
+DEFAULT_CLIENT_CMD="$EXAMPLES/autobahn_client"' --url {url} --agent {agent} {compress}'
 SERVER_CMD="${AUTOBAHN_SERVER_CMD:-$DEFAULT_SERVER_CMD}"
 CLIENT_CMD="${AUTOBAHN_CLIENT_CMD:-$DEFAULT_CLIENT_CMD}"
 
@@ -111,7 +113,7 @@ cases_json() {
 
 WSTEST="$("$HERE/install.sh")"
 if [ -z "${AUTOBAHN_SERVER_CMD:-}" ] || [ -z "${AUTOBAHN_CLIENT_CMD:-}" ]; then
-  (cd "$ROOT" && cargo build --release -p getty-codec --example ws_blocking_echo)
+  (cd "$ROOT" && cargo build --release --example echo --example autobahn_client)
 fi
 mkdir -p "$WORK/reports"
 status=0

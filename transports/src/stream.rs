@@ -222,7 +222,13 @@ where
                 state.subprotocol = response.protocol().map(String::from);
                 self.session.extras_mut().ws = Some(Box::new(state));
                 self.cancel_timer(cx);
-                self.open(cx)
+                let status = self.open(cx);
+                if status == Status::Continue && !eof {
+                    // The head was read in small steps and the first frames may still sit
+                    // in the socket, behind an edge that has come and gone: read on.
+                    cx.reschedule(Ready::READABLE);
+                }
+                status
             }
         }
     }
