@@ -450,6 +450,32 @@ fn the_server_closes_with_1000_or_the_apps_code() {
     });
 }
 
+/// A graceful reactor shutdown closes WebSocket sessions with 1001 (going away), and the
+/// close handshake completes within the grace period.
+#[test]
+fn a_graceful_shutdown_says_going_away() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (server, addr) = kind_echo_server(WsServer::builder());
+        let mut ws = tungstenite_client(&format!("ws://{addr}/"), addr);
+        ws.send(TMessage::text("before")).unwrap();
+        assert_eq!(next_message(&mut ws), TMessage::text("before"));
+        server
+            .handle()
+            .shutdown_graceful(Duration::from_secs(5))
+            .unwrap();
+        match next_message(&mut ws) {
+            TMessage::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        match ws.read() {
+            Err(tungstenite::Error::ConnectionClosed) => {}
+            other => panic!("expected the connection to close, got {other:?}"),
+        }
+        server.join(STEP);
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // The upgrade: routes, origins, subprotocols, refusals
 // ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::ws::{self, upgrade, ClientUpgrade, WsState};
 use crate::{Abort, Close, Error, Metrics};
 use getty_codec::ws::Event as WsEvent;
-use getty_codec::ws::{Protocol, Role};
+use getty_codec::ws::{close_code, Protocol, Role};
 
 /// A socket a session can run over.
 pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
@@ -1033,6 +1033,11 @@ where
             };
         }
         if deadline.is_some() {
+            if let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) {
+                // RFC 6455: 1001, the endpoint is going away.
+                ws.close_with
+                    .get_or_insert((close_code::GOING_AWAY, String::new()));
+            }
             self.session.close();
             return self.settle(cx);
         }
