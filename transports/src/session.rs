@@ -664,6 +664,16 @@ impl<C> Session<C> {
         self.ws()?.subprotocol.as_deref()
     }
 
+    /// The permessage-deflate settings the WebSocket handshake agreed, if compression was
+    /// negotiated.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| assert!(s.websocket_deflate().is_none()));
+    /// ```
+    pub fn websocket_deflate(&self) -> Option<&getty_codec::ws::DeflateConfig> {
+        self.ws()?.protocol.deflate()
+    }
+
     /// The path of a WebSocket session: the request's on a server, the URL's on a client.
     ///
     /// ```
