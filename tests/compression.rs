@@ -363,3 +363,65 @@ fn a_thousand_idle_compressed_sessions_cost_no_cpu() {
         events.pump();
     });
 }
+
+/// The same for WebSocket with permessage-deflate, getty-rs on both ends: a thousand idle
+/// compressed sessions (each has sent a compressed message and had it echoed) leave both
+/// reactors' CPU time all but unchanged over three seconds.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_thousand_idle_compressed_websocket_sessions_cost_no_cpu() {
+    use getty::codec::ws::DeflateConfig;
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{WsClient, WsServer};
+
+    struct Echo;
+    impl Handler<MessageCodec> for Echo {
+        fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+            s.write(msg).unwrap();
+        }
+    }
+    /// Sends one compressible message and reports whether its echo came back compressed.
+    struct Hello(Sender<bool>);
+    impl Handler<MessageCodec> for Hello {
+        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+            s.write(Message::text("hello idle world ".repeat(8)))?;
+            Ok(())
+        }
+        fn on_message(&mut self, s: &mut Session<MessageCodec>, _: Message) {
+            let _ = self.0.send(s.websocket_deflate().is_some());
+        }
+    }
+
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let server = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .route("/", |_| Ok((MessageCodec, Echo)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let url = format!("ws://{}/", server.local_addr());
+        let server = Running::serve("ws-idle-server", server);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = WsClient::builder()
+            .connection_number(1000)
+            .deflate(Some(DeflateConfig::default()))
+            .build(&url, move |_| Ok((MessageCodec, Hello(tx.clone()))))
+            .unwrap();
+        let client = Running::serve("ws-idle-clients", client);
+        for _ in 0..1000 {
+            assert!(rx.recv_timeout(STEP).unwrap(), "deflate was negotiated");
+        }
+        let cpu = |r: &Running| r.run_on(|_| thread_cpu_time());
+        let before = (cpu(&server), cpu(&client));
+        std::thread::sleep(Duration::from_secs(3));
+        let used = (cpu(&server) - before.0, cpu(&client) - before.1);
+        assert!(
+            used.0 < Duration::from_millis(50) && used.1 < Duration::from_millis(50),
+            "idle sessions used {:?} (server) and {:?} (client) of CPU",
+            used.0,
+            used.1
+        );
+        client.stop();
+        server.stop();
+    });
+}

@@ -648,6 +648,48 @@ fn bad_frames_close_only_their_session_with_the_rfc_code() {
     });
 }
 
+/// A compressed message that inflates past the max message length (16 KiB on the wire, 16
+/// MiB inflated, 1 MiB allowed) closes its session with 1009 after inflating at most the
+/// limit; a bystander carries on.
+#[test]
+fn a_deflate_bomb_is_refused_at_the_message_limit() {
+    use bytes::BytesMut;
+    use getty::codec::ws::{Config, DeflateConfig, Protocol, Role};
+    use getty::codec::MessageKind;
+
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let builder = WsServer::builder().deflate(Some(DeflateConfig::default()));
+        let (tx, mut events) = Events::new();
+        let (server, addr, _) = probe_server(builder, &tx);
+        let mut bystander = tungstenite_client(&format!("ws://{addr}/echo"), addr);
+
+        let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        let (mut stream, head) = raw_upgrade(addr, "/echo", offer);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        let unlimited = Config {
+            max_message_size: usize::MAX,
+            max_frame_size: usize::MAX,
+        };
+        let mut client = Protocol::new(Role::Client, unlimited, Some(DeflateConfig::default()));
+        let mut frame = BytesMut::zeroed(16 << 20);
+        client
+            .encode_message(MessageKind::Binary, &mut frame, 0)
+            .unwrap();
+        assert!(frame.len() < 32 << 10, "{} bytes on the wire", frame.len());
+        let _ = stream.write_all(&frame);
+        assert_eq!(read_close_code(&mut stream), 1009);
+        let sid = events.wait_open(stream.local_addr().unwrap());
+        events.wait_close(sid);
+        assert_eq!(events.errors_of(sid).len(), 1);
+
+        bystander.send(TMessage::binary(&b"unharmed"[..])).unwrap();
+        assert_eq!(next_message(&mut bystander), TMessage::binary(&b"unharmed"[..]));
+        server.stop();
+        events.check_contract();
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Keep-alive
 // ---------------------------------------------------------------------------------------
