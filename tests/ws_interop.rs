@@ -6,11 +6,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Sender};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use getty::codec::ws::DeflateConfig;
@@ -19,53 +17,6 @@ use getty::ws::{WsClient, WsServer};
 use getty::{Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
-
-/// The interop venv's python, installed once per test binary.
-fn python() -> &'static PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/install.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/interop/install.sh");
-        assert!(
-            out.status.success(),
-            "installing Python websockets failed (needs python3 and access to PyPI)"
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-}
-
-fn peer_script() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ws_peer.py")
-}
-
-/// Kills the child when dropped (a failing test leaves no process behind).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for `child` to exit within `limit` and returns its stdout.
-fn finish(mut child: Reaped, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            let mut out = String::new();
-            std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-            assert!(status.success(), "the python peer failed ({status}): {out}");
-            return out;
-        }
-        assert!(Instant::now() < deadline, "the python peer did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Echoes every message with its kind; on close, reports the session's wire bytes in, the
 /// message bytes in, and the agreed compression.
@@ -104,13 +55,13 @@ fn python_client_against_getty(compress: bool) {
         .unwrap();
     let url = format!("ws://{}/", server.local_addr());
     let server = Running::serve("ws-interop-server", server);
-    let mut command = Command::new(python());
-    command.arg(peer_script()).arg("client").arg(&url);
+    let mut command = Command::new(interop_python());
+    command.arg(ws_peer_script()).arg("client").arg(&url);
     if compress {
         command.arg("--compress");
     }
     let child = command.stdout(Stdio::piped()).spawn().unwrap();
-    let out = finish(Reaped(child), TEST_LIMIT / 2);
+    let out = finish_child(Reaped(child), TEST_LIMIT / 2);
     assert!(out.starts_with("OK 57 "), "{out}");
     let (wire_in, payload_in, deflate) = rx.recv_timeout(STEP).unwrap();
     assert_eq!(deflate, compress);
@@ -188,8 +139,8 @@ impl Handler<MessageCodec> for Checker {
 }
 
 fn getty_client_against_python(compress: bool) {
-    let mut command = Command::new(python());
-    command.arg(peer_script()).arg("server");
+    let mut command = Command::new(interop_python());
+    command.arg(ws_peer_script()).arg("server");
     if compress {
         command.arg("--compress");
     }
@@ -230,7 +181,7 @@ fn getty_client_against_python(compress: bool) {
     client.stop();
     // Closing its stdin stops the python server.
     let _ = peer.0.stdin.take().map(|mut stdin| stdin.flush());
-    let _ = finish(peer, STEP);
+    let _ = finish_child(peer, STEP);
 }
 
 #[test]

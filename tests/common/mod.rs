@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -742,5 +744,57 @@ impl ClientLog {
             .iter()
             .filter(|l| l.contains(needle))
             .count()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Interop peers (Python websockets)
+// ---------------------------------------------------------------------------------------
+
+/// The python of the interop venv (with the `websockets` package), installed once per test
+/// binary by `tests/interop/install.sh`.
+pub fn interop_python() -> &'static PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/install.sh");
+        let out = Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/interop/install.sh");
+        assert!(
+            out.status.success(),
+            "installing Python websockets failed (needs python3 and access to PyPI)"
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+pub fn ws_peer_script() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/ws_peer.py")
+}
+
+/// Kills the child when dropped (a failing test leaves no process behind).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for `child` to exit within `limit` and returns its stdout.
+pub fn finish_child(mut child: Reaped, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut out = String::new();
+            std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+            assert!(status.success(), "the python peer failed ({status}): {out}");
+            return out;
+        }
+        assert!(Instant::now() < deadline, "the python peer did not finish");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -2,7 +2,9 @@
 """A WebSocket peer built on the Python `websockets` package, for interop tests.
 
 usage:
-  ws_peer.py client URL [--compress]   send a fixed set of messages, check every echo
+  ws_peer.py client URL [--compress] [--ca PEM]
+                                       send a fixed set of messages, check every echo
+                                       (a wss:// URL is verified against the CA in PEM)
   ws_peer.py server [--compress]       echo server on 127.0.0.1; prints "PORT <n>", then
                                        serves until stdin is closed (at most 120 s)
 
@@ -11,6 +13,7 @@ equal and of the same kind; with --compress it also requires permessage-deflate 
 been negotiated. Any failure exits non-zero with the reason on stderr.
 """
 import asyncio
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
@@ -25,10 +28,12 @@ def messages():
     return out
 
 
-async def run_client(url, compress):
+async def run_client(url, compress, ca):
     extensions = []
+    tls = ssl.create_default_context(cafile=ca) if url.startswith("wss:") else None
     async with connect(
         url,
+        ssl=tls,
         compression="deflate" if compress else None,
         max_size=2**22,
         open_timeout=10,
@@ -77,8 +82,9 @@ def main(argv):
         print(__doc__.strip(), file=sys.stderr)
         return 2
     compress = "--compress" in argv
+    ca = argv[argv.index("--ca") + 1] if "--ca" in argv else None
     if argv[1] == "client":
-        asyncio.run(run_client(argv[2], compress))
+        asyncio.run(run_client(argv[2], compress, ca))
     else:
         asyncio.run(run_server(compress))
     return 0
