@@ -10,9 +10,12 @@
 //! cargo run --release --example echo -- --transport udp --udp-mode unconnected
 //! cargo run --release --example echo -- --transport ws                         # WebSocket
 //! cargo run --release --example echo -- --transport ws --compress --server 127.0.0.1:7000
+//! cargo run --release --example echo -- --transport tls --compress              # TLS, then deflate
+//! cargo run --release --example echo -- --transport wss --server 127.0.0.1:7001
+//! cargo run --release --example echo -- --transport wss --client 127.0.0.1:7001 --ca /tmp/getty-echo-ca.pem
 //! ```
 //!
-//! Options: `--transport tcp|udp|ws` (default `tcp`), `--reactors N` reactor threads for the
+//! Options: `--transport tcp|tls|udp|ws|wss` (default `tcp`), `--reactors N` reactor threads for the
 //! TCP server (1; one `SO_REUSEPORT` listener each), `--codec length|lines|raw` (default
 //! `length`, a 4-byte big-endian length prefix), `--connections N` (8), `--messages N` per
 //! connection (1000), `--window N` messages in flight per connection (4), `--max-size BYTES`
@@ -33,6 +36,14 @@
 //! keeping N connections, one message per WebSocket message. `--compress` offers and
 //! accepts permessage-deflate; `--max-message BYTES` raises the message limit (1 MiB) and
 //! the outbound bound with it, for peers that send huge messages (the Autobahn suite).
+//!
+//! With `--compress` on TCP (or TLS) both ends compress their byte stream with one deflate
+//! stream per direction, sync-flushed per write batch.
+//!
+//! `--transport tls` and `--transport wss` make a self-signed certificate (for localhost and
+//! 127.0.0.1) at start-up; the client trusts it as its CA, so certificates are verified as
+//! in production. A server alone writes that CA to `$TMPDIR/getty-echo-ca.pem` for a client
+//! alone (`--ca`), or for `openssl s_client -CAfile`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -45,8 +56,10 @@ use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
 use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
-use getty::{Handler, Reactor, Session};
+use getty::codec::rustls::{ClientConfig, ServerConfig};
+use getty::{Handler, Reactor, Session, SessionOptions};
 use hdrhistogram::Histogram;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum CodecKind {
@@ -58,8 +71,10 @@ enum CodecKind {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Transport {
     Tcp,
+    Tls,
     Udp,
     Ws,
+    Wss,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,6 +98,8 @@ struct Args {
     max_size: usize,
     compress: bool,
     max_message: Option<usize>,
+    /// The CA that signed the server's certificate (`--client` alone over TLS).
+    ca: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -99,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
         max_size: 4096,
         compress: false,
         max_message: None,
+        ca: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -107,9 +125,15 @@ fn parse_args() -> Result<Args, String> {
             "--transport" => {
                 args.transport = match value()?.as_str() {
                     "tcp" => Transport::Tcp,
+                    "tls" => Transport::Tls,
                     "udp" => Transport::Udp,
                     "ws" => Transport::Ws,
-                    other => return Err(format!("unknown transport {other:?} (tcp|udp|ws)")),
+                    "wss" => Transport::Wss,
+                    other => {
+                        return Err(format!(
+                            "unknown transport {other:?} (tcp|tls|udp|ws|wss)"
+                        ))
+                    }
                 }
             }
             "--reactors" => args.reactors = parse(&value()?)?,
@@ -140,6 +164,7 @@ fn parse_args() -> Result<Args, String> {
             "--max-size" => args.max_size = parse(&value()?)?,
             "--compress" => args.compress = true,
             "--max-message" => args.max_message = Some(parse(&value()?)?),
+            "--ca" => args.ca = Some(value()?.into()),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -188,10 +213,33 @@ where
     }
 }
 
+/// The session options both ends use: deflate on the byte stream with `--compress`, and the
+/// limits `--max-message` asks for.
+fn session_options(args: &Args) -> SessionOptions {
+    let options = SessionOptions::default();
+    let options = match args.max_message {
+        Some(max) => options
+            .max_message_len(max)
+            .max_outbound(max.saturating_mul(2)),
+        None => options,
+    };
+    let stream_compression =
+        args.compress && !matches!(args.transport, Transport::Ws | Transport::Wss);
+    options.compression(stream_compression.then_some(getty::codec::Compression::Default))
+}
+
 /// Starts the echo server on `reactors` reactor threads (one `SO_REUSEPORT` listener each).
-fn start_server(addr: SocketAddr, codec: CodecKind, reactors: usize) -> io::Result<TcpServerPool> {
-    let builder = TcpServer::builder();
-    match codec {
+fn start_server(
+    addr: SocketAddr,
+    args: &Args,
+    tls: Option<Arc<ServerConfig>>,
+) -> io::Result<TcpServerPool> {
+    let mut builder = TcpServer::builder().session_options(session_options(args));
+    if let Some(config) = tls {
+        builder = builder.tls(config);
+    }
+    let reactors = args.reactors;
+    match args.codec {
         CodecKind::Length => builder.start_pool(reactors, addr, |_| {
             |_: &mut Setup<'_>| Ok((LengthFieldCodec::default(), Echo))
         }),
@@ -202,6 +250,53 @@ fn start_server(addr: SocketAddr, codec: CodecKind, reactors: usize) -> io::Resu
             builder.start_pool(reactors, addr, |_| |_: &mut Setup<'_>| Ok((RawCodec, Echo)))
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS: a self-signed certificate made at start-up; the client trusts it as its CA.
+
+/// The two ends' TLS configurations (each `None` when that end is not run here).
+struct Security {
+    server: Option<Arc<ServerConfig>>,
+    client: Option<Arc<ClientConfig>>,
+}
+
+/// Makes what `--transport tls|wss` needs: a certificate for localhost and 127.0.0.1 (its
+/// own CA) for a server run here, and a client configuration that trusts it, or the CA of
+/// `--ca` for a client alone. A server alone writes its CA where a client can find it.
+fn security(args: &Args) -> io::Result<Security> {
+    if !matches!(args.transport, Transport::Tls | Transport::Wss) {
+        return Ok(Security {
+            server: None,
+            client: None,
+        });
+    }
+    let mut ca_pem = None;
+    let mut server = None;
+    if args.client.is_none() {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let made = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        server = Some(getty::tls::server_config(chain.as_bytes(), key.as_bytes())?);
+        ca_pem = Some(chain);
+    }
+    if args.server.is_some() {
+        let path = std::env::temp_dir().join("getty-echo-ca.pem");
+        std::fs::write(&path, ca_pem.as_deref().unwrap_or_default())?;
+        println!("the server's CA certificate is in {}", path.display());
+    }
+    let client = match (&args.ca, ca_pem) {
+        _ if args.server.is_some() => None,
+        (Some(path), _) => Some(getty::tls::client_config(&std::fs::read(path)?)?),
+        (None, Some(pem)) => Some(getty::tls::client_config(pem.as_bytes())?),
+        (None, None) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--client over TLS needs --ca PEM (the server prints where its CA is)",
+            ))
+        }
+    };
+    Ok(Security { server, client })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -349,11 +444,21 @@ fn on_echo<C: Encoder<Bytes>>(sender: &mut Sender, session: &mut Session<C>, ech
 }
 
 /// Runs the client on its own reactor and waits for its report.
-fn run_client(addr: SocketAddr, plan: Plan) -> io::Result<Report> {
-    let connections = plan.connections;
+fn run_client(
+    addr: SocketAddr,
+    args: &Args,
+    plan: Plan,
+    tls: Option<Arc<ClientConfig>>,
+) -> io::Result<Report> {
     let lines = plan.codec == CodecKind::Lines;
+    let mut builder = TcpClient::builder()
+        .connection_number(plan.connections)
+        .session_options(session_options(args));
+    if let Some(config) = tls {
+        // The certificate names 127.0.0.1 (and localhost).
+        builder = builder.tls(config, addr.ip().to_string());
+    }
     run_senders(plan, move |reactor, mut make_sender| {
-        let builder = TcpClient::builder().connection_number(connections);
         // Raw servers echo the stream as it comes, so the client frames with lengths.
         if lines {
             reactor.spawn(Box::new(
@@ -452,7 +557,7 @@ fn main() -> ExitCode {
             if !msg.is_empty() {
                 eprintln!("echo: {msg}");
             }
-            eprintln!("usage: echo [--transport tcp|udp|ws] [--compress] [--max-message BYTES] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
+            eprintln!("usage: echo [--transport tcp|tls|udp|ws|wss] [--compress] [--max-message BYTES] [--ca PEM] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
             return ExitCode::from(2);
         }
     };
@@ -466,11 +571,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the transport adds below the codec, for the banner.
+fn layers(args: &Args) -> String {
+    let mut layers = String::new();
+    if matches!(args.transport, Transport::Tls | Transport::Wss) {
+        layers.push_str(", TLS");
+    }
+    if args.compress {
+        layers.push_str(if matches!(args.transport, Transport::Ws | Transport::Wss) {
+            ", permessage-deflate"
+        } else {
+            ", deflate"
+        });
+    }
+    layers
+}
+
 fn run(args: Args) -> io::Result<bool> {
+    let security = security(&args)?;
     match args.transport {
         Transport::Udp => return udp::run(args),
-        Transport::Ws => return ws::run(args),
-        Transport::Tcp => {}
+        Transport::Ws | Transport::Wss => return ws::run(args, security),
+        Transport::Tcp | Transport::Tls => {}
     }
     let plan = Plan {
         connections: args.connections,
@@ -479,10 +601,11 @@ fn run(args: Args) -> io::Result<bool> {
         max_size: args.max_size,
         codec: args.codec,
     };
+    let layers = layers(&args);
     if let Some(addr) = args.server {
-        let server = start_server(addr, args.codec, args.reactors)?;
+        let server = start_server(addr, &args, security.server)?;
         println!(
-            "echo server ({:?} codec, {} reactors) listening on {}; Ctrl-C to stop",
+            "echo server ({:?} codec{layers}, {} reactors) listening on {}; Ctrl-C to stop",
             args.codec,
             args.reactors,
             server.local_addr()
@@ -491,21 +614,18 @@ fn run(args: Args) -> io::Result<bool> {
         return Ok(true);
     }
     if let Some(addr) = args.client {
-        let report = run_client(addr, plan)?;
+        let report = run_client(addr, &args, plan, security.client)?;
         print_report(&report);
         return Ok(report.mismatches == 0 && report.failed == 0);
     }
-    let server = start_server(
-        "127.0.0.1:0".parse().expect("literal"),
-        args.codec,
-        args.reactors,
-    )?;
+    let any_port = "127.0.0.1:0".parse().expect("literal");
+    let server = start_server(any_port, &args, security.server)?;
     let addr = server.local_addr();
     println!(
-        "echo server on {addr} ({:?} codec, {} reactors); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+        "echo server on {addr} ({:?} codec{layers}, {} reactors); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
         args.codec, args.reactors, args.connections, args.messages, args.window, args.max_size
     );
-    let report = run_client(addr, plan);
+    let report = run_client(addr, &args, plan, security.client);
     server.shutdown();
     server.join()?;
     let report = report?;
@@ -877,7 +997,7 @@ mod ws {
     use getty::codec::ws::DeflateConfig;
     use getty::codec::{Message, MessageCodec};
     use getty::ws::{WsClient, WsServer};
-    use getty::{ReactorPool, SessionOptions};
+    use getty::ReactorPool;
 
     /// Echoes every message with its kind (text as text, binary as binary), so that any
     /// WebSocket client can talk to it.
@@ -900,34 +1020,31 @@ mod ws {
         }
     }
 
-    fn options(args: &Args) -> SessionOptions {
-        let options = SessionOptions::default();
-        match args.max_message {
-            Some(max) => options
-                .max_message_len(max)
-                .max_outbound(max.saturating_mul(2)),
-            None => options,
-        }
-    }
-
     fn deflate(args: &Args) -> Option<DeflateConfig> {
         args.compress.then(DeflateConfig::default)
     }
 
     /// The echo server on `reactors` reactor threads, each with its own `SO_REUSEPORT`
     /// listener; returns the pool and the address they listen on.
-    fn start_server(addr: SocketAddr, args: &Args) -> io::Result<(ReactorPool, SocketAddr)> {
-        let (options, deflate) = (options(args), deflate(args));
+    fn start_server(
+        addr: SocketAddr,
+        args: &Args,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> io::Result<(ReactorPool, SocketAddr)> {
+        let (options, deflate) = (session_options(args), deflate(args));
         let bound = std::sync::Arc::new(std::sync::Mutex::new(addr));
         let bound_in = bound.clone();
         let pool = ReactorPool::start(args.reactors, move |_, reactor| {
             let mut at = bound_in.lock().map_err(|_| io::Error::other("poisoned"))?;
-            let server = WsServer::builder()
+            let mut builder = WsServer::builder()
                 .reuse_port(true)
                 .session_options(options.clone())
                 .deflate(deflate)
-                .route("/", |_| Ok((MessageCodec, WsEcho)))
-                .bind(*at)?;
+                .route("/", |_| Ok((MessageCodec, WsEcho)));
+            if let Some(config) = &tls {
+                builder = builder.tls(config.clone());
+            }
+            let server = builder.bind(*at)?;
             *at = server.local_addr();
             reactor.spawn(Box::new(server));
             Ok(())
@@ -936,12 +1053,21 @@ mod ws {
         Ok((pool, addr))
     }
 
-    fn run_client(addr: SocketAddr, args: &Args, plan: Plan) -> io::Result<Report> {
-        let url = format!("ws://{addr}/");
-        let builder = WsClient::builder()
+    fn run_client(
+        addr: SocketAddr,
+        args: &Args,
+        plan: Plan,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> io::Result<Report> {
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{addr}/");
+        let mut builder = WsClient::builder()
             .connection_number(plan.connections)
-            .session_options(options(args))
+            .session_options(session_options(args))
             .deflate(deflate(args));
+        if let Some(config) = tls {
+            builder = builder.tls(config);
+        }
         run_senders(plan, move |reactor, mut make_sender| {
             // Raw bytes, one WebSocket message per echo message.
             let client = builder.build(&url, move |_| Ok((RawCodec, make_sender())))?;
@@ -950,7 +1076,7 @@ mod ws {
         })
     }
 
-    pub fn run(args: Args) -> io::Result<bool> {
+    pub fn run(args: Args, security: Security) -> io::Result<bool> {
         let plan = Plan {
             connections: args.connections,
             messages: args.messages,
@@ -958,27 +1084,29 @@ mod ws {
             max_size: args.max_size,
             codec: CodecKind::Raw,
         };
-        let compressed = if args.compress { ", permessage-deflate" } else { "" };
+        let layers = layers(&args);
+        let scheme = if args.transport == Transport::Wss { "wss" } else { "ws" };
         if let Some(addr) = args.server {
-            let (server, addr) = start_server(addr, &args)?;
+            let (server, addr) = start_server(addr, &args, security.server)?;
             println!(
-                "WebSocket echo server ({} reactors{compressed}) on ws://{addr}/; Ctrl-C to stop",
+                "WebSocket echo server ({} reactors{layers}) on {scheme}://{addr}/; Ctrl-C to stop",
                 args.reactors
             );
             server.join()?;
             return Ok(true);
         }
         if let Some(addr) = args.client {
-            let report = run_client(addr, &args, plan)?;
+            let report = run_client(addr, &args, plan, security.client)?;
             print_report(&report);
             return Ok(report.mismatches == 0 && report.failed == 0);
         }
-        let (server, addr) = start_server("127.0.0.1:0".parse().expect("literal"), &args)?;
+        let any_port = "127.0.0.1:0".parse().expect("literal");
+        let (server, addr) = start_server(any_port, &args, security.server)?;
         println!(
-            "WebSocket echo server on ws://{addr}/ ({} reactors{compressed}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+            "WebSocket echo server on {scheme}://{addr}/ ({} reactors{layers}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
             args.reactors, args.connections, args.messages, args.window, args.max_size
         );
-        let report = run_client(addr, &args, plan);
+        let report = run_client(addr, &args, plan, security.client);
         server.shutdown();
         server.join()?;
         let report = report?;
