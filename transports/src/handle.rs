@@ -15,14 +15,16 @@ use bytes::Bytes;
 use getty_codec::Encoder;
 use getty_reactor::{EntryId, ReactorHandle};
 
-use crate::{Abort, Close, Error, Session};
+use std::net::SocketAddr;
+
+use crate::{Abort, Address, Close, Error, Session};
 
 /// Writes posted by handles and not yet applied, per session, beyond which `write` refuses
 /// more: it bounds the reactor's queue when the reactor falls behind its writers.
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// Work a handle sends to its session: it gets the session as `dyn Any` and downcasts it
-/// to the `Session<C>` its handle was made for.
+/// to the `Session<C, A>` its handle was made for.
 type SessionWork = Box<dyn FnOnce(&mut dyn Any) -> Result<(), Error> + Send>;
 
 /// A job for a session, run on its reactor.
@@ -121,25 +123,25 @@ impl Drop for InFlight {
 /// reactor.handle().shutdown();
 /// reactor.join().unwrap();
 /// ```
-pub struct SessionHandle<C> {
+pub struct SessionHandle<C, A: Address = SocketAddr> {
     core: HandleCore,
-    _codec: PhantomData<fn() -> C>,
+    _session: PhantomData<fn() -> (C, A)>,
 }
 
-impl<C> Clone for SessionHandle<C> {
+impl<C, A: Address> Clone for SessionHandle<C, A> {
     fn clone(&self) -> Self {
         SessionHandle {
             core: self.core.clone(),
-            _codec: PhantomData,
+            _session: PhantomData,
         }
     }
 }
 
-impl<C: 'static> SessionHandle<C> {
+impl<C: 'static, A: Address> SessionHandle<C, A> {
     pub(crate) fn new(core: HandleCore) -> Self {
         SessionHandle {
             core,
-            _codec: PhantomData,
+            _session: PhantomData,
         }
     }
 
@@ -159,7 +161,7 @@ impl<C: 'static> SessionHandle<C> {
         T: Send + 'static,
     {
         self.core
-            .post(move |session: &mut Session<C>| session.write(message))
+            .post(move |session: &mut Session<C, A>| session.write(message))
     }
 
     /// Queues raw bytes for the session, bypassing its codec.
@@ -167,7 +169,7 @@ impl<C: 'static> SessionHandle<C> {
     /// See the [type-level example](SessionHandle).
     pub fn write_bytes(&self, bytes: Bytes) -> Result<(), Error> {
         self.core
-            .post(move |session: &mut Session<C>| session.write_bytes(bytes))
+            .post(move |session: &mut Session<C, A>| session.write_bytes(bytes))
     }
 
     /// Closes the session gracefully once the writes posted before this call are flushed.

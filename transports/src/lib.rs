@@ -40,9 +40,11 @@
 //! reactor.join().unwrap();
 //! ```
 
+mod addr;
 mod error;
 mod filtered;
 mod handle;
+mod listener;
 mod metrics;
 mod offload;
 mod options;
@@ -55,6 +57,7 @@ pub mod tls;
 pub mod udp;
 pub mod ws;
 
+pub use addr::{Address, UnixAddr};
 pub use error::Error;
 pub use handle::SessionHandle;
 pub use metrics::Metrics;

@@ -3,7 +3,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -20,7 +20,7 @@ use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
 use crate::ws::{ClientUpgrade, WsState};
 use crate::SessionHandle;
-use crate::{Error, SessionOptions};
+use crate::{Address, Error, SessionOptions};
 
 /// Session ids are unique in the process, across reactors.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -54,34 +54,34 @@ pub(crate) fn next_session_id() -> u64 {
 ///     }
 /// }
 /// ```
-pub trait Handler<C: getty_codec::Decoder>: 'static {
+pub trait Handler<C: getty_codec::Decoder, A: Address = SocketAddr>: 'static {
     /// The session is connected and configured. An error rejects it.
-    fn on_open(&mut self, session: &mut Session<C>) -> io::Result<()> {
+    fn on_open(&mut self, session: &mut Session<C, A>) -> io::Result<()> {
         let _ = session;
         Ok(())
     }
 
     /// One decoded message.
-    fn on_message(&mut self, session: &mut Session<C>, message: C::Item);
+    fn on_message(&mut self, session: &mut Session<C, A>, message: C::Item);
 
     /// The session's cron period elapsed (see [`SessionOptions::cron_period`]).
-    fn on_cron(&mut self, session: &mut Session<C>) {
+    fn on_cron(&mut self, session: &mut Session<C, A>) {
         let _ = session;
     }
 
     /// The outbound queue crossed a watermark: `false` above the high one, `true` once it
     /// drained to the low one. Stop producing while it is `false`.
-    fn on_writability_changed(&mut self, session: &mut Session<C>, writable: bool) {
+    fn on_writability_changed(&mut self, session: &mut Session<C, A>, writable: bool) {
         let _ = (session, writable);
     }
 
     /// The session is ending abnormally; `on_close` follows.
-    fn on_error(&mut self, session: &mut Session<C>, error: &Error) {
+    fn on_error(&mut self, session: &mut Session<C, A>, error: &Error) {
         let _ = (session, error);
     }
 
     /// The session has ended. Called exactly once.
-    fn on_close(&mut self, session: &mut Session<C>) {
+    fn on_close(&mut self, session: &mut Session<C, A>) {
         let _ = session;
     }
 }
@@ -162,28 +162,6 @@ impl Stamp {
     }
 }
 
-/// A peer address in 16 bytes instead of 32: IPv4 inline, IPv6 boxed.
-enum CompactAddr {
-    V4(SocketAddrV4),
-    V6(Box<SocketAddrV6>),
-}
-
-impl CompactAddr {
-    fn new(addr: SocketAddr) -> Self {
-        match addr {
-            SocketAddr::V4(v4) => CompactAddr::V4(v4),
-            SocketAddr::V6(v6) => CompactAddr::V6(Box::new(v6)),
-        }
-    }
-
-    fn get(&self) -> SocketAddr {
-        match self {
-            CompactAddr::V4(v4) => SocketAddr::V4(*v4),
-            CompactAddr::V6(v6) => SocketAddr::V6(**v6),
-        }
-    }
-}
-
 /// Per-session state most sessions never need, boxed on first use so that an idle session
 /// stays small: the handler's attributes, and the transport's owner and timer bookkeeping.
 #[derive(Default)]
@@ -222,9 +200,9 @@ pub(crate) enum CloseRequest {
 ///
 /// A `Session` is owned by its reactor and lent to the handler during callbacks; writes
 /// queue bytes that the reactor flushes (with one `writev`) when the callback returns.
-pub struct Session<C> {
+pub struct Session<C, A: Address = SocketAddr> {
     id: u64,
-    peer: CompactAddr,
+    peer: A::Compact,
     #[cfg(unix)]
     fd: SocketFd,
     codec: C,
@@ -242,9 +220,9 @@ pub struct Session<C> {
     pub(crate) timers_changed: bool,
 }
 
-impl<C> Session<C> {
+impl<C, A: Address> Session<C, A> {
     pub(crate) fn new(
-        peer: SocketAddr,
+        peer: A,
         #[cfg(unix)] fd: std::os::fd::RawFd,
         codec: C,
         options: Arc<SessionOptions>,
@@ -252,7 +230,7 @@ impl<C> Session<C> {
     ) -> Self {
         Session {
             id: next_session_id(),
-            peer: CompactAddr::new(peer),
+            peer: peer.compact(),
             #[cfg(unix)]
             fd: SocketFd(fd),
             codec,
@@ -285,8 +263,8 @@ impl<C> Session<C> {
     /// ```
     /// getty_transports::with_session(|s| assert!(s.peer_addr().ip().is_loopback()));
     /// ```
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer.get()
+    pub fn peer_addr(&self) -> A {
+        A::expand(&self.peer)
     }
 
     /// The local address (asked of the socket: it is not stored, to keep sessions small).
@@ -295,11 +273,10 @@ impl<C> Session<C> {
     /// getty_transports::with_session(|s| assert!(s.local_addr().unwrap().ip().is_loopback()));
     /// ```
     #[cfg(unix)]
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket()
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
+    pub fn local_addr(&self) -> io::Result<A> {
+        let local = self.socket().local_addr()?;
+        A::from_sockaddr(&local)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an address of another family"))
     }
 
     /// The socket, for options this crate does not wrap (`setsockopt` only: reading or
@@ -637,7 +614,7 @@ impl<C> Session<C> {
     /// ```
     ///
     /// See [`SessionHandle`] for a whole example.
-    pub fn handle(&mut self) -> Option<SessionHandle<C>>
+    pub fn handle(&mut self) -> Option<SessionHandle<C, A>>
     where
         C: 'static,
     {

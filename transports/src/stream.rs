@@ -27,12 +27,14 @@ use crate::handle::SessionJob;
 use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::ws::{self, upgrade, ClientUpgrade, WsState};
-use crate::{Abort, Close, Error, Metrics};
+use crate::{Abort, Address, Close, Error, Metrics};
 use getty_codec::ws::Event as WsEvent;
 use getty_codec::ws::{close_code, Protocol, Role};
 
 /// A socket a session can run over.
 pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
+    /// The address of either end.
+    type Addr: Address;
     fn shutdown_write(&self) -> io::Result<()>;
     fn take_socket_error(&self) -> io::Result<Option<io::Error>>;
     /// Reads into uninitialised memory (no zeroing of the read buffer first).
@@ -40,6 +42,8 @@ pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
 }
 
 impl Stream for mio::net::TcpStream {
+    type Addr = std::net::SocketAddr;
+
     fn recv_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         socket2::SockRef::from(self).recv(buf)
     }
@@ -92,7 +96,7 @@ enum Phase {
 /// Bytes discarded per turn while lingering, before yielding to other entries.
 const LINGER_READ_BUDGET: usize = 256 * 1024;
 
-pub(crate) struct StreamEntry<S, C, H> {
+pub(crate) struct StreamEntry<S: Stream, C, H> {
     stream: S,
     phase: Phase,
     /// The writability last told to the handler.
@@ -101,7 +105,7 @@ pub(crate) struct StreamEntry<S, C, H> {
     peer_closed: bool,
     /// `on_error` has run (a WebSocket session still flushes its close frame after it).
     failed: bool,
-    session: Session<C>,
+    session: Session<C, S::Addr>,
     handler: H,
     rbuf: BytesMut,
 }
@@ -110,11 +114,11 @@ impl<S, C, H> StreamEntry<S, C, H>
 where
     S: Stream,
     C: Decoder + 'static,
-    H: Handler<C>,
+    H: Handler<C, S::Addr>,
 {
     pub(crate) fn new(
         stream: S,
-        mut session: Session<C>,
+        mut session: Session<C, S::Addr>,
         handler: H,
         owner: Option<EntryId>,
     ) -> Self {
@@ -936,7 +940,7 @@ impl<S, C, H> Entry for StreamEntry<S, C, H>
 where
     S: Stream,
     C: Decoder + 'static,
-    H: Handler<C>,
+    H: Handler<C, S::Addr>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -1047,7 +1051,7 @@ where
     }
 }
 
-impl<S, C, H> Drop for StreamEntry<S, C, H> {
+impl<S: Stream, C, H> Drop for StreamEntry<S, C, H> {
     fn drop(&mut self) {
         debug_assert!(
             self.phase == Phase::Closed || std::thread::panicking(),

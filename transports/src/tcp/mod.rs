@@ -11,13 +11,12 @@ use socket2::SockRef;
 use crate::SessionOptions;
 
 mod client;
-pub(crate) mod listener;
 mod pool;
 mod server;
 
 pub use client::{TcpClient, TcpClientBuilder};
 pub use pool::TcpServerPool;
-pub use listener::CloseSessions;
+pub use crate::listener::CloseSessions;
 pub use server::{adopt, ServerHandle, TcpServer, TcpServerBuilder};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,

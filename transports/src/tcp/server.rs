@@ -13,7 +13,7 @@ use socket2::SockRef;
 
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
-use crate::tcp::listener::{Acceptor, AskSessionCount, CloseSessions, ListenOptions};
+use crate::listener::{Acceptor, AskSessionCount, CloseSessions, ListenOptions};
 use crate::tcp::{stack, FilterFactory, Setup};
 use crate::ws::WsDial;
 use crate::{Close, Metrics, SessionOptions, SocketOptions};
@@ -171,7 +171,7 @@ impl TcpServerBuilder {
 /// # let _ = addr;
 /// ```
 pub struct TcpServer<F, C, H> {
-    acceptor: Acceptor,
+    acceptor: Acceptor<mio::net::TcpListener>,
     setup: F,
     socket_options: SocketOptions,
     session_options: Arc<SessionOptions>,
@@ -226,7 +226,7 @@ where
     /// assert!(server.local_addr().ip().is_loopback());
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
-        self.acceptor.local_addr()
+        *self.acceptor.local_addr()
     }
 }
 

@@ -19,7 +19,7 @@ use socket2::SockRef;
 
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
-use crate::tcp::listener::{Acceptor, ListenOptions};
+use crate::listener::{Acceptor, ListenOptions};
 use crate::tcp::FilterFactory;
 use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
 use crate::ws::{protocol_config, Keepalive, WsState};
@@ -579,7 +579,7 @@ impl WsServerBuilder {
 /// reactor.join().unwrap();
 /// ```
 pub struct WsServer {
-    acceptor: Acceptor,
+    acceptor: Acceptor<mio::net::TcpListener>,
     socket_options: SocketOptions,
     tls: Option<FilterFactory>,
     handshake_timeout: Duration,
@@ -604,7 +604,7 @@ impl WsServer {
     /// assert!(server.local_addr().ip().is_loopback());
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
-        self.acceptor.local_addr()
+        *self.acceptor.local_addr()
     }
 
     /// Accepts what is waiting; each connection becomes an upgrade entry in the server's

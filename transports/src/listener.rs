@@ -1,7 +1,7 @@
-//! The accepting half every TCP-based server shares (plain TCP, WebSocket): a listening
-//! socket bound with socket2, an accept loop that runs until `WouldBlock` within a budget,
-//! a pause on a timer when the process runs out of file descriptors, and the commands a
-//! server answers (`Close`, `CloseSessions`, session count).
+//! The accepting half every stream server shares (TCP, WebSocket, unix sockets): a
+//! listening socket, an accept loop that runs until `WouldBlock` within a budget, a pause on
+//! a timer when the process runs out of file descriptors, and the commands a server
+//! answers (`Close`, `CloseSessions`, session count).
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -12,7 +12,44 @@ use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::stream::Stream;
 use crate::{Close, Metrics};
+
+/// A listening socket of some family.
+pub(crate) trait Listener: mio::event::Source + 'static {
+    /// The connected sockets it accepts.
+    type Stream: Stream;
+
+    /// One non-blocking accept.
+    fn accept_one(&self) -> io::Result<(Self::Stream, <Self::Stream as Stream>::Addr)>;
+
+    /// Whether an accepted connection is the listener dialling itself (TCP: a client on
+    /// this host whose ephemeral port happened to be the listening port).
+    fn is_self_connect(
+        &self,
+        stream: &Self::Stream,
+        peer: &<Self::Stream as Stream>::Addr,
+        local: &<Self::Stream as Stream>::Addr,
+    ) -> bool {
+        let _ = (stream, peer, local);
+        false
+    }
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+
+    fn accept_one(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        self.accept()
+    }
+
+    fn is_self_connect(&self, stream: &TcpStream, peer: &SocketAddr, local: &SocketAddr) -> bool {
+        peer.port() == local.port() && stream.local_addr().ok() == Some(*peer)
+    }
+}
+
+/// The address type of a listener's connections.
+type AddrOf<L> = <<L as Listener>::Stream as Stream>::Addr;
 
 /// Connections accepted per loop turn before the listener yields to its sessions.
 const ACCEPT_BUDGET: usize = 256;
@@ -40,19 +77,13 @@ impl Default for ListenOptions {
 
 impl ListenOptions {
     /// Binds the first of `addr`'s addresses that works.
-    pub(crate) fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Acceptor> {
+    pub(crate) fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Acceptor<TcpListener>> {
         let mut last_error = None;
         for addr in addr.to_socket_addrs()? {
             match self.listen(addr) {
                 Ok(listener) => {
                     let local_addr = listener.local_addr()?;
-                    return Ok(Acceptor {
-                        listener,
-                        local_addr,
-                        paused: false,
-                        last_pause: Duration::ZERO,
-                        sessions: None,
-                    });
+                    return Ok(Acceptor::new(listener, local_addr));
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -82,9 +113,9 @@ pub(crate) type Accepted = Option<Box<dyn getty_reactor::Entry>>;
 
 /// A listening socket and its accept loop. The server that owns it decides what an accepted
 /// connection becomes.
-pub(crate) struct Acceptor {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+pub(crate) struct Acceptor<L: Listener> {
+    listener: L,
+    local_addr: AddrOf<L>,
     /// True while accepting is paused after running out of file descriptors.
     paused: bool,
     /// The length of the last pause, doubled for the next one; zero after a good accept.
@@ -94,9 +125,19 @@ pub(crate) struct Acceptor {
     sessions: Option<GroupId>,
 }
 
-impl Acceptor {
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+impl<L: Listener> Acceptor<L> {
+    pub(crate) fn new(listener: L, local_addr: AddrOf<L>) -> Self {
+        Acceptor {
+            listener,
+            local_addr,
+            paused: false,
+            last_pause: Duration::ZERO,
+            sessions: None,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> &AddrOf<L> {
+        &self.local_addr
     }
 
     /// Registers the listener (the server's `on_start`).
@@ -121,7 +162,7 @@ impl Acceptor {
     pub(crate) fn on_ready(
         &mut self,
         cx: &mut Context<'_>,
-        accepted: impl FnMut(&mut Context<'_>, TcpStream, SocketAddr) -> Accepted,
+        accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Accepted,
     ) -> Status {
         if !self.paused {
             self.accept_some(cx, accepted);
@@ -134,7 +175,7 @@ impl Acceptor {
     pub(crate) fn on_timer(
         &mut self,
         cx: &mut Context<'_>,
-        accepted: impl FnMut(&mut Context<'_>, TcpStream, SocketAddr) -> Accepted,
+        accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Accepted,
     ) -> Status {
         self.paused = false;
         self.accept_some(cx, accepted);
@@ -178,14 +219,14 @@ impl Acceptor {
     fn accept_some(
         &mut self,
         cx: &mut Context<'_>,
-        mut accepted: impl FnMut(&mut Context<'_>, TcpStream, SocketAddr) -> Accepted,
+        mut accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Accepted,
     ) {
         for _ in 0..ACCEPT_BUDGET {
-            match self.listener.accept() {
+            match self.listener.accept_one() {
                 Ok((stream, peer)) => {
                     self.last_pause = Duration::ZERO;
                     cx.extension::<Metrics>().accepted += 1;
-                    if self.is_self_connect(&stream, peer) {
+                    if self.listener.is_self_connect(&stream, &peer, &self.local_addr) {
                         log::warn!("refusing a self-connect on {peer}");
                         continue;
                     }
@@ -207,10 +248,6 @@ impl Acceptor {
             }
         }
         cx.reschedule(Ready::READABLE);
-    }
-
-    fn is_self_connect(&self, stream: &TcpStream, peer: SocketAddr) -> bool {
-        peer.port() == self.local_addr.port() && stream.local_addr().ok() == Some(peer)
     }
 
     /// Out of file descriptors: accepting again at once would spin. Wait on a timer.
