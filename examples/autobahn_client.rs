@@ -119,7 +119,10 @@ fn run_session(reactor: &ReactorHandle, args: &Args, path: &str) -> io::Result<V
                     return Err(io::Error::other(format!("{url} did not end in time")));
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            // The client gave up (its failure limit) and dropped its handler factory.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other(format!("could not connect to {url}")));
+            }
         }
     }
     // The session is over: stop the client from redialling.
