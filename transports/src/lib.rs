@@ -41,6 +41,7 @@
 //! ```
 
 mod addr;
+mod client;
 mod error;
 mod filtered;
 mod handle;
@@ -50,7 +51,9 @@ mod offload;
 mod options;
 mod outbound;
 mod redial;
+mod server;
 mod session;
+mod setup;
 mod stream;
 pub mod tcp;
 pub mod tls;
@@ -64,6 +67,7 @@ pub use metrics::Metrics;
 pub use offload::Offload;
 pub use options::{SessionOptions, SocketOptions};
 pub use session::{Handler, Session, Stats};
+pub use setup::Setup;
 
 /// A command for an entry: a session closes gracefully, a server stops listening, a client
 /// closes its sessions and stops redialling. Send it with `ReactorHandle::send` or

@@ -49,7 +49,7 @@ impl Listener for TcpListener {
 }
 
 /// The address type of a listener's connections.
-type AddrOf<L> = <<L as Listener>::Stream as Stream>::Addr;
+pub(crate) type AddrOf<L> = <<L as Listener>::Stream as Stream>::Addr;
 
 /// Connections accepted per loop turn before the listener yields to its sessions.
 const ACCEPT_BUDGET: usize = 256;

@@ -1,7 +1,7 @@
 //! How clients redial (TCP and UDP alike): capped, jittered exponential backoff, an optional
 //! limit on consecutive failures, and one reactor timer.
 
-use std::net::SocketAddr;
+use std::fmt;
 use std::time::Duration;
 
 use getty_reactor::{Context, TimerId};
@@ -88,7 +88,7 @@ impl Redial {
         self.failures = 0;
     }
 
-    pub(crate) fn failed(&mut self, addr: SocketAddr, error: &Error) {
+    pub(crate) fn failed(&mut self, addr: &impl fmt::Display, error: &Error) {
         self.failures = self.failures.saturating_add(1);
         // The first failure of a run is news; the rest of the run is noise.
         if self.failures == 1 {
@@ -108,7 +108,7 @@ impl Redial {
     }
 
     /// True once the failure limit is reached (and says so in the log).
-    pub(crate) fn gave_up(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn gave_up(&self, addr: &impl fmt::Display) -> bool {
         let gave_up = self
             .policy
             .max_failures

@@ -27,31 +27,48 @@ use crate::handle::SessionJob;
 use crate::outbound::next_writability;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::ws::{self, upgrade, ClientUpgrade, WsState};
-use crate::{Abort, Address, Close, Error, Metrics};
+use crate::{Abort, Address, Close, Error, Metrics, SocketOptions};
+use socket2::SockRef;
 use getty_codec::ws::Event as WsEvent;
 use getty_codec::ws::{close_code, Protocol, Role};
 
-/// A socket a session can run over.
-pub(crate) trait Stream: Read + Write + mio::event::Source + 'static {
+/// A socket a session can run over: TCP or a unix stream socket.
+pub(crate) trait Stream: Read + Write + mio::event::Source + Send + 'static {
     /// The address of either end.
     type Addr: Address;
     fn shutdown_write(&self) -> io::Result<()>;
     fn take_socket_error(&self) -> io::Result<Option<io::Error>>;
     /// Reads into uninitialised memory (no zeroing of the read buffer first).
-    fn recv_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
+    fn recv_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        self.socket().recv(buf)
+    }
+    /// The socket, for options and syscalls mio does not wrap.
+    fn socket(&self) -> SockRef<'_>;
+    /// The descriptor the session keeps to reach its socket.
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::fd::RawFd;
+    /// Applies the options that make sense for this kind of socket.
+    fn configure(&self, options: &SocketOptions) -> io::Result<()>;
 }
 
 impl Stream for mio::net::TcpStream {
     type Addr = std::net::SocketAddr;
 
-    fn recv_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        socket2::SockRef::from(self).recv(buf)
-    }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
     fn take_socket_error(&self) -> io::Result<Option<io::Error>> {
         self.take_error()
+    }
+    fn socket(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+    #[cfg(unix)]
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+    fn configure(&self, options: &SocketOptions) -> io::Result<()> {
+        options.apply(self.socket())
     }
 }
 

@@ -1,24 +1,19 @@
 //! The TCP listener entry: accepts until `WouldBlock`, runs the setup hook, spawns sessions.
 
 use std::io;
-use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Instant;
 
-use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, EntryId, ReactorHandle, Ready, Status};
-use mio::net::TcpStream;
-use socket2::SockRef;
-
-use crate::session::{Handler, Session};
-use crate::stream::StreamEntry;
-use crate::listener::{Acceptor, AskSessionCount, CloseSessions, ListenOptions};
-use crate::tcp::{stack, FilterFactory, Setup};
-use crate::ws::WsDial;
-use crate::{Close, Metrics, SessionOptions, SocketOptions};
-use getty_codec::filter::{DeflateFilter, Filter};
 use getty_codec::rustls;
+use getty_codec::Decoder;
+use getty_reactor::{EntryId, ReactorHandle};
+use mio::net::{TcpListener, TcpStream};
+
+use crate::listener::{AskSessionCount, CloseSessions, ListenOptions};
+use crate::server::{entry_by_inner, StreamServer};
+use crate::session::Handler;
+use crate::setup::{prepare, FilterFactory, Plan, Setup};
+use crate::{Close, Metrics, SessionOptions, SocketOptions};
 
 /// Configures a [`TcpServer`].
 ///
@@ -138,18 +133,20 @@ impl TcpServerBuilder {
         C: Decoder + 'static,
         H: Handler<C>,
     {
+        let acceptor = self.listen.bind(addr)?;
         Ok(TcpServer {
-            acceptor: self.listen.bind(addr)?,
-            setup,
-            socket_options: self.socket_options,
-            session_options: Arc::new(self.session_options),
-            transport_filter: self.transport_filter,
-            _types: PhantomData,
+            inner: StreamServer::new(
+                acceptor,
+                setup,
+                self.socket_options,
+                self.session_options,
+                self.transport_filter,
+            ),
         })
     }
 }
 
-/// A TCP server: an [`Entry`] that accepts connections and spawns a session for each.
+/// A TCP server: an [`Entry`](getty_reactor::Entry) that accepts connections and spawns a session for each.
 /// Spawn it into a reactor; send it [`Close`] to stop listening (its sessions carry on).
 ///
 /// ```
@@ -171,12 +168,7 @@ impl TcpServerBuilder {
 /// # let _ = addr;
 /// ```
 pub struct TcpServer<F, C, H> {
-    acceptor: Acceptor<mio::net::TcpListener>,
-    setup: F,
-    socket_options: SocketOptions,
-    session_options: Arc<SessionOptions>,
-    transport_filter: Option<FilterFactory>,
-    _types: PhantomData<fn() -> (C, H)>,
+    inner: StreamServer<TcpListener, F, C, H>,
 }
 
 impl TcpServer<(), (), ()> {
@@ -226,134 +218,15 @@ where
     /// assert!(server.local_addr().ip().is_loopback());
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
-        *self.acceptor.local_addr()
+        *self.inner.acceptor.local_addr()
     }
 }
 
-impl<F, C, H> TcpServer<F, C, H>
-where
+entry_by_inner!(impl<F, C, H> for TcpServer<F, C, H> where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,
-{
-    /// Accepts what is waiting; each connection becomes a session in the server's group.
-    fn accept(&mut self, cx: &mut Context<'_>, resumed: bool) -> Status {
-        let accepted = |cx: &mut Context<'_>, stream, peer| {
-            let plan = Plan {
-                socket_options: &self.socket_options,
-                session_options: &self.session_options,
-                transport_filter: self.transport_filter.as_ref(),
-                websocket: None,
-            };
-            let session = prepare(stream, peer, &plan, &mut self.setup, cx.now(), None);
-            session.map(|s| Box::new(s) as Box<dyn Entry>)
-        };
-        if resumed {
-            self.acceptor.on_timer(cx, accepted)
-        } else {
-            self.acceptor.on_ready(cx, accepted)
-        }
-    }
-}
-
-/// How a server or client makes its sessions: the settings `prepare` applies to each new
-/// connection.
-pub(crate) struct Plan<'a> {
-    pub(crate) socket_options: &'a SocketOptions,
-    pub(crate) session_options: &'a Arc<SessionOptions>,
-    /// The filter nearest the wire (TLS), if any.
-    pub(crate) transport_filter: Option<&'a FilterFactory>,
-    /// A WebSocket client's upgrade request, sent before the session opens.
-    pub(crate) websocket: Option<&'a WsDial>,
-}
-
-/// Applies socket options, runs the setup hook and builds the session's filter stack;
-/// `None` when any of them refused the socket.
-pub(crate) fn prepare<F, C, H>(
-    stream: TcpStream,
-    peer: SocketAddr,
-    plan: &Plan<'_>,
-    setup: &mut F,
-    now: Instant,
-    owner: Option<getty_reactor::EntryId>,
-) -> Option<StreamEntry<TcpStream, C, H>>
-where
-    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)>,
-    C: Decoder + 'static,
-    H: Handler<C>,
-{
-    if let Err(e) = plan.socket_options.apply(SockRef::from(&stream)) {
-        log::debug!("socket options for {peer}: {e}");
-        return None;
-    }
-    let mut options = Arc::clone(plan.session_options);
-    let mut hook = Setup {
-        peer,
-        socket: SockRef::from(&stream),
-        options: &mut options,
-        filters: Vec::new(),
-    };
-    let made = setup(&mut hook);
-    let added = std::mem::take(&mut hook.filters);
-    let (codec, handler) = match made {
-        Ok(pair) => pair,
-        Err(e) => {
-            log::debug!("setup refused {peer}: {e}");
-            return None;
-        }
-    };
-    #[cfg(unix)]
-    let session = {
-        use std::os::fd::AsRawFd;
-        Session::new(peer, stream.as_raw_fd(), codec, options, now)
-    };
-    #[cfg(not(unix))]
-    let session = Session::new(peer, codec, options, now);
-    let mut session = session;
-    let transport = match plan.transport_filter.map(FilterFactory::make).transpose() {
-        Ok(filter) => filter,
-        Err(e) => {
-            log::warn!("cannot start a session with {peer}: {e}");
-            return None;
-        }
-    };
-    // A WebSocket compresses messages (permessage-deflate), never its byte stream.
-    let compression = session
-        .options()
-        .get_compression()
-        .filter(|_| plan.websocket.is_none());
-    let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
-    if let Some(filter) = stack(transport.into_iter().chain(deflate).chain(added)) {
-        session.set_filter(filter);
-    }
-    if let Some(dial) = plan.websocket {
-        dial.start(&mut session);
-    }
-    Some(StreamEntry::new(stream, session, handler, owner))
-}
-
-impl<F, C, H> Entry for TcpServer<F, C, H>
-where
-    F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
-    C: Decoder + 'static,
-    H: Handler<C>,
-{
-    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        self.acceptor.start(cx)
-    }
-
-    fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
-        self.accept(cx, false)
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.accept(cx, true)
-    }
-
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        self.acceptor.on_command(cx, command)
-    }
-}
+);
 
 /// Controls a server running on a reactor, from any thread.
 ///

@@ -430,7 +430,7 @@ where
     }
 
     fn note_failure(&mut self, error: Error) {
-        self.redial.failed(self.addr, &error);
+        self.redial.failed(&self.addr, &error);
         if let Some(hook) = self.dial_error.as_mut() {
             hook(self.addr, &error);
         }
@@ -438,7 +438,7 @@ where
 
     /// Closes the client once it has failed too many dials in a row.
     fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if self.redial.gave_up(self.addr) {
+        if self.redial.gave_up(&self.addr) {
             return self.close_all(cx);
         }
         Status::Continue

@@ -6,13 +6,13 @@
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use getty_codec::rustls;
 use getty_codec::ws::{ClientRequest, DeflateConfig};
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, Ready, Status};
 
+use crate::server::entry_by_inner;
 use crate::session::{Handler, Session};
 use crate::tcp::{Setup, TcpClient, TcpClientBuilder};
 use crate::ws::{ClientUpgrade, Keepalive};
@@ -109,7 +109,7 @@ pub(crate) struct WsDial {
 impl WsDial {
     /// Queues the upgrade request as the session's first output (behind the TLS handshake,
     /// if any) and marks the session as upgrading: it opens when the `101` is verified.
-    pub(crate) fn start<C>(&self, session: &mut Session<C>) {
+    pub(crate) fn start<C, A: crate::Address>(&self, session: &mut Session<C, A>) {
         let mut request = ClientRequest::new(self.host.as_str(), self.path.as_str());
         for (name, value) in &self.headers {
             request = request.header(name.as_str(), value.as_str());
@@ -343,7 +343,7 @@ impl WsClientBuilder {
             })?;
             tcp = tcp.tls(config, url.bare_host());
         }
-        tcp.websocket = Some(Arc::new(WsDial {
+        tcp.config.websocket = Some(Arc::new(WsDial {
             host: url.host_header(),
             path: url.path.clone(),
             headers: self.headers,
@@ -412,32 +412,11 @@ where
     }
 }
 
-impl<F, C, H> Entry for WsClient<F, C, H>
-where
+entry_by_inner!(impl<F, C, H> for WsClient<F, C, H> where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,
-{
-    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        self.inner.on_start(cx)
-    }
-
-    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
-        self.inner.on_ready(cx, ready)
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
-        self.inner.on_timer(cx, tag)
-    }
-
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        self.inner.on_command(cx, command)
-    }
-
-    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
-        self.inner.on_shutdown(cx, deadline)
-    }
-}
+);
 
 #[cfg(test)]
 mod tests {

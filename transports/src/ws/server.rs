@@ -20,7 +20,7 @@ use socket2::SockRef;
 use crate::session::{Handler, Session};
 use crate::stream::StreamEntry;
 use crate::listener::{Acceptor, ListenOptions};
-use crate::tcp::FilterFactory;
+use crate::setup::FilterFactory;
 use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
 use crate::ws::{protocol_config, Keepalive, WsState};
 use crate::{Error, SessionOptions, SocketOptions};

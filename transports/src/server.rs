@@ -1,0 +1,137 @@
+//! The server every stream transport shares (TCP, unix sockets): an accept loop
+//! ([`Acceptor`]) whose connections go through the setup hook and become sessions in the
+//! server's group. The public servers wrap it with their own builders.
+
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use getty_codec::Decoder;
+use getty_reactor::{Command, Context, Entry, Ready, Status};
+
+use crate::listener::{Acceptor, AddrOf, Listener};
+use crate::session::Handler;
+use crate::setup::{prepare, FilterFactory, Plan, Setup};
+use crate::{SessionOptions, SocketOptions};
+
+/// A listener's server: accepts and spawns a session per connection.
+pub(crate) struct StreamServer<L: Listener, F, C, H> {
+    pub(crate) acceptor: Acceptor<L>,
+    setup: F,
+    socket_options: SocketOptions,
+    session_options: Arc<SessionOptions>,
+    transport_filter: Option<FilterFactory>,
+    _types: PhantomData<fn() -> (C, H)>,
+}
+
+impl<L, F, C, H> StreamServer<L, F, C, H>
+where
+    L: Listener,
+    F: FnMut(&mut Setup<'_, AddrOf<L>>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C, AddrOf<L>>,
+{
+    pub(crate) fn new(
+        acceptor: Acceptor<L>,
+        setup: F,
+        socket_options: SocketOptions,
+        session_options: SessionOptions,
+        transport_filter: Option<FilterFactory>,
+    ) -> Self {
+        StreamServer {
+            acceptor,
+            setup,
+            socket_options,
+            session_options: Arc::new(session_options),
+            transport_filter,
+            _types: PhantomData,
+        }
+    }
+
+    /// Accepts what is waiting; each connection becomes a session in the server's group.
+    fn accept(&mut self, cx: &mut Context<'_>, resumed: bool) -> Status {
+        let accepted = |cx: &mut Context<'_>, stream, peer| {
+            let plan = Plan {
+                socket_options: &self.socket_options,
+                session_options: &self.session_options,
+                transport_filter: self.transport_filter.as_ref(),
+                websocket: None,
+            };
+            let session = prepare(stream, peer, &plan, &mut self.setup, cx.now(), None);
+            session.map(|s| Box::new(s) as Box<dyn Entry>)
+        };
+        if resumed {
+            self.acceptor.on_timer(cx, accepted)
+        } else {
+            self.acceptor.on_ready(cx, accepted)
+        }
+    }
+}
+
+impl<L, F, C, H> Entry for StreamServer<L, F, C, H>
+where
+    L: Listener,
+    F: FnMut(&mut Setup<'_, AddrOf<L>>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C, AddrOf<L>>,
+{
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.acceptor.start(cx)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
+        self.accept(cx, false)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
+        self.accept(cx, true)
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+        self.acceptor.on_command(cx, command)
+    }
+}
+
+/// Implements `Entry` for a public server or client by handing every call to the generic
+/// entry in its `inner` field.
+macro_rules! entry_by_inner {
+    (impl<$($g:ident),*> for $ty:ty where $($bound:tt)*) => {
+        impl<$($g),*> getty_reactor::Entry for $ty
+        where
+            $($bound)*
+        {
+            fn on_start(&mut self, cx: &mut getty_reactor::Context<'_>) -> getty_reactor::Status {
+                self.inner.on_start(cx)
+            }
+
+            fn on_ready(
+                &mut self,
+                cx: &mut getty_reactor::Context<'_>,
+                ready: getty_reactor::Ready,
+            ) -> getty_reactor::Status {
+                self.inner.on_ready(cx, ready)
+            }
+
+            fn on_timer(&mut self, cx: &mut getty_reactor::Context<'_>, tag: u64) -> getty_reactor::Status {
+                self.inner.on_timer(cx, tag)
+            }
+
+            fn on_command(
+                &mut self,
+                cx: &mut getty_reactor::Context<'_>,
+                command: getty_reactor::Command,
+            ) -> getty_reactor::Status {
+                self.inner.on_command(cx, command)
+            }
+
+            fn on_shutdown(
+                &mut self,
+                cx: &mut getty_reactor::Context<'_>,
+                deadline: Option<std::time::Instant>,
+            ) -> getty_reactor::Status {
+                self.inner.on_shutdown(cx, deadline)
+            }
+        }
+    };
+}
+pub(crate) use entry_by_inner;
