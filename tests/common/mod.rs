@@ -707,7 +707,7 @@ impl log::Log for ClientLog {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
         metadata
             .target()
-            .starts_with("getty_transports::tcp::client")
+            .starts_with("getty_transports::client")
     }
 
     fn log(&self, record: &log::Record<'_>) {
