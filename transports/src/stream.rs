@@ -675,12 +675,25 @@ where
                 return Ok(());
             }
         }
-        // The handler wrote again after the last flush; no writable edge may come for it
-        // (that flush did not fill the socket), so flush the rest next turn.
-        if self.session.queued_bytes() > 0 {
+        // Work is left after the last round: the handler wrote again after the last flush
+        // (no writable edge may come for it: that flush did not fill the socket), or a
+        // crossing is still to be told. The second matters as much: when the last round
+        // reported "not writable" for a queue that the flush had meanwhile drained, the
+        // handler stopped producing and nothing would ever tell it to resume.
+        if self.session.queued_bytes() > 0 || self.writability_pending() {
             cx.reschedule(Ready::WRITABLE);
         }
         Ok(())
+    }
+
+    /// Whether `report_writability` has a crossing to tell.
+    fn writability_pending(&self) -> bool {
+        let options = &self.session.options;
+        let (high, low) = (options.high_watermark, options.low_watermark);
+        let queued = self.session.queued_bytes();
+        self.session.writable != self.reported_writable
+            || next_writability(self.reported_writable, queued, high, low)
+                != self.reported_writable
     }
 
     /// Everything is flushed: shut down the write side, tell the handler, and wait for the
