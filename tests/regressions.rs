@@ -149,6 +149,76 @@ fn refill_a_reader(pause_first: Duration) {
     );
 }
 
+/// A datagram producer that refills whenever it hears "writable" (the UDP twin of Pump).
+struct DatagramPump;
+impl DatagramPump {
+    fn pump(s: &mut getty::udp::DatagramSession<RawCodec>) {
+        while s.is_writable() {
+            if s.write(&[2u8; 1024][..]).is_err() {
+                break;
+            }
+        }
+    }
+}
+impl getty::udp::DatagramHandler<RawCodec> for DatagramPump {
+    fn on_open(&mut self, s: &mut getty::udp::DatagramSession<RawCodec>) -> std::io::Result<()> {
+        DatagramPump::pump(s);
+        Ok(())
+    }
+    fn on_message(
+        &mut self,
+        _: &mut getty::udp::DatagramSession<RawCodec>,
+        _: Bytes,
+        _: std::net::SocketAddr,
+    ) {
+    }
+    fn on_writability_changed(
+        &mut self,
+        s: &mut getty::udp::DatagramSession<RawCodec>,
+        writable: bool,
+    ) {
+        if writable {
+            DatagramPump::pump(s);
+        }
+    }
+}
+
+/// The datagram path had the same four rounds of flush-then-report, and after them neither
+/// rescheduled itself nor asked for writable readiness: a producer that refilled in the
+/// last round waited (with its datagrams queued) for an event that never came.
+#[test]
+fn a_datagram_producer_keeps_producing() {
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let client = getty::udp::UdpClient::builder()
+        .session_options(SessionOptions::default().watermarks(4096, 1024))
+        .probe_wait(Duration::from_millis(50))
+        .build(receiver.local_addr().unwrap(), |_| Ok((RawCodec, DatagramPump)))
+        .unwrap();
+    let reactor = Reactor::start_thread("udp-pump", move |r| {
+        r.spawn(Box::new(client));
+        Ok(())
+    })
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let (mut datagrams, start) = (0usize, Instant::now());
+    let mut stalled = false;
+    while start.elapsed() < Duration::from_secs(1) && datagrams < 100_000 {
+        match receiver.recv(&mut buf) {
+            Ok(_) => datagrams += 1,
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    reactor.handle().shutdown();
+    reactor.join().unwrap();
+    assert!(!stalled, "the producer stalled after {datagrams} datagrams");
+}
+
 // ---------------------------------------------------------------------------------------
 // C. Handle writes accepted (Ok) and then silently dropped mid-stream on QueueFull
 // ---------------------------------------------------------------------------------------

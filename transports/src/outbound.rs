@@ -150,6 +150,19 @@ pub(crate) fn next_writability(reported: bool, queued: usize, high: usize, low: 
     }
 }
 
+/// Whether a session owes its handler a writability report: it went unwritable inside a
+/// callback (`writable` flipped), or its queue has crossed a watermark since the last
+/// report.
+pub(crate) fn crossing_pending(
+    writable: bool,
+    reported: bool,
+    queued: usize,
+    high: usize,
+    low: usize,
+) -> bool {
+    writable != reported || next_writability(reported, queued, high, low) != reported
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

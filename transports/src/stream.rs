@@ -24,7 +24,7 @@ use mio::Interest;
 
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::handle::SessionJob;
-use crate::outbound::next_writability;
+use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::ws::{self, upgrade, ClientUpgrade, WsState};
 use crate::{Abort, Address, Close, Error, Metrics, SocketOptions};
@@ -689,11 +689,13 @@ where
     /// Whether `report_writability` has a crossing to tell.
     fn writability_pending(&self) -> bool {
         let options = &self.session.options;
-        let (high, low) = (options.high_watermark, options.low_watermark);
-        let queued = self.session.queued_bytes();
-        self.session.writable != self.reported_writable
-            || next_writability(self.reported_writable, queued, high, low)
-                != self.reported_writable
+        crossing_pending(
+            self.session.writable,
+            self.reported_writable,
+            self.session.queued_bytes(),
+            options.high_watermark,
+            options.low_watermark,
+        )
     }
 
     /// Everything is flushed: shut down the write side, tell the handler, and wait for the

@@ -20,7 +20,7 @@ use super::queue::Step;
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::handle::SessionJob;
-use crate::outbound::next_writability;
+use crate::outbound::{crossing_pending, next_writability};
 use crate::{Abort, Close, Error, Metrics};
 
 /// Told to the session's owner (a client) when the session ends.
@@ -416,6 +416,19 @@ where
         true
     }
 
+    /// Datagrams queued, or a writability crossing the handler has not heard of.
+    fn work_left(&self) -> bool {
+        let options = &self.session.options;
+        !self.session.out.is_empty()
+            || crossing_pending(
+                self.session.writable,
+                self.reported_writable,
+                self.session.out.len(),
+                options.high_watermark,
+                options.low_watermark,
+            )
+    }
+
     /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
     fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         if self.phase == Phase::Closed {
@@ -427,12 +440,15 @@ where
             cx.extension::<Metrics>().messages_out += queued;
         }
         if self.session.close_request != Some(CloseKind::Abort) {
-            // The handler may write more when it hears of a crossing: a few rounds at most.
-            for _ in 0..4 {
+            // The handler may write more when it hears of a crossing: a few rounds at most;
+            // what is left (datagrams it queued in the last round, a crossing still to
+            // tell) waits for the next turn, as nothing else would wake the session for it.
+            let settled = (0..4).any(|_| {
                 self.flush(cx);
-                if !self.report_writability(cx) {
-                    break;
-                }
+                !self.report_writability(cx)
+            });
+            if !settled && self.work_left() {
+                cx.reschedule(Ready::WRITABLE);
             }
         }
         if self.session.out.is_empty() {
