@@ -33,23 +33,12 @@ use crate::{Close, Metrics, SessionOptions, SocketOptions};
 ///     .unwrap();
 /// assert_ne!(server.local_addr().port(), 0);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TcpServerBuilder {
     listen: ListenOptions,
     socket_options: SocketOptions,
     session_options: SessionOptions,
     transport_filter: Option<FilterFactory>,
-}
-
-impl Default for TcpServerBuilder {
-    fn default() -> Self {
-        TcpServerBuilder {
-            listen: ListenOptions::default(),
-            socket_options: SocketOptions::default(),
-            session_options: SessionOptions::default(),
-            transport_filter: None,
-        }
-    }
 }
 
 impl TcpServerBuilder {

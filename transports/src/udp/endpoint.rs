@@ -11,7 +11,9 @@ use mio::net::UdpSocket;
 use socket2::SockRef;
 
 use super::entry::{DatagramConfig, DatagramEntry};
+use super::socket::DatagramSocket;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions};
+use crate::server::entry_by_inner;
 use crate::SessionOptions;
 
 /// Configures a [`UdpEndpoint`].
@@ -124,21 +126,21 @@ impl UdpEndpointBuilder {
             options: &mut options,
         })?;
         let config = self.udp_options.entry_config(false);
+        let parts = EndpointParts {
+            socket,
+            peer: None,
+            codec,
+            handler,
+            options,
+            config,
+        };
         Ok(UdpEndpoint {
-            parts: Some(Box::new(Parts {
-                socket,
-                codec,
-                handler,
-                options,
-                config,
-            })),
-            entry: None,
-            local_addr,
+            inner: DatagramEndpoint::new(parts, local_addr),
         })
     }
 }
 
-/// An unconnected UDP socket: an [`Entry`] whose one session receives datagrams from any
+/// An unconnected UDP socket: an [`Entry`](getty_reactor::Entry) whose one session receives datagrams from any
 /// peer and writes to any peer. Spawn it into a reactor; send it
 /// [`Close`](crate::Close) to close it gracefully (queued datagrams go out first).
 ///
@@ -172,19 +174,7 @@ impl UdpEndpointBuilder {
 /// assert_eq!(&buf[..n], b"\x00\x00\x00\x05hello");
 /// ```
 pub struct UdpEndpoint<C, H> {
-    /// The session is made when the endpoint starts, on the reactor's thread: until then
-    /// the endpoint is only its parts.
-    parts: Option<Box<Parts<C, H>>>,
-    entry: Option<DatagramEntry<UdpSocket, C, H>>,
-    local_addr: SocketAddr,
-}
-
-struct Parts<C, H> {
-    socket: UdpSocket,
-    codec: C,
-    handler: H,
-    options: Arc<SessionOptions>,
-    config: DatagramConfig,
+    inner: DatagramEndpoint<UdpSocket, C, H>,
 }
 
 impl UdpEndpoint<(), ()> {
@@ -231,34 +221,74 @@ impl<C, H> UdpEndpoint<C, H> {
     /// assert!(endpoint.local_addr().ip().is_loopback());
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        *self.inner.local_addr()
     }
 }
 
-impl<C, H> Entry for UdpEndpoint<C, H>
-where
+entry_by_inner!(impl<C, H> for UdpEndpoint<C, H> where
     C: Decoder + 'static,
     H: DatagramHandler<C>,
+);
+
+/// What a datagram endpoint (UDP or unix) is made of until it starts.
+pub(crate) struct EndpointParts<S: DatagramSocket, C, H> {
+    pub(crate) socket: S,
+    /// The connected peer, if the socket is connected.
+    pub(crate) peer: Option<S::Addr>,
+    pub(crate) codec: C,
+    pub(crate) handler: H,
+    pub(crate) options: Arc<SessionOptions>,
+    pub(crate) config: DatagramConfig,
+}
+
+/// A datagram socket as an entry: its session is made when it starts, on the reactor's
+/// thread (handlers need not be `Send`); until then the endpoint is only its parts.
+pub(crate) struct DatagramEndpoint<S: DatagramSocket, C, H> {
+    parts: Option<Box<EndpointParts<S, C, H>>>,
+    entry: Option<DatagramEntry<S, C, H>>,
+    local_addr: S::Addr,
+}
+
+impl<S: DatagramSocket, C, H> DatagramEndpoint<S, C, H> {
+    pub(crate) fn new(parts: EndpointParts<S, C, H>, local_addr: S::Addr) -> Self {
+        DatagramEndpoint {
+            parts: Some(Box::new(parts)),
+            entry: None,
+            local_addr,
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> &S::Addr {
+        &self.local_addr
+    }
+}
+
+impl<S, C, H> Entry for DatagramEndpoint<S, C, H>
+where
+    S: DatagramSocket,
+    C: Decoder + 'static,
+    H: DatagramHandler<C, S::Addr>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let Some(parts) = self.parts.take() else {
             return Status::Done;
         };
-        let Parts {
+        let EndpointParts {
             socket,
+            peer,
             codec,
             handler,
             options,
             config,
         } = *parts;
-        let session = match new_session(&socket, None, codec, options) {
+        let session = match new_session(&socket, peer, codec, options) {
             Ok(session) => session,
             Err(e) => {
-                log::error!("udp endpoint on {}: {e}", self.local_addr);
+                log::error!("datagram endpoint on {:?}: {e}", self.local_addr);
                 return Status::Done;
             }
         };
-        log::info!("udp endpoint on {}", self.local_addr);
+        log::info!("datagram endpoint on {:?}", self.local_addr);
         self.entry
             .insert(DatagramEntry::new(socket, session, handler, config, None))
             .on_start(cx)

@@ -8,7 +8,7 @@
 //! watermark crossings, acts on `close()`/`abort()` and re-arms the entry's single timer
 //! (cron, read-idle and write-stall deadlines).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use getty_codec::{CodecError, Decoded, Decoder};
@@ -83,7 +83,15 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// UDP socket signals write space every time a sent datagram's buffer is freed, so
     /// staying registered would cost a wake-up per datagram sent.
     want_writable: bool,
+    /// When a blocked send is retried, and the wait after that, for sockets that do not
+    /// signal write space (`DatagramSocket::signals_write_space`).
+    retry: Option<(Instant, Duration)>,
 }
+
+/// The first and the longest wait before retrying a blocked send on a socket that does not
+/// signal write space: short, since a reader that drains its queue frees room at once.
+const FIRST_RETRY: Duration = Duration::from_millis(1);
+const MAX_RETRY: Duration = Duration::from_millis(100);
 
 impl<S, C, H> DatagramEntry<S, C, H>
 where
@@ -116,6 +124,7 @@ where
             blocked_since: None,
             reported_messages_out: 0,
             want_writable: false,
+            retry: None,
         }
     }
 
@@ -363,15 +372,30 @@ where
         }
         if self.session.out.is_empty() {
             self.blocked_since = None;
+            self.retry = None;
             self.watch_writable(cx, false);
         } else if blocked {
             if progressed || self.blocked_since.is_none() {
                 self.blocked_since = Some(now);
             }
-            // Registering re-checks readiness, so space freed since the `EAGAIN` still
-            // raises an event.
-            self.watch_writable(cx, true);
+            if self.socket.signals_write_space() {
+                // Registering re-checks readiness, so space freed since the `EAGAIN` still
+                // raises an event.
+                self.watch_writable(cx, true);
+            } else {
+                self.schedule_retry(now, progressed);
+            }
         }
+    }
+
+    /// Retries a blocked send after a wait that doubles while nothing goes out (1 ms up to
+    /// 100 ms): a slow reader costs at most ten wake-ups a second, never a busy loop.
+    fn schedule_retry(&mut self, now: Instant, progressed: bool) {
+        let wait = match self.retry {
+            Some((_, last)) if !progressed => (last * 2).min(MAX_RETRY),
+            _ => FIRST_RETRY,
+        };
+        self.retry = Some((now + wait, wait));
     }
 
     /// Registers or drops interest in writable readiness.
@@ -481,7 +505,8 @@ where
             .map(|t| self.session.stats.last_read + t);
         let cron = self.next_cron.filter(|_| open);
         let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
-        [cron, idle, stall].into_iter().flatten().min()
+        let retry = self.retry.map(|(at, _)| at);
+        [cron, idle, stall, retry].into_iter().flatten().min()
     }
 
     /// Keeps one timer armed for the next deadline; one that fires early just re-arms.
@@ -508,6 +533,8 @@ where
 
     fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let now = cx.now();
+        // A due retry is done by the flush that follows every timer; it schedules the next.
+        self.retry = self.retry.filter(|(at, _)| now < *at);
         let opts = &self.session.options;
         if let Some(since) = self.blocked_since {
             if now >= since + opts.write_stall_timeout {

@@ -313,20 +313,19 @@ impl<'a, A: Clone> DatagramSetup<'a, A> {
     }
 }
 
-/// Builds the session of a freshly set up UDP socket.
-fn new_session<C>(
-    socket: &mio::net::UdpSocket,
-    peer: Option<SocketAddr>,
+/// Builds the session of a freshly set up datagram socket.
+fn new_session<S: socket::DatagramSocket, C>(
+    socket: &S,
+    peer: Option<S::Addr>,
     codec: C,
     options: Arc<SessionOptions>,
-) -> io::Result<DatagramSession<C>> {
-    use socket::DatagramSocket;
-    let local = DatagramSocket::local_addr(socket)?;
+) -> io::Result<DatagramSession<C, S::Addr>> {
+    let local = socket.local_addr()?;
     Ok(DatagramSession::new(
         local,
         peer,
         #[cfg(unix)]
-        std::os::fd::AsRawFd::as_raw_fd(socket),
+        std::os::fd::AsRawFd::as_raw_fd(&*socket.sock()),
         codec,
         socket.max_payload(),
         options,

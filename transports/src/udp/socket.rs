@@ -35,6 +35,15 @@ pub(crate) trait DatagramSocket: mio::event::Source + 'static {
 
     /// The largest payload one datagram can carry on this socket.
     fn max_payload(&self) -> usize;
+
+    /// Whether the socket reports writable readiness once a send that hit `EAGAIN` can go
+    /// through again. UDP does (its own send buffer frees up). An unconnected unix datagram
+    /// socket sending to a full receiver does not: the kernel watches a receiver's queue
+    /// only for the senders connected to it, and polling reports the sender writable all
+    /// along. Its blocked sends are retried on a timer instead.
+    fn signals_write_space(&self) -> bool {
+        true
+    }
 }
 
 /// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).

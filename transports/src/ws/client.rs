@@ -152,7 +152,7 @@ impl WsDial {
 ///     .build("ws://127.0.0.1:9/chat", |_| Ok((MessageCodec, Sink)))
 ///     .unwrap();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WsClientBuilder {
     tcp: TcpClientBuilder,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -160,19 +160,6 @@ pub struct WsClientBuilder {
     protocols: Vec<String>,
     deflate: Option<DeflateConfig>,
     keepalive: Keepalive,
-}
-
-impl Default for WsClientBuilder {
-    fn default() -> Self {
-        WsClientBuilder {
-            tcp: TcpClientBuilder::default(),
-            tls: None,
-            headers: Vec::new(),
-            protocols: Vec::new(),
-            deflate: None,
-            keepalive: Keepalive::default(),
-        }
-    }
 }
 
 impl WsClientBuilder {

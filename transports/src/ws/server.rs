@@ -176,6 +176,15 @@ where
     }
 }
 
+/// What routing an upgrade request chose: the route's codec and handler, the session's
+/// options and protocol state, and the `101` to send first.
+struct Routed {
+    made: Box<dyn NewSession>,
+    options: Arc<SessionOptions>,
+    ws: WsState,
+    response: BytesMut,
+}
+
 /// A connection whose upgrade was accepted, ready to become a session.
 struct Accepted {
     parts: Parts<TcpStream>,
@@ -210,7 +219,7 @@ impl Router {
         request: &Request,
         peer: SocketAddr,
         stream: &TcpStream,
-    ) -> Result<(Box<dyn NewSession>, Arc<SessionOptions>, WsState, BytesMut), Refusal> {
+    ) -> Result<Routed, Refusal> {
         let path = request.path().split('?').next().unwrap_or("/");
         if let Some(check) = &self.origin_check {
             if !check(request.origin()) {
@@ -243,7 +252,12 @@ impl Router {
         let machine = Protocol::new(Role::Server, protocol_config(&options), accepted.deflate());
         let mut ws = WsState::new(machine, self.keepalive, request.path().to_string());
         ws.subprotocol = protocol;
-        Ok((made, options, ws, response))
+        Ok(Routed {
+            made,
+            options,
+            ws,
+            response,
+        })
     }
 }
 
@@ -252,7 +266,7 @@ struct ServerHandshake {
     router: Arc<Mutex<Router>>,
     peer: SocketAddr,
     group: Option<GroupId>,
-    chosen: Option<(Box<dyn NewSession>, Arc<SessionOptions>, WsState, BytesMut)>,
+    chosen: Option<Routed>,
 }
 
 impl Handshake<TcpStream> for ServerHandshake {
@@ -281,7 +295,13 @@ impl Handshake<TcpStream> for ServerHandshake {
     }
 
     fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<TcpStream>) {
-        let Some((made, options, ws, response)) = self.chosen.take() else {
+        let Some(Routed {
+            made,
+            options,
+            ws,
+            response,
+        }) = self.chosen.take()
+        else {
             return;
         };
         let accepted = Accepted {
