@@ -96,12 +96,7 @@ fn run_session(reactor: &ReactorHandle, args: &Args, path: &str) -> io::Result<V
         .max_consecutive_failures(Some(1))
         .deflate(args.compress.then(DeflateConfig::default))
         .build(&url, move |_| {
-            Ok((
-                MessageCodec,
-                Echo {
-                    events: tx.clone(),
-                },
-            ))
+            Ok((MessageCodec, Echo { events: tx.clone() }))
         })?;
     let id: EntryId = reactor.query(move |spawner| spawner.spawn(Box::new(client)))?;
     let deadline = Instant::now() + CASE_LIMIT;
@@ -143,7 +138,11 @@ fn run(args: &Args) -> io::Result<()> {
             let path = format!("/runCase?case={case}&agent={}", args.agent);
             run_session(&handle, args, &path)?;
         }
-        run_session(&handle, args, &format!("/updateReports?agent={}", args.agent))?;
+        run_session(
+            &handle,
+            args,
+            &format!("/updateReports?agent={}", args.agent),
+        )?;
         println!("done: {count} cases");
         Ok(())
     })();

@@ -54,9 +54,9 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use getty::codec::rustls::{ClientConfig, ServerConfig};
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
 use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
-use getty::codec::rustls::{ClientConfig, ServerConfig};
 use getty::{Handler, Reactor, Session, SessionOptions};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
@@ -130,9 +130,7 @@ fn parse_args() -> Result<Args, String> {
                     "ws" => Transport::Ws,
                     "wss" => Transport::Wss,
                     other => {
-                        return Err(format!(
-                            "unknown transport {other:?} (tcp|tls|udp|ws|wss)"
-                        ))
+                        return Err(format!("unknown transport {other:?} (tcp|tls|udp|ws|wss)"))
                     }
                 }
             }
@@ -389,8 +387,7 @@ impl Sender {
             totals.sessions_failed += 1;
         }
         if totals.sessions_done == self.plan.connections {
-            let histogram =
-                std::mem::replace(&mut totals.histogram, round_trip_histogram());
+            let histogram = std::mem::replace(&mut totals.histogram, round_trip_histogram());
             let _ = self.done_tx.send(Report {
                 messages: totals.messages,
                 bytes: totals.bytes,
@@ -578,11 +575,13 @@ fn layers(args: &Args) -> String {
         layers.push_str(", TLS");
     }
     if args.compress {
-        layers.push_str(if matches!(args.transport, Transport::Ws | Transport::Wss) {
-            ", permessage-deflate"
-        } else {
-            ", deflate"
-        });
+        layers.push_str(
+            if matches!(args.transport, Transport::Ws | Transport::Wss) {
+                ", permessage-deflate"
+            } else {
+                ", deflate"
+            },
+        );
     }
     layers
 }
@@ -771,8 +770,7 @@ mod udp {
                 totals.sessions_failed += 1;
             }
             if totals.sessions_done == self.plan.connections {
-                let histogram =
-                    std::mem::replace(&mut totals.histogram, round_trip_histogram());
+                let histogram = std::mem::replace(&mut totals.histogram, round_trip_histogram());
                 let _ = self.done_tx.send(Report {
                     messages: totals.messages,
                     bytes: totals.bytes,
@@ -1085,7 +1083,11 @@ mod ws {
             codec: CodecKind::Raw,
         };
         let layers = layers(&args);
-        let scheme = if args.transport == Transport::Wss { "wss" } else { "ws" };
+        let scheme = if args.transport == Transport::Wss {
+            "wss"
+        } else {
+            "ws"
+        };
         if let Some(addr) = args.server {
             let (server, addr) = start_server(addr, &args, security.server)?;
             println!(

@@ -195,7 +195,9 @@ fn a_datagram_producer_keeps_producing() {
     let client = getty::udp::UdpClient::builder()
         .session_options(SessionOptions::default().watermarks(4096, 1024))
         .probe_wait(Duration::from_millis(50))
-        .build(receiver.local_addr().unwrap(), |_| Ok((RawCodec, DatagramPump)))
+        .build(receiver.local_addr().unwrap(), |_| {
+            Ok((RawCodec, DatagramPump))
+        })
         .unwrap();
     let reactor = Reactor::start_thread("udp-pump", move |r| {
         r.spawn(Box::new(client));

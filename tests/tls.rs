@@ -358,7 +358,10 @@ struct WsPinger {
 
 impl Handler<MessageCodec> for WsPinger {
     fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
-        assert!(s.filter::<TlsFilter>().is_some(), "a wss session runs over TLS");
+        assert!(
+            s.filter::<TlsFilter>().is_some(),
+            "a wss session runs over TLS"
+        );
         s.write(Message::text("one"))?;
         s.write(Message::binary(vec![2u8; 100_000]))?;
         s.write(Message::text("three"))?;
@@ -389,7 +392,9 @@ fn wss_echo_between_getty_client_and_server() {
             })
             .unwrap();
         let client = Running::serve("wss-client", client);
-        let got: Vec<Message> = (0..3).map(|_| rx.recv_timeout(STEP).unwrap().unwrap()).collect();
+        let got: Vec<Message> = (0..3)
+            .map(|_| rx.recv_timeout(STEP).unwrap().unwrap())
+            .collect();
         assert_eq!(
             got,
             [
@@ -416,12 +421,17 @@ fn a_wss_client_refuses_an_untrusted_server() {
         let client = WsClient::builder()
             .tls(tls::client_config(real.chain.as_bytes()).unwrap())
             .max_consecutive_failures(Some(1))
-            .build(&url, move |_| Ok((MessageCodec, WsPinger { tx: tx.clone() })))
+            .build(&url, move |_| {
+                Ok((MessageCodec, WsPinger { tx: tx.clone() }))
+            })
             .unwrap();
         let client = Running::serve("wss-untrusting-client", client);
         let deadline = std::time::Instant::now() + STEP;
         while client.entry_count() > 0 {
-            assert!(std::time::Instant::now() < deadline, "the client did not give up");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client did not give up"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(rx.try_recv().is_err(), "no session opened");

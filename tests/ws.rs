@@ -66,10 +66,7 @@ fn kind_echo_server(builder: WsServerBuilder) -> (Running, SocketAddr) {
 }
 
 /// A tungstenite client (blocking, with read and write timeouts) after its handshake.
-fn tungstenite_client(
-    url: &str,
-    addr: SocketAddr,
-) -> tungstenite::WebSocket<TcpStream> {
+fn tungstenite_client(url: &str, addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
     let stream = connect(addr);
     let (ws, response) = tungstenite::client::client(url, stream)
         .unwrap_or_else(|e| panic!("handshake with {url}: {e}"));
@@ -352,7 +349,10 @@ fn echo_100_clients_500_messages_of_random_sizes() {
         );
         // Stop the client from redialling, and let the server finish the close handshakes
         // (a client's on_close runs when its handshake starts) before its reactor goes.
-        client.handle().send(client_id, Box::new(getty::Close)).unwrap();
+        client
+            .handle()
+            .send(client_id, Box::new(getty::Close))
+            .unwrap();
         let deadline = Instant::now() + STEP;
         while server_handle.session_count().unwrap() > 0 {
             assert!(Instant::now() < deadline, "server sessions did not end");
@@ -391,8 +391,7 @@ fn a_tungstenite_client_gets_text_binary_fragments_pongs_and_a_clean_close() {
         let cont = OpCode::Data(Data::Continue);
         ws.send(TMessage::Frame(Frame::message("frag", text, false)))
             .unwrap();
-        ws.send(TMessage::Ping(Bytes::from_static(b"mid")))
-            .unwrap();
+        ws.send(TMessage::Ping(Bytes::from_static(b"mid"))).unwrap();
         ws.send(TMessage::Frame(Frame::message("men", cont, false)))
             .unwrap();
         ws.send(TMessage::Frame(Frame::message("ted", cont, true)))
@@ -503,7 +502,10 @@ fn routes_origins_and_subprotocols() {
         let offer = "Origin: https://good.example\r\nSec-WebSocket-Protocol: chat.v3, chat.v1\r\n";
         let (mut stream, head) = raw_upgrade(addr, "/echo?room=7", offer);
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        assert!(head.contains("Sec-WebSocket-Protocol: chat.v1\r\n"), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Protocol: chat.v1\r\n"),
+            "{head}"
+        );
         assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         stream.write_all(&client_frame(2, true, b"routed")).unwrap();
         assert_eq!(read_server_frame(&mut stream), (2, b"routed".to_vec()));
@@ -556,7 +558,10 @@ fn garbage_instead_of_a_request_gets_an_error_response() {
             );
         }
         good.send(TMessage::binary(&b"still here"[..])).unwrap();
-        assert_eq!(next_message(&mut good), TMessage::binary(&b"still here"[..]));
+        assert_eq!(
+            next_message(&mut good),
+            TMessage::binary(&b"still here"[..])
+        );
         server.stop();
         events.check_contract();
         assert_eq!(events.count(|e| matches!(e, Ev::Open { .. })), 1);
@@ -577,7 +582,8 @@ fn a_stalled_handshake_is_closed_at_the_timeout() {
 
         let mut silent = connect(addr);
         let mut slow = connect(addr);
-        slow.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\nUpg").unwrap();
+        slow.write_all(b"GET /echo HTTP/1.1\r\nHost: h\r\nUpg")
+            .unwrap();
         let started = Instant::now();
         for stream in [&mut silent, &mut slow] {
             let (got, _) = read_to_end(stream);
@@ -623,11 +629,15 @@ fn bad_frames_close_only_their_session_with_the_rfc_code() {
             ("too big", client_frame(2, true, &[7u8; 5000]), 1009),
             ("unmasked", unmasked, 1002),
             ("reserved opcode", client_frame(3, true, b""), 1002),
-            ("RSV1 without deflate", {
-                let mut f = client_frame(2, true, b"x");
-                f[0] |= 0x40;
-                f
-            }, 1002),
+            (
+                "RSV1 without deflate",
+                {
+                    let mut f = client_frame(2, true, b"x");
+                    f[0] |= 0x40;
+                    f
+                },
+                1002,
+            ),
             ("continuation first", client_frame(0, true, b"x"), 1002),
             ("fragmented ping", client_frame(9, false, b""), 1002),
         ];
@@ -639,7 +649,10 @@ fn bad_frames_close_only_their_session_with_the_rfc_code() {
             let _ = read_to_end(&mut stream);
 
             bystander.send(TMessage::text(what)).unwrap();
-            assert_eq!(next_message(&mut bystander), TMessage::binary(what.as_bytes()));
+            assert_eq!(
+                next_message(&mut bystander),
+                TMessage::binary(what.as_bytes())
+            );
         }
         server.stop();
         events.check_contract();
@@ -684,7 +697,10 @@ fn a_deflate_bomb_is_refused_at_the_message_limit() {
         assert_eq!(events.errors_of(sid).len(), 1);
 
         bystander.send(TMessage::binary(&b"unharmed"[..])).unwrap();
-        assert_eq!(next_message(&mut bystander), TMessage::binary(&b"unharmed"[..]));
+        assert_eq!(
+            next_message(&mut bystander),
+            TMessage::binary(&b"unharmed"[..])
+        );
         server.stop();
         events.check_contract();
     });
@@ -829,9 +845,10 @@ fn the_client_sends_headers_and_learns_the_subprotocol() {
                 what: "protocol Some(\"b\") path Some(\"/greet?x=1\")".into()
             }
         );
-        events.wait("the echo", |e| {
-            matches!(e, Ev::Note { what, .. } if what == "got Some(\"hi\")")
-        });
+        events.wait(
+            "the echo",
+            |e| matches!(e, Ev::Note { what, .. } if what == "got Some(\"hi\")"),
+        );
         assert_eq!(seen_rx.recv_timeout(STEP).unwrap(), Some("t0k3n".into()));
         client.stop();
         server.stop();
@@ -860,7 +877,11 @@ fn a_refused_upgrade_is_a_failed_dial() {
             assert!(Instant::now() < deadline, "the client did not give up");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(events.count(|_| true), 0, "no callback for a refused upgrade");
+        assert_eq!(
+            events.count(|_| true),
+            0,
+            "no callback for a refused upgrade"
+        );
         assert_eq!(server_events.count(|_| true), 0);
         client.stop();
         server.stop();

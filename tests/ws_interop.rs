@@ -32,9 +32,7 @@ impl Handler<MessageCodec> for Recorder {
     }
     fn on_close(&mut self, s: &mut Session<MessageCodec>) {
         let deflate = s.websocket_deflate().is_some();
-        let _ = self
-            .tx
-            .send((s.stats().bytes_in, self.payload_in, deflate));
+        let _ = self.tx.send((s.stats().bytes_in, self.payload_in, deflate));
     }
 }
 
@@ -109,7 +107,9 @@ fn checker_messages() -> Vec<Message> {
         Message::binary(vec![0u8; 100_000]),
     ];
     out.push(Message::binary(
-        (0..200_000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<u8>>(),
+        (0..200_000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<u8>>(),
     ));
     out
 }

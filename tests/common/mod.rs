@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -705,9 +705,7 @@ pub struct ClientLog {
 
 impl log::Log for ClientLog {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata
-            .target()
-            .starts_with("getty_transports::client")
+        metadata.target().starts_with("getty_transports::client")
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -150,7 +150,14 @@ where
             websocket: self.config.websocket.as_deref(),
         };
         let peer = self.addr.clone();
-        let session = prepare(stream, peer, &plan, &mut self.setup, cx.now(), Some(cx.id()));
+        let session = prepare(
+            stream,
+            peer,
+            &plan,
+            &mut self.setup,
+            cx.now(),
+            Some(cx.id()),
+        );
         match session {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.

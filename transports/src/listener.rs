@@ -226,7 +226,10 @@ impl<L: Listener> Acceptor<L> {
                 Ok((stream, peer)) => {
                     self.last_pause = Duration::ZERO;
                     cx.extension::<Metrics>().accepted += 1;
-                    if self.listener.is_self_connect(&stream, &peer, &self.local_addr) {
+                    if self
+                        .listener
+                        .is_self_connect(&stream, &peer, &self.local_addr)
+                    {
                         log::warn!("refusing a self-connect on {peer}");
                         continue;
                     }

@@ -275,8 +275,9 @@ impl<C, A: Address> Session<C, A> {
     #[cfg(unix)]
     pub fn local_addr(&self) -> io::Result<A> {
         let local = self.socket().local_addr()?;
-        A::from_sockaddr(&local)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "an address of another family"))
+        A::from_sockaddr(&local).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "an address of another family")
+        })
     }
 
     /// The socket, for options this crate does not wrap (`setsockopt` only: reading or

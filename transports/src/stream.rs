@@ -28,9 +28,9 @@ use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::ws::{self, upgrade, ClientUpgrade, WsState};
 use crate::{Abort, Address, Close, Error, Metrics, SocketOptions};
-use socket2::SockRef;
 use getty_codec::ws::Event as WsEvent;
 use getty_codec::ws::{close_code, Protocol, Role};
+use socket2::SockRef;
 
 /// A socket a session can run over: TCP or a unix stream socket.
 pub(crate) trait Stream: Read + Write + mio::event::Source + Send + 'static {
@@ -853,7 +853,9 @@ where
         }
         if let Some(ws) = self.session.ws().filter(|_| self.phase == Phase::Open) {
             if ws.pong_deadline().is_some_and(|t| now >= t) {
-                return Err(Error::PongTimeout(ws.keepalive.pong_timeout.unwrap_or_default()));
+                return Err(Error::PongTimeout(
+                    ws.keepalive.pong_timeout.unwrap_or_default(),
+                ));
             }
         }
         if let Some(idle) = opts.read_idle_timeout {
@@ -869,7 +871,11 @@ where
                 let missed = (now - due).as_nanos() / period.as_nanos().max(1);
                 self.extras_mut().next_cron = Some(due + period * (missed + 1) as u32);
                 self.lend_write_buffer(cx);
-                if self.session.ws().is_some_and(|ws| ws.keepalive.ping_on_cron) {
+                if self
+                    .session
+                    .ws()
+                    .is_some_and(|ws| ws.keepalive.ping_on_cron)
+                {
                     self.session.ping(b"")?;
                 }
                 self.handler.on_cron(&mut self.session);

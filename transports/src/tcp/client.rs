@@ -58,8 +58,7 @@ impl TcpClientBuilder {
         config: Arc<rustls::ClientConfig>,
         server_name: impl Into<String>,
     ) -> Self {
-        self.config.transport_filter =
-            Some(FilterFactory::tls_client(config, server_name.into()));
+        self.config.transport_filter = Some(FilterFactory::tls_client(config, server_name.into()));
         self
     }
 

@@ -5,9 +5,9 @@ mod client;
 mod pool;
 mod server;
 
+pub use crate::listener::CloseSessions;
 pub use client::{TcpClient, TcpClientBuilder};
 pub use pool::TcpServerPool;
-pub use crate::listener::CloseSessions;
 pub use server::{adopt, ServerHandle, TcpServer, TcpServerBuilder};
 
 /// The setup hook's view of a new connection (also `getty_transports::Setup`).

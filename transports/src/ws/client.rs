@@ -414,9 +414,23 @@ mod tests {
         let cases = [
             ("ws://h", false, "h", 80, "/", "h"),
             ("wss://h", true, "h", 443, "/", "h"),
-            ("ws://h:9000/a/b?c=d#frag", false, "h", 9000, "/a/b?c=d", "h:9000"),
+            (
+                "ws://h:9000/a/b?c=d#frag",
+                false,
+                "h",
+                9000,
+                "/a/b?c=d",
+                "h:9000",
+            ),
             ("WS://H:80?x", false, "H", 80, "/?x", "H"),
-            ("ws://[::1]:7000/p", false, "[::1]", 7000, "/p", "[::1]:7000"),
+            (
+                "ws://[::1]:7000/p",
+                false,
+                "[::1]",
+                7000,
+                "/p",
+                "[::1]:7000",
+            ),
             ("wss://[::1]/", true, "[::1]", 443, "/", "[::1]"),
         ];
         for (url, secure, host, port, path, host_header) in cases {

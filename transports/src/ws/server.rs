@@ -17,10 +17,10 @@ use getty_reactor::{Command, Context, Entry, GroupId, Ready, Status};
 use mio::net::TcpStream;
 use socket2::SockRef;
 
-use crate::session::{Handler, Session};
-use crate::stream::StreamEntry;
 use crate::listener::{Acceptor, ListenOptions};
+use crate::session::{Handler, Session};
 use crate::setup::FilterFactory;
+use crate::stream::StreamEntry;
 use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
 use crate::ws::{protocol_config, Keepalive, WsState};
 use crate::{Error, SessionOptions, SocketOptions};
