@@ -33,9 +33,11 @@ pub use getty_transports as transports;
 
 pub use getty_reactor::{Reactor, ReactorHandle, ReactorPool};
 pub use getty_transports::{
-    tcp, tls, udp, ws, Abort, Close, Error, Handler, Metrics, Offload, Session, SessionHandle,
-    SessionOptions, SocketOptions, Stats,
+    tcp, tls, udp, ws, Abort, Address, Close, Error, Handler, Metrics, Offload, Session,
+    SessionHandle, SessionOptions, Setup, SocketOptions, Stats, UnixAddr,
 };
+#[cfg(unix)]
+pub use getty_transports::unix;
 
 /// The README's code, compiled as a doctest so that it stays true.
 #[doc = include_str!("../README.md")]

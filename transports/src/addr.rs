@@ -141,6 +141,41 @@ impl UnixAddr {
     }
 }
 
+impl From<&Path> for UnixAddr {
+    fn from(path: &Path) -> Self {
+        UnixAddr::path(path)
+    }
+}
+
+impl From<PathBuf> for UnixAddr {
+    fn from(path: PathBuf) -> Self {
+        UnixAddr::Path(path)
+    }
+}
+
+impl From<&str> for UnixAddr {
+    /// A path (write abstract names with [`UnixAddr::abstract_name`]).
+    fn from(path: &str) -> Self {
+        UnixAddr::path(path)
+    }
+}
+
+impl From<&std::os::unix::net::SocketAddr> for UnixAddr {
+    fn from(addr: &std::os::unix::net::SocketAddr) -> Self {
+        if let Some(path) = addr.as_pathname() {
+            return UnixAddr::path(path);
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            use std::os::linux::net::SocketAddrExt;
+            if let Some(name) = addr.as_abstract_name() {
+                return UnixAddr::abstract_name(name);
+            }
+        }
+        UnixAddr::Unnamed
+    }
+}
+
 impl fmt::Display for UnixAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -58,6 +58,8 @@ mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+#[cfg(unix)]
+pub mod unix;
 pub mod ws;
 
 pub use addr::{Address, UnixAddr};

@@ -288,7 +288,8 @@ impl SessionOptions {
     }
 }
 
-/// Socket options applied to every accepted or dialled TCP connection.
+/// Socket options applied to every accepted or dialled TCP connection (a unix stream
+/// socket takes only the buffer sizes).
 ///
 /// ```
 /// use std::time::Duration;
@@ -376,6 +377,11 @@ impl SocketOptions {
             Some(idle) => socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?,
             None => socket.set_keepalive(false)?,
         }
+        self.apply_buffer_sizes(socket)
+    }
+
+    /// Applies the buffer sizes only: what a unix socket takes of these options.
+    pub(crate) fn apply_buffer_sizes(&self, socket: SockRef<'_>) -> io::Result<()> {
         if let Some(n) = self.recv_buffer_size {
             socket.set_recv_buffer_size(n)?;
         }

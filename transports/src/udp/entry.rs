@@ -620,7 +620,9 @@ where
         self.phase = Phase::Open;
         self.session.stats.last_read = cx.now();
         self.session.stats.last_write = cx.now();
-        self.slot_size = self.session.options.max_message_len.min(MAX_DATAGRAM) + 1;
+        // One byte more than the largest datagram accepted, to catch an oversized one.
+        let largest = self.session.options.max_message_len.min(self.socket.max_payload());
+        self.slot_size = largest + 1;
         self.active = self.config.batch.min(2);
         self.lend_write_buffer(cx);
         if let Err(e) = self.handler.on_open(&mut self.session) {

@@ -74,12 +74,12 @@ use crate::SessionOptions;
 
 mod batch;
 mod client;
-mod endpoint;
-mod entry;
+pub(crate) mod endpoint;
+pub(crate) mod entry;
 mod handle;
 mod queue;
 mod session;
-mod socket;
+pub(crate) mod socket;
 
 pub use client::{UdpClient, UdpClientBuilder};
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
@@ -276,11 +276,11 @@ impl UdpOptions {
 /// }).unwrap();
 /// ```
 pub struct DatagramSetup<'a, A = SocketAddr> {
-    local: A,
-    peer: Option<A>,
-    socket: SockRef<'a>,
+    pub(crate) local: A,
+    pub(crate) peer: Option<A>,
+    pub(crate) socket: SockRef<'a>,
     /// Shared with other sessions until the hook asks to change it.
-    options: &'a mut Arc<SessionOptions>,
+    pub(crate) options: &'a mut Arc<SessionOptions>,
 }
 
 impl<'a, A: Clone> DatagramSetup<'a, A> {
@@ -314,7 +314,7 @@ impl<'a, A: Clone> DatagramSetup<'a, A> {
 }
 
 /// Builds the session of a freshly set up datagram socket.
-fn new_session<S: socket::DatagramSocket, C>(
+pub(crate) fn new_session<S: socket::DatagramSocket, C>(
     socket: &S,
     peer: Option<S::Addr>,
     codec: C,

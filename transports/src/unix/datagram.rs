@@ -1,0 +1,428 @@
+//! Unix datagram sockets on the UDP datagram path: the same session, queue, batching and
+//! callbacks, with [`UnixAddr`] addresses and the unix socket's reliability (nothing is
+//! ever dropped: a full receiver makes the sender wait).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use getty_codec::Decoder;
+use mio::net::UnixDatagram;
+use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+
+use crate::server::entry_by_inner;
+use crate::udp::endpoint::{DatagramEndpoint, EndpointParts};
+use crate::udp::entry::DatagramConfig;
+use crate::udp::socket::DatagramSocket;
+use crate::udp::{DatagramHandler, DatagramSetup};
+use crate::{SessionOptions, UnixAddr};
+
+impl DatagramSocket for UnixDatagram {
+    type Addr = UnixAddr;
+
+    fn sock(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+
+    fn try_io<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        UnixDatagram::try_io(self, f)
+    }
+
+    fn encode_addr(addr: &UnixAddr) -> SockAddr {
+        // An unnamed (or too long) address becomes an empty one, which the kernel refuses
+        // at send: the datagram is reported as dropped, and the session carries on.
+        addr.to_sockaddr()
+            .or_else(|_| SockAddr::unix(""))
+            .expect("an empty unix address always fits")
+    }
+
+    fn decode_addr(addr: &SockAddr) -> Option<UnixAddr> {
+        crate::addr::sealed::Stored::from_sockaddr(addr)
+    }
+
+    fn local_addr(&self) -> io::Result<UnixAddr> {
+        let local = self.sock().local_addr()?;
+        Ok(Self::decode_addr(&local).unwrap_or(UnixAddr::Unnamed))
+    }
+
+    fn max_payload(&self) -> usize {
+        let send_buffer = self.sock().send_buffer_size().unwrap_or(0);
+        datagram_limit(send_buffer).unwrap_or(send_buffer.saturating_sub(32))
+    }
+
+    fn signals_write_space(&self) -> bool {
+        // Connected: the kernel wakes this socket when its peer's queue drains.
+        self.peer_addr().is_ok()
+    }
+}
+
+/// The largest datagram a unix datagram socket with this send buffer (as `getsockopt`
+/// reports it) can send, found once per buffer size by trying on a socket pair: the limit
+/// is the kernel's, and it has changed between versions (about 130 KB once, the send buffer
+/// less 32 bytes now).
+fn datagram_limit(send_buffer: usize) -> io::Result<usize> {
+    static LIMITS: OnceLock<Mutex<HashMap<usize, usize>>> = OnceLock::new();
+    let limits = LIMITS.get_or_init(Default::default);
+    if let Some(limit) = limits.lock().unwrap_or_else(|p| p.into_inner()).get(&send_buffer) {
+        return Ok(*limit);
+    }
+    let limit = probe_datagram_limit(send_buffer)?;
+    limits
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(send_buffer, limit);
+    Ok(limit)
+}
+
+/// Binary search for the longest datagram a sender with `send_buffer` bytes of send buffer
+/// can send to an empty receiver.
+fn probe_datagram_limit(send_buffer: usize) -> io::Result<usize> {
+    let (sender, receiver) = Socket::pair(Domain::UNIX, Type::DGRAM, None)?;
+    // The kernel doubles what it is given and reports the doubled value.
+    sender.set_send_buffer_size(send_buffer / 2)?;
+    receiver.set_recv_buffer_size(send_buffer.max(1 << 20))?;
+    sender.set_nonblocking(true)?;
+    receiver.set_nonblocking(true)?;
+    let reported = sender.send_buffer_size()?;
+    let payload = vec![0u8; reported];
+    let mut drain = vec![std::mem::MaybeUninit::<u8>::uninit(); reported];
+    let (mut fits, mut too_big) = (0usize, reported + 1);
+    while too_big - fits > 1 {
+        let len = fits + (too_big - fits) / 2;
+        match sender.send(&payload[..len]) {
+            Ok(_) => {
+                fits = len;
+                let _ = receiver.recv(&mut drain);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => too_big = len,
+            // ENOBUFS and friends: the kernel could not find the memory for one this big.
+            Err(_) => too_big = len,
+        }
+    }
+    Ok(fits)
+}
+
+/// Configures a [`UnixDatagramEndpoint`].
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession};
+/// use getty_transports::{unix::UnixDatagramEndpoint, SessionOptions, UnixAddr};
+///
+/// struct Sink;
+/// impl DatagramHandler<RawCodec, UnixAddr> for Sink {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: bytes::Bytes, _: UnixAddr) {}
+/// }
+///
+/// let endpoint = UnixDatagramEndpoint::builder()
+///     .recv_buffer_size(Some(1 << 20))
+///     .session_options(SessionOptions::default().max_outbound(8 << 20))
+///     .bind(UnixAddr::abstract_name("getty-doc-dgram"), |_| Ok((RawCodec, Sink)))
+///     .unwrap();
+/// assert_eq!(endpoint.local_addr(), &UnixAddr::abstract_name("getty-doc-dgram"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnixDatagramEndpointBuilder {
+    batch_size: usize,
+    recv_buffer_size: Option<usize>,
+    send_buffer_size: Option<usize>,
+    remove_stale: bool,
+    session_options: SessionOptions,
+}
+
+impl Default for UnixDatagramEndpointBuilder {
+    /// Batches of 32 datagrams, the kernel's buffer sizes, stale socket files removed.
+    fn default() -> Self {
+        UnixDatagramEndpointBuilder {
+            batch_size: 32,
+            recv_buffer_size: None,
+            send_buffer_size: None,
+            remove_stale: true,
+            session_options: SessionOptions::default(),
+        }
+    }
+}
+
+impl UnixDatagramEndpointBuilder {
+    /// Datagrams per `recvmmsg`/`sendmmsg` (1: one per syscall).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().batch_size(8);
+    /// ```
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    /// SO_RCVBUF (`None`: the kernel's default).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().recv_buffer_size(Some(1 << 20));
+    /// ```
+    pub fn recv_buffer_size(mut self, bytes: Option<usize>) -> Self {
+        self.recv_buffer_size = bytes;
+        self
+    }
+
+    /// SO_SNDBUF (`None`: the kernel's default). It also sets the largest datagram the
+    /// socket can send.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().send_buffer_size(Some(1 << 20));
+    /// ```
+    pub fn send_buffer_size(mut self, bytes: Option<usize>) -> Self {
+        self.send_buffer_size = bytes;
+        self
+    }
+
+    /// Whether [`bind`](Self::bind) removes a socket file an earlier run left behind
+    /// (default on; a path that is not a socket is never removed).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().remove_stale_socket(false);
+    /// ```
+    pub fn remove_stale_socket(mut self, on: bool) -> Self {
+        self.remove_stale = on;
+        self
+    }
+
+    /// The options the session starts with: `max_message_len` caps the datagrams accepted,
+    /// and the watermarks and `max_outbound` bound what waits for a slow receiver.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder()
+    ///     .session_options(getty_transports::SessionOptions::default().max_message_len(4096));
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.session_options = options;
+        self
+    }
+
+    /// Binds `local` (a path or an abstract name): an unconnected endpoint that receives
+    /// from any peer and writes to any peer with `write_to`. A send to a full receiver
+    /// waits (on a backoff timer: the kernel gives unconnected senders no readiness
+    /// signal for another socket's queue). The socket file is removed when the endpoint
+    /// goes.
+    ///
+    /// See [`UnixDatagramEndpointBuilder`] for an example.
+    pub fn bind<F, C, H>(
+        self,
+        local: impl Into<UnixAddr>,
+        setup: F,
+    ) -> io::Result<UnixDatagramEndpoint<C, H>>
+    where
+        F: FnOnce(&mut DatagramSetup<'_, UnixAddr>) -> io::Result<(C, H)>,
+        C: Decoder + 'static,
+        H: DatagramHandler<C, UnixAddr>,
+    {
+        self.open(Some(local.into()), None, setup)
+    }
+
+    /// Connects an unbound socket to `peer`: `write` sends to it, and only its datagrams
+    /// are received. A send to a full peer waits for the kernel's writable signal.
+    ///
+    /// ```
+    /// use getty_codec::RawCodec;
+    /// use getty_transports::udp::{DatagramHandler, DatagramSession};
+    /// use getty_transports::{unix::UnixDatagramEndpoint, UnixAddr};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec, UnixAddr> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: bytes::Bytes, _: UnixAddr) {} }
+    /// let server = std::os::unix::net::UnixDatagram::bind(
+    ///     std::env::temp_dir().join(format!("getty-doc-connect-{}.sock", std::process::id())),
+    /// ).unwrap();
+    /// let path = server.local_addr().unwrap().as_pathname().unwrap().to_path_buf();
+    /// let client = UnixDatagramEndpoint::builder().connect(path.as_path(), |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_eq!(client.peer_addr(), Some(UnixAddr::path(&path)));
+    /// std::fs::remove_file(path).unwrap();
+    /// ```
+    pub fn connect<F, C, H>(
+        self,
+        peer: impl Into<UnixAddr>,
+        setup: F,
+    ) -> io::Result<UnixDatagramEndpoint<C, H>>
+    where
+        F: FnOnce(&mut DatagramSetup<'_, UnixAddr>) -> io::Result<(C, H)>,
+        C: Decoder + 'static,
+        H: DatagramHandler<C, UnixAddr>,
+    {
+        self.open(None, Some(peer.into()), setup)
+    }
+
+    fn open<F, C, H>(
+        self,
+        local: Option<UnixAddr>,
+        peer: Option<UnixAddr>,
+        setup: F,
+    ) -> io::Result<UnixDatagramEndpoint<C, H>>
+    where
+        F: FnOnce(&mut DatagramSetup<'_, UnixAddr>) -> io::Result<(C, H)>,
+        C: Decoder + 'static,
+        H: DatagramHandler<C, UnixAddr>,
+    {
+        let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+        socket.set_nonblocking(true)?;
+        if let Some(n) = self.recv_buffer_size {
+            socket.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.send_buffer_size {
+            socket.set_send_buffer_size(n)?;
+        }
+        let mut file = None;
+        if let Some(local) = &local {
+            if let (true, Some(path)) = (self.remove_stale, local.as_path()) {
+                remove_stale_file(path)?;
+            }
+            socket.bind(&local.to_sockaddr()?)?;
+            file = local.as_path().map(|p| SocketFile(p.to_path_buf()));
+        }
+        if let Some(peer) = &peer {
+            socket.connect(&peer.to_sockaddr()?)?;
+        }
+        let socket = UnixDatagram::from_std(socket.into());
+        let local_addr = DatagramSocket::local_addr(&socket)?;
+        let mut options = Arc::new(self.session_options);
+        let (codec, handler) = setup(&mut DatagramSetup {
+            local: local_addr.clone(),
+            peer: peer.clone(),
+            socket: SockRef::from(&socket),
+            options: &mut options,
+        })?;
+        let config = DatagramConfig {
+            batch: self.batch_size,
+            mmsg: true,
+            drop_probe: None,
+            close_on_peer_error: false,
+        };
+        let parts = EndpointParts {
+            socket,
+            peer: peer.clone(),
+            codec,
+            handler,
+            options,
+            config,
+        };
+        Ok(UnixDatagramEndpoint {
+            inner: DatagramEndpoint::new(parts, local_addr),
+            peer,
+            _file: file,
+        })
+    }
+}
+
+/// Removes a socket file left at `path` (a unix datagram socket cannot tell whether another
+/// process still uses it, so this trusts that the path is the app's own).
+fn remove_stale_file(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The socket file an endpoint created, removed when the endpoint goes.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A unix datagram socket: an [`Entry`](getty_reactor::Entry) with one session, bound
+/// (any peer; [`write_to`](crate::udp::DatagramSession::write_to)) or connected to one
+/// peer ([`write`](crate::udp::DatagramSession::write)). Spawn it into a reactor; send it
+/// [`Close`](crate::Close) to close it after its queued datagrams are sent.
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession};
+/// use getty_transports::{unix::UnixDatagramEndpoint, UnixAddr};
+///
+/// struct Echo;
+/// impl DatagramHandler<RawCodec, UnixAddr> for Echo {
+///     fn on_message(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, msg: bytes::Bytes, peer: UnixAddr) {
+///         let _ = s.write_to(peer, msg);
+///     }
+/// }
+///
+/// let dir = std::env::temp_dir();
+/// let at = dir.join(format!("getty-doc-echo-{}.sock", std::process::id()));
+/// let endpoint = UnixDatagramEndpoint::builder().bind(at.as_path(), |_| Ok((RawCodec, Echo))).unwrap();
+/// let reactor = Reactor::start_thread("unix-dgram", move |r| { r.spawn(Box::new(endpoint)); Ok(()) }).unwrap();
+///
+/// let me = dir.join(format!("getty-doc-peer-{}.sock", std::process::id()));
+/// let peer = std::os::unix::net::UnixDatagram::bind(&me).unwrap();
+/// peer.send_to(b"hello", &at).unwrap();
+/// let mut buf = [0u8; 16];
+/// let n = peer.recv(&mut buf).unwrap();
+/// assert_eq!(&buf[..n], b"hello");
+/// std::fs::remove_file(me).unwrap();
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+pub struct UnixDatagramEndpoint<C, H> {
+    inner: DatagramEndpoint<UnixDatagram, C, H>,
+    peer: Option<UnixAddr>,
+    _file: Option<SocketFile>,
+}
+
+impl UnixDatagramEndpoint<(), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder();
+    /// ```
+    pub fn builder() -> UnixDatagramEndpointBuilder {
+        UnixDatagramEndpointBuilder::default()
+    }
+}
+
+impl<C, H> UnixDatagramEndpoint<C, H> {
+    /// The address the socket is bound to (`Unnamed` for an unbound connected socket).
+    ///
+    /// See [`UnixDatagramEndpointBuilder`] for an example.
+    pub fn local_addr(&self) -> &UnixAddr {
+        self.inner.local_addr()
+    }
+
+    /// The peer a connected socket sends to.
+    ///
+    /// See [`UnixDatagramEndpointBuilder::connect`] for an example.
+    pub fn peer_addr(&self) -> Option<UnixAddr> {
+        self.peer.clone()
+    }
+}
+
+entry_by_inner!(impl<C, H> for UnixDatagramEndpoint<C, H> where
+    C: Decoder + 'static,
+    H: DatagramHandler<C, UnixAddr>,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_finds_the_longest_datagram_that_goes_through() {
+        let (sender, receiver) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let send_buffer = SockRef::from(&sender).send_buffer_size().unwrap();
+        SockRef::from(&receiver).set_recv_buffer_size(1 << 20).unwrap();
+        let limit = datagram_limit(send_buffer).unwrap();
+        assert!(limit > 64 * 1024, "a unix datagram limit of only {limit} bytes");
+        sender.send(&vec![1u8; limit]).unwrap();
+        let mut buf = vec![0u8; limit + 1];
+        assert_eq!(receiver.recv(&mut buf).unwrap(), limit);
+        let err = sender.send(&vec![1u8; limit + 1]).unwrap_err();
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::EMSGSIZE | libc::ENOBUFS)),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! Unix stream sockets: the stream session, server and client of TCP over a path (or an
+//! abstract name).
+
+use std::fs;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use getty_codec::Decoder;
+use mio::net::{UnixListener, UnixStream};
+use socket2::{Domain, SockRef, Socket, Type};
+
+use crate::client::{ClientConfig, Dial, StreamClient};
+use crate::listener::{Acceptor, Listener};
+use crate::options::clamp_timeout;
+use crate::server::{entry_by_inner, StreamServer};
+use crate::session::Handler;
+use crate::setup::Setup;
+use crate::stream::Stream;
+use crate::{SessionOptions, SocketOptions, UnixAddr};
+
+impl Stream for UnixStream {
+    type Addr = UnixAddr;
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+    fn take_socket_error(&self) -> io::Result<Option<io::Error>> {
+        self.take_error()
+    }
+    fn socket(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    fn configure(&self, options: &SocketOptions) -> io::Result<()> {
+        options.apply_buffer_sizes(self.socket())
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+
+    fn accept_one(&self) -> io::Result<(UnixStream, UnixAddr)> {
+        let (stream, peer) = self.accept()?;
+        Ok((stream, UnixAddr::from(&peer)))
+    }
+}
+
+impl Dial for UnixStream {
+    const KIND: &'static str = "unix";
+
+    fn dial(addr: &UnixAddr) -> io::Result<Self> {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&addr.to_sockaddr()?) {
+            Ok(()) => {}
+            // EAGAIN here means the listener's backlog is full: the connect did not start.
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(UnixStream::from_std(socket.into()))
+    }
+
+    fn connect_result(&self) -> io::Result<Option<()>> {
+        if let Some(e) = self.take_error()? {
+            return Err(e);
+        }
+        match self.peer_addr() {
+            Ok(_) => Ok(Some(())),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Configures a [`UnixServer`].
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_transports::{unix::UnixServer, Handler, Session, SessionOptions, UnixAddr};
+///
+/// struct Sink;
+/// impl Handler<RawCodec, UnixAddr> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+/// }
+///
+/// let server = UnixServer::builder()
+///     .backlog(4096)
+///     .session_options(SessionOptions::default().max_message_len(64 * 1024))
+///     .bind(UnixAddr::abstract_name("getty-doc-builder"), |_| Ok((RawCodec, Sink)))
+///     .unwrap();
+/// assert_eq!(server.local_addr(), UnixAddr::abstract_name("getty-doc-builder"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct UnixServerBuilder {
+    backlog: i32,
+    remove_stale: bool,
+    socket_options: SocketOptions,
+    session_options: SessionOptions,
+}
+
+impl Default for UnixServerBuilder {
+    /// Backlog 1024; stale socket files are removed.
+    fn default() -> Self {
+        UnixServerBuilder {
+            backlog: 1024,
+            remove_stale: true,
+            socket_options: SocketOptions::default(),
+            session_options: SessionOptions::default(),
+        }
+    }
+}
+
+impl UnixServerBuilder {
+    /// The listen backlog (default 1024).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixServer::builder().backlog(128);
+    /// ```
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// Whether to remove a socket file that an earlier run left at the path before binding
+    /// (default on). Only a file nothing listens on is removed: a path that is not a
+    /// socket, or one another server still accepts on, fails the bind instead.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixServer::builder().remove_stale_socket(false);
+    /// ```
+    pub fn remove_stale_socket(mut self, on: bool) -> Self {
+        self.remove_stale = on;
+        self
+    }
+
+    /// Options applied to every accepted socket (the buffer sizes; TCP's options do not
+    /// apply).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixServer::builder()
+    ///     .socket_options(getty_transports::SocketOptions::default().send_buffer_size(Some(1 << 20)));
+    /// ```
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.socket_options = options;
+        self
+    }
+
+    /// The options every session starts with (the setup hook may change them).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixServer::builder()
+    ///     .session_options(getty_transports::SessionOptions::default().max_message_len(4096));
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.session_options = options;
+        self
+    }
+
+    /// Binds `addr` (a path, or an abstract name on Linux) and listens. `setup` runs for
+    /// every accepted connection, as for a TCP server.
+    ///
+    /// ```
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{unix::UnixServer, Handler, Session, UnixAddr};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec, UnixAddr> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {} }
+    /// let path = std::env::temp_dir().join(format!("getty-doc-bind-{}.sock", std::process::id()));
+    /// let server = UnixServer::builder().bind(path.as_path(), |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert!(path.exists());
+    /// drop(server); // removes the socket file
+    /// assert!(!path.exists());
+    /// ```
+    pub fn bind<F, C, H>(
+        self,
+        addr: impl Into<UnixAddr>,
+        setup: F,
+    ) -> io::Result<UnixServer<F, C, H>>
+    where
+        F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C, UnixAddr>,
+    {
+        let addr = addr.into();
+        if let (true, Some(path)) = (self.remove_stale, addr.as_path()) {
+            remove_stale_socket(path)?;
+        }
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.to_sockaddr()?)?;
+        // From here on the file is ours: remove it if listening fails.
+        let owned = SocketFile(addr.as_path().map(Path::to_path_buf));
+        socket.listen(self.backlog)?;
+        let listener = UnixListener::from_std(socket.into());
+        let acceptor = Acceptor::new(listener, addr);
+        Ok(UnixServer {
+            inner: StreamServer::new(
+                acceptor,
+                setup,
+                self.socket_options,
+                self.session_options,
+                None,
+            ),
+            _file: owned,
+        })
+    }
+}
+
+/// Removes `path` if it is a socket nothing listens on (a previous run's leftover).
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("a server is listening on {}", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            log::info!("removing the stale socket file {}", path.display());
+            fs::remove_file(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The socket file a server created, removed when the server goes.
+struct SocketFile(Option<PathBuf>);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            if let Err(e) = fs::remove_file(path) {
+                log::debug!("removing {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// A unix stream server: an [`Entry`](getty_reactor::Entry) that accepts connections on a
+/// path (or an abstract name) and spawns a session for each, as [`TcpServer`] does. Its
+/// socket file is removed when it stops (a [`Close`](crate::Close) command, the reactor's
+/// shutdown, or a drop). See the [module documentation](super) for an example.
+///
+/// [`TcpServer`]: crate::tcp::TcpServer
+pub struct UnixServer<F, C, H> {
+    inner: StreamServer<UnixListener, F, C, H>,
+    _file: SocketFile,
+}
+
+impl UnixServer<(), (), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixServer::builder();
+    /// ```
+    pub fn builder() -> UnixServerBuilder {
+        UnixServerBuilder::default()
+    }
+
+    /// Binds with default settings; see [`UnixServerBuilder::bind`].
+    ///
+    /// See the [module documentation](super) for an example.
+    pub fn bind<F, C, H>(addr: impl Into<UnixAddr>, setup: F) -> io::Result<UnixServer<F, C, H>>
+    where
+        F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C, UnixAddr>,
+    {
+        UnixServerBuilder::default().bind(addr, setup)
+    }
+}
+
+impl<F, C, H> UnixServer<F, C, H>
+where
+    F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C, UnixAddr>,
+{
+    /// The address the server listens on.
+    ///
+    /// See [`UnixServerBuilder`] for an example.
+    pub fn local_addr(&self) -> UnixAddr {
+        self.inner.acceptor.local_addr().clone()
+    }
+}
+
+entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H> where
+    F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C, UnixAddr>,
+);
+
+/// Configures a [`UnixClient`].
+///
+/// ```
+/// use std::time::Duration;
+/// use getty_codec::RawCodec;
+/// use getty_transports::{unix::UnixClient, Handler, Session, UnixAddr};
+///
+/// struct Sink;
+/// impl Handler<RawCodec, UnixAddr> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+/// }
+///
+/// let client = UnixClient::builder()
+///     .connection_number(4)
+///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
+///     .build("/run/app.sock", |_| Ok((RawCodec, Sink)))
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct UnixClientBuilder {
+    config: ClientConfig,
+}
+
+impl UnixClientBuilder {
+    /// How many sessions to keep open (default 1; at least 1).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixClient::builder().connection_number(8);
+    /// ```
+    pub fn connection_number(mut self, n: usize) -> Self {
+        self.config.connection_number = n.max(1);
+        self
+    }
+
+    /// How long a connect may take (default 3 s).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixClient::builder()
+    ///     .connect_timeout(std::time::Duration::from_millis(500));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = clamp_timeout(timeout.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Redial delays, as for the TCP client (defaults 100 ms doubling to 5 s, jittered).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = getty_transports::unix::UnixClient::builder()
+    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
+    /// ```
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.redial = self.config.redial.backoff(min, max);
+        self
+    }
+
+    /// Gives up after this many consecutive failed dials (default: never).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixClient::builder().max_consecutive_failures(Some(5));
+    /// ```
+    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
+        self.config.redial = self.config.redial.max_failures(limit);
+        self
+    }
+
+    /// Options applied to every dialled socket (the buffer sizes).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixClient::builder()
+    ///     .socket_options(getty_transports::SocketOptions::default());
+    /// ```
+    pub fn socket_options(mut self, options: SocketOptions) -> Self {
+        self.config.socket_options = options;
+        self
+    }
+
+    /// The options every session starts with.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixClient::builder()
+    ///     .session_options(getty_transports::SessionOptions::default());
+    /// ```
+    pub fn session_options(mut self, options: SessionOptions) -> Self {
+        self.config.session_options = options;
+        self
+    }
+
+    /// Makes the client for `addr` (a path or an abstract name). Nothing is dialled until
+    /// it is spawned into a reactor. `setup` runs for every connected socket.
+    ///
+    /// See [`UnixClientBuilder`] for an example.
+    pub fn build<F, C, H>(self, addr: impl Into<UnixAddr>, setup: F) -> io::Result<UnixClient<F, C, H>>
+    where
+        F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C, UnixAddr>,
+    {
+        let addr = addr.into();
+        addr.to_sockaddr()?; // an unnamed or too long address fails here, not at each dial
+        Ok(UnixClient {
+            inner: StreamClient::new(addr, setup, self.config),
+        })
+    }
+}
+
+/// A client that keeps `connection_number` sessions to one unix socket address, redialling
+/// with backoff like [`TcpClient`](crate::tcp::TcpClient). Spawn it into a reactor; send it
+/// [`Close`](crate::Close) to close its sessions and stop redialling.
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::{unix::UnixClient, Handler, Session, UnixAddr};
+///
+/// struct Sink;
+/// impl Handler<RawCodec, UnixAddr> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+/// }
+/// let client = UnixClient::builder().build(UnixAddr::abstract_name("nobody"), |_| Ok((RawCodec, Sink))).unwrap();
+/// let mut reactor = Reactor::new().unwrap();
+/// let id = reactor.spawn(Box::new(client));
+/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// ```
+pub struct UnixClient<F, C, H> {
+    inner: StreamClient<UnixStream, F, C, H>,
+}
+
+impl UnixClient<(), (), ()> {
+    /// A builder with default settings.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixClient::builder();
+    /// ```
+    pub fn builder() -> UnixClientBuilder {
+        UnixClientBuilder::default()
+    }
+}
+
+impl<F, C, H> UnixClient<F, C, H>
+where
+    F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C, UnixAddr>,
+{
+    /// The address this client dials.
+    ///
+    /// ```
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{unix::UnixClient, Handler, Session, UnixAddr};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec, UnixAddr> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {} }
+    /// let c = UnixClient::builder().build("/run/app.sock", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_eq!(c.peer_addr(), UnixAddr::path("/run/app.sock"));
+    /// ```
+    pub fn peer_addr(&self) -> UnixAddr {
+        self.inner.peer_addr().clone()
+    }
+}
+
+entry_by_inner!(impl<F, C, H> for UnixClient<F, C, H> where
+    F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: Handler<C, UnixAddr>,
+);
