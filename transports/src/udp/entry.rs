@@ -621,7 +621,11 @@ where
         self.session.stats.last_read = cx.now();
         self.session.stats.last_write = cx.now();
         // One byte more than the largest datagram accepted, to catch an oversized one.
-        let largest = self.session.options.max_message_len.min(self.socket.max_payload());
+        let largest = self
+            .session
+            .options
+            .max_message_len
+            .min(self.socket.max_payload());
         self.slot_size = largest + 1;
         self.active = self.config.batch.min(2);
         self.lend_write_buffer(cx);

@@ -64,7 +64,11 @@ impl DatagramSocket for UnixDatagram {
 fn datagram_limit(send_buffer: usize) -> io::Result<usize> {
     static LIMITS: OnceLock<Mutex<HashMap<usize, usize>>> = OnceLock::new();
     let limits = LIMITS.get_or_init(Default::default);
-    if let Some(limit) = limits.lock().unwrap_or_else(|p| p.into_inner()).get(&send_buffer) {
+    if let Some(limit) = limits
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&send_buffer)
+    {
         return Ok(*limit);
     }
     let limit = probe_datagram_limit(send_buffer)?;
@@ -413,9 +417,14 @@ mod tests {
     fn the_probe_finds_the_longest_datagram_that_goes_through() {
         let (sender, receiver) = std::os::unix::net::UnixDatagram::pair().unwrap();
         let send_buffer = SockRef::from(&sender).send_buffer_size().unwrap();
-        SockRef::from(&receiver).set_recv_buffer_size(1 << 20).unwrap();
+        SockRef::from(&receiver)
+            .set_recv_buffer_size(1 << 20)
+            .unwrap();
         let limit = datagram_limit(send_buffer).unwrap();
-        assert!(limit > 64 * 1024, "a unix datagram limit of only {limit} bytes");
+        assert!(
+            limit > 64 * 1024,
+            "a unix datagram limit of only {limit} bytes"
+        );
         sender.send(&vec![1u8; limit]).unwrap();
         let mut buf = vec![0u8; limit + 1];
         assert_eq!(receiver.recv(&mut buf).unwrap(), limit);

@@ -397,7 +397,11 @@ impl UnixClientBuilder {
     /// it is spawned into a reactor. `setup` runs for every connected socket.
     ///
     /// See [`UnixClientBuilder`] for an example.
-    pub fn build<F, C, H>(self, addr: impl Into<UnixAddr>, setup: F) -> io::Result<UnixClient<F, C, H>>
+    pub fn build<F, C, H>(
+        self,
+        addr: impl Into<UnixAddr>,
+        setup: F,
+    ) -> io::Result<UnixClient<F, C, H>>
     where
         F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
