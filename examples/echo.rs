@@ -13,6 +13,8 @@
 //! cargo run --release --example echo -- --transport tls --compress              # TLS, then deflate
 //! cargo run --release --example echo -- --transport wss --server 127.0.0.1:7001
 //! cargo run --release --example echo -- --transport wss --client 127.0.0.1:7001 --ca /tmp/getty-echo-ca.pem
+//! cargo run --release --example echo -- --transport unix                       # a unix socket file
+//! cargo run --release --example echo -- --transport unix --server /tmp/echo.sock
 //! ```
 //!
 //! Options: `--transport tcp|tls|udp|ws|wss` (default `tcp`), `--reactors N` reactor threads for the
@@ -40,6 +42,9 @@
 //! With `--compress` on TCP (or TLS) both ends compress their byte stream with one deflate
 //! stream per direction, sync-flushed per write batch.
 //!
+//! With `--transport unix`, `--server` and `--client` take a socket path (alone, the run
+//! uses one in the temporary directory); the framing is the same as over TCP.
+//!
 //! `--transport tls` and `--transport wss` make a self-signed certificate (for localhost and
 //! 127.0.0.1) at start-up; the client trusts it as its CA, so certificates are verified as
 //! in production. A server alone writes that CA to `$TMPDIR/getty-echo-ca.pem` for a client
@@ -57,7 +62,7 @@ use std::time::{Duration, Instant};
 use getty::codec::rustls::{ClientConfig, ServerConfig};
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
 use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
-use getty::{Handler, Reactor, Session, SessionOptions};
+use getty::{Address, Handler, Reactor, Session, SessionOptions};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 
@@ -75,6 +80,7 @@ enum Transport {
     Udp,
     Ws,
     Wss,
+    Unix,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -91,6 +97,9 @@ struct Args {
     udp_mode: UdpMode,
     server: Option<SocketAddr>,
     client: Option<SocketAddr>,
+    /// `--transport unix`: the socket path of `--server` or `--client`.
+    unix_server: Option<std::path::PathBuf>,
+    unix_client: Option<std::path::PathBuf>,
     codec: CodecKind,
     connections: usize,
     messages: usize,
@@ -109,6 +118,8 @@ fn parse_args() -> Result<Args, String> {
         udp_mode: UdpMode::Connected,
         server: None,
         client: None,
+        unix_server: None,
+        unix_client: None,
         codec: CodecKind::Length,
         connections: 8,
         messages: 1000,
@@ -118,6 +129,7 @@ fn parse_args() -> Result<Args, String> {
         max_message: None,
         ca: None,
     };
+    let (mut server, mut client) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -129,8 +141,11 @@ fn parse_args() -> Result<Args, String> {
                     "udp" => Transport::Udp,
                     "ws" => Transport::Ws,
                     "wss" => Transport::Wss,
+                    "unix" => Transport::Unix,
                     other => {
-                        return Err(format!("unknown transport {other:?} (tcp|tls|udp|ws|wss)"))
+                        return Err(format!(
+                            "unknown transport {other:?} (tcp|tls|udp|ws|wss|unix)"
+                        ))
                     }
                 }
             }
@@ -146,8 +161,8 @@ fn parse_args() -> Result<Args, String> {
                     }
                 }
             }
-            "--server" => args.server = Some(parse(&value()?)?),
-            "--client" => args.client = Some(parse(&value()?)?),
+            "--server" => server = Some(value()?),
+            "--client" => client = Some(value()?),
             "--codec" => {
                 args.codec = match value()?.as_str() {
                     "length" => CodecKind::Length,
@@ -166,6 +181,14 @@ fn parse_args() -> Result<Args, String> {
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    // A unix socket's address is a path; the others' a host and port.
+    if args.transport == Transport::Unix {
+        args.unix_server = server.map(Into::into);
+        args.unix_client = client.map(Into::into);
+    } else {
+        args.server = server.map(|s| parse(&s)).transpose()?;
+        args.client = client.map(|s| parse(&s)).transpose()?;
     }
     if args.reactors == 0 {
         return Err("--reactors must be > 0".into());
@@ -191,18 +214,19 @@ fn parse<T: std::str::FromStr>(s: &str) -> Result<T, String> {
 
 struct Echo;
 
-impl<C> Handler<C> for Echo
+impl<C, A> Handler<C, A> for Echo
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
+    A: Address,
 {
-    fn on_message(&mut self, session: &mut Session<C>, message: Bytes) {
+    fn on_message(&mut self, session: &mut Session<C, A>, message: Bytes) {
         if let Err(e) = session.write(message) {
             log::warn!("session {}: echo failed: {e}", session.id());
             session.close();
         }
     }
 
-    fn on_error(&mut self, session: &mut Session<C>, error: &getty::Error) {
+    fn on_error(&mut self, session: &mut Session<C, A>, error: &getty::Error) {
         log::info!(
             "session {} from {} failed: {error}",
             session.id(),
@@ -351,7 +375,7 @@ impl Sender {
         Bytes::from(bytes)
     }
 
-    fn send_next<C: Encoder<Bytes>>(&mut self, session: &mut Session<C>) {
+    fn send_next<C: Encoder<Bytes>, A: Address>(&mut self, session: &mut Session<C, A>) {
         while self.sent < self.plan.messages && self.in_flight.len() < self.plan.window {
             let payload = self.payload();
             if let Err(e) = session.write(payload.clone()) {
@@ -400,30 +424,35 @@ impl Sender {
     }
 }
 
-impl<C> Handler<C> for Sender
+impl<C, A> Handler<C, A> for Sender
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
+    A: Address,
 {
-    fn on_open(&mut self, session: &mut Session<C>) -> io::Result<()> {
+    fn on_open(&mut self, session: &mut Session<C, A>) -> io::Result<()> {
         self.send_next(session);
         Ok(())
     }
 
-    fn on_message(&mut self, session: &mut Session<C>, echo: Bytes) {
+    fn on_message(&mut self, session: &mut Session<C, A>, echo: Bytes) {
         on_echo(self, session, echo)
     }
 
-    fn on_error(&mut self, _: &mut Session<C>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<C, A>, error: &getty::Error) {
         log::error!("client session failed: {error}");
     }
 
-    fn on_close(&mut self, _: &mut Session<C>) {
+    fn on_close(&mut self, _: &mut Session<C, A>) {
         let failed = self.received < self.plan.messages;
         self.finish(failed);
     }
 }
 
-fn on_echo<C: Encoder<Bytes>>(sender: &mut Sender, session: &mut Session<C>, echo: Bytes) {
+fn on_echo<C: Encoder<Bytes>, A: Address>(
+    sender: &mut Sender,
+    session: &mut Session<C, A>,
+    echo: Bytes,
+) {
     if !sender.check_echo(&echo) {
         log::error!(
             "session {}: echo does not match what was sent",
@@ -554,7 +583,7 @@ fn main() -> ExitCode {
             if !msg.is_empty() {
                 eprintln!("echo: {msg}");
             }
-            eprintln!("usage: echo [--transport tcp|tls|udp|ws|wss] [--compress] [--max-message BYTES] [--ca PEM] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
+            eprintln!("usage: echo [--transport tcp|tls|udp|ws|wss|unix] [--compress] [--max-message BYTES] [--ca PEM] [--reactors N] [--udp-mode connected|unconnected] [--server ADDR | --client ADDR] [--codec length|lines|raw] [--connections N] [--messages N] [--window N] [--max-size BYTES]");
             return ExitCode::from(2);
         }
     };
@@ -591,6 +620,7 @@ fn run(args: Args) -> io::Result<bool> {
     match args.transport {
         Transport::Udp => return udp::run(args),
         Transport::Ws | Transport::Wss => return ws::run(args, security),
+        Transport::Unix => return unix::run(args),
         Transport::Tcp | Transport::Tls => {}
     }
     let plan = Plan {
@@ -1110,6 +1140,97 @@ mod ws {
         );
         let report = run_client(addr, &args, plan, security.client);
         server.shutdown();
+        server.join()?;
+        let report = report?;
+        print_report(&report);
+        Ok(report.mismatches == 0 && report.failed == 0)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unix stream sockets: the TCP echo over a socket file.
+
+mod unix {
+    use super::*;
+    use getty::reactor::ReactorThread;
+    use getty::unix::{UnixClient, UnixServer};
+    use getty::UnixAddr;
+    use std::path::{Path, PathBuf};
+
+    fn start_server(path: &Path, args: &Args) -> io::Result<ReactorThread> {
+        let options = session_options(args);
+        let (path, codec) = (path.to_path_buf(), args.codec);
+        Reactor::start_thread("echo-unix-server", move |reactor| {
+            let builder = UnixServer::builder().session_options(options);
+            match codec {
+                CodecKind::Length => reactor.spawn(Box::new(
+                    builder.bind(path, |_| Ok((LengthFieldCodec::default(), Echo)))?,
+                )),
+                CodecKind::Lines => reactor.spawn(Box::new(
+                    builder.bind(path, |_| Ok((LinesCodec::default(), Echo)))?,
+                )),
+                CodecKind::Raw => {
+                    reactor.spawn(Box::new(builder.bind(path, |_| Ok((RawCodec, Echo)))?))
+                }
+            };
+            Ok(())
+        })
+    }
+
+    fn run_client(path: &Path, args: &Args, plan: Plan) -> io::Result<Report> {
+        let lines = plan.codec == CodecKind::Lines;
+        let builder = UnixClient::builder()
+            .connection_number(plan.connections)
+            .session_options(session_options(args));
+        let addr = UnixAddr::path(path);
+        run_senders(plan, move |reactor, mut make_sender| {
+            // Raw servers echo the stream as it comes, so the client frames with lengths.
+            if lines {
+                reactor.spawn(Box::new(
+                    builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
+                ));
+            } else {
+                reactor.spawn(Box::new(builder.build(addr, move |_| {
+                    Ok((LengthFieldCodec::default(), make_sender()))
+                })?));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn run(args: Args) -> io::Result<bool> {
+        let plan = Plan {
+            connections: args.connections,
+            messages: args.messages,
+            window: args.window,
+            max_size: args.max_size,
+            codec: args.codec,
+        };
+        let layers = layers(&args);
+        if let Some(path) = &args.unix_server {
+            let server = start_server(path, &args)?;
+            println!(
+                "echo server ({:?} codec{layers}) on the unix socket {}; Ctrl-C to stop",
+                args.codec,
+                path.display()
+            );
+            server.join()?;
+            return Ok(true);
+        }
+        if let Some(path) = &args.unix_client {
+            let report = run_client(path, &args, plan)?;
+            print_report(&report);
+            return Ok(report.mismatches == 0 && report.failed == 0);
+        }
+        let path: PathBuf =
+            std::env::temp_dir().join(format!("getty-echo-{}.sock", std::process::id()));
+        let server = start_server(&path, &args)?;
+        println!(
+            "echo server on the unix socket {} ({:?} codec{layers}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+            path.display(), args.codec, args.connections, args.messages, args.window, args.max_size
+        );
+        let report = run_client(&path, &args, plan);
+        server.handle().shutdown();
         server.join()?;
         let report = report?;
         print_report(&report);
