@@ -22,6 +22,10 @@ use crate::ws::{ClientUpgrade, WsState};
 use crate::SessionHandle;
 use crate::{Address, Error, SessionOptions};
 
+/// A binary WebSocket payload at least this long that goes out as it is (a server's, not
+/// compressed) is queued behind its header without a copy, as `write_bytes` does on TCP.
+const ZERO_COPY_WS_PAYLOAD: usize = 4096;
+
 /// Session ids are unique in the process, across reactors.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -313,14 +317,18 @@ impl<C, A: Address> Session<C, A> {
         let tail = &mut self.out.tail;
         let encoded = match self.extras.as_mut().and_then(|e| e.ws.as_mut()) {
             None => self.codec.encode(message, tail).map_err(Error::from),
-            // One WebSocket message: the codec's bytes become a frame where they lie.
-            Some(ws) => match self.codec.encode_message(message, tail) {
-                Ok(kind) => ws
-                    .protocol
-                    .encode_message(kind, tail, tail_before)
-                    .map_err(Error::WebSocket),
-                Err(e) => Err(e.into()),
-            },
+            // One WebSocket message: the codec's bytes become a frame where they lie, behind
+            // room left for the header.
+            Some(ws) => {
+                let room = ws.protocol.reserve_header(tail);
+                match self.codec.encode_message(message, tail) {
+                    Ok(kind) => ws
+                        .protocol
+                        .encode_reserved(kind, tail, room)
+                        .map_err(Error::WebSocket),
+                    Err(e) => Err(e.into()),
+                }
+            }
         };
         if let Err(e) = encoded {
             self.out.tail.truncate(tail_before);
@@ -335,7 +343,9 @@ impl<C, A: Address> Session<C, A> {
         Ok(())
     }
 
-    /// Queues raw bytes, bypassing the codec. Large buffers are not copied.
+    /// Queues raw bytes, bypassing the codec. Large buffers are not copied (on a WebSocket,
+    /// one binary message: a client's payload is copied to be masked, and a compressed one
+    /// to be deflated).
     ///
     /// ```
     /// getty_transports::with_session(|s| {
@@ -715,21 +725,35 @@ impl<C, A: Address> Session<C, A> {
         self.extras.as_ref()?.ws.as_deref()
     }
 
-    /// `buffers` as one binary WebSocket message (copied into the outbound buffer).
+    /// `buffers` as one binary WebSocket message. A server sends a large payload that
+    /// stays as it is (not compressed) behind its header without copying it; otherwise the
+    /// payload is copied into the outbound buffer and framed there (masked by a client,
+    /// compressed under permessage-deflate).
     fn write_ws_binary(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
+        let len: usize = buffers.iter().map(Bytes::len).sum();
+        let ws = self.extras.as_mut().and_then(|e| e.ws.as_mut());
+        let protocol = &mut ws.expect("a websocket session").protocol;
         let tail = &mut self.out.tail;
         let start = tail.len();
-        for b in buffers {
-            tail.extend_from_slice(b);
-        }
-        let ws = self.extras.as_mut().and_then(|e| e.ws.as_mut());
-        let framed = ws.expect("a websocket session").protocol.encode_message(
-            getty_codec::MessageKind::Binary,
-            tail,
-            start,
-        );
+        let kind = getty_codec::MessageKind::Binary;
+        let framed = if len >= ZERO_COPY_WS_PAYLOAD
+            && protocol
+                .put_plain_header(kind, len, tail)
+                .map_err(Error::WebSocket)?
+        {
+            for b in buffers {
+                self.out.push(b.clone());
+            }
+            Ok(())
+        } else {
+            let room = protocol.reserve_header(tail);
+            for b in buffers {
+                tail.extend_from_slice(b);
+            }
+            protocol.encode_reserved(kind, tail, room)
+        };
         if let Err(e) = framed {
-            tail.truncate(start);
+            self.out.tail.truncate(start);
             return Err(Error::WebSocket(e));
         }
         self.note_queued(1);

@@ -72,7 +72,7 @@ pub use handshake::{
     Response,
 };
 pub use mask::apply_mask;
-pub use protocol::Protocol;
+pub use protocol::{HeaderRoom, Protocol};
 
 /// Close codes of RFC 6455 section 7.4.1 that the machine sends.
 ///

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
@@ -68,6 +68,17 @@ pub struct Protocol {
     sent_close: bool,
     received_close: bool,
     error: Option<WsError>,
+    /// The header size of the last message sent: the room `reserve_header` leaves.
+    header_guess: usize,
+}
+
+/// Room [`Protocol::reserve_header`] left in a buffer for a frame header.
+///
+/// See [`Protocol::reserve_header`] for an example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderRoom {
+    frame_start: usize,
+    len: usize,
 }
 
 impl Protocol {
@@ -92,6 +103,8 @@ impl Protocol {
             sent_close: false,
             received_close: false,
             error: None,
+            // A short message's header: 2 bytes, and a client's 4-byte mask.
+            header_guess: if role == Role::Client { 6 } else { 2 },
         }
     }
 
@@ -525,6 +538,7 @@ impl Protocol {
     /// bytes), a client masks it, and with permessage-deflate a payload of at least
     /// [`DeflateConfig::min_size`] bytes is compressed (RSV1 set). Bytes before `start` are
     /// left alone. Fails (leaving `buf` as it was) after a close frame was sent.
+    /// [`reserve_header`](Self::reserve_header) saves moving the payload.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -547,17 +561,106 @@ impl Protocol {
             start <= buf.len(),
             "encode_message: start {start} past the end of the buffer"
         );
+        self.frame_in_place(kind, buf, start, 0)
+    }
+
+    /// Leaves room at the end of `buf` for the header of the message a codec is about to
+    /// append; [`encode_reserved`](Self::encode_reserved) then writes the header there, so
+    /// the payload does not move. The room is the size of the previous message's header
+    /// (messages on a connection tend to be alike); when the new header needs another size,
+    /// the payload moves once, as with [`encode_message`](Self::encode_message).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// let mut out = BytesMut::from(&b"earlier"[..]);
+    /// let room = server.reserve_header(&mut out);
+    /// out.extend_from_slice(b"hi"); // what the codec appends
+    /// server.encode_reserved(MessageKind::Text, &mut out, room).unwrap();
+    /// assert_eq!(&out[..], b"earlier\x81\x02hi");
+    /// ```
+    pub fn reserve_header(&self, buf: &mut BytesMut) -> HeaderRoom {
+        let room = HeaderRoom {
+            frame_start: buf.len(),
+            len: self.header_guess,
+        };
+        buf.put_bytes(0, room.len);
+        room
+    }
+
+    /// Frames the payload appended after [`reserve_header`](Self::reserve_header)'s room,
+    /// as [`encode_message`](Self::encode_message) does. On failure `buf` still holds the
+    /// room and the payload: truncate it to where the room began.
+    ///
+    /// See [`reserve_header`](Self::reserve_header) for an example.
+    pub fn encode_reserved(
+        &mut self,
+        kind: MessageKind,
+        buf: &mut BytesMut,
+        room: HeaderRoom,
+    ) -> Result<(), WsError> {
+        assert!(
+            room.frame_start + room.len <= buf.len(),
+            "encode_reserved: the buffer lost its reserved room"
+        );
+        self.frame_in_place(kind, buf, room.frame_start, room.len)
+    }
+
+    /// For a payload sent as it is, appends only its frame header to `out` and answers
+    /// `Ok(true)`: the caller sends the `len` payload bytes right after it, unchanged (so a
+    /// large payload need not be copied). Answers `Ok(false)` and appends nothing when the
+    /// payload must be transformed: a client masks it, and permessage-deflate compresses a
+    /// payload of at least [`DeflateConfig::min_size`] bytes.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// let mut out = BytesMut::new();
+    /// assert!(server.put_plain_header(MessageKind::Binary, 300, &mut out).unwrap());
+    /// assert_eq!(&out[..], b"\x82\x7e\x01\x2c"); // then the 300 bytes
+    /// let mut client = Protocol::new(Role::Client, Config::default(), None);
+    /// assert!(!client.put_plain_header(MessageKind::Binary, 300, &mut out).unwrap());
+    /// ```
+    pub fn put_plain_header(
+        &mut self,
+        kind: MessageKind,
+        len: usize,
+        out: &mut BytesMut,
+    ) -> Result<bool, WsError> {
         self.check_open()?;
-        let len = buf.len() - start;
-        let opcode = OpCode::Data(match kind {
-            MessageKind::Text => Data::Text,
-            MessageKind::Binary => Data::Binary,
-        });
+        let compressed = self.deflate.as_ref().is_some_and(|d| d.wants(len));
+        if self.role == Role::Client || compressed {
+            return Ok(false);
+        }
+        let (header, n, _) = self.header(data_opcode(kind), false, len);
+        out.extend_from_slice(&header[..n]);
+        Ok(true)
+    }
+
+    /// Frames `buf[frame_start + room..]` in place, its header written over the `room`
+    /// bytes before it (the payload moves only when the header needs another size).
+    fn frame_in_place(
+        &mut self,
+        kind: MessageKind,
+        buf: &mut BytesMut,
+        frame_start: usize,
+        room: usize,
+    ) -> Result<(), WsError> {
+        self.check_open()?;
+        let payload_start = frame_start + room;
+        let len = buf.len() - payload_start;
+        let opcode = data_opcode(kind);
         if let Some(deflate) = self.deflate.as_mut().filter(|d| d.wants(len)) {
             let mut scratch = std::mem::take(&mut self.scratch);
-            let result = deflate.compress(&buf[start..], &mut scratch);
+            let result = deflate.compress(&buf[payload_start..], &mut scratch);
             if result.is_ok() {
-                buf.truncate(start);
+                buf.truncate(frame_start);
                 self.put_frame(opcode, true, &scratch, buf);
             }
             if scratch.capacity() > SCRATCH_KEEP {
@@ -567,12 +670,18 @@ impl Protocol {
             return result;
         }
         let (header, n, mask) = self.header(opcode, false, len);
-        buf.extend_from_slice(&header[..n]);
-        buf.copy_within(start..start + len, start + n);
-        buf[start..start + n].copy_from_slice(&header[..n]);
-        if let Some(mask) = mask {
-            apply_mask(&mut buf[start + n..], mask, 0);
+        if n > room {
+            buf.put_bytes(0, n - room);
         }
+        if n != room {
+            buf.copy_within(payload_start..payload_start + len, frame_start + n);
+            buf.truncate(frame_start + n + len);
+        }
+        buf[frame_start..frame_start + n].copy_from_slice(&header[..n]);
+        if let Some(mask) = mask {
+            apply_mask(&mut buf[frame_start + n..], mask, 0);
+        }
+        self.header_guess = n;
         Ok(())
     }
 
@@ -693,4 +802,12 @@ impl Protocol {
         self.sent_close = true;
         true
     }
+}
+
+/// The opcode of a data frame of `kind`.
+fn data_opcode(kind: MessageKind) -> OpCode {
+    OpCode::Data(match kind {
+        MessageKind::Text => Data::Text,
+        MessageKind::Binary => Data::Binary,
+    })
 }

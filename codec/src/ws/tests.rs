@@ -176,7 +176,7 @@ proptest! {
 
     #[test]
     fn encoded_messages_round_trip_both_ways(
-        msgs in proptest::collection::vec((any::<bool>(), proptest::collection::vec(any::<u8>(), 0..70_000)), 1..4),
+        msgs in proptest::collection::vec((any::<bool>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..70_000)), 1..4),
         cut in any::<prop::sample::Index>(),
         deflate in any::<bool>(),
     ) {
@@ -187,15 +187,21 @@ proptest! {
             let mut rx = Protocol::new(other, Config::default(), agreed);
             let mut wire = BytesMut::new();
             let mut expected = Vec::new();
-            for (text, bytes) in &msgs {
+            for (text, reserve, bytes) in &msgs {
                 let (kind, payload) = if *text {
                     (MessageKind::Text, String::from_utf8_lossy(bytes).into_owned().into_bytes())
                 } else {
                     (MessageKind::Binary, bytes.clone())
                 };
                 let start = wire.len();
-                wire.extend_from_slice(&payload);
-                tx.encode_message(kind, &mut wire, start).unwrap();
+                if *reserve {
+                    let room = tx.reserve_header(&mut wire);
+                    wire.extend_from_slice(&payload);
+                    tx.encode_reserved(kind, &mut wire, room).unwrap();
+                } else {
+                    wire.extend_from_slice(&payload);
+                    tx.encode_message(kind, &mut wire, start).unwrap();
+                }
                 prop_assert_eq!(wire[start + 1] & 0x80 != 0, role == Role::Client, "mask bit");
                 expected.push(message(kind, &payload));
             }
@@ -204,6 +210,53 @@ proptest! {
             prop_assert_eq!(events.unwrap(), expected);
         }
     }
+}
+
+/// Reserved header room fits when the size class repeats and the payload moves (once)
+/// when it changes, in both directions, for both roles: every frame still decodes.
+#[test]
+fn reserved_headers_survive_every_change_of_size_class() {
+    let sizes = [0, 125, 126, 65_535, 65_536, 5, 70_000, 3, 126, 126];
+    for role in [Role::Client, Role::Server] {
+        let other = if role == Role::Client {
+            Role::Server
+        } else {
+            Role::Client
+        };
+        let mut tx = Protocol::new(role, Config::default(), None);
+        let mut rx = Protocol::new(other, Config::default(), None);
+        let mut wire = BytesMut::from(&b""[..]);
+        let mut expected = Vec::new();
+        for (i, len) in sizes.into_iter().enumerate() {
+            let payload: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+            let room = tx.reserve_header(&mut wire);
+            wire.extend_from_slice(&payload);
+            tx.encode_reserved(MessageKind::Binary, &mut wire, room)
+                .unwrap();
+            expected.push(message(MessageKind::Binary, &payload));
+        }
+        let (events, _) = decode_split(&mut rx, &wire, &[]);
+        assert_eq!(events.unwrap(), expected, "{role:?}");
+    }
+}
+
+/// A server's large uncompressed payload can go out behind a header written on its own.
+#[test]
+fn plain_headers_frame_payloads_sent_apart() {
+    let mut srv = server();
+    let mut wire = BytesMut::new();
+    let payload = vec![9u8; 70_000];
+    assert!(srv
+        .put_plain_header(MessageKind::Binary, payload.len(), &mut wire)
+        .unwrap());
+    wire.extend_from_slice(&payload);
+    let mut client = Protocol::new(Role::Client, Config::default(), None);
+    let (events, _) = decode_split(&mut client, &wire, &[]);
+    assert_eq!(events.unwrap(), [message(MessageKind::Binary, &payload)]);
+    let mut compressing = small_server(1 << 20, 1 << 20, Some(DeflateConfig::default()));
+    assert!(!compressing
+        .put_plain_header(MessageKind::Binary, 70_000, &mut wire)
+        .unwrap());
 }
 
 #[test]
