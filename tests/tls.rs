@@ -325,6 +325,66 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as ra
     });
 }
 
+/// Tells what the TLS layer of its session negotiated, once a line arrives.
+struct Negotiated(Sender<String>);
+
+impl Handler<LinesCodec> for Negotiated {
+    fn on_message(&mut self, s: &mut Session<LinesCodec>, _: Bytes) {
+        let tls = s.filter::<TlsFilter>().expect("a TLS session").connection();
+        let sni = match tls {
+            rustls::Connection::Server(server) => server.server_name().map(String::from),
+            rustls::Connection::Client(_) => None,
+        };
+        let alpn = tls
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        let _ = self.0.send(format!("sni {sni:?} alpn {alpn:?}"));
+    }
+}
+
+/// ALPN is negotiated from the rustls configurations (the server's preference among the
+/// client's offers), and the server's session sees the name the client sent as SNI.
+#[test]
+fn alpn_and_sni_reach_the_session() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let id = identity("localhost");
+        let mut server_config =
+            (*tls::server_config(id.chain.as_bytes(), id.key.as_bytes()).unwrap()).clone();
+        server_config.alpn_protocols = vec![b"getty/2".to_vec(), b"getty/1".to_vec()];
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = TcpServer::builder()
+            .tls(Arc::new(server_config))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LinesCodec::default(), Negotiated(tx.clone())))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("tls-alpn", server);
+
+        let mut client_config = (*tls::client_config(id.chain.as_bytes()).unwrap()).clone();
+        client_config.alpn_protocols = vec![b"getty/1".to_vec(), b"getty/2".to_vec()];
+        struct Hello;
+        impl Handler<LinesCodec> for Hello {
+            fn on_open(&mut self, s: &mut Session<LinesCodec>) -> std::io::Result<()> {
+                s.write("hello").map_err(std::io::Error::from)
+            }
+            fn on_message(&mut self, _: &mut Session<LinesCodec>, _: Bytes) {}
+        }
+        let client = TcpClient::builder()
+            .tls(Arc::new(client_config), "localhost")
+            .build(addr, |_| Ok((LinesCodec::default(), Hello)))
+            .unwrap();
+        let client = Running::serve("tls-alpn-client", client);
+        assert_eq!(
+            rx.recv_timeout(STEP).unwrap(),
+            "sni Some(\"localhost\") alpn Some(\"getty/2\")"
+        );
+        client.stop();
+        server.stop();
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // wss://: WebSocket over TLS
 // ---------------------------------------------------------------------------------------

@@ -888,6 +888,46 @@ fn a_refused_upgrade_is_a_failed_dial() {
     });
 }
 
+/// A server that accepts the connection and never answers the upgrade: the client's
+/// session never opens, the handshake timeout ends the attempt, and it counts as a failed
+/// dial.
+#[test]
+fn a_silent_server_times_the_client_out() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = std::thread::spawn(move || {
+            let held: Vec<_> = (0..2).filter_map(|_| listener.accept().ok()).collect();
+            held
+        });
+        let (ctx, mut events) = Events::new();
+        let options = SessionOptions::default().handshake_timeout(Duration::from_millis(200));
+        let client = WsClient::builder()
+            .session_options(options)
+            .max_consecutive_failures(Some(2))
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((MessageCodec, Greeter { tx: ctx.clone() }))
+            })
+            .unwrap();
+        let started = Instant::now();
+        let client = Running::serve("ws-timeout-client", client);
+        while client.entry_count() > 0 {
+            assert!(started.elapsed() < STEP, "the client did not give up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(400),
+            "two timeouts of 200 ms"
+        );
+        assert_eq!(events.count(|_| true), 0, "no session opened");
+        assert_eq!(metrics(&client).errors_timeout, 2);
+        client.stop();
+        drop(silent.join().unwrap());
+    });
+}
+
 /// A client keeps its sessions: when the server closes them all, it dials again.
 #[test]
 fn the_client_redials_after_the_server_closes_its_sessions() {
