@@ -362,6 +362,14 @@ impl Deflate {
         Ok(())
     }
 
+    /// Drops the compressor's history: the next message compresses as if it were the
+    /// first, so it never refers to bytes the peer did not inflate.
+    pub(crate) fn forget_context(&mut self) {
+        if let Some(c) = self.compress.as_mut() {
+            c.reset();
+        }
+    }
+
     /// Inflates the next piece of a compressed message, appending to `out`, which may not
     /// grow past `max` bytes (error 1009 as soon as it would). New text is fed to `utf8`.
     pub(crate) fn inflate(

@@ -536,8 +536,10 @@ impl Protocol {
     /// Turns `buf[start..]`, one whole message's payload that a codec just appended, into a
     /// frame **in place**: the header goes before the payload (which moves up by 2 to 14
     /// bytes), a client masks it, and with permessage-deflate a payload of at least
-    /// [`DeflateConfig::min_size`] bytes is compressed (RSV1 set). Bytes before `start` are
-    /// left alone. Fails (leaving `buf` as it was) after a close frame was sent.
+    /// [`DeflateConfig::min_size`] bytes is compressed (RSV1 set) unless deflate would make
+    /// it longer (random bytes, already compressed data): that one goes out as it is, and
+    /// the compressor starts afresh. Bytes before `start` are left alone. Fails (leaving
+    /// `buf` as it was) after a close frame was sent.
     /// [`reserve_header`](Self::reserve_header) saves moving the payload.
     ///
     /// ```
@@ -659,15 +661,23 @@ impl Protocol {
         if let Some(deflate) = self.deflate.as_mut().filter(|d| d.wants(len)) {
             let mut scratch = std::mem::take(&mut self.scratch);
             let result = deflate.compress(&buf[payload_start..], &mut scratch);
-            if result.is_ok() {
+            let smaller = result.is_ok() && scratch.len() < len;
+            if smaller {
                 buf.truncate(frame_start);
                 self.put_frame(opcode, true, &scratch, buf);
+            } else if result.is_ok() {
+                // Incompressible: deflate made it longer. RFC 7692 lets any message go
+                // uncompressed, but the compressor's window now holds bytes the peer's
+                // inflater never sees, so it starts afresh.
+                deflate.forget_context();
             }
             if scratch.capacity() > SCRATCH_KEEP {
                 scratch = Vec::new();
             }
             self.scratch = scratch;
-            return result;
+            if smaller || result.is_err() {
+                return result;
+            }
         }
         let (header, n, mask) = self.header(opcode, false, len);
         if n > room {

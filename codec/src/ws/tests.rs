@@ -545,19 +545,20 @@ fn deflate_round_trips_for_every_window_and_takeover() {
                 let mut rx = Protocol::new(other, Config::default(), d);
                 let mut random = vec![0u8; 5000];
                 fastrand::Rng::with_seed(u64::from(bits)).fill(&mut random);
-                let msgs: Vec<(MessageKind, Vec<u8>)> = vec![
-                    (MessageKind::Text, text_payload(1)),
-                    (MessageKind::Text, text_payload(2)),
-                    (MessageKind::Binary, random),
-                    (MessageKind::Binary, vec![]),
-                    (MessageKind::Text, b"tiny".to_vec()),
-                    (MessageKind::Binary, vec![0; 200_000]),
+                // (kind, payload, whether deflate shrinks it)
+                let msgs: Vec<(MessageKind, Vec<u8>, bool)> = vec![
+                    (MessageKind::Text, text_payload(1), true),
+                    (MessageKind::Text, text_payload(2), true),
+                    (MessageKind::Binary, random, false),
+                    (MessageKind::Binary, vec![], false),
+                    (MessageKind::Text, b"tiny".to_vec(), false),
+                    (MessageKind::Binary, vec![0; 200_000], true),
                 ];
-                for (kind, payload) in &msgs {
+                for (kind, payload, shrinks) in &msgs {
                     let mut wire = BytesMut::from(&payload[..]);
                     tx.encode_message(*kind, &mut wire, 0).unwrap();
                     let compressed = wire[0] & 0x40 != 0;
-                    let expect_compressed = bits >= 9 && payload.len() >= 32;
+                    let expect_compressed = bits >= 9 && payload.len() >= 32 && *shrinks;
                     assert_eq!(
                         compressed,
                         expect_compressed,
@@ -637,6 +638,42 @@ fn fragmented_compressed_message_with_interleaved_ping() {
             message(MessageKind::Text, text.as_bytes())
         ]
     );
+}
+
+/// A message deflate would make longer goes out uncompressed (RSV1 clear), and the
+/// compressor starts afresh, so the compressed messages after it still inflate.
+#[test]
+fn incompressible_messages_go_out_uncompressed() {
+    let mut tx = Protocol::new(Role::Server, Config::default(), Some(agreed(15, false)));
+    let mut rx = Protocol::new(Role::Client, Config::default(), Some(agreed(15, false)));
+    let mut rng = fastrand::Rng::with_seed(3);
+    let noise: Vec<u8> = (0..4096).map(|_| rng.u8(..)).collect();
+    let mut wire = BytesMut::new();
+    let mut expected = Vec::new();
+    for (i, payload) in [
+        text_payload(1),
+        noise.clone(),
+        text_payload(1),
+        noise,
+        text_payload(2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let start = wire.len();
+        wire.extend_from_slice(payload);
+        tx.encode_message(MessageKind::Binary, &mut wire, start)
+            .unwrap();
+        let rsv1 = wire[start] & 0x40 != 0;
+        assert_eq!(
+            rsv1,
+            i % 2 == 0,
+            "message {i}: compressed only when it helps"
+        );
+        expected.push(message(MessageKind::Binary, payload));
+    }
+    let (events, _) = decode_split(&mut rx, &wire, &[]);
+    assert_eq!(events.unwrap(), expected);
 }
 
 #[test]
