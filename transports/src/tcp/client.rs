@@ -157,7 +157,7 @@ impl TcpClientBuilder {
 }
 
 /// A client that keeps `connection_number` sessions to one address. Spawn it into a reactor;
-/// send it [`Close`] to close its sessions and stop redialling.
+/// send it [`Close`](crate::Close) to close its sessions and stop redialling.
 ///
 /// ```
 /// use getty_codec::RawCodec;
