@@ -66,25 +66,32 @@
 //!   Quick mode is also what runs when the binary is started without `--bench` (as
 //!   `cargo test --benches` does), so CI only smoke-tests it.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::reactor::ReactorThread;
 use getty::tcp::{self, Setup, TcpServer, TcpServerPool};
-use getty::{
-    Handler, Metrics, Reactor, ReactorHandle, ReactorPool, Session, SessionOptions, SocketOptions,
-};
-use hdrhistogram::Histogram;
-use mio::{Events, Interest, Poll, Token};
+use getty::{Handler, Metrics, ReactorHandle, ReactorPool, Session, SessionOptions, SocketOptions};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Settings, CPU clocks, server plumbing, the load generator and the rounds, shared with the
+/// WebSocket echo bench.
+#[path = "support/echo_bench.rs"]
+mod echo_bench;
+
+use echo_bench::{
+    allowed_cpus, bind_tokio_listener, clock_now, current_thread_ids, env_f64, kinds_from_env,
+    load_average, measured_secs, median, on_load_thread, quick_mode_requested, random_payload,
+    rounds_from_env, run_rounds, scenario_keys, start_reactor_thread, start_tokio_thread,
+    tokio_accept_loop, user_sys_ticks, verdict, AcceptThread, Framing, Kind, LoadGenerator,
+    Scenario, ThreadIds, Window, NOISY_OTHER_CPUS,
+};
 
 /// Largest frame body either server accepts.
 const MAX_BODY: usize = 1 << 20;
@@ -104,12 +111,6 @@ static TOKIO_OPENED: AtomicUsize = AtomicUsize::new(0);
 // ---------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Getty,
-    Tokio,
-}
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -143,42 +144,22 @@ struct Config {
     rounds: usize,
     rss_conns: usize,
     scenarios: String,
-    only: Option<Kind>,
+    kinds: Vec<Kind>,
     tokio_echo: TokioEcho,
     quick: bool,
 }
 
-fn env_f64(name: &str) -> Option<f64> {
-    let value = std::env::var(name).ok()?;
-    match value.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
-        _ => {
-            eprintln!("ignoring {name}={value:?}: not a non-negative number");
-            None
-        }
-    }
-}
-
 impl Config {
     fn from_env() -> Config {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let quick = std::env::var("GETTY_BENCH_QUICK").is_ok_and(|v| v != "0")
-            || args.iter().any(|a| a == "--quick" || a == "quick")
-            || !args.iter().any(|a| a == "--bench");
+        let quick =
+            quick_mode_requested() || std::env::args().any(|a| a == "--quick" || a == "quick");
         let (default_measure, default_warmup, default_conns): (f64, f64, f64) = if quick {
             (0.5, 0.2, 200.0)
         } else {
             (5.0, 3.0, 10_000.0)
         };
-        let measure = env_f64("GETTY_BENCH_SECS")
-            .unwrap_or(default_measure)
-            .max(0.05);
+        let measure = measured_secs(default_measure);
         let warmup = env_f64("GETTY_BENCH_WARMUP_SECS").unwrap_or(default_warmup.min(measure));
-        let only = match std::env::var("GETTY_BENCH_ONLY").as_deref() {
-            Ok("getty") | Ok("getty-rs") => Some(Kind::Getty),
-            Ok("tokio") => Some(Kind::Tokio),
-            _ => None,
-        };
         let tokio_echo = match std::env::var("GETTY_BENCH_TOKIO").as_deref() {
             Ok("raw") => TokioEcho::Raw,
             _ => TokioEcho::Framed {
@@ -188,21 +169,12 @@ impl Config {
         Config {
             warmup: Duration::from_secs_f64(warmup),
             measure: Duration::from_secs_f64(measure),
-            rounds: env_f64("GETTY_BENCH_ROUNDS").map_or(1, |r| (r as usize).max(1)),
+            rounds: rounds_from_env(),
             rss_conns: env_f64("GETTY_BENCH_CONNS").map_or(default_conns, |c| c.max(1.0)) as usize,
-            scenarios: std::env::var("GETTY_BENCH_SCENARIOS")
-                .unwrap_or_else(|_| "abcdr".to_owned())
-                .to_ascii_lowercase(),
-            only,
+            scenarios: scenario_keys("abcdr"),
+            kinds: kinds_from_env(),
             tokio_echo,
             quick,
-        }
-    }
-
-    fn kinds(&self) -> Vec<Kind> {
-        match self.only {
-            Some(kind) => vec![kind],
-            None => vec![Kind::Getty, Kind::Tokio],
         }
     }
 
@@ -218,16 +190,6 @@ impl Config {
                 .to_owned(),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-struct Scenario {
-    key: char,
-    label: &'static str,
-    conns: usize,
-    in_flight: usize,
-    size: usize,
-    pin: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -345,60 +307,9 @@ impl Multi {
 // OS helpers
 // ---------------------------------------------------------------------------------------
 
-/// The kernel id of a thread and its CPU-time clock (readable from any thread).
-#[derive(Debug, Clone, Copy)]
-struct ThreadIds {
-    tid: libc::pid_t,
-    cpu_clock: libc::clockid_t,
-}
-
-fn current_thread_ids() -> ThreadIds {
-    // SAFETY: plain syscalls on the calling thread; `cpu_clock` is a valid out-pointer.
-    unsafe {
-        let tid = libc::gettid();
-        let mut cpu_clock: libc::clockid_t = 0;
-        let rc = libc::pthread_getcpuclockid(libc::pthread_self(), &mut cpu_clock);
-        assert_eq!(rc, 0, "pthread_getcpuclockid failed");
-        ThreadIds { tid, cpu_clock }
-    }
-}
-
-fn clock_now(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(
-        rc,
-        0,
-        "clock_gettime({clock}): {}",
-        io::Error::last_os_error()
-    );
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// (user, system) CPU time of thread `tid` of this process, in clock ticks.
 fn thread_user_sys_ticks(tid: libc::pid_t) -> (u64, u64) {
     user_sys_ticks(&format!("/proc/self/task/{tid}/stat"))
-}
-
-/// (user, system) CPU time of this whole process (all its threads), in clock ticks.
-fn process_user_sys_ticks() -> (u64, u64) {
-    user_sys_ticks("/proc/self/stat")
-}
-
-/// (user, system) clock ticks from a `stat` file of proc(5).
-fn user_sys_ticks(path: &str) -> (u64, u64) {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // The command name may contain spaces: the fields that matter follow its closing ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    // After ')' comes field 3 (state); utime and stime are fields 14 and 15 (see proc(5)).
-    let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse().ok()).unwrap_or(0);
-    (get(14), get(15))
 }
 
 /// Nanoseconds thread `tid` of this process spent runnable but waiting for a CPU (the
@@ -408,10 +319,6 @@ fn thread_run_delay_ns(tid: libc::pid_t) -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
-}
-
-fn this_thread_cpu() -> Duration {
-    clock_now(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit. Returns (old soft, new soft, hard).
@@ -436,108 +343,6 @@ fn raise_nofile_limit() -> (libc::rlim_t, libc::rlim_t, libc::rlim_t) {
     }
 }
 
-/// Pins thread `tid` (0: the calling thread) to `cpu`.
-fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
-    // SAFETY: `set` is a plain bit set, zero-initialised and then filled by CPU_SET.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Busy and total jiffies of each CPU, from /proc/stat.
-fn cpu_jiffies() -> Vec<(usize, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
-            let values: Vec<u64> = fields.filter_map(|v| v.parse().ok()).collect();
-            let total: u64 = values.iter().sum();
-            // idle and iowait are the 4th and 5th values.
-            let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-            Some((cpu, total - idle, total))
-        })
-        .collect()
-}
-
-/// Busy and total jiffies summed over every CPU, and the number of CPUs.
-fn machine_jiffies() -> (u64, u64, usize) {
-    let cpus = cpu_jiffies();
-    let (busy, total) = cpus.iter().fold((0, 0), |(b, t), c| (b + c.1, t + c.2));
-    (busy, total, cpus.len())
-}
-
-/// Reads, at the start of a measured window, what the rest of the machine is doing.
-#[derive(Debug, Clone, Copy)]
-struct OtherLoad {
-    machine: (u64, u64, usize),
-    process: u64,
-}
-
-impl OtherLoad {
-    fn start() -> OtherLoad {
-        let (user, sys) = process_user_sys_ticks();
-        OtherLoad {
-            machine: machine_jiffies(),
-            process: user + sys,
-        }
-    }
-
-    /// CPUs (on average over the window) busy with anything but this process: other
-    /// processes, and interrupt work the kernel charged to no one.
-    fn cpus_since(&self) -> f64 {
-        let (busy, total, n) = machine_jiffies();
-        let (user, sys) = process_user_sys_ticks();
-        let other = busy.saturating_sub(self.machine.0) as f64
-            - (user + sys).saturating_sub(self.process) as f64;
-        let wall = total.saturating_sub(self.machine.1) as f64 / n.max(1) as f64;
-        (other / wall.max(1.0)).max(0.0)
-    }
-}
-
-/// The allowed CPU that was the least busy over the last 200 ms: pinning the single
-/// connection scenario to a CPU that other processes keep busy would starve it.
-fn idlest_cpu() -> usize {
-    let allowed = allowed_cpus();
-    let before = cpu_jiffies();
-    std::thread::sleep(Duration::from_millis(200));
-    let after = cpu_jiffies();
-    let busy_share = |cpu: usize| {
-        let b = before.iter().find(|c| c.0 == cpu)?;
-        let a = after.iter().find(|c| c.0 == cpu)?;
-        let total = a.2.saturating_sub(b.2).max(1);
-        Some(a.1.saturating_sub(b.1) as f64 / total as f64)
-    };
-    allowed
-        .iter()
-        .copied()
-        .min_by(|&x, &y| {
-            let (bx, by) = (busy_share(x).unwrap_or(1.0), busy_share(y).unwrap_or(1.0));
-            // Ties go to the last CPU, away from CPU 0 and its interrupts.
-            bx.total_cmp(&by).then(y.cmp(&x))
-        })
-        .unwrap_or(0)
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `set` is a valid out-pointer of the size passed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// VmRSS of this process in KiB.
 fn vm_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -552,12 +357,6 @@ fn vm_rss_kib() -> u64 {
 fn heap_in_use() -> u64 {
     // SAFETY: mallinfo2 only reads allocator statistics.
     unsafe { libc::mallinfo2().uordblks as u64 }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -583,13 +382,9 @@ enum Running {
     Pool(TcpServerPool),
     Handoff {
         reactors: ReactorPool,
-        stop: Arc<AtomicBool>,
-        acceptor: JoinHandle<io::Result<()>>,
+        acceptor: AcceptThread,
     },
-    Tokio {
-        stop: Arc<AtomicBool>,
-        thread: JoinHandle<io::Result<()>>,
-    },
+    Tokio(AcceptThread),
 }
 
 /// A server running on threads of its own.
@@ -626,28 +421,12 @@ impl ServerThread {
                 pool.shutdown();
                 pool.join()
             }
-            Running::Handoff {
-                reactors,
-                stop,
-                acceptor,
-            } => {
-                stop.store(true, Ordering::Release);
-                // Wake the acceptor so it sees the flag.
-                let _ = StdTcpStream::connect(self.addr);
-                let accepted = acceptor
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("acceptor panicked")));
+            Running::Handoff { reactors, acceptor } => {
+                let accepted = acceptor.stop();
                 reactors.shutdown();
                 accepted.and(reactors.join())
             }
-            Running::Tokio { stop, thread } => {
-                stop.store(true, Ordering::Release);
-                // Wake the accept loop so it sees the flag.
-                let _ = StdTcpStream::connect(self.addr);
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("tokio server panicked")))
-            }
+            Running::Tokio(accept_loop) => accept_loop.stop(),
         }
     }
 }
@@ -660,15 +439,7 @@ fn getty_echo_setup(_: &mut Setup<'_>) -> io::Result<(LengthFieldCodec, GettyEch
 fn start_getty() -> io::Result<ServerThread> {
     let server = TcpServer::bind("127.0.0.1:0", getty_echo_setup)?;
     let addr = server.local_addr();
-    let (tx, rx) = mpsc::channel();
-    let thread = Reactor::start_thread("getty-echo", move |reactor| {
-        let _ = tx.send(current_thread_ids());
-        reactor.spawn(Box::new(server));
-        Ok(())
-    })?;
-    let ids = rx
-        .recv()
-        .map_err(|_| io::Error::other("getty server thread gone"))?;
+    let (thread, ids) = start_reactor_thread("getty-echo", server)?;
     Ok(ServerThread {
         name: Kind::Getty.name(),
         addr,
@@ -781,34 +552,19 @@ fn start_getty_handoff(reactors: usize) -> io::Result<ServerThread> {
         reactors: handles,
         running: Running::Handoff {
             reactors: pool,
-            stop,
-            acceptor,
+            acceptor: AcceptThread {
+                addr,
+                stop,
+                thread: acceptor,
+            },
         },
     })
 }
 
-/// Accepts connections and spawns a task per connection, until `stop` is set (and a
-/// connection wakes the loop).
-async fn tokio_accept_loop(
-    listener: tokio::net::TcpListener,
-    stop: Arc<AtomicBool>,
-    variant: TokioEcho,
-) -> io::Result<()> {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors or an aborted handshake: back off a little.
-                eprintln!("tokio accept: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        // getty-rs sets TCP_NODELAY on every session by default; so does this.
-        let _ = stream.set_nodelay(true);
+/// What the tokio servers do with each accepted connection: count it and spawn its echo
+/// task.
+fn tokio_echo_task(variant: TokioEcho) -> impl FnMut(tokio::net::TcpStream) + Send + 'static {
+    move |stream| {
         TOKIO_OPENED.fetch_add(1, Ordering::Relaxed);
         match variant {
             TokioEcho::Framed { buf } => {
@@ -826,36 +582,13 @@ async fn tokio_accept_loop(
 }
 
 fn start_tokio(variant: TokioEcho) -> io::Result<ServerThread> {
-    let (tx, rx) = mpsc::channel::<io::Result<(SocketAddr, ThreadIds)>>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("tokio-echo".to_owned())
-        .spawn(move || -> io::Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = match tokio_listener() {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = tx.send(listener.local_addr().map(|a| (a, current_thread_ids())));
-                tokio_accept_loop(listener, stop_flag, variant).await
-            })
-        })?;
-    let (addr, ids) = rx
-        .recv()
-        .map_err(|_| io::Error::other("tokio server thread gone"))??;
+    let (accept_loop, ids) = start_tokio_thread("tokio-echo", tokio_echo_task(variant))?;
     Ok(ServerThread {
         name: Kind::Tokio.name(),
-        addr,
+        addr: accept_loop.addr,
         threads: vec![ids],
         reactors: Vec::new(),
-        running: Running::Tokio { stop, thread },
+        running: Running::Tokio(accept_loop),
     })
 }
 
@@ -883,15 +616,13 @@ fn start_tokio_mt(workers: usize, variant: TokioEcho) -> io::Result<ServerThread
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let listener = match tokio_listener() {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return Ok(());
-                    }
+                let Some(listener) = bind_tokio_listener(|addr| {
+                    let _ = tx.send(addr);
+                }) else {
+                    return Ok(());
                 };
-                let _ = tx.send(listener.local_addr());
-                tokio::spawn(tokio_accept_loop(listener, stop_flag, variant))
+                let accept_loop = tokio_accept_loop(listener, stop_flag, tokio_echo_task(variant));
+                tokio::spawn(accept_loop)
                     .await
                     .unwrap_or_else(|e| Err(io::Error::other(e)))
             })
@@ -906,18 +637,8 @@ fn start_tokio_mt(workers: usize, variant: TokioEcho) -> io::Result<ServerThread
         addr,
         threads,
         reactors: Vec::new(),
-        running: Running::Tokio { stop, thread },
+        running: Running::Tokio(AcceptThread { addr, stop, thread }),
     })
-}
-
-/// A listener with the backlog getty-rs uses (1024): `tokio::net::TcpListener::bind` goes
-/// through mio's `bind`, which listens with a backlog of only 128, and a burst of connects
-/// then overflows the accept queue and waits out one-second SYN retransmits.
-fn tokio_listener() -> io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    socket.listen(1024)
 }
 
 /// True when `buf` starts with a whole length-prefixed frame.
@@ -968,16 +689,73 @@ async fn tokio_raw_echo(mut stream: tokio::net::TcpStream) -> io::Result<()> {
 // Load generator
 // ---------------------------------------------------------------------------------------
 
-/// One client connection: a read buffer, a write buffer and the send times of the
-/// messages in flight (the echo keeps their order).
-struct ClientConn {
-    sock: mio::net::TcpStream,
-    rbuf: Vec<u8>,
-    rlo: usize,
-    rhi: usize,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    sent: VecDeque<Instant>,
+/// The load generator's message: one length-prefixed frame of random bytes, sent again for
+/// each echo.
+struct LengthPrefixed {
+    frame: Vec<u8>,
+}
+
+impl LengthPrefixed {
+    fn random(size: usize) -> LengthPrefixed {
+        let mut frame = Vec::with_capacity(4 + size);
+        frame.extend_from_slice(&(size as u32).to_be_bytes());
+        frame.extend_from_slice(&random_payload(size));
+        LengthPrefixed { frame }
+    }
+}
+
+impl Framing for LengthPrefixed {
+    fn message(&self) -> &[u8] {
+        &self.frame
+    }
+
+    fn whole_echo(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        if !holds_whole_frame(buf) {
+            return Ok(None);
+        }
+        let sent = &self.frame[..];
+        // Equal headers mean equal lengths (so `buf` holds all of it); spot-check the
+        // payload's end rather than charge the client a full comparison per message.
+        if buf[..4] != sent[..4] || buf[sent.len() - 8..sent.len()] != sent[sent.len() - 8..] {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the echo does not match what was sent",
+            ));
+        }
+        Ok(Some(sent.len()))
+    }
+}
+
+/// A connected socket for the load generator (a TCP connection needs no handshake).
+fn connect_plain(addr: SocketAddr) -> io::Result<(StdTcpStream, Vec<u8>)> {
+    let stream = StdTcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    Ok((stream, Vec::new()))
+}
+
+/// What the load generator reads from the server's threads at the start and the end of the
+/// measured window.
+struct ServerReading {
+    /// CPU time of each thread, in `ServerThread::threads` order.
+    cpu: Vec<Duration>,
+    /// (user, system) clock ticks, summed over the threads.
+    ticks: (u64, u64),
+    /// Time runnable but waiting for a CPU, summed over the threads.
+    run_delay_ns: u64,
+}
+
+impl ServerReading {
+    fn of(server: &[ThreadIds]) -> ServerReading {
+        let ticks = server.iter().fold((0, 0), |(u, s), t| {
+            let (user, sys) = thread_user_sys_ticks(t.tid);
+            (u + user, s + sys)
+        });
+        ServerReading {
+            cpu: server.iter().map(|t| clock_now(t.cpu_clock)).collect(),
+            ticks,
+            run_delay_ns: server.iter().map(|t| thread_run_delay_ns(t.tid)).sum(),
+        }
+    }
 }
 
 /// What one reactor of a server did over a whole run (warm-up included).
@@ -1013,6 +791,32 @@ struct Measurement {
 }
 
 impl Measurement {
+    fn of(window: &Window<ServerReading>) -> Measurement {
+        let (start, end) = (&window.server_start, &window.server_end);
+        let thread_cpu: Vec<Duration> = end
+            .cpu
+            .iter()
+            .zip(&start.cpu)
+            .map(|(c1, c0)| c1.saturating_sub(*c0))
+            .collect();
+        let (user, sys) = (end.ticks.0 - start.ticks.0, end.ticks.1 - start.ticks.1);
+        let delay = end.run_delay_ns.saturating_sub(start.run_delay_ns);
+        Measurement {
+            messages: window.messages,
+            elapsed: window.elapsed,
+            server_cpu: thread_cpu.iter().sum(),
+            thread_cpu,
+            client_cpu: window.client_cpu,
+            other_cpus: window.other_cpus,
+            reactors: Vec::new(),
+            p50_ns: window.latency.value_at_quantile(0.50),
+            p99_ns: window.latency.value_at_quantile(0.99),
+            p999_ns: window.latency.value_at_quantile(0.999),
+            server_sys_share: sys as f64 / (user + sys).max(1) as f64,
+            server_run_delay: Duration::from_nanos(delay),
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
@@ -1042,116 +846,6 @@ impl Measurement {
     }
 }
 
-impl ClientConn {
-    fn connect(
-        addr: SocketAddr,
-        registry: &mio::Registry,
-        token: Token,
-        rbuf_len: usize,
-    ) -> io::Result<ClientConn> {
-        let std = StdTcpStream::connect(addr)?;
-        std.set_nodelay(true)?;
-        std.set_nonblocking(true)?;
-        let mut sock = mio::net::TcpStream::from_std(std);
-        registry.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
-        Ok(ClientConn {
-            sock,
-            rbuf: vec![0; rbuf_len],
-            rlo: 0,
-            rhi: 0,
-            wbuf: Vec::with_capacity(rbuf_len),
-            wpos: 0,
-            sent: VecDeque::new(),
-        })
-    }
-
-    fn queue(&mut self, frame: &[u8], at: Instant) {
-        self.wbuf.extend_from_slice(frame);
-        self.sent.push_back(at);
-    }
-
-    /// Writes until the buffer is empty or the socket is full.
-    fn flush(&mut self) -> io::Result<()> {
-        while self.wpos < self.wbuf.len() {
-            match self.sock.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
-            self.wpos = 0;
-        }
-        Ok(())
-    }
-
-    /// Reads what arrived, records a round trip per echoed frame and sends a new message
-    /// for each one (unless the run is over).
-    fn on_readable(
-        &mut self,
-        frame: &[u8],
-        hist: Option<&mut Histogram<u64>>,
-        done: &mut u64,
-    ) -> io::Result<()> {
-        loop {
-            if self.rhi == self.rbuf.len() {
-                if self.rlo > 0 {
-                    self.rbuf.copy_within(self.rlo..self.rhi, 0);
-                    self.rhi -= self.rlo;
-                    self.rlo = 0;
-                } else {
-                    let len = self.rbuf.len();
-                    self.rbuf.resize(len * 2, 0);
-                }
-            }
-            match self.sock.read(&mut self.rbuf[self.rhi..]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed a connection",
-                    ))
-                }
-                Ok(n) => self.rhi += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let now = Instant::now();
-        let mut hist = hist;
-        while holds_whole_frame(&self.rbuf[self.rlo..self.rhi]) {
-            let got = &self.rbuf[self.rlo..self.rlo + frame.len()];
-            // The length is checked by holds_whole_frame plus this; spot-check the payload.
-            if got.len() != frame.len()
-                || got[..4] != frame[..4]
-                || got[got.len() - 8..] != frame[frame.len() - 8..]
-            {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the echo does not match what was sent",
-                ));
-            }
-            self.rlo += frame.len();
-            let sent = self.sent.pop_front().ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "an echo nobody asked for")
-            })?;
-            if let Some(h) = hist.as_deref_mut() {
-                h.saturating_record((now - sent).as_nanos().max(1) as u64);
-                *done += 1;
-            }
-            self.queue(frame, now);
-        }
-        if self.rlo == self.rhi {
-            self.rlo = 0;
-            self.rhi = 0;
-        }
-        Ok(())
-    }
-}
-
 /// Runs one scenario against the server at `addr` (whose threads are `server`) on the
 /// calling thread.
 fn drive(
@@ -1160,109 +854,10 @@ fn drive(
     cfg: &Config,
     server: &[ThreadIds],
 ) -> io::Result<Measurement> {
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    let mut frame = Vec::with_capacity(4 + scenario.size);
-    frame.extend_from_slice(&(scenario.size as u32).to_be_bytes());
-    let mut rng = fastrand::Rng::with_seed(0x0067_6574_7479);
-    frame.extend((0..scenario.size).map(|_| rng.u8(..)));
-
-    let in_flight_bytes = scenario.in_flight * frame.len();
-    let rbuf_len = (2 * in_flight_bytes).max(64 * 1024);
-    let mut conns = Vec::with_capacity(scenario.conns);
-    for i in 0..scenario.conns {
-        conns.push(ClientConn::connect(
-            addr,
-            poll.registry(),
-            Token(i),
-            rbuf_len,
-        )?);
-    }
-
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
-    let mut done = 0u64;
-    let start = Instant::now();
-    for conn in &mut conns {
-        for _ in 0..scenario.in_flight {
-            conn.queue(&frame, start);
-        }
-        conn.flush()?;
-    }
-
-    let warm_end = start + cfg.warmup;
-    // Summed over the server's threads.
-    let cpu_of = |t: &ThreadIds| clock_now(t.cpu_clock);
-    let server_ticks = || {
-        server.iter().fold((0, 0), |(u, s), t| {
-            let (user, sys) = thread_user_sys_ticks(t.tid);
-            (u + user, s + sys)
-        })
-    };
-    let server_delay = || {
-        server
-            .iter()
-            .map(|t| thread_run_delay_ns(t.tid))
-            .sum::<u64>()
-    };
-    // (start of the measured window, each server thread's CPU then, client CPU then)
-    let mut window: Option<(Instant, Vec<Duration>, Duration)> = None;
-    let mut ticks0 = (0, 0);
-    let mut delay0 = 0;
-    let mut other = None;
-    loop {
-        let now = Instant::now();
-        match &window {
-            None if now >= warm_end => {
-                hist.reset();
-                done = 0;
-                window = Some((now, server.iter().map(cpu_of).collect(), this_thread_cpu()));
-                ticks0 = server_ticks();
-                delay0 = server_delay();
-                other = Some(OtherLoad::start());
-            }
-            Some((t0, server0, client0)) if now >= *t0 + cfg.measure => {
-                let thread_cpu: Vec<Duration> = server
-                    .iter()
-                    .zip(server0)
-                    .map(|(t, c0)| cpu_of(t).saturating_sub(*c0))
-                    .collect();
-                let ticks1 = server_ticks();
-                let delay = server_delay().saturating_sub(delay0);
-                let (user, sys) = (ticks1.0 - ticks0.0, ticks1.1 - ticks0.1);
-                let client_cpu = this_thread_cpu() - *client0;
-                return Ok(Measurement {
-                    messages: done,
-                    elapsed: now - *t0,
-                    server_cpu: thread_cpu.iter().sum(),
-                    thread_cpu,
-                    client_cpu,
-                    other_cpus: other.map_or(0.0, |o| o.cpus_since()),
-                    reactors: Vec::new(),
-                    p50_ns: hist.value_at_quantile(0.50),
-                    p99_ns: hist.value_at_quantile(0.99),
-                    p999_ns: hist.value_at_quantile(0.999),
-                    server_sys_share: sys as f64 / (user + sys).max(1) as f64,
-                    server_run_delay: Duration::from_nanos(delay),
-                });
-            }
-            _ => {}
-        }
-        match poll.poll(&mut events, Some(Duration::from_millis(5))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let measuring = window.is_some();
-        for event in events.iter() {
-            let conn = &mut conns[event.token().0];
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                let h = if measuring { Some(&mut hist) } else { None };
-                conn.on_readable(&frame, h, &mut done)?;
-            }
-            conn.flush()?;
-        }
-    }
+    let framing = LengthPrefixed::random(scenario.size);
+    let load = LoadGenerator::connect(scenario, framing, || connect_plain(addr))?;
+    let window = load.run(cfg.warmup, cfg.measure, || ServerReading::of(server))?;
+    Ok(Measurement::of(&window))
 }
 
 /// Starts a server, runs one scenario against it from a load-generator thread, stops it.
@@ -1273,22 +868,10 @@ fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurem
 /// Runs one scenario against `server` from a load-generator thread, then stops it.
 fn run_against(server: ServerThread, scenario: &Scenario, cfg: &Config) -> io::Result<Measurement> {
     let (addr, threads) = (server.addr, server.threads.clone());
-    let pin_cpu = scenario.pin.then(idlest_cpu);
     let (scenario_copy, cfg_copy) = (scenario.clone(), cfg.clone());
-    let client = std::thread::Builder::new().name("load".to_owned()).spawn(
-        move || -> io::Result<Measurement> {
-            if let Some(cpu) = pin_cpu {
-                pin_thread(0, cpu)?;
-                for t in &threads {
-                    pin_thread(t.tid, cpu)?;
-                }
-            }
-            drive(addr, &scenario_copy, &cfg_copy, &threads)
-        },
-    )?;
-    let mut result = client
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("load generator panicked")));
+    let mut result = on_load_thread("load", scenario.pin, &server.threads, move || {
+        drive(addr, &scenario_copy, &cfg_copy, &threads)
+    });
     if let Ok(m) = &mut result {
         // Counted since the server started: each run has a fresh server.
         match server.reactor_metrics() {
@@ -1450,19 +1033,6 @@ fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
 // Reporting
 // ---------------------------------------------------------------------------------------
 
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
-
 /// The median of each figure over the rounds of one server and scenario.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
@@ -1543,22 +1113,9 @@ fn print_ratio(label: &str, g: &Figures, t: &Figures, noisy: bool) {
     );
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Scenario (d): one reactor per core
 // ---------------------------------------------------------------------------------------
-
-/// Above this many CPUs of other load during a window, a scenario (d) run is noisy: its
-/// servers already share the machine with the load generator, so the per-thread wait for a
-/// CPU says nothing about other load.
-const NOISY_OTHER_CPUS: f64 = 0.1;
 
 /// The runs of one server of scenario (d), summed up.
 struct MultiResult {
@@ -1574,6 +1131,9 @@ struct MultiResult {
 }
 
 impl MultiResult {
+    /// Other load above [`NOISY_OTHER_CPUS`]. Not the wait for a CPU, as in (a) to (c): the
+    /// servers of (d) already share the machine with the load generator, so their threads'
+    /// wait for a CPU says nothing about other load.
     fn noisy(&self) -> bool {
         self.other_cpus > NOISY_OTHER_CPUS
     }
@@ -1630,35 +1190,19 @@ fn run_multi(cfg: &Config, failures: &mut usize) -> Vec<MultiResult> {
     let scenario = scenario_d();
     let servers: Vec<Multi> = Multi::ALL
         .into_iter()
-        .filter(|m| cfg.only.is_none_or(|only| only == m.kind()))
+        .filter(|m| cfg.kinds.contains(&m.kind()))
         .collect();
-    let mut runs: Vec<(Multi, Measurement)> = Vec::new();
-    for round in 0..cfg.rounds {
-        // Each server goes first in turn.
-        let mut order = servers.clone();
-        order.rotate_left(round % servers.len().max(1));
-        for server in order {
-            let started = server.start(cfg.tokio_echo);
-            match started.and_then(|s| run_against(s, &scenario, cfg)) {
-                Ok(m) => runs.push((server, m)),
-                Err(e) => {
-                    *failures += 1;
-                    eprintln!("{} {}: {e}", scenario.label, server.name());
-                }
-            }
-        }
-    }
-    servers
-        .iter()
-        .filter_map(|&server| {
-            let mine: Vec<Measurement> = runs
-                .iter()
-                .filter(|(s, _)| *s == server)
-                .map(|(_, m)| m.clone())
-                .collect();
-            if mine.is_empty() {
-                return None;
-            }
+    let runs = run_rounds(
+        &servers,
+        cfg.rounds,
+        |server| run_against(server.start(cfg.tokio_echo)?, &scenario, cfg),
+        |server, e| {
+            *failures += 1;
+            eprintln!("{} {}: {e}", scenario.label, server.name());
+        },
+    );
+    runs.into_iter()
+        .map(|(server, mine)| {
             // The figures come from the quiet runs when there are any.
             let quiet: Vec<Measurement> = mine
                 .iter()
@@ -1666,13 +1210,13 @@ fn run_multi(cfg: &Config, failures: &mut usize) -> Vec<MultiResult> {
                 .cloned()
                 .collect();
             let used = if quiet.is_empty() { &mine } else { &quiet };
-            Some(MultiResult {
+            MultiResult {
                 server,
                 figures: Figures::of(used),
                 other_cpus: median(used.iter().map(|m| m.other_cpus).collect()),
                 quiet: quiet.len(),
                 runs: mine,
-            })
+            }
         })
         .collect()
 }
@@ -1867,40 +1411,25 @@ fn main() {
 
     let mut results: Vec<(Scenario, Figures, Figures)> = Vec::new();
     let mut failures = 0;
-    let kinds = cfg.kinds();
+    let kinds = &cfg.kinds;
     for scenario in scenarios() {
         if !cfg.scenarios.contains(scenario.key) {
             continue;
         }
-        let mut runs: Vec<(Kind, Measurement)> = Vec::new();
-        for round in 0..cfg.rounds {
-            let mut order = kinds.clone();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for kind in order {
-                match run_one(kind, &scenario, &cfg) {
-                    Ok(m) => runs.push((kind, m)),
-                    Err(e) => {
-                        failures += 1;
-                        eprintln!("{} {}: {e}", scenario.label, kind.name());
-                    }
-                }
-            }
-        }
+        let runs = run_rounds(
+            kinds,
+            cfg.rounds,
+            |kind| run_one(kind, &scenario, &cfg),
+            |kind, e| {
+                failures += 1;
+                eprintln!("{} {}: {e}", scenario.label, kind.name());
+            },
+        );
         println!();
         println!("{TABLE_HEADER}");
         let mut figures = Vec::new();
         let mut spread = Vec::new();
-        for &kind in &kinds {
-            let mine: Vec<Measurement> = runs
-                .iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, m)| m.clone())
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
+        for (kind, mine) in runs {
             let f = Figures::of(&mine);
             print_row(scenario.label, kind.name(), &f);
             figures.push((kind, f));
@@ -1948,7 +1477,7 @@ fn main() {
         println!(
             "server    conns   open ms  VmRSS before   VmRSS after   RSS B/conn   heap B/conn"
         );
-        for &kind in &kinds {
+        for &kind in kinds {
             match rss_test(kind, &cfg) {
                 Ok(r) => {
                     println!(

@@ -54,23 +54,29 @@
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs). Quick mode is also what
 //!   runs when the binary is started without `--bench` (as `cargo test --benches` does).
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use getty::codec::{Bytes, RawCodec};
 use getty::reactor::ReactorThread;
 use getty::ws::WsServer;
-use getty::{Handler, Reactor, Session};
-use hdrhistogram::Histogram;
-use mio::{Events, Interest, Poll, Token};
+use getty::{Handler, Session};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Settings, CPU clocks, server plumbing, the load generator and the rounds, shared with the
+/// TCP echo bench.
+#[path = "support/echo_bench.rs"]
+mod echo_bench;
+
+use echo_bench::{
+    clock_now, env_f64, kinds_from_env, load_average, measured_secs, median, on_load_thread,
+    quick_mode_requested, random_payload, rounds_from_env, run_rounds, scenario_keys,
+    start_reactor_thread, start_tokio_thread, verdict, AcceptThread, Framing, Kind, LoadGenerator,
+    Scenario, ThreadIds, NOISY_OTHER_CPUS,
+};
 
 /// The client's upgrade request; the key is the sample nonce of RFC 6455, section 1.3.
 const UPGRADE_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
@@ -93,10 +99,6 @@ const MASK_BIT: u8 = 0x80;
 /// A longer upgrade response means something is wrong.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 
-/// A client connection's read buffer never needs to grow this large: it holds at most the
-/// echoes of the messages in flight.
-const MAX_CLIENT_READ_BUF: usize = 64 << 20;
-
 /// Bounds every blocking step of a connection's upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -108,18 +110,9 @@ const TOKIO_BATCH: usize = 64;
 /// [`tokio_read_buf`]).
 const TOKIO_MIN_READ_BUF: usize = 4 * 1024;
 
-/// Above this many CPUs busy outside this process during a window, a run is noisy.
-const NOISY_OTHER_CPUS: f64 = 0.1;
-
 // ---------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Getty,
-    Tokio,
-}
 
 impl Kind {
     fn name(self) -> &'static str {
@@ -144,58 +137,25 @@ struct Config {
     quick: bool,
 }
 
-fn env_f64(name: &str) -> Option<f64> {
-    let value = std::env::var(name).ok()?;
-    match value.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Some(v),
-        _ => {
-            eprintln!("ignoring {name}={value:?}: not a non-negative number");
-            None
-        }
-    }
-}
-
 impl Config {
     fn from_env() -> Config {
-        // `cargo bench` passes `--bench`; anything else (`cargo test --benches`) smoke-tests.
-        let quick = std::env::var("GETTY_BENCH_QUICK").is_ok_and(|v| v != "0")
-            || !std::env::args().any(|a| a == "--bench");
+        let quick = quick_mode_requested();
         let (default_measure, default_warmup) = if quick { (0.5, 0.2) } else { (5.0, 2.0) };
-        let measure = env_f64("GETTY_BENCH_SECS")
-            .unwrap_or(default_measure)
-            .max(0.05);
+        let measure = measured_secs(default_measure);
         let warmup = env_f64("GETTY_BENCH_WARMUP_SECS")
             .unwrap_or(default_warmup)
             .min(measure);
-        let kinds = match std::env::var("GETTY_BENCH_ONLY").as_deref() {
-            Ok("getty") | Ok("getty-rs") => vec![Kind::Getty],
-            Ok("tokio") => vec![Kind::Tokio],
-            _ => vec![Kind::Getty, Kind::Tokio],
-        };
         Config {
             warmup: Duration::from_secs_f64(warmup),
             measure: Duration::from_secs_f64(measure),
-            rounds: env_f64("GETTY_BENCH_ROUNDS").map_or(1, |r| (r as usize).max(1)),
-            scenarios: std::env::var("GETTY_BENCH_SCENARIOS")
-                .unwrap_or_else(|_| "abcd".to_owned())
-                .to_ascii_lowercase(),
-            kinds,
+            rounds: rounds_from_env(),
+            scenarios: scenario_keys("abcd"),
+            kinds: kinds_from_env(),
             tokio_read_buf: env_f64("GETTY_BENCH_TOKIO_READ_BUF").map(|b| (b as usize).max(64)),
             pin: std::env::var("GETTY_BENCH_PIN").map_or(true, |v| v != "0"),
             quick,
         }
     }
-}
-
-#[derive(Debug, Clone)]
-struct Scenario {
-    key: char,
-    label: &'static str,
-    conns: usize,
-    in_flight: usize,
-    size: usize,
-    /// Client and server share one CPU (see the module documentation).
-    pin: bool,
 }
 
 impl Scenario {
@@ -238,165 +198,6 @@ fn tokio_read_buf(scenario: &Scenario, cfg: &Config) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
-// CPU clocks and machine load
-// ---------------------------------------------------------------------------------------
-
-/// A thread's kernel id (to pin it) and its CPU-time clock (readable from any thread).
-#[derive(Debug, Clone, Copy)]
-struct ThreadIds {
-    tid: libc::pid_t,
-    cpu_clock: libc::clockid_t,
-}
-
-fn current_thread_ids() -> ThreadIds {
-    let mut cpu_clock: libc::clockid_t = 0;
-    // SAFETY: `cpu_clock` is a valid out-pointer; pthread_self is always a live thread.
-    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut cpu_clock) };
-    assert_eq!(rc, 0, "pthread_getcpuclockid failed");
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    ThreadIds { tid, cpu_clock }
-}
-
-/// Pins thread `tid` (0: the calling thread) to `cpu`.
-fn pin_thread(tid: libc::pid_t, cpu: usize) -> io::Result<()> {
-    // SAFETY: `set` is a plain bit set, zeroed and then filled by CPU_SET.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `set` is a valid out-pointer of the size passed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect()
-    }
-}
-
-/// The allowed CPU that was the least busy over the last 200 ms: a CPU that other
-/// processes keep busy would starve the pinned client and server.
-fn idlest_cpu() -> usize {
-    let before = cpu_jiffies();
-    std::thread::sleep(Duration::from_millis(200));
-    let after = cpu_jiffies();
-    let busy_share = |cpu: usize| {
-        let b = before.iter().find(|c| c.cpu == cpu)?;
-        let a = after.iter().find(|c| c.cpu == cpu)?;
-        let total = a.total.saturating_sub(b.total).max(1);
-        Some(a.busy.saturating_sub(b.busy) as f64 / total as f64)
-    };
-    allowed_cpus()
-        .into_iter()
-        .min_by(|&x, &y| {
-            let share = |cpu| busy_share(cpu).unwrap_or(1.0);
-            // Ties go to the higher CPU, away from CPU 0 and its interrupts.
-            share(x).total_cmp(&share(y)).then(y.cmp(&x))
-        })
-        .unwrap_or(0)
-}
-
-fn clock_now(clock: libc::clockid_t) -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime: {}", io::Error::last_os_error());
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// The busy and total jiffies of one CPU since boot.
-struct CpuJiffies {
-    cpu: usize,
-    busy: u64,
-    total: u64,
-}
-
-/// Every CPU's jiffies, from /proc/stat.
-fn cpu_jiffies() -> Vec<CpuJiffies> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
-            let values: Vec<u64> = fields.filter_map(|v| v.parse().ok()).collect();
-            let total: u64 = values.iter().sum();
-            // idle and iowait are the 4th and 5th values.
-            let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-            Some(CpuJiffies {
-                cpu,
-                busy: total - idle,
-                total,
-            })
-        })
-        .collect()
-}
-
-/// Busy and total jiffies summed over every CPU, and the number of CPUs.
-fn machine_jiffies() -> (u64, u64, usize) {
-    let cpus = cpu_jiffies();
-    let busy = cpus.iter().map(|c| c.busy).sum();
-    let total = cpus.iter().map(|c| c.total).sum();
-    (busy, total, cpus.len())
-}
-
-/// User plus system jiffies of this whole process (fields 14 and 15 of /proc/self/stat).
-fn process_jiffies() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The command name may contain spaces: count fields from its closing ')', after which
-    // comes field 3.
-    let fields: Vec<u64> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| {
-        rest.split_whitespace()
-            .map(|v| v.parse().unwrap_or(0))
-            .collect()
-    });
-    fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0)
-}
-
-/// What the rest of the machine does during a window: read at its start, then asked how
-/// many CPUs it kept busy on average.
-struct OtherLoad {
-    machine: (u64, u64, usize),
-    process: u64,
-}
-
-impl OtherLoad {
-    fn start() -> OtherLoad {
-        OtherLoad {
-            machine: machine_jiffies(),
-            process: process_jiffies(),
-        }
-    }
-
-    fn cpus_since(&self) -> f64 {
-        let (busy, total, cpus) = machine_jiffies();
-        let ours = process_jiffies().saturating_sub(self.process) as f64;
-        let others = busy.saturating_sub(self.machine.0) as f64 - ours;
-        let wall = total.saturating_sub(self.machine.1) as f64 / cpus.max(1) as f64;
-        (others / wall.max(1.0)).max(0.0)
-    }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_owned())
-}
-
-// ---------------------------------------------------------------------------------------
 // Servers
 // ---------------------------------------------------------------------------------------
 
@@ -411,10 +212,7 @@ impl Handler<RawCodec> for Echo {
 
 enum Running {
     Getty(ReactorThread),
-    Tokio {
-        stop: Arc<AtomicBool>,
-        thread: JoinHandle<io::Result<()>>,
-    },
+    Tokio(AcceptThread),
 }
 
 /// A server on a thread of its own, and that thread's ids.
@@ -438,14 +236,7 @@ impl ServerThread {
                 reactor.handle().shutdown();
                 reactor.join()
             }
-            Running::Tokio { stop, thread } => {
-                stop.store(true, Ordering::Release);
-                // The accept loop only looks at the flag when a connection wakes it.
-                let _ = StdTcpStream::connect(self.addr);
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("the tokio server panicked")))
-            }
+            Running::Tokio(accept_loop) => accept_loop.stop(),
         }
     }
 }
@@ -455,15 +246,7 @@ fn start_getty() -> io::Result<ServerThread> {
         .route("/", |_| Ok((RawCodec, Echo)))
         .bind("127.0.0.1:0")?;
     let addr = server.local_addr();
-    let (ids_tx, ids_rx) = mpsc::channel();
-    let reactor = Reactor::start_thread("getty-ws-echo", move |reactor| {
-        let _ = ids_tx.send(current_thread_ids());
-        reactor.spawn(Box::new(server));
-        Ok(())
-    })?;
-    let thread = ids_rx
-        .recv()
-        .map_err(|_| io::Error::other("the getty-rs server thread is gone"))?;
+    let (reactor, thread) = start_reactor_thread("getty-ws-echo", server)?;
     Ok(ServerThread {
         addr,
         thread,
@@ -472,74 +255,17 @@ fn start_getty() -> io::Result<ServerThread> {
 }
 
 fn start_tokio(config: WebSocketConfig) -> io::Result<ServerThread> {
-    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<(SocketAddr, ThreadIds)>>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let server = std::thread::Builder::new()
-        .name("tokio-ws-echo".to_owned())
-        .spawn(move || -> io::Result<()> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = match tokio_listener() {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let ready = listener.local_addr().map(|a| (a, current_thread_ids()));
-                let _ = ready_tx.send(ready);
-                tokio_accept_loop(listener, stop_flag, config).await
-            })
-        })?;
-    let (addr, thread) = ready_rx
-        .recv()
-        .map_err(|_| io::Error::other("the tokio server thread is gone"))??;
-    Ok(ServerThread {
-        addr,
-        thread,
-        running: Running::Tokio {
-            stop,
-            thread: server,
-        },
-    })
-}
-
-/// A listener with getty-rs's backlog: `tokio::net::TcpListener::bind` listens with 128,
-/// and a burst of 50 connects could overflow it into one-second SYN retransmits.
-fn tokio_listener() -> io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    socket.listen(1024)
-}
-
-/// Spawns an echo task per connection until `stop` is set (and a connection wakes it).
-async fn tokio_accept_loop(
-    listener: tokio::net::TcpListener,
-    stop: Arc<AtomicBool>,
-    config: WebSocketConfig,
-) -> io::Result<()> {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // An aborted connection or no descriptors left: back off a little.
-                eprintln!("tokio accept: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let _ = stream.set_nodelay(true);
+    let serve = move |stream| {
         tokio::spawn(async move {
             let _ = tokio_echo(stream, config).await;
         });
-    }
+    };
+    let (accept_loop, thread) = start_tokio_thread("tokio-ws-echo", serve)?;
+    Ok(ServerThread {
+        addr: accept_loop.addr,
+        thread,
+        running: Running::Tokio(accept_loop),
+    })
 }
 
 type TokioWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -685,8 +411,7 @@ struct Payload {
 
 impl Payload {
     fn random(size: usize) -> Payload {
-        let mut rng = fastrand::Rng::with_seed(0x0067_6574_7479);
-        let clear: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+        let clear = random_payload(size);
         Payload {
             frame: masked_binary_frame(&clear),
             clear,
@@ -703,126 +428,19 @@ impl Payload {
     }
 }
 
-/// One client connection: buffered reads, buffered writes, and the send time of each
-/// message in flight (echoes come back in order).
-struct ClientConn {
-    sock: mio::net::TcpStream,
-    rbuf: Vec<u8>,
-    rlo: usize,
-    rhi: usize,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    sent: VecDeque<Instant>,
-}
-
-impl ClientConn {
-    fn open(
-        addr: SocketAddr,
-        registry: &mio::Registry,
-        token: Token,
-        buf_len: usize,
-    ) -> io::Result<Self> {
-        let (stream, early) = upgrade(addr)?;
-        stream.set_nonblocking(true)?;
-        let mut sock = mio::net::TcpStream::from_std(stream);
-        registry.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)?;
-        let mut rbuf = vec![0; buf_len.max(early.len())];
-        rbuf[..early.len()].copy_from_slice(&early);
-        Ok(ClientConn {
-            sock,
-            rbuf,
-            rlo: 0,
-            rhi: early.len(),
-            wbuf: Vec::with_capacity(buf_len),
-            wpos: 0,
-            sent: VecDeque::new(),
-        })
+impl Framing for Payload {
+    fn message(&self) -> &[u8] {
+        &self.frame
     }
 
-    fn queue(&mut self, frame: &[u8], at: Instant) {
-        self.wbuf.extend_from_slice(frame);
-        self.sent.push_back(at);
-    }
-
-    /// Writes until the buffer is empty or the socket is full.
-    fn flush(&mut self) -> io::Result<()> {
-        while self.wpos < self.wbuf.len() {
-            match self.sock.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    fn whole_echo(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        let Some((header, len)) = whole_server_frame(buf)? else {
+            return Ok(None);
+        };
+        if !self.matches(&buf[header..header + len]) {
+            return Err(invalid("the echo does not match what was sent"));
         }
-        if self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
-            self.wpos = 0;
-        }
-        Ok(())
-    }
-
-    /// Reads until the socket is drained, making room as needed.
-    fn fill(&mut self) -> io::Result<()> {
-        loop {
-            if self.rhi == self.rbuf.len() {
-                self.make_room()?;
-            }
-            match self.sock.read(&mut self.rbuf[self.rhi..]) {
-                Ok(0) => return Err(invalid("the server closed a connection")),
-                Ok(n) => self.rhi += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Moves unparsed bytes to the front, or grows the buffer when it is all unparsed (up
-    /// to [`MAX_CLIENT_READ_BUF`]: more means the server sends what nobody asked for).
-    fn make_room(&mut self) -> io::Result<()> {
-        if self.rlo > 0 {
-            self.rbuf.copy_within(self.rlo..self.rhi, 0);
-            self.rhi -= self.rlo;
-            self.rlo = 0;
-        } else if self.rbuf.len() < MAX_CLIENT_READ_BUF {
-            self.rbuf.resize(self.rbuf.len() * 2, 0);
-        } else {
-            return Err(invalid("the server sent more than was asked for"));
-        }
-        Ok(())
-    }
-
-    /// Takes every whole echo that arrived, records its round trip (when a histogram is
-    /// given) and sends a new message for each.
-    fn on_readable(
-        &mut self,
-        payload: &Payload,
-        mut hist: Option<&mut Histogram<u64>>,
-    ) -> io::Result<u64> {
-        self.fill()?;
-        let now = Instant::now();
-        let mut echoes = 0;
-        while let Some((header, len)) = whole_server_frame(&self.rbuf[self.rlo..self.rhi])? {
-            let start = self.rlo + header;
-            if !payload.matches(&self.rbuf[start..start + len]) {
-                return Err(invalid("the echo does not match what was sent"));
-            }
-            self.rlo = start + len;
-            let sent = self
-                .sent
-                .pop_front()
-                .ok_or_else(|| invalid("an echo nobody asked for"))?;
-            if let Some(h) = hist.as_deref_mut() {
-                h.saturating_record((now - sent).as_nanos().max(1) as u64);
-            }
-            echoes += 1;
-            self.queue(&payload.frame, now);
-        }
-        if self.rlo == self.rhi {
-            (self.rlo, self.rhi) = (0, 0);
-        }
-        Ok(echoes)
+        Ok(Some(header + len))
     }
 }
 
@@ -856,44 +474,9 @@ impl Measurement {
     }
 }
 
-/// Where the measured window started: the time and both CPU clocks then.
-struct Window {
-    start: Instant,
-    server_cpu: Duration,
-    client_cpu: Duration,
-    other: OtherLoad,
-}
-
-impl Window {
-    fn open(server_clock: libc::clockid_t) -> Window {
-        Window {
-            start: Instant::now(),
-            server_cpu: clock_now(server_clock),
-            client_cpu: clock_now(libc::CLOCK_THREAD_CPUTIME_ID),
-            other: OtherLoad::start(),
-        }
-    }
-
-    fn close(
-        &self,
-        server_clock: libc::clockid_t,
-        hist: &Histogram<u64>,
-        messages: u64,
-    ) -> Measurement {
-        Measurement {
-            messages,
-            elapsed: self.start.elapsed(),
-            server_cpu: clock_now(server_clock).saturating_sub(self.server_cpu),
-            client_cpu: clock_now(libc::CLOCK_THREAD_CPUTIME_ID).saturating_sub(self.client_cpu),
-            other_cpus: self.other.cpus_since(),
-            p50_ns: hist.value_at_quantile(0.50),
-            p99_ns: hist.value_at_quantile(0.99),
-        }
-    }
-}
-
-/// Drives one scenario against the server at `addr` from the calling thread: warm-up, then
-/// the measured window. Ends after warm-up + measure, whatever the server does.
+/// Drives one scenario against the server at `addr` (whose CPU clock is `server_clock`) from
+/// the calling thread: warm-up, then the measured window. Ends after warm-up + measure,
+/// whatever the server does.
 fn drive(
     addr: SocketAddr,
     server_clock: libc::clockid_t,
@@ -901,70 +484,28 @@ fn drive(
     cfg: &Config,
 ) -> io::Result<Measurement> {
     let payload = Payload::random(scenario.size);
-    let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(1024);
-    let buf_len = (2 * scenario.in_flight * payload.frame.len()).max(64 * 1024);
-    let mut conns = (0..scenario.conns)
-        .map(|i| ClientConn::open(addr, poll.registry(), Token(i), buf_len))
-        .collect::<io::Result<Vec<_>>>()?;
-
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| io::Error::other(format!("histogram: {e}")))?;
-    let start = Instant::now();
-    for conn in &mut conns {
-        for _ in 0..scenario.in_flight {
-            conn.queue(&payload.frame, start);
-        }
-        conn.flush()?;
-    }
-    let warm_end = start + cfg.warmup;
-    let mut window: Option<Window> = None;
-    let mut messages = 0;
-    loop {
-        match &window {
-            None if Instant::now() >= warm_end => window = Some(Window::open(server_clock)),
-            Some(w) if w.start.elapsed() >= cfg.measure => {
-                return Ok(w.close(server_clock, &hist, messages))
-            }
-            _ => {}
-        }
-        // A short timeout, so that the clock is checked even if the server stalls.
-        match poll.poll(&mut events, Some(Duration::from_millis(5))) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            result => result?,
-        }
-        for event in events.iter() {
-            let conn = &mut conns[event.token().0];
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                let measuring = window.as_ref().map(|_| &mut hist);
-                let echoes = conn.on_readable(&payload, measuring)?;
-                if window.is_some() {
-                    messages += echoes;
-                }
-            }
-            conn.flush()?;
-        }
-    }
+    let load = LoadGenerator::connect(scenario, payload, || upgrade(addr))?;
+    let window = load.run(cfg.warmup, cfg.measure, || clock_now(server_clock))?;
+    Ok(Measurement {
+        messages: window.messages,
+        elapsed: window.elapsed,
+        server_cpu: window.server_end.saturating_sub(window.server_start),
+        client_cpu: window.client_cpu,
+        other_cpus: window.other_cpus,
+        p50_ns: window.latency.value_at_quantile(0.50),
+        p99_ns: window.latency.value_at_quantile(0.99),
+    })
 }
 
 /// Starts a server, drives one scenario against it from a load-generator thread, stops it.
 fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurement> {
     let server = ServerThread::start(kind, tokio_read_buf(scenario, cfg))?;
     let (addr, ids) = (server.addr, server.thread);
-    let pin_cpu = (scenario.pin && cfg.pin).then(idlest_cpu);
+    let pin = scenario.pin && cfg.pin;
     let (scenario, cfg) = (scenario.clone(), cfg.clone());
-    let client = std::thread::Builder::new()
-        .name("ws-load".to_owned())
-        .spawn(move || {
-            if let Some(cpu) = pin_cpu {
-                pin_thread(0, cpu)?;
-                pin_thread(ids.tid, cpu)?;
-            }
-            drive(addr, ids.cpu_clock, &scenario, &cfg)
-        })?;
-    let measured = client
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the load generator panicked")));
+    let measured = on_load_thread("ws-load", pin, &[ids], move || {
+        drive(addr, ids.cpu_clock, &scenario, &cfg)
+    });
     if let Err(e) = server.stop() {
         eprintln!("stopping the {} server: {e}", kind.name());
     }
@@ -974,15 +515,6 @@ fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurem
 // ---------------------------------------------------------------------------------------
 // Reporting
 // ---------------------------------------------------------------------------------------
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
 
 /// The median of each figure over the rounds of one server and scenario.
 #[derive(Debug, Clone, Copy)]
@@ -1104,14 +636,6 @@ fn print_each_run(runs: &[(Kind, Vec<Measurement>)]) {
     );
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
 /// The issue's targets for one scenario: CPU efficiency >= 1.5x, p50 and p99 below tokio's.
 fn print_targets(scenario: &Scenario, g: &Figures, t: &Figures) {
     let noisy = if g.noisy() || t.noisy() {
@@ -1138,42 +662,6 @@ fn print_targets(scenario: &Scenario, g: &Figures, t: &Figures) {
             verdict(ok)
         );
     }
-}
-
-/// Runs every round of one scenario (alternating which server goes first) and returns the
-/// measurements of each server that completed a run.
-fn run_scenario(
-    scenario: &Scenario,
-    cfg: &Config,
-    failures: &mut usize,
-) -> Vec<(Kind, Vec<Measurement>)> {
-    let mut runs: Vec<(Kind, Measurement)> = Vec::new();
-    for round in 0..cfg.rounds {
-        let mut order = cfg.kinds.clone();
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        for kind in order {
-            match run_one(kind, scenario, cfg) {
-                Ok(m) => runs.push((kind, m)),
-                Err(e) => {
-                    *failures += 1;
-                    eprintln!("{} {}: {e}", scenario.label, kind.name());
-                }
-            }
-        }
-    }
-    cfg.kinds
-        .iter()
-        .filter_map(|&kind| {
-            let mine: Vec<Measurement> = runs
-                .iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, m)| *m)
-                .collect();
-            (!mine.is_empty()).then_some((kind, mine))
-        })
-        .collect()
 }
 
 fn main() {
@@ -1211,7 +699,15 @@ fn main() {
             continue;
         }
         let title = scenario.title(&cfg);
-        let runs = run_scenario(&scenario, &cfg, &mut failures);
+        let runs = run_rounds(
+            &cfg.kinds,
+            cfg.rounds,
+            |kind| run_one(kind, &scenario, &cfg),
+            |kind, e| {
+                failures += 1;
+                eprintln!("{} {}: {e}", scenario.label, kind.name());
+            },
+        );
         let figures = figures_of(&runs);
         for (kind, f) in &figures {
             print_row(&title, kind.name(), f);
