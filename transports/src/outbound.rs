@@ -77,7 +77,9 @@ impl Outbound {
                 slices[count] = IoSlice::new(chunk);
                 count += 1;
             }
-            if !self.tail.is_empty() && count < MAX_IOVECS {
+            // The tail follows the last chunk, so it may only join a writev that carries
+            // every chunk: bytes leave in the order they were queued.
+            if !self.tail.is_empty() && count == queue.len() {
                 slices[count] = IoSlice::new(&self.tail);
                 count += 1;
             }
@@ -270,6 +272,22 @@ mod tests {
         assert_eq!(&got[..2], b"ab");
         assert_eq!(&got[5002..], b"cd");
         assert_eq!(got.len(), 5004);
+    }
+
+    /// More chunks than one writev takes, then a small write: the tail must wait for every
+    /// chunk (it once jumped ahead of chunk 63 and corrupted it).
+    #[test]
+    fn a_tail_behind_more_chunks_than_one_writev_stays_last() {
+        let mut out = Outbound::default();
+        let mut expected = Vec::new();
+        for i in 0..MAX_IOVECS as u8 + 2 {
+            let chunk = vec![i; 8192];
+            expected.extend_from_slice(&chunk);
+            out.push(Bytes::from(chunk));
+        }
+        out.push(Bytes::from_static(b"END\n"));
+        expected.extend_from_slice(b"END\n");
+        assert_eq!(drain(&mut out, usize::MAX).got, expected);
     }
 
     #[test]
