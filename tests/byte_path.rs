@@ -1,0 +1,272 @@
+//! The byte path over real sockets: whatever a handler queues in one callback (many large
+//! zero-copy buffers, small copied writes, in any mix) reaches the peer whole and in order,
+//! however the kernel splits the writes.
+//!
+//! Issue #11, part 1: with more than 63 chunks queued, `Outbound::write_to` put the small
+//! tail into a `writev` that did not carry the later chunks, so the tail overtook them and
+//! the bytes the kernel took for it were credited to chunk 63 (which then went out cut).
+
+mod common;
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{connect, connect_with_recv_buffer, watchdog, Running, STEP};
+use getty::codec::{Bytes, RawCodec};
+use getty::tcp::TcpServer;
+use getty::{Handler, Session, SessionOptions};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Writes every buffer of `plan` with `write_bytes` from its first `on_message`, then
+/// closes gracefully (flush, FIN). A refused write is reported to the test.
+struct Burst {
+    plan: Arc<[Bytes]>,
+    sent: bool,
+    failures: Sender<String>,
+}
+
+impl Handler<RawCodec> for Burst {
+    fn on_message(&mut self, s: &mut Session<RawCodec>, _: Bytes) {
+        if std::mem::replace(&mut self.sent, true) {
+            return;
+        }
+        for (i, piece) in self.plan.iter().enumerate() {
+            if let Err(e) = s.write_bytes(piece.clone()) {
+                let _ = self
+                    .failures
+                    .send(format!("write {i} ({} B) refused: {e}", piece.len()));
+                break;
+            }
+        }
+        s.close();
+    }
+}
+
+/// How the test's client reads.
+#[derive(Debug, Clone, Copy)]
+enum Reader {
+    /// Default socket buffers, 64 KiB reads.
+    Fast,
+    /// A 4 KiB SO_RCVBUF (set before connecting), nothing read for 300 ms, then 200 reads
+    /// of 512 bytes 2 ms apart, then the rest in 64 KiB reads: the server's socket fills up
+    /// and its writes are cut short many times.
+    Slow,
+}
+
+/// Serves `plan` to one client and returns every byte the client received until EOF.
+fn fetch(plan: Vec<Bytes>, reader: Reader) -> Vec<u8> {
+    let total: usize = plan.iter().map(Bytes::len).sum();
+    let plan: Arc<[Bytes]> = plan.into();
+    let (failures_tx, failures) = mpsc::channel();
+    let server = TcpServer::builder()
+        .session_options(SessionOptions::default().max_outbound(total + (1 << 20)))
+        .bind("127.0.0.1:0", move |_| {
+            Ok((
+                RawCodec,
+                Burst {
+                    plan: plan.clone(),
+                    sent: false,
+                    failures: failures_tx.clone(),
+                },
+            ))
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let reactor = Running::serve("byte-path", server);
+    let got = read_all(addr, reader, total);
+    reactor.stop();
+    if let Ok(failure) = failures.try_recv() {
+        panic!("the server could not queue its writes: {failure}");
+    }
+    got
+}
+
+fn read_all(addr: SocketAddr, reader: Reader, expected: usize) -> Vec<u8> {
+    let mut client: TcpStream = match reader {
+        Reader::Fast => connect(addr),
+        Reader::Slow => connect_with_recv_buffer(addr, 4096),
+    };
+    client.write_all(b"go").unwrap();
+    let mut got = Vec::with_capacity(expected);
+    let mut buf = vec![0u8; 64 * 1024];
+    if let Reader::Slow = reader {
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..200 {
+            match client.read(&mut buf[..512]) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read after {} bytes: {e}", got.len()),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let deadline = Instant::now() + STEP;
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read after {} of {expected} bytes: {e}", got.len()),
+        }
+        // A server that keeps sending past what was planned must not keep the test alive.
+        assert!(
+            got.len() <= expected + (1 << 20) && Instant::now() < deadline,
+            "still reading after {} of {expected} bytes",
+            got.len()
+        );
+    }
+}
+
+/// Checks `got` against the concatenation of `plan`; on a difference, says which write it
+/// fell in and where the last write's bytes turned up instead (no megabyte dumps).
+fn check(plan: &[Bytes], got: &[u8], what: &str) {
+    let expected: Vec<u8> = plan.iter().flat_map(|b| b.iter().copied()).collect();
+    if got == expected.as_slice() {
+        return;
+    }
+    let mut report = format!(
+        "{what}: received {} bytes, expected {}",
+        got.len(),
+        expected.len()
+    );
+    let first = got
+        .iter()
+        .zip(&expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(expected.len()));
+    let mut start = 0;
+    for (i, piece) in plan.iter().enumerate() {
+        if first < start + piece.len() {
+            let _ = write!(
+                report,
+                "; first difference at byte {first}: write {i} of {} ({} B, starting at {start}), offset {}",
+                plan.len(),
+                piece.len(),
+                first - start
+            );
+            break;
+        }
+        start += piece.len();
+    }
+    if let Some(last) = plan.last().filter(|l| !l.is_empty()) {
+        let at = got.windows(last.len()).position(|w| w == &last[..]);
+        let _ = write!(
+            report,
+            "; the last write ({} B) found at {at:?}, expected at {}",
+            last.len(),
+            expected.len() - last.len()
+        );
+    }
+    panic!("{report}");
+}
+
+/// `chunks` buffers of 8 KiB, the i-th filled with `i`, then `END\n`: the reproduction.
+fn chunks_then_end(chunks: usize) -> Vec<Bytes> {
+    let mut plan: Vec<Bytes> = (0..chunks)
+        .map(|i| Bytes::from(vec![i as u8; 8192]))
+        .collect();
+    plan.push(Bytes::from_static(b"END\n"));
+    plan
+}
+
+fn run_chunks(chunks: usize, reader: Reader) {
+    watchdog(LIMIT, move || {
+        let plan = chunks_then_end(chunks);
+        let got = fetch(plan.clone(), reader);
+        check(
+            &plan,
+            &got,
+            &format!("{chunks} chunks of 8 KiB then END, {reader:?} reader"),
+        );
+        assert!(got.ends_with(b"END\n"));
+    });
+}
+
+#[test]
+fn sixty_four_chunks_then_a_small_write_arrive_in_order() {
+    run_chunks(64, Reader::Fast);
+}
+
+#[test]
+fn sixty_four_chunks_then_a_small_write_reach_a_slow_reader_in_order() {
+    run_chunks(64, Reader::Slow);
+}
+
+#[test]
+fn two_hundred_chunks_then_a_small_write_arrive_in_order() {
+    run_chunks(200, Reader::Fast);
+}
+
+#[test]
+fn two_hundred_chunks_then_a_small_write_reach_a_slow_reader_in_order() {
+    run_chunks(200, Reader::Slow);
+}
+
+/// A random mix from one `on_message`: runs of small writes (copied into the tail, 0 to
+/// 4095 bytes) and of large ones (queued as chunks: mostly 4 to 16 KiB, so that one
+/// `writev` can carry dozens of them; one in ten up to 256 KiB), random bytes in each,
+/// about `budget` bytes in all, ending with a run of small writes (a tail behind chunks).
+fn random_mix(seed: u64, budget: usize) -> Vec<Bytes> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut plan = Vec::new();
+    let mut total = 0;
+    let mut large = rng.bool();
+    while total < budget || large {
+        large = !large && total < budget;
+        for _ in 0..rng.usize(1..=40) {
+            let len = match (large, rng.u8(..10)) {
+                (false, _) => rng.usize(0..4096),
+                (true, 0) => rng.usize(16 * 1024..=256 * 1024),
+                (true, _) => rng.usize(4096..=16 * 1024),
+            };
+            let mut piece = vec![0u8; len];
+            rng.fill(&mut piece);
+            total += len;
+            plan.push(Bytes::from(piece));
+        }
+    }
+    plan
+}
+
+/// Seeds to run: `BYTE_PATH_SEED` (to replay a failure), else a few fixed and one fresh.
+fn seeds() -> Vec<u64> {
+    if let Some(seed) = std::env::var("BYTE_PATH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![seed];
+    }
+    vec![1, 2, 3, fastrand::u64(..)]
+}
+
+fn run_mix(reader: Reader) {
+    watchdog(LIMIT * 2, move || {
+        for seed in seeds() {
+            let plan = random_mix(seed, 3 << 20);
+            let got = fetch(plan.clone(), reader);
+            check(
+                &plan,
+                &got,
+                &format!(
+                    "random mix of {} writes, {reader:?} reader, seed {seed} (BYTE_PATH_SEED={seed} replays it)",
+                    plan.len()
+                ),
+            );
+        }
+    });
+}
+
+#[test]
+fn a_random_mix_of_small_and_large_writes_arrives_byte_for_byte() {
+    run_mix(Reader::Fast);
+}
+
+#[test]
+fn a_random_mix_of_small_and_large_writes_reaches_a_slow_reader_byte_for_byte() {
+    run_mix(Reader::Slow);
+}
