@@ -55,7 +55,7 @@
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,29 +178,47 @@ pub trait Entry: 'static {
 }
 
 struct Slot {
-    /// The entry's serial (low 48 bits) and group (high 16 bits), packed so that groups
-    /// cost no memory per entry.
+    /// The entry's serial (low 47 bits), whether it created groups (bit 47) and the index of
+    /// its group (high 16 bits), packed so that groups cost no memory per entry.
     tag: u64,
     /// `None` only while the entry is being called.
     entry: Option<Box<dyn Entry>>,
 }
 
-const SERIAL_BITS: u32 = 48;
-const SERIAL_MASK: u64 = (1 << SERIAL_BITS) - 1;
+/// 47 bits of serials outlast any process: 1.4e14 entries, 4 years at a million a second.
+const SERIAL_MASK: u64 = (1 << 47) - 1;
+/// Set in the tag of an entry that created a group (see [`Core::owned_groups`]), so that
+/// removing any other entry costs no group bookkeeping.
+const OWNER_BIT: u64 = 1 << 47;
+const GROUP_SHIFT: u32 = 48;
 
 impl Slot {
     fn serial(&self) -> u64 {
         self.tag & SERIAL_MASK
     }
 
-    fn group(&self) -> u16 {
-        (self.tag >> SERIAL_BITS) as u16
+    fn group_index(&self) -> u16 {
+        (self.tag >> GROUP_SHIFT) as u16
+    }
+
+    /// True if the entry was spawned into `group` (and not into an earlier group that had
+    /// the same index: a group index is reused once its owner ends, but every entry spawned
+    /// into the earlier group has a serial below the one the new group was created at).
+    fn is_in(&self, group: GroupId) -> bool {
+        self.group_index() == group.index && self.serial() > group.created
     }
 }
 
 /// A set of entries on one reactor, named when they are spawned
 /// ([`Context::spawn_in`]), so that their spawner can reach them all later (a server closing
-/// every session it accepted) without keeping a list. Group 0 is "no group".
+/// every session it accepted) without keeping a list.
+///
+/// A group belongs to the entry that created it ([`Context::new_group`]) and ends when that
+/// entry ends; its 16-bit index is then free for a new group (so at most 65,535 groups are
+/// alive at once, however many have come and gone). A `GroupId` also remembers when its
+/// group was created, so an id kept past its group's end never reaches a later group with
+/// the same index: it has no members, and entries spawned into it join no group. Members
+/// of an ended group live on, ungrouped, and never join a later group either.
 ///
 /// ```
 /// getty_reactor::with_context(|cx| {
@@ -209,7 +227,12 @@ impl Slot {
 /// });
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GroupId(u16);
+pub struct GroupId {
+    /// 1 to 65,535 (0, in an entry's tag, is "no group").
+    index: u16,
+    /// A serial taken when the group was created: every member has a later one.
+    created: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -225,7 +248,12 @@ struct Core {
     timers: Timers,
     now: Instant,
     next_serial: u64,
-    next_group: u16,
+    /// Live groups by index: the serial each was created at (index 0, "no group", is never
+    /// handed out); `None` marks a free index, also listed in `free_groups`.
+    groups: Vec<Option<u64>>,
+    free_groups: Vec<u16>,
+    /// The group indexes each live owner (an entry with [`OWNER_BIT`]) created, by serial.
+    owned_groups: HashMap<u64, Vec<u16>>,
     rescheduled: Vec<(EntryId, Ready)>,
     started: VecDeque<EntryId>,
     mailbox: VecDeque<(EntryId, Command)>,
@@ -316,7 +344,9 @@ impl ReactorBuilder {
             timers: Timers::default(),
             now: Instant::now(),
             next_serial: 0,
-            next_group: 1,
+            groups: vec![None],
+            free_groups: Vec::new(),
+            owned_groups: HashMap::new(),
             rescheduled: Vec::new(),
             started: VecDeque::new(),
             mailbox: VecDeque::new(),
@@ -603,15 +633,24 @@ impl Core {
     }
 
     fn insert(&mut self, entry: Box<dyn Entry>) -> EntryId {
-        self.insert_in(0, entry)
+        self.insert_at(0, entry)
     }
 
-    fn insert_in(&mut self, group: u16, entry: Box<dyn Entry>) -> EntryId {
-        // 48 bits of serials outlast any process: 2.8e14 entries.
+    fn insert_in(&mut self, group: GroupId, entry: Box<dyn Entry>) -> EntryId {
+        let index = if self.group_is_live(group) {
+            group.index
+        } else {
+            log::debug!("spawn into a group that has ended: the entry joins no group");
+            0
+        };
+        self.insert_at(index, entry)
+    }
+
+    fn insert_at(&mut self, group_index: u16, entry: Box<dyn Entry>) -> EntryId {
         let serial = self.next_serial & SERIAL_MASK;
         self.next_serial += 1;
         let key = self.slots.insert(Slot {
-            tag: serial | (u64::from(group) << SERIAL_BITS),
+            tag: serial | (u64::from(group_index) << GROUP_SHIFT),
             entry: Some(entry),
         });
         let id = EntryId { key, serial };
@@ -671,9 +710,7 @@ impl Core {
         CURRENT_ENTRY.with(|c| c.set(outer));
         match status {
             Status::Continue => self.slots[id.key].entry = Some(entry),
-            Status::Done => {
-                self.slots.remove(id.key);
-            }
+            Status::Done => self.remove(id.key),
         }
         Some(status)
     }
@@ -726,10 +763,54 @@ impl Core {
             .collect()
     }
 
-    fn new_group(&mut self) -> Option<GroupId> {
-        let group = self.next_group;
-        self.next_group = self.next_group.checked_add(1)?;
-        Some(GroupId(group))
+    /// Removes (and drops) an entry; the groups it created end with it.
+    fn remove(&mut self, key: usize) {
+        let slot = self.slots.remove(key);
+        if slot.tag & OWNER_BIT == 0 {
+            return;
+        }
+        for index in self.owned_groups.remove(&slot.serial()).unwrap_or_default() {
+            self.groups[usize::from(index)] = None;
+            self.free_groups.push(index);
+        }
+    }
+
+    /// A new group owned by `owner` (the entry being called), ended when `owner` is removed.
+    fn new_group(&mut self, owner: EntryId) -> Option<GroupId> {
+        let slot = self.slots.get_mut(owner.key)?;
+        if slot.serial() != owner.serial {
+            return None;
+        }
+        let index = match self.free_groups.pop() {
+            Some(index) => index,
+            None => {
+                let index = u16::try_from(self.groups.len()).ok()?;
+                self.groups.push(None);
+                index
+            }
+        };
+        slot.tag |= OWNER_BIT;
+        // A group takes a serial of its own, so no two groups are created at the same one
+        // (an id kept past its group's end must not equal a later group's id).
+        let created = self.next_serial & SERIAL_MASK;
+        self.next_serial += 1;
+        self.groups[usize::from(index)] = Some(created);
+        self.owned_groups
+            .entry(owner.serial)
+            .or_default()
+            .push(index);
+        Some(GroupId { index, created })
+    }
+
+    fn group_is_live(&self, group: GroupId) -> bool {
+        self.groups.get(usize::from(group.index)) == Some(&Some(group.created))
+    }
+
+    fn group_members(&self, group: GroupId) -> Vec<EntryId> {
+        if !self.group_is_live(group) {
+            return Vec::new();
+        }
+        self.ids_where(|slot| slot.is_in(group))
     }
 
     fn begin_shutdown(&mut self, grace: Duration) {
@@ -779,7 +860,7 @@ impl Core {
             for id in self.live_ids() {
                 self.call_entry(id, |e, cx| e.on_shutdown(cx, None));
                 if self.slots.contains(id.key) {
-                    self.slots.remove(id.key);
+                    self.remove(id.key);
                 }
             }
             self.started.clear();
@@ -927,15 +1008,18 @@ impl Context<'_> {
         self.core.insert(entry)
     }
 
-    /// A new group to spawn entries into; `None` once this reactor has handed out 65,534
-    /// (a server that gets none spawns its sessions ungrouped, and cannot close them all).
+    /// A new group to spawn entries into, owned by this entry: it ends when this entry
+    /// ends, and its index is then reused. `None` only while 65,535 groups are alive on this
+    /// reactor at once (a server that gets none spawns its sessions ungrouped, and cannot
+    /// close them all).
     ///
     /// See [`GroupId`].
     pub fn new_group(&mut self) -> Option<GroupId> {
-        self.core.new_group()
+        self.core.new_group(self.id)
     }
 
-    /// Like [`spawn`](Self::spawn), into `group`.
+    /// Like [`spawn`](Self::spawn), into `group`. An entry spawned into a group that has
+    /// ended (its owner is gone) joins no group.
     ///
     /// ```
     /// use getty_reactor::{Context, Entry, Ready, Status};
@@ -952,15 +1036,15 @@ impl Context<'_> {
     /// });
     /// ```
     pub fn spawn_in(&mut self, group: GroupId, entry: Box<dyn Entry>) -> EntryId {
-        self.core.insert_in(group.0, entry)
+        self.core.insert_in(group, entry)
     }
 
     /// The live entries of `group` (a scan of the slab: for rare operations such as
-    /// closing them all, not for every event).
+    /// closing them all, not for every event); none once the group has ended.
     ///
     /// See [`spawn_in`](Self::spawn_in).
     pub fn group_members(&self, group: GroupId) -> Vec<EntryId> {
-        self.core.ids_where(|slot| slot.group() == group.0)
+        self.core.group_members(group)
     }
 
     /// Sends a command to another entry on this reactor; it is delivered as soon as the
