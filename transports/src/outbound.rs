@@ -165,6 +165,11 @@ pub(crate) fn crossing_pending(
     writable != reported || next_writability(reported, queued, high, low) != reported
 }
 
+/// Model-based property tests of this queue and of the filter path behind it.
+#[cfg(test)]
+#[path = "outbound_model_tests.rs"]
+mod model_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
