@@ -5,6 +5,8 @@
 //! Issue #11, part 1: with more than 63 chunks queued, `Outbound::write_to` put the small
 //! tail into a `writev` that did not carry the later chunks, so the tail overtook them and
 //! the bytes the kernel took for it were credited to chunk 63 (which then went out cut).
+//! Every test here but the two with a small send buffer failed that way before the fix;
+//! those two guard the bookkeeping of writes cut short inside a chunk.
 
 mod common;
 
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::{connect, connect_with_recv_buffer, watchdog, Running, STEP};
 use getty::codec::{Bytes, RawCodec};
 use getty::tcp::TcpServer;
-use getty::{Handler, Session, SessionOptions};
+use getty::{Handler, Session, SessionOptions, SocketOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -53,17 +55,21 @@ enum Reader {
     /// Default socket buffers, 64 KiB reads.
     Fast,
     /// A 4 KiB SO_RCVBUF (set before connecting), nothing read for 300 ms, then 200 reads
-    /// of 512 bytes 2 ms apart, then the rest in 64 KiB reads: the server's socket fills up
-    /// and its writes are cut short many times.
+    /// of 512 bytes 2 ms apart, then the rest in 64 KiB reads: once the server's send
+    /// buffer is full (megabytes on loopback, unless the test makes it small), its writes
+    /// are cut short and resume on writable events.
     Slow,
 }
 
 /// Serves `plan` to one client and returns every byte the client received until EOF.
-fn fetch(plan: Vec<Bytes>, reader: Reader) -> Vec<u8> {
+/// `send_buffer` sets the server's SO_SNDBUF (the kernel doubles it); by default it grows
+/// to megabytes on loopback, so that one `writev` takes dozens of chunks.
+fn fetch(plan: Vec<Bytes>, reader: Reader, send_buffer: Option<usize>) -> Vec<u8> {
     let total: usize = plan.iter().map(Bytes::len).sum();
     let plan: Arc<[Bytes]> = plan.into();
     let (failures_tx, failures) = mpsc::channel();
     let server = TcpServer::builder()
+        .socket_options(SocketOptions::default().send_buffer_size(send_buffer))
         .session_options(SessionOptions::default().max_outbound(total + (1 << 20)))
         .bind("127.0.0.1:0", move |_| {
             Ok((
@@ -174,37 +180,55 @@ fn chunks_then_end(chunks: usize) -> Vec<Bytes> {
     plan
 }
 
-fn run_chunks(chunks: usize, reader: Reader) {
+fn run_chunks(chunks: usize, reader: Reader, send_buffer: Option<usize>) {
     watchdog(LIMIT, move || {
         let plan = chunks_then_end(chunks);
-        let got = fetch(plan.clone(), reader);
+        let got = fetch(plan.clone(), reader, send_buffer);
         check(
             &plan,
             &got,
-            &format!("{chunks} chunks of 8 KiB then END, {reader:?} reader"),
+            &format!(
+                "{chunks} chunks of 8 KiB then END, {reader:?} reader, SO_SNDBUF {send_buffer:?}"
+            ),
         );
         assert!(got.ends_with(b"END\n"));
     });
 }
 
+/// The reproduction of issue #11: `END\n` arrived at byte 516,096 and chunk 63 was cut.
 #[test]
 fn sixty_four_chunks_then_a_small_write_arrive_in_order() {
-    run_chunks(64, Reader::Fast);
+    run_chunks(64, Reader::Fast, None);
 }
 
 #[test]
 fn sixty_four_chunks_then_a_small_write_reach_a_slow_reader_in_order() {
-    run_chunks(64, Reader::Slow);
+    run_chunks(64, Reader::Slow, None);
 }
 
 #[test]
 fn two_hundred_chunks_then_a_small_write_arrive_in_order() {
-    run_chunks(200, Reader::Fast);
+    run_chunks(200, Reader::Fast, None);
 }
 
 #[test]
 fn two_hundred_chunks_then_a_small_write_reach_a_slow_reader_in_order() {
-    run_chunks(200, Reader::Slow);
+    run_chunks(200, Reader::Slow, None);
+}
+
+/// 8 MB: more than the send buffer ever holds, so once the reader lags, the server's
+/// writes are cut short and resumed on writable events.
+#[test]
+fn a_thousand_chunks_then_a_small_write_reach_a_slow_reader_in_order() {
+    run_chunks(1000, Reader::Slow, None);
+}
+
+/// A small send buffer: every `writev` is cut short, mostly inside a chunk. (A `writev`
+/// here never takes 63 chunks, so this one passed before the fix too: it guards the
+/// bookkeeping of partial writes.)
+#[test]
+fn two_hundred_chunks_then_a_small_write_survive_short_writes() {
+    run_chunks(200, Reader::Slow, Some(16 * 1024));
 }
 
 /// A random mix from one `on_message`: runs of small writes (copied into the tail, 0 to
@@ -244,16 +268,16 @@ fn seeds() -> Vec<u64> {
     vec![1, 2, 3, fastrand::u64(..)]
 }
 
-fn run_mix(reader: Reader) {
+fn run_mix(reader: Reader, send_buffer: Option<usize>) {
     watchdog(LIMIT * 2, move || {
         for seed in seeds() {
             let plan = random_mix(seed, 3 << 20);
-            let got = fetch(plan.clone(), reader);
+            let got = fetch(plan.clone(), reader, send_buffer);
             check(
                 &plan,
                 &got,
                 &format!(
-                    "random mix of {} writes, {reader:?} reader, seed {seed} (BYTE_PATH_SEED={seed} replays it)",
+                    "random mix of {} writes, {reader:?} reader, SO_SNDBUF {send_buffer:?}, seed {seed} (BYTE_PATH_SEED={seed} replays it)",
                     plan.len()
                 ),
             );
@@ -263,10 +287,16 @@ fn run_mix(reader: Reader) {
 
 #[test]
 fn a_random_mix_of_small_and_large_writes_arrives_byte_for_byte() {
-    run_mix(Reader::Fast);
+    run_mix(Reader::Fast, None);
 }
 
 #[test]
 fn a_random_mix_of_small_and_large_writes_reaches_a_slow_reader_byte_for_byte() {
-    run_mix(Reader::Slow);
+    run_mix(Reader::Slow, None);
+}
+
+/// Short writes throughout (see `two_hundred_chunks_then_a_small_write_survive_short_writes`).
+#[test]
+fn a_random_mix_of_small_and_large_writes_survives_short_writes() {
+    run_mix(Reader::Slow, Some(16 * 1024));
 }
