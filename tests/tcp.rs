@@ -298,7 +298,7 @@ fn oversized_frame_closes_only_that_session() {
         let mut a = connect(addr);
         let mut b = connect(addr);
         echo_roundtrip(&mut a, b"before");
-        echo_roundtrip(&mut b, &vec![7u8; max - 4]); // the largest frame allowed
+        echo_roundtrip(&mut b, &vec![7u8; max]); // the largest message allowed (payload)
 
         let mut big = connect(addr);
         let big_sid = events.wait_open(big.local_addr().unwrap());
@@ -309,10 +309,7 @@ fn oversized_frame_closes_only_that_session() {
         events.wait_close(big_sid);
         assert_eq!(
             events.errors_of(big_sid),
-            vec![ErrKind::MessageTooLong {
-                len: declared + 4,
-                max
-            }]
+            vec![ErrKind::MessageTooLong { len: declared, max }]
         );
         assert_eq!(ended, Ended::Reset, "an erroring session is reset");
 
@@ -321,9 +318,9 @@ fn oversized_frame_closes_only_that_session() {
             echo_roundtrip(&mut a, format!("after {round}").as_bytes());
             echo_roundtrip(&mut b, &vec![round as u8; 1000]);
         }
-        // One byte over the limit, header included, is refused too.
+        // One byte over the limit is refused too.
         let mut over = connect(addr);
-        over.write_all(&frame(&vec![1u8; max - 3])).unwrap();
+        over.write_all(&frame(&vec![1u8; max + 1])).unwrap();
         let (_, _) = read_to_end(&mut over);
         echo_roundtrip(&mut a, b"still here");
 

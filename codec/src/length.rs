@@ -10,6 +10,10 @@ use crate::{CodecError, Decoded, Decoder, Encoder};
 /// Default [`LengthFieldCodecBuilder::max_frame_length`]: 8 MiB.
 const DEFAULT_MAX_FRAME_LENGTH: usize = 8 * 1024 * 1024;
 
+/// `LengthFieldCodec::max_frame_length` when none was set (no valid limit is 0: the header
+/// must fit).
+const NO_MAX_SET: u32 = 0;
+
 /// Default [`LengthFieldCodecBuilder::length_field_len`]: a 4-byte length.
 const DEFAULT_LENGTH_FIELD_LEN: usize = 4;
 
@@ -60,6 +64,15 @@ pub enum ByteOrder {
 /// exceeds [`max_frame_length`](LengthFieldCodecBuilder::max_frame_length), before the body
 /// arrives.
 ///
+/// **Limits in a session.** A getty session decodes with
+/// [`decode_limited`](Decoder::decode_limited) and its `max_message_len`, which limits the
+/// message the handler gets: the frame *minus* the stripped bytes (with the defaults, the
+/// payload without its 4-byte length). That limit is checked first and reported as the
+/// session's. The built-in 8 MiB `max_frame_length` is a safety limit for the codec used on
+/// its own ([`decode`](Decoder::decode)) and does not apply in a session, so the session's
+/// limit is the only one there; a `max_frame_length` set explicitly on the builder applies
+/// everywhere, after the session's.
+///
 /// **Encoding** takes the frame *without* its length field: the first `length_field_offset`
 /// bytes of the item are written as they are, then the length field, then the rest of the
 /// item. The length field is given the value that makes the decoder read back exactly the rest
@@ -95,6 +108,7 @@ pub struct LengthFieldCodec {
     length_field_offset: u32,
     length_adjustment: i32,
     initial_bytes_to_strip: u32,
+    /// [`NO_MAX_SET`] for the built-in limit.
     max_frame_length: u32,
 }
 
@@ -115,7 +129,7 @@ impl Default for LengthFieldCodec {
             length_field_offset: 0,
             length_adjustment: 0,
             initial_bytes_to_strip: DEFAULT_LENGTH_FIELD_LEN as u32,
-            max_frame_length: DEFAULT_MAX_FRAME_LENGTH as u32,
+            max_frame_length: NO_MAX_SET,
         }
     }
 }
@@ -179,13 +193,21 @@ impl LengthFieldCodec {
         self.initial_bytes_to_strip as usize
     }
 
-    /// Largest whole frame (header included) the decoder accepts.
+    /// Largest whole frame (header included) the decoder accepts: the value set on the
+    /// builder, or the built-in 8 MiB, which only [`decode`](Decoder::decode) applies (see
+    /// [`LengthFieldCodec`] on limits in a session).
     ///
     /// ```
     /// assert_eq!(getty_codec::LengthFieldCodec::default().max_frame_length(), 8 << 20);
     /// ```
     pub fn max_frame_length(&self) -> usize {
-        self.max_frame_length as usize
+        self.explicit_max_frame_length()
+            .unwrap_or(DEFAULT_MAX_FRAME_LENGTH)
+    }
+
+    /// The `max_frame_length` set on the builder, if one was.
+    fn explicit_max_frame_length(&self) -> Option<usize> {
+        (self.max_frame_length != NO_MAX_SET).then_some(self.max_frame_length as usize)
     }
 
     /// Length of the header up to and including the length field. The builder guarantees
@@ -204,9 +226,15 @@ impl LengthFieldCodec {
     }
 
     /// Turns a length field value into the whole frame length, rejecting frames that are
-    /// malformed or too long. Runs on the header alone so bad frames fail before their body
-    /// is buffered.
-    fn frame_len_for(&self, field_value: u64) -> Result<usize, CodecError> {
+    /// malformed or too long: a message (the frame minus the stripped bytes) over
+    /// `max_message_len`, if given, then a frame over `max_frame_length` (the built-in one
+    /// only without `max_message_len`). Runs on the header alone so bad frames fail before
+    /// their body is buffered.
+    fn frame_len_for(
+        &self,
+        field_value: u64,
+        max_message_len: Option<usize>,
+    ) -> Result<usize, CodecError> {
         // i128 holds any u64 plus any isize plus any usize without overflow.
         let bytes_after_field = i128::from(field_value) + self.length_adjustment() as i128;
         if bytes_after_field < 0 {
@@ -216,17 +244,30 @@ impl LengthFieldCodec {
             )));
         }
         let frame_len = bytes_after_field + self.header_len() as i128;
-        if frame_len > self.max_frame_length() as i128 {
+        let max_frame_length = match max_message_len {
+            Some(max) => {
+                let message_len = frame_len - self.initial_bytes_to_strip() as i128;
+                if message_len > max as i128 {
+                    // A length beyond usize::MAX (only possible with 8-byte fields) is
+                    // reported as usize::MAX.
+                    let reported_len = usize::try_from(message_len).unwrap_or(usize::MAX);
+                    return Err(CodecError::message_too_long(reported_len, max));
+                }
+                self.explicit_max_frame_length()
+            }
+            None => Some(self.max_frame_length()),
+        };
+        if let Some(max_frame_length) = max_frame_length.filter(|&m| frame_len > m as i128) {
             // A length beyond usize::MAX (only possible with 8-byte fields) is reported as
             // usize::MAX: the kind is what matters, and such a frame is garbage anyway.
             let reported_len = usize::try_from(frame_len).unwrap_or(usize::MAX);
-            return Err(CodecError::frame_too_long(
-                reported_len,
-                self.max_frame_length(),
-            ));
+            return Err(CodecError::frame_too_long(reported_len, max_frame_length));
         }
-        // In range: frame_len is between 0 and max_frame_length.
-        let frame_len = frame_len as usize;
+        // In range: the frame is no longer than a limit, or than the message plus the
+        // stripped bytes, both of which fit a usize.
+        let Ok(frame_len) = usize::try_from(frame_len) else {
+            return Err(CodecError::frame_too_long(usize::MAX, usize::MAX));
+        };
         if frame_len < self.initial_bytes_to_strip() {
             return Err(CodecError::malformed(format!(
                 "frame of {frame_len} bytes is shorter than the {} bytes to strip",
@@ -311,10 +352,42 @@ impl Decoder for LengthFieldCodec {
     /// assert_eq!(err.kind(), CodecErrorKind::FrameTooLong);
     /// ```
     fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Bytes>, CodecError> {
+        self.decode_frame(src, None)
+    }
+
+    /// Decodes one frame whose message (the frame minus the stripped bytes, the payload with
+    /// the defaults) is at most `max_message_len` bytes, refusing a longer one from the
+    /// header alone. Only an explicitly set `max_frame_length` applies besides; see
+    /// [`LengthFieldCodec`] on limits in a session.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{CodecError, Decoder, LengthFieldCodec};
+    ///
+    /// // 0xFFFFFFFF declared: refused against the caller's limit, not the built-in 8 MiB.
+    /// let mut buf = BytesMut::from(&b"\xff\xff\xff\xff"[..]);
+    /// let err = LengthFieldCodec::default().decode_limited(&mut buf, 1 << 20).unwrap_err();
+    /// assert_eq!(err, CodecError::message_too_long(0xFFFF_FFFF, 1 << 20));
+    /// ```
+    fn decode_limited(
+        &mut self,
+        src: &mut BytesMut,
+        max_message_len: usize,
+    ) -> Result<Decoded<Bytes>, CodecError> {
+        self.decode_frame(src, Some(max_message_len))
+    }
+}
+
+impl LengthFieldCodec {
+    fn decode_frame(
+        &mut self,
+        src: &mut BytesMut,
+        max_message_len: Option<usize>,
+    ) -> Result<Decoded<Bytes>, CodecError> {
         if src.len() < self.header_len() {
             return Ok(Decoded::NeedMore(None));
         }
-        let frame_len = self.frame_len_for(self.read_length_field(src))?;
+        let frame_len = self.frame_len_for(self.read_length_field(src), max_message_len)?;
         if src.len() < frame_len {
             return Ok(Decoded::NeedMore(Some(frame_len)));
         }
@@ -439,7 +512,8 @@ pub struct LengthFieldCodecBuilder {
     /// `None` until set: then it defaults to the whole header, whatever offset and width
     /// end up configured.
     initial_bytes_to_strip: Option<usize>,
-    max_frame_length: usize,
+    /// `None` for the built-in limit.
+    max_frame_length: Option<usize>,
 }
 
 impl Default for LengthFieldCodecBuilder {
@@ -457,7 +531,7 @@ impl Default for LengthFieldCodecBuilder {
             length_field_offset: 0,
             length_adjustment: 0,
             initial_bytes_to_strip: None,
-            max_frame_length: DEFAULT_MAX_FRAME_LENGTH,
+            max_frame_length: None,
         }
     }
 }
@@ -553,13 +627,17 @@ impl LengthFieldCodecBuilder {
     /// Largest whole frame, header included, that the decoder accepts. Default 8 MiB;
     /// values above 4 GiB mean 4 GiB (like netty's, the limit is 32 bits wide).
     ///
+    /// The built-in 8 MiB protects the codec used on its own; in a getty session the
+    /// session's `max_message_len` limits messages instead. A value set here applies in a
+    /// session too (after the session's limit), like netty's.
+    ///
     /// ```
     /// use getty_codec::LengthFieldCodec;
     /// let codec = LengthFieldCodec::builder().max_frame_length(1024).build().unwrap();
     /// assert_eq!(codec.max_frame_length(), 1024);
     /// ```
     pub fn max_frame_length(mut self, bytes: usize) -> Self {
-        self.max_frame_length = bytes;
+        self.max_frame_length = Some(bytes);
         self
     }
 
@@ -586,14 +664,15 @@ impl LengthFieldCodecBuilder {
                 self.length_field_len
             )));
         }
+        let max_frame_length = self.max_frame_length.unwrap_or(DEFAULT_MAX_FRAME_LENGTH);
         let header_len = self
             .length_field_offset
             .checked_add(self.length_field_len)
-            .filter(|&len| len <= self.max_frame_length)
+            .filter(|&len| len <= max_frame_length)
             .ok_or_else(|| {
                 invalid_config(format!(
                     "a header of {} + {} bytes does not fit max_frame_length {}",
-                    self.length_field_offset, self.length_field_len, self.max_frame_length
+                    self.length_field_offset, self.length_field_len, max_frame_length
                 ))
             })?;
         let strip = self.initial_bytes_to_strip.unwrap_or(header_len);
@@ -613,7 +692,10 @@ impl LengthFieldCodecBuilder {
             })?,
             initial_bytes_to_strip: narrow(strip, "initial_bytes_to_strip")?,
             // No frame that large fits in memory anyway; clamping keeps "no limit" working.
-            max_frame_length: self.max_frame_length.min(u32::MAX as usize) as u32,
+            // An explicit limit is at least the header, so never NO_MAX_SET.
+            max_frame_length: self
+                .max_frame_length
+                .map_or(NO_MAX_SET, |max| max.min(u32::MAX as usize) as u32),
         })
     }
 }

@@ -6,7 +6,9 @@
 //! session's outbound buffer. This is getty's `ReadWriter` (and tokio-util's
 //! `Decoder`/`Encoder` pair) with one addition from getty: a decoder that has parsed a header
 //! reports the frame's declared length ([`Decoded::NeedMore`] with `Some(len)`), so the
-//! transport can refuse an oversized frame *before* it buffers the body.
+//! transport can size its buffer, and a transport decodes with its session's message limit
+//! ([`Decoder::decode_limited`]), so an oversized message is refused *before* its body is
+//! buffered.
 //!
 //! Built-in codecs:
 //! - [`LengthFieldCodec`]: length-prefixed frames (1, 2, 4 or 8-byte length, big or little
@@ -86,8 +88,15 @@ pub enum Decoded<T> {
     /// a frame that consumed nothing as a codec bug and closes the session.
     Frame(T),
     /// No whole message yet. `Some(n)` when a header has been parsed: the whole frame
-    /// (header included) will occupy `n` bytes from the start of the buffer. Transports use
-    /// it to reject oversized frames early and to size their read buffer.
+    /// (header included) will occupy `n` bytes from the start of the buffer, and transports
+    /// size their read buffer by it.
+    ///
+    /// `n` is a frame length, not a message length: a session's `max_message_len` limits
+    /// the message the handler gets (the payload, after the codec strips its header or
+    /// delimiter). That check belongs to [`Decoder::decode_limited`], which refuses a
+    /// message over the limit as soon as its length is known (from the header alone), so a
+    /// frame that a limited decode answers `NeedMore(Some(n))` for carries an acceptable
+    /// message.
     NeedMore(Option<usize>),
 }
 
@@ -111,6 +120,57 @@ pub trait Decoder {
     /// Returns an error when the stream is malformed; the transport then closes the session
     /// and reports the error to the handler's `on_error`.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Self::Item>, CodecError>;
+
+    /// Decodes at most one message, as [`decode`](Decoder::decode) does, for a transport
+    /// whose session accepts messages of at most `max_message_len` bytes: the message as the
+    /// handler gets it (a length-prefixed payload without its prefix, a line without its
+    /// terminator). A message over the limit fails with
+    /// [`CodecError::message_too_long`]`(len, max_message_len)` as soon as its length is
+    /// known, before its body is buffered; the transport reports it as its own
+    /// "message too long" error against the session's limit. Input that cannot become a
+    /// message within the limit must fail too, so the transport's buffer stays bounded.
+    ///
+    /// The session's limit comes first; a limit of the codec's own still applies after it
+    /// where the codec says so ([`LinesCodec`]'s line length, a
+    /// [`LengthFieldCodec`]'s explicitly set frame length), failing with the codec's
+    /// [`FrameTooLong`](CodecErrorKind::FrameTooLong) error. The built-in codecs document
+    /// theirs.
+    ///
+    /// The default runs `decode` and fails when a frame's declared length
+    /// (`NeedMore(Some(n))`), or the bytes buffered without a frame, exceed
+    /// `max_message_len`: for a codec whose frames have a header it strips, that counts the
+    /// header too, so such a codec should override this to compare the message itself.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{CodecError, Decoded, Decoder, LengthFieldCodec};
+    ///
+    /// let mut codec = LengthFieldCodec::default();
+    /// // A 16-byte payload (20 bytes with its header) is within a limit of 16 ...
+    /// let mut buf = BytesMut::from(&b"\x00\x00\x00\x10"[..]);
+    /// assert_eq!(codec.decode_limited(&mut buf, 16).unwrap(), Decoded::NeedMore(Some(20)));
+    /// // ... 17 bytes are not, refused from the header alone.
+    /// let mut buf = BytesMut::from(&b"\x00\x00\x00\x11"[..]);
+    /// let err = codec.decode_limited(&mut buf, 16).unwrap_err();
+    /// assert_eq!(err, CodecError::message_too_long(17, 16));
+    /// assert_eq!(err.limit_exceeded(), Some((17, 16)));
+    /// ```
+    fn decode_limited(
+        &mut self,
+        src: &mut BytesMut,
+        max_message_len: usize,
+    ) -> Result<Decoded<Self::Item>, CodecError> {
+        let buffered = src.len();
+        match self.decode(src)? {
+            Decoded::NeedMore(Some(frame_len)) if frame_len > max_message_len => {
+                Err(CodecError::message_too_long(frame_len, max_message_len))
+            }
+            Decoded::NeedMore(None) if buffered > max_message_len => {
+                Err(CodecError::message_too_long(buffered, max_message_len))
+            }
+            decoded => Ok(decoded),
+        }
+    }
 
     /// Decodes one whole message of a message-oriented transport (a WebSocket message)
     /// into exactly one item. `payload` holds the complete message; `kind` says whether it
@@ -202,6 +262,8 @@ pub trait Encoder<Item> {
 pub struct CodecError {
     kind: CodecErrorKind,
     detail: String,
+    /// `(len, max)` of a message over the limit given to [`Decoder::decode_limited`].
+    limit_exceeded: Option<(usize, usize)>,
 }
 
 /// The class of a [`CodecError`].
@@ -231,7 +293,39 @@ impl CodecError {
         CodecError {
             kind: CodecErrorKind::FrameTooLong,
             detail: format!("frame of {len} bytes exceeds the maximum of {max}"),
+            limit_exceeded: None,
         }
+    }
+
+    /// A message of `len` bytes exceeds `max`, the limit a transport gave
+    /// [`Decoder::decode_limited`] (its session's max message length). Its kind is
+    /// [`CodecErrorKind::FrameTooLong`]; [`limit_exceeded`](Self::limit_exceeded) answers
+    /// `Some((len, max))`, so the transport reports it against its own limit.
+    ///
+    /// ```
+    /// let e = getty_codec::CodecError::message_too_long(10, 5);
+    /// assert_eq!(e.to_string(), "message of 10 bytes exceeds the maximum of 5");
+    /// assert_eq!(e.kind(), getty_codec::CodecErrorKind::FrameTooLong);
+    /// ```
+    pub fn message_too_long(len: usize, max: usize) -> Self {
+        CodecError {
+            kind: CodecErrorKind::FrameTooLong,
+            detail: format!("message of {len} bytes exceeds the maximum of {max}"),
+            limit_exceeded: Some((len, max)),
+        }
+    }
+
+    /// `Some((len, max))` for an error made by [`message_too_long`](Self::message_too_long):
+    /// a message over the limit given to [`Decoder::decode_limited`]. `None` for every other
+    /// error, a codec's own limit ([`frame_too_long`](Self::frame_too_long)) included.
+    ///
+    /// ```
+    /// use getty_codec::CodecError;
+    /// assert_eq!(CodecError::message_too_long(9, 8).limit_exceeded(), Some((9, 8)));
+    /// assert_eq!(CodecError::frame_too_long(9, 8).limit_exceeded(), None);
+    /// ```
+    pub fn limit_exceeded(&self) -> Option<(usize, usize)> {
+        self.limit_exceeded
     }
 
     /// The input is malformed; `detail` says how.
@@ -244,6 +338,7 @@ impl CodecError {
         CodecError {
             kind: CodecErrorKind::Malformed,
             detail: format!("malformed frame: {}", detail.into()),
+            limit_exceeded: None,
         }
     }
 
@@ -257,6 +352,7 @@ impl CodecError {
         CodecError {
             kind: CodecErrorKind::Unencodable,
             detail: format!("cannot encode message: {}", detail.into()),
+            limit_exceeded: None,
         }
     }
 

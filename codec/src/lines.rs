@@ -44,6 +44,12 @@ impl LineEnding {
 /// counted) fails with [`CodecErrorKind::FrameTooLong`](crate::CodecErrorKind::FrameTooLong)
 /// as soon as it is clear it will be too long, without waiting for its end.
 ///
+/// In a getty session ([`decode_limited`](Decoder::decode_limited)) the session's
+/// `max_message_len` limits a line too (terminator not counted, as here): a line over it is
+/// refused against the session's limit; otherwise, the maximum line length (a property of
+/// the line format, for encoding as for decoding) still applies, so the smaller of the two
+/// wins.
+///
 /// The decoder remembers how far it has searched for a terminator, so a line arriving in many
 /// small reads is scanned once in total. It therefore expects to be called with the same
 /// buffer each time, with bytes only appended between calls (as transports do).
@@ -122,22 +128,43 @@ impl LinesCodec {
         self.max_line_length
     }
 
-    /// Whether an unterminated line of `pending` bytes is already known to be too long.
-    /// A trailing `\r` may turn out to be half of a `\r\n`, so it is not counted yet.
-    fn pending_line_too_long(&self, pending: &[u8]) -> bool {
-        let shortest_possible_line = pending.len() - usize::from(pending.last() == Some(&b'\r'));
-        shortest_possible_line > self.max_line_length
+    /// The limit a decode applies: the session's `max_message_len` if given and not above
+    /// the codec's own maximum, else the codec's own.
+    fn limit(&self, max_message_len: Option<usize>) -> LineLimit {
+        match max_message_len {
+            Some(max) if max <= self.max_line_length => LineLimit { max, session: true },
+            _ => LineLimit {
+                max: self.max_line_length,
+                session: false,
+            },
+        }
     }
 
-    /// Removes the line ending at `newline_index` (and its terminator) from `src`.
-    fn take_line(&self, src: &mut BytesMut, newline_index: usize) -> Result<Bytes, CodecError> {
-        let line_len = line_len_without_cr(&src[..newline_index]);
-        if line_len > self.max_line_length {
-            return Err(CodecError::frame_too_long(line_len, self.max_line_length));
+    fn decode_line(
+        &mut self,
+        src: &mut BytesMut,
+        limit: LineLimit,
+    ) -> Result<Decoded<Bytes>, CodecError> {
+        // Never look past max + "\r\n": a `\n` any later ends a line that is too long anyway.
+        let search_end = src.len().min(limit.max.saturating_add(2));
+        let search_start = self.scanned.min(search_end);
+        match find_newline(&src[search_start..search_end]) {
+            Some(offset) => {
+                self.scanned = 0;
+                // The line includes its `\n`, so a frame always consumes input.
+                take_line(src, search_start + offset, limit).map(Decoded::Frame)
+            }
+            // A trailing `\r` may turn out to be half of a `\r\n`, so it is not counted yet.
+            None if line_len_without_cr(src) > limit.max => {
+                // Too long: report its length if its end is buffered past the search.
+                let end = find_newline(&src[search_end..]).map_or(src.len(), |i| search_end + i);
+                Err(limit.exceeded(line_len_without_cr(&src[..end])))
+            }
+            None => {
+                self.scanned = search_end;
+                Ok(Decoded::NeedMore(None))
+            }
         }
-        let mut line = src.split_to(newline_index + 1);
-        line.truncate(line_len);
-        Ok(line.freeze())
     }
 
     /// Appends `line` and the terminator, after checking the peer will decode it back as
@@ -173,6 +200,39 @@ impl LinesCodec {
     }
 }
 
+/// The longest line a decode accepts, and whose limit it is.
+#[derive(Clone, Copy)]
+struct LineLimit {
+    max: usize,
+    /// The session's `max_message_len` (reported as such), not the codec's own maximum.
+    session: bool,
+}
+
+impl LineLimit {
+    fn exceeded(self, len: usize) -> CodecError {
+        if self.session {
+            CodecError::message_too_long(len, self.max)
+        } else {
+            CodecError::frame_too_long(len, self.max)
+        }
+    }
+}
+
+/// Removes the line ending at `newline_index` (and its terminator) from `src`.
+fn take_line(
+    src: &mut BytesMut,
+    newline_index: usize,
+    limit: LineLimit,
+) -> Result<Bytes, CodecError> {
+    let line_len = line_len_without_cr(&src[..newline_index]);
+    if line_len > limit.max {
+        return Err(limit.exceeded(line_len));
+    }
+    let mut line = src.split_to(newline_index + 1);
+    line.truncate(line_len);
+    Ok(line.freeze())
+}
+
 fn find_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&byte| byte == b'\n')
 }
@@ -199,28 +259,30 @@ impl Decoder for LinesCodec {
     /// assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(None));
     /// ```
     fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Bytes>, CodecError> {
-        // Never look past max + "\r\n": a `\n` any later ends a line that is too long anyway.
-        let search_end = src.len().min(self.max_line_length.saturating_add(2));
-        let search_start = self.scanned.min(search_end);
-        match find_newline(&src[search_start..search_end]) {
-            Some(offset) => {
-                self.scanned = 0;
-                // The line includes its `\n`, so a frame always consumes input.
-                self.take_line(src, search_start + offset)
-                    .map(Decoded::Frame)
-            }
-            None if self.pending_line_too_long(src) => {
-                let shortest_possible_line = line_len_without_cr(src);
-                Err(CodecError::frame_too_long(
-                    shortest_possible_line,
-                    self.max_line_length,
-                ))
-            }
-            None => {
-                self.scanned = search_end;
-                Ok(Decoded::NeedMore(None))
-            }
-        }
+        self.decode_line(src, self.limit(None))
+    }
+
+    /// Decodes one line of at most `max_message_len` bytes (terminator not counted), or of
+    /// at most the codec's maximum line length if that is smaller: a line over the first is
+    /// refused with [`CodecError::message_too_long`], over the second with
+    /// [`CodecError::frame_too_long`], as soon as it is clear, without waiting for its end.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{CodecError, Decoded, Decoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::new(100);
+    /// let mut buf = BytesMut::from(&b"abcd\r\n"[..]);
+    /// assert_eq!(codec.decode_limited(&mut buf, 4).unwrap(), Decoded::Frame("abcd".into()));
+    /// let mut buf = BytesMut::from(&b"abcde"[..]);
+    /// assert_eq!(codec.decode_limited(&mut buf, 4), Err(CodecError::message_too_long(5, 4)));
+    /// ```
+    fn decode_limited(
+        &mut self,
+        src: &mut BytesMut,
+        max_message_len: usize,
+    ) -> Result<Decoded<Bytes>, CodecError> {
+        self.decode_line(src, self.limit(Some(max_message_len)))
     }
 }
 

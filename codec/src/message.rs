@@ -134,6 +134,29 @@ impl Decoder for MessageCodec {
         Ok(Decoded::Frame(Message::Binary(src.split().freeze())))
     }
 
+    /// Takes what is buffered as one binary message, at most `max_message_len` bytes of it
+    /// (at least one), as [`RawCodec`](crate::RawCodec) does.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, Message, MessageCodec};
+    ///
+    /// let mut buf = BytesMut::from(&b"abc"[..]);
+    /// let first = MessageCodec.decode_limited(&mut buf, 2).unwrap();
+    /// assert_eq!(first, Decoded::Frame(Message::binary(&b"ab"[..])));
+    /// ```
+    fn decode_limited(
+        &mut self,
+        src: &mut BytesMut,
+        max_message_len: usize,
+    ) -> Result<Decoded<Message>, CodecError> {
+        if src.is_empty() {
+            return Ok(Decoded::NeedMore(None));
+        }
+        let len = src.len().min(max_message_len.max(1));
+        Ok(Decoded::Frame(Message::Binary(src.split_to(len).freeze())))
+    }
+
     /// The whole payload as one message of the given kind (zero-copy), an empty one included.
     ///
     /// ```

@@ -62,6 +62,29 @@ impl Decoder for RawCodec {
         Ok(Decoded::Frame(src.split().freeze()))
     }
 
+    /// Takes what is buffered, at most `max_message_len` bytes of it (at least one), so no
+    /// message exceeds a session's limit: the rest is the next message.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, RawCodec};
+    ///
+    /// let mut buf = BytesMut::from(&b"abcde"[..]);
+    /// assert_eq!(RawCodec.decode_limited(&mut buf, 3).unwrap(), Decoded::Frame("abc".into()));
+    /// assert_eq!(RawCodec.decode_limited(&mut buf, 3).unwrap(), Decoded::Frame("de".into()));
+    /// ```
+    fn decode_limited(
+        &mut self,
+        src: &mut BytesMut,
+        max_message_len: usize,
+    ) -> Result<Decoded<Bytes>, CodecError> {
+        if src.is_empty() {
+            return Ok(Decoded::NeedMore(None));
+        }
+        let len = src.len().min(max_message_len.max(1));
+        Ok(Decoded::Frame(src.split_to(len).freeze()))
+    }
+
     /// Takes the whole message payload (zero-copy), an empty one included.
     ///
     /// ```

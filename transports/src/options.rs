@@ -64,8 +64,26 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
-    /// The largest frame (header included) the session accepts; a larger one closes the
-    /// session with `Error::MessageTooLong`.
+    /// The longest message the session accepts (default 1 MiB): the message as the handler
+    /// gets it, the same on every transport. That is the payload after the codec strips its
+    /// framing (a `LengthFieldCodec`'s length header, a `LinesCodec` line's terminator), a
+    /// whole WebSocket message (after reassembly and inflating), or a UDP or unix datagram's
+    /// payload.
+    ///
+    /// One byte more is refused as soon as the length is known (from a length header alone,
+    /// before the body is buffered) with `Error::MessageTooLong { len, max }`, `max` being
+    /// this limit: a stream session closes, a datagram is dropped and the endpoint goes
+    /// on. A WebSocket session fails with the protocol's
+    /// "too big" error instead, and close code 1009.
+    ///
+    /// The codec decodes with this limit ([`Decoder::decode_limited`]). It replaces a
+    /// `LengthFieldCodec`'s built-in 8 MiB frame limit, which is for the codec used on its
+    /// own, so messages up to this length pass whatever the codec's default; a limit of the
+    /// codec's own still applies after this one (a `LinesCodec`'s line length, 64 KiB by
+    /// default; a `max_frame_length` set explicitly), with the codec's error. `RawCodec` and
+    /// `MessageCodec` hand out stream bytes in messages of at most this length.
+    ///
+    /// [`Decoder::decode_limited`]: getty_codec::Decoder::decode_limited
     ///
     /// ```
     /// let o = getty_transports::SessionOptions::default().max_message_len(1024);

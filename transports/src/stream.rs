@@ -432,7 +432,18 @@ where
         let max = self.session.options.max_message_len;
         while !self.session.is_closing() {
             let before = self.rbuf.len();
-            match self.session.codec_mut().decode(&mut self.rbuf)? {
+            // The codec checks the message the handler would get (header or terminator
+            // stripped) against the session's limit, from a header alone where it can, and
+            // bounds what it leaves buffered without a frame.
+            let decoded = self
+                .session
+                .codec_mut()
+                .decode_limited(&mut self.rbuf, max)
+                .map_err(|e| match e.limit_exceeded() {
+                    Some((len, max)) => Error::MessageTooLong { len, max },
+                    None => Error::from(e),
+                })?;
+            match decoded {
                 Decoded::Frame(message) => {
                     if self.rbuf.len() == before {
                         return Err(Error::CodecConsumedNothing);
@@ -442,25 +453,11 @@ where
                     self.handler.on_message(&mut self.session, message);
                 }
                 Decoded::NeedMore(Some(frame_len)) => {
-                    if frame_len > max {
-                        return Err(Error::MessageTooLong {
-                            len: frame_len,
-                            max,
-                        });
-                    }
                     // Room for the whole frame now, so the body arrives in few reads.
                     self.rbuf.reserve(frame_len.saturating_sub(self.rbuf.len()));
                     return Ok(());
                 }
-                Decoded::NeedMore(None) => {
-                    if self.rbuf.len() > max {
-                        return Err(Error::MessageTooLong {
-                            len: self.rbuf.len(),
-                            max,
-                        });
-                    }
-                    return Ok(());
-                }
+                Decoded::NeedMore(None) => return Ok(()),
             }
         }
         Ok(())

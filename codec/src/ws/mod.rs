@@ -255,6 +255,7 @@ impl From<WsError> for crate::CodecError {
             crate::CodecError {
                 kind: crate::CodecErrorKind::FrameTooLong,
                 detail: e.to_string(),
+                limit_exceeded: None,
             }
         } else {
             crate::CodecError::malformed(e.to_string())

@@ -267,7 +267,9 @@ where
             }
         }
         let slot = &mut self.slots[i];
-        let error = match self.session.decoder().decode(slot) {
+        // The datagram is within the limit; a message it declares longer (a length header)
+        // is refused against the same limit, as on a stream.
+        let error = match self.session.decoder().decode_limited(slot, max) {
             Ok(Decoded::Frame(message)) if slot.is_empty() => {
                 self.session.stats.messages_in += 1;
                 self.handler.on_message(&mut self.session, message, peer);
@@ -284,7 +286,10 @@ where
             Ok(Decoded::NeedMore(_)) => Error::Codec(CodecError::malformed(format!(
                 "datagram of {len} bytes ends inside a message"
             ))),
-            Err(e) => Error::Codec(e),
+            Err(e) => match e.limit_exceeded() {
+                Some((len, max)) => Error::MessageTooLong { len, max },
+                None => Error::Codec(e),
+            },
         };
         self.drop_datagram(i, error, &peer);
     }
