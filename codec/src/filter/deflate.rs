@@ -1,5 +1,7 @@
 //! A continuous deflate stream per direction, as getty's compressed TCP sessions.
 
+use std::cell::Cell;
+
 use bytes::{Buf, BytesMut};
 use flate2::{Compress, Decompress, FlushCompress, FlushDecompress, Status};
 use miniz_oxide::deflate::core::{CompressionStrategy, CompressorOxide};
@@ -37,6 +39,24 @@ const MAX_FLUSH_CALLS: usize = 64;
 
 /// The most output produced per step; bigger inputs take several.
 const STEP: usize = 32 * 1024;
+
+thread_local! {
+    /// Where both engines write before the bytes move to the session's buffers: zeroed
+    /// once (the engines want initialised slices), and one per thread rather than one per
+    /// session, since a thread runs one filter call at a time.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with the thread's scratch space (`STEP` bytes).
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut scratch = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    if scratch.len() < STEP {
+        scratch = vec![0; STEP];
+    }
+    let result = f(&mut scratch);
+    let _ = SCRATCH.try_with(|s| s.set(scratch));
+    result
+}
 
 /// The compressing half. zlib-rs (through flate2) deflates 1.8–3.2× faster than
 /// miniz_oxide at the default and best levels (`benches/compression.rs`). At best speed its
@@ -122,12 +142,11 @@ impl Compressor {
 /// ```
 pub struct DeflateFilter {
     level: Compression,
-    compressor: Compressor,
-    inflater: Box<Decompress>,
-    /// Where both engines write before the bytes move to the session's buffers: zeroed once
-    /// (the engines want initialised slices), made on first use so that a session that
-    /// never sends or receives a byte does not hold it.
-    scratch: Vec<u8>,
+    /// Made for the first byte to compress: a session that never sends holds none of its
+    /// state (about 310 KiB at the default level).
+    compressor: Option<Compressor>,
+    /// Made for the first wire byte received.
+    inflater: Option<Box<Decompress>>,
     /// Bytes were compressed since the last sync flush.
     unflushed: bool,
 }
@@ -142,9 +161,8 @@ impl DeflateFilter {
     pub fn new(level: Compression) -> Self {
         DeflateFilter {
             level,
-            compressor: Compressor::new(level),
-            inflater: Box::new(Decompress::new(false)),
-            scratch: Vec::new(),
+            compressor: None,
+            inflater: None,
             unflushed: false,
         }
     }
@@ -159,13 +177,6 @@ impl DeflateFilter {
         self.level
     }
 
-    fn scratch(&mut self) -> &mut [u8] {
-        if self.scratch.is_empty() {
-            self.scratch = vec![0; STEP];
-        }
-        &mut self.scratch
-    }
-
     /// Compresses `input` into `wire`, a step at a time.
     fn deflate(
         &mut self,
@@ -173,20 +184,21 @@ impl DeflateFilter {
         wire: &mut BytesMut,
         sync: bool,
     ) -> Result<(), FilterError> {
-        loop {
+        let level = self.level;
+        let compressor = self
+            .compressor
+            .get_or_insert_with(|| Compressor::new(level));
+        with_scratch(|scratch| loop {
             let room = STEP.min(input.len() + 64).max(64);
-            self.scratch();
-            let (consumed, written) =
-                self.compressor
-                    .step(input, &mut self.scratch[..room], sync)?;
-            wire.extend_from_slice(&self.scratch[..written]);
+            let (consumed, written) = compressor.step(input, &mut scratch[..room], sync)?;
+            wire.extend_from_slice(&scratch[..written]);
             input = &input[consumed..];
             // Done when the input is taken and the output was not filled to the brim (a
             // full output may mean the compressor has more to give).
             if input.is_empty() && written < room {
                 return Ok(());
             }
-        }
+        })
     }
 }
 
@@ -197,29 +209,35 @@ impl Filter for DeflateFilter {
         plain: &mut BytesMut,
         limit: usize,
     ) -> Result<(), FilterError> {
-        let mut produced = 0;
-        while produced < limit {
-            let room = (limit - produced).min(STEP);
-            self.scratch();
-            let (in0, out0) = (self.inflater.total_in(), self.inflater.total_out());
-            let status = self
-                .inflater
-                .decompress(&wire[..], &mut self.scratch[..room], FlushDecompress::None)
-                .map_err(|e| FilterError::malformed("deflate", e))?;
-            let consumed = (self.inflater.total_in() - in0) as usize;
-            let written = (self.inflater.total_out() - out0) as usize;
-            wire.advance(consumed);
-            plain.extend_from_slice(&self.scratch[..written]);
-            produced += written;
-            if status == Status::StreamEnd {
-                // A continuous stream never ends while the session lives.
-                return Err(FilterError::malformed("deflate", "stream ended early"));
-            }
-            if consumed == 0 && written == 0 {
-                break; // needs more input
-            }
+        if wire.is_empty() && self.inflater.is_none() {
+            return Ok(()); // nothing received yet: no inflater needed
         }
-        Ok(())
+        let inflater = self
+            .inflater
+            .get_or_insert_with(|| Box::new(Decompress::new(false)));
+        with_scratch(|scratch| {
+            let mut produced = 0;
+            while produced < limit {
+                let room = (limit - produced).min(STEP);
+                let (in0, out0) = (inflater.total_in(), inflater.total_out());
+                let status = inflater
+                    .decompress(&wire[..], &mut scratch[..room], FlushDecompress::None)
+                    .map_err(|e| FilterError::malformed("deflate", e))?;
+                let consumed = (inflater.total_in() - in0) as usize;
+                let written = (inflater.total_out() - out0) as usize;
+                wire.advance(consumed);
+                plain.extend_from_slice(&scratch[..written]);
+                produced += written;
+                if status == Status::StreamEnd {
+                    // A continuous stream never ends while the session lives.
+                    return Err(FilterError::malformed("deflate", "stream ended early"));
+                }
+                if consumed == 0 && written == 0 {
+                    break; // needs more input
+                }
+            }
+            Ok(())
+        })
     }
 
     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
@@ -333,6 +351,28 @@ mod tests {
                 rx.decode(&mut wire, &mut plain, usize::MAX).unwrap();
                 assert_eq!(&plain[..], &msg[..], "{level:?}, round {round}");
             }
+        }
+    }
+
+    /// Issue 11 part 6: a session that has not sent holds no compressor, one that has not
+    /// received holds no inflater.
+    #[test]
+    fn the_engines_are_made_on_first_use() {
+        for level in LEVELS {
+            let (mut tx, mut rx) = (DeflateFilter::new(level), DeflateFilter::new(level));
+            let mut wire = BytesMut::new();
+            let mut plain = BytesMut::new();
+            tx.flush(&mut wire).unwrap();
+            rx.decode(&mut wire, &mut plain, 1 << 20).unwrap();
+            for f in [&tx, &rx] {
+                assert!(f.compressor.is_none() && f.inflater.is_none(), "{level:?}");
+            }
+            tx.encode(b"the first message", &mut wire).unwrap();
+            tx.flush(&mut wire).unwrap();
+            assert!(tx.compressor.is_some() && tx.inflater.is_none());
+            rx.decode(&mut wire, &mut plain, 1 << 20).unwrap();
+            assert!(rx.compressor.is_none() && rx.inflater.is_some());
+            assert_eq!(&plain[..], b"the first message");
         }
     }
 

@@ -6,13 +6,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use super::deflate::{too_big, Deflate};
+use super::deflate::{give_back_scratch, take_scratch, too_big, Deflate};
 use super::utf8::Utf8Validator;
 use super::{apply_mask, close_code, CloseFrame, Config, DeflateConfig, Event, Role, WsError};
 use crate::MessageKind;
-
-/// Keep at most this much compression scratch space between messages.
-const SCRATCH_KEEP: usize = 256 << 10;
 
 /// The data frame being received. Its header has been removed from the input buffer.
 #[derive(Debug)]
@@ -64,7 +61,6 @@ pub struct Protocol {
     frame: Option<InFrame>,
     message: Option<InMessage>,
     utf8: Utf8Validator,
-    scratch: Vec<u8>,
     sent_close: bool,
     received_close: bool,
     error: Option<WsError>,
@@ -99,7 +95,6 @@ impl Protocol {
             frame: None,
             message: None,
             utf8: Utf8Validator::default(),
-            scratch: Vec::new(),
             sent_close: false,
             received_close: false,
             error: None,
@@ -651,9 +646,59 @@ impl Protocol {
         if self.role == Role::Client || compressed {
             return Ok(false);
         }
+        if let Some(deflate) = self.deflate.as_mut() {
+            deflate.sent_plain();
+        }
         let (header, n, _) = self.header(data_opcode(kind), false, len);
         out.extend_from_slice(&header[..n]);
         Ok(true)
+    }
+
+    /// Takes back the message framed last: the caller cut its frame out of its buffer and
+    /// will not send it (typically because its outbound queue was full). Call it before
+    /// framing the next message; frames written before that one are not affected.
+    ///
+    /// Only permessage-deflate cares. With context takeover a compressed message stays in
+    /// the compressor's window, and later messages would refer to its bytes, which the
+    /// peer never got: they would inflate to the wrong bytes (or to invalid UTF-8). So
+    /// the compressor drops its window and the next message starts afresh, which RFC 7692
+    /// allows at any message boundary; the peer notices nothing but a lower ratio for a
+    /// message or two. Answers whether the window was dropped (false without compression,
+    /// without context takeover, or when that message went out uncompressed).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, DeflateConfig, Event, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let deflate = Some(DeflateConfig::default());
+    /// let mut server = Protocol::new(Role::Server, Config::default(), deflate);
+    /// let mut client = Protocol::new(Role::Client, Config::default(), deflate);
+    /// let mut queue = BytesMut::new();
+    /// for (i, sent) in ["{\"seq\": 1, \"text\": \"hello hello\"}", "{\"seq\": 2, \"text\": \"hello hello\"}"]
+    ///     .iter()
+    ///     .enumerate()
+    /// {
+    ///     let start = queue.len();
+    ///     queue.extend_from_slice(sent.as_bytes());
+    ///     server.encode_message(MessageKind::Text, &mut queue, start).unwrap();
+    ///     if i == 0 {
+    ///         // No room for it after all: cut the frame out and take the message back.
+    ///         queue.truncate(start);
+    ///         assert!(server.retract_last_message());
+    ///     }
+    /// }
+    /// // The peer inflates the second message without having seen the first.
+    /// let event = client.decode(&mut queue, &mut BytesMut::new()).unwrap();
+    /// match event {
+    ///     Some(Event::Message { payload, .. }) => {
+    ///         assert_eq!(&payload[..], b"{\"seq\": 2, \"text\": \"hello hello\"}")
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn retract_last_message(&mut self) -> bool {
+        self.deflate.as_mut().is_some_and(Deflate::forget_last)
     }
 
     /// Frames `buf[frame_start + room..]` in place, its header written over the `room`
@@ -669,25 +714,26 @@ impl Protocol {
         let payload_start = frame_start + room;
         let len = buf.len() - payload_start;
         let opcode = data_opcode(kind);
-        if let Some(deflate) = self.deflate.as_mut().filter(|d| d.wants(len)) {
-            let mut scratch = std::mem::take(&mut self.scratch);
-            let result = deflate.compress(&buf[payload_start..], &mut scratch);
-            let smaller = result.is_ok() && scratch.len() < len;
-            if smaller {
-                buf.truncate(frame_start);
-                self.put_frame(opcode, true, &scratch, buf);
-            } else if result.is_ok() {
-                // Incompressible: deflate made it longer. RFC 7692 lets any message go
-                // uncompressed, but the compressor's window now holds bytes the peer's
-                // inflater never sees, so it starts afresh.
-                deflate.forget_context();
-            }
-            if scratch.capacity() > SCRATCH_KEEP {
-                scratch = Vec::new();
-            }
-            self.scratch = scratch;
-            if smaller || result.is_err() {
-                return result;
+        if let Some(deflate) = self.deflate.as_mut() {
+            if deflate.wants(len) {
+                let mut scratch = take_scratch();
+                let result = deflate.compress(&buf[payload_start..], &mut scratch);
+                let smaller = result.is_ok() && scratch.len() < len;
+                if smaller {
+                    buf.truncate(frame_start);
+                    self.put_frame(opcode, true, &scratch, buf);
+                } else if result.is_ok() {
+                    // Incompressible: deflate made it longer. RFC 7692 lets any message go
+                    // uncompressed, but the compressor's window now holds bytes the peer's
+                    // inflater never sees, so it starts afresh.
+                    deflate.forget_context();
+                }
+                give_back_scratch(scratch);
+                if smaller || result.is_err() {
+                    return result;
+                }
+            } else {
+                deflate.sent_plain();
             }
         }
         let (header, n, mask) = self.header(opcode, false, len);
