@@ -425,3 +425,273 @@ fn a_thousand_idle_compressed_websocket_sessions_cost_no_cpu() {
         server.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// permessage-deflate and a handler that drops what does not fit (issue 11, part 4)
+// ---------------------------------------------------------------------------------------
+
+/// Messages the feed server offers per cron tick (every 10 ms), and in all.
+const FEED_PER_TICK: u64 = 40;
+const FEED_TOTAL: u64 = 16_000;
+
+/// The feed's messages: JSON that compresses well against the messages before it, with
+/// enough that differs from one to the next (the seq, a token, the words) that a
+/// back-reference into a message the reader never got inflates to other text.
+/// `tests/interop/ws_feed_reader.py` makes the same text.
+fn feed_message(seq: u64) -> String {
+    const WORDS: [&str; 7] = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+    ];
+    let words: Vec<&str> = (0..seq % 11 + 5)
+        .map(|k| WORDS[((seq * 7 + k * 3) % 7) as usize])
+        .collect();
+    let token = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
+    format!(
+        "{{\"seq\":{seq},\"user\":\"user-{}\",\"room\":\"lobby\",\"token\":\"{token:014x}\",\"text\":\"{}\",\"body\":\"{}\"}}",
+        seq % 97,
+        words.join(" "),
+        words.join("/").repeat(4)
+    )
+}
+
+fn feed_seq(text: &str) -> Option<u64> {
+    text.strip_prefix("{\"seq\":")?
+        .split(',')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What the feed server did with its messages.
+#[derive(Debug, Clone, Default)]
+struct FeedReport {
+    accepted: u64,
+    refused: u64,
+    /// Messages queued after at least one was refused: the ones that could refer to a
+    /// refused message.
+    accepted_after_refusal: u64,
+}
+
+/// The usual fan-out to a slow consumer: on every cron tick it offers messages and drops
+/// the ones that do not fit in the session's outbound queue (`QueueFull`); at the end it
+/// says how many it queued.
+struct Feed {
+    next: u64,
+    report: FeedReport,
+    done: bool,
+    tx: Sender<Result<FeedReport, String>>,
+}
+
+impl Handler<getty::codec::MessageCodec> for Feed {
+    fn on_message(
+        &mut self,
+        _: &mut Session<getty::codec::MessageCodec>,
+        _: getty::codec::Message,
+    ) {
+    }
+
+    fn on_cron(&mut self, s: &mut Session<getty::codec::MessageCodec>) {
+        use getty::codec::Message;
+        if self.done {
+            return;
+        }
+        for _ in 0..FEED_PER_TICK {
+            if self.next == FEED_TOTAL {
+                break;
+            }
+            let seq = self.next;
+            self.next += 1;
+            match s.write(Message::text(feed_message(seq))) {
+                Ok(()) => {
+                    self.report.accepted += 1;
+                    if self.report.refused > 0 {
+                        self.report.accepted_after_refusal += 1;
+                    }
+                }
+                Err(getty::Error::QueueFull { .. }) => self.report.refused += 1,
+                Err(e) => {
+                    self.done = true;
+                    let _ = self.tx.send(Err(format!("writing message {seq}: {e}")));
+                    return;
+                }
+            }
+        }
+        if self.next == FEED_TOTAL {
+            let end = format!("{{\"end\":true,\"accepted\":{}}}", self.report.accepted);
+            if s.write(Message::text(end)).is_ok() {
+                self.done = true;
+                let _ = self.tx.send(Ok(self.report.clone()));
+            }
+        }
+    }
+
+    fn on_error(&mut self, _: &mut Session<getty::codec::MessageCodec>, error: &getty::Error) {
+        let _ = self.tx.send(Err(format!("feed session failed: {error}")));
+    }
+}
+
+/// A compressing WebSocket server whose sessions run the feed, with a 64 KiB bound on the
+/// outbound queue and a small socket send buffer, so a reader that pauses makes it drop.
+fn feed_server(tx: Sender<Result<FeedReport, String>>) -> (Running, String) {
+    use getty::codec::ws::DeflateConfig;
+    use getty::codec::MessageCodec;
+    use getty::ws::WsServer;
+    let server = WsServer::builder()
+        .deflate(Some(DeflateConfig::default()))
+        .socket_options(getty::SocketOptions::default().send_buffer_size(Some(4096)))
+        .session_options(
+            SessionOptions::default()
+                .cron_period(Some(Duration::from_millis(10)))
+                .watermarks(32 * 1024, 16 * 1024)
+                .max_outbound(64 * 1024),
+        )
+        .route("/", move |_| {
+            Ok((
+                MessageCodec,
+                Feed {
+                    next: 0,
+                    report: FeedReport::default(),
+                    done: false,
+                    tx: tx.clone(),
+                },
+            ))
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    (Running::serve("ws-feed-server", server), url)
+}
+
+fn check_feed_report(report: &FeedReport) {
+    println!("feed: {report:?}");
+    assert!(
+        report.refused > 0 && report.accepted_after_refusal > 0,
+        "the feed never dropped a message and went on, so nothing was tested: {report:?}"
+    );
+}
+
+/// Issue 11 part 4: with context takeover, a message the compressor had taken into its
+/// window was cut out of the queue on `QueueFull`, and later messages referred to bytes the
+/// reader never got. A Python `websockets` reader with a small receive buffer pauses for
+/// two seconds, then reads on: every message must inflate to exactly a message the feed
+/// sent, in order, and every one the feed queued must arrive.
+#[test]
+fn a_python_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (server, url) = feed_server(tx);
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/interop/ws_feed_reader.py"
+        );
+        let child = std::process::Command::new(interop_python())
+            .arg(script)
+            .arg(&url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = finish_child(Reaped(child), Duration::from_secs(45));
+        assert!(out.starts_with("OK "), "{out}");
+        let report = rx.recv_timeout(STEP).unwrap().unwrap();
+        check_feed_report(&report);
+        server.stop();
+    });
+}
+
+/// The same with a getty-rs client as the reader: its reactor thread sleeps two seconds in
+/// the first `on_message`, so it reads nothing meanwhile.
+#[test]
+fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued() {
+    use getty::codec::ws::DeflateConfig;
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::WsClient;
+
+    struct Reader {
+        slept: bool,
+        last: Option<u64>,
+        received: u64,
+        tx: Sender<Result<u64, String>>,
+    }
+    impl Reader {
+        fn check(&mut self, msg: &Message) -> Result<Option<u64>, String> {
+            let text = msg.as_text().ok_or("a binary message")?;
+            if let Some(end) = text.strip_prefix("{\"end\":true,\"accepted\":") {
+                let accepted: u64 = end.trim_end_matches('}').parse().map_err(|_| text)?;
+                if accepted != self.received {
+                    return Err(format!(
+                        "the server queued {accepted} messages, {} arrived",
+                        self.received
+                    ));
+                }
+                return Ok(Some(accepted));
+            }
+            let differs = || {
+                format!(
+                    "message {} (after seq {:?}) differs from what was sent: {:.200}",
+                    self.received, self.last, text
+                )
+            };
+            let seq = feed_seq(text).ok_or_else(differs)?;
+            if self.last.is_some_and(|last| seq <= last) || text != feed_message(seq) {
+                return Err(differs());
+            }
+            self.last = Some(seq);
+            self.received += 1;
+            Ok(None)
+        }
+    }
+    impl Handler<MessageCodec> for Reader {
+        fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+            if !std::mem::replace(&mut self.slept, true) {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            match self.check(&msg) {
+                Ok(None) => {}
+                Ok(Some(n)) => {
+                    let _ = self.tx.send(Ok(n));
+                    s.close();
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e));
+                    s.close();
+                }
+            }
+        }
+        fn on_error(&mut self, _: &mut Session<MessageCodec>, error: &getty::Error) {
+            let _ = self.tx.send(Err(format!("the reader failed: {error}")));
+        }
+    }
+
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (server, url) = feed_server(tx);
+        let (reader_tx, reader_rx) = std::sync::mpsc::channel();
+        let client = WsClient::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .max_consecutive_failures(Some(1))
+            .build(&url, move |_| {
+                Ok((
+                    MessageCodec,
+                    Reader {
+                        slept: false,
+                        last: None,
+                        received: 0,
+                        tx: reader_tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let client = Running::serve("ws-feed-reader", client);
+        let received = reader_rx
+            .recv_timeout(Duration::from_secs(40))
+            .expect("the reader's verdict")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let report = rx.recv_timeout(STEP).unwrap().unwrap();
+        assert_eq!(received, report.accepted);
+        check_feed_report(&report);
+        client.stop();
+        server.stop();
+    });
+}

@@ -337,6 +337,11 @@ impl<C, A: Address> Session<C, A> {
         let added = self.out.tail.len() - tail_before;
         if before + added > self.options.max_outbound {
             self.out.tail.truncate(tail_before);
+            // A compressed message is in the compressor's window by now: it must not stay
+            // there, or later messages would refer to bytes the peer never gets.
+            if let Some(ws) = self.extras.as_mut().and_then(|e| e.ws.as_mut()) {
+                ws.protocol.retract_last_message();
+            }
             return Err(self.queue_full(before, added));
         }
         self.note_queued(1);
