@@ -6,7 +6,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -693,5 +695,232 @@ fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued()
         check_feed_report(&report);
         client.stop();
         server.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// What an idle compressed session costs (issue 11, part 6)
+// ---------------------------------------------------------------------------------------
+
+/// Sessions held open per measurement, and what each may cost the process at most.
+const IDLE_SESSIONS: usize = 2_000;
+const IDLE_SESSION_BUDGET: usize = 8 * 1024;
+
+/// Resident memory of this process, in bytes.
+#[cfg(target_os = "linux")]
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages in /proc/self/statm");
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// Counts the sessions open on a server and echoes what they receive.
+struct Counted(Arc<AtomicUsize>);
+
+impl<C> Handler<C> for Counted
+where
+    C: getty::codec::Decoder + getty::codec::Encoder<<C as getty::codec::Decoder>::Item> + 'static,
+{
+    fn on_open(&mut self, _: &mut Session<C>) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<C>, msg: C::Item) {
+        let _ = s.write(msg);
+    }
+    fn on_close(&mut self, _: &mut Session<C>) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn wait_for_sessions(open: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + STEP;
+    while open.load(Ordering::SeqCst) != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions open, waiting for {n}",
+            open.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The resident memory `IDLE_SESSIONS` idle sessions add to this process (the server's
+/// sessions and the client sockets, which cost the process nothing but a descriptor), per
+/// session. `connect` opens one connection and returns once it is ready; 100 sessions are
+/// opened and closed first, so the one-time costs (pools, tables) are paid before.
+#[cfg(target_os = "linux")]
+fn idle_session_cost(
+    server: &Running,
+    open: &AtomicUsize,
+    mut connect: impl FnMut() -> TcpStream,
+) -> usize {
+    let warm: Vec<TcpStream> = (0..100).map(|_| connect()).collect();
+    wait_for_sessions(open, 100);
+    drop(warm);
+    wait_for_sessions(open, 0);
+    server.run_on(|_| ());
+    let before = resident_bytes();
+    let held: Vec<TcpStream> = (0..IDLE_SESSIONS).map(|_| connect()).collect();
+    wait_for_sessions(open, IDLE_SESSIONS);
+    server.run_on(|_| ()); // everything the sessions had to do is done
+    let after = resident_bytes();
+    drop(held);
+    wait_for_sessions(open, 0);
+    after.saturating_sub(before) / IDLE_SESSIONS
+}
+
+fn check_idle_cost(what: &str, per_session: usize) {
+    println!("{what}: {per_session} bytes per idle session");
+    assert!(
+        per_session < IDLE_SESSION_BUDGET,
+        "{what}: {IDLE_SESSIONS} idle sessions cost {per_session} bytes each, over the \
+         {IDLE_SESSION_BUDGET}-byte budget (is compression state allocated before it is used?)"
+    );
+}
+
+/// Opens a WebSocket connection offering `offer` and returns it with the agreed settings.
+fn ws_upgrade(
+    addr: SocketAddr,
+    offer: getty::codec::ws::DeflateConfig,
+) -> (TcpStream, getty::codec::ws::DeflateConfig, BytesMut) {
+    use getty::codec::ws::ClientRequest;
+    let mut stream = connect(addr);
+    let mut request = BytesMut::new();
+    let handshake = ClientRequest::new(addr.to_string(), "/")
+        .deflate(offer)
+        .write(&mut request);
+    stream.write_all(&request).unwrap();
+    let mut input = BytesMut::new();
+    loop {
+        let mut buf = [0u8; 2048];
+        let n = stream.read(&mut buf).expect("read the 101");
+        assert!(n > 0, "the server closed during the handshake");
+        input.extend_from_slice(&buf[..n]);
+        if let Some(response) = handshake.parse_response(&mut input, 8192).unwrap() {
+            let agreed = response.deflate().expect("permessage-deflate was agreed");
+            return (stream, agreed, input);
+        }
+    }
+}
+
+fn idle_ws_server(open: &Arc<AtomicUsize>) -> (Running, SocketAddr) {
+    use getty::codec::ws::DeflateConfig;
+    use getty::codec::MessageCodec;
+    let open = open.clone();
+    let server = getty::ws::WsServer::builder()
+        .deflate(Some(DeflateConfig::default()))
+        .route("/", move |_| Ok((MessageCodec, Counted(open.clone()))))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve("ws-idle-memory", server), addr)
+}
+
+/// Issue 11 part 6: a WebSocket session that agreed on permessage-deflate allocates
+/// neither the compressor nor the decompressor until a message needs one, so a server
+/// full of idle compressed connections stays small.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_websocket_sessions_with_deflate_agreed_cost_under_8_kib_each() {
+    use getty::codec::ws::DeflateConfig;
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (server, addr) = idle_ws_server(&open);
+        let per_session = idle_session_cost(&server, &open, || {
+            ws_upgrade(addr, DeflateConfig::default()).0
+        });
+        check_idle_cost("WebSocket, permessage-deflate agreed", per_session);
+        server.stop();
+    });
+}
+
+/// Without context takeover, the engines go back after each message: sessions that have
+/// each received and sent one compressed message cost no more than fresh ones once idle.
+#[cfg(target_os = "linux")]
+#[test]
+fn websocket_sessions_without_context_takeover_give_their_engines_back_when_idle() {
+    use getty::codec::ws::{Config, DeflateConfig, Event, Protocol, Role};
+    use getty::codec::MessageKind;
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let open = Arc::new(AtomicUsize::new(0));
+        let (server, addr) = idle_ws_server(&open);
+        let offer = DeflateConfig {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            ..DeflateConfig::default()
+        };
+        let text =
+            "{\"greeting\":\"hello, compressed world\",\"again\":\"hello, compressed world\"}";
+        let per_session = idle_session_cost(&server, &open, || {
+            let (mut stream, agreed, mut input) = ws_upgrade(addr, offer);
+            assert!(agreed.server_no_context_takeover && agreed.client_no_context_takeover);
+            let mut client = Protocol::new(Role::Client, Config::default(), Some(agreed));
+            let mut out = BytesMut::from(text.as_bytes());
+            client
+                .encode_message(MessageKind::Text, &mut out, 0)
+                .unwrap();
+            assert!(out[0] & 0x40 != 0, "the message went out compressed");
+            stream.write_all(&out).unwrap();
+            loop {
+                match client.decode(&mut input, &mut BytesMut::new()).unwrap() {
+                    Some(Event::Message { payload, .. }) => {
+                        assert_eq!(&payload[..], text.as_bytes());
+                        break;
+                    }
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => {
+                        let mut buf = [0u8; 2048];
+                        let n = stream.read(&mut buf).expect("read the echo");
+                        assert!(n > 0, "the server closed");
+                        assert!(input.is_empty() || n > 0);
+                        if input.is_empty() {
+                            assert!(buf[0] & 0x40 != 0, "the echo came back compressed");
+                        }
+                        input.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+            stream
+        });
+        check_idle_cost(
+            "WebSocket, no context takeover, after one message each way",
+            per_session,
+        );
+        server.stop();
+    });
+}
+
+/// The same for compressed TCP sessions (`SessionOptions::compression`): one deflate
+/// stream per direction, made when the first byte needs it.
+#[cfg(target_os = "linux")]
+#[test]
+fn idle_compressed_tcp_sessions_cost_under_8_kib_each() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        for level in [Compression::Default, Compression::Fast] {
+            let open = Arc::new(AtomicUsize::new(0));
+            let server = {
+                let open = open.clone();
+                TcpServer::builder()
+                    .session_options(compressed(level))
+                    .bind("127.0.0.1:0", move |_| {
+                        Ok((LengthFieldCodec::default(), Counted(open.clone())))
+                    })
+                    .unwrap()
+            };
+            let addr = server.local_addr();
+            let server = Running::serve("tcp-idle-memory", server);
+            let per_session = idle_session_cost(&server, &open, || connect(addr));
+            check_idle_cost(&format!("TCP, compression {level:?}"), per_session);
+            server.stop();
+        }
     });
 }
