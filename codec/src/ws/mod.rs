@@ -18,6 +18,8 @@
 //!    (pong, the close echo) are written to the `control_out` buffer; send them.
 //! 3. **Writing.** Let the app's codec append a payload to the outbound buffer, then call
 //!    [`Protocol::encode_message`] on the part it appended: it becomes a frame in place.
+//!    A frame cut out again (the queue was full) is taken back with
+//!    [`Protocol::retract_last_message`].
 //! 4. **Closing.** [`Protocol::close`] writes a close frame; an error from `decode` says which
 //!    close code to send ([`WsError::close_code`], written by [`Protocol::fail`]). Once
 //!    [`Protocol::is_closed`] is true the connection may be dropped (the server first).
