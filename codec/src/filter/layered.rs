@@ -114,6 +114,10 @@ impl<L: Filter, U: Filter> Filter for Layered<L, U> {
         self.push_down(wire)
     }
 
+    fn can_send(&self) -> bool {
+        self.lower.can_send() && self.upper.can_send()
+    }
+
     fn flush(&mut self, wire: &mut BytesMut) -> Result<(), FilterError> {
         self.upper.flush(&mut self.middle_out)?;
         self.push_down(wire)?;

@@ -105,6 +105,15 @@ pub trait Filter: Any {
         let _ = wire;
     }
 
+    /// False once the filter can carry no more plain bytes out: after `decode` failed in a
+    /// way that ends its protocol (TLS has queued a fatal alert, which `flush` still
+    /// writes). The transport then sends only what `flush` and `close` append, and drops
+    /// the session's queued output. A filter whose directions are independent (deflate)
+    /// keeps sending, so replies to good input still go out.
+    fn can_send(&self) -> bool {
+        true
+    }
+
     /// The filter inside this one whose type is `type_id` (a stack looks through its layers;
     /// a plain filter has none). Used by `<dyn Filter>::layer`.
     fn find(&self, type_id: TypeId) -> Option<&dyn Any> {

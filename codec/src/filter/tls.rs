@@ -59,6 +59,9 @@ const STEP: usize = 16 * 1024;
 /// ```
 pub struct TlsFilter {
     connection: Connection,
+    /// The peer sent something TLS cannot accept: rustls queued a fatal alert, and no
+    /// application data may follow it.
+    failed: bool,
 }
 
 impl TlsFilter {
@@ -90,7 +93,10 @@ impl TlsFilter {
         // The transport bounds what it hands over (a batch at a time) and writes the
         // records out after every call, so rustls need not bound it again.
         connection.set_buffer_limit(None);
-        TlsFilter { connection }
+        TlsFilter {
+            connection,
+            failed: false,
+        }
     }
 
     /// The rustls connection: the peer's certificates, the negotiated ALPN protocol and
@@ -135,6 +141,7 @@ impl TlsFilter {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
             Err(e) => {
                 plain.truncate(start);
+                self.failed = true;
                 return Err(FilterError::malformed("tls", e));
             }
         };
@@ -144,12 +151,15 @@ impl TlsFilter {
 
     fn feed_records(&mut self, wire: &mut BytesMut) -> Result<usize, FilterError> {
         let mut records = &wire[..];
-        let taken = self
-            .connection
-            .read_tls(&mut records)
-            .map_err(|e| FilterError::malformed("tls", e))?;
+        let taken = self.connection.read_tls(&mut records).map_err(|e| {
+            self.failed = true;
+            FilterError::malformed("tls", e)
+        })?;
         wire.advance(taken);
         if let Err(e) = self.connection.process_new_packets() {
+            // rustls has queued the alert RFC 8446 §6 asks for (decode_error,
+            // bad_record_mac, ...): `flush` writes it.
+            self.failed = true;
             return Err(if self.connection.is_handshaking() {
                 FilterError::handshake("tls", e)
             } else {
@@ -189,6 +199,12 @@ impl Filter for TlsFilter {
     }
 
     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+        if self.failed {
+            return Err(FilterError::internal(
+                "tls",
+                "no application data may follow a fatal alert",
+            ));
+        }
         io::Write::write_all(&mut self.connection.writer(), plain)
             .map_err(|e| FilterError::internal("tls", e))?;
         self.write_records(wire)
@@ -200,6 +216,10 @@ impl Filter for TlsFilter {
 
     fn is_handshaking(&self) -> bool {
         self.connection.is_handshaking()
+    }
+
+    fn can_send(&self) -> bool {
+        !self.failed
     }
 
     fn close(&mut self, wire: &mut BytesMut) {
