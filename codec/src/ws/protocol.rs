@@ -50,6 +50,9 @@ struct InMessage {
 /// input.extend_from_slice(b"hi");
 /// let event = server.decode(&mut input, &mut control).unwrap();
 /// assert_eq!(event, Some(Event::Ping("hi".into())));
+/// // The pong is written once the input is used up (or a message follows): one pong
+/// // answers a run of pings.
+/// assert_eq!(server.decode(&mut input, &mut control).unwrap(), None);
 /// assert_eq!(&control[..], b"\x8a\x02hi"); // the pong to send
 /// ```
 #[derive(Debug)]
@@ -63,6 +66,10 @@ pub struct Protocol {
     utf8: Utf8Validator,
     sent_close: bool,
     received_close: bool,
+    /// The payload of the latest ping not answered yet: one pong answers a run of pings
+    /// (RFC 6455 §5.5.3 lets an endpoint answer only the most recent one), so a ping flood
+    /// cannot queue a pong per ping.
+    pending_pong: Option<Bytes>,
     error: Option<WsError>,
     /// The header size of the last message sent: the room `reserve_header` leaves.
     header_guess: usize,
@@ -97,6 +104,7 @@ impl Protocol {
             utf8: Utf8Validator::default(),
             sent_close: false,
             received_close: false,
+            pending_pong: None,
             error: None,
             // A short message's header: 2 bytes, and a client's 4-byte mask.
             header_guess: if role == Role::Client { 6 } else { 2 },
@@ -207,10 +215,23 @@ impl Protocol {
             return Err(e.clone());
         }
         let result = self.decode_inner(src, control_out);
-        if let Err(e) = &result {
-            self.error = Some(e.clone());
+        match &result {
+            Err(e) => self.error = Some(e.clone()),
+            // Before a message goes up (its reply may follow at once) and at the end of the
+            // input: a pong keeps its place among the replies, one per run of pings.
+            Ok(None | Some(Event::Message { .. })) => self.put_pending_pong(control_out),
+            Ok(Some(_)) => {}
         }
         result
+    }
+
+    /// Answers the latest ping, unless a close frame was sent (no frame may follow it).
+    fn put_pending_pong(&mut self, out: &mut BytesMut) {
+        if let Some(payload) = self.pending_pong.take() {
+            if !self.sent_close {
+                self.put_frame(OpCode::Control(Control::Pong), false, &payload, out);
+            }
+        }
     }
 
     fn decode_inner(
@@ -436,9 +457,7 @@ impl Protocol {
     ) -> Result<Event, WsError> {
         match control {
             Control::Ping => {
-                if !self.sent_close {
-                    self.put_frame(OpCode::Control(Control::Pong), false, &payload, out);
-                }
+                self.pending_pong = Some(payload.clone());
                 Ok(Event::Ping(payload))
             }
             Control::Pong => Ok(Event::Pong(payload)),
@@ -461,6 +480,7 @@ impl Protocol {
                     }
                 };
                 self.received_close = true;
+                self.put_pending_pong(out);
                 if !self.sent_close {
                     let code = frame.as_ref().map_or(close_code::NORMAL, |f| f.code);
                     self.put_frame(
@@ -815,6 +835,7 @@ impl Protocol {
         if self.sent_close {
             return Ok(false);
         }
+        self.put_pending_pong(out);
         if !close_code::is_valid(code) {
             return Err(WsError::protocol(format!(
                 "close code {code} may not be sent"
