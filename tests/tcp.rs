@@ -311,7 +311,11 @@ fn oversized_frame_closes_only_that_session() {
             events.errors_of(big_sid),
             vec![ErrKind::MessageTooLong { len: declared, max }]
         );
-        assert_eq!(ended, Ended::Reset, "an erroring session is reset");
+        assert_eq!(
+            ended,
+            Ended::Eof,
+            "bad input ends the session gracefully (FIN), not with a reset"
+        );
 
         // The others are untouched.
         for round in 0..3 {
@@ -1334,7 +1338,8 @@ fn read_idle_timeout_closes_only_silent_sessions() {
 
         events.wait_close(silent_sid);
         assert_eq!(events.errors_of(silent_sid), vec![ErrKind::ReadIdle(idle)]);
-        assert_eq!(expect_closed(&mut silent), Ended::Reset);
+        // A timeout closes gracefully: FIN, never a reset.
+        assert_eq!(expect_closed(&mut silent), Ended::Eof);
 
         echo_roundtrip(&mut active, b"still here");
         assert!(
@@ -1710,7 +1715,7 @@ fn lines_echo_and_overlong_line_closes_only_that_session() {
         assert_eq!(read_line(&mut reader), b"short line\n");
         peer.write_all(&[b'z'; 5000]).unwrap();
         let (_, ended) = read_to_end(&mut peer);
-        assert_eq!(ended, Ended::Reset);
+        assert_eq!(ended, Ended::Eof, "an overlong line closes gracefully");
         events.wait_close(sid);
         let errors = events.errors_of(sid);
         assert!(

@@ -226,7 +226,13 @@ fn plaintext_to_a_tls_port_closes_only_that_session() {
         plain
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        expect_closed(&mut plain);
+        // RFC 8446 §6: a fatal alert (a record of content type 21, level 2), then FIN.
+        let (got, ended) = read_to_end(&mut plain);
+        assert_eq!(ended, Ended::Eof, "closed after the alert, not reset");
+        assert!(
+            got.len() == 7 && got[0] == 21 && got[5] == 2,
+            "expected one fatal alert record, got {got:?}"
+        );
         let err = events.wait("a TLS error", is_tls_error);
         events.wait_close(err.sid());
 

@@ -186,6 +186,24 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
         self.core.abort()
     }
 
+    /// Pauses reading, as [`Session::pause_reading`], once the writes posted before this
+    /// call are applied. Never refused for backpressure.
+    ///
+    /// See [`Session::pause_reading`] for an example.
+    pub fn pause_reading(&self) -> Result<(), Error> {
+        self.core
+            .post_control(|session: &mut Session<C, A>| session.pause_reading())
+    }
+
+    /// Resumes reading, as [`Session::resume_reading`], once the writes posted before this
+    /// call are applied. Never refused for backpressure.
+    ///
+    /// See [`Session::pause_reading`] for an example.
+    pub fn resume_reading(&self) -> Result<(), Error> {
+        self.core
+            .post_control(|session: &mut Session<C, A>| session.resume_reading())
+    }
+
     /// True once the session has ended.
     ///
     /// See the [type-level example](SessionHandle).
@@ -296,6 +314,25 @@ impl HandleCore {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// Sends `apply` to run on the session (of type `S`) on its reactor, past any
+    /// backpressure: it changes the session's state, it queues no bytes.
+    pub(crate) fn post_control<S, F>(&self, apply: F) -> Result<(), Error>
+    where
+        S: 'static,
+        F: FnOnce(&mut S) + Send + 'static,
+    {
+        self.check_open()?;
+        let job = SessionJob(Box::new(move |session: &mut dyn Any| {
+            if let Some(session) = session.downcast_mut::<S>() {
+                apply(session);
+            }
+            Ok(())
+        }));
+        self.reactor
+            .send(self.entry, Box::new(job))
+            .map_err(|_| Error::Closed)
     }
 
     /// Sends `apply` to run on the session (of type `S`) on its reactor.

@@ -40,6 +40,7 @@ pub struct SessionOptions {
     pub(crate) low_watermark: usize,
     pub(crate) max_outbound: usize,
     pub(crate) read_budget: usize,
+    pub(crate) pause_reading_when_unwritable: bool,
 }
 
 impl Default for SessionOptions {
@@ -59,6 +60,7 @@ impl Default for SessionOptions {
             low_watermark: 32 * 1024,
             max_outbound: 4 << 20,
             read_budget: 256 * 1024,
+            pause_reading_when_unwritable: true,
         }
     }
 }
@@ -221,6 +223,12 @@ impl SessionOptions {
     /// The hard bound on queued outbound bytes: a write past it fails with
     /// `Error::QueueFull` and queues nothing (default 4 MiB).
     ///
+    /// Replies to what the session reads rarely reach it: reading pauses at the high
+    /// watermark (see [`pause_reading_when_unwritable`](Self::pause_reading_when_unwritable)).
+    /// It bounds the writes a handler makes on its own — pushes, fan-out to slow consumers —
+    /// which should watch [`Session::is_writable`](crate::Session::is_writable) or
+    /// `on_writability_changed` and drop or defer rather than fail.
+    ///
     /// ```
     /// let o = getty_transports::SessionOptions::default().max_outbound(1 << 20);
     /// assert_eq!(o.get_max_outbound(), 1 << 20);
@@ -228,6 +236,38 @@ impl SessionOptions {
     pub fn max_outbound(mut self, bytes: usize) -> Self {
         self.max_outbound = bytes;
         self
+    }
+
+    /// Flow control (on by default, for every stream transport): a session stops reading
+    /// from its peer while its outbound queue is above the high watermark, and reads again
+    /// once the queue has drained to the low one (netty's auto-read driven by its write
+    /// watermarks). Bytes already read are still decoded and handed to the handler, and
+    /// timers keep running; a paused session is not read-idle.
+    ///
+    /// A peer that sends faster than it reads (pipelining, then reading later) is thereby
+    /// slowed down by TCP itself instead of filling the queue up to its hard bound
+    /// ([`max_outbound`](Self::max_outbound)). Replies the framework writes by itself
+    /// (WebSocket pongs and close frames, TLS records, compressed output) count too.
+    ///
+    /// Turn it off only for a handler that bounds its own output per message read; writes
+    /// the handler makes on its own (pushes, fan-out) are bounded by `max_outbound` either way.
+    ///
+    /// ```
+    /// let o = getty_transports::SessionOptions::default().pause_reading_when_unwritable(false);
+    /// assert!(!o.get_pause_reading_when_unwritable());
+    /// ```
+    pub fn pause_reading_when_unwritable(mut self, on: bool) -> Self {
+        self.pause_reading_when_unwritable = on;
+        self
+    }
+
+    /// See [`pause_reading_when_unwritable`](Self::pause_reading_when_unwritable).
+    ///
+    /// ```
+    /// assert!(getty_transports::SessionOptions::default().get_pause_reading_when_unwritable());
+    /// ```
+    pub fn get_pause_reading_when_unwritable(&self) -> bool {
+        self.pause_reading_when_unwritable
     }
 
     /// Bytes one session may read in one loop turn before yielding to the others.

@@ -222,6 +222,8 @@ pub struct Session<C, A: Address = SocketAddr> {
     pub(crate) writable: bool,
     /// Set when the handler changed a timer option, so the reactor re-arms.
     pub(crate) timers_changed: bool,
+    /// The handler paused reading (`pause_reading`).
+    pub(crate) reading_paused: bool,
 }
 
 impl<C, A: Address> Session<C, A> {
@@ -250,6 +252,7 @@ impl<C, A: Address> Session<C, A> {
             unreported_messages_out: 0,
             writable: true,
             timers_changed: false,
+            reading_paused: false,
         }
     }
 
@@ -440,6 +443,79 @@ impl<C, A: Address> Session<C, A> {
     /// ```
     pub fn is_writable(&self) -> bool {
         self.writable
+    }
+
+    /// Stops reading from the peer until [`resume_reading`](Self::resume_reading), like
+    /// netty's `setAutoRead(false)`: no more bytes are read from the socket, so a peer that
+    /// keeps sending is slowed down by TCP's own flow control, and no `on_message` arrives
+    /// (frames already read wait, in order, until reading resumes). Timers keep running;
+    /// a paused session is not read-idle. Useful while work for this session is offloaded:
+    /// pause in `on_message`, resume when the result is written (from another thread,
+    /// through [`SessionHandle::resume_reading`]).
+    ///
+    /// Independent of the automatic pause above the high watermark
+    /// ([`SessionOptions::pause_reading_when_unwritable`]): the session reads only when
+    /// neither holds it.
+    ///
+    /// ```
+    /// use getty_codec::{Bytes, LengthFieldCodec};
+    /// use getty_transports::{Handler, Session};
+    ///
+    /// /// Answers one request at a time: the next is not read before the reply is queued.
+    /// struct OneAtATime;
+    /// impl Handler<LengthFieldCodec> for OneAtATime {
+    ///     fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, request: Bytes) {
+    ///         session.pause_reading();
+    ///         let handle = session.handle().expect("inside a callback");
+    ///         std::thread::spawn(move || {
+    ///             let _ = handle.write(request); // the slow work, done elsewhere
+    ///             let _ = handle.resume_reading();
+    ///         });
+    ///     }
+    /// }
+    /// # getty_transports::with_session(|s| {
+    /// #     s.pause_reading();
+    /// #     assert!(s.is_reading_paused());
+    /// #     s.resume_reading();
+    /// #     assert!(!s.is_reading_paused());
+    /// # });
+    /// ```
+    pub fn pause_reading(&mut self) {
+        self.reading_paused = true;
+    }
+
+    /// Reads again after [`pause_reading`](Self::pause_reading): frames already read are
+    /// delivered first, then the socket is read (unless the queue is still above its high
+    /// watermark).
+    ///
+    /// See [`pause_reading`](Self::pause_reading) for an example.
+    pub fn resume_reading(&mut self) {
+        self.reading_paused = false;
+    }
+
+    /// True while the session does not read: paused by the handler, or held above its high
+    /// watermark by flow control.
+    ///
+    /// ```
+    /// getty_transports::with_session(|s| {
+    ///     assert!(!s.is_reading_paused());
+    ///     s.write_bytes(vec![0u8; 128 * 1024]).unwrap(); // past the 64 KiB high watermark
+    ///     assert!(s.is_reading_paused()); // until the queue drains to 32 KiB
+    /// });
+    /// ```
+    pub fn is_reading_paused(&self) -> bool {
+        self.reading_paused || self.held_by_flow_control()
+    }
+
+    /// Flow control holds reading while the queue is above the high watermark (until it
+    /// drains to the low one), counting what the framework wrote by itself. Never during a
+    /// handshake: the queue cannot drain before the peer's handshake messages are read.
+    pub(crate) fn held_by_flow_control(&self) -> bool {
+        self.options.pause_reading_when_unwritable
+            && (!self.writable || self.queued_bytes() >= self.options.high_watermark)
+            && !self
+                .filter_io()
+                .is_some_and(|io| io.filter.is_handshaking())
     }
 
     /// Bytes queued and not yet written to the socket.

@@ -122,6 +122,11 @@ pub(crate) struct StreamEntry<S: Stream, C, H> {
     peer_closed: bool,
     /// `on_error` has run (a WebSocket session still flushes its close frame after it).
     failed: bool,
+    /// Reading was held back by a pause (flow control or the handler's): once it lifts,
+    /// the socket is read without waiting for an edge, which epoll will not repeat.
+    read_held: bool,
+    /// The handler paused with frames already read and not yet delivered.
+    undelivered: bool,
     session: Session<C, S::Addr>,
     handler: H,
     rbuf: BytesMut,
@@ -148,6 +153,8 @@ where
             reported_writable: true,
             peer_closed: false,
             failed: false,
+            read_held: false,
+            undelivered: false,
             session,
             handler,
             rbuf: BytesMut::new(),
@@ -296,13 +303,24 @@ where
         if self.rbuf.is_empty() && !undecoded {
             return Ok(());
         }
+        let decoded = self.deliver();
+        cx.extension::<Metrics>().messages_in += decoded.messages;
+        decoded.result
+    }
+
+    /// Decodes what was read (through the filters, if any) and hands every whole message to
+    /// the handler, stopping early if the handler pauses reading (or, under a filter, flow
+    /// control holds it): the rest is delivered once reading resumes.
+    fn deliver(&mut self) -> Decoding {
         let decoded = if self.session.filter_io().is_some() {
             self.unfilter_all()
         } else {
             self.decode_all()
         };
-        cx.extension::<Metrics>().messages_in += decoded.messages;
-        decoded.result
+        if self.session.is_reading_paused() {
+            self.undelivered = true;
+        }
+        decoded
     }
 
     fn extras(&self) -> Option<&Extras> {
@@ -325,9 +343,18 @@ where
     /// `peer_closing` is set when the event already reported the peer's EOF or an error: then
     /// the loop reads on to the end, since no further event will come.
     fn on_readable(&mut self, cx: &mut Context<'_>, peer_closing: bool) -> Result<(), Error> {
+        if self.undelivered && !self.session.is_reading_paused() {
+            self.undelivered = false;
+            self.decode_buffered(cx)?;
+        }
         let mut budget = self.session.options.read_budget;
         let mut eof = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
+            if self.session.is_reading_paused() {
+                // Flow control: the peer waits in TCP's window, not in our memory.
+                self.read_held = true;
+                break;
+            }
             match self.read_once(cx) {
                 Ok((0, _)) => {
                     eof = true;
@@ -336,11 +363,7 @@ where
                 Ok((n, offered)) => {
                     self.session.counters.bytes_in += n as u64;
                     self.session.counters.last_read = Stamp::of(cx.now());
-                    let decoded = if self.session.filter_io().is_some() {
-                        self.unfilter_all()
-                    } else {
-                        self.decode_all()
-                    };
+                    let decoded = self.deliver();
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += n as u64;
                     metrics.messages_in += decoded.messages;
@@ -401,7 +424,12 @@ where
 
     fn unfilter(&mut self, messages: &mut u64) -> Result<(), Error> {
         let cap = (self.session.options.max_message_len).saturating_add(DECODE_SLACK);
-        while !self.session.is_closing() {
+        while self.delivering() {
+            if self.session.held_by_flow_control() {
+                // Wire bytes wait as they are: inflated, a read's worth could be many
+                // times the queue's bound once echoed.
+                break;
+            }
             let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
                 break;
             };
@@ -418,6 +446,12 @@ where
         Ok(())
     }
 
+    /// Whether decoded messages may go to the handler now: not once it is closing, nor
+    /// while it has paused reading.
+    fn delivering(&self) -> bool {
+        !self.session.is_closing() && !self.session.reading_paused
+    }
+
     /// Hands every whole frame in the read buffer to the handler.
     fn decode_all(&mut self) -> Decoding {
         let mut messages = 0;
@@ -430,7 +464,7 @@ where
             return self.decode_ws(messages);
         }
         let max = self.session.options.max_message_len;
-        while !self.session.is_closing() {
+        while self.delivering() {
             let before = self.rbuf.len();
             // The codec checks the message the handler would get (header or terminator
             // stripped) against the session's limit, from a header alone where it can, and
@@ -468,7 +502,7 @@ where
     /// from the peer closes the session gracefully (the reply is flushed, then the entry
     /// lingers until the peer's EOF).
     fn decode_ws(&mut self, messages: &mut u64) -> Result<(), Error> {
-        while !self.session.is_closing() {
+        while self.delivering() {
             let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
                 break;
             };
@@ -510,8 +544,7 @@ where
     }
 
     /// A WebSocket session failing on bad input tells the peer why with a close frame
-    /// (1002, 1007, 1009, ...). Returns true when one was queued: the session then flushes
-    /// it and closes gracefully instead of resetting.
+    /// (1002, 1007, 1009, ...). Returns true when one was queued.
     fn send_ws_failure(&mut self, error: &Error) -> bool {
         let code = match error {
             Error::WebSocket(e) => e.close_code(),
@@ -655,8 +688,28 @@ where
                 return self.linger(cx);
             }
         }
+        self.resume_reading_if_due(cx);
         self.rearm_timer(cx);
         Status::Continue
+    }
+
+    /// Reading was held by a pause that has lifted: read at once (no edge will come again
+    /// for bytes that waited in the socket), counting read-idle time from now.
+    fn resume_reading_if_due(&mut self, cx: &mut Context<'_>) {
+        if self.phase != Phase::Open || self.session.is_closing() {
+            return;
+        }
+        if self.session.is_reading_paused() {
+            // Also a pause with no read in progress: resuming must read.
+            self.read_held = true;
+            return;
+        }
+        if std::mem::take(&mut self.read_held) || self.undelivered {
+            self.session.counters.last_read = Stamp::of(cx.now());
+            // READ_CLOSED: read on to WouldBlock, since the peer's EOF may have been
+            // signalled while paused.
+            cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
+        }
     }
 
     fn settle_io(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
@@ -781,7 +834,7 @@ where
         let open = self.phase == Phase::Open;
         let idle = opts
             .read_idle_timeout
-            .filter(|_| open)
+            .filter(|_| open && !self.session.is_reading_paused())
             .map(|t| self.session.counters.last_read.instant() + t);
         let cron = extras.and_then(|e| e.next_cron).filter(|_| open);
         let stall = extras
@@ -856,7 +909,10 @@ where
             }
         }
         if let Some(idle) = opts.read_idle_timeout {
-            if self.phase == Phase::Open && now >= self.session.counters.last_read.instant() + idle
+            let idle_since = self.session.counters.last_read.instant();
+            if self.phase == Phase::Open
+                && !self.session.is_reading_paused()
+                && now >= idle_since + idle
             {
                 return Err(Error::ReadIdle(idle));
             }
@@ -883,23 +939,52 @@ where
     }
 
     /// Ends the session with an error the handler sees, then `on_close`.
+    ///
+    /// Most errors end it gracefully: what is queued (replies to the frames before a bad
+    /// one, a goodbye written in `on_error`, a WebSocket close frame with the RFC's code)
+    /// is flushed within the write-stall timeout, then the write side is shut down and the
+    /// entry lingers, as `close()` does. A reset only where nothing more can be sent or
+    /// waiting would hold resources for a peer that does not cooperate: an I/O error, a
+    /// write stall, a handshake timeout. A filter that broke (a TLS alert was queued) sends
+    /// only its own goodbye: the alert, then FIN.
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
-        if matches!(self.phase, Phase::Open | Phase::Closing) && !self.failed {
-            self.failed = true;
-            log::debug!(
-                "session {} ({}) failed: {error}",
-                self.session.id(),
-                self.session.peer_addr()
-            );
-            cx.extension::<Metrics>().count_error(&error);
-            self.handler.on_error(&mut self.session, &error);
-            if self.phase == Phase::Open && self.send_ws_failure(&error) {
-                // Flush the close frame, then close as gracefully as any other close.
-                self.phase = Phase::Closing;
-                return self.settle(cx);
-            }
+        if !matches!(self.phase, Phase::Open | Phase::Closing) || self.failed {
+            return self.finish(cx, true);
         }
-        self.finish(cx, true)
+        self.failed = true;
+        log::debug!(
+            "session {} ({}) failed: {error}",
+            self.session.id(),
+            self.session.peer_addr()
+        );
+        cx.extension::<Metrics>().count_error(&error);
+        let resets = matches!(
+            error,
+            Error::Io(_) | Error::WriteStalled(_) | Error::HandshakeTimeout(_)
+        );
+        let filter_broken = self
+            .session
+            .filter_io()
+            .is_some_and(|io| !io.filter.can_send());
+        if resets {
+            // Writes in on_error fail (Error::Closed): nothing more can be sent.
+            self.session.close_request = Some(CloseRequest::Abort);
+        } else if filter_broken {
+            self.session.out.clear();
+            self.session.close_request = Some(CloseRequest::Graceful);
+        }
+        self.handler.on_error(&mut self.session, &error);
+        if resets || self.session.close_request == Some(CloseRequest::Abort) {
+            return self.finish(cx, true);
+        }
+        if self.phase == Phase::Open && !filter_broken {
+            self.send_ws_failure(&error);
+        }
+        self.session
+            .close_request
+            .get_or_insert(CloseRequest::Graceful);
+        self.phase = Phase::Closing;
+        self.settle(cx)
     }
 
     /// Ends the entry: calls `on_close` (if it has not run yet) and drops the socket,
