@@ -171,6 +171,11 @@ pub struct DatagramStats {
     pub messages_out: u64,
     /// Queued datagrams the kernel refused for good (each reported to `on_error`).
     pub dropped_out: u64,
+    /// Writes refused with `Error::QueueFull`: the queue was at its hard bound
+    /// (`SessionOptions::max_outbound`), so the datagram was never queued. Datagrams have
+    /// no flow control: an endpoint never stops reading, and what no buffer can hold is
+    /// lost — here, or in the kernel's socket buffers (counted by the kernel).
+    pub refused_out: u64,
     /// ICMP errors reported on the socket (connected sockets: port unreachable and
     /// friends).
     pub peer_errors: u64,
@@ -192,6 +197,7 @@ impl DatagramStats {
             bytes_out: 0,
             messages_out: 0,
             dropped_out: 0,
+            refused_out: 0,
             peer_errors: 0,
             last_read: now,
             last_write: now,
@@ -683,7 +689,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         Ok(())
     }
 
-    fn check_room(&self, len: usize) -> Result<(), Error> {
+    fn check_room(&mut self, len: usize) -> Result<(), Error> {
         if len > self.max_payload {
             return Err(Error::MessageTooLong {
                 len,
@@ -692,6 +698,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         }
         let queued = self.out.len();
         if queued + len > self.options.max_outbound {
+            self.stats.refused_out += 1;
             return Err(Error::QueueFull {
                 queued,
                 adding: len,
