@@ -18,6 +18,7 @@ use std::net::Shutdown;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
+use getty_codec::filter::FilterError;
 use getty_codec::{Decoded, Decoder};
 use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
 use mio::Interest;
@@ -93,6 +94,10 @@ pub(crate) struct SessionOpened;
 /// its own, so that thousands of sessions waiting on a few header bytes do not each pin
 /// a pooled buffer.
 const COMPACT_BELOW: usize = 256;
+
+/// Wire bytes a handshake may leave untaken before the peer is cut off: far more than any
+/// legitimate flight (a TLS record is at most about 16 KiB, an upgrade head 8 KiB).
+const MAX_HANDSHAKE_BACKLOG: usize = 256 * 1024;
 
 /// Reads smaller than this are not worth a syscall: grow the buffer first.
 const MIN_READ_SPACE: usize = 4096;
@@ -207,6 +212,7 @@ where
     /// and, once it is verified, becomes a WebSocket session and opens.
     fn upgrade_step(&mut self, cx: &mut Context<'_>) -> Status {
         let mut eof = false;
+        let mut budget = self.session.options.read_budget;
         loop {
             match self.read_once(cx) {
                 Ok((0, _)) => {
@@ -218,7 +224,16 @@ where
                     if let Err(e) = self.unfilter_head() {
                         return self.fail_upgrade(cx, e);
                     }
+                    if let Err(e) = self.check_handshake_backlog() {
+                        return self.fail_upgrade(cx, e);
+                    }
                     if self.rbuf.len() > upgrade::MAX_HEAD {
+                        break;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        // A server streaming bytes cannot hold the reactor: read on next turn.
+                        cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
                         break;
                     }
                 }
@@ -259,6 +274,24 @@ where
                 status
             }
         }
+    }
+
+    /// A handshake (TLS, or a WebSocket client's upgrade behind TLS) takes its input as it
+    /// comes; wire bytes piling up unread mean a peer sending junk or far too much. Without
+    /// this bound they would be buffered for as long as the handshake timeout allows.
+    fn check_handshake_backlog(&self) -> Result<(), Error> {
+        let Some(io) = self.session.filter_io() else {
+            return Ok(());
+        };
+        let handshaking = io.filter.is_handshaking() || self.upgrading();
+        if handshaking && io.wire_in.len() > MAX_HANDSHAKE_BACKLOG {
+            let detail = format!(
+                "{} bytes sent during the handshake were not taken",
+                io.wire_in.len()
+            );
+            return Err(Error::Filter(FilterError::handshake("handshake", detail)));
+        }
+        Ok(())
     }
 
     /// Moves what the filter can decode into the read buffer, without a codec: the bytes
@@ -368,6 +401,7 @@ where
                     metrics.bytes_in += n as u64;
                     metrics.messages_in += decoded.messages;
                     decoded.result?;
+                    self.check_handshake_backlog()?;
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         // Carry the peer's EOF over: the next turn must read on to it, as
