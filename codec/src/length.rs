@@ -5,7 +5,7 @@ use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{CodecError, Decoded, Decoder, Encoder};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder};
 
 /// Default [`LengthFieldCodecBuilder::max_frame_length`]: 8 MiB.
 const DEFAULT_MAX_FRAME_LENGTH: usize = 8 * 1024 * 1024;
@@ -57,8 +57,9 @@ pub enum ByteOrder {
 /// **Decoding** follows netty's `LengthFieldBasedFrameDecoder`: the value of the length field
 /// plus [`length_adjustment`](LengthFieldCodecBuilder::length_adjustment) is the number of
 /// bytes that follow the length field. The decoder hands out the whole frame minus its first
-/// [`initial_bytes_to_strip`](LengthFieldCodecBuilder::initial_bytes_to_strip) bytes, as a
-/// zero-copy [`Bytes`] view of the read buffer. As soon as the header is buffered it reports the
+/// [`initial_bytes_to_strip`](LengthFieldCodecBuilder::initial_bytes_to_strip) bytes: a
+/// zero-copy [`Bytes`] view of the read buffer, or a copy if it is small (see
+/// [`split_message`](crate::split_message)). As soon as the header is buffered it reports the
 /// whole frame length with [`Decoded::NeedMore`]`(Some(len))`, or fails with
 /// [`CodecErrorKind::FrameTooLong`](crate::CodecErrorKind::FrameTooLong) if that length
 /// exceeds [`max_frame_length`](LengthFieldCodecBuilder::max_frame_length), before the body
@@ -392,9 +393,9 @@ impl LengthFieldCodec {
             return Ok(Decoded::NeedMore(Some(frame_len)));
         }
         // frame_len >= header_len >= 1, so a frame always consumes input.
-        let mut frame = src.split_to(frame_len);
-        frame.advance(self.initial_bytes_to_strip());
-        Ok(Decoded::Frame(frame.freeze()))
+        let strip = self.initial_bytes_to_strip();
+        src.advance(strip);
+        Ok(Decoded::Frame(split_message(src, frame_len - strip)))
     }
 }
 
@@ -787,14 +788,31 @@ mod tests {
     }
 
     #[test]
-    fn frame_is_a_view_of_the_read_buffer() {
+    fn a_large_frame_is_a_view_of_the_read_buffer_a_small_one_a_copy() {
         let mut codec = LengthFieldCodec::default();
-        let mut buf = BytesMut::from(&b"\x00\x00\x00\x03abc"[..]);
+        let payload = vec![b'p'; crate::COPY_BELOW];
+        let mut buf = BytesMut::from(&frame_bytes(&payload)[..]);
         let payload_addr = buf[4..].as_ptr();
         let Decoded::Frame(frame) = codec.decode(&mut buf).unwrap() else {
             panic!("expected a frame");
         };
         assert_eq!(frame.as_ptr(), payload_addr);
+        assert_eq!(frame, payload);
+
+        let small = vec![b's'; crate::COPY_BELOW - 1];
+        let mut buf = BytesMut::from(&frame_bytes(&small)[..]);
+        let payload_addr = buf[4..].as_ptr();
+        let Decoded::Frame(frame) = codec.decode(&mut buf).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_ne!(frame.as_ptr(), payload_addr);
+        assert_eq!(frame, small);
+    }
+
+    fn frame_bytes(payload: &[u8]) -> Vec<u8> {
+        let mut wire = (payload.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(payload);
+        wire
     }
 
     #[test]

@@ -55,6 +55,52 @@ pub use lines::{LineEnding, LinesCodec};
 pub use message::{Message, MessageCodec};
 pub use raw::RawCodec;
 
+/// Messages shorter than this many bytes are copied out of the read buffer by
+/// [`split_message`] (and so by every built-in codec); longer ones are zero-copy views of it.
+/// The same threshold as the outbound side's copy of small writes.
+pub const COPY_BELOW: usize = 4096;
+
+/// Removes the first `len` bytes of `src` and returns them as one message, the way the
+/// built-in codecs hand out messages.
+///
+/// A message shorter than [`COPY_BELOW`] is copied into an allocation of its own (one
+/// allocation, `len` bytes): a zero-copy view would keep the whole read buffer it came from
+/// alive (a 64 KiB pooled buffer for a 50-byte message) for as long as the handler keeps the
+/// message, so a handler that keeps small messages (a cache, a history, datagrams) would
+/// hold a read buffer for each. A longer message is split off without copying; it pins at
+/// most its own size again in buffer space. Custom codecs should hand out messages with it
+/// too.
+///
+/// ```
+/// use getty_codec::{split_message, BytesMut, COPY_BELOW};
+///
+/// let mut buf = BytesMut::with_capacity(64 * 1024);
+/// buf.extend_from_slice(b"hello, rest");
+/// let small = split_message(&mut buf, 5);
+/// assert_eq!(&small[..], b"hello");
+/// assert_eq!(&buf[..], b", rest");
+/// // The small message owns its bytes: the read buffer is not shared with it.
+/// assert!(!buf.as_ptr_range().contains(&small.as_ptr()));
+///
+/// let mut big = BytesMut::from(&vec![7u8; COPY_BELOW][..]);
+/// let start = big.as_ptr();
+/// let view = split_message(&mut big, COPY_BELOW);
+/// assert_eq!(view.as_ptr(), start); // zero-copy
+/// ```
+///
+/// # Panics
+///
+/// If `len` exceeds `src.len()`.
+pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
+    if len < COPY_BELOW {
+        let message = Bytes::copy_from_slice(&src[..len]);
+        bytes::Buf::advance(src, len);
+        message
+    } else {
+        src.split_to(len).freeze()
+    }
+}
+
 /// Whether a message-oriented transport (WebSocket) carries a message as text or binary.
 ///
 /// A byte stream (TCP) has no such notion; there every message is [`MessageKind::Binary`].

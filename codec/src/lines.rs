@@ -1,8 +1,8 @@
 //! Newline-delimited framing.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{CodecError, Decoded, Decoder, Encoder};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder};
 
 /// Default [`LinesCodec`] maximum line length: 64 KiB.
 const DEFAULT_MAX_LINE_LENGTH: usize = 64 * 1024;
@@ -39,7 +39,8 @@ impl LineEnding {
 
 /// Splits a byte stream into lines ended by `\n` or `\r\n`, and terminates outgoing lines.
 ///
-/// Decoded lines are zero-copy [`Bytes`] views of the read buffer, without their terminator.
+/// Decoded lines are [`Bytes`] without their terminator: zero-copy views of the read buffer,
+/// or copies if short (see [`split_message`](crate::split_message)).
 /// Lines are bytes, not necessarily UTF-8. A line longer than the maximum (terminator not
 /// counted) fails with [`CodecErrorKind::FrameTooLong`](crate::CodecErrorKind::FrameTooLong)
 /// as soon as it is clear it will be too long, without waiting for its end.
@@ -228,9 +229,9 @@ fn take_line(
     if line_len > limit.max {
         return Err(limit.exceeded(line_len));
     }
-    let mut line = src.split_to(newline_index + 1);
-    line.truncate(line_len);
-    Ok(line.freeze())
+    let line = split_message(src, line_len);
+    src.advance(newline_index + 1 - line_len);
+    Ok(line)
 }
 
 fn find_newline(bytes: &[u8]) -> Option<usize> {

@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{CodecError, Decoded, Decoder, Encoder, MessageKind};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
 
 /// One message with its kind: what [`MessageCodec`] decodes and encodes.
 ///
@@ -114,7 +114,8 @@ pub struct MessageCodec;
 impl Decoder for MessageCodec {
     type Item = Message;
 
-    /// Takes everything buffered as one binary message (zero-copy), or asks for more.
+    /// Takes everything buffered as one binary message (zero-copy, or a copy if small: see
+    /// [`split_message`](crate::split_message)), or asks for more.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -131,7 +132,10 @@ impl Decoder for MessageCodec {
         if src.is_empty() {
             return Ok(Decoded::NeedMore(None));
         }
-        Ok(Decoded::Frame(Message::Binary(src.split().freeze())))
+        Ok(Decoded::Frame(Message::Binary(split_message(
+            src,
+            src.len(),
+        ))))
     }
 
     /// Takes what is buffered as one binary message, at most `max_message_len` bytes of it
@@ -154,10 +158,11 @@ impl Decoder for MessageCodec {
             return Ok(Decoded::NeedMore(None));
         }
         let len = src.len().min(max_message_len.max(1));
-        Ok(Decoded::Frame(Message::Binary(src.split_to(len).freeze())))
+        Ok(Decoded::Frame(Message::Binary(split_message(src, len))))
     }
 
-    /// The whole payload as one message of the given kind (zero-copy), an empty one included.
+    /// The whole payload as one message of the given kind (zero-copy, or a copy if small), an
+    /// empty one included.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -171,7 +176,7 @@ impl Decoder for MessageCodec {
         kind: MessageKind,
         payload: &mut BytesMut,
     ) -> Result<Message, CodecError> {
-        let bytes = payload.split().freeze();
+        let bytes = split_message(payload, payload.len());
         Ok(match kind {
             MessageKind::Text => Message::Text(bytes),
             MessageKind::Binary => Message::Binary(bytes),
@@ -259,14 +264,22 @@ mod tests {
     }
 
     #[test]
-    fn message_decoding_keeps_the_kind_and_does_not_copy() {
-        let mut buf = BytesMut::from(&b"text"[..]);
+    fn message_decoding_keeps_the_kind_and_copies_only_small_ones() {
+        let text = "t".repeat(crate::COPY_BELOW);
+        let mut buf = BytesMut::from(text.as_bytes());
         let addr = buf.as_ptr();
         let m = MessageCodec
             .decode_message(MessageKind::Text, &mut buf)
             .unwrap();
         assert_eq!(m.kind(), MessageKind::Text);
         assert_eq!(m.payload().as_ptr(), addr);
+        let mut small = BytesMut::from(&b"text"[..]);
+        let addr = small.as_ptr();
+        let m = MessageCodec
+            .decode_message(MessageKind::Text, &mut small)
+            .unwrap();
+        assert_eq!(m, Message::text("text"));
+        assert_ne!(m.payload().as_ptr(), addr);
         let m = MessageCodec
             .decode_message(MessageKind::Binary, &mut BytesMut::from(&b"b"[..]))
             .unwrap();

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{CodecError, Decoded, Decoder, Encoder, MessageKind};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
 /// encoding copies the message as it is.
@@ -44,7 +44,8 @@ impl RawCodec {
 impl Decoder for RawCodec {
     type Item = Bytes;
 
-    /// Takes the whole buffer as one message (zero-copy), or asks for more when it is empty.
+    /// Takes the whole buffer as one message (zero-copy, or a copy if small: see
+    /// [`split_message`](crate::split_message)), or asks for more when it is empty.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -59,7 +60,7 @@ impl Decoder for RawCodec {
         if src.is_empty() {
             return Ok(Decoded::NeedMore(None));
         }
-        Ok(Decoded::Frame(src.split().freeze()))
+        Ok(Decoded::Frame(split_message(src, src.len())))
     }
 
     /// Takes what is buffered, at most `max_message_len` bytes of it (at least one), so no
@@ -82,10 +83,11 @@ impl Decoder for RawCodec {
             return Ok(Decoded::NeedMore(None));
         }
         let len = src.len().min(max_message_len.max(1));
-        Ok(Decoded::Frame(src.split_to(len).freeze()))
+        Ok(Decoded::Frame(split_message(src, len)))
     }
 
-    /// Takes the whole message payload (zero-copy), an empty one included.
+    /// Takes the whole message payload (zero-copy, or a copy if small), an empty one
+    /// included.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -99,7 +101,7 @@ impl Decoder for RawCodec {
         _kind: MessageKind,
         payload: &mut BytesMut,
     ) -> Result<Bytes, CodecError> {
-        Ok(payload.split().freeze())
+        Ok(split_message(payload, payload.len()))
     }
 }
 
@@ -197,14 +199,24 @@ mod tests {
     }
 
     #[test]
-    fn decode_takes_everything_without_copying() {
+    fn decode_takes_everything_copying_only_a_small_chunk() {
+        let big = vec![b'r'; crate::COPY_BELOW];
+        let mut buf = BytesMut::from(&big[..]);
+        let data_addr = buf.as_ptr();
+        let Decoded::Frame(msg) = RawCodec.decode(&mut buf).unwrap() else {
+            panic!("expected a frame");
+        };
+        assert_eq!(msg, big);
+        assert_eq!(msg.as_ptr(), data_addr);
+        assert!(buf.is_empty());
+
         let mut buf = BytesMut::from(&b"abc"[..]);
         let data_addr = buf.as_ptr();
         let Decoded::Frame(msg) = RawCodec.decode(&mut buf).unwrap() else {
             panic!("expected a frame");
         };
         assert_eq!(msg, "abc");
-        assert_eq!(msg.as_ptr(), data_addr);
+        assert_ne!(msg.as_ptr(), data_addr);
         assert!(buf.is_empty());
     }
 

@@ -3,8 +3,10 @@
 //! elsewhere or when batching is turned off.
 //!
 //! Buffers are the caller's: a receive writes each datagram into the spare capacity of
-//! its own slot (a `BytesMut`), so the decoded message is a zero-copy view of it, and the
-//! `mmsghdr`/`iovec`/address arrays live on the stack of the call. Nothing here allocates.
+//! its own slot (a `BytesMut`), and the `mmsghdr`/`iovec`/address arrays live on the stack
+//! of the call. Nothing here allocates. The codec then hands the message out of the slot:
+//! a small one (most datagrams) as a copy, so a handler that keeps it does not pin the slot
+//! (a pooled read buffer), and the slot is reused for the next receive.
 
 use std::ffi::c_int;
 use std::io;
