@@ -432,8 +432,14 @@ impl Deflate {
     /// its own output, which the peer's inflater puts in its window like any other (RFC
     /// 7692 section 7.2.1: a sender *may* take over its window, it never has to). The
     /// peer's window keeps the older bytes; nothing refers to them any more.
+    ///
+    /// The engine is reset, not dropped: with context takeover the connection is sending,
+    /// and incompressible messages (each of which lands here) would otherwise cost a new
+    /// engine apiece.
     pub(crate) fn forget_context(&mut self) {
-        self.compress = None;
+        if let Some(c) = self.compress.as_mut() {
+            c.reset();
+        }
         self.last_in_window = false;
     }
 
