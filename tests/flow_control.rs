@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::*;
 use getty::codec::filter::{DeflateFilter, Filter, FilterError, TlsFilter};
-use getty::codec::ws::{Config, Event, Protocol, Role};
+use getty::codec::ws::{ClientRequest, Config, DeflateConfig, Event, Protocol, Role};
 use getty::codec::{Bytes, Compression, LengthFieldCodec, Message, MessageCodec, MessageKind};
 use getty::tcp::TcpServer;
 use getty::ws::WsServer;
@@ -83,16 +83,19 @@ struct Messages {
     next: u64,
     /// TCP framing (a 4-byte length before each payload) or bare WebSocket payloads.
     framed: bool,
+    /// Contents deflate cannot shrink, so a compressed queue fills as fast as a plain one.
+    noisy: bool,
     /// The message being compared, and how far.
     current: Vec<u8>,
     offset: usize,
 }
 
 impl Messages {
-    fn new(framed: bool) -> Self {
+    fn new(framed: bool, noisy: bool) -> Self {
         Messages {
             next: 0,
             framed,
+            noisy,
             current: Vec::new(),
             offset: 0,
         }
@@ -107,7 +110,11 @@ impl Messages {
         if self.framed {
             out.extend_from_slice(&(len as u32).to_be_bytes());
         }
-        out.extend((0..len).map(|j| (j as u64 * 31 + i * 7) as u8));
+        if self.noisy {
+            out.extend((0..len as u64).map(|j| splitmix(i << 32 | j) as u8));
+        } else {
+            out.extend((0..len).map(|j| (j as u64 * 31 + i * 7) as u8));
+        }
         out
     }
 
@@ -129,6 +136,15 @@ impl Messages {
             got = &got[n..];
         }
     }
+}
+
+/// splitmix64's finaliser: every input bit reaches every output bit, so deflate finds
+/// nothing to shrink.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// No transform: plain TCP.
@@ -202,13 +218,14 @@ fn greedy_client(
     stream: &mut TcpStream,
     mut wire: Box<dyn Filter>,
     framed: bool,
+    noisy: bool,
     total: u64,
     deaf_for: Duration,
 ) -> Greedy {
     stream.set_nonblocking(true).unwrap();
     let baseline = rss();
-    let (mut outgoing, mut wire_out) = (Messages::new(framed), BytesMut::new());
-    let mut expected = Messages::new(framed);
+    let (mut outgoing, mut wire_out) = (Messages::new(framed, noisy), BytesMut::new());
+    let mut expected = Messages::new(framed, noisy);
     let (mut wire_in, mut plain_in) = (BytesMut::new(), BytesMut::new());
     let mut chunk = vec![0u8; 64 * 1024];
     let (mut sent, mut echoed) = (0u64, 0u64);
@@ -287,7 +304,14 @@ fn check_greedy(
         ws_upgrade(&mut stream);
     }
     assert!(matches!(outcomes.recv_timeout(STEP), Ok(Outcome::Opened)));
-    let seen = greedy_client(&mut stream, wire, framed, total, Duration::from_secs(2));
+    let seen = greedy_client(
+        &mut stream,
+        wire,
+        framed,
+        false,
+        total,
+        Duration::from_secs(2),
+    );
     assert_eq!(seen.echoed, seen.sent, "{name}: every byte comes back");
     if let Ok(outcome) = outcomes.try_recv() {
         panic!("{name}: the session did not survive the greedy peer: {outcome:?}");
@@ -409,6 +433,60 @@ fn a_pipelining_peer_with_deflate_is_slowed_down_not_killed() {
             64 << 20,
             false,
         );
+        server.stop();
+    });
+}
+
+/// With permessage-deflate: the client's upgrade offers it, and both ends compress.
+#[test]
+fn a_pipelining_compressed_websocket_peer_is_slowed_down_not_killed() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (tx, outcomes) = mpsc::channel();
+        let server = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .route("/echo", move |_| {
+                Ok((MessageCodec, CountingEcho(tx.clone())))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("greedy-wsz-server", server);
+        // A small receive window, so the kernel absorbs little and the server's queue (of
+        // compressed bytes, incompressible contents) is what fills.
+        let mut stream = connect_with_recv_buffer(addr, 64 * 1024);
+        let mut request = BytesMut::new();
+        let handshake = ClientRequest::new("localhost", "/echo")
+            .deflate(DeflateConfig::default())
+            .write(&mut request);
+        stream.write_all(&request).unwrap();
+        let (mut head, mut byte) = (BytesMut::new(), [0u8; 1]);
+        let response = loop {
+            stream.read_exact(&mut byte).expect("the upgrade response");
+            head.extend_from_slice(&byte);
+            if let Some(response) = handshake.parse_response(&mut head, 8192).unwrap() {
+                break response;
+            }
+        };
+        let agreed = response.deflate();
+        assert!(agreed.is_some(), "permessage-deflate was not agreed");
+        let client = Protocol::new(Role::Client, Config::default(), agreed);
+        assert!(matches!(outcomes.recv_timeout(STEP), Ok(Outcome::Opened)));
+        let seen = greedy_client(
+            &mut stream,
+            Box::new(WsWire(client)),
+            false,
+            true,
+            64 << 20,
+            Duration::from_secs(2),
+        );
+        assert_eq!(seen.echoed, seen.sent);
+        assert!(outcomes.try_recv().is_err(), "the session survived");
+        eprintln!(
+            "ws+deflate: peak RSS growth {} KiB",
+            seen.peak_rss_growth >> 10
+        );
+        assert!(seen.peak_rss_growth < RSS_GROWTH_LIMIT);
         server.stop();
     });
 }
