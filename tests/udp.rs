@@ -877,6 +877,7 @@ impl DatagramHandler<RawCodec> for Filler {
             .tx
             .send(note(format!("refused {:?}", classify(&refusal))));
         let _ = self.tx.send(note(format!("writable {}", s.is_writable())));
+        assert_eq!(s.stats().refused_out, 1, "the refusal is counted");
         let too_big = s.write_to(self.to, Bytes::from(vec![0u8; 70_000]));
         let _ = self.tx.send(note(format!(
             "too big {:?}",
