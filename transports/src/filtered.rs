@@ -14,6 +14,11 @@ use getty_codec::filter::Filter;
 /// bytes a session holds beyond its outbound queue.
 pub(crate) const ENCODE_BATCH: usize = 64 * 1024;
 
+/// Wire bytes a handshake may leave untaken before the peer is cut off: far more than any
+/// legitimate flight (a TLS record is at most about 16 KiB, an upgrade head 8 KiB), and a
+/// bound on what a peer streaming junk into a handshake costs.
+pub(crate) const MAX_HANDSHAKE_BACKLOG: usize = 256 * 1024;
+
 /// Plain bytes a filter may produce beyond the session's max message length before the
 /// codec has to take some ("plus one read's worth").
 pub(crate) const DECODE_SLACK: usize = 64 * 1024;

@@ -23,7 +23,7 @@ use getty_codec::{Decoded, Decoder};
 use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
 use mio::Interest;
 
-use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
+use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH, MAX_HANDSHAKE_BACKLOG};
 use crate::handle::SessionJob;
 use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
@@ -94,10 +94,6 @@ pub(crate) struct SessionOpened;
 /// its own, so that thousands of sessions waiting on a few header bytes do not each pin
 /// a pooled buffer.
 const COMPACT_BELOW: usize = 256;
-
-/// Wire bytes a handshake may leave untaken before the peer is cut off: far more than any
-/// legitimate flight (a TLS record is at most about 16 KiB, an upgrade head 8 KiB).
-const MAX_HANDSHAKE_BACKLOG: usize = 256 * 1024;
 
 /// Reads smaller than this are not worth a syscall: grow the buffer first.
 const MIN_READ_SPACE: usize = 4096;

@@ -14,12 +14,17 @@ use bytes::{Buf, BytesMut};
 use getty_reactor::{Command, Context, Entry, Ready, Status, TimerId};
 use mio::Interest;
 
-use crate::filtered::FilterIo;
+use crate::filtered::{FilterIo, MAX_HANDSHAKE_BACKLOG};
 use crate::stream::Stream;
 use crate::{Error, Metrics};
+use getty_codec::filter::FilterError;
 
 /// The longest request or response head accepted.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
+
+/// Bytes one upgrade reads per loop turn before yielding: a peer streaming bytes cannot
+/// hold the reactor thread.
+const READ_BUDGET: usize = 64 * 1024;
 
 /// What the upgrade found in the bytes read so far.
 pub(crate) enum Step {
@@ -94,10 +99,16 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             .expect("the upgrade owns the stream until it is done")
     }
 
-    /// Reads what the socket has (through the filter) into `input`. Returns false at EOF.
-    fn read_all(&mut self) -> Result<bool, Error> {
+    /// Reads what the socket has (through the filter) into `input`, within the read budget
+    /// (then it reads on next turn). Returns false at EOF.
+    fn read_all(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         let mut chunk = [0u8; 4096];
+        let mut budget = READ_BUDGET;
         loop {
+            if budget == 0 {
+                cx.reschedule(Ready::READABLE);
+                return Ok(true);
+            }
             let n = match self.stream().read(&mut chunk) {
                 Ok(0) => return Ok(false),
                 Ok(n) => n,
@@ -105,6 +116,7 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Io(e)),
             };
+            budget = budget.saturating_sub(n);
             match self.filter.as_mut() {
                 Some(io) => {
                     io.wire_in.extend_from_slice(&chunk[..n]);
@@ -112,6 +124,14 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                     io.filter
                         .decode(&mut io.wire_in, &mut self.input, MAX_HEAD + 1)?;
                     io.plain_in += (self.input.len() - before) as u64;
+                    if io.wire_in.len() > MAX_HANDSHAKE_BACKLOG {
+                        let detail = format!(
+                            "{} bytes sent during the handshake were not taken",
+                            io.wire_in.len()
+                        );
+                        let error = FilterError::handshake("handshake", detail);
+                        return Err(Error::Filter(error));
+                    }
                 }
                 None => self.input.extend_from_slice(&chunk[..n]),
             }
@@ -176,7 +196,7 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                 }
             };
         }
-        let open = match self.read_all() {
+        let open = match self.read_all(cx) {
             Ok(open) => open,
             Err(e) => return self.give_up(cx, e),
         };
