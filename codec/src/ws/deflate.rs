@@ -477,7 +477,7 @@ impl Deflate {
             if out.len() == out.capacity() {
                 let room = (max + 1).saturating_sub(out.len());
                 if room == 0 {
-                    return Err(too_big(max));
+                    return Err(too_big(out.len(), max));
                 }
                 out.reserve_exact(room.min(out.len().max(4096)));
             }
@@ -504,7 +504,7 @@ impl Deflate {
                 })?;
             }
             if out.len() > max {
-                return Err(too_big(max));
+                return Err(too_big(out.len(), max));
             }
             if status == Status::StreamEnd {
                 self.stream_ended = true;
@@ -542,11 +542,8 @@ impl Deflate {
     }
 }
 
-pub(crate) fn too_big(max: usize) -> WsError {
-    WsError::new(
-        close_code::TOO_BIG,
-        format!("message exceeds the maximum of {max} bytes"),
-    )
+pub(crate) fn too_big(len: usize, max: usize) -> WsError {
+    WsError::too_long(len, max)
 }
 
 #[cfg(test)]

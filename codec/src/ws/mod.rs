@@ -212,6 +212,8 @@ pub enum Event {
 pub struct WsError {
     code: u16,
     detail: String,
+    /// For a message over the limit: how long it was (at least), and the limit.
+    limit_exceeded: Option<(usize, usize)>,
 }
 
 impl WsError {
@@ -224,7 +226,32 @@ impl WsError {
         WsError {
             code,
             detail: detail.into(),
+            limit_exceeded: None,
         }
+    }
+
+    /// A message of `len` bytes (at least: it is refused as soon as it is known to be too
+    /// long) over the limit of `max`: close code 1009.
+    ///
+    /// ```
+    /// use getty_codec::ws::WsError;
+    /// let e = WsError::too_long(70_000, 65_536);
+    /// assert_eq!((e.close_code(), e.limit_exceeded()), (1009, Some((70_000, 65_536))));
+    /// ```
+    pub fn too_long(len: usize, max: usize) -> Self {
+        WsError {
+            code: close_code::TOO_BIG,
+            detail: format!("a message of {len} bytes exceeds the maximum of {max}"),
+            limit_exceeded: Some((len, max)),
+        }
+    }
+
+    /// For a message over the size limit, its length (at least) and the limit: the
+    /// session reports it as `MessageTooLong`, the same error as every other transport.
+    ///
+    /// See [`too_long`](Self::too_long) for an example.
+    pub fn limit_exceeded(&self) -> Option<(usize, usize)> {
+        self.limit_exceeded
     }
 
     pub(crate) fn protocol(detail: impl Into<String>) -> Self {
@@ -257,7 +284,7 @@ impl From<WsError> for crate::CodecError {
             crate::CodecError {
                 kind: crate::CodecErrorKind::FrameTooLong,
                 detail: e.to_string(),
-                limit_exceeded: None,
+                limit_exceeded: e.limit_exceeded,
             }
         } else {
             crate::CodecError::malformed(e.to_string())

@@ -300,18 +300,11 @@ impl Protocol {
                         .map(Some);
                 }
                 OpCode::Data(data) => {
+                    let max = self.config.max_frame_size;
                     let len = usize::try_from(len)
                         .ok()
-                        .filter(|&l| l <= self.config.max_frame_size)
-                        .ok_or_else(|| {
-                            WsError::new(
-                                close_code::TOO_BIG,
-                                format!(
-                                    "frame of {len} bytes exceeds the maximum of {}",
-                                    self.config.max_frame_size
-                                ),
-                            )
-                        })?;
+                        .filter(|&l| l <= max)
+                        .ok_or_else(|| too_big(usize::try_from(len).unwrap_or(usize::MAX), max))?;
                     self.start_frame(data, header.rsv1, len)?;
                     src.advance(header_len);
                     self.frame = Some(InFrame {
@@ -361,7 +354,9 @@ impl Protocol {
         }
         let max = self.config.max_message_size;
         match &self.message {
-            Some(m) if !m.compressed && m.buf.len().saturating_add(len) > max => Err(too_big(max)),
+            Some(m) if !m.compressed && m.buf.len().saturating_add(len) > max => {
+                Err(too_big(m.buf.len().saturating_add(len), max))
+            }
             _ => Ok(()),
         }
     }
