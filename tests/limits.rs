@@ -165,7 +165,7 @@ fn tcp_lines_limit_is_the_line() {
 }
 
 /// WebSocket counts the payload: the largest message is echoed, one byte more fails the
-/// session with close code 1009 against the session's limit.
+/// session with `MessageTooLong` against the session's limit (and close code 1009).
 #[test]
 fn websocket_limit_is_the_payload() {
     watchdog(TEST_LIMIT, || {
@@ -201,7 +201,7 @@ fn websocket_limit_is_the_payload() {
             .sid();
         let errors = events.errors_of(sid);
         assert!(
-            matches!(&errors[..], [ErrKind::Other(text)] if text.contains(&format!("maximum of {max}"))),
+            matches!(&errors[..], [ErrKind::MessageTooLong { len, max: m }] if *len == max + 1 && *m == max),
             "{errors:?}"
         );
         assert_eq!(

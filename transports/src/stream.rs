@@ -325,11 +325,9 @@ where
     /// Decodes what was read before the session opened (see `with_input`); a socket
     /// readiness edge for those bytes has come and gone.
     fn decode_buffered(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let undecoded = self
-            .session
-            .filter_io()
-            .is_some_and(|f| !f.wire_in.is_empty());
-        if self.rbuf.is_empty() && !undecoded {
+        // A filter may hold decoded bytes of its own (rustls keeps the plaintext it could
+        // not hand over), so a filtered session always asks it.
+        if self.rbuf.is_empty() && self.session.filter_io().is_none() {
             return Ok(());
         }
         let decoded = self.deliver();
@@ -379,7 +377,7 @@ where
         let mut budget = self.session.options.read_budget;
         let mut eof = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
-            if self.session.is_reading_paused() {
+            if self.session.is_reading_paused() && !self.handshaking() {
                 // Flow control: the peer waits in TCP's window, not in our memory.
                 self.read_held = true;
                 break;
@@ -429,6 +427,46 @@ where
         Ok(())
     }
 
+    /// The filter (TLS) is still negotiating.
+    fn handshaking(&self) -> bool {
+        self.session
+            .filter_io()
+            .is_some_and(|io| io.filter.is_handshaking())
+    }
+
+    /// A session closed (`close()`) before its TLS handshake is done still needs the
+    /// peer's handshake messages: what it queued can only be encrypted once the handshake
+    /// completes. Reads feed the filter alone; no message is delivered after a close.
+    fn feed_handshake(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let mut budget = self.session.options.read_budget;
+        while self.handshaking() {
+            match self.read_once(cx) {
+                Ok((0, _)) => {
+                    self.peer_closed = true;
+                    let buffered = self.session.queued_bytes();
+                    return Err(Error::UnexpectedEof { buffered });
+                }
+                Ok((n, _)) => {
+                    self.session.counters.bytes_in += n as u64;
+                    let io = self.session.extras.as_mut().and_then(|e| e.filter.as_mut());
+                    let io = io.expect("handshaking");
+                    io.filter.decode(&mut io.wire_in, &mut self.rbuf, 0)?;
+                    self.check_handshake_backlog()?;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        self.release_read_buffer(cx);
+        Ok(())
+    }
+
     /// One read from the socket into the read buffer, or into the filter's wire buffer when
     /// the session has a filter. Returns the bytes read and the room that was offered.
     fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<(usize, usize)> {
@@ -453,6 +491,11 @@ where
     }
 
     fn unfilter(&mut self, messages: &mut u64) -> Result<(), Error> {
+        // Frames already decoded first: after a pause, or the first ones read with a
+        // handshake, no more wire bytes may come to push them out.
+        if !self.rbuf.is_empty() {
+            self.decode_frames(messages)?;
+        }
         let cap = (self.session.options.max_message_len).saturating_add(DECODE_SLACK);
         while self.delivering() {
             if self.session.held_by_flow_control() {
@@ -464,7 +507,9 @@ where
                 break;
             };
             let before = self.rbuf.len();
-            let room = cap.saturating_sub(before);
+            // A step at a time, so flow control is checked about every 64 KiB of plain
+            // bytes, however well the input inflates.
+            let room = cap.saturating_sub(before).min(DECODE_SLACK);
             io.filter.decode(&mut io.wire_in, &mut self.rbuf, room)?;
             let produced = self.rbuf.len() - before;
             io.plain_in += produced as u64;
@@ -540,7 +585,11 @@ where
             let event = ws
                 .protocol
                 .decode(&mut self.rbuf, control_out)
-                .map_err(Error::WebSocket)?;
+                .map_err(|e| match e.limit_exceeded() {
+                    // One meaning of the limit on every transport (the close code is 1009).
+                    Some((len, max)) => Error::MessageTooLong { len, max },
+                    None => Error::WebSocket(e),
+                })?;
             match event {
                 None => break,
                 Some(WsEvent::Message { kind, mut payload }) => {
@@ -736,6 +785,12 @@ where
         }
         if std::mem::take(&mut self.read_held) || self.undelivered {
             self.session.counters.last_read = Stamp::of(cx.now());
+            if let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) {
+                // A pong that came while paused is still unread: its time counts from now.
+                if ws.ping_sent.is_some() {
+                    ws.ping_sent = Some(cx.now());
+                }
+            }
             // READ_CLOSED: read on to WouldBlock, since the peer's EOF may have been
             // signalled while paused.
             cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
@@ -874,11 +929,12 @@ where
             .session
             .filter_io()
             .and_then(FilterIo::handshake_deadline);
+        // Like read-idle: a session that does not read cannot see the pong.
         let pong = self
             .session
             .ws()
             .and_then(WsState::pong_deadline)
-            .filter(|_| open);
+            .filter(|_| open && !self.session.is_reading_paused());
         [cron, idle, stall, handshake, pong]
             .into_iter()
             .flatten()
@@ -931,7 +987,8 @@ where
         if handshake.is_some_and(|t| now >= t) {
             return Err(Error::HandshakeTimeout(opts.handshake_timeout));
         }
-        if let Some(ws) = self.session.ws().filter(|_| self.phase == Phase::Open) {
+        let reading = self.phase == Phase::Open && !self.session.is_reading_paused();
+        if let Some(ws) = self.session.ws().filter(|_| reading) {
             if ws.pong_deadline().is_some_and(|t| now >= t) {
                 return Err(Error::PongTimeout(
                     ws.keepalive.pong_timeout.unwrap_or_default(),
@@ -992,10 +1049,13 @@ where
             error,
             Error::Io(_) | Error::WriteStalled(_) | Error::HandshakeTimeout(_)
         );
+        // A filter that failed, or one still negotiating (nothing queued can be encrypted
+        // before the handshake is done, and no more is read to finish it), sends only its
+        // own goodbye.
         let filter_broken = self
             .session
             .filter_io()
-            .is_some_and(|io| !io.filter.can_send());
+            .is_some_and(|io| !io.filter.can_send() || io.filter.is_handshaking());
         if resets {
             // Writes in on_error fail (Error::Closed): nothing more can be sent.
             self.session.close_request = Some(CloseRequest::Abort);
@@ -1126,7 +1186,12 @@ where
         if ready.is_readable() {
             self.lend_write_buffer(cx);
             let peer_closing = ready.is_read_closed() || ready.is_error();
-            if let Err(e) = self.on_readable(cx, peer_closing) {
+            let read = if self.phase == Phase::Closing && self.handshaking() {
+                self.feed_handshake(cx)
+            } else {
+                self.on_readable(cx, peer_closing)
+            };
+            if let Err(e) = read {
                 return self.fail(cx, e);
             }
         }
