@@ -954,3 +954,45 @@ fn the_client_redials_after_the_server_closes_its_sessions() {
         server_events.check_contract();
     });
 }
+
+/// Reports what a binary write of exactly the room left below the hard bound gives.
+struct FillToTheBound(Sender<String>);
+
+impl Handler<RawCodec> for FillToTheBound {
+    fn on_open(&mut self, s: &mut Session<RawCodec>) -> io::Result<()> {
+        let bound = s.options().get_max_outbound();
+        // The 101 may still be queued: fill exactly what is left.
+        let room = bound - s.queued_bytes();
+        let outcome = match s.write_bytes(vec![7u8; room]) {
+            Ok(()) => format!("accepted; {} queued of {bound}", s.queued_bytes()),
+            Err(e) => format!("refused: {e}"),
+        };
+        let _ = self.0.send(outcome);
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+}
+
+/// The hard bound holds a WebSocket write with its frame header: a payload of exactly the
+/// room left does not fit (it once did, and the queue went past the bound by the header).
+#[test]
+fn a_binary_write_is_held_to_the_bound_with_its_frame() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, outcomes) = mpsc::channel();
+        let server = WsServer::builder()
+            .session_options(SessionOptions::default().max_outbound(64 * 1024))
+            .route("/", move |_| Ok((RawCodec, FillToTheBound(tx.clone()))))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("ws-bound", server);
+        let (_stream, head) = raw_upgrade(addr, "/", "");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let outcome = outcomes.recv_timeout(STEP).unwrap();
+        assert!(
+            outcome.starts_with("refused: outbound queue full"),
+            "{outcome}"
+        );
+        running.stop();
+    });
+}

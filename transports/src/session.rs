@@ -26,6 +26,9 @@ use crate::{Address, Error, SessionOptions};
 /// compressed) is queued behind its header without a copy, as `write_bytes` does on TCP.
 const ZERO_COPY_WS_PAYLOAD: usize = 4096;
 
+/// The longest WebSocket frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+const WS_MAX_FRAME_HEADER: usize = 14;
+
 /// Session ids are unique in the process, across reactors.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -364,7 +367,7 @@ impl<C, A: Address> Session<C, A> {
     pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
         let bytes = bytes.into();
         self.check_open()?;
-        self.check_room(bytes.len())?;
+        self.check_room(bytes.len() + self.framing_overhead())?;
         if self.is_websocket() {
             return self.write_ws_binary(&[bytes]);
         }
@@ -385,8 +388,8 @@ impl<C, A: Address> Session<C, A> {
     /// ```
     pub fn write_vectored(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
         self.check_open()?;
-        let total = buffers.iter().map(Bytes::len).sum();
-        self.check_room(total)?;
+        let total: usize = buffers.iter().map(Bytes::len).sum();
+        self.check_room(total + self.framing_overhead())?;
         if self.is_websocket() {
             return self.write_ws_binary(buffers);
         }
@@ -850,6 +853,16 @@ impl<C, A: Address> Session<C, A> {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// The most a WebSocket frame adds to a payload (a header of up to 14 bytes), so a
+    /// binary write is held to the hard bound with its frame; nothing on a byte stream.
+    fn framing_overhead(&self) -> usize {
+        if self.is_websocket() {
+            WS_MAX_FRAME_HEADER
+        } else {
+            0
+        }
     }
 
     fn check_room(&self, adding: usize) -> Result<(), Error> {
