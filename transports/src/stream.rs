@@ -126,7 +126,8 @@ pub(crate) struct StreamEntry<S: Stream, C, H> {
     /// Reading was held back by a pause (flow control or the handler's): once it lifts,
     /// the socket is read without waiting for an edge, which epoll will not repeat.
     read_held: bool,
-    /// The handler paused with frames already read and not yet delivered.
+    /// Decoding stopped at a pause (the handler's, or flow control under a filter) with
+    /// bytes already read: they are decoded first when reading resumes.
     undelivered: bool,
     session: Session<C, S::Addr>,
     handler: H,
@@ -443,8 +444,8 @@ where
             match self.read_once(cx) {
                 Ok((0, _)) => {
                     self.peer_closed = true;
-                    let buffered = self.session.queued_bytes();
-                    return Err(Error::UnexpectedEof { buffered });
+                    let why = "the peer closed before the TLS handshake was done";
+                    return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
                 }
                 Ok((n, _)) => {
                     self.session.counters.bytes_in += n as u64;
