@@ -187,7 +187,8 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     }
 
     /// Pauses reading, as [`Session::pause_reading`], once the writes posted before this
-    /// call are applied. Never refused for backpressure.
+    /// call are applied. Not refused while the session is unwritable; `Error::Backpressure`
+    /// only with 4,096 jobs already in flight.
     ///
     /// See [`Session::pause_reading`] for an example.
     pub fn pause_reading(&self) -> Result<(), Error> {
@@ -196,7 +197,8 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     }
 
     /// Resumes reading, as [`Session::resume_reading`], once the writes posted before this
-    /// call are applied. Never refused for backpressure.
+    /// call are applied. Not refused while the session is unwritable; `Error::Backpressure`
+    /// only with 4,096 jobs already in flight.
     ///
     /// See [`Session::pause_reading`] for an example.
     pub fn resume_reading(&self) -> Result<(), Error> {
@@ -316,15 +318,28 @@ impl HandleCore {
         Ok(())
     }
 
-    /// Sends `apply` to run on the session (of type `S`) on its reactor, past any
-    /// backpressure: it changes the session's state, it queues no bytes.
+    /// Counts one more job in flight, or refuses with `Backpressure` at the bound.
+    fn count_in_flight(&self) -> Result<InFlight, Error> {
+        if self.state.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Backpressure);
+        }
+        Ok(InFlight(self.state.clone()))
+    }
+
+    /// Sends `apply` to run on the session (of type `S`) on its reactor, past the
+    /// writability check (it changes the session's state and queues no bytes), but within
+    /// the bound on jobs in flight, so a thread calling it in a loop cannot grow the
+    /// reactor's queue without end.
     pub(crate) fn post_control<S, F>(&self, apply: F) -> Result<(), Error>
     where
         S: 'static,
         F: FnOnce(&mut S) + Send + 'static,
     {
         self.check_open()?;
+        let in_flight = self.count_in_flight()?;
         let job = SessionJob(Box::new(move |session: &mut dyn Any| {
+            let _applied = in_flight;
             if let Some(session) = session.downcast_mut::<S>() {
                 apply(session);
             }
@@ -345,11 +360,7 @@ impl HandleCore {
         if !self.state.is_writable() {
             return Err(Error::Backpressure);
         }
-        if self.state.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::Backpressure);
-        }
-        let in_flight = InFlight(self.state.clone());
+        let in_flight = self.count_in_flight()?;
         let job = SessionJob(Box::new(move |session: &mut dyn Any| {
             let _applied = in_flight;
             match session.downcast_mut::<S>() {
