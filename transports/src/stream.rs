@@ -111,6 +111,47 @@ enum Phase {
     Closed,
 }
 
+/// A yes/no fact about a stream connection, one bit of `Flags`.
+#[derive(Debug, Clone, Copy)]
+enum Flag {
+    /// The peer has sent its EOF.
+    PeerClosed = 1,
+    /// `on_error` has run (a WebSocket session still flushes its close frame after it).
+    Failed = 2,
+    /// Reading was held back by a pause (flow control or the handler's): once it lifts,
+    /// the socket is read without waiting for an edge, which epoll will not repeat.
+    ReadHeld = 4,
+    /// Decoding stopped at a pause (the handler's, or flow control under a filter) with
+    /// bytes already read: they are decoded first when reading resumes.
+    Undelivered = 8,
+}
+
+/// The `Flag`s that hold, in one byte: ten thousand idle sessions each hold an entry, whose
+/// size a test guards.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags(u8);
+
+impl Flags {
+    fn get(self, flag: Flag) -> bool {
+        self.0 & flag as u8 != 0
+    }
+
+    fn set(&mut self, flag: Flag, on: bool) {
+        if on {
+            self.0 |= flag as u8;
+        } else {
+            self.0 &= !(flag as u8);
+        }
+    }
+
+    /// Clears `flag`, returning whether it was set.
+    fn take(&mut self, flag: Flag) -> bool {
+        let was = self.get(flag);
+        self.set(flag, false);
+        was
+    }
+}
+
 /// Bytes discarded per turn while lingering, before yielding to other entries.
 const LINGER_READ_BUDGET: usize = 256 * 1024;
 
@@ -119,16 +160,8 @@ pub(crate) struct StreamEntry<S: Stream, C, H> {
     phase: Phase,
     /// The writability last told to the handler.
     reported_writable: bool,
-    /// The peer has sent its EOF.
-    peer_closed: bool,
-    /// `on_error` has run (a WebSocket session still flushes its close frame after it).
-    failed: bool,
-    /// Reading was held back by a pause (flow control or the handler's): once it lifts,
-    /// the socket is read without waiting for an edge, which epoll will not repeat.
-    read_held: bool,
-    /// Decoding stopped at a pause (the handler's, or flow control under a filter) with
-    /// bytes already read: they are decoded first when reading resumes.
-    undelivered: bool,
+    /// Yes/no facts about the connection, in one byte (see `Flag`).
+    flags: Flags,
     session: Session<C, S::Addr>,
     handler: H,
     rbuf: BytesMut,
@@ -153,10 +186,7 @@ where
             stream,
             phase: Phase::Open,
             reported_writable: true,
-            peer_closed: false,
-            failed: false,
-            read_held: false,
-            undelivered: false,
+            flags: Flags::default(),
             session,
             handler,
             rbuf: BytesMut::new(),
@@ -346,7 +376,7 @@ where
             self.decode_all()
         };
         if self.session.is_reading_paused() {
-            self.undelivered = true;
+            self.flags.set(Flag::Undelivered, true);
         }
         decoded
     }
@@ -371,8 +401,8 @@ where
     /// `peer_closing` is set when the event already reported the peer's EOF or an error: then
     /// the loop reads on to the end, since no further event will come.
     fn on_readable(&mut self, cx: &mut Context<'_>, peer_closing: bool) -> Result<(), Error> {
-        if self.undelivered && !self.session.is_reading_paused() {
-            self.undelivered = false;
+        if self.flags.get(Flag::Undelivered) && !self.session.is_reading_paused() {
+            self.flags.set(Flag::Undelivered, false);
             self.decode_buffered(cx)?;
         }
         let mut budget = self.session.options.read_budget;
@@ -380,7 +410,7 @@ where
         while self.phase == Phase::Open && !self.session.is_closing() {
             if self.session.is_reading_paused() && !self.handshaking() {
                 // Flow control: the peer waits in TCP's window, not in our memory.
-                self.read_held = true;
+                self.flags.set(Flag::ReadHeld, true);
                 break;
             }
             match self.read_once(cx) {
@@ -443,7 +473,7 @@ where
         while self.handshaking() {
             match self.read_once(cx) {
                 Ok((0, _)) => {
-                    self.peer_closed = true;
+                    self.flags.set(Flag::PeerClosed, true);
                     let why = "the peer closed before the TLS handshake was done";
                     return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
                 }
@@ -657,7 +687,7 @@ where
     }
 
     fn on_peer_closed(&mut self) -> Result<(), Error> {
-        self.peer_closed = true;
+        self.flags.set(Flag::PeerClosed, true);
         let undecoded = self.session.filter_io().map_or(0, |f| f.wire_in.len());
         let buffered = self.rbuf.len() + undecoded;
         if buffered > 0 && self.phase == Phase::Open && !self.session.is_closing() {
@@ -781,10 +811,10 @@ where
         }
         if self.session.is_reading_paused() {
             // Also a pause with no read in progress: resuming must read.
-            self.read_held = true;
+            self.flags.set(Flag::ReadHeld, true);
             return;
         }
-        if std::mem::take(&mut self.read_held) || self.undelivered {
+        if self.flags.take(Flag::ReadHeld) || self.flags.get(Flag::Undelivered) {
             self.session.counters.last_read = Stamp::of(cx.now());
             if let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) {
                 // A pong that came while paused is still unread: its time counts from now.
@@ -839,7 +869,7 @@ where
     fn linger(&mut self, cx: &mut Context<'_>) -> Status {
         self.send_filter_close();
         let _ = self.stream.shutdown_write();
-        if self.peer_closed {
+        if self.flags.get(Flag::PeerClosed) {
             return self.finish(cx, false);
         }
         self.close_session(cx);
@@ -1036,10 +1066,10 @@ where
     /// write stall, a handshake timeout. A filter that broke (a TLS alert was queued) sends
     /// only its own goodbye: the alert, then FIN.
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
-        if !matches!(self.phase, Phase::Open | Phase::Closing) || self.failed {
+        if !matches!(self.phase, Phase::Open | Phase::Closing) || self.flags.get(Flag::Failed) {
             return self.finish(cx, true);
         }
-        self.failed = true;
+        self.flags.set(Flag::Failed, true);
         log::debug!(
             "session {} ({}) failed: {error}",
             self.session.id(),
