@@ -63,13 +63,14 @@ pub const COPY_BELOW: usize = 4096;
 /// Removes the first `len` bytes of `src` and returns them as one message, the way the
 /// built-in codecs hand out messages.
 ///
-/// A message shorter than [`COPY_BELOW`] is copied into an allocation of its own (one
-/// allocation, `len` bytes): a zero-copy view would keep the whole read buffer it came from
-/// alive (a 64 KiB pooled buffer for a 50-byte message) for as long as the handler keeps the
-/// message, so a handler that keeps small messages (a cache, a history, datagrams) would
-/// hold a read buffer for each. A longer message is split off without copying; it pins at
-/// most its own size again in buffer space. Custom codecs should hand out messages with it
-/// too.
+/// A message shorter than [`COPY_BELOW`] is copied out: a zero-copy view would keep the
+/// whole read buffer it came from alive (a 64 KiB pooled buffer for a 50-byte message) for
+/// as long as the handler keeps the message, so a handler that keeps small messages (a
+/// cache, a history, datagrams) would hold a read buffer for each. The copies are packed
+/// into small slabs (4 KiB, one per thread at a time), so the hot path allocates once per
+/// slab rather than once per message, and a kept message pins at most its slab. A longer
+/// message is split off without copying; it pins at most its own size again in buffer
+/// space. Custom codecs should hand out messages with it too.
 ///
 /// ```
 /// use getty_codec::{split_message, BytesMut, COPY_BELOW};
@@ -93,12 +94,35 @@ pub const COPY_BELOW: usize = 4096;
 /// If `len` exceeds `src.len()`.
 pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
     if len < COPY_BELOW {
-        let message = Bytes::copy_from_slice(&src[..len]);
+        let message = copy_small(&src[..len]);
         bytes::Buf::advance(src, len);
         message
     } else {
         src.split_to(len).freeze()
     }
+}
+
+/// The size of the slabs small messages are copied into.
+const SMALL_SLAB: usize = 4096;
+
+thread_local! {
+    /// The room left in this thread's current slab; messages already handed out share
+    /// (and keep alive) the front of it.
+    static SLAB: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// `bytes` copied into the thread's slab (a new slab when it has no room left).
+fn copy_small(bytes: &[u8]) -> Bytes {
+    SLAB.try_with(|slab| {
+        let mut slab = slab.borrow_mut();
+        if slab.capacity() < bytes.len() {
+            *slab = BytesMut::with_capacity(SMALL_SLAB.max(bytes.len()));
+        }
+        slab.extend_from_slice(bytes);
+        slab.split().freeze()
+    })
+    // Only while the thread is being torn down.
+    .unwrap_or_else(|_| Bytes::copy_from_slice(bytes))
 }
 
 /// Whether a message-oriented transport (WebSocket) carries a message as text or binary.
