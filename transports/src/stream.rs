@@ -609,9 +609,14 @@ where
     /// lingers until the peer's EOF).
     fn decode_ws(&mut self, messages: &mut u64) -> Result<(), Error> {
         while self.delivering() {
+            // Above the high watermark one pong answers a run of pings: a peer flooding
+            // pings without reading gets no pong per ping.
+            let unwritable = !self.session.writable
+                || self.session.queued_bytes() >= self.session.options.high_watermark;
             let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
                 break;
             };
+            ws.protocol.coalesce_pongs(unwritable);
             let control_out = &mut self.session.out.tail;
             let event = ws
                 .protocol

@@ -50,9 +50,6 @@ struct InMessage {
 /// input.extend_from_slice(b"hi");
 /// let event = server.decode(&mut input, &mut control).unwrap();
 /// assert_eq!(event, Some(Event::Ping("hi".into())));
-/// // The pong is written once the input is used up (or a message follows): one pong
-/// // answers a run of pings.
-/// assert_eq!(server.decode(&mut input, &mut control).unwrap(), None);
 /// assert_eq!(&control[..], b"\x8a\x02hi"); // the pong to send
 /// ```
 #[derive(Debug)]
@@ -66,9 +63,9 @@ pub struct Protocol {
     utf8: Utf8Validator,
     sent_close: bool,
     received_close: bool,
-    /// The payload of the latest ping not answered yet: one pong answers a run of pings
-    /// (RFC 6455 §5.5.3 lets an endpoint answer only the most recent one), so a ping flood
-    /// cannot queue a pong per ping.
+    /// While set, one pong answers a run of pings (see `coalesce_pongs`).
+    coalescing_pongs: bool,
+    /// The payload of the latest ping not answered yet, while coalescing.
     pending_pong: Option<Bytes>,
     error: Option<WsError>,
     /// The header size of the last message sent: the room `reserve_header` leaves.
@@ -104,6 +101,7 @@ impl Protocol {
             utf8: Utf8Validator::default(),
             sent_close: false,
             received_close: false,
+            coalescing_pongs: false,
             pending_pong: None,
             error: None,
             // A short message's header: 2 bytes, and a client's 4-byte mask.
@@ -140,6 +138,32 @@ impl Protocol {
     /// ```
     pub fn deflate(&self) -> Option<&DeflateConfig> {
         self.agreed.as_ref()
+    }
+
+    /// While `on`, one pong answers a run of pings instead of one pong each (RFC 6455
+    /// §5.5.3 lets an endpoint answer only the most recent ping): the pong for the latest
+    /// ping is written before the next message goes up, and when the input is used up. A
+    /// transport turns it on while its outbound queue is above its high watermark, so a
+    /// peer flooding pings without reading cannot make it queue a pong per ping; otherwise
+    /// every ping gets its pong, as peers (and the Autobahn suite) expect.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// server.coalesce_pongs(true);
+    /// // Three masked pings ("a", "b", "c") in one read.
+    /// let mut input = BytesMut::new();
+    /// for p in [b'a', b'b', b'c'] {
+    ///     input.extend_from_slice(&[0x89, 0x81, 0, 0, 0, 0, p]);
+    /// }
+    /// let mut pongs = BytesMut::new();
+    /// while server.decode(&mut input, &mut pongs).unwrap().is_some() {}
+    /// assert_eq!(&pongs[..], b"\x8a\x01c"); // one pong, for the latest
+    /// ```
+    pub fn coalesce_pongs(&mut self, on: bool) {
+        self.coalescing_pongs = on;
     }
 
     /// Whether this end has sent its close frame.
@@ -452,7 +476,14 @@ impl Protocol {
     ) -> Result<Event, WsError> {
         match control {
             Control::Ping => {
-                self.pending_pong = Some(payload.clone());
+                if self.coalescing_pongs {
+                    self.pending_pong = Some(payload.clone());
+                } else {
+                    self.put_pending_pong(out);
+                    if !self.sent_close {
+                        self.put_frame(OpCode::Control(Control::Pong), false, &payload, out);
+                    }
+                }
                 Ok(Event::Ping(payload))
             }
             Control::Pong => Ok(Event::Pong(payload)),
