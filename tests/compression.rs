@@ -706,19 +706,6 @@ fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued()
 const IDLE_SESSIONS: usize = 2_000;
 const IDLE_SESSION_BUDGET: usize = 8 * 1024;
 
-/// Resident memory of this process, in bytes.
-#[cfg(target_os = "linux")]
-fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages in /proc/self/statm");
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
-}
-
 /// Counts the sessions open on a server and echoes what they receive.
 struct Counted(Arc<AtomicUsize>);
 

@@ -69,14 +69,6 @@ impl Handler<MessageCodec> for CountingEcho {
     }
 }
 
-/// The process's resident set, in bytes (the server runs in this process).
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
-}
-
 /// The messages a client sends: deterministic, so the echo is checked by regenerating
 /// them rather than by keeping a copy.
 struct Messages {
@@ -223,7 +215,7 @@ fn greedy_client(
     deaf_for: Duration,
 ) -> Greedy {
     stream.set_nonblocking(true).unwrap();
-    let baseline = rss();
+    let baseline = resident_bytes();
     let (mut outgoing, mut wire_out) = (Messages::new(framed, noisy), BytesMut::new());
     let mut expected = Messages::new(framed, noisy);
     let (mut wire_in, mut plain_in) = (BytesMut::new(), BytesMut::new());
@@ -278,7 +270,7 @@ fn greedy_client(
             }
         }
         if last_sample.elapsed() >= Duration::from_millis(20) {
-            peak = peak.max(rss());
+            peak = peak.max(resident_bytes());
             last_sample = Instant::now();
         }
         if !progressed {
@@ -579,7 +571,7 @@ fn a_ping_flood_from_a_peer_that_never_reads_is_held() {
         for _ in 0..512 {
             pinger.ping(&[b'p'; 125], &mut batch).unwrap();
         }
-        let baseline = rss();
+        let baseline = resident_bytes();
         let (mut peak, mut pings_sent, mut pending) = (baseline, 0u64, &batch[..0]);
         let started = Instant::now();
         let mut last_progress = Instant::now();
@@ -608,10 +600,10 @@ fn a_ping_flood_from_a_peer_that_never_reads_is_held() {
             }
             if pings_sent % 20_000 < 512 {
                 ws_roundtrip(&mut bystander, &mut bystander_ws, b"still here");
-                peak = peak.max(rss());
+                peak = peak.max(resident_bytes());
             }
         }
-        peak = peak.max(rss());
+        peak = peak.max(resident_bytes());
         ws_roundtrip(&mut bystander, &mut bystander_ws, b"after");
         let growth = peak.saturating_sub(baseline);
         eprintln!("{pings_sent} pings sent; RSS growth {} KiB", growth >> 10);

@@ -28,21 +28,6 @@ const SIZE: usize = 50;
 /// 1 MiB; as views of 64 KiB read buffers they hold at least a page each (about 40 MiB).
 const BUDGET: usize = 4 << 20;
 
-/// This process's resident set, in bytes.
-fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("a VmRSS line");
-    let kib: usize = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in kB");
-    kib * 1024
-}
-
 fn payload(i: usize) -> Vec<u8> {
     let mut p = vec![(i % 251) as u8; SIZE];
     p[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -93,11 +78,11 @@ fn retained_small_tcp_messages_cost_their_size() {
         for i in 0..100 {
             send(i);
         }
-        let before = rss();
+        let before = resident_bytes();
         for i in 100..100 + MESSAGES {
             send(i);
         }
-        let grown = rss().saturating_sub(before);
+        let grown = resident_bytes().saturating_sub(before);
         assert_eq!(count.load(Ordering::Relaxed), MESSAGES + 100);
         eprintln!(
             "tcp: {MESSAGES} retained {SIZE}-byte messages grew RSS by {} KiB",
@@ -169,11 +154,11 @@ fn retained_small_datagrams_cost_their_size() {
         for i in 0..100 {
             send(i);
         }
-        let before = rss();
+        let before = resident_bytes();
         for i in 100..100 + MESSAGES {
             send(i);
         }
-        let grown = rss().saturating_sub(before);
+        let grown = resident_bytes().saturating_sub(before);
         assert!(count.load(Ordering::Relaxed) >= MESSAGES + 100);
         eprintln!(
             "udp: {MESSAGES} retained {SIZE}-byte datagrams grew RSS by {} KiB ({resent} resent)",

@@ -26,13 +26,6 @@ impl Handler<MessageCodec> for Echo {
     }
 }
 
-fn rss() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
-}
-
 /// Streams `junk` repeatedly after `prefix` until the server stops taking it (it closed or
 /// reset the connection), for at most `limit` bytes or 10 s. Returns the bytes sent.
 fn stream_junk(mut peer: TcpStream, prefix: &[u8], limit: usize) -> usize {
@@ -104,9 +97,9 @@ fn a_head_that_never_ends_is_refused_and_others_carry_on() {
         let server = Running::serve("ws-hostile-head", server);
         let mut bystander = upgraded(addr);
         bystander_roundtrip(&mut bystander, b"before");
-        let baseline = rss();
+        let baseline = resident_bytes();
         let sent = stream_junk(connect(addr), b"GET /echo HTTP/1.1\r\nX-Junk: ", 64 << 20);
-        let growth = rss().saturating_sub(baseline);
+        let growth = resident_bytes().saturating_sub(baseline);
         assert!(
             sent < 64 << 20,
             "the server kept taking a head of {sent} bytes"
@@ -135,7 +128,7 @@ fn junk_after_a_client_hello_is_cut_off_and_others_carry_on() {
             .unwrap()
             .flush(&mut hello)
             .unwrap();
-        let baseline = rss();
+        let baseline = resident_bytes();
         for _ in 0..3 {
             let sent = stream_junk(connect(addr), &hello, 64 << 20);
             assert!(
@@ -143,7 +136,7 @@ fn junk_after_a_client_hello_is_cut_off_and_others_carry_on() {
                 "the server kept taking {sent} bytes of junk"
             );
         }
-        let growth = rss().saturating_sub(baseline);
+        let growth = resident_bytes().saturating_sub(baseline);
         assert!(growth < 8 << 20, "RSS grew by {} KiB", growth >> 10);
         // The server still completes a real handshake.
         let config = tls::client_config(chain.as_bytes()).unwrap();
