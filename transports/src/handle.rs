@@ -187,8 +187,8 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     }
 
     /// Pauses reading, as [`Session::pause_reading`], once the writes posted before this
-    /// call are applied. Not refused while the session is unwritable; `Error::Backpressure`
-    /// only with 4,096 jobs already in flight.
+    /// call are applied. Never refused for backpressure (only `Error::Closed`), so a
+    /// resume after a burst of writes always arrives.
     ///
     /// See [`Session::pause_reading`] for an example.
     pub fn pause_reading(&self) -> Result<(), Error> {
@@ -197,8 +197,8 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     }
 
     /// Resumes reading, as [`Session::resume_reading`], once the writes posted before this
-    /// call are applied. Not refused while the session is unwritable; `Error::Backpressure`
-    /// only with 4,096 jobs already in flight.
+    /// call are applied. Never refused for backpressure (only `Error::Closed`), so a
+    /// resume after a burst of writes always arrives.
     ///
     /// See [`Session::pause_reading`] for an example.
     pub fn resume_reading(&self) -> Result<(), Error> {
@@ -327,19 +327,16 @@ impl HandleCore {
         Ok(InFlight(self.state.clone()))
     }
 
-    /// Sends `apply` to run on the session (of type `S`) on its reactor, past the
-    /// writability check (it changes the session's state and queues no bytes), but within
-    /// the bound on jobs in flight, so a thread calling it in a loop cannot grow the
-    /// reactor's queue without end.
+    /// Sends `apply` to run on the session (of type `S`) on its reactor, past any
+    /// backpressure: it changes the session's state and queues no bytes, and refusing it
+    /// could leave a session paused for good (a resume after a burst of writes).
     pub(crate) fn post_control<S, F>(&self, apply: F) -> Result<(), Error>
     where
         S: 'static,
         F: FnOnce(&mut S) + Send + 'static,
     {
         self.check_open()?;
-        let in_flight = self.count_in_flight()?;
         let job = SessionJob(Box::new(move |session: &mut dyn Any| {
-            let _applied = in_flight;
             if let Some(session) = session.downcast_mut::<S>() {
                 apply(session);
             }

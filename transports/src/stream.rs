@@ -479,9 +479,7 @@ where
                 }
                 Ok((n, _)) => {
                     self.session.counters.bytes_in += n as u64;
-                    let io = self.session.extras.as_mut().and_then(|e| e.filter.as_mut());
-                    let io = io.expect("handshaking");
-                    io.filter.decode(&mut io.wire_in, &mut self.rbuf, 0)?;
+                    self.advance_handshake()?;
                     self.check_handshake_backlog()?;
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -495,6 +493,17 @@ where
             }
         }
         self.release_read_buffer(cx);
+        Ok(())
+    }
+
+    /// Feeds the filter's wire bytes to a handshake still in progress, taking no plain
+    /// bytes (those wait in the filter until messages may be delivered).
+    fn advance_handshake(&mut self) -> Result<(), Error> {
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            if io.filter.is_handshaking() {
+                io.filter.decode(&mut io.wire_in, &mut self.rbuf, 0)?;
+            }
+        }
         Ok(())
     }
 
@@ -522,6 +531,10 @@ where
     }
 
     fn unfilter(&mut self, messages: &mut u64) -> Result<(), Error> {
+        if !self.delivering() {
+            // Paused (or closing): nothing goes to the handler, but a handshake goes on.
+            return self.advance_handshake();
+        }
         // Frames already decoded first: after a pause, or the first ones read with a
         // handshake, no more wire bytes may come to push them out.
         if !self.rbuf.is_empty() {

@@ -191,7 +191,9 @@ pub enum Event {
         /// The message's bytes.
         payload: bytes::BytesMut,
     },
-    /// A ping arrived; the pong is already in `control_out` (unless a close was sent).
+    /// A ping arrived; its pong is in `control_out` (unless a close was sent), or, while
+    /// pongs coalesce (`Protocol::coalesce_pongs`), will be once the input is used up or a
+    /// message follows.
     Ping(Bytes),
     /// A pong arrived.
     Pong(Bytes),
