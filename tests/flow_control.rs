@@ -224,7 +224,8 @@ fn greedy_client(
     let started = Instant::now();
     let mut peak = baseline;
     let mut last_sample = started;
-    while echoed < total {
+    // Until everything sent (the last message may overshoot `total`) has come back.
+    while sent < total || echoed < sent {
         assert!(
             started.elapsed() < Duration::from_secs(180),
             "stuck: {sent} bytes sent, {echoed} echoed"
@@ -615,75 +616,6 @@ fn a_ping_flood_from_a_peer_that_never_reads_is_held() {
         assert!(matches!(outcomes.try_recv(), Ok(Outcome::Opened)));
         assert!(matches!(outcomes.try_recv(), Ok(Outcome::Opened)));
         assert!(outcomes.try_recv().is_err(), "no session ended");
-        server.stop();
-    });
-}
-
-/// Reports every message; pauses reading on "pause" and hands its handle out.
-struct Pausing {
-    messages: Sender<Vec<u8>>,
-    handles: Sender<getty::SessionHandle<LengthFieldCodec>>,
-}
-
-impl Handler<LengthFieldCodec> for Pausing {
-    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
-        let _ = self.messages.send(msg.to_vec());
-        s.write(msg.clone()).unwrap();
-        if &msg[..] == b"pause" {
-            s.pause_reading();
-            assert!(s.is_reading_paused());
-            let _ = self.handles.send(s.handle().unwrap());
-        }
-    }
-    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
-        let _ = self.messages.send(format!("error: {error}").into_bytes());
-    }
-}
-
-/// `pause_reading` stops delivery (even of frames already read) until a cross-thread
-/// `resume_reading`; the paused session is not read-idle meanwhile.
-#[test]
-fn the_handler_pauses_and_a_handle_resumes_reading() {
-    watchdog(TEST_LIMIT, || {
-        let _gate = shared_gate();
-        let (messages_tx, messages) = mpsc::channel();
-        let (handles_tx, handles) = mpsc::channel();
-        let idle = Duration::from_millis(300);
-        let server = TcpServer::builder()
-            .session_options(SessionOptions::default().read_idle_timeout(Some(idle)))
-            .bind("127.0.0.1:0", move |_| {
-                let handler = Pausing {
-                    messages: messages_tx.clone(),
-                    handles: handles_tx.clone(),
-                };
-                Ok((LengthFieldCodec::default(), handler))
-            })
-            .unwrap();
-        let addr = server.local_addr();
-        let server = Running::serve("pausing-server", server);
-        let mut peer = connect(addr);
-        // "pause" and three more frames in one write: the three are read with it.
-        let mut input = frame(b"pause");
-        for i in 0..3 {
-            input.extend_from_slice(&frame(format!("held {i}").as_bytes()));
-        }
-        peer.write_all(&input).unwrap();
-        assert_eq!(messages.recv_timeout(STEP).unwrap(), b"pause");
-        assert_eq!(read_frame(&mut peer), b"pause");
-        let handle = handles.recv_timeout(STEP).unwrap();
-        peer.write_all(&frame(b"later")).unwrap();
-        // Paused for three idle timeouts: nothing delivered, and no read-idle error.
-        if let Ok(early) = messages.recv_timeout(idle * 3) {
-            panic!(
-                "delivered while paused: {}",
-                String::from_utf8_lossy(&early)
-            );
-        }
-        handle.resume_reading().unwrap();
-        for expected in ["held 0", "held 1", "held 2", "later"] {
-            assert_eq!(messages.recv_timeout(STEP).unwrap(), expected.as_bytes());
-            assert_eq!(read_frame(&mut peer), expected.as_bytes());
-        }
         server.stop();
     });
 }

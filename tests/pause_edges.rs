@@ -1,8 +1,9 @@
-//! The edges of reading and pausing, over real sockets: frames already read when the
-//! handler pauses (plain, TLS, deflate), EOF while paused, first frames that arrive with a
-//! TLS handshake or a WebSocket upgrade, keep-alive while paused, a close or a timeout
-//! before a TLS handshake is done, and held sessions that cost no CPU. Each once failed
-//! (found by a hostile review of the flow-control change).
+//! The edges of reading and pausing, over real sockets: pause and resume by a handle,
+//! frames already read when the handler pauses (plain, TLS, deflate), EOF while paused,
+//! first frames that arrive with a TLS handshake or a WebSocket upgrade, keep-alive while
+//! paused, a TLS handshake under a pause, a close or a timeout before a TLS handshake is
+//! done, a resume after a burst of handle writes, and held sessions that cost no CPU. Most
+//! once failed (found by hostile reviews of the flow-control change).
 
 mod common;
 
@@ -16,7 +17,7 @@ use common::*;
 use getty::codec::rustls;
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
-use getty::{tls, Handler, Session};
+use getty::{tls, Handler, Session, SessionOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -789,6 +790,180 @@ fn plain_eof_while_paused_control() {
         let (got, ended) = read_to_end(&mut peer);
         assert_eq!(ended, Ended::Eof);
         assert_eq!(got.len(), 4 * 4 + 5 + 3 * 6);
+        server.stop();
+    });
+}
+
+/// `pause_reading` stops delivery (even of frames already read) until a cross-thread
+/// `resume_reading`; the paused session is not read-idle meanwhile.
+#[test]
+fn the_handler_pauses_and_a_handle_resumes_reading() {
+    watchdog(LIMIT, || {
+        let _gate = shared_gate();
+        let (messages_tx, messages) = mpsc::channel();
+        let (handles_tx, handles) = mpsc::channel();
+        let idle = Duration::from_millis(300);
+        let server = TcpServer::builder()
+            .session_options(SessionOptions::default().read_idle_timeout(Some(idle)))
+            .bind("127.0.0.1:0", move |_| {
+                let handler = Pausing {
+                    messages: messages_tx.clone(),
+                    handles: handles_tx.clone(),
+                };
+                Ok((LengthFieldCodec::default(), handler))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("pausing-server", server);
+        let mut peer = connect(addr);
+        // "pause" and three more frames in one write: the three are read with it.
+        let mut input = frame(b"pause");
+        for i in 0..3 {
+            input.extend_from_slice(&frame(format!("held {i}").as_bytes()));
+        }
+        peer.write_all(&input).unwrap();
+        assert_eq!(messages.recv_timeout(STEP).unwrap(), b"pause");
+        assert_eq!(read_frame(&mut peer), b"pause");
+        let handle = handles.recv_timeout(STEP).unwrap();
+        peer.write_all(&frame(b"later")).unwrap();
+        // Paused for three idle timeouts: nothing delivered, and no read-idle error.
+        if let Ok(early) = messages.recv_timeout(idle * 3) {
+            panic!(
+                "delivered while paused: {}",
+                String::from_utf8_lossy(&early)
+            );
+        }
+        handle.resume_reading().unwrap();
+        for expected in ["held 0", "held 1", "held 2", "later"] {
+            assert_eq!(messages.recv_timeout(STEP).unwrap(), expected.as_bytes());
+            assert_eq!(read_frame(&mut peer), expected.as_bytes());
+        }
+        server.stop();
+    });
+}
+
+/// A handler that pauses in on_open (waiting for offloaded work) still lets the TLS
+/// handshake complete: only delivery waits for the resume.
+#[test]
+fn tls_handshake_completes_while_the_handler_paused() {
+    watchdog(LIMIT, || {
+        let (chain, key) = certs();
+        let (htx, handles) = mpsc::channel();
+        let (mtx, messages) = mpsc::channel();
+        let server = TcpServer::builder()
+            .tls(tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .session_options(
+                getty::SessionOptions::default().handshake_timeout(Duration::from_secs(2)),
+            )
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    LengthFieldCodec::default(),
+                    PauseAtOpen {
+                        handles: htx.clone(),
+                        messages: mtx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("pause-tls-pause", server);
+        let config: Arc<rustls::ClientConfig> = tls::client_config(chain.as_bytes()).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut sock: TcpStream = connect(addr);
+        sock.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+        let handle = handles.recv_timeout(STEP).unwrap();
+        // The handshake, while the server's handler holds its pause (never resumed here
+        // until the handshake is done or has failed).
+        let mut outcome = Ok(());
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut sock) {
+                outcome = Err(e);
+                break;
+            }
+        }
+        let seen: Vec<String> = messages
+            .try_iter()
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .collect();
+        let _ = handle.resume_reading();
+        eprintln!("handshake outcome while paused: {outcome:?}; server events: {seen:?}");
+        assert!(
+            outcome.is_ok(),
+            "the TLS handshake did not complete while the handler paused: {outcome:?}, server: {seen:?}"
+        );
+        server.stop();
+    });
+}
+
+struct PauseOnGo {
+    handles: Sender<getty::SessionHandle<LengthFieldCodec>>,
+    messages: Sender<Vec<u8>>,
+}
+impl Handler<LengthFieldCodec> for PauseOnGo {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        if &msg[..] == b"go" {
+            s.pause_reading();
+            let _ = self.handles.send(s.handle().unwrap());
+        } else {
+            let _ = self.messages.send(msg.to_vec());
+            let _ = s.write(msg);
+        }
+    }
+}
+
+/// The pattern of `Session::pause_reading`'s own doc example: pause in on_message, write
+/// the results from another thread through the handle, then `let _ =
+/// handle.resume_reading()`. With the reactor behind the writer (4,096 writes in flight),
+/// the resume must still arrive: refused, it would leave the session paused for ever (a
+/// paused session is not read-idle, so nothing would end it).
+#[test]
+fn resume_after_a_burst_of_handle_writes_is_not_lost() {
+    watchdog(LIMIT, || {
+        let (htx, handles) = mpsc::channel();
+        let (mtx, messages) = mpsc::channel();
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    LengthFieldCodec::default(),
+                    PauseOnGo {
+                        handles: htx.clone(),
+                        messages: mtx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("pause-resume", server);
+        let mut peer = connect(addr);
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(&mut peer, &frame(b"go")).unwrap();
+        let handle = handles.recv_timeout(STEP).unwrap();
+        // The reactor is busy for a moment (other sessions' work), as the worker finishes.
+        server
+            .handle()
+            .execute(|_| std::thread::sleep(Duration::from_millis(500)))
+            .unwrap();
+        let mut written = 0;
+        for _ in 0..4096 {
+            if handle.write(Bytes::from_static(b"w")).is_ok() {
+                written += 1;
+            }
+        }
+        let resumed = handle.resume_reading(); // the doc example ignores this result
+        eprintln!("{written} writes posted; resume_reading: {resumed:?}");
+        for _ in 0..written {
+            assert_eq!(read_frame(&mut peer), b"w");
+        }
+        std::io::Write::write_all(&mut peer, &frame(b"next")).unwrap();
+        let mut header = [0u8; 4];
+        let got = std::io::Read::read_exact(&mut peer, &mut header);
+        assert!(
+            got.is_ok(),
+            "the session stayed paused after the worker's resume ({resumed:?}): {got:?}; \
+             server events: {:?}",
+            messages.try_iter().collect::<Vec<_>>()
+        );
         server.stop();
     });
 }
