@@ -118,6 +118,10 @@ impl<L: Filter, U: Filter> Filter for Layered<L, U> {
         self.lower.can_send() && self.upper.can_send()
     }
 
+    fn peer_closed(&self) -> Option<bool> {
+        self.lower.peer_closed().or(self.upper.peer_closed())
+    }
+
     fn flush(&mut self, wire: &mut BytesMut) -> Result<(), FilterError> {
         self.upper.flush(&mut self.middle_out)?;
         self.push_down(wire)?;

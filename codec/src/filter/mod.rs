@@ -114,6 +114,14 @@ pub trait Filter: Any {
         true
     }
 
+    /// Whether the peer has ended its stream the protocol's way (TLS `close_notify`): no
+    /// more input will come, whatever the socket still carries. `None` for a protocol with
+    /// no closing message (deflate): there only the socket's EOF ends the input, and an EOF
+    /// before `Some(true)` is a truncation.
+    fn peer_closed(&self) -> Option<bool> {
+        None
+    }
+
     /// The filter inside this one whose type is `type_id` (a stack looks through its layers;
     /// a plain filter has none). Used by `<dyn Filter>::layer`.
     fn find(&self, type_id: TypeId) -> Option<&dyn Any> {

@@ -62,6 +62,8 @@ pub struct TlsFilter {
     /// The peer sent something TLS cannot accept: rustls queued a fatal alert, and no
     /// application data may follow it.
     failed: bool,
+    /// The peer sent `close_notify`: its stream has ended.
+    peer_closed: bool,
 }
 
 impl TlsFilter {
@@ -96,6 +98,7 @@ impl TlsFilter {
         TlsFilter {
             connection,
             failed: false,
+            peer_closed: false,
         }
     }
 
@@ -156,7 +159,11 @@ impl TlsFilter {
             FilterError::malformed("tls", e)
         })?;
         wire.advance(taken);
-        if let Err(e) = self.connection.process_new_packets() {
+        let processed = self.connection.process_new_packets();
+        if let Ok(state) = &processed {
+            self.peer_closed |= state.peer_has_closed();
+        }
+        if let Err(e) = processed {
             // rustls has queued the alert RFC 8446 §6 asks for (decode_error,
             // bad_record_mac, ...): `flush` writes it.
             self.failed = true;
@@ -220,6 +227,10 @@ impl Filter for TlsFilter {
 
     fn can_send(&self) -> bool {
         !self.failed
+    }
+
+    fn peer_closed(&self) -> Option<bool> {
+        Some(self.peer_closed)
     }
 
     fn close(&mut self, wire: &mut BytesMut) {
