@@ -278,6 +278,11 @@ fn greedy_client(
             std::thread::sleep(Duration::from_micros(200));
         }
     }
+    // End this side the protocol's way (TLS close_notify; nothing for the others).
+    stream.set_nonblocking(false).unwrap();
+    wire_out.clear();
+    wire.close(&mut wire_out);
+    stream.write_all(&wire_out).unwrap();
     Greedy {
         sent,
         echoed,

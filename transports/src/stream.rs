@@ -427,6 +427,18 @@ where
                     metrics.messages_in += decoded.messages;
                     decoded.result?;
                     self.check_handshake_backlog()?;
+                    if self.closed_in_filter() {
+                        // After close_notify nothing more is read, and what came with it is
+                        // dropped (it would pile up undecoded); the close answers with
+                        // close_notify.
+                        if let Some(io) =
+                            self.session.extras.as_mut().and_then(|e| e.filter.as_mut())
+                        {
+                            io.wire_in.clear();
+                        }
+                        self.end_of_input()?;
+                        break;
+                    }
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         // Carry the peer's EOF over: the next turn must read on to it, as
@@ -704,16 +716,39 @@ where
         }
     }
 
+    /// The socket's EOF.
     fn on_peer_closed(&mut self) -> Result<(), Error> {
         self.flags.set(Flag::PeerClosed, true);
+        let open = self.phase == Phase::Open && !self.session.is_closing();
+        let truncated = self.session.filter_io().is_some_and(|io| {
+            io.filter.peer_closed() == Some(false) && !io.filter.is_handshaking()
+        });
+        if open && truncated {
+            // Without close_notify an attacker's cut looks like the peer's end (RFC 8446
+            // §6.1): the handler hears it (tokio-rustls says UnexpectedEof too).
+            let detail = "the peer closed the connection without close_notify";
+            return Err(Error::Filter(FilterError::malformed("tls", detail)));
+        }
+        self.end_of_input()
+    }
+
+    /// The peer's input has ended (the socket's EOF, or TLS `close_notify`): answer what
+    /// was asked, then close (no `on_error`), unless it ended inside a frame.
+    fn end_of_input(&mut self) -> Result<(), Error> {
         let undecoded = self.session.filter_io().map_or(0, |f| f.wire_in.len());
         let buffered = self.rbuf.len() + undecoded;
         if buffered > 0 && self.phase == Phase::Open && !self.session.is_closing() {
             return Err(Error::UnexpectedEof { buffered });
         }
-        // A clean EOF: answer what was asked, then close (no on_error).
         self.session.close();
         Ok(())
+    }
+
+    /// The filter says the peer ended its stream (TLS `close_notify`).
+    fn closed_in_filter(&self) -> bool {
+        self.session
+            .filter_io()
+            .is_some_and(|io| io.filter.peer_closed() == Some(true))
     }
 
     /// Writes until the queue is empty or the socket is full.
@@ -1310,9 +1345,15 @@ where
             self.session.close();
             return self.settle(cx);
         }
-        // No time left: one last non-blocking flush, then close.
+        // No time left: one last non-blocking flush, then close (saying goodbye the
+        // filter's way, close_notify, when everything went out: else the peer sees a
+        // truncation).
         let _ = self.flush(cx);
-        self.finish(cx, self.session.queued_bytes() > 0)
+        let unsent = self.session.queued_bytes() > 0;
+        if !unsent {
+            self.send_filter_close();
+        }
+        self.finish(cx, unsent)
     }
 }
 
