@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use getty_codec::filter::Filter;
+use getty_codec::filter::{Filter, FilterError};
 
 /// Plain bytes moved through the filter per refill of `wire_out`: a bound on the wire
 /// bytes a session holds beyond its outbound queue.
@@ -46,6 +46,19 @@ impl FilterIo {
             plain_out: 0,
             handshake_until: None,
         }
+    }
+
+    /// Fails when more than [`MAX_HANDSHAKE_BACKLOG`] wire bytes wait untaken: called
+    /// during a handshake, where a legitimate peer's flight is taken as it comes.
+    pub(crate) fn check_handshake_backlog(&self) -> Result<(), FilterError> {
+        if self.wire_in.len() > MAX_HANDSHAKE_BACKLOG {
+            let detail = format!(
+                "{} bytes sent during the handshake were not taken",
+                self.wire_in.len()
+            );
+            return Err(FilterError::handshake("handshake", detail));
+        }
+        Ok(())
     }
 
     /// The handshake deadline while the filter is still negotiating.

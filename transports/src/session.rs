@@ -515,10 +515,20 @@ impl<C, A: Address> Session<C, A> {
     /// handshake: the queue cannot drain before the peer's handshake messages are read.
     pub(crate) fn held_by_flow_control(&self) -> bool {
         self.options.pause_reading_when_unwritable
-            && (!self.writable || self.queued_bytes() >= self.options.high_watermark)
-            && !self
-                .filter_io()
-                .is_some_and(|io| io.filter.is_handshaking())
+            && self.above_high_watermark()
+            && !self.handshaking()
+    }
+
+    /// Above the high watermark, or not yet drained to the low one since, counting what the
+    /// framework queued by itself (not yet reported through `writable`).
+    pub(crate) fn above_high_watermark(&self) -> bool {
+        !self.writable || self.queued_bytes() >= self.options.high_watermark
+    }
+
+    /// The filter (TLS) is still negotiating.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.filter_io()
+            .is_some_and(|io| io.filter.is_handshaking())
     }
 
     /// Bytes queued and not yet written to the socket.

@@ -23,7 +23,7 @@ use getty_codec::{Decoded, Decoder};
 use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
 use mio::Interest;
 
-use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH, MAX_HANDSHAKE_BACKLOG};
+use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::handle::SessionJob;
 use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
@@ -307,18 +307,12 @@ where
     /// comes; wire bytes piling up unread mean a peer sending junk or far too much. Without
     /// this bound they would be buffered for as long as the handshake timeout allows.
     fn check_handshake_backlog(&self) -> Result<(), Error> {
-        let Some(io) = self.session.filter_io() else {
-            return Ok(());
-        };
-        let handshaking = io.filter.is_handshaking() || self.upgrading();
-        if handshaking && io.wire_in.len() > MAX_HANDSHAKE_BACKLOG {
-            let detail = format!(
-                "{} bytes sent during the handshake were not taken",
-                io.wire_in.len()
-            );
-            return Err(Error::Filter(FilterError::handshake("handshake", detail)));
+        match self.session.filter_io() {
+            Some(io) if self.session.handshaking() || self.upgrading() => {
+                Ok(io.check_handshake_backlog()?)
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Moves what the filter can decode into the read buffer, without a codec: the bytes
@@ -408,7 +402,7 @@ where
         let mut budget = self.session.options.read_budget;
         let mut eof = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
-            if self.session.is_reading_paused() && !self.handshaking() {
+            if self.session.is_reading_paused() && !self.session.handshaking() {
                 // Flow control: the peer waits in TCP's window, not in our memory.
                 self.flags.set(Flag::ReadHeld, true);
                 break;
@@ -470,19 +464,12 @@ where
         Ok(())
     }
 
-    /// The filter (TLS) is still negotiating.
-    fn handshaking(&self) -> bool {
-        self.session
-            .filter_io()
-            .is_some_and(|io| io.filter.is_handshaking())
-    }
-
     /// A session closed (`close()`) before its TLS handshake is done still needs the
     /// peer's handshake messages: what it queued can only be encrypted once the handshake
     /// completes. Reads feed the filter alone; no message is delivered after a close.
     fn feed_handshake(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let mut budget = self.session.options.read_budget;
-        while self.handshaking() {
+        while self.session.handshaking() {
             match self.read_once(cx) {
                 Ok((0, _)) => {
                     self.flags.set(Flag::PeerClosed, true);
@@ -636,8 +623,7 @@ where
         while self.delivering() {
             // Above the high watermark one pong answers a run of pings: a peer flooding
             // pings without reading gets no pong per ping.
-            let unwritable = !self.session.writable
-                || self.session.queued_bytes() >= self.session.options.high_watermark;
+            let unwritable = self.session.above_high_watermark();
             let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
                 break;
             };
@@ -1270,7 +1256,7 @@ where
         if ready.is_readable() {
             self.lend_write_buffer(cx);
             let peer_closing = ready.is_read_closed() || ready.is_error();
-            let read = if self.phase == Phase::Closing && self.handshaking() {
+            let read = if self.phase == Phase::Closing && self.session.handshaking() {
                 self.feed_handshake(cx)
             } else {
                 self.on_readable(cx, peer_closing)

@@ -14,10 +14,9 @@ use bytes::{Buf, BytesMut};
 use getty_reactor::{Command, Context, Entry, Ready, Status, TimerId};
 use mio::Interest;
 
-use crate::filtered::{FilterIo, MAX_HANDSHAKE_BACKLOG};
+use crate::filtered::FilterIo;
 use crate::stream::Stream;
 use crate::{Error, Metrics};
-use getty_codec::filter::FilterError;
 
 /// The longest request or response head accepted.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
@@ -124,14 +123,7 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                     io.filter
                         .decode(&mut io.wire_in, &mut self.input, MAX_HEAD + 1)?;
                     io.plain_in += (self.input.len() - before) as u64;
-                    if io.wire_in.len() > MAX_HANDSHAKE_BACKLOG {
-                        let detail = format!(
-                            "{} bytes sent during the handshake were not taken",
-                            io.wire_in.len()
-                        );
-                        let error = FilterError::handshake("handshake", detail);
-                        return Err(Error::Filter(error));
-                    }
+                    io.check_handshake_backlog()?;
                 }
                 None => self.input.extend_from_slice(&chunk[..n]),
             }
