@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::*;
 use getty::codec::filter::{Filter, TlsFilter};
 use getty::codec::{Bytes, LengthFieldCodec};
@@ -163,20 +162,8 @@ fn a_bad_tls_record_gets_an_alert() {
         let config = tls::client_config(chain.as_bytes()).unwrap();
         let mut client = TlsFilter::client(config, "localhost").unwrap();
         let mut peer = connect(addr);
-        let (mut wire_out, mut wire_in, mut plain) =
-            (BytesMut::new(), BytesMut::new(), BytesMut::new());
-        let mut chunk = [0u8; 16 * 1024];
         // The handshake, then one echo to be sure the session is up.
-        client.encode(&frame(b"ping"), &mut wire_out).unwrap_or(());
-        while plain.len() < 8 {
-            client.flush(&mut wire_out).unwrap();
-            peer.write_all(&wire_out).unwrap();
-            wire_out.clear();
-            let n = peer.read(&mut chunk).unwrap();
-            assert!(n > 0, "the server closed during the handshake");
-            wire_in.extend_from_slice(&chunk[..n]);
-            client.decode(&mut wire_in, &mut plain, 1 << 20).unwrap();
-        }
+        let (mut plain, mut wire_in) = tls_exchange(&mut peer, &mut client, &frame(b"ping"), 8);
         assert_eq!(&plain[..], &frame(b"ping")[..]);
 
         // An application-data record whose contents cannot authenticate.

@@ -354,28 +354,6 @@ fn tcp_server(
     (Running::serve("greedy-server", server), addr, rx)
 }
 
-fn ws_upgrade(stream: &mut TcpStream) {
-    stream
-        .write_all(
-            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-              Sec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the upgrade response");
-        head.push(byte[0]);
-        assert!(head.len() < 4096, "an overlong response head");
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-}
-
 /// The issue's scenario: pipelined length-prefixed messages, nothing read for 2 s, then
 /// everything read. Before flow control the server queued echoes up to its 4 MiB bound and
 /// then killed the session.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
@@ -53,19 +53,7 @@ fn server() -> (Running, SocketAddr, Receiver<String>, TlsFilter) {
 /// Handshakes and checks one echo; returns the socket and what was read past it.
 fn echo_once(addr: SocketAddr, client: &mut TlsFilter) -> (TcpStream, BytesMut) {
     let mut peer = connect(addr);
-    let (mut wire_out, mut wire_in, mut plain) =
-        (BytesMut::new(), BytesMut::new(), BytesMut::new());
-    client.encode(&frame(b"ping"), &mut wire_out).unwrap();
-    let mut chunk = [0u8; 16 * 1024];
-    while plain.len() < 8 {
-        client.flush(&mut wire_out).unwrap();
-        peer.write_all(&wire_out).unwrap();
-        wire_out.clear();
-        let n = peer.read(&mut chunk).unwrap();
-        assert!(n > 0, "the server closed during the handshake");
-        wire_in.extend_from_slice(&chunk[..n]);
-        client.decode(&mut wire_in, &mut plain, 1 << 20).unwrap();
-    }
+    let (plain, wire_in) = tls_exchange(&mut peer, client, &frame(b"ping"), 8);
     assert_eq!(&plain[..], &frame(b"ping")[..]);
     (peer, wire_in)
 }

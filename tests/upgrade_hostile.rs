@@ -69,20 +69,7 @@ fn bystander_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
 
 fn upgraded(addr: SocketAddr) -> TcpStream {
     let mut stream = connect(addr);
-    stream
-        .write_all(
-            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-              Sec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    ws_upgrade(&mut stream);
     stream
 }
 
@@ -142,23 +129,7 @@ fn junk_after_a_client_hello_is_cut_off_and_others_carry_on() {
         let config = tls::client_config(chain.as_bytes()).unwrap();
         let mut client = TlsFilter::client(config, "localhost").unwrap();
         let mut peer = connect(addr);
-        let (mut wire_out, mut wire_in, mut plain) =
-            (BytesMut::new(), BytesMut::new(), BytesMut::new());
-        let mut chunk = [0u8; 16 * 1024];
-        let deadline = Instant::now() + STEP;
-        while client.is_handshaking() {
-            assert!(
-                Instant::now() < deadline,
-                "no handshake after the junk peers"
-            );
-            client.flush(&mut wire_out).unwrap();
-            peer.write_all(&wire_out).unwrap();
-            wire_out.clear();
-            let n = peer.read(&mut chunk).unwrap();
-            assert!(n > 0, "closed during the handshake");
-            wire_in.extend_from_slice(&chunk[..n]);
-            client.decode(&mut wire_in, &mut plain, 1 << 16).unwrap();
-        }
+        tls_exchange(&mut peer, &mut client, b"", 0);
         server.stop();
     });
 }

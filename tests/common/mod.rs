@@ -697,6 +697,62 @@ pub fn resident_bytes() -> usize {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
 }
 
+/// Upgrades a plain socket to a WebSocket at `/echo` by hand (fixed key) and checks the
+/// `101`; no byte past the response head is read.
+pub fn ws_upgrade(stream: &mut TcpStream) {
+    stream
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the upgrade response");
+        head.push(byte[0]);
+        assert!(head.len() < 4096, "an overlong response head");
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// Drives the TLS filter `client` over the blocking `peer`: the handshake, `send` (plain
+/// bytes, sent once it is done), then reads until at least `want` plain bytes came back
+/// (with `want` 0, until the handshake is done). Returns the plain bytes and the wire bytes
+/// read but not decoded. Bounded by the socket's read timeout.
+pub fn tls_exchange(
+    peer: &mut TcpStream,
+    client: &mut getty::codec::filter::TlsFilter,
+    send: &[u8],
+    want: usize,
+) -> (bytes::BytesMut, bytes::BytesMut) {
+    use getty::codec::filter::Filter;
+    let mut wire_out = bytes::BytesMut::new();
+    let mut wire_in = bytes::BytesMut::new();
+    let mut plain = bytes::BytesMut::new();
+    client
+        .encode(send, &mut wire_out)
+        .expect("queue the plain bytes");
+    let mut chunk = [0u8; 16 * 1024];
+    while client.is_handshaking() || plain.len() < want {
+        client.flush(&mut wire_out).unwrap();
+        peer.write_all(&wire_out).unwrap();
+        wire_out.clear();
+        let n = peer.read(&mut chunk).expect("read from the TLS server");
+        assert!(n > 0, "the server closed after {} plain bytes", plain.len());
+        wire_in.extend_from_slice(&chunk[..n]);
+        client.decode(&mut wire_in, &mut plain, 1 << 20).unwrap();
+    }
+    client.flush(&mut wire_out).unwrap();
+    peer.write_all(&wire_out).unwrap();
+    (plain, wire_in)
+}
+
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
 pub fn dead_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
