@@ -216,6 +216,47 @@ fn garbage_closes_only_that_session() {
     });
 }
 
+/// A compressed stream cut inside a batch (the peer's inflater has taken the start of a
+/// block and produced nothing yet) is a truncation, reported like a frame cut short; a FIN
+/// after a whole batch is a clean close. Replies to whole frames go out either way.
+#[test]
+fn a_stream_cut_inside_a_batch_is_a_truncation() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let (server, addr) = echo_server(compressed(Compression::Default), &tx);
+        let mut rng = fastrand::Rng::with_seed(20);
+        let mut whole_then = |cut: Option<usize>| {
+            let mut client = DeflateClient::connect(addr, Compression::Default);
+            let sid = events.wait_open(client.stream.local_addr().unwrap());
+            client.send(&[b"whole".to_vec()], &mut rng);
+            assert_eq!(client.receive(), b"whole");
+            if let Some(cut) = cut {
+                let mut wire = BytesMut::new();
+                let text = payload(&mut rng, 4000).repeat(4);
+                client.filter.encode(&frame(&text), &mut wire).unwrap();
+                client.filter.flush(&mut wire).unwrap();
+                client.stream.write_all(&wire[..cut]).unwrap();
+            }
+            client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+            expect_closed(&mut client.stream);
+            events.wait_close(sid);
+            events.errors_of(sid)
+        };
+        assert_eq!(whole_then(None), vec![]);
+        // The first bytes hold a block header and no output; later cuts leave part of a
+        // frame. Where the inflater took every byte, no buffer shows the cut.
+        for cut in [1, 2, 3, 5, 8, 100] {
+            let errors = whole_then(Some(cut));
+            let truncated = matches!(errors[..], [ErrKind::UnexpectedEof { .. }]);
+            assert!(truncated, "cut after {cut} bytes: {errors:?}");
+        }
+        server.stop();
+        events.pump();
+        events.check_contract();
+    });
+}
+
 /// A deflate bomb: a megabyte on the wire that inflates to a gigabyte of bytes without a
 /// line break. The session holds at most its max message length (plus one read's worth)
 /// and then ends with `MessageTooLong`; it never inflates the rest.

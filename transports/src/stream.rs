@@ -723,7 +723,14 @@ where
     fn end_of_input(&mut self) -> Result<(), Error> {
         let undecoded = self.session.filter_io().map_or(0, |f| f.wire_in.len());
         let buffered = self.rbuf.len() + undecoded;
-        if buffered > 0 && self.phase == Phase::Open && !self.session.is_closing() {
+        // A filter can hold the start of a unit it took whole from the wire (deflate's
+        // inflater mid-block), which no buffer length shows.
+        let cut_in_filter = self
+            .session
+            .filter_io()
+            .is_some_and(|f| f.filter.holds_partial_input());
+        let cut = buffered > 0 || cut_in_filter;
+        if cut && self.phase == Phase::Open && !self.session.is_closing() {
             return Err(Error::UnexpectedEof { buffered });
         }
         self.session.close();

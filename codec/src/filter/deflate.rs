@@ -34,6 +34,9 @@ const WINDOW_BITS: u8 = 15;
 /// How a sync flush ends: an empty stored block, whose LEN and NLEN are 0 and 0xffff.
 const SYNC_MARKER: [u8; 4] = [0, 0, 0xff, 0xff];
 
+/// [`SYNC_MARKER`] as the filter's record of the last four bytes it took.
+const SYNC_TAIL: u32 = u32::from_be_bytes(SYNC_MARKER);
+
 /// Calls a sync flush may take before it is called a compressor failure.
 const MAX_FLUSH_CALLS: usize = 64;
 
@@ -149,6 +152,10 @@ pub struct DeflateFilter {
     inflater: Option<Box<Decompress>>,
     /// Bytes were compressed since the last sync flush.
     unflushed: bool,
+    /// The last four wire bytes the inflater took, oldest in the high byte. Every batch the
+    /// peer sends ends with a sync flush, whose last bytes are [`SYNC_MARKER`]: anything
+    /// else at an EOF means the stream was cut inside a batch.
+    last_taken: u32,
 }
 
 impl DeflateFilter {
@@ -164,6 +171,7 @@ impl DeflateFilter {
             compressor: None,
             inflater: None,
             unflushed: false,
+            last_taken: SYNC_TAIL,
         }
     }
 
@@ -225,6 +233,9 @@ impl Filter for DeflateFilter {
                     .map_err(|e| FilterError::malformed("deflate", e))?;
                 let consumed = (inflater.total_in() - in0) as usize;
                 let written = (inflater.total_out() - out0) as usize;
+                self.last_taken = wire[..consumed]
+                    .iter()
+                    .fold(self.last_taken, |tail, &b| tail << 8 | u32::from(b));
                 wire.advance(consumed);
                 plain.extend_from_slice(&scratch[..written]);
                 produced += written;
@@ -246,6 +257,10 @@ impl Filter for DeflateFilter {
         }
         self.unflushed = true;
         self.deflate(plain, wire, false)
+    }
+
+    fn holds_partial_input(&self) -> bool {
+        self.last_taken != SYNC_TAIL
     }
 
     fn flush(&mut self, wire: &mut BytesMut) -> Result<(), FilterError> {
@@ -387,6 +402,35 @@ mod tests {
         let after_one = wire.len();
         f.flush(&mut wire).unwrap();
         assert_eq!(wire.len(), after_one);
+    }
+
+    #[test]
+    fn input_cut_inside_a_batch_is_held_partial() {
+        let fresh = || DeflateFilter::new(Compression::Default);
+        assert!(
+            !fresh().holds_partial_input(),
+            "nothing received is nothing cut"
+        );
+        for n in [1, 40, 5000] {
+            // A fresh pair for each: a later batch refers back into the earlier ones.
+            let (mut tx, mut rx, mut wire) = (fresh(), fresh(), BytesMut::new());
+            tx.encode(&text(n), &mut wire).unwrap();
+            tx.flush(&mut wire).unwrap();
+            let whole = wire.split().freeze();
+            for cut in 1..whole.len() {
+                let mut rx = fresh();
+                let (mut part, mut plain) = (BytesMut::from(&whole[..cut]), BytesMut::new());
+                rx.decode(&mut part, &mut plain, usize::MAX).unwrap();
+                assert!(
+                    rx.holds_partial_input() || !part.is_empty(),
+                    "{n} B cut at {cut}"
+                );
+            }
+            let (mut all, mut plain) = (BytesMut::from(&whole[..]), BytesMut::new());
+            rx.decode(&mut all, &mut plain, usize::MAX).unwrap();
+            assert_eq!((plain.len(), all.len()), (n, 0));
+            assert!(!rx.holds_partial_input(), "a whole batch of {n} B");
+        }
     }
 
     #[test]

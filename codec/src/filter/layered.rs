@@ -118,6 +118,12 @@ impl<L: Filter, U: Filter> Filter for Layered<L, U> {
         self.lower.can_send() && self.upper.can_send()
     }
 
+    fn holds_partial_input(&self) -> bool {
+        self.lower.holds_partial_input()
+            || !self.middle_in.is_empty()
+            || self.upper.holds_partial_input()
+    }
+
     fn peer_closed(&self) -> Option<bool> {
         self.lower.peer_closed().or(self.upper.peer_closed())
     }

@@ -122,6 +122,15 @@ pub trait Filter: Any {
         None
     }
 
+    /// True when wire bytes the filter has taken have not all come out as plain bytes: the
+    /// input stopped inside one of the protocol's units (a deflate batch before the end of
+    /// its sync flush). The transport reports an EOF then as a truncation, as it does for a
+    /// codec frame cut short. A filter that tells its end another way
+    /// ([`peer_closed`](Filter::peer_closed)) may leave this false.
+    fn holds_partial_input(&self) -> bool {
+        false
+    }
+
     /// The filter inside this one whose type is `type_id` (a stack looks through its layers;
     /// a plain filter has none). Used by `<dyn Filter>::layer`.
     fn find(&self, type_id: TypeId) -> Option<&dyn Any> {
