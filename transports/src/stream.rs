@@ -293,10 +293,17 @@ where
                 self.session.extras_mut().ws = Some(Box::new(state));
                 self.cancel_timer(cx);
                 let status = self.open(cx);
-                if status == Status::Continue && !eof {
+                if status == Status::Continue {
                     // The head was read in small steps and the first frames may still sit
-                    // in the socket, behind an edge that has come and gone: read on.
-                    cx.reschedule(Ready::READABLE);
+                    // in the socket, behind an edge that has come and gone: read on. An EOF
+                    // read with the head is carried over too (epoll will not report it
+                    // again): the next turn reads to it and ends the session.
+                    let ready = if eof {
+                        Ready::READABLE | Ready::READ_CLOSED
+                    } else {
+                        Ready::READABLE
+                    };
+                    cx.reschedule(ready);
                 }
                 status
             }
