@@ -11,6 +11,7 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use common::*;
+use getty::codec::ws::{InvalidRequest, RequestPart};
 use getty::codec::{Message, MessageCodec};
 use getty::ws::WsClient;
 use getty::{Error, Handler, Session};
@@ -133,4 +134,124 @@ fn an_eof_that_comes_with_the_101_ends_the_session_and_the_client_redials() {
         client.stop();
         events.check_contract();
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 19: no header injection through the upgrade request
+// ---------------------------------------------------------------------------------------
+
+/// Why `build` refused, if it refused with the codec's typed error.
+fn refused_part<T>(built: std::io::Result<T>) -> Option<RequestPart> {
+    let err = built.err()?;
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+    let why = err.get_ref()?.downcast_ref::<InvalidRequest>()?;
+    Some(why.part())
+}
+
+/// Paths, queries, header names and values and subprotocols that would put bytes of their
+/// own on the wire (a CR LF, a space in the request line) are refused when the client is
+/// built, with a typed error; before the fix they were written as they were (a path of
+/// `/x HTTP/1.1\r\nX-Injected: 1\r\nY:` put an extra header on the wire). What is valid
+/// still goes out byte for byte, to a raw server that records the request.
+#[test]
+fn the_upgrade_request_refuses_what_would_inject_headers() {
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sink = |_: &mut getty::tcp::Setup<'_>| Ok((MessageCodec, Silent));
+        let base = format!("ws://{addr}");
+        let cases: Vec<(getty::ws::WsClientBuilder, String, RequestPart)> = vec![
+            (
+                WsClient::builder(),
+                format!("{base}/x HTTP/1.1\r\nX-Injected: 1\r\nY:"),
+                RequestPart::Path,
+            ),
+            (
+                WsClient::builder(),
+                format!("{base}/a b"),
+                RequestPart::Path,
+            ),
+            (
+                WsClient::builder(),
+                format!("{base}/?q=\n"),
+                RequestPart::Path,
+            ),
+            (
+                WsClient::builder(),
+                format!("{base}/%zz"),
+                RequestPart::Path,
+            ),
+            (
+                WsClient::builder().header("X-Token", "t\r\nX-Injected: 1"),
+                format!("{base}/"),
+                RequestPart::HeaderValue,
+            ),
+            (
+                WsClient::builder().header("X-Token", "t\0"),
+                format!("{base}/"),
+                RequestPart::HeaderValue,
+            ),
+            (
+                WsClient::builder().header("X Token", "t"),
+                format!("{base}/"),
+                RequestPart::HeaderName,
+            ),
+            (
+                WsClient::builder().header("X-Token\r\nX-Injected", "1"),
+                format!("{base}/"),
+                RequestPart::HeaderName,
+            ),
+            (
+                WsClient::builder().header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                format!("{base}/"),
+                RequestPart::HeaderName,
+            ),
+            (
+                WsClient::builder().protocol("chat\r\nX-Injected: 1"),
+                format!("{base}/"),
+                RequestPart::Protocol,
+            ),
+            (
+                WsClient::builder(),
+                "ws://h\r\nX-Injected: 1\r\n:80/".to_string(),
+                RequestPart::Host,
+            ),
+        ];
+        for (builder, url, part) in cases {
+            assert_eq!(
+                refused_part(builder.build(&url, sink)),
+                Some(part),
+                "{url:?} was not refused as it should be"
+            );
+        }
+
+        // What is valid goes out as it was given.
+        let client = WsClient::builder()
+            .header("X-Token", "v\tw x")
+            .protocol("chat.v2")
+            .build(&format!("{base}/a%20b/c;d@e?q=1&r=~"), sink)
+            .unwrap();
+        let client = Running::serve("ws-request-client", client);
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let request = read_head(&mut stream);
+        assert!(
+            request.starts_with("GET /a%20b/c;d@e?q=1&r=~ HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert_eq!(head_value(&request, "X-Token"), Some("v\tw x"));
+        assert_eq!(
+            head_value(&request, "Sec-WebSocket-Protocol"),
+            Some("chat.v2")
+        );
+        assert_eq!(request.matches("\r\n").count(), 9, "{request}");
+        client.stop();
+    });
+}
+
+/// A WebSocket client handler that does nothing.
+struct Silent;
+
+impl Handler<MessageCodec> for Silent {
+    fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
 }

@@ -452,6 +452,199 @@ impl Request {
     }
 }
 
+/// Which part of a client's upgrade request is not valid (see [`InvalidRequest`]).
+///
+/// ```
+/// use getty_codec::ws::{ClientRequest, RequestPart};
+/// let err = ClientRequest::new("h", "/a b").check().unwrap_err();
+/// assert_eq!(err.part(), RequestPart::Path);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestPart {
+    /// The `Host` header: a host name or address and an optional port (RFC 3986 §3.2.2).
+    Host,
+    /// The request target: an absolute path and an optional query (RFC 3986 §3.3, §3.4).
+    Path,
+    /// A header name: an RFC 7230 token, and not one the request sets itself.
+    HeaderName,
+    /// A header value: no control characters but tab (RFC 7230 §3.2).
+    HeaderValue,
+    /// A subprotocol: an RFC 7230 token (RFC 6455 §4.1).
+    Protocol,
+}
+
+/// A client's upgrade request that would not be valid HTTP: a control character, a space
+/// or another character the RFCs forbid where it stands (a CR LF in a path or a header
+/// value would inject headers of its own). Found by [`ClientRequest::check`] before
+/// anything is written.
+///
+/// ```
+/// use getty_codec::ws::{ClientRequest, RequestPart};
+/// let err = ClientRequest::new("h", "/")
+///     .header("X-Token", "t\r\nX-Injected: 1")
+///     .check()
+///     .unwrap_err();
+/// assert_eq!(err.part(), RequestPart::HeaderValue);
+/// assert!(err.to_string().contains("X-Token"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRequest {
+    part: RequestPart,
+    detail: String,
+}
+
+impl InvalidRequest {
+    fn new(part: RequestPart, detail: String) -> Self {
+        InvalidRequest { part, detail }
+    }
+
+    /// The part of the request that is not valid.
+    ///
+    /// ```
+    /// use getty_codec::ws::{ClientRequest, RequestPart};
+    /// let err = ClientRequest::new("h", "/").protocol("a b").check().unwrap_err();
+    /// assert_eq!(err.part(), RequestPart::Protocol);
+    /// ```
+    pub fn part(&self) -> RequestPart {
+        self.part
+    }
+}
+
+impl fmt::Display for InvalidRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid WebSocket upgrade request: {}", self.detail)
+    }
+}
+
+impl std::error::Error for InvalidRequest {}
+
+/// RFC 7230 `tchar`: what a token (a header name, a subprotocol) is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_tchar)
+}
+
+/// RFC 3986 `unreserved` and `sub-delims`.
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// The first byte of `s` outside `allowed`, where `%` must start a `%HH` escape; `None`
+/// when every byte is allowed.
+fn first_bad(s: &str, allowed: impl Fn(u8) -> bool) -> Option<(usize, u8)> {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return Some((i, b));
+            }
+            i += 3;
+            continue;
+        }
+        if !allowed(b) {
+            return Some((i, b));
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A request target in origin form: `/path[?query]`, RFC 3986 characters only.
+fn check_path(path: &str) -> Result<(), InvalidRequest> {
+    let bad = |why: String| Err(InvalidRequest::new(RequestPart::Path, why));
+    if !path.starts_with('/') {
+        return bad(format!("the path {path:?} does not start with '/'"));
+    }
+    let pchar = |b: u8| is_unreserved_or_sub_delim(b) || b":@/?".contains(&b);
+    match first_bad(path, pchar) {
+        None => Ok(()),
+        Some((at, b)) => bad(format!(
+            "the path {path:?} has {:?} at byte {at} (percent-encode it)",
+            b as char
+        )),
+    }
+}
+
+/// The `Host` header: `host[:port]`, where host is a registered name, an IPv4 address or
+/// a bracketed IP literal.
+fn check_host(host: &str) -> Result<(), InvalidRequest> {
+    let bad = || {
+        Err(InvalidRequest::new(
+            RequestPart::Host,
+            format!("the host {host:?} is not a valid URI host[:port]"),
+        ))
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => (name, Some(port)),
+        _ => (host, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return bad();
+    }
+    let ok = if let Some(inner) = name.strip_prefix('[') {
+        inner.strip_suffix(']').is_some_and(|literal| {
+            !literal.is_empty()
+                && literal
+                    .bytes()
+                    .all(|b| is_unreserved_or_sub_delim(b) || b == b':')
+        })
+    } else {
+        !name.is_empty() && first_bad(name, is_unreserved_or_sub_delim).is_none()
+    };
+    if ok {
+        Ok(())
+    } else {
+        bad()
+    }
+}
+
+/// Headers the request writes itself: a second copy would contradict it.
+const OWN_HEADERS: [&str; 7] = [
+    "Host",
+    "Upgrade",
+    "Connection",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+    "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions",
+];
+
+fn check_header(name: &str, value: &str) -> Result<(), InvalidRequest> {
+    if !is_token(name) {
+        return Err(InvalidRequest::new(
+            RequestPart::HeaderName,
+            format!("the header name {name:?} is not an HTTP token"),
+        ));
+    }
+    if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+        return Err(InvalidRequest::new(
+            RequestPart::HeaderName,
+            format!(
+                "the header {name:?} is set by the upgrade request itself \
+                 (subprotocols and extensions have their own settings)"
+            ),
+        ));
+    }
+    // field-value: visible characters, spaces and tabs, and obs-text (bytes >= 0x80).
+    if let Some(b) = value
+        .bytes()
+        .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
+        return Err(InvalidRequest::new(
+            RequestPart::HeaderValue,
+            format!("the value of the header {name:?} has the control character {b:#04x}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Client side: the upgrade request to send, built step by step.
 ///
 /// ```
@@ -524,8 +717,54 @@ impl ClientRequest {
         self
     }
 
+    /// Checks that the request is valid HTTP: the host, the path and query (RFC 3986
+    /// characters; others must be percent-encoded), the header names (tokens, none of the
+    /// headers the request writes itself), the header values (no control characters but
+    /// tab) and the subprotocols (tokens). A CR or LF anywhere would inject headers.
+    ///
+    /// ```
+    /// use getty_codec::ws::{ClientRequest, RequestPart};
+    /// assert!(ClientRequest::new("h:80", "/a%20b?c=d").header("X", "v w").check().is_ok());
+    /// let injected = ClientRequest::new("h", "/x HTTP/1.1\r\nX-Injected: 1\r\nY:");
+    /// assert_eq!(injected.check().unwrap_err().part(), RequestPart::Path);
+    /// assert_eq!(ClientRequest::new("h\r\n", "/").check().unwrap_err().part(), RequestPart::Host);
+    /// ```
+    pub fn check(&self) -> Result<(), InvalidRequest> {
+        check_host(&self.host)?;
+        check_path(&self.path)?;
+        for (name, value) in &self.headers {
+            check_header(name, value)?;
+        }
+        if let Some(p) = self.protocols.iter().find(|p| !is_token(p)) {
+            return Err(InvalidRequest::new(
+                RequestPart::Protocol,
+                format!("the subprotocol {p:?} is not an HTTP token"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`check`](Self::check)s the request, then [`write`](Self::write)s it.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::ClientRequest;
+    /// let mut out = BytesMut::new();
+    /// assert!(ClientRequest::new("h", "/").try_write(&mut out).is_ok());
+    /// assert!(ClientRequest::new("h", "/ x").try_write(&mut out).is_err());
+    /// ```
+    pub fn try_write(self, out: &mut BytesMut) -> Result<ClientHandshake, InvalidRequest> {
+        self.check()?;
+        Ok(self.write_checked(out))
+    }
+
     /// Writes the request into `out` with a fresh random key, and returns what is needed to
     /// check the response.
+    ///
+    /// # Panics
+    ///
+    /// If the request is not valid (see [`check`](Self::check)): a request built from
+    /// input that may be bad goes out through [`try_write`](Self::try_write).
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -534,6 +773,13 @@ impl ClientRequest {
     /// assert!(out.ends_with(b"\r\n\r\n"));
     /// ```
     pub fn write(self, out: &mut BytesMut) -> ClientHandshake {
+        if let Err(e) = self.check() {
+            panic!("{e}");
+        }
+        self.write_checked(out)
+    }
+
+    fn write_checked(self, out: &mut BytesMut) -> ClientHandshake {
         let key = generate_key();
         let mut head = String::with_capacity(256);
         let _ = write!(

@@ -70,8 +70,8 @@ mod utf8;
 
 pub use deflate::DeflateConfig;
 pub use handshake::{
-    parse_request, reject, Accepted, ClientHandshake, ClientRequest, HandshakeError, Request,
-    Response,
+    parse_request, reject, Accepted, ClientHandshake, ClientRequest, HandshakeError,
+    InvalidRequest, Request, RequestPart, Response,
 };
 pub use mask::apply_mask;
 pub use protocol::{HeaderRoom, Protocol};

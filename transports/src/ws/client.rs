@@ -98,11 +98,9 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// What every session of a WebSocket client sends before it opens.
 #[derive(Debug, Clone)]
 pub(crate) struct WsDial {
-    host: String,
+    /// The upgrade request, checked when the client was built (a fresh key per session).
+    request: ClientRequest,
     path: String,
-    headers: Vec<(String, String)>,
-    protocols: Vec<String>,
-    deflate: Option<DeflateConfig>,
     keepalive: Keepalive,
 }
 
@@ -110,17 +108,8 @@ impl WsDial {
     /// Queues the upgrade request as the session's first output (behind the TLS handshake,
     /// if any) and marks the session as upgrading: it opens when the `101` is verified.
     pub(crate) fn start<C, A: crate::Address>(&self, session: &mut Session<C, A>) {
-        let mut request = ClientRequest::new(self.host.as_str(), self.path.as_str());
-        for (name, value) in &self.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        for protocol in &self.protocols {
-            request = request.protocol(protocol.as_str());
-        }
-        if let Some(deflate) = self.deflate {
-            request = request.deflate(deflate);
-        }
-        let handshake = request.write(&mut session.out.tail);
+        // Checked by `WsClientBuilder::build`, so `write` cannot refuse it.
+        let handshake = self.request.clone().write(&mut session.out.tail);
         session.extras_mut().ws_upgrade = Some(Box::new(ClientUpgrade {
             handshake,
             until: None,
@@ -177,7 +166,10 @@ impl WsClientBuilder {
         self
     }
 
-    /// Adds a header to the upgrade request (`Origin`, `Authorization`, cookies, ...).
+    /// Adds a header to the upgrade request (`Origin`, `Authorization`, cookies, ...). The
+    /// name must be an HTTP token and not one the upgrade sets itself (`Host`, `Upgrade`,
+    /// `Sec-WebSocket-*`, ...), the value must hold no control character but tab:
+    /// [`build`](Self::build) refuses the client otherwise.
     ///
     /// ```
     /// let b = getty_transports::ws::WsClient::builder().header("Origin", "https://app.example");
@@ -187,8 +179,8 @@ impl WsClientBuilder {
         self
     }
 
-    /// Offers a subprotocol; call again to offer more, most preferred first. The one the
-    /// server chose is `Session::websocket_protocol`.
+    /// Offers a subprotocol (an HTTP token); call again to offer more, most preferred
+    /// first. The one the server chose is `Session::websocket_protocol`.
     ///
     /// ```
     /// let b = getty_transports::ws::WsClient::builder().protocol("mqtt");
@@ -304,6 +296,12 @@ impl WsClientBuilder {
     /// and makes the client. Nothing is dialled until it is spawned into a reactor. `setup`
     /// runs for every connected socket, before the upgrade.
     ///
+    /// The upgrade request is checked here: a path or query with a character RFC 3986
+    /// does not allow (a space, a control character: percent-encode them), or a bad header
+    /// or subprotocol, fails with [`io::ErrorKind::InvalidInput`] carrying a
+    /// [`getty_codec::ws::InvalidRequest`], so no request with injected headers is ever
+    /// sent.
+    ///
     /// ```
     /// # use getty_codec::{Message, MessageCodec};
     /// # use getty_transports::{ws::WsClient, Handler, Session};
@@ -312,6 +310,15 @@ impl WsClientBuilder {
     /// let client = WsClient::builder().build("ws://127.0.0.1:9/feed?v=2", |_| Ok((MessageCodec, Sink))).unwrap();
     /// assert_eq!(client.peer_addr().port(), 9);
     /// assert!(WsClient::builder().build("http://h/", |_| Ok((MessageCodec, Sink))).is_err());
+    ///
+    /// use getty_codec::ws::{InvalidRequest, RequestPart};
+    /// let err = WsClient::builder()
+    ///     .header("X-Token", "t\r\nX-Injected: 1")
+    ///     .build("ws://127.0.0.1:9/", |_| Ok((MessageCodec, Sink)))
+    ///     .err()
+    ///     .unwrap();
+    /// let why = err.get_ref().and_then(|e| e.downcast_ref::<InvalidRequest>()).unwrap();
+    /// assert_eq!(why.part(), RequestPart::HeaderValue);
     /// ```
     pub fn build<F, C, H>(self, url: &str, setup: F) -> io::Result<WsClient<F, C, H>>
     where
@@ -330,12 +337,24 @@ impl WsClientBuilder {
             })?;
             tcp = tcp.tls(config, url.bare_host());
         }
+        let mut request = ClientRequest::new(url.host_header(), url.path.as_str());
+        for (name, value) in self.headers {
+            request = request.header(name, value);
+        }
+        for protocol in self.protocols {
+            request = request.protocol(protocol);
+        }
+        if let Some(deflate) = self.deflate {
+            request = request.deflate(deflate);
+        }
+        // A CR LF in the path or a header would inject headers: refuse it here, typed
+        // (`InvalidRequest` inside the `io::Error`), not as a bad request on every dial.
+        request
+            .check()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         tcp.config.websocket = Some(Arc::new(WsDial {
-            host: url.host_header(),
+            request,
             path: url.path.clone(),
-            headers: self.headers,
-            protocols: self.protocols,
-            deflate: self.deflate,
             keepalive: self.keepalive,
         }));
         let addr = (url.bare_host(), url.port);
