@@ -10,20 +10,26 @@ use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ThreadId};
 
 use crate::Error;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 struct Inner {
-    /// True once shut down. Submitters hold the read lock across their check and send, and
-    /// shutdown takes the write lock to set it, so no job is queued behind the stop signal.
-    closed: RwLock<bool>,
-    queues: Vec<SyncSender<Option<Job>>>,
+    /// The workers' queues, `None` once shut down. Submitters hold the read lock across
+    /// their check and send; shutdown takes the write lock and drops the senders. A worker
+    /// then runs what its queue holds and stops (its `recv` fails once the queue is empty
+    /// and no sender is left): stopping never waits for room in a queue.
+    queues: RwLock<Option<Vec<SyncSender<Job>>>>,
+    /// How many workers (and queues) there are.
+    workers: usize,
+    /// The workers' threads, to tell a call from one of this pool's own jobs.
+    worker_ids: Vec<ThreadId>,
+    /// Joined by the first `shutdown` that may wait; held while it waits, so a concurrent
+    /// one waits too.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
-
 /// A bounded worker pool for slow handler work; cheap to clone (handlers on every reactor
 /// can hold one).
 ///
@@ -55,12 +61,12 @@ impl Offload {
         let mut queues = Vec::new();
         let mut threads = Vec::new();
         for index in 0..workers.max(1) {
-            let (tx, rx) = mpsc::sync_channel::<Option<Job>>(queue_len.max(1));
+            let (tx, rx) = mpsc::sync_channel::<Job>(queue_len.max(1));
             let thread = std::thread::Builder::new()
                 .name(format!("getty-offload-{index}"))
                 .spawn(move || {
-                    // `None` is the signal to stop, queued behind the jobs before it.
-                    while let Ok(Some(job)) = rx.recv() {
+                    // Ends once every sender is gone (shutdown) and the queue is empty.
+                    while let Ok(job) = rx.recv() {
                         // A panicking job must not take the worker (and every session
                         // hashed to it) down with it.
                         if catch_unwind(AssertUnwindSafe(job)).is_err() {
@@ -73,8 +79,9 @@ impl Offload {
         }
         Ok(Offload {
             inner: Arc::new(Inner {
-                closed: RwLock::new(false),
-                queues,
+                workers: queues.len(),
+                queues: RwLock::new(Some(queues)),
+                worker_ids: threads.iter().map(|t| t.thread().id()).collect(),
                 threads: Mutex::new(threads),
             }),
         })
@@ -86,34 +93,76 @@ impl Offload {
     ///
     /// See the [type-level example](Offload).
     pub fn submit(&self, key: u64, job: impl FnOnce() + Send + 'static) -> Result<(), Error> {
-        let closed = self.inner.closed.read().unwrap_or_else(|p| p.into_inner());
-        if *closed {
+        let queues = self.inner.queues.read().unwrap_or_else(|p| p.into_inner());
+        let Some(queues) = queues.as_ref() else {
             return Err(Error::Closed);
-        }
-        let queue = &self.inner.queues[(key % self.inner.queues.len() as u64) as usize];
-        match queue.try_send(Some(Box::new(job))) {
+        };
+        let queue = &queues[(key % self.inner.workers as u64) as usize];
+        match queue.try_send(Box::new(job)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(Error::Backpressure),
             Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
         }
     }
 
-    /// Lets the workers finish the jobs already queued, then stops them and waits. Later
-    /// submissions fail with [`Error::Closed`]. Safe to call more than once.
+    /// Stops the pool: later submissions fail with [`Error::Closed`], and the jobs already
+    /// queued still run. Then it waits until every worker has finished them, **unless
+    /// waiting could deadlock**, where it returns at once and the workers finish on their
+    /// own:
     ///
-    /// See the [type-level example](Offload).
+    /// - inside one of this pool's jobs (a worker cannot wait for itself, and the jobs
+    ///   queued behind the running one only run after it returns);
+    /// - inside a reactor callback (a handler's `on_message`, say): a job may be waiting for
+    ///   that reactor (a [`ReactorHandle::query`](getty_reactor::ReactorHandle::query), a
+    ///   [`SessionHandle::wait_writable`](crate::SessionHandle::wait_writable)), and the
+    ///   reactor would be waiting for the job.
+    ///
+    /// So it is safe to call from anywhere, and more than once: a later call from an
+    /// ordinary thread waits for the workers a call from a job or a callback left running.
+    /// Stopping never waits for room in a full queue. Note that a job (run by
+    /// [`ReactorHandle::execute`](getty_reactor::ReactorHandle::execute)) on a reactor
+    /// thread outside any entry's callback is not recognised as a callback: do not shut a
+    /// pool down there while its jobs may wait for that reactor.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use getty_transports::{Error, Offload};
+    ///
+    /// let pool = Offload::new(2, 16).unwrap();
+    /// let (tx, rx) = mpsc::channel();
+    /// let inner = pool.clone();
+    /// pool.submit(7, move || {
+    ///     // From a job: stops the pool and returns at once (no waiting for itself).
+    ///     inner.shutdown();
+    ///     tx.send(inner.submit(7, || {}).is_err()).unwrap();
+    /// }).unwrap();
+    /// assert!(rx.recv().unwrap(), "no job is accepted after shutdown");
+    /// // From an ordinary thread: waits until every worker has finished.
+    /// pool.shutdown();
+    /// assert!(matches!(pool.submit(7, || {}), Err(Error::Closed)));
+    /// ```
     pub fn shutdown(&self) {
-        *self.inner.closed.write().unwrap_or_else(|p| p.into_inner()) = true;
-        let threads =
-            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        if threads.is_empty() {
+        let queues = self
+            .inner
+            .queues
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(queues); // every worker now stops once its queue is empty
+        let me = std::thread::current().id();
+        if self.inner.worker_ids.contains(&me) {
+            log::debug!("offload pool shut down from one of its jobs: not waiting for workers");
             return;
         }
-        for queue in &self.inner.queues {
-            let _ = queue.send(None); // waits for room: the stop goes behind queued jobs
+        if getty_reactor::current().is_some() {
+            log::debug!("offload pool shut down in a reactor callback: not waiting for workers");
+            return;
         }
-        for thread in threads {
-            let _ = thread.join();
+        let mut threads = self.inner.threads.lock().unwrap_or_else(|p| p.into_inner());
+        for thread in threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("an offload worker ended with a panic");
+            }
         }
     }
 }
