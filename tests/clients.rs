@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -254,4 +254,158 @@ struct Silent;
 
 impl Handler<MessageCodec> for Silent {
     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 21: the handshake's leniencies
+// ---------------------------------------------------------------------------------------
+
+/// Sends a raw upgrade request (`target`, then `headers`, each line ending in CR LF) and
+/// returns the response head.
+fn raw_request(addr: SocketAddr, target: &str, headers: &str) -> String {
+    let mut stream = connect(addr);
+    let request = format!("GET {target} HTTP/1.1\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => head.push(byte[0]),
+            Err(e) => panic!("reading the response to {target}: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+/// The server side of RFC 6455 §4 and RFC 7692 §7: a repeated `Sec-WebSocket-Key`, a
+/// repeated or empty `Host` get a 400; an absolute-form target is routed by its path;
+/// a permessage-deflate offer with window bits written with a leading zero or a value with
+/// an unbalanced quote is declined (the connection runs uncompressed). Before the fix the
+/// first three were upgraded, the absolute form got a 404 and both offers were accepted.
+#[test]
+fn the_server_refuses_repeated_keys_and_empty_hosts_and_routes_absolute_targets() {
+    watchdog(TEST_LIMIT, || {
+        let server = getty::ws::WsServer::builder()
+            .deflate(Some(getty::codec::ws::DeflateConfig::default()))
+            .route("/chat", |_| Ok((MessageCodec, Silent)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("ws-handshake-server", server);
+        let host = "Host: localhost\r\n";
+        let two_keys =
+            format!("{host}{UPGRADE}{KEY}Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n");
+        let head = raw_request(addr, "/chat", &two_keys);
+        assert!(head.starts_with("HTTP/1.1 400 "), "two keys: {head}");
+        let head = raw_request(addr, "/chat", &format!("Host: \r\n{UPGRADE}{KEY}"));
+        assert!(head.starts_with("HTTP/1.1 400 "), "an empty Host: {head}");
+        let two_hosts = format!("{host}Host: elsewhere\r\n{UPGRADE}{KEY}");
+        let head = raw_request(addr, "/chat", &two_hosts);
+        assert!(head.starts_with("HTTP/1.1 400 "), "two Hosts: {head}");
+
+        let plain = format!("{host}{UPGRADE}{KEY}");
+        for target in ["ws://localhost/chat", "http://localhost:80/chat?x=1"] {
+            let head = raw_request(addr, target, &plain);
+            assert!(head.starts_with("HTTP/1.1 101 "), "{target}: {head}");
+        }
+        let head = raw_request(addr, "ws://localhost/elsewhere", &plain);
+        assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+        let head = raw_request(addr, "chat", &plain);
+        assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+
+        for offer in [
+            "permessage-deflate; client_max_window_bits=09",
+            "permessage-deflate; server_max_window_bits=010",
+            "permessage-deflate; client_max_window_bits=\"10",
+            "permessage-deflate; client_max_window_bits=10\"",
+        ] {
+            let offered = format!("{plain}Sec-WebSocket-Extensions: {offer}\r\n");
+            let head = raw_request(addr, "/chat", &offered);
+            assert!(head.starts_with("HTTP/1.1 101 "), "{offer}: {head}");
+            assert_eq!(
+                head_value(&head, "Sec-WebSocket-Extensions"),
+                None,
+                "the malformed offer {offer:?} was accepted"
+            );
+        }
+        // A well-formed one (a quoted value included) is still accepted.
+        let offered =
+            format!("{plain}Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=\"10\"\r\n");
+        let head = raw_request(addr, "/chat", &offered);
+        assert_eq!(
+            head_value(&head, "Sec-WebSocket-Extensions"),
+            Some("permessage-deflate; client_max_window_bits=10"),
+            "{head}"
+        );
+        server.stop();
+    });
+}
+
+/// The client side: a `101` over HTTP/1.0, or one agreeing to permessage-deflate with window
+/// bits written with a leading zero, fails the dial (no `on_open`), and a client allowed two
+/// failures gives up. Before the fix both were accepted and the sessions opened.
+#[test]
+fn the_client_refuses_an_http_1_0_101_and_malformed_extension_responses() {
+    watchdog(TEST_LIMIT, || {
+        let answers = [
+            ("HTTP/1.0 101 Switching Protocols", ""),
+            (
+                "HTTP/1.1 101 Switching Protocols",
+                "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=09\r\n",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols",
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=\"9\r\n",
+            ),
+        ];
+        for (status, extra) in answers {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = std::thread::spawn(move || {
+                for _ in 0..2 {
+                    let (mut stream, _) = listener.accept().expect("the client dials");
+                    stream.set_read_timeout(Some(STEP)).unwrap();
+                    let request = read_head(&mut stream);
+                    let accept = switching_protocols(&request)
+                        .replace("HTTP/1.1 101 Switching Protocols", status)
+                        .replace("\r\n\r\n", &format!("\r\n{extra}\r\n"));
+                    stream.write_all(accept.as_bytes()).unwrap();
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest);
+                }
+            });
+            let (tx, mut events) = Events::new();
+            let client = WsClient::builder()
+                .deflate(Some(getty::codec::ws::DeflateConfig::default()))
+                .max_consecutive_failures(Some(2))
+                .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+                .build(&format!("ws://{addr}/"), move |_| {
+                    Ok((MessageCodec, WsProbe { tx: tx.clone() }))
+                })
+                .unwrap();
+            let client = Running::serve("ws-strict-client", client);
+            server.join().expect("the raw server");
+            // The client gives up after its second failed dial and leaves the reactor.
+            let mut left = usize::MAX;
+            for _ in 0..300 {
+                left = client.entry_count();
+                if left == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(left, 0, "{status} {extra:?}: the client did not give up");
+            assert_eq!(
+                events.count(|e| matches!(e, Ev::Open { .. })),
+                0,
+                "{status} {extra:?} was accepted: {:?}",
+                events.all
+            );
+            client.stop();
+        }
+    });
 }

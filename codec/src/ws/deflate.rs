@@ -81,10 +81,13 @@ impl Default for DeflateConfig {
     }
 }
 
-type Params<'a> = Vec<(&'a str, Option<&'a str>)>;
+type Params<'a> = Vec<(&'a str, Option<std::borrow::Cow<'a, str>>)>;
 
-/// Splits a `Sec-WebSocket-Extensions` value into extensions and their parameters.
-fn parse_extensions(value: &str) -> Vec<(&str, Params<'_>)> {
+/// Splits a `Sec-WebSocket-Extensions` value into extensions and their parameters. The
+/// parameters of an extension are `None` when they are malformed (RFC 6455 §9.1: a name is
+/// a token; a value is a token or a quoted string whose content is one, so an unbalanced
+/// quote is malformed).
+fn parse_extensions(value: &str) -> Vec<(&str, Option<Params<'_>>)> {
     value
         .split(',')
         .filter(|e| !e.trim().is_empty())
@@ -94,8 +97,8 @@ fn parse_extensions(value: &str) -> Vec<(&str, Params<'_>)> {
             let params = parts
                 .filter(|p| !p.is_empty())
                 .map(|p| match p.split_once('=') {
-                    Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
-                    None => (p, None),
+                    Some((k, v)) => Some((token(k.trim())?, Some(param_value(v.trim())?))),
+                    None => Some((token(p)?, None)),
                 })
                 .collect();
             (name, params)
@@ -103,9 +106,34 @@ fn parse_extensions(value: &str) -> Vec<(&str, Params<'_>)> {
         .collect()
 }
 
+fn token(s: &str) -> Option<&str> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    (!s.is_empty() && s.bytes().all(tchar)).then_some(s)
+}
+
+/// A parameter value: a token, or a quoted string (escapes undone) whose content is one.
+fn param_value(v: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let Some(quoted) = v.strip_prefix('"') else {
+        return token(v).map(std::borrow::Cow::Borrowed);
+    };
+    let inner = quoted.strip_suffix('"')?;
+    let mut unescaped = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => unescaped.push(chars.next()?),
+            '"' => return None,
+            c => unescaped.push(c),
+        }
+    }
+    token(&unescaped)?;
+    Some(std::borrow::Cow::Owned(unescaped))
+}
+
+/// RFC 7692 §7.1.2: a decimal integer from 8 to 15 with no leading zeros.
 fn window_bits(value: Option<&str>) -> Option<u8> {
     let v = value?;
-    if v.is_empty() || v.len() > 2 || !v.bytes().all(|b| b.is_ascii_digit()) {
+    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     v.parse().ok().filter(|b| (8..=15).contains(b))
@@ -123,7 +151,8 @@ struct Seen {
 
 fn read_params(params: &Params<'_>) -> Option<Seen> {
     let mut seen = Seen::default();
-    for &(name, value) in params {
+    for (name, value) in params {
+        let value = value.as_deref();
         match name.to_ascii_lowercase().as_str() {
             "server_no_context_takeover" if value.is_none() && !seen.server_no_context_takeover => {
                 seen.server_no_context_takeover = true
@@ -214,7 +243,7 @@ impl DeflateConfig {
                 if !name.eq_ignore_ascii_case(NAME) {
                     continue;
                 }
-                let Some(seen) = read_params(&params) else {
+                let Some(seen) = params.as_ref().and_then(read_params) else {
                     continue;
                 };
                 let mut agreed = *self;
@@ -274,7 +303,9 @@ impl DeflateConfig {
         if !name.eq_ignore_ascii_case(NAME) {
             return Err(format!("extension {name:?} was not offered"));
         }
-        let seen = read_params(params)
+        let seen = params
+            .as_ref()
+            .and_then(read_params)
             .ok_or_else(|| format!("bad permessage-deflate response {value:?}"))?;
         if self.server_no_context_takeover && !seen.server_no_context_takeover {
             return Err("server_no_context_takeover was requested but not agreed".into());

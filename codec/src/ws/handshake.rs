@@ -158,6 +158,44 @@ fn own_headers(raw: &[httparse::Header<'_>]) -> Headers {
         .collect()
 }
 
+/// The one header named `name`: `Ok(None)` when there is none, `Err` when there are more.
+fn only<'a>(headers: &'a Headers, name: &'a str) -> Result<Option<&'a str>, ()> {
+    let mut values = header_values(headers, name);
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(()),
+    }
+}
+
+/// The path and query of a request target: the origin form (`/chat?x`) as it is, the
+/// absolute form (`ws://host/chat?x`, which RFC 7230 §5.3.2 lets a client send and RFC 6455
+/// §4.1 allows with http, https, ws and wss) reduced to its path and query (`/` when it has
+/// none). The other forms (`*`, `host:port`) are no WebSocket resource: 400.
+fn origin_form(target: &str) -> Result<String, HandshakeError> {
+    if target.starts_with('/') {
+        return Ok(target.to_string());
+    }
+    let bad = || HandshakeError::new(400, format!("bad request target {target:?}"));
+    let (scheme, rest) = target.split_once("://").ok_or_else(bad)?;
+    if !["http", "https", "ws", "wss"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme))
+    {
+        return Err(bad());
+    }
+    let rest = rest.split('#').next().unwrap_or_default();
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(bad());
+    }
+    Ok(match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    })
+}
+
 fn valid_key(key: &str) -> bool {
     // 16 bytes in base64: 22 significant characters and "==".
     key.len() == 24
@@ -197,9 +235,11 @@ pub struct Request {
 /// Answers `Ok(None)` until the header block is complete (read more and call again), then
 /// removes the header block from `src` (whatever follows is the first frames) and returns
 /// the request. Errors carry the status to answer with: 431 when the header block exceeds
-/// `max_len` bytes (or 64 headers), 400 for garbage, a method other than GET, a missing
-/// `Host` or a bad `Sec-WebSocket-Key`, 426 when the request is not a WebSocket upgrade or
-/// asks for a version other than 13.
+/// `max_len` bytes (or 64 headers), 400 for garbage, a method other than GET, a request
+/// target that is neither a path nor an absolute URI, a missing, empty or repeated `Host`,
+/// or a missing, bad or repeated `Sec-WebSocket-Key`, 426 when the request is not a
+/// WebSocket upgrade or asks for a version other than 13. An absolute-form target
+/// (`GET ws://host/chat`) is taken for its path and query ([`Request::path`]: `/chat`).
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -238,7 +278,7 @@ pub fn parse_request(
     if req.version != Some(1) {
         return Err(HandshakeError::new(400, "HTTP/1.1 is required"));
     }
-    let path = req.path.unwrap_or("/").to_string();
+    let path = origin_form(req.path.unwrap_or("/"))?;
     let headers = own_headers(req.headers);
     if !has_token(&headers, "Upgrade", "websocket") || !has_token(&headers, "Connection", "upgrade")
     {
@@ -247,11 +287,17 @@ pub fn parse_request(
     if header(&headers, "Sec-WebSocket-Version").map(str::trim) != Some("13") {
         return Err(HandshakeError::new(426, "Sec-WebSocket-Version must be 13"));
     }
-    if header(&headers, "Host").is_none() {
-        return Err(HandshakeError::new(400, "missing Host"));
+    // RFC 7230 §5.4: exactly one Host, and (HTTP/1.1 with an authority) not empty.
+    match only(&headers, "Host") {
+        Ok(Some(host)) if !host.trim().is_empty() => {}
+        Ok(Some(_)) => return Err(HandshakeError::new(400, "empty Host")),
+        Ok(None) => return Err(HandshakeError::new(400, "missing Host")),
+        Err(()) => return Err(HandshakeError::new(400, "more than one Host")),
     }
-    let key = match header(&headers, "Sec-WebSocket-Key").map(str::trim) {
-        Some(key) if valid_key(key) => key.to_string(),
+    // RFC 6455 §4.2.1: one key, 16 bytes in base64.
+    let key = match only(&headers, "Sec-WebSocket-Key").map(|k| k.map(str::trim)) {
+        Ok(Some(key)) if valid_key(key) => key.to_string(),
+        Err(()) => return Err(HandshakeError::new(400, "more than one Sec-WebSocket-Key")),
         _ => return Err(HandshakeError::new(400, "missing or bad Sec-WebSocket-Key")),
     };
     let protocols = list(&headers, "Sec-WebSocket-Protocol");
@@ -311,7 +357,8 @@ impl Accepted {
 }
 
 impl Request {
-    /// The request target: path and query, as sent.
+    /// The request target: path and query, as sent (an absolute-form target, such as
+    /// `ws://host/chat?x`, reduced to its path and query: `/chat?x`).
     ///
     /// ```
     /// # use bytes::BytesMut;
@@ -932,6 +979,10 @@ impl ClientHandshake {
         if status != 101 {
             return fail(format!("the server answered {status}, not 101"));
         }
+        // RFC 6455 §4.1: the upgrade is HTTP/1.1; an HTTP/1.0 server cannot switch.
+        if resp.version != Some(1) {
+            return fail("the 101 is not HTTP/1.1".into());
+        }
         let headers = own_headers(resp.headers);
         if !has_token(&headers, "Upgrade", "websocket")
             || !has_token(&headers, "Connection", "upgrade")
@@ -1023,6 +1074,152 @@ mod tests {
         for (bytes, status) in cases {
             let err = parse_request(&mut BytesMut::from(bytes), 8192).unwrap_err();
             assert_eq!(err.status(), status, "{}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn repeated_keys_and_empty_or_repeated_hosts_are_refused() {
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+        for (headers, what) in [
+            (format!("Host: h\r\n{upgrade}{key}{key}"), "two keys"),
+            (format!("Host: \r\n{upgrade}{key}"), "an empty Host"),
+            (format!("Host: h\r\nHost: i\r\n{upgrade}{key}"), "two Hosts"),
+        ] {
+            let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{headers}\r\n").as_bytes());
+            assert_eq!(
+                parse_request(&mut buf, 8192).unwrap_err().status(),
+                400,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_form_targets_are_taken_for_their_path() {
+        let upgrade = "Host: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        for (target, path) in [
+            ("/chat?x", Some("/chat?x")),
+            ("ws://h/chat", Some("/chat")),
+            ("WSS://h:443/chat?x=1#f", Some("/chat?x=1")),
+            ("http://h", Some("/")),
+            ("https://h?q", Some("/?q")),
+            ("*", None),
+            ("h:80", None),
+            ("chat", None),
+            ("ftp://h/chat", None),
+            ("ws:///chat", None),
+        ] {
+            let mut buf =
+                BytesMut::from(format!("GET {target} HTTP/1.1\r\n{upgrade}\r\n").as_bytes());
+            match (parse_request(&mut buf, 8192), path) {
+                (Ok(Some(req)), Some(path)) => assert_eq!(req.path(), path, "{target}"),
+                (Err(e), None) => assert_eq!(e.status(), 400, "{target}"),
+                (other, _) => panic!("{target}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_101_over_http_1_0_is_refused() {
+        let mut wire = BytesMut::new();
+        let hs = ClientRequest::new("h", "/").write(&mut wire);
+        let req = parse_request(&mut wire, 8192).unwrap().unwrap();
+        let mut back = BytesMut::new();
+        req.accept(None, None, &mut back).unwrap();
+        let old = String::from_utf8(back.to_vec())
+            .unwrap()
+            .replace("HTTP/1.1 101", "HTTP/1.0 101");
+        let err = hs
+            .parse_response(&mut BytesMut::from(old.as_bytes()), 8192)
+            .unwrap_err();
+        assert_eq!(err.status(), 101);
+    }
+
+    #[test]
+    fn malformed_extension_parameters_are_declined_or_refused() {
+        let ours = DeflateConfig::default();
+        for bad in [
+            "permessage-deflate; server_max_window_bits=09",
+            "permessage-deflate; client_max_window_bits=010",
+            "permessage-deflate; client_max_window_bits=\"10",
+            "permessage-deflate; client_max_window_bits=10\"",
+            "permessage-deflate; client_max_window_bits=\"1\"0\"",
+            "permessage-deflate; client_max_window_bits=\"\"",
+            "permessage-deflate; server_max_window_bits=1 0",
+            "permessage-deflate; bad name=10",
+        ] {
+            assert!(ours.accept_offer([bad]).is_none(), "offer {bad}");
+            assert!(ours.accept_response(bad).is_err(), "response {bad}");
+        }
+        let (agreed, _) = ours
+            .accept_offer(["permessage-deflate; client_max_window_bits=\"1\\0\""])
+            .unwrap();
+        assert_eq!(agreed.client_max_window_bits, 10);
+        assert_eq!(
+            ours.accept_response("permessage-deflate; server_max_window_bits=\"9\"")
+                .unwrap()
+                .server_max_window_bits,
+            9
+        );
+    }
+
+    #[test]
+    fn requests_that_would_inject_headers_are_refused() {
+        let ok = ClientRequest::new("[::1]:9000", "/a/b%2F?q=1&r=%7E")
+            .header("Authorization", "Bearer a.b c\tfoo")
+            .header("X-Utf8", "héllo")
+            .protocol("chat.v2");
+        assert_eq!(ok.check(), Ok(()));
+        let cases = [
+            (
+                ClientRequest::new("h", "/x HTTP/1.1\r\nX: 1\r\nY:"),
+                RequestPart::Path,
+            ),
+            (ClientRequest::new("h", "x"), RequestPart::Path),
+            (ClientRequest::new("h", "/\u{7f}"), RequestPart::Path),
+            (ClientRequest::new("h", "/é"), RequestPart::Path),
+            (ClientRequest::new("h", "/%4"), RequestPart::Path),
+            (ClientRequest::new("h h", "/"), RequestPart::Host),
+            (ClientRequest::new("h:8x", "/"), RequestPart::Host),
+            (ClientRequest::new("[::1", "/"), RequestPart::Host),
+            (ClientRequest::new("", "/"), RequestPart::Host),
+            (
+                ClientRequest::new("h", "/").header("", "v"),
+                RequestPart::HeaderName,
+            ),
+            (
+                ClientRequest::new("h", "/").header("X:Y", "v"),
+                RequestPart::HeaderName,
+            ),
+            (
+                ClientRequest::new("h", "/").header("host", "v"),
+                RequestPart::HeaderName,
+            ),
+            (
+                ClientRequest::new("h", "/").header("X", "a\nb"),
+                RequestPart::HeaderValue,
+            ),
+            (
+                ClientRequest::new("h", "/").header("X", "a\rb"),
+                RequestPart::HeaderValue,
+            ),
+            (
+                ClientRequest::new("h", "/").protocol(""),
+                RequestPart::Protocol,
+            ),
+            (
+                ClientRequest::new("h", "/").protocol("a,b"),
+                RequestPart::Protocol,
+            ),
+        ];
+        for (request, part) in cases {
+            let err = request.clone().check().unwrap_err();
+            assert_eq!(err.part(), part, "{request:?}");
+            let mut out = BytesMut::new();
+            assert!(request.try_write(&mut out).is_err());
+            assert!(out.is_empty());
         }
     }
 
