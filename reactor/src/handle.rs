@@ -3,6 +3,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::{Command, EntryId, Spawner};
@@ -18,37 +19,77 @@ pub(crate) enum Remote {
 
 pub(crate) struct Shared {
     waker: mio::Waker,
-    queue: Mutex<Vec<Remote>>,
+    queue: Mutex<Queue>,
+    /// True while the queue holds commands: the loop reads it every turn and drains the
+    /// queue when it is set, whether or not a wake-up arrived for them.
+    queued: AtomicBool,
     stopped: AtomicBool,
+    /// The thread that built the reactor, the only one that can run it (a `Reactor` is not
+    /// `Send`): a `query` from it would wait for itself.
+    owner: ThreadId,
+    /// Wake-ups to fail on purpose, for the tests of a lost wake-up.
+    #[cfg(test)]
+    pub(crate) failing_wakes: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Queue {
+    remotes: Vec<Remote>,
+    /// The last wake-up failed: the next post wakes again, even into a non-empty queue.
+    wake_owed: bool,
 }
 
 impl Shared {
     pub(crate) fn new(waker: mio::Waker) -> Self {
         Shared {
             waker,
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
+            queued: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            owner: std::thread::current().id(),
+            #[cfg(test)]
+            failing_wakes: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// True when commands are queued (one atomic load: the loop asks every turn).
+    pub(crate) fn has_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
     }
 
     /// Swaps the queued commands into `into` (which must be empty), keeping both allocations.
     pub(crate) fn drain_into(&self, into: &mut Vec<Remote>) {
-        let mut queue = self
-            .queue
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        std::mem::swap(&mut *queue, into);
+        let mut queue = self.lock();
+        std::mem::swap(&mut queue.remotes, into);
+        queue.wake_owed = false;
+        self.queued.store(false, Ordering::Release);
+    }
+
+    fn wake(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self
+            .failing_wakes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(io::Error::other("a wake-up failed on purpose"));
+        }
+        self.waker.wake()
     }
 
     /// Marks the reactor as gone: later posts fail, and queued ones are dropped.
     pub(crate) fn mark_stopped(&self) {
         let dropped = {
-            let mut queue = self
-                .queue
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+            let mut queue = self.lock();
             self.stopped.store(true, Ordering::Release);
-            std::mem::take(&mut *queue)
+            self.queued.store(false, Ordering::Release);
+            std::mem::take(&mut queue.remotes)
         };
         // Dropped outside the lock: a job's captures may post to this handle as they drop.
         drop(dropped);
@@ -59,8 +100,10 @@ impl Shared {
 /// their own reactor).
 ///
 /// Every call queues a command and wakes the reactor at most once per batch: the first post
-/// into an empty queue writes to the waker, later ones ride along. Calls fail with
-/// `ErrorKind::NotConnected` once the reactor's `run` has returned.
+/// into an empty queue writes to the waker, later ones ride along. Should a wake-up fail,
+/// the command stays queued (the call still succeeds), the next post wakes the reactor
+/// again, and the loop applies queued commands at every turn whatever woke it. Calls fail
+/// with `ErrorKind::NotConnected` once the reactor's `run` has returned.
 ///
 /// ```
 /// use getty_reactor::Reactor;
@@ -99,8 +142,10 @@ impl ReactorHandle {
     }
 
     /// Runs `job` on the reactor thread and waits for its answer: how another thread reads
-    /// the reactor's state (metrics, say). Fails if the reactor stops before running it.
-    /// Never call it from the reactor's own thread: it would wait for itself.
+    /// the reactor's state (metrics, say). Fails with `NotConnected` if the reactor stops
+    /// before running it, with `Other` if the job panics, and at once with `Deadlock` on
+    /// the reactor's own thread (in a callback, or on the thread that holds the `Reactor`),
+    /// which would wait for itself forever: use [`execute`](Self::execute) there.
     ///
     /// ```
     /// let thread = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
@@ -114,15 +159,27 @@ impl ReactorHandle {
         R: Send + 'static,
         F: FnOnce(&mut Spawner<'_>) -> R + Send + 'static,
     {
+        if std::thread::current().id() == self.shared.owner {
+            return Err(io::Error::new(
+                io::ErrorKind::Deadlock,
+                "ReactorHandle::query on the reactor's own thread would wait for itself",
+            ));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.execute(move |s| {
             let _ = tx.send(job(s));
         })?;
         rx.recv().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the reactor stopped before answering",
-            )
+            // The job was dropped unanswered: with the queue when the reactor stopped
+            // (marked before the drop), or as its panic unwound.
+            if self.is_stopped() {
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the reactor stopped before answering",
+                )
+            } else {
+                io::Error::other("the query's job panicked on the reactor thread")
+            }
         })
     }
 
@@ -171,12 +228,8 @@ impl ReactorHandle {
     }
 
     fn post(&self, remote: Remote) -> io::Result<()> {
-        let was_empty = {
-            let mut queue = self
-                .shared
-                .queue
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
+        let wake = {
+            let mut queue = self.shared.lock();
             // Checked under the lock, so a post cannot slip in after `mark_stopped` cleared it.
             if self.is_stopped() {
                 return Err(io::Error::new(
@@ -184,12 +237,100 @@ impl ReactorHandle {
                     "the reactor has stopped",
                 ));
             }
-            queue.push(remote);
-            queue.len() == 1
+            queue.remotes.push(remote);
+            self.shared.queued.store(true, Ordering::Release);
+            let wake = queue.remotes.len() == 1 || queue.wake_owed;
+            queue.wake_owed = false;
+            wake
         };
-        if was_empty {
-            self.shared.waker.wake()?;
+        if wake {
+            if let Err(e) = self.shared.wake() {
+                // The command is queued: the loop applies it at its next turn, and the
+                // next post tries the wake-up again.
+                log::warn!("waking the reactor failed ({e}); the next post wakes it again");
+                self.shared.lock().wake_owed = true;
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::{Context, Entry, Reactor, Ready, Status};
+
+    /// The longest any one expected thing may take; it only bounds a failing test.
+    const STEP: Duration = Duration::from_secs(15);
+
+    /// Posts a job that reports on `tx` that it ran.
+    fn post(handle: &super::ReactorHandle, tx: &mpsc::Sender<u32>, n: u32) {
+        let tx = tx.clone();
+        handle
+            .execute(move |_| {
+                let _ = tx.send(n);
+            })
+            .expect("a post whose wake-up failed is still queued");
+    }
+
+    /// One failed wake-up used to leave the queue non-empty for good, so no later post
+    /// woke the loop again: now the next post retries the wake-up.
+    #[test]
+    fn a_failed_wake_up_is_retried_by_the_next_post() {
+        let thread = Reactor::start_thread("lost-wake", |_| Ok(())).unwrap();
+        let handle = thread.handle().clone();
+        // A round trip: the loop is idle (no timers) once it has answered.
+        handle.query(|_| ()).unwrap();
+        handle.shared.failing_wakes.store(1, Ordering::Release);
+        let (tx, rx) = mpsc::channel();
+        post(&handle, &tx, 1); // queued, but its wake-up fails
+        post(&handle, &tx, 2); // wakes the loop again
+        let mut ran = vec![
+            rx.recv_timeout(STEP).expect("the jobs ran"),
+            rx.recv_timeout(STEP).expect("the jobs ran"),
+        ];
+        ran.sort_unstable();
+        assert_eq!(ran, [1, 2]);
+        handle.shutdown();
+        thread.join().unwrap();
+    }
+
+    /// Ticks on a 1 ms timer for ever: the loop turns without any wake-up.
+    struct Ticker;
+
+    impl Entry for Ticker {
+        fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+            cx.set_timer(Duration::from_millis(1), 0);
+            Status::Continue
+        }
+        fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+            Status::Continue
+        }
+        fn on_timer(&mut self, cx: &mut Context<'_>, _: u64) -> Status {
+            cx.set_timer(Duration::from_millis(1), 0);
+            Status::Continue
+        }
+    }
+
+    /// A command whose wake-up was lost is applied at the loop's next turn, whatever woke
+    /// it (here a timer): the queue used to be read only on the waker's event.
+    #[test]
+    fn queued_commands_are_applied_at_the_next_turn_without_a_wake_up() {
+        let thread = Reactor::start_thread("lost-wake-timer", |r| {
+            r.spawn(Box::new(Ticker));
+            Ok(())
+        })
+        .unwrap();
+        let handle = thread.handle().clone();
+        handle.query(|_| ()).unwrap();
+        handle.shared.failing_wakes.store(1, Ordering::Release);
+        let (tx, rx) = mpsc::channel();
+        post(&handle, &tx, 1); // its wake-up fails; no other post follows
+        assert_eq!(rx.recv_timeout(STEP).expect("the job ran"), 1);
+        handle.shutdown();
+        thread.join().unwrap();
     }
 }

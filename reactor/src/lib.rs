@@ -57,6 +57,7 @@ use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,6 +176,81 @@ pub trait Entry: 'static {
         let _ = (cx, deadline);
         Status::Done
     }
+
+    /// One of this entry's calls panicked (`message` is the panic's message), and the
+    /// reactor's [`PanicPolicy`] is [`Isolate`](PanicPolicy::Isolate). The entry is removed
+    /// right after this returns, whatever it does: this is its chance to tell whoever must
+    /// hear that it ended (a session's handler: `on_error`, then `on_close`; a client it
+    /// belongs to) and to let go of what dropping it would not (close a socket with a
+    /// reset, say).
+    ///
+    /// The entry's state may be half-updated (the panic cut a call short): do as little as
+    /// possible, and call nothing that the panic may have left inconsistent. A panic here
+    /// is caught too; the entry is then dropped without another call. The default does
+    /// nothing: the entry is dropped, which closes its sources.
+    ///
+    /// ```
+    /// use getty_reactor::{Context, Entry, Ready, Reactor, Status};
+    ///
+    /// struct Fragile;
+    /// impl Entry for Fragile {
+    ///     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+    ///         cx.set_timer(std::time::Duration::ZERO, 0);
+    ///         Status::Continue
+    ///     }
+    ///     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status { Status::Continue }
+    ///     fn on_timer(&mut self, _: &mut Context<'_>, _: u64) -> Status {
+    ///         panic!("a bug in one entry");
+    ///     }
+    ///     fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
+    ///         assert_eq!(message, "a bug in one entry");
+    ///         cx.handle().shutdown(); // only to end this example
+    ///     }
+    /// }
+    ///
+    /// # let quiet = std::panic::take_hook();
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// let mut reactor = Reactor::new().unwrap();
+    /// reactor.spawn(Box::new(Fragile));
+    /// reactor.run().unwrap(); // the panic ended the entry, not the reactor
+    /// # std::panic::set_hook(quiet);
+    /// ```
+    fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
+        let _ = (cx, message);
+    }
+}
+
+/// What a reactor does when an entry's call (readiness, a timer, a command, start,
+/// shutdown, [`Entry::on_panic`] itself), the drop of an entry, or a job posted with
+/// [`ReactorHandle::execute`] panics. Set it with [`ReactorBuilder::panic_policy`] or
+/// [`Reactor::set_panic_policy`].
+///
+/// Catching costs nothing while nothing panics (no allocation, no syscall); a panic that
+/// escapes with `panic = "abort"` in the build profile aborts the process whatever the
+/// policy, since there is then nothing to catch.
+///
+/// ```
+/// use getty_reactor::{PanicPolicy, Reactor};
+///
+/// // A service that prefers to crash (and be restarted) over running on after a bug:
+/// let reactor = Reactor::builder().panic_policy(PanicPolicy::Abort).build().unwrap();
+/// assert_eq!(reactor.panic_policy(), PanicPolicy::Abort);
+/// assert_eq!(PanicPolicy::default(), PanicPolicy::Isolate);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PanicPolicy {
+    /// The default, as netty routes a handler's exception to `exceptionCaught` and closes
+    /// that channel, and a tokio runtime outlives a task that panics: the panic is caught
+    /// at the call, logged at error level and counted ([`LoopMetrics::panics`]); the
+    /// entry that panicked hears [`Entry::on_panic`] and is removed; every other entry,
+    /// timer and queued command carries on. A panicking job is logged and dropped (a
+    /// [`ReactorHandle::query`] waiting on it fails).
+    #[default]
+    Isolate,
+    /// Logs the panic at error level, then aborts the process (`std::process::abort`):
+    /// no entry runs again, and no `on_close` or destructor runs after the bug.
+    Abort,
 }
 
 struct Slot {
@@ -263,6 +339,7 @@ struct Core {
     metrics: LoopMetrics,
     /// Typed per-reactor state owned by the layers above (their metrics, say).
     extensions: Vec<(TypeId, Box<dyn Any>)>,
+    panic_policy: PanicPolicy,
 }
 
 thread_local! {
@@ -304,6 +381,7 @@ pub fn current() -> Option<(EntryId, ReactorHandle)> {
 pub struct ReactorBuilder {
     event_capacity: Option<usize>,
     buffers: Option<BufPool>,
+    panic_policy: PanicPolicy,
 }
 
 impl ReactorBuilder {
@@ -327,6 +405,18 @@ impl ReactorBuilder {
     /// ```
     pub fn buffer_pool(mut self, pool: BufPool) -> Self {
         self.buffers = Some(pool);
+        self
+    }
+
+    /// What the reactor does when an entry or a job panics (default:
+    /// [`PanicPolicy::Isolate`], which ends only the entry that panicked).
+    ///
+    /// ```
+    /// use getty_reactor::{PanicPolicy, Reactor};
+    /// let r = Reactor::builder().panic_policy(PanicPolicy::Abort).build().unwrap();
+    /// ```
+    pub fn panic_policy(mut self, policy: PanicPolicy) -> Self {
+        self.panic_policy = policy;
         self
     }
 
@@ -355,6 +445,7 @@ impl ReactorBuilder {
             phase: Phase::Running,
             metrics: LoopMetrics::default(),
             extensions: Vec::new(),
+            panic_policy: self.panic_policy,
         };
         Ok(Reactor {
             poll,
@@ -490,6 +581,32 @@ impl Reactor {
         self.core.slots.len()
     }
 
+    /// Sets what the reactor does when an entry or a job panics; for reactors made by
+    /// [`start_thread`](Self::start_thread) (or a [`ReactorPool`]), call it in `setup`.
+    ///
+    /// ```
+    /// use getty_reactor::{PanicPolicy, Reactor};
+    /// let thread = Reactor::start_thread("crash-on-bug", |reactor| {
+    ///     reactor.set_panic_policy(PanicPolicy::Abort);
+    ///     Ok(())
+    /// }).unwrap();
+    /// thread.handle().shutdown();
+    /// thread.join().unwrap();
+    /// ```
+    pub fn set_panic_policy(&mut self, policy: PanicPolicy) {
+        self.core.panic_policy = policy;
+    }
+
+    /// What the reactor does when an entry or a job panics.
+    ///
+    /// ```
+    /// use getty_reactor::{PanicPolicy, Reactor};
+    /// assert_eq!(Reactor::new().unwrap().panic_policy(), PanicPolicy::Isolate);
+    /// ```
+    pub fn panic_policy(&self) -> PanicPolicy {
+        self.core.panic_policy
+    }
+
     /// Runs the loop on this thread until the reactor is shut down (through a
     /// [`ReactorHandle`]) and its last entry has ended.
     ///
@@ -527,13 +644,18 @@ impl Reactor {
         std::mem::swap(&mut self.core.rescheduled, &mut self.rescheduled_now);
         for event in self.events.iter() {
             if event.token() == WAKER {
-                self.core.shared.drain_into(&mut self.remote_batch);
-                continue;
+                continue; // the queue is checked below, woken or not
             }
             self.core.metrics.events += 1;
             let ready = Ready::from_event(event);
             self.core
                 .dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
+        }
+        // Every turn, not only on the waker's event: a command whose wake-up was lost (a
+        // failed `wake`) is applied at the next turn, whatever woke the loop (one atomic
+        // load per turn; the lock is taken only when something is queued).
+        if self.core.shared.has_queued() {
+            self.core.shared.drain_into(&mut self.remote_batch);
         }
         for (id, ready) in self.rescheduled_now.drain(..) {
             self.core.dispatch(id, |e, cx| e.on_ready(cx, ready));
@@ -659,7 +781,7 @@ impl Core {
     }
 
     fn poll_timeout(&mut self) -> Option<Duration> {
-        if !self.rescheduled.is_empty() || !self.mailbox.is_empty() {
+        if !self.rescheduled.is_empty() || !self.mailbox.is_empty() || self.shared.has_queued() {
             return Some(Duration::ZERO);
         }
         let mut wake_at = self.timers.next_deadline();
@@ -706,13 +828,73 @@ impl Core {
         }
         let mut entry = slot.entry.take()?;
         let outer = CURRENT_ENTRY.with(|c| c.replace(Some(id)));
-        let status = call(entry.as_mut(), &mut Context { core: self, id });
+        // AssertUnwindSafe: after a panic the entry is never called again but for
+        // `on_panic`, whose contract says its state may be half-updated, and is then
+        // dropped; the core is changed during the call only through `Context`, whose
+        // methods run no user code, so no panic of the entry's can leave it half-updated.
+        // catch_unwind costs nothing until something panics.
+        let called = panic::catch_unwind(AssertUnwindSafe(|| {
+            call(entry.as_mut(), &mut Context { core: self, id })
+        }));
+        let status = match called {
+            Ok(status) => status,
+            Err(payload) => {
+                self.entry_panicked(id, entry.as_mut(), payload);
+                Status::Done
+            }
+        };
         CURRENT_ENTRY.with(|c| c.set(outer));
         match status {
             Status::Continue => self.slots[id.key].entry = Some(entry),
-            Status::Done => self.remove(id.key),
+            Status::Done => {
+                self.remove(id.key);
+                self.drop_entry(id, entry);
+            }
         }
         Some(status)
+    }
+
+    /// An entry's call panicked: report it, let the entry tell its handler (`on_panic`,
+    /// itself guarded), and leave its removal to the caller. Runs as the entry (the
+    /// "current entry" is still its id), so `on_panic` may mint handles and send.
+    #[cold]
+    #[inline(never)]
+    fn entry_panicked(&mut self, id: EntryId, entry: &mut dyn Entry, payload: Box<dyn Any + Send>) {
+        self.report_panic(&format!("entry {id:?}"), "it is removed", &*payload);
+        // AssertUnwindSafe: as in `call_entry`; a second panic ends the entry's calls.
+        let told = panic::catch_unwind(AssertUnwindSafe(|| {
+            entry.on_panic(&mut Context { core: self, id }, panic_message(&*payload))
+        }));
+        if let Err(again) = told {
+            let what = format!("entry {id:?}, in on_panic,");
+            self.report_panic(&what, "it is dropped", &*again);
+            forget_payload(again);
+        }
+        forget_payload(payload);
+    }
+
+    /// Drops a removed entry; a destructor that panics is reported like any other panic.
+    fn drop_entry(&mut self, id: EntryId, entry: Box<dyn Entry>) {
+        // AssertUnwindSafe: nothing is observed after a destructor panicked but the panic.
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(entry))) {
+            let what = format!("entry {id:?}, while being dropped,");
+            self.report_panic(&what, "it is gone", &*payload);
+            forget_payload(payload);
+        }
+    }
+
+    /// Logs a caught panic and counts it, or aborts the process under
+    /// [`PanicPolicy::Abort`].
+    #[cold]
+    #[inline(never)]
+    fn report_panic(&mut self, what: &str, then: &str, payload: &(dyn Any + Send)) {
+        let message = panic_message(payload);
+        self.metrics.panics += 1;
+        if self.panic_policy == PanicPolicy::Abort {
+            log::error!("{what} panicked: {message}; aborting (PanicPolicy::Abort)");
+            std::process::abort();
+        }
+        log::error!("{what} panicked: {message}; {then}, the reactor carries on");
     }
 
     fn run_deferred(&mut self) {
@@ -733,7 +915,14 @@ impl Core {
     fn apply(&mut self, remote: Remote) {
         match remote {
             Remote::Execute(job) => {
-                job(&mut Spawner { core: self });
+                // AssertUnwindSafe: the job is consumed, and `Spawner` changes the core
+                // only through methods that run no user code.
+                let ran =
+                    panic::catch_unwind(AssertUnwindSafe(|| job(&mut Spawner { core: self })));
+                if let Err(payload) = ran {
+                    self.report_panic("a job posted to the reactor", "it is dropped", &*payload);
+                    forget_payload(payload);
+                }
                 self.run_deferred();
             }
             Remote::Deliver(to, command) => self.dispatch(to, |e, cx| e.on_command(cx, command)),
@@ -763,16 +952,17 @@ impl Core {
             .collect()
     }
 
-    /// Removes (and drops) an entry; the groups it created end with it.
-    fn remove(&mut self, key: usize) {
+    /// Removes an entry, returning it (if it was not being called) for the caller to drop
+    /// with [`Core::drop_entry`]; the groups it created end with it.
+    fn remove(&mut self, key: usize) -> Option<Box<dyn Entry>> {
         let slot = self.slots.remove(key);
-        if slot.tag & OWNER_BIT == 0 {
-            return;
+        if slot.tag & OWNER_BIT != 0 {
+            for index in self.owned_groups.remove(&slot.serial()).unwrap_or_default() {
+                self.groups[usize::from(index)] = None;
+                self.free_groups.push(index);
+            }
         }
-        for index in self.owned_groups.remove(&slot.serial()).unwrap_or_default() {
-            self.groups[usize::from(index)] = None;
-            self.free_groups.push(index);
-        }
+        slot.entry
     }
 
     /// A new group owned by `owner` (the entry being called), ended when `owner` is removed.
@@ -828,7 +1018,7 @@ impl Core {
             self.force_stop();
             return;
         }
-        self.phase = Phase::Draining(self.now + grace);
+        self.phase = Phase::Draining(deadline_after(self.now, grace));
         for id in self.live_ids() {
             self.notify_shutdown(id);
         }
@@ -859,13 +1049,43 @@ impl Core {
         while !self.slots.is_empty() {
             for id in self.live_ids() {
                 self.call_entry(id, |e, cx| e.on_shutdown(cx, None));
-                if self.slots.contains(id.key) {
-                    self.remove(id.key);
+                if self.is_alive(id) {
+                    if let Some(entry) = self.remove(id.key) {
+                        self.drop_entry(id, entry);
+                    }
                 }
             }
             self.started.clear();
             self.mailbox.clear();
         }
+    }
+}
+
+/// `now + delay`, or a century from now for a delay past what an `Instant` can hold
+/// (`Duration::MAX` for "never"): "never" in practice, and no overflow.
+fn deadline_after(now: Instant, delay: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(delay.min(CENTURY))
+        .unwrap_or_else(|| now + CENTURY)
+}
+
+/// The message of a panic payload (`panic!` makes a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a panic with a payload that is not a string"
+    }
+}
+
+/// Disposes of a caught panic's payload. Its destructor is user code too and could panic
+/// in turn, so it is dropped under `catch_unwind`, and a payload of *that* panic is leaked.
+fn forget_payload(payload: Box<dyn Any + Send>) {
+    // AssertUnwindSafe: nothing is observed after the drop.
+    if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 
@@ -956,12 +1176,7 @@ impl Context<'_> {
     /// });
     /// ```
     pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerId {
-        // A delay past what an Instant can hold means "never" in practice: a century.
-        let deadline = self
-            .core
-            .now
-            .checked_add(delay)
-            .unwrap_or_else(|| self.core.now + Duration::from_secs(100 * 365 * 86_400));
+        let deadline = deadline_after(self.core.now, delay);
         self.set_timer_at(deadline, tag)
     }
 
@@ -1111,6 +1326,47 @@ impl Context<'_> {
     /// ```
     pub fn extension<T: Default + 'static>(&mut self) -> &mut T {
         self.core.extension()
+    }
+
+    /// Runs `f`, a piece of user code that concerns less than this whole entry (a server's
+    /// setup hook, called for one connection), catching a panic in it under the reactor's
+    /// [`PanicPolicy`]: with [`Isolate`](PanicPolicy::Isolate) the panic is logged at
+    /// error level (naming `what`) and counted, `None` comes back and the entry carries
+    /// on; with [`Abort`](PanicPolicy::Abort) the process aborts. Costs nothing while
+    /// nothing panics.
+    ///
+    /// The caller vouches that what `f` touches is sound to use after a panic (as with
+    /// `AssertUnwindSafe`): state the panic may have cut short must not be relied on.
+    ///
+    /// ```
+    /// # let quiet = std::panic::take_hook();
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// getty_reactor::with_context(|cx| {
+    ///     let fine = cx.catch_panic("a hook", |cx| cx.armed_timers());
+    ///     assert_eq!(fine, Some(0));
+    ///     let broken: Option<u32> = cx.catch_panic("a hook", |_| panic!("bug"));
+    ///     assert_eq!(broken, None); // logged and counted; this entry carries on
+    /// });
+    /// # std::panic::set_hook(quiet);
+    /// ```
+    pub fn catch_panic<R>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut Context<'_>) -> R,
+    ) -> Option<R> {
+        // AssertUnwindSafe: the caller vouches for `f`'s captures; the core is changed
+        // only through `Context` methods, which run no user code.
+        match panic::catch_unwind(AssertUnwindSafe(|| f(self))) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                let id = self.id;
+                let what = format!("{what} (in entry {id:?})");
+                self.core
+                    .report_panic(&what, "the entry goes on", &*payload);
+                forget_payload(payload);
+                None
+            }
+        }
     }
 
     /// How many timers are armed on this reactor (for tests and metrics).

@@ -32,6 +32,9 @@ pub struct LoopMetrics {
     pub entries: u64,
     /// How long turns took.
     pub turn_latency: LatencyHistogram,
+    /// Panics caught in entries and jobs (each ended only its own entry or job; see
+    /// [`PanicPolicy`](crate::PanicPolicy)).
+    pub panics: u64,
 }
 
 /// A histogram with power-of-two buckets: bucket `i` counts durations in
