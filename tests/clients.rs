@@ -409,3 +409,80 @@ fn the_client_refuses_an_http_1_0_101_and_malformed_extension_responses() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Item 22: TLS server names and text messages checked up front
+// ---------------------------------------------------------------------------------------
+
+/// A TLS server name that is not a DNS name or an IP address fails `build` with a typed
+/// error, for the TCP and the WebSocket client alike. Before the fix it was found at every
+/// connect, and the client redialled forever with a warning.
+#[test]
+fn a_bad_tls_server_name_fails_the_build() {
+    use getty::codec::rustls::pki_types::InvalidDnsNameError;
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let config = getty::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
+    let typed = |err: std::io::Error| {
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.get_ref()
+                .is_some_and(|e| e.downcast_ref::<InvalidDnsNameError>().is_some()),
+            "not an InvalidDnsNameError: {err:?}"
+        );
+    };
+    for name in ["not a host name!", "", "bad..dots", "trailing-\r\n"] {
+        let built = TcpClient::builder()
+            .tls(config.clone(), name)
+            .build(dead_port(), |_| {
+                Ok((RawCodec, Probe::silent(&Events::new().0)))
+            });
+        typed(built.err().unwrap_or_else(|| panic!("{name:?} was taken")));
+    }
+    let built = WsClient::builder()
+        .tls(config.clone())
+        .build("wss://bad_name!:9/", |_| Ok((MessageCodec, Silent)));
+    typed(built.err().expect("wss://bad_name! was taken"));
+    // Names and addresses that are valid still build.
+    for name in ["localhost", "127.0.0.1", "::1", "a-b.example"] {
+        let built = TcpClient::builder()
+            .tls(config.clone(), name)
+            .build(dead_port(), |_| {
+                Ok((RawCodec, Probe::silent(&Events::new().0)))
+            });
+        assert!(built.is_ok(), "{name}");
+    }
+}
+
+/// Text from bytes is checked when the message is made: bytes that are not UTF-8 make no
+/// message (before the fix `Message::Text` took any bytes and went out as a text frame the
+/// peer refused with 1007), and text made from checked bytes goes out as a text frame.
+#[test]
+fn text_messages_are_utf8_by_construction() {
+    struct SendsText;
+    impl Handler<MessageCodec> for SendsText {
+        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+            assert!(Message::text_from_utf8(&b"caf\xc3"[..]).is_err());
+            assert!(getty::codec::Utf8Bytes::try_from(vec![0xffu8]).is_err());
+            s.write(Message::text_from_utf8(&b"caf\xc3\xa9"[..]).unwrap())?;
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+    }
+    watchdog(TEST_LIMIT, || {
+        let server = getty::ws::WsServer::builder()
+            .route("/echo", |_| Ok((MessageCodec, SendsText)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("ws-text-server", server);
+        let mut peer = connect(addr);
+        ws_upgrade(&mut peer);
+        let mut frame = [0u8; 7];
+        peer.read_exact(&mut frame).unwrap();
+        assert_eq!(frame, *b"\x81\x05caf\xc3\xa9", "a text frame with the text");
+        server.stop();
+    });
+}

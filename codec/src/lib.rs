@@ -52,7 +52,7 @@ pub mod ws;
 pub use filter::Compression;
 pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};
-pub use message::{Message, MessageCodec};
+pub use message::{Message, MessageCodec, Utf8Bytes};
 pub use raw::RawCodec;
 
 /// Messages shorter than this many bytes are copied out of the read buffer by

@@ -1,8 +1,163 @@
 //! A codec whose messages remember whether they are text or binary.
 
+use std::fmt;
+use std::ops::Deref;
+use std::str::Utf8Error;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
+
+/// Bytes that are UTF-8: the payload of a [`Message::Text`]. Made from a `String` or a
+/// `&'static str` at no cost; made from bytes only through a check
+/// ([`Utf8Bytes::from_utf8`], `TryFrom`), so a text message that is not UTF-8 (which a
+/// WebSocket peer would refuse with close code 1007) cannot be built. Cheap to clone (a
+/// [`Bytes`] inside); derefs to `str`.
+///
+/// ```
+/// use getty_codec::{Bytes, Utf8Bytes};
+///
+/// let t = Utf8Bytes::from("héllo".to_string());
+/// assert_eq!(&*t, "héllo");
+/// assert_eq!(t.as_bytes().len(), 6);
+/// assert!(Utf8Bytes::from_utf8(Bytes::from_static(b"\xff")).is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Utf8Bytes(Bytes);
+
+impl Utf8Bytes {
+    /// Checks that `bytes` are UTF-8, without copying them.
+    ///
+    /// ```
+    /// use getty_codec::{Bytes, Utf8Bytes};
+    /// let t = Utf8Bytes::from_utf8(Bytes::from_static(b"ok")).unwrap();
+    /// assert_eq!(t.as_str(), "ok");
+    /// assert!(Utf8Bytes::from_utf8(Bytes::from_static(b"\xc3")).is_err());
+    /// ```
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Utf8Bytes(bytes))
+    }
+
+    /// Text that lives for the whole program, without copying it.
+    ///
+    /// ```
+    /// assert_eq!(getty_codec::Utf8Bytes::from_static("hi").len(), 2);
+    /// ```
+    pub const fn from_static(text: &'static str) -> Self {
+        Utf8Bytes(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The text.
+    ///
+    /// ```
+    /// assert_eq!(getty_codec::Utf8Bytes::from_static("hi").as_str(), "hi");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor takes a `str` or checks the bytes, and the bytes are
+        // never changed afterwards (`Bytes` is immutable).
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The bytes, as the [`Bytes`] they are held in.
+    ///
+    /// ```
+    /// let t = getty_codec::Utf8Bytes::from_static("hi");
+    /// assert_eq!(t.as_bytes(), &b"hi"[..]);
+    /// ```
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The bytes, dropping the guarantee.
+    ///
+    /// ```
+    /// let b = getty_codec::Utf8Bytes::from_static("hi").into_bytes();
+    /// assert_eq!(b, "hi");
+    /// ```
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Utf8Bytes {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Utf8Bytes {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Utf8Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Utf8Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for Utf8Bytes {
+    fn from(text: String) -> Self {
+        Utf8Bytes(Bytes::from(text))
+    }
+}
+
+impl From<&str> for Utf8Bytes {
+    fn from(text: &str) -> Self {
+        Utf8Bytes(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl From<Utf8Bytes> for Bytes {
+    fn from(text: Utf8Bytes) -> Self {
+        text.0
+    }
+}
+
+impl TryFrom<Bytes> for Utf8Bytes {
+    type Error = Utf8Error;
+
+    /// As [`Utf8Bytes::from_utf8`].
+    fn try_from(bytes: Bytes) -> Result<Self, Utf8Error> {
+        Utf8Bytes::from_utf8(bytes)
+    }
+}
+
+impl TryFrom<Vec<u8>> for Utf8Bytes {
+    type Error = std::string::FromUtf8Error;
+
+    fn try_from(bytes: Vec<u8>) -> Result<Self, Self::Error> {
+        String::from_utf8(bytes).map(Utf8Bytes::from)
+    }
+}
+
+impl PartialEq<str> for Utf8Bytes {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Utf8Bytes {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// One message with its kind: what [`MessageCodec`] decodes and encodes.
 ///
@@ -17,23 +172,38 @@ use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
 /// assert_eq!(m.kind(), MessageKind::Text);
 /// assert_eq!(m.as_text(), Some("héllo"));
 /// assert_eq!(Message::binary(&b"\xff"[..]).as_text(), None);
+/// // Text from bytes is checked: a text message is always UTF-8.
+/// assert!(Message::text_from_utf8(&b"\xff"[..]).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Message {
-    /// A text message; the bytes are UTF-8.
-    Text(Bytes),
+    /// A text message: UTF-8 by construction (see [`Utf8Bytes`]).
+    Text(Utf8Bytes),
     /// A binary message.
     Binary(Bytes),
 }
 
 impl Message {
-    /// A text message.
+    /// A text message (no check: a `String` is UTF-8 already).
     ///
     /// ```
     /// assert_eq!(getty_codec::Message::text("hi").payload(), "hi");
     /// ```
     pub fn text(text: impl Into<String>) -> Self {
-        Message::Text(Bytes::from(text.into()))
+        Message::Text(Utf8Bytes::from(text.into()))
+    }
+
+    /// A text message from bytes, checked to be UTF-8 (once, here; not again when it is
+    /// written).
+    ///
+    /// ```
+    /// use getty_codec::Message;
+    /// let m = Message::text_from_utf8(bytes::Bytes::from_static(b"caf\xc3\xa9")).unwrap();
+    /// assert_eq!(m.as_text(), Some("café"));
+    /// assert!(Message::text_from_utf8(&b"caf\xc3"[..]).is_err());
+    /// ```
+    pub fn text_from_utf8(bytes: impl Into<Bytes>) -> Result<Self, Utf8Error> {
+        Utf8Bytes::from_utf8(bytes.into()).map(Message::Text)
     }
 
     /// A binary message.
@@ -65,18 +235,19 @@ impl Message {
     /// ```
     pub fn payload(&self) -> &Bytes {
         match self {
-            Message::Text(b) | Message::Binary(b) => b,
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
         }
     }
 
-    /// The message as text: `Some` for a text message whose bytes are UTF-8.
+    /// The message as text: `Some` for a text message.
     ///
     /// ```
     /// assert_eq!(getty_codec::Message::text("ok").as_text(), Some("ok"));
     /// ```
     pub fn as_text(&self) -> Option<&str> {
         match self {
-            Message::Text(b) => std::str::from_utf8(b).ok(),
+            Message::Text(t) => Some(t.as_str()),
             Message::Binary(_) => None,
         }
     }
@@ -89,7 +260,8 @@ impl Message {
     /// ```
     pub fn into_payload(self) -> Bytes {
         match self {
-            Message::Text(b) | Message::Binary(b) => b,
+            Message::Text(t) => t.into_bytes(),
+            Message::Binary(b) => b,
         }
     }
 }
@@ -162,7 +334,9 @@ impl Decoder for MessageCodec {
     }
 
     /// The whole payload as one message of the given kind (zero-copy, or a copy if small), an
-    /// empty one included.
+    /// empty one included. A text payload is checked to be UTF-8 (a malformed-message error
+    /// if not; a WebSocket session's payloads always pass, its protocol having checked them
+    /// already), so that [`Message::Text`] keeps its guarantee.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -170,15 +344,25 @@ impl Decoder for MessageCodec {
     ///
     /// let msg = MessageCodec.decode_message(MessageKind::Text, &mut BytesMut::new()).unwrap();
     /// assert_eq!(msg, Message::text(""));
+    /// let mut bad = BytesMut::from(&b"\xff"[..]);
+    /// assert!(MessageCodec.decode_message(MessageKind::Text, &mut bad).is_err());
     /// ```
     fn decode_message(
         &mut self,
         kind: MessageKind,
         payload: &mut BytesMut,
     ) -> Result<Message, CodecError> {
+        if kind == MessageKind::Text {
+            if let Err(e) = std::str::from_utf8(payload) {
+                return Err(CodecError::malformed(format!(
+                    "a text message that is not UTF-8: {e}"
+                )));
+            }
+        }
         let bytes = split_message(payload, payload.len());
         Ok(match kind {
-            MessageKind::Text => Message::Text(bytes),
+            // Checked just above.
+            MessageKind::Text => Message::Text(Utf8Bytes(bytes)),
             MessageKind::Binary => Message::Binary(bytes),
         })
     }

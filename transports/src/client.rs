@@ -46,6 +46,8 @@ pub(crate) struct ClientConfig {
     pub(crate) session_options: SessionOptions,
     /// The filter nearest the wire (TLS), if any.
     pub(crate) transport_filter: Option<FilterFactory>,
+    /// The TLS server name, checked when the client is built.
+    pub(crate) tls_server_name: Option<String>,
     /// Every session starts with this WebSocket upgrade.
     pub(crate) websocket: Option<Arc<WsDial>>,
 }
@@ -60,6 +62,7 @@ impl Default for ClientConfig {
             socket_options: SocketOptions::default(),
             session_options: SessionOptions::default(),
             transport_filter: None,
+            tls_server_name: None,
             websocket: None,
         }
     }

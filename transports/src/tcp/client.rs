@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use getty_codec::rustls;
+use getty_codec::rustls::pki_types::ServerName;
 use getty_codec::Decoder;
 use mio::net::TcpStream;
 
@@ -48,18 +49,42 @@ impl TcpClientBuilder {
     /// the configuration's roots. Writes wait for the handshake; a failed one ends the
     /// session with `on_error` and counts as a failed dial. See [`crate::tls`].
     ///
+    /// `server_name` is a DNS name or an IP address; anything else makes
+    /// [`build`](Self::build) fail (with a
+    /// [`InvalidDnsNameError`](getty_codec::rustls::pki_types::InvalidDnsNameError) inside
+    /// the `io::Error`), rather than every dial.
+    ///
     /// ```
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{tcp::TcpClient, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
-    /// let b = getty_transports::tcp::TcpClient::builder().tls(config, "localhost");
+    /// let b = TcpClient::builder().tls(config.clone(), "localhost");
+    /// let bad = TcpClient::builder().tls(config, "not a host name!");
+    /// let err = bad.build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).err().unwrap();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     /// ```
     pub fn tls(
         mut self,
         config: Arc<rustls::ClientConfig>,
         server_name: impl Into<String>,
     ) -> Self {
-        self.config.transport_filter = Some(FilterFactory::tls_client(config, server_name.into()));
+        let server_name = server_name.into();
+        self.config.tls_server_name = Some(server_name.clone());
+        self.config.transport_filter = Some(FilterFactory::tls_client(config, server_name));
         self
+    }
+
+    /// Fails when the TLS server name is neither a DNS name nor an IP address: found when
+    /// the client is built, not at every dial (which would fail and redial forever).
+    pub(crate) fn check_tls_name(&self) -> io::Result<()> {
+        if let Some(name) = &self.config.tls_server_name {
+            ServerName::try_from(name.as_str())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
+        Ok(())
     }
 
     /// How many sessions to keep open to the address (default 1; at least 1).
@@ -147,6 +172,7 @@ impl TcpClientBuilder {
         C: Decoder + 'static,
         H: Handler<C>,
     {
+        self.check_tls_name()?;
         let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
         })?;

@@ -336,6 +336,7 @@ impl WsClientBuilder {
                 )
             })?;
             tcp = tcp.tls(config, url.bare_host());
+            tcp.check_tls_name()?;
         }
         let mut request = ClientRequest::new(url.host_header(), url.path.as_str());
         for (name, value) in self.headers {
