@@ -69,8 +69,30 @@ pub enum Error {
     /// A session handle refused a write: the session is above its high watermark, or too
     /// many writes are in flight. Wait with `SessionHandle::wait_writable`.
     Backpressure,
+    /// A datagram was addressed to an unnamed unix socket ([`UnixAddr::Unnamed`]): an
+    /// unbound sender, which can be received from but has no address to send back to.
+    /// Nothing was queued; the session carries on.
+    ///
+    /// ```
+    /// let e = getty_transports::Error::UnnamedPeer;
+    /// assert!(e.to_string().contains("unnamed"));
+    /// ```
+    ///
+    /// [`UnixAddr::Unnamed`]: crate::UnixAddr::Unnamed
+    UnnamedPeer,
     /// The session is closing or closed.
     Closed,
+    /// A callback of this session's handler (or a job run on the session) panicked, with
+    /// this message. The reactor caught the panic; the session was reset and ends with
+    /// this error (`on_error`, then `on_close`, unless the panic was in `on_open`, which
+    /// then counts as a refusal, or a second panic came from `on_error` itself). Every
+    /// other session carries on. See `getty_reactor::PanicPolicy`.
+    ///
+    /// ```
+    /// let e = getty_transports::Error::Panicked("index out of bounds".into());
+    /// assert_eq!(e.to_string(), "a handler panicked: index out of bounds");
+    /// ```
+    Panicked(String),
 }
 
 impl Error {
@@ -126,7 +148,11 @@ impl fmt::Display for Error {
             Error::Backpressure => {
                 f.write_str("session is not writable (above its high watermark); wait and retry")
             }
+            Error::UnnamedPeer => f.write_str(
+                "the peer is an unnamed (unbound) unix socket: there is no address to send to",
+            ),
             Error::Closed => f.write_str("session is closed"),
+            Error::Panicked(message) => write!(f, "a handler panicked: {message}"),
         }
     }
 }
@@ -181,7 +207,9 @@ impl From<Error> for io::Error {
             | Error::HandshakeTimeout(_)
             | Error::PongTimeout(_) => io::ErrorKind::TimedOut,
             Error::QueueFull { .. } | Error::Backpressure => io::ErrorKind::WouldBlock,
+            Error::UnnamedPeer => io::ErrorKind::InvalidInput,
             Error::Closed => io::ErrorKind::NotConnected,
+            Error::Panicked(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, e.to_string())
     }

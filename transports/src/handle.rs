@@ -220,8 +220,9 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
         self.core.is_writable()
     }
 
-    /// Waits until the session is writable again, for at most `timeout`. Fails with
-    /// [`Error::Closed`] if it ends meanwhile, and with [`Error::Backpressure`] on timeout.
+    /// Waits until the session is writable again, for at most `timeout` (`Duration::MAX`
+    /// waits as long as it takes). Fails with [`Error::Closed`] if it ends meanwhile, and
+    /// with [`Error::Backpressure`] on timeout.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
@@ -285,7 +286,9 @@ impl HandleCore {
     }
 
     pub(crate) fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
+        // Clamped as the session options are: `Duration::MAX` ("wait as long as it takes")
+        // must not overflow the deadline.
+        let deadline = Instant::now() + crate::options::clamp_timeout(timeout);
         let mut writable = self
             .state
             .writable

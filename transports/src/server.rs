@@ -57,8 +57,17 @@ where
                 transport_filter: self.transport_filter.as_ref(),
                 websocket: None,
             };
-            let session = prepare(stream, peer, &plan, &mut self.setup, cx.now(), None);
-            session.map(|s| Box::new(s) as Box<dyn Entry>)
+            let now = cx.now();
+            let setup = &mut self.setup;
+            // The setup hook is user code: a panic in it refuses this one connection (its
+            // socket is dropped) and the server keeps accepting, as a netty
+            // ChannelInitializer's exception closes only its own channel. The hook is
+            // called again for the next connection: its state is the user's, and nothing
+            // of the server's is mid-update while it runs.
+            let session = cx.catch_panic("a server's setup hook", |_| {
+                prepare(stream, peer, &plan, setup, now, None)
+            });
+            session.flatten().map(|s| Box::new(s) as Box<dyn Entry>)
         };
         if resumed {
             self.acceptor.on_timer(cx, accepted)
@@ -130,6 +139,10 @@ macro_rules! entry_by_inner {
                 deadline: Option<std::time::Instant>,
             ) -> getty_reactor::Status {
                 self.inner.on_shutdown(cx, deadline)
+            }
+
+            fn on_panic(&mut self, cx: &mut getty_reactor::Context<'_>, message: &str) {
+                self.inner.on_panic(cx, message)
             }
         }
     };

@@ -124,6 +124,8 @@ enum Flag {
     /// Decoding stopped at a pause (the handler's, or flow control under a filter) with
     /// bytes already read: they are decoded first when reading resumes.
     Undelivered = 8,
+    /// `on_open` accepted the session: `on_close` is owed (a panic before it is a refusal).
+    Opened = 16,
 }
 
 /// The `Flag`s that hold, in one byte: ten thousand idle sessions each hold an entry, whose
@@ -213,6 +215,7 @@ where
             return self.end_unopened(cx, Error::Io(refused));
         }
         cx.extension::<Metrics>().sessions_opened += 1;
+        self.flags.set(Flag::Opened, true);
         let handshake_until = cx.now() + self.session.options.handshake_timeout;
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             io.handshake_until = Some(handshake_until);
@@ -1354,6 +1357,47 @@ where
             self.send_filter_close();
         }
         self.finish(cx, unsent)
+    }
+
+    /// A callback (or a job) panicked, and the reactor caught it: reset the connection
+    /// (what is queued may be half-written), then tell the handler, last, so that a second
+    /// panic leaves nothing undone: `on_error(Panicked)` and `on_close` for a session that
+    /// opened; nothing for one that did not (a panic in `on_open` is a refusal).
+    fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
+        let error = Error::Panicked(message.to_owned());
+        log::debug!("session {} failed: {error}", self.session.id());
+        cx.extension::<Metrics>().count_error(&error);
+        #[cfg(unix)]
+        let _ = self
+            .session
+            .socket()
+            .set_linger(Some(std::time::Duration::ZERO));
+        let _ = cx.registry().deregister(&mut self.stream);
+        self.cancel_timer(cx);
+        let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
+        if !owes_close || !self.flags.get(Flag::Opened) {
+            if owes_close {
+                self.end_unopened(cx, error);
+            }
+            self.phase = Phase::Closed;
+            return;
+        }
+        // Done from here on, whatever the handler does.
+        self.phase = Phase::Closed;
+        self.session.close_request = Some(CloseRequest::Abort);
+        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
+            state.mark_closed();
+        }
+        if let Some(owner) = self.owner() {
+            let ended = SessionEnded {
+                id: cx.id(),
+                outcome: Ok(()),
+            };
+            cx.send(owner, Box::new(ended));
+        }
+        cx.extension::<Metrics>().sessions_closed += 1;
+        self.handler.on_error(&mut self.session, &error);
+        self.handler.on_close(&mut self.session);
     }
 }
 

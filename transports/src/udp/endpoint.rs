@@ -321,4 +321,10 @@ where
             None => Status::Done,
         }
     }
+
+    fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
+        if let Some(entry) = self.entry.as_mut() {
+            entry.on_panic(cx, message);
+        }
+    }
 }

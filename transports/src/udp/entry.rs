@@ -622,7 +622,6 @@ where
             self.release(cx);
             return Status::Done;
         }
-        self.phase = Phase::Open;
         self.session.stats.last_read = cx.now();
         self.session.stats.last_write = cx.now();
         // One byte more than the largest datagram accepted, to catch an oversized one.
@@ -640,6 +639,8 @@ where
             self.release(cx);
             return Status::Done;
         }
+        // Open only once on_open accepted it: a panic in on_open owes no on_close.
+        self.phase = Phase::Open;
         cx.extension::<Metrics>().sessions_opened += 1;
         self.session.timers_changed = true;
         self.settle(cx)
@@ -711,6 +712,26 @@ where
             self.flush(cx);
         }
         self.finish(cx)
+    }
+
+    /// A callback (or a job) panicked, and the reactor caught it: close the socket, then
+    /// tell the handler, last, so that a second panic leaves nothing undone:
+    /// `on_error(Panicked)` and `on_close` for a session that opened.
+    fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
+        let error = Error::Panicked(message.to_owned());
+        log::debug!("session {} failed: {error}", self.session.id());
+        cx.extension::<Metrics>().count_error(&error);
+        let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
+        if let Some(state) = &self.session.handle_state {
+            state.mark_closed();
+        }
+        self.release(cx); // Closed from here on, whatever the handler does
+        if owes_close {
+            cx.extension::<Metrics>().sessions_closed += 1;
+            self.session.close_request = Some(CloseKind::Abort);
+            self.handler.on_error(&mut self.session, &error);
+            self.handler.on_close(&mut self.session);
+        }
     }
 }
 

@@ -1,0 +1,572 @@
+//! A panic in one handler ends that session alone (issue 12, item 2), over real loopback
+//! sockets: the session's handler hears `on_error(Panicked)` and `on_close` (or nothing
+//! more, for a panic in `on_open` or a second panic in `on_error`), its peer sees the
+//! connection end, and every other session, the listener and other endpoints on the same
+//! reactor carry on byte for byte. Every wait is bounded; nothing asserts on speed.
+
+mod common;
+
+use std::io::{ErrorKind, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket as StdUdpSocket};
+use std::panic::PanicHookInfo;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{
+    connect, echo_roundtrip, expect_closed, frame, read_frame, read_to_end, watchdog, ErrKind, Ev,
+    Events, Running, STEP,
+};
+use getty::codec::{Bytes, LengthFieldCodec, RawCodec};
+use getty::tcp::TcpServer;
+use getty::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+use getty::{Error, Handler, Session, SessionHandle, SessionOptions};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The mark of the panics these tests cause on purpose (their messages are silenced).
+const DELIBERATE: &str = "deliberate panic";
+
+type Codec = LengthFieldCodec;
+
+// ---------------------------------------------------------------------------------------
+// A quiet panic hook
+// ---------------------------------------------------------------------------------------
+
+type Hook = Arc<Box<dyn Fn(&PanicHookInfo<'_>) + Sync + Send + 'static>>;
+
+/// Guards installed, and the hook that was there before the first.
+static QUIET: Mutex<(usize, Option<Hook>)> = Mutex::new((0, None));
+
+/// While alive, the panic hook stays silent about the deliberate panics (their message
+/// holds [`DELIBERATE`]) and passes every other panic to the hook installed before; the
+/// last guard to go puts that hook back.
+struct QuietPanics;
+
+impl QuietPanics {
+    fn new() -> QuietPanics {
+        let mut quiet = QUIET.lock().unwrap_or_else(|p| p.into_inner());
+        if quiet.0 == 0 {
+            let previous: Hook = Arc::new(std::panic::take_hook());
+            quiet.1 = Some(previous.clone());
+            std::panic::set_hook(Box::new(move |info| {
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("");
+                if !message.contains(DELIBERATE) {
+                    previous(info);
+                }
+            }));
+        }
+        quiet.0 += 1;
+        QuietPanics
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        let mut quiet = QUIET.lock().unwrap_or_else(|p| p.into_inner());
+        quiet.0 -= 1;
+        // The hook cannot change while this thread unwinds (a failing test): it stays,
+        // passing every other panic on.
+        if quiet.0 == 0 && !std::thread::panicking() {
+            let _ = std::panic::take_hook();
+            if let Some(previous) = quiet.1.take() {
+                std::panic::set_hook(Box::new(move |info| previous(info)));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A TCP echo server whose handlers panic where they are told to
+// ---------------------------------------------------------------------------------------
+
+/// Where the next session's handler panics (the server hands these to one session).
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    /// In the setup hook, before there is a handler.
+    setup: bool,
+    /// In `on_open` (after reporting `Rejected`: it did not accept the session).
+    open: bool,
+    /// In `on_close`, after reporting it.
+    close: bool,
+    /// In `on_error` too, after reporting it.
+    error: bool,
+}
+
+/// Echoes every message; panics in `on_message` on `PANIC`, and in the next `on_cron`
+/// after `ARM`; panics elsewhere as its `Faults` say.
+struct Fragile {
+    tx: Sender<Ev>,
+    faults: Faults,
+    armed: bool,
+}
+
+impl Handler<Codec> for Fragile {
+    fn on_open(&mut self, s: &mut Session<Codec>) -> std::io::Result<()> {
+        let (sid, peer) = (s.id(), s.peer_addr());
+        if self.faults.open {
+            let _ = self.tx.send(Ev::Rejected { sid, peer });
+            panic!("{DELIBERATE} in on_open");
+        }
+        let _ = self.tx.send(Ev::Open { sid, peer });
+        Ok(())
+    }
+
+    fn on_message(&mut self, s: &mut Session<Codec>, msg: Bytes) {
+        match &msg[..] {
+            b"PANIC" => panic!("{DELIBERATE} in on_message"),
+            b"ARM" => self.armed = true,
+            _ => {}
+        }
+        if let Err(e) = s.write(msg) {
+            let what = format!("echo failed: {e}");
+            let _ = self.tx.send(Ev::Note { sid: s.id(), what });
+        }
+    }
+
+    fn on_cron(&mut self, _: &mut Session<Codec>) {
+        if self.armed {
+            panic!("{DELIBERATE} in on_cron");
+        }
+    }
+
+    fn on_error(&mut self, s: &mut Session<Codec>, error: &Error) {
+        let err = common::classify(error);
+        let _ = self.tx.send(Ev::Error { sid: s.id(), err });
+        if self.faults.error {
+            panic!("{DELIBERATE} in on_error");
+        }
+    }
+
+    fn on_close(&mut self, s: &mut Session<Codec>) {
+        let _ = self.tx.send(Ev::Close { sid: s.id() });
+        if self.faults.close {
+            panic!("{DELIBERATE} in on_close");
+        }
+    }
+}
+
+/// A fragile echo server on its own reactor; `next` holds the faults of the next session.
+struct Fixture {
+    running: Running,
+    addr: SocketAddr,
+    next: Arc<Mutex<Faults>>,
+    events: Events,
+}
+
+impl Fixture {
+    fn start(options: SessionOptions) -> Fixture {
+        let (tx, events) = Events::new();
+        let next = Arc::new(Mutex::new(Faults::default()));
+        let next_in = next.clone();
+        let server = TcpServer::builder()
+            .session_options(options)
+            .bind("127.0.0.1:0", move |_| {
+                let faults = std::mem::take(&mut *next_in.lock().unwrap());
+                if faults.setup {
+                    panic!("{DELIBERATE} in the setup hook");
+                }
+                let handler = Fragile {
+                    tx: tx.clone(),
+                    faults,
+                    armed: false,
+                };
+                Ok((Codec::default(), handler))
+            })
+            .expect("bind the server");
+        let addr = server.local_addr();
+        Fixture {
+            running: Running::serve("fragile", server),
+            addr,
+            next,
+            events,
+        }
+    }
+
+    /// Connects a peer whose session gets `faults`, and waits for its `on_open`.
+    fn open(&mut self, faults: Faults) -> (TcpStream, u64) {
+        *self.next.lock().unwrap() = faults;
+        let peer = connect(self.addr);
+        let sid = self.events.wait_open(peer.local_addr().unwrap());
+        (peer, sid)
+    }
+
+    /// Panics caught on the server's reactor so far.
+    fn panics(&self) -> u64 {
+        self.running.run_on(|s| s.loop_metrics().panics)
+    }
+}
+
+/// Sessions that must carry on: each echoes a small and a large message byte for byte,
+/// then a pipelined burst.
+fn keep_echoing(peers: &mut [TcpStream], round: u8) {
+    for (i, peer) in peers.iter_mut().enumerate() {
+        echo_roundtrip(peer, format!("still here {i}").as_bytes());
+        let big: Vec<u8> = (0..200_000u32)
+            .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i as u8 ^ round))
+            .collect();
+        echo_roundtrip(peer, &big);
+        let burst: Vec<Vec<u8>> = (0..20u8).map(|k| vec![k ^ round; 1 + k as usize]).collect();
+        let wire: Vec<u8> = burst.iter().flat_map(|m| frame(m)).collect();
+        peer.write_all(&wire).unwrap();
+        for m in &burst {
+            assert_eq!(&read_frame(peer), m, "a pipelined echo differs");
+        }
+    }
+}
+
+fn is_panicked(err: &ErrKind, callback: &str) -> bool {
+    matches!(err, ErrKind::Other(text)
+        if text.starts_with("a handler panicked") && text.contains(DELIBERATE)
+            && text.contains(callback))
+}
+
+/// The peer sees its connection end (a FIN or a reset: the session was reset).
+fn expect_ended(peer: &mut TcpStream) {
+    let _ = read_to_end(peer);
+}
+
+/// Opens `n` sessions that echo.
+fn open_bystanders(fx: &mut Fixture, n: usize) -> Vec<TcpStream> {
+    let mut peers: Vec<TcpStream> = (0..n).map(|_| fx.open(Faults::default()).0).collect();
+    keep_echoing(&mut peers, 0);
+    peers
+}
+
+/// A late connection is still accepted and echoes.
+fn listener_still_accepts(fx: &mut Fixture) {
+    let (mut late, _) = fx.open(Faults::default());
+    echo_roundtrip(&mut late, b"accepted after the panic");
+}
+
+#[test]
+fn a_panic_in_on_message_ends_only_that_session() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let mut fx = Fixture::start(SessionOptions::default());
+        let mut bystanders = open_bystanders(&mut fx, 3);
+        let (mut victim, sid) = fx.open(Faults::default());
+        echo_roundtrip(&mut victim, b"fine so far");
+
+        victim.write_all(&frame(b"PANIC")).unwrap();
+        expect_ended(&mut victim);
+        fx.events.wait_close(sid);
+        let errors = fx.events.errors_of(sid);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(is_panicked(&errors[0], "on_message"), "{errors:?}");
+
+        keep_echoing(&mut bystanders, 1);
+        listener_still_accepts(&mut fx);
+        assert_eq!(fx.panics(), 1);
+        drop(bystanders);
+        fx.running.stop();
+        fx.events.check_contract();
+    });
+}
+
+#[test]
+fn a_panic_in_on_open_refuses_only_that_session() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let mut fx = Fixture::start(SessionOptions::default());
+        let mut bystanders = open_bystanders(&mut fx, 2);
+
+        *fx.next.lock().unwrap() = Faults {
+            open: true,
+            ..Faults::default()
+        };
+        // The reset may come so fast that it is the connect itself that reports it.
+        match common::try_connect(fx.addr) {
+            Ok(mut victim) => expect_ended(&mut victim),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
+        let rejected = fx
+            .events
+            .wait("the refusal", |e| matches!(e, Ev::Rejected { .. }));
+
+        keep_echoing(&mut bystanders, 1);
+        listener_still_accepts(&mut fx);
+        assert_eq!(fx.panics(), 1);
+        // A panic in on_open is a refusal: no on_error, no on_close.
+        assert_eq!(fx.events.of(rejected.sid()).len(), 1);
+        drop(bystanders);
+        fx.running.stop();
+        fx.events.check_contract();
+    });
+}
+
+#[test]
+fn a_panic_in_on_cron_ends_only_that_session() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let options = SessionOptions::default().cron_period(Some(Duration::from_millis(10)));
+        let mut fx = Fixture::start(options);
+        let mut bystanders = open_bystanders(&mut fx, 2);
+        let (mut victim, sid) = fx.open(Faults::default());
+
+        echo_roundtrip(&mut victim, b"ARM"); // the next cron tick panics
+        expect_ended(&mut victim);
+        fx.events.wait_close(sid);
+        let errors = fx.events.errors_of(sid);
+        assert!(
+            errors.len() == 1 && is_panicked(&errors[0], "on_cron"),
+            "{errors:?}"
+        );
+
+        keep_echoing(&mut bystanders, 1);
+        listener_still_accepts(&mut fx);
+        assert_eq!(fx.panics(), 1);
+        drop(bystanders);
+        fx.running.stop();
+        fx.events.check_contract();
+    });
+}
+
+#[test]
+fn a_panic_in_on_close_is_contained() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let mut fx = Fixture::start(SessionOptions::default());
+        let mut bystanders = open_bystanders(&mut fx, 2);
+        let (mut victim, sid) = fx.open(Faults {
+            close: true,
+            ..Faults::default()
+        });
+        echo_roundtrip(&mut victim, b"goodbye soon");
+
+        victim.shutdown(Shutdown::Write).unwrap(); // a clean close: on_close panics
+        let _ = expect_closed(&mut victim);
+        fx.events.wait_close(sid);
+
+        keep_echoing(&mut bystanders, 1);
+        listener_still_accepts(&mut fx);
+        assert_eq!(fx.panics(), 1);
+        // on_close ran once, and nothing followed it.
+        assert_eq!(fx.events.of(sid).len(), 2, "{:?}", fx.events.of(sid));
+        drop(bystanders);
+        fx.running.stop();
+        fx.events.check_contract();
+    });
+}
+
+#[test]
+fn a_second_panic_in_on_error_drops_the_session_without_another_call() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let mut fx = Fixture::start(SessionOptions::default());
+        let mut bystanders = open_bystanders(&mut fx, 2);
+        let (mut victim, sid) = fx.open(Faults {
+            error: true,
+            ..Faults::default()
+        });
+
+        victim.write_all(&frame(b"PANIC")).unwrap();
+        expect_ended(&mut victim);
+        keep_echoing(&mut bystanders, 1); // also a barrier: the reactor is past the panics
+        listener_still_accepts(&mut fx);
+        assert_eq!(fx.panics(), 2);
+        let heard = fx.events.of(sid);
+        assert_eq!(heard.len(), 2, "on_open and on_error only: {heard:?}");
+        assert!(
+            matches!(&heard[1], Ev::Error { err, .. } if is_panicked(err, "on_message")),
+            "{heard:?}"
+        );
+        drop(bystanders);
+        fx.running.stop();
+        fx.events.all.retain(|e| e.sid() != sid);
+        fx.events.check_contract();
+    });
+}
+
+#[test]
+fn a_panic_in_the_setup_hook_refuses_only_that_connection() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let mut fx = Fixture::start(SessionOptions::default());
+        let mut bystanders = open_bystanders(&mut fx, 2);
+
+        *fx.next.lock().unwrap() = Faults {
+            setup: true,
+            ..Faults::default()
+        };
+        match common::try_connect(fx.addr) {
+            Ok(mut victim) => expect_ended(&mut victim),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
+
+        keep_echoing(&mut bystanders, 1);
+        listener_still_accepts(&mut fx);
+        assert_eq!(fx.panics(), 1);
+        drop(bystanders);
+        fx.running.stop();
+        fx.events.check_contract();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// UDP endpoints
+// ---------------------------------------------------------------------------------------
+
+/// Echoes every datagram; panics on `PANIC`.
+struct FragileDatagrams {
+    tx: Sender<Ev>,
+}
+
+impl DatagramHandler<RawCodec> for FragileDatagrams {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        if &msg[..] == b"PANIC" {
+            panic!("{DELIBERATE} in a datagram on_message");
+        }
+        if let Err(e) = s.write_to(peer, msg) {
+            let what = format!("echo failed: {e}");
+            let _ = self.tx.send(Ev::Note { sid: s.id(), what });
+        }
+    }
+
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec>, error: &Error) {
+        let err = common::classify(error);
+        let _ = self.tx.send(Ev::Error { sid: s.id(), err });
+    }
+
+    fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+        let _ = self.tx.send(Ev::Close { sid: s.id() });
+    }
+}
+
+fn udp_peer(to: SocketAddr) -> StdUdpSocket {
+    let socket = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    socket.connect(to).unwrap();
+    socket
+}
+
+fn udp_echo(socket: &StdUdpSocket, payload: &[u8]) {
+    socket.send(payload).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let n = socket.recv(&mut buf).expect("an echo");
+    assert_eq!(&buf[..n], payload, "the echo differs");
+}
+
+#[test]
+fn a_panic_in_a_udp_handler_ends_only_that_endpoint() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let (tx, mut events) = Events::new();
+        let endpoint = |tx: &Sender<Ev>| {
+            let tx = tx.clone();
+            UdpEndpoint::bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, FragileDatagrams { tx }))
+            })
+            .expect("bind an endpoint")
+        };
+        let fragile = endpoint(&tx);
+        let sturdy = endpoint(&tx);
+        let (fragile_addr, sturdy_addr) = (fragile.local_addr(), sturdy.local_addr());
+        let running = Running::serve("udp-fragile", fragile);
+        running.run_on(move |s| {
+            s.spawn(Box::new(sturdy));
+        });
+        let to_fragile = udp_peer(fragile_addr);
+        let to_sturdy = udp_peer(sturdy_addr);
+        udp_echo(&to_fragile, b"ping");
+        udp_echo(&to_sturdy, b"ping");
+
+        to_fragile.send(b"PANIC").unwrap();
+        let error = events.wait("the endpoint's on_error", |e| matches!(e, Ev::Error { .. }));
+        let sid = error.sid();
+        events.wait_close(sid);
+        assert!(
+            matches!(&error, Ev::Error { err, .. } if is_panicked(err, "datagram on_message")),
+            "{error:?}"
+        );
+        // Its socket is closed: a datagram to it is refused (ICMP port unreachable).
+        let mut refused = false;
+        to_fragile
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        for _ in 0..100 {
+            let mut buf = [0u8; 64];
+            let result = to_fragile
+                .send(b"anyone?")
+                .and_then(|_| to_fragile.recv(&mut buf));
+            match result {
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    refused = true;
+                    break;
+                }
+                Ok(_) => panic!("the endpoint answered after it panicked"),
+                Err(_) => {}
+            }
+        }
+        assert!(
+            refused,
+            "the panicked endpoint's port still takes datagrams"
+        );
+
+        // The other endpoint on the same reactor carries on.
+        for i in 0..20u8 {
+            udp_echo(&to_sturdy, &vec![i; 1 + 50 * i as usize]);
+        }
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 1);
+        assert_eq!(running.entry_count(), 1);
+        running.stop();
+        assert_eq!(events.of(sid).len(), 2, "on_error, then on_close");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Timeouts too long for an Instant (issue 12, item 11)
+// ---------------------------------------------------------------------------------------
+
+/// Hands every session's handle to the test thread.
+struct Publish(Sender<SessionHandle<Codec>>);
+
+impl Handler<Codec> for Publish {
+    fn on_open(&mut self, s: &mut Session<Codec>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().expect("inside a callback"));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<Codec>, _: Bytes) {}
+}
+
+/// `wait_writable(Duration::MAX)` means "as long as it takes": it used to overflow the
+/// deadline and panic the caller.
+#[test]
+fn wait_writable_for_duration_max_does_not_panic() {
+    watchdog(LIMIT, || {
+        let (tx, handles) = std::sync::mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((Codec::default(), Publish(tx.clone())))
+        })
+        .expect("bind the server");
+        let addr = server.local_addr();
+        let running = Running::serve("wait-writable", server);
+        let mut peer = connect(addr);
+        let handle = handles.recv_timeout(STEP).expect("the session opened");
+        assert!(
+            handle.wait_writable(Duration::MAX).is_ok(),
+            "writable at once"
+        );
+
+        peer.shutdown(Shutdown::Write).unwrap();
+        let _ = read_to_end(&mut peer);
+        let deadline = std::time::Instant::now() + STEP;
+        while !handle.is_closed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the session never closed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(matches!(
+            handle.wait_writable(Duration::MAX),
+            Err(Error::Closed)
+        ));
+        running.stop();
+    });
+}
