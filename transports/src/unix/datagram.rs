@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use getty_codec::Decoder;
@@ -16,6 +15,7 @@ use crate::udp::endpoint::{DatagramEndpoint, EndpointParts};
 use crate::udp::entry::DatagramConfig;
 use crate::udp::socket::DatagramSocket;
 use crate::udp::{DatagramHandler, DatagramSetup};
+use crate::unix::socket_file::{self, SocketFile};
 use crate::{SessionOptions, UnixAddr};
 
 impl DatagramSocket for UnixDatagram {
@@ -181,7 +181,8 @@ impl UnixDatagramEndpointBuilder {
     }
 
     /// Whether [`bind`](Self::bind) removes a socket file an earlier run left behind
-    /// (default on; a path that is not a socket is never removed).
+    /// (default on). A path that is not a socket is never removed, nor a file a live socket
+    /// is bound to: the bind fails with `AddrInUse` instead.
     ///
     /// ```
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().remove_stale_socket(false);
@@ -274,11 +275,7 @@ impl UnixDatagramEndpointBuilder {
         }
         let mut file = None;
         if let Some(local) = &local {
-            if let (true, Some(path)) = (self.remove_stale, local.as_path()) {
-                remove_stale_file(path)?;
-            }
-            socket.bind(&local.to_sockaddr()?)?;
-            file = local.as_path().map(|p| SocketFile(p.to_path_buf()));
+            file = socket_file::bind(&socket, local, Type::DGRAM, self.remove_stale, |_| Ok(()))?;
         }
         if let Some(peer) = &peer {
             socket.connect(&peer.to_sockaddr()?)?;
@@ -307,34 +304,10 @@ impl UnixDatagramEndpointBuilder {
             config,
         };
         Ok(UnixDatagramEndpoint {
+            _file: file,
             inner: DatagramEndpoint::new(parts, local_addr),
             peer,
-            _file: file,
         })
-    }
-}
-
-/// Removes a socket file left at `path` (a unix datagram socket cannot tell whether another
-/// process still uses it, so this trusts that the path is the app's own).
-fn remove_stale_file(path: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket", path.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// The socket file an endpoint created, removed when the endpoint goes.
-struct SocketFile(PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -372,9 +345,10 @@ impl Drop for SocketFile {
 /// reactor.join().unwrap();
 /// ```
 pub struct UnixDatagramEndpoint<C, H> {
+    /// Declared first, so dropped first: the file goes while the socket is still bound.
+    _file: Option<SocketFile>,
     inner: DatagramEndpoint<UnixDatagram, C, H>,
     peer: Option<UnixAddr>,
-    _file: Option<SocketFile>,
 }
 
 impl UnixDatagramEndpoint<(), ()> {

@@ -47,6 +47,7 @@
 //! ```
 
 mod datagram;
+mod socket_file;
 mod stream;
 
 pub use datagram::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};

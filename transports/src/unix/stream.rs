@@ -1,12 +1,9 @@
 //! Unix stream sockets: the stream session, server and client of TCP over a path (or an
 //! abstract name).
 
-use std::fs;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use getty_codec::Decoder;
@@ -20,6 +17,7 @@ use crate::server::{entry_by_inner, StreamServer};
 use crate::session::Handler;
 use crate::setup::Setup;
 use crate::stream::Stream;
+use crate::unix::socket_file::{self, SocketFile};
 use crate::{SessionOptions, SocketOptions, UnixAddr};
 
 impl Stream for UnixStream {
@@ -129,7 +127,8 @@ impl UnixServerBuilder {
 
     /// Whether to remove a socket file that an earlier run left at the path before binding
     /// (default on). Only a file nothing listens on is removed: a path that is not a
-    /// socket, or one another server still accepts on, fails the bind instead.
+    /// socket, or one another server still accepts on (even with its backlog full: the
+    /// check never waits), fails the bind instead, with `AddrInUse` for a live server.
     ///
     /// ```
     /// let b = getty_transports::unix::UnixServer::builder().remove_stale_socket(false);
@@ -187,18 +186,18 @@ impl UnixServerBuilder {
         H: Handler<C, UnixAddr>,
     {
         let addr = addr.into();
-        if let (true, Some(path)) = (self.remove_stale, addr.as_path()) {
-            remove_stale_socket(path)?;
-        }
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
-        socket.bind(&addr.to_sockaddr()?)?;
-        // From here on the file is ours: remove it if listening fails.
-        let owned = SocketFile(addr.as_path().map(Path::to_path_buf));
-        socket.listen(self.backlog)?;
+        // Listening before the path is let go: a bound socket that does not listen yet
+        // would look stale to a second server starting at the same moment.
+        let backlog = self.backlog;
+        let file = socket_file::bind(&socket, &addr, Type::STREAM, self.remove_stale, |s| {
+            s.listen(backlog)
+        })?;
         let listener = UnixListener::from_std(socket.into());
         let acceptor = Acceptor::new(listener, addr);
         Ok(UnixServer {
+            _file: file,
             inner: StreamServer::new(
                 acceptor,
                 setup,
@@ -206,47 +205,7 @@ impl UnixServerBuilder {
                 self.session_options,
                 None,
             ),
-            _file: owned,
         })
-    }
-}
-
-/// Removes `path` if it is a socket nothing listens on (a previous run's leftover).
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists and is not a socket", path.display()),
-        ));
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("a server is listening on {}", path.display()),
-        )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            log::info!("removing the stale socket file {}", path.display());
-            fs::remove_file(path)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// The socket file a server created, removed when the server goes.
-struct SocketFile(Option<PathBuf>);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        if let Some(path) = &self.0 {
-            if let Err(e) = fs::remove_file(path) {
-                log::debug!("removing {}: {e}", path.display());
-            }
-        }
     }
 }
 
@@ -257,8 +216,9 @@ impl Drop for SocketFile {
 ///
 /// [`TcpServer`]: crate::tcp::TcpServer
 pub struct UnixServer<F, C, H> {
+    /// Declared first, so dropped first: the file goes while the listener still listens.
+    _file: Option<SocketFile>,
     inner: StreamServer<UnixListener, F, C, H>,
-    _file: SocketFile,
 }
 
 impl UnixServer<(), (), ()> {
