@@ -20,6 +20,10 @@
 //! a time, each with a [`Context`] that lets it arm timers, spawn new entries and message
 //! others; a call returns [`Status::Done`] to remove its entry.
 //!
+//! A panic in an entry's call (or a posted job) ends that entry (or job) alone: it hears
+//! [`Entry::on_panic`] and is removed, and the loop carries on; see [`PanicPolicy`] for
+//! that and for aborting instead.
+//!
 //! The loop is single-threaded by design. To use more cores, run one reactor per core.
 //!
 //! ```
