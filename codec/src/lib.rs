@@ -242,6 +242,33 @@ pub trait Decoder {
         }
     }
 
+    /// Forgets whatever the decoder remembers of the input it has seen, so that the next call
+    /// starts afresh on a buffer of its own.
+    ///
+    /// On a stream every call sees the same buffer, with bytes only appended between calls,
+    /// and a decoder may keep state across calls to save work ([`LinesCodec`] remembers how
+    /// far it has searched for a terminator). Where each unit of input is a buffer of its own
+    /// — one datagram, one WebSocket message — transports call `reset` before decoding each
+    /// unit, so that nothing of one (a peer's unterminated line, say) carries over to the
+    /// next: decoding a datagram gives what a fresh decoder would. The default does nothing;
+    /// the built-in decoders other than [`LinesCodec`] keep no such state. A custom decoder
+    /// that does must override this.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::default();
+    /// // One datagram without a newline ...
+    /// let mut first = BytesMut::from(&b"no newline in this datagram"[..]);
+    /// assert_eq!(codec.decode(&mut first).unwrap(), Decoded::NeedMore(None));
+    /// // ... says nothing about the next one, a buffer of its own.
+    /// codec.reset();
+    /// let mut next = BytesMut::from(&b"PING\n"[..]);
+    /// assert_eq!(codec.decode(&mut next).unwrap(), Decoded::Frame("PING".into()));
+    /// ```
+    fn reset(&mut self) {}
+
     /// Decodes one whole message of a message-oriented transport (a WebSocket message)
     /// into exactly one item. `payload` holds the complete message; `kind` says whether it
     /// arrived as text (already checked to be UTF-8) or binary.
@@ -266,6 +293,8 @@ pub trait Decoder {
         payload: &mut BytesMut,
     ) -> Result<Self::Item, CodecError> {
         let _ = kind;
+        // A message is a buffer of its own: nothing of an earlier one applies.
+        self.reset();
         match self.decode(payload)? {
             Decoded::Frame(item) if payload.is_empty() => Ok(item),
             Decoded::Frame(_) => Err(CodecError::malformed(format!(

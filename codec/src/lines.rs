@@ -53,7 +53,9 @@ impl LineEnding {
 ///
 /// The decoder remembers how far it has searched for a terminator, so a line arriving in many
 /// small reads is scanned once in total. It therefore expects to be called with the same
-/// buffer each time, with bytes only appended between calls (as transports do).
+/// buffer each time, with bytes only appended between calls (as stream transports do);
+/// [`reset`](Decoder::reset) forgets the position, and transports that decode each unit of
+/// input from a buffer of its own (a datagram, a WebSocket message) call it before each.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -285,6 +287,24 @@ impl Decoder for LinesCodec {
     ) -> Result<Decoded<Bytes>, CodecError> {
         self.decode_line(src, self.limit(Some(max_message_len)))
     }
+
+    /// Forgets how far the decoder has searched for a terminator, so the next decode scans
+    /// its buffer from the start (a datagram after one that held no newline, say).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::default();
+    /// let mut first = BytesMut::from(&b"0123456789"[..]);
+    /// assert_eq!(codec.decode(&mut first).unwrap(), Decoded::NeedMore(None));
+    /// codec.reset();
+    /// let mut second = BytesMut::from(&b"a\nb\n"[..]);
+    /// assert_eq!(codec.decode(&mut second).unwrap(), Decoded::Frame("a".into()));
+    /// ```
+    fn reset(&mut self) {
+        self.scanned = 0;
+    }
 }
 
 impl Encoder<&[u8]> for LinesCodec {
@@ -490,6 +510,34 @@ mod tests {
         let mut other = BytesMut::from(&b"x\n"[..]);
         // Not the intended use, but it must not panic; it may miss the terminator.
         let _ = codec.decode(&mut other);
+    }
+
+    #[test]
+    fn reset_makes_each_datagram_decode_as_with_a_fresh_codec() {
+        // Issue 12, item 16: a datagram without a newline, then datagrams of their own.
+        let mut codec = LinesCodec::default();
+        let mut first = BytesMut::from(&[b'x'; 40][..]);
+        assert_eq!(
+            codec.decode_limited(&mut first, 1 << 20).unwrap(),
+            Decoded::NeedMore(None)
+        );
+        for _ in 0..5 {
+            codec.reset();
+            let mut ping = BytesMut::from(&b"PING\n"[..]);
+            assert_eq!(
+                codec.decode_limited(&mut ping, 1 << 20).unwrap(),
+                Decoded::Frame("PING".into())
+            );
+            assert!(ping.is_empty());
+        }
+        // Two lines in one datagram after a 3-byte one: the first line ends at its own `\n`,
+        // not at one found past a stale scan position.
+        let mut short = BytesMut::from(&b"abc"[..]);
+        assert_eq!(codec.decode(&mut short).unwrap(), Decoded::NeedMore(None));
+        codec.reset();
+        let mut two = BytesMut::from(&b"a\nbc\n"[..]);
+        assert_eq!(codec.decode(&mut two).unwrap(), Decoded::Frame("a".into()));
+        assert_eq!(&two[..], b"bc\n");
     }
 
     #[test]

@@ -117,6 +117,20 @@ impl UnixAddr {
         }
     }
 
+    /// True for [`UnixAddr::Unnamed`]: an unbound socket, such as the usual one-way client
+    /// of a log or metrics sink. Datagrams from it are received, but nothing can be sent
+    /// back to it: a datagram endpoint's `write_to` it fails with
+    /// [`Error::UnnamedPeer`](crate::Error::UnnamedPeer).
+    ///
+    /// ```
+    /// use getty_transports::UnixAddr;
+    /// assert!(UnixAddr::Unnamed.is_unnamed());
+    /// assert!(!UnixAddr::path("/run/app.sock").is_unnamed());
+    /// ```
+    pub fn is_unnamed(&self) -> bool {
+        matches!(self, UnixAddr::Unnamed)
+    }
+
     /// The kernel's form of the address.
     ///
     /// ```
@@ -204,6 +218,12 @@ impl sealed::Stored for UnixAddr {
     }
 
     fn from_sockaddr(addr: &SockAddr) -> Option<UnixAddr> {
+        if addr.len() == 0 {
+            // The sender of a datagram is an unbound socket: the kernel reports an empty
+            // address (not even a family). It is a unix peer without a name, not a peer of
+            // another family.
+            return Some(UnixAddr::Unnamed);
+        }
         if !addr.is_unix() {
             return None;
         }
@@ -234,6 +254,10 @@ mod tests {
         assert!(UnixAddr::Unnamed.to_sockaddr().is_err());
         let inet = SockAddr::from("127.0.0.1:1".parse::<SocketAddr>().unwrap());
         assert_eq!(UnixAddr::from_sockaddr(&inet), None);
+        // What the kernel reports for an unbound sender: no bytes of address at all.
+        // SAFETY: zeroed storage is a valid (empty) address of length 0.
+        let empty = unsafe { SockAddr::new(socket2::SockAddrStorage::zeroed(), 0) };
+        assert_eq!(UnixAddr::from_sockaddr(&empty), Some(UnixAddr::Unnamed));
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! of the call. Nothing here allocates. The codec then hands the message out of the slot:
 //! a small one (most datagrams) as a copy, so a handler that keeps it does not pin the slot
 //! (a pooled read buffer), and the slot is reused for the next receive.
+//!
+//! Slots are pooled buffers (64 KiB), which hold any UDP datagram. A unix datagram can be
+//! larger (up to the sender's send buffer, megabytes): where the session accepts such, each
+//! slot gets a second `iovec` into an [`Overflow`] region of its own, address space that
+//! costs memory only where a large datagram lands (and is given back when the socket goes
+//! idle). So a datagram up to `max_message_len` is received whole, in a batch, without
+//! every slot being a megabyte of memory.
 
 use std::ffi::c_int;
 use std::io;
@@ -32,10 +39,13 @@ const TRUNC: c_int = 0;
 /// What a receive learnt about one datagram.
 #[derive(Debug)]
 pub(crate) struct RecvMeta<A> {
-    /// The datagram's length as sent; more than was stored when it was truncated.
+    /// The datagram's length as sent; more than was stored when it was truncated (on
+    /// Linux, which reports the real length; elsewhere only the flag says so).
     pub(crate) len: usize,
-    /// Only the first bytes of the datagram fit its slot.
+    /// Only the first bytes of the datagram fit its slot (and its overflow region).
     pub(crate) truncated: bool,
+    /// Bytes of the datagram stored in the slot's overflow region, after those in the slot.
+    pub(crate) overflow: usize,
     /// The sender, when asked for.
     pub(crate) peer: Option<A>,
 }
@@ -45,9 +55,146 @@ impl<A> Default for RecvMeta<A> {
         RecvMeta {
             len: 0,
             truncated: false,
+            overflow: 0,
             peer: None,
         }
     }
+}
+
+/// Room for the part of a datagram that does not fit its slot: `regions` regions of `per`
+/// bytes each, one per slot, in one anonymous mapping reserved without being committed, so
+/// that only the pages a large datagram is written to take memory. [`release`]
+/// (`Overflow::release`) gives those pages back.
+pub(crate) struct Overflow {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    per: usize,
+    regions: usize,
+    /// Bytes written into the regions since the last release.
+    touched: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone (no aliasing pointers escape it).
+unsafe impl Send for Overflow {}
+
+impl Overflow {
+    /// Reserves `regions` regions of `per` bytes.
+    pub(crate) fn new(regions: usize, per: usize) -> io::Result<Overflow> {
+        let too_big = || io::Error::new(io::ErrorKind::OutOfMemory, "overflow region too large");
+        let len = regions
+            .checked_mul(per)
+            .filter(|&l| l > 0 && l <= isize::MAX as usize)
+            .ok_or_else(too_big)?;
+        let ptr = map(len)?;
+        Ok(Overflow {
+            ptr,
+            len,
+            per,
+            regions,
+            touched: 0,
+        })
+    }
+
+    /// How many slots have a region.
+    pub(crate) fn regions(&self) -> usize {
+        self.regions
+    }
+
+    /// Bytes per region.
+    pub(crate) fn per(&self) -> usize {
+        self.per
+    }
+
+    /// Bytes written since the last release: an upper bound of the memory it holds.
+    pub(crate) fn touched(&self) -> usize {
+        self.touched
+    }
+
+    /// The start of region `i`.
+    fn region_ptr(&self, i: usize) -> *mut u8 {
+        assert!(i < self.regions);
+        // SAFETY: `i * per < len`, inside the mapping.
+        unsafe { self.ptr.as_ptr().add(i * self.per) }
+    }
+
+    /// The first `len` bytes of region `i`, as a receive stored them.
+    pub(crate) fn part(&self, i: usize, len: usize) -> &[u8] {
+        assert!(len <= self.per);
+        // SAFETY: inside region i of the mapping; anonymous memory is always initialised
+        // (zero until written), and a receive wrote the first `len` bytes.
+        unsafe { std::slice::from_raw_parts(self.region_ptr(i), len) }
+    }
+
+    /// Gives back the memory the regions took (they read as zeros afterwards; the address
+    /// space stays reserved).
+    pub(crate) fn release(&mut self) {
+        if self.touched == 0 {
+            return;
+        }
+        self.touched = 0;
+        discard(self.ptr, self.len);
+    }
+}
+
+impl Drop for Overflow {
+    fn drop(&mut self) {
+        unmap(self.ptr, self.len);
+    }
+}
+
+#[cfg(unix)]
+fn map(len: usize) -> io::Result<std::ptr::NonNull<u8>> {
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+#[cfg(unix)]
+fn discard(ptr: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: the whole mapping, which this process owns; its contents are not needed.
+    let r = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+    if r != 0 {
+        log::debug!(
+            "madvise on a receive overflow region: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(unix)]
+fn unmap(ptr: std::ptr::NonNull<u8>, len: usize) {
+    // SAFETY: the mapping made by `map` with this length, unmapped once.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+}
+
+#[cfg(not(unix))]
+fn map(len: usize) -> io::Result<std::ptr::NonNull<u8>> {
+    let layout = std::alloc::Layout::array::<u8>(len).map_err(io::Error::other)?;
+    // SAFETY: `len > 0`; zeroed memory is initialised.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    std::ptr::NonNull::new(ptr).ok_or_else(|| io::ErrorKind::OutOfMemory.into())
+}
+
+#[cfg(not(unix))]
+fn discard(_: std::ptr::NonNull<u8>, _: usize) {}
+
+#[cfg(not(unix))]
+fn unmap(ptr: std::ptr::NonNull<u8>, len: usize) {
+    let layout = std::alloc::Layout::array::<u8>(len).expect("made by map");
+    // SAFETY: allocated by `map` with this layout.
+    unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
 }
 
 /// The outcome of one [`recv`].
@@ -69,30 +216,42 @@ pub(crate) struct Outgoing<'a, A> {
     pub(crate) peer: Option<&'a A>,
 }
 
-/// Receives up to `slots.len()` datagrams (at most [`MAX_BATCH`]), each into the spare
-/// capacity of its slot (at most `slot_size` bytes), filling `metas` alike. Slots must be
-/// empty. `WouldBlock` when there was nothing to read.
+/// Receives up to `slots.len()` datagrams (at most [`MAX_BATCH`], and at most one per
+/// overflow region when there is an overflow), each into the spare capacity of its slot (at
+/// most `slot_size` bytes) and then its overflow region, filling `metas` alike. Slots must
+/// be empty. `WouldBlock` when there was nothing to read.
 pub(crate) fn recv<S: DatagramSocket>(
     sock: &S,
     slots: &mut [BytesMut],
     metas: &mut [RecvMeta<S::Addr>],
     slot_size: usize,
+    mut overflow: Option<&mut Overflow>,
     want_addr: bool,
     mmsg: bool,
 ) -> io::Result<Received> {
-    let n = slots.len().min(metas.len()).min(MAX_BATCH);
+    let regions = overflow.as_ref().map_or(MAX_BATCH, |o| o.regions());
+    let n = slots.len().min(metas.len()).min(MAX_BATCH).min(regions);
     #[cfg(target_os = "linux")]
     if mmsg && n > 1 {
-        return linux::recv_mmsg(sock, &mut slots[..n], &mut metas[..n], slot_size, want_addr);
+        return linux::recv_mmsg(
+            sock,
+            &mut slots[..n],
+            &mut metas[..n],
+            slot_size,
+            overflow,
+            want_addr,
+        );
     }
     let _ = mmsg;
     let mut count = 0;
     while count < n {
+        let region = overflow.as_deref_mut().map(|o| (&mut *o, count));
         match recv_one(
             sock,
             &mut slots[count],
             &mut metas[count],
             slot_size,
+            region,
             want_addr,
         ) {
             Ok(()) => count += 1,
@@ -121,15 +280,20 @@ pub(crate) fn recv<S: DatagramSocket>(
     })
 }
 
-/// One `recvfrom` (or `recv` on a connected socket) into the slot's spare capacity.
+/// One `recvfrom` (or `recv` on a connected socket) into the slot's spare capacity, and
+/// then into overflow region `i` when given.
 fn recv_one<S: DatagramSocket>(
     sock: &S,
     slot: &mut BytesMut,
     meta: &mut RecvMeta<S::Addr>,
     slot_size: usize,
+    overflow: Option<(&mut Overflow, usize)>,
     want_addr: bool,
 ) -> io::Result<()> {
     debug_assert!(slot.is_empty());
+    if let Some((overflow, i)) = overflow {
+        return recv_one_with_overflow(sock, slot, meta, slot_size, overflow, i, want_addr);
+    }
     let spare = slot.spare_capacity_mut();
     let room = spare.len().min(slot_size);
     let s = sock.sock();
@@ -166,6 +330,55 @@ fn recv_one<S: DatagramSocket>(
     *meta = RecvMeta {
         len,
         truncated,
+        overflow: 0,
+        peer,
+    };
+    Ok(())
+}
+
+/// One `recvmsg` into the slot's spare capacity and then overflow region `i`.
+fn recv_one_with_overflow<S: DatagramSocket>(
+    sock: &S,
+    slot: &mut BytesMut,
+    meta: &mut RecvMeta<S::Addr>,
+    slot_size: usize,
+    overflow: &mut Overflow,
+    i: usize,
+    want_addr: bool,
+) -> io::Result<()> {
+    let spare = slot.spare_capacity_mut();
+    let room = spare.len().min(slot_size);
+    let per = overflow.per();
+    // SAFETY: region i is `per` bytes of the mapping, which nothing else borrows now.
+    let region = unsafe {
+        std::slice::from_raw_parts_mut(
+            overflow.region_ptr(i).cast::<std::mem::MaybeUninit<u8>>(),
+            per,
+        )
+    };
+    let mut bufs = [
+        socket2::MaybeUninitSlice::new(&mut spare[..room]),
+        socket2::MaybeUninitSlice::new(region),
+    ];
+    let s = sock.sock();
+    let (len, flags, peer) = if want_addr {
+        let (len, flags, addr) =
+            sock.try_io(|| s.recv_from_vectored_with_flags(&mut bufs, TRUNC))?;
+        (len, flags, S::decode_addr(&addr))
+    } else {
+        let (len, flags) = sock.try_io(|| s.recv_vectored_with_flags(&mut bufs, TRUNC))?;
+        (len, flags, None)
+    };
+    let stored = len.min(room + per);
+    let in_slot = stored.min(room);
+    // SAFETY: the kernel initialised the first `in_slot` bytes of the spare capacity (and
+    // the rest of `stored` in region i).
+    unsafe { slot.set_len(in_slot) };
+    overflow.touched += stored - in_slot;
+    *meta = RecvMeta {
+        len,
+        truncated: flags.is_truncated() || len > room + per,
+        overflow: stored - in_slot,
         peer,
     };
     Ok(())
@@ -211,10 +424,16 @@ mod linux {
         slots: &mut [BytesMut],
         metas: &mut [RecvMeta<S::Addr>],
         slot_size: usize,
+        mut overflow: Option<&mut Overflow>,
         want_addr: bool,
     ) -> io::Result<Received> {
         let n = slots.len().min(MAX_BATCH);
-        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
+        if let Some(o) = &overflow {
+            assert!(n <= o.regions());
+        }
+        let per = overflow.as_ref().map_or(0, |o| o.per());
+        // Two per datagram: its slot, then its overflow region (when there is one).
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; 2 * MAX_BATCH];
         let mut names = [const { MaybeUninit::<SockAddrStorage>::uninit() }; MAX_BATCH];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
         let mut rooms = [0usize; MAX_BATCH];
@@ -227,9 +446,10 @@ mod linux {
             let room = spare.len().min(slot_size);
             rooms[i] = room;
             // SAFETY: `i < n <= MAX_BATCH`, so every pointer stays inside its array; an
-            // all-zero `mmsghdr` is valid (null pointers, zero lengths).
+            // all-zero `mmsghdr` is valid (null pointers, zero lengths). Region i of the
+            // overflow exists (`n <= regions`) and nothing else borrows it during the call.
             unsafe {
-                let iov = iov_base.add(i);
+                let iov = iov_base.add(2 * i);
                 iov.write(libc::iovec {
                     iov_base: spare.as_mut_ptr().cast(),
                     iov_len: room,
@@ -237,6 +457,13 @@ mod linux {
                 let mut hdr: libc::mmsghdr = std::mem::zeroed();
                 hdr.msg_hdr.msg_iov = iov;
                 hdr.msg_hdr.msg_iovlen = 1;
+                if let Some(o) = &overflow {
+                    iov.add(1).write(libc::iovec {
+                        iov_base: o.region_ptr(i).cast(),
+                        iov_len: per,
+                    });
+                    hdr.msg_hdr.msg_iovlen = 2;
+                }
                 if want_addr {
                     let name = name_base.add(i);
                     name.write(SockAddrStorage::zeroed());
@@ -264,11 +491,17 @@ mod linux {
             // SAFETY: initialised above; the kernel filled in `msg_len`, `msg_flags` and
             // `msg_namelen`.
             let hdr = unsafe { hdrs[i].assume_init_ref() };
+            // With MSG_TRUNC, the datagram's real length, even when it did not fit.
             let len = hdr.msg_len as usize;
-            let stored = len.min(rooms[i]);
-            // SAFETY: the kernel initialised the first `stored` bytes of slot i's spare
-            // capacity (the iovec covered `rooms[i]` bytes of it).
-            unsafe { slots[i].set_len(stored) };
+            let stored = len.min(rooms[i] + per);
+            let in_slot = stored.min(rooms[i]);
+            // SAFETY: the kernel initialised the first `in_slot` bytes of slot i's spare
+            // capacity (the iovec covered `rooms[i]` bytes of it), the rest of `stored` in
+            // overflow region i.
+            unsafe { slots[i].set_len(in_slot) };
+            if let Some(o) = overflow.as_deref_mut() {
+                o.touched += stored - in_slot;
+            }
             let peer = if want_addr {
                 // SAFETY: storage i was zeroed above and the kernel wrote a socket address
                 // of `msg_namelen` bytes of the socket's family into it.
@@ -280,7 +513,8 @@ mod linux {
             };
             metas[i] = RecvMeta {
                 len,
-                truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > rooms[i],
+                truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > rooms[i] + per,
+                overflow: stored - in_slot,
                 peer,
             };
         }
@@ -357,7 +591,7 @@ mod tests {
         let mut got = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while got.len() < want && std::time::Instant::now() < deadline {
-            match recv(sock, &mut slots, &mut metas, 1500, true, mmsg) {
+            match recv(sock, &mut slots, &mut metas, 1500, None, true, mmsg) {
                 Ok(r) => {
                     for i in 0..r.count {
                         assert!(!metas[i].truncated);
@@ -401,6 +635,76 @@ mod tests {
     }
 
     #[test]
+    fn overflow_regions_take_what_does_not_fit_a_slot_in_one_batch() {
+        use std::os::unix::net::UnixDatagram;
+        for mmsg in [false, true] {
+            let (a, b) = UnixDatagram::pair().unwrap();
+            socket2::SockRef::from(&a)
+                .set_send_buffer_size(1 << 20)
+                .unwrap();
+            b.set_nonblocking(true).unwrap();
+            let b = mio::net::UnixDatagram::from_std(b);
+            let sizes = [300_000usize, 3, 100, 250_000, 4096];
+            let sent: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (j * 7 + i) as u8).collect())
+                .collect();
+            for d in &sent {
+                a.send(d).unwrap();
+            }
+            // 4 KiB slots; regions of 300,000 - 4,096 + 1 bytes, so 300,001 is the most.
+            let mut overflow = Overflow::new(8, 300_001 - 4096).unwrap();
+            let mut slots: Vec<BytesMut> = (0..8).map(|_| BytesMut::with_capacity(4096)).collect();
+            let mut metas: Vec<RecvMeta<crate::UnixAddr>> =
+                (0..8).map(|_| RecvMeta::default()).collect();
+            let mut got = Vec::new();
+            while got.len() < sent.len() {
+                let r = recv(
+                    &b,
+                    &mut slots,
+                    &mut metas,
+                    4096,
+                    Some(&mut overflow),
+                    false,
+                    mmsg,
+                )
+                .unwrap();
+                for i in 0..r.count {
+                    assert!(!metas[i].truncated, "mmsg {mmsg}: datagram {}", got.len());
+                    let mut whole = slots[i].to_vec();
+                    whole.extend_from_slice(overflow.part(i, metas[i].overflow));
+                    assert_eq!(whole.len(), metas[i].len);
+                    got.push(whole);
+                    slots[i].clear();
+                }
+            }
+            assert!(got == sent, "mmsg {mmsg}: the datagrams came out changed");
+            assert!(overflow.touched() >= 300_000 - 4096 + 250_000 - 4096);
+            overflow.release();
+            assert_eq!(overflow.touched(), 0);
+            // One too long for slot and region: truncated, with its real length on Linux.
+            a.send(&vec![1u8; 300_002]).unwrap();
+            let r = recv(
+                &b,
+                &mut slots[..1],
+                &mut metas[..1],
+                4096,
+                Some(&mut overflow),
+                false,
+                mmsg,
+            )
+            .unwrap();
+            assert_eq!(r.count, 1);
+            assert!(metas[0].truncated);
+            assert_eq!(slots[0].len() + metas[0].overflow, 300_001);
+            if cfg!(target_os = "linux") {
+                assert_eq!(metas[0].len, 300_002);
+            }
+        }
+    }
+
+    #[test]
     fn truncation_reports_the_real_length() {
         for mmsg in [false, true] {
             let (a, b) = pair();
@@ -411,7 +715,7 @@ mod tests {
                 (0..4).map(|_| RecvMeta::default()).collect();
             let mut seen = Vec::new();
             while seen.len() < 2 {
-                match recv(&b, &mut slots, &mut metas, 1000, false, mmsg) {
+                match recv(&b, &mut slots, &mut metas, 1000, None, false, mmsg) {
                     Ok(r) => {
                         for i in 0..r.count {
                             seen.push((metas[i].len, metas[i].truncated, slots[i].len()));

@@ -33,6 +33,11 @@ const MIN_BUDGET_CHARGE: usize = 64;
 /// The largest datagram any socket can deliver (the UDP length field is 16 bits).
 const MAX_DATAGRAM: usize = 65_535;
 
+/// The address space the overflow regions of one socket may reserve (they take memory only
+/// where a datagram longer than a slot lands, and give it back when the socket goes idle):
+/// with the default 1 MiB `max_message_len`, a region for every slot of a batch of 32.
+const OVERFLOW_SPACE: usize = 64 << 20;
+
 /// How an entry treats its datagrams, beyond the session options.
 #[derive(Debug, Clone)]
 pub(crate) struct DatagramConfig {
@@ -66,13 +71,20 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// The writability last told to the handler.
     reported_writable: bool,
     owner: Option<EntryId>,
-    /// One buffer per datagram of a batch; the messages are zero-copy views of them.
+    /// One buffer per datagram of a batch (pooled, held only while datagrams arrive); the
+    /// messages are copies or zero-copy views of them.
     slots: Vec<BytesMut>,
     metas: Vec<RecvMeta<S::Addr>>,
-    /// Slots offered per receive: grows to `config.batch` while batches come back full.
+    /// Slots offered per receive: grows to `config.batch` while batches come back full,
+    /// shrinks when they come back mostly empty.
     active: usize,
-    /// Bytes per slot: one more than the largest datagram accepted, to catch oversized ones.
+    /// Bytes received into a slot: at most a pooled buffer.
     slot_size: usize,
+    /// Bytes per overflow region: what the largest datagram accepted (plus one byte, to
+    /// catch an oversized one) needs beyond a slot. Zero when a slot holds it all (UDP).
+    overflow_per: usize,
+    /// The overflow regions, made on the first receive that needs them.
+    overflow: Option<batch::Overflow>,
     timer: Option<(TimerId, Instant)>,
     next_cron: Option<Instant>,
     /// Since when queued datagrams have made no progress.
@@ -119,6 +131,8 @@ where
             metas: Vec::new(),
             active: 1,
             slot_size: MAX_DATAGRAM + 1,
+            overflow_per: 0,
+            overflow: None,
             timer: None,
             next_cron: None,
             blocked_since: None,
@@ -156,6 +170,71 @@ where
         }
     }
 
+    /// Sizes the receive buffers for the largest datagram accepted: `max_message_len`, or
+    /// less when the socket cannot receive that much (UDP's 64 KiB). Slots are pooled
+    /// buffers, one per datagram of a batch; what a datagram needs beyond its slot goes to
+    /// an overflow region of its own (a unix datagram of up to the sender's send buffer).
+    fn size_receive_buffers(&mut self, cx: &mut Context<'_>) {
+        // One byte more than the largest datagram accepted, to catch an oversized one.
+        let largest = self
+            .session
+            .options
+            .max_message_len
+            .min(self.socket.max_recv_payload())
+            .saturating_add(1);
+        self.slot_size = largest.min(cx.buffers().buffer_size().max(1));
+        self.overflow_per = largest - self.slot_size;
+        self.active = self.config.batch.min(2);
+    }
+
+    /// Makes the overflow regions when first needed: one per slot of a batch, or fewer so
+    /// that they reserve at most `OVERFLOW_SPACE` of address space (at least one: then a
+    /// receive takes one datagram at a time). None are needed when a slot holds the largest
+    /// datagram accepted; when the space cannot be had, a datagram longer than a slot is
+    /// truncated and reported.
+    fn make_overflow(&mut self) {
+        if self.overflow_per == 0 || self.overflow.is_some() {
+            return;
+        }
+        let regions = (OVERFLOW_SPACE / self.overflow_per).clamp(1, self.config.batch);
+        match batch::Overflow::new(regions, self.overflow_per) {
+            Ok(o) => self.overflow = Some(o),
+            Err(e) => {
+                log::warn!(
+                    "session {}: no room to receive datagrams over {} bytes ({e}): they will \
+                     be truncated and dropped",
+                    self.session.id(),
+                    self.slot_size - 1
+                );
+                self.overflow_per = 0;
+            }
+        }
+    }
+
+    /// Notes the receive buffers held, for [`DatagramSession::receive_buffer_bytes`].
+    fn note_held(&mut self) {
+        let slots: usize = self.slots.iter().map(BytesMut::capacity).sum();
+        let overflow = self.overflow.as_ref().map_or(0, batch::Overflow::touched);
+        self.session.recv_held = slots + overflow;
+    }
+
+    /// Gives the slots back to the pool and the overflow's pages back to the kernel: the
+    /// socket was read dry, and an idle socket holds no receive buffers. The next readable
+    /// event takes pooled buffers again, so datagrams arriving under load cost no
+    /// allocation.
+    fn release_receive_buffers(&mut self, cx: &mut Context<'_>) {
+        for slot in self.slots.drain(..) {
+            Self::give_back(cx, slot);
+        }
+        for meta in &mut self.metas {
+            meta.peer = None;
+        }
+        if let Some(o) = &mut self.overflow {
+            o.release();
+        }
+        self.session.recv_held = 0;
+    }
+
     /// Makes the first `active` slots ready for a receive: each with room for a whole
     /// datagram, reusing its allocation once the handler has dropped the messages in it.
     fn prepare_slots(&mut self, cx: &mut Context<'_>) {
@@ -173,6 +252,7 @@ where
                 self.slots[i] = self.new_slot(cx);
             }
         }
+        self.note_held();
     }
 
     fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
@@ -182,14 +262,17 @@ where
             self.lend_write_buffer(cx);
             self.prepare_slots(cx);
             let n = self.active;
+            self.make_overflow();
             let received = batch::recv(
                 &self.socket,
                 &mut self.slots[..n],
                 &mut self.metas[..n],
                 self.slot_size,
+                self.overflow.as_mut(),
                 want_addr,
                 self.config.mmsg,
             );
+            self.note_held();
             match received {
                 Ok(r) => {
                     if r.count > 0 {
@@ -211,6 +294,9 @@ where
                     metrics.messages_in += self.session.stats.messages_in - messages;
                     if r.count == n && n < self.config.batch {
                         self.active = (n * 2).min(self.config.batch);
+                    } else if r.drained && r.count * 4 <= n && n > 2 {
+                        // Mostly empty: offer fewer slots (pooled buffers) next time.
+                        self.active = n / 2;
                     }
                     // The replies to this batch leave with one `sendmmsg`, now.
                     self.flush(cx);
@@ -221,8 +307,9 @@ where
                         break;
                     }
                     if budget == 0 {
+                        // More to read on the next turn: the buffers stay.
                         cx.reschedule(Ready::READABLE);
-                        break;
+                        return Ok(());
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -230,6 +317,8 @@ where
                 Err(e) => self.read_error(e)?,
             }
         }
+        // Read dry (or no longer reading): an idle socket holds no receive buffers.
+        self.release_receive_buffers(cx);
         Ok(())
     }
 
@@ -237,6 +326,7 @@ where
     fn deliver(&mut self, i: usize) {
         let len = self.metas[i].len;
         let truncated = self.metas[i].truncated;
+        let overflow = std::mem::take(&mut self.metas[i].overflow);
         let peer = match self.metas[i].peer.take() {
             Some(peer) => peer,
             None => match self.session.connected_peer() {
@@ -254,31 +344,75 @@ where
         stats.datagrams_in += 1;
         stats.bytes_in += len as u64;
         let max = self.session.options.max_message_len;
-        if truncated || len > max {
-            self.drop_datagram(i, Error::MessageTooLong { len, max }, &peer);
+        if len > max || truncated {
+            // With MSG_TRUNC the kernel reports the datagram's real length. One within the
+            // limit, yet longer than the buffers, was cut by the socket's own bound (or the
+            // want of room for an overflow region): say so, with the real sizes.
+            let kept = self.slots[i].len() + overflow;
+            self.slots[i].clear();
+            let error = if len > max {
+                Error::MessageTooLong { len, max }
+            } else {
+                Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "datagram of {len} bytes truncated to the {kept}-byte receive buffer \
+                         (max message length {max})"
+                    ),
+                ))
+            };
+            self.drop_datagram(error, &peer);
             return;
         }
+        let mut datagram = if overflow > 0 {
+            // Longer than its slot: the whole datagram in a buffer of its own, so that the
+            // message is a view of exactly its bytes, and the slot stays a pooled buffer.
+            let regions = self
+                .overflow
+                .as_ref()
+                .expect("a datagram overflowed into it");
+            let mut whole = BytesMut::with_capacity(len);
+            whole.extend_from_slice(&self.slots[i]);
+            whole.extend_from_slice(regions.part(i, overflow));
+            self.slots[i].clear();
+            whole
+        } else {
+            std::mem::take(&mut self.slots[i])
+        };
+        self.decode_datagram(&mut datagram, len, peer);
+        if overflow == 0 {
+            datagram.clear();
+            self.slots[i] = datagram;
+        }
+    }
+
+    /// Decodes one whole datagram of `len` bytes as exactly one message and hands it to the
+    /// handler, or drops it.
+    fn decode_datagram(&mut self, datagram: &mut BytesMut, len: usize, peer: S::Addr) {
         if let Some(probe) = &self.config.drop_probe {
-            if self.slots[i][..] == probe[..] {
+            if datagram[..] == probe[..] {
                 self.session.stats.probes_dropped += 1;
                 log::debug!("dropped a dial probe from {peer:?}");
-                self.slots[i].clear();
                 return;
             }
         }
-        let slot = &mut self.slots[i];
+        let max = self.session.options.max_message_len;
+        // Each datagram is a buffer of its own: nothing the codec remembers of an earlier
+        // one (a line scanned without a newline) may apply to it.
+        let codec = self.session.decoder();
+        codec.reset();
         // The datagram is within the limit; a message it declares longer (a length header)
         // is refused against the same limit, as on a stream.
-        let error = match self.session.decoder().decode_limited(slot, max) {
-            Ok(Decoded::Frame(message)) if slot.is_empty() => {
+        let error = match codec.decode_limited(datagram, max) {
+            Ok(Decoded::Frame(message)) if datagram.is_empty() => {
                 self.session.stats.messages_in += 1;
                 self.handler.on_message(&mut self.session, message, peer);
                 return;
             }
-            Ok(Decoded::Frame(_)) if slot.len() == len => Error::CodecConsumedNothing,
+            Ok(Decoded::Frame(_)) if datagram.len() == len => Error::CodecConsumedNothing,
             Ok(Decoded::Frame(_)) => Error::Codec(CodecError::malformed(format!(
                 "{} bytes after the message in one datagram",
-                slot.len()
+                datagram.len()
             ))),
             Ok(Decoded::NeedMore(_)) if len == 0 => {
                 Error::Codec(CodecError::malformed("empty datagram"))
@@ -291,11 +425,11 @@ where
                 None => Error::Codec(e),
             },
         };
-        self.drop_datagram(i, error, &peer);
+        self.drop_datagram(error, &peer);
     }
 
-    fn drop_datagram(&mut self, i: usize, error: Error, peer: &S::Addr) {
-        self.slots[i].clear();
+    /// Counts and reports a datagram dropped on the way in (its buffer already cleared).
+    fn drop_datagram(&mut self, error: Error, peer: &S::Addr) {
         self.session.stats.dropped_in += 1;
         log::debug!(
             "session {}: dropped a datagram from {peer:?}: {error}",
@@ -597,6 +731,8 @@ where
         for slot in self.slots.drain(..) {
             Self::give_back(cx, slot);
         }
+        self.overflow = None;
+        self.session.recv_held = 0;
         let _ = cx.registry().deregister(&mut self.socket);
         if let Some((id, _)) = self.timer.take() {
             cx.cancel_timer(id);
@@ -624,14 +760,7 @@ where
         }
         self.session.stats.last_read = cx.now();
         self.session.stats.last_write = cx.now();
-        // One byte more than the largest datagram accepted, to catch an oversized one.
-        let largest = self
-            .session
-            .options
-            .max_message_len
-            .min(self.socket.max_payload());
-        self.slot_size = largest + 1;
-        self.active = self.config.batch.min(2);
+        self.size_receive_buffers(cx);
         self.lend_write_buffer(cx);
         if let Err(e) = self.handler.on_open(&mut self.session) {
             log::debug!("session {} rejected by on_open: {e}", self.session.id());

@@ -328,6 +328,7 @@ pub(crate) fn new_session<S: socket::DatagramSocket, C>(
         std::os::fd::AsRawFd::as_raw_fd(&*socket.sock()),
         codec,
         socket.max_payload(),
+        S::is_unnamed,
         options,
         std::time::Instant::now(),
     ))

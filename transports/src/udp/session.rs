@@ -253,6 +253,10 @@ pub struct DatagramSession<C, A = SocketAddr> {
     fd: SocketFd,
     codec: C,
     max_payload: usize,
+    /// True for a destination nothing can be sent to (an unnamed unix socket).
+    unnamed: fn(&A) -> bool,
+    /// Bytes of receive buffers the entry holds right now (kept up to date by the entry).
+    pub(crate) recv_held: usize,
     pub(crate) out: DatagramQueue<A>,
     pub(crate) stats: DatagramStats,
     pub(crate) options: Arc<SessionOptions>,
@@ -276,6 +280,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         #[cfg(unix)] fd: std::os::fd::RawFd,
         codec: C,
         max_payload: usize,
+        unnamed: fn(&A) -> bool,
         options: Arc<SessionOptions>,
         now: Instant,
     ) -> Self {
@@ -287,6 +292,8 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
             fd: SocketFd(fd),
             codec,
             max_payload,
+            unnamed,
+            recv_held: 0,
             out: DatagramQueue::default(),
             stats: DatagramStats::new(now),
             options,
@@ -409,7 +416,9 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     }
 
     /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
-    /// the connected peer. Fails as [`write`](Self::write) does.
+    /// the connected peer. Fails as [`write`](Self::write) does, and with
+    /// [`Error::UnnamedPeer`] when `peer` is an unnamed unix socket (an unbound sender:
+    /// its datagrams arrive, but there is no address to answer to).
     ///
     /// ```
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
@@ -521,6 +530,21 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// See [`DatagramStats`].
     pub fn stats(&self) -> DatagramStats {
         self.stats
+    }
+
+    /// Bytes of receive buffers the socket holds now: a batch of pooled slots (and the part
+    /// of its overflow regions that large datagrams were written to) while datagrams are
+    /// being read; none once the socket was read dry, as an idle socket holds no buffers.
+    /// Messages the handler keeps are its own and not counted.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     // Opened, nothing received yet: no receive buffers.
+    ///     assert_eq!(s.receive_buffer_bytes(), 0);
+    /// });
+    /// ```
+    pub fn receive_buffer_bytes(&self) -> usize {
+        self.recv_held
     }
 
     /// The session's options.
@@ -648,6 +672,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// `None` (the connected peer) on a connected socket, else `Some(peer)`.
     fn destination(&self, peer: A) -> Result<Option<A>, Error> {
         match &self.peer {
+            None if (self.unnamed)(&peer) => Err(Error::UnnamedPeer),
             None => Ok(Some(peer)),
             Some(connected) if *connected == peer => Ok(None),
             Some(connected) => Err(Error::Io(io::Error::new(

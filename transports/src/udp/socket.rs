@@ -36,6 +36,21 @@ pub(crate) trait DatagramSocket: mio::event::Source + 'static {
     /// The largest payload one datagram can carry on this socket.
     fn max_payload(&self) -> usize;
 
+    /// The largest datagram this socket can receive, whoever sent it: it sizes the
+    /// receive buffers (with the session's `max_message_len`). UDP: the largest UDP
+    /// payload. A unix datagram socket has no bound of its own (a peer's send buffer
+    /// sets it, and a peer may have a larger one than this socket).
+    fn max_recv_payload(&self) -> usize {
+        self.max_payload()
+    }
+
+    /// True for an address nothing can be sent to: an unnamed unix socket (an unbound
+    /// sender), which `write_to` refuses with `Error::UnnamedPeer`.
+    fn is_unnamed(addr: &Self::Addr) -> bool {
+        let _ = addr;
+        false
+    }
+
     /// Whether the socket reports writable readiness once a send that hit `EAGAIN` can go
     /// through again. UDP does (its own send buffer frees up). An unconnected unix datagram
     /// socket sending to a full receiver does not: the kernel watches a receiver's queue

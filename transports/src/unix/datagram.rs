@@ -30,15 +30,21 @@ impl DatagramSocket for UnixDatagram {
     }
 
     fn encode_addr(addr: &UnixAddr) -> SockAddr {
-        // An unnamed (or too long) address becomes an empty one, which the kernel refuses
-        // at send: the datagram is reported as dropped, and the session carries on.
+        // `write_to` refuses an unnamed address (`is_unnamed`); a path too long for the
+        // kernel's form becomes an empty one, which the kernel refuses at send: the
+        // datagram is reported as dropped, and the session carries on.
         addr.to_sockaddr()
             .or_else(|_| SockAddr::unix(""))
             .expect("an empty unix address always fits")
     }
 
     fn decode_addr(addr: &SockAddr) -> Option<UnixAddr> {
+        // An unbound sender's empty address is `Unnamed`: its datagrams are delivered.
         crate::addr::sealed::Stored::from_sockaddr(addr)
+    }
+
+    fn is_unnamed(addr: &UnixAddr) -> bool {
+        addr.is_unnamed()
     }
 
     fn local_addr(&self) -> io::Result<UnixAddr> {
@@ -49,6 +55,12 @@ impl DatagramSocket for UnixDatagram {
     fn max_payload(&self) -> usize {
         let send_buffer = self.sock().send_buffer_size().unwrap_or(0);
         datagram_limit(send_buffer).unwrap_or(send_buffer.saturating_sub(32))
+    }
+
+    fn max_recv_payload(&self) -> usize {
+        // What a peer can send depends on the peer's send buffer, not on this socket's
+        // (several MiB with a large one): only `max_message_len` bounds what is received.
+        usize::MAX
     }
 
     fn signals_write_space(&self) -> bool {
