@@ -16,7 +16,7 @@ use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
 use mio::Interest;
 
 use super::batch::{self, RecvMeta};
-use super::queue::Step;
+use super::queue::{is_gone, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::handle::SessionJob;
@@ -49,6 +49,14 @@ pub(crate) struct DatagramConfig {
     pub(crate) drop_probe: Option<Bytes>,
     /// Close the session (and let its client redial) on an ICMP error.
     pub(crate) close_on_peer_error: bool,
+    /// A unix datagram socket, whose send errors are about the receiver of that very
+    /// datagram. Unconnected, `EAGAIN` means that one receiver's queue is full: its
+    /// destination is parked on its own (see `udp/queue.rs`) and the endpoint never fails
+    /// on a stall. Connected, a peer found gone is reconnected to.
+    pub(crate) unix: bool,
+    /// Bytes a parked destination may hold (unconnected unix sockets); `None`: twice the
+    /// session's high watermark.
+    pub(crate) parked_limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +103,14 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// UDP socket signals write space every time a sent datagram's buffer is freed, so
     /// staying registered would cost a wake-up per datagram sent.
     want_writable: bool,
-    /// When a blocked send is retried, and the wait after that, for sockets that do not
-    /// signal write space (`DatagramSocket::signals_write_space`).
+    /// When a blocked send is retried, and the wait that led there, for a blocked queue
+    /// that no readiness event will wake: a socket that does not signal write space
+    /// (`DatagramSocket::signals_write_space`), or a connected unix socket reconnecting.
     retry: Option<(Instant, Duration)>,
+    /// A connected unix socket whose peer is gone: the last reconnect's error (the
+    /// session ends with it if the peer is not back within the write-stall timeout).
+    gone: Option<std::io::Error>,
 }
-
-/// The first and the longest wait before retrying a blocked send on a socket that does not
-/// signal write space: short, since a reader that drains its queue frees room at once.
-const FIRST_RETRY: Duration = Duration::from_millis(1);
-const MAX_RETRY: Duration = Duration::from_millis(100);
 
 impl<S, C, H> DatagramEntry<S, C, H>
 where
@@ -139,6 +146,7 @@ where
             reported_messages_out: 0,
             want_writable: false,
             retry: None,
+            gone: None,
         }
     }
 
@@ -459,33 +467,83 @@ where
         self.handler.on_error(&mut self.session, &Error::Io(e));
     }
 
-    /// Sends queued datagrams until the queue is empty or the socket is full.
+    /// Sends queued datagrams until the queue is empty or the socket is full. Parked
+    /// destinations that are due are retried first (their datagrams are older than any
+    /// queued for them since), then the queue in order.
     fn flush(&mut self, cx: &mut Context<'_>) {
         let per_call = if self.config.mmsg && batch::HAS_MMSG {
             self.config.batch
         } else {
             1
         };
+        let now = cx.now();
         let mut progressed = false;
         let mut blocked = false;
+        let mut reconnected = false;
         let bytes_before = self.session.stats.bytes_out;
+        if self.session.close_request != Some(CloseKind::Abort) {
+            let socket = &self.socket;
+            let mmsg = self.config.mmsg;
+            let stall = self.session.options.write_stall_timeout;
+            let (datagrams, bytes) = self
+                .session
+                .out
+                .retry_parked(now, stall, per_call, |items| {
+                    batch::send(socket, items, mmsg)
+                });
+            self.session.stats.datagrams_out += datagrams as u64;
+            self.session.stats.bytes_out += bytes as u64;
+            progressed |= datagrams > 0;
+        }
         while self.session.close_request != Some(CloseKind::Abort) {
             let socket = &self.socket;
             let mmsg = self.config.mmsg;
             let step = self
                 .session
                 .out
-                .send_step(per_call, |items| batch::send(socket, items, mmsg));
+                .send_step(now, per_call, |items| batch::send(socket, items, mmsg));
             match step {
                 Step::Empty => break,
                 Step::Blocked => {
                     blocked = true;
                     break;
                 }
+                // That destination waits on its own; the others go on.
+                Step::Parked => {}
                 Step::Sent { datagrams, bytes } => {
                     self.session.stats.datagrams_out += datagrams as u64;
                     self.session.stats.bytes_out += bytes as u64;
                     progressed |= datagrams > 0;
+                    if datagrams > 0 {
+                        self.gone = None;
+                    }
+                }
+                Step::Failed {
+                    error,
+                    dropped: None,
+                } if self.reconnects() && is_gone(&error) => {
+                    // The peer is gone (it closed; perhaps it restarted at the same
+                    // address): reconnect, and send the datagram again. Reported once.
+                    if self.gone.is_none() {
+                        self.session.stats.peer_errors += 1;
+                        log::debug!("session {}: the peer is gone: {error}", self.session.id());
+                        self.gone = Some(std::io::ErrorKind::NotConnected.into());
+                        self.lend_write_buffer(cx);
+                        self.handler.on_error(&mut self.session, &Error::Io(error));
+                    }
+                    match self.reconnect() {
+                        // Once per flush: a peer that keeps vanishing waits for the timer.
+                        Ok(()) if !reconnected => reconnected = true,
+                        Ok(()) => {
+                            blocked = true;
+                            break;
+                        }
+                        Err(e) => {
+                            self.gone = Some(e);
+                            blocked = true;
+                            break;
+                        }
+                    }
                 }
                 Step::Failed { error, dropped } => {
                     if let Some(len) = dropped {
@@ -504,12 +562,12 @@ where
                 }
             }
         }
-        let now = cx.now();
+        self.report_parked_drops(cx);
         if progressed {
             self.session.stats.last_write = now;
             cx.extension::<Metrics>().bytes_out += self.session.stats.bytes_out - bytes_before;
         }
-        if self.session.out.is_empty() {
+        if self.session.out.fifo_is_empty() {
             self.blocked_since = None;
             self.retry = None;
             self.watch_writable(cx, false);
@@ -517,7 +575,7 @@ where
             if progressed || self.blocked_since.is_none() {
                 self.blocked_since = Some(now);
             }
-            if self.socket.signals_write_space() {
+            if self.gone.is_none() && self.socket.signals_write_space() {
                 // Registering re-checks readiness, so space freed since the `EAGAIN` still
                 // raises an event.
                 self.watch_writable(cx, true);
@@ -527,14 +585,67 @@ where
         }
     }
 
+    /// A connected unix socket: a peer found gone is reconnected to.
+    fn reconnects(&self) -> bool {
+        self.config.unix && self.session.is_connected()
+    }
+
+    /// Connects the socket to its peer's address again (the kernel disconnected it when it
+    /// found the peer gone). It succeeds once a socket is bound there again.
+    fn reconnect(&mut self) -> std::io::Result<()> {
+        let peer = self
+            .session
+            .connected_peer()
+            .expect("only a connected socket reconnects");
+        let result = self.socket.sock().connect(&S::encode_addr(peer));
+        match &result {
+            Ok(()) => log::debug!("session {}: reconnected to {peer:?}", self.session.id()),
+            Err(e) => log::debug!("session {}: cannot reconnect: {e}", self.session.id()),
+        }
+        result
+    }
+
+    /// Counts and reports, one `on_error` per destination and cause, the datagrams dropped
+    /// from parked destinations.
+    fn report_parked_drops(&mut self, cx: &mut Context<'_>) {
+        for dropped in self.session.out.take_reports() {
+            self.session.stats.dropped_out += dropped.datagrams;
+            let error = Error::Io(dropped.into_error());
+            log::debug!("session {}: {error}", self.session.id());
+            self.lend_write_buffer(cx);
+            self.handler.on_error(&mut self.session, &error);
+        }
+    }
+
     /// Retries a blocked send after a wait that doubles while nothing goes out (1 ms up to
-    /// 100 ms): a slow reader costs at most ten wake-ups a second, never a busy loop.
+    /// 100 ms): a slow reader costs at most ten wake-ups a second, never a busy loop. A
+    /// flush before the retry is due (another event) leaves the armed retry as it is; the
+    /// one that is due doubles the wait.
     fn schedule_retry(&mut self, now: Instant, progressed: bool) {
         let wait = match self.retry {
-            Some((_, last)) if !progressed => (last * 2).min(MAX_RETRY),
+            Some((at, last)) if !progressed => {
+                if now < at {
+                    return;
+                }
+                (last * 2).min(MAX_RETRY)
+            }
             _ => FIRST_RETRY,
         };
         self.retry = Some((now + wait, wait));
+    }
+
+    /// How the queue treats a full receiver and errors about the peer, by socket.
+    fn set_send_policy(&mut self) {
+        let (peer_errors, park_limit) = match (self.config.unix, self.session.is_connected()) {
+            (false, _) => (PeerErrors::Retry, None),
+            (true, true) => (PeerErrors::Keep, None),
+            (true, false) => {
+                let high = self.session.options.high_watermark;
+                let limit = self.config.parked_limit.unwrap_or(high.saturating_mul(2));
+                (PeerErrors::Drop, Some(limit))
+            }
+        };
+        self.session.out.set_policy(peer_errors, park_limit);
     }
 
     /// Registers or drops interest in writable readiness.
@@ -614,9 +725,9 @@ where
                 cx.reschedule(Ready::WRITABLE);
             }
         }
-        if self.session.out.is_empty() {
+        if self.session.out.fifo_is_empty() {
             // Nothing in flight: the encoding buffer goes back to the pool until the next
-            // event (an idle socket holds none).
+            // event (an idle socket holds none; parked datagrams have bytes of their own).
             let tail = std::mem::take(&mut self.session.out.tail);
             Self::give_back(cx, tail);
         }
@@ -645,7 +756,11 @@ where
         let cron = self.next_cron.filter(|_| open);
         let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
         let retry = self.retry.map(|(at, _)| at);
-        [cron, idle, stall, retry].into_iter().flatten().min()
+        let parked = self.session.out.next_retry();
+        [cron, idle, stall, retry, parked]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Keeps one timer armed for the next deadline; one that fires early just re-arms.
@@ -672,12 +787,17 @@ where
 
     fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let now = cx.now();
-        // A due retry is done by the flush that follows every timer; it schedules the next.
-        self.retry = self.retry.filter(|(at, _)| now < *at);
+        // A due retry is done by the flush that follows every timer, which schedules the
+        // next one from the wait it keeps (clearing it here would restart the backoff).
         let opts = &self.session.options;
         if let Some(since) = self.blocked_since {
             if now >= since + opts.write_stall_timeout {
-                return Err(Error::WriteStalled(opts.write_stall_timeout));
+                // A connected unix socket whose peer did not come back ends with the
+                // reconnect's error; anything else blocked that long, with the stall.
+                return Err(match self.gone.take() {
+                    Some(e) => Error::Io(e),
+                    None => Error::WriteStalled(opts.write_stall_timeout),
+                });
             }
         }
         if let Some(idle) = opts.read_idle_timeout {
@@ -760,6 +880,7 @@ where
         }
         self.session.stats.last_read = cx.now();
         self.session.stats.last_write = cx.now();
+        self.set_send_policy();
         self.size_receive_buffers(cx);
         self.lend_write_buffer(cx);
         if let Err(e) = self.handler.on_open(&mut self.session) {

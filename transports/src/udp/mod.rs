@@ -249,6 +249,8 @@ impl UdpOptions {
             mmsg: true,
             drop_probe: self.drop_probe.clone(),
             close_on_peer_error,
+            unix: false,
+            parked_limit: None,
         }
     }
 }

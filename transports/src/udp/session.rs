@@ -169,7 +169,10 @@ pub struct DatagramStats {
     pub bytes_out: u64,
     /// Messages (and byte buffers) queued by `write*`.
     pub messages_out: u64,
-    /// Queued datagrams the kernel refused for good (each reported to `on_error`).
+    /// Queued datagrams dropped: refused by the kernel for good (each reported to
+    /// `on_error`), or, on an unconnected unix endpoint, dropped from a destination parked
+    /// behind its full receiver: its oldest past its limit, or all it held after the
+    /// write-stall timeout (reported once per destination and flush).
     pub dropped_out: u64,
     /// Writes refused with `Error::QueueFull`: the queue was at its hard bound
     /// (`SessionOptions::max_outbound`), so the datagram was never queued. Datagrams have

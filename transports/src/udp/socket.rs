@@ -16,7 +16,8 @@ use socket2::{SockAddr, SockRef};
 /// readiness where it must).
 pub(crate) trait DatagramSocket: mio::event::Source + 'static {
     /// A peer or local address.
-    type Addr: Clone + PartialEq + fmt::Debug + 'static;
+    /// `Eq + Hash`: an unconnected unix endpoint keeps a queue per parked destination.
+    type Addr: Clone + Eq + std::hash::Hash + fmt::Debug + 'static;
 
     /// The socket, for syscalls.
     fn sock(&self) -> SockRef<'_>;

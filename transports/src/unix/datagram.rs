@@ -1,6 +1,9 @@
 //! Unix datagram sockets on the UDP datagram path: the same session, queue, batching and
-//! callbacks, with [`UnixAddr`] addresses and the unix socket's reliability (nothing is
-//! ever dropped: a full receiver makes the sender wait).
+//! callbacks, with [`UnixAddr`] addresses and the unix socket's reliability: a full
+//! receiver makes the sender wait, not the kernel drop. An unconnected endpoint waits for
+//! each receiver on its own (a slow one is parked; see [`UnixDatagramEndpointBuilder::bind`]);
+//! a connected one reconnects to a peer that restarted (see
+//! [`UnixDatagramEndpointBuilder::connect`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -144,6 +147,7 @@ pub struct UnixDatagramEndpointBuilder {
     recv_buffer_size: Option<usize>,
     send_buffer_size: Option<usize>,
     remove_stale: bool,
+    parked_limit: Option<usize>,
     session_options: SessionOptions,
 }
 
@@ -155,6 +159,7 @@ impl Default for UnixDatagramEndpointBuilder {
             recv_buffer_size: None,
             send_buffer_size: None,
             remove_stale: true,
+            parked_limit: None,
             session_options: SessionOptions::default(),
         }
     }
@@ -204,6 +209,21 @@ impl UnixDatagramEndpointBuilder {
         self
     }
 
+    /// The bytes an unconnected endpoint holds for one receiver whose queue is full
+    /// (a parked destination; see [`bind`](Self::bind)). Past it, that destination's
+    /// oldest datagrams are dropped, counted in `DatagramStats::dropped_out` and reported
+    /// to `on_error`; its newest always stays. Default: twice the session's high
+    /// watermark (128 KiB with the default options), so a producer that writes only while
+    /// the session is writable loses nothing to it.
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked_per_peer(16 * 1024);
+    /// ```
+    pub fn max_parked_per_peer(mut self, bytes: usize) -> Self {
+        self.parked_limit = Some(bytes.max(1));
+        self
+    }
+
     /// The options the session starts with: `max_message_len` caps the datagrams accepted,
     /// and the watermarks and `max_outbound` bound what waits for a slow receiver.
     ///
@@ -217,10 +237,23 @@ impl UnixDatagramEndpointBuilder {
     }
 
     /// Binds `local` (a path or an abstract name): an unconnected endpoint that receives
-    /// from any peer and writes to any peer with `write_to`. A send to a full receiver
-    /// waits (on a backoff timer: the kernel gives unconnected senders no readiness
-    /// signal for another socket's queue). The socket file is removed when the endpoint
-    /// goes.
+    /// from any peer and writes to any peer with `write_to`. The socket file is removed
+    /// when the endpoint goes.
+    ///
+    /// **A slow receiver holds up no one else.** A receiver that does not read fills its
+    /// queue (Linux: `net.unix.max_dgram_qlen`, 10 datagrams); then that destination is
+    /// *parked*: its datagrams wait, in order, in a queue of its own, retried on a timer
+    /// that backs off from 1 ms to 100 ms (ten tries a second at most), while datagrams to
+    /// every other destination keep going out in order. A parked destination holds at
+    /// most [`max_parked_per_peer`](Self::max_parked_per_peer) bytes (past it its oldest
+    /// are dropped); one that takes nothing for the write-stall timeout
+    /// (`SessionOptions::write_stall_timeout`, 30 s) has all it holds dropped and is
+    /// forgotten. Each drop is counted in `DatagramStats::dropped_out` and reported to
+    /// `on_error` once per destination and cause, as an `Error::Io` that names the
+    /// destination (`WouldBlock` over the limit, `TimedOut` after the stall); the endpoint
+    /// never fails on a stall. A datagram to a receiver that is gone (its socket closed or
+    /// its file removed) is dropped and reported once. Parked datagrams count in the
+    /// session's queue (watermarks, `max_outbound`).
     ///
     /// See [`UnixDatagramEndpointBuilder`] for an example.
     pub fn bind<F, C, H>(
@@ -237,7 +270,19 @@ impl UnixDatagramEndpointBuilder {
     }
 
     /// Connects an unbound socket to `peer`: `write` sends to it, and only its datagrams
-    /// are received. A send to a full peer waits for the kernel's writable signal.
+    /// are received. A send to a full peer waits for the kernel's writable signal; if the
+    /// peer reads nothing for the write-stall timeout, the session ends with
+    /// `Error::WriteStalled`.
+    ///
+    /// **A peer that restarts is reconnected to.** When a send finds the peer's socket
+    /// closed (`ECONNREFUSED`: the kernel then disconnects this socket), the handler hears
+    /// it once (`on_error` with that `Error::Io`; the session goes on), and the endpoint
+    /// connects again to the same address and sends that datagram, and the ones queued
+    /// after it, there, as syslog clients do. While nothing is bound there, the queue
+    /// waits and the connect is retried on a timer (1 ms doubling to 100 ms); if the peer
+    /// is not back within the write-stall timeout, the session ends with the last
+    /// connect's error (`on_error`, e.g. `NotFound`, then `on_close`). Datagrams the old
+    /// peer had received but not read are lost with it.
     ///
     /// ```
     /// use getty_codec::RawCodec;
@@ -306,6 +351,8 @@ impl UnixDatagramEndpointBuilder {
             mmsg: true,
             drop_probe: None,
             close_on_peer_error: false,
+            unix: true,
+            parked_limit: self.parked_limit,
         };
         let parts = EndpointParts {
             socket,

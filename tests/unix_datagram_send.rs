@@ -1,0 +1,510 @@
+//! The send path of unix datagram endpoints (issue 12, items 1, 6, 9 and 13), over real
+//! unix sockets in a temporary directory of each test:
+//! - a slow receiver is parked on its own: a bystander keeps getting replies, the endpoint
+//!   never fails, and what the slow one may hold is bounded (its oldest go first);
+//! - a connected endpoint whose peer restarted reconnects to the same path, and one whose
+//!   peer is gone for good ends with the error after the write-stall timeout, its
+//!   reconnects on a timer that backs off;
+//! - the retry timer of a parked destination backs off to ten turns a second at most;
+//! - a datagram to a vanished peer is reported once.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::os::unix::net::UnixDatagram as StdUnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use common::*;
+use getty::codec::{Bytes, RawCodec};
+use getty::udp::{DatagramHandle, DatagramHandler, DatagramSession};
+use getty::unix::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
+use getty::{Error, SessionOptions, UnixAddr};
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// A fresh directory of this test (its sockets live there), removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "getty-uds-send-{}-{}-{name}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+type Handle = DatagramHandle<RawCodec, UnixAddr>;
+
+/// What a handler saw.
+enum Ev {
+    Handle(Handle),
+    /// `on_error`: the error's text, its I/O kind if any, whether the session was closing,
+    /// and `dropped_out` at that moment.
+    Error {
+        text: String,
+        kind: Option<std::io::ErrorKind>,
+        closing: bool,
+        dropped_out: u64,
+    },
+    Closed,
+}
+
+/// Echoes every datagram to its sender (unconnected) or to the peer (connected), and
+/// reports its handle, errors and close.
+struct Echo {
+    tx: Sender<Ev>,
+    echo: bool,
+}
+
+impl DatagramHandler<RawCodec, UnixAddr> for Echo {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
+        let _ = self.tx.send(Ev::Handle(s.handle().expect("in a callback")));
+        Ok(())
+    }
+    fn on_message(
+        &mut self,
+        s: &mut DatagramSession<RawCodec, UnixAddr>,
+        msg: Bytes,
+        peer: UnixAddr,
+    ) {
+        if self.echo {
+            let _ = s.write_bytes_to(peer, msg);
+        }
+    }
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+        let kind = match error {
+            Error::Io(e) => Some(e.kind()),
+            _ => None,
+        };
+        let _ = self.tx.send(Ev::Error {
+            text: error.to_string(),
+            kind,
+            closing: s.is_closing(),
+            dropped_out: s.stats().dropped_out,
+        });
+    }
+    fn on_close(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>) {
+        let _ = self.tx.send(Ev::Closed);
+    }
+}
+
+/// An endpoint's events as the test sees them.
+struct Seen {
+    rx: Receiver<Ev>,
+    errors: Vec<(String, Option<std::io::ErrorKind>, bool, u64)>,
+    closed: bool,
+}
+
+impl Seen {
+    /// Waits for the endpoint's handle (sent by `on_open`).
+    fn handle(&mut self) -> Handle {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left).expect("the endpoint opened") {
+                Ev::Handle(h) => return h,
+                other => self.note(other),
+            }
+        }
+    }
+
+    fn note(&mut self, ev: Ev) {
+        match ev {
+            Ev::Handle(_) => {}
+            Ev::Error {
+                text,
+                kind,
+                closing,
+                dropped_out,
+            } => self.errors.push((text, kind, closing, dropped_out)),
+            Ev::Closed => self.closed = true,
+        }
+    }
+
+    /// Takes in every event reported so far.
+    fn pump(&mut self) {
+        while let Ok(ev) = self.rx.try_recv() {
+            self.note(ev);
+        }
+    }
+
+    /// Waits until `pred` holds for what was seen, at most `STEP`.
+    fn wait_until(&mut self, what: &str, mut pred: impl FnMut(&Seen) -> bool) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            self.pump();
+            if pred(self) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; errors {:?}, closed {}",
+                self.errors,
+                self.closed
+            );
+            if let Ok(ev) = self.rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                self.note(ev);
+            }
+        }
+    }
+}
+
+fn seen() -> (Sender<Ev>, Seen) {
+    let (tx, rx) = mpsc::channel();
+    (
+        tx,
+        Seen {
+            rx,
+            errors: Vec::new(),
+            closed: false,
+        },
+    )
+}
+
+fn builder(stall: Duration) -> UnixDatagramEndpointBuilder {
+    UnixDatagramEndpoint::builder()
+        .session_options(SessionOptions::default().write_stall_timeout(stall))
+}
+
+/// A bound echo endpoint at `at`, running on its own reactor.
+fn echo_endpoint(b: UnixDatagramEndpointBuilder, at: &Path) -> (Running, Seen, Handle) {
+    let (tx, mut seen) = seen();
+    let endpoint = b
+        .bind(at, move |_| Ok((RawCodec, Echo { tx, echo: true })))
+        .expect("bind the endpoint");
+    let running = Running::serve("uds-send", endpoint);
+    let handle = seen.handle();
+    (running, seen, handle)
+}
+
+/// A plain socket bound in the test's directory that reads with a timeout.
+fn peer(dir: &TempDir, name: &str) -> StdUnixDatagram {
+    let sock = StdUnixDatagram::bind(dir.path(name)).expect("bind a peer");
+    sock.set_read_timeout(Some(STEP)).unwrap();
+    sock
+}
+
+/// One request and its echo, within `STEP`.
+fn round_trip(sock: &StdUnixDatagram, to: &Path, payload: &[u8]) {
+    sock.send_to(payload, to).expect("send a request");
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no echo of {:?}: {e}", String::from_utf8_lossy(payload)));
+    assert_eq!(&buf[..n], payload);
+}
+
+/// Everything waiting in `sock`'s queue now (it is read until `quiet` passes with none).
+fn drain(sock: &StdUnixDatagram, quiet: Duration) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+        assert!(got.len() < 10_000, "an endless stream of datagrams");
+    }
+    sock.set_read_timeout(Some(STEP)).unwrap();
+    got
+}
+
+/// Sends `count` numbered requests ("{tag}-{i:04}") and reads none of the replies.
+fn flood(sock: &StdUnixDatagram, to: &Path, tag: &str, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let payload = format!("{tag}-{i:04}").into_bytes();
+            sock.send_to(&payload, to).expect("send a request");
+            payload
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 1: a slow receiver is parked on its own
+// ---------------------------------------------------------------------------------------
+
+/// A receiver that stops reading holds up nobody else: a bystander keeps getting its
+/// replies for several write-stall timeouts while the slow one is parked, the endpoint
+/// never fails (no `on_close`, its socket file stays), the slow one's held replies are
+/// dropped after the stall timeout with errors that name it, and once it reads again it is
+/// served again.
+#[test]
+fn a_slow_receiver_is_parked_and_a_bystander_keeps_getting_replies() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("bystander");
+        let server = dir.path("server.sock");
+        let stall = Duration::from_millis(300);
+        let (running, mut seen, _) = echo_endpoint(builder(stall), &server);
+        let slow = peer(&dir, "slow.sock");
+        let bystander = peer(&dir, "bystander.sock");
+        let sent = flood(&slow, &server, "slow", 40);
+        // Several stall timeouts of traffic from the bystander, each request answered.
+        let started = Instant::now();
+        let mut answered = 0;
+        while started.elapsed() < stall * 4 || answered < 20 {
+            round_trip(&bystander, &server, format!("by-{answered}").as_bytes());
+            answered += 1;
+            std::thread::sleep(Duration::from_millis(5));
+            assert!(answered < 100_000);
+        }
+        seen.pump();
+        assert!(!seen.closed, "the endpoint closed: {:?}", seen.errors);
+        assert!(server.exists(), "the endpoint's socket file is gone");
+        // The slow one got what its queue holds, in order; the rest was dropped after the
+        // stall timeout, each report naming it.
+        let got = drain(&slow, Duration::from_millis(300));
+        assert!(!got.is_empty() && got.len() < sent.len(), "{}", got.len());
+        assert_eq!(
+            got[..],
+            sent[..got.len()],
+            "the slow receiver's replies, in order"
+        );
+        let dropped = (sent.len() - got.len()) as u64;
+        seen.wait_until("the slow receiver's datagrams reported dropped", |s| {
+            s.errors.last().is_some_and(|e| e.3 == dropped)
+        });
+        let slow_name = dir.path("slow.sock").display().to_string();
+        for (text, _, closing, _) in &seen.errors {
+            assert!(!closing, "an error closed the endpoint: {text}");
+            assert!(
+                text.contains(&slow_name),
+                "an error not about the slow one: {text}"
+            );
+        }
+        // Reading again, it is served again.
+        round_trip(&slow, &server, b"back");
+        round_trip(&bystander, &server, b"still here");
+        running.stop();
+        seen.pump();
+        assert!(seen.closed);
+    });
+}
+
+/// A parked destination holds at most its limit: past it, its oldest replies are dropped
+/// (counted, and reported as about it alone), its newest stay, and once it reads it gets
+/// what its queue held and then those newest, in order.
+#[test]
+fn a_parked_destination_keeps_its_newest_within_its_limit() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("limit");
+        let server = dir.path("server.sock");
+        // Replies are 9 bytes ("slow-0000"): ten fit in the limit.
+        let b = builder(Duration::from_secs(10)).max_parked_per_peer(10 * 9);
+        let (running, mut seen, _) = echo_endpoint(b, &server);
+        let slow = peer(&dir, "slow.sock");
+        let bystander = peer(&dir, "bystander.sock");
+        let sent = flood(&slow, &server, "slow", 60);
+        // Answered after the slow one's requests, which came first on the same socket.
+        round_trip(&bystander, &server, b"barrier");
+        let got = drain(&slow, Duration::from_millis(500));
+        assert!(got.len() > 10, "{} replies", got.len());
+        let in_queue = got.len() - 10;
+        assert_eq!(got[..in_queue], sent[..in_queue], "what its queue held");
+        assert_eq!(
+            got[in_queue..],
+            sent[50..],
+            "the newest ten, held while parked"
+        );
+        let dropped = (sent.len() - got.len()) as u64;
+        seen.wait_until("the drops reported", |s| {
+            s.errors.last().is_some_and(|e| e.3 == dropped)
+        });
+        let slow_name = dir.path("slow.sock").display().to_string();
+        for (text, kind, closing, _) in &seen.errors {
+            assert!(!closing, "{text}");
+            assert_eq!(*kind, Some(std::io::ErrorKind::WouldBlock), "{text}");
+            assert!(
+                text.contains(&slow_name),
+                "an error not about the slow one: {text}"
+            );
+        }
+        round_trip(&bystander, &server, b"still here");
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 9: the retry timer backs off
+// ---------------------------------------------------------------------------------------
+
+/// While a receiver stays full, its parked datagrams are retried on a timer that backs off
+/// to 100 ms: the reactor turns about ten times a second (bound here at 40, for a loaded
+/// machine), not hundreds. Once the receiver reads, everything arrives, in order.
+#[test]
+fn the_retry_timer_of_a_full_receiver_backs_off() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("backoff");
+        let server = dir.path("server.sock");
+        let (running, mut seen, _) = echo_endpoint(builder(Duration::from_secs(20)), &server);
+        let slow = peer(&dir, "slow.sock");
+        let sent = flood(&slow, &server, "slow", 20);
+        // Let the backoff reach its longest wait (1 ms doubling to 100 ms: ~230 ms).
+        std::thread::sleep(Duration::from_millis(500));
+        let window = Duration::from_secs(1);
+        let before = running.run_on(|s| s.loop_metrics().turns);
+        let started = Instant::now();
+        std::thread::sleep(window);
+        let turns = running.run_on(|s| s.loop_metrics().turns) - before;
+        let took = started.elapsed();
+        eprintln!("{turns} reactor turns in {took:?} of a stalled receiver");
+        let allowed = (40.0 * took.as_secs_f64()).ceil() as u64;
+        assert!(
+            turns <= allowed,
+            "{turns} reactor turns in {took:?} of a stall (at most {allowed})"
+        );
+        let got = drain(&slow, Duration::from_millis(500));
+        assert_eq!(got, sent, "every reply, in order, once the receiver reads");
+        seen.pump();
+        assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 6: a connected endpoint whose peer restarted
+// ---------------------------------------------------------------------------------------
+
+/// A connected endpoint.
+fn connected(b: UnixDatagramEndpointBuilder, to: &Path) -> (Running, Seen, Handle) {
+    let (tx, mut seen) = seen();
+    let endpoint = b
+        .connect(to, move |_| Ok((RawCodec, Echo { tx, echo: false })))
+        .expect("connect the endpoint");
+    let running = Running::serve("uds-connected", endpoint);
+    let handle = seen.handle();
+    (running, seen, handle)
+}
+
+fn recv_text(sock: &StdUnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a datagram");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The peer of a connected endpoint restarts (its socket closes, a new one binds the same
+/// path): the next datagram finds it gone, the endpoint reconnects to the path and sends it
+/// there, and so do the ones after it. The handler hears of the restart once.
+#[test]
+fn a_connected_endpoint_reconnects_to_a_restarted_peer() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("restart");
+        let at = dir.path("peer.sock");
+        let first = peer(&dir, "peer.sock");
+        let (running, mut seen, h) = connected(builder(Duration::from_secs(5)), &at);
+        let to = UnixAddr::path(&at);
+        h.write_bytes_to(to.clone(), Bytes::from_static(b"one"))
+            .unwrap();
+        assert_eq!(recv_text(&first), "one");
+        // The peer restarts.
+        drop(first);
+        std::fs::remove_file(&at).unwrap();
+        let second = peer(&dir, "peer.sock");
+        h.write_bytes_to(to.clone(), Bytes::from_static(b"two"))
+            .unwrap();
+        assert_eq!(recv_text(&second), "two");
+        h.write_bytes_to(to, Bytes::from_static(b"three")).unwrap();
+        assert_eq!(recv_text(&second), "three");
+        seen.pump();
+        assert!(!seen.closed);
+        assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
+        assert_eq!(
+            seen.errors[0].1,
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        assert!(!seen.errors[0].2, "the restart closed the session");
+        running.stop();
+    });
+}
+
+/// The peer of a connected endpoint goes for good: the endpoint keeps trying to reconnect
+/// for the write-stall timeout, then ends with the error (`on_error`, then `on_close`).
+#[test]
+fn a_connected_endpoint_whose_peer_is_gone_ends_with_the_error() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("gone");
+        let at = dir.path("peer.sock");
+        let first = peer(&dir, "peer.sock");
+        let stall = Duration::from_millis(1000);
+        let (running, mut seen, h) = connected(builder(stall), &at);
+        let to = UnixAddr::path(&at);
+        h.write_bytes_to(to.clone(), Bytes::from_static(b"one"))
+            .unwrap();
+        assert_eq!(recv_text(&first), "one");
+        drop(first);
+        std::fs::remove_file(&at).unwrap();
+        let turns_before = running.run_on(|s| s.loop_metrics().turns);
+        let asked = Instant::now();
+        h.write_bytes_to(to, Bytes::from_static(b"lost")).unwrap();
+        seen.wait_until("the session to end", |s| s.closed);
+        let took = asked.elapsed();
+        assert!(took >= stall, "ended before the stall timeout");
+        // The reconnects are retried on a timer that backs off to 100 ms (item 9): a few
+        // dozen turns over the wait, not one a millisecond.
+        let turns = running.run_on(|s| s.loop_metrics().turns) - turns_before;
+        let allowed = 20 + (40.0 * took.as_secs_f64()).ceil() as u64;
+        assert!(
+            turns <= allowed,
+            "{turns} turns in {took:?} of reconnecting (at most {allowed})"
+        );
+        let (text, kind, closing, _) = seen.errors.last().cloned().expect("an error");
+        assert!(closing, "the last error did not end the session: {text}");
+        assert_eq!(kind, Some(std::io::ErrorKind::NotFound), "{text}");
+        assert!(h.is_closed());
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 13: a vanished peer is reported once
+// ---------------------------------------------------------------------------------------
+
+/// A datagram to a peer whose socket closed (its file is still there: `ECONNREFUSED`) or
+/// whose file is gone (`ENOENT`) is dropped and reported exactly once, and counted once.
+#[test]
+fn a_datagram_to_a_vanished_peer_is_reported_once() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("vanished");
+        let server = dir.path("server.sock");
+        let (running, mut seen, h) = echo_endpoint(builder(Duration::from_secs(5)), &server);
+        let bystander = peer(&dir, "bystander.sock");
+        let closed = peer(&dir, "closed.sock");
+        drop(closed); // the file stays: ECONNREFUSED
+        let removed = peer(&dir, "removed.sock");
+        drop(removed);
+        std::fs::remove_file(dir.path("removed.sock")).unwrap(); // ENOENT
+        for (i, name) in ["closed.sock", "removed.sock"].into_iter().enumerate() {
+            h.write_bytes_to(UnixAddr::path(dir.path(name)), Bytes::from_static(b"x"))
+                .unwrap();
+            // The endpoint has flushed by the time it answers the bystander; then give a
+            // retry timer, if any, time to fire.
+            round_trip(&bystander, &server, b"barrier");
+            std::thread::sleep(Duration::from_millis(300));
+            seen.pump();
+            assert_eq!(seen.errors.len(), i + 1, "reports: {:?}", seen.errors);
+            let (text, _, closing, dropped) = &seen.errors[i];
+            assert!(!closing, "{text}");
+            assert_eq!(*dropped, i as u64 + 1, "{text}");
+        }
+        round_trip(&bystander, &server, b"still serving");
+        running.stop();
+    });
+}
