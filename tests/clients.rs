@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use getty::codec::ws::{InvalidRequest, RequestPart};
-use getty::codec::{Message, MessageCodec};
+use getty::codec::{Bytes, Message, MessageCodec};
 use getty::ws::WsClient;
 use getty::{Error, Handler, Session};
 
@@ -79,6 +79,26 @@ fn switching_protocols(request: &str) -> String {
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     )
+}
+
+/// Accepts one connection, failing the test after [`STEP`] (a blocking accept would wait
+/// for the watchdog).
+fn accept_within(listener: &TcpListener, what: &str) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -232,7 +252,7 @@ fn the_upgrade_request_refuses_what_would_inject_headers() {
             .build(&format!("{base}/a%20b/c;d@e?q=1&r=~"), sink)
             .unwrap();
         let client = Running::serve("ws-request-client", client);
-        let (mut stream, _) = listener.accept().unwrap();
+        let mut stream = accept_within(&listener, "the client dials");
         stream.set_read_timeout(Some(STEP)).unwrap();
         let request = read_head(&mut stream);
         assert!(
@@ -484,5 +504,153 @@ fn text_messages_are_utf8_by_construction() {
         peer.read_exact(&mut frame).unwrap();
         assert_eq!(frame, *b"\x81\x05caf\xc3\xa9", "a text frame with the text");
         server.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 18: every resolved address, resolved again on redial
+// ---------------------------------------------------------------------------------------
+
+/// A closed port on 127.0.0.1, then the live one: the address list the issue's
+/// `ws://localhost:PORT` made where `localhost` is `::1` first (here `localhost` is only
+/// 127.0.0.1 in /etc/hosts, so the list is built by hand). The client falls through to
+/// the second address and opens there, without waiting for a redial. Before the fix it
+/// dialled the first address only, forever.
+#[test]
+fn a_tcp_client_falls_through_to_the_next_address() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        let addrs = [dead_port(), live];
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .reconnect_backoff(Duration::from_secs(30), Duration::from_secs(30))
+            .build(&addrs[..], move |_| Ok((RawCodec, Probe::silent(&tx))))
+            .unwrap();
+        assert_eq!(client.peer_addr(), addrs[0]);
+        let client = Running::serve("fall-through-client", client);
+        let _peer = accept_within(&listener, "the client reaches the live address");
+        // Opened with the address it reached, in the first round (the redial is 30 s off).
+        events.wait_open(live);
+        client.stop();
+    });
+}
+
+/// The same over WebSocket, with the name the issue used: `ws://localhost:PORT` against a
+/// server bound to 127.0.0.1 only.
+#[test]
+fn a_websocket_client_of_localhost_reaches_a_server_on_127_0_0_1() {
+    watchdog(TEST_LIMIT, || {
+        let server = getty::ws::WsServer::builder()
+            .route("/", |_| Ok((MessageCodec, Silent)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let port = server.local_addr().port();
+        let server = Running::serve("ws-localhost-server", server);
+        let (tx, mut events) = Events::new();
+        let client = WsClient::builder()
+            .build(&format!("ws://localhost:{port}/"), move |_| {
+                Ok((MessageCodec, WsProbe { tx: tx.clone() }))
+            })
+            .unwrap();
+        let client = Running::serve("ws-localhost-client", client);
+        events.wait_open(SocketAddr::from(([127, 0, 0, 1], port)));
+        client.stop();
+        server.stop();
+    });
+}
+
+/// A UDP client's first address refuses the probe (`ECONNREFUSED`); the client goes on to
+/// the next one, whose peer gets the probe, and opens there. Before the fix it redialled
+/// the first address forever.
+#[test]
+fn a_udp_client_falls_through_to_the_next_address() {
+    use getty::codec::RawCodec;
+    use getty::udp::{DatagramHandler, DatagramSession, UdpClient, DEFAULT_PROBE};
+
+    struct Opened(Sender<SocketAddr>);
+    impl DatagramHandler<RawCodec> for Opened {
+        fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+            let _ = self.0.send(s.peer_addr().expect("a connected session"));
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+    }
+
+    watchdog(TEST_LIMIT, || {
+        let closed = {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.local_addr().unwrap()
+        };
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        let live = peer.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (dial_tx, dial_rx) = std::sync::mpsc::channel();
+        let client = UdpClient::builder()
+            .probe_wait(Duration::from_millis(300))
+            .reconnect_backoff(Duration::from_secs(30), Duration::from_secs(30))
+            .build(vec![closed, live], move |_| {
+                Ok((RawCodec, Opened(tx.clone())))
+            })
+            .unwrap()
+            .on_dial_error(move |addr, e| {
+                let _ = dial_tx.send((addr, e.to_string()));
+            });
+        let client = Running::serve("udp-fall-through-client", client);
+        let mut probe = [0u8; 64];
+        let (n, _) = peer
+            .recv_from(&mut probe)
+            .expect("the probe reaches the live peer");
+        assert_eq!(&probe[..n], DEFAULT_PROBE);
+        assert_eq!(rx.recv_timeout(STEP).expect("the session opens"), live);
+        let (failed, why) = dial_rx.recv_timeout(STEP).expect("the refused address");
+        assert_eq!(failed, closed, "{why}");
+        client.stop();
+    });
+}
+
+/// A host name (here a resolver of the test's own, as a name whose records change) is
+/// resolved again before every redial, on a thread that is not the reactor's: the first
+/// resolution names a closed port, the later ones the live listener, and the client gets
+/// there on a redial. Before the fix the client kept what it resolved when it was built.
+#[test]
+fn a_client_resolves_again_off_the_reactor_before_redialling() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+    use getty::transports::DialTarget;
+    use std::sync::{Arc, Mutex};
+
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        let dead = dead_port();
+        let threads = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = Arc::clone(&threads);
+        let target = DialTarget::resolve_with("moving-record", move || {
+            let mut seen = seen.lock().unwrap();
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            seen.push(name);
+            Ok(vec![if seen.len() == 1 { dead } else { live }])
+        });
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(target, move |_| Ok((RawCodec, Probe::silent(&tx))))
+            .unwrap();
+        assert_eq!(client.peer_addr(), dead, "resolved when built");
+        let client = Running::serve("re-resolving-client", client);
+        let _peer = accept_within(&listener, "the client follows the new record");
+        events.wait_open(live);
+        client.stop();
+        let threads = threads.lock().unwrap().clone();
+        assert!(threads.len() >= 2, "{threads:?}");
+        assert!(
+            threads[1..].iter().all(|t| t == "getty-resolver"),
+            "resolved again on {threads:?}, not off the reactor"
+        );
     });
 }

@@ -1,15 +1,22 @@
 //! The client every stream transport shares (TCP, WebSocket, unix sockets): it keeps
-//! `connection_number` sessions to one address, redialling with capped, jittered
+//! `connection_number` sessions to one peer, redialling with capped, jittered
 //! exponential backoff until the app closes it.
 //!
 //! Each connect attempt is a `Dialer` entry of its own (a connecting socket needs its own
 //! token). A dialer reports back to the client with a command; the client runs the setup
-//! hook and spawns the session, which tells the client when it ends. No locks, no threads,
-//! and no re-entrancy: the client and its sessions only ever exchange queued commands, so
-//! closing a client while it redials cannot deadlock (getty's #132).
+//! hook and spawns the session, which tells the client when it ends. A peer may have
+//! several addresses ([`DialTarget`]): a failed attempt goes on to the next address at
+//! once, and only when all have failed is the dial a failure. A host name is resolved
+//! again before every redial on a thread of its own, whose result comes back as a
+//! command: the reactor never waits on DNS. No locks and no re-entrancy: the client and
+//! its sessions only ever exchange queued commands, so closing a client while it redials
+//! cannot deadlock (getty's #132).
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +41,322 @@ pub(crate) trait Dial: Stream + Sized {
 
     /// Whether the connect finished: `Ok(None)` while it is still in progress.
     fn connect_result(&self) -> io::Result<Option<()>>;
+}
+
+/// Where a TCP, WebSocket or UDP client dials: addresses, or a host name and a port.
+///
+/// Made from what `std::net::ToSocketAddrs` takes (a `SocketAddr`, `"host:port"`,
+/// `("host", port)`, `(ip, port)`, a slice or `Vec` of addresses). Every address is tried
+/// in turn, each with the connect timeout, until one answers (RFC 8305's fall-through;
+/// the attempts are not raced); a dial fails only when all of them did.
+///
+/// - **Addresses** (an IP literal, a `SocketAddr`, a list) are dialled in the order given
+///   and never resolved: nothing blocks.
+/// - **A host name** is resolved when the client is built (on the calling thread: build
+///   clients off the reactor thread, or give them addresses), its addresses ordered with
+///   the families alternating (RFC 8305 §4); and it is resolved again before every redial,
+///   on a thread of its own, the result reaching the client as a reactor command, so the
+///   reactor never waits on DNS and a changed record is followed. If that resolution fails
+///   the client dials the addresses it had.
+/// - **Your own resolver** ([`DialTarget::resolve_with`]) is called as a host name's is.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use getty_transports::DialTarget;
+///
+/// let literal = DialTarget::from("127.0.0.1:9000");
+/// assert_eq!(literal.to_string(), "127.0.0.1:9000");
+/// let name = DialTarget::from(("localhost", 9000));
+/// assert_eq!(name.to_string(), "localhost:9000");
+/// let list: Vec<SocketAddr> = vec!["127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()];
+/// assert_eq!(DialTarget::from(list).to_string(), "[127.0.0.1:1, 127.0.0.1:2]");
+/// ```
+#[derive(Debug, Clone)]
+pub struct DialTarget(Target);
+
+#[derive(Clone)]
+enum Target {
+    Addrs(Vec<SocketAddr>),
+    Host {
+        host: String,
+        port: u16,
+    },
+    Custom {
+        label: String,
+        resolver: Resolver<SocketAddr>,
+    },
+    Invalid(String),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Addrs(addrs) => f.debug_tuple("Addrs").field(addrs).finish(),
+            Target::Host { host, port } => write!(f, "Host({host}:{port})"),
+            Target::Custom { label, .. } => write!(f, "Custom({label})"),
+            Target::Invalid(why) => f.debug_tuple("Invalid").field(why).finish(),
+        }
+    }
+}
+
+impl DialTarget {
+    /// Dials these addresses, in this order, without resolving anything.
+    ///
+    /// ```
+    /// let t = getty_transports::DialTarget::addrs(["127.0.0.1:7".parse().unwrap()]);
+    /// assert_eq!(t.to_string(), "127.0.0.1:7");
+    /// ```
+    pub fn addrs(addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        DialTarget(Target::Addrs(addrs.into_iter().collect()))
+    }
+
+    /// Dials `host` (a name, or an IP address: then nothing is resolved) on `port`.
+    ///
+    /// ```
+    /// let t = getty_transports::DialTarget::host("localhost", 80);
+    /// assert_eq!(t.to_string(), "localhost:80");
+    /// assert_eq!(getty_transports::DialTarget::host("[::1]", 80).to_string(), "[::1]:80");
+    /// ```
+    pub fn host(host: impl Into<String>, port: u16) -> Self {
+        let host = host.into();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => DialTarget(Target::Addrs(vec![SocketAddr::new(ip, port)])),
+            Err(_) => DialTarget(Target::Host { host, port }),
+        }
+    }
+
+    /// Dials the addresses `resolve` answers, in its order: it is called when the client
+    /// is built (on the calling thread) and again before every redial, on a thread of its
+    /// own (never the reactor's), so it may block: a service registry, a DNS client of
+    /// your choice, a list that changes. `label` names the target in the log. An error
+    /// when the client is built fails the build; later, the client dials the addresses it
+    /// had.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use getty_transports::DialTarget;
+    ///
+    /// let t = DialTarget::resolve_with("registry:chat", || {
+    ///     Ok(vec!["127.0.0.1:7000".parse::<SocketAddr>().unwrap()])
+    /// });
+    /// assert_eq!(t.to_string(), "registry:chat");
+    /// ```
+    pub fn resolve_with<R>(label: impl Into<String>, resolve: R) -> Self
+    where
+        R: Fn() -> io::Result<Vec<SocketAddr>> + Send + Sync + 'static,
+    {
+        DialTarget(Target::Custom {
+            label: label.into(),
+            resolver: Arc::new(resolve),
+        })
+    }
+
+    /// The addresses to dial first and, for a host name, how to resolve it again. Resolves
+    /// a host name (blocking the calling thread).
+    pub(crate) fn resolve_now(self) -> io::Result<(Vec<SocketAddr>, Option<Resolver<SocketAddr>>)> {
+        match self.0 {
+            Target::Invalid(why) => Err(io::Error::new(io::ErrorKind::InvalidInput, why)),
+            Target::Addrs(addrs) if addrs.is_empty() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address to dial",
+            )),
+            Target::Addrs(addrs) => Ok((addrs, None)),
+            Target::Host { host, port } => {
+                let resolver: Resolver<SocketAddr> = Arc::new(move || resolve_host(&host, port));
+                Ok((resolver()?, Some(resolver)))
+            }
+            Target::Custom { label, resolver } => match resolver()? {
+                addrs if addrs.is_empty() => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{label} resolved to no address"),
+                )),
+                addrs => Ok((addrs, Some(resolver))),
+            },
+        }
+    }
+}
+
+/// Resolves `host` and orders its addresses for dialling: the families alternate, starting
+/// with the resolver's first choice (RFC 8305 §4), otherwise in the resolver's order.
+fn resolve_host(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let resolved: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    if resolved.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} resolved to no address"),
+        ));
+    }
+    Ok(interleave(resolved))
+}
+
+/// The families alternate, starting with the first address's; each family keeps its order.
+fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first_v6) = addrs.first().map(SocketAddr::is_ipv6) else {
+        return addrs;
+    };
+    let (mut first, mut second): (VecDeque<_>, VecDeque<_>) =
+        addrs.into_iter().partition(|a| a.is_ipv6() == first_v6);
+    let mut ordered = Vec::with_capacity(first.len() + second.len());
+    while !first.is_empty() || !second.is_empty() {
+        ordered.extend(first.pop_front());
+        ordered.extend(second.pop_front());
+    }
+    ordered
+}
+
+impl fmt::Display for DialTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Target::Addrs(addrs) => fmt_addrs(addrs, f),
+            Target::Host { host, port } => write!(f, "{host}:{port}"),
+            Target::Custom { label, .. } => f.write_str(label),
+            Target::Invalid(why) => f.write_str(why),
+        }
+    }
+}
+
+/// One address as itself, several as a list: how a client names what it dials in its log.
+fn fmt_addrs<A: fmt::Display>(addrs: &[A], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match addrs {
+        [one] => one.fmt(f),
+        many => {
+            f.write_str("[")?;
+            for (i, a) in many.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                a.fmt(f)?;
+            }
+            f.write_str("]")
+        }
+    }
+}
+
+impl From<SocketAddr> for DialTarget {
+    fn from(addr: SocketAddr) -> Self {
+        DialTarget::addrs([addr])
+    }
+}
+
+impl From<SocketAddrV4> for DialTarget {
+    fn from(addr: SocketAddrV4) -> Self {
+        DialTarget::addrs([addr.into()])
+    }
+}
+
+impl From<SocketAddrV6> for DialTarget {
+    fn from(addr: SocketAddrV6) -> Self {
+        DialTarget::addrs([addr.into()])
+    }
+}
+
+impl From<(IpAddr, u16)> for DialTarget {
+    fn from((ip, port): (IpAddr, u16)) -> Self {
+        DialTarget::addrs([SocketAddr::new(ip, port)])
+    }
+}
+
+impl From<(Ipv4Addr, u16)> for DialTarget {
+    fn from((ip, port): (Ipv4Addr, u16)) -> Self {
+        DialTarget::addrs([SocketAddr::new(ip.into(), port)])
+    }
+}
+
+impl From<(Ipv6Addr, u16)> for DialTarget {
+    fn from((ip, port): (Ipv6Addr, u16)) -> Self {
+        DialTarget::addrs([SocketAddr::new(ip.into(), port)])
+    }
+}
+
+impl From<(&str, u16)> for DialTarget {
+    fn from((host, port): (&str, u16)) -> Self {
+        DialTarget::host(host, port)
+    }
+}
+
+impl From<(String, u16)> for DialTarget {
+    fn from((host, port): (String, u16)) -> Self {
+        DialTarget::host(host, port)
+    }
+}
+
+impl From<&str> for DialTarget {
+    /// `ip:port`, `[ipv6]:port` or `host:port`.
+    fn from(s: &str) -> Self {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return DialTarget::from(addr);
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !host.contains(':') => {
+                match port.parse::<u16>() {
+                    Ok(port) => DialTarget::host(host, port),
+                    Err(_) => DialTarget(Target::Invalid(format!("invalid port in {s:?}"))),
+                }
+            }
+            _ => DialTarget(Target::Invalid(format!(
+                "{s:?} is not an address: host:port or ip:port"
+            ))),
+        }
+    }
+}
+
+impl From<String> for DialTarget {
+    fn from(s: String) -> Self {
+        DialTarget::from(s.as_str())
+    }
+}
+
+impl From<&String> for DialTarget {
+    fn from(s: &String) -> Self {
+        DialTarget::from(s.as_str())
+    }
+}
+
+impl From<Vec<SocketAddr>> for DialTarget {
+    fn from(addrs: Vec<SocketAddr>) -> Self {
+        DialTarget::addrs(addrs)
+    }
+}
+
+impl From<&[SocketAddr]> for DialTarget {
+    fn from(addrs: &[SocketAddr]) -> Self {
+        DialTarget::addrs(addrs.iter().copied())
+    }
+}
+
+impl<const N: usize> From<[SocketAddr; N]> for DialTarget {
+    fn from(addrs: [SocketAddr; N]) -> Self {
+        DialTarget::addrs(addrs)
+    }
+}
+
+impl From<&DialTarget> for DialTarget {
+    fn from(target: &DialTarget) -> Self {
+        target.clone()
+    }
+}
+
+/// Resolves a client's host name again (on a thread of its own; see `start_resolving`).
+pub(crate) type Resolver<A> = Arc<dyn Fn() -> io::Result<Vec<A>> + Send + Sync>;
+
+/// A resolution done off the reactor, delivered to the client as a command.
+pub(crate) struct Resolved<A>(pub(crate) io::Result<Vec<A>>);
+
+/// Runs `resolver` on a thread of its own and sends the result to the running entry (the
+/// client) as a [`Resolved`] command. False if no thread could be started.
+pub(crate) fn start_resolving<A: Send + 'static>(
+    cx: &mut Context<'_>,
+    resolver: &Resolver<A>,
+) -> bool {
+    let (handle, client, resolver) = (cx.handle(), cx.id(), Arc::clone(resolver));
+    std::thread::Builder::new()
+        .name("getty-resolver".into())
+        .spawn(move || {
+            // The client may be gone by now: then the result is dropped.
+            let _ = handle.send(client, Box::new(Resolved(resolver())));
+        })
+        .is_ok()
 }
 
 /// What a client builder collects, whatever the transport.
@@ -69,14 +392,27 @@ impl Default for ClientConfig {
 }
 
 /// What a dialer tells its client.
-enum DialOutcome<S> {
-    Connected(S),
-    Failed(Error),
+enum DialOutcome<S: Dial> {
+    /// Connected to `addrs[index]`.
+    Connected { stream: S, addr: S::Addr },
+    /// The attempt at `addrs[index]` failed; the client tries the next address, if any.
+    Failed {
+        error: Error,
+        addrs: Arc<[S::Addr]>,
+        index: usize,
+    },
 }
 
 /// A client of stream sockets of type `S`.
 pub(crate) struct StreamClient<S: Dial, F, C, H> {
-    addr: S::Addr,
+    /// The addresses to dial, in order (never empty).
+    addrs: Arc<[S::Addr]>,
+    /// Resolves the host name again before a redial (`None`: the addresses are fixed).
+    resolver: Option<Resolver<S::Addr>>,
+    /// A resolution is under way: the redial waits for it.
+    resolving: bool,
+    /// What is dialled, for the log: the address, the list, or `host:port`.
+    label: String,
     setup: F,
     session_options: Arc<SessionOptions>,
     config: ClientConfig,
@@ -94,9 +430,27 @@ where
     C: Decoder + 'static,
     H: Handler<C, S::Addr>,
 {
+    /// A client of the one address `addr`.
     pub(crate) fn new(addr: S::Addr, setup: F, config: ClientConfig) -> Self {
+        let label = addr.to_string();
+        Self::with_addrs(vec![addr], None, label, setup, config)
+    }
+
+    /// A client of `addrs` (not empty), tried in order; with a `resolver`, they are
+    /// resolved again (off the reactor) before every redial.
+    pub(crate) fn with_addrs(
+        addrs: Vec<S::Addr>,
+        resolver: Option<Resolver<S::Addr>>,
+        label: String,
+        setup: F,
+        config: ClientConfig,
+    ) -> Self {
+        assert!(!addrs.is_empty(), "a client needs an address");
         StreamClient {
-            addr,
+            addrs: addrs.into(),
+            resolver,
+            resolving: false,
+            label,
             setup,
             session_options: Arc::new(config.session_options.clone()),
             redial: Redial::new(config.redial.clone(), S::KIND, module_path!()),
@@ -107,8 +461,9 @@ where
         }
     }
 
+    /// The first address dialled.
     pub(crate) fn peer_addr(&self) -> &S::Addr {
-        &self.addr
+        &self.addrs[0]
     }
 
     fn missing(&self) -> usize {
@@ -119,40 +474,75 @@ where
 
     fn dial_missing(&mut self, cx: &mut Context<'_>) {
         for _ in 0..self.missing() {
-            match S::dial(&self.addr) {
+            let addrs = Arc::clone(&self.addrs);
+            self.dial_from(cx, addrs, 0);
+        }
+        self.schedule_redial(cx);
+    }
+
+    /// Starts a connect to the first of `addrs[from..]` that can be started (a `connect`
+    /// may fail at once: ENETUNREACH, an address of a family the host lacks), in a dialer
+    /// of its own. When none can, that is one failed dial.
+    fn dial_from(&mut self, cx: &mut Context<'_>, addrs: Arc<[S::Addr]>, from: usize) {
+        let mut last_error = None;
+        for index in from..addrs.len() {
+            match S::dial(&addrs[index]) {
                 Ok(stream) => {
                     self.dialing += 1;
                     cx.spawn(Box::new(Dialer {
                         stream: Some(stream),
+                        addrs,
+                        index,
                         client: cx.id(),
                         timeout: self.config.connect_timeout,
                         timer: None,
                     }));
+                    return;
                 }
                 Err(e) => {
-                    self.note_failure(Error::Io(e));
+                    log::debug!(
+                        "{} connect to {} failed at once: {e}",
+                        S::KIND,
+                        addrs[index]
+                    );
+                    last_error = Some(e);
                 }
             }
         }
-        self.schedule_redial(cx);
+        let error = last_error.unwrap_or_else(|| io::Error::other("no address left to dial"));
+        self.note_failure(Error::Io(error));
     }
 
     fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome<S>) {
         self.dialing = self.dialing.saturating_sub(1);
         match outcome {
-            DialOutcome::Connected(stream) => self.open_session(cx, stream),
-            DialOutcome::Failed(e) => self.note_failure(e),
+            DialOutcome::Connected { stream, addr } => self.open_session(cx, stream, addr),
+            DialOutcome::Failed {
+                error,
+                addrs,
+                index,
+            } if index + 1 < addrs.len() => {
+                // RFC 8305's fall-through: the next address, now; the dial has not failed
+                // until every address has.
+                log::debug!(
+                    "{} connect to {} failed: {error}; trying {}",
+                    S::KIND,
+                    addrs[index],
+                    addrs[index + 1]
+                );
+                self.dial_from(cx, addrs, index + 1);
+            }
+            DialOutcome::Failed { error, .. } => self.note_failure(error),
         }
     }
 
-    fn open_session(&mut self, cx: &mut Context<'_>, stream: S) {
+    fn open_session(&mut self, cx: &mut Context<'_>, stream: S, peer: S::Addr) {
         let plan = Plan {
             socket_options: &self.config.socket_options,
             session_options: &self.session_options,
             transport_filter: self.config.transport_filter.as_ref(),
             websocket: self.config.websocket.as_deref(),
         };
-        let peer = self.addr.clone();
         let session = prepare(
             stream,
             peer,
@@ -173,12 +563,12 @@ where
     }
 
     fn note_failure(&mut self, error: Error) {
-        self.redial.failed(&self.addr, &error);
+        self.redial.failed(&self.label, &error);
     }
 
     /// Closes the client once it has failed too many dials in a row.
     fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if self.redial.gave_up(&self.addr) {
+        if self.redial.gave_up(&self.label) {
             return self.close_all(cx);
         }
         Status::Continue
@@ -189,10 +579,36 @@ where
         self.redial.schedule(cx, missing);
     }
 
+    /// Time to redial: resolve the host name again first, if there is one (the dials
+    /// start when the addresses arrive, in `on_resolved`).
+    fn redial_now(&mut self, cx: &mut Context<'_>) {
+        if self.resolving {
+            return;
+        }
+        if let Some(resolver) = self.resolver.as_ref().filter(|_| self.missing() > 0) {
+            if start_resolving(cx, resolver) {
+                self.resolving = true;
+                return;
+            }
+            log::debug!("no resolver thread for {}: dialling as before", self.label);
+        }
+        self.dial_missing(cx);
+    }
+
+    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: io::Result<Vec<S::Addr>>) {
+        self.resolving = false;
+        match resolved {
+            Ok(addrs) if !addrs.is_empty() => self.addrs = addrs.into(),
+            Ok(_) => log::debug!("{} resolved to nothing: dialling as before", self.label),
+            Err(e) => log::debug!("resolving {} failed: {e}; dialling as before", self.label),
+        }
+        self.dial_missing(cx);
+    }
+
     fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
         log::debug!(
             "client for {} closing {} sessions",
-            self.addr,
+            self.label,
             self.sessions.len()
         );
         self.redial.cancel(cx);
@@ -213,6 +629,7 @@ where
     H: Handler<C, S::Addr>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        // The addresses were resolved when the client was built: dial them now.
         self.dial_missing(cx);
         self.check_gave_up(cx)
     }
@@ -223,7 +640,7 @@ where
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         self.redial.fired();
-        self.dial_missing(cx);
+        self.redial_now(cx);
         // A `connect` that fails at once (ENETUNREACH, say) is counted in `dial_missing`,
         // not reported by a dialer: check the limit here too, or such a client would
         // redial forever whatever `max_consecutive_failures` says.
@@ -240,6 +657,14 @@ where
                 None
             }
             Err(other) => Some(other),
+        };
+        let command = match command.map(|c| c.downcast::<Resolved<S::Addr>>()) {
+            Some(Ok(resolved)) => {
+                self.on_resolved(cx, resolved.0);
+                None
+            }
+            Some(Err(other)) => Some(other),
+            None => None,
         };
         let command = match command.map(|c| c.downcast::<SessionOpened>()) {
             Some(Ok(_)) => {
@@ -269,9 +694,11 @@ where
     }
 }
 
-/// One connect attempt, with its timeout.
-struct Dialer<S> {
+/// One connect attempt (to `addrs[index]`), with its timeout.
+struct Dialer<S: Dial> {
     stream: Option<S>,
+    addrs: Arc<[S::Addr]>,
+    index: usize,
     client: EntryId,
     timeout: Duration,
     timer: Option<TimerId>,
@@ -285,6 +712,18 @@ impl<S: Dial> Dialer<S> {
         cx.send(self.client, Box::new(outcome));
         Status::Done
     }
+
+    fn failed(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = cx.registry().deregister(&mut stream);
+        }
+        let outcome = DialOutcome::Failed {
+            error,
+            addrs: Arc::clone(&self.addrs),
+            index: self.index,
+        };
+        self.report(cx, outcome)
+    }
 }
 
 impl<S: Dial> Entry for Dialer<S> {
@@ -294,7 +733,7 @@ impl<S: Dial> Entry for Dialer<S> {
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = cx.registry().register(stream, cx.token(), interest) {
-            return self.report(cx, DialOutcome::Failed(Error::Io(e)));
+            return self.failed(cx, Error::Io(e));
         }
         self.timer = Some(cx.set_timer(self.timeout, 0));
         Status::Continue
@@ -310,15 +749,16 @@ impl<S: Dial> Entry for Dialer<S> {
                 let mut stream = self.stream.take().expect("checked above");
                 // The session registers the socket again under its own token.
                 let _ = cx.registry().deregister(&mut stream);
-                self.report(cx, DialOutcome::Connected(stream))
+                let addr = self.addrs[self.index].clone();
+                self.report(cx, DialOutcome::Connected { stream, addr })
             }
-            Err(e) => self.report(cx, DialOutcome::Failed(Error::Io(e))),
+            Err(e) => self.failed(cx, Error::Io(e)),
         }
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         self.timer = None;
-        self.report(cx, DialOutcome::Failed(Error::ConnectTimeout(self.timeout)))
+        self.failed(cx, Error::ConnectTimeout(self.timeout))
     }
 }
 
@@ -346,5 +786,69 @@ impl Dial for mio::net::TcpStream {
             ));
         }
         Ok(Some(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn targets_parse_as_to_socket_addrs_would() {
+        let cases: [(DialTarget, &str); 8] = [
+            ("127.0.0.1:9".into(), "Addrs([127.0.0.1:9])"),
+            ("[::1]:9".into(), "Addrs([[::1]:9])"),
+            ("localhost:9".into(), "Host(localhost:9)"),
+            (("::1", 9).into(), "Addrs([[::1]:9])"),
+            (("example.com", 443).into(), "Host(example.com:443)"),
+            (
+                "no-port".into(),
+                "Invalid(\"\\\"no-port\\\" is not an address: host:port or ip:port\")",
+            ),
+            (
+                "h:99999".into(),
+                "Invalid(\"invalid port in \\\"h:99999\\\"\")",
+            ),
+            (
+                "::1".into(),
+                "Invalid(\"\\\"::1\\\" is not an address: host:port or ip:port\")",
+            ),
+        ];
+        for (target, debug) in cases {
+            assert_eq!(format!("{:?}", target.0), debug);
+        }
+        assert!(DialTarget::from("no-port").resolve_now().is_err());
+        assert!(DialTarget::addrs([]).resolve_now().is_err());
+        let (addrs, resolver) = DialTarget::from("127.0.0.1:9").resolve_now().unwrap();
+        assert_eq!(
+            (addrs, resolver.is_none()),
+            (vec![addr("127.0.0.1:9")], true)
+        );
+    }
+
+    #[test]
+    fn resolved_families_alternate_in_their_own_order() {
+        let list = vec![
+            addr("[::1]:1"),
+            addr("[::2]:1"),
+            addr("[::3]:1"),
+            addr("10.0.0.1:1"),
+            addr("10.0.0.2:1"),
+        ];
+        let expected = vec![
+            addr("[::1]:1"),
+            addr("10.0.0.1:1"),
+            addr("[::2]:1"),
+            addr("10.0.0.2:1"),
+            addr("[::3]:1"),
+        ];
+        assert_eq!(interleave(list), expected);
+        assert_eq!(interleave(Vec::new()), Vec::<SocketAddr>::new());
+        let v4 = vec![addr("10.0.0.1:1"), addr("10.0.0.2:1")];
+        assert_eq!(interleave(v4.clone()), v4);
     }
 }

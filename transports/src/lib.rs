@@ -63,6 +63,7 @@ pub mod unix;
 pub mod ws;
 
 pub use addr::{Address, UnixAddr};
+pub use client::DialTarget;
 pub use error::Error;
 pub use handle::SessionHandle;
 pub use metrics::Metrics;

@@ -1,8 +1,9 @@
-//! The TCP client: keeps `connection_number` sessions to one address, redialling with
-//! capped, jittered exponential backoff until the app closes it (see `crate::client`).
+//! The TCP client: keeps `connection_number` sessions to one peer (every address of it
+//! tried in turn), redialling with capped, jittered exponential backoff until the app
+//! closes it (see `crate::client`).
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use getty_codec::rustls::pki_types::ServerName;
 use getty_codec::Decoder;
 use mio::net::TcpStream;
 
-use crate::client::{ClientConfig, StreamClient};
+use crate::client::{ClientConfig, DialTarget, StreamClient};
 use crate::options::clamp_timeout;
 use crate::server::entry_by_inner;
 use crate::session::Handler;
@@ -154,8 +155,12 @@ impl TcpClientBuilder {
         self
     }
 
-    /// Resolves `addr` and makes the client. Nothing is dialled until it is spawned into a
-    /// reactor. `setup` runs for every connected socket (an error drops it and redials).
+    /// Makes the client of `target`: an address, a list of addresses, or a host name and
+    /// port (`"host:port"`, `("host", port)`); see [`DialTarget`]. Every address is tried
+    /// in turn until one connects; a host name is resolved here (on the calling thread)
+    /// and again, off the reactor, before every redial. Nothing is dialled until the
+    /// client is spawned into a reactor. `setup` runs for every connected socket (an
+    /// error drops it and redials).
     ///
     /// ```
     /// # use getty_codec::RawCodec;
@@ -164,25 +169,31 @@ impl TcpClientBuilder {
     /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
     /// let client = TcpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
     /// assert_eq!(client.peer_addr().port(), 9);
+    /// // A closed port first, then the one to reach: the client falls through to it.
+    /// let addrs: Vec<std::net::SocketAddr> = vec!["127.0.0.1:9".parse().unwrap(), "127.0.0.1:80".parse().unwrap()];
+    /// let client = TcpClient::builder().build(addrs, |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_eq!(client.peer_addr().port(), 9);
+    /// assert!(TcpClient::builder().build("no port", |_| Ok((RawCodec, Sink))).is_err());
     /// ```
-    pub fn build<A, F, C, H>(self, addr: A, setup: F) -> io::Result<TcpClient<F, C, H>>
+    pub fn build<A, F, C, H>(self, target: A, setup: F) -> io::Result<TcpClient<F, C, H>>
     where
-        A: ToSocketAddrs,
+        A: Into<DialTarget>,
         F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
         H: Handler<C>,
     {
         self.check_tls_name()?;
-        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
-        })?;
+        let target = target.into();
+        let label = target.to_string();
+        let (addrs, resolver) = target.resolve_now()?;
         Ok(TcpClient {
-            inner: StreamClient::new(addr, setup, self.config),
+            inner: StreamClient::with_addrs(addrs, resolver, label, setup, self.config),
         })
     }
 }
 
-/// A client that keeps `connection_number` sessions to one address. Spawn it into a reactor;
+/// A client that keeps `connection_number` sessions to one peer (an address, one of a list,
+/// or a host name: see [`DialTarget`]). Spawn it into a reactor;
 /// send it [`Close`](crate::Close) to close its sessions and stop redialling.
 ///
 /// ```
@@ -220,7 +231,8 @@ where
     C: Decoder + 'static,
     H: Handler<C>,
 {
-    /// The address this client dials.
+    /// The first address this client dials (of a host name: the first as resolved when
+    /// the client was built).
     ///
     /// ```
     /// # use getty_codec::RawCodec;

@@ -7,12 +7,13 @@
 //! or silence for the whole probe wait, makes it succeed. The dialer reports to the client
 //! with a command, and the client runs the setup hook and spawns the session, which tells
 //! the client when it ends. As with TCP, client, dialers and sessions only ever exchange
-//! queued commands.
+//! queued commands, every address of the peer is tried in turn (a refused probe goes on
+//! to the next), and a host name is resolved again, off the reactor, before every redial.
 
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,10 @@ use socket2::SockRef;
 use super::entry::{DatagramEnded, DatagramEntry};
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use crate::client::{start_resolving, Resolved, Resolver};
 use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
-use crate::{Close, Error, SessionOptions};
+use crate::{Close, DialTarget, Error, SessionOptions};
 
 /// Configures a [`UdpClient`].
 ///
@@ -188,8 +190,11 @@ impl UdpClientBuilder {
         self
     }
 
-    /// Resolves `addr` and makes the client. Nothing is dialled until it is spawned into a
-    /// reactor. `setup` runs for every verified socket (an error drops it and redials).
+    /// Makes the client of `target`: an address, a list of addresses, or a host name and
+    /// port (see [`DialTarget`]). Every address is tried in turn until one is verified; a
+    /// host name is resolved here (on the calling thread) and again, off the reactor,
+    /// before every redial. Nothing is dialled until the client is spawned into a reactor.
+    /// `setup` runs for every verified socket (an error drops it and redials).
     ///
     /// ```
     /// # use std::net::SocketAddr;
@@ -200,18 +205,21 @@ impl UdpClientBuilder {
     /// let client = UdpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
     /// assert_eq!(client.peer_addr().port(), 9);
     /// ```
-    pub fn build<A, F, C, H>(self, addr: A, setup: F) -> io::Result<UdpClient<F, C, H>>
+    pub fn build<A, F, C, H>(self, target: A, setup: F) -> io::Result<UdpClient<F, C, H>>
     where
-        A: ToSocketAddrs,
+        A: Into<DialTarget>,
         F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
         H: DatagramHandler<C>,
     {
-        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
-        })?;
+        let target = target.into();
+        let label = target.to_string();
+        let (addrs, resolver) = target.resolve_now()?;
         Ok(UdpClient {
-            addr,
+            addrs: addrs.into(),
+            resolver,
+            resolving: false,
+            label,
             setup,
             session_options: Arc::new(self.session_options.clone()),
             redial: Redial::new(self.redial.clone(), "udp", module_path!()),
@@ -226,8 +234,14 @@ impl UdpClientBuilder {
 
 /// What a dialer tells its client.
 enum DialOutcome {
-    Verified(UdpSocket),
-    Failed(Error),
+    /// The socket to `addr` is verified.
+    Verified { socket: UdpSocket, addr: SocketAddr },
+    /// The dial to `addrs[index]` failed; the client tries the next address, if any.
+    Failed {
+        error: Error,
+        addrs: Arc<[SocketAddr]>,
+        index: usize,
+    },
 }
 
 type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
@@ -272,7 +286,14 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 /// reactor.join().unwrap();
 /// ```
 pub struct UdpClient<F, C, H> {
-    addr: SocketAddr,
+    /// The addresses to dial, in order (never empty).
+    addrs: Arc<[SocketAddr]>,
+    /// Resolves the host name again before a redial (`None`: the addresses are fixed).
+    resolver: Option<Resolver<SocketAddr>>,
+    /// A resolution is under way: the redial waits for it.
+    resolving: bool,
+    /// What is dialled, for the log.
+    label: String,
     setup: F,
     session_options: Arc<SessionOptions>,
     config: UdpClientBuilder,
@@ -287,7 +308,7 @@ pub struct UdpClient<F, C, H> {
 impl<F, C, H> fmt::Debug for UdpClient<F, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UdpClient")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs)
             .field("sessions", &self.sessions.len())
             .field("dialing", &self.dialing)
             .field("failures", &self.redial.failures())
@@ -312,7 +333,8 @@ where
     C: Decoder + 'static,
     H: DatagramHandler<C>,
 {
-    /// The address this client dials.
+    /// The first address this client dials (of a host name: the first as resolved when
+    /// the client was built).
     ///
     /// ```
     /// # use std::net::SocketAddr;
@@ -324,12 +346,14 @@ where
     /// assert!(c.peer_addr().ip().is_loopback());
     /// ```
     pub fn peer_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
     }
 
-    /// Calls `hook` with every failed dial: refused (`ECONNREFUSED`, the peer's port is
-    /// closed), a self-connect, a socket error, or a setup hook that refused the socket.
-    /// (Failures are also logged: the first of a run at warn level, the rest at debug.)
+    /// Calls `hook` with every failed dial, and with the address: refused
+    /// (`ECONNREFUSED`, the peer's port is closed), a self-connect, a socket error, or a
+    /// setup hook that refused the socket. Of several addresses, each one that fails is
+    /// reported as it fails. (Failed dials are also logged: the first of a run at warn
+    /// level, the rest at debug.)
     ///
     /// ```
     /// # use std::net::SocketAddr;
@@ -357,30 +381,69 @@ where
 
     fn dial_missing(&mut self, cx: &mut Context<'_>) {
         for _ in 0..self.missing() {
-            match self.start_dial() {
-                Ok(socket) => {
-                    self.dialing += 1;
-                    cx.spawn(Box::new(Dialer {
-                        socket: Some(socket),
-                        client: cx.id(),
-                        wait: self.config.probe_wait,
-                        timer: None,
-                    }));
-                }
-                Err(e) => self.note_failure(e),
-            }
+            let addrs = Arc::clone(&self.addrs);
+            self.dial_from(cx, addrs, 0);
         }
         self.schedule_redial(cx);
     }
 
+    /// Starts a dial to the first of `addrs[from..]` that can be started, with a dialer
+    /// waiting for its verdict. When none can, that is one failed dial.
+    fn dial_from(&mut self, cx: &mut Context<'_>, addrs: Arc<[SocketAddr]>, from: usize) {
+        let mut last_error = None;
+        for index in from..addrs.len() {
+            match self.start_dial(addrs[index]) {
+                Ok(socket) => {
+                    self.dialing += 1;
+                    cx.spawn(Box::new(Dialer {
+                        socket: Some(socket),
+                        addrs,
+                        index,
+                        client: cx.id(),
+                        wait: self.config.probe_wait,
+                        timer: None,
+                    }));
+                    return;
+                }
+                Err(e) => {
+                    self.attempt_failed(addrs[index], &e);
+                    last_error = Some(e);
+                }
+            }
+        }
+        let error =
+            last_error.unwrap_or_else(|| Error::Io(io::Error::other("no address left to dial")));
+        self.redial.failed(&self.label, &error);
+    }
+
+    fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) {
+        self.dialing = self.dialing.saturating_sub(1);
+        match outcome {
+            DialOutcome::Verified { socket, addr } => self.open_session(cx, socket, addr),
+            DialOutcome::Failed {
+                error,
+                addrs,
+                index,
+            } => {
+                self.attempt_failed(addrs[index], &error);
+                if index + 1 < addrs.len() {
+                    // RFC 8305's fall-through: the next address, now.
+                    self.dial_from(cx, addrs, index + 1);
+                } else {
+                    self.redial.failed(&self.label, &error);
+                }
+            }
+        }
+    }
+
     /// Binds, connects, refuses a self-connect and sends the probe.
-    fn start_dial(&self) -> Result<UdpSocket, Error> {
-        let local = self.config.local_addr.unwrap_or(match self.addr {
+    fn start_dial(&self, addr: SocketAddr) -> Result<UdpSocket, Error> {
+        let local = self.config.local_addr.unwrap_or(match addr {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         });
         let socket = self.config.udp_options.bind_socket(local, false)?;
-        socket.connect(&self.addr.into())?;
+        socket.connect(&addr.into())?;
         let socket = UdpSocket::from_std(socket.into());
         let (local, peer) = (socket.local_addr()?, socket.peer_addr()?);
         if local == peer {
@@ -393,13 +456,16 @@ where
         Ok(socket)
     }
 
-    fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket) {
-        match self.prepare(socket, cx.id()) {
+    fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket, peer: SocketAddr) {
+        match self.prepare(socket, cx.id(), peer) {
             Ok(entry) => {
                 self.redial.succeeded();
                 self.sessions.push(cx.spawn(Box::new(entry)));
             }
-            Err(e) => self.note_failure(e),
+            Err(e) => {
+                self.attempt_failed(peer, &e);
+                self.redial.failed(&self.label, &e);
+            }
         }
     }
 
@@ -407,15 +473,16 @@ where
         &mut self,
         socket: UdpSocket,
         client: EntryId,
+        peer: SocketAddr,
     ) -> Result<DatagramEntry<UdpSocket, C, H>, Error> {
         let mut options = Arc::clone(&self.session_options);
         let (codec, handler) = (self.setup)(&mut DatagramSetup {
             local: socket.local_addr()?,
-            peer: Some(self.addr),
+            peer: Some(peer),
             socket: SockRef::from(&socket),
             options: &mut options,
         })?;
-        let session = new_session(&socket, Some(self.addr), codec, options)?;
+        let session = new_session(&socket, Some(peer), codec, options)?;
         let config = self
             .config
             .udp_options
@@ -429,16 +496,42 @@ where
         ))
     }
 
-    fn note_failure(&mut self, error: Error) {
-        self.redial.failed(&self.addr, &error);
+    /// One address failed (the dial may go on with the next): tell the hook.
+    fn attempt_failed(&mut self, addr: SocketAddr, error: &Error) {
         if let Some(hook) = self.dial_error.as_mut() {
-            hook(self.addr, &error);
+            hook(addr, error);
         }
+    }
+
+    /// Time to redial: resolve the host name again first, if there is one (the dials
+    /// start when the addresses arrive, in `on_resolved`).
+    fn redial_now(&mut self, cx: &mut Context<'_>) {
+        if self.resolving {
+            return;
+        }
+        if let Some(resolver) = self.resolver.as_ref().filter(|_| self.missing() > 0) {
+            if start_resolving(cx, resolver) {
+                self.resolving = true;
+                return;
+            }
+            log::debug!("no resolver thread for {}: dialling as before", self.label);
+        }
+        self.dial_missing(cx);
+    }
+
+    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: io::Result<Vec<SocketAddr>>) {
+        self.resolving = false;
+        match resolved {
+            Ok(addrs) if !addrs.is_empty() => self.addrs = addrs.into(),
+            Ok(_) => log::debug!("{} resolved to nothing: dialling as before", self.label),
+            Err(e) => log::debug!("resolving {} failed: {e}; dialling as before", self.label),
+        }
+        self.dial_missing(cx);
     }
 
     /// Closes the client once it has failed too many dials in a row.
     fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if self.redial.gave_up(&self.addr) {
+        if self.redial.gave_up(&self.label) {
             return self.close_all(cx);
         }
         Status::Continue
@@ -477,7 +570,7 @@ where
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         self.redial.fired();
-        self.dial_missing(cx);
+        self.redial_now(cx);
         self.check_gave_up(cx)
     }
 
@@ -485,19 +578,23 @@ where
         if command.is::<Close>() {
             return self.close_all(cx);
         }
-        match command.downcast::<DialOutcome>() {
+        let command = match command.downcast::<DialOutcome>() {
             Ok(outcome) => {
-                self.dialing = self.dialing.saturating_sub(1);
-                match *outcome {
-                    DialOutcome::Verified(socket) => self.open_session(cx, socket),
-                    DialOutcome::Failed(e) => self.note_failure(e),
-                }
+                self.on_dialled(cx, *outcome);
+                None
             }
-            Err(other) => {
-                if let Ok(ended) = other.downcast::<DatagramEnded>() {
-                    self.sessions.retain(|id| *id != ended.0);
-                }
+            Err(other) => Some(other),
+        };
+        let command = match command.map(|c| c.downcast::<Resolved<SocketAddr>>()) {
+            Some(Ok(resolved)) => {
+                self.on_resolved(cx, resolved.0);
+                None
             }
+            Some(Err(other)) => Some(other),
+            None => None,
+        };
+        if let Some(ended) = command.and_then(|c| c.downcast::<DatagramEnded>().ok()) {
+            self.sessions.retain(|id| *id != ended.0);
         }
         if self.check_gave_up(cx) == Status::Done {
             return Status::Done;
@@ -513,9 +610,11 @@ where
     }
 }
 
-/// Waits for the verdict on one probe.
+/// Waits for the verdict on one probe (to `addrs[index]`).
 struct Dialer {
     socket: Option<UdpSocket>,
+    addrs: Arc<[SocketAddr]>,
+    index: usize,
     client: EntryId,
     wait: Duration,
     timer: Option<TimerId>,
@@ -530,13 +629,23 @@ impl Dialer {
         Status::Done
     }
 
+    fn failed(&mut self, cx: &mut Context<'_>, error: io::Error) -> Status {
+        let outcome = DialOutcome::Failed {
+            error: Error::Io(error),
+            addrs: Arc::clone(&self.addrs),
+            index: self.index,
+        };
+        self.report(cx, outcome)
+    }
+
     fn verified(&mut self, cx: &mut Context<'_>) -> Status {
         let Some(mut socket) = self.socket.take() else {
             return Status::Done;
         };
         // The session registers the socket again under its own token.
         let _ = cx.registry().deregister(&mut socket);
-        self.report(cx, DialOutcome::Verified(socket))
+        let addr = self.addrs[self.index];
+        self.report(cx, DialOutcome::Verified { socket, addr })
     }
 }
 
@@ -549,7 +658,7 @@ impl Entry for Dialer {
             .registry()
             .register(socket, cx.token(), Interest::READABLE)
         {
-            return self.report(cx, DialOutcome::Failed(Error::Io(e)));
+            return self.failed(cx, e);
         }
         self.timer = Some(cx.set_timer(self.wait, 0));
         Status::Continue
@@ -560,7 +669,7 @@ impl Entry for Dialer {
             return Status::Done;
         };
         match socket.take_error() {
-            Ok(Some(e)) | Err(e) => return self.report(cx, DialOutcome::Failed(Error::Io(e))),
+            Ok(Some(e)) | Err(e) => return self.failed(cx, e),
             Ok(None) => {}
         }
         if !ready.is_readable() {
@@ -572,7 +681,7 @@ impl Entry for Dialer {
             Ok(_) => self.verified(cx),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Continue,
             Err(e) if is_peer_error(&e) || e.kind() != io::ErrorKind::Interrupted => {
-                self.report(cx, DialOutcome::Failed(Error::Io(e)))
+                self.failed(cx, e)
             }
             Err(_) => Status::Continue,
         }
@@ -585,6 +694,6 @@ impl Entry for Dialer {
             // Silence for the whole wait: a live (if quiet) peer.
             _ => return self.verified(cx),
         };
-        self.report(cx, DialOutcome::Failed(Error::Io(error)))
+        self.failed(cx, error)
     }
 }

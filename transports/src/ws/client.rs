@@ -4,7 +4,7 @@
 //! that fails or times out counts as a failed dial.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use crate::server::entry_by_inner;
 use crate::session::{Handler, Session};
 use crate::tcp::{Setup, TcpClient, TcpClientBuilder};
 use crate::ws::{ClientUpgrade, Keepalive};
-use crate::{SessionOptions, SocketOptions};
+use crate::{DialTarget, SessionOptions, SocketOptions};
 
 /// The parts of a `ws://` or `wss://` URL a client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +294,9 @@ impl WsClientBuilder {
 
     /// Parses `url` (`ws://host[:port][/path][?query]` or `wss://...`), resolves its host
     /// and makes the client. Nothing is dialled until it is spawned into a reactor. `setup`
-    /// runs for every connected socket, before the upgrade.
+    /// runs for every connected socket, before the upgrade. Every address of the host is
+    /// tried in turn until one connects, and a host name is resolved again (off the
+    /// reactor) before every redial: see [`DialTarget`](crate::DialTarget).
     ///
     /// The upgrade request is checked here: a path or query with a character RFC 3986
     /// does not allow (a space, a control character: percent-encode them), or a bad header
@@ -358,12 +360,11 @@ impl WsClientBuilder {
             path: url.path.clone(),
             keepalive: self.keepalive,
         }));
-        let addr = (url.bare_host(), url.port);
-        let addr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
-        })?;
+        // Every address of the host is tried in turn; a name is resolved again before
+        // every redial (see `DialTarget`).
+        let target = DialTarget::host(url.bare_host(), url.port);
         Ok(WsClient {
-            inner: tcp.build(addr, setup)?,
+            inner: tcp.build(target, setup)?,
         })
     }
 }
@@ -411,7 +412,8 @@ where
     C: Decoder + 'static,
     H: Handler<C>,
 {
-    /// The address this client dials (the URL's host, resolved).
+    /// The first address this client dials (the URL's host, as resolved when the client
+    /// was built).
     ///
     /// See [`WsClientBuilder::build`].
     pub fn peer_addr(&self) -> SocketAddr {
