@@ -1,6 +1,6 @@
 //! `Offload::shutdown` from anywhere (issue 12, item 10): from inside one of the pool's own
 //! jobs (with that worker's queue full, and with other workers still busy) and from a
-//! reactor callback while a job waits on that reactor. Every wait is bounded, and each test
+//! reactor callback or a reactor job while a pool job waits on that reactor. Every wait is bounded, and each test
 //! runs under a watchdog, so a deadlock fails the test instead of hanging it.
 
 mod common;
@@ -168,6 +168,41 @@ fn shutdown_in_a_reactor_callback_while_a_job_waits_on_the_reactor() {
         pool.shutdown();
         assert!(matches!(pool.submit(0, || {}), Err(Error::Closed)));
         drop(client);
+        reactor.stop();
+    });
+}
+
+/// The same from a job the reactor runs for another thread (`ReactorHandle::execute`),
+/// outside any entry's callback: still a reactor's thread, so `shutdown` must not wait.
+#[test]
+fn shutdown_in_a_reactor_job_while_a_pool_job_waits_on_the_reactor() {
+    watchdog(LIMIT, || {
+        let pool = Offload::new(1, 8).unwrap();
+        let server = TcpServer::bind("127.0.0.1:0", |_| {
+            Ok((LengthFieldCodec::default(), Probe::echo(&Events::new().0)))
+        })
+        .unwrap();
+        let reactor = Running::serve("offload-shutdown-job", server);
+        let (answered_tx, answered_rx) = mpsc::channel();
+        let (handle, p) = (reactor.handle().clone(), pool.clone());
+        let returned = reactor.run_on(move |_| {
+            let (started_tx, started_rx) = mpsc::channel();
+            p.submit(0, move || {
+                started_tx.send(()).unwrap();
+                let reply = handle.query(|spawner| spawner.entry_count());
+                let _ = answered_tx.send(reply.is_ok());
+            })
+            .unwrap();
+            started_rx
+                .recv_timeout(STEP)
+                .expect("the pool's job started");
+            p.shutdown();
+            true
+        });
+        assert!(returned, "shutdown returned on the reactor's thread");
+        let answered = answered_rx.recv_timeout(STEP).expect("the query came back");
+        assert!(answered, "the reactor answered the pool job's query");
+        pool.shutdown();
         reactor.stop();
     });
 }

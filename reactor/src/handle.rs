@@ -83,6 +83,11 @@ impl Shared {
         self.waker.wake()
     }
 
+    /// True once the reactor has stopped (its `run` returned, or it was dropped).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Marks the reactor as gone: later posts fail, and queued ones are dropped.
     pub(crate) fn mark_stopped(&self) {
         let dropped = {
@@ -224,7 +229,7 @@ impl ReactorHandle {
     /// assert!(!reactor.handle().is_stopped());
     /// ```
     pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::Acquire)
+        self.shared.is_stopped()
     }
 
     fn post(&self, remote: Remote) -> io::Result<()> {

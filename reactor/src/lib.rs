@@ -371,6 +371,32 @@ pub fn current() -> Option<(EntryId, ReactorHandle)> {
     Some((id, ReactorHandle::new(shared)))
 }
 
+/// True on a thread whose reactor is live (spawned into or run, and not stopped): in its
+/// callbacks, in jobs it runs for other threads, and between its runs. Code that may block
+/// on a reactor (waiting for a `query`'s answer, joining threads whose jobs wait on one)
+/// asks this first, since a reactor's thread that blocks stops that reactor.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+///
+/// assert!(!getty_reactor::on_reactor_thread());
+/// let mut reactor = getty_reactor::Reactor::new().unwrap();
+/// let seen = Arc::new(AtomicBool::new(false));
+/// let in_job = seen.clone();
+/// let handle = reactor.handle();
+/// handle
+///     .execute(move |_| in_job.store(getty_reactor::on_reactor_thread(), Ordering::Relaxed))
+///     .unwrap();
+/// handle.shutdown();
+/// reactor.run().unwrap();
+/// assert!(seen.load(Ordering::Relaxed), "a job runs on the reactor's thread");
+/// assert!(!getty_reactor::on_reactor_thread(), "a stopped reactor is not live");
+/// ```
+pub fn on_reactor_thread() -> bool {
+    CURRENT_REACTOR.with(|r| r.borrow().as_ref().is_some_and(|s| !s.is_stopped()))
+}
+
 /// Configures a [`Reactor`].
 ///
 /// ```

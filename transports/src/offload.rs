@@ -112,17 +112,16 @@ impl Offload {
     ///
     /// - inside one of this pool's jobs (a worker cannot wait for itself, and the jobs
     ///   queued behind the running one only run after it returns);
-    /// - inside a reactor callback (a handler's `on_message`, say): a job may be waiting for
-    ///   that reactor (a [`ReactorHandle::query`](getty_reactor::ReactorHandle::query), a
+    /// - on a live reactor's thread (a handler's `on_message`, a job posted with
+    ///   [`ReactorHandle::execute`](getty_reactor::ReactorHandle::execute);
+    ///   [`getty_reactor::on_reactor_thread`]): a job may be waiting for that reactor (a [`ReactorHandle::query`](getty_reactor::ReactorHandle::query), a
     ///   [`SessionHandle::wait_writable`](crate::SessionHandle::wait_writable)), and the
     ///   reactor would be waiting for the job.
     ///
     /// So it is safe to call from anywhere, and more than once: a later call from an
-    /// ordinary thread waits for the workers a call from a job or a callback left running.
-    /// Stopping never waits for room in a full queue. Note that a job (run by
-    /// [`ReactorHandle::execute`](getty_reactor::ReactorHandle::execute)) on a reactor
-    /// thread outside any entry's callback is not recognised as a callback: do not shut a
-    /// pool down there while its jobs may wait for that reactor.
+    /// ordinary thread waits for the workers a call from a job or a reactor's thread left
+    /// running.
+    /// Stopping never waits for room in a full queue.
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -154,8 +153,8 @@ impl Offload {
             log::debug!("offload pool shut down from one of its jobs: not waiting for workers");
             return;
         }
-        if getty_reactor::current().is_some() {
-            log::debug!("offload pool shut down in a reactor callback: not waiting for workers");
+        if getty_reactor::on_reactor_thread() {
+            log::debug!("offload pool shut down on a reactor's thread: not waiting for workers");
             return;
         }
         let mut threads = self.inner.threads.lock().unwrap_or_else(|p| p.into_inner());
