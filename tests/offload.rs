@@ -1,7 +1,8 @@
 //! `Offload::shutdown` from anywhere (issue 12, item 10): from inside one of the pool's own
-//! jobs (with that worker's queue full, and with other workers still busy) and from a
-//! reactor callback or a reactor job while a pool job waits on that reactor. Every wait is bounded, and each test
-//! runs under a watchdog, so a deadlock fails the test instead of hanging it.
+//! jobs (with that worker's queue full, and with other workers still busy), and from a
+//! reactor callback or a reactor job while a pool job waits on that reactor. Every wait is
+//! bounded, and each test runs under a watchdog, so a deadlock fails the test instead of
+//! hanging it.
 
 mod common;
 
