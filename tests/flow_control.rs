@@ -202,6 +202,17 @@ struct Greedy {
     sent: u64,
     echoed: u64,
     peak_rss_growth: usize,
+    /// The client's filter, for ending the stream the protocol's way once the caller has
+    /// checked that the session survived (a TLS `close_notify` sent earlier would end it).
+    wire: Box<dyn Filter>,
+}
+
+/// Ends the client's side the protocol's way (TLS `close_notify`; nothing for the others).
+fn say_goodbye(stream: &mut TcpStream, mut wire: Box<dyn Filter>) {
+    let mut wire_out = BytesMut::new();
+    wire.close(&mut wire_out);
+    stream.set_nonblocking(false).unwrap();
+    stream.write_all(&wire_out).unwrap();
 }
 
 /// Sends `total` plain bytes of messages as fast as the socket takes them, reads nothing
@@ -278,15 +289,11 @@ fn greedy_client(
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    // End this side the protocol's way (TLS close_notify; nothing for the others).
-    stream.set_nonblocking(false).unwrap();
-    wire_out.clear();
-    wire.close(&mut wire_out);
-    stream.write_all(&wire_out).unwrap();
     Greedy {
         sent,
         echoed,
         peak_rss_growth: peak.saturating_sub(baseline),
+        wire,
     }
 }
 
@@ -321,6 +328,7 @@ fn check_greedy(
     if let Ok(outcome) = outcomes.try_recv() {
         panic!("{name}: the session did not survive the greedy peer: {outcome:?}");
     }
+    say_goodbye(&mut stream, seen.wire);
     drop(stream);
     assert!(matches!(outcomes.recv_timeout(STEP), Ok(Outcome::Closed)));
     eprintln!(
