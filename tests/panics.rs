@@ -570,3 +570,78 @@ fn wait_writable_for_duration_max_does_not_panic() {
         running.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+/// A setup hook that panics the first time it is called, then makes a silent session.
+fn panics_once<T>(make: impl Fn() -> T) -> impl FnMut() -> T {
+    let mut calls = 0;
+    move || {
+        calls += 1;
+        if calls == 1 {
+            panic!("{DELIBERATE} in a client's setup hook");
+        }
+        make()
+    }
+}
+
+/// A client's setup hook that panics costs one dial: the client redials and opens the
+/// next session; the reactor is untouched.
+#[test]
+fn a_panic_in_a_clients_setup_hook_costs_one_dial() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (tx, mut events) = Events::new();
+        let mut make = panics_once(move || common::Probe::silent(&tx));
+        let client = getty::tcp::TcpClient::builder()
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(listener.local_addr().unwrap(), move |_| {
+                Ok((RawCodec, make()))
+            })
+            .unwrap();
+        let running = Running::serve("fragile-tcp-client", client);
+        let (first, _) = listener.accept().unwrap();
+        let (second, _) = listener.accept().unwrap();
+        events.wait_open(listener.local_addr().unwrap());
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 1);
+        assert_eq!(running.entry_count(), 2, "the client and its session");
+        drop((first, second));
+        running.stop();
+    });
+}
+
+/// The same for a UDP client.
+#[test]
+fn a_panic_in_a_udp_clients_setup_hook_costs_one_dial() {
+    /// Reports its `on_open` and any error.
+    struct Opens(Sender<String>);
+    impl DatagramHandler<RawCodec> for Opens {
+        fn on_open(&mut self, _: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+            let _ = self.0.send("open".into());
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+        fn on_error(&mut self, _: &mut DatagramSession<RawCodec>, error: &Error) {
+            let _ = self.0.send(format!("error: {error}"));
+        }
+    }
+
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut make = panics_once(move || Opens(tx.clone()));
+        let client = getty::udp::UdpClient::builder()
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(peer.local_addr().unwrap(), move |_| Ok((RawCodec, make())))
+            .unwrap();
+        let running = Running::serve("fragile-udp-client", client);
+        assert_eq!(rx.recv_timeout(STEP).as_deref(), Ok("open"));
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 1);
+        assert!(rx.try_recv().is_err(), "the session heard nothing more");
+        running.stop();
+    });
+}

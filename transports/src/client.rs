@@ -543,21 +543,20 @@ where
             transport_filter: self.config.transport_filter.as_ref(),
             websocket: self.config.websocket.as_deref(),
         };
-        let session = prepare(
-            stream,
-            peer,
-            &plan,
-            &mut self.setup,
-            cx.now(),
-            Some(cx.id()),
-        );
-        match session {
+        // The setup hook is user code: a panic in it counts as one failed dial (logged by
+        // the reactor), and the client redials and keeps its other sessions.
+        let setup = &mut self.setup;
+        let session = cx.catch_panic("a client's setup hook", |cx| {
+            prepare(stream, peer, &plan, setup, cx.now(), Some(cx.id())).ok_or("refused")
+        });
+        match session.unwrap_or(Err("panicked")) {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
-            Some(session) => self.sessions.push(cx.spawn(Box::new(session))),
-            None => {
+            Ok(session) => self.sessions.push(cx.spawn(Box::new(session))),
+            Err(what) => {
                 cx.extension::<Metrics>().refused += 1;
-                self.note_failure(Error::Io(io::Error::other("setup refused the connection")))
+                let detail = format!("the setup hook {what} the connection");
+                self.note_failure(Error::Io(io::Error::other(detail)))
             }
         }
     }

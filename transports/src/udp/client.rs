@@ -457,7 +457,13 @@ where
     }
 
     fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket, peer: SocketAddr) {
-        match self.prepare(socket, cx.id(), peer) {
+        // The setup hook is user code: a panic in it counts as one failed dial (logged by
+        // the reactor), and the client redials and keeps its other sessions.
+        let prepared = cx.catch_panic("a client's setup hook", |cx| {
+            self.prepare(socket, cx.id(), peer)
+        });
+        let panicked = || Err(Error::Panicked("the setup hook panicked".into()));
+        match prepared.unwrap_or_else(panicked) {
             Ok(entry) => {
                 self.redial.succeeded();
                 self.sessions.push(cx.spawn(Box::new(entry)));
