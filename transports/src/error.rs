@@ -32,7 +32,8 @@ pub enum Error {
     },
     /// The codec returned a message without consuming any input: it would loop forever.
     CodecConsumedNothing,
-    /// The peer closed the connection in the middle of a frame.
+    /// The peer closed the connection in the middle of a frame, or of a filter's unit (a
+    /// deflate batch cut before its sync flush ended; then `buffered` is 0).
     UnexpectedEof {
         /// Bytes of the unfinished frame.
         buffered: usize,
@@ -122,6 +123,10 @@ impl fmt::Display for Error {
             Error::CodecConsumedNothing => {
                 f.write_str("codec bug: it returned a message without consuming any bytes")
             }
+            // Nothing buffered: the filter holds the cut unit (a deflate batch).
+            Error::UnexpectedEof { buffered: 0 } => f.write_str(
+                "peer closed the connection inside a filtered unit (a compressed batch)",
+            ),
             Error::UnexpectedEof { buffered } => {
                 write!(
                     f,

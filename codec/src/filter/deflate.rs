@@ -233,7 +233,9 @@ impl Filter for DeflateFilter {
                     .map_err(|e| FilterError::malformed("deflate", e))?;
                 let consumed = (inflater.total_in() - in0) as usize;
                 let written = (inflater.total_out() - out0) as usize;
-                self.last_taken = wire[..consumed]
+                // Only the last four bytes taken can change the record.
+                let taken = &wire[consumed.saturating_sub(4)..consumed];
+                self.last_taken = taken
                     .iter()
                     .fold(self.last_taken, |tail, &b| tail << 8 | u32::from(b));
                 wire.advance(consumed);
