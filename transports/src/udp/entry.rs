@@ -250,8 +250,16 @@ where
         while self.slots.len() < n {
             let slot = self.new_slot(cx);
             self.slots.push(slot);
-            self.metas.push(RecvMeta::default());
         }
+        // The metadata stays when the slots go back to the pool (it is small): grow it to
+        // the slots in use, never past them, or it would grow with every drained read.
+        if self.metas.len() < n {
+            self.metas.resize_with(n, RecvMeta::default);
+        }
+        debug_assert!(
+            self.metas.len() <= self.config.batch,
+            "receive metadata leaks"
+        );
         for i in 0..n {
             let slot = &mut self.slots[i];
             debug_assert!(slot.is_empty());
