@@ -31,12 +31,12 @@ pub use getty_codec as codec;
 pub use getty_reactor as reactor;
 pub use getty_transports as transports;
 
-pub use getty_reactor::{Reactor, ReactorHandle, ReactorPool};
+pub use getty_reactor::{PanicPolicy, Reactor, ReactorHandle, ReactorPool};
 #[cfg(unix)]
 pub use getty_transports::unix;
 pub use getty_transports::{
-    tcp, tls, udp, ws, Abort, Address, Close, Error, Handler, Metrics, Offload, Session,
-    SessionHandle, SessionOptions, Setup, SocketOptions, Stats, UnixAddr,
+    tcp, tls, udp, ws, Abort, Address, Close, DialTarget, Error, Handler, Metrics, Offload,
+    Session, SessionHandle, SessionOptions, Setup, SocketOptions, Stats, UnixAddr,
 };
 
 /// The README's code, compiled as a doctest so that it stays true.
