@@ -88,16 +88,15 @@ impl Shared {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// Marks the reactor as gone: later posts fail, and queued ones are dropped.
-    pub(crate) fn mark_stopped(&self) {
-        let dropped = {
-            let mut queue = self.lock();
-            self.stopped.store(true, Ordering::Release);
-            self.queued.store(false, Ordering::Release);
-            std::mem::take(&mut queue.remotes)
-        };
-        // Dropped outside the lock: a job's captures may post to this handle as they drop.
-        drop(dropped);
+    /// Marks the reactor as gone: later posts fail. Returns what was queued, for the
+    /// reactor to drop outside the lock (a job's captures may post to this handle as they
+    /// drop) and one by one under guard (their destructors are user code and may panic).
+    #[must_use = "the queued commands are the caller's to drop"]
+    pub(crate) fn mark_stopped(&self) -> Vec<Remote> {
+        let mut queue = self.lock();
+        self.stopped.store(true, Ordering::Release);
+        self.queued.store(false, Ordering::Release);
+        std::mem::take(&mut queue.remotes)
     }
 }
 

@@ -225,9 +225,10 @@ pub trait Entry: 'static {
 }
 
 /// What a reactor does when an entry's call (readiness, a timer, a command, start,
-/// shutdown, [`Entry::on_panic`] itself), the drop of an entry, or a job posted with
-/// [`ReactorHandle::execute`] panics. Set it with [`ReactorBuilder::panic_policy`] or
-/// [`Reactor::set_panic_policy`].
+/// shutdown, [`Entry::on_panic`] itself), the drop of an entry, a job posted with
+/// [`ReactorHandle::execute`], or the drop of a command or job the reactor discards (one
+/// for an entry that has ended, or left queued when the reactor stops) panics. Set it
+/// with [`ReactorBuilder::panic_policy`] or [`Reactor::set_panic_policy`].
 ///
 /// Catching costs nothing while nothing panics (no allocation, no syscall); a panic that
 /// escapes with `panic = "abort"` in the build profile aborts the process whatever the
@@ -649,7 +650,7 @@ impl Reactor {
         self.core.enter();
         let result = self.run_until_stopped();
         self.core.force_stop();
-        self.core.shared.mark_stopped();
+        self.core.mark_stopped();
         result
     }
 
@@ -748,7 +749,11 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         self.core.enter();
         self.core.force_stop();
-        self.core.shared.mark_stopped();
+        self.core.mark_stopped();
+        // Extensions are the layers' (or a user's) types, and their destructors user code.
+        for (_, extension) in std::mem::take(&mut self.core.extensions) {
+            self.core.drop_user("a reactor extension", extension);
+        }
     }
 }
 
@@ -852,11 +857,16 @@ impl Core {
         id: EntryId,
         call: impl FnOnce(&mut dyn Entry, &mut Context<'_>) -> Status,
     ) -> Option<Status> {
-        let slot = self.slots.get_mut(id.key)?;
-        if slot.serial() != id.serial {
+        let entry = match self.slots.get_mut(id.key) {
+            Some(slot) if slot.serial() == id.serial => slot.entry.take(),
+            _ => None,
+        };
+        let Some(mut entry) = entry else {
+            // The entry has ended: `call` goes unused, and what it holds (a command, with
+            // whatever the sender put in it) is user code's to drop.
+            self.drop_user("a command for an entry that has ended", call);
             return None;
-        }
-        let mut entry = slot.entry.take()?;
+        };
         let outer = CURRENT_ENTRY.with(|c| c.replace(Some(id)));
         // AssertUnwindSafe: after a panic the entry is never called again but for
         // `on_panic`, whose contract says its state may be half-updated, and is then
@@ -910,6 +920,33 @@ impl Core {
             let what = format!("entry {id:?}, while being dropped,");
             self.report_panic(&what, "it is gone", &*payload);
             forget_payload(payload);
+        }
+    }
+
+    /// Drops a value that user code gave the reactor (a command, a job, what a call's
+    /// closure holds): its destructor is user code too, so a panic in it is reported like
+    /// any other and the loop carries on. Costs nothing while nothing panics.
+    #[inline]
+    fn drop_user<T>(&mut self, what: &str, value: T) {
+        // AssertUnwindSafe: nothing is observed after a destructor panicked but the panic.
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.dropped_with_panic(what, payload);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn dropped_with_panic(&mut self, what: &str, payload: Box<dyn Any + Send>) {
+        let what = format!("{what}, while being dropped,");
+        self.report_panic(&what, "it is gone", &*payload);
+        forget_payload(payload);
+    }
+
+    /// Marks the reactor stopped for other threads and drops what they had posted and it
+    /// will never run, one by one, each under guard (see [`Core::drop_user`]).
+    fn mark_stopped(&mut self) {
+        for remote in self.shared.mark_stopped() {
+            self.drop_user("a command or job posted to a stopped reactor", remote);
         }
     }
 
@@ -1086,7 +1123,9 @@ impl Core {
                 }
             }
             self.started.clear();
-            self.mailbox.clear();
+            while let Some((_, command)) = self.mailbox.pop_front() {
+                self.drop_user("a command left when the reactor stopped", command);
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::UdpSocket as StdUdpSocket;
 use std::panic::PanicHookInfo;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -532,5 +533,118 @@ fn a_panicking_owner_is_removed_and_its_members_live_on() {
         assert_eq!(handle.query(|s| s.entry_count()).unwrap(), 2);
         handle.shutdown();
         thread.join().expect("the reactor ended cleanly");
+    });
+}
+
+/// A value whose destructor panics (as a user's message type might), counting its drops.
+struct Bomb(Arc<AtomicUsize>);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("{DELIBERATE} in the destructor of a command");
+    }
+}
+
+/// Ends as soon as it starts.
+struct Brief;
+
+impl Entry for Brief {
+    fn on_start(&mut self, _: &mut Context<'_>) -> Status {
+        Status::Done
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+}
+
+/// A command whose destructor panics, aimed at an entry that has ended (from another
+/// thread, or from the reactor's own, through a job), is dropped by the reactor: the panic
+/// is counted and the reactor carries on. It used to unwind out of `run` and end the
+/// reactor with every entry on it.
+#[test]
+fn a_command_for_an_ended_entry_whose_drop_panics_is_contained() {
+    watchdog(STEP * 2, || {
+        let _quiet = QuietPanics::new();
+        let (notes_tx, notes) = mpsc::channel();
+        let thread = Reactor::start_thread("bombs", |_| Ok(())).expect("the reactor starts");
+        let handle = thread.handle().clone();
+        let (gone, bystander) = handle
+            .query(move |s| {
+                let bystander = s.spawn(Faulty::new("bystander", Fault::None, &notes_tx));
+                (s.spawn(Box::new(Brief)), bystander)
+            })
+            .unwrap();
+        assert!(!handle.query(move |s| s.is_alive(gone)).unwrap());
+        let drops = Arc::new(AtomicUsize::new(0));
+
+        // From another thread: the queue's `Deliver`.
+        handle.send(gone, Box::new(Bomb(drops.clone()))).unwrap();
+        // From the reactor's own thread: the local mailbox.
+        let bomb = Bomb(drops.clone());
+        handle
+            .execute(move |s| s.send(gone, Box::new(bomb)))
+            .unwrap();
+
+        let panics = handle.query(|s| s.loop_metrics().panics).unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
+        assert_eq!(panics, 2, "each destructor's panic was caught and counted");
+        // The bystander still answers and ticks.
+        assert_eq!(
+            ask(&handle, bystander),
+            Note::Answered("bystander", Some(bystander))
+        );
+        notes.try_iter().for_each(drop);
+        wait_for(&notes, &mut Vec::new(), |n| *n == Note::Ticked("bystander"));
+        handle.shutdown();
+        thread.join().expect("the reactor ended cleanly");
+    });
+}
+
+/// Arms itself on first use; its destructor then panics (a layer's per-reactor state with
+/// a faulty `Drop`).
+#[derive(Default)]
+struct BombExtension(Option<Bomb>);
+
+/// On the last shutdown, leaves behind a command for itself in the local mailbox, another
+/// in the cross-thread queue, a job holding a bomb, and an extension that panics when the
+/// reactor drops it.
+struct Leaver(Arc<AtomicUsize>);
+
+impl Entry for Leaver {
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.extension::<BombExtension>().0 = Some(Bomb(self.0.clone()));
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, _: Option<Instant>) -> Status {
+        let me = cx.id();
+        cx.send(me, Box::new(Bomb(self.0.clone())));
+        let handle = cx.handle();
+        handle.send(me, Box::new(Bomb(self.0.clone()))).unwrap();
+        let bomb = Bomb(self.0.clone());
+        handle.execute(move |_| drop(bomb)).unwrap();
+        Status::Done
+    }
+}
+
+/// What a stopping reactor discards (commands in its mailbox and in its queue, jobs never
+/// run, its extensions) is dropped one by one under guard: a destructor that panics is
+/// reported and the next is still dropped. Each used to unwind out of `run` (or `drop`),
+/// and two in one batch aborted the process.
+#[test]
+fn what_a_stopping_reactor_discards_is_dropped_under_guard() {
+    watchdog(STEP * 2, || {
+        let _quiet = QuietPanics::new();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let mut reactor = Reactor::new().unwrap();
+        reactor.spawn(Box::new(Leaver(drops.clone())));
+        reactor.handle().shutdown();
+        reactor.run().expect("the reactor stops cleanly");
+        assert_eq!(drops.load(Ordering::SeqCst), 3, "mailbox, queue and job");
+        drop(reactor);
+        assert_eq!(drops.load(Ordering::SeqCst), 4, "and the extension");
     });
 }
