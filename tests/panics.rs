@@ -645,3 +645,266 @@ fn a_panic_in_a_udp_clients_setup_hook_costs_one_dial() {
         running.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Around a session's end: panicking destructors, `on_close`, a graceful close
+// ---------------------------------------------------------------------------------------
+
+/// The owner of a message's bytes whose destructor panics (a user's message type might).
+struct Bomb;
+
+impl AsRef<[u8]> for Bomb {
+    fn as_ref(&self) -> &[u8] {
+        b"bomb"
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("{DELIBERATE} in the destructor of a message");
+    }
+}
+
+/// Echoes; on `BOMB`, writes a message whose destructor panics through a handle (it goes
+/// through the reactor's queue) and aborts the session before the queue is drained.
+struct Bomber;
+
+impl Handler<Codec> for Bomber {
+    fn on_message(&mut self, s: &mut Session<Codec>, msg: Bytes) {
+        if &msg[..] == b"BOMB" {
+            let handle = s.handle().expect("inside a callback");
+            let _ = handle.write(Bytes::from_owner(Bomb));
+            s.abort();
+        } else {
+            let _ = s.write(msg);
+        }
+    }
+}
+
+/// A message for a session that ended before it was delivered is dropped by the reactor;
+/// a panic in its destructor used to unwind out of the loop and end every session on it.
+#[test]
+fn a_message_whose_destructor_panics_does_not_end_the_reactor() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let server = TcpServer::bind("127.0.0.1:0", |_| Ok((Codec::default(), Bomber)))
+            .expect("bind the server");
+        let addr = server.local_addr();
+        let running = Running::serve("bomber", server);
+        let mut bystander = connect(addr);
+        echo_roundtrip(&mut bystander, b"before");
+
+        let mut victim = connect(addr);
+        victim.write_all(&frame(b"BOMB")).unwrap();
+        expect_ended(&mut victim);
+        let deadline = std::time::Instant::now() + STEP;
+        while running.run_on(|s| s.loop_metrics().panics) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the message was never dropped"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+
+        echo_roundtrip(&mut bystander, b"after");
+        let mut late = connect(addr);
+        echo_roundtrip(&mut late, b"accepted after the panic");
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 1);
+        drop((bystander, late));
+        running.stop();
+    });
+}
+
+/// Hands its handle to the test and reports `on_open`/`on_close`; the first session's
+/// `on_close` panics.
+struct PanicsOnFirstClose {
+    tx: Sender<Ev>,
+    handles: Sender<SessionHandle<Codec>>,
+    first: bool,
+}
+
+impl Handler<Codec> for PanicsOnFirstClose {
+    fn on_open(&mut self, s: &mut Session<Codec>) -> std::io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("inside a callback"));
+        let _ = self.tx.send(Ev::Open {
+            sid: s.id(),
+            peer: s.peer_addr(),
+        });
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<Codec>, _: Bytes) {}
+    fn on_close(&mut self, s: &mut Session<Codec>) {
+        let _ = self.tx.send(Ev::Close { sid: s.id() });
+        if self.first {
+            panic!("{DELIBERATE} in on_close");
+        }
+    }
+}
+
+/// Accepts one connection within `STEP`.
+fn accept_within(listener: &std::net::TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(std::time::Instant::now() < deadline, "no connection came");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// A panic in a client session's `on_close` still ends the session for everyone else:
+/// its handles refuse writes, the client hears of it and redials, the metrics count it.
+/// The framework's side of the end used to come after `on_close`, so the panic skipped
+/// it: the client never redialled, and writes through the handle were taken and lost.
+#[test]
+fn a_panic_in_on_close_still_ends_the_session_for_its_client() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (tx, mut events) = Events::new();
+        let (handles_tx, handles) = std::sync::mpsc::channel();
+        let mut sessions = 0;
+        let client = getty::tcp::TcpClient::builder()
+            .connection_number(1)
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(listener.local_addr().unwrap(), move |_| {
+                sessions += 1;
+                let handler = PanicsOnFirstClose {
+                    tx: tx.clone(),
+                    handles: handles_tx.clone(),
+                    first: sessions == 1,
+                };
+                Ok((Codec::default(), handler))
+            })
+            .unwrap();
+        let running = Running::serve("client-close-panic", client);
+        let first_peer = accept_within(&listener);
+        let first = handles
+            .recv_timeout(STEP)
+            .expect("the first session opened");
+        drop(first_peer); // the peer closes: the session ends, and its on_close panics
+
+        let second_peer = accept_within(&listener); // the client redialled
+        let second = handles
+            .recv_timeout(STEP)
+            .expect("the second session opened");
+        assert!(first.is_closed());
+        assert!(matches!(
+            first.write(Bytes::from_static(b"x")),
+            Err(Error::Closed)
+        ));
+        assert!(matches!(
+            first.wait_writable(Duration::from_secs(1)),
+            Err(Error::Closed)
+        ));
+        assert!(!second.is_closed());
+        let m = getty::Metrics::of(running.handle()).unwrap();
+        assert_eq!((m.sessions_opened, m.sessions_closed), (2, 1), "{m:?}");
+        assert_eq!(m.reactor.panics, 1);
+        events.pump();
+        let closes = events.count(|e| matches!(e, Ev::Close { .. }));
+        assert_eq!(closes, 1, "{:?}", events.all);
+        drop(second_peer);
+        running.stop();
+    });
+}
+
+/// Closes its socket on `CLOSE` (and on_close panics).
+struct DatagramPanicsOnClose {
+    tx: Sender<Ev>,
+}
+
+impl DatagramHandler<RawCodec> for DatagramPanicsOnClose {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, _: SocketAddr) {
+        if &msg[..] == b"CLOSE" {
+            s.close();
+        }
+    }
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec>, error: &Error) {
+        let err = common::classify(error);
+        let _ = self.tx.send(Ev::Error { sid: s.id(), err });
+    }
+    fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+        let _ = self.tx.send(Ev::Close { sid: s.id() });
+        panic!("{DELIBERATE} in a datagram on_close");
+    }
+}
+
+/// A datagram `on_close` that panics ran twice, with `on_error` in between: the endpoint
+/// was still open while the handler heard it. Now it runs once, and nothing follows.
+#[test]
+fn a_panic_in_a_datagram_on_close_is_heard_once() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let (tx, mut events) = Events::new();
+        let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| {
+            Ok((RawCodec, DatagramPanicsOnClose { tx: tx.clone() }))
+        })
+        .expect("bind an endpoint");
+        let addr = endpoint.local_addr();
+        let running = Running::serve("udp-close-panic", endpoint);
+        udp_peer(addr).send(b"CLOSE").unwrap();
+        let sid = events
+            .wait("on_close", |e| matches!(e, Ev::Close { .. }))
+            .sid();
+        // The query runs after the call that closed the endpoint (and its on_panic).
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 1);
+        assert_eq!(running.entry_count(), 0);
+        let m = getty::Metrics::of(running.handle()).unwrap();
+        assert_eq!((m.sessions_opened, m.sessions_closed), (1, 1), "{m:?}");
+        events.pump();
+        assert_eq!(
+            events.of(sid),
+            vec![Ev::Close { sid }],
+            "on_close once, alone"
+        );
+        running.stop();
+    });
+}
+
+/// Replies with 900,000 bytes and closes gracefully; its `on_close` panics.
+struct ReplyAndClose;
+
+impl Handler<Codec> for ReplyAndClose {
+    fn on_message(&mut self, s: &mut Session<Codec>, _: Bytes) {
+        let _ = s.write(Bytes::from(vec![7u8; 900_000]));
+        s.close();
+    }
+    fn on_close(&mut self, _: &mut Session<Codec>) {
+        panic!("{DELIBERATE} in on_close");
+    }
+}
+
+/// A panic in `on_close` after a graceful close used to reset the connection, and the
+/// reset threw away the reply the kernel still held for a slow peer. Once the write side
+/// is shut down nothing is half-written: the socket closes normally, and the peer gets
+/// the whole reply, then EOF.
+#[test]
+fn a_panic_in_on_close_after_a_graceful_close_keeps_the_flushed_reply() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let server = TcpServer::bind("127.0.0.1:0", |_| Ok((Codec::default(), ReplyAndClose)))
+            .expect("bind the server");
+        let addr = server.local_addr();
+        let running = Running::serve("close-panic-reply", server);
+        // A small receive buffer: most of the reply waits in the server's kernel.
+        let mut peer = common::connect_with_recv_buffer(addr, 32 * 1024);
+        peer.write_all(&frame(b"?")).unwrap();
+        std::thread::sleep(Duration::from_millis(300)); // a slow reader
+        let (got, ended) = read_to_end(&mut peer);
+        assert_eq!(got.len(), 900_004, "the whole reply");
+        assert_eq!(&got[..4], &900_000u32.to_be_bytes());
+        assert!(got[4..].iter().all(|&b| b == 7));
+        assert_eq!(ended, common::Ended::Eof, "a clean end, not a reset");
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 1);
+        running.stop();
+    });
+}

@@ -126,6 +126,10 @@ enum Flag {
     Undelivered = 8,
     /// `on_open` accepted the session: `on_close` is owed (a panic before it is a refusal).
     Opened = 16,
+    /// The connection is ending without a reset: the write side is shut down, or
+    /// everything was flushed and the socket is closing normally. A panic from here on
+    /// (in `on_close`) must not reset it: the kernel may still hold a reply to deliver.
+    Graceful = 32,
 }
 
 /// The `Flag`s that hold, in one byte: ten thousand idle sessions each hold an entry, whose
@@ -925,6 +929,7 @@ where
     fn linger(&mut self, cx: &mut Context<'_>) -> Status {
         self.send_filter_close();
         let _ = self.stream.shutdown_write();
+        self.flags.set(Flag::Graceful, true);
         if self.flags.get(Flag::PeerClosed) {
             return self.finish(cx, false);
         }
@@ -963,6 +968,21 @@ where
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Status::Continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return self.finish(cx, false),
+            }
+        }
+    }
+
+    /// Reads and drops the input already received, up to the linger budget, without
+    /// waiting: the last thing done before a gracefully closing socket is dropped early.
+    fn drain_unread(&mut self) {
+        let mut scratch = [0u8; 4096];
+        let mut budget = LINGER_READ_BUDGET;
+        while budget > 0 {
+            match self.stream.read(&mut scratch) {
+                Ok(0) => return,
+                Ok(n) => budget = budget.saturating_sub(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }
@@ -1173,6 +1193,8 @@ where
                 .session
                 .socket()
                 .set_linger(Some(std::time::Duration::ZERO));
+        } else if !reset {
+            self.flags.set(Flag::Graceful, true);
         }
         self.close_session(cx);
         self.phase = Phase::Closed;
@@ -1208,28 +1230,31 @@ where
             self.end_unopened(cx, Error::Closed);
             return;
         }
+        // The framework's side first, so that a panic in `on_close` cannot skip it: the
+        // handles refuse writes, the owner (a client) hears the end and redials, the
+        // metrics count it. `on_panic` then finds the session closed and adds nothing.
         self.phase = Phase::Closed;
         self.session
             .close_request
             .get_or_insert(CloseRequest::Abort);
-        self.handler.on_close(&mut self.session);
         cx.extension::<Metrics>().sessions_closed += 1;
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.mark_closed();
-        }
-        self.session.out.clear();
-        give_back(&mut self.rbuf, cx);
-        give_back(&mut self.session.out.tail, cx);
-        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
-            give_back(&mut io.wire_in, cx);
-            give_back(&mut io.wire_out, cx);
         }
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome: Ok(()),
             };
-            cx.send(owner, Box::new(ended));
+            cx.send(owner, Box::new(ended)); // delivered after this call, panic or not
+        }
+        self.handler.on_close(&mut self.session);
+        self.session.out.clear();
+        give_back(&mut self.rbuf, cx);
+        give_back(&mut self.session.out.tail, cx);
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            give_back(&mut io.wire_in, cx);
+            give_back(&mut io.wire_out, cx);
         }
     }
 }
@@ -1363,15 +1388,26 @@ where
     /// (what is queued may be half-written), then tell the handler, last, so that a second
     /// panic leaves nothing undone: `on_error(Panicked)` and `on_close` for a session that
     /// opened; nothing for one that did not (a panic in `on_open` is a refusal).
+    ///
+    /// A panic in `on_close` of a session ending gracefully (its write side shut down, or
+    /// everything flushed) does not reset: what the kernel still holds for the peer (a
+    /// reply, then the FIN) goes out as it would have. The bookkeeping of the end (handles,
+    /// owner, metrics) was done before `on_close` was called.
     fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
         let error = Error::Panicked(message.to_owned());
         log::debug!("session {} failed: {error}", self.session.id());
         cx.extension::<Metrics>().count_error(&error);
-        #[cfg(unix)]
-        let _ = self
-            .session
-            .socket()
-            .set_linger(Some(std::time::Duration::ZERO));
+        if !self.flags.get(Flag::Graceful) {
+            #[cfg(unix)]
+            let _ = self
+                .session
+                .socket()
+                .set_linger(Some(std::time::Duration::ZERO));
+        } else if !self.flags.get(Flag::PeerClosed) {
+            // The entry cannot linger any more: take what input is already here, so that
+            // closing with unread input does not make the kernel reset after all.
+            self.drain_unread();
+        }
         let _ = cx.registry().deregister(&mut self.stream);
         self.cancel_timer(cx);
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);

@@ -838,19 +838,24 @@ where
 
     /// Calls `on_close` (once), returns the buffers, tells the owner and ends the entry.
     fn finish(&mut self, cx: &mut Context<'_>) -> Status {
-        if matches!(self.phase, Phase::Open | Phase::Closing) {
-            self.session.close_request.get_or_insert(CloseKind::Abort);
-            self.handler.on_close(&mut self.session);
-            cx.extension::<Metrics>().sessions_closed += 1;
-        }
         if let Some(state) = &self.session.handle_state {
             state.mark_closed();
+        }
+        if matches!(self.phase, Phase::Open | Phase::Closing) {
+            // Closed before the handler hears it, so that `on_close` runs once whatever
+            // it does: should it panic, `on_panic` finds nothing owed and only releases.
+            self.phase = Phase::Closed;
+            self.session.close_request.get_or_insert(CloseKind::Abort);
+            cx.extension::<Metrics>().sessions_closed += 1;
+            self.handler.on_close(&mut self.session);
         }
         self.release(cx);
         Status::Done
     }
 
-    /// The end of every path: no callback follows.
+    /// The end of every path: no callback follows. Safe to run twice (a panic in
+    /// `on_close` cuts `finish` short, and `on_panic` releases again): the owner hears
+    /// once.
     fn release(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
         self.session.out.clear();
@@ -865,7 +870,7 @@ where
         if let Some((id, _)) = self.timer.take() {
             cx.cancel_timer(id);
         }
-        if let Some(owner) = self.owner {
+        if let Some(owner) = self.owner.take() {
             cx.send(owner, Box::new(DatagramEnded(cx.id())));
         }
     }
