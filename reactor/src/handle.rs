@@ -104,10 +104,11 @@ impl Shared {
 /// their own reactor).
 ///
 /// Every call queues a command and wakes the reactor at most once per batch: the first post
-/// into an empty queue writes to the waker, later ones ride along. Should a wake-up fail,
-/// the command stays queued (the call still succeeds), the next post wakes the reactor
-/// again, and the loop applies queued commands at every turn whatever woke it. Calls fail
-/// with `ErrorKind::NotConnected` once the reactor's `run` has returned.
+/// into an empty queue writes to the waker, later ones ride along. Should a wake-up fail
+/// (it is logged), the command stays queued (the call still succeeds), the next post wakes
+/// the reactor again, and the loop applies queued commands at every turn whatever woke it.
+/// Until then it waits: on an idle loop (no I/O, no timer, no later post) that can be for
+/// ever. Calls fail with `ErrorKind::NotConnected` once the reactor's `run` has returned.
 ///
 /// ```
 /// use getty_reactor::Reactor;
