@@ -261,7 +261,14 @@ struct Numbered {
 
 impl Numbered {
     fn produce(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) {
-        while self.next < DATAGRAMS && s.is_writable() {
+        // Unconnected, datagrams held for a full receiver (parked) are not in the queue the
+        // watermarks count: a producer for one receiver keeps what it queued and what is
+        // parked under what a parked destination may hold (64 KiB), and its cron tick
+        // resumes it.
+        while self.next < DATAGRAMS
+            && s.is_writable()
+            && s.queued_bytes() + s.parked_bytes() < 32 * 1024
+        {
             let mut datagram = [0u8; 100];
             datagram[..8].copy_from_slice(&self.next.to_be_bytes());
             let queued = match &self.to {
@@ -281,10 +288,16 @@ impl Numbered {
 
 impl DatagramHandler<RawCodec, UnixAddr> for Numbered {
     fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
+        s.set_cron_period(Some(Duration::from_millis(2)));
         self.produce(s);
         Ok(())
     }
     fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: Bytes, _: UnixAddr) {}
+    fn on_cron(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) {
+        if s.is_writable() {
+            self.produce(s);
+        }
+    }
     fn on_writability_changed(
         &mut self,
         s: &mut DatagramSession<RawCodec, UnixAddr>,

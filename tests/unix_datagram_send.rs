@@ -6,7 +6,11 @@
 //!   peer is gone for good ends with the error after the write-stall timeout, its
 //!   reconnects on a timer that backs off;
 //! - the retry timer of a parked destination backs off to ten turns a second at most;
-//! - a datagram to a vanished peer is reported once.
+//! - a datagram to a vanished peer is reported once;
+//! - a full send buffer of the endpoint's own (unread datagrams are charged to it) blames
+//!   no destination; parked datagrams cost no one else their writes (watermarks,
+//!   `max_outbound`); a parked destination whose receiver closes is reported once, by
+//!   name.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use getty::codec::{Bytes, RawCodec};
-use getty::udp::{DatagramHandle, DatagramHandler, DatagramSession};
+use getty::udp::{DatagramHandle, DatagramHandler, DatagramSession, DroppedDatagrams};
 use getty::unix::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
 use getty::{Error, SessionOptions, UnixAddr};
 
@@ -64,7 +68,10 @@ enum Ev {
         kind: Option<std::io::ErrorKind>,
         closing: bool,
         dropped_out: u64,
+        /// The destination a `DroppedDatagrams` names.
+        named: Option<UnixAddr>,
     },
+    Writable(bool),
     Closed,
 }
 
@@ -95,12 +102,23 @@ impl DatagramHandler<RawCodec, UnixAddr> for Echo {
             Error::Io(e) => Some(e.kind()),
             _ => None,
         };
+        let named = match error {
+            Error::Io(e) => e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<DroppedDatagrams<UnixAddr>>())
+                .map(|d| d.peer().clone()),
+            _ => None,
+        };
         let _ = self.tx.send(Ev::Error {
             text: error.to_string(),
             kind,
             closing: s.is_closing(),
             dropped_out: s.stats().dropped_out,
+            named,
         });
+    }
+    fn on_writability_changed(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, w: bool) {
+        let _ = self.tx.send(Ev::Writable(w));
     }
     fn on_close(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>) {
         let _ = self.tx.send(Ev::Closed);
@@ -111,6 +129,10 @@ impl DatagramHandler<RawCodec, UnixAddr> for Echo {
 struct Seen {
     rx: Receiver<Ev>,
     errors: Vec<(String, Option<std::io::ErrorKind>, bool, u64)>,
+    /// Per error, the destination it names (a `DroppedDatagrams`).
+    named: Vec<Option<UnixAddr>>,
+    /// The writability changes told to the handler.
+    writability: Vec<bool>,
     closed: bool,
 }
 
@@ -135,7 +157,12 @@ impl Seen {
                 kind,
                 closing,
                 dropped_out,
-            } => self.errors.push((text, kind, closing, dropped_out)),
+                named,
+            } => {
+                self.errors.push((text, kind, closing, dropped_out));
+                self.named.push(named);
+            }
+            Ev::Writable(w) => self.writability.push(w),
             Ev::Closed => self.closed = true,
         }
     }
@@ -176,6 +203,8 @@ fn seen() -> (Sender<Ev>, Seen) {
         Seen {
             rx,
             errors: Vec::new(),
+            named: Vec::new(),
+            writability: Vec::new(),
             closed: false,
         },
     )
@@ -505,6 +534,195 @@ fn a_datagram_to_a_vanished_peer_is_reported_once() {
             assert_eq!(*dropped, i as u64 + 1, "{text}");
         }
         round_trip(&bystander, &server, b"still serving");
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 1, continued: the endpoint's own buffer, parked bytes apart, one report per failure
+// ---------------------------------------------------------------------------------------
+
+/// Unread unix datagrams are charged to their sender's send buffer: one receiver that
+/// reads none of seven 30 KB replies fills a 200 KB buffer, and then a send to anyone gets
+/// `EAGAIN`. That is the endpoint's own buffer, not the bystander's receiver: its replies
+/// wait (no error, nothing dropped, for longer than the write-stall timeout) and arrive, in
+/// order, once the slow receiver reads and frees the buffer. Before the fix the bystander
+/// was parked, and its replies dropped after the stall timeout as "its receiver took none".
+#[test]
+fn a_full_send_buffer_of_our_own_blames_no_destination() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("own-buffer");
+        let server = dir.path("server.sock");
+        let stall = Duration::from_millis(800);
+        // The kernel doubles it: 200,000 bytes, whatever the system's default.
+        let b = builder(stall).send_buffer_size(Some(100_000));
+        let (running, mut seen, _) = echo_endpoint(b, &server);
+        let slow = peer(&dir, "slow.sock");
+        let big = vec![7u8; 30_000];
+        for _ in 0..8 {
+            slow.send_to(&big, &server).expect("send a large request");
+        }
+        let bystander = peer(&dir, "bystander.sock");
+        let asked: Vec<Vec<u8>> = (0..5).map(|i| format!("by-{i}").into_bytes()).collect();
+        for a in &asked {
+            bystander.send_to(a, &server).expect("send a request");
+        }
+        // Longer than the write-stall timeout: nothing may be dropped or blamed meanwhile.
+        std::thread::sleep(stall * 2);
+        seen.pump();
+        assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
+        assert!(!seen.closed);
+        // The slow one reads: the buffer frees, and everything goes out.
+        let mut buf = vec![0u8; 40_000];
+        for i in 0..8 {
+            let n = slow
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("reply {i}: {e}"));
+            assert_eq!(n, big.len());
+        }
+        let mut small = [0u8; 64];
+        for a in &asked {
+            let n = bystander
+                .recv(&mut small)
+                .unwrap_or_else(|e| panic!("no reply to {:?}: {e}", String::from_utf8_lossy(a)));
+            assert_eq!(&small[..n], &a[..]);
+        }
+        round_trip(&bystander, &server, b"still here");
+        seen.pump();
+        assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
+        running.stop();
+    });
+}
+
+/// Parked datagrams are not the session's queue: one slow receiver holding more than the
+/// high watermark never makes the endpoint unwritable (a handler that obeys
+/// `on_writability_changed` would stop replying to everyone); what it may hold is bounded
+/// on its own (64 KiB by default: its oldest go, reported as about it).
+#[test]
+fn a_slow_receiver_leaves_the_endpoint_writable() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("writable");
+        let server = dir.path("server.sock");
+        let (running, mut seen, h) = echo_endpoint(builder(Duration::from_secs(10)), &server);
+        let slow = peer(&dir, "slow.sock");
+        let bystander = peer(&dir, "bystander.sock");
+        // 100 replies of 1,000 bytes: 11 in its queue, 89 KB more than the default high
+        // watermark (64 KiB) waiting for it.
+        let request = vec![1u8; 1000];
+        for _ in 0..100 {
+            slow.send_to(&request, &server).expect("send a request");
+        }
+        round_trip(&bystander, &server, b"barrier");
+        seen.pump();
+        assert!(
+            !seen.writability.contains(&false),
+            "one slow receiver made the endpoint unwritable: {:?}",
+            seen.writability
+        );
+        assert!(h.is_writable());
+        let slow_name = UnixAddr::path(dir.path("slow.sock"));
+        for (i, (text, kind, closing, _)) in seen.errors.iter().enumerate() {
+            assert!(!closing, "{text}");
+            assert_eq!(*kind, Some(std::io::ErrorKind::WouldBlock), "{text}");
+            assert_eq!(seen.named[i].as_ref(), Some(&slow_name), "{text}");
+        }
+        let got = drain_large(&slow, Duration::from_millis(500));
+        assert!((11 + 60..100).contains(&got), "{got} replies arrived");
+        round_trip(&bystander, &server, b"still here");
+        running.stop();
+    });
+}
+
+/// Reads what waits in `sock` (datagrams up to 2 KB) until `quiet` passes with none;
+/// returns how many.
+fn drain_large(sock: &StdUnixDatagram, quiet: Duration) -> usize {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut got = 0;
+    while sock.recv(&mut buf).is_ok() {
+        got += 1;
+        assert!(got < 10_000, "an endless stream of datagrams");
+    }
+    sock.set_read_timeout(Some(STEP)).unwrap();
+    got
+}
+
+/// Parked datagrams do not count in `max_outbound` either: slow receivers holding more than
+/// it between them cost a bystander none of its replies (before the fix every write was
+/// refused with `QueueFull` until the stall timeout).
+#[test]
+fn slow_receivers_cost_no_one_their_writes() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("max-outbound");
+        let server = dir.path("server.sock");
+        let options = SessionOptions::default()
+            .write_stall_timeout(Duration::from_secs(10))
+            .max_outbound(16 * 1024);
+        let b = UnixDatagramEndpoint::builder().session_options(options);
+        let (running, mut seen, _) = echo_endpoint(b, &server);
+        // Four receivers that read nothing, 49 replies of 500 bytes parked for each: 98 KB,
+        // six times `max_outbound`. (A batch of 32 replies, 16,000 bytes, still fits in it.)
+        let request = vec![2u8; 500];
+        let slows: Vec<_> = (0..4)
+            .map(|i| {
+                let s = peer(&dir, &format!("slow{i}.sock"));
+                for _ in 0..60 {
+                    s.send_to(&request, &server).expect("send a request");
+                }
+                s
+            })
+            .collect();
+        let bystander = peer(&dir, "bystander.sock");
+        bystander
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        // As large as theirs: before the fix, the room left under `max_outbound` is less.
+        let mut buf = [0u8; 1024];
+        for i in 0..5u8 {
+            let asked = vec![i; 500];
+            bystander.send_to(&asked, &server).expect("send a request");
+            let n = bystander
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no reply to the bystander's request {i}: {e}"));
+            assert_eq!(&buf[..n], &asked[..]);
+        }
+        seen.pump();
+        assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        // And every slow one gets all of its replies once it reads.
+        for s in &slows {
+            assert_eq!(drain_large(s, Duration::from_millis(300)), 60);
+        }
+        running.stop();
+    });
+}
+
+/// A parked destination whose receiver closes (its file stays: `ECONNREFUSED`): all it
+/// held is dropped at the first failure and reported once, the error naming it (typed: a
+/// `DroppedDatagrams`), not once per datagram (before the fix: 49 reports, none naming it).
+#[test]
+fn a_parked_receiver_that_closes_is_reported_once_by_name() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("closes");
+        let server = dir.path("server.sock");
+        let (running, mut seen, _) = echo_endpoint(builder(Duration::from_secs(10)), &server);
+        let slow = peer(&dir, "slow.sock");
+        let bystander = peer(&dir, "bystander.sock");
+        flood(&slow, &server, "slow", 60);
+        round_trip(&bystander, &server, b"barrier");
+        drop(slow);
+        seen.wait_until("the drop reported", |s| !s.errors.is_empty());
+        // Give more retries, if any, time to report again.
+        std::thread::sleep(Duration::from_millis(300));
+        round_trip(&bystander, &server, b"still here");
+        seen.pump();
+        assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
+        let (text, kind, closing, dropped) = &seen.errors[0];
+        assert!(!closing, "{text}");
+        assert_eq!(*kind, Some(std::io::ErrorKind::ConnectionRefused), "{text}");
+        assert_eq!(*dropped, 49, "{text}");
+        let slow_name = UnixAddr::path(dir.path("slow.sock"));
+        assert_eq!(seen.named[0].as_ref(), Some(&slow_name), "{text}");
+        assert!(text.contains("49 datagrams"), "{text}");
         running.stop();
     });
 }

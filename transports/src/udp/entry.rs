@@ -15,8 +15,9 @@ use getty_codec::{CodecError, Decoded, Decoder};
 use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
 use mio::Interest;
 
+use super::batch::Outgoing;
 use super::batch::{self, RecvMeta};
-use super::queue::{is_gone, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
+use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::handle::SessionJob;
@@ -50,13 +51,46 @@ pub(crate) struct DatagramConfig {
     /// Close the session (and let its client redial) on an ICMP error.
     pub(crate) close_on_peer_error: bool,
     /// A unix datagram socket, whose send errors are about the receiver of that very
-    /// datagram. Unconnected, `EAGAIN` means that one receiver's queue is full: its
-    /// destination is parked on its own (see `udp/queue.rs`) and the endpoint never fails
-    /// on a stall. Connected, a peer found gone is reconnected to.
+    /// datagram. Unconnected, an `EAGAIN` with room in the socket's own buffer means that
+    /// one receiver's queue is full: its destination is parked on its own (see
+    /// `udp/queue.rs`), and the endpoint never fails on a stall. Connected, a peer found
+    /// gone is reconnected to.
     pub(crate) unix: bool,
-    /// Bytes a parked destination may hold (unconnected unix sockets); `None`: twice the
-    /// session's high watermark.
+    /// Bytes a parked destination may hold (unconnected unix sockets); `None`:
+    /// [`PARKED_PER_PEER`].
     pub(crate) parked_limit: Option<usize>,
+    /// Bytes all parked destinations may hold; `None`: [`PARKED_TOTAL`].
+    pub(crate) parked_total: Option<usize>,
+}
+
+/// What one parked destination may hold by default: 64 KiB. A receiver's own queue holds
+/// 11 datagrams (`net.unix.max_dgram_qlen` + 1), the same again waits here for a reply of
+/// about 6 KB, many more for small ones; and it is the default high watermark, so one slow
+/// receiver never holds more than the session would queue for everyone before it says it
+/// is unwritable. The newest datagram always stays, however long.
+pub(crate) const PARKED_PER_PEER: usize = 64 * 1024;
+
+/// What all parked destinations may hold by default: 4 MiB, as much as the default
+/// `max_outbound` (64 destinations at their full bound), so that an endpoint's output never
+/// takes more than twice that.
+pub(crate) const PARKED_TOTAL: usize = 4 << 20;
+
+/// The socket as the queue sends to it.
+struct SocketLink<'a, S> {
+    socket: &'a S,
+    mmsg: bool,
+    /// `SO_SNDBUF`, read once per flush when an `EAGAIN` must be told apart.
+    send_buffer: Option<usize>,
+}
+
+impl<S: DatagramSocket> Link<S::Addr> for SocketLink<'_, S> {
+    fn send(&mut self, items: &[Outgoing<'_, S::Addr>]) -> std::io::Result<usize> {
+        batch::send(self.socket, items, self.mmsg)
+    }
+
+    fn socket_full(&mut self) -> bool {
+        self.socket.send_buffer_full(&mut self.send_buffer)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,27 +523,23 @@ where
         let mut blocked = false;
         let mut reconnected = false;
         let bytes_before = self.session.stats.bytes_out;
+        let mut link = SocketLink {
+            socket: &self.socket,
+            mmsg: self.config.mmsg,
+            send_buffer: None,
+        };
         if self.session.close_request != Some(CloseKind::Abort) {
-            let socket = &self.socket;
-            let mmsg = self.config.mmsg;
             let stall = self.session.options.write_stall_timeout;
             let (datagrams, bytes) = self
                 .session
                 .out
-                .retry_parked(now, stall, per_call, |items| {
-                    batch::send(socket, items, mmsg)
-                });
+                .retry_parked(now, stall, per_call, &mut link);
             self.session.stats.datagrams_out += datagrams as u64;
             self.session.stats.bytes_out += bytes as u64;
             progressed |= datagrams > 0;
         }
         while self.session.close_request != Some(CloseKind::Abort) {
-            let socket = &self.socket;
-            let mmsg = self.config.mmsg;
-            let step = self
-                .session
-                .out
-                .send_step(now, per_call, |items| batch::send(socket, items, mmsg));
+            let step = self.session.out.send_step(now, per_call, &mut link);
             match step {
                 Step::Empty => break,
                 Step::Blocked => {
@@ -552,6 +582,11 @@ where
                             break;
                         }
                     }
+                    link = SocketLink {
+                        socket: &self.socket,
+                        mmsg: self.config.mmsg,
+                        send_buffer: None,
+                    };
                 }
                 Step::Failed { error, dropped } => {
                     if let Some(len) = dropped {
@@ -567,27 +602,49 @@ where
                     } else if dropped.is_some() {
                         self.handler.on_error(&mut self.session, &Error::Io(error));
                     }
+                    link = SocketLink {
+                        socket: &self.socket,
+                        mmsg: self.config.mmsg,
+                        send_buffer: None,
+                    };
                 }
             }
         }
-        self.report_parked_drops(cx);
+        if self.session.out.has_reports() {
+            self.report_parked_drops(cx);
+        }
         if progressed {
             self.session.stats.last_write = now;
             cx.extension::<Metrics>().bytes_out += self.session.stats.bytes_out - bytes_before;
         }
-        if self.session.out.fifo_is_empty() {
+        // Parking on (an unconnected unix socket): a full socket may be found by a retry of
+        // a parked destination, with nothing queued in order.
+        let socket_full = blocked || self.session.out.socket_full();
+        if !socket_full && self.session.out.fifo_is_empty() {
             self.blocked_since = None;
             self.retry = None;
             self.watch_writable(cx, false);
-        } else if blocked {
-            if progressed || self.blocked_since.is_none() {
+        } else if socket_full {
+            let parking = self.config.unix && !self.session.is_connected();
+            // An open unconnected unix endpoint never fails on a stall: receivers that do
+            // not read hold its buffer, and it is free again when they read or close.
+            // Until then its queue waits, bounded by `max_outbound` (and the watermarks say
+            // so). Once closing, the stall bounds the wait, as for any session.
+            let stalls = !parking || self.phase == Phase::Closing;
+            if stalls && (progressed || self.blocked_since.is_none()) {
                 self.blocked_since = Some(now);
             }
-            if self.gone.is_none() && self.socket.signals_write_space() {
+            let connected = self.session.is_connected();
+            if self.gone.is_none() && self.socket.signals_write_space(connected) {
                 // Registering re-checks readiness, so space freed since the `EAGAIN` still
                 // raises an event.
                 self.watch_writable(cx, true);
             } else {
+                if parking {
+                    // The kernel says so once the buffer has drained to a quarter; the
+                    // timer finds room that comes sooner (a fast reader's datagrams read).
+                    self.watch_writable(cx, true);
+                }
                 self.schedule_retry(now, progressed);
             }
         }
@@ -648,9 +705,11 @@ where
             (false, _) => (PeerErrors::Retry, None),
             (true, true) => (PeerErrors::Keep, None),
             (true, false) => {
-                let high = self.session.options.high_watermark;
-                let limit = self.config.parked_limit.unwrap_or(high.saturating_mul(2));
-                (PeerErrors::Drop, Some(limit))
+                let limits = ParkLimits {
+                    per_peer: self.config.parked_limit.unwrap_or(PARKED_PER_PEER),
+                    total: self.config.parked_total.unwrap_or(PARKED_TOTAL),
+                };
+                (PeerErrors::Drop, Some(limits))
             }
         };
         self.session.out.set_policy(peer_errors, park_limit);

@@ -84,6 +84,7 @@ pub(crate) mod socket;
 pub use client::{UdpClient, UdpClientBuilder};
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
 pub use handle::DatagramHandle;
+pub use queue::{DropReason, DroppedDatagrams};
 pub use session::{DatagramHandler, DatagramSession, DatagramStats};
 
 /// The probe a [`UdpClient`] sends to verify a dial, unless told otherwise
@@ -251,6 +252,7 @@ impl UdpOptions {
             close_on_peer_error,
             unix: false,
             parked_limit: None,
+            parked_total: None,
         }
     }
 }

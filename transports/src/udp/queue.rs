@@ -3,15 +3,28 @@
 //! tail); large byte buffers are queued as they are. A flush hands up to a batch of them
 //! to one `sendmmsg`.
 //!
-//! On an unconnected unix datagram socket, `EAGAIN` means that one receiver's queue is full
-//! (Linux: `net.unix.max_dgram_qlen`, 10 by default), not that the socket is: that
-//! destination is **parked**. Its datagrams move, in order, into a queue of its own, which
-//! is retried on a timer with backoff (1 ms doubling to 100 ms) while every other
-//! destination keeps flowing. A parked destination holds at most its limit in bytes (its
-//! oldest datagrams go first, the newest always stays); one that takes nothing for the
-//! write-stall timeout is dropped whole and forgotten. Every drop is reported once.
+//! On an unconnected unix datagram socket, `EAGAIN` has two causes, told apart by
+//! [`Link::socket_full`]:
+//! - the socket's **own** send buffer is full. Linux charges every unix datagram to its
+//!   sender until its receiver reads it, so receivers that do not read hold up to their
+//!   queue length (`net.unix.max_dgram_qlen` + 1, 11 by default) of our datagrams each, in
+//!   our buffer. Then nothing can go anywhere: the whole queue waits ([`Step::Blocked`]),
+//!   and no destination is blamed;
+//! - the first datagram's **receiver** is full (our socket still has room): that
+//!   destination is **parked**. Its datagrams move, in order, into a queue of its own,
+//!   retried on a timer with backoff (1 ms doubling to 100 ms) while every other
+//!   destination keeps flowing.
+//!
+//! Parked datagrams are not the session's queue: they count in neither its watermarks nor
+//! `max_outbound` (one slow receiver must never cost the others their writes), and have
+//! bounds of their own ([`ParkLimits`]): past its own bound a destination loses its oldest;
+//! past the bound of them all, the destination parked longest loses its oldest. One that
+//! takes nothing for the write-stall timeout is dropped whole and forgotten, and so is one
+//! whose retry fails for another reason (its socket closed). Every drop is reported once per
+//! destination and cause, with the destination ([`DroppedDatagrams`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::hash::Hash;
 use std::io;
 use std::mem::MaybeUninit;
@@ -41,6 +54,29 @@ const PEER_FAILURES_BEFORE_DROP: u8 = 8;
 pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(1);
 pub(crate) const MAX_RETRY: Duration = Duration::from_millis(100);
 
+/// Where a flush sends: the socket, and (after an `EAGAIN`, with parking on) whether its
+/// own send buffer is the one that is full.
+pub(crate) trait Link<A> {
+    /// Sends the datagrams offered (one syscall); returns how many went.
+    fn send(&mut self, items: &[Outgoing<'_, A>]) -> io::Result<usize>;
+
+    /// Asked after an `EAGAIN` when parking is on: true when the socket's own send buffer
+    /// is full (the whole queue waits, no destination is to blame), false when the first
+    /// datagram's receiver is (its destination is parked).
+    fn socket_full(&mut self) -> bool {
+        false
+    }
+}
+
+impl<A, F> Link<A> for F
+where
+    F: FnMut(&[Outgoing<'_, A>]) -> io::Result<usize>,
+{
+    fn send(&mut self, items: &[Outgoing<'_, A>]) -> io::Result<usize> {
+        self(items)
+    }
+}
+
 struct Item<A> {
     peer: Option<A>,
     len: usize,
@@ -56,12 +92,22 @@ pub(crate) enum PeerErrors {
     /// consumed it: the datagram is retried (dropped after 8 in a row).
     Retry,
     /// An unconnected unix socket: the error is about this datagram's receiver (its socket
-    /// closed): the datagram is dropped at once, and reported once.
+    /// closed): the datagram is dropped at once, and reported once, naming the receiver.
     Drop,
     /// A connected unix socket: its peer is gone (`ECONNREFUSED`, then `ENOTCONN` once the
     /// kernel disconnected the socket). The datagram stays first while the entry
     /// reconnects to the peer's address.
     Keep,
+}
+
+/// What parked destinations may hold (unconnected unix sockets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParkLimits {
+    /// Bytes one destination may hold; past it, its oldest go (its newest always stays).
+    pub(crate) per_peer: usize,
+    /// Bytes all of them may hold; past it, the destination parked longest loses its
+    /// oldest.
+    pub(crate) total: usize,
 }
 
 /// What one [`DatagramQueue::send_step`] did.
@@ -71,10 +117,10 @@ pub(crate) enum Step {
     Empty,
     /// `datagrams` went out (possibly none, after an interrupted call).
     Sent { datagrams: usize, bytes: usize },
-    /// The socket's buffer is full: wait for writable readiness.
+    /// The socket's own buffer is full: wait for room (no destination is to blame).
     Blocked,
-    /// The first datagram's receiver is full (parking on): its destination was parked, with
-    /// the datagram; the next step goes on with the others.
+    /// The first datagram's receiver is full (parking on, our socket has room): its
+    /// destination was parked, with the datagram; the next step goes on with the others.
     Parked,
     /// The first datagram failed. It was `dropped` when it had failed too often; otherwise
     /// it stays first in the queue and the next step retries it.
@@ -84,15 +130,116 @@ pub(crate) enum Step {
     },
 }
 
-/// Why datagrams to one destination were dropped from its parked queue.
-#[derive(Debug)]
-pub(crate) enum Cause {
-    /// It held more than the bytes a parked destination may hold: its oldest went.
-    OverLimit { limit: usize },
-    /// It took nothing for the write-stall timeout: all it held went.
+/// Why datagrams held for one destination of an unconnected unix datagram endpoint were
+/// dropped (see [`DroppedDatagrams`]).
+///
+/// See [`DroppedDatagrams`] for an example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Its receiver was full and it held more than a destination may
+    /// (`UnixDatagramEndpointBuilder::max_parked_per_peer`, in bytes): its oldest went.
+    OverPeerLimit(usize),
+    /// All parked destinations together held more than they may
+    /// (`UnixDatagramEndpointBuilder::max_parked`, in bytes), and this one had been parked
+    /// longest: its oldest went.
+    OverTotalLimit(usize),
+    /// Its receiver took nothing for the write-stall timeout: all it held went.
     Stalled(Duration),
-    /// A retry failed for a reason other than a full receiver (its socket closed, say).
-    Failed(io::Error),
+    /// A send to it failed for another reason than a full receiver (its socket closed, its
+    /// file is gone; the error is the `source`): all it held went.
+    Failed,
+}
+
+/// The payload of the `Error::Io` an unconnected unix datagram endpoint reports to
+/// `on_error` when it drops datagrams it held for one destination: who they were for, how
+/// many, and why. Reported once per destination and cause; the datagrams are counted in
+/// `DatagramStats::dropped_out`. Get it from the error with `get_ref` and `downcast_ref`;
+/// its `kind` is `WouldBlock` over a limit, `TimedOut` after the stall, and the failure's
+/// own kind (`ConnectionRefused`, `NotFound`, ...) after a failure.
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, DroppedDatagrams, DropReason};
+/// use getty_transports::{Error, UnixAddr};
+///
+/// struct Server;
+/// impl DatagramHandler<RawCodec, UnixAddr> for Server {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: bytes::Bytes, _: UnixAddr) {}
+///     fn on_error(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+///         let Error::Io(e) = error else { return };
+///         if let Some(d) = e.get_ref().and_then(|e| e.downcast_ref::<DroppedDatagrams<UnixAddr>>()) {
+///             if d.reason() == DropReason::Failed {
+///                 eprintln!("{:?} is gone: {} replies dropped", d.peer(), d.datagrams());
+///             }
+///         }
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct DroppedDatagrams<A> {
+    peer: A,
+    datagrams: u64,
+    reason: DropReason,
+    source: Option<io::Error>,
+}
+
+impl<A> DroppedDatagrams<A> {
+    /// The destination the datagrams were for.
+    ///
+    /// See the [type-level example](DroppedDatagrams).
+    pub fn peer(&self) -> &A {
+        &self.peer
+    }
+
+    /// How many were dropped.
+    ///
+    /// See the [type-level example](DroppedDatagrams).
+    pub fn datagrams(&self) -> u64 {
+        self.datagrams
+    }
+
+    /// Why.
+    ///
+    /// See the [type-level example](DroppedDatagrams).
+    pub fn reason(&self) -> DropReason {
+        self.reason
+    }
+}
+
+impl<A: fmt::Debug> fmt::Display for DroppedDatagrams<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, peer) = (self.datagrams, &self.peer);
+        let what = if n == 1 { "datagram" } else { "datagrams" };
+        match self.reason {
+            DropReason::OverPeerLimit(limit) => write!(
+                f,
+                "dropped the oldest {n} {what} to {peer:?}: its receiver is full and a \
+                 destination may hold {limit} bytes"
+            ),
+            DropReason::OverTotalLimit(limit) => write!(
+                f,
+                "dropped the oldest {n} {what} to {peer:?}: parked destinations may hold \
+                 {limit} bytes in all, and it was parked longest"
+            ),
+            DropReason::Stalled(after) => write!(
+                f,
+                "dropped {n} {what} to {peer:?}: its receiver took none for {after:?}"
+            ),
+            DropReason::Failed => match &self.source {
+                Some(e) => write!(f, "dropped {n} {what} to {peer:?}: {e}"),
+                None => write!(f, "dropped {n} {what} to {peer:?}"),
+            },
+        }
+    }
+}
+
+impl<A: fmt::Debug> std::error::Error for DroppedDatagrams<A> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 /// Datagrams dropped for one destination, to be counted and reported to `on_error` once.
@@ -100,36 +247,29 @@ pub(crate) enum Cause {
 pub(crate) struct Dropped<A> {
     pub(crate) peer: A,
     pub(crate) datagrams: u64,
-    pub(crate) cause: Cause,
+    pub(crate) reason: DropReason,
+    /// The failure, for [`DropReason::Failed`].
+    pub(crate) source: Option<io::Error>,
 }
 
-impl<A: std::fmt::Debug> Dropped<A> {
-    /// The error `on_error` gets: the destination is named in its text.
+impl<A: fmt::Debug + Send + Sync + 'static> Dropped<A> {
+    /// The error `on_error` gets: a [`DroppedDatagrams`] that names the destination.
     pub(crate) fn into_error(self) -> io::Error {
-        let Dropped {
-            peer,
-            datagrams,
-            cause,
-        } = self;
-        let what = if datagrams == 1 {
-            "1 datagram".to_owned()
-        } else {
-            format!("{datagrams} datagrams")
+        let kind = match (&self.reason, &self.source) {
+            (DropReason::Stalled(_), _) => io::ErrorKind::TimedOut,
+            (DropReason::Failed, Some(e)) => e.kind(),
+            (DropReason::Failed, None) => io::ErrorKind::Other,
+            _ => io::ErrorKind::WouldBlock,
         };
-        match cause {
-            Cause::OverLimit { limit } => io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "dropped the oldest {what} to {peer:?}: its receiver is full and a \
-                     destination may hold {limit} bytes"
-                ),
-            ),
-            Cause::Stalled(after) => io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("dropped {what} to {peer:?}: its receiver took none for {after:?}"),
-            ),
-            Cause::Failed(e) => e,
-        }
+        io::Error::new(
+            kind,
+            DroppedDatagrams {
+                peer: self.peer,
+                datagrams: self.datagrams,
+                reason: self.reason,
+                source: self.source,
+            },
+        )
     }
 }
 
@@ -137,6 +277,9 @@ impl<A: std::fmt::Debug> Dropped<A> {
 struct Parked {
     held: VecDeque<Bytes>,
     bytes: usize,
+    /// The order it was parked in: the one parked longest loses first past the total
+    /// bound.
+    since: u64,
     /// When it was parked, or last took a datagram: the write-stall clock.
     progress: Instant,
     retry_at: Instant,
@@ -148,17 +291,22 @@ pub(crate) struct DatagramQueue<A> {
     /// Where codecs encode to; lent from the reactor's pool while the session has output.
     pub(crate) tail: BytesMut,
     items: VecDeque<Item<A>>,
-    /// Bytes queued, parked ones included.
+    /// Bytes queued in order (parked ones apart).
     bytes: usize,
     own_failures: u8,
     peer_failures: u8,
     peer_errors: PeerErrors,
-    /// Bytes a parked destination may hold; `None`: a full socket blocks the whole queue.
-    park_limit: Option<usize>,
+    /// What parked destinations may hold; `None`: a full socket blocks the whole queue.
+    park_limits: Option<ParkLimits>,
     parked: HashMap<A, Parked>,
     parked_datagrams: usize,
+    parked_bytes: usize,
+    /// Destinations parked so far (the next one's `since`).
+    parkings: u64,
     /// The earliest retry of a parked destination.
     next_retry: Option<Instant>,
+    /// The last `EAGAIN` was the socket's own buffer, and nothing went out since.
+    socket_full: bool,
     /// Drops from parked queues not reported yet.
     reports: Vec<Dropped<A>>,
 }
@@ -172,10 +320,13 @@ impl<A> Default for DatagramQueue<A> {
             own_failures: 0,
             peer_failures: 0,
             peer_errors: PeerErrors::Retry,
-            park_limit: None,
+            park_limits: None,
             parked: HashMap::new(),
             parked_datagrams: 0,
+            parked_bytes: 0,
+            parkings: 0,
             next_retry: None,
+            socket_full: false,
             reports: Vec::new(),
         }
     }
@@ -191,18 +342,27 @@ pub(crate) fn is_gone(e: &io::Error) -> bool {
 
 impl<A> DatagramQueue<A> {
     /// How errors about the peer are handled, and whether a full receiver parks its
-    /// destination (`Some(bytes it may hold)`) or blocks the queue (`None`).
-    pub(crate) fn set_policy(&mut self, peer_errors: PeerErrors, park_limit: Option<usize>) {
+    /// destination (`Some(limits)`) or blocks the queue (`None`).
+    pub(crate) fn set_policy(&mut self, peer_errors: PeerErrors, park_limits: Option<ParkLimits>) {
         self.peer_errors = peer_errors;
-        self.park_limit = park_limit.map(|limit| limit.max(1));
+        self.park_limits = park_limits.map(|l| ParkLimits {
+            per_peer: l.per_peer.max(1),
+            total: l.total.max(1),
+        });
     }
 
-    /// Queued bytes.
+    /// Bytes queued in order: what the watermarks and `max_outbound` count. Parked
+    /// datagrams are not in it ([`parked_bytes`](Self::parked_bytes)).
     pub(crate) fn len(&self) -> usize {
         self.bytes
     }
 
-    /// Queued datagrams.
+    /// Bytes held for parked destinations.
+    pub(crate) fn parked_bytes(&self) -> usize {
+        self.parked_bytes
+    }
+
+    /// Queued datagrams, parked ones included.
     pub(crate) fn datagrams(&self) -> usize {
         self.items.len() + self.parked_datagrams
     }
@@ -217,9 +377,16 @@ impl<A> DatagramQueue<A> {
         self.items.is_empty()
     }
 
-    /// When the earliest parked destination is due for a retry.
+    /// The last `EAGAIN` found the socket's own send buffer full and nothing went out
+    /// since: wait for room before trying again (parked destinations too).
+    pub(crate) fn socket_full(&self) -> bool {
+        self.socket_full
+    }
+
+    /// When the earliest parked destination is due for a retry; `None` while the socket's
+    /// own buffer is full (room for it, not a parked receiver, is what is awaited).
     pub(crate) fn next_retry(&self) -> Option<Instant> {
-        self.next_retry
+        self.next_retry.filter(|_| !self.socket_full)
     }
 
     /// Destinations parked now (tests).
@@ -231,6 +398,11 @@ impl<A> DatagramQueue<A> {
     /// Drops from parked queues since the last call, to count and report.
     pub(crate) fn take_reports(&mut self) -> Vec<Dropped<A>> {
         std::mem::take(&mut self.reports)
+    }
+
+    /// True when there are drops to report.
+    pub(crate) fn has_reports(&self) -> bool {
+        !self.reports.is_empty()
     }
 
     /// Records that the last `len` bytes of the tail are one datagram for `peer`.
@@ -260,24 +432,6 @@ impl<A> DatagramQueue<A> {
         self.bytes += len;
     }
 
-    fn fail(&mut self, error: io::Error) -> Step {
-        let give_up = if self.peer_errors == PeerErrors::Keep && is_gone(&error) {
-            false
-        } else if super::socket::is_peer_error(&error) {
-            self.peer_failures += 1;
-            self.peer_errors == PeerErrors::Drop || self.peer_failures >= PEER_FAILURES_BEFORE_DROP
-        } else {
-            self.own_failures += 1;
-            self.own_failures >= OWN_FAILURES_BEFORE_DROP
-        };
-        let dropped = give_up.then(|| {
-            self.own_failures = 0;
-            self.peer_failures = 0;
-            self.pop(1)
-        });
-        Step::Failed { error, dropped }
-    }
-
     /// Removes the first `n` datagrams; returns their bytes.
     fn pop(&mut self, n: usize) -> usize {
         let mut bytes = 0;
@@ -295,7 +449,7 @@ impl<A> DatagramQueue<A> {
     }
 
     /// Takes the first datagram out of the queue, as bytes of its own (copied out of the
-    /// tail when it is there); its bytes still count as queued.
+    /// tail when it is there); its bytes no longer count as queued in order.
     fn take_front(&mut self) -> Option<(Option<A>, Bytes)> {
         let item = self.items.pop_front()?;
         let data = match item.chunk {
@@ -306,6 +460,7 @@ impl<A> DatagramQueue<A> {
                 data
             }
         };
+        self.bytes -= item.len;
         Some((item.peer, data))
     }
 
@@ -316,19 +471,63 @@ impl<A> DatagramQueue<A> {
         self.bytes = 0;
         self.parked.clear();
         self.parked_datagrams = 0;
+        self.parked_bytes = 0;
         self.next_retry = None;
+        self.socket_full = false;
     }
 }
 
-impl<A: Clone + Eq + Hash> DatagramQueue<A> {
-    /// Offers up to `per_call` datagrams from the front to `send` (one syscall), which
+impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A> {
+    fn fail(&mut self, error: io::Error) -> Step {
+        let give_up = if self.peer_errors == PeerErrors::Keep && is_gone(&error) {
+            false
+        } else if super::socket::is_peer_error(&error) {
+            self.peer_failures += 1;
+            self.peer_errors == PeerErrors::Drop || self.peer_failures >= PEER_FAILURES_BEFORE_DROP
+        } else {
+            self.own_failures += 1;
+            self.own_failures >= OWN_FAILURES_BEFORE_DROP
+        };
+        if !give_up {
+            return Step::Failed {
+                error,
+                dropped: None,
+            };
+        }
+        self.own_failures = 0;
+        self.peer_failures = 0;
+        let peer = match self.peer_errors {
+            // Unconnected unix: the error is about this datagram's receiver: name it.
+            PeerErrors::Drop => self.items.front().and_then(|i| i.peer.clone()),
+            _ => None,
+        };
+        let len = self.pop(1);
+        let error = match peer {
+            Some(peer) => Dropped {
+                peer,
+                datagrams: 1,
+                reason: DropReason::Failed,
+                source: Some(error),
+            }
+            .into_error(),
+            None => error,
+        };
+        Step::Failed {
+            error,
+            dropped: Some(len),
+        }
+    }
+
+    /// Offers up to `per_call` datagrams from the front to `link` (one syscall), which
     /// returns how many it sent. With parking on, datagrams for a parked destination are
     /// first moved to its queue, and a batch stops before the next one of them.
-    pub(crate) fn send_step<F>(&mut self, now: Instant, per_call: usize, send: F) -> Step
-    where
-        F: FnOnce(&[Outgoing<'_, A>]) -> io::Result<usize>,
-    {
-        self.park_front();
+    pub(crate) fn send_step(
+        &mut self,
+        now: Instant,
+        per_call: usize,
+        link: &mut impl Link<A>,
+    ) -> Step {
+        self.park_front(now);
         if self.items.is_empty() {
             return Step::Empty;
         }
@@ -364,13 +563,14 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
             // `Outgoing` has no drop glue, so the uninitialised rest is never touched.
             let ready =
                 unsafe { std::slice::from_raw_parts(batch.as_ptr().cast::<Outgoing<'_, A>>(), k) };
-            send(ready)
+            link.send(ready)
         };
         match result {
             Ok(0) => self.fail(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 self.own_failures = 0;
                 self.peer_failures = 0;
+                self.socket_full = false;
                 let bytes = self.pop(n);
                 Step::Sent {
                     datagrams: n,
@@ -378,7 +578,11 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if self.park_limit.is_some() && self.park_first(now) {
+                if self.park_limits.is_none() {
+                    return Step::Blocked;
+                }
+                self.socket_full = link.socket_full();
+                if !self.socket_full && self.park_first(now) {
                     Step::Parked
                 } else {
                     Step::Blocked
@@ -397,14 +601,14 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
     }
 
     /// Moves the datagrams at the front whose destination is parked into its queue.
-    fn park_front(&mut self) {
+    fn park_front(&mut self, now: Instant) {
         while !self.parked.is_empty()
             && self.is_parked(self.items.front().and_then(|i| i.peer.as_ref()))
         {
             let Some((Some(peer), data)) = self.take_front() else {
                 unreachable!("the front has a parked destination");
             };
-            self.hold(peer, data);
+            self.hold(now, peer, data);
         }
     }
 
@@ -420,102 +624,156 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
         self.own_failures = 0;
         self.peer_failures = 0;
         let retry_at = now + FIRST_RETRY;
+        self.parkings += 1;
         self.parked.entry(peer.clone()).or_insert(Parked {
             held: VecDeque::new(),
             bytes: 0,
+            since: self.parkings,
             progress: now,
             retry_at,
             wait: FIRST_RETRY,
         });
         self.next_retry = Some(self.next_retry.map_or(retry_at, |at| at.min(retry_at)));
-        self.hold(peer, data);
+        self.hold(now, peer, data);
         true
     }
 
-    /// Appends a datagram to a parked destination's queue, dropping its oldest while it
-    /// holds more than the limit (the newest always stays).
-    fn hold(&mut self, peer: A, data: Bytes) {
-        let limit = self.park_limit.unwrap_or(usize::MAX);
+    /// Appends a datagram to a parked destination's queue, then applies the bounds: while
+    /// it holds more than a destination may, its oldest go (its newest always stays); while
+    /// all of them hold more than they may, the destination parked longest loses its
+    /// oldest.
+    fn hold(&mut self, now: Instant, peer: A, data: Bytes) {
+        let limits = self.park_limits.expect("parking is on");
         let parked = self.parked.get_mut(&peer).expect("a parked destination");
         parked.bytes += data.len();
+        self.parked_bytes += data.len();
         parked.held.push_back(data);
         self.parked_datagrams += 1;
         let mut dropped = 0;
-        while parked.bytes > limit && parked.held.len() > 1 {
+        while parked.bytes > limits.per_peer && parked.held.len() > 1 {
             let oldest = parked.held.pop_front().expect("more than one held");
             parked.bytes -= oldest.len();
-            self.bytes -= oldest.len();
+            self.parked_bytes -= oldest.len();
             self.parked_datagrams -= 1;
             dropped += 1;
         }
-        if dropped > 0 {
-            match self.reports.last_mut() {
-                Some(Dropped {
-                    peer: last,
-                    datagrams,
-                    cause: Cause::OverLimit { .. },
-                }) if *last == peer => *datagrams += dropped,
-                _ => self.reports.push(Dropped {
-                    peer,
-                    datagrams: dropped,
-                    cause: Cause::OverLimit { limit },
-                }),
+        self.report(peer, dropped, DropReason::OverPeerLimit(limits.per_peer));
+        while self.parked_bytes > limits.total {
+            // Rare (the bound of them all is many destinations' worth): a scan will do.
+            let Some((longest, parked)) = self
+                .parked
+                .iter_mut()
+                .filter(|(_, p)| !p.held.is_empty())
+                .min_by_key(|(_, p)| p.since)
+            else {
+                break;
+            };
+            let oldest = parked.held.pop_front().expect("not empty");
+            parked.bytes -= oldest.len();
+            if parked.held.is_empty() {
+                // Nothing left: it is unparked on its next retry, which is now.
+                parked.retry_at = now;
+                self.next_retry = Some(now);
             }
+            self.parked_bytes -= oldest.len();
+            self.parked_datagrams -= 1;
+            let longest = longest.clone();
+            self.report(longest, 1, DropReason::OverTotalLimit(limits.total));
+        }
+    }
+
+    /// Notes `n` datagrams dropped for `peer`, added to an earlier report of the same
+    /// destination and cause when there is one.
+    fn report(&mut self, peer: A, n: u64, reason: DropReason) {
+        if n == 0 {
+            return;
+        }
+        match self
+            .reports
+            .iter_mut()
+            .find(|r| r.reason == reason && r.peer == peer)
+        {
+            Some(r) => r.datagrams += n,
+            None => self.reports.push(Dropped {
+                peer,
+                datagrams: n,
+                reason,
+                source: None,
+            }),
         }
     }
 
     /// Retries the parked destinations that are due, each up to `per_call` datagrams per
-    /// `send`. A destination whose queue empties is unparked; one whose receiver is still
+    /// send. A destination whose queue empties is unparked; one whose receiver is still
     /// full waits twice as long as before (or from the first wait again when some went
-    /// out), and is dropped whole once it has taken nothing for `stall`. Returns the
-    /// datagrams and bytes sent.
-    pub(crate) fn retry_parked<F>(
+    /// out), and is dropped whole once it has taken nothing for `stall`; one whose send
+    /// fails otherwise is dropped whole at once. When the socket's own buffer is full the
+    /// pass stops there: no destination is blamed, and those not tried stay due. Returns
+    /// the datagrams and bytes sent. Allocates nothing (but a report of a drop).
+    pub(crate) fn retry_parked(
         &mut self,
         now: Instant,
         stall: Duration,
         per_call: usize,
-        mut send: F,
-    ) -> (usize, usize)
-    where
-        F: FnMut(&[Outgoing<'_, A>]) -> io::Result<usize>,
-    {
+        link: &mut impl Link<A>,
+    ) -> (usize, usize) {
         if self.next_retry.is_none_or(|at| now < at) {
             return (0, 0);
         }
-        let due: Vec<A> = self
-            .parked
-            .iter()
-            .filter(|(_, p)| p.retry_at <= now)
-            .map(|(peer, _)| peer.clone())
-            .collect();
         let (mut datagrams, mut bytes) = (0, 0);
-        for peer in due {
-            let parked = self.parked.get_mut(&peer).expect("due and parked");
+        let mut next_retry: Option<Instant> = None;
+        let mut emptied = false;
+        // Called when room may have come (a timer, writable readiness): try again.
+        self.socket_full = false;
+        let Self {
+            parked: map,
+            parked_bytes,
+            parked_datagrams,
+            reports,
+            socket_full,
+            ..
+        } = self;
+        for (peer, parked) in map.iter_mut() {
+            if parked.held.is_empty() {
+                // Emptied by the bound of them all: unparked.
+                emptied = true;
+                continue;
+            }
+            if *socket_full || parked.retry_at > now {
+                next_retry = Some(next_retry.map_or(parked.retry_at, |at| at.min(parked.retry_at)));
+                continue;
+            }
             let mut progressed = false;
             let mut interrupted = 0;
-            let unpark = loop {
+            loop {
                 if parked.held.is_empty() {
-                    break true;
+                    emptied = true;
+                    break;
                 }
                 let k = per_call.clamp(1, MAX_BATCH).min(parked.held.len());
-                let batch: Vec<Outgoing<'_, A>> = parked
-                    .held
-                    .iter()
-                    .take(k)
-                    .map(|data| Outgoing {
-                        data,
-                        peer: Some(&peer),
-                    })
-                    .collect();
-                let result = send(&batch);
-                drop(batch);
+                let result = {
+                    let mut batch = [const { MaybeUninit::<Outgoing<'_, A>>::uninit() }; MAX_BATCH];
+                    for (slot, data) in batch.iter_mut().zip(parked.held.iter().take(k)) {
+                        slot.write(Outgoing {
+                            data,
+                            peer: Some(peer),
+                        });
+                    }
+                    // SAFETY: the loop initialised the first `k` elements (`k <=
+                    // held.len()`); `Outgoing` has no drop glue.
+                    let ready = unsafe {
+                        std::slice::from_raw_parts(batch.as_ptr().cast::<Outgoing<'_, A>>(), k)
+                    };
+                    link.send(ready)
+                };
                 let failed = match result {
                     Ok(0) => io::ErrorKind::WriteZero.into(),
                     Ok(n) => {
+                        *socket_full = false;
                         for data in parked.held.drain(..n.min(k)) {
                             parked.bytes -= data.len();
-                            self.bytes -= data.len();
-                            self.parked_datagrams -= 1;
+                            *parked_bytes -= data.len();
+                            *parked_datagrams -= 1;
                             bytes += data.len();
                             datagrams += 1;
                         }
@@ -524,16 +782,31 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if link.socket_full() {
+                            // Not this receiver's doing: it stays due, untouched.
+                            *socket_full = true;
+                            if progressed {
+                                parked.wait = FIRST_RETRY;
+                            }
+                            next_retry = Some(
+                                next_retry.map_or(parked.retry_at, |at| at.min(parked.retry_at)),
+                            );
+                            break;
+                        }
+                        *socket_full = false;
                         if now >= parked.progress + stall {
-                            let n = parked.held.len() as u64;
-                            self.bytes -= parked.bytes;
-                            self.parked_datagrams -= parked.held.len();
-                            self.reports.push(Dropped {
+                            reports.push(Dropped {
                                 peer: peer.clone(),
-                                datagrams: n,
-                                cause: Cause::Stalled(stall),
+                                datagrams: parked.held.len() as u64,
+                                reason: DropReason::Stalled(stall),
+                                source: None,
                             });
-                            break true;
+                            *parked_bytes -= parked.bytes;
+                            *parked_datagrams -= parked.held.len();
+                            parked.held.clear();
+                            parked.bytes = 0;
+                            emptied = true;
+                            break;
                         }
                         parked.wait = if progressed {
                             FIRST_RETRY
@@ -541,7 +814,9 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
                             (parked.wait * 2).min(MAX_RETRY)
                         };
                         parked.retry_at = now + parked.wait;
-                        break false;
+                        next_retry =
+                            Some(next_retry.map_or(parked.retry_at, |at| at.min(parked.retry_at)));
+                        break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 8 => {
                         interrupted += 1;
@@ -549,22 +824,26 @@ impl<A: Clone + Eq + Hash> DatagramQueue<A> {
                     }
                     Err(e) => e,
                 };
-                // A retry failed for another reason: that datagram is dropped and reported.
-                let data = parked.held.pop_front().expect("a datagram was offered");
-                parked.bytes -= data.len();
-                self.bytes -= data.len();
-                self.parked_datagrams -= 1;
-                self.reports.push(Dropped {
+                // Failed for another reason (its socket closed, its file is gone): what it
+                // holds would fail alike. All of it goes, reported once, with the error.
+                reports.push(Dropped {
                     peer: peer.clone(),
-                    datagrams: 1,
-                    cause: Cause::Failed(failed),
+                    datagrams: parked.held.len() as u64,
+                    reason: DropReason::Failed,
+                    source: Some(failed),
                 });
-            };
-            if unpark {
-                self.parked.remove(&peer);
+                *parked_bytes -= parked.bytes;
+                *parked_datagrams -= parked.held.len();
+                parked.held.clear();
+                parked.bytes = 0;
+                emptied = true;
+                break;
             }
         }
-        self.next_retry = self.parked.values().map(|p| p.retry_at).min();
+        if emptied {
+            map.retain(|_, p| !p.held.is_empty());
+        }
+        self.next_retry = next_retry;
         (datagrams, bytes)
     }
 
@@ -613,7 +892,12 @@ mod tests {
     fn drain(q: &mut DatagramQueue<u32>, fake: &mut Fake, per_call: usize) -> Vec<Step> {
         let mut steps = Vec::new();
         for _ in 0..1000 {
-            let step = q.send_step(Instant::now(), per_call, |items| fake.send(items));
+            let step = q.send_step(Instant::now(), per_call, &mut |items: &[Outgoing<
+                '_,
+                u32,
+            >]| {
+                fake.send(items)
+            });
             let done = matches!(step, Step::Empty | Step::Blocked);
             steps.push(step);
             if done {
@@ -719,7 +1003,11 @@ mod tests {
         assert!(q.is_empty());
         assert_eq!(q.len(), 0);
         assert!(matches!(
-            q.send_step(Instant::now(), 4, |_| unreachable!()),
+            q.send_step(
+                Instant::now(),
+                4,
+                &mut |_: &[Outgoing<'_, u32>]| -> io::Result<usize> { unreachable!() }
+            ),
             Step::Empty
         ));
     }
@@ -828,7 +1116,10 @@ mod tests {
     fn step(q: &mut DatagramQueue<u32>, m: &mut Model, per_call: usize, outcome: &Outcome) {
         let mut calls = 0;
         let queued = &m.queued;
-        let result = q.send_step(Instant::now(), per_call, |items| {
+        let result = q.send_step(Instant::now(), per_call, &mut |items: &[Outgoing<
+            '_,
+            u32,
+        >]| {
             calls += 1;
             let k = per_call.clamp(1, MAX_BATCH).min(queued.len());
             assert_eq!(items.len(), k, "datagrams offered for per_call {per_call}");
@@ -1000,11 +1291,11 @@ mod tests {
     // Model-based property test of parking (unconnected unix sockets, issue #12 item 1)
     // -----------------------------------------------------------------------------------
 
-    use std::collections::HashMap;
     use std::time::{Duration, Instant};
 
     const DESTS: u32 = 4;
     const LIMIT: usize = 600;
+    const TOTAL: usize = 1500;
     const STALL: Duration = Duration::from_millis(300);
 
     /// What the fake receiver at one destination does with a datagram.
@@ -1012,7 +1303,7 @@ mod tests {
     enum Receiver {
         /// Takes it.
         Free,
-        /// Its queue is full: `EAGAIN`.
+        /// Its queue is full: `EAGAIN`, with room in the socket's own buffer.
         Full,
         /// Its socket closed: `ECONNREFUSED`.
         Gone,
@@ -1020,81 +1311,148 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum POp {
-        Push { dest: u32, len: usize },
-        Set { dest: u32, receiver: Receiver },
-        Advance { ms: u64 },
-        Flush { per_call: usize },
+        Push {
+            dest: u32,
+            len: usize,
+        },
+        Set {
+            dest: u32,
+            receiver: Receiver,
+        },
+        /// The socket's own send buffer fills (`EAGAIN` for every destination) or frees.
+        SocketFull(bool),
+        Advance {
+            ms: u64,
+        },
+        Flush {
+            per_call: usize,
+        },
     }
 
-    /// One datagram not yet sent or dropped, in its destination's order.
+    /// One datagram not yet sent or dropped.
     #[derive(Debug, Clone, Copy)]
     struct Pending {
+        dest: u32,
         id: u64,
         len: usize,
-        /// Queued since the last flush (still in the queue's FIFO, not in a parked queue).
-        fresh: bool,
     }
 
-    /// A parked destination as documented: retried `min(1 ms << tries, 100 ms)` after its
-    /// last try, dropped whole once it took nothing for the stall timeout.
-    #[derive(Debug, Clone, Copy)]
+    /// A parked destination as documented: its datagrams, oldest first; retried at
+    /// `retry_at`, after a wait that doubles (1 ms to 100 ms) while its receiver stays
+    /// full; the order it was parked in.
+    #[derive(Debug, Clone)]
     struct ParkedModel {
-        last_try: Instant,
-        tries: u32,
+        held: VecDeque<Pending>,
+        retry_at: Instant,
+        wait: Duration,
         progress: Instant,
+        seq: u64,
     }
 
-    impl ParkedModel {
-        fn due(&self) -> Instant {
-            let wait = FIRST_RETRY
-                .checked_mul(1 << self.tries.min(16))
-                .unwrap_or(MAX_RETRY)
-                .min(MAX_RETRY);
-            self.last_try + wait
-        }
-    }
+    type Reports = HashMap<(u32, &'static str), u64>;
 
-    /// Per destination: the datagrams in order, the receiver, whether it is parked.
     struct PModel {
         now: Instant,
-        pending: HashMap<u32, VecDeque<Pending>>,
+        /// Datagrams queued in order (not parked), oldest first.
+        fifo: VecDeque<Pending>,
         receivers: [Receiver; DESTS as usize],
+        socket_full: bool,
         parked: HashMap<u32, ParkedModel>,
+        parkings: u64,
         delivered: HashMap<u32, Vec<u64>>,
         next_id: u64,
         pushed: usize,
         dropped: usize,
-        /// Reports the queue owes for drops during the retries of this flush, in order.
-        expected_reports: Vec<(u32, u64, &'static str)>,
-        /// Destinations retried in this flush.
+        /// Drops owed a report in this flush: per destination and cause, how many.
+        reports: Reports,
+        /// Destinations retried in this flush, and whether the pass stopped at a full
+        /// socket.
         tried: Vec<u32>,
+        stopped: bool,
         /// The destination being retried, and whether some of it went out.
         retry: Option<(u32, bool)>,
+        /// The queue's last `EAGAIN` was the socket's own buffer.
+        said_socket_full: bool,
     }
 
     impl PModel {
         fn new() -> Self {
             PModel {
                 now: Instant::now(),
-                pending: HashMap::new(),
+                fifo: VecDeque::new(),
                 receivers: [Receiver::Free; DESTS as usize],
+                socket_full: false,
                 parked: HashMap::new(),
+                parkings: 0,
                 delivered: HashMap::new(),
                 next_id: 0,
                 pushed: 0,
                 dropped: 0,
-                expected_reports: Vec::new(),
+                reports: HashMap::new(),
                 tried: Vec::new(),
+                stopped: false,
                 retry: None,
+                said_socket_full: false,
             }
         }
 
-        fn queued_bytes(&self) -> usize {
-            self.pending.values().flatten().map(|p| p.len).sum()
+        fn held_bytes(&self) -> usize {
+            self.parked
+                .values()
+                .flat_map(|p| &p.held)
+                .map(|p| p.len)
+                .sum()
         }
 
-        fn queued(&self) -> usize {
-            self.pending.values().map(|q| q.len()).sum()
+        fn report(&mut self, dest: u32, cause: &'static str, n: u64) {
+            if n > 0 {
+                *self.reports.entry((dest, cause)).or_default() += n;
+                self.dropped += n as usize;
+            }
+        }
+
+        /// A datagram joins its parked destination: past the destination's bound its
+        /// oldest go (its newest stays); past the bound of them all, the destination parked
+        /// longest loses its oldest.
+        fn hold(&mut self, p: Pending) {
+            let parked = self.parked.get_mut(&p.dest).expect("parked");
+            parked.held.push_back(p);
+            let mut over = 0;
+            while parked.held.iter().map(|p| p.len).sum::<usize>() > LIMIT && parked.held.len() > 1
+            {
+                parked.held.pop_front();
+                over += 1;
+            }
+            self.report(p.dest, "over-peer", over);
+            while self.held_bytes() > TOTAL {
+                let (&longest, parked) = self
+                    .parked
+                    .iter_mut()
+                    .filter(|(_, p)| !p.held.is_empty())
+                    .min_by_key(|(_, p)| p.seq)
+                    .expect("something is held");
+                parked.held.pop_front();
+                if parked.held.is_empty() {
+                    parked.retry_at = self.now;
+                }
+                self.report(longest, "over-total", 1);
+            }
+        }
+
+        /// What the queue does before a send of its FIFO: the datagrams at the front for a
+        /// parked destination join it.
+        fn park_front(&mut self) {
+            while let Some(&front) = self.fifo.front() {
+                if !self.parked.contains_key(&front.dest) {
+                    break;
+                }
+                self.fifo.pop_front();
+                self.hold(front);
+            }
+        }
+
+        fn next_retry(&self) -> Option<Instant> {
+            self.parked.values().map(|p| p.retry_at).min()
         }
     }
 
@@ -1104,222 +1462,266 @@ mod tests {
         data
     }
 
-    /// The fake socket: takes the datagrams of a batch in order until a receiver that is
-    /// full or gone (an error if that is the first, as `sendmmsg` does). Checks that each
-    /// datagram offered is the next of its destination, that the FIFO never offers one for
-    /// a parked destination, and that a parked destination is retried only when due; and
-    /// follows what the queue must do with the outcome (park, back off, drop).
-    fn fake_send(m: &mut PModel, items: &[Outgoing<'_, u32>], retrying: bool) -> io::Result<usize> {
-        assert!(!items.is_empty());
-        let now = m.now;
-        let first = *items[0]
-            .peer
-            .expect("unconnected: every datagram has a destination");
-        if retrying {
-            let parked = m
-                .parked
-                .get(&first)
-                .expect("a retry of a parked destination");
-            assert!(
-                now >= parked.due(),
-                "destination {first} retried before it was due"
-            );
-            if m.retry.is_none_or(|(d, _)| d != first) {
-                assert!(
-                    !m.tried.contains(&first),
-                    "destination {first} retried twice"
-                );
-                m.tried.push(first);
-                m.retry = Some((first, false));
-            }
-        }
-        let mut offset: HashMap<u32, usize> = HashMap::new();
-        let mut last_id = None;
-        let mut taken = items.len();
-        for (i, item) in items.iter().enumerate() {
-            let d = *item
+    /// The fake socket, and the model's account of what the queue must do with each
+    /// outcome. It takes the datagrams of a batch in order until a receiver that is full or
+    /// gone (an error if that is the first, as `sendmmsg` does), or none when the socket's
+    /// own buffer is full. It checks that each datagram offered is the next of its
+    /// destination, that the FIFO never offers one for a parked destination, and that a
+    /// parked destination is retried only when due.
+    struct FakeLink<'m> {
+        m: &'m mut PModel,
+        retrying: bool,
+    }
+
+    impl Link<u32> for FakeLink<'_> {
+        fn send(&mut self, items: &[Outgoing<'_, u32>]) -> io::Result<usize> {
+            let m = &mut *self.m;
+            assert!(!items.is_empty());
+            let first = *items[0]
                 .peer
                 .expect("unconnected: every datagram has a destination");
-            if retrying {
-                assert_eq!(d, first, "a retry offers only its own destination");
+            let expected: Vec<Pending> = if self.retrying {
+                let parked = m
+                    .parked
+                    .get(&first)
+                    .expect("a retry of a parked destination");
+                assert!(
+                    m.now >= parked.retry_at,
+                    "destination {first} retried before it was due"
+                );
+                if m.retry.is_none_or(|(d, _)| d != first) {
+                    assert!(
+                        !m.tried.contains(&first),
+                        "destination {first} retried twice"
+                    );
+                    m.tried.push(first);
+                    m.retry = Some((first, false));
+                }
+                parked.held.iter().copied().collect()
             } else {
-                assert!(
-                    !m.parked.contains_key(&d),
-                    "the FIFO offered a datagram for parked {d}"
+                m.park_front();
+                m.fifo.iter().copied().collect()
+            };
+            assert!(items.len() <= expected.len(), "more offered than queued");
+            let mut taken = items.len();
+            for (i, (item, want)) in items.iter().zip(&expected).enumerate() {
+                let d = *item.peer.expect("a destination");
+                assert_eq!(
+                    d, want.dest,
+                    "datagram {i} of the batch is for another destination"
                 );
-            }
-            let at = offset.entry(d).or_default();
-            let want = m.pending[&d][*at];
-            *at += 1;
-            let id = u64::from_be_bytes(item.data[..8].try_into().unwrap());
-            assert_eq!(
-                (id, item.data.len()),
-                (want.id, want.len),
-                "not the next datagram for {d}"
-            );
-            assert!(
-                item.data == datagram(id, want.len).as_slice(),
-                "the bytes of datagram {id}"
-            );
-            if !retrying {
-                assert!(
-                    last_id.is_none_or(|last| last < id),
-                    "the FIFO out of order"
+                if !self.retrying {
+                    assert!(
+                        !m.parked.contains_key(&d),
+                        "the FIFO offered one for parked {d}"
+                    );
+                }
+                let id = u64::from_be_bytes(item.data[..8].try_into().unwrap());
+                assert_eq!(
+                    (id, item.data.len()),
+                    (want.id, want.len),
+                    "not the next datagram"
                 );
-                last_id = Some(id);
+                assert!(
+                    item.data == datagram(id, want.len).as_slice(),
+                    "the bytes of {id}"
+                );
+                if m.socket_full || m.receivers[d as usize] != Receiver::Free {
+                    taken = i;
+                    break;
+                }
             }
-            if m.receivers[d as usize] != Receiver::Free {
-                taken = i;
-                break;
-            }
-        }
-        for item in &items[..taken] {
-            let d = *item.peer.unwrap();
-            let sent = m.pending.get_mut(&d).unwrap().pop_front().unwrap();
-            m.delivered.entry(d).or_default().push(sent.id);
-        }
-        if taken > 0 {
-            if retrying {
-                let p = m.parked.get_mut(&first).unwrap();
-                p.progress = now;
-                m.retry = Some((first, true));
-            }
-            return Ok(taken);
-        }
-        match m.receivers[first as usize] {
-            Receiver::Free => unreachable!(),
-            Receiver::Full if retrying => {
-                let progressed = m.retry.is_some_and(|(_, p)| p);
-                let parked = m.parked.get_mut(&first).unwrap();
-                if now >= parked.progress + STALL {
-                    // Dropped whole: what it held, not what was queued since.
-                    let pending = m.pending.get_mut(&first).unwrap();
-                    let held = pending.iter().take_while(|p| !p.fresh).count();
-                    pending.drain(..held);
-                    m.dropped += held;
-                    m.expected_reports.push((first, held as u64, "stalled"));
-                    m.parked.remove(&first);
+            let now = m.now;
+            if taken > 0 {
+                for p in &expected[..taken] {
+                    m.delivered.entry(p.dest).or_default().push(p.id);
+                }
+                if self.retrying {
+                    let parked = m.parked.get_mut(&first).unwrap();
+                    parked.held.drain(..taken);
+                    parked.progress = now;
+                    m.retry = Some((first, true));
                 } else {
-                    parked.tries = if progressed { 0 } else { parked.tries + 1 };
-                    parked.last_try = now;
+                    m.fifo.drain(..taken);
                 }
-                Err(io::ErrorKind::WouldBlock.into())
+                m.said_socket_full = false;
+                return Ok(taken);
             }
-            Receiver::Full => {
-                // The FIFO's EAGAIN parks the destination, with this datagram.
-                m.parked.insert(
-                    first,
-                    ParkedModel {
-                        last_try: now,
-                        tries: 0,
-                        progress: now,
-                    },
-                );
-                Err(io::ErrorKind::WouldBlock.into())
-            }
-            Receiver::Gone => {
-                // Dropped at once, reported once.
-                m.pending.get_mut(&first).unwrap().pop_front();
-                m.dropped += 1;
-                if retrying {
-                    m.expected_reports.push((first, 1, "failed"));
+            if m.socket_full {
+                m.said_socket_full = true;
+                if self.retrying {
+                    // No one is blamed: the pass stops, this destination untouched but for
+                    // a wait that starts over when some of it went out.
+                    m.stopped = true;
+                    if m.retry.is_some_and(|(_, p)| p) {
+                        m.parked.get_mut(&first).unwrap().wait = FIRST_RETRY;
+                    }
                 }
-                Err(io::ErrorKind::ConnectionRefused.into())
+                return Err(io::ErrorKind::WouldBlock.into());
             }
+            match m.receivers[first as usize] {
+                Receiver::Free => unreachable!(),
+                Receiver::Full if self.retrying => {
+                    m.said_socket_full = false;
+                    let progressed = m.retry.is_some_and(|(_, p)| p);
+                    let parked = m.parked.get_mut(&first).unwrap();
+                    if now >= parked.progress + STALL {
+                        let n = parked.held.len() as u64;
+                        m.parked.remove(&first);
+                        m.report(first, "stalled", n);
+                    } else {
+                        parked.wait = if progressed {
+                            FIRST_RETRY
+                        } else {
+                            (parked.wait * 2).min(MAX_RETRY)
+                        };
+                        parked.retry_at = now + parked.wait;
+                    }
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Receiver::Full => {
+                    // The FIFO's EAGAIN with room in the socket parks the destination, with
+                    // this datagram.
+                    m.said_socket_full = false;
+                    m.parkings += 1;
+                    m.parked.insert(
+                        first,
+                        ParkedModel {
+                            held: VecDeque::new(),
+                            retry_at: now + FIRST_RETRY,
+                            wait: FIRST_RETRY,
+                            progress: now,
+                            seq: m.parkings,
+                        },
+                    );
+                    let p = m.fifo.pop_front().unwrap();
+                    m.hold(p);
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+                Receiver::Gone if self.retrying => {
+                    // All it holds goes, reported once.
+                    let n = m.parked.remove(&first).unwrap().held.len() as u64;
+                    m.report(first, "failed", n);
+                    Err(io::ErrorKind::ConnectionRefused.into())
+                }
+                Receiver::Gone => {
+                    // Dropped at once (reported by the entry, from the step).
+                    m.fifo.pop_front();
+                    m.dropped += 1;
+                    Err(io::ErrorKind::ConnectionRefused.into())
+                }
+            }
+        }
+
+        fn socket_full(&mut self) -> bool {
+            self.m.socket_full
         }
     }
 
     /// One flush as the entry does it (due parked destinations first, then the FIFO), and
     /// the checks that follow it.
     fn flush_model(q: &mut DatagramQueue<u32>, m: &mut PModel, per_call: usize) {
-        m.expected_reports.clear();
+        m.reports.clear();
         m.tried.clear();
+        m.stopped = false;
         m.retry = None;
         let now = m.now;
-        q.retry_parked(now, STALL, per_call, |items| fake_send(m, items, true));
-        for (d, parked) in m.parked.clone() {
-            if now >= parked.due() {
-                assert!(
-                    m.tried.contains(&d),
-                    "destination {d} was due and not retried"
-                );
-            }
-            if m.pending[&d].iter().all(|p| p.fresh) {
-                // All it held went out (or was dropped): unparked.
-                m.parked.remove(&d);
-            }
+        let due: Vec<u32> = m
+            .parked
+            .iter()
+            .filter(|(_, p)| p.retry_at <= now && !p.held.is_empty())
+            .map(|(d, _)| *d)
+            .collect();
+        let runs = m.parked.values().any(|p| p.retry_at <= now);
+        if runs {
+            m.said_socket_full = false;
         }
+        q.retry_parked(now, STALL, per_call, &mut FakeLink { m, retrying: true });
+        for d in due {
+            assert!(
+                m.stopped || m.tried.contains(&d),
+                "destination {d} was due and not retried"
+            );
+        }
+        // Emptied by the retry, or earlier by the bound of them all: unparked.
+        m.parked.retain(|_, p| !p.held.is_empty());
+        let mut blocked = false;
         for _ in 0..10_000 {
-            match q.send_step(now, per_call, |items| fake_send(m, items, false)) {
-                Step::Empty => break,
+            let step = q.send_step(now, per_call, &mut FakeLink { m, retrying: false });
+            match step {
+                Step::Empty => {
+                    // The queue parks what is left for parked destinations without a send.
+                    m.park_front();
+                    assert!(m.fifo.is_empty(), "the FIFO drained");
+                    break;
+                }
                 Step::Sent { .. } | Step::Parked => {}
                 Step::Failed { error, dropped } => {
                     assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
                     assert!(
                         dropped.is_some(),
-                        "a datagram to a gone receiver is dropped at once"
+                        "a datagram to a gone receiver is dropped"
                     );
+                    let named = error
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<DroppedDatagrams<u32>>())
+                        .expect("the error names the destination");
+                    assert_eq!((named.datagrams(), named.reason()), (1, DropReason::Failed));
                 }
-                Step::Blocked => panic!("parking on: a full receiver never blocks the queue"),
+                Step::Blocked => {
+                    assert!(m.socket_full, "blocked with room in the socket");
+                    blocked = true;
+                    break;
+                }
             }
         }
-        assert!(q.fifo_is_empty() && q.tail.is_empty(), "the FIFO drained");
-        // What is left is held by parked destinations; each keeps its newest within the
-        // limit (the oldest go).
-        let mut over_limit: HashMap<u32, u64> = HashMap::new();
-        for (d, pending) in m.pending.iter_mut() {
-            pending.iter_mut().for_each(|p| p.fresh = false);
-            if pending.is_empty() {
-                continue;
-            }
-            assert!(
-                m.parked.contains_key(d),
-                "{d} has datagrams left and is not parked"
-            );
-            let mut bytes: usize = pending.iter().map(|p| p.len).sum();
-            while bytes > LIMIT && pending.len() > 1 {
-                bytes -= pending.pop_front().unwrap().len;
-                *over_limit.entry(*d).or_default() += 1;
-                m.dropped += 1;
-            }
-            assert_eq!(q.held_bytes(d), Some(bytes), "bytes held for {d}");
+        assert_eq!(q.fifo_is_empty(), m.fifo.is_empty(), "the FIFO");
+        assert_eq!(q.socket_full(), m.said_socket_full, "socket_full()");
+        if blocked {
+            assert!(q.socket_full());
         }
-        let mut reported_over: HashMap<u32, u64> = HashMap::new();
-        let mut reported = Vec::new();
+        // Reports: once per destination and cause, with the count.
+        let mut reported: Reports = HashMap::new();
         for r in q.take_reports() {
-            match r.cause {
-                Cause::OverLimit { limit } => {
+            let cause = match r.reason {
+                DropReason::OverPeerLimit(limit) => {
                     assert_eq!(limit, LIMIT);
-                    *reported_over.entry(r.peer).or_default() += r.datagrams;
+                    "over-peer"
                 }
-                Cause::Stalled(after) => {
+                DropReason::OverTotalLimit(limit) => {
+                    assert_eq!(limit, TOTAL);
+                    "over-total"
+                }
+                DropReason::Stalled(after) => {
                     assert_eq!(after, STALL);
-                    reported.push((r.peer, r.datagrams, "stalled"));
+                    "stalled"
                 }
-                Cause::Failed(e) => {
+                DropReason::Failed => {
+                    let e = r.source.as_ref().expect("the failure");
                     assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
-                    reported.push((r.peer, r.datagrams, "failed"));
+                    "failed"
                 }
-            }
-        }
-        assert_eq!(reported, m.expected_reports, "reports of the retries");
-        assert_eq!(
-            reported_over, over_limit,
-            "datagrams dropped over the limit"
-        );
-        for d in 0..DESTS {
-            assert_eq!(
-                q.held_bytes(&d).is_some(),
-                m.parked.contains_key(&d),
-                "{d} parked"
+            };
+            let dest = r.peer;
+            let error = r.into_error();
+            let named = error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<DroppedDatagrams<u32>>())
+                .expect("a DroppedDatagrams");
+            assert_eq!(*named.peer(), dest);
+            assert!(
+                reported.insert((dest, cause), named.datagrams()).is_none(),
+                "{dest} reported twice for {cause}"
             );
+        }
+        assert_eq!(reported, m.reports, "the drops reported");
+        for d in 0..DESTS {
+            let held = m.parked.get(&d).map(|p| p.held.iter().map(|p| p.len).sum());
+            assert_eq!(q.held_bytes(&d), held, "bytes held for {d}");
         }
         assert_eq!(q.parked_destinations(), m.parked.len());
-        assert_eq!(
-            q.next_retry(),
-            m.parked.values().map(|p| p.due()).min(),
-            "the next retry"
-        );
+        let next = (!q.socket_full()).then(|| m.next_retry()).flatten();
+        assert_eq!(q.next_retry(), next, "the next retry");
     }
 
     fn apply_parking(q: &mut DatagramQueue<u32>, m: &mut PModel, op: &POp) {
@@ -1334,20 +1736,25 @@ mod tests {
                     q.tail.extend_from_slice(&data);
                     q.push_encoded(Some(dest), len);
                 }
-                m.pending.entry(dest).or_default().push_back(Pending {
-                    id,
-                    len,
-                    fresh: true,
-                });
+                m.fifo.push_back(Pending { dest, id, len });
                 m.pushed += 1;
             }
             POp::Set { dest, receiver } => m.receivers[dest as usize] = receiver,
+            POp::SocketFull(full) => m.socket_full = full,
             POp::Advance { ms } => m.now += Duration::from_millis(ms),
             POp::Flush { per_call } => flush_model(q, m, per_call),
         }
-        assert_eq!(q.len(), m.queued_bytes(), "len()");
-        assert_eq!(q.datagrams(), m.queued(), "datagrams()");
-        assert_eq!(q.is_empty(), m.queued() == 0, "is_empty()");
+        // The watermarks and `max_outbound` count the FIFO alone; parked bytes apart.
+        let fifo: usize = m.fifo.iter().map(|p| p.len).sum();
+        assert_eq!(q.len(), fifo, "len()");
+        assert_eq!(q.parked_bytes(), m.held_bytes(), "parked_bytes()");
+        assert!(
+            q.parked_bytes() <= TOTAL.max(LIMIT),
+            "over the bound of them all"
+        );
+        let held: usize = m.parked.values().map(|p| p.held.len()).sum();
+        assert_eq!(q.datagrams(), m.fifo.len() + held, "datagrams()");
+        assert_eq!(q.is_empty(), m.fifo.is_empty() && held == 0, "is_empty()");
     }
 
     fn parking_op() -> impl Strategy<Value = POp> {
@@ -1361,31 +1768,36 @@ mod tests {
         prop_oneof![
             8 => (dest.clone(), len).prop_map(|(dest, len)| POp::Push { dest, len }),
             2 => (dest, receiver).prop_map(|(dest, receiver)| POp::Set { dest, receiver }),
+            1 => any::<bool>().prop_map(POp::SocketFull),
             3 => prop_oneof![0..3u64, 3..40u64, 90..400u64].prop_map(|ms| POp::Advance { ms }),
             4 => prop_oneof![1..4usize, 4..=MAX_BATCH].prop_map(|per_call| POp::Flush { per_call }),
         ]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
+        #![proptest_config(ProptestConfig::with_cases(160))]
 
-        /// Random pushes to four destinations whose receivers turn free, full or gone, time
-        /// passing, and flushes, against a model of per-destination queues: every datagram
-        /// offered is the next of its destination; a full receiver parks only its own
-        /// destination and the others keep flowing (after each flush nothing is left for a
-        /// destination that is not parked); a parked one is retried exactly when its
-        /// backoff (1 ms doubling to 100 ms) says, holds its newest within the limit, and
-        /// is dropped whole after the stall timeout; every drop is reported once, for its
-        /// destination. At the end, with every receiver free, all that was not dropped
-        /// arrives, each destination's in order.
+        /// Random pushes to four destinations whose receivers turn free, full or gone, a
+        /// socket whose own buffer fills and frees, time passing, and flushes, against a
+        /// model of per-destination queues: every datagram offered is the next of its
+        /// destination; a full receiver (with room in the socket) parks only its own
+        /// destination and the others keep flowing; a full socket blocks the queue and
+        /// parks or blames no one; a parked one is retried exactly when its backoff (1 ms
+        /// doubling to 100 ms) says, holds its newest within its bound while all of them
+        /// stay within theirs (the one parked longest losing first), and is dropped whole
+        /// after the stall timeout or a failed send; parked bytes stay out of `len()`;
+        /// every drop is reported once per destination and cause, naming it. At the end,
+        /// with every receiver free, all that was not dropped arrives, each destination's
+        /// in order.
         #[test]
         fn parking_matches_its_model(ops in vec(parking_op(), 1..300)) {
             let mut q = DatagramQueue::default();
-            q.set_policy(PeerErrors::Drop, Some(LIMIT));
+            q.set_policy(PeerErrors::Drop, Some(ParkLimits { per_peer: LIMIT, total: TOTAL }));
             let mut m = PModel::new();
             for op in &ops {
                 apply_parking(&mut q, &mut m, op);
             }
+            apply_parking(&mut q, &mut m, &POp::SocketFull(false));
             for d in 0..DESTS {
                 apply_parking(&mut q, &mut m, &POp::Set { dest: d, receiver: Receiver::Free });
             }
@@ -1394,7 +1806,7 @@ mod tests {
                 apply_parking(&mut q, &mut m, &POp::Flush { per_call: MAX_BATCH });
             }
             prop_assert!(q.is_empty() && q.tail.is_empty());
-            prop_assert_eq!(m.queued(), 0);
+            prop_assert!(m.fifo.is_empty() && m.parked.is_empty());
             let delivered: usize = m.delivered.values().map(|v| v.len()).sum();
             prop_assert_eq!(delivered + m.dropped, m.pushed);
             for ids in m.delivered.values() {

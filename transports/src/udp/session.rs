@@ -171,8 +171,9 @@ pub struct DatagramStats {
     pub messages_out: u64,
     /// Queued datagrams dropped: refused by the kernel for good (each reported to
     /// `on_error`), or, on an unconnected unix endpoint, dropped from a destination parked
-    /// behind its full receiver: its oldest past its limit, or all it held after the
-    /// write-stall timeout (reported once per destination and flush).
+    /// behind its full receiver: its oldest past its bound or past the bound of all parked
+    /// destinations, or all it held after the write-stall timeout or a failed send
+    /// (reported once per destination, cause and flush, as a `DroppedDatagrams`).
     pub dropped_out: u64,
     /// Writes refused with `Error::QueueFull`: the queue was at its hard bound
     /// (`SessionOptions::max_outbound`), so the datagram was never queued. Datagrams have
@@ -510,7 +511,11 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         self.writable
     }
 
-    /// Bytes queued and not yet sent.
+    /// Bytes queued and not yet sent: what the watermarks and `max_outbound` count. On an
+    /// unconnected unix datagram endpoint, datagrams held for a parked destination (one
+    /// whose receiver is full) are not in it: they have bounds of their own, so that a slow
+    /// receiver never makes the endpoint unwritable for the others (see
+    /// [`parked_bytes`](Self::parked_bytes)).
     ///
     /// ```
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.queued_bytes(), 0));
@@ -519,7 +524,18 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         self.out.len()
     }
 
-    /// Datagrams queued and not yet sent.
+    /// Bytes held for parked destinations of an unconnected unix datagram endpoint
+    /// (receivers whose queue is full; see `UnixDatagramEndpointBuilder::bind`); always 0
+    /// elsewhere. They count in neither the watermarks nor `max_outbound`.
+    ///
+    /// ```
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.parked_bytes(), 0));
+    /// ```
+    pub fn parked_bytes(&self) -> usize {
+        self.out.parked_bytes()
+    }
+
+    /// Datagrams queued and not yet sent, parked ones included.
     ///
     /// ```
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.queued_datagrams(), 0));

@@ -16,8 +16,9 @@ use socket2::{SockAddr, SockRef};
 /// readiness where it must).
 pub(crate) trait DatagramSocket: mio::event::Source + 'static {
     /// A peer or local address.
-    /// `Eq + Hash`: an unconnected unix endpoint keeps a queue per parked destination.
-    type Addr: Clone + Eq + std::hash::Hash + fmt::Debug + 'static;
+    /// `Eq + Hash`: an unconnected unix endpoint keeps a queue per parked destination;
+    /// `Send + Sync`: a report of datagrams dropped for one names it inside an `io::Error`.
+    type Addr: Clone + Eq + std::hash::Hash + fmt::Debug + Send + Sync + 'static;
 
     /// The socket, for syscalls.
     fn sock(&self) -> SockRef<'_>;
@@ -53,11 +54,22 @@ pub(crate) trait DatagramSocket: mio::event::Source + 'static {
     }
 
     /// Whether the socket reports writable readiness once a send that hit `EAGAIN` can go
-    /// through again. UDP does (its own send buffer frees up). An unconnected unix datagram
-    /// socket sending to a full receiver does not: the kernel watches a receiver's queue
-    /// only for the senders connected to it, and polling reports the sender writable all
-    /// along. Its blocked sends are retried on a timer instead.
-    fn signals_write_space(&self) -> bool {
+    /// through again (`connected`: the session's socket is connected, which the entry
+    /// knows). UDP does (its own send buffer frees up). An unconnected unix datagram
+    /// socket does not, in general: the kernel watches a receiver's queue only for the
+    /// senders connected to it, and signals room in the socket's own buffer only once it
+    /// has drained to a quarter. Its blocked sends are retried on a timer too.
+    fn signals_write_space(&self, connected: bool) -> bool {
+        let _ = connected;
+        true
+    }
+
+    /// Asked after a send failed with `EAGAIN` (unconnected unix sockets, where a full
+    /// receiver does that too): true when the socket's own send buffer is full, so that
+    /// nothing can go anywhere. `send_buffer` caches the socket's `SO_SNDBUF` for the
+    /// caller (one flush). UDP: always.
+    fn send_buffer_full(&self, send_buffer: &mut Option<usize>) -> bool {
+        let _ = send_buffer;
         true
     }
 }

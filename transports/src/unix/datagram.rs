@@ -66,9 +66,42 @@ impl DatagramSocket for UnixDatagram {
         usize::MAX
     }
 
-    fn signals_write_space(&self) -> bool {
-        // Connected: the kernel wakes this socket when its peer's queue drains.
-        self.peer_addr().is_ok()
+    fn signals_write_space(&self, connected: bool) -> bool {
+        // Connected: the kernel wakes this socket when its peer's queue drains (and when
+        // its own buffer has room). Unconnected: never for a full receiver, and for its
+        // own buffer only once that has drained to a quarter of `SO_SNDBUF`.
+        connected
+    }
+
+    /// Linux charges a unix datagram to its sender's `SO_SNDBUF` until the receiver reads
+    /// it, and refuses a send with `EAGAIN` once what is charged reaches the buffer
+    /// (`SIOCOUTQ` reports it: the datagrams' kernel sizes, 768 bytes for a small one, 2304
+    /// for 1000 bytes on 64-bit). So `EAGAIN` with what is charged at or past the buffer
+    /// is our own buffer; below it, the receiver's queue. Only the receivers' reads lower
+    /// the count, never our sends: a full reading taken after the `EAGAIN` was full at the
+    /// send too. One that freed in between reads as a full receiver, whose retry, a
+    /// millisecond later, then goes through.
+    fn send_buffer_full(&self, send_buffer: &mut Option<usize>) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let mut charged: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ (the same request number as TIOCOUTQ) writes one int to the
+            // pointer, which points at one.
+            let r = unsafe { libc::ioctl(self.as_raw_fd(), libc::TIOCOUTQ, &mut charged) };
+            if r != 0 {
+                // Unknown: take it for the receiver's queue, which costs no one else.
+                return false;
+            }
+            let limit = *send_buffer
+                .get_or_insert_with(|| self.sock().send_buffer_size().unwrap_or(usize::MAX));
+            usize::try_from(charged).unwrap_or(0) >= limit
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = send_buffer;
+            false
+        }
     }
 }
 
@@ -122,6 +155,10 @@ fn probe_datagram_limit(send_buffer: usize) -> io::Result<usize> {
     Ok(fits)
 }
 
+/// The send buffer a bound endpoint asks for when not told (see
+/// [`UnixDatagramEndpointBuilder::send_buffer_size`]).
+const BOUND_SEND_BUFFER: usize = 1 << 20;
+
 /// Configures a [`UnixDatagramEndpoint`].
 ///
 /// ```
@@ -148,11 +185,13 @@ pub struct UnixDatagramEndpointBuilder {
     send_buffer_size: Option<usize>,
     remove_stale: bool,
     parked_limit: Option<usize>,
+    parked_total: Option<usize>,
     session_options: SessionOptions,
 }
 
 impl Default for UnixDatagramEndpointBuilder {
-    /// Batches of 32 datagrams, the kernel's buffer sizes, stale socket files removed.
+    /// Batches of 32 datagrams, the kernel's receive buffer, a larger send buffer when bound
+    /// (see [`send_buffer_size`](Self::send_buffer_size)), stale socket files removed.
     fn default() -> Self {
         UnixDatagramEndpointBuilder {
             batch_size: 32,
@@ -160,6 +199,7 @@ impl Default for UnixDatagramEndpointBuilder {
             send_buffer_size: None,
             remove_stale: true,
             parked_limit: None,
+            parked_total: None,
             session_options: SessionOptions::default(),
         }
     }
@@ -186,8 +226,12 @@ impl UnixDatagramEndpointBuilder {
         self
     }
 
-    /// SO_SNDBUF (`None`: the kernel's default). It also sets the largest datagram the
-    /// socket can send.
+    /// SO_SNDBUF. It also sets the largest datagram the socket can send. `None` (the
+    /// default): a bound endpoint asks for 1 MiB, which the kernel caps at
+    /// `net.core.wmem_max` and doubles (so 416 KiB where that is its default of 208 KiB,
+    /// twice the default buffer; 2 MiB where it allows 1 MiB or more), since every
+    /// receiver's unread datagrams are charged to it (see [`bind`](Self::bind)); a
+    /// connected one keeps the kernel's default.
     ///
     /// ```
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().send_buffer_size(Some(1 << 20));
@@ -212,15 +256,29 @@ impl UnixDatagramEndpointBuilder {
     /// The bytes an unconnected endpoint holds for one receiver whose queue is full
     /// (a parked destination; see [`bind`](Self::bind)). Past it, that destination's
     /// oldest datagrams are dropped, counted in `DatagramStats::dropped_out` and reported
-    /// to `on_error`; its newest always stays. Default: twice the session's high
-    /// watermark (128 KiB with the default options), so a producer that writes only while
-    /// the session is writable loses nothing to it.
+    /// to `on_error`; its newest always stays. Default: 64 KiB (the default high
+    /// watermark; as much again as a receiver's own queue of 11 holds of 6 KB replies).
+    /// Parked bytes count in neither the watermarks nor `max_outbound`.
     ///
     /// ```
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked_per_peer(16 * 1024);
     /// ```
     pub fn max_parked_per_peer(mut self, bytes: usize) -> Self {
         self.parked_limit = Some(bytes.max(1));
+        self
+    }
+
+    /// The bytes an unconnected endpoint holds for all parked destinations together.
+    /// Past it, the destination parked longest loses its oldest datagrams (counted and
+    /// reported as for [`max_parked_per_peer`](Self::max_parked_per_peer)) until they fit:
+    /// writes are never refused for it. Default: 4 MiB (as much as the default
+    /// `max_outbound`: 64 destinations at their full bound).
+    ///
+    /// ```
+    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked(1 << 20);
+    /// ```
+    pub fn max_parked(mut self, bytes: usize) -> Self {
+        self.parked_total = Some(bytes.max(1));
         self
     }
 
@@ -241,19 +299,40 @@ impl UnixDatagramEndpointBuilder {
     /// when the endpoint goes.
     ///
     /// **A slow receiver holds up no one else.** A receiver that does not read fills its
-    /// queue (Linux: `net.unix.max_dgram_qlen`, 10 datagrams); then that destination is
-    /// *parked*: its datagrams wait, in order, in a queue of its own, retried on a timer
+    /// queue (Linux: `net.unix.max_dgram_qlen` + 1, 11 datagrams); then that destination
+    /// is *parked*: its datagrams wait, in order, in a queue of its own, retried on a timer
     /// that backs off from 1 ms to 100 ms (ten tries a second at most), while datagrams to
-    /// every other destination keep going out in order. A parked destination holds at
-    /// most [`max_parked_per_peer`](Self::max_parked_per_peer) bytes (past it its oldest
-    /// are dropped); one that takes nothing for the write-stall timeout
-    /// (`SessionOptions::write_stall_timeout`, 30 s) has all it holds dropped and is
-    /// forgotten. Each drop is counted in `DatagramStats::dropped_out` and reported to
-    /// `on_error` once per destination and cause, as an `Error::Io` that names the
-    /// destination (`WouldBlock` over the limit, `TimedOut` after the stall); the endpoint
-    /// never fails on a stall. A datagram to a receiver that is gone (its socket closed or
-    /// its file removed) is dropped and reported once. Parked datagrams count in the
-    /// session's queue (watermarks, `max_outbound`).
+    /// every other destination keep going out in order. Parked datagrams count in neither
+    /// the watermarks nor `max_outbound` (see `DatagramSession::parked_bytes`): a slow
+    /// receiver never makes the endpoint unwritable, nor refuses writes to anyone else.
+    /// They have bounds of their own: a destination holds at most
+    /// [`max_parked_per_peer`](Self::max_parked_per_peer) (64 KiB; past it its oldest are
+    /// dropped), all of them at most [`max_parked`](Self::max_parked) (4 MiB; past it the
+    /// destination parked longest loses its oldest). One that takes nothing for the
+    /// write-stall timeout (`SessionOptions::write_stall_timeout`, 30 s) has all it holds
+    /// dropped and is forgotten, and so has one whose send fails otherwise (its socket
+    /// closed, its file removed). Each drop is counted in `DatagramStats::dropped_out` and
+    /// reported to `on_error` once per destination and cause, as an `Error::Io` holding a
+    /// [`DroppedDatagrams`](crate::udp::DroppedDatagrams) that names the destination; the
+    /// endpoint never fails on a stall.
+    ///
+    /// **What the kernel charges to the endpoint.** Linux charges every unix datagram to
+    /// its sender's send buffer (`SO_SNDBUF`) until its receiver reads it: a receiver that
+    /// never reads holds up to 11 of the endpoint's datagrams there. The kernel charges
+    /// 768 bytes for a small datagram (8 KiB per silent receiver), 2,304 for 1,000 bytes
+    /// (25 KiB), 33,024 for 30,000: seven 30 KB replies to one receiver that reads none
+    /// fill the kernel's default buffer of 208 KiB, and so do eight silent receivers of
+    /// 1 KB replies. When the endpoint's own buffer is full,
+    /// nothing can go to anyone: the whole queue waits for room (writable readiness, which
+    /// the kernel signals once the buffer has drained to a quarter, and a retry timer for
+    /// room that comes sooner); no destination is parked or blamed for it, the watermarks
+    /// and `max_outbound` apply as on any full socket, and the endpoint does not fail.
+    /// It is free again when those receivers read, or close. A larger buffer is the only
+    /// remedy, and a bound endpoint asks for one by default
+    /// ([`send_buffer_size`](Self::send_buffer_size): 1 MiB asked, which the kernel caps at
+    /// `net.core.wmem_max` for an unprivileged process and doubles: 416 KiB on a default
+    /// system, where one silent receiver of 30 KB replies no longer fills it). Where large
+    /// replies meet many silent receivers, raise `net.core.wmem_max`.
     ///
     /// See [`UnixDatagramEndpointBuilder`] for an example.
     pub fn bind<F, C, H>(
@@ -329,6 +408,12 @@ impl UnixDatagramEndpointBuilder {
         }
         if let Some(n) = self.send_buffer_size {
             socket.set_send_buffer_size(n)?;
+        } else if peer.is_none() {
+            // Unread datagrams are charged to this buffer, for every receiver at once: ask
+            // for more than the default. The kernel caps the request at `wmem_max` (and
+            // doubles it), so this cannot fail for want of privilege; should it fail
+            // anyway, the default buffer serves.
+            let _ = socket.set_send_buffer_size(BOUND_SEND_BUFFER);
         }
         let mut file = None;
         if let Some(local) = &local {
@@ -353,6 +438,7 @@ impl UnixDatagramEndpointBuilder {
             close_on_peer_error: false,
             unix: true,
             parked_limit: self.parked_limit,
+            parked_total: self.parked_total,
         };
         let parts = EndpointParts {
             socket,
