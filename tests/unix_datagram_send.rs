@@ -567,8 +567,15 @@ fn a_full_send_buffer_of_our_own_blames_no_destination() {
         for a in &asked {
             bystander.send_to(a, &server).expect("send a request");
         }
-        // Longer than the write-stall timeout: nothing may be dropped or blamed meanwhile.
+        // Longer than the write-stall timeout: nothing may be dropped or blamed meanwhile,
+        // and the wait for room is no busy loop (a timer backing off to 100 ms, and the
+        // kernel's writable signal: ten turns a second; bound at 40, for a loaded machine).
+        let before = running.run_on(|s| s.loop_metrics().turns);
+        let started = Instant::now();
         std::thread::sleep(stall * 2);
+        let turns = running.run_on(|s| s.loop_metrics().turns) - before;
+        let allowed = 10 + (40.0 * started.elapsed().as_secs_f64()).ceil() as u64;
+        assert!(turns <= allowed, "{turns} reactor turns waiting for room");
         seen.pump();
         assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
         assert!(!seen.closed);
