@@ -16,8 +16,7 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -28,33 +27,6 @@ use getty::unix::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
 use getty::{Error, SessionOptions, UnixAddr};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-/// A fresh directory of this test (its sockets live there), removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "getty-uds-send-{}-{}-{name}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the test directory");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 type Handle = DatagramHandle<RawCodec, UnixAddr>;
 
