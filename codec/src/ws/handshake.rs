@@ -603,24 +603,43 @@ fn first_bad(s: &str, allowed: impl Fn(u8) -> bool) -> Option<(usize, u8)> {
     None
 }
 
-/// A request target in origin form: `/path[?query]`, RFC 3986 characters only.
+/// A request target in origin form: `/path[?query]`. Refused: what would break the request
+/// line or change what the target means — control characters, space, DEL and `#` (a
+/// fragment is never sent) — and non-ASCII, which browsers percent-encode (so must the
+/// caller). Everything else printable goes out as given, as browsers and tungstenite send
+/// it: `[`, `]`, `{`, `}`, `|`, `^`, quotes, backslashes and a `%` that starts no escape
+/// are for the server to judge.
 fn check_path(path: &str) -> Result<(), InvalidRequest> {
     let bad = |why: String| Err(InvalidRequest::new(RequestPart::Path, why));
     if !path.starts_with('/') {
         return bad(format!("the path {path:?} does not start with '/'"));
     }
-    let pchar = |b: u8| is_unreserved_or_sub_delim(b) || b":@/?".contains(&b);
-    match first_bad(path, pchar) {
-        None => Ok(()),
-        Some((at, b)) => bad(format!(
-            "the path {path:?} has {:?} at byte {at} (percent-encode it)",
-            b as char
-        )),
-    }
+    let Some((at, c)) = path
+        .char_indices()
+        .find(|&(_, c)| !c.is_ascii_graphic() || c == '#')
+    else {
+        return Ok(());
+    };
+    let mut utf8 = [0u8; 4];
+    let escaped: String = c
+        .encode_utf8(&mut utf8)
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    let what = match c {
+        ' ' => "a space".to_string(),
+        '#' => "'#' (a fragment is never sent)".to_string(),
+        c if c.is_ascii() => format!("the control character {:#04x}", c as u32),
+        c => format!("the non-ASCII character {c:?}"),
+    };
+    bad(format!(
+        "the path {path:?} has {what} at byte {at} (percent-encode it: {escaped})"
+    ))
 }
 
 /// The `Host` header: `host[:port]`, where host is a registered name, an IPv4 address or
-/// a bracketed IP literal.
+/// a bracketed IP literal, which may carry an RFC 6874 zone (`[fe80::1%25eth0]`), and the
+/// port may be empty (RFC 3986 §3.2.3: the scheme's default).
 fn check_host(host: &str) -> Result<(), InvalidRequest> {
     let bad = || {
         Err(InvalidRequest::new(
@@ -632,15 +651,25 @@ fn check_host(host: &str) -> Result<(), InvalidRequest> {
         Some((name, port)) if !port.contains(']') => (name, Some(port)),
         _ => (host, None),
     };
-    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
         return bad();
     }
     let ok = if let Some(inner) = name.strip_prefix('[') {
         inner.strip_suffix(']').is_some_and(|literal| {
-            !literal.is_empty()
-                && literal
+            // IPv6address [ "%25" ZoneID ] (RFC 6874), or an IPvFuture.
+            let (address, zone) = match literal.split_once('%') {
+                Some((address, zone)) => (address, Some(zone)),
+                None => (literal, None),
+            };
+            let is_unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+            !address.is_empty()
+                && address
                     .bytes()
                     .all(|b| is_unreserved_or_sub_delim(b) || b == b':')
+                && zone.is_none_or(|zone| {
+                    zone.strip_prefix("25")
+                        .is_some_and(|id| !id.is_empty() && first_bad(id, is_unreserved).is_none())
+                })
         })
     } else {
         !name.is_empty() && first_bad(name, is_unreserved_or_sub_delim).is_none()
@@ -764,8 +793,9 @@ impl ClientRequest {
         self
     }
 
-    /// Checks that the request is valid HTTP: the host, the path and query (RFC 3986
-    /// characters; others must be percent-encoded), the header names (tokens, none of the
+    /// Checks that the request is valid HTTP: the host, the path and query (printable
+    /// ASCII but `#`, as browsers send them; a space, a control character or non-ASCII
+    /// must be percent-encoded), the header names (tokens, none of the
     /// headers the request writes itself), the header values (no control characters but
     /// tab) and the subprotocols (tokens). A CR or LF anywhere would inject headers.
     ///
@@ -1180,7 +1210,11 @@ mod tests {
             (ClientRequest::new("h", "x"), RequestPart::Path),
             (ClientRequest::new("h", "/\u{7f}"), RequestPart::Path),
             (ClientRequest::new("h", "/é"), RequestPart::Path),
-            (ClientRequest::new("h", "/%4"), RequestPart::Path),
+            (ClientRequest::new("h", "/a#b"), RequestPart::Path),
+            (ClientRequest::new("h", "/?a=\tb"), RequestPart::Path),
+            (ClientRequest::new("[fe80::1%eth0]", "/"), RequestPart::Host),
+            (ClientRequest::new("[fe80::1%25]", "/"), RequestPart::Host),
+            (ClientRequest::new("[%25eth0]", "/"), RequestPart::Host),
             (ClientRequest::new("h h", "/"), RequestPart::Host),
             (ClientRequest::new("h:8x", "/"), RequestPart::Host),
             (ClientRequest::new("[::1", "/"), RequestPart::Host),
@@ -1221,6 +1255,40 @@ mod tests {
             assert!(request.try_write(&mut out).is_err());
             assert!(out.is_empty());
         }
+    }
+
+    /// What browsers and tungstenite send raw is sent raw; what is refused is named as the
+    /// character it is, with its escape.
+    #[test]
+    fn paths_take_what_browsers_send_and_hosts_take_zones_and_empty_ports() {
+        for path in [
+            "/chat?a[]=1",
+            "/q?filter={\"a\":1}",
+            "/x?sym=A|B",
+            "/p?x=^",
+            "/caf%C3%A9",
+            "/%zz",
+            "/a\\b?<x>`y`",
+        ] {
+            assert_eq!(ClientRequest::new("h", path).check(), Ok(()), "{path}");
+        }
+        for host in ["h:", "[::1]:", "[fe80::1%25eth0]:80", "[fe80::1%25en%2D1]"] {
+            assert_eq!(ClientRequest::new(host, "/").check(), Ok(()), "{host}");
+        }
+        let why = |path: &str| {
+            ClientRequest::new("h", path)
+                .check()
+                .unwrap_err()
+                .to_string()
+        };
+        let cafe = why("/café");
+        assert!(
+            cafe.contains("the non-ASCII character 'é' at byte 4 (percent-encode it: %C3%A9)"),
+            "{cafe}"
+        );
+        assert!(why("/a b").contains("a space at byte 2 (percent-encode it: %20)"));
+        assert!(why("/a\nb").contains("the control character 0x0a at byte 2"));
+        assert!(why("/a#b").contains("'#'"));
     }
 
     #[test]
