@@ -198,7 +198,7 @@ fn the_upgrade_request_refuses_what_would_inject_headers() {
             ),
             (
                 WsClient::builder(),
-                format!("{base}/%zz"),
+                format!("{base}/caf\u{e9}"),
                 RequestPart::Path,
             ),
             (
@@ -652,5 +652,258 @@ fn a_client_resolves_again_off_the_reactor_before_redialling() {
             threads[1..].iter().all(|t| t == "getty-resolver"),
             "resolved again on {threads:?}, not off the reactor"
         );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 18 (review): lookups with a deadline, on a shared resolver; rounds start where the
+// last session opened
+// ---------------------------------------------------------------------------------------
+
+/// A loopback server that accepts and drops every connection (each client session ends at
+/// once, so the client redials), until the returned flag is set or 30 s pass.
+fn dropping_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let stopped = std::sync::Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while !stopped.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            match listener.accept() {
+                Ok((stream, _)) => drop(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    (addr, stop)
+}
+
+/// A resolver of the test's own: answers `addr` until `hang` is set, then blocks (a DNS
+/// server that does not answer) until the returned sender is dropped, and counts the
+/// lookups made while hanging.
+struct Hanging {
+    hang: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hung_calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+fn hanging_target(addr: SocketAddr) -> (getty::transports::DialTarget, Hanging) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let hanging = Hanging {
+        hang: Arc::new(AtomicBool::new(false)),
+        hung_calls: Arc::new(AtomicUsize::new(0)),
+        release,
+    };
+    let (hang, calls) = (Arc::clone(&hanging.hang), Arc::clone(&hanging.hung_calls));
+    let target = getty::transports::DialTarget::resolve_with("hanging-dns", move || {
+        if hang.load(Ordering::SeqCst) {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // Bounded: the test drops the sender when it ends.
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }
+        Ok(vec![addr])
+    });
+    (target, hanging)
+}
+
+/// Threads of this process named `prefix...` (from /proc/self/task/*/comm).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// A re-resolution that hangs (a DNS server that does not answer) holds a redial for the
+/// lookup's deadline (the connect timeout) only: then the client dials the address it
+/// has, which still works, and it keeps redialling without asking again while the lookup
+/// is out. Before the fix the client waited for the answer forever and never redialled.
+#[test]
+fn a_hanging_re_resolution_delays_a_redial_by_its_deadline_only() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+    use std::sync::atomic::Ordering;
+
+    watchdog(TEST_LIMIT, || {
+        let (live, stop) = dropping_server();
+        let (target, hanging) = hanging_target(live);
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .connect_timeout(Duration::from_millis(200))
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(target, move |_| Ok((RawCodec, Probe::silent(&tx))))
+            .unwrap();
+        hanging.hang.store(true, Ordering::SeqCst);
+        let client = Running::serve("hung-lookup-client", client);
+        events.wait_n("sessions opened past a hung lookup", 4, |e| {
+            matches!(e, Ev::Open { .. })
+        });
+        // The one hung lookup is not asked for again while it is out.
+        assert_eq!(hanging.hung_calls.load(Ordering::SeqCst), 1);
+        client.stop();
+        stop.store(true, Ordering::SeqCst);
+        drop(hanging.release);
+    });
+}
+
+/// A resolver that panics is answered (the client dials the addresses it had) and its
+/// panic is reported on the client's reactor, counted in `LoopMetrics::panics`. Before the
+/// fix the panic killed the resolver thread unreported and the client never redialled.
+#[test]
+fn a_panicking_resolver_is_answered_and_counted_on_the_reactor() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+    use getty::transports::DialTarget;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    watchdog(TEST_LIMIT, || {
+        let (live, stop) = dropping_server();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let target = DialTarget::resolve_with("panicking-dns", move || {
+            if counted.fetch_add(1, Ordering::SeqCst) > 0 {
+                panic!("a resolver bug");
+            }
+            Ok(vec![live])
+        });
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(target, move |_| Ok((RawCodec, Probe::silent(&tx))))
+            .unwrap();
+        let client = Running::serve("panicking-lookup-client", client);
+        events.wait_n("sessions opened past panicking lookups", 3, |e| {
+            matches!(e, Ev::Open { .. })
+        });
+        assert!(
+            calls.load(Ordering::SeqCst) >= 3,
+            "resolved again each round"
+        );
+        let panics = client.run_on(|s| s.loop_metrics().panics);
+        assert!(panics >= 2, "{panics} panics counted");
+        client.stop();
+        stop.store(true, Ordering::SeqCst);
+    });
+}
+
+/// Forty clients of one target whose lookups hang: one lookup is made for all of them
+/// (merged while in flight) on the shared resolver, which never runs more than 4 threads
+/// in the process, and every client still redials past it. Before the fix every redial of
+/// every client started a thread of its own, blocked in the lookup.
+#[test]
+fn many_clients_of_one_name_share_one_lookup_on_a_few_threads() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+    use std::sync::atomic::Ordering;
+
+    const CLIENTS: usize = 40;
+    watchdog(TEST_LIMIT, || {
+        let (live, stop) = dropping_server();
+        let (target, hanging) = hanging_target(live);
+        let (tx, mut events) = Events::new();
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let tx = tx.clone();
+            let client = TcpClient::builder()
+                .connect_timeout(Duration::from_millis(300))
+                .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+                .build(target.clone(), move |_| Ok((RawCodec, Probe::silent(&tx))))
+                .unwrap();
+            clients.push(client);
+        }
+        hanging.hang.store(true, Ordering::SeqCst);
+        let mut clients = clients.into_iter();
+        let first = clients.next().expect("a client");
+        let running = Running::serve("many-clients", first);
+        running.run_on(move |s| {
+            for client in clients {
+                s.spawn(Box::new(client));
+            }
+        });
+        let mut most = 0;
+        // Each client opens, loses its session, waits out the hung lookup and opens again.
+        for opened in 1..=2 * CLIENTS {
+            events.wait_n("sessions opened", opened, |e| matches!(e, Ev::Open { .. }));
+            most = most.max(threads_named("getty-resolver"));
+        }
+        assert!(most <= 4, "{most} resolver threads");
+        assert_eq!(hanging.hung_calls.load(Ordering::SeqCst), 1, "merged");
+        running.stop();
+        stop.store(true, Ordering::SeqCst);
+        drop(hanging.release);
+    });
+}
+
+/// A client of [A, B] where A refused and B answered: when A starts to answer too, the
+/// next round still starts at B, where the last session opened (so a black-holed first
+/// address costs its connect timeout once, not on every reconnect). Before the fix every
+/// round started at A.
+#[test]
+fn a_round_starts_at_the_address_that_last_worked() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+
+    watchdog(TEST_LIMIT, || {
+        let first = dead_port();
+        let second = TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = second.local_addr().unwrap();
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(vec![first, live], move |_| {
+                Ok((RawCodec, Probe::silent(&tx)))
+            })
+            .unwrap();
+        let client = Running::serve("last-good-client", client);
+        let peer = accept_within(&second, "the client falls through to the second address");
+        events.wait_open(live);
+        // The first address answers from now on; the session at the second ends.
+        let revived = TcpListener::bind(first).expect("the first port again");
+        revived.set_nonblocking(true).unwrap();
+        drop(peer);
+        let _again = accept_within(&second, "the client redials where it last opened");
+        let opened = events.wait_n("the session reopens", 2, |e| matches!(e, Ev::Open { .. }));
+        assert!(matches!(opened[1], Ev::Open { peer, .. } if peer == live));
+        assert!(
+            revived.accept().is_err(),
+            "the first address was dialled first"
+        );
+        client.stop();
+    });
+}
+
+/// Brackets, braces, pipes and carets in a query go out raw, as browsers and tungstenite
+/// send them, and the request reaches the server. Before the fix the build refused them.
+#[test]
+fn a_websocket_client_sends_brackets_and_braces_in_its_query_raw() {
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = "/feed?a[]=1&q={\"k\":1}&s=A|B&x=^";
+        let client = WsClient::builder()
+            .build(&format!("ws://{addr}{target}"), |_| {
+                Ok((MessageCodec, Silent))
+            })
+            .unwrap();
+        let client = Running::serve("ws-raw-query-client", client);
+        let mut stream = accept_within(&listener, "the client dials");
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let request = read_head(&mut stream);
+        assert!(
+            request.starts_with(&format!("GET {target} HTTP/1.1\r\n")),
+            "{request}"
+        );
+        client.stop();
     });
 }

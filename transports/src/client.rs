@@ -7,10 +7,11 @@
 //! hook and spawns the session, which tells the client when it ends. A peer may have
 //! several addresses ([`DialTarget`]): a failed attempt goes on to the next address at
 //! once, and only when all have failed is the dial a failure. A host name is resolved
-//! again before every redial on a thread of its own, whose result comes back as a
-//! command: the reactor never waits on DNS. No locks and no re-entrancy: the client and
-//! its sessions only ever exchange queued commands, so closing a client while it redials
-//! cannot deadlock (getty's #132).
+//! again before every redial by the shared resolver (`resolve.rs`), whose answer comes
+//! back as a command, with a deadline: the reactor never waits on DNS, and a lookup that
+//! hangs delays a redial by the connect timeout at most. No locks and no re-entrancy: the
+//! client and its sessions only ever exchange queued commands, so closing a client while
+//! it redials cannot deadlock (getty's #132).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -25,11 +26,15 @@ use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
 use mio::Interest;
 
 use crate::redial::{Redial, RedialPolicy};
+use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
 use crate::session::Handler;
 use crate::setup::{prepare, FilterFactory, Plan, Setup};
 use crate::stream::{SessionEnded, SessionOpened, Stream};
 use crate::ws::WsDial;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
+
+/// A caller's resolver ([`DialTarget::resolve_with`]).
+type CustomResolver = Arc<dyn Fn() -> io::Result<Vec<SocketAddr>> + Send + Sync>;
 
 /// A stream socket a client can dial.
 pub(crate) trait Dial: Stream + Sized {
@@ -48,16 +53,21 @@ pub(crate) trait Dial: Stream + Sized {
 /// Made from what `std::net::ToSocketAddrs` takes (a `SocketAddr`, `"host:port"`,
 /// `("host", port)`, `(ip, port)`, a slice or `Vec` of addresses). Every address is tried
 /// in turn, each with the connect timeout, until one answers (RFC 8305's fall-through;
-/// the attempts are not raced); a dial fails only when all of them did.
+/// the attempts are not raced); a dial fails only when all of them did. Once a session
+/// has opened, later rounds start at the address it opened with, then try the others in
+/// order (a black-holed first address costs one connect timeout, not one per reconnect).
 ///
 /// - **Addresses** (an IP literal, a `SocketAddr`, a list) are dialled in the order given
 ///   and never resolved: nothing blocks.
 /// - **A host name** is resolved when the client is built (on the calling thread: build
 ///   clients off the reactor thread, or give them addresses), its addresses ordered with
-///   the families alternating (RFC 8305 §4); and it is resolved again before every redial,
-///   on a thread of its own, the result reaching the client as a reactor command, so the
-///   reactor never waits on DNS and a changed record is followed. If that resolution fails
-///   the client dials the addresses it had.
+///   the families alternating (RFC 8305 §4); and it is resolved again before every redial
+///   by a resolver the whole process shares (at most 4 `getty-resolver` threads, started
+///   when needed and ending when idle; lookups of one name in flight are made once), the
+///   answer reaching the client as a reactor command, so the reactor never waits on DNS
+///   and a changed record is followed. A lookup gets the connect timeout (for UDP, the
+///   probe wait): past it, or if it fails or panics, the client dials the addresses it
+///   had, and an answer that comes late is dialled in the next round.
 /// - **Your own resolver** ([`DialTarget::resolve_with`]) is called as a host name's is.
 ///
 /// ```
@@ -83,7 +93,7 @@ enum Target {
     },
     Custom {
         label: String,
-        resolver: Resolver<SocketAddr>,
+        resolver: CustomResolver,
     },
     Invalid(String),
 }
@@ -110,28 +120,42 @@ impl DialTarget {
         DialTarget(Target::Addrs(addrs.into_iter().collect()))
     }
 
-    /// Dials `host` (a name, or an IP address: then nothing is resolved) on `port`.
+    /// Dials `host` (a name, or an IP address: then nothing is resolved) on `port`. An
+    /// IPv6 address may name its zone (RFC 6874, `fe80::1%25eth0`, or `fe80::1%eth0`): an
+    /// interface's name or index.
     ///
     /// ```
     /// let t = getty_transports::DialTarget::host("localhost", 80);
     /// assert_eq!(t.to_string(), "localhost:80");
     /// assert_eq!(getty_transports::DialTarget::host("[::1]", 80).to_string(), "[::1]:80");
+    /// let zoned = getty_transports::DialTarget::host("[fe80::1%252]", 80);
+    /// assert_eq!(zoned.to_string(), "[fe80::1%2]:80");
     /// ```
     pub fn host(host: impl Into<String>, port: u16) -> Self {
         let host = host.into();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => DialTarget(Target::Addrs(vec![SocketAddr::new(ip, port)])),
-            Err(_) => DialTarget(Target::Host { host, port }),
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return DialTarget(Target::Addrs(vec![SocketAddr::new(ip, port)]));
+        }
+        match bare.split_once('%') {
+            Some((ip, zone)) => match (ip.parse::<Ipv6Addr>(), scope_id(zone)) {
+                (Ok(ip), Some(scope)) => DialTarget::from(SocketAddrV6::new(ip, port, 0, scope)),
+                _ => DialTarget(Target::Invalid(format!(
+                    "{host:?} is not an IPv6 address with a zone this host has"
+                ))),
+            },
+            None => DialTarget(Target::Host { host, port }),
         }
     }
 
     /// Dials the addresses `resolve` answers, in its order: it is called when the client
-    /// is built (on the calling thread) and again before every redial, on a thread of its
-    /// own (never the reactor's), so it may block: a service registry, a DNS client of
-    /// your choice, a list that changes. `label` names the target in the log. An error
-    /// when the client is built fails the build; later, the client dials the addresses it
-    /// had.
+    /// is built (on the calling thread) and again before every redial, on the shared
+    /// resolver's threads (never the reactor's), so it may block: a service registry, a DNS
+    /// client of your choice, a list that changes. Clients built from clones of one target
+    /// share a lookup in flight. `label` names the target in the log. An error when the
+    /// client is built fails the build; later, an error, a panic (reported on the client's
+    /// reactor like any panic) or a lookup past its deadline leaves the client dialling the
+    /// addresses it had.
     ///
     /// ```
     /// use std::net::SocketAddr;
@@ -163,18 +187,38 @@ impl DialTarget {
             )),
             Target::Addrs(addrs) => Ok((addrs, None)),
             Target::Host { host, port } => {
-                let resolver: Resolver<SocketAddr> = Arc::new(move || resolve_host(&host, port));
-                Ok((resolver()?, Some(resolver)))
+                let name = host.clone();
+                let resolver = Resolver::name(&name, port, move || resolve_host(&host, port));
+                Ok((resolver.resolve_here()?, Some(resolver)))
             }
-            Target::Custom { label, resolver } => match resolver()? {
-                addrs if addrs.is_empty() => Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{label} resolved to no address"),
-                )),
-                addrs => Ok((addrs, Some(resolver))),
-            },
+            Target::Custom { label, resolver } => {
+                let resolver = Resolver::custom(resolver);
+                match resolver.resolve_here()? {
+                    addrs if addrs.is_empty() => Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("{label} resolved to no address"),
+                    )),
+                    addrs => Ok((addrs, Some(resolver))),
+                }
+            }
         }
     }
+}
+
+/// The scope id of an IPv6 zone: `25` (a percent-encoded `%`) first if it is there, then an
+/// interface index or name.
+fn scope_id(zone: &str) -> Option<u32> {
+    let zone = zone
+        .strip_prefix("25")
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(zone);
+    if let Ok(index) = zone.parse::<u32>() {
+        return Some(index);
+    }
+    let name = std::ffi::CString::new(zone).ok()?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// Resolves `host` and orders its addresses for dialling: the families alternate, starting
@@ -282,10 +326,18 @@ impl From<(String, u16)> for DialTarget {
 }
 
 impl From<&str> for DialTarget {
-    /// `ip:port`, `[ipv6]:port` or `host:port`.
+    /// `ip:port`, `[ipv6]:port` (with a zone if need be: `[fe80::1%eth0]:port`) or
+    /// `host:port`.
     fn from(s: &str) -> Self {
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return DialTarget::from(addr);
+        }
+        if let Some((literal, port)) = s.strip_prefix('[').and_then(|r| r.rsplit_once("]:")) {
+            // `[fe80::1%eth0]:port`: a zone by name.
+            return match port.parse::<u16>() {
+                Ok(port) => DialTarget::host(literal, port),
+                Err(_) => DialTarget(Target::Invalid(format!("invalid port in {s:?}"))),
+            };
         }
         match s.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && !host.contains(':') => {
@@ -337,28 +389,6 @@ impl From<&DialTarget> for DialTarget {
     }
 }
 
-/// Resolves a client's host name again (on a thread of its own; see `start_resolving`).
-pub(crate) type Resolver<A> = Arc<dyn Fn() -> io::Result<Vec<A>> + Send + Sync>;
-
-/// A resolution done off the reactor, delivered to the client as a command.
-pub(crate) struct Resolved<A>(pub(crate) io::Result<Vec<A>>);
-
-/// Runs `resolver` on a thread of its own and sends the result to the running entry (the
-/// client) as a [`Resolved`] command. False if no thread could be started.
-pub(crate) fn start_resolving<A: Send + 'static>(
-    cx: &mut Context<'_>,
-    resolver: &Resolver<A>,
-) -> bool {
-    let (handle, client, resolver) = (cx.handle(), cx.id(), Arc::clone(resolver));
-    std::thread::Builder::new()
-        .name("getty-resolver".into())
-        .spawn(move || {
-            // The client may be gone by now: then the result is dropped.
-            let _ = handle.send(client, Box::new(Resolved(resolver())));
-        })
-        .is_ok()
-}
-
 /// What a client builder collects, whatever the transport.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientConfig {
@@ -407,10 +437,10 @@ enum DialOutcome<S: Dial> {
 pub(crate) struct StreamClient<S: Dial, F, C, H> {
     /// The addresses to dial, in order (never empty).
     addrs: Arc<[S::Addr]>,
-    /// Resolves the host name again before a redial (`None`: the addresses are fixed).
-    resolver: Option<Resolver<S::Addr>>,
-    /// A resolution is under way: the redial waits for it.
-    resolving: bool,
+    /// The address the last session opened with: each round starts there.
+    last_good: Option<S::Addr>,
+    /// Resolves the host name again before a redial, with a deadline.
+    lookup: Lookup<S::Addr>,
     /// What is dialled, for the log: the address, the list, or `host:port`.
     label: String,
     setup: F,
@@ -437,7 +467,8 @@ where
     }
 
     /// A client of `addrs` (not empty), tried in order; with a `resolver`, they are
-    /// resolved again (off the reactor) before every redial.
+    /// resolved again (off the reactor, on the shared resolver) before every redial, each
+    /// lookup given the connect timeout before the client dials without its answer.
     pub(crate) fn with_addrs(
         addrs: Vec<S::Addr>,
         resolver: Option<Resolver<S::Addr>>,
@@ -448,8 +479,8 @@ where
         assert!(!addrs.is_empty(), "a client needs an address");
         StreamClient {
             addrs: addrs.into(),
-            resolver,
-            resolving: false,
+            last_good: None,
+            lookup: Lookup::new(resolver, config.connect_timeout),
             label,
             setup,
             session_options: Arc::new(config.session_options.clone()),
@@ -472,10 +503,11 @@ where
             .saturating_sub(self.sessions.len() + self.dialing)
     }
 
+    /// Dials the missing sessions, each starting at the address that last worked.
     fn dial_missing(&mut self, cx: &mut Context<'_>) {
+        let order = round_order(&self.addrs, self.last_good.as_ref());
         for _ in 0..self.missing() {
-            let addrs = Arc::clone(&self.addrs);
-            self.dial_from(cx, addrs, 0);
+            self.dial_from(cx, Arc::clone(&order), 0);
         }
         self.schedule_redial(cx);
     }
@@ -516,7 +548,10 @@ where
     fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome<S>) {
         self.dialing = self.dialing.saturating_sub(1);
         match outcome {
-            DialOutcome::Connected { stream, addr } => self.open_session(cx, stream, addr),
+            DialOutcome::Connected { stream, addr } => {
+                self.last_good = Some(addr.clone());
+                self.open_session(cx, stream, addr)
+            }
             DialOutcome::Failed {
                 error,
                 addrs,
@@ -579,29 +614,21 @@ where
     }
 
     /// Time to redial: resolve the host name again first, if there is one (the dials
-    /// start when the addresses arrive, in `on_resolved`).
+    /// start when the addresses arrive, or when the lookup's deadline passes).
     fn redial_now(&mut self, cx: &mut Context<'_>) {
-        if self.resolving {
-            return;
+        if self.lookup.redial(cx, self.missing(), &self.label) == Next::Dial {
+            self.dial_missing(cx);
         }
-        if let Some(resolver) = self.resolver.as_ref().filter(|_| self.missing() > 0) {
-            if start_resolving(cx, resolver) {
-                self.resolving = true;
-                return;
-            }
-            log::debug!("no resolver thread for {}: dialling as before", self.label);
-        }
-        self.dial_missing(cx);
     }
 
-    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: io::Result<Vec<S::Addr>>) {
-        self.resolving = false;
-        match resolved {
-            Ok(addrs) if !addrs.is_empty() => self.addrs = addrs.into(),
-            Ok(_) => log::debug!("{} resolved to nothing: dialling as before", self.label),
-            Err(e) => log::debug!("resolving {} failed: {e}; dialling as before", self.label),
+    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: Resolved<S::Addr>) {
+        let (addrs, next) = self.lookup.resolved(cx, resolved, &self.label);
+        if let Some(addrs) = addrs {
+            self.addrs = addrs.into();
         }
-        self.dial_missing(cx);
+        if next == Next::Dial {
+            self.dial_missing(cx);
+        }
     }
 
     fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
@@ -611,6 +638,7 @@ where
             self.sessions.len()
         );
         self.redial.cancel(cx);
+        self.lookup.cancel(cx);
         for id in self.sessions.drain(..) {
             cx.send(id, Box::new(Close));
         }
@@ -637,9 +665,15 @@ where
         Status::Continue // the client owns no socket
     }
 
-    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.redial.fired();
-        self.redial_now(cx);
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        if tag == DEADLINE_TAG {
+            if self.lookup.deadline_passed(&self.label) == Next::Dial {
+                self.dial_missing(cx);
+            }
+        } else {
+            self.redial.fired();
+            self.redial_now(cx);
+        }
         // A `connect` that fails at once (ENETUNREACH, say) is counted in `dial_missing`,
         // not reported by a dialer: check the limit here too, or such a client would
         // redial forever whatever `max_consecutive_failures` says.
@@ -659,7 +693,7 @@ where
         };
         let command = match command.map(|c| c.downcast::<Resolved<S::Addr>>()) {
             Some(Ok(resolved)) => {
-                self.on_resolved(cx, resolved.0);
+                self.on_resolved(cx, *resolved);
                 None
             }
             Some(Err(other)) => Some(other),
@@ -689,6 +723,7 @@ where
     fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
         // Sessions hear the shutdown themselves; the client just stops redialling.
         self.redial.cancel(cx);
+        self.lookup.cancel(cx);
         Status::Done
     }
 }
@@ -820,6 +855,22 @@ mod tests {
         for (target, debug) in cases {
             assert_eq!(format!("{:?}", target.0), debug);
         }
+        // IPv6 zones, by index or (the loopback's) name, percent-encoded or not.
+        let lo = scope_id("lo").expect("a loopback interface named lo");
+        for (target, scope) in [
+            (DialTarget::host("[fe80::1%253]", 9), 3),
+            (DialTarget::host("fe80::1%3", 9), 3),
+            (DialTarget::host("fe80::1%25lo", 9), lo),
+            (DialTarget::from("[fe80::1%lo]:9"), lo),
+        ] {
+            let (addrs, _) = target.resolve_now().unwrap();
+            let expected = SocketAddrV6::new("fe80::1".parse().unwrap(), 9, 0, scope);
+            assert_eq!(addrs, vec![SocketAddr::V6(expected)]);
+        }
+        assert!(DialTarget::host("fe80::1%no-such-if", 9)
+            .resolve_now()
+            .is_err());
+        assert!(DialTarget::from("[fe80::1%lo]:x").resolve_now().is_err());
         assert!(DialTarget::from("no-port").resolve_now().is_err());
         assert!(DialTarget::addrs([]).resolve_now().is_err());
         let (addrs, resolver) = DialTarget::from("127.0.0.1:9").resolve_now().unwrap();

@@ -51,6 +51,7 @@ mod offload;
 mod options;
 mod outbound;
 mod redial;
+mod resolve;
 mod server;
 mod session;
 mod setup;

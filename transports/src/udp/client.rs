@@ -8,7 +8,9 @@
 //! with a command, and the client runs the setup hook and spawns the session, which tells
 //! the client when it ends. As with TCP, client, dialers and sessions only ever exchange
 //! queued commands, every address of the peer is tried in turn (a refused probe goes on
-//! to the next), and a host name is resolved again, off the reactor, before every redial.
+//! to the next), each round starts at the address that last worked, and a host name is
+//! resolved again by the shared resolver (`resolve.rs`), with a deadline, before every
+//! redial.
 
 use std::fmt;
 use std::io;
@@ -27,9 +29,9 @@ use socket2::SockRef;
 use super::entry::{DatagramEnded, DatagramEntry};
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
-use crate::client::{start_resolving, Resolved, Resolver};
 use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
+use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
 use crate::{Close, DialTarget, Error, SessionOptions};
 
 /// Configures a [`UdpClient`].
@@ -217,8 +219,9 @@ impl UdpClientBuilder {
         let (addrs, resolver) = target.resolve_now()?;
         Ok(UdpClient {
             addrs: addrs.into(),
-            resolver,
-            resolving: false,
+            last_good: None,
+            // A lookup gets the probe wait: the time a dial is given to prove itself.
+            lookup: Lookup::new(resolver, self.probe_wait),
             label,
             setup,
             session_options: Arc::new(self.session_options.clone()),
@@ -288,10 +291,10 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 pub struct UdpClient<F, C, H> {
     /// The addresses to dial, in order (never empty).
     addrs: Arc<[SocketAddr]>,
-    /// Resolves the host name again before a redial (`None`: the addresses are fixed).
-    resolver: Option<Resolver<SocketAddr>>,
-    /// A resolution is under way: the redial waits for it.
-    resolving: bool,
+    /// The address the last session opened with: each round starts there.
+    last_good: Option<SocketAddr>,
+    /// Resolves the host name again before a redial, with a deadline.
+    lookup: Lookup<SocketAddr>,
     /// What is dialled, for the log.
     label: String,
     setup: F,
@@ -379,10 +382,11 @@ where
             .saturating_sub(self.sessions.len() + self.dialing)
     }
 
+    /// Dials the missing sessions, each starting at the address that last worked.
     fn dial_missing(&mut self, cx: &mut Context<'_>) {
+        let order = round_order(&self.addrs, self.last_good.as_ref());
         for _ in 0..self.missing() {
-            let addrs = Arc::clone(&self.addrs);
-            self.dial_from(cx, addrs, 0);
+            self.dial_from(cx, Arc::clone(&order), 0);
         }
         self.schedule_redial(cx);
     }
@@ -465,6 +469,7 @@ where
         let panicked = || Err(Error::Panicked("the setup hook panicked".into()));
         match prepared.unwrap_or_else(panicked) {
             Ok(entry) => {
+                self.last_good = Some(peer);
                 self.redial.succeeded();
                 self.sessions.push(cx.spawn(Box::new(entry)));
             }
@@ -510,29 +515,21 @@ where
     }
 
     /// Time to redial: resolve the host name again first, if there is one (the dials
-    /// start when the addresses arrive, in `on_resolved`).
+    /// start when the addresses arrive, or when the lookup's deadline passes).
     fn redial_now(&mut self, cx: &mut Context<'_>) {
-        if self.resolving {
-            return;
+        if self.lookup.redial(cx, self.missing(), &self.label) == Next::Dial {
+            self.dial_missing(cx);
         }
-        if let Some(resolver) = self.resolver.as_ref().filter(|_| self.missing() > 0) {
-            if start_resolving(cx, resolver) {
-                self.resolving = true;
-                return;
-            }
-            log::debug!("no resolver thread for {}: dialling as before", self.label);
-        }
-        self.dial_missing(cx);
     }
 
-    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: io::Result<Vec<SocketAddr>>) {
-        self.resolving = false;
-        match resolved {
-            Ok(addrs) if !addrs.is_empty() => self.addrs = addrs.into(),
-            Ok(_) => log::debug!("{} resolved to nothing: dialling as before", self.label),
-            Err(e) => log::debug!("resolving {} failed: {e}; dialling as before", self.label),
+    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: Resolved<SocketAddr>) {
+        let (addrs, next) = self.lookup.resolved(cx, resolved, &self.label);
+        if let Some(addrs) = addrs {
+            self.addrs = addrs.into();
         }
-        self.dial_missing(cx);
+        if next == Next::Dial {
+            self.dial_missing(cx);
+        }
     }
 
     /// Closes the client once it has failed too many dials in a row.
@@ -550,6 +547,7 @@ where
 
     fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
         self.redial.cancel(cx);
+        self.lookup.cancel(cx);
         for id in self.sessions.drain(..) {
             cx.send(id, Box::new(Close));
         }
@@ -574,9 +572,15 @@ where
         Status::Continue // the client owns no socket
     }
 
-    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.redial.fired();
-        self.redial_now(cx);
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        if tag == DEADLINE_TAG {
+            if self.lookup.deadline_passed(&self.label) == Next::Dial {
+                self.dial_missing(cx);
+            }
+        } else {
+            self.redial.fired();
+            self.redial_now(cx);
+        }
         self.check_gave_up(cx)
     }
 
@@ -593,7 +597,7 @@ where
         };
         let command = match command.map(|c| c.downcast::<Resolved<SocketAddr>>()) {
             Some(Ok(resolved)) => {
-                self.on_resolved(cx, resolved.0);
+                self.on_resolved(cx, *resolved);
                 None
             }
             Some(Err(other)) => Some(other),
@@ -612,6 +616,7 @@ where
     fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
         // Sessions hear the shutdown themselves; the client just stops redialling.
         self.redial.cancel(cx);
+        self.lookup.cancel(cx);
         Status::Done
     }
 }
