@@ -756,6 +756,48 @@ fn a_hanging_re_resolution_delays_a_redial_by_its_deadline_only() {
     });
 }
 
+/// The same for a UDP client (its lookup's deadline is the probe wait): each session
+/// closes as it opens, and the client redials past the hung lookup. Before the fix it
+/// opened once and never again.
+#[test]
+fn a_udp_client_redials_past_a_hanging_re_resolution() {
+    use getty::codec::RawCodec;
+    use getty::udp::{DatagramHandler, DatagramSession, UdpClient};
+    use std::sync::atomic::Ordering;
+
+    struct OpenAndClose(Sender<SocketAddr>);
+    impl DatagramHandler<RawCodec> for OpenAndClose {
+        fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+            let _ = self.0.send(s.peer_addr().expect("a connected session"));
+            s.close();
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+    }
+
+    watchdog(TEST_LIMIT, || {
+        // A silent peer: every probe goes unanswered, so every dial succeeds.
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let live = peer.local_addr().unwrap();
+        let (target, hanging) = hanging_target(live);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = UdpClient::builder()
+            .probe_wait(Duration::from_millis(100))
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(target, move |_| Ok((RawCodec, OpenAndClose(tx.clone()))))
+            .unwrap();
+        hanging.hang.store(true, Ordering::SeqCst);
+        let client = Running::serve("udp-hung-lookup-client", client);
+        for round in 0..3 {
+            let opened = rx.recv_timeout(STEP);
+            assert_eq!(opened, Ok(live), "session {round}");
+        }
+        assert_eq!(hanging.hung_calls.load(Ordering::SeqCst), 1);
+        client.stop();
+        drop(hanging.release);
+    });
+}
+
 /// A resolver that panics is answered (the client dials the addresses it had) and its
 /// panic is reported on the client's reactor, counted in `LoopMetrics::panics`. Before the
 /// fix the panic killed the resolver thread unreported and the client never redialled.
