@@ -21,7 +21,7 @@
 #   AUTOBAHN_CLIENT_CMD  a client running Autobahn's flow against {url} (ws://host:port)
 #                        as agent {agent}: /getCaseCount, /runCase?case=N&agent={agent}
 #                        echoing every message, /updateReports?agent={agent}
-# They default to the getty-rs echo server (examples/echo.rs --transport ws) and the getty-rs
+# They default to the getty-rs echo server (examples/echo/ --transport ws) and the getty-rs
 # Autobahn client (examples/autobahn_client.rs), both built in release mode.
 # Other settings: AUTOBAHN_TIMEOUT (seconds per wstest run, default 3600), AUTOBAHN_PY27,
 # AUTOBAHN_PY3 (see install.sh). Reports go to target/autobahn/reports/{server,client}.

@@ -1,0 +1,126 @@
+//! WebSocket: the same echo, one message per WebSocket message.
+
+use super::*;
+use getty::codec::ws::DeflateConfig;
+use getty::codec::{Message, MessageCodec};
+use getty::ws::{WsClient, WsServer};
+use getty::ReactorPool;
+
+/// Echoes every message with its kind (text as text, binary as binary), so that any
+/// WebSocket client can talk to it.
+struct WsEcho;
+
+impl Handler<MessageCodec> for WsEcho {
+    fn on_message(&mut self, session: &mut Session<MessageCodec>, message: Message) {
+        if let Err(e) = session.write(message) {
+            log::warn!("session {}: echo failed: {e}", session.id());
+            let _ = session.close_with(1011, "echo failed");
+        }
+    }
+
+    fn on_error(&mut self, session: &mut Session<MessageCodec>, error: &getty::Error) {
+        log::info!(
+            "session {} from {} failed: {error}",
+            session.id(),
+            session.peer_addr()
+        );
+    }
+}
+
+fn deflate(args: &Args) -> Option<DeflateConfig> {
+    args.compress.then(DeflateConfig::default)
+}
+
+/// The echo server on `reactors` reactor threads, each with its own `SO_REUSEPORT`
+/// listener; returns the pool and the address they listen on.
+fn start_server(
+    addr: SocketAddr,
+    args: &Args,
+    tls: Option<Arc<ServerConfig>>,
+) -> io::Result<(ReactorPool, SocketAddr)> {
+    let (options, deflate) = (session_options(args), deflate(args));
+    let bound = std::sync::Arc::new(std::sync::Mutex::new(addr));
+    let bound_in = bound.clone();
+    let pool = ReactorPool::start(args.reactors, move |_, reactor| {
+        let mut at = bound_in.lock().map_err(|_| io::Error::other("poisoned"))?;
+        let mut builder = WsServer::builder()
+            .reuse_port(true)
+            .session_options(options.clone())
+            .deflate(deflate)
+            .route("/", |_| Ok((MessageCodec, WsEcho)));
+        if let Some(config) = &tls {
+            builder = builder.tls(config.clone());
+        }
+        let server = builder.bind(*at)?;
+        *at = server.local_addr();
+        reactor.spawn(Box::new(server));
+        Ok(())
+    })?;
+    let addr = *bound.lock().map_err(|_| io::Error::other("poisoned"))?;
+    Ok((pool, addr))
+}
+
+fn run_client(
+    addr: SocketAddr,
+    args: &Args,
+    plan: Plan,
+    tls: Option<Arc<ClientConfig>>,
+) -> io::Result<Report> {
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{addr}/");
+    let mut builder = WsClient::builder()
+        .connection_number(plan.connections)
+        .session_options(session_options(args))
+        .deflate(deflate(args));
+    if let Some(config) = tls {
+        builder = builder.tls(config);
+    }
+    run_senders(plan, move |reactor, mut make_sender| {
+        // Raw bytes, one WebSocket message per echo message.
+        let client = builder.build(&url, move |_| Ok((RawCodec, make_sender())))?;
+        reactor.spawn(Box::new(client));
+        Ok(())
+    })
+}
+
+pub fn run(args: Args, security: Security) -> io::Result<bool> {
+    let plan = Plan {
+        connections: args.connections,
+        messages: args.messages,
+        window: args.window,
+        max_size: args.max_size,
+        codec: CodecKind::Raw,
+    };
+    let layers = layers(&args);
+    let scheme = if args.transport == Transport::Wss {
+        "wss"
+    } else {
+        "ws"
+    };
+    if let Some(addr) = args.server {
+        let (server, addr) = start_server(addr, &args, security.server)?;
+        println!(
+            "WebSocket echo server ({} reactors{layers}) on {scheme}://{addr}/; Ctrl-C to stop",
+            args.reactors
+        );
+        server.join()?;
+        return Ok(true);
+    }
+    if let Some(addr) = args.client {
+        let report = run_client(addr, &args, plan, security.client)?;
+        print_report(&report);
+        return Ok(report.mismatches == 0 && report.failed == 0);
+    }
+    let any_port = "127.0.0.1:0".parse().expect("literal");
+    let (server, addr) = start_server(any_port, &args, security.server)?;
+    println!(
+        "WebSocket echo server on {scheme}://{addr}/ ({} reactors{layers}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+        args.reactors, args.connections, args.messages, args.window, args.max_size
+    );
+    let report = run_client(addr, &args, plan, security.client);
+    server.shutdown();
+    server.join()?;
+    let report = report?;
+    print_report(&report);
+    Ok(report.mismatches == 0 && report.failed == 0)
+}
