@@ -23,6 +23,9 @@
 //! connection (1000), `--window N` messages in flight per connection (4), `--max-size BYTES`
 //! (4096).
 //!
+//! A client gives up after 5 failed dials in a row and exits with status 1 (the library
+//! itself keeps redialling unless told otherwise: `max_consecutive_failures`).
+//!
 //! With `--codec raw` the server echoes the byte stream as it comes; the client still
 //! frames its messages with a length prefix so it can check every echo.
 //!
@@ -62,7 +65,7 @@ use std::time::{Duration, Instant};
 use getty::codec::rustls::{ClientConfig, ServerConfig};
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
 use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
-use getty::{Address, Handler, Reactor, Session, SessionOptions};
+use getty::{Address, Handler, Reactor, ReactorHandle, Session, SessionOptions};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 
@@ -343,6 +346,7 @@ fn run_client(
     let lines = plan.codec == CodecKind::Lines;
     let mut builder = TcpClient::builder()
         .connection_number(plan.connections)
+        .max_consecutive_failures(Some(MAX_DIAL_FAILURES))
         .session_options(session_options(args));
     if let Some(config) = tls {
         // The certificate names 127.0.0.1 (and localhost).
@@ -362,6 +366,10 @@ fn run_client(
         Ok(())
     })
 }
+
+/// Failed dials in a row after which a client run by hand gives up (the library's default is
+/// to keep redialling, as a long-running service wants).
+const MAX_DIAL_FAILURES: u32 = 5;
 
 /// Makes the client's handlers; each gets its own seed.
 type MakeSender = Box<dyn FnMut() -> Sender>;
@@ -399,15 +407,33 @@ where
         };
         spawn_client(reactor, Box::new(make_sender))
     })?;
-    let report = done_rx.recv_timeout(Duration::from_secs(120));
+    let report = wait_for_report(&done_rx, client.handle());
     client.handle().shutdown();
     client.join()?;
-    report.map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client did not finish in 120 s",
-        )
-    })
+    report
+}
+
+/// Waits for the client's report; fails when the client has given up dialling (it has left
+/// its reactor) or after two minutes.
+fn wait_for_report(done: &mpsc::Receiver<Report>, client: &ReactorHandle) -> io::Result<Report> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match done.recv_timeout(Duration::from_millis(100)) {
+            Ok(report) => return Ok(report),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                if client.query(|reactor| reactor.entry_count()).ok() == Some(0) {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let detail = "the client did not finish in 120 s";
+                return Err(io::Error::new(io::ErrorKind::TimedOut, detail));
+            }
+        }
+    }
+    let detail = format!("the client gave up after {MAX_DIAL_FAILURES} failed dials in a row");
+    Err(io::Error::new(io::ErrorKind::NotConnected, detail))
 }
 
 /// Round trips in microseconds, up to a minute: `saturating_record` never grows a histogram,

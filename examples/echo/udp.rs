@@ -262,6 +262,7 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
             UdpMode::Connected => {
                 let builder = UdpClient::builder()
                     .connection_number(connections)
+                    .max_consecutive_failures(Some(MAX_DIAL_FAILURES))
                     // Loopback answers a probe to a closed port in microseconds.
                     .probe_wait(Duration::from_millis(100))
                     .udp_options(udp_options());
@@ -295,17 +296,11 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
         }
         Ok(())
     })?;
-    let report = done_rx.recv_timeout(Duration::from_secs(120));
+    let report = wait_for_report(&done_rx, client.handle());
     let resent = resent.load(Ordering::Relaxed);
     client.handle().shutdown();
     client.join()?;
-    let report = report.map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the client did not finish in 120 s",
-        )
-    })?;
-    Ok((report, resent))
+    Ok((report?, resent))
 }
 
 pub fn run(args: Args) -> io::Result<bool> {

@@ -30,6 +30,7 @@ fn run_client(path: &Path, args: &Args, plan: Plan) -> io::Result<Report> {
     let lines = plan.codec == CodecKind::Lines;
     let builder = UnixClient::builder()
         .connection_number(plan.connections)
+        .max_consecutive_failures(Some(MAX_DIAL_FAILURES))
         .session_options(session_options(args));
     let addr = UnixAddr::path(path);
     run_senders(plan, move |reactor, mut make_sender| {

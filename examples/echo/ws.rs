@@ -70,6 +70,7 @@ fn run_client(
     let url = format!("{scheme}://{addr}/");
     let mut builder = WsClient::builder()
         .connection_number(plan.connections)
+        .max_consecutive_failures(Some(MAX_DIAL_FAILURES))
         .session_options(session_options(args))
         .deflate(deflate(args));
     if let Some(config) = tls {
