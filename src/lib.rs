@@ -27,8 +27,12 @@
 //! reactor.join().unwrap();
 //! ```
 
+// Inline: the parts read as modules of this crate, so a reader stays on its pages.
+#[doc(inline)]
 pub use getty_codec as codec;
+#[doc(inline)]
 pub use getty_reactor as reactor;
+#[doc(inline)]
 pub use getty_transports as transports;
 
 pub use getty_reactor::{PanicPolicy, Reactor, ReactorHandle, ReactorPool};
