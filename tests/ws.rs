@@ -996,3 +996,45 @@ fn a_binary_write_is_held_to_the_bound_with_its_frame() {
         running.stop();
     });
 }
+
+/// A WebSocket session takes what a TCP one takes: `write("OK")` and a `String` go out as
+/// text frames, byte types as binary frames (every codec accepts the same kinds of input).
+#[test]
+fn a_websocket_session_writes_strings_as_text_and_bytes_as_binary() {
+    struct Greets;
+    impl Handler<MessageCodec> for Greets {
+        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> io::Result<()> {
+            s.write("OK").unwrap();
+            s.write(String::from("fine")).unwrap();
+            s.write(&b"\x01"[..]).unwrap();
+            s.write(vec![2u8]).unwrap();
+            s.write(Bytes::from_static(b"\x03")).unwrap();
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+    }
+
+    watchdog(TEST_LIMIT, || {
+        let server = WsServer::builder()
+            .route("/echo", |_| Ok((MessageCodec, Greets)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("ws-greets", server);
+        let mut stream = connect(addr);
+        ws_upgrade(&mut stream);
+        // Unmasked server frames: FIN + opcode, then a one-byte length.
+        let mut frames = [0u8; 4 + 6 + 3 * 3];
+        stream.read_exact(&mut frames).unwrap();
+        let expected = [
+            &b"\x81\x02OK"[..],
+            b"\x81\x04fine",
+            b"\x82\x01\x01",
+            b"\x82\x01\x02",
+            b"\x82\x01\x03",
+        ]
+        .concat();
+        assert_eq!(&frames[..], &expected[..]);
+        server.stop();
+    });
+}

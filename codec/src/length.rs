@@ -708,6 +708,22 @@ fn invalid_config(detail: String) -> io::Error {
     )
 }
 
+impl Encoder<String> for LengthFieldCodec {
+    /// Same as the `&str` encoder: every codec takes the same kinds of input.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, LengthFieldCodec};
+    ///
+    /// let mut wire = BytesMut::new();
+    /// LengthFieldCodec::default().encode(format!("{}", 7), &mut wire).unwrap();
+    /// assert_eq!(&wire[..], b"\x00\x00\x00\x017");
+    /// ```
+    fn encode(&mut self, item: String, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_frame(item.as_bytes(), dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

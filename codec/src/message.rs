@@ -432,6 +432,162 @@ impl Encoder<&Message> for MessageCodec {
     }
 }
 
+impl Encoder<&str> for MessageCodec {
+    /// A text message: `session.write("OK")` works on a WebSocket as on TCP.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, MessageCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = MessageCodec.encode_message("OK", &mut out).unwrap();
+    /// assert_eq!((kind, &out[..]), (MessageKind::Text, &b"OK"[..]));
+    /// ```
+    fn encode(&mut self, item: &str, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(item.as_bytes());
+        Ok(())
+    }
+
+    fn encode_message(
+        &mut self,
+        item: &str,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        dst.extend_from_slice(item.as_bytes());
+        Ok(MessageKind::Text)
+    }
+}
+
+impl Encoder<String> for MessageCodec {
+    /// A text message, like the `&str` encoder.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, MessageCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = MessageCodec.encode_message(String::from("OK"), &mut out).unwrap();
+    /// assert_eq!((kind, &out[..]), (MessageKind::Text, &b"OK"[..]));
+    /// ```
+    fn encode(&mut self, item: String, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(item.as_bytes());
+        Ok(())
+    }
+
+    fn encode_message(
+        &mut self,
+        item: String,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        dst.extend_from_slice(item.as_bytes());
+        Ok(MessageKind::Text)
+    }
+}
+
+impl Encoder<&[u8]> for MessageCodec {
+    /// A binary message.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, MessageCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = MessageCodec.encode_message(&b"\x01"[..], &mut out).unwrap();
+    /// assert_eq!((kind, &out[..]), (MessageKind::Binary, &b"\x01"[..]));
+    /// ```
+    fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(item);
+        Ok(())
+    }
+
+    fn encode_message(
+        &mut self,
+        item: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        dst.extend_from_slice(item);
+        Ok(MessageKind::Binary)
+    }
+}
+
+impl Encoder<Vec<u8>> for MessageCodec {
+    /// A binary message, like the `&[u8]` encoder.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, MessageCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = MessageCodec.encode_message(vec![1u8], &mut out).unwrap();
+    /// assert_eq!((kind, &out[..]), (MessageKind::Binary, &b"\x01"[..]));
+    /// ```
+    fn encode(&mut self, item: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+
+    fn encode_message(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        dst.extend_from_slice(&item);
+        Ok(MessageKind::Binary)
+    }
+}
+
+impl Encoder<Bytes> for MessageCodec {
+    /// A binary message, like the `&[u8]` encoder.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, MessageCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = MessageCodec.encode_message(bytes::Bytes::from_static(b"\x01"), &mut out).unwrap();
+    /// assert_eq!((kind, &out[..]), (MessageKind::Binary, &b"\x01"[..]));
+    /// ```
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+
+    fn encode_message(
+        &mut self,
+        item: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        dst.extend_from_slice(&item);
+        Ok(MessageKind::Binary)
+    }
+}
+
+impl Encoder<&Bytes> for MessageCodec {
+    /// A binary message, like the `&[u8]` encoder.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, MessageCodec, MessageKind};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let kind = MessageCodec.encode_message(&bytes::Bytes::from_static(b"\x01"), &mut out).unwrap();
+    /// assert_eq!((kind, &out[..]), (MessageKind::Binary, &b"\x01"[..]));
+    /// ```
+    fn encode(&mut self, item: &Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.extend_from_slice(item);
+        Ok(())
+    }
+
+    fn encode_message(
+        &mut self,
+        item: &Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, CodecError> {
+        dst.extend_from_slice(item);
+        Ok(MessageKind::Binary)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,6 +186,22 @@ impl Encoder<&str> for RawCodec {
     }
 }
 
+impl Encoder<String> for RawCodec {
+    /// Same as the `&str` encoder: every codec takes the same kinds of input.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Encoder, RawCodec};
+    ///
+    /// let mut out = BytesMut::new();
+    /// RawCodec.encode(format!("{}+{}", 1, 2), &mut out).unwrap();
+    /// assert_eq!(&out[..], b"1+2");
+    /// ```
+    fn encode(&mut self, item: String, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.encode_bytes(item.as_bytes(), dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
