@@ -917,9 +917,10 @@ fn the_write_queue_is_bounded_reports_watermarks_and_loses_nothing_it_accepted()
         let peer = peer_socket();
         let to = peer.local_addr().unwrap();
         let tx2 = tx.clone();
+        // Each datagram is charged its 1,000 bytes and 64 of overhead: 50 fit.
         let options = SessionOptions::default()
             .watermarks(10_000, 5_000)
-            .max_outbound(50_000);
+            .max_outbound(50 * 1064);
         let endpoint = UdpEndpoint::builder()
             .session_options(options)
             .bind("127.0.0.1:0", move |_| {
@@ -939,9 +940,9 @@ fn the_write_queue_is_bounded_reports_watermarks_and_loses_nothing_it_accepted()
             })
             .collect();
         let queue_full = ErrKind::QueueFull {
-            queued: 50_000,
-            adding: 1000,
-            max: 50_000,
+            queued: 50 * 1064,
+            adding: 1064,
+            max: 50 * 1064,
         };
         let too_long = ErrKind::MessageTooLong {
             len: 70_000,

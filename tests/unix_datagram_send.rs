@@ -42,9 +42,45 @@ enum Ev {
         dropped_out: u64,
         /// The destination a `DroppedDatagrams` names.
         named: Option<UnixAddr>,
+        /// How many datagrams a `DroppedDatagrams` reports.
+        datagrams: Option<u64>,
     },
     Writable(bool),
     Closed,
+    /// The session's counts, when a `Scripted` endpoint was asked.
+    Stat(Snapshot),
+}
+
+/// A session's counts at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Snapshot {
+    queued_datagrams: usize,
+    queued_bytes: usize,
+    parked_bytes: usize,
+    dropped_out: u64,
+    refused_out: u64,
+}
+
+/// What `on_error` tells the test.
+fn error_event(s: &DatagramSession<RawCodec, UnixAddr>, error: &Error) -> Ev {
+    let kind = match error {
+        Error::Io(e) => Some(e.kind()),
+        _ => None,
+    };
+    let dropped = match error {
+        Error::Io(e) => e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<DroppedDatagrams<UnixAddr>>()),
+        _ => None,
+    };
+    Ev::Error {
+        text: error.to_string(),
+        kind,
+        closing: s.is_closing(),
+        dropped_out: s.stats().dropped_out,
+        named: dropped.map(|d| d.peer().clone()),
+        datagrams: dropped.map(|d| d.datagrams()),
+    }
 }
 
 /// Echoes every datagram to its sender (unconnected) or to the peer (connected), and
@@ -70,24 +106,7 @@ impl DatagramHandler<RawCodec, UnixAddr> for Echo {
         }
     }
     fn on_error(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
-        let kind = match error {
-            Error::Io(e) => Some(e.kind()),
-            _ => None,
-        };
-        let named = match error {
-            Error::Io(e) => e
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<DroppedDatagrams<UnixAddr>>())
-                .map(|d| d.peer().clone()),
-            _ => None,
-        };
-        let _ = self.tx.send(Ev::Error {
-            text: error.to_string(),
-            kind,
-            closing: s.is_closing(),
-            dropped_out: s.stats().dropped_out,
-            named,
-        });
+        let _ = self.tx.send(error_event(s, error));
     }
     fn on_writability_changed(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, w: bool) {
         let _ = self.tx.send(Ev::Writable(w));
@@ -103,6 +122,10 @@ struct Seen {
     errors: Vec<(String, Option<std::io::ErrorKind>, bool, u64)>,
     /// Per error, the destination it names (a `DroppedDatagrams`).
     named: Vec<Option<UnixAddr>>,
+    /// Per error, how many datagrams it reports dropped (a `DroppedDatagrams`).
+    counts: Vec<Option<u64>>,
+    /// The counts a `Scripted` endpoint told last.
+    stat: Option<Snapshot>,
     /// The writability changes told to the handler.
     writability: Vec<bool>,
     closed: bool,
@@ -130,12 +153,15 @@ impl Seen {
                 closing,
                 dropped_out,
                 named,
+                datagrams,
             } => {
                 self.errors.push((text, kind, closing, dropped_out));
                 self.named.push(named);
+                self.counts.push(datagrams);
             }
             Ev::Writable(w) => self.writability.push(w),
             Ev::Closed => self.closed = true,
+            Ev::Stat(s) => self.stat = Some(s),
         }
     }
 
@@ -176,6 +202,8 @@ fn seen() -> (Sender<Ev>, Seen) {
             rx,
             errors: Vec::new(),
             named: Vec::new(),
+            counts: Vec::new(),
+            stat: None,
             writability: Vec::new(),
             closed: false,
         },
@@ -308,8 +336,8 @@ fn a_parked_destination_keeps_its_newest_within_its_limit() {
     watchdog(TEST_LIMIT, || {
         let dir = TempDir::new("limit");
         let server = dir.path("server.sock");
-        // Replies are 9 bytes ("slow-0000"): ten fit in the limit.
-        let b = builder(Duration::from_secs(10)).max_parked_per_peer(10 * 9);
+        // Replies are 9 bytes ("slow-0000"), charged 64 more each: ten fit in the limit.
+        let b = builder(Duration::from_secs(10)).max_parked_per_peer(10 * (9 + 64));
         let (running, mut seen, _) = echo_endpoint(b, &server);
         let slow = peer(&dir, "slow.sock");
         let bystander = peer(&dir, "bystander.sock");
@@ -636,11 +664,12 @@ fn slow_receivers_cost_no_one_their_writes() {
         let server = dir.path("server.sock");
         let options = SessionOptions::default()
             .write_stall_timeout(Duration::from_secs(10))
-            .max_outbound(16 * 1024);
+            .max_outbound(20 * 1024);
         let b = UnixDatagramEndpoint::builder().session_options(options);
         let (running, mut seen, _) = echo_endpoint(b, &server);
-        // Four receivers that read nothing, 49 replies of 500 bytes parked for each: 98 KB,
-        // six times `max_outbound`. (A batch of 32 replies, 16,000 bytes, still fits in it.)
+        // Four receivers that read nothing, 49 replies of 500 bytes parked for each: 110 KB
+        // with the 64 bytes each is charged, five times `max_outbound`. (A batch of 32
+        // replies, 18,048 bytes so charged, still fits in it.)
         let request = vec![2u8; 500];
         let slows: Vec<_> = (0..4)
             .map(|i| {
@@ -702,6 +731,409 @@ fn a_parked_receiver_that_closes_is_reported_once_by_name() {
         let slow_name = UnixAddr::path(dir.path("slow.sock"));
         assert_eq!(seen.named[0].as_ref(), Some(&slow_name), "{text}");
         assert!(text.contains("49 datagrams"), "{text}");
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 1, continued: every datagram costs something; reports do not flood; no stale wait
+// ---------------------------------------------------------------------------------------
+
+/// Answers commands: `empty:N` (N empty datagrams to the sender), `big:N` (N of 30,000
+/// bytes to the sender), `gone:N:PATH` (N of one byte to PATH, then `done` to the sender),
+/// `lost:N:PATH` (N of one byte to PATH, and tells the test its counts), `count` (tells the
+/// test its counts), `stat` (tells the test its counts, and answers `stat`); echoes
+/// anything else.
+struct Scripted {
+    tx: Sender<Ev>,
+}
+
+impl DatagramHandler<RawCodec, UnixAddr> for Scripted {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
+        let _ = self.tx.send(Ev::Handle(s.handle().expect("in a callback")));
+        Ok(())
+    }
+    fn on_message(
+        &mut self,
+        s: &mut DatagramSession<RawCodec, UnixAddr>,
+        msg: Bytes,
+        peer: UnixAddr,
+    ) {
+        let text = String::from_utf8_lossy(&msg).into_owned();
+        let mut parts = text.splitn(3, ':');
+        let (what, n) = (parts.next(), parts.next().and_then(|n| n.parse().ok()));
+        match (what, n) {
+            (Some("empty"), Some(n)) => {
+                for _ in 0..n {
+                    let _ = s.write_bytes_to(peer.clone(), Bytes::new());
+                }
+            }
+            (Some("big"), Some(n)) => {
+                for _ in 0..n {
+                    let _ = s.write_bytes_to(peer.clone(), Bytes::from(vec![7u8; 30_000]));
+                }
+            }
+            (Some("gone"), Some(n)) => {
+                let to = UnixAddr::path(parts.next().expect("a path"));
+                for _ in 0..n {
+                    let _ = s.write_bytes_to(to.clone(), Bytes::from_static(b"x"));
+                }
+                let _ = s.write_bytes_to(peer, Bytes::from_static(b"done"));
+            }
+            (Some("lost"), Some(n)) => {
+                let to = UnixAddr::path(parts.next().expect("a path"));
+                for _ in 0..n {
+                    let _ = s.write_bytes_to(to.clone(), Bytes::from_static(b"x"));
+                }
+                self.tell(s);
+            }
+            (Some("count"), _) => self.tell(s),
+            (Some("stat"), _) => {
+                self.tell(s);
+                let _ = s.write_bytes_to(peer, Bytes::from_static(b"stat"));
+            }
+            _ => {
+                let _ = s.write_bytes_to(peer, msg);
+            }
+        }
+    }
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+        let _ = self.tx.send(error_event(s, error));
+    }
+    fn on_writability_changed(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, w: bool) {
+        let _ = self.tx.send(Ev::Writable(w));
+    }
+    fn on_close(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>) {
+        let _ = self.tx.send(Ev::Closed);
+    }
+}
+
+impl Scripted {
+    /// Tells the test the session's counts.
+    fn tell(&self, s: &DatagramSession<RawCodec, UnixAddr>) {
+        let stats = s.stats();
+        let _ = self.tx.send(Ev::Stat(Snapshot {
+            queued_datagrams: s.queued_datagrams(),
+            queued_bytes: s.queued_bytes(),
+            parked_bytes: s.parked_bytes(),
+            dropped_out: stats.dropped_out,
+            refused_out: stats.refused_out,
+        }));
+    }
+}
+
+/// A bound `Scripted` endpoint at `at`, running on its own reactor.
+fn scripted_endpoint(b: UnixDatagramEndpointBuilder, at: &Path) -> (Running, Seen) {
+    let (tx, mut seen) = seen();
+    let endpoint = b
+        .bind(at, move |_| Ok((RawCodec, Scripted { tx })))
+        .expect("bind the endpoint");
+    let running = Running::serve("uds-scripted", endpoint);
+    seen.handle();
+    (running, seen)
+}
+
+/// Asks a `Scripted` endpoint for its counts (from `asker`, which need not read the
+/// answer). The endpoint may read the question in the batch of an earlier request, and
+/// answer before its replies are flushed; with `flushed`, a round trip first makes sure
+/// they were.
+fn stat(seen: &mut Seen, asker: &StdUnixDatagram, server: &Path, flushed: bool) -> Snapshot {
+    if flushed {
+        round_trip(asker, server, b"barrier");
+    }
+    let counts = ask(seen, asker, server, b"stat");
+    if flushed {
+        assert_eq!(recv_text(asker), "stat");
+    }
+    counts
+}
+
+/// Sends a `Scripted` endpoint a command that tells the test its counts; returns them.
+fn ask(seen: &mut Seen, asker: &StdUnixDatagram, server: &Path, command: &[u8]) -> Snapshot {
+    seen.pump();
+    seen.stat = None;
+    asker.send_to(command, server).expect("send a command");
+    seen.wait_until("the counts", |s| s.stat.is_some());
+    seen.stat.expect("the counts")
+}
+
+/// Reads what waits in `sock` until `quiet` passes with none; returns how many.
+fn count_arrivals(sock: &StdUnixDatagram, quiet: Duration) -> usize {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while sock.recv(&mut buf).is_ok() {
+        got += 1;
+        assert!(got < 100_000, "an endless stream of datagrams");
+    }
+    sock.set_read_timeout(Some(STEP)).unwrap();
+    got
+}
+
+/// Empty datagrams count against the parked bounds: each is charged 64 bytes. A receiver
+/// that reads none of 5,000 empty replies has at most 1,024 of them held for it (its
+/// default bound of 64 KiB), and two such receivers at most what the bound of them all
+/// allows (1,500 here); the rest are dropped, counted and reported as about them, and what
+/// was held arrives once they read. Before the fix every one of them was held (2 million
+/// empty datagrams held 127 MB).
+#[test]
+fn empty_datagrams_count_against_the_parked_bounds() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("empty-parked");
+        let server = dir.path("server.sock");
+        let b = builder(Duration::from_secs(20)).max_parked(1500 * 64);
+        let (running, mut seen) = scripted_endpoint(b, &server);
+        let slow = peer(&dir, "slow.sock");
+        let other = peer(&dir, "other.sock");
+        let asker = peer(&dir, "asker.sock");
+        slow.send_to(b"empty:5000", &server).expect("ask");
+        let s = stat(&mut seen, &asker, &server, true);
+        eprintln!("one slow receiver: {s:?}");
+        assert!(
+            s.queued_datagrams <= 1024,
+            "{} empty datagrams held for one receiver (at most 1,024)",
+            s.queued_datagrams
+        );
+        assert_eq!((s.queued_bytes, s.parked_bytes), (0, 0));
+        other.send_to(b"empty:5000", &server).expect("ask");
+        let s = stat(&mut seen, &asker, &server, true);
+        eprintln!("two slow receivers: {s:?}");
+        assert!(
+            s.queued_datagrams <= 1500,
+            "{} empty datagrams held for two receivers (at most 1,500 in all)",
+            s.queued_datagrams
+        );
+        // They read: what was held arrives; everything else was dropped and counted.
+        let got = count_arrivals(&slow, Duration::from_millis(300))
+            + count_arrivals(&other, Duration::from_millis(300));
+        let s = stat(&mut seen, &asker, &server, true);
+        assert_eq!(s.queued_datagrams, 0);
+        assert_eq!(got as u64 + s.dropped_out, 10_000, "{got} arrived, {s:?}");
+        assert!(got <= 1500 + 2 * 64, "{got} arrived");
+        seen.wait_until("every drop reported", |seen| {
+            seen.counts.iter().flatten().sum::<u64>() == s.dropped_out
+        });
+        let names = [
+            UnixAddr::path(dir.path("slow.sock")),
+            UnixAddr::path(dir.path("other.sock")),
+        ];
+        for (i, (text, kind, closing, _)) in seen.errors.iter().enumerate() {
+            assert!(!closing, "{text}");
+            assert_eq!(*kind, Some(std::io::ErrorKind::WouldBlock), "{text}");
+            let named = seen.named[i].as_ref().expect("a DroppedDatagrams");
+            assert!(names.contains(named), "{text}");
+        }
+        running.stop();
+    });
+}
+
+/// Empty datagrams count against `max_outbound` and the watermarks too, while the
+/// endpoint's own send buffer is full (which an unconnected endpoint waits out for as long
+/// as it takes): of 5,000 empty replies, charged 64 bytes each against a bound of 64,000,
+/// at most 1,000 are queued; the rest are refused (`QueueFull`), the handler hears that the
+/// endpoint is unwritable, and what was queued arrives once the buffer frees. Before the fix
+/// all 5,000 were queued and the endpoint stayed writable (4.3 million took 641 MB).
+#[test]
+fn empty_datagrams_count_against_max_outbound() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("empty-fifo");
+        let server = dir.path("server.sock");
+        let options = SessionOptions::default()
+            .write_stall_timeout(Duration::from_secs(20))
+            .max_outbound(1000 * 64)
+            .watermarks(500 * 64, 250 * 64);
+        // The kernel doubles it: 200,000 bytes, which eight unread 30 KB replies fill. One
+        // at a time (each request read after the last reply was flushed): eight at once
+        // would not fit in `max_outbound`.
+        let b = UnixDatagramEndpoint::builder()
+            .session_options(options)
+            .send_buffer_size(Some(100_000));
+        let (running, mut seen) = scripted_endpoint(b, &server);
+        let filler = peer(&dir, "filler.sock");
+        let client = peer(&dir, "client.sock");
+        let asker = peer(&dir, "asker.sock");
+        for _ in 0..8 {
+            filler.send_to(b"big:1", &server).expect("ask");
+            stat(&mut seen, &asker, &server, false);
+        }
+        client.send_to(b"empty:5000", &server).expect("ask");
+        let s = stat(&mut seen, &asker, &server, false);
+        eprintln!("our buffer full: {s:?}");
+        assert!(
+            s.queued_datagrams <= 1000 + 8,
+            "{} datagrams queued under a bound of 1,000 empty ones",
+            s.queued_datagrams
+        );
+        assert!(s.refused_out >= 4000, "{s:?}");
+        seen.wait_until("the endpoint unwritable", |seen| {
+            seen.writability.contains(&false)
+        });
+        // The filler reads: the buffer frees, and what was queued goes out.
+        let mut buf = vec![0u8; 40_000];
+        for i in 0..8 {
+            let n = filler
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("reply {i}: {e}"));
+            assert_eq!(n, 30_000);
+        }
+        let got = count_arrivals(&client, Duration::from_millis(300));
+        assert_eq!(got as u64, 5000 - s.refused_out, "{s:?}");
+        seen.pump();
+        assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        assert_eq!(seen.writability.last(), Some(&true));
+        running.stop();
+    });
+}
+
+/// A thousand datagrams to one receiver that is gone, queued in one callback, are one
+/// `on_error` naming it with the count, not a thousand (its socket closed: its file
+/// stays, `ECONNREFUSED`; or its file is gone, `ENOENT`); the sender of the request still
+/// gets its answer, which went out in the same flush.
+#[test]
+fn a_gone_receiver_is_reported_once_per_flush_with_the_count() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("gone-flood");
+        let server = dir.path("server.sock");
+        let (running, mut seen) = scripted_endpoint(builder(Duration::from_secs(10)), &server);
+        drop(peer(&dir, "closed.sock"));
+        drop(peer(&dir, "removed.sock"));
+        std::fs::remove_file(dir.path("removed.sock")).unwrap();
+        let asker = peer(&dir, "asker.sock");
+        let cases = [
+            ("closed.sock", std::io::ErrorKind::ConnectionRefused),
+            ("removed.sock", std::io::ErrorKind::NotFound),
+        ];
+        for (i, (name, want)) in cases.into_iter().enumerate() {
+            let to = dir.path(name);
+            asker
+                .send_to(format!("gone:1000:{}", to.display()).as_bytes(), &server)
+                .expect("ask");
+            assert_eq!(recv_text(&asker), "done");
+            // Give a retry timer, if any, time to report again.
+            std::thread::sleep(Duration::from_millis(300));
+            seen.pump();
+            assert_eq!(
+                seen.errors.len(),
+                i + 1,
+                "{} reports: {:?}",
+                seen.errors.len(),
+                seen.errors.first()
+            );
+            let (text, kind, closing, dropped) = &seen.errors[i];
+            assert!(!closing, "{text}");
+            assert_eq!(*kind, Some(want), "{text}");
+            assert_eq!(seen.counts[i], Some(1000), "{text}");
+            assert_eq!(seen.named[i], Some(UnixAddr::path(&to)), "{text}");
+            assert_eq!(*dropped, 1000 * (i as u64 + 1), "{text}");
+        }
+        round_trip(&asker, &server, b"still serving");
+        running.stop();
+    });
+}
+
+/// A receiver that never reads while it keeps asking goes over its bound with every reply:
+/// its drops are reported at most once per 100 ms (with how many), not once per request,
+/// and every drop is reported in the end. Before the fix: one `on_error` per request.
+#[test]
+fn a_receiver_over_its_bound_is_reported_at_most_ten_times_a_second() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("over-limit");
+        let server = dir.path("server.sock");
+        // Replies are 9 bytes ("slow-0000"), charged 64 more each: ten held at most.
+        let b = builder(Duration::from_secs(20)).max_parked_per_peer(10 * (9 + 64));
+        let (running, mut seen, _) = echo_endpoint(b, &server);
+        let slow = peer(&dir, "slow.sock");
+        let bystander = peer(&dir, "bystander.sock");
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < 400 {
+            slow.send_to(format!("slow-{sent:04}").as_bytes(), &server)
+                .expect("send a request");
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        round_trip(&bystander, &server, b"barrier");
+        // A report held back goes out within 100 ms.
+        std::thread::sleep(Duration::from_millis(300));
+        seen.pump();
+        let took = started.elapsed();
+        let reports = seen.errors.len();
+        eprintln!("{reports} reports in {took:?} of a receiver over its bound");
+        let allowed = 2 + (10.0 * took.as_secs_f64()).ceil() as usize;
+        assert!(
+            (1..=allowed).contains(&reports),
+            "{reports} reports in {took:?} (at most {allowed})"
+        );
+        let dropped = seen.errors.last().expect("a report").3;
+        let reported: u64 = seen.counts.iter().flatten().sum();
+        assert_eq!(reported, dropped, "every drop reported, with the count");
+        for (text, kind, closing, _) in &seen.errors {
+            assert!(!closing, "{text}");
+            assert_eq!(*kind, Some(std::io::ErrorKind::WouldBlock), "{text}");
+        }
+        let got = drain(&slow, Duration::from_millis(300));
+        assert_eq!(got.len() as u64 + dropped, 400);
+        round_trip(&bystander, &server, b"still here");
+        running.stop();
+    });
+}
+
+/// A full send buffer of our own that frees, with nothing waiting behind it but datagrams
+/// for receivers that are gone: the filler that held our buffer closes without reading,
+/// and the datagrams queued for it and for a receiver gone earlier fail and are dropped.
+/// The endpoint, with nothing left to send, is idle: no writable interest, no retry timer
+/// (before the fix a stale "own buffer full" kept both: ten reactor turns a second, for
+/// good).
+#[test]
+fn an_endpoint_is_idle_once_its_buffer_frees_and_the_rest_fails() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("stale-full");
+        let server = dir.path("server.sock");
+        let b = builder(Duration::from_secs(20)).send_buffer_size(Some(100_000));
+        let (running, mut seen) = scripted_endpoint(b, &server);
+        drop(peer(&dir, "gone.sock"));
+        let filler = peer(&dir, "filler.sock");
+        let asker = peer(&dir, "asker.sock");
+        // Nine 30 KB replies, unread: our 200,000-byte buffer is full, one or two wait.
+        filler.send_to(b"big:9", &server).expect("ask");
+        ask(&mut seen, &asker, &server, b"count");
+        let gone = dir.path("gone.sock");
+        let lost = format!("lost:5:{}", gone.display());
+        let s = ask(&mut seen, &asker, &server, lost.as_bytes());
+        assert!(s.queued_datagrams >= 6, "nothing waits: {s:?}");
+        // The filler closes: our buffer frees, and everything queued fails.
+        drop(filler);
+        let waiting = s.queued_datagrams as u64;
+        seen.wait_until("every datagram that waited reported", |s| {
+            s.counts.iter().flatten().sum::<u64>() == waiting
+        });
+        // Idle now: a handful of turns in a second at most (the two queries among them).
+        std::thread::sleep(Duration::from_millis(300));
+        let before = running.run_on(|s| s.loop_metrics().turns);
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let turns = running.run_on(|s| s.loop_metrics().turns) - before;
+        eprintln!(
+            "{turns} reactor turns in {:?} of an idle endpoint",
+            started.elapsed()
+        );
+        assert!(
+            turns <= 4,
+            "{turns} reactor turns in a second of an idle endpoint"
+        );
+        assert_eq!(
+            ask(&mut seen, &asker, &server, b"count").queued_datagrams,
+            0
+        );
+        seen.pump();
+        let gone = UnixAddr::path(&gone);
+        let at = seen.named.iter().position(|n| n.as_ref() == Some(&gone));
+        assert_eq!(
+            at.map(|i| seen.counts[i]),
+            Some(Some(5)),
+            "{:?}",
+            seen.errors
+        );
         running.stop();
     });
 }

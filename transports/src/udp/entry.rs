@@ -546,8 +546,9 @@ where
                     blocked = true;
                     break;
                 }
-                // That destination waits on its own; the others go on.
-                Step::Parked => {}
+                // That destination waits on its own, or was dropped (reported below, once
+                // for all its datagrams of this flush); the others go on.
+                Step::Parked | Step::Dropped => {}
                 Step::Sent { datagrams, bytes } => {
                     self.session.stats.datagrams_out += datagrams as u64;
                     self.session.stats.bytes_out += bytes as u64;
@@ -613,6 +614,7 @@ where
         if self.session.out.has_reports() {
             self.report_parked_drops(cx);
         }
+        self.session.out.end_flush();
         if progressed {
             self.session.stats.last_write = now;
             cx.extension::<Metrics>().bytes_out += self.session.stats.bytes_out - bytes_before;
@@ -670,11 +672,12 @@ where
         result
     }
 
-    /// Counts and reports, one `on_error` per destination and cause, the datagrams dropped
-    /// from parked destinations.
+    /// Counts the datagrams dropped by destination (parked, or failed on an unconnected
+    /// unix socket), and reports them, one `on_error` per destination and cause (drops past
+    /// a bound may be held back for a later report, but are counted now).
     fn report_parked_drops(&mut self, cx: &mut Context<'_>) {
+        self.session.stats.dropped_out += self.session.out.take_dropped();
         for dropped in self.session.out.take_reports() {
-            self.session.stats.dropped_out += dropped.datagrams;
             let error = Error::Io(dropped.into_error());
             log::debug!("session {}: {error}", self.session.id());
             self.lend_write_buffer(cx);

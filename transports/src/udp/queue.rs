@@ -20,10 +20,18 @@
 //! bounds of their own ([`ParkLimits`]): past its own bound a destination loses its oldest;
 //! past the bound of them all, the destination parked longest loses its oldest. One that
 //! takes nothing for the write-stall timeout is dropped whole and forgotten, and so is one
-//! whose retry fails for another reason (its socket closed). Every drop is reported once per
-//! destination and cause, with the destination ([`DroppedDatagrams`]).
+//! whose retry fails for another reason (its socket closed). A send in order that fails for
+//! such a reason drops the datagram, and every other one for that destination that comes up
+//! in the same flush, unsent. Every drop is reported with the destination
+//! ([`DroppedDatagrams`]), once per destination and cause in a flush; drops past a bound at
+//! most once per destination every [`REPORT_INTERVAL`] (and when it leaves), so that a
+//! receiver that never reads cannot make one report per request.
+//!
+//! Every bound (the per-destination and total bounds of parked destinations, and the
+//! queue's length that `max_outbound` and the watermarks count) charges each datagram its
+//! payload plus [`DATAGRAM_OVERHEAD`], so that empty datagrams are bounded too.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::Hash;
 use std::io;
@@ -46,6 +54,23 @@ const OWN_FAILURES_BEFORE_DROP: u8 = 2;
 /// in a row for the same datagram it is dropped, so that a socket that keeps returning one
 /// cannot hold the loop.
 const PEER_FAILURES_BEFORE_DROP: u8 = 8;
+
+/// What every datagram is charged against every bound, on top of its payload: what
+/// holding it costs, roughly. In order, a queue entry (72 bytes for a UDP or unix address:
+/// the address, the length, an optional buffer; a unix path's own allocation on top);
+/// parked, a buffer of its own in a destination's queue (a 32-byte entry, and the
+/// allocation's header and rounding). 64 keeps that order of magnitude: with it a bound of
+/// B bytes holds at most B / 64 datagrams, however small, so that the memory behind it
+/// stays within a small multiple of B (65,536 empty datagrams queued under the default
+/// 4 MiB `max_outbound` take about 10 MB, queues grown by doubling included). Higher, it
+/// would refuse honest small replies well before their bytes reach the bound (a 64 KiB
+/// destination bound holds 512 replies of 64 bytes, not 341).
+pub(crate) const DATAGRAM_OVERHEAD: usize = 64;
+
+/// Drops past a bound are reported at most this often per destination (the rest is added
+/// to the next report, or to the one when it leaves): a receiver that never reads costs at
+/// most ten reports a second, as its retries cost at most ten wake-ups.
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The first and the longest wait before a blocked send is retried on a timer (a parked
 /// destination, or a connected unix socket reconnecting to its peer): short at first, since
@@ -100,12 +125,13 @@ pub(crate) enum PeerErrors {
     Keep,
 }
 
-/// What parked destinations may hold (unconnected unix sockets).
+/// What parked destinations may hold (unconnected unix sockets), in bytes, each datagram
+/// charged its payload plus [`DATAGRAM_OVERHEAD`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ParkLimits {
-    /// Bytes one destination may hold; past it, its oldest go (its newest always stays).
+    /// What one destination may hold; past it, its oldest go (its newest always stays).
     pub(crate) per_peer: usize,
-    /// Bytes all of them may hold; past it, the destination parked longest loses its
+    /// What all of them may hold; past it, the destination parked longest loses its
     /// oldest.
     pub(crate) total: usize,
 }
@@ -122,6 +148,10 @@ pub(crate) enum Step {
     /// The first datagram's receiver is full (parking on, our socket has room): its
     /// destination was parked, with the datagram; the next step goes on with the others.
     Parked,
+    /// The first datagram's receiver is gone (parking on: an unconnected unix socket): it
+    /// was dropped unsent, and so is every other one for that destination that comes up
+    /// before [`DatagramQueue::end_flush`]; noted in the reports, not reported by the step.
+    Dropped,
     /// The first datagram failed. It was `dropped` when it had failed too often; otherwise
     /// it stays first in the queue and the next step retries it.
     Failed {
@@ -138,25 +168,30 @@ pub(crate) enum Step {
 #[non_exhaustive]
 pub enum DropReason {
     /// Its receiver was full and it held more than a destination may
-    /// (`UnixDatagramEndpointBuilder::max_parked_per_peer`, in bytes): its oldest went.
+    /// (`UnixDatagramEndpointBuilder::max_parked_per_peer`, in bytes, each datagram counted
+    /// with 64 bytes of overhead): its oldest went.
     OverPeerLimit(usize),
     /// All parked destinations together held more than they may
-    /// (`UnixDatagramEndpointBuilder::max_parked`, in bytes), and this one had been parked
-    /// longest: its oldest went.
+    /// (`UnixDatagramEndpointBuilder::max_parked`, in bytes, each datagram counted with 64
+    /// bytes of overhead), and this one had been parked longest: its oldest went.
     OverTotalLimit(usize),
     /// Its receiver took nothing for the write-stall timeout: all it held went.
     Stalled(Duration),
     /// A send to it failed for another reason than a full receiver (its socket closed, its
-    /// file is gone; the error is the `source`): all it held went.
+    /// file is gone; the error is the `source`): all it held went, and so did every other
+    /// datagram for it that was to go out in the same flush.
     Failed,
 }
 
 /// The payload of the `Error::Io` an unconnected unix datagram endpoint reports to
 /// `on_error` when it drops datagrams it held for one destination: who they were for, how
-/// many, and why. Reported once per destination and cause; the datagrams are counted in
-/// `DatagramStats::dropped_out`. Get it from the error with `get_ref` and `downcast_ref`;
-/// its `kind` is `WouldBlock` over a limit, `TimedOut` after the stall, and the failure's
-/// own kind (`ConnectionRefused`, `NotFound`, ...) after a failure.
+/// many, and why. Reported once per destination and cause in a flush, and drops past a
+/// bound at most once per destination every 100 ms (those in between are added to the
+/// next report, or to the one when it is no longer parked); the datagrams are counted in
+/// `DatagramStats::dropped_out` as they are dropped. Get it from the error with `get_ref`
+/// and `downcast_ref`; its `kind` is `WouldBlock` over a limit, `TimedOut` after the
+/// stall, and the failure's own kind (`ConnectionRefused`, `NotFound`, ...) after a
+/// failure.
 ///
 /// ```
 /// use getty_codec::RawCodec;
@@ -276,7 +311,12 @@ impl<A: fmt::Debug + Send + Sync + 'static> Dropped<A> {
 /// The datagrams of one parked destination, oldest first.
 struct Parked {
     held: VecDeque<Bytes>,
+    /// Their payload bytes.
     bytes: usize,
+    /// Drops past its own bound and past the bound of them all, not reported yet.
+    unreported: [u64; 2],
+    /// When drops past a bound were last reported for it.
+    reported_at: Option<Instant>,
     /// The order it was parked in: the one parked longest loses first past the total
     /// bound.
     since: u64,
@@ -307,8 +347,14 @@ pub(crate) struct DatagramQueue<A> {
     next_retry: Option<Instant>,
     /// The last `EAGAIN` was the socket's own buffer, and nothing went out since.
     socket_full: bool,
-    /// Drops from parked queues not reported yet.
+    /// Drops not reported yet (parked destinations, and failed ones with parking on).
     reports: Vec<Dropped<A>>,
+    /// Datagrams dropped into `reports` (or held back for a later report), not counted
+    /// yet.
+    dropped: u64,
+    /// Destinations a send failed to for good in this flush (parking on): what else comes
+    /// up for them is dropped unsent.
+    failed: HashSet<A>,
 }
 
 impl<A> Default for DatagramQueue<A> {
@@ -328,6 +374,8 @@ impl<A> Default for DatagramQueue<A> {
             next_retry: None,
             socket_full: false,
             reports: Vec::new(),
+            dropped: 0,
+            failed: HashSet::new(),
         }
     }
 }
@@ -351,15 +399,26 @@ impl<A> DatagramQueue<A> {
         });
     }
 
-    /// Bytes queued in order: what the watermarks and `max_outbound` count. Parked
-    /// datagrams are not in it ([`parked_bytes`](Self::parked_bytes)).
+    /// What the watermarks and `max_outbound` count: the datagrams queued in order, each
+    /// charged its payload plus [`DATAGRAM_OVERHEAD`]. Parked datagrams are not in it
+    /// ([`parked_bytes`](Self::parked_bytes)).
     pub(crate) fn len(&self) -> usize {
+        self.bytes + self.items.len() * DATAGRAM_OVERHEAD
+    }
+
+    /// Payload bytes queued in order (parked ones apart).
+    pub(crate) fn payload_bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Bytes held for parked destinations.
+    /// Payload bytes held for parked destinations.
     pub(crate) fn parked_bytes(&self) -> usize {
         self.parked_bytes
+    }
+
+    /// What the parked destinations are charged against the bound of them all.
+    fn parked_charge(&self) -> usize {
+        self.parked_bytes + self.parked_datagrams * DATAGRAM_OVERHEAD
     }
 
     /// Queued datagrams, parked ones included.
@@ -395,14 +454,29 @@ impl<A> DatagramQueue<A> {
         self.parked.len()
     }
 
-    /// Drops from parked queues since the last call, to count and report.
+    /// Drops to report since the last call.
     pub(crate) fn take_reports(&mut self) -> Vec<Dropped<A>> {
         std::mem::take(&mut self.reports)
     }
 
-    /// True when there are drops to report.
+    /// Datagrams dropped since the last call that the steps did not report themselves
+    /// (those of [`take_reports`](Self::take_reports), reported now or later), to count.
+    pub(crate) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// True when there are drops to report or count.
     pub(crate) fn has_reports(&self) -> bool {
-        !self.reports.is_empty()
+        !self.reports.is_empty() || self.dropped > 0
+    }
+
+    /// The flush is over: a destination a send failed to gets another try in the next one.
+    /// With nothing left to send, the socket's buffer is no longer waited for.
+    pub(crate) fn end_flush(&mut self) {
+        self.failed.clear();
+        if self.is_empty() {
+            self.socket_full = false;
+        }
     }
 
     /// Records that the last `len` bytes of the tail are one datagram for `peer`.
@@ -474,11 +548,32 @@ impl<A> DatagramQueue<A> {
         self.parked_bytes = 0;
         self.next_retry = None;
         self.socket_full = false;
+        self.failed.clear();
     }
 }
 
 impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A> {
     fn fail(&mut self, error: io::Error) -> Step {
+        // The send got past the socket's own buffer (the kernel charges it first): whatever
+        // was full is not any more, and a stale flag would keep the endpoint waiting for
+        // room it has.
+        self.socket_full = false;
+        let named = match self.peer_errors {
+            // Unconnected unix: the error is about this datagram's receiver: name it.
+            PeerErrors::Drop => self.items.front().and_then(|i| i.peer.clone()),
+            _ => None,
+        };
+        if let Some(peer) = named.as_ref().filter(|_| about_receiver(&error)) {
+            // That receiver is gone (or its path unusable): the datagram is dropped, and so
+            // is what else comes up for it in this flush, unsent; one report for them all.
+            self.own_failures = 0;
+            self.peer_failures = 0;
+            self.pop(1);
+            self.dropped += 1;
+            note(&mut self.reports, peer, 1, DropReason::Failed, Some(error));
+            self.failed.insert(peer.clone());
+            return Step::Dropped;
+        }
         let give_up = if self.peer_errors == PeerErrors::Keep && is_gone(&error) {
             false
         } else if super::socket::is_peer_error(&error) {
@@ -496,22 +591,14 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
         }
         self.own_failures = 0;
         self.peer_failures = 0;
-        let peer = match self.peer_errors {
-            // Unconnected unix: the error is about this datagram's receiver: name it.
-            PeerErrors::Drop => self.items.front().and_then(|i| i.peer.clone()),
-            _ => None,
-        };
         let len = self.pop(1);
-        let error = match peer {
-            Some(peer) => Dropped {
-                peer,
-                datagrams: 1,
-                reason: DropReason::Failed,
-                source: Some(error),
-            }
-            .into_error(),
-            None => error,
-        };
+        if let Some(peer) = named {
+            // A datagram of its own kept failing (too long for the receiver): reported
+            // with the others of this flush, by destination.
+            self.dropped += 1;
+            note(&mut self.reports, &peer, 1, DropReason::Failed, Some(error));
+            return Step::Dropped;
+        }
         Step::Failed {
             error,
             dropped: Some(len),
@@ -520,7 +607,8 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
 
     /// Offers up to `per_call` datagrams from the front to `link` (one syscall), which
     /// returns how many it sent. With parking on, datagrams for a parked destination are
-    /// first moved to its queue, and a batch stops before the next one of them.
+    /// first moved to its queue (those for a destination that failed in this flush are
+    /// dropped), and a batch stops before the next one of them.
     pub(crate) fn send_step(
         &mut self,
         now: Instant,
@@ -529,18 +617,22 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
     ) -> Step {
         self.park_front(now);
         if self.items.is_empty() {
+            if self.parked_datagrams == 0 {
+                // Nothing to send: no room to wait for.
+                self.socket_full = false;
+            }
             return Step::Empty;
         }
         let result = {
             let mut k = per_call.clamp(1, MAX_BATCH).min(self.items.len());
-            if !self.parked.is_empty() {
-                // The front is not parked (`park_front`): send up to the next that is.
+            if !self.parked.is_empty() || !self.failed.is_empty() {
+                // The front is neither (`park_front`): send up to the next that is.
                 k = 1 + self
                     .items
                     .iter()
                     .take(k)
                     .skip(1)
-                    .take_while(|item| !self.is_parked(item.peer.as_ref()))
+                    .take_while(|item| !self.held_back(item.peer.as_ref()))
                     .count();
             }
             let mut batch = [const { MaybeUninit::<Outgoing<'_, A>>::uninit() }; MAX_BATCH];
@@ -596,15 +688,29 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
         }
     }
 
-    fn is_parked(&self, peer: Option<&A>) -> bool {
-        peer.is_some_and(|peer| self.parked.contains_key(peer))
+    /// The destination is parked, or failed in this flush: its datagrams are not sent in
+    /// order.
+    fn held_back(&self, peer: Option<&A>) -> bool {
+        peer.is_some_and(|peer| self.parked.contains_key(peer) || self.failed.contains(peer))
     }
 
-    /// Moves the datagrams at the front whose destination is parked into its queue.
+    /// Moves the datagrams at the front whose destination is parked into its queue, and
+    /// drops those whose destination failed in this flush.
     fn park_front(&mut self, now: Instant) {
-        while !self.parked.is_empty()
-            && self.is_parked(self.items.front().and_then(|i| i.peer.as_ref()))
-        {
+        while !(self.parked.is_empty() && self.failed.is_empty()) {
+            let Some(peer) = self.items.front().and_then(|i| i.peer.as_ref()) else {
+                break;
+            };
+            if self.failed.contains(peer) {
+                let peer = peer.clone();
+                self.pop(1);
+                self.dropped += 1;
+                note(&mut self.reports, &peer, 1, DropReason::Failed, None);
+                continue;
+            }
+            if !self.parked.contains_key(peer) {
+                break;
+            }
             let Some((Some(peer), data)) = self.take_front() else {
                 unreachable!("the front has a parked destination");
             };
@@ -628,12 +734,14 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
         self.parked.entry(peer.clone()).or_insert(Parked {
             held: VecDeque::new(),
             bytes: 0,
+            unreported: [0; 2],
+            reported_at: None,
             since: self.parkings,
             progress: now,
             retry_at,
             wait: FIRST_RETRY,
         });
-        self.next_retry = Some(self.next_retry.map_or(retry_at, |at| at.min(retry_at)));
+        self.next_retry = earliest(self.next_retry, retry_at);
         self.hold(now, peer, data);
         true
     }
@@ -641,7 +749,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
     /// Appends a datagram to a parked destination's queue, then applies the bounds: while
     /// it holds more than a destination may, its oldest go (its newest always stays); while
     /// all of them hold more than they may, the destination parked longest loses its
-    /// oldest.
+    /// oldest. Each datagram is charged its payload plus [`DATAGRAM_OVERHEAD`].
     fn hold(&mut self, now: Instant, peer: A, data: Bytes) {
         let limits = self.park_limits.expect("parking is on");
         let parked = self.parked.get_mut(&peer).expect("a parked destination");
@@ -650,15 +758,23 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
         parked.held.push_back(data);
         self.parked_datagrams += 1;
         let mut dropped = 0;
-        while parked.bytes > limits.per_peer && parked.held.len() > 1 {
+        while parked.charge() > limits.per_peer && parked.held.len() > 1 {
             let oldest = parked.held.pop_front().expect("more than one held");
             parked.bytes -= oldest.len();
             self.parked_bytes -= oldest.len();
             self.parked_datagrams -= 1;
             dropped += 1;
         }
-        self.report(peer, dropped, DropReason::OverPeerLimit(limits.per_peer));
-        while self.parked_bytes > limits.total {
+        if dropped > 0 {
+            parked.unreported[0] += dropped;
+            self.dropped += dropped;
+            if let Some(due) =
+                report_held_back(&peer, parked, limits, now, false, &mut self.reports)
+            {
+                self.next_retry = earliest(self.next_retry, due);
+            }
+        }
+        while self.parked_charge() > limits.total {
             // Rare (the bound of them all is many destinations' worth): a scan will do.
             let Some((longest, parked)) = self
                 .parked
@@ -670,36 +786,20 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
             };
             let oldest = parked.held.pop_front().expect("not empty");
             parked.bytes -= oldest.len();
-            if parked.held.is_empty() {
-                // Nothing left: it is unparked on its next retry, which is now.
-                parked.retry_at = now;
-                self.next_retry = Some(now);
-            }
             self.parked_bytes -= oldest.len();
             self.parked_datagrams -= 1;
-            let longest = longest.clone();
-            self.report(longest, 1, DropReason::OverTotalLimit(limits.total));
-        }
-    }
-
-    /// Notes `n` datagrams dropped for `peer`, added to an earlier report of the same
-    /// destination and cause when there is one.
-    fn report(&mut self, peer: A, n: u64, reason: DropReason) {
-        if n == 0 {
-            return;
-        }
-        match self
-            .reports
-            .iter_mut()
-            .find(|r| r.reason == reason && r.peer == peer)
-        {
-            Some(r) => r.datagrams += n,
-            None => self.reports.push(Dropped {
-                peer,
-                datagrams: n,
-                reason,
-                source: None,
-            }),
+            self.dropped += 1;
+            parked.unreported[1] += 1;
+            if parked.held.is_empty() {
+                // Nothing left: it is unparked (and its drops reported) on its next retry,
+                // which is now.
+                parked.retry_at = now;
+                self.next_retry = earliest(self.next_retry, now);
+            } else if let Some(due) =
+                report_held_back(longest, parked, limits, now, false, &mut self.reports)
+            {
+                self.next_retry = earliest(self.next_retry, due);
+            }
         }
     }
 
@@ -707,9 +807,12 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
     /// send. A destination whose queue empties is unparked; one whose receiver is still
     /// full waits twice as long as before (or from the first wait again when some went
     /// out), and is dropped whole once it has taken nothing for `stall`; one whose send
-    /// fails otherwise is dropped whole at once. When the socket's own buffer is full the
-    /// pass stops there: no destination is blamed, and those not tried stay due. Returns
-    /// the datagrams and bytes sent. Allocates nothing (but a report of a drop).
+    /// fails otherwise is dropped whole at once (and what comes up for it in order in the
+    /// same flush, unsent). When the socket's own buffer is full the pass stops there: no
+    /// destination is blamed, and those not tried stay due. Drops past a bound held back
+    /// for a report are reported when [`REPORT_INTERVAL`] has passed, or when their
+    /// destination leaves. Returns the datagrams and bytes sent. Allocates nothing (but a
+    /// report of a drop).
     pub(crate) fn retry_parked(
         &mut self,
         now: Instant,
@@ -720,6 +823,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
         if self.next_retry.is_none_or(|at| now < at) {
             return (0, 0);
         }
+        let limits = self.park_limits.expect("parking is on");
         let (mut datagrams, mut bytes) = (0, 0);
         let mut next_retry: Option<Instant> = None;
         let mut emptied = false;
@@ -731,23 +835,29 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
             parked_datagrams,
             reports,
             socket_full,
+            dropped,
+            failed,
             ..
         } = self;
         for (peer, parked) in map.iter_mut() {
             if parked.held.is_empty() {
                 // Emptied by the bound of them all: unparked.
+                report_held_back(peer, parked, limits, now, true, reports);
                 emptied = true;
                 continue;
             }
+            let report_due = report_held_back(peer, parked, limits, now, false, reports);
             if *socket_full || parked.retry_at > now {
-                next_retry = Some(next_retry.map_or(parked.retry_at, |at| at.min(parked.retry_at)));
+                next_retry = earliest(next_retry, parked.retry_at);
+                if let Some(due) = report_due {
+                    next_retry = earliest(next_retry, due);
+                }
                 continue;
             }
             let mut progressed = false;
             let mut interrupted = 0;
             loop {
                 if parked.held.is_empty() {
-                    emptied = true;
                     break;
                 }
                 let k = per_call.clamp(1, MAX_BATCH).min(parked.held.len());
@@ -766,7 +876,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                     };
                     link.send(ready)
                 };
-                let failed = match result {
+                let failure = match result {
                     Ok(0) => io::ErrorKind::WriteZero.into(),
                     Ok(n) => {
                         *socket_full = false;
@@ -788,24 +898,19 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                             if progressed {
                                 parked.wait = FIRST_RETRY;
                             }
-                            next_retry = Some(
-                                next_retry.map_or(parked.retry_at, |at| at.min(parked.retry_at)),
-                            );
+                            next_retry = earliest(next_retry, parked.retry_at);
                             break;
                         }
                         *socket_full = false;
                         if now >= parked.progress + stall {
-                            reports.push(Dropped {
-                                peer: peer.clone(),
-                                datagrams: parked.held.len() as u64,
-                                reason: DropReason::Stalled(stall),
-                                source: None,
-                            });
+                            let n = parked.held.len() as u64;
+                            report_held_back(peer, parked, limits, now, true, reports);
+                            note(reports, peer, n, DropReason::Stalled(stall), None);
+                            *dropped += n;
                             *parked_bytes -= parked.bytes;
                             *parked_datagrams -= parked.held.len();
                             parked.held.clear();
                             parked.bytes = 0;
-                            emptied = true;
                             break;
                         }
                         parked.wait = if progressed {
@@ -814,8 +919,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                             (parked.wait * 2).min(MAX_RETRY)
                         };
                         parked.retry_at = now + parked.wait;
-                        next_retry =
-                            Some(next_retry.map_or(parked.retry_at, |at| at.min(parked.retry_at)));
+                        next_retry = earliest(next_retry, parked.retry_at);
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 8 => {
@@ -825,19 +929,26 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                     Err(e) => e,
                 };
                 // Failed for another reason (its socket closed, its file is gone): what it
-                // holds would fail alike. All of it goes, reported once, with the error.
-                reports.push(Dropped {
-                    peer: peer.clone(),
-                    datagrams: parked.held.len() as u64,
-                    reason: DropReason::Failed,
-                    source: Some(failed),
-                });
+                // holds would fail alike. All of it goes, reported once, with the error, and
+                // so does what comes up for it in order in this flush.
+                *socket_full = false;
+                let n = parked.held.len() as u64;
+                report_held_back(peer, parked, limits, now, true, reports);
+                note(reports, peer, n, DropReason::Failed, Some(failure));
+                *dropped += n;
+                failed.insert(peer.clone());
                 *parked_bytes -= parked.bytes;
                 *parked_datagrams -= parked.held.len();
                 parked.held.clear();
                 parked.bytes = 0;
-                emptied = true;
                 break;
+            }
+            if parked.held.is_empty() {
+                // Sent, stalled or failed: unparked, its last drops reported.
+                report_held_back(peer, parked, limits, now, true, reports);
+                emptied = true;
+            } else if let Some(due) = report_due {
+                next_retry = earliest(next_retry, due);
             }
         }
         if emptied {
@@ -854,9 +965,117 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
     }
 }
 
+impl Parked {
+    /// What it is charged against the bounds: its payload, and the overhead of each
+    /// datagram.
+    fn charge(&self) -> usize {
+        self.bytes + self.held.len() * DATAGRAM_OVERHEAD
+    }
+}
+
+/// The earlier of a deadline (if any) and `at`.
+fn earliest(deadline: Option<Instant>, at: Instant) -> Option<Instant> {
+    Some(deadline.map_or(at, |d| d.min(at)))
+}
+
+/// True for the errors of a send on an unconnected unix socket that are about the
+/// destination, not the datagram or the socket: its socket closed (`ECONNREFUSED`), its
+/// path is gone, not a socket of this type, or not ours to write to. Every datagram to it
+/// would fail alike.
+fn about_receiver(e: &io::Error) -> bool {
+    if super::socket::is_peer_error(e)
+        || matches!(
+            e.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+        )
+    {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::EPROTOTYPE))
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Notes `n` datagrams dropped for `peer`, added to an earlier report of the same
+/// destination and cause when there is one (which keeps its error).
+fn note<A: PartialEq + Clone>(
+    reports: &mut Vec<Dropped<A>>,
+    peer: &A,
+    n: u64,
+    reason: DropReason,
+    source: Option<io::Error>,
+) {
+    if n == 0 {
+        return;
+    }
+    match reports
+        .iter_mut()
+        .find(|r| r.reason == reason && r.peer == *peer)
+    {
+        Some(r) => {
+            r.datagrams += n;
+            if r.source.is_none() {
+                r.source = source;
+            }
+        }
+        None => reports.push(Dropped {
+            peer: peer.clone(),
+            datagrams: n,
+            reason,
+            source,
+        }),
+    }
+}
+
+/// Reports the drops past a bound held back for `peer`: at once when `leaving` (it is no
+/// longer parked) or when its last such report is [`REPORT_INTERVAL`] old, else returns
+/// when they are due.
+fn report_held_back<A: PartialEq + Clone>(
+    peer: &A,
+    parked: &mut Parked,
+    limits: ParkLimits,
+    now: Instant,
+    leaving: bool,
+    reports: &mut Vec<Dropped<A>>,
+) -> Option<Instant> {
+    if parked.unreported == [0; 2] {
+        return None;
+    }
+    if let Some(due) = parked.reported_at.map(|at| at + REPORT_INTERVAL) {
+        if !leaving && now < due {
+            return Some(due);
+        }
+    }
+    let [over_peer, over_total] = std::mem::take(&mut parked.unreported);
+    note(
+        reports,
+        peer,
+        over_peer,
+        DropReason::OverPeerLimit(limits.per_peer),
+        None,
+    );
+    note(
+        reports,
+        peer,
+        over_total,
+        DropReason::OverTotalLimit(limits.total),
+        None,
+    );
+    parked.reported_at = Some(now);
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the documentation says every datagram is charged on top of its payload.
+    const CHARGE: usize = 64;
 
     /// A socket stand-in: accepts at most `per_call` datagrams per call, or fails with the
     /// scripted errors first.
@@ -936,7 +1155,8 @@ mod tests {
         for per_call in [1, 7, 32, 64] {
             let (mut q, want) = filled();
             let total: usize = want.iter().map(|(d, _)| d.len()).sum();
-            assert_eq!(q.len(), total);
+            assert_eq!(q.len(), total + want.len() * CHARGE);
+            assert_eq!(q.payload_bytes(), total);
             let mut fake = Fake::new(vec![Ok(3), Ok(1), Ok(5)]);
             drain(&mut q, &mut fake, per_call);
             assert_eq!(fake.sent, want, "per_call {per_call}");
@@ -1222,7 +1442,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(q.len(), m.bytes(), "len()");
+        assert_eq!(q.payload_bytes(), m.bytes(), "payload_bytes()");
+        assert_eq!(
+            q.len(),
+            m.bytes() + m.queued.len() * CHARGE,
+            "len(): the payload, and the overhead of every datagram"
+        );
         assert_eq!(q.datagrams(), m.queued.len(), "datagrams()");
         assert_eq!(q.is_empty(), m.queued.is_empty(), "is_empty()");
         let in_tail: usize = m
@@ -1291,11 +1516,12 @@ mod tests {
     // Model-based property test of parking (unconnected unix sockets, issue #12 item 1)
     // -----------------------------------------------------------------------------------
 
+    use std::collections::HashSet;
     use std::time::{Duration, Instant};
 
     const DESTS: u32 = 4;
-    const LIMIT: usize = 600;
-    const TOTAL: usize = 1500;
+    const LIMIT: usize = 1200;
+    const TOTAL: usize = 3000;
     const STALL: Duration = Duration::from_millis(300);
 
     /// What the fake receiver at one destination does with a datagram.
@@ -1303,6 +1529,9 @@ mod tests {
     enum Receiver {
         /// Takes it.
         Free,
+        /// Takes this many more, then is full: a retry (or a batch) of more goes out in
+        /// part.
+        Room(u8),
         /// Its queue is full: `EAGAIN`, with room in the socket's own buffer.
         Full,
         /// Its socket closed: `ECONNREFUSED`.
@@ -1337,9 +1566,15 @@ mod tests {
         len: usize,
     }
 
+    /// What a datagram is charged against a bound.
+    fn charge<'a>(held: impl IntoIterator<Item = &'a Pending>) -> usize {
+        held.into_iter().map(|p| p.len + CHARGE).sum()
+    }
+
     /// A parked destination as documented: its datagrams, oldest first; retried at
     /// `retry_at`, after a wait that doubles (1 ms to 100 ms) while its receiver stays
-    /// full; the order it was parked in.
+    /// full; the order it was parked in; its drops past a bound not reported yet (over its
+    /// own, over all), and when such drops were last reported.
     #[derive(Debug, Clone)]
     struct ParkedModel {
         held: VecDeque<Pending>,
@@ -1347,6 +1582,8 @@ mod tests {
         wait: Duration,
         progress: Instant,
         seq: u64,
+        unreported: [u64; 2],
+        reported_at: Option<Instant>,
     }
 
     type Reports = HashMap<(u32, &'static str), u64>;
@@ -1363,8 +1600,14 @@ mod tests {
         next_id: u64,
         pushed: usize,
         dropped: usize,
-        /// Drops owed a report in this flush: per destination and cause, how many.
+        /// Dropped in this flush (counted by the entry after it).
+        dropped_now: u64,
+        /// Reported so far, in all.
+        reported: u64,
+        /// Drops reported in this flush: per destination and cause, how many.
         reports: Reports,
+        /// Destinations a send failed to in this flush.
+        failed: HashSet<u32>,
         /// Destinations retried in this flush, and whether the pass stopped at a full
         /// socket.
         tried: Vec<u32>,
@@ -1388,7 +1631,10 @@ mod tests {
                 next_id: 0,
                 pushed: 0,
                 dropped: 0,
+                dropped_now: 0,
+                reported: 0,
                 reports: HashMap::new(),
+                failed: HashSet::new(),
                 tried: Vec::new(),
                 stopped: false,
                 retry: None,
@@ -1404,27 +1650,61 @@ mod tests {
                 .sum()
         }
 
+        fn held_charge(&self) -> usize {
+            charge(self.parked.values().flat_map(|p| &p.held))
+        }
+
+        fn held_datagrams(&self) -> usize {
+            self.parked.values().map(|p| p.held.len()).sum()
+        }
+
+        fn drop_count(&mut self, n: u64) {
+            self.dropped += n as usize;
+            self.dropped_now += n;
+        }
+
         fn report(&mut self, dest: u32, cause: &'static str, n: u64) {
             if n > 0 {
                 *self.reports.entry((dest, cause)).or_default() += n;
-                self.dropped += n as usize;
+                self.reported += n;
             }
+        }
+
+        /// Reports a destination's drops past a bound: at once when it leaves, else when
+        /// the last such report is 100 ms old (or there was none).
+        fn settle(&mut self, dest: u32, leaving: bool) {
+            let now = self.now;
+            let p = self.parked.get_mut(&dest).expect("parked");
+            if p.unreported == [0; 2] {
+                return;
+            }
+            if !leaving && p.reported_at.is_some_and(|at| now < at + REPORT_INTERVAL) {
+                return;
+            }
+            let [over_peer, over_total] = std::mem::take(&mut p.unreported);
+            p.reported_at = Some(now);
+            self.report(dest, "over-peer", over_peer);
+            self.report(dest, "over-total", over_total);
         }
 
         /// A datagram joins its parked destination: past the destination's bound its
         /// oldest go (its newest stays); past the bound of them all, the destination parked
-        /// longest loses its oldest.
+        /// longest loses its oldest. Each is charged its length and the overhead.
         fn hold(&mut self, p: Pending) {
             let parked = self.parked.get_mut(&p.dest).expect("parked");
             parked.held.push_back(p);
             let mut over = 0;
-            while parked.held.iter().map(|p| p.len).sum::<usize>() > LIMIT && parked.held.len() > 1
-            {
+            while charge(&parked.held) > LIMIT && parked.held.len() > 1 {
                 parked.held.pop_front();
                 over += 1;
             }
-            self.report(p.dest, "over-peer", over);
-            while self.held_bytes() > TOTAL {
+            if over > 0 {
+                parked.unreported[0] += over;
+                self.drop_count(over);
+                self.settle(p.dest, false);
+            }
+            while self.held_charge() > TOTAL {
+                let now = self.now;
                 let (&longest, parked) = self
                     .parked
                     .iter_mut()
@@ -1432,17 +1712,29 @@ mod tests {
                     .min_by_key(|(_, p)| p.seq)
                     .expect("something is held");
                 parked.held.pop_front();
-                if parked.held.is_empty() {
-                    parked.retry_at = self.now;
+                parked.unreported[1] += 1;
+                let emptied = parked.held.is_empty();
+                if emptied {
+                    parked.retry_at = now;
                 }
-                self.report(longest, "over-total", 1);
+                self.drop_count(1);
+                if !emptied {
+                    self.settle(longest, false);
+                }
             }
         }
 
         /// What the queue does before a send of its FIFO: the datagrams at the front for a
-        /// parked destination join it.
+        /// parked destination join it; those for a destination that failed in this flush
+        /// are dropped.
         fn park_front(&mut self) {
             while let Some(&front) = self.fifo.front() {
+                if self.failed.contains(&front.dest) {
+                    self.fifo.pop_front();
+                    self.drop_count(1);
+                    self.report(front.dest, "failed", 1);
+                    continue;
+                }
                 if !self.parked.contains_key(&front.dest) {
                     break;
                 }
@@ -1451,23 +1743,54 @@ mod tests {
             }
         }
 
+        /// The next retry, or the next report of drops held back (one that holds nothing
+        /// reports them when it leaves, on its retry).
         fn next_retry(&self) -> Option<Instant> {
-            self.parked.values().map(|p| p.retry_at).min()
+            self.parked
+                .values()
+                .flat_map(|p| {
+                    let report = p
+                        .reported_at
+                        .filter(|_| p.unreported != [0; 2] && !p.held.is_empty())
+                        .map(|at| at + REPORT_INTERVAL);
+                    [Some(p.retry_at), report]
+                })
+                .flatten()
+                .min()
+        }
+
+        /// Unparks the destinations that hold nothing, with their last report.
+        fn unpark_empty(&mut self) {
+            let empty: Vec<u32> = self
+                .parked
+                .iter()
+                .filter(|(_, p)| p.held.is_empty())
+                .map(|(d, _)| *d)
+                .collect();
+            for d in empty {
+                self.settle(d, true);
+                self.parked.remove(&d);
+            }
         }
     }
 
+    /// The bytes of datagram `id`: its id first when it is that long; 0-byte ones are
+    /// known by their place alone.
     fn datagram(id: u64, len: usize) -> Vec<u8> {
         let mut data: Vec<u8> = (0..len as u64).map(|i| stamp(id * 65_536 + i)).collect();
-        data[..8].copy_from_slice(&id.to_be_bytes());
+        if len >= 8 {
+            data[..8].copy_from_slice(&id.to_be_bytes());
+        }
         data
     }
 
     /// The fake socket, and the model's account of what the queue must do with each
     /// outcome. It takes the datagrams of a batch in order until a receiver that is full or
-    /// gone (an error if that is the first, as `sendmmsg` does), or none when the socket's
-    /// own buffer is full. It checks that each datagram offered is the next of its
-    /// destination, that the FIFO never offers one for a parked destination, and that a
-    /// parked destination is retried only when due.
+    /// gone (an error if that is the first, as `sendmmsg` does; a receiver with room for
+    /// fewer than offered takes part of the batch), or none when the socket's own buffer is
+    /// full. It checks that each datagram offered is the next of its destination, that the
+    /// FIFO never offers one for a parked or failed destination, and that a parked
+    /// destination is retried only when due.
     struct FakeLink<'m> {
         m: &'m mut PModel,
         retrying: bool,
@@ -1503,7 +1826,7 @@ mod tests {
                 m.fifo.iter().copied().collect()
             };
             assert!(items.len() <= expected.len(), "more offered than queued");
-            let mut taken = items.len();
+            let mut taken = 0;
             for (i, (item, want)) in items.iter().zip(&expected).enumerate() {
                 let d = *item.peer.expect("a destination");
                 assert_eq!(
@@ -1515,21 +1838,36 @@ mod tests {
                         !m.parked.contains_key(&d),
                         "the FIFO offered one for parked {d}"
                     );
+                    assert!(
+                        !m.failed.contains(&d),
+                        "the FIFO offered one for {d}, which failed in this flush"
+                    );
                 }
-                let id = u64::from_be_bytes(item.data[..8].try_into().unwrap());
-                assert_eq!(
-                    (id, item.data.len()),
-                    (want.id, want.len),
-                    "not the next datagram"
-                );
+                assert_eq!(item.data.len(), want.len, "not the next datagram");
+                if want.len >= 8 {
+                    let id = u64::from_be_bytes(item.data[..8].try_into().unwrap());
+                    assert_eq!(id, want.id, "not the next datagram");
+                }
                 assert!(
-                    item.data == datagram(id, want.len).as_slice(),
-                    "the bytes of {id}"
+                    item.data == datagram(want.id, want.len).as_slice(),
+                    "the bytes of {}",
+                    want.id
                 );
-                if m.socket_full || m.receivers[d as usize] != Receiver::Free {
-                    taken = i;
+                if m.socket_full {
                     break;
                 }
+                match m.receivers[d as usize] {
+                    Receiver::Free => {}
+                    Receiver::Room(n) => {
+                        m.receivers[d as usize] = if n > 1 {
+                            Receiver::Room(n - 1)
+                        } else {
+                            Receiver::Full
+                        };
+                    }
+                    Receiver::Full | Receiver::Gone => break,
+                }
+                taken = i + 1;
             }
             let now = m.now;
             if taken > 0 {
@@ -1559,15 +1897,19 @@ mod tests {
                 }
                 return Err(io::ErrorKind::WouldBlock.into());
             }
+            m.said_socket_full = false;
             match m.receivers[first as usize] {
-                Receiver::Free => unreachable!(),
+                Receiver::Free | Receiver::Room(_) => unreachable!(),
                 Receiver::Full if self.retrying => {
-                    m.said_socket_full = false;
                     let progressed = m.retry.is_some_and(|(_, p)| p);
                     let parked = m.parked.get_mut(&first).unwrap();
                     if now >= parked.progress + STALL {
+                        // All it holds goes, reported once, after its drops past a bound.
                         let n = parked.held.len() as u64;
+                        parked.held.clear();
+                        m.settle(first, true);
                         m.parked.remove(&first);
+                        m.drop_count(n);
                         m.report(first, "stalled", n);
                     } else {
                         parked.wait = if progressed {
@@ -1582,7 +1924,6 @@ mod tests {
                 Receiver::Full => {
                     // The FIFO's EAGAIN with room in the socket parks the destination, with
                     // this datagram.
-                    m.said_socket_full = false;
                     m.parkings += 1;
                     m.parked.insert(
                         first,
@@ -1592,6 +1933,8 @@ mod tests {
                             wait: FIRST_RETRY,
                             progress: now,
                             seq: m.parkings,
+                            unreported: [0; 2],
+                            reported_at: None,
                         },
                     );
                     let p = m.fifo.pop_front().unwrap();
@@ -1599,15 +1942,22 @@ mod tests {
                     Err(io::ErrorKind::WouldBlock.into())
                 }
                 Receiver::Gone if self.retrying => {
-                    // All it holds goes, reported once.
-                    let n = m.parked.remove(&first).unwrap().held.len() as u64;
+                    // All it holds goes, reported once (after its drops past a bound), and
+                    // so does what comes up for it in order in this flush.
+                    let n = m.parked[&first].held.len() as u64;
+                    m.settle(first, true);
+                    m.parked.remove(&first);
+                    m.drop_count(n);
                     m.report(first, "failed", n);
+                    m.failed.insert(first);
                     Err(io::ErrorKind::ConnectionRefused.into())
                 }
                 Receiver::Gone => {
-                    // Dropped at once (reported by the entry, from the step).
+                    // Dropped at once, and so is what comes up for it in this flush.
                     m.fifo.pop_front();
-                    m.dropped += 1;
+                    m.drop_count(1);
+                    m.report(first, "failed", 1);
+                    m.failed.insert(first);
                     Err(io::ErrorKind::ConnectionRefused.into())
                 }
             }
@@ -1625,16 +1975,30 @@ mod tests {
         m.tried.clear();
         m.stopped = false;
         m.retry = None;
+        m.dropped_now = 0;
         let now = m.now;
+        // A deadline already past means "due": any of them will do.
+        let due_at = |at: Option<Instant>| at.map(|at| at.max(now));
+        assert_eq!(
+            due_at(q.next_retry),
+            due_at(m.next_retry()),
+            "the next retry, before the flush"
+        );
         let due: Vec<u32> = m
             .parked
             .iter()
             .filter(|(_, p)| p.retry_at <= now && !p.held.is_empty())
             .map(|(d, _)| *d)
             .collect();
-        let runs = m.parked.values().any(|p| p.retry_at <= now);
-        if runs {
+        if m.next_retry().is_some_and(|at| at <= now) {
+            // The pass runs: every parked destination is visited, and reports its drops
+            // past a bound when they are due (or leaves, when emptied by the bound of all).
             m.said_socket_full = false;
+            let dests: Vec<u32> = m.parked.keys().copied().collect();
+            for d in dests {
+                let leaving = m.parked[&d].held.is_empty();
+                m.settle(d, leaving);
+            }
         }
         q.retry_parked(now, STALL, per_call, &mut FakeLink { m, retrying: true });
         for d in due {
@@ -1644,29 +2008,24 @@ mod tests {
             );
         }
         // Emptied by the retry, or earlier by the bound of them all: unparked.
-        m.parked.retain(|_, p| !p.held.is_empty());
+        m.unpark_empty();
         let mut blocked = false;
         for _ in 0..10_000 {
             let step = q.send_step(now, per_call, &mut FakeLink { m, retrying: false });
             match step {
                 Step::Empty => {
-                    // The queue parks what is left for parked destinations without a send.
+                    // The queue parks (or drops) what is left for parked (or failed)
+                    // destinations without a send.
                     m.park_front();
                     assert!(m.fifo.is_empty(), "the FIFO drained");
+                    if m.held_datagrams() == 0 {
+                        m.said_socket_full = false;
+                    }
                     break;
                 }
-                Step::Sent { .. } | Step::Parked => {}
-                Step::Failed { error, dropped } => {
-                    assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
-                    assert!(
-                        dropped.is_some(),
-                        "a datagram to a gone receiver is dropped"
-                    );
-                    let named = error
-                        .get_ref()
-                        .and_then(|e| e.downcast_ref::<DroppedDatagrams<u32>>())
-                        .expect("the error names the destination");
-                    assert_eq!((named.datagrams(), named.reason()), (1, DropReason::Failed));
+                Step::Sent { .. } | Step::Parked | Step::Dropped => {}
+                Step::Failed { error, .. } => {
+                    panic!("parking on, a send that failed drops its destination: {error}")
                 }
                 Step::Blocked => {
                     assert!(m.socket_full, "blocked with room in the socket");
@@ -1675,11 +2034,21 @@ mod tests {
                 }
             }
         }
+        q.end_flush();
+        m.failed.clear();
+        if m.fifo.is_empty() && m.held_datagrams() == 0 {
+            m.said_socket_full = false;
+        }
         assert_eq!(q.fifo_is_empty(), m.fifo.is_empty(), "the FIFO");
         assert_eq!(q.socket_full(), m.said_socket_full, "socket_full()");
         if blocked {
             assert!(q.socket_full());
         }
+        assert!(
+            !q.socket_full() || !q.is_empty(),
+            "waiting for room with nothing to send"
+        );
+        assert_eq!(q.take_dropped(), m.dropped_now, "the drops counted");
         // Reports: once per destination and cause, with the count.
         let mut reported: Reports = HashMap::new();
         for r in q.take_reports() {
@@ -1721,7 +2090,7 @@ mod tests {
         }
         assert_eq!(q.parked_destinations(), m.parked.len());
         let next = (!q.socket_full()).then(|| m.next_retry()).flatten();
-        assert_eq!(q.next_retry(), next, "the next retry");
+        assert_eq!(due_at(q.next_retry()), due_at(next), "the next retry");
     }
 
     fn apply_parking(q: &mut DatagramQueue<u32>, m: &mut PModel, op: &POp) {
@@ -1744,24 +2113,43 @@ mod tests {
             POp::Advance { ms } => m.now += Duration::from_millis(ms),
             POp::Flush { per_call } => flush_model(q, m, per_call),
         }
-        // The watermarks and `max_outbound` count the FIFO alone; parked bytes apart.
+        // The watermarks and `max_outbound` count the FIFO alone, parked datagrams apart:
+        // each datagram its payload and the overhead.
         let fifo: usize = m.fifo.iter().map(|p| p.len).sum();
-        assert_eq!(q.len(), fifo, "len()");
+        assert_eq!(q.payload_bytes(), fifo, "payload_bytes()");
+        assert_eq!(q.len(), charge(&m.fifo), "len()");
         assert_eq!(q.parked_bytes(), m.held_bytes(), "parked_bytes()");
-        assert!(
-            q.parked_bytes() <= TOTAL.max(LIMIT),
-            "over the bound of them all"
+        assert_eq!(q.parked_charge(), m.held_charge(), "the parked charge");
+        assert!(q.parked_charge() <= TOTAL, "over the bound of them all");
+        for p in m.parked.values() {
+            assert!(
+                charge(&p.held) <= LIMIT || p.held.len() == 1,
+                "a destination over its bound"
+            );
+        }
+        assert_eq!(
+            q.datagrams(),
+            m.fifo.len() + m.held_datagrams(),
+            "datagrams()"
         );
-        let held: usize = m.parked.values().map(|p| p.held.len()).sum();
-        assert_eq!(q.datagrams(), m.fifo.len() + held, "datagrams()");
-        assert_eq!(q.is_empty(), m.fifo.is_empty() && held == 0, "is_empty()");
+        assert_eq!(
+            q.is_empty(),
+            m.fifo.is_empty() && m.held_datagrams() == 0,
+            "is_empty()"
+        );
     }
 
     fn parking_op() -> impl Strategy<Value = POp> {
         let dest = 0..DESTS;
-        let len = prop_oneof![8 => 8..200usize, 1 => COPY_THRESHOLD..COPY_THRESHOLD + 200];
+        let len = prop_oneof![
+            2 => Just(0usize),
+            1 => 1..8usize,
+            6 => 8..200usize,
+            1 => COPY_THRESHOLD..COPY_THRESHOLD + 200,
+        ];
         let receiver = prop_oneof![
             2 => Just(Receiver::Free),
+            2 => (1..4u8).prop_map(Receiver::Room),
             2 => Just(Receiver::Full),
             1 => Just(Receiver::Gone),
         ];
@@ -1775,20 +2163,25 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(160))]
+        #![proptest_config(ProptestConfig::with_cases(192))]
 
-        /// Random pushes to four destinations whose receivers turn free, full or gone, a
-        /// socket whose own buffer fills and frees, time passing, and flushes, against a
-        /// model of per-destination queues: every datagram offered is the next of its
-        /// destination; a full receiver (with room in the socket) parks only its own
+        /// Random pushes (empty datagrams among them) to four destinations whose receivers
+        /// turn free, full, gone, or take a few more (so that a batch, or a retry, goes out
+        /// in part), a socket whose own buffer fills and frees, time passing, and flushes,
+        /// against a model of per-destination queues: every datagram offered is the next of
+        /// its destination; a full receiver (with room in the socket) parks only its own
         /// destination and the others keep flowing; a full socket blocks the queue and
-        /// parks or blames no one; a parked one is retried exactly when its backoff (1 ms
-        /// doubling to 100 ms) says, holds its newest within its bound while all of them
-        /// stay within theirs (the one parked longest losing first), and is dropped whole
-        /// after the stall timeout or a failed send; parked bytes stay out of `len()`;
-        /// every drop is reported once per destination and cause, naming it. At the end,
-        /// with every receiver free, all that was not dropped arrives, each destination's
-        /// in order.
+        /// parks or blames no one, and is not waited for once nothing is left; a parked one
+        /// is retried exactly when its backoff (1 ms doubling to 100 ms) says, holds its
+        /// newest within its bound while all of them stay within theirs (the one parked
+        /// longest losing first), every datagram charged its length and the overhead, and
+        /// is dropped whole after the stall timeout or a failed send; a gone receiver loses
+        /// what comes up for it in the same flush, unsent; parked datagrams stay out of
+        /// `len()`; every drop is counted when it happens and reported once per destination
+        /// and cause in a flush, naming it, those past a bound at most once per destination
+        /// every 100 ms and when it leaves. At the end, with every receiver free, all that
+        /// was not dropped arrives, each destination's in order, and every drop was
+        /// reported.
         #[test]
         fn parking_matches_its_model(ops in vec(parking_op(), 1..300)) {
             let mut q = DatagramQueue::default();
@@ -1807,8 +2200,10 @@ mod tests {
             }
             prop_assert!(q.is_empty() && q.tail.is_empty());
             prop_assert!(m.fifo.is_empty() && m.parked.is_empty());
+            prop_assert!(!q.socket_full() && q.next_retry().is_none());
             let delivered: usize = m.delivered.values().map(|v| v.len()).sum();
             prop_assert_eq!(delivered + m.dropped, m.pushed);
+            prop_assert_eq!(m.reported, m.dropped as u64, "every drop reported");
             for ids in m.delivered.values() {
                 prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "a destination's order");
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use getty_codec::{Decoder, Encoder};
 
-use super::queue::DatagramQueue;
+use super::queue::{DatagramQueue, DATAGRAM_OVERHEAD};
 use crate::handle::{HandleCore, HandleState};
 use crate::udp::DatagramHandle;
 use crate::{Error, SessionOptions};
@@ -169,16 +169,20 @@ pub struct DatagramStats {
     pub bytes_out: u64,
     /// Messages (and byte buffers) queued by `write*`.
     pub messages_out: u64,
-    /// Queued datagrams dropped: refused by the kernel for good (each reported to
-    /// `on_error`), or, on an unconnected unix endpoint, dropped from a destination parked
-    /// behind its full receiver: its oldest past its bound or past the bound of all parked
-    /// destinations, or all it held after the write-stall timeout or a failed send
-    /// (reported once per destination, cause and flush, as a `DroppedDatagrams`).
+    /// Queued datagrams dropped: refused by the kernel for good, or, on an unconnected unix
+    /// endpoint, dropped for one destination: its receiver is gone (then so is every other
+    /// datagram for it in the same flush), or it is parked behind its full receiver (its
+    /// oldest past its bound or past the bound of all parked destinations; all it held
+    /// after the write-stall timeout or a failed send). Counted as they are dropped, and
+    /// reported to `on_error`: on an unconnected unix endpoint as a `DroppedDatagrams`, once
+    /// per destination, cause and flush (drops past a bound at most once per destination
+    /// every 100 ms), elsewhere one by one.
     pub dropped_out: u64,
     /// Writes refused with `Error::QueueFull`: the queue was at its hard bound
-    /// (`SessionOptions::max_outbound`), so the datagram was never queued. Datagrams have
-    /// no flow control: an endpoint never stops reading, and what no buffer can hold is
-    /// lost — here, or in the kernel's socket buffers (counted by the kernel).
+    /// (`SessionOptions::max_outbound`, each datagram charged 64 bytes on top of its
+    /// payload), so the datagram was never queued. Datagrams have no flow control: an
+    /// endpoint never stops reading, and what no buffer can hold is lost — here, or in the
+    /// kernel's socket buffers (counted by the kernel).
     pub refused_out: u64,
     /// ICMP errors reported on the socket (connected sockets: port unreachable and
     /// friends).
@@ -238,7 +242,9 @@ impl std::os::fd::AsFd for SocketFd {
 ///
 /// Writes queue whole datagrams; the reactor sends them (up to a batch per `sendmmsg`) when
 /// the callback returns. One write is one datagram: a message the codec encodes to more
-/// than the socket can carry in one datagram is refused, not split.
+/// than the socket can carry in one datagram is refused, not split. The watermarks and
+/// `max_outbound` charge every datagram 64 bytes on top of its payload (see
+/// [`queued_bytes`](Self::queued_bytes)).
 ///
 /// ```
 /// use getty_codec::LengthFieldCodec;
@@ -511,22 +517,32 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         self.writable
     }
 
-    /// Bytes queued and not yet sent: what the watermarks and `max_outbound` count. On an
+    /// Payload bytes queued and not yet sent. The watermarks and `max_outbound` count them
+    /// plus 64 bytes for every queued datagram, the cost of holding one however small, so
+    /// that empty datagrams are bounded too: a session above its high watermark holds
+    /// `queued_bytes() + 64 * queued_datagrams()` (parked ones apart) over it. On an
     /// unconnected unix datagram endpoint, datagrams held for a parked destination (one
     /// whose receiver is full) are not in it: they have bounds of their own, so that a slow
     /// receiver never makes the endpoint unwritable for the others (see
     /// [`parked_bytes`](Self::parked_bytes)).
     ///
     /// ```
-    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.queued_bytes(), 0));
+    /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {
+    ///     let peer = "127.0.0.1:9".parse().unwrap();
+    ///     s.write_bytes_to(peer, bytes::Bytes::new()).unwrap();
+    ///     s.write_bytes_to(peer, &b"abc"[..]).unwrap();
+    ///     assert_eq!(s.queued_bytes(), 3); // what `max_outbound` counts: 3 + 2 * 64
+    ///     assert_eq!(s.queued_datagrams(), 2);
+    /// });
     /// ```
     pub fn queued_bytes(&self) -> usize {
-        self.out.len()
+        self.out.payload_bytes()
     }
 
-    /// Bytes held for parked destinations of an unconnected unix datagram endpoint
+    /// Payload bytes held for parked destinations of an unconnected unix datagram endpoint
     /// (receivers whose queue is full; see `UnixDatagramEndpointBuilder::bind`); always 0
-    /// elsewhere. They count in neither the watermarks nor `max_outbound`.
+    /// elsewhere. They count in neither the watermarks nor `max_outbound`; their own bounds
+    /// count them plus 64 bytes for every datagram held.
     ///
     /// ```
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert_eq!(s.parked_bytes(), 0));
@@ -740,12 +756,14 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
                 max: self.max_payload,
             });
         }
+        // Every datagram costs its bookkeeping too: charged, so that empty ones are bounded.
         let queued = self.out.len();
-        if queued + len > self.options.max_outbound {
+        let adding = len + DATAGRAM_OVERHEAD;
+        if queued + adding > self.options.max_outbound {
             self.stats.refused_out += 1;
             return Err(Error::QueueFull {
                 queued,
-                adding: len,
+                adding,
                 max: self.options.max_outbound,
             });
         }

@@ -258,7 +258,9 @@ impl UnixDatagramEndpointBuilder {
     /// oldest datagrams are dropped, counted in `DatagramStats::dropped_out` and reported
     /// to `on_error`; its newest always stays. Default: 64 KiB (the default high
     /// watermark; as much again as a receiver's own queue of 11 holds of 6 KB replies).
-    /// Parked bytes count in neither the watermarks nor `max_outbound`.
+    /// Every datagram counts its payload and 64 bytes more, the cost of holding one, so
+    /// that empty ones are bounded too (1,024 at most by default). Parked bytes count in
+    /// neither the watermarks nor `max_outbound`.
     ///
     /// ```
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked_per_peer(16 * 1024);
@@ -271,8 +273,9 @@ impl UnixDatagramEndpointBuilder {
     /// The bytes an unconnected endpoint holds for all parked destinations together.
     /// Past it, the destination parked longest loses its oldest datagrams (counted and
     /// reported as for [`max_parked_per_peer`](Self::max_parked_per_peer)) until they fit:
-    /// writes are never refused for it. Default: 4 MiB (as much as the default
-    /// `max_outbound`: 64 destinations at their full bound).
+    /// writes are never refused for it. Every datagram counts its payload and 64 bytes
+    /// more, as for `max_outbound`. Default: 4 MiB (as much as the default `max_outbound`:
+    /// 64 destinations at their full bound).
     ///
     /// ```
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked(1 << 20);
