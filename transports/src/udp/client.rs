@@ -3,14 +3,16 @@
 //!
 //! A dial is synchronous up to the probe: bind, `connect` (which only records the peer),
 //! refuse a self-connect, send the probe. Then a `Dialer` entry waits for the verdict: an
-//! ICMP error (`ECONNREFUSED` from `SO_ERROR`) fails the dial; a datagram from the peer,
-//! or silence for the whole probe wait, makes it succeed. The dialer reports to the client
-//! with a command, and the client runs the setup hook and spawns the session, which tells
-//! the client when it ends. As with TCP, client, dialers and sessions only ever exchange
-//! queued commands, every address of the peer is tried in turn (a refused probe goes on
-//! to the next), each round starts at the address that last worked, and a host name is
-//! resolved again by the shared resolver (`resolve.rs`), with a deadline, before every
-//! redial.
+//! ICMP error (`ECONNREFUSED` from `SO_ERROR`) fails the dial; a datagram from the peer
+//! makes it succeed at once, and so does silence for the whole probe wait. The peer's
+//! datagram stays queued for the session (its first message), unless it is the answer to
+//! the probe ([`UdpClient::PROBE_ANSWER`]), which the dialer takes. The dialer reports to
+//! the client with a command, and the client runs the setup hook and spawns the session,
+//! which tells the client when it ends. As with TCP, client, dialers and sessions only
+//! ever exchange queued commands, every address of the peer is tried in turn (a refused
+//! probe goes on to the next), each round starts at the address that last worked, and a
+//! host name is resolved again by the shared resolver (`resolve.rs`), with a deadline (the
+//! probe wait, at least a second), before every redial.
 
 use std::fmt;
 use std::io;
@@ -33,6 +35,27 @@ use crate::options::clamp_timeout;
 use crate::redial::{Redial, RedialPolicy};
 use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
 use crate::{Close, DialTarget, Error, SessionOptions};
+
+/// How long a dial waits, by default, for the peer to refuse the probe before a silent peer
+/// counts as alive: 250 ms.
+///
+/// The wait only matters for a peer that stays silent: a refusal (`ECONNREFUSED`, the ICMP
+/// "port unreachable") fails the dial as soon as it arrives, and any datagram from the peer
+/// (an answer to the probe, or a first message) opens the session as soon as it arrives.
+/// The refusal takes one round trip: microseconds on loopback, under a millisecond in a
+/// data centre, tens of milliseconds across a continent, 200 ms or so halfway round the
+/// world; 250 ms covers the round trip of almost every terrestrial path. Shorter, and a
+/// dead server far away would count as alive (its refusal then reaches `on_error` after
+/// the session has opened, or closes it with `close_on_icmp_error`); longer, and every
+/// dial to a live but silent peer waits for nothing. getty's 1 s was four times this.
+const DEFAULT_PROBE_WAIT: Duration = Duration::from_millis(250);
+
+/// The shortest deadline a re-resolution of the host name gets before a redial: the 1 s it
+/// had when it was the probe wait's default. A shorter probe wait must not cut DNS short.
+const MIN_LOOKUP_DEADLINE: Duration = Duration::from_secs(1);
+
+/// See [`UdpClient::PROBE_ANSWER`].
+const PROBE_ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
 
 /// Configures a [`UdpClient`].
 ///
@@ -73,7 +96,7 @@ impl Default for UdpClientBuilder {
         UdpClientBuilder {
             connection_number: 1,
             probe: Bytes::from_static(DEFAULT_PROBE),
-            probe_wait: Duration::from_secs(1),
+            probe_wait: DEFAULT_PROBE_WAIT,
             redial: RedialPolicy::default(),
             local_addr: None,
             close_on_icmp_error: false,
@@ -96,7 +119,9 @@ impl UdpClientBuilder {
 
     /// The datagram sent to verify a dial (default [`DEFAULT_PROBE`]). Receivers should
     /// drop it: getty-rs receivers drop [`DEFAULT_PROBE`] unless told otherwise
-    /// ([`UdpOptions::drop_probe`]); tell yours about a custom probe the same way.
+    /// ([`UdpOptions::drop_probe`]); tell yours about a custom probe the same way. A
+    /// receiver may answer it with [`UdpClient::PROBE_ANSWER`] to let the dial open at
+    /// once.
     ///
     /// ```
     /// let b = getty_transports::udp::UdpClient::builder()
@@ -108,8 +133,15 @@ impl UdpClientBuilder {
     }
 
     /// How long an unanswered probe waits for an ICMP error before the dial counts as a
-    /// success (default 1 s, as getty). Make it longer than a round trip to the peer. A
-    /// datagram from the peer ends the wait early.
+    /// success (default 250 ms). Make it longer than a round trip to the peer.
+    ///
+    /// Only a silent peer waits it out. A refusal (`ECONNREFUSED`: nothing listens on the
+    /// port; microseconds on loopback) fails the dial when it arrives, and is reported to
+    /// [`UdpClient::on_dial_error`]; any datagram from the peer opens the session when it
+    /// arrives: the answer to the probe ([`UdpClient::PROBE_ANSWER`], taken by the dial),
+    /// or anything else, which stays queued and is the session's first message, delivered
+    /// after `on_open`. A peer that answers the probe only after the wait is over has its
+    /// answer delivered to the session like any datagram.
     ///
     /// ```
     /// let b = getty_transports::udp::UdpClient::builder()
@@ -220,8 +252,9 @@ impl UdpClientBuilder {
         Ok(UdpClient {
             addrs: addrs.into(),
             last_good: None,
-            // A lookup gets the probe wait: the time a dial is given to prove itself.
-            lookup: Lookup::new(resolver, self.probe_wait),
+            // A lookup gets the probe wait (the time a dial is given to prove itself), but
+            // never less than a second: a short probe wait must not cut DNS short.
+            lookup: Lookup::new(resolver, self.probe_wait.max(MIN_LOOKUP_DEADLINE)),
             label,
             setup,
             session_options: Arc::new(self.session_options.clone()),
@@ -252,6 +285,64 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 /// A client that keeps `connection_number` connected UDP sockets to one address, each
 /// verified by a probe before its session opens. Spawn it into a reactor; send it
 /// [`Close`] to close its sessions and stop redialling.
+///
+/// # The dial
+///
+/// UDP has no handshake, so each dial sends a probe ([`UdpClientBuilder::probe`]) and
+/// waits for the first of:
+/// - a refusal (`ECONNREFUSED`: nothing listens on that port, which loopback says in
+///   microseconds): the dial fails, is reported to [`on_dial_error`](Self::on_dial_error),
+///   and the client redials with backoff;
+/// - any datagram from the peer: the session opens at once. The answer to the probe
+///   ([`PROBE_ANSWER`](Self::PROBE_ANSWER)) is taken by the dial; anything else is the
+///   session's first message, delivered after `on_open`;
+/// - silence for the whole [`probe_wait`](UdpClientBuilder::probe_wait) (250 ms by
+///   default): the peer counts as alive and the session opens.
+///
+/// **A failed dial is reported only to [`on_dial_error`](Self::on_dial_error) and to the
+/// log** (the `log` facade: nothing shows without a logger). A
+/// handler hears nothing, since it is made only for a dial that succeeded. So install the
+/// hook, and bound the retries with
+/// [`max_consecutive_failures`](UdpClientBuilder::max_consecutive_failures) if the client
+/// should give up: by default it redials for ever, silently to a program with neither.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::time::Duration;
+/// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+///
+/// struct Sink;
+/// impl DatagramHandler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+///
+/// // Nothing listens on this port: every dial is refused at once, and the hook says so.
+/// let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let client = UdpClient::builder()
+///     .max_consecutive_failures(Some(2))
+///     .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+///     .build(closed, |_| Ok((RawCodec, Sink)))
+///     .unwrap()
+///     .on_dial_error(move |addr, error| {
+///         let _ = tx.send((addr, error.to_string()));
+///     });
+/// let reactor = Reactor::start_thread("udp-client", move |r| {
+///     r.spawn(Box::new(client));
+///     Ok(())
+/// }).unwrap();
+/// for _ in 0..2 {
+///     let (addr, why) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+///     assert_eq!(addr, closed);
+///     eprintln!("dial to {addr} failed: {why}");
+/// }
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
+/// ```
+///
+/// A peer that never answers opens once the probe wait has passed:
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -320,6 +411,23 @@ impl<F, C, H> fmt::Debug for UdpClient<F, C, H> {
 }
 
 impl UdpClient<(), (), ()> {
+    /// What a receiver may send back to a dial probe to say "alive" at once: the 23 bytes
+    /// `getty-rs:udp-dial-alive`. A dial that gets exactly these bytes while it waits opens
+    /// its session at once and takes them: they never reach the session. (Any other
+    /// datagram opens the session too, and is its first message.)
+    ///
+    /// The answer differs from every probe a getty-rs client sends, so two receivers that
+    /// both answer probes can never bounce one datagram between them for ever, and it is
+    /// no longer than [`DEFAULT_PROBE`], so a forged probe cannot make a receiver send
+    /// more than it got. A receiver should answer only probes at least this long.
+    ///
+    /// ```
+    /// use getty_transports::udp::{UdpClient, DEFAULT_PROBE};
+    /// assert_eq!(UdpClient::PROBE_ANSWER, b"getty-rs:udp-dial-alive");
+    /// assert_eq!(UdpClient::PROBE_ANSWER.len(), DEFAULT_PROBE.len());
+    /// ```
+    pub const PROBE_ANSWER: &'static [u8] = PROBE_ANSWER;
+
     /// A builder with default settings.
     ///
     /// ```
@@ -355,8 +463,14 @@ where
     /// Calls `hook` with every failed dial, and with the address: refused
     /// (`ECONNREFUSED`, the peer's port is closed), a self-connect, a socket error, or a
     /// setup hook that refused the socket. Of several addresses, each one that fails is
-    /// reported as it fails. (Failed dials are also logged: the first of a run at warn
-    /// level, the rest at debug.)
+    /// reported as it fails. It runs on the reactor's thread: keep it short.
+    ///
+    /// **Install it**: a failed dial reaches no handler (none is made before a dial
+    /// succeeds), and is otherwise only logged (the first of a run at warn level, the rest
+    /// at debug), which shows nothing without a logger. A client dialling a dead server
+    /// then redials for ever without a sign; see also
+    /// [`max_consecutive_failures`](UdpClientBuilder::max_consecutive_failures), and the
+    /// [type-level example](UdpClient#the-dial).
     ///
     /// ```
     /// # use std::net::SocketAddr;
@@ -686,10 +800,19 @@ impl Entry for Dialer {
         if !ready.is_readable() {
             return Status::Continue;
         }
-        // The peer spoke: it is alive. Its datagram stays queued for the session.
-        let mut byte = [0u8; 1];
-        match socket.peek(&mut byte) {
-            Ok(_) => self.verified(cx),
+        // The peer spoke: it is alive. Its datagram stays queued for the session (its
+        // first message), unless it is the answer to the probe, which is the dial's. One
+        // byte more than the answer tells it from a longer datagram that starts alike.
+        let mut head = [0u8; PROBE_ANSWER.len() + 1];
+        match socket.peek(&mut head) {
+            Ok(n) => {
+                if head[..n] == *PROBE_ANSWER {
+                    // Just peeked, so it is there to take; should the take fail, the
+                    // session reads the answer as a datagram: nothing is lost.
+                    let _ = socket.recv(&mut head);
+                }
+                self.verified(cx)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Continue,
             Err(e) if is_peer_error(&e) || e.kind() != io::ErrorKind::Interrupted => {
                 self.failed(cx, e)

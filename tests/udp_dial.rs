@@ -1,0 +1,244 @@
+//! The UDP client's dial over loopback: it opens as soon as the peer proves alive (the
+//! probe's answer, or any datagram), fails on `ECONNREFUSED` and tells `on_dial_error`,
+//! and opens a silent peer once the (default) probe wait has passed.
+//!
+//! A dial that must not wait out the probe wait is given one of ten minutes, far past the
+//! watchdog: the session opening at all proves it did not wait. Every socket read and
+//! every wait for an event is bounded; no test asserts on timing.
+
+mod common;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::Duration;
+
+use common::*;
+use getty::codec::{Bytes, RawCodec};
+use getty::udp::{DatagramHandler, DatagramSession, UdpClient, UdpClientBuilder, DEFAULT_PROBE};
+use getty::Error;
+
+/// Only catches hangs; far shorter than [`NEVER`].
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+/// A probe wait no test may see run out.
+const NEVER: Duration = Duration::from_secs(600);
+
+/// The answer to the probe, as documented ([`UdpClient::PROBE_ANSWER`]), spelled out so
+/// that a change of the bytes shows here.
+const ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
+
+/// Reports every callback of a client session.
+struct Recorder(Sender<Ev>);
+
+impl DatagramHandler<RawCodec> for Recorder {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> io::Result<()> {
+        let peer = s.peer_addr().expect("a connected session");
+        let _ = self.0.send(Ev::Open { sid: s.id(), peer });
+        Ok(())
+    }
+
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, _: SocketAddr) {
+        let _ = self.0.send(Ev::Msg { sid: s.id(), msg });
+    }
+
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec>, error: &Error) {
+        let err = classify(error);
+        let _ = self.0.send(Ev::Error { sid: s.id(), err });
+    }
+
+    fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+        let _ = self.0.send(Ev::Close { sid: s.id() });
+    }
+}
+
+/// A client of `addr` whose sessions report to `tx` and whose failed dials go to the
+/// returned receiver.
+fn client(
+    addr: SocketAddr,
+    builder: UdpClientBuilder,
+    tx: &Sender<Ev>,
+) -> (Running, Receiver<(SocketAddr, ErrKind)>) {
+    let tx = tx.clone();
+    let (err_tx, err_rx) = mpsc::channel();
+    let client = builder
+        .build(addr, move |_| Ok((RawCodec, Recorder(tx.clone()))))
+        .expect("build the client")
+        .on_dial_error(move |addr, error| {
+            let _ = err_tx.send((addr, classify(error)));
+        });
+    (Running::serve("udp-dial-client", client), err_rx)
+}
+
+/// A raw peer on loopback whose reads time out.
+fn raw_peer() -> StdUdpSocket {
+    let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind a peer");
+    socket.set_read_timeout(Some(STEP)).unwrap();
+    socket
+}
+
+/// Receives the client's probe and says where it came from.
+fn recv_probe(peer: &StdUdpSocket) -> SocketAddr {
+    let mut buf = [0u8; 256];
+    let (n, from) = peer.recv_from(&mut buf).expect("the probe");
+    assert_eq!(&buf[..n], DEFAULT_PROBE);
+    from
+}
+
+/// The messages session `sid` got, in order.
+fn messages(events: &mut Events, sid: u64) -> Vec<Bytes> {
+    events
+        .of(sid)
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Msg { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fails on the code before the probe answer: the answer opened the session but was
+/// delivered to the handler as its first message.
+#[test]
+fn a_peer_that_answers_the_probe_opens_at_once_and_the_answer_is_no_message() {
+    assert_eq!(UdpClient::PROBE_ANSWER, ANSWER);
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let peer = raw_peer();
+        let builder = UdpClient::builder().probe_wait(NEVER);
+        let (client, dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
+        let from = recv_probe(&peer);
+        peer.send_to(ANSWER, from).unwrap();
+        let sid = events.wait_open(peer.local_addr().unwrap());
+        // What comes after the answer is the peer's own, even when it starts alike.
+        let alike = [ANSWER, b"!"].concat();
+        peer.send_to(b"welcome", from).unwrap();
+        peer.send_to(&alike, from).unwrap();
+        events.wait_n("two messages", 2, |e| matches!(e, Ev::Msg { .. }));
+        client.stop();
+        events.wait_close(sid);
+        assert_eq!(
+            messages(&mut events, sid),
+            [&b"welcome"[..], &alike],
+            "the answer to the probe reached the handler"
+        );
+        assert!(dial_errors.try_recv().is_err(), "the dial must not fail");
+        events.check_contract();
+    });
+}
+
+/// The answer and a first message queued together (the peer answered and spoke before the
+/// dialer looked): the dial takes the answer only, and the message comes after `on_open`.
+/// Fails on the code before the probe answer (the answer was the first message).
+#[test]
+fn an_answer_and_a_message_queued_together_open_with_the_message_first() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let peer = raw_peer();
+        // Blocks the client's reactor until both datagrams are queued on its socket.
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let builder = UdpClient::builder().probe_wait(NEVER);
+        let (client, _dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
+        let from = recv_probe(&peer);
+        let held = std::sync::Arc::clone(&gate);
+        client
+            .handle()
+            .execute(move |_| {
+                held.wait();
+                held.wait();
+            })
+            .expect("the reactor runs");
+        gate.wait(); // the reactor is held
+        peer.send_to(ANSWER, from).unwrap();
+        peer.send_to(b"first", from).unwrap();
+        // Loopback delivers at once; give the kernel a moment all the same before the
+        // reactor looks (no assertion rests on it: either order of arrival passes).
+        std::thread::sleep(Duration::from_millis(20));
+        gate.wait(); // let the reactor go
+        let sid = events.wait_open(peer.local_addr().unwrap());
+        events.wait("the first message", |e| matches!(e, Ev::Msg { .. }));
+        client.stop();
+        events.wait_close(sid);
+        assert_eq!(messages(&mut events, sid), [&b"first"[..]]);
+        events.check_contract();
+    });
+}
+
+/// Any datagram from the peer opens the session at once and is not lost: it is the
+/// session's first message, delivered after `on_open`. (Held before this change too: a
+/// guard for the rework of the dial.)
+#[test]
+fn a_datagram_during_the_wait_opens_the_session_and_is_its_first_message() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let peer = raw_peer();
+        let builder = UdpClient::builder().probe_wait(NEVER);
+        let (client, dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
+        let from = recv_probe(&peer);
+        peer.send_to(b"hello first", from).unwrap();
+        let sid = events.wait_open(peer.local_addr().unwrap());
+        events.wait("the first message", |e| matches!(e, Ev::Msg { .. }));
+        client.stop();
+        events.wait_close(sid);
+        let evs = events.of(sid);
+        assert!(matches!(evs[0], Ev::Open { .. }), "{evs:?}");
+        assert_eq!(messages(&mut events, sid), [&b"hello first"[..]]);
+        assert!(dial_errors.try_recv().is_err(), "the dial must not fail");
+        events.check_contract();
+    });
+}
+
+/// A peer that never answers still opens, once the default probe wait has passed, and the
+/// session works. (Held before this change too, after a longer wait.)
+#[test]
+fn a_silent_peer_opens_after_the_default_wait() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let peer = raw_peer();
+        let (client, dial_errors) = client(peer.local_addr().unwrap(), UdpClient::builder(), &tx);
+        let from = recv_probe(&peer);
+        let sid = events.wait_open(peer.local_addr().unwrap());
+        peer.send_to(b"late hello", from).unwrap();
+        events.wait("a message", |e| matches!(e, Ev::Msg { .. }));
+        client.stop();
+        events.wait_close(sid);
+        assert_eq!(messages(&mut events, sid), [&b"late hello"[..]]);
+        assert!(dial_errors.try_recv().is_err(), "the dial must not fail");
+        events.check_contract();
+    });
+}
+
+/// Nothing listens: with the default wait, each dial fails on the refusal and tells
+/// `on_dial_error`; no session opens, and the client gives up as told. (Held before this
+/// change too: a guard for the shorter default wait, which must not outrun the refusal.)
+#[test]
+fn a_closed_port_fails_every_dial_and_tells_on_dial_error() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let closed = raw_peer().local_addr().unwrap(); // bound, then closed
+        let builder = UdpClient::builder()
+            .max_consecutive_failures(Some(3))
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10));
+        let (client, dial_errors) = client(closed, builder, &tx);
+        for attempt in 0..3 {
+            let (addr, err) = dial_errors
+                .recv_timeout(STEP)
+                .unwrap_or_else(|e| panic!("dial {attempt} was not reported: {e}"));
+            assert_eq!(addr, closed);
+            assert_eq!(err, ErrKind::Io(io::ErrorKind::ConnectionRefused));
+        }
+        // It gave up after three: the reactor is left with no entry.
+        let mut left = client.entry_count();
+        for _ in 0..1000 {
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            left = client.entry_count();
+        }
+        assert_eq!(left, 0, "the client did not give up");
+        client.stop();
+        assert_eq!(events.count(|_| true), 0, "no session may open");
+        assert!(dial_errors.try_recv().is_err(), "no dial after giving up");
+    });
+}
