@@ -315,9 +315,10 @@ impl UnixDatagramEndpointBuilder {
     /// write-stall timeout (`SessionOptions::write_stall_timeout`, 30 s) has all it holds
     /// dropped and is forgotten, and so has one whose send fails otherwise (its socket
     /// closed, its file removed). Each drop is counted in `DatagramStats::dropped_out` and
-    /// reported to `on_error` once per destination and cause, as an `Error::Io` holding a
-    /// [`DroppedDatagrams`](crate::udp::DroppedDatagrams) that names the destination; the
-    /// endpoint never fails on a stall.
+    /// reported to `on_error` once per destination and cause in a flush (drops past a bound
+    /// at most every 100 ms), as an `Error::Io` holding a
+    /// [`DroppedDatagrams`](crate::udp::DroppedDatagrams) that names the destination and the
+    /// count; the endpoint never fails on a stall.
     ///
     /// **What the kernel charges to the endpoint.** Linux charges every unix datagram to
     /// its sender's send buffer (`SO_SNDBUF`) until its receiver reads it: a receiver that
