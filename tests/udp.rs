@@ -416,12 +416,13 @@ fn echo_test(connected: bool, total: usize, udp: UdpOptions) {
     assert_eq!(server.dropped_in, 0, "{server:?}");
     assert_eq!(server.dropped_out, 0, "{server:?}");
     assert_eq!(server.probes_dropped, u64::from(connected), "{server:?}");
+    assert_eq!(server.probes_answered, server.probes_dropped, "{server:?}");
     assert_eq!(
-        server.datagrams_out,
+        server.datagrams_out - server.probes_answered,
         server.datagrams_in - server.probes_dropped,
         "the endpoint did not echo every datagram it received: {server:?}"
     );
-    assert_eq!(server.messages_in, server.datagrams_out);
+    assert_eq!(server.messages_in, server.messages_out);
     assert!(
         report.resent <= total / 100,
         "{} datagrams had to be sent again: far more than loopback should lose",
@@ -831,9 +832,13 @@ fn dial_probes_are_dropped_by_default_and_can_be_kept() {
             let peer = peer_socket();
             peer.send_to(DEFAULT_PROBE, addr).unwrap();
             peer.send_to(b"x", addr).unwrap();
-            if keep {
-                assert_eq!(recv_datagram(&peer), DEFAULT_PROBE);
-            }
+            // A probe dropped is answered; one kept is a message (here echoed).
+            let first: &[u8] = if keep {
+                DEFAULT_PROBE
+            } else {
+                UdpClient::PROBE_ANSWER
+            };
+            assert_eq!(recv_datagram(&peer), first);
             assert_eq!(recv_datagram(&peer), b"x");
             let stats = stats_of(&board, sid);
             assert_eq!(stats.probes_dropped, u64::from(!keep), "keep {keep}");

@@ -242,3 +242,97 @@ fn a_closed_port_fails_every_dial_and_tells_on_dial_error() {
         assert!(dial_errors.try_recv().is_err(), "no dial after giving up");
     });
 }
+
+/// An echo endpoint: what comes in goes back to its sender, and reports to `tx`.
+struct Echo(Sender<Ev>);
+
+impl DatagramHandler<RawCodec> for Echo {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, from: SocketAddr) {
+        let _ = self.0.send(Ev::Msg {
+            sid: s.id(),
+            msg: msg.clone(),
+        });
+        let _ = s.write_to(from, msg);
+    }
+}
+
+/// Writes `hello` when it opens; reports like [`Recorder`].
+struct Hello(Recorder);
+
+impl DatagramHandler<RawCodec> for Hello {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> io::Result<()> {
+        self.0.on_open(s)?;
+        s.write(&b"hello"[..]).map_err(io::Error::from)
+    }
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, from: SocketAddr) {
+        self.0.on_message(s, msg, from)
+    }
+    fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+        self.0.on_close(s)
+    }
+}
+
+/// A getty-rs endpoint answers the probe: the client's dial opens without waiting out its
+/// ten-minute probe wait, its first message is the echo of its own, and neither side's
+/// handler sees the probe or the answer. Fails on the code before (the dial waited).
+#[test]
+fn a_getty_rs_endpoint_answers_the_probe_and_the_dial_opens_at_once() {
+    watchdog(TEST_LIMIT, || {
+        let (server_tx, mut server_events) = Events::new();
+        let endpoint =
+            getty::udp::UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((RawCodec, Echo(server_tx))))
+                .unwrap();
+        let addr = endpoint.local_addr();
+        let server = Running::serve("udp-dial-endpoint", endpoint);
+        let (tx, mut events) = Events::new();
+        let (err_tx, dial_errors) = mpsc::channel();
+        let hello_tx = tx.clone();
+        let client = UdpClient::builder()
+            .probe_wait(NEVER)
+            .build(addr, move |_| {
+                Ok((RawCodec, Hello(Recorder(hello_tx.clone()))))
+            })
+            .unwrap()
+            .on_dial_error(move |addr, e| {
+                let _ = err_tx.send((addr, classify(e)));
+            });
+        let client = Running::serve("udp-dial-client", client);
+        let sid = events.wait_open(addr);
+        events.wait("the echo", |e| matches!(e, Ev::Msg { .. }));
+        client.stop();
+        server.stop();
+        events.wait_close(sid);
+        assert_eq!(messages(&mut events, sid), [&b"hello"[..]]);
+        server_events.pump();
+        let seen: Vec<_> = server_events
+            .all
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Msg { msg, .. } => Some(msg.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen, [&b"hello"[..]]);
+        assert!(dial_errors.try_recv().is_err());
+    });
+}
+
+/// An answer that arrives after the dial opened on silence is dropped by the session, not
+/// delivered. Fails on the code before (it was the first message).
+#[test]
+fn a_late_answer_is_not_a_message() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, mut events) = Events::new();
+        let peer = raw_peer();
+        let builder = UdpClient::builder().probe_wait(Duration::from_millis(1));
+        let (client, _dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
+        let from = recv_probe(&peer);
+        let sid = events.wait_open(peer.local_addr().unwrap());
+        peer.send_to(ANSWER, from).unwrap();
+        peer.send_to(b"hi", from).unwrap();
+        events.wait("a message", |e| matches!(e, Ev::Msg { .. }));
+        client.stop();
+        events.wait_close(sid);
+        assert_eq!(messages(&mut events, sid), [&b"hi"[..]]);
+    });
+}

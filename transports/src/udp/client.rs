@@ -55,7 +55,7 @@ const DEFAULT_PROBE_WAIT: Duration = Duration::from_millis(250);
 const MIN_LOOKUP_DEADLINE: Duration = Duration::from_secs(1);
 
 /// See [`UdpClient::PROBE_ANSWER`].
-const PROBE_ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
+pub(crate) const PROBE_ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
 
 /// Configures a [`UdpClient`].
 ///
@@ -140,8 +140,9 @@ impl UdpClientBuilder {
     /// [`UdpClient::on_dial_error`]; any datagram from the peer opens the session when it
     /// arrives: the answer to the probe ([`UdpClient::PROBE_ANSWER`], taken by the dial),
     /// or anything else, which stays queued and is the session's first message, delivered
-    /// after `on_open`. A peer that answers the probe only after the wait is over has its
-    /// answer delivered to the session like any datagram.
+    /// after `on_open`. A getty-rs [`UdpEndpoint`](super::UdpEndpoint) answers every
+    /// probe, so against one this wait is never waited out. An answer that comes after
+    /// the wait is dropped by the session (unless its `drop_probe` is `None`).
     ///
     /// ```
     /// let b = getty_transports::udp::UdpClient::builder()

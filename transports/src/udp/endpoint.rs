@@ -125,7 +125,9 @@ impl UdpEndpointBuilder {
             socket: SockRef::from(&socket),
             options: &mut options,
         })?;
-        let config = self.udp_options.entry_config(false);
+        let mut config = self.udp_options.entry_config(false);
+        // A getty-rs client's dial opens as soon as its probe is answered.
+        config.answer_probe = true;
         let parts = EndpointParts {
             socket,
             peer: None,

@@ -17,6 +17,7 @@ use mio::Interest;
 
 use super::batch::Outgoing;
 use super::batch::{self, RecvMeta};
+use super::client::PROBE_ANSWER;
 use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
@@ -46,8 +47,12 @@ pub(crate) struct DatagramConfig {
     pub(crate) batch: usize,
     /// Use `recvmmsg`/`sendmmsg` where the kernel has them.
     pub(crate) mmsg: bool,
-    /// Datagrams equal to these bytes are dial probes: dropped and counted.
+    /// Datagrams equal to these bytes are dial probes: dropped and counted. So are
+    /// answers to probes ([`PROBE_ANSWER`]): the dial's, never the application's.
     pub(crate) drop_probe: Option<Bytes>,
+    /// Answer each probe dropped with [`PROBE_ANSWER`], so that a client's dial opens at
+    /// once (unconnected UDP endpoints).
+    pub(crate) answer_probe: bool,
     /// Close the session (and let its client redial) on an ICMP error.
     pub(crate) close_on_peer_error: bool,
     /// A unix datagram socket, whose send errors are about the receiver of that very
@@ -443,6 +448,20 @@ where
             if datagram[..] == probe[..] {
                 self.session.stats.probes_dropped += 1;
                 log::debug!("dropped a dial probe from {peer:?}");
+                // Never more bytes out than came in, so a forged probe amplifies nothing;
+                // a full queue (or a closing session) leaves the client to its wait.
+                if self.config.answer_probe && probe.len() >= PROBE_ANSWER.len() {
+                    let answer = Bytes::from_static(PROBE_ANSWER);
+                    match self.session.queue_control(peer, answer) {
+                        Ok(()) => self.session.stats.probes_answered += 1,
+                        Err(e) => log::debug!("a dial probe went unanswered: {e}"),
+                    }
+                }
+                return;
+            }
+            if datagram[..] == *PROBE_ANSWER {
+                // An answer that came after its dial had opened on silence.
+                self.session.stats.probes_dropped += 1;
                 return;
             }
         }

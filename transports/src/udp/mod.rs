@@ -73,7 +73,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use crate::SessionOptions;
 
 mod batch;
-mod client;
+pub(crate) mod client;
 pub(crate) mod endpoint;
 pub(crate) mod entry;
 mod handle;
@@ -249,6 +249,7 @@ impl UdpOptions {
             batch: self.batch_size,
             mmsg: true,
             drop_probe: self.drop_probe.clone(),
+            answer_probe: false,
             close_on_peer_error,
             unix: false,
             parked_limit: None,

@@ -161,8 +161,13 @@ pub struct DatagramStats {
     pub messages_in: u64,
     /// Datagrams dropped on the way in: oversized, malformed, garbage, empty.
     pub dropped_in: u64,
-    /// Dial probes dropped on the way in (see `UdpOptions::drop_probe`).
+    /// Dial probes dropped on the way in (see `UdpOptions::drop_probe`), and answers to
+    /// probes (`UdpClient::PROBE_ANSWER`), which are the dial's, not the application's.
     pub probes_dropped: u64,
+    /// Dial probes answered (a UDP endpoint answers each probe it drops, so that a getty-rs
+    /// client's dial opens at once). The answers count in `datagrams_out`, not in
+    /// `messages_out`.
+    pub probes_answered: u64,
     /// Datagrams the kernel accepted for sending.
     pub datagrams_out: u64,
     /// Bytes of those datagrams.
@@ -201,6 +206,7 @@ impl DatagramStats {
             messages_in: 0,
             dropped_in: 0,
             probes_dropped: 0,
+            probes_answered: 0,
             datagrams_out: 0,
             bytes_out: 0,
             messages_out: 0,
@@ -742,6 +748,17 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         Ok(())
     }
 
+    /// Queues a datagram of the framework's own (the answer to a dial probe) to `peer`:
+    /// bounded like any write, but no message of the handler's.
+    pub(crate) fn queue_control(&mut self, peer: A, bytes: Bytes) -> Result<(), Error> {
+        let peer = self.destination(peer)?;
+        self.check_open()?;
+        self.check_room(bytes.len())?;
+        self.out.push_bytes(peer, bytes);
+        self.note_grown();
+        Ok(())
+    }
+
     fn check_open(&self) -> Result<(), Error> {
         if self.close_request.is_some() {
             return Err(Error::Closed);
@@ -772,6 +789,11 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
 
     fn note_queued(&mut self) {
         self.stats.messages_out += 1;
+        self.note_grown();
+    }
+
+    /// The queue grew: past the high watermark, the session is no longer writable.
+    fn note_grown(&mut self) {
         if self.writable && self.out.len() >= self.options.high_watermark {
             // Reported to the handler when the callback returns.
             self.writable = false;

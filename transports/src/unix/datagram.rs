@@ -439,6 +439,7 @@ impl UnixDatagramEndpointBuilder {
             batch: self.batch_size,
             mmsg: true,
             drop_probe: None,
+            answer_probe: false,
             close_on_peer_error: false,
             unix: true,
             parked_limit: self.parked_limit,
