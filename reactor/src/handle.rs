@@ -24,6 +24,9 @@ pub(crate) struct Shared {
     /// queue when it is set, whether or not a wake-up arrived for them.
     queued: AtomicBool,
     stopped: AtomicBool,
+    /// How a signal stopped the reactor ([`crate::SignalShutdown`], packed; 0 for none).
+    #[cfg(unix)]
+    signal: std::sync::atomic::AtomicU64,
     /// The thread that built the reactor, the only one that can run it (a `Reactor` is not
     /// `Send`): a `query` from it would wait for itself.
     owner: ThreadId,
@@ -46,6 +49,8 @@ impl Shared {
             queue: Mutex::new(Queue::default()),
             queued: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            #[cfg(unix)]
+            signal: std::sync::atomic::AtomicU64::new(0),
             owner: std::thread::current().id(),
             #[cfg(test)]
             failing_wakes: std::sync::atomic::AtomicUsize::new(0),
@@ -81,6 +86,26 @@ impl Shared {
             return Err(io::Error::other("a wake-up failed on purpose"));
         }
         self.waker.wake()
+    }
+
+    /// Records a signal that shut the reactor down: the first signal's number stays, a
+    /// forced stop is added to it.
+    #[cfg(unix)]
+    pub(crate) fn note_signal(&self, how: crate::SignalShutdown) {
+        let first = crate::SignalShutdown::unpack(self.signal.load(Ordering::Acquire));
+        let kept = match first {
+            Some(first) => {
+                crate::SignalShutdown::new(first.signal(), first.forced() || how.forced())
+            }
+            None => how,
+        };
+        self.signal.store(kept.pack(), Ordering::Release);
+    }
+
+    /// How a signal stopped the reactor, if one did.
+    #[cfg(unix)]
+    pub(crate) fn signal_shutdown(&self) -> Option<crate::SignalShutdown> {
+        crate::SignalShutdown::unpack(self.signal.load(Ordering::Acquire))
     }
 
     /// True once the reactor has stopped (its `run` returned, or it was dropped).
@@ -125,7 +150,7 @@ impl Shared {
 /// ```
 #[derive(Clone)]
 pub struct ReactorHandle {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl ReactorHandle {

@@ -12,6 +12,8 @@
 //!   and stop the loop.
 //! - a **buffer pool** ([`BufPool`]) from which entries borrow read and write buffers only
 //!   while they have bytes in flight.
+//! - on unix, **stopping on SIGINT and SIGTERM** ([`Reactor::shutdown_on_signals`]): the
+//!   poll itself watches for them (no thread), and the first starts a graceful shutdown.
 //!
 //! One turn of the loop: poll (sleeping until the next timer at the latest), dispatch every
 //! event to its entry's [`Entry::on_ready`], run the entries that asked to be
@@ -73,6 +75,8 @@ mod metrics;
 mod pool;
 mod reactor_pool;
 mod ready;
+#[cfg(unix)]
+mod signals;
 mod timer;
 
 pub use handle::ReactorHandle;
@@ -80,6 +84,8 @@ pub use metrics::{LatencyHistogram, LoopMetrics};
 pub use pool::BufPool;
 pub use reactor_pool::ReactorPool;
 pub use ready::Ready;
+#[cfg(unix)]
+pub use signals::SignalShutdown;
 pub use timer::TimerId;
 
 use handle::{Remote, Shared};
@@ -345,6 +351,9 @@ struct Core {
     /// Typed per-reactor state owned by the layers above (their metrics, say).
     extensions: Vec<(TypeId, Box<dyn Any>)>,
     panic_policy: PanicPolicy,
+    /// SIGINT and SIGTERM, once [`Reactor::shutdown_on_signals`] asked for them.
+    #[cfg(unix)]
+    signals: Option<signals::SignalWatch>,
 }
 
 thread_local! {
@@ -477,6 +486,8 @@ impl ReactorBuilder {
             metrics: LoopMetrics::default(),
             extensions: Vec::new(),
             panic_policy: self.panic_policy,
+            #[cfg(unix)]
+            signals: None,
         };
         Ok(Reactor {
             poll,
@@ -651,6 +662,8 @@ impl Reactor {
         let result = self.run_until_stopped();
         self.core.force_stop();
         self.core.mark_stopped();
+        #[cfg(unix)]
+        self.core.stop_watching_signals();
         result
     }
 
@@ -673,14 +686,25 @@ impl Reactor {
         let turn_began = self.core.now;
         // Entries rescheduled during this turn run in the next one, after its poll.
         std::mem::swap(&mut self.core.rescheduled, &mut self.rescheduled_now);
+        #[cfg(unix)]
+        let mut signalled = false;
         for event in self.events.iter() {
             if event.token() == WAKER {
                 continue; // the queue is checked below, woken or not
+            }
+            #[cfg(unix)]
+            if event.token() == signals::SIGNALS {
+                signalled = true; // acted on once this batch of events is dispatched
+                continue;
             }
             self.core.metrics.events += 1;
             let ready = Ready::from_event(event);
             self.core
                 .dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
+        }
+        #[cfg(unix)]
+        if signalled {
+            self.core.take_signals();
         }
         // Every turn, not only on the waker's event: a command whose wake-up was lost (a
         // failed `wake`) is applied at the next turn, whatever woke the loop (one atomic
