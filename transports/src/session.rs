@@ -403,6 +403,13 @@ impl<C, A: Address> Session<C, A> {
     /// Ends the session gracefully: stop reading, flush what is queued (within the write
     /// stall timeout), shut down the write side, close. `on_close` follows.
     ///
+    /// This ends one connection, not its owner. A server's session is gone for good (the
+    /// server accepts on). A **client's** session (from `TcpClient`, `WsClient`,
+    /// `UnixClient`) is one of the `connection_number` the client keeps: the client hears
+    /// that it ended and dials a new one (after its redial backoff), whose `on_open` runs
+    /// as for any new session. To end the client itself, sessions and redials, call
+    /// [`close_client`](Self::close_client).
+    ///
     /// ```
     /// getty_transports::with_session(|s| {
     ///     s.close();
@@ -412,6 +419,83 @@ impl<C, A: Address> Session<C, A> {
     /// ```
     pub fn close(&mut self) {
         self.close_request.get_or_insert(CloseRequest::Graceful);
+    }
+
+    /// Closes the client this session belongs to, as sending it [`Close`](crate::Close)
+    /// does: it stops redialling and closes every one of its sessions gracefully, this one
+    /// included, so `on_close` follows for each, and no new session opens. Returns false,
+    /// and does nothing, for a session no client owns (a server's), or outside a reactor's
+    /// callback.
+    ///
+    /// The client hears it once this callback has returned (at the reactor's next turn);
+    /// until its `Close` reaches this session, the session stays open, so a goodbye can
+    /// still be written. Use [`close`](Self::close) to end only this session (the client
+    /// then dials a new one).
+    ///
+    /// ```
+    /// use getty_codec::{Bytes, LinesCodec};
+    /// use getty_transports::{Handler, Session};
+    ///
+    /// /// Talks until the server says "bye", then ends the whole client: all its
+    /// /// connections, and no redial.
+    /// struct Chat;
+    /// impl Handler<LinesCodec> for Chat {
+    ///     fn on_message(&mut self, session: &mut Session<LinesCodec>, line: Bytes) {
+    ///         if &line[..] == b"bye" {
+    ///             let closing = session.close_client();
+    ///             assert!(closing, "a client's session");
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// // A server's session (as here, from the doc harness) has no client to close.
+    /// getty_transports::with_session(|s| assert!(!s.close_client()));
+    /// ```
+    pub fn close_client(&mut self) -> bool {
+        let Some(client) = self.extras.as_ref().and_then(|e| e.owner) else {
+            return false;
+        };
+        match getty_reactor::current() {
+            Some((_, reactor)) => reactor.send(client, Box::new(crate::Close)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The reactor this session runs on, to stop it from a handler
+    /// ([`shutdown_graceful`](getty_reactor::ReactorHandle::shutdown_graceful) or
+    /// [`shutdown`](getty_reactor::ReactorHandle::shutdown)) or to post work to it;
+    /// `None` outside a reactor's callback. A handle is cheap (a reference count) and may
+    /// be kept and sent to other threads.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::time::Duration;
+    /// use getty_codec::{Bytes, LinesCodec};
+    /// use getty_reactor::Reactor;
+    /// use getty_transports::{tcp::TcpServer, Handler, Session};
+    ///
+    /// /// An admin port: "shutdown" stops the whole reactor, letting every session finish.
+    /// struct Admin;
+    /// impl Handler<LinesCodec> for Admin {
+    ///     fn on_message(&mut self, session: &mut Session<LinesCodec>, line: Bytes) {
+    ///         if &line[..] == b"shutdown" {
+    ///             let reactor = session.reactor().expect("in a callback");
+    ///             let _ = reactor.shutdown_graceful(Duration::from_secs(5));
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LinesCodec::default(), Admin))).unwrap();
+    /// let addr = server.local_addr();
+    /// let mut reactor = Reactor::new().unwrap();
+    /// reactor.spawn(Box::new(server));
+    /// let mut admin = std::net::TcpStream::connect(addr).unwrap();
+    /// admin.write_all(b"shutdown\n").unwrap();
+    /// drop(admin);
+    /// reactor.run().unwrap(); // returns: the handler stopped it
+    /// ```
+    pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
+        getty_reactor::current().map(|(_, reactor)| reactor)
     }
 
     /// Ends the session now, discarding what is queued and resetting the connection.

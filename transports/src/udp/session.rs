@@ -431,6 +431,34 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         Some(DatagramHandle::new(core))
     }
 
+    /// The reactor this session runs on, to stop it from a handler
+    /// ([`shutdown_graceful`](getty_reactor::ReactorHandle::shutdown_graceful) or
+    /// [`shutdown`](getty_reactor::ReactorHandle::shutdown)) or to post work to it; `None`
+    /// outside a reactor callback. As [`Session::reactor`](crate::Session::reactor).
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use getty_codec::RawCodec;
+    /// use getty_transports::udp::{DatagramHandler, DatagramSession};
+    ///
+    /// /// A control socket: "quit" from any peer stops the reactor, gracefully.
+    /// struct Control;
+    /// impl DatagramHandler<RawCodec> for Control {
+    ///     fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, _: SocketAddr) {
+    ///         if &msg[..] == b"quit" {
+    ///             let reactor = s.reactor().expect("in a callback");
+    ///             let _ = reactor.shutdown_graceful(Duration::from_secs(1));
+    ///         }
+    ///     }
+    /// }
+    /// # getty_transports::udp::with_udp_session(RawCodec, |s| assert!(s.reactor().is_some()));
+    /// ```
+    pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
+        getty_reactor::current().map(|(_, reactor)| reactor)
+    }
+
     /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
     /// the connected peer. Fails as [`write`](Self::write) does, and with
     /// [`Error::UnnamedPeer`] when `peer` is an unnamed unix socket (an unbound sender:
