@@ -505,6 +505,23 @@ fn layers(args: &Args) -> String {
     layers
 }
 
+/// How long a server alone gives its sessions to finish after Ctrl-C.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Says how a server alone stopped: gracefully on a signal, or cut short by a second one.
+fn report_stop(reactors: &[ReactorHandle]) {
+    match reactors.iter().find_map(ReactorHandle::signal_shutdown) {
+        Some(how) if how.forced() => {
+            println!("echo server: {}, then another: stopped at once", how.name())
+        }
+        Some(how) => println!(
+            "echo server: {}: every session closed gracefully; stopped",
+            how.name()
+        ),
+        None => println!("echo server: stopped"),
+    }
+}
+
 fn run(args: Args) -> io::Result<bool> {
     let security = security(&args)?;
     match args.transport {
@@ -523,13 +540,17 @@ fn run(args: Args) -> io::Result<bool> {
     let layers = layers(&args);
     if let Some(addr) = args.server {
         let server = start_server(addr, &args, security.server)?;
+        // Ctrl-C (or SIGTERM) closes every session gracefully; a second one stops at once.
+        server.reactors().shutdown_on_signals(SHUTDOWN_GRACE)?;
         println!(
             "echo server ({:?} codec{layers}, {} reactors) listening on {}; Ctrl-C to stop",
             args.codec,
             args.reactors,
             server.local_addr()
         );
+        let reactors = server.reactors().handles();
         server.join()?;
+        report_stop(&reactors);
         return Ok(true);
     }
     if let Some(addr) = args.client {
