@@ -515,7 +515,7 @@ fn report_stop(reactors: &[ReactorHandle]) {
             println!("echo server: {}, then another: stopped at once", how.name())
         }
         Some(how) => println!(
-            "echo server: {}: every session closed gracefully; stopped",
+            "echo server: {}: sessions closed gracefully (given up to {SHUTDOWN_GRACE:?}); stopped",
             how.name()
         ),
         None => println!("echo server: stopped"),
