@@ -429,3 +429,57 @@ fn only_reactors_that_watch_hear_signals() {
         bystander.stop();
     });
 }
+
+/// The same for a UDP client: a session's handler closes its client, every session of it
+/// hears `on_close`, and the client leaves its reactor instead of redialling.
+#[test]
+fn a_udp_handler_closes_its_client() {
+    use getty::udp::UdpClient;
+
+    /// Reports its life; closes its client on any datagram.
+    struct UdpStopper(std::sync::mpsc::Sender<String>);
+    impl DatagramHandler<RawCodec> for UdpStopper {
+        fn on_open(&mut self, _: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+            let _ = self.0.send("open".into());
+            Ok(())
+        }
+        fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {
+            let _ = self.0.send(format!("close_client: {}", s.close_client()));
+        }
+        fn on_close(&mut self, _: &mut DatagramSession<RawCodec>) {
+            let _ = self.0.send("close".into());
+        }
+    }
+
+    watchdog(Duration::from_secs(60), || {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = UdpClient::builder()
+            .connection_number(2)
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(peer.local_addr().unwrap(), move |_| {
+                Ok((RawCodec, UdpStopper(tx.clone())))
+            })
+            .unwrap();
+        let running = Running::serve("close-udp-client", client);
+        let next = || rx.recv_timeout(STEP).expect("an event");
+        assert_eq!((next(), next()), ("open".into(), "open".into()));
+        // Each session probed the peer from its own socket: answer one of them.
+        let mut probe = [0u8; 64];
+        let (_, from) = peer.recv_from(&mut probe).unwrap();
+        peer.send_to(b"bye", from).unwrap();
+        assert_eq!(next(), "close_client: true");
+        assert_eq!((next(), next()), ("close".into(), "close".into()));
+        let deadline = Instant::now() + STEP;
+        while running.entry_count() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the client is still on its reactor"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(rx.try_recv().is_err(), "no new session");
+        running.stop();
+    });
+}

@@ -165,6 +165,8 @@ where
         owner: Option<EntryId>,
     ) -> Self {
         config.batch = config.batch.clamp(1, batch::MAX_BATCH);
+        let mut session = session;
+        session.owner = owner;
         DatagramEntry {
             socket,
             session,

@@ -286,6 +286,8 @@ pub struct DatagramSession<C, A = SocketAddr> {
     pub(crate) timers_changed: bool,
     /// Shared with the session's handles, once one was made.
     pub(crate) handle_state: Option<Arc<HandleState>>,
+    /// The client that keeps this session (a `UdpClient`'s), for `close_client`.
+    pub(crate) owner: Option<getty_reactor::EntryId>,
 }
 
 impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
@@ -315,6 +317,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
             options,
             attributes: HashMap::new(),
             close_request: None,
+            owner: None,
             writable: true,
             timers_changed: false,
             handle_state: None,
@@ -457,6 +460,40 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// ```
     pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
         getty_reactor::current().map(|(_, reactor)| reactor)
+    }
+
+    /// Ends the client that keeps this session (a [`UdpClient`](crate::udp::UdpClient)'s):
+    /// it stops redialling and closes every session it keeps, this one included. Returns
+    /// false, doing nothing, for an endpoint that no client keeps. As on a stream
+    /// session, [`close`](Self::close) ends only this session, and the client dials a
+    /// replacement.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use getty_codec::{Bytes, RawCodec};
+    /// use getty_transports::udp::{DatagramHandler, DatagramSession};
+    ///
+    /// /// Stops the whole client when the server says so.
+    /// struct Subscriber;
+    /// impl DatagramHandler<RawCodec> for Subscriber {
+    ///     fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, _: SocketAddr) {
+    ///         if &msg[..] == b"done" {
+    ///             s.close_client();
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// // An endpoint of its own (as here, from the doc harness) has no client to close.
+    /// getty_transports::udp::with_udp_session(RawCodec, |s| assert!(!s.close_client()));
+    /// ```
+    pub fn close_client(&mut self) -> bool {
+        let Some(client) = self.owner else {
+            return false;
+        };
+        match getty_reactor::current() {
+            Some((_, reactor)) => reactor.send(client, Box::new(crate::Close)).is_ok(),
+            None => false,
+        }
     }
 
     /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
