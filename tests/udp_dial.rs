@@ -336,3 +336,73 @@ fn a_late_answer_is_not_a_message() {
         assert_eq!(messages(&mut events, sid), [&b"hi"[..]]);
     });
 }
+
+/// Sends `ANSWER` to itself on any datagram; tells its counters on "stats".
+struct SelfAnswering;
+
+impl DatagramHandler<RawCodec> for SelfAnswering {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        if &msg[..] == b"stats" {
+            let st = s.stats();
+            let text = format!("{} {}", st.probes_answered, st.refused_out);
+            let _ = s.write_bytes_to(peer, Bytes::from(text));
+        } else {
+            let me = s.local_addr();
+            s.write_bytes_to(me, Bytes::from_static(ANSWER)).unwrap();
+        }
+    }
+}
+
+/// Asks an endpoint for (probes answered, writes refused).
+fn endpoint_stats(asker: &StdUdpSocket, at: SocketAddr) -> (u64, u64) {
+    asker.send_to(b"stats", at).unwrap();
+    let mut buf = [0u8; 64];
+    let n = asker.recv(&mut buf).expect("the stats");
+    let text = std::str::from_utf8(&buf[..n]).unwrap();
+    let (answered, refused) = text.split_once(' ').unwrap();
+    (answered.parse().unwrap(), refused.parse().unwrap())
+}
+
+/// An answer is never answered, even by an endpoint whose probe is set to the answer's
+/// bytes: otherwise one datagram to itself (or between two such endpoints) would loop
+/// for ever.
+#[test]
+fn an_answer_is_never_answered() {
+    watchdog(TEST_LIMIT, || {
+        let options =
+            getty::udp::UdpOptions::default().drop_probe(Some(Bytes::from_static(ANSWER)));
+        let endpoint = getty::udp::UdpEndpoint::builder()
+            .udp_options(options)
+            .bind("127.0.0.1:0", |_| Ok((RawCodec, SelfAnswering)))
+            .unwrap();
+        let at = endpoint.local_addr();
+        let running = Running::serve("self-answering", endpoint);
+        let asker = raw_peer();
+        asker.send_to(b"kick", at).unwrap();
+        // A barrier: the kick and the answer it sent itself have been handled.
+        running.run_on(|_| ());
+        running.run_on(|_| ());
+        assert_eq!(endpoint_stats(&asker, at), (0, 0));
+        running.stop();
+    });
+}
+
+/// Probes a queue cannot take go unanswered without counting as the handler's refused
+/// writes (`refused_out` is the application's figure).
+#[test]
+fn unanswered_probes_are_not_refused_writes() {
+    watchdog(TEST_LIMIT, || {
+        let endpoint = getty::udp::UdpEndpoint::builder()
+            .session_options(getty::SessionOptions::default().max_outbound(80))
+            .bind("127.0.0.1:0", |_| Ok((RawCodec, SelfAnswering)))
+            .unwrap();
+        let at = endpoint.local_addr();
+        let running = Running::serve("probe-flooded", endpoint);
+        let asker = raw_peer();
+        for _ in 0..5 {
+            asker.send_to(DEFAULT_PROBE, at).unwrap();
+        }
+        assert_eq!(endpoint_stats(&asker, at), (0, 0));
+        running.stop();
+    });
+}

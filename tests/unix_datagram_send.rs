@@ -1137,3 +1137,60 @@ fn an_endpoint_is_idle_once_its_buffer_frees_and_the_rest_fails() {
         running.stop();
     });
 }
+
+/// Tells `notify` when a send fails, then closes: the goodbye of a handler that hears a
+/// receiver is gone.
+struct Notifier {
+    tx: Sender<Ev>,
+    notify: UnixAddr,
+}
+
+impl DatagramHandler<RawCodec, UnixAddr> for Notifier {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
+        let _ = self.tx.send(Ev::Handle(s.handle().expect("in a callback")));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: Bytes, _: UnixAddr) {}
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+        let _ = self.tx.send(error_event(s, error));
+        s.write_bytes_to(self.notify.clone(), &b"your target is gone"[..])
+            .expect("queue the notice");
+        s.close();
+    }
+    fn on_close(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>) {
+        let _ = self.tx.send(Ev::Closed);
+    }
+}
+
+/// A drop reported after a flush's send loop (a handle's write to a gone receiver: one
+/// command, one flush) lets the handler write and close in `on_error`: the notice goes out
+/// and the close completes, without another event to wake the endpoint. Before, both
+/// waited until some other datagram arrived.
+#[test]
+fn what_on_error_writes_for_a_dropped_datagram_goes_out_at_once() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("notice");
+        let (at, gone) = (dir.path("server"), dir.path("gone"));
+        drop(StdUnixDatagram::bind(&gone).unwrap()); // the file stays: ECONNREFUSED
+        let watcher = peer(&dir, "watcher");
+        let (tx, mut seen) = seen();
+        let notify = UnixAddr::path(dir.path("watcher"));
+        let endpoint = builder(Duration::from_secs(30))
+            .bind(at.as_path(), move |_| {
+                Ok((RawCodec, Notifier { tx, notify }))
+            })
+            .expect("bind the endpoint");
+        let running = Running::serve("uds-notice", endpoint);
+        let handle = seen.handle();
+        handle
+            .write_bytes_to(
+                UnixAddr::path(&gone),
+                Bytes::from_static(b"to the gone one"),
+            )
+            .expect("a handle's write");
+        assert_eq!(recv_text(&watcher), "your target is gone");
+        seen.wait_until("on_close after the close in on_error", |s| s.closed);
+        assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
+        running.stop();
+    });
+}

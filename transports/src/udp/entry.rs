@@ -447,23 +447,27 @@ where
     /// handler, or drops it.
     fn decode_datagram(&mut self, datagram: &mut BytesMut, len: usize, peer: S::Addr) {
         if let Some(probe) = &self.config.drop_probe {
+            // An answer first, even if the probe is configured to the same bytes: an answer
+            // is never answered, so two endpoints cannot bounce one between them.
+            if datagram[..] == *PROBE_ANSWER {
+                // An answer that came after its dial had opened on silence.
+                self.session.stats.probes_dropped += 1;
+                return;
+            }
             if datagram[..] == probe[..] {
                 self.session.stats.probes_dropped += 1;
                 log::debug!("dropped a dial probe from {peer:?}");
                 // Never more bytes out than came in, so a forged probe amplifies nothing;
-                // a full queue (or a closing session) leaves the client to its wait.
-                if self.config.answer_probe && probe.len() >= PROBE_ANSWER.len() {
+                // never to a source nothing can be sent to (a forged port 0); a full queue
+                // (or a closing session) leaves the client to its wait.
+                let answerable = probe.len() >= PROBE_ANSWER.len() && S::can_send_to(&peer);
+                if self.config.answer_probe && answerable {
                     let answer = Bytes::from_static(PROBE_ANSWER);
                     match self.session.queue_control(peer, answer) {
                         Ok(()) => self.session.stats.probes_answered += 1,
                         Err(e) => log::debug!("a dial probe went unanswered: {e}"),
                     }
                 }
-                return;
-            }
-            if datagram[..] == *PROBE_ANSWER {
-                // An answer that came after its dial had opened on silence.
-                self.session.stats.probes_dropped += 1;
                 return;
             }
         }
@@ -533,7 +537,10 @@ where
     /// Sends queued datagrams until the queue is empty or the socket is full. Parked
     /// destinations that are due are retried first (their datagrams are older than any
     /// queued for them since), then the queue in order.
-    fn flush(&mut self, cx: &mut Context<'_>) {
+    /// Sends what the socket takes. Returns true when datagrams are left that could still
+    /// go now: the handler wrote them in an `on_error` for a drop reported after the send
+    /// loop, and nothing (no readiness, no timer) would wake the session for them.
+    fn flush(&mut self, cx: &mut Context<'_>) -> bool {
         let per_call = if self.config.mmsg && batch::HAS_MMSG {
             self.config.batch
         } else {
@@ -643,11 +650,14 @@ where
         // Parking on (an unconnected unix socket): a full socket may be found by a retry of
         // a parked destination, with nothing queued in order.
         let socket_full = blocked || self.session.out.socket_full();
-        if !socket_full && self.session.out.fifo_is_empty() {
+        if !socket_full && !self.session.out.fifo_is_empty() {
+            return true;
+        }
+        if !socket_full {
             self.blocked_since = None;
             self.retry = None;
             self.watch_writable(cx, false);
-        } else if socket_full {
+        } else {
             let parking = self.config.unix && !self.session.is_connected();
             // An open unconnected unix endpoint never fails on a stall: receivers that do
             // not read hold its buffer, and it is free again when they read or close.
@@ -671,6 +681,7 @@ where
                 self.schedule_retry(now, progressed);
             }
         }
+        false
     }
 
     /// A connected unix socket: a peer found gone is reconnected to.
@@ -809,8 +820,8 @@ where
             // what is left (datagrams it queued in the last round, a crossing still to
             // tell) waits for the next turn, as nothing else would wake the session for it.
             let settled = (0..4).any(|_| {
-                self.flush(cx);
-                !self.report_writability(cx)
+                let more = self.flush(cx);
+                !self.report_writability(cx) && !more
             });
             if !settled && self.work_left() {
                 cx.reschedule(Ready::WRITABLE);

@@ -164,9 +164,10 @@ pub struct DatagramStats {
     /// Dial probes dropped on the way in (see `UdpOptions::drop_probe`), and answers to
     /// probes (`UdpClient::PROBE_ANSWER`), which are the dial's, not the application's.
     pub probes_dropped: u64,
-    /// Dial probes answered (a UDP endpoint answers each probe it drops, so that a getty-rs
-    /// client's dial opens at once). The answers count in `datagrams_out`, not in
-    /// `messages_out`.
+    /// Answers to dial probes queued (a UDP endpoint answers each probe it drops, unless
+    /// its queue is at the high watermark or the source is one nothing can go back to, so
+    /// that a getty-rs client's dial opens at once). Sent answers count in
+    /// `datagrams_out`, not in `messages_out`.
     pub probes_answered: u64,
     /// Datagrams the kernel accepted for sending.
     pub datagrams_out: u64,
@@ -815,12 +816,23 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
 
     /// Queues a datagram of the framework's own (the answer to a dial probe) to `peer`:
     /// bounded like any write, but no message of the handler's.
+    ///
+    /// Only below the high watermark, so that an answer never moves the watermarks a
+    /// handler sees nor counts as a refused write of its own (`refused_out`): a peer
+    /// flooding probes then goes unanswered, not into the handler's figures.
     pub(crate) fn queue_control(&mut self, peer: A, bytes: Bytes) -> Result<(), Error> {
         let peer = self.destination(peer)?;
         self.check_open()?;
-        self.check_room(bytes.len())?;
+        let queued = self.out.len();
+        let adding = bytes.len() + DATAGRAM_OVERHEAD;
+        if queued + adding >= self.options.high_watermark.min(self.options.max_outbound) {
+            return Err(Error::QueueFull {
+                queued,
+                adding,
+                max: self.options.high_watermark,
+            });
+        }
         self.out.push_bytes(peer, bytes);
-        self.note_grown();
         Ok(())
     }
 

@@ -53,6 +53,12 @@ pub(crate) trait DatagramSocket: mio::event::Source + 'static {
         false
     }
 
+    /// False for a source address no datagram can go back to (a UDP port 0, an unspecified
+    /// IP, an unnamed unix socket): the framework's own answers (to dial probes) skip it.
+    fn can_send_to(addr: &Self::Addr) -> bool {
+        !Self::is_unnamed(addr)
+    }
+
     /// Whether the socket reports writable readiness once a send that hit `EAGAIN` can go
     /// through again (`connected`: the session's socket is connected, which the entry
     /// knows). UDP does (its own send buffer frees up). An unconnected unix datagram
@@ -107,6 +113,10 @@ impl DatagramSocket for mio::net::UdpSocket {
             Ok(SocketAddr::V6(_)) => MAX_UDP_PAYLOAD_V6,
             _ => MAX_UDP_PAYLOAD_V4,
         }
+    }
+
+    fn can_send_to(addr: &SocketAddr) -> bool {
+        addr.port() != 0 && !addr.ip().is_unspecified()
     }
 }
 
