@@ -313,11 +313,14 @@ pub fn run(args: Args) -> io::Result<bool> {
     };
     if let Some(addr) = args.server {
         let (bound, server) = start_server(addr, args.codec)?;
+        server.handle().shutdown_on_signals(SHUTDOWN_GRACE)?;
         println!(
             "udp echo endpoint ({:?} codec) on {bound}; Ctrl-C to stop",
             args.codec
         );
+        let reactor = server.handle().clone();
         server.join()?;
+        report_stop(&[reactor]);
         return Ok(true);
     }
     let finish = |(report, resent): (Report, u64)| {

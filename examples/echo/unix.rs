@@ -59,12 +59,15 @@ pub fn run(args: Args) -> io::Result<bool> {
     let layers = layers(&args);
     if let Some(path) = &args.unix_server {
         let server = start_server(path, &args)?;
+        server.handle().shutdown_on_signals(SHUTDOWN_GRACE)?;
         println!(
             "echo server ({:?} codec{layers}) on the unix socket {}; Ctrl-C to stop",
             args.codec,
             path.display()
         );
+        let reactor = server.handle().clone();
         server.join()?;
+        report_stop(&[reactor]);
         return Ok(true);
     }
     if let Some(path) = &args.unix_client {

@@ -100,11 +100,14 @@ pub fn run(args: Args, security: Security) -> io::Result<bool> {
     };
     if let Some(addr) = args.server {
         let (server, addr) = start_server(addr, &args, security.server)?;
+        server.shutdown_on_signals(SHUTDOWN_GRACE)?;
         println!(
             "WebSocket echo server ({} reactors{layers}) on {scheme}://{addr}/; Ctrl-C to stop",
             args.reactors
         );
+        let reactors = server.handles();
         server.join()?;
+        report_stop(&reactors);
         return Ok(true);
     }
     if let Some(addr) = args.client {
