@@ -484,13 +484,15 @@ fn text_messages_are_utf8_by_construction() {
     struct SendsText;
     impl Handler<MessageCodec> for SendsText {
         fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
-            assert!(Message::text_from_utf8(&b"caf\xc3"[..]).is_err());
-            assert!(getty::codec::Utf8Bytes::try_from(vec![0xffu8]).is_err());
             s.write(Message::text_from_utf8(&b"caf\xc3\xa9"[..]).unwrap())?;
             Ok(())
         }
         fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
     }
+    // Checked on the test's thread: a failed assert in a callback would only end that
+    // session (a panic there is isolated) and show as a read failure.
+    assert!(Message::text_from_utf8(&b"caf\xc3"[..]).is_err());
+    assert!(getty::codec::Utf8Bytes::try_from(vec![0xffu8]).is_err());
     watchdog(TEST_LIMIT, || {
         let server = getty::ws::WsServer::builder()
             .route("/echo", |_| Ok((MessageCodec, SendsText)))
