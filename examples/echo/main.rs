@@ -202,6 +202,28 @@ struct Totals {
     started: Instant,
 }
 
+impl Totals {
+    /// One session's part is done: counts it, and once every session's is, sends the
+    /// report to `main`.
+    fn session_done(&mut self, failed: bool, connections: usize, done: &mpsc::Sender<Report>) {
+        self.sessions_done += 1;
+        if failed {
+            self.sessions_failed += 1;
+        }
+        if self.sessions_done == connections {
+            let histogram = std::mem::replace(&mut self.histogram, round_trip_histogram());
+            let _ = done.send(Report {
+                messages: self.messages,
+                bytes: self.bytes,
+                mismatches: self.mismatches,
+                failed: self.sessions_failed,
+                elapsed: self.started.elapsed(),
+                histogram,
+            });
+        }
+    }
+}
+
 /// The report the client sends back to `main`.
 struct Report {
     messages: u64,
@@ -272,22 +294,10 @@ impl Sender {
     }
 
     fn finish(&mut self, failed: bool) {
-        let mut totals = self.totals.borrow_mut();
-        totals.sessions_done += 1;
-        if failed {
-            totals.sessions_failed += 1;
-        }
-        if totals.sessions_done == self.plan.connections {
-            let histogram = std::mem::replace(&mut totals.histogram, round_trip_histogram());
-            let _ = self.done_tx.send(Report {
-                messages: totals.messages,
-                bytes: totals.bytes,
-                mismatches: totals.mismatches,
-                failed: totals.sessions_failed,
-                elapsed: totals.started.elapsed(),
-                histogram,
-            });
-        }
+        let connections = self.plan.connections;
+        self.totals
+            .borrow_mut()
+            .session_done(failed, connections, &self.done_tx);
     }
 }
 

@@ -123,22 +123,10 @@ impl UdpSender {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let mut totals = self.totals.borrow_mut();
-        totals.sessions_done += 1;
-        if failed {
-            totals.sessions_failed += 1;
-        }
-        if totals.sessions_done == self.plan.connections {
-            let histogram = std::mem::replace(&mut totals.histogram, round_trip_histogram());
-            let _ = self.done_tx.send(Report {
-                messages: totals.messages,
-                bytes: totals.bytes,
-                mismatches: totals.mismatches,
-                failed: totals.sessions_failed,
-                elapsed: totals.started.elapsed(),
-                histogram,
-            });
-        }
+        let connections = self.plan.connections;
+        self.totals
+            .borrow_mut()
+            .session_done(failed, connections, &self.done_tx);
     }
 }
 
