@@ -1220,19 +1220,10 @@ where
         Status::Done
     }
 
-    /// Calls `on_close` once, returns the buffers and tells the owner.
-    fn close_session(&mut self, cx: &mut Context<'_>) {
-        if matches!(self.phase, Phase::Lingering | Phase::Closed) {
-            return;
-        }
-        if self.upgrading() {
-            // Never opened (a WebSocket client still waiting for its 101): no on_close.
-            self.end_unopened(cx, Error::Closed);
-            return;
-        }
-        // The framework's side first, so that a panic in `on_close` cannot skip it: the
-        // handles refuse writes, the owner (a client) hears the end and redials, the
-        // metrics count it. `on_panic` then finds the session closed and adds nothing.
+    /// The framework's side of an opened session's end, before the handler hears of it:
+    /// the handles refuse writes, the owner (a client) hears the end and redials (the
+    /// message is delivered after this call, panic or not), the metrics count it.
+    fn end_opened(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
         self.session
             .close_request
@@ -1246,8 +1237,23 @@ where
                 id: cx.id(),
                 outcome: Ok(()),
             };
-            cx.send(owner, Box::new(ended)); // delivered after this call, panic or not
+            cx.send(owner, Box::new(ended));
         }
+    }
+
+    /// Calls `on_close` once, returns the buffers and tells the owner.
+    fn close_session(&mut self, cx: &mut Context<'_>) {
+        if matches!(self.phase, Phase::Lingering | Phase::Closed) {
+            return;
+        }
+        if self.upgrading() {
+            // Never opened (a WebSocket client still waiting for its 101): no on_close.
+            self.end_unopened(cx, Error::Closed);
+            return;
+        }
+        // The framework's side first, so that a panic in `on_close` cannot skip it.
+        // `on_panic` then finds the session closed and adds nothing.
+        self.end_opened(cx);
         self.handler.on_close(&mut self.session);
         self.session.out.clear();
         give_back(&mut self.rbuf, cx);
@@ -1419,19 +1425,8 @@ where
             return;
         }
         // Done from here on, whatever the handler does.
-        self.phase = Phase::Closed;
         self.session.close_request = Some(CloseRequest::Abort);
-        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
-            state.mark_closed();
-        }
-        if let Some(owner) = self.owner() {
-            let ended = SessionEnded {
-                id: cx.id(),
-                outcome: Ok(()),
-            };
-            cx.send(owner, Box::new(ended));
-        }
-        cx.extension::<Metrics>().sessions_closed += 1;
+        self.end_opened(cx);
         self.handler.on_error(&mut self.session, &error);
         self.handler.on_close(&mut self.session);
     }
