@@ -389,7 +389,7 @@ impl From<&DialTarget> for DialTarget {
     }
 }
 
-/// What a client builder collects, whatever the transport.
+/// What a stream client runs with, gathered from its builder (`StreamDial::config`).
 #[derive(Debug, Clone)]
 pub(crate) struct ClientConfig {
     pub(crate) connection_number: usize,
@@ -399,26 +399,8 @@ pub(crate) struct ClientConfig {
     pub(crate) session_options: SessionOptions,
     /// The filter nearest the wire (TLS), if any.
     pub(crate) transport_filter: Option<FilterFactory>,
-    /// The TLS server name, checked when the client is built.
-    pub(crate) tls_server_name: Option<String>,
     /// Every session starts with this WebSocket upgrade.
     pub(crate) websocket: Option<Arc<WsDial>>,
-}
-
-impl Default for ClientConfig {
-    /// One connection, a 3 s connect timeout, the default redial policy.
-    fn default() -> Self {
-        ClientConfig {
-            connection_number: 1,
-            connect_timeout: Duration::from_secs(3),
-            redial: RedialPolicy::default(),
-            socket_options: SocketOptions::default(),
-            session_options: SessionOptions::default(),
-            transport_filter: None,
-            tls_server_name: None,
-            websocket: None,
-        }
-    }
 }
 
 /// What a dialer tells its client.

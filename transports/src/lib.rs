@@ -41,6 +41,7 @@
 //! ```
 
 mod addr;
+pub mod builder;
 mod client;
 mod error;
 mod filtered;

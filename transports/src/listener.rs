@@ -76,6 +76,14 @@ impl Default for ListenOptions {
 }
 
 impl ListenOptions {
+    /// The listen backlog, at most `i32::MAX` (what `listen` takes).
+    pub(crate) fn backlog(self, backlog: u32) -> Self {
+        ListenOptions {
+            backlog: backlog.min(i32::MAX as u32) as i32,
+            ..self
+        }
+    }
+
     /// Binds the first of `addr`'s addresses that works.
     pub(crate) fn bind(&self, addr: impl ToSocketAddrs) -> io::Result<Acceptor<TcpListener>> {
         let mut last_error = None;

@@ -5,21 +5,22 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use getty_codec::rustls;
 use getty_codec::rustls::pki_types::ServerName;
 use getty_codec::Decoder;
 use mio::net::TcpStream;
 
+use crate::builder::sealed::{self, StreamDial};
+use crate::builder::ClientBuilder;
 use crate::client::{ClientConfig, DialTarget, StreamClient};
-use crate::options::clamp_timeout;
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{FilterFactory, Setup};
-use crate::{SessionOptions, SocketOptions};
+use crate::ws::WsDial;
 
-/// Configures a [`TcpClient`].
+/// Configures a [`TcpClient`]: every client's settings ([`ClientBuilder`]: connections,
+/// timeouts, backoff, socket and session options) and TLS.
 ///
 /// ```
 /// use std::time::Duration;
@@ -38,10 +39,35 @@ use crate::{SessionOptions, SocketOptions};
 ///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
 ///     .unwrap();
 /// ```
+pub type TcpClientBuilder = ClientBuilder<TcpClientKind>;
+
+/// The TCP client's part of its [`TcpClientBuilder`]: TLS.
 #[derive(Debug, Clone, Default)]
-pub struct TcpClientBuilder {
-    /// `WsClientBuilder` sets its `websocket`: every session starts with the upgrade.
-    pub(crate) config: ClientConfig,
+pub struct TcpClientKind {
+    stream: StreamDial,
+    /// The filter nearest the wire (TLS), if any.
+    transport_filter: Option<FilterFactory>,
+    /// The TLS server name, checked when the client is built.
+    tls_server_name: Option<String>,
+    /// `WsClientBuilder` sets it: every session starts with the upgrade.
+    pub(crate) websocket: Option<Arc<WsDial>>,
+}
+
+impl sealed::StreamClient for TcpClientKind {
+    fn stream_dial(&mut self) -> &mut StreamDial {
+        &mut self.stream
+    }
+}
+
+impl TcpClientKind {
+    /// The TCP part of a client whose common settings were set elsewhere (the WebSocket
+    /// client's).
+    pub(crate) fn new(stream: StreamDial) -> Self {
+        TcpClientKind {
+            stream,
+            ..TcpClientKind::default()
+        }
+    }
 }
 
 impl TcpClientBuilder {
@@ -73,86 +99,19 @@ impl TcpClientBuilder {
         server_name: impl Into<String>,
     ) -> Self {
         let server_name = server_name.into();
-        self.config.tls_server_name = Some(server_name.clone());
-        self.config.transport_filter = Some(FilterFactory::tls_client(config, server_name));
+        self.kind.tls_server_name = Some(server_name.clone());
+        self.kind.transport_filter = Some(FilterFactory::tls_client(config, server_name));
         self
     }
 
     /// Fails when the TLS server name is neither a DNS name nor an IP address: found when
     /// the client is built, not at every dial (which would fail and redial forever).
     pub(crate) fn check_tls_name(&self) -> io::Result<()> {
-        if let Some(name) = &self.config.tls_server_name {
+        if let Some(name) = &self.kind.tls_server_name {
             ServerName::try_from(name.as_str())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         Ok(())
-    }
-
-    /// How many sessions to keep open to the address (default 1; at least 1).
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder().connection_number(8);
-    /// ```
-    pub fn connection_number(mut self, n: usize) -> Self {
-        self.config.connection_number = n.max(1);
-        self
-    }
-
-    /// How long a connect may take (default 3 s), measured by a reactor timer.
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder()
-    ///     .connect_timeout(std::time::Duration::from_millis(500));
-    /// ```
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = clamp_timeout(timeout.max(Duration::from_millis(1)));
-        self
-    }
-
-    /// Redial delays: the first after `min`, doubling per consecutive failure up to `max`,
-    /// each drawn at random from its upper half so that many clients do not redial in step
-    /// (defaults 100 ms and 5 s).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::tcp::TcpClient::builder()
-    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
-    /// ```
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.config.redial = self.config.redial.backoff(min, max);
-        self
-    }
-
-    /// Gives up after this many consecutive failed dials (default: never).
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder().max_consecutive_failures(Some(50));
-    /// ```
-    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
-        self.config.redial = self.config.redial.max_failures(limit);
-        self
-    }
-
-    /// Options applied to every dialled socket.
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder()
-    ///     .socket_options(getty_transports::SocketOptions::default());
-    /// ```
-    pub fn socket_options(mut self, options: SocketOptions) -> Self {
-        self.config.socket_options = options;
-        self
-    }
-
-    /// The options every session starts with.
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder()
-    ///     .session_options(getty_transports::SessionOptions::default());
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.config.session_options = options;
-        self
     }
 
     /// Makes the client of `target`: an address, a list of addresses, or a host name and
@@ -186,8 +145,14 @@ impl TcpClientBuilder {
         let target = target.into();
         let label = target.to_string();
         let (addrs, resolver) = target.resolve_now()?;
+        let kind = self.kind;
+        let config = ClientConfig {
+            transport_filter: kind.transport_filter,
+            websocket: kind.websocket,
+            ..kind.stream.config(self.dial, self.session_options)
+        };
         Ok(TcpClient {
-            inner: StreamClient::with_addrs(addrs, resolver, label, setup, self.config),
+            inner: StreamClient::with_addrs(addrs, resolver, label, setup, config),
         })
     }
 }

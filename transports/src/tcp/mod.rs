@@ -6,9 +6,9 @@ mod pool;
 mod server;
 
 pub use crate::listener::CloseSessions;
-pub use client::{TcpClient, TcpClientBuilder};
+pub use client::{TcpClient, TcpClientBuilder, TcpClientKind};
 pub use pool::TcpServerPool;
-pub use server::{adopt, ServerHandle, TcpServer, TcpServerBuilder};
+pub use server::{adopt, ServerHandle, TcpServer, TcpServerBuilder, TcpServerKind};
 
 /// The setup hook's view of a new connection (also `getty_transports::Setup`).
 pub use crate::setup::Setup;

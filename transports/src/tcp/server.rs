@@ -4,18 +4,19 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use getty_codec::rustls;
 use getty_codec::Decoder;
 use getty_reactor::{EntryId, ReactorHandle};
 use mio::net::{TcpListener, TcpStream};
 
-use crate::listener::{AskSessionCount, CloseSessions, ListenOptions};
+use crate::builder::{sealed, ServerBuilder};
+use crate::listener::{AskSessionCount, CloseSessions};
 use crate::server::{entry_by_inner, StreamServer};
 use crate::session::Handler;
-use crate::setup::{prepare, FilterFactory, Plan, Setup};
+use crate::setup::{prepare, Plan, Setup};
 use crate::{Close, Metrics, SessionOptions, SocketOptions};
 
-/// Configures a [`TcpServer`].
+/// Configures a [`TcpServer`]: the settings of every server on TCP ([`ServerBuilder`]:
+/// backlog, `SO_REUSEPORT`, TLS, socket and session options).
 ///
 /// ```
 /// use getty_codec::RawCodec;
@@ -33,76 +34,16 @@ use crate::{Close, Metrics, SessionOptions, SocketOptions};
 ///     .unwrap();
 /// assert_ne!(server.local_addr().port(), 0);
 /// ```
+pub type TcpServerBuilder = ServerBuilder<TcpServerKind>;
+
+/// The TCP server's part of its [`TcpServerBuilder`]: nothing beyond the settings of every
+/// server on TCP ([`ServerBuilder`]).
 #[derive(Debug, Clone, Default)]
-pub struct TcpServerBuilder {
-    listen: ListenOptions,
-    socket_options: SocketOptions,
-    session_options: SessionOptions,
-    transport_filter: Option<FilterFactory>,
-}
+pub struct TcpServerKind {}
+
+impl sealed::TcpListener for TcpServerKind {}
 
 impl TcpServerBuilder {
-    /// Serves TLS: every session starts with a handshake under `config` (its certificate,
-    /// ALPN protocols and client-certificate policy). `on_open` runs when the connection is
-    /// accepted; writes wait for the handshake, which must finish within the session's
-    /// handshake timeout. A failed handshake ends only that session, with `on_error`.
-    /// See [`crate::tls`] for ready-made configurations.
-    ///
-    /// ```
-    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
-    /// let config = getty_transports::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
-    /// let b = getty_transports::tcp::TcpServer::builder().tls(config);
-    /// ```
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.transport_filter = Some(FilterFactory::tls_server(config));
-        self
-    }
-
-    /// The listen backlog (default 1024; mio's own `bind` uses 128, which drops bursts).
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpServer::builder().backlog(128);
-    /// ```
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.listen.backlog = backlog.min(i32::MAX as u32) as i32;
-        self
-    }
-
-    /// SO_REUSEPORT, so several listeners (one per reactor) can share a port.
-    ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpServer::builder().reuse_port(true);
-    /// ```
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.listen.reuse_port = on;
-        self
-    }
-
-    /// Options applied to every accepted socket.
-    ///
-    /// ```
-    /// use getty_transports::SocketOptions;
-    /// let b = getty_transports::tcp::TcpServer::builder()
-    ///     .socket_options(SocketOptions::default().nodelay(false));
-    /// ```
-    pub fn socket_options(mut self, options: SocketOptions) -> Self {
-        self.socket_options = options;
-        self
-    }
-
-    /// The options every session starts with (the setup hook may change them).
-    ///
-    /// ```
-    /// use getty_transports::SessionOptions;
-    /// let b = getty_transports::tcp::TcpServer::builder()
-    ///     .session_options(SessionOptions::default().max_message_len(4096));
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.session_options = options;
-        self
-    }
-
     /// Binds and listens (port 0 picks a free port; see [`TcpServer::local_addr`]). `setup`
     /// runs for every accepted connection, as getty's `NewSessionCallback`: it picks the
     /// codec and handler and may change the session's options; an error refuses the
@@ -129,7 +70,7 @@ impl TcpServerBuilder {
                 setup,
                 self.socket_options,
                 self.session_options,
-                self.transport_filter,
+                self.tls,
             ),
         })
     }

@@ -31,8 +31,9 @@ use socket2::SockRef;
 use super::entry::{DatagramEnded, DatagramEntry};
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use crate::builder::ClientBuilder;
 use crate::options::clamp_timeout;
-use crate::redial::{Redial, RedialPolicy};
+use crate::redial::Redial;
 use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
 use crate::{Close, DialTarget, Error, SessionOptions};
 
@@ -57,7 +58,9 @@ const MIN_LOOKUP_DEADLINE: Duration = Duration::from_secs(1);
 /// See [`UdpClient::PROBE_ANSWER`].
 pub(crate) const PROBE_ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
 
-/// Configures a [`UdpClient`].
+/// Configures a [`UdpClient`]: every client's settings ([`ClientBuilder`]: connections,
+/// backoff, session options), plus the dial probe, the local address, ICMP errors and the
+/// socket's [`UdpOptions`].
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -79,44 +82,45 @@ pub(crate) const PROBE_ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
 ///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
 ///     .unwrap();
 /// ```
+pub type UdpClientBuilder = ClientBuilder<UdpClientKind>;
+
+/// The UDP client's part of its [`UdpClientBuilder`]: the dial probe and its wait, the
+/// local address, what an ICMP error does, and the socket's [`UdpOptions`].
 #[derive(Debug, Clone)]
-pub struct UdpClientBuilder {
-    connection_number: usize,
+pub struct UdpClientKind {
     probe: Bytes,
     probe_wait: Duration,
-    redial: RedialPolicy,
     local_addr: Option<SocketAddr>,
     close_on_icmp_error: bool,
     udp_options: UdpOptions,
-    session_options: SessionOptions,
 }
 
-impl Default for UdpClientBuilder {
+impl Default for UdpClientKind {
+    /// [`DEFAULT_PROBE`], waited for 250 ms; the unspecified local address; ICMP errors
+    /// reported, not closing; the default [`UdpOptions`].
     fn default() -> Self {
-        UdpClientBuilder {
-            connection_number: 1,
+        UdpClientKind {
             probe: Bytes::from_static(DEFAULT_PROBE),
             probe_wait: DEFAULT_PROBE_WAIT,
-            redial: RedialPolicy::default(),
             local_addr: None,
             close_on_icmp_error: false,
             udp_options: UdpOptions::default(),
-            session_options: SessionOptions::default(),
         }
     }
 }
 
-impl UdpClientBuilder {
-    /// How many connected sockets to keep to the address (default 1; at least 1).
-    ///
-    /// ```
-    /// let b = getty_transports::udp::UdpClient::builder().connection_number(4);
-    /// ```
-    pub fn connection_number(mut self, n: usize) -> Self {
-        self.connection_number = n.max(1);
-        self
-    }
+/// What a UDP client's dials run with: its builder's settings, gathered at `build`.
+#[derive(Debug)]
+struct DialConfig {
+    connection_number: usize,
+    probe: Bytes,
+    probe_wait: Duration,
+    local_addr: Option<SocketAddr>,
+    close_on_icmp_error: bool,
+    udp_options: UdpOptions,
+}
 
+impl UdpClientBuilder {
     /// The datagram sent to verify a dial (default [`DEFAULT_PROBE`]). Receivers should
     /// drop it: getty-rs receivers drop [`DEFAULT_PROBE`] unless told otherwise
     /// ([`UdpOptions::drop_probe`]); tell yours about a custom probe the same way. A
@@ -128,7 +132,7 @@ impl UdpClientBuilder {
     ///     .probe(bytes::Bytes::from_static(b"connect-ping"));
     /// ```
     pub fn probe(mut self, probe: Bytes) -> Self {
-        self.probe = probe;
+        self.kind.probe = probe;
         self
     }
 
@@ -149,31 +153,7 @@ impl UdpClientBuilder {
     ///     .probe_wait(std::time::Duration::from_millis(200));
     /// ```
     pub fn probe_wait(mut self, wait: Duration) -> Self {
-        self.probe_wait = clamp_timeout(wait.max(Duration::from_millis(1)));
-        self
-    }
-
-    /// Redial delays: the first after `min`, doubling per consecutive failure up to `max`,
-    /// each drawn at random from its upper half (defaults 100 ms and 5 s).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::udp::UdpClient::builder()
-    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
-    /// ```
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.redial = self.redial.backoff(min, max);
-        self
-    }
-
-    /// Gives up (and ends the client) after this many consecutive failed dials (default:
-    /// never).
-    ///
-    /// ```
-    /// let b = getty_transports::udp::UdpClient::builder().max_consecutive_failures(Some(10));
-    /// ```
-    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
-        self.redial = self.redial.max_failures(limit);
+        self.kind.probe_wait = clamp_timeout(wait.max(Duration::from_millis(1)));
         self
     }
 
@@ -185,7 +165,7 @@ impl UdpClientBuilder {
     ///     .local_addr(Some("127.0.0.1:0".parse().unwrap()));
     /// ```
     pub fn local_addr(mut self, addr: Option<SocketAddr>) -> Self {
-        self.local_addr = addr;
+        self.kind.local_addr = addr;
         self
     }
 
@@ -199,7 +179,7 @@ impl UdpClientBuilder {
     /// let b = getty_transports::udp::UdpClient::builder().close_on_icmp_error(true);
     /// ```
     pub fn close_on_icmp_error(mut self, on: bool) -> Self {
-        self.close_on_icmp_error = on;
+        self.kind.close_on_icmp_error = on;
         self
     }
 
@@ -210,18 +190,7 @@ impl UdpClientBuilder {
     /// let b = UdpClient::builder().udp_options(UdpOptions::default().batch_size(1));
     /// ```
     pub fn udp_options(mut self, options: UdpOptions) -> Self {
-        self.udp_options = options;
-        self
-    }
-
-    /// The options every session starts with.
-    ///
-    /// ```
-    /// use getty_transports::{udp::UdpClient, SessionOptions};
-    /// let b = UdpClient::builder().session_options(SessionOptions::default().max_message_len(1500));
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.session_options = options;
+        self.kind.udp_options = options;
         self
     }
 
@@ -250,17 +219,25 @@ impl UdpClientBuilder {
         let target = target.into();
         let label = target.to_string();
         let (addrs, resolver) = target.resolve_now()?;
+        let kind = self.kind;
         Ok(UdpClient {
             addrs: addrs.into(),
             last_good: None,
             // A lookup gets the probe wait (the time a dial is given to prove itself), but
             // never less than a second: a short probe wait must not cut DNS short.
-            lookup: Lookup::new(resolver, self.probe_wait.max(MIN_LOOKUP_DEADLINE)),
+            lookup: Lookup::new(resolver, kind.probe_wait.max(MIN_LOOKUP_DEADLINE)),
             label,
             setup,
-            session_options: Arc::new(self.session_options.clone()),
-            redial: Redial::new(self.redial.clone(), "udp", module_path!()),
-            config: self,
+            session_options: Arc::new(self.session_options),
+            redial: Redial::new(self.dial.redial, "udp", module_path!()),
+            config: DialConfig {
+                connection_number: self.dial.connection_number,
+                probe: kind.probe,
+                probe_wait: kind.probe_wait,
+                local_addr: kind.local_addr,
+                close_on_icmp_error: kind.close_on_icmp_error,
+                udp_options: kind.udp_options,
+            },
             sessions: Vec::new(),
             dialing: 0,
             dial_error: None,
@@ -391,7 +368,7 @@ pub struct UdpClient<F, C, H> {
     label: String,
     setup: F,
     session_options: Arc<SessionOptions>,
-    config: UdpClientBuilder,
+    config: DialConfig,
     sessions: Vec<EntryId>,
     dialing: usize,
     /// Consecutive failed dials; reset by a verified one.

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use getty_codec::Decoder;
 use getty_reactor::{Command, Context, Entry, Ready, Status};
 use mio::net::UdpSocket;
@@ -13,10 +14,12 @@ use socket2::SockRef;
 use super::entry::{DatagramConfig, DatagramEntry};
 use super::socket::DatagramSocket;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions};
+use crate::builder::EndpointBuilder;
 use crate::server::entry_by_inner;
 use crate::SessionOptions;
 
-/// Configures a [`UdpEndpoint`].
+/// Configures a [`UdpEndpoint`]: every datagram endpoint's settings ([`EndpointBuilder`]:
+/// batch and buffer sizes, session options), `SO_REUSEPORT`, and the dial probe to drop.
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -36,11 +39,24 @@ use crate::SessionOptions;
 ///     .unwrap();
 /// assert_ne!(endpoint.local_addr().port(), 0);
 /// ```
-#[derive(Debug, Clone, Default)]
-pub struct UdpEndpointBuilder {
+pub type UdpEndpointBuilder = EndpointBuilder<UdpEndpointKind>;
+
+/// The UDP endpoint's part of its [`UdpEndpointBuilder`]: `SO_REUSEPORT` and the dial
+/// probe to drop.
+#[derive(Debug, Clone)]
+pub struct UdpEndpointKind {
     reuse_port: bool,
-    udp_options: UdpOptions,
-    session_options: SessionOptions,
+    drop_probe: Option<Bytes>,
+}
+
+impl Default for UdpEndpointKind {
+    /// No `SO_REUSEPORT`; [`DEFAULT_PROBE`](super::DEFAULT_PROBE) dropped.
+    fn default() -> Self {
+        UdpEndpointKind {
+            reuse_port: false,
+            drop_probe: UdpOptions::default().drop_probe,
+        }
+    }
 }
 
 impl UdpEndpointBuilder {
@@ -51,31 +67,20 @@ impl UdpEndpointBuilder {
     /// let b = getty_transports::udp::UdpEndpoint::builder().reuse_port(true);
     /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
-        self.reuse_port = on;
+        self.kind.reuse_port = on;
         self
     }
 
-    /// Socket and datagram-path options.
+    /// Socket and datagram-path options, all at once: the batch and buffer sizes set
+    /// before are replaced by these.
     ///
     /// ```
     /// use getty_transports::udp::{UdpEndpoint, UdpOptions};
-    /// let b = UdpEndpoint::builder().udp_options(UdpOptions::default().batch_size(8));
+    /// let b = UdpEndpoint::builder().udp_options(UdpOptions::default().drop_probe(None));
     /// ```
     pub fn udp_options(mut self, options: UdpOptions) -> Self {
-        self.udp_options = options;
-        self
-    }
-
-    /// The options the session starts with (the setup hook may change them).
-    /// `max_message_len` caps the datagrams accepted (larger ones are dropped); the
-    /// watermarks and `max_outbound` bound the outbound queue.
-    ///
-    /// ```
-    /// use getty_transports::{udp::UdpEndpoint, SessionOptions};
-    /// let b = UdpEndpoint::builder().session_options(SessionOptions::default().max_message_len(512));
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.session_options = options;
+        self.datagram = options.datagram;
+        self.kind.drop_probe = options.drop_probe;
         self
     }
 
@@ -98,10 +103,14 @@ impl UdpEndpointBuilder {
         C: Decoder + 'static,
         H: DatagramHandler<C>,
     {
+        let udp_options = UdpOptions {
+            datagram: self.datagram,
+            drop_probe: self.kind.drop_probe,
+        };
         let mut last_error = None;
         let mut socket = None;
         for addr in addr.to_socket_addrs()? {
-            match self.udp_options.bind_socket(addr, self.reuse_port) {
+            match udp_options.bind_socket(addr, self.kind.reuse_port) {
                 Ok(s) => {
                     socket = Some(s);
                     break;
@@ -125,7 +134,7 @@ impl UdpEndpointBuilder {
             socket: SockRef::from(&socket),
             options: &mut options,
         })?;
-        let mut config = self.udp_options.entry_config(false);
+        let mut config = udp_options.entry_config(false);
         // A getty-rs client's dial opens as soon as its probe is answered.
         config.answer_probe = true;
         let parts = EndpointParts {

@@ -81,8 +81,8 @@ mod queue;
 mod session;
 pub(crate) mod socket;
 
-pub use client::{UdpClient, UdpClientBuilder};
-pub use endpoint::{UdpEndpoint, UdpEndpointBuilder};
+pub use client::{UdpClient, UdpClientBuilder, UdpClientKind};
+pub use endpoint::{UdpEndpoint, UdpEndpointBuilder, UdpEndpointKind};
 pub use handle::DatagramHandle;
 pub use queue::{DropReason, DroppedDatagrams};
 pub use session::{DatagramHandler, DatagramSession, DatagramStats};
@@ -112,10 +112,8 @@ const DEFAULT_BATCH: usize = 32;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpOptions {
-    batch_size: usize,
-    drop_probe: Option<Bytes>,
-    recv_buffer_size: Option<usize>,
-    send_buffer_size: Option<usize>,
+    pub(crate) datagram: DatagramSettings,
+    pub(crate) drop_probe: Option<Bytes>,
 }
 
 impl Default for UdpOptions {
@@ -123,28 +121,62 @@ impl Default for UdpOptions {
     /// kernel's buffer sizes.
     fn default() -> Self {
         UdpOptions {
-            batch_size: DEFAULT_BATCH,
+            datagram: DatagramSettings::default(),
             drop_probe: Some(Bytes::from_static(DEFAULT_PROBE)),
+        }
+    }
+}
+
+/// The settings of every datagram socket (UDP or unix), with their defaults and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DatagramSettings {
+    pub(crate) batch_size: usize,
+    pub(crate) recv_buffer_size: Option<usize>,
+    pub(crate) send_buffer_size: Option<usize>,
+}
+
+impl Default for DatagramSettings {
+    /// Batches of 32 datagrams; the kernel's buffer sizes.
+    fn default() -> Self {
+        DatagramSettings {
+            batch_size: DEFAULT_BATCH,
             recv_buffer_size: None,
             send_buffer_size: None,
         }
     }
 }
 
+impl DatagramSettings {
+    /// A batch holds 1 to 64 datagrams.
+    pub(crate) fn batch_size(self, n: usize) -> Self {
+        DatagramSettings {
+            batch_size: n.clamp(1, batch::MAX_BATCH),
+            ..self
+        }
+    }
+
+    /// Sets the buffer sizes that were given; the kernel's stay otherwise.
+    pub(crate) fn apply_buffer_sizes(&self, socket: &Socket) -> io::Result<()> {
+        if let Some(n) = self.recv_buffer_size {
+            socket.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = self.send_buffer_size {
+            socket.set_send_buffer_size(n)?;
+        }
+        Ok(())
+    }
+}
+
 impl UdpOptions {
-    /// Datagrams moved per `recvmmsg`/`sendmmsg` (Linux; clamped to 1..=64; default 32).
-    /// 1 turns batching off: one `recvfrom`/`sendto` per datagram. Each slot of a batch
-    /// holds one datagram of up to `max_message_len` bytes (at most 64 KiB); slots are
-    /// borrowed from the reactor's buffer pool as bursts make the batch grow, and kept
-    /// until the socket closes, so a busy socket holds up to `batch_size` × 64 KiB (lower
-    /// `max_message_len` to shrink them).
+    /// Datagrams moved per `recvmmsg`/`sendmmsg` (default 32), as
+    /// [`EndpointBuilder::batch_size`](crate::builder::EndpointBuilder::batch_size).
     ///
     /// ```
     /// let o = getty_transports::udp::UdpOptions::default().batch_size(1);
     /// assert_eq!(o.get_batch_size(), 1);
     /// ```
     pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.clamp(1, batch::MAX_BATCH);
+        self.datagram = self.datagram.batch_size(n);
         self
     }
 
@@ -163,27 +195,27 @@ impl UdpOptions {
         self
     }
 
-    /// SO_RCVBUF (`None`: the kernel's default). A burst larger than the receive buffer
-    /// is dropped by the kernel before the reactor sees it, so raise it for bursty peers
-    /// (the kernel caps it at `net.core.rmem_max`).
+    /// SO_RCVBUF (`None`: the kernel's default), as
+    /// [`EndpointBuilder::recv_buffer_size`](crate::builder::EndpointBuilder::recv_buffer_size).
     ///
     /// ```
     /// let o = getty_transports::udp::UdpOptions::default().recv_buffer_size(Some(4 << 20));
     /// assert_eq!(o.get_recv_buffer_size(), Some(4 << 20));
     /// ```
     pub fn recv_buffer_size(mut self, bytes: Option<usize>) -> Self {
-        self.recv_buffer_size = bytes;
+        self.datagram.recv_buffer_size = bytes;
         self
     }
 
-    /// SO_SNDBUF (`None`: the kernel's default).
+    /// SO_SNDBUF (`None`: the kernel's default), as
+    /// [`EndpointBuilder::send_buffer_size`](crate::builder::EndpointBuilder::send_buffer_size).
     ///
     /// ```
     /// let o = getty_transports::udp::UdpOptions::default().send_buffer_size(Some(1 << 20));
     /// assert_eq!(o.get_send_buffer_size(), Some(1 << 20));
     /// ```
     pub fn send_buffer_size(mut self, bytes: Option<usize>) -> Self {
-        self.send_buffer_size = bytes;
+        self.datagram.send_buffer_size = bytes;
         self
     }
 
@@ -193,7 +225,7 @@ impl UdpOptions {
     /// assert_eq!(getty_transports::udp::UdpOptions::default().get_batch_size(), 32);
     /// ```
     pub fn get_batch_size(&self) -> usize {
-        self.batch_size
+        self.datagram.batch_size
     }
 
     /// See [`drop_probe`](Self::drop_probe).
@@ -212,7 +244,7 @@ impl UdpOptions {
     /// assert_eq!(getty_transports::udp::UdpOptions::default().get_recv_buffer_size(), None);
     /// ```
     pub fn get_recv_buffer_size(&self) -> Option<usize> {
-        self.recv_buffer_size
+        self.datagram.recv_buffer_size
     }
 
     /// See [`send_buffer_size`](Self::send_buffer_size).
@@ -221,7 +253,7 @@ impl UdpOptions {
     /// assert_eq!(getty_transports::udp::UdpOptions::default().get_send_buffer_size(), None);
     /// ```
     pub fn get_send_buffer_size(&self) -> Option<usize> {
-        self.send_buffer_size
+        self.datagram.send_buffer_size
     }
 
     /// A non-blocking UDP socket bound to `local`, with these options applied.
@@ -233,12 +265,7 @@ impl UdpOptions {
         }
         #[cfg(not(unix))]
         let _ = reuse_port;
-        if let Some(n) = self.recv_buffer_size {
-            socket.set_recv_buffer_size(n)?;
-        }
-        if let Some(n) = self.send_buffer_size {
-            socket.set_send_buffer_size(n)?;
-        }
+        self.datagram.apply_buffer_sizes(&socket)?;
         socket.set_nonblocking(true)?;
         socket.bind(&local.into())?;
         Ok(socket)
@@ -246,7 +273,7 @@ impl UdpOptions {
 
     fn entry_config(&self, close_on_peer_error: bool) -> entry::DatagramConfig {
         entry::DatagramConfig {
-            batch: self.batch_size,
+            batch: self.datagram.batch_size,
             mmsg: true,
             drop_probe: self.drop_probe.clone(),
             answer_probe: false,

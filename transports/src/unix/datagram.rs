@@ -13,13 +13,14 @@ use getty_codec::Decoder;
 use mio::net::UnixDatagram;
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
+use crate::builder::EndpointBuilder;
 use crate::server::entry_by_inner;
 use crate::udp::endpoint::{DatagramEndpoint, EndpointParts};
 use crate::udp::entry::DatagramConfig;
 use crate::udp::socket::DatagramSocket;
 use crate::udp::{DatagramHandler, DatagramSetup};
 use crate::unix::socket_file::{self, SocketFile};
-use crate::{SessionOptions, UnixAddr};
+use crate::UnixAddr;
 
 impl DatagramSocket for UnixDatagram {
     type Addr = UnixAddr;
@@ -156,10 +157,12 @@ fn probe_datagram_limit(send_buffer: usize) -> io::Result<usize> {
 }
 
 /// The send buffer a bound endpoint asks for when not told (see
-/// [`UnixDatagramEndpointBuilder::send_buffer_size`]).
+/// [`EndpointBuilder::send_buffer_size`]).
 const BOUND_SEND_BUFFER: usize = 1 << 20;
 
-/// Configures a [`UnixDatagramEndpoint`].
+/// Configures a [`UnixDatagramEndpoint`]: every datagram endpoint's settings
+/// ([`EndpointBuilder`]: batch and buffer sizes, session options), what to do with a stale
+/// socket file, and the bounds on what waits for slow receivers.
 ///
 /// ```
 /// use getty_codec::RawCodec;
@@ -178,69 +181,30 @@ const BOUND_SEND_BUFFER: usize = 1 << 20;
 ///     .unwrap();
 /// assert_eq!(endpoint.local_addr(), &UnixAddr::abstract_name("getty-doc-dgram"));
 /// ```
+pub type UnixDatagramEndpointBuilder = EndpointBuilder<UnixDatagramEndpointKind>;
+
+/// The unix datagram endpoint's part of its [`UnixDatagramEndpointBuilder`]: what to do
+/// with a stale socket file, and the bounds on what waits for slow receivers.
 #[derive(Debug, Clone)]
-pub struct UnixDatagramEndpointBuilder {
-    batch_size: usize,
-    recv_buffer_size: Option<usize>,
-    send_buffer_size: Option<usize>,
+pub struct UnixDatagramEndpointKind {
     remove_stale: bool,
     parked_limit: Option<usize>,
     parked_total: Option<usize>,
-    session_options: SessionOptions,
 }
 
-impl Default for UnixDatagramEndpointBuilder {
-    /// Batches of 32 datagrams, the kernel's receive buffer, a larger send buffer when bound
-    /// (see [`send_buffer_size`](Self::send_buffer_size)), stale socket files removed.
+impl Default for UnixDatagramEndpointKind {
+    /// Stale socket files removed; the default bounds on parked datagrams (see
+    /// [`max_parked_per_peer`](UnixDatagramEndpointBuilder::max_parked_per_peer)).
     fn default() -> Self {
-        UnixDatagramEndpointBuilder {
-            batch_size: 32,
-            recv_buffer_size: None,
-            send_buffer_size: None,
+        UnixDatagramEndpointKind {
             remove_stale: true,
             parked_limit: None,
             parked_total: None,
-            session_options: SessionOptions::default(),
         }
     }
 }
 
 impl UnixDatagramEndpointBuilder {
-    /// Datagrams per `recvmmsg`/`sendmmsg` (1: one per syscall).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().batch_size(8);
-    /// ```
-    pub fn batch_size(mut self, n: usize) -> Self {
-        self.batch_size = n.max(1);
-        self
-    }
-
-    /// SO_RCVBUF (`None`: the kernel's default).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().recv_buffer_size(Some(1 << 20));
-    /// ```
-    pub fn recv_buffer_size(mut self, bytes: Option<usize>) -> Self {
-        self.recv_buffer_size = bytes;
-        self
-    }
-
-    /// SO_SNDBUF. It also sets the largest datagram the socket can send. `None` (the
-    /// default): a bound endpoint asks for 1 MiB, which the kernel caps at
-    /// `net.core.wmem_max` and doubles (so 416 KiB where that is its default of 208 KiB,
-    /// twice the default buffer; 2 MiB where it allows 1 MiB or more), since every
-    /// receiver's unread datagrams are charged to it (see [`bind`](Self::bind)); a
-    /// connected one keeps the kernel's default.
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().send_buffer_size(Some(1 << 20));
-    /// ```
-    pub fn send_buffer_size(mut self, bytes: Option<usize>) -> Self {
-        self.send_buffer_size = bytes;
-        self
-    }
-
     /// Whether [`bind`](Self::bind) removes a socket file an earlier run left behind
     /// (default on). A path that is not a socket is never removed, nor a file a live socket
     /// is bound to: the bind fails with `AddrInUse` instead.
@@ -249,7 +213,7 @@ impl UnixDatagramEndpointBuilder {
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().remove_stale_socket(false);
     /// ```
     pub fn remove_stale_socket(mut self, on: bool) -> Self {
-        self.remove_stale = on;
+        self.kind.remove_stale = on;
         self
     }
 
@@ -266,7 +230,7 @@ impl UnixDatagramEndpointBuilder {
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked_per_peer(16 * 1024);
     /// ```
     pub fn max_parked_per_peer(mut self, bytes: usize) -> Self {
-        self.parked_limit = Some(bytes.max(1));
+        self.kind.parked_limit = Some(bytes.max(1));
         self
     }
 
@@ -281,19 +245,7 @@ impl UnixDatagramEndpointBuilder {
     /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked(1 << 20);
     /// ```
     pub fn max_parked(mut self, bytes: usize) -> Self {
-        self.parked_total = Some(bytes.max(1));
-        self
-    }
-
-    /// The options the session starts with: `max_message_len` caps the datagrams accepted,
-    /// and the watermarks and `max_outbound` bound what waits for a slow receiver.
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder()
-    ///     .session_options(getty_transports::SessionOptions::default().max_message_len(4096));
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.session_options = options;
+        self.kind.parked_total = Some(bytes.max(1));
         self
     }
 
@@ -407,12 +359,8 @@ impl UnixDatagramEndpointBuilder {
     {
         let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
         socket.set_nonblocking(true)?;
-        if let Some(n) = self.recv_buffer_size {
-            socket.set_recv_buffer_size(n)?;
-        }
-        if let Some(n) = self.send_buffer_size {
-            socket.set_send_buffer_size(n)?;
-        } else if peer.is_none() {
+        self.datagram.apply_buffer_sizes(&socket)?;
+        if self.datagram.send_buffer_size.is_none() && peer.is_none() {
             // Unread datagrams are charged to this buffer, for every receiver at once: ask
             // for more than the default. The kernel caps the request at `wmem_max` (and
             // doubles it), so this cannot fail for want of privilege; should it fail
@@ -421,7 +369,9 @@ impl UnixDatagramEndpointBuilder {
         }
         let mut file = None;
         if let Some(local) = &local {
-            file = socket_file::bind(&socket, local, Type::DGRAM, self.remove_stale, |_| Ok(()))?;
+            file = socket_file::bind(&socket, local, Type::DGRAM, self.kind.remove_stale, |_| {
+                Ok(())
+            })?;
         }
         if let Some(peer) = &peer {
             socket.connect(&peer.to_sockaddr()?)?;
@@ -436,14 +386,14 @@ impl UnixDatagramEndpointBuilder {
             options: &mut options,
         })?;
         let config = DatagramConfig {
-            batch: self.batch_size,
+            batch: self.datagram.batch_size,
             mmsg: true,
             drop_probe: None,
             answer_probe: false,
             close_on_peer_error: false,
             unix: true,
-            parked_limit: self.parked_limit,
-            parked_total: self.parked_total,
+            parked_limit: self.kind.parked_limit,
+            parked_total: self.kind.parked_total,
         };
         let parts = EndpointParts {
             socket,

@@ -50,5 +50,7 @@ mod datagram;
 mod socket_file;
 mod stream;
 
-pub use datagram::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
-pub use stream::{UnixClient, UnixClientBuilder, UnixServer, UnixServerBuilder};
+pub use datagram::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder, UnixDatagramEndpointKind};
+pub use stream::{
+    UnixClient, UnixClientBuilder, UnixClientKind, UnixServer, UnixServerBuilder, UnixServerKind,
+};

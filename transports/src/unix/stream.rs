@@ -4,21 +4,21 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 
 use getty_codec::Decoder;
 use mio::net::{UnixListener, UnixStream};
 use socket2::{Domain, SockRef, Socket, Type};
 
-use crate::client::{ClientConfig, Dial, StreamClient};
+use crate::builder::sealed::{self, StreamDial};
+use crate::builder::{ClientBuilder, ServerBuilder};
+use crate::client::{Dial, StreamClient};
 use crate::listener::{Acceptor, Listener};
-use crate::options::clamp_timeout;
 use crate::server::{entry_by_inner, StreamServer};
 use crate::session::Handler;
 use crate::setup::Setup;
 use crate::stream::Stream;
 use crate::unix::socket_file::{self, SocketFile};
-use crate::{SessionOptions, SocketOptions, UnixAddr};
+use crate::{SocketOptions, UnixAddr};
 
 impl Stream for UnixStream {
     type Addr = UnixAddr;
@@ -76,7 +76,8 @@ impl Dial for UnixStream {
     }
 }
 
-/// Configures a [`UnixServer`].
+/// Configures a [`UnixServer`]: every server's settings ([`ServerBuilder`]: backlog,
+/// socket and session options), and what to do with a stale socket file.
 ///
 /// ```
 /// use getty_codec::RawCodec;
@@ -94,37 +95,23 @@ impl Dial for UnixStream {
 ///     .unwrap();
 /// assert_eq!(server.local_addr(), UnixAddr::abstract_name("getty-doc-builder"));
 /// ```
+pub type UnixServerBuilder = ServerBuilder<UnixServerKind>;
+
+/// The unix server's part of its [`UnixServerBuilder`]: what to do with a stale socket
+/// file.
 #[derive(Debug, Clone)]
-pub struct UnixServerBuilder {
-    backlog: i32,
+pub struct UnixServerKind {
     remove_stale: bool,
-    socket_options: SocketOptions,
-    session_options: SessionOptions,
 }
 
-impl Default for UnixServerBuilder {
-    /// Backlog 1024; stale socket files are removed.
+impl Default for UnixServerKind {
+    /// Stale socket files are removed.
     fn default() -> Self {
-        UnixServerBuilder {
-            backlog: 1024,
-            remove_stale: true,
-            socket_options: SocketOptions::default(),
-            session_options: SessionOptions::default(),
-        }
+        UnixServerKind { remove_stale: true }
     }
 }
 
 impl UnixServerBuilder {
-    /// The listen backlog (default 1024).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixServer::builder().backlog(128);
-    /// ```
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.backlog = backlog.min(i32::MAX as u32) as i32;
-        self
-    }
-
     /// Whether to remove a socket file that an earlier run left at the path before binding
     /// (default on). Only a file nothing listens on is removed: a path that is not a
     /// socket, or one another server still accepts on (even with its backlog full: the
@@ -134,30 +121,7 @@ impl UnixServerBuilder {
     /// let b = getty_transports::unix::UnixServer::builder().remove_stale_socket(false);
     /// ```
     pub fn remove_stale_socket(mut self, on: bool) -> Self {
-        self.remove_stale = on;
-        self
-    }
-
-    /// Options applied to every accepted socket (the buffer sizes; TCP's options do not
-    /// apply).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixServer::builder()
-    ///     .socket_options(getty_transports::SocketOptions::default().send_buffer_size(Some(1 << 20)));
-    /// ```
-    pub fn socket_options(mut self, options: SocketOptions) -> Self {
-        self.socket_options = options;
-        self
-    }
-
-    /// The options every session starts with (the setup hook may change them).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixServer::builder()
-    ///     .session_options(getty_transports::SessionOptions::default().max_message_len(4096));
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.session_options = options;
+        self.kind.remove_stale = on;
         self
     }
 
@@ -190,8 +154,8 @@ impl UnixServerBuilder {
         socket.set_nonblocking(true)?;
         // Listening before the path is let go: a bound socket that does not listen yet
         // would look stale to a second server starting at the same moment.
-        let backlog = self.backlog;
-        let file = socket_file::bind(&socket, &addr, Type::STREAM, self.remove_stale, |s| {
+        let backlog = self.listen.backlog;
+        let file = socket_file::bind(&socket, &addr, Type::STREAM, self.kind.remove_stale, |s| {
             s.listen(backlog)
         })?;
         let listener = UnixListener::from_std(socket.into());
@@ -264,7 +228,8 @@ entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H> where
     H: Handler<C, UnixAddr>,
 );
 
-/// Configures a [`UnixClient`].
+/// Configures a [`UnixClient`]: every stream client's settings ([`ClientBuilder`]:
+/// connections, timeouts, backoff, socket and session options).
 ///
 /// ```
 /// use std::time::Duration;
@@ -282,77 +247,22 @@ entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H> where
 ///     .build("/run/app.sock", |_| Ok((RawCodec, Sink)))
 ///     .unwrap();
 /// ```
+pub type UnixClientBuilder = ClientBuilder<UnixClientKind>;
+
+/// The unix client's part of its [`UnixClientBuilder`]: nothing beyond every stream
+/// client's settings ([`ClientBuilder`]).
 #[derive(Debug, Clone, Default)]
-pub struct UnixClientBuilder {
-    config: ClientConfig,
+pub struct UnixClientKind {
+    stream: StreamDial,
+}
+
+impl sealed::StreamClient for UnixClientKind {
+    fn stream_dial(&mut self) -> &mut StreamDial {
+        &mut self.stream
+    }
 }
 
 impl UnixClientBuilder {
-    /// How many sessions to keep open (default 1; at least 1).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixClient::builder().connection_number(8);
-    /// ```
-    pub fn connection_number(mut self, n: usize) -> Self {
-        self.config.connection_number = n.max(1);
-        self
-    }
-
-    /// How long a connect may take (default 3 s).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixClient::builder()
-    ///     .connect_timeout(std::time::Duration::from_millis(500));
-    /// ```
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = clamp_timeout(timeout.max(Duration::from_millis(1)));
-        self
-    }
-
-    /// Redial delays, as for the TCP client (defaults 100 ms doubling to 5 s, jittered).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::unix::UnixClient::builder()
-    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
-    /// ```
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.config.redial = self.config.redial.backoff(min, max);
-        self
-    }
-
-    /// Gives up after this many consecutive failed dials (default: never).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixClient::builder().max_consecutive_failures(Some(5));
-    /// ```
-    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
-        self.config.redial = self.config.redial.max_failures(limit);
-        self
-    }
-
-    /// Options applied to every dialled socket (the buffer sizes).
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixClient::builder()
-    ///     .socket_options(getty_transports::SocketOptions::default());
-    /// ```
-    pub fn socket_options(mut self, options: SocketOptions) -> Self {
-        self.config.socket_options = options;
-        self
-    }
-
-    /// The options every session starts with.
-    ///
-    /// ```
-    /// let b = getty_transports::unix::UnixClient::builder()
-    ///     .session_options(getty_transports::SessionOptions::default());
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.config.session_options = options;
-        self
-    }
-
     /// Makes the client for `addr` (a path or an abstract name). Nothing is dialled until
     /// it is spawned into a reactor. `setup` runs for every connected socket.
     ///
@@ -370,7 +280,11 @@ impl UnixClientBuilder {
         let addr = addr.into();
         addr.to_sockaddr()?; // an unnamed or too long address fails here, not at each dial
         Ok(UnixClient {
-            inner: StreamClient::new(addr, setup, self.config),
+            inner: StreamClient::new(
+                addr,
+                setup,
+                self.kind.stream.config(self.dial, self.session_options),
+            ),
         })
     }
 }

@@ -12,11 +12,13 @@ use getty_codec::rustls;
 use getty_codec::ws::{ClientRequest, DeflateConfig};
 use getty_codec::Decoder;
 
+use crate::builder::sealed::{self, StreamDial};
+use crate::builder::ClientBuilder;
 use crate::server::entry_by_inner;
 use crate::session::{Handler, Session};
-use crate::tcp::{Setup, TcpClient, TcpClientBuilder};
+use crate::tcp::{Setup, TcpClient, TcpClientBuilder, TcpClientKind};
 use crate::ws::{ClientUpgrade, Keepalive};
-use crate::{DialTarget, SessionOptions, SocketOptions};
+use crate::DialTarget;
 
 /// The parts of a `ws://` or `wss://` URL a client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,8 +121,8 @@ impl WsDial {
     }
 }
 
-/// Configures a [`WsClient`]: the TCP client's settings (connections, timeouts, backoff),
-/// plus the upgrade request's headers and subprotocols, permessage-deflate, TLS for
+/// Configures a [`WsClient`]: every stream client's settings ([`ClientBuilder`]:
+/// connections, timeouts, backoff, socket and session options), plus the upgrade request's headers and subprotocols, permessage-deflate, TLS for
 /// `wss://`, and keep-alive pings.
 ///
 /// ```
@@ -141,14 +143,24 @@ impl WsDial {
 ///     .build("ws://127.0.0.1:9/chat", |_| Ok((MessageCodec, Sink)))
 ///     .unwrap();
 /// ```
+pub type WsClientBuilder = ClientBuilder<WsClientKind>;
+
+/// The WebSocket client's part of its [`WsClientBuilder`]: the upgrade request, TLS for
+/// `wss://`, permessage-deflate and keep-alive pings.
 #[derive(Debug, Clone, Default)]
-pub struct WsClientBuilder {
-    tcp: TcpClientBuilder,
+pub struct WsClientKind {
+    stream: StreamDial,
     tls: Option<Arc<rustls::ClientConfig>>,
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
     deflate: Option<DeflateConfig>,
     keepalive: Keepalive,
+}
+
+impl sealed::StreamClient for WsClientKind {
+    fn stream_dial(&mut self) -> &mut StreamDial {
+        &mut self.stream
+    }
 }
 
 impl WsClientBuilder {
@@ -162,7 +174,7 @@ impl WsClientBuilder {
     /// let b = getty_transports::ws::WsClient::builder().tls(config);
     /// ```
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.tls = Some(config);
+        self.kind.tls = Some(config);
         self
     }
 
@@ -175,7 +187,7 @@ impl WsClientBuilder {
     /// let b = getty_transports::ws::WsClient::builder().header("Origin", "https://app.example");
     /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.kind.headers.push((name.into(), value.into()));
         self
     }
 
@@ -186,7 +198,7 @@ impl WsClientBuilder {
     /// let b = getty_transports::ws::WsClient::builder().protocol("mqtt");
     /// ```
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
-        self.protocols.push(name.into());
+        self.kind.protocols.push(name.into());
         self
     }
 
@@ -198,18 +210,18 @@ impl WsClientBuilder {
     /// let b = getty_transports::ws::WsClient::builder().deflate(Some(DeflateConfig::default()));
     /// ```
     pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
-        self.deflate = config;
+        self.kind.deflate = config;
         self
     }
 
     /// Sends a ping on every cron tick, before `on_cron` (see
-    /// [`SessionOptions::cron_period`]). Default off.
+    /// [`SessionOptions::cron_period`](crate::SessionOptions::cron_period)). Default off.
     ///
     /// ```
     /// let b = getty_transports::ws::WsClient::builder().ping_on_cron(true);
     /// ```
     pub fn ping_on_cron(mut self, on: bool) -> Self {
-        self.keepalive.ping_on_cron = on;
+        self.kind.keepalive.ping_on_cron = on;
         self
     }
 
@@ -221,74 +233,7 @@ impl WsClientBuilder {
     /// let b = getty_transports::ws::WsClient::builder().pong_timeout(Some(Duration::from_secs(5)));
     /// ```
     pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
-        self
-    }
-
-    /// How many sessions to keep open to the URL (default 1).
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder().connection_number(8);
-    /// ```
-    pub fn connection_number(mut self, n: usize) -> Self {
-        self.tcp = self.tcp.connection_number(n);
-        self
-    }
-
-    /// How long the TCP connect may take (default 3 s). The TLS handshake and the upgrade
-    /// that follow have the session's handshake timeout.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder()
-    ///     .connect_timeout(std::time::Duration::from_millis(500));
-    /// ```
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.tcp = self.tcp.connect_timeout(timeout);
-        self
-    }
-
-    /// Redial delays, as [`TcpClientBuilder::reconnect_backoff`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::ws::WsClient::builder()
-    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
-    /// ```
-    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.tcp = self.tcp.reconnect_backoff(min, max);
-        self
-    }
-
-    /// Gives up after this many consecutive failed dials (a failed upgrade counts).
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder().max_consecutive_failures(Some(5));
-    /// ```
-    pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
-        self.tcp = self.tcp.max_consecutive_failures(limit);
-        self
-    }
-
-    /// Options applied to every dialled socket.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder()
-    ///     .socket_options(getty_transports::SocketOptions::default());
-    /// ```
-    pub fn socket_options(mut self, options: SocketOptions) -> Self {
-        self.tcp = self.tcp.socket_options(options);
-        self
-    }
-
-    /// The options every session starts with; the handshake timeout bounds the TLS
-    /// handshake and the upgrade, the max message length bounds frames and messages.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder()
-    ///     .session_options(getty_transports::SessionOptions::default().max_message_len(1 << 16));
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.tcp = self.tcp.session_options(options);
+        self.kind.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
         self
     }
 
@@ -296,7 +241,7 @@ impl WsClientBuilder {
     /// and makes the client. Nothing is dialled until it is spawned into a reactor. `setup`
     /// runs for every connected socket, before the upgrade. Every address of the host is
     /// tried in turn until one connects, and a host name is resolved again (off the
-    /// reactor) before every redial: see [`DialTarget`](crate::DialTarget).
+    /// reactor) before every redial: see [`DialTarget`].
     ///
     /// The upgrade request is checked here: a path or query with a character RFC 3986
     /// does not allow (a space, a control character: percent-encode them), or a bad header
@@ -329,9 +274,14 @@ impl WsClientBuilder {
         H: Handler<C>,
     {
         let url = WsUrl::parse(url)?;
-        let mut tcp = self.tcp;
+        let ws = self.kind;
+        let mut tcp = TcpClientBuilder {
+            dial: self.dial,
+            session_options: self.session_options,
+            kind: TcpClientKind::new(ws.stream),
+        };
         if url.secure {
-            let config = self.tls.ok_or_else(|| {
+            let config = ws.tls.ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidInput,
                     "a wss:// URL needs a TLS configuration (WsClientBuilder::tls)",
@@ -341,13 +291,13 @@ impl WsClientBuilder {
             tcp.check_tls_name()?;
         }
         let mut request = ClientRequest::new(url.host_header(), url.path.as_str());
-        for (name, value) in self.headers {
+        for (name, value) in ws.headers {
             request = request.header(name, value);
         }
-        for protocol in self.protocols {
+        for protocol in ws.protocols {
             request = request.protocol(protocol);
         }
-        if let Some(deflate) = self.deflate {
+        if let Some(deflate) = ws.deflate {
             request = request.deflate(deflate);
         }
         // A CR LF in the path or a header would inject headers: refuse it here, typed
@@ -355,10 +305,10 @@ impl WsClientBuilder {
         request
             .check()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        tcp.config.websocket = Some(Arc::new(WsDial {
+        tcp.kind.websocket = Some(Arc::new(WsDial {
             request,
             path: url.path.clone(),
-            keepalive: self.keepalive,
+            keepalive: ws.keepalive,
         }));
         // Every address of the host is tried in turn; a name is resolved again before
         // every redial (see `DialTarget`).

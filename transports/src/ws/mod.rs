@@ -13,8 +13,8 @@ mod state;
 pub(crate) mod upgrade;
 
 pub(crate) use client::WsDial;
-pub use client::{WsClient, WsClientBuilder};
-pub use server::{WsServer, WsServerBuilder, WsSetup};
+pub use client::{WsClient, WsClientBuilder, WsClientKind};
+pub use server::{WsServer, WsServerBuilder, WsServerKind, WsSetup};
 pub(crate) use state::{ClientUpgrade, Keepalive, WsState};
 
 /// The protocol machine's limits from the session's options: a message (after reassembly

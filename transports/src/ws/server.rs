@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use getty_codec::rustls;
 use getty_codec::ws::{parse_request, DeflateConfig, HandshakeError, Protocol, Request, Role};
 use getty_codec::Decoder;
 use getty_reactor::{Command, Context, Entry, GroupId, Ready, Status};
 use mio::net::TcpStream;
 use socket2::SockRef;
 
-use crate::listener::{Acceptor, ListenOptions};
+use crate::builder::{sealed, ServerBuilder};
+use crate::listener::Acceptor;
 use crate::session::{Handler, Session};
 use crate::setup::FilterFactory;
 use crate::stream::StreamEntry;
@@ -317,8 +317,10 @@ impl Handshake<TcpStream> for ServerHandshake {
     fn failed(&mut self, _cx: &mut Context<'_>, _error: &Error) {}
 }
 
-/// Configures a [`WsServer`]: the listener, TLS (`wss://`), permessage-deflate, subprotocols,
-/// the origin check, keep-alive pings, and one setup hook per path.
+/// Configures a [`WsServer`]: the settings of every server on TCP ([`ServerBuilder`]:
+/// backlog, `SO_REUSEPORT`, TLS for `wss://`, socket and session options), plus
+/// permessage-deflate, subprotocols, the origin check, keep-alive pings, and one setup hook
+/// per path.
 ///
 /// ```
 /// use std::time::Duration;
@@ -343,38 +345,37 @@ impl Handshake<TcpStream> for ServerHandshake {
 ///     .unwrap();
 /// assert_ne!(server.local_addr().port(), 0);
 /// ```
-pub struct WsServerBuilder {
-    listen: ListenOptions,
-    socket_options: SocketOptions,
-    tls: Option<FilterFactory>,
+pub type WsServerBuilder = ServerBuilder<WsServerKind>;
+
+/// The WebSocket server's part of its [`WsServerBuilder`]: the routes, subprotocols,
+/// permessage-deflate, the origin check and keep-alive pings.
+pub struct WsServerKind {
     router: Router,
 }
 
-impl fmt::Debug for WsServerBuilder {
+impl sealed::TcpListener for WsServerKind {}
+
+impl fmt::Debug for WsServerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let paths: Vec<&str> = self.router.routes.iter().map(|(p, _)| p.as_str()).collect();
-        f.debug_struct("WsServerBuilder")
-            .field("listen", &self.listen)
+        f.debug_struct("WsServerKind")
             .field("routes", &paths)
             .field("protocols", &self.router.protocols)
             .field("deflate", &self.router.deflate)
-            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl Default for WsServerBuilder {
+impl Default for WsServerKind {
     fn default() -> Self {
-        WsServerBuilder {
-            listen: ListenOptions::default(),
-            socket_options: SocketOptions::default(),
-            tls: None,
+        WsServerKind {
             router: Router {
                 routes: Vec::new(),
                 protocols: Vec::new(),
                 origin_check: None,
                 deflate: None,
                 keepalive: Keepalive::default(),
+                // `bind` sets the builder's.
                 session_options: Arc::new(SessionOptions::default()),
             },
         }
@@ -382,21 +383,6 @@ impl Default for WsServerBuilder {
 }
 
 impl WsServerBuilder {
-    /// Serves `wss://`: every connection starts with a TLS handshake under `config`, within
-    /// the session's handshake timeout (which covers the HTTP upgrade too). See
-    /// [`crate::tls`] for ready-made configurations.
-    ///
-    /// ```
-    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
-    /// let config = getty_transports::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
-    /// let b = getty_transports::ws::WsServer::builder().tls(config);
-    /// ```
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.tls = Some(FilterFactory::tls_server(config));
-        self
-    }
-
     /// Accepts permessage-deflate (RFC 7692) when a client offers it, on these terms
     /// (`None`, the default: messages are never compressed).
     ///
@@ -405,7 +391,7 @@ impl WsServerBuilder {
     /// let b = getty_transports::ws::WsServer::builder().deflate(Some(DeflateConfig::default()));
     /// ```
     pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
-        self.router.deflate = config;
+        self.kind.router.deflate = config;
         self
     }
 
@@ -421,7 +407,7 @@ impl WsServerBuilder {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        self.router.protocols = protocols.into_iter().map(Into::into).collect();
+        self.kind.router.protocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
@@ -437,7 +423,7 @@ impl WsServerBuilder {
         mut self,
         check: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.router.origin_check = Some(Arc::new(check));
+        self.kind.router.origin_check = Some(Arc::new(check));
         self
     }
 
@@ -448,7 +434,7 @@ impl WsServerBuilder {
     /// let b = getty_transports::ws::WsServer::builder().ping_on_cron(true);
     /// ```
     pub fn ping_on_cron(mut self, on: bool) -> Self {
-        self.router.keepalive.ping_on_cron = on;
+        self.kind.router.keepalive.ping_on_cron = on;
         self
     }
 
@@ -460,54 +446,7 @@ impl WsServerBuilder {
     /// let b = getty_transports::ws::WsServer::builder().pong_timeout(Some(Duration::from_secs(5)));
     /// ```
     pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.router.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
-        self
-    }
-
-    /// The listen backlog (default 1024).
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsServer::builder().backlog(4096);
-    /// ```
-    pub fn backlog(mut self, backlog: u32) -> Self {
-        self.listen.backlog = backlog.min(i32::MAX as u32) as i32;
-        self
-    }
-
-    /// SO_REUSEPORT, so several listeners (one per reactor) can share a port.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsServer::builder().reuse_port(true);
-    /// ```
-    pub fn reuse_port(mut self, on: bool) -> Self {
-        self.listen.reuse_port = on;
-        self
-    }
-
-    /// Options applied to every accepted socket.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsServer::builder()
-    ///     .socket_options(getty_transports::SocketOptions::default().nodelay(true));
-    /// ```
-    pub fn socket_options(mut self, options: SocketOptions) -> Self {
-        self.socket_options = options;
-        self
-    }
-
-    /// The options every session starts with (a route's hook may change them). The
-    /// handshake timeout bounds the TLS handshake and the HTTP upgrade together; the max
-    /// message length bounds frames and (inflated) messages.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use getty_transports::SessionOptions;
-    /// let b = getty_transports::ws::WsServer::builder().session_options(
-    ///     SessionOptions::default().handshake_timeout(Duration::from_secs(3)),
-    /// );
-    /// ```
-    pub fn session_options(mut self, options: SessionOptions) -> Self {
-        self.router.session_options = Arc::new(options);
+        self.kind.router.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
         self
     }
 
@@ -541,7 +480,7 @@ impl WsServerBuilder {
             setup,
             _types: PhantomData,
         };
-        self.router.routes.push((path.into(), Box::new(route)));
+        self.kind.router.routes.push((path.into(), Box::new(route)));
         self
     }
 
@@ -551,12 +490,14 @@ impl WsServerBuilder {
     /// let server = getty_transports::ws::WsServer::builder().bind("127.0.0.1:0").unwrap();
     /// ```
     pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<WsServer> {
+        let mut router = self.kind.router;
+        router.session_options = Arc::new(self.session_options);
         Ok(WsServer {
             acceptor: self.listen.bind(addr)?,
             socket_options: self.socket_options,
             tls: self.tls,
-            handshake_timeout: self.router.session_options.handshake_timeout,
-            router: Arc::new(Mutex::new(self.router)),
+            handshake_timeout: router.session_options.handshake_timeout,
+            router: Arc::new(Mutex::new(router)),
         })
     }
 }
