@@ -207,8 +207,8 @@ impl TcpClientBuilder {
 /// }
 /// let client = TcpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
-/// let id = reactor.spawn(Box::new(client));
-/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// let id = reactor.spawn(client);
+/// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct TcpClient<F, C, H> {
     inner: StreamClient<TcpStream, F, C, H>,
@@ -247,7 +247,7 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for TcpClient<F, C, H> where
+entry_by_inner!(impl<F, C, H> for TcpClient<F, C, H>, command = crate::ClientCommand<TcpStream, SocketAddr>, where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,

@@ -31,7 +31,7 @@
 //! let path = std::env::temp_dir().join(format!("getty-doc-{}.sock", std::process::id()));
 //! let server = UnixServer::bind(path.as_path(), |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
 //! let reactor = Reactor::start_thread("unix-echo", move |r| {
-//!     r.spawn(Box::new(server));
+//!     r.spawn(server);
 //!     Ok(())
 //! }).unwrap();
 //!
