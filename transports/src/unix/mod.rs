@@ -51,4 +51,4 @@ mod socket_file;
 mod stream;
 
 pub use datagram::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
-pub use stream::{UnixClient, UnixClientBuilder, UnixServer, UnixServerBuilder};
+pub use stream::{UnixClient, UnixClientBuilder, UnixClientCommand, UnixServer, UnixServerBuilder};

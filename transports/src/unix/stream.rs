@@ -429,7 +429,11 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for UnixClient<F, C, H>, command = crate::ClientCommand<UnixStream, UnixAddr>, where
+/// What a [`UnixClient`] accepts: [`Close`](crate::Close). The name to write where a
+/// client's address is kept (as [`TcpClientCommand`](crate::tcp::TcpClientCommand) shows).
+pub type UnixClientCommand = crate::ClientCommand<UnixStream, UnixAddr>;
+
+entry_by_inner!(impl<F, C, H> for UnixClient<F, C, H>, command = UnixClientCommand, where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C, UnixAddr>,

@@ -421,7 +421,7 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for WsClient<F, C, H>, command = crate::ClientCommand<mio::net::TcpStream, SocketAddr>, where
+entry_by_inner!(impl<F, C, H> for WsClient<F, C, H>, command = crate::tcp::TcpClientCommand, where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,
