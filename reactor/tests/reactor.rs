@@ -310,3 +310,92 @@ fn spawned_entries_start_after_the_call_that_spawned_them() {
         "dropping a reactor ends its entries properly"
     );
 }
+
+/// The commands of a [`Tally`]: numbers to add, and a request for the sum.
+enum TallyCommand {
+    Add(u64),
+    Report(mpsc::Sender<u64>),
+}
+
+/// A narrower command: what a [`Tally`]'s helpers may send it.
+struct Add(u64);
+
+impl From<Add> for TallyCommand {
+    fn from(add: Add) -> Self {
+        TallyCommand::Add(add.0)
+    }
+}
+
+/// Sums what it is sent; hands out a narrowed address of itself to the thread it is
+/// given, which only ever sees a `Recipient<Add>`.
+struct Tally {
+    sum: u64,
+    helpers: mpsc::Sender<Recipient<Add>>,
+}
+
+impl Entry for Tally {
+    type Command = TallyCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        assert!(cx.recipient::<Add>().is_none(), "Add is not its own type");
+        let narrowed = cx
+            .recipient_as::<Add, TallyCommand>()
+            .expect("its own type");
+        assert_eq!(narrowed.id(), cx.id());
+        self.helpers.send(narrowed).unwrap();
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_command(&mut self, _: &mut Context<'_>, command: TallyCommand) -> Status {
+        match command {
+            TallyCommand::Add(n) => self.sum += n,
+            TallyCommand::Report(to) => {
+                let _ = to.send(self.sum);
+            }
+        }
+        Status::Continue
+    }
+}
+
+#[test]
+fn a_narrowed_address_delivers_converted_commands_from_other_threads() {
+    let (helpers_tx, helpers) = mpsc::channel();
+    let (tally_tx, tally_rx) = mpsc::channel();
+    let thread = Reactor::start_thread("tally", move |r| {
+        let tally = r.spawn(Tally {
+            sum: 0,
+            helpers: helpers_tx,
+        });
+        tally_tx.send(tally).map_err(std::io::Error::other)
+    })
+    .unwrap();
+    let step = Duration::from_secs(15);
+    let tally = tally_rx.recv_timeout(step).expect("the tally's address");
+    let add = helpers.recv_timeout(step).expect("the narrowed address");
+    assert_eq!(add.id(), tally.id());
+    let handle = thread.handle().clone();
+    let senders: Vec<_> = (1..=4)
+        .map(|n| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    handle.send(add, Add(n)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    // Commands from one thread arrive in order, so this report comes after its adds.
+    let (report_tx, report) = mpsc::channel();
+    handle.send(tally, TallyCommand::Report(report_tx)).unwrap();
+    assert_eq!(
+        report.recv_timeout(step).expect("a report"),
+        100 * (1 + 2 + 3 + 4)
+    );
+    handle.shutdown();
+    thread.join().unwrap();
+}
