@@ -579,7 +579,7 @@ fn start_server(kind: ServerKind, meter: Arc<Meter>) -> (Server, SocketAddr) {
                         ))
                     })?;
                 let _ = tx.send(endpoint.local_addr());
-                reactor.spawn(Box::new(endpoint));
+                reactor.spawn(endpoint);
                 Ok(())
             })
             .expect("start the getty server");
@@ -709,12 +709,12 @@ fn start_client(
                 .probe_wait(Duration::from_millis(20))
                 .udp_options(udp)
                 .build(to, move |_| Ok((RawCodec, client(None))))?;
-            reactor.spawn(Box::new(c));
+            reactor.spawn(c);
         } else {
             let e = UdpEndpoint::builder()
                 .udp_options(udp)
                 .bind("127.0.0.1:0", move |_| Ok((RawCodec, client(Some(to)))))?;
-            reactor.spawn(Box::new(e));
+            reactor.spawn(e);
         }
         Ok(())
     })

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use getty::codec::ws::DeflateConfig;
 use getty::codec::{Message, MessageCodec};
-use getty::reactor::EntryId;
 use getty::ws::WsClient;
 use getty::{Close, Handler, Reactor, ReactorHandle, Session, SessionOptions};
 
@@ -98,7 +97,7 @@ fn run_session(reactor: &ReactorHandle, args: &Args, path: &str) -> io::Result<V
         .build(&url, move |_| {
             Ok((MessageCodec, Echo { events: tx.clone() }))
         })?;
-    let id: EntryId = reactor.query(move |spawner| spawner.spawn(Box::new(client)))?;
+    let id = reactor.query(move |spawner| spawner.spawn(client))?;
     let deadline = Instant::now() + CASE_LIMIT;
     let mut texts = Vec::new();
     loop {
@@ -121,7 +120,7 @@ fn run_session(reactor: &ReactorHandle, args: &Args, path: &str) -> io::Result<V
         }
     }
     // The session is over: stop the client from redialling.
-    let _ = reactor.send(id, Box::new(Close));
+    let _ = reactor.send(id, Close);
     Ok(texts)
 }
 

@@ -22,7 +22,7 @@
 //! }
 //!
 //! let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
-//! let reactor = Reactor::start_thread("echo", move |r| { r.spawn(Box::new(server)); Ok(()) }).unwrap();
+//! let reactor = Reactor::start_thread("echo", move |r| { r.spawn(server); Ok(()) }).unwrap();
 //! reactor.handle().shutdown();
 //! reactor.join().unwrap();
 //! ```

@@ -872,7 +872,7 @@ fn many_clients_of_one_name_share_one_lookup_on_a_few_threads() {
         let running = Running::serve("many-clients", first);
         running.run_on(move |s| {
             for client in clients {
-                s.spawn(Box::new(client));
+                s.spawn(client);
             }
         });
         let mut most = 0;

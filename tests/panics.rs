@@ -469,7 +469,7 @@ fn a_panic_in_a_udp_handler_ends_only_that_endpoint() {
         let (fragile_addr, sturdy_addr) = (fragile.local_addr(), sturdy.local_addr());
         let running = Running::serve("udp-fragile", fragile);
         running.run_on(move |s| {
-            s.spawn(Box::new(sturdy));
+            s.spawn(sturdy);
         });
         let to_fragile = udp_peer(fragile_addr);
         let to_sturdy = udp_peer(sturdy_addr);

@@ -41,7 +41,7 @@ fn eof_after_budget(pool: Option<BufPool>, budget: usize, bytes: usize, rcvbuf: 
         if let Some(pool) = pool {
             *r = Reactor::builder().buffer_pool(pool).build()?;
         }
-        r.spawn(Box::new(server));
+        r.spawn(server);
         Ok(())
     })
     .unwrap();
@@ -120,7 +120,7 @@ fn refill_a_reader(pause_first: Duration) {
         .unwrap();
     let addr = server.local_addr();
     let reactor = Reactor::start_thread("b", move |r| {
-        r.spawn(Box::new(server));
+        r.spawn(server);
         Ok(())
     })
     .unwrap();
@@ -200,7 +200,7 @@ fn a_datagram_producer_keeps_producing() {
         })
         .unwrap();
     let reactor = Reactor::start_thread("udp-pump", move |r| {
-        r.spawn(Box::new(client));
+        r.spawn(client);
         Ok(())
     })
     .unwrap();
@@ -245,7 +245,7 @@ fn handle_behind_a_busy_reactor(name: &str) -> (ReactorThread, TcpStream, Sessio
         .unwrap();
     let addr = server.local_addr();
     let reactor = Reactor::start_thread(name, move |r| {
-        r.spawn(Box::new(server));
+        r.spawn(server);
         Ok(())
     })
     .unwrap();
@@ -348,7 +348,7 @@ fn a_rejected_sessions_handle_is_closed() {
         .unwrap();
     let addr = server.local_addr();
     let reactor = Reactor::start_thread("e", move |r| {
-        r.spawn(Box::new(server));
+        r.spawn(server);
         Ok(())
     })
     .unwrap();
@@ -381,7 +381,7 @@ fn duration_max_timeouts_do_not_panic() {
         .unwrap();
     let addr = server.local_addr();
     let reactor = Reactor::start_thread("f", move |r| {
-        r.spawn(Box::new(server));
+        r.spawn(server);
         Ok(())
     })
     .unwrap();

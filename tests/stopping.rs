@@ -334,6 +334,8 @@ struct Stubborn {
 }
 
 impl Entry for Stubborn {
+    type Command = getty::reactor::NoCommand;
+
     fn on_start(&mut self, _: &mut Context<'_>) -> Status {
         Status::Continue
     }
@@ -359,7 +361,7 @@ fn a_second_signal_stops_every_reactor_of_a_pool_at_once() {
         let draining_tx = Mutex::new(draining_tx);
         let pool = ReactorPool::start(2, move |_, reactor| {
             let draining = draining_tx.lock().unwrap().clone();
-            reactor.spawn(Box::new(Stubborn { draining }));
+            reactor.spawn(Stubborn { draining });
             Ok(())
         })
         .unwrap();

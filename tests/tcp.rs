@@ -1448,10 +1448,7 @@ fn client_keeps_sessions_reconnects_and_stops_on_close() {
         assert_eq!(client_events.count(is_open), 2 * N);
 
         // Close: the client ends its sessions and itself.
-        client_reactor
-            .handle()
-            .send(client_id, Box::new(Close))
-            .unwrap();
+        client_reactor.handle().send(client_id, Close).unwrap();
         client_events.wait_n("the sessions to close", 2 * N, is_close);
         server_events.wait_n("the server to see them go", 2 * N, is_close);
         let deadline = Instant::now() + STEP;
@@ -2115,7 +2112,7 @@ fn server_close_stops_listening_but_keeps_sessions() {
         echo_roundtrip(&mut peer, b"one");
         assert_eq!(reactor.entry_count(), 2);
 
-        reactor.handle().send(server_id, Box::new(Close)).unwrap();
+        reactor.handle().send(server_id, Close).unwrap();
         assert_eq!(
             reactor.entry_count(),
             1,

@@ -349,10 +349,7 @@ fn echo_100_clients_500_messages_of_random_sizes() {
         );
         // Stop the client from redialling, and let the server finish the close handshakes
         // (a client's on_close runs when its handshake starts) before its reactor goes.
-        client
-            .handle()
-            .send(client_id, Box::new(getty::Close))
-            .unwrap();
+        client.handle().send(client_id, getty::Close).unwrap();
         let deadline = Instant::now() + STEP;
         while server_handle.session_count().unwrap() > 0 {
             assert!(Instant::now() < deadline, "server sessions did not end");

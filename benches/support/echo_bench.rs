@@ -294,7 +294,7 @@ pub fn start_reactor_thread(
     let (ids_tx, ids_rx) = mpsc::channel();
     let reactor = Reactor::start_thread(name, move |reactor| {
         let _ = ids_tx.send(current_thread_ids());
-        reactor.spawn(Box::new(server));
+        reactor.spawn(server);
         Ok(())
     })?;
     let ids = ids_rx

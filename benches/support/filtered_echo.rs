@@ -201,7 +201,7 @@ fn start_server(ends: &Ends, options: &SessionOptions) -> (ReactorThread, std::n
                 .expect("bind");
             let addr = server.local_addr();
             let thread = Reactor::start_thread("bench-server", move |r| {
-                r.spawn(Box::new(server));
+                r.spawn(server);
                 Ok(())
             });
             (addr, thread)
@@ -215,7 +215,7 @@ fn start_server(ends: &Ends, options: &SessionOptions) -> (ReactorThread, std::n
                 .expect("bind");
             let addr = server.local_addr();
             let thread = Reactor::start_thread("bench-server", move |r| {
-                r.spawn(Box::new(server));
+                r.spawn(server);
                 Ok(())
             });
             (addr, thread)
@@ -245,7 +245,7 @@ fn start_client(
                 })
                 .expect("client");
             Reactor::start_thread("bench-client", move |r| {
-                r.spawn(Box::new(client));
+                r.spawn(client);
                 Ok(())
             })
         }
@@ -259,7 +259,7 @@ fn start_client(
                 })
                 .expect("client");
             Reactor::start_thread("bench-client", move |r| {
-                r.spawn(Box::new(client));
+                r.spawn(client);
                 Ok(())
             })
         }

@@ -365,13 +365,12 @@ fn run_client(
     run_senders(plan, move |reactor, mut make_sender| {
         // Raw servers echo the stream as it comes, so the client frames with lengths.
         if lines {
-            reactor.spawn(Box::new(
-                builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
-            ));
+            reactor
+                .spawn(builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?);
         } else {
-            reactor.spawn(Box::new(builder.build(addr, move |_| {
+            reactor.spawn(builder.build(addr, move |_| {
                 Ok((LengthFieldCodec::default(), make_sender()))
-            })?));
+            })?);
         }
         Ok(())
     })

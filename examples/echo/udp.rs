@@ -49,17 +49,17 @@ fn start_server(
             CodecKind::Length => {
                 let server = builder.bind(addr, |_| Ok((LengthFieldCodec::default(), Echo)))?;
                 let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(Box::new(server))
+                reactor.spawn(server)
             }
             CodecKind::Lines => {
                 let server = builder.bind(addr, |_| Ok((LinesCodec::default(), Echo)))?;
                 let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(Box::new(server))
+                reactor.spawn(server)
             }
             CodecKind::Raw => {
                 let server = builder.bind(addr, |_| Ok((RawCodec, Echo)))?;
                 let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(Box::new(server))
+                reactor.spawn(server)
             }
         };
         Ok(())
@@ -255,13 +255,13 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
                     .probe_wait(Duration::from_millis(100))
                     .udp_options(udp_options());
                 if lines {
-                    reactor.spawn(Box::new(
+                    reactor.spawn(
                         builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
-                    ));
+                    );
                 } else {
-                    reactor.spawn(Box::new(builder.build(addr, move |_| {
+                    reactor.spawn(builder.build(addr, move |_| {
                         Ok((LengthFieldCodec::default(), make_sender()))
-                    })?));
+                    })?);
                 }
             }
             UdpMode::Unconnected => {
@@ -269,15 +269,15 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
                     let sender = make_sender();
                     let builder = UdpEndpoint::builder().udp_options(udp_options());
                     if lines {
-                        reactor.spawn(Box::new(
+                        reactor.spawn(
                             builder.bind("127.0.0.1:0", move |_| {
                                 Ok((LinesCodec::default(), sender))
                             })?,
-                        ));
+                        );
                     } else {
-                        reactor.spawn(Box::new(builder.bind("127.0.0.1:0", move |_| {
+                        reactor.spawn(builder.bind("127.0.0.1:0", move |_| {
                             Ok((LengthFieldCodec::default(), sender))
-                        })?));
+                        })?);
                     }
                 }
             }

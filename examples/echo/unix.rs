@@ -12,15 +12,13 @@ fn start_server(path: &Path, args: &Args) -> io::Result<ReactorThread> {
     Reactor::start_thread("echo-unix-server", move |reactor| {
         let builder = UnixServer::builder().session_options(options);
         match codec {
-            CodecKind::Length => reactor.spawn(Box::new(
-                builder.bind(path, |_| Ok((LengthFieldCodec::default(), Echo)))?,
-            )),
-            CodecKind::Lines => reactor.spawn(Box::new(
-                builder.bind(path, |_| Ok((LinesCodec::default(), Echo)))?,
-            )),
-            CodecKind::Raw => {
-                reactor.spawn(Box::new(builder.bind(path, |_| Ok((RawCodec, Echo)))?))
+            CodecKind::Length => {
+                reactor.spawn(builder.bind(path, |_| Ok((LengthFieldCodec::default(), Echo)))?)
             }
+            CodecKind::Lines => {
+                reactor.spawn(builder.bind(path, |_| Ok((LinesCodec::default(), Echo)))?)
+            }
+            CodecKind::Raw => reactor.spawn(builder.bind(path, |_| Ok((RawCodec, Echo)))?),
         };
         Ok(())
     })
@@ -36,13 +34,12 @@ fn run_client(path: &Path, args: &Args, plan: Plan) -> io::Result<Report> {
     run_senders(plan, move |reactor, mut make_sender| {
         // Raw servers echo the stream as it comes, so the client frames with lengths.
         if lines {
-            reactor.spawn(Box::new(
-                builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
-            ));
+            reactor
+                .spawn(builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?);
         } else {
-            reactor.spawn(Box::new(builder.build(addr, move |_| {
+            reactor.spawn(builder.build(addr, move |_| {
                 Ok((LengthFieldCodec::default(), make_sender()))
-            })?));
+            })?);
         }
         Ok(())
     })

@@ -53,7 +53,7 @@ fn start_server(
         }
         let server = builder.bind(*at)?;
         *at = server.local_addr();
-        reactor.spawn(Box::new(server));
+        reactor.spawn(server);
         Ok(())
     })?;
     let addr = *bound.lock().map_err(|_| io::Error::other("poisoned"))?;
@@ -79,7 +79,7 @@ fn run_client(
     run_senders(plan, move |reactor, mut make_sender| {
         // Raw bytes, one WebSocket message per echo message.
         let client = builder.build(&url, move |_| Ok((RawCodec, make_sender())))?;
-        reactor.spawn(Box::new(client));
+        reactor.spawn(client);
         Ok(())
     })
 }

@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use crate::{Command, EntryId, Spawner};
+use crate::entry::Queued;
+use crate::{EntryId, Recipient, Spawner};
 
 pub(crate) type Job = Box<dyn FnOnce(&mut Spawner<'_>) + Send>;
 
 /// What another thread asked of the reactor.
 pub(crate) enum Remote {
     Execute(Job),
-    Deliver(EntryId, Command),
+    Deliver(EntryId, Queued),
     Shutdown(Duration),
 }
 
@@ -214,15 +215,16 @@ impl ReactorHandle {
     }
 
     /// Delivers `command` to the entry `to` (its `on_command`). A command for an entry that
-    /// has ended is dropped.
+    /// has ended is dropped. Costs one allocation (the command, boxed for the queue) and
+    /// at most one wake-up.
     ///
-    /// ```
-    /// # let reactor = getty_reactor::Reactor::new().unwrap();
-    /// # let id = getty_reactor::EntryId::new(0, 0);
-    /// reactor.handle().send(id, Box::new("close")).unwrap();
-    /// ```
-    pub fn send(&self, to: EntryId, command: Command) -> io::Result<()> {
-        self.post(Remote::Deliver(to, command))
+    /// See the [`Recipient`] example.
+    pub fn send<C: Send + 'static>(
+        &self,
+        to: Recipient<C>,
+        command: impl Into<C>,
+    ) -> io::Result<()> {
+        self.post(Remote::Deliver(to.id(), to.wrap(command.into())))
     }
 
     /// Stops the reactor now: every entry gets `on_shutdown` with no deadline and is removed,
@@ -291,7 +293,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    use crate::{Context, Entry, Reactor, Ready, Status};
+    use crate::{Context, Entry, NoCommand, Reactor, Ready, Status};
 
     /// The longest any one expected thing may take; it only bounds a failing test.
     const STEP: Duration = Duration::from_secs(15);
@@ -332,6 +334,8 @@ mod tests {
     struct Ticker;
 
     impl Entry for Ticker {
+        type Command = NoCommand;
+
         fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
             cx.set_timer(Duration::from_millis(1), 0);
             Status::Continue
@@ -350,7 +354,7 @@ mod tests {
     #[test]
     fn queued_commands_are_applied_at_the_next_turn_without_a_wake_up() {
         let thread = Reactor::start_thread("lost-wake-timer", |r| {
-            r.spawn(Box::new(Ticker));
+            r.spawn(Ticker);
             Ok(())
         })
         .unwrap();

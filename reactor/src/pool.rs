@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 
-/// Buffers lent to the entries of one reactor; see [`Context::buffers`](crate::Context::buffers).
+/// Buffers lent to the entries of one reactor; see [`Spawner::buffers`](crate::Spawner::buffers).
 ///
 /// ```
 /// use getty_reactor::BufPool;

@@ -20,7 +20,8 @@ use mio::{Interest, Registry, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::{Core, Phase, Reactor, ReactorHandle, ReactorPool};
+use crate::core::{Core, Phase};
+use crate::{Reactor, ReactorHandle, ReactorPool};
 
 /// The token of the signal pipe; slab keys never reach it.
 pub(crate) const SIGNALS: Token = Token(usize::MAX - 1);

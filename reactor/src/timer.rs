@@ -21,6 +21,7 @@ use crate::EntryId;
 ///
 /// struct Once;
 /// impl Entry for Once {
+///     type Command = getty_reactor::NoCommand;
 ///     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
 ///         let id = cx.set_timer(Duration::from_secs(60), 1);
 ///         cx.cancel_timer(id); // never fires
@@ -35,7 +36,7 @@ use crate::EntryId;
 ///     }
 /// }
 /// let mut reactor = Reactor::new().unwrap();
-/// reactor.spawn(Box::new(Once));
+/// reactor.spawn(Once);
 /// reactor.run().unwrap();
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

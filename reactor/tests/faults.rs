@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use getty_reactor::{
-    Command, Context, Entry, EntryId, PanicPolicy, Reactor, ReactorHandle, Ready, Status,
+    Context, Entry, EntryId, NoCommand, PanicPolicy, Reactor, ReactorHandle, Ready, Recipient,
+    Status,
 };
 use mio::net::UdpSocket;
 use mio::Interest;
@@ -120,6 +121,14 @@ enum Note {
     Bound(u16),
 }
 
+/// What the test thread asks of a [`Faulty`] entry.
+enum Ask {
+    /// Answer on this channel, naming the current entry.
+    Reply(Sender<Note>),
+    /// Nothing to answer (only the "command" entry's panic matters).
+    Poke,
+}
+
 struct Faulty {
     name: &'static str,
     fault: Fault,
@@ -128,13 +137,13 @@ struct Faulty {
 }
 
 impl Faulty {
-    fn new(name: &'static str, fault: Fault, notes: &Sender<Note>) -> Box<Faulty> {
-        Box::new(Faulty {
+    fn new(name: &'static str, fault: Fault, notes: &Sender<Note>) -> Faulty {
+        Faulty {
             name,
             fault,
             notes: notes.clone(),
             socket: None,
-        })
+        }
     }
 
     fn note(&self, note: Note) {
@@ -143,6 +152,8 @@ impl Faulty {
 }
 
 impl Entry for Faulty {
+    type Command = Ask;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         if self.fault == Fault::Start {
             panic!("{DELIBERATE} in on_start of {}", self.name);
@@ -178,11 +189,11 @@ impl Entry for Faulty {
         Status::Continue
     }
 
-    fn on_command(&mut self, _: &mut Context<'_>, command: Command) -> Status {
+    fn on_command(&mut self, _: &mut Context<'_>, command: Ask) -> Status {
         if self.fault == Fault::Command {
             panic!("{DELIBERATE} in on_command of {}", self.name);
         }
-        if let Ok(reply) = command.downcast::<Sender<Note>>() {
+        if let Ask::Reply(reply) = command {
             let current = getty_reactor::current().map(|(id, _)| id);
             let _ = reply.send(Note::Answered(self.name, current));
         }
@@ -229,9 +240,9 @@ fn wait_for(rx: &Receiver<Note>, seen: &mut Vec<Note>, pred: impl Fn(&Note) -> b
     }
 }
 
-fn ask(handle: &ReactorHandle, id: EntryId) -> Note {
+fn ask(handle: &ReactorHandle, to: Recipient<Ask>) -> Note {
     let (tx, rx) = mpsc::channel();
-    handle.send(id, Box::new(tx)).expect("the reactor runs");
+    handle.send(to, Ask::Reply(tx)).expect("the reactor runs");
     rx.recv_timeout(STEP).expect("the entry answered")
 }
 
@@ -263,7 +274,7 @@ fn a_panicking_entry_or_job_ends_alone() {
         })
         .expect("the reactor starts");
         let handle = thread.handle().clone();
-        let ids: Vec<(&str, EntryId)> = ids.try_iter().collect();
+        let ids: Vec<(&str, Recipient<Ask>)> = ids.try_iter().collect();
         let id_of = |name: &str| ids.iter().find(|(n, _)| *n == name).unwrap().1;
         let mut seen = Vec::new();
 
@@ -288,7 +299,7 @@ fn a_panicking_entry_or_job_ends_alone() {
             matches!(n, Note::Panicked("ready", _))
         });
         // The panic in on_command comes from another thread's command.
-        handle.send(id_of("command"), Box::new(())).unwrap();
+        handle.send(id_of("command"), Ask::Poke).unwrap();
         wait_for(&notes, &mut seen, |n| {
             matches!(n, Note::Panicked("command", _))
         });
@@ -310,7 +321,7 @@ fn a_panicking_entry_or_job_ends_alone() {
         let bystander = id_of("bystander");
         assert_eq!(
             ask(&handle, bystander),
-            Note::Answered("bystander", Some(bystander))
+            Note::Answered("bystander", Some(bystander.id()))
         );
         let (entries, current, panics) = handle
             .query(|s| {
@@ -398,6 +409,8 @@ struct Finisher {
 }
 
 impl Entry for Finisher {
+    type Command = NoCommand;
+
     fn on_start(&mut self, _: &mut Context<'_>) -> Status {
         Status::Continue
     }
@@ -424,7 +437,7 @@ fn a_grace_period_of_duration_max_waits_for_the_entries() {
     watchdog(STEP * 2, || {
         let (done_tx, done) = mpsc::channel();
         let thread = Reactor::start_thread("forever-grace", move |reactor| {
-            reactor.spawn(Box::new(Finisher { done: done_tx }));
+            reactor.spawn(Finisher { done: done_tx });
             Ok(())
         })
         .expect("the reactor starts");
@@ -441,6 +454,8 @@ struct SelfQuery {
 }
 
 impl Entry for SelfQuery {
+    type Command = NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let _ = self.result.send(cx.handle().query(|s| s.entry_count()));
         Status::Done
@@ -458,7 +473,7 @@ fn a_query_on_the_reactors_own_thread_fails_instead_of_hanging() {
         let (result_tx, results) = mpsc::channel();
         let job_tx = result_tx.clone();
         let thread = Reactor::start_thread("self-query", move |reactor| {
-            reactor.spawn(Box::new(SelfQuery { result: result_tx }));
+            reactor.spawn(SelfQuery { result: result_tx });
             Ok(())
         })
         .expect("the reactor starts");
@@ -492,6 +507,8 @@ struct Owner {
 }
 
 impl Entry for Owner {
+    type Command = NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let group = cx.new_group().expect("a group");
         for name in ["member-a", "member-b"] {
@@ -515,7 +532,7 @@ fn a_panicking_owner_is_removed_and_its_members_live_on() {
         let _quiet = QuietPanics::new();
         let (notes_tx, notes) = mpsc::channel();
         let thread = Reactor::start_thread("owner-fault", move |reactor| {
-            reactor.spawn(Box::new(Owner { notes: notes_tx }));
+            reactor.spawn(Owner { notes: notes_tx });
             Ok(())
         })
         .expect("the reactor starts");
@@ -550,6 +567,8 @@ impl Drop for Bomb {
 struct Brief;
 
 impl Entry for Brief {
+    type Command = Bomb;
+
     fn on_start(&mut self, _: &mut Context<'_>) -> Status {
         Status::Done
     }
@@ -572,19 +591,17 @@ fn a_command_for_an_ended_entry_whose_drop_panics_is_contained() {
         let (gone, bystander) = handle
             .query(move |s| {
                 let bystander = s.spawn(Faulty::new("bystander", Fault::None, &notes_tx));
-                (s.spawn(Box::new(Brief)), bystander)
+                (s.spawn(Brief), bystander)
             })
             .unwrap();
         assert!(!handle.query(move |s| s.is_alive(gone)).unwrap());
         let drops = Arc::new(AtomicUsize::new(0));
 
         // From another thread: the queue's `Deliver`.
-        handle.send(gone, Box::new(Bomb(drops.clone()))).unwrap();
+        handle.send(gone, Bomb(drops.clone())).unwrap();
         // From the reactor's own thread: the local mailbox.
         let bomb = Bomb(drops.clone());
-        handle
-            .execute(move |s| s.send(gone, Box::new(bomb)))
-            .unwrap();
+        handle.execute(move |s| s.send(gone, bomb)).unwrap();
 
         let panics = handle.query(|s| s.loop_metrics().panics).unwrap();
         assert_eq!(drops.load(Ordering::SeqCst), 2);
@@ -592,7 +609,7 @@ fn a_command_for_an_ended_entry_whose_drop_panics_is_contained() {
         // The bystander still answers and ticks.
         assert_eq!(
             ask(&handle, bystander),
-            Note::Answered("bystander", Some(bystander))
+            Note::Answered("bystander", Some(bystander.id()))
         );
         notes.try_iter().for_each(drop);
         wait_for(&notes, &mut Vec::new(), |n| *n == Note::Ticked("bystander"));
@@ -612,6 +629,8 @@ struct BombExtension(Option<Bomb>);
 struct Leaver(Arc<AtomicUsize>);
 
 impl Entry for Leaver {
+    type Command = Bomb;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         cx.extension::<BombExtension>().0 = Some(Bomb(self.0.clone()));
         Status::Continue
@@ -620,10 +639,10 @@ impl Entry for Leaver {
         Status::Continue
     }
     fn on_shutdown(&mut self, cx: &mut Context<'_>, _: Option<Instant>) -> Status {
-        let me = cx.id();
-        cx.send(me, Box::new(Bomb(self.0.clone())));
+        let me = cx.recipient::<Bomb>().expect("a Leaver takes bombs");
+        cx.send(me, Bomb(self.0.clone()));
         let handle = cx.handle();
-        handle.send(me, Box::new(Bomb(self.0.clone()))).unwrap();
+        handle.send(me, Bomb(self.0.clone())).unwrap();
         let bomb = Bomb(self.0.clone());
         handle.execute(move |_| drop(bomb)).unwrap();
         Status::Done
@@ -640,7 +659,7 @@ fn what_a_stopping_reactor_discards_is_dropped_under_guard() {
         let _quiet = QuietPanics::new();
         let drops = Arc::new(AtomicUsize::new(0));
         let mut reactor = Reactor::new().unwrap();
-        reactor.spawn(Box::new(Leaver(drops.clone())));
+        reactor.spawn(Leaver(drops.clone()));
         reactor.handle().shutdown();
         reactor.run().expect("the reactor stops cleanly");
         assert_eq!(drops.load(Ordering::SeqCst), 3, "mailbox, queue and job");

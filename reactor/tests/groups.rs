@@ -4,10 +4,13 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use getty_reactor::{Command, Context, Entry, EntryId, GroupId, Reactor, Ready, Status};
+use getty_reactor::{Context, Entry, GroupId, Reactor, Ready, Recipient, Status};
 
 /// More owners than there are 16-bit group indexes.
 const OWNERS: usize = 70_000;
+
+/// The one command a probe takes: it ends the probe.
+struct End;
 
 /// Runs a closure in its `on_start`, then stays (`Continue`) or ends (`Done`), as told; a
 /// command ends it.
@@ -17,6 +20,8 @@ struct Probe<F> {
 }
 
 impl<F: FnOnce(&mut Context<'_>) + 'static> Entry for Probe<F> {
+    type Command = End;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         if let Some(run) = self.run.take() {
             run(cx);
@@ -32,20 +37,20 @@ impl<F: FnOnce(&mut Context<'_>) + 'static> Entry for Probe<F> {
         Status::Continue
     }
 
-    fn on_command(&mut self, _: &mut Context<'_>, _: Command) -> Status {
+    fn on_command(&mut self, _: &mut Context<'_>, _: End) -> Status {
         Status::Done
     }
 }
 
-fn probe(stay: bool, run: impl FnOnce(&mut Context<'_>) + 'static) -> Box<dyn Entry> {
-    Box::new(Probe {
+fn probe(stay: bool, run: impl FnOnce(&mut Context<'_>) + 'static) -> impl Entry<Command = End> {
+    Probe {
         run: Some(run),
         stay,
-    })
+    }
 }
 
 /// An entry that does nothing: stays until a command ends it, or ends at once.
-fn idle(stay: bool) -> Box<dyn Entry> {
+fn idle(stay: bool) -> impl Entry<Command = End> {
     probe(stay, |_| {})
 }
 
@@ -61,8 +66,8 @@ fn on_reactor<T: 'static>(
     answer.expect("the probe ran")
 }
 
-fn sorted(mut ids: Vec<EntryId>) -> Vec<EntryId> {
-    ids.sort_by_key(|id| (id.token().0, id.serial()));
+fn sorted(mut ids: Vec<Recipient<End>>) -> Vec<Recipient<End>> {
+    ids.sort_by_key(|member| (member.id().token().0, member.id().serial()));
     ids
 }
 
@@ -71,10 +76,10 @@ fn group_ids_are_reused_after_their_owners_end() {
     let mut reactor = Reactor::new().unwrap();
 
     // A long-lived owner with one member: its group must survive all the churn below.
-    let keeper = Rc::new(RefCell::new(None::<(GroupId, EntryId)>));
+    let keeper = Rc::new(RefCell::new(None::<(GroupId<End>, Recipient<End>)>));
     let k = keeper.clone();
     reactor.spawn(probe(true, move |cx| {
-        let group = cx.new_group().expect("a first group");
+        let group = cx.new_group::<End>().expect("a first group");
         let member = cx.spawn_in(group, idle(true));
         *k.borrow_mut() = Some((group, member));
     }));
@@ -82,10 +87,10 @@ fn group_ids_are_reused_after_their_owners_end() {
 
     // An owner that ends at once, leaving a member behind (as a server that stopped
     // accepting while its sessions run on): its group ends, the member lives on.
-    let first = Rc::new(RefCell::new(None::<(GroupId, EntryId)>));
+    let first = Rc::new(RefCell::new(None::<(GroupId<End>, Recipient<End>)>));
     let f = first.clone();
     reactor.spawn(probe(false, move |cx| {
-        let group = cx.new_group().expect("a second group");
+        let group = cx.new_group::<End>().expect("a second group");
         let member = cx.spawn_in(group, idle(true));
         *f.borrow_mut() = Some((group, member));
     }));
@@ -99,7 +104,7 @@ fn group_ids_are_reused_after_their_owners_end() {
     for round in 0..OWNERS {
         let log = failures.clone();
         reactor.spawn(probe(false, move |cx| {
-            let Some(group) = cx.new_group() else {
+            let Some(group) = cx.new_group::<End>() else {
                 log.borrow_mut().push(format!("round {round}: no group"));
                 return;
             };
@@ -134,8 +139,8 @@ fn group_ids_are_reused_after_their_owners_end() {
     // group finds nothing (though its index was reused many times), and what is spawned
     // into it joins no group.
     let end = on_reactor(&mut reactor, move |cx| {
-        let group = cx.new_group().expect("a group after the churn");
-        let members: Vec<EntryId> = (0..3).map(|_| cx.spawn_in(group, idle(true))).collect();
+        let group = cx.new_group::<End>().expect("a group after the churn");
+        let members: Vec<Recipient<End>> = (0..3).map(|_| cx.spawn_in(group, idle(true))).collect();
         let stray = cx.spawn_in(stale_group, idle(true));
         (
             members,
@@ -160,23 +165,24 @@ fn indexes_run_out_only_while_all_groups_live() {
     for _ in 0..u16::MAX {
         let owners = owners.clone();
         reactor.spawn(probe(true, move |cx| {
-            let group = cx.new_group().expect("a free index");
-            owners.borrow_mut().push((cx.id(), group));
+            let group = cx.new_group::<End>().expect("a free index");
+            let me = cx.recipient::<End>().expect("a probe takes End");
+            owners.borrow_mut().push((me, group));
         }));
     }
     assert_eq!(owners.borrow().len(), usize::from(u16::MAX));
-    assert!(on_reactor(&mut reactor, |cx| cx.new_group()).is_none());
+    assert!(on_reactor(&mut reactor, |cx| cx.new_group::<End>()).is_none());
 
     // End one owner (a command ends a probe): its index is free again, and the new group
     // that takes it is not the old one.
     let (victim, old_group) = owners.borrow()[1000];
-    on_reactor(&mut reactor, move |cx| cx.send(victim, Box::new(())));
+    on_reactor(&mut reactor, move |cx| cx.send(victim, End));
     assert_eq!(reactor.entry_count(), usize::from(u16::MAX) - 1);
     // The owner of the new group stays, so the index is taken again.
     let seen = Rc::new(RefCell::new(None));
     let out = seen.clone();
     let fresh_owner = reactor.spawn(probe(true, move |cx| {
-        let fresh = cx.new_group().expect("the freed index");
+        let fresh = cx.new_group::<End>().expect("the freed index");
         let m = cx.spawn_in(fresh, idle(true));
         *out.borrow_mut() = Some((
             fresh,
@@ -189,13 +195,13 @@ fn indexes_run_out_only_while_all_groups_live() {
     assert_ne!(fresh, old_group);
     assert_eq!(found, vec![m]);
     assert!(old_members.is_empty());
-    assert!(on_reactor(&mut reactor, |cx| cx.new_group()).is_none());
+    assert!(on_reactor(&mut reactor, |cx| cx.new_group::<End>()).is_none());
 
     // Its member outliving it does not keep the group: once the owner ends, the index is
     // free, and the next group does not see that member.
-    on_reactor(&mut reactor, move |cx| cx.send(fresh_owner, Box::new(())));
+    on_reactor(&mut reactor, move |cx| cx.send(fresh_owner, End));
     let (next, next_members) = on_reactor(&mut reactor, move |cx| {
-        let next = cx.new_group().expect("freed by the owner's end");
+        let next = cx.new_group::<End>().expect("freed by the owner's end");
         (next, cx.group_members(next))
     });
     assert_ne!(next, fresh);

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use getty_reactor::{Command, Context, Entry, EntryId, Reactor, Ready, Status};
+use getty_reactor::{Context, Entry, NoCommand, Reactor, Ready, Recipient, Status};
 
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -40,6 +40,8 @@ impl Recorder {
 }
 
 impl Entry for Recorder {
+    type Command = &'static str;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         self.note("start".into());
         for &(ms, tag) in &self.timers {
@@ -62,11 +64,7 @@ impl Entry for Recorder {
         Status::Continue
     }
 
-    fn on_command(&mut self, _: &mut Context<'_>, command: Command) -> Status {
-        let text = command
-            .downcast::<&'static str>()
-            .map(|s| *s)
-            .unwrap_or("?");
+    fn on_command(&mut self, _: &mut Context<'_>, text: &'static str) -> Status {
         self.note(format!("command {text}"));
         if text == "stop" {
             return Status::Done;
@@ -94,6 +92,8 @@ impl Entry for Recorder {
 struct StopAfter(Duration);
 
 impl Entry for StopAfter {
+    type Command = NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         cx.set_timer(self.0, 0);
         Status::Continue
@@ -114,8 +114,8 @@ fn timers_fire_in_deadline_order() {
     let mut a = Recorder::new("a", &log);
     a.timers = vec![(30, 3), (10, 1), (20, 2)];
     a.end_after = 3;
-    r.spawn(Box::new(a));
-    r.spawn(Box::new(StopAfter(Duration::from_millis(60))));
+    r.spawn(a);
+    r.spawn(StopAfter(Duration::from_millis(60)));
     r.run().unwrap();
     assert_eq!(
         *log.borrow(),
@@ -127,10 +127,12 @@ fn timers_fire_in_deadline_order() {
 /// After a delay, spawns a new recorder and sends a command to it and to an old id.
 struct Respawner {
     log: Log,
-    old: EntryId,
+    old: Recipient<&'static str>,
 }
 
 impl Entry for Respawner {
+    type Command = NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         cx.set_timer(Duration::from_millis(10), 0);
         Status::Continue
@@ -139,11 +141,15 @@ impl Entry for Respawner {
         Status::Continue
     }
     fn on_timer(&mut self, cx: &mut Context<'_>, _: u64) -> Status {
-        let new = cx.spawn(Box::new(Recorder::new("new", &self.log)));
-        assert_eq!(new.token(), self.old.token(), "the slab reuses the key");
+        let new = cx.spawn(Recorder::new("new", &self.log));
+        assert_eq!(
+            new.id().token(),
+            self.old.id().token(),
+            "the slab reuses the key"
+        );
         assert_ne!(new, self.old);
-        cx.send(self.old, Box::new("for-old"));
-        cx.send(new, Box::new("for-new"));
+        cx.send(self.old, "for-old");
+        cx.send(new, "for-new");
         Status::Done
     }
 }
@@ -152,13 +158,13 @@ impl Entry for Respawner {
 fn a_stale_id_never_reaches_a_new_entry_in_the_same_slot() {
     let log = Log::default();
     let mut r = Reactor::new().unwrap();
-    let old = r.spawn(Box::new(Recorder::new("old", &log)));
-    r.handle().send(old, Box::new("stop")).unwrap(); // frees the slot at the first turn
-    r.spawn(Box::new(Respawner {
+    let old = r.spawn(Recorder::new("old", &log));
+    r.handle().send(old, "stop").unwrap(); // frees the slot at the first turn
+    r.spawn(Respawner {
         log: log.clone(),
         old,
-    }));
-    r.spawn(Box::new(StopAfter(Duration::from_millis(30))));
+    });
+    r.spawn(StopAfter(Duration::from_millis(30)));
     r.run().unwrap();
     let log = log.borrow();
     assert!(log.contains(&"old:command stop".to_string()), "{log:?}");
@@ -197,6 +203,8 @@ struct Busy {
 }
 
 impl Entry for Busy {
+    type Command = NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         cx.reschedule(Ready::READABLE);
         Status::Continue
@@ -213,13 +221,13 @@ fn a_busy_entry_does_not_starve_timers_or_others() {
     let log = Log::default();
     let turns = Rc::new(RefCell::new(0));
     let mut r = Reactor::new().unwrap();
-    r.spawn(Box::new(Busy {
+    r.spawn(Busy {
         turns: turns.clone(),
-    }));
+    });
     let mut quiet = Recorder::new("quiet", &log);
     quiet.timers = vec![(5, 1), (10, 2)];
-    r.spawn(Box::new(quiet));
-    r.spawn(Box::new(StopAfter(Duration::from_millis(30))));
+    r.spawn(quiet);
+    r.spawn(StopAfter(Duration::from_millis(30)));
     let started = Instant::now();
     r.run().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -236,8 +244,8 @@ fn graceful_shutdown_waits_for_lingering_entries_until_the_deadline() {
     let mut r = Reactor::new().unwrap();
     let mut slow = Recorder::new("slow", &thread_log);
     slow.linger = true;
-    r.spawn(Box::new(slow));
-    r.spawn(Box::new(Recorder::new("quick", &thread_log)));
+    r.spawn(slow);
+    r.spawn(Recorder::new("quick", &thread_log));
     let handle = r.handle();
     handle.shutdown_graceful(Duration::from_millis(50)).unwrap();
     let started = Instant::now();
@@ -263,13 +271,15 @@ fn graceful_shutdown_waits_for_lingering_entries_until_the_deadline() {
 fn spawned_entries_start_after_the_call_that_spawned_them() {
     struct Parent {
         log: Log,
-        child: Option<EntryId>,
+        child: Option<Recipient<&'static str>>,
     }
     impl Entry for Parent {
+        type Command = NoCommand;
+
         fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
             self.log.borrow_mut().push("parent:start".into());
-            let child = cx.spawn(Box::new(Recorder::new("child", &self.log)));
-            cx.send(child, Box::new("hello"));
+            let child = cx.spawn(Recorder::new("child", &self.log));
+            cx.send(child, "hello");
             self.child = Some(child);
             self.log.borrow_mut().push("parent:spawned".into());
             Status::Continue
@@ -280,10 +290,10 @@ fn spawned_entries_start_after_the_call_that_spawned_them() {
     }
     let log = Log::default();
     let mut r = Reactor::new().unwrap();
-    r.spawn(Box::new(Parent {
+    r.spawn(Parent {
         log: log.clone(),
         child: None,
-    }));
+    });
     assert_eq!(
         *log.borrow(),
         [
@@ -299,4 +309,93 @@ fn spawned_entries_start_after_the_call_that_spawned_them() {
         Some("child:shutdown now"),
         "dropping a reactor ends its entries properly"
     );
+}
+
+/// The commands of a [`Tally`]: numbers to add, and a request for the sum.
+enum TallyCommand {
+    Add(u64),
+    Report(mpsc::Sender<u64>),
+}
+
+/// A narrower command: what a [`Tally`]'s helpers may send it.
+struct Add(u64);
+
+impl From<Add> for TallyCommand {
+    fn from(add: Add) -> Self {
+        TallyCommand::Add(add.0)
+    }
+}
+
+/// Sums what it is sent; hands out a narrowed address of itself to the thread it is
+/// given, which only ever sees a `Recipient<Add>`.
+struct Tally {
+    sum: u64,
+    helpers: mpsc::Sender<Recipient<Add>>,
+}
+
+impl Entry for Tally {
+    type Command = TallyCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        assert!(cx.recipient::<Add>().is_none(), "Add is not its own type");
+        let narrowed = cx
+            .recipient_as::<Add, TallyCommand>()
+            .expect("its own type");
+        assert_eq!(narrowed.id(), cx.id());
+        self.helpers.send(narrowed).unwrap();
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_command(&mut self, _: &mut Context<'_>, command: TallyCommand) -> Status {
+        match command {
+            TallyCommand::Add(n) => self.sum += n,
+            TallyCommand::Report(to) => {
+                let _ = to.send(self.sum);
+            }
+        }
+        Status::Continue
+    }
+}
+
+#[test]
+fn a_narrowed_address_delivers_converted_commands_from_other_threads() {
+    let (helpers_tx, helpers) = mpsc::channel();
+    let (tally_tx, tally_rx) = mpsc::channel();
+    let thread = Reactor::start_thread("tally", move |r| {
+        let tally = r.spawn(Tally {
+            sum: 0,
+            helpers: helpers_tx,
+        });
+        tally_tx.send(tally).map_err(std::io::Error::other)
+    })
+    .unwrap();
+    let step = Duration::from_secs(15);
+    let tally = tally_rx.recv_timeout(step).expect("the tally's address");
+    let add = helpers.recv_timeout(step).expect("the narrowed address");
+    assert_eq!(add.id(), tally.id());
+    let handle = thread.handle().clone();
+    let senders: Vec<_> = (1..=4)
+        .map(|n| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    handle.send(add, Add(n)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    // Commands from one thread arrive in order, so this report comes after its adds.
+    let (report_tx, report) = mpsc::channel();
+    handle.send(tally, TallyCommand::Report(report_tx)).unwrap();
+    assert_eq!(
+        report.recv_timeout(step).expect("a report"),
+        100 * (1 + 2 + 3 + 4)
+    );
+    handle.shutdown();
+    thread.join().unwrap();
 }

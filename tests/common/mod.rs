@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, CodecErrorKind, Decoder, Encoder};
-use getty::reactor::{Entry, EntryId, ReactorThread, Spawner};
+use getty::reactor::{Entry, ReactorThread, Recipient, Spawner};
 use getty::{Error, Handler, Reactor, ReactorHandle, Session};
 
 /// The longest any single expected thing (an event, a read, a reactor stopping) may take.
@@ -77,15 +77,16 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts a reactor thread that spawns `entry` (a server or client) and returns its id.
-    pub fn spawn<E: Entry + Send>(name: &str, entry: E) -> (Running, EntryId) {
+    /// Starts a reactor thread that spawns `entry` (a server or client) and returns its
+    /// address.
+    pub fn spawn<E: Entry + Send>(name: &str, entry: E) -> (Running, Recipient<E::Command>) {
         let (id_tx, id_rx) = mpsc::channel();
         let thread = Reactor::start_thread(name, move |reactor| {
-            let id = reactor.spawn(Box::new(entry));
+            let id = reactor.spawn(entry);
             id_tx.send(id).map_err(io::Error::other)
         })
         .expect("start the reactor thread");
-        let id = id_rx.recv_timeout(STEP).expect("the entry's id");
+        let id = id_rx.recv_timeout(STEP).expect("the entry's address");
         let handle = thread.handle().clone();
         (
             Running {

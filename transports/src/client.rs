@@ -22,14 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use getty_reactor::{Context, Entry, Ready, Recipient, Status, TimerId};
 use mio::Interest;
 
+use crate::commands::{OwnerNote, SessionCommand};
 use crate::redial::{Redial, RedialPolicy};
 use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
 use crate::session::Handler;
 use crate::setup::{prepare, FilterFactory, Plan, Setup};
-use crate::stream::{SessionEnded, SessionOpened, Stream};
+use crate::stream::{SessionEnded, Stream};
 use crate::ws::WsDial;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
 
@@ -403,16 +404,79 @@ pub(crate) struct ClientConfig {
     pub(crate) websocket: Option<Arc<WsDial>>,
 }
 
-/// What a dialer tells its client.
-enum DialOutcome<S: Dial> {
+/// What a dialer tells its client: a stream of type `S` connected to an `A`, or why not.
+pub(crate) enum DialOutcome<S, A> {
     /// Connected to `addrs[index]`.
-    Connected { stream: S, addr: S::Addr },
+    Connected { stream: S, addr: A },
     /// The attempt at `addrs[index]` failed; the client tries the next address, if any.
     Failed {
         error: Error,
-        addrs: Arc<[S::Addr]>,
+        addrs: Arc<[A]>,
         index: usize,
     },
+}
+
+/// What a dialer of `S` tells its client.
+type Outcome<S> = DialOutcome<S, <S as Stream>::Addr>;
+
+/// What a stream client (TCP, WebSocket, unix) accepts: [`Close`] (close its sessions and
+/// stop redialling). It cannot be aborted. The rest (its dialers' outcomes, its sessions'
+/// notes, resolved addresses) is the framework's: `S` is the client's socket type and `A`
+/// its address type.
+///
+/// ```
+/// use getty_codec::RawCodec;
+/// use getty_transports::tcp::TcpClient;
+/// use getty_transports::{Close, Handler, Session};
+/// struct Quiet;
+/// impl Handler<RawCodec> for Quiet {
+///     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
+/// }
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let client = TcpClient::builder()
+///     .build(listener.local_addr().unwrap(), |_| Ok((RawCodec, Quiet)))
+///     .unwrap();
+/// let mut reactor = getty_reactor::Reactor::new().unwrap();
+/// let client = reactor.spawn(client);
+/// reactor.handle().send(client, Close).unwrap();
+/// ```
+pub struct ClientCommand<S, A>(ClientOp<S, A>);
+
+/// The commands inside a [`ClientCommand`].
+enum ClientOp<S, A> {
+    Close,
+    Dialled(DialOutcome<S, A>),
+    Resolved(Resolved<A>),
+    Opened,
+    Ended(SessionEnded),
+}
+
+impl<S, A> From<Close> for ClientCommand<S, A> {
+    fn from(_: Close) -> Self {
+        ClientCommand(ClientOp::Close)
+    }
+}
+
+impl<S, A> From<DialOutcome<S, A>> for ClientCommand<S, A> {
+    fn from(outcome: DialOutcome<S, A>) -> Self {
+        ClientCommand(ClientOp::Dialled(outcome))
+    }
+}
+
+impl<S, A> From<Resolved<A>> for ClientCommand<S, A> {
+    fn from(resolved: Resolved<A>) -> Self {
+        ClientCommand(ClientOp::Resolved(resolved))
+    }
+}
+
+impl<S, A> From<OwnerNote> for ClientCommand<S, A> {
+    fn from(note: OwnerNote) -> Self {
+        ClientCommand(match note {
+            OwnerNote::Close => ClientOp::Close,
+            OwnerNote::Opened => ClientOp::Opened,
+            OwnerNote::Ended(ended) => ClientOp::Ended(ended),
+        })
+    }
 }
 
 /// A client of stream sockets of type `S`.
@@ -428,7 +492,7 @@ pub(crate) struct StreamClient<S: Dial, F, C, H> {
     setup: F,
     session_options: Arc<SessionOptions>,
     config: ClientConfig,
-    sessions: Vec<EntryId>,
+    sessions: Vec<Recipient<SessionCommand>>,
     dialing: usize,
     /// Consecutive failed dials; reset by a successful one.
     redial: Redial,
@@ -462,7 +526,7 @@ where
         StreamClient {
             addrs: addrs.into(),
             last_good: None,
-            lookup: Lookup::new(resolver, config.connect_timeout),
+            lookup: Lookup::new::<ClientCommand<S, S::Addr>>(resolver, config.connect_timeout),
             label,
             setup,
             session_options: Arc::new(config.session_options.clone()),
@@ -502,15 +566,16 @@ where
         for index in from..addrs.len() {
             match S::dial(&addrs[index]) {
                 Ok(stream) => {
+                    let client = Self::me(cx);
                     self.dialing += 1;
-                    cx.spawn(Box::new(Dialer {
+                    cx.spawn(Dialer {
                         stream: Some(stream),
                         addrs,
                         index,
-                        client: cx.id(),
+                        client,
                         timeout: self.config.connect_timeout,
                         timer: None,
-                    }));
+                    });
                     return;
                 }
                 Err(e) => {
@@ -527,7 +592,12 @@ where
         self.note_failure(Error::Io(error));
     }
 
-    fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome<S>) {
+    /// This client's address, for its dialers.
+    fn me(cx: &Context<'_>) -> Recipient<ClientCommand<S, S::Addr>> {
+        cx.recipient().expect("a stream client takes ClientCommand")
+    }
+
+    fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: Outcome<S>) {
         self.dialing = self.dialing.saturating_sub(1);
         match outcome {
             DialOutcome::Connected { stream, addr } => {
@@ -563,13 +633,15 @@ where
         // The setup hook is user code: a panic in it counts as one failed dial (logged by
         // the reactor), and the client redials and keeps its other sessions.
         let setup = &mut self.setup;
+        let owner = cx.recipient_as::<OwnerNote, ClientCommand<S, S::Addr>>();
+        debug_assert!(owner.is_some(), "a stream client takes ClientCommand");
         let session = cx.catch_panic("a client's setup hook", |cx| {
-            prepare(stream, peer, &plan, setup, cx.now(), Some(cx.id())).ok_or("refused")
+            prepare(stream, peer, &plan, setup, cx.now(), owner).ok_or("refused")
         });
         match session.unwrap_or(Err("panicked")) {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
-            Ok(session) => self.sessions.push(cx.spawn(Box::new(session))),
+            Ok(session) => self.sessions.push(cx.spawn(session)),
             Err(what) => {
                 cx.extension::<Metrics>().refused += 1;
                 let detail = format!("the setup hook {what} the connection");
@@ -621,8 +693,8 @@ where
         );
         self.redial.cancel(cx);
         self.lookup.cancel(cx);
-        for id in self.sessions.drain(..) {
-            cx.send(id, Box::new(Close));
+        for session in self.sessions.drain(..) {
+            cx.send(session, Close);
         }
         // Dialers in flight report to an entry that no longer exists; their reports are
         // dropped along with the sockets they carry.
@@ -637,6 +709,8 @@ where
     C: Decoder + 'static,
     H: Handler<C, S::Addr>,
 {
+    type Command = ClientCommand<S, S::Addr>;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         // The addresses were resolved when the client was built: dial them now.
         self.dial_missing(cx);
@@ -662,37 +736,17 @@ where
         self.check_gave_up(cx)
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        if command.is::<Close>() {
-            return self.close_all(cx);
-        }
-        let command = match command.downcast::<DialOutcome<S>>() {
-            Ok(outcome) => {
-                self.on_dialled(cx, *outcome);
-                None
-            }
-            Err(other) => Some(other),
-        };
-        let command = match command.map(|c| c.downcast::<Resolved<S::Addr>>()) {
-            Some(Ok(resolved)) => {
-                self.on_resolved(cx, *resolved);
-                None
-            }
-            Some(Err(other)) => Some(other),
-            None => None,
-        };
-        let command = match command.map(|c| c.downcast::<SessionOpened>()) {
-            Some(Ok(_)) => {
-                self.redial.succeeded();
-                None
-            }
-            Some(Err(other)) => Some(other),
-            None => None,
-        };
-        if let Some(ended) = command.and_then(|c| c.downcast::<SessionEnded>().ok()) {
-            self.sessions.retain(|id| *id != ended.id);
-            if let Err(why) = ended.outcome {
-                self.note_failure(why);
+    fn on_command(&mut self, cx: &mut Context<'_>, command: Self::Command) -> Status {
+        match command.0 {
+            ClientOp::Close => return self.close_all(cx),
+            ClientOp::Dialled(outcome) => self.on_dialled(cx, outcome),
+            ClientOp::Resolved(resolved) => self.on_resolved(cx, resolved),
+            ClientOp::Opened => self.redial.succeeded(),
+            ClientOp::Ended(ended) => {
+                self.sessions.retain(|session| session.id() != ended.id);
+                if let Err(why) = ended.outcome {
+                    self.note_failure(why);
+                }
             }
         }
         if self.check_gave_up(cx) == Status::Done {
@@ -715,17 +769,17 @@ struct Dialer<S: Dial> {
     stream: Option<S>,
     addrs: Arc<[S::Addr]>,
     index: usize,
-    client: EntryId,
+    client: Recipient<ClientCommand<S, S::Addr>>,
     timeout: Duration,
     timer: Option<TimerId>,
 }
 
 impl<S: Dial> Dialer<S> {
-    fn report(&mut self, cx: &mut Context<'_>, outcome: DialOutcome<S>) -> Status {
+    fn report(&mut self, cx: &mut Context<'_>, outcome: Outcome<S>) -> Status {
         if let Some(timer) = self.timer.take() {
             cx.cancel_timer(timer);
         }
-        cx.send(self.client, Box::new(outcome));
+        cx.send(self.client, outcome);
         Status::Done
     }
 
@@ -743,6 +797,8 @@ impl<S: Dial> Dialer<S> {
 }
 
 impl<S: Dial> Entry for Dialer<S> {
+    type Command = getty_reactor::NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let Some(stream) = self.stream.as_mut() else {
             return Status::Done;

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use getty_codec::Encoder;
-use getty_reactor::{EntryId, ReactorHandle};
+use getty_reactor::{ReactorHandle, Recipient};
 
 use std::net::SocketAddr;
 
+use crate::commands::SessionCommand;
 use crate::{Abort, Address, Close, Error, Session};
 
 /// Writes posted by handles and not yet applied, per session, beyond which `write` refuses
@@ -110,7 +111,7 @@ impl Drop for InFlight {
 ///     Ok((LengthFieldCodec::default(), Publish(tx.clone())))
 /// }).unwrap();
 /// let addr = server.local_addr();
-/// let reactor = Reactor::start_thread("r", move |r| { r.spawn(Box::new(server)); Ok(()) }).unwrap();
+/// let reactor = Reactor::start_thread("r", move |r| { r.spawn(server); Ok(()) }).unwrap();
 ///
 /// let mut peer = std::net::TcpStream::connect(addr).unwrap();
 /// let handle = rx.recv().unwrap();
@@ -233,7 +234,7 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
 /// What every kind of session handle holds: where the session lives and what it shares.
 #[derive(Clone)]
 pub(crate) struct HandleCore {
-    entry: EntryId,
+    entry: Recipient<SessionCommand>,
     reactor: ReactorHandle,
     state: Arc<HandleState>,
     session_id: u64,
@@ -247,7 +248,9 @@ impl HandleCore {
         writable: bool,
         session_id: u64,
     ) -> Option<HandleCore> {
-        let (entry, reactor) = getty_reactor::current()?;
+        let (_, reactor) = getty_reactor::current()?;
+        // `None` too in an entry that is not a session (which has no session to hand out).
+        let entry = Recipient::<SessionCommand>::current()?;
         let state = state
             .get_or_insert_with(|| Arc::new(HandleState::new(writable)))
             .clone();
@@ -274,14 +277,14 @@ impl HandleCore {
     pub(crate) fn close(&self) -> Result<(), Error> {
         self.check_open()?;
         self.reactor
-            .send(self.entry, Box::new(Close))
+            .send(self.entry, Close)
             .map_err(|_| Error::Closed)
     }
 
     pub(crate) fn abort(&self) -> Result<(), Error> {
         self.check_open()?;
         self.reactor
-            .send(self.entry, Box::new(Abort))
+            .send(self.entry, Abort)
             .map_err(|_| Error::Closed)
     }
 
@@ -346,7 +349,7 @@ impl HandleCore {
             Ok(())
         }));
         self.reactor
-            .send(self.entry, Box::new(job))
+            .send(self.entry, job)
             .map_err(|_| Error::Closed)
     }
 
@@ -369,7 +372,7 @@ impl HandleCore {
             }
         }));
         self.reactor
-            .send(self.entry, Box::new(job))
+            .send(self.entry, job)
             .map_err(|_| Error::Closed)
     }
 }

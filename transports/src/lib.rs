@@ -26,7 +26,7 @@
 //! let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
 //! let addr = server.local_addr();
 //! let reactor = Reactor::start_thread("echo", move |r| {
-//!     r.spawn(Box::new(server));
+//!     r.spawn(server);
 //!     Ok(())
 //! }).unwrap();
 //!
@@ -43,6 +43,7 @@
 mod addr;
 pub mod builder;
 mod client;
+mod commands;
 mod error;
 mod filtered;
 mod handle;
@@ -65,7 +66,8 @@ pub mod unix;
 pub mod ws;
 
 pub use addr::{Address, UnixAddr};
-pub use client::DialTarget;
+pub use client::{ClientCommand, DialTarget};
+pub use commands::{ServerCommand, SessionCommand};
 pub use error::Error;
 pub use handle::SessionHandle;
 pub use metrics::Metrics;
@@ -76,23 +78,18 @@ pub use setup::Setup;
 
 /// A command for an entry: a session closes gracefully, a server stops listening, a client
 /// closes its sessions and stops redialling. Send it with `ReactorHandle::send` or
-/// `Context::send`.
+/// `Context::send` to the address `spawn` returned; every session, server and client
+/// accepts it.
 ///
-/// ```
-/// # let reactor = getty_reactor::Reactor::new().unwrap();
-/// # let id = getty_reactor::EntryId::new(0, 0);
-/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
-/// ```
+/// See [`ServerCommand`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Close;
 
-/// A command for a session: reset the connection now, discarding what is queued.
+/// A command for a session: reset the connection now, discarding what is queued. Only
+/// sessions (and datagram endpoints, which are sessions) accept it; servers and clients do
+/// not compile with it.
 ///
-/// ```
-/// # let reactor = getty_reactor::Reactor::new().unwrap();
-/// # let id = getty_reactor::EntryId::new(0, 0);
-/// reactor.handle().send(id, Box::new(getty_transports::Abort)).unwrap();
-/// ```
+/// See [`SessionCommand`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abort;
 

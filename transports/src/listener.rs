@@ -7,11 +7,12 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use getty_reactor::{Command, Context, EntryId, GroupId, Ready, Status};
+use getty_reactor::{Context, Entry, GroupId, Ready, Recipient, Status};
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::commands::{ServerCommand, ServerOp, SessionCommand};
 use crate::stream::Stream;
 use crate::{Close, Metrics};
 
@@ -115,9 +116,8 @@ impl ListenOptions {
     }
 }
 
-/// What an accepted connection became: an entry to spawn into the server's group (a
-/// session, or a handshake that will become one), or `None` when it was refused.
-pub(crate) type Accepted = Option<Box<dyn getty_reactor::Entry>>;
+/// The group of a server's sessions (and of handshakes that will become sessions).
+pub(crate) type Sessions = GroupId<SessionCommand>;
 
 /// A listening socket and its accept loop. The server that owns it decides what an accepted
 /// connection becomes.
@@ -130,7 +130,7 @@ pub(crate) struct Acceptor<L: Listener> {
     last_pause: Duration,
     /// The reactor group the server spawns its sessions into, to reach them all later (at
     /// no cost per session). `None` only if the reactor ran out of groups.
-    sessions: Option<GroupId>,
+    sessions: Option<Sessions>,
 }
 
 impl<L: Listener> Acceptor<L> {
@@ -150,7 +150,7 @@ impl<L: Listener> Acceptor<L> {
 
     /// Registers the listener (the server's `on_start`).
     pub(crate) fn start(&mut self, cx: &mut Context<'_>) -> Status {
-        self.sessions = cx.new_group();
+        self.sessions = cx.new_group::<SessionCommand>();
         match cx
             .registry()
             .register(&mut self.listener, cx.token(), Interest::READABLE)
@@ -167,10 +167,13 @@ impl<L: Listener> Acceptor<L> {
     }
 
     /// The server's `on_ready`.
-    pub(crate) fn on_ready(
+    /// `accepted` makes what an accepted connection becomes: an entry to spawn into the
+    /// server's group (a session, or a handshake that will become one), or `None` when it
+    /// was refused.
+    pub(crate) fn on_ready<E: Entry<Command = SessionCommand>>(
         &mut self,
         cx: &mut Context<'_>,
-        accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Accepted,
+        accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Option<E>,
     ) -> Status {
         if !self.paused {
             self.accept_some(cx, accepted);
@@ -180,10 +183,10 @@ impl<L: Listener> Acceptor<L> {
 
     /// The server's `on_timer`: the pause is over. Connections waiting in the backlog
     /// raised no new edge while paused, so accept at once.
-    pub(crate) fn on_timer(
+    pub(crate) fn on_timer<E: Entry<Command = SessionCommand>>(
         &mut self,
         cx: &mut Context<'_>,
-        accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Accepted,
+        accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Option<E>,
     ) -> Status {
         self.paused = false;
         self.accept_some(cx, accepted);
@@ -191,16 +194,16 @@ impl<L: Listener> Acceptor<L> {
     }
 
     /// The group of the server's sessions, for entries that spawn a session later.
-    pub(crate) fn group(&self) -> Option<GroupId> {
+    pub(crate) fn group(&self) -> Option<Sessions> {
         self.sessions
     }
 
     /// Spawns a session entry into the server's group.
-    pub(crate) fn spawn_session(
+    pub(crate) fn spawn_session<E: Entry<Command = SessionCommand>>(
         &self,
         cx: &mut Context<'_>,
-        entry: Box<dyn getty_reactor::Entry>,
-    ) -> EntryId {
+        entry: E,
+    ) -> Recipient<SessionCommand> {
         match self.sessions {
             Some(group) => cx.spawn_in(group, entry),
             None => cx.spawn(entry),
@@ -209,25 +212,28 @@ impl<L: Listener> Acceptor<L> {
 
     /// The server's `on_command`: [`Close`] stops listening (the sessions carry on),
     /// [`CloseSessions`] closes the server's sessions, and a session count is answered.
-    pub(crate) fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        if command.is::<Close>() {
-            log::info!("stopped listening on {}", self.local_addr);
-            return Status::Done;
-        }
-        if command.is::<CloseSessions>() {
-            for id in self.live_sessions(cx) {
-                cx.send(id, Box::new(Close));
+    pub(crate) fn on_command(&mut self, cx: &mut Context<'_>, command: ServerCommand) -> Status {
+        match command.0 {
+            ServerOp::Close => {
+                log::info!("stopped listening on {}", self.local_addr);
+                return Status::Done;
             }
-        } else if let Ok(ask) = command.downcast::<AskSessionCount>() {
-            let _ = ask.0.send(self.live_sessions(cx).len());
+            ServerOp::CloseSessions => {
+                for session in self.live_sessions(cx) {
+                    cx.send(session, Close);
+                }
+            }
+            ServerOp::AskSessionCount(ask) => {
+                let _ = ask.0.send(self.live_sessions(cx).len());
+            }
         }
         Status::Continue
     }
 
-    fn accept_some(
+    fn accept_some<E: Entry<Command = SessionCommand>>(
         &mut self,
         cx: &mut Context<'_>,
-        mut accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Accepted,
+        mut accepted: impl FnMut(&mut Context<'_>, L::Stream, AddrOf<L>) -> Option<E>,
     ) {
         for _ in 0..ACCEPT_BUDGET {
             match self.listener.accept_one() {
@@ -277,7 +283,7 @@ impl<L: Listener> Acceptor<L> {
     }
 
     /// This server's live sessions.
-    fn live_sessions(&self, cx: &Context<'_>) -> Vec<EntryId> {
+    fn live_sessions(&self, cx: &Context<'_>) -> Vec<Recipient<SessionCommand>> {
         self.sessions
             .map(|group| cx.group_members(group))
             .unwrap_or_default()
@@ -302,11 +308,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 /// A command for a server: close, gracefully, every session it accepted (it keeps
 /// listening; send [`Close`] as well to stop that).
 ///
-/// ```
-/// # let reactor = getty_reactor::Reactor::new().unwrap();
-/// # let id = getty_reactor::EntryId::new(0, 0);
-/// reactor.handle().send(id, Box::new(getty_transports::tcp::CloseSessions)).unwrap();
-/// ```
+/// See [`ServerCommand`](crate::ServerCommand) for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseSessions;
 

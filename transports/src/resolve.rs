@@ -24,7 +24,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use getty_reactor::{Context, EntryId, ReactorHandle, TimerId};
+use getty_reactor::{Context, ReactorHandle, Recipient, TimerId};
 
 /// At most this many lookups run at once, process-wide.
 pub(crate) const MAX_THREADS: usize = 4;
@@ -114,12 +114,16 @@ struct State {
 struct InFlight {
     /// Taken by the thread that runs it.
     job: Option<Job>,
-    waiters: Vec<(ReactorHandle, EntryId)>,
+    waiters: Vec<Waiter>,
 }
+
+/// A client waiting for a lookup: its reactor and its `Recipient<Resolved<A>>`, boxed,
+/// since the lookups of every address type share one table (keyed by the type).
+type Waiter = (ReactorHandle, Box<dyn Any + Send>);
 
 /// Runs a lookup (its panics caught) and returns what answers the waiters.
 type Job = Box<dyn FnOnce() -> Answer + Send>;
-type Answer = Box<dyn FnOnce(Vec<(ReactorHandle, EntryId)>) + Send>;
+type Answer = Box<dyn FnOnce(Vec<Waiter>) + Send>;
 
 fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
@@ -138,10 +142,14 @@ impl Pool {
 
 /// Asks the shared resolver to resolve `resolver` for the running entry (a client), which
 /// gets a [`Resolved`] command. False if no resolver thread exists or could be started.
-fn submit<A: Clone + Send + 'static>(cx: &mut Context<'_>, resolver: &Resolver<A>) -> bool {
+fn submit<A: Clone + Send + 'static>(
+    cx: &mut Context<'_>,
+    resolver: &Resolver<A>,
+    client: Recipient<Resolved<A>>,
+) -> bool {
     let pool = pool();
     let key = (TypeId::of::<A>(), resolver.key.clone());
-    let waiter = (cx.handle(), cx.id());
+    let waiter: Waiter = (cx.handle(), Box::new(client));
     let mut state = pool.lock();
     match state.lookups.entry(key.clone()) {
         Slot::Occupied(mut lookup) => {
@@ -181,7 +189,7 @@ fn job<A: Clone + Send + 'static>(
 ) -> Job {
     Box::new(move || {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| resolve()));
-        Box::new(move |waiters: Vec<(ReactorHandle, EntryId)>| answer(outcome, waiters))
+        Box::new(move |waiters: Vec<Waiter>| answer(outcome, waiters))
     })
 }
 
@@ -189,7 +197,7 @@ fn job<A: Clone + Send + 'static>(
 /// stopped reactor) is skipped.
 fn answer<A: Clone + Send + 'static>(
     outcome: Result<io::Result<Vec<A>>, Box<dyn Any + Send>>,
-    waiters: Vec<(ReactorHandle, EntryId)>,
+    waiters: Vec<Waiter>,
 ) {
     let (result, mut panic) = match outcome {
         Ok(result) => (result, None),
@@ -200,6 +208,10 @@ fn answer<A: Clone + Send + 'static>(
         }
     };
     for (handle, client) in waiters {
+        // The table is keyed by `A`'s type, so every waiter here waits for an `A`.
+        let Ok(client) = client.downcast::<Recipient<Resolved<A>>>() else {
+            continue;
+        };
         let result = match &result {
             Ok(addrs) => Ok(addrs.clone()),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -208,7 +220,7 @@ fn answer<A: Clone + Send + 'static>(
             result,
             panic: panic.take(),
         };
-        if let Err(unsent) = handle.send(client, Box::new(resolved)) {
+        if let Err(unsent) = handle.send(*client, resolved) {
             log::debug!("a resolution's client is gone: {unsent}");
         }
     }
@@ -289,6 +301,8 @@ pub(crate) struct Lookup<A> {
     resolver: Option<Resolver<A>>,
     deadline: Duration,
     phase: Phase,
+    /// The running client's address for answers (its command type converts from them).
+    client: fn(&Context<'_>) -> Option<Recipient<Resolved<A>>>,
 }
 
 /// What a client does after a lookup event.
@@ -302,12 +316,17 @@ pub(crate) enum Next {
 
 impl<A: Clone + Send + 'static> Lookup<A> {
     /// `resolver`: `None` when the addresses are fixed. A lookup gets `deadline` before the
-    /// client dials without its answer.
-    pub(crate) fn new(resolver: Option<Resolver<A>>, deadline: Duration) -> Self {
+    /// client dials without its answer. `E` is the client's command type, which the
+    /// answers are delivered as.
+    pub(crate) fn new<E>(resolver: Option<Resolver<A>>, deadline: Duration) -> Self
+    where
+        E: From<Resolved<A>> + Send + 'static,
+    {
         Lookup {
             resolver,
             deadline,
             phase: Phase::Idle,
+            client: |cx| cx.recipient_as::<Resolved<A>, E>(),
         }
     }
 
@@ -327,7 +346,11 @@ impl<A: Clone + Send + 'static> Lookup<A> {
         let Some(resolver) = self.resolver.as_ref().filter(|_| missing > 0) else {
             return Next::Dial;
         };
-        if !submit(cx, resolver) {
+        let Some(client) = (self.client)(cx) else {
+            log::error!("{label}: a lookup from an entry that is not its client (a bug)");
+            return Next::Dial;
+        };
+        if !submit(cx, resolver, client) {
             log::debug!("no resolver thread for {label}: dialling as before");
             return Next::Dial;
         }

@@ -7,8 +7,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, Ready, Status};
+use getty_reactor::{Context, Entry, Ready, Status};
 
+use crate::commands::ServerCommand;
 use crate::listener::{Acceptor, AddrOf, Listener};
 use crate::session::Handler;
 use crate::setup::{prepare, FilterFactory, Plan, Setup};
@@ -67,7 +68,7 @@ where
             let session = cx.catch_panic("a server's setup hook", |_| {
                 prepare(stream, peer, &plan, setup, now, None)
             });
-            session.flatten().map(|s| Box::new(s) as Box<dyn Entry>)
+            session.flatten()
         };
         if resumed {
             self.acceptor.on_timer(cx, accepted)
@@ -84,6 +85,8 @@ where
     C: Decoder + 'static,
     H: Handler<C, AddrOf<L>>,
 {
+    type Command = ServerCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         self.acceptor.start(cx)
     }
@@ -96,19 +99,21 @@ where
         self.accept(cx, true)
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: ServerCommand) -> Status {
         self.acceptor.on_command(cx, command)
     }
 }
 
 /// Implements `Entry` for a public server or client by handing every call to the generic
-/// entry in its `inner` field.
+/// entry in its `inner` field; `command` is the inner entry's command type.
 macro_rules! entry_by_inner {
-    (impl<$($g:ident),*> for $ty:ty where $($bound:tt)*) => {
+    (impl<$($g:ident),*> for $ty:ty, command = $command:ty, where $($bound:tt)*) => {
         impl<$($g),*> getty_reactor::Entry for $ty
         where
             $($bound)*
         {
+            type Command = $command;
+
             fn on_start(&mut self, cx: &mut getty_reactor::Context<'_>) -> getty_reactor::Status {
                 self.inner.on_start(cx)
             }
@@ -128,7 +133,7 @@ macro_rules! entry_by_inner {
             fn on_command(
                 &mut self,
                 cx: &mut getty_reactor::Context<'_>,
-                command: getty_reactor::Command,
+                command: $command,
             ) -> getty_reactor::Status {
                 self.inner.on_command(cx, command)
             }

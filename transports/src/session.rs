@@ -13,8 +13,9 @@ use bytes::Bytes;
 use getty_codec::filter::Filter;
 use getty_codec::Encoder;
 
-use getty_reactor::{EntryId, TimerId};
+use getty_reactor::{Recipient, TimerId};
 
+use crate::commands::OwnerNote;
 use crate::filtered::FilterIo;
 use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
@@ -175,7 +176,7 @@ impl Stamp {
 pub(crate) struct Extras {
     attributes: HashMap<TypeId, Box<dyn Any>>,
     /// The client that owns this session, told when it ends.
-    pub(crate) owner: Option<EntryId>,
+    pub(crate) owner: Option<Recipient<OwnerNote>>,
     /// The one timer of this session, and when it fires.
     pub(crate) timer: Option<(TimerId, Instant)>,
     pub(crate) next_cron: Option<Instant>,
@@ -456,7 +457,7 @@ impl<C, A: Address> Session<C, A> {
             return false;
         };
         match getty_reactor::current() {
-            Some((_, reactor)) => reactor.send(client, Box::new(crate::Close)).is_ok(),
+            Some((_, reactor)) => reactor.send(client, OwnerNote::Close).is_ok(),
             None => false,
         }
     }
@@ -488,7 +489,7 @@ impl<C, A: Address> Session<C, A> {
     /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LinesCodec::default(), Admin))).unwrap();
     /// let addr = server.local_addr();
     /// let mut reactor = Reactor::new().unwrap();
-    /// reactor.spawn(Box::new(server));
+    /// reactor.spawn(server);
     /// let mut admin = std::net::TcpStream::connect(addr).unwrap();
     /// admin.write_all(b"shutdown\n").unwrap();
     /// drop(admin);

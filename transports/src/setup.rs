@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use getty_codec::filter::{DeflateFilter, Filter, FilterError, Layered, TlsFilter};
 use getty_codec::{rustls, Decoder};
-use getty_reactor::EntryId;
+use getty_reactor::Recipient;
+
+use crate::commands::OwnerNote;
 use socket2::SockRef;
 
 use crate::session::{Handler, Session};
@@ -151,7 +153,7 @@ pub(crate) fn prepare<S, F, C, H>(
     plan: &Plan<'_>,
     setup: &mut F,
     now: Instant,
-    owner: Option<EntryId>,
+    owner: Option<Recipient<OwnerNote>>,
 ) -> Option<StreamEntry<S, C, H>>
 where
     S: Stream,

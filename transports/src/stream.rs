@@ -20,15 +20,15 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use getty_codec::filter::FilterError;
 use getty_codec::{Decoded, Decoder};
-use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status};
+use getty_reactor::{Context, Entry, EntryId, Ready, Recipient, Status};
 use mio::Interest;
 
+use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
-use crate::handle::SessionJob;
 use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::ws::{self, upgrade, ClientUpgrade, WsState};
-use crate::{Abort, Address, Close, Error, Metrics, SocketOptions};
+use crate::{Address, Error, Metrics, SocketOptions};
 use getty_codec::ws::Event as WsEvent;
 use getty_codec::ws::{close_code, Protocol, Role};
 use socket2::SockRef;
@@ -86,9 +86,6 @@ pub(crate) struct SessionEnded {
     /// WebSocket upgrade that failed), why not: the client counts it as a failed dial.
     pub(crate) outcome: Result<(), Error>,
 }
-
-/// Told to the session's owner (a client) when `on_open` accepted the session.
-pub(crate) struct SessionOpened;
 
 /// A partial frame at most this long is moved out of a pooled buffer into a small one of
 /// its own, so that thousands of sessions waiting on a few header bytes do not each pin
@@ -183,7 +180,7 @@ where
         stream: S,
         mut session: Session<C, S::Addr>,
         handler: H,
-        owner: Option<EntryId>,
+        owner: Option<Recipient<OwnerNote>>,
     ) -> Self {
         if owner.is_some() {
             session.extras_mut().owner = owner;
@@ -225,7 +222,7 @@ where
             io.handshake_until = Some(handshake_until);
         }
         if let Some(owner) = self.owner() {
-            cx.send(owner, Box::new(SessionOpened));
+            cx.send(owner, OwnerNote::Opened);
         }
         self.session.timers_changed = true;
         if let Err(e) = self.decode_buffered(cx) {
@@ -397,7 +394,7 @@ where
         self.session.extras_mut()
     }
 
-    fn owner(&self) -> Option<EntryId> {
+    fn owner(&self) -> Option<Recipient<OwnerNote>> {
         self.extras()?.owner
     }
 
@@ -1215,7 +1212,7 @@ where
                 id: cx.id(),
                 outcome: Err(why),
             };
-            cx.send(owner, Box::new(ended));
+            cx.send(owner, OwnerNote::Ended(ended));
         }
         Status::Done
     }
@@ -1237,7 +1234,7 @@ where
                 id: cx.id(),
                 outcome: Ok(()),
             };
-            cx.send(owner, Box::new(ended));
+            cx.send(owner, OwnerNote::Ended(ended));
         }
     }
 
@@ -1271,6 +1268,8 @@ where
     C: Decoder + 'static,
     H: Handler<C, S::Addr>,
 {
+    type Command = SessionCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = cx
@@ -1342,20 +1341,20 @@ where
         self.settle(cx)
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
         if self.phase == Phase::Lingering {
             return Status::Continue;
         }
-        if command.is::<Close>() {
-            self.session.close();
-        } else if command.is::<Abort>() {
-            self.session.abort();
-        } else if let Ok(job) = command.downcast::<SessionJob>() {
-            self.lend_write_buffer(cx);
-            match (job.0)(&mut self.session) {
-                Ok(()) | Err(Error::Closed) => {}
-                // Dropping it would leave a hole in the stream: end the session instead.
-                Err(e) => return self.fail(cx, e),
+        match command.0 {
+            SessionOp::Close => self.session.close(),
+            SessionOp::Abort => self.session.abort(),
+            SessionOp::Job(job) => {
+                self.lend_write_buffer(cx);
+                match (job.0)(&mut self.session) {
+                    Ok(()) | Err(Error::Closed) => {}
+                    // Dropping it would leave a hole in the stream: end the session instead.
+                    Err(e) => return self.fail(cx, e),
+                }
             }
         }
         self.settle(cx)

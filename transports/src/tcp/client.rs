@@ -172,8 +172,8 @@ impl TcpClientBuilder {
 /// }
 /// let client = TcpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
-/// let id = reactor.spawn(Box::new(client));
-/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// let id = reactor.spawn(client);
+/// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct TcpClient<F, C, H> {
     inner: StreamClient<TcpStream, F, C, H>,
@@ -212,7 +212,22 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for TcpClient<F, C, H> where
+/// What a [`TcpClient`] (and a [`WsClient`](crate::ws::WsClient), which is one) accepts:
+/// [`Close`](crate::Close). The name to write where a client's address is kept:
+///
+/// ```
+/// use getty_reactor::{Reactor, Recipient};
+/// use getty_transports::tcp::TcpClientCommand;
+///
+/// /// Closes a client later, from any thread.
+/// fn close_later(reactor: &Reactor, client: Recipient<TcpClientCommand>) {
+///     reactor.handle().send(client, getty_transports::Close).unwrap();
+/// }
+/// # let _ = close_later;
+/// ```
+pub type TcpClientCommand = crate::ClientCommand<TcpStream, SocketAddr>;
+
+entry_by_inner!(impl<F, C, H> for TcpClient<F, C, H>, command = TcpClientCommand, where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,

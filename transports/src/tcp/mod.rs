@@ -6,7 +6,7 @@ mod pool;
 mod server;
 
 pub use crate::listener::CloseSessions;
-pub use client::{TcpClient, TcpClientBuilder, TcpClientKind};
+pub use client::{TcpClient, TcpClientBuilder, TcpClientCommand, TcpClientKind};
 pub use pool::TcpServerPool;
 pub use server::{adopt, ServerHandle, TcpServer, TcpServerBuilder, TcpServerKind};
 

@@ -72,7 +72,7 @@ impl TcpServerBuilder {
             let at = *bound_in.lock().unwrap_or_else(|p| p.into_inner());
             let server = builder.clone().bind(at, make_setup(index))?;
             *bound_in.lock().unwrap_or_else(|p| p.into_inner()) = server.local_addr();
-            let id = reactor.spawn(Box::new(server));
+            let id = reactor.spawn(server);
             servers_in
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

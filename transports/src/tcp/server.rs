@@ -5,7 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use getty_codec::Decoder;
-use getty_reactor::{EntryId, ReactorHandle};
+use getty_reactor::{ReactorHandle, Recipient};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::builder::{sealed, ServerBuilder};
@@ -13,7 +13,7 @@ use crate::listener::{AskSessionCount, CloseSessions};
 use crate::server::{entry_by_inner, StreamServer};
 use crate::session::Handler;
 use crate::setup::{prepare, Plan, Setup};
-use crate::{Close, Metrics, SessionOptions, SocketOptions};
+use crate::{Close, Metrics, ServerCommand, SessionCommand, SessionOptions, SocketOptions};
 
 /// Configures a [`TcpServer`]: the settings of every server on TCP ([`ServerBuilder`]:
 /// backlog, `SO_REUSEPORT`, TLS, socket and session options).
@@ -94,7 +94,7 @@ impl TcpServerBuilder {
 /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
 /// let addr = server.local_addr();
 /// let mut reactor = Reactor::new().unwrap();
-/// reactor.spawn(Box::new(server));
+/// reactor.spawn(server);
 /// # let _ = addr;
 /// ```
 pub struct TcpServer<F, C, H> {
@@ -152,7 +152,7 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for TcpServer<F, C, H> where
+entry_by_inner!(impl<F, C, H> for TcpServer<F, C, H>, command = crate::ServerCommand, where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,
@@ -172,7 +172,7 @@ entry_by_inner!(impl<F, C, H> for TcpServer<F, C, H> where
 /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
 /// let (tx, rx) = std::sync::mpsc::channel();
 /// let reactor = Reactor::start_thread("r", move |r| {
-///     let id = r.spawn(Box::new(server));
+///     let id = r.spawn(server);
 ///     tx.send(ServerHandle::new(r.handle(), id)).unwrap();
 ///     Ok(())
 /// }).unwrap();
@@ -186,29 +186,30 @@ entry_by_inner!(impl<F, C, H> for TcpServer<F, C, H> where
 #[derive(Clone)]
 pub struct ServerHandle {
     reactor: ReactorHandle,
-    id: EntryId,
+    server: Recipient<ServerCommand>,
 }
 
 impl ServerHandle {
-    /// A handle to the server entry `id` on `reactor` (the id `Reactor::spawn` returned).
+    /// A handle to the server entry `server` on `reactor` (the address `Reactor::spawn`
+    /// returned).
     ///
     /// See the [type-level example](ServerHandle).
-    pub fn new(reactor: ReactorHandle, id: EntryId) -> Self {
-        ServerHandle { reactor, id }
+    pub fn new(reactor: ReactorHandle, server: Recipient<ServerCommand>) -> Self {
+        ServerHandle { reactor, server }
     }
 
     /// Stops accepting; open sessions carry on.
     ///
     /// See the [type-level example](ServerHandle).
     pub fn stop_listening(&self) -> io::Result<()> {
-        self.reactor.send(self.id, Box::new(Close))
+        self.reactor.send(self.server, Close)
     }
 
     /// Closes every session the server accepted, gracefully.
     ///
     /// See the [type-level example](ServerHandle).
     pub fn close_sessions(&self) -> io::Result<()> {
-        self.reactor.send(self.id, Box::new(CloseSessions))
+        self.reactor.send(self.server, CloseSessions)
     }
 
     /// How many of the server's sessions are alive (waits for the reactor's answer).
@@ -216,7 +217,7 @@ impl ServerHandle {
     /// See the [type-level example](ServerHandle).
     pub fn session_count(&self) -> io::Result<usize> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.reactor.send(self.id, Box::new(AskSessionCount(tx)))?;
+        self.reactor.send(self.server, AskSessionCount(tx))?;
         rx.recv().map_err(|_| {
             io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -229,7 +230,7 @@ impl ServerHandle {
 /// Adopts a TCP connection accepted elsewhere (an acceptor thread handing connections to
 /// reactors, a socket passed in by a supervisor) as a session on the reactor that runs
 /// `spawner`'s job: the options are applied, `setup` runs as for a server's connections, and
-/// the session's id is returned — `None` when the setup hook refused the connection.
+/// the session's address is returned — `None` when the setup hook refused the connection.
 ///
 /// ```
 /// use getty_codec::RawCodec;
@@ -261,7 +262,7 @@ pub fn adopt<F, C, H>(
     socket_options: &SocketOptions,
     session_options: &SessionOptions,
     setup: &mut F,
-) -> io::Result<Option<EntryId>>
+) -> io::Result<Option<Recipient<SessionCommand>>>
 where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)>,
     C: Decoder + 'static,
@@ -279,7 +280,7 @@ where
     };
     let entry = prepare(stream, peer, &plan, setup, spawner.now(), None);
     match entry {
-        Some(entry) => Ok(Some(spawner.spawn(Box::new(entry)))),
+        Some(entry) => Ok(Some(spawner.spawn(entry))),
         None => {
             spawner.extension::<Metrics>().refused += 1;
             Ok(None)

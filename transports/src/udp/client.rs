@@ -23,18 +23,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use getty_reactor::{Context, Entry, Ready, Recipient, Status, TimerId};
 use mio::net::UdpSocket;
 use mio::Interest;
 use socket2::SockRef;
 
-use super::entry::{DatagramEnded, DatagramEntry};
+use super::entry::DatagramEntry;
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
 use crate::builder::ClientBuilder;
+use crate::commands::{OwnerNote, SessionCommand};
 use crate::options::clamp_timeout;
 use crate::redial::Redial;
 use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
+use crate::stream::SessionEnded;
 use crate::{Close, DialTarget, Error, SessionOptions};
 
 /// How long a dial waits, by default, for the peer to refuse the probe before a silent peer
@@ -225,7 +227,10 @@ impl UdpClientBuilder {
             last_good: None,
             // A lookup gets the probe wait (the time a dial is given to prove itself), but
             // never less than a second: a short probe wait must not cut DNS short.
-            lookup: Lookup::new(resolver, kind.probe_wait.max(MIN_LOOKUP_DEADLINE)),
+            lookup: Lookup::new::<UdpClientCommand>(
+                resolver,
+                kind.probe_wait.max(MIN_LOOKUP_DEADLINE),
+            ),
             label,
             setup,
             session_options: Arc::new(self.session_options),
@@ -247,7 +252,7 @@ impl UdpClientBuilder {
 }
 
 /// What a dialer tells its client.
-enum DialOutcome {
+pub(crate) enum DialOutcome {
     /// The socket to `addr` is verified.
     Verified { socket: UdpSocket, addr: SocketAddr },
     /// The dial to `addrs[index]` failed; the client tries the next address, if any.
@@ -256,6 +261,53 @@ enum DialOutcome {
         addrs: Arc<[SocketAddr]>,
         index: usize,
     },
+}
+
+/// What a [`UdpClient`] accepts: [`Close`] (close its sessions and stop redialling). It
+/// cannot be aborted. The rest (its dialers' verdicts, its sessions' notes, resolved
+/// addresses) is the framework's.
+///
+/// See [`UdpClient`] for an example.
+pub struct UdpClientCommand(UdpClientOp);
+
+/// The commands inside a [`UdpClientCommand`].
+enum UdpClientOp {
+    Close,
+    Dialled(DialOutcome),
+    Resolved(Resolved<SocketAddr>),
+    /// A session ended.
+    Ended(SessionEnded),
+    /// A session opened: a datagram session never says so (its dial is verified by the
+    /// client itself), so this changes nothing.
+    Opened,
+}
+
+impl From<Close> for UdpClientCommand {
+    fn from(_: Close) -> Self {
+        UdpClientCommand(UdpClientOp::Close)
+    }
+}
+
+impl From<DialOutcome> for UdpClientCommand {
+    fn from(outcome: DialOutcome) -> Self {
+        UdpClientCommand(UdpClientOp::Dialled(outcome))
+    }
+}
+
+impl From<Resolved<SocketAddr>> for UdpClientCommand {
+    fn from(resolved: Resolved<SocketAddr>) -> Self {
+        UdpClientCommand(UdpClientOp::Resolved(resolved))
+    }
+}
+
+impl From<OwnerNote> for UdpClientCommand {
+    fn from(note: OwnerNote) -> Self {
+        UdpClientCommand(match note {
+            OwnerNote::Close => UdpClientOp::Close,
+            OwnerNote::Opened => UdpClientOp::Opened,
+            OwnerNote::Ended(ended) => UdpClientOp::Ended(ended),
+        })
+    }
 }
 
 type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
@@ -308,7 +360,7 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 ///         let _ = tx.send((addr, error.to_string()));
 ///     });
 /// let reactor = Reactor::start_thread("udp-client", move |r| {
-///     r.spawn(Box::new(client));
+///     r.spawn(client);
 ///     Ok(())
 /// }).unwrap();
 /// for _ in 0..2 {
@@ -345,7 +397,7 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 ///     .build(peer.local_addr().unwrap(), |_| Ok((RawCodec, Ping)))
 ///     .unwrap();
 /// let reactor = Reactor::start_thread("udp-client", move |r| {
-///     r.spawn(Box::new(client));
+///     r.spawn(client);
 ///     Ok(())
 /// }).unwrap();
 ///
@@ -369,7 +421,7 @@ pub struct UdpClient<F, C, H> {
     setup: F,
     session_options: Arc<SessionOptions>,
     config: DialConfig,
-    sessions: Vec<EntryId>,
+    sessions: Vec<Recipient<SessionCommand>>,
     dialing: usize,
     /// Consecutive failed dials; reset by a verified one.
     redial: Redial,
@@ -491,14 +543,15 @@ where
             match self.start_dial(addrs[index]) {
                 Ok(socket) => {
                     self.dialing += 1;
-                    cx.spawn(Box::new(Dialer {
+                    let client = cx.recipient().expect("a UDP client takes UdpClientCommand");
+                    cx.spawn(Dialer {
                         socket: Some(socket),
                         addrs,
                         index,
-                        client: cx.id(),
+                        client,
                         wait: self.config.probe_wait,
                         timer: None,
-                    }));
+                    });
                     return;
                 }
                 Err(e) => {
@@ -555,15 +608,16 @@ where
     fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket, peer: SocketAddr) {
         // The setup hook is user code: a panic in it counts as one failed dial (logged by
         // the reactor), and the client redials and keeps its other sessions.
-        let prepared = cx.catch_panic("a client's setup hook", |cx| {
-            self.prepare(socket, cx.id(), peer)
+        let owner = cx.recipient_as::<OwnerNote, UdpClientCommand>();
+        let prepared = cx.catch_panic("a client's setup hook", |_| {
+            self.prepare(socket, owner, peer)
         });
         let panicked = || Err(Error::Panicked("the setup hook panicked".into()));
         match prepared.unwrap_or_else(panicked) {
             Ok(entry) => {
                 self.last_good = Some(peer);
                 self.redial.succeeded();
-                self.sessions.push(cx.spawn(Box::new(entry)));
+                self.sessions.push(cx.spawn(entry));
             }
             Err(e) => {
                 self.attempt_failed(peer, &e);
@@ -575,7 +629,7 @@ where
     fn prepare(
         &mut self,
         socket: UdpSocket,
-        client: EntryId,
+        owner: Option<Recipient<OwnerNote>>,
         peer: SocketAddr,
     ) -> Result<DatagramEntry<UdpSocket, C, H>, Error> {
         let mut options = Arc::clone(&self.session_options);
@@ -590,13 +644,7 @@ where
             .config
             .udp_options
             .entry_config(self.config.close_on_icmp_error);
-        Ok(DatagramEntry::new(
-            socket,
-            session,
-            handler,
-            config,
-            Some(client),
-        ))
+        Ok(DatagramEntry::new(socket, session, handler, config, owner))
     }
 
     /// One address failed (the dial may go on with the next): tell the hook.
@@ -640,8 +688,8 @@ where
     fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
         self.redial.cancel(cx);
         self.lookup.cancel(cx);
-        for id in self.sessions.drain(..) {
-            cx.send(id, Box::new(Close));
+        for session in self.sessions.drain(..) {
+            cx.send(session, Close);
         }
         // Dialers in flight report to an entry that no longer exists; their reports are
         // dropped along with the sockets they carry.
@@ -655,6 +703,8 @@ where
     C: Decoder + 'static,
     H: DatagramHandler<C>,
 {
+    type Command = UdpClientCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         self.dial_missing(cx);
         self.check_gave_up(cx)
@@ -676,27 +726,13 @@ where
         self.check_gave_up(cx)
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        if command.is::<Close>() {
-            return self.close_all(cx);
-        }
-        let command = match command.downcast::<DialOutcome>() {
-            Ok(outcome) => {
-                self.on_dialled(cx, *outcome);
-                None
-            }
-            Err(other) => Some(other),
-        };
-        let command = match command.map(|c| c.downcast::<Resolved<SocketAddr>>()) {
-            Some(Ok(resolved)) => {
-                self.on_resolved(cx, *resolved);
-                None
-            }
-            Some(Err(other)) => Some(other),
-            None => None,
-        };
-        if let Some(ended) = command.and_then(|c| c.downcast::<DatagramEnded>().ok()) {
-            self.sessions.retain(|id| *id != ended.0);
+    fn on_command(&mut self, cx: &mut Context<'_>, command: UdpClientCommand) -> Status {
+        match command.0 {
+            UdpClientOp::Close => return self.close_all(cx),
+            UdpClientOp::Dialled(outcome) => self.on_dialled(cx, outcome),
+            UdpClientOp::Resolved(resolved) => self.on_resolved(cx, resolved),
+            UdpClientOp::Ended(ended) => self.sessions.retain(|s| s.id() != ended.id),
+            UdpClientOp::Opened => {}
         }
         if self.check_gave_up(cx) == Status::Done {
             return Status::Done;
@@ -718,7 +754,7 @@ struct Dialer {
     socket: Option<UdpSocket>,
     addrs: Arc<[SocketAddr]>,
     index: usize,
-    client: EntryId,
+    client: Recipient<UdpClientCommand>,
     wait: Duration,
     timer: Option<TimerId>,
 }
@@ -728,7 +764,7 @@ impl Dialer {
         if let Some(timer) = self.timer.take() {
             cx.cancel_timer(timer);
         }
-        cx.send(self.client, Box::new(outcome));
+        cx.send(self.client, outcome);
         Status::Done
     }
 
@@ -753,6 +789,8 @@ impl Dialer {
 }
 
 impl Entry for Dialer {
+    type Command = getty_reactor::NoCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let Some(socket) = self.socket.as_mut() else {
             return Status::Done;

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, Ready, Status};
+use getty_reactor::{Context, Entry, Ready, Status};
+
+use crate::commands::SessionCommand;
 use mio::net::UdpSocket;
 use socket2::SockRef;
 
@@ -178,7 +180,7 @@ impl UdpEndpointBuilder {
 /// let to = server.local_addr().unwrap();
 /// let client = UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((LengthFieldCodec::default(), Hello { to }))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
-/// reactor.spawn(Box::new(client));
+/// reactor.spawn(client);
 ///
 /// let mut buf = [0u8; 64];
 /// let n = server.recv(&mut buf).unwrap();
@@ -236,7 +238,7 @@ impl<C, H> UdpEndpoint<C, H> {
     }
 }
 
-entry_by_inner!(impl<C, H> for UdpEndpoint<C, H> where
+entry_by_inner!(impl<C, H> for UdpEndpoint<C, H>, command = crate::SessionCommand, where
     C: Decoder + 'static,
     H: DatagramHandler<C>,
 );
@@ -280,6 +282,8 @@ where
     C: Decoder + 'static,
     H: DatagramHandler<C, S::Addr>,
 {
+    type Command = SessionCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let Some(parts) = self.parts.take() else {
             return Status::Done;
@@ -319,7 +323,7 @@ where
         }
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
         match self.entry.as_mut() {
             Some(entry) => entry.on_command(cx, command),
             None => Status::Done,

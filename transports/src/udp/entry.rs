@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use getty_codec::{CodecError, Decoded, Decoder};
-use getty_reactor::{Command, Context, Entry, EntryId, Ready, Status, TimerId};
+use getty_reactor::{Context, Entry, Ready, Recipient, Status, TimerId};
 use mio::Interest;
 
 use super::batch::Outgoing;
@@ -21,12 +21,10 @@ use super::client::PROBE_ANSWER;
 use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
 use super::session::{CloseKind, DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
-use crate::handle::SessionJob;
+use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::outbound::{crossing_pending, next_writability};
-use crate::{Abort, Close, Error, Metrics};
-
-/// Told to the session's owner (a client) when the session ends.
-pub(crate) struct DatagramEnded(pub(crate) EntryId);
+use crate::stream::SessionEnded;
+use crate::{Error, Metrics};
 
 /// The bytes a datagram is charged against the read budget, at the least, so that a flood
 /// of tiny datagrams still yields to other entries.
@@ -117,7 +115,7 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     phase: Phase,
     /// The writability last told to the handler.
     reported_writable: bool,
-    owner: Option<EntryId>,
+    owner: Option<Recipient<OwnerNote>>,
     /// One buffer per datagram of a batch (pooled, held only while datagrams arrive); the
     /// messages are copies or zero-copy views of them.
     slots: Vec<BytesMut>,
@@ -162,7 +160,7 @@ where
         session: DatagramSession<C, S::Addr>,
         handler: H,
         mut config: DatagramConfig,
-        owner: Option<EntryId>,
+        owner: Option<Recipient<OwnerNote>>,
     ) -> Self {
         config.batch = config.batch.clamp(1, batch::MAX_BATCH);
         let mut session = session;
@@ -965,7 +963,11 @@ where
             cx.cancel_timer(id);
         }
         if let Some(owner) = self.owner.take() {
-            cx.send(owner, Box::new(DatagramEnded(cx.id())));
+            let ended = SessionEnded {
+                id: cx.id(),
+                outcome: Ok(()),
+            };
+            cx.send(owner, OwnerNote::Ended(ended));
         }
     }
 }
@@ -976,6 +978,8 @@ where
     C: Decoder + 'static,
     H: DatagramHandler<C, S::Addr>,
 {
+    type Command = SessionCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         if let Err(e) = cx
             .registry()
@@ -1035,13 +1039,11 @@ where
         self.settle(cx)
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        if command.is::<Close>() {
-            self.session.close();
-        } else if command.is::<Abort>() {
-            self.session.abort();
-        } else if let Ok(job) = command.downcast::<SessionJob>() {
-            if self.phase == Phase::Open {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
+        match command.0 {
+            SessionOp::Close => self.session.close(),
+            SessionOp::Abort => self.session.abort(),
+            SessionOp::Job(job) if self.phase == Phase::Open => {
                 self.lend_write_buffer(cx);
                 match (job.0)(&mut self.session) {
                     Ok(()) | Err(Error::Closed) => {}
@@ -1052,6 +1054,7 @@ where
                     }
                 }
             }
+            SessionOp::Job(_) => {}
         }
         self.settle(cx)
     }

@@ -39,7 +39,7 @@ use crate::Error;
 ///
 /// let (tx, rx) = mpsc::channel();
 /// let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((RawCodec, Publish(tx.clone())))).unwrap();
-/// let reactor = Reactor::start_thread("r", move |r| { r.spawn(Box::new(endpoint)); Ok(()) }).unwrap();
+/// let reactor = Reactor::start_thread("r", move |r| { r.spawn(endpoint); Ok(()) }).unwrap();
 ///
 /// let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
 /// let handle = rx.recv().unwrap();

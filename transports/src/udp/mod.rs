@@ -47,7 +47,7 @@
 //! let endpoint = UdpEndpoint::bind("127.0.0.1:0", |_| Ok((RawCodec, Echo))).unwrap();
 //! let addr = endpoint.local_addr();
 //! let reactor = Reactor::start_thread("udp-echo", move |r| {
-//!     r.spawn(Box::new(endpoint));
+//!     r.spawn(endpoint);
 //!     Ok(())
 //! }).unwrap();
 //!
@@ -81,7 +81,7 @@ mod queue;
 mod session;
 pub(crate) mod socket;
 
-pub use client::{UdpClient, UdpClientBuilder, UdpClientKind};
+pub use client::{UdpClient, UdpClientBuilder, UdpClientCommand, UdpClientKind};
 pub use endpoint::{UdpEndpoint, UdpEndpointBuilder, UdpEndpointKind};
 pub use handle::DatagramHandle;
 pub use queue::{DropReason, DroppedDatagrams};
@@ -395,6 +395,6 @@ where
     let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((codec, Run(Some(f)))))
         .expect("a loopback endpoint for the example");
     let mut reactor = getty_reactor::Reactor::new().expect("a reactor for the example");
-    reactor.spawn(Box::new(endpoint));
+    reactor.spawn(endpoint);
     // Dropping the reactor ends the endpoint (its on_close runs).
 }

@@ -288,7 +288,7 @@ pub struct DatagramSession<C, A = SocketAddr> {
     /// Shared with the session's handles, once one was made.
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The client that keeps this session (a `UdpClient`'s), for `close_client`.
-    pub(crate) owner: Option<getty_reactor::EntryId>,
+    pub(crate) owner: Option<getty_reactor::Recipient<crate::commands::OwnerNote>>,
 }
 
 impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
@@ -492,7 +492,9 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
             return false;
         };
         match getty_reactor::current() {
-            Some((_, reactor)) => reactor.send(client, Box::new(crate::Close)).is_ok(),
+            Some((_, reactor)) => reactor
+                .send(client, crate::commands::OwnerNote::Close)
+                .is_ok(),
             None => false,
         }
     }

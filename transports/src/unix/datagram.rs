@@ -432,7 +432,7 @@ impl UnixDatagramEndpointBuilder {
 /// let dir = std::env::temp_dir();
 /// let at = dir.join(format!("getty-doc-echo-{}.sock", std::process::id()));
 /// let endpoint = UnixDatagramEndpoint::builder().bind(at.as_path(), |_| Ok((RawCodec, Echo))).unwrap();
-/// let reactor = Reactor::start_thread("unix-dgram", move |r| { r.spawn(Box::new(endpoint)); Ok(()) }).unwrap();
+/// let reactor = Reactor::start_thread("unix-dgram", move |r| { r.spawn(endpoint); Ok(()) }).unwrap();
 ///
 /// let me = dir.join(format!("getty-doc-peer-{}.sock", std::process::id()));
 /// let peer = std::os::unix::net::UnixDatagram::bind(&me).unwrap();
@@ -478,7 +478,7 @@ impl<C, H> UnixDatagramEndpoint<C, H> {
     }
 }
 
-entry_by_inner!(impl<C, H> for UnixDatagramEndpoint<C, H> where
+entry_by_inner!(impl<C, H> for UnixDatagramEndpoint<C, H>, command = crate::SessionCommand, where
     C: Decoder + 'static,
     H: DatagramHandler<C, UnixAddr>,
 );

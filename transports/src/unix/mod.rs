@@ -31,7 +31,7 @@
 //! let path = std::env::temp_dir().join(format!("getty-doc-{}.sock", std::process::id()));
 //! let server = UnixServer::bind(path.as_path(), |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
 //! let reactor = Reactor::start_thread("unix-echo", move |r| {
-//!     r.spawn(Box::new(server));
+//!     r.spawn(server);
 //!     Ok(())
 //! }).unwrap();
 //!
@@ -52,5 +52,6 @@ mod stream;
 
 pub use datagram::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder, UnixDatagramEndpointKind};
 pub use stream::{
-    UnixClient, UnixClientBuilder, UnixClientKind, UnixServer, UnixServerBuilder, UnixServerKind,
+    UnixClient, UnixClientBuilder, UnixClientCommand, UnixClientKind, UnixServer,
+    UnixServerBuilder, UnixServerKind,
 };

@@ -222,7 +222,7 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H> where
+entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H>, command = crate::ServerCommand, where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C, UnixAddr>,
@@ -304,8 +304,8 @@ impl UnixClientBuilder {
 /// }
 /// let client = UnixClient::builder().build(UnixAddr::abstract_name("nobody"), |_| Ok((RawCodec, Sink))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
-/// let id = reactor.spawn(Box::new(client));
-/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// let id = reactor.spawn(client);
+/// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct UnixClient<F, C, H> {
     inner: StreamClient<UnixStream, F, C, H>,
@@ -343,7 +343,11 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for UnixClient<F, C, H> where
+/// What a [`UnixClient`] accepts: [`Close`](crate::Close). The name to write where a
+/// client's address is kept (as [`TcpClientCommand`](crate::tcp::TcpClientCommand) shows).
+pub type UnixClientCommand = crate::ClientCommand<UnixStream, UnixAddr>;
+
+entry_by_inner!(impl<F, C, H> for UnixClient<F, C, H>, command = UnixClientCommand, where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C, UnixAddr>,

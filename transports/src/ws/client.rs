@@ -338,8 +338,8 @@ impl WsClientBuilder {
 /// }
 /// let client = WsClient::builder().build("ws://127.0.0.1:9/", |_| Ok((MessageCodec, Hello))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
-/// let id = reactor.spawn(Box::new(client));
-/// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
+/// let id = reactor.spawn(client);
+/// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct WsClient<F, C, H> {
     inner: TcpClient<F, C, H>,
@@ -371,7 +371,7 @@ where
     }
 }
 
-entry_by_inner!(impl<F, C, H> for WsClient<F, C, H> where
+entry_by_inner!(impl<F, C, H> for WsClient<F, C, H>, command = crate::tcp::TcpClientCommand, where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: Handler<C>,

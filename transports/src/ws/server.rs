@@ -12,12 +12,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use getty_codec::ws::{parse_request, DeflateConfig, HandshakeError, Protocol, Request, Role};
 use getty_codec::Decoder;
-use getty_reactor::{Command, Context, Entry, GroupId, Ready, Status};
+use getty_reactor::{Context, Entry, Ready, Status};
 use mio::net::TcpStream;
 use socket2::SockRef;
 
 use crate::builder::{sealed, ServerBuilder};
-use crate::listener::Acceptor;
+use crate::commands::ServerCommand;
+use crate::listener::{Acceptor, Sessions};
 use crate::session::{Handler, Session};
 use crate::setup::FilterFactory;
 use crate::stream::StreamEntry;
@@ -133,7 +134,7 @@ where
 
 /// The codec and handler a route chose, waiting for the upgrade to finish.
 trait NewSession {
-    fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<GroupId>, accepted: Accepted);
+    fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<Sessions>, accepted: Accepted);
 }
 
 struct Chosen<C, H> {
@@ -146,7 +147,7 @@ where
     C: Decoder + 'static,
     H: Handler<C>,
 {
-    fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<GroupId>, accepted: Accepted) {
+    fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<Sessions>, accepted: Accepted) {
         let Accepted {
             parts,
             peer,
@@ -170,8 +171,8 @@ where
         let entry =
             StreamEntry::new(parts.stream, session, self.handler, None).with_input(parts.leftover);
         match group {
-            Some(group) => cx.spawn_in(group, Box::new(entry)),
-            None => cx.spawn(Box::new(entry)),
+            Some(group) => cx.spawn_in(group, entry),
+            None => cx.spawn(entry),
         };
     }
 }
@@ -265,7 +266,7 @@ impl Router {
 struct ServerHandshake {
     router: Arc<Mutex<Router>>,
     peer: SocketAddr,
-    group: Option<GroupId>,
+    group: Option<Sessions>,
     chosen: Option<Routed>,
 }
 
@@ -524,7 +525,7 @@ impl WsServerBuilder {
 /// let server = WsServer::builder().route("/", |_| Ok((MessageCodec, Echo))).bind("127.0.0.1:0").unwrap();
 /// let addr = server.local_addr();
 /// let reactor = Reactor::start_thread("ws", move |r| {
-///     r.spawn(Box::new(server));
+///     r.spawn(server);
 ///     Ok(())
 /// }).unwrap();
 ///
@@ -597,7 +598,7 @@ impl WsServer {
                 handshake,
                 self.handshake_timeout,
             );
-            Some(Box::new(upgrade) as Box<dyn Entry>)
+            Some(upgrade)
         };
         if resumed {
             self.acceptor.on_timer(cx, accepted)
@@ -608,6 +609,8 @@ impl WsServer {
 }
 
 impl Entry for WsServer {
+    type Command = ServerCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         self.acceptor.start(cx)
     }
@@ -620,7 +623,7 @@ impl Entry for WsServer {
         self.accept(cx, true)
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
+    fn on_command(&mut self, cx: &mut Context<'_>, command: ServerCommand) -> Status {
         self.acceptor.on_command(cx, command)
     }
 }

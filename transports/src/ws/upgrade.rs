@@ -11,9 +11,10 @@ use std::io;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use getty_reactor::{Command, Context, Entry, Ready, Status, TimerId};
+use getty_reactor::{Context, Entry, Ready, Status, TimerId};
 use mio::Interest;
 
+use crate::commands::{SessionCommand, SessionOp};
 use crate::filtered::FilterIo;
 use crate::stream::Stream;
 use crate::{Error, Metrics};
@@ -234,6 +235,10 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
 }
 
 impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
+    /// A session's commands, since an upgrade is a session to be, in the server's group of
+    /// sessions.
+    type Command = SessionCommand;
+
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let token = cx.token();
@@ -253,13 +258,14 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
         self.give_up(cx, Error::HandshakeTimeout(self.timeout))
     }
 
-    fn on_command(&mut self, cx: &mut Context<'_>, command: Command) -> Status {
-        // The server closing its sessions (or the app closing this one) ends an upgrade
-        // in progress too.
-        if command.is::<crate::Close>() || command.is::<crate::Abort>() {
-            return self.give_up(cx, Error::Closed);
+    fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
+        match command.0 {
+            // The server closing its sessions (or the app closing this one) ends an
+            // upgrade in progress too.
+            SessionOp::Close | SessionOp::Abort => self.give_up(cx, Error::Closed),
+            // Only a session's handle sends jobs, and there is no session yet.
+            SessionOp::Job(_) => Status::Continue,
         }
-        Status::Continue
     }
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {

@@ -1,0 +1,82 @@
+//! Who is running on this thread: the entry being called and its reactor.
+
+use std::any::TypeId;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::handle::Shared;
+use crate::{EntryId, ReactorHandle, Recipient};
+
+thread_local! {
+    /// The entry being called on this thread and its command type, for [`current`].
+    pub(crate) static CURRENT_ENTRY: Cell<Option<(EntryId, TypeId)>> = const { Cell::new(None) };
+    /// The reactor last entered on this thread (one reactor runs per thread at a time).
+    pub(crate) static CURRENT_REACTOR: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// The entry being called on this thread and a handle to its reactor; `None` outside an
+/// entry's call. This is how code deep inside a callback (a session handing out a
+/// cross-thread handle to itself) learns who it is without every entry storing its id.
+///
+/// ```
+/// assert!(getty_reactor::current().is_none());
+/// getty_reactor::with_context(|cx| {
+///     let (id, handle) = getty_reactor::current().unwrap();
+///     assert_eq!(id, cx.id());
+///     assert!(!handle.is_stopped());
+/// });
+/// ```
+pub fn current() -> Option<(EntryId, ReactorHandle)> {
+    let (id, _) = CURRENT_ENTRY.with(Cell::get)?;
+    let shared = CURRENT_REACTOR.with(|r| r.borrow().clone())?;
+    Some((id, ReactorHandle::new(shared)))
+}
+
+/// True on a thread whose reactor is live (spawned into or run, and not stopped): in its
+/// callbacks, in jobs it runs for other threads, and between its runs. Code that may block
+/// on a reactor (waiting for a `query`'s answer, joining threads whose jobs wait on one)
+/// asks this first, since a reactor's thread that blocks stops that reactor.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::Arc;
+///
+/// assert!(!getty_reactor::on_reactor_thread());
+/// let mut reactor = getty_reactor::Reactor::new().unwrap();
+/// let seen = Arc::new(AtomicBool::new(false));
+/// let in_job = seen.clone();
+/// let handle = reactor.handle();
+/// handle
+///     .execute(move |_| in_job.store(getty_reactor::on_reactor_thread(), Ordering::Relaxed))
+///     .unwrap();
+/// handle.shutdown();
+/// reactor.run().unwrap();
+/// assert!(seen.load(Ordering::Relaxed), "a job runs on the reactor's thread");
+/// assert!(!getty_reactor::on_reactor_thread(), "a stopped reactor is not live");
+/// ```
+pub fn on_reactor_thread() -> bool {
+    CURRENT_REACTOR.with(|r| r.borrow().as_ref().is_some_and(|s| !s.is_stopped()))
+}
+
+impl<C: Send + 'static> Recipient<C> {
+    /// The address of the entry being called on this thread, if it takes commands of type
+    /// `C`; `None` outside an entry's call or for an entry of another command type. Code
+    /// deep inside a callback (a session minting a cross-thread handle to itself) gets
+    /// its typed address this way.
+    ///
+    /// ```
+    /// use getty_reactor::Recipient;
+    /// use std::convert::Infallible;
+    /// assert!(Recipient::<Infallible>::current().is_none()); // not in a call
+    /// getty_reactor::with_context(|cx| {
+    ///     // The doc harness's entry takes no commands.
+    ///     let me = Recipient::<Infallible>::current().unwrap();
+    ///     assert_eq!(me.id(), cx.id());
+    ///     assert!(Recipient::<String>::current().is_none());
+    /// });
+    /// ```
+    pub fn current() -> Option<Self> {
+        let (id, command_type) = CURRENT_ENTRY.with(Cell::get)?;
+        (command_type == TypeId::of::<C>()).then(|| Recipient::exact(id))
+    }
+}
