@@ -28,7 +28,7 @@ use mio::Interest;
 use crate::redial::{Redial, RedialPolicy};
 use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
 use crate::session::Handler;
-use crate::setup::{prepare, FilterFactory, Plan, Setup};
+use crate::setup::{prepare_session, FilterFactory, Plan, Setup};
 use crate::stream::{SessionEnded, SessionOpened, Stream};
 use crate::ws::WsDial;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
@@ -576,18 +576,26 @@ where
             socket_options: &self.config.socket_options,
             session_options: &self.session_options,
             transport_filter: self.config.transport_filter.as_ref(),
-            websocket: self.config.websocket.as_deref(),
+            websocket: self.config.websocket.is_some(),
         };
         // The setup hook is user code: a panic in it counts as one failed dial (logged by
         // the reactor), and the client redials and keeps its other sessions.
         let setup = &mut self.setup;
         let session = cx.catch_panic("a client's setup hook", |cx| {
-            prepare(stream, peer, &plan, setup, cx.now(), Some(cx.id())).ok_or("refused")
+            prepare_session(stream, peer, &plan, setup, cx.now()).ok_or("refused")
         });
         match session.unwrap_or(Err("panicked")) {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
-            Ok(session) => self.sessions.push(cx.spawn(Box::new(session))),
+            Ok(prepared) => {
+                let owner = cx.id();
+                let entry: Box<dyn Entry> = match &self.config.websocket {
+                    // The upgrade first; the session opens once the `101` is verified.
+                    Some(dial) => dial.upgrade(prepared, owner),
+                    None => Box::new(prepared.into_entry(Some(owner))),
+                };
+                self.sessions.push(cx.spawn(entry));
+            }
             Err(what) => {
                 cx.extension::<Metrics>().refused += 1;
                 let detail = format!("the setup hook {what} the connection");

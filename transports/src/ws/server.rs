@@ -314,7 +314,7 @@ impl Handshake<TcpStream> for ServerHandshake {
         made.spawn(cx, self.group, accepted);
     }
 
-    fn failed(&mut self, _cx: &mut Context<'_>, _error: &Error) {}
+    fn failed(&mut self, _cx: &mut Context<'_>, _error: Error) {}
 }
 
 /// Configures a [`WsServer`]: the listener, TLS (`wss://`), permessage-deflate, subprotocols,
