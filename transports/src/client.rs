@@ -29,7 +29,7 @@ use crate::commands::{OwnerNote, SessionCommand};
 use crate::redial::{Redial, RedialPolicy};
 use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
 use crate::session::Handler;
-use crate::setup::{prepare, FilterFactory, Plan, Setup};
+use crate::setup::{prepare_session, FilterFactory, Plan, Setup};
 use crate::stream::{SessionEnded, Stream};
 use crate::ws::WsDial;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
@@ -628,7 +628,7 @@ where
             socket_options: &self.config.socket_options,
             session_options: &self.session_options,
             transport_filter: self.config.transport_filter.as_ref(),
-            websocket: self.config.websocket.as_deref(),
+            websocket: self.config.websocket.is_some(),
         };
         // The setup hook is user code: a panic in it counts as one failed dial (logged by
         // the reactor), and the client redials and keeps its other sessions.
@@ -636,12 +636,20 @@ where
         let owner = cx.recipient_as::<OwnerNote, ClientCommand<S, S::Addr>>();
         debug_assert!(owner.is_some(), "a stream client takes ClientCommand");
         let session = cx.catch_panic("a client's setup hook", |cx| {
-            prepare(stream, peer, &plan, setup, cx.now(), owner).ok_or("refused")
+            prepare_session(stream, peer, &plan, setup, cx.now()).ok_or("refused")
         });
         match session.unwrap_or(Err("panicked")) {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
-            Ok(session) => self.sessions.push(cx.spawn(session)),
+            Ok(prepared) => {
+                let entry: Box<dyn Entry<Command = SessionCommand>> =
+                    match (&self.config.websocket, owner) {
+                        // The upgrade first; the session opens once the `101` is verified.
+                        (Some(dial), Some(owner)) => dial.upgrade(prepared, owner),
+                        _ => Box::new(prepared.into_entry(owner)),
+                    };
+                self.sessions.push(cx.spawn(entry));
+            }
             Err(what) => {
                 cx.extension::<Metrics>().refused += 1;
                 let detail = format!("the setup hook {what} the connection");

@@ -56,7 +56,7 @@ where
                 socket_options: &self.socket_options,
                 session_options: &self.session_options,
                 transport_filter: self.transport_filter.as_ref(),
-                websocket: None,
+                websocket: false,
             };
             let now = cx.now();
             let setup = &mut self.setup;

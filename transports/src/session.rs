@@ -19,7 +19,7 @@ use crate::commands::OwnerNote;
 use crate::filtered::FilterIo;
 use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
-use crate::ws::{ClientUpgrade, WsState};
+use crate::ws::WsState;
 use crate::SessionHandle;
 use crate::{Address, Error, SessionOptions};
 
@@ -190,8 +190,6 @@ pub(crate) struct Extras {
     pub(crate) filter: Option<Box<FilterIo>>,
     /// The WebSocket protocol state of a WebSocket session.
     pub(crate) ws: Option<Box<WsState>>,
-    /// A WebSocket client session waiting for the server's `101`.
-    pub(crate) ws_upgrade: Option<Box<ClientUpgrade>>,
 }
 
 /// How the handler asked the session to end.

@@ -16,7 +16,6 @@ use socket2::SockRef;
 
 use crate::session::{Handler, Session};
 use crate::stream::{Stream, StreamEntry};
-use crate::ws::WsDial;
 use crate::{Address, SessionOptions, SocketOptions};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
@@ -141,12 +140,33 @@ pub(crate) struct Plan<'a> {
     pub(crate) session_options: &'a Arc<SessionOptions>,
     /// The filter nearest the wire (TLS), if any.
     pub(crate) transport_filter: Option<&'a FilterFactory>,
-    /// A WebSocket client's upgrade request, sent before the session opens.
-    pub(crate) websocket: Option<&'a WsDial>,
+    /// A WebSocket client's sessions: messages are compressed (permessage-deflate), never
+    /// the byte stream.
+    pub(crate) websocket: bool,
 }
 
-/// Applies socket options, runs the setup hook and builds the session's filter stack;
-/// `None` when any of them refused the socket.
+/// A connection the setup hook accepted, not yet a session entry (a WebSocket client's
+/// upgrades first).
+pub(crate) struct Prepared<S: Stream, C, H> {
+    pub(crate) stream: S,
+    pub(crate) session: Session<C, S::Addr>,
+    pub(crate) handler: H,
+}
+
+impl<S, C, H> Prepared<S, C, H>
+where
+    S: Stream,
+    C: Decoder + 'static,
+    H: Handler<C, S::Addr>,
+{
+    /// The session entry, owned by `owner` (a client) if any.
+    pub(crate) fn into_entry(self, owner: Option<Recipient<OwnerNote>>) -> StreamEntry<S, C, H> {
+        StreamEntry::new(self.stream, self.session, self.handler, owner)
+    }
+}
+
+/// Applies socket options, runs the setup hook and builds the session's filter stack, then
+/// makes the session's entry; `None` when any of them refused the socket.
 pub(crate) fn prepare<S, F, C, H>(
     stream: S,
     peer: S::Addr,
@@ -155,6 +175,24 @@ pub(crate) fn prepare<S, F, C, H>(
     now: Instant,
     owner: Option<Recipient<OwnerNote>>,
 ) -> Option<StreamEntry<S, C, H>>
+where
+    S: Stream,
+    F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)>,
+    C: Decoder + 'static,
+    H: Handler<C, S::Addr>,
+{
+    Some(prepare_session(stream, peer, plan, setup, now)?.into_entry(owner))
+}
+
+/// Applies socket options, runs the setup hook and builds the session's filter stack;
+/// `None` when any of them refused the socket.
+pub(crate) fn prepare_session<S, F, C, H>(
+    stream: S,
+    peer: S::Addr,
+    plan: &Plan<'_>,
+    setup: &mut F,
+    now: Instant,
+) -> Option<Prepared<S, C, H>>
 where
     S: Stream,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)>,
@@ -196,13 +234,14 @@ where
     let compression = session
         .options()
         .get_compression()
-        .filter(|_| plan.websocket.is_none());
+        .filter(|_| !plan.websocket);
     let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
     if let Some(filter) = stack(transport.into_iter().chain(deflate).chain(added)) {
         session.set_filter(filter);
     }
-    if let Some(dial) = plan.websocket {
-        dial.start(&mut session);
-    }
-    Some(StreamEntry::new(stream, session, handler, owner))
+    Some(Prepared {
+        stream,
+        session,
+        handler,
+    })
 }

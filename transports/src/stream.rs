@@ -27,10 +27,10 @@ use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
-use crate::ws::{self, upgrade, ClientUpgrade, WsState};
+use crate::ws::WsState;
 use crate::{Address, Error, Metrics, SocketOptions};
+use getty_codec::ws::close_code;
 use getty_codec::ws::Event as WsEvent;
-use getty_codec::ws::{close_code, Protocol, Role};
 use socket2::SockRef;
 
 /// A socket a session can run over: TCP or a unix stream socket.
@@ -231,124 +231,14 @@ where
         self.settle(cx)
     }
 
-    fn upgrade_mut(&mut self) -> Option<&mut ClientUpgrade> {
-        self.session.extras.as_mut()?.ws_upgrade.as_deref_mut()
-    }
-
-    fn upgrading(&self) -> bool {
-        self.extras().is_some_and(|e| e.ws_upgrade.is_some())
-    }
-
-    /// A WebSocket client waiting for the `101`: reads the response (through the filter)
-    /// and, once it is verified, becomes a WebSocket session and opens.
-    fn upgrade_step(&mut self, cx: &mut Context<'_>) -> Status {
-        let mut eof = false;
-        let mut budget = self.session.options.read_budget;
-        loop {
-            match self.read_once(cx) {
-                Ok((0, _)) => {
-                    eof = true;
-                    break;
-                }
-                Ok((n, _)) => {
-                    self.session.counters.bytes_in += n as u64;
-                    if let Err(e) = self.unfilter_head() {
-                        return self.fail_upgrade(cx, e);
-                    }
-                    if let Err(e) = self.check_handshake_backlog() {
-                        return self.fail_upgrade(cx, e);
-                    }
-                    if self.rbuf.len() > upgrade::MAX_HEAD {
-                        break;
-                    }
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        // A server streaming bytes cannot hold the reactor: read on next turn.
-                        cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail_upgrade(cx, Error::Io(e)),
-            }
-        }
-        let upgrade = self
-            .session
-            .extras
-            .as_ref()
-            .and_then(|e| e.ws_upgrade.as_ref());
-        let handshake = &upgrade.expect("upgrading").handshake;
-        match handshake.parse_response(&mut self.rbuf, upgrade::MAX_HEAD) {
-            Ok(None) if eof => self.fail_upgrade(cx, Error::UnexpectedEof { buffered: 0 }),
-            Ok(None) => self.settle(cx),
-            Err(e) => self.fail_upgrade(cx, Error::Upgrade(e)),
-            Ok(Some(response)) => {
-                let upgrade = self
-                    .session
-                    .extras_mut()
-                    .ws_upgrade
-                    .take()
-                    .expect("upgrading");
-                let config = ws::protocol_config(&self.session.options);
-                let protocol = Protocol::new(Role::Client, config, response.deflate());
-                let mut state = WsState::new(protocol, upgrade.keepalive, upgrade.path);
-                state.subprotocol = response.protocol().map(String::from);
-                self.session.extras_mut().ws = Some(Box::new(state));
-                self.cancel_timer(cx);
-                let status = self.open(cx);
-                if status == Status::Continue {
-                    // The head was read in small steps and the first frames may still sit
-                    // in the socket, behind an edge that has come and gone: read on. An EOF
-                    // read with the head is carried over too (epoll will not report it
-                    // again): the next turn reads to it and ends the session.
-                    let ready = if eof {
-                        Ready::READABLE | Ready::READ_CLOSED
-                    } else {
-                        Ready::READABLE
-                    };
-                    cx.reschedule(ready);
-                }
-                status
-            }
-        }
-    }
-
-    /// A handshake (TLS, or a WebSocket client's upgrade behind TLS) takes its input as it
-    /// comes; wire bytes piling up unread mean a peer sending junk or far too much. Without
-    /// this bound they would be buffered for as long as the handshake timeout allows.
+    /// A handshake (TLS) takes its input as it comes; wire bytes piling up unread mean a
+    /// peer sending junk or far too much. Without this bound they would be buffered for as
+    /// long as the handshake timeout allows.
     fn check_handshake_backlog(&self) -> Result<(), Error> {
         match self.session.filter_io() {
-            Some(io) if self.session.handshaking() || self.upgrading() => {
-                Ok(io.check_handshake_backlog()?)
-            }
+            Some(io) if self.session.handshaking() => Ok(io.check_handshake_backlog()?),
             _ => Ok(()),
         }
-    }
-
-    /// Moves what the filter can decode into the read buffer, without a codec: the bytes
-    /// of an HTTP response head.
-    fn unfilter_head(&mut self) -> Result<(), Error> {
-        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
-            let before = self.rbuf.len();
-            let room = (upgrade::MAX_HEAD + 1).saturating_sub(before);
-            io.filter.decode(&mut io.wire_in, &mut self.rbuf, room)?;
-            io.plain_in += (self.rbuf.len() - before) as u64;
-        }
-        Ok(())
-    }
-
-    /// The upgrade failed: the session never opened (no callback); its client counts a
-    /// failed dial.
-    fn fail_upgrade(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
-        log::debug!(
-            "websocket upgrade to {} failed: {error}",
-            self.session.peer_addr()
-        );
-        cx.extension::<Metrics>().count_error(&error);
-        let _ = cx.registry().deregister(&mut self.stream);
-        self.cancel_timer(cx);
-        self.end_unopened(cx, error)
     }
 
     /// Bytes already read for this session (by a WebSocket upgrade, past its handshake):
@@ -1014,9 +904,6 @@ where
         if self.phase == Phase::Lingering {
             return extras?.linger_until;
         }
-        if let Some(upgrade) = extras.and_then(|e| e.ws_upgrade.as_ref()) {
-            return upgrade.until;
-        }
         // The cron and the idle timeout apply only while open; `on_deadline` ignores them
         // once closing, so counting them here would re-arm an already-due timer on every
         // turn and spin the loop until the queue drained (or the write stall hit).
@@ -1243,11 +1130,6 @@ where
         if matches!(self.phase, Phase::Lingering | Phase::Closed) {
             return;
         }
-        if self.upgrading() {
-            // Never opened (a WebSocket client still waiting for its 101): no on_close.
-            self.end_unopened(cx, Error::Closed);
-            return;
-        }
         // The framework's side first, so that a panic in `on_close` cannot skip it.
         // `on_panic` then finds the session closed and adds nothing.
         self.end_opened(cx);
@@ -1279,21 +1161,12 @@ where
             log::warn!("session {}: cannot register socket: {e}", self.session.id());
             return self.end_unopened(cx, Error::Io(e));
         }
-        let until = cx.now() + self.session.options.handshake_timeout;
-        if let Some(upgrade) = self.upgrade_mut() {
-            // A WebSocket client: the request is queued; open once the 101 is in.
-            upgrade.until = Some(until);
-            return self.settle(cx);
-        }
         self.open(cx)
     }
 
     fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
         if self.phase == Phase::Lingering {
             return self.discard_input(cx);
-        }
-        if self.upgrading() {
-            return self.upgrade_step(cx);
         }
         if ready.is_error() {
             if let Ok(Some(e)) = self.stream.take_socket_error() {
@@ -1318,14 +1191,6 @@ where
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         if let Some(extras) = self.session.extras.as_mut() {
             extras.timer = None;
-        }
-        if let Some(until) = self.upgrade_mut().map(|u| u.until) {
-            if until.is_some_and(|t| cx.now() >= t) {
-                let timeout = self.session.options.handshake_timeout;
-                return self.fail_upgrade(cx, Error::HandshakeTimeout(timeout));
-            }
-            self.rearm_timer(cx);
-            return Status::Continue;
         }
         if self.phase == Phase::Lingering {
             let until = self.extras().and_then(|e| e.linger_until);

@@ -276,7 +276,7 @@ where
         socket_options,
         session_options: &options,
         transport_filter: None,
-        websocket: None,
+        websocket: false,
     };
     let entry = prepare(stream, peer, &plan, setup, spawner.now(), None);
     match entry {

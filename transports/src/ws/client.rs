@@ -6,19 +6,25 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use getty_codec::rustls;
-use getty_codec::ws::{ClientRequest, DeflateConfig};
+use getty_codec::ws::{ClientRequest, DeflateConfig, Protocol, Role};
 use getty_codec::Decoder;
+use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::ClientBuilder;
+use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::server::entry_by_inner;
 use crate::session::{Handler, Session};
+use crate::setup::Prepared;
+use crate::stream::{SessionEnded, Stream, StreamEntry};
 use crate::tcp::{Setup, TcpClient, TcpClientBuilder, TcpClientKind};
-use crate::ws::{ClientUpgrade, Keepalive};
-use crate::DialTarget;
+use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
+use crate::ws::{protocol_config, Keepalive, WsState};
+use crate::{DialTarget, Error};
 
 /// The parts of a `ws://` or `wss://` URL a client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,17 +113,216 @@ pub(crate) struct WsDial {
 }
 
 impl WsDial {
-    /// Queues the upgrade request as the session's first output (behind the TLS handshake,
-    /// if any) and marks the session as upgrading: it opens when the `101` is verified.
-    pub(crate) fn start<C, A: crate::Address>(&self, session: &mut Session<C, A>) {
+    /// The entry of one dialled connection: the upgrade (its request sent behind the TLS
+    /// handshake, if any), then, once the `101` is verified, the session, under the same
+    /// entry id, so the owning client reaches it with its commands and hears its end.
+    pub(crate) fn upgrade<S, C, H>(
+        &self,
+        prepared: Prepared<S, C, H>,
+        owner: Recipient<OwnerNote>,
+    ) -> Box<dyn Entry<Command = SessionCommand>>
+    where
+        S: Stream,
+        C: Decoder + 'static,
+        H: Handler<C, S::Addr>,
+    {
+        let Prepared {
+            stream,
+            mut session,
+            handler,
+        } = prepared;
+        let mut request = BytesMut::new();
         // Checked by `WsClientBuilder::build`, so `write` cannot refuse it.
-        let handshake = self.request.clone().write(&mut session.out.tail);
-        session.extras_mut().ws_upgrade = Some(Box::new(ClientUpgrade {
+        let handshake = self.request.clone().write(&mut request);
+        let filter = session.extras_mut().filter.take();
+        let timeout = session.options.handshake_timeout;
+        let client = ClientHandshake {
             handshake,
-            until: None,
+            made: Some((session, handler)),
+            owner,
             path: self.path.clone(),
             keepalive: self.keepalive,
-        }));
+            agreed: None,
+            opened: None,
+        };
+        let upgrade = Upgrade::new(stream, filter, request, client, timeout);
+        Box::new(ClientSession::Upgrading(Box::new(upgrade)))
+    }
+}
+
+/// The client side of the upgrade: reads and verifies the `101`, then makes the session.
+struct ClientHandshake<S: Stream, C, H> {
+    handshake: getty_codec::ws::ClientHandshake,
+    /// What the setup hook made, until the session opens.
+    made: Option<(Session<C, S::Addr>, H)>,
+    /// The client, told when an upgrade fails (a failed dial).
+    owner: Recipient<OwnerNote>,
+    path: String,
+    keepalive: Keepalive,
+    /// The protocol state the `101` agreed to.
+    agreed: Option<WsState>,
+    /// The session, once the upgrade is done; the entry goes on as it.
+    opened: Option<(StreamEntry<S, C, H>, bool)>,
+}
+
+impl<S, C, H> Handshake<S> for ClientHandshake<S, C, H>
+where
+    S: Stream,
+    C: Decoder + 'static,
+    H: Handler<C, S::Addr>,
+{
+    fn advance(&mut self, _cx: &mut Context<'_>, input: &mut BytesMut, _stream: &S) -> Step {
+        let response = match self.handshake.parse_response(input, MAX_HEAD) {
+            Ok(None) => return Step::More,
+            Ok(Some(response)) => response,
+            Err(e) => return Step::Fail(Error::Upgrade(e)),
+        };
+        let Some((session, _)) = self.made.as_ref() else {
+            return Step::Fail(Error::Closed);
+        };
+        let config = protocol_config(&session.options);
+        let protocol = Protocol::new(Role::Client, config, response.deflate());
+        let mut state = WsState::new(protocol, self.keepalive, self.path.clone());
+        state.subprotocol = response.protocol().map(String::from);
+        self.agreed = Some(state);
+        Step::Done
+    }
+
+    fn finish(&mut self, _cx: &mut Context<'_>, parts: Parts<S>) {
+        let (Some((mut session, handler)), Some(state)) = (self.made.take(), self.agreed.take())
+        else {
+            return;
+        };
+        let extras = session.extras_mut();
+        extras.filter = parts.filter;
+        extras.ws = Some(Box::new(state));
+        let entry = StreamEntry::new(parts.stream, session, handler, Some(self.owner))
+            .with_input(parts.leftover);
+        self.opened = Some((entry, parts.peer_closed));
+    }
+
+    fn failed(&mut self, cx: &mut Context<'_>, error: Error) {
+        // The session never opened (no callback): the client counts a failed dial.
+        let ended = SessionEnded {
+            id: cx.id(),
+            outcome: Err(error),
+        };
+        cx.send(self.owner, OwnerNote::Ended(ended));
+    }
+}
+
+impl<S: Stream, C, H> ClientHandshake<S, C, H> {
+    /// How long a close before the `101` waits for the server's EOF: the session's linger.
+    fn linger(&self) -> Duration {
+        self.made.as_ref().map_or(Duration::ZERO, |(session, _)| {
+            session.options.linger_timeout
+        })
+    }
+}
+
+/// One connection of a WebSocket client, in one entry from connect to close: the upgrade,
+/// then the session. (A server's upgrade spawns its session as a new entry: no one holds the
+/// upgrade's id.)
+enum ClientSession<S: Stream, C, H> {
+    /// Boxed: the open session, which lives long, need not carry the upgrade's size.
+    Upgrading(Box<Upgrade<S, ClientHandshake<S, C, H>>>),
+    Open(StreamEntry<S, C, H>),
+}
+
+impl<S, C, H> ClientSession<S, C, H>
+where
+    S: Stream,
+    C: Decoder + 'static,
+    H: Handler<C, S::Addr>,
+{
+    /// After a call into the upgrade: once it is done, the session takes over and opens.
+    fn after_upgrade(&mut self, cx: &mut Context<'_>, status: Status) -> Status {
+        let ClientSession::Upgrading(upgrade) = self else {
+            return status;
+        };
+        let Some((entry, peer_closed)) = upgrade.handshake_mut().opened.take() else {
+            return status;
+        };
+        *self = ClientSession::Open(entry);
+        let ClientSession::Open(entry) = self else {
+            unreachable!("just opened");
+        };
+        let status = entry.on_start(cx);
+        if status == Status::Continue {
+            // The head was read in small steps and the first frames may still sit in the
+            // socket, behind an edge that has come and gone: read on. An EOF read with the
+            // head is carried over too (epoll will not report it again).
+            let ready = if peer_closed {
+                Ready::READABLE | Ready::READ_CLOSED
+            } else {
+                Ready::READABLE
+            };
+            cx.reschedule(ready);
+        }
+        status
+    }
+}
+
+impl<S, C, H> Entry for ClientSession<S, C, H>
+where
+    S: Stream,
+    C: Decoder + 'static,
+    H: Handler<C, S::Addr>,
+{
+    type Command = SessionCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let status = match self {
+            ClientSession::Upgrading(upgrade) => upgrade.on_start(cx),
+            ClientSession::Open(entry) => entry.on_start(cx),
+        };
+        self.after_upgrade(cx, status)
+    }
+
+    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
+        let status = match self {
+            ClientSession::Upgrading(upgrade) => upgrade.on_ready(cx, ready),
+            ClientSession::Open(entry) => entry.on_ready(cx, ready),
+        };
+        self.after_upgrade(cx, status)
+    }
+
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        match self {
+            ClientSession::Upgrading(upgrade) => upgrade.on_timer(cx, tag),
+            ClientSession::Open(entry) => entry.on_timer(cx, tag),
+        }
+    }
+
+    fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
+        match self {
+            // Closed before it opened (its client is closing): as a session's close, with
+            // a FIN and a linger, not a reset of a connection the server has upgraded.
+            ClientSession::Upgrading(upgrade) if matches!(command.0, SessionOp::Close) => {
+                let linger = upgrade.handshake_mut().linger();
+                upgrade.close(cx, linger)
+            }
+            ClientSession::Upgrading(upgrade) => upgrade.on_command(cx, command),
+            ClientSession::Open(entry) => entry.on_command(cx, command),
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        match self {
+            ClientSession::Upgrading(upgrade) if deadline.is_some() => {
+                let linger = upgrade.handshake_mut().linger();
+                upgrade.close(cx, linger)
+            }
+            ClientSession::Upgrading(upgrade) => upgrade.on_shutdown(cx, deadline),
+            ClientSession::Open(entry) => entry.on_shutdown(cx, deadline),
+        }
+    }
+
+    fn on_panic(&mut self, cx: &mut Context<'_>, message: &str) {
+        match self {
+            ClientSession::Upgrading(upgrade) => upgrade.on_panic(cx, message),
+            ClientSession::Open(entry) => entry.on_panic(cx, message),
+        }
     }
 }
 

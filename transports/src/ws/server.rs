@@ -315,7 +315,7 @@ impl Handshake<TcpStream> for ServerHandshake {
         made.spawn(cx, self.group, accepted);
     }
 
-    fn failed(&mut self, _cx: &mut Context<'_>, _error: &Error) {}
+    fn failed(&mut self, _cx: &mut Context<'_>, _error: Error) {}
 }
 
 /// Configures a [`WsServer`]: the settings of every server on TCP ([`ServerBuilder`]:

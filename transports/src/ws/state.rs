@@ -36,15 +36,6 @@ impl WsState {
     }
 }
 
-/// A client session that has sent its upgrade request and waits for the `101`: it is not
-/// open yet (no `on_open`), and it gives up at `until`.
-pub(crate) struct ClientUpgrade {
-    pub(crate) handshake: getty_codec::ws::ClientHandshake,
-    pub(crate) until: Option<Instant>,
-    pub(crate) path: String,
-    pub(crate) keepalive: Keepalive,
-}
-
 /// The keep-alive settings of a WebSocket session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Keepalive {

@@ -1,14 +1,14 @@
 //! The WebSocket upgrade as an entry of its own: it owns the connection from accept (or
 //! connect) until the HTTP handshake is done, under the handshake timeout, then hands the
 //! connection — with any TLS state and the bytes read past the handshake — to whoever makes
-//! the session (the server's router, or the client).
+//! the session (the server's router, or the client's session entry).
 //!
 //! The upgrade never blocks and never spins: a request or response split across reads is
 //! parsed again when the next bytes arrive, and a silent or slow peer (slowloris) is
 //! dropped by the timer.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use getty_reactor::{Context, Entry, Ready, Status, TimerId};
@@ -34,6 +34,8 @@ pub(crate) enum Step {
     Done,
     /// Refused: send `response` (if any) and close.
     Refuse(BytesMut),
+    /// Failed with nothing to answer (a client's bad `101`): close.
+    Fail(Error),
 }
 
 /// The two sides' handshake logic: parse what arrived, and finish with the connection.
@@ -45,9 +47,9 @@ pub(crate) trait Handshake<S>: 'static {
     /// After `Step::Done`: turns the connection into a session.
     fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<S>);
 
-    /// The upgrade failed before it was done (timeout, I/O error, a refusal): a client
-    /// counts a failed dial.
-    fn failed(&mut self, cx: &mut Context<'_>, error: &Error);
+    /// The upgrade failed before it was done (timeout, I/O error, a bad answer, a close or
+    /// a shutdown): a client counts a failed dial.
+    fn failed(&mut self, cx: &mut Context<'_>, error: Error);
 }
 
 /// A connection as the upgrade hands it on.
@@ -57,6 +59,8 @@ pub(crate) struct Parts<S> {
     pub(crate) filter: Option<Box<FilterIo>>,
     /// Plain bytes read past the handshake: the first frames.
     pub(crate) leftover: BytesMut,
+    /// The peer's EOF was read with the handshake: epoll will not report it again.
+    pub(crate) peer_closed: bool,
 }
 
 pub(crate) struct Upgrade<S, H> {
@@ -70,7 +74,10 @@ pub(crate) struct Upgrade<S, H> {
     timer: Option<TimerId>,
     /// Set once refused: flush `output`, then close.
     refusing: bool,
-    timeout: std::time::Duration,
+    /// Set once closed by the app mid-upgrade: the write side is shut down and input is
+    /// discarded until the peer's EOF (or the linger timeout).
+    lingering: bool,
+    timeout: Duration,
 }
 
 impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
@@ -79,7 +86,7 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
         filter: Option<Box<FilterIo>>,
         first_output: BytesMut,
         handshake: H,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Self {
         Upgrade {
             stream: Some(stream),
@@ -89,8 +96,14 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             handshake,
             timer: None,
             refusing: false,
+            lingering: false,
             timeout,
         }
+    }
+
+    /// The handshake, to take what it made once the upgrade is done.
+    pub(crate) fn handshake_mut(&mut self) -> &mut H {
+        &mut self.handshake
     }
 
     fn stream(&mut self) -> &mut S {
@@ -165,8 +178,50 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
     fn give_up(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         log::debug!("websocket upgrade failed: {error}");
         cx.extension::<Metrics>().count_error(&error);
-        self.handshake.failed(cx, &error);
-        self.end(cx)
+        // Unregistered first: the handshake may hand the failure on (a client redials).
+        let status = self.end(cx);
+        self.handshake.failed(cx, error);
+        status
+    }
+
+    /// Ends the upgrade the way a session's `close()` ends a session: the handshake hears
+    /// that it failed (a client counts a failed dial), the write side is shut down, and the
+    /// entry reads and discards until the peer's EOF (at most `linger`), since closing a
+    /// socket with unread input (a `101` on its way) would make the kernel reset it.
+    pub(crate) fn close(&mut self, cx: &mut Context<'_>, linger: Duration) -> Status {
+        if self.lingering || self.refusing || self.stream.is_none() {
+            return Status::Continue;
+        }
+        log::debug!("websocket upgrade closed before it was done");
+        self.handshake.failed(cx, Error::Closed);
+        let _ = self.stream().shutdown_write();
+        self.lingering = true;
+        if let Some(timer) = self.timer.take() {
+            cx.cancel_timer(timer);
+        }
+        self.timer = Some(cx.set_timer(linger, 0));
+        self.discard_input(cx)
+    }
+
+    /// Reads and drops what the peer still sends; ends at its EOF or on an error.
+    fn discard_input(&mut self, cx: &mut Context<'_>) -> Status {
+        let mut scratch = [0u8; 4096];
+        let mut budget = READ_BUDGET;
+        loop {
+            match self.stream().read(&mut scratch) {
+                Ok(0) => return self.end(cx),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        cx.reschedule(Ready::READABLE);
+                        return Status::Continue;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Status::Continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.end(cx),
+            }
+        }
     }
 
     fn end(&mut self, cx: &mut Context<'_>) -> Status {
@@ -221,10 +276,12 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                     stream,
                     filter: self.filter.take(),
                     leftover: std::mem::take(&mut self.input),
+                    peer_closed: !open,
                 };
                 self.handshake.finish(cx, parts);
                 Status::Done
             }
+            Step::Fail(error) => self.give_up(cx, error),
             Step::Refuse(response) => {
                 self.refusing = true;
                 self.output = response;
@@ -250,15 +307,24 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
     }
 
     fn on_ready(&mut self, cx: &mut Context<'_>, _ready: Ready) -> Status {
+        if self.lingering {
+            return self.discard_input(cx);
+        }
         self.step(cx)
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         self.timer = None;
+        if self.lingering {
+            return self.end(cx); // the peer never closed; stop waiting
+        }
         self.give_up(cx, Error::HandshakeTimeout(self.timeout))
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
+        if self.lingering {
+            return Status::Continue;
+        }
         match command.0 {
             // The server closing its sessions (or the app closing this one) ends an
             // upgrade in progress too.
@@ -268,7 +334,15 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
         }
     }
 
-    fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
+    fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        if self.lingering {
+            // Finish lingering, unless time is up.
+            return if deadline.is_some() {
+                Status::Continue
+            } else {
+                self.end(cx)
+            };
+        }
         self.give_up(cx, Error::Closed)
     }
 }
