@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::ws::{Config, Event, Protocol};
 use crate::MessageKind;
