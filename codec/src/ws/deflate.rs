@@ -4,9 +4,15 @@ use std::cell::Cell;
 
 use super::WsError;
 
+#[cfg(feature = "deflate")]
 mod engine;
+#[cfg(not(feature = "deflate"))]
+mod no_engine;
 
+#[cfg(feature = "deflate")]
 pub(crate) use engine::Deflate;
+#[cfg(not(feature = "deflate"))]
+pub(crate) use no_engine::Deflate;
 
 const NAME: &str = "permessage-deflate";
 

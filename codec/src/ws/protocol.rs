@@ -87,16 +87,27 @@ impl Protocol {
     /// A machine for `role` with `config`'s limits and the permessage-deflate settings the
     /// handshake agreed (`None`: no compression; RSV1 is then a protocol error).
     ///
+    /// Without the `deflate` feature the handshake never agrees to permessage-deflate, and
+    /// settings passed here anyway are dropped: the machine runs uncompressed, as with `None`.
+    ///
     /// ```
     /// use getty_codec::ws::{Config, DeflateConfig, Protocol, Role};
     /// let p = Protocol::new(Role::Client, Config::default(), Some(DeflateConfig::default()));
     /// assert_eq!(p.role(), Role::Client);
+    /// assert_eq!(p.deflate().is_some(), cfg!(feature = "deflate"));
     /// ```
     pub fn new(role: Role, config: Config, deflate: Option<DeflateConfig>) -> Self {
+        #[cfg(feature = "deflate")]
+        let engine = deflate.map(|d| Deflate::new(d, role));
+        #[cfg(not(feature = "deflate"))]
+        let (deflate, engine) = {
+            let _ = deflate;
+            (None, None)
+        };
         Protocol {
             role,
             config,
-            deflate: deflate.map(|d| Deflate::new(d, role)),
+            deflate: engine,
             agreed: deflate,
             frame: None,
             message: None,
@@ -526,7 +537,7 @@ impl Protocol {
     }
 
     /// The capacity of the inflate buffer of the message in progress, if any.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "deflate"))]
     pub(crate) fn inflated_capacity(&self) -> Option<usize> {
         self.message.as_ref().map(|m| m.inflated.capacity())
     }

@@ -75,12 +75,22 @@ impl ClientRequest {
 
     /// Offers permessage-deflate with these settings.
     ///
+    /// Without the `deflate` feature nothing is offered (there is no engine to run the
+    /// extension), so the connection runs uncompressed, as if this were not called.
+    ///
     /// ```
+    /// use bytes::BytesMut;
     /// use getty_codec::ws::{ClientRequest, DeflateConfig};
-    /// let _ = ClientRequest::new("h", "/").deflate(DeflateConfig::default());
+    ///
+    /// let mut out = BytesMut::new();
+    /// ClientRequest::new("h", "/").deflate(DeflateConfig::default()).write(&mut out);
+    /// let offered = std::str::from_utf8(&out).unwrap().contains("permessage-deflate");
+    /// assert_eq!(offered, cfg!(feature = "deflate"));
     /// ```
     pub fn deflate(mut self, config: DeflateConfig) -> Self {
-        self.deflate = Some(config);
+        if cfg!(feature = "deflate") {
+            self.deflate = Some(config);
+        }
         self
     }
 
@@ -243,7 +253,9 @@ impl Response {
     /// let mut back = BytesMut::new();
     /// req.accept(None, Some(&DeflateConfig::default()), &mut back).unwrap();
     /// let resp = hs.parse_response(&mut back, 8192).unwrap().unwrap();
-    /// assert_eq!(resp.deflate().unwrap().server_max_window_bits, 15);
+    /// // Without the `deflate` feature nothing was offered, so nothing was agreed.
+    /// let bits = resp.deflate().map(|agreed| agreed.server_max_window_bits);
+    /// assert_eq!(bits, cfg!(feature = "deflate").then_some(15));
     /// ```
     pub fn deflate(&self) -> Option<DeflateConfig> {
         self.deflate

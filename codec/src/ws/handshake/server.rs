@@ -192,7 +192,8 @@ impl Accepted {
     /// # ClientRequest::new("h", "/").deflate(DeflateConfig::default()).write(&mut buf);
     /// # let req = parse_request(&mut buf, 8192).unwrap().unwrap();
     /// let accepted = req.accept(None, Some(&DeflateConfig::default()), &mut BytesMut::new()).unwrap();
-    /// assert!(accepted.deflate().is_some());
+    /// // Agreed when the `deflate` feature is on; declined without it.
+    /// assert_eq!(accepted.deflate().is_some(), cfg!(feature = "deflate"));
     /// ```
     pub fn deflate(&self) -> Option<DeflateConfig> {
         self.deflate
@@ -274,11 +275,14 @@ impl Request {
     ///
     /// ```
     /// # use bytes::BytesMut;
-    /// # use getty_codec::ws::{parse_request, ClientRequest, DeflateConfig};
-    /// let mut buf = BytesMut::new();
-    /// ClientRequest::new("h", "/").deflate(DeflateConfig::default()).write(&mut buf);
+    /// # use getty_codec::ws::parse_request;
+    /// let mut buf = BytesMut::from(
+    ///     "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    ///      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+    ///      Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Extensions: x-custom\r\n\r\n",
+    /// );
     /// let req = parse_request(&mut buf, 8192).unwrap().unwrap();
-    /// assert!(req.extensions().any(|e| e.starts_with("permessage-deflate")));
+    /// assert_eq!(req.extensions().collect::<Vec<_>>(), ["permessage-deflate", "x-custom"]);
     /// ```
     pub fn extensions(&self) -> impl Iterator<Item = &str> {
         header_values(&self.headers, "Sec-WebSocket-Extensions")
@@ -289,7 +293,8 @@ impl Request {
     /// `protocol` is the chosen subprotocol, which must be one the client offered (else a
     /// 400 error; nothing is written). With `deflate`, the first acceptable
     /// permessage-deflate offer is accepted on those terms (see [`DeflateConfig`]); without
-    /// it, or when no offer is acceptable, the connection runs uncompressed.
+    /// it, or when no offer is acceptable, the connection runs uncompressed. Without the
+    /// `deflate` feature no offer is ever accepted: RFC 7692 lets a server decline.
     ///
     /// ```
     /// use bytes::BytesMut;
@@ -317,7 +322,9 @@ impl Request {
                 ));
             }
         }
-        let negotiated = deflate.and_then(|d| d.accept_offer(self.extensions()));
+        let negotiated = deflate
+            .filter(|_| cfg!(feature = "deflate"))
+            .and_then(|d| d.accept_offer(self.extensions()));
         let mut head = String::with_capacity(256);
         head.push_str(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",

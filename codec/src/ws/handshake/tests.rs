@@ -325,6 +325,42 @@ fn client_rejects_a_wrong_accept_key_and_unoffered_extensions() {
         .is_err());
 }
 
+/// Without the deflate feature a client offers nothing and a server declines every offer
+/// (RFC 7692 lets it), so both ends run uncompressed.
+#[cfg(not(feature = "deflate"))]
+#[test]
+fn without_the_deflate_feature_nothing_is_offered_or_accepted() {
+    let mut wire = BytesMut::new();
+    let hs = ClientRequest::new("h", "/")
+        .deflate(DeflateConfig::default())
+        .write(&mut wire);
+    assert!(!std::str::from_utf8(&wire)
+        .unwrap()
+        .contains("permessage-deflate"));
+    let offer = format!(
+        "Sec-WebSocket-Extensions: {}\r\n",
+        DeflateConfig::default().offer()
+    );
+    let mut offered = request(&offer);
+    let req = parse_request(&mut offered, 8192).unwrap().unwrap();
+    assert_eq!(req.extensions().count(), 1);
+    let mut back = BytesMut::new();
+    let accepted = req
+        .accept(None, Some(&DeflateConfig::default()), &mut back)
+        .unwrap();
+    assert!(accepted.deflate().is_none());
+    assert!(!std::str::from_utf8(&back)
+        .unwrap()
+        .contains("Sec-WebSocket-Extensions"));
+    let req = parse_request(&mut wire, 8192).unwrap().unwrap();
+    let mut back = BytesMut::new();
+    req.accept(None, Some(&DeflateConfig::default()), &mut back)
+        .unwrap();
+    let resp = hs.parse_response(&mut back, 8192).unwrap().unwrap();
+    assert!(resp.deflate().is_none());
+}
+
+#[cfg(feature = "deflate")]
 #[test]
 fn deflate_negotiation_end_to_end() {
     let offer = DeflateConfig {
