@@ -55,6 +55,10 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::fmt;
 
 pub use bytes::{Bytes, BytesMut};
