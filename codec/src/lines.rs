@@ -79,7 +79,17 @@ impl Default for LinesCodec {
     /// Lines of at most 64 KiB, encoded with `\n`.
     ///
     /// ```
-    /// assert_eq!(getty_codec::LinesCodec::default().max_line_length(), 64 * 1024);
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, Encoder, LinesCodec};
+    ///
+    /// let mut codec = LinesCodec::default();
+    /// assert_eq!(codec.max_line_length(), 64 * 1024);
+    /// let mut wire = BytesMut::new();
+    /// codec.encode("one", &mut wire).unwrap();
+    /// assert_eq!(&wire[..], b"one\n");
+    /// wire.extend_from_slice(b"two\r\n"); // either terminator decodes
+    /// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("one".into()));
+    /// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("two".into()));
     /// ```
     fn default() -> Self {
         LinesCodec::new(DEFAULT_MAX_LINE_LENGTH)

@@ -13,16 +13,21 @@ use super::{
 /// configuration that cannot work, rather than panicking.
 ///
 /// ```
-/// use getty_codec::{ByteOrder, LengthFieldCodec};
+/// use bytes::BytesMut;
+/// use getty_codec::{ByteOrder, Decoded, Decoder, Encoder, LengthFieldCodec};
 ///
 /// // A 2-byte magic number, then a little-endian u32 length of the payload.
-/// let codec = LengthFieldCodec::builder()
+/// let mut codec = LengthFieldCodec::builder()
 ///     .length_field_offset(2)
 ///     .byte_order(ByteOrder::LittleEndian)
 ///     .max_frame_length(1 << 20)
 ///     .build()
 ///     .unwrap();
-/// assert_eq!(codec.initial_bytes_to_strip(), 6); // magic and length stripped
+/// let mut wire = BytesMut::new();
+/// codec.encode(&b"\xca\xfehello"[..], &mut wire).unwrap(); // magic + payload
+/// assert_eq!(&wire[..], b"\xca\xfe\x05\x00\x00\x00hello");
+/// // Magic and length are stripped (the default strip is the whole header).
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("hello".into()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "a builder does nothing until build() is called"]
@@ -63,8 +68,14 @@ impl LengthFieldCodecBuilder {
     /// [`build`](Self::build)). Default 4.
     ///
     /// ```
-    /// use getty_codec::LengthFieldCodec;
-    /// assert!(LengthFieldCodec::builder().length_field_len(8).build().is_ok());
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, Encoder, LengthFieldCodec};
+    ///
+    /// let mut codec = LengthFieldCodec::builder().length_field_len(2).build().unwrap();
+    /// let mut wire = BytesMut::new();
+    /// codec.encode("hi", &mut wire).unwrap();
+    /// assert_eq!(&wire[..], b"\x00\x02hi");
+    /// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("hi".into()));
     /// assert!(LengthFieldCodec::builder().length_field_len(3).build().is_err());
     /// ```
     pub fn length_field_len(mut self, bytes: usize) -> Self {
@@ -75,9 +86,13 @@ impl LengthFieldCodecBuilder {
     /// Byte order of the length field. Default big endian.
     ///
     /// ```
-    /// use getty_codec::{ByteOrder, LengthFieldCodec};
-    /// let codec = LengthFieldCodec::builder().byte_order(ByteOrder::LittleEndian).build().unwrap();
-    /// assert_eq!(codec.byte_order(), ByteOrder::LittleEndian);
+    /// use bytes::BytesMut;
+    /// use getty_codec::{ByteOrder, Encoder, LengthFieldCodec};
+    ///
+    /// let mut codec = LengthFieldCodec::builder().byte_order(ByteOrder::LittleEndian).build().unwrap();
+    /// let mut wire = BytesMut::new();
+    /// codec.encode("abc", &mut wire).unwrap();
+    /// assert_eq!(&wire[..], b"\x03\x00\x00\x00abc");
     /// ```
     pub fn byte_order(mut self, order: ByteOrder) -> Self {
         self.byte_order = order;
@@ -154,9 +169,14 @@ impl LengthFieldCodecBuilder {
     /// session too (after the session's limit), like netty's.
     ///
     /// ```
-    /// use getty_codec::LengthFieldCodec;
-    /// let codec = LengthFieldCodec::builder().max_frame_length(1024).build().unwrap();
-    /// assert_eq!(codec.max_frame_length(), 1024);
+    /// use bytes::BytesMut;
+    /// use getty_codec::{CodecErrorKind, Decoder, LengthFieldCodec};
+    ///
+    /// let mut codec = LengthFieldCodec::builder().max_frame_length(1024).build().unwrap();
+    /// // A header announcing 2000 bytes is refused before the body arrives.
+    /// let mut wire = BytesMut::from(&2000u32.to_be_bytes()[..]);
+    /// let err = codec.decode(&mut wire).unwrap_err();
+    /// assert_eq!(err.kind(), CodecErrorKind::FrameTooLong);
     /// ```
     pub fn max_frame_length(mut self, bytes: usize) -> Self {
         self.max_frame_length = Some(bytes);

@@ -40,7 +40,14 @@ impl ClientRequest {
     /// A request for `path` (with any query) on `host` (the `Host` header: name and port).
     ///
     /// ```
-    /// let _ = getty_codec::ws::ClientRequest::new("localhost:9000", "/");
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::ClientRequest;
+    ///
+    /// let mut out = BytesMut::new();
+    /// ClientRequest::new("localhost:9000", "/feed?since=7").write(&mut out);
+    /// let text = std::str::from_utf8(&out).unwrap();
+    /// assert!(text.starts_with("GET /feed?since=7 HTTP/1.1\r\nHost: localhost:9000\r\n"));
+    /// assert!(text.contains("Upgrade: websocket\r\n") && text.ends_with("\r\n\r\n"));
     /// ```
     pub fn new(host: impl Into<String>, path: impl Into<String>) -> Self {
         let path = path.into();
@@ -56,7 +63,13 @@ impl ClientRequest {
     /// Adds a header (such as `Origin` or `Authorization`).
     ///
     /// ```
-    /// let _ = getty_codec::ws::ClientRequest::new("h", "/").header("Origin", "http://h");
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{parse_request, ClientRequest};
+    ///
+    /// let mut wire = BytesMut::new();
+    /// ClientRequest::new("h", "/").header("Origin", "http://h").write(&mut wire);
+    /// let request = parse_request(&mut wire, 8192).unwrap().unwrap();
+    /// assert_eq!(request.origin(), Some("http://h"));
     /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -66,7 +79,17 @@ impl ClientRequest {
     /// Offers a subprotocol; call again to offer more, most preferred first.
     ///
     /// ```
-    /// let _ = getty_codec::ws::ClientRequest::new("h", "/").protocol("mqtt");
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{parse_request, ClientRequest};
+    ///
+    /// let mut wire = BytesMut::new();
+    /// let handshake = ClientRequest::new("h", "/").protocol("mqtt").protocol("chat").write(&mut wire);
+    /// let request = parse_request(&mut wire, 8192).unwrap().unwrap();
+    /// assert_eq!(request.protocols(), ["mqtt", "chat"]);
+    /// let mut back = BytesMut::new();
+    /// request.accept(Some("chat"), None, &mut back).unwrap(); // the server picks one
+    /// let response = handshake.parse_response(&mut back, 8192).unwrap().unwrap();
+    /// assert_eq!(response.protocol(), Some("chat"));
     /// ```
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
         self.protocols.push(name.into());
@@ -215,8 +238,19 @@ pub struct ClientHandshake {
 /// The server's verified `101` response.
 ///
 /// ```
-/// use getty_codec::ws::Response;
-/// fn negotiated(r: &Response) -> bool { r.deflate().is_some() }
+/// use bytes::BytesMut;
+/// use getty_codec::ws::{parse_request, ClientRequest};
+///
+/// let mut wire = BytesMut::new();
+/// let handshake = ClientRequest::new("h", "/").protocol("chat").write(&mut wire);
+/// let mut back = BytesMut::new();
+/// let request = parse_request(&mut wire, 8192).unwrap().unwrap();
+/// request.accept(Some("chat"), None, &mut back).unwrap();
+/// back.extend_from_slice(b"\x81\x02hi"); // the server's first frame, in the same read
+/// let response = handshake.parse_response(&mut back, 8192).unwrap().unwrap();
+/// assert_eq!(response.protocol(), Some("chat"));
+/// assert!(response.deflate().is_none());
+/// assert_eq!(&back[..], b"\x81\x02hi"); // left for the frame decoder
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {

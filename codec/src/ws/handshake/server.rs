@@ -156,10 +156,19 @@ pub fn parse_request(
 /// What the server agreed in its `101` response.
 ///
 /// ```
-/// use getty_codec::ws::Accepted;
-/// fn settings(a: &Accepted) -> (Option<&str>, bool) {
-///     (a.protocol(), a.deflate().is_some())
-/// }
+/// use bytes::BytesMut;
+/// use getty_codec::ws::{parse_request, ClientRequest, Config, Protocol, Role};
+///
+/// let mut wire = BytesMut::new();
+/// ClientRequest::new("h", "/").protocol("chat").write(&mut wire);
+/// let request = parse_request(&mut wire, 8192).unwrap().unwrap();
+/// let mut out = BytesMut::new();
+/// let accepted = request.accept(Some("chat"), None, &mut out).unwrap();
+/// assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+/// assert_eq!(accepted.protocol(), Some("chat"));
+/// // The agreed settings make the frame machine.
+/// let machine = Protocol::new(Role::Server, Config::default(), accepted.deflate());
+/// assert!(machine.deflate().is_none());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accepted {
