@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds, lints and tests each crate under every feature combination that matters, so an
+# Lints, tests and documents each crate under every feature combination that matters, so an
 # optional dependency that leaks into code meant to build without it fails here, not for a
 # user. Quiet on success (one line per step); on failure prints the step's log and exits 1.
 # Each step is bounded by STEP_TIMEOUT seconds (default 1200).
@@ -38,6 +38,8 @@ check_crate() {
         step "$package [$label]: clippy" \
             cargo clippy -q "${flags[@]}" --all-targets -- -D warnings
         step "$package [$label]: test" cargo test -q "${flags[@]}"
+        step "$package [$label]: rustdoc" \
+            env RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps "${flags[@]}"
     done
 }
 

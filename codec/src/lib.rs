@@ -54,7 +54,8 @@
 //!     Decoded::NeedMore(_) => unreachable!(),
 //! }
 //! ```
-
+// Without the feature, links to what it gates point to the table of features instead.
+#![cfg_attr(not(feature = "ws"), doc = "[`ws`]: crate#features")]
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks)]

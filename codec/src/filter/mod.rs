@@ -34,6 +34,8 @@
 //! # }
 //! ```
 
+#![cfg_attr(not(feature = "deflate"), doc = "[`DeflateFilter`]: crate#features")]
+
 use std::any::{Any, TypeId};
 use std::fmt;
 
