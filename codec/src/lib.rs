@@ -22,6 +22,25 @@
 //! [`Encoder::encode_message`], which carry a [`MessageKind`]. The [`ws`] module is the
 //! sans-IO WebSocket machine (handshake, frames, permessage-deflate).
 //!
+//! # Features
+//!
+//! All three are on by default; `default-features = false` leaves the plain codecs
+//! ([`LengthFieldCodec`], [`LinesCodec`], [`RawCodec`], [`MessageCodec`]), the [`filter`]
+//! trait and its stacking ([`filter::Layered`]), with `bytes` as the only dependency.
+//!
+//! | Feature   | Gates                                                            | Pulls in                      |
+//! |-----------|------------------------------------------------------------------|-------------------------------|
+//! | `tls`     | `filter::TlsFilter` and the `rustls` re-export                   | rustls (with ring)            |
+//! | `ws`      | the `ws` module: handshake, frames, masking                      | tungstenite, httparse, rand   |
+//! | `deflate` | `filter::DeflateFilter` and `Compression`; permessage-deflate in `ws` | flate2 (zlib-rs), miniz_oxide |
+//!
+//! With `ws` but not `deflate`, the WebSocket API keeps its shape: `ws::DeflateConfig`
+//! exists and the handshake functions still take and return it, but the client offers
+//! nothing and the server declines every offer (RFC 7692 lets a server decline), so every
+//! connection runs uncompressed and `Protocol::new` drops any settings it is given. Code
+//! written for the default build compiles in both; only compression goes away, as it would
+//! with a peer that does not offer it.
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use getty_codec::{Decoded, Decoder, Encoder, LengthFieldCodec};
@@ -35,11 +54,17 @@
 //!     Decoded::NeedMore(_) => unreachable!(),
 //! }
 //! ```
+// Without the feature, links to what it gates point to the table of features instead.
+#![cfg_attr(not(feature = "ws"), doc = "[`ws`]: crate#features")]
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::fmt;
 
 pub use bytes::{Bytes, BytesMut};
 /// The TLS library under [`filter::TlsFilter`], for its configuration types.
+#[cfg(feature = "tls")]
 pub use rustls;
 
 pub mod filter;
@@ -47,8 +72,10 @@ mod length;
 mod lines;
 mod message;
 mod raw;
+#[cfg(feature = "ws")]
 pub mod ws;
 
+#[cfg(feature = "deflate")]
 pub use filter::Compression;
 pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};

@@ -29,7 +29,14 @@ impl RawCodec {
     /// The raw codec; it has no settings.
     ///
     /// ```
-    /// assert_eq!(getty_codec::RawCodec::new(), getty_codec::RawCodec::default());
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoded, Decoder, Encoder, RawCodec};
+    ///
+    /// let mut codec = RawCodec::new();
+    /// let mut wire = BytesMut::new();
+    /// codec.encode("no framing", &mut wire).unwrap();
+    /// assert_eq!(&wire[..], b"no framing"); // written as it is
+    /// assert_eq!(codec.decode(&mut wire).unwrap(), Decoded::Frame("no framing".into()));
     /// ```
     pub const fn new() -> Self {
         RawCodec

@@ -1,8 +1,6 @@
 //! Property tests for the built-in codecs: encoded messages survive arbitrary read
 //! boundaries, and arbitrary input never makes a decoder panic or spin.
 
-use getty_codec::filter::{DeflateFilter, Filter};
-use getty_codec::Compression;
 use getty_codec::{
     ByteOrder, Bytes, BytesMut, CodecError, Decoded, Decoder, Encoder, LengthFieldCodec,
     LineEnding, LinesCodec, RawCodec,
@@ -307,47 +305,56 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+/// The deflate filter needs the `deflate` feature.
+#[cfg(feature = "deflate")]
+mod deflate_filter {
+    use getty_codec::filter::{DeflateFilter, Filter};
+    use getty_codec::Compression;
 
-    /// Any stream of messages, written in any batches (each batch sync-flushed) and read
-    /// back in arbitrary pieces with an arbitrary plain-bytes limit per call, survives
-    /// deflate → inflate at every level.
-    #[test]
-    fn deflate_filter_round_trip(
-        specs in prop::collection::vec(message_spec(), 0..30),
-        batch_every in 1usize..6,
-        reads in read_sizes(),
-        limit in 1usize..100_000,
-        level in prop::sample::select(vec![
-            Compression::Default, Compression::Fast, Compression::Best, Compression::HuffmanOnly,
-        ]),
-    ) {
-        let messages: Vec<Vec<u8>> = specs.iter().map(|s| s.bytes(MAX_MESSAGE_LEN, false)).collect();
-        let (mut tx, mut rx) = (DeflateFilter::new(level), DeflateFilter::new(level));
-        let mut wire = BytesMut::new();
-        for (i, m) in messages.iter().enumerate() {
-            tx.encode(m, &mut wire).unwrap();
-            if i % batch_every == 0 {
-                tx.flush(&mut wire).unwrap();
-            }
-        }
-        tx.flush(&mut wire).unwrap();
-        let mut pending = BytesMut::new();
-        let mut plain = BytesMut::new();
-        let mut read = reads.iter().cycle();
-        while !wire.is_empty() {
-            let n = (*read.next().unwrap()).clamp(1, wire.len());
-            pending.extend_from_slice(&wire.split_to(n));
-            loop {
-                let before = plain.len();
-                rx.decode(&mut pending, &mut plain, limit).unwrap();
-                prop_assert!(plain.len() - before <= limit);
-                if plain.len() == before {
-                    break;
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Any stream of messages, written in any batches (each batch sync-flushed) and read
+        /// back in arbitrary pieces with an arbitrary plain-bytes limit per call, survives
+        /// deflate → inflate at every level.
+        #[test]
+        fn deflate_filter_round_trip(
+            specs in prop::collection::vec(message_spec(), 0..30),
+            batch_every in 1usize..6,
+            reads in read_sizes(),
+            limit in 1usize..100_000,
+            level in prop::sample::select(vec![
+                Compression::Default, Compression::Fast, Compression::Best, Compression::HuffmanOnly,
+            ]),
+        ) {
+            let messages: Vec<Vec<u8>> = specs.iter().map(|s| s.bytes(MAX_MESSAGE_LEN, false)).collect();
+            let (mut tx, mut rx) = (DeflateFilter::new(level), DeflateFilter::new(level));
+            let mut wire = BytesMut::new();
+            for (i, m) in messages.iter().enumerate() {
+                tx.encode(m, &mut wire).unwrap();
+                if i % batch_every == 0 {
+                    tx.flush(&mut wire).unwrap();
                 }
             }
+            tx.flush(&mut wire).unwrap();
+            let mut pending = BytesMut::new();
+            let mut plain = BytesMut::new();
+            let mut read = reads.iter().cycle();
+            while !wire.is_empty() {
+                let n = (*read.next().unwrap()).clamp(1, wire.len());
+                pending.extend_from_slice(&wire.split_to(n));
+                loop {
+                    let before = plain.len();
+                    rx.decode(&mut pending, &mut plain, limit).unwrap();
+                    prop_assert!(plain.len() - before <= limit);
+                    if plain.len() == before {
+                        break;
+                    }
+                }
+            }
+            prop_assert_eq!(&plain[..], &messages.concat()[..]);
         }
-        prop_assert_eq!(&plain[..], &messages.concat()[..]);
     }
 }

@@ -15,15 +15,29 @@ const MIDDLE_LIMIT: usize = 64 * 1024;
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use getty_codec::filter::{DeflateFilter, Filter, Layered};
-/// use getty_codec::Compression;
+/// use getty_codec::filter::{Filter, FilterError, Layered};
 ///
-/// // Compressing twice is pointless, but shows the stacking.
-/// let make = || Layered::new(DeflateFilter::new(Compression::Fast), DeflateFilter::new(Compression::Best));
+/// /// XORs every byte with a key: a toy cipher, so each layer's work shows on the wire.
+/// struct Xor(u8);
+/// impl Filter for Xor {
+///     fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut, limit: usize) -> Result<(), FilterError> {
+///         let n = wire.len().min(limit);
+///         plain.extend(wire.split_to(n).iter().map(|b| b ^ self.0));
+///         Ok(())
+///     }
+///     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+///         wire.extend(plain.iter().map(|b| b ^ self.0));
+///         Ok(())
+///     }
+///     fn flush(&mut self, _wire: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+/// }
+///
+/// let make = || Layered::new(Xor(0x0f), Xor(0xf0)); // the wire sees both keys
 /// let (mut a, mut b) = (make(), make());
 /// let mut wire = BytesMut::new();
 /// a.encode(b"stacked", &mut wire).unwrap();
 /// a.flush(&mut wire).unwrap();
+/// assert_eq!(wire[0], b's' ^ 0xff);
 /// let mut plain = BytesMut::new();
 /// b.decode(&mut wire, &mut plain, 1 << 16).unwrap();
 /// assert_eq!(&plain[..], b"stacked");
@@ -41,9 +55,28 @@ impl<L: Filter, U: Filter> Layered<L, U> {
     /// Stacks `upper` on `lower`.
     ///
     /// ```
-    /// use getty_codec::filter::{DeflateFilter, Layered};
-    /// use getty_codec::Compression;
-    /// let _ = Layered::new(DeflateFilter::new(Compression::Fast), DeflateFilter::new(Compression::Fast));
+    /// # use bytes::BytesMut;
+    /// # use getty_codec::filter::{Filter, FilterError};
+    /// # /// XORs every byte with a key (the toy filter of [`Filter`]'s example).
+    /// # struct Xor(u8);
+    /// # impl Filter for Xor {
+    /// #     fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut, limit: usize) -> Result<(), FilterError> {
+    /// #         let n = wire.len().min(limit);
+    /// #         plain.extend(wire.split_to(n).iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+    /// #         wire.extend(plain.iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn flush(&mut self, _wire: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+    /// # }
+    /// use getty_codec::filter::Layered;
+    ///
+    /// let mut stack = Layered::new(Xor(1), Xor(2));
+    /// let mut wire = BytesMut::new();
+    /// stack.encode(b"ab", &mut wire).unwrap();
+    /// assert_eq!(&wire[..], [b'a' ^ 3, b'b' ^ 3]);
     /// ```
     pub fn new(lower: L, upper: U) -> Self {
         Layered {
@@ -57,10 +90,25 @@ impl<L: Filter, U: Filter> Layered<L, U> {
     /// The layer nearest the wire.
     ///
     /// ```
-    /// use getty_codec::filter::{DeflateFilter, Layered};
-    /// use getty_codec::Compression;
-    /// let l = Layered::new(DeflateFilter::new(Compression::Fast), DeflateFilter::new(Compression::Best));
-    /// assert_eq!(l.lower().level(), Compression::Fast);
+    /// # use bytes::BytesMut;
+    /// # use getty_codec::filter::{Filter, FilterError};
+    /// # /// XORs every byte with a key (the toy filter of [`Filter`]'s example).
+    /// # struct Xor(u8);
+    /// # impl Filter for Xor {
+    /// #     fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut, limit: usize) -> Result<(), FilterError> {
+    /// #         let n = wire.len().min(limit);
+    /// #         plain.extend(wire.split_to(n).iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+    /// #         wire.extend(plain.iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn flush(&mut self, _wire: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+    /// # }
+    /// use getty_codec::filter::Layered;
+    /// let stack = Layered::new(Xor(1), Xor(2));
+    /// assert_eq!(stack.lower().0, 1);
     /// ```
     pub fn lower(&self) -> &L {
         &self.lower
@@ -69,10 +117,25 @@ impl<L: Filter, U: Filter> Layered<L, U> {
     /// The layer nearest the codec.
     ///
     /// ```
-    /// use getty_codec::filter::{DeflateFilter, Layered};
-    /// use getty_codec::Compression;
-    /// let l = Layered::new(DeflateFilter::new(Compression::Fast), DeflateFilter::new(Compression::Best));
-    /// assert_eq!(l.upper().level(), Compression::Best);
+    /// # use bytes::BytesMut;
+    /// # use getty_codec::filter::{Filter, FilterError};
+    /// # /// XORs every byte with a key (the toy filter of [`Filter`]'s example).
+    /// # struct Xor(u8);
+    /// # impl Filter for Xor {
+    /// #     fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut, limit: usize) -> Result<(), FilterError> {
+    /// #         let n = wire.len().min(limit);
+    /// #         plain.extend(wire.split_to(n).iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+    /// #         wire.extend(plain.iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn flush(&mut self, _wire: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+    /// # }
+    /// use getty_codec::filter::Layered;
+    /// let stack = Layered::new(Xor(1), Xor(2));
+    /// assert_eq!(stack.upper().0, 2);
     /// ```
     pub fn upper(&self) -> &U {
         &self.upper

@@ -19,6 +19,7 @@
 //! handshake messages), and the transport writes the wire buffer to the socket.
 //!
 //! ```
+//! # #[cfg(feature = "deflate")] {
 //! use bytes::BytesMut;
 //! use getty_codec::filter::{DeflateFilter, Filter};
 //! use getty_codec::Compression;
@@ -30,19 +31,26 @@
 //! let mut plain = BytesMut::new();
 //! b.decode(&mut wire, &mut plain, 1024).unwrap();
 //! assert_eq!(&plain[..], b"hello hello hello");
+//! # }
 //! ```
+
+#![cfg_attr(not(feature = "deflate"), doc = "[`DeflateFilter`]: crate#features")]
 
 use std::any::{Any, TypeId};
 use std::fmt;
 
 use bytes::BytesMut;
 
+#[cfg(feature = "deflate")]
 mod deflate;
 mod layered;
+#[cfg(feature = "tls")]
 mod tls;
 
+#[cfg(feature = "deflate")]
 pub use deflate::{Compression, DeflateFilter};
 pub use layered::Layered;
+#[cfg(feature = "tls")]
 pub use tls::TlsFilter;
 
 /// A sans-IO transform of a byte stream in both directions (wire ⇄ plain).
@@ -143,10 +151,33 @@ impl dyn Filter {
     /// The filter of type `T` in this stack.
     ///
     /// ```
-    /// use getty_codec::filter::{DeflateFilter, Filter};
-    /// use getty_codec::Compression;
-    /// let stack: Box<dyn Filter> = Box::new(DeflateFilter::new(Compression::Fast));
-    /// assert!(stack.layer::<DeflateFilter>().is_some());
+    /// # use bytes::BytesMut;
+    /// # use getty_codec::filter::{Filter, FilterError};
+    /// # /// XORs every byte with a key (the toy filter of [`Filter`]'s example).
+    /// # struct Xor(u8);
+    /// # impl Filter for Xor {
+    /// #     fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut, limit: usize) -> Result<(), FilterError> {
+    /// #         let n = wire.len().min(limit);
+    /// #         plain.extend(wire.split_to(n).iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+    /// #         wire.extend(plain.iter().map(|b| b ^ self.0));
+    /// #         Ok(())
+    /// #     }
+    /// #     fn flush(&mut self, _wire: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+    /// # }
+    /// # struct Other;
+    /// # impl Filter for Other {
+    /// #     fn decode(&mut self, _: &mut BytesMut, _: &mut BytesMut, _: usize) -> Result<(), FilterError> { Ok(()) }
+    /// #     fn encode(&mut self, _: &[u8], _: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+    /// #     fn flush(&mut self, _: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+    /// # }
+    /// use getty_codec::filter::Layered;
+    ///
+    /// let stack: Box<dyn Filter> = Box::new(Layered::new(Xor(1), Xor(2)));
+    /// assert_eq!(stack.layer::<Xor>().map(|x| x.0), Some(1)); // the one nearest the wire
+    /// assert!(stack.layer::<Other>().is_none());
     /// ```
     pub fn layer<T: Filter>(&self) -> Option<&T> {
         let this: &dyn Any = self;
@@ -247,11 +278,32 @@ impl std::error::Error for FilterError {}
 /// [`Layered`].
 ///
 /// ```
-/// use getty_codec::filter::{DeflateFilter, Filter, Layered};
-/// use getty_codec::Compression;
-/// let lower: Box<dyn Filter> = Box::new(DeflateFilter::new(Compression::Fast));
-/// let stack: Box<dyn Filter> = Box::new(Layered::new(lower, DeflateFilter::new(Compression::Best)));
-/// assert_eq!(stack.layer::<DeflateFilter>().unwrap().level(), Compression::Fast);
+/// # use bytes::BytesMut;
+/// # use getty_codec::filter::{Filter, FilterError};
+/// # /// XORs every byte with a key (the toy filter of [`Filter`]'s example).
+/// # struct Xor(u8);
+/// # impl Filter for Xor {
+/// #     fn decode(&mut self, wire: &mut BytesMut, plain: &mut BytesMut, limit: usize) -> Result<(), FilterError> {
+/// #         let n = wire.len().min(limit);
+/// #         plain.extend(wire.split_to(n).iter().map(|b| b ^ self.0));
+/// #         Ok(())
+/// #     }
+/// #     fn encode(&mut self, plain: &[u8], wire: &mut BytesMut) -> Result<(), FilterError> {
+/// #         wire.extend(plain.iter().map(|b| b ^ self.0));
+/// #         Ok(())
+/// #     }
+/// #     fn flush(&mut self, _wire: &mut BytesMut) -> Result<(), FilterError> { Ok(()) }
+/// # }
+/// use getty_codec::filter::Layered;
+///
+/// // Chosen at run time: a boxed filter under a concrete one.
+/// let lower: Box<dyn Filter> = Box::new(Xor(1));
+/// let mut stack = Layered::new(lower, Xor(2));
+/// let mut wire = BytesMut::new();
+/// stack.encode(b"a", &mut wire).unwrap();
+/// assert_eq!(&wire[..], [b'a' ^ 3]);
+/// let boxed: Box<dyn Filter> = Box::new(stack);
+/// assert_eq!(boxed.layer::<Xor>().map(|x| x.0), Some(1)); // found through the box
 /// ```
 impl Filter for Box<dyn Filter> {
     fn decode(
