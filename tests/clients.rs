@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use getty::codec::ws::{InvalidRequest, RequestPart};
 use getty::codec::{Bytes, Message, MessageCodec};
-use getty::ws::WsClient;
+use getty::ws::{Ws, WsClient};
 use getty::{Error, Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -23,8 +23,8 @@ struct WsProbe {
     tx: Sender<Ev>,
 }
 
-impl Handler<MessageCodec> for WsProbe {
-    fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+impl Handler<MessageCodec, Ws> for WsProbe {
+    fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
         let _ = self.tx.send(Ev::Open {
             sid: s.id(),
             peer: s.peer_addr(),
@@ -32,21 +32,21 @@ impl Handler<MessageCodec> for WsProbe {
         Ok(())
     }
 
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         let _ = self.tx.send(Ev::Msg {
             sid: s.id(),
             msg: msg.into_payload(),
         });
     }
 
-    fn on_error(&mut self, s: &mut Session<MessageCodec>, error: &Error) {
+    fn on_error(&mut self, s: &mut Session<MessageCodec, Ws>, error: &Error) {
         let _ = self.tx.send(Ev::Error {
             sid: s.id(),
             err: classify(error),
         });
     }
 
-    fn on_close(&mut self, s: &mut Session<MessageCodec>) {
+    fn on_close(&mut self, s: &mut Session<MessageCodec, Ws>) {
         let _ = self.tx.send(Ev::Close { sid: s.id() });
     }
 }
@@ -272,8 +272,8 @@ fn the_upgrade_request_refuses_what_would_inject_headers() {
 /// A WebSocket client handler that does nothing.
 struct Silent;
 
-impl Handler<MessageCodec> for Silent {
-    fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+impl Handler<MessageCodec, Ws> for Silent {
+    fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
 }
 
 // ---------------------------------------------------------------------------------------
@@ -482,12 +482,12 @@ fn a_bad_tls_server_name_fails_the_build() {
 #[test]
 fn text_messages_are_utf8_by_construction() {
     struct SendsText;
-    impl Handler<MessageCodec> for SendsText {
-        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+    impl Handler<MessageCodec, Ws> for SendsText {
+        fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
             s.write(Message::text_from_utf8(&b"caf\xc3\xa9"[..]).unwrap())?;
             Ok(())
         }
-        fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+        fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
     }
     // Checked on the test's thread: a failed assert in a callback would only end that
     // session (a panic there is isolated) and show as a read failure.

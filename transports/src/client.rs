@@ -28,10 +28,10 @@ use mio::Interest;
 use crate::redial::{Redial, RedialPolicy};
 use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
 use crate::session::Handler;
-use crate::setup::{prepare_session, FilterFactory, Plan, Setup};
+use crate::setup::{prepare_session, FilterFactory, Plan, Prepared, Setup};
 use crate::stream::{SessionEnded, SessionOpened, Stream};
 use crate::ws::WsDial;
-use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
+use crate::{Close, Error, Metrics, SessionOptions, SocketOptions, Transport};
 
 /// A caller's resolver ([`DialTarget::resolve_with`]).
 type CustomResolver = Arc<dyn Fn() -> io::Result<Vec<SocketAddr>> + Send + Sync>;
@@ -433,8 +433,40 @@ enum DialOutcome<S: Dial> {
     },
 }
 
-/// A client of stream sockets of type `S`.
-pub(crate) struct StreamClient<S: Dial, F, C, H> {
+/// How a client's connected socket becomes the entry of a session of this transport: at
+/// once for a plain one, through the upgrade for a WebSocket.
+pub(crate) trait Opening<S: Stream>: Transport<Addr = S::Addr> {
+    fn open<C, H>(
+        prepared: Prepared<S, C, H>,
+        config: &ClientConfig,
+        owner: EntryId,
+        now: Instant,
+    ) -> Box<dyn Entry>
+    where
+        C: Decoder + 'static,
+        H: Handler<C, Self>;
+}
+
+impl Opening<mio::net::TcpStream> for crate::Tcp {
+    fn open<C, H>(
+        prepared: Prepared<mio::net::TcpStream, C, H>,
+        _config: &ClientConfig,
+        owner: EntryId,
+        now: Instant,
+    ) -> Box<dyn Entry>
+    where
+        C: Decoder + 'static,
+        H: Handler<C, Self>,
+    {
+        Box::new(prepared.into_plain_entry(now, Some(owner)))
+    }
+}
+
+/// The types a client makes sessions of, without owning any.
+type Types<T, C, H> = fn() -> (T, C, H);
+
+/// A client of stream sockets of type `S`, whose sessions are of transport `T`.
+pub(crate) struct StreamClient<S: Dial, T, F, C, H> {
     /// The addresses to dial, in order (never empty).
     addrs: Arc<[S::Addr]>,
     /// The address the last session opened with: each round starts there.
@@ -450,15 +482,16 @@ pub(crate) struct StreamClient<S: Dial, F, C, H> {
     dialing: usize,
     /// Consecutive failed dials; reset by a successful one.
     redial: Redial,
-    _types: PhantomData<fn() -> (C, H)>,
+    _types: PhantomData<Types<T, C, H>>,
 }
 
-impl<S, F, C, H> StreamClient<S, F, C, H>
+impl<S, T, F, C, H> StreamClient<S, T, F, C, H>
 where
     S: Dial,
+    T: Opening<S>,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, T>,
 {
     /// A client of the one address `addr`.
     pub(crate) fn new(addr: S::Addr, setup: F, config: ClientConfig) -> Self {
@@ -581,19 +614,14 @@ where
         // The setup hook is user code: a panic in it counts as one failed dial (logged by
         // the reactor), and the client redials and keeps its other sessions.
         let setup = &mut self.setup;
-        let session = cx.catch_panic("a client's setup hook", |cx| {
-            prepare_session(stream, peer, &plan, setup, cx.now()).ok_or("refused")
+        let session = cx.catch_panic("a client's setup hook", |_| {
+            prepare_session(stream, peer, &plan, setup).ok_or("refused")
         });
         match session.unwrap_or(Err("panicked")) {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
             Ok(prepared) => {
-                let owner = cx.id();
-                let entry: Box<dyn Entry> = match &self.config.websocket {
-                    // The upgrade first; the session opens once the `101` is verified.
-                    Some(dial) => dial.upgrade(prepared, owner),
-                    None => Box::new(prepared.into_entry(Some(owner))),
-                };
+                let entry = T::open(prepared, &self.config, cx.id(), cx.now());
                 self.sessions.push(cx.spawn(entry));
             }
             Err(what) => {
@@ -656,12 +684,13 @@ where
     }
 }
 
-impl<S, F, C, H> Entry for StreamClient<S, F, C, H>
+impl<S, T, F, C, H> Entry for StreamClient<S, T, F, C, H>
 where
     S: Dial,
+    T: Opening<S>,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, T>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         // The addresses were resolved when the client was built: dial them now.

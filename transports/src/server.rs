@@ -9,7 +9,7 @@ use std::sync::Arc;
 use getty_codec::Decoder;
 use getty_reactor::{Command, Context, Entry, Ready, Status};
 
-use crate::listener::{Acceptor, AddrOf, Listener};
+use crate::listener::{Acceptor, AddrOf, Listener, PlainOf};
 use crate::session::Handler;
 use crate::setup::{prepare, FilterFactory, Plan, Setup};
 use crate::{SessionOptions, SocketOptions};
@@ -29,7 +29,7 @@ where
     L: Listener,
     F: FnMut(&mut Setup<'_, AddrOf<L>>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, AddrOf<L>>,
+    H: Handler<C, PlainOf<L>>,
 {
     pub(crate) fn new(
         acceptor: Acceptor<L>,
@@ -82,7 +82,7 @@ where
     L: Listener,
     F: FnMut(&mut Setup<'_, AddrOf<L>>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, AddrOf<L>>,
+    H: Handler<C, PlainOf<L>>,
 {
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
         self.acceptor.start(cx)

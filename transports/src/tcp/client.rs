@@ -12,12 +12,12 @@ use getty_codec::rustls::pki_types::ServerName;
 use getty_codec::Decoder;
 use mio::net::TcpStream;
 
-use crate::client::{ClientConfig, DialTarget, StreamClient};
+use crate::client::{ClientConfig, DialTarget, Opening, StreamClient};
 use crate::options::clamp_timeout;
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{FilterFactory, Setup};
-use crate::{SessionOptions, SocketOptions};
+use crate::{SessionOptions, SocketOptions, Tcp};
 
 /// Configures a [`TcpClient`].
 ///
@@ -182,13 +182,33 @@ impl TcpClientBuilder {
         C: Decoder + 'static,
         H: Handler<C>,
     {
+        Ok(TcpClient {
+            inner: self.build_client(target.into(), setup)?,
+        })
+    }
+
+    /// The client of sessions of transport `T` over TCP (plain ones, or WebSocket).
+    pub(crate) fn build_client<T, F, C, H>(
+        self,
+        target: DialTarget,
+        setup: F,
+    ) -> io::Result<StreamClient<TcpStream, T, F, C, H>>
+    where
+        T: Opening<TcpStream>,
+        F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C, T>,
+    {
         self.check_tls_name()?;
-        let target = target.into();
         let label = target.to_string();
         let (addrs, resolver) = target.resolve_now()?;
-        Ok(TcpClient {
-            inner: StreamClient::with_addrs(addrs, resolver, label, setup, self.config),
-        })
+        Ok(StreamClient::with_addrs(
+            addrs,
+            resolver,
+            label,
+            setup,
+            self.config,
+        ))
     }
 }
 
@@ -211,7 +231,7 @@ impl TcpClientBuilder {
 /// reactor.handle().send(id, Box::new(getty_transports::Close)).unwrap();
 /// ```
 pub struct TcpClient<F, C, H> {
-    inner: StreamClient<TcpStream, F, C, H>,
+    inner: StreamClient<TcpStream, Tcp, F, C, H>,
 }
 
 impl TcpClient<(), (), ()> {
