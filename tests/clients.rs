@@ -156,6 +156,49 @@ fn an_eof_that_comes_with_the_101_ends_the_session_and_the_client_redials() {
     });
 }
 
+/// Closing a WebSocket client while its connection waits for the `101` ends that connection
+/// as a session's close does: the upgrade never opens (no `on_open`), the server reads a
+/// FIN, and a `101` that comes after is read and dropped by the client, not answered with a
+/// reset.
+#[test]
+fn closing_a_client_before_its_101_ends_the_upgrade_with_a_fin() {
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut events) = Events::new();
+        let client = WsClient::builder()
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((MessageCodec, WsProbe { tx: tx.clone() }))
+            })
+            .unwrap();
+        let (client, id) = Running::spawn("ws-close-upgrading", client);
+        let mut stream = accept_within(&listener, "the client dials");
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let request = read_head(&mut stream);
+        client.handle().send(id, Box::new(getty::Close)).unwrap();
+        // The client's barrier: the Close has been applied once this returns.
+        client.run_on(|_| ());
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(
+            matches!(read, Ok(0)),
+            "the server should read a FIN and nothing else: {read:?} {rest:?}"
+        );
+        // The client still reads (and drops) what comes: a socket it had closed would
+        // answer the first write with a reset, and a later write would fail.
+        let answer = switching_protocols(&request);
+        for round in 0..10 {
+            if let Err(e) = stream.write_all(answer.as_bytes()) {
+                panic!("write {round} after the client's FIN failed: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(stream); // the client's linger ends at this EOF
+        client.stop();
+        assert_eq!(events.count(|_| true), 0, "a session that never opened");
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Item 19: no header injection through the upgrade request
 // ---------------------------------------------------------------------------------------
