@@ -61,7 +61,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use getty::codec::{Bytes, RawCodec};
 use getty::reactor::ReactorThread;
-use getty::ws::WsServer;
+use getty::ws::{Ws, WsServer};
 use getty::{Handler, Session};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -204,8 +204,8 @@ fn tokio_read_buf(scenario: &Scenario, cfg: &Config) -> usize {
 /// The getty-rs echo: every message goes back as one binary message.
 struct Echo;
 
-impl Handler<RawCodec> for Echo {
-    fn on_message(&mut self, session: &mut Session<RawCodec>, message: Bytes) {
+impl Handler<RawCodec, Ws> for Echo {
+    fn on_message(&mut self, session: &mut Session<RawCodec, Ws>, message: Bytes) {
         let _ = session.write(message);
     }
 }

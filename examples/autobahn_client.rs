@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use getty::codec::ws::DeflateConfig;
 use getty::codec::{Message, MessageCodec};
-use getty::ws::WsClient;
+use getty::ws::{Ws, WsClient};
 use getty::{Close, Handler, Reactor, ReactorHandle, Session, SessionOptions};
 
 /// The largest message the suite sends is 16 MiB; leave room.
@@ -38,8 +38,8 @@ struct Echo {
     events: mpsc::Sender<Event>,
 }
 
-impl Handler<MessageCodec> for Echo {
-    fn on_message(&mut self, session: &mut Session<MessageCodec>, message: Message) {
+impl Handler<MessageCodec, Ws> for Echo {
+    fn on_message(&mut self, session: &mut Session<MessageCodec, Ws>, message: Message) {
         if let Some(text) = message.as_text() {
             let _ = self.events.send(Event::Text(text.to_string()));
         }
@@ -48,11 +48,11 @@ impl Handler<MessageCodec> for Echo {
         }
     }
 
-    fn on_error(&mut self, _: &mut Session<MessageCodec>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
         log::info!("session failed: {error}");
     }
 
-    fn on_close(&mut self, _: &mut Session<MessageCodec>) {
+    fn on_close(&mut self, _: &mut Session<MessageCodec, Ws>) {
         let _ = self.events.send(Event::Closed);
     }
 }

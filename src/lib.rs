@@ -40,7 +40,8 @@ pub use getty_reactor::{PanicPolicy, Reactor, ReactorHandle, ReactorPool};
 pub use getty_transports::unix;
 pub use getty_transports::{
     tcp, tls, udp, ws, Abort, Address, Close, DialTarget, Error, Handler, Metrics, Offload,
-    Session, SessionHandle, SessionOptions, Setup, SocketOptions, Stats, UnixAddr,
+    Session, SessionHandle, SessionOptions, Setup, SocketOptions, Stats, Tcp, Transport, Unix,
+    UnixAddr,
 };
 
 /// The README's code, compiled as a doctest so that it stays true.

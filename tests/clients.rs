@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use getty::codec::ws::{InvalidRequest, RequestPart};
 use getty::codec::{Bytes, Message, MessageCodec};
-use getty::ws::WsClient;
+use getty::ws::{Ws, WsClient};
 use getty::{Error, Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -23,8 +23,8 @@ struct WsProbe {
     tx: Sender<Ev>,
 }
 
-impl Handler<MessageCodec> for WsProbe {
-    fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+impl Handler<MessageCodec, Ws> for WsProbe {
+    fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
         let _ = self.tx.send(Ev::Open {
             sid: s.id(),
             peer: s.peer_addr(),
@@ -32,21 +32,21 @@ impl Handler<MessageCodec> for WsProbe {
         Ok(())
     }
 
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         let _ = self.tx.send(Ev::Msg {
             sid: s.id(),
             msg: msg.into_payload(),
         });
     }
 
-    fn on_error(&mut self, s: &mut Session<MessageCodec>, error: &Error) {
+    fn on_error(&mut self, s: &mut Session<MessageCodec, Ws>, error: &Error) {
         let _ = self.tx.send(Ev::Error {
             sid: s.id(),
             err: classify(error),
         });
     }
 
-    fn on_close(&mut self, s: &mut Session<MessageCodec>) {
+    fn on_close(&mut self, s: &mut Session<MessageCodec, Ws>) {
         let _ = self.tx.send(Ev::Close { sid: s.id() });
     }
 }
@@ -153,6 +153,49 @@ fn an_eof_that_comes_with_the_101_ends_the_session_and_the_client_redials() {
         server.join().expect("the raw server");
         client.stop();
         events.check_contract();
+    });
+}
+
+/// Closing a WebSocket client while its connection waits for the `101` ends that connection
+/// as a session's close does: the upgrade never opens (no `on_open`), the server reads a
+/// FIN, and a `101` that comes after is read and dropped by the client, not answered with a
+/// reset.
+#[test]
+fn closing_a_client_before_its_101_ends_the_upgrade_with_a_fin() {
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut events) = Events::new();
+        let client = WsClient::builder()
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((MessageCodec, WsProbe { tx: tx.clone() }))
+            })
+            .unwrap();
+        let (client, id) = Running::spawn("ws-close-upgrading", client);
+        let mut stream = accept_within(&listener, "the client dials");
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let request = read_head(&mut stream);
+        client.handle().send(id, getty::Close).unwrap();
+        // The client's barrier: the Close has been applied once this returns.
+        client.run_on(|_| ());
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(
+            matches!(read, Ok(0)),
+            "the server should read a FIN and nothing else: {read:?} {rest:?}"
+        );
+        // The client still reads (and drops) what comes: a socket it had closed would
+        // answer the first write with a reset, and a later write would fail.
+        let answer = switching_protocols(&request);
+        for round in 0..10 {
+            if let Err(e) = stream.write_all(answer.as_bytes()) {
+                panic!("write {round} after the client's FIN failed: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(stream); // the client's linger ends at this EOF
+        client.stop();
+        assert_eq!(events.count(|_| true), 0, "a session that never opened");
     });
 }
 
@@ -272,8 +315,8 @@ fn the_upgrade_request_refuses_what_would_inject_headers() {
 /// A WebSocket client handler that does nothing.
 struct Silent;
 
-impl Handler<MessageCodec> for Silent {
-    fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+impl Handler<MessageCodec, Ws> for Silent {
+    fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
 }
 
 // ---------------------------------------------------------------------------------------
@@ -482,12 +525,12 @@ fn a_bad_tls_server_name_fails_the_build() {
 #[test]
 fn text_messages_are_utf8_by_construction() {
     struct SendsText;
-    impl Handler<MessageCodec> for SendsText {
-        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+    impl Handler<MessageCodec, Ws> for SendsText {
+        fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
             s.write(Message::text_from_utf8(&b"caf\xc3\xa9"[..]).unwrap())?;
             Ok(())
         }
-        fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+        fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
     }
     // Checked on the test's thread: a failed assert in a callback would only end that
     // session (a panic there is isolated) and show as a read failure.

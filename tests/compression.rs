@@ -16,6 +16,7 @@ use common::*;
 use getty::codec::filter::{DeflateFilter, Filter};
 use getty::codec::{Bytes, Compression, LengthFieldCodec, LinesCodec};
 use getty::tcp::{TcpClient, TcpServer};
+use getty::ws::Ws;
 use getty::{Handler, Session, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -418,20 +419,20 @@ fn a_thousand_idle_compressed_websocket_sessions_cost_no_cpu() {
     use getty::ws::{WsClient, WsServer};
 
     struct Echo;
-    impl Handler<MessageCodec> for Echo {
-        fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    impl Handler<MessageCodec, Ws> for Echo {
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
             s.write(msg).unwrap();
         }
     }
     /// Sends one compressible message and reports whether its echo came back compressed.
     struct Hello(Sender<bool>);
-    impl Handler<MessageCodec> for Hello {
-        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+    impl Handler<MessageCodec, Ws> for Hello {
+        fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
             s.write(Message::text("hello idle world ".repeat(8)))?;
             Ok(())
         }
-        fn on_message(&mut self, s: &mut Session<MessageCodec>, _: Message) {
-            let _ = self.0.send(s.websocket_deflate().is_some());
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, _: Message) {
+            let _ = self.0.send(s.deflate().is_some());
         }
     }
 
@@ -525,15 +526,15 @@ struct Feed {
     tx: Sender<Result<FeedReport, String>>,
 }
 
-impl Handler<getty::codec::MessageCodec> for Feed {
+impl Handler<getty::codec::MessageCodec, Ws> for Feed {
     fn on_message(
         &mut self,
-        _: &mut Session<getty::codec::MessageCodec>,
+        _: &mut Session<getty::codec::MessageCodec, Ws>,
         _: getty::codec::Message,
     ) {
     }
 
-    fn on_cron(&mut self, s: &mut Session<getty::codec::MessageCodec>) {
+    fn on_cron(&mut self, s: &mut Session<getty::codec::MessageCodec, Ws>) {
         use getty::codec::Message;
         if self.done {
             return;
@@ -568,7 +569,7 @@ impl Handler<getty::codec::MessageCodec> for Feed {
         }
     }
 
-    fn on_error(&mut self, _: &mut Session<getty::codec::MessageCodec>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<getty::codec::MessageCodec, Ws>, error: &getty::Error) {
         let _ = self.tx.send(Err(format!("feed session failed: {error}")));
     }
 }
@@ -684,8 +685,8 @@ fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued()
             Ok(None)
         }
     }
-    impl Handler<MessageCodec> for Reader {
-        fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    impl Handler<MessageCodec, Ws> for Reader {
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
             if !std::mem::replace(&mut self.slept, true) {
                 std::thread::sleep(Duration::from_secs(2));
             }
@@ -701,7 +702,7 @@ fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued()
                 }
             }
         }
-        fn on_error(&mut self, _: &mut Session<MessageCodec>, error: &getty::Error) {
+        fn on_error(&mut self, _: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
             let _ = self.tx.send(Err(format!("the reader failed: {error}")));
         }
     }
@@ -750,18 +751,19 @@ const IDLE_SESSION_BUDGET: usize = 8 * 1024;
 /// Counts the sessions open on a server and echoes what they receive.
 struct Counted(Arc<AtomicUsize>);
 
-impl<C> Handler<C> for Counted
+impl<C, T> Handler<C, T> for Counted
 where
     C: getty::codec::Decoder + getty::codec::Encoder<<C as getty::codec::Decoder>::Item> + 'static,
+    T: getty::Transport,
 {
-    fn on_open(&mut self, _: &mut Session<C>) -> std::io::Result<()> {
+    fn on_open(&mut self, _: &mut Session<C, T>) -> std::io::Result<()> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    fn on_message(&mut self, s: &mut Session<C>, msg: C::Item) {
+    fn on_message(&mut self, s: &mut Session<C, T>, msg: C::Item) {
         let _ = s.write(msg);
     }
-    fn on_close(&mut self, _: &mut Session<C>) {
+    fn on_close(&mut self, _: &mut Session<C, T>) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -16,7 +16,7 @@ use getty::codec::filter::{DeflateFilter, Filter, FilterError, TlsFilter};
 use getty::codec::ws::{ClientRequest, Config, DeflateConfig, Event, Protocol, Role};
 use getty::codec::{Bytes, Compression, LengthFieldCodec, Message, MessageCodec, MessageKind};
 use getty::tcp::TcpServer;
-use getty::ws::WsServer;
+use getty::ws::{Ws, WsServer};
 use getty::{tls, Handler, Session, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
@@ -51,20 +51,20 @@ impl Handler<LengthFieldCodec> for CountingEcho {
     }
 }
 
-impl Handler<MessageCodec> for CountingEcho {
-    fn on_open(&mut self, _: &mut Session<MessageCodec>) -> io::Result<()> {
+impl Handler<MessageCodec, Ws> for CountingEcho {
+    fn on_open(&mut self, _: &mut Session<MessageCodec, Ws>) -> io::Result<()> {
         let _ = self.0.send(Outcome::Opened);
         Ok(())
     }
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         if let Err(e) = s.write(msg) {
             let _ = self.0.send(Outcome::Failed(format!("echo refused: {e}")));
         }
     }
-    fn on_error(&mut self, _: &mut Session<MessageCodec>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
         let _ = self.0.send(Outcome::Failed(error.to_string()));
     }
-    fn on_close(&mut self, _: &mut Session<MessageCodec>) {
+    fn on_close(&mut self, _: &mut Session<MessageCodec, Ws>) {
         let _ = self.0.send(Outcome::Closed);
     }
 }

@@ -274,15 +274,15 @@ fn udp_limit_is_the_datagram_payload() {
 #[test]
 fn unix_stream_limit_is_the_payload() {
     use getty::unix::UnixServer;
-    use getty::{Handler, Session, UnixAddr};
+    use getty::{Handler, Session, Unix, UnixAddr};
     use std::os::unix::net::UnixStream;
 
     struct Echo(Sender<ErrKind>);
-    impl Handler<LengthFieldCodec, UnixAddr> for Echo {
-        fn on_message(&mut self, s: &mut Session<LengthFieldCodec, UnixAddr>, msg: Bytes) {
+    impl Handler<LengthFieldCodec, Unix> for Echo {
+        fn on_message(&mut self, s: &mut Session<LengthFieldCodec, Unix>, msg: Bytes) {
             s.write(msg).unwrap();
         }
-        fn on_error(&mut self, _: &mut Session<LengthFieldCodec, UnixAddr>, error: &Error) {
+        fn on_error(&mut self, _: &mut Session<LengthFieldCodec, Unix>, error: &Error) {
             let _ = self.0.send(classify(error));
         }
     }

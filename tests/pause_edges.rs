@@ -17,6 +17,7 @@ use common::*;
 use getty::codec::rustls;
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
+use getty::ws::Ws;
 use getty::{tls, Handler, Session, SessionOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -148,10 +149,10 @@ fn tls_eof_after_a_pause_drops_complete_frames() {
 }
 
 struct WsEcho(Sender<Vec<u8>>);
-impl Handler<getty::codec::MessageCodec> for WsEcho {
+impl Handler<getty::codec::MessageCodec, Ws> for WsEcho {
     fn on_message(
         &mut self,
-        s: &mut Session<getty::codec::MessageCodec>,
+        s: &mut Session<getty::codec::MessageCodec, Ws>,
         msg: getty::codec::Message,
     ) {
         let _ = self.0.send(b"msg".to_vec());
@@ -202,12 +203,12 @@ fn wss_first_message_pipelined_with_the_upgrade_is_delivered() {
 
 struct WsPausing {
     events: Sender<String>,
-    handles: Sender<getty::SessionHandle<getty::codec::MessageCodec>>,
+    handles: Sender<getty::SessionHandle<getty::codec::MessageCodec, Ws>>,
 }
-impl Handler<getty::codec::MessageCodec> for WsPausing {
+impl Handler<getty::codec::MessageCodec, Ws> for WsPausing {
     fn on_message(
         &mut self,
-        s: &mut Session<getty::codec::MessageCodec>,
+        s: &mut Session<getty::codec::MessageCodec, Ws>,
         msg: getty::codec::Message,
     ) {
         let text = String::from_utf8_lossy(msg.payload()).into_owned();
@@ -218,7 +219,7 @@ impl Handler<getty::codec::MessageCodec> for WsPausing {
             let _ = self.handles.send(s.handle().unwrap());
         }
     }
-    fn on_error(&mut self, _: &mut Session<getty::codec::MessageCodec>, e: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<getty::codec::MessageCodec, Ws>, e: &getty::Error) {
         let _ = self.events.send(format!("error {e}"));
     }
 }
@@ -612,28 +613,28 @@ fn tls_idle_during_handshake_accepts_goodbye_then_resets() {
 }
 
 struct Welcomer;
-impl Handler<getty::codec::MessageCodec> for Welcomer {
-    fn on_open(&mut self, s: &mut Session<getty::codec::MessageCodec>) -> std::io::Result<()> {
+impl Handler<getty::codec::MessageCodec, Ws> for Welcomer {
+    fn on_open(&mut self, s: &mut Session<getty::codec::MessageCodec, Ws>) -> std::io::Result<()> {
         s.write(getty::codec::Message::text("welcome"))
             .map_err(std::io::Error::from)
     }
     fn on_message(
         &mut self,
-        _: &mut Session<getty::codec::MessageCodec>,
+        _: &mut Session<getty::codec::MessageCodec, Ws>,
         _: getty::codec::Message,
     ) {
     }
 }
 
 struct Listener(Sender<String>);
-impl Handler<getty::codec::MessageCodec> for Listener {
-    fn on_open(&mut self, _: &mut Session<getty::codec::MessageCodec>) -> std::io::Result<()> {
+impl Handler<getty::codec::MessageCodec, Ws> for Listener {
+    fn on_open(&mut self, _: &mut Session<getty::codec::MessageCodec, Ws>) -> std::io::Result<()> {
         let _ = self.0.send("open".into());
         Ok(())
     }
     fn on_message(
         &mut self,
-        _: &mut Session<getty::codec::MessageCodec>,
+        _: &mut Session<getty::codec::MessageCodec, Ws>,
         msg: getty::codec::Message,
     ) {
         let _ = self

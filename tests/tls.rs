@@ -15,7 +15,7 @@ use getty::codec::filter::TlsFilter;
 use getty::codec::rustls;
 use getty::codec::{Bytes, LengthFieldCodec, LinesCodec, Message, MessageCodec};
 use getty::tcp::{TcpClient, TcpServer};
-use getty::ws::{WsClient, WsServer};
+use getty::ws::{Ws, WsClient, WsServer};
 use getty::{tls, Handler, Session, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -398,8 +398,8 @@ fn alpn_and_sni_reach_the_session() {
 /// Echoes every WebSocket message with its kind.
 struct WsEcho;
 
-impl Handler<MessageCodec> for WsEcho {
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+impl Handler<MessageCodec, Ws> for WsEcho {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         s.write(msg).unwrap();
     }
 }
@@ -422,8 +422,8 @@ struct WsPinger {
     tx: Sender<Result<Message, String>>,
 }
 
-impl Handler<MessageCodec> for WsPinger {
-    fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+impl Handler<MessageCodec, Ws> for WsPinger {
+    fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
         assert!(
             s.filter::<TlsFilter>().is_some(),
             "a wss session runs over TLS"
@@ -433,10 +433,10 @@ impl Handler<MessageCodec> for WsPinger {
         s.write(Message::text("three"))?;
         Ok(())
     }
-    fn on_message(&mut self, _: &mut Session<MessageCodec>, msg: Message) {
+    fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, msg: Message) {
         let _ = self.tx.send(Ok(msg));
     }
-    fn on_error(&mut self, _: &mut Session<MessageCodec>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
         let _ = self.tx.send(Err(error.to_string()));
     }
 }

@@ -17,7 +17,7 @@ use common::*;
 use getty::codec::{Bytes, LengthFieldCodec, RawCodec};
 use getty::udp::{DatagramHandler, DatagramSession};
 use getty::unix::{UnixClient, UnixDatagramEndpoint, UnixServer};
-use getty::{Error, Handler, Session, SessionOptions, UnixAddr};
+use getty::{Error, Handler, Session, SessionOptions, Unix, UnixAddr};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
@@ -35,15 +35,15 @@ struct Echo {
     errors_tx: Sender<String>,
 }
 
-impl Handler<LengthFieldCodec, UnixAddr> for Echo {
-    fn on_message(&mut self, s: &mut Session<LengthFieldCodec, UnixAddr>, msg: Bytes) {
+impl Handler<LengthFieldCodec, Unix> for Echo {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec, Unix>, msg: Bytes) {
         s.write(msg).unwrap();
     }
-    fn on_error(&mut self, _: &mut Session<LengthFieldCodec, UnixAddr>, error: &Error) {
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec, Unix>, error: &Error) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let _ = self.errors_tx.send(error.to_string());
     }
-    fn on_close(&mut self, _: &mut Session<LengthFieldCodec, UnixAddr>) {
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec, Unix>) {
         self.closes.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -130,15 +130,15 @@ struct Hello {
     tx: Sender<Bytes>,
 }
 
-impl Handler<LengthFieldCodec, UnixAddr> for Hello {
-    fn on_open(&mut self, s: &mut Session<LengthFieldCodec, UnixAddr>) -> std::io::Result<()> {
+impl Handler<LengthFieldCodec, Unix> for Hello {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec, Unix>) -> std::io::Result<()> {
         assert!(matches!(s.peer_addr(), UnixAddr::Abstract(_)));
         for i in 0..3u8 {
             s.write(Bytes::from(vec![i; 1000 * (i as usize + 1)]))?;
         }
         Ok(())
     }
-    fn on_message(&mut self, _: &mut Session<LengthFieldCodec, UnixAddr>, msg: Bytes) {
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec, Unix>, msg: Bytes) {
         let _ = self.tx.send(msg);
     }
 }
@@ -213,8 +213,8 @@ fn socket_files_stale_live_and_our_own() {
 }
 
 struct Sink;
-impl Handler<RawCodec, UnixAddr> for Sink {
-    fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: Bytes) {}
+impl Handler<RawCodec, Unix> for Sink {
+    fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: Bytes) {}
 }
 
 /// An oversized frame closes that one session with an error the handler sees; the others

@@ -18,15 +18,15 @@ use common::*;
 use getty::codec::{Bytes, RawCodec};
 use getty::udp::{DatagramHandler, DatagramSession};
 use getty::unix::{UnixDatagramEndpoint, UnixServer};
-use getty::{Handler, Session, UnixAddr};
+use getty::{Handler, Session, Unix, UnixAddr};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 struct Sink;
 
-impl Handler<RawCodec, UnixAddr> for Sink {
-    fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: Bytes) {}
+impl Handler<RawCodec, Unix> for Sink {
+    fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: Bytes) {}
 }
 
 impl DatagramHandler<RawCodec, UnixAddr> for Sink {

@@ -13,15 +13,15 @@ use bytes::BytesMut;
 use common::*;
 use getty::codec::filter::{Filter, TlsFilter};
 use getty::codec::{Message, MessageCodec};
-use getty::ws::WsServer;
+use getty::ws::{Ws, WsServer};
 use getty::{tls, Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 
 struct Echo;
 
-impl Handler<MessageCodec> for Echo {
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+impl Handler<MessageCodec, Ws> for Echo {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         let _ = s.write(msg);
     }
 }

@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use getty::codec::{Bytes, Message, MessageCodec, RawCodec};
 use getty::tcp::ServerHandle;
-use getty::ws::{WsClient, WsServer, WsServerBuilder};
+use getty::ws::{Ws, WsClient, WsServer, WsServerBuilder};
 use getty::{Error, Handler, Metrics, Session, SessionOptions};
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::Frame;
@@ -42,8 +44,8 @@ fn probe_server(builder: WsServerBuilder, tx: &Sender<Ev>) -> (Running, SocketAd
 /// Echoes every message with its kind (text stays text).
 struct KindEcho;
 
-impl Handler<MessageCodec> for KindEcho {
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+impl Handler<MessageCodec, Ws> for KindEcho {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         if msg.as_text() == Some("close please") {
             s.close();
             return;
@@ -210,7 +212,7 @@ struct BulkSender {
 }
 
 impl BulkSender {
-    fn fill_window(&mut self, s: &mut Session<RawCodec>) {
+    fn fill_window(&mut self, s: &mut Session<RawCodec, Ws>) {
         while self.sent < BULK_MESSAGES && self.in_flight.len() < BULK_WINDOW {
             let len = bulk_size(&mut self.rng, BULK_MAX_SIZE);
             let start = self.rng.usize(0..=self.pool.len() - len);
@@ -222,14 +224,14 @@ impl BulkSender {
     }
 }
 
-impl Handler<RawCodec> for BulkSender {
-    fn on_open(&mut self, s: &mut Session<RawCodec>) -> io::Result<()> {
-        assert!(s.is_websocket());
+impl Handler<RawCodec, Ws> for BulkSender {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> io::Result<()> {
+        assert_eq!(s.path(), "/bulk", "a WebSocket session of the URL's path");
         self.fill_window(s);
         Ok(())
     }
 
-    fn on_message(&mut self, s: &mut Session<RawCodec>, echo: Bytes) {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, echo: Bytes) {
         let expected = self.in_flight.pop_front();
         if expected.as_ref() != Some(&echo) {
             self.error = Some(format!(
@@ -250,11 +252,11 @@ impl Handler<RawCodec> for BulkSender {
         }
     }
 
-    fn on_error(&mut self, _: &mut Session<RawCodec>, error: &Error) {
+    fn on_error(&mut self, _: &mut Session<RawCodec, Ws>, error: &Error) {
         self.error.get_or_insert_with(|| error.to_string());
     }
 
-    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+    fn on_close(&mut self, _: &mut Session<RawCodec, Ws>) {
         let _ = self.done.send(BulkDone {
             verified: self.verified,
             bytes: self.bytes,
@@ -268,13 +270,13 @@ struct CountingEcho {
     failures: Arc<AtomicUsize>,
 }
 
-impl Handler<RawCodec> for CountingEcho {
-    fn on_message(&mut self, s: &mut Session<RawCodec>, msg: Bytes) {
+impl Handler<RawCodec, Ws> for CountingEcho {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, msg: Bytes) {
         if s.write(msg).is_err() {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
-    fn on_error(&mut self, _: &mut Session<RawCodec>, error: &Error) {
+    fn on_error(&mut self, _: &mut Session<RawCodec, Ws>, error: &Error) {
         eprintln!("bulk echo session error: {error}");
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -788,21 +790,17 @@ struct Greeter {
     tx: Sender<Ev>,
 }
 
-impl Handler<MessageCodec> for Greeter {
-    fn on_open(&mut self, s: &mut Session<MessageCodec>) -> io::Result<()> {
-        let what = format!(
-            "protocol {:?} path {:?}",
-            s.websocket_protocol(),
-            s.websocket_path()
-        );
+impl Handler<MessageCodec, Ws> for Greeter {
+    fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> io::Result<()> {
+        let what = format!("protocol {:?} path {:?}", s.protocol(), s.path());
         let _ = self.tx.send(Ev::Note { sid: s.id(), what });
         s.write(Message::text("hi")).map_err(io::Error::from)
     }
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         let what = format!("got {:?}", msg.as_text());
         let _ = self.tx.send(Ev::Note { sid: s.id(), what });
     }
-    fn on_close(&mut self, s: &mut Session<MessageCodec>) {
+    fn on_close(&mut self, s: &mut Session<MessageCodec, Ws>) {
         let _ = self.tx.send(Ev::Close { sid: s.id() });
     }
 }
@@ -839,7 +837,7 @@ fn the_client_sends_headers_and_learns_the_subprotocol() {
             note,
             Ev::Note {
                 sid: note.sid(),
-                what: "protocol Some(\"b\") path Some(\"/greet?x=1\")".into()
+                what: "protocol Some(\"b\") path \"/greet?x=1\"".into()
             }
         );
         events.wait(
@@ -955,8 +953,8 @@ fn the_client_redials_after_the_server_closes_its_sessions() {
 /// Reports what a binary write of exactly the room left below the hard bound gives.
 struct FillToTheBound(Sender<String>);
 
-impl Handler<RawCodec> for FillToTheBound {
-    fn on_open(&mut self, s: &mut Session<RawCodec>) -> io::Result<()> {
+impl Handler<RawCodec, Ws> for FillToTheBound {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> io::Result<()> {
         let bound = s.options().get_max_outbound();
         // The 101 may still be queued: fill exactly what is left.
         let room = bound - s.queued_bytes();
@@ -967,7 +965,7 @@ impl Handler<RawCodec> for FillToTheBound {
         let _ = self.0.send(outcome);
         Ok(())
     }
-    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+    fn on_message(&mut self, _: &mut Session<RawCodec, Ws>, _: Bytes) {}
 }
 
 /// The hard bound holds a WebSocket write with its frame header: a payload of exactly the
@@ -999,8 +997,8 @@ fn a_binary_write_is_held_to_the_bound_with_its_frame() {
 #[test]
 fn a_websocket_session_writes_strings_as_text_and_bytes_as_binary() {
     struct Greets;
-    impl Handler<MessageCodec> for Greets {
-        fn on_open(&mut self, s: &mut Session<MessageCodec>) -> io::Result<()> {
+    impl Handler<MessageCodec, Ws> for Greets {
+        fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> io::Result<()> {
             s.write("OK").unwrap();
             s.write(String::from("fine")).unwrap();
             s.write(&b"\x01"[..]).unwrap();
@@ -1008,7 +1006,7 @@ fn a_websocket_session_writes_strings_as_text_and_bytes_as_binary() {
             s.write(Bytes::from_static(b"\x03")).unwrap();
             Ok(())
         }
-        fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+        fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
     }
 
     watchdog(TEST_LIMIT, || {
@@ -1033,5 +1031,55 @@ fn a_websocket_session_writes_strings_as_text_and_bytes_as_binary() {
         .concat();
         assert_eq!(&frames[..], &expected[..]);
         server.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// A route's hook stays on the reactor thread
+// ---------------------------------------------------------------------------------------
+
+/// Counts the sessions its route opened, in an `Rc` shared with the route's hook.
+struct RcCounted(Rc<Cell<u32>>);
+
+impl Handler<MessageCodec, Ws> for RcCounted {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, _: Message) {
+        let opened = self.0.get();
+        s.write(Message::text(format!("session {opened}"))).unwrap();
+    }
+}
+
+/// A route's setup hook may hold what is not `Send` (an `Rc`), as `TcpServer`'s hook may:
+/// the server is then built on its reactor's thread, and every session sees the one count.
+#[test]
+fn a_route_hook_may_hold_an_rc() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let reactor = getty::Reactor::start_thread("ws-rc", move |r| {
+            let opened = Rc::new(Cell::new(0));
+            let server = WsServer::builder()
+                .route("/", move |_| {
+                    opened.set(opened.get() + 1);
+                    Ok((MessageCodec, RcCounted(opened.clone())))
+                })
+                .bind("127.0.0.1:0")?;
+            addr_tx
+                .send(server.local_addr())
+                .map_err(io::Error::other)?;
+            r.spawn(Box::new(server));
+            Ok(())
+        })
+        .unwrap();
+        let addr = addr_rx.recv_timeout(STEP).unwrap();
+        for n in 1..=2 {
+            let mut ws = tungstenite_client(&format!("ws://{addr}/"), addr);
+            ws.send(TMessage::text("which?")).unwrap();
+            assert_eq!(
+                next_message(&mut ws),
+                TMessage::text(format!("session {n}"))
+            );
+        }
+        reactor.handle().shutdown();
+        reactor.join().unwrap();
     });
 }

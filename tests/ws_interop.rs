@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use getty::codec::ws::DeflateConfig;
 use getty::codec::{Message, MessageCodec};
-use getty::ws::{WsClient, WsServer};
+use getty::ws::{Ws, WsClient, WsServer};
 use getty::{Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
@@ -25,13 +25,13 @@ struct Recorder {
     payload_in: usize,
 }
 
-impl Handler<MessageCodec> for Recorder {
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+impl Handler<MessageCodec, Ws> for Recorder {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         self.payload_in += msg.payload().len();
         s.write(msg).unwrap();
     }
-    fn on_close(&mut self, s: &mut Session<MessageCodec>) {
-        let deflate = s.websocket_deflate().is_some();
+    fn on_close(&mut self, s: &mut Session<MessageCodec, Ws>) {
+        let deflate = s.deflate().is_some();
         let _ = self.tx.send((s.stats().bytes_in, self.payload_in, deflate));
     }
 }
@@ -114,14 +114,14 @@ fn checker_messages() -> Vec<Message> {
     out
 }
 
-impl Handler<MessageCodec> for Checker {
-    fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+impl Handler<MessageCodec, Ws> for Checker {
+    fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
         for m in &self.sent {
             s.write(m).map_err(std::io::Error::from)?;
         }
         Ok(())
     }
-    fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+    fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         if self.sent.get(self.next) != Some(&msg) {
             let _ = self.tx.send(Err(format!("echo {} differs", self.next)));
             s.close();
@@ -129,11 +129,11 @@ impl Handler<MessageCodec> for Checker {
         }
         self.next += 1;
         if self.next == self.sent.len() {
-            let _ = self.tx.send(Ok(s.websocket_deflate().is_some()));
+            let _ = self.tx.send(Ok(s.deflate().is_some()));
             s.close();
         }
     }
-    fn on_error(&mut self, _: &mut Session<MessageCodec>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
         let _ = self.tx.send(Err(error.to_string()));
     }
 }

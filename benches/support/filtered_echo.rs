@@ -21,8 +21,8 @@ use getty::codec::ws::DeflateConfig;
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, RawCodec};
 use getty::reactor::ReactorThread;
 use getty::tcp::{TcpClient, TcpServer};
-use getty::ws::{WsClient, WsServer};
-use getty::{Handler, Reactor, Session, SessionOptions, Stats};
+use getty::ws::{Ws, WsClient, WsServer};
+use getty::{Handler, Reactor, Session, SessionOptions, Stats, Tcp};
 
 /// How the two ends talk.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -78,11 +78,12 @@ impl Outcome {
 
 struct Echo;
 
-impl<C> Handler<C> for Echo
+impl<C, T> Handler<C, T> for Echo
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes>,
+    T: getty::Transport,
 {
-    fn on_message(&mut self, s: &mut Session<C>, msg: Bytes) {
+    fn on_message(&mut self, s: &mut Session<C, T>, msg: Bytes) {
         let _ = s.write(msg);
     }
 }
@@ -129,7 +130,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn send_next<C: Encoder<Bytes>>(&mut self, s: &mut Session<C>) {
+    fn send_next<C: Encoder<Bytes>, T: getty::Transport>(&mut self, s: &mut Session<C, T>) {
         let payloads = &self.plan.payloads;
         let payload = &payloads[self.sent as usize % payloads.len()];
         s.write(payload.clone()).expect("the window fits the queue");
@@ -138,12 +139,30 @@ impl Driver {
     }
 }
 
-impl<C> Handler<C> for Driver
+/// What a transport's handshake agreed on compression: only a WebSocket negotiates it.
+trait DeflateTerms: getty::Transport {
+    fn deflate_terms<C>(s: &Session<C, Self>) -> Option<DeflateConfig>;
+}
+
+impl DeflateTerms for Tcp {
+    fn deflate_terms<C>(_: &Session<C, Tcp>) -> Option<DeflateConfig> {
+        None
+    }
+}
+
+impl DeflateTerms for Ws {
+    fn deflate_terms<C>(s: &Session<C, Ws>) -> Option<DeflateConfig> {
+        s.deflate().copied()
+    }
+}
+
+impl<C, T> Handler<C, T> for Driver
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes>,
+    T: DeflateTerms,
 {
-    fn on_open(&mut self, s: &mut Session<C>) -> std::io::Result<()> {
-        self.ws_deflate = s.websocket_deflate().copied();
+    fn on_open(&mut self, s: &mut Session<C, T>) -> std::io::Result<()> {
+        self.ws_deflate = T::deflate_terms(s);
         self.started = Instant::now();
         while self.sent < self.plan.window.min(self.plan.count) {
             self.send_next(s);
@@ -151,7 +170,7 @@ where
         Ok(())
     }
 
-    fn on_message(&mut self, s: &mut Session<C>, _echo: Bytes) {
+    fn on_message(&mut self, s: &mut Session<C, T>, _echo: Bytes) {
         self.received += 1;
         if self.received == self.plan.count {
             let _ = self.plan.done.send(Finished {
@@ -166,7 +185,7 @@ where
         }
     }
 
-    fn on_error(&mut self, _: &mut Session<C>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<C, T>, error: &getty::Error) {
         panic!("bench client failed: {error}");
     }
 }

@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 use getty::codec::rustls::{ClientConfig, ServerConfig};
 use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
 use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
-use getty::{Address, Handler, Reactor, ReactorHandle, Session, SessionOptions};
+use getty::{Handler, Reactor, ReactorHandle, Session, SessionOptions};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 
@@ -81,19 +81,19 @@ mod ws; // the same echo, one message per WebSocket message
 
 struct Echo;
 
-impl<C, A> Handler<C, A> for Echo
+impl<C, T> Handler<C, T> for Echo
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
-    A: Address,
+    T: getty::Transport,
 {
-    fn on_message(&mut self, session: &mut Session<C, A>, message: Bytes) {
+    fn on_message(&mut self, session: &mut Session<C, T>, message: Bytes) {
         if let Err(e) = session.write(message) {
             log::warn!("session {}: echo failed: {e}", session.id());
             session.close();
         }
     }
 
-    fn on_error(&mut self, session: &mut Session<C, A>, error: &getty::Error) {
+    fn on_error(&mut self, session: &mut Session<C, T>, error: &getty::Error) {
         log::info!(
             "session {} from {} failed: {error}",
             session.id(),
@@ -264,7 +264,7 @@ impl Sender {
         Bytes::from(bytes)
     }
 
-    fn send_next<C: Encoder<Bytes>, A: Address>(&mut self, session: &mut Session<C, A>) {
+    fn send_next<C: Encoder<Bytes>, T: getty::Transport>(&mut self, session: &mut Session<C, T>) {
         while self.sent < self.plan.messages && self.in_flight.len() < self.plan.window {
             let payload = self.payload();
             if let Err(e) = session.write(payload.clone()) {
@@ -301,33 +301,33 @@ impl Sender {
     }
 }
 
-impl<C, A> Handler<C, A> for Sender
+impl<C, T> Handler<C, T> for Sender
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
-    A: Address,
+    T: getty::Transport,
 {
-    fn on_open(&mut self, session: &mut Session<C, A>) -> io::Result<()> {
+    fn on_open(&mut self, session: &mut Session<C, T>) -> io::Result<()> {
         self.send_next(session);
         Ok(())
     }
 
-    fn on_message(&mut self, session: &mut Session<C, A>, echo: Bytes) {
+    fn on_message(&mut self, session: &mut Session<C, T>, echo: Bytes) {
         on_echo(self, session, echo)
     }
 
-    fn on_error(&mut self, _: &mut Session<C, A>, error: &getty::Error) {
+    fn on_error(&mut self, _: &mut Session<C, T>, error: &getty::Error) {
         log::error!("client session failed: {error}");
     }
 
-    fn on_close(&mut self, _: &mut Session<C, A>) {
+    fn on_close(&mut self, _: &mut Session<C, T>) {
         let failed = self.received < self.plan.messages;
         self.finish(failed);
     }
 }
 
-fn on_echo<C: Encoder<Bytes>, A: Address>(
+fn on_echo<C: Encoder<Bytes>, T: getty::Transport>(
     sender: &mut Sender,
-    session: &mut Session<C, A>,
+    session: &mut Session<C, T>,
     echo: Bytes,
 ) {
     if !sender.check_echo(&echo) {

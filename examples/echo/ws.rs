@@ -3,22 +3,22 @@
 use super::*;
 use getty::codec::ws::DeflateConfig;
 use getty::codec::{Message, MessageCodec};
-use getty::ws::{WsClient, WsServer};
+use getty::ws::{Ws, WsClient, WsServer};
 use getty::ReactorPool;
 
 /// Echoes every message with its kind (text as text, binary as binary), so that any
 /// WebSocket client can talk to it.
 struct WsEcho;
 
-impl Handler<MessageCodec> for WsEcho {
-    fn on_message(&mut self, session: &mut Session<MessageCodec>, message: Message) {
+impl Handler<MessageCodec, Ws> for WsEcho {
+    fn on_message(&mut self, session: &mut Session<MessageCodec, Ws>, message: Message) {
         if let Err(e) = session.write(message) {
             log::warn!("session {}: echo failed: {e}", session.id());
             let _ = session.close_with(1011, "echo failed");
         }
     }
 
-    fn on_error(&mut self, session: &mut Session<MessageCodec>, error: &getty::Error) {
+    fn on_error(&mut self, session: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
         log::info!(
             "session {} from {} failed: {error}",
             session.id(),

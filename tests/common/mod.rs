@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use getty::codec::{Bytes, CodecErrorKind, Decoder, Encoder};
 use getty::reactor::{Entry, ReactorThread, Recipient, Spawner};
-use getty::{Error, Handler, Reactor, ReactorHandle, Session};
+use getty::{Error, Handler, Reactor, ReactorHandle, Session, Transport};
 
 /// The longest any single expected thing (an event, a read, a reactor stopping) may take.
 /// Generous on purpose: it only bounds a failing test, it is never a speed requirement.
@@ -443,11 +443,12 @@ impl Probe {
     }
 }
 
-impl<C> Handler<C> for Probe
+impl<C, T> Handler<C, T> for Probe
 where
     C: Decoder<Item = Bytes> + Encoder<Bytes> + 'static,
+    T: Transport<Addr = SocketAddr>,
 {
-    fn on_open(&mut self, s: &mut Session<C>) -> io::Result<()> {
+    fn on_open(&mut self, s: &mut Session<C, T>) -> io::Result<()> {
         let _ = self.tx.send(Ev::Open {
             sid: s.id(),
             peer: s.peer_addr(),
@@ -455,7 +456,7 @@ where
         Ok(())
     }
 
-    fn on_message(&mut self, s: &mut Session<C>, msg: Bytes) {
+    fn on_message(&mut self, s: &mut Session<C, T>, msg: Bytes) {
         let _ = self.tx.send(Ev::Msg {
             sid: s.id(),
             msg: msg.clone(),
@@ -470,25 +471,25 @@ where
         }
     }
 
-    fn on_cron(&mut self, s: &mut Session<C>) {
+    fn on_cron(&mut self, s: &mut Session<C, T>) {
         let _ = self.tx.send(Ev::Cron { sid: s.id() });
     }
 
-    fn on_writability_changed(&mut self, s: &mut Session<C>, writable: bool) {
+    fn on_writability_changed(&mut self, s: &mut Session<C, T>, writable: bool) {
         let _ = self.tx.send(Ev::Writable {
             sid: s.id(),
             writable,
         });
     }
 
-    fn on_error(&mut self, s: &mut Session<C>, error: &Error) {
+    fn on_error(&mut self, s: &mut Session<C, T>, error: &Error) {
         let _ = self.tx.send(Ev::Error {
             sid: s.id(),
             err: classify(error),
         });
     }
 
-    fn on_close(&mut self, s: &mut Session<C>) {
+    fn on_close(&mut self, s: &mut Session<C, T>) {
         let _ = self.tx.send(Ev::Close { sid: s.id() });
     }
 }

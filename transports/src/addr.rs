@@ -1,7 +1,8 @@
 //! The addresses sessions are known by: `SocketAddr` for TCP, WebSocket and UDP sessions,
-//! [`UnixAddr`] for unix-domain sockets. A session, its handler and its handles carry the
-//! address type as a parameter (defaulting to `SocketAddr`), as netty's channels narrow
-//! `remoteAddress()` to the address of their transport.
+//! [`UnixAddr`] for unix-domain sockets. A stream session, its handler and its handles carry
+//! their [`Transport`](crate::Transport) as a parameter (defaulting to TCP), whose `Addr` is
+//! the address type, as netty's channels narrow `remoteAddress()` to the address of their
+//! transport; datagram sessions carry the address type itself.
 
 use std::fmt;
 use std::io;

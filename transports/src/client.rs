@@ -29,10 +29,10 @@ use crate::commands::{OwnerNote, SessionCommand};
 use crate::redial::{Redial, RedialPolicy};
 use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
 use crate::session::Handler;
-use crate::setup::{prepare_session, FilterFactory, Plan, Setup};
+use crate::setup::{prepare_session, FilterFactory, Plan, Prepared, Setup};
 use crate::stream::{SessionEnded, Stream};
 use crate::ws::WsDial;
-use crate::{Close, Error, Metrics, SessionOptions, SocketOptions};
+use crate::{Close, Error, Metrics, SessionOptions, SocketOptions, Transport};
 
 /// A caller's resolver ([`DialTarget::resolve_with`]).
 type CustomResolver = Arc<dyn Fn() -> io::Result<Vec<SocketAddr>> + Send + Sync>;
@@ -479,8 +479,40 @@ impl<S, A> From<OwnerNote> for ClientCommand<S, A> {
     }
 }
 
-/// A client of stream sockets of type `S`.
-pub(crate) struct StreamClient<S: Dial, F, C, H> {
+/// How a client's connected socket becomes the entry of a session of this transport: at
+/// once for a plain one, through the upgrade for a WebSocket.
+pub(crate) trait Opening<S: Stream>: Transport<Addr = S::Addr> {
+    fn open<C, H>(
+        prepared: Prepared<S, C, H>,
+        config: &ClientConfig,
+        owner: Recipient<OwnerNote>,
+        now: Instant,
+    ) -> Box<dyn Entry<Command = SessionCommand>>
+    where
+        C: Decoder + 'static,
+        H: Handler<C, Self>;
+}
+
+impl Opening<mio::net::TcpStream> for crate::Tcp {
+    fn open<C, H>(
+        prepared: Prepared<mio::net::TcpStream, C, H>,
+        _config: &ClientConfig,
+        owner: Recipient<OwnerNote>,
+        now: Instant,
+    ) -> Box<dyn Entry<Command = SessionCommand>>
+    where
+        C: Decoder + 'static,
+        H: Handler<C, Self>,
+    {
+        Box::new(prepared.into_plain_entry(now, Some(owner)))
+    }
+}
+
+/// The types a client makes sessions of, without owning any.
+type Types<T, C, H> = fn() -> (T, C, H);
+
+/// A client of stream sockets of type `S`, whose sessions are of transport `T`.
+pub(crate) struct StreamClient<S: Dial, T, F, C, H> {
     /// The addresses to dial, in order (never empty).
     addrs: Arc<[S::Addr]>,
     /// The address the last session opened with: each round starts there.
@@ -496,15 +528,16 @@ pub(crate) struct StreamClient<S: Dial, F, C, H> {
     dialing: usize,
     /// Consecutive failed dials; reset by a successful one.
     redial: Redial,
-    _types: PhantomData<fn() -> (C, H)>,
+    _types: PhantomData<Types<T, C, H>>,
 }
 
-impl<S, F, C, H> StreamClient<S, F, C, H>
+impl<S, T, F, C, H> StreamClient<S, T, F, C, H>
 where
     S: Dial,
+    T: Opening<S>,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, T>,
 {
     /// A client of the one address `addr`.
     pub(crate) fn new(addr: S::Addr, setup: F, config: ClientConfig) -> Self {
@@ -633,21 +666,17 @@ where
         // The setup hook is user code: a panic in it counts as one failed dial (logged by
         // the reactor), and the client redials and keeps its other sessions.
         let setup = &mut self.setup;
-        let owner = cx.recipient_as::<OwnerNote, ClientCommand<S, S::Addr>>();
-        debug_assert!(owner.is_some(), "a stream client takes ClientCommand");
-        let session = cx.catch_panic("a client's setup hook", |cx| {
-            prepare_session(stream, peer, &plan, setup, cx.now()).ok_or("refused")
+        let owner = cx
+            .recipient_as::<OwnerNote, ClientCommand<S, S::Addr>>()
+            .expect("a stream client takes ClientCommand");
+        let session = cx.catch_panic("a client's setup hook", |_| {
+            prepare_session(stream, peer, &plan, setup).ok_or("refused")
         });
         match session.unwrap_or(Err("panicked")) {
             // Success is counted when on_open accepts the session (SessionOpened), so a
             // server that accepts and then refuses every connection still backs off.
             Ok(prepared) => {
-                let entry: Box<dyn Entry<Command = SessionCommand>> =
-                    match (&self.config.websocket, owner) {
-                        // The upgrade first; the session opens once the `101` is verified.
-                        (Some(dial), Some(owner)) => dial.upgrade(prepared, owner),
-                        _ => Box::new(prepared.into_entry(owner)),
-                    };
+                let entry = T::open(prepared, &self.config, owner, cx.now());
                 self.sessions.push(cx.spawn(entry));
             }
             Err(what) => {
@@ -710,12 +739,13 @@ where
     }
 }
 
-impl<S, F, C, H> Entry for StreamClient<S, F, C, H>
+impl<S, T, F, C, H> Entry for StreamClient<S, T, F, C, H>
 where
     S: Dial,
+    T: Opening<S>,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, T>,
 {
     type Command = ClientCommand<S, S::Addr>;
 

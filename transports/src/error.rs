@@ -56,8 +56,6 @@ pub enum Error {
     Upgrade(HandshakeError),
     /// A ping sent with `Session::ping` got no pong within the pong timeout.
     PongTimeout(Duration),
-    /// A WebSocket operation (`ping`, a close code) on a session that is not a WebSocket.
-    NotWebSocket,
     /// A write would take the outbound queue past its hard bound; nothing was queued.
     QueueFull {
         /// Bytes queued before the write.
@@ -141,7 +139,6 @@ impl fmt::Display for Error {
             Error::WebSocket(e) => write!(f, "{e}"),
             Error::Upgrade(e) => write!(f, "websocket upgrade failed: {e}"),
             Error::PongTimeout(t) => write!(f, "no pong within {t:?} of a ping"),
-            Error::NotWebSocket => f.write_str("not a WebSocket session"),
             Error::QueueFull {
                 queued,
                 adding,
@@ -205,7 +202,6 @@ impl From<Error> for io::Error {
             Error::Filter(_) | Error::WebSocket(_) | Error::Upgrade(_) => {
                 io::ErrorKind::InvalidData
             }
-            Error::NotWebSocket => io::ErrorKind::Unsupported,
             Error::ReadIdle(_)
             | Error::WriteStalled(_)
             | Error::ConnectTimeout(_)

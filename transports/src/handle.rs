@@ -15,17 +15,15 @@ use bytes::Bytes;
 use getty_codec::Encoder;
 use getty_reactor::{ReactorHandle, Recipient};
 
-use std::net::SocketAddr;
-
 use crate::commands::SessionCommand;
-use crate::{Abort, Address, Close, Error, Session};
+use crate::{Abort, Close, Error, Session, Tcp, Transport};
 
 /// Writes posted by handles and not yet applied, per session, beyond which `write` refuses
 /// more: it bounds the reactor's queue when the reactor falls behind its writers.
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// Work a handle sends to its session: it gets the session as `dyn Any` and downcasts it
-/// to the `Session<C, A>` its handle was made for.
+/// to the `Session<C, T>` its handle was made for.
 type SessionWork = Box<dyn FnOnce(&mut dyn Any) -> Result<(), Error> + Send>;
 
 /// A job for a session, run on its reactor.
@@ -124,12 +122,12 @@ impl Drop for InFlight {
 /// reactor.handle().shutdown();
 /// reactor.join().unwrap();
 /// ```
-pub struct SessionHandle<C, A: Address = SocketAddr> {
+pub struct SessionHandle<C, T: Transport = Tcp> {
     core: HandleCore,
-    _session: PhantomData<fn() -> (C, A)>,
+    _session: PhantomData<fn() -> (C, T)>,
 }
 
-impl<C, A: Address> Clone for SessionHandle<C, A> {
+impl<C, T: Transport> Clone for SessionHandle<C, T> {
     fn clone(&self) -> Self {
         SessionHandle {
             core: self.core.clone(),
@@ -138,7 +136,7 @@ impl<C, A: Address> Clone for SessionHandle<C, A> {
     }
 }
 
-impl<C: 'static, A: Address> SessionHandle<C, A> {
+impl<C: 'static, T: Transport> SessionHandle<C, T> {
     pub(crate) fn new(core: HandleCore) -> Self {
         SessionHandle {
             core,
@@ -156,13 +154,13 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     /// Queues `message` for the session; its codec encodes it on the reactor thread.
     ///
     /// See the [type-level example](SessionHandle).
-    pub fn write<T>(&self, message: T) -> Result<(), Error>
+    pub fn write<M>(&self, message: M) -> Result<(), Error>
     where
-        C: Encoder<T>,
-        T: Send + 'static,
+        C: Encoder<M>,
+        M: Send + 'static,
     {
         self.core
-            .post(move |session: &mut Session<C, A>| session.write(message))
+            .post(move |session: &mut Session<C, T>| session.write(message))
     }
 
     /// Queues raw bytes for the session, bypassing its codec.
@@ -170,7 +168,7 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     /// See the [type-level example](SessionHandle).
     pub fn write_bytes(&self, bytes: Bytes) -> Result<(), Error> {
         self.core
-            .post(move |session: &mut Session<C, A>| session.write_bytes(bytes))
+            .post(move |session: &mut Session<C, T>| session.write_bytes(bytes))
     }
 
     /// Closes the session gracefully once the writes posted before this call are flushed.
@@ -194,7 +192,7 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     /// See [`Session::pause_reading`] for an example.
     pub fn pause_reading(&self) -> Result<(), Error> {
         self.core
-            .post_control(|session: &mut Session<C, A>| session.pause_reading())
+            .post_control(|session: &mut Session<C, T>| session.pause_reading())
     }
 
     /// Resumes reading, as [`Session::resume_reading`], once the writes posted before this
@@ -204,7 +202,7 @@ impl<C: 'static, A: Address> SessionHandle<C, A> {
     /// See [`Session::pause_reading`] for an example.
     pub fn resume_reading(&self) -> Result<(), Error> {
         self.core
-            .post_control(|session: &mut Session<C, A>| session.resume_reading())
+            .post_control(|session: &mut Session<C, T>| session.resume_reading())
     }
 
     /// True once the session has ended.

@@ -46,6 +46,7 @@ mod client;
 mod commands;
 mod error;
 mod filtered;
+mod framing;
 mod handle;
 mod listener;
 mod metrics;
@@ -60,6 +61,7 @@ mod setup;
 mod stream;
 pub mod tcp;
 pub mod tls;
+mod transport;
 pub mod udp;
 #[cfg(unix)]
 pub mod unix;
@@ -75,6 +77,7 @@ pub use offload::Offload;
 pub use options::{SessionOptions, SocketOptions};
 pub use session::{Handler, Session, Stats};
 pub use setup::Setup;
+pub use transport::{Tcp, Transport, Unix};
 
 /// A command for an entry: a session closes gracefully, a server stops listening, a client
 /// closes its sessions and stops redialling. Send it with `ReactorHandle::send` or
@@ -114,6 +117,7 @@ pub fn with_session(f: impl FnOnce(&mut Session<getty_codec::RawCodec>)) {
             getty_codec::RawCodec,
             Default::default(),
             std::time::Instant::now(),
+            framing::CodecFraming,
         )
     };
     #[cfg(not(unix))]
@@ -122,7 +126,46 @@ pub fn with_session(f: impl FnOnce(&mut Session<getty_codec::RawCodec>)) {
         getty_codec::RawCodec,
         Default::default(),
         std::time::Instant::now(),
+        framing::CodecFraming,
     );
+    f(&mut session);
+    drop(session);
+    drop(stream);
+}
+
+/// Runs `f` with a real WebSocket session (a server's, message codec, path `/`, nothing
+/// negotiated) over a loopback TCP connection, outside any reactor: the harness of this
+/// crate's documentation examples.
+///
+/// ```
+/// getty_transports::with_ws_session(|s| assert_eq!(s.path(), "/"));
+/// ```
+#[doc(hidden)]
+pub fn with_ws_session(f: impl FnOnce(&mut Session<getty_codec::MessageCodec, ws::Ws>)) {
+    use getty_codec::ws::{Protocol, Role};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let _peer = std::net::TcpStream::connect(addr).expect("connect loopback");
+    let (stream, peer) = listener.accept().expect("accept");
+    let options = std::sync::Arc::new(SessionOptions::default());
+    let protocol = Protocol::new(Role::Server, ws::protocol_config(&options), None);
+    let state = ws::WsState::new(protocol, ws::Keepalive::default(), "/".to_string());
+    let framing = ws::WsFraming::new(state);
+    let now = std::time::Instant::now();
+    #[cfg(unix)]
+    let mut session = {
+        use std::os::fd::AsRawFd;
+        Session::new(
+            peer,
+            stream.as_raw_fd(),
+            getty_codec::MessageCodec,
+            options,
+            now,
+            framing,
+        )
+    };
+    #[cfg(not(unix))]
+    let mut session = Session::new(peer, getty_codec::MessageCodec, options, now, framing);
     f(&mut session);
     drop(session);
     drop(stream);

@@ -52,6 +52,9 @@ impl Listener for TcpListener {
 /// The address type of a listener's connections.
 pub(crate) type AddrOf<L> = <<L as Listener>::Stream as Stream>::Addr;
 
+/// The transport of the sessions a listener's connections become.
+pub(crate) type PlainOf<L> = <<L as Listener>::Stream as Stream>::Plain;
+
 /// Connections accepted per loop turn before the listener yields to its sessions.
 const ACCEPT_BUDGET: usize = 256;
 

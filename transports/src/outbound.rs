@@ -15,7 +15,7 @@ const MAX_IOVECS: usize = 64;
 
 /// Queued bytes in order: every chunk, then the tail.
 #[derive(Default)]
-pub(crate) struct Outbound {
+pub struct Outbound {
     /// Where codecs encode to. Lent from the reactor's pool while the session has output.
     pub(crate) tail: BytesMut,
     /// Allocated on the first large write and kept: most sessions never need it, and a

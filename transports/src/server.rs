@@ -10,7 +10,7 @@ use getty_codec::Decoder;
 use getty_reactor::{Context, Entry, Ready, Status};
 
 use crate::commands::ServerCommand;
-use crate::listener::{Acceptor, AddrOf, Listener};
+use crate::listener::{Acceptor, AddrOf, Listener, PlainOf};
 use crate::session::Handler;
 use crate::setup::{prepare, FilterFactory, Plan, Setup};
 use crate::{SessionOptions, SocketOptions};
@@ -30,7 +30,7 @@ where
     L: Listener,
     F: FnMut(&mut Setup<'_, AddrOf<L>>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, AddrOf<L>>,
+    H: Handler<C, PlainOf<L>>,
 {
     pub(crate) fn new(
         acceptor: Acceptor<L>,
@@ -83,7 +83,7 @@ where
     L: Listener,
     F: FnMut(&mut Setup<'_, AddrOf<L>>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, AddrOf<L>>,
+    H: Handler<C, PlainOf<L>>,
 {
     type Command = ServerCommand;
 

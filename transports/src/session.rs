@@ -3,7 +3,6 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -15,20 +14,15 @@ use getty_codec::Encoder;
 
 use getty_reactor::{Recipient, TimerId};
 
+use crate::addr::sealed::Stored;
 use crate::commands::OwnerNote;
 use crate::filtered::FilterIo;
+use crate::framing::Framing;
 use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
-use crate::ws::WsState;
+use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
-use crate::{Address, Error, SessionOptions};
-
-/// A binary WebSocket payload at least this long that goes out as it is (a server's, not
-/// compressed) is queued behind its header without a copy, as `write_bytes` does on TCP.
-const ZERO_COPY_WS_PAYLOAD: usize = 4096;
-
-/// The longest WebSocket frame header: 2 bytes, an 8-byte length and a 4-byte mask.
-const WS_MAX_FRAME_HEADER: usize = 14;
+use crate::{Error, SessionOptions};
 
 /// Session ids are unique in the process, across reactors.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -50,6 +44,11 @@ pub(crate) fn next_session_id() -> u64 {
 ///
 /// Callbacks run on the reactor thread: keep them short.
 ///
+/// `T` is the session's [`Transport`]: [`Tcp`] (the default, also with TLS), [`Unix`](crate::Unix)
+/// or [`Ws`](crate::ws::Ws). A WebSocket handler implements `Handler<C, Ws>` and gets a
+/// `Session<C, Ws>`, which can also ping and close with a code; a handler for any transport
+/// is generic over `T: Transport`.
+///
 /// ```
 /// use bytes::Bytes;
 /// use getty_codec::LengthFieldCodec;
@@ -62,34 +61,34 @@ pub(crate) fn next_session_id() -> u64 {
 ///     }
 /// }
 /// ```
-pub trait Handler<C: getty_codec::Decoder, A: Address = SocketAddr>: 'static {
+pub trait Handler<C: getty_codec::Decoder, T: Transport = Tcp>: 'static {
     /// The session is connected and configured. An error rejects it.
-    fn on_open(&mut self, session: &mut Session<C, A>) -> io::Result<()> {
+    fn on_open(&mut self, session: &mut Session<C, T>) -> io::Result<()> {
         let _ = session;
         Ok(())
     }
 
     /// One decoded message.
-    fn on_message(&mut self, session: &mut Session<C, A>, message: C::Item);
+    fn on_message(&mut self, session: &mut Session<C, T>, message: C::Item);
 
     /// The session's cron period elapsed (see [`SessionOptions::cron_period`]).
-    fn on_cron(&mut self, session: &mut Session<C, A>) {
+    fn on_cron(&mut self, session: &mut Session<C, T>) {
         let _ = session;
     }
 
     /// The outbound queue crossed a watermark: `false` above the high one, `true` once it
     /// drained to the low one. Stop producing while it is `false`.
-    fn on_writability_changed(&mut self, session: &mut Session<C, A>, writable: bool) {
+    fn on_writability_changed(&mut self, session: &mut Session<C, T>, writable: bool) {
         let _ = (session, writable);
     }
 
     /// The session is ending abnormally; `on_close` follows.
-    fn on_error(&mut self, session: &mut Session<C, A>, error: &Error) {
+    fn on_error(&mut self, session: &mut Session<C, T>, error: &Error) {
         let _ = (session, error);
     }
 
     /// The session has ended. Called exactly once.
-    fn on_close(&mut self, session: &mut Session<C, A>) {
+    fn on_close(&mut self, session: &mut Session<C, T>) {
         let _ = session;
     }
 }
@@ -188,8 +187,6 @@ pub(crate) struct Extras {
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The session's filter stack (TLS, compression), if it has one.
     pub(crate) filter: Option<Box<FilterIo>>,
-    /// The WebSocket protocol state of a WebSocket session.
-    pub(crate) ws: Option<Box<WsState>>,
 }
 
 /// How the handler asked the session to end.
@@ -206,12 +203,20 @@ pub(crate) enum CloseRequest {
 ///
 /// A `Session` is owned by its reactor and lent to the handler during callbacks; writes
 /// queue bytes that the reactor flushes (with one `writev`) when the callback returns.
-pub struct Session<C, A: Address = SocketAddr> {
+///
+/// `T` is its [`Transport`] ([`Tcp`] by default): it types the peer's address and frames the
+/// messages. What one transport alone can do is there only for it: a WebSocket session
+/// (`Session<C, Ws>`) pings, closes with a code and tells what its handshake agreed (see
+/// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
+/// compile rather than at run time.
+pub struct Session<C, T: Transport = Tcp> {
     id: u64,
-    peer: A::Compact,
+    peer: <T::Addr as Stored>::Compact,
     #[cfg(unix)]
     fd: SocketFd,
-    codec: C,
+    pub(crate) codec: C,
+    /// How messages are framed on the wire (zero-sized for a plain byte stream).
+    pub(crate) framing: T::Framing,
     pub(crate) out: Outbound,
     pub(crate) counters: Counters,
     /// Shared by every session of a server until one changes its own (copy on write).
@@ -228,13 +233,14 @@ pub struct Session<C, A: Address = SocketAddr> {
     pub(crate) reading_paused: bool,
 }
 
-impl<C, A: Address> Session<C, A> {
+impl<C, T: Transport> Session<C, T> {
     pub(crate) fn new(
-        peer: A,
+        peer: T::Addr,
         #[cfg(unix)] fd: std::os::fd::RawFd,
         codec: C,
         options: Arc<SessionOptions>,
         now: Instant,
+        framing: T::Framing,
     ) -> Self {
         Session {
             id: next_session_id(),
@@ -242,6 +248,7 @@ impl<C, A: Address> Session<C, A> {
             #[cfg(unix)]
             fd: SocketFd(fd),
             codec,
+            framing,
             out: Outbound::default(),
             counters: Counters {
                 last_read: Stamp::of(now),
@@ -272,8 +279,8 @@ impl<C, A: Address> Session<C, A> {
     /// ```
     /// getty_transports::with_session(|s| assert!(s.peer_addr().ip().is_loopback()));
     /// ```
-    pub fn peer_addr(&self) -> A {
-        A::expand(&self.peer)
+    pub fn peer_addr(&self) -> T::Addr {
+        T::Addr::expand(&self.peer)
     }
 
     /// The local address (asked of the socket: it is not stored, to keep sessions small).
@@ -282,9 +289,9 @@ impl<C, A: Address> Session<C, A> {
     /// getty_transports::with_session(|s| assert!(s.local_addr().unwrap().ip().is_loopback()));
     /// ```
     #[cfg(unix)]
-    pub fn local_addr(&self) -> io::Result<A> {
+    pub fn local_addr(&self) -> io::Result<T::Addr> {
         let local = self.socket().local_addr()?;
-        A::from_sockaddr(&local).ok_or_else(|| {
+        T::Addr::from_sockaddr(&local).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "an address of another family")
         })
     }
@@ -312,29 +319,16 @@ impl<C, A: Address> Session<C, A> {
     ///     assert_eq!(s.queued_bytes(), 5);
     /// });
     /// ```
-    pub fn write<T>(&mut self, message: T) -> Result<(), Error>
+    pub fn write<M>(&mut self, message: M) -> Result<(), Error>
     where
-        C: Encoder<T>,
+        C: Encoder<M>,
     {
         self.check_open()?;
         let before = self.queued_bytes();
         let tail_before = self.out.tail.len();
-        let tail = &mut self.out.tail;
-        let encoded = match self.extras.as_mut().and_then(|e| e.ws.as_mut()) {
-            None => self.codec.encode(message, tail).map_err(Error::from),
-            // One WebSocket message: the codec's bytes become a frame where they lie, behind
-            // room left for the header.
-            Some(ws) => {
-                let room = ws.protocol.reserve_header(tail);
-                match self.codec.encode_message(message, tail) {
-                    Ok(kind) => ws
-                        .protocol
-                        .encode_reserved(kind, tail, room)
-                        .map_err(Error::WebSocket),
-                    Err(e) => Err(e.into()),
-                }
-            }
-        };
+        let encoded = self
+            .framing
+            .encode(&mut self.codec, message, &mut self.out.tail);
         if let Err(e) = encoded {
             self.out.tail.truncate(tail_before);
             return Err(e);
@@ -342,11 +336,7 @@ impl<C, A: Address> Session<C, A> {
         let added = self.out.tail.len() - tail_before;
         if before + added > self.options.max_outbound {
             self.out.tail.truncate(tail_before);
-            // A compressed message is in the compressor's window by now: it must not stay
-            // there, or later messages would refer to bytes the peer never gets.
-            if let Some(ws) = self.extras.as_mut().and_then(|e| e.ws.as_mut()) {
-                ws.protocol.retract_last_message();
-            }
+            self.framing.retract();
             return Err(self.queue_full(before, added));
         }
         self.note_queued(1);
@@ -366,11 +356,8 @@ impl<C, A: Address> Session<C, A> {
     pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
         let bytes = bytes.into();
         self.check_open()?;
-        self.check_room(bytes.len() + self.framing_overhead())?;
-        if self.is_websocket() {
-            return self.write_ws_binary(&[bytes]);
-        }
-        self.out.push(bytes);
+        self.check_room(bytes.len() + T::Framing::OVERHEAD)?;
+        self.framing.write_bytes(bytes, &mut self.out)?;
         self.note_queued(1);
         Ok(())
     }
@@ -388,14 +375,9 @@ impl<C, A: Address> Session<C, A> {
     pub fn write_vectored(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
         self.check_open()?;
         let total: usize = buffers.iter().map(Bytes::len).sum();
-        self.check_room(total + self.framing_overhead())?;
-        if self.is_websocket() {
-            return self.write_ws_binary(buffers);
-        }
-        for b in buffers {
-            self.out.push(b.clone());
-        }
-        self.note_queued(buffers.len() as u64);
+        self.check_room(total + T::Framing::OVERHEAD)?;
+        let messages = self.framing.write_vectored(buffers, &mut self.out)?;
+        self.note_queued(messages);
         Ok(())
     }
 
@@ -638,10 +620,6 @@ impl<C, A: Address> Session<C, A> {
         self.extras.as_ref()?.filter.as_deref()
     }
 
-    pub(crate) fn set_filter(&mut self, filter: Box<dyn Filter>) {
-        self.extras_mut().filter = Some(Box::new(FilterIo::new(filter)));
-    }
-
     /// The session's counters.
     ///
     /// ```
@@ -736,11 +714,11 @@ impl<C, A: Address> Session<C, A> {
     ///     assert_eq!(s.attribute::<User>().unwrap().0, "alice");
     /// });
     /// ```
-    pub fn attribute<T: 'static>(&self) -> Option<&T> {
+    pub fn attribute<V: 'static>(&self) -> Option<&V> {
         self.extras
             .as_ref()?
             .attributes
-            .get(&TypeId::of::<T>())?
+            .get(&TypeId::of::<V>())?
             .downcast_ref()
     }
 
@@ -753,11 +731,11 @@ impl<C, A: Address> Session<C, A> {
     ///     assert_eq!(s.attribute::<u32>(), Some(&1));
     /// });
     /// ```
-    pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
+    pub fn attribute_mut<V: 'static>(&mut self) -> Option<&mut V> {
         self.extras
             .as_mut()?
             .attributes
-            .get_mut(&TypeId::of::<T>())?
+            .get_mut(&TypeId::of::<V>())?
             .downcast_mut()
     }
 
@@ -769,9 +747,9 @@ impl<C, A: Address> Session<C, A> {
     ///     assert_eq!(s.set_attribute(2u8), Some(1));
     /// });
     /// ```
-    pub fn set_attribute<T: 'static>(&mut self, value: T) -> Option<T> {
+    pub fn set_attribute<V: 'static>(&mut self, value: V) -> Option<V> {
         let map = &mut self.extras_mut().attributes;
-        let old = map.insert(TypeId::of::<T>(), Box::new(value))?;
+        let old = map.insert(TypeId::of::<V>(), Box::new(value))?;
         old.downcast().ok().map(|b| *b)
     }
 
@@ -784,12 +762,12 @@ impl<C, A: Address> Session<C, A> {
     ///     assert_eq!(s.remove_attribute::<&str>(), None);
     /// });
     /// ```
-    pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
+    pub fn remove_attribute<V: 'static>(&mut self) -> Option<V> {
         let old = self
             .extras
             .as_mut()?
             .attributes
-            .remove(&TypeId::of::<T>())?;
+            .remove(&TypeId::of::<V>())?;
         old.downcast().ok().map(|b| *b)
     }
 
@@ -802,7 +780,7 @@ impl<C, A: Address> Session<C, A> {
     /// ```
     ///
     /// See [`SessionHandle`] for a whole example.
-    pub fn handle(&mut self) -> Option<SessionHandle<C, A>>
+    pub fn handle(&mut self) -> Option<SessionHandle<C, T>>
     where
         C: 'static,
     {
@@ -811,151 +789,15 @@ impl<C, A: Address> Session<C, A> {
         Some(SessionHandle::new(core))
     }
 
-    /// True for a WebSocket session.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| assert!(!s.is_websocket()));
-    /// ```
-    pub fn is_websocket(&self) -> bool {
-        self.ws().is_some()
-    }
-
-    /// The subprotocol the WebSocket handshake agreed on, if any.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| assert_eq!(s.websocket_protocol(), None));
-    /// ```
-    pub fn websocket_protocol(&self) -> Option<&str> {
-        self.ws()?.subprotocol.as_deref()
-    }
-
-    /// The permessage-deflate settings the WebSocket handshake agreed, if compression was
-    /// negotiated.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| assert!(s.websocket_deflate().is_none()));
-    /// ```
-    pub fn websocket_deflate(&self) -> Option<&getty_codec::ws::DeflateConfig> {
-        self.ws()?.protocol.deflate()
-    }
-
-    /// The path of a WebSocket session: the request's on a server, the URL's on a client.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| assert_eq!(s.websocket_path(), None));
-    /// ```
-    pub fn websocket_path(&self) -> Option<&str> {
-        Some(&self.ws()?.path)
-    }
-
-    /// Sends a WebSocket ping (at most 125 bytes of payload). With a pong timeout set
-    /// (`WsServerBuilder::pong_timeout`), a ping that gets no pong in time ends the session
-    /// with `Error::PongTimeout`; a handler that pings from `on_cron` gets a keep-alive
-    /// that notices dead peers.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| {
-    ///     assert!(matches!(s.ping(b"t"), Err(getty_transports::Error::NotWebSocket)));
-    /// });
-    /// ```
-    pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
-        self.check_open()?;
-        let ws = self
-            .extras
-            .as_mut()
-            .and_then(|e| e.ws.as_mut())
-            .ok_or(Error::NotWebSocket)?;
-        ws.protocol
-            .ping(payload, &mut self.out.tail)
-            .map_err(Error::WebSocket)?;
-        ws.ping_sent.get_or_insert_with(Instant::now);
-        Ok(())
-    }
-
-    /// Closes a WebSocket session with a close code and reason of the app's choosing
-    /// (`close()` sends 1000). Fails for a session that is not a WebSocket.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| assert!(s.close_with(4000, "bye").is_err()));
-    /// ```
-    pub fn close_with(&mut self, code: u16, reason: &str) -> Result<(), Error> {
-        let ws = self
-            .extras
-            .as_mut()
-            .and_then(|e| e.ws.as_mut())
-            .ok_or(Error::NotWebSocket)?;
-        if !getty_codec::ws::close_code::is_valid(code) || reason.len() > 123 {
-            return Err(Error::WebSocket(getty_codec::ws::WsError::new(
-                getty_codec::ws::close_code::PROTOCOL_ERROR,
-                format!(
-                    "close code {code} or a reason of {} bytes may not be sent",
-                    reason.len()
-                ),
-            )));
-        }
-        ws.close_with = Some((code, reason.to_string()));
-        self.close();
-        Ok(())
-    }
-
-    pub(crate) fn ws(&self) -> Option<&WsState> {
-        self.extras.as_ref()?.ws.as_deref()
-    }
-
-    /// `buffers` as one binary WebSocket message. A server sends a large payload that
-    /// stays as it is (not compressed) behind its header without copying it; otherwise the
-    /// payload is copied into the outbound buffer and framed there (masked by a client,
-    /// compressed under permessage-deflate).
-    fn write_ws_binary(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
-        let len: usize = buffers.iter().map(Bytes::len).sum();
-        let ws = self.extras.as_mut().and_then(|e| e.ws.as_mut());
-        let protocol = &mut ws.expect("a websocket session").protocol;
-        let tail = &mut self.out.tail;
-        let start = tail.len();
-        let kind = getty_codec::MessageKind::Binary;
-        let framed = if len >= ZERO_COPY_WS_PAYLOAD
-            && protocol
-                .put_plain_header(kind, len, tail)
-                .map_err(Error::WebSocket)?
-        {
-            for b in buffers {
-                self.out.push(b.clone());
-            }
-            Ok(())
-        } else {
-            let room = protocol.reserve_header(tail);
-            for b in buffers {
-                tail.extend_from_slice(b);
-            }
-            protocol.encode_reserved(kind, tail, room)
-        };
-        if let Err(e) = framed {
-            self.out.tail.truncate(start);
-            return Err(Error::WebSocket(e));
-        }
-        self.note_queued(1);
-        Ok(())
-    }
-
     pub(crate) fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
     }
 
-    fn check_open(&self) -> Result<(), Error> {
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
         if self.close_request.is_some() {
             return Err(Error::Closed);
         }
         Ok(())
-    }
-
-    /// The most a WebSocket frame adds to a payload (a header of up to 14 bytes), so a
-    /// binary write is held to the hard bound with its frame; nothing on a byte stream.
-    fn framing_overhead(&self) -> usize {
-        if self.is_websocket() {
-            WS_MAX_FRAME_HEADER
-        } else {
-            0
-        }
     }
 
     fn check_room(&self, adding: usize) -> Result<(), Error> {

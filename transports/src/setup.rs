@@ -14,9 +14,11 @@ use getty_reactor::Recipient;
 use crate::commands::OwnerNote;
 use socket2::SockRef;
 
+use crate::filtered::FilterIo;
+use crate::framing::CodecFraming;
 use crate::session::{Handler, Session};
 use crate::stream::{Stream, StreamEntry};
-use crate::{Address, SessionOptions, SocketOptions};
+use crate::{Address, SessionOptions, SocketOptions, Transport};
 
 /// What the setup hook (getty's `NewSessionCallback`) gets for a new connection: its peer,
 /// its socket (for options this crate does not wrap) and the session's options to adjust.
@@ -145,23 +147,69 @@ pub(crate) struct Plan<'a> {
     pub(crate) websocket: bool,
 }
 
-/// A connection the setup hook accepted, not yet a session entry (a WebSocket client's
-/// upgrades first).
+/// A connection the setup hook accepted, not yet a session (a WebSocket client's upgrades
+/// first: its session, and the framing it carries, is made once the `101` is in).
 pub(crate) struct Prepared<S: Stream, C, H> {
     pub(crate) stream: S,
-    pub(crate) session: Session<C, S::Addr>,
-    pub(crate) handler: H,
+    pub(crate) parts: SessionParts<S::Addr, C, H>,
 }
 
-impl<S, C, H> Prepared<S, C, H>
-where
-    S: Stream,
-    C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
-{
-    /// The session entry, owned by `owner` (a client) if any.
-    pub(crate) fn into_entry(self, owner: Option<Recipient<OwnerNote>>) -> StreamEntry<S, C, H> {
-        StreamEntry::new(self.stream, self.session, self.handler, owner)
+/// What a new session is made of, apart from its socket and its framing.
+pub(crate) struct SessionParts<A, C, H> {
+    pub(crate) peer: A,
+    pub(crate) codec: C,
+    pub(crate) handler: H,
+    pub(crate) options: Arc<SessionOptions>,
+    /// The filter stack (TLS, compression) with its buffers, if any.
+    pub(crate) filter: Option<Box<FilterIo>>,
+}
+
+impl<A: Address, C, H> SessionParts<A, C, H> {
+    /// The session entry over `stream`, framed by `framing`, owned by `owner` (a client) if
+    /// any.
+    pub(crate) fn into_entry<S, T>(
+        self,
+        stream: S,
+        framing: T::Framing,
+        now: Instant,
+        owner: Option<Recipient<OwnerNote>>,
+    ) -> StreamEntry<S, T, C, H>
+    where
+        S: Stream<Addr = A>,
+        T: Transport<Addr = A>,
+        C: Decoder + 'static,
+        H: Handler<C, T>,
+    {
+        #[cfg(unix)]
+        let mut session = Session::new(
+            self.peer,
+            stream.raw_fd(),
+            self.codec,
+            self.options,
+            now,
+            framing,
+        );
+        #[cfg(not(unix))]
+        let mut session = Session::new(self.peer, self.codec, self.options, now, framing);
+        if self.filter.is_some() {
+            session.extras_mut().filter = self.filter;
+        }
+        StreamEntry::new(stream, session, self.handler, owner)
+    }
+}
+
+impl<S: Stream, C, H> Prepared<S, C, H> {
+    /// The session entry, with the codec's own framing.
+    pub(crate) fn into_plain_entry(
+        self,
+        now: Instant,
+        owner: Option<Recipient<OwnerNote>>,
+    ) -> StreamEntry<S, S::Plain, C, H>
+    where
+        C: Decoder + 'static,
+        H: Handler<C, S::Plain>,
+    {
+        self.parts.into_entry(self.stream, CodecFraming, now, owner)
     }
 }
 
@@ -174,14 +222,14 @@ pub(crate) fn prepare<S, F, C, H>(
     setup: &mut F,
     now: Instant,
     owner: Option<Recipient<OwnerNote>>,
-) -> Option<StreamEntry<S, C, H>>
+) -> Option<StreamEntry<S, S::Plain, C, H>>
 where
     S: Stream,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)>,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, S::Plain>,
 {
-    Some(prepare_session(stream, peer, plan, setup, now)?.into_entry(owner))
+    Some(prepare_session(stream, peer, plan, setup)?.into_plain_entry(now, owner))
 }
 
 /// Applies socket options, runs the setup hook and builds the session's filter stack;
@@ -191,13 +239,10 @@ pub(crate) fn prepare_session<S, F, C, H>(
     peer: S::Addr,
     plan: &Plan<'_>,
     setup: &mut F,
-    now: Instant,
 ) -> Option<Prepared<S, C, H>>
 where
     S: Stream,
     F: FnMut(&mut Setup<'_, S::Addr>) -> io::Result<(C, H)>,
-    C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
 {
     if let Err(e) = stream.configure(plan.socket_options) {
         log::debug!("socket options for {peer}: {e}");
@@ -219,10 +264,6 @@ where
             return None;
         }
     };
-    #[cfg(unix)]
-    let mut session = Session::new(peer.clone(), stream.raw_fd(), codec, options, now);
-    #[cfg(not(unix))]
-    let mut session = Session::new(peer.clone(), codec, options, now);
     let transport = match plan.transport_filter.map(FilterFactory::make).transpose() {
         Ok(filter) => filter,
         Err(e) => {
@@ -231,17 +272,18 @@ where
         }
     };
     // A WebSocket compresses messages (permessage-deflate), never its byte stream.
-    let compression = session
-        .options()
-        .get_compression()
-        .filter(|_| !plan.websocket);
+    let compression = options.get_compression().filter(|_| !plan.websocket);
     let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
-    if let Some(filter) = stack(transport.into_iter().chain(deflate).chain(added)) {
-        session.set_filter(filter);
-    }
+    let filter = stack(transport.into_iter().chain(deflate).chain(added))
+        .map(|filter| Box::new(FilterIo::new(filter)));
     Some(Prepared {
         stream,
-        session,
-        handler,
+        parts: SessionParts {
+            peer,
+            codec,
+            handler,
+            options,
+            filter,
+        },
     })
 }

@@ -19,24 +19,24 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use getty_codec::filter::FilterError;
-use getty_codec::{Decoded, Decoder};
+use getty_codec::Decoder;
 use getty_reactor::{Context, Entry, EntryId, Ready, Recipient, Status};
 use mio::Interest;
 
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
+use crate::framing::{CodecFraming, DecodeLimits, Framing, Next};
 use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
-use crate::ws::WsState;
-use crate::{Address, Error, Metrics, SocketOptions};
-use getty_codec::ws::close_code;
-use getty_codec::ws::Event as WsEvent;
+use crate::{Address, Error, Metrics, SocketOptions, Tcp, Transport};
 use socket2::SockRef;
 
 /// A socket a session can run over: TCP or a unix stream socket.
 pub(crate) trait Stream: Read + Write + mio::event::Source + Send + 'static {
     /// The address of either end.
     type Addr: Address;
+    /// The transport of a session over this socket with no framing but the codec's.
+    type Plain: Transport<Addr = Self::Addr, Framing = CodecFraming>;
     fn shutdown_write(&self) -> io::Result<()>;
     fn take_socket_error(&self) -> io::Result<Option<io::Error>>;
     /// Reads into uninitialised memory (no zeroing of the read buffer first).
@@ -54,6 +54,7 @@ pub(crate) trait Stream: Read + Write + mio::event::Source + Send + 'static {
 
 impl Stream for mio::net::TcpStream {
     type Addr = std::net::SocketAddr;
+    type Plain = Tcp;
 
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
@@ -158,27 +159,29 @@ impl Flags {
 /// Bytes discarded per turn while lingering, before yielding to other entries.
 const LINGER_READ_BUDGET: usize = 256 * 1024;
 
-pub(crate) struct StreamEntry<S: Stream, C, H> {
+/// One stream connection of transport `T` (whose framing turns its bytes into messages).
+pub(crate) struct StreamEntry<S: Stream, T: Transport, C, H> {
     stream: S,
     phase: Phase,
     /// The writability last told to the handler.
     reported_writable: bool,
     /// Yes/no facts about the connection, in one byte (see `Flag`).
     flags: Flags,
-    session: Session<C, S::Addr>,
+    session: Session<C, T>,
     handler: H,
     rbuf: BytesMut,
 }
 
-impl<S, C, H> StreamEntry<S, C, H>
+impl<S, T, C, H> StreamEntry<S, T, C, H>
 where
     S: Stream,
+    T: Transport<Addr = S::Addr>,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, T>,
 {
     pub(crate) fn new(
         stream: S,
-        mut session: Session<C, S::Addr>,
+        mut session: Session<C, T>,
         handler: H,
         owner: Option<Recipient<OwnerNote>>,
     ) -> Self {
@@ -478,81 +481,42 @@ where
         Decoding { messages, result }
     }
 
+    /// Hands every whole message in the read buffer to the handler, as the session's
+    /// framing cuts them. A framing's own output (a WebSocket pong or close reply) goes to
+    /// the outbound queue; the peer's close ends input and closes the session gracefully
+    /// (the reply is flushed, then the entry lingers until the peer's EOF).
     fn decode_frames(&mut self, messages: &mut u64) -> Result<(), Error> {
-        if self.session.ws().is_some() {
-            return self.decode_ws(messages);
-        }
-        let max = self.session.options.max_message_len;
+        let max_message_len = self.session.options.max_message_len;
         while self.delivering() {
-            let before = self.rbuf.len();
-            // The codec checks the message the handler would get (header or terminator
-            // stripped) against the session's limit, from a header alone where it can, and
-            // bounds what it leaves buffered without a frame.
-            let decoded = self
-                .session
-                .codec_mut()
-                .decode_limited(&mut self.rbuf, max)
-                .map_err(|e| match e.limit_exceeded() {
-                    Some((len, max)) => Error::MessageTooLong { len, max },
-                    None => Error::from(e),
-                })?;
-            match decoded {
-                Decoded::Frame(message) => {
-                    if self.rbuf.len() == before {
-                        return Err(Error::CodecConsumedNothing);
-                    }
+            let limits = DecodeLimits {
+                max_message_len,
+                // Asked only of a framing that answers the peer by itself (a plain one
+                // never does: no work per message).
+                above_high_watermark: T::Framing::CONTROL_OUTPUT
+                    && self.session.above_high_watermark(),
+            };
+            let session = &mut self.session;
+            let next = session.framing.decode(
+                &mut session.codec,
+                &mut self.rbuf,
+                limits,
+                &mut session.out.tail,
+            )?;
+            match next {
+                Next::Message(message) => {
                     self.session.counters.messages_in += 1;
                     *messages += 1;
                     self.handler.on_message(&mut self.session, message);
                 }
-                Decoded::NeedMore(Some(frame_len)) => {
+                Next::NeedMore(Some(frame_len)) => {
                     // Room for the whole frame now, so the body arrives in few reads.
                     self.rbuf.reserve(frame_len.saturating_sub(self.rbuf.len()));
                     return Ok(());
                 }
-                Decoded::NeedMore(None) => return Ok(()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands every whole WebSocket message in the read buffer to the handler. The protocol
-    /// machine answers pings and close frames itself (into the outbound buffer); a close
-    /// from the peer closes the session gracefully (the reply is flushed, then the entry
-    /// lingers until the peer's EOF).
-    fn decode_ws(&mut self, messages: &mut u64) -> Result<(), Error> {
-        while self.delivering() {
-            // Above the high watermark one pong answers a run of pings: a peer flooding
-            // pings without reading gets no pong per ping.
-            let unwritable = self.session.above_high_watermark();
-            let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
-                break;
-            };
-            ws.protocol.coalesce_pongs(unwritable);
-            let control_out = &mut self.session.out.tail;
-            let event = ws
-                .protocol
-                .decode(&mut self.rbuf, control_out)
-                .map_err(|e| match e.limit_exceeded() {
-                    // One meaning of the limit on every transport (the close code is 1009).
-                    Some((len, max)) => Error::MessageTooLong { len, max },
-                    None => Error::WebSocket(e),
-                })?;
-            match event {
-                None => break,
-                Some(WsEvent::Message { kind, mut payload }) => {
-                    let message = self
-                        .session
-                        .codec_mut()
-                        .decode_message(kind, &mut payload)?;
-                    self.session.counters.messages_in += 1;
-                    *messages += 1;
-                    self.handler.on_message(&mut self.session, message);
-                }
-                Some(WsEvent::Pong(_)) => ws.ping_sent = None,
-                Some(WsEvent::Ping(_)) => {}
-                Some(WsEvent::Close(frame)) => {
-                    log::debug!("session {}: peer closed: {frame:?}", self.session.id());
+                Next::NeedMore(None) => return Ok(()),
+                Next::Control => {}
+                Next::PeerClosed => {
+                    log::debug!("session {}: the peer closed", self.session.id());
                     self.session.close();
                 }
             }
@@ -560,34 +524,10 @@ where
         Ok(())
     }
 
-    /// A WebSocket session that closes sends a close frame first (1000, or the code the app
-    /// chose with `close_with`) unless one was sent already.
-    fn send_ws_close(&mut self) {
-        let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
-            return;
-        };
-        let (code, reason) = ws.close_with.take().unwrap_or((1000, String::new()));
-        let _ = ws.protocol.close(code, &reason, &mut self.session.out.tail);
-    }
-
-    /// A WebSocket session failing on bad input tells the peer why with a close frame
-    /// (1002, 1007, 1009, ...). Returns true when one was queued.
-    fn send_ws_failure(&mut self, error: &Error) -> bool {
-        let code = match error {
-            Error::WebSocket(e) => e.close_code(),
-            Error::Codec(_) | Error::CodecConsumedNothing => 1007,
-            Error::MessageTooLong { .. } => 1009,
-            Error::PongTimeout(_) | Error::ReadIdle(_) => 1001,
-            _ => return false,
-        };
-        let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) else {
-            return false;
-        };
-        let failure = match error {
-            Error::WebSocket(e) => e.clone(),
-            other => getty_codec::ws::WsError::new(code, other.to_string()),
-        };
-        if !ws.protocol.fail(&failure, &mut self.session.out.tail) {
+    /// A session failing on bad input tells the peer why, the framing's way (a WebSocket
+    /// close frame with 1002, 1007, 1009, ...). Returns true when a goodbye was queued.
+    fn send_failure(&mut self, error: &Error) -> bool {
+        if !self.session.framing.fail(error, &mut self.session.out.tail) {
             return false;
         }
         self.session.close_request = Some(CloseRequest::Graceful);
@@ -734,8 +674,7 @@ where
             return self.finish(cx, true);
         }
         if self.session.close_request.is_some() {
-            if self.phase == Phase::Open && self.session.ws().is_some() {
-                self.send_ws_close();
+            if self.phase == Phase::Open && self.session.framing.close(&mut self.session.out.tail) {
                 if let Err(e) = self.settle_io(cx) {
                     return self.fail(cx, e);
                 }
@@ -763,12 +702,7 @@ where
         }
         if self.flags.take(Flag::ReadHeld) || self.flags.get(Flag::Undelivered) {
             self.session.counters.last_read = Stamp::of(cx.now());
-            if let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) {
-                // A pong that came while paused is still unread: its time counts from now.
-                if ws.ping_sent.is_some() {
-                    ws.ping_sent = Some(cx.now());
-                }
-            }
+            self.session.framing.on_resume(cx.now());
             // READ_CLOSED: read on to WouldBlock, since the peer's EOF may have been
             // signalled while paused.
             cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
@@ -920,13 +854,14 @@ where
             .session
             .filter_io()
             .and_then(FilterIo::handshake_deadline);
-        // Like read-idle: a session that does not read cannot see the pong.
-        let pong = self
+        // Like read-idle: a session that does not read cannot see what the framing awaits
+        // (a pong).
+        let framing = self
             .session
-            .ws()
-            .and_then(WsState::pong_deadline)
+            .framing
+            .poll_timeout()
             .filter(|_| open && !self.session.is_reading_paused());
-        [cron, idle, stall, handshake, pong]
+        [cron, idle, stall, handshake, framing]
             .into_iter()
             .flatten()
             .min()
@@ -978,14 +913,10 @@ where
         if handshake.is_some_and(|t| now >= t) {
             return Err(Error::HandshakeTimeout(opts.handshake_timeout));
         }
-        let reading = self.phase == Phase::Open && !self.session.is_reading_paused();
-        if let Some(ws) = self.session.ws().filter(|_| reading) {
-            if ws.pong_deadline().is_some_and(|t| now >= t) {
-                return Err(Error::PongTimeout(
-                    ws.keepalive.pong_timeout.unwrap_or_default(),
-                ));
-            }
+        if self.phase == Phase::Open && !self.session.is_reading_paused() {
+            self.session.framing.handle_timeout(now)?;
         }
+        let opts = &self.session.options;
         if let Some(idle) = opts.read_idle_timeout {
             let idle_since = self.session.counters.last_read.instant();
             if self.phase == Phase::Open
@@ -1002,13 +933,10 @@ where
                 let missed = (now - due).as_nanos() / period.as_nanos().max(1);
                 self.extras_mut().next_cron = Some(due + period * (missed + 1) as u32);
                 self.lend_write_buffer(cx);
-                if self
-                    .session
-                    .ws()
-                    .is_some_and(|ws| ws.keepalive.ping_on_cron)
-                {
-                    // It can only fail once the session is closing, when no ping is due.
-                    let _ = self.session.ping(b"");
+                if !self.session.is_closing() {
+                    self.session
+                        .framing
+                        .on_cron(now, &mut self.session.out.tail);
                 }
                 self.handler.on_cron(&mut self.session);
             }
@@ -1059,7 +987,7 @@ where
             return self.finish(cx, true);
         }
         if self.phase == Phase::Open && !filter_broken {
-            self.send_ws_failure(&error);
+            self.send_failure(&error);
         }
         self.session
             .close_request
@@ -1144,11 +1072,12 @@ where
     }
 }
 
-impl<S, C, H> Entry for StreamEntry<S, C, H>
+impl<S, T, C, H> Entry for StreamEntry<S, T, C, H>
 where
     S: Stream,
+    T: Transport<Addr = S::Addr>,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, T>,
 {
     type Command = SessionCommand;
 
@@ -1235,11 +1164,7 @@ where
             };
         }
         if deadline.is_some() {
-            if let Some(ws) = self.session.extras.as_mut().and_then(|e| e.ws.as_mut()) {
-                // RFC 6455: 1001, the endpoint is going away.
-                ws.close_with
-                    .get_or_insert((close_code::GOING_AWAY, String::new()));
-            }
+            self.session.framing.go_away();
             self.session.close();
             return self.settle(cx);
         }
@@ -1296,7 +1221,7 @@ where
     }
 }
 
-impl<S: Stream, C, H> Drop for StreamEntry<S, C, H> {
+impl<S: Stream, T: Transport, C, H> Drop for StreamEntry<S, T, C, H> {
     fn drop(&mut self) {
         debug_assert!(
             self.phase == Phase::Closed || std::thread::panicking(),
@@ -1365,7 +1290,7 @@ mod tests {
     /// is the bulk of what an idle session holds in user space.
     #[test]
     fn an_idle_echo_session_stays_small() {
-        type Entry = super::StreamEntry<mio::net::TcpStream, LengthFieldCodec, Echo>;
+        type Entry = super::StreamEntry<mio::net::TcpStream, crate::Tcp, LengthFieldCodec, Echo>;
         let size = std::mem::size_of::<Entry>();
         // mio adds a selector id to every socket in debug builds.
         let limit = if cfg!(debug_assertions) { 216 } else { 200 };

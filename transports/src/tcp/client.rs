@@ -13,11 +13,12 @@ use mio::net::TcpStream;
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::ClientBuilder;
-use crate::client::{ClientConfig, DialTarget, StreamClient};
+use crate::client::{ClientConfig, DialTarget, Opening, StreamClient};
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{FilterFactory, Setup};
 use crate::ws::WsDial;
+use crate::Tcp;
 
 /// Configures a [`TcpClient`]: every client's settings ([`ClientBuilder`]: connections,
 /// timeouts, backoff, socket and session options) and TLS.
@@ -141,8 +142,24 @@ impl TcpClientBuilder {
         C: Decoder + 'static,
         H: Handler<C>,
     {
+        Ok(TcpClient {
+            inner: self.build_client(target.into(), setup)?,
+        })
+    }
+
+    /// The client of sessions of transport `T` over TCP (plain ones, or WebSocket).
+    pub(crate) fn build_client<T, F, C, H>(
+        self,
+        target: DialTarget,
+        setup: F,
+    ) -> io::Result<StreamClient<TcpStream, T, F, C, H>>
+    where
+        T: Opening<TcpStream>,
+        F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
+        C: Decoder + 'static,
+        H: Handler<C, T>,
+    {
         self.check_tls_name()?;
-        let target = target.into();
         let label = target.to_string();
         let (addrs, resolver) = target.resolve_now()?;
         let kind = self.kind;
@@ -151,9 +168,9 @@ impl TcpClientBuilder {
             websocket: kind.websocket,
             ..kind.stream.config(self.dial, self.session_options)
         };
-        Ok(TcpClient {
-            inner: StreamClient::with_addrs(addrs, resolver, label, setup, config),
-        })
+        Ok(StreamClient::with_addrs(
+            addrs, resolver, label, setup, config,
+        ))
     }
 }
 
@@ -176,7 +193,7 @@ impl TcpClientBuilder {
 /// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct TcpClient<F, C, H> {
-    inner: StreamClient<TcpStream, F, C, H>,
+    inner: StreamClient<TcpStream, Tcp, F, C, H>,
 }
 
 impl TcpClient<(), (), ()> {

@@ -2,8 +2,8 @@
 //!
 //! - **Stream**: [`UnixServer`] and [`UnixClient`] run the TCP session machinery (read until
 //!   `WouldBlock`, watermarks, graceful close, filters) over a socket file or, on Linux, a
-//!   name in the abstract namespace. Sessions are `Session<C, UnixAddr>` and handlers
-//!   implement `Handler<C, UnixAddr>`. A server removes a stale socket file left by an
+//!   name in the abstract namespace. Sessions are `Session<C, Unix>` and handlers
+//!   implement `Handler<C, Unix>`. A server removes a stale socket file left by an
 //!   earlier run before it binds (unless told not to; a file another server still listens
 //!   on is never removed) and removes its own file when it stops.
 //! - **Datagram**: [`UnixDatagramEndpoint`] is the UDP datagram path over a unix datagram
@@ -19,11 +19,11 @@
 //! use std::io::{Read, Write};
 //! use getty_codec::{Bytes, LengthFieldCodec};
 //! use getty_reactor::Reactor;
-//! use getty_transports::{unix::UnixServer, Handler, Session, UnixAddr};
+//! use getty_transports::{unix::UnixServer, Handler, Session, Unix, UnixAddr};
 //!
 //! struct Echo;
-//! impl Handler<LengthFieldCodec, UnixAddr> for Echo {
-//!     fn on_message(&mut self, s: &mut Session<LengthFieldCodec, UnixAddr>, msg: Bytes) {
+//! impl Handler<LengthFieldCodec, Unix> for Echo {
+//!     fn on_message(&mut self, s: &mut Session<LengthFieldCodec, Unix>, msg: Bytes) {
 //!         let _ = s.write(msg);
 //!     }
 //! }

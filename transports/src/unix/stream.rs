@@ -11,17 +11,34 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::{ClientBuilder, ServerBuilder};
-use crate::client::{Dial, StreamClient};
+use crate::client::{Dial, Opening, StreamClient};
+use crate::commands::{OwnerNote, SessionCommand};
 use crate::listener::{Acceptor, Listener};
 use crate::server::{entry_by_inner, StreamServer};
 use crate::session::Handler;
-use crate::setup::Setup;
+use crate::setup::{Prepared, Setup};
 use crate::stream::Stream;
 use crate::unix::socket_file::{self, SocketFile};
-use crate::{SocketOptions, UnixAddr};
+use crate::{SocketOptions, Unix, UnixAddr};
+
+impl Opening<UnixStream> for Unix {
+    fn open<C, H>(
+        prepared: Prepared<UnixStream, C, H>,
+        _config: &crate::client::ClientConfig,
+        owner: getty_reactor::Recipient<OwnerNote>,
+        now: std::time::Instant,
+    ) -> Box<dyn getty_reactor::Entry<Command = SessionCommand>>
+    where
+        C: Decoder + 'static,
+        H: Handler<C, Unix>,
+    {
+        Box::new(prepared.into_plain_entry(now, Some(owner)))
+    }
+}
 
 impl Stream for UnixStream {
     type Addr = UnixAddr;
+    type Plain = Unix;
 
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
@@ -81,11 +98,11 @@ impl Dial for UnixStream {
 ///
 /// ```
 /// use getty_codec::RawCodec;
-/// use getty_transports::{unix::UnixServer, Handler, Session, SessionOptions, UnixAddr};
+/// use getty_transports::{unix::UnixServer, Handler, Session, SessionOptions, Unix, UnixAddr};
 ///
 /// struct Sink;
-/// impl Handler<RawCodec, UnixAddr> for Sink {
-///     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+/// impl Handler<RawCodec, Unix> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {}
 /// }
 ///
 /// let server = UnixServer::builder()
@@ -130,9 +147,9 @@ impl UnixServerBuilder {
     ///
     /// ```
     /// # use getty_codec::RawCodec;
-    /// # use getty_transports::{unix::UnixServer, Handler, Session, UnixAddr};
+    /// # use getty_transports::{unix::UnixServer, Handler, Session, Unix, UnixAddr};
     /// # struct Sink;
-    /// # impl Handler<RawCodec, UnixAddr> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {} }
+    /// # impl Handler<RawCodec, Unix> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {} }
     /// let path = std::env::temp_dir().join(format!("getty-doc-bind-{}.sock", std::process::id()));
     /// let server = UnixServer::builder().bind(path.as_path(), |_| Ok((RawCodec, Sink))).unwrap();
     /// assert!(path.exists());
@@ -147,7 +164,7 @@ impl UnixServerBuilder {
     where
         F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
-        H: Handler<C, UnixAddr>,
+        H: Handler<C, Unix>,
     {
         let addr = addr.into();
         let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
@@ -202,7 +219,7 @@ impl UnixServer<(), (), ()> {
     where
         F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
-        H: Handler<C, UnixAddr>,
+        H: Handler<C, Unix>,
     {
         UnixServerBuilder::default().bind(addr, setup)
     }
@@ -212,7 +229,7 @@ impl<F, C, H> UnixServer<F, C, H>
 where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, UnixAddr>,
+    H: Handler<C, Unix>,
 {
     /// The address the server listens on.
     ///
@@ -225,7 +242,7 @@ where
 entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H>, command = crate::ServerCommand, where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, UnixAddr>,
+    H: Handler<C, Unix>,
 );
 
 /// Configures a [`UnixClient`]: every stream client's settings ([`ClientBuilder`]:
@@ -234,11 +251,11 @@ entry_by_inner!(impl<F, C, H> for UnixServer<F, C, H>, command = crate::ServerCo
 /// ```
 /// use std::time::Duration;
 /// use getty_codec::RawCodec;
-/// use getty_transports::{unix::UnixClient, Handler, Session, UnixAddr};
+/// use getty_transports::{unix::UnixClient, Handler, Session, Unix, UnixAddr};
 ///
 /// struct Sink;
-/// impl Handler<RawCodec, UnixAddr> for Sink {
-///     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+/// impl Handler<RawCodec, Unix> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {}
 /// }
 ///
 /// let client = UnixClient::builder()
@@ -275,7 +292,7 @@ impl UnixClientBuilder {
     where
         F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
-        H: Handler<C, UnixAddr>,
+        H: Handler<C, Unix>,
     {
         let addr = addr.into();
         addr.to_sockaddr()?; // an unnamed or too long address fails here, not at each dial
@@ -296,11 +313,11 @@ impl UnixClientBuilder {
 /// ```
 /// use getty_codec::RawCodec;
 /// use getty_reactor::Reactor;
-/// use getty_transports::{unix::UnixClient, Handler, Session, UnixAddr};
+/// use getty_transports::{unix::UnixClient, Handler, Session, Unix, UnixAddr};
 ///
 /// struct Sink;
-/// impl Handler<RawCodec, UnixAddr> for Sink {
-///     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+/// impl Handler<RawCodec, Unix> for Sink {
+///     fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {}
 /// }
 /// let client = UnixClient::builder().build(UnixAddr::abstract_name("nobody"), |_| Ok((RawCodec, Sink))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
@@ -308,7 +325,7 @@ impl UnixClientBuilder {
 /// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct UnixClient<F, C, H> {
-    inner: StreamClient<UnixStream, F, C, H>,
+    inner: StreamClient<UnixStream, Unix, F, C, H>,
 }
 
 impl UnixClient<(), (), ()> {
@@ -326,15 +343,15 @@ impl<F, C, H> UnixClient<F, C, H>
 where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, UnixAddr>,
+    H: Handler<C, Unix>,
 {
     /// The address this client dials.
     ///
     /// ```
     /// # use getty_codec::RawCodec;
-    /// # use getty_transports::{unix::UnixClient, Handler, Session, UnixAddr};
+    /// # use getty_transports::{unix::UnixClient, Handler, Session, Unix, UnixAddr};
     /// # struct Sink;
-    /// # impl Handler<RawCodec, UnixAddr> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {} }
+    /// # impl Handler<RawCodec, Unix> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {} }
     /// let c = UnixClient::builder().build("/run/app.sock", |_| Ok((RawCodec, Sink))).unwrap();
     /// assert_eq!(c.peer_addr(), UnixAddr::path("/run/app.sock"));
     /// ```
@@ -350,5 +367,5 @@ pub type UnixClientCommand = crate::ClientCommand<UnixStream, UnixAddr>;
 entry_by_inner!(impl<F, C, H> for UnixClient<F, C, H>, command = UnixClientCommand, where
     F: FnMut(&mut Setup<'_, UnixAddr>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C, UnixAddr>,
+    H: Handler<C, Unix>,
 );

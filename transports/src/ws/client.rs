@@ -14,16 +14,19 @@ use getty_codec::ws::{ClientRequest, DeflateConfig, Protocol, Role};
 use getty_codec::Decoder;
 use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 
+use mio::net::TcpStream;
+
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::ClientBuilder;
+use crate::client::{ClientConfig, Opening, StreamClient};
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::server::entry_by_inner;
-use crate::session::{Handler, Session};
-use crate::setup::Prepared;
-use crate::stream::{SessionEnded, Stream, StreamEntry};
-use crate::tcp::{Setup, TcpClient, TcpClientBuilder, TcpClientKind};
+use crate::session::Handler;
+use crate::setup::{Prepared, SessionParts};
+use crate::stream::{SessionEnded, StreamEntry};
+use crate::tcp::{Setup, TcpClientBuilder, TcpClientKind};
 use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
-use crate::ws::{protocol_config, Keepalive, WsState};
+use crate::ws::{protocol_config, Keepalive, Ws, WsFraming, WsState};
 use crate::{DialTarget, Error};
 
 /// The parts of a `ws://` or `wss://` URL a client needs.
@@ -112,36 +115,36 @@ pub(crate) struct WsDial {
     keepalive: Keepalive,
 }
 
-impl WsDial {
-    /// The entry of one dialled connection: the upgrade (its request sent behind the TLS
-    /// handshake, if any), then, once the `101` is verified, the session, under the same
-    /// entry id, so the owning client reaches it with its commands and hears its end.
-    pub(crate) fn upgrade<S, C, H>(
-        &self,
-        prepared: Prepared<S, C, H>,
+impl Opening<TcpStream> for Ws {
+    /// The upgrade first (its request sent behind the TLS handshake, if any); once the
+    /// `101` is verified, the session, under the same entry id, so the owning client reaches
+    /// it with its commands and hears its end.
+    fn open<C, H>(
+        prepared: Prepared<TcpStream, C, H>,
+        config: &ClientConfig,
         owner: Recipient<OwnerNote>,
+        _now: Instant,
     ) -> Box<dyn Entry<Command = SessionCommand>>
     where
-        S: Stream,
         C: Decoder + 'static,
-        H: Handler<C, S::Addr>,
+        H: Handler<C, Ws>,
     {
-        let Prepared {
-            stream,
-            mut session,
-            handler,
-        } = prepared;
+        let dial = config
+            .websocket
+            .as_deref()
+            .expect("a WebSocket client's configuration has its upgrade");
+        let Prepared { stream, mut parts } = prepared;
         let mut request = BytesMut::new();
         // Checked by `WsClientBuilder::build`, so `write` cannot refuse it.
-        let handshake = self.request.clone().write(&mut request);
-        let filter = session.extras_mut().filter.take();
-        let timeout = session.options.handshake_timeout;
+        let handshake = dial.request.clone().write(&mut request);
+        let filter = parts.filter.take();
+        let timeout = parts.options.handshake_timeout;
         let client = ClientHandshake {
             handshake,
-            made: Some((session, handler)),
+            parts: Some(parts),
             owner,
-            path: self.path.clone(),
-            keepalive: self.keepalive,
+            path: dial.path.clone(),
+            keepalive: dial.keepalive,
             agreed: None,
             opened: None,
         };
@@ -151,36 +154,45 @@ impl WsDial {
 }
 
 /// The client side of the upgrade: reads and verifies the `101`, then makes the session.
-struct ClientHandshake<S: Stream, C, H> {
+struct ClientHandshake<C, H> {
     handshake: getty_codec::ws::ClientHandshake,
     /// What the setup hook made, until the session opens.
-    made: Option<(Session<C, S::Addr>, H)>,
+    parts: Option<SessionParts<SocketAddr, C, H>>,
     /// The client, told when an upgrade fails (a failed dial).
     owner: Recipient<OwnerNote>,
     path: String,
     keepalive: Keepalive,
     /// The protocol state the `101` agreed to.
     agreed: Option<WsState>,
-    /// The session, once the upgrade is done; the entry goes on as it.
-    opened: Option<(StreamEntry<S, C, H>, bool)>,
+    /// The session, once the upgrade is done (and whether the peer's EOF came with it):
+    /// the entry goes on as it.
+    opened: Option<(StreamEntry<TcpStream, Ws, C, H>, bool)>,
 }
 
-impl<S, C, H> Handshake<S> for ClientHandshake<S, C, H>
+impl<C, H> ClientHandshake<C, H> {
+    /// How long a close before the `101` waits for the server's EOF: the session's linger.
+    fn linger(&self) -> Duration {
+        self.parts
+            .as_ref()
+            .map_or(Duration::ZERO, |parts| parts.options.linger_timeout)
+    }
+}
+
+impl<C, H> Handshake<TcpStream> for ClientHandshake<C, H>
 where
-    S: Stream,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, Ws>,
 {
-    fn advance(&mut self, _cx: &mut Context<'_>, input: &mut BytesMut, _stream: &S) -> Step {
+    fn advance(&mut self, _cx: &mut Context<'_>, input: &mut BytesMut, _: &TcpStream) -> Step {
         let response = match self.handshake.parse_response(input, MAX_HEAD) {
             Ok(None) => return Step::More,
             Ok(Some(response)) => response,
             Err(e) => return Step::Fail(Error::Upgrade(e)),
         };
-        let Some((session, _)) = self.made.as_ref() else {
+        let Some(parts) = self.parts.as_ref() else {
             return Step::Fail(Error::Closed);
         };
-        let config = protocol_config(&session.options);
+        let config = protocol_config(&parts.options);
         let protocol = Protocol::new(Role::Client, config, response.deflate());
         let mut state = WsState::new(protocol, self.keepalive, self.path.clone());
         state.subprotocol = response.protocol().map(String::from);
@@ -188,17 +200,16 @@ where
         Step::Done
     }
 
-    fn finish(&mut self, _cx: &mut Context<'_>, parts: Parts<S>) {
-        let (Some((mut session, handler)), Some(state)) = (self.made.take(), self.agreed.take())
-        else {
+    fn finish(&mut self, cx: &mut Context<'_>, upgraded: Parts<TcpStream>) {
+        let (Some(mut parts), Some(state)) = (self.parts.take(), self.agreed.take()) else {
             return;
         };
-        let extras = session.extras_mut();
-        extras.filter = parts.filter;
-        extras.ws = Some(Box::new(state));
-        let entry = StreamEntry::new(parts.stream, session, handler, Some(self.owner))
-            .with_input(parts.leftover);
-        self.opened = Some((entry, parts.peer_closed));
+        parts.filter = upgraded.filter;
+        let framing = WsFraming::new(state);
+        let entry = parts
+            .into_entry(upgraded.stream, framing, cx.now(), Some(self.owner))
+            .with_input(upgraded.leftover);
+        self.opened = Some((entry, upgraded.peer_closed));
     }
 
     fn failed(&mut self, cx: &mut Context<'_>, error: Error) {
@@ -211,29 +222,19 @@ where
     }
 }
 
-impl<S: Stream, C, H> ClientHandshake<S, C, H> {
-    /// How long a close before the `101` waits for the server's EOF: the session's linger.
-    fn linger(&self) -> Duration {
-        self.made.as_ref().map_or(Duration::ZERO, |(session, _)| {
-            session.options.linger_timeout
-        })
-    }
-}
-
 /// One connection of a WebSocket client, in one entry from connect to close: the upgrade,
 /// then the session. (A server's upgrade spawns its session as a new entry: no one holds the
 /// upgrade's id.)
-enum ClientSession<S: Stream, C, H> {
+enum ClientSession<C, H> {
     /// Boxed: the open session, which lives long, need not carry the upgrade's size.
-    Upgrading(Box<Upgrade<S, ClientHandshake<S, C, H>>>),
-    Open(StreamEntry<S, C, H>),
+    Upgrading(Box<Upgrade<TcpStream, ClientHandshake<C, H>>>),
+    Open(StreamEntry<TcpStream, Ws, C, H>),
 }
 
-impl<S, C, H> ClientSession<S, C, H>
+impl<C, H> ClientSession<C, H>
 where
-    S: Stream,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, Ws>,
 {
     /// After a call into the upgrade: once it is done, the session takes over and opens.
     fn after_upgrade(&mut self, cx: &mut Context<'_>, status: Status) -> Status {
@@ -263,11 +264,10 @@ where
     }
 }
 
-impl<S, C, H> Entry for ClientSession<S, C, H>
+impl<C, H> Entry for ClientSession<C, H>
 where
-    S: Stream,
     C: Decoder + 'static,
-    H: Handler<C, S::Addr>,
+    H: Handler<C, Ws>,
 {
     type Command = SessionCommand;
 
@@ -333,11 +333,11 @@ where
 /// ```
 /// use std::time::Duration;
 /// use getty_codec::{Message, MessageCodec};
-/// use getty_transports::{ws::WsClient, Handler, Session};
+/// use getty_transports::{ws::{Ws, WsClient}, Handler, Session};
 ///
 /// struct Sink;
-/// impl Handler<MessageCodec> for Sink {
-///     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+/// impl Handler<MessageCodec, Ws> for Sink {
+///     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
 /// }
 ///
 /// let client = WsClient::builder()
@@ -397,7 +397,7 @@ impl WsClientBuilder {
     }
 
     /// Offers a subprotocol (an HTTP token); call again to offer more, most preferred
-    /// first. The one the server chose is `Session::websocket_protocol`.
+    /// first. The one the server chose is [`Session::protocol`](crate::Session::protocol).
     ///
     /// ```
     /// let b = getty_transports::ws::WsClient::builder().protocol("mqtt");
@@ -456,9 +456,9 @@ impl WsClientBuilder {
     ///
     /// ```
     /// # use getty_codec::{Message, MessageCodec};
-    /// # use getty_transports::{ws::WsClient, Handler, Session};
+    /// # use getty_transports::{ws::{Ws, WsClient}, Handler, Session};
     /// # struct Sink;
-    /// # impl Handler<MessageCodec> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {} }
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
     /// let client = WsClient::builder().build("ws://127.0.0.1:9/feed?v=2", |_| Ok((MessageCodec, Sink))).unwrap();
     /// assert_eq!(client.peer_addr().port(), 9);
     /// assert!(WsClient::builder().build("http://h/", |_| Ok((MessageCodec, Sink))).is_err());
@@ -476,7 +476,7 @@ impl WsClientBuilder {
     where
         F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
-        H: Handler<C>,
+        H: Handler<C, Ws>,
     {
         let url = WsUrl::parse(url)?;
         let ws = self.kind;
@@ -519,27 +519,27 @@ impl WsClientBuilder {
         // every redial (see `DialTarget`).
         let target = DialTarget::host(url.bare_host(), url.port);
         Ok(WsClient {
-            inner: tcp.build(target, setup)?,
+            inner: tcp.build_client(target, setup)?,
         })
     }
 }
 
 /// A WebSocket client that keeps `connection_number` sessions to one URL, redialling with
-/// backoff like [`TcpClient`]. Spawn it into a reactor; send it [`Close`](crate::Close) to
+/// backoff like [`TcpClient`](crate::tcp::TcpClient). Spawn it into a reactor; send it [`Close`](crate::Close) to
 /// close its sessions (each with a close frame) and stop redialling.
 ///
 /// ```
 /// use getty_codec::{Message, MessageCodec};
 /// use getty_reactor::Reactor;
-/// use getty_transports::{ws::WsClient, Handler, Session};
+/// use getty_transports::{ws::{Ws, WsClient}, Handler, Session};
 ///
 /// struct Hello;
-/// impl Handler<MessageCodec> for Hello {
-///     fn on_open(&mut self, s: &mut Session<MessageCodec>) -> std::io::Result<()> {
+/// impl Handler<MessageCodec, Ws> for Hello {
+///     fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
 ///         s.write(Message::text("hello"))?; // sent once the upgrade is done
 ///         Ok(())
 ///     }
-///     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+///     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
 /// }
 /// let client = WsClient::builder().build("ws://127.0.0.1:9/", |_| Ok((MessageCodec, Hello))).unwrap();
 /// let mut reactor = Reactor::new().unwrap();
@@ -547,7 +547,7 @@ impl WsClientBuilder {
 /// reactor.handle().send(id, getty_transports::Close).unwrap();
 /// ```
 pub struct WsClient<F, C, H> {
-    inner: TcpClient<F, C, H>,
+    inner: StreamClient<TcpStream, Ws, F, C, H>,
 }
 
 impl WsClient<(), (), ()> {
@@ -565,21 +565,21 @@ impl<F, C, H> WsClient<F, C, H>
 where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C>,
+    H: Handler<C, Ws>,
 {
     /// The first address this client dials (the URL's host, as resolved when the client
     /// was built).
     ///
     /// See [`WsClientBuilder::build`].
     pub fn peer_addr(&self) -> SocketAddr {
-        self.inner.peer_addr()
+        *self.inner.peer_addr()
     }
 }
 
 entry_by_inner!(impl<F, C, H> for WsClient<F, C, H>, command = crate::tcp::TcpClientCommand, where
     F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
-    H: Handler<C>,
+    H: Handler<C, Ws>,
 );
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +21,9 @@ use crate::listener::{Acceptor, Sessions};
 use crate::session::{Handler, Session};
 use crate::setup::FilterFactory;
 use crate::stream::StreamEntry;
+use crate::ws::routes::{NoRoutes, RouteWith, Routes, Then};
 use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
-use crate::ws::{protocol_config, Keepalive, WsState};
+use crate::ws::{protocol_config, Keepalive, Ws, WsFraming, WsState};
 use crate::{Error, SessionOptions, SocketOptions};
 
 /// What a route's setup hook gets for a new WebSocket connection, once its upgrade request
@@ -33,12 +33,12 @@ use crate::{Error, SessionOptions, SocketOptions};
 ///
 /// ```
 /// use getty_codec::{Message, MessageCodec};
-/// use getty_transports::ws::{WsServer, WsSetup};
+/// use getty_transports::ws::{Ws, WsServer, WsSetup};
 /// use getty_transports::{Handler, Session};
 ///
 /// struct Chat;
-/// impl Handler<MessageCodec> for Chat {
-///     fn on_message(&mut self, _: &mut Session<MessageCodec>, _: Message) {}
+/// impl Handler<MessageCodec, Ws> for Chat {
+///     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
 /// }
 ///
 /// let server = WsServer::builder()
@@ -109,43 +109,28 @@ impl<'a> WsSetup<'a> {
     }
 }
 
-/// A route's setup hook with its codec and handler types erased, so that routes of one
-/// server may use different codecs and handlers.
-trait Route: Send {
-    fn setup(&mut self, setup: &mut WsSetup<'_>) -> io::Result<Box<dyn NewSession>>;
-}
-
-struct RouteWith<F, C, H> {
-    setup: F,
-    _types: PhantomData<fn() -> (C, H)>,
-}
-
-impl<F, C, H> Route for RouteWith<F, C, H>
-where
-    F: FnMut(&mut WsSetup<'_>) -> io::Result<(C, H)> + Send + 'static,
-    C: Decoder + 'static,
-    H: Handler<C>,
-{
-    fn setup(&mut self, setup: &mut WsSetup<'_>) -> io::Result<Box<dyn NewSession>> {
-        let (codec, handler) = (self.setup)(setup)?;
-        Ok(Box::new(Chosen { codec, handler }))
-    }
-}
-
 /// The codec and handler a route chose, waiting for the upgrade to finish.
-trait NewSession {
+pub trait NewSession {
+    /// Spawns the session of an accepted upgrade.
     fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<Sessions>, accepted: Accepted);
 }
 
-struct Chosen<C, H> {
+/// What a route's hook made: the session's codec and handler.
+pub struct Chosen<C, H> {
     codec: C,
     handler: H,
+}
+
+impl<C, H> Chosen<C, H> {
+    pub(crate) fn new(codec: C, handler: H) -> Self {
+        Chosen { codec, handler }
+    }
 }
 
 impl<C, H> NewSession for Chosen<C, H>
 where
     C: Decoder + 'static,
-    H: Handler<C>,
+    H: Handler<C, Ws>,
 {
     fn spawn(self: Box<Self>, cx: &mut Context<'_>, group: Option<Sessions>, accepted: Accepted) {
         let Accepted {
@@ -155,17 +140,18 @@ where
             ws,
             response,
         } = accepted;
+        let framing = WsFraming::new(ws);
         #[cfg(unix)]
         let mut session = {
             use std::os::fd::AsRawFd;
             let fd = parts.stream.as_raw_fd();
-            Session::new(peer, fd, self.codec, options, cx.now())
+            Session::new(peer, fd, self.codec, options, cx.now(), framing)
         };
         #[cfg(not(unix))]
-        let mut session = Session::new(peer, self.codec, options, cx.now());
-        let extras = session.extras_mut();
-        extras.filter = parts.filter;
-        extras.ws = Some(Box::new(ws));
+        let mut session = Session::new(peer, self.codec, options, cx.now(), framing);
+        if parts.filter.is_some() {
+            session.extras_mut().filter = parts.filter;
+        }
         // The 101 goes out first, before anything `on_open` writes.
         session.out.tail = response;
         let entry =
@@ -187,7 +173,7 @@ struct Routed {
 }
 
 /// A connection whose upgrade was accepted, ready to become a session.
-struct Accepted {
+pub struct Accepted {
     parts: Parts<TcpStream>,
     peer: SocketAddr,
     options: Arc<SessionOptions>,
@@ -200,8 +186,8 @@ type OriginCheck = dyn Fn(Option<&str>) -> bool + Send + Sync;
 /// What every connection of a server shares: the routes and the upgrade policy. The upgrade
 /// entries of a server share it with the server (one reactor thread; the lock is never
 /// contended and is taken once per upgrade).
-struct Router {
-    routes: Vec<(String, Box<dyn Route>)>,
+struct Router<R> {
+    routes: R,
     protocols: Vec<String>,
     origin_check: Option<Arc<OriginCheck>>,
     deflate: Option<DeflateConfig>,
@@ -212,7 +198,7 @@ struct Router {
 /// Why an upgrade request was refused: the HTTP status answered and the reason logged.
 type Refusal = HandshakeError;
 
-impl Router {
+impl<R: Routes> Router<R> {
     /// Routes a parsed request: checks origin and path, runs the route's setup hook, and
     /// writes the `101` response.
     fn route(
@@ -228,7 +214,7 @@ impl Router {
                 return Err(HandshakeError::new(403, format!("origin {origin} refused")));
             }
         }
-        let Some((_, route)) = self.routes.iter_mut().find(|(p, _)| p == path) else {
+        let Some(route) = self.routes.find(path) else {
             return Err(HandshakeError::new(404, format!("no route for {path}")));
         };
         let protocol = request
@@ -263,14 +249,14 @@ impl Router {
 }
 
 /// The server side of the upgrade: parse the request, route it, answer.
-struct ServerHandshake {
-    router: Arc<Mutex<Router>>,
+struct ServerHandshake<R> {
+    router: Arc<Mutex<Router<R>>>,
     peer: SocketAddr,
     group: Option<Sessions>,
     chosen: Option<Routed>,
 }
 
-impl Handshake<TcpStream> for ServerHandshake {
+impl<R: Routes> Handshake<TcpStream> for ServerHandshake<R> {
     fn advance(&mut self, _cx: &mut Context<'_>, input: &mut BytesMut, stream: &TcpStream) -> Step {
         let routed = match parse_request(input, MAX_HEAD) {
             Ok(None) => return Step::More,
@@ -326,12 +312,12 @@ impl Handshake<TcpStream> for ServerHandshake {
 /// ```
 /// use std::time::Duration;
 /// use getty_codec::{Message, MessageCodec, ws::DeflateConfig};
-/// use getty_transports::ws::WsServer;
+/// use getty_transports::ws::{Ws, WsServer};
 /// use getty_transports::{Handler, Session};
 ///
 /// struct Echo;
-/// impl Handler<MessageCodec> for Echo {
-///     fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+/// impl Handler<MessageCodec, Ws> for Echo {
+///     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
 ///         let _ = s.write(msg);
 ///     }
 /// }
@@ -346,19 +332,20 @@ impl Handshake<TcpStream> for ServerHandshake {
 ///     .unwrap();
 /// assert_ne!(server.local_addr().port(), 0);
 /// ```
-pub type WsServerBuilder = ServerBuilder<WsServerKind>;
+pub type WsServerBuilder<R = NoRoutes> = ServerBuilder<WsServerKind<R>>;
 
 /// The WebSocket server's part of its [`WsServerBuilder`]: the routes, subprotocols,
 /// permessage-deflate, the origin check and keep-alive pings.
-pub struct WsServerKind {
-    router: Router,
+pub struct WsServerKind<R = NoRoutes> {
+    router: Router<R>,
 }
 
-impl sealed::TcpListener for WsServerKind {}
+impl<R> sealed::TcpListener for WsServerKind<R> {}
 
-impl fmt::Debug for WsServerKind {
+impl<R: Routes> fmt::Debug for WsServerKind<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let paths: Vec<&str> = self.router.routes.iter().map(|(p, _)| p.as_str()).collect();
+        let mut paths = Vec::new();
+        self.router.routes.paths(&mut paths);
         f.debug_struct("WsServerKind")
             .field("routes", &paths)
             .field("protocols", &self.router.protocols)
@@ -371,7 +358,7 @@ impl Default for WsServerKind {
     fn default() -> Self {
         WsServerKind {
             router: Router {
-                routes: Vec::new(),
+                routes: NoRoutes,
                 protocols: Vec::new(),
                 origin_check: None,
                 deflate: None,
@@ -383,7 +370,7 @@ impl Default for WsServerKind {
     }
 }
 
-impl WsServerBuilder {
+impl<R: Routes> WsServerBuilder<R> {
     /// Accepts permessage-deflate (RFC 7692) when a client offers it, on these terms
     /// (`None`, the default: messages are never compressed).
     ///
@@ -453,36 +440,90 @@ impl WsServerBuilder {
 
     /// Serves `path` (the request target without its query, matched exactly): `setup`
     /// runs for every upgrade request to it, as getty's `NewSessionCallback`, and picks the
-    /// session's codec and handler. A request for a path without a route gets a `404`.
-    /// Routes may use different codecs and handlers.
+    /// session's codec and handler. A request for a path without a route gets a `404`; of
+    /// two routes for one path, the first added serves it. Routes may use different codecs
+    /// and handlers.
+    ///
+    /// `setup` runs on the reactor's thread and need not be `Send`; the server is `Send`
+    /// (to be built on one thread and spawned on another) when every route's `setup` is,
+    /// as a [`TcpServer`](crate::tcp::TcpServer) is when its hook is. A hook holding an
+    /// `Rc` makes a server that is built on its reactor's thread:
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use getty_codec::{Message, MessageCodec};
+    /// use getty_reactor::Reactor;
+    /// use getty_transports::{ws::{Ws, WsServer}, Handler, Session};
+    ///
+    /// struct Count(Rc<Cell<u64>>);
+    /// impl Handler<MessageCodec, Ws> for Count {
+    ///     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {
+    ///         self.0.set(self.0.get() + 1);
+    ///     }
+    /// }
+    ///
+    /// let reactor = Reactor::start_thread("ws", |r| {
+    ///     let messages = Rc::new(Cell::new(0)); // shared by the sessions, on this thread
+    ///     let server = WsServer::builder()
+    ///         .route("/", move |_| Ok((MessageCodec, Count(messages.clone()))))
+    ///         .bind("127.0.0.1:0")?;
+    ///     r.spawn(server);
+    ///     Ok(())
+    /// }).unwrap();
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
+    /// ```
+    ///
     ///
     /// ```
     /// use getty_codec::{Bytes, LinesCodec, Message, MessageCodec};
-    /// use getty_transports::{ws::WsServer, Handler, Session};
+    /// use getty_transports::{ws::{Ws, WsServer}, Handler, Session};
     /// struct Echo;
-    /// impl Handler<MessageCodec> for Echo {
-    ///     fn on_message(&mut self, s: &mut Session<MessageCodec>, m: Message) { let _ = s.write(m); }
+    /// impl Handler<MessageCodec, Ws> for Echo {
+    ///     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, m: Message) { let _ = s.write(m); }
     /// }
     /// struct Log;
-    /// impl Handler<LinesCodec> for Log {
-    ///     fn on_message(&mut self, _: &mut Session<LinesCodec>, line: Bytes) { println!("{line:?}"); }
+    /// impl Handler<LinesCodec, Ws> for Log {
+    ///     fn on_message(&mut self, _: &mut Session<LinesCodec, Ws>, line: Bytes) { println!("{line:?}"); }
     /// }
     /// let b = WsServer::builder()
     ///     .route("/echo", |_| Ok((MessageCodec, Echo)))
     ///     .route("/log", |_| Ok((LinesCodec::default(), Log)));
     /// ```
-    pub fn route<F, C, H>(mut self, path: impl Into<String>, setup: F) -> Self
+    pub fn route<F, C, H>(
+        self,
+        path: impl Into<String>,
+        setup: F,
+    ) -> WsServerBuilder<Then<R, F, C, H>>
     where
-        F: FnMut(&mut WsSetup<'_>) -> io::Result<(C, H)> + Send + 'static,
+        F: FnMut(&mut WsSetup<'_>) -> io::Result<(C, H)> + 'static,
         C: Decoder + 'static,
-        H: Handler<C>,
+        H: Handler<C, Ws>,
     {
-        let route = RouteWith {
-            setup,
-            _types: PhantomData,
+        let ServerBuilder {
+            listen,
+            socket_options,
+            session_options,
+            tls,
+            kind: WsServerKind { router },
+        } = self;
+        let route = RouteWith::new(path.into(), setup);
+        let router = Router {
+            routes: Then::new(router.routes, route),
+            protocols: router.protocols,
+            origin_check: router.origin_check,
+            deflate: router.deflate,
+            keepalive: router.keepalive,
+            session_options: router.session_options,
         };
-        self.kind.router.routes.push((path.into(), Box::new(route)));
-        self
+        ServerBuilder {
+            listen,
+            socket_options,
+            session_options,
+            tls,
+            kind: WsServerKind { router },
+        }
     }
 
     /// Binds and listens (port 0 picks a free port; see [`WsServer::local_addr`]).
@@ -490,7 +531,7 @@ impl WsServerBuilder {
     /// ```
     /// let server = getty_transports::ws::WsServer::builder().bind("127.0.0.1:0").unwrap();
     /// ```
-    pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<WsServer> {
+    pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<WsServer<R>> {
         let mut router = self.kind.router;
         router.session_options = Arc::new(self.session_options);
         Ok(WsServer {
@@ -513,11 +554,11 @@ impl WsServerBuilder {
 /// use std::io::{Read, Write};
 /// use getty_codec::{Message, MessageCodec};
 /// use getty_reactor::Reactor;
-/// use getty_transports::{ws::WsServer, Handler, Session};
+/// use getty_transports::{ws::{Ws, WsServer}, Handler, Session};
 ///
 /// struct Echo;
-/// impl Handler<MessageCodec> for Echo {
-///     fn on_message(&mut self, s: &mut Session<MessageCodec>, msg: Message) {
+/// impl Handler<MessageCodec, Ws> for Echo {
+///     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
 ///         let _ = s.write(msg);
 ///     }
 /// }
@@ -540,12 +581,12 @@ impl WsServerBuilder {
 /// reactor.handle().shutdown();
 /// reactor.join().unwrap();
 /// ```
-pub struct WsServer {
+pub struct WsServer<R = NoRoutes> {
     acceptor: Acceptor<mio::net::TcpListener>,
     socket_options: SocketOptions,
     tls: Option<FilterFactory>,
     handshake_timeout: Duration,
-    router: Arc<Mutex<Router>>,
+    router: Arc<Mutex<Router<R>>>,
 }
 
 impl WsServer {
@@ -558,7 +599,9 @@ impl WsServer {
     pub fn builder() -> WsServerBuilder {
         WsServerBuilder::default()
     }
+}
 
+impl<R: Routes> WsServer<R> {
     /// The address the server listens on (with the port the kernel picked for port 0).
     ///
     /// ```
@@ -608,7 +651,7 @@ impl WsServer {
     }
 }
 
-impl Entry for WsServer {
+impl<R: Routes> Entry for WsServer<R> {
     type Command = ServerCommand;
 
     fn on_start(&mut self, cx: &mut Context<'_>) -> Status {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use getty_codec::ws::Protocol;
+use bytes::BytesMut;
+use getty_codec::ws::{Protocol, WsError};
 
 pub(crate) struct WsState {
     pub(crate) protocol: Protocol,
@@ -28,6 +29,18 @@ impl WsState {
             subprotocol: None,
             path,
         }
+    }
+
+    /// Queues a ping; the pong clock starts at `now` unless a ping is outstanding already.
+    pub(crate) fn ping(
+        &mut self,
+        payload: &[u8],
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> Result<(), WsError> {
+        self.protocol.ping(payload, out)?;
+        self.ping_sent.get_or_insert(now);
+        Ok(())
     }
 
     /// When the outstanding ping times out.

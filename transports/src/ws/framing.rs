@@ -1,0 +1,205 @@
+//! The WebSocket framing: a session's messages as RFC 6455 frames, with the protocol's own
+//! traffic (pongs, close frames, keep-alive pings and their timeout) kept here, out of the
+//! stream machine.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use getty_codec::ws::{close_code, Event, WsError};
+use getty_codec::{Decoder, Encoder, MessageKind};
+
+use crate::framing::{DecodeLimits, Framing, Next};
+use crate::outbound::Outbound;
+use crate::ws::WsState;
+use crate::Error;
+
+/// A binary WebSocket payload at least this long that goes out as it is (a server's, not
+/// compressed) is queued behind its header without a copy, as `write_bytes` does on TCP.
+const ZERO_COPY_PAYLOAD: usize = 4096;
+
+/// The longest WebSocket frame header: 2 bytes, an 8-byte length and a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
+
+/// The framing of a WebSocket session: its protocol state, boxed (a session holds one
+/// pointer for it).
+pub struct WsFraming(Box<WsState>);
+
+impl WsFraming {
+    pub(crate) fn new(state: WsState) -> Self {
+        WsFraming(Box::new(state))
+    }
+
+    pub(crate) fn state(&self) -> &WsState {
+        &self.0
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut WsState {
+        &mut self.0
+    }
+
+    /// `buffers` as one binary message. A server sends a large payload that stays as it is
+    /// (not compressed) behind its header without copying it; otherwise the payload is
+    /// copied into the outbound buffer and framed there (masked by a client, compressed
+    /// under permessage-deflate).
+    fn write_binary(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<(), Error> {
+        let len: usize = buffers.iter().map(Bytes::len).sum();
+        let protocol = &mut self.0.protocol;
+        let start = out.tail.len();
+        let kind = MessageKind::Binary;
+        let framed = if len >= ZERO_COPY_PAYLOAD
+            && protocol
+                .put_plain_header(kind, len, &mut out.tail)
+                .map_err(Error::WebSocket)?
+        {
+            for b in buffers {
+                out.push(b.clone());
+            }
+            Ok(())
+        } else {
+            let tail = &mut out.tail;
+            let room = protocol.reserve_header(tail);
+            for b in buffers {
+                tail.extend_from_slice(b);
+            }
+            protocol.encode_reserved(kind, tail, room)
+        };
+        if let Err(e) = framed {
+            out.tail.truncate(start);
+            return Err(Error::WebSocket(e));
+        }
+        Ok(())
+    }
+}
+
+impl Framing for WsFraming {
+    const OVERHEAD: usize = MAX_FRAME_HEADER;
+    const CONTROL_OUTPUT: bool = true;
+
+    /// The protocol machine answers pings and close frames itself (into `control_out`); a
+    /// close from the peer ends input (the reply is flushed, then the session lingers until
+    /// the peer's EOF).
+    fn decode<C: Decoder>(
+        &mut self,
+        codec: &mut C,
+        input: &mut BytesMut,
+        limits: DecodeLimits,
+        control_out: &mut BytesMut,
+    ) -> Result<Next<C::Item>, Error> {
+        let ws = &mut *self.0;
+        // Above the high watermark one pong answers a run of pings: a peer flooding pings
+        // without reading gets no pong per ping.
+        ws.protocol.coalesce_pongs(limits.above_high_watermark);
+        let event =
+            ws.protocol
+                .decode(input, control_out)
+                .map_err(|e| match e.limit_exceeded() {
+                    // One meaning of the limit on every transport (the close code is 1009).
+                    Some((len, max)) => Error::MessageTooLong { len, max },
+                    None => Error::WebSocket(e),
+                })?;
+        Ok(match event {
+            None => Next::NeedMore(None),
+            Some(Event::Message { kind, mut payload }) => {
+                Next::Message(codec.decode_message(kind, &mut payload)?)
+            }
+            Some(Event::Pong(_)) => {
+                ws.ping_sent = None;
+                Next::Control
+            }
+            Some(Event::Ping(_)) => Next::Control,
+            Some(Event::Close(frame)) => {
+                log::debug!("websocket peer closed: {frame:?}");
+                Next::PeerClosed
+            }
+        })
+    }
+
+    /// One WebSocket message: the codec's bytes become a frame where they lie, behind room
+    /// left for the header.
+    fn encode<C: Encoder<M>, M>(
+        &mut self,
+        codec: &mut C,
+        message: M,
+        out: &mut BytesMut,
+    ) -> Result<(), Error> {
+        let protocol = &mut self.0.protocol;
+        let room = protocol.reserve_header(out);
+        let kind = codec.encode_message(message, out)?;
+        protocol
+            .encode_reserved(kind, out, room)
+            .map_err(Error::WebSocket)
+    }
+
+    /// A compressed message is in the compressor's window by now: it must not stay there,
+    /// or later messages would refer to bytes the peer never gets.
+    fn retract(&mut self) {
+        self.0.protocol.retract_last_message();
+    }
+
+    fn write_bytes(&mut self, bytes: Bytes, out: &mut Outbound) -> Result<(), Error> {
+        self.write_binary(std::slice::from_ref(&bytes), out)
+    }
+
+    fn write_vectored(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<u64, Error> {
+        self.write_binary(buffers, out)?;
+        Ok(1)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.pong_deadline()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        if self.0.pong_deadline().is_some_and(|t| now >= t) {
+            let timeout = self.0.keepalive.pong_timeout.unwrap_or_default();
+            return Err(Error::PongTimeout(timeout));
+        }
+        Ok(())
+    }
+
+    fn on_cron(&mut self, now: Instant, out: &mut BytesMut) {
+        if self.0.keepalive.ping_on_cron {
+            // It can only fail once the close handshake has started, when no ping is due.
+            let _ = self.0.ping(b"", now, out);
+        }
+    }
+
+    /// A pong that came while paused is still unread: its time counts from now.
+    fn on_resume(&mut self, now: Instant) {
+        if self.0.ping_sent.is_some() {
+            self.0.ping_sent = Some(now);
+        }
+    }
+
+    /// A close frame (1000, or the code the app chose with `close_with`) unless one was sent
+    /// already.
+    fn close(&mut self, out: &mut BytesMut) -> bool {
+        let ws = &mut *self.0;
+        let (code, reason) = ws.close_with.take().unwrap_or((1000, String::new()));
+        let _ = ws.protocol.close(code, &reason, out);
+        true
+    }
+
+    /// RFC 6455: 1001, the endpoint is going away.
+    fn go_away(&mut self) {
+        self.0
+            .close_with
+            .get_or_insert((close_code::GOING_AWAY, String::new()));
+    }
+
+    /// Tells the peer why with a close frame (1002, 1007, 1009, 1001).
+    fn fail(&mut self, error: &Error, out: &mut BytesMut) -> bool {
+        let code = match error {
+            Error::WebSocket(e) => e.close_code(),
+            Error::Codec(_) | Error::CodecConsumedNothing => 1007,
+            Error::MessageTooLong { .. } => 1009,
+            Error::PongTimeout(_) | Error::ReadIdle(_) => 1001,
+            _ => return false,
+        };
+        let failure = match error {
+            Error::WebSocket(e) => e.clone(),
+            other => WsError::new(code, other.to_string()),
+        };
+        self.0.protocol.fail(&failure, out)
+    }
+}
