@@ -712,8 +712,11 @@ fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued()
         let (tx, rx) = std::sync::mpsc::channel();
         let (server, url) = feed_server(tx);
         let (reader_tx, reader_rx) = std::sync::mpsc::channel();
+        // A small receive buffer, as the Python reader's: the kernel must not absorb the
+        // whole feed while the reader sleeps, however slowly a loaded machine runs it.
         let client = WsClient::builder()
             .deflate(Some(DeflateConfig::default()))
+            .socket_options(getty::SocketOptions::default().recv_buffer_size(Some(4096)))
             .max_consecutive_failures(Some(1))
             .build(&url, move |_| {
                 Ok((
