@@ -19,11 +19,11 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use getty_codec::Decoder;
-use getty_reactor::{Context, Entry, Ready, Recipient, Status, TimerId};
+use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 use mio::net::UdpSocket;
 use mio::Interest;
 use socket2::SockRef;
@@ -32,12 +32,11 @@ use super::entry::DatagramEntry;
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
 use crate::builder::ClientBuilder;
-use crate::commands::{OwnerNote, SessionCommand};
+use crate::client::{Attempt, Client, ClientCommand, DialTypes, Dialing};
+use crate::commands::OwnerNote;
 use crate::options::clamp_timeout;
-use crate::redial::Redial;
-use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
-use crate::stream::SessionEnded;
-use crate::{Close, DialTarget, Error, SessionOptions};
+use crate::server::entry_by_inner;
+use crate::{DialTarget, Error, SessionOptions};
 
 /// How long a dial waits, by default, for the peer to refuse the probe before a silent peer
 /// counts as alive: 250 ms.
@@ -110,18 +109,6 @@ impl Default for UdpClientKind {
         }
     }
 }
-
-/// What a UDP client's dials run with: its builder's settings, gathered at `build`.
-#[derive(Debug)]
-struct DialConfig {
-    connection_number: usize,
-    probe: Bytes,
-    probe_wait: Duration,
-    local_addr: Option<SocketAddr>,
-    close_on_icmp_error: bool,
-    udp_options: UdpOptions,
-}
-
 impl UdpClientBuilder {
     /// The datagram sent to verify a dial (default [`DEFAULT_PROBE`]). Receivers should
     /// drop it: getty-rs receivers drop [`DEFAULT_PROBE`] unless told otherwise
@@ -222,93 +209,44 @@ impl UdpClientBuilder {
         let label = target.to_string();
         let (addrs, resolver) = target.resolve_now()?;
         let kind = self.kind;
-        Ok(UdpClient {
-            addrs: addrs.into(),
-            last_good: None,
-            // A lookup gets the probe wait (the time a dial is given to prove itself), but
-            // never less than a second: a short probe wait must not cut DNS short.
-            lookup: Lookup::new::<UdpClientCommand>(
-                resolver,
-                kind.probe_wait.max(MIN_LOOKUP_DEADLINE),
-            ),
-            label,
+        // A lookup gets the probe wait (the time a dial is given to prove itself), but
+        // never less than a second: a short probe wait must not cut DNS short.
+        let deadline = kind.probe_wait.max(MIN_LOOKUP_DEADLINE);
+        let dialing = UdpDialing {
             setup,
             session_options: Arc::new(self.session_options),
-            redial: Redial::new(self.dial.redial, "udp", module_path!()),
-            config: DialConfig {
-                connection_number: self.dial.connection_number,
-                probe: kind.probe,
-                probe_wait: kind.probe_wait,
-                local_addr: kind.local_addr,
-                close_on_icmp_error: kind.close_on_icmp_error,
-                udp_options: kind.udp_options,
-            },
-            sessions: Vec::new(),
-            dialing: 0,
+            config: kind,
             dial_error: None,
             _types: PhantomData,
+        };
+        Ok(UdpClient {
+            inner: Client::new(dialing, addrs, resolver, label, self.dial, deadline),
         })
     }
 }
 
-/// What a dialer tells its client.
-pub(crate) enum DialOutcome {
-    /// The socket to `addr` is verified.
-    Verified { socket: UdpSocket, addr: SocketAddr },
-    /// The dial to `addrs[index]` failed; the client tries the next address, if any.
-    Failed {
-        error: Error,
-        addrs: Arc<[SocketAddr]>,
-        index: usize,
-    },
-}
-
-/// What a [`UdpClient`] accepts: [`Close`] (close its sessions and stop redialling). It
-/// cannot be aborted. The rest (its dialers' verdicts, its sessions' notes, resolved
-/// addresses) is the framework's.
+/// What a [`UdpClient`] accepts: [`Close`](crate::Close) (close its sessions and stop
+/// redialling). It cannot be aborted. The rest (its dialers' verdicts, its sessions'
+/// notes, resolved addresses) is the framework's: it is the [`ClientCommand`] of every
+/// client, with what a UDP dial yields.
 ///
-/// See [`UdpClient`] for an example.
-pub struct UdpClientCommand(UdpClientOp);
-
-/// The commands inside a [`UdpClientCommand`].
-enum UdpClientOp {
-    Close,
-    Dialled(DialOutcome),
-    Resolved(Resolved<SocketAddr>),
-    /// A session ended.
-    Ended(SessionEnded),
-    /// A session opened: a datagram session never says so (its dial is verified by the
-    /// client itself), so this changes nothing.
-    Opened,
-}
-
-impl From<Close> for UdpClientCommand {
-    fn from(_: Close) -> Self {
-        UdpClientCommand(UdpClientOp::Close)
-    }
-}
-
-impl From<DialOutcome> for UdpClientCommand {
-    fn from(outcome: DialOutcome) -> Self {
-        UdpClientCommand(UdpClientOp::Dialled(outcome))
-    }
-}
-
-impl From<Resolved<SocketAddr>> for UdpClientCommand {
-    fn from(resolved: Resolved<SocketAddr>) -> Self {
-        UdpClientCommand(UdpClientOp::Resolved(resolved))
-    }
-}
-
-impl From<OwnerNote> for UdpClientCommand {
-    fn from(note: OwnerNote) -> Self {
-        UdpClientCommand(match note {
-            OwnerNote::Close => UdpClientOp::Close,
-            OwnerNote::Opened => UdpClientOp::Opened,
-            OwnerNote::Ended(ended) => UdpClientOp::Ended(ended),
-        })
-    }
-}
+/// ```
+/// use std::net::SocketAddr;
+/// use getty_codec::RawCodec;
+/// use getty_reactor::{Reactor, Recipient};
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient, UdpClientCommand};
+/// use getty_transports::Close;
+///
+/// struct Sink;
+/// impl DatagramHandler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+/// let mut reactor = Reactor::new().unwrap();
+/// let client = UdpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
+/// let client: Recipient<UdpClientCommand> = reactor.spawn(client);
+/// reactor.handle().send(client, Close).unwrap();
+/// ```
+pub type UdpClientCommand = ClientCommand<UdpSocket, SocketAddr>;
 
 type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 
@@ -410,33 +348,12 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 /// reactor.join().unwrap();
 /// ```
 pub struct UdpClient<F, C, H> {
-    /// The addresses to dial, in order (never empty).
-    addrs: Arc<[SocketAddr]>,
-    /// The address the last session opened with: each round starts there.
-    last_good: Option<SocketAddr>,
-    /// Resolves the host name again before a redial, with a deadline.
-    lookup: Lookup<SocketAddr>,
-    /// What is dialled, for the log.
-    label: String,
-    setup: F,
-    session_options: Arc<SessionOptions>,
-    config: DialConfig,
-    sessions: Vec<Recipient<SessionCommand>>,
-    dialing: usize,
-    /// Consecutive failed dials; reset by a verified one.
-    redial: Redial,
-    dial_error: Option<DialErrorHook>,
-    _types: PhantomData<fn() -> (C, H)>,
+    inner: Client<UdpDialing<F, C, H>>,
 }
 
 impl<F, C, H> fmt::Debug for UdpClient<F, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpClient")
-            .field("addrs", &self.addrs)
-            .field("sessions", &self.sessions.len())
-            .field("dialing", &self.dialing)
-            .field("failures", &self.redial.failures())
-            .finish_non_exhaustive()
+        self.inner.describe("UdpClient", f)
     }
 }
 
@@ -487,7 +404,7 @@ where
     /// assert!(c.peer_addr().ip().is_loopback());
     /// ```
     pub fn peer_addr(&self) -> SocketAddr {
-        self.addrs[0]
+        *self.inner.peer_addr()
     }
 
     /// Calls `hook` with every failed dial, and with the address: refused
@@ -516,77 +433,50 @@ where
     /// # drop(rx);
     /// ```
     pub fn on_dial_error(mut self, hook: impl FnMut(SocketAddr, &Error) + Send + 'static) -> Self {
-        self.dial_error = Some(Box::new(hook));
+        self.inner.transport.dial_error = Some(Box::new(hook));
         self
     }
+}
 
-    fn missing(&self) -> usize {
-        self.config
-            .connection_number
-            .saturating_sub(self.sessions.len() + self.dialing)
-    }
+entry_by_inner!(impl<F, C, H> for UdpClient<F, C, H>, command = UdpClientCommand, where
+    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: DatagramHandler<C>,
+);
 
-    /// Dials the missing sessions, each starting at the address that last worked.
-    fn dial_missing(&mut self, cx: &mut Context<'_>) {
-        let order = round_order(&self.addrs, self.last_good.as_ref());
-        for _ in 0..self.missing() {
-            self.dial_from(cx, Arc::clone(&order), 0);
-        }
-        self.schedule_redial(cx);
-    }
+/// How a UDP client dials: bind, connect, send the probe, and a [`Dialer`] waits for the
+/// verdict.
+struct UdpDialing<F, C, H> {
+    setup: F,
+    session_options: Arc<SessionOptions>,
+    config: UdpClientKind,
+    dial_error: Option<DialErrorHook>,
+    _types: PhantomData<fn() -> (C, H)>,
+}
 
-    /// Starts a dial to the first of `addrs[from..]` that can be started, with a dialer
-    /// waiting for its verdict. When none can, that is one failed dial.
-    fn dial_from(&mut self, cx: &mut Context<'_>, addrs: Arc<[SocketAddr]>, from: usize) {
-        let mut last_error = None;
-        for index in from..addrs.len() {
-            match self.start_dial(addrs[index]) {
-                Ok(socket) => {
-                    self.dialing += 1;
-                    let client = cx.recipient().expect("a UDP client takes UdpClientCommand");
-                    cx.spawn(Dialer {
-                        socket: Some(socket),
-                        addrs,
-                        index,
-                        client,
-                        wait: self.config.probe_wait,
-                        timer: None,
-                    });
-                    return;
-                }
-                Err(e) => {
-                    self.attempt_failed(addrs[index], &e);
-                    last_error = Some(e);
-                }
-            }
-        }
-        let error =
-            last_error.unwrap_or_else(|| Error::Io(io::Error::other("no address left to dial")));
-        self.redial.failed(&self.label, &error);
-    }
+impl<F, C, H> DialTypes for UdpDialing<F, C, H> {
+    type Addr = SocketAddr;
+    type Socket = UdpSocket;
+}
 
-    fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) {
-        self.dialing = self.dialing.saturating_sub(1);
-        match outcome {
-            DialOutcome::Verified { socket, addr } => self.open_session(cx, socket, addr),
-            DialOutcome::Failed {
-                error,
-                addrs,
-                index,
-            } => {
-                self.attempt_failed(addrs[index], &error);
-                if index + 1 < addrs.len() {
-                    // RFC 8305's fall-through: the next address, now.
-                    self.dial_from(cx, addrs, index + 1);
-                } else {
-                    self.redial.failed(&self.label, &error);
-                }
-            }
-        }
-    }
+impl<F, C, H> Dialing for UdpDialing<F, C, H>
+where
+    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: DatagramHandler<C>,
+{
+    type Pending = UdpSocket;
+    type Dialer = Dialer;
+    type Session = DatagramEntry<UdpSocket, C, H>;
+
+    const KIND: &'static str = "udp";
+    const LOG_TARGET: &'static str = module_path!();
+    // The probe proved the peer alive; a datagram session never says it opened.
+    const GOOD_WHEN_SPAWNED: bool = true;
 
     /// Binds, connects, refuses a self-connect and sends the probe.
-    fn start_dial(&self, addr: SocketAddr) -> Result<UdpSocket, Error> {
+    fn start(&mut self, addr: &SocketAddr) -> Result<UdpSocket, Error> {
+        let addr = *addr;
         let local = self.config.local_addr.unwrap_or(match addr {
             SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
@@ -605,27 +495,43 @@ where
         Ok(socket)
     }
 
-    fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket, peer: SocketAddr) {
-        // The setup hook is user code: a panic in it counts as one failed dial (logged by
-        // the reactor), and the client redials and keeps its other sessions.
-        let owner = cx.recipient_as::<OwnerNote, UdpClientCommand>();
-        let prepared = cx.catch_panic("a client's setup hook", |_| {
-            self.prepare(socket, owner, peer)
-        });
-        let panicked = || Err(Error::Panicked("the setup hook panicked".into()));
-        match prepared.unwrap_or_else(panicked) {
-            Ok(entry) => {
-                self.last_good = Some(peer);
-                self.redial.succeeded();
-                self.sessions.push(cx.spawn(entry));
-            }
-            Err(e) => {
-                self.attempt_failed(peer, &e);
-                self.redial.failed(&self.label, &e);
-            }
+    fn dialer(&self, socket: UdpSocket, attempt: Attempt<UdpSocket, SocketAddr>) -> Dialer {
+        Dialer {
+            socket: Some(socket),
+            attempt,
+            wait: self.config.probe_wait,
         }
     }
 
+    fn open(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: UdpSocket,
+        peer: SocketAddr,
+        owner: Option<Recipient<OwnerNote>>,
+    ) -> Result<Self::Session, Error> {
+        // The setup hook is user code: a panic in it counts as one failed dial (logged by
+        // the reactor), and the client redials and keeps its other sessions.
+        let prepared = cx.catch_panic("a client's setup hook", |_| {
+            self.prepare(socket, owner, peer)
+        });
+        prepared.unwrap_or_else(|| Err(Error::Panicked("the setup hook panicked".into())))
+    }
+
+    /// One address failed (the dial may go on with the next): tell the hook.
+    fn attempt_failed(&mut self, addr: &SocketAddr, error: &Error) {
+        if let Some(hook) = self.dial_error.as_mut() {
+            hook(*addr, error);
+        }
+    }
+}
+
+impl<F, C, H> UdpDialing<F, C, H>
+where
+    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
+    C: Decoder + 'static,
+    H: DatagramHandler<C>,
+{
     fn prepare(
         &mut self,
         socket: UdpSocket,
@@ -646,135 +552,18 @@ where
             .entry_config(self.config.close_on_icmp_error);
         Ok(DatagramEntry::new(socket, session, handler, config, owner))
     }
-
-    /// One address failed (the dial may go on with the next): tell the hook.
-    fn attempt_failed(&mut self, addr: SocketAddr, error: &Error) {
-        if let Some(hook) = self.dial_error.as_mut() {
-            hook(addr, error);
-        }
-    }
-
-    /// Time to redial: resolve the host name again first, if there is one (the dials
-    /// start when the addresses arrive, or when the lookup's deadline passes).
-    fn redial_now(&mut self, cx: &mut Context<'_>) {
-        if self.lookup.redial(cx, self.missing(), &self.label) == Next::Dial {
-            self.dial_missing(cx);
-        }
-    }
-
-    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: Resolved<SocketAddr>) {
-        let (addrs, next) = self.lookup.resolved(cx, resolved, &self.label);
-        if let Some(addrs) = addrs {
-            self.addrs = addrs.into();
-        }
-        if next == Next::Dial {
-            self.dial_missing(cx);
-        }
-    }
-
-    /// Closes the client once it has failed too many dials in a row.
-    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if self.redial.gave_up(&self.label) {
-            return self.close_all(cx);
-        }
-        Status::Continue
-    }
-
-    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
-        let missing = self.missing();
-        self.redial.schedule(cx, missing);
-    }
-
-    fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
-        self.redial.cancel(cx);
-        self.lookup.cancel(cx);
-        for session in self.sessions.drain(..) {
-            cx.send(session, Close);
-        }
-        // Dialers in flight report to an entry that no longer exists; their reports are
-        // dropped along with the sockets they carry.
-        Status::Done
-    }
 }
 
-impl<F, C, H> Entry for UdpClient<F, C, H>
-where
-    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
-    C: Decoder + 'static,
-    H: DatagramHandler<C>,
-{
-    type Command = UdpClientCommand;
-
-    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        self.dial_missing(cx);
-        self.check_gave_up(cx)
-    }
-
-    fn on_ready(&mut self, _cx: &mut Context<'_>, _ready: Ready) -> Status {
-        Status::Continue // the client owns no socket
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
-        if tag == DEADLINE_TAG {
-            if self.lookup.deadline_passed(&self.label) == Next::Dial {
-                self.dial_missing(cx);
-            }
-        } else {
-            self.redial.fired();
-            self.redial_now(cx);
-        }
-        self.check_gave_up(cx)
-    }
-
-    fn on_command(&mut self, cx: &mut Context<'_>, command: UdpClientCommand) -> Status {
-        match command.0 {
-            UdpClientOp::Close => return self.close_all(cx),
-            UdpClientOp::Dialled(outcome) => self.on_dialled(cx, outcome),
-            UdpClientOp::Resolved(resolved) => self.on_resolved(cx, resolved),
-            UdpClientOp::Ended(ended) => self.sessions.retain(|s| s.id() != ended.id),
-            UdpClientOp::Opened => {}
-        }
-        if self.check_gave_up(cx) == Status::Done {
-            return Status::Done;
-        }
-        self.schedule_redial(cx);
-        Status::Continue
-    }
-
-    fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
-        // Sessions hear the shutdown themselves; the client just stops redialling.
-        self.redial.cancel(cx);
-        self.lookup.cancel(cx);
-        Status::Done
-    }
-}
-
-/// Waits for the verdict on one probe (to `addrs[index]`).
+/// Waits for the verdict on one probe.
 struct Dialer {
     socket: Option<UdpSocket>,
-    addrs: Arc<[SocketAddr]>,
-    index: usize,
-    client: Recipient<UdpClientCommand>,
+    attempt: Attempt<UdpSocket, SocketAddr>,
     wait: Duration,
-    timer: Option<TimerId>,
 }
 
 impl Dialer {
-    fn report(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) -> Status {
-        if let Some(timer) = self.timer.take() {
-            cx.cancel_timer(timer);
-        }
-        cx.send(self.client, outcome);
-        Status::Done
-    }
-
     fn failed(&mut self, cx: &mut Context<'_>, error: io::Error) -> Status {
-        let outcome = DialOutcome::Failed {
-            error: Error::Io(error),
-            addrs: Arc::clone(&self.addrs),
-            index: self.index,
-        };
-        self.report(cx, outcome)
+        self.attempt.failed(cx, Error::Io(error))
     }
 
     fn verified(&mut self, cx: &mut Context<'_>) -> Status {
@@ -783,8 +572,7 @@ impl Dialer {
         };
         // The session registers the socket again under its own token.
         let _ = cx.registry().deregister(&mut socket);
-        let addr = self.addrs[self.index];
-        self.report(cx, DialOutcome::Verified { socket, addr })
+        self.attempt.connected(cx, socket)
     }
 }
 
@@ -801,7 +589,7 @@ impl Entry for Dialer {
         {
             return self.failed(cx, e);
         }
-        self.timer = Some(cx.set_timer(self.wait, 0));
+        self.attempt.arm(cx, self.wait);
         Status::Continue
     }
 
@@ -838,7 +626,7 @@ impl Entry for Dialer {
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.timer = None;
+        self.attempt.timer_fired();
         let error = match self.socket.as_ref().map(|s| s.take_error()) {
             Some(Ok(Some(e))) | Some(Err(e)) => e,
             // Silence for the whole wait: a live (if quiet) peer.

@@ -280,7 +280,7 @@ impl UnixClientBuilder {
         let addr = addr.into();
         addr.to_sockaddr()?; // an unnamed or too long address fails here, not at each dial
         Ok(UnixClient {
-            inner: StreamClient::new(
+            inner: StreamClient::single(
                 addr,
                 setup,
                 self.kind.stream.config(self.dial, self.session_options),
