@@ -32,12 +32,13 @@ use getty_reactor::{Context, Entry, NoCommand, Ready, Recipient, Status, TimerId
 use crate::builder::DialSettings;
 use crate::commands::{OwnerNote, SessionCommand};
 use crate::redial::Redial;
-use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG};
+use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
 use crate::stream::SessionEnded;
 use crate::{Close, Error};
 
 pub(crate) use stream::{ClientConfig, Dial, StreamClient};
 pub use target::DialTarget;
+pub(crate) use target::Peer;
 
 /// What a transport dials and what a dial yields. Kept apart from [`Dialing`] (and free of
 /// its bounds) so that a client type can name `Client<D>` without them.
@@ -260,23 +261,21 @@ impl<D: DialTypes> Client<D> {
 }
 
 impl<D: Dialing> Client<D> {
-    /// A client of `addrs` (not empty), tried in order; with a `resolver`, they are
-    /// resolved again (off the reactor, on the shared resolver) before every redial, each
-    /// lookup given `lookup_deadline` before the client dials without its answer.
+    /// A client of `peer`, its addresses tried in order; with a resolver, they are resolved
+    /// again (off the reactor, on the shared resolver) before every redial, each lookup
+    /// given `lookup_deadline` before the client dials without its answer.
     pub(crate) fn new(
         transport: D,
-        addrs: Vec<D::Addr>,
-        resolver: Option<Resolver<D::Addr>>,
-        label: String,
+        peer: Peer<D::Addr>,
         settings: DialSettings,
         lookup_deadline: Duration,
     ) -> Self {
-        assert!(!addrs.is_empty(), "a client needs an address");
+        assert!(!peer.addrs.is_empty(), "a client needs an address");
         Client {
-            addrs: addrs.into(),
+            addrs: peer.addrs.into(),
             last_good: None,
-            lookup: Lookup::new::<CommandOf<D>>(resolver, lookup_deadline),
-            label,
+            lookup: Lookup::new::<CommandOf<D>>(peer.resolver, lookup_deadline),
+            label: peer.label,
             connection_number: settings.connection_number,
             sessions: Vec::new(),
             dialing: 0,

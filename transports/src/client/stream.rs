@@ -11,10 +11,9 @@ use getty_codec::Decoder;
 use getty_reactor::{Context, Entry, NoCommand, Ready, Recipient, Status};
 use mio::Interest;
 
-use super::{Attempt, Client, DialTypes, Dialing};
+use super::{Attempt, Client, DialTypes, Dialing, Peer};
 use crate::builder::DialSettings;
 use crate::commands::{OwnerNote, SessionCommand};
-use crate::resolve::Resolver;
 use crate::session::Handler;
 use crate::setup::{prepare_session, FilterFactory, Plan, Setup};
 use crate::stream::Stream;
@@ -65,21 +64,8 @@ where
     C: Decoder + 'static,
     H: Handler<C, S::Addr>,
 {
-    /// A client of the one address `addr`.
-    pub(crate) fn single(addr: S::Addr, setup: F, config: ClientConfig) -> Self {
-        let label = addr.to_string();
-        Self::with_addrs(vec![addr], None, label, setup, config)
-    }
-
-    /// A client of `addrs` (not empty), tried in order; with a `resolver`, they are
-    /// resolved again before every redial, each lookup given the connect timeout.
-    pub(crate) fn with_addrs(
-        addrs: Vec<S::Addr>,
-        resolver: Option<Resolver<S::Addr>>,
-        label: String,
-        setup: F,
-        config: ClientConfig,
-    ) -> Self {
+    /// A client of `peer` (see [`Client::new`]), each lookup given the connect timeout.
+    pub(crate) fn with_setup(peer: Peer<S::Addr>, setup: F, config: ClientConfig) -> Self {
         let (settings, deadline) = (config.dial.clone(), config.connect_timeout);
         let dialing = StreamDialing {
             setup,
@@ -88,7 +74,7 @@ where
             _socket: PhantomData,
             _types: PhantomData,
         };
-        Client::new(dialing, addrs, resolver, label, settings, deadline)
+        Client::new(dialing, peer, settings, deadline)
     }
 }
 

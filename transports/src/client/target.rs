@@ -9,6 +9,39 @@ use std::sync::Arc;
 
 use crate::resolve::Resolver;
 
+/// Who a client dials: its addresses (never empty), in order; what resolves them again
+/// before a redial, if anything; and its name in the log.
+pub(crate) struct Peer<A> {
+    pub(super) addrs: Vec<A>,
+    pub(super) resolver: Option<Resolver<A>>,
+    pub(super) label: String,
+}
+
+impl<A: fmt::Display> Peer<A> {
+    /// The one address `addr`, never resolved.
+    pub(crate) fn one(addr: A) -> Self {
+        Peer {
+            label: addr.to_string(),
+            addrs: vec![addr],
+            resolver: None,
+        }
+    }
+}
+
+impl Peer<SocketAddr> {
+    /// The addresses of `target`: a host name (or the caller's resolver) is resolved now,
+    /// on the calling thread, and again before every redial.
+    pub(crate) fn resolve(target: DialTarget) -> io::Result<Self> {
+        let label = target.to_string();
+        let (addrs, resolver) = target.resolve_now()?;
+        Ok(Peer {
+            addrs,
+            resolver,
+            label,
+        })
+    }
+}
+
 /// A caller's resolver ([`DialTarget::resolve_with`]).
 type CustomResolver = Arc<dyn Fn() -> io::Result<Vec<SocketAddr>> + Send + Sync>;
 

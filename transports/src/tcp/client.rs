@@ -13,7 +13,7 @@ use mio::net::TcpStream;
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::ClientBuilder;
-use crate::client::{ClientConfig, DialTarget, StreamClient};
+use crate::client::{ClientConfig, DialTarget, Peer, StreamClient};
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{FilterFactory, Setup};
@@ -142,9 +142,7 @@ impl TcpClientBuilder {
         H: Handler<C>,
     {
         self.check_tls_name()?;
-        let target = target.into();
-        let label = target.to_string();
-        let (addrs, resolver) = target.resolve_now()?;
+        let peer = Peer::resolve(target.into())?;
         let kind = self.kind;
         let config = ClientConfig {
             transport_filter: kind.transport_filter,
@@ -152,7 +150,7 @@ impl TcpClientBuilder {
             ..kind.stream.config(self.dial, self.session_options)
         };
         Ok(TcpClient {
-            inner: StreamClient::with_addrs(addrs, resolver, label, setup, config),
+            inner: StreamClient::with_setup(peer, setup, config),
         })
     }
 }

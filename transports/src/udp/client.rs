@@ -32,7 +32,7 @@ use super::entry::DatagramEntry;
 use super::socket::is_peer_error;
 use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
 use crate::builder::ClientBuilder;
-use crate::client::{Attempt, Client, ClientCommand, DialTypes, Dialing};
+use crate::client::{Attempt, Client, ClientCommand, DialTypes, Dialing, Peer};
 use crate::commands::OwnerNote;
 use crate::options::clamp_timeout;
 use crate::server::entry_by_inner;
@@ -205,9 +205,7 @@ impl UdpClientBuilder {
         C: Decoder + 'static,
         H: DatagramHandler<C>,
     {
-        let target = target.into();
-        let label = target.to_string();
-        let (addrs, resolver) = target.resolve_now()?;
+        let peer = Peer::resolve(target.into())?;
         let kind = self.kind;
         // A lookup gets the probe wait (the time a dial is given to prove itself), but
         // never less than a second: a short probe wait must not cut DNS short.
@@ -220,7 +218,7 @@ impl UdpClientBuilder {
             _types: PhantomData,
         };
         Ok(UdpClient {
-            inner: Client::new(dialing, addrs, resolver, label, self.dial, deadline),
+            inner: Client::new(dialing, peer, self.dial, deadline),
         })
     }
 }

@@ -11,7 +11,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::{ClientBuilder, ServerBuilder};
-use crate::client::{Dial, StreamClient};
+use crate::client::{Dial, Peer, StreamClient};
 use crate::listener::{Acceptor, Listener};
 use crate::server::{entry_by_inner, StreamServer};
 use crate::session::Handler;
@@ -280,8 +280,8 @@ impl UnixClientBuilder {
         let addr = addr.into();
         addr.to_sockaddr()?; // an unnamed or too long address fails here, not at each dial
         Ok(UnixClient {
-            inner: StreamClient::single(
-                addr,
+            inner: StreamClient::with_setup(
+                Peer::one(addr),
                 setup,
                 self.kind.stream.config(self.dial, self.session_options),
             ),
