@@ -1,42 +1,29 @@
 //! The connected UDP client: keeps `connection_number` connected sockets to one address,
 //! each verified by a dial probe, redialling with capped, jittered backoff.
 //!
-//! A dial is synchronous up to the probe: bind, `connect` (which only records the peer),
-//! refuse a self-connect, send the probe. Then a `Dialer` entry waits for the verdict: an
-//! ICMP error (`ECONNREFUSED` from `SO_ERROR`) fails the dial; a datagram from the peer
-//! makes it succeed at once, and so does silence for the whole probe wait. The peer's
-//! datagram stays queued for the session (its first message), unless it is the answer to
-//! the probe ([`UdpClient::PROBE_ANSWER`]), which the dialer takes. The dialer reports to
-//! the client with a command, and the client runs the setup hook and spawns the session,
-//! which tells the client when it ends. As with TCP, client, dialers and sessions only
-//! ever exchange queued commands, every address of the peer is tried in turn (a refused
-//! probe goes on to the next), each round starts at the address that last worked, and a
-//! host name is resolved again by the shared resolver (`resolve.rs`), with a deadline (the
-//! probe wait, at least a second), before every redial.
+//! It is the client every transport shares (`crate::client`: the sessions it keeps, the
+//! redials, every address of the peer in turn, each round from the address that last
+//! worked, and a host name resolved again before every redial, with a deadline: the probe
+//! wait, at least a second), dialling the UDP way (`dial.rs`): bind, `connect`, send a
+//! probe, and wait for the verdict.
 
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use getty_codec::Decoder;
-use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 use mio::net::UdpSocket;
-use mio::Interest;
-use socket2::SockRef;
 
-use super::entry::DatagramEntry;
-use super::socket::is_peer_error;
-use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use super::dial::UdpDialing;
+use super::{DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
 use crate::builder::ClientBuilder;
-use crate::client::{Attempt, Client, ClientCommand, DialTypes, Dialing, Peer};
-use crate::commands::OwnerNote;
+use crate::client::{Client, ClientCommand, Peer};
 use crate::options::clamp_timeout;
 use crate::server::entry_by_inner;
-use crate::{DialTarget, Error, SessionOptions};
+use crate::{DialTarget, Error};
 
 /// How long a dial waits, by default, for the peer to refuse the probe before a silent peer
 /// counts as alive: 250 ms.
@@ -89,11 +76,11 @@ pub type UdpClientBuilder = ClientBuilder<UdpClientKind>;
 /// local address, what an ICMP error does, and the socket's [`UdpOptions`].
 #[derive(Debug, Clone)]
 pub struct UdpClientKind {
-    probe: Bytes,
-    probe_wait: Duration,
-    local_addr: Option<SocketAddr>,
-    close_on_icmp_error: bool,
-    udp_options: UdpOptions,
+    pub(super) probe: Bytes,
+    pub(super) probe_wait: Duration,
+    pub(super) local_addr: Option<SocketAddr>,
+    pub(super) close_on_icmp_error: bool,
+    pub(super) udp_options: UdpOptions,
 }
 
 impl Default for UdpClientKind {
@@ -210,13 +197,7 @@ impl UdpClientBuilder {
         // A lookup gets the probe wait (the time a dial is given to prove itself), but
         // never less than a second: a short probe wait must not cut DNS short.
         let deadline = kind.probe_wait.max(MIN_LOOKUP_DEADLINE);
-        let dialing = UdpDialing {
-            setup,
-            session_options: Arc::new(self.session_options),
-            config: kind,
-            dial_error: None,
-            _types: PhantomData,
-        };
+        let dialing = UdpDialing::new(setup, Arc::new(self.session_options), kind);
         Ok(UdpClient {
             inner: Client::new(dialing, peer, self.dial, deadline),
         })
@@ -245,8 +226,6 @@ impl UdpClientBuilder {
 /// reactor.handle().send(client, Close).unwrap();
 /// ```
 pub type UdpClientCommand = ClientCommand<UdpSocket, SocketAddr>;
-
-type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 
 /// A client that keeps `connection_number` connected UDP sockets to one address, each
 /// verified by a probe before its session opens. Spawn it into a reactor; send it
@@ -431,7 +410,7 @@ where
     /// # drop(rx);
     /// ```
     pub fn on_dial_error(mut self, hook: impl FnMut(SocketAddr, &Error) + Send + 'static) -> Self {
-        self.inner.transport.dial_error = Some(Box::new(hook));
+        self.inner.transport.on_attempt_failed(Box::new(hook));
         self
     }
 }
@@ -441,195 +420,3 @@ entry_by_inner!(impl<F, C, H> for UdpClient<F, C, H>, command = UdpClientCommand
     C: Decoder + 'static,
     H: DatagramHandler<C>,
 );
-
-/// How a UDP client dials: bind, connect, send the probe, and a [`Dialer`] waits for the
-/// verdict.
-struct UdpDialing<F, C, H> {
-    setup: F,
-    session_options: Arc<SessionOptions>,
-    config: UdpClientKind,
-    dial_error: Option<DialErrorHook>,
-    _types: PhantomData<fn() -> (C, H)>,
-}
-
-impl<F, C, H> DialTypes for UdpDialing<F, C, H> {
-    type Addr = SocketAddr;
-    type Socket = UdpSocket;
-}
-
-impl<F, C, H> Dialing for UdpDialing<F, C, H>
-where
-    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
-    C: Decoder + 'static,
-    H: DatagramHandler<C>,
-{
-    type Pending = UdpSocket;
-    type Dialer = Dialer;
-    type Session = DatagramEntry<UdpSocket, C, H>;
-
-    const KIND: &'static str = "udp";
-    const LOG_TARGET: &'static str = module_path!();
-    // The probe proved the peer alive; a datagram session never says it opened.
-    const GOOD_WHEN_SPAWNED: bool = true;
-
-    /// Binds, connects, refuses a self-connect and sends the probe.
-    fn start(&mut self, addr: &SocketAddr) -> Result<UdpSocket, Error> {
-        let addr = *addr;
-        let local = self.config.local_addr.unwrap_or(match addr {
-            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-        });
-        let socket = self.config.udp_options.bind_socket(local, false)?;
-        socket.connect(&addr.into())?;
-        let socket = UdpSocket::from_std(socket.into());
-        let (local, peer) = (socket.local_addr()?, socket.peer_addr()?);
-        if local == peer {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("self-connect to {peer} refused"),
-            )));
-        }
-        socket.send(&self.config.probe)?;
-        Ok(socket)
-    }
-
-    fn dialer(&self, socket: UdpSocket, attempt: Attempt<UdpSocket, SocketAddr>) -> Dialer {
-        Dialer {
-            socket: Some(socket),
-            attempt,
-            wait: self.config.probe_wait,
-        }
-    }
-
-    fn open(
-        &mut self,
-        cx: &mut Context<'_>,
-        socket: UdpSocket,
-        peer: SocketAddr,
-        owner: Option<Recipient<OwnerNote>>,
-    ) -> Result<Self::Session, Error> {
-        // The setup hook is user code: a panic in it counts as one failed dial (logged by
-        // the reactor), and the client redials and keeps its other sessions.
-        let prepared = cx.catch_panic("a client's setup hook", |_| {
-            self.prepare(socket, owner, peer)
-        });
-        prepared.unwrap_or_else(|| Err(Error::Panicked("the setup hook panicked".into())))
-    }
-
-    /// One address failed (the dial may go on with the next): tell the hook.
-    fn attempt_failed(&mut self, addr: &SocketAddr, error: &Error) {
-        if let Some(hook) = self.dial_error.as_mut() {
-            hook(*addr, error);
-        }
-    }
-}
-
-impl<F, C, H> UdpDialing<F, C, H>
-where
-    F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
-    C: Decoder + 'static,
-    H: DatagramHandler<C>,
-{
-    fn prepare(
-        &mut self,
-        socket: UdpSocket,
-        owner: Option<Recipient<OwnerNote>>,
-        peer: SocketAddr,
-    ) -> Result<DatagramEntry<UdpSocket, C, H>, Error> {
-        let mut options = Arc::clone(&self.session_options);
-        let (codec, handler) = (self.setup)(&mut DatagramSetup {
-            local: socket.local_addr()?,
-            peer: Some(peer),
-            socket: SockRef::from(&socket),
-            options: &mut options,
-        })?;
-        let session = new_session(&socket, Some(peer), codec, options)?;
-        let config = self
-            .config
-            .udp_options
-            .entry_config(self.config.close_on_icmp_error);
-        Ok(DatagramEntry::new(socket, session, handler, config, owner))
-    }
-}
-
-/// Waits for the verdict on one probe.
-struct Dialer {
-    socket: Option<UdpSocket>,
-    attempt: Attempt<UdpSocket, SocketAddr>,
-    wait: Duration,
-}
-
-impl Dialer {
-    fn failed(&mut self, cx: &mut Context<'_>, error: io::Error) -> Status {
-        self.attempt.failed(cx, Error::Io(error))
-    }
-
-    fn verified(&mut self, cx: &mut Context<'_>) -> Status {
-        let Some(mut socket) = self.socket.take() else {
-            return Status::Done;
-        };
-        // The session registers the socket again under its own token.
-        let _ = cx.registry().deregister(&mut socket);
-        self.attempt.connected(cx, socket)
-    }
-}
-
-impl Entry for Dialer {
-    type Command = getty_reactor::NoCommand;
-
-    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        let Some(socket) = self.socket.as_mut() else {
-            return Status::Done;
-        };
-        if let Err(e) = cx
-            .registry()
-            .register(socket, cx.token(), Interest::READABLE)
-        {
-            return self.failed(cx, e);
-        }
-        self.attempt.arm(cx, self.wait);
-        Status::Continue
-    }
-
-    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
-        let Some(socket) = self.socket.as_ref() else {
-            return Status::Done;
-        };
-        match socket.take_error() {
-            Ok(Some(e)) | Err(e) => return self.failed(cx, e),
-            Ok(None) => {}
-        }
-        if !ready.is_readable() {
-            return Status::Continue;
-        }
-        // The peer spoke: it is alive. Its datagram stays queued for the session (its
-        // first message), unless it is the answer to the probe, which is the dial's. One
-        // byte more than the answer tells it from a longer datagram that starts alike.
-        let mut head = [0u8; PROBE_ANSWER.len() + 1];
-        match socket.peek(&mut head) {
-            Ok(n) => {
-                if head[..n] == *PROBE_ANSWER {
-                    // Just peeked, so it is there to take; should the take fail, the
-                    // session reads the answer as a datagram: nothing is lost.
-                    let _ = socket.recv(&mut head);
-                }
-                self.verified(cx)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Continue,
-            Err(e) if is_peer_error(&e) || e.kind() != io::ErrorKind::Interrupted => {
-                self.failed(cx, e)
-            }
-            Err(_) => Status::Continue,
-        }
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.attempt.timer_fired();
-        let error = match self.socket.as_ref().map(|s| s.take_error()) {
-            Some(Ok(Some(e))) | Some(Err(e)) => e,
-            // Silence for the whole wait: a live (if quiet) peer.
-            _ => return self.verified(cx),
-        };
-        self.failed(cx, error)
-    }
-}
