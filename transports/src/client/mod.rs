@@ -64,7 +64,7 @@ pub(crate) trait Dialing: DialTypes + Sized + 'static {
 
     /// What is dialled, for the log ("tcp", "unix", "udp").
     const KIND: &'static str;
-    /// The module the client's log lines are under.
+    /// The log target of the client's lines (its transport's client module).
     const LOG_TARGET: &'static str;
     /// True when the dialer itself proves the peer alive (UDP's probe): a session counts as
     /// a good dial when it is spawned. Otherwise only when it says it opened (`on_open`
@@ -320,7 +320,8 @@ impl<D: Dialing> Client<D> {
                 }
                 Err(e) => {
                     let addr = &addrs[index];
-                    log::debug!("{} dial to {addr} failed at once: {e}", D::KIND);
+                    let kind = D::KIND;
+                    log::debug!(target: D::LOG_TARGET, "{kind} dial to {addr} failed at once: {e}");
                     self.transport.attempt_failed(addr, &e);
                     last_error = Some(e);
                 }
@@ -348,6 +349,7 @@ impl<D: Dialing> Client<D> {
                     // RFC 8305's fall-through: the next address, now; the dial has not
                     // failed until every address has.
                     log::debug!(
+                        target: D::LOG_TARGET,
                         "{} dial to {} failed: {error}; trying {}",
                         D::KIND,
                         addrs[index],
@@ -424,6 +426,7 @@ impl<D: Dialing> Client<D> {
 
     fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
         log::debug!(
+            target: D::LOG_TARGET,
             "client for {} closing {} sessions",
             self.label,
             self.sessions.len()

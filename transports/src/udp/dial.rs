@@ -79,7 +79,7 @@ where
     type Session = DatagramEntry<UdpSocket, C, H>;
 
     const KIND: &'static str = "udp";
-    const LOG_TARGET: &'static str = module_path!();
+    const LOG_TARGET: &'static str = "getty_transports::udp::client";
     // The probe proved the peer alive; a datagram session never says it opened.
     const GOOD_WHEN_SPAWNED: bool = true;
 
