@@ -229,7 +229,7 @@ pub type UdpClientCommand = ClientCommand<UdpSocket, SocketAddr>;
 
 /// A client that keeps `connection_number` connected UDP sockets to one address, each
 /// verified by a probe before its session opens. Spawn it into a reactor; send it
-/// [`Close`] to close its sessions and stop redialling.
+/// [`Close`](crate::Close) to close its sessions and stop redialling.
 ///
 /// # The dial
 ///
