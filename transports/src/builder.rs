@@ -225,9 +225,8 @@ pub(crate) mod sealed {
             session_options: SessionOptions,
         ) -> ClientConfig {
             ClientConfig {
-                connection_number: dial.connection_number,
+                dial,
                 connect_timeout: self.connect_timeout,
-                redial: dial.redial,
                 socket_options: self.socket_options,
                 session_options,
                 transport_filter: None,

@@ -13,7 +13,7 @@ use mio::net::TcpStream;
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::ClientBuilder;
-use crate::client::{ClientConfig, DialTarget, Opening, StreamClient};
+use crate::client::{ClientConfig, DialTarget, Opening, Peer, StreamClient};
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{FilterFactory, Setup};
@@ -160,17 +160,14 @@ impl TcpClientBuilder {
         H: Handler<C, T>,
     {
         self.check_tls_name()?;
-        let label = target.to_string();
-        let (addrs, resolver) = target.resolve_now()?;
+        let peer = Peer::resolve(target)?;
         let kind = self.kind;
         let config = ClientConfig {
             transport_filter: kind.transport_filter,
             websocket: kind.websocket,
             ..kind.stream.config(self.dial, self.session_options)
         };
-        Ok(StreamClient::with_addrs(
-            addrs, resolver, label, setup, config,
-        ))
+        Ok(StreamClient::with_setup(peer, setup, config))
     }
 }
 

@@ -1,43 +1,29 @@
 //! The connected UDP client: keeps `connection_number` connected sockets to one address,
 //! each verified by a dial probe, redialling with capped, jittered backoff.
 //!
-//! A dial is synchronous up to the probe: bind, `connect` (which only records the peer),
-//! refuse a self-connect, send the probe. Then a `Dialer` entry waits for the verdict: an
-//! ICMP error (`ECONNREFUSED` from `SO_ERROR`) fails the dial; a datagram from the peer
-//! makes it succeed at once, and so does silence for the whole probe wait. The peer's
-//! datagram stays queued for the session (its first message), unless it is the answer to
-//! the probe ([`UdpClient::PROBE_ANSWER`]), which the dialer takes. The dialer reports to
-//! the client with a command, and the client runs the setup hook and spawns the session,
-//! which tells the client when it ends. As with TCP, client, dialers and sessions only
-//! ever exchange queued commands, every address of the peer is tried in turn (a refused
-//! probe goes on to the next), each round starts at the address that last worked, and a
-//! host name is resolved again by the shared resolver (`resolve.rs`), with a deadline (the
-//! probe wait, at least a second), before every redial.
+//! It is the client every transport shares (`crate::client`: the sessions it keeps, the
+//! redials, every address of the peer in turn, each round from the address that last
+//! worked, and a host name resolved again before every redial, with a deadline: the probe
+//! wait, at least a second), dialling the UDP way (`dial.rs`): bind, `connect`, send a
+//! probe, and wait for the verdict.
 
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use getty_codec::Decoder;
-use getty_reactor::{Context, Entry, Ready, Recipient, Status, TimerId};
 use mio::net::UdpSocket;
-use mio::Interest;
-use socket2::SockRef;
 
-use super::entry::DatagramEntry;
-use super::socket::is_peer_error;
-use super::{new_session, DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
+use super::dial::UdpDialing;
+use super::{DatagramHandler, DatagramSetup, UdpOptions, DEFAULT_PROBE};
 use crate::builder::ClientBuilder;
-use crate::commands::{OwnerNote, SessionCommand};
+use crate::client::{Client, ClientCommand, Peer};
 use crate::options::clamp_timeout;
-use crate::redial::Redial;
-use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
-use crate::stream::SessionEnded;
-use crate::{Close, DialTarget, Error, SessionOptions};
+use crate::server::entry_by_inner;
+use crate::{DialTarget, Error};
 
 /// How long a dial waits, by default, for the peer to refuse the probe before a silent peer
 /// counts as alive: 250 ms.
@@ -90,11 +76,11 @@ pub type UdpClientBuilder = ClientBuilder<UdpClientKind>;
 /// local address, what an ICMP error does, and the socket's [`UdpOptions`].
 #[derive(Debug, Clone)]
 pub struct UdpClientKind {
-    probe: Bytes,
-    probe_wait: Duration,
-    local_addr: Option<SocketAddr>,
-    close_on_icmp_error: bool,
-    udp_options: UdpOptions,
+    pub(super) probe: Bytes,
+    pub(super) probe_wait: Duration,
+    pub(super) local_addr: Option<SocketAddr>,
+    pub(super) close_on_icmp_error: bool,
+    pub(super) udp_options: UdpOptions,
 }
 
 impl Default for UdpClientKind {
@@ -110,18 +96,6 @@ impl Default for UdpClientKind {
         }
     }
 }
-
-/// What a UDP client's dials run with: its builder's settings, gathered at `build`.
-#[derive(Debug)]
-struct DialConfig {
-    connection_number: usize,
-    probe: Bytes,
-    probe_wait: Duration,
-    local_addr: Option<SocketAddr>,
-    close_on_icmp_error: bool,
-    udp_options: UdpOptions,
-}
-
 impl UdpClientBuilder {
     /// The datagram sent to verify a dial (default [`DEFAULT_PROBE`]). Receivers should
     /// drop it: getty-rs receivers drop [`DEFAULT_PROBE`] unless told otherwise
@@ -218,103 +192,44 @@ impl UdpClientBuilder {
         C: Decoder + 'static,
         H: DatagramHandler<C>,
     {
-        let target = target.into();
-        let label = target.to_string();
-        let (addrs, resolver) = target.resolve_now()?;
+        let peer = Peer::resolve(target.into())?;
         let kind = self.kind;
+        // A lookup gets the probe wait (the time a dial is given to prove itself), but
+        // never less than a second: a short probe wait must not cut DNS short.
+        let deadline = kind.probe_wait.max(MIN_LOOKUP_DEADLINE);
+        let dialing = UdpDialing::new(setup, Arc::new(self.session_options), kind);
         Ok(UdpClient {
-            addrs: addrs.into(),
-            last_good: None,
-            // A lookup gets the probe wait (the time a dial is given to prove itself), but
-            // never less than a second: a short probe wait must not cut DNS short.
-            lookup: Lookup::new::<UdpClientCommand>(
-                resolver,
-                kind.probe_wait.max(MIN_LOOKUP_DEADLINE),
-            ),
-            label,
-            setup,
-            session_options: Arc::new(self.session_options),
-            redial: Redial::new(self.dial.redial, "udp", module_path!()),
-            config: DialConfig {
-                connection_number: self.dial.connection_number,
-                probe: kind.probe,
-                probe_wait: kind.probe_wait,
-                local_addr: kind.local_addr,
-                close_on_icmp_error: kind.close_on_icmp_error,
-                udp_options: kind.udp_options,
-            },
-            sessions: Vec::new(),
-            dialing: 0,
-            dial_error: None,
-            _types: PhantomData,
+            inner: Client::new(dialing, peer, self.dial, deadline),
         })
     }
 }
 
-/// What a dialer tells its client.
-pub(crate) enum DialOutcome {
-    /// The socket to `addr` is verified.
-    Verified { socket: UdpSocket, addr: SocketAddr },
-    /// The dial to `addrs[index]` failed; the client tries the next address, if any.
-    Failed {
-        error: Error,
-        addrs: Arc<[SocketAddr]>,
-        index: usize,
-    },
-}
-
-/// What a [`UdpClient`] accepts: [`Close`] (close its sessions and stop redialling). It
-/// cannot be aborted. The rest (its dialers' verdicts, its sessions' notes, resolved
-/// addresses) is the framework's.
+/// What a [`UdpClient`] accepts: [`Close`](crate::Close) (close its sessions and stop
+/// redialling). It cannot be aborted. The rest (its dialers' verdicts, its sessions'
+/// notes, resolved addresses) is the framework's: it is the [`ClientCommand`] of every
+/// client, with what a UDP dial yields.
 ///
-/// See [`UdpClient`] for an example.
-pub struct UdpClientCommand(UdpClientOp);
-
-/// The commands inside a [`UdpClientCommand`].
-enum UdpClientOp {
-    Close,
-    Dialled(DialOutcome),
-    Resolved(Resolved<SocketAddr>),
-    /// A session ended.
-    Ended(SessionEnded),
-    /// A session opened: a datagram session never says so (its dial is verified by the
-    /// client itself), so this changes nothing.
-    Opened,
-}
-
-impl From<Close> for UdpClientCommand {
-    fn from(_: Close) -> Self {
-        UdpClientCommand(UdpClientOp::Close)
-    }
-}
-
-impl From<DialOutcome> for UdpClientCommand {
-    fn from(outcome: DialOutcome) -> Self {
-        UdpClientCommand(UdpClientOp::Dialled(outcome))
-    }
-}
-
-impl From<Resolved<SocketAddr>> for UdpClientCommand {
-    fn from(resolved: Resolved<SocketAddr>) -> Self {
-        UdpClientCommand(UdpClientOp::Resolved(resolved))
-    }
-}
-
-impl From<OwnerNote> for UdpClientCommand {
-    fn from(note: OwnerNote) -> Self {
-        UdpClientCommand(match note {
-            OwnerNote::Close => UdpClientOp::Close,
-            OwnerNote::Opened => UdpClientOp::Opened,
-            OwnerNote::Ended(ended) => UdpClientOp::Ended(ended),
-        })
-    }
-}
-
-type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
+/// ```
+/// use std::net::SocketAddr;
+/// use getty_codec::RawCodec;
+/// use getty_reactor::{Reactor, Recipient};
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient, UdpClientCommand};
+/// use getty_transports::Close;
+///
+/// struct Sink;
+/// impl DatagramHandler<RawCodec> for Sink {
+///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+/// }
+/// let mut reactor = Reactor::new().unwrap();
+/// let client = UdpClient::builder().build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).unwrap();
+/// let client: Recipient<UdpClientCommand> = reactor.spawn(client);
+/// reactor.handle().send(client, Close).unwrap();
+/// ```
+pub type UdpClientCommand = ClientCommand<UdpSocket, SocketAddr>;
 
 /// A client that keeps `connection_number` connected UDP sockets to one address, each
 /// verified by a probe before its session opens. Spawn it into a reactor; send it
-/// [`Close`] to close its sessions and stop redialling.
+/// [`Close`](crate::Close) to close its sessions and stop redialling.
 ///
 /// # The dial
 ///
@@ -410,33 +325,12 @@ type DialErrorHook = Box<dyn FnMut(SocketAddr, &Error) + Send>;
 /// reactor.join().unwrap();
 /// ```
 pub struct UdpClient<F, C, H> {
-    /// The addresses to dial, in order (never empty).
-    addrs: Arc<[SocketAddr]>,
-    /// The address the last session opened with: each round starts there.
-    last_good: Option<SocketAddr>,
-    /// Resolves the host name again before a redial, with a deadline.
-    lookup: Lookup<SocketAddr>,
-    /// What is dialled, for the log.
-    label: String,
-    setup: F,
-    session_options: Arc<SessionOptions>,
-    config: DialConfig,
-    sessions: Vec<Recipient<SessionCommand>>,
-    dialing: usize,
-    /// Consecutive failed dials; reset by a verified one.
-    redial: Redial,
-    dial_error: Option<DialErrorHook>,
-    _types: PhantomData<fn() -> (C, H)>,
+    inner: Client<UdpDialing<F, C, H>>,
 }
 
 impl<F, C, H> fmt::Debug for UdpClient<F, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UdpClient")
-            .field("addrs", &self.addrs)
-            .field("sessions", &self.sessions.len())
-            .field("dialing", &self.dialing)
-            .field("failures", &self.redial.failures())
-            .finish_non_exhaustive()
+        self.inner.describe("UdpClient", f)
     }
 }
 
@@ -487,7 +381,7 @@ where
     /// assert!(c.peer_addr().ip().is_loopback());
     /// ```
     pub fn peer_addr(&self) -> SocketAddr {
-        self.addrs[0]
+        *self.inner.peer_addr()
     }
 
     /// Calls `hook` with every failed dial, and with the address: refused
@@ -516,334 +410,13 @@ where
     /// # drop(rx);
     /// ```
     pub fn on_dial_error(mut self, hook: impl FnMut(SocketAddr, &Error) + Send + 'static) -> Self {
-        self.dial_error = Some(Box::new(hook));
+        self.inner.transport.on_attempt_failed(Box::new(hook));
         self
-    }
-
-    fn missing(&self) -> usize {
-        self.config
-            .connection_number
-            .saturating_sub(self.sessions.len() + self.dialing)
-    }
-
-    /// Dials the missing sessions, each starting at the address that last worked.
-    fn dial_missing(&mut self, cx: &mut Context<'_>) {
-        let order = round_order(&self.addrs, self.last_good.as_ref());
-        for _ in 0..self.missing() {
-            self.dial_from(cx, Arc::clone(&order), 0);
-        }
-        self.schedule_redial(cx);
-    }
-
-    /// Starts a dial to the first of `addrs[from..]` that can be started, with a dialer
-    /// waiting for its verdict. When none can, that is one failed dial.
-    fn dial_from(&mut self, cx: &mut Context<'_>, addrs: Arc<[SocketAddr]>, from: usize) {
-        let mut last_error = None;
-        for index in from..addrs.len() {
-            match self.start_dial(addrs[index]) {
-                Ok(socket) => {
-                    self.dialing += 1;
-                    let client = cx.recipient().expect("a UDP client takes UdpClientCommand");
-                    cx.spawn(Dialer {
-                        socket: Some(socket),
-                        addrs,
-                        index,
-                        client,
-                        wait: self.config.probe_wait,
-                        timer: None,
-                    });
-                    return;
-                }
-                Err(e) => {
-                    self.attempt_failed(addrs[index], &e);
-                    last_error = Some(e);
-                }
-            }
-        }
-        let error =
-            last_error.unwrap_or_else(|| Error::Io(io::Error::other("no address left to dial")));
-        self.redial.failed(&self.label, &error);
-    }
-
-    fn on_dialled(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) {
-        self.dialing = self.dialing.saturating_sub(1);
-        match outcome {
-            DialOutcome::Verified { socket, addr } => self.open_session(cx, socket, addr),
-            DialOutcome::Failed {
-                error,
-                addrs,
-                index,
-            } => {
-                self.attempt_failed(addrs[index], &error);
-                if index + 1 < addrs.len() {
-                    // RFC 8305's fall-through: the next address, now.
-                    self.dial_from(cx, addrs, index + 1);
-                } else {
-                    self.redial.failed(&self.label, &error);
-                }
-            }
-        }
-    }
-
-    /// Binds, connects, refuses a self-connect and sends the probe.
-    fn start_dial(&self, addr: SocketAddr) -> Result<UdpSocket, Error> {
-        let local = self.config.local_addr.unwrap_or(match addr {
-            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-        });
-        let socket = self.config.udp_options.bind_socket(local, false)?;
-        socket.connect(&addr.into())?;
-        let socket = UdpSocket::from_std(socket.into());
-        let (local, peer) = (socket.local_addr()?, socket.peer_addr()?);
-        if local == peer {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("self-connect to {peer} refused"),
-            )));
-        }
-        socket.send(&self.config.probe)?;
-        Ok(socket)
-    }
-
-    fn open_session(&mut self, cx: &mut Context<'_>, socket: UdpSocket, peer: SocketAddr) {
-        // The setup hook is user code: a panic in it counts as one failed dial (logged by
-        // the reactor), and the client redials and keeps its other sessions.
-        let owner = cx.recipient_as::<OwnerNote, UdpClientCommand>();
-        let prepared = cx.catch_panic("a client's setup hook", |_| {
-            self.prepare(socket, owner, peer)
-        });
-        let panicked = || Err(Error::Panicked("the setup hook panicked".into()));
-        match prepared.unwrap_or_else(panicked) {
-            Ok(entry) => {
-                self.last_good = Some(peer);
-                self.redial.succeeded();
-                self.sessions.push(cx.spawn(entry));
-            }
-            Err(e) => {
-                self.attempt_failed(peer, &e);
-                self.redial.failed(&self.label, &e);
-            }
-        }
-    }
-
-    fn prepare(
-        &mut self,
-        socket: UdpSocket,
-        owner: Option<Recipient<OwnerNote>>,
-        peer: SocketAddr,
-    ) -> Result<DatagramEntry<UdpSocket, C, H>, Error> {
-        let mut options = Arc::clone(&self.session_options);
-        let (codec, handler) = (self.setup)(&mut DatagramSetup {
-            local: socket.local_addr()?,
-            peer: Some(peer),
-            socket: SockRef::from(&socket),
-            options: &mut options,
-        })?;
-        let session = new_session(&socket, Some(peer), codec, options)?;
-        let config = self
-            .config
-            .udp_options
-            .entry_config(self.config.close_on_icmp_error);
-        Ok(DatagramEntry::new(socket, session, handler, config, owner))
-    }
-
-    /// One address failed (the dial may go on with the next): tell the hook.
-    fn attempt_failed(&mut self, addr: SocketAddr, error: &Error) {
-        if let Some(hook) = self.dial_error.as_mut() {
-            hook(addr, error);
-        }
-    }
-
-    /// Time to redial: resolve the host name again first, if there is one (the dials
-    /// start when the addresses arrive, or when the lookup's deadline passes).
-    fn redial_now(&mut self, cx: &mut Context<'_>) {
-        if self.lookup.redial(cx, self.missing(), &self.label) == Next::Dial {
-            self.dial_missing(cx);
-        }
-    }
-
-    fn on_resolved(&mut self, cx: &mut Context<'_>, resolved: Resolved<SocketAddr>) {
-        let (addrs, next) = self.lookup.resolved(cx, resolved, &self.label);
-        if let Some(addrs) = addrs {
-            self.addrs = addrs.into();
-        }
-        if next == Next::Dial {
-            self.dial_missing(cx);
-        }
-    }
-
-    /// Closes the client once it has failed too many dials in a row.
-    fn check_gave_up(&mut self, cx: &mut Context<'_>) -> Status {
-        if self.redial.gave_up(&self.label) {
-            return self.close_all(cx);
-        }
-        Status::Continue
-    }
-
-    fn schedule_redial(&mut self, cx: &mut Context<'_>) {
-        let missing = self.missing();
-        self.redial.schedule(cx, missing);
-    }
-
-    fn close_all(&mut self, cx: &mut Context<'_>) -> Status {
-        self.redial.cancel(cx);
-        self.lookup.cancel(cx);
-        for session in self.sessions.drain(..) {
-            cx.send(session, Close);
-        }
-        // Dialers in flight report to an entry that no longer exists; their reports are
-        // dropped along with the sockets they carry.
-        Status::Done
     }
 }
 
-impl<F, C, H> Entry for UdpClient<F, C, H>
-where
+entry_by_inner!(impl<F, C, H> for UdpClient<F, C, H>, command = UdpClientCommand, where
     F: FnMut(&mut DatagramSetup<'_>) -> io::Result<(C, H)> + 'static,
     C: Decoder + 'static,
     H: DatagramHandler<C>,
-{
-    type Command = UdpClientCommand;
-
-    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        self.dial_missing(cx);
-        self.check_gave_up(cx)
-    }
-
-    fn on_ready(&mut self, _cx: &mut Context<'_>, _ready: Ready) -> Status {
-        Status::Continue // the client owns no socket
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
-        if tag == DEADLINE_TAG {
-            if self.lookup.deadline_passed(&self.label) == Next::Dial {
-                self.dial_missing(cx);
-            }
-        } else {
-            self.redial.fired();
-            self.redial_now(cx);
-        }
-        self.check_gave_up(cx)
-    }
-
-    fn on_command(&mut self, cx: &mut Context<'_>, command: UdpClientCommand) -> Status {
-        match command.0 {
-            UdpClientOp::Close => return self.close_all(cx),
-            UdpClientOp::Dialled(outcome) => self.on_dialled(cx, outcome),
-            UdpClientOp::Resolved(resolved) => self.on_resolved(cx, resolved),
-            UdpClientOp::Ended(ended) => self.sessions.retain(|s| s.id() != ended.id),
-            UdpClientOp::Opened => {}
-        }
-        if self.check_gave_up(cx) == Status::Done {
-            return Status::Done;
-        }
-        self.schedule_redial(cx);
-        Status::Continue
-    }
-
-    fn on_shutdown(&mut self, cx: &mut Context<'_>, _deadline: Option<Instant>) -> Status {
-        // Sessions hear the shutdown themselves; the client just stops redialling.
-        self.redial.cancel(cx);
-        self.lookup.cancel(cx);
-        Status::Done
-    }
-}
-
-/// Waits for the verdict on one probe (to `addrs[index]`).
-struct Dialer {
-    socket: Option<UdpSocket>,
-    addrs: Arc<[SocketAddr]>,
-    index: usize,
-    client: Recipient<UdpClientCommand>,
-    wait: Duration,
-    timer: Option<TimerId>,
-}
-
-impl Dialer {
-    fn report(&mut self, cx: &mut Context<'_>, outcome: DialOutcome) -> Status {
-        if let Some(timer) = self.timer.take() {
-            cx.cancel_timer(timer);
-        }
-        cx.send(self.client, outcome);
-        Status::Done
-    }
-
-    fn failed(&mut self, cx: &mut Context<'_>, error: io::Error) -> Status {
-        let outcome = DialOutcome::Failed {
-            error: Error::Io(error),
-            addrs: Arc::clone(&self.addrs),
-            index: self.index,
-        };
-        self.report(cx, outcome)
-    }
-
-    fn verified(&mut self, cx: &mut Context<'_>) -> Status {
-        let Some(mut socket) = self.socket.take() else {
-            return Status::Done;
-        };
-        // The session registers the socket again under its own token.
-        let _ = cx.registry().deregister(&mut socket);
-        let addr = self.addrs[self.index];
-        self.report(cx, DialOutcome::Verified { socket, addr })
-    }
-}
-
-impl Entry for Dialer {
-    type Command = getty_reactor::NoCommand;
-
-    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
-        let Some(socket) = self.socket.as_mut() else {
-            return Status::Done;
-        };
-        if let Err(e) = cx
-            .registry()
-            .register(socket, cx.token(), Interest::READABLE)
-        {
-            return self.failed(cx, e);
-        }
-        self.timer = Some(cx.set_timer(self.wait, 0));
-        Status::Continue
-    }
-
-    fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status {
-        let Some(socket) = self.socket.as_ref() else {
-            return Status::Done;
-        };
-        match socket.take_error() {
-            Ok(Some(e)) | Err(e) => return self.failed(cx, e),
-            Ok(None) => {}
-        }
-        if !ready.is_readable() {
-            return Status::Continue;
-        }
-        // The peer spoke: it is alive. Its datagram stays queued for the session (its
-        // first message), unless it is the answer to the probe, which is the dial's. One
-        // byte more than the answer tells it from a longer datagram that starts alike.
-        let mut head = [0u8; PROBE_ANSWER.len() + 1];
-        match socket.peek(&mut head) {
-            Ok(n) => {
-                if head[..n] == *PROBE_ANSWER {
-                    // Just peeked, so it is there to take; should the take fail, the
-                    // session reads the answer as a datagram: nothing is lost.
-                    let _ = socket.recv(&mut head);
-                }
-                self.verified(cx)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Status::Continue,
-            Err(e) if is_peer_error(&e) || e.kind() != io::ErrorKind::Interrupted => {
-                self.failed(cx, e)
-            }
-            Err(_) => Status::Continue,
-        }
-    }
-
-    fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.timer = None;
-        let error = match self.socket.as_ref().map(|s| s.take_error()) {
-            Some(Ok(Some(e))) | Some(Err(e)) => e,
-            // Silence for the whole wait: a live (if quiet) peer.
-            _ => return self.verified(cx),
-        };
-        self.failed(cx, error)
-    }
-}
+);

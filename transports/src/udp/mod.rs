@@ -74,6 +74,7 @@ use crate::SessionOptions;
 
 mod batch;
 pub(crate) mod client;
+mod dial;
 pub(crate) mod endpoint;
 pub(crate) mod entry;
 mod handle;

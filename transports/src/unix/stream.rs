@@ -11,7 +11,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::builder::sealed::{self, StreamDial};
 use crate::builder::{ClientBuilder, ServerBuilder};
-use crate::client::{Dial, Opening, StreamClient};
+use crate::client::{Dial, Opening, Peer, StreamClient};
 use crate::commands::{OwnerNote, SessionCommand};
 use crate::listener::{Acceptor, Listener};
 use crate::server::{entry_by_inner, StreamServer};
@@ -297,8 +297,8 @@ impl UnixClientBuilder {
         let addr = addr.into();
         addr.to_sockaddr()?; // an unnamed or too long address fails here, not at each dial
         Ok(UnixClient {
-            inner: StreamClient::new(
-                addr,
+            inner: StreamClient::with_setup(
+                Peer::one(addr),
                 setup,
                 self.kind.stream.config(self.dial, self.session_options),
             ),
