@@ -49,24 +49,40 @@ use crate::{SessionOptions, SocketOptions};
 /// [`WsClientBuilder`](crate::ws::WsClientBuilder),
 /// [`UdpClientBuilder`](crate::udp::UdpClientBuilder), `UnixClientBuilder`.
 ///
+/// The example below dials a loopback listener with two connections, socket options and
+/// session options, and reads them back in the setup hook of each connection
+/// ([`Setup::socket`](crate::Setup::socket), [`Setup::options`](crate::Setup::options)):
+///
 /// ```
 /// use std::time::Duration;
 /// use getty_codec::RawCodec;
-/// use getty_transports::{tcp::TcpClient, Handler, Session, SessionOptions};
+/// use getty_reactor::Reactor;
+/// use getty_transports::{tcp::TcpClient, Handler, Session, SessionOptions, SocketOptions};
 ///
 /// struct Sink;
 /// impl Handler<RawCodec> for Sink {
 ///     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
 /// }
 ///
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let (tx, rx) = std::sync::mpsc::channel();
 /// let client = TcpClient::builder()
-///     .connection_number(4)
-///     .connect_timeout(Duration::from_secs(1))
-///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
-///     .max_consecutive_failures(Some(100))
-///     .session_options(SessionOptions::default().max_message_len(64 * 1024))
-///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
+///     .connection_number(2)
+///     .socket_options(SocketOptions::default().nodelay(false))
+///     .session_options(SessionOptions::default().max_message_len(4096))
+///     .build(listener.local_addr().unwrap(), move |setup| {
+///         let nodelay = setup.socket().tcp_nodelay()?;
+///         let _ = tx.send((nodelay, setup.options().get_max_message_len()));
+///         Ok((RawCodec, Sink))
+///     })
 ///     .unwrap();
+/// let reactor = Reactor::start_thread("client", move |r| { r.spawn(client); Ok(()) }).unwrap();
+/// // Two connections, each with the options set (the kernel queues them unaccepted).
+/// for _ in 0..2 {
+///     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (false, 4096));
+/// }
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder<K> {
@@ -80,10 +96,7 @@ impl<K> ClientBuilder<K> {
     /// How many sessions to keep open to the peer (default 1; at least 1). A session that
     /// ends is redialled.
     ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder().connection_number(8);
-    /// let b = getty_transports::udp::UdpClient::builder().connection_number(8);
-    /// ```
+    /// See the [type-level example](ClientBuilder).
     pub fn connection_number(mut self, n: usize) -> Self {
         self.dial = self.dial.connection_number(n);
         self
@@ -93,10 +106,33 @@ impl<K> ClientBuilder<K> {
     /// each drawn at random from its upper half so that many clients do not redial in step
     /// (defaults 100 ms and 5 s; `min` is at least 1 ms, and `max` at least `min`).
     ///
+    /// Two clients of a closed port, each allowed two failed dials
+    /// ([`max_consecutive_failures`](Self::max_consecutive_failures)): one redials within
+    /// milliseconds and ends; the other, whose `max` below `min` is raised to `min`, waits
+    /// at least 30 s before its second dial, so it is still there.
+    ///
     /// ```
     /// use std::time::Duration;
-    /// let b = getty_transports::ws::WsClient::builder()
-    ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
+    /// # use getty_codec::RawCodec;
+    /// # use getty_reactor::Reactor;
+    /// # use getty_transports::{tcp::TcpClient, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    /// let client = |min, max| TcpClient::builder().reconnect_backoff(min, max)
+    ///     .max_consecutive_failures(Some(2)).build(closed, |_| Ok((RawCodec, Sink))).unwrap();
+    /// let (quick, patient) = (client(Duration::from_millis(1), Duration::from_millis(2)),
+    ///                         client(Duration::from_secs(60), Duration::ZERO));
+    /// let reactor = Reactor::start_thread("r", |_| Ok(())).unwrap();
+    /// let (quick, patient) = reactor.handle().query(move |s| (s.spawn(quick), s.spawn(patient))).unwrap();
+    /// let alive = |id| reactor.handle().query(move |s| s.is_alive(id)).unwrap();
+    /// for _ in 0..1000 {
+    ///     if !alive(quick) { break; }
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// assert!(!alive(quick) && alive(patient));
+    /// # reactor.handle().shutdown();
+    /// # reactor.join().unwrap();
     /// ```
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.dial.redial = self.dial.redial.backoff(min, max);
@@ -107,9 +143,8 @@ impl<K> ClientBuilder<K> {
     /// never). A session that fails its handshake (TLS, the WebSocket upgrade) counts as a
     /// failed dial.
     ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder().max_consecutive_failures(Some(50));
-    /// ```
+    /// See [`reconnect_backoff`](Self::reconnect_backoff) for an example: a client that
+    /// gives up.
     pub fn max_consecutive_failures(mut self, limit: Option<u32>) -> Self {
         self.dial.redial = self.dial.redial.max_failures(limit);
         self
@@ -119,10 +154,7 @@ impl<K> ClientBuilder<K> {
     /// handshake timeout bounds a TLS handshake and a WebSocket upgrade; the max message
     /// length bounds WebSocket frames and messages, and datagrams.
     ///
-    /// ```
-    /// use getty_transports::{udp::UdpClient, SessionOptions};
-    /// let b = UdpClient::builder().session_options(SessionOptions::default().max_message_len(1500));
-    /// ```
+    /// See the [type-level example](ClientBuilder): the setup hook reads them back.
     pub fn session_options(mut self, options: SessionOptions) -> Self {
         self.session_options = options;
         self
@@ -134,9 +166,38 @@ impl<K: StreamClientKind> ClientBuilder<K> {
     /// timer. A TLS handshake or WebSocket upgrade that follows has the session's handshake
     /// timeout.
     ///
+    /// A listener whose accept queue is full (Linux drops the SYNs): the connect hangs
+    /// until the timeout fails it, and the client, allowed one failure, ends well before
+    /// the default 3 s would have passed.
+    ///
     /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder()
-    ///     .connect_timeout(std::time::Duration::from_millis(500));
+    /// use std::time::Duration;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_reactor::Reactor;
+    /// # use getty_transports::{tcp::TcpClient, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// # use socket2::{Domain, Socket, Type};
+    /// let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    /// listener.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    /// listener.listen(0).unwrap(); // room for one connection, which this one takes:
+    /// let full = listener.local_addr().unwrap().as_socket().unwrap();
+    /// let _queued = std::net::TcpStream::connect(full).unwrap();
+    /// let client = TcpClient::builder()
+    ///     .connect_timeout(Duration::from_millis(50))
+    ///     .max_consecutive_failures(Some(1))
+    ///     .build(full, |_| Ok((RawCodec, Sink)))
+    ///     .unwrap();
+    /// let reactor = Reactor::start_thread("r", |_| Ok(())).unwrap();
+    /// let id = reactor.handle().query(move |s| s.spawn(client)).unwrap();
+    /// let alive = || reactor.handle().query(move |s| s.is_alive(id)).unwrap();
+    /// for _ in 0..250 {
+    ///     if !alive() { break; }
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// assert!(!alive(), "still connecting after 2.5 s");
+    /// # reactor.handle().shutdown();
+    /// # reactor.join().unwrap();
     /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         let stream = self.kind.stream_dial();
@@ -147,11 +208,7 @@ impl<K: StreamClientKind> ClientBuilder<K> {
     /// Options applied to every dialled socket (a unix socket takes only the buffer
     /// sizes).
     ///
-    /// ```
-    /// use getty_transports::SocketOptions;
-    /// let b = getty_transports::tcp::TcpClient::builder()
-    ///     .socket_options(SocketOptions::default().nodelay(false));
-    /// ```
+    /// See the [type-level example](ClientBuilder): the setup hook reads them back.
     pub fn socket_options(mut self, options: SocketOptions) -> Self {
         self.kind.stream_dial().socket_options = options;
         self
@@ -248,8 +305,14 @@ pub(crate) mod sealed {
 /// transport. Name it by its transport: [`TcpServerBuilder`](crate::tcp::TcpServerBuilder),
 /// [`WsServerBuilder`](crate::ws::WsServerBuilder), `UnixServerBuilder`.
 ///
+/// The example below accepts a loopback connection with socket and session options set,
+/// and reads them back in the setup hook ([`Setup::socket`](crate::Setup::socket),
+/// [`Setup::options`](crate::Setup::options)):
+///
 /// ```
+/// use std::time::Duration;
 /// use getty_codec::RawCodec;
+/// use getty_reactor::Reactor;
 /// use getty_transports::{tcp::TcpServer, Handler, Session, SessionOptions, SocketOptions};
 ///
 /// struct Sink;
@@ -257,14 +320,22 @@ pub(crate) mod sealed {
 ///     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
 /// }
 ///
+/// let (tx, rx) = std::sync::mpsc::channel();
 /// let server = TcpServer::builder()
-///     .backlog(4096)
-///     .reuse_port(true)
-///     .socket_options(SocketOptions::default().nodelay(true))
-///     .session_options(SessionOptions::default().max_message_len(64 * 1024))
-///     .bind("127.0.0.1:0", |_setup| Ok((RawCodec, Sink)))
+///     .socket_options(SocketOptions::default().nodelay(false))
+///     .session_options(SessionOptions::default().max_message_len(4096))
+///     .bind("127.0.0.1:0", move |setup| {
+///         let nodelay = setup.socket().tcp_nodelay()?;
+///         let _ = tx.send((nodelay, setup.options().get_max_message_len()));
+///         Ok((RawCodec, Sink))
+///     })
 ///     .unwrap();
-/// assert_ne!(server.local_addr().port(), 0);
+/// let addr = server.local_addr();
+/// let reactor = Reactor::start_thread("server", move |r| { r.spawn(server); Ok(()) }).unwrap();
+/// let _peer = std::net::TcpStream::connect(addr).unwrap();
+/// assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (false, 4096));
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder<K> {
@@ -280,9 +351,25 @@ pub struct ServerBuilder<K> {
 impl<K> ServerBuilder<K> {
     /// The listen backlog (default 1024; mio's own `bind` uses 128, which drops bursts).
     ///
+    /// A unix server shows it at once: a connect to a full backlog fails with `WouldBlock`
+    /// (Linux queues one more than the backlog) rather than waiting.
+    ///
     /// ```
-    /// let b = getty_transports::tcp::TcpServer::builder().backlog(128);
-    /// let b = getty_transports::unix::UnixServer::builder().backlog(128);
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{unix::UnixServer, Handler, Session, Unix};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec, Unix> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {} }
+    /// use socket2::{Domain, SockAddr, Socket, Type};
+    /// let path = std::env::temp_dir().join(format!("getty-doc-backlog-{}.sock", std::process::id()));
+    /// let server = UnixServer::builder().backlog(1).bind(path.as_path(), |_| Ok((RawCodec, Sink))).unwrap();
+    /// let connect = || {
+    ///     let s = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    ///     s.set_nonblocking(true).unwrap();
+    ///     s.connect(&SockAddr::unix(&path).unwrap()).map(|()| s)
+    /// };
+    /// let queued: Vec<_> = (0..10).map_while(|_| connect().ok()).collect();
+    /// assert!((1..=2).contains(&queued.len()), "{} queued", queued.len());
+    /// # drop(server);
     /// ```
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.listen = self.listen.backlog(backlog);
@@ -292,11 +379,7 @@ impl<K> ServerBuilder<K> {
     /// Options applied to every accepted socket (a unix socket takes only the buffer
     /// sizes).
     ///
-    /// ```
-    /// use getty_transports::SocketOptions;
-    /// let b = getty_transports::tcp::TcpServer::builder()
-    ///     .socket_options(SocketOptions::default().nodelay(false));
-    /// ```
+    /// See the [type-level example](ServerBuilder): the setup hook reads them back.
     pub fn socket_options(mut self, options: SocketOptions) -> Self {
         self.socket_options = options;
         self
@@ -306,11 +389,7 @@ impl<K> ServerBuilder<K> {
     /// WebSocket server the handshake timeout bounds the TLS handshake and the HTTP upgrade
     /// together, and the max message length bounds frames and (inflated) messages.
     ///
-    /// ```
-    /// use getty_transports::SessionOptions;
-    /// let b = getty_transports::ws::WsServer::builder()
-    ///     .session_options(SessionOptions::default().max_message_len(4096));
-    /// ```
+    /// See the [type-level example](ServerBuilder): the setup hook reads them back.
     pub fn session_options(mut self, options: SessionOptions) -> Self {
         self.session_options = options;
         self
@@ -321,7 +400,16 @@ impl<K: TcpListenerKind> ServerBuilder<K> {
     /// SO_REUSEPORT, so several listeners (one per reactor) can share a port.
     ///
     /// ```
-    /// let b = getty_transports::tcp::TcpServer::builder().reuse_port(true);
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{tcp::TcpServer, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
+    /// let bind = |addr, reuse| TcpServer::builder().reuse_port(reuse).bind(addr, |_| Ok((RawCodec, Sink)));
+    /// let first = bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), true).unwrap();
+    /// let second = bind(first.local_addr(), true).unwrap(); // the same port
+    /// assert_eq!(second.local_addr(), first.local_addr());
+    /// let err = bind(first.local_addr(), false).err().unwrap(); // not without it
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.listen.reuse_port = on;
@@ -335,12 +423,31 @@ impl<K: TcpListenerKind> ServerBuilder<K> {
     /// runs when the connection is accepted, and its writes wait for the handshake. See
     /// [`crate::tls`] for ready-made configurations.
     ///
+    /// A peer that speaks plain text to a TLS server fails the handshake, and the server
+    /// ends the connection (a plain server would wait for more):
+    ///
     /// ```
+    /// use std::io::{Read, Write};
+    /// # use getty_codec::RawCodec;
+    /// # use getty_reactor::Reactor;
+    /// # use getty_transports::{tcp::TcpServer, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     /// let config = getty_transports::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
-    /// let b = getty_transports::tcp::TcpServer::builder().tls(config.clone());
-    /// let b = getty_transports::ws::WsServer::builder().tls(config);
+    /// let server = TcpServer::builder().tls(config).bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// let mut peer = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    /// let reactor = Reactor::start_thread("tls", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap(); // not a TLS ClientHello
+    /// let ended = match peer.read_to_end(&mut Vec::new()) {
+    ///     Ok(_) => true,
+    ///     Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    /// };
+    /// assert!(ended);
+    /// # reactor.handle().shutdown();
+    /// # reactor.join().unwrap();
     /// ```
     pub fn tls(mut self, config: std::sync::Arc<getty_codec::rustls::ServerConfig>) -> Self {
         self.tls = Some(FilterFactory::tls_server(config));
@@ -358,6 +465,10 @@ impl<K: sealed::TcpListener> TcpListenerKind for K {}
 /// `K` of its transport. Name it by its transport:
 /// [`UdpEndpointBuilder`](crate::udp::UdpEndpointBuilder), `UnixDatagramEndpointBuilder`.
 ///
+/// The setup hook sees the buffer sizes on the socket and the session's options
+/// ([`DatagramSetup::socket`](crate::udp::DatagramSetup::socket),
+/// [`DatagramSetup::options`](crate::udp::DatagramSetup::options)):
+///
 /// ```
 /// use std::net::SocketAddr;
 /// use getty_codec::RawCodec;
@@ -369,12 +480,18 @@ impl<K: sealed::TcpListener> TcpListenerKind for K {}
 ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
 /// }
 ///
+/// // Small buffers, so that they differ from the kernel's defaults (which Linux doubles).
+/// let small = 16 * 1024..=32 * 1024;
 /// let endpoint = UdpEndpoint::builder()
-///     .batch_size(16)
-///     .recv_buffer_size(Some(1 << 20))
-///     .send_buffer_size(Some(1 << 20))
+///     .recv_buffer_size(Some(16 * 1024))
+///     .send_buffer_size(Some(16 * 1024))
 ///     .session_options(SessionOptions::default().max_message_len(1400))
-///     .bind("127.0.0.1:0", |_setup| Ok((RawCodec, Sink)))
+///     .bind("127.0.0.1:0", |setup| {
+///         assert!(small.contains(&setup.socket().recv_buffer_size()?));
+///         assert!(small.contains(&setup.socket().send_buffer_size()?));
+///         assert_eq!(setup.options().get_max_message_len(), 1400);
+///         Ok((RawCodec, Sink))
+///     })
 ///     .unwrap();
 /// assert_ne!(endpoint.local_addr().port(), 0);
 /// ```
@@ -394,9 +511,15 @@ impl<K> EndpointBuilder<K> {
     /// until the socket closes, so a busy socket holds up to `batch_size` × 64 KiB (lower
     /// `max_message_len` to shrink them).
     ///
+    /// It is the setting [`UdpOptions::batch_size`](crate::udp::UdpOptions::batch_size)
+    /// sets too, with the same bounds, which its getter shows:
+    ///
     /// ```
-    /// let b = getty_transports::udp::UdpEndpoint::builder().batch_size(1);
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().batch_size(8);
+    /// use getty_transports::udp::{UdpEndpoint, UdpOptions};
+    /// assert_eq!(UdpOptions::default().batch_size(0).get_batch_size(), 1);
+    /// assert_eq!(UdpOptions::default().batch_size(1000).get_batch_size(), 64);
+    /// let unbatched = UdpEndpoint::builder().batch_size(1);
+    /// # let _ = unbatched;
     /// ```
     pub fn batch_size(mut self, n: usize) -> Self {
         self.datagram = self.datagram.batch_size(n);
@@ -407,9 +530,7 @@ impl<K> EndpointBuilder<K> {
     /// buffer is dropped by the kernel before the reactor sees it, so raise it for bursty
     /// peers (the kernel caps it at `net.core.rmem_max`).
     ///
-    /// ```
-    /// let b = getty_transports::udp::UdpEndpoint::builder().recv_buffer_size(Some(4 << 20));
-    /// ```
+    /// See the [type-level example](EndpointBuilder): the setup hook reads it back.
     pub fn recv_buffer_size(mut self, bytes: Option<usize>) -> Self {
         self.datagram.recv_buffer_size = bytes;
         self
@@ -420,9 +541,7 @@ impl<K> EndpointBuilder<K> {
     /// [`UnixDatagramEndpointBuilder::bind`](crate::unix::UnixDatagramEndpointBuilder::bind)).
     /// On a unix socket it also sets the largest datagram the socket can send.
     ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().send_buffer_size(Some(1 << 20));
-    /// ```
+    /// See the [type-level example](EndpointBuilder): the setup hook reads it back.
     pub fn send_buffer_size(mut self, bytes: Option<usize>) -> Self {
         self.datagram.send_buffer_size = bytes;
         self
@@ -433,10 +552,7 @@ impl<K> EndpointBuilder<K> {
     /// watermarks and `max_outbound` bound the outbound queue, and what waits for a slow
     /// unix receiver.
     ///
-    /// ```
-    /// use getty_transports::{udp::UdpEndpoint, SessionOptions};
-    /// let b = UdpEndpoint::builder().session_options(SessionOptions::default().max_message_len(512));
-    /// ```
+    /// See the [type-level example](EndpointBuilder): the setup hook reads them back.
     pub fn session_options(mut self, options: SessionOptions) -> Self {
         self.session_options = options;
         self
