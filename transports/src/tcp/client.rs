@@ -89,7 +89,8 @@ impl TcpClientBuilder {
     /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
     /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
-    /// let b = TcpClient::builder().tls(config.clone(), "localhost");
+    /// let good = TcpClient::builder().tls(config.clone(), "localhost");
+    /// assert!(good.build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).is_ok());
     /// let bad = TcpClient::builder().tls(config, "not a host name!");
     /// let err = bad.build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).err().unwrap();
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
@@ -194,11 +195,10 @@ pub struct TcpClient<F, C, H> {
 }
 
 impl TcpClient<(), (), ()> {
-    /// A builder with default settings.
+    /// A builder with default settings: one connection, redials after 100 ms doubling to
+    /// 5 s for ever, a 3 s connect timeout, no TLS.
     ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpClient::builder();
-    /// ```
+    /// See [`TcpClientBuilder`] and [`ClientBuilder`] for examples.
     pub fn builder() -> TcpClientBuilder {
         TcpClientBuilder::default()
     }

@@ -102,11 +102,9 @@ pub struct TcpServer<F, C, H> {
 }
 
 impl TcpServer<(), (), ()> {
-    /// A builder with default settings.
+    /// A builder with default settings: a backlog of 1024, no `SO_REUSEPORT`, no TLS.
     ///
-    /// ```
-    /// let b = getty_transports::tcp::TcpServer::builder();
-    /// ```
+    /// See [`TcpServerBuilder`] and [`ServerBuilder`] for examples.
     pub fn builder() -> TcpServerBuilder {
         TcpServerBuilder::default()
     }

@@ -50,25 +50,45 @@ pub(crate) const PROBE_ANSWER: &[u8] = b"getty-rs:udp-dial-alive";
 /// backoff, session options), plus the dial probe, the local address, ICMP errors and the
 /// socket's [`UdpOptions`].
 ///
+/// The example below dials a silent loopback peer from a chosen local address with its own
+/// probe, and reads the socket's options back in the setup hook, which runs once the
+/// probe wait has passed without a refusal:
+///
 /// ```
 /// use std::net::SocketAddr;
 /// use std::time::Duration;
 /// use getty_codec::RawCodec;
-/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+/// use getty_reactor::Reactor;
+/// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient, UdpOptions};
 ///
 /// struct Sink;
 /// impl DatagramHandler<RawCodec> for Sink {
 ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
 /// }
 ///
+/// let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+/// let local = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+/// let (tx, rx) = std::sync::mpsc::channel();
 /// let client = UdpClient::builder()
-///     .connection_number(2)
 ///     .probe(bytes::Bytes::from_static(b"hello?"))
-///     .probe_wait(Duration::from_millis(300))
-///     .close_on_icmp_error(true)
-///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
-///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
+///     .probe_wait(Duration::from_millis(20))
+///     .local_addr(Some(local))
+///     .udp_options(UdpOptions::default().recv_buffer_size(Some(16 * 1024)))
+///     .build(peer.local_addr().unwrap(), move |setup| {
+///         let _ = tx.send(setup.socket().recv_buffer_size()?);
+///         Ok((RawCodec, Sink))
+///     })
 ///     .unwrap();
+/// let reactor = Reactor::start_thread("udp-client", move |r| { r.spawn(client); Ok(()) }).unwrap();
+/// let mut buf = [0u8; 64];
+/// let (n, from) = peer.recv_from(&mut buf).unwrap();
+/// assert_eq!((&buf[..n], from), (&b"hello?"[..], local));
+/// // A small buffer, so that it differs from the kernel's default (Linux doubles it).
+/// let recv_buffer = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+/// assert!((16 * 1024..=32 * 1024).contains(&recv_buffer));
+/// reactor.handle().shutdown();
+/// reactor.join().unwrap();
 /// ```
 pub type UdpClientBuilder = ClientBuilder<UdpClientKind>;
 
@@ -103,10 +123,7 @@ impl UdpClientBuilder {
     /// receiver may answer it with [`UdpClient::PROBE_ANSWER`] to let the dial open at
     /// once.
     ///
-    /// ```
-    /// let b = getty_transports::udp::UdpClient::builder()
-    ///     .probe(bytes::Bytes::from_static(b"connect-ping"));
-    /// ```
+    /// See the [type-level example](UdpClientBuilder): the peer receives it.
     pub fn probe(mut self, probe: Bytes) -> Self {
         self.kind.probe = probe;
         self
@@ -124,10 +141,8 @@ impl UdpClientBuilder {
     /// probe, so against one this wait is never waited out. An answer that comes after
     /// the wait is dropped by the session (unless its `drop_probe` is `None`).
     ///
-    /// ```
-    /// let b = getty_transports::udp::UdpClient::builder()
-    ///     .probe_wait(std::time::Duration::from_millis(200));
-    /// ```
+    /// See the [type-level example](UdpClientBuilder), whose silent peer is taken for
+    /// alive after 20 ms, and [`UdpClient`]'s.
     pub fn probe_wait(mut self, wait: Duration) -> Self {
         self.kind.probe_wait = clamp_timeout(wait.max(Duration::from_millis(1)));
         self
@@ -136,10 +151,7 @@ impl UdpClientBuilder {
     /// The local address to bind before connecting (default: the unspecified address of
     /// the peer's family, port 0).
     ///
-    /// ```
-    /// let b = getty_transports::udp::UdpClient::builder()
-    ///     .local_addr(Some("127.0.0.1:0".parse().unwrap()));
-    /// ```
+    /// See the [type-level example](UdpClientBuilder): the peer sees the probe come from it.
     pub fn local_addr(mut self, addr: Option<SocketAddr>) -> Self {
         self.kind.local_addr = addr;
         self
@@ -151,8 +163,39 @@ impl UdpClientBuilder {
     /// `on_error`; with `true` the session also closes, and the client redials with
     /// backoff.
     ///
+    /// A session that writes every 10 ms, to a peer whose socket then closes: the next
+    /// write draws the ICMP error, and the session closes.
+    ///
     /// ```
-    /// let b = getty_transports::udp::UdpClient::builder().close_on_icmp_error(true);
+    /// use std::time::Duration;
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_reactor::Reactor;
+    /// use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+    /// use getty_transports::SessionOptions;
+    ///
+    /// struct Ticker(std::sync::mpsc::Sender<()>);
+    /// impl DatagramHandler<RawCodec> for Ticker {
+    ///     fn on_cron(&mut self, s: &mut DatagramSession<RawCodec>) { let _ = s.write(&b"tick"[..]); }
+    ///     fn on_close(&mut self, _: &mut DatagramSession<RawCodec>) { let _ = self.0.send(()); }
+    ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {}
+    /// }
+    ///
+    /// let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    /// peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    /// let (closed, rx) = std::sync::mpsc::channel();
+    /// let client = UdpClient::builder()
+    ///     .close_on_icmp_error(true)
+    ///     .probe_wait(Duration::from_millis(20))
+    ///     .session_options(SessionOptions::default().cron_period(Some(Duration::from_millis(10))))
+    ///     .build(peer.local_addr().unwrap(), move |_| Ok((RawCodec, Ticker(closed.clone()))))
+    ///     .unwrap();
+    /// let reactor = Reactor::start_thread("udp-client", move |r| { r.spawn(client); Ok(()) }).unwrap();
+    /// peer.recv(&mut [0u8; 64]).unwrap(); // the probe
+    /// drop(peer);
+    /// rx.recv_timeout(Duration::from_secs(10)).expect("the session closed");
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn close_on_icmp_error(mut self, on: bool) -> Self {
         self.kind.close_on_icmp_error = on;
@@ -161,10 +204,8 @@ impl UdpClientBuilder {
 
     /// Socket and datagram-path options of every dialled socket.
     ///
-    /// ```
-    /// use getty_transports::udp::{UdpClient, UdpOptions};
-    /// let b = UdpClient::builder().udp_options(UdpOptions::default().batch_size(1));
-    /// ```
+    /// See the [type-level example](UdpClientBuilder): the setup hook reads the buffer
+    /// size back.
     pub fn udp_options(mut self, options: UdpOptions) -> Self {
         self.kind.udp_options = options;
         self
@@ -352,11 +393,10 @@ impl UdpClient<(), (), ()> {
     /// ```
     pub const PROBE_ANSWER: &'static [u8] = PROBE_ANSWER;
 
-    /// A builder with default settings.
+    /// A builder with default settings: one connection, redials after 100 ms doubling to
+    /// 5 s for ever, [`DEFAULT_PROBE`] waited for 250 ms.
     ///
-    /// ```
-    /// let b = getty_transports::udp::UdpClient::builder();
-    /// ```
+    /// See [`UdpClientBuilder`] and [`ClientBuilder`] for examples.
     pub fn builder() -> UdpClientBuilder {
         UdpClientBuilder::default()
     }

@@ -66,7 +66,17 @@ impl UdpEndpointBuilder {
     /// kernel spreads datagrams across them by source address.
     ///
     /// ```
-    /// let b = getty_transports::udp::UdpEndpoint::builder().reuse_port(true);
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let bind = |addr, reuse| UdpEndpoint::builder().reuse_port(reuse).bind(addr, |_| Ok((RawCodec, Sink)));
+    /// let first = bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).unwrap();
+    /// let second = bind(first.local_addr(), true).unwrap(); // the same port
+    /// assert_eq!(second.local_addr(), first.local_addr());
+    /// let err = bind(first.local_addr(), false).err().unwrap(); // not without it
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
     /// ```
     pub fn reuse_port(mut self, on: bool) -> Self {
         self.kind.reuse_port = on;
@@ -77,8 +87,22 @@ impl UdpEndpointBuilder {
     /// before are replaced by these.
     ///
     /// ```
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
     /// use getty_transports::udp::{UdpEndpoint, UdpOptions};
-    /// let b = UdpEndpoint::builder().udp_options(UdpOptions::default().drop_probe(None));
+    /// let endpoint = UdpEndpoint::builder()
+    ///     .recv_buffer_size(Some(4 << 20)) // replaced by the next line's
+    ///     .udp_options(UdpOptions::default().recv_buffer_size(Some(16 * 1024)))
+    ///     .bind("127.0.0.1:0", |setup| {
+    ///         // 16 KiB, which Linux doubles: not the 4 MiB, nor the kernel's default.
+    ///         assert!((16 * 1024..=32 * 1024).contains(&setup.socket().recv_buffer_size()?));
+    ///         Ok((RawCodec, Sink))
+    ///     })
+    ///     .unwrap();
+    /// # drop(endpoint);
     /// ```
     pub fn udp_options(mut self, options: UdpOptions) -> Self {
         self.datagram = options.datagram;
@@ -191,11 +215,10 @@ pub struct UdpEndpoint<C, H> {
 }
 
 impl UdpEndpoint<(), ()> {
-    /// A builder with default settings.
+    /// A builder with default settings: batches of 32, the kernel's buffer sizes, no
+    /// `SO_REUSEPORT`, [`DEFAULT_PROBE`](super::DEFAULT_PROBE) dropped.
     ///
-    /// ```
-    /// let b = getty_transports::udp::UdpEndpoint::builder();
-    /// ```
+    /// See [`UdpEndpointBuilder`] and [`EndpointBuilder`] for examples.
     pub fn builder() -> UdpEndpointBuilder {
         UdpEndpointBuilder::default()
     }

@@ -210,7 +210,18 @@ impl UnixDatagramEndpointBuilder {
     /// is bound to: the bind fails with `AddrInUse` instead.
     ///
     /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().remove_stale_socket(false);
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession};
+    /// # use getty_transports::{unix::UnixDatagramEndpoint, UnixAddr};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec, UnixAddr> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: bytes::Bytes, _: UnixAddr) {} }
+    /// let path = std::env::temp_dir().join(format!("getty-doc-stale-dgram-{}.sock", std::process::id()));
+    /// drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap()); // leaves its file behind
+    /// let bind = |remove| UnixDatagramEndpoint::builder().remove_stale_socket(remove).bind(path.as_path(), |_| Ok((RawCodec, Sink)));
+    /// let err = bind(false).err().unwrap();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    /// let endpoint = bind(true).unwrap(); // the stale file is replaced
+    /// # drop(endpoint);
     /// ```
     pub fn remove_stale_socket(mut self, on: bool) -> Self {
         self.kind.remove_stale = on;
@@ -226,8 +237,53 @@ impl UnixDatagramEndpointBuilder {
     /// that empty ones are bounded too (1,024 at most by default). Parked bytes count in
     /// neither the watermarks nor `max_outbound`.
     ///
+    /// An endpoint writes 30 datagrams of 1,000 bytes to a receiver that reads none: 11
+    /// fill the receiver's queue, the rest are parked, and past 4 KiB the oldest are
+    /// dropped, under this bound or under [`max_parked`](Self::max_parked):
+    ///
     /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked_per_peer(16 * 1024);
+    /// # use std::time::Duration;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_reactor::Reactor;
+    /// use getty_transports::udp::{DatagramHandler, DatagramSession, DropReason, DroppedDatagrams};
+    /// use getty_transports::unix::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
+    /// use getty_transports::{Error, UnixAddr};
+    ///
+    /// struct Flood(UnixAddr, std::sync::mpsc::Sender<DropReason>);
+    /// impl DatagramHandler<RawCodec, UnixAddr> for Flood {
+    ///     fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
+    ///         for _ in 0..30 { let _ = s.write_to(self.0.clone(), &[0u8; 1000][..]); }
+    ///         Ok(())
+    ///     }
+    ///     fn on_error(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+    ///         let Error::Io(e) = error else { return };
+    ///         if let Some(d) = e.get_ref().and_then(|e| e.downcast_ref::<DroppedDatagrams<UnixAddr>>()) {
+    ///             let _ = self.1.send(d.reason());
+    ///         }
+    ///     }
+    /// #   fn on_message(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, _: bytes::Bytes, _: UnixAddr) {}
+    /// }
+    ///
+    /// /// Why the endpoint `builder` makes drops the first datagrams of its flood.
+    /// fn first_drop(builder: UnixDatagramEndpointBuilder, name: &str) -> DropReason {
+    ///     let path = std::env::temp_dir().join(format!("getty-doc-{name}-{}.sock", std::process::id()));
+    ///     let _silent = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    ///     let (tx, rx) = std::sync::mpsc::channel();
+    ///     let to = UnixAddr::path(&path);
+    ///     let local = UnixAddr::abstract_name(format!("getty-doc-{name}-{}", std::process::id()));
+    ///     let endpoint = builder.bind(local, move |_| Ok((RawCodec, Flood(to, tx)))).unwrap();
+    /// #   let reactor = Reactor::start_thread(name, move |r| { r.spawn(endpoint); Ok(()) }).unwrap();
+    /// #   let reason = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    /// #   reactor.handle().shutdown();
+    /// #   reactor.join().unwrap();
+    /// #   std::fs::remove_file(path).unwrap();
+    /// #   reason
+    /// }
+    /// let builder = UnixDatagramEndpoint::builder;
+    /// let per_peer = first_drop(builder().max_parked_per_peer(4096), "per-peer");
+    /// assert_eq!(per_peer, DropReason::OverPeerLimit(4096));
+    /// let total = first_drop(builder().max_parked(4096), "total");
+    /// assert_eq!(total, DropReason::OverTotalLimit(4096));
     /// ```
     pub fn max_parked_per_peer(mut self, bytes: usize) -> Self {
         self.kind.parked_limit = Some(bytes.max(1));
@@ -241,9 +297,8 @@ impl UnixDatagramEndpointBuilder {
     /// more, as for `max_outbound`. Default: 4 MiB (as much as the default `max_outbound`:
     /// 64 destinations at their full bound).
     ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder().max_parked(1 << 20);
-    /// ```
+    /// See [`max_parked_per_peer`](Self::max_parked_per_peer) for an example that shows
+    /// both bounds.
     pub fn max_parked(mut self, bytes: usize) -> Self {
         self.kind.parked_total = Some(bytes.max(1));
         self
@@ -452,11 +507,11 @@ pub struct UnixDatagramEndpoint<C, H> {
 }
 
 impl UnixDatagramEndpoint<(), ()> {
-    /// A builder with default settings.
+    /// A builder with default settings: batches of 32, the kernel's buffer sizes (a bound
+    /// endpoint asks for a larger send buffer), stale socket files removed, the default
+    /// bounds on parked datagrams.
     ///
-    /// ```
-    /// let b = getty_transports::unix::UnixDatagramEndpoint::builder();
-    /// ```
+    /// See [`UnixDatagramEndpointBuilder`] and [`EndpointBuilder`] for examples.
     pub fn builder() -> UnixDatagramEndpointBuilder {
         UnixDatagramEndpointBuilder::default()
     }

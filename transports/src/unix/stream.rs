@@ -135,7 +135,17 @@ impl UnixServerBuilder {
     /// check never waits), fails the bind instead, with `AddrInUse` for a live server.
     ///
     /// ```
-    /// let b = getty_transports::unix::UnixServer::builder().remove_stale_socket(false);
+    /// # use getty_codec::RawCodec;
+    /// # use getty_transports::{unix::UnixServer, Handler, Session, Unix};
+    /// # struct Sink;
+    /// # impl Handler<RawCodec, Unix> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {} }
+    /// let path = std::env::temp_dir().join(format!("getty-doc-stale-{}.sock", std::process::id()));
+    /// drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves its file behind
+    /// let bind = |remove| UnixServer::builder().remove_stale_socket(remove).bind(path.as_path(), |_| Ok((RawCodec, Sink)));
+    /// let err = bind(false).err().unwrap();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    /// let server = bind(true).unwrap(); // the stale file is replaced
+    /// # drop(server);
     /// ```
     pub fn remove_stale_socket(mut self, on: bool) -> Self {
         self.kind.remove_stale = on;
@@ -203,11 +213,9 @@ pub struct UnixServer<F, C, H> {
 }
 
 impl UnixServer<(), (), ()> {
-    /// A builder with default settings.
+    /// A builder with default settings: a backlog of 1024, stale socket files removed.
     ///
-    /// ```
-    /// let b = getty_transports::unix::UnixServer::builder();
-    /// ```
+    /// See [`UnixServerBuilder`] and [`ServerBuilder`] for examples.
     pub fn builder() -> UnixServerBuilder {
         UnixServerBuilder::default()
     }
@@ -329,11 +337,10 @@ pub struct UnixClient<F, C, H> {
 }
 
 impl UnixClient<(), (), ()> {
-    /// A builder with default settings.
+    /// A builder with default settings: one connection, redials after 100 ms doubling to
+    /// 5 s for ever, a 3 s connect timeout.
     ///
-    /// ```
-    /// let b = getty_transports::unix::UnixClient::builder();
-    /// ```
+    /// See [`UnixClientBuilder`] and [`ClientBuilder`] for examples.
     pub fn builder() -> UnixClientBuilder {
         UnixClientBuilder::default()
     }
