@@ -141,8 +141,33 @@ impl UdpClientBuilder {
     /// probe, so against one this wait is never waited out. An answer that comes after
     /// the wait is dropped by the session (unless its `drop_probe` is `None`).
     ///
-    /// See the [type-level example](UdpClientBuilder), whose silent peer is taken for
-    /// alive after 20 ms, and [`UdpClient`]'s.
+    /// Two clients of one silent peer: the one that waits 20 ms opens its session, and the
+    /// one that waits a minute has not opened its own well after the default 250 ms.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use std::net::SocketAddr;
+    /// # use getty_codec::RawCodec;
+    /// # use getty_reactor::Reactor;
+    /// # use getty_transports::udp::{DatagramHandler, DatagramSession, UdpClient};
+    /// # struct Sink;
+    /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
+    /// let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    /// let (opened, rx) = std::sync::mpsc::channel();
+    /// let client = |wait| {
+    ///     let opened = opened.clone();
+    ///     UdpClient::builder().probe_wait(wait).build(silent.local_addr().unwrap(), move |_| {
+    ///         let _ = opened.send(wait);
+    ///         Ok((RawCodec, Sink))
+    ///     }).unwrap()
+    /// };
+    /// let (quick, patient) = (client(Duration::from_millis(20)), client(Duration::from_secs(60)));
+    /// let reactor = Reactor::start_thread("r", move |r| { r.spawn(quick); r.spawn(patient); Ok(()) }).unwrap();
+    /// assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Duration::from_millis(20)));
+    /// assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+    /// # reactor.handle().shutdown();
+    /// # reactor.join().unwrap();
+    /// ```
     pub fn probe_wait(mut self, wait: Duration) -> Self {
         self.kind.probe_wait = clamp_timeout(wait.max(Duration::from_millis(1)));
         self
