@@ -55,6 +55,9 @@ impl TcpServerBuilder {
     /// # struct Sink;
     /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
     /// let server = TcpServer::builder().bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// // It listens: the kernel completes a connect before the server is even spawned.
+    /// std::net::TcpStream::connect(server.local_addr()).unwrap();
     /// ```
     pub fn bind<A, F, C, H>(self, addr: A, setup: F) -> io::Result<TcpServer<F, C, H>>
     where
@@ -117,6 +120,7 @@ impl TcpServer<(), (), ()> {
     /// # struct Sink;
     /// # impl Handler<RawCodec> for Sink { fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {} }
     /// let server = TcpServer::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// std::net::TcpStream::connect(server.local_addr()).unwrap();
     /// ```
     pub fn bind<A, F, C, H>(addr: A, setup: F) -> io::Result<TcpServer<F, C, H>>
     where

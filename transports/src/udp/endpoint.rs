@@ -121,6 +121,11 @@ impl UdpEndpointBuilder {
     /// # struct Sink;
     /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
     /// let endpoint = UdpEndpoint::builder().bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_ne!(endpoint.local_addr().port(), 0);
+    /// let refused = UdpEndpoint::builder().bind("127.0.0.1:0", |_| {
+    ///     Err::<(RawCodec, Sink), _>(std::io::Error::other("not today"))
+    /// });
+    /// assert_eq!(refused.err().unwrap().to_string(), "not today");
     /// ```
     pub fn bind<A, F, C, H>(self, addr: A, setup: F) -> io::Result<UdpEndpoint<C, H>>
     where
@@ -232,6 +237,7 @@ impl UdpEndpoint<(), ()> {
     /// # struct Sink;
     /// # impl DatagramHandler<RawCodec> for Sink { fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: bytes::Bytes, _: SocketAddr) {} }
     /// let endpoint = UdpEndpoint::bind("127.0.0.1:0", |_| Ok((RawCodec, Sink))).unwrap();
+    /// assert_ne!(endpoint.local_addr().port(), 0);
     /// ```
     pub fn bind<A, F, C, H>(addr: A, setup: F) -> io::Result<UdpEndpoint<C, H>>
     where
