@@ -1,9 +1,7 @@
 //! What a handler sees of one connection: its identity, its outbound queue, its stats.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -16,6 +14,8 @@ use getty_reactor::{Recipient, TimerId};
 
 use crate::addr::sealed::Stored;
 use crate::commands::OwnerNote;
+pub(crate) use crate::core::CloseRequest;
+use crate::core::{self, Attributes, SessionCore};
 use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::handle::{HandleCore, HandleState};
@@ -23,13 +23,6 @@ use crate::outbound::Outbound;
 use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
-
-/// Session ids are unique in the process, across reactors.
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
-
-pub(crate) fn next_session_id() -> u64 {
-    NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed)
-}
 
 /// The callbacks of a session, as getty's `EventListener`.
 ///
@@ -124,20 +117,6 @@ pub struct Stats {
     pub last_write: Instant,
 }
 
-/// The session's socket descriptor. The socket itself is owned by the entry that owns the
-/// session, next to it, and outlives it.
-#[cfg(unix)]
-struct SocketFd(std::os::fd::RawFd);
-
-#[cfg(unix)]
-impl std::os::fd::AsFd for SocketFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the descriptor stays open while the session exists: the stream that owns
-        // it lives in the same entry and is dropped only together with the session.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
-}
-
 /// The session's counters as stored: timestamps in 8 bytes each (see [`Stamp`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
@@ -173,7 +152,7 @@ impl Stamp {
 /// stays small: the handler's attributes, and the transport's owner and timer bookkeeping.
 #[derive(Default)]
 pub(crate) struct Extras {
-    attributes: HashMap<TypeId, Box<dyn Any>>,
+    attributes: Attributes<dyn Any>,
     /// The client that owns this session, told when it ends.
     pub(crate) owner: Option<Recipient<OwnerNote>>,
     /// The one timer of this session, and when it fires.
@@ -189,15 +168,6 @@ pub(crate) struct Extras {
     pub(crate) filter: Option<Box<FilterIo>>,
 }
 
-/// How the handler asked the session to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseRequest {
-    /// Flush what is queued, then shut down.
-    Graceful,
-    /// Reset the connection now.
-    Abort,
-}
-
 /// One connection as its handler sees it: write to it, close it, read its stats, keep typed
 /// attributes on it.
 ///
@@ -210,27 +180,17 @@ pub(crate) enum CloseRequest {
 /// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
 /// compile rather than at run time.
 pub struct Session<C, T: Transport = Tcp> {
-    id: u64,
+    /// What every session holds: id, options, close request, writability.
+    pub(crate) core: SessionCore,
     peer: <T::Addr as Stored>::Compact,
-    #[cfg(unix)]
-    fd: SocketFd,
     pub(crate) codec: C,
     /// How messages are framed on the wire (zero-sized for a plain byte stream).
     pub(crate) framing: T::Framing,
     pub(crate) out: Outbound,
     pub(crate) counters: Counters,
-    /// Shared by every session of a server until one changes its own (copy on write).
-    pub(crate) options: Arc<SessionOptions>,
     pub(crate) extras: Option<Box<Extras>>,
-    pub(crate) close_request: Option<CloseRequest>,
     /// Messages queued since the reactor last added them to its metrics.
     pub(crate) unreported_messages_out: u32,
-    /// False between crossing the high watermark and draining to the low one.
-    pub(crate) writable: bool,
-    /// Set when the handler changed a timer option, so the reactor re-arms.
-    pub(crate) timers_changed: bool,
-    /// The handler paused reading (`pause_reading`).
-    pub(crate) reading_paused: bool,
 }
 
 impl<C, T: Transport> Session<C, T> {
@@ -243,10 +203,12 @@ impl<C, T: Transport> Session<C, T> {
         framing: T::Framing,
     ) -> Self {
         Session {
-            id: next_session_id(),
+            core: SessionCore::new(
+                options,
+                #[cfg(unix)]
+                fd,
+            ),
             peer: peer.compact(),
-            #[cfg(unix)]
-            fd: SocketFd(fd),
             codec,
             framing,
             out: Outbound::default(),
@@ -255,13 +217,8 @@ impl<C, T: Transport> Session<C, T> {
                 last_write: Stamp::of(now),
                 ..Counters::default()
             },
-            options,
             extras: None,
-            close_request: None,
             unreported_messages_out: 0,
-            writable: true,
-            timers_changed: false,
-            reading_paused: false,
         }
     }
 
@@ -271,7 +228,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert!(s.id() > 0));
     /// ```
     pub fn id(&self) -> u64 {
-        self.id
+        self.core.id()
     }
 
     /// The peer's address.
@@ -304,7 +261,7 @@ impl<C, T: Transport> Session<C, T> {
     /// ```
     #[cfg(unix)]
     pub fn socket(&self) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(&self.fd)
+        self.core.socket()
     }
 
     /// Encodes `message` with the session's codec and queues it.
@@ -334,7 +291,7 @@ impl<C, T: Transport> Session<C, T> {
             return Err(e);
         }
         let added = self.out.tail.len() - tail_before;
-        if before + added > self.options.max_outbound {
+        if before + added > self.core.options.max_outbound {
             self.out.tail.truncate(tail_before);
             self.framing.retract();
             return Err(self.queue_full(before, added));
@@ -399,7 +356,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn close(&mut self) {
-        self.close_request.get_or_insert(CloseRequest::Graceful);
+        self.core.close();
     }
 
     /// Closes the client this session belongs to, as sending it [`Close`](crate::Close)
@@ -433,13 +390,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert!(!s.close_client()));
     /// ```
     pub fn close_client(&mut self) -> bool {
-        let Some(client) = self.extras.as_ref().and_then(|e| e.owner) else {
-            return false;
-        };
-        match getty_reactor::current() {
-            Some((_, reactor)) => reactor.send(client, OwnerNote::Close).is_ok(),
-            None => false,
-        }
+        core::close_client(self.extras.as_ref().and_then(|e| e.owner))
     }
 
     /// The reactor this session runs on, to stop it from a handler
@@ -476,7 +427,7 @@ impl<C, T: Transport> Session<C, T> {
     /// reactor.run().unwrap(); // returns: the handler stopped it
     /// ```
     pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
-        getty_reactor::current().map(|(_, reactor)| reactor)
+        core::current_reactor()
     }
 
     /// Ends the session now, discarding what is queued and resetting the connection.
@@ -488,7 +439,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn abort(&mut self) {
-        self.close_request = Some(CloseRequest::Abort);
+        self.core.abort();
     }
 
     /// True once `close` or `abort` was called (or the session is ending for another reason).
@@ -497,7 +448,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert!(!s.is_closing()));
     /// ```
     pub fn is_closing(&self) -> bool {
-        self.close_request.is_some()
+        self.core.is_closing()
     }
 
     /// False while the outbound queue is above the high watermark.
@@ -510,7 +461,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn is_writable(&self) -> bool {
-        self.writable
+        self.core.is_writable()
     }
 
     /// Stops reading from the peer until [`resume_reading`](Self::resume_reading), like
@@ -549,7 +500,7 @@ impl<C, T: Transport> Session<C, T> {
     /// # });
     /// ```
     pub fn pause_reading(&mut self) {
-        self.reading_paused = true;
+        self.core.reading_paused = true;
     }
 
     /// Reads again after [`pause_reading`](Self::pause_reading): frames already read are
@@ -558,7 +509,7 @@ impl<C, T: Transport> Session<C, T> {
     ///
     /// See [`pause_reading`](Self::pause_reading) for an example.
     pub fn resume_reading(&mut self) {
-        self.reading_paused = false;
+        self.core.reading_paused = false;
     }
 
     /// True while the session does not read: paused by the handler, or held above its high
@@ -572,14 +523,14 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn is_reading_paused(&self) -> bool {
-        self.reading_paused || self.held_by_flow_control()
+        self.core.reading_paused || self.held_by_flow_control()
     }
 
     /// Flow control holds reading while the queue is above the high watermark (until it
     /// drains to the low one), counting what the framework wrote by itself. Never during a
     /// handshake: the queue cannot drain before the peer's handshake messages are read.
     pub(crate) fn held_by_flow_control(&self) -> bool {
-        self.options.pause_reading_when_unwritable
+        self.core.options.pause_reading_when_unwritable
             && self.above_high_watermark()
             && !self.handshaking()
     }
@@ -587,7 +538,7 @@ impl<C, T: Transport> Session<C, T> {
     /// Above the high watermark, or not yet drained to the low one since, counting what the
     /// framework queued by itself (not yet reported through `writable`).
     pub(crate) fn above_high_watermark(&self) -> bool {
-        !self.writable || self.queued_bytes() >= self.options.high_watermark
+        !self.core.writable || self.queued_bytes() >= self.core.options.high_watermark
     }
 
     /// The filter (TLS) is still negotiating.
@@ -653,7 +604,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert_eq!(s.options().get_max_message_len(), 1 << 20));
     /// ```
     pub fn options(&self) -> &SessionOptions {
-        &self.options
+        self.core.options()
     }
 
     /// Changes the cron period from now on (`None` stops the cron).
@@ -666,9 +617,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn set_cron_period(&mut self, period: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().cron_period(period);
-        self.timers_changed = true;
+        self.core.set_cron_period(period);
     }
 
     /// Changes the read-idle timeout from now on (`None` disables it).
@@ -681,9 +630,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().read_idle_timeout(timeout);
-        self.timers_changed = true;
+        self.core.set_read_idle_timeout(timeout);
     }
 
     /// The session's codec.
@@ -715,11 +662,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn attribute<V: 'static>(&self) -> Option<&V> {
-        self.extras
-            .as_ref()?
-            .attributes
-            .get(&TypeId::of::<V>())?
-            .downcast_ref()
+        self.extras.as_ref()?.attributes.get()
     }
 
     /// The attribute of type `T`, mutably, if set.
@@ -732,11 +675,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn attribute_mut<V: 'static>(&mut self) -> Option<&mut V> {
-        self.extras
-            .as_mut()?
-            .attributes
-            .get_mut(&TypeId::of::<V>())?
-            .downcast_mut()
+        self.extras.as_mut()?.attributes.get_mut()
     }
 
     /// Sets the attribute of type `T`, returning the previous one.
@@ -748,9 +687,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn set_attribute<V: 'static>(&mut self, value: V) -> Option<V> {
-        let map = &mut self.extras_mut().attributes;
-        let old = map.insert(TypeId::of::<V>(), Box::new(value))?;
-        old.downcast().ok().map(|b| *b)
+        self.extras_mut().attributes.insert::<V>(Box::new(value))
     }
 
     /// Removes and returns the attribute of type `T`.
@@ -763,12 +700,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn remove_attribute<V: 'static>(&mut self) -> Option<V> {
-        let old = self
-            .extras
-            .as_mut()?
-            .attributes
-            .remove(&TypeId::of::<V>())?;
-        old.downcast().ok().map(|b| *b)
+        self.extras.as_mut()?.attributes.remove()
     }
 
     /// A `Send + Clone` handle for writing to (and closing) this session from other threads;
@@ -784,7 +716,7 @@ impl<C, T: Transport> Session<C, T> {
     where
         C: 'static,
     {
-        let (writable, id) = (self.writable, self.id);
+        let (writable, id) = (self.core.writable, self.core.id());
         let core = HandleCore::current(&mut self.extras_mut().handle_state, writable, id)?;
         Some(SessionHandle::new(core))
     }
@@ -794,15 +726,12 @@ impl<C, T: Transport> Session<C, T> {
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {
-        if self.close_request.is_some() {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        self.core.check_open()
     }
 
     fn check_room(&self, adding: usize) -> Result<(), Error> {
         let queued = self.queued_bytes();
-        if queued + adding > self.options.max_outbound {
+        if queued + adding > self.core.options.max_outbound {
             return Err(self.queue_full(queued, adding));
         }
         Ok(())
@@ -812,19 +741,13 @@ impl<C, T: Transport> Session<C, T> {
         Error::QueueFull {
             queued,
             adding,
-            max: self.options.max_outbound,
+            max: self.core.options.max_outbound,
         }
     }
 
     fn note_queued(&mut self, messages: u64) {
         self.counters.messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
-        if self.writable && self.queued_bytes() >= self.options.high_watermark {
-            // The reactor reports the crossing when the callback returns (`settle` always
-            // runs then). Not through `timers_changed`: that flag restarts the cron period,
-            // so a handler crossing the watermark more often than the period starved its
-            // cron.
-            self.writable = false;
-        }
+        self.core.note_grown(self.queued_bytes());
     }
 }

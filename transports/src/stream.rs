@@ -220,14 +220,14 @@ where
         }
         cx.extension::<Metrics>().sessions_opened += 1;
         self.flags.set(Flag::Opened, true);
-        let handshake_until = cx.now() + self.session.options.handshake_timeout;
+        let handshake_until = cx.now() + self.session.core.options.handshake_timeout;
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             io.handshake_until = Some(handshake_until);
         }
         if let Some(owner) = self.owner() {
             cx.send(owner, OwnerNote::Opened);
         }
-        self.session.timers_changed = true;
+        self.session.core.timers_changed = true;
         if let Err(e) = self.decode_buffered(cx) {
             return self.fail(cx, e);
         }
@@ -303,7 +303,7 @@ where
             self.flags.set(Flag::Undelivered, false);
             self.decode_buffered(cx)?;
         }
-        let mut budget = self.session.options.read_budget;
+        let mut budget = self.session.core.options.read_budget;
         let mut eof = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
             if self.session.is_reading_paused() && !self.session.handshaking() {
@@ -372,7 +372,7 @@ where
     /// peer's handshake messages: what it queued can only be encrypted once the handshake
     /// completes. Reads feed the filter alone; no message is delivered after a close.
     fn feed_handshake(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let mut budget = self.session.options.read_budget;
+        let mut budget = self.session.core.options.read_budget;
         while self.session.handshaking() {
             match self.read_once(cx) {
                 Ok((0, _)) => {
@@ -443,7 +443,7 @@ where
         if !self.rbuf.is_empty() {
             self.decode_frames(messages)?;
         }
-        let cap = (self.session.options.max_message_len).saturating_add(DECODE_SLACK);
+        let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
         while self.delivering() {
             if self.session.held_by_flow_control() {
                 // Wire bytes wait as they are: inflated, a read's worth could be many
@@ -471,7 +471,7 @@ where
     /// Whether decoded messages may go to the handler now: not once it is closing, nor
     /// while it has paused reading.
     fn delivering(&self) -> bool {
-        !self.session.is_closing() && !self.session.reading_paused
+        !self.session.is_closing() && !self.session.core.reading_paused
     }
 
     /// Hands every whole frame in the read buffer to the handler.
@@ -486,7 +486,7 @@ where
     /// the outbound queue; the peer's close ends input and closes the session gracefully
     /// (the reply is flushed, then the entry lingers until the peer's EOF).
     fn decode_frames(&mut self, messages: &mut u64) -> Result<(), Error> {
-        let max_message_len = self.session.options.max_message_len;
+        let max_message_len = self.session.core.options.max_message_len;
         while self.delivering() {
             let limits = DecodeLimits {
                 max_message_len,
@@ -530,7 +530,7 @@ where
         if !self.session.framing.fail(error, &mut self.session.out.tail) {
             return false;
         }
-        self.session.close_request = Some(CloseRequest::Graceful);
+        self.session.core.close_request = Some(CloseRequest::Graceful);
         true
     }
 
@@ -670,10 +670,10 @@ where
         if let Err(e) = self.settle_io(cx) {
             return self.fail(cx, e);
         }
-        if self.session.close_request == Some(CloseRequest::Abort) {
+        if self.session.core.close_request == Some(CloseRequest::Abort) {
             return self.finish(cx, true);
         }
-        if self.session.close_request.is_some() {
+        if self.session.core.close_request.is_some() {
             if self.phase == Phase::Open && self.session.framing.close(&mut self.session.out.tail) {
                 if let Err(e) = self.settle_io(cx) {
                     return self.fail(cx, e);
@@ -710,7 +710,7 @@ where
     }
 
     fn settle_io(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        if self.session.close_request == Some(CloseRequest::Abort) {
+        if self.session.core.close_request == Some(CloseRequest::Abort) {
             return Ok(());
         }
         // The handler heard about a crossing and may have written more: flush again. A few
@@ -735,9 +735,9 @@ where
 
     /// Whether `report_writability` has a crossing to tell.
     fn writability_pending(&self) -> bool {
-        let options = &self.session.options;
+        let options = &self.session.core.options;
         crossing_pending(
-            self.session.writable,
+            self.session.core.writable,
             self.reported_writable,
             self.session.queued_bytes(),
             options.high_watermark,
@@ -756,7 +756,7 @@ where
         }
         self.close_session(cx);
         self.phase = Phase::Lingering;
-        let until = cx.now() + self.session.options.linger_timeout;
+        let until = cx.now() + self.session.core.options.linger_timeout;
         self.extras_mut().linger_until = Some(until);
         self.rearm_timer(cx);
         self.discard_input(cx)
@@ -811,17 +811,18 @@ where
     /// Tells the handler when the queue crossed a watermark. Returns true when it did.
     fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
         let (high, low) = (
-            self.session.options.high_watermark,
-            self.session.options.low_watermark,
+            self.session.core.options.high_watermark,
+            self.session.core.options.low_watermark,
         );
-        if self.session.writable == self.reported_writable {
+        if self.session.core.writable == self.reported_writable {
             let queued = self.session.queued_bytes();
-            self.session.writable = next_writability(self.reported_writable, queued, high, low);
+            self.session.core.writable =
+                next_writability(self.reported_writable, queued, high, low);
         }
-        if self.session.writable == self.reported_writable || self.phase != Phase::Open {
+        if self.session.core.writable == self.reported_writable || self.phase != Phase::Open {
             return false;
         }
-        self.reported_writable = self.session.writable;
+        self.reported_writable = self.session.core.writable;
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.set_writable(self.reported_writable);
         }
@@ -833,7 +834,7 @@ where
 
     /// The earliest of the cron tick, the idle, write-stall and linger deadlines.
     fn next_deadline(&self) -> Option<Instant> {
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         let extras = self.extras();
         if self.phase == Phase::Lingering {
             return extras?.linger_until;
@@ -870,8 +871,8 @@ where
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
     /// deadline moved because bytes arrived) just re-arms: nothing is done per message.
     fn rearm_timer(&mut self, cx: &mut Context<'_>) {
-        if std::mem::take(&mut self.session.timers_changed) {
-            let next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+        if std::mem::take(&mut self.session.core.timers_changed) {
+            let next_cron = self.session.core.options.cron_period.map(|p| cx.now() + p);
             if next_cron.is_some() || self.session.extras.is_some() {
                 self.extras_mut().next_cron = next_cron;
             }
@@ -900,7 +901,7 @@ where
 
     fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let now = cx.now();
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         if let Some(since) = self.blocked_since() {
             if now >= since + opts.write_stall_timeout {
                 return Err(Error::WriteStalled(opts.write_stall_timeout));
@@ -916,7 +917,7 @@ where
         if self.phase == Phase::Open && !self.session.is_reading_paused() {
             self.session.framing.handle_timeout(now)?;
         }
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         if let Some(idle) = opts.read_idle_timeout {
             let idle_since = self.session.counters.last_read.instant();
             if self.phase == Phase::Open
@@ -977,19 +978,20 @@ where
             .is_some_and(|io| !io.filter.can_send() || io.filter.is_handshaking());
         if resets {
             // Writes in on_error fail (Error::Closed): nothing more can be sent.
-            self.session.close_request = Some(CloseRequest::Abort);
+            self.session.core.close_request = Some(CloseRequest::Abort);
         } else if filter_broken {
             self.session.out.clear();
-            self.session.close_request = Some(CloseRequest::Graceful);
+            self.session.core.close_request = Some(CloseRequest::Graceful);
         }
         self.handler.on_error(&mut self.session, &error);
-        if resets || self.session.close_request == Some(CloseRequest::Abort) {
+        if resets || self.session.core.close_request == Some(CloseRequest::Abort) {
             return self.finish(cx, true);
         }
         if self.phase == Phase::Open && !filter_broken {
             self.send_failure(&error);
         }
         self.session
+            .core
             .close_request
             .get_or_insert(CloseRequest::Graceful);
         self.phase = Phase::Closing;
@@ -1038,6 +1040,7 @@ where
     fn end_opened(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
         self.session
+            .core
             .close_request
             .get_or_insert(CloseRequest::Abort);
         cx.extension::<Metrics>().sessions_closed += 1;
@@ -1214,7 +1217,7 @@ where
             return;
         }
         // Done from here on, whatever the handler does.
-        self.session.close_request = Some(CloseRequest::Abort);
+        self.session.core.close_request = Some(CloseRequest::Abort);
         self.end_opened(cx);
         self.handler.on_error(&mut self.session, &error);
         self.handler.on_close(&mut self.session);

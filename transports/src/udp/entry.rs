@@ -19,9 +19,10 @@ use super::batch::Outgoing;
 use super::batch::{self, RecvMeta};
 use super::client::PROBE_ANSWER;
 use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
-use super::session::{CloseKind, DatagramHandler, DatagramSession};
+use super::session::{DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
+use crate::core::CloseRequest;
 use crate::outbound::{crossing_pending, next_writability};
 use crate::stream::SessionEnded;
 use crate::{Error, Metrics};
@@ -225,6 +226,7 @@ where
         // One byte more than the largest datagram accepted, to catch an oversized one.
         let largest = self
             .session
+            .core
             .options
             .max_message_len
             .min(self.socket.max_recv_payload())
@@ -311,7 +313,7 @@ where
     }
 
     fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let mut budget = self.session.options.read_budget;
+        let mut budget = self.session.core.options.read_budget;
         let want_addr = self.session.connected_peer().is_none();
         while self.phase == Phase::Open && !self.session.is_closing() {
             self.lend_write_buffer(cx);
@@ -398,7 +400,7 @@ where
         let stats = &mut self.session.stats;
         stats.datagrams_in += 1;
         stats.bytes_in += len as u64;
-        let max = self.session.options.max_message_len;
+        let max = self.session.core.options.max_message_len;
         if len > max || truncated {
             // With MSG_TRUNC the kernel reports the datagram's real length. One within the
             // limit, yet longer than the buffers, was cut by the socket's own bound (or the
@@ -469,7 +471,7 @@ where
                 return;
             }
         }
-        let max = self.session.options.max_message_len;
+        let max = self.session.core.options.max_message_len;
         // Each datagram is a buffer of its own: nothing the codec remembers of an earlier
         // one (a line scanned without a newline) may apply to it.
         let codec = self.session.decoder();
@@ -554,8 +556,8 @@ where
             mmsg: self.config.mmsg,
             send_buffer: None,
         };
-        if self.session.close_request != Some(CloseKind::Abort) {
-            let stall = self.session.options.write_stall_timeout;
+        if self.session.core.close_request != Some(CloseRequest::Abort) {
+            let stall = self.session.core.options.write_stall_timeout;
             let (datagrams, bytes) = self
                 .session
                 .out
@@ -564,7 +566,7 @@ where
             self.session.stats.bytes_out += bytes as u64;
             progressed |= datagrams > 0;
         }
-        while self.session.close_request != Some(CloseKind::Abort) {
+        while self.session.core.close_request != Some(CloseRequest::Abort) {
             let step = self.session.out.send_step(now, per_call, &mut link);
             match step {
                 Step::Empty => break,
@@ -770,17 +772,18 @@ where
     /// Tells the handler when the queue crossed a watermark. Returns true when it did.
     fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
         let (high, low) = (
-            self.session.options.high_watermark,
-            self.session.options.low_watermark,
+            self.session.core.options.high_watermark,
+            self.session.core.options.low_watermark,
         );
-        if self.session.writable == self.reported_writable {
+        if self.session.core.writable == self.reported_writable {
             let queued = self.session.out.len();
-            self.session.writable = next_writability(self.reported_writable, queued, high, low);
+            self.session.core.writable =
+                next_writability(self.reported_writable, queued, high, low);
         }
-        if self.session.writable == self.reported_writable || self.phase != Phase::Open {
+        if self.session.core.writable == self.reported_writable || self.phase != Phase::Open {
             return false;
         }
-        self.reported_writable = self.session.writable;
+        self.reported_writable = self.session.core.writable;
         if let Some(state) = &self.session.handle_state {
             state.set_writable(self.reported_writable);
         }
@@ -792,10 +795,10 @@ where
 
     /// Datagrams queued, or a writability crossing the handler has not heard of.
     fn work_left(&self) -> bool {
-        let options = &self.session.options;
+        let options = &self.session.core.options;
         !self.session.out.is_empty()
             || crossing_pending(
-                self.session.writable,
+                self.session.core.writable,
                 self.reported_writable,
                 self.session.out.len(),
                 options.high_watermark,
@@ -813,7 +816,7 @@ where
             self.reported_messages_out = self.session.stats.messages_out;
             cx.extension::<Metrics>().messages_out += queued;
         }
-        if self.session.close_request != Some(CloseKind::Abort) {
+        if self.session.core.close_request != Some(CloseRequest::Abort) {
             // The handler may write more when it hears of a crossing: a few rounds at most;
             // what is left (datagrams it queued in the last round, a crossing still to
             // tell) waits for the next turn, as nothing else would wake the session for it.
@@ -831,9 +834,9 @@ where
             let tail = std::mem::take(&mut self.session.out.tail);
             Self::give_back(cx, tail);
         }
-        match self.session.close_request {
-            Some(CloseKind::Abort) => return self.finish(cx),
-            Some(CloseKind::Graceful) => {
+        match self.session.core.close_request {
+            Some(CloseRequest::Abort) => return self.finish(cx),
+            Some(CloseRequest::Graceful) => {
                 self.phase = Phase::Closing;
                 if self.session.out.is_empty() {
                     return self.finish(cx);
@@ -847,7 +850,7 @@ where
 
     /// The earliest of the cron tick and the idle and write-stall deadlines.
     fn next_deadline(&self) -> Option<Instant> {
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         let open = self.phase == Phase::Open;
         let idle = opts
             .read_idle_timeout
@@ -865,8 +868,8 @@ where
 
     /// Keeps one timer armed for the next deadline; one that fires early just re-arms.
     fn rearm_timer(&mut self, cx: &mut Context<'_>) {
-        if std::mem::take(&mut self.session.timers_changed) {
-            self.next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+        if std::mem::take(&mut self.session.core.timers_changed) {
+            self.next_cron = self.session.core.options.cron_period.map(|p| cx.now() + p);
             if let Some((id, _)) = self.timer.take() {
                 cx.cancel_timer(id);
             }
@@ -889,7 +892,7 @@ where
         let now = cx.now();
         // A due retry is done by the flush that follows every timer, which schedules the
         // next one from the wait it keeps (clearing it here would restart the backoff).
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         if let Some(since) = self.blocked_since {
             if now >= since + opts.write_stall_timeout {
                 // A connected unix socket whose peer did not come back ends with the
@@ -921,7 +924,7 @@ where
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         if matches!(self.phase, Phase::Open | Phase::Closing) {
             log::debug!("session {} failed: {error}", self.session.id());
-            self.session.close_request = Some(CloseKind::Abort);
+            self.session.core.close_request = Some(CloseRequest::Abort);
             cx.extension::<Metrics>().count_error(&error);
             self.handler.on_error(&mut self.session, &error);
         }
@@ -937,7 +940,10 @@ where
             // Closed before the handler hears it, so that `on_close` runs once whatever
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
             self.phase = Phase::Closed;
-            self.session.close_request.get_or_insert(CloseKind::Abort);
+            self.session
+                .core
+                .close_request
+                .get_or_insert(CloseRequest::Abort);
             cx.extension::<Metrics>().sessions_closed += 1;
             self.handler.on_close(&mut self.session);
         }
@@ -1003,7 +1009,7 @@ where
         // Open only once on_open accepted it: a panic in on_open owes no on_close.
         self.phase = Phase::Open;
         cx.extension::<Metrics>().sessions_opened += 1;
-        self.session.timers_changed = true;
+        self.session.core.timers_changed = true;
         self.settle(cx)
     }
 
@@ -1068,7 +1074,7 @@ where
             return self.settle(cx);
         }
         // No time left: one last non-blocking flush, then close.
-        if self.session.close_request != Some(CloseKind::Abort) {
+        if self.session.core.close_request != Some(CloseRequest::Abort) {
             self.flush(cx);
         }
         self.finish(cx)
@@ -1088,7 +1094,7 @@ where
         self.release(cx); // Closed from here on, whatever the handler does
         if owes_close {
             cx.extension::<Metrics>().sessions_closed += 1;
-            self.session.close_request = Some(CloseKind::Abort);
+            self.session.core.close_request = Some(CloseRequest::Abort);
             self.handler.on_error(&mut self.session, &error);
             self.handler.on_close(&mut self.session);
         }

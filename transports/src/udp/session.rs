@@ -1,8 +1,7 @@
 //! What a datagram handler sees: the session of one socket (an endpoint, or one connected
 //! client socket), its outbound queue and its counters.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use bytes::Bytes;
 use getty_codec::{Decoder, Encoder};
 
 use super::queue::{DatagramQueue, DATAGRAM_OVERHEAD};
+use crate::core::{self, Attributes, SessionCore};
 use crate::handle::{HandleCore, HandleState};
 use crate::udp::DatagramHandle;
 use crate::{Error, SessionOptions};
@@ -220,29 +220,6 @@ impl DatagramStats {
     }
 }
 
-/// How the handler asked the session to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseKind {
-    /// Send what is queued, then close.
-    Graceful,
-    /// Close now, discarding what is queued.
-    Abort,
-}
-
-/// The session's socket descriptor, for `setsockopt`. The socket is owned by the entry that
-/// owns the session and outlives it.
-#[cfg(unix)]
-struct SocketFd(std::os::fd::RawFd);
-
-#[cfg(unix)]
-impl std::os::fd::AsFd for SocketFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the entry that owns the session owns the socket too and drops it only
-        // together with the session, so the descriptor is open while `self` exists.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
-}
-
 /// One datagram socket as its handler sees it: an unconnected endpoint serving any number
 /// of peers, or one connected client socket. Write to it, close it, read its stats, keep
 /// typed attributes on it.
@@ -263,11 +240,10 @@ impl std::os::fd::AsFd for SocketFd {
 /// });
 /// ```
 pub struct DatagramSession<C, A = SocketAddr> {
-    id: u64,
+    /// What every session holds: id, options, close request, writability.
+    pub(crate) core: SessionCore,
     local: A,
     peer: Option<A>,
-    #[cfg(unix)]
-    fd: SocketFd,
     codec: C,
     max_payload: usize,
     /// True for a destination nothing can be sent to (an unnamed unix socket).
@@ -276,15 +252,9 @@ pub struct DatagramSession<C, A = SocketAddr> {
     pub(crate) recv_held: usize,
     pub(crate) out: DatagramQueue<A>,
     pub(crate) stats: DatagramStats,
-    pub(crate) options: Arc<SessionOptions>,
     /// `Send`, unlike a TCP session's, so that an endpoint built on one thread can be
     /// spawned into a reactor on another.
-    attributes: HashMap<TypeId, Box<dyn Any + Send>>,
-    pub(crate) close_request: Option<CloseKind>,
-    /// False between crossing the high watermark and draining to the low one.
-    pub(crate) writable: bool,
-    /// Set when the handler changed a timer option, so the entry re-arms.
-    pub(crate) timers_changed: bool,
+    attributes: Attributes<dyn Any + Send>,
     /// Shared with the session's handles, once one was made.
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The client that keeps this session (a `UdpClient`'s), for `close_client`.
@@ -304,23 +274,21 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         now: Instant,
     ) -> Self {
         DatagramSession {
-            id: crate::session::next_session_id(),
+            core: SessionCore::new(
+                options,
+                #[cfg(unix)]
+                fd,
+            ),
             local,
             peer,
-            #[cfg(unix)]
-            fd: SocketFd(fd),
             codec,
             max_payload,
             unnamed,
             recv_held: 0,
             out: DatagramQueue::default(),
             stats: DatagramStats::new(now),
-            options,
-            attributes: HashMap::new(),
-            close_request: None,
+            attributes: Attributes::default(),
             owner: None,
-            writable: true,
-            timers_changed: false,
             handle_state: None,
         }
     }
@@ -331,7 +299,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(s.id() > 0));
     /// ```
     pub fn id(&self) -> u64 {
-        self.id
+        self.core.id()
     }
 
     /// The socket's local address.
@@ -386,7 +354,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// ```
     #[cfg(unix)]
     pub fn socket(&self) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(&self.fd)
+        self.core.socket()
     }
 
     /// Encodes `message` as one datagram to the connected peer.
@@ -431,7 +399,8 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         C: 'static,
         A: Send + 'static,
     {
-        let core = HandleCore::current(&mut self.handle_state, self.writable, self.id)?;
+        let (writable, id) = (self.core.writable, self.core.id());
+        let core = HandleCore::current(&mut self.handle_state, writable, id)?;
         Some(DatagramHandle::new(core))
     }
 
@@ -460,7 +429,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// # getty_transports::udp::with_udp_session(RawCodec, |s| assert!(s.reactor().is_some()));
     /// ```
     pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
-        getty_reactor::current().map(|(_, reactor)| reactor)
+        core::current_reactor()
     }
 
     /// Ends the client that keeps this session (a [`UdpClient`](crate::udp::UdpClient)'s):
@@ -488,15 +457,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(RawCodec, |s| assert!(!s.close_client()));
     /// ```
     pub fn close_client(&mut self) -> bool {
-        let Some(client) = self.owner else {
-            return false;
-        };
-        match getty_reactor::current() {
-            Some((_, reactor)) => reactor
-                .send(client, crate::commands::OwnerNote::Close)
-                .is_ok(),
-            None => false,
-        }
+        core::close_client(self.owner)
     }
 
     /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
@@ -557,7 +518,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn close(&mut self) {
-        self.close_request.get_or_insert(CloseKind::Graceful);
+        self.core.close();
     }
 
     /// Ends the session now, discarding what is queued.
@@ -569,7 +530,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn abort(&mut self) {
-        self.close_request = Some(CloseKind::Abort);
+        self.core.abort();
     }
 
     /// True once `close` or `abort` was called, or the session is ending for another
@@ -579,7 +540,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(!s.is_closing()));
     /// ```
     pub fn is_closing(&self) -> bool {
-        self.close_request.is_some()
+        self.core.is_closing()
     }
 
     /// False while the outbound queue is above the high watermark.
@@ -588,7 +549,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(s.is_writable()));
     /// ```
     pub fn is_writable(&self) -> bool {
-        self.writable
+        self.core.is_writable()
     }
 
     /// Payload bytes queued and not yet sent. The watermarks and `max_outbound` count them
@@ -664,7 +625,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn options(&self) -> &SessionOptions {
-        &self.options
+        self.core.options()
     }
 
     /// Changes the cron period from now on (`None` stops the cron).
@@ -676,9 +637,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn set_cron_period(&mut self, period: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().cron_period(period);
-        self.timers_changed = true;
+        self.core.set_cron_period(period);
     }
 
     /// Changes the read-idle timeout from now on (`None` disables it). When nothing is read
@@ -690,9 +649,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().read_idle_timeout(timeout);
-        self.timers_changed = true;
+        self.core.set_read_idle_timeout(timeout);
     }
 
     /// The session's codec.
@@ -726,7 +683,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn attribute<T: 'static>(&self) -> Option<&T> {
-        self.attributes.get(&TypeId::of::<T>())?.downcast_ref()
+        self.attributes.get()
     }
 
     /// The attribute of type `T`, mutably, if set.
@@ -739,7 +696,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.attributes.get_mut(&TypeId::of::<T>())?.downcast_mut()
+        self.attributes.get_mut()
     }
 
     /// Sets the attribute of type `T`, returning the previous one. Attributes of a datagram
@@ -752,8 +709,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn set_attribute<T: Send + 'static>(&mut self, value: T) -> Option<T> {
-        let old = self.attributes.insert(TypeId::of::<T>(), Box::new(value))?;
-        old.downcast().ok().map(|b| *b)
+        self.attributes.insert::<T>(Box::new(value))
     }
 
     /// Removes and returns the attribute of type `T`.
@@ -766,8 +722,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
-        let old = self.attributes.remove(&TypeId::of::<T>())?;
-        old.downcast().ok().map(|b| *b)
+        self.attributes.remove()
     }
 
     pub(crate) fn decoder(&mut self) -> &mut C {
@@ -795,7 +750,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     where
         C: Encoder<T>,
     {
-        self.check_open()?;
+        self.core.check_open()?;
         let before = self.out.tail.len();
         self.codec.encode(message, &mut self.out.tail)?;
         let len = self.out.tail.len() - before;
@@ -809,7 +764,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     }
 
     fn queue_bytes(&mut self, peer: Option<A>, bytes: Bytes) -> Result<(), Error> {
-        self.check_open()?;
+        self.core.check_open()?;
         self.check_room(bytes.len())?;
         self.out.push_bytes(peer, bytes);
         self.note_queued();
@@ -824,24 +779,18 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// flooding probes then goes unanswered, not into the handler's figures.
     pub(crate) fn queue_control(&mut self, peer: A, bytes: Bytes) -> Result<(), Error> {
         let peer = self.destination(peer)?;
-        self.check_open()?;
+        self.core.check_open()?;
         let queued = self.out.len();
         let adding = bytes.len() + DATAGRAM_OVERHEAD;
-        if queued + adding >= self.options.high_watermark.min(self.options.max_outbound) {
+        let options = self.core.options();
+        if queued + adding >= options.high_watermark.min(options.max_outbound) {
             return Err(Error::QueueFull {
                 queued,
                 adding,
-                max: self.options.high_watermark,
+                max: options.high_watermark,
             });
         }
         self.out.push_bytes(peer, bytes);
-        Ok(())
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        if self.close_request.is_some() {
-            return Err(Error::Closed);
-        }
         Ok(())
     }
 
@@ -855,12 +804,12 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         // Every datagram costs its bookkeeping too: charged, so that empty ones are bounded.
         let queued = self.out.len();
         let adding = len + DATAGRAM_OVERHEAD;
-        if queued + adding > self.options.max_outbound {
+        if queued + adding > self.core.options.max_outbound {
             self.stats.refused_out += 1;
             return Err(Error::QueueFull {
                 queued,
                 adding,
-                max: self.options.max_outbound,
+                max: self.core.options.max_outbound,
             });
         }
         Ok(())
@@ -873,10 +822,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
 
     /// The queue grew: past the high watermark, the session is no longer writable.
     fn note_grown(&mut self) {
-        if self.writable && self.out.len() >= self.options.high_watermark {
-            // Reported to the handler when the callback returns.
-            self.writable = false;
-        }
+        self.core.note_grown(self.out.len());
     }
 }
 
