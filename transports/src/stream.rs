@@ -4,7 +4,7 @@
 //!
 //! Life of a session: `on_start` registers the socket and calls `on_open`; then readiness
 //! and timer events drive `read → decode → on_message → settle`, where `settle` flushes,
-//! reports watermark crossings and re-arms the timer; the session ends through `finish`,
+//! reports watermark crossings and re-arms the timer; the session ends through `end`,
 //! which calls `on_close` exactly once.
 //!
 //! A graceful close lingers: once the queue is flushed, the write side is shut down, the
@@ -216,7 +216,7 @@ where
                 .socket()
                 .set_linger(Some(std::time::Duration::ZERO));
             let refused = io::Error::other(format!("the session was refused in on_open: {e}"));
-            return self.end_unopened(cx, Error::Io(refused));
+            return self.abandon(cx, Error::Io(refused));
         }
         cx.extension::<Metrics>().sessions_opened += 1;
         self.flags.set(Flag::Opened, true);
@@ -671,7 +671,7 @@ where
             return self.fail(cx, e);
         }
         if self.session.core.close_request == Some(CloseRequest::Abort) {
-            return self.finish(cx, true);
+            return self.end(cx, true);
         }
         if self.session.core.close_request.is_some() {
             if self.phase == Phase::Open && self.session.framing.close(&mut self.session.out.tail) {
@@ -752,9 +752,9 @@ where
         let _ = self.stream.shutdown_write();
         self.flags.set(Flag::Graceful, true);
         if self.flags.get(Flag::PeerClosed) {
-            return self.finish(cx, false);
+            return self.end(cx, false);
         }
-        self.close_session(cx);
+        self.run_on_close(cx);
         self.phase = Phase::Lingering;
         let until = cx.now() + self.session.core.options.linger_timeout;
         self.extras_mut().linger_until = Some(until);
@@ -778,7 +778,7 @@ where
         let mut budget = LINGER_READ_BUDGET;
         loop {
             match self.stream.read(&mut scratch) {
-                Ok(0) => return self.finish(cx, false),
+                Ok(0) => return self.end(cx, false),
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
@@ -788,7 +788,7 @@ where
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Status::Continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.finish(cx, false),
+                Err(_) => return self.end(cx, false),
             }
         }
     }
@@ -945,7 +945,8 @@ where
         Ok(())
     }
 
-    /// Ends the session with an error the handler sees, then `on_close`.
+    /// An abnormal end the handler hears: `on_error` with `error`, then (through
+    /// [`end`](Self::end), at once or after a flush) `on_close`.
     ///
     /// Most errors end it gracefully: what is queued (replies to the frames before a bad
     /// one, a goodbye written in `on_error`, a WebSocket close frame with the RFC's code)
@@ -956,7 +957,7 @@ where
     /// only its own goodbye: the alert, then FIN.
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         if !matches!(self.phase, Phase::Open | Phase::Closing) || self.flags.get(Flag::Failed) {
-            return self.finish(cx, true);
+            return self.end(cx, true);
         }
         self.flags.set(Flag::Failed, true);
         log::debug!(
@@ -985,7 +986,7 @@ where
         }
         self.handler.on_error(&mut self.session, &error);
         if resets || self.session.core.close_request == Some(CloseRequest::Abort) {
-            return self.finish(cx, true);
+            return self.end(cx, true);
         }
         if self.phase == Phase::Open && !filter_broken {
             self.send_failure(&error);
@@ -998,9 +999,10 @@ where
         self.settle(cx)
     }
 
-    /// Ends the entry: calls `on_close` (if it has not run yet) and drops the socket,
-    /// resetting the connection when `reset` (SO_LINGER 0 drops what the kernel holds).
-    fn finish(&mut self, cx: &mut Context<'_>, reset: bool) -> Status {
+    /// The entry's own end, whatever led to it: runs `on_close` (if the handler opened and
+    /// has not heard it yet) and drops the socket, resetting the connection when `reset`
+    /// (SO_LINGER 0 drops what the kernel holds).
+    fn end(&mut self, cx: &mut Context<'_>, reset: bool) -> Status {
         if reset && self.phase != Phase::Closed {
             #[cfg(unix)]
             let _ = self
@@ -1010,16 +1012,16 @@ where
         } else if !reset {
             self.flags.set(Flag::Graceful, true);
         }
-        self.close_session(cx);
+        self.run_on_close(cx);
         self.phase = Phase::Closed;
         let _ = cx.registry().deregister(&mut self.stream);
         self.cancel_timer(cx);
         Status::Done
     }
 
-    /// Ends a session that never opened (for `why`): no callback, but its handles see it
-    /// closed and its owner hears that it ended.
-    fn end_unopened(&mut self, cx: &mut Context<'_>, why: Error) -> Status {
+    /// Ends a session that never opened (for `why`): no `on_close` (the handler never
+    /// heard of it), but its handles see it closed and its owner hears that it ended.
+    fn abandon(&mut self, cx: &mut Context<'_>, why: Error) -> Status {
         self.phase = Phase::Closed;
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.mark_closed();
@@ -1034,10 +1036,11 @@ where
         Status::Done
     }
 
-    /// The framework's side of an opened session's end, before the handler hears of it:
-    /// the handles refuse writes, the owner (a client) hears the end and redials (the
-    /// message is delivered after this call, panic or not), the metrics count it.
-    fn end_opened(&mut self, cx: &mut Context<'_>) {
+    /// Notes an opened session's end on the framework's side, before the handler hears of
+    /// it (no `on_close` here): the handles refuse writes, the owner (a client) hears the
+    /// end and redials (the message is delivered after this call, panic or not), the
+    /// metrics count it.
+    fn note_ended(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
         self.session
             .core
@@ -1056,14 +1059,15 @@ where
         }
     }
 
-    /// Calls `on_close` once, returns the buffers and tells the owner.
-    fn close_session(&mut self, cx: &mut Context<'_>) {
+    /// Runs `on_close` once (after [`note_ended`](Self::note_ended), which tells the
+    /// owner) and returns the buffers. Leaves the socket to [`end`](Self::end).
+    fn run_on_close(&mut self, cx: &mut Context<'_>) {
         if matches!(self.phase, Phase::Lingering | Phase::Closed) {
             return;
         }
         // The framework's side first, so that a panic in `on_close` cannot skip it.
         // `on_panic` then finds the session closed and adds nothing.
-        self.end_opened(cx);
+        self.note_ended(cx);
         self.handler.on_close(&mut self.session);
         self.session.out.clear();
         give_back(&mut self.rbuf, cx);
@@ -1091,7 +1095,7 @@ where
             .register(&mut self.stream, cx.token(), interest)
         {
             log::warn!("session {}: cannot register socket: {e}", self.session.id());
-            return self.end_unopened(cx, Error::Io(e));
+            return self.abandon(cx, Error::Io(e));
         }
         self.open(cx)
     }
@@ -1127,7 +1131,7 @@ where
         if self.phase == Phase::Lingering {
             let until = self.extras().and_then(|e| e.linger_until);
             if until.is_some_and(|t| cx.now() >= t) {
-                return self.finish(cx, false); // the peer never closed; stop waiting
+                return self.end(cx, false); // the peer never closed; stop waiting
             }
             self.rearm_timer(cx);
             return Status::Continue;
@@ -1163,7 +1167,7 @@ where
             return if deadline.is_some() {
                 Status::Continue
             } else {
-                self.finish(cx, false)
+                self.end(cx, false)
             };
         }
         if deadline.is_some() {
@@ -1179,7 +1183,7 @@ where
         if !unsent {
             self.send_filter_close();
         }
-        self.finish(cx, unsent)
+        self.end(cx, unsent)
     }
 
     /// A callback (or a job) panicked, and the reactor caught it: reset the connection
@@ -1211,14 +1215,14 @@ where
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
         if !owes_close || !self.flags.get(Flag::Opened) {
             if owes_close {
-                self.end_unopened(cx, error);
+                self.abandon(cx, error);
             }
             self.phase = Phase::Closed;
             return;
         }
         // Done from here on, whatever the handler does.
         self.session.core.close_request = Some(CloseRequest::Abort);
-        self.end_opened(cx);
+        self.note_ended(cx);
         self.handler.on_error(&mut self.session, &error);
         self.handler.on_close(&mut self.session);
     }

@@ -835,11 +835,11 @@ where
             Self::give_back(cx, tail);
         }
         match self.session.core.close_request {
-            Some(CloseRequest::Abort) => return self.finish(cx),
+            Some(CloseRequest::Abort) => return self.end(cx),
             Some(CloseRequest::Graceful) => {
                 self.phase = Phase::Closing;
                 if self.session.out.is_empty() {
-                    return self.finish(cx);
+                    return self.end(cx);
                 }
             }
             None => {}
@@ -920,7 +920,8 @@ where
         Ok(())
     }
 
-    /// Ends the session with an error the handler sees, then `on_close`.
+    /// An abnormal end the handler hears: `on_error` with `error`, then `on_close`
+    /// (through [`end`](Self::end)).
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         if matches!(self.phase, Phase::Open | Phase::Closing) {
             log::debug!("session {} failed: {error}", self.session.id());
@@ -928,11 +929,12 @@ where
             cx.extension::<Metrics>().count_error(&error);
             self.handler.on_error(&mut self.session, &error);
         }
-        self.finish(cx)
+        self.end(cx)
     }
 
-    /// Calls `on_close` (once), returns the buffers, tells the owner and ends the entry.
-    fn finish(&mut self, cx: &mut Context<'_>) -> Status {
+    /// The entry's own end, whatever led to it: runs `on_close` (once, if the handler
+    /// opened), returns the buffers, tells the owner.
+    fn end(&mut self, cx: &mut Context<'_>) -> Status {
         if let Some(state) = &self.session.handle_state {
             state.mark_closed();
         }
@@ -952,7 +954,7 @@ where
     }
 
     /// The end of every path: no callback follows. Safe to run twice (a panic in
-    /// `on_close` cuts `finish` short, and `on_panic` releases again): the owner hears
+    /// `on_close` cuts `end` short, and `on_panic` releases again): the owner hears
     /// once.
     fn release(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
@@ -1077,7 +1079,7 @@ where
         if self.session.core.close_request != Some(CloseRequest::Abort) {
             self.flush(cx);
         }
-        self.finish(cx)
+        self.end(cx)
     }
 
     /// A callback (or a job) panicked, and the reactor caught it: close the socket, then

@@ -200,7 +200,7 @@ where
         Step::Done
     }
 
-    fn finish(&mut self, cx: &mut Context<'_>, upgraded: Parts<TcpStream>) {
+    fn open_session(&mut self, cx: &mut Context<'_>, upgraded: Parts<TcpStream>) {
         let (Some(mut parts), Some(state)) = (self.parts.take(), self.agreed.take()) else {
             return;
         };

@@ -281,7 +281,7 @@ impl<R: Routes> Handshake<TcpStream> for ServerHandshake<R> {
         }
     }
 
-    fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<TcpStream>) {
+    fn open_session(&mut self, cx: &mut Context<'_>, parts: Parts<TcpStream>) {
         let Some(Routed {
             made,
             options,
