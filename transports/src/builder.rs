@@ -17,14 +17,14 @@
 //! ```
 //! use std::time::Duration;
 //! use getty_codec::RawCodec;
-//! use getty_transports::{tcp::TcpClient, unix::UnixClient, Handler, Session, UnixAddr};
+//! use getty_transports::{tcp::TcpClient, unix::UnixClient, Handler, Session, Unix};
 //!
 //! struct Sink;
 //! impl Handler<RawCodec> for Sink {
 //!     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
 //! }
-//! impl Handler<RawCodec, UnixAddr> for Sink {
-//!     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+//! impl Handler<RawCodec, Unix> for Sink {
+//!     fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {}
 //! }
 //!
 //! let (min, max) = (Duration::from_millis(50), Duration::from_secs(2));
