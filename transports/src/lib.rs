@@ -44,6 +44,7 @@ mod addr;
 pub mod builder;
 mod client;
 mod commands;
+mod core;
 mod error;
 mod filtered;
 mod framing;

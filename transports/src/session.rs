@@ -1,9 +1,7 @@
 //! What a handler sees of one connection: its identity, its outbound queue, its stats.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -16,6 +14,8 @@ use getty_reactor::{Recipient, TimerId};
 
 use crate::addr::sealed::Stored;
 use crate::commands::OwnerNote;
+pub(crate) use crate::core::CloseRequest;
+use crate::core::{self, Attributes, SessionCore};
 use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::handle::{HandleCore, HandleState};
@@ -24,156 +24,19 @@ use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
 
-/// Session ids are unique in the process, across reactors.
-static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+mod flow;
+mod handler;
+mod stats;
 
-pub(crate) fn next_session_id() -> u64 {
-    NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The callbacks of a session, as getty's `EventListener`.
-///
-/// The contract, on every transport:
-/// - `on_open` first; returning an error rejects the session and closes its socket at once
-///   (no other callback follows).
-/// - then any number of `on_message` (one per decoded message, in order) and `on_cron`.
-/// - `on_error` only when the session ends abnormally (never for a clean EOF or a local
-///   close), then `on_close`.
-/// - `on_close` exactly once for every opened session, after its last `on_message`,
-///   whatever ended it: EOF, error, `close()`, `abort()` or reactor shutdown.
-///
-/// Callbacks run on the reactor thread: keep them short.
-///
-/// `T` is the session's [`Transport`]: [`Tcp`] (the default, also with TLS), [`Unix`](crate::Unix)
-/// or [`Ws`](crate::ws::Ws). A WebSocket handler implements `Handler<C, Ws>` and gets a
-/// `Session<C, Ws>`, which can also ping and close with a code; a handler for any transport
-/// is generic over `T: Transport`.
-///
-/// ```
-/// use bytes::Bytes;
-/// use getty_codec::LengthFieldCodec;
-/// use getty_transports::{Handler, Session};
-///
-/// struct Echo;
-/// impl Handler<LengthFieldCodec> for Echo {
-///     fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, msg: Bytes) {
-///         let _ = session.write(msg);
-///     }
-/// }
-/// ```
-pub trait Handler<C: getty_codec::Decoder, T: Transport = Tcp>: 'static {
-    /// The session is connected and configured. An error rejects it.
-    fn on_open(&mut self, session: &mut Session<C, T>) -> io::Result<()> {
-        let _ = session;
-        Ok(())
-    }
-
-    /// One decoded message.
-    fn on_message(&mut self, session: &mut Session<C, T>, message: C::Item);
-
-    /// The session's cron period elapsed (see [`SessionOptions::cron_period`]).
-    fn on_cron(&mut self, session: &mut Session<C, T>) {
-        let _ = session;
-    }
-
-    /// The outbound queue crossed a watermark: `false` above the high one, `true` once it
-    /// drained to the low one. Stop producing while it is `false`.
-    fn on_writability_changed(&mut self, session: &mut Session<C, T>, writable: bool) {
-        let _ = (session, writable);
-    }
-
-    /// The session is ending abnormally; `on_close` follows.
-    fn on_error(&mut self, session: &mut Session<C, T>, error: &Error) {
-        let _ = (session, error);
-    }
-
-    /// The session has ended. Called exactly once.
-    fn on_close(&mut self, session: &mut Session<C, T>) {
-        let _ = session;
-    }
-}
-
-/// Counters of one session. Bytes are counted as they cross the socket (`bytes_*`) and as
-/// the codec sees them (`plain_bytes_*`); the two differ only under a filter (TLS,
-/// compression).
-///
-/// ```
-/// # fn f(s: &getty_transports::Session<getty_codec::RawCodec>) {
-/// let stats = s.stats();
-/// println!("{} bytes in, {} messages in", stats.bytes_in, stats.messages_in);
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// Bytes read from the socket.
-    pub bytes_in: u64,
-    /// Bytes written to the socket.
-    pub bytes_out: u64,
-    /// Bytes the filters handed to the codec (`bytes_in` when there is no filter).
-    pub plain_bytes_in: u64,
-    /// Bytes the codec and `write_bytes` handed to the filters (`bytes_out` when there is
-    /// no filter).
-    pub plain_bytes_out: u64,
-    /// Messages decoded and handed to `on_message`.
-    pub messages_in: u64,
-    /// Messages (and byte buffers) queued by `write*`.
-    pub messages_out: u64,
-    /// The last time bytes were read (the session's open time before that).
-    pub last_read: Instant,
-    /// The last time bytes were written (the session's open time before that).
-    pub last_write: Instant,
-}
-
-/// The session's socket descriptor. The socket itself is owned by the entry that owns the
-/// session, next to it, and outlives it.
-#[cfg(unix)]
-struct SocketFd(std::os::fd::RawFd);
-
-#[cfg(unix)]
-impl std::os::fd::AsFd for SocketFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the descriptor stays open while the session exists: the stream that owns
-        // it lives in the same entry and is dropped only together with the session.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
-}
-
-/// The session's counters as stored: timestamps in 8 bytes each (see [`Stamp`]).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Counters {
-    pub(crate) bytes_in: u64,
-    pub(crate) bytes_out: u64,
-    pub(crate) messages_in: u64,
-    pub(crate) messages_out: u64,
-    pub(crate) last_read: Stamp,
-    pub(crate) last_write: Stamp,
-}
-
-/// An `Instant` as nanoseconds since a process-wide epoch: half the size of an `Instant`,
-/// which matters in a struct that ten thousand idle sessions each hold.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Stamp(u64);
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-impl Stamp {
-    pub(crate) fn of(t: Instant) -> Stamp {
-        Stamp(t.saturating_duration_since(epoch()).as_nanos() as u64)
-    }
-
-    pub(crate) fn instant(self) -> Instant {
-        epoch() + Duration::from_nanos(self.0)
-    }
-}
+pub use handler::Handler;
+pub use stats::Stats;
+pub(crate) use stats::{Counters, Stamp};
 
 /// Per-session state most sessions never need, boxed on first use so that an idle session
 /// stays small: the handler's attributes, and the transport's owner and timer bookkeeping.
 #[derive(Default)]
 pub(crate) struct Extras {
-    attributes: HashMap<TypeId, Box<dyn Any>>,
+    attributes: Attributes<dyn Any>,
     /// The client that owns this session, told when it ends.
     pub(crate) owner: Option<Recipient<OwnerNote>>,
     /// The one timer of this session, and when it fires.
@@ -189,15 +52,6 @@ pub(crate) struct Extras {
     pub(crate) filter: Option<Box<FilterIo>>,
 }
 
-/// How the handler asked the session to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseRequest {
-    /// Flush what is queued, then shut down.
-    Graceful,
-    /// Reset the connection now.
-    Abort,
-}
-
 /// One connection as its handler sees it: write to it, close it, read its stats, keep typed
 /// attributes on it.
 ///
@@ -210,27 +64,17 @@ pub(crate) enum CloseRequest {
 /// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
 /// compile rather than at run time.
 pub struct Session<C, T: Transport = Tcp> {
-    id: u64,
+    /// What every session holds: id, options, close request, writability.
+    pub(crate) core: SessionCore,
     peer: <T::Addr as Stored>::Compact,
-    #[cfg(unix)]
-    fd: SocketFd,
     pub(crate) codec: C,
     /// How messages are framed on the wire (zero-sized for a plain byte stream).
     pub(crate) framing: T::Framing,
     pub(crate) out: Outbound,
     pub(crate) counters: Counters,
-    /// Shared by every session of a server until one changes its own (copy on write).
-    pub(crate) options: Arc<SessionOptions>,
     pub(crate) extras: Option<Box<Extras>>,
-    pub(crate) close_request: Option<CloseRequest>,
     /// Messages queued since the reactor last added them to its metrics.
     pub(crate) unreported_messages_out: u32,
-    /// False between crossing the high watermark and draining to the low one.
-    pub(crate) writable: bool,
-    /// Set when the handler changed a timer option, so the reactor re-arms.
-    pub(crate) timers_changed: bool,
-    /// The handler paused reading (`pause_reading`).
-    pub(crate) reading_paused: bool,
 }
 
 impl<C, T: Transport> Session<C, T> {
@@ -243,10 +87,12 @@ impl<C, T: Transport> Session<C, T> {
         framing: T::Framing,
     ) -> Self {
         Session {
-            id: next_session_id(),
+            core: SessionCore::new(
+                options,
+                #[cfg(unix)]
+                fd,
+            ),
             peer: peer.compact(),
-            #[cfg(unix)]
-            fd: SocketFd(fd),
             codec,
             framing,
             out: Outbound::default(),
@@ -255,13 +101,8 @@ impl<C, T: Transport> Session<C, T> {
                 last_write: Stamp::of(now),
                 ..Counters::default()
             },
-            options,
             extras: None,
-            close_request: None,
             unreported_messages_out: 0,
-            writable: true,
-            timers_changed: false,
-            reading_paused: false,
         }
     }
 
@@ -271,7 +112,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert!(s.id() > 0));
     /// ```
     pub fn id(&self) -> u64 {
-        self.id
+        self.core.id()
     }
 
     /// The peer's address.
@@ -304,7 +145,7 @@ impl<C, T: Transport> Session<C, T> {
     /// ```
     #[cfg(unix)]
     pub fn socket(&self) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(&self.fd)
+        self.core.socket()
     }
 
     /// Encodes `message` with the session's codec and queues it.
@@ -334,7 +175,7 @@ impl<C, T: Transport> Session<C, T> {
             return Err(e);
         }
         let added = self.out.tail.len() - tail_before;
-        if before + added > self.options.max_outbound {
+        if before + added > self.core.options.max_outbound {
             self.out.tail.truncate(tail_before);
             self.framing.retract();
             return Err(self.queue_full(before, added));
@@ -399,7 +240,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn close(&mut self) {
-        self.close_request.get_or_insert(CloseRequest::Graceful);
+        self.core.close();
     }
 
     /// Closes the client this session belongs to, as sending it [`Close`](crate::Close)
@@ -433,13 +274,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert!(!s.close_client()));
     /// ```
     pub fn close_client(&mut self) -> bool {
-        let Some(client) = self.extras.as_ref().and_then(|e| e.owner) else {
-            return false;
-        };
-        match getty_reactor::current() {
-            Some((_, reactor)) => reactor.send(client, OwnerNote::Close).is_ok(),
-            None => false,
-        }
+        core::close_client(self.extras.as_ref().and_then(|e| e.owner))
     }
 
     /// The reactor this session runs on, to stop it from a handler
@@ -476,7 +311,7 @@ impl<C, T: Transport> Session<C, T> {
     /// reactor.run().unwrap(); // returns: the handler stopped it
     /// ```
     pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
-        getty_reactor::current().map(|(_, reactor)| reactor)
+        core::current_reactor()
     }
 
     /// Ends the session now, discarding what is queued and resetting the connection.
@@ -488,7 +323,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn abort(&mut self) {
-        self.close_request = Some(CloseRequest::Abort);
+        self.core.abort();
     }
 
     /// True once `close` or `abort` was called (or the session is ending for another reason).
@@ -497,7 +332,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert!(!s.is_closing()));
     /// ```
     pub fn is_closing(&self) -> bool {
-        self.close_request.is_some()
+        self.core.is_closing()
     }
 
     /// False while the outbound queue is above the high watermark.
@@ -510,90 +345,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn is_writable(&self) -> bool {
-        self.writable
-    }
-
-    /// Stops reading from the peer until [`resume_reading`](Self::resume_reading), like
-    /// netty's `setAutoRead(false)`: no more bytes are read from the socket, so a peer that
-    /// keeps sending is slowed down by TCP's own flow control, and no `on_message` arrives
-    /// (frames already read wait, in order, until reading resumes). Timers keep running;
-    /// a paused session is not read-idle. Useful while work for this session is offloaded:
-    /// pause in `on_message`, resume when the result is written (from another thread,
-    /// through [`SessionHandle::resume_reading`]).
-    ///
-    /// Independent of the automatic pause above the high watermark
-    /// ([`SessionOptions::pause_reading_when_unwritable`]): the session reads only when
-    /// neither holds it.
-    ///
-    /// ```
-    /// use getty_codec::{Bytes, LengthFieldCodec};
-    /// use getty_transports::{Handler, Session};
-    ///
-    /// /// Answers one request at a time: the next is not read before the reply is queued.
-    /// struct OneAtATime;
-    /// impl Handler<LengthFieldCodec> for OneAtATime {
-    ///     fn on_message(&mut self, session: &mut Session<LengthFieldCodec>, request: Bytes) {
-    ///         session.pause_reading();
-    ///         let handle = session.handle().expect("inside a callback");
-    ///         std::thread::spawn(move || {
-    ///             let _ = handle.write(request); // the slow work, done elsewhere
-    ///             let _ = handle.resume_reading();
-    ///         });
-    ///     }
-    /// }
-    /// # getty_transports::with_session(|s| {
-    /// #     s.pause_reading();
-    /// #     assert!(s.is_reading_paused());
-    /// #     s.resume_reading();
-    /// #     assert!(!s.is_reading_paused());
-    /// # });
-    /// ```
-    pub fn pause_reading(&mut self) {
-        self.reading_paused = true;
-    }
-
-    /// Reads again after [`pause_reading`](Self::pause_reading): frames already read are
-    /// delivered first, then the socket is read (unless the queue is still above its high
-    /// watermark).
-    ///
-    /// See [`pause_reading`](Self::pause_reading) for an example.
-    pub fn resume_reading(&mut self) {
-        self.reading_paused = false;
-    }
-
-    /// True while the session does not read: paused by the handler, or held above its high
-    /// watermark by flow control.
-    ///
-    /// ```
-    /// getty_transports::with_session(|s| {
-    ///     assert!(!s.is_reading_paused());
-    ///     s.write_bytes(vec![0u8; 128 * 1024]).unwrap(); // past the 64 KiB high watermark
-    ///     assert!(s.is_reading_paused()); // until the queue drains to 32 KiB
-    /// });
-    /// ```
-    pub fn is_reading_paused(&self) -> bool {
-        self.reading_paused || self.held_by_flow_control()
-    }
-
-    /// Flow control holds reading while the queue is above the high watermark (until it
-    /// drains to the low one), counting what the framework wrote by itself. Never during a
-    /// handshake: the queue cannot drain before the peer's handshake messages are read.
-    pub(crate) fn held_by_flow_control(&self) -> bool {
-        self.options.pause_reading_when_unwritable
-            && self.above_high_watermark()
-            && !self.handshaking()
-    }
-
-    /// Above the high watermark, or not yet drained to the low one since, counting what the
-    /// framework queued by itself (not yet reported through `writable`).
-    pub(crate) fn above_high_watermark(&self) -> bool {
-        !self.writable || self.queued_bytes() >= self.options.high_watermark
-    }
-
-    /// The filter (TLS) is still negotiating.
-    pub(crate) fn handshaking(&self) -> bool {
-        self.filter_io()
-            .is_some_and(|io| io.filter.is_handshaking())
+        self.core.is_writable()
     }
 
     /// Bytes queued and not yet written to the socket.
@@ -653,7 +405,7 @@ impl<C, T: Transport> Session<C, T> {
     /// getty_transports::with_session(|s| assert_eq!(s.options().get_max_message_len(), 1 << 20));
     /// ```
     pub fn options(&self) -> &SessionOptions {
-        &self.options
+        self.core.options()
     }
 
     /// Changes the cron period from now on (`None` stops the cron).
@@ -666,9 +418,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn set_cron_period(&mut self, period: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().cron_period(period);
-        self.timers_changed = true;
+        self.core.set_cron_period(period);
     }
 
     /// Changes the read-idle timeout from now on (`None` disables it).
@@ -681,9 +431,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().read_idle_timeout(timeout);
-        self.timers_changed = true;
+        self.core.set_read_idle_timeout(timeout);
     }
 
     /// The session's codec.
@@ -715,11 +463,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn attribute<V: 'static>(&self) -> Option<&V> {
-        self.extras
-            .as_ref()?
-            .attributes
-            .get(&TypeId::of::<V>())?
-            .downcast_ref()
+        self.extras.as_ref()?.attributes.get()
     }
 
     /// The attribute of type `T`, mutably, if set.
@@ -732,11 +476,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn attribute_mut<V: 'static>(&mut self) -> Option<&mut V> {
-        self.extras
-            .as_mut()?
-            .attributes
-            .get_mut(&TypeId::of::<V>())?
-            .downcast_mut()
+        self.extras.as_mut()?.attributes.get_mut()
     }
 
     /// Sets the attribute of type `T`, returning the previous one.
@@ -748,9 +488,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn set_attribute<V: 'static>(&mut self, value: V) -> Option<V> {
-        let map = &mut self.extras_mut().attributes;
-        let old = map.insert(TypeId::of::<V>(), Box::new(value))?;
-        old.downcast().ok().map(|b| *b)
+        self.extras_mut().attributes.insert::<V>(Box::new(value))
     }
 
     /// Removes and returns the attribute of type `T`.
@@ -763,12 +501,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn remove_attribute<V: 'static>(&mut self) -> Option<V> {
-        let old = self
-            .extras
-            .as_mut()?
-            .attributes
-            .remove(&TypeId::of::<V>())?;
-        old.downcast().ok().map(|b| *b)
+        self.extras.as_mut()?.attributes.remove()
     }
 
     /// A `Send + Clone` handle for writing to (and closing) this session from other threads;
@@ -784,7 +517,7 @@ impl<C, T: Transport> Session<C, T> {
     where
         C: 'static,
     {
-        let (writable, id) = (self.writable, self.id);
+        let (writable, id) = (self.core.writable, self.core.id());
         let core = HandleCore::current(&mut self.extras_mut().handle_state, writable, id)?;
         Some(SessionHandle::new(core))
     }
@@ -794,15 +527,12 @@ impl<C, T: Transport> Session<C, T> {
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {
-        if self.close_request.is_some() {
-            return Err(Error::Closed);
-        }
-        Ok(())
+        self.core.check_open()
     }
 
     fn check_room(&self, adding: usize) -> Result<(), Error> {
         let queued = self.queued_bytes();
-        if queued + adding > self.options.max_outbound {
+        if queued + adding > self.core.options.max_outbound {
             return Err(self.queue_full(queued, adding));
         }
         Ok(())
@@ -812,19 +542,13 @@ impl<C, T: Transport> Session<C, T> {
         Error::QueueFull {
             queued,
             adding,
-            max: self.options.max_outbound,
+            max: self.core.options.max_outbound,
         }
     }
 
     fn note_queued(&mut self, messages: u64) {
         self.counters.messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
-        if self.writable && self.queued_bytes() >= self.options.high_watermark {
-            // The reactor reports the crossing when the callback returns (`settle` always
-            // runs then). Not through `timers_changed`: that flag restarts the cron period,
-            // so a handler crossing the watermark more often than the period starved its
-            // cron.
-            self.writable = false;
-        }
+        self.core.note_grown(self.queued_bytes());
     }
 }

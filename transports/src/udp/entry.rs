@@ -19,12 +19,16 @@ use super::batch::Outgoing;
 use super::batch::{self, RecvMeta};
 use super::client::PROBE_ANSWER;
 use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
-use super::session::{CloseKind, DatagramHandler, DatagramSession};
+use super::session::{DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
+use crate::core::CloseRequest;
 use crate::outbound::{crossing_pending, next_writability};
 use crate::stream::SessionEnded;
 use crate::{Error, Metrics};
+
+mod receive;
+mod send;
 
 /// The bytes a datagram is charged against the read budget, at the least, so that a flood
 /// of tiny datagrams still yields to other entries.
@@ -209,578 +213,21 @@ where
         cx.buffers().give(buf);
     }
 
-    fn new_slot(&self, cx: &mut Context<'_>) -> BytesMut {
-        if cx.buffers().buffer_size() >= self.slot_size {
-            cx.buffers().take()
-        } else {
-            BytesMut::with_capacity(self.slot_size)
-        }
-    }
-
-    /// Sizes the receive buffers for the largest datagram accepted: `max_message_len`, or
-    /// less when the socket cannot receive that much (UDP's 64 KiB). Slots are pooled
-    /// buffers, one per datagram of a batch; what a datagram needs beyond its slot goes to
-    /// an overflow region of its own (a unix datagram of up to the sender's send buffer).
-    fn size_receive_buffers(&mut self, cx: &mut Context<'_>) {
-        // One byte more than the largest datagram accepted, to catch an oversized one.
-        let largest = self
-            .session
-            .options
-            .max_message_len
-            .min(self.socket.max_recv_payload())
-            .saturating_add(1);
-        self.slot_size = largest.min(cx.buffers().buffer_size().max(1));
-        self.overflow_per = largest - self.slot_size;
-        self.active = self.config.batch.min(2);
-    }
-
-    /// Makes the overflow regions when first needed: one per slot of a batch, or fewer so
-    /// that they reserve at most `OVERFLOW_SPACE` of address space (at least one: then a
-    /// receive takes one datagram at a time). None are needed when a slot holds the largest
-    /// datagram accepted; when the space cannot be had, a datagram longer than a slot is
-    /// truncated and reported.
-    fn make_overflow(&mut self) {
-        if self.overflow_per == 0 || self.overflow.is_some() {
-            return;
-        }
-        let regions = (OVERFLOW_SPACE / self.overflow_per).clamp(1, self.config.batch);
-        match batch::Overflow::new(regions, self.overflow_per) {
-            Ok(o) => self.overflow = Some(o),
-            Err(e) => {
-                log::warn!(
-                    "session {}: no room to receive datagrams over {} bytes ({e}): they will \
-                     be truncated and dropped",
-                    self.session.id(),
-                    self.slot_size - 1
-                );
-                self.overflow_per = 0;
-            }
-        }
-    }
-
-    /// Notes the receive buffers held, for [`DatagramSession::receive_buffer_bytes`].
-    fn note_held(&mut self) {
-        let slots: usize = self.slots.iter().map(BytesMut::capacity).sum();
-        let overflow = self.overflow.as_ref().map_or(0, batch::Overflow::touched);
-        self.session.recv_held = slots + overflow;
-    }
-
-    /// Gives the slots back to the pool and the overflow's pages back to the kernel: the
-    /// socket was read dry, and an idle socket holds no receive buffers. The next readable
-    /// event takes pooled buffers again, so datagrams arriving under load cost no
-    /// allocation.
-    fn release_receive_buffers(&mut self, cx: &mut Context<'_>) {
-        for slot in self.slots.drain(..) {
-            Self::give_back(cx, slot);
-        }
-        for meta in &mut self.metas {
-            meta.peer = None;
-        }
-        if let Some(o) = &mut self.overflow {
-            o.release();
-        }
-        self.session.recv_held = 0;
-    }
-
-    /// Makes the first `active` slots ready for a receive: each with room for a whole
-    /// datagram, reusing its allocation once the handler has dropped the messages in it.
-    fn prepare_slots(&mut self, cx: &mut Context<'_>) {
-        let n = self.active;
-        while self.slots.len() < n {
-            let slot = self.new_slot(cx);
-            self.slots.push(slot);
-        }
-        // The metadata stays when the slots go back to the pool (it is small): grow it to
-        // the slots in use, never past them, or it would grow with every drained read.
-        if self.metas.len() < n {
-            self.metas.resize_with(n, RecvMeta::default);
-        }
-        debug_assert!(
-            self.metas.len() <= self.config.batch,
-            "receive metadata leaks"
-        );
-        for i in 0..n {
-            let slot = &mut self.slots[i];
-            debug_assert!(slot.is_empty());
-            if slot.capacity() < self.slot_size && !slot.try_reclaim(self.slot_size) {
-                // Messages handed out still use this buffer: they keep it alive.
-                self.slots[i] = self.new_slot(cx);
-            }
-        }
-        self.note_held();
-    }
-
-    fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let mut budget = self.session.options.read_budget;
-        let want_addr = self.session.connected_peer().is_none();
-        while self.phase == Phase::Open && !self.session.is_closing() {
-            self.lend_write_buffer(cx);
-            self.prepare_slots(cx);
-            let n = self.active;
-            self.make_overflow();
-            let received = batch::recv(
-                &self.socket,
-                &mut self.slots[..n],
-                &mut self.metas[..n],
-                self.slot_size,
-                self.overflow.as_mut(),
-                want_addr,
-                self.config.mmsg,
-            );
-            self.note_held();
-            match received {
-                Ok(r) => {
-                    if r.count > 0 {
-                        self.session.stats.last_read = cx.now();
-                    }
-                    let (bytes, messages) =
-                        (self.session.stats.bytes_in, self.session.stats.messages_in);
-                    for i in 0..r.count {
-                        budget = budget.saturating_sub(self.metas[i].len.max(MIN_BUDGET_CHARGE));
-                        if self.session.is_closing() {
-                            // The handler closed mid-batch: no message after that.
-                            self.slots[i].clear();
-                            continue;
-                        }
-                        self.deliver(i);
-                    }
-                    let metrics = cx.extension::<Metrics>();
-                    metrics.bytes_in += self.session.stats.bytes_in - bytes;
-                    metrics.messages_in += self.session.stats.messages_in - messages;
-                    if r.count == n && n < self.config.batch {
-                        self.active = (n * 2).min(self.config.batch);
-                    } else if r.drained && r.count * 4 <= n && n > 2 {
-                        // Mostly empty: offer fewer slots (pooled buffers) next time.
-                        self.active = n / 2;
-                    }
-                    // The replies to this batch leave with one `sendmmsg`, now.
-                    self.flush(cx);
-                    if let Some(e) = r.error {
-                        self.read_error(e)?;
-                    }
-                    if r.drained {
-                        break;
-                    }
-                    if budget == 0 {
-                        // More to read on the next turn: the buffers stay.
-                        cx.reschedule(Ready::READABLE);
-                        return Ok(());
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => self.read_error(e)?,
-            }
-        }
-        // Read dry (or no longer reading): an idle socket holds no receive buffers.
-        self.release_receive_buffers(cx);
-        Ok(())
-    }
-
-    /// Decodes datagram `i` as exactly one message and hands it to the handler, or drops it.
-    fn deliver(&mut self, i: usize) {
-        let len = self.metas[i].len;
-        let truncated = self.metas[i].truncated;
-        let overflow = std::mem::take(&mut self.metas[i].overflow);
-        let peer = match self.metas[i].peer.take() {
-            Some(peer) => peer,
-            None => match self.session.connected_peer() {
-                Some(peer) => peer.clone(),
-                None => {
-                    self.session.stats.datagrams_in += 1;
-                    self.session.stats.dropped_in += 1;
-                    log::debug!("dropped a datagram from an address of another family");
-                    self.slots[i].clear();
-                    return;
-                }
-            },
-        };
-        let stats = &mut self.session.stats;
-        stats.datagrams_in += 1;
-        stats.bytes_in += len as u64;
-        let max = self.session.options.max_message_len;
-        if len > max || truncated {
-            // With MSG_TRUNC the kernel reports the datagram's real length. One within the
-            // limit, yet longer than the buffers, was cut by the socket's own bound (or the
-            // want of room for an overflow region): say so, with the real sizes.
-            let kept = self.slots[i].len() + overflow;
-            self.slots[i].clear();
-            let error = if len > max {
-                Error::MessageTooLong { len, max }
-            } else {
-                Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "datagram of {len} bytes truncated to the {kept}-byte receive buffer \
-                         (max message length {max})"
-                    ),
-                ))
-            };
-            self.drop_datagram(error, &peer);
-            return;
-        }
-        let mut datagram = if overflow > 0 {
-            // Longer than its slot: the whole datagram in a buffer of its own, so that the
-            // message is a view of exactly its bytes, and the slot stays a pooled buffer.
-            let regions = self
-                .overflow
-                .as_ref()
-                .expect("a datagram overflowed into it");
-            let mut whole = BytesMut::with_capacity(len);
-            whole.extend_from_slice(&self.slots[i]);
-            whole.extend_from_slice(regions.part(i, overflow));
-            self.slots[i].clear();
-            whole
-        } else {
-            std::mem::take(&mut self.slots[i])
-        };
-        self.decode_datagram(&mut datagram, len, peer);
-        if overflow == 0 {
-            datagram.clear();
-            self.slots[i] = datagram;
-        }
-    }
-
-    /// Decodes one whole datagram of `len` bytes as exactly one message and hands it to the
-    /// handler, or drops it.
-    fn decode_datagram(&mut self, datagram: &mut BytesMut, len: usize, peer: S::Addr) {
-        if let Some(probe) = &self.config.drop_probe {
-            // An answer first, even if the probe is configured to the same bytes: an answer
-            // is never answered, so two endpoints cannot bounce one between them.
-            if datagram[..] == *PROBE_ANSWER {
-                // An answer that came after its dial had opened on silence.
-                self.session.stats.probes_dropped += 1;
-                return;
-            }
-            if datagram[..] == probe[..] {
-                self.session.stats.probes_dropped += 1;
-                log::debug!("dropped a dial probe from {peer:?}");
-                // Never more bytes out than came in, so a forged probe amplifies nothing;
-                // never to a source nothing can be sent to (a forged port 0); a full queue
-                // (or a closing session) leaves the client to its wait.
-                let answerable = probe.len() >= PROBE_ANSWER.len() && S::can_send_to(&peer);
-                if self.config.answer_probe && answerable {
-                    let answer = Bytes::from_static(PROBE_ANSWER);
-                    match self.session.queue_control(peer, answer) {
-                        Ok(()) => self.session.stats.probes_answered += 1,
-                        Err(e) => log::debug!("a dial probe went unanswered: {e}"),
-                    }
-                }
-                return;
-            }
-        }
-        let max = self.session.options.max_message_len;
-        // Each datagram is a buffer of its own: nothing the codec remembers of an earlier
-        // one (a line scanned without a newline) may apply to it.
-        let codec = self.session.decoder();
-        codec.reset();
-        // The datagram is within the limit; a message it declares longer (a length header)
-        // is refused against the same limit, as on a stream.
-        let error = match codec.decode_limited(datagram, max) {
-            Ok(Decoded::Frame(message)) if datagram.is_empty() => {
-                self.session.stats.messages_in += 1;
-                self.handler.on_message(&mut self.session, message, peer);
-                return;
-            }
-            Ok(Decoded::Frame(_)) if datagram.len() == len => Error::CodecConsumedNothing,
-            Ok(Decoded::Frame(_)) => Error::Codec(CodecError::malformed(format!(
-                "{} bytes after the message in one datagram",
-                datagram.len()
-            ))),
-            Ok(Decoded::NeedMore(_)) if len == 0 => {
-                Error::Codec(CodecError::malformed("empty datagram"))
-            }
-            Ok(Decoded::NeedMore(_)) => Error::Codec(CodecError::malformed(format!(
-                "datagram of {len} bytes ends inside a message"
-            ))),
-            Err(e) => match e.limit_exceeded() {
-                Some((len, max)) => Error::MessageTooLong { len, max },
-                None => Error::Codec(e),
-            },
-        };
-        self.drop_datagram(error, &peer);
-    }
-
-    /// Counts and reports a datagram dropped on the way in (its buffer already cleared).
-    fn drop_datagram(&mut self, error: Error, peer: &S::Addr) {
-        self.session.stats.dropped_in += 1;
-        log::debug!(
-            "session {}: dropped a datagram from {peer:?}: {error}",
-            self.session.id()
-        );
-        self.handler.on_error(&mut self.session, &error);
-    }
-
-    /// An error from a receive: ICMP errors are reported and reading goes on; anything
-    /// else ends the session.
-    fn read_error(&mut self, e: std::io::Error) -> Result<(), Error> {
-        if is_peer_error(&e) {
-            self.peer_error(e);
-            Ok(())
-        } else {
-            Err(Error::Io(e))
-        }
-    }
-
-    /// An ICMP error about the peer: count it, report it, and close when so configured.
-    fn peer_error(&mut self, e: std::io::Error) {
-        self.session.stats.peer_errors += 1;
-        log::debug!("session {}: peer error: {e}", self.session.id());
-        if self.config.close_on_peer_error && self.session.is_connected() {
-            self.session.close();
-        }
-        self.handler.on_error(&mut self.session, &Error::Io(e));
-    }
-
-    /// Sends queued datagrams until the queue is empty or the socket is full. Parked
-    /// destinations that are due are retried first (their datagrams are older than any
-    /// queued for them since), then the queue in order.
-    /// Sends what the socket takes. Returns true when datagrams are left that could still
-    /// go now: the handler wrote them in an `on_error` for a drop reported after the send
-    /// loop, and nothing (no readiness, no timer) would wake the session for them.
-    fn flush(&mut self, cx: &mut Context<'_>) -> bool {
-        let per_call = if self.config.mmsg && batch::HAS_MMSG {
-            self.config.batch
-        } else {
-            1
-        };
-        let now = cx.now();
-        let mut progressed = false;
-        let mut blocked = false;
-        let mut reconnected = false;
-        let bytes_before = self.session.stats.bytes_out;
-        let mut link = SocketLink {
-            socket: &self.socket,
-            mmsg: self.config.mmsg,
-            send_buffer: None,
-        };
-        if self.session.close_request != Some(CloseKind::Abort) {
-            let stall = self.session.options.write_stall_timeout;
-            let (datagrams, bytes) = self
-                .session
-                .out
-                .retry_parked(now, stall, per_call, &mut link);
-            self.session.stats.datagrams_out += datagrams as u64;
-            self.session.stats.bytes_out += bytes as u64;
-            progressed |= datagrams > 0;
-        }
-        while self.session.close_request != Some(CloseKind::Abort) {
-            let step = self.session.out.send_step(now, per_call, &mut link);
-            match step {
-                Step::Empty => break,
-                Step::Blocked => {
-                    blocked = true;
-                    break;
-                }
-                // That destination waits on its own, or was dropped (reported below, once
-                // for all its datagrams of this flush); the others go on.
-                Step::Parked | Step::Dropped => {}
-                Step::Sent { datagrams, bytes } => {
-                    self.session.stats.datagrams_out += datagrams as u64;
-                    self.session.stats.bytes_out += bytes as u64;
-                    progressed |= datagrams > 0;
-                    if datagrams > 0 {
-                        self.gone = None;
-                    }
-                }
-                Step::Failed {
-                    error,
-                    dropped: None,
-                } if self.reconnects() && is_gone(&error) => {
-                    // The peer is gone (it closed; perhaps it restarted at the same
-                    // address): reconnect, and send the datagram again. Reported once.
-                    if self.gone.is_none() {
-                        self.session.stats.peer_errors += 1;
-                        log::debug!("session {}: the peer is gone: {error}", self.session.id());
-                        self.gone = Some(std::io::ErrorKind::NotConnected.into());
-                        self.lend_write_buffer(cx);
-                        self.handler.on_error(&mut self.session, &Error::Io(error));
-                    }
-                    match self.reconnect() {
-                        // Once per flush: a peer that keeps vanishing waits for the timer.
-                        Ok(()) if !reconnected => reconnected = true,
-                        Ok(()) => {
-                            blocked = true;
-                            break;
-                        }
-                        Err(e) => {
-                            self.gone = Some(e);
-                            blocked = true;
-                            break;
-                        }
-                    }
-                    link = SocketLink {
-                        socket: &self.socket,
-                        mmsg: self.config.mmsg,
-                        send_buffer: None,
-                    };
-                }
-                Step::Failed { error, dropped } => {
-                    if let Some(len) = dropped {
-                        self.session.stats.dropped_out += 1;
-                        log::debug!(
-                            "session {}: dropped an outgoing datagram of {len} bytes: {error}",
-                            self.session.id()
-                        );
-                    }
-                    self.lend_write_buffer(cx);
-                    if is_peer_error(&error) {
-                        self.peer_error(error);
-                    } else if dropped.is_some() {
-                        self.handler.on_error(&mut self.session, &Error::Io(error));
-                    }
-                    link = SocketLink {
-                        socket: &self.socket,
-                        mmsg: self.config.mmsg,
-                        send_buffer: None,
-                    };
-                }
-            }
-        }
-        if self.session.out.has_reports() {
-            self.report_parked_drops(cx);
-        }
-        self.session.out.end_flush();
-        if progressed {
-            self.session.stats.last_write = now;
-            cx.extension::<Metrics>().bytes_out += self.session.stats.bytes_out - bytes_before;
-        }
-        // Parking on (an unconnected unix socket): a full socket may be found by a retry of
-        // a parked destination, with nothing queued in order.
-        let socket_full = blocked || self.session.out.socket_full();
-        if !socket_full && !self.session.out.fifo_is_empty() {
-            return true;
-        }
-        if !socket_full {
-            self.blocked_since = None;
-            self.retry = None;
-            self.watch_writable(cx, false);
-        } else {
-            let parking = self.config.unix && !self.session.is_connected();
-            // An open unconnected unix endpoint never fails on a stall: receivers that do
-            // not read hold its buffer, and it is free again when they read or close.
-            // Until then its queue waits, bounded by `max_outbound` (and the watermarks say
-            // so). Once closing, the stall bounds the wait, as for any session.
-            let stalls = !parking || self.phase == Phase::Closing;
-            if stalls && (progressed || self.blocked_since.is_none()) {
-                self.blocked_since = Some(now);
-            }
-            let connected = self.session.is_connected();
-            if self.gone.is_none() && self.socket.signals_write_space(connected) {
-                // Registering re-checks readiness, so space freed since the `EAGAIN` still
-                // raises an event.
-                self.watch_writable(cx, true);
-            } else {
-                if parking {
-                    // The kernel says so once the buffer has drained to a quarter; the
-                    // timer finds room that comes sooner (a fast reader's datagrams read).
-                    self.watch_writable(cx, true);
-                }
-                self.schedule_retry(now, progressed);
-            }
-        }
-        false
-    }
-
-    /// A connected unix socket: a peer found gone is reconnected to.
-    fn reconnects(&self) -> bool {
-        self.config.unix && self.session.is_connected()
-    }
-
-    /// Connects the socket to its peer's address again (the kernel disconnected it when it
-    /// found the peer gone). It succeeds once a socket is bound there again.
-    fn reconnect(&mut self) -> std::io::Result<()> {
-        let peer = self
-            .session
-            .connected_peer()
-            .expect("only a connected socket reconnects");
-        let result = self.socket.sock().connect(&S::encode_addr(peer));
-        match &result {
-            Ok(()) => log::debug!("session {}: reconnected to {peer:?}", self.session.id()),
-            Err(e) => log::debug!("session {}: cannot reconnect: {e}", self.session.id()),
-        }
-        result
-    }
-
-    /// Counts the datagrams dropped by destination (parked, or failed on an unconnected
-    /// unix socket), and reports them, one `on_error` per destination and cause (drops past
-    /// a bound may be held back for a later report, but are counted now).
-    fn report_parked_drops(&mut self, cx: &mut Context<'_>) {
-        self.session.stats.dropped_out += self.session.out.take_dropped();
-        for dropped in self.session.out.take_reports() {
-            let error = Error::Io(dropped.into_error());
-            log::debug!("session {}: {error}", self.session.id());
-            self.lend_write_buffer(cx);
-            self.handler.on_error(&mut self.session, &error);
-        }
-    }
-
-    /// Retries a blocked send after a wait that doubles while nothing goes out (1 ms up to
-    /// 100 ms): a slow reader costs at most ten wake-ups a second, never a busy loop. A
-    /// flush before the retry is due (another event) leaves the armed retry as it is; the
-    /// one that is due doubles the wait.
-    fn schedule_retry(&mut self, now: Instant, progressed: bool) {
-        let wait = match self.retry {
-            Some((at, last)) if !progressed => {
-                if now < at {
-                    return;
-                }
-                (last * 2).min(MAX_RETRY)
-            }
-            _ => FIRST_RETRY,
-        };
-        self.retry = Some((now + wait, wait));
-    }
-
-    /// How the queue treats a full receiver and errors about the peer, by socket.
-    fn set_send_policy(&mut self) {
-        let (peer_errors, park_limit) = match (self.config.unix, self.session.is_connected()) {
-            (false, _) => (PeerErrors::Retry, None),
-            (true, true) => (PeerErrors::Keep, None),
-            (true, false) => {
-                let limits = ParkLimits {
-                    per_peer: self.config.parked_limit.unwrap_or(PARKED_PER_PEER),
-                    total: self.config.parked_total.unwrap_or(PARKED_TOTAL),
-                };
-                (PeerErrors::Drop, Some(limits))
-            }
-        };
-        self.session.out.set_policy(peer_errors, park_limit);
-    }
-
-    /// Registers or drops interest in writable readiness.
-    fn watch_writable(&mut self, cx: &mut Context<'_>, on: bool) {
-        if self.want_writable == on {
-            return;
-        }
-        let interest = if on {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        match cx
-            .registry()
-            .reregister(&mut self.socket, cx.token(), interest)
-        {
-            Ok(()) => self.want_writable = on,
-            Err(e) => log::warn!("session {}: cannot reregister: {e}", self.session.id()),
-        }
-    }
-
     /// Tells the handler when the queue crossed a watermark. Returns true when it did.
     fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
         let (high, low) = (
-            self.session.options.high_watermark,
-            self.session.options.low_watermark,
+            self.session.core.options.high_watermark,
+            self.session.core.options.low_watermark,
         );
-        if self.session.writable == self.reported_writable {
+        if self.session.core.writable == self.reported_writable {
             let queued = self.session.out.len();
-            self.session.writable = next_writability(self.reported_writable, queued, high, low);
+            self.session.core.writable =
+                next_writability(self.reported_writable, queued, high, low);
         }
-        if self.session.writable == self.reported_writable || self.phase != Phase::Open {
+        if self.session.core.writable == self.reported_writable || self.phase != Phase::Open {
             return false;
         }
-        self.reported_writable = self.session.writable;
+        self.reported_writable = self.session.core.writable;
         if let Some(state) = &self.session.handle_state {
             state.set_writable(self.reported_writable);
         }
@@ -792,10 +239,10 @@ where
 
     /// Datagrams queued, or a writability crossing the handler has not heard of.
     fn work_left(&self) -> bool {
-        let options = &self.session.options;
+        let options = &self.session.core.options;
         !self.session.out.is_empty()
             || crossing_pending(
-                self.session.writable,
+                self.session.core.writable,
                 self.reported_writable,
                 self.session.out.len(),
                 options.high_watermark,
@@ -813,7 +260,7 @@ where
             self.reported_messages_out = self.session.stats.messages_out;
             cx.extension::<Metrics>().messages_out += queued;
         }
-        if self.session.close_request != Some(CloseKind::Abort) {
+        if self.session.core.close_request != Some(CloseRequest::Abort) {
             // The handler may write more when it hears of a crossing: a few rounds at most;
             // what is left (datagrams it queued in the last round, a crossing still to
             // tell) waits for the next turn, as nothing else would wake the session for it.
@@ -831,12 +278,12 @@ where
             let tail = std::mem::take(&mut self.session.out.tail);
             Self::give_back(cx, tail);
         }
-        match self.session.close_request {
-            Some(CloseKind::Abort) => return self.finish(cx),
-            Some(CloseKind::Graceful) => {
+        match self.session.core.close_request {
+            Some(CloseRequest::Abort) => return self.end(cx),
+            Some(CloseRequest::Graceful) => {
                 self.phase = Phase::Closing;
                 if self.session.out.is_empty() {
-                    return self.finish(cx);
+                    return self.end(cx);
                 }
             }
             None => {}
@@ -847,7 +294,7 @@ where
 
     /// The earliest of the cron tick and the idle and write-stall deadlines.
     fn next_deadline(&self) -> Option<Instant> {
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         let open = self.phase == Phase::Open;
         let idle = opts
             .read_idle_timeout
@@ -865,8 +312,8 @@ where
 
     /// Keeps one timer armed for the next deadline; one that fires early just re-arms.
     fn rearm_timer(&mut self, cx: &mut Context<'_>) {
-        if std::mem::take(&mut self.session.timers_changed) {
-            self.next_cron = self.session.options.cron_period.map(|p| cx.now() + p);
+        if std::mem::take(&mut self.session.core.timers_changed) {
+            self.next_cron = self.session.core.options.cron_period.map(|p| cx.now() + p);
             if let Some((id, _)) = self.timer.take() {
                 cx.cancel_timer(id);
             }
@@ -889,7 +336,7 @@ where
         let now = cx.now();
         // A due retry is done by the flush that follows every timer, which schedules the
         // next one from the wait it keeps (clearing it here would restart the backoff).
-        let opts = &self.session.options;
+        let opts = &self.session.core.options;
         if let Some(since) = self.blocked_since {
             if now >= since + opts.write_stall_timeout {
                 // A connected unix socket whose peer did not come back ends with the
@@ -917,19 +364,21 @@ where
         Ok(())
     }
 
-    /// Ends the session with an error the handler sees, then `on_close`.
+    /// An abnormal end the handler hears: `on_error` with `error`, then `on_close`
+    /// (through [`end`](Self::end)).
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         if matches!(self.phase, Phase::Open | Phase::Closing) {
             log::debug!("session {} failed: {error}", self.session.id());
-            self.session.close_request = Some(CloseKind::Abort);
+            self.session.core.close_request = Some(CloseRequest::Abort);
             cx.extension::<Metrics>().count_error(&error);
             self.handler.on_error(&mut self.session, &error);
         }
-        self.finish(cx)
+        self.end(cx)
     }
 
-    /// Calls `on_close` (once), returns the buffers, tells the owner and ends the entry.
-    fn finish(&mut self, cx: &mut Context<'_>) -> Status {
+    /// The entry's own end, whatever led to it: runs `on_close` (once, if the handler
+    /// opened), returns the buffers, tells the owner.
+    fn end(&mut self, cx: &mut Context<'_>) -> Status {
         if let Some(state) = &self.session.handle_state {
             state.mark_closed();
         }
@@ -937,7 +386,10 @@ where
             // Closed before the handler hears it, so that `on_close` runs once whatever
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
             self.phase = Phase::Closed;
-            self.session.close_request.get_or_insert(CloseKind::Abort);
+            self.session
+                .core
+                .close_request
+                .get_or_insert(CloseRequest::Abort);
             cx.extension::<Metrics>().sessions_closed += 1;
             self.handler.on_close(&mut self.session);
         }
@@ -946,7 +398,7 @@ where
     }
 
     /// The end of every path: no callback follows. Safe to run twice (a panic in
-    /// `on_close` cuts `finish` short, and `on_panic` releases again): the owner hears
+    /// `on_close` cuts `end` short, and `on_panic` releases again): the owner hears
     /// once.
     fn release(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
@@ -1003,7 +455,7 @@ where
         // Open only once on_open accepted it: a panic in on_open owes no on_close.
         self.phase = Phase::Open;
         cx.extension::<Metrics>().sessions_opened += 1;
-        self.session.timers_changed = true;
+        self.session.core.timers_changed = true;
         self.settle(cx)
     }
 
@@ -1068,10 +520,10 @@ where
             return self.settle(cx);
         }
         // No time left: one last non-blocking flush, then close.
-        if self.session.close_request != Some(CloseKind::Abort) {
+        if self.session.core.close_request != Some(CloseRequest::Abort) {
             self.flush(cx);
         }
-        self.finish(cx)
+        self.end(cx)
     }
 
     /// A callback (or a job) panicked, and the reactor caught it: close the socket, then
@@ -1088,7 +540,7 @@ where
         self.release(cx); // Closed from here on, whatever the handler does
         if owes_close {
             cx.extension::<Metrics>().sessions_closed += 1;
-            self.session.close_request = Some(CloseKind::Abort);
+            self.session.core.close_request = Some(CloseRequest::Abort);
             self.handler.on_error(&mut self.session, &error);
             self.handler.on_close(&mut self.session);
         }

@@ -1,8 +1,7 @@
 //! What a datagram handler sees: the session of one socket (an endpoint, or one connected
 //! client socket), its outbound queue and its counters.
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,236 +11,17 @@ use bytes::Bytes;
 use getty_codec::{Decoder, Encoder};
 
 use super::queue::{DatagramQueue, DATAGRAM_OVERHEAD};
+use crate::core::{self, Attributes, SessionCore};
 use crate::handle::{HandleCore, HandleState};
 use crate::udp::DatagramHandle;
 use crate::{Error, SessionOptions};
 
-/// The callbacks of a datagram socket, parallel to [`Handler`](crate::Handler).
-///
-/// The contract:
-/// - `on_open` first; an error rejects the socket (no other callback follows).
-/// - then any number of `on_message` (one per datagram that decoded to exactly one
-///   message, in arrival order, with the sender's address), `on_cron` and
-///   `on_writability_changed`.
-/// - `on_error` reports a problem. Unlike TCP, most problems do **not** end a datagram
-///   session: a datagram that is oversized, malformed or garbage is dropped, counted in
-///   [`DatagramStats`] and reported here ([`Error::is_bad_input`] is true); an ICMP error
-///   on a connected socket (the peer's port is closed, its host unreachable) is reported
-///   as [`Error::Io`] and counted; a datagram the kernel refused twice is dropped and
-///   reported. When the error does end the session, [`DatagramSession::is_closing`] is
-///   already true and `on_close` follows.
-/// - `on_close` exactly once for every opened session, after its last `on_message`,
-///   whatever ended it: `close()`, `abort()`, a fatal socket error, a timeout, reactor
-///   shutdown.
-///
-/// Callbacks run on the reactor thread: keep them short.
-///
-/// An unconnected endpoint serves many peers through one session. State per peer, if the
-/// application needs any, is the handler's: for example a map from address to state,
-/// pruned on the cron tick.
-///
-/// ```
-/// use std::collections::HashMap;
-/// use std::net::SocketAddr;
-/// use std::time::{Duration, Instant};
-/// use bytes::Bytes;
-/// use getty_codec::RawCodec;
-/// use getty_transports::udp::{DatagramHandler, DatagramSession};
-///
-/// /// Echoes, and remembers when each peer was last heard from.
-/// #[derive(Default)]
-/// struct Echo {
-///     peers: HashMap<SocketAddr, Instant>,
-/// }
-///
-/// impl DatagramHandler<RawCodec> for Echo {
-///     fn on_open(&mut self, session: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
-///         session.set_cron_period(Some(Duration::from_secs(10)));
-///         Ok(())
-///     }
-///     fn on_message(&mut self, session: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
-///         self.peers.insert(peer, Instant::now());
-///         let _ = session.write_to(peer, msg);
-///     }
-///     fn on_cron(&mut self, _: &mut DatagramSession<RawCodec>) {
-///         self.peers.retain(|_, seen| seen.elapsed() < Duration::from_secs(60));
-///     }
-/// }
-/// ```
-pub trait DatagramHandler<C: Decoder, A = SocketAddr>: 'static {
-    /// The socket is ready. An error rejects it.
-    ///
-    /// See the [trait-level example](DatagramHandler).
-    fn on_open(&mut self, session: &mut DatagramSession<C, A>) -> io::Result<()> {
-        let _ = session;
-        Ok(())
-    }
+mod handler;
+mod queueing;
+mod stats;
 
-    /// One datagram, decoded to one message, and who sent it (on a connected socket: the
-    /// peer it is connected to).
-    ///
-    /// See the [trait-level example](DatagramHandler).
-    fn on_message(&mut self, session: &mut DatagramSession<C, A>, message: C::Item, peer: A);
-
-    /// The session's cron period elapsed (see [`SessionOptions::cron_period`]).
-    ///
-    /// See the [trait-level example](DatagramHandler).
-    fn on_cron(&mut self, session: &mut DatagramSession<C, A>) {
-        let _ = session;
-    }
-
-    /// The outbound queue crossed a watermark: `false` above the high one, `true` once it
-    /// drained to the low one. Stop producing while it is `false`.
-    ///
-    /// ```
-    /// # use std::net::SocketAddr;
-    /// # use bytes::Bytes;
-    /// # use getty_codec::RawCodec;
-    /// # use getty_transports::udp::{DatagramHandler, DatagramSession};
-    /// struct Producer { paused: bool }
-    /// impl DatagramHandler<RawCodec> for Producer {
-    ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
-    ///     fn on_writability_changed(&mut self, _: &mut DatagramSession<RawCodec>, writable: bool) {
-    ///         self.paused = !writable;
-    ///     }
-    /// }
-    /// ```
-    fn on_writability_changed(&mut self, session: &mut DatagramSession<C, A>, writable: bool) {
-        let _ = (session, writable);
-    }
-
-    /// A dropped datagram, an ICMP error, or (when `session.is_closing()`) the reason the
-    /// session ends. See the trait's contract.
-    ///
-    /// ```
-    /// # use std::net::SocketAddr;
-    /// # use bytes::Bytes;
-    /// # use getty_codec::RawCodec;
-    /// # use getty_transports::{Error, udp::{DatagramHandler, DatagramSession}};
-    /// struct Quiet;
-    /// impl DatagramHandler<RawCodec> for Quiet {
-    ///     fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
-    ///     fn on_error(&mut self, session: &mut DatagramSession<RawCodec>, error: &Error) {
-    ///         if error.is_bad_input() {
-    ///             return; // one bad datagram, already dropped and counted
-    ///         }
-    ///         eprintln!("session {}: {error}", session.id());
-    ///     }
-    /// }
-    /// ```
-    fn on_error(&mut self, session: &mut DatagramSession<C, A>, error: &Error) {
-        let _ = (session, error);
-    }
-
-    /// The session has ended. Called exactly once.
-    ///
-    /// See the [`on_error` example](DatagramHandler::on_error).
-    fn on_close(&mut self, session: &mut DatagramSession<C, A>) {
-        let _ = session;
-    }
-}
-
-/// Counters of one datagram session.
-///
-/// ```
-/// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |session| {
-///     let stats = session.stats();
-///     assert_eq!(stats.datagrams_in, 0);
-///     assert_eq!(stats.dropped_in, 0);
-/// });
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DatagramStats {
-    /// Datagrams read from the socket (including dropped ones and probes).
-    pub datagrams_in: u64,
-    /// Bytes of those datagrams.
-    pub bytes_in: u64,
-    /// Messages handed to `on_message`.
-    pub messages_in: u64,
-    /// Datagrams dropped on the way in: oversized, malformed, garbage, empty.
-    pub dropped_in: u64,
-    /// Dial probes dropped on the way in (see `UdpOptions::drop_probe`), and answers to
-    /// probes (`UdpClient::PROBE_ANSWER`), which are the dial's, not the application's.
-    pub probes_dropped: u64,
-    /// Answers to dial probes queued (a UDP endpoint answers each probe it drops, unless
-    /// its queue is at the high watermark or the source is one nothing can go back to, so
-    /// that a getty-rs client's dial opens at once). Sent answers count in
-    /// `datagrams_out`, not in `messages_out`.
-    pub probes_answered: u64,
-    /// Datagrams the kernel accepted for sending.
-    pub datagrams_out: u64,
-    /// Bytes of those datagrams.
-    pub bytes_out: u64,
-    /// Messages (and byte buffers) queued by `write*`.
-    pub messages_out: u64,
-    /// Queued datagrams dropped: refused by the kernel for good, or, on an unconnected unix
-    /// endpoint, dropped for one destination: its receiver is gone (then so is every other
-    /// datagram for it in the same flush), or it is parked behind its full receiver (its
-    /// oldest past its bound or past the bound of all parked destinations; all it held
-    /// after the write-stall timeout or a failed send). Counted as they are dropped, and
-    /// reported to `on_error`: on an unconnected unix endpoint as a `DroppedDatagrams`, once
-    /// per destination, cause and flush (drops past a bound at most once per destination
-    /// every 100 ms), elsewhere one by one.
-    pub dropped_out: u64,
-    /// Writes refused with `Error::QueueFull`: the queue was at its hard bound
-    /// (`SessionOptions::max_outbound`, each datagram charged 64 bytes on top of its
-    /// payload), so the datagram was never queued. Datagrams have no flow control: an
-    /// endpoint never stops reading, and what no buffer can hold is lost — here, or in the
-    /// kernel's socket buffers (counted by the kernel).
-    pub refused_out: u64,
-    /// ICMP errors reported on the socket (connected sockets: port unreachable and
-    /// friends).
-    pub peer_errors: u64,
-    /// The last time a datagram was read (the session's open time before that).
-    pub last_read: Instant,
-    /// The last time a datagram was sent (the session's open time before that).
-    pub last_write: Instant,
-}
-
-impl DatagramStats {
-    pub(crate) fn new(now: Instant) -> Self {
-        DatagramStats {
-            datagrams_in: 0,
-            bytes_in: 0,
-            messages_in: 0,
-            dropped_in: 0,
-            probes_dropped: 0,
-            probes_answered: 0,
-            datagrams_out: 0,
-            bytes_out: 0,
-            messages_out: 0,
-            dropped_out: 0,
-            refused_out: 0,
-            peer_errors: 0,
-            last_read: now,
-            last_write: now,
-        }
-    }
-}
-
-/// How the handler asked the session to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseKind {
-    /// Send what is queued, then close.
-    Graceful,
-    /// Close now, discarding what is queued.
-    Abort,
-}
-
-/// The session's socket descriptor, for `setsockopt`. The socket is owned by the entry that
-/// owns the session and outlives it.
-#[cfg(unix)]
-struct SocketFd(std::os::fd::RawFd);
-
-#[cfg(unix)]
-impl std::os::fd::AsFd for SocketFd {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the entry that owns the session owns the socket too and drops it only
-        // together with the session, so the descriptor is open while `self` exists.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
-}
+pub use handler::DatagramHandler;
+pub use stats::DatagramStats;
 
 /// One datagram socket as its handler sees it: an unconnected endpoint serving any number
 /// of peers, or one connected client socket. Write to it, close it, read its stats, keep
@@ -263,11 +43,10 @@ impl std::os::fd::AsFd for SocketFd {
 /// });
 /// ```
 pub struct DatagramSession<C, A = SocketAddr> {
-    id: u64,
+    /// What every session holds: id, options, close request, writability.
+    pub(crate) core: SessionCore,
     local: A,
     peer: Option<A>,
-    #[cfg(unix)]
-    fd: SocketFd,
     codec: C,
     max_payload: usize,
     /// True for a destination nothing can be sent to (an unnamed unix socket).
@@ -276,15 +55,9 @@ pub struct DatagramSession<C, A = SocketAddr> {
     pub(crate) recv_held: usize,
     pub(crate) out: DatagramQueue<A>,
     pub(crate) stats: DatagramStats,
-    pub(crate) options: Arc<SessionOptions>,
     /// `Send`, unlike a TCP session's, so that an endpoint built on one thread can be
     /// spawned into a reactor on another.
-    attributes: HashMap<TypeId, Box<dyn Any + Send>>,
-    pub(crate) close_request: Option<CloseKind>,
-    /// False between crossing the high watermark and draining to the low one.
-    pub(crate) writable: bool,
-    /// Set when the handler changed a timer option, so the entry re-arms.
-    pub(crate) timers_changed: bool,
+    attributes: Attributes<dyn Any + Send>,
     /// Shared with the session's handles, once one was made.
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The client that keeps this session (a `UdpClient`'s), for `close_client`.
@@ -304,23 +77,21 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         now: Instant,
     ) -> Self {
         DatagramSession {
-            id: crate::session::next_session_id(),
+            core: SessionCore::new(
+                options,
+                #[cfg(unix)]
+                fd,
+            ),
             local,
             peer,
-            #[cfg(unix)]
-            fd: SocketFd(fd),
             codec,
             max_payload,
             unnamed,
             recv_held: 0,
             out: DatagramQueue::default(),
             stats: DatagramStats::new(now),
-            options,
-            attributes: HashMap::new(),
-            close_request: None,
+            attributes: Attributes::default(),
             owner: None,
-            writable: true,
-            timers_changed: false,
             handle_state: None,
         }
     }
@@ -331,7 +102,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(s.id() > 0));
     /// ```
     pub fn id(&self) -> u64 {
-        self.id
+        self.core.id()
     }
 
     /// The socket's local address.
@@ -386,7 +157,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// ```
     #[cfg(unix)]
     pub fn socket(&self) -> socket2::SockRef<'_> {
-        socket2::SockRef::from(&self.fd)
+        self.core.socket()
     }
 
     /// Encodes `message` as one datagram to the connected peer.
@@ -431,7 +202,8 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         C: 'static,
         A: Send + 'static,
     {
-        let core = HandleCore::current(&mut self.handle_state, self.writable, self.id)?;
+        let (writable, id) = (self.core.writable, self.core.id());
+        let core = HandleCore::current(&mut self.handle_state, writable, id)?;
         Some(DatagramHandle::new(core))
     }
 
@@ -460,7 +232,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// # getty_transports::udp::with_udp_session(RawCodec, |s| assert!(s.reactor().is_some()));
     /// ```
     pub fn reactor(&self) -> Option<getty_reactor::ReactorHandle> {
-        getty_reactor::current().map(|(_, reactor)| reactor)
+        core::current_reactor()
     }
 
     /// Ends the client that keeps this session (a [`UdpClient`](crate::udp::UdpClient)'s):
@@ -488,15 +260,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(RawCodec, |s| assert!(!s.close_client()));
     /// ```
     pub fn close_client(&mut self) -> bool {
-        let Some(client) = self.owner else {
-            return false;
-        };
-        match getty_reactor::current() {
-            Some((_, reactor)) => reactor
-                .send(client, crate::commands::OwnerNote::Close)
-                .is_ok(),
-            None => false,
-        }
+        core::close_client(self.owner)
     }
 
     /// Encodes `message` as one datagram to `peer`. On a connected socket `peer` must be
@@ -557,7 +321,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn close(&mut self) {
-        self.close_request.get_or_insert(CloseKind::Graceful);
+        self.core.close();
     }
 
     /// Ends the session now, discarding what is queued.
@@ -569,7 +333,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn abort(&mut self) {
-        self.close_request = Some(CloseKind::Abort);
+        self.core.abort();
     }
 
     /// True once `close` or `abort` was called, or the session is ending for another
@@ -579,7 +343,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(!s.is_closing()));
     /// ```
     pub fn is_closing(&self) -> bool {
-        self.close_request.is_some()
+        self.core.is_closing()
     }
 
     /// False while the outbound queue is above the high watermark.
@@ -588,7 +352,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| assert!(s.is_writable()));
     /// ```
     pub fn is_writable(&self) -> bool {
-        self.writable
+        self.core.is_writable()
     }
 
     /// Payload bytes queued and not yet sent. The watermarks and `max_outbound` count them
@@ -664,7 +428,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn options(&self) -> &SessionOptions {
-        &self.options
+        self.core.options()
     }
 
     /// Changes the cron period from now on (`None` stops the cron).
@@ -676,9 +440,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn set_cron_period(&mut self, period: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().cron_period(period);
-        self.timers_changed = true;
+        self.core.set_cron_period(period);
     }
 
     /// Changes the read-idle timeout from now on (`None` disables it). When nothing is read
@@ -690,9 +452,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn set_read_idle_timeout(&mut self, timeout: Option<Duration>) {
-        let options = Arc::make_mut(&mut self.options);
-        *options = options.clone().read_idle_timeout(timeout);
-        self.timers_changed = true;
+        self.core.set_read_idle_timeout(timeout);
     }
 
     /// The session's codec.
@@ -726,7 +486,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn attribute<T: 'static>(&self) -> Option<&T> {
-        self.attributes.get(&TypeId::of::<T>())?.downcast_ref()
+        self.attributes.get()
     }
 
     /// The attribute of type `T`, mutably, if set.
@@ -739,7 +499,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn attribute_mut<T: 'static>(&mut self) -> Option<&mut T> {
-        self.attributes.get_mut(&TypeId::of::<T>())?.downcast_mut()
+        self.attributes.get_mut()
     }
 
     /// Sets the attribute of type `T`, returning the previous one. Attributes of a datagram
@@ -752,8 +512,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn set_attribute<T: Send + 'static>(&mut self, value: T) -> Option<T> {
-        let old = self.attributes.insert(TypeId::of::<T>(), Box::new(value))?;
-        old.downcast().ok().map(|b| *b)
+        self.attributes.insert::<T>(Box::new(value))
     }
 
     /// Removes and returns the attribute of type `T`.
@@ -766,8 +525,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// });
     /// ```
     pub fn remove_attribute<T: 'static>(&mut self) -> Option<T> {
-        let old = self.attributes.remove(&TypeId::of::<T>())?;
-        old.downcast().ok().map(|b| *b)
+        self.attributes.remove()
     }
 
     pub(crate) fn decoder(&mut self) -> &mut C {
@@ -776,107 +534,6 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
 
     pub(crate) fn connected_peer(&self) -> Option<&A> {
         self.peer.as_ref()
-    }
-
-    /// `None` (the connected peer) on a connected socket, else `Some(peer)`.
-    fn destination(&self, peer: A) -> Result<Option<A>, Error> {
-        match &self.peer {
-            None if (self.unnamed)(&peer) => Err(Error::UnnamedPeer),
-            None => Ok(Some(peer)),
-            Some(connected) if *connected == peer => Ok(None),
-            Some(connected) => Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the socket is connected to {connected:?}, not {peer:?}"),
-            ))),
-        }
-    }
-
-    fn queue<T>(&mut self, peer: Option<A>, message: T) -> Result<(), Error>
-    where
-        C: Encoder<T>,
-    {
-        self.check_open()?;
-        let before = self.out.tail.len();
-        self.codec.encode(message, &mut self.out.tail)?;
-        let len = self.out.tail.len() - before;
-        if let Err(e) = self.check_room(len) {
-            self.out.tail.truncate(before);
-            return Err(e);
-        }
-        self.out.push_encoded(peer, len);
-        self.note_queued();
-        Ok(())
-    }
-
-    fn queue_bytes(&mut self, peer: Option<A>, bytes: Bytes) -> Result<(), Error> {
-        self.check_open()?;
-        self.check_room(bytes.len())?;
-        self.out.push_bytes(peer, bytes);
-        self.note_queued();
-        Ok(())
-    }
-
-    /// Queues a datagram of the framework's own (the answer to a dial probe) to `peer`:
-    /// bounded like any write, but no message of the handler's.
-    ///
-    /// Only below the high watermark, so that an answer never moves the watermarks a
-    /// handler sees nor counts as a refused write of its own (`refused_out`): a peer
-    /// flooding probes then goes unanswered, not into the handler's figures.
-    pub(crate) fn queue_control(&mut self, peer: A, bytes: Bytes) -> Result<(), Error> {
-        let peer = self.destination(peer)?;
-        self.check_open()?;
-        let queued = self.out.len();
-        let adding = bytes.len() + DATAGRAM_OVERHEAD;
-        if queued + adding >= self.options.high_watermark.min(self.options.max_outbound) {
-            return Err(Error::QueueFull {
-                queued,
-                adding,
-                max: self.options.high_watermark,
-            });
-        }
-        self.out.push_bytes(peer, bytes);
-        Ok(())
-    }
-
-    fn check_open(&self) -> Result<(), Error> {
-        if self.close_request.is_some() {
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
-
-    fn check_room(&mut self, len: usize) -> Result<(), Error> {
-        if len > self.max_payload {
-            return Err(Error::MessageTooLong {
-                len,
-                max: self.max_payload,
-            });
-        }
-        // Every datagram costs its bookkeeping too: charged, so that empty ones are bounded.
-        let queued = self.out.len();
-        let adding = len + DATAGRAM_OVERHEAD;
-        if queued + adding > self.options.max_outbound {
-            self.stats.refused_out += 1;
-            return Err(Error::QueueFull {
-                queued,
-                adding,
-                max: self.options.max_outbound,
-            });
-        }
-        Ok(())
-    }
-
-    fn note_queued(&mut self) {
-        self.stats.messages_out += 1;
-        self.note_grown();
-    }
-
-    /// The queue grew: past the high watermark, the session is no longer writable.
-    fn note_grown(&mut self) {
-        if self.writable && self.out.len() >= self.options.high_watermark {
-            // Reported to the handler when the callback returns.
-            self.writable = false;
-        }
     }
 }
 

@@ -30,7 +30,7 @@ const READ_BUDGET: usize = 64 * 1024;
 pub(crate) enum Step {
     /// The head is incomplete: read more.
     More,
-    /// Done: the connection becomes a session (`Handshake::finish`).
+    /// Done: the connection becomes a session (`Handshake::open_session`).
     Done,
     /// Refused: send `response` (if any) and close.
     Refuse(BytesMut),
@@ -45,7 +45,7 @@ pub(crate) trait Handshake<S>: 'static {
     fn advance(&mut self, cx: &mut Context<'_>, input: &mut BytesMut, stream: &S) -> Step;
 
     /// After `Step::Done`: turns the connection into a session.
-    fn finish(&mut self, cx: &mut Context<'_>, parts: Parts<S>);
+    fn open_session(&mut self, cx: &mut Context<'_>, parts: Parts<S>);
 
     /// The upgrade failed before it was done (timeout, I/O error, a bad answer, a close or
     /// a shutdown): a client counts a failed dial.
@@ -175,7 +175,9 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
         Ok(self.output.is_empty())
     }
 
-    fn give_up(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
+    /// An abnormal end of the upgrade: the handshake hears `error` (a client counts a
+    /// failed dial); no session opened, so no `on_close`.
+    fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         log::debug!("websocket upgrade failed: {error}");
         cx.extension::<Metrics>().count_error(&error);
         // Unregistered first: the handshake may hand the failure on (a client redials).
@@ -224,6 +226,7 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
         }
     }
 
+    /// The entry's own end: cancels its timer and drops the connection.
     fn end(&mut self, cx: &mut Context<'_>) -> Status {
         if let Some(timer) = self.timer.take() {
             cx.cancel_timer(timer);
@@ -246,10 +249,10 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
         }
         let open = match self.read_all(cx) {
             Ok(open) => open,
-            Err(e) => return self.give_up(cx, e),
+            Err(e) => return self.fail(cx, e),
         };
         if let Err(e) = self.flush() {
-            return self.give_up(cx, e);
+            return self.fail(cx, e);
         }
         let handshaking = self
             .filter
@@ -257,14 +260,14 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             .is_some_and(|f| f.filter.is_handshaking());
         if handshaking || self.input.is_empty() {
             if !open {
-                return self.give_up(cx, Error::UnexpectedEof { buffered: 0 });
+                return self.fail(cx, Error::UnexpectedEof { buffered: 0 });
             }
             return Status::Continue;
         }
         let stream = self.stream.as_ref().expect("owned until done");
         match self.handshake.advance(cx, &mut self.input, stream) {
             Step::More if open => Status::Continue,
-            Step::More => self.give_up(cx, Error::UnexpectedEof { buffered: 0 }),
+            Step::More => self.fail(cx, Error::UnexpectedEof { buffered: 0 }),
             Step::Done => {
                 if let Some(timer) = self.timer.take() {
                     cx.cancel_timer(timer);
@@ -278,10 +281,10 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                     leftover: std::mem::take(&mut self.input),
                     peer_closed: !open,
                 };
-                self.handshake.finish(cx, parts);
+                self.handshake.open_session(cx, parts);
                 Status::Done
             }
-            Step::Fail(error) => self.give_up(cx, error),
+            Step::Fail(error) => self.fail(cx, error),
             Step::Refuse(response) => {
                 self.refusing = true;
                 self.output = response;
@@ -300,7 +303,7 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
         let interest = Interest::READABLE | Interest::WRITABLE;
         let token = cx.token();
         if let Err(e) = cx.registry().register(self.stream(), token, interest) {
-            return self.give_up(cx, Error::Io(e));
+            return self.fail(cx, Error::Io(e));
         }
         self.timer = Some(cx.set_timer(self.timeout, 0));
         self.step(cx)
@@ -318,7 +321,7 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
         if self.lingering {
             return self.end(cx); // the peer never closed; stop waiting
         }
-        self.give_up(cx, Error::HandshakeTimeout(self.timeout))
+        self.fail(cx, Error::HandshakeTimeout(self.timeout))
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
@@ -328,7 +331,7 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
         match command.0 {
             // The server closing its sessions (or the app closing this one) ends an
             // upgrade in progress too.
-            SessionOp::Close | SessionOp::Abort => self.give_up(cx, Error::Closed),
+            SessionOp::Close | SessionOp::Abort => self.fail(cx, Error::Closed),
             // Only a session's handle sends jobs, and there is no session yet.
             SessionOp::Job(_) => Status::Continue,
         }
@@ -343,6 +346,6 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
                 self.end(cx)
             };
         }
-        self.give_up(cx, Error::Closed)
+        self.fail(cx, Error::Closed)
     }
 }

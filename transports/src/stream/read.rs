@@ -1,0 +1,324 @@
+//! Reading and decoding: from the socket through the filters and the framing to the
+//! handler's `on_message`, and the peer's end of input.
+
+use super::*;
+
+impl<S, T, C, H> StreamEntry<S, T, C, H>
+where
+    S: Stream,
+    T: Transport<Addr = S::Addr>,
+    C: Decoder + 'static,
+    H: Handler<C, T>,
+{
+    /// Decodes what was read before the session opened (see `with_input`); a socket
+    /// readiness edge for those bytes has come and gone.
+    pub(super) fn decode_buffered(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        // A filter may hold decoded bytes of its own (rustls keeps the plaintext it could
+        // not hand over), so a filtered session always asks it.
+        if self.rbuf.is_empty() && self.session.filter_io().is_none() {
+            return Ok(());
+        }
+        let decoded = self.deliver();
+        cx.extension::<Metrics>().messages_in += decoded.messages;
+        decoded.result
+    }
+
+    /// Decodes what was read (through the filters, if any) and hands every whole message to
+    /// the handler, stopping early if the handler pauses reading (or, under a filter, flow
+    /// control holds it): the rest is delivered once reading resumes.
+    pub(super) fn deliver(&mut self) -> Decoding {
+        let decoded = if self.session.filter_io().is_some() {
+            self.unfilter_all()
+        } else {
+            self.decode_all()
+        };
+        if self.session.is_reading_paused() {
+            self.flags.set(Flag::Undelivered, true);
+        }
+        decoded
+    }
+
+    /// Reads until the socket is drained (or the budget is spent), decoding as it goes.
+    /// `peer_closing` is set when the event already reported the peer's EOF or an error: then
+    /// the loop reads on to the end, since no further event will come.
+    pub(super) fn on_readable(
+        &mut self,
+        cx: &mut Context<'_>,
+        peer_closing: bool,
+    ) -> Result<(), Error> {
+        if self.flags.get(Flag::Undelivered) && !self.session.is_reading_paused() {
+            self.flags.set(Flag::Undelivered, false);
+            self.decode_buffered(cx)?;
+        }
+        let mut budget = self.session.core.options.read_budget;
+        let mut eof = false;
+        while self.phase == Phase::Open && !self.session.is_closing() {
+            if self.session.is_reading_paused() && !self.session.handshaking() {
+                // Flow control: the peer waits in TCP's window, not in our memory.
+                self.flags.set(Flag::ReadHeld, true);
+                break;
+            }
+            match self.read_once(cx) {
+                Ok((0, _)) => {
+                    eof = true;
+                    break;
+                }
+                Ok((n, offered)) => {
+                    self.session.counters.bytes_in += n as u64;
+                    self.session.counters.last_read = Stamp::of(cx.now());
+                    let decoded = self.deliver();
+                    let metrics = cx.extension::<Metrics>();
+                    metrics.bytes_in += n as u64;
+                    metrics.messages_in += decoded.messages;
+                    decoded.result?;
+                    self.check_handshake_backlog()?;
+                    if self.closed_in_filter() {
+                        // After close_notify nothing more is read, and what came with it is
+                        // dropped (it would pile up undecoded); the close answers with
+                        // close_notify.
+                        if let Some(io) =
+                            self.session.extras.as_mut().and_then(|e| e.filter.as_mut())
+                        {
+                            io.wire_in.clear();
+                        }
+                        self.end_of_input()?;
+                        break;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        // Carry the peer's EOF over: the next turn must read on to it, as
+                        // epoll will not report it again.
+                        let ready = if peer_closing {
+                            Ready::READABLE | Ready::READ_CLOSED
+                        } else {
+                            Ready::READABLE
+                        };
+                        cx.reschedule(ready);
+                        break;
+                    }
+                    // A short read emptied the socket's receive queue: the next bytes will
+                    // raise a new edge, so the read that would only say WouldBlock is saved
+                    // (one syscall per wake-up; tokio does the same).
+                    if n < offered && !peer_closing {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        self.release_read_buffer(cx);
+        if eof {
+            self.on_peer_closed()?;
+        }
+        Ok(())
+    }
+
+    /// A session closed (`close()`) before its TLS handshake is done still needs the
+    /// peer's handshake messages: what it queued can only be encrypted once the handshake
+    /// completes. Reads feed the filter alone; no message is delivered after a close.
+    pub(super) fn feed_handshake(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let mut budget = self.session.core.options.read_budget;
+        while self.session.handshaking() {
+            match self.read_once(cx) {
+                Ok((0, _)) => {
+                    self.flags.set(Flag::PeerClosed, true);
+                    let why = "the peer closed before the TLS handshake was done";
+                    return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
+                }
+                Ok((n, _)) => {
+                    self.session.counters.bytes_in += n as u64;
+                    self.advance_handshake()?;
+                    self.check_handshake_backlog()?;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        self.release_read_buffer(cx);
+        Ok(())
+    }
+
+    /// Feeds the filter's wire bytes to a handshake still in progress, taking no plain
+    /// bytes (those wait in the filter until messages may be delivered).
+    pub(super) fn advance_handshake(&mut self) -> Result<(), Error> {
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            if io.filter.is_handshaking() {
+                io.filter.decode(&mut io.wire_in, &mut self.rbuf, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One read from the socket into the read buffer, or into the filter's wire buffer when
+    /// the session has a filter. Returns the bytes read and the room that was offered.
+    pub(super) fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<(usize, usize)> {
+        let target = match self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            Some(filter) => &mut filter.wire_in,
+            None => &mut self.rbuf,
+        };
+        ensure_read_space(target, cx);
+        let offered = target.capacity() - target.len();
+        let n = read_into(&mut self.stream, target)?;
+        Ok((n, offered))
+    }
+
+    /// Decodes the filter's wire bytes into the read buffer and hands every whole frame to
+    /// the handler, again while the filter makes progress. The filter stops at the session's
+    /// max message length (plus a read's worth) of undecoded plain bytes, so a decompression
+    /// bomb never inflates into unbounded memory: past that the codec's length check fails.
+    pub(super) fn unfilter_all(&mut self) -> Decoding {
+        let mut messages = 0;
+        let result = self.unfilter(&mut messages);
+        Decoding { messages, result }
+    }
+
+    pub(super) fn unfilter(&mut self, messages: &mut u64) -> Result<(), Error> {
+        if !self.delivering() {
+            // Paused (or closing): nothing goes to the handler, but a handshake goes on.
+            return self.advance_handshake();
+        }
+        // Frames already decoded first: after a pause, or the first ones read with a
+        // handshake, no more wire bytes may come to push them out.
+        if !self.rbuf.is_empty() {
+            self.decode_frames(messages)?;
+        }
+        let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
+        while self.delivering() {
+            if self.session.held_by_flow_control() {
+                // Wire bytes wait as they are: inflated, a read's worth could be many
+                // times the queue's bound once echoed.
+                break;
+            }
+            let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
+                break;
+            };
+            let before = self.rbuf.len();
+            // A step at a time, so flow control is checked about every 64 KiB of plain
+            // bytes, however well the input inflates.
+            let room = cap.saturating_sub(before).min(DECODE_SLACK);
+            io.filter.decode(&mut io.wire_in, &mut self.rbuf, room)?;
+            let produced = self.rbuf.len() - before;
+            io.plain_in += produced as u64;
+            if produced == 0 {
+                break;
+            }
+            self.decode_frames(messages)?;
+        }
+        Ok(())
+    }
+
+    /// Whether decoded messages may go to the handler now: not once it is closing, nor
+    /// while it has paused reading.
+    pub(super) fn delivering(&self) -> bool {
+        !self.session.is_closing() && !self.session.core.reading_paused
+    }
+
+    /// Hands every whole frame in the read buffer to the handler.
+    pub(super) fn decode_all(&mut self) -> Decoding {
+        let mut messages = 0;
+        let result = self.decode_frames(&mut messages);
+        Decoding { messages, result }
+    }
+
+    /// Hands every whole message in the read buffer to the handler, as the session's
+    /// framing cuts them. A framing's own output (a WebSocket pong or close reply) goes to
+    /// the outbound queue; the peer's close ends input and closes the session gracefully
+    /// (the reply is flushed, then the entry lingers until the peer's EOF).
+    pub(super) fn decode_frames(&mut self, messages: &mut u64) -> Result<(), Error> {
+        let max_message_len = self.session.core.options.max_message_len;
+        while self.delivering() {
+            let limits = DecodeLimits {
+                max_message_len,
+                // Asked only of a framing that answers the peer by itself (a plain one
+                // never does: no work per message).
+                above_high_watermark: T::Framing::CONTROL_OUTPUT
+                    && self.session.above_high_watermark(),
+            };
+            let session = &mut self.session;
+            let next = session.framing.decode(
+                &mut session.codec,
+                &mut self.rbuf,
+                limits,
+                &mut session.out.tail,
+            )?;
+            match next {
+                Next::Message(message) => {
+                    self.session.counters.messages_in += 1;
+                    *messages += 1;
+                    self.handler.on_message(&mut self.session, message);
+                }
+                Next::NeedMore(Some(frame_len)) => {
+                    // Room for the whole frame now, so the body arrives in few reads.
+                    self.rbuf.reserve(frame_len.saturating_sub(self.rbuf.len()));
+                    return Ok(());
+                }
+                Next::NeedMore(None) => return Ok(()),
+                Next::Control => {}
+                Next::PeerClosed => {
+                    log::debug!("session {}: the peer closed", self.session.id());
+                    self.session.close();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Idle sessions hold no read buffer: give it back when it is drained, and move a tiny
+    /// partial frame into a buffer of its own size.
+    pub(super) fn release_read_buffer(&mut self, cx: &mut Context<'_>) {
+        release_read_buffer(&mut self.rbuf, cx);
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            release_read_buffer(&mut io.wire_in, cx);
+        }
+    }
+
+    /// The socket's EOF.
+    pub(super) fn on_peer_closed(&mut self) -> Result<(), Error> {
+        self.flags.set(Flag::PeerClosed, true);
+        let open = self.phase == Phase::Open && !self.session.is_closing();
+        let truncated = self.session.filter_io().is_some_and(|io| {
+            io.filter.peer_closed() == Some(false) && !io.filter.is_handshaking()
+        });
+        if open && truncated {
+            // Without close_notify an attacker's cut looks like the peer's end (RFC 8446
+            // §6.1): the handler hears it (tokio-rustls says UnexpectedEof too).
+            let detail = "the peer closed the connection without close_notify";
+            return Err(Error::Filter(FilterError::malformed("tls", detail)));
+        }
+        self.end_of_input()
+    }
+
+    /// The peer's input has ended (the socket's EOF, or TLS `close_notify`): answer what
+    /// was asked, then close (no `on_error`), unless it ended inside a frame.
+    pub(super) fn end_of_input(&mut self) -> Result<(), Error> {
+        let undecoded = self.session.filter_io().map_or(0, |f| f.wire_in.len());
+        let buffered = self.rbuf.len() + undecoded;
+        // A filter can hold the start of a unit it took whole from the wire (deflate's
+        // inflater mid-block), which no buffer length shows.
+        let cut_in_filter = self
+            .session
+            .filter_io()
+            .is_some_and(|f| f.filter.holds_partial_input());
+        let cut = buffered > 0 || cut_in_filter;
+        if cut && self.phase == Phase::Open && !self.session.is_closing() {
+            return Err(Error::UnexpectedEof { buffered });
+        }
+        self.session.close();
+        Ok(())
+    }
+
+    /// The filter says the peer ended its stream (TLS `close_notify`).
+    pub(super) fn closed_in_filter(&self) -> bool {
+        self.session
+            .filter_io()
+            .is_some_and(|io| io.filter.peer_closed() == Some(true))
+    }
+}

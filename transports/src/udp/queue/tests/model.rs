@@ -1,0 +1,277 @@
+//! Model-based property test (issue #11, part 1)
+
+use super::*;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// What the fake socket does with one batch.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Sends the first `n` datagrams offered (at most the batch; 0 is a call that sent
+    /// nothing, which the queue takes as a failure of the first datagram).
+    Sent(usize),
+    WouldBlock,
+    Interrupted,
+    /// An error about the datagram itself (EMSGSIZE).
+    Own,
+    /// An error about the peer, reported through ICMP: ECONNREFUSED, or EHOSTUNREACH.
+    Peer {
+        refused: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `push_bytes`: copied into the tail below the threshold, queued as is above.
+    Push { len: usize, peer: Option<u32> },
+    /// A codec encoding into the tail, then `push_encoded`.
+    Encode { len: usize, peer: Option<u32> },
+    /// One `send_step`.
+    Step { per_call: usize, outcome: Outcome },
+    /// `count` failing steps in a row (the drop thresholds need a run of them).
+    Failures { peer: bool, count: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Datagram {
+    data: Vec<u8>,
+    peer: Option<u32>,
+    /// Its bytes are in the queue's tail (not a chunk of its own).
+    in_tail: bool,
+}
+
+/// The queue as the documentation describes it: whole datagrams in order, and the two
+/// failure counters with their drop thresholds.
+#[derive(Default)]
+struct Model {
+    queued: VecDeque<Datagram>,
+    own_failures: u8,
+    peer_failures: u8,
+    /// Bytes made so far (each datagram's bytes depend on where they are in this count).
+    made: u64,
+    sent: usize,
+    dropped: usize,
+    pushed: usize,
+}
+
+pub(super) fn stamp(pos: u64) -> u8 {
+    let mut z = pos.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as u8
+}
+
+impl Model {
+    fn make(&mut self, len: usize) -> Vec<u8> {
+        let data = (self.made..self.made + len as u64).map(stamp).collect();
+        self.made += len as u64;
+        data
+    }
+
+    fn bytes(&self) -> usize {
+        self.queued.iter().map(|d| d.data.len()).sum()
+    }
+
+    /// Drops the first datagram after too many failures; returns its length.
+    fn drop_first(&mut self) -> usize {
+        self.own_failures = 0;
+        self.peer_failures = 0;
+        self.dropped += 1;
+        self.queued
+            .pop_front()
+            .expect("a datagram to drop")
+            .data
+            .len()
+    }
+}
+
+fn error_for(outcome: &Outcome) -> Option<io::Error> {
+    match outcome {
+        Outcome::Sent(_) => None,
+        Outcome::WouldBlock => Some(io::ErrorKind::WouldBlock.into()),
+        Outcome::Interrupted => Some(io::ErrorKind::Interrupted.into()),
+        Outcome::Own => Some(io::Error::from_raw_os_error(libc::EMSGSIZE)),
+        Outcome::Peer { refused: true } => Some(io::ErrorKind::ConnectionRefused.into()),
+        Outcome::Peer { refused: false } => Some(io::Error::from_raw_os_error(libc::EHOSTUNREACH)),
+    }
+}
+
+fn step(q: &mut DatagramQueue<u32>, m: &mut Model, per_call: usize, outcome: &Outcome) {
+    let mut calls = 0;
+    let queued = &m.queued;
+    let result = q.send_step(Instant::now(), per_call, &mut |items: &[Outgoing<
+        '_,
+        u32,
+    >]| {
+        calls += 1;
+        let k = per_call.clamp(1, MAX_BATCH).min(queued.len());
+        assert_eq!(items.len(), k, "datagrams offered for per_call {per_call}");
+        for (i, (item, want)) in items.iter().zip(queued).enumerate() {
+            assert!(
+                item.data == want.data.as_slice() && item.peer == want.peer.as_ref(),
+                "datagram {i} of the batch is not the one queued there: \
+                 {} B to {:?}, expected {} B to {:?}",
+                item.data.len(),
+                item.peer,
+                want.data.len(),
+                want.peer
+            );
+        }
+        match (outcome, error_for(outcome)) {
+            (Outcome::Sent(n), _) => Ok((*n).min(k)),
+            (_, Some(e)) => Err(e),
+            (_, None) => unreachable!(),
+        }
+    });
+    if m.queued.is_empty() {
+        assert_eq!(calls, 0, "an empty queue makes no call");
+        assert!(matches!(result, Step::Empty), "{result:?}");
+        return;
+    }
+    assert_eq!(calls, 1, "one call per step");
+    let k = per_call.clamp(1, MAX_BATCH).min(m.queued.len());
+    match (outcome, result) {
+        (Outcome::Sent(n), Step::Sent { datagrams, bytes }) if *n > 0 => {
+            let n = (*n).min(k);
+            assert_eq!(datagrams, n);
+            let want: usize = m.queued.iter().take(n).map(|d| d.data.len()).sum();
+            assert_eq!(bytes, want);
+            m.queued.drain(..n);
+            m.sent += n;
+            m.own_failures = 0;
+            m.peer_failures = 0;
+        }
+        (Outcome::WouldBlock, Step::Blocked) => {}
+        (
+            Outcome::Interrupted,
+            Step::Sent {
+                datagrams: 0,
+                bytes: 0,
+            },
+        ) => {}
+        (Outcome::Sent(0) | Outcome::Own, Step::Failed { error, dropped }) => {
+            if let Outcome::Own = outcome {
+                assert_eq!(error.raw_os_error(), Some(libc::EMSGSIZE));
+            } else {
+                assert_eq!(error.kind(), io::ErrorKind::WriteZero);
+            }
+            m.own_failures += 1;
+            let want = (m.own_failures >= OWN_FAILURES_BEFORE_DROP).then(|| m.drop_first());
+            assert_eq!(dropped, want, "own failure {}", m.own_failures);
+        }
+        (Outcome::Peer { .. }, Step::Failed { error, dropped }) => {
+            assert!(crate::udp::socket::is_peer_error(&error), "{error}");
+            m.peer_failures += 1;
+            let want = (m.peer_failures >= PEER_FAILURES_BEFORE_DROP).then(|| m.drop_first());
+            assert_eq!(dropped, want, "peer failure {}", m.peer_failures);
+        }
+        (outcome, result) => panic!("{outcome:?} gave {result:?}"),
+    }
+}
+
+fn apply(q: &mut DatagramQueue<u32>, m: &mut Model, op: &Op) {
+    match op {
+        Op::Push { len, peer } => {
+            let data = m.make(*len);
+            q.push_bytes(*peer, Bytes::from(data.clone()));
+            let in_tail = *len < COPY_THRESHOLD;
+            m.queued.push_back(Datagram {
+                data,
+                peer: *peer,
+                in_tail,
+            });
+            m.pushed += 1;
+        }
+        Op::Encode { len, peer } => {
+            let data = m.make(*len);
+            q.tail.extend_from_slice(&data);
+            q.push_encoded(*peer, *len);
+            m.queued.push_back(Datagram {
+                data,
+                peer: *peer,
+                in_tail: true,
+            });
+            m.pushed += 1;
+        }
+        Op::Step { per_call, outcome } => step(q, m, *per_call, outcome),
+        Op::Failures { peer, count } => {
+            let outcome = if *peer {
+                Outcome::Peer { refused: true }
+            } else {
+                Outcome::Own
+            };
+            for _ in 0..*count {
+                step(q, m, 8, &outcome);
+            }
+        }
+    }
+    assert_eq!(q.payload_bytes(), m.bytes(), "payload_bytes()");
+    assert_eq!(
+        q.len(),
+        m.bytes() + m.queued.len() * CHARGE,
+        "len(): the payload, and the overhead of every datagram"
+    );
+    assert_eq!(q.datagrams(), m.queued.len(), "datagrams()");
+    assert_eq!(q.is_empty(), m.queued.is_empty(), "is_empty()");
+    let in_tail: usize = m
+        .queued
+        .iter()
+        .filter(|d| d.in_tail)
+        .map(|d| d.data.len())
+        .sum();
+    assert_eq!(q.tail.len(), in_tail, "the tail holds the small datagrams");
+}
+
+fn datagram_len() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        3 => 0..64usize,
+        3 => 64..COPY_THRESHOLD,
+        2 => COPY_THRESHOLD - 3..COPY_THRESHOLD + 3,
+        2 => COPY_THRESHOLD..65_508usize,
+    ]
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![
+        8 => prop_oneof![0..4usize, 4..=MAX_BATCH, Just(usize::MAX)].prop_map(Outcome::Sent),
+        2 => Just(Outcome::WouldBlock),
+        1 => Just(Outcome::Interrupted),
+        1 => Just(Outcome::Own),
+        2 => any::<bool>().prop_map(|refused| Outcome::Peer { refused }),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let peer = proptest::option::of(0..4u32);
+    prop_oneof![
+        5 => (datagram_len(), peer.clone()).prop_map(|(len, peer)| Op::Push { len, peer }),
+        5 => (datagram_len(), peer).prop_map(|(len, peer)| Op::Encode { len, peer }),
+        6 => (prop_oneof![0..=MAX_BATCH + 8, Just(usize::MAX)], outcome())
+            .prop_map(|(per_call, outcome)| Op::Step { per_call, outcome }),
+        1 => (any::<bool>(), 1..=10usize).prop_map(|(peer, count)| Op::Failures { peer, count }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Random pushes, encodes and sends against a socket that sends some of a batch,
+    /// blocks, is interrupted or fails: every batch offered is the front of the queue,
+    /// whole datagrams with their destinations; the counts agree; a datagram is dropped
+    /// only after 2 failures of its own or 8 about its peer in a row; at the end
+    /// everything not dropped goes out, in order.
+    #[test]
+    fn the_datagram_queue_matches_its_model(ops in vec(op(), 1..300)) {
+        let mut q = DatagramQueue::default();
+        let mut m = Model::default();
+        for op in &ops {
+            apply(&mut q, &mut m, op);
+        }
+        for _ in 0..m.queued.len() + 1 {
+            apply(&mut q, &mut m, &Op::Step { per_call: MAX_BATCH, outcome: Outcome::Sent(usize::MAX) });
+        }
+        prop_assert!(q.is_empty() && q.tail.is_empty());
+        prop_assert_eq!(m.sent + m.dropped, m.pushed);
+    }
+}
