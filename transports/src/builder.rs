@@ -17,14 +17,14 @@
 //! ```
 //! use std::time::Duration;
 //! use getty_codec::RawCodec;
-//! use getty_transports::{tcp::TcpClient, unix::UnixClient, Handler, Session, UnixAddr};
+//! use getty_transports::{tcp::TcpClient, unix::UnixClient, Handler, Session, Unix};
 //!
 //! struct Sink;
 //! impl Handler<RawCodec> for Sink {
 //!     fn on_message(&mut self, _: &mut Session<RawCodec>, _: bytes::Bytes) {}
 //! }
-//! impl Handler<RawCodec, UnixAddr> for Sink {
-//!     fn on_message(&mut self, _: &mut Session<RawCodec, UnixAddr>, _: bytes::Bytes) {}
+//! impl Handler<RawCodec, Unix> for Sink {
+//!     fn on_message(&mut self, _: &mut Session<RawCodec, Unix>, _: bytes::Bytes) {}
 //! }
 //!
 //! let (min, max) = (Duration::from_millis(50), Duration::from_secs(2));
@@ -46,8 +46,8 @@ use crate::{SessionOptions, SocketOptions};
 
 /// Configures a client: the settings every client shares, and the part `K` of its
 /// transport. Name it by its transport: [`TcpClientBuilder`](crate::tcp::TcpClientBuilder),
-/// [`WsClientBuilder`](crate::ws::WsClientBuilder),
-/// [`UdpClientBuilder`](crate::udp::UdpClientBuilder), `UnixClientBuilder`.
+/// [`WsClientBuilder`], [`UdpClientBuilder`](crate::udp::UdpClientBuilder),
+/// `UnixClientBuilder`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -68,6 +68,12 @@ use crate::{SessionOptions, SocketOptions};
 ///     .build("127.0.0.1:9", |_| Ok((RawCodec, Sink)))
 ///     .unwrap();
 /// ```
+// Without the feature, a link to what it gates points to the table of features.
+#[cfg_attr(
+    feature = "ws",
+    doc = "[`WsClientBuilder`]: crate::ws::WsClientBuilder"
+)]
+#[cfg_attr(not(feature = "ws"), doc = "[`WsClientBuilder`]: crate#features")]
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder<K> {
     pub(crate) dial: DialSettings,
@@ -95,6 +101,7 @@ impl<K> ClientBuilder<K> {
     ///
     /// ```
     /// use std::time::Duration;
+    /// # #[cfg(feature = "ws")]
     /// let b = getty_transports::ws::WsClient::builder()
     ///     .reconnect_backoff(Duration::from_millis(10), Duration::from_secs(1));
     /// ```
@@ -231,6 +238,7 @@ pub(crate) mod sealed {
                 socket_options: self.socket_options,
                 session_options,
                 transport_filter: None,
+                #[cfg(feature = "ws")]
                 websocket: None,
             }
         }
@@ -247,7 +255,7 @@ pub(crate) mod sealed {
 
 /// Configures a stream server: the settings every server shares, and the part `K` of its
 /// transport. Name it by its transport: [`TcpServerBuilder`](crate::tcp::TcpServerBuilder),
-/// [`WsServerBuilder`](crate::ws::WsServerBuilder), `UnixServerBuilder`.
+/// [`WsServerBuilder`], `UnixServerBuilder`.
 ///
 /// ```
 /// use getty_codec::RawCodec;
@@ -267,6 +275,11 @@ pub(crate) mod sealed {
 ///     .unwrap();
 /// assert_ne!(server.local_addr().port(), 0);
 /// ```
+#[cfg_attr(
+    feature = "ws",
+    doc = "[`WsServerBuilder`]: crate::ws::WsServerBuilder"
+)]
+#[cfg_attr(not(feature = "ws"), doc = "[`WsServerBuilder`]: crate#features")]
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder<K> {
     pub(crate) listen: ListenOptions,
@@ -309,6 +322,7 @@ impl<K> ServerBuilder<K> {
     ///
     /// ```
     /// use getty_transports::SessionOptions;
+    /// # #[cfg(feature = "ws")]
     /// let b = getty_transports::ws::WsServer::builder()
     ///     .session_options(SessionOptions::default().max_message_len(4096));
     /// ```
@@ -341,8 +355,10 @@ impl<K: TcpListenerKind> ServerBuilder<K> {
     /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     /// let config = getty_transports::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
     /// let b = getty_transports::tcp::TcpServer::builder().tls(config.clone());
+    /// # #[cfg(feature = "ws")]
     /// let b = getty_transports::ws::WsServer::builder().tls(config);
     /// ```
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: std::sync::Arc<getty_codec::rustls::ServerConfig>) -> Self {
         self.tls = Some(FilterFactory::tls_server(config));
         self

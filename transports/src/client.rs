@@ -31,6 +31,7 @@ use crate::resolve::{round_order, Lookup, Next, Resolved, Resolver, DEADLINE_TAG
 use crate::session::Handler;
 use crate::setup::{prepare_session, FilterFactory, Plan, Prepared, Setup};
 use crate::stream::{SessionEnded, Stream};
+#[cfg(feature = "ws")]
 use crate::ws::WsDial;
 use crate::{Close, Error, Metrics, SessionOptions, SocketOptions, Transport};
 
@@ -401,6 +402,7 @@ pub(crate) struct ClientConfig {
     /// The filter nearest the wire (TLS), if any.
     pub(crate) transport_filter: Option<FilterFactory>,
     /// Every session starts with this WebSocket upgrade.
+    #[cfg(feature = "ws")]
     pub(crate) websocket: Option<Arc<WsDial>>,
 }
 
@@ -661,6 +663,7 @@ where
             socket_options: &self.config.socket_options,
             session_options: &self.session_options,
             transport_filter: self.config.transport_filter.as_ref(),
+            #[cfg(all(feature = "ws", feature = "deflate"))]
             websocket: self.config.websocket.is_some(),
         };
         // The setup hook is user code: a panic in it counts as one failed dial (logged by

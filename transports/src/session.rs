@@ -61,6 +61,7 @@ pub(crate) fn next_session_id() -> u64 {
 ///     }
 /// }
 /// ```
+#[cfg_attr(not(feature = "ws"), allow(rustdoc::broken_intra_doc_links))]
 pub trait Handler<C: getty_codec::Decoder, T: Transport = Tcp>: 'static {
     /// The session is connected and configured. An error rejects it.
     fn on_open(&mut self, session: &mut Session<C, T>) -> io::Result<()> {
@@ -209,6 +210,7 @@ pub(crate) enum CloseRequest {
 /// (`Session<C, Ws>`) pings, closes with a code and tells what its handshake agreed (see
 /// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
 /// compile rather than at run time.
+#[cfg_attr(not(feature = "ws"), allow(rustdoc::broken_intra_doc_links))]
 pub struct Session<C, T: Transport = Tcp> {
     id: u64,
     peer: <T::Addr as Stored>::Compact,
@@ -609,8 +611,10 @@ impl<C, T: Transport> Session<C, T> {
     /// TLS layer, to ask for the peer's certificates.
     ///
     /// ```
+    /// # #[cfg(feature = "deflate")] {
     /// use getty_codec::filter::DeflateFilter;
     /// getty_transports::with_session(|s| assert!(s.filter::<DeflateFilter>().is_none()));
+    /// # }
     /// ```
     pub fn filter<F: Filter>(&self) -> Option<&F> {
         self.filter_io()?.filter.layer::<F>()
