@@ -342,7 +342,7 @@ impl Handler<MessageCodec, Ws> for Silent {
 
 /// Sends a raw upgrade request (`target`, then `headers`, each line ending in CR LF) and
 /// returns the response head.
-#[cfg(feature = "ws")]
+#[cfg(all(feature = "ws", feature = "deflate"))]
 fn raw_request(addr: SocketAddr, target: &str, headers: &str) -> String {
     let mut stream = connect(addr);
     let request = format!("GET {target} HTTP/1.1\r\n{headers}\r\n");
@@ -359,9 +359,9 @@ fn raw_request(addr: SocketAddr, target: &str, headers: &str) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-#[cfg(feature = "ws")]
+#[cfg(all(feature = "ws", feature = "deflate"))]
 const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
-#[cfg(feature = "ws")]
+#[cfg(all(feature = "ws", feature = "deflate"))]
 const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 /// The server side of RFC 6455 §4 and RFC 7692 §7: a repeated `Sec-WebSocket-Key`, a
@@ -369,7 +369,8 @@ const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 /// a permessage-deflate offer with window bits written with a leading zero or a value with
 /// an unbalanced quote is declined (the connection runs uncompressed). Before the fix the
 /// first three were upgraded, the absolute form got a 404 and both offers were accepted.
-#[cfg(feature = "ws")]
+// It checks the negotiated permessage-deflate parameters too.
+#[cfg(all(feature = "ws", feature = "deflate"))]
 #[test]
 fn the_server_refuses_repeated_keys_and_empty_hosts_and_routes_absolute_targets() {
     watchdog(TEST_LIMIT, || {
