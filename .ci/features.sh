@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints, tests and documents each crate under every feature combination that matters, so an
+# Lints, tests and documents each crate under the feature combinations that matter, so an
 # optional dependency that leaks into code meant to build without it fails here, not for a
 # user. Quiet on success (one line per step); on failure prints the step's log and exits 1.
 # Each step is bounded by STEP_TIMEOUT seconds (default 1200).
@@ -25,21 +25,48 @@ step() {
     fi
 }
 
-# check_crate PACKAGE FEATURES...: each FEATURES is a comma list ("" = none); the default
-# set is covered by the workspace's own build and tests.
+# flags_for PACKAGE FEATURES: the cargo flags of PACKAGE under FEATURES (a comma list, ""
+# = none) and nothing else; the default set is covered by the workspace's own build and tests.
+flags_for() {
+    flags=(-p "$1" --no-default-features)
+    [[ -n "$2" ]] && flags+=(--features "$2")
+    label="${2:-no features}"
+}
+
+# check_crate PACKAGE FEATURES...: under each FEATURES, lints every target (which builds
+# them: tests, benches, examples) and documents the crate with broken links as errors.
 check_crate() {
-    local package="$1"
+    local package="$1" features flags label
     shift
-    local features
     for features in "$@"; do
-        local flags=(-p "$package" --no-default-features)
-        [[ -n "$features" ]] && flags+=(--features "$features")
-        local label="${features:-no features}"
-        step "$package [$label]: clippy" \
+        flags_for "$package" "$features"
+        step "$package [$label]: clippy --all-targets" \
             cargo clippy -q "${flags[@]}" --all-targets -- -D warnings
-        step "$package [$label]: test" cargo test -q "${flags[@]}"
         step "$package [$label]: rustdoc" \
             env RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps "${flags[@]}"
+    done
+}
+
+# test_crate PACKAGE FEATURES...: under each FEATURES, runs the crate's unit and
+# integration tests (those that need a feature left out are skipped by their
+# `required-features` or `cfg`). Built once per combination, then cached.
+test_crate() {
+    local package="$1" features flags label
+    shift
+    for features in "$@"; do
+        flags_for "$package" "$features"
+        step "$package [$label]: test" cargo test -q "${flags[@]}" --lib --tests
+    done
+}
+
+# doc_test_crate PACKAGE FEATURES...: under each FEATURES, runs the crate's doc tests.
+# Every doc test is compiled on every run, so these are the costly steps.
+doc_test_crate() {
+    local package="$1" features flags label
+    shift
+    for features in "$@"; do
+        flags_for "$package" "$features"
+        step "$package [$label]: doc tests" cargo test -q "${flags[@]}" --doc
     done
 }
 
@@ -60,7 +87,34 @@ no_dependency() {
     printf '%-64s %s\n' "$package [no features]: none of $*" ok
 }
 
+# The optional dependencies: none of them is pulled in without default features.
+OPTIONAL=(rustls ring tungstenite httparse flate2 zlib-rs miniz_oxide rand)
+
+# Every combination that changes what compiles is linted (which builds every target) and
+# documented, and the unit and integration tests run under it where they are cheap. Doc
+# tests are compiled anew on every run (about a minute per crate and combination), so
+# they run with no features, where an example that uses a gated item without saying so
+# fails, and with `ws` alone, the one combination that changes behaviour rather than only
+# removing code (without deflate the WebSocket declines permessage-deflate, and a wss://
+# URL is refused). The default build's tests cover every feature turned on.
+
 # getty-codec: tls, ws and deflate are independent, except that permessage-deflate needs
 # both ws and deflate.
-no_dependency getty-codec rustls ring tungstenite httparse flate2 zlib-rs miniz_oxide rand
+no_dependency getty-codec "${OPTIONAL[@]}"
 check_crate getty-codec "" tls ws deflate ws,deflate tls,ws,deflate
+test_crate getty-codec "" tls ws deflate ws,deflate tls,ws,deflate
+doc_test_crate getty-codec "" ws
+
+# getty-transports and the facade: the same features, passed down to getty-codec.
+no_dependency getty-transports "${OPTIONAL[@]}"
+check_crate getty-transports "" tls ws deflate ws,deflate
+test_crate getty-transports "" tls ws deflate ws,deflate
+doc_test_crate getty-transports "" ws
+
+# The facade's integration tests take minutes per combination (real sockets, timeouts),
+# so they run with no features (plain TCP, UDP and unix, where a leaked dependency would
+# show) and with `ws` alone (see above); tls and deflate alone only take code away.
+no_dependency getty "${OPTIONAL[@]}"
+check_crate getty "" tls ws deflate ws,deflate
+test_crate getty "" ws
+doc_test_crate getty "" ws

@@ -26,6 +26,32 @@
 //! reactor.handle().shutdown();
 //! reactor.join().unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! All three are on by default; each switches on the feature of the same name in
+//! [`transports`] and [`codec`]. With `default-features = false` this crate builds plain
+//! TCP, UDP and unix sockets with every codec, and pulls in no TLS, WebSocket or
+//! compression library.
+//!
+//! | Feature   | Gates                                                                         | Pulls in                      |
+//! |-----------|-------------------------------------------------------------------------------|-------------------------------|
+//! | `tls`     | [`tls`], the `tls` setters of the TCP and WebSocket builders, `codec::rustls` | rustls (with ring)            |
+//! | `ws`      | [`ws`], `codec::ws`, `Error::WebSocket` and `Error::Upgrade`                  | tungstenite, httparse, rand   |
+//! | `deflate` | `SessionOptions::compression`, `codec::filter::DeflateFilter`; permessage-deflate with `ws` | flate2 (zlib-rs), miniz_oxide |
+//!
+//! ```toml
+//! [dependencies]
+//! # Plain TCP, UDP and unix sockets, and WebSocket without compression:
+//! getty = { version = "0.1", default-features = false, features = ["ws"] }
+//! ```
+//!
+//! The transports' [features](transports#features) say what each leaves out and why.
+//!
+
+// Without the feature, links to what it gates point to the table of features instead.
+#![cfg_attr(not(feature = "tls"), doc = "[`tls`]: crate#features")]
+#![cfg_attr(not(feature = "ws"), doc = "[`ws`]: crate#features")]
 
 // Inline: the parts read as modules of this crate, so a reader stays on its pages.
 #[doc(inline)]
@@ -36,15 +62,19 @@ pub use getty_reactor as reactor;
 pub use getty_transports as transports;
 
 pub use getty_reactor::{PanicPolicy, Reactor, ReactorHandle, ReactorPool};
+#[cfg(feature = "tls")]
+pub use getty_transports::tls;
 #[cfg(unix)]
 pub use getty_transports::unix;
+#[cfg(feature = "ws")]
+pub use getty_transports::ws;
 pub use getty_transports::{
-    tcp, tls, udp, ws, Abort, Address, Close, DialTarget, Error, Handler, Metrics, Offload,
-    Session, SessionHandle, SessionOptions, Setup, SocketOptions, Stats, Tcp, Transport, Unix,
-    UnixAddr,
+    tcp, udp, Abort, Address, Close, DialTarget, Error, Handler, Metrics, Offload, Session,
+    SessionHandle, SessionOptions, Setup, SocketOptions, Stats, Tcp, Transport, Unix, UnixAddr,
 };
 
-/// The README's code, compiled as a doctest so that it stays true.
+/// The README's code, compiled as a doctest so that it stays true. The README shows the
+/// default build.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "tls", feature = "ws", feature = "deflate"))]
 pub struct ReadmeDoctests;

@@ -5,24 +5,32 @@
 
 mod common;
 
+#[cfg(feature = "ws")]
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use common::*;
+#[cfg(feature = "ws")]
 use getty::codec::ws::{InvalidRequest, RequestPart};
-use getty::codec::{Bytes, Message, MessageCodec};
+use getty::codec::Bytes;
+#[cfg(feature = "ws")]
+use getty::codec::{Message, MessageCodec};
+#[cfg(feature = "ws")]
 use getty::ws::{Ws, WsClient};
+#[cfg(feature = "ws")]
 use getty::{Error, Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// A WebSocket client handler that reports every callback (a message as its payload).
+#[cfg(feature = "ws")]
 struct WsProbe {
     tx: Sender<Ev>,
 }
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for WsProbe {
     fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
         let _ = self.tx.send(Ev::Open {
@@ -52,6 +60,7 @@ impl Handler<MessageCodec, Ws> for WsProbe {
 }
 
 /// Reads an HTTP head (to the blank line) byte by byte, so nothing past it is taken.
+#[cfg(feature = "ws")]
 fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -64,6 +73,7 @@ fn read_head(stream: &mut TcpStream) -> String {
 }
 
 /// The value of the header `name` in a raw head.
+#[cfg(feature = "ws")]
 fn head_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.split("\r\n").find_map(|line| {
         let (n, v) = line.split_once(':')?;
@@ -72,6 +82,7 @@ fn head_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The `101` that answers `request` (a client's upgrade head).
+#[cfg(feature = "ws")]
 fn switching_protocols(request: &str) -> String {
     let key = head_value(request, "Sec-WebSocket-Key").expect("a key");
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -110,6 +121,7 @@ fn accept_within(listener: &TcpListener, what: &str) -> TcpStream {
 /// end the session (`on_close`) and redial. Before the fix the EOF was noted and dropped:
 /// the session stayed open with no `on_close`, and the client never redialled (seen in
 /// most rounds, so several rounds make the test fail reliably).
+#[cfg(feature = "ws")]
 #[test]
 fn an_eof_that_comes_with_the_101_ends_the_session_and_the_client_redials() {
     watchdog(TEST_LIMIT, || {
@@ -160,6 +172,7 @@ fn an_eof_that_comes_with_the_101_ends_the_session_and_the_client_redials() {
 /// as a session's close does: the upgrade never opens (no `on_open`), the server reads a
 /// FIN, and a `101` that comes after is read and dropped by the client, not answered with a
 /// reset.
+#[cfg(feature = "ws")]
 #[test]
 fn closing_a_client_before_its_101_ends_the_upgrade_with_a_fin() {
     watchdog(TEST_LIMIT, || {
@@ -204,6 +217,7 @@ fn closing_a_client_before_its_101_ends_the_upgrade_with_a_fin() {
 // ---------------------------------------------------------------------------------------
 
 /// Why `build` refused, if it refused with the codec's typed error.
+#[cfg(feature = "ws")]
 fn refused_part<T>(built: std::io::Result<T>) -> Option<RequestPart> {
     let err = built.err()?;
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
@@ -216,6 +230,7 @@ fn refused_part<T>(built: std::io::Result<T>) -> Option<RequestPart> {
 /// built, with a typed error; before the fix they were written as they were (a path of
 /// `/x HTTP/1.1\r\nX-Injected: 1\r\nY:` put an extra header on the wire). What is valid
 /// still goes out byte for byte, to a raw server that records the request.
+#[cfg(feature = "ws")]
 #[test]
 fn the_upgrade_request_refuses_what_would_inject_headers() {
     watchdog(TEST_LIMIT, || {
@@ -313,8 +328,10 @@ fn the_upgrade_request_refuses_what_would_inject_headers() {
 }
 
 /// A WebSocket client handler that does nothing.
+#[cfg(feature = "ws")]
 struct Silent;
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for Silent {
     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
 }
@@ -325,6 +342,7 @@ impl Handler<MessageCodec, Ws> for Silent {
 
 /// Sends a raw upgrade request (`target`, then `headers`, each line ending in CR LF) and
 /// returns the response head.
+#[cfg(all(feature = "ws", feature = "deflate"))]
 fn raw_request(addr: SocketAddr, target: &str, headers: &str) -> String {
     let mut stream = connect(addr);
     let request = format!("GET {target} HTTP/1.1\r\n{headers}\r\n");
@@ -341,7 +359,9 @@ fn raw_request(addr: SocketAddr, target: &str, headers: &str) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+#[cfg(all(feature = "ws", feature = "deflate"))]
 const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+#[cfg(all(feature = "ws", feature = "deflate"))]
 const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 /// The server side of RFC 6455 §4 and RFC 7692 §7: a repeated `Sec-WebSocket-Key`, a
@@ -349,6 +369,8 @@ const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 /// a permessage-deflate offer with window bits written with a leading zero or a value with
 /// an unbalanced quote is declined (the connection runs uncompressed). Before the fix the
 /// first three were upgraded, the absolute form got a 404 and both offers were accepted.
+// It checks the negotiated permessage-deflate parameters too.
+#[cfg(all(feature = "ws", feature = "deflate"))]
 #[test]
 fn the_server_refuses_repeated_keys_and_empty_hosts_and_routes_absolute_targets() {
     watchdog(TEST_LIMIT, || {
@@ -411,6 +433,7 @@ fn the_server_refuses_repeated_keys_and_empty_hosts_and_routes_absolute_targets(
 /// The client side: a `101` over HTTP/1.0, or one agreeing to permessage-deflate with window
 /// bits written with a leading zero, fails the dial (no `on_open`), and a client allowed two
 /// failures gives up. Before the fix both were accepted and the sessions opened.
+#[cfg(feature = "ws")]
 #[test]
 fn the_client_refuses_an_http_1_0_101_and_malformed_extension_responses() {
     watchdog(TEST_LIMIT, || {
@@ -480,6 +503,7 @@ fn the_client_refuses_an_http_1_0_101_and_malformed_extension_responses() {
 /// A TLS server name that is not a DNS name or an IP address fails `build` with a typed
 /// error, for the TCP and the WebSocket client alike. Before the fix it was found at every
 /// connect, and the client redialled forever with a warning.
+#[cfg(all(feature = "tls", feature = "ws"))]
 #[test]
 fn a_bad_tls_server_name_fails_the_build() {
     use getty::codec::rustls::pki_types::InvalidDnsNameError;
@@ -522,6 +546,7 @@ fn a_bad_tls_server_name_fails_the_build() {
 /// Text from bytes is checked when the message is made: bytes that are not UTF-8 make no
 /// message (before the fix `Message::Text` took any bytes and went out as a text frame the
 /// peer refused with 1007), and text made from checked bytes goes out as a text frame.
+#[cfg(feature = "ws")]
 #[test]
 fn text_messages_are_utf8_by_construction() {
     struct SendsText;
@@ -586,6 +611,7 @@ fn a_tcp_client_falls_through_to_the_next_address() {
 
 /// The same over WebSocket, with the name the issue used: `ws://localhost:PORT` against a
 /// server bound to 127.0.0.1 only.
+#[cfg(feature = "ws")]
 #[test]
 fn a_websocket_client_of_localhost_reaches_a_server_on_127_0_0_1() {
     watchdog(TEST_LIMIT, || {
@@ -972,6 +998,7 @@ fn a_round_starts_at_the_address_that_last_worked() {
 
 /// Brackets, braces, pipes and carets in a query go out raw, as browsers and tungstenite
 /// send them, and the request reaches the server. Before the fix the build refused them.
+#[cfg(feature = "ws")]
 #[test]
 fn a_websocket_client_sends_brackets_and_braces_in_its_query_raw() {
     watchdog(TEST_LIMIT, || {

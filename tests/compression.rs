@@ -16,6 +16,7 @@ use common::*;
 use getty::codec::filter::{DeflateFilter, Filter};
 use getty::codec::{Bytes, Compression, LengthFieldCodec, LinesCodec};
 use getty::tcp::{TcpClient, TcpServer};
+#[cfg(feature = "ws")]
 use getty::ws::Ws;
 use getty::{Handler, Session, SessionOptions};
 
@@ -411,6 +412,7 @@ fn a_thousand_idle_compressed_sessions_cost_no_cpu() {
 /// The same for WebSocket with permessage-deflate, getty-rs on both ends: a thousand idle
 /// compressed sessions (each has sent a compressed message and had it echoed) leave both
 /// reactors' CPU time all but unchanged over three seconds.
+#[cfg(feature = "ws")]
 #[cfg(target_os = "linux")]
 #[test]
 fn a_thousand_idle_compressed_websocket_sessions_cost_no_cpu() {
@@ -475,13 +477,16 @@ fn a_thousand_idle_compressed_websocket_sessions_cost_no_cpu() {
 // ---------------------------------------------------------------------------------------
 
 /// Messages the feed server offers per cron tick (every 10 ms), and in all.
+#[cfg(feature = "ws")]
 const FEED_PER_TICK: u64 = 40;
+#[cfg(feature = "ws")]
 const FEED_TOTAL: u64 = 16_000;
 
 /// The feed's messages: JSON that compresses well against the messages before it, with
 /// enough that differs from one to the next (the seq, a token, the words) that a
 /// back-reference into a message the reader never got inflates to other text.
 /// `tests/interop/ws_feed_reader.py` makes the same text.
+#[cfg(feature = "ws")]
 fn feed_message(seq: u64) -> String {
     const WORDS: [&str; 7] = [
         "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
@@ -498,6 +503,7 @@ fn feed_message(seq: u64) -> String {
     )
 }
 
+#[cfg(feature = "ws")]
 fn feed_seq(text: &str) -> Option<u64> {
     text.strip_prefix("{\"seq\":")?
         .split(',')
@@ -507,6 +513,7 @@ fn feed_seq(text: &str) -> Option<u64> {
 }
 
 /// What the feed server did with its messages.
+#[cfg(feature = "ws")]
 #[derive(Debug, Clone, Default)]
 struct FeedReport {
     accepted: u64,
@@ -519,6 +526,7 @@ struct FeedReport {
 /// The usual fan-out to a slow consumer: on every cron tick it offers messages and drops
 /// the ones that do not fit in the session's outbound queue (`QueueFull`); at the end it
 /// says how many it queued.
+#[cfg(feature = "ws")]
 struct Feed {
     next: u64,
     report: FeedReport,
@@ -526,6 +534,7 @@ struct Feed {
     tx: Sender<Result<FeedReport, String>>,
 }
 
+#[cfg(feature = "ws")]
 impl Handler<getty::codec::MessageCodec, Ws> for Feed {
     fn on_message(
         &mut self,
@@ -576,6 +585,7 @@ impl Handler<getty::codec::MessageCodec, Ws> for Feed {
 
 /// A compressing WebSocket server whose sessions run the feed, with a 64 KiB bound on the
 /// outbound queue and a small socket send buffer, so a reader that pauses makes it drop.
+#[cfg(feature = "ws")]
 fn feed_server(tx: Sender<Result<FeedReport, String>>) -> (Running, String) {
     use getty::codec::ws::DeflateConfig;
     use getty::codec::MessageCodec;
@@ -606,6 +616,7 @@ fn feed_server(tx: Sender<Result<FeedReport, String>>) -> (Running, String) {
     (Running::serve("ws-feed-server", server), url)
 }
 
+#[cfg(feature = "ws")]
 fn check_feed_report(report: &FeedReport) {
     println!("feed: {report:?}");
     assert!(
@@ -619,6 +630,7 @@ fn check_feed_report(report: &FeedReport) {
 /// reader never got. A Python `websockets` reader with a small receive buffer pauses for
 /// two seconds, then reads on: every message must inflate to exactly a message the feed
 /// sent, in order, and every one the feed queued must arrive.
+#[cfg(feature = "ws")]
 #[test]
 fn a_python_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued() {
     watchdog(TEST_LIMIT, || {
@@ -645,6 +657,7 @@ fn a_python_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued(
 
 /// The same with a getty-rs client as the reader: its reactor thread sleeps two seconds in
 /// the first `on_message`, so it reads nothing meanwhile.
+#[cfg(feature = "ws")]
 #[test]
 fn a_getty_reader_of_a_compressed_feed_that_drops_gets_exactly_what_was_queued() {
     use getty::codec::ws::DeflateConfig;
@@ -818,6 +831,7 @@ fn check_idle_cost(what: &str, per_session: usize) {
 }
 
 /// Opens a WebSocket connection offering `offer` and returns it with the agreed settings.
+#[cfg(feature = "ws")]
 fn ws_upgrade(
     addr: SocketAddr,
     offer: getty::codec::ws::DeflateConfig,
@@ -842,6 +856,7 @@ fn ws_upgrade(
     }
 }
 
+#[cfg(feature = "ws")]
 fn idle_ws_server(open: &Arc<AtomicUsize>) -> (Running, SocketAddr) {
     use getty::codec::ws::DeflateConfig;
     use getty::codec::MessageCodec;
@@ -858,6 +873,7 @@ fn idle_ws_server(open: &Arc<AtomicUsize>) -> (Running, SocketAddr) {
 /// Issue 11 part 6: a WebSocket session that agreed on permessage-deflate allocates
 /// neither the compressor nor the decompressor until a message needs one, so a server
 /// full of idle compressed connections stays small.
+#[cfg(feature = "ws")]
 #[cfg(target_os = "linux")]
 #[test]
 fn idle_websocket_sessions_with_deflate_agreed_cost_under_8_kib_each() {
@@ -876,6 +892,7 @@ fn idle_websocket_sessions_with_deflate_agreed_cost_under_8_kib_each() {
 
 /// Without context takeover, the engines go back after each message: sessions that have
 /// each received and sent one compressed message cost no more than fresh ones once idle.
+#[cfg(feature = "ws")]
 #[cfg(target_os = "linux")]
 #[test]
 fn websocket_sessions_without_context_takeover_give_their_engines_back_when_idle() {

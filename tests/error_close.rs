@@ -11,10 +11,13 @@ use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
 use common::*;
+#[cfg(feature = "tls")]
 use getty::codec::filter::{Filter, TlsFilter};
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
-use getty::{tls, Handler, Session, SessionOptions};
+#[cfg(feature = "tls")]
+use getty::tls;
+use getty::{Handler, Session, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 
@@ -145,6 +148,7 @@ fn a_write_to_a_session_that_cannot_send_is_refused() {
 /// TLS: a record that fails to decrypt gets the `bad_record_mac` alert before the
 /// connection closes (with a FIN), where it used to get a bare reset.
 #[test]
+#[cfg(feature = "tls")]
 fn a_bad_tls_record_gets_an_alert() {
     watchdog(TEST_LIMIT, || {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();

@@ -7,17 +7,30 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::*;
-use getty::codec::filter::{DeflateFilter, Filter, FilterError, TlsFilter};
-use getty::codec::ws::{ClientRequest, Config, DeflateConfig, Event, Protocol, Role};
-use getty::codec::{Bytes, Compression, LengthFieldCodec, Message, MessageCodec, MessageKind};
+#[cfg(feature = "deflate")]
+use getty::codec::filter::DeflateFilter;
+#[cfg(feature = "tls")]
+use getty::codec::filter::TlsFilter;
+use getty::codec::filter::{Filter, FilterError};
+#[cfg(all(feature = "ws", feature = "deflate"))]
+use getty::codec::ws::{ClientRequest, DeflateConfig};
+#[cfg(feature = "ws")]
+use getty::codec::ws::{Config, Event, Protocol, Role};
+#[cfg(feature = "deflate")]
+use getty::codec::Compression;
+use getty::codec::{Bytes, LengthFieldCodec};
+#[cfg(feature = "ws")]
+use getty::codec::{Message, MessageCodec, MessageKind};
 use getty::tcp::TcpServer;
+#[cfg(feature = "tls")]
+use getty::tls;
+#[cfg(feature = "ws")]
 use getty::ws::{Ws, WsServer};
-use getty::{tls, Handler, Session, SessionOptions};
+use getty::{Handler, Session, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
 
@@ -51,6 +64,7 @@ impl Handler<LengthFieldCodec> for CountingEcho {
     }
 }
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for CountingEcho {
     fn on_open(&mut self, _: &mut Session<MessageCodec, Ws>) -> io::Result<()> {
         let _ = self.0.send(Outcome::Opened);
@@ -163,8 +177,10 @@ impl Filter for Plain {
 
 /// A WebSocket client as a filter: each `encode` is one binary message, `decode` yields
 /// the payloads of the messages that arrive.
+#[cfg(feature = "ws")]
 struct WsWire(Protocol);
 
+#[cfg(feature = "ws")]
 impl Filter for WsWire {
     fn decode(
         &mut self,
@@ -344,15 +360,20 @@ fn check_greedy(
     );
 }
 
-fn tcp_server(
+fn tcp_server(options: SessionOptions) -> (Running, SocketAddr, Receiver<Outcome>) {
+    serve(TcpServer::builder().session_options(options))
+}
+
+#[cfg(feature = "tls")]
+fn tls_server(
     options: SessionOptions,
-    tls: Option<Arc<getty::codec::rustls::ServerConfig>>,
+    config: std::sync::Arc<getty::codec::rustls::ServerConfig>,
 ) -> (Running, SocketAddr, Receiver<Outcome>) {
+    serve(TcpServer::builder().session_options(options).tls(config))
+}
+
+fn serve(builder: getty::tcp::TcpServerBuilder) -> (Running, SocketAddr, Receiver<Outcome>) {
     let (tx, rx) = mpsc::channel();
-    let mut builder = TcpServer::builder().session_options(options);
-    if let Some(config) = tls {
-        builder = builder.tls(config);
-    }
     let server = builder
         .bind("127.0.0.1:0", move |_| {
             Ok((LengthFieldCodec::default(), CountingEcho(tx.clone())))
@@ -369,7 +390,7 @@ fn tcp_server(
 fn a_pipelining_peer_is_slowed_down_not_killed() {
     watchdog(TEST_LIMIT, || {
         let _gate = exclusive_gate();
-        let (server, addr, outcomes) = tcp_server(SessionOptions::default(), None);
+        let (server, addr, outcomes) = tcp_server(SessionOptions::default());
         check_greedy(
             "tcp",
             addr,
@@ -384,13 +405,14 @@ fn a_pipelining_peer_is_slowed_down_not_killed() {
 }
 
 #[test]
+#[cfg(feature = "tls")]
 fn a_pipelining_peer_over_tls_is_slowed_down_not_killed() {
     watchdog(TEST_LIMIT, || {
         let _gate = exclusive_gate();
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
         let config = tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
-        let (server, addr, outcomes) = tcp_server(SessionOptions::default(), Some(config));
+        let (server, addr, outcomes) = tls_server(SessionOptions::default(), config);
         let client_config = tls::client_config(chain.as_bytes()).unwrap();
         let filter = TlsFilter::client(client_config, "localhost").unwrap();
         // Less than over plain TCP: rustls in a debug build is slow, and 64 MiB is still
@@ -409,11 +431,12 @@ fn a_pipelining_peer_over_tls_is_slowed_down_not_killed() {
 }
 
 #[test]
+#[cfg(feature = "deflate")]
 fn a_pipelining_peer_with_deflate_is_slowed_down_not_killed() {
     watchdog(TEST_LIMIT, || {
         let _gate = exclusive_gate();
         let options = SessionOptions::default().compression(Some(Compression::Fast));
-        let (server, addr, outcomes) = tcp_server(options, None);
+        let (server, addr, outcomes) = tcp_server(options);
         let filter = DeflateFilter::new(Compression::Fast);
         check_greedy(
             "deflate",
@@ -430,6 +453,7 @@ fn a_pipelining_peer_with_deflate_is_slowed_down_not_killed() {
 
 /// With permessage-deflate: the client's upgrade offers it, and both ends compress.
 #[test]
+#[cfg(all(feature = "ws", feature = "deflate"))]
 fn a_pipelining_compressed_websocket_peer_is_slowed_down_not_killed() {
     watchdog(TEST_LIMIT, || {
         let _gate = exclusive_gate();
@@ -483,6 +507,7 @@ fn a_pipelining_compressed_websocket_peer_is_slowed_down_not_killed() {
 }
 
 #[test]
+#[cfg(feature = "ws")]
 fn a_pipelining_websocket_peer_is_slowed_down_not_killed() {
     watchdog(TEST_LIMIT, || {
         let _gate = exclusive_gate();
@@ -510,6 +535,7 @@ fn a_pipelining_websocket_peer_is_slowed_down_not_killed() {
 }
 
 /// Sends one WebSocket message over a blocking socket and reads its echo.
+#[cfg(feature = "ws")]
 fn ws_roundtrip(stream: &mut TcpStream, client: &mut Protocol, payload: &[u8]) {
     let mut out = BytesMut::from(payload);
     client
@@ -537,6 +563,7 @@ fn ws_roundtrip(stream: &mut TcpStream, client: &mut Protocol, payload: &[u8]) {
 /// against the session's bounds and, once above the watermark, stop the session reading:
 /// the flood is held in TCP's window. Before, every ping queued a pong, past every bound.
 #[test]
+#[cfg(feature = "ws")]
 fn a_ping_flood_from_a_peer_that_never_reads_is_held() {
     watchdog(TEST_LIMIT, || {
         let _gate = exclusive_gate();

@@ -14,9 +14,12 @@ use common::*;
 use getty::codec::{Bytes, CodecErrorKind, LengthFieldCodec, LinesCodec, RawCodec};
 use getty::tcp::TcpServer;
 use getty::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+#[cfg(feature = "ws")]
 use getty::ws::WsServer;
 use getty::{Error, SessionOptions};
+#[cfg(feature = "ws")]
 use tungstenite::protocol::frame::coding::CloseCode;
+#[cfg(feature = "ws")]
 use tungstenite::Message as TMessage;
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
@@ -167,6 +170,7 @@ fn tcp_lines_limit_is_the_line() {
 /// WebSocket counts the payload: the largest message is echoed, one byte more fails the
 /// session with `MessageTooLong` against the session's limit (and close code 1009).
 #[test]
+#[cfg(feature = "ws")]
 fn websocket_limit_is_the_payload() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();

@@ -7,18 +7,26 @@
 
 mod common;
 
-use std::io::{Read, Write};
+#[cfg(any(feature = "tls", feature = "ws"))]
+use std::io::Read;
+use std::io::Write;
+#[cfg(feature = "tls")]
 use std::net::TcpStream;
 use std::sync::mpsc::{self, Sender};
+#[cfg(any(feature = "tls", feature = "deflate"))]
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+#[cfg(feature = "tls")]
 use getty::codec::rustls;
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
+#[cfg(feature = "tls")]
+use getty::tls;
+#[cfg(feature = "ws")]
 use getty::ws::Ws;
-use getty::{tls, Handler, Session, SessionOptions};
+use getty::{Handler, Session, SessionOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -41,13 +49,16 @@ impl Handler<LengthFieldCodec> for Pausing {
     }
 }
 
+#[cfg(feature = "tls")]
 fn certs() -> (String, String) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     (made.cert.pem(), made.signing_key.serialize_pem())
 }
 
+#[cfg(feature = "tls")]
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
+#[cfg(feature = "tls")]
 fn tls_connect(addr: std::net::SocketAddr, chain: &str) -> TlsStream {
     let config: Arc<rustls::ClientConfig> = tls::client_config(chain.as_bytes()).unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
@@ -58,6 +69,7 @@ fn tls_connect(addr: std::net::SocketAddr, chain: &str) -> TlsStream {
 /// Over TLS: the handler pauses on the first of four frames that arrived in one record;
 /// a handle resumes. The three frames already decrypted into the read buffer must be
 /// delivered on resume, without the peer sending anything more.
+#[cfg(feature = "tls")]
 #[test]
 fn tls_frames_read_before_a_pause_are_delivered_on_resume() {
     watchdog(LIMIT, || {
@@ -102,6 +114,7 @@ fn tls_frames_read_before_a_pause_are_delivered_on_resume() {
 /// Same, but the peer then ends its side (close_notify + FIN) while the session is paused:
 /// on resume the three complete frames must be delivered and the session end cleanly (they
 /// were once reported as a truncated frame).
+#[cfg(feature = "tls")]
 #[test]
 fn tls_eof_after_a_pause_drops_complete_frames() {
     watchdog(LIMIT, || {
@@ -148,7 +161,9 @@ fn tls_eof_after_a_pause_drops_complete_frames() {
     });
 }
 
+#[cfg(all(feature = "tls", feature = "ws"))]
 struct WsEcho(Sender<Vec<u8>>);
+#[cfg(all(feature = "tls", feature = "ws"))]
 impl Handler<getty::codec::MessageCodec, Ws> for WsEcho {
     fn on_message(
         &mut self,
@@ -163,6 +178,7 @@ impl Handler<getty::codec::MessageCodec, Ws> for WsEcho {
 /// WSS server: the client sends its upgrade request and its first message in one TLS
 /// record (legal: the client may send right after the request). The message lands in the
 /// session's plain read buffer as "leftover" and must be delivered at open.
+#[cfg(all(feature = "tls", feature = "ws"))]
 #[test]
 fn wss_first_message_pipelined_with_the_upgrade_is_delivered() {
     use getty::codec::ws::{Config, Protocol, Role};
@@ -201,10 +217,12 @@ fn wss_first_message_pipelined_with_the_upgrade_is_delivered() {
     });
 }
 
+#[cfg(feature = "ws")]
 struct WsPausing {
     events: Sender<String>,
     handles: Sender<getty::SessionHandle<getty::codec::MessageCodec, Ws>>,
 }
+#[cfg(feature = "ws")]
 impl Handler<getty::codec::MessageCodec, Ws> for WsPausing {
     fn on_message(
         &mut self,
@@ -227,6 +245,7 @@ impl Handler<getty::codec::MessageCodec, Ws> for WsPausing {
 /// A WebSocket session with keep-alive whose handler paused reading (offloaded work): the
 /// peer answers every ping at once, but a paused session cannot read the pongs. As it is
 /// not read-idle while paused, it is not pong-idle either.
+#[cfg(feature = "ws")]
 #[test]
 fn ws_paused_session_dies_of_pong_timeout_though_the_peer_answers() {
     use getty::codec::ws::{Config, Event, Protocol, Role};
@@ -305,6 +324,7 @@ fn ws_paused_session_dies_of_pong_timeout_though_the_peer_answers() {
 }
 
 /// The first test with the deflate filter instead of TLS.
+#[cfg(feature = "deflate")]
 #[test]
 fn deflate_frames_read_before_a_pause_are_delivered_on_resume() {
     use getty::codec::filter::{DeflateFilter, Filter};
@@ -348,7 +368,9 @@ fn deflate_frames_read_before_a_pause_are_delivered_on_resume() {
     });
 }
 
+#[cfg(feature = "tls")]
 struct Echo;
+#[cfg(feature = "tls")]
 impl Handler<LengthFieldCodec> for Echo {
     fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
         let _ = s.write(msg);
@@ -357,6 +379,7 @@ impl Handler<LengthFieldCodec> for Echo {
 
 /// Reactor CPU while sessions sit held: a plain and a TLS session held by flow control
 /// (peer never reads), a handler-paused session whose peer sent its FIN.
+#[cfg(feature = "tls")]
 #[test]
 fn held_sessions_cost_no_cpu() {
     watchdog(LIMIT, || {
@@ -428,7 +451,9 @@ fn held_sessions_cost_no_cpu() {
     });
 }
 
+#[cfg(feature = "deflate")]
 struct PeakEcho(Arc<std::sync::atomic::AtomicUsize>);
+#[cfg(feature = "deflate")]
 impl Handler<LengthFieldCodec> for PeakEcho {
     fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
         let _ = s.write(msg);
@@ -440,6 +465,7 @@ impl Handler<LengthFieldCodec> for PeakEcho {
 /// How far above the 64 KiB high watermark the queue gets when a deflate peer pipelines
 /// highly compressible frames and never reads: flow control is checked every 64 KiB of
 /// inflated bytes, so about a step's worth of echoes (it was 1 MiB, a max message's worth).
+#[cfg(feature = "deflate")]
 #[test]
 fn deflate_queue_peak_above_watermark() {
     use getty::codec::filter::{DeflateFilter, Filter};
@@ -490,10 +516,12 @@ fn deflate_queue_peak_above_watermark() {
     });
 }
 
+#[cfg(feature = "tls")]
 struct PauseAtOpen {
     handles: Sender<getty::SessionHandle<LengthFieldCodec>>,
     messages: Sender<Vec<u8>>,
 }
+#[cfg(feature = "tls")]
 impl Handler<LengthFieldCodec> for PauseAtOpen {
     fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
         s.pause_reading();
@@ -511,6 +539,7 @@ impl Handler<LengthFieldCodec> for PauseAtOpen {
 
 /// Paused in on_open (plain and TLS); a handle resumes 300 ms later. Data sent while
 /// paused (and, for TLS, the whole handshake) must then go through.
+#[cfg(feature = "tls")]
 #[test]
 fn pause_in_on_open_then_resume_by_handle() {
     watchdog(LIMIT, || {
@@ -562,7 +591,9 @@ fn pause_in_on_open_then_resume_by_handle() {
     });
 }
 
+#[cfg(feature = "tls")]
 struct Farewell(Sender<(String, bool)>);
+#[cfg(feature = "tls")]
 impl Handler<LengthFieldCodec> for Farewell {
     fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
         let _ = s.write(msg);
@@ -576,6 +607,7 @@ impl Handler<LengthFieldCodec> for Farewell {
 /// A TLS session whose peer stalls in the handshake hits the read-idle timeout: a goodbye
 /// written in on_error can never be sent (no keys yet), so the write is refused, and the
 /// close ends at once with a FIN (it used to wait for the handshake timeout, then reset).
+#[cfg(feature = "tls")]
 #[test]
 fn tls_idle_during_handshake_accepts_goodbye_then_resets() {
     watchdog(LIMIT, || {
@@ -612,7 +644,9 @@ fn tls_idle_during_handshake_accepts_goodbye_then_resets() {
     });
 }
 
+#[cfg(feature = "ws")]
 struct Welcomer;
+#[cfg(feature = "ws")]
 impl Handler<getty::codec::MessageCodec, Ws> for Welcomer {
     fn on_open(&mut self, s: &mut Session<getty::codec::MessageCodec, Ws>) -> std::io::Result<()> {
         s.write(getty::codec::Message::text("welcome"))
@@ -626,7 +660,9 @@ impl Handler<getty::codec::MessageCodec, Ws> for Welcomer {
     }
 }
 
+#[cfg(feature = "ws")]
 struct Listener(Sender<String>);
+#[cfg(feature = "ws")]
 impl Handler<getty::codec::MessageCodec, Ws> for Listener {
     fn on_open(&mut self, _: &mut Session<getty::codec::MessageCodec, Ws>) -> std::io::Result<()> {
         let _ = self.0.send("open".into());
@@ -646,6 +682,7 @@ impl Handler<getty::codec::MessageCodec, Ws> for Listener {
 /// A getty WSS server greets in on_open; a getty WSS client sends nothing. The 101 and the
 /// greeting often arrive in one read, so the greeting is decrypted into the client's read
 /// buffer with the head and must be decoded from there.
+#[cfg(all(feature = "tls", feature = "ws"))]
 #[test]
 fn wss_client_gets_the_greeting_sent_with_the_101() {
     watchdog(LIMIT, || {
@@ -684,6 +721,7 @@ fn wss_client_gets_the_greeting_sent_with_the_101() {
 }
 
 /// The same over plain ws://.
+#[cfg(feature = "ws")]
 #[test]
 fn ws_plain_client_gets_the_greeting_control() {
     watchdog(LIMIT, || {
@@ -709,7 +747,9 @@ fn ws_plain_client_gets_the_greeting_control() {
     });
 }
 
+#[cfg(feature = "tls")]
 struct BannerAndClose;
+#[cfg(feature = "tls")]
 impl Handler<LengthFieldCodec> for BannerAndClose {
     fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
         s.write(Bytes::from_static(b"busy, bye")).unwrap();
@@ -722,6 +762,7 @@ impl Handler<LengthFieldCodec> for BannerAndClose {
 /// TLS: on_open writes a banner and closes (the "too busy, bye" pattern) before the
 /// handshake is done: the closing session reads on until the handshake completes, so the
 /// banner goes out, then a FIN.
+#[cfg(feature = "tls")]
 #[test]
 fn tls_banner_and_close_in_on_open() {
     watchdog(LIMIT, || {
@@ -845,6 +886,7 @@ fn the_handler_pauses_and_a_handle_resumes_reading() {
 
 /// A handler that pauses in on_open (waiting for offloaded work) still lets the TLS
 /// handshake complete: only delivery waits for the resume.
+#[cfg(feature = "tls")]
 #[test]
 fn tls_handshake_completes_while_the_handler_paused() {
     watchdog(LIMIT, || {

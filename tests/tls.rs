@@ -13,8 +13,11 @@ use std::time::Duration;
 use common::*;
 use getty::codec::filter::TlsFilter;
 use getty::codec::rustls;
-use getty::codec::{Bytes, LengthFieldCodec, LinesCodec, Message, MessageCodec};
+use getty::codec::{Bytes, LengthFieldCodec, LinesCodec};
+#[cfg(feature = "ws")]
+use getty::codec::{Message, MessageCodec};
 use getty::tcp::{TcpClient, TcpServer};
+#[cfg(feature = "ws")]
 use getty::ws::{Ws, WsClient, WsServer};
 use getty::{tls, Handler, Session, SessionOptions};
 
@@ -396,8 +399,10 @@ fn alpn_and_sni_reach_the_session() {
 // ---------------------------------------------------------------------------------------
 
 /// Echoes every WebSocket message with its kind.
+#[cfg(feature = "ws")]
 struct WsEcho;
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for WsEcho {
     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         s.write(msg).unwrap();
@@ -405,6 +410,7 @@ impl Handler<MessageCodec, Ws> for WsEcho {
 }
 
 /// A `wss://` echo server for `id` (bound to 127.0.0.1), with `options`.
+#[cfg(feature = "ws")]
 fn wss_server(id: &Identity, options: SessionOptions) -> (Running, SocketAddr) {
     let config = tls::server_config(id.chain.as_bytes(), id.key.as_bytes()).unwrap();
     let server = WsServer::builder()
@@ -418,10 +424,12 @@ fn wss_server(id: &Identity, options: SessionOptions) -> (Running, SocketAddr) {
 }
 
 /// Sends three messages once open, reports the echoes (or the error).
+#[cfg(feature = "ws")]
 struct WsPinger {
     tx: Sender<Result<Message, String>>,
 }
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for WsPinger {
     fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
         assert!(
@@ -443,6 +451,7 @@ impl Handler<MessageCodec, Ws> for WsPinger {
 
 /// A getty-rs `wss://` client and server: the client checks the server's certificate
 /// (issued for 127.0.0.1) and the messages echo through TLS.
+#[cfg(feature = "ws")]
 #[test]
 fn wss_echo_between_getty_client_and_server() {
     watchdog(TEST_LIMIT, || {
@@ -476,6 +485,7 @@ fn wss_echo_between_getty_client_and_server() {
 
 /// A `wss://` client that does not trust the server's CA never opens a session; a
 /// `wss://` URL without a TLS configuration is refused when the client is built.
+#[cfg(feature = "ws")]
 #[test]
 fn a_wss_client_refuses_an_untrusted_server() {
     watchdog(TEST_LIMIT, || {
@@ -510,6 +520,7 @@ fn a_wss_client_refuses_an_untrusted_server() {
 
 /// On a `wss://` port the handshake timeout covers the TLS handshake (and the upgrade after
 /// it): a silent client is dropped and counted as a timeout.
+#[cfg(feature = "ws")]
 #[test]
 fn a_stalled_wss_handshake_is_dropped() {
     watchdog(TEST_LIMIT, || {
@@ -527,6 +538,7 @@ fn a_stalled_wss_handshake_is_dropped() {
 
 /// Python's `websockets` (over its `ssl` module) talks to the getty-rs `wss://` server,
 /// verifying it against the test CA, with permessage-deflate.
+#[cfg(feature = "ws")]
 #[test]
 fn a_python_websockets_client_talks_to_the_wss_server() {
     watchdog(TEST_LIMIT, || {

@@ -9,12 +9,16 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tls")]
 use bytes::BytesMut;
 use common::*;
+#[cfg(feature = "tls")]
 use getty::codec::filter::{Filter, TlsFilter};
 use getty::codec::{Message, MessageCodec};
+#[cfg(feature = "tls")]
+use getty::tls;
 use getty::ws::{Ws, WsServer};
-use getty::{tls, Handler, Session};
+use getty::{Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 
@@ -97,6 +101,7 @@ fn a_head_that_never_ends_is_refused_and_others_carry_on() {
     });
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn junk_after_a_client_hello_is_cut_off_and_others_carry_on() {
     watchdog(TEST_LIMIT, || {

@@ -84,6 +84,7 @@ fn a_python_websockets_client_talks_to_the_getty_server() {
     });
 }
 
+#[cfg(feature = "deflate")]
 #[test]
 fn a_compressing_python_websockets_client_talks_to_the_getty_server() {
     watchdog(TEST_LIMIT, || {
@@ -192,6 +193,7 @@ fn the_getty_client_talks_to_a_python_websockets_server() {
     });
 }
 
+#[cfg(feature = "deflate")]
 #[test]
 fn the_compressing_getty_client_talks_to_a_python_websockets_server() {
     watchdog(TEST_LIMIT, || {

@@ -727,6 +727,7 @@ pub fn ws_upgrade(stream: &mut TcpStream) {
 /// bytes, sent once it is done), then reads until at least `want` plain bytes came back
 /// (with `want` 0, until the handshake is done). Returns the plain bytes and the wire bytes
 /// read but not decoded. Bounded by the socket's read timeout.
+#[cfg(feature = "tls")]
 pub fn tls_exchange(
     peer: &mut TcpStream,
     client: &mut getty::codec::filter::TlsFilter,

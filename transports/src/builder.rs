@@ -46,8 +46,8 @@ use crate::{SessionOptions, SocketOptions};
 
 /// Configures a client: the settings every client shares, and the part `K` of its
 /// transport. Name it by its transport: [`TcpClientBuilder`](crate::tcp::TcpClientBuilder),
-/// [`WsClientBuilder`](crate::ws::WsClientBuilder),
-/// [`UdpClientBuilder`](crate::udp::UdpClientBuilder), `UnixClientBuilder`.
+/// [`WsClientBuilder`], [`UdpClientBuilder`](crate::udp::UdpClientBuilder),
+/// `UnixClientBuilder`.
 ///
 /// The example below dials a loopback listener with two connections, socket options and
 /// session options, and reads them back in the setup hook of each connection
@@ -84,6 +84,12 @@ use crate::{SessionOptions, SocketOptions};
 /// reactor.handle().shutdown();
 /// reactor.join().unwrap();
 /// ```
+// Without the feature, a link to what it gates points to the table of features.
+#[cfg_attr(
+    feature = "ws",
+    doc = "[`WsClientBuilder`]: crate::ws::WsClientBuilder"
+)]
+#[cfg_attr(not(feature = "ws"), doc = "[`WsClientBuilder`]: crate#features")]
 #[derive(Debug, Clone, Default)]
 pub struct ClientBuilder<K> {
     pub(crate) dial: DialSettings,
@@ -287,6 +293,7 @@ pub(crate) mod sealed {
                 socket_options: self.socket_options,
                 session_options,
                 transport_filter: None,
+                #[cfg(feature = "ws")]
                 websocket: None,
             }
         }
@@ -303,7 +310,7 @@ pub(crate) mod sealed {
 
 /// Configures a stream server: the settings every server shares, and the part `K` of its
 /// transport. Name it by its transport: [`TcpServerBuilder`](crate::tcp::TcpServerBuilder),
-/// [`WsServerBuilder`](crate::ws::WsServerBuilder), `UnixServerBuilder`.
+/// [`WsServerBuilder`], `UnixServerBuilder`.
 ///
 /// The example below accepts a loopback connection with socket and session options set,
 /// and reads them back in the setup hook ([`Setup::socket`](crate::Setup::socket),
@@ -337,6 +344,11 @@ pub(crate) mod sealed {
 /// reactor.handle().shutdown();
 /// reactor.join().unwrap();
 /// ```
+#[cfg_attr(
+    feature = "ws",
+    doc = "[`WsServerBuilder`]: crate::ws::WsServerBuilder"
+)]
+#[cfg_attr(not(feature = "ws"), doc = "[`WsServerBuilder`]: crate#features")]
 #[derive(Debug, Clone, Default)]
 pub struct ServerBuilder<K> {
     pub(crate) listen: ListenOptions,
@@ -449,6 +461,7 @@ impl<K: TcpListenerKind> ServerBuilder<K> {
     /// # reactor.handle().shutdown();
     /// # reactor.join().unwrap();
     /// ```
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: std::sync::Arc<getty_codec::rustls::ServerConfig>) -> Self {
         self.tls = Some(FilterFactory::tls_server(config));
         self

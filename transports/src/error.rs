@@ -5,6 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use getty_codec::filter::{FilterError, FilterErrorKind};
+#[cfg(feature = "ws")]
 use getty_codec::ws::{HandshakeError, WsError};
 use getty_codec::CodecError;
 
@@ -50,9 +51,13 @@ pub enum Error {
     /// timeout.
     HandshakeTimeout(Duration),
     /// The WebSocket peer broke the protocol (the session sent it a close frame with the
-    /// error's close code), or a WebSocket frame could not be written.
+    /// error's close code), or a WebSocket frame could not be written. Only with the `ws`
+    /// feature.
+    #[cfg(feature = "ws")]
     WebSocket(WsError),
     /// The WebSocket upgrade failed: the server refused it or answered something else.
+    /// Only with the `ws` feature.
+    #[cfg(feature = "ws")]
     Upgrade(HandshakeError),
     /// A ping sent with `Session::ping` got no pong within the pong timeout.
     PongTimeout(Duration),
@@ -102,11 +107,13 @@ impl Error {
     /// assert!(!getty_transports::Error::Closed.is_bad_input());
     /// ```
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            Error::Codec(_) | Error::MessageTooLong { .. } | Error::UnexpectedEof { .. }
-        ) || matches!(self, Error::Filter(e) if e.kind() == FilterErrorKind::Malformed)
-            || matches!(self, Error::WebSocket(_))
+        match self {
+            Error::Codec(_) | Error::MessageTooLong { .. } | Error::UnexpectedEof { .. } => true,
+            Error::Filter(e) => e.kind() == FilterErrorKind::Malformed,
+            #[cfg(feature = "ws")]
+            Error::WebSocket(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -136,7 +143,9 @@ impl fmt::Display for Error {
             Error::ConnectTimeout(t) => write!(f, "connect timed out after {t:?}"),
             Error::Filter(e) => write!(f, "filter error: {e}"),
             Error::HandshakeTimeout(t) => write!(f, "handshake not done after {t:?}"),
+            #[cfg(feature = "ws")]
             Error::WebSocket(e) => write!(f, "{e}"),
+            #[cfg(feature = "ws")]
             Error::Upgrade(e) => write!(f, "websocket upgrade failed: {e}"),
             Error::PongTimeout(t) => write!(f, "no pong within {t:?} of a ping"),
             Error::QueueFull {
@@ -165,6 +174,7 @@ impl std::error::Error for Error {
             Error::Io(e) => Some(e),
             Error::Codec(e) => Some(e),
             Error::Filter(e) => Some(e),
+            #[cfg(feature = "ws")]
             Error::WebSocket(e) => Some(e),
             _ => None,
         }
@@ -199,9 +209,9 @@ impl From<Error> for io::Error {
                 io::ErrorKind::InvalidData
             }
             Error::UnexpectedEof { .. } => io::ErrorKind::UnexpectedEof,
-            Error::Filter(_) | Error::WebSocket(_) | Error::Upgrade(_) => {
-                io::ErrorKind::InvalidData
-            }
+            Error::Filter(_) => io::ErrorKind::InvalidData,
+            #[cfg(feature = "ws")]
+            Error::WebSocket(_) | Error::Upgrade(_) => io::ErrorKind::InvalidData,
             Error::ReadIdle(_)
             | Error::WriteStalled(_)
             | Error::ConnectTimeout(_)

@@ -39,6 +39,31 @@
 //! reactor.handle().shutdown();
 //! reactor.join().unwrap();
 //! ```
+//!
+//! # Features
+//!
+//! All three are on by default and switch on the `getty-codec` feature of the same name.
+//! `default-features = false` leaves TCP, UDP and unix sockets (stream and datagram), with
+//! every codec, filter stacking ([`Setup::add_filter`]), clients, servers and handles; it
+//! pulls in no TLS, WebSocket or compression library.
+//!
+//! | Feature   | Gates                                                                                   | Pulls in                      |
+//! |-----------|-----------------------------------------------------------------------------------------|-------------------------------|
+//! | `tls`     | the [`tls`] module; `tls` on the TCP and WebSocket builders (`wss://` URLs)             | rustls (with ring)            |
+//! | `ws`      | the [`ws`] module (server, client, upgrade, routes); `Error::WebSocket`, `Error::Upgrade` | tungstenite, httparse, rand   |
+//! | `deflate` | `SessionOptions::compression` (compressed TCP and unix sessions); permessage-deflate on [`ws`] | flate2 (zlib-rs), miniz_oxide |
+//!
+//! A setting that both peers must share is absent without its feature, so code that uses it
+//! does not build, rather than silently talking past its peer: `compression` (nothing
+//! negotiates it) and the `tls` setters. A WebSocket client given a `wss://` URL without
+//! `tls` fails when it is built. Negotiated compression keeps its shape: with `ws` but not
+//! `deflate`, the WebSocket builders still take `deflate(...)`, but the client offers
+//! nothing and the server declines every offer (RFC 7692 lets it), so connections run
+//! uncompressed, as with a peer that does not offer it.
+//!
+// Without the feature, links to what it gates point to the table of features instead.
+#![cfg_attr(not(feature = "tls"), doc = "[`tls`]: crate#features")]
+#![cfg_attr(not(feature = "ws"), doc = "[`ws`]: crate#features")]
 
 mod addr;
 pub mod builder;
@@ -61,11 +86,13 @@ mod session;
 mod setup;
 mod stream;
 pub mod tcp;
+#[cfg(feature = "tls")]
 pub mod tls;
 mod transport;
 pub mod udp;
 #[cfg(unix)]
 pub mod unix;
+#[cfg(feature = "ws")]
 pub mod ws;
 
 pub use addr::{Address, UnixAddr};
@@ -142,6 +169,7 @@ pub fn with_session(f: impl FnOnce(&mut Session<getty_codec::RawCodec>)) {
 /// getty_transports::with_ws_session(|s| assert_eq!(s.path(), "/"));
 /// ```
 #[doc(hidden)]
+#[cfg(feature = "ws")]
 pub fn with_ws_session(f: impl FnOnce(&mut Session<getty_codec::MessageCodec, ws::Ws>)) {
     use getty_codec::ws::{Protocol, Role};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");

@@ -196,7 +196,9 @@ impl<L: Listener> Acceptor<L> {
         Status::Continue
     }
 
-    /// The group of the server's sessions, for entries that spawn a session later.
+    /// The group of the server's sessions, for entries that spawn a session later (a
+    /// WebSocket upgrade).
+    #[cfg(feature = "ws")]
     pub(crate) fn group(&self) -> Option<Sessions> {
         self.sessions
     }

@@ -3,6 +3,7 @@
 use std::io;
 use std::time::Duration;
 
+#[cfg(feature = "deflate")]
 use getty_codec::Compression;
 use socket2::{SockRef, TcpKeepalive};
 
@@ -35,6 +36,7 @@ pub struct SessionOptions {
     pub(crate) write_stall_timeout: Duration,
     pub(crate) linger_timeout: Duration,
     pub(crate) handshake_timeout: Duration,
+    #[cfg(feature = "deflate")]
     pub(crate) compression: Option<Compression>,
     pub(crate) high_watermark: usize,
     pub(crate) low_watermark: usize,
@@ -55,6 +57,7 @@ impl Default for SessionOptions {
             write_stall_timeout: Duration::from_secs(30),
             linger_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(10),
+            #[cfg(feature = "deflate")]
             compression: None,
             high_watermark: 64 * 1024,
             low_watermark: 32 * 1024,
@@ -187,11 +190,18 @@ impl SessionOptions {
     /// are. Both peers must agree. Each write batch is sync-flushed, so every message is
     /// decodable by the peer as it arrives.
     ///
+    /// Only with the `deflate` feature. Nothing negotiates it (the peer must be configured
+    /// alike), so a build without the feature has no such setting, rather than one that
+    /// would be ignored and leave the two peers reading each other's bytes as garbage.
+    /// A WebSocket session ignores it: it compresses messages (permessage-deflate, the
+    /// `deflate` setting of its server or client builder), never its byte stream.
+    ///
     /// ```
     /// use getty_codec::Compression;
     /// let o = getty_transports::SessionOptions::default().compression(Some(Compression::Fast));
     /// assert_eq!(o.get_compression(), Some(Compression::Fast));
     /// ```
+    #[cfg(feature = "deflate")]
     pub fn compression(mut self, level: Option<Compression>) -> Self {
         self.compression = level;
         self
@@ -202,6 +212,7 @@ impl SessionOptions {
     /// ```
     /// assert_eq!(getty_transports::SessionOptions::default().get_compression(), None);
     /// ```
+    #[cfg(feature = "deflate")]
     pub fn get_compression(&self) -> Option<Compression> {
         self.compression
     }

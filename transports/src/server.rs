@@ -56,6 +56,7 @@ where
                 socket_options: &self.socket_options,
                 session_options: &self.session_options,
                 transport_filter: self.transport_filter.as_ref(),
+                #[cfg(all(feature = "ws", feature = "deflate"))]
                 websocket: false,
             };
             let now = cx.now();

@@ -63,6 +63,7 @@ pub(crate) struct Extras {
 /// (`Session<C, Ws>`) pings, closes with a code and tells what its handshake agreed (see
 /// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
 /// compile rather than at run time.
+#[cfg_attr(not(feature = "ws"), allow(rustdoc::broken_intra_doc_links))]
 pub struct Session<C, T: Transport = Tcp> {
     /// What every session holds: id, options, close request, writability.
     pub(crate) core: SessionCore,
@@ -361,8 +362,10 @@ impl<C, T: Transport> Session<C, T> {
     /// TLS layer, to ask for the peer's certificates.
     ///
     /// ```
+    /// # #[cfg(feature = "deflate")] {
     /// use getty_codec::filter::DeflateFilter;
     /// getty_transports::with_session(|s| assert!(s.filter::<DeflateFilter>().is_none()));
+    /// # }
     /// ```
     pub fn filter<F: Filter>(&self) -> Option<&F> {
         self.filter_io()?.filter.layer::<F>()

@@ -7,8 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use getty_codec::filter::{DeflateFilter, Filter, FilterError, Layered, TlsFilter};
-use getty_codec::{rustls, Decoder};
+#[cfg(feature = "deflate")]
+use getty_codec::filter::DeflateFilter;
+#[cfg(feature = "tls")]
+use getty_codec::filter::TlsFilter;
+use getty_codec::filter::{Filter, FilterError, Layered};
+#[cfg(feature = "tls")]
+use getty_codec::rustls;
+use getty_codec::Decoder;
 use getty_reactor::Recipient;
 
 use crate::commands::OwnerNote;
@@ -78,9 +84,10 @@ impl<'a, A: Address> Setup<'a, A> {
     }
 
     /// Adds a filter to the new session's stack, above the ones the transport installs
-    /// (TLS, then the compression of [`SessionOptions::compression`]) and below the codec.
+    /// (TLS, then the compression of `SessionOptions::compression`) and below the codec.
     ///
     /// ```
+    /// # #[cfg(feature = "deflate")] {
     /// use getty_codec::{filter::DeflateFilter, Compression, RawCodec};
     /// use getty_transports::{tcp::TcpServer, Handler, Session};
     /// # struct Sink;
@@ -89,6 +96,7 @@ impl<'a, A: Address> Setup<'a, A> {
     ///     setup.add_filter(DeflateFilter::new(Compression::HuffmanOnly));
     ///     Ok((RawCodec, Sink))
     /// });
+    /// # }
     /// ```
     pub fn add_filter(&mut self, filter: impl Filter) {
         self.filters.push(Box::new(filter));
@@ -102,12 +110,14 @@ pub(crate) struct FilterFactory(Arc<MakeFilter>);
 type MakeFilter = dyn Fn() -> Result<Box<dyn Filter>, FilterError> + Send + Sync;
 
 impl FilterFactory {
+    #[cfg(feature = "tls")]
     pub(crate) fn tls_server(config: Arc<rustls::ServerConfig>) -> Self {
         FilterFactory(Arc::new(move || {
             Ok(Box::new(TlsFilter::server(Arc::clone(&config))?))
         }))
     }
 
+    #[cfg(feature = "tls")]
     pub(crate) fn tls_client(config: Arc<rustls::ClientConfig>, server_name: String) -> Self {
         FilterFactory(Arc::new(move || {
             Ok(Box::new(TlsFilter::client(
@@ -143,7 +153,8 @@ pub(crate) struct Plan<'a> {
     /// The filter nearest the wire (TLS), if any.
     pub(crate) transport_filter: Option<&'a FilterFactory>,
     /// A WebSocket client's sessions: messages are compressed (permessage-deflate), never
-    /// the byte stream.
+    /// the byte stream. Read only to decide that, so only where both can be on.
+    #[cfg(all(feature = "ws", feature = "deflate"))]
     pub(crate) websocket: bool,
 }
 
@@ -271,9 +282,7 @@ where
             return None;
         }
     };
-    // A WebSocket compresses messages (permessage-deflate), never its byte stream.
-    let compression = options.get_compression().filter(|_| !plan.websocket);
-    let deflate = compression.map(|level| Box::new(DeflateFilter::new(level)) as Box<dyn Filter>);
+    let deflate = stream_compression(&options, plan);
     let filter = stack(transport.into_iter().chain(deflate).chain(added))
         .map(|filter| Box::new(FilterIo::new(filter)));
     Some(Prepared {
@@ -286,4 +295,34 @@ where
             filter,
         },
     })
+}
+
+/// The deflate filter of a session whose options ask for a compressed byte stream.
+#[cfg(feature = "deflate")]
+fn stream_compression(options: &SessionOptions, plan: &Plan<'_>) -> Option<Box<dyn Filter>> {
+    let level = options
+        .get_compression()
+        .filter(|_| plan.may_compress_stream())?;
+    Some(Box::new(DeflateFilter::new(level)))
+}
+
+#[cfg(feature = "deflate")]
+impl Plan<'_> {
+    /// A WebSocket compresses messages (permessage-deflate), never its byte stream.
+    #[cfg(feature = "ws")]
+    fn may_compress_stream(&self) -> bool {
+        !self.websocket
+    }
+
+    /// Without the `ws` feature every session is a byte stream.
+    #[cfg(not(feature = "ws"))]
+    fn may_compress_stream(&self) -> bool {
+        true
+    }
+}
+
+/// Without the `deflate` feature no session compresses its byte stream.
+#[cfg(not(feature = "deflate"))]
+fn stream_compression(_: &SessionOptions, _: &Plan<'_>) -> Option<Box<dyn Filter>> {
+    None
 }

@@ -251,6 +251,7 @@ where
 
     /// Bytes already read for this session (by a WebSocket upgrade, past its handshake):
     /// decoded as soon as the session opens.
+    #[cfg(feature = "ws")]
     pub(crate) fn with_input(mut self, input: BytesMut) -> Self {
         self.rbuf = input;
         self

@@ -12,8 +12,7 @@ pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
-/// A transport of stream sessions: [`Tcp`] (the default), [`Unix`] or
-/// [`Ws`](crate::ws::Ws). It says how a session's peer is addressed and how its bytes are
+/// A transport of stream sessions: [`Tcp`] (the default), [`Unix`] or [`Ws`]. It says how a session's peer is addressed and how its bytes are
 /// framed into messages.
 ///
 /// A handler written for any transport names it as a type parameter:
@@ -30,6 +29,8 @@ pub(crate) mod sealed {
 ///     }
 /// }
 /// ```
+#[cfg_attr(feature = "ws", doc = "[`Ws`]: crate::ws::Ws")]
+#[cfg_attr(not(feature = "ws"), doc = "[`Ws`]: crate#features")]
 pub trait Transport: sealed::Sealed + Sized + 'static {
     /// The address of either end: `SocketAddr`, or [`UnixAddr`](crate::UnixAddr).
     type Addr: Address;

@@ -17,6 +17,7 @@ use crate::commands::{OwnerNote, SessionCommand};
 use crate::session::Handler;
 use crate::setup::{prepare_session, FilterFactory, Plan, Prepared, Setup};
 use crate::stream::Stream;
+#[cfg(feature = "ws")]
 use crate::ws::WsDial;
 use crate::{Error, Metrics, SessionOptions, SocketOptions, Transport};
 
@@ -42,6 +43,7 @@ pub(crate) struct ClientConfig {
     /// The filter nearest the wire (TLS), if any.
     pub(crate) transport_filter: Option<FilterFactory>,
     /// Every session starts with this WebSocket upgrade.
+    #[cfg(feature = "ws")]
     pub(crate) websocket: Option<Arc<WsDial>>,
 }
 
@@ -156,6 +158,7 @@ where
             socket_options: &self.config.socket_options,
             session_options: &self.session_options,
             transport_filter: self.config.transport_filter.as_ref(),
+            #[cfg(all(feature = "ws", feature = "deflate"))]
             websocket: self.config.websocket.is_some(),
         };
         // The setup hook is user code: a panic in it counts as one failed dial (logged by

@@ -32,6 +32,7 @@ use super::*;
 ///     }
 /// }
 /// ```
+#[cfg_attr(not(feature = "ws"), allow(rustdoc::broken_intra_doc_links))]
 pub trait Handler<C: getty_codec::Decoder, T: Transport = Tcp>: 'static {
     /// The session is connected and configured. An error rejects it.
     fn on_open(&mut self, session: &mut Session<C, T>) -> io::Result<()> {

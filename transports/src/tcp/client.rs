@@ -4,9 +4,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(any(feature = "tls", feature = "ws"))]
 use std::sync::Arc;
 
+#[cfg(feature = "tls")]
 use getty_codec::rustls;
+#[cfg(feature = "tls")]
 use getty_codec::rustls::pki_types::ServerName;
 use getty_codec::Decoder;
 use mio::net::TcpStream;
@@ -17,6 +20,7 @@ use crate::client::{ClientConfig, DialTarget, Opening, Peer, StreamClient};
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{FilterFactory, Setup};
+#[cfg(feature = "ws")]
 use crate::ws::WsDial;
 use crate::Tcp;
 
@@ -49,8 +53,10 @@ pub struct TcpClientKind {
     /// The filter nearest the wire (TLS), if any.
     transport_filter: Option<FilterFactory>,
     /// The TLS server name, checked when the client is built.
+    #[cfg(feature = "tls")]
     tls_server_name: Option<String>,
     /// `WsClientBuilder` sets it: every session starts with the upgrade.
+    #[cfg(feature = "ws")]
     pub(crate) websocket: Option<Arc<WsDial>>,
 }
 
@@ -60,6 +66,7 @@ impl sealed::StreamClient for TcpClientKind {
     }
 }
 
+#[cfg(feature = "ws")]
 impl TcpClientKind {
     /// The TCP part of a client whose common settings were set elsewhere (the WebSocket
     /// client's).
@@ -95,6 +102,7 @@ impl TcpClientBuilder {
     /// let err = bad.build("127.0.0.1:9", |_| Ok((RawCodec, Sink))).err().unwrap();
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     /// ```
+    #[cfg(feature = "tls")]
     pub fn tls(
         mut self,
         config: Arc<rustls::ClientConfig>,
@@ -108,11 +116,18 @@ impl TcpClientBuilder {
 
     /// Fails when the TLS server name is neither a DNS name nor an IP address: found when
     /// the client is built, not at every dial (which would fail and redial forever).
+    #[cfg(feature = "tls")]
     pub(crate) fn check_tls_name(&self) -> io::Result<()> {
         if let Some(name) = &self.kind.tls_server_name {
             ServerName::try_from(name.as_str())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
+        Ok(())
+    }
+
+    /// Without the `tls` feature there is no server name to check.
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn check_tls_name(&self) -> io::Result<()> {
         Ok(())
     }
 
@@ -165,6 +180,7 @@ impl TcpClientBuilder {
         let kind = self.kind;
         let config = ClientConfig {
             transport_filter: kind.transport_filter,
+            #[cfg(feature = "ws")]
             websocket: kind.websocket,
             ..kind.stream.config(self.dial, self.session_options)
         };
@@ -226,7 +242,7 @@ where
     }
 }
 
-/// What a [`TcpClient`] (and a [`WsClient`](crate::ws::WsClient), which is one) accepts:
+/// What a [`TcpClient`] (and a [`WsClient`], which is one) accepts:
 /// [`Close`](crate::Close). The name to write where a client's address is kept:
 ///
 /// ```
@@ -239,6 +255,8 @@ where
 /// }
 /// # let _ = close_later;
 /// ```
+#[cfg_attr(feature = "ws", doc = "[`WsClient`]: crate::ws::WsClient")]
+#[cfg_attr(not(feature = "ws"), doc = "[`WsClient`]: crate#features")]
 pub type TcpClientCommand = crate::ClientCommand<TcpStream, SocketAddr>;
 
 entry_by_inner!(impl<F, C, H> for TcpClient<F, C, H>, command = TcpClientCommand, where

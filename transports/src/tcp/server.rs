@@ -278,6 +278,7 @@ where
         socket_options,
         session_options: &options,
         transport_filter: None,
+        #[cfg(all(feature = "ws", feature = "deflate"))]
         websocket: false,
     };
     let entry = prepare(stream, peer, &plan, setup, spawner.now(), None);

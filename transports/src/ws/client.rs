@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+#[cfg(feature = "tls")]
 use getty_codec::rustls;
 use getty_codec::ws::{ClientRequest, DeflateConfig, Protocol, Role};
 use getty_codec::Decoder;
@@ -355,6 +356,7 @@ pub type WsClientBuilder = ClientBuilder<WsClientKind>;
 #[derive(Debug, Clone, Default)]
 pub struct WsClientKind {
     stream: StreamDial,
+    #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
     headers: Vec<(String, String)>,
     protocols: Vec<String>,
@@ -378,6 +380,7 @@ impl WsClientBuilder {
     /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
     /// let b = getty_transports::ws::WsClient::builder().tls(config);
     /// ```
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.kind.tls = Some(config);
         self
@@ -408,7 +411,8 @@ impl WsClientBuilder {
     }
 
     /// Offers permessage-deflate (RFC 7692) with these settings (`None`, the default:
-    /// messages are never compressed).
+    /// messages are never compressed). Without the `deflate` feature nothing is offered,
+    /// and messages are sent plain; see the crate's [features](crate#features).
     ///
     /// ```
     /// use getty_codec::ws::DeflateConfig;
@@ -479,21 +483,14 @@ impl WsClientBuilder {
         H: Handler<C, Ws>,
     {
         let url = WsUrl::parse(url)?;
-        let ws = self.kind;
+        let mut ws = self.kind;
         let mut tcp = TcpClientBuilder {
             dial: self.dial,
             session_options: self.session_options,
-            kind: TcpClientKind::new(ws.stream),
+            kind: TcpClientKind::new(std::mem::take(&mut ws.stream)),
         };
         if url.secure {
-            let config = ws.tls.ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "a wss:// URL needs a TLS configuration (WsClientBuilder::tls)",
-                )
-            })?;
-            tcp = tcp.tls(config, url.bare_host());
-            tcp.check_tls_name()?;
+            tcp = ws.secure(tcp, &url)?;
         }
         let mut request = ClientRequest::new(url.host_header(), url.path.as_str());
         for (name, value) in ws.headers {
@@ -521,6 +518,32 @@ impl WsClientBuilder {
         Ok(WsClient {
             inner: tcp.build_client(target, setup)?,
         })
+    }
+}
+
+impl WsClientKind {
+    /// `tcp` with TLS for a `wss://` URL: the configuration given to
+    /// [`WsClientBuilder::tls`], the server's name from the URL.
+    #[cfg(feature = "tls")]
+    fn secure(&self, tcp: TcpClientBuilder, url: &WsUrl) -> io::Result<TcpClientBuilder> {
+        let config = self.tls.clone().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a wss:// URL needs a TLS configuration (WsClientBuilder::tls)",
+            )
+        })?;
+        let tcp = tcp.tls(config, url.bare_host());
+        tcp.check_tls_name()?;
+        Ok(tcp)
+    }
+
+    /// Without the `tls` feature a `wss://` URL is refused when the client is built.
+    #[cfg(not(feature = "tls"))]
+    fn secure(&self, _: TcpClientBuilder, _: &WsUrl) -> io::Result<TcpClientBuilder> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a wss:// URL needs getty-transports' `tls` feature",
+        ))
     }
 }
 

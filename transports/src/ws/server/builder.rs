@@ -5,7 +5,9 @@ use super::*;
 
 impl<R: Routes> WsServerBuilder<R> {
     /// Accepts permessage-deflate (RFC 7692) when a client offers it, on these terms
-    /// (`None`, the default: messages are never compressed).
+    /// (`None`, the default: messages are never compressed). Without the `deflate` feature
+    /// the server declines every offer (RFC 7692 lets it), so clients fall back to plain
+    /// messages; see the crate's [features](crate#features).
     ///
     /// ```
     /// use getty_codec::ws::DeflateConfig;
