@@ -52,6 +52,9 @@
 // Without the feature, links to what it gates point to the table of features instead.
 #![cfg_attr(not(feature = "tls"), doc = "[`tls`]: crate#features")]
 #![cfg_attr(not(feature = "ws"), doc = "[`ws`]: crate#features")]
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 // Inline: the parts read as modules of this crate, so a reader stays on its pages.
 #[doc(inline)]

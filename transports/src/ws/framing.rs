@@ -78,6 +78,9 @@ impl Framing for WsFraming {
     /// The protocol machine answers pings and close frames itself (into `control_out`); a
     /// close from the peer ends input (the reply is flushed, then the session lingers until
     /// the peer's EOF).
+    // Inlined: called once per message (and per read that ends short), and a real call
+    // here cost about 55 instructions per echoed message in callgrind (ws_echo, 50 conns).
+    #[inline]
     fn decode<C: Decoder>(
         &mut self,
         codec: &mut C,
@@ -116,6 +119,7 @@ impl Framing for WsFraming {
 
     /// One WebSocket message: the codec's bytes become a frame where they lie, behind room
     /// left for the header.
+    #[inline]
     fn encode<C: Encoder<M>, M>(
         &mut self,
         codec: &mut C,

@@ -19,7 +19,7 @@ pub trait Route {
 }
 
 /// One route: its path and its setup hook.
-pub struct RouteWith<F, C, H> {
+pub(crate) struct RouteWith<F, C, H> {
     path: String,
     setup: F,
     _types: PhantomData<fn() -> (C, H)>,

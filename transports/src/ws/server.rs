@@ -118,7 +118,7 @@ pub trait NewSession {
 }
 
 /// What a route's hook made: the session's codec and handler.
-pub struct Chosen<C, H> {
+pub(crate) struct Chosen<C, H> {
     codec: C,
     handler: H,
 }
