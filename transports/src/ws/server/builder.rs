@@ -10,8 +10,35 @@ impl<R: Routes> WsServerBuilder<R> {
     /// messages; see the crate's [features](crate#features).
     ///
     /// ```
+    /// # #[cfg(feature = "deflate")] {
     /// use getty_codec::ws::DeflateConfig;
-    /// let b = getty_transports::ws::WsServer::builder().deflate(Some(DeflateConfig::default()));
+    /// # use std::io::{Read, Write};
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsServer}, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # fn upgrade(addr: std::net::SocketAddr, extra: &str) -> String {
+    /// #     let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    /// #     peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// #     write!(peer, "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// #         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").unwrap();
+    /// #     let (mut head, mut buf) = (Vec::new(), [0; 512]);
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         if n == 0 { break }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     String::from_utf8(head).unwrap().to_ascii_lowercase()
+    /// # }
+    /// let server = WsServer::builder().deflate(Some(DeflateConfig::default()))
+    ///     .route("/", |_| Ok((MessageCodec, Sink))).bind("127.0.0.1:0").unwrap();
+    /// let addr = server.local_addr();
+    /// let reactor = getty_reactor::Reactor::start_thread("ws", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// let head = upgrade(addr, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    /// assert!(head.starts_with("http/1.1 101") && head.contains("sec-websocket-extensions: permessage-deflate"));
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
+    /// # }
     /// ```
     pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
         self.kind.router.deflate = config;
@@ -23,7 +50,32 @@ impl<R: Routes> WsServerBuilder<R> {
     /// is, the upgrade goes on without one, as RFC 6455 says, and the client decides.
     ///
     /// ```
-    /// let b = getty_transports::ws::WsServer::builder().protocols(["graphql-ws"]);
+    /// # use std::io::{Read, Write};
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsServer}, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # fn upgrade(addr: std::net::SocketAddr, extra: &str) -> String {
+    /// #     let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    /// #     peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// #     write!(peer, "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// #         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").unwrap();
+    /// #     let (mut head, mut buf) = (Vec::new(), [0; 512]);
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         if n == 0 { break }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     String::from_utf8(head).unwrap().to_ascii_lowercase()
+    /// # }
+    /// let server = WsServer::builder().protocols(["graphql-ws"])
+    ///     .route("/", |_| Ok((MessageCodec, Sink))).bind("127.0.0.1:0").unwrap();
+    /// let addr = server.local_addr();
+    /// let reactor = getty_reactor::Reactor::start_thread("ws", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// let head = upgrade(addr, "Sec-WebSocket-Protocol: mqtt, graphql-ws\r\n");
+    /// assert!(head.starts_with("http/1.1 101") && head.contains("sec-websocket-protocol: graphql-ws\r\n"));
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn protocols<I, P>(mut self, protocols: I) -> Self
     where
@@ -39,8 +91,32 @@ impl<R: Routes> WsServerBuilder<R> {
     /// in.
     ///
     /// ```
-    /// let b = getty_transports::ws::WsServer::builder()
-    ///     .check_origin(|origin| origin == Some("https://app.example"));
+    /// # use std::io::{Read, Write};
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsServer}, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # fn upgrade(addr: std::net::SocketAddr, extra: &str) -> String {
+    /// #     let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    /// #     peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// #     write!(peer, "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// #         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").unwrap();
+    /// #     let (mut head, mut buf) = (Vec::new(), [0; 512]);
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         if n == 0 { break }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     String::from_utf8(head).unwrap().to_ascii_lowercase()
+    /// # }
+    /// let server = WsServer::builder().check_origin(|origin| origin == Some("https://app.example"))
+    ///     .route("/", |_| Ok((MessageCodec, Sink))).bind("127.0.0.1:0").unwrap();
+    /// let addr = server.local_addr();
+    /// let reactor = getty_reactor::Reactor::start_thread("ws", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// assert!(upgrade(addr, "Origin: https://app.example\r\n").starts_with("http/1.1 101"));
+    /// assert!(upgrade(addr, "Origin: https://evil.example\r\n").starts_with("http/1.1 403"));
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn check_origin(
         mut self,
