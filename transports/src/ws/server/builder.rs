@@ -130,7 +130,37 @@ impl<R: Routes> WsServerBuilder<R> {
     /// set the period with [`SessionOptions::cron_period`]). Default off.
     ///
     /// ```
-    /// let b = getty_transports::ws::WsServer::builder().ping_on_cron(true);
+    /// # use std::io::{Read, Write};
+    /// # use std::time::Duration;
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsServer}, Handler, Session, SessionOptions};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// A client that upgrades and then only reads (it never answers a ping).
+    /// # fn upgraded(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    /// #     let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    /// #     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    /// #     peer.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// #         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    /// #     let mut head = Vec::new();
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let mut byte = [0];
+    /// #         assert_eq!(peer.read(&mut byte).unwrap(), 1, "closed during the upgrade");
+    /// #         head.push(byte[0]);
+    /// #     }
+    /// #     assert!(head.starts_with(b"HTTP/1.1 101"));
+    /// #     peer
+    /// # }
+    /// let server = WsServer::builder().ping_on_cron(true)
+    ///     .session_options(SessionOptions::default().cron_period(Some(Duration::from_millis(50))))
+    ///     .route("/", |_| Ok((MessageCodec, Sink))).bind("127.0.0.1:0").unwrap();
+    /// let addr = server.local_addr();
+    /// let reactor = getty_reactor::Reactor::start_thread("ws", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// let mut frame = [0; 2];
+    /// upgraded(addr).read_exact(&mut frame).unwrap();
+    /// assert_eq!(frame[0], 0x89, "a final ping frame");
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn ping_on_cron(mut self, on: bool) -> Self {
         self.kind.router.keepalive.ping_on_cron = on;
@@ -141,8 +171,38 @@ impl<R: Routes> WsServerBuilder<R> {
     /// `Session::ping`) gets no pong for this long (`None`, the default: never).
     ///
     /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::ws::WsServer::builder().pong_timeout(Some(Duration::from_secs(5)));
+    /// # use std::io::{Read, Write};
+    /// # use std::time::Duration;
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsServer}, Handler, Session, SessionOptions};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// A client that upgrades and then only reads (it never answers a ping).
+    /// # fn upgraded(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    /// #     let mut peer = std::net::TcpStream::connect(addr).unwrap();
+    /// #     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    /// #     peer.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    /// #         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    /// #     let mut head = Vec::new();
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let mut byte = [0];
+    /// #         assert_eq!(peer.read(&mut byte).unwrap(), 1, "closed during the upgrade");
+    /// #         head.push(byte[0]);
+    /// #     }
+    /// #     assert!(head.starts_with(b"HTTP/1.1 101"));
+    /// #     peer
+    /// # }
+    /// let server = WsServer::builder().ping_on_cron(true).pong_timeout(Some(Duration::from_millis(200)))
+    ///     .session_options(SessionOptions::default().cron_period(Some(Duration::from_millis(50))))
+    ///     .route("/", |_| Ok((MessageCodec, Sink))).bind("127.0.0.1:0").unwrap();
+    /// let addr = server.local_addr();
+    /// let reactor = getty_reactor::Reactor::start_thread("ws", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// // The peer never answers the pings, so the server hangs up within the read timeout.
+    /// let mut frames = Vec::new();
+    /// upgraded(addr).read_to_end(&mut frames).unwrap();
+    /// assert_eq!(frames[0], 0x89, "a final ping frame first");
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.kind.router.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
