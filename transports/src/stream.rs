@@ -164,6 +164,40 @@ impl Flags {
 /// Bytes discarded per turn while lingering, before yielding to other entries.
 const LINGER_READ_BUDGET: usize = 256 * 1024;
 
+/// What reading and dropping a closing peer's input came to.
+pub(crate) enum Dropped {
+    /// The peer's EOF, or an error: nothing more will come.
+    Ended,
+    /// Nothing more to read for now, or this turn's budget is spent (a read is rescheduled).
+    Waiting,
+}
+
+/// Reads and drops what the peer still sends, at most `budget` bytes this turn: a lingering
+/// close waits for the peer's EOF without holding its bytes or holding the loop.
+pub(crate) fn read_and_drop(
+    stream: &mut impl Read,
+    budget: usize,
+    cx: &mut Context<'_>,
+) -> Dropped {
+    let mut scratch = [0u8; 4096];
+    let mut budget = budget;
+    loop {
+        match stream.read(&mut scratch) {
+            Ok(0) => return Dropped::Ended,
+            Ok(n) => {
+                budget = budget.saturating_sub(n);
+                if budget == 0 {
+                    cx.reschedule(Ready::READABLE);
+                    return Dropped::Waiting;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Dropped::Waiting,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Dropped::Ended,
+        }
+    }
+}
+
 /// One stream connection of transport `T` (whose framing turns its bytes into messages).
 pub(crate) struct StreamEntry<S: Stream, T: Transport, C, H> {
     stream: S,

@@ -50,22 +50,9 @@ where
 
     /// Reads and drops what the peer still sends; ends the entry at EOF or on an error.
     pub(super) fn discard_input(&mut self, cx: &mut Context<'_>) -> Status {
-        let mut scratch = [0u8; 4096];
-        let mut budget = LINGER_READ_BUDGET;
-        loop {
-            match self.stream.read(&mut scratch) {
-                Ok(0) => return self.end(cx, false),
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        cx.reschedule(Ready::READABLE);
-                        return Status::Continue;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Status::Continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.end(cx, false),
-            }
+        match read_and_drop(&mut self.stream, LINGER_READ_BUDGET, cx) {
+            Dropped::Ended => self.end(cx, false),
+            Dropped::Waiting => Status::Continue,
         }
     }
 

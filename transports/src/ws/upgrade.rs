@@ -16,7 +16,7 @@ use mio::Interest;
 
 use crate::commands::{SessionCommand, SessionOp};
 use crate::filtered::FilterIo;
-use crate::stream::Stream;
+use crate::stream::{read_and_drop, Dropped, Stream};
 use crate::{Error, Metrics};
 
 /// The longest request or response head accepted.
@@ -207,22 +207,9 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
 
     /// Reads and drops what the peer still sends; ends at its EOF or on an error.
     fn discard_input(&mut self, cx: &mut Context<'_>) -> Status {
-        let mut scratch = [0u8; 4096];
-        let mut budget = READ_BUDGET;
-        loop {
-            match self.stream().read(&mut scratch) {
-                Ok(0) => return self.end(cx),
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        cx.reschedule(Ready::READABLE);
-                        return Status::Continue;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Status::Continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.end(cx),
-            }
+        match read_and_drop(self.stream(), READ_BUDGET, cx) {
+            Dropped::Ended => self.end(cx),
+            Dropped::Waiting => Status::Continue,
         }
     }
 
