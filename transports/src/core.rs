@@ -18,6 +18,13 @@ use getty_reactor::{ReactorHandle, Recipient};
 use crate::commands::OwnerNote;
 use crate::{Error, SessionOptions};
 
+mod timer;
+mod writability;
+
+pub(crate) use timer::{check_read_idle, SessionTimer};
+use writability::Writability;
+pub(crate) use writability::{settle_output, Output};
+
 /// Session ids are unique in the process, across reactors and transports.
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -56,8 +63,8 @@ pub(crate) struct SessionCore {
     #[cfg(unix)]
     fd: SocketFd,
     pub(crate) close_request: Option<CloseRequest>,
-    /// False between crossing the high watermark and draining to the low one.
-    pub(crate) writable: bool,
+    /// What the watermarks say, and what the handler last heard of it.
+    writability: Writability,
     /// Set when the handler changed a timer option, so the entry re-arms.
     pub(crate) timers_changed: bool,
     /// The handler paused reading (`Session::pause_reading`). Only stream sessions offer
@@ -74,7 +81,7 @@ impl SessionCore {
             fd: SocketFd(fd),
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             close_request: None,
-            writable: true,
+            writability: Writability::default(),
             timers_changed: false,
             reading_paused: false,
         }
@@ -119,8 +126,9 @@ impl SessionCore {
         self.close_request.is_some()
     }
 
+    /// False between crossing the high watermark and draining to the low one.
     pub(crate) fn is_writable(&self) -> bool {
-        self.writable
+        self.writability.is_writable()
     }
 
     /// Refuses a write once the session is closing.
@@ -137,9 +145,22 @@ impl SessionCore {
     /// flag restarts the cron period, so a handler crossing the watermark more often than
     /// the period would starve its cron.
     pub(crate) fn note_grown(&mut self, queued: usize) {
-        if self.writable && queued >= self.options.high_watermark {
-            self.writable = false;
-        }
+        self.writability
+            .note_grown(queued, self.options.high_watermark);
+    }
+
+    /// The watermark crossing the handler has yet to hear of, with `queued` bytes queued:
+    /// the writability to tell it, now counted as told. `None` for a session no longer
+    /// `open`.
+    pub(crate) fn take_crossing(&mut self, queued: usize, open: bool) -> Option<bool> {
+        let (high, low) = (self.options.high_watermark, self.options.low_watermark);
+        self.writability.take_crossing(queued, high, low, open)
+    }
+
+    /// Whether [`take_crossing`](Self::take_crossing) has something to tell.
+    pub(crate) fn crossing_pending(&self, queued: usize) -> bool {
+        let (high, low) = (self.options.high_watermark, self.options.low_watermark);
+        self.writability.crossing_pending(queued, high, low)
     }
 }
 

@@ -138,33 +138,6 @@ impl Outbound {
     }
 }
 
-/// The writability a session should report next, given the last one reported. It moves
-/// one step at a time from the reported state, so a write that crosses the high watermark
-/// and a flush that drains below the low one at once are reported as both crossings: a
-/// handler that stopped producing on `false` must hear `true`.
-pub(crate) fn next_writability(reported: bool, queued: usize, high: usize, low: usize) -> bool {
-    if reported && queued >= high {
-        false
-    } else if !reported && queued <= low {
-        true
-    } else {
-        reported
-    }
-}
-
-/// Whether a session owes its handler a writability report: it went unwritable inside a
-/// callback (`writable` flipped), or its queue has crossed a watermark since the last
-/// report.
-pub(crate) fn crossing_pending(
-    writable: bool,
-    reported: bool,
-    queued: usize,
-    high: usize,
-    low: usize,
-) -> bool {
-    writable != reported || next_writability(reported, queued, high, low) != reported
-}
-
 /// Model-based property tests of this queue and of the filter path behind it.
 // The filter half of the model runs TLS and deflate; the queue is the same in every build,
 // so the default build's run covers it.
@@ -243,17 +216,6 @@ mod tests {
             }
             assert_eq!(drain(&mut copy, limit).got, expected, "limit {limit}");
         }
-    }
-
-    #[test]
-    fn writability_moves_one_crossing_at_a_time() {
-        let (high, low) = (100, 50);
-        assert!(!next_writability(true, 100, high, low), "crossing high");
-        assert!(next_writability(true, 99, high, low));
-        assert!(next_writability(false, 50, high, low), "drained to low");
-        assert!(!next_writability(false, 51, high, low));
-        // Reported writable, queue already drained: no crossing to report.
-        assert!(next_writability(true, 0, high, low));
     }
 
     #[test]

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use getty_codec::filter::Filter;
 use getty_codec::Encoder;
 
-use getty_reactor::{Recipient, TimerId};
+use getty_reactor::Recipient;
 
 use crate::addr::sealed::Stored;
 use crate::commands::OwnerNote;
 pub(crate) use crate::core::CloseRequest;
-use crate::core::{self, Attributes, SessionCore};
+use crate::core::{self, Attributes, SessionCore, SessionTimer};
 use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::handle::{HandleCore, HandleState};
@@ -39,11 +39,8 @@ pub(crate) struct Extras {
     attributes: Attributes<dyn Any>,
     /// The client that owns this session, told when it ends.
     pub(crate) owner: Option<Recipient<OwnerNote>>,
-    /// The one timer of this session, and when it fires.
-    pub(crate) timer: Option<(TimerId, Instant)>,
-    pub(crate) next_cron: Option<Instant>,
-    /// Since when queued bytes have made no progress.
-    pub(crate) blocked_since: Option<Instant>,
+    /// The one timer of this session: cron, write stall, and when it fires.
+    pub(crate) timer: SessionTimer,
     /// When a lingering close gives up waiting for the peer's EOF.
     pub(crate) linger_until: Option<Instant>,
     /// Shared with the session's handles, once one was made.
@@ -520,7 +517,7 @@ impl<C, T: Transport> Session<C, T> {
     where
         C: 'static,
     {
-        let (writable, id) = (self.core.writable, self.core.id());
+        let (writable, id) = (self.core.is_writable(), self.core.id());
         let core = HandleCore::current(&mut self.extras_mut().handle_state, writable, id)?;
         Some(SessionHandle::new(core))
     }

@@ -24,9 +24,9 @@ use getty_reactor::{Context, Entry, EntryId, Ready, Recipient, Status};
 use mio::Interest;
 
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
+use crate::core::{check_read_idle, settle_output, Output, SessionTimer};
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::framing::{CodecFraming, DecodeLimits, Framing, Next};
-use crate::outbound::{crossing_pending, next_writability};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::{Address, Error, Metrics, SocketOptions, Tcp, Transport};
 use socket2::SockRef;
@@ -202,8 +202,6 @@ pub(crate) fn read_and_drop(
 pub(crate) struct StreamEntry<S: Stream, T: Transport, C, H> {
     stream: S,
     phase: Phase,
-    /// The writability last told to the handler.
-    reported_writable: bool,
     /// Yes/no facts about the connection, in one byte (see `Flag`).
     flags: Flags,
     session: Session<C, T>,
@@ -230,7 +228,6 @@ where
         StreamEntry {
             stream,
             phase: Phase::Open,
-            reported_writable: true,
             flags: Flags::default(),
             session,
             handler,
@@ -302,10 +299,6 @@ where
     fn owner(&self) -> Option<Recipient<OwnerNote>> {
         self.extras()?.owner
     }
-
-    fn blocked_since(&self) -> Option<Instant> {
-        self.extras()?.blocked_since
-    }
 }
 
 impl<S, T, C, H> Entry for StreamEntry<S, T, C, H>
@@ -355,7 +348,7 @@ where
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
         if let Some(extras) = self.session.extras.as_mut() {
-            extras.timer = None;
+            extras.timer.fired();
         }
         if self.phase == Phase::Lingering {
             let until = self.extras().and_then(|e| e.linger_until);

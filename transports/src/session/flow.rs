@@ -78,7 +78,7 @@ impl<C, T: Transport> Session<C, T> {
     /// Above the high watermark, or not yet drained to the low one since, counting what the
     /// framework queued by itself (not yet reported through `writable`).
     pub(crate) fn above_high_watermark(&self) -> bool {
-        !self.core.writable || self.queued_bytes() >= self.core.options.high_watermark
+        !self.core.is_writable() || self.queued_bytes() >= self.core.options.high_watermark
     }
 
     /// The filter (TLS) is still negotiating.

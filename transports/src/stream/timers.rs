@@ -10,9 +10,10 @@ where
     C: Decoder + 'static,
     H: Handler<C, T>,
 {
-    /// The earliest of the cron tick, the idle, write-stall and linger deadlines.
+    /// The earliest of the session's deadlines: the ones every session has (cron, read
+    /// idle, write stall), the TLS handshake's and the framing's (a pong awaited); or the
+    /// linger's alone, once `on_close` has run.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let opts = &self.session.core.options;
         let extras = self.extras();
         if self.phase == Phase::Lingering {
             return extras?.linger_until;
@@ -21,14 +22,10 @@ where
         // once closing, so counting them here would re-arm an already-due timer on every
         // turn and spin the loop until the queue drained (or the write stall hit).
         let open = self.phase == Phase::Open;
-        let idle = opts
-            .read_idle_timeout
-            .filter(|_| open && !self.session.is_reading_paused())
-            .map(|t| self.session.counters.last_read.instant() + t);
-        let cron = extras.and_then(|e| e.next_cron).filter(|_| open);
-        let stall = extras
-            .and_then(|e| e.blocked_since)
-            .map(|t| t + opts.write_stall_timeout);
+        let idle_since = self.idle_since();
+        // No extras: no cron and no stall, as an unset timer has.
+        let timer = extras.map_or(&SessionTimer::UNSET, |e| &e.timer);
+        let own = timer.next_deadline(&self.session.core.options, open, idle_since);
         let handshake = self
             .session
             .filter_io()
@@ -39,51 +36,43 @@ where
             .session
             .framing
             .poll_timeout()
-            .filter(|_| open && !self.session.is_reading_paused());
-        [cron, idle, stall, handshake, framing]
-            .into_iter()
-            .flatten()
-            .min()
+            .filter(|_| idle_since.is_some());
+        [own, handshake, framing].into_iter().flatten().min()
+    }
+
+    /// When the session last read, while it reads: open and not paused. A session that
+    /// does not read is not idle by its peer's fault.
+    fn idle_since(&self) -> Option<Instant> {
+        let reading = self.phase == Phase::Open && !self.session.is_reading_paused();
+        reading.then(|| self.session.counters.last_read.instant())
     }
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
     /// deadline moved because bytes arrived) just re-arms: nothing is done per message.
     pub(super) fn rearm_timer(&mut self, cx: &mut Context<'_>) {
         if std::mem::take(&mut self.session.core.timers_changed) {
-            let next_cron = self.session.core.options.cron_period.map(|p| cx.now() + p);
-            if next_cron.is_some() || self.session.extras.is_some() {
-                self.extras_mut().next_cron = next_cron;
+            // An idle session with no cron keeps no extras for it.
+            let period = self.session.core.options.cron_period;
+            if period.is_some() || self.session.extras.is_some() {
+                self.extras_mut().timer.restart(cx, period);
             }
-            self.cancel_timer(cx);
         }
-        let Some(deadline) = self.next_deadline() else {
-            return;
-        };
-        let extras = self.extras_mut();
-        match extras.timer {
-            Some((_, armed)) if armed <= deadline => {}
-            _ => {
-                if let Some((id, _)) = extras.timer.take() {
-                    cx.cancel_timer(id);
-                }
-                extras.timer = Some((cx.set_timer_at(deadline, 0), deadline));
-            }
+        if let Some(deadline) = self.next_deadline() {
+            self.extras_mut().timer.arm(cx, deadline);
         }
     }
 
     pub(super) fn cancel_timer(&mut self, cx: &mut Context<'_>) {
-        if let Some((id, _)) = self.session.extras.as_mut().and_then(|e| e.timer.take()) {
-            cx.cancel_timer(id);
+        if let Some(extras) = self.session.extras.as_mut() {
+            extras.timer.cancel(cx);
         }
     }
 
     pub(super) fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let now = cx.now();
         let opts = &self.session.core.options;
-        if let Some(since) = self.blocked_since() {
-            if now >= since + opts.write_stall_timeout {
-                return Err(Error::WriteStalled(opts.write_stall_timeout));
-            }
+        if let Some(extras) = self.extras() {
+            extras.timer.check_stall(now, opts)?;
         }
         let handshake = self
             .session
@@ -92,33 +81,24 @@ where
         if handshake.is_some_and(|t| now >= t) {
             return Err(Error::HandshakeTimeout(opts.handshake_timeout));
         }
-        if self.phase == Phase::Open && !self.session.is_reading_paused() {
+        let idle_since = self.idle_since();
+        if idle_since.is_some() {
             self.session.framing.handle_timeout(now)?;
         }
-        let opts = &self.session.core.options;
-        if let Some(idle) = opts.read_idle_timeout {
-            let idle_since = self.session.counters.last_read.instant();
-            if self.phase == Phase::Open
-                && !self.session.is_reading_paused()
-                && now >= idle_since + idle
-            {
-                return Err(Error::ReadIdle(idle));
-            }
+        check_read_idle(now, &self.session.core.options, idle_since)?;
+        if self.phase != Phase::Open {
+            return Ok(());
         }
-        let next_cron = self.extras().and_then(|e| e.next_cron);
-        if let (Some(due), Some(period)) = (next_cron, opts.cron_period) {
-            if now >= due && self.phase == Phase::Open {
-                // Skip missed ticks rather than firing a burst after a stall.
-                let missed = (now - due).as_nanos() / period.as_nanos().max(1);
-                self.extras_mut().next_cron = Some(due + period * (missed + 1) as u32);
-                self.lend_write_buffer(cx);
-                if !self.session.is_closing() {
-                    self.session
-                        .framing
-                        .on_cron(now, &mut self.session.out.tail);
-                }
-                self.handler.on_cron(&mut self.session);
+        let period = self.session.core.options.cron_period;
+        let tick = self.session.extras.as_mut();
+        if tick.is_some_and(|e| e.timer.take_cron_tick(now, period)) {
+            self.lend_write_buffer(cx);
+            if !self.session.is_closing() {
+                self.session
+                    .framing
+                    .on_cron(now, &mut self.session.out.tail);
             }
+            self.handler.on_cron(&mut self.session);
         }
         Ok(())
     }

@@ -31,14 +31,14 @@ where
         }
         if self.session.queued_bytes() == 0 {
             if let Some(extras) = self.session.extras.as_mut() {
-                extras.blocked_since = None;
+                extras.timer.note_unblocked();
                 if let Some(io) = extras.filter.as_mut() {
                     give_back(&mut io.wire_out, cx);
                 }
             }
             give_back(&mut self.session.out.tail, cx);
-        } else if progressed || self.blocked_since().is_none() {
-            self.extras_mut().blocked_since = Some(cx.now());
+        } else {
+            self.extras_mut().timer.note_blocked(cx.now(), progressed);
         }
         Ok(())
     }
@@ -138,59 +138,39 @@ where
         if self.session.core.close_request == Some(CloseRequest::Abort) {
             return Ok(());
         }
-        // The handler heard about a crossing and may have written more: flush again. A few
-        // rounds at most, so a handler refilling a fast reader's queue cannot hold the loop;
-        // what is left waits for the next writable event.
-        for _ in 0..4 {
-            self.flush(cx)?;
-            if !self.report_writability(cx) {
-                return Ok(());
-            }
-        }
-        // Work is left after the last round: the handler wrote again after the last flush
-        // (no writable edge may come for it: that flush did not fill the socket), or a
-        // crossing is still to be told. The second matters as much: when the last round
-        // reported "not writable" for a queue that the flush had meanwhile drained, the
-        // handler stopped producing and nothing would ever tell it to resume.
-        if self.session.queued_bytes() > 0 || self.writability_pending() {
-            cx.reschedule(Ready::WRITABLE);
-        }
-        Ok(())
+        settle_output(self, cx)
+    }
+}
+
+impl<S, T, C, H> Output for StreamEntry<S, T, C, H>
+where
+    S: Stream,
+    T: Transport<Addr = S::Addr>,
+    C: Decoder + 'static,
+    H: Handler<C, T>,
+{
+    /// A stream's flush writes until the queue is empty or the socket is full.
+    fn flush_output(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        self.flush(cx).map(|()| false)
     }
 
-    /// Whether `report_writability` has a crossing to tell.
-    pub(super) fn writability_pending(&self) -> bool {
-        let options = &self.session.core.options;
-        crossing_pending(
-            self.session.core.writable,
-            self.reported_writable,
-            self.session.queued_bytes(),
-            options.high_watermark,
-            options.low_watermark,
-        )
-    }
-
-    /// Tells the handler when the queue crossed a watermark. Returns true when it did.
-    pub(super) fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
-        let (high, low) = (
-            self.session.core.options.high_watermark,
-            self.session.core.options.low_watermark,
-        );
-        if self.session.core.writable == self.reported_writable {
-            let queued = self.session.queued_bytes();
-            self.session.core.writable =
-                next_writability(self.reported_writable, queued, high, low);
-        }
-        if self.session.core.writable == self.reported_writable || self.phase != Phase::Open {
+    fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
+        let open = self.phase == Phase::Open;
+        let queued = self.session.queued_bytes();
+        let Some(writable) = self.session.core.take_crossing(queued, open) else {
             return false;
-        }
-        self.reported_writable = self.session.core.writable;
+        };
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
-            state.set_writable(self.reported_writable);
+            state.set_writable(writable);
         }
         self.lend_write_buffer(cx);
         self.handler
-            .on_writability_changed(&mut self.session, self.reported_writable);
+            .on_writability_changed(&mut self.session, writable);
         true
+    }
+
+    fn output_pending(&self) -> bool {
+        let queued = self.session.queued_bytes();
+        queued > 0 || self.session.core.crossing_pending(queued)
     }
 }

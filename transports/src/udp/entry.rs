@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use getty_codec::{CodecError, Decoded, Decoder};
-use getty_reactor::{Context, Entry, Ready, Recipient, Status, TimerId};
+use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 use mio::Interest;
 
 use super::batch::Outgoing;
@@ -23,7 +23,7 @@ use super::session::{DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::core::CloseRequest;
-use crate::outbound::{crossing_pending, next_writability};
+use crate::core::{check_read_idle, settle_output, Output, SessionTimer};
 use crate::stream::SessionEnded;
 use crate::{Error, Metrics};
 
@@ -117,8 +117,6 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     handler: H,
     config: DatagramConfig,
     phase: Phase,
-    /// The writability last told to the handler.
-    reported_writable: bool,
     owner: Option<Recipient<OwnerNote>>,
     /// One buffer per datagram of a batch (pooled, held only while datagrams arrive); the
     /// messages are copies or zero-copy views of them.
@@ -134,10 +132,8 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     overflow_per: usize,
     /// The overflow regions, made on the first receive that needs them.
     overflow: Option<batch::Overflow>,
-    timer: Option<(TimerId, Instant)>,
-    next_cron: Option<Instant>,
-    /// Since when queued datagrams have made no progress.
-    blocked_since: Option<Instant>,
+    /// The one timer: cron, read idle, write stall, retries.
+    timer: SessionTimer,
     /// `messages_out` already added to the reactor's metrics.
     reported_messages_out: u64,
     /// Registered for writable readiness too: only while the socket's buffer is full. A
@@ -175,7 +171,6 @@ where
             handler,
             config,
             phase: Phase::New,
-            reported_writable: true,
             owner,
             slots: Vec::new(),
             metas: Vec::new(),
@@ -183,9 +178,7 @@ where
             slot_size: MAX_DATAGRAM + 1,
             overflow_per: 0,
             overflow: None,
-            timer: None,
-            next_cron: None,
-            blocked_since: None,
+            timer: SessionTimer::default(),
             reported_messages_out: 0,
             want_writable: false,
             retry: None,
@@ -213,43 +206,6 @@ where
         cx.buffers().give(buf);
     }
 
-    /// Tells the handler when the queue crossed a watermark. Returns true when it did.
-    fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
-        let (high, low) = (
-            self.session.core.options.high_watermark,
-            self.session.core.options.low_watermark,
-        );
-        if self.session.core.writable == self.reported_writable {
-            let queued = self.session.out.len();
-            self.session.core.writable =
-                next_writability(self.reported_writable, queued, high, low);
-        }
-        if self.session.core.writable == self.reported_writable || self.phase != Phase::Open {
-            return false;
-        }
-        self.reported_writable = self.session.core.writable;
-        if let Some(state) = &self.session.handle_state {
-            state.set_writable(self.reported_writable);
-        }
-        self.lend_write_buffer(cx);
-        self.handler
-            .on_writability_changed(&mut self.session, self.reported_writable);
-        true
-    }
-
-    /// Datagrams queued, or a writability crossing the handler has not heard of.
-    fn work_left(&self) -> bool {
-        let options = &self.session.core.options;
-        !self.session.out.is_empty()
-            || crossing_pending(
-                self.session.core.writable,
-                self.reported_writable,
-                self.session.out.len(),
-                options.high_watermark,
-                options.low_watermark,
-            )
-    }
-
     /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
     fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         if self.phase == Phase::Closed {
@@ -261,15 +217,8 @@ where
             cx.extension::<Metrics>().messages_out += queued;
         }
         if self.session.core.close_request != Some(CloseRequest::Abort) {
-            // The handler may write more when it hears of a crossing: a few rounds at most;
-            // what is left (datagrams it queued in the last round, a crossing still to
-            // tell) waits for the next turn, as nothing else would wake the session for it.
-            let settled = (0..4).any(|_| {
-                let more = self.flush(cx);
-                !self.report_writability(cx) && !more
-            });
-            if !settled && self.work_left() {
-                cx.reschedule(Ready::WRITABLE);
+            if let Err(e) = settle_output(self, cx) {
+                return self.fail(cx, e);
             }
         }
         if self.session.out.fifo_is_empty() {
@@ -292,43 +241,31 @@ where
         Status::Continue
     }
 
-    /// The earliest of the cron tick and the idle and write-stall deadlines.
+    /// The earliest of the session's deadlines: the ones every session has (cron, read
+    /// idle, write stall) and the retries of blocked sends.
     fn next_deadline(&self) -> Option<Instant> {
-        let opts = &self.session.core.options;
-        let open = self.phase == Phase::Open;
-        let idle = opts
-            .read_idle_timeout
-            .filter(|_| open)
-            .map(|t| self.session.stats.last_read + t);
-        let cron = self.next_cron.filter(|_| open);
-        let stall = self.blocked_since.map(|t| t + opts.write_stall_timeout);
+        let options = &self.session.core.options;
+        let own = self
+            .timer
+            .next_deadline(options, self.phase == Phase::Open, self.idle_since());
         let retry = self.retry.map(|(at, _)| at);
         let parked = self.session.out.next_retry();
-        [cron, idle, stall, retry, parked]
-            .into_iter()
-            .flatten()
-            .min()
+        [own, retry, parked].into_iter().flatten().min()
+    }
+
+    /// When the session last read, while it is open (a datagram socket reads while open).
+    fn idle_since(&self) -> Option<Instant> {
+        (self.phase == Phase::Open).then_some(self.session.stats.last_read)
     }
 
     /// Keeps one timer armed for the next deadline; one that fires early just re-arms.
     fn rearm_timer(&mut self, cx: &mut Context<'_>) {
         if std::mem::take(&mut self.session.core.timers_changed) {
-            self.next_cron = self.session.core.options.cron_period.map(|p| cx.now() + p);
-            if let Some((id, _)) = self.timer.take() {
-                cx.cancel_timer(id);
-            }
+            self.timer
+                .restart(cx, self.session.core.options.cron_period);
         }
-        let Some(deadline) = self.next_deadline() else {
-            return;
-        };
-        match self.timer {
-            Some((_, armed)) if armed <= deadline => {}
-            _ => {
-                if let Some((id, _)) = self.timer.take() {
-                    cx.cancel_timer(id);
-                }
-                self.timer = Some((cx.set_timer_at(deadline, 0), deadline));
-            }
+        if let Some(deadline) = self.next_deadline() {
+            self.timer.arm(cx, deadline);
         }
     }
 
@@ -336,30 +273,17 @@ where
         let now = cx.now();
         // A due retry is done by the flush that follows every timer, which schedules the
         // next one from the wait it keeps (clearing it here would restart the backoff).
-        let opts = &self.session.core.options;
-        if let Some(since) = self.blocked_since {
-            if now >= since + opts.write_stall_timeout {
-                // A connected unix socket whose peer did not come back ends with the
-                // reconnect's error; anything else blocked that long, with the stall.
-                return Err(match self.gone.take() {
-                    Some(e) => Error::Io(e),
-                    None => Error::WriteStalled(opts.write_stall_timeout),
-                });
-            }
+        let options = &self.session.core.options;
+        // A connected unix socket whose peer did not come back ends with the reconnect's
+        // error; anything else blocked that long, with the stall.
+        if let Err(stalled) = self.timer.check_stall(now, options) {
+            return Err(self.gone.take().map_or(stalled, Error::Io));
         }
-        if let Some(idle) = opts.read_idle_timeout {
-            if self.phase == Phase::Open && now >= self.session.stats.last_read + idle {
-                return Err(Error::ReadIdle(idle));
-            }
-        }
-        if let (Some(due), Some(period)) = (self.next_cron, opts.cron_period) {
-            if now >= due && self.phase == Phase::Open {
-                // Skip missed ticks rather than firing a burst after a stall.
-                let missed = (now - due).as_nanos() / period.as_nanos().max(1);
-                self.next_cron = Some(due + period * (missed + 1) as u32);
-                self.lend_write_buffer(cx);
-                self.handler.on_cron(&mut self.session);
-            }
+        check_read_idle(now, options, self.idle_since())?;
+        let period = options.cron_period;
+        if self.phase == Phase::Open && self.timer.take_cron_tick(now, period) {
+            self.lend_write_buffer(cx);
+            self.handler.on_cron(&mut self.session);
         }
         Ok(())
     }
@@ -411,9 +335,7 @@ where
         self.overflow = None;
         self.session.recv_held = 0;
         let _ = cx.registry().deregister(&mut self.socket);
-        if let Some((id, _)) = self.timer.take() {
-            cx.cancel_timer(id);
-        }
+        self.timer.cancel(cx);
         if let Some(owner) = self.owner.take() {
             let ended = SessionEnded {
                 id: cx.id(),
@@ -421,6 +343,38 @@ where
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }
+    }
+}
+
+impl<S, C, H> Output for DatagramEntry<S, C, H>
+where
+    S: DatagramSocket,
+    C: Decoder + 'static,
+    H: DatagramHandler<C, S::Addr>,
+{
+    /// True when datagrams are left that could still go now (see `flush`).
+    fn flush_output(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        Ok(self.flush(cx))
+    }
+
+    fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
+        let open = self.phase == Phase::Open;
+        let queued = self.session.out.len();
+        let Some(writable) = self.session.core.take_crossing(queued, open) else {
+            return false;
+        };
+        if let Some(state) = &self.session.handle_state {
+            state.set_writable(writable);
+        }
+        self.lend_write_buffer(cx);
+        self.handler
+            .on_writability_changed(&mut self.session, writable);
+        true
+    }
+
+    fn output_pending(&self) -> bool {
+        let queued = self.session.out.len();
+        !self.session.out.is_empty() || self.session.core.crossing_pending(queued)
     }
 }
 
@@ -481,7 +435,7 @@ where
     }
 
     fn on_timer(&mut self, cx: &mut Context<'_>, _tag: u64) -> Status {
-        self.timer = None;
+        self.timer.fired();
         if self.phase == Phase::Closed {
             return Status::Done;
         }

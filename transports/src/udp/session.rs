@@ -33,6 +33,12 @@ pub use stats::DatagramStats;
 /// `max_outbound` charge every datagram 64 bytes on top of its payload (see
 /// [`queued_bytes`](Self::queued_bytes)).
 ///
+/// `A` is the peers' address type: [`SocketAddr`] for UDP (the default), `UnixAddr` for
+/// unix datagram sockets. A stream [`Session`](crate::Session) names a transport marker
+/// instead because TCP and WebSocket share an address type and differ in framing; a
+/// datagram socket has one framing (a datagram is a message), so its address type alone
+/// says which transport it is.
+///
 /// ```
 /// use getty_codec::LengthFieldCodec;
 /// getty_transports::udp::with_udp_session(LengthFieldCodec::default(), |session| {
@@ -202,7 +208,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         C: 'static,
         A: Send + 'static,
     {
-        let (writable, id) = (self.core.writable, self.core.id());
+        let (writable, id) = (self.core.is_writable(), self.core.id());
         let core = HandleCore::current(&mut self.handle_state, writable, id)?;
         Some(DatagramHandle::new(core))
     }

@@ -11,9 +11,8 @@ where
 {
     /// Sends queued datagrams until the queue is empty or the socket is full. Parked
     /// destinations that are due are retried first (their datagrams are older than any
-    /// queued for them since), then the queue in order.
-    /// Sends what the socket takes. Returns true when datagrams are left that could still
-    /// go now: the handler wrote them in an `on_error` for a drop reported after the send
+    /// queued for them since), then the queue in order. Returns true when datagrams are
+    /// left that could still go now: the handler wrote them in an `on_error` for a drop reported after the send
     /// loop, and nothing (no readiness, no timer) would wake the session for them.
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> bool {
         let per_call = if self.config.mmsg && batch::HAS_MMSG {
@@ -129,7 +128,7 @@ where
             return true;
         }
         if !socket_full {
-            self.blocked_since = None;
+            self.timer.note_unblocked();
             self.retry = None;
             self.watch_writable(cx, false);
         } else {
@@ -139,8 +138,8 @@ where
             // Until then its queue waits, bounded by `max_outbound` (and the watermarks say
             // so). Once closing, the stall bounds the wait, as for any session.
             let stalls = !parking || self.phase == Phase::Closing;
-            if stalls && (progressed || self.blocked_since.is_none()) {
-                self.blocked_since = Some(now);
+            if stalls {
+                self.timer.note_blocked(now, progressed);
             }
             let connected = self.session.is_connected();
             if self.gone.is_none() && self.socket.signals_write_space(connected) {
