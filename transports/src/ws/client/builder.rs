@@ -85,7 +85,38 @@ impl WsClientBuilder {
     /// [`build`](Self::build) refuses the client otherwise.
     ///
     /// ```
-    /// let b = getty_transports::ws::WsClient::builder().header("Origin", "https://app.example");
+    /// # use std::io::Read;
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsClient, WsClientBuilder}, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// The upgrade request `client` sends to a loopback listener, lowercased.
+    /// # fn request(client: WsClientBuilder) -> String {
+    /// #     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// #     let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// #     let reactor = getty_reactor::Reactor::start_thread("ws", move |r| {
+    /// #         r.spawn(client.build(&url, |_| Ok((MessageCodec, Sink)))?);
+    /// #         Ok(())
+    /// #     }).unwrap();
+    /// #     listener.set_nonblocking(true).unwrap();
+    /// #     let mut peer = (0..1000).find_map(|_| {
+    /// #         std::thread::sleep(std::time::Duration::from_millis(10));
+    /// #         listener.accept().ok()
+    /// #     }).expect("the client never dialled").0;
+    /// #     peer.set_nonblocking(false).unwrap();
+    /// #     peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// #     let (mut head, mut buf) = (Vec::new(), [0; 512]);
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         if n == 0 { break }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     reactor.handle().shutdown();
+    /// #     reactor.join().unwrap();
+    /// #     String::from_utf8(head).unwrap().to_ascii_lowercase()
+    /// # }
+    /// let head = request(WsClient::builder().header("Origin", "https://app.example"));
+    /// assert!(head.starts_with("get / http/1.1\r\n") && head.contains("\r\norigin: https://app.example\r\n"));
     /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.kind.headers.push((name.into(), value.into()));
@@ -96,7 +127,38 @@ impl WsClientBuilder {
     /// first. The one the server chose is [`Session::protocol`](crate::Session::protocol).
     ///
     /// ```
-    /// let b = getty_transports::ws::WsClient::builder().protocol("mqtt");
+    /// # use std::io::Read;
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsClient, WsClientBuilder}, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// The upgrade request `client` sends to a loopback listener, lowercased.
+    /// # fn request(client: WsClientBuilder) -> String {
+    /// #     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// #     let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// #     let reactor = getty_reactor::Reactor::start_thread("ws", move |r| {
+    /// #         r.spawn(client.build(&url, |_| Ok((MessageCodec, Sink)))?);
+    /// #         Ok(())
+    /// #     }).unwrap();
+    /// #     listener.set_nonblocking(true).unwrap();
+    /// #     let mut peer = (0..1000).find_map(|_| {
+    /// #         std::thread::sleep(std::time::Duration::from_millis(10));
+    /// #         listener.accept().ok()
+    /// #     }).expect("the client never dialled").0;
+    /// #     peer.set_nonblocking(false).unwrap();
+    /// #     peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// #     let (mut head, mut buf) = (Vec::new(), [0; 512]);
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         if n == 0 { break }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     reactor.handle().shutdown();
+    /// #     reactor.join().unwrap();
+    /// #     String::from_utf8(head).unwrap().to_ascii_lowercase()
+    /// # }
+    /// let head = request(WsClient::builder().protocol("mqtt").protocol("mqttv3.1"));
+    /// assert!(head.contains("\r\nsec-websocket-protocol: mqtt, mqttv3.1\r\n"));
     /// ```
     pub fn protocol(mut self, name: impl Into<String>) -> Self {
         self.kind.protocols.push(name.into());
@@ -109,7 +171,40 @@ impl WsClientBuilder {
     ///
     /// ```
     /// use getty_codec::ws::DeflateConfig;
-    /// let b = getty_transports::ws::WsClient::builder().deflate(Some(DeflateConfig::default()));
+    /// # use std::io::Read;
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_transports::{ws::{Ws, WsClient, WsClientBuilder}, Handler, Session};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// The upgrade request `client` sends to a loopback listener, lowercased.
+    /// # fn request(client: WsClientBuilder) -> String {
+    /// #     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// #     let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// #     let reactor = getty_reactor::Reactor::start_thread("ws", move |r| {
+    /// #         r.spawn(client.build(&url, |_| Ok((MessageCodec, Sink)))?);
+    /// #         Ok(())
+    /// #     }).unwrap();
+    /// #     listener.set_nonblocking(true).unwrap();
+    /// #     let mut peer = (0..1000).find_map(|_| {
+    /// #         std::thread::sleep(std::time::Duration::from_millis(10));
+    /// #         listener.accept().ok()
+    /// #     }).expect("the client never dialled").0;
+    /// #     peer.set_nonblocking(false).unwrap();
+    /// #     peer.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    /// #     let (mut head, mut buf) = (Vec::new(), [0; 512]);
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         if n == 0 { break }
+    /// #         head.extend_from_slice(&buf[..n]);
+    /// #     }
+    /// #     reactor.handle().shutdown();
+    /// #     reactor.join().unwrap();
+    /// #     String::from_utf8(head).unwrap().to_ascii_lowercase()
+    /// # }
+    /// let head = request(WsClient::builder().deflate(Some(DeflateConfig::default())));
+    /// // Offered only when the crate is built with its `deflate` feature (a default one).
+    /// assert_eq!(head.contains("\r\nsec-websocket-extensions: permessage-deflate"), cfg!(feature = "deflate"));
+    /// assert!(!request(WsClient::builder()).contains("permessage-deflate"));
     /// ```
     pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
         self.kind.deflate = config;
