@@ -215,7 +215,58 @@ impl WsClientBuilder {
     /// [`SessionOptions::cron_period`](crate::SessionOptions::cron_period)). Default off.
     ///
     /// ```
-    /// let b = getty_transports::ws::WsClient::builder().ping_on_cron(true);
+    /// # use std::io::{Read, Write};
+    /// # use std::net::TcpListener;
+    /// # use std::time::Duration;
+    /// # use bytes::BytesMut;
+    /// # use getty_codec::ws::{parse_request, Config, Event, Protocol, Role};
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_reactor::Reactor;
+    /// # use getty_transports::{ws::{Ws, WsClient}, Handler, Session, SessionOptions};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// Accepts a client on `listener` and answers its upgrade with a `101`; then reads what
+    /// # /// the client sends (decoded as a server does, so unmasked frames fail), never answering.
+    /// # fn upgraded(listener: &TcpListener) -> impl FnMut() -> Option<Event> {
+    /// #     listener.set_nonblocking(true).unwrap();
+    /// #     let mut peer = (0..1000).find_map(|_| {
+    /// #         std::thread::sleep(Duration::from_millis(10));
+    /// #         listener.accept().ok()
+    /// #     }).expect("the client never dialled").0;
+    /// #     peer.set_nonblocking(false).unwrap();
+    /// #     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    /// #     let (mut input, mut buf) = (BytesMut::new(), [0; 512]);
+    /// #     let mut read = move |peer: &mut std::net::TcpStream, input: &mut BytesMut| {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         input.extend_from_slice(&buf[..n]);
+    /// #         n > 0
+    /// #     };
+    /// #     let request = loop {
+    /// #         if let Some(request) = parse_request(&mut input, 8192).unwrap() { break request }
+    /// #         assert!(read(&mut peer, &mut input), "closed during the upgrade");
+    /// #     };
+    /// #     let mut response = BytesMut::new();
+    /// #     request.accept(None, None, &mut response).unwrap();
+    /// #     peer.write_all(&response).unwrap();
+    /// #     let mut frames = Protocol::new(Role::Server, Config::default(), None);
+    /// #     move || loop {
+    /// #         if let Some(event) = frames.decode(&mut input, &mut BytesMut::new()).unwrap() { return Some(event) }
+    /// #         if !read(&mut peer, &mut input) { return None }
+    /// #     }
+    /// # }
+    /// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// let reactor = Reactor::start_thread("ws", move |r| {
+    ///     let client = WsClient::builder().ping_on_cron(true)
+    ///         .session_options(SessionOptions::default().cron_period(Some(Duration::from_millis(50))))
+    ///         .build(&url, |_| Ok((MessageCodec, Sink)))?;
+    ///     r.spawn(client);
+    ///     Ok(())
+    /// }).unwrap();
+    /// let mut next_event = upgraded(&listener);
+    /// assert!(matches!(next_event(), Some(Event::Ping(_))), "the client pings on its own");
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn ping_on_cron(mut self, on: bool) -> Self {
         self.kind.keepalive.ping_on_cron = on;
@@ -226,8 +277,65 @@ impl WsClientBuilder {
     /// (`None`, the default: never).
     ///
     /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::ws::WsClient::builder().pong_timeout(Some(Duration::from_secs(5)));
+    /// # use std::io::{Read, Write};
+    /// # use std::net::TcpListener;
+    /// # use std::time::Duration;
+    /// # use bytes::BytesMut;
+    /// # use getty_codec::ws::{parse_request, Config, Event, Protocol, Role};
+    /// # use getty_codec::{Message, MessageCodec};
+    /// # use getty_reactor::Reactor;
+    /// # use getty_transports::{ws::{Ws, WsClient}, Handler, Session, SessionOptions};
+    /// # struct Sink;
+    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
+    /// # /// Accepts a client on `listener` and answers its upgrade with a `101`; then reads what
+    /// # /// the client sends (decoded as a server does, so unmasked frames fail), never answering.
+    /// # fn upgraded(listener: &TcpListener) -> impl FnMut() -> Option<Event> {
+    /// #     listener.set_nonblocking(true).unwrap();
+    /// #     let mut peer = (0..1000).find_map(|_| {
+    /// #         std::thread::sleep(Duration::from_millis(10));
+    /// #         listener.accept().ok()
+    /// #     }).expect("the client never dialled").0;
+    /// #     peer.set_nonblocking(false).unwrap();
+    /// #     peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    /// #     let (mut input, mut buf) = (BytesMut::new(), [0; 512]);
+    /// #     let mut read = move |peer: &mut std::net::TcpStream, input: &mut BytesMut| {
+    /// #         let n = peer.read(&mut buf).unwrap();
+    /// #         input.extend_from_slice(&buf[..n]);
+    /// #         n > 0
+    /// #     };
+    /// #     let request = loop {
+    /// #         if let Some(request) = parse_request(&mut input, 8192).unwrap() { break request }
+    /// #         assert!(read(&mut peer, &mut input), "closed during the upgrade");
+    /// #     };
+    /// #     let mut response = BytesMut::new();
+    /// #     request.accept(None, None, &mut response).unwrap();
+    /// #     peer.write_all(&response).unwrap();
+    /// #     let mut frames = Protocol::new(Role::Server, Config::default(), None);
+    /// #     move || loop {
+    /// #         if let Some(event) = frames.decode(&mut input, &mut BytesMut::new()).unwrap() { return Some(event) }
+    /// #         if !read(&mut peer, &mut input) { return None }
+    /// #     }
+    /// # }
+    /// let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    /// let url = format!("ws://{}/", listener.local_addr().unwrap());
+    /// let reactor = Reactor::start_thread("ws", move |r| {
+    ///     let client = WsClient::builder().ping_on_cron(true).pong_timeout(Some(Duration::from_millis(200)))
+    ///         .session_options(SessionOptions::default().cron_period(Some(Duration::from_millis(50))))
+    ///         .build(&url, |_| Ok((MessageCodec, Sink)))?;
+    ///     r.spawn(client);
+    ///     Ok(())
+    /// }).unwrap();
+    /// // This server reads but never answers a ping: the client gives up on it with a close
+    /// // frame, 1001 (going away), after a few unanswered pings.
+    /// let mut next_event = upgraded(&listener);
+    /// assert!(matches!(next_event(), Some(Event::Ping(_))));
+    /// let close = std::iter::from_fn(next_event).take(100).find_map(|event| match event {
+    ///     Event::Close(frame) => frame,
+    ///     _ => None,
+    /// });
+    /// assert_eq!(close.unwrap().code, 1001);
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
     /// ```
     pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.kind.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
