@@ -68,10 +68,50 @@ impl WsClientBuilder {
     /// certificate must be valid for the URL's host and chain to the configuration's roots.
     /// See [`crate::tls`].
     ///
+    /// A `wss://` client that trusts a loopback server's self-signed certificate (issued for
+    /// `127.0.0.1`, the URL's host) and gets its message echoed through TLS:
+    ///
     /// ```
-    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
-    /// let b = getty_transports::ws::WsClient::builder().tls(config);
+    /// use std::sync::mpsc::{channel, Sender};
+    /// use std::time::Duration;
+    /// use getty_codec::{Message, MessageCodec};
+    /// use getty_reactor::Reactor;
+    /// use getty_transports::{tls, ws::{Ws, WsClient, WsServer}, Handler, Session};
+    ///
+    /// struct Hello(Sender<Message>);
+    /// impl Handler<MessageCodec, Ws> for Hello {
+    ///     fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
+    ///         s.write(Message::text("hello"))?; // encrypted, sent once TLS and the upgrade are done
+    ///         Ok(())
+    ///     }
+    ///     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, m: Message) {
+    ///         let _ = self.0.send(m);
+    ///     }
+    /// }
+    /// # struct Echo;
+    /// # impl Handler<MessageCodec, Ws> for Echo {
+    /// #     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, m: Message) { let _ = s.write(m); }
+    /// # }
+    /// # let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    /// # let (chain, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    /// # let server = WsServer::builder().tls(tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+    /// #     .route("/echo", |_| Ok((MessageCodec, Echo))).bind("127.0.0.1:0").unwrap();
+    /// # let url = format!("wss://{}/echo", server.local_addr());
+    /// # let server = Reactor::start_thread("wss-server", move |r| { r.spawn(server); Ok(()) }).unwrap();
+    /// let config = tls::client_config(chain.as_bytes()).unwrap(); // the roots to trust
+    /// let (tx, rx) = channel();
+    /// let reactor = Reactor::start_thread("wss", move |r| {
+    ///     let client = WsClient::builder()
+    ///         .tls(config)
+    ///         .build(&url, move |_| Ok((MessageCodec, Hello(tx.clone()))))?;
+    ///     r.spawn(client);
+    ///     Ok(())
+    /// }).unwrap();
+    /// assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), Message::text("hello"));
+    /// reactor.handle().shutdown();
+    /// reactor.join().unwrap();
+    /// # server.handle().shutdown();
+    /// # server.join().unwrap();
     /// ```
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
