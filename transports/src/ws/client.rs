@@ -5,30 +5,29 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-#[cfg(feature = "tls")]
-use getty_codec::rustls;
-use getty_codec::ws::{ClientRequest, DeflateConfig, Protocol, Role};
+use getty_codec::ws::{ClientRequest, Protocol, Role};
 use getty_codec::Decoder;
 use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 
 use mio::net::TcpStream;
 
-use crate::builder::sealed::{self, StreamDial};
-use crate::builder::ClientBuilder;
 use crate::client::{ClientConfig, Opening, StreamClient};
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::server::entry_by_inner;
 use crate::session::Handler;
 use crate::setup::{Prepared, SessionParts};
 use crate::stream::{SessionEnded, StreamEntry};
-use crate::tcp::{Setup, TcpClientBuilder, TcpClientKind};
+use crate::tcp::Setup;
 use crate::ws::upgrade::{Handshake, Parts, Step, Upgrade, MAX_HEAD};
 use crate::ws::{protocol_config, Keepalive, Ws, WsFraming, WsState};
-use crate::{DialTarget, Error};
+use crate::Error;
+
+mod builder;
+
+pub use builder::{WsClientBuilder, WsClientKind};
 
 /// The parts of a `ws://` or `wss://` URL a client needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,226 +323,6 @@ where
             ClientSession::Upgrading(upgrade) => upgrade.on_panic(cx, message),
             ClientSession::Open(entry) => entry.on_panic(cx, message),
         }
-    }
-}
-
-/// Configures a [`WsClient`]: every stream client's settings ([`ClientBuilder`]:
-/// connections, timeouts, backoff, socket and session options), plus the upgrade request's headers and subprotocols, permessage-deflate, TLS for
-/// `wss://`, and keep-alive pings.
-///
-/// ```
-/// use std::time::Duration;
-/// use getty_codec::{Message, MessageCodec};
-/// use getty_transports::{ws::{Ws, WsClient}, Handler, Session};
-///
-/// struct Sink;
-/// impl Handler<MessageCodec, Ws> for Sink {
-///     fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {}
-/// }
-///
-/// let client = WsClient::builder()
-///     .connection_number(4)
-///     .header("Authorization", "Bearer t0ken")
-///     .protocol("chat.v2")
-///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
-///     .build("ws://127.0.0.1:9/chat", |_| Ok((MessageCodec, Sink)))
-///     .unwrap();
-/// ```
-pub type WsClientBuilder = ClientBuilder<WsClientKind>;
-
-/// The WebSocket client's part of its [`WsClientBuilder`]: the upgrade request, TLS for
-/// `wss://`, permessage-deflate and keep-alive pings.
-#[derive(Debug, Clone, Default)]
-pub struct WsClientKind {
-    stream: StreamDial,
-    #[cfg(feature = "tls")]
-    tls: Option<Arc<rustls::ClientConfig>>,
-    headers: Vec<(String, String)>,
-    protocols: Vec<String>,
-    deflate: Option<DeflateConfig>,
-    keepalive: Keepalive,
-}
-
-impl sealed::StreamClient for WsClientKind {
-    fn stream_dial(&mut self) -> &mut StreamDial {
-        &mut self.stream
-    }
-}
-
-impl WsClientBuilder {
-    /// The TLS configuration for `wss://` URLs (required for them): the server's
-    /// certificate must be valid for the URL's host and chain to the configuration's roots.
-    /// See [`crate::tls`].
-    ///
-    /// ```
-    /// # let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    /// let config = getty_transports::tls::client_config(cert.cert.pem().as_bytes()).unwrap();
-    /// let b = getty_transports::ws::WsClient::builder().tls(config);
-    /// ```
-    #[cfg(feature = "tls")]
-    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
-        self.kind.tls = Some(config);
-        self
-    }
-
-    /// Adds a header to the upgrade request (`Origin`, `Authorization`, cookies, ...). The
-    /// name must be an HTTP token and not one the upgrade sets itself (`Host`, `Upgrade`,
-    /// `Sec-WebSocket-*`, ...), the value must hold no control character but tab:
-    /// [`build`](Self::build) refuses the client otherwise.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder().header("Origin", "https://app.example");
-    /// ```
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.kind.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// Offers a subprotocol (an HTTP token); call again to offer more, most preferred
-    /// first. The one the server chose is [`Session::protocol`](crate::Session::protocol).
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder().protocol("mqtt");
-    /// ```
-    pub fn protocol(mut self, name: impl Into<String>) -> Self {
-        self.kind.protocols.push(name.into());
-        self
-    }
-
-    /// Offers permessage-deflate (RFC 7692) with these settings (`None`, the default:
-    /// messages are never compressed). Without the `deflate` feature nothing is offered,
-    /// and messages are sent plain; see the crate's [features](crate#features).
-    ///
-    /// ```
-    /// use getty_codec::ws::DeflateConfig;
-    /// let b = getty_transports::ws::WsClient::builder().deflate(Some(DeflateConfig::default()));
-    /// ```
-    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
-        self.kind.deflate = config;
-        self
-    }
-
-    /// Sends a ping on every cron tick, before `on_cron` (see
-    /// [`SessionOptions::cron_period`](crate::SessionOptions::cron_period)). Default off.
-    ///
-    /// ```
-    /// let b = getty_transports::ws::WsClient::builder().ping_on_cron(true);
-    /// ```
-    pub fn ping_on_cron(mut self, on: bool) -> Self {
-        self.kind.keepalive.ping_on_cron = on;
-        self
-    }
-
-    /// Ends a session with `Error::PongTimeout` when a ping gets no pong for this long
-    /// (`None`, the default: never).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let b = getty_transports::ws::WsClient::builder().pong_timeout(Some(Duration::from_secs(5)));
-    /// ```
-    pub fn pong_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.kind.keepalive.pong_timeout = timeout.map(crate::options::clamp_timeout);
-        self
-    }
-
-    /// Parses `url` (`ws://host[:port][/path][?query]` or `wss://...`), resolves its host
-    /// and makes the client. Nothing is dialled until it is spawned into a reactor. `setup`
-    /// runs for every connected socket, before the upgrade. Every address of the host is
-    /// tried in turn until one connects, and a host name is resolved again (off the
-    /// reactor) before every redial: see [`DialTarget`].
-    ///
-    /// The upgrade request is checked here: a path or query with a character RFC 3986
-    /// does not allow (a space, a control character: percent-encode them), or a bad header
-    /// or subprotocol, fails with [`io::ErrorKind::InvalidInput`] carrying a
-    /// [`getty_codec::ws::InvalidRequest`], so no request with injected headers is ever
-    /// sent.
-    ///
-    /// ```
-    /// # use getty_codec::{Message, MessageCodec};
-    /// # use getty_transports::{ws::{Ws, WsClient}, Handler, Session};
-    /// # struct Sink;
-    /// # impl Handler<MessageCodec, Ws> for Sink { fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, _: Message) {} }
-    /// let client = WsClient::builder().build("ws://127.0.0.1:9/feed?v=2", |_| Ok((MessageCodec, Sink))).unwrap();
-    /// assert_eq!(client.peer_addr().port(), 9);
-    /// assert!(WsClient::builder().build("http://h/", |_| Ok((MessageCodec, Sink))).is_err());
-    ///
-    /// use getty_codec::ws::{InvalidRequest, RequestPart};
-    /// let err = WsClient::builder()
-    ///     .header("X-Token", "t\r\nX-Injected: 1")
-    ///     .build("ws://127.0.0.1:9/", |_| Ok((MessageCodec, Sink)))
-    ///     .err()
-    ///     .unwrap();
-    /// let why = err.get_ref().and_then(|e| e.downcast_ref::<InvalidRequest>()).unwrap();
-    /// assert_eq!(why.part(), RequestPart::HeaderValue);
-    /// ```
-    pub fn build<F, C, H>(self, url: &str, setup: F) -> io::Result<WsClient<F, C, H>>
-    where
-        F: FnMut(&mut Setup<'_>) -> io::Result<(C, H)> + 'static,
-        C: Decoder + 'static,
-        H: Handler<C, Ws>,
-    {
-        let url = WsUrl::parse(url)?;
-        let mut ws = self.kind;
-        let mut tcp = TcpClientBuilder {
-            dial: self.dial,
-            session_options: self.session_options,
-            kind: TcpClientKind::new(std::mem::take(&mut ws.stream)),
-        };
-        if url.secure {
-            tcp = ws.secure(tcp, &url)?;
-        }
-        let mut request = ClientRequest::new(url.host_header(), url.path.as_str());
-        for (name, value) in ws.headers {
-            request = request.header(name, value);
-        }
-        for protocol in ws.protocols {
-            request = request.protocol(protocol);
-        }
-        if let Some(deflate) = ws.deflate {
-            request = request.deflate(deflate);
-        }
-        // A CR LF in the path or a header would inject headers: refuse it here, typed
-        // (`InvalidRequest` inside the `io::Error`), not as a bad request on every dial.
-        request
-            .check()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        tcp.kind.websocket = Some(Arc::new(WsDial {
-            request,
-            path: url.path.clone(),
-            keepalive: ws.keepalive,
-        }));
-        // Every address of the host is tried in turn; a name is resolved again before
-        // every redial (see `DialTarget`).
-        let target = DialTarget::host(url.bare_host(), url.port);
-        Ok(WsClient {
-            inner: tcp.build_client(target, setup)?,
-        })
-    }
-}
-
-impl WsClientKind {
-    /// `tcp` with TLS for a `wss://` URL: the configuration given to
-    /// [`WsClientBuilder::tls`], the server's name from the URL.
-    #[cfg(feature = "tls")]
-    fn secure(&self, tcp: TcpClientBuilder, url: &WsUrl) -> io::Result<TcpClientBuilder> {
-        let config = self.tls.clone().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a wss:// URL needs a TLS configuration (WsClientBuilder::tls)",
-            )
-        })?;
-        let tcp = tcp.tls(config, url.bare_host());
-        tcp.check_tls_name()?;
-        Ok(tcp)
-    }
-
-    /// Without the `tls` feature a `wss://` URL is refused when the client is built.
-    #[cfg(not(feature = "tls"))]
-    fn secure(&self, _: TcpClientBuilder, _: &WsUrl) -> io::Result<TcpClientBuilder> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a wss:// URL needs getty-transports' `tls` feature",
-        ))
     }
 }
 
