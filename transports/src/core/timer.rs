@@ -90,8 +90,8 @@ impl SessionTimer {
     }
 
     /// The earliest of the deadlines every session has: the cron tick while `open`, the
-    /// read-idle timeout while it reads (`idle_since`: when it last read, `None` while it
-    /// does not read, since a session that holds its reading is not idle by its peer's
+    /// read-idle timeout from `idle_since` (the last read; `None` while the timeout does
+    /// not count, as for a session that holds its reading: it is not idle by its peer's
     /// fault), and the write stall while output is blocked.
     pub(crate) fn next_deadline(
         &self,

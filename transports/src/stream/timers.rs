@@ -30,21 +30,25 @@ where
             .session
             .filter_io()
             .and_then(FilterIo::handshake_deadline);
-        // Like read-idle: a session that does not read cannot see what the framing awaits
-        // (a pong).
+        // Like read-idle: only while reading (a pong awaited cannot be seen otherwise).
         let framing = self
             .session
             .framing
             .poll_timeout()
-            .filter(|_| idle_since.is_some());
+            .filter(|_| self.reading());
         [own, handshake, framing].into_iter().flatten().min()
     }
 
-    /// When the session last read, while it reads: open and not paused. A session that
-    /// does not read is not idle by its peer's fault.
+    /// Open and not paused. A session that does not read is not idle by its peer's fault,
+    /// nor can it see what its framing awaits.
+    fn reading(&self) -> bool {
+        self.phase == Phase::Open && !self.session.is_reading_paused()
+    }
+
+    /// Since when the read-idle timeout counts, if it does: the last read, while reading.
     fn idle_since(&self) -> Option<Instant> {
-        let reading = self.phase == Phase::Open && !self.session.is_reading_paused();
-        reading.then(|| self.session.counters.last_read.instant())
+        let counts = self.session.core.options.read_idle_timeout.is_some() && self.reading();
+        counts.then(|| self.session.counters.last_read.instant())
     }
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
@@ -81,11 +85,10 @@ where
         if handshake.is_some_and(|t| now >= t) {
             return Err(Error::HandshakeTimeout(opts.handshake_timeout));
         }
-        let idle_since = self.idle_since();
-        if idle_since.is_some() {
+        if self.reading() {
             self.session.framing.handle_timeout(now)?;
         }
-        check_read_idle(now, &self.session.core.options, idle_since)?;
+        check_read_idle(now, &self.session.core.options, self.idle_since())?;
         if self.phase != Phase::Open {
             return Ok(());
         }

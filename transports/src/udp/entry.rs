@@ -253,7 +253,8 @@ where
         [own, retry, parked].into_iter().flatten().min()
     }
 
-    /// When the session last read, while it is open (a datagram socket reads while open).
+    /// Since when the read-idle timeout counts: the last read, while open (a datagram
+    /// socket reads while open).
     fn idle_since(&self) -> Option<Instant> {
         (self.phase == Phase::Open).then_some(self.session.stats.last_read)
     }
