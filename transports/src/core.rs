@@ -21,7 +21,7 @@ use crate::{Error, SessionOptions};
 mod timer;
 mod writability;
 
-pub(crate) use timer::{check_read_idle, SessionTimer};
+pub(crate) use timer::{check_read_idle, earliest, idle_deadline, SessionTimer};
 use writability::Writability;
 pub(crate) use writability::{settle_output, Output};
 
@@ -127,6 +127,7 @@ impl SessionCore {
     }
 
     /// False between crossing the high watermark and draining to the low one.
+    #[inline]
     pub(crate) fn is_writable(&self) -> bool {
         self.writability.is_writable()
     }
@@ -144,6 +145,7 @@ impl SessionCore {
     /// callback returns (its settling always runs then), not through `timers_changed`: that
     /// flag restarts the cron period, so a handler crossing the watermark more often than
     /// the period would starve its cron.
+    #[inline]
     pub(crate) fn note_grown(&mut self, queued: usize) {
         self.writability
             .note_grown(queued, self.options.high_watermark);
@@ -152,12 +154,14 @@ impl SessionCore {
     /// The watermark crossing the handler has yet to hear of, with `queued` bytes queued:
     /// the writability to tell it, now counted as told. `None` for a session no longer
     /// `open`.
+    #[inline]
     pub(crate) fn take_crossing(&mut self, queued: usize, open: bool) -> Option<bool> {
         let (high, low) = (self.options.high_watermark, self.options.low_watermark);
         self.writability.take_crossing(queued, high, low, open)
     }
 
     /// Whether [`take_crossing`](Self::take_crossing) has something to tell.
+    #[inline]
     pub(crate) fn crossing_pending(&self, queued: usize) -> bool {
         let (high, low) = (self.options.high_watermark, self.options.low_watermark);
         self.writability.crossing_pending(queued, high, low)

@@ -24,7 +24,7 @@ use getty_reactor::{Context, Entry, EntryId, Ready, Recipient, Status};
 use mio::Interest;
 
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
-use crate::core::{check_read_idle, settle_output, Output, SessionTimer};
+use crate::core::{check_read_idle, earliest, idle_deadline, settle_output, Output};
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::framing::{CodecFraming, DecodeLimits, Framing, Next};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};

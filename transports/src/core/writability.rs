@@ -22,14 +22,17 @@ impl Default for Writability {
 }
 
 impl Writability {
+    #[inline]
     pub(crate) fn is_writable(self) -> bool {
         self.0 & WRITABLE != 0
     }
 
+    #[inline]
     fn reported(self) -> bool {
         self.0 & REPORTED != 0
     }
 
+    #[inline]
     fn set(&mut self, bit: u8, on: bool) {
         if on {
             self.0 |= bit;
@@ -43,6 +46,7 @@ impl Writability {
     /// says so. The handler hears of it when the callback returns ([`take_crossing`]).
     ///
     /// [`take_crossing`]: Self::take_crossing
+    #[inline]
     pub(crate) fn note_grown(&mut self, queued: usize, high: usize) {
         if queued >= high {
             self.set(WRITABLE, false);
@@ -53,6 +57,7 @@ impl Writability {
     /// the new writability, now counted as told. Nothing is told to a session that is no
     /// longer `open` (it is closing, and its handler may no longer write), though its
     /// writability still follows the queue.
+    #[inline]
     pub(crate) fn take_crossing(
         &mut self,
         queued: usize,
@@ -75,6 +80,7 @@ impl Writability {
     /// Whether [`take_crossing`](Self::take_crossing) has a crossing to tell: the session
     /// went unwritable inside a callback, or its queue has crossed a watermark since the
     /// last report.
+    #[inline]
     pub(crate) fn crossing_pending(self, queued: usize, high: usize, low: usize) -> bool {
         let reported = self.reported();
         self.is_writable() != reported || next_writability(reported, queued, high, low) != reported
@@ -85,6 +91,7 @@ impl Writability {
 /// one step at a time from the reported state, so a write that crosses the high watermark
 /// and a flush that drains below the low one at once are reported as both crossings: a
 /// handler that stopped producing on `false` must hear `true`.
+#[inline]
 fn next_writability(reported: bool, queued: usize, high: usize, low: usize) -> bool {
     if reported && queued >= high {
         false
@@ -121,6 +128,7 @@ const SETTLE_ROUNDS: usize = 4;
 /// the socket), or a crossing still to tell. The second matters as much: when the last
 /// round reported "not writable" for a queue the flush had meanwhile drained, the handler
 /// stopped producing, and nothing else would ever tell it to resume.
+#[inline]
 pub(crate) fn settle_output(entry: &mut impl Output, cx: &mut Context<'_>) -> Result<(), Error> {
     for _ in 0..SETTLE_ROUNDS {
         let more = entry.flush_output(cx)?;

@@ -13,6 +13,7 @@ where
     /// The earliest of the session's deadlines: the ones every session has (cron, read
     /// idle, write stall), the TLS handshake's and the framing's (a pong awaited); or the
     /// linger's alone, once `on_close` has run.
+    #[inline]
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let extras = self.extras();
         if self.phase == Phase::Lingering {
@@ -22,30 +23,36 @@ where
         // once closing, so counting them here would re-arm an already-due timer on every
         // turn and spin the loop until the queue drained (or the write stall hit).
         let open = self.phase == Phase::Open;
+        let options = &self.session.core.options;
         let idle_since = self.idle_since();
-        // No extras: no cron and no stall, as an unset timer has.
-        let timer = extras.map_or(&SessionTimer::UNSET, |e| &e.timer);
-        let own = timer.next_deadline(&self.session.core.options, open, idle_since);
-        let handshake = self
-            .session
-            .filter_io()
-            .and_then(FilterIo::handshake_deadline);
+        let next = match extras {
+            // No cron, no stall and no handshake without extras: the common case, and cheap.
+            None => idle_deadline(options, idle_since),
+            Some(extras) => {
+                let own = extras.timer.next_deadline(options, open, idle_since);
+                let handshake = extras
+                    .filter
+                    .as_ref()
+                    .and_then(|io| io.handshake_deadline());
+                earliest(own, handshake)
+            }
+        };
         // Like read-idle: only while reading (a pong awaited cannot be seen otherwise).
-        let framing = self
-            .session
-            .framing
-            .poll_timeout()
-            .filter(|_| self.reading());
-        [own, handshake, framing].into_iter().flatten().min()
+        match self.session.framing.poll_timeout() {
+            Some(framing) if self.reading() => earliest(next, Some(framing)),
+            _ => next,
+        }
     }
 
     /// Open and not paused. A session that does not read is not idle by its peer's fault,
     /// nor can it see what its framing awaits.
+    #[inline]
     fn reading(&self) -> bool {
         self.phase == Phase::Open && !self.session.is_reading_paused()
     }
 
     /// Since when the read-idle timeout counts, if it does: the last read, while reading.
+    #[inline]
     fn idle_since(&self) -> Option<Instant> {
         let counts = self.session.core.options.read_idle_timeout.is_some() && self.reading();
         counts.then(|| self.session.counters.last_read.instant())
@@ -53,6 +60,7 @@ where
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle
     /// deadline moved because bytes arrived) just re-arms: nothing is done per message.
+    #[inline]
     pub(super) fn rearm_timer(&mut self, cx: &mut Context<'_>) {
         if std::mem::take(&mut self.session.core.timers_changed) {
             // An idle session with no cron keeps no extras for it.

@@ -150,10 +150,12 @@ where
     H: Handler<C, T>,
 {
     /// A stream's flush writes until the queue is empty or the socket is full.
+    #[inline]
     fn flush_output(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
         self.flush(cx).map(|()| false)
     }
 
+    #[inline]
     fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
         let open = self.phase == Phase::Open;
         let queued = self.session.queued_bytes();
@@ -169,6 +171,7 @@ where
         true
     }
 
+    #[inline]
     fn output_pending(&self) -> bool {
         let queued = self.session.queued_bytes();
         queued > 0 || self.session.core.crossing_pending(queued)

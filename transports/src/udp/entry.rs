@@ -23,7 +23,7 @@ use super::session::{DatagramHandler, DatagramSession};
 use super::socket::{is_peer_error, DatagramSocket};
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::core::CloseRequest;
-use crate::core::{check_read_idle, settle_output, Output, SessionTimer};
+use crate::core::{check_read_idle, earliest, settle_output, Output, SessionTimer};
 use crate::stream::SessionEnded;
 use crate::{Error, Metrics};
 
@@ -249,8 +249,7 @@ where
             .timer
             .next_deadline(options, self.phase == Phase::Open, self.idle_since());
         let retry = self.retry.map(|(at, _)| at);
-        let parked = self.session.out.next_retry();
-        [own, retry, parked].into_iter().flatten().min()
+        earliest(earliest(own, retry), self.session.out.next_retry())
     }
 
     /// Since when the read-idle timeout counts: the last read, while open (a datagram

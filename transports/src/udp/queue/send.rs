@@ -2,6 +2,7 @@
 //! receiver is full, retrying them, and counting what is dropped.
 
 use super::*;
+use crate::core::earliest;
 
 impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A> {
     fn fail(&mut self, error: io::Error) -> Step {
@@ -192,7 +193,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
             retry_at,
             wait: FIRST_RETRY,
         });
-        self.next_retry = earliest(self.next_retry, retry_at);
+        self.next_retry = earliest(self.next_retry, Some(retry_at));
         self.hold(now, peer, data);
         true
     }
@@ -222,7 +223,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
             if let Some(due) =
                 report_held_back(&peer, parked, limits, now, false, &mut self.reports)
             {
-                self.next_retry = earliest(self.next_retry, due);
+                self.next_retry = earliest(self.next_retry, Some(due));
             }
         }
         while self.parked_charge() > limits.total {
@@ -245,11 +246,11 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                 // Nothing left: it is unparked (and its drops reported) on its next retry,
                 // which is now.
                 parked.retry_at = now;
-                self.next_retry = earliest(self.next_retry, now);
+                self.next_retry = earliest(self.next_retry, Some(now));
             } else if let Some(due) =
                 report_held_back(longest, parked, limits, now, false, &mut self.reports)
             {
-                self.next_retry = earliest(self.next_retry, due);
+                self.next_retry = earliest(self.next_retry, Some(due));
             }
         }
     }
@@ -299,9 +300,9 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
             }
             let report_due = report_held_back(peer, parked, limits, now, false, reports);
             if *socket_full || parked.retry_at > now {
-                next_retry = earliest(next_retry, parked.retry_at);
+                next_retry = earliest(next_retry, Some(parked.retry_at));
                 if let Some(due) = report_due {
-                    next_retry = earliest(next_retry, due);
+                    next_retry = earliest(next_retry, Some(due));
                 }
                 continue;
             }
@@ -349,7 +350,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                             if progressed {
                                 parked.wait = FIRST_RETRY;
                             }
-                            next_retry = earliest(next_retry, parked.retry_at);
+                            next_retry = earliest(next_retry, Some(parked.retry_at));
                             break;
                         }
                         *socket_full = false;
@@ -370,7 +371,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                             (parked.wait * 2).min(MAX_RETRY)
                         };
                         parked.retry_at = now + parked.wait;
-                        next_retry = earliest(next_retry, parked.retry_at);
+                        next_retry = earliest(next_retry, Some(parked.retry_at));
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 8 => {
@@ -399,7 +400,7 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
                 report_held_back(peer, parked, limits, now, true, reports);
                 emptied = true;
             } else if let Some(due) = report_due {
-                next_retry = earliest(next_retry, due);
+                next_retry = earliest(next_retry, Some(due));
             }
         }
         if emptied {
@@ -422,11 +423,6 @@ impl Parked {
     fn charge(&self) -> usize {
         self.bytes + self.held.len() * DATAGRAM_OVERHEAD
     }
-}
-
-/// The earlier of a deadline (if any) and `at`.
-fn earliest(deadline: Option<Instant>, at: Instant) -> Option<Instant> {
-    Some(deadline.map_or(at, |d| d.min(at)))
 }
 
 /// True for the errors of a send on an unconnected unix socket that are about the
