@@ -3,6 +3,7 @@
 //! client alone, or both sides in this process).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,15 @@ pub(crate) enum Side<A> {
     Client(A),
     /// Neither: both, the server at the address given (any free port, or a fresh path).
     Both(A),
+}
+
+impl Side<SocketAddr> {
+    /// The side `--server ADDR` and `--client ADDR` ask for; with neither, both run on
+    /// loopback, the server at any free port.
+    pub(crate) fn of_socket(args: &Args) -> Side<SocketAddr> {
+        let any_port = || "127.0.0.1:0".parse().expect("literal");
+        Side::of(args.server, args.client, any_port)
+    }
 }
 
 impl<A> Side<A> {

@@ -375,8 +375,7 @@ fn run(args: Args) -> io::Result<bool> {
     }
     let plan = Plan::new(&args);
     let layers = layers(&args);
-    let any_port = || "127.0.0.1:0".parse().expect("literal");
-    Side::of(args.server, args.client, any_port).run(
+    Side::of_socket(&args).run(
         |at| start_server(at, &args, security.server),
         |at| run_client(*at, &args, plan, security.client),
         |at| {

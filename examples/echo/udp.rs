@@ -247,8 +247,7 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<Report>
 
 pub fn run(args: Args) -> io::Result<bool> {
     let plan = Plan::new(&args);
-    let any_port = || "127.0.0.1:0".parse().expect("literal");
-    Side::of(args.server, args.client, any_port).run(
+    Side::of_socket(&args).run(
         |at| start_server(at, args.codec),
         |at| run_client(*at, plan, args.udp_mode),
         |at| format!("udp echo endpoint ({:?} codec) on {at}; Ctrl-C to stop", args.codec),

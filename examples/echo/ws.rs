@@ -95,8 +95,7 @@ pub fn run(args: Args, security: Security) -> io::Result<bool> {
     } else {
         "ws"
     };
-    let any_port = || "127.0.0.1:0".parse().expect("literal");
-    Side::of(args.server, args.client, any_port).run(
+    Side::of_socket(&args).run(
         |at| start_server(at, &args, security.server),
         |at| run_client(*at, &args, plan, security.client),
         |at| {
