@@ -20,7 +20,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::fmt::Debug;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -205,18 +205,6 @@ where
     (Running::serve("udp-recv", endpoint), addr)
 }
 
-fn udp_peer() -> StdUdpSocket {
-    let peer = StdUdpSocket::bind("127.0.0.1:0").expect("bind a UDP peer");
-    peer.set_read_timeout(Some(STEP)).unwrap();
-    peer
-}
-
-fn unix_peer(at: &Path) -> StdUnixDatagram {
-    let peer = StdUnixDatagram::bind(at).expect("bind a unix datagram peer");
-    peer.set_read_timeout(Some(STEP)).unwrap();
-    peer
-}
-
 /// Bytes that tell their position apart, so a datagram put together wrongly shows.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -269,7 +257,7 @@ fn a_datagram_from_an_unbound_unix_sender_is_delivered_and_a_reply_to_it_fails_c
         }
 
         // The endpoint carries on: a bound peer is answered at once.
-        let bound = unix_peer(&dir.path("peer.sock"));
+        let bound = unix_datagram_socket(&dir.path("peer.sock"));
         bound.send_to(b"ping", &at).unwrap();
         let (message, from) = next_message(&rx, "the bound peer's datagram");
         assert_eq!(&message[..], b"ping");
@@ -298,7 +286,7 @@ fn a_datagram_from_an_unbound_unix_sender_is_delivered_and_a_reply_to_it_fails_c
 /// A bound, non-blocking unix peer whose send buffer lets it send `len`-byte datagrams
 /// (and queue a few megabytes of them, where the kernel allows).
 fn big_sender(at: &Path, len: usize) -> StdUnixDatagram {
-    let peer = unix_peer(at);
+    let peer = unix_datagram_socket(at);
     peer.set_nonblocking(true).unwrap();
     let sock = socket2::SockRef::from(&peer);
     sock.set_send_buffer_size((len + 4096).max(2 << 20))
@@ -469,7 +457,7 @@ fn an_idle_udp_endpoint_holds_no_receive_buffers() {
             .unwrap();
         let at = endpoint.local_addr();
         let server = Running::serve("udp-idle", endpoint);
-        let peer = udp_peer();
+        let peer = udp_socket();
         let mut delivered = 0u64;
         for round in 0..20u64 {
             for i in 0..50u64 {
@@ -556,7 +544,7 @@ fn datagrams_under_load_cost_no_allocation_each() {
             .unwrap();
         let at = endpoint.local_addr();
         let server = Running::serve("udp-load", endpoint);
-        let peer = udp_peer();
+        let peer = udp_socket();
         const ROUNDS: u64 = 100;
         const BURST: u64 = 40;
         let payload = [7u8; 100];
@@ -623,7 +611,7 @@ fn lines_codec_decodes_each_udp_datagram_on_its_own() {
             LinesCodec::default(),
             Probe::new(&tx),
         );
-        let peer = udp_peer();
+        let peer = udp_socket();
         let me = peer.local_addr().unwrap();
         lines_each_on_their_own(
             &rx,
@@ -649,7 +637,7 @@ fn lines_codec_decodes_each_unix_datagram_on_its_own() {
             Probe::new(&tx),
         );
         let server = Running::serve("unix-lines", endpoint);
-        let peer = unix_peer(&dir.path("peer.sock"));
+        let peer = unix_datagram_socket(&dir.path("peer.sock"));
         let me = UnixAddr::path(dir.path("peer.sock"));
         lines_each_on_their_own(&rx, &|d| send_unix(&peer, &at, d), &me);
         server.stop();

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,6 +73,21 @@ impl Handler<LengthFieldCodec> for Stopper {
     }
 }
 
+/// An echo server on loopback on its own reactor, whose sessions report through a
+/// `Probe` that `wrap` puts in its handler; returns it with its address.
+fn echo_server<H>(name: &str, tx: &Sender<Ev>, wrap: fn(Probe) -> H) -> (Running, SocketAddr)
+where
+    H: Handler<LengthFieldCodec> + 'static,
+{
+    let tx = tx.clone();
+    let server = TcpServer::bind("127.0.0.1:0", move |_| {
+        Ok((LengthFieldCodec::default(), wrap(Probe::echo(&tx))))
+    })
+    .unwrap();
+    let addr = server.local_addr();
+    (Running::serve(name, server), addr)
+}
+
 /// A handler stops its own reactor: the reactor drains (the other session is closed
 /// gracefully, with a FIN) and its thread ends, with no one outside asking. Before
 /// `Session::reactor` a handler had to know `getty_reactor::current()`, named only in
@@ -81,13 +96,7 @@ impl Handler<LengthFieldCodec> for Stopper {
 fn a_handler_stops_its_own_reactor_gracefully() {
     watchdog(Duration::from_secs(60), || {
         let (tx, mut events) = Events::new();
-        let server = TcpServer::bind("127.0.0.1:0", move |_| {
-            let probe = Probe::echo(&tx);
-            Ok((LengthFieldCodec::default(), Stopper { probe }))
-        })
-        .unwrap();
-        let addr = server.local_addr();
-        let running = Running::serve("stopped-by-handler", server);
+        let (running, addr) = echo_server("stopped-by-handler", &tx, |probe| Stopper { probe });
 
         let mut bystander = connect(addr);
         echo_roundtrip(&mut bystander, b"still here");
@@ -139,7 +148,7 @@ fn a_datagram_handler_stops_its_own_reactor() {
         .unwrap();
         let addr = endpoint.local_addr();
         let running = Running::serve("udp-stopped-by-handler", endpoint);
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = udp_socket();
         peer.send_to(b"quit", addr).unwrap();
         running.join(STEP);
         assert_eq!(events.count(|e| matches!(e, Ev::Close { .. })), 1);
@@ -188,6 +197,31 @@ fn late_connections(listener: &TcpListener, wait: Duration) -> usize {
     late
 }
 
+/// A client of `listener` on its own reactor, keeping `sessions` sessions and redialling
+/// within 5 to 10 ms; its sessions report through a silent `Probe` that `wrap` puts in
+/// their handler. Returns it with the connections the listener accepted from it.
+fn client_of<H>(
+    name: &str,
+    listener: &TcpListener,
+    sessions: usize,
+    tx: &Sender<Ev>,
+    wrap: fn(Probe) -> H,
+) -> (Running, Vec<TcpStream>)
+where
+    H: Handler<LengthFieldCodec> + 'static,
+{
+    let tx = tx.clone();
+    let client = TcpClient::builder()
+        .connection_number(sessions)
+        .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+        .build(listener.local_addr().unwrap(), move |_| {
+            Ok((LengthFieldCodec::default(), wrap(Probe::silent(&tx))))
+        })
+        .unwrap();
+    let running = Running::serve(name, client);
+    (running, accept_n(listener, sessions))
+}
+
 /// One session's handler closes its client: every session of the client closes (a FIN on
 /// each connection, `on_close` for each), the client leaves its reactor, and nothing is
 /// redialled. Before `Session::close_client` a handler could only close its own session,
@@ -197,16 +231,8 @@ fn a_handler_closes_its_client_and_nothing_is_redialled() {
     watchdog(Duration::from_secs(60), || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let (tx, mut events) = Events::new();
-        let client = TcpClient::builder()
-            .connection_number(3)
-            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
-            .build(listener.local_addr().unwrap(), move |_| {
-                let probe = Probe::silent(&tx);
-                Ok((LengthFieldCodec::default(), Stopper { probe }))
-            })
-            .unwrap();
-        let running = Running::serve("close-client", client);
-        let mut peers = accept_n(&listener, 3);
+        let (running, mut peers) =
+            client_of("close-client", &listener, 3, &tx, |probe| Stopper { probe });
         events.wait_n("on_open of the 3 sessions", 3, |e| {
             matches!(e, Ev::Open { .. })
         });
@@ -220,14 +246,7 @@ fn a_handler_closes_its_client_and_nothing_is_redialled() {
         events.wait_n("on_close of the 3 sessions", 3, |e| {
             matches!(e, Ev::Close { .. })
         });
-        let deadline = Instant::now() + STEP;
-        while running.entry_count() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the client is still on its reactor"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        running.wait_until_empty("the client is still on its reactor");
         // With a 5 ms backoff, a client still there would have redialled by now.
         assert_eq!(late_connections(&listener, Duration::from_millis(300)), 0);
         running.stop();
@@ -266,16 +285,8 @@ fn closing_one_session_of_a_client_redials_it() {
     watchdog(Duration::from_secs(60), || {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let (tx, mut events) = Events::new();
-        let client = TcpClient::builder()
-            .connection_number(2)
-            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
-            .build(listener.local_addr().unwrap(), move |_| {
-                let probe = Probe::silent(&tx);
-                Ok((LengthFieldCodec::default(), CloseOne { probe }))
-            })
-            .unwrap();
-        let running = Running::serve("close-one", client);
-        let mut peers = accept_n(&listener, 2);
+        let (running, mut peers) =
+            client_of("close-one", &listener, 2, &tx, |probe| CloseOne { probe });
         peers[0].write_all(&frame(b"close this one")).unwrap();
         assert_eq!(expect_closed(&mut peers[0]), Ended::Eof);
         drop(peers.remove(0));
@@ -299,12 +310,7 @@ fn sigterm_shuts_a_reactor_down_gracefully() {
     let _one_at_a_time = signal_gate();
     watchdog(Duration::from_secs(60), || {
         let (tx, mut events) = Events::new();
-        let server = TcpServer::bind("127.0.0.1:0", move |_| {
-            Ok((LengthFieldCodec::default(), Probe::echo(&tx)))
-        })
-        .unwrap();
-        let addr = server.local_addr();
-        let running = Running::serve("sigterm", server);
+        let (running, addr) = echo_server("sigterm", &tx, |probe| probe);
         running
             .handle()
             .shutdown_on_signals(LONG_GRACE)
@@ -454,8 +460,7 @@ fn a_udp_handler_closes_its_client() {
     }
 
     watchdog(Duration::from_secs(60), || {
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        peer.set_read_timeout(Some(STEP)).unwrap();
+        let peer = udp_socket();
         let (tx, rx) = std::sync::mpsc::channel();
         let client = UdpClient::builder()
             .connection_number(2)
@@ -473,14 +478,7 @@ fn a_udp_handler_closes_its_client() {
         peer.send_to(b"bye", from).unwrap();
         assert_eq!(next(), "close_client: true");
         assert_eq!((next(), next()), ("close".into(), "close".into()));
-        let deadline = Instant::now() + STEP;
-        while running.entry_count() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the client is still on its reactor"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        running.wait_until_empty("the client is still on its reactor");
         assert!(rx.try_recv().is_err(), "no new session");
         running.stop();
     });

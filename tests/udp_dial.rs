@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::*;
 use getty::codec::{Bytes, RawCodec};
 use getty::udp::{DatagramHandler, DatagramSession, UdpClient, UdpClientBuilder, DEFAULT_PROBE};
-use getty::Error;
+use getty::{Error, ReactorHandle};
 
 /// Only catches hangs; far shorter than [`NEVER`].
 const TEST_LIMIT: Duration = Duration::from_secs(90);
@@ -52,17 +52,22 @@ impl DatagramHandler<RawCodec> for Recorder {
     }
 }
 
-/// A client of `addr` whose sessions report to `tx` and whose failed dials go to the
-/// returned receiver.
-fn client(
+/// Failed dials, as `on_dial_error` heard them.
+type DialErrors = Receiver<(SocketAddr, ErrKind)>;
+
+/// A client of `addr` on its own reactor whose sessions get the handlers `handler` makes,
+/// and whose failed dials go to the returned receiver.
+fn client<H>(
     addr: SocketAddr,
     builder: UdpClientBuilder,
-    tx: &Sender<Ev>,
-) -> (Running, Receiver<(SocketAddr, ErrKind)>) {
-    let tx = tx.clone();
+    mut handler: impl FnMut() -> H + Send + 'static,
+) -> (Running, DialErrors)
+where
+    H: DatagramHandler<RawCodec> + 'static,
+{
     let (err_tx, err_rx) = mpsc::channel();
     let client = builder
-        .build(addr, move |_| Ok((RawCodec, Recorder(tx.clone()))))
+        .build(addr, move |_| Ok((RawCodec, handler())))
         .expect("build the client")
         .on_dial_error(move |addr, error| {
             let _ = err_tx.send((addr, classify(error)));
@@ -70,11 +75,70 @@ fn client(
     (Running::serve("udp-dial-client", client), err_rx)
 }
 
-/// A raw peer on loopback whose reads time out.
-fn raw_peer() -> StdUdpSocket {
-    let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind a peer");
-    socket.set_read_timeout(Some(STEP)).unwrap();
-    socket
+/// A client dialling a raw peer on loopback, once its probe has reached the peer; its
+/// sessions report like [`Recorder`].
+struct Dial {
+    events: Events,
+    /// Kept for as long as the test runs, like the clones the handlers hold.
+    _tx: Sender<Ev>,
+    peer: StdUdpSocket,
+    /// Where the probe came from: the socket of the session being dialled.
+    from: SocketAddr,
+    /// `None` once stopped.
+    client: Option<Running>,
+    dial_errors: DialErrors,
+}
+
+impl Dial {
+    /// Starts a client (made by `builder`) of a fresh raw peer and receives its probe.
+    fn start(builder: UdpClientBuilder) -> Dial {
+        let (tx, events) = Events::new();
+        let peer = udp_socket();
+        let recorder_tx = tx.clone();
+        let (client, dial_errors) = client(peer.local_addr().unwrap(), builder, move || {
+            Recorder(recorder_tx.clone())
+        });
+        let from = recv_probe(&peer);
+        Dial {
+            events,
+            _tx: tx,
+            peer,
+            from,
+            client: Some(client),
+            dial_errors,
+        }
+    }
+
+    /// The peer sends `datagram` to the session being dialled.
+    fn send(&self, datagram: &[u8]) {
+        self.peer.send_to(datagram, self.from).unwrap();
+    }
+
+    /// Waits for the session with the peer to open; returns its id.
+    fn wait_open(&mut self) -> u64 {
+        self.events.wait_open(self.peer.local_addr().unwrap())
+    }
+
+    /// The client's reactor.
+    fn reactor(&self) -> &ReactorHandle {
+        self.client.as_ref().expect("the client runs").handle()
+    }
+
+    /// Stops the client, waits for session `sid` to close, and returns the messages it
+    /// got, in order.
+    fn stop(&mut self, sid: u64) -> Vec<Bytes> {
+        self.client.take().expect("the client runs").stop();
+        self.events.wait_close(sid);
+        messages(&mut self.events, sid)
+    }
+
+    /// Checks that no dial failed.
+    fn assert_no_dial_error(&self) {
+        assert!(
+            self.dial_errors.try_recv().is_err(),
+            "the dial must not fail"
+        );
+    }
 }
 
 /// Receives the client's probe and says where it came from.
@@ -103,27 +167,22 @@ fn messages(events: &mut Events, sid: u64) -> Vec<Bytes> {
 fn a_peer_that_answers_the_probe_opens_at_once_and_the_answer_is_no_message() {
     assert_eq!(UdpClient::PROBE_ANSWER, ANSWER);
     watchdog(TEST_LIMIT, || {
-        let (tx, mut events) = Events::new();
-        let peer = raw_peer();
-        let builder = UdpClient::builder().probe_wait(NEVER);
-        let (client, dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
-        let from = recv_probe(&peer);
-        peer.send_to(ANSWER, from).unwrap();
-        let sid = events.wait_open(peer.local_addr().unwrap());
+        let mut dial = Dial::start(UdpClient::builder().probe_wait(NEVER));
+        dial.send(ANSWER);
+        let sid = dial.wait_open();
         // What comes after the answer is the peer's own, even when it starts alike.
         let alike = [ANSWER, b"!"].concat();
-        peer.send_to(b"welcome", from).unwrap();
-        peer.send_to(&alike, from).unwrap();
-        events.wait_n("two messages", 2, |e| matches!(e, Ev::Msg { .. }));
-        client.stop();
-        events.wait_close(sid);
+        dial.send(b"welcome");
+        dial.send(&alike);
+        dial.events
+            .wait_n("two messages", 2, |e| matches!(e, Ev::Msg { .. }));
         assert_eq!(
-            messages(&mut events, sid),
+            dial.stop(sid),
             [&b"welcome"[..], &alike],
             "the answer to the probe reached the handler"
         );
-        assert!(dial_errors.try_recv().is_err(), "the dial must not fail");
-        events.check_contract();
+        dial.assert_no_dial_error();
+        dial.events.check_contract();
     });
 }
 
@@ -133,34 +192,28 @@ fn a_peer_that_answers_the_probe_opens_at_once_and_the_answer_is_no_message() {
 #[test]
 fn an_answer_and_a_message_queued_together_open_with_the_message_first() {
     watchdog(TEST_LIMIT, || {
-        let (tx, mut events) = Events::new();
-        let peer = raw_peer();
+        let mut dial = Dial::start(UdpClient::builder().probe_wait(NEVER));
         // Blocks the client's reactor until both datagrams are queued on its socket.
         let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
-        let builder = UdpClient::builder().probe_wait(NEVER);
-        let (client, _dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
-        let from = recv_probe(&peer);
         let held = std::sync::Arc::clone(&gate);
-        client
-            .handle()
+        dial.reactor()
             .execute(move |_| {
                 held.wait();
                 held.wait();
             })
             .expect("the reactor runs");
         gate.wait(); // the reactor is held
-        peer.send_to(ANSWER, from).unwrap();
-        peer.send_to(b"first", from).unwrap();
+        dial.send(ANSWER);
+        dial.send(b"first");
         // Loopback delivers at once; give the kernel a moment all the same before the
         // reactor looks (no assertion rests on it: either order of arrival passes).
         std::thread::sleep(Duration::from_millis(20));
         gate.wait(); // let the reactor go
-        let sid = events.wait_open(peer.local_addr().unwrap());
-        events.wait("the first message", |e| matches!(e, Ev::Msg { .. }));
-        client.stop();
-        events.wait_close(sid);
-        assert_eq!(messages(&mut events, sid), [&b"first"[..]]);
-        events.check_contract();
+        let sid = dial.wait_open();
+        dial.events
+            .wait("the first message", |e| matches!(e, Ev::Msg { .. }));
+        assert_eq!(dial.stop(sid), [&b"first"[..]]);
+        dial.events.check_contract();
     });
 }
 
@@ -170,21 +223,16 @@ fn an_answer_and_a_message_queued_together_open_with_the_message_first() {
 #[test]
 fn a_datagram_during_the_wait_opens_the_session_and_is_its_first_message() {
     watchdog(TEST_LIMIT, || {
-        let (tx, mut events) = Events::new();
-        let peer = raw_peer();
-        let builder = UdpClient::builder().probe_wait(NEVER);
-        let (client, dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
-        let from = recv_probe(&peer);
-        peer.send_to(b"hello first", from).unwrap();
-        let sid = events.wait_open(peer.local_addr().unwrap());
-        events.wait("the first message", |e| matches!(e, Ev::Msg { .. }));
-        client.stop();
-        events.wait_close(sid);
-        let evs = events.of(sid);
+        let mut dial = Dial::start(UdpClient::builder().probe_wait(NEVER));
+        dial.send(b"hello first");
+        let sid = dial.wait_open();
+        dial.events
+            .wait("the first message", |e| matches!(e, Ev::Msg { .. }));
+        assert_eq!(dial.stop(sid), [&b"hello first"[..]]);
+        let evs = dial.events.of(sid);
         assert!(matches!(evs[0], Ev::Open { .. }), "{evs:?}");
-        assert_eq!(messages(&mut events, sid), [&b"hello first"[..]]);
-        assert!(dial_errors.try_recv().is_err(), "the dial must not fail");
-        events.check_contract();
+        dial.assert_no_dial_error();
+        dial.events.check_contract();
     });
 }
 
@@ -193,18 +241,14 @@ fn a_datagram_during_the_wait_opens_the_session_and_is_its_first_message() {
 #[test]
 fn a_silent_peer_opens_after_the_default_wait() {
     watchdog(TEST_LIMIT, || {
-        let (tx, mut events) = Events::new();
-        let peer = raw_peer();
-        let (client, dial_errors) = client(peer.local_addr().unwrap(), UdpClient::builder(), &tx);
-        let from = recv_probe(&peer);
-        let sid = events.wait_open(peer.local_addr().unwrap());
-        peer.send_to(b"late hello", from).unwrap();
-        events.wait("a message", |e| matches!(e, Ev::Msg { .. }));
-        client.stop();
-        events.wait_close(sid);
-        assert_eq!(messages(&mut events, sid), [&b"late hello"[..]]);
-        assert!(dial_errors.try_recv().is_err(), "the dial must not fail");
-        events.check_contract();
+        let mut dial = Dial::start(UdpClient::builder());
+        let sid = dial.wait_open();
+        dial.send(b"late hello");
+        dial.events
+            .wait("a message", |e| matches!(e, Ev::Msg { .. }));
+        assert_eq!(dial.stop(sid), [&b"late hello"[..]]);
+        dial.assert_no_dial_error();
+        dial.events.check_contract();
     });
 }
 
@@ -215,11 +259,11 @@ fn a_silent_peer_opens_after_the_default_wait() {
 fn a_closed_port_fails_every_dial_and_tells_on_dial_error() {
     watchdog(TEST_LIMIT, || {
         let (tx, mut events) = Events::new();
-        let closed = raw_peer().local_addr().unwrap(); // bound, then closed
+        let closed = udp_socket().local_addr().unwrap(); // bound, then closed
         let builder = UdpClient::builder()
             .max_consecutive_failures(Some(3))
             .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10));
-        let (client, dial_errors) = client(closed, builder, &tx);
+        let (client, dial_errors) = client(closed, builder, move || Recorder(tx.clone()));
         for attempt in 0..3 {
             let (addr, err) = dial_errors
                 .recv_timeout(STEP)
@@ -228,15 +272,7 @@ fn a_closed_port_fails_every_dial_and_tells_on_dial_error() {
             assert_eq!(err, ErrKind::Io(io::ErrorKind::ConnectionRefused));
         }
         // It gave up after three: the reactor is left with no entry.
-        let mut left = client.entry_count();
-        for _ in 0..1000 {
-            if left == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-            left = client.entry_count();
-        }
-        assert_eq!(left, 0, "the client did not give up");
+        client.wait_until_empty("the client did not give up");
         client.stop();
         assert_eq!(events.count(|_| true), 0, "no session may open");
         assert!(dial_errors.try_recv().is_err(), "no dial after giving up");
@@ -285,18 +321,10 @@ fn a_getty_rs_endpoint_answers_the_probe_and_the_dial_opens_at_once() {
         let addr = endpoint.local_addr();
         let server = Running::serve("udp-dial-endpoint", endpoint);
         let (tx, mut events) = Events::new();
-        let (err_tx, dial_errors) = mpsc::channel();
         let hello_tx = tx.clone();
-        let client = UdpClient::builder()
-            .probe_wait(NEVER)
-            .build(addr, move |_| {
-                Ok((RawCodec, Hello(Recorder(hello_tx.clone()))))
-            })
-            .unwrap()
-            .on_dial_error(move |addr, e| {
-                let _ = err_tx.send((addr, classify(e)));
-            });
-        let client = Running::serve("udp-dial-client", client);
+        let builder = UdpClient::builder().probe_wait(NEVER);
+        let (client, dial_errors) =
+            client(addr, builder, move || Hello(Recorder(hello_tx.clone())));
         let sid = events.wait_open(addr);
         events.wait("the echo", |e| matches!(e, Ev::Msg { .. }));
         client.stop();
@@ -322,18 +350,13 @@ fn a_getty_rs_endpoint_answers_the_probe_and_the_dial_opens_at_once() {
 #[test]
 fn a_late_answer_is_not_a_message() {
     watchdog(TEST_LIMIT, || {
-        let (tx, mut events) = Events::new();
-        let peer = raw_peer();
-        let builder = UdpClient::builder().probe_wait(Duration::from_millis(1));
-        let (client, _dial_errors) = client(peer.local_addr().unwrap(), builder, &tx);
-        let from = recv_probe(&peer);
-        let sid = events.wait_open(peer.local_addr().unwrap());
-        peer.send_to(ANSWER, from).unwrap();
-        peer.send_to(b"hi", from).unwrap();
-        events.wait("a message", |e| matches!(e, Ev::Msg { .. }));
-        client.stop();
-        events.wait_close(sid);
-        assert_eq!(messages(&mut events, sid), [&b"hi"[..]]);
+        let mut dial = Dial::start(UdpClient::builder().probe_wait(Duration::from_millis(1)));
+        let sid = dial.wait_open();
+        dial.send(ANSWER);
+        dial.send(b"hi");
+        dial.events
+            .wait("a message", |e| matches!(e, Ev::Msg { .. }));
+        assert_eq!(dial.stop(sid), [&b"hi"[..]]);
     });
 }
 
@@ -377,7 +400,7 @@ fn an_answer_is_never_answered() {
             .unwrap();
         let at = endpoint.local_addr();
         let running = Running::serve("self-answering", endpoint);
-        let asker = raw_peer();
+        let asker = udp_socket();
         asker.send_to(b"kick", at).unwrap();
         // A barrier: the kick and the answer it sent itself have been handled.
         running.run_on(|_| ());
@@ -398,7 +421,7 @@ fn unanswered_probes_are_not_refused_writes() {
             .unwrap();
         let at = endpoint.local_addr();
         let running = Running::serve("probe-flooded", endpoint);
-        let asker = raw_peer();
+        let asker = udp_socket();
         for _ in 0..5 {
             asker.send_to(DEFAULT_PROBE, at).unwrap();
         }

@@ -16,17 +16,21 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram as StdUnixDatagram;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use common::*;
 use getty::codec::{Bytes, RawCodec};
+use getty::reactor::Entry;
 use getty::udp::{DatagramHandle, DatagramHandler, DatagramSession, DroppedDatagrams};
 use getty::unix::{UnixDatagramEndpoint, UnixDatagramEndpointBuilder};
 use getty::{Error, SessionOptions, UnixAddr};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Long enough for a retry timer (backing off to 100 ms) or a held-back report to fire.
+const SETTLE: Duration = Duration::from_millis(300);
 
 type Handle = DatagramHandle<RawCodec, UnixAddr>;
 
@@ -47,7 +51,7 @@ enum Ev {
     },
     Writable(bool),
     Closed,
-    /// The session's counts, when a `Scripted` endpoint was asked.
+    /// The session's counts, when a [`script`] endpoint was asked.
     Stat(Snapshot),
 }
 
@@ -83,14 +87,26 @@ fn error_event(s: &DatagramSession<RawCodec, UnixAddr>, error: &Error) -> Ev {
     }
 }
 
-/// Echoes every datagram to its sender (unconnected) or to the peer (connected), and
-/// reports its handle, errors and close.
-struct Echo {
-    tx: Sender<Ev>,
-    echo: bool,
+/// What an endpoint of these tests does with a datagram from `peer`: [`echo`], [`ignore`]
+/// or [`script`]; it may tell the test through the sender.
+type Respond = fn(&Sender<Ev>, &mut DatagramSession<RawCodec, UnixAddr>, Bytes, UnixAddr);
+
+/// Echoes a datagram to its sender (unconnected) or to the peer (connected).
+fn echo(_: &Sender<Ev>, s: &mut DatagramSession<RawCodec, UnixAddr>, msg: Bytes, peer: UnixAddr) {
+    let _ = s.write_bytes_to(peer, msg);
 }
 
-impl DatagramHandler<RawCodec, UnixAddr> for Echo {
+/// Answers nothing.
+fn ignore(_: &Sender<Ev>, _: &mut DatagramSession<RawCodec, UnixAddr>, _: Bytes, _: UnixAddr) {}
+
+/// Reports its handle, errors, writability and close to the test, and answers datagrams
+/// with its `respond`.
+struct Reporter {
+    tx: Sender<Ev>,
+    respond: Respond,
+}
+
+impl DatagramHandler<RawCodec, UnixAddr> for Reporter {
     fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
         let _ = self.tx.send(Ev::Handle(s.handle().expect("in a callback")));
         Ok(())
@@ -101,9 +117,7 @@ impl DatagramHandler<RawCodec, UnixAddr> for Echo {
         msg: Bytes,
         peer: UnixAddr,
     ) {
-        if self.echo {
-            let _ = s.write_bytes_to(peer, msg);
-        }
+        (self.respond)(&self.tx, s, msg, peer);
     }
     fn on_error(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
         let _ = self.tx.send(error_event(s, error));
@@ -124,7 +138,7 @@ struct Seen {
     named: Vec<Option<UnixAddr>>,
     /// Per error, how many datagrams it reports dropped (a `DroppedDatagrams`).
     counts: Vec<Option<u64>>,
-    /// The counts a `Scripted` endpoint told last.
+    /// The counts a [`script`] endpoint told last.
     stat: Option<Snapshot>,
     /// The writability changes told to the handler.
     writability: Vec<bool>,
@@ -172,6 +186,23 @@ impl Seen {
         }
     }
 
+    /// Waits `quiet` (for retry timers and held-back reports to fire), then takes in every
+    /// event reported so far.
+    fn pump_after(&mut self, quiet: Duration) {
+        std::thread::sleep(quiet);
+        self.pump();
+    }
+
+    /// How many dropped datagrams the `DroppedDatagrams` errors so far report, in all.
+    fn dropped_reported(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Waits until the last error says the endpoint has dropped `dropped` datagrams in all.
+    fn wait_dropped_out(&mut self, what: &str, dropped: u64) {
+        self.wait_until(what, |s| s.errors.last().is_some_and(|e| e.3 == dropped));
+    }
+
     /// Waits until `pred` holds for what was seen, at most `STEP`.
     fn wait_until(&mut self, what: &str, mut pred: impl FnMut(&Seen) -> bool) {
         let deadline = Instant::now() + STEP;
@@ -215,22 +246,48 @@ fn builder(stall: Duration) -> UnixDatagramEndpointBuilder {
         .session_options(SessionOptions::default().write_stall_timeout(stall))
 }
 
-/// A bound echo endpoint at `at`, running on its own reactor.
-fn echo_endpoint(b: UnixDatagramEndpointBuilder, at: &Path) -> (Running, Seen, Handle) {
-    let (tx, mut seen) = seen();
+/// An endpoint bound at `at` whose handler answers with `respond`, running on its own
+/// reactor once it opened.
+fn bound(b: UnixDatagramEndpointBuilder, at: &Path, respond: Respond) -> (Running, Seen, Handle) {
+    let (tx, seen) = seen();
     let endpoint = b
-        .bind(at, move |_| Ok((RawCodec, Echo { tx, echo: true })))
+        .bind(at, move |_| Ok((RawCodec, Reporter { tx, respond })))
         .expect("bind the endpoint");
-    let running = Running::serve("uds-send", endpoint);
+    run("uds-bound", endpoint, seen)
+}
+
+/// Runs `endpoint` on its own reactor and waits until it opened (its handler sends its
+/// handle to `seen`).
+fn run(name: &str, endpoint: impl Entry + Send, mut seen: Seen) -> (Running, Seen, Handle) {
+    let running = Running::serve(name, endpoint);
     let handle = seen.handle();
     (running, seen, handle)
 }
 
+/// A bound echo endpoint at `at`, running on its own reactor.
+fn echo_endpoint(b: UnixDatagramEndpointBuilder, at: &Path) -> (Running, Seen, Handle) {
+    bound(b, at, echo)
+}
+
+/// Runs a test's `body` under the watchdog, in a fresh directory of its own (`name` tells
+/// it apart), given the path of the endpoint's socket in it.
+fn in_dir(name: &str, body: impl FnOnce(TempDir, PathBuf) + Send + 'static) {
+    let name = name.to_owned();
+    watchdog(TEST_LIMIT, move || {
+        let dir = TempDir::new(&name);
+        let server = dir.path("server.sock");
+        body(dir, server);
+    });
+}
+
 /// A plain socket bound in the test's directory that reads with a timeout.
 fn peer(dir: &TempDir, name: &str) -> StdUnixDatagram {
-    let sock = StdUnixDatagram::bind(dir.path(name)).expect("bind a peer");
-    sock.set_read_timeout(Some(STEP)).unwrap();
-    sock
+    unix_datagram_socket(&dir.path(name))
+}
+
+/// [`peer`]s of the given names.
+fn peers<const N: usize>(dir: &TempDir, names: [&str; N]) -> [StdUnixDatagram; N] {
+    names.map(|name| peer(dir, name))
 }
 
 /// One request and its echo, within `STEP`.
@@ -243,14 +300,15 @@ fn round_trip(sock: &StdUnixDatagram, to: &Path, payload: &[u8]) {
     assert_eq!(&buf[..n], payload);
 }
 
-/// Everything waiting in `sock`'s queue now (it is read until `quiet` passes with none).
+/// Everything waiting in `sock`'s queue now (datagrams up to 2 KB; it is read until
+/// `quiet` passes with none).
 fn drain(sock: &StdUnixDatagram, quiet: Duration) -> Vec<Vec<u8>> {
     sock.set_read_timeout(Some(quiet)).unwrap();
     let mut got = Vec::new();
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 2048];
     while let Ok(n) = sock.recv(&mut buf) {
         got.push(buf[..n].to_vec());
-        assert!(got.len() < 10_000, "an endless stream of datagrams");
+        assert!(got.len() < 100_000, "an endless stream of datagrams");
     }
     sock.set_read_timeout(Some(STEP)).unwrap();
     got
@@ -278,13 +336,10 @@ fn flood(sock: &StdUnixDatagram, to: &Path, tag: &str, count: usize) -> Vec<Vec<
 /// served again.
 #[test]
 fn a_slow_receiver_is_parked_and_a_bystander_keeps_getting_replies() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("bystander");
-        let server = dir.path("server.sock");
+    in_dir("bystander", |dir, server| {
         let stall = Duration::from_millis(300);
         let (running, mut seen, _) = echo_endpoint(builder(stall), &server);
-        let slow = peer(&dir, "slow.sock");
-        let bystander = peer(&dir, "bystander.sock");
+        let [slow, bystander] = peers(&dir, ["slow.sock", "bystander.sock"]);
         let sent = flood(&slow, &server, "slow", 40);
         // Several stall timeouts of traffic from the bystander, each request answered.
         let started = Instant::now();
@@ -308,9 +363,7 @@ fn a_slow_receiver_is_parked_and_a_bystander_keeps_getting_replies() {
             "the slow receiver's replies, in order"
         );
         let dropped = (sent.len() - got.len()) as u64;
-        seen.wait_until("the slow receiver's datagrams reported dropped", |s| {
-            s.errors.last().is_some_and(|e| e.3 == dropped)
-        });
+        seen.wait_dropped_out("the slow receiver's datagrams reported dropped", dropped);
         let slow_name = dir.path("slow.sock").display().to_string();
         for (text, _, closing, _) in &seen.errors {
             assert!(!closing, "an error closed the endpoint: {text}");
@@ -333,14 +386,11 @@ fn a_slow_receiver_is_parked_and_a_bystander_keeps_getting_replies() {
 /// what its queue held and then those newest, in order.
 #[test]
 fn a_parked_destination_keeps_its_newest_within_its_limit() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("limit");
-        let server = dir.path("server.sock");
+    in_dir("limit", |dir, server| {
         // Replies are 9 bytes ("slow-0000"), charged 64 more each: ten fit in the limit.
         let b = builder(Duration::from_secs(10)).max_parked_per_peer(10 * (9 + 64));
         let (running, mut seen, _) = echo_endpoint(b, &server);
-        let slow = peer(&dir, "slow.sock");
-        let bystander = peer(&dir, "bystander.sock");
+        let [slow, bystander] = peers(&dir, ["slow.sock", "bystander.sock"]);
         let sent = flood(&slow, &server, "slow", 60);
         // Answered after the slow one's requests, which came first on the same socket.
         round_trip(&bystander, &server, b"barrier");
@@ -354,9 +404,7 @@ fn a_parked_destination_keeps_its_newest_within_its_limit() {
             "the newest ten, held while parked"
         );
         let dropped = (sent.len() - got.len()) as u64;
-        seen.wait_until("the drops reported", |s| {
-            s.errors.last().is_some_and(|e| e.3 == dropped)
-        });
+        seen.wait_dropped_out("the drops reported", dropped);
         let slow_name = dir.path("slow.sock").display().to_string();
         for (text, kind, closing, _) in &seen.errors {
             assert!(!closing, "{text}");
@@ -380,9 +428,7 @@ fn a_parked_destination_keeps_its_newest_within_its_limit() {
 /// machine), not hundreds. Once the receiver reads, everything arrives, in order.
 #[test]
 fn the_retry_timer_of_a_full_receiver_backs_off() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("backoff");
-        let server = dir.path("server.sock");
+    in_dir("backoff", |dir, server| {
         let (running, mut seen, _) = echo_endpoint(builder(Duration::from_secs(20)), &server);
         let slow = peer(&dir, "slow.sock");
         let sent = flood(&slow, &server, "slow", 20);
@@ -412,15 +458,33 @@ fn the_retry_timer_of_a_full_receiver_backs_off() {
 // Item 6: a connected endpoint whose peer restarted
 // ---------------------------------------------------------------------------------------
 
-/// A connected endpoint.
+/// A connected endpoint that answers nothing.
 fn connected(b: UnixDatagramEndpointBuilder, to: &Path) -> (Running, Seen, Handle) {
-    let (tx, mut seen) = seen();
+    let (tx, seen) = seen();
+    let respond = ignore;
     let endpoint = b
-        .connect(to, move |_| Ok((RawCodec, Echo { tx, echo: false })))
+        .connect(to, move |_| Ok((RawCodec, Reporter { tx, respond })))
         .expect("connect the endpoint");
-    let running = Running::serve("uds-connected", endpoint);
-    let handle = seen.handle();
-    (running, seen, handle)
+    run("uds-connected", endpoint, seen)
+}
+
+/// A connected endpoint (`stall` its write-stall timeout) of a peer at `peer.sock` in
+/// `dir` that took one datagram from it and then went: its socket closed, its file
+/// removed. Returns the endpoint and the peer's address.
+fn connected_to_a_peer_that_goes(
+    dir: &TempDir,
+    stall: Duration,
+) -> (Running, Seen, Handle, UnixAddr) {
+    let at = dir.path("peer.sock");
+    let first = peer(dir, "peer.sock");
+    let (running, seen, h) = connected(builder(stall), &at);
+    let to = UnixAddr::path(&at);
+    h.write_bytes_to(to.clone(), Bytes::from_static(b"one"))
+        .unwrap();
+    assert_eq!(recv_text(&first), "one");
+    drop(first);
+    std::fs::remove_file(&at).unwrap();
+    (running, seen, h, to)
 }
 
 fn recv_text(sock: &StdUnixDatagram) -> String {
@@ -436,16 +500,9 @@ fn recv_text(sock: &StdUnixDatagram) -> String {
 fn a_connected_endpoint_reconnects_to_a_restarted_peer() {
     watchdog(TEST_LIMIT, || {
         let dir = TempDir::new("restart");
-        let at = dir.path("peer.sock");
-        let first = peer(&dir, "peer.sock");
-        let (running, mut seen, h) = connected(builder(Duration::from_secs(5)), &at);
-        let to = UnixAddr::path(&at);
-        h.write_bytes_to(to.clone(), Bytes::from_static(b"one"))
-            .unwrap();
-        assert_eq!(recv_text(&first), "one");
-        // The peer restarts.
-        drop(first);
-        std::fs::remove_file(&at).unwrap();
+        let (running, mut seen, h, to) =
+            connected_to_a_peer_that_goes(&dir, Duration::from_secs(5));
+        // The peer restarts: a new socket binds its path.
         let second = peer(&dir, "peer.sock");
         h.write_bytes_to(to.clone(), Bytes::from_static(b"two"))
             .unwrap();
@@ -470,16 +527,8 @@ fn a_connected_endpoint_reconnects_to_a_restarted_peer() {
 fn a_connected_endpoint_whose_peer_is_gone_ends_with_the_error() {
     watchdog(TEST_LIMIT, || {
         let dir = TempDir::new("gone");
-        let at = dir.path("peer.sock");
-        let first = peer(&dir, "peer.sock");
         let stall = Duration::from_millis(1000);
-        let (running, mut seen, h) = connected(builder(stall), &at);
-        let to = UnixAddr::path(&at);
-        h.write_bytes_to(to.clone(), Bytes::from_static(b"one"))
-            .unwrap();
-        assert_eq!(recv_text(&first), "one");
-        drop(first);
-        std::fs::remove_file(&at).unwrap();
+        let (running, mut seen, h, to) = connected_to_a_peer_that_goes(&dir, stall);
         let turns_before = running.run_on(|s| s.loop_metrics().turns);
         let asked = Instant::now();
         h.write_bytes_to(to, Bytes::from_static(b"lost")).unwrap();
@@ -510,12 +559,9 @@ fn a_connected_endpoint_whose_peer_is_gone_ends_with_the_error() {
 /// whose file is gone (`ENOENT`) is dropped and reported exactly once, and counted once.
 #[test]
 fn a_datagram_to_a_vanished_peer_is_reported_once() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("vanished");
-        let server = dir.path("server.sock");
+    in_dir("vanished", |dir, server| {
         let (running, mut seen, h) = echo_endpoint(builder(Duration::from_secs(5)), &server);
-        let bystander = peer(&dir, "bystander.sock");
-        let closed = peer(&dir, "closed.sock");
+        let [bystander, closed] = peers(&dir, ["bystander.sock", "closed.sock"]);
         drop(closed); // the file stays: ECONNREFUSED
         let removed = peer(&dir, "removed.sock");
         drop(removed);
@@ -526,8 +572,7 @@ fn a_datagram_to_a_vanished_peer_is_reported_once() {
             // The endpoint has flushed by the time it answers the bystander; then give a
             // retry timer, if any, time to fire.
             round_trip(&bystander, &server, b"barrier");
-            std::thread::sleep(Duration::from_millis(300));
-            seen.pump();
+            seen.pump_after(SETTLE);
             assert_eq!(seen.errors.len(), i + 1, "reports: {:?}", seen.errors);
             let (text, _, closing, dropped) = &seen.errors[i];
             assert!(!closing, "{text}");
@@ -550,9 +595,7 @@ fn a_datagram_to_a_vanished_peer_is_reported_once() {
 /// was parked, and its replies dropped after the stall timeout as "its receiver took none".
 #[test]
 fn a_full_send_buffer_of_our_own_blames_no_destination() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("own-buffer");
-        let server = dir.path("server.sock");
+    in_dir("own-buffer", |dir, server| {
         let stall = Duration::from_millis(800);
         // The kernel doubles it: 200,000 bytes, whatever the system's default.
         let b = builder(stall).send_buffer_size(Some(100_000));
@@ -607,12 +650,9 @@ fn a_full_send_buffer_of_our_own_blames_no_destination() {
 /// on its own (64 KiB by default: its oldest go, reported as about it).
 #[test]
 fn a_slow_receiver_leaves_the_endpoint_writable() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("writable");
-        let server = dir.path("server.sock");
+    in_dir("writable", |dir, server| {
         let (running, mut seen, h) = echo_endpoint(builder(Duration::from_secs(10)), &server);
-        let slow = peer(&dir, "slow.sock");
-        let bystander = peer(&dir, "bystander.sock");
+        let [slow, bystander] = peers(&dir, ["slow.sock", "bystander.sock"]);
         // 100 replies of 1,000 bytes: 11 in its queue, 89 KB more than the default high
         // watermark (64 KiB) waiting for it.
         let request = vec![1u8; 1000];
@@ -645,9 +685,7 @@ fn a_slow_receiver_leaves_the_endpoint_writable() {
 /// refused with `QueueFull` until the stall timeout).
 #[test]
 fn slow_receivers_cost_no_one_their_writes() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("max-outbound");
-        let server = dir.path("server.sock");
+    in_dir("max-outbound", |dir, server| {
         let options = SessionOptions::default()
             .write_stall_timeout(Duration::from_secs(10))
             .max_outbound(20 * 1024);
@@ -695,12 +733,9 @@ fn slow_receivers_cost_no_one_their_writes() {
 /// `DroppedDatagrams`), not once per datagram (before the fix: 49 reports, none naming it).
 #[test]
 fn a_parked_receiver_that_closes_is_reported_once_by_name() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("closes");
-        let server = dir.path("server.sock");
+    in_dir("closes", |dir, server| {
         let (running, mut seen, _) = echo_endpoint(builder(Duration::from_secs(10)), &server);
-        let slow = peer(&dir, "slow.sock");
-        let bystander = peer(&dir, "bystander.sock");
+        let [slow, bystander] = peers(&dir, ["slow.sock", "bystander.sock"]);
         flood(&slow, &server, "slow", 60);
         round_trip(&bystander, &server, b"barrier");
         drop(slow);
@@ -730,96 +765,70 @@ fn a_parked_receiver_that_closes_is_reported_once_by_name() {
 /// `lost:N:PATH` (N of one byte to PATH, and tells the test its counts), `count` (tells the
 /// test its counts), `stat` (tells the test its counts, and answers `stat`); echoes
 /// anything else.
-struct Scripted {
-    tx: Sender<Ev>,
-}
-
-impl DatagramHandler<RawCodec, UnixAddr> for Scripted {
-    fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
-        let _ = self.tx.send(Ev::Handle(s.handle().expect("in a callback")));
-        Ok(())
-    }
-    fn on_message(
-        &mut self,
-        s: &mut DatagramSession<RawCodec, UnixAddr>,
-        msg: Bytes,
-        peer: UnixAddr,
-    ) {
-        let text = String::from_utf8_lossy(&msg).into_owned();
-        let mut parts = text.splitn(3, ':');
-        let (what, n) = (parts.next(), parts.next().and_then(|n| n.parse().ok()));
-        match (what, n) {
-            (Some("empty"), Some(n)) => {
-                for _ in 0..n {
-                    let _ = s.write_bytes_to(peer.clone(), Bytes::new());
-                }
-            }
-            (Some("big"), Some(n)) => {
-                for _ in 0..n {
-                    let _ = s.write_bytes_to(peer.clone(), Bytes::from(vec![7u8; 30_000]));
-                }
-            }
-            (Some("gone"), Some(n)) => {
-                let to = UnixAddr::path(parts.next().expect("a path"));
-                for _ in 0..n {
-                    let _ = s.write_bytes_to(to.clone(), Bytes::from_static(b"x"));
-                }
-                let _ = s.write_bytes_to(peer, Bytes::from_static(b"done"));
-            }
-            (Some("lost"), Some(n)) => {
-                let to = UnixAddr::path(parts.next().expect("a path"));
-                for _ in 0..n {
-                    let _ = s.write_bytes_to(to.clone(), Bytes::from_static(b"x"));
-                }
-                self.tell(s);
-            }
-            (Some("count"), _) => self.tell(s),
-            (Some("stat"), _) => {
-                self.tell(s);
-                let _ = s.write_bytes_to(peer, Bytes::from_static(b"stat"));
-            }
-            _ => {
-                let _ = s.write_bytes_to(peer, msg);
+fn script(
+    tx: &Sender<Ev>,
+    s: &mut DatagramSession<RawCodec, UnixAddr>,
+    msg: Bytes,
+    peer: UnixAddr,
+) {
+    let text = String::from_utf8_lossy(&msg).into_owned();
+    let mut parts = text.splitn(3, ':');
+    let (what, n) = (parts.next(), parts.next().and_then(|n| n.parse().ok()));
+    match (what, n) {
+        (Some("empty"), Some(n)) => {
+            for _ in 0..n {
+                let _ = s.write_bytes_to(peer.clone(), Bytes::new());
             }
         }
-    }
-    fn on_error(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
-        let _ = self.tx.send(error_event(s, error));
-    }
-    fn on_writability_changed(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, w: bool) {
-        let _ = self.tx.send(Ev::Writable(w));
-    }
-    fn on_close(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>) {
-        let _ = self.tx.send(Ev::Closed);
+        (Some("big"), Some(n)) => {
+            for _ in 0..n {
+                let _ = s.write_bytes_to(peer.clone(), Bytes::from(vec![7u8; 30_000]));
+            }
+        }
+        (Some("gone"), Some(n)) => {
+            let to = UnixAddr::path(parts.next().expect("a path"));
+            for _ in 0..n {
+                let _ = s.write_bytes_to(to.clone(), Bytes::from_static(b"x"));
+            }
+            let _ = s.write_bytes_to(peer, Bytes::from_static(b"done"));
+        }
+        (Some("lost"), Some(n)) => {
+            let to = UnixAddr::path(parts.next().expect("a path"));
+            for _ in 0..n {
+                let _ = s.write_bytes_to(to.clone(), Bytes::from_static(b"x"));
+            }
+            tell(tx, s);
+        }
+        (Some("count"), _) => tell(tx, s),
+        (Some("stat"), _) => {
+            tell(tx, s);
+            let _ = s.write_bytes_to(peer, Bytes::from_static(b"stat"));
+        }
+        _ => {
+            let _ = s.write_bytes_to(peer, msg);
+        }
     }
 }
 
-impl Scripted {
-    /// Tells the test the session's counts.
-    fn tell(&self, s: &DatagramSession<RawCodec, UnixAddr>) {
-        let stats = s.stats();
-        let _ = self.tx.send(Ev::Stat(Snapshot {
-            queued_datagrams: s.queued_datagrams(),
-            queued_bytes: s.queued_bytes(),
-            parked_bytes: s.parked_bytes(),
-            dropped_out: stats.dropped_out,
-            refused_out: stats.refused_out,
-        }));
-    }
+/// Tells the test the session's counts.
+fn tell(tx: &Sender<Ev>, s: &DatagramSession<RawCodec, UnixAddr>) {
+    let stats = s.stats();
+    let _ = tx.send(Ev::Stat(Snapshot {
+        queued_datagrams: s.queued_datagrams(),
+        queued_bytes: s.queued_bytes(),
+        parked_bytes: s.parked_bytes(),
+        dropped_out: stats.dropped_out,
+        refused_out: stats.refused_out,
+    }));
 }
 
-/// A bound `Scripted` endpoint at `at`, running on its own reactor.
+/// A bound endpoint at `at` that answers with [`script`], running on its own reactor.
 fn scripted_endpoint(b: UnixDatagramEndpointBuilder, at: &Path) -> (Running, Seen) {
-    let (tx, mut seen) = seen();
-    let endpoint = b
-        .bind(at, move |_| Ok((RawCodec, Scripted { tx })))
-        .expect("bind the endpoint");
-    let running = Running::serve("uds-scripted", endpoint);
-    seen.handle();
+    let (running, seen, _) = bound(b, at, script);
     (running, seen)
 }
 
-/// Asks a `Scripted` endpoint for its counts (from `asker`, which need not read the
+/// Asks a [`script`] endpoint for its counts (from `asker`, which need not read the
 /// answer). The endpoint may read the question in the batch of an earlier request, and
 /// answer before its replies are flushed; with `flushed`, a round trip first makes sure
 /// they were.
@@ -834,7 +843,7 @@ fn stat(seen: &mut Seen, asker: &StdUnixDatagram, server: &Path, flushed: bool) 
     counts
 }
 
-/// Sends a `Scripted` endpoint a command that tells the test its counts; returns them.
+/// Sends a [`script`] endpoint a command that tells the test its counts; returns them.
 fn ask(seen: &mut Seen, asker: &StdUnixDatagram, server: &Path, command: &[u8]) -> Snapshot {
     seen.pump();
     seen.stat = None;
@@ -843,18 +852,10 @@ fn ask(seen: &mut Seen, asker: &StdUnixDatagram, server: &Path, command: &[u8]) 
     seen.stat.expect("the counts")
 }
 
-/// Reads what waits in `sock` (datagrams up to 2 KB) until `quiet` passes with none;
-/// returns how many.
+/// Reads what waits in `sock` until `quiet` passes with none (see [`drain`]); returns how
+/// many.
 fn count_arrivals(sock: &StdUnixDatagram, quiet: Duration) -> usize {
-    sock.set_read_timeout(Some(quiet)).unwrap();
-    let mut buf = [0u8; 2048];
-    let mut got = 0;
-    while sock.recv(&mut buf).is_ok() {
-        got += 1;
-        assert!(got < 100_000, "an endless stream of datagrams");
-    }
-    sock.set_read_timeout(Some(STEP)).unwrap();
-    got
+    drain(sock, quiet).len()
 }
 
 /// Empty datagrams count against the parked bounds: each is charged 64 bytes. A receiver
@@ -865,14 +866,10 @@ fn count_arrivals(sock: &StdUnixDatagram, quiet: Duration) -> usize {
 /// empty datagrams held 127 MB).
 #[test]
 fn empty_datagrams_count_against_the_parked_bounds() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("empty-parked");
-        let server = dir.path("server.sock");
+    in_dir("empty-parked", |dir, server| {
         let b = builder(Duration::from_secs(20)).max_parked(1500 * 64);
         let (running, mut seen) = scripted_endpoint(b, &server);
-        let slow = peer(&dir, "slow.sock");
-        let other = peer(&dir, "other.sock");
-        let asker = peer(&dir, "asker.sock");
+        let [slow, other, asker] = peers(&dir, ["slow.sock", "other.sock", "asker.sock"]);
         slow.send_to(b"empty:5000", &server).expect("ask");
         let s = stat(&mut seen, &asker, &server, true);
         eprintln!("one slow receiver: {s:?}");
@@ -898,7 +895,7 @@ fn empty_datagrams_count_against_the_parked_bounds() {
         assert_eq!(got as u64 + s.dropped_out, 10_000, "{got} arrived, {s:?}");
         assert!(got <= 1500 + 2 * 64, "{got} arrived");
         seen.wait_until("every drop reported", |seen| {
-            seen.counts.iter().flatten().sum::<u64>() == s.dropped_out
+            seen.dropped_reported() == s.dropped_out
         });
         let names = [
             UnixAddr::path(dir.path("slow.sock")),
@@ -922,9 +919,7 @@ fn empty_datagrams_count_against_the_parked_bounds() {
 /// all 5,000 were queued and the endpoint stayed writable (4.3 million took 641 MB).
 #[test]
 fn empty_datagrams_count_against_max_outbound() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("empty-fifo");
-        let server = dir.path("server.sock");
+    in_dir("empty-fifo", |dir, server| {
         let options = SessionOptions::default()
             .write_stall_timeout(Duration::from_secs(20))
             .max_outbound(1000 * 64)
@@ -936,9 +931,7 @@ fn empty_datagrams_count_against_max_outbound() {
             .session_options(options)
             .send_buffer_size(Some(100_000));
         let (running, mut seen) = scripted_endpoint(b, &server);
-        let filler = peer(&dir, "filler.sock");
-        let client = peer(&dir, "client.sock");
-        let asker = peer(&dir, "asker.sock");
+        let [filler, client, asker] = peers(&dir, ["filler.sock", "client.sock", "asker.sock"]);
         for _ in 0..8 {
             filler.send_to(b"big:1", &server).expect("ask");
             stat(&mut seen, &asker, &server, false);
@@ -978,9 +971,7 @@ fn empty_datagrams_count_against_max_outbound() {
 /// gets its answer, which went out in the same flush.
 #[test]
 fn a_gone_receiver_is_reported_once_per_flush_with_the_count() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("gone-flood");
-        let server = dir.path("server.sock");
+    in_dir("gone-flood", |dir, server| {
         let (running, mut seen) = scripted_endpoint(builder(Duration::from_secs(10)), &server);
         drop(peer(&dir, "closed.sock"));
         drop(peer(&dir, "removed.sock"));
@@ -997,8 +988,7 @@ fn a_gone_receiver_is_reported_once_per_flush_with_the_count() {
                 .expect("ask");
             assert_eq!(recv_text(&asker), "done");
             // Give a retry timer, if any, time to report again.
-            std::thread::sleep(Duration::from_millis(300));
-            seen.pump();
+            seen.pump_after(SETTLE);
             assert_eq!(
                 seen.errors.len(),
                 i + 1,
@@ -1023,14 +1013,11 @@ fn a_gone_receiver_is_reported_once_per_flush_with_the_count() {
 /// and every drop is reported in the end. Before the fix: one `on_error` per request.
 #[test]
 fn a_receiver_over_its_bound_is_reported_at_most_ten_times_a_second() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("over-limit");
-        let server = dir.path("server.sock");
+    in_dir("over-limit", |dir, server| {
         // Replies are 9 bytes ("slow-0000"), charged 64 more each: ten held at most.
         let b = builder(Duration::from_secs(20)).max_parked_per_peer(10 * (9 + 64));
         let (running, mut seen, _) = echo_endpoint(b, &server);
-        let slow = peer(&dir, "slow.sock");
-        let bystander = peer(&dir, "bystander.sock");
+        let [slow, bystander] = peers(&dir, ["slow.sock", "bystander.sock"]);
         let started = Instant::now();
         let mut sent = 0;
         while sent < 400 {
@@ -1041,8 +1028,7 @@ fn a_receiver_over_its_bound_is_reported_at_most_ten_times_a_second() {
         }
         round_trip(&bystander, &server, b"barrier");
         // A report held back goes out within 100 ms.
-        std::thread::sleep(Duration::from_millis(300));
-        seen.pump();
+        seen.pump_after(SETTLE);
         let took = started.elapsed();
         let reports = seen.errors.len();
         eprintln!("{reports} reports in {took:?} of a receiver over its bound");
@@ -1052,7 +1038,7 @@ fn a_receiver_over_its_bound_is_reported_at_most_ten_times_a_second() {
             "{reports} reports in {took:?} (at most {allowed})"
         );
         let dropped = seen.errors.last().expect("a report").3;
-        let reported: u64 = seen.counts.iter().flatten().sum();
+        let reported = seen.dropped_reported();
         assert_eq!(reported, dropped, "every drop reported, with the count");
         for (text, kind, closing, _) in &seen.errors {
             assert!(!closing, "{text}");
@@ -1073,14 +1059,11 @@ fn a_receiver_over_its_bound_is_reported_at_most_ten_times_a_second() {
 /// good).
 #[test]
 fn an_endpoint_is_idle_once_its_buffer_frees_and_the_rest_fails() {
-    watchdog(TEST_LIMIT, || {
-        let dir = TempDir::new("stale-full");
-        let server = dir.path("server.sock");
+    in_dir("stale-full", |dir, server| {
         let b = builder(Duration::from_secs(20)).send_buffer_size(Some(100_000));
         let (running, mut seen) = scripted_endpoint(b, &server);
         drop(peer(&dir, "gone.sock"));
-        let filler = peer(&dir, "filler.sock");
-        let asker = peer(&dir, "asker.sock");
+        let [filler, asker] = peers(&dir, ["filler.sock", "asker.sock"]);
         // Nine 30 KB replies, unread: our 200,000-byte buffer is full, one or two wait.
         filler.send_to(b"big:9", &server).expect("ask");
         ask(&mut seen, &asker, &server, b"count");
@@ -1092,7 +1075,7 @@ fn an_endpoint_is_idle_once_its_buffer_frees_and_the_rest_fails() {
         drop(filler);
         let waiting = s.queued_datagrams as u64;
         seen.wait_until("every datagram that waited reported", |s| {
-            s.counts.iter().flatten().sum::<u64>() == waiting
+            s.dropped_reported() == waiting
         });
         // Idle now: a handful of turns in a second at most (the two queries among them).
         std::thread::sleep(Duration::from_millis(300));

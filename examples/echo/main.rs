@@ -63,15 +63,18 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use getty::codec::rustls::{ClientConfig, ServerConfig};
-use getty::codec::{Bytes, Decoder, Encoder, LengthFieldCodec, LinesCodec, RawCodec};
-use getty::tcp::{Setup, TcpClient, TcpServer, TcpServerPool};
-use getty::{Handler, Reactor, ReactorHandle, Session, SessionOptions};
-use hdrhistogram::Histogram;
+use getty::codec::{Bytes, Decoder, Encoder};
+use getty::tcp::{Setup, TcpClient, TcpServer};
+use getty::{Handler, Reactor, Session, SessionOptions};
 use std::sync::Arc;
 
 use args::{parse_args, Args, CodecKind, Transport, UdpMode};
+use harness::{
+    layers, wait_for_report, with_codec, Plan, Report, Server, Side, Totals, MAX_DIAL_FAILURES,
+};
 
 mod args; // the command line
+mod harness; // what every transport shares: the plan, the report, the ways to run
 mod udp; // the same echo over datagrams, one message per datagram
 mod unix; // the TCP echo over a unix socket file
 mod ws; // the same echo, one message per WebSocket message
@@ -117,28 +120,26 @@ fn session_options(args: &Args) -> SessionOptions {
     options.compression(stream_compression.then_some(getty::codec::Compression::Default))
 }
 
-/// Starts the echo server on `reactors` reactor threads (one `SO_REUSEPORT` listener each).
+/// Starts the echo server on `reactors` reactor threads (one `SO_REUSEPORT` listener each);
+/// returns it with the address it listens on.
 fn start_server(
     addr: SocketAddr,
     args: &Args,
     tls: Option<Arc<ServerConfig>>,
-) -> io::Result<TcpServerPool> {
+) -> io::Result<(Server, SocketAddr)> {
     let mut builder = TcpServer::builder().session_options(session_options(args));
     if let Some(config) = tls {
         builder = builder.tls(config);
     }
     let reactors = args.reactors;
-    match args.codec {
-        CodecKind::Length => builder.start_pool(reactors, addr, |_| {
-            |_: &mut Setup<'_>| Ok((LengthFieldCodec::default(), Echo))
-        }),
-        CodecKind::Lines => builder.start_pool(reactors, addr, |_| {
-            |_: &mut Setup<'_>| Ok((LinesCodec::default(), Echo))
-        }),
-        CodecKind::Raw => {
-            builder.start_pool(reactors, addr, |_| |_: &mut Setup<'_>| Ok((RawCodec, Echo)))
-        }
-    }
+    let pool = with_codec!(args.codec, |codec| {
+        builder.start_pool(reactors, addr, move |_| {
+            move |_: &mut Setup<'_>| Ok((codec(), Echo))
+        })
+    })?;
+    let addr = pool.local_addr();
+    let handles = pool.reactors().handles();
+    Ok((Server::new(handles, move || pool.join()), addr))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -191,57 +192,6 @@ fn security(args: &Args) -> io::Result<Security> {
 // ---------------------------------------------------------------------------------------
 // The client: keep a window of messages in flight per connection, check every echo.
 
-/// What all client sessions add up to.
-struct Totals {
-    histogram: Histogram<u64>,
-    messages: u64,
-    bytes: u64,
-    mismatches: u64,
-    sessions_done: usize,
-    sessions_failed: usize,
-    started: Instant,
-}
-
-impl Totals {
-    /// One session's part is done: counts it, and once every session's is, sends the
-    /// report to `main`.
-    fn session_done(&mut self, failed: bool, connections: usize, done: &mpsc::Sender<Report>) {
-        self.sessions_done += 1;
-        if failed {
-            self.sessions_failed += 1;
-        }
-        if self.sessions_done == connections {
-            let histogram = std::mem::replace(&mut self.histogram, round_trip_histogram());
-            let _ = done.send(Report {
-                messages: self.messages,
-                bytes: self.bytes,
-                mismatches: self.mismatches,
-                failed: self.sessions_failed,
-                elapsed: self.started.elapsed(),
-                histogram,
-            });
-        }
-    }
-}
-
-/// The report the client sends back to `main`.
-struct Report {
-    messages: u64,
-    bytes: u64,
-    mismatches: u64,
-    failed: usize,
-    elapsed: Duration,
-    histogram: Histogram<u64>,
-}
-
-struct Plan {
-    connections: usize,
-    messages: usize,
-    window: usize,
-    max_size: usize,
-    codec: CodecKind,
-}
-
 struct Sender {
     plan: Rc<Plan>,
     totals: Rc<RefCell<Totals>>,
@@ -254,19 +204,9 @@ struct Sender {
 }
 
 impl Sender {
-    fn payload(&mut self) -> Bytes {
-        let len = self.rng.usize(1..=self.plan.max_size);
-        let bytes: Vec<u8> = if self.plan.codec == CodecKind::Lines {
-            (0..len).map(|_| self.rng.u8(b' '..=b'~')).collect()
-        } else {
-            (0..len).map(|_| self.rng.u8(..)).collect()
-        };
-        Bytes::from(bytes)
-    }
-
     fn send_next<C: Encoder<Bytes>, T: getty::Transport>(&mut self, session: &mut Session<C, T>) {
         while self.sent < self.plan.messages && self.in_flight.len() < self.plan.window {
-            let payload = self.payload();
+            let payload = self.plan.payload(&mut self.rng);
             if let Err(e) = session.write(payload.clone()) {
                 log::error!("write failed: {e}");
                 session.close();
@@ -353,7 +293,7 @@ fn run_client(
     plan: Plan,
     tls: Option<Arc<ClientConfig>>,
 ) -> io::Result<Report> {
-    let lines = plan.codec == CodecKind::Lines;
+    let codec = plan.client_codec();
     let mut builder = TcpClient::builder()
         .connection_number(plan.connections)
         .max_consecutive_failures(Some(MAX_DIAL_FAILURES))
@@ -363,22 +303,11 @@ fn run_client(
         builder = builder.tls(config, addr.ip().to_string());
     }
     run_senders(plan, move |reactor, mut make_sender| {
-        // Raw servers echo the stream as it comes, so the client frames with lengths.
-        if lines {
-            reactor
-                .spawn(builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?);
-        } else {
-            reactor.spawn(builder.build(addr, move |_| {
-                Ok((LengthFieldCodec::default(), make_sender()))
-            })?);
-        }
+        with_codec!(codec, |codec| reactor
+            .spawn(builder.build(addr, move |_| Ok((codec(), make_sender())))?));
         Ok(())
     })
 }
-
-/// Failed dials in a row after which a client run by hand gives up (the library's default is
-/// to keep redialling, as a long-running service wants).
-const MAX_DIAL_FAILURES: u32 = 5;
 
 /// Makes the client's handlers; each gets its own seed.
 type MakeSender = Box<dyn FnMut() -> Sender>;
@@ -392,15 +321,7 @@ where
     let (done_tx, done_rx) = mpsc::channel();
     let client = Reactor::start_thread("echo-client", move |reactor| {
         let plan = Rc::new(plan);
-        let totals = Rc::new(RefCell::new(Totals {
-            histogram: round_trip_histogram(),
-            messages: 0,
-            bytes: 0,
-            mismatches: 0,
-            sessions_done: 0,
-            sessions_failed: 0,
-            started: Instant::now(),
-        }));
+        let totals = Rc::new(RefCell::new(Totals::new()));
         let mut seed = 0u64;
         let make_sender = move || {
             seed += 1;
@@ -420,58 +341,6 @@ where
     client.handle().shutdown();
     client.join()?;
     report
-}
-
-/// Waits for the client's report; fails when the client has given up dialling (it has left
-/// its reactor) or after two minutes.
-fn wait_for_report(done: &mpsc::Receiver<Report>, client: &ReactorHandle) -> io::Result<Report> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match done.recv_timeout(Duration::from_millis(100)) {
-            Ok(report) => return Ok(report),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                if client.query(|reactor| reactor.entry_count()).ok() == Some(0) {
-                    break;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let detail = "the client did not finish in 120 s";
-                return Err(io::Error::new(io::ErrorKind::TimedOut, detail));
-            }
-        }
-    }
-    let detail = format!("the client gave up after {MAX_DIAL_FAILURES} failed dials in a row");
-    Err(io::Error::new(io::ErrorKind::NotConnected, detail))
-}
-
-/// Round trips in microseconds, up to a minute: `saturating_record` never grows a histogram,
-/// so its bounds must cover every round trip (a default one would clamp slow echoes to 2).
-fn round_trip_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
-
-fn print_report(report: &Report) {
-    let secs = report.elapsed.as_secs_f64();
-    let h = &report.histogram;
-    println!(
-        "echoed {} messages ({:.1} MB) in {:.2} s: {:.0} msg/s, {:.1} MB/s; round trip p50 {} µs, p99 {} µs",
-        report.messages,
-        report.bytes as f64 / 1e6,
-        secs,
-        report.messages as f64 / secs,
-        report.bytes as f64 / 1e6 / secs,
-        h.value_at_quantile(0.50),
-        h.value_at_quantile(0.99),
-    );
-    if report.mismatches == 0 && report.failed == 0 {
-        println!("every echo matched byte for byte");
-    } else {
-        println!(
-            "FAILED: {} mismatched echoes, {} sessions did not finish",
-            report.mismatches, report.failed
-        );
-    }
 }
 
 fn main() -> ExitCode {
@@ -496,41 +365,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// What the transport adds below the codec, for the banner.
-fn layers(args: &Args) -> String {
-    let mut layers = String::new();
-    if matches!(args.transport, Transport::Tls | Transport::Wss) {
-        layers.push_str(", TLS");
-    }
-    if args.compress {
-        layers.push_str(
-            if matches!(args.transport, Transport::Ws | Transport::Wss) {
-                ", permessage-deflate"
-            } else {
-                ", deflate"
-            },
-        );
-    }
-    layers
-}
-
-/// How long a server alone gives its sessions to finish after Ctrl-C.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Says how a server alone stopped: gracefully on a signal, or cut short by a second one.
-fn report_stop(reactors: &[ReactorHandle]) {
-    match reactors.iter().find_map(ReactorHandle::signal_shutdown) {
-        Some(how) if how.forced() => {
-            println!("echo server: {}, then another: stopped at once", how.name())
-        }
-        Some(how) => println!(
-            "echo server: {}: sessions closed gracefully (given up to {SHUTDOWN_GRACE:?}); stopped",
-            how.name()
-        ),
-        None => println!("echo server: stopped"),
-    }
-}
-
 fn run(args: Args) -> io::Result<bool> {
     let security = security(&args)?;
     match args.transport {
@@ -539,45 +373,22 @@ fn run(args: Args) -> io::Result<bool> {
         Transport::Unix => return unix::run(args),
         Transport::Tcp | Transport::Tls => {}
     }
-    let plan = Plan {
-        connections: args.connections,
-        messages: args.messages,
-        window: args.window,
-        max_size: args.max_size,
-        codec: args.codec,
-    };
+    let plan = Plan::new(&args);
     let layers = layers(&args);
-    if let Some(addr) = args.server {
-        let server = start_server(addr, &args, security.server)?;
-        // Ctrl-C (or SIGTERM) closes every session gracefully; a second one stops at once.
-        server.reactors().shutdown_on_signals(SHUTDOWN_GRACE)?;
-        println!(
-            "echo server ({:?} codec{layers}, {} reactors) listening on {}; Ctrl-C to stop",
-            args.codec,
-            args.reactors,
-            server.local_addr()
-        );
-        let reactors = server.reactors().handles();
-        server.join()?;
-        report_stop(&reactors);
-        return Ok(true);
-    }
-    if let Some(addr) = args.client {
-        let report = run_client(addr, &args, plan, security.client)?;
-        print_report(&report);
-        return Ok(report.mismatches == 0 && report.failed == 0);
-    }
-    let any_port = "127.0.0.1:0".parse().expect("literal");
-    let server = start_server(any_port, &args, security.server)?;
-    let addr = server.local_addr();
-    println!(
-        "echo server on {addr} ({:?} codec{layers}, {} reactors); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
-        args.codec, args.reactors, args.connections, args.messages, args.window, args.max_size
-    );
-    let report = run_client(addr, &args, plan, security.client);
-    server.shutdown();
-    server.join()?;
-    let report = report?;
-    print_report(&report);
-    Ok(report.mismatches == 0 && report.failed == 0)
+    Side::of_socket(&args).run(
+        |at| start_server(at, &args, security.server),
+        |at| run_client(*at, &args, plan, security.client),
+        |at| {
+            format!(
+                "echo server ({:?} codec{layers}, {} reactors) listening on {at}; Ctrl-C to stop",
+                args.codec, args.reactors,
+            )
+        },
+        |at| {
+            format!(
+                "echo server on {at} ({:?} codec{layers}, {} reactors); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+                args.codec, args.reactors, args.connections, args.messages, args.window, args.max_size
+            )
+        },
+    )
 }

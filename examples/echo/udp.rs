@@ -38,36 +38,22 @@ where
     }
 }
 
-fn start_server(
-    addr: SocketAddr,
-    codec: CodecKind,
-) -> io::Result<(SocketAddr, getty::reactor::ReactorThread)> {
+/// Starts the echo endpoint on its own reactor; returns it with the address it is bound to.
+fn start_server(addr: SocketAddr, codec: CodecKind) -> io::Result<(Server, SocketAddr)> {
     let (addr_tx, addr_rx) = mpsc::channel();
     let thread = Reactor::start_thread("udp-echo-server", move |reactor| {
         let builder = UdpEndpoint::builder().udp_options(udp_options());
-        match codec {
-            CodecKind::Length => {
-                let server = builder.bind(addr, |_| Ok((LengthFieldCodec::default(), Echo)))?;
-                let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(server)
-            }
-            CodecKind::Lines => {
-                let server = builder.bind(addr, |_| Ok((LinesCodec::default(), Echo)))?;
-                let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(server)
-            }
-            CodecKind::Raw => {
-                let server = builder.bind(addr, |_| Ok((RawCodec, Echo)))?;
-                let _ = addr_tx.send(server.local_addr());
-                reactor.spawn(server)
-            }
-        };
+        with_codec!(codec, |codec| {
+            let server = builder.bind(addr, move |_| Ok((codec(), Echo)))?;
+            let _ = addr_tx.send(server.local_addr());
+            reactor.spawn(server)
+        });
         Ok(())
     })?;
     let bound = addr_rx
         .recv()
         .map_err(|_| io::Error::other("server did not report its address"))?;
-    Ok((bound, thread))
+    Ok((Server::on_thread(thread), bound))
 }
 
 /// One client socket: a window of messages in flight, every echo checked.
@@ -89,16 +75,6 @@ struct UdpSender {
 }
 
 impl UdpSender {
-    fn payload(&mut self) -> Bytes {
-        let len = self.rng.usize(1..=self.plan.max_size);
-        let bytes: Vec<u8> = if self.plan.codec == CodecKind::Lines {
-            (0..len).map(|_| self.rng.u8(b' '..=b'~')).collect()
-        } else {
-            (0..len).map(|_| self.rng.u8(..)).collect()
-        };
-        Bytes::from(bytes)
-    }
-
     fn send<C: Encoder<Bytes>>(&self, session: &mut DatagramSession<C>, payload: Bytes) {
         let result = match self.to {
             Some(to) => session.write_to(to, payload),
@@ -111,7 +87,7 @@ impl UdpSender {
 
     fn send_next<C: Encoder<Bytes>>(&mut self, session: &mut DatagramSession<C>) {
         while self.sent < self.plan.messages && self.in_flight.len() < self.plan.window {
-            let payload = self.payload();
+            let payload = self.plan.payload(&mut self.rng);
             self.send(session, payload.clone());
             self.in_flight.push_back((Instant::now(), payload));
             self.sent += 1;
@@ -209,23 +185,16 @@ where
     }
 }
 
-fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report, u64)> {
+/// Runs the client on its own reactor and waits for its report.
+fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<Report> {
     let (done_tx, done_rx) = mpsc::channel();
     let resent = Arc::new(AtomicU64::new(0));
     let resent_in = resent.clone();
     let connections = plan.connections;
-    let lines = plan.codec == CodecKind::Lines;
+    let codec = plan.client_codec();
     let client = Reactor::start_thread("udp-echo-client", move |reactor| {
         let plan = Rc::new(plan);
-        let totals = Rc::new(RefCell::new(Totals {
-            histogram: round_trip_histogram(),
-            messages: 0,
-            bytes: 0,
-            mismatches: 0,
-            sessions_done: 0,
-            sessions_failed: 0,
-            started: Instant::now(),
-        }));
+        let totals = Rc::new(RefCell::new(Totals::new()));
         let mut seed = 0u64;
         let to = (mode == UdpMode::Unconnected).then_some(addr);
         let mut make_sender = move || {
@@ -245,7 +214,6 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
                 finished: false,
             }
         };
-        // Raw servers echo each datagram as it is, so the client frames with lengths.
         match mode {
             UdpMode::Connected => {
                 let builder = UdpClient::builder()
@@ -254,31 +222,15 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
                     // Loopback answers a probe to a closed port in microseconds.
                     .probe_wait(Duration::from_millis(100))
                     .udp_options(udp_options());
-                if lines {
-                    reactor.spawn(
-                        builder.build(addr, move |_| Ok((LinesCodec::default(), make_sender())))?,
-                    );
-                } else {
-                    reactor.spawn(builder.build(addr, move |_| {
-                        Ok((LengthFieldCodec::default(), make_sender()))
-                    })?);
-                }
+                with_codec!(codec, |codec| reactor
+                    .spawn(builder.build(addr, move |_| Ok((codec(), make_sender())))?));
             }
             UdpMode::Unconnected => {
                 for _ in 0..connections {
                     let sender = make_sender();
                     let builder = UdpEndpoint::builder().udp_options(udp_options());
-                    if lines {
-                        reactor.spawn(
-                            builder.bind("127.0.0.1:0", move |_| {
-                                Ok((LinesCodec::default(), sender))
-                            })?,
-                        );
-                    } else {
-                        reactor.spawn(builder.bind("127.0.0.1:0", move |_| {
-                            Ok((LengthFieldCodec::default(), sender))
-                        })?);
-                    }
+                    with_codec!(codec, |codec| reactor
+                        .spawn(builder.bind("127.0.0.1:0", move |_| Ok((codec(), sender)))?));
                 }
             }
         }
@@ -288,46 +240,22 @@ fn run_client(addr: SocketAddr, plan: Plan, mode: UdpMode) -> io::Result<(Report
     let resent = resent.load(Ordering::Relaxed);
     client.handle().shutdown();
     client.join()?;
-    Ok((report?, resent))
+    let mut report = report?;
+    report.resent = resent;
+    Ok(report)
 }
 
 pub fn run(args: Args) -> io::Result<bool> {
-    let plan = Plan {
-        connections: args.connections,
-        messages: args.messages,
-        window: args.window,
-        max_size: args.max_size,
-        codec: args.codec,
-    };
-    if let Some(addr) = args.server {
-        let (bound, server) = start_server(addr, args.codec)?;
-        server.handle().shutdown_on_signals(SHUTDOWN_GRACE)?;
-        println!(
-            "udp echo endpoint ({:?} codec) on {bound}; Ctrl-C to stop",
-            args.codec
-        );
-        let reactor = server.handle().clone();
-        server.join()?;
-        report_stop(&[reactor]);
-        return Ok(true);
-    }
-    let finish = |(report, resent): (Report, u64)| {
-        print_report(&report);
-        if resent > 0 {
-            println!("{resent} datagrams were lost on the way and sent again");
-        }
-        report.mismatches == 0 && report.failed == 0
-    };
-    if let Some(addr) = args.client {
-        return Ok(finish(run_client(addr, plan, args.udp_mode)?));
-    }
-    let (addr, server) = start_server("127.0.0.1:0".parse().expect("literal"), args.codec)?;
-    println!(
-        "udp echo endpoint on {addr} ({:?} codec); {} {:?} clients x {} messages, {} in flight each, 1..={} bytes",
-        args.codec, args.connections, args.udp_mode, args.messages, args.window, args.max_size
-    );
-    let result = run_client(addr, plan, args.udp_mode);
-    server.handle().shutdown();
-    server.join()?;
-    Ok(finish(result?))
+    let plan = Plan::new(&args);
+    Side::of_socket(&args).run(
+        |at| start_server(at, args.codec),
+        |at| run_client(*at, plan, args.udp_mode),
+        |at| format!("udp echo endpoint ({:?} codec) on {at}; Ctrl-C to stop", args.codec),
+        |at| {
+            format!(
+                "udp echo endpoint on {at} ({:?} codec); {} {:?} clients x {} messages, {} in flight each, 1..={} bytes",
+                args.codec, args.connections, args.udp_mode, args.messages, args.window, args.max_size
+            )
+        },
+    )
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use getty::codec::ws::DeflateConfig;
-use getty::codec::{Message, MessageCodec};
+use getty::codec::{Message, MessageCodec, RawCodec};
 use getty::ws::{Ws, WsClient, WsServer};
 use getty::ReactorPool;
 
@@ -32,12 +32,12 @@ fn deflate(args: &Args) -> Option<DeflateConfig> {
 }
 
 /// The echo server on `reactors` reactor threads, each with its own `SO_REUSEPORT`
-/// listener; returns the pool and the address they listen on.
+/// listener; returns it and the address they listen on.
 fn start_server(
     addr: SocketAddr,
     args: &Args,
     tls: Option<Arc<ServerConfig>>,
-) -> io::Result<(ReactorPool, SocketAddr)> {
+) -> io::Result<(Server, SocketAddr)> {
     let (options, deflate) = (session_options(args), deflate(args));
     let bound = std::sync::Arc::new(std::sync::Mutex::new(addr));
     let bound_in = bound.clone();
@@ -57,7 +57,7 @@ fn start_server(
         Ok(())
     })?;
     let addr = *bound.lock().map_err(|_| io::Error::other("poisoned"))?;
-    Ok((pool, addr))
+    Ok((Server::on_pool(pool), addr))
 }
 
 fn run_client(
@@ -86,11 +86,8 @@ fn run_client(
 
 pub fn run(args: Args, security: Security) -> io::Result<bool> {
     let plan = Plan {
-        connections: args.connections,
-        messages: args.messages,
-        window: args.window,
-        max_size: args.max_size,
         codec: CodecKind::Raw,
+        ..Plan::new(&args)
     };
     let layers = layers(&args);
     let scheme = if args.transport == Transport::Wss {
@@ -98,33 +95,20 @@ pub fn run(args: Args, security: Security) -> io::Result<bool> {
     } else {
         "ws"
     };
-    if let Some(addr) = args.server {
-        let (server, addr) = start_server(addr, &args, security.server)?;
-        server.shutdown_on_signals(SHUTDOWN_GRACE)?;
-        println!(
-            "WebSocket echo server ({} reactors{layers}) on {scheme}://{addr}/; Ctrl-C to stop",
-            args.reactors
-        );
-        let reactors = server.handles();
-        server.join()?;
-        report_stop(&reactors);
-        return Ok(true);
-    }
-    if let Some(addr) = args.client {
-        let report = run_client(addr, &args, plan, security.client)?;
-        print_report(&report);
-        return Ok(report.mismatches == 0 && report.failed == 0);
-    }
-    let any_port = "127.0.0.1:0".parse().expect("literal");
-    let (server, addr) = start_server(any_port, &args, security.server)?;
-    println!(
-        "WebSocket echo server on {scheme}://{addr}/ ({} reactors{layers}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
-        args.reactors, args.connections, args.messages, args.window, args.max_size
-    );
-    let report = run_client(addr, &args, plan, security.client);
-    server.shutdown();
-    server.join()?;
-    let report = report?;
-    print_report(&report);
-    Ok(report.mismatches == 0 && report.failed == 0)
+    Side::of_socket(&args).run(
+        |at| start_server(at, &args, security.server),
+        |at| run_client(*at, &args, plan, security.client),
+        |at| {
+            format!(
+                "WebSocket echo server ({} reactors{layers}) on {scheme}://{at}/; Ctrl-C to stop",
+                args.reactors
+            )
+        },
+        |at| {
+            format!(
+                "WebSocket echo server on {scheme}://{at}/ ({} reactors{layers}); client: {} connections x {} messages, {} in flight each, 1..={} bytes",
+                args.reactors, args.connections, args.messages, args.window, args.max_size
+            )
+        },
+    )
 }

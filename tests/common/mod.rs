@@ -17,6 +17,10 @@ use getty::codec::{Bytes, CodecErrorKind, Decoder, Encoder};
 use getty::reactor::{Entry, ReactorThread, Recipient, Spawner};
 use getty::{Error, Handler, Reactor, ReactorHandle, Session, Transport};
 
+mod datagram;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use datagram::*;
+
 /// The longest any single expected thing (an event, a read, a reactor stopping) may take.
 /// Generous on purpose: it only bounds a failing test, it is never a speed requirement.
 pub const STEP: Duration = Duration::from_secs(15);
@@ -126,6 +130,16 @@ impl Running {
     /// Entries alive on the reactor.
     pub fn entry_count(&self) -> usize {
         self.run_on(|s| s.entry_count())
+    }
+
+    /// Waits (at most `STEP`) until no entry is left on the reactor, as when a client gave
+    /// up or was closed; past that, fails with `failure`.
+    pub fn wait_until_empty(&self, failure: &str) {
+        let deadline = Instant::now() + STEP;
+        while self.entry_count() > 0 {
+            assert!(Instant::now() < deadline, "{failure}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Shuts the reactor down now and waits (with a deadline) for its thread to end.
