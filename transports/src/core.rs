@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use getty_reactor::{ReactorHandle, Recipient};
+use getty_reactor::{Context, ReactorHandle, Recipient};
 
 use crate::commands::OwnerNote;
-use crate::{Error, SessionOptions};
+use crate::{Error, Metrics, SessionOptions};
 
 mod timer;
 mod writability;
@@ -120,6 +120,13 @@ impl SessionCore {
 
     pub(crate) fn abort(&mut self) {
         self.close_request = Some(CloseRequest::Abort);
+    }
+
+    /// The session has ended for its handler (`on_close` comes next, if owed): nothing
+    /// more may be queued, and the reactor's metrics count it closed.
+    pub(crate) fn note_ended(&mut self, cx: &mut Context<'_>) {
+        self.close_request.get_or_insert(CloseRequest::Abort);
+        cx.extension::<Metrics>().sessions_closed += 1;
     }
 
     pub(crate) fn is_closing(&self) -> bool {

@@ -168,11 +168,7 @@ where
     /// metrics count it.
     pub(super) fn note_ended(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
-        self.session
-            .core
-            .close_request
-            .get_or_insert(CloseRequest::Abort);
-        cx.extension::<Metrics>().sessions_closed += 1;
+        self.session.core.note_ended(cx);
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.mark_closed();
         }

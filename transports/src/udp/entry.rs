@@ -310,11 +310,7 @@ where
             // Closed before the handler hears it, so that `on_close` runs once whatever
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
             self.phase = Phase::Closed;
-            self.session
-                .core
-                .close_request
-                .get_or_insert(CloseRequest::Abort);
-            cx.extension::<Metrics>().sessions_closed += 1;
+            self.session.core.note_ended(cx);
             self.handler.on_close(&mut self.session);
         }
         self.release(cx);
@@ -493,8 +489,8 @@ where
         }
         self.release(cx); // Closed from here on, whatever the handler does
         if owes_close {
-            cx.extension::<Metrics>().sessions_closed += 1;
-            self.session.core.close_request = Some(CloseRequest::Abort);
+            self.session.core.abort();
+            self.session.core.note_ended(cx);
             self.handler.on_error(&mut self.session, &error);
             self.handler.on_close(&mut self.session);
         }
