@@ -12,8 +12,9 @@ where
     /// Sends queued datagrams until the queue is empty or the socket is full. Parked
     /// destinations that are due are retried first (their datagrams are older than any
     /// queued for them since), then the queue in order. Returns true when datagrams are
-    /// left that could still go now: the handler wrote them in an `on_error` for a drop reported after the send
-    /// loop, and nothing (no readiness, no timer) would wake the session for them.
+    /// left that could still go now: the handler wrote them in an `on_error` for a drop
+    /// reported after the send loop, and nothing (no readiness, no timer) would wake the
+    /// session for them.
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> bool {
         let per_call = if self.config.mmsg && batch::HAS_MMSG {
             self.config.batch
