@@ -1225,6 +1225,7 @@ fn a_closing_unix_datagram_endpoint_with_blocked_output_does_not_spin_and_stalls
 //    done, and does not spin
 // ---------------------------------------------------------------------------------------
 
+#[cfg(feature = "tls")]
 #[test]
 fn an_idle_tls_session_arms_no_timer_after_its_handshake() {
     use getty::codec::LengthFieldCodec;

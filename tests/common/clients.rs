@@ -1,0 +1,270 @@
+//! Blocking test clients: loopback sockets with timeouts, frames, upgrades, and what ended a
+//! connection.
+
+use super::*;
+
+/// A blocking client socket with read and write timeouts, Nagle off.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+pub fn try_connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, STEP)?;
+    stream.set_read_timeout(Some(STEP))?;
+    stream.set_write_timeout(Some(STEP))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Connects to a server expected to close the connection at once, and waits until it has.
+/// The close may come so fast that it is the connect itself that reports the reset.
+pub fn connect_expect_closed(addr: SocketAddr) -> Ended {
+    match try_connect(addr) {
+        Ok(mut stream) => {
+            // A write may race with the close; the read below tells how it ended.
+            let _ = stream.write_all(&frame(b"anyone there?"));
+            expect_closed(&mut stream)
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ended::Reset,
+        Err(e) => panic!("connect to {addr}: {e}"),
+    }
+}
+
+/// A frame of the default `LengthFieldCodec`: 4-byte big-endian length, then the payload.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads one length-prefixed frame and returns its payload.
+pub fn read_frame(r: &mut impl Read) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header)
+        .unwrap_or_else(|e| panic!("reading a frame header: {e}"));
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    r.read_exact(&mut payload)
+        .unwrap_or_else(|e| panic!("reading a {}-byte frame body: {e}", payload.len()));
+    payload
+}
+
+/// Sends `payload` as one frame and checks the echo.
+pub fn echo_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(&frame(payload)).expect("send a frame");
+    assert_eq!(read_frame(stream), payload, "echo differs");
+}
+
+/// How the peer ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// A FIN: `read` returned 0.
+    Eof,
+    /// A RST: `read` failed with ECONNRESET (or ECONNABORTED).
+    Reset,
+}
+
+/// Waits (bounded by the read timeout) until the peer ends the connection; returns how,
+/// and the bytes that arrived before the end.
+pub fn read_to_end(stream: &mut TcpStream) -> (Vec<u8>, Ended) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, Ended::Eof),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return (got, Ended::Reset)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "waiting for the peer to close (after {} bytes): {e}",
+                got.len()
+            ),
+        }
+    }
+}
+
+/// Waits until the peer ends the connection, and checks it sent nothing before.
+pub fn expect_closed(stream: &mut TcpStream) -> Ended {
+    let (got, ended) = read_to_end(stream);
+    assert!(
+        got.is_empty(),
+        "expected the connection to close, got {} bytes first",
+        got.len()
+    );
+    ended
+}
+
+#[cfg(unix)]
+fn set_int_option(stream: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor and a pointer to a c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
+}
+
+/// SO_LINGER {on, 0}: closing the socket then sends a RST.
+#[cfg(unix)]
+pub fn set_linger_zero(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid descriptor and a pointer to a linger struct of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+}
+
+/// Connects to an IPv4 `addr` with SO_RCVBUF set to `bytes` before the handshake (the
+/// kernel doubles it and applies its minimum). Shrinking the buffer of an established
+/// connection instead makes the kernel drop segments it already advertised room for, and
+/// the retransmission timeouts that follow look like write stalls.
+#[cfg(target_os = "linux")]
+pub fn connect_with_recv_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only: {addr}");
+    };
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
+    // TcpStream (which then closes it); the sockaddr is fully initialised.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        set_int_option(
+            &stream,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            bytes as libc::c_int,
+        );
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_port = v4.port().to_be();
+        sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+        let rc = libc::connect(
+            fd,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect to {addr}: {}", io::Error::last_os_error());
+        stream
+    };
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    stream.set_write_timeout(Some(STEP)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// CPU time used by the calling thread.
+#[cfg(target_os = "linux")]
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Resident memory of this process, in bytes (the servers under test run in it).
+#[cfg(target_os = "linux")]
+pub fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages in /proc/self/statm");
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// Upgrades a plain socket to a WebSocket at `/echo` by hand (fixed key) and checks the
+/// `101`; no byte past the response head is read.
+pub fn ws_upgrade(stream: &mut TcpStream) {
+    stream
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the upgrade response");
+        head.push(byte[0]);
+        assert!(head.len() < 4096, "an overlong response head");
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// Drives the TLS filter `client` over the blocking `peer`: the handshake, `send` (plain
+/// bytes, sent once it is done), then reads until at least `want` plain bytes came back
+/// (with `want` 0, until the handshake is done). Returns the plain bytes and the wire bytes
+/// read but not decoded. Bounded by the socket's read timeout.
+#[cfg(feature = "tls")]
+pub fn tls_exchange(
+    peer: &mut TcpStream,
+    client: &mut getty::codec::filter::TlsFilter,
+    send: &[u8],
+    want: usize,
+) -> (bytes::BytesMut, bytes::BytesMut) {
+    use getty::codec::filter::Filter;
+    let mut wire_out = bytes::BytesMut::new();
+    let mut wire_in = bytes::BytesMut::new();
+    let mut plain = bytes::BytesMut::new();
+    client
+        .encode(send, &mut wire_out)
+        .expect("queue the plain bytes");
+    let mut chunk = [0u8; 16 * 1024];
+    while client.is_handshaking() || plain.len() < want {
+        client.flush(&mut wire_out).unwrap();
+        peer.write_all(&wire_out).unwrap();
+        wire_out.clear();
+        let n = peer.read(&mut chunk).expect("read from the TLS server");
+        assert!(n > 0, "the server closed after {} plain bytes", plain.len());
+        wire_in.extend_from_slice(&chunk[..n]);
+        client.decode(&mut wire_in, &mut plain, 1 << 20).unwrap();
+    }
+    client.flush(&mut wire_out).unwrap();
+    peer.write_all(&wire_out).unwrap();
+    (plain, wire_in)
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn dead_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
