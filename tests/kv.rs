@@ -338,6 +338,67 @@ fn several_reactors_each_serve_their_connections() {
     });
 }
 
+/// The store against a model under random writes, deletes, deadlines (past and future)
+/// and sweeps: every key reads as the model says, and the index the sweep samples from
+/// stays exact (keys move in it when others leave).
+#[test]
+fn the_store_agrees_with_a_model() {
+    use std::collections::HashMap;
+    use store::{Store, Ttl};
+
+    let mut rng = fastrand::Rng::with_seed(15);
+    let (mut store, mut model) = (
+        Store::new(),
+        HashMap::<Vec<u8>, (u32, Option<Instant>)>::new(),
+    );
+    let past = Instant::now() - Duration::from_secs(1);
+    let future = Instant::now() + Duration::from_secs(3600);
+    for step in 0..20_000u32 {
+        let key = vec![b'a' + rng.u8(..16)];
+        let deadline = [None, Some(past), Some(future)][rng.usize(..3)];
+        match rng.u8(..4) {
+            0 => {
+                let ttl = match (rng.bool(), deadline) {
+                    (true, _) => Ttl::Keep,
+                    (false, None) => Ttl::Persist,
+                    (false, Some(at)) => Ttl::At(at),
+                };
+                store.set(&key, &step.to_be_bytes(), ttl);
+                let kept = model
+                    .get(&key)
+                    .and_then(|&(_, at)| at)
+                    .filter(|&at| at > past);
+                let at = if ttl == Ttl::Keep { kept } else { deadline };
+                model.insert(key.clone(), (step, at));
+            }
+            1 => {
+                let live = model.remove(&key).is_some_and(|(_, at)| at != Some(past));
+                assert_eq!(store.remove(&key), live, "step {step}");
+            }
+            2 => {
+                let live = model.get(&key).is_some_and(|&(_, at)| at != Some(past));
+                assert_eq!(store.set_deadline(&key, deadline), live, "step {step}");
+                match model.get_mut(&key) {
+                    Some(entry) if live => entry.1 = deadline,
+                    _ => {
+                        model.remove(&key);
+                    }
+                }
+            }
+            _ => {
+                store.sweep(Instant::now());
+            }
+        }
+        store.check_index();
+        for (key, &(value, at)) in &model {
+            let expected = (at != Some(past)).then(|| value.to_be_bytes().to_vec());
+            assert_eq!(store.get(key).map(|v| v.to_vec()), expected, "step {step}");
+        }
+        model.retain(|_, &mut (_, at)| at != Some(past));
+        assert_eq!(store.len(), model.len(), "step {step}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Redis's own clients
 

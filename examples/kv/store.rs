@@ -230,3 +230,21 @@ pub(crate) fn seconds_left(at: Instant) -> i64 {
     let left = at.saturating_duration_since(Instant::now());
     ((left + Duration::from_millis(500)).as_secs()) as i64
 }
+
+#[cfg(test)]
+impl Store {
+    /// Checks that `volatile` holds exactly the keys with a deadline, each where its slot
+    /// says (tests include this file).
+    pub(crate) fn check_index(&self) {
+        let with_deadline = self.map.values().filter(|s| s.expiry.is_some()).count();
+        assert_eq!(
+            with_deadline,
+            self.volatile.len(),
+            "volatile holds every deadline"
+        );
+        for (index, key) in self.volatile.iter().enumerate() {
+            let expiry = self.map[key].expiry.expect("a volatile key has a deadline");
+            assert_eq!(expiry.index, index, "the slot knows where its key is");
+        }
+    }
+}
