@@ -31,7 +31,8 @@ const MIN_ARG_LEN: usize = 6;
 /// **Decoding** accepts what clients send: an array of bulk strings
 /// (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what `redis-cli` and every client library write) or
 /// an inline command (`GET k\r\n`, a line split on spaces and tabs, what `telnet` users
-/// type). Each [`RespCommand`] is one frame of the input: its arguments are read from it on
+/// type; unlike Redis, quotes are not interpreted, so `SET k "a b"` is four words). Each
+/// [`RespCommand`] is one frame of the input: its arguments are read from it on
 /// demand ([`RespCommand::args`]), so a command costs no allocation beyond its frame (and a
 /// small frame is copied into a shared slab, see [`split_message`]). Empty commands (`*0`,
 /// `*-1`, blank lines) are skipped, as Redis does.
