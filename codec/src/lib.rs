@@ -15,6 +15,8 @@
 //!   endian, with netty's offset/adjustment/strip options).
 //! - [`LinesCodec`]: `\n` or `\r\n` terminated lines with a maximum line length.
 //! - [`RawCodec`]: the byte stream as it arrives, no framing.
+//! - [`RespCodec`]: Redis's protocol (RESP2) from the server's side: commands in, replies
+//!   out.
 //! - [`MessageCodec`]: [`Message`]s that remember whether they are text or binary (raw on a
 //!   byte stream; one per WebSocket message).
 //!
@@ -25,7 +27,7 @@
 //! # Features
 //!
 //! All three are on by default; `default-features = false` leaves the plain codecs
-//! ([`LengthFieldCodec`], [`LinesCodec`], [`RawCodec`], [`MessageCodec`]), the [`filter`]
+//! ([`LengthFieldCodec`], [`LinesCodec`], [`RawCodec`], [`MessageCodec`], [`RespCodec`]), the [`filter`]
 //! trait and its stacking ([`filter::Layered`]), with `bytes` as the only dependency.
 //!
 //! | Feature   | Gates                                                            | Pulls in                      |
@@ -72,6 +74,7 @@ mod length;
 mod lines;
 mod message;
 mod raw;
+mod resp;
 #[cfg(feature = "ws")]
 pub mod ws;
 
@@ -81,6 +84,7 @@ pub use length::{ByteOrder, LengthFieldCodec, LengthFieldCodecBuilder};
 pub use lines::{LineEnding, LinesCodec};
 pub use message::{Message, MessageCodec, Utf8Bytes};
 pub use raw::RawCodec;
+pub use resp::{RespArgs, RespCodec, RespCommand, RespValue};
 
 /// Messages shorter than this many bytes are copied out of the read buffer by
 /// [`split_message`] (and so by every built-in codec); longer ones are zero-copy views of it.
