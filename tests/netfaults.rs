@@ -29,12 +29,15 @@ const SERVE_AT: &str = "GETTY_NETFAULTS_SERVE_AT";
 /// WebSocket echo, anything else for a length-prefixed TCP echo.
 const SERVE_KIND: &str = "GETTY_NETFAULTS_SERVE_KIND";
 
-/// A network namespace with a veth pair into it: `10.213.N.1` on the host's end,
-/// `10.213.N.2` on the namespace's. Removed, with the pair, when dropped.
+/// A network namespace with a veth pair into it, on a /30 of `10.213.0.0/16` picked by the
+/// process id and `index` (so that tests and runs at once never share one): `.1` on the
+/// host's end, `.2` on the namespace's. Removed, with the pair, when dropped.
 struct Netns {
     name: String,
+    outer_if: String,
     inner_if: String,
-    index: u8,
+    /// The subnet's third octet and the base of its fourth.
+    subnet: (u8, u8),
 }
 
 fn ip(args: &[&str]) -> io::Result<()> {
@@ -56,30 +59,25 @@ fn ip(args: &[&str]) -> io::Result<()> {
 impl Netns {
     /// A new namespace and link, or why not (the test then skips).
     fn create(index: u8) -> Result<Netns, io::Error> {
-        let tag = format!("{}{index}", std::process::id() % 100_000);
+        let pid = std::process::id();
+        let tag = format!("{}{index}", pid % 100_000);
         let ns = Netns {
             name: format!("getty-nf{tag}"),
+            outer_if: format!("gnfo{tag}"),
             inner_if: format!("gnfi{tag}"),
-            index,
+            subnet: ((pid % 256) as u8, index.wrapping_mul(4) % 252),
         };
-        let outer_if = format!("gnfo{tag}");
         ip(&["netns", "add", &ns.name])?;
         // From here on, dropping `ns` cleans up whatever was made.
+        let (outer_if, inner_if) = (ns.outer_if.as_str(), ns.inner_if.as_str());
         ip(&[
-            "link",
-            "add",
-            &outer_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns.inner_if,
+            "link", "add", outer_if, "type", "veth", "peer", "name", inner_if,
         ])?;
-        ip(&["link", "set", &ns.inner_if, "netns", &ns.name])?;
-        let outer = format!("10.213.{index}.1/30");
-        ip(&["addr", "add", &outer, "dev", &outer_if])?;
-        ip(&["link", "set", &outer_if, "up"])?;
-        let inner = format!("10.213.{index}.2/30");
+        ip(&["link", "set", inner_if, "netns", &ns.name])?;
+        let outer = format!("{}/30", ns.addr(1));
+        ip(&["addr", "add", &outer, "dev", outer_if])?;
+        ip(&["link", "set", outer_if, "up"])?;
+        let inner = format!("{}/30", ns.addr(2));
         ns.exec(&["addr", "add", &inner, "dev", &ns.inner_if])?;
         ns.exec(&["link", "set", "lo", "up"])?;
         ns.set_link(true)?;
@@ -103,8 +101,14 @@ impl Netns {
         ])
     }
 
+    /// Host `host` of the subnet (1: ours, 2: the namespace's).
+    fn addr(&self, host: u8) -> String {
+        let (x, y) = self.subnet;
+        format!("10.213.{x}.{}", y + host)
+    }
+
     fn server_addr(&self, port: u16) -> SocketAddr {
-        format!("10.213.{}.2:{port}", self.index).parse().unwrap()
+        format!("{}:{port}", self.addr(2)).parse().unwrap()
     }
 
     /// This test binary, re-run inside the namespace as the echo server at `addr` (`kind`:
@@ -127,7 +131,10 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        // Deleting the namespace deletes its end of the pair, and with it the host's end.
+        // The pair first: the namespace itself lives on in the kernel for as long as a
+        // socket of the killed server is still closing over a link that is down, and with
+        // it the pair and its addresses, in the way of the next test.
+        let _ = ip(&["link", "del", &self.outer_if]);
         let _ = ip(&["netns", "del", &self.name]);
     }
 }
