@@ -637,3 +637,78 @@ fn a_ping_flood_from_a_peer_that_never_reads_is_held() {
         server.stop();
     });
 }
+
+/// Answers every request with a reply of `BIG_REPLY` bytes, each byte the request's first.
+struct BigReplies {
+    tx: Sender<Ev>,
+}
+
+const BIG_REPLY: usize = 512 * 1024;
+
+impl Handler<LengthFieldCodec> for BigReplies {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        if let Err(e) = s.write(Bytes::from(vec![msg[0]; BIG_REPLY])) {
+            let _ = self.tx.send(Ev::Error {
+                sid: s.id(),
+                err: classify(&e),
+            });
+        }
+    }
+
+    fn on_error(&mut self, s: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        let _ = self.tx.send(Ev::Error {
+            sid: s.id(),
+            err: classify(error),
+        });
+    }
+}
+
+/// A pipeline whose replies add up to far more than `max_outbound` is answered whole, at
+/// the pace the peer reads: flow control stops delivering requests already read once the
+/// queue passes the high watermark, and they wait in the read buffer until it drains.
+/// (Before, every request read went to the handler at once, and the session ended with
+/// `QueueFull` at `max_outbound`, cutting off a peer that was reading.)
+#[test]
+fn a_pipeline_of_requests_with_large_replies_is_answered_whole() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let options = SessionOptions::default().max_outbound(8 << 20);
+        let server = TcpServer::builder()
+            .session_options(options)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), BigReplies { tx: tx.clone() }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("big-replies", server);
+        let requests = 160usize; // 80 MiB of replies against an 8 MiB bound
+        let mut client = connect(addr);
+        let pipeline: Vec<u8> = (0..requests).flat_map(|i| frame(&[i as u8])).collect();
+        client.write_all(&pipeline).unwrap();
+        let mut header = [0u8; 4];
+        let mut body = vec![0u8; BIG_REPLY];
+        for i in 0..requests {
+            client.read_exact(&mut header).unwrap();
+            assert_eq!(u32::from_be_bytes(header) as usize, BIG_REPLY, "reply {i}");
+            client.read_exact(&mut body).unwrap();
+            assert!(
+                body.iter().all(|&b| b == i as u8),
+                "reply {i} in order, whole"
+            );
+        }
+        assert_eq!(events.count(|e| matches!(e, Ev::Error { .. })), 0);
+        echo_roundtrip_len(&mut client);
+        server.stop();
+    });
+}
+
+/// One more request on the same connection is still answered.
+fn echo_roundtrip_len(client: &mut TcpStream) {
+    client.write_all(&frame(&[7])).unwrap();
+    let mut header = [0u8; 4];
+    client.read_exact(&mut header).unwrap();
+    assert_eq!(u32::from_be_bytes(header) as usize, BIG_REPLY);
+    let mut body = vec![0u8; BIG_REPLY];
+    client.read_exact(&mut body).unwrap();
+}

@@ -24,8 +24,8 @@ where
     }
 
     /// Decodes what was read (through the filters, if any) and hands every whole message to
-    /// the handler, stopping early if the handler pauses reading (or, under a filter, flow
-    /// control holds it): the rest is delivered once reading resumes.
+    /// the handler, stopping early if the handler pauses reading or flow control holds it:
+    /// the rest is delivered once reading resumes.
     pub(super) fn deliver(&mut self) -> Decoding {
         let decoded = if self.session.filter_io().is_some() {
             self.unfilter_all()
@@ -191,12 +191,9 @@ where
             self.decode_frames(messages)?;
         }
         let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
+        // Under flow control the wire bytes wait as they are: inflated, a read's worth could
+        // be many times the queue's bound once echoed.
         while self.delivering() {
-            if self.session.held_by_flow_control() {
-                // Wire bytes wait as they are: inflated, a read's worth could be many
-                // times the queue's bound once echoed.
-                break;
-            }
             let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
                 break;
             };
@@ -216,9 +213,13 @@ where
     }
 
     /// Whether decoded messages may go to the handler now: not once it is closing, nor
-    /// while it has paused reading.
+    /// while reading is paused, by the handler or by flow control. Above the high watermark
+    /// what was read but not yet delivered waits in the read buffer, as unread bytes wait
+    /// in the socket, and goes to the handler once the queue drains to the low watermark:
+    /// a pipeline of requests with large replies is answered at the pace the peer reads
+    /// them, instead of piling every reply up until `max_outbound` ends the session.
     pub(super) fn delivering(&self) -> bool {
-        !self.session.is_closing() && !self.session.core.reading_paused
+        !self.session.is_closing() && !self.session.is_reading_paused()
     }
 
     /// Hands every whole frame in the read buffer to the handler.
