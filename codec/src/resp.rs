@@ -16,7 +16,9 @@ const DEFAULT_MAX_FRAME_LEN: usize = 512 * 1024 * 1024;
 /// The longest inline command, as in Redis (`PROTO_INLINE_MAX_SIZE`).
 const MAX_INLINE_LEN: usize = 64 * 1024;
 
-/// Most arguments in one command, as in Redis (a multibulk length over it is refused).
+/// Most arguments in one command (a multibulk length over it is refused). Redis before
+/// 7.0 had this bound; 7.0 allows up to `i32::MAX`, but a command with more than a million
+/// arguments is not one a server of this kind should have to take.
 const MAX_ARGS: usize = 1024 * 1024;
 
 /// The longest `*N` or `$N` header line, `\r\n` included: a sign, 20 digits and the marker
@@ -45,8 +47,8 @@ const MIN_ARG_LEN: usize = 6;
 /// handler gets) may not exceed the session's `max_message_len`; it is checked at every
 /// header, so a `$2147483647` bulk header fails at once, before anything is buffered or
 /// allocated. Outside a session the codec's own [`max_frame_len`](Self::max_frame_len)
-/// applies (512 MiB). An inline command is at most 64 KiB, and a command at most 1 Mi
-/// arguments, as in Redis.
+/// applies (512 MiB). An inline command is at most 64 KiB, as in Redis, and a command at
+/// most 1 Mi arguments, as in Redis before 7.0.
 ///
 /// **Encoding** takes a [`RespValue`] (a reply: simple string, error, integer, bulk string,
 /// null, array) or a `&RespCommand` (sent as an array of bulk strings).

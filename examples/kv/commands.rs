@@ -317,12 +317,8 @@ impl SetOptions {
                 unit @ (b"EX" | b"PX") if !ttl_given => {
                     let amount = args.next().ok_or(SYNTAX_ERROR)?;
                     let amount = parse_integer(amount).ok_or(NOT_AN_INTEGER)?;
-                    let millis = if unit == b"EX" {
-                        amount.checked_mul(1000)
-                    } else {
-                        Some(amount)
-                    };
-                    let deadline = millis
+                    let unit_ms = if unit == b"EX" { 1000 } else { 1 };
+                    let deadline = checked_millis(amount, unit_ms)
                         .filter(|&ms| ms > 0)
                         .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms as u64)))
                         .ok_or("ERR invalid expire time in 'set' command")?;
@@ -438,11 +434,29 @@ fn mset(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow 
     Flow::Continue
 }
 
+/// `amount` of a unit of `unit_ms` milliseconds as milliseconds from now, or `None` where
+/// Redis refuses it: Redis keeps a deadline as Unix time in milliseconds in an `i64`, so
+/// it refuses an amount that overflows once converted, or once today's time is added
+/// (`EXPIRE k -9223372036854775808` is refused, not a deletion).
+fn checked_millis(amount: i64, unit_ms: i64) -> Option<i64> {
+    let millis = amount.checked_mul(unit_ms)?;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    millis.checked_add(since_epoch)?;
+    Some(millis)
+}
+
 /// `EXPIRE key seconds [NX|XX|GT|LT]`; a deadline not in the future deletes the key.
 fn expire(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     let key = next(&mut args);
     let Some(seconds) = parse_integer(next(&mut args)) else {
         out.error(NOT_AN_INTEGER);
+        return Flow::Continue;
+    };
+    // Checked before anything else, the key included, as Redis does.
+    let Some(millis) = checked_millis(seconds, 1000) else {
+        out.error("ERR invalid expire time in 'expire' command");
         return Flow::Continue;
     };
     let condition = match args.next().map(<[u8]>::to_ascii_uppercase) {
@@ -458,7 +472,6 @@ fn expire(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flo
         return Flow::Continue;
     };
     let now = Instant::now();
-    let millis = seconds.saturating_mul(1000);
     // Deadlines as signed milliseconds from now: a past one compares as negative.
     let wanted = millis;
     let current_ms = current.map(|at| at.saturating_duration_since(now).as_millis() as i64);
