@@ -278,3 +278,293 @@ fn peers_that_never_read_are_held_then_ended_at_the_write_stall() {
         events.check_contract();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 2. WebSocket floods
+// ---------------------------------------------------------------------------------------
+
+/// A client frame: masked, with `opcode` (0 continuation, 1 text, 2 binary, 9 ping, 10
+/// pong).
+#[cfg(feature = "ws")]
+fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= 0xffff, "short frames only");
+    let mut out = vec![opcode | if fin { 0x80 } else { 0 }];
+    if payload.len() < 126 {
+        out.push(0x80 | payload.len() as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    let mask = [0x5c, 0x13, 0xe7, 0x42];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads one (unmasked) server frame: its first byte (FIN and opcode) and payload.
+#[cfg(feature = "ws")]
+fn read_server_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("a frame header");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            stream.read_exact(&mut n).unwrap();
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            stream.read_exact(&mut n).unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).expect("a frame payload");
+    (head[0], payload)
+}
+
+/// A WebSocket echo round trip of a binary message on an upgraded connection, checked
+/// byte for byte.
+#[cfg(feature = "ws")]
+fn ws_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(&client_frame(2, true, payload)).unwrap();
+    let (head, echo) = read_server_frame(stream);
+    assert_eq!(head, 0x82, "the bystander's echo is one binary frame");
+    assert!(echo == payload, "the bystander's echo differs");
+}
+
+/// Writes `batch` (whole frames of `frame_len` bytes each) again and again without
+/// reading, until `max_frames` are sent or the server has taken nothing for a second;
+/// the bystander runs a round trip and RSS is sampled every 64 KiB or so. Returns the
+/// frames begun, the peak RSS, and the rest of the last frame if it was cut short.
+#[cfg(feature = "ws")]
+fn flood(
+    flooder: &mut TcpStream,
+    batch: &[u8],
+    frame_len: usize,
+    max_frames: usize,
+    bystander: &mut TcpStream,
+    round: &mut u32,
+) -> (usize, usize, Vec<u8>) {
+    flooder.set_nonblocking(true).unwrap();
+    let (mut written, mut peak) = (0usize, resident_bytes());
+    let mut last_progress = Instant::now();
+    let mut next_check = 0usize;
+    let total = max_frames * frame_len;
+    while written < total && last_progress.elapsed() < Duration::from_secs(1) {
+        let at = written % batch.len();
+        let end = batch.len().min(at + total - written);
+        match flooder.write(&batch[at..end]) {
+            Ok(n) => {
+                written += n;
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("the flooder's write failed after {written} bytes: {e}"),
+        }
+        if written >= next_check {
+            next_check = written + (64 << 10);
+            ws_roundtrip(bystander, &bystander_payload(*round));
+            *round += 1;
+            peak = peak.max(resident_bytes());
+        }
+    }
+    flooder.set_nonblocking(false).unwrap();
+    let cut = written % frame_len;
+    let at = written % batch.len();
+    let rest = if cut == 0 {
+        Vec::new()
+    } else {
+        batch[at..at + frame_len - cut].to_vec()
+    };
+    (
+        written.div_ceil(frame_len),
+        peak.max(resident_bytes()),
+        rest,
+    )
+}
+
+#[cfg(feature = "ws")]
+fn ws_echo_server(
+    builder: getty::ws::WsServerBuilder,
+    tx: &Sender<Ev>,
+    received: &Arc<AtomicU64>,
+) -> (Running, SocketAddr) {
+    let (tx, received) = (tx.clone(), received.clone());
+    let server = builder
+        .route("/echo", move |_| {
+            Ok((getty::codec::RawCodec, Quiet::new(&tx, &received)))
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve("hostile-ws", server), addr)
+}
+
+/// Floods of pings (the peer never reads while it floods), of unsolicited pongs, and of
+/// empty continuation frames inside one message. Pongs coalesce and the ping flood is held
+/// in TCP's window; pongs cost nothing; the continuations either make one message or close
+/// with the RFC's code. Memory stays bounded and the bystander never misses an echo.
+#[cfg(feature = "ws")]
+#[test]
+fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
+    use getty::ws::WsServer;
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (tx, mut events) = Events::new();
+        let received = Arc::new(AtomicU64::new(0));
+        let (server, addr) = ws_echo_server(WsServer::builder(), &tx, &received);
+        let mut bystander = connect(addr);
+        ws_upgrade(&mut bystander);
+        let mut round = 0u32;
+        ws_roundtrip(&mut bystander, b"warm");
+
+        // Pings, 125 bytes each, with nothing read until the flood stops (at most a
+        // million; the server stops taking them long before).
+        const MAX_PINGS: usize = 1_000_000;
+        let ping = client_frame(9, true, &[b'p'; 125]);
+        let batch = ping.repeat(512);
+        let mut flooder = connect(addr);
+        ws_upgrade(&mut flooder);
+        let baseline = resident_bytes();
+        let began = Instant::now();
+        let (pings, peak, rest) = flood(
+            &mut flooder,
+            &batch,
+            ping.len(),
+            MAX_PINGS,
+            &mut bystander,
+            &mut round,
+        );
+        let flood_took = began.elapsed();
+        // Now it reads: pongs (fewer than the pings, with a ping's payload), then the echo
+        // of a message sent after the flood. The server reads again only once its pongs
+        // drain, so the reading runs on its own thread.
+        let mut reader = flooder.try_clone().unwrap();
+        let pong_counter = std::thread::spawn(move || {
+            let mut pongs = 0usize;
+            loop {
+                let (head, payload) = read_server_frame(&mut reader);
+                match head {
+                    0x8a => {
+                        assert_eq!(payload, [b'p'; 125], "a pong carries a ping's payload");
+                        pongs += 1;
+                    }
+                    0x82 => {
+                        assert_eq!(payload, b"after the pings");
+                        return pongs;
+                    }
+                    other => panic!("unexpected frame {other:#x} after a ping flood"),
+                }
+            }
+        });
+        flooder.write_all(&rest).unwrap();
+        flooder
+            .write_all(&client_frame(2, true, b"after the pings"))
+            .unwrap();
+        let pongs = pong_counter.join().unwrap();
+        let ping_growth = peak.saturating_sub(baseline);
+        let held = if pings < MAX_PINGS {
+            "then the server stopped reading"
+        } else {
+            "never held"
+        };
+        println!(
+            "ping flood: {pings} pings taken in {flood_took:?}, {held}; {pongs} pongs once \
+             read (coalesced); peak RSS +{} KiB; the session survived",
+            ping_growth >> 10
+        );
+        assert!(pings >= 10_000, "only {pings} pings were taken");
+        assert!(
+            pongs >= 1 && pongs < pings,
+            "{pongs} pongs for {pings} pings: not coalesced"
+        );
+
+        // Unsolicited pongs: nothing to answer, nothing to keep.
+        let pong = client_frame(10, true, &[b'q'; 125]);
+        let batch = pong.repeat(512);
+        let mut ponger = connect(addr);
+        ws_upgrade(&mut ponger);
+        let baseline = resident_bytes();
+        let began = Instant::now();
+        let (sent_pongs, peak, _) = flood(
+            &mut ponger,
+            &batch,
+            pong.len(),
+            100_000,
+            &mut bystander,
+            &mut round,
+        );
+        let flood_took = began.elapsed();
+        ws_roundtrip(&mut ponger, b"after the pongs");
+        let pong_growth = peak.saturating_sub(baseline);
+        println!(
+            "pong flood: {sent_pongs} unsolicited pongs in {flood_took:?}, no reply but the \
+             next echo; peak RSS +{} KiB",
+            pong_growth >> 10
+        );
+        assert_eq!(sent_pongs, 100_000, "the server stopped reading pongs");
+
+        // A text message in 100,002 fragments, all but the first and last empty.
+        let empty = client_frame(0, false, b"");
+        let batch = empty.repeat(1024);
+        let mut fragmenter = connect(addr);
+        ws_upgrade(&mut fragmenter);
+        fragmenter.write_all(&client_frame(1, false, b"a")).unwrap();
+        let baseline = resident_bytes();
+        let began = Instant::now();
+        let (fragments, peak, _) = flood(
+            &mut fragmenter,
+            &batch,
+            empty.len(),
+            100_000,
+            &mut bystander,
+            &mut round,
+        );
+        let _ = fragmenter.write_all(&client_frame(0, true, b"b"));
+        let (head, payload) = read_server_frame(&mut fragmenter);
+        let ending = match head & 0x0f {
+            1 | 2 => {
+                assert_eq!(payload, b"ab", "the fragmented message, whole");
+                "survived: the message echoed whole".to_string()
+            }
+            8 => {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                assert!(
+                    [1008, 1009].contains(&code),
+                    "closed with {code} for too many fragments"
+                );
+                let _ = read_to_end(&mut fragmenter);
+                format!("closed with {code}")
+            }
+            other => panic!("unexpected frame opcode {other} after the fragments"),
+        };
+        let fragment_growth = peak.saturating_sub(baseline);
+        println!(
+            "continuation flood: {fragments} empty continuations in {:?}, {ending}; peak \
+             RSS +{} KiB; {round} bystander echoes over the three floods",
+            began.elapsed(),
+            fragment_growth >> 10
+        );
+        assert_eq!(fragments, 100_000, "the server stopped reading fragments");
+        for (what, growth) in [
+            ("pings", ping_growth),
+            ("pongs", pong_growth),
+            ("continuations", fragment_growth),
+        ] {
+            assert!(
+                growth < 16 << 20,
+                "RSS grew by {} KiB under a flood of {what}",
+                growth >> 10
+            );
+        }
+        ws_roundtrip(&mut bystander, b"after");
+        drop((flooder, ponger, fragmenter, bystander));
+        server.stop();
+        events.check_contract();
+    });
+}
