@@ -568,3 +568,107 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
         events.check_contract();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. Deflate bombs
+// ---------------------------------------------------------------------------------------
+
+/// Upgrades `stream` at `/echo` offering permessage-deflate, and returns the response head.
+#[cfg(all(feature = "ws", feature = "deflate"))]
+fn ws_upgrade_offering_deflate(stream: &mut TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .write_all(
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the upgrade response");
+        head.push(byte[0]);
+        assert!(head.len() < 4096, "an overlong response head");
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Compressed messages of zeros (1 MiB and 16 MiB inflated, a few KiB on the wire) to a
+/// server that allows 64 KiB: each closes its session with 1009 while RSS stays flat, and
+/// a bystander keeps echoing between them.
+#[cfg(all(feature = "ws", feature = "deflate"))]
+#[test]
+fn a_permessage_deflate_bomb_is_closed_with_1009() {
+    use bytes::BytesMut;
+    use getty::codec::ws::{Config, DeflateConfig, Protocol, Role};
+    use getty::codec::MessageKind;
+    use getty::ws::WsServer;
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let max = 64 * 1024;
+        let (tx, mut events) = Events::new();
+        let received = Arc::new(AtomicU64::new(0));
+        let builder = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .session_options(SessionOptions::default().max_message_len(max));
+        let (server, addr) = ws_echo_server(builder, &tx, &received);
+        let mut bystander = connect(addr);
+        ws_upgrade(&mut bystander);
+        ws_roundtrip(&mut bystander, b"warm");
+        let unlimited = Config {
+            max_message_size: usize::MAX,
+            max_frame_size: usize::MAX,
+        };
+        for (round, inflated) in [(1u32, 1usize << 20), (2, 16 << 20)] {
+            let mut bomber = connect(addr);
+            let head = ws_upgrade_offering_deflate(&mut bomber);
+            assert!(head.contains("permessage-deflate"), "{head}");
+            let mut client = Protocol::new(Role::Client, unlimited, Some(DeflateConfig::default()));
+            let mut bomb = BytesMut::zeroed(inflated);
+            client
+                .encode_message(MessageKind::Binary, &mut bomb, 0)
+                .unwrap();
+            let baseline = resident_bytes();
+            let began = Instant::now();
+            // The server may close before it has read the whole bomb.
+            let _ = bomber.write_all(&bomb);
+            let (first, payload) = read_server_frame(&mut bomber);
+            let took = began.elapsed();
+            let growth = resident_bytes().saturating_sub(baseline);
+            assert_eq!(first, 0x88, "a close frame, not an echo");
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            let (_, ended) = read_to_end(&mut bomber);
+            println!(
+                "permessage-deflate bomb: {} KiB inflated from {} bytes on the wire, max \
+                 {} KiB: closed with {code} in {took:?} ({ended:?}); RSS +{} KiB",
+                inflated >> 10,
+                bomb.len(),
+                max >> 10,
+                growth >> 10
+            );
+            assert_eq!(code, 1009, "the RFC's code for a message too big");
+            assert!(
+                growth < 8 << 20,
+                "RSS grew by {} KiB for a bomb",
+                growth >> 10
+            );
+            ws_roundtrip(&mut bystander, &bystander_payload(round));
+        }
+        let errors = events.wait_n("the bombs' errors", 2, |e| matches!(e, Ev::Error { .. }));
+        for error in errors {
+            assert!(
+                matches!(error, Ev::Error { err: ErrKind::MessageTooLong { len, max: m }, .. }
+                    if m == max && len <= max + 1),
+                "refused past the limit, not inflated: {error:?}"
+            );
+        }
+        // Nothing of a bomb reached the handler: it got the bystander's bytes alone.
+        let bystander_bytes = 4 + bystander_payload(1).len() + bystander_payload(2).len();
+        assert_eq!(received.load(Ordering::Relaxed), bystander_bytes as u64);
+        ws_roundtrip(&mut bystander, b"after");
+        drop(bystander);
+        server.stop();
+        events.check_contract();
+    });
+}
