@@ -672,3 +672,157 @@ fn a_permessage_deflate_bomb_is_closed_with_1009() {
         events.check_contract();
     });
 }
+
+/// A client of a compressed lines server: its own deflate filter, one for both directions.
+#[cfg(feature = "deflate")]
+struct CompressedLines {
+    stream: TcpStream,
+    filter: getty::codec::filter::DeflateFilter,
+    wire_in: bytes::BytesMut,
+    plain_in: bytes::BytesMut,
+}
+
+#[cfg(feature = "deflate")]
+impl CompressedLines {
+    fn connect(addr: SocketAddr) -> CompressedLines {
+        CompressedLines {
+            stream: connect(addr),
+            filter: getty::codec::filter::DeflateFilter::new(getty::codec::Compression::Default),
+            wire_in: bytes::BytesMut::new(),
+            plain_in: bytes::BytesMut::new(),
+        }
+    }
+
+    /// Sends `line` (with its `\n`) and checks the echo, byte for byte.
+    fn roundtrip(&mut self, line: &[u8]) {
+        use getty::codec::filter::Filter;
+        use std::io::Read;
+        let mut wire = bytes::BytesMut::new();
+        self.filter.encode(line, &mut wire).unwrap();
+        self.filter.encode(b"\n", &mut wire).unwrap();
+        self.filter.flush(&mut wire).unwrap();
+        self.stream.write_all(&wire).unwrap();
+        while !self.plain_in.contains(&b'\n') {
+            let mut buf = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut buf).expect("the bystander's echo");
+            assert!(n > 0, "the server closed the bystander");
+            self.wire_in.extend_from_slice(&buf[..n]);
+            self.filter
+                .decode(&mut self.wire_in, &mut self.plain_in, usize::MAX)
+                .unwrap();
+        }
+        let end = self.plain_in.iter().position(|b| *b == b'\n').unwrap();
+        let echo = self.plain_in.split_to(end + 1);
+        assert!(&echo[..end] == line, "the bystander's echo differs");
+    }
+}
+
+/// A deflate stream of zeros: the first MiB compressed, then a block that stands for every
+/// further MiB (once the window is all zeros, each MiB compresses to the same bytes), so a
+/// GiB can be sent without compressing a GiB.
+#[cfg(feature = "deflate")]
+fn zeros_stream() -> (Vec<u8>, Vec<u8>) {
+    use getty::codec::filter::{DeflateFilter, Filter};
+    let zeros = vec![0u8; 1 << 20];
+    let mut filter = DeflateFilter::new(getty::codec::Compression::Best);
+    let mut compress = || {
+        let mut wire = bytes::BytesMut::new();
+        filter.encode(&zeros, &mut wire).unwrap();
+        filter.flush(&mut wire).unwrap();
+        wire.to_vec()
+    };
+    let head = compress();
+    let block = compress();
+    assert_eq!(block, compress(), "every further MiB compresses alike");
+    (head, block)
+}
+
+/// A compressed TCP session whose stream inflates to a GiB of zeros without a line break
+/// (a few hundred KiB on the wire): the session ends at the max message length without
+/// inflating the rest, RSS stays flat, and a compressed bystander keeps echoing.
+#[cfg(feature = "deflate")]
+#[test]
+fn a_bomb_through_the_tcp_deflate_filter_ends_its_session_only() {
+    use getty::codec::{Compression, LinesCodec};
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let max = 64 * 1024;
+        let (tx, mut events) = Events::new();
+        let received = Arc::new(AtomicU64::new(0));
+        let server = {
+            let (tx, received) = (tx.clone(), received.clone());
+            TcpServer::builder()
+                .session_options(
+                    SessionOptions::default()
+                        .compression(Some(Compression::Default))
+                        .max_message_len(max),
+                )
+                .bind("127.0.0.1:0", move |_| {
+                    Ok((LinesCodec::new(64 << 20), Quiet::new(&tx, &received)))
+                })
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let server = Running::serve("hostile-deflate-bomb", server);
+        let mut bystander = CompressedLines::connect(addr);
+        bystander.roundtrip(b"warm");
+        let bystander_line = |round: u32| -> Vec<u8> {
+            bystander_payload(round)
+                .iter()
+                .map(|b| b'a' + b % 26)
+                .collect()
+        };
+
+        let (head, block) = zeros_stream();
+        let baseline = resident_bytes();
+        let began = Instant::now();
+        let bomber = std::thread::spawn(move || {
+            let mut bomber = connect(addr);
+            let mut wire = head.len();
+            let mut inflated = 1usize << 20;
+            let _ = bomber.write_all(&head);
+            // A GiB inflated, unless the server ends it first (a reset fails a write).
+            for _ in 0..1023 {
+                if bomber.write_all(&block).is_err() {
+                    break;
+                }
+                wire += block.len();
+                inflated += 1 << 20;
+            }
+            let (_, ended) = read_to_end(&mut bomber);
+            (wire, inflated, ended, began.elapsed())
+        });
+        let (mut rounds, mut peak) = (0u32, baseline);
+        while !bomber.is_finished() || rounds < 20 {
+            bystander.roundtrip(&bystander_line(rounds));
+            rounds += 1;
+            peak = peak.max(resident_bytes());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (wire, inflated, ended, took) = bomber.join().unwrap();
+        let error = events.wait("the bomb's error", |e| matches!(e, Ev::Error { .. }));
+        let growth = peak.max(resident_bytes()).saturating_sub(baseline);
+        println!(
+            "tcp deflate bomb: sent {} KiB on the wire ({} MiB inflated) before the end \
+             ({ended:?}) after {took:?}; {error:?}; peak RSS +{} KiB; {rounds} bystander \
+             echoes meanwhile",
+            wire >> 10,
+            inflated >> 20,
+            growth >> 10
+        );
+        assert!(
+            matches!(error, Ev::Error { err: ErrKind::MessageTooLong { len, max: m }, .. }
+                if m == max && len <= max + 64 * 1024 + 1),
+            "refused at the limit, not inflated: {error:?}"
+        );
+        assert!(
+            growth < 16 << 20,
+            "RSS grew by {} KiB for a bomb",
+            growth >> 10
+        );
+        bystander.roundtrip(b"after");
+        drop(bystander);
+        server.stop();
+        events.check_contract();
+    });
+}
