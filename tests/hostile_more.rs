@@ -826,3 +826,207 @@ fn a_bomb_through_the_tcp_deflate_filter_ends_its_session_only() {
         events.check_contract();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 4. Thousands of concurrent sessions with random write splits
+// ---------------------------------------------------------------------------------------
+
+const SPLIT_CLIENTS: usize = 2_000;
+const SPLIT_WORKERS: usize = 4;
+const SPLIT_FRAMES: usize = 20;
+
+/// Raises this process's soft descriptor limit to its hard limit; returns the new limit.
+fn raise_descriptor_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        limit.rlim_cur as u64
+    }
+}
+
+/// One client of the split test: its frames' wire bytes, cut into pieces at random byte
+/// boundaries; how far it has written and how much of the echo has come back.
+struct Splitter {
+    stream: TcpStream,
+    wire: Vec<u8>,
+    cuts: Vec<usize>,
+    pieces_sent: usize,
+    echoed: usize,
+}
+
+impl Splitter {
+    fn new(addr: SocketAddr, rng: &mut fastrand::Rng) -> Splitter {
+        let mut wire = Vec::new();
+        for _ in 0..SPLIT_FRAMES {
+            let len = rng.usize(0..=1500);
+            let payload: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            wire.extend_from_slice(&frame(&payload));
+        }
+        // Cuts every 1 to 8 bytes half of the time, every 1 to 1 KiB otherwise: headers
+        // split inside, bodies in many pieces.
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let longest = if rng.bool() { 8 } else { 1024 };
+            at = (at + rng.usize(1..=longest)).min(wire.len());
+            cuts.push(at);
+        }
+        let stream = connect(addr);
+        stream.set_nonblocking(true).unwrap();
+        Splitter {
+            stream,
+            wire,
+            cuts,
+            pieces_sent: 0,
+            echoed: 0,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.echoed == self.wire.len()
+    }
+
+    /// Writes the next piece, if the socket takes it, and reads what came back, checking
+    /// it against what was sent. Returns whether anything moved.
+    fn step(&mut self, buf: &mut [u8]) -> bool {
+        use std::io::Read;
+        let mut moved = false;
+        if self.pieces_sent < self.cuts.len() {
+            let from = match self.pieces_sent {
+                0 => 0,
+                n => self.cuts[n - 1],
+            };
+            let piece = &self.wire[from..self.cuts[self.pieces_sent]];
+            match self.stream.write(piece) {
+                Ok(n) if n == piece.len() => {
+                    self.pieces_sent += 1;
+                    moved = true;
+                }
+                // The rest of a piece cut short by a full socket is a piece of its own.
+                Ok(n) => {
+                    self.cuts.insert(self.pieces_sent, from + n);
+                    self.pieces_sent += 1;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("a split client's write failed: {e}"),
+            }
+        }
+        match self.stream.read(buf) {
+            Ok(0) => panic!(
+                "the server closed a split client after {} bytes",
+                self.echoed
+            ),
+            Ok(n) => {
+                let expected = &self.wire[self.echoed..];
+                assert!(n <= expected.len(), "more echoed than sent");
+                assert!(
+                    buf[..n] == expected[..n],
+                    "an echo differs at {}",
+                    self.echoed
+                );
+                self.echoed += n;
+                moved = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("a split client's read failed: {e}"),
+        }
+        moved
+    }
+}
+
+/// Runs `clients` split clients to the end on this thread; returns the writes made.
+fn run_splitters(addr: SocketAddr, clients: usize, seed: u64) -> usize {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut splitters: Vec<Splitter> = (0..clients)
+        .map(|_| Splitter::new(addr, &mut rng))
+        .collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while splitters.iter().any(|s| !s.done()) {
+        assert!(Instant::now() < deadline, "split clients never finished");
+        let mut moved = false;
+        for s in splitters.iter_mut().filter(|s| !s.done()) {
+            moved |= s.step(&mut buf);
+        }
+        if !moved {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    splitters.iter().map(|s| s.cuts.len()).sum()
+}
+
+/// Two thousand clients at once, each sending twenty length-prefixed frames cut at random
+/// byte boundaries into many writes: every echo comes back whole and in order, the
+/// bystander's too, and every session ends when its client goes.
+#[test]
+fn thousands_of_sessions_with_random_write_splits_echo_every_byte() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let limit = raise_descriptor_limit();
+        if limit < 5_000 {
+            println!(
+                "skipped: {SPLIT_CLIENTS} clients and their sessions need 5,000 descriptors; \
+                 the hard limit is {limit}"
+            );
+            return;
+        }
+        let (tx, mut events) = Events::new();
+        let received = Arc::new(AtomicU64::new(0));
+        let (server, addr) =
+            tcp_echo_server("hostile-splits", SessionOptions::default(), &tx, &received);
+        let mut bystander = connect(addr);
+        echo_roundtrip(&mut bystander, b"warm");
+        let (fds, entries, baseline) = (open_descriptors(), server.entry_count(), resident_bytes());
+        let began = Instant::now();
+        let workers: Vec<_> = (0..SPLIT_WORKERS)
+            .map(|w| {
+                std::thread::spawn(move || {
+                    run_splitters(addr, SPLIT_CLIENTS / SPLIT_WORKERS, 0x5eed + w as u64)
+                })
+            })
+            .collect();
+        let (mut rounds, mut peak_sessions, mut peak) = (0u32, 0usize, baseline);
+        while workers.iter().any(|w| !w.is_finished()) {
+            echo_roundtrip(&mut bystander, &bystander_payload(rounds));
+            rounds += 1;
+            peak_sessions = peak_sessions.max(server.entry_count());
+            peak = peak.max(resident_bytes());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let writes: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        let took = began.elapsed();
+        let deadline = Instant::now() + STEP;
+        while server.entry_count() > entries && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (fds_after, entries_after) = (open_descriptors(), server.entry_count());
+        println!(
+            "random splits: {SPLIT_CLIENTS} clients x {SPLIT_FRAMES} frames, {writes} writes \
+             ({} MiB echoed), all whole and in order in {took:?}; peak {peak_sessions} \
+             entries on the reactor; peak RSS +{} MiB (clients included); descriptors \
+             {fds} -> {fds_after}, entries {entries} -> {entries_after}; {rounds} bystander \
+             echoes meanwhile",
+            received.load(Ordering::Relaxed) >> 20,
+            peak.saturating_sub(baseline) >> 20,
+        );
+        let opened = events.count(|e| matches!(e, Ev::Open { .. }));
+        assert_eq!(opened, SPLIT_CLIENTS + 1, "every client had its session");
+        assert_eq!(
+            entries_after, entries,
+            "every session ended with its client"
+        );
+        assert!(
+            fds_after <= fds + 2,
+            "descriptors leaked: {fds} -> {fds_after}"
+        );
+        echo_roundtrip(&mut bystander, b"after");
+        server.stop();
+        events.check_contract();
+        let errors = events.count(|e| matches!(e, Ev::Error { .. }));
+        assert_eq!(errors, 0, "a well-behaved client's session failed");
+    });
+}
