@@ -1030,3 +1030,166 @@ fn thousands_of_sessions_with_random_write_splits_echo_every_byte() {
         assert_eq!(errors, 0, "a well-behaved client's session failed");
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 5. Descriptor exhaustion, in a child process
+// ---------------------------------------------------------------------------------------
+
+/// Set (to the descriptor limit) in the environment of the child that runs the server.
+const FD_CHILD_ENV: &str = "GETTY_HOSTILE_FD_LIMIT";
+
+/// The server half of `a_server_out_of_descriptors_neither_spins_nor_stops_serving`, run by
+/// it in a child process (a test binary is one process, and this one must not lower the
+/// limit of the others): an echo server under a low `RLIMIT_NOFILE` that prints its address
+/// and runs until its stdin closes. Without the variable it does nothing.
+#[test]
+#[ignore = "the server half of a_server_out_of_descriptors_neither_spins_nor_stops_serving"]
+fn fd_limited_server() {
+    let Ok(limit) = std::env::var(FD_CHILD_ENV) else {
+        return;
+    };
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut rlimit: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rlimit), 0);
+        rlimit.rlim_cur = limit.parse().expect("a descriptor limit");
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit), 0);
+    }
+    let (tx, _events) = Events::new();
+    let received = Arc::new(AtomicU64::new(0));
+    let (server, addr) = tcp_echo_server("fd-limited", SessionOptions::default(), &tx, &received);
+    println!("ADDR {addr}");
+    io::stdout().flush().unwrap();
+    let _ = io::Read::read_to_end(&mut io::stdin(), &mut Vec::new());
+    server.stop();
+}
+
+/// CPU time (user and system, every thread) the process `pid` has used.
+fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the child's stat");
+    // The fields after the command name (which may hold spaces) in parentheses: the
+    // state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+fn descriptors_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A server under `RLIMIT_NOFILE` 64 gets 200 connections: it serves what its descriptors
+/// allow, the rest wait in the backlog, and it does not spin on the failing accept (its CPU
+/// time is measured over two seconds at the limit). A bystander connected before is served
+/// throughout, and once the 200 go, a new client is served again.
+#[test]
+fn a_server_out_of_descriptors_neither_spins_nor_stops_serving() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    const LIMIT: usize = 64;
+    const PEERS: usize = 200;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let mut child = Reaped(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "fd_limited_server",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(FD_CHILD_ENV, LIMIT.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("start the child server"),
+        );
+        let pid = child.0.id();
+        let mut lines = io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+        let addr: SocketAddr = loop {
+            let line = lines
+                .next()
+                .expect("the child's address")
+                .expect("the child's output");
+            // The harness's "test fd_limited_server ... " comes first on the line.
+            if let Some(at) = line.find("ADDR ") {
+                break line[at + 5..].trim().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop)); // whatever else it prints
+        let mut bystander = connect(addr);
+        echo_roundtrip(&mut bystander, b"warm");
+        let fds_idle = descriptors_of(pid);
+
+        let mut peers: Vec<TcpStream> = (0..PEERS).map(|_| connect(addr)).collect();
+        for (i, peer) in peers.iter_mut().enumerate() {
+            peer.write_all(&frame(&(i as u32).to_be_bytes())).unwrap();
+            peer.set_nonblocking(true).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let served = peers
+            .iter()
+            .filter(|p| matches!(p.peek(&mut [0u8; 8]), Ok(8)))
+            .count();
+        let fds_full = descriptors_of(pid);
+
+        // Two seconds at the limit, the bystander served ten times a second.
+        let (cpu_before, began) = (process_cpu_time(pid), Instant::now());
+        let mut rounds = 0u32;
+        while began.elapsed() < Duration::from_secs(2) {
+            echo_roundtrip(&mut bystander, &bystander_payload(rounds));
+            rounds += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let busy =
+            (process_cpu_time(pid) - cpu_before).as_secs_f64() / began.elapsed().as_secs_f64();
+
+        drop(peers);
+        let recovering = Instant::now();
+        let mut newcomer = connect(addr);
+        echo_roundtrip(&mut newcomer, b"served again");
+        let recovered_in = recovering.elapsed();
+        let fds_after = descriptors_of(pid);
+        println!(
+            "descriptor exhaustion (RLIMIT_NOFILE {LIMIT}): {PEERS} connections, {served} \
+             served at the limit, the rest in the backlog; the child's descriptors \
+             {fds_idle} idle -> {fds_full} at the limit -> {fds_after} after; CPU at the \
+             limit {:.1}% of a core over {:?}; a new client served {recovered_in:?} after \
+             the {PEERS} closed; {rounds} bystander echoes at the limit",
+            busy * 100.0,
+            began.elapsed()
+        );
+        assert!(
+            fds_full >= LIMIT - 1,
+            "the server never reached its limit ({fds_full} descriptors): the test proves nothing"
+        );
+        assert!(
+            served < PEERS,
+            "all {PEERS} served under a limit of {LIMIT}?"
+        );
+        assert!(
+            busy < 0.5,
+            "the server spun at the descriptor limit: {:.1}% of a core",
+            busy * 100.0
+        );
+        echo_roundtrip(&mut bystander, b"after");
+        drop(child.0.stdin.take()); // the child stops its server and exits
+        let deadline = Instant::now() + STEP;
+        let status = loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the child server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "the child server failed: {status}");
+    });
+}
