@@ -204,7 +204,7 @@ fn peers_that_never_read_are_held_then_ended_at_the_write_stall() {
         let mut bystander = connect(addr);
         echo_roundtrip(&mut bystander, b"warm");
         let (fds, entries, baseline) = (open_descriptors(), server.entry_count(), resident_bytes());
-        let bystander_bytes = received.load(Ordering::Relaxed);
+        let mut bystander_bytes = received.load(Ordering::Relaxed);
 
         let wire: Arc<Vec<u8>> = Arc::new(frame(&[0xa5; 64 * 1024 - 4]));
         let began = Instant::now();
@@ -216,7 +216,9 @@ fn peers_that_never_read_are_held_then_ended_at_the_write_stall() {
             .collect();
         let (mut rounds, mut peak) = (0u32, baseline);
         while peers.iter().any(|p| !p.is_finished()) {
-            echo_roundtrip(&mut bystander, &bystander_payload(rounds));
+            let payload = bystander_payload(rounds);
+            echo_roundtrip(&mut bystander, &payload);
+            bystander_bytes += payload.len() as u64;
             rounds += 1;
             peak = peak.max(resident_bytes());
             std::thread::sleep(Duration::from_millis(20));
@@ -337,8 +339,19 @@ fn ws_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
 
 /// Writes `batch` (whole frames of `frame_len` bytes each) again and again without
 /// reading, until `max_frames` are sent or the server has taken nothing for a second;
-/// the bystander runs a round trip and RSS is sampled every 64 KiB or so. Returns the
-/// frames begun, the peak RSS, and the rest of the last frame if it was cut short.
+/// the bystander runs a round trip and RSS is sampled every 64 KiB or so.
+#[cfg(feature = "ws")]
+struct Flooded {
+    /// Frames begun (the last one may be cut short).
+    frames: usize,
+    /// The rest of the last frame, if it was cut short.
+    rest: Vec<u8>,
+    /// From the first byte to the last one the server took.
+    took: Duration,
+    /// The peak RSS of this process meanwhile.
+    peak_rss: usize,
+}
+
 #[cfg(feature = "ws")]
 fn flood(
     flooder: &mut TcpStream,
@@ -347,10 +360,11 @@ fn flood(
     max_frames: usize,
     bystander: &mut TcpStream,
     round: &mut u32,
-) -> (usize, usize, Vec<u8>) {
+) -> Flooded {
     flooder.set_nonblocking(true).unwrap();
     let (mut written, mut peak) = (0usize, resident_bytes());
-    let mut last_progress = Instant::now();
+    let began = Instant::now();
+    let mut last_progress = began;
     let mut next_check = 0usize;
     let total = max_frames * frame_len;
     while written < total && last_progress.elapsed() < Duration::from_secs(1) {
@@ -381,11 +395,12 @@ fn flood(
     } else {
         batch[at..at + frame_len - cut].to_vec()
     };
-    (
-        written.div_ceil(frame_len),
-        peak.max(resident_bytes()),
+    Flooded {
+        frames: written.div_ceil(frame_len),
         rest,
-    )
+        took: last_progress - began,
+        peak_rss: peak.max(resident_bytes()),
+    }
 }
 
 #[cfg(feature = "ws")]
@@ -431,8 +446,7 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
         let mut flooder = connect(addr);
         ws_upgrade(&mut flooder);
         let baseline = resident_bytes();
-        let began = Instant::now();
-        let (pings, peak, rest) = flood(
+        let pings = flood(
             &mut flooder,
             &batch,
             ping.len(),
@@ -440,7 +454,6 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
             &mut bystander,
             &mut round,
         );
-        let flood_took = began.elapsed();
         // Now it reads: pongs (fewer than the pings, with a ping's payload), then the echo
         // of a message sent after the flood. The server reads again only once its pongs
         // drain, so the reading runs on its own thread.
@@ -462,19 +475,20 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
                 }
             }
         });
-        flooder.write_all(&rest).unwrap();
+        flooder.write_all(&pings.rest).unwrap();
         flooder
             .write_all(&client_frame(2, true, b"after the pings"))
             .unwrap();
         let pongs = pong_counter.join().unwrap();
-        let ping_growth = peak.saturating_sub(baseline);
+        let ping_growth = pings.peak_rss.saturating_sub(baseline);
+        let (took, pings) = (pings.took, pings.frames);
         let held = if pings < MAX_PINGS {
             "then the server stopped reading"
         } else {
             "never held"
         };
         println!(
-            "ping flood: {pings} pings taken in {flood_took:?}, {held}; {pongs} pongs once \
+            "ping flood: {pings} pings taken in {took:?}, {held}; {pongs} pongs once \
              read (coalesced); peak RSS +{} KiB; the session survived",
             ping_growth >> 10
         );
@@ -490,8 +504,7 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
         let mut ponger = connect(addr);
         ws_upgrade(&mut ponger);
         let baseline = resident_bytes();
-        let began = Instant::now();
-        let (sent_pongs, peak, _) = flood(
+        let pongs = flood(
             &mut ponger,
             &batch,
             pong.len(),
@@ -499,15 +512,16 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
             &mut bystander,
             &mut round,
         );
-        let flood_took = began.elapsed();
         ws_roundtrip(&mut ponger, b"after the pongs");
-        let pong_growth = peak.saturating_sub(baseline);
+        let pong_growth = pongs.peak_rss.saturating_sub(baseline);
         println!(
-            "pong flood: {sent_pongs} unsolicited pongs in {flood_took:?}, no reply but the \
-             next echo; peak RSS +{} KiB",
+            "pong flood: {} unsolicited pongs in {:?}, no reply but the next echo; peak RSS \
+             +{} KiB",
+            pongs.frames,
+            pongs.took,
             pong_growth >> 10
         );
-        assert_eq!(sent_pongs, 100_000, "the server stopped reading pongs");
+        assert_eq!(pongs.frames, 100_000, "the server stopped reading pongs");
 
         // A text message in 100,002 fragments, all but the first and last empty.
         let empty = client_frame(0, false, b"");
@@ -516,8 +530,7 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
         ws_upgrade(&mut fragmenter);
         fragmenter.write_all(&client_frame(1, false, b"a")).unwrap();
         let baseline = resident_bytes();
-        let began = Instant::now();
-        let (fragments, peak, _) = flood(
+        let fragments = flood(
             &mut fragmenter,
             &batch,
             empty.len(),
@@ -543,14 +556,18 @@ fn websocket_floods_of_pings_pongs_and_empty_continuations_are_bounded() {
             }
             other => panic!("unexpected frame opcode {other} after the fragments"),
         };
-        let fragment_growth = peak.saturating_sub(baseline);
+        let fragment_growth = fragments.peak_rss.saturating_sub(baseline);
         println!(
-            "continuation flood: {fragments} empty continuations in {:?}, {ending}; peak \
-             RSS +{} KiB; {round} bystander echoes over the three floods",
-            began.elapsed(),
+            "continuation flood: {} empty continuations in {:?}, {ending}; peak RSS +{} KiB; \
+             {round} bystander echoes over the three floods",
+            fragments.frames,
+            fragments.took,
             fragment_growth >> 10
         );
-        assert_eq!(fragments, 100_000, "the server stopped reading fragments");
+        assert_eq!(
+            fragments.frames, 100_000,
+            "the server stopped reading fragments"
+        );
         for (what, growth) in [
             ("pings", ping_growth),
             ("pongs", pong_growth),
