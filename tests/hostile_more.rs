@@ -1151,7 +1151,13 @@ fn a_server_out_of_descriptors_neither_spins_nor_stops_serving() {
             peer.write_all(&frame(&(i as u32).to_be_bytes())).unwrap();
             peer.set_nonblocking(true).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // Until the server has taken every descriptor it may (bounded), and a moment for
+        // the echoes of the sessions it opened.
+        let deadline = Instant::now() + STEP;
+        while descriptors_of(pid) < LIMIT - 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
         let served = peers
             .iter()
             .filter(|p| matches!(p.peek(&mut [0u8; 8]), Ok(8)))
