@@ -80,9 +80,11 @@ impl Deflate {
         }
     }
 
-    /// Whether a message of `len` bytes should go out compressed.
+    /// Whether a message of `len` bytes should go out compressed. Never an empty one: it
+    /// cannot shrink, and after an earlier message's sync flush zlib emits nothing for it
+    /// (no empty block to strip), which would fail the connection.
     pub(crate) fn wants(&self, len: usize) -> bool {
-        len >= self.config.min_size && self.local_bits >= 9
+        len > 0 && len >= self.config.min_size && self.local_bits >= 9
     }
 
     /// Whether the engines exist: (compressor, decompressor).

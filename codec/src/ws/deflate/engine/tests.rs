@@ -172,3 +172,31 @@ fn the_inflater_takes_every_agreed_window() {
         exchange(agreed, 9, &near).unwrap();
     }
 }
+
+/// Found by the `ws_roundtrip` fuzz target: with `min_size` 0 and context takeover, an
+/// empty message after a compressed one failed with 1011 ("sync flush did not end with the
+/// empty block"). Empty messages now go out uncompressed, and arrive empty.
+#[test]
+fn an_empty_message_after_a_compressed_one_goes_out_plain() {
+    let config = DeflateConfig {
+        min_size: 0,
+        ..DeflateConfig::default()
+    };
+    for (tx_role, rx_role) in [(Role::Client, Role::Server), (Role::Server, Role::Client)] {
+        let mut tx = Protocol::new(tx_role, Config::default(), Some(config));
+        let mut rx = Protocol::new(rx_role, Config::default(), Some(config));
+        let mut wire = BytesMut::new();
+        for msg in [&json(1)[..], b"", b"", &json(2)[..], b""] {
+            let start = wire.len();
+            wire.extend_from_slice(msg);
+            tx.encode_message(MessageKind::Binary, &mut wire, start)
+                .unwrap();
+        }
+        let got = decode_all(&mut rx, wire).unwrap();
+        assert_eq!(
+            got,
+            [json(1), vec![], vec![], json(2), vec![]],
+            "{tx_role:?}"
+        );
+    }
+}
