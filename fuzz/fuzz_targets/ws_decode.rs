@@ -41,19 +41,6 @@ fn machine(input: &Input, role: Role) -> Protocol {
     p
 }
 
-/// A known finding, tolerated here until it is fixed: a peer that back-references further
-/// than the window it agreed (say 9 bits, 512 bytes) is refused with 1007 ("invalid
-/// distance too far back") only when the earlier bytes were inflated by an earlier call;
-/// zlib accepts the distance while they are in the same call's output. So such a message
-/// passes or fails depending on where the reads end. (Inflating with a 15-bit window
-/// whatever was agreed would accept it every time; zlib-rs keeps 32 KiB anyway.)
-/// `corpus/ws_decode/regression-window-too-far-back` is the input that found it.
-fn too_far_back(out: &WsOutcome) -> bool {
-    out.detail
-        .as_deref()
-        .is_some_and(|d| d.contains("too far back"))
-}
-
 /// What the peer reads in our replies: pong payloads, and the close code if any.
 fn replies(role: Role, out: &WsOutcome) -> (Vec<Vec<u8>>, Option<u16>) {
     let peer_role = if role == Role::Server {
@@ -88,9 +75,6 @@ fuzz_target!(|input: Input| {
         &mut machine(&input, role),
         &pieces(&input.wire, &input.sizes),
     );
-    if [&whole, &split].iter().any(|o| too_far_back(o)) && whole.error != split.error {
-        return; // a known finding: see `too_far_back`
-    }
     assert_eq!(whole.events, split.events, "split input gave other events");
     // A compressed message that is both over the limit and corrupt may be found out either
     // way first, depending on where the reads end: 1009 one way, 1007 the other.

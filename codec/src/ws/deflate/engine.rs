@@ -12,6 +12,9 @@ mod tests;
 /// The sync-flush tail that RFC 7692 strips from each compressed message.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// The decompressor's window, whatever the peer agreed to compress with (see `inflate`).
+const MAX_WINDOW_BITS: u8 = 15;
+
 /// The compressor and decompressor of one connection.
 ///
 /// Neither engine exists until it is needed: the compressor is made for the first message
@@ -24,12 +27,6 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 pub(crate) struct Deflate {
     config: DeflateConfig,
     local_bits: u8,
-    /// The decompressor's window: the peer's agreed window, but at least 9 bits (zlib
-    /// cannot make a 256-byte window: asked for 8 bits, it deflates with 9, and RFC 7692
-    /// peers built on it do; flate2 takes 9 to 15 only). zlib-rs, as of 0.6, keeps a
-    /// 32 KiB window for raw streams whatever it is given (allocated with its state, its
-    /// pages touched only as it fills); a backend that honours the bits saves memory.
-    remote_bits: u8,
     local_no_context: bool,
     remote_no_context: bool,
     compress: Option<Compress>,
@@ -53,16 +50,14 @@ impl std::fmt::Debug for Deflate {
 impl Deflate {
     pub(crate) fn new(config: DeflateConfig, role: Role) -> Self {
         config.check();
-        let (local_bits, remote_bits, local_no_context, remote_no_context) = match role {
+        let (local_bits, local_no_context, remote_no_context) = match role {
             Role::Server => (
                 config.server_max_window_bits,
-                config.client_max_window_bits,
                 config.server_no_context_takeover,
                 config.client_no_context_takeover,
             ),
             Role::Client => (
                 config.client_max_window_bits,
-                config.server_max_window_bits,
                 config.client_no_context_takeover,
                 config.server_no_context_takeover,
             ),
@@ -70,7 +65,6 @@ impl Deflate {
         Deflate {
             config,
             local_bits,
-            remote_bits: remote_bits.max(9),
             local_no_context,
             remote_no_context,
             compress: None,
@@ -181,10 +175,15 @@ impl Deflate {
         max: usize,
         mut utf8: Option<&mut Utf8Validator>,
     ) -> Result<(), WsError> {
-        let bits = self.remote_bits;
+        // Always a 15-bit window, whatever the peer agreed to compress with. zlib checks a
+        // back-reference only against the window it was given, and only once the bytes
+        // referred to came out of an earlier call: with the agreed (smaller) window, a peer
+        // that refers further back than it promised was refused or not depending on where
+        // the reads split its message (found by fuzzing). A compliant peer never does, and
+        // zlib-rs keeps a 32 KiB window for raw streams whatever it is asked for.
         let decompress = self
             .decompress
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, MAX_WINDOW_BITS));
         let mut consumed = 0;
         loop {
             if out.len() == out.capacity() {
