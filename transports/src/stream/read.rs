@@ -219,7 +219,19 @@ where
     /// a pipeline of requests with large replies is answered at the pace the peer reads
     /// them, instead of piling every reply up until `max_outbound` ends the session.
     pub(super) fn delivering(&self) -> bool {
-        !self.session.is_closing() && !self.session.is_reading_paused()
+        let session = &self.session;
+        if session.is_closing() || session.core.reading_paused {
+            return false;
+        }
+        // Asked before every message, so cheaply where it can be: a write that reaches the
+        // high watermark makes the session unwritable at once, so while it is writable and
+        // its queue holds only the handler's writes (no framing output such as pongs, no
+        // filter's records), flow control cannot hold it.
+        let handler_writes_only = !T::Framing::CONTROL_OUTPUT && session.filter_io().is_none();
+        if handler_writes_only && session.core.is_writable() {
+            return true;
+        }
+        !session.held_by_flow_control()
     }
 
     /// Hands every whole frame in the read buffer to the handler.
