@@ -8,28 +8,41 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::Write;
+#[cfg(any(feature = "ws", feature = "tls"))]
+use std::io::{self, Read};
+#[cfg(any(feature = "ws", feature = "tls"))]
+use std::net::TcpStream;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::*;
-use getty::codec::{Bytes, LengthFieldCodec, Message, MessageCodec};
+use getty::codec::{Bytes, LengthFieldCodec};
+#[cfg(feature = "ws")]
+use getty::codec::{Message, MessageCodec};
 use getty::tcp::TcpServer;
 use getty::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+#[cfg(feature = "ws")]
 use getty::ws::{Ws, WsServer};
-use getty::{Handler, Session, SessionOptions};
+use getty::SessionOptions;
+#[cfg(feature = "ws")]
+use getty::{Handler, Session};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 /// The handshake timeout the slowloris tests give their servers.
+#[cfg(any(feature = "ws", feature = "tls"))]
 const HANDSHAKE: Duration = Duration::from_millis(1500);
 
 /// Slow peers per slowloris test: many more than a server has handshakes in flight
 /// normally, few enough for the test's own descriptor limit.
+#[cfg(any(feature = "ws", feature = "tls"))]
 const SLOW_PEERS: usize = 300;
 
+#[cfg(feature = "ws")]
 struct WsEcho;
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for WsEcho {
     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         let _ = s.write(msg);
@@ -52,6 +65,7 @@ fn percentiles(samples: &mut [Duration]) -> String {
 /// never finishing their handshake. Returns, per peer, how long after connecting the
 /// server closed it (`None`: still open at `give_up`), while `bystander` runs one round trip
 /// per 10 ms in between and its latencies are collected.
+#[cfg(any(feature = "ws", feature = "tls"))]
 fn slowloris(
     addr: SocketAddr,
     opening: &[u8],
@@ -101,6 +115,7 @@ fn slowloris(
 
 /// Checks every slow peer was dropped at the handshake timeout, not before it and not much
 /// after, and prints the figures.
+#[cfg(any(feature = "ws", feature = "tls"))]
 fn check_dropped_on_time(what: &str, closed: &[Option<Duration>], latencies: &mut [Duration]) {
     let still_open = closed.iter().filter(|c| c.is_none()).count();
     let mut times: Vec<Duration> = closed.iter().flatten().copied().collect();
@@ -122,6 +137,7 @@ fn check_dropped_on_time(what: &str, closed: &[Option<Duration>], latencies: &mu
     );
 }
 
+#[cfg(feature = "ws")]
 #[test]
 fn slowloris_on_the_websocket_upgrade_is_dropped_at_the_handshake_timeout() {
     watchdog(TEST_LIMIT, || {
@@ -145,12 +161,12 @@ fn slowloris_on_the_websocket_upgrade_is_dropped_at_the_handshake_timeout() {
                 round += 1;
                 let payload = round.to_be_bytes();
                 let began = Instant::now();
-                ws_roundtrip(&mut bystander, &payload);
+                ws_echo_roundtrip(&mut bystander, &payload);
                 began.elapsed()
             },
         );
         check_dropped_on_time("ws upgrade slowloris", &closed, &mut latencies);
-        ws_roundtrip(&mut bystander, b"still here");
+        ws_echo_roundtrip(&mut bystander, b"still here");
         server.stop();
     });
 }
@@ -198,19 +214,6 @@ fn slowloris_on_the_tls_handshake_is_dropped_at_the_handshake_timeout() {
         check_dropped_on_time("tls handshake slowloris", &closed, &mut latencies);
         server.stop();
     });
-}
-
-/// A WebSocket echo round trip of a short binary message on an upgraded connection.
-fn ws_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
-    let mut out = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    out.extend_from_slice(payload);
-    stream.write_all(&out).unwrap();
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).unwrap();
-    assert_eq!(head, [0x82, payload.len() as u8]);
-    let mut echo = vec![0u8; payload.len()];
-    stream.read_exact(&mut echo).unwrap();
-    assert_eq!(echo, payload);
 }
 
 fn length_echo_server(

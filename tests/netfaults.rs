@@ -15,8 +15,11 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use common::*;
-use getty::codec::{Bytes, LengthFieldCodec, Message, MessageCodec};
+use getty::codec::{Bytes, LengthFieldCodec};
+#[cfg(feature = "ws")]
+use getty::codec::{Message, MessageCodec};
 use getty::tcp::{TcpClient, TcpServer};
+#[cfg(feature = "ws")]
 use getty::ws::{Ws, WsClient, WsServer};
 use getty::{Error, Handler, Session, SessionOptions};
 
@@ -158,8 +161,10 @@ impl Handler<LengthFieldCodec> for Echo {
     }
 }
 
+#[cfg(feature = "ws")]
 struct WsEcho;
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for WsEcho {
     fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
         let _ = s.write(msg);
@@ -174,18 +179,7 @@ fn server_in_namespace() {
     let Ok(addr) = std::env::var(SERVE_AT) else {
         return;
     };
-    let running = if std::env::var(SERVE_KIND).as_deref() == Ok("ws") {
-        let server = WsServer::builder()
-            .route("/echo", |_| Ok((MessageCodec, WsEcho)))
-            .bind(addr.as_str())
-            .unwrap();
-        Running::serve("netns-ws-echo", server)
-    } else {
-        let server = TcpServer::builder()
-            .bind(addr.as_str(), |_| Ok((LengthFieldCodec::default(), Echo)))
-            .unwrap();
-        Running::serve("netns-echo", server)
-    };
+    let running = serve_in_namespace(&addr, std::env::var(SERVE_KIND).as_deref() == Ok("ws"));
     let stdin_closed = std::thread::spawn(|| {
         let mut sink = Vec::new();
         let _ = io::Read::read_to_end(&mut io::stdin(), &mut sink);
@@ -195,6 +189,23 @@ fn server_in_namespace() {
         std::thread::sleep(Duration::from_millis(50));
     }
     running.stop();
+}
+
+/// The echo server `server_in_namespace` runs: WebSocket (`ws`) or length-prefixed TCP.
+fn serve_in_namespace(addr: &str, ws: bool) -> Running {
+    #[cfg(feature = "ws")]
+    if ws {
+        let server = WsServer::builder()
+            .route("/echo", |_| Ok((MessageCodec, WsEcho)))
+            .bind(addr)
+            .unwrap();
+        return Running::serve("netns-ws-echo", server);
+    }
+    assert!(!ws, "a WebSocket server needs the ws feature");
+    let server = TcpServer::builder()
+        .bind(addr, |_| Ok((LengthFieldCodec::default(), Echo)))
+        .unwrap();
+    Running::serve("netns-echo", server)
 }
 
 /// A client handler that writes a heartbeat on every cron tick (the server echoes it), so
@@ -328,10 +339,12 @@ fn a_client_notices_a_silently_vanished_server_and_redials_once_the_link_is_back
 }
 
 /// A WebSocket client handler that reports what happens to it.
+#[cfg(feature = "ws")]
 struct WsWatcher {
     tx: Sender<Ev>,
 }
 
+#[cfg(feature = "ws")]
 impl Handler<MessageCodec, Ws> for WsWatcher {
     fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> io::Result<()> {
         let _ = self.tx.send(Ev::Open {
@@ -360,6 +373,7 @@ impl Handler<MessageCodec, Ws> for WsWatcher {
     }
 }
 
+#[cfg(feature = "ws")]
 #[test]
 fn a_websocket_client_with_a_pong_timeout_closes_a_silently_dead_peer_on_time() {
     watchdog(TEST_LIMIT, || {

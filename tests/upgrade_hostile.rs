@@ -57,20 +57,6 @@ fn stream_junk(mut peer: TcpStream, prefix: &[u8], limit: usize) -> usize {
     }
 }
 
-/// A WebSocket echo round trip on a plain connection already upgraded.
-fn bystander_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
-    // A masked binary frame (mask 0), short payload.
-    let mut out = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    out.extend_from_slice(payload);
-    stream.write_all(&out).unwrap();
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).unwrap();
-    assert_eq!(head, [0x82, payload.len() as u8]);
-    let mut echo = vec![0u8; payload.len()];
-    stream.read_exact(&mut echo).unwrap();
-    assert_eq!(echo, payload);
-}
-
 fn upgraded(addr: SocketAddr) -> TcpStream {
     let mut stream = connect(addr);
     ws_upgrade(&mut stream);
@@ -87,7 +73,7 @@ fn a_head_that_never_ends_is_refused_and_others_carry_on() {
         let addr = server.local_addr();
         let server = Running::serve("ws-hostile-head", server);
         let mut bystander = upgraded(addr);
-        bystander_roundtrip(&mut bystander, b"before");
+        ws_echo_roundtrip(&mut bystander, b"before");
         let baseline = resident_bytes();
         let sent = stream_junk(connect(addr), b"GET /echo HTTP/1.1\r\nX-Junk: ", 64 << 20);
         let growth = resident_bytes().saturating_sub(baseline);
@@ -96,7 +82,7 @@ fn a_head_that_never_ends_is_refused_and_others_carry_on() {
             "the server kept taking a head of {sent} bytes"
         );
         assert!(growth < 8 << 20, "RSS grew by {} KiB", growth >> 10);
-        bystander_roundtrip(&mut bystander, b"after");
+        ws_echo_roundtrip(&mut bystander, b"after");
         server.stop();
     });
 }

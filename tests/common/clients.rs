@@ -204,6 +204,26 @@ pub fn resident_bytes() -> usize {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
 }
 
+/// A WebSocket echo round trip of a short binary message (at most 125 bytes) on a
+/// connection already upgraded, checked byte for byte.
+pub fn ws_echo_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
+    assert!(payload.len() <= 125, "a short message only");
+    // A masked binary frame; the mask key 0 leaves the payload as it is.
+    let mut out = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    out.extend_from_slice(payload);
+    stream.write_all(&out).unwrap();
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(
+        head,
+        [0x82, payload.len() as u8],
+        "one unmasked binary frame back"
+    );
+    let mut echo = vec![0u8; payload.len()];
+    stream.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, payload, "the echo differs");
+}
+
 /// Upgrades a plain socket to a WebSocket at `/echo` by hand (fixed key) and checks the
 /// `101`; no byte past the response head is read.
 pub fn ws_upgrade(stream: &mut TcpStream) {
