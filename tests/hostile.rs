@@ -307,6 +307,96 @@ fn lying_length_headers_end_only_their_own_session() {
     });
 }
 
+/// The environment variable that makes `length_server_child` serve.
+const CHILD_SERVER: &str = "GETTY_HOSTILE_CHILD_SERVER";
+
+/// Not a test of its own: the server of the test below, run as a child process so that its
+/// address space is its own to measure. It prints its address, then serves a
+/// length-prefixed echo (64 MiB messages allowed) until its standard input closes.
+#[test]
+#[ignore]
+fn length_server_child() {
+    if std::env::var_os(CHILD_SERVER).is_none() {
+        return;
+    }
+    let (tx, _unheard) = Events::new();
+    let server = TcpServer::builder()
+        .session_options(SessionOptions::default().max_message_len(64 << 20))
+        .bind("127.0.0.1:0", move |_| {
+            Ok((LengthFieldCodec::default(), Probe::echo(&tx)))
+        })
+        .unwrap();
+    println!("listening on {}", server.local_addr());
+    let running = Running::serve("hostile-child", server);
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    running.stop();
+}
+
+/// The virtual memory size of process `pid` (what it has reserved, touched or not).
+fn virtual_bytes(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/PID/status");
+    kib << 10
+}
+
+/// A length header below the limit that the body never follows: the server grows its
+/// read buffer with the bytes that come, not by what the header claims. (It once reserved
+/// the whole claim at once: a hundred 60 MiB lies reserved 6 GiB.)
+#[test]
+fn lying_headers_below_the_limit_reserve_what_was_sent_not_what_was_claimed() {
+    watchdog(TEST_LIMIT, || {
+        let me = std::env::current_exe().unwrap();
+        let mut child = std::process::Command::new(me)
+            .args(["--exact", "length_server_child", "--ignored", "--nocapture"])
+            .env(CHILD_SERVER, "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let _child = Reaped(child);
+        let addr: SocketAddr = lines
+            .find_map(|l| l.ok()?.strip_prefix("listening on ")?.parse().ok())
+            .expect("the child's address");
+        let mut bystander = connect(addr);
+        echo_roundtrip(&mut bystander, b"before");
+
+        const LIARS: usize = 100;
+        const CLAIM: u32 = 60 << 20;
+        let baseline = virtual_bytes(pid);
+        let mut liars: Vec<_> = (0..LIARS).map(|_| connect(addr)).collect();
+        for liar in &mut liars {
+            liar.write_all(&CLAIM.to_be_bytes()).unwrap();
+            liar.write_all(&[1u8; 1000]).unwrap();
+        }
+        // Every liar's bytes were read once the bystander, connected first, is answered
+        // after them (one reactor, sessions served in turn).
+        std::thread::sleep(Duration::from_millis(200));
+        echo_roundtrip(&mut bystander, b"during");
+        let growth = virtual_bytes(pid).saturating_sub(baseline);
+        println!(
+            "lying headers below the limit: {LIARS} claims of {} MiB with 1000 bytes each \
+             grew the server's address space by {} KiB",
+            CLAIM >> 20,
+            growth >> 10
+        );
+        assert!(
+            growth < 256 << 20,
+            "the server reserved {} MiB for {LIARS} lies",
+            growth >> 20
+        );
+        drop(liars);
+        echo_roundtrip(&mut bystander, b"after");
+    });
+}
+
 #[test]
 fn a_half_closed_peer_gets_every_reply_then_eof() {
     watchdog(TEST_LIMIT, || {

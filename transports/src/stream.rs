@@ -101,6 +101,12 @@ const COMPACT_BELOW: usize = 256;
 /// Reads smaller than this are not worth a syscall: grow the buffer first.
 const MIN_READ_SPACE: usize = 4096;
 
+/// How far ahead of the bytes it holds the read buffer grows at once for a frame whose
+/// header told its length (at least this, or as much again as it holds): a lying header
+/// (64 MiB, then silence) costs a peer that many bytes, not the whole claim, while a real
+/// large frame's body still arrives in few reads, the buffer doubling as it comes.
+const READ_AHEAD: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Reading and writing.

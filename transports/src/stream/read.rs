@@ -269,8 +269,11 @@ where
                     self.handler.on_message(&mut self.session, message);
                 }
                 Next::NeedMore(Some(frame_len)) => {
-                    // Room for the whole frame now, so the body arrives in few reads.
-                    self.rbuf.reserve(frame_len.saturating_sub(self.rbuf.len()));
+                    // Room for more of the frame, so its body arrives in few reads; but
+                    // only as much as was read already, not what the header claims.
+                    let missing = frame_len.saturating_sub(self.rbuf.len());
+                    let ahead = READ_AHEAD.max(self.rbuf.len());
+                    self.rbuf.reserve(missing.min(ahead));
                     return Ok(());
                 }
                 Next::NeedMore(None) => return Ok(()),
