@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 use slab::Slab;
 
-use crate::current::{CURRENT_ENTRY, CURRENT_REACTOR};
+use crate::current::{CURRENT_ENTRY, CURRENT_REACTOR, WOKEN};
 use crate::entry::{Erased, Queued};
 use crate::group::{RawGroup, Slot, GROUP_SHIFT, OWNER_BIT, SERIAL_MASK};
 use crate::handle::{Remote, Shared};
@@ -39,6 +39,10 @@ pub(crate) struct Core {
     /// The group indexes each live owner (an entry with [`OWNER_BIT`]) created, by serial.
     pub(crate) owned_groups: HashMap<u64, Vec<u16>>,
     pub(crate) rescheduled: Vec<(EntryId, Ready)>,
+    /// Wakes taken from the thread's list ([`crate::wake`]), called from `woken_at` on;
+    /// swapped with the list, so that neither allocates once grown.
+    pub(crate) woken: Vec<EntryId>,
+    pub(crate) woken_at: usize,
     pub(crate) started: VecDeque<EntryId>,
     pub(crate) mailbox: VecDeque<(EntryId, Queued)>,
     pub(crate) buffers: BufPool,
@@ -60,6 +64,8 @@ impl Core {
             let mut r = r.borrow_mut();
             if !r.as_ref().is_some_and(|s| Arc::ptr_eq(s, &self.shared)) {
                 *r = Some(self.shared.clone());
+                // Wakes left by another reactor that ran on this thread name its entries.
+                WOKEN.with(|w| w.borrow_mut().clear());
             }
         });
     }
@@ -112,7 +118,11 @@ impl Core {
     }
 
     pub(crate) fn poll_timeout(&mut self) -> Option<Duration> {
-        if !self.rescheduled.is_empty() || !self.mailbox.is_empty() || self.shared.has_queued() {
+        if !self.rescheduled.is_empty()
+            || !self.mailbox.is_empty()
+            || self.shared.has_queued()
+            || WOKEN.with(|w| !w.borrow().is_empty())
+        {
             return Some(Duration::ZERO);
         }
         let mut wake_at = self.timers.next_deadline();
@@ -274,10 +284,24 @@ impl Core {
                 }
             } else if let Some((to, command)) = self.mailbox.pop_front() {
                 self.call_entry(to, |e, cx| e.on_queued(cx, command));
+            } else if let Some(id) = self.next_woken() {
+                self.call_entry(id, |e, cx| e.on_wake(cx));
             } else {
                 return;
             }
         }
+    }
+
+    /// The next entry [`crate::wake`] asked for, in order.
+    fn next_woken(&mut self) -> Option<EntryId> {
+        if self.woken_at == self.woken.len() {
+            self.woken.clear();
+            self.woken_at = 0;
+            WOKEN.with(|w| std::mem::swap(&mut *w.borrow_mut(), &mut self.woken));
+        }
+        let id = self.woken.get(self.woken_at).copied()?;
+        self.woken_at += 1;
+        Some(id)
     }
 
     pub(crate) fn apply(&mut self, remote: Remote) {

@@ -12,6 +12,54 @@ thread_local! {
     pub(crate) static CURRENT_ENTRY: Cell<Option<(EntryId, TypeId)>> = const { Cell::new(None) };
     /// The reactor last entered on this thread (one reactor runs per thread at a time).
     pub(crate) static CURRENT_REACTOR: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    /// Entries of this thread's reactor that [`wake`] asked to call, in order.
+    pub(crate) static WOKEN: RefCell<Vec<EntryId>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Asks this thread's reactor to call `entry`'s [`on_wake`](crate::Entry::on_wake) as soon
+/// as the current call (or job) returns, in the same turn: how code that shares state with
+/// entries of its own reactor (a broadcast into their inboxes) hands them work without a
+/// command, a lock or a wake-up of the poll. Nothing is allocated once the list has grown
+/// to its working size. Each call is one `on_wake`: when many may come before the entry
+/// runs, keep a flag in the shared state and wake it once.
+///
+/// Returns false, and does nothing, off a live reactor's thread. An entry that has ended
+/// meanwhile is not called.
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// use getty_reactor::{Context, Entry, EntryId, NoCommand, Ready, Status};
+///
+/// struct Sleeper(Rc<Cell<u32>>);
+/// impl Entry for Sleeper {
+///     type Command = NoCommand;
+///     fn on_start(&mut self, _: &mut Context<'_>) -> Status { Status::Continue }
+///     fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status { Status::Continue }
+///     fn on_wake(&mut self, _: &mut Context<'_>) -> Status {
+///         self.0.set(self.0.get() + 1);
+///         Status::Continue
+///     }
+/// }
+///
+/// let woken = Rc::new(Cell::new(0));
+/// let seen = woken.clone();
+/// let mut reactor = getty_reactor::Reactor::new().unwrap();
+/// assert!(!getty_reactor::wake(EntryId::new(0, 0)), "not on a live reactor's thread");
+/// let sleeper: EntryId = reactor.spawn(Sleeper(woken.clone())).id();
+/// reactor.handle().execute(move |_| {
+///     assert!(getty_reactor::wake(sleeper));
+/// }).unwrap();
+/// reactor.handle().shutdown();
+/// reactor.run().unwrap();
+/// assert_eq!(seen.get(), 1);
+/// ```
+pub fn wake(entry: EntryId) -> bool {
+    if !on_reactor_thread() {
+        return false;
+    }
+    WOKEN.with(|w| w.borrow_mut().push(entry));
+    true
 }
 
 /// The entry being called on this thread and a handle to its reactor; `None` outside an

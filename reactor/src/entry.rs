@@ -99,6 +99,15 @@ pub trait Entry: 'static {
         Status::Continue
     }
 
+    /// Code on this reactor's thread called [`wake`](crate::wake) for this entry: state it
+    /// shares with that code (an inbox, say) has work for it. Called right after the call
+    /// (or job) that woke it returns, in the same turn, once per `wake`. The default does
+    /// nothing.
+    fn on_wake(&mut self, cx: &mut Context<'_>) -> Status {
+        let _ = cx;
+        Status::Continue
+    }
+
     /// The reactor is shutting down. With `Some(deadline)` the entry may finish its work
     /// (flush, say goodbye) and return [`Status::Continue`] until it is done; with `None`
     /// it must end now, and is removed whatever it returns.
@@ -195,6 +204,10 @@ impl<E: Entry + ?Sized> Entry for Box<E> {
         (**self).on_command(cx, command)
     }
 
+    fn on_wake(&mut self, cx: &mut Context<'_>) -> Status {
+        (**self).on_wake(cx)
+    }
+
     fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
         (**self).on_shutdown(cx, deadline)
     }
@@ -230,6 +243,7 @@ pub(crate) trait Erased {
     fn on_ready(&mut self, cx: &mut Context<'_>, ready: Ready) -> Status;
     fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status;
     fn on_queued(&mut self, cx: &mut Context<'_>, command: Queued) -> Status;
+    fn on_wake(&mut self, cx: &mut Context<'_>) -> Status;
     fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status;
     fn on_panic(&mut self, cx: &mut Context<'_>, message: &str);
     /// The `TypeId` of the entry's `Command`, checked when an entry asks for its own
@@ -267,6 +281,10 @@ impl<E: Entry> Erased for E {
                 Status::Continue
             }
         }
+    }
+
+    fn on_wake(&mut self, cx: &mut Context<'_>) -> Status {
+        Entry::on_wake(self, cx)
     }
 
     fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {

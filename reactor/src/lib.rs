@@ -89,7 +89,7 @@ mod signals;
 mod timer;
 
 pub use context::{with_context, Context, Spawner};
-pub use current::{current, on_reactor_thread};
+pub use current::{current, on_reactor_thread, wake};
 pub use entry::{Entry, EntryId, NoCommand};
 pub use group::GroupId;
 pub use handle::ReactorHandle;

@@ -87,6 +87,8 @@ impl ReactorBuilder {
             free_groups: Vec::new(),
             owned_groups: HashMap::new(),
             rescheduled: Vec::new(),
+            woken: Vec::new(),
+            woken_at: 0,
             started: VecDeque::new(),
             mailbox: VecDeque::new(),
             buffers: self.buffers.unwrap_or_default(),

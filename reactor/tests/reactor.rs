@@ -72,6 +72,11 @@ impl Entry for Recorder {
         Status::Continue
     }
 
+    fn on_wake(&mut self, _: &mut Context<'_>) -> Status {
+        self.note("wake".into());
+        Status::Continue
+    }
+
     fn on_shutdown(&mut self, _: &mut Context<'_>, deadline: Option<Instant>) -> Status {
         self.note(format!(
             "shutdown {}",
@@ -265,6 +270,61 @@ fn graceful_shutdown_waits_for_lingering_entries_until_the_deadline() {
         ]
     );
     assert_eq!(r.entry_count(), 0);
+}
+
+#[test]
+fn wakes_run_in_order_right_after_the_call_that_made_them_and_skip_ended_entries() {
+    /// On its timer, wakes `targets` in order, then notes that its call ends.
+    struct Waker {
+        log: Log,
+        targets: Vec<getty_reactor::EntryId>,
+    }
+    impl Entry for Waker {
+        type Command = NoCommand;
+
+        fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+            cx.set_timer(Duration::from_millis(10), 0);
+            Status::Continue
+        }
+        fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+            Status::Continue
+        }
+        fn on_timer(&mut self, _: &mut Context<'_>, _: u64) -> Status {
+            for &target in &self.targets {
+                assert!(getty_reactor::wake(target));
+            }
+            self.log.borrow_mut().push("waker:returns".into());
+            Status::Done
+        }
+    }
+    let log = Log::default();
+    let mut r = Reactor::new().unwrap();
+    let a = r.spawn(Recorder::new("a", &log)).id();
+    let b = r.spawn(Recorder::new("b", &log)).id();
+    let gone = r.spawn(Recorder::new("gone", &log));
+    r.handle().send(gone, "stop").unwrap();
+    r.spawn(Waker {
+        log: log.clone(),
+        targets: vec![a, gone.id(), b, a],
+    });
+    r.spawn(StopAfter(Duration::from_millis(50)));
+    r.run().unwrap();
+    let seen: Vec<String> = log
+        .borrow()
+        .iter()
+        .filter(|l| !l.contains("start") && !l.contains("shutdown"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "gone:command stop",
+            "waker:returns",
+            "a:wake",
+            "b:wake",
+            "a:wake"
+        ]
+    );
 }
 
 #[test]
