@@ -661,15 +661,16 @@ fn heartbeat_of(sid: u64) -> impl FnMut(&Ev) -> bool {
     move |e| matches!(e, Ev::Msg { sid: s, msg } if *s == sid && msg[..] == *HEARTBEAT)
 }
 
-/// A datagram of `len` bytes that no shift or truncation of it matches.
+/// A datagram of `len` bytes, each set by its offset, so that an echo with bytes moved,
+/// lost or changed differs from it.
 fn patterned(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
 /// The echo server in the namespace answers the dial's probe, so the session opens at once
 /// (its probe wait is ten minutes), and datagrams of every size, fragmented or not, come
-/// back byte for byte over the link. Fails if the endpoint stops answering probes (the
-/// dial would wait out its ten minutes: the watchdog fires).
+/// back byte for byte over the link. Fails if the dial stops taking the answer (or the
+/// endpoint stops giving it): the open is waited for 15 s, far short of ten minutes.
 #[test]
 fn a_udp_client_dialling_through_the_link_opens_on_the_answer_and_echoes() {
     watchdog(TEST_LIMIT, || {
@@ -832,6 +833,8 @@ fn a_udp_client_keeps_its_session_through_icmp_errors_and_echoes_once_the_server
         assert_eq!(rig.dial_errors_so_far(), []);
         assert_eq!(rig.messages(sid), [&b"before"[..], b"after"]);
         rig.stop();
+        // No `check_contract`: its one error per session is the stream's rule; a datagram
+        // session hears every ICMP error and carries on.
         rig.events.wait_close(sid);
     });
 }
@@ -907,8 +910,9 @@ fn a_udp_client_over_a_dead_link_goes_read_idle_and_redials_only_after_the_probe
             blind >= probe_wait,
             "the blind redial opened early: {blind:?}"
         );
+        // Idle counts from the last echo, up to a heartbeat before the link went down.
         assert!(
-            noticed >= idle - cron && noticed < idle * 3,
+            noticed >= idle / 2 && noticed < idle * 3,
             "noticed after {noticed:?}"
         );
         rig.stop();
