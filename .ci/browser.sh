@@ -31,40 +31,54 @@ if [ "$installed" != "$playwright_version" ]; then
     npm install --silent --no-audit --no-fund --prefix "$node_dir" "playwright-core@$playwright_version" >/dev/null
 fi
 
-echo "== the chat example in headless Chromium (tests/browser/chat.mjs)"
 cargo build --release --example chat
+chat_binary="$(cargo metadata --format-version 1 --no-deps |
+    node -p 'JSON.parse(require("fs").readFileSync(0)).target_directory')/release/examples/chat"
+
 log=$(mktemp)
 server_pid=
 stop_server() {
     if [ -n "$server_pid" ]; then
         kill "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
+        server_pid=
     fi
-    rm -f "$log"
 }
-trap stop_server EXIT
-target_dir=$(cargo metadata --format-version 1 --no-deps | node -p 'JSON.parse(require("fs").readFileSync(0)).target_directory')
-"$target_dir/release/examples/chat" --server 127.0.0.1:0 >"$log" 2>&1 &
-server_pid=$!
+trap 'stop_server; rm -f "$log"' EXIT
 
-url=
-for _ in $(seq 100); do
-    url=$(grep -o 'ws://[0-9.:]*/' "$log" | head -n 1 || true)
-    [ -n "$url" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$url" ]; then
-    echo "the chat server did not start:"
-    cat "$log"
-    exit 1
-fi
+# run_test REACTORS: starts the server on REACTORS reactors, runs the browser test against
+# it, stops it; fails if either fails.
+run_test() {
+    echo "== the chat example on $1 reactor(s) in headless Chromium (tests/browser/chat.mjs)"
+    "$chat_binary" --server 127.0.0.1:0 --reactors "$1" >"$log" 2>&1 &
+    server_pid=$!
+    local url= status=0
+    for _ in $(seq 100); do
+        url=$(grep -o 'ws://[0-9.:]*/' "$log" | head -n 1 || true)
+        [ -n "$url" ] && break
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$url" ]; then
+        echo "the chat server did not start:"
+        cat "$log"
+        return 1
+    fi
+    timeout 150 node tests/browser/chat.mjs "$url" || status=$?
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "the chat server died during the test:"
+        cat "$log"
+        status=1
+    else
+        # Its CPU time: user + system, the 12th and 13th fields after the name's ')'.
+        local ticks
+        ticks=$(sed 's/.*) //' "/proc/$server_pid/stat" | awk '{print $12 + $13}')
+        echo "chat server: $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}') s of CPU"
+    fi
+    stop_server
+    return "$status"
+}
 
-status=0
-timeout 150 node tests/browser/chat.mjs "$url" || status=$?
-if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "the chat server died during the test:"
-    cat "$log"
-    status=1
-fi
-exit "$status"
+# One reactor (the default), then two: a room's members on both, the room on one.
+run_test 1
+run_test 2

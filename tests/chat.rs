@@ -197,7 +197,7 @@ fn a_room_spans_reactors() {
             }
         }
         for (i, client) in clients.iter_mut().enumerate() {
-            let mut next = vec![0; MEMBERS];
+            let mut next = [0; MEMBERS];
             for _ in 0..MESSAGES * (MEMBERS - 1) {
                 let line = next_line(client);
                 let from = line.split(' ').nth(1).expect("a sender");
