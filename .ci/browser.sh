@@ -28,7 +28,7 @@ installed=$(node -p "try { require('./$node_dir/node_modules/playwright-core/pac
 if [ "$installed" != "$playwright_version" ]; then
     echo "installing playwright-core $playwright_version under $node_dir"
     mkdir -p "$node_dir"
-    npm install --silent --no-audit --no-fund --prefix "$node_dir" "playwright-core@$playwright_version" >/dev/null
+    npm install --loglevel=error --no-audit --no-fund --prefix "$node_dir" "playwright-core@$playwright_version" >/dev/null
 fi
 
 cargo build --release --example chat

@@ -27,7 +27,8 @@
 //! (1 MiB) its messages wait in a backlog of at most 4 MiB, and past that its *oldest*
 //! waiting messages are dropped and it is told `dropped <n>` in their place. Past the
 //! session's hard bound (16 MiB, reachable only by senders flooding within one reactor
-//! turn) it is disconnected. See [`rooms`] for the accounting.
+//! turn) it is disconnected. Meanwhile its own messages wait too: a session stops reading
+//! while its queue is over the watermark. See [`rooms`] for the accounting.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
