@@ -6,8 +6,9 @@
 //! members may live on any reactor; the room's state lives only on its home, in a
 //! thread-local [`Registry`] that nothing else touches (no lock). [`Rooms::join`],
 //! [`Rooms::leave`], [`Rooms::broadcast`] and [`Rooms::resume`] run there: directly when the
-//! caller is on the home reactor (always, with one reactor), else as a job posted to it,
-//! which keeps each session's requests in order.
+//! caller is on the home reactor (always, with one reactor), else as a job posted to it
+//! (a boxed job and its queue's mutex per request), which keeps each session's requests in
+//! order.
 //!
 //! **How a message reaches a member**: through the member's [`SessionHandle`], today's one
 //! way to write to another session. A handle write is a boxed job in the member's reactor
@@ -19,8 +20,9 @@
 //! backlog, in order. The backlog is bounded by [`MAX_BACKLOG_BYTES`]; past it the *oldest*
 //! waiting messages are dropped and counted, and once the member drains, a `dropped <n>`
 //! notice takes their place before the rest. So a slow member costs the server at most its
-//! high watermark, plus this backlog, plus what the senders posted within one reactor turn
-//! (their read budget); the session's hard `max_outbound` disconnects it past that. The
+//! high watermark, plus this backlog, plus what was posted to it within one reactor turn
+//! (the senders' read budgets, or one [`MAX_FLUSH_BYTES`] retry), plus the kernel's socket
+//! buffer; the session's hard `max_outbound` disconnects it past that. The
 //! senders are never slowed down by it. A backlog is retried when the member's queue drains
 //! ([`Rooms::resume`]), at every later message for it, and every [`RETRY_PERIOD`].
 
