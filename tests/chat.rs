@@ -1,0 +1,282 @@
+//! The chat example (examples/chat) over real sockets, with tungstenite clients: the
+//! protocol, joins and leaves, rooms spread over several reactors, and the slow-member
+//! policy (a member that does not read loses its oldest messages, bounded, and is told so,
+//! while the room goes on at full speed). The browser test (`.ci/browser.sh`) drives the
+//! same server from Chromium.
+//!
+//! The server is the example's own code, compiled into this test (`#[path]`), started on
+//! reactor threads of this process.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+#[path = "../examples/chat/protocol.rs"]
+mod protocol;
+#[path = "../examples/chat/rooms.rs"]
+mod rooms;
+#[allow(dead_code)] // the constants this test does not read
+#[path = "../examples/chat/server.rs"]
+mod server;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use getty::ReactorPool;
+use tungstenite::Message as TMessage;
+
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+type Client = tungstenite::WebSocket<TcpStream>;
+
+/// The chat server on `reactors` reactor threads of this process; stopped when dropped.
+struct Chat {
+    pool: Option<ReactorPool>,
+    addr: SocketAddr,
+}
+
+impl Chat {
+    fn start(reactors: usize) -> Chat {
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let (pool, addr) = server::serve(any_port, reactors).expect("start the chat server");
+        Chat {
+            pool: Some(pool),
+            addr,
+        }
+    }
+
+    /// A client that sent `join <room> <name>` and read its `members` line.
+    fn join(&self, room: &str, name: &str) -> (Client, String) {
+        self.join_over(connect(self.addr), room, name)
+    }
+
+    fn join_over(&self, stream: TcpStream, room: &str, name: &str) -> (Client, String) {
+        let url = format!("ws://{}/", self.addr);
+        let (mut ws, _) = tungstenite::client::client(url, stream).expect("upgrade");
+        send(&mut ws, &format!("join {room} {name}"));
+        let members = next_line(&mut ws);
+        (ws, members)
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown();
+            let _ = pool.join();
+        }
+    }
+}
+
+fn send(ws: &mut Client, text: &str) {
+    ws.send(TMessage::text(text)).expect("send");
+}
+
+/// The next text line; panics on anything else (a close included).
+fn next_line(ws: &mut Client) -> String {
+    loop {
+        match ws.read().expect("read a line") {
+            TMessage::Text(text) => return text.to_string(),
+            TMessage::Ping(_) | TMessage::Pong(_) => continue,
+            other => panic!("expected a text line, got {other:?}"),
+        }
+    }
+}
+
+/// True if the server closes `ws` (after any lines still queued).
+fn closed_after_lines(ws: &mut Client) -> bool {
+    for _ in 0..10 {
+        match ws.read() {
+            Ok(TMessage::Close(_)) => return true,
+            Ok(_) => continue,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// The text of message `seq` of `sender`: `seq:` then filler to `len` bytes.
+fn text_of(seq: usize, len: usize) -> String {
+    let mut text = format!("{seq}:");
+    let filler = (text.len()..len).map(|i| (b'a' + (seq + i) as u8 % 26) as char);
+    text.extend(filler);
+    text
+}
+
+/// The sequence number at the start of a `msg <name> <seq>:...` line from `sender`.
+fn seq_from(line: &str, sender: &str) -> Option<usize> {
+    let text = line
+        .strip_prefix("msg ")?
+        .strip_prefix(sender)?
+        .strip_prefix(' ')?;
+    text.split(':').next()?.parse().ok()
+}
+
+/// The most the kernel lets a socket's send buffer grow to by itself.
+fn tcp_wmem_max() -> usize {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").expect("tcp_wmem");
+    let max = wmem.split_whitespace().nth(2).expect("three numbers");
+    max.parse().expect("a number")
+}
+
+#[test]
+fn the_join_line_is_checked() {
+    for bad in ["hello", "join lobby", "join lobby alice bob", "join  alice"] {
+        assert!(protocol::parse_join(bad).is_err(), "{bad:?} accepted");
+    }
+    let long = format!("join lobby {}", "x".repeat(protocol::MAX_NAME_LEN + 1));
+    assert!(protocol::parse_join(&long).is_err());
+    let join = protocol::parse_join("join lobby alice").unwrap();
+    assert_eq!((join.room, join.name), ("lobby", "alice"));
+}
+
+#[test]
+fn members_hear_joins_messages_and_leaves() {
+    watchdog(TEST_LIMIT, || {
+        let chat = Chat::start(1);
+        let (mut alice, members) = chat.join("lobby", "alice");
+        assert_eq!(members, "members");
+        let (mut bob, members) = chat.join("lobby", "bob");
+        assert_eq!(members, "members alice");
+        assert_eq!(next_line(&mut alice), "joined bob");
+        let (mut elsewhere, members) = chat.join("attic", "carol");
+        assert_eq!(members, "members", "another room is another room");
+
+        send(&mut alice, "hi bob, a space  and\na newline");
+        assert_eq!(
+            next_line(&mut bob),
+            "msg alice hi bob, a space  and\na newline"
+        );
+        send(&mut bob, "hi");
+        assert_eq!(
+            next_line(&mut alice),
+            "msg bob hi",
+            "alice never hears herself"
+        );
+
+        let (mut impostor, answer) = chat.join("lobby", "alice");
+        assert!(answer.starts_with("error "), "a taken name: {answer}");
+        assert!(closed_after_lines(&mut impostor));
+        let (mut confused, answer) = chat.join_over(connect(chat.addr), "", "x");
+        assert!(answer.starts_with("error "), "a bad join: {answer}");
+        assert!(closed_after_lines(&mut confused));
+
+        bob.close(None).unwrap();
+        assert_eq!(next_line(&mut alice), "left bob");
+        send(&mut elsewhere, "anyone?");
+        send(&mut alice, "still here");
+        // Nothing from the attic or from the impostor reached the lobby.
+        alice
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(alice.read().is_err(), "alice heard something more");
+    });
+}
+
+/// A room whose members the kernel spread over three reactors: each hears every other's
+/// messages, all of them, in order, though the room lives on one reactor only.
+#[test]
+fn a_room_spans_reactors() {
+    watchdog(TEST_LIMIT, || {
+        const MEMBERS: usize = 6;
+        const MESSAGES: usize = 200;
+        let chat = Chat::start(3);
+        let mut clients: Vec<Client> = (0..MEMBERS)
+            .map(|i| chat.join("everywhere", &format!("m{i}")).0)
+            .collect();
+        // Each hears the joins after its own.
+        for (i, client) in clients.iter_mut().enumerate() {
+            for j in i + 1..MEMBERS {
+                assert_eq!(next_line(client), format!("joined m{j}"));
+            }
+        }
+        for seq in 0..MESSAGES {
+            for (i, client) in clients.iter_mut().enumerate() {
+                send(client, &text_of(seq, 10 + (seq * 37 + i) % 3000));
+            }
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut next = [0; MEMBERS];
+            for _ in 0..MESSAGES * (MEMBERS - 1) {
+                let line = next_line(client);
+                let from = line.split(' ').nth(1).expect("a sender");
+                let sender: usize = from[1..].parse().expect("a member's name");
+                assert_ne!(sender, i, "m{i} heard itself");
+                assert_eq!(
+                    seq_from(&line, from),
+                    Some(next[sender]),
+                    "m{i} from {from}"
+                );
+                next[sender] += 1;
+            }
+        }
+    });
+}
+
+/// A member that never reads, in a room that floods: the room does not wait for it, and
+/// what waits for it stays bounded: its oldest messages are dropped and counted, and it
+/// gets the newest ones, in order, with a `dropped <n>` where the gap is.
+#[test]
+fn a_slow_member_loses_its_oldest_messages_not_the_room() {
+    watchdog(TEST_LIMIT, || {
+        const MESSAGES: usize = 1000;
+        const LEN: usize = 32 << 10; // 32 MiB in all, well past what the slow one may hold
+        let chat = Chat::start(1);
+        let (mut reader, _) = chat.join("flood", "reader");
+        let (mut slow, _) =
+            chat.join_over(connect_with_recv_buffer(chat.addr, 4096), "flood", "slow");
+        let (mut flooder, _) = chat.join("flood", "flooder");
+        assert_eq!(next_line(&mut reader), "joined slow");
+        assert_eq!(next_line(&mut reader), "joined flooder");
+
+        let started = Instant::now();
+        let sending = std::thread::spawn(move || {
+            for seq in 0..MESSAGES {
+                send(&mut flooder, &text_of(seq, LEN));
+            }
+            flooder
+        });
+        for seq in 0..MESSAGES {
+            assert_eq!(seq_from(&next_line(&mut reader), "flooder"), Some(seq));
+        }
+        let flooded_in = started.elapsed();
+        let _flooder = sending.join().unwrap();
+
+        // Now the slow member reads what was kept for it.
+        assert_eq!(next_line(&mut slow), "joined flooder");
+        let (mut received, mut dropped, mut next) = (0, 0, 0);
+        while next < MESSAGES {
+            let line = next_line(&mut slow);
+            if let Some(count) = line.strip_prefix("dropped ") {
+                let count: usize = count.parse().unwrap();
+                dropped += count;
+                next += count;
+                continue;
+            }
+            assert_eq!(
+                seq_from(&line, "flooder"),
+                Some(next),
+                "in order, after the gaps"
+            );
+            received += 1;
+            next += 1;
+        }
+        assert_eq!(received + dropped, MESSAGES);
+        assert!(dropped > 0, "nothing was dropped: an unbounded queue?");
+        // What the server may hold for it: the backlog, the session's queue up to its high
+        // watermark plus what the flooder posted in one reactor turn (one read budget), and
+        // the kernel's send buffer, which autotuning grows to `tcp_wmem`'s maximum.
+        let kept = received * LEN;
+        let bound = rooms::MAX_BACKLOG_BYTES + server::HIGH_WATERMARK + (1 << 20) + tcp_wmem_max();
+        assert!(
+            kept <= bound,
+            "{kept} bytes kept for the slow member, over {bound}"
+        );
+        println!(
+            "the room flooded {MESSAGES} x {LEN} B in {flooded_in:?}; the slow member got \
+             {received} ({} KiB), {dropped} dropped",
+            kept >> 10
+        );
+    });
+}
