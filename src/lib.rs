@@ -72,8 +72,9 @@ pub use getty_transports::unix;
 #[cfg(feature = "ws")]
 pub use getty_transports::ws;
 pub use getty_transports::{
-    tcp, udp, Abort, Address, Close, DialTarget, Error, Handler, Metrics, Offload, Session,
-    SessionHandle, SessionOptions, Setup, SocketOptions, Stats, Tcp, Transport, Unix, UnixAddr,
+    tcp, udp, Abort, Address, Close, DialTarget, Error, GroupStats, Handler, Metrics, Offload,
+    Session, SessionGroup, SessionGroupBuilder, SessionHandle, SessionOptions, Setup, SlowConsumer,
+    SocketOptions, Stats, Tcp, Transport, Unix, UnixAddr,
 };
 
 /// The README's code, compiled as a doctest so that it stays true. The README shows the

@@ -25,6 +25,10 @@ pub enum ErrKind {
         adding: usize,
         max: usize,
     },
+    SlowConsumer {
+        pending: usize,
+        max: usize,
+    },
     Closed,
     Other(String),
 }
@@ -51,6 +55,10 @@ pub fn classify(error: &Error) -> ErrKind {
         } => ErrKind::QueueFull {
             queued: *queued,
             adding: *adding,
+            max: *max,
+        },
+        Error::SlowConsumer { pending, max } => ErrKind::SlowConsumer {
+            pending: *pending,
             max: *max,
         },
         Error::Closed => ErrKind::Closed,

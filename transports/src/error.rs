@@ -70,6 +70,15 @@ pub enum Error {
         /// The bound.
         max: usize,
     },
+    /// A [`SessionGroup`](crate::SessionGroup) whose slow-consumer policy is
+    /// [`SlowConsumer::Close`](crate::SlowConsumer::Close) closed this member: its
+    /// broadcasts waiting to be queued would have passed the group's bound.
+    SlowConsumer {
+        /// Bytes of broadcasts waiting for this member, with the one that did not fit.
+        pending: usize,
+        /// The group's bound ([`max_pending`](crate::SessionGroupBuilder::max_pending)).
+        max: usize,
+    },
     /// A session handle refused a write: the session is above its high watermark, or too
     /// many writes are in flight. Wait with `SessionHandle::wait_writable`.
     Backpressure,
@@ -156,6 +165,10 @@ impl fmt::Display for Error {
                 f,
                 "outbound queue full: {queued} bytes queued + {adding} would exceed {max}"
             ),
+            Error::SlowConsumer { pending, max } => write!(
+                f,
+                "too slow for its group: {pending} bytes of broadcasts pending, past {max}"
+            ),
             Error::Backpressure => {
                 f.write_str("session is not writable (above its high watermark); wait and retry")
             }
@@ -218,6 +231,7 @@ impl From<Error> for io::Error {
             | Error::HandshakeTimeout(_)
             | Error::PongTimeout(_) => io::ErrorKind::TimedOut,
             Error::QueueFull { .. } | Error::Backpressure => io::ErrorKind::WouldBlock,
+            Error::SlowConsumer { .. } => io::ErrorKind::TimedOut,
             Error::UnnamedPeer => io::ErrorKind::InvalidInput,
             Error::Closed => io::ErrorKind::NotConnected,
             Error::Panicked(_) => io::ErrorKind::Other,

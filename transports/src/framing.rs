@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use getty_codec::{Decoded, Decoder, Encoder};
+use getty_codec::{Decoded, Decoder, Encoder, MessageKind};
 
 use crate::outbound::Outbound;
 use crate::Error;
@@ -81,6 +81,24 @@ pub trait Framing: 'static {
 
     /// Queues `buffers` as one unit; returns how many messages that counts as.
     fn write_vectored(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<u64, Error>;
+
+    /// Encodes `message` once for many sessions (a group's broadcast): what the codec
+    /// makes of it, before any framing of one session's own, and whether it is text.
+    fn encode_shared<C: Encoder<M>, M>(
+        codec: &mut C,
+        message: M,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, Error>;
+
+    /// Queues one message that [`encode_shared`](Self::encode_shared) made. Its bytes are
+    /// shared with other sessions' queues, so they are never changed in place (a client's
+    /// mask or a compressor works on a copy).
+    fn write_shared(
+        &mut self,
+        kind: MessageKind,
+        payload: &Bytes,
+        out: &mut Outbound,
+    ) -> Result<(), Error>;
 
     /// When [`handle_timeout`](Self::handle_timeout) is due (a pong awaited), if ever.
     fn poll_timeout(&self) -> Option<Instant> {
@@ -181,5 +199,26 @@ impl Framing for CodecFraming {
             out.push(b.clone());
         }
         Ok(buffers.len() as u64)
+    }
+
+    /// The codec's bytes are the wire's: every member gets the same ones.
+    fn encode_shared<C: Encoder<M>, M>(
+        codec: &mut C,
+        message: M,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, Error> {
+        codec.encode(message, dst)?;
+        Ok(MessageKind::Binary)
+    }
+
+    #[inline]
+    fn write_shared(
+        &mut self,
+        _: MessageKind,
+        payload: &Bytes,
+        out: &mut Outbound,
+    ) -> Result<(), Error> {
+        out.push(payload.clone());
+        Ok(())
     }
 }

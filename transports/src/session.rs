@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ pub(crate) use crate::core::CloseRequest;
 use crate::core::{self, Attributes, SessionCore, SessionTimer};
 use crate::filtered::FilterIo;
 use crate::framing::Framing;
+use crate::group::{Inbox, Pending};
 use crate::handle::{HandleCore, HandleState};
 use crate::outbound::Outbound;
 use crate::transport::{Tcp, Transport};
@@ -47,6 +49,8 @@ pub(crate) struct Extras {
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The session's filter stack (TLS, compression), if it has one.
     pub(crate) filter: Option<Box<FilterIo>>,
+    /// Broadcasts of the groups it joined, waiting to be queued.
+    pub(crate) inbox: Option<Rc<Inbox>>,
 }
 
 /// One connection as its handler sees it: write to it, close it, read its stats, keep typed
@@ -524,6 +528,29 @@ impl<C, T: Transport> Session<C, T> {
 
     pub(crate) fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// The session's inbox for group broadcasts, made on its first join; only in a
+    /// callback of the session's own reactor, which wakes it.
+    pub(crate) fn inbox(&mut self) -> Result<Rc<Inbox>, Error> {
+        if let Some(inbox) = self.extras.as_ref().and_then(|e| e.inbox.as_ref()) {
+            return Ok(inbox.clone());
+        }
+        let (entry, _) = getty_reactor::current().ok_or(Error::Closed)?;
+        let inbox = Rc::new(Inbox::new(entry));
+        self.extras_mut().inbox = Some(inbox.clone());
+        Ok(inbox)
+    }
+
+    /// Queues one group broadcast, framed for this session. Fails (queuing nothing) when
+    /// it would take the queue past its hard bound.
+    pub(crate) fn write_shared(&mut self, pending: &Pending) -> Result<(), Error> {
+        self.check_open()?;
+        self.check_room(pending.payload.len() + T::Framing::OVERHEAD)?;
+        self.framing
+            .write_shared(pending.kind, &pending.payload, &mut self.out)?;
+        self.note_queued(1);
+        Ok(())
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {

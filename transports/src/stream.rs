@@ -15,6 +15,7 @@
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
+use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -27,10 +28,12 @@ use crate::commands::{OwnerNote, SessionCommand, SessionOp};
 use crate::core::{check_read_idle, earliest, idle_deadline, settle_output, Output};
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::framing::{CodecFraming, DecodeLimits, Framing, Next};
+use crate::group::Inbox;
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::{Address, Error, Metrics, SocketOptions, Tcp, Transport};
 use socket2::SockRef;
 
+mod broadcasts;
 mod ending;
 mod read;
 mod timers;
@@ -385,6 +388,14 @@ where
                     Err(e) => return self.fail(cx, e),
                 }
             }
+        }
+        self.settle(cx)
+    }
+
+    /// A group left broadcasts in the session's inbox.
+    fn on_wake(&mut self, cx: &mut Context<'_>) -> Status {
+        if self.phase == Phase::Lingering {
+            return Status::Continue;
         }
         self.settle(cx)
     }

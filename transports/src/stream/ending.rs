@@ -149,6 +149,8 @@ where
     /// heard of it), but its handles see it closed and its owner hears that it ended.
     pub(super) fn abandon(&mut self, cx: &mut Context<'_>, why: Error) -> Status {
         self.phase = Phase::Closed;
+        // An `on_open` that joined a group, then refused the session.
+        self.leave_groups();
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.mark_closed();
         }
@@ -169,6 +171,7 @@ where
     pub(super) fn note_ended(&mut self, cx: &mut Context<'_>) {
         self.phase = Phase::Closed;
         self.session.core.note_ended(cx);
+        self.leave_groups();
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.mark_closed();
         }

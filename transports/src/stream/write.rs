@@ -92,9 +92,10 @@ where
         if queued > 0 {
             cx.extension::<Metrics>().messages_out += u64::from(queued);
         }
-        if let Err(e) = self.settle_io(cx) {
+        if let Err(e) = self.take_broadcasts(cx).and_then(|()| self.settle_io(cx)) {
             return self.fail(cx, e);
         }
+        self.rewake_for_broadcasts();
         if self.session.core.close_request == Some(CloseRequest::Abort) {
             return self.end(cx, true);
         }

@@ -37,15 +37,19 @@ impl WsFraming {
         &mut self.0
     }
 
-    /// `buffers` as one binary message. A server sends a large payload that stays as it is
-    /// (not compressed) behind its header without copying it; otherwise the payload is
+    /// `buffers` as one message of `kind`. A server sends a large payload that stays as it
+    /// is (not compressed) behind its header without copying it; otherwise the payload is
     /// copied into the outbound buffer and framed there (masked by a client, compressed
     /// under permessage-deflate).
-    fn write_binary(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<(), Error> {
+    fn write_message(
+        &mut self,
+        kind: MessageKind,
+        buffers: &[Bytes],
+        out: &mut Outbound,
+    ) -> Result<(), Error> {
         let len: usize = buffers.iter().map(Bytes::len).sum();
         let protocol = &mut self.0.protocol;
         let start = out.tail.len();
-        let kind = MessageKind::Binary;
         let framed = if len >= ZERO_COPY_PAYLOAD
             && protocol
                 .put_plain_header(kind, len, &mut out.tail)
@@ -141,12 +145,31 @@ impl Framing for WsFraming {
     }
 
     fn write_bytes(&mut self, bytes: Bytes, out: &mut Outbound) -> Result<(), Error> {
-        self.write_binary(std::slice::from_ref(&bytes), out)
+        self.write_message(MessageKind::Binary, std::slice::from_ref(&bytes), out)
     }
 
     fn write_vectored(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<u64, Error> {
-        self.write_binary(buffers, out)?;
+        self.write_message(MessageKind::Binary, buffers, out)?;
         Ok(1)
+    }
+
+    /// The codec's message, not yet framed: each member frames it its own way (a client
+    /// masks, a compressing session deflates with its own window).
+    fn encode_shared<C: Encoder<M>, M>(
+        codec: &mut C,
+        message: M,
+        dst: &mut BytesMut,
+    ) -> Result<MessageKind, Error> {
+        Ok(codec.encode_message(message, dst)?)
+    }
+
+    fn write_shared(
+        &mut self,
+        kind: MessageKind,
+        payload: &Bytes,
+        out: &mut Outbound,
+    ) -> Result<(), Error> {
+        self.write_message(kind, std::slice::from_ref(payload), out)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
