@@ -10,25 +10,22 @@
 //! The protocol is text, one line per WebSocket message (see [`protocol`]): a session's
 //! first message is `join <room> <name>`, every later one is said to the room; the server
 //! sends `members ...`, `joined <name>`, `left <name>`, `msg <name> <text>`, and
-//! `dropped <n>` to a slow member. Messages are at most 64 KiB; permessage-deflate is on,
-//! so a browser compresses them.
+//! `error <why>` before it closes a session. Messages are at most 64 KiB;
+//! permessage-deflate is on, so a browser compresses them.
 //!
-//! **Rooms** ([`rooms`]): every message is posted to each other member of its room through
-//! that member's reactor, in order per sender (each sender's messages go through one FIFO
-//! to the room's home reactor, and from there through one FIFO per member).
+//! **Rooms** ([`rooms`]): a room is a library [`getty::SessionGroup`]. Every message is
+//! encoded once and queued on each other member on the reactor that read it, without a
+//! lock or a job, in the order it was said.
 //!
-//! **`--reactors N`**: N reactor threads, each with its own `SO_REUSEPORT` listener. A room
-//! is sharded, not split: it lives on one reactor, chosen by a hash of its name, and its
-//! members anywhere; the members on other reactors reach it through a reactor handle (one
-//! posted job per request). The default is one reactor, where nothing crosses a thread.
+//! **`--reactors N`**: N reactor threads, each with its own `SO_REUSEPORT` listener. A
+//! room spans them: its group reaches the members on other reactors through one job per
+//! reactor and message. The default is one reactor, where nothing crosses a thread.
 //!
 //! **A slow member** (one whose browser reads less than its room says) is never allowed
 //! an unbounded queue, and never slows the others: past its session's high watermark
-//! (1 MiB) its messages wait in a backlog of at most 4 MiB, and past that its *oldest*
-//! waiting messages are dropped and it is told `dropped <n>` in their place. Past the
-//! session's hard bound (16 MiB, reachable only by senders flooding within one reactor
-//! turn) it is disconnected. Meanwhile its own messages wait too: a session stops reading
-//! while its queue is over the watermark. See [`rooms`] for the accounting.
+//! (1 MiB) the room's messages wait for it, up to 4 MiB; past that it is disconnected,
+//! with `error too slow ...` after what it was sent. Meanwhile its own messages wait too:
+//! a session stops reading while its queue is over the watermark. See [`rooms`].
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

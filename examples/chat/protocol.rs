@@ -7,9 +7,8 @@
 //!                   joined <name>          someone joined your room
 //!                   left <name>            someone left it
 //!                   msg <name> <text>      someone said <text>
-//!                   dropped <n>            you were too slow: your n oldest pending
-//!                                          messages were dropped (they come in its place)
-//!                   error <why>            your join was refused (the server then closes)
+//!                   error <why>            your join was refused, or you read too slowly
+//!                                          for your room (the server then closes)
 //! ```
 //!
 //! Room and member names are 1 to [`MAX_NAME_LEN`] bytes of letters, digits and ASCII
@@ -65,10 +64,6 @@ pub(crate) fn left(name: &str) -> String {
 
 pub(crate) fn said(name: &str, text: &str) -> String {
     format!("msg {name} {text}")
-}
-
-pub(crate) fn dropped(count: u64) -> String {
-    format!("dropped {count}")
 }
 
 pub(crate) fn error(why: &str) -> String {

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use getty::codec::ws::DeflateConfig;
 use getty::codec::{Message, MessageCodec};
@@ -11,32 +10,23 @@ use getty::ws::{Ws, WsServer};
 use getty::{Handler, ReactorPool, Session, SessionOptions};
 
 use crate::protocol;
-use crate::rooms::{BacklogRetry, Rooms};
+use crate::rooms::{Rooms, Seat};
 
 /// The longest message a client may send, in bytes (after decompression).
 pub(crate) const MAX_MESSAGE_LEN: usize = 64 << 10;
 
-/// Above this many queued bytes a member is slow: what is for it waits in its backlog.
+/// Above this many queued bytes a member is slow: the room's messages wait for it (see the
+/// rooms' policy), and it stops reading its own.
 pub(crate) const HIGH_WATERMARK: usize = 1 << 20;
 
-/// A slow member's messages flow again once its queue is down to this.
+/// A slow member takes the room's messages again once its queue is down to this.
 pub(crate) const LOW_WATERMARK: usize = 256 << 10;
-
-/// The hard bound on a member's queue (see the rooms' policy): past it, it is disconnected.
-pub(crate) const MAX_OUTBOUND: usize = 16 << 20;
 
 /// The options of every chat session.
 pub(crate) fn session_options() -> SessionOptions {
     SessionOptions::default()
         .max_message_len(MAX_MESSAGE_LEN)
         .watermarks(HIGH_WATERMARK, LOW_WATERMARK)
-        .max_outbound(MAX_OUTBOUND)
-}
-
-/// Where a session sits once its `join` was read.
-struct Seat {
-    room: Arc<str>,
-    name: Arc<str>,
 }
 
 /// One chat session: a `join` first, then every text message goes to its room.
@@ -47,19 +37,12 @@ struct ChatSession {
 
 impl ChatSession {
     fn join(&mut self, session: &mut Session<MessageCodec, Ws>, line: &str) {
-        let join = match protocol::parse_join(line) {
-            Ok(join) => join,
-            Err(why) => return refuse(session, why),
-        };
-        let Some(member) = session.handle() else {
-            return refuse(session, "internal error");
-        };
-        let seat = Seat {
-            room: join.room.into(),
-            name: join.name.into(),
-        };
-        self.rooms.join(&seat.room, &seat.name, member);
-        self.seat = Some(seat);
+        let joined = protocol::parse_join(line)
+            .and_then(|join| self.rooms.join(session, join.room, join.name));
+        match joined {
+            Ok(seat) => self.seat = Some(seat),
+            Err(why) => refuse(session, why),
+        }
     }
 }
 
@@ -77,16 +60,7 @@ impl Handler<MessageCodec, Ws> for ChatSession {
         };
         match &self.seat {
             None => self.join(session, text),
-            Some(seat) => {
-                let line = protocol::said(&seat.name, text);
-                self.rooms.broadcast(&seat.room, session.id(), line);
-            }
-        }
-    }
-
-    fn on_writability_changed(&mut self, session: &mut Session<MessageCodec, Ws>, writable: bool) {
-        if let (true, Some(seat)) = (writable, &self.seat) {
-            self.rooms.resume(&seat.room, session.id());
+            Some(seat) => seat.say(session.id(), text),
         }
     }
 
@@ -96,11 +70,15 @@ impl Handler<MessageCodec, Ws> for ChatSession {
             session.id(),
             session.peer_addr()
         );
+        if let getty::Error::SlowConsumer { .. } = error {
+            // After what it was sent so far, before the close.
+            let _ = session.write(Message::text(protocol::error(&error.to_string())));
+        }
     }
 
     fn on_close(&mut self, session: &mut Session<MessageCodec, Ws>) {
-        if let Some(seat) = &self.seat {
-            self.rooms.leave(&seat.room, session.id());
+        if let Some(seat) = self.seat.take() {
+            self.rooms.leave(&seat, session.id());
         }
     }
 }
@@ -108,14 +86,12 @@ impl Handler<MessageCodec, Ws> for ChatSession {
 /// Serves the chat at `addr` on `reactors` reactor threads, each with its own
 /// `SO_REUSEPORT` listener; returns the pool and the address they listen on.
 pub(crate) fn serve(addr: SocketAddr, reactors: usize) -> io::Result<(ReactorPool, SocketAddr)> {
-    // The reactors start empty: a session's `Rooms` needs every reactor's handle.
     let pool = ReactorPool::start(reactors, |_, _| Ok(()))?;
-    let handles: Arc<[_]> = pool.handles().into();
+    let rooms = Rooms::default();
     let mut at = addr;
-    for (here, reactor) in handles.iter().enumerate() {
-        let rooms = Rooms::new(handles.clone(), here);
+    for reactor in pool.handles() {
+        let rooms = rooms.clone();
         let listening = reactor.query(move |spawner| {
-            spawner.spawn(BacklogRetry);
             let server = WsServer::builder()
                 .reuse_port(reactors > 1)
                 .session_options(session_options())
