@@ -76,9 +76,14 @@ mod core;
 mod error;
 mod filtered;
 mod framing;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod listener;
 mod metrics;
+#[cfg(any(test, feature = "fuzzing"))]
+mod model_input;
 mod offload;
 mod options;
 mod outbound;
