@@ -76,10 +76,15 @@ mod core;
 mod error;
 mod filtered;
 mod framing;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod handle;
 mod listener;
 mod metrics;
+#[cfg(any(test, feature = "fuzzing"))]
+mod model_input;
 mod offload;
 mod options;
 mod outbound;

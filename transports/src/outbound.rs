@@ -138,12 +138,22 @@ impl Outbound {
     }
 }
 
-/// Model-based property tests of this queue and of the filter path behind it.
-// The filter half of the model runs TLS and deflate; the queue is the same in every build,
-// so the default build's run covers it.
-#[cfg(all(test, feature = "tls", feature = "deflate"))]
+/// The queue against a model of the bytes queued: driven by the proptests below, and by
+/// the fuzz target `outbound_queue` (the `fuzzing` feature).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod model;
+
+/// Model-based property tests of this queue.
+#[cfg(test)]
 #[path = "outbound_model_tests.rs"]
 mod model_tests;
+
+/// Model-based property tests of the filter path behind this queue.
+// They run TLS and deflate; the queue is the same in every build, so the default build's
+// run covers it.
+#[cfg(all(test, feature = "tls", feature = "deflate"))]
+#[path = "outbound_filter_model_tests.rs"]
+mod filter_model_tests;
 
 #[cfg(test)]
 mod tests {

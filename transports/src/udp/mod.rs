@@ -78,7 +78,7 @@ mod dial;
 pub(crate) mod endpoint;
 pub(crate) mod entry;
 mod handle;
-mod queue;
+pub(crate) mod queue;
 mod session;
 pub(crate) mod socket;
 

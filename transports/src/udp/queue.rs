@@ -307,8 +307,8 @@ impl<A> DatagramQueue<A> {
         self.next_retry.filter(|_| !self.socket_full)
     }
 
-    /// Destinations parked now (tests).
-    #[cfg(test)]
+    /// Destinations parked now (the parking model).
+    #[cfg(any(test, feature = "fuzzing"))]
     fn parked_destinations(&self) -> usize {
         self.parked.len()
     }
@@ -410,6 +410,14 @@ impl<A> DatagramQueue<A> {
         self.failed.clear();
     }
 }
+
+/// The queue against a model of whole datagrams in order, and with parking on against a
+/// model of per-destination queues: driven by the proptests in `tests`, and by the fuzz
+/// targets `datagram_queue` and `datagram_parking` (the `fuzzing` feature).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod model;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod parking_model;
 
 #[cfg(test)]
 mod tests;

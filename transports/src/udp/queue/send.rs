@@ -410,8 +410,8 @@ impl<A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static> DatagramQueue<A>
         (datagrams, bytes)
     }
 
-    /// The bytes a parked destination holds (tests).
-    #[cfg(test)]
+    /// The bytes a parked destination holds (the parking model).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(super) fn held_bytes(&self, peer: &A) -> Option<usize> {
         self.parked.get(peer).map(|p| p.bytes)
     }

@@ -1,10 +1,8 @@
+use super::model::CHARGE;
 use super::*;
 
 mod model;
 mod parking_model;
-
-/// What the documentation says every datagram is charged on top of its payload.
-const CHARGE: usize = 64;
 
 /// A socket stand-in: accepts at most `per_call` datagrams per call, or fails with the
 /// scripted errors first.
