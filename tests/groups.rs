@@ -270,6 +270,66 @@ fn one_group_spans_two_reactors() {
     });
 }
 
+/// A member whose hard bound (`max_outbound`) is below its high watermark plus a message:
+/// a broadcast that does not fit waits while the member is still writable. It must wait
+/// for the socket to drain, not spin (the reactor would never poll again), and then go out.
+#[test]
+fn a_broadcast_that_does_not_fit_yet_waits_for_the_socket_without_spinning() {
+    watchdog(TEST_LIMIT, || {
+        // 18 MiB: more than the kernel's socket buffers take while the receiver waits.
+        const MESSAGES: u32 = 300;
+        const LEN: usize = 60 * 1024;
+        // One message (and its 4-byte header) fills the hard bound: whenever the socket
+        // holds back part of one, the next does not fit, with the member still writable.
+        let options = SessionOptions::default()
+            .watermarks(64 * 1024, 32 * 1024)
+            .max_outbound(LEN + 4);
+        let mut relay = Relayed::start(SlowConsumer::Close, 64 << 20, options);
+        let mut streams = relay.join(2);
+        let mut sender = streams.remove(0);
+        let mut receiver = streams.remove(0);
+        let writer = std::thread::spawn(move || {
+            for seq in 0..MESSAGES {
+                sender.write_all(&frame(&message(0, seq, LEN))).unwrap();
+            }
+            sender
+        });
+        // The server fills the receiver's socket and reaches the hard bound; while nothing
+        // reads, it has nothing to do (a spinning reactor would burn the whole window).
+        std::thread::sleep(Duration::from_millis(300));
+        let (cpu_before, window) = (process_cpu(), Duration::from_millis(600));
+        std::thread::sleep(window);
+        let idle_cpu = process_cpu() - cpu_before;
+        let began = Instant::now();
+        for seq in 0..MESSAGES {
+            assert_eq!(check(&read_frame(&mut receiver)), (0, seq));
+        }
+        let _sender = writer.join().unwrap();
+        println!(
+            "{MESSAGES} x {LEN} B through a member whose hard bound is below its watermark \
+             plus a message: {idle_cpu:?} of CPU in {window:?} while it did not read, then \
+             all read in {:?}",
+            began.elapsed()
+        );
+        assert!(
+            idle_cpu < window / 3,
+            "the server spun: {idle_cpu:?} of CPU"
+        );
+        relay.server.stop();
+    });
+}
+
+/// CPU time this process has used.
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // SAFETY: zeroed, then filled by getrusage.
+    let usage = unsafe { usage.assume_init() };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 #[test]
 fn a_member_that_ends_leaves_and_the_rest_carry_on() {
     watchdog(TEST_LIMIT, || {

@@ -2,6 +2,7 @@
 //! entries are called.
 
 use std::any::{Any, TypeId};
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use mio::{Registry, Token};
 use slab::Slab;
 
-use crate::current::{CURRENT_ENTRY, CURRENT_REACTOR, WOKEN};
+use crate::current::{CURRENT_ENTRY, CURRENT_REACTOR, WOKEN, WOKEN_ANY};
 use crate::entry::{Erased, Queued};
 use crate::group::{RawGroup, Slot, GROUP_SHIFT, OWNER_BIT, SERIAL_MASK};
 use crate::handle::{Remote, Shared};
@@ -39,10 +40,8 @@ pub(crate) struct Core {
     /// The group indexes each live owner (an entry with [`OWNER_BIT`]) created, by serial.
     pub(crate) owned_groups: HashMap<u64, Vec<u16>>,
     pub(crate) rescheduled: Vec<(EntryId, Ready)>,
-    /// Wakes taken from the thread's list ([`crate::wake`]), called from `woken_at` on;
-    /// swapped with the list, so that neither allocates once grown.
+    /// The emptied list of wakes ([`crate::wake`]), swapped with the thread's full one.
     pub(crate) woken: Vec<EntryId>,
-    pub(crate) woken_at: usize,
     pub(crate) started: VecDeque<EntryId>,
     pub(crate) mailbox: VecDeque<(EntryId, Queued)>,
     pub(crate) buffers: BufPool,
@@ -66,6 +65,7 @@ impl Core {
                 *r = Some(self.shared.clone());
                 // Wakes left by another reactor that ran on this thread name its entries.
                 WOKEN.with(|w| w.borrow_mut().clear());
+                WOKEN_ANY.with(|any| any.set(false));
             }
         });
     }
@@ -121,7 +121,7 @@ impl Core {
         if !self.rescheduled.is_empty()
             || !self.mailbox.is_empty()
             || self.shared.has_queued()
-            || WOKEN.with(|w| !w.borrow().is_empty())
+            || WOKEN_ANY.with(Cell::get)
         {
             return Some(Duration::ZERO);
         }
@@ -284,24 +284,26 @@ impl Core {
                 }
             } else if let Some((to, command)) = self.mailbox.pop_front() {
                 self.call_entry(to, |e, cx| e.on_queued(cx, command));
-            } else if let Some(id) = self.next_woken() {
-                self.call_entry(id, |e, cx| e.on_wake(cx));
+            } else if WOKEN_ANY.with(Cell::get) {
+                self.run_woken();
             } else {
                 return;
             }
         }
     }
 
-    /// The next entry [`crate::wake`] asked for, in order.
-    fn next_woken(&mut self) -> Option<EntryId> {
-        if self.woken_at == self.woken.len() {
-            self.woken.clear();
-            self.woken_at = 0;
-            WOKEN.with(|w| std::mem::swap(&mut *w.borrow_mut(), &mut self.woken));
+    /// Calls the entries [`crate::wake`] asked for, in order: the thread's list is swapped
+    /// with the core's emptied one, so that neither allocates once grown.
+    #[cold]
+    fn run_woken(&mut self) {
+        WOKEN_ANY.with(|any| any.set(false));
+        WOKEN.with(|w| std::mem::swap(&mut *w.borrow_mut(), &mut self.woken));
+        let woken = std::mem::take(&mut self.woken);
+        for &id in &woken {
+            self.call_entry(id, |e, cx| e.on_wake(cx));
         }
-        let id = self.woken.get(self.woken_at).copied()?;
-        self.woken_at += 1;
-        Some(id)
+        self.woken = woken;
+        self.woken.clear();
     }
 
     pub(crate) fn apply(&mut self, remote: Remote) {

@@ -14,6 +14,9 @@ thread_local! {
     pub(crate) static CURRENT_REACTOR: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
     /// Entries of this thread's reactor that [`wake`] asked to call, in order.
     pub(crate) static WOKEN: RefCell<Vec<EntryId>> = const { RefCell::new(Vec::new()) };
+    /// Whether `WOKEN` may hold anything: asked after every call, and, having no destructor,
+    /// it costs one load where `WOKEN` costs a check of its lazy state too.
+    pub(crate) static WOKEN_ANY: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Asks this thread's reactor to call `entry`'s [`on_wake`](crate::Entry::on_wake) as soon
@@ -59,6 +62,7 @@ pub fn wake(entry: EntryId) -> bool {
         return false;
     }
     WOKEN.with(|w| w.borrow_mut().push(entry));
+    WOKEN_ANY.with(|any| any.set(true));
     true
 }
 

@@ -88,7 +88,6 @@ impl ReactorBuilder {
             owned_groups: HashMap::new(),
             rescheduled: Vec::new(),
             woken: Vec::new(),
-            woken_at: 0,
             started: VecDeque::new(),
             mailbox: VecDeque::new(),
             buffers: self.buffers.unwrap_or_default(),

@@ -12,10 +12,7 @@ where
 {
     /// Queues the broadcasts waiting in the inbox until the session stops being writable,
     /// and acts on what a group asked of it (close, or fail as a slow consumer).
-    pub(super) fn take_broadcasts(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let Some(inbox) = self.inbox() else {
-            return Ok(());
-        };
+    fn take_broadcasts(&mut self, inbox: &Inbox, cx: &mut Context<'_>) -> Result<(), Error> {
         inbox.note_running();
         if let Some((pending, max)) = inbox.take_overflow() {
             return Err(Error::SlowConsumer { pending, max });
@@ -45,14 +42,15 @@ where
         Ok(())
     }
 
-    /// After a flush: broadcasts still wait while the session is writable again, and no
-    /// socket event may come to take them (the socket has room), so the session wakes
-    /// itself, after whatever else this turn has to run.
-    pub(super) fn rewake_for_broadcasts(&self) {
-        if let Some(inbox) = self.inbox() {
-            if !inbox.is_empty() && self.session.core.is_writable() && !self.session.is_closing() {
-                inbox.rewake();
-            }
+    /// After a flush: broadcasts still wait, and the socket took everything queued, so no
+    /// socket event will come to take the rest: the session wakes itself, after whatever
+    /// else this turn has to run. While bytes stay queued the socket is full (a flush
+    /// writes until it is), and its writable edge brings the session back: waking it now
+    /// would only spin.
+    fn rewake_for_broadcasts(&self, inbox: &Inbox) {
+        let drained = self.session.queued_bytes() == 0;
+        if drained && !inbox.is_empty() && !self.session.is_closing() {
+            inbox.rewake();
         }
     }
 
@@ -63,6 +61,19 @@ where
         }
     }
 
+    /// `settle_io`, with the group broadcasts that wait for the session taken first, and
+    /// another turn asked for those still waiting once the flush made room.
+    pub(super) fn settle_broadcasts(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let Some(inbox) = self.inbox() else {
+            return self.settle_io(cx);
+        };
+        self.take_broadcasts(&inbox, cx)?;
+        self.settle_io(cx)?;
+        self.rewake_for_broadcasts(&inbox);
+        Ok(())
+    }
+
+    /// The session's inbox, once it joined a group.
     fn inbox(&self) -> Option<Rc<Inbox>> {
         self.session.extras.as_ref()?.inbox.clone()
     }

@@ -219,19 +219,30 @@ where
     /// a pipeline of requests with large replies is answered at the pace the peer reads
     /// them, instead of piling every reply up until `max_outbound` ends the session.
     pub(super) fn delivering(&self) -> bool {
+        self.next_delivery().is_some()
+    }
+
+    /// [`delivering`](Self::delivering), with what a decode needs to know when it is: for a
+    /// framing that answers the peer by itself, whether the queue is above its high
+    /// watermark (control answers coalesce then). Asked before every message, so the
+    /// watermark is read once, and only where it can matter.
+    fn next_delivery(&self) -> Option<bool> {
         let session = &self.session;
         if session.is_closing() || session.core.reading_paused {
-            return false;
+            return None;
         }
-        // Asked before every message, so cheaply where it can be: a write that reaches the
-        // high watermark makes the session unwritable at once, so while it is writable and
-        // its queue holds only the handler's writes (no framing output such as pongs, no
-        // filter's records), flow control cannot hold it.
+        // A write that reaches the high watermark makes the session unwritable at once, so
+        // while it is writable and its queue holds only the handler's writes (no framing
+        // output such as pongs, no filter's records), flow control cannot hold it.
         let handler_writes_only = !T::Framing::CONTROL_OUTPUT && session.filter_io().is_none();
         if handler_writes_only && session.core.is_writable() {
-            return true;
+            return Some(false);
         }
-        !session.held_by_flow_control()
+        let above = session.above_high_watermark();
+        if above && session.held_by_flow_control() {
+            return None;
+        }
+        Some(T::Framing::CONTROL_OUTPUT && above)
     }
 
     /// Hands every whole frame in the read buffer to the handler.
@@ -247,13 +258,10 @@ where
     /// (the reply is flushed, then the entry lingers until the peer's EOF).
     pub(super) fn decode_frames(&mut self, messages: &mut u64) -> Result<(), Error> {
         let max_message_len = self.session.core.options.max_message_len;
-        while self.delivering() {
+        while let Some(above_high_watermark) = self.next_delivery() {
             let limits = DecodeLimits {
                 max_message_len,
-                // Asked only of a framing that answers the peer by itself (a plain one
-                // never does: no work per message).
-                above_high_watermark: T::Framing::CONTROL_OUTPUT
-                    && self.session.above_high_watermark(),
+                above_high_watermark,
             };
             let session = &mut self.session;
             let next = session.framing.decode(

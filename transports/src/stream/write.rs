@@ -92,10 +92,14 @@ where
         if queued > 0 {
             cx.extension::<Metrics>().messages_out += u64::from(queued);
         }
-        if let Err(e) = self.take_broadcasts(cx).and_then(|()| self.settle_io(cx)) {
+        if self.session.extras.is_some() {
+            // Rarely: only a session that joined a group has an inbox.
+            if let Err(e) = self.settle_broadcasts(cx) {
+                return self.fail(cx, e);
+            }
+        } else if let Err(e) = self.settle_io(cx) {
             return self.fail(cx, e);
         }
-        self.rewake_for_broadcasts();
         if self.session.core.close_request == Some(CloseRequest::Abort) {
             return self.end(cx, true);
         }

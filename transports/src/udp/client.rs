@@ -141,6 +141,11 @@ impl UdpClientBuilder {
     /// probe, so against one this wait is never waited out. An answer that comes after
     /// the wait is dropped by the session (unless its `drop_probe` is `None`).
     ///
+    /// A refusal is not guaranteed: off loopback, Linux rate-limits the ICMP errors it
+    /// sends to one host (a burst of 6, then 1 a second, by `net.ipv4.icmp_ratelimit`), so
+    /// many clients or fast redials to a dead port soon get silence instead, and open.
+    /// Pair a client with a read-idle timeout (and a heartbeat) to notice such a peer.
+    ///
     /// Two clients of one silent peer: the one that waits 20 ms opens its session, and the
     /// one that waits a minute has not opened its own well after the default 250 ms.
     ///
