@@ -11,7 +11,9 @@
 //! ticks of 10 ms) during the run. The last column is kv's figure over redis's.
 //!
 //! `cargo bench --bench kv`; `KV_BENCH_REQUESTS=N` sets the requests of a `-P 16` run
-//! (default 1,000,000; a `-P 1` run makes a fifth of them). Without `redis-server` or
+//! (default 1,000,000; a `-P 1` run makes a fifth of them). Each load's latency percentiles
+//! are also drawn, to `bench-charts/kv-<test>-P<pipeline>.svg` in the target directory
+//! (`GETTY_BENCH_CHART_DIR` elsewhere). Without `redis-server` or
 //! `redis-benchmark` it prints why and does nothing.
 #![cfg(target_os = "linux")]
 

@@ -62,6 +62,8 @@
 //! - `GETTY_BENCH_TOKIO` (`framed` or `raw`): the tokio echo variant;
 //! - `GETTY_BENCH_TOKIO_BUF` (default 8192): the framed tokio echo's `BufReader` capacity
 //!   (scenario (c) depends on it: with 8 KiB tokio spends about three syscalls a message);
+//! - `GETTY_BENCH_CHART_DIR`: where each scenario's latency chart goes (default
+//!   `bench-charts/` in the target directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs, 200 idle connections).
 //!   Quick mode is also what runs when the binary is started without `--bench` (as
 //!   `cargo test --benches` does), so CI only smoke-tests it.

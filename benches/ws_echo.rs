@@ -51,6 +51,8 @@
 //! - `GETTY_BENCH_TOKIO_READ_BUF` (bytes): the tokio echo's `read_buffer_size` in every
 //!   scenario (131072 is tungstenite's default);
 //! - `GETTY_BENCH_PIN=0`: do not pin (a) and (c);
+//! - `GETTY_BENCH_CHART_DIR`: where each scenario's latency chart goes (default
+//!   `bench-charts/` in the target directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs). Quick mode is also what
 //!   runs when the binary is started without `--bench` (as `cargo test --benches` does).
 

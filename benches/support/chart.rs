@@ -64,9 +64,10 @@ impl LatencyChart<'_> {
     /// Draws the chart into its file and returns that file's path.
     pub fn draw(&self) -> Result<PathBuf, Box<dyn std::error::Error>> {
         let dir = chart_dir();
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join(format!("{}-{}.svg", self.bench, file_safe(self.scenario)));
-        self.draw_to(&path)?;
+        self.draw_to(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     }
 
