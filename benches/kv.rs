@@ -11,10 +11,14 @@
 //! ticks of 10 ms) during the run. The last column is kv's figure over redis's.
 //!
 //! `cargo bench --bench kv`; `KV_BENCH_REQUESTS=N` sets the requests of a `-P 16` run
-//! (default 1,000,000; a `-P 1` run makes a fifth of them). Without `redis-server` or
+//! (default 1,000,000; a `-P 1` run makes a fifth of them). Each load's latency percentiles
+//! are also drawn, to `bench-charts/kv-<test>-P<pipeline>.svg` in the target directory
+//! (`GETTY_BENCH_CHART_DIR` elsewhere). Without `redis-server` or
 //! `redis-benchmark` it prints why and does nothing.
 #![cfg(target_os = "linux")]
 
+#[path = "support/chart.rs"]
+mod chart;
 #[allow(dead_code)]
 #[path = "../examples/kv/commands.rs"]
 mod commands;
@@ -30,11 +34,16 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The latency percentiles charted after each load, as redis-benchmark reports them.
+const CHART_PERCENTILES: [&str; 4] = ["p50", "p95", "p99", "max"];
+
 /// One run's figures.
 struct Figures {
     rps: f64,
     p50_ms: f64,
+    p95_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
     cpu_secs: f64,
     requests: u64,
 }
@@ -43,6 +52,32 @@ impl Figures {
     fn per_cpu_second(&self) -> f64 {
         self.requests as f64 / self.cpu_secs.max(0.01)
     }
+
+    /// One server's bars in a latency chart (in µs), in the order of [`CHART_PERCENTILES`].
+    fn chart_series(&self, server: &str) -> chart::Series {
+        chart::Series {
+            name: server.to_owned(),
+            micros: [self.p50_ms, self.p95_ms, self.p99_ms, self.max_ms]
+                .iter()
+                .map(|ms| ms * 1e3)
+                .collect(),
+        }
+    }
+}
+
+/// Draws both servers' latency percentiles under one load and prints the chart's path.
+fn chart_load(test: &str, pipeline: u32, servers: [(&Target, &Figures); 2]) {
+    chart::LatencyChart {
+        bench: "kv",
+        scenario: &format!("{test}-P{pipeline}"),
+        title: &format!("kv: redis-benchmark -c 50 -d 64 -P {pipeline} -t {test}, request latency"),
+        percentiles: &CHART_PERCENTILES,
+        series: servers
+            .iter()
+            .map(|(target, figures)| figures.chart_series(target.name))
+            .collect(),
+    }
+    .report();
 }
 
 /// A server under test: its process and port.
@@ -95,6 +130,8 @@ fn run(target: &Target, test: &str, pipeline: u32, requests: u64) -> Figures {
         .lines()
         .find(|line| line.starts_with(&format!("\"{}\"", test.to_uppercase())))
         .unwrap_or_else(|| panic!("no result row in {csv}"));
+    // After the test's name: requests/s, then the average, min, p50, p95, p99 and max
+    // latencies in ms.
     let cells: Vec<f64> = row
         .split(',')
         .skip(1)
@@ -103,7 +140,9 @@ fn run(target: &Target, test: &str, pipeline: u32, requests: u64) -> Figures {
     Figures {
         rps: cells[0],
         p50_ms: cells[3],
+        p95_ms: cells[4],
         p99_ms: cells[5],
+        max_ms: cells[6],
         cpu_secs: cpu.as_secs_f64(),
         requests,
     }
@@ -225,6 +264,7 @@ fn main() {
                 pipeline,
                 ours.p99_ms / base.p99_ms.max(0.001)
             );
+            chart_load(test, pipeline, [(&kv, &ours), (&redis, &base)]);
         }
     }
     pool.shutdown();

@@ -62,6 +62,8 @@
 //! - `GETTY_BENCH_TOKIO` (`framed` or `raw`): the tokio echo variant;
 //! - `GETTY_BENCH_TOKIO_BUF` (default 8192): the framed tokio echo's `BufReader` capacity
 //!   (scenario (c) depends on it: with 8 KiB tokio spends about three syscalls a message);
+//! - `GETTY_BENCH_CHART_DIR`: where each scenario's latency chart goes (default
+//!   `bench-charts/` in the target directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs, 200 idle connections).
 //!   Quick mode is also what runs when the binary is started without `--bench` (as
 //!   `cargo test --benches` does), so CI only smoke-tests it.
@@ -82,6 +84,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Settings, CPU clocks, server plumbing, the load generator and the rounds, shared with the
 /// WebSocket echo bench.
+#[path = "support/chart.rs"]
+mod chart;
 #[path = "support/echo_bench.rs"]
 mod echo_bench;
 
@@ -90,7 +94,7 @@ use echo_bench::{
     load_average, measured_secs, median, on_load_thread, quick_mode_requested, random_payload,
     rounds_from_env, run_rounds, scenario_keys, start_reactor_thread, start_tokio_thread,
     tokio_accept_loop, user_sys_ticks, verdict, AcceptThread, Framing, Kind, LoadGenerator,
-    Scenario, ThreadIds, Window, NOISY_OTHER_CPUS,
+    Scenario, ThreadIds, Window, CHART_PERCENTILES, NOISY_OTHER_CPUS,
 };
 
 /// Largest frame body either server accepts.
@@ -782,8 +786,10 @@ struct Measurement {
     /// Sessions and messages of each reactor (filled in after the run; none for tokio).
     reactors: Vec<ReactorShare>,
     p50_ns: u64,
+    p90_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
+    max_ns: u64,
     /// Share of the server thread's CPU time spent in the kernel (from /proc ticks).
     server_sys_share: f64,
     /// Time the server threads were runnable but not running (summed over the threads).
@@ -810,8 +816,10 @@ impl Measurement {
             other_cpus: window.other_cpus,
             reactors: Vec::new(),
             p50_ns: window.latency.value_at_quantile(0.50),
+            p90_ns: window.latency.value_at_quantile(0.90),
             p99_ns: window.latency.value_at_quantile(0.99),
             p999_ns: window.latency.value_at_quantile(0.999),
+            max_ns: window.latency.max(),
             server_sys_share: sys as f64 / (user + sys).max(1) as f64,
             server_run_delay: Duration::from_nanos(delay),
         }
@@ -1038,8 +1046,10 @@ fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
 struct Figures {
     rate: f64,
     p50_us: f64,
+    p90_us: f64,
     p99_us: f64,
     p999_us: f64,
+    max_us: f64,
     per_cpu: f64,
     server_util: f64,
     server_sys_share: f64,
@@ -1053,8 +1063,10 @@ impl Figures {
         Figures {
             rate: m(&|r| r.rate()),
             p50_us: m(&|r| r.p50_ns as f64 / 1e3),
+            p90_us: m(&|r| r.p90_ns as f64 / 1e3),
             p99_us: m(&|r| r.p99_ns as f64 / 1e3),
             p999_us: m(&|r| r.p999_ns as f64 / 1e3),
+            max_us: m(&|r| r.max_ns as f64 / 1e3),
             per_cpu: m(&|r| r.per_server_cpu_sec()),
             server_util: m(&|r| r.server_util()),
             server_sys_share: m(&|r| r.server_sys_share),
@@ -1062,6 +1074,32 @@ impl Figures {
             client_util: m(&|r| r.client_util()),
         }
     }
+
+    /// One server's bars in a latency chart, in the order of [`CHART_PERCENTILES`].
+    fn chart_series(&self, server: &str) -> chart::Series {
+        chart::Series {
+            name: server.to_owned(),
+            micros: vec![
+                self.p50_us,
+                self.p90_us,
+                self.p99_us,
+                self.p999_us,
+                self.max_us,
+            ],
+        }
+    }
+}
+
+/// Draws the latency percentiles of one scenario's servers and prints the chart's path.
+fn chart_scenario(scenario: &Scenario, servers: Vec<chart::Series>) {
+    chart::LatencyChart {
+        bench: "tcp_echo",
+        scenario: &scenario.key.to_string(),
+        title: &format!("tcp_echo {}: round-trip latency", scenario.label),
+        percentiles: &CHART_PERCENTILES,
+        series: servers,
+    }
+    .report();
 }
 
 const TABLE_HEADER: &str = "scenario                        server         msgs/s   p50 µs   p99 µs p99.9 µs  msgs/srv-CPU-s  srv CPU (sys) srv wait  cli CPU";
@@ -1448,11 +1486,17 @@ fn main() {
             print_ratio(scenario.label, &g, &t, is_noisy(&scenario, &g, &t));
             results.push((scenario.clone(), g, t));
         }
+        let bars = figures.iter().map(|(kind, f)| f.chart_series(kind.name()));
+        chart_scenario(&scenario, bars.collect());
     }
 
     let multi = if cfg.scenarios.contains('d') {
         let multi = run_multi(&cfg, &mut failures);
         print_multi(&multi, allowed_cpus().len());
+        let bars = multi
+            .iter()
+            .map(|r| r.figures.chart_series(r.server.name()));
+        chart_scenario(&scenario_d(), bars.collect());
         multi
     } else {
         Vec::new()

@@ -51,6 +51,8 @@
 //! - `GETTY_BENCH_TOKIO_READ_BUF` (bytes): the tokio echo's `read_buffer_size` in every
 //!   scenario (131072 is tungstenite's default);
 //! - `GETTY_BENCH_PIN=0`: do not pin (a) and (c);
+//! - `GETTY_BENCH_CHART_DIR`: where each scenario's latency chart goes (default
+//!   `bench-charts/` in the target directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs). Quick mode is also what
 //!   runs when the binary is started without `--bench` (as `cargo test --benches` does).
 
@@ -68,6 +70,8 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// Settings, CPU clocks, server plumbing, the load generator and the rounds, shared with the
 /// TCP echo bench.
+#[path = "support/chart.rs"]
+mod chart;
 #[path = "support/echo_bench.rs"]
 mod echo_bench;
 
@@ -75,7 +79,7 @@ use echo_bench::{
     clock_now, env_f64, kinds_from_env, load_average, measured_secs, median, on_load_thread,
     quick_mode_requested, random_payload, rounds_from_env, run_rounds, scenario_keys,
     start_reactor_thread, start_tokio_thread, verdict, AcceptThread, Framing, Kind, LoadGenerator,
-    Scenario, ThreadIds, NOISY_OTHER_CPUS,
+    Scenario, ThreadIds, CHART_PERCENTILES, NOISY_OTHER_CPUS,
 };
 
 /// The client's upgrade request; the key is the sample nonce of RFC 6455, section 1.3.
@@ -457,7 +461,10 @@ struct Measurement {
     client_cpu: Duration,
     other_cpus: f64,
     p50_ns: u64,
+    p90_ns: u64,
     p99_ns: u64,
+    p999_ns: u64,
+    max_ns: u64,
 }
 
 impl Measurement {
@@ -493,7 +500,10 @@ fn drive(
         client_cpu: window.client_cpu,
         other_cpus: window.other_cpus,
         p50_ns: window.latency.value_at_quantile(0.50),
+        p90_ns: window.latency.value_at_quantile(0.90),
         p99_ns: window.latency.value_at_quantile(0.99),
+        p999_ns: window.latency.value_at_quantile(0.999),
+        max_ns: window.latency.max(),
     })
 }
 
@@ -521,7 +531,10 @@ fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurem
 struct Figures {
     rate: f64,
     p50_us: f64,
+    p90_us: f64,
     p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
     server_cpu_secs: f64,
     server_util: f64,
     per_cpu: f64,
@@ -535,7 +548,10 @@ impl Figures {
         Figures {
             rate: m(Measurement::rate),
             p50_us: m(|r| r.p50_ns as f64 / 1e3),
+            p90_us: m(|r| r.p90_ns as f64 / 1e3),
             p99_us: m(|r| r.p99_ns as f64 / 1e3),
+            p999_us: m(|r| r.p999_ns as f64 / 1e3),
+            max_us: m(|r| r.max_ns as f64 / 1e3),
             server_cpu_secs: m(|r| r.server_cpu.as_secs_f64()),
             server_util: m(|r| r.server_cpu.as_secs_f64() / r.elapsed.as_secs_f64()),
             per_cpu: m(Measurement::per_server_cpu_sec),
@@ -547,6 +563,35 @@ impl Figures {
     fn noisy(&self) -> bool {
         self.other_cpus > NOISY_OTHER_CPUS
     }
+
+    /// One server's bars in a latency chart, in the order of [`CHART_PERCENTILES`].
+    fn chart_series(&self, server: &str) -> chart::Series {
+        chart::Series {
+            name: server.to_owned(),
+            micros: vec![
+                self.p50_us,
+                self.p90_us,
+                self.p99_us,
+                self.p999_us,
+                self.max_us,
+            ],
+        }
+    }
+}
+
+/// Draws the latency percentiles of one scenario's servers and prints the chart's path.
+fn chart_scenario(scenario: &Scenario, title: &str, figures: &[(Kind, Figures)]) {
+    chart::LatencyChart {
+        bench: "ws_echo",
+        scenario: &scenario.key.to_string(),
+        title: &format!("ws_echo {title}: round-trip latency"),
+        percentiles: &CHART_PERCENTILES,
+        series: figures
+            .iter()
+            .map(|(kind, f)| f.chart_series(kind.name()))
+            .collect(),
+    }
+    .report();
 }
 
 fn print_header() {
@@ -717,8 +762,9 @@ fn main() {
         }
         if let [(Kind::Getty, g), (Kind::Tokio, t)] = figures[..] {
             print_ratio_row(&title, &g, &t);
-            verdicts.push((scenario, g, t));
+            verdicts.push((scenario.clone(), g, t));
         }
+        chart_scenario(&scenario, &title, &figures);
     }
 
     println!();

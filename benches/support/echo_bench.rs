@@ -31,6 +31,9 @@ const MAX_CLIENT_READ_BUF: usize = 64 << 20;
 /// The seed of every run's message bytes, so that each run sends the same message.
 const PAYLOAD_SEED: u64 = 0x0067_6574_7479;
 
+/// The round-trip percentiles each echo bench charts after its table.
+pub const CHART_PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
+
 // ---------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------
