@@ -14,12 +14,14 @@
 //! permessage-deflate is on, so a browser compresses them.
 //!
 //! **Rooms** ([`rooms`]): a room is a library [`getty::SessionGroup`]. Every message is
-//! encoded once and queued on each other member on the reactor that read it, without a
-//! lock or a job, in the order it was said.
+//! encoded once and queued on each other member without a lock or a job, in the order it
+//! was said.
 //!
 //! **`--reactors N`**: N reactor threads, each with its own `SO_REUSEPORT` listener. A
-//! room spans them: its group reaches the members on other reactors through one job per
-//! reactor and message. The default is one reactor, where nothing crosses a thread.
+//! room spans them, with one order for all its members: its lines are broadcast from its
+//! home reactor (a hash of its name), which reaches the members on other reactors through
+//! one job per reactor and line; a line said elsewhere gets there through one job. The
+//! default is one reactor, where nothing crosses a thread.
 //!
 //! **A slow member** (one whose browser reads less than its room says) is never allowed
 //! an unbounded queue, and never slows the others: past its session's high watermark

@@ -4,7 +4,9 @@
 //! client → server   join <room> <name>     the first message; later ones are chat text
 //!                   <anything>             a chat message (any text, newlines included)
 //! server → client   members <name>...      to a new member: who was already there
-//!                   joined <name>          someone joined your room
+//!                   joined <name>          someone joined your room (with several
+//!                                          reactors, maybe someone `members` named:
+//!                                          keep the members as a set)
 //!                   left <name>            someone left it
 //!                   msg <name> <text>      someone said <text>
 //!                   error <why>            your join was refused, or you read too slowly

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use getty::codec::ws::DeflateConfig;
 use getty::codec::{Message, MessageCodec};
@@ -87,9 +88,10 @@ impl Handler<MessageCodec, Ws> for ChatSession {
 /// `SO_REUSEPORT` listener; returns the pool and the address they listen on.
 pub(crate) fn serve(addr: SocketAddr, reactors: usize) -> io::Result<(ReactorPool, SocketAddr)> {
     let pool = ReactorPool::start(reactors, |_, _| Ok(()))?;
-    let rooms = Rooms::default();
+    let handles: Arc<[_]> = pool.handles().into();
+    let rooms = Rooms::new(handles.clone());
     let mut at = addr;
-    for reactor in pool.handles() {
+    for reactor in handles.iter() {
         let rooms = rooms.clone();
         let listening = reactor.query(move |spawner| {
             let server = WsServer::builder()

@@ -276,6 +276,9 @@ impl Core {
     }
 
     pub(crate) fn run_deferred(&mut self) {
+        // One batch of wakes per call: an entry that wakes itself from `on_wake` runs again
+        // after the next poll, not in a loop that would never poll again.
+        let mut woke = false;
         loop {
             if let Some(id) = self.started.pop_front() {
                 let status = self.call_entry(id, |e, cx| e.on_start(cx));
@@ -284,7 +287,8 @@ impl Core {
                 }
             } else if let Some((to, command)) = self.mailbox.pop_front() {
                 self.call_entry(to, |e, cx| e.on_queued(cx, command));
-            } else if WOKEN_ANY.with(Cell::get) {
+            } else if !woke && WOKEN_ANY.with(Cell::get) {
+                woke = true;
                 self.run_woken();
             } else {
                 return;

@@ -24,7 +24,9 @@ thread_local! {
 /// entries of its own reactor (a broadcast into their inboxes) hands them work without a
 /// command, a lock or a wake-up of the poll. Nothing is allocated once the list has grown
 /// to its working size. Each call is one `on_wake`: when many may come before the entry
-/// runs, keep a flag in the shared state and wake it once.
+/// runs, keep a flag in the shared state and wake it once. A wake made by an `on_wake`
+/// runs at the end of the turn or in the next one, after a poll: an entry that keeps waking
+/// itself costs CPU, but never holds back other entries, I/O or timers.
 ///
 /// Returns false, and does nothing, off a live reactor's thread. An entry that has ended
 /// meanwhile is not called.

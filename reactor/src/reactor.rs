@@ -331,6 +331,8 @@ impl Reactor {
             self.core.apply(remote);
         }
         self.core.fire_timers();
+        // Wakes left for this turn (made by the last batch of wakes).
+        self.core.run_deferred();
         self.core.advance_shutdown();
         let took = turn_began.elapsed();
         let metrics = &mut self.core.metrics;

@@ -119,7 +119,9 @@ function installHarness({ messages, leaveAfter }) {
     h.textBytes += encoder.encode(text).length;
     if (leaveAfter && h.receivedTotal === leaveAfter) chat.leave();
   });
-  chat.addEventListener("joined", (e) => h.joined.push(e.detail.name));
+  // Members are a set: across reactors a join in flight when this page joined can be
+  // announced although the page's `members` line named it already.
+  chat.addEventListener("joined", (e) => { if (!h.joined.includes(e.detail.name)) h.joined.push(e.detail.name); });
   chat.addEventListener("left", (e) => {
     h.left.push(e.detail.name);
     h.leftAt[e.detail.name] = h.receivedTotal;

@@ -69,74 +69,6 @@ pub struct GroupStats {
     pub closed: u64,
 }
 
-/// Sessions of one reactor that receive the same broadcasts, like netty's `ChannelGroup`.
-///
-/// Make one per room (or topic), clone it into the handlers of its sessions (a clone is
-/// the same group), and [`join`](Self::join) sessions in their callbacks; a session leaves
-/// when it ends, or by [`leave`](Self::leave). [`broadcast`](Self::broadcast) encodes a
-/// message once with the group's codec and queues it on every member (or all but one,
-/// [`broadcast_except`](Self::broadcast_except)) on the reactor's own thread, without a
-/// lock or a job: the members flush right after the current callback returns. A member
-/// gets broadcasts in the order they were made, after what its own handler wrote in the
-/// same callback.
-///
-/// A group is not `Send`: it serves the sessions of one reactor. To reach sessions on
-/// other reactors, keep a group per reactor and broadcast on each (through
-/// [`ReactorHandle::execute`](getty_reactor::ReactorHandle::execute)), or use a
-/// [`SessionHandle`](crate::SessionHandle) per session: the right tool for writing to a
-/// session from another thread, at the cost of a job and a wake-up per write. Never call
-/// [`SessionHandle::wait_writable`](crate::SessionHandle::wait_writable) on a reactor's
-/// own thread: it blocks the very loop that would make the session writable.
-///
-/// A slow member never grows memory without bound: it takes broadcasts only while it is
-/// writable (below its high watermark), and what waits for it beyond
-/// [`max_pending`](SessionGroupBuilder::max_pending) bytes is handled by the group's
-/// [`SlowConsumer`] policy, counted in [`stats`](Self::stats).
-///
-/// ```
-/// use std::io::{Read, Write};
-/// use std::net::TcpStream;
-/// use std::time::Duration;
-/// use getty_codec::{Bytes, LinesCodec};
-/// use getty_transports::tcp::TcpServer;
-/// use getty_transports::{Handler, Session, SessionGroup};
-///
-/// // Every line a member sends goes to every other member.
-/// struct Member(SessionGroup<LinesCodec>);
-/// impl Handler<LinesCodec> for Member {
-///     fn on_open(&mut self, s: &mut Session<LinesCodec>) -> std::io::Result<()> {
-///         self.0.join(s).map(|_| ()).map_err(std::io::Error::other)
-///     }
-///     fn on_message(&mut self, s: &mut Session<LinesCodec>, line: Bytes) {
-///         let _ = self.0.broadcast_except(line, s.id());
-///     }
-/// }
-///
-/// let mut reactor = getty_reactor::Reactor::new().unwrap();
-/// let mut group = None; // made on first use: a group lives on its reactor's thread
-/// let server = TcpServer::builder()
-///     .bind("127.0.0.1:0", move |_| {
-///         let group = group.get_or_insert_with(|| SessionGroup::new(LinesCodec::default()));
-///         Ok((LinesCodec::default(), Member(group.clone())))
-///     })
-///     .unwrap();
-/// let addr = server.local_addr();
-/// reactor.spawn(server);
-/// let handle = reactor.handle();
-/// let clients = std::thread::spawn(move || {
-///     let mut alice = TcpStream::connect(addr).unwrap();
-///     let mut bob = TcpStream::connect(addr).unwrap();
-///     bob.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-///     std::thread::sleep(Duration::from_millis(100)); // both have joined
-///     alice.write_all(b"hello bob\n").unwrap();
-///     let mut got = [0u8; 10];
-///     bob.read_exact(&mut got).unwrap();
-///     handle.shutdown();
-///     got
-/// });
-/// reactor.run().unwrap();
-/// assert_eq!(&clients.join().unwrap(), b"hello bob\n");
-/// ```
 /// Sessions that receive the same broadcasts, like netty's `ChannelGroup`.
 ///
 /// Make one per room (or topic) and clone it into the handlers of its sessions (a clone is
@@ -152,7 +84,18 @@ pub struct GroupStats {
 ///   encoded bytes (a lock and a wake-up of that reactor, not one per member).
 ///
 /// A member gets broadcasts in the order they were made on one thread, after what its own
-/// handler wrote in the same callback.
+/// handler wrote in the same callback; while it is not writable its own writes go ahead of
+/// the broadcasts that wait for it. Broadcasts made on two reactors reach two members in
+/// orders that may differ: to give a group one order, broadcast from one reactor (the
+/// chat example sends every line through its room's home reactor). Each group a session
+/// joins has its own inbox there, so one group's bound and policy never touch another's
+/// broadcasts. A broadcast longer than a member's `max_outbound` is skipped for that member
+/// (logged), as its own write of it would fail. A member that closes drops what still
+/// waits for it; [`close_all`](Self::close_all) closes members after what was broadcast
+/// before it.
+///
+/// A group keeps one part per reactor thread: a thread that runs one reactor after another
+/// keeps the first one's part (use a new group with the new reactor).
 ///
 /// A slow member never grows memory without bound: it takes broadcasts only while it is
 /// writable (below its high watermark), and what waits for it beyond
@@ -335,7 +278,7 @@ where
     /// outside a callback of the session's reactor.
     pub fn join<D>(&self, session: &mut Session<D, T>) -> Result<bool, Error> {
         session.check_open()?;
-        let inbox = session.inbox()?;
+        let inbox = session.inbox(self.shared.id)?;
         let here = self.part_here()?;
         Ok(here.join(session.id(), inbox))
     }

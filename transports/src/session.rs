@@ -49,8 +49,9 @@ pub(crate) struct Extras {
     pub(crate) handle_state: Option<Arc<HandleState>>,
     /// The session's filter stack (TLS, compression), if it has one.
     pub(crate) filter: Option<Box<FilterIo>>,
-    /// Broadcasts of the groups it joined, waiting to be queued.
-    pub(crate) inbox: Option<Rc<Inbox>>,
+    /// Broadcasts of the groups it joined, waiting to be queued: one inbox per group, so
+    /// that each group's bound and policy apply to its own broadcasts only.
+    pub(crate) inboxes: Vec<Rc<Inbox>>,
 }
 
 /// One connection as its handler sees it: write to it, close it, read its stats, keep typed
@@ -530,15 +531,20 @@ impl<C, T: Transport> Session<C, T> {
         self.extras.get_or_insert_with(Box::default)
     }
 
-    /// The session's inbox for group broadcasts, made on its first join; only in a
-    /// callback of the session's own reactor, which wakes it.
-    pub(crate) fn inbox(&mut self) -> Result<Rc<Inbox>, Error> {
-        if let Some(inbox) = self.extras.as_ref().and_then(|e| e.inbox.as_ref()) {
+    /// The session's inbox for the broadcasts of group `group`, made when it first joins
+    /// it; only in a callback of the session's own reactor, which wakes it.
+    pub(crate) fn inbox(&mut self, group: u64) -> Result<Rc<Inbox>, Error> {
+        let inboxes = self.extras.as_ref().map(|e| e.inboxes.as_slice());
+        if let Some(inbox) = inboxes
+            .unwrap_or_default()
+            .iter()
+            .find(|i| i.group() == group)
+        {
             return Ok(inbox.clone());
         }
         let (entry, _) = getty_reactor::current().ok_or(Error::Closed)?;
-        let inbox = Rc::new(Inbox::new(entry));
-        self.extras_mut().inbox = Some(inbox.clone());
+        let inbox = Rc::new(Inbox::new(group, entry));
+        self.extras_mut().inboxes.push(inbox.clone());
         Ok(inbox)
     }
 

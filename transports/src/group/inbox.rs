@@ -31,6 +31,8 @@ pub(crate) enum Offered {
 }
 
 pub(crate) struct Inbox {
+    /// The group whose broadcasts these are.
+    group: u64,
     entry: EntryId,
     state: RefCell<State>,
 }
@@ -52,11 +54,16 @@ struct State {
 }
 
 impl Inbox {
-    pub(crate) fn new(entry: EntryId) -> Self {
+    pub(crate) fn new(group: u64, entry: EntryId) -> Self {
         Inbox {
+            group,
             entry,
             state: RefCell::default(),
         }
+    }
+
+    pub(crate) fn group(&self) -> u64 {
+        self.group
     }
 
     /// Queues `pending` for the member within `max_pending` bytes, under `policy`, and wakes
@@ -270,7 +277,7 @@ mod tests {
             policy in policy(),
             max in 1..10_000usize,
         ) {
-            let inbox = Inbox::new(EntryId::new(0, 0));
+            let inbox = Inbox::new(1, EntryId::new(0, 0));
             let mut model = Model::default();
             for (id, op) in ops.iter().enumerate() {
                 let id = id as u64;

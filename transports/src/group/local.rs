@@ -116,6 +116,8 @@ impl<C: 'static> Local<C> {
         C: Encoder<M>,
     {
         let mut encoded = self.encoded.borrow_mut();
+        // Empty, unless a codec panicked halfway through the last broadcast.
+        encoded.clear();
         if encoded.capacity() - encoded.len() < ENCODE_BLOCK / 16 {
             encoded.reserve(ENCODE_BLOCK);
         }

@@ -1,5 +1,5 @@
-//! Group broadcasts: what the session's groups left in its inbox becomes output, while the
-//! session is writable (see `group.rs`).
+//! Group broadcasts: what the session's groups left in its inboxes (one per group) becomes
+//! output, while the session is writable (see `group.rs`).
 
 use super::*;
 
@@ -10,21 +10,33 @@ where
     C: Decoder + 'static,
     H: Handler<C, T>,
 {
-    /// Queues the broadcasts waiting in the inbox until the session stops being writable,
-    /// and acts on what a group asked of it (close, or fail as a slow consumer).
+    /// `settle_io`, with the group broadcasts that wait for the session taken first, and
+    /// another turn asked for those still waiting once the flush made room.
+    pub(super) fn settle_broadcasts(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let inboxes = self.inbox_count();
+        for i in 0..inboxes {
+            let inbox = self.inbox_at(i);
+            self.take_broadcasts(&inbox, cx)?;
+        }
+        self.settle_io(cx)?;
+        for i in 0..inboxes {
+            self.rewake_for_broadcasts(&self.inbox_at(i));
+        }
+        Ok(())
+    }
+
+    /// Queues the broadcasts waiting in `inbox` until the session stops being writable,
+    /// and acts on what its group asked of it (close once they are out, or fail as a slow
+    /// consumer).
     fn take_broadcasts(&mut self, inbox: &Inbox, cx: &mut Context<'_>) -> Result<(), Error> {
         inbox.note_running();
         if let Some((pending, max)) = inbox.take_overflow() {
             return Err(Error::SlowConsumer { pending, max });
         }
-        if inbox.close_requested() {
-            self.session.close();
+        if self.phase == Phase::Open && !inbox.is_empty() {
+            self.lend_write_buffer(cx);
         }
-        if self.phase != Phase::Open || inbox.is_empty() {
-            return Ok(());
-        }
-        self.lend_write_buffer(cx);
-        while self.session.core.is_writable() {
+        while self.phase == Phase::Open && self.session.core.is_writable() {
             let Some(pending) = inbox.pop() else {
                 break;
             };
@@ -35,9 +47,23 @@ where
                     inbox.push_front(pending);
                     break;
                 }
+                Err(Error::QueueFull { max, .. }) => {
+                    // It never fits this session: its own write of it would have failed
+                    // too. The session misses it and carries on.
+                    log::warn!(
+                        "session {}: a {}-byte broadcast is over its max_outbound ({max}); \
+                         skipped",
+                        self.session.id(),
+                        pending.payload.len()
+                    );
+                }
                 Err(Error::Closed) => break,
                 Err(e) => return Err(e),
             }
+        }
+        // Closed by its group (`close_all`) once what the group sent before is queued.
+        if inbox.close_requested() && inbox.is_empty() {
+            self.session.close();
         }
         Ok(())
     }
@@ -56,25 +82,21 @@ where
 
     /// The session has ended: its groups forget it, and what waits for it is dropped.
     pub(super) fn leave_groups(&self) {
-        if let Some(inbox) = self.inbox() {
-            inbox.end();
+        for i in 0..self.inbox_count() {
+            self.inbox_at(i).end();
         }
     }
 
-    /// `settle_io`, with the group broadcasts that wait for the session taken first, and
-    /// another turn asked for those still waiting once the flush made room.
-    pub(super) fn settle_broadcasts(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let Some(inbox) = self.inbox() else {
-            return self.settle_io(cx);
-        };
-        self.take_broadcasts(&inbox, cx)?;
-        self.settle_io(cx)?;
-        self.rewake_for_broadcasts(&inbox);
-        Ok(())
+    fn inbox_count(&self) -> usize {
+        self.session.extras.as_ref().map_or(0, |e| e.inboxes.len())
     }
 
-    /// The session's inbox, once it joined a group.
-    fn inbox(&self) -> Option<Rc<Inbox>> {
-        self.session.extras.as_ref()?.inbox.clone()
+    fn inbox_at(&self, i: usize) -> Rc<Inbox> {
+        let extras = self
+            .session
+            .extras
+            .as_ref()
+            .expect("counted in inbox_count");
+        extras.inboxes[i].clone()
     }
 }

@@ -307,6 +307,15 @@ where
         }
     }
 
+    /// A group the open session joined left broadcasts for it (before it opened, it is in
+    /// no group).
+    fn on_wake(&mut self, cx: &mut Context<'_>) -> Status {
+        match self {
+            ClientSession::Upgrading(_) => Status::Continue,
+            ClientSession::Open(entry) => entry.on_wake(cx),
+        }
+    }
+
     fn on_shutdown(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Status {
         match self {
             ClientSession::Upgrading(upgrade) if deadline.is_some() => {
