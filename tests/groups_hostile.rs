@@ -19,27 +19,6 @@ const TEST_LIMIT: Duration = Duration::from_secs(120);
 /// How long a healthy reactor may take to answer a ping on loopback, generously.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-/// CPU time (user + system) of this process's thread named `name`, from
-/// `/proc/self/task/*/stat`: works even while that thread is stuck in a loop.
-#[cfg(target_os = "linux")]
-fn cpu_of_thread(name: &str) -> Option<Duration> {
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        // Fields after the parenthesised command name: utime and stime are 12th and 13th.
-        let after = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        return Some(Duration::from_millis(ticks * 1000 / hz.max(1)));
-    }
-    None
-}
-
 /// A member of one group whose messages say what to do, by their first byte:
 /// `F` fill its own queue (report what its last flush left queued, and write 48 KiB if
 /// nothing was), `B` broadcast the message to the others, `P` echo it.

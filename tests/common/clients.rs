@@ -191,6 +191,27 @@ pub fn thread_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// CPU time (user + system) of this process's thread named `name`, from
+/// `/proc/self/task/*/stat`: works even while that thread is stuck in a loop.
+#[cfg(target_os = "linux")]
+pub fn cpu_of_thread(name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        // Fields after the parenthesised command name: utime and stime are 12th and 13th.
+        let after = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().ok()? + fields[12].parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        return Some(Duration::from_millis(ticks * 1000 / hz.max(1)));
+    }
+    None
+}
+
 /// Resident memory of this process, in bytes (the servers under test run in it).
 #[cfg(target_os = "linux")]
 pub fn resident_bytes() -> usize {
