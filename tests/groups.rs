@@ -259,6 +259,12 @@ fn one_group_spans_two_reactors() {
         there[0].write_all(&frame(&message(1, 0, 9_000))).unwrap();
         assert_eq!(check(&read_frame(&mut sender)), (1, 0));
         assert_eq!(check(&read_frame(&mut here[0])), (1, 0));
+        // The right reactor notes its stats after its broadcast returns, which the left
+        // may deliver first: wait (bounded) for the note.
+        let deadline = Instant::now() + STEP;
+        while right.snapshot().stats.broadcasts <= u64::from(EACH) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (l, r) = (left.snapshot(), right.snapshot());
         println!(
             "two reactors: {EACH} broadcasts reached a member on each in order in {:?}; \
