@@ -1,10 +1,14 @@
-//! TCP echo: getty-rs against a tokio current-thread echo, under the same load generator.
+//! TCP echo: getty-rs against a hand-written mio echo and a tokio current-thread echo, under
+//! the same load generator.
 //!
-//! Both servers speak 4-byte big-endian length-prefixed frames and run on a thread of their
+//! The servers speak 4-byte big-endian length-prefixed frames and run on a thread of their
 //! own, one after the other, in this one process:
 //!
 //! - **getty-rs**: `TcpServer` with `LengthFieldCodec::default()` and a handler whose
 //!   `on_message` writes the message back (`session.write(msg)`), on one reactor thread.
+//! - **mio**: the hand-written baseline (`support/mio_echo.rs`): one poll loop, shared read
+//!   and output buffers, whole frames copied to the output and written once per batch. It
+//!   is the cost floor; the ratio rows show getty-rs against it and against tokio.
 //! - **tokio**: a current-thread runtime, one task per connection. The default (`framed`)
 //!   task wraps the socket in an 8 KiB `BufReader`, reads each frame with `read_exact`
 //!   (header, then body) and answers with one `write_all` per batch: it writes when the
@@ -57,8 +61,8 @@
 //! - `GETTY_BENCH_CONNS` (default 10000): idle connections for the RSS test;
 //! - `GETTY_BENCH_SCENARIOS` (default `abcdr`): which of a, b, c, d and r (the RSS test) to
 //!   run;
-//! - `GETTY_BENCH_ONLY` (`getty` or `tokio`): run one server only (for profiling; in (d),
-//!   the getty-rs servers or tokio's);
+//! - `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): run one server only (for profiling; in
+//!   (d), the getty-rs servers or tokio's);
 //! - `GETTY_BENCH_TOKIO` (`framed` or `raw`): the tokio echo variant;
 //! - `GETTY_BENCH_TOKIO_BUF` (default 8192): the framed tokio echo's `BufReader` capacity
 //!   (scenario (c) depends on it: with 8 KiB tokio spends about three syscalls a message);
