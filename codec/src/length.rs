@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder, COPY_BELOW};
 
 mod builder;
 #[cfg(test)]
@@ -323,6 +323,25 @@ impl LengthFieldCodec {
         }
     }
 
+    /// Writes the bytes of a large `frame` up to its length field, and the field, and
+    /// returns the rest of it to follow unchanged (see [`Encoder::encode_split`]); copies a
+    /// small one whole.
+    fn encode_frame_split(
+        &self,
+        frame: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        if frame.len() < COPY_BELOW {
+            return self.encode_frame(&frame, dst).map(|()| None);
+        }
+        let field_value = self.field_value_for(&frame)?;
+        let offset = self.length_field_offset();
+        dst.reserve(offset + self.length_field_len());
+        dst.put_slice(&frame[..offset]);
+        self.put_length_field(field_value, dst);
+        Ok(Some(frame.slice(offset..)))
+    }
+
     /// Writes `frame` with the length field inserted at `length_field_offset`.
     fn encode_frame(&self, frame: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         // Validate before touching dst so a failed encode leaves it as it was.
@@ -438,6 +457,15 @@ impl Encoder<Bytes> for LengthFieldCodec {
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_frame(&item, dst)
     }
+
+    /// Leaves a large payload out of `dst`: see [`Encoder::encode_split`].
+    fn encode_split(
+        &mut self,
+        item: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode_frame_split(item, dst)
+    }
 }
 
 impl Encoder<&Bytes> for LengthFieldCodec {
@@ -470,6 +498,16 @@ impl Encoder<Vec<u8>> for LengthFieldCodec {
     /// ```
     fn encode(&mut self, item: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_frame(&item, dst)
+    }
+
+    /// Leaves a large payload out of `dst` (the vector becomes a `Bytes` without a copy):
+    /// see [`Encoder::encode_split`].
+    fn encode_split(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode_frame_split(Bytes::from(item), dst)
     }
 }
 

@@ -356,6 +356,37 @@ pub trait Encoder<Item> {
     /// Appends the wire form of `item` to `dst`. On error, `dst` must be left as it was.
     fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), CodecError>;
 
+    /// Encodes `item` as [`encode`](Encoder::encode) does, except that the payload of a
+    /// large message may stay out of `dst`: the codec appends what goes before the payload
+    /// and returns the payload, whose bytes follow on the wire unchanged. A session queues
+    /// that payload as it is, so a large message is never copied on its way out. The
+    /// default appends everything and returns `None`; the built-in codecs return the
+    /// payload of an owned `Bytes` or `Vec<u8>` of at least [`COPY_BELOW`] bytes. On error,
+    /// `dst` must be left as it was.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, LengthFieldCodec, COPY_BELOW};
+    ///
+    /// let mut codec = LengthFieldCodec::default();
+    /// let mut head = BytesMut::new();
+    /// let small = codec.encode_split(Bytes::from_static(b"ab"), &mut head).unwrap();
+    /// assert_eq!((&head[..], small), (&b"\x00\x00\x00\x02ab"[..], None));
+    ///
+    /// let big = Bytes::from(vec![7u8; COPY_BELOW]);
+    /// head.clear();
+    /// let payload = codec.encode_split(big.clone(), &mut head).unwrap().unwrap();
+    /// assert_eq!(&head[..], (COPY_BELOW as u32).to_be_bytes()); // the header alone
+    /// assert_eq!(payload.as_ptr(), big.as_ptr()); // the payload itself, not a copy
+    /// ```
+    fn encode_split(
+        &mut self,
+        item: Item,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode(item, dst).map(|()| None)
+    }
+
     /// Appends `item` as one message of a message-oriented transport (a WebSocket message)
     /// and says whether to send it as text or binary. The default is
     /// [`encode`](Encoder::encode), sent as binary. A codec that answers
