@@ -124,12 +124,20 @@ pub const COPY_BELOW: usize = 4096;
 ///
 /// If `len` exceeds `src.len()`.
 pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
+    split_message_after(src, 0, len)
+}
+
+/// [`split_message`] of the `len` bytes that follow `skip` bytes of header, which go too:
+/// one cut of `src` per message rather than two.
+pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -> Bytes {
     if len < COPY_BELOW {
-        let message = copy_small(&src[..len]);
-        bytes::Buf::advance(src, len);
+        let message = copy_small(&src[skip..skip + len]);
+        bytes::Buf::advance(src, skip + len);
         message
     } else {
-        src.split_to(len).freeze()
+        let mut frame = src.split_to(skip + len).freeze();
+        bytes::Buf::advance(&mut frame, skip);
+        frame
     }
 }
 
