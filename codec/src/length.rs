@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{split_message_after, CodecError, Decoded, Decoder, Encoder, COPY_BELOW};
+use crate::{split_message_after, CodecError, Decoded, Decoder, Encoder, SPLIT_FROM};
 
 mod builder;
 #[cfg(test)]
@@ -342,7 +342,7 @@ impl LengthFieldCodec {
         frame: Bytes,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        if frame.len() < COPY_BELOW {
+        if frame.len() < SPLIT_FROM {
             return self.encode_frame(&frame, dst).map(|()| None);
         }
         let field_value = self.field_value_for(&frame)?;

@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind, COPY_BELOW};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind, SPLIT_FROM};
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
 /// encoding copies the message as it is.
@@ -199,7 +199,7 @@ impl Encoder<Vec<u8>> for RawCodec {
 /// A raw message's split encoding: nothing goes before the payload, so a large one is
 /// returned whole and a small one copied.
 fn split_large(item: Bytes, dst: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-    if item.len() < COPY_BELOW {
+    if item.len() < SPLIT_FROM {
         dst.put_slice(&item);
         return Ok(None);
     }
