@@ -670,8 +670,147 @@ fn drive(
     })
 }
 
+/// The load generator in a child process (this binary, re-executed with
+/// `GETTY_BENCH_LOAD_CHILD`): it connects, says `READY`, waits for a line on its stdin, runs
+/// the warm-up and the window, and prints one `RESULT` line. This process reads the
+/// server's CPU clocks over the same window (started when it sends that line).
+fn drive_from_child(running: &Running, load: Load, cfg: &Config) -> io::Result<Measurement> {
+    let spec = format!(
+        "{} {} {} {} {} {}",
+        running.addr,
+        load.conns,
+        load.in_flight,
+        load.size,
+        cfg.warmup.as_secs_f64(),
+        cfg.measure.as_secs_f64()
+    );
+    let mut child = ChildClients(
+        Command::new(std::env::current_exe()?)
+            .env("GETTY_BENCH_LOAD_CHILD", spec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let child_pid = child.0.id();
+    let stdout = child
+        .0
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut next_line = |what: &str| -> io::Result<String> {
+        lines.next().unwrap_or_else(|| {
+            Err(io::Error::other(format!(
+                "the load child ended before {what}"
+            )))
+        })
+    };
+    if next_line("connecting")? != "READY" {
+        return Err(io::Error::other("the load child did not connect"));
+    }
+    let stdin = child
+        .0
+        .stdin
+        .as_mut()
+        .ok_or_else(|| io::Error::other("no stdin"))?;
+    stdin.write_all(b"GO\n")?;
+    stdin.flush()?;
+    std::thread::sleep(cfg.warmup);
+    let (machine0, child0) = (machine_and_process_ticks(), process_ticks(child_pid));
+    let cpu0 = server_cpu(&running.threads);
+    std::thread::sleep(cfg.measure);
+    let cpu1 = server_cpu(&running.threads);
+    let other = other_cpus(
+        machine0,
+        machine_and_process_ticks(),
+        process_ticks(child_pid).saturating_sub(child0),
+    );
+    let result = next_line("its result")?;
+    let f: Vec<f64> = result
+        .strip_prefix("RESULT ")
+        .ok_or_else(|| io::Error::other(format!("the load child said {result:?}")))?
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [messages, elapsed, client_cpu, p50, p99, p999] = f[..] else {
+        return Err(io::Error::other(format!("bad RESULT line: {result}")));
+    };
+    Ok(Measurement {
+        messages: messages as u64,
+        elapsed: Duration::from_secs_f64(elapsed),
+        server_cpu: cpu1.saturating_sub(cpu0),
+        client_cpu: Duration::from_secs_f64(client_cpu),
+        other_cpus: other,
+        p50_us: p50,
+        p99_us: p99,
+        p999_us: p999,
+        reactor_messages: running.reactor_messages(),
+    })
+}
+
+/// The child's side of [`drive_from_child`]; `spec` is `addr conns in_flight size
+/// warmup_secs measure_secs`.
+fn load_child(spec: &str) -> io::Result<()> {
+    let bad = || io::Error::other(format!("bad GETTY_BENCH_LOAD_CHILD: {spec:?}"));
+    let fields: Vec<&str> = spec.split_whitespace().collect();
+    let [addr, conns, in_flight, size, warmup, measure] = fields[..] else {
+        return Err(bad());
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
+    let number = |v: &str| v.parse::<usize>().map_err(|_| bad());
+    let secs = |v: &str| {
+        v.parse::<f64>()
+            .map(Duration::from_secs_f64)
+            .map_err(|_| bad())
+    };
+    let scenario = Scenario {
+        key: 's',
+        label: "sweep",
+        conns: number(conns)?,
+        in_flight: number(in_flight)?,
+        size: number(size)?,
+        pin: false,
+    };
+    raise_nofile_limit((scenario.conns as u64 + 1024).min(nr_open()));
+    let mut next = 0;
+    let load = LoadGenerator::connect(&scenario, LengthPrefixed::random(scenario.size), || {
+        next += 1;
+        connect_spread(addr, next - 1)
+    })?;
+    println!("READY");
+    io::stdout().flush()?;
+    let mut go = String::new();
+    io::stdin().lock().read_line(&mut go)?;
+    let window = load.run(secs(warmup)?, secs(measure)?, || ())?;
+    println!(
+        "RESULT {} {} {} {} {} {}",
+        window.messages,
+        window.elapsed.as_secs_f64(),
+        window.client_cpu.as_secs_f64(),
+        quantile_us(&window.latency, 0.50),
+        quantile_us(&window.latency, 0.99),
+        quantile_us(&window.latency, 0.999),
+    );
+    io::stdout().flush()
+}
+
+/// User plus system clock ticks of process `pid`.
+fn process_ticks(pid: u32) -> u64 {
+    let (user, sys) = echo_bench::user_sys_ticks(&format!("/proc/{pid}/stat"));
+    user + sys
+}
+
 fn quantile_us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e3
+}
+
+/// Where the load generator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    /// This many threads of this process.
+    Threads(usize),
+    /// One thread of a child process.
+    Child,
 }
 
 /// Starts a server, runs `load` against it, stops it.
@@ -679,10 +818,13 @@ fn run_point(
     running: io::Result<Running>,
     load: Load,
     cfg: &Config,
-    clients: usize,
+    clients: Clients,
 ) -> io::Result<Measurement> {
     let running = running?;
-    let result = drive(&running, load, cfg, clients);
+    let result = match clients {
+        Clients::Threads(n) => drive(&running, load, cfg, n),
+        Clients::Child => drive_from_child(&running, load, cfg),
+    };
     let stopped = running.stop();
     let m = result?;
     stopped?;
@@ -748,14 +890,19 @@ struct Sweep {
     points: Vec<Point>,
 }
 
-fn run_sweep(cfg: &Config, loads: &[(String, Load)], failures: &mut usize) -> Vec<Point> {
+fn run_sweep(
+    cfg: &Config,
+    loads: &[(String, Load)],
+    clients: Clients,
+    failures: &mut usize,
+) -> Vec<Point> {
     loads
         .iter()
         .map(|(label, load)| {
             let runs = run_rounds(
                 &cfg.servers,
                 cfg.rounds,
-                |server| run_point(start_server(server, cfg), *load, cfg, 1),
+                |server| run_point(start_server(server, cfg), *load, cfg, clients),
                 |server, e| {
                     *failures += 1;
                     eprintln!("{label} {}: {e}", server.name());
@@ -960,7 +1107,9 @@ fn run_conns_sweep(cfg: &Config, failures: &mut usize) -> Sweep {
         key: "conns",
         title,
         x_desc: "connections",
-        points: run_sweep(cfg, &loads, failures),
+        // In a child: with both ends here, 10,000 connections would need 20,000
+        // descriptors, and a process may not always raise its hard limit.
+        points: run_sweep(cfg, &loads, Clients::Child, failures),
     }
 }
 
@@ -988,7 +1137,7 @@ fn run_sizes_sweep(cfg: &Config, failures: &mut usize) -> Sweep {
         key: "sizes",
         title,
         x_desc: "message size",
-        points: run_sweep(cfg, &loads, failures),
+        points: run_sweep(cfg, &loads, Clients::Threads(1), failures),
     }
 }
 
@@ -1291,7 +1440,14 @@ fn run_scale_part(cfg: &Config, failures: &mut usize) {
         let runs = run_rounds(
             &pools,
             cfg.rounds,
-            |pool| run_point(start_pool(pool, cfg), load, cfg, cfg.client_threads),
+            |pool| {
+                run_point(
+                    start_pool(pool, cfg),
+                    load,
+                    cfg,
+                    Clients::Threads(cfg.client_threads),
+                )
+            },
             |pool, e| {
                 *failures += 1;
                 eprintln!("scaling, {}: {e}", pool.name());
@@ -1350,6 +1506,13 @@ fn run_scale_part(cfg: &Config, failures: &mut usize) {
 // ---------------------------------------------------------------------------------------
 
 fn main() {
+    if let Ok(spec) = std::env::var("GETTY_BENCH_LOAD_CHILD") {
+        if let Err(e) = load_child(&spec) {
+            eprintln!("load child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Ok(addr) = std::env::var("GETTY_BENCH_TIMER_CHILD") {
         let sessions = env_f64("GETTY_BENCH_TIMER_SESSIONS").map_or(1, |n| n as usize);
         let result = addr
@@ -1365,8 +1528,9 @@ fn main() {
 
     let cfg = Config::from_env();
     let most_conns = cfg.sweep_conns.iter().copied().max().unwrap_or(0);
-    // Both ends of every connection of the sweeps live in this process.
-    let fds = raise_nofile_limit((2 * most_conns as u64 + 4096).min(nr_open()));
+    // The servers' ends of the connections sweep's connections (their clients are in a
+    // child process).
+    let fds = raise_nofile_limit((most_conns as u64 + 4096).min(nr_open()));
     println!(
         "getty-rs sweep{}: warm-up {:.1} s + {:.1} s measured per point, {} round(s); {} CPUs; \
          load average {}; RLIMIT_NOFILE {fds}",
