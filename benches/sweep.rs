@@ -116,6 +116,8 @@ mod echo_bench;
 #[allow(dead_code)]
 #[path = "support/length_prefixed.rs"]
 mod length_prefixed;
+#[path = "support/mio_echo.rs"]
+mod mio_echo;
 
 use echo_bench::{
     allowed_cpus, clock_now, current_thread_ids, env_f64, load_average, measured_secs, median,
@@ -125,6 +127,7 @@ use echo_bench::{
 use length_prefixed::{
     connect_spread, start_tokio_mt, thread_ids_by_index, tokio_echo_task, LengthPrefixed, TokioEcho,
 };
+use mio_echo::{start_mio_thread, LengthPrefixedEcho};
 
 /// Connections accepted by the tokio servers.
 static TOKIO_OPENED: AtomicUsize = AtomicUsize::new(0);
@@ -153,7 +156,7 @@ enum Server {
 }
 
 impl Server {
-    const ALL: [Server; 2] = [Server::Getty, Server::Tokio];
+    const ALL: [Server; 3] = [Server::Getty, Server::Mio, Server::Tokio];
 
     fn name(self) -> &'static str {
         match self {
@@ -490,9 +493,15 @@ fn start_server(server: Server, cfg: &Config) -> io::Result<Running> {
                 stopper: Stopper::Reactor(thread),
             })
         }
-        Server::Mio => Err(io::Error::other(
-            "the hand-written mio baseline is not in this tree yet",
-        )),
+        Server::Mio => {
+            let (accept, ids) = start_mio_thread::<LengthPrefixedEcho>("mio-echo")?;
+            Ok(Running {
+                addr: accept.addr,
+                threads: vec![ids],
+                reactors: Vec::new(),
+                stopper: Stopper::Accept(accept),
+            })
+        }
         Server::Tokio => {
             let task = tokio_echo_task(cfg.tokio_echo, &TOKIO_OPENED);
             let (accept, ids) = start_tokio_thread("tokio-echo", task)?;
