@@ -21,7 +21,7 @@
 //! The parts, selected by `GETTY_BENCH_PARTS` (a comma-separated list, default all):
 //!
 //! 1. `conns`: 1, 100, 1,000 and 10,000 connections, each with 1 message of 64 B in flight.
-//!    Past 20,000 connections the client spreads its sockets over source addresses
+//!    Past 10,000 connections the client spreads its sockets over source addresses
 //!    127.0.0.2, 127.0.0.3, ... (one address has ~28,000 ports towards one server port).
 //! 2. `sizes`: 16 connections x 1 in flight, messages of 64 B, 1 KiB, 16 KiB, 256 KiB and
 //!    1 MiB.
@@ -72,8 +72,10 @@
 //! - `GETTY_BENCH_SWEEP_SIZES` (default `64,1024,16384,262144,1048576`): the message sizes
 //!   of `sizes`, in bytes (at most 1 MiB, the servers' max message length);
 //! - `GETTY_BENCH_SIZE_CONNS` (default 16): the connections of `sizes`;
-//! - `GETTY_BENCH_TIMER_SESSIONS` (default 100000) and `GETTY_BENCH_TIMER_SECS` (default
-//!   5): the idle sessions and the measured window of `timers`;
+//! - `GETTY_BENCH_TIMER_SESSIONS` (default `10000,100000`) and `GETTY_BENCH_TIMER_SECS`
+//!   (default 5): the idle session counts and the measured window of `timers`; a count the
+//!   descriptor limit cannot hold (the server holds one per session) is reduced to fit,
+//!   and the table says so;
 //! - `GETTY_BENCH_REACTORS` (default: 1, 2, 4, ... up to the CPUs allowed, at least 2): the
 //!   reactor counts of `scale`, as a list (`1,2,4`) or as a maximum (`8`: 1, 2, 4, 8);
 //! - `GETTY_BENCH_REACTOR_CPUS` (e.g. `1,2,3`): pin reactor (tokio worker) i of `scale` to
@@ -84,7 +86,8 @@
 //!   threads instead (pinned round-robin when CPUs are given too);
 //! - `GETTY_BENCH_SCALE_CONNS` (default 100) and `GETTY_BENCH_SCALE_IN_FLIGHT` (default
 //!   16): the load of `scale` (64 B messages);
-//! - `GETTY_BENCH_TOKIO_BUF` (default 8192): the tokio echo's `BufReader` capacity;
+//! - `GETTY_BENCH_TOKIO` (`framed`, the default, or `raw`) and `GETTY_BENCH_TOKIO_BUF`
+//!   (default 8192): the tokio echo variant and its `BufReader` capacity, as in `tcp_echo`;
 //! - `GETTY_BENCH_CHART_DIR`: where the charts go (default `bench-charts/` in the target
 //!   directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.1 s warm-up, 0.2 s points, 1 and 20 connections,
@@ -107,13 +110,12 @@ use getty::tcp::{Setup, TcpServer, TcpServerPool};
 use getty::{Handler, Metrics, ReactorHandle, Session, SessionOptions};
 use hdrhistogram::Histogram;
 
-#[allow(dead_code)] // Not every bench draws every kind of chart.
+#[allow(dead_code)] // The sweep draws no bars.
 #[path = "support/chart.rs"]
 mod chart;
 #[allow(dead_code)] // The sweep uses part of what the echo benches share.
 #[path = "support/echo_bench.rs"]
 mod echo_bench;
-#[allow(dead_code)]
 #[path = "support/length_prefixed.rs"]
 mod length_prefixed;
 #[path = "support/mio_echo.rs"]
@@ -208,7 +210,7 @@ struct Config {
     sweep_conns: Vec<usize>,
     sweep_sizes: Vec<usize>,
     size_conns: usize,
-    timer_sessions: usize,
+    timer_sessions: Vec<usize>,
     timer_window: Duration,
     /// The cron period of the timer part: 1 s, but 0.1 s in quick mode, so that its short
     /// window still sees ticks.
@@ -301,8 +303,10 @@ impl Config {
             .map(|s| s.clamp(8, length_prefixed::MAX_BODY))
             .collect(),
             size_conns: env_f64("GETTY_BENCH_SIZE_CONNS").map_or(16, |n| (n as usize).max(1)),
-            timer_sessions: env_f64("GETTY_BENCH_TIMER_SESSIONS")
-                .map_or(if quick { 200 } else { 100_000 }, |n| (n as usize).max(1)),
+            timer_sessions: env_list(
+                "GETTY_BENCH_TIMER_SESSIONS",
+                if quick { &[200] } else { &[10_000, 100_000] },
+            ),
             timer_window: Duration::from_secs_f64(
                 env_f64("GETTY_BENCH_TIMER_SECS")
                     .unwrap_or(if quick { 0.3 } else { 5.0 })
@@ -316,8 +320,12 @@ impl Config {
             scale_conns: env_f64("GETTY_BENCH_SCALE_CONNS").map_or(100, |n| (n as usize).max(1)),
             scale_in_flight: env_f64("GETTY_BENCH_SCALE_IN_FLIGHT")
                 .map_or(16, |n| (n as usize).max(1)),
-            tokio_echo: TokioEcho::Framed {
-                buf: env_f64("GETTY_BENCH_TOKIO_BUF").map_or(8 * 1024, |b| (b as usize).max(64)),
+            tokio_echo: match std::env::var("GETTY_BENCH_TOKIO").as_deref() {
+                Ok("raw") => TokioEcho::Raw,
+                _ => TokioEcho::Framed {
+                    buf: env_f64("GETTY_BENCH_TOKIO_BUF")
+                        .map_or(8 * 1024, |b| (b as usize).max(64)),
+                },
             },
         }
     }
@@ -1180,6 +1188,9 @@ struct TimerRun {
     window: Duration,
     reactor_cpu: Duration,
     cron_ticks: u64,
+    /// Cron ticks over the whole run, opening and settling included (to divide a
+    /// profile's count by).
+    run_ticks: u64,
     other_cpus: f64,
     open_secs: f64,
 }
@@ -1262,9 +1273,7 @@ fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) ->
 
 /// One timer run: a getty-rs server whose sessions have `options`, `sessions` idle
 /// clients in a child process, and the reactor's CPU over the window.
-fn timer_run(cfg: &Config, options: SessionOptions) -> io::Result<TimerRun> {
-    let sessions = cfg.timer_sessions;
-    raise_nofile_limit((sessions as u64 + 4096).min(nr_open()));
+fn timer_run(cfg: &Config, sessions: usize, options: SessionOptions) -> io::Result<TimerRun> {
     let server = TcpServer::builder()
         .session_options(options)
         .bind("127.0.0.1:0", |_| {
@@ -1274,6 +1283,7 @@ fn timer_run(cfg: &Config, options: SessionOptions) -> io::Result<TimerRun> {
     let (reactor, ids) = start_reactor_thread("getty-timers", server)?;
     let result = (|| {
         let opened_before = TIMER_SESSIONS_OPENED.load(Ordering::Relaxed);
+        let run_ticks0 = CRON_TICKS.load(Ordering::Relaxed);
         let t0 = Instant::now();
         let mut child = ChildClients(
             Command::new(std::env::current_exe()?)
@@ -1331,6 +1341,7 @@ fn timer_run(cfg: &Config, options: SessionOptions) -> io::Result<TimerRun> {
             window: at1 - at0,
             reactor_cpu: cpu1.saturating_sub(cpu0),
             cron_ticks: ticks1 - ticks0,
+            run_ticks: CRON_TICKS.load(Ordering::Relaxed) - run_ticks0,
             other_cpus: other,
             open_secs,
         })
@@ -1342,65 +1353,85 @@ fn timer_run(cfg: &Config, options: SessionOptions) -> io::Result<TimerRun> {
     Ok(run)
 }
 
+/// Descriptors kept free for everything but the timer part's sessions.
+const RESERVED_FDS: usize = 512;
+
 fn run_timer_part(cfg: &Config, failures: &mut usize) -> Vec<String> {
+    let most = cfg.timer_sessions.iter().copied().max().unwrap_or(1);
+    let limit = raise_nofile_limit((most + RESERVED_FDS) as u64).min(nr_open()) as usize;
+    let room = limit.saturating_sub(RESERVED_FDS).max(1);
+    let mut counts: Vec<usize> = cfg.timer_sessions.iter().map(|&n| n.min(room)).collect();
+    counts.dedup();
     println!();
     println!(
-        "timer cost: {} idle sessions on one getty-rs reactor, with (read-idle {} s + cron {:.1} s) \
+        "timer cost: idle sessions on one getty-rs reactor, with (read-idle {} s + cron {:.1} s) \
          and without timers; reactor CPU over {:.1} s",
-        cfg.timer_sessions,
         TIMER_READ_IDLE.as_secs(),
         cfg.timer_cron.as_secs_f64(),
         cfg.timer_window.as_secs_f64()
     );
-    let with = SessionOptions::default()
-        .read_idle_timeout(Some(TIMER_READ_IDLE))
-        .cron_period(Some(cfg.timer_cron));
-    let variants = [
-        ("with timers", with),
-        ("without timers", SessionOptions::default()),
-    ];
-    let runs = run_rounds(
-        &[0usize, 1],
-        cfg.rounds,
-        |i| timer_run(cfg, variants[i].1.clone()),
-        |i, e| {
-            *failures += 1;
-            eprintln!("timer part, {}: {e}", variants[i].0);
-        },
-    );
-    println!("sessions variant         open s  reactor CPU-ms/s  cron ticks/s  other");
-    let mut cpu = [f64::NAN; 2];
-    let mut ticks = [f64::NAN; 2];
-    for (i, mine) in &runs {
-        let m = |f: &dyn Fn(&TimerRun) -> f64| median(mine.iter().map(f).collect());
-        cpu[*i] = m(&|r| r.cpu_ms_per_sec());
-        ticks[*i] = m(&|r| r.ticks_per_sec());
+    if most > room {
         println!(
-            "{:>8} {:<15} {:>6.1} {:>17.2} {:>13.0} {:>6.2}",
-            mine[0].sessions,
-            variants[*i].0,
-            m(&|r| r.open_secs),
-            cpu[*i],
-            ticks[*i],
-            m(&|r| r.other_cpus),
+            "  REDUCED: {most} sessions asked, {room} fit: this process may hold {limit} \
+             descriptors (RLIMIT_NOFILE; raising the hard limit needs CAP_SYS_RESOURCE)"
         );
     }
+    println!("sessions variant         open s  reactor CPU-ms/s  cron ticks/s  other  ticks (run)");
     let mut lines = Vec::new();
-    if cpu.iter().all(|c| c.is_finite()) {
-        let extra_ms = cpu[0] - cpu[1];
-        let per_session_ns = extra_ms * 1e6 / cfg.timer_sessions as f64;
-        let per_tick_ns = extra_ms * 1e6 / ticks[0].max(1.0);
-        println!(
-            "timers cost {extra_ms:.2} CPU-ms per second: {per_session_ns:.0} ns per session per \
-             second, {per_tick_ns:.0} ns per cron tick (one timer fired and one re-armed, \
-             O(log n) in the reactor's heap; reads only note the time, so nothing is paid \
-             per message)"
+    for sessions in counts {
+        let with = SessionOptions::default()
+            .read_idle_timeout(Some(TIMER_READ_IDLE))
+            .cron_period(Some(cfg.timer_cron));
+        let variants = [
+            ("with timers", with),
+            ("without timers", SessionOptions::default()),
+        ];
+        let runs = run_rounds(
+            &[0usize, 1],
+            cfg.rounds,
+            |i| timer_run(cfg, sessions, variants[i].1.clone()),
+            |i, e| {
+                *failures += 1;
+                eprintln!("timer part, {sessions} sessions {}: {e}", variants[i].0);
+            },
         );
-        lines.push(format!(
-            "{:<56} {:>6.0} ns     (for reference)",
-            "timers: reactor CPU per cron tick", per_tick_ns
-        ));
+        let mut cpu = [f64::NAN; 2];
+        let mut ticks = [f64::NAN; 2];
+        for (i, mine) in &runs {
+            let m = |f: &dyn Fn(&TimerRun) -> f64| median(mine.iter().map(f).collect());
+            cpu[*i] = m(&|r| r.cpu_ms_per_sec());
+            ticks[*i] = m(&|r| r.ticks_per_sec());
+            println!(
+                "{:>8} {:<15} {:>6.1} {:>17.2} {:>13.0} {:>6.2}  {:>11}",
+                mine[0].sessions,
+                variants[*i].0,
+                m(&|r| r.open_secs),
+                cpu[*i],
+                ticks[*i],
+                m(&|r| r.other_cpus),
+                mine[0].run_ticks,
+            );
+        }
+        if cpu.iter().all(|c| c.is_finite()) {
+            let extra_ms = cpu[0] - cpu[1];
+            let per_session_ns = extra_ms * 1e6 / sessions as f64;
+            let per_tick_ns = extra_ms * 1e6 / ticks[0].max(1.0);
+            println!(
+                "{sessions:>8} timers cost {extra_ms:.2} CPU-ms per second: {per_session_ns:.0} ns \
+                 per session per second, {per_tick_ns:.0} ns per cron tick"
+            );
+            lines.push(format!(
+                "{:<56} {:>6.0} ns     (for reference)",
+                format!("timers, {sessions} sessions: reactor CPU per cron tick"),
+                per_tick_ns
+            ));
+        }
     }
+    println!(
+        "  a tick is one timer fired and one re-armed in the reactor's heap (O(log n)); reads \
+         only note the time and the read-idle deadline rides on the same timer, so nothing \
+         is paid per message"
+    );
     lines
 }
 

@@ -228,12 +228,14 @@ fn file_safe(name: &str) -> String {
 }
 
 /// One server's values along a line chart's x axis (NaN where it has none).
+#[allow(dead_code)] // Only the sweep draws lines.
 pub struct Line {
     pub name: String,
     pub values: Vec<f64>,
 }
 
 /// One panel of a line chart: a measure (its axis name) and one line per server.
+#[allow(dead_code)] // Only the sweep draws lines.
 pub struct Panel {
     /// The y axis's name, with its unit.
     pub y_desc: String,
@@ -242,6 +244,7 @@ pub struct Panel {
 
 /// A sweep drawn as lines: the swept setting along the x axis (its points evenly spaced,
 /// named by their labels), one panel per measure, side by side, one line per server.
+#[allow(dead_code)] // Only the sweep draws lines.
 pub struct LineChart<'a> {
     /// The bench's name: the first part of the file name.
     pub bench: &'a str,
@@ -255,6 +258,7 @@ pub struct LineChart<'a> {
     pub panels: Vec<Panel>,
 }
 
+#[allow(dead_code)] // Only the sweep draws lines.
 impl LineChart<'_> {
     /// Draws the chart and prints where it went, or why it could not be drawn.
     pub fn report(&self) {
@@ -387,6 +391,7 @@ impl LineChart<'_> {
 }
 
 /// An axis tick of a count or a rate: 1.2k, 3.4M.
+#[allow(dead_code)] // Only the sweep draws lines.
 fn format_count(v: f64) -> String {
     let a = v.abs();
     if a >= 1e9 {
