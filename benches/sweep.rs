@@ -52,12 +52,14 @@
 //!
 //! Run it with `cargo bench --bench sweep` (about 5 minutes with the defaults). On a big
 //! machine, for example:
-//! `GETTY_BENCH_PARTS=scale GETTY_BENCH_CLIENT_CPUS=0,1,2,3 GETTY_BENCH_REACTOR_CPUS=4,5,6,7,8,9,10,11 GETTY_BENCH_REACTORS=8 cargo bench --bench sweep`.
+//! `GETTY_BENCH_PARTS=scale GETTY_BENCH_CLIENT_CPUS=0,1,2,3 GETTY_BENCH_REACTOR_CPUS=4,5,6,7,8,9,10,11 GETTY_BENCH_MAX_REACTORS=8 cargo bench --bench sweep`.
 //! Instructions per message for 1 and 2 reactors (callgrind counts repeatably):
 //! `GETTY_BENCH_PARTS=scale GETTY_BENCH_ONLY=getty GETTY_BENCH_REACTORS=2
-//! valgrind --tool=callgrind --separate-threads=yes <target>/release/deps/sweep-<hash> --bench`,
-//! then each reactor thread's total (`callgrind_annotate callgrind.out.<pid>-<thread>`)
-//! divided by that reactor's "msgs (run)".
+//! valgrind --tool=callgrind --separate-threads=yes <target>/release/deps/sweep-<hash> --bench`
+//! (one reactor count per process: valgrind reuses the thread numbers of ended threads),
+//! then each reactor thread's total (`totals:` in `callgrind.out.<pid>-<thread>`; threads 2
+//! to n+1 are the reactors) divided by that reactor's "msgs per reactor (run)". Two runs of
+//! different `GETTY_BENCH_SECS` and the differences of both take the fixed costs out.
 //!
 //! Environment:
 //! - `GETTY_BENCH_PARTS` (default `conns,sizes,timers,scale`): the parts to run;
@@ -76,8 +78,9 @@
 //!   (default 5): the idle session counts and the measured window of `timers`; a count the
 //!   descriptor limit cannot hold (the server holds one per session) is reduced to fit,
 //!   and the table says so;
-//! - `GETTY_BENCH_REACTORS` (default: 1, 2, 4, ... up to the CPUs allowed, at least 2): the
-//!   reactor counts of `scale`, as a list (`1,2,4`) or as a maximum (`8`: 1, 2, 4, 8);
+//! - `GETTY_BENCH_REACTORS` (e.g. `1,2,4`, or `2` alone): the reactor counts of `scale`;
+//!   without it, 1, 2, 4, ... up to `GETTY_BENCH_MAX_REACTORS` (default: the CPUs allowed,
+//!   at least 2; `8` gives 1, 2, 4, 8);
 //! - `GETTY_BENCH_REACTOR_CPUS` (e.g. `1,2,3`): pin reactor (tokio worker) i of `scale` to
 //!   the i-th CPU of the list, modulo its length (default: not pinned);
 //! - `GETTY_BENCH_CLIENT_CPUS` (e.g. `0`): run one load-generator thread per CPU of the
@@ -263,12 +266,13 @@ impl Config {
                 .collect(),
             Err(_) => Server::ALL.to_vec(),
         };
+        // A list, else the doubling series up to a maximum, else up to the CPUs allowed.
         let reactors = match std::env::var("GETTY_BENCH_REACTORS") {
-            Ok(_) => match env_list("GETTY_BENCH_REACTORS", &[1, 2])[..] {
-                [max] => doubling_up_to(max),
-                ref list => list.to_vec(),
-            },
-            Err(_) => doubling_up_to(allowed_cpus().len().max(2)),
+            Ok(_) => env_list("GETTY_BENCH_REACTORS", &[1, 2]),
+            Err(_) => doubling_up_to(
+                env_f64("GETTY_BENCH_MAX_REACTORS")
+                    .map_or(allowed_cpus().len().max(2), |n| (n as usize).max(1)),
+            ),
         };
         let client_cpus = env_list("GETTY_BENCH_CLIENT_CPUS", &[]);
         let client_threads = env_f64("GETTY_BENCH_CLIENT_THREADS")
