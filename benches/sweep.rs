@@ -21,8 +21,16 @@
 //! The parts, selected by `GETTY_BENCH_PARTS` (a comma-separated list, default all):
 //!
 //! 1. `conns`: 1, 100, 1,000 and 10,000 connections, each with 1 message of 64 B in flight.
-//!    Past 10,000 connections the client spreads its sockets over source addresses
-//!    127.0.0.2, 127.0.0.3, ... (one address has ~28,000 ports towards one server port).
+//!    The load generator runs in a child process (this binary re-executed with
+//!    `GETTY_BENCH_LOAD_CHILD`; it starts its window when told, as this process starts
+//!    reading the server's clocks): with both ends in one process, 10,000 connections
+//!    would need 20,000 descriptors, and the hard limit may not be raised (it is 20,000
+//!    here and the container lacks CAP_SYS_RESOURCE). Past 10,000 connections the client
+//!    spreads its sockets over source addresses 127.0.0.2, 127.0.0.3, ... (one address
+//!    has ~28,000 ports towards one server port, and `connect` slows as they fill).
+//!    With one message in flight per connection, a round trip lasts about connections /
+//!    (msgs/s): at 1,000 and more, latency measures how fast the client goes around its
+//!    connections as much as the server.
 //! 2. `sizes`: 16 connections x 1 in flight, messages of 64 B, 1 KiB, 16 KiB, 256 KiB and
 //!    1 MiB.
 //!
@@ -31,11 +39,12 @@
 //!    every point) and getty-rs/tokio (p99: the target at 10,000 connections is <= 1).
 //!    Each sweep is drawn as `sweep-conns.svg` / `sweep-sizes.svg` (msgs per server
 //!    CPU-second and p99 against the swept value) under the chart directory.
-//! 3. `timers`: 100,000 idle TCP sessions on one getty-rs reactor, each with a read-idle
-//!    timeout (600 s: it never fires) and a 1 s cron, against the same sessions without
-//!    timers. The clients live in a child process (this binary re-executed with
+//! 3. `timers`: 10,000 and 100,000 idle TCP sessions on one getty-rs reactor, each with a
+//!    read-idle timeout (600 s: it never fires) and a 1 s cron, against the same sessions
+//!    without timers. The clients live in a child process (this binary re-executed with
 //!    `GETTY_BENCH_TIMER_CHILD`), spread over source addresses, so that neither process
-//!    needs 200,000 descriptors. Measured: the reactor thread's CPU time per second of
+//!    needs 200,000 descriptors; the server still needs one per session, so a count over
+//!    the descriptor limit is reduced to fit (and flagged REDUCED). Measured: the reactor thread's CPU time per second of
 //!    wall time over a window (default 5 s) once every session is open, the cron ticks
 //!    fired, and the difference per session per second and per tick. A session keeps one
 //!    reactor timer armed for its earliest deadline; each tick is one heap pop and one
@@ -50,8 +59,9 @@
 //!    with fewer CPUs than reactors + client the speed-up is capped by the CPUs, not by
 //!    the server: pin (below) and read msgs per server CPU-second too.
 //!
-//! Run it with `cargo bench --bench sweep` (about 5 minutes with the defaults). On a big
-//! machine, for example:
+//! Run it with `cargo bench --bench sweep`: about 3 minutes with the defaults, 8 with
+//! `GETTY_BENCH_ROUNDS=3` (the medians of three runs per point). On a big machine, for
+//! example:
 //! `GETTY_BENCH_PARTS=scale GETTY_BENCH_CLIENT_CPUS=0,1,2,3 GETTY_BENCH_REACTOR_CPUS=4,5,6,7,8,9,10,11 GETTY_BENCH_MAX_REACTORS=8 cargo bench --bench sweep`.
 //! Instructions per message for 1 and 2 reactors (callgrind counts repeatably):
 //! `GETTY_BENCH_PARTS=scale GETTY_BENCH_ONLY=getty GETTY_BENCH_REACTORS=2
