@@ -381,12 +381,34 @@ impl LineChart<'_> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend_corner(panel))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
             .label_font(("sans-serif", 14))
             .draw()?;
         Ok(())
+    }
+}
+
+/// Where the legend hides no line: the upper left corner when the lines rise to the
+/// right, the upper right one when they fall.
+#[allow(dead_code)] // Only the sweep draws lines.
+fn legend_corner(panel: &Panel) -> SeriesLabelPosition {
+    let end = |last: bool| -> f64 {
+        let ends = panel.lines.iter().filter_map(|l| {
+            let mut values = l.values.iter().copied().filter(|v| v.is_finite());
+            if last {
+                values.last()
+            } else {
+                values.next()
+            }
+        });
+        ends.fold(0.0, f64::max)
+    };
+    if end(true) > end(false) {
+        SeriesLabelPosition::UpperLeft
+    } else {
+        SeriesLabelPosition::UpperRight
     }
 }
 
