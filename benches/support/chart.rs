@@ -398,7 +398,7 @@ fn legend_corner(panel: &Panel) -> SeriesLabelPosition {
         let ends = panel.lines.iter().filter_map(|l| {
             let mut values = l.values.iter().copied().filter(|v| v.is_finite());
             if last {
-                values.last()
+                values.next_back()
             } else {
                 values.next()
             }
