@@ -8,7 +8,10 @@
 //!   `on_message` writes the message back (`session.write(msg)`), on one reactor thread.
 //! - **mio**: the hand-written baseline (`support/mio_echo.rs`): one poll loop, shared read
 //!   and output buffers, whole frames copied to the output and written once per batch. It
-//!   is the cost floor; the ratio rows show getty-rs against it and against tokio.
+//!   is the cost floor; the ratio rows show getty-rs against it and against the others.
+//! - **message-io**: a peer library on mio (`support/message_io_echo.rs`): its raw TCP
+//!   transport echoes each read with one `send`, with message-io's defaults (no
+//!   TCP_NODELAY, so Nagle's algorithm holds back small echoes in (b)).
 //! - **tokio**: a current-thread runtime, one task per connection. The default (`framed`)
 //!   task wraps the socket in an 8 KiB `BufReader`, reads each frame with `read_exact`
 //!   (header, then body) and answers with one `write_all` per batch: it writes when the
@@ -93,6 +96,8 @@ mod chart;
 mod echo_bench;
 #[path = "support/length_prefixed.rs"]
 mod length_prefixed;
+#[path = "support/message_io_echo.rs"]
+mod message_io_echo;
 #[path = "support/mio_echo.rs"]
 mod mio_echo;
 
@@ -126,6 +131,7 @@ impl Kind {
         match self {
             Kind::Getty => "getty-rs",
             Kind::Mio => "mio",
+            Kind::MessageIo => "message-io",
             Kind::Tokio => "tokio",
         }
     }
@@ -134,6 +140,7 @@ impl Kind {
         match self {
             Kind::Getty => &GETTY_OPENED,
             Kind::Mio => &mio_echo::MIO_OPENED,
+            Kind::MessageIo => &message_io_echo::MESSAGE_IO_OPENED,
             Kind::Tokio => &TOKIO_OPENED,
         }
     }
@@ -174,7 +181,7 @@ impl Config {
             rounds: rounds_from_env(),
             rss_conns: env_f64("GETTY_BENCH_CONNS").map_or(default_conns, |c| c.max(1.0)) as usize,
             scenarios: scenario_keys("abcdr"),
-            kinds: kinds_from_env(&[Kind::Getty, Kind::Mio, Kind::Tokio]),
+            kinds: kinds_from_env(&[Kind::Getty, Kind::Mio, Kind::MessageIo, Kind::Tokio]),
             tokio_echo,
             quick,
         }
@@ -406,6 +413,7 @@ impl ServerThread {
         match kind {
             Kind::Getty => start_getty(),
             Kind::Mio => start_mio(),
+            Kind::MessageIo => start_message_io(),
             Kind::Tokio => start_tokio(tokio_echo),
         }
     }
@@ -559,6 +567,18 @@ fn start_tokio(variant: TokioEcho) -> io::Result<ServerThread> {
     let (accept_loop, ids) = start_tokio_thread("tokio-echo", tokio_echo_task(variant))?;
     Ok(ServerThread {
         name: Kind::Tokio.name(),
+        addr: accept_loop.addr,
+        threads: vec![ids],
+        reactors: Vec::new(),
+        running: Running::Thread(accept_loop),
+    })
+}
+
+/// message-io's raw TCP transport, echoing each read.
+fn start_message_io() -> io::Result<ServerThread> {
+    let (accept_loop, ids) = message_io_echo::start_message_io_thread("message-io-echo")?;
+    Ok(ServerThread {
+        name: Kind::MessageIo.name(),
         addr: accept_loop.addr,
         threads: vec![ids],
         reactors: Vec::new(),
@@ -856,6 +876,7 @@ fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
     let child_kind = match kind {
         Kind::Getty => "getty",
         Kind::Mio => "mio",
+        Kind::MessageIo => "message-io",
         Kind::Tokio => "tokio",
     };
     let output = std::process::Command::new(exe)
@@ -999,7 +1020,7 @@ fn is_noisy(scenario: &Scenario, g: &Figures, t: &Figures) -> bool {
 fn print_ratio(label: &str, other: &str, g: &Figures, t: &Figures, noisy: bool) {
     println!(
         "{label:<31} {:<9} {:>10.2}x {:>7.2}x {:>7.2}x {:>7.2}x {:>14.2}x{}",
-        format!("getty/{}", &other[..other.len().min(3)]),
+        format!("getty/{other}"),
         g.rate / t.rate,
         g.p50_us / t.p50_us,
         g.p99_us / t.p99_us,
@@ -1018,6 +1039,7 @@ struct ScenarioResult {
     scenario: Scenario,
     getty: Figures,
     mio: Option<Figures>,
+    message_io: Option<Figures>,
     tokio: Option<Figures>,
 }
 
@@ -1061,7 +1083,7 @@ impl ScenarioResult {
         }
         if scenario.size >= 16 * 1024 {
             // Issue 16: large messages cost no more than in the best other server.
-            let best = [&self.mio, &self.tokio]
+            let best = [&self.mio, &self.message_io, &self.tokio]
                 .into_iter()
                 .flatten()
                 .max_by(|a, b| a.per_cpu.total_cmp(&b.per_cpu));
@@ -1343,6 +1365,7 @@ fn main() {
         let kind = match child.as_str() {
             "tokio" => Kind::Tokio,
             "mio" => Kind::Mio,
+            "message-io" => Kind::MessageIo,
             _ => Kind::Getty,
         };
         if let Err(e) = rss_child(kind, &cfg) {
@@ -1413,12 +1436,18 @@ fn main() {
         if let Some(g) = of(Kind::Getty) {
             for (kind, other) in figures.iter().filter(|(k, _)| *k != Kind::Getty) {
                 let noisy = is_noisy(&scenario, &g, other);
-                print_ratio(scenario.label, kind.name(), &g, other, noisy);
+                let short = match kind {
+                    Kind::MessageIo => "m-io",
+                    Kind::Tokio => "tok",
+                    _ => kind.name(),
+                };
+                print_ratio(scenario.label, short, &g, other, noisy);
             }
             results.push(ScenarioResult {
                 scenario: scenario.clone(),
                 getty: g,
                 mio: of(Kind::Mio),
+                message_io: of(Kind::MessageIo),
                 tokio: of(Kind::Tokio),
             });
         }
@@ -1501,6 +1530,10 @@ fn main() {
             Kind::Mio => println!(
                 "{:<48} {:>6.0} B     (for reference)",
                 "hand-written RSS per idle connection", per
+            ),
+            Kind::MessageIo => println!(
+                "{:<48} {:>6.0} B     (for reference)",
+                "message-io RSS per idle connection", per
             ),
             Kind::Tokio => println!(
                 "{:<48} {:>6.0} B     (expected 2-9 KiB)",

@@ -124,12 +124,20 @@ pub const COPY_BELOW: usize = 4096;
 ///
 /// If `len` exceeds `src.len()`.
 pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
+    split_message_after(src, 0, len)
+}
+
+/// [`split_message`] of the `len` bytes that follow `skip` bytes of header, which go too:
+/// one cut of `src` per message rather than two.
+pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -> Bytes {
     if len < COPY_BELOW {
-        let message = copy_small(&src[..len]);
-        bytes::Buf::advance(src, len);
+        let message = copy_small(&src[skip..skip + len]);
+        bytes::Buf::advance(src, skip + len);
         message
     } else {
-        src.split_to(len).freeze()
+        let mut frame = src.split_to(skip + len).freeze();
+        bytes::Buf::advance(&mut frame, skip);
+        frame
     }
 }
 
@@ -355,6 +363,37 @@ pub trait Decoder {
 pub trait Encoder<Item> {
     /// Appends the wire form of `item` to `dst`. On error, `dst` must be left as it was.
     fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), CodecError>;
+
+    /// Encodes `item` as [`encode`](Encoder::encode) does, except that the payload of a
+    /// large message may stay out of `dst`: the codec appends what goes before the payload
+    /// and returns the payload, whose bytes follow on the wire unchanged. A session queues
+    /// that payload as it is, so a large message is never copied on its way out. The
+    /// default appends everything and returns `None`; the built-in codecs return the
+    /// payload of an owned `Bytes` or `Vec<u8>` of at least [`COPY_BELOW`] bytes. On error,
+    /// `dst` must be left as it was.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, LengthFieldCodec, COPY_BELOW};
+    ///
+    /// let mut codec = LengthFieldCodec::default();
+    /// let mut head = BytesMut::new();
+    /// let small = codec.encode_split(Bytes::from_static(b"ab"), &mut head).unwrap();
+    /// assert_eq!((&head[..], small), (&b"\x00\x00\x00\x02ab"[..], None));
+    ///
+    /// let big = Bytes::from(vec![7u8; COPY_BELOW]);
+    /// head.clear();
+    /// let payload = codec.encode_split(big.clone(), &mut head).unwrap().unwrap();
+    /// assert_eq!(&head[..], (COPY_BELOW as u32).to_be_bytes()); // the header alone
+    /// assert_eq!(payload.as_ptr(), big.as_ptr()); // the payload itself, not a copy
+    /// ```
+    fn encode_split(
+        &mut self,
+        item: Item,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode(item, dst).map(|()| None)
+    }
 
     /// Appends `item` as one message of a message-oriented transport (a WebSocket message)
     /// and says whether to send it as text or binary. The default is
