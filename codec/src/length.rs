@@ -556,6 +556,10 @@ impl Encoder<Vec<u8>> for LengthFieldCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
+        if item.capacity() > 2 * item.len() {
+            // Queued as it is, a mostly empty vector would hold all its capacity.
+            return self.encode_frame(&item, dst).map(|()| None);
+        }
         self.encode_frame_split(Bytes::from(item), dst)
     }
 }

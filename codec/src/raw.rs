@@ -192,6 +192,11 @@ impl Encoder<Vec<u8>> for RawCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
+        if item.capacity() > 2 * item.len() {
+            // Queued as it is, a mostly empty vector would hold all its capacity.
+            dst.put_slice(&item);
+            return Ok(None);
+        }
         split_large(Bytes::from(item), dst)
     }
 }

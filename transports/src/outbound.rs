@@ -10,6 +10,14 @@ use bytes::{Buf, Bytes, BytesMut};
 /// are, so a 1 MiB payload is never copied.
 const COPY_THRESHOLD: usize = 4096;
 
+/// A payload the codec left out of its encoding (a view, perhaps, of the read buffer it
+/// was decoded from) is queued as it is only while the socket takes what is queued and
+/// less than this is queued before it: a queue that drains every turn sends views at once,
+/// without a copy. A queue the socket stopped taking gets copies, so a peer that does not
+/// read cannot make a session hold a read buffer (64 KiB) for each payload the bound
+/// counts at 16 KiB: what a session holds beyond its count stays within a buffer or two.
+const VIEWS_WHILE_BELOW: usize = 64 * 1024;
+
 /// The most buffers handed to one `writev` (Linux allows 1024; more than this rarely helps).
 const MAX_IOVECS: usize = 64;
 
@@ -52,6 +60,18 @@ impl Outbound {
             self.push_chunk(before);
         }
         self.push_chunk(bytes);
+    }
+
+    /// Queues a payload the codec left out of its encoding, behind `queued` bytes (in the
+    /// queue and past it, in a filter): as it is while the queue is short and the last
+    /// flush was not `blocked` with output left, else copied into the tail (see
+    /// [`VIEWS_WHILE_BELOW`]).
+    pub(crate) fn push_view(&mut self, payload: Bytes, queued: usize, blocked: bool) {
+        if !blocked && queued < VIEWS_WHILE_BELOW {
+            self.push(payload);
+        } else {
+            self.tail.extend_from_slice(&payload);
+        }
     }
 
     fn push_chunk(&mut self, bytes: Bytes) {

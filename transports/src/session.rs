@@ -189,7 +189,8 @@ impl<C, T: Transport> Session<C, T> {
             return Err(self.queue_full(before, added));
         }
         if let Some(payload) = payload {
-            self.out.push(payload);
+            let blocked = self.extras.as_ref().is_some_and(|e| e.timer.is_blocked());
+            self.out.push_view(payload, before, blocked);
         }
         self.note_queued(1);
         Ok(())

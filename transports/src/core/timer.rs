@@ -81,6 +81,12 @@ impl SessionTimer {
         }
     }
 
+    /// Whether the last flush left output queued: the socket is not taking it all.
+    #[inline]
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked_since.is_some()
+    }
+
     /// Nothing is left queued (or waiting is not a stall): no write-stall deadline.
     #[inline]
     pub(crate) fn note_unblocked(&mut self) {
