@@ -16,7 +16,7 @@ use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 use mio::Interest;
 
 use super::batch::Outgoing;
-use super::batch::{self, RecvMeta};
+use super::batch::{self, RecvMeta, Segmentation};
 use super::client::PROBE_ANSWER;
 use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
 use super::session::{DatagramHandler, DatagramSession};
@@ -86,13 +86,14 @@ pub(crate) const PARKED_TOTAL: usize = 4 << 20;
 struct SocketLink<'a, S> {
     socket: &'a S,
     mmsg: bool,
+    segmentation: &'a mut Segmentation,
     /// `SO_SNDBUF`, read once per flush when an `EAGAIN` must be told apart.
     send_buffer: Option<usize>,
 }
 
 impl<S: DatagramSocket> Link<S::Addr> for SocketLink<'_, S> {
     fn send(&mut self, items: &[Outgoing<'_, S::Addr>]) -> std::io::Result<usize> {
-        batch::send(self.socket, items, self.mmsg)
+        batch::send(self.socket, items, self.mmsg, self.segmentation)
     }
 
     fn socket_full(&mut self) -> bool {
@@ -147,6 +148,8 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// A connected unix socket whose peer is gone: the last reconnect's error (the
     /// session ends with it if the peer is not back within the write-stall timeout).
     gone: Option<std::io::Error>,
+    /// Whether sends merge runs of datagrams to one destination (UDP on Linux).
+    segmentation: Segmentation,
 }
 
 impl<S, C, H> DatagramEntry<S, C, H>
@@ -183,6 +186,7 @@ where
             want_writable: false,
             retry: None,
             gone: None,
+            segmentation: Segmentation::for_socket(S::UDP),
         }
     }
 

@@ -29,6 +29,7 @@ where
         let mut link = SocketLink {
             socket: &self.socket,
             mmsg: self.config.mmsg,
+            segmentation: &mut self.segmentation,
             send_buffer: None,
         };
         if self.session.core.close_request != Some(CloseRequest::Abort) {
@@ -89,6 +90,7 @@ where
                     link = SocketLink {
                         socket: &self.socket,
                         mmsg: self.config.mmsg,
+                        segmentation: &mut self.segmentation,
                         send_buffer: None,
                     };
                 }
@@ -109,6 +111,7 @@ where
                     link = SocketLink {
                         socket: &self.socket,
                         mmsg: self.config.mmsg,
+                        segmentation: &mut self.segmentation,
                         send_buffer: None,
                     };
                 }
