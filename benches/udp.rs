@@ -6,12 +6,13 @@
 //! GETTY_BENCH_SECS=2 GETTY_BENCH_RUNS=5 cargo bench --bench udp
 //! GETTY_BENCH_PART=plain cargo bench --bench udp   # parts 1 and 2 only (or `echo`: part 3)
 //! GETTY_BENCH_PART=echo GETTY_BENCH_CLIENT=syscall GETTY_BENCH_SERVER="batch 32" \
-//!     cargo bench --bench udp                  # part 3, only the loads and servers named
+//!     GETTY_BENCH_IN_FLIGHT=1 cargo bench --bench udp   # part 3, only the loads named
 //! ```
 //!
-//! (The two filters match part of the client's and the server's label in the table; a
-//! ratio whose reference server was filtered out shows "–". They let a profiler watch one
-//! server under one load.)
+//! (The client and server filters match part of the client's and the server's label in the
+//! table; a ratio whose reference server was filtered out shows "–". `GETTY_BENCH_IN_FLIGHT`
+//! lists the windows, comma-separated. They let a profiler watch one server under one
+//! load.)
 //!
 //! 1. **Plain sockets, one datagram per syscall.** 100,000 datagrams (64 B, and 1,400 B)
 //!    from a client socket to a server socket on loopback: unconnected `send_to` vs
@@ -88,7 +89,14 @@ impl Settings {
             ClientKind::GettyConnected,
             ClientKind::GettyUnconnected,
         ];
-        let in_flight: &[usize] = if quick { &[32] } else { &[1, 32] };
+        let in_flight: Vec<usize> = match std::env::var("GETTY_BENCH_IN_FLIGHT") {
+            Ok(list) => list
+                .split(',')
+                .filter_map(|w| w.trim().parse().ok())
+                .collect(),
+            Err(_) if quick => vec![32],
+            Err(_) => vec![1, 32],
+        };
         let client_filter = std::env::var("GETTY_BENCH_CLIENT").ok();
         let echo_loads = clients
             .iter()
