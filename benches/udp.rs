@@ -25,13 +25,15 @@
 //! 3. **Echo servers side by side**: round trips per second of 64 B datagrams, 1 and 32 in
 //!    flight, under three load generators: a plain connected socket that sends and receives
 //!    **one datagram per syscall** (so datagrams reach the server one at a time), and two
-//!    getty-rs clients, which send the echoes of one wake-up with one `sendmmsg`: a
-//!    connected `UdpClient` and an unconnected client `UdpEndpoint`. Four servers echo each
-//!    load: a blocking `recv_from`/`send_to` loop, a blocking `recvmmsg`/`sendmmsg` loop
-//!    (32 per call, `MSG_WAITFORONE`), and a getty-rs `UdpEndpoint` with batching off
-//!    (`batch_size(1)`) and on (32, the default). Each server measures its own thread's CPU
-//!    time (`CLOCK_THREAD_CPUTIME_ID`), so the table gives messages per server CPU-second
-//!    (on a 2-core machine the client saturates a core first, so rates alone cannot rank
+//!    getty-rs clients, which send the echoes of one wake-up with one `sendmmsg` (a run to
+//!    one destination as one segmented message, `UDP_SEGMENT`): a connected `UdpClient`
+//!    and an unconnected client `UdpEndpoint`. Four servers echo each load: a blocking
+//!    `recv_from`/`send_to` loop, a blocking `recvmmsg`/`sendmmsg` loop (32 per call,
+//!    `MSG_WAITFORONE`, no segmentation), and a getty-rs `UdpEndpoint` with batching off
+//!    (`batch_size(1)`) and on (32, the default; its replies are segmented like the
+//!    clients' sends). Each server measures its own thread's CPU time
+//!    (`CLOCK_THREAD_CPUTIME_ID`), so the table gives messages per server CPU-second (on a
+//!    2-core machine the client saturates a core first, so rates alone cannot rank
 //!    servers), and that efficiency over the plain loop's and over the plain mmsg loop's,
 //!    each ratio taken within a round. "msgs per wakeup" is messages per poll event for
 //!    getty-rs, per receive call for the plain servers.

@@ -3,10 +3,19 @@
 //!
 //! Life of a datagram: the socket turns readable; `on_readable` receives a batch
 //! (`recvmmsg` on Linux) into per-slot buffers, hands each datagram to the codec exactly
-//! once and the message to `on_message`; the replies the handler queued go out with one
-//! `sendmmsg` right after the batch. `settle` runs after every event: it flushes, reports
-//! watermark crossings, acts on `close()`/`abort()` and re-arms the entry's single timer
-//! (cron, read-idle and write-stall deadlines).
+//! once and the message to `on_message`, and receives again until a receive comes back
+//! short (the queue was empty: edge-triggered readiness reports the next datagram) or the
+//! budget is spent. The replies the handler queued go out with one `sendmmsg` for the
+//! whole wake-up (earlier only when they fill one), runs of them to one destination merged
+//! by the kernel's segmentation offload (`batch::Segmentation`). `settle` runs after every
+//! event: it flushes, reports watermark crossings, acts on `close()`/`abort()` and re-arms
+//! the entry's single timer (cron, read-idle and write-stall deadlines).
+//!
+//! A short receive is enough to stop: it found the socket's queue empty, and Linux raises
+//! readiness again when a datagram lands in an empty queue (recent kernels only then). An
+//! error that cut a receive short (an ICMP error met after some datagrams, which the kernel
+//! keeps for the next call) raised an event of its own when it arrived, after the one
+//! being handled; that event carries readable too while datagrams wait.
 
 use std::time::{Duration, Instant};
 
