@@ -27,11 +27,12 @@
 //!    **one datagram per syscall** (so datagrams reach the server one at a time), and two
 //!    getty-rs clients, which send the echoes of one wake-up with one `sendmmsg` (a run to
 //!    one destination as one segmented message, `UDP_SEGMENT`): a connected `UdpClient`
-//!    and an unconnected client `UdpEndpoint`. Four servers echo each load: a blocking
+//!    and an unconnected client `UdpEndpoint`. Five servers echo each load: a blocking
 //!    `recv_from`/`send_to` loop, a blocking `recvmmsg`/`sendmmsg` loop (32 per call,
-//!    `MSG_WAITFORONE`, no segmentation), and a getty-rs `UdpEndpoint` with batching off
-//!    (`batch_size(1)`) and on (32, the default; its replies are segmented like the
-//!    clients' sends). Each server measures its own thread's CPU time
+//!    `MSG_WAITFORONE`), the same loop with its replies merged by sender (`UDP_SEGMENT`,
+//!    as getty-rs does: the reference for what the kernel feature alone gives), and a
+//!    getty-rs `UdpEndpoint` with batching off (`batch_size(1)`) and on (32, the default;
+//!    its replies are segmented). Each server measures its own thread's CPU time
 //!    (`CLOCK_THREAD_CPUTIME_ID`), so the table gives messages per server CPU-second (on a
 //!    2-core machine the client saturates a core first, so rates alone cannot rank
 //!    servers), and that efficiency over the plain loop's and over the plain mmsg loop's,
@@ -568,7 +569,11 @@ impl Gauge {
 enum ServerKind {
     Plain,
     PlainMmsg,
-    Getty { batch: usize },
+    /// The plain mmsg loop, its replies merged by destination (`UDP_SEGMENT`).
+    PlainMmsgSegmented,
+    Getty {
+        batch: usize,
+    },
 }
 
 impl ServerKind {
@@ -576,6 +581,7 @@ impl ServerKind {
         match self {
             ServerKind::Plain => "plain recv_from/send_to".into(),
             ServerKind::PlainMmsg => "plain recvmmsg/sendmmsg ×32".into(),
+            ServerKind::PlainMmsgSegmented => "plain recvmmsg/sendmmsg ×32 + UDP_SEGMENT".into(),
             ServerKind::Getty { batch: 1 } => "getty-rs UdpEndpoint, batch 1".into(),
             ServerKind::Getty { batch } => format!("getty-rs UdpEndpoint, batch {batch} (mmsg)"),
         }
@@ -590,7 +596,7 @@ enum Server {
 
 fn start_server(kind: ServerKind, meter: Arc<Meter>) -> (Server, SocketAddr) {
     match kind {
-        ServerKind::Plain | ServerKind::PlainMmsg => {
+        ServerKind::Plain | ServerKind::PlainMmsg | ServerKind::PlainMmsgSegmented => {
             let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
             big_buffers(&socket);
             let addr = socket.local_addr().unwrap();
@@ -598,10 +604,10 @@ fn start_server(kind: ServerKind, meter: Arc<Meter>) -> (Server, SocketAddr) {
                 .name("plain-echo".into())
                 .spawn(move || {
                     pin(Side::Server);
-                    if kind == ServerKind::Plain {
-                        plain_echo(socket, Gauge::new(meter))
-                    } else {
-                        plain_mmsg_echo(socket, Gauge::new(meter))
+                    let gauge = Gauge::new(meter);
+                    match kind {
+                        ServerKind::Plain => plain_echo(socket, gauge),
+                        _ => plain_mmsg_echo(socket, gauge, kind != ServerKind::PlainMmsg),
                     }
                 })
                 .expect("spawn");
@@ -652,10 +658,11 @@ fn plain_echo(socket: UdpSocket, mut gauge: Gauge) {
     }
 }
 
-fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge) {
+fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge, segmented: bool) {
     const SIZE: usize = 65_536;
     let fd = socket.as_raw_fd();
     let mut arrays = MmsgArrays::new(SIZE);
+    let mut merged = Merged::new();
     loop {
         arrays.reset(SIZE);
         let n = match arrays.recv(fd) {
@@ -669,7 +676,94 @@ fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge) {
         for i in 0..n {
             arrays.iovs[i].iov_len = arrays.hdrs[i].msg_len as usize;
         }
-        let _ = arrays.send(fd, n);
+        let _ = if segmented {
+            merged.send(fd, &mut arrays, n)
+        } else {
+            arrays.send(fd, n)
+        };
+    }
+}
+
+/// `UDP_SEGMENT` (`SOL_UDP`): the segment size of a merged send.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Send headers for runs of received datagrams to one peer, each run one message that
+/// the kernel cuts back into its datagrams (`UDP_SEGMENT`).
+struct Merged {
+    hdrs: Vec<libc::mmsghdr>,
+    /// One control message per run: `CMSG_SPACE(2)` bytes, 8-aligned.
+    cmsgs: Vec<[u64; 3]>,
+}
+
+impl Merged {
+    fn new() -> Merged {
+        // SAFETY: all-zero is a valid mmsghdr.
+        Merged {
+            hdrs: vec![unsafe { std::mem::zeroed() }; MMSG],
+            cmsgs: vec![[0; 3]; MMSG],
+        }
+    }
+
+    /// Sends the first `n` received datagrams back to their senders, a run of equal sizes
+    /// (the last may be shorter) to one sender as one message.
+    fn send(&mut self, fd: libc::c_int, a: &mut MmsgArrays, n: usize) -> io::Result<()> {
+        let same_peer = |a: &MmsgArrays, i: usize, j: usize| {
+            let len = a.hdrs[i].msg_hdr.msg_namelen as usize;
+            let bytes = |k: usize| {
+                let name = (&a.names[k] as *const libc::sockaddr_storage).cast::<u8>();
+                // SAFETY: the kernel wrote `msg_namelen` bytes of address there.
+                unsafe { std::slice::from_raw_parts(name, len) }
+            };
+            a.hdrs[j].msg_hdr.msg_namelen as usize == len && bytes(i) == bytes(j)
+        };
+        let mut runs = 0;
+        let mut at = 0;
+        while at < n {
+            let size = a.iovs[at].iov_len;
+            // Segments that fit any IPv6 path; none empty.
+            let mergeable = size > 0 && size <= 1_232;
+            let mut end = at + 1;
+            while end < n && size > 0 && a.iovs[end].iov_len == size && same_peer(a, at, end) {
+                end += 1;
+            }
+            if end < n && mergeable && a.iovs[end].iov_len < size && same_peer(a, at, end) {
+                end += 1; // a shorter last segment
+            }
+            let hdr = &mut self.hdrs[runs];
+            hdr.msg_hdr = a.hdrs[at].msg_hdr;
+            hdr.msg_hdr.msg_iov = &mut a.iovs[at];
+            hdr.msg_hdr.msg_iovlen = end - at;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            if end - at > 1 {
+                let cmsg = self.cmsgs[runs].as_mut_ptr().cast::<libc::cmsghdr>();
+                // SAFETY: 24 bytes, 8-aligned: a cmsghdr and a u16 fit.
+                unsafe {
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = UDP_SEGMENT;
+                    libc::CMSG_DATA(cmsg)
+                        .cast::<u16>()
+                        .write_unaligned(size as u16);
+                }
+                hdr.msg_hdr.msg_control = cmsg.cast();
+                hdr.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 3]>() as _;
+            }
+            runs += 1;
+            at = end;
+        }
+        let mut sent = 0;
+        while sent < runs {
+            // SAFETY: the headers point at live buffers, addresses and control messages.
+            let r = unsafe {
+                libc::sendmmsg(fd, self.hdrs[sent..].as_mut_ptr(), (runs - sent) as _, 0)
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sent += r as usize;
+        }
+        Ok(())
     }
 }
 
@@ -939,6 +1033,7 @@ fn part_echo(settings: &Settings) {
     let kinds: Vec<ServerKind> = [
         ServerKind::Plain,
         ServerKind::PlainMmsg,
+        ServerKind::PlainMmsgSegmented,
         ServerKind::Getty { batch: 1 },
         ServerKind::Getty { batch: 32 },
     ]
