@@ -1,11 +1,18 @@
 //! The UDP bench: getty's connected-vs-unconnected experiment, reproduced and extended.
 //!
 //! ```text
-//! cargo bench --bench udp                      # the full run (about 2.5 minutes)
-//! GETTY_BENCH_QUICK=1 cargo bench --bench udp  # a quick look
+//! cargo bench --bench udp                      # the full run (about 3 minutes)
+//! GETTY_BENCH_QUICK=1 cargo bench --bench udp  # a smoke run (seconds; also without --bench)
 //! GETTY_BENCH_SECS=2 GETTY_BENCH_RUNS=5 cargo bench --bench udp
 //! GETTY_BENCH_PART=plain cargo bench --bench udp   # parts 1 and 2 only (or `echo`: part 3)
+//! GETTY_BENCH_PART=echo GETTY_BENCH_CLIENT=syscall GETTY_BENCH_SERVER="batch 32" \
+//!     GETTY_BENCH_IN_FLIGHT=1 cargo bench --bench udp   # part 3, only the loads named
 //! ```
+//!
+//! (The client and server filters match part of the client's and the server's label in the
+//! table; a ratio whose reference server was filtered out shows "–". `GETTY_BENCH_IN_FLIGHT`
+//! lists the windows, comma-separated. They let a profiler watch one server under one
+//! load.)
 //!
 //! 1. **Plain sockets, one datagram per syscall.** 100,000 datagrams (64 B, and 1,400 B)
 //!    from a client socket to a server socket on loopback: unconnected `send_to` vs
@@ -15,20 +22,29 @@
 //!    `recvmmsg`) and counts what arrived. The ratio is connected time / unconnected time:
 //!    getty's development log measured 11/13 ≈ 0.85 (connected took 2/13 less time).
 //! 2. **The same with `sendmmsg`**, 32 datagrams per call.
-//! 3. **Through getty-rs**: echo round trips per second over a `UdpEndpoint`, with a
-//!    connected client (`UdpClient`) and an unconnected one (a client `UdpEndpoint`), 1 and
-//!    16 datagrams of 64 B in flight. The same load is also echoed by two plain-socket
-//!    servers (a blocking `recv_from`/`send_to` loop, and a blocking
-//!    `recvmmsg`/`sendmmsg` loop), and by getty-rs with batching off (`batch_size(1)`) and on
-//!    (32, the default). Each server measures its own thread's CPU time
-//!    (`CLOCK_THREAD_CPUTIME_ID`), so the table gives messages per server CPU-second: on a
+//! 3. **Echo servers side by side**: round trips per second of 64 B datagrams, 1 and 32 in
+//!    flight, under three load generators: a plain connected socket that sends and receives
+//!    **one datagram per syscall** (so datagrams reach the server one at a time), and two
+//!    getty-rs clients, which send the echoes of one wake-up with one `sendmmsg` (a run to
+//!    one destination as one segmented message, `UDP_SEGMENT`): a connected `UdpClient`
+//!    and an unconnected client `UdpEndpoint`. Five servers echo each load: a blocking
+//!    `recv_from`/`send_to` loop, a blocking `recvmmsg`/`sendmmsg` loop (32 per call,
+//!    `MSG_WAITFORONE`), the same loop with its replies merged by sender (`UDP_SEGMENT`,
+//!    as getty-rs does: the reference for what the kernel feature alone gives), and a
+//!    getty-rs `UdpEndpoint` with batching off (`batch_size(1)`) and on (32, the default;
+//!    its replies are segmented). Each server measures its own thread's CPU time
+//!    (`CLOCK_THREAD_CPUTIME_ID`), so the table gives messages per server CPU-second (on a
 //!    2-core machine the client saturates a core first, so rates alone cannot rank
-//!    servers.
+//!    servers), and that efficiency over the plain loop's and over the plain mmsg loop's,
+//!    each ratio taken within a round. "msgs per wakeup" is messages per poll event for
+//!    getty-rs, per receive call for the plain servers.
 //!
 //! Every figure is the median of several runs (`GETTY_BENCH_RUNS`, default 5); the variants
 //! compared in one table run in turn within each round, so that drift in the machine's
 //! speed touches them alike, and ratios are taken within a round. Part 3 measures
-//! `GETTY_BENCH_SECS` (default 0.6) per run after a warm-up. Servers are pinned to one CPU
+//! `GETTY_BENCH_SECS` (default 0.6) per run after a warm-up. Quick mode
+//! (`GETTY_BENCH_QUICK=1`, or a start without `--bench`) runs once, 0.2 s, 20,000
+//! datagrams, and only the loads of 32 in flight. Servers are pinned to one CPU
 //! and clients to another. Socket timeouts appear here only as the subject of part 1; getty-rs itself
 //! never sets one.
 
@@ -55,22 +71,55 @@ struct Settings {
     echo_runs: usize,
     window: Duration,
     warmup: Duration,
+    /// Part 3's loads: which client, and how many datagrams it keeps in flight.
+    echo_loads: Vec<(ClientKind, usize)>,
+    /// Part 3 runs only the servers whose label contains this (`GETTY_BENCH_SERVER`).
+    server_filter: Option<&'static str>,
 }
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = std::env::var("GETTY_BENCH_QUICK").is_ok_and(|v| v != "0");
-        let secs: f64 = env_or("GETTY_BENCH_SECS", if quick { 0.3 } else { 0.6 });
+        // Started without `--bench` (as `cargo test --benches` does): a smoke run.
+        let quick = std::env::var("GETTY_BENCH_QUICK").is_ok_and(|v| v != "0")
+            || !std::env::args().any(|a| a == "--bench");
+        let secs: f64 = env_or("GETTY_BENCH_SECS", if quick { 0.2 } else { 0.6 });
         let runs: Option<usize> = std::env::var("GETTY_BENCH_RUNS")
             .ok()
             .and_then(|v| v.parse().ok());
         let window = Duration::from_secs_f64(secs.max(0.05));
+        let clients = [
+            ClientKind::OnePerSyscall,
+            ClientKind::GettyConnected,
+            ClientKind::GettyUnconnected,
+        ];
+        let in_flight: Vec<usize> = match std::env::var("GETTY_BENCH_IN_FLIGHT") {
+            Ok(list) => list
+                .split(',')
+                .filter_map(|w| w.trim().parse().ok())
+                .collect(),
+            Err(_) if quick => vec![32],
+            Err(_) => vec![1, 32],
+        };
+        let client_filter = std::env::var("GETTY_BENCH_CLIENT").ok();
+        let echo_loads = clients
+            .iter()
+            .filter(|c| {
+                client_filter
+                    .as_ref()
+                    .is_none_or(|f| c.label().contains(f.as_str()))
+            })
+            .flat_map(|&c| in_flight.iter().map(move |&w| (c, w)))
+            .collect();
         Settings {
             datagrams: if quick { 20_000 } else { 100_000 },
-            plain_runs: runs.unwrap_or(if quick { 3 } else { 5 }).max(1),
-            echo_runs: runs.unwrap_or(if quick { 3 } else { 5 }).max(1),
+            plain_runs: runs.unwrap_or(if quick { 1 } else { 5 }).max(1),
+            echo_runs: runs.unwrap_or(if quick { 1 } else { 5 }).max(1),
             window,
             warmup: (window / 4).max(Duration::from_millis(100)),
+            echo_loads,
+            server_filter: std::env::var("GETTY_BENCH_SERVER")
+                .ok()
+                .map(|f| &*Box::leak(f.into_boxed_str())),
         }
     }
 }
@@ -520,7 +569,11 @@ impl Gauge {
 enum ServerKind {
     Plain,
     PlainMmsg,
-    Getty { batch: usize },
+    /// The plain mmsg loop, its replies merged by destination (`UDP_SEGMENT`).
+    PlainMmsgSegmented,
+    Getty {
+        batch: usize,
+    },
 }
 
 impl ServerKind {
@@ -528,6 +581,7 @@ impl ServerKind {
         match self {
             ServerKind::Plain => "plain recv_from/send_to".into(),
             ServerKind::PlainMmsg => "plain recvmmsg/sendmmsg ×32".into(),
+            ServerKind::PlainMmsgSegmented => "plain recvmmsg/sendmmsg ×32 + UDP_SEGMENT".into(),
             ServerKind::Getty { batch: 1 } => "getty-rs UdpEndpoint, batch 1".into(),
             ServerKind::Getty { batch } => format!("getty-rs UdpEndpoint, batch {batch} (mmsg)"),
         }
@@ -542,7 +596,7 @@ enum Server {
 
 fn start_server(kind: ServerKind, meter: Arc<Meter>) -> (Server, SocketAddr) {
     match kind {
-        ServerKind::Plain | ServerKind::PlainMmsg => {
+        ServerKind::Plain | ServerKind::PlainMmsg | ServerKind::PlainMmsgSegmented => {
             let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
             big_buffers(&socket);
             let addr = socket.local_addr().unwrap();
@@ -550,10 +604,10 @@ fn start_server(kind: ServerKind, meter: Arc<Meter>) -> (Server, SocketAddr) {
                 .name("plain-echo".into())
                 .spawn(move || {
                     pin(Side::Server);
-                    if kind == ServerKind::Plain {
-                        plain_echo(socket, Gauge::new(meter))
-                    } else {
-                        plain_mmsg_echo(socket, Gauge::new(meter))
+                    let gauge = Gauge::new(meter);
+                    match kind {
+                        ServerKind::Plain => plain_echo(socket, gauge),
+                        _ => plain_mmsg_echo(socket, gauge, kind != ServerKind::PlainMmsg),
                     }
                 })
                 .expect("spawn");
@@ -604,10 +658,11 @@ fn plain_echo(socket: UdpSocket, mut gauge: Gauge) {
     }
 }
 
-fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge) {
+fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge, segmented: bool) {
     const SIZE: usize = 65_536;
     let fd = socket.as_raw_fd();
     let mut arrays = MmsgArrays::new(SIZE);
+    let mut merged = Merged::new();
     loop {
         arrays.reset(SIZE);
         let n = match arrays.recv(fd) {
@@ -621,7 +676,94 @@ fn plain_mmsg_echo(socket: UdpSocket, mut gauge: Gauge) {
         for i in 0..n {
             arrays.iovs[i].iov_len = arrays.hdrs[i].msg_len as usize;
         }
-        let _ = arrays.send(fd, n);
+        let _ = if segmented {
+            merged.send(fd, &mut arrays, n)
+        } else {
+            arrays.send(fd, n)
+        };
+    }
+}
+
+/// `UDP_SEGMENT` (`SOL_UDP`): the segment size of a merged send.
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Send headers for runs of received datagrams to one peer, each run one message that
+/// the kernel cuts back into its datagrams (`UDP_SEGMENT`).
+struct Merged {
+    hdrs: Vec<libc::mmsghdr>,
+    /// One control message per run: `CMSG_SPACE(2)` bytes, 8-aligned.
+    cmsgs: Vec<[u64; 3]>,
+}
+
+impl Merged {
+    fn new() -> Merged {
+        // SAFETY: all-zero is a valid mmsghdr.
+        Merged {
+            hdrs: vec![unsafe { std::mem::zeroed() }; MMSG],
+            cmsgs: vec![[0; 3]; MMSG],
+        }
+    }
+
+    /// Sends the first `n` received datagrams back to their senders, a run of equal sizes
+    /// (the last may be shorter) to one sender as one message.
+    fn send(&mut self, fd: libc::c_int, a: &mut MmsgArrays, n: usize) -> io::Result<()> {
+        let same_peer = |a: &MmsgArrays, i: usize, j: usize| {
+            let len = a.hdrs[i].msg_hdr.msg_namelen as usize;
+            let bytes = |k: usize| {
+                let name = (&a.names[k] as *const libc::sockaddr_storage).cast::<u8>();
+                // SAFETY: the kernel wrote `msg_namelen` bytes of address there.
+                unsafe { std::slice::from_raw_parts(name, len) }
+            };
+            a.hdrs[j].msg_hdr.msg_namelen as usize == len && bytes(i) == bytes(j)
+        };
+        let mut runs = 0;
+        let mut at = 0;
+        while at < n {
+            let size = a.iovs[at].iov_len;
+            // Segments that fit any IPv6 path; none empty.
+            let mergeable = size > 0 && size <= 1_232;
+            let mut end = at + 1;
+            while end < n && size > 0 && a.iovs[end].iov_len == size && same_peer(a, at, end) {
+                end += 1;
+            }
+            if end < n && mergeable && a.iovs[end].iov_len < size && same_peer(a, at, end) {
+                end += 1; // a shorter last segment
+            }
+            let hdr = &mut self.hdrs[runs];
+            hdr.msg_hdr = a.hdrs[at].msg_hdr;
+            hdr.msg_hdr.msg_iov = &mut a.iovs[at];
+            hdr.msg_hdr.msg_iovlen = end - at;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            if end - at > 1 {
+                let cmsg = self.cmsgs[runs].as_mut_ptr().cast::<libc::cmsghdr>();
+                // SAFETY: 24 bytes, 8-aligned: a cmsghdr and a u16 fit.
+                unsafe {
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(2) as _;
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = UDP_SEGMENT;
+                    libc::CMSG_DATA(cmsg)
+                        .cast::<u16>()
+                        .write_unaligned(size as u16);
+                }
+                hdr.msg_hdr.msg_control = cmsg.cast();
+                hdr.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 3]>() as _;
+            }
+            runs += 1;
+            at = end;
+        }
+        let mut sent = 0;
+        while sent < runs {
+            // SAFETY: the headers point at live buffers, addresses and control messages.
+            let r = unsafe {
+                libc::sendmmsg(fd, self.hdrs[sent..].as_mut_ptr(), (runs - sent) as _, 0)
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            sent += r as usize;
+        }
+        Ok(())
     }
 }
 
@@ -684,14 +826,68 @@ impl DatagramHandler<RawCodec> for LoadClient {
     }
 }
 
+/// The load generator of part 3.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ClientKind {
+    /// A getty-rs `UdpClient` (one connected socket): the echoes it gets in one wake-up
+    /// are answered with one `sendmmsg`.
+    GettyConnected,
+    /// A getty-rs client `UdpEndpoint` (unconnected), batching alike.
+    GettyUnconnected,
+    /// A plain connected socket on its own thread: one blocking `recv` per echo, one
+    /// `send` per datagram, so datagrams reach the server one at a time.
+    OnePerSyscall,
+}
+
+impl ClientKind {
+    fn label(self) -> &'static str {
+        match self {
+            ClientKind::GettyConnected => "connected UdpClient (sends batched)",
+            ClientKind::GettyUnconnected => "unconnected UdpEndpoint (sends batched)",
+            ClientKind::OnePerSyscall => "connected socket, one datagram per syscall",
+        }
+    }
+}
+
+/// A running load generator.
+enum Client {
+    Getty(ReactorThread),
+    Plain(JoinHandle<()>, Arc<AtomicBool>),
+}
+
+impl Client {
+    fn stop(self) {
+        match self {
+            Client::Getty(thread) => {
+                thread.handle().shutdown();
+                thread.join().expect("client");
+            }
+            Client::Plain(handle, stop) => {
+                stop.store(true, Ordering::Relaxed);
+                handle.join().expect("client");
+            }
+        }
+    }
+}
+
 fn start_client(
     to: SocketAddr,
-    connected: bool,
+    kind: ClientKind,
     window: usize,
     echoes: Arc<AtomicU64>,
     resent: Arc<AtomicU64>,
-) -> ReactorThread {
-    Reactor::start_thread("udp-load", move |reactor| {
+) -> Client {
+    if kind == ClientKind::OnePerSyscall {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("udp-load-plain".into())
+            .spawn(move || one_per_syscall_load(to, window, &echoes, &resent, &stopped))
+            .expect("spawn");
+        return Client::Plain(handle, stop);
+    }
+    let connected = kind == ClientKind::GettyConnected;
+    let thread = Reactor::start_thread("udp-load", move |reactor| {
         pin(Side::Client);
         let client = move |to: Option<SocketAddr>| LoadClient {
             to,
@@ -718,21 +914,70 @@ fn start_client(
         }
         Ok(())
     })
-    .expect("start the client")
+    .expect("start the client");
+    Client::Getty(thread)
+}
+
+/// The one-datagram-per-syscall load: `window` datagrams of 64 B in flight on one connected
+/// socket, one more sent per echo received; a 50 ms wait without any echo refills the
+/// window (as `LoadClient::on_cron` does).
+fn one_per_syscall_load(
+    to: SocketAddr,
+    window: usize,
+    echoes: &AtomicU64,
+    resent: &AtomicU64,
+    stop: &AtomicBool,
+) {
+    pin(Side::Client);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    big_buffers(&socket);
+    socket.connect(to).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("read timeout");
+    let payload = [0x42u8; 64];
+    let mut buf = [0u8; 2048];
+    // A refused send (the server gone at the end) is lost like any datagram: ignored.
+    let send_window = || {
+        for _ in 0..window {
+            let _ = socket.send(&payload);
+        }
+    };
+    send_window();
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv(&mut buf) {
+            Ok(_) => {
+                echoes.fetch_add(1, Ordering::Relaxed);
+                let _ = socket.send(&payload);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Silence for a whole wait: whatever was in flight is lost; start again.
+                resent.fetch_add(window as u64, Ordering::Relaxed);
+                send_window();
+            }
+            // ECONNREFUSED (an ICMP error from an earlier send) and EINTR: go on.
+            Err(_) => {}
+        }
+    }
 }
 
 /// One run: round trips per second seen by the client, and the server's own sample.
 fn echo_run(
     settings: &Settings,
     kind: ServerKind,
-    connected: bool,
+    client_kind: ClientKind,
     window: usize,
 ) -> (f64, ServerSample, u64, f64) {
     let meter = Arc::new(Meter::default());
     let (server, addr) = start_server(kind, meter.clone());
     let echoes = Arc::new(AtomicU64::new(0));
     let resent = Arc::new(AtomicU64::new(0));
-    let client = start_client(addr, connected, window, echoes.clone(), resent.clone());
+    let client = start_client(addr, client_kind, window, echoes.clone(), resent.clone());
 
     // Poll wakeups of a getty-rs server, from its reactor's own counters.
     let reactor_counts = || match &server {
@@ -748,6 +993,8 @@ fn echo_run(
     std::thread::sleep(settings.window);
     let (e1, t1) = (echoes.load(Ordering::Relaxed), Instant::now());
     let counts1 = reactor_counts();
+    // Refills after the window (a plain server stops answering at the stop) do not count.
+    let resent_in_window = resent.load(Ordering::Relaxed);
     meter.phase.store(STOP, Ordering::Relaxed);
 
     // The server notices the stop at its next datagram; the load keeps coming until then.
@@ -759,8 +1006,7 @@ fn echo_run(
         assert!(Instant::now() < deadline, "the server never saw the stop");
         std::thread::sleep(Duration::from_millis(1));
     };
-    client.handle().shutdown();
-    client.join().expect("client");
+    client.stop();
     match server {
         Server::Plain(handle) => handle.join().expect("plain server"),
         Server::Getty(thread) => {
@@ -773,7 +1019,7 @@ fn echo_run(
         (Some((ev0, m0)), Some((ev1, m1))) => (m1 - m0) as f64 / (ev1 - ev0).max(1) as f64,
         _ => sample.messages as f64 / sample.calls.max(1) as f64,
     };
-    (rate, sample, resent.load(Ordering::Relaxed), per_wakeup)
+    (rate, sample, resent_in_window, per_wakeup)
 }
 
 fn part_echo(settings: &Settings) {
@@ -782,14 +1028,27 @@ fn part_echo(settings: &Settings) {
         settings.echo_runs,
         settings.window.as_secs_f64()
     );
-    println!("| client | in flight | server | round trips/s | server CPU busy | msgs per wakeup | msgs per server CPU-s | vs plain |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|");
-    let kinds = [
+    println!("| client | in flight | server | round trips/s | server CPU busy | msgs per wakeup | msgs per server CPU-s | vs plain | vs plain mmsg |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    let kinds: Vec<ServerKind> = [
         ServerKind::Plain,
         ServerKind::PlainMmsg,
+        ServerKind::PlainMmsgSegmented,
         ServerKind::Getty { batch: 1 },
         ServerKind::Getty { batch: 32 },
-    ];
+    ]
+    .into_iter()
+    .filter(|k| settings.server_filter.is_none_or(|f| k.label().contains(f)))
+    .collect();
+    let index_of = |kind| kinds.iter().position(|&k| k == kind);
+    let (plain_at, mmsg_at) = (index_of(ServerKind::Plain), index_of(ServerKind::PlainMmsg));
+    let ratio = |v: Vec<f64>| {
+        if v.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.2}×", median(v))
+        }
+    };
     #[derive(Default, Clone)]
     struct Runs {
         rates: Vec<f64>,
@@ -798,50 +1057,54 @@ fn part_echo(settings: &Settings) {
         efficiency: Vec<f64>,
         /// Efficiency over the plain server's in the same round.
         vs_plain: Vec<f64>,
+        /// Efficiency over the plain mmsg server's in the same round.
+        vs_mmsg: Vec<f64>,
         resent: u64,
     }
-    for connected in [true, false] {
-        for window in [1, 16] {
-            let mut runs = vec![Runs::default(); kinds.len()];
-            // Every round runs every server once, so that drift in the machine's speed
-            // affects them all alike.
-            for _ in 0..settings.echo_runs {
-                let mut plain = None;
-                for (k, &kind) in kinds.iter().enumerate() {
-                    let (rate, sample, lost, per_wakeup) =
-                        echo_run(settings, kind, connected, window);
-                    let eff = sample.messages as f64 / sample.cpu.as_secs_f64().max(1e-9);
-                    let r = &mut runs[k];
-                    r.rates.push(rate);
-                    r.busy
-                        .push(sample.cpu.as_secs_f64() / sample.wall.as_secs_f64().max(1e-9));
-                    r.per_wakeup.push(per_wakeup);
-                    r.efficiency.push(eff);
-                    r.vs_plain.push(eff / *plain.get_or_insert(eff));
-                    r.resent += lost;
-                }
+    for &(client_kind, window) in &settings.echo_loads {
+        let mut runs = vec![Runs::default(); kinds.len()];
+        // Every round runs every server once, so that drift in the machine's speed
+        // affects them all alike.
+        for _ in 0..settings.echo_runs {
+            let mut round = Vec::with_capacity(kinds.len());
+            for &kind in &kinds {
+                round.push(echo_run(settings, kind, client_kind, window));
             }
-            let client = if connected {
-                "connected UdpClient"
-            } else {
-                "unconnected UdpEndpoint"
+            let efficiency = |&(_, sample, _, _): &(f64, ServerSample, u64, f64)| {
+                sample.messages as f64 / sample.cpu.as_secs_f64().max(1e-9)
             };
-            for (kind, r) in kinds.iter().zip(runs) {
-                let note = if r.resent > 0 {
-                    format!(" ({} resent)", r.resent)
-                } else {
-                    String::new()
-                };
-                println!(
-                    "| {client} | {window} | {} | {:.0}{note} | {:.0} % | {:.1} | {:.0} | {:.2}× |",
-                    kind.label(),
-                    median(r.rates),
-                    100.0 * median(r.busy),
-                    median(r.per_wakeup),
-                    median(r.efficiency),
-                    median(r.vs_plain),
-                );
+            let plain = plain_at.map(|i| efficiency(&round[i]));
+            let mmsg = mmsg_at.map(|i| efficiency(&round[i]));
+            for (r, run) in runs.iter_mut().zip(&round) {
+                let (rate, sample, lost, per_wakeup) = *run;
+                let eff = efficiency(run);
+                r.rates.push(rate);
+                r.busy
+                    .push(sample.cpu.as_secs_f64() / sample.wall.as_secs_f64().max(1e-9));
+                r.per_wakeup.push(per_wakeup);
+                r.efficiency.push(eff);
+                r.vs_plain.extend(plain.map(|p| eff / p));
+                r.vs_mmsg.extend(mmsg.map(|m| eff / m));
+                r.resent += lost;
             }
+        }
+        for (kind, r) in kinds.iter().zip(runs) {
+            let note = if r.resent > 0 {
+                format!(" ({} resent)", r.resent)
+            } else {
+                String::new()
+            };
+            println!(
+                "| {} | {window} | {} | {:.0}{note} | {:.0} % | {:.1} | {:.0} | {} | {} |",
+                client_kind.label(),
+                kind.label(),
+                median(r.rates),
+                100.0 * median(r.busy),
+                median(r.per_wakeup),
+                median(r.efficiency),
+                ratio(r.vs_plain),
+                ratio(r.vs_mmsg),
+            );
         }
     }
 }

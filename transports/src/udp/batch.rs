@@ -386,17 +386,19 @@ fn recv_one_with_overflow<S: DatagramSocket>(
 
 /// Sends the first datagrams of `items`: all of them with one `sendmmsg` when `mmsg` is
 /// on (Linux), else only the first. Returns how many went out; an error means the first
-/// one did not.
+/// one did not. Where `segmentation` allows, a run of datagrams to one destination goes as
+/// one message the kernel cuts up (see [`Segmentation`]).
 pub(crate) fn send<S: DatagramSocket>(
     sock: &S,
     items: &[Outgoing<'_, S::Addr>],
     mmsg: bool,
+    segmentation: &mut Segmentation,
 ) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
     if mmsg && items.len() > 1 {
-        return linux::send_mmsg(sock, items);
+        return linux::send_mmsg(sock, items, segmentation);
     }
-    let _ = mmsg;
+    let _ = (mmsg, segmentation);
     let Some(item) = items.first() else {
         return Ok(0);
     };
@@ -406,6 +408,34 @@ pub(crate) fn send<S: DatagramSocket>(
         None => s.send(item.data),
     })?;
     Ok(1)
+}
+
+/// UDP generic segmentation offload (`UDP_SEGMENT`, Linux 4.18): consecutive datagrams to
+/// one destination, all of one size (the last may be shorter), go down the stack as one
+/// message that is cut into those datagrams at the end (by the device, or by the kernel just
+/// before it hands them over; on loopback, at the receiving socket). The receiver sees the
+/// same datagrams in the same order; the sender pays the route, the headers and the
+/// device's queue once per run instead of once per datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Segmentation {
+    /// Not asked yet whether the kernel has it (asked at the first run worth merging).
+    Untried,
+    On,
+    /// Not for this socket: not UDP, a kernel without it, or a path that refused it
+    /// (`EIO`: no checksum offload on the way, IPsec; `EINVAL`: a path MTU under a
+    /// segment).
+    Off,
+}
+
+impl Segmentation {
+    /// The state a socket starts in: `Untried` for UDP sockets on Linux, `Off` otherwise.
+    pub(crate) fn for_socket(udp: bool) -> Segmentation {
+        if udp && HAS_MMSG {
+            Segmentation::Untried
+        } else {
+            Segmentation::Off
+        }
+    }
 }
 
 /// Whether this build batches with `recvmmsg`/`sendmmsg`.
@@ -525,49 +555,165 @@ mod linux {
         })
     }
 
+    /// `setsockopt`/`cmsg` option of `SOL_UDP`: the segment size of a send.
+    const UDP_SEGMENT: c_int = 103;
+    /// The most segments one message may be cut into (the kernel's `UDP_MAX_SEGMENTS`).
+    const MAX_SEGMENTS: usize = 64;
+    /// The largest datagram merged: one that fits the smallest IPv6 path (1,280 bytes less
+    /// the IPv6 and UDP headers), so that no path MTU refuses a segment. Longer ones go
+    /// one per message, and may be fragmented, as without segmentation.
+    const MAX_SEGMENT: usize = 1_232;
+    /// The most payload bytes one merged message carries (one IP packet's worth).
+    const MAX_MERGED: usize = 65_000;
+
+    /// The control message that carries a segment size: `CMSG_SPACE(2)` bytes.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct SegmentCmsg {
+        hdr: libc::cmsghdr,
+        size: u16,
+        _pad: [u8; 6],
+    }
+
+    /// How many datagrams from the front of `items` may go as one message: consecutive,
+    /// to the same destination, of the first one's size (the last may be shorter).
+    fn run_len<A: PartialEq>(items: &[Outgoing<'_, A>]) -> usize {
+        let first = &items[0];
+        let size = first.data.len();
+        if size == 0 || size > MAX_SEGMENT {
+            return 1;
+        }
+        let mut n = 1;
+        let mut total = size;
+        for item in &items[1..] {
+            let len = item.data.len();
+            if n == MAX_SEGMENTS
+                || len == 0
+                || len > size
+                || total + len > MAX_MERGED
+                || item.peer != first.peer
+            {
+                break;
+            }
+            n += 1;
+            total += len;
+            if len < size {
+                break; // only the last segment may be shorter
+            }
+        }
+        n
+    }
+
+    /// Whether the kernel knows `UDP_SEGMENT` (it answers `getsockopt` for it since the
+    /// same release). A kernel that does not would ignore the control message and send
+    /// a run as one long datagram, so it is asked before the first run goes.
+    fn kernel_segments<S: DatagramSocket>(sock: &S) -> bool {
+        let mut value: c_int = 0;
+        let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: a valid descriptor, and an out-pointer of `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.sock().as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                (&mut value as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        r == 0
+    }
+
     pub(super) fn send_mmsg<S: DatagramSocket>(
         sock: &S,
         items: &[Outgoing<'_, S::Addr>],
+        segmentation: &mut Segmentation,
     ) -> io::Result<usize> {
         let n = items.len().min(MAX_BATCH);
+        if *segmentation == Segmentation::Untried && n > 1 && run_len(&items[..n]) > 1 {
+            *segmentation = if kernel_segments(sock) {
+                Segmentation::On
+            } else {
+                Segmentation::Off
+            };
+        }
+        let segments = *segmentation == Segmentation::On;
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
         let mut names = [const { MaybeUninit::<SockAddr>::uninit() }; MAX_BATCH];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+        let mut cmsgs = [const { MaybeUninit::<SegmentCmsg>::uninit() }; MAX_BATCH];
+        // Datagrams per message: 1, or a run when segmenting.
+        let mut runs = [0u8; MAX_BATCH];
         let iov_base = iovs.as_mut_ptr().cast::<libc::iovec>();
         let name_base = names.as_mut_ptr().cast::<SockAddr>();
+        let cmsg_base = cmsgs.as_mut_ptr().cast::<SegmentCmsg>();
         for (i, item) in items.iter().enumerate().take(n) {
-            // SAFETY: `i < n <= MAX_BATCH`; an all-zero `mmsghdr` is valid. The kernel only
-            // reads through these pointers (`sendmmsg` does not write the payload).
+            // SAFETY: `i < n <= MAX_BATCH`. The kernel only reads the payloads.
             unsafe {
-                let iov = iov_base.add(i);
-                iov.write(libc::iovec {
+                iov_base.add(i).write(libc::iovec {
                     iov_base: item.data.as_ptr().cast_mut().cast(),
                     iov_len: item.data.len(),
                 });
+            }
+        }
+        let mut messages = 0;
+        let mut at = 0;
+        while at < n {
+            let run = if segments { run_len(&items[at..n]) } else { 1 };
+            let item = &items[at];
+            // SAFETY: `messages <= at < n <= MAX_BATCH`; an all-zero `mmsghdr` is valid. The
+            // header points at the run's iovecs (consecutive, initialised above), at its
+            // destination and at its control message, which live until the call returns;
+            // the kernel only reads them.
+            unsafe {
                 let mut hdr: libc::mmsghdr = std::mem::zeroed();
-                hdr.msg_hdr.msg_iov = iov;
-                hdr.msg_hdr.msg_iovlen = 1;
+                hdr.msg_hdr.msg_iov = iov_base.add(at);
+                hdr.msg_hdr.msg_iovlen = run as _;
                 if let Some(peer) = item.peer {
-                    let name = name_base.add(i);
+                    let name = name_base.add(messages);
                     name.write(S::encode_addr(peer));
                     hdr.msg_hdr.msg_name = (*name).as_ptr().cast_mut().cast();
                     hdr.msg_hdr.msg_namelen = (*name).len();
                 }
-                hdrs[i].write(hdr);
+                if run > 1 {
+                    let cmsg = cmsg_base.add(messages);
+                    let mut c: SegmentCmsg = std::mem::zeroed();
+                    c.hdr.cmsg_len = libc::CMSG_LEN(2) as _;
+                    c.hdr.cmsg_level = libc::SOL_UDP;
+                    c.hdr.cmsg_type = UDP_SEGMENT;
+                    c.size = item.data.len() as u16;
+                    cmsg.write(c);
+                    hdr.msg_hdr.msg_control = cmsg.cast();
+                    hdr.msg_hdr.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
+                }
+                hdrs[messages].write(hdr);
             }
+            runs[messages] = run as u8;
+            messages += 1;
+            at += run;
         }
         let fd = sock.sock().as_raw_fd();
         let hdr_ptr = hdrs.as_mut_ptr().cast::<libc::mmsghdr>();
-        sock.try_io(|| {
-            // SAFETY: the first `n` headers are initialised and point at live payloads and
-            // addresses for the duration of the call.
-            let r = unsafe { libc::sendmmsg(fd, hdr_ptr, n as _, 0) };
+        let sent = sock.try_io(|| {
+            // SAFETY: the first `messages` headers are initialised and point at live
+            // payloads, addresses and control messages for the duration of the call.
+            let r = unsafe { libc::sendmmsg(fd, hdr_ptr, messages as _, 0) };
             if r < 0 {
                 Err(io::Error::last_os_error())
             } else {
                 Ok(r as usize)
             }
-        })
+        });
+        match sent {
+            Ok(m) => Ok(runs[..m].iter().map(|&r| usize::from(r)).sum()),
+            // The path refused a merged run: never again on this socket; the same
+            // datagrams go one per message at once, so the caller sees no difference.
+            Err(e) if runs[0] > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                log::debug!("UDP segmentation refused ({e}): sending datagram by datagram");
+                *segmentation = Segmentation::Off;
+                send_mmsg(sock, items, segmentation)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -3,10 +3,20 @@
 //!
 //! Life of a datagram: the socket turns readable; `on_readable` receives a batch
 //! (`recvmmsg` on Linux) into per-slot buffers, hands each datagram to the codec exactly
-//! once and the message to `on_message`; the replies the handler queued go out with one
-//! `sendmmsg` right after the batch. `settle` runs after every event: it flushes, reports
-//! watermark crossings, acts on `close()`/`abort()` and re-arms the entry's single timer
-//! (cron, read-idle and write-stall deadlines).
+//! once and the message to `on_message`, and receives again until a receive comes back
+//! short (the queue was empty: edge-triggered readiness reports the next datagram) or the
+//! budget is spent. The replies the handler queued go out with one `sendmmsg` for what was
+//! read (earlier only when they fill one), runs of them to one destination merged by the
+//! kernel's segmentation offload (`batch::Segmentation`); after replying, the entry looks
+//! once more before it sleeps (a peer that answers at once). `settle` runs after every
+//! event: it flushes, reports watermark crossings, acts on `close()`/`abort()` and re-arms
+//! the entry's single timer (cron, read-idle and write-stall deadlines).
+//!
+//! A short receive is enough to stop: it found the socket's queue empty, and Linux raises
+//! readiness again when a datagram lands in an empty queue (recent kernels only then). An
+//! error that cut a receive short (an ICMP error met after some datagrams, which the kernel
+//! keeps for the next call) raised an event of its own when it arrived, after the one
+//! being handled; that event carries readable too while datagrams wait.
 
 use std::time::{Duration, Instant};
 
@@ -16,7 +26,7 @@ use getty_reactor::{Context, Entry, Ready, Recipient, Status};
 use mio::Interest;
 
 use super::batch::Outgoing;
-use super::batch::{self, RecvMeta};
+use super::batch::{self, RecvMeta, Segmentation};
 use super::client::PROBE_ANSWER;
 use super::queue::{is_gone, Link, ParkLimits, PeerErrors, Step, FIRST_RETRY, MAX_RETRY};
 use super::session::{DatagramHandler, DatagramSession};
@@ -86,13 +96,14 @@ pub(crate) const PARKED_TOTAL: usize = 4 << 20;
 struct SocketLink<'a, S> {
     socket: &'a S,
     mmsg: bool,
+    segmentation: &'a mut Segmentation,
     /// `SO_SNDBUF`, read once per flush when an `EAGAIN` must be told apart.
     send_buffer: Option<usize>,
 }
 
 impl<S: DatagramSocket> Link<S::Addr> for SocketLink<'_, S> {
     fn send(&mut self, items: &[Outgoing<'_, S::Addr>]) -> std::io::Result<usize> {
-        batch::send(self.socket, items, self.mmsg)
+        batch::send(self.socket, items, self.mmsg, self.segmentation)
     }
 
     fn socket_full(&mut self) -> bool {
@@ -147,6 +158,8 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// A connected unix socket whose peer is gone: the last reconnect's error (the
     /// session ends with it if the peer is not back within the write-stall timeout).
     gone: Option<std::io::Error>,
+    /// Whether sends merge runs of datagrams to one destination (UDP on Linux).
+    segmentation: Segmentation,
 }
 
 impl<S, C, H> DatagramEntry<S, C, H>
@@ -183,6 +196,7 @@ where
             want_writable: false,
             retry: None,
             gone: None,
+            segmentation: Segmentation::for_socket(S::UDP),
         }
     }
 

@@ -21,8 +21,13 @@
 //!
 //! **Batching.** On Linux a readable socket is read with `recvmmsg` (up to
 //! [`UdpOptions::batch_size`] datagrams per call, each into its own pooled buffer, so the
-//! messages are zero-copy views) and the replies queued while handling a batch leave with
-//! one `sendmmsg`. Elsewhere, or with a batch size of 1, datagrams move one per syscall.
+//! messages are zero-copy views) and the replies queued in one wake-up leave with one
+//! `sendmmsg`. A run of them to one destination, of one size up to 1,232 bytes, goes as one
+//! message that the kernel cuts back into those datagrams (UDP generic segmentation
+//! offload, `UDP_SEGMENT`): the receiver sees the same datagrams in the same order, and the
+//! route, headers and device queue are paid once per run. It is asked of the kernel first,
+//! and turned off for a socket whose path refuses it. Elsewhere, or with a batch size of
+//! 1, datagrams move one per syscall.
 //!
 //! **Writes** queue whole datagrams with the same hard bound and watermarks as TCP
 //! sessions ([`SessionOptions`]). When the kernel's send buffer is full the queue waits

@@ -20,6 +20,9 @@ pub(crate) trait DatagramSocket: mio::event::Source + 'static {
     /// `Send + Sync`: a report of datagrams dropped for one names it inside an `io::Error`.
     type Addr: Clone + Eq + std::hash::Hash + fmt::Debug + Send + Sync + 'static;
 
+    /// A UDP socket, whose sends may merge runs of datagrams (`batch::Segmentation`).
+    const UDP: bool = false;
+
     /// The socket, for syscalls.
     fn sock(&self) -> SockRef<'_>;
 
@@ -87,6 +90,8 @@ pub(crate) const MAX_UDP_PAYLOAD_V6: usize = 65_527;
 
 impl DatagramSocket for mio::net::UdpSocket {
     type Addr = SocketAddr;
+
+    const UDP: bool = true;
 
     fn sock(&self) -> SockRef<'_> {
         SockRef::from(self)

@@ -48,7 +48,7 @@ fn batches_keep_order_and_addresses() {
             .collect();
         let mut sent = 0;
         while sent < items.len() {
-            sent += send(&a, &items[sent..], mmsg).unwrap();
+            sent += send(&a, &items[sent..], mmsg, &mut Segmentation::Off).unwrap();
         }
         let got = recv_all(&b, payloads.len(), mmsg);
         assert_eq!(got.len(), payloads.len(), "mmsg {mmsg}");
@@ -159,4 +159,155 @@ fn truncation_reports_the_real_length() {
         }
         assert_eq!(seen[1], (10, false, 10));
     }
+}
+
+/// After a moment for stragglers, the socket holds no datagram.
+fn assert_nothing_more(sock: &UdpSocket) {
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut buf = [0u8; 2048];
+    match sock.recv(&mut buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        other => panic!("one datagram too many: {other:?}"),
+    }
+}
+
+/// Sends `items` to the end with segmentation allowed; returns the state it ended in.
+fn send_all(sock: &UdpSocket, items: &[Outgoing<'_, SocketAddr>]) -> Segmentation {
+    let mut segmentation = Segmentation::for_socket(true);
+    let mut sent = 0;
+    while sent < items.len() {
+        match send(sock, &items[sent..], true, &mut segmentation) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(1))
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    segmentation
+}
+
+/// Datagrams of sizes that make runs of every shape: long runs of one size (more than
+/// one message holds), a shorter one ending a run, ones too long to merge, empty ones.
+fn mixed_payloads() -> Vec<Vec<u8>> {
+    let mut sizes = vec![100; 40];
+    sizes.push(37);
+    sizes.extend([1300; 3]);
+    sizes.extend([0, 0]);
+    sizes.extend([8; 70]);
+    sizes.extend([200, 100, 200, 200, 1232, 1232, 1233]);
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (i * 31 + j) as u8).collect())
+        .collect()
+}
+
+#[test]
+fn segmented_runs_arrive_as_the_datagrams_sent() {
+    let (a, b) = pair();
+    let to = b.local_addr().unwrap();
+    let payloads = mixed_payloads();
+    let items: Vec<Outgoing<'_, SocketAddr>> = payloads
+        .iter()
+        .map(|p| Outgoing {
+            data: p,
+            peer: Some(&to),
+        })
+        .collect();
+    let state = send_all(&a, &items);
+    if cfg!(target_os = "linux") {
+        assert_ne!(state, Segmentation::Untried, "the kernel was never asked");
+    }
+    let got = recv_all(&b, payloads.len(), true);
+    assert_eq!(got.len(), payloads.len(), "segmentation {state:?}");
+    for (i, ((data, from), want)) in got.iter().zip(&payloads).enumerate() {
+        assert_eq!(data, want, "datagram {i}, segmentation {state:?}");
+        assert_eq!(*from, a.local_addr().unwrap());
+    }
+    // Nothing more: no datagram was split or merged wrongly.
+    assert_nothing_more(&b);
+}
+
+#[test]
+fn runs_never_cross_destinations() {
+    let (a, b) = pair();
+    let c = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (to_b, to_c) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+    let payloads: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i; 50]).collect();
+    // Runs of 5 for b, then 3 for c, alternating.
+    let peer_of = |i: usize| if i % 8 < 5 { &to_b } else { &to_c };
+    let items: Vec<Outgoing<'_, SocketAddr>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Outgoing {
+            data: p,
+            peer: Some(peer_of(i)),
+        })
+        .collect();
+    send_all(&a, &items);
+    for (sock, addr) in [(&b, to_b), (&c, to_c)] {
+        let want: Vec<&Vec<u8>> = (0..payloads.len())
+            .filter(|&i| *peer_of(i) == addr)
+            .map(|i| &payloads[i])
+            .collect();
+        let got = recv_all(sock, want.len(), true);
+        let got: Vec<&Vec<u8>> = got.iter().map(|(d, _)| d).collect();
+        assert_eq!(got, want, "to {addr}");
+        assert_nothing_more(sock);
+    }
+}
+
+#[test]
+fn a_connected_socket_segments_runs_too() {
+    let (a, b) = pair();
+    a.connect(b.local_addr().unwrap()).unwrap();
+    let payloads = mixed_payloads();
+    let items: Vec<Outgoing<'_, SocketAddr>> = payloads
+        .iter()
+        .map(|p| Outgoing {
+            data: p,
+            peer: None,
+        })
+        .collect();
+    send_all(&a, &items);
+    let got = recv_all(&b, payloads.len(), true);
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(d, _)| d).collect();
+    assert!(got == payloads, "the datagrams came out changed");
+}
+
+/// A socket whose path refuses merged runs (here: no UDP checksums, `SO_NO_CHECK`, which
+/// segmentation cannot do without) turns segmentation off, and every datagram still goes,
+/// in order.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_refused_run_is_sent_datagram_by_datagram() {
+    use std::os::fd::AsRawFd;
+    let (a, b) = pair();
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a c_int option value (SO_NO_CHECK is 11 on Linux).
+    let r = unsafe {
+        libc::setsockopt(
+            a.as_raw_fd(),
+            libc::SOL_SOCKET,
+            11,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_NO_CHECK: {}", io::Error::last_os_error());
+    let to = b.local_addr().unwrap();
+    let payloads = mixed_payloads();
+    let items: Vec<Outgoing<'_, SocketAddr>> = payloads
+        .iter()
+        .map(|p| Outgoing {
+            data: p,
+            peer: Some(&to),
+        })
+        .collect();
+    assert_eq!(send_all(&a, &items), Segmentation::Off);
+    let got = recv_all(&b, payloads.len(), true);
+    let got: Vec<Vec<u8>> = got.into_iter().map(|(d, _)| d).collect();
+    assert!(got == payloads, "the datagrams came out changed");
+    assert_nothing_more(&b);
 }
