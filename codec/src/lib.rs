@@ -337,6 +337,38 @@ pub trait Decoder {
             )),
         }
     }
+
+    /// [`decode_message`](Decoder::decode_message) for a message that is the first `len`
+    /// bytes of `src` (a WebSocket transport's read buffer): decodes it and takes exactly
+    /// those bytes off `src`, whatever the outcome.
+    ///
+    /// The default cuts them off into a buffer of their own and calls `decode_message` on
+    /// it. A codec that copies small messages out anyway ([`RawCodec`], [`MessageCodec`])
+    /// overrides it to copy them straight from `src`, which saves cutting a buffer per
+    /// message.
+    ///
+    /// # Panics
+    ///
+    /// If `len` exceeds `src.len()`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, LinesCodec, MessageKind};
+    ///
+    /// let mut buf = BytesMut::from(&b"hello\nrest"[..]);
+    /// let line = LinesCodec::default().decode_front_message(MessageKind::Text, &mut buf, 6);
+    /// assert_eq!(line.unwrap(), "hello");
+    /// assert_eq!(&buf[..], b"rest");
+    /// ```
+    fn decode_front_message(
+        &mut self,
+        kind: MessageKind,
+        src: &mut BytesMut,
+        len: usize,
+    ) -> Result<Self::Item, CodecError> {
+        let mut payload = src.split_to(len);
+        self.decode_message(kind, &mut payload)
+    }
 }
 
 /// Turns a message into bytes for the wire, appending them to `dst`.

@@ -366,6 +366,45 @@ impl Decoder for MessageCodec {
             MessageKind::Binary => Message::Binary(bytes),
         })
     }
+
+    /// The first `len` bytes of `src` as one message of the given kind, checked as
+    /// [`decode_message`](Decoder::decode_message) checks it; they are taken off `src`
+    /// either way.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, Message, MessageCodec, MessageKind};
+    ///
+    /// let mut buf = BytesMut::from(&b"hi\xff"[..]);
+    /// let msg = MessageCodec.decode_front_message(MessageKind::Text, &mut buf, 2).unwrap();
+    /// assert_eq!(msg, Message::text("hi"));
+    /// assert!(MessageCodec.decode_front_message(MessageKind::Text, &mut buf, 1).is_err());
+    /// assert!(buf.is_empty());
+    /// ```
+    fn decode_front_message(
+        &mut self,
+        kind: MessageKind,
+        src: &mut BytesMut,
+        len: usize,
+    ) -> Result<Message, CodecError> {
+        let text = kind == MessageKind::Text;
+        let checked = if text {
+            std::str::from_utf8(&src[..len]).err()
+        } else {
+            None
+        };
+        let bytes = split_message(src, len);
+        if let Some(e) = checked {
+            return Err(CodecError::malformed(format!(
+                "a text message that is not UTF-8: {e}"
+            )));
+        }
+        Ok(match kind {
+            // Checked just above.
+            MessageKind::Text => Message::Text(Utf8Bytes(bytes)),
+            MessageKind::Binary => Message::Binary(bytes),
+        })
+    }
 }
 
 impl Encoder<Message> for MessageCodec {

@@ -110,6 +110,26 @@ impl Decoder for RawCodec {
     ) -> Result<Bytes, CodecError> {
         Ok(split_message(payload, payload.len()))
     }
+
+    /// Takes the first `len` bytes of `src` as the message (zero-copy, or a copy if small).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, MessageKind, RawCodec};
+    ///
+    /// let mut buf = BytesMut::from(&b"onetwo"[..]);
+    /// let msg = RawCodec.decode_front_message(MessageKind::Binary, &mut buf, 3).unwrap();
+    /// assert_eq!((&msg[..], &buf[..]), (&b"one"[..], &b"two"[..]));
+    /// ```
+    #[inline]
+    fn decode_front_message(
+        &mut self,
+        _kind: MessageKind,
+        src: &mut BytesMut,
+        len: usize,
+    ) -> Result<Bytes, CodecError> {
+        Ok(split_message(src, len))
+    }
 }
 
 impl Encoder<&[u8]> for RawCodec {

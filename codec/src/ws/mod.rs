@@ -74,7 +74,7 @@ pub use handshake::{
     InvalidRequest, Request, RequestPart, Response,
 };
 pub use mask::apply_mask;
-pub use protocol::{HeaderRoom, Protocol};
+pub use protocol::{HeaderRoom, InPlace, Protocol};
 
 /// Close codes of RFC 6455 section 7.4.1 that the machine sends.
 ///

@@ -13,6 +13,9 @@ use crate::MessageKind;
 
 mod write;
 
+#[cfg(test)]
+pub(crate) use write::format_header;
+
 /// The data frame being received. Its header has been removed from the input buffer.
 #[derive(Debug)]
 struct InFrame {
@@ -72,6 +75,29 @@ pub struct Protocol {
     error: Option<WsError>,
     /// The header size of the last message sent: the room `reserve_header` leaves.
     header_guess: usize,
+}
+
+/// What [`Protocol::decode_in_place`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InPlace {
+    /// A whole message, unmasked and checked, is the first `len` bytes of the input (its
+    /// header is gone): take them off before decoding again.
+    Message {
+        /// Text (valid UTF-8) or binary.
+        kind: MessageKind,
+        /// The payload's length.
+        len: usize,
+    },
+    /// Anything else, as [`Protocol::decode`] reports it.
+    Event(Event),
+}
+
+/// Close code 1007 for a text message that is not UTF-8.
+fn invalid_utf8() -> WsError {
+    WsError::new(
+        close_code::INVALID_PAYLOAD,
+        "invalid UTF-8 in a text message",
+    )
 }
 
 /// Room [`Protocol::reserve_header`] left in a buffer for a frame header.
@@ -248,18 +274,121 @@ impl Protocol {
         src: &mut BytesMut,
         control_out: &mut BytesMut,
     ) -> Result<Option<Event>, WsError> {
+        Ok(match self.decode_in_place(src, control_out)? {
+            Some(InPlace::Message { kind, len }) => Some(Event::Message {
+                kind,
+                payload: src.split_to(len),
+            }),
+            Some(InPlace::Event(event)) => Some(event),
+            None => None,
+        })
+    }
+
+    /// [`decode`](Protocol::decode), except that a message which came whole in one frame
+    /// is left where it lies: [`InPlace::Message`] says that the first `len` bytes of `src`
+    /// are its payload, unmasked and checked (UTF-8 for text, the size limits). The caller
+    /// must take those bytes off `src` before it decodes again. This saves a transport
+    /// cutting a buffer of its own for each small message it copies out anyway.
+    ///
+    /// ```
+    /// use bytes::{Buf, BytesMut};
+    /// use getty_codec::ws::{Config, InPlace, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// // A masked binary frame "hi" (mask 1 2 3 4), then the start of another.
+    /// let mut input = BytesMut::from(&b"\x82\x82\x01\x02\x03\x04\x69\x6b\x82"[..]);
+    /// let mut control = BytesMut::new();
+    /// let found = server.decode_in_place(&mut input, &mut control).unwrap();
+    /// assert_eq!(found, Some(InPlace::Message { kind: MessageKind::Binary, len: 2 }));
+    /// assert_eq!(&input[..2], b"hi");
+    /// input.advance(2);
+    /// assert_eq!(server.decode_in_place(&mut input, &mut control).unwrap(), None);
+    /// ```
+    pub fn decode_in_place(
+        &mut self,
+        src: &mut BytesMut,
+        control_out: &mut BytesMut,
+    ) -> Result<Option<InPlace>, WsError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let result = self.decode_inner(src, control_out);
+        let result = match self.whole_message_frame(src) {
+            Ok(Some((kind, len))) => Ok(Some(InPlace::Message { kind, len })),
+            Ok(None) => self
+                .decode_inner(src, control_out)
+                .map(|event| event.map(InPlace::Event)),
+            Err(e) => Err(e),
+        };
         match &result {
             Err(e) => self.error = Some(e.clone()),
             // Before a message goes up (its reply may follow at once) and at the end of the
             // input: a pong keeps its place among the replies, one per run of pings.
-            Ok(None | Some(Event::Message { .. })) => self.put_pending_pong(control_out),
+            Ok(None | Some(InPlace::Message { .. } | InPlace::Event(Event::Message { .. }))) => {
+                if self.pending_pong.is_some() {
+                    self.put_pending_pong(control_out);
+                }
+            }
             Ok(Some(_)) => {}
         }
         result
+    }
+
+    /// The common case, checked first: a whole unfragmented, uncompressed text or binary
+    /// frame at the front of `src`, between messages, within the limits. It is unmasked and
+    /// checked in place, its header taken off, and its `(kind, len)` returned. Anything
+    /// else (a partial frame, a fragment, a control frame, RSV bits, a 64-bit length, a
+    /// frame over a limit, the wrong masking for the role) answers `None` with `src`
+    /// untouched: the general path decides, and reports any error.
+    #[inline]
+    fn whole_message_frame(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<(MessageKind, usize)>, WsError> {
+        if self.frame.is_some() || self.message.is_some() || self.received_close {
+            return Ok(None);
+        }
+        let [first, second, ..] = src[..] else {
+            return Ok(None);
+        };
+        // FIN set, RSV1-3 clear.
+        let kind = match first {
+            0x82 => MessageKind::Binary,
+            0x81 => MessageKind::Text,
+            _ => return Ok(None),
+        };
+        let masked = second & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return Ok(None);
+        }
+        let (len_field, len) = match second & 0x7f {
+            127 => return Ok(None),
+            126 => match src.get(2..4) {
+                Some(&[hi, lo]) => (2, usize::from(u16::from_be_bytes([hi, lo]))),
+                _ => return Ok(None),
+            },
+            short => (0, usize::from(short)),
+        };
+        let header = 2 + len_field + if masked { 4 } else { 0 };
+        let config = &self.config;
+        if src.len() < header + len || len > config.max_frame_size || len > config.max_message_size
+        {
+            return Ok(None);
+        }
+        if masked {
+            let mask = [
+                src[header - 4],
+                src[header - 3],
+                src[header - 2],
+                src[header - 1],
+            ];
+            apply_mask(&mut src[header..header + len], mask, 0);
+        }
+        if kind == MessageKind::Text && std::str::from_utf8(&src[header..header + len]).is_err() {
+            return Err(invalid_utf8());
+        }
+        src.advance(header);
+        Ok(Some((kind, len)))
     }
 
     /// Answers the latest ping, unless a close frame was sent (no frame may follow it).
@@ -414,12 +543,7 @@ impl Protocol {
         };
         let text = msg.kind == MessageKind::Text;
         let max = config.max_message_size;
-        let bad_utf8 = |()| {
-            WsError::new(
-                close_code::INVALID_PAYLOAD,
-                "invalid UTF-8 in a text message",
-            )
-        };
+        let bad_utf8 = |()| invalid_utf8();
         if msg.compressed {
             let deflate = deflate.as_mut().expect("compressed messages need deflate");
             let take = src.len().min(f.len - f.done);

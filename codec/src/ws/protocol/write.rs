@@ -2,7 +2,6 @@
 
 use bytes::{BufMut, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-use tungstenite::protocol::frame::FrameHeader;
 
 use super::{HeaderRoom, Protocol};
 use crate::ws::deflate::{give_back_scratch, take_scratch, Deflate};
@@ -11,25 +10,14 @@ use crate::MessageKind;
 
 impl Protocol {
     /// The header of an outgoing frame, and the mask its payload needs (client role).
+    #[inline]
     fn header(&self, opcode: OpCode, rsv1: bool, len: usize) -> ([u8; 14], usize, Option<[u8; 4]>) {
         let mask = match self.role {
             Role::Client => Some(Self::mask_key()),
             Role::Server => None,
         };
-        let header = FrameHeader {
-            is_final: true,
-            rsv1,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask,
-        };
-        let mut bytes = [0u8; 14];
-        let mut w = &mut bytes[..];
-        header
-            .format(len as u64, &mut w)
-            .expect("14 bytes hold any frame header");
-        let n = 14 - w.len();
+        let first = 0x80 | if rsv1 { 0x40 } else { 0 } | u8::from(opcode);
+        let (bytes, n) = format_header(first, len, mask);
         (bytes, n, mask)
     }
 
@@ -398,6 +386,36 @@ impl Protocol {
         self.sent_close = true;
         true
     }
+}
+
+/// A frame header (RFC 6455 section 5.2) with `first` as its first byte (FIN, RSV bits,
+/// opcode), the shortest length field for `len`, and `mask` if any; and its length.
+#[inline]
+pub(crate) fn format_header(first: u8, len: usize, mask: Option<[u8; 4]>) -> ([u8; 14], usize) {
+    let mut bytes = [0u8; 14];
+    bytes[0] = first;
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut n = match len {
+        0..126 => {
+            bytes[1] = mask_bit | len as u8;
+            2
+        }
+        126..=0xffff => {
+            bytes[1] = mask_bit | 126;
+            bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            bytes[1] = mask_bit | 127;
+            bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    if let Some(mask) = mask {
+        bytes[n..n + 4].copy_from_slice(&mask);
+        n += 4;
+    }
+    (bytes, n)
 }
 
 /// The opcode of a data frame of `kind`.
