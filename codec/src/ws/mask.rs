@@ -14,28 +14,42 @@
 /// apply_mask(&mut data[3..], mask, 3);
 /// assert_eq!(&data, b"hello world");
 /// ```
+#[inline]
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
-    let mut m = [0u8; 4];
-    for (i, b) in m.iter_mut().enumerate() {
-        *b = mask[(offset + i) % 4];
-    }
-    let word = u32::from_ne_bytes(m);
-    let wide = u64::from(word) | (u64::from(word) << 32);
-    let wide = if cfg!(target_endian = "little") {
-        wide
+    // The mask as it lines up with `data[0]`: rotated by the offset into the payload.
+    let shift = 8 * (offset % 4) as u32;
+    let word = u32::from_ne_bytes(mask);
+    let word = if cfg!(target_endian = "little") {
+        word.rotate_right(shift)
     } else {
-        wide.rotate_left(32)
+        word.rotate_left(shift)
     };
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut v = [0u8; 8];
-        v.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(v) ^ wide;
-        chunk.copy_from_slice(&x.to_ne_bytes());
+    let wide = u64::from(word) | (u64::from(word) << 32);
+    // Sixteen bytes a turn (two words), then one word, then the bytes left over: each
+    // step starts at a multiple of four bytes into `data`, so the same mask lines up.
+    let mut pairs = data.chunks_exact_mut(16);
+    for pair in &mut pairs {
+        let (a, b) = pair.split_at_mut(8);
+        xor_word(a, wide);
+        xor_word(b, wide);
     }
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= m[i % 4];
+    let mut rest = pairs.into_remainder();
+    if rest.len() >= 8 {
+        let (a, b) = rest.split_at_mut(8);
+        xor_word(a, wide);
+        rest = b;
     }
+    let m = word.to_ne_bytes();
+    for (b, m) in rest.iter_mut().zip(m.iter().cycle()) {
+        *b ^= m;
+    }
+}
+
+/// XORs eight bytes with `wide`.
+#[inline(always)]
+fn xor_word(chunk: &mut [u8], wide: u64) {
+    let bytes: [u8; 8] = (&*chunk).try_into().expect("eight bytes");
+    chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ wide).to_ne_bytes());
 }
 
 #[cfg(test)]

@@ -44,12 +44,10 @@ impl Protocol {
         }
     }
 
+    #[inline]
     fn check_open(&self) -> Result<(), WsError> {
         if self.sent_close {
-            return Err(WsError::new(
-                close_code::NORMAL,
-                "the close frame was sent; nothing may follow it",
-            ));
+            return Err(closed_already());
         }
         Ok(())
     }
@@ -105,12 +103,18 @@ impl Protocol {
     /// server.encode_reserved(MessageKind::Text, &mut out, room).unwrap();
     /// assert_eq!(&out[..], b"earlier\x81\x02hi");
     /// ```
+    #[inline]
     pub fn reserve_header(&self, buf: &mut BytesMut) -> HeaderRoom {
         let room = HeaderRoom {
             frame_start: buf.len(),
             len: self.header_guess,
         };
-        buf.put_bytes(0, room.len);
+        // A server's short message, the usual case, without a call to `memset`.
+        if room.len == 2 {
+            buf.put_u16(0);
+        } else {
+            buf.put_bytes(0, room.len);
+        }
         room
     }
 
@@ -119,6 +123,7 @@ impl Protocol {
     /// room and the payload: truncate it to where the room began.
     ///
     /// See [`reserve_header`](Self::reserve_header) for an example.
+    #[inline]
     pub fn encode_reserved(
         &mut self,
         kind: MessageKind,
@@ -219,6 +224,7 @@ impl Protocol {
 
     /// Frames `buf[frame_start + room..]` in place, its header written over the `room`
     /// bytes before it (the payload moves only when the header needs another size).
+    #[inline]
     fn frame_in_place(
         &mut self,
         kind: MessageKind,
@@ -229,34 +235,20 @@ impl Protocol {
         self.check_open()?;
         let payload_start = frame_start + room;
         let len = buf.len() - payload_start;
-        let opcode = data_opcode(kind);
-        if let Some(deflate) = self.deflate.as_mut() {
-            if deflate.wants(len) {
-                let mut scratch = take_scratch();
-                let result = deflate.compress(&buf[payload_start..], &mut scratch);
-                let smaller = result.is_ok() && scratch.len() < len;
-                if smaller {
-                    buf.truncate(frame_start);
-                    self.put_frame(opcode, true, &scratch, buf);
-                } else if result.is_ok() {
-                    // Incompressible: deflate made it longer. RFC 7692 lets any message go
-                    // uncompressed, but the compressor's window now holds bytes the peer's
-                    // inflater never sees, so it starts afresh.
-                    deflate.forget_context();
-                }
-                give_back_scratch(scratch);
-                if smaller || result.is_err() {
-                    return result;
-                }
-            } else {
-                deflate.sent_plain();
+        if self.deflate.is_some() {
+            if let Some(compressed) = self.compress_in_place(kind, buf, frame_start, room) {
+                return compressed;
             }
         }
-        let (header, n, mask) = self.header(opcode, false, len);
-        if n > room {
-            buf.put_bytes(0, n - room);
-        }
+        let mask = match self.role {
+            Role::Client => Some(Self::mask_key()),
+            Role::Server => None,
+        };
+        let (header, n) = format_header(0x80 | data_opcode_bits(kind), len, mask);
         if n != room {
+            if n > room {
+                buf.put_bytes(0, n - room);
+            }
             buf.copy_within(payload_start..payload_start + len, frame_start + n);
             buf.truncate(frame_start + n + len);
         }
@@ -266,6 +258,40 @@ impl Protocol {
         }
         self.header_guess = n;
         Ok(())
+    }
+
+    /// Under permessage-deflate: compresses the payload `frame_in_place` was given and
+    /// frames it, when that is worth it (`Some`, with the outcome); `None` when the payload
+    /// goes out as it is (too short, or incompressible), the compressor told so.
+    #[cold]
+    fn compress_in_place(
+        &mut self,
+        kind: MessageKind,
+        buf: &mut BytesMut,
+        frame_start: usize,
+        room: usize,
+    ) -> Option<Result<(), WsError>> {
+        let payload_start = frame_start + room;
+        let len = buf.len() - payload_start;
+        let deflate = self.deflate.as_mut()?;
+        if !deflate.wants(len) {
+            deflate.sent_plain();
+            return None;
+        }
+        let mut scratch = take_scratch();
+        let result = deflate.compress(&buf[payload_start..], &mut scratch);
+        let smaller = result.is_ok() && scratch.len() < len;
+        if smaller {
+            buf.truncate(frame_start);
+            self.put_frame(data_opcode(kind), true, &scratch, buf);
+        } else if result.is_ok() {
+            // Incompressible: deflate made it longer. RFC 7692 lets any message go
+            // uncompressed, but the compressor's window now holds bytes the peer's
+            // inflater never sees, so it starts afresh.
+            deflate.forget_context();
+        }
+        give_back_scratch(scratch);
+        (smaller || result.is_err()).then_some(result)
     }
 
     /// Appends a ping frame (payload at most 125 bytes) to `out`.
@@ -416,6 +442,24 @@ pub(crate) fn format_header(first: u8, len: usize, mask: Option<[u8; 4]>) -> ([u
         n += 4;
     }
     (bytes, n)
+}
+
+/// Nothing may follow a close frame.
+#[cold]
+fn closed_already() -> WsError {
+    WsError::new(
+        close_code::NORMAL,
+        "the close frame was sent; nothing may follow it",
+    )
+}
+
+/// The opcode bits of a data frame of `kind`, for its first byte.
+#[inline]
+fn data_opcode_bits(kind: MessageKind) -> u8 {
+    match kind {
+        MessageKind::Text => 0x1,
+        MessageKind::Binary => 0x2,
+    }
 }
 
 /// The opcode of a data frame of `kind`.
