@@ -63,6 +63,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::fmt;
+use std::ops::Range;
 
 pub use bytes::{Bytes, BytesMut};
 /// The TLS library under [`filter::TlsFilter`], for its configuration types.
@@ -129,6 +130,20 @@ pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
         bytes::Buf::advance(src, len);
         message
     } else {
+        src.split_to(len).freeze()
+    }
+}
+
+/// [`split_message`] for the message at `payload` in `src`: takes `src[..payload.end]`
+/// off, and the message with it (copied if small, a view if not).
+pub(crate) fn take_message(src: &mut BytesMut, payload: Range<usize>) -> Bytes {
+    let len = payload.len();
+    if len < COPY_BELOW {
+        let message = copy_small(&src[payload.clone()]);
+        bytes::Buf::advance(src, payload.end);
+        message
+    } else {
+        bytes::Buf::advance(src, payload.start);
         src.split_to(len).freeze()
     }
 }
@@ -338,25 +353,26 @@ pub trait Decoder {
         }
     }
 
-    /// [`decode_message`](Decoder::decode_message) for a message that is the first `len`
-    /// bytes of `src` (a WebSocket transport's read buffer): decodes it and takes exactly
-    /// those bytes off `src`, whatever the outcome.
+    /// [`decode_message`](Decoder::decode_message) for a message that lies in `src` (a
+    /// WebSocket transport's read buffer) at `payload`, behind bytes of no interest to the
+    /// codec (its frame header): decodes it and takes `src[..payload.end]` off, whatever the
+    /// outcome.
     ///
-    /// The default cuts them off into a buffer of their own and calls `decode_message` on
-    /// it. A codec that copies small messages out anyway ([`RawCodec`], [`MessageCodec`])
-    /// overrides it to copy them straight from `src`, which saves cutting a buffer per
-    /// message.
+    /// The default cuts the payload off into a buffer of its own and calls `decode_message`
+    /// on it. A codec that copies small messages out anyway ([`RawCodec`],
+    /// [`MessageCodec`]) overrides it to copy them straight from `src`, which saves cutting
+    /// a buffer per message.
     ///
     /// # Panics
     ///
-    /// If `len` exceeds `src.len()`.
+    /// If `payload` does not lie within `src`.
     ///
     /// ```
     /// use bytes::BytesMut;
     /// use getty_codec::{Decoder, LinesCodec, MessageKind};
     ///
-    /// let mut buf = BytesMut::from(&b"hello\nrest"[..]);
-    /// let line = LinesCodec::default().decode_front_message(MessageKind::Text, &mut buf, 6);
+    /// let mut buf = BytesMut::from(&b"\x81\x06hello\nrest"[..]);
+    /// let line = LinesCodec::default().decode_front_message(MessageKind::Text, &mut buf, 2..8);
     /// assert_eq!(line.unwrap(), "hello");
     /// assert_eq!(&buf[..], b"rest");
     /// ```
@@ -364,9 +380,14 @@ pub trait Decoder {
         &mut self,
         kind: MessageKind,
         src: &mut BytesMut,
-        len: usize,
+        payload: Range<usize>,
     ) -> Result<Self::Item, CodecError> {
-        let mut payload = src.split_to(len);
+        assert!(
+            payload.start <= payload.end,
+            "decode_front_message: {payload:?}"
+        );
+        bytes::Buf::advance(src, payload.start);
+        let mut payload = src.split_to(payload.end - payload.start);
         self.decode_message(kind, &mut payload)
     }
 }

@@ -1,8 +1,10 @@
 //! No framing: the byte stream as it arrives.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
+use crate::{split_message, take_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
 /// encoding copies the message as it is.
@@ -111,14 +113,15 @@ impl Decoder for RawCodec {
         Ok(split_message(payload, payload.len()))
     }
 
-    /// Takes the first `len` bytes of `src` as the message (zero-copy, or a copy if small).
+    /// Takes `src[payload]` as the message (zero-copy, or a copy if small), and
+    /// `src[..payload.end]` off.
     ///
     /// ```
     /// use bytes::BytesMut;
     /// use getty_codec::{Decoder, MessageKind, RawCodec};
     ///
-    /// let mut buf = BytesMut::from(&b"onetwo"[..]);
-    /// let msg = RawCodec.decode_front_message(MessageKind::Binary, &mut buf, 3).unwrap();
+    /// let mut buf = BytesMut::from(&b"--onetwo"[..]);
+    /// let msg = RawCodec.decode_front_message(MessageKind::Binary, &mut buf, 2..5).unwrap();
     /// assert_eq!((&msg[..], &buf[..]), (&b"one"[..], &b"two"[..]));
     /// ```
     #[inline]
@@ -126,9 +129,9 @@ impl Decoder for RawCodec {
         &mut self,
         _kind: MessageKind,
         src: &mut BytesMut,
-        len: usize,
+        payload: Range<usize>,
     ) -> Result<Bytes, CodecError> {
-        Ok(split_message(src, len))
+        Ok(take_message(src, payload))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The frame and message machine of one WebSocket connection.
 
 use std::io::Cursor;
+use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -80,13 +81,13 @@ pub struct Protocol {
 /// What [`Protocol::decode_in_place`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InPlace {
-    /// A whole message, unmasked and checked, is the first `len` bytes of the input (its
-    /// header is gone): take them off before decoding again.
+    /// A whole message, unmasked and checked, lies in the input behind its frame header:
+    /// take the input up to its end off before decoding again.
     Message {
         /// Text (valid UTF-8) or binary.
         kind: MessageKind,
-        /// The payload's length.
-        len: usize,
+        /// Where the payload lies in the input, after its frame header.
+        payload: Range<usize>,
     },
     /// Anything else, as [`Protocol::decode`] reports it.
     Event(Event),
@@ -275,20 +276,23 @@ impl Protocol {
         control_out: &mut BytesMut,
     ) -> Result<Option<Event>, WsError> {
         Ok(match self.decode_in_place(src, control_out)? {
-            Some(InPlace::Message { kind, len }) => Some(Event::Message {
-                kind,
-                payload: src.split_to(len),
-            }),
+            Some(InPlace::Message { kind, payload }) => {
+                src.advance(payload.start);
+                Some(Event::Message {
+                    kind,
+                    payload: src.split_to(payload.len()),
+                })
+            }
             Some(InPlace::Event(event)) => Some(event),
             None => None,
         })
     }
 
     /// [`decode`](Protocol::decode), except that a message which came whole in one frame
-    /// is left where it lies: [`InPlace::Message`] says that the first `len` bytes of `src`
-    /// are its payload, unmasked and checked (UTF-8 for text, the size limits). The caller
-    /// must take those bytes off `src` before it decodes again. This saves a transport
-    /// cutting a buffer of its own for each small message it copies out anyway.
+    /// is left where it lies: [`InPlace::Message`] says that `src[payload]` is its payload,
+    /// unmasked and checked (UTF-8 for text, the size limits), behind its frame header. The
+    /// caller must take `src[..payload.end]` off before it decodes again. This saves a
+    /// transport cutting a buffer of its own for each small message it copies out anyway.
     ///
     /// ```
     /// use bytes::{Buf, BytesMut};
@@ -300,12 +304,25 @@ impl Protocol {
     /// let mut input = BytesMut::from(&b"\x82\x82\x01\x02\x03\x04\x69\x6b\x82"[..]);
     /// let mut control = BytesMut::new();
     /// let found = server.decode_in_place(&mut input, &mut control).unwrap();
-    /// assert_eq!(found, Some(InPlace::Message { kind: MessageKind::Binary, len: 2 }));
-    /// assert_eq!(&input[..2], b"hi");
-    /// input.advance(2);
+    /// assert_eq!(found, Some(InPlace::Message { kind: MessageKind::Binary, payload: 6..8 }));
+    /// assert_eq!(&input[6..8], b"hi");
+    /// input.advance(8);
     /// assert_eq!(server.decode_in_place(&mut input, &mut control).unwrap(), None);
     /// ```
+    #[inline]
     pub fn decode_in_place(
+        &mut self,
+        src: &mut BytesMut,
+        control_out: &mut BytesMut,
+    ) -> Result<Option<InPlace>, WsError> {
+        if let Some((kind, payload)) = self.whole_message_frame(src) {
+            return Ok(Some(InPlace::Message { kind, payload }));
+        }
+        self.decode_event(src, control_out)
+    }
+
+    /// What is not a whole message in one frame: the general path of `decode_in_place`.
+    fn decode_event(
         &mut self,
         src: &mut BytesMut,
         control_out: &mut BytesMut,
@@ -313,59 +330,49 @@ impl Protocol {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let result = match self.whole_message_frame(src) {
-            Ok(Some((kind, len))) => Ok(Some(InPlace::Message { kind, len })),
-            Ok(None) => self
-                .decode_inner(src, control_out)
-                .map(|event| event.map(InPlace::Event)),
-            Err(e) => Err(e),
-        };
+        let result = self.decode_inner(src, control_out);
         match &result {
             Err(e) => self.error = Some(e.clone()),
             // Before a message goes up (its reply may follow at once) and at the end of the
             // input: a pong keeps its place among the replies, one per run of pings.
-            Ok(None | Some(InPlace::Message { .. } | InPlace::Event(Event::Message { .. }))) => {
-                if self.pending_pong.is_some() {
-                    self.put_pending_pong(control_out);
-                }
-            }
+            Ok(None | Some(Event::Message { .. })) => self.put_pending_pong(control_out),
             Ok(Some(_)) => {}
         }
-        result
+        result.map(|event| event.map(InPlace::Event))
     }
 
     /// The common case, checked first: a whole unfragmented, uncompressed text or binary
-    /// frame at the front of `src`, between messages, within the limits. It is unmasked and
-    /// checked in place, its header taken off, and its `(kind, len)` returned. Anything
-    /// else (a partial frame, a fragment, a control frame, RSV bits, a 64-bit length, a
-    /// frame over a limit, the wrong masking for the role) answers `None` with `src`
-    /// untouched: the general path decides, and reports any error.
+    /// frame at the front of `src`, between messages, within the limits, with no pong
+    /// pending. It is unmasked and checked in place, and its kind and where its payload
+    /// lies are returned. Anything else (a partial frame, a fragment, a control frame, RSV
+    /// bits, a 64-bit length, a frame over a limit, the wrong masking for the role, text
+    /// that is not UTF-8) answers `None` with `src` as it was: the general path decides, and
+    /// reports any error.
     #[inline]
-    fn whole_message_frame(
-        &mut self,
-        src: &mut BytesMut,
-    ) -> Result<Option<(MessageKind, usize)>, WsError> {
-        if self.frame.is_some() || self.message.is_some() || self.received_close {
-            return Ok(None);
+    fn whole_message_frame(&mut self, src: &mut BytesMut) -> Option<(MessageKind, Range<usize>)> {
+        let between_messages = self.frame.is_none() && self.message.is_none();
+        let quiet = !self.received_close && self.error.is_none() && self.pending_pong.is_none();
+        if !(between_messages && quiet) {
+            return None;
         }
         let [first, second, ..] = src[..] else {
-            return Ok(None);
+            return None;
         };
         // FIN set, RSV1-3 clear.
         let kind = match first {
             0x82 => MessageKind::Binary,
             0x81 => MessageKind::Text,
-            _ => return Ok(None),
+            _ => return None,
         };
         let masked = second & 0x80 != 0;
         if masked != (self.role == Role::Server) {
-            return Ok(None);
+            return None;
         }
         let (len_field, len) = match second & 0x7f {
-            127 => return Ok(None),
+            127 => return None,
             126 => match src.get(2..4) {
                 Some(&[hi, lo]) => (2, usize::from(u16::from_be_bytes([hi, lo]))),
-                _ => return Ok(None),
+                _ => return None,
             },
             short => (0, usize::from(short)),
         };
@@ -373,22 +380,28 @@ impl Protocol {
         let config = &self.config;
         if src.len() < header + len || len > config.max_frame_size || len > config.max_message_size
         {
-            return Ok(None);
+            return None;
         }
-        if masked {
-            let mask = [
+        let payload = header..header + len;
+        let mask = masked.then(|| {
+            [
                 src[header - 4],
                 src[header - 3],
                 src[header - 2],
                 src[header - 1],
-            ];
-            apply_mask(&mut src[header..header + len], mask, 0);
+            ]
+        });
+        if let Some(mask) = mask {
+            apply_mask(&mut src[payload.clone()], mask, 0);
         }
-        if kind == MessageKind::Text && std::str::from_utf8(&src[header..header + len]).is_err() {
-            return Err(invalid_utf8());
+        if kind == MessageKind::Text && std::str::from_utf8(&src[payload.clone()]).is_err() {
+            // Masked again, as it came: the general path reports the error.
+            if let Some(mask) = mask {
+                apply_mask(&mut src[payload], mask, 0);
+            }
+            return None;
         }
-        src.advance(header);
-        Ok(Some((kind, len)))
+        Some((kind, payload))
     }
 
     /// Answers the latest ping, unless a close frame was sent (no frame may follow it).

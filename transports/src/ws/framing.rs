@@ -2,6 +2,7 @@
 //! traffic (pongs, close frames, keep-alive pings and their timeout) kept here, out of the
 //! stream machine.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -75,18 +76,18 @@ impl WsFraming {
     }
 }
 
-/// The message that is the first `len` bytes of `input`, decoded by `codec`, which must
-/// take exactly those bytes off: the next frame starts right after them.
+/// The message at `payload` in `input`, decoded by `codec`, which must take exactly
+/// `input[..payload.end]` off: the next frame starts right after it.
 #[inline]
 fn take_front_message<C: Decoder>(
     codec: &mut C,
     kind: MessageKind,
     input: &mut BytesMut,
-    len: usize,
+    payload: Range<usize>,
 ) -> Result<Next<C::Item>, Error> {
-    let before = input.len();
-    let message = codec.decode_front_message(kind, input, len)?;
-    if before - input.len() != len {
+    let expected = input.len() - payload.end;
+    let message = codec.decode_front_message(kind, input, payload)?;
+    if input.len() != expected {
         let why = "the codec did not take exactly the message's bytes";
         return Err(Error::Codec(CodecError::malformed(why)));
     }
@@ -125,8 +126,8 @@ impl Framing for WsFraming {
         let event = match found {
             None => return Ok(Next::NeedMore(None)),
             // The common case: the codec takes the message straight from the read buffer.
-            Some(InPlace::Message { kind, len }) => {
-                return take_front_message(codec, kind, input, len)
+            Some(InPlace::Message { kind, payload }) => {
+                return take_front_message(codec, kind, input, payload)
             }
             Some(InPlace::Event(event)) => event,
         };
