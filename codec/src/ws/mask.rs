@@ -24,32 +24,22 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
     } else {
         word.rotate_left(shift)
     };
-    let wide = u64::from(word) | (u64::from(word) << 32);
-    // Sixteen bytes a turn (two words), then one word, then the bytes left over: each
-    // step starts at a multiple of four bytes into `data`, so the same mask lines up.
-    let mut pairs = data.chunks_exact_mut(16);
-    for pair in &mut pairs {
-        let (a, b) = pair.split_at_mut(8);
-        xor_word(a, wide);
-        xor_word(b, wide);
+    // The same four bytes over and over, so a wide word lines up with any multiple of four.
+    let half = u64::from(word) | (u64::from(word) << 32);
+    let wide = u128::from(half) | (u128::from(half) << 64);
+    let mut blocks = data.chunks_exact_mut(16);
+    for block in &mut blocks {
+        let block: &mut [u8; 16] = block.try_into().expect("sixteen bytes");
+        *block = (u128::from_ne_bytes(*block) ^ wide).to_ne_bytes();
     }
-    let mut rest = pairs.into_remainder();
-    if rest.len() >= 8 {
-        let (a, b) = rest.split_at_mut(8);
-        xor_word(a, wide);
-        rest = b;
+    let mut words = blocks.into_remainder().chunks_exact_mut(4);
+    for w in &mut words {
+        let w: &mut [u8; 4] = w.try_into().expect("four bytes");
+        *w = (u32::from_ne_bytes(*w) ^ word).to_ne_bytes();
     }
-    let m = word.to_ne_bytes();
-    for (b, m) in rest.iter_mut().zip(m.iter().cycle()) {
+    for (b, m) in words.into_remainder().iter_mut().zip(word.to_ne_bytes()) {
         *b ^= m;
     }
-}
-
-/// XORs eight bytes with `wide`.
-#[inline(always)]
-fn xor_word(chunk: &mut [u8], wide: u64) {
-    let bytes: [u8; 8] = (&*chunk).try_into().expect("eight bytes");
-    chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ wide).to_ne_bytes());
 }
 
 #[cfg(test)]

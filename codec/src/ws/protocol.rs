@@ -432,6 +432,10 @@ impl Protocol {
                 }
                 continue;
             }
+            // No header is shorter (the usual end of a read: the input used up).
+            if src.len() < 2 {
+                return Ok(None);
+            }
             let mut cursor = Cursor::new(&src[..]);
             let (header, len) = match FrameHeader::parse(&mut cursor) {
                 Ok(Some(parsed)) => parsed,

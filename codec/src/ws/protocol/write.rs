@@ -252,7 +252,11 @@ impl Protocol {
             buf.copy_within(payload_start..payload_start + len, frame_start + n);
             buf.truncate(frame_start + n + len);
         }
-        buf[frame_start..frame_start + n].copy_from_slice(&header[..n]);
+        match &mut buf[frame_start..frame_start + n] {
+            // A server's short message: two stores rather than a call to `memcpy`.
+            [first, second] => (*first, *second) = (header[0], header[1]),
+            head => head.copy_from_slice(&header[..n]),
+        }
         if let Some(mask) = mask {
             apply_mask(&mut buf[frame_start + n..], mask, 0);
         }
