@@ -1,11 +1,19 @@
-//! WebSocket echo: getty-rs against a tokio-tungstenite echo, under the same load generator.
+//! WebSocket echo: getty-rs against a hand-written WebSocket echo on mio (the baseline) and a
+//! tokio-tungstenite echo, under the same load generator.
 //!
-//! Both servers run in this one process, each on a thread of its own, one after the other:
+//! The servers run in this one process, each on a thread of its own, one after the other:
 //!
 //! - **getty-rs**: `WsServer::builder().route("/", |_| Ok((RawCodec, Echo)))` on one reactor
 //!   thread (`Reactor::start_thread`), default options. `RawCodec` over WebSocket hands the
 //!   handler one `Bytes` per message, and `Echo::on_message` answers with
 //!   `session.write(msg)`: one binary message back.
+//! - **hand-written** (the baseline: `support/ws_baseline.rs` on the loop of
+//!   `support/mio_echo.rs`): one `read` per readiness into a buffer shared by all
+//!   connections; the upgrade answered from the request's key; masked client frames parsed
+//!   where they lie, each payload copied to the output behind an unmasked server header and
+//!   unmasked there (eight bytes at a time); one `write` per batch. It skips what a framework
+//!   must do (UTF-8 of text, reassembly, limits, deflate, flow control, a message a handler
+//!   owns); none of it changes this traffic.
 //! - **tokio**: a current-thread runtime, one task per connection. The listener has
 //!   getty-rs's backlog (1024) and every accepted socket gets TCP_NODELAY (getty-rs's
 //!   default). The task runs `tokio_tungstenite::accept_async_with_config`, with tungstenite's
@@ -18,7 +26,7 @@
 //!   idiom of tokio-tungstenite's own echo example), without `split`'s lock. Pings are
 //!   answered by tungstenite itself.
 //!
-//! The load generator is one mio thread, the same code for both servers. Each of its N
+//! The load generator is one mio thread, the same code for every server. Each of its N
 //! connections upgrades with a fixed HTTP request (constant `Sec-WebSocket-Key`; the answer
 //! must be a `101` with the matching accept key), then keeps K messages in flight: masked
 //! binary frames (RFC 6455 requires clients to mask; the frame is masked once, with a
@@ -50,7 +58,9 @@
 //!   server goes first; the table shows the median of each figure, over the quiet runs only
 //!   when every server had one (then "other" is under the noise threshold);
 //! - `GETTY_BENCH_SCENARIOS` (default `abcd`): which scenarios to run;
-//! - `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): one server only (for profiling);
+//! - `GETTY_BENCH_ONLY` (`getty`, `mio` for the hand-written one, or `tokio`): one server
+//!   only (for profiling, e.g. under callgrind: instructions per message are the reactor
+//!   thread's total over the number of `Echo::on_message` calls);
 //! - `GETTY_BENCH_TOKIO_READ_BUF` (bytes): the tokio echo's `read_buffer_size` in every
 //!   scenario (131072 is tungstenite's default);
 //! - `GETTY_BENCH_PIN=0`: do not pin (a) and (c);
