@@ -63,6 +63,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::fmt;
+use std::ops::Range;
 
 pub use bytes::{Bytes, BytesMut};
 /// The TLS library under [`filter::TlsFilter`], for its configuration types.
@@ -151,6 +152,12 @@ pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -
         bytes::Buf::advance(&mut frame, skip);
         frame
     }
+}
+
+/// [`split_message`] for the message at `payload` in `src`: takes `src[..payload.end]`
+/// off, and the message with it (copied if small, a view if not).
+pub(crate) fn take_message(src: &mut BytesMut, payload: Range<usize>) -> Bytes {
+    split_message_after(src, payload.start, payload.len())
 }
 
 /// The size of the slabs small messages are copied into.
@@ -356,6 +363,44 @@ pub trait Decoder {
                 "the message does not hold a whole frame",
             )),
         }
+    }
+
+    /// [`decode_message`](Decoder::decode_message) for a message that lies in `src` (a
+    /// WebSocket transport's read buffer) at `payload`, behind bytes of no interest to the
+    /// codec (its frame header): decodes it and takes `src[..payload.end]` off, whatever the
+    /// outcome.
+    ///
+    /// The default cuts the payload off into a buffer of its own and calls `decode_message`
+    /// on it. A codec that copies small messages out anyway ([`RawCodec`],
+    /// [`MessageCodec`]) overrides it to copy them straight from `src`, which saves cutting
+    /// a buffer per message.
+    ///
+    /// # Panics
+    ///
+    /// If `payload` does not lie within `src`.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, LinesCodec, MessageKind};
+    ///
+    /// let mut buf = BytesMut::from(&b"\x81\x06hello\nrest"[..]);
+    /// let line = LinesCodec::default().decode_front_message(MessageKind::Text, &mut buf, 2..8);
+    /// assert_eq!(line.unwrap(), "hello");
+    /// assert_eq!(&buf[..], b"rest");
+    /// ```
+    fn decode_front_message(
+        &mut self,
+        kind: MessageKind,
+        src: &mut BytesMut,
+        payload: Range<usize>,
+    ) -> Result<Self::Item, CodecError> {
+        assert!(
+            payload.start <= payload.end,
+            "decode_front_message: {payload:?}"
+        );
+        bytes::Buf::advance(src, payload.start);
+        let mut payload = src.split_to(payload.end - payload.start);
+        self.decode_message(kind, &mut payload)
     }
 }
 

@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::ops::Range;
 use std::str::Utf8Error;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
+use crate::{split_message, take_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
 
 /// Bytes that are UTF-8: the payload of a [`Message::Text`]. Made from a `String` or a
 /// `&'static str` at no cost; made from bytes only through a check
@@ -360,6 +361,45 @@ impl Decoder for MessageCodec {
             }
         }
         let bytes = split_message(payload, payload.len());
+        Ok(match kind {
+            // Checked just above.
+            MessageKind::Text => Message::Text(Utf8Bytes(bytes)),
+            MessageKind::Binary => Message::Binary(bytes),
+        })
+    }
+
+    /// `src[payload]` as one message of the given kind, checked as
+    /// [`decode_message`](Decoder::decode_message) checks it; `src[..payload.end]` is taken
+    /// off either way.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, Message, MessageCodec, MessageKind};
+    ///
+    /// let mut buf = BytesMut::from(&b"--hi\xff"[..]);
+    /// let msg = MessageCodec.decode_front_message(MessageKind::Text, &mut buf, 2..4).unwrap();
+    /// assert_eq!(msg, Message::text("hi"));
+    /// assert!(MessageCodec.decode_front_message(MessageKind::Text, &mut buf, 0..1).is_err());
+    /// assert!(buf.is_empty());
+    /// ```
+    fn decode_front_message(
+        &mut self,
+        kind: MessageKind,
+        src: &mut BytesMut,
+        payload: Range<usize>,
+    ) -> Result<Message, CodecError> {
+        let text = kind == MessageKind::Text;
+        let checked = if text {
+            std::str::from_utf8(&src[payload.clone()]).err()
+        } else {
+            None
+        };
+        let bytes = take_message(src, payload);
+        if let Some(e) = checked {
+            return Err(CodecError::malformed(format!(
+                "a text message that is not UTF-8: {e}"
+            )));
+        }
         Ok(match kind {
             // Checked just above.
             MessageKind::Text => Message::Text(Utf8Bytes(bytes)),

@@ -1,8 +1,12 @@
 //! No framing: the byte stream as it arrives.
 
+use std::ops::Range;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind, SPLIT_FROM};
+use crate::{
+    split_message, take_message, CodecError, Decoded, Decoder, Encoder, MessageKind, SPLIT_FROM,
+};
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
 /// encoding copies the message as it is.
@@ -109,6 +113,27 @@ impl Decoder for RawCodec {
         payload: &mut BytesMut,
     ) -> Result<Bytes, CodecError> {
         Ok(split_message(payload, payload.len()))
+    }
+
+    /// Takes `src[payload]` as the message (zero-copy, or a copy if small), and
+    /// `src[..payload.end]` off.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::{Decoder, MessageKind, RawCodec};
+    ///
+    /// let mut buf = BytesMut::from(&b"--onetwo"[..]);
+    /// let msg = RawCodec.decode_front_message(MessageKind::Binary, &mut buf, 2..5).unwrap();
+    /// assert_eq!((&msg[..], &buf[..]), (&b"one"[..], &b"two"[..]));
+    /// ```
+    #[inline]
+    fn decode_front_message(
+        &mut self,
+        _kind: MessageKind,
+        src: &mut BytesMut,
+        payload: Range<usize>,
+    ) -> Result<Bytes, CodecError> {
+        Ok(take_message(src, payload))
     }
 }
 

@@ -14,27 +14,31 @@
 /// apply_mask(&mut data[3..], mask, 3);
 /// assert_eq!(&data, b"hello world");
 /// ```
+#[inline]
 pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
-    let mut m = [0u8; 4];
-    for (i, b) in m.iter_mut().enumerate() {
-        *b = mask[(offset + i) % 4];
-    }
-    let word = u32::from_ne_bytes(m);
-    let wide = u64::from(word) | (u64::from(word) << 32);
-    let wide = if cfg!(target_endian = "little") {
-        wide
+    // The mask as it lines up with `data[0]`: rotated by the offset into the payload.
+    let shift = 8 * (offset % 4) as u32;
+    let word = u32::from_ne_bytes(mask);
+    let word = if cfg!(target_endian = "little") {
+        word.rotate_right(shift)
     } else {
-        wide.rotate_left(32)
+        word.rotate_left(shift)
     };
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut v = [0u8; 8];
-        v.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(v) ^ wide;
-        chunk.copy_from_slice(&x.to_ne_bytes());
+    // The same four bytes over and over, so a wide word lines up with any multiple of four.
+    let half = u64::from(word) | (u64::from(word) << 32);
+    let wide = u128::from(half) | (u128::from(half) << 64);
+    let mut blocks = data.chunks_exact_mut(16);
+    for block in &mut blocks {
+        let block: &mut [u8; 16] = block.try_into().expect("sixteen bytes");
+        *block = (u128::from_ne_bytes(*block) ^ wide).to_ne_bytes();
     }
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= m[i % 4];
+    let mut words = blocks.into_remainder().chunks_exact_mut(4);
+    for w in &mut words {
+        let w: &mut [u8; 4] = w.try_into().expect("four bytes");
+        *w = (u32::from_ne_bytes(*w) ^ word).to_ne_bytes();
+    }
+    for (b, m) in words.into_remainder().iter_mut().zip(word.to_ne_bytes()) {
+        *b ^= m;
     }
 }
 

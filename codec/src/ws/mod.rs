@@ -1,8 +1,10 @@
 //! WebSocket (RFC 6455) with permessage-deflate (RFC 7692), sans-IO.
 //!
 //! Nothing here touches a socket: the transport feeds bytes in and sends the bytes the
-//! machine writes out. Frame headers, opcodes and the accept key come from `tungstenite`;
-//! the message machine is ours, because tungstenite's `WebSocket` refuses RSV1 (so no
+//! machine writes out. The accept key and the parser of the general frame header come from
+//! `tungstenite`; a whole message in one frame (the common case) is parsed where it lies,
+//! and every outgoing header written, by hand ([`Protocol::decode_in_place`]). The message
+//! machine is ours, because tungstenite's `WebSocket` refuses RSV1 (so no
 //! permessage-deflate) and buffers writes without bound.
 //!
 //! How a transport drives it:
@@ -74,7 +76,7 @@ pub use handshake::{
     InvalidRequest, Request, RequestPart, Response,
 };
 pub use mask::apply_mask;
-pub use protocol::{HeaderRoom, Protocol};
+pub use protocol::{HeaderRoom, InPlace, Protocol};
 
 /// Close codes of RFC 6455 section 7.4.1 that the machine sends.
 ///

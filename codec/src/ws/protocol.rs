@@ -1,6 +1,7 @@
 //! The frame and message machine of one WebSocket connection.
 
 use std::io::Cursor;
+use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -12,6 +13,9 @@ use super::{apply_mask, close_code, CloseFrame, Config, DeflateConfig, Event, Ro
 use crate::MessageKind;
 
 mod write;
+
+#[cfg(test)]
+pub(crate) use write::format_header;
 
 /// The data frame being received. Its header has been removed from the input buffer.
 #[derive(Debug)]
@@ -72,6 +76,29 @@ pub struct Protocol {
     error: Option<WsError>,
     /// The header size of the last message sent: the room `reserve_header` leaves.
     header_guess: usize,
+}
+
+/// What [`Protocol::decode_in_place`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InPlace {
+    /// A whole message, unmasked and checked, lies in the input behind its frame header:
+    /// take the input up to its end off before decoding again.
+    Message {
+        /// Text (valid UTF-8) or binary.
+        kind: MessageKind,
+        /// Where the payload lies in the input, after its frame header.
+        payload: Range<usize>,
+    },
+    /// Anything else, as [`Protocol::decode`] reports it.
+    Event(Event),
+}
+
+/// Close code 1007 for a text message that is not UTF-8.
+fn invalid_utf8() -> WsError {
+    WsError::new(
+        close_code::INVALID_PAYLOAD,
+        "invalid UTF-8 in a text message",
+    )
 }
 
 /// Room [`Protocol::reserve_header`] left in a buffer for a frame header.
@@ -248,6 +275,58 @@ impl Protocol {
         src: &mut BytesMut,
         control_out: &mut BytesMut,
     ) -> Result<Option<Event>, WsError> {
+        Ok(match self.decode_in_place(src, control_out)? {
+            Some(InPlace::Message { kind, payload }) => {
+                src.advance(payload.start);
+                Some(Event::Message {
+                    kind,
+                    payload: src.split_to(payload.len()),
+                })
+            }
+            Some(InPlace::Event(event)) => Some(event),
+            None => None,
+        })
+    }
+
+    /// [`decode`](Protocol::decode), except that a message which came whole in one frame
+    /// is left where it lies: [`InPlace::Message`] says that `src[payload]` is its payload,
+    /// unmasked and checked (UTF-8 for text, the size limits), behind its frame header. The
+    /// caller must take `src[..payload.end]` off before it decodes again. This saves a
+    /// transport cutting a buffer of its own for each small message it copies out anyway.
+    ///
+    /// ```
+    /// use bytes::{Buf, BytesMut};
+    /// use getty_codec::ws::{Config, InPlace, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// // A masked binary frame "hi" (mask 1 2 3 4), then the start of another.
+    /// let mut input = BytesMut::from(&b"\x82\x82\x01\x02\x03\x04\x69\x6b\x82"[..]);
+    /// let mut control = BytesMut::new();
+    /// let found = server.decode_in_place(&mut input, &mut control).unwrap();
+    /// assert_eq!(found, Some(InPlace::Message { kind: MessageKind::Binary, payload: 6..8 }));
+    /// assert_eq!(&input[6..8], b"hi");
+    /// input.advance(8);
+    /// assert_eq!(server.decode_in_place(&mut input, &mut control).unwrap(), None);
+    /// ```
+    #[inline]
+    pub fn decode_in_place(
+        &mut self,
+        src: &mut BytesMut,
+        control_out: &mut BytesMut,
+    ) -> Result<Option<InPlace>, WsError> {
+        if let Some((kind, payload)) = self.whole_message_frame(src) {
+            return Ok(Some(InPlace::Message { kind, payload }));
+        }
+        self.decode_event(src, control_out)
+    }
+
+    /// What is not a whole message in one frame: the general path of `decode_in_place`.
+    fn decode_event(
+        &mut self,
+        src: &mut BytesMut,
+        control_out: &mut BytesMut,
+    ) -> Result<Option<InPlace>, WsError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -259,7 +338,70 @@ impl Protocol {
             Ok(None | Some(Event::Message { .. })) => self.put_pending_pong(control_out),
             Ok(Some(_)) => {}
         }
-        result
+        result.map(|event| event.map(InPlace::Event))
+    }
+
+    /// The common case, checked first: a whole unfragmented, uncompressed text or binary
+    /// frame at the front of `src`, between messages, within the limits, with no pong
+    /// pending. It is unmasked and checked in place, and its kind and where its payload
+    /// lies are returned. Anything else (a partial frame, a fragment, a control frame, RSV
+    /// bits, a 64-bit length, a frame over a limit, the wrong masking for the role, text
+    /// that is not UTF-8) answers `None` with `src` as it was: the general path decides, and
+    /// reports any error.
+    #[inline]
+    fn whole_message_frame(&mut self, src: &mut BytesMut) -> Option<(MessageKind, Range<usize>)> {
+        let between_messages = self.frame.is_none() && self.message.is_none();
+        let quiet = !self.received_close && self.error.is_none() && self.pending_pong.is_none();
+        if !(between_messages && quiet) {
+            return None;
+        }
+        let [first, second, ..] = src[..] else {
+            return None;
+        };
+        // FIN set, RSV1-3 clear.
+        let kind = match first {
+            0x82 => MessageKind::Binary,
+            0x81 => MessageKind::Text,
+            _ => return None,
+        };
+        let masked = second & 0x80 != 0;
+        if masked != (self.role == Role::Server) {
+            return None;
+        }
+        let (len_field, len) = match second & 0x7f {
+            127 => return None,
+            126 => match src.get(2..4) {
+                Some(&[hi, lo]) => (2, usize::from(u16::from_be_bytes([hi, lo]))),
+                _ => return None,
+            },
+            short => (0, usize::from(short)),
+        };
+        let header = 2 + len_field + if masked { 4 } else { 0 };
+        let config = &self.config;
+        if src.len() < header + len || len > config.max_frame_size || len > config.max_message_size
+        {
+            return None;
+        }
+        let payload = header..header + len;
+        let mask = masked.then(|| {
+            [
+                src[header - 4],
+                src[header - 3],
+                src[header - 2],
+                src[header - 1],
+            ]
+        });
+        if let Some(mask) = mask {
+            apply_mask(&mut src[payload.clone()], mask, 0);
+        }
+        if kind == MessageKind::Text && std::str::from_utf8(&src[payload.clone()]).is_err() {
+            // Masked again, as it came: the general path reports the error.
+            if let Some(mask) = mask {
+                apply_mask(&mut src[payload], mask, 0);
+            }
+            return None;
+        }
+        Some((kind, payload))
     }
 
     /// Answers the latest ping, unless a close frame was sent (no frame may follow it).
@@ -289,6 +431,10 @@ impl Protocol {
                     return Ok(None);
                 }
                 continue;
+            }
+            // No header is shorter (the usual end of a read: the input used up).
+            if src.len() < 2 {
+                return Ok(None);
             }
             let mut cursor = Cursor::new(&src[..]);
             let (header, len) = match FrameHeader::parse(&mut cursor) {
@@ -414,12 +560,7 @@ impl Protocol {
         };
         let text = msg.kind == MessageKind::Text;
         let max = config.max_message_size;
-        let bad_utf8 = |()| {
-            WsError::new(
-                close_code::INVALID_PAYLOAD,
-                "invalid UTF-8 in a text message",
-            )
-        };
+        let bad_utf8 = |()| invalid_utf8();
         if msg.compressed {
             let deflate = deflate.as_mut().expect("compressed messages need deflate");
             let take = src.len().min(f.len - f.done);

@@ -211,6 +211,109 @@ proptest! {
     }
 }
 
+/// One frame of [`fast_and_general_paths_agree`]'s random streams: a first byte from a
+/// set that covers data, control, continuation, RSV bits and FIN, masked or not, and a
+/// payload that may not be UTF-8.
+fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+    let firsts = prop::sample::select(vec![
+        0x82u8, 0x81, 0x02, 0x01, 0x80, 0x00, 0x89, 0x8a, 0xc2, 0xa2, 0x92, 0x83,
+    ]);
+    let lens = prop_oneof![
+        0usize..8,
+        120usize..132,
+        250usize..260,
+        Just(65_535),
+        Just(65_536)
+    ];
+    (firsts, any::<bool>(), lens, any::<u8>(), any::<bool>()).prop_map(
+        |(first, masked, len, byte, ascii)| {
+            let fill = if ascii { byte & 0x7f } else { byte };
+            frame(first, masked.then_some(MASK), &vec![fill; len])
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whole frames in one buffer take the fast path; fed a byte at a time, the same
+    /// stream takes the general one. Both find the same events, control output and error
+    /// (close code), under tight limits too.
+    #[test]
+    fn fast_and_general_paths_agree(
+        frames in proptest::collection::vec(any_frame(), 1..6),
+        limit in prop::sample::select(vec![100usize, 130, 65_535, 1 << 20]),
+        role in prop::sample::select(vec![Role::Server, Role::Client]),
+    ) {
+        let wire: Vec<u8> = frames.concat();
+        let make = || {
+            let config = Config { max_message_size: limit, max_frame_size: limit };
+            Protocol::new(role, config, None)
+        };
+        let (whole, whole_control) = decode_split(&mut make(), &wire, &[]);
+        let cuts: Vec<usize> = (1..wire.len()).collect();
+        let (bytewise, bytewise_control) = decode_split(&mut make(), &wire, &cuts);
+        match (whole, bytewise) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.close_code(), b.close_code()),
+            (a, b) => prop_assert!(false, "whole: {:?}, byte by byte: {:?}", a, b),
+        }
+        // A client masks its pongs with fresh keys: only their sizes can match.
+        if role == Role::Server {
+            prop_assert_eq!(whole_control, bytewise_control);
+        } else {
+            prop_assert_eq!(whole_control.len(), bytewise_control.len());
+        }
+    }
+
+    /// The hand-written header writer matches tungstenite's, for every size class, both
+    /// masking choices and RSV1.
+    #[test]
+    fn frame_headers_match_tungstenites(
+        len in prop_oneof![0usize..300, 65_000usize..66_000, Just(u32::MAX as usize + 7)],
+        rsv1 in any::<bool>(),
+        mask in any::<Option<[u8; 4]>>(),
+        binary in any::<bool>(),
+    ) {
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tungstenite::protocol::frame::FrameHeader;
+        let data = if binary { Data::Binary } else { Data::Text };
+        let header = FrameHeader {
+            is_final: true,
+            rsv1,
+            rsv2: false,
+            rsv3: false,
+            opcode: OpCode::Data(data),
+            mask,
+        };
+        let mut theirs = Vec::new();
+        header.format(len as u64, &mut theirs).unwrap();
+        let first = 0x80 | if rsv1 { 0x40 } else { 0 } | u8::from(OpCode::Data(data));
+        let (ours, n) = protocol::format_header(first, len, mask);
+        prop_assert_eq!(&ours[..n], &theirs[..]);
+    }
+}
+
+/// A text message with invalid UTF-8 that arrives whole is refused as one that arrives in
+/// pieces is: 1007, and nothing goes up.
+#[test]
+fn whole_frames_are_checked_like_pieces() {
+    let bad = cframe(0x81, b"ok \xff");
+    assert_eq!(error_code(&bad), 1007);
+    let mut p = server();
+    let mut input = BytesMut::from(&bad[..]);
+    let err = p
+        .decode_in_place(&mut input, &mut BytesMut::new())
+        .unwrap_err();
+    assert_eq!(err.close_code(), 1007);
+    // Unmasked from a client, over the limit: the general path reports them.
+    assert_eq!(error_code(&frame(0x82, None, b"x")), 1002);
+    assert_eq!(
+        error_code_with(&mut small_server(4, 4, None), &cframe(0x82, b"12345")),
+        1009
+    );
+}
+
 /// Reserved header room fits when the size class repeats and the payload moves (once)
 /// when it changes, in both directions, for both roles: every frame still decodes.
 #[test]

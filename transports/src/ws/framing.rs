@@ -2,11 +2,12 @@
 //! traffic (pongs, close frames, keep-alive pings and their timeout) kept here, out of the
 //! stream machine.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use getty_codec::ws::{close_code, Event, WsError};
-use getty_codec::{Decoder, Encoder, MessageKind};
+use getty_codec::ws::{close_code, Event, InPlace, WsError};
+use getty_codec::{CodecError, Decoder, Encoder, MessageKind};
 
 use crate::framing::{DecodeLimits, Framing, Next};
 use crate::outbound::Outbound;
@@ -75,6 +76,24 @@ impl WsFraming {
     }
 }
 
+/// The message at `payload` in `input`, decoded by `codec`, which must take exactly
+/// `input[..payload.end]` off: the next frame starts right after it.
+#[inline]
+fn take_front_message<C: Decoder>(
+    codec: &mut C,
+    kind: MessageKind,
+    input: &mut BytesMut,
+    payload: Range<usize>,
+) -> Result<Next<C::Item>, Error> {
+    let expected = input.len() - payload.end;
+    let message = codec.decode_front_message(kind, input, payload)?;
+    if input.len() != expected {
+        let why = "the codec did not take exactly the message's bytes";
+        return Err(Error::Codec(CodecError::malformed(why)));
+    }
+    Ok(Next::Message(message))
+}
+
 impl Framing for WsFraming {
     const OVERHEAD: usize = MAX_FRAME_HEADER;
     const CONTROL_OUTPUT: bool = true;
@@ -96,25 +115,32 @@ impl Framing for WsFraming {
         // Above the high watermark one pong answers a run of pings: a peer flooding pings
         // without reading gets no pong per ping.
         ws.protocol.coalesce_pongs(limits.above_high_watermark);
-        let event =
-            ws.protocol
-                .decode(input, control_out)
-                .map_err(|e| match e.limit_exceeded() {
-                    // One meaning of the limit on every transport (the close code is 1009).
-                    Some((len, max)) => Error::MessageTooLong { len, max },
-                    None => Error::WebSocket(e),
-                })?;
+        let found = ws
+            .protocol
+            .decode_in_place(input, control_out)
+            .map_err(|e| match e.limit_exceeded() {
+                // One meaning of the limit on every transport (the close code is 1009).
+                Some((len, max)) => Error::MessageTooLong { len, max },
+                None => Error::WebSocket(e),
+            })?;
+        let event = match found {
+            None => return Ok(Next::NeedMore(None)),
+            // The common case: the codec takes the message straight from the read buffer.
+            Some(InPlace::Message { kind, payload }) => {
+                return take_front_message(codec, kind, input, payload)
+            }
+            Some(InPlace::Event(event)) => event,
+        };
         Ok(match event {
-            None => Next::NeedMore(None),
-            Some(Event::Message { kind, mut payload }) => {
+            Event::Message { kind, mut payload } => {
                 Next::Message(codec.decode_message(kind, &mut payload)?)
             }
-            Some(Event::Pong(_)) => {
+            Event::Pong(_) => {
                 ws.ping_sent = None;
                 Next::Control
             }
-            Some(Event::Ping(_)) => Next::Control,
-            Some(Event::Close(frame)) => {
+            Event::Ping(_) => Next::Control,
+            Event::Close(frame) => {
                 log::debug!("websocket peer closed: {frame:?}");
                 Next::PeerClosed
             }

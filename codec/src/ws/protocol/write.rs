@@ -2,7 +2,6 @@
 
 use bytes::{BufMut, BytesMut};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-use tungstenite::protocol::frame::FrameHeader;
 
 use super::{HeaderRoom, Protocol};
 use crate::ws::deflate::{give_back_scratch, take_scratch, Deflate};
@@ -11,25 +10,14 @@ use crate::MessageKind;
 
 impl Protocol {
     /// The header of an outgoing frame, and the mask its payload needs (client role).
+    #[inline]
     fn header(&self, opcode: OpCode, rsv1: bool, len: usize) -> ([u8; 14], usize, Option<[u8; 4]>) {
         let mask = match self.role {
             Role::Client => Some(Self::mask_key()),
             Role::Server => None,
         };
-        let header = FrameHeader {
-            is_final: true,
-            rsv1,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask,
-        };
-        let mut bytes = [0u8; 14];
-        let mut w = &mut bytes[..];
-        header
-            .format(len as u64, &mut w)
-            .expect("14 bytes hold any frame header");
-        let n = 14 - w.len();
+        let first = 0x80 | if rsv1 { 0x40 } else { 0 } | u8::from(opcode);
+        let (bytes, n) = format_header(first, len, mask);
         (bytes, n, mask)
     }
 
@@ -56,12 +44,10 @@ impl Protocol {
         }
     }
 
+    #[inline]
     fn check_open(&self) -> Result<(), WsError> {
         if self.sent_close {
-            return Err(WsError::new(
-                close_code::NORMAL,
-                "the close frame was sent; nothing may follow it",
-            ));
+            return Err(closed_already());
         }
         Ok(())
     }
@@ -117,12 +103,18 @@ impl Protocol {
     /// server.encode_reserved(MessageKind::Text, &mut out, room).unwrap();
     /// assert_eq!(&out[..], b"earlier\x81\x02hi");
     /// ```
+    #[inline]
     pub fn reserve_header(&self, buf: &mut BytesMut) -> HeaderRoom {
         let room = HeaderRoom {
             frame_start: buf.len(),
             len: self.header_guess,
         };
-        buf.put_bytes(0, room.len);
+        // A server's short message, the usual case, without a call to `memset`.
+        if room.len == 2 {
+            buf.put_u16(0);
+        } else {
+            buf.put_bytes(0, room.len);
+        }
         room
     }
 
@@ -131,6 +123,7 @@ impl Protocol {
     /// room and the payload: truncate it to where the room began.
     ///
     /// See [`reserve_header`](Self::reserve_header) for an example.
+    #[inline]
     pub fn encode_reserved(
         &mut self,
         kind: MessageKind,
@@ -231,6 +224,7 @@ impl Protocol {
 
     /// Frames `buf[frame_start + room..]` in place, its header written over the `room`
     /// bytes before it (the payload moves only when the header needs another size).
+    #[inline]
     fn frame_in_place(
         &mut self,
         kind: MessageKind,
@@ -241,43 +235,67 @@ impl Protocol {
         self.check_open()?;
         let payload_start = frame_start + room;
         let len = buf.len() - payload_start;
-        let opcode = data_opcode(kind);
-        if let Some(deflate) = self.deflate.as_mut() {
-            if deflate.wants(len) {
-                let mut scratch = take_scratch();
-                let result = deflate.compress(&buf[payload_start..], &mut scratch);
-                let smaller = result.is_ok() && scratch.len() < len;
-                if smaller {
-                    buf.truncate(frame_start);
-                    self.put_frame(opcode, true, &scratch, buf);
-                } else if result.is_ok() {
-                    // Incompressible: deflate made it longer. RFC 7692 lets any message go
-                    // uncompressed, but the compressor's window now holds bytes the peer's
-                    // inflater never sees, so it starts afresh.
-                    deflate.forget_context();
-                }
-                give_back_scratch(scratch);
-                if smaller || result.is_err() {
-                    return result;
-                }
-            } else {
-                deflate.sent_plain();
+        if self.deflate.is_some() {
+            if let Some(compressed) = self.compress_in_place(kind, buf, frame_start, room) {
+                return compressed;
             }
         }
-        let (header, n, mask) = self.header(opcode, false, len);
-        if n > room {
-            buf.put_bytes(0, n - room);
-        }
+        let mask = match self.role {
+            Role::Client => Some(Self::mask_key()),
+            Role::Server => None,
+        };
+        let (header, n) = format_header(0x80 | data_opcode_bits(kind), len, mask);
         if n != room {
+            if n > room {
+                buf.put_bytes(0, n - room);
+            }
             buf.copy_within(payload_start..payload_start + len, frame_start + n);
             buf.truncate(frame_start + n + len);
         }
-        buf[frame_start..frame_start + n].copy_from_slice(&header[..n]);
+        match &mut buf[frame_start..frame_start + n] {
+            // A server's short message: two stores rather than a call to `memcpy`.
+            [first, second] => (*first, *second) = (header[0], header[1]),
+            head => head.copy_from_slice(&header[..n]),
+        }
         if let Some(mask) = mask {
             apply_mask(&mut buf[frame_start + n..], mask, 0);
         }
         self.header_guess = n;
         Ok(())
+    }
+
+    /// Under permessage-deflate: compresses the payload `frame_in_place` was given and
+    /// frames it, when that is worth it (`Some`, with the outcome); `None` when the payload
+    /// goes out as it is (too short, or incompressible), the compressor told so.
+    #[cold]
+    fn compress_in_place(
+        &mut self,
+        kind: MessageKind,
+        buf: &mut BytesMut,
+        frame_start: usize,
+        room: usize,
+    ) -> Option<Result<(), WsError>> {
+        let payload_start = frame_start + room;
+        let len = buf.len() - payload_start;
+        let deflate = self.deflate.as_mut()?;
+        if !deflate.wants(len) {
+            deflate.sent_plain();
+            return None;
+        }
+        let mut scratch = take_scratch();
+        let result = deflate.compress(&buf[payload_start..], &mut scratch);
+        let smaller = result.is_ok() && scratch.len() < len;
+        if smaller {
+            buf.truncate(frame_start);
+            self.put_frame(data_opcode(kind), true, &scratch, buf);
+        } else if result.is_ok() {
+            // Incompressible: deflate made it longer. RFC 7692 lets any message go
+            // uncompressed, but the compressor's window now holds bytes the peer's
+            // inflater never sees, so it starts afresh.
+            deflate.forget_context();
+        }
+        give_back_scratch(scratch);
+        (smaller || result.is_err()).then_some(result)
     }
 
     /// Appends a ping frame (payload at most 125 bytes) to `out`.
@@ -397,6 +415,54 @@ impl Protocol {
         self.put_frame(OpCode::Control(Control::Close), false, &payload, out);
         self.sent_close = true;
         true
+    }
+}
+
+/// A frame header (RFC 6455 section 5.2) with `first` as its first byte (FIN, RSV bits,
+/// opcode), the shortest length field for `len`, and `mask` if any; and its length.
+#[inline]
+pub(crate) fn format_header(first: u8, len: usize, mask: Option<[u8; 4]>) -> ([u8; 14], usize) {
+    let mut bytes = [0u8; 14];
+    bytes[0] = first;
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut n = match len {
+        0..126 => {
+            bytes[1] = mask_bit | len as u8;
+            2
+        }
+        126..=0xffff => {
+            bytes[1] = mask_bit | 126;
+            bytes[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            bytes[1] = mask_bit | 127;
+            bytes[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    if let Some(mask) = mask {
+        bytes[n..n + 4].copy_from_slice(&mask);
+        n += 4;
+    }
+    (bytes, n)
+}
+
+/// Nothing may follow a close frame.
+#[cold]
+fn closed_already() -> WsError {
+    WsError::new(
+        close_code::NORMAL,
+        "the close frame was sent; nothing may follow it",
+    )
+}
+
+/// The opcode bits of a data frame of `kind`, for its first byte.
+#[inline]
+fn data_opcode_bits(kind: MessageKind) -> u8 {
+    match kind {
+        MessageKind::Text => 0x1,
+        MessageKind::Binary => 0x2,
     }
 }
 
