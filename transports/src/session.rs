@@ -21,14 +21,16 @@ use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::group::{Inbox, Pending};
 use crate::handle::{HandleCore, HandleState};
-use crate::outbound::Outbound;
 use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
 
+pub(crate) mod buffers;
 mod flow;
 mod handler;
 mod stats;
+
+pub(crate) use buffers::Buffers;
 
 pub use handler::Handler;
 pub use stats::Stats;
@@ -66,6 +68,9 @@ pub(crate) struct Extras {
 /// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
 /// compile rather than at run time.
 #[cfg_attr(not(feature = "ws"), allow(rustdoc::broken_intra_doc_links))]
+// Ten thousand idle sessions each hold one, boxed in the reactor's slab with the socket and
+// the handler: what an idle session does not use is boxed on first use (`out`, `counters`,
+// `extras`), and a test in `stream.rs` guards the size.
 pub struct Session<C, T: Transport = Tcp> {
     /// What every session holds: id, options, close request, writability.
     pub(crate) core: SessionCore,
@@ -73,8 +78,13 @@ pub struct Session<C, T: Transport = Tcp> {
     pub(crate) codec: C,
     /// How messages are framed on the wire (zero-sized for a plain byte stream).
     pub(crate) framing: T::Framing,
-    pub(crate) out: Outbound,
-    pub(crate) counters: Counters,
+    /// The outbound queue and the read buffer, boxed while bytes are in flight only.
+    pub(crate) out: Buffers,
+    /// Boxed at the first byte in or out: a session that never moved a byte needs only
+    /// `opened` to tell its stats.
+    counters: Option<Box<Counters>>,
+    /// When the session opened: its last read and write until it has counters.
+    opened: Stamp,
     pub(crate) extras: Option<Box<Extras>>,
     /// Messages queued since the reactor last added them to its metrics.
     pub(crate) unreported_messages_out: u32,
@@ -98,12 +108,9 @@ impl<C, T: Transport> Session<C, T> {
             peer: peer.compact(),
             codec,
             framing,
-            out: Outbound::default(),
-            counters: Counters {
-                last_read: Stamp::of(now),
-                last_write: Stamp::of(now),
-                ..Counters::default()
-            },
+            out: Buffers::default(),
+            counters: None,
+            opened: Stamp::of(now),
             extras: None,
             unreported_messages_out: 0,
         }
@@ -387,7 +394,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn stats(&self) -> Stats {
-        let c = &self.counters;
+        let c = self.counters();
         let (plain_in, plain_out) = match self.filter_io() {
             Some(f) => (f.plain_in, f.plain_out),
             None => (c.bytes_in, c.bytes_out),
@@ -579,8 +586,30 @@ impl<C, T: Transport> Session<C, T> {
         }
     }
 
+    /// The session's counters, for updating (boxed on first use).
+    #[inline]
+    pub(crate) fn counters_mut(&mut self) -> &mut Counters {
+        let opened = self.opened;
+        self.counters.get_or_insert_with(|| {
+            Box::new(Counters {
+                last_read: opened,
+                last_write: opened,
+                ..Counters::default()
+            })
+        })
+    }
+
+    /// The session's counters: zeros and its open time until it moved a byte.
+    pub(crate) fn counters(&self) -> Counters {
+        self.counters.as_deref().copied().unwrap_or(Counters {
+            last_read: self.opened,
+            last_write: self.opened,
+            ..Counters::default()
+        })
+    }
+
     fn note_queued(&mut self, messages: u64) {
-        self.counters.messages_out += messages;
+        self.counters_mut().messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
         self.core.note_grown(self.queued_bytes());
     }
