@@ -1,10 +1,14 @@
-//! TCP echo: getty-rs against a tokio current-thread echo, under the same load generator.
+//! TCP echo: getty-rs against a hand-written mio echo and a tokio current-thread echo, under
+//! the same load generator.
 //!
-//! Both servers speak 4-byte big-endian length-prefixed frames and run on a thread of their
+//! The servers speak 4-byte big-endian length-prefixed frames and run on a thread of their
 //! own, one after the other, in this one process:
 //!
 //! - **getty-rs**: `TcpServer` with `LengthFieldCodec::default()` and a handler whose
 //!   `on_message` writes the message back (`session.write(msg)`), on one reactor thread.
+//! - **mio**: the hand-written baseline (`support/mio_echo.rs`): one poll loop, shared read
+//!   and output buffers, whole frames copied to the output and written once per batch. It
+//!   is the cost floor; the ratio rows show getty-rs against it and against tokio.
 //! - **tokio**: a current-thread runtime, one task per connection. The default (`framed`)
 //!   task wraps the socket in an 8 KiB `BufReader`, reads each frame with `read_exact`
 //!   (header, then body) and answers with one `write_all` per batch: it writes when the
@@ -57,8 +61,8 @@
 //! - `GETTY_BENCH_CONNS` (default 10000): idle connections for the RSS test;
 //! - `GETTY_BENCH_SCENARIOS` (default `abcdr`): which of a, b, c, d and r (the RSS test) to
 //!   run;
-//! - `GETTY_BENCH_ONLY` (`getty` or `tokio`): run one server only (for profiling; in (d),
-//!   the getty-rs servers or tokio's);
+//! - `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): run one server only (for profiling; in
+//!   (d), the getty-rs servers or tokio's);
 //! - `GETTY_BENCH_TOKIO` (`framed` or `raw`): the tokio echo variant;
 //! - `GETTY_BENCH_TOKIO_BUF` (default 8192): the framed tokio echo's `BufReader` capacity
 //!   (scenario (c) depends on it: with 8 KiB tokio spends about three syscalls a message);
@@ -88,6 +92,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 mod chart;
 #[path = "support/echo_bench.rs"]
 mod echo_bench;
+#[path = "support/mio_echo.rs"]
+mod mio_echo;
 
 use echo_bench::{
     allowed_cpus, bind_tokio_listener, clock_now, current_thread_ids, env_f64, kinds_from_env,
@@ -96,6 +102,7 @@ use echo_bench::{
     tokio_accept_loop, user_sys_ticks, verdict, AcceptThread, Framing, Kind, LoadGenerator,
     Scenario, ThreadIds, Window, CHART_PERCENTILES, NOISY_OTHER_CPUS,
 };
+use mio_echo::{start_mio_thread, LengthPrefixedEcho};
 
 /// Largest frame body either server accepts.
 const MAX_BODY: usize = 1 << 20;
@@ -120,6 +127,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Getty => "getty-rs",
+            Kind::Mio => "mio",
             Kind::Tokio => "tokio",
         }
     }
@@ -127,6 +135,7 @@ impl Kind {
     fn opened(self) -> &'static AtomicUsize {
         match self {
             Kind::Getty => &GETTY_OPENED,
+            Kind::Mio => &mio_echo::MIO_OPENED,
             Kind::Tokio => &TOKIO_OPENED,
         }
     }
@@ -176,7 +185,7 @@ impl Config {
             rounds: rounds_from_env(),
             rss_conns: env_f64("GETTY_BENCH_CONNS").map_or(default_conns, |c| c.max(1.0)) as usize,
             scenarios: scenario_keys("abcdr"),
-            kinds: kinds_from_env(),
+            kinds: kinds_from_env(&[Kind::Getty, Kind::Mio, Kind::Tokio]),
             tokio_echo,
             quick,
         }
@@ -388,7 +397,8 @@ enum Running {
         reactors: ReactorPool,
         acceptor: AcceptThread,
     },
-    Tokio(AcceptThread),
+    /// The tokio or the hand-written server.
+    Thread(AcceptThread),
 }
 
 /// A server running on threads of its own.
@@ -406,6 +416,7 @@ impl ServerThread {
     fn start(kind: Kind, tokio_echo: TokioEcho) -> io::Result<ServerThread> {
         match kind {
             Kind::Getty => start_getty(),
+            Kind::Mio => start_mio(),
             Kind::Tokio => start_tokio(tokio_echo),
         }
     }
@@ -430,7 +441,7 @@ impl ServerThread {
                 reactors.shutdown();
                 accepted.and(reactors.join())
             }
-            Running::Tokio(accept_loop) => accept_loop.stop(),
+            Running::Thread(accept_loop) => accept_loop.stop(),
         }
     }
 }
@@ -592,7 +603,19 @@ fn start_tokio(variant: TokioEcho) -> io::Result<ServerThread> {
         addr: accept_loop.addr,
         threads: vec![ids],
         reactors: Vec::new(),
-        running: Running::Tokio(accept_loop),
+        running: Running::Thread(accept_loop),
+    })
+}
+
+/// The hand-written baseline: a mio loop echoing whole length-prefixed frames.
+fn start_mio() -> io::Result<ServerThread> {
+    let (accept_loop, ids) = start_mio_thread::<LengthPrefixedEcho>("mio-echo")?;
+    Ok(ServerThread {
+        name: Kind::Mio.name(),
+        addr: accept_loop.addr,
+        threads: vec![ids],
+        reactors: Vec::new(),
+        running: Running::Thread(accept_loop),
     })
 }
 
@@ -641,7 +664,7 @@ fn start_tokio_mt(workers: usize, variant: TokioEcho) -> io::Result<ServerThread
         addr,
         threads,
         reactors: Vec::new(),
-        running: Running::Tokio(AcceptThread { addr, stop, thread }),
+        running: Running::Thread(AcceptThread { addr, stop, thread }),
     })
 }
 
@@ -995,6 +1018,7 @@ fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
     let exe = std::env::current_exe()?;
     let child_kind = match kind {
         Kind::Getty => "getty",
+        Kind::Mio => "mio",
         Kind::Tokio => "tokio",
     };
     let output = std::process::Command::new(exe)
@@ -1134,10 +1158,11 @@ fn is_noisy(scenario: &Scenario, g: &Figures, t: &Figures) -> bool {
     g.server_wait > NOISY_WAIT || t.server_wait > NOISY_WAIT
 }
 
-fn print_ratio(label: &str, g: &Figures, t: &Figures, noisy: bool) {
+/// One ratio row: getty-rs's figures over those of the server `other` names.
+fn print_ratio(label: &str, other: &str, g: &Figures, t: &Figures, noisy: bool) {
     println!(
         "{label:<31} {:<9} {:>10.2}x {:>7.2}x {:>7.2}x {:>7.2}x {:>14.2}x{}",
-        "getty/tok",
+        format!("getty/{}", &other[..other.len().min(3)]),
         g.rate / t.rate,
         g.p50_us / t.p50_us,
         g.p99_us / t.p99_us,
@@ -1149,6 +1174,71 @@ fn print_ratio(label: &str, g: &Figures, t: &Figures, noisy: bool) {
             ""
         }
     );
+}
+
+/// The figures of one of scenarios (a) to (c), for its targets.
+struct ScenarioResult {
+    scenario: Scenario,
+    getty: Figures,
+    mio: Option<Figures>,
+    tokio: Option<Figures>,
+}
+
+impl ScenarioResult {
+    /// The issues' targets for this scenario, each with its verdict.
+    fn print_targets(&self) {
+        let (scenario, g) = (&self.scenario, &self.getty);
+        let key = &scenario.label[..3];
+        let line = |what: &str, ratio: f64, ok: bool, other: &Figures| {
+            let noisy = if is_noisy(scenario, g, other) {
+                " (noisy run)"
+            } else {
+                ""
+            };
+            println!(
+                "{:<48} {:>7.2}x     {}{noisy}",
+                format!("{key} {what}"),
+                ratio,
+                verdict(ok)
+            );
+        };
+        if let Some(m) = &self.mio {
+            let cpu = g.per_cpu / m.per_cpu;
+            line(
+                "CPU efficiency within 10% of hand-written",
+                cpu,
+                cpu >= 0.9,
+                m,
+            );
+        }
+        if let Some(t) = &self.tokio {
+            let cpu = g.per_cpu / t.per_cpu;
+            let (want, what) = if scenario.size >= 16 * 1024 {
+                (2.0, "CPU efficiency >= 2x tokio at 16 KiB")
+            } else {
+                (1.0, "CPU efficiency >= 1x tokio at 64 B")
+            };
+            line(what, cpu, cpu >= want, t);
+            let p99 = g.p99_us / t.p99_us;
+            line("p99 no worse than tokio's", p99, p99 <= 1.0, t);
+        }
+        if scenario.size >= 16 * 1024 {
+            // Issue 16: large messages cost no more than in the best other server.
+            let best = [&self.mio, &self.tokio]
+                .into_iter()
+                .flatten()
+                .max_by(|a, b| a.per_cpu.total_cmp(&b.per_cpu));
+            if let Some(best) = best {
+                let cpu = g.per_cpu / best.per_cpu;
+                line(
+                    "CPU efficiency >= the best other server",
+                    cpu,
+                    cpu >= 1.0,
+                    best,
+                );
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1413,10 +1503,10 @@ fn print_multi_targets(results: &[MultiResult]) {
 fn main() {
     let cfg = Config::from_env();
     if let Ok(child) = std::env::var("GETTY_BENCH_RSS_CHILD") {
-        let kind = if child == "tokio" {
-            Kind::Tokio
-        } else {
-            Kind::Getty
+        let kind = match child.as_str() {
+            "tokio" => Kind::Tokio,
+            "mio" => Kind::Mio,
+            _ => Kind::Getty,
         };
         if let Err(e) = rss_child(kind, &cfg) {
             eprintln!("RSS child ({}): {e}", kind.name());
@@ -1447,7 +1537,7 @@ fn main() {
          lower is better for latencies"
     );
 
-    let mut results: Vec<(Scenario, Figures, Figures)> = Vec::new();
+    let mut results: Vec<ScenarioResult> = Vec::new();
     let mut failures = 0;
     let kinds = &cfg.kinds;
     for scenario in scenarios() {
@@ -1482,9 +1572,18 @@ fn main() {
         if !spread.is_empty() {
             println!("  msgs/srv-CPU-s of each run: {}", spread.join("; "));
         }
-        if let [(Kind::Getty, g), (Kind::Tokio, t)] = figures[..] {
-            print_ratio(scenario.label, &g, &t, is_noisy(&scenario, &g, &t));
-            results.push((scenario.clone(), g, t));
+        let of = |kind: Kind| figures.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f);
+        if let Some(g) = of(Kind::Getty) {
+            for (kind, other) in figures.iter().filter(|(k, _)| *k != Kind::Getty) {
+                let noisy = is_noisy(&scenario, &g, other);
+                print_ratio(scenario.label, kind.name(), &g, other, noisy);
+            }
+            results.push(ScenarioResult {
+                scenario: scenario.clone(),
+                getty: g,
+                mio: of(Kind::Mio),
+                tokio: of(Kind::Tokio),
+            });
         }
         let bars = figures.iter().map(|(kind, f)| f.chart_series(kind.name()));
         chart_scenario(&scenario, bars.collect());
@@ -1549,47 +1648,27 @@ fn main() {
     if cfg.quick {
         println!("(quick smoke mode: the runs are too short for these verdicts to mean much)");
     }
-    for (scenario, g, t) in &results {
-        let noisy = if is_noisy(scenario, g, t) {
-            " (noisy run)"
-        } else {
-            ""
-        };
-        let cpu = g.per_cpu / t.per_cpu;
-        let (want, what) = if scenario.size >= 16 * 1024 {
-            (2.0, "CPU efficiency >= 2x tokio at 16 KiB")
-        } else {
-            (1.0, "CPU efficiency >= 1x tokio at 64 B")
-        };
-        println!(
-            "{:<48} {:>7.2}x     {}{noisy}",
-            format!("{} {what}", &scenario.label[..3]),
-            cpu,
-            verdict(cpu >= want)
-        );
-        let p99 = g.p99_us / t.p99_us;
-        println!(
-            "{:<48} {:>7.2}x     {}{noisy}",
-            format!("{} p99 no worse than tokio's", &scenario.label[..3]),
-            p99,
-            verdict(p99 <= 1.0)
-        );
+    for result in &results {
+        result.print_targets();
     }
     print_multi_targets(&multi);
     for (kind, r) in &rss {
         let per = r.rss_per_conn();
-        if *kind == Kind::Getty {
-            println!(
+        match kind {
+            Kind::Getty => println!(
                 "{:<48} {:>6.0} B     {}",
-                "RSS per idle connection <= 256 B",
+                "RSS per idle connection <= 160 B",
                 per,
-                verdict(per <= 256.0)
-            );
-        } else {
-            println!(
+                verdict(per <= 160.0)
+            ),
+            Kind::Mio => println!(
+                "{:<48} {:>6.0} B     (for reference)",
+                "hand-written RSS per idle connection", per
+            ),
+            Kind::Tokio => println!(
                 "{:<48} {:>6.0} B     (expected 2-9 KiB)",
                 "tokio RSS per idle connection, for reference", per
-            );
+            ),
         }
     }
     if failures > 0 {

@@ -122,6 +122,7 @@ impl Kind {
     fn name(self) -> &'static str {
         match self {
             Kind::Getty => "getty-rs",
+            Kind::Mio => "mio",
             Kind::Tokio => "tokio-tung",
         }
     }
@@ -154,7 +155,7 @@ impl Config {
             measure: Duration::from_secs_f64(measure),
             rounds: rounds_from_env(),
             scenarios: scenario_keys("abcd"),
-            kinds: kinds_from_env(),
+            kinds: kinds_from_env(&[Kind::Getty, Kind::Tokio]),
             tokio_read_buf: env_f64("GETTY_BENCH_TOKIO_READ_BUF").map(|b| (b as usize).max(64)),
             pin: std::env::var("GETTY_BENCH_PIN").map_or(true, |v| v != "0"),
             quick,
@@ -231,6 +232,8 @@ impl ServerThread {
         match kind {
             Kind::Getty => start_getty(),
             Kind::Tokio => start_tokio(WebSocketConfig::default().read_buffer_size(tokio_read_buf)),
+            // `Config::from_env` does not offer it until the WebSocket baseline exists.
+            Kind::Mio => Err(io::Error::other("no hand-written WebSocket echo")),
         }
     }
 

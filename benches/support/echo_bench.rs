@@ -38,11 +38,13 @@ pub const CHART_PERCENTILES: [&str; 5] = ["p50", "p90", "p99", "p99.9", "max"];
 // Settings
 // ---------------------------------------------------------------------------------------
 
-/// The two servers each bench compares. Each bench names them in its tables (its own
+/// The servers the benches compare. Each bench names them in its tables (its own
 /// `impl Kind { fn name }`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Getty,
+    /// The hand-written baseline (`support/mio_echo.rs`).
+    Mio,
     Tokio,
 }
 
@@ -82,13 +84,16 @@ pub fn scenario_keys(default: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// `GETTY_BENCH_ONLY` (`getty` or `tokio`): the servers to run, both when it is unset.
-pub fn kinds_from_env() -> Vec<Kind> {
-    match std::env::var("GETTY_BENCH_ONLY").as_deref() {
-        Ok("getty") | Ok("getty-rs") => vec![Kind::Getty],
-        Ok("tokio") => vec![Kind::Tokio],
-        _ => vec![Kind::Getty, Kind::Tokio],
-    }
+/// `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): the one server to run of the bench's
+/// `servers`, all of them when it is unset.
+pub fn kinds_from_env(servers: &[Kind]) -> Vec<Kind> {
+    let only = match std::env::var("GETTY_BENCH_ONLY").as_deref() {
+        Ok("getty") | Ok("getty-rs") => Kind::Getty,
+        Ok("mio") => Kind::Mio,
+        Ok("tokio") => Kind::Tokio,
+        _ => return servers.to_vec(),
+    };
+    servers.iter().copied().filter(|&k| k == only).collect()
 }
 
 /// One load: `conns` connections, each with `in_flight` messages of `size` bytes in flight.
