@@ -66,6 +66,8 @@
 //!   the table shows the median of each figure;
 //! - `GETTY_BENCH_CONNS` (default `10000,50000`): the idle-connection counts of the RSS test,
 //!   one run per count and server;
+//! - `GETTY_BENCH_RSS_USED=1`: each idle connection first echoes one 64-byte message (what a
+//!   connection that worked and went quiet costs; by default none sends a byte);
 //! - `GETTY_BENCH_SCENARIOS` (default `abcdr`): which of a, b, c, d and r (the RSS test) to
 //!   run;
 //! - `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): run one server only (for profiling; in
@@ -1119,6 +1121,25 @@ fn measure_idle(
     ))
 }
 
+/// Whether each idle connection first echoes one message (`GETTY_BENCH_RSS_USED=1`): the
+/// cost of a connection that did some work and then went quiet, rather than of one that
+/// never sent a byte.
+fn rss_used() -> bool {
+    std::env::var("GETTY_BENCH_RSS_USED").is_ok_and(|v| v == "1")
+}
+
+/// Sends one 64-byte message on a new connection and reads its echo.
+fn echo_once(connection: OwnedFd) -> io::Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let mut stream = StdTcpStream::from(connection);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut frame = [7u8; 4 + 64];
+    frame[..4].copy_from_slice(&64u32.to_be_bytes());
+    stream.write_all(&frame)?;
+    stream.read_exact(&mut frame)?;
+    Ok(stream.into())
+}
+
 /// The clients' process of the RSS test (`GETTY_BENCH_RSS_CLIENTS` is "address count"):
 /// opens the warm-up connections and says `WARM`; on `GO` opens `count` more and says
 /// `OPENED`; holds them all until its stdin closes.
@@ -1131,9 +1152,14 @@ fn rss_clients(spec: &str) -> io::Result<()> {
         .ok_or_else(|| io::Error::other("no server address"))?;
     let conns: usize = words.next().and_then(|c| c.parse().ok()).unwrap_or(0);
     raise_nofile_limit(nofile_needed(conns));
+    let used = rss_used();
+    let open = |index| match connect_idle(addr, index) {
+        Ok(connection) if used => echo_once(connection),
+        opened => opened,
+    };
     let mut held: Vec<OwnedFd> = Vec::with_capacity(RSS_WARM_CONNS + conns);
     for index in 0..RSS_WARM_CONNS {
-        held.push(connect_idle(addr, index)?);
+        held.push(open(index)?);
     }
     let mut out = io::stdout();
     writeln!(out, "WARM")?;
@@ -1142,7 +1168,7 @@ fn rss_clients(spec: &str) -> io::Result<()> {
     let mut line = String::new();
     stdin.read_line(&mut line)?;
     for index in RSS_WARM_CONNS..RSS_WARM_CONNS + conns {
-        held.push(connect_idle(addr, index)?);
+        held.push(open(index)?);
     }
     writeln!(out, "OPENED")?;
     out.flush()?;
@@ -1212,7 +1238,12 @@ fn run_rss(
     println!();
     println!(
         "idle connections: RLIMIT_NOFILE soft {old_soft} -> {soft} (hard {hard}); clients \
-         from 127.0.0.2, 127.0.0.3, ... ({CONNS_PER_SOURCE} per address)"
+         from 127.0.0.2, 127.0.0.3, ... ({CONNS_PER_SOURCE} per address){}",
+        if rss_used() {
+            "; each echoed one 64-byte message first"
+        } else {
+            "; none has sent a byte"
+        }
     );
     println!("server    conns   open ms  VmRSS before   VmRSS after   RSS B/conn   heap B/conn");
     let mut rss = Vec::new();

@@ -81,10 +81,12 @@ pub struct Session<C, T: Transport = Tcp> {
     /// The outbound queue and the read buffer, boxed while bytes are in flight only.
     pub(crate) out: Buffers,
     /// Boxed at the first byte in or out: a session that never moved a byte needs only
-    /// `opened` to tell its stats.
+    /// `last_read` to tell its stats.
     counters: Option<Box<Counters>>,
-    /// When the session opened: its last read and write until it has counters.
-    opened: Stamp,
+    /// When bytes were last read (or reading resumed after a pause), the open time before
+    /// that. It changes only once `counters` is boxed, which takes the open time for its
+    /// `last_write` then: until then `last_read` is the open time.
+    last_read: Stamp,
     pub(crate) extras: Option<Box<Extras>>,
     /// Messages queued since the reactor last added them to its metrics.
     pub(crate) unreported_messages_out: u32,
@@ -110,7 +112,7 @@ impl<C, T: Transport> Session<C, T> {
             framing,
             out: Buffers::default(),
             counters: None,
-            opened: Stamp::of(now),
+            last_read: Stamp::of(now),
             extras: None,
             unreported_messages_out: 0,
         }
@@ -406,7 +408,7 @@ impl<C, T: Transport> Session<C, T> {
             plain_bytes_out: plain_out,
             messages_in: c.messages_in,
             messages_out: c.messages_out,
-            last_read: c.last_read.instant(),
+            last_read: self.last_read.instant(),
             last_write: c.last_write.instant(),
         }
     }
@@ -589,10 +591,10 @@ impl<C, T: Transport> Session<C, T> {
     /// The session's counters, for updating (boxed on first use).
     #[inline]
     pub(crate) fn counters_mut(&mut self) -> &mut Counters {
-        let opened = self.opened;
+        // Not boxed yet: `last_read` is still the open time (see the field).
+        let opened = self.last_read;
         self.counters.get_or_insert_with(|| {
             Box::new(Counters {
-                last_read: opened,
                 last_write: opened,
                 ..Counters::default()
             })
@@ -600,12 +602,29 @@ impl<C, T: Transport> Session<C, T> {
     }
 
     /// The session's counters: zeros and its open time until it moved a byte.
-    pub(crate) fn counters(&self) -> Counters {
+    fn counters(&self) -> Counters {
         self.counters.as_deref().copied().unwrap_or(Counters {
-            last_read: self.opened,
-            last_write: self.opened,
+            last_write: self.last_read,
             ..Counters::default()
         })
+    }
+
+    /// `n` bytes were read at `now`.
+    #[inline]
+    pub(crate) fn note_read(&mut self, n: usize, now: Stamp) {
+        self.counters_mut().bytes_in += n as u64;
+        self.last_read = now;
+    }
+
+    /// Reading resumed at `now`: read-idle time counts from then.
+    pub(crate) fn restart_read_idle(&mut self, now: Stamp) {
+        self.counters_mut();
+        self.last_read = now;
+    }
+
+    /// When bytes were last read (the open time before any).
+    pub(crate) fn last_read(&self) -> Stamp {
+        self.last_read
     }
 
     fn note_queued(&mut self, messages: u64) {

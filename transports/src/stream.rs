@@ -537,8 +537,8 @@ mod tests {
     ///   `setsockopt` 4, the close request, writability, timer and pause flags 4), the
     ///   peer's address 16 (IPv4 inline, IPv6 boxed), the codec 20 (`LengthFieldCodec`'s
     ///   settings, four `u32`s and two bytes), the read buffer and outbound queue 8 (boxed
-    ///   while bytes are in flight), the counters 8 (boxed at the first byte), the open time
-    ///   8 (the stats' times until then), the extras 8 (attributes, owner, timer, filters,
+    ///   while bytes are in flight), the counters 8 (boxed at the first byte), the last
+    ///   read's time 8 (the open time until then), the extras 8 (attributes, owner, timer, filters,
     ///   groups' inboxes: boxed on first use) and the messages not yet added to the
     ///   reactor's metrics 4;
     /// - the handler, 0 (`Echo` holds nothing).

@@ -64,9 +64,7 @@ where
                     break;
                 }
                 Ok((n, offered)) => {
-                    let counters = self.session.counters_mut();
-                    counters.bytes_in += n as u64;
-                    counters.last_read = Stamp::of(cx.now());
+                    self.session.note_read(n, Stamp::of(cx.now()));
                     let decoded = self.deliver();
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += n as u64;

@@ -132,7 +132,7 @@ where
             return;
         }
         if self.flags.take(Flag::ReadHeld) || self.flags.get(Flag::Undelivered) {
-            self.session.counters_mut().last_read = Stamp::of(cx.now());
+            self.session.restart_read_idle(Stamp::of(cx.now()));
             self.session.framing.on_resume(cx.now());
             // READ_CLOSED: read on to WouldBlock, since the peer's EOF may have been
             // signalled while paused.
