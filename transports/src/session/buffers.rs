@@ -31,7 +31,10 @@ pub(crate) struct Io {
 const MAX_SPARE: usize = 8;
 
 thread_local! {
-    /// Drained boxes, with their buffers, for the next session that needs one.
+    /// Drained boxes, with their buffers, for the next session that needs one. The boxes
+    /// themselves are what is kept: a session holds a `Box<Io>`, and handing one out must
+    /// not allocate.
+    #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<Io>>> = const { RefCell::new(Vec::new()) };
 }
 
