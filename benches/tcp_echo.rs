@@ -8,7 +8,10 @@
 //!   `on_message` writes the message back (`session.write(msg)`), on one reactor thread.
 //! - **mio**: the hand-written baseline (`support/mio_echo.rs`): one poll loop, shared read
 //!   and output buffers, whole frames copied to the output and written once per batch. It
-//!   is the cost floor; the ratio rows show getty-rs against it and against tokio.
+//!   is the cost floor; the ratio rows show getty-rs against it and against the others.
+//! - **message-io**: a peer library on mio (`support/message_io_echo.rs`): its raw TCP
+//!   transport echoes each read with one `send`, with message-io's defaults (no
+//!   TCP_NODELAY, so Nagle's algorithm holds back small echoes in (b)).
 //! - **tokio**: a current-thread runtime, one task per connection. The default (`framed`)
 //!   task wraps the socket in an 8 KiB `BufReader`, reads each frame with `read_exact`
 //!   (header, then body) and answers with one `write_all` per batch: it writes when the
@@ -93,7 +96,6 @@ use getty::reactor::ReactorThread;
 use getty::tcp::{self, Setup, TcpServer, TcpServerPool};
 use getty::{Handler, Metrics, ReactorHandle, ReactorPool, Session, SessionOptions, SocketOptions};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Settings, CPU clocks, server plumbing, the load generator and the rounds, shared with the
 /// WebSocket echo bench.
@@ -101,20 +103,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 mod chart;
 #[path = "support/echo_bench.rs"]
 mod echo_bench;
+#[path = "support/length_prefixed.rs"]
+mod length_prefixed;
+#[path = "support/message_io_echo.rs"]
+mod message_io_echo;
 #[path = "support/mio_echo.rs"]
 mod mio_echo;
 
 use echo_bench::{
-    allowed_cpus, bind_tokio_listener, clock_now, current_thread_ids, env_f64, kinds_from_env,
-    load_average, measured_secs, median, on_load_thread, quick_mode_requested, random_payload,
-    rounds_from_env, run_rounds, scenario_keys, start_reactor_thread, start_tokio_thread,
-    tokio_accept_loop, user_sys_ticks, verdict, AcceptThread, Framing, Kind, LoadGenerator,
-    Scenario, ThreadIds, Window, CHART_PERCENTILES, NOISY_OTHER_CPUS,
+    allowed_cpus, clock_now, current_thread_ids, env_f64, kinds_from_env, load_average,
+    measured_secs, median, on_load_thread, quick_mode_requested, rounds_from_env, run_rounds,
+    scenario_keys, start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread,
+    Kind, LoadGenerator, Scenario, ThreadIds, Window, CHART_PERCENTILES, NOISY_OTHER_CPUS,
 };
+use length_prefixed::{connect_plain, thread_ids_by_index, LengthPrefixed, TokioEcho};
 use mio_echo::{start_mio_thread, LengthPrefixedEcho};
-
-/// Largest frame body either server accepts.
-const MAX_BODY: usize = 1 << 20;
 
 /// Idle connections opened (and kept) before the RSS baseline is read, so one-time costs
 /// (the first pooled buffer, the first slab pages) are not charged to the measured ones.
@@ -137,6 +140,7 @@ impl Kind {
         match self {
             Kind::Getty => "getty-rs",
             Kind::Mio => "mio",
+            Kind::MessageIo => "message-io",
             Kind::Tokio => "tokio",
         }
     }
@@ -145,18 +149,10 @@ impl Kind {
         match self {
             Kind::Getty => &GETTY_OPENED,
             Kind::Mio => &mio_echo::MIO_OPENED,
+            Kind::MessageIo => &message_io_echo::MESSAGE_IO_OPENED,
             Kind::Tokio => &TOKIO_OPENED,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokioEcho {
-    /// BufReader of `buf` bytes + read_exact(header) + read_exact(body), one write_all per
-    /// batch.
-    Framed { buf: usize },
-    /// read into an 8 KiB buffer, write_all what was read.
-    Raw,
 }
 
 #[derive(Debug, Clone)]
@@ -195,7 +191,7 @@ impl Config {
             rounds: rounds_from_env(),
             rss_conns: rss_conns_from_env(default_conns),
             scenarios: scenario_keys("abcdr"),
-            kinds: kinds_from_env(&[Kind::Getty, Kind::Mio, Kind::Tokio]),
+            kinds: kinds_from_env(&[Kind::Getty, Kind::Mio, Kind::MessageIo, Kind::Tokio]),
             tokio_echo,
             quick,
         }
@@ -444,6 +440,7 @@ impl ServerThread {
         match kind {
             Kind::Getty => start_getty(),
             Kind::Mio => start_mio(),
+            Kind::MessageIo => start_message_io(),
             Kind::Tokio => start_tokio(tokio_echo),
         }
     }
@@ -489,22 +486,6 @@ fn start_getty() -> io::Result<ServerThread> {
         reactors: vec![thread.handle().clone()],
         running: Running::Getty(thread),
     })
-}
-
-/// Collects `(index, ids)` pairs sent by `n` threads, in index order.
-fn thread_ids_by_index(
-    rx: &mpsc::Receiver<(usize, ThreadIds)>,
-    n: usize,
-) -> io::Result<Vec<ThreadIds>> {
-    let mut ids: Vec<(usize, ThreadIds)> = Vec::with_capacity(n);
-    for _ in 0..n {
-        ids.push(
-            rx.recv_timeout(Duration::from_secs(10))
-                .map_err(|_| io::Error::other("a server thread did not report"))?,
-        );
-    }
-    ids.sort_by_key(|(index, _)| *index);
-    Ok(ids.into_iter().map(|(_, ids)| ids).collect())
 }
 
 /// `reactors` reactors, each with its own SO_REUSEPORT listener (`start_pool`).
@@ -606,27 +587,25 @@ fn start_getty_handoff(reactors: usize) -> io::Result<ServerThread> {
 /// What the tokio servers do with each accepted connection: count it and spawn its echo
 /// task.
 fn tokio_echo_task(variant: TokioEcho) -> impl FnMut(tokio::net::TcpStream) + Send + 'static {
-    move |stream| {
-        TOKIO_OPENED.fetch_add(1, Ordering::Relaxed);
-        match variant {
-            TokioEcho::Framed { buf } => {
-                tokio::spawn(async move {
-                    let _ = tokio_framed_echo(stream, buf).await;
-                });
-            }
-            TokioEcho::Raw => {
-                tokio::spawn(async move {
-                    let _ = tokio_raw_echo(stream).await;
-                });
-            }
-        }
-    }
+    length_prefixed::tokio_echo_task(variant, &TOKIO_OPENED)
 }
 
 fn start_tokio(variant: TokioEcho) -> io::Result<ServerThread> {
     let (accept_loop, ids) = start_tokio_thread("tokio-echo", tokio_echo_task(variant))?;
     Ok(ServerThread {
         name: Kind::Tokio.name(),
+        addr: accept_loop.addr,
+        threads: vec![ids],
+        reactors: Vec::new(),
+        running: Running::Thread(accept_loop),
+    })
+}
+
+/// message-io's raw TCP transport, echoing each read.
+fn start_message_io() -> io::Result<ServerThread> {
+    let (accept_loop, ids) = message_io_echo::start_message_io_thread("message-io-echo")?;
+    Ok(ServerThread {
+        name: Kind::MessageIo.name(),
         addr: accept_loop.addr,
         threads: vec![ids],
         reactors: Vec::new(),
@@ -650,142 +629,20 @@ fn start_mio() -> io::Result<ServerThread> {
 /// like the connections, so all of the server's work happens on the workers (the thread
 /// that owns the runtime only waits for the accept loop to end).
 fn start_tokio_mt(workers: usize, variant: TokioEcho) -> io::Result<ServerThread> {
-    let (tx, rx) = mpsc::channel::<io::Result<SocketAddr>>();
-    let (ids_tx, ids_rx) = mpsc::channel::<(usize, ThreadIds)>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("tokio-mt".to_owned())
-        .spawn(move || -> io::Result<()> {
-            let started = Arc::new(AtomicUsize::new(0));
-            let ids_tx = std::sync::Mutex::new(ids_tx);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name("tokio-mt-worker")
-                .on_thread_start(move || {
-                    let index = started.fetch_add(1, Ordering::Relaxed);
-                    let ids_tx = ids_tx.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = ids_tx.send((index, current_thread_ids()));
-                })
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let Some(listener) = bind_tokio_listener(|addr| {
-                    let _ = tx.send(addr);
-                }) else {
-                    return Ok(());
-                };
-                let accept_loop = tokio_accept_loop(listener, stop_flag, tokio_echo_task(variant));
-                tokio::spawn(accept_loop)
-                    .await
-                    .unwrap_or_else(|e| Err(io::Error::other(e)))
-            })
-        })?;
-    let addr = rx
-        .recv()
-        .map_err(|_| io::Error::other("tokio server thread gone"))??;
-    // The workers; a blocking-pool thread (none is expected) would report later.
-    let threads = thread_ids_by_index(&ids_rx, workers)?;
+    let (accept_loop, threads) =
+        length_prefixed::start_tokio_mt("tokio-mt", workers, tokio_echo_task(variant))?;
     Ok(ServerThread {
         name: "tokio mt",
-        addr,
+        addr: accept_loop.addr,
         threads,
         reactors: Vec::new(),
-        running: Running::Thread(AcceptThread { addr, stop, thread }),
+        running: Running::Thread(accept_loop),
     })
-}
-
-/// True when `buf` starts with a whole length-prefixed frame.
-fn holds_whole_frame(buf: &[u8]) -> bool {
-    buf.len() >= 4 && buf.len() - 4 >= u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
-}
-
-/// The idiomatic framed tokio echo: buffered reads, `read_exact` header then body, and one
-/// `write_all` for all the frames that were already buffered.
-async fn tokio_framed_echo(stream: tokio::net::TcpStream, buf: usize) -> io::Result<()> {
-    let mut conn = BufReader::with_capacity(buf, stream);
-    let mut out: Vec<u8> = Vec::new();
-    loop {
-        let mut header = [0u8; 4];
-        match conn.read_exact(&mut header).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let len = u32::from_be_bytes(header) as usize;
-        if len > MAX_BODY {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too long"));
-        }
-        let start = out.len();
-        out.extend_from_slice(&header);
-        out.resize(start + 4 + len, 0);
-        conn.read_exact(&mut out[start + 4..]).await?;
-        if !holds_whole_frame(conn.buffer()) || out.len() >= 64 * 1024 {
-            conn.write_all(&out).await?;
-            out.clear();
-        }
-    }
-}
-
-/// The minimal tokio echo: whatever arrives goes back.
-async fn tokio_raw_echo(mut stream: tokio::net::TcpStream) -> io::Result<()> {
-    let mut buf = vec![0u8; 8 * 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        stream.write_all(&buf[..n]).await?;
-    }
 }
 
 // ---------------------------------------------------------------------------------------
 // Load generator
 // ---------------------------------------------------------------------------------------
-
-/// The load generator's message: one length-prefixed frame of random bytes, sent again for
-/// each echo.
-struct LengthPrefixed {
-    frame: Vec<u8>,
-}
-
-impl LengthPrefixed {
-    fn random(size: usize) -> LengthPrefixed {
-        let mut frame = Vec::with_capacity(4 + size);
-        frame.extend_from_slice(&(size as u32).to_be_bytes());
-        frame.extend_from_slice(&random_payload(size));
-        LengthPrefixed { frame }
-    }
-}
-
-impl Framing for LengthPrefixed {
-    fn message(&self) -> &[u8] {
-        &self.frame
-    }
-
-    fn whole_echo(&self, buf: &[u8]) -> io::Result<Option<usize>> {
-        if !holds_whole_frame(buf) {
-            return Ok(None);
-        }
-        let sent = &self.frame[..];
-        // Equal headers mean equal lengths (so `buf` holds all of it); spot-check the
-        // payload's end rather than charge the client a full comparison per message.
-        if buf[..4] != sent[..4] || buf[sent.len() - 8..sent.len()] != sent[sent.len() - 8..] {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the echo does not match what was sent",
-            ));
-        }
-        Ok(Some(sent.len()))
-    }
-}
-
-/// A connected socket for the load generator (a TCP connection needs no handshake).
-fn connect_plain(addr: SocketAddr) -> io::Result<(StdTcpStream, Vec<u8>)> {
-    let stream = StdTcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    Ok((stream, Vec::new()))
-}
 
 /// What the load generator reads from the server's threads at the start and the end of the
 /// measured window.
@@ -1185,6 +1042,7 @@ fn rss_test(kind: Kind, conns: usize, cfg: &Config) -> io::Result<RssResult> {
     let child_kind = match kind {
         Kind::Getty => "getty",
         Kind::Mio => "mio",
+        Kind::MessageIo => "message-io",
         Kind::Tokio => "tokio",
     };
     let output = std::process::Command::new(exe)
@@ -1298,6 +1156,11 @@ fn print_rss_targets(rss: &[(Kind, RssResult)]) {
                 format!("hand-written RSS per idle connection ({conns})"),
                 per
             ),
+            Kind::MessageIo => println!(
+                "{:<48} {:>6.0} B     (for reference)",
+                format!("message-io RSS per idle connection ({conns})"),
+                per
+            ),
             Kind::Tokio => println!(
                 "{:<48} {:>6.0} B     (expected 2-9 KiB)",
                 format!("tokio RSS per idle connection ({conns})"),
@@ -1408,7 +1271,7 @@ fn is_noisy(scenario: &Scenario, g: &Figures, t: &Figures) -> bool {
 fn print_ratio(label: &str, other: &str, g: &Figures, t: &Figures, noisy: bool) {
     println!(
         "{label:<31} {:<9} {:>10.2}x {:>7.2}x {:>7.2}x {:>7.2}x {:>14.2}x{}",
-        format!("getty/{}", &other[..other.len().min(3)]),
+        format!("getty/{other}"),
         g.rate / t.rate,
         g.p50_us / t.p50_us,
         g.p99_us / t.p99_us,
@@ -1427,6 +1290,7 @@ struct ScenarioResult {
     scenario: Scenario,
     getty: Figures,
     mio: Option<Figures>,
+    message_io: Option<Figures>,
     tokio: Option<Figures>,
 }
 
@@ -1470,7 +1334,7 @@ impl ScenarioResult {
         }
         if scenario.size >= 16 * 1024 {
             // Issue 16: large messages cost no more than in the best other server.
-            let best = [&self.mio, &self.tokio]
+            let best = [&self.mio, &self.message_io, &self.tokio]
                 .into_iter()
                 .flatten()
                 .max_by(|a, b| a.per_cpu.total_cmp(&b.per_cpu));
@@ -1759,6 +1623,7 @@ fn main() {
         let kind = match child.as_str() {
             "tokio" => Kind::Tokio,
             "mio" => Kind::Mio,
+            "message-io" => Kind::MessageIo,
             _ => Kind::Getty,
         };
         let conns = cfg.rss_conns.iter().copied().max().unwrap_or(1);
@@ -1831,12 +1696,18 @@ fn main() {
         if let Some(g) = of(Kind::Getty) {
             for (kind, other) in figures.iter().filter(|(k, _)| *k != Kind::Getty) {
                 let noisy = is_noisy(&scenario, &g, other);
-                print_ratio(scenario.label, kind.name(), &g, other, noisy);
+                let short = match kind {
+                    Kind::MessageIo => "m-io",
+                    Kind::Tokio => "tok",
+                    _ => kind.name(),
+                };
+                print_ratio(scenario.label, short, &g, other, noisy);
             }
             results.push(ScenarioResult {
                 scenario: scenario.clone(),
                 getty: g,
                 mio: of(Kind::Mio),
+                message_io: of(Kind::MessageIo),
                 tokio: of(Kind::Tokio),
             });
         }

@@ -123,6 +123,7 @@ impl Kind {
         match self {
             Kind::Getty => "getty-rs",
             Kind::Mio => "mio",
+            Kind::MessageIo => "message-io",
             Kind::Tokio => "tokio-tung",
         }
     }
@@ -233,7 +234,7 @@ impl ServerThread {
             Kind::Getty => start_getty(),
             Kind::Tokio => start_tokio(WebSocketConfig::default().read_buffer_size(tokio_read_buf)),
             // `Config::from_env` does not offer it until the WebSocket baseline exists.
-            Kind::Mio => Err(io::Error::other("no hand-written WebSocket echo")),
+            Kind::Mio | Kind::MessageIo => Err(io::Error::other("not a WebSocket echo")),
         }
     }
 

@@ -7,6 +7,11 @@
 //! the bytes the kernel took for it were credited to chunk 63 (which then went out cut).
 //! Every test here but the two with a small send buffer failed that way before the fix;
 //! those two guard the bookkeeping of writes cut short inside a chunk.
+//!
+//! The random mixes also go through the codec (`Session::write` with a
+//! `LengthFieldCodec`): a large message's header is copied into the tail and its payload
+//! queued as a chunk of its own (`Encoder::encode_split`), so header and payload must stay
+//! together and in order among the raw writes.
 
 mod common;
 
@@ -18,30 +23,57 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect, connect_with_recv_buffer, watchdog, Running, STEP};
-use getty::codec::{Bytes, RawCodec};
+use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
 use getty::{Handler, Session, SessionOptions, SocketOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Writes every buffer of `plan` with `write_bytes` from its first `on_message`, then
-/// closes gracefully (flush, FIN). A refused write is reported to the test.
+/// One write of a plan.
+#[derive(Clone)]
+enum Piece {
+    /// `write_bytes`: the bytes go out as they are.
+    Raw(Bytes),
+    /// `write` through the session's `LengthFieldCodec`: a 4-byte length, then the bytes.
+    Framed(Bytes),
+}
+
+impl Piece {
+    /// What the peer receives for it.
+    fn wire(&self) -> Bytes {
+        match self {
+            Piece::Raw(bytes) => bytes.clone(),
+            Piece::Framed(bytes) => {
+                let mut frame = (bytes.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(bytes);
+                frame.into()
+            }
+        }
+    }
+}
+
+/// Writes every piece of `plan` from its first `on_message`, then closes gracefully
+/// (flush, FIN). A refused write is reported to the test.
 struct Burst {
-    plan: Arc<[Bytes]>,
+    plan: Arc<[Piece]>,
     sent: bool,
     failures: Sender<String>,
 }
 
-impl Handler<RawCodec> for Burst {
-    fn on_message(&mut self, s: &mut Session<RawCodec>, _: Bytes) {
+impl Handler<LengthFieldCodec> for Burst {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, _: Bytes) {
         if std::mem::replace(&mut self.sent, true) {
             return;
         }
         for (i, piece) in self.plan.iter().enumerate() {
-            if let Err(e) = s.write_bytes(piece.clone()) {
+            let (written, len) = match piece {
+                Piece::Raw(bytes) => (s.write_bytes(bytes.clone()), bytes.len()),
+                Piece::Framed(bytes) => (s.write(bytes.clone()), bytes.len()),
+            };
+            if let Err(e) = written {
                 let _ = self
                     .failures
-                    .send(format!("write {i} ({} B) refused: {e}", piece.len()));
+                    .send(format!("write {i} ({len} B) refused: {e}"));
                 break;
             }
         }
@@ -64,16 +96,16 @@ enum Reader {
 /// Serves `plan` to one client and returns every byte the client received until EOF.
 /// `send_buffer` sets the server's SO_SNDBUF (the kernel doubles it); by default it grows
 /// to megabytes on loopback, so that one `writev` takes dozens of chunks.
-fn fetch(plan: Vec<Bytes>, reader: Reader, send_buffer: Option<usize>) -> Vec<u8> {
-    let total: usize = plan.iter().map(Bytes::len).sum();
-    let plan: Arc<[Bytes]> = plan.into();
+fn fetch(plan: Vec<Piece>, reader: Reader, send_buffer: Option<usize>) -> Vec<u8> {
+    let total: usize = plan.iter().map(|p| p.wire().len()).sum();
+    let plan: Arc<[Piece]> = plan.into();
     let (failures_tx, failures) = mpsc::channel();
     let server = TcpServer::builder()
         .socket_options(SocketOptions::default().send_buffer_size(send_buffer))
         .session_options(SessionOptions::default().max_outbound(total + (1 << 20)))
         .bind("127.0.0.1:0", move |_| {
             Ok((
-                RawCodec,
+                LengthFieldCodec::default(),
                 Burst {
                     plan: plan.clone(),
                     sent: false,
@@ -97,7 +129,7 @@ fn read_all(addr: SocketAddr, reader: Reader, expected: usize) -> Vec<u8> {
         Reader::Fast => connect(addr),
         Reader::Slow => connect_with_recv_buffer(addr, 4096),
     };
-    client.write_all(b"go").unwrap();
+    client.write_all(b"\x00\x00\x00\x02go").unwrap();
     let mut got = Vec::with_capacity(expected);
     let mut buf = vec![0u8; 64 * 1024];
     if let Reader::Slow = reader {
@@ -128,9 +160,10 @@ fn read_all(addr: SocketAddr, reader: Reader, expected: usize) -> Vec<u8> {
     }
 }
 
-/// Checks `got` against the concatenation of `plan`; on a difference, says which write it
-/// fell in and where the last write's bytes turned up instead (no megabyte dumps).
-fn check(plan: &[Bytes], got: &[u8], what: &str) {
+/// Checks `got` against the wire form of `plan`; on a difference, says which write it fell
+/// in and where the last write's bytes turned up instead (no megabyte dumps).
+fn check(plan: &[Piece], got: &[u8], what: &str) {
+    let plan: Vec<Bytes> = plan.iter().map(Piece::wire).collect();
     let expected: Vec<u8> = plan.iter().flat_map(|b| b.iter().copied()).collect();
     if got == expected.as_slice() {
         return;
@@ -172,11 +205,11 @@ fn check(plan: &[Bytes], got: &[u8], what: &str) {
 }
 
 /// `chunks` buffers of 8 KiB, the i-th filled with `i`, then `END\n`: the reproduction.
-fn chunks_then_end(chunks: usize) -> Vec<Bytes> {
-    let mut plan: Vec<Bytes> = (0..chunks)
-        .map(|i| Bytes::from(vec![i as u8; 8192]))
+fn chunks_then_end(chunks: usize) -> Vec<Piece> {
+    let mut plan: Vec<Piece> = (0..chunks)
+        .map(|i| Piece::Raw(Bytes::from(vec![i as u8; 8192])))
         .collect();
-    plan.push(Bytes::from_static(b"END\n"));
+    plan.push(Piece::Raw(Bytes::from_static(b"END\n")));
     plan
 }
 
@@ -235,7 +268,8 @@ fn two_hundred_chunks_then_a_small_write_survive_short_writes() {
 /// 4095 bytes) and of large ones (queued as chunks: mostly 4 to 16 KiB, so that one
 /// `writev` can carry dozens of them; one in ten up to 256 KiB), random bytes in each,
 /// about `budget` bytes in all, ending with a run of small writes (a tail behind chunks).
-fn random_mix(seed: u64, budget: usize) -> Vec<Bytes> {
+/// Each goes out raw or as a length-prefixed message through the codec, at random.
+fn random_mix(seed: u64, budget: usize) -> Vec<Piece> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut plan = Vec::new();
     let mut total = 0;
@@ -251,7 +285,12 @@ fn random_mix(seed: u64, budget: usize) -> Vec<Bytes> {
             let mut piece = vec![0u8; len];
             rng.fill(&mut piece);
             total += len;
-            plan.push(Bytes::from(piece));
+            let piece = Bytes::from(piece);
+            plan.push(if rng.bool() {
+                Piece::Framed(piece)
+            } else {
+                Piece::Raw(piece)
+            });
         }
     }
     plan
@@ -299,4 +338,56 @@ fn a_random_mix_of_small_and_large_writes_reaches_a_slow_reader_byte_for_byte() 
 #[test]
 fn a_random_mix_of_small_and_large_writes_survives_short_writes() {
     run_mix(Reader::Slow, Some(16 * 1024));
+}
+
+/// Writes a message just past the outbound bound through the codec (refused: its header
+/// must not stay queued without its payload), then two that fit, and closes.
+struct PastTheBound {
+    bound: usize,
+    results: Sender<Result<(), String>>,
+}
+
+impl Handler<LengthFieldCodec> for PastTheBound {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, _: Bytes) {
+        let too_big = Bytes::from(vec![1u8; self.bound]);
+        let fits = Bytes::from(vec![2u8; self.bound / 2]);
+        for message in [too_big, Bytes::from_static(b"after"), fits] {
+            let _ = self
+                .results
+                .send(s.write(message).map_err(|e| e.to_string()));
+        }
+        s.close();
+    }
+}
+
+#[test]
+fn a_large_message_past_the_bound_leaves_nothing_queued() {
+    watchdog(LIMIT, || {
+        let bound = 64 * 1024;
+        let (results_tx, results) = mpsc::channel();
+        let server = TcpServer::builder()
+            .session_options(SessionOptions::default().max_outbound(bound))
+            .bind("127.0.0.1:0", move |_| {
+                let results = results_tx.clone();
+                Ok((LengthFieldCodec::default(), PastTheBound { bound, results }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let reactor = Running::serve("past-the-bound", server);
+        let expected = [
+            Piece::Framed(Bytes::from_static(b"after")),
+            Piece::Framed(Bytes::from(vec![2u8; bound / 2])),
+        ];
+        let total = expected.iter().map(|p| p.wire().len()).sum();
+        let got = read_all(addr, Reader::Fast, total);
+        reactor.stop();
+        let results: Vec<_> = results.try_iter().collect();
+        assert!(results.len() == 3 && results[0].is_err(), "{results:?}");
+        assert!(results[1..].iter().all(Result::is_ok), "{results:?}");
+        check(
+            &expected,
+            &got,
+            "a refused large message, then two that fit",
+        );
+    });
 }

@@ -1,5 +1,6 @@
 //! Draws a bench's latency percentiles as an SVG chart, so that a run leaves a picture beside
-//! its table: one group of bars per percentile, one bar (and one colour) per server.
+//! its table: one group of bars per percentile, one bar (and one colour) per server
+//! ([`LatencyChart`]); or draws a sweep as lines, one panel per measure ([`LineChart`]).
 //!
 //! The charts go to `bench-charts/` in cargo's target directory (the one holding the bench
 //! binary), named `<bench>-<scenario>.svg`; `GETTY_BENCH_CHART_DIR` puts them elsewhere.
@@ -224,4 +225,204 @@ fn file_safe(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// One server's values along a line chart's x axis (NaN where it has none).
+#[allow(dead_code)] // Only the sweep draws lines.
+pub struct Line {
+    pub name: String,
+    pub values: Vec<f64>,
+}
+
+/// One panel of a line chart: a measure (its axis name) and one line per server.
+#[allow(dead_code)] // Only the sweep draws lines.
+pub struct Panel {
+    /// The y axis's name, with its unit.
+    pub y_desc: String,
+    pub lines: Vec<Line>,
+}
+
+/// A sweep drawn as lines: the swept setting along the x axis (its points evenly spaced,
+/// named by their labels), one panel per measure, side by side, one line per server.
+#[allow(dead_code)] // Only the sweep draws lines.
+pub struct LineChart<'a> {
+    /// The bench's name: the first part of the file name.
+    pub bench: &'a str,
+    /// The sweep's short name: the second part of the file name.
+    pub name: &'a str,
+    pub title: &'a str,
+    /// The x axis's name (`connections`, `message size`).
+    pub x_desc: &'a str,
+    /// The swept values' names, in order along the x axis.
+    pub x_labels: &'a [String],
+    pub panels: Vec<Panel>,
+}
+
+#[allow(dead_code)] // Only the sweep draws lines.
+impl LineChart<'_> {
+    /// Draws the chart and prints where it went, or why it could not be drawn.
+    pub fn report(&self) {
+        match self.draw() {
+            Ok(path) => println!("  chart: {}", path.display()),
+            Err(e) => eprintln!("  chart {}-{} not drawn: {e}", self.bench, self.name),
+        }
+    }
+
+    /// Draws the chart into its file and returns that file's path.
+    pub fn draw(&self) -> Result<PathBuf, Box<dyn std::error::Error>> {
+        let dir = chart_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(format!("{}-{}.svg", self.bench, file_safe(self.name)));
+        self.draw_to(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+
+    fn draw_to(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+        if self.x_labels.is_empty() || self.panels.is_empty() {
+            return Err("nothing to draw".into());
+        }
+        let width = WIDTH / 2 * self.panels.len().max(2) as u32;
+        let root = SVGBackend::new(path, (width, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let root = root.titled(self.title, ("sans-serif", 20))?;
+        let areas = root.split_evenly((1, self.panels.len()));
+        for (panel, area) in self.panels.iter().zip(&areas) {
+            self.draw_panel(panel, area)?;
+        }
+        root.present()?;
+        Ok(())
+    }
+
+    fn draw_panel(
+        &self,
+        panel: &Panel,
+        area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let values: Vec<f64> = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.values.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .collect();
+        if values.is_empty() {
+            return Ok(());
+        }
+        let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = values.iter().copied().fold(0.0, f64::max);
+        let points = self.x_labels.len() as i32;
+        // Point i sits at the middle of slot i.
+        let middles = (0..points).map(|i| i * SLOT + SLOT / 2).collect();
+        let x_range = (0..points * SLOT).with_key_points(middles);
+        let mut builder = ChartBuilder::on(area);
+        builder
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(72);
+        if high / low > LOG_SCALE_RATIO {
+            let floor = 10f64.powf(low.log10().floor());
+            let ceiling = 10f64.powf(high.log10().ceil());
+            let mut chart = builder.build_cartesian_2d(x_range, (floor..ceiling).log_scale())?;
+            self.draw_lines(&mut chart, panel, &format!("{} (log scale)", panel.y_desc))
+        } else {
+            let mut chart = builder.build_cartesian_2d(x_range, 0.0..high * 1.15)?;
+            self.draw_lines(&mut chart, panel, &panel.y_desc)
+        }
+    }
+
+    /// The mesh, one line with marked points per server, and the legend.
+    fn draw_lines<'a, X, Y>(
+        &self,
+        chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+        panel: &Panel,
+        y_desc: &str,
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
+        X: Ranged<ValueType = i32> + ValueFormatter<i32>,
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        let labels = self.x_labels;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|x| {
+                let slot = usize::try_from(x / SLOT).unwrap_or(usize::MAX);
+                labels.get(slot).cloned().unwrap_or_default()
+            })
+            .x_desc(self.x_desc)
+            .y_desc(y_desc)
+            .y_label_formatter(&|y| format_count(*y))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 14))
+            .draw()?;
+        for (index, line) in panel.lines.iter().enumerate() {
+            let colour = PALETTE[index % PALETTE.len()];
+            let points: Vec<(i32, f64)> = line
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite() && **v > 0.0)
+                .map(|(i, &v)| (i as i32 * SLOT + SLOT / 2, v))
+                .collect();
+            chart
+                // A path, not a LineSeries: that needs plotters' `line_series` feature.
+                .draw_series(std::iter::once(PathElement::new(
+                    points.clone(),
+                    colour.stroke_width(2),
+                )))?
+                .label(line.name.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, colour.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(legend_corner(panel))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .label_font(("sans-serif", 14))
+            .draw()?;
+        Ok(())
+    }
+}
+
+/// Where the legend hides no line: the upper left corner when the lines rise to the
+/// right, the upper right one when they fall.
+#[allow(dead_code)] // Only the sweep draws lines.
+fn legend_corner(panel: &Panel) -> SeriesLabelPosition {
+    let end = |last: bool| -> f64 {
+        let ends = panel.lines.iter().filter_map(|l| {
+            let mut values = l.values.iter().copied().filter(|v| v.is_finite());
+            if last {
+                values.next_back()
+            } else {
+                values.next()
+            }
+        });
+        ends.fold(0.0, f64::max)
+    };
+    if end(true) > end(false) {
+        SeriesLabelPosition::UpperLeft
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
+}
+
+/// An axis tick of a count or a rate: 1.2k, 3.4M.
+#[allow(dead_code)] // Only the sweep draws lines.
+fn format_count(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{:.1}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else {
+        format_tick(v)
+    }
 }

@@ -45,6 +45,8 @@ pub enum Kind {
     Getty,
     /// The hand-written baseline (`support/mio_echo.rs`).
     Mio,
+    /// message-io (`support/message_io_echo.rs`), a peer library, in the TCP echo only.
+    MessageIo,
     Tokio,
 }
 
@@ -84,12 +86,13 @@ pub fn scenario_keys(default: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): the one server to run of the bench's
+/// `GETTY_BENCH_ONLY` (`getty`, `mio`, `message-io` or `tokio`): the one server to run of the bench's
 /// `servers`, all of them when it is unset.
 pub fn kinds_from_env(servers: &[Kind]) -> Vec<Kind> {
     let only = match std::env::var("GETTY_BENCH_ONLY").as_deref() {
         Ok("getty") | Ok("getty-rs") => Kind::Getty,
         Ok("mio") => Kind::Mio,
+        Ok("message-io") => Kind::MessageIo,
         Ok("tokio") => Kind::Tokio,
         _ => return servers.to_vec(),
     };

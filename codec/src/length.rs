@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder};
+use crate::{split_message_after, CodecError, Decoded, Decoder, Encoder, SPLIT_FROM};
 
 mod builder;
 #[cfg(test)]
@@ -215,6 +215,17 @@ impl LengthFieldCodec {
         (self.max_frame_length != NO_MAX_SET).then_some(self.max_frame_length as usize)
     }
 
+    /// Whether this is the default layout: a 4-byte big-endian length of what follows it,
+    /// first in the frame, stripped on decode. Nearly every user has it, and the hot paths
+    /// take it without the general arithmetic (offsets, adjustment, any field width).
+    fn is_plain_u32(&self) -> bool {
+        self.length_field_len == 4
+            && self.length_field_offset == 0
+            && self.length_adjustment == 0
+            && self.initial_bytes_to_strip == 4
+            && self.byte_order == ByteOrder::BigEndian
+    }
+
     /// Length of the header up to and including the length field. The builder guarantees
     /// this does not overflow and is at most `max_frame_length`.
     fn header_len(&self) -> usize {
@@ -323,8 +334,35 @@ impl LengthFieldCodec {
         }
     }
 
+    /// Writes the bytes of a large `frame` up to its length field, and the field, and
+    /// returns the rest of it to follow unchanged (see [`Encoder::encode_split`]); copies a
+    /// small one whole.
+    fn encode_frame_split(
+        &self,
+        frame: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        if frame.len() < SPLIT_FROM {
+            return self.encode_frame(&frame, dst).map(|()| None);
+        }
+        let field_value = self.field_value_for(&frame)?;
+        let offset = self.length_field_offset();
+        dst.reserve(offset + self.length_field_len());
+        dst.put_slice(&frame[..offset]);
+        self.put_length_field(field_value, dst);
+        Ok(Some(frame.slice(offset..)))
+    }
+
     /// Writes `frame` with the length field inserted at `length_field_offset`.
     fn encode_frame(&self, frame: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
+        if self.is_plain_u32() {
+            if let Ok(len) = u32::try_from(frame.len()) {
+                dst.reserve(4 + frame.len());
+                dst.put_u32(len);
+                dst.put_slice(frame);
+                return Ok(());
+            }
+        }
         // Validate before touching dst so a failed encode leaves it as it was.
         let field_value = self.field_value_for(frame)?;
         let (before_field, after_field) = frame.split_at(self.length_field_offset());
@@ -392,14 +430,44 @@ impl LengthFieldCodec {
         if src.len() < self.header_len() {
             return Ok(Decoded::NeedMore(None));
         }
-        let frame_len = self.frame_len_for(self.read_length_field(src), max_message_len)?;
+        let frame_len = match self.plain_frame_len(src, max_message_len) {
+            Some(checked) => checked?,
+            None => self.frame_len_for(self.read_length_field(src), max_message_len)?,
+        };
         if src.len() < frame_len {
             return Ok(Decoded::NeedMore(Some(frame_len)));
         }
         // frame_len >= header_len >= 1, so a frame always consumes input.
         let strip = self.initial_bytes_to_strip();
-        src.advance(strip);
-        Ok(Decoded::Frame(split_message(src, frame_len - strip)))
+        Ok(Decoded::Frame(split_message_after(
+            src,
+            strip,
+            frame_len - strip,
+        )))
+    }
+
+    /// [`frame_len_for`](Self::frame_len_for) in the default layout, from a header that is
+    /// all there: the same answers, without the general arithmetic. `None` for another
+    /// layout, or a frame too long for `usize`.
+    fn plain_frame_len(
+        &self,
+        header: &[u8],
+        max_message_len: Option<usize>,
+    ) -> Option<Result<usize, CodecError>> {
+        if !self.is_plain_u32() {
+            return None;
+        }
+        let body = u32::from_be_bytes(header[..4].try_into().ok()?) as usize;
+        let frame_len = body.checked_add(4)?;
+        let max_frame_length = match max_message_len {
+            Some(max) if body > max => return Some(Err(CodecError::message_too_long(body, max))),
+            Some(_) => self.explicit_max_frame_length(),
+            None => Some(self.max_frame_length()),
+        };
+        Some(match max_frame_length {
+            Some(max) if frame_len > max => Err(CodecError::frame_too_long(frame_len, max)),
+            _ => Ok(frame_len),
+        })
     }
 }
 
@@ -438,6 +506,15 @@ impl Encoder<Bytes> for LengthFieldCodec {
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_frame(&item, dst)
     }
+
+    /// Leaves a large payload out of `dst`: see [`Encoder::encode_split`].
+    fn encode_split(
+        &mut self,
+        item: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode_frame_split(item, dst)
+    }
 }
 
 impl Encoder<&Bytes> for LengthFieldCodec {
@@ -470,6 +547,16 @@ impl Encoder<Vec<u8>> for LengthFieldCodec {
     /// ```
     fn encode(&mut self, item: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_frame(&item, dst)
+    }
+
+    /// Leaves a large payload out of `dst` (the vector becomes a `Bytes` without a copy):
+    /// see [`Encoder::encode_split`].
+    fn encode_split(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode_frame_split(Bytes::from(item), dst)
     }
 }
 

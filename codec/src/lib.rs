@@ -91,6 +91,18 @@ pub use resp::{RespArgs, RespCodec, RespCommand, RespValue};
 /// The same threshold as the outbound side's copy of small writes.
 pub const COPY_BELOW: usize = 4096;
 
+/// Payloads at least this long are left out of the encoded bytes by
+/// [`Encoder::encode_split`] (the built-in codecs) and queued as they are; shorter ones are
+/// copied.
+///
+/// Not copying a payload keeps alive whatever memory it is a view of until it has been
+/// written: for an echoed message, the read buffer it was decoded from. That buffer is one
+/// pooled 64 KiB buffer (or, for a frame larger than that, a buffer about the frame's
+/// size), so at 16 KiB a queued payload holds at most about four times what the outbound
+/// bound counts for it, where a 4 KiB one could hold sixteen. (A small slice of a much
+/// larger message holds all of it: copy such a slice before writing it.)
+pub const SPLIT_FROM: usize = 16 * 1024;
+
 /// Removes the first `len` bytes of `src` and returns them as one message, the way the
 /// built-in codecs hand out messages.
 ///
@@ -124,12 +136,20 @@ pub const COPY_BELOW: usize = 4096;
 ///
 /// If `len` exceeds `src.len()`.
 pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
+    split_message_after(src, 0, len)
+}
+
+/// [`split_message`] of the `len` bytes that follow `skip` bytes of header, which go too:
+/// one cut of `src` per message rather than two.
+pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -> Bytes {
     if len < COPY_BELOW {
-        let message = copy_small(&src[..len]);
-        bytes::Buf::advance(src, len);
+        let message = copy_small(&src[skip..skip + len]);
+        bytes::Buf::advance(src, skip + len);
         message
     } else {
-        src.split_to(len).freeze()
+        let mut frame = src.split_to(skip + len).freeze();
+        bytes::Buf::advance(&mut frame, skip);
+        frame
     }
 }
 
@@ -355,6 +375,37 @@ pub trait Decoder {
 pub trait Encoder<Item> {
     /// Appends the wire form of `item` to `dst`. On error, `dst` must be left as it was.
     fn encode(&mut self, item: Item, dst: &mut BytesMut) -> Result<(), CodecError>;
+
+    /// Encodes `item` as [`encode`](Encoder::encode) does, except that the payload of a
+    /// large message may stay out of `dst`: the codec appends what goes before the payload
+    /// and returns the payload, whose bytes follow on the wire unchanged. A session queues
+    /// that payload as it is, so a large message is never copied on its way out. The
+    /// default appends everything and returns `None`; the built-in codecs return the
+    /// payload of an owned `Bytes` or `Vec<u8>` of at least [`SPLIT_FROM`] bytes. On error,
+    /// `dst` must be left as it was.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, LengthFieldCodec, SPLIT_FROM};
+    ///
+    /// let mut codec = LengthFieldCodec::default();
+    /// let mut head = BytesMut::new();
+    /// let small = codec.encode_split(Bytes::from_static(b"ab"), &mut head).unwrap();
+    /// assert_eq!((&head[..], small), (&b"\x00\x00\x00\x02ab"[..], None));
+    ///
+    /// let big = Bytes::from(vec![7u8; SPLIT_FROM]);
+    /// head.clear();
+    /// let payload = codec.encode_split(big.clone(), &mut head).unwrap().unwrap();
+    /// assert_eq!(&head[..], (SPLIT_FROM as u32).to_be_bytes()); // the header alone
+    /// assert_eq!(payload.as_ptr(), big.as_ptr()); // the payload itself, not a copy
+    /// ```
+    fn encode_split(
+        &mut self,
+        item: Item,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        self.encode(item, dst).map(|()| None)
+    }
 
     /// Appends `item` as one message of a message-oriented transport (a WebSocket message)
     /// and says whether to send it as text or binary. The default is

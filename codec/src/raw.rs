@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
+use crate::{split_message, CodecError, Decoded, Decoder, Encoder, MessageKind, SPLIT_FROM};
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
 /// encoding copies the message as it is.
@@ -142,6 +142,15 @@ impl Encoder<Bytes> for RawCodec {
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_bytes(&item, dst)
     }
+
+    /// Returns a large `item` whole, to be queued as it is: see [`Encoder::encode_split`].
+    fn encode_split(
+        &mut self,
+        item: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        split_large(item, dst)
+    }
 }
 
 impl Encoder<&Bytes> for RawCodec {
@@ -175,6 +184,26 @@ impl Encoder<Vec<u8>> for RawCodec {
     fn encode(&mut self, item: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_bytes(&item, dst)
     }
+
+    /// Returns a large `item` whole (as `Bytes`, without a copy): see
+    /// [`Encoder::encode_split`].
+    fn encode_split(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut BytesMut,
+    ) -> Result<Option<Bytes>, CodecError> {
+        split_large(Bytes::from(item), dst)
+    }
+}
+
+/// A raw message's split encoding: nothing goes before the payload, so a large one is
+/// returned whole and a small one copied.
+fn split_large(item: Bytes, dst: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
+    if item.len() < SPLIT_FROM {
+        dst.put_slice(&item);
+        return Ok(None);
+    }
+    Ok(Some(item))
 }
 
 impl Encoder<&str> for RawCodec {

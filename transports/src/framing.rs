@@ -72,6 +72,19 @@ pub trait Framing: 'static {
         out: &mut BytesMut,
     ) -> Result<(), Error>;
 
+    /// Encodes one message as [`encode`](Self::encode) does, except that a large payload
+    /// the codec leaves out of `out` ([`Encoder::encode_split`]) is returned, to be queued
+    /// after `out`'s bytes without a copy. The default never splits: a framing that must
+    /// change the payload (mask it, deflate it) or wrap what follows it keeps to `encode`.
+    fn encode_split<C: Encoder<M>, M>(
+        &mut self,
+        codec: &mut C,
+        message: M,
+        out: &mut BytesMut,
+    ) -> Result<Option<Bytes>, Error> {
+        self.encode(codec, message, out).map(|()| None)
+    }
+
     /// The message just encoded was refused (past the hard bound) and truncated away: undo
     /// what encoding it left in the framing's state (a compressor's window).
     fn retract(&mut self) {}
@@ -186,6 +199,17 @@ impl Framing for CodecFraming {
         out: &mut BytesMut,
     ) -> Result<(), Error> {
         codec.encode(message, out).map_err(Error::from)
+    }
+
+    /// The codec's bytes are the wire's: a payload it leaves out goes out as it is.
+    #[inline]
+    fn encode_split<C: Encoder<M>, M>(
+        &mut self,
+        codec: &mut C,
+        message: M,
+        out: &mut BytesMut,
+    ) -> Result<Option<Bytes>, Error> {
+        codec.encode_split(message, out).map_err(Error::from)
     }
 
     #[inline]

@@ -179,18 +179,26 @@ impl<C, T: Transport> Session<C, T> {
         self.check_open()?;
         let before = self.queued_bytes();
         let tail_before = self.out.tail.len();
-        let encoded = self
+        // A large payload the codec leaves out of the tail is queued as it is: the message
+        // is not copied on its way out.
+        let payload = match self
             .framing
-            .encode(&mut self.codec, message, &mut self.out.tail);
-        if let Err(e) = encoded {
-            self.out.tail.truncate(tail_before);
-            return Err(e);
-        }
-        let added = self.out.tail.len() - tail_before;
+            .encode_split(&mut self.codec, message, &mut self.out.tail)
+        {
+            Ok(payload) => payload,
+            Err(e) => {
+                self.out.tail.truncate(tail_before);
+                return Err(e);
+            }
+        };
+        let added = self.out.tail.len() - tail_before + payload.as_ref().map_or(0, Bytes::len);
         if before + added > self.core.options.max_outbound {
             self.out.tail.truncate(tail_before);
             self.framing.retract();
             return Err(self.queue_full(before, added));
+        }
+        if let Some(payload) = payload {
+            self.out.push(payload);
         }
         self.note_queued(1);
         Ok(())

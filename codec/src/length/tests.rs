@@ -420,3 +420,105 @@ fn need_more_reports_whole_frame_length_with_offset_and_adjustment() {
     // 3 header bytes + 12 + 1 adjustment.
     assert_eq!(codec.decode(&mut buf).unwrap(), Decoded::NeedMore(Some(16)));
 }
+
+mod plain_layout {
+    //! The default layout's fast paths against the general arithmetic they skip.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the general path answers for the frame length of `header`.
+    fn general_frame_len(
+        codec: &LengthFieldCodec,
+        header: &[u8],
+        max_message_len: Option<usize>,
+    ) -> Result<usize, CodecErrorKind> {
+        codec
+            .frame_len_for(codec.read_length_field(header), max_message_len)
+            .map_err(|e| e.kind())
+    }
+
+    /// Lengths near every limit the decoder checks, and anywhere else.
+    fn body_len() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            0u32..70_000,
+            (8u32 << 20) - 8..(8u32 << 20) + 8,
+            any::<u32>(),
+            Just(u32::MAX),
+            Just(u32::MAX - 4),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn frame_len_matches_the_general_path(
+            body in body_len(),
+            max_message_len in prop_oneof![Just(None), (0usize..70_000).prop_map(Some)],
+            max_frame_length in prop_oneof![Just(None), (4u32..80_000).prop_map(Some)],
+        ) {
+            let mut builder = LengthFieldCodec::builder();
+            if let Some(max) = max_frame_length {
+                builder = builder.max_frame_length(max as usize);
+            }
+            let codec = codec(builder);
+            prop_assert!(codec.is_plain_u32());
+            let header = body.to_be_bytes();
+            let fast = codec
+                .plain_frame_len(&header, max_message_len)
+                .expect("the default layout takes the fast path")
+                .map_err(|e| e.kind());
+            prop_assert_eq!(fast, general_frame_len(&codec, &header, max_message_len));
+        }
+
+        /// Right at each limit, where an off-by-one would show.
+        #[test]
+        fn frame_len_matches_the_general_path_at_the_limits(
+            limit in 4usize..70_000,
+            delta in -5i64..=5,
+            message_limit in any::<bool>(),
+        ) {
+            let (builder, max_message_len) = if message_limit {
+                (LengthFieldCodec::builder(), Some(limit))
+            } else {
+                (LengthFieldCodec::builder().max_frame_length(limit), None)
+            };
+            let codec = codec(builder);
+            let body = (limit as i64 + delta).max(0) as u32;
+            let header = body.to_be_bytes();
+            let fast = codec
+                .plain_frame_len(&header, max_message_len)
+                .expect("the default layout takes the fast path")
+                .map_err(|e| e.kind());
+            prop_assert_eq!(fast, general_frame_len(&codec, &header, max_message_len));
+        }
+
+        #[test]
+        fn encoding_matches_the_general_path(len in 0usize..9000) {
+            let codec = LengthFieldCodec::default();
+            let payload = vec![0xa5u8; len];
+            let mut fast = BytesMut::new();
+            codec.encode_frame(&payload, &mut fast).unwrap();
+            let mut general = BytesMut::new();
+            let field = codec.field_value_for(&payload).unwrap();
+            codec.put_length_field(field, &mut general);
+            general.extend_from_slice(&payload);
+            prop_assert_eq!(fast, general);
+        }
+    }
+
+    #[test]
+    fn other_layouts_take_the_general_path() {
+        let layouts = [
+            LengthFieldCodec::builder().length_field_len(2),
+            LengthFieldCodec::builder().byte_order(ByteOrder::LittleEndian),
+            LengthFieldCodec::builder().length_adjustment(-4),
+            LengthFieldCodec::builder().initial_bytes_to_strip(0),
+            LengthFieldCodec::builder().length_field_offset(2),
+        ];
+        for builder in layouts {
+            let codec = codec(builder);
+            assert!(!codec.is_plain_u32());
+            assert!(codec.plain_frame_len(&[0; 8], None).is_none());
+        }
+    }
+}
