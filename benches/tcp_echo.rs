@@ -1103,7 +1103,7 @@ fn run_rss(
             "; none has sent a byte"
         }
     );
-    println!("server    conns   open ms  VmRSS before   VmRSS after   RSS B/conn   heap B/conn");
+    println!("server      conns   open ms  VmRSS before   VmRSS after   RSS B/conn   heap B/conn");
     let mut rss = Vec::new();
     for &wanted in &cfg.rss_conns {
         let count = idle_conn_count(wanted, soft);
@@ -1117,7 +1117,7 @@ fn run_rss(
             match rss_test(kind, count, cfg) {
                 Ok(r) => {
                     println!(
-                        "{:<9} {:>5} {:>9} {:>9} KiB {:>9} KiB {:>12.0} {:>13.0}",
+                        "{:<10} {:>6} {:>9} {:>9} KiB {:>9} KiB {:>12.0} {:>13.0}",
                         kind.name(),
                         r.conns,
                         r.open_ms,
