@@ -31,10 +31,16 @@
 //!
 //! Scenarios: (a) 1 connection x 1 in flight x 64 B, client and server pinned to one CPU;
 //! (b) 50 x 16 x 64 B; (c) 10 x 4 x 16 KiB; (d) 100 x 16 x 64 B against servers on one and
-//! on two threads (see below). Then the idle-connection test: 10,000 idle
-//! connections (fewer if RLIMIT_NOFILE is too low) to each server, each in a child process
-//! of its own (this binary re-executed) so that neither sees the other's freed heap, and the
-//! growth of VmRSS per connection.
+//! on two threads (see below). Then the idle-connection test (r): 10,000, then 50,000 idle
+//! connections to each server, each count and server in a child process of its own (this
+//! binary re-executed) so that none sees another's freed heap, and the growth of VmRSS per
+//! connection. The clients run in a process of their own (the child, re-executed again), so
+//! the server's process holds one descriptor per connection; both raise RLIMIT_NOFILE (the
+//! hard limit too, where the process may: that takes CAP_SYS_RESOURCE), and the clients
+//! spread over the source addresses 127.0.0.2, 127.0.0.3, ... (bound before connecting),
+//! since one source address has only the ~28,000 ports of the ephemeral range towards one
+//! server. A count is lowered, and the table says so, when the limit cannot be raised that
+//! far.
 //!
 //! Scenario (d), one reactor per core: the same load (one client thread, 100 x 16 x 64 B)
 //! against four servers:
@@ -61,7 +67,10 @@
 //! - `GETTY_BENCH_WARMUP_SECS` (default 3, at most `GETTY_BENCH_SECS`): warm-up seconds;
 //! - `GETTY_BENCH_ROUNDS` (default 1): runs per server and scenario, alternating the order;
 //!   the table shows the median of each figure;
-//! - `GETTY_BENCH_CONNS` (default 10000): idle connections for the RSS test;
+//! - `GETTY_BENCH_CONNS` (default `10000,50000`): the idle-connection counts of the RSS test,
+//!   one run per count and server;
+//! - `GETTY_BENCH_RSS_USED=1`: each idle connection first echoes one 64-byte message (what a
+//!   connection that worked and went quiet costs; by default none sends a byte);
 //! - `GETTY_BENCH_SCENARIOS` (default `abcdr`): which of a, b, c, d and r (the RSS test) to
 //!   run;
 //! - `GETTY_BENCH_ONLY` (`getty`, `mio` or `tokio`): run one server only (for profiling; in
@@ -77,7 +86,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -151,7 +160,8 @@ struct Config {
     warmup: Duration,
     measure: Duration,
     rounds: usize,
-    rss_conns: usize,
+    /// The idle-connection counts of the RSS test.
+    rss_conns: Vec<usize>,
     scenarios: String,
     kinds: Vec<Kind>,
     tokio_echo: TokioEcho,
@@ -162,10 +172,10 @@ impl Config {
     fn from_env() -> Config {
         let quick =
             quick_mode_requested() || std::env::args().any(|a| a == "--quick" || a == "quick");
-        let (default_measure, default_warmup, default_conns): (f64, f64, f64) = if quick {
-            (0.5, 0.2, 200.0)
+        let (default_measure, default_warmup, default_conns): (f64, f64, &[usize]) = if quick {
+            (0.5, 0.2, &[200])
         } else {
-            (5.0, 3.0, 10_000.0)
+            (5.0, 3.0, &[10_000, 50_000])
         };
         let measure = measured_secs(default_measure);
         let warmup = env_f64("GETTY_BENCH_WARMUP_SECS").unwrap_or(default_warmup.min(measure));
@@ -179,7 +189,7 @@ impl Config {
             warmup: Duration::from_secs_f64(warmup),
             measure: Duration::from_secs_f64(measure),
             rounds: rounds_from_env(),
-            rss_conns: env_f64("GETTY_BENCH_CONNS").map_or(default_conns, |c| c.max(1.0)) as usize,
+            rss_conns: rss_conns_from_env(default_conns),
             scenarios: scenario_keys("abcdr"),
             kinds: kinds_from_env(&[Kind::Getty, Kind::Mio, Kind::MessageIo, Kind::Tokio]),
             tokio_echo,
@@ -330,26 +340,43 @@ fn thread_run_delay_ns(tid: libc::pid_t) -> u64 {
         .unwrap_or(0)
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard limit. Returns (old soft, new soft, hard).
-fn raise_nofile_limit() -> (libc::rlim_t, libc::rlim_t, libc::rlim_t) {
+/// Raises RLIMIT_NOFILE to at least `wanted` descriptors: the hard limit too where the
+/// process may (as root, up to the kernel's `nr_open`), else the soft limit to the hard one.
+/// Returns (old soft, new soft, hard).
+fn raise_nofile_limit(wanted: usize) -> (libc::rlim_t, libc::rlim_t, libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid in/out pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return (0, 0, 0);
-        }
-        let old = lim.rlim_cur;
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                lim.rlim_cur = old;
-            }
-        }
-        (old, lim.rlim_cur, lim.rlim_max)
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return (0, 0, 0);
     }
+    let old = lim;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|v| v.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(lim.rlim_max);
+    let wanted = (wanted as libc::rlim_t).min(nr_open);
+    if wanted > lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted,
+        };
+        // SAFETY: `raised` is a valid pointer. Only a privileged process may raise the hard
+        // limit; for others this fails and the soft limit is raised below.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return (old.rlim_cur, raised.rlim_cur, raised.rlim_max);
+        }
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            lim.rlim_cur = old.rlim_cur;
+        }
+    }
+    (old.rlim_cur, lim.rlim_cur, lim.rlim_max)
 }
 
 /// VmRSS of this process in KiB.
@@ -807,11 +834,60 @@ impl RssResult {
     }
 }
 
-/// How many idle connections fit in the descriptor limit (two descriptors each: both
-/// ends live in this process).
+/// The idle-connection counts from `GETTY_BENCH_CONNS` (comma-separated), or `default`.
+fn rss_conns_from_env(default: &[usize]) -> Vec<usize> {
+    let parsed: Vec<usize> = std::env::var("GETTY_BENCH_CONNS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|c| c.trim().parse::<f64>().ok())
+        .map(|c| c.max(1.0) as usize)
+        .collect();
+    if parsed.is_empty() {
+        default.to_vec()
+    } else {
+        parsed
+    }
+}
+
+/// The descriptors a process holding one end of `conns` idle connections needs, with the
+/// warm-up connections and some to spare.
+fn nofile_needed(conns: usize) -> usize {
+    RESERVED_FDS + RSS_WARM_CONNS + conns
+}
+
+/// How many idle connections fit in the descriptor limit (one descriptor each in the
+/// server's process and in the clients').
 fn idle_conn_count(wanted: usize, soft_limit: libc::rlim_t) -> usize {
-    let room = (soft_limit as usize).saturating_sub(RESERVED_FDS + 2 * RSS_WARM_CONNS) / 2;
+    let room = (soft_limit as usize).saturating_sub(RESERVED_FDS + RSS_WARM_CONNS);
     wanted.min(room)
+}
+
+/// Client connections per source address: below the ~28,000 ports of Linux's default
+/// ephemeral range (32768-60999), which bound the connections from one address to one
+/// server.
+const CONNS_PER_SOURCE: usize = 20_000;
+
+/// Opens the `index`th idle client connection to `addr`, from 127.0.0.2 for the first
+/// `CONNS_PER_SOURCE`, then 127.0.0.3, and so on (the whole 127/8 block is loopback).
+fn connect_idle(addr: SocketAddr, index: usize) -> io::Result<OwnedFd> {
+    let host = 2 + index / CONNS_PER_SOURCE;
+    let source = std::net::Ipv4Addr::new(127, 0, (host >> 8) as u8, host as u8);
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    // The port is chosen at connect, for the whole 4-tuple, not at bind for the address.
+    // SAFETY: setsockopt with a valid int option value.
+    unsafe {
+        let on: libc::c_int = 1;
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
 }
 
 fn wait_opened(kind: Kind, target: usize, deadline: Duration) -> io::Result<()> {
@@ -832,46 +908,136 @@ fn wait_opened(kind: Kind, target: usize, deadline: Duration) -> io::Result<()> 
     Ok(())
 }
 
-/// The child-process side of the RSS test: opens the idle connections and prints one
-/// `RSS_RESULT` line.
-fn rss_child(kind: Kind, cfg: &Config) -> io::Result<()> {
-    let (_, soft, _) = raise_nofile_limit();
-    let conns = idle_conn_count(cfg.rss_conns, soft);
+/// The child-process side of the RSS test: runs the server, has a process of its own open
+/// the idle connections (so that this one holds only the server's end, and its descriptor
+/// limit goes to them), and prints one `RSS_RESULT` line.
+fn rss_child(kind: Kind, wanted: usize, cfg: &Config) -> io::Result<()> {
+    let (_, soft, _) = raise_nofile_limit(nofile_needed(wanted));
+    let conns = idle_conn_count(wanted, soft);
     let server = ServerThread::start(kind, cfg.tokio_echo)?;
-    let addr = server.addr;
-    // Every slot is written now, so the vector's pages are resident before the baseline.
-    let mut fds: Vec<RawFd> = vec![-1; RSS_WARM_CONNS + conns];
     let base = kind.opened().load(Ordering::Relaxed);
-    for fd in fds.iter_mut().take(RSS_WARM_CONNS) {
-        *fd = StdTcpStream::connect(addr)?.into_raw_fd();
+    let mut clients = std::process::Command::new(std::env::current_exe()?)
+        .env(
+            "GETTY_BENCH_RSS_CLIENTS",
+            format!("{} {conns}", server.addr),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let result = measure_idle(kind, base, conns, &mut clients);
+    // Closing its stdin ends the clients' process, and with it the connections.
+    drop(clients.stdin.take());
+    let _ = clients.wait();
+    if let Ok(line) = &result {
+        println!("RSS_RESULT {line}");
     }
+    server.stop().and(result.map(drop))
+}
+
+/// Reads VmRSS (and the heap) with the warm-up connections open, then with all of them;
+/// returns the figures of an `RSS_RESULT` line.
+fn measure_idle(
+    kind: Kind,
+    base: usize,
+    conns: usize,
+    clients: &mut std::process::Child,
+) -> io::Result<String> {
+    use std::io::{BufRead, Write};
+    let mut said = io::BufReader::new(clients.stdout.take().expect("piped"));
+    let mut expect = |word: &str| -> io::Result<()> {
+        let mut line = String::new();
+        said.read_line(&mut line)?;
+        if line.trim() == word {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "the clients' process failed before {word}"
+            )))
+        }
+    };
+    expect("WARM")?;
     wait_opened(kind, base + RSS_WARM_CONNS, Duration::from_secs(10))?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_before_kib = vm_rss_kib();
     let heap_before = heap_in_use();
 
     let t0 = Instant::now();
-    for fd in fds.iter_mut().skip(RSS_WARM_CONNS) {
-        *fd = StdTcpStream::connect(addr)?.into_raw_fd();
-    }
-    wait_opened(kind, base + RSS_WARM_CONNS + conns, Duration::from_secs(60))?;
+    writeln!(clients.stdin.as_mut().expect("piped"), "GO")?;
+    expect("OPENED")?;
+    wait_opened(
+        kind,
+        base + RSS_WARM_CONNS + conns,
+        Duration::from_secs(120),
+    )?;
     let open_ms = t0.elapsed().as_millis() as u64;
     std::thread::sleep(Duration::from_millis(300));
     let rss_after_kib = vm_rss_kib();
     let heap_after = heap_in_use();
-    println!(
-        "RSS_RESULT {conns} {rss_before_kib} {rss_after_kib} {heap_before} {heap_after} {open_ms}"
-    );
-
-    for fd in fds {
-        // SAFETY: every descriptor came from into_raw_fd above and is closed only here.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
-    server.stop()
+    Ok(format!(
+        "{conns} {rss_before_kib} {rss_after_kib} {heap_before} {heap_after} {open_ms}"
+    ))
 }
 
-/// Runs the RSS test for `kind` in a child process (this binary, re-executed).
-fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
+/// Whether each idle connection first echoes one message (`GETTY_BENCH_RSS_USED=1`): the
+/// cost of a connection that did some work and then went quiet, rather than of one that
+/// never sent a byte.
+fn rss_used() -> bool {
+    std::env::var("GETTY_BENCH_RSS_USED").is_ok_and(|v| v == "1")
+}
+
+/// Sends one 64-byte message on a new connection and reads its echo.
+fn echo_once(connection: OwnedFd) -> io::Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let mut stream = StdTcpStream::from(connection);
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut frame = [7u8; 4 + 64];
+    frame[..4].copy_from_slice(&64u32.to_be_bytes());
+    stream.write_all(&frame)?;
+    stream.read_exact(&mut frame)?;
+    Ok(stream.into())
+}
+
+/// The clients' process of the RSS test (`GETTY_BENCH_RSS_CLIENTS` is "address count"):
+/// opens the warm-up connections and says `WARM`; on `GO` opens `count` more and says
+/// `OPENED`; holds them all until its stdin closes.
+fn rss_clients(spec: &str) -> io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut words = spec.split_whitespace();
+    let addr: SocketAddr = words
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| io::Error::other("no server address"))?;
+    let conns: usize = words.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    raise_nofile_limit(nofile_needed(conns));
+    let used = rss_used();
+    let open = |index| match connect_idle(addr, index) {
+        Ok(connection) if used => echo_once(connection),
+        opened => opened,
+    };
+    let mut held: Vec<OwnedFd> = Vec::with_capacity(RSS_WARM_CONNS + conns);
+    for index in 0..RSS_WARM_CONNS {
+        held.push(open(index)?);
+    }
+    let mut out = io::stdout();
+    writeln!(out, "WARM")?;
+    out.flush()?;
+    let mut stdin = io::stdin().lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line)?;
+    for index in RSS_WARM_CONNS..RSS_WARM_CONNS + conns {
+        held.push(open(index)?);
+    }
+    writeln!(out, "OPENED")?;
+    out.flush()?;
+    // Until the server's process closes the pipe (or exits).
+    while stdin.read_line(&mut line)? > 0 {}
+    drop(held);
+    Ok(())
+}
+
+/// Runs the RSS test for `kind` with `conns` idle connections in a child process (this
+/// binary, re-executed).
+fn rss_test(kind: Kind, conns: usize, cfg: &Config) -> io::Result<RssResult> {
     let exe = std::env::current_exe()?;
     let child_kind = match kind {
         Kind::Getty => "getty",
@@ -881,7 +1047,7 @@ fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
     };
     let output = std::process::Command::new(exe)
         .env("GETTY_BENCH_RSS_CHILD", child_kind)
-        .env("GETTY_BENCH_CONNS", cfg.rss_conns.to_string())
+        .env("GETTY_BENCH_CONNS", conns.to_string())
         .env(
             "GETTY_BENCH_TOKIO",
             match cfg.tokio_echo {
@@ -917,6 +1083,91 @@ fn rss_test(kind: Kind, cfg: &Config) -> io::Result<RssResult> {
         heap_after: f[4],
         open_ms: f[5],
     })
+}
+
+/// The RSS test: every count of idle connections against every server, one child each,
+/// printed as a table. `nofile` is (old soft, soft, hard) RLIMIT_NOFILE.
+fn run_rss(
+    cfg: &Config,
+    nofile: (libc::rlim_t, libc::rlim_t, libc::rlim_t),
+    failures: &mut usize,
+) -> Vec<(Kind, RssResult)> {
+    let (old_soft, soft, hard) = nofile;
+    println!();
+    println!(
+        "idle connections: RLIMIT_NOFILE soft {old_soft} -> {soft} (hard {hard}); clients \
+         from 127.0.0.2, 127.0.0.3, ... ({CONNS_PER_SOURCE} per address){}",
+        if rss_used() {
+            "; each echoed one 64-byte message first"
+        } else {
+            "; none has sent a byte"
+        }
+    );
+    println!("server      conns   open ms  VmRSS before   VmRSS after   RSS B/conn   heap B/conn");
+    let mut rss = Vec::new();
+    for &wanted in &cfg.rss_conns {
+        let count = idle_conn_count(wanted, soft);
+        if count < wanted {
+            println!(
+                "  (reduced from {wanted} to {count}: RLIMIT_NOFILE's hard limit could not be \
+                 raised; raising it takes CAP_SYS_RESOURCE)"
+            );
+        }
+        for &kind in &cfg.kinds {
+            match rss_test(kind, count, cfg) {
+                Ok(r) => {
+                    println!(
+                        "{:<10} {:>6} {:>9} {:>9} KiB {:>9} KiB {:>12.0} {:>13.0}",
+                        kind.name(),
+                        r.conns,
+                        r.open_ms,
+                        r.rss_before_kib,
+                        r.rss_after_kib,
+                        r.rss_per_conn(),
+                        r.heap_per_conn()
+                    );
+                    rss.push((kind, r));
+                }
+                Err(e) => {
+                    *failures += 1;
+                    eprintln!("RSS test for {} ({count} connections): {e}", kind.name());
+                }
+            }
+        }
+    }
+    rss
+}
+
+/// The issue's target for the RSS test, at every count measured, with the others for
+/// reference.
+fn print_rss_targets(rss: &[(Kind, RssResult)]) {
+    for (kind, r) in rss {
+        let per = r.rss_per_conn();
+        let conns = r.conns;
+        match kind {
+            Kind::Getty => println!(
+                "{:<48} {:>6.0} B     {}",
+                format!("RSS per idle connection <= 160 B ({conns})"),
+                per,
+                verdict(per <= 160.0)
+            ),
+            Kind::Mio => println!(
+                "{:<48} {:>6.0} B     (for reference)",
+                format!("hand-written RSS per idle connection ({conns})"),
+                per
+            ),
+            Kind::MessageIo => println!(
+                "{:<48} {:>6.0} B     (for reference)",
+                format!("message-io RSS per idle connection ({conns})"),
+                per
+            ),
+            Kind::Tokio => println!(
+                "{:<48} {:>6.0} B     (expected 2-9 KiB)",
+                format!("tokio RSS per idle connection ({conns})"),
+                per
+            ),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1361,6 +1612,13 @@ fn print_multi_targets(results: &[MultiResult]) {
 
 fn main() {
     let cfg = Config::from_env();
+    if let Ok(spec) = std::env::var("GETTY_BENCH_RSS_CLIENTS") {
+        if let Err(e) = rss_clients(&spec) {
+            eprintln!("RSS clients: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Ok(child) = std::env::var("GETTY_BENCH_RSS_CHILD") {
         let kind = match child.as_str() {
             "tokio" => Kind::Tokio,
@@ -1368,14 +1626,16 @@ fn main() {
             "message-io" => Kind::MessageIo,
             _ => Kind::Getty,
         };
-        if let Err(e) = rss_child(kind, &cfg) {
+        let conns = cfg.rss_conns.iter().copied().max().unwrap_or(1);
+        if let Err(e) = rss_child(kind, conns, &cfg) {
             eprintln!("RSS child ({}): {e}", kind.name());
             std::process::exit(1);
         }
         return;
     }
 
-    let (old_soft, soft, hard) = raise_nofile_limit();
+    let most_conns = cfg.rss_conns.iter().copied().max().unwrap_or(1);
+    let (old_soft, soft, hard) = raise_nofile_limit(nofile_needed(most_conns));
     println!(
         "getty-rs tcp_echo{}: warm-up {:.1} s + {:.1} s measured per run, {} round(s); \
          {} CPUs; load average {}",
@@ -1467,47 +1727,11 @@ fn main() {
         Vec::new()
     };
 
-    let mut rss: Vec<(Kind, RssResult)> = Vec::new();
-    if cfg.scenarios.contains('r') {
-        println!();
-        let count = idle_conn_count(cfg.rss_conns, soft);
-        println!(
-            "idle connections: RLIMIT_NOFILE soft {old_soft} -> {soft} (hard {hard}); \
-             {count} idle connections per server{}",
-            if count < cfg.rss_conns {
-                format!(
-                    " (reduced from {}: both ends live in this process, 2 fds each)",
-                    cfg.rss_conns
-                )
-            } else {
-                String::new()
-            }
-        );
-        println!(
-            "server    conns   open ms  VmRSS before   VmRSS after   RSS B/conn   heap B/conn"
-        );
-        for &kind in kinds {
-            match rss_test(kind, &cfg) {
-                Ok(r) => {
-                    println!(
-                        "{:<9} {:>5} {:>9} {:>9} KiB {:>9} KiB {:>12.0} {:>13.0}",
-                        kind.name(),
-                        r.conns,
-                        r.open_ms,
-                        r.rss_before_kib,
-                        r.rss_after_kib,
-                        r.rss_per_conn(),
-                        r.heap_per_conn()
-                    );
-                    rss.push((kind, r));
-                }
-                Err(e) => {
-                    failures += 1;
-                    eprintln!("RSS test for {}: {e}", kind.name());
-                }
-            }
-        }
-    }
+    let rss = if cfg.scenarios.contains('r') {
+        run_rss(&cfg, (old_soft, soft, hard), &mut failures)
+    } else {
+        Vec::new()
+    };
 
     println!();
     println!("targets (from the issue)                         measured     verdict");
@@ -1518,29 +1742,7 @@ fn main() {
         result.print_targets();
     }
     print_multi_targets(&multi);
-    for (kind, r) in &rss {
-        let per = r.rss_per_conn();
-        match kind {
-            Kind::Getty => println!(
-                "{:<48} {:>6.0} B     {}",
-                "RSS per idle connection <= 160 B",
-                per,
-                verdict(per <= 160.0)
-            ),
-            Kind::Mio => println!(
-                "{:<48} {:>6.0} B     (for reference)",
-                "hand-written RSS per idle connection", per
-            ),
-            Kind::MessageIo => println!(
-                "{:<48} {:>6.0} B     (for reference)",
-                "message-io RSS per idle connection", per
-            ),
-            Kind::Tokio => println!(
-                "{:<48} {:>6.0} B     (expected 2-9 KiB)",
-                "tokio RSS per idle connection, for reference", per
-            ),
-        }
-    }
+    print_rss_targets(&rss);
     if failures > 0 {
         eprintln!("{failures} run(s) failed");
         std::process::exit(1);

@@ -12,7 +12,7 @@ use mio::{Registry, Token};
 use slab::Slab;
 
 use crate::current::{CURRENT_ENTRY, CURRENT_REACTOR, WOKEN, WOKEN_ANY};
-use crate::entry::{Erased, Queued};
+use crate::entry::{Erased, Queued, Taken};
 use crate::group::{RawGroup, Slot, GROUP_SHIFT, OWNER_BIT, SERIAL_MASK};
 use crate::handle::{Remote, Shared};
 use crate::panic::{forget_payload, panic_message};
@@ -110,7 +110,7 @@ impl Core {
         self.next_serial += 1;
         let key = self.slots.insert(Slot {
             tag: serial | (u64::from(group_index) << GROUP_SHIFT),
-            entry: Some(entry),
+            entry,
         });
         let id = EntryId { key, serial };
         self.started.push_back(id);
@@ -164,7 +164,9 @@ impl Core {
         call: impl FnOnce(&mut dyn Erased, &mut Context<'_>) -> Status,
     ) -> Option<Status> {
         let entry = match self.slots.get_mut(id.key) {
-            Some(slot) if slot.serial() == id.serial => slot.entry.take(),
+            Some(slot) if slot.serial() == id.serial && !slot.entry.is_taken() => {
+                Some(std::mem::replace(&mut slot.entry, Taken::boxed()))
+            }
             _ => None,
         };
         let Some(mut entry) = entry else {
@@ -191,7 +193,7 @@ impl Core {
         };
         CURRENT_ENTRY.with(|c| c.set(outer));
         match status {
-            Status::Continue => self.slots[id.key].entry = Some(entry),
+            Status::Continue => self.slots[id.key].entry = entry,
             Status::Done => {
                 self.remove(id.key);
                 self.drop_entry(id, entry);
@@ -359,7 +361,7 @@ impl Core {
                 self.free_groups.push(index);
             }
         }
-        slot.entry
+        (!slot.entry.is_taken()).then_some(slot.entry)
     }
 
     /// A new group owned by `owner` (the entry being called), ended when `owner` is removed.

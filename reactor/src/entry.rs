@@ -249,6 +249,50 @@ pub(crate) trait Erased {
     /// The `TypeId` of the entry's `Command`, checked when an entry asks for its own
     /// [`Recipient`](crate::Recipient).
     fn command_type(&self) -> TypeId;
+    /// True for [`Taken`], which stands in a slot while its entry is out being called.
+    fn is_taken(&self) -> bool {
+        false
+    }
+}
+
+/// What a slot holds while its entry is out being called: zero-sized, so boxing it
+/// allocates nothing. The core never calls it.
+pub(crate) struct Taken;
+
+impl Taken {
+    pub(crate) fn boxed() -> Box<dyn Erased> {
+        Box::new(Taken)
+    }
+}
+
+impl Erased for Taken {
+    fn on_start(&mut self, _: &mut Context<'_>) -> Status {
+        unreachable!("a taken slot is never called")
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        unreachable!("a taken slot is never called")
+    }
+    fn on_timer(&mut self, _: &mut Context<'_>, _: u64) -> Status {
+        unreachable!("a taken slot is never called")
+    }
+    fn on_queued(&mut self, _: &mut Context<'_>, _: Queued) -> Status {
+        unreachable!("a taken slot is never called")
+    }
+    fn on_wake(&mut self, _: &mut Context<'_>) -> Status {
+        unreachable!("a taken slot is never called")
+    }
+    fn on_shutdown(&mut self, _: &mut Context<'_>, _: Option<Instant>) -> Status {
+        unreachable!("a taken slot is never called")
+    }
+    fn on_panic(&mut self, _: &mut Context<'_>, _: &str) {
+        unreachable!("a taken slot is never called")
+    }
+    fn command_type(&self) -> TypeId {
+        TypeId::of::<Taken>()
+    }
+    fn is_taken(&self) -> bool {
+        true
+    }
 }
 
 impl<E: Entry> Erased for E {

@@ -64,15 +64,30 @@ impl BufPool {
     /// assert_eq!(pool.idle(), 0);
     /// ```
     pub fn give(&mut self, mut buf: BytesMut) {
+        if self.idle.len() < self.max_idle && self.reusable(&mut buf) {
+            self.idle.push(buf);
+        }
+    }
+
+    /// Clears `buf` and tells whether the pool would keep it: the whole of its memory is
+    /// unshared again and no larger than twice the pool's size. An entry that keeps a
+    /// drained buffer for its next bytes applies the pool's policy with this.
+    ///
+    /// ```
+    /// let pool = getty_reactor::BufPool::new(1024, 1);
+    /// let mut buf = bytes::BytesMut::with_capacity(1024);
+    /// buf.extend_from_slice(b"done");
+    /// assert!(pool.reusable(&mut buf) && buf.is_empty());
+    /// assert!(!pool.reusable(&mut bytes::BytesMut::with_capacity(10)));
+    /// ```
+    pub fn reusable(&self, buf: &mut BytesMut) -> bool {
         buf.clear();
         // Consuming the front of a buffer shrinks its capacity() without freeing anything;
         // try_reclaim moves the start back without allocating when the memory is unshared.
         let whole = buf.capacity() >= self.buffer_size || buf.try_reclaim(self.buffer_size);
         // A buffer grown for one huge frame would pin that memory for good: free it.
         let oversized = buf.capacity() > 2 * self.buffer_size;
-        if whole && !oversized && self.idle.len() < self.max_idle {
-            self.idle.push(buf);
-        }
+        whole && !oversized
     }
 
     /// The capacity of the buffers this pool hands out.

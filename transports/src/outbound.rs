@@ -156,6 +156,18 @@ impl Outbound {
         self.chunks = None;
         self.tail.clear();
     }
+
+    /// Frees a chunk list that a burst of large writes grew past one `writev`'s worth, so
+    /// that a drained queue waiting for its next session keeps no more than that.
+    pub(crate) fn trim(&mut self) {
+        if self
+            .chunks
+            .as_ref()
+            .is_some_and(|c| c.queue.capacity() > MAX_IOVECS)
+        {
+            self.chunks = None;
+        }
+    }
 }
 
 /// The queue against a model of the bytes queued: driven by the proptests below, and by

@@ -21,14 +21,16 @@ use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::group::{Inbox, Pending};
 use crate::handle::{HandleCore, HandleState};
-use crate::outbound::Outbound;
 use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
 
+pub(crate) mod buffers;
 mod flow;
 mod handler;
 mod stats;
+
+pub(crate) use buffers::Buffers;
 
 pub use handler::Handler;
 pub use stats::Stats;
@@ -66,6 +68,9 @@ pub(crate) struct Extras {
 /// [`Ws`](crate::ws::Ws)); a TCP session has no such methods, so asking one fails to
 /// compile rather than at run time.
 #[cfg_attr(not(feature = "ws"), allow(rustdoc::broken_intra_doc_links))]
+// Ten thousand idle sessions each hold one, boxed in the reactor's slab with the socket and
+// the handler: what an idle session does not use is boxed on first use (`out`, `counters`,
+// `extras`), and a test in `stream.rs` guards the size.
 pub struct Session<C, T: Transport = Tcp> {
     /// What every session holds: id, options, close request, writability.
     pub(crate) core: SessionCore,
@@ -73,8 +78,15 @@ pub struct Session<C, T: Transport = Tcp> {
     pub(crate) codec: C,
     /// How messages are framed on the wire (zero-sized for a plain byte stream).
     pub(crate) framing: T::Framing,
-    pub(crate) out: Outbound,
-    pub(crate) counters: Counters,
+    /// The outbound queue and the read buffer, boxed while bytes are in flight only.
+    pub(crate) out: Buffers,
+    /// Boxed at the first byte in or out: a session that never moved a byte needs only
+    /// `last_read` to tell its stats.
+    counters: Option<Box<Counters>>,
+    /// When bytes were last read (or reading resumed after a pause), the open time before
+    /// that. It changes only once `counters` is boxed, which takes the open time for its
+    /// `last_write` then: until then `last_read` is the open time.
+    last_read: Stamp,
     pub(crate) extras: Option<Box<Extras>>,
     /// Messages queued since the reactor last added them to its metrics.
     pub(crate) unreported_messages_out: u32,
@@ -98,12 +110,9 @@ impl<C, T: Transport> Session<C, T> {
             peer: peer.compact(),
             codec,
             framing,
-            out: Outbound::default(),
-            counters: Counters {
-                last_read: Stamp::of(now),
-                last_write: Stamp::of(now),
-                ..Counters::default()
-            },
+            out: Buffers::default(),
+            counters: None,
+            last_read: Stamp::of(now),
             extras: None,
             unreported_messages_out: 0,
         }
@@ -396,7 +405,7 @@ impl<C, T: Transport> Session<C, T> {
     /// });
     /// ```
     pub fn stats(&self) -> Stats {
-        let c = &self.counters;
+        let c = self.counters();
         let (plain_in, plain_out) = match self.filter_io() {
             Some(f) => (f.plain_in, f.plain_out),
             None => (c.bytes_in, c.bytes_out),
@@ -408,7 +417,7 @@ impl<C, T: Transport> Session<C, T> {
             plain_bytes_out: plain_out,
             messages_in: c.messages_in,
             messages_out: c.messages_out,
-            last_read: c.last_read.instant(),
+            last_read: self.last_read.instant(),
             last_write: c.last_write.instant(),
         }
     }
@@ -588,8 +597,47 @@ impl<C, T: Transport> Session<C, T> {
         }
     }
 
+    /// The session's counters, for updating (boxed on first use).
+    #[inline]
+    pub(crate) fn counters_mut(&mut self) -> &mut Counters {
+        // Not boxed yet: `last_read` is still the open time (see the field).
+        let opened = self.last_read;
+        self.counters.get_or_insert_with(|| {
+            Box::new(Counters {
+                last_write: opened,
+                ..Counters::default()
+            })
+        })
+    }
+
+    /// The session's counters: zeros and its open time until it moved a byte.
+    fn counters(&self) -> Counters {
+        self.counters.as_deref().copied().unwrap_or(Counters {
+            last_write: self.last_read,
+            ..Counters::default()
+        })
+    }
+
+    /// `n` bytes were read at `now`.
+    #[inline]
+    pub(crate) fn note_read(&mut self, n: usize, now: Stamp) {
+        self.counters_mut().bytes_in += n as u64;
+        self.last_read = now;
+    }
+
+    /// Reading resumed at `now`: read-idle time counts from then.
+    pub(crate) fn restart_read_idle(&mut self, now: Stamp) {
+        self.counters_mut();
+        self.last_read = now;
+    }
+
+    /// When bytes were last read (the open time before any).
+    pub(crate) fn last_read(&self) -> Stamp {
+        self.last_read
+    }
+
     fn note_queued(&mut self, messages: u64) {
-        self.counters.messages_out += messages;
+        self.counters_mut().messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
         self.core.note_grown(self.queued_bytes());
     }

@@ -195,8 +195,7 @@ where
         self.note_ended(cx);
         self.handler.on_close(&mut self.session);
         self.session.out.clear();
-        give_back(&mut self.rbuf, cx);
-        give_back(&mut self.session.out.tail, cx);
+        self.session.out.give_back(cx.buffers());
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             give_back(&mut io.wire_in, cx);
             give_back(&mut io.wire_out, cx);

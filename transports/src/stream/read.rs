@@ -15,7 +15,7 @@ where
     pub(super) fn decode_buffered(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         // A filter may hold decoded bytes of its own (rustls keeps the plaintext it could
         // not hand over), so a filtered session always asks it.
-        if self.rbuf.is_empty() && self.session.filter_io().is_none() {
+        if self.session.out.read_len() == 0 && self.session.filter_io().is_none() {
             return Ok(());
         }
         let decoded = self.deliver();
@@ -64,8 +64,7 @@ where
                     break;
                 }
                 Ok((n, offered)) => {
-                    self.session.counters.bytes_in += n as u64;
-                    self.session.counters.last_read = Stamp::of(cx.now());
+                    self.session.note_read(n, Stamp::of(cx.now()));
                     let decoded = self.deliver();
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += n as u64;
@@ -128,7 +127,7 @@ where
                     return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
                 }
                 Ok((n, _)) => {
-                    self.session.counters.bytes_in += n as u64;
+                    self.session.counters_mut().bytes_in += n as u64;
                     self.advance_handshake()?;
                     self.check_handshake_backlog()?;
                     budget = budget.saturating_sub(n);
@@ -151,7 +150,8 @@ where
     pub(super) fn advance_handshake(&mut self) -> Result<(), Error> {
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             if io.filter.is_handshaking() {
-                io.filter.decode(&mut io.wire_in, &mut self.rbuf, 0)?;
+                io.filter
+                    .decode(&mut io.wire_in, self.session.out.read_buf(), 0)?;
             }
         }
         Ok(())
@@ -162,7 +162,7 @@ where
     pub(super) fn read_once(&mut self, cx: &mut Context<'_>) -> io::Result<(usize, usize)> {
         let target = match self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             Some(filter) => &mut filter.wire_in,
-            None => &mut self.rbuf,
+            None => self.session.out.read_buf(),
         };
         ensure_read_space(target, cx);
         let offered = target.capacity() - target.len();
@@ -187,7 +187,7 @@ where
         }
         // Frames already decoded first: after a pause, or the first ones read with a
         // handshake, no more wire bytes may come to push them out.
-        if !self.rbuf.is_empty() {
+        if self.session.out.read_len() > 0 {
             self.decode_frames(messages)?;
         }
         let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
@@ -197,12 +197,13 @@ where
             let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
                 break;
             };
-            let before = self.rbuf.len();
+            let rbuf = self.session.out.read_buf();
+            let before = rbuf.len();
             // A step at a time, so flow control is checked about every 64 KiB of plain
             // bytes, however well the input inflates.
             let room = cap.saturating_sub(before).min(DECODE_SLACK);
-            io.filter.decode(&mut io.wire_in, &mut self.rbuf, room)?;
-            let produced = self.rbuf.len() - before;
+            io.filter.decode(&mut io.wire_in, rbuf, room)?;
+            let produced = rbuf.len() - before;
             io.plain_in += produced as u64;
             if produced == 0 {
                 break;
@@ -264,24 +265,23 @@ where
                 above_high_watermark,
             };
             let session = &mut self.session;
-            let next = session.framing.decode(
-                &mut session.codec,
-                &mut self.rbuf,
-                limits,
-                &mut session.out.tail,
-            )?;
+            let (rbuf, out) = session.out.read_and_out();
+            let next = session
+                .framing
+                .decode(&mut session.codec, rbuf, limits, &mut out.tail)?;
             match next {
                 Next::Message(message) => {
-                    self.session.counters.messages_in += 1;
+                    self.session.counters_mut().messages_in += 1;
                     *messages += 1;
                     self.handler.on_message(&mut self.session, message);
                 }
                 Next::NeedMore(Some(frame_len)) => {
                     // Room for more of the frame, so its body arrives in few reads; but
                     // only as much as was read already, not what the header claims.
-                    let missing = frame_len.saturating_sub(self.rbuf.len());
-                    let ahead = READ_AHEAD.max(self.rbuf.len());
-                    self.rbuf.reserve(missing.min(ahead));
+                    let rbuf = self.session.out.read_buf();
+                    let missing = frame_len.saturating_sub(rbuf.len());
+                    let ahead = READ_AHEAD.max(rbuf.len());
+                    rbuf.reserve(missing.min(ahead));
                     return Ok(());
                 }
                 Next::NeedMore(None) => return Ok(()),
@@ -295,10 +295,10 @@ where
         Ok(())
     }
 
-    /// Idle sessions hold no read buffer: give it back when it is drained, and move a tiny
-    /// partial frame into a buffer of its own size.
+    /// Idle sessions hold no read buffer: a filter's wire buffer goes back to the pool when
+    /// it is drained, and a tiny partial record moves into a buffer of its own size (the
+    /// session's own read buffer goes back with its box, in `settle`).
     pub(super) fn release_read_buffer(&mut self, cx: &mut Context<'_>) {
-        release_read_buffer(&mut self.rbuf, cx);
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             release_read_buffer(&mut io.wire_in, cx);
         }
@@ -324,7 +324,7 @@ where
     /// was asked, then close (no `on_error`), unless it ended inside a frame.
     pub(super) fn end_of_input(&mut self) -> Result<(), Error> {
         let undecoded = self.session.filter_io().map_or(0, |f| f.wire_in.len());
-        let buffered = self.rbuf.len() + undecoded;
+        let buffered = self.session.out.read_len() + undecoded;
         // A filter can hold the start of a unit it took whole from the wire (deflate's
         // inflater mid-block), which no buffer length shows.
         let cut_in_filter = self

@@ -55,7 +55,7 @@ where
     #[inline]
     fn idle_since(&self) -> Option<Instant> {
         let counts = self.session.core.options.read_idle_timeout.is_some() && self.reading();
-        counts.then(|| self.session.counters.last_read.instant())
+        counts.then(|| self.session.last_read().instant())
     }
 
     /// Keeps one timer armed for the next deadline. A timer that fires early (the idle

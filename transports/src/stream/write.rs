@@ -17,7 +17,7 @@ where
             match self.write_some() {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
-                    self.session.counters.bytes_out += n as u64;
+                    self.session.counters_mut().bytes_out += n as u64;
                     cx.extension::<Metrics>().bytes_out += n as u64;
                     progressed = true;
                 }
@@ -27,7 +27,7 @@ where
             }
         }
         if progressed {
-            self.session.counters.last_write = Stamp::of(cx.now());
+            self.session.counters_mut().last_write = Stamp::of(cx.now());
         }
         if self.session.queued_bytes() == 0 {
             if let Some(extras) = self.session.extras.as_mut() {
@@ -36,7 +36,6 @@ where
                     give_back(&mut io.wire_out, cx);
                 }
             }
-            give_back(&mut self.session.out.tail, cx);
         } else {
             self.extras_mut().timer.note_blocked(cx.now(), progressed);
         }
@@ -81,8 +80,9 @@ where
 
     /// Lends the session a pooled buffer to encode into, so writes do not allocate.
     pub(super) fn lend_write_buffer(&mut self, cx: &mut Context<'_>) {
-        if self.session.out.tail.capacity() == 0 {
-            self.session.out.tail = cx.buffers().take();
+        let tail = &mut self.session.out.tail;
+        if tail.capacity() == 0 {
+            *tail = cx.buffers().take();
         }
     }
 
@@ -116,6 +116,7 @@ where
         }
         self.resume_reading_if_due(cx);
         self.rearm_timer(cx);
+        self.session.out.release(cx.buffers());
         Status::Continue
     }
 
@@ -131,7 +132,7 @@ where
             return;
         }
         if self.flags.take(Flag::ReadHeld) || self.flags.get(Flag::Undelivered) {
-            self.session.counters.last_read = Stamp::of(cx.now());
+            self.session.restart_read_idle(Stamp::of(cx.now()));
             self.session.framing.on_resume(cx.now());
             // READ_CLOSED: read on to WouldBlock, since the peer's EOF may have been
             // signalled while paused.

@@ -1,0 +1,274 @@
+//! A stream session's buffers, held only while bytes are in flight: an idle session costs
+//! one pointer for them.
+//!
+//! The read buffer and the outbound queue live in one box, [`Io`], taken when the session
+//! first needs either and handed back when both have drained. Handed-back boxes wait in a
+//! short per-thread list with their (cleared) buffers, so a request/response session takes
+//! the same box, buffers and all, for every message: no allocation, and no trip of each
+//! buffer through the reactor's pool.
+
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::OnceLock;
+
+use bytes::BytesMut;
+use getty_reactor::BufPool;
+
+use crate::outbound::Outbound;
+
+/// What a session holds while bytes are in flight.
+#[derive(Default)]
+pub(crate) struct Io {
+    /// Bytes read and not yet decoded (a partial frame between reads).
+    read: BytesMut,
+    /// Bytes queued and not yet written.
+    out: Outbound,
+}
+
+/// At most this many drained boxes wait per thread: enough for the sessions one turn
+/// drains back to back, few enough that their buffers (two pooled buffers each at most)
+/// stay a small, fixed amount of memory.
+const MAX_SPARE: usize = 8;
+
+thread_local! {
+    /// Drained boxes, with their buffers, for the next session that needs one. The boxes
+    /// themselves are what is kept: a session holds a `Box<Io>`, and handing one out must
+    /// not allocate.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Io>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[inline(never)]
+fn take_spare() -> Box<Io> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A session's [`Io`], absent while nothing is in flight. It derefs to the outbound queue,
+/// so code that writes (`session.out.tail`, `&mut session.out`) takes a box on first use;
+/// `len`, `is_empty` and `clear` never do.
+#[derive(Default)]
+pub(crate) struct Buffers(Option<Box<Io>>);
+
+impl Buffers {
+    #[inline]
+    fn io(&mut self) -> &mut Io {
+        if self.0.is_none() {
+            self.0 = Some(take_spare());
+        }
+        self.0.as_mut().expect("just taken")
+    }
+
+    /// The read buffer (taking a box if the session has none).
+    #[inline]
+    pub(crate) fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.io().read
+    }
+
+    /// The read buffer and the outbound queue at once, for a decode that answers the peer.
+    #[inline]
+    pub(crate) fn read_and_out(&mut self) -> (&mut BytesMut, &mut Outbound) {
+        let io = self.io();
+        (&mut io.read, &mut io.out)
+    }
+
+    /// Bytes read and not yet decoded.
+    #[inline]
+    pub(crate) fn read_len(&self) -> usize {
+        self.0.as_ref().map_or(0, |io| io.read.len())
+    }
+
+    /// Bytes queued and not yet written.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |io| io.out.len())
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops everything queued (the session is going away without flushing).
+    pub(crate) fn clear(&mut self) {
+        if let Some(io) = self.0.as_mut() {
+            io.out.clear();
+        }
+    }
+
+    /// Whether the session holds a box now (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_held(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// After an event: a session with nothing in flight hands its box back; one still
+    /// waiting for bytes (a partial frame) or for the socket (a queue) keeps it, but gives
+    /// the buffer it does not use back to the reactor's pool, and moves a tiny partial
+    /// frame out of a pooled buffer into one of its own size.
+    pub(crate) fn release(&mut self, pool: &mut BufPool) {
+        let Some(io) = self.0.as_mut() else {
+            return;
+        };
+        match (io.read.is_empty(), io.out.is_empty()) {
+            (true, true) => {
+                let io = self.0.take().expect("checked above");
+                hand_back(io, pool);
+            }
+            (read_drained, out_drained) => {
+                if read_drained {
+                    give(&mut io.read, pool);
+                } else {
+                    compact_partial_frame(&mut io.read, pool);
+                }
+                if out_drained {
+                    give(&mut io.out.tail, pool);
+                }
+            }
+        }
+    }
+
+    /// The session has ended: its buffers go back to the pool, its box to the spare list.
+    pub(crate) fn give_back(&mut self, pool: &mut BufPool) {
+        if let Some(mut io) = self.0.take() {
+            io.out.clear();
+            io.read.clear();
+            hand_back(io, pool);
+        }
+    }
+}
+
+/// Puts a drained box on the thread's spare list with its buffers, cleared (those the
+/// pool would not keep are freed); with the list full, the buffers go to the pool and the
+/// box is freed.
+fn hand_back(mut io: Box<Io>, pool: &mut BufPool) {
+    keep_for_next_use(&mut io.read, pool);
+    keep_for_next_use(&mut io.out.tail, pool);
+    io.out.trim();
+    let full = SPARE
+        .try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < MAX_SPARE {
+                spare.push(io);
+                None
+            } else {
+                Some(io)
+            }
+        })
+        .ok()
+        .flatten();
+    if let Some(mut io) = full {
+        give(&mut io.read, pool);
+        give(&mut io.out.tail, pool);
+    }
+}
+
+/// Clears `buf` for the next session, and frees it unless the pool would keep it. A
+/// buffer whose consumed front still leaves half a pooled buffer of room keeps it: it is
+/// reclaimed (or freed) once less is left, not on every message.
+#[inline]
+fn keep_for_next_use(buf: &mut BytesMut, pool: &BufPool) {
+    buf.clear();
+    let room = buf.capacity();
+    if room >= pool.buffer_size() / 2 && room <= 2 * pool.buffer_size() {
+        return;
+    }
+    if room > 0 && !pool.reusable(buf) {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Gives `buf`'s memory back to the pool.
+fn give(buf: &mut BytesMut, pool: &mut BufPool) {
+    if buf.capacity() > 0 {
+        pool.give(std::mem::take(buf));
+    }
+}
+
+/// A partial frame at most this long is moved out of a pooled buffer into a small one of
+/// its own, so that thousands of sessions waiting on a few header bytes do not each pin
+/// a pooled buffer.
+pub(crate) const COMPACT_BELOW: usize = 256;
+
+/// Moves a tiny partial frame out of a pooled buffer into one of its own size.
+pub(crate) fn compact_partial_frame(buf: &mut BytesMut, pool: &mut BufPool) {
+    if !buf.is_empty() && buf.len() <= COMPACT_BELOW && buf.capacity() >= pool.buffer_size() {
+        let small = BytesMut::from(&buf[..]);
+        pool.give(std::mem::replace(buf, small));
+    }
+}
+
+impl Deref for Buffers {
+    type Target = Outbound;
+
+    /// The queue, or an empty one for a session that holds no box.
+    fn deref(&self) -> &Outbound {
+        static EMPTY: OnceLock<Outbound> = OnceLock::new();
+        match self.0.as_deref() {
+            Some(io) => &io.out,
+            None => EMPTY.get_or_init(Outbound::default),
+        }
+    }
+}
+
+impl DerefMut for Buffers {
+    /// The queue, taking a box if the session holds none.
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Outbound {
+        &mut self.io().out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drained_session_hands_its_box_back_and_gets_it_again_with_its_buffers() {
+        let mut pool = BufPool::new(4096, 4);
+        let mut buffers = Buffers::default();
+        assert!(!buffers.is_held() && buffers.is_empty());
+        buffers.tail = pool.take();
+        buffers.tail.extend_from_slice(b"reply");
+        buffers.read_buf().extend_from_slice(b"partial");
+        buffers.release(&mut pool);
+        assert!(buffers.is_held(), "bytes in flight keep the box");
+        buffers.read_buf().clear();
+        buffers.tail.clear();
+        let tail_at = buffers.tail.as_ptr();
+        buffers.release(&mut pool);
+        assert!(!buffers.is_held(), "a drained session holds no box");
+        let mut next = Buffers::default();
+        let tail = &mut next.tail; // mutably: that takes the spare box
+        assert_eq!(
+            tail.as_ptr(),
+            tail_at,
+            "the spare box came back, buffer and all"
+        );
+        assert!(tail.capacity() >= 4096 && tail.is_empty());
+    }
+
+    #[test]
+    fn a_session_waiting_on_a_partial_frame_keeps_no_pooled_buffer() {
+        let mut pool = BufPool::new(4096, 4);
+        let mut buffers = Buffers::default();
+        *buffers.read_buf() = pool.take();
+        buffers.read_buf().extend_from_slice(b"hea");
+        buffers.tail = pool.take();
+        buffers.release(&mut pool);
+        assert_eq!(&buffers.read_buf()[..], b"hea");
+        assert!(
+            buffers.read_buf().capacity() < 4096,
+            "the partial frame was compacted"
+        );
+        assert_eq!(
+            buffers.tail.capacity(),
+            0,
+            "the drained queue gave its buffer back"
+        );
+        assert_eq!(pool.idle(), 2);
+    }
+}
