@@ -1,0 +1,252 @@
+//! Review of UDP segmentation offload (runs of equal datagrams to one destination sent as
+//! one `sendmmsg` message with `UDP_SEGMENT`) over loopback, IPv4 and IPv6: an unconnected
+//! endpoint answers several peers at once with interleaved blocks of every shape a run can
+//! take (more than 64 segments, a total over 65,000 bytes, a last datagram larger than
+//! the rest, empty datagrams, 1,232 against 1,233 bytes, one datagram of 60,000 bytes).
+//! Every peer must get exactly its datagrams, in order, and the endpoint's stats must count
+//! datagrams, not `sendmmsg` messages.
+
+mod common;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use getty::codec::{Bytes, RawCodec};
+use getty::udp::{DatagramHandler, DatagramSession, UdpEndpoint, UdpOptions};
+use getty::{Error, SessionOptions};
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// The sizes of one block of datagrams to one peer, by block number.
+fn block(round: usize) -> Vec<usize> {
+    let mut sizes = vec![1000; 70]; // over 64 segments
+    sizes.extend([500, 500, 500, 600]); // the last one larger
+    sizes.extend([0, 10, 10, 0, 0, 10]); // empty ones inside a run
+    sizes.extend([1232, 1232, 1232, 1233, 1233, 1232]); // at and over the segment limit
+    sizes.extend(vec![8; 100]); // many tiny ones, then a shorter one
+    sizes.push(7);
+    sizes.extend(vec![1100; 60]); // a total over 65,000 bytes
+    sizes.extend([300, 200, 300]); // shorter, then longer again
+    if round == 0 {
+        sizes.push(60_000); // one datagram far over a segment
+    }
+    sizes
+}
+
+/// Datagram number `seq` to a peer, of `size` bytes: it says which it is.
+fn payload(peer: usize, seq: usize, size: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..size).map(|i| (i + seq * 7 + peer) as u8).collect();
+    if size >= 4 {
+        p[..4].copy_from_slice(&(seq as u32).to_be_bytes());
+    }
+    p
+}
+
+const ROUNDS: usize = 3;
+
+/// Every datagram peer `peer` must get, in order.
+fn expected(peer: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for round in 0..ROUNDS {
+        for size in block(round) {
+            let seq = out.len();
+            out.push(payload(peer, seq, size));
+        }
+    }
+    out
+}
+
+/// "join" registers the sender (answered "ok"); "go" writes every block to every peer
+/// joined, interleaved by block; "stats" answers the endpoint's stats as text.
+struct Fanout {
+    peers: Vec<SocketAddr>,
+    errors: mpsc::Sender<String>,
+}
+
+impl DatagramHandler<RawCodec> for Fanout {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        match &msg[..] {
+            b"join" => {
+                self.peers.push(peer);
+                s.write_to(peer, Bytes::from_static(b"ok")).unwrap();
+            }
+            b"go" => {
+                let mut seq = vec![0usize; self.peers.len()];
+                for round in 0..ROUNDS {
+                    for (i, &to) in self.peers.iter().enumerate() {
+                        for size in block(round) {
+                            let p = payload(i, seq[i], size);
+                            seq[i] += 1;
+                            if let Err(e) = s.write_to(to, Bytes::from(p)) {
+                                let _ = self.errors.send(format!("write_to: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            b"stats" => {
+                let st = s.stats();
+                let text = format!(
+                    "{} {} {} {}",
+                    st.datagrams_out, st.messages_out, st.bytes_out, st.dropped_out
+                );
+                s.write_to(peer, Bytes::from(text)).unwrap();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec>, error: &Error) {
+        let _ = self.errors.send(format!("on_error: {error}"));
+    }
+}
+
+/// A peer socket on `ip` with a receive buffer large enough for its share.
+fn peer(ip: &str) -> StdUdpSocket {
+    let socket = StdUdpSocket::bind(format!("{ip}:0")).expect("bind a peer");
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: a valid socket and a c_int option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", io::Error::last_os_error());
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket
+}
+
+fn recv(socket: &StdUdpSocket) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 65_536];
+    let n = socket.recv(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Runs the fan-out to `peers` peers on `ip` (a loopback address literal), the endpoint's
+/// send buffer `send_buffer` bytes.
+fn fanout(ip: &str, host: &str, peers: usize, send_buffer: usize) {
+    let (err_tx, err_rx) = mpsc::channel();
+    let endpoint = UdpEndpoint::builder()
+        .udp_options(
+            UdpOptions::default()
+                .recv_buffer_size(Some(4 << 20))
+                .send_buffer_size(Some(send_buffer)),
+        )
+        .session_options(SessionOptions::default().max_outbound(16 << 20))
+        .bind(format!("{host}:0"), move |_| {
+            Ok((
+                RawCodec,
+                Fanout {
+                    peers: Vec::new(),
+                    errors: err_tx,
+                },
+            ))
+        })
+        .expect("bind the endpoint");
+    let addr = endpoint.local_addr();
+    let server = Running::serve("udp-fanout", endpoint);
+
+    let sockets: Vec<StdUdpSocket> = (0..peers).map(|_| peer(ip)).collect();
+    for s in &sockets {
+        s.send_to(b"join", addr).unwrap();
+        assert_eq!(recv(s).expect("the join answer"), b"ok");
+    }
+    // Each peer reads on its own thread, so no buffer overflows while the others wait.
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            thread::spawn(move || {
+                let want = expected(i);
+                let mut got = Vec::with_capacity(want.len());
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while got.len() < want.len() && Instant::now() < deadline {
+                    match recv(&s) {
+                        Ok(d) => got.push(d),
+                        Err(_) => break,
+                    }
+                }
+                (s, want, got)
+            })
+        })
+        .collect();
+    let control = peer(ip);
+    control.send_to(b"go", addr).unwrap();
+    let mut total = 2 * peers as u64; // the "ok"s
+    let mut sockets = Vec::new();
+    for (i, r) in readers.into_iter().enumerate() {
+        let (s, want, got) = r.join().unwrap();
+        total += want.len() as u64;
+        assert_eq!(got.len(), want.len(), "peer {i}: datagrams received");
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g == w,
+                "peer {i}: datagram {k} is {} bytes starting {:02x?}, not the {} bytes sent",
+                g.len(),
+                &g[..g.len().min(8)],
+                w.len()
+            );
+        }
+        sockets.push(s);
+    }
+    // Nothing more for anyone: no datagram was split, merged or sent twice.
+    for (i, s) in sockets.iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        if let Ok(d) = recv(s) {
+            panic!("peer {i}: a datagram too many, of {} bytes", d.len());
+        }
+    }
+    control.send_to(b"stats", addr).unwrap();
+    let stats = String::from_utf8(recv(&control).expect("the stats")).unwrap();
+    let fields: Vec<u64> = stats.split(' ').map(|f| f.parse().unwrap()).collect();
+    total -= peers as u64; // the "ok"s were counted twice above
+    assert_eq!(fields[0], total, "datagrams_out (stats: {stats})");
+    assert_eq!(fields[1], total, "messages_out (stats: {stats})");
+    assert_eq!(fields[3], 0, "dropped_out (stats: {stats})");
+    server.stop();
+    let errors: Vec<String> = err_rx.try_iter().collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn an_endpoint_fanning_out_to_many_peers_over_ipv4_keeps_every_datagram_in_order() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        fanout("127.0.0.1", "127.0.0.1", 4, 4 << 20);
+    });
+}
+
+#[test]
+fn an_endpoint_fanning_out_to_many_peers_over_ipv6_keeps_every_datagram_in_order() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        if StdUdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 loopback here: skipped");
+            return;
+        }
+        fanout("[::1]", "[::1]", 3, 4 << 20);
+    });
+}
+
+/// A send buffer of a few KiB: `sendmmsg` sends some messages (one merged run fills it)
+/// and stops, over and over. Nothing may be lost, repeated or reordered, and the stats
+/// still count datagrams.
+#[test]
+fn a_tiny_send_buffer_cuts_batches_short_and_loses_nothing() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        fanout("127.0.0.1", "127.0.0.1", 3, 4096);
+    });
+}
