@@ -203,7 +203,8 @@ fn fanout(ip: &str, host: &str, peers: usize, send_buffer: usize) {
     }
     // Nothing more for anyone: no datagram was split, merged or sent twice.
     for (i, s) in sockets.iter().enumerate() {
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         if let Ok(d) = recv(s) {
             panic!("peer {i}: a datagram too many, of {} bytes", d.len());
         }
@@ -248,5 +249,106 @@ fn a_tiny_send_buffer_cuts_batches_short_and_loses_nothing() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
         fanout("127.0.0.1", "127.0.0.1", 3, 4096);
+    });
+}
+
+/// `UDP_GRO` on a receiving socket (Linux): a run the sender segmented reaches it in one
+/// piece, so the receiver can tell whether the sender merged it.
+const UDP_GRO: libc::c_int = 104;
+
+/// Writes a run of `count` datagrams of `size` bytes to the peer named in the request
+/// ("run <addr>"), after a run of the same shape to `127.0.0.1:0` (which no datagram may
+/// be sent to: `EINVAL`) when the request says "bad-then-run <addr>".
+struct Runs;
+
+impl DatagramHandler<RawCodec> for Runs {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, _: SocketAddr) {
+        let text = String::from_utf8_lossy(&msg).into_owned();
+        let mut words = text.split(' ');
+        let (Some(what), Some(to)) = (words.next(), words.next()) else {
+            return;
+        };
+        let to: SocketAddr = to.parse().unwrap();
+        if what == "bad-then-run" {
+            let nowhere: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            for _ in 0..5 {
+                let _ = s.write_to(nowhere, Bytes::from(vec![1u8; 100]));
+            }
+        }
+        for i in 0..20u8 {
+            s.write_to(to, Bytes::from(vec![i; 100])).unwrap();
+        }
+    }
+}
+
+/// The lengths of what a `UDP_GRO` socket reads until 20 datagrams of 100 bytes are in.
+fn gro_reads(socket: &StdUdpSocket) -> Vec<usize> {
+    let mut lens = Vec::new();
+    let mut total = 0;
+    while total < 2000 {
+        let n = recv(socket).expect("the run").len();
+        assert!(n > 0 && n % 100 == 0, "a read of {n} bytes");
+        total += n;
+        lens.push(n);
+    }
+    lens
+}
+
+/// A write to a destination the kernel refuses outright (`EINVAL`: port 0; the same goes
+/// for an IPv6 link-local address without a scope) is the app's mistake, not the path
+/// refusing segmentation: it must not turn segmentation off for every later run to every
+/// other peer. The receiver tells merged runs apart with `UDP_GRO`.
+#[test]
+fn a_refused_destination_does_not_turn_segmentation_off_for_everyone() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let endpoint = UdpEndpoint::builder()
+            .bind("127.0.0.1:0", |_| Ok((RawCodec, Runs)))
+            .expect("bind the endpoint");
+        let addr = endpoint.local_addr();
+        let server = Running::serve("udp-runs", endpoint);
+        let receiver = peer("127.0.0.1");
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                receiver.as_raw_fd(),
+                libc::SOL_UDP,
+                UDP_GRO,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            eprintln!("no UDP_GRO here: skipped");
+            server.stop();
+            return;
+        }
+        let to = receiver.local_addr().unwrap();
+        let control = peer("127.0.0.1");
+        control
+            .send_to(format!("run {to}").as_bytes(), addr)
+            .unwrap();
+        let before = gro_reads(&receiver);
+        if before.len() == 20 {
+            eprintln!("runs are not merged on this kernel: skipped");
+            server.stop();
+            return;
+        }
+        control
+            .send_to(format!("bad-then-run {to}").as_bytes(), addr)
+            .unwrap();
+        let during = gro_reads(&receiver);
+        control
+            .send_to(format!("run {to}").as_bytes(), addr)
+            .unwrap();
+        let after = gro_reads(&receiver);
+        server.stop();
+        println!("reads: before {before:?}, during {during:?}, after {after:?}");
+        assert!(
+            after.len() < 20,
+            "after one write to a refused destination every run goes datagram by datagram \
+             (reads before: {before:?}, during: {during:?}, after: {after:?})"
+        );
     });
 }
