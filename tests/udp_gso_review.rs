@@ -155,7 +155,11 @@ fn fanout(ip: &str, host: &str, peers: usize, send_buffer: usize) {
             ))
         })
         .expect("bind the endpoint");
-    let addr = endpoint.local_addr();
+    let mut addr = endpoint.local_addr();
+    if addr.ip().is_unspecified() {
+        // A dual-stack endpoint: the peers reach it at the loopback of their family.
+        addr.set_ip(ip.trim_matches(['[', ']']).parse().unwrap());
+    }
     let server = Running::serve("udp-fanout", endpoint);
 
     let sockets: Vec<StdUdpSocket> = (0..peers).map(|_| peer(ip)).collect();
@@ -238,6 +242,20 @@ fn an_endpoint_fanning_out_to_many_peers_over_ipv6_keeps_every_datagram_in_order
             return;
         }
         fanout("[::1]", "[::1]", 3, 4 << 20);
+    });
+}
+
+/// A dual-stack endpoint (bound on `::`) answering IPv4 peers: its replies go to
+/// IPv4-mapped addresses, through the IPv4 half of an IPv6 socket.
+#[test]
+fn a_dual_stack_endpoint_fanning_out_to_ipv4_peers_keeps_every_datagram_in_order() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        if StdUdpSocket::bind("[::]:0").is_err() {
+            eprintln!("no IPv6 here: skipped");
+            return;
+        }
+        fanout("127.0.0.1", "[::]", 3, 4 << 20);
     });
 }
 
