@@ -176,3 +176,65 @@ fn whole_frames_decode_as_the_general_path_decodes_them() {
         );
     }
 }
+
+/// Under permessage-deflate with context takeover, compressed messages (the general path)
+/// and uncompressed whole frames (the fast path) interleave: every message comes out as
+/// sent, whole or fed a byte at a time, so the fast path leaves the inflater's window
+/// alone.
+#[test]
+fn uncompressed_frames_between_compressed_ones_keep_the_window() {
+    let mut rng = fastrand::Rng::with_seed(0xdef1a7e);
+    let deflate = Some(DeflateConfig::default());
+    let mut compressed = 0;
+    for _ in 0..50 {
+        let mut client = Protocol::new(Role::Client, Config::default(), deflate);
+        let mut wire = BytesMut::new();
+        let mut sent = Vec::new();
+        for i in 0..rng.usize(2..12) {
+            let text = format!(
+                "{{\"seq\": {i}, \"words\": \"{}\"}}",
+                "hello ".repeat(rng.usize(0..25))
+            );
+            if rng.bool() {
+                // Through the client's machine: compressed when long enough.
+                let start = wire.len();
+                wire.extend_from_slice(text.as_bytes());
+                client
+                    .encode_message(getty_codec::MessageKind::Text, &mut wire, start)
+                    .unwrap();
+                compressed += usize::from(wire[start] & 0x40 != 0);
+            } else {
+                // By hand, uncompressed (RSV1 clear), masked.
+                let mut payload = text.clone().into_bytes();
+                let key = rng.u32(..).to_ne_bytes();
+                apply_mask(&mut payload, key, 0);
+                let mut head = vec![0x81];
+                match payload.len() {
+                    n @ 0..=125 => head.push(0x80 | n as u8),
+                    n => {
+                        head.push(0x80 | 126);
+                        head.extend_from_slice(&(n as u16).to_be_bytes());
+                    }
+                }
+                head.extend_from_slice(&key);
+                wire.extend_from_slice(&head);
+                wire.extend_from_slice(&payload);
+            }
+            sent.push(text);
+        }
+        let whole = run(Role::Server, true, &wire, &[]);
+        let bytewise = run(Role::Server, true, &wire, &vec![1; wire.len()]);
+        assert_eq!(whole, bytewise);
+        assert_eq!(whole.error, None);
+        let got: Vec<String> = whole
+            .events
+            .iter()
+            .map(|e| match e {
+                Event::Message { payload, .. } => String::from_utf8(payload.to_vec()).unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, sent);
+    }
+    assert!(compressed > 20, "only {compressed} compressed messages");
+}
