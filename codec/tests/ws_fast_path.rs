@@ -238,3 +238,29 @@ fn uncompressed_frames_between_compressed_ones_keep_the_window() {
     }
     assert!(compressed > 20, "only {compressed} compressed messages");
 }
+
+/// `apply_mask` against the byte-at-a-time definition (RFC 6455 §5.3), for every start
+/// alignment of the slice in memory, every offset into the payload, and lengths 0..300
+/// plus some large ones.
+#[test]
+fn unmasking_matches_the_definition_at_every_alignment_and_length() {
+    let mask = [0x9d, 0x01, 0xfe, 0x37];
+    let lens = (0..300).chain([1023, 1024, 1025, 4095, 4096, 4097, 65_535, 65_536, 65_537]);
+    for len in lens {
+        let base: Vec<u8> = (0..len + 16).map(|i| (i * 29 + 3) as u8).collect();
+        for align in 0..16 {
+            for offset in [0usize, 1, 2, 3, 4, 5, 7, 1 << 20] {
+                let mut fast = base.clone();
+                apply_mask(&mut fast[align..align + len], mask, offset);
+                let mut slow = base.clone();
+                for (i, b) in slow[align..align + len].iter_mut().enumerate() {
+                    *b ^= mask[(offset + i) % 4];
+                }
+                assert!(fast == slow, "len {len}, align {align}, offset {offset}");
+            }
+            if len > 5000 {
+                break; // large lengths: one alignment is enough to keep this quick
+            }
+        }
+    }
+}
