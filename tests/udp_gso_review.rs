@@ -137,12 +137,18 @@ fn recv(socket: &StdUdpSocket) -> io::Result<Vec<u8>> {
 /// Runs the fan-out to `peers` peers on `ip` (a loopback address literal), the endpoint's
 /// send buffer `send_buffer` bytes.
 fn fanout(ip: &str, host: &str, peers: usize, send_buffer: usize) {
+    fanout_batched(ip, host, peers, send_buffer, 32)
+}
+
+/// [`fanout`] with `batch` datagrams per `sendmmsg`.
+fn fanout_batched(ip: &str, host: &str, peers: usize, send_buffer: usize, batch: usize) {
     let (err_tx, err_rx) = mpsc::channel();
     let endpoint = UdpEndpoint::builder()
         .udp_options(
             UdpOptions::default()
                 .recv_buffer_size(Some(4 << 20))
-                .send_buffer_size(Some(send_buffer)),
+                .send_buffer_size(Some(send_buffer))
+                .batch_size(batch),
         )
         .session_options(SessionOptions::default().max_outbound(16 << 20))
         .bind(format!("{host}:0"), move |_| {
@@ -256,6 +262,15 @@ fn a_dual_stack_endpoint_fanning_out_to_ipv4_peers_keeps_every_datagram_in_order
             return;
         }
         fanout("127.0.0.1", "[::]", 3, 4 << 20);
+    });
+}
+
+/// With 64 datagrams per `sendmmsg`, a run reaches the kernel's 64 segments.
+#[test]
+fn runs_of_64_segments_keep_every_datagram_in_order() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        fanout_batched("127.0.0.1", "127.0.0.1", 3, 4 << 20, 64);
     });
 }
 
