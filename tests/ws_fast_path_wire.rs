@@ -36,7 +36,7 @@ impl Handler<RawCodec, Ws> for RawEcho {
     }
 }
 
-fn servers(options: SessionOptions) -> (Running, SocketAddr, SocketAddr) {
+fn servers(options: SessionOptions) -> (Running, SocketAddr) {
     let server = WsServer::builder()
         .session_options(options)
         .route("/kind", |_| Ok((MessageCodec, KindEcho)))
@@ -44,7 +44,7 @@ fn servers(options: SessionOptions) -> (Running, SocketAddr, SocketAddr) {
         .bind("127.0.0.1:0")
         .unwrap();
     let addr = server.local_addr();
-    (Running::serve("ws-fast-path", server), addr, addr)
+    (Running::serve("ws-fast-path", server), addr)
 }
 
 fn upgrade(addr: SocketAddr, path: &str) -> TcpStream {
@@ -147,9 +147,12 @@ fn shortest_header(first: u8, len: usize) -> Vec<u8> {
     }
 }
 
-/// The client's byte stream and the messages (opcode, payload) it carries, with the number
-/// of pings among them.
-fn script() -> (Vec<u8>, Vec<(u8, Vec<u8>)>, usize) {
+/// Messages as (opcode, payload).
+type Messages = Vec<(u8, Vec<u8>)>;
+
+/// The client's byte stream and the messages it carries, with the number of pings among
+/// them.
+fn script() -> (Vec<u8>, Messages, usize) {
     let mut wire = Vec::new();
     let mut messages = Vec::new();
     let mut pings = 0;
@@ -288,7 +291,7 @@ fn expect_echoes(stream: &mut TcpStream, messages: &[(u8, Vec<u8>)], pings: usiz
 fn echoes_of_every_frame_shape_written_at_once_and_dripped() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        let (server, addr, _) = servers(SessionOptions::default());
+        let (server, addr) = servers(SessionOptions::default());
         let (wire, messages, pings) = script();
         let mut rng = fastrand::Rng::with_seed(16);
         for (path, raw) in [("/kind", false), ("/raw", true)] {
@@ -326,7 +329,7 @@ fn a_bad_frame_after_pipelined_good_ones_closes_with_its_code() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
         let options = SessionOptions::default().max_message_len(4096);
-        let (server, addr, _) = servers(options);
+        let (server, addr) = servers(options);
         let mut unmasked = vec![0x82, 0x03];
         unmasked.extend_from_slice(b"abc");
         let mut rsv1 = frame(2, true, b"x", LenField::Shortest, 3);
@@ -337,7 +340,7 @@ fn a_bad_frame_after_pipelined_good_ones_closes_with_its_code() {
         open_text.extend(frame(1, true, b"whole", LenField::Shortest, 5));
         let mut open_binary = frame(2, false, b"part", LenField::Shortest, 4);
         open_binary.extend(frame(2, true, b"whole", LenField::Shortest, 5));
-        let mut ping_126 = frame(9, true, &[0; 126], LenField::Shortest, 6);
+        let ping_126 = frame(9, true, &[0; 126], LenField::Shortest, 6);
         let euro = "€".as_bytes();
         let cases: Vec<(&str, Vec<u8>, u16)> = vec![
             (
