@@ -434,3 +434,139 @@ fn a_bad_frame_after_pipelined_good_ones_closes_with_its_code() {
         server.stop();
     });
 }
+
+/// An unmasked server frame; its length written with `field`.
+fn server_frame(first: u8, payload: &[u8], field: LenField) -> Vec<u8> {
+    let mut f = frame(first & 0x0f, first & 0x80 != 0, payload, field, 0);
+    // Drop the mask: the key (bytes after the length) and the masking of the payload.
+    let head = f.len() - payload.len() - 4;
+    f[1] &= 0x7f;
+    f.truncate(head);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reports every message (kind, bytes) and error of a client session.
+struct Collector {
+    tx: std::sync::mpsc::Sender<String>,
+}
+
+impl Handler<MessageCodec, Ws> for Collector {
+    fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, msg: Message) {
+        let _ = self.tx.send(match msg.as_text() {
+            Some(t) => format!("text {t}"),
+            None => format!("binary {}", msg.payload().len()),
+        });
+    }
+
+    fn on_error(&mut self, _: &mut Session<MessageCodec, Ws>, error: &getty::Error) {
+        let _ = self.tx.send(format!("error {error}"));
+    }
+}
+
+/// The client role: a hostile server's frames arrive in the same write as its `101`
+/// (unmasked, non-minimal lengths, a fragmented text cut inside a code point with a ping
+/// between the pieces), then a masked frame, which a client must refuse with 1002.
+#[test]
+fn a_client_takes_server_frames_whole_and_refuses_a_masked_one() {
+    use bytes::BytesMut;
+    use getty::codec::ws::parse_request;
+    use std::net::TcpListener;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut input = BytesMut::new();
+            let request = loop {
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the request ended");
+                input.extend_from_slice(&buf[..n]);
+                if let Some(r) = parse_request(&mut input, 8192).unwrap() {
+                    break r;
+                }
+            };
+            let mut out = BytesMut::new();
+            request.accept(None, None, &mut out).unwrap();
+            let emoji = "x😀".as_bytes();
+            let mut wire = out.to_vec();
+            wire.extend(server_frame(0x82, b"a", LenField::Shortest));
+            wire.extend(server_frame(0x81, "héllo".as_bytes(), LenField::Wide16));
+            wire.extend(server_frame(0x82, &[9; 200], LenField::Wide64));
+            wire.extend(server_frame(0x82, &[8; 65_536], LenField::Shortest));
+            wire.extend(server_frame(0x01, &emoji[..2], LenField::Shortest));
+            wire.extend(server_frame(0x89, b"p", LenField::Shortest));
+            wire.extend(server_frame(0x80, &emoji[2..], LenField::Shortest));
+            wire.extend(server_frame(0x81, b"last", LenField::Shortest));
+            // Masked, from a server: a protocol error.
+            wire.extend(frame(2, true, b"masked", LenField::Shortest, 9));
+            stream.write_all(&wire).unwrap();
+            // The client's frames: (opcode, unmasked payload), until its close.
+            let mut got = Vec::new();
+            for _ in 0..10 {
+                let mut head = [0u8; 2];
+                if stream.read_exact(&mut head).is_err() {
+                    break;
+                }
+                assert_eq!(head[1] & 0x80, 0x80, "a client frame must be masked");
+                let len = usize::from(head[1] & 0x7f);
+                assert!(len < 126, "a control frame");
+                let mut key = [0u8; 4];
+                stream.read_exact(&mut key).unwrap();
+                let mut payload = vec![0u8; len];
+                stream.read_exact(&mut payload).unwrap();
+                for (i, b) in payload.iter_mut().enumerate() {
+                    *b ^= key[i % 4];
+                }
+                let opcode = head[0] & 0x0f;
+                got.push((opcode, payload));
+                if opcode == 8 {
+                    break;
+                }
+            }
+            got
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = getty::ws::WsClient::builder()
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((MessageCodec, Collector { tx: tx.clone() }))
+            })
+            .unwrap();
+        let client = Running::serve("ws-hostile-server-client", client);
+        let mut seen = Vec::new();
+        while seen.len() < 7 {
+            match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(s) => seen.push(s),
+                Err(_) => break,
+            }
+        }
+        let frames = server.join().unwrap();
+        client.stop();
+        println!("client saw {seen:?}; sent {frames:?}");
+        assert_eq!(
+            seen[..6],
+            [
+                "binary 1",
+                "text héllo",
+                "binary 200",
+                "binary 65536",
+                "text x😀",
+                "text last"
+            ],
+            "{seen:?}"
+        );
+        assert!(
+            seen.get(6).is_some_and(|e| e.starts_with("error")),
+            "{seen:?}"
+        );
+        let pong = frames.iter().find(|f| f.0 == 10);
+        assert_eq!(pong.map(|f| &f.1[..]), Some(&b"p"[..]), "{frames:?}");
+        let close = frames.last().filter(|f| f.0 == 8).expect("a close frame");
+        assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1002);
+    });
+}
