@@ -705,12 +705,16 @@ mod linux {
         });
         match sent {
             Ok(m) => Ok(runs[..m].iter().map(|&r| usize::from(r)).sum()),
-            // The path refused a merged run: never again on this socket; the same
-            // datagrams go one per message at once, so the caller sees no difference.
+            // A merged run was refused. `EINVAL` also comes from the destination itself
+            // (port 0, say), so the run's first datagram goes alone: if it fails too, the
+            // error is its own, and segmentation stays on for everyone else; if it goes,
+            // the path refuses merged runs, and this socket sends datagram by datagram from
+            // now on. Either way the caller sees what a plain send would have told it.
             Err(e) if runs[0] > 1 && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                let sent = send_mmsg(sock, &items[..1], &mut Segmentation::Off)?;
                 log::debug!("UDP segmentation refused ({e}): sending datagram by datagram");
                 *segmentation = Segmentation::Off;
-                send_mmsg(sock, items, segmentation)
+                Ok(sent)
             }
             Err(e) => Err(e),
         }

@@ -1,4 +1,4 @@
-//! Review of UDP segmentation offload (runs of equal datagrams to one destination sent as
+//! UDP segmentation offload (runs of equal datagrams to one destination sent as
 //! one `sendmmsg` message with `UDP_SEGMENT`) over loopback, IPv4 and IPv6: an unconnected
 //! endpoint answers several peers at once with interleaved blocks of every shape a run can
 //! take (more than 64 segments, a total over 65,000 bytes, a last datagram larger than
