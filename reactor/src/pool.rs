@@ -82,8 +82,12 @@ impl BufPool {
     /// ```
     pub fn reusable(&self, buf: &mut BytesMut) -> bool {
         buf.clear();
-        // Consuming the front of a buffer shrinks its capacity() without freeing anything;
-        // try_reclaim moves the start back without allocating when the memory is unshared.
+        // Consuming the front of a buffer shrinks its capacity() without freeing anything:
+        // a short leftover of a large allocation would pass for a pooled buffer and keep
+        // all of it. try_reclaim moves the start back without allocating when the memory
+        // is unshared, so capacity() tells the whole allocation (asking for one byte more
+        // than there is changes nothing in a buffer that is whole already).
+        let _ = buf.try_reclaim(buf.capacity() + 1);
         let whole = buf.capacity() >= self.buffer_size || buf.try_reclaim(self.buffer_size);
         // A buffer grown for one huge frame would pin that memory for good: free it.
         let oversized = buf.capacity() > 2 * self.buffer_size;

@@ -166,17 +166,13 @@ fn hand_back(mut io: Box<Io>, pool: &mut BufPool) {
     }
 }
 
-/// Clears `buf` for the next session, and frees it unless the pool would keep it. A
-/// buffer whose consumed front still leaves half a pooled buffer of room keeps it: it is
-/// reclaimed (or freed) once less is left, not on every message.
+/// Clears `buf` for the next session, and frees it unless the pool would keep it: the
+/// pool's test sees through a short leftover of a large allocation (a read buffer grown
+/// for one big frame), which a spare box would otherwise keep whole.
 #[inline]
 fn keep_for_next_use(buf: &mut BytesMut, pool: &BufPool) {
     buf.clear();
-    let room = buf.capacity();
-    if room >= pool.buffer_size() / 2 && room <= 2 * pool.buffer_size() {
-        return;
-    }
-    if room > 0 && !pool.reusable(buf) {
+    if buf.capacity() > 0 && !pool.reusable(buf) {
         *buf = BytesMut::new();
     }
 }
