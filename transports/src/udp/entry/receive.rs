@@ -114,8 +114,6 @@ where
     pub(super) fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let mut budget = self.session.core.options.read_budget;
         let want_addr = self.session.connected_peer().is_none();
-        let mut this_wake = 0;
-        let mut looked_again = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
             self.lend_write_buffer(cx);
             self.prepare_slots(cx);
@@ -150,25 +148,19 @@ where
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += self.session.stats.bytes_in - bytes;
                     metrics.messages_in += self.session.stats.messages_in - messages;
-                    this_wake += r.count;
-                    self.size_next_receive(n, r.count, r.drained, this_wake);
-                    // Before an error that may end the session, what was read is answered.
-                    if r.error.is_some() || self.replies_should_go(r.drained || budget == 0) {
-                        self.flush(cx);
+                    if r.count == n && n < self.config.batch {
+                        self.active = (n * 2).min(self.config.batch);
+                    } else if r.drained && r.count * 4 <= n && n > 2 {
+                        // Mostly empty: offer fewer slots (pooled buffers) next time.
+                        self.active = n / 2;
                     }
+                    // The replies to this batch leave with one `sendmmsg`, now.
+                    self.flush(cx);
                     if let Some(e) = r.error {
                         self.read_error(e)?;
                     }
                     if r.drained {
-                        if looked_again || budget == 0 || self.session.out.fifo_is_empty() {
-                            break;
-                        }
-                        // A peer that answers at once sends its next datagrams while the
-                        // replies leave: send them now and look once more before sleeping,
-                        // which costs one receive and may save a wake-up.
-                        self.flush(cx);
-                        looked_again = true;
-                        continue;
+                        break;
                     }
                     if budget == 0 {
                         // More to read on the next turn: the buffers stay.
@@ -184,32 +176,6 @@ where
         // Read dry (or no longer reading): an idle socket holds no receive buffers.
         self.release_receive_buffers(cx);
         Ok(())
-    }
-
-    /// Sizes the next receive after one that offered `n` slots and filled `count`, with
-    /// `this_wake` datagrams read since the wake-up. Every slot offered is a pooled buffer
-    /// taken and given back, and a receive that comes back full costs another one: a full
-    /// receive offers the whole batch next, and a wake-up read dry offers twice what it
-    /// read (at least 2) the next time.
-    fn size_next_receive(&mut self, n: usize, count: usize, drained: bool, this_wake: usize) {
-        let batch = self.config.batch;
-        if count == n && n < batch {
-            self.active = batch;
-        } else if drained {
-            self.active = (2 * this_wake).max(2).min(batch);
-        }
-    }
-
-    /// Whether the replies queued so far leave now, within the read loop. The last batch's
-    /// (`last`) leave with the settle that follows the loop, as do those of a batch that
-    /// another receive follows at once, unless they already fill a `sendmmsg` or approach
-    /// the low watermark: then one call carries the replies of several receives, and the
-    /// queue stays well under what the watermarks and `max_outbound` count.
-    fn replies_should_go(&self, last: bool) -> bool {
-        let out = &self.session.out;
-        !last
-            && (out.datagrams() >= self.per_call()
-                || out.len() * 2 >= self.session.core.options.low_watermark)
     }
 
     /// Decodes datagram `i` as exactly one message and hands it to the handler, or drops it.
