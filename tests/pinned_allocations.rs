@@ -9,35 +9,61 @@
 //! (`keep_for_next_use` kept any buffer between half and twice the pool's size): each one
 //! pinned the whole 1 MiB allocation, for as long as the reactor was idle (7.7–41 MiB
 //! held in these tests). The pool now reclaims a remainder's front first, so its
-//! `capacity()` tells the whole allocation, and frees one grown past twice its size.
+//! `capacity()` tells the whole allocation, and keeps one grown past twice its size only
+//! among its large buffers, whose bytes it bounds (`BufPool::large_budget`): the next large
+//! frame reuses one of those instead of faulting in a new allocation.
 //!
 //! Live heap bytes are counted by this binary's global allocator (exact, unlike the
-//! resident set, which malloc's arenas blur). The tests take a lock so they do not overlap.
+//! resident set, which malloc's arenas blur), and so are the large allocations the server's
+//! reactor thread makes. The tests take a lock so they do not overlap.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{connect, frame, read_frame, watchdog, Running};
 use getty::codec::{Bytes, LengthFieldCodec};
+use getty::reactor::BufPool;
 use getty::tcp::TcpServer;
 use getty::{Handler, Session};
 
-/// The system allocator, counting the bytes currently allocated.
+/// The system allocator, counting the bytes currently allocated, and the allocations of
+/// [`LARGE`] bytes or more made on a thread that asked for it ([`count_large_here`]).
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// An allocation this large is one the allocator maps (and faults in) afresh.
+const LARGE: usize = 128 * 1024;
+static LARGE_ON_SERVER: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static COUNT_LARGE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// From now on, this thread's large allocations are counted in [`LARGE_ON_SERVER`].
+fn count_large_here() {
+    COUNT_LARGE.with(|on| on.set(true));
+}
+
+fn note_large(size: usize) {
+    if size >= LARGE && COUNT_LARGE.try_with(Cell::get).unwrap_or(false) {
+        LARGE_ON_SERVER.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+            note_large(layout.size());
         }
         p
     }
@@ -52,6 +78,9 @@ unsafe impl GlobalAlloc for Counting {
                 new_size as isize - layout.size() as isize,
                 Ordering::Relaxed,
             );
+            if new_size > layout.size() {
+                note_large(new_size);
+            }
         }
         p
     }
@@ -65,9 +94,10 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const LIMIT: Duration = Duration::from_secs(120);
 const PEERS: usize = 40;
 /// What the pool and the spare list may hold at most, for the default pool (64 buffers of
-/// at most 128 KiB, eight spare boxes of two such buffers), with room for the reactor's
-/// own bookkeeping: anything near a megabyte per peer is far above it.
-const BUDGET: isize = 14 << 20;
+/// at most 128 KiB, its large buffers' budget, eight spare boxes of two 128 KiB buffers),
+/// with room for the reactor's own bookkeeping: anything near a megabyte per peer is far
+/// above it.
+const BUDGET: isize = (14 << 20) + BufPool::DEFAULT_LARGE_BUDGET as isize;
 
 struct Echo;
 
@@ -155,13 +185,63 @@ fn control_a_remainder_too_large_for_the_pool_is_freed() {
 fn a_short_remainder_is_not_kept_by_the_spare_list() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(LIMIT, || {
-        // Eight spare boxes of two buffers of at most twice 64 KiB, and some slack.
-        const SPARE_BUDGET: isize = 3 << 20;
+        // Eight spare boxes of two buffers of at most twice 64 KiB, some slack, and the
+        // pool's large buffers.
+        const SPARE_BUDGET: isize = (3 << 20) + BufPool::DEFAULT_LARGE_BUDGET as isize;
         let held = held_after_large_frames((1 << 20) - 48 * 1024);
         assert!(
             held < SPARE_BUDGET,
             "an idle server holds {} KiB after {PEERS} peers sent a 976 KiB frame each",
             held >> 10
         );
+    });
+}
+
+/// A peer that sends large frames one after another, each once the last echo is back, has
+/// them read into the same few buffers: the pool keeps a large read buffer once its message
+/// is written, and the next large frame is read into it. Before, every frame grew a new
+/// allocation (three or four per 256 KiB frame, from a pooled 64 KiB buffer by doubling),
+/// which the allocator mapped and faulted in afresh: 40-60 % of a hand-written echo's
+/// speed at 256 KiB and 1 MiB (`benches/sweep.rs`).
+#[test]
+fn consecutive_large_frames_reuse_the_read_buffers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let addr = server.local_addr();
+        let reactor = Running::serve("large-frame-reuse", server);
+        reactor.run_on(|_| count_large_here());
+        let mut stream = connect(addr);
+        for (size, rounds) in [(256 * 1024, 40), ((1 << 20) - 4, 12), (100_000, 40)] {
+            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let framed = frame(&payload);
+            // The first frames may allocate (growing, filling the pool); the rest must not.
+            let warm = 3;
+            let mut after_warm_up = 0;
+            for round in 0..rounds {
+                if round == warm {
+                    after_warm_up = LARGE_ON_SERVER.load(Ordering::Relaxed);
+                }
+                stream.write_all(&framed).unwrap();
+                assert!(
+                    read_frame(&mut stream) == payload,
+                    "the echo of {size} B differs"
+                );
+            }
+            let grown = LARGE_ON_SERVER.load(Ordering::Relaxed) - after_warm_up;
+            eprintln!(
+                "{size} B frames: {grown} large allocations in {} echoes",
+                rounds - warm
+            );
+            assert_eq!(
+                grown,
+                0,
+                "the server allocated {grown} large buffers for {} frames of {size} B",
+                rounds - warm
+            );
+        }
+        reactor.stop();
     });
 }

@@ -219,3 +219,69 @@ fn plain_loopback(wire: &[u8]) -> Duration {
     let _ = reader.join().unwrap();
     began.elapsed()
 }
+
+/// Writes back every message.
+struct Echo;
+
+impl Handler<LengthFieldCodec> for Echo {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        let _ = s.write(msg);
+    }
+}
+
+/// Frames of mixed sizes, around the pool's buffer size, twice it, and up to the default
+/// 1 MiB limit, pipelined by several peers at once in random cuts: every echo comes back
+/// whole and in order while the read buffers grow, go back to the pool, and are taken
+/// again by other sessions for frames of other sizes.
+#[test]
+fn mixed_large_frames_pass_through_the_pool_whole_and_in_order() {
+    const SIZES: [usize; 12] = [
+        0, 1, 1000, 65_532, 65_536, 131_068, 131_079, 200_000, 262_140, 262_148, 700_000, 1_048_572,
+    ];
+    watchdog(TEST_LIMIT, || {
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("rv-mixed-frames", server);
+        let peers: Vec<_> = (0..4u64)
+            .map(|seed| {
+                std::thread::spawn(move || {
+                    let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                    let mut next = move |below: usize| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        (rng % below as u64) as usize
+                    };
+                    let sizes: Vec<usize> = (0..40).map(|_| SIZES[next(SIZES.len())]).collect();
+                    let wire: Vec<u8> = sizes.iter().flat_map(|&n| frame(&payload(n))).collect();
+                    let cuts: Vec<usize> = (0..200).map(|_| 1 + next(300_000)).collect();
+                    let stream = connect(addr);
+                    let mut w = stream.try_clone().unwrap();
+                    let writer = std::thread::spawn(move || {
+                        let mut rest = &wire[..];
+                        for cut in cuts.iter().cycle() {
+                            if rest.is_empty() {
+                                break;
+                            }
+                            let (now, later) = rest.split_at((*cut).min(rest.len()));
+                            w.write_all(now).unwrap();
+                            rest = later;
+                        }
+                    });
+                    let mut r = stream;
+                    for (i, &n) in sizes.iter().enumerate() {
+                        let echo = read_frame(&mut r);
+                        assert!(echo == payload(n), "peer {seed}: echo {i} ({n} B) differs");
+                    }
+                    writer.join().unwrap();
+                })
+            })
+            .collect();
+        for peer in peers {
+            peer.join().expect("a peer");
+        }
+        server.stop();
+    });
+}

@@ -3,6 +3,11 @@
 //! Connections borrow a buffer when they have bytes to read or write and give it back when
 //! it drains, so ten thousand idle connections hold no buffers at all. The pool is owned by
 //! one reactor (one thread), so taking and giving back is a `Vec` push/pop: no locks.
+//!
+//! Buffers that grew for large frames (past twice the pool's size) are kept too, in a
+//! second list bounded in bytes ([`BufPool::large_budget`]): a reader assembling the next
+//! large frame takes one whole ([`BufPool::take_large`]) instead of growing a new
+//! allocation, which the allocator would fault in page by page for every frame.
 
 use bytes::BytesMut;
 
@@ -23,9 +28,19 @@ pub struct BufPool {
     buffer_size: usize,
     max_idle: usize,
     idle: Vec<BytesMut>,
+    /// Buffers larger than twice `buffer_size`, oldest first.
+    large: Vec<BytesMut>,
+    /// The capacity of `large`, in all.
+    large_bytes: usize,
+    max_large_bytes: usize,
 }
 
 impl BufPool {
+    /// What a pool keeps of large buffers unless told otherwise
+    /// ([`large_budget`](Self::large_budget)): four frames of the default 1 MiB message
+    /// limit, with their headers.
+    pub const DEFAULT_LARGE_BUDGET: usize = 4 * ((1 << 20) + 1024);
+
     /// A pool that hands out buffers of `buffer_size` bytes and keeps at most `max_idle`.
     ///
     /// ```
@@ -37,7 +52,34 @@ impl BufPool {
             buffer_size,
             max_idle,
             idle: Vec::with_capacity(max_idle),
+            large: Vec::new(),
+            large_bytes: 0,
+            max_large_bytes: Self::DEFAULT_LARGE_BUDGET,
         }
+    }
+
+    /// Keeps at most `bytes` of large buffers (those grown past twice
+    /// [`buffer_size`](Self::buffer_size) for large frames), the oldest going first when a
+    /// newer one needs the room; 0 keeps none. The default,
+    /// [`DEFAULT_LARGE_BUDGET`](Self::DEFAULT_LARGE_BUDGET), holds four frames of 1 MiB.
+    ///
+    /// A server whose messages are large reuses these for every frame; one whose messages
+    /// are small never fills the list, and an idle reactor holds at most this much.
+    ///
+    /// ```
+    /// use getty_reactor::BufPool;
+    ///
+    /// let mut pool = BufPool::new(1024, 4).large_budget(64 * 1024);
+    /// pool.give(bytes::BytesMut::with_capacity(40 * 1024));
+    /// pool.give(bytes::BytesMut::with_capacity(40 * 1024)); // the first one makes room
+    /// assert_eq!(pool.large_idle_bytes(), 40 * 1024);
+    /// pool.give(bytes::BytesMut::with_capacity(100 * 1024)); // over the budget: freed
+    /// assert_eq!(pool.large_idle_bytes(), 40 * 1024);
+    /// ```
+    pub fn large_budget(mut self, bytes: usize) -> Self {
+        self.max_large_bytes = bytes;
+        self.evict_large_above(bytes);
+        self
     }
 
     /// An empty buffer with at least [`buffer_size`](Self::buffer_size) bytes of capacity.
@@ -53,19 +95,89 @@ impl BufPool {
         }
     }
 
-    /// Returns a buffer to the pool. Its contents are discarded. A buffer whose front was
-    /// consumed (split off or advanced past) is reclaimed in place when nothing else shares
-    /// its memory; one still shared (a decoded frame is alive), one grown past twice the
-    /// pool's size, or one beyond `max_idle` is freed.
+    /// Returns a buffer to the pool; its contents are discarded. A buffer whose front was
+    /// consumed (split off or advanced past) is first reclaimed whole, when nothing else
+    /// shares its memory. Then one of the pool's size (up to twice it) is kept, up to
+    /// `max_idle`; a larger one joins the large buffers, within the
+    /// [`large_budget`](Self::large_budget); a smaller one (say, a short remainder a live
+    /// frame still shares) is freed.
     ///
     /// ```
     /// let mut pool = getty_reactor::BufPool::new(1024, 1);
     /// pool.give(bytes::BytesMut::with_capacity(10)); // too small: freed
     /// assert_eq!(pool.idle(), 0);
+    /// pool.give(bytes::BytesMut::with_capacity(1 << 20)); // large: kept apart
+    /// assert_eq!((pool.idle(), pool.large_idle_bytes()), (0, 1 << 20));
     /// ```
     pub fn give(&mut self, mut buf: BytesMut) {
-        if self.idle.len() < self.max_idle && self.reusable(&mut buf) {
-            self.idle.push(buf);
+        if self.reusable(&mut buf) {
+            if self.idle.len() < self.max_idle {
+                self.idle.push(buf);
+            }
+        } else if buf.capacity() > 2 * self.buffer_size {
+            self.keep_large(buf);
+        }
+    }
+
+    /// The smallest kept large buffer of at least `min_capacity` bytes, empty; `None` when
+    /// no kept buffer is that large (the caller allocates).
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 4);
+    /// pool.give(bytes::BytesMut::with_capacity(8 * 1024));
+    /// pool.give(bytes::BytesMut::with_capacity(32 * 1024));
+    /// assert!(pool.take_large(64 * 1024).is_none());
+    /// let buf = pool.take_large(5000).unwrap();
+    /// assert!(buf.is_empty() && buf.capacity() >= 8 * 1024 && buf.capacity() < 32 * 1024);
+    /// ```
+    pub fn take_large(&mut self, min_capacity: usize) -> Option<BytesMut> {
+        let (at, _) = self
+            .large
+            .iter()
+            .enumerate()
+            .filter(|(_, buf)| buf.capacity() >= min_capacity)
+            .min_by_key(|(_, buf)| buf.capacity())?;
+        let buf = self.large.remove(at);
+        self.large_bytes -= buf.capacity();
+        Some(buf)
+    }
+
+    /// Whether a large buffer of `capacity` bytes fits the
+    /// [`large_budget`](Self::large_budget), so that giving it back keeps it.
+    ///
+    /// ```
+    /// let pool = getty_reactor::BufPool::new(1024, 4).large_budget(1 << 20);
+    /// assert!(pool.keeps_large(1 << 20) && !pool.keeps_large((1 << 20) + 1));
+    /// ```
+    pub fn keeps_large(&self, capacity: usize) -> bool {
+        capacity <= self.max_large_bytes
+    }
+
+    /// Bytes of capacity in the kept large buffers.
+    ///
+    /// ```
+    /// assert_eq!(getty_reactor::BufPool::default().large_idle_bytes(), 0);
+    /// ```
+    pub fn large_idle_bytes(&self) -> usize {
+        self.large_bytes
+    }
+
+    /// Keeps a large (cleared, whole) buffer, making room by freeing the oldest kept ones.
+    fn keep_large(&mut self, buf: BytesMut) {
+        let size = buf.capacity();
+        if !self.keeps_large(size) {
+            return;
+        }
+        self.evict_large_above(self.max_large_bytes - size);
+        self.large_bytes += size;
+        self.large.push(buf);
+    }
+
+    /// Frees the oldest large buffers until at most `bytes` are kept.
+    fn evict_large_above(&mut self, bytes: usize) {
+        while self.large_bytes > bytes {
+            let oldest = self.large.remove(0);
+            self.large_bytes -= oldest.capacity();
         }
     }
 
@@ -114,7 +226,8 @@ impl BufPool {
 }
 
 impl Default for BufPool {
-    /// 64 KiB buffers, at most 64 kept (4 MiB per reactor at the most).
+    /// 64 KiB buffers, at most 64 kept (8 MiB per reactor at the most), and large buffers
+    /// up to [`DEFAULT_LARGE_BUDGET`](Self::DEFAULT_LARGE_BUDGET) (4 MiB).
     fn default() -> Self {
         BufPool::new(64 * 1024, 64)
     }
@@ -147,6 +260,52 @@ mod tests {
         buf.reserve(16 << 20);
         pool.give(buf);
         assert_eq!(pool.idle(), 0);
+    }
+
+    #[test]
+    fn large_buffers_come_back_whole_within_the_budget_oldest_freed_first() {
+        let mut pool = BufPool::new(1024, 4).large_budget(100 * 1024);
+        let mut grown = pool.take();
+        grown.reserve(40 * 1024);
+        let whole = grown.capacity();
+        grown.extend_from_slice(&[7u8; 30 * 1024]);
+        drop(grown.split_to(30 * 1024)); // a large frame, written and dropped
+        pool.give(grown);
+        assert_eq!(
+            pool.large_idle_bytes(),
+            whole,
+            "the remainder came back whole"
+        );
+        pool.give(BytesMut::with_capacity(50 * 1024));
+        pool.give(BytesMut::with_capacity(30 * 1024)); // the oldest makes room
+        assert_eq!(pool.large_idle_bytes(), 80 * 1024);
+        assert!(
+            pool.take_large(60 * 1024).is_none(),
+            "the first one was freed"
+        );
+        assert_eq!(pool.take_large(20 * 1024).unwrap().capacity(), 30 * 1024);
+        assert_eq!(pool.take_large(20 * 1024).unwrap().capacity(), 50 * 1024);
+        assert_eq!(pool.large_idle_bytes(), 0);
+
+        let mut again = BufPool::new(1024, 4);
+        let mut grown = again.take();
+        grown.reserve(40 * 1024);
+        let at_again = grown.as_ptr();
+        again.give(grown);
+        let reused = again.take_large(40 * 1024).expect("kept");
+        assert_eq!(
+            reused.as_ptr(),
+            at_again,
+            "the same memory, not a new allocation"
+        );
+    }
+
+    #[test]
+    fn a_zero_large_budget_keeps_no_large_buffer() {
+        let mut pool = BufPool::new(1024, 4).large_budget(0);
+        pool.give(BytesMut::with_capacity(1 << 20));
+        assert_eq!((pool.idle(), pool.large_idle_bytes()), (0, 0));
+        assert!(pool.take_large(1).is_none());
     }
 
     #[test]

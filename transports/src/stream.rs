@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 use getty_codec::filter::FilterError;
 use getty_codec::Decoder;
-use getty_reactor::{Context, Entry, EntryId, Ready, Recipient, Status};
+use getty_reactor::{BufPool, Context, Entry, EntryId, Ready, Recipient, Status};
 use mio::Interest;
 
 use crate::commands::{OwnerNote, SessionCommand, SessionOp};
@@ -480,10 +480,11 @@ fn ensure_read_space(buf: &mut BytesMut, cx: &mut Context<'_>) {
     }
     let pool = cx.buffers();
     if buf.len() < pool.buffer_size() / 2 {
-        // Move the (small) partial frame into a pooled buffer.
+        // Move the (small) partial frame into a pooled buffer; the one it leaves may be a
+        // large buffer's remainder, which the pool takes back whole once unshared.
         let mut pooled = pool.take();
         pooled.extend_from_slice(buf);
-        *buf = pooled;
+        pool.give(std::mem::replace(buf, pooled));
     } else {
         buf.reserve(pool.buffer_size());
     }

@@ -166,14 +166,16 @@ fn hand_back(mut io: Box<Io>, pool: &mut BufPool) {
     }
 }
 
-/// Clears `buf` for the next session, and frees it unless the pool would keep it: the
-/// pool's test sees through a short leftover of a large allocation (a read buffer grown
-/// for one big frame), which a spare box would otherwise keep whole.
+/// Clears `buf` for the next session, and gives it to the pool unless it is one the pool
+/// would keep among its ordinary buffers: the pool's test sees through a short leftover
+/// of a large allocation (a read buffer grown for one big frame), which a spare box would
+/// otherwise keep whole; the pool keeps such a buffer among its large ones, within their
+/// budget.
 #[inline]
-fn keep_for_next_use(buf: &mut BytesMut, pool: &BufPool) {
+fn keep_for_next_use(buf: &mut BytesMut, pool: &mut BufPool) {
     buf.clear();
     if buf.capacity() > 0 && !pool.reusable(buf) {
-        *buf = BytesMut::new();
+        pool.give(std::mem::take(buf));
     }
 }
 

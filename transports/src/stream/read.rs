@@ -18,19 +18,19 @@ where
         if self.session.out.read_len() == 0 && self.session.filter_io().is_none() {
             return Ok(());
         }
-        let decoded = self.deliver();
+        let decoded = self.deliver(cx.buffers());
         cx.extension::<Metrics>().messages_in += decoded.messages;
         decoded.result
     }
 
     /// Decodes what was read (through the filters, if any) and hands every whole message to
     /// the handler, stopping early if the handler pauses reading or flow control holds it:
-    /// the rest is delivered once reading resumes.
-    pub(super) fn deliver(&mut self) -> Decoding {
+    /// the rest is delivered once reading resumes. The pool lends room for large frames.
+    pub(super) fn deliver(&mut self, pool: &mut BufPool) -> Decoding {
         let decoded = if self.session.filter_io().is_some() {
-            self.unfilter_all()
+            self.unfilter_all(pool)
         } else {
-            self.decode_all()
+            self.decode_all(pool)
         };
         if self.session.is_reading_paused() {
             self.flags.set(Flag::Undelivered, true);
@@ -65,7 +65,7 @@ where
                 }
                 Ok((n, offered)) => {
                     self.session.note_read(n, Stamp::of(cx.now()));
-                    let decoded = self.deliver();
+                    let decoded = self.deliver(cx.buffers());
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += n as u64;
                     metrics.messages_in += decoded.messages;
@@ -174,13 +174,13 @@ where
     /// the handler, again while the filter makes progress. The filter stops at the session's
     /// max message length (plus a read's worth) of undecoded plain bytes, so a decompression
     /// bomb never inflates into unbounded memory: past that the codec's length check fails.
-    pub(super) fn unfilter_all(&mut self) -> Decoding {
+    pub(super) fn unfilter_all(&mut self, pool: &mut BufPool) -> Decoding {
         let mut messages = 0;
-        let result = self.unfilter(&mut messages);
+        let result = self.unfilter(&mut messages, pool);
         Decoding { messages, result }
     }
 
-    pub(super) fn unfilter(&mut self, messages: &mut u64) -> Result<(), Error> {
+    pub(super) fn unfilter(&mut self, messages: &mut u64, pool: &mut BufPool) -> Result<(), Error> {
         if !self.delivering() {
             // Paused (or closing): nothing goes to the handler, but a handshake goes on.
             return self.advance_handshake();
@@ -188,7 +188,7 @@ where
         // Frames already decoded first: after a pause, or the first ones read with a
         // handshake, no more wire bytes may come to push them out.
         if self.session.out.read_len() > 0 {
-            self.decode_frames(messages)?;
+            self.decode_frames(messages, pool)?;
         }
         let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
         // Under flow control the wire bytes wait as they are: inflated, a read's worth could
@@ -208,7 +208,7 @@ where
             if produced == 0 {
                 break;
             }
-            self.decode_frames(messages)?;
+            self.decode_frames(messages, pool)?;
         }
         Ok(())
     }
@@ -247,9 +247,9 @@ where
     }
 
     /// Hands every whole frame in the read buffer to the handler.
-    pub(super) fn decode_all(&mut self) -> Decoding {
+    pub(super) fn decode_all(&mut self, pool: &mut BufPool) -> Decoding {
         let mut messages = 0;
-        let result = self.decode_frames(&mut messages);
+        let result = self.decode_frames(&mut messages, pool);
         Decoding { messages, result }
     }
 
@@ -257,7 +257,11 @@ where
     /// framing cuts them. A framing's own output (a WebSocket pong or close reply) goes to
     /// the outbound queue; the peer's close ends input and closes the session gracefully
     /// (the reply is flushed, then the entry lingers until the peer's EOF).
-    pub(super) fn decode_frames(&mut self, messages: &mut u64) -> Result<(), Error> {
+    pub(super) fn decode_frames(
+        &mut self,
+        messages: &mut u64,
+        pool: &mut BufPool,
+    ) -> Result<(), Error> {
         let max_message_len = self.session.core.options.max_message_len;
         while let Some(above_high_watermark) = self.next_delivery() {
             let limits = DecodeLimits {
@@ -276,12 +280,7 @@ where
                     self.handler.on_message(&mut self.session, message);
                 }
                 Next::NeedMore(Some(frame_len)) => {
-                    // Room for more of the frame, so its body arrives in few reads; but
-                    // only as much as was read already, not what the header claims.
-                    let rbuf = self.session.out.read_buf();
-                    let missing = frame_len.saturating_sub(rbuf.len());
-                    let ahead = READ_AHEAD.max(rbuf.len());
-                    rbuf.reserve(missing.min(ahead));
+                    make_room_for_frame(self.session.out.read_buf(), frame_len, pool);
                     return Ok(());
                 }
                 Next::NeedMore(None) => return Ok(()),
@@ -344,5 +343,43 @@ where
         self.session
             .filter_io()
             .is_some_and(|io| io.filter.peer_closed() == Some(true))
+    }
+}
+
+/// Room in `buf` for more of a frame of `frame_len` bytes, so that its body arrives in few
+/// reads: as much again as was read already (at least [`READ_AHEAD`]), up to the frame's
+/// end, and no more, since a header may claim what never comes.
+///
+/// A large buffer the pool kept from an earlier frame costs nothing new, so it is taken
+/// whole, as large as the frame if one is: a stream of large frames reuses the same few
+/// allocations, where growing new ones would have the allocator fault them in page by
+/// page every time (the pool takes the buffer back once the message is dropped).
+fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool) {
+    let wanted = frame_len.min(buf.len() + READ_AHEAD.max(buf.len()));
+    if buf.capacity() >= wanted {
+        return;
+    }
+    if let Some(kept) = pool
+        .take_large(frame_len)
+        .or_else(|| pool.take_large(wanted))
+    {
+        let pooled = std::mem::replace(buf, kept);
+        buf.extend_from_slice(&pooled);
+        pool.give(pooled);
+        return;
+    }
+    let from_pool = buf.capacity() <= pool.buffer_size();
+    let kept_last_step = wanted == frame_len && pool.keeps_large(frame_len);
+    if !from_pool && !kept_last_step {
+        // An allocation of its own already: grown in place where the allocator can.
+        buf.reserve(wanted - buf.len());
+        return;
+    }
+    // Exactly `wanted`: leaving a pooled buffer (which goes back), or the last step of a
+    // frame the pool will keep, which `reserve` would round up to twice the buffer.
+    let outgrown = std::mem::replace(buf, BytesMut::with_capacity(wanted));
+    buf.extend_from_slice(&outgrown);
+    if from_pool {
+        pool.give(outgrown);
     }
 }
