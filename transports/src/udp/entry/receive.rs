@@ -149,13 +149,17 @@ where
                     metrics.bytes_in += self.session.stats.bytes_in - bytes;
                     metrics.messages_in += self.session.stats.messages_in - messages;
                     if r.count == n && n < self.config.batch {
-                        self.active = (n * 2).min(self.config.batch);
-                    } else if r.drained && r.count * 4 <= n && n > 2 {
+                        // Full: more may be waiting, and a receive that comes back full
+                        // costs another one; offer the whole batch from now on.
+                        self.active = self.config.batch;
+                    } else if r.drained && r.count * 8 <= n && n > 2 {
                         // Mostly empty: offer fewer slots (pooled buffers) next time.
                         self.active = n / 2;
                     }
-                    // The replies to this batch leave with one `sendmmsg`, now.
-                    self.flush(cx);
+                    // Before an error that may end the session, what was read is answered.
+                    if r.error.is_some() || self.replies_should_go(r.drained || budget == 0) {
+                        self.flush(cx);
+                    }
                     if let Some(e) = r.error {
                         self.read_error(e)?;
                     }
@@ -176,6 +180,18 @@ where
         // Read dry (or no longer reading): an idle socket holds no receive buffers.
         self.release_receive_buffers(cx);
         Ok(())
+    }
+
+    /// Whether the replies queued so far leave now, within the read loop. The last batch's
+    /// (`last`) leave with the settle that follows the loop, as do those of a batch that
+    /// another receive follows at once, unless they already fill a `sendmmsg` or approach
+    /// the low watermark: then one call carries the replies of several receives, and the
+    /// queue stays well under what the watermarks and `max_outbound` count.
+    fn replies_should_go(&self, last: bool) -> bool {
+        let out = &self.session.out;
+        !last
+            && (out.datagrams() >= self.per_call()
+                || out.len() * 2 >= self.session.core.options.low_watermark)
     }
 
     /// Decodes datagram `i` as exactly one message and hands it to the handler, or drops it.
