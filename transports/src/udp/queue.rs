@@ -368,15 +368,18 @@ impl<A> DatagramQueue<A> {
     /// Removes the first `n` datagrams; returns their bytes.
     fn pop(&mut self, n: usize) -> usize {
         let mut bytes = 0;
+        // The tail holds its datagrams in queue order: one advance past all of them.
+        let mut in_tail = 0;
         for _ in 0..n {
             let Some(item) = self.items.pop_front() else {
                 break;
             };
             if item.chunk.is_none() {
-                self.tail.advance(item.len);
+                in_tail += item.len;
             }
             bytes += item.len;
         }
+        self.tail.advance(in_tail);
         self.bytes -= bytes;
         bytes
     }

@@ -114,6 +114,7 @@ where
     pub(super) fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let mut budget = self.session.core.options.read_budget;
         let want_addr = self.session.connected_peer().is_none();
+        let mut this_wake = 0;
         while self.phase == Phase::Open && !self.session.is_closing() {
             self.lend_write_buffer(cx);
             self.prepare_slots(cx);
@@ -148,14 +149,8 @@ where
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += self.session.stats.bytes_in - bytes;
                     metrics.messages_in += self.session.stats.messages_in - messages;
-                    if r.count == n && n < self.config.batch {
-                        // Full: more may be waiting, and a receive that comes back full
-                        // costs another one; offer the whole batch from now on.
-                        self.active = self.config.batch;
-                    } else if r.drained && r.count * 8 <= n && n > 2 {
-                        // Mostly empty: offer fewer slots (pooled buffers) next time.
-                        self.active = n / 2;
-                    }
+                    this_wake += r.count;
+                    self.size_next_receive(n, r.count, r.drained, this_wake);
                     // Before an error that may end the session, what was read is answered.
                     if r.error.is_some() || self.replies_should_go(r.drained || budget == 0) {
                         self.flush(cx);
@@ -180,6 +175,20 @@ where
         // Read dry (or no longer reading): an idle socket holds no receive buffers.
         self.release_receive_buffers(cx);
         Ok(())
+    }
+
+    /// Sizes the next receive after one that offered `n` slots and filled `count`, with
+    /// `this_wake` datagrams read since the wake-up. Every slot offered is a pooled buffer
+    /// taken and given back, and a receive that comes back full costs another one: a full
+    /// receive offers the whole batch next, and a wake-up read dry offers twice what it
+    /// read (at least 2) the next time.
+    fn size_next_receive(&mut self, n: usize, count: usize, drained: bool, this_wake: usize) {
+        let batch = self.config.batch;
+        if count == n && n < batch {
+            self.active = batch;
+        } else if drained {
+            self.active = (2 * this_wake).max(2).min(batch);
+        }
     }
 
     /// Whether the replies queued so far leave now, within the read loop. The last batch's
