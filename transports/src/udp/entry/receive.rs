@@ -115,6 +115,7 @@ where
         let mut budget = self.session.core.options.read_budget;
         let want_addr = self.session.connected_peer().is_none();
         let mut this_wake = 0;
+        let mut looked_again = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
             self.lend_write_buffer(cx);
             self.prepare_slots(cx);
@@ -159,7 +160,15 @@ where
                         self.read_error(e)?;
                     }
                     if r.drained {
-                        break;
+                        if looked_again || budget == 0 || self.session.out.fifo_is_empty() {
+                            break;
+                        }
+                        // A peer that answers at once sends its next datagrams while the
+                        // replies leave: send them now and look once more before sleeping,
+                        // which costs one receive and may save a wake-up.
+                        self.flush(cx);
+                        looked_again = true;
+                        continue;
                     }
                     if budget == 0 {
                         // More to read on the next turn: the buffers stay.
