@@ -285,6 +285,11 @@ impl<A> DatagramQueue<A> {
         self.items.len() + self.parked_datagrams
     }
 
+    /// Datagrams queued in order, parked ones apart: what the next send may take.
+    pub(crate) fn in_order(&self) -> usize {
+        self.items.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty() && self.parked_datagrams == 0
     }

@@ -83,10 +83,9 @@ where
         self.session.recv_held = 0;
     }
 
-    /// Makes the first `active` slots ready for a receive: each with room for a whole
-    /// datagram, reusing its allocation once the handler has dropped the messages in it.
-    pub(super) fn prepare_slots(&mut self, cx: &mut Context<'_>) {
-        let n = self.active;
+    /// Makes the first `n` slots ready for a receive: each with room for a whole datagram,
+    /// reusing its allocation once the handler has dropped the messages in it.
+    pub(super) fn prepare_slots(&mut self, cx: &mut Context<'_>, n: usize) {
         while self.slots.len() < n {
             let slot = self.new_slot(cx);
             self.slots.push(slot);
@@ -115,11 +114,15 @@ where
         let mut budget = self.session.core.options.read_budget;
         let want_addr = self.session.connected_peer().is_none();
         let mut this_wake = 0;
+        // Datagrams handed to the handler since the replies last left: never a batch, so
+        // that the queue holds the replies to one batch at most, as when every receive is
+        // answered at once (see `replies_should_go`).
+        let mut unanswered = 0;
         let mut looked_again = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
             self.lend_write_buffer(cx);
-            self.prepare_slots(cx);
-            let n = self.active;
+            let n = self.active.min(self.config.batch - unanswered);
+            self.prepare_slots(cx, n);
             self.make_overflow();
             let received = batch::recv(
                 &self.socket,
@@ -151,10 +154,13 @@ where
                     metrics.bytes_in += self.session.stats.bytes_in - bytes;
                     metrics.messages_in += self.session.stats.messages_in - messages;
                     this_wake += r.count;
+                    unanswered += r.count;
                     self.size_next_receive(n, r.count, r.drained, this_wake);
+                    let last = r.drained || budget == 0;
                     // Before an error that may end the session, what was read is answered.
-                    if r.error.is_some() || self.replies_should_go(r.drained || budget == 0) {
+                    if r.error.is_some() || (!last && self.replies_should_go(unanswered)) {
                         self.flush(cx);
+                        unanswered = 0;
                     }
                     if let Some(e) = r.error {
                         self.read_error(e)?;
@@ -167,6 +173,7 @@ where
                         // replies leave: send them now and look once more before sleeping,
                         // which costs one receive and may save a wake-up.
                         self.flush(cx);
+                        unanswered = 0;
                         looked_again = true;
                         continue;
                     }
@@ -200,16 +207,19 @@ where
         }
     }
 
-    /// Whether the replies queued so far leave now, within the read loop. The last batch's
-    /// (`last`) leave with the settle that follows the loop, as do those of a batch that
-    /// another receive follows at once, unless they already fill a `sendmmsg` or approach
-    /// the low watermark: then one call carries the replies of several receives, and the
-    /// queue stays well under what the watermarks and `max_outbound` count.
-    fn replies_should_go(&self, last: bool) -> bool {
-        let out = &self.session.out;
-        !last
-            && (out.datagrams() >= self.per_call()
-                || out.len() * 2 >= self.session.core.options.low_watermark)
+    /// Whether the replies to the `unanswered` datagrams just read leave now, within the read
+    /// loop, rather than with those of the next receive (the last receive's leave with the
+    /// settle that follows the loop): when they fill a `sendmmsg`, or answer a whole batch.
+    ///
+    /// The second is a bound, not a speed-up: each receive offers at most the slots left to
+    /// a batch, so the queue never holds the replies to more than one batch of datagrams,
+    /// just as when every receive is answered at once. A handler whose replies to a full
+    /// batch fit under `max_outbound` and the high watermark never sees `QueueFull` or an
+    /// unwritable session for replies the entry held back (holding the replies to one batch
+    /// while the next was read refused replies past a small `max_outbound`, unheard by a
+    /// handler that ignored the write's result).
+    fn replies_should_go(&self, unanswered: usize) -> bool {
+        unanswered >= self.config.batch || self.session.out.in_order() >= self.per_call()
     }
 
     /// Decodes datagram `i` as exactly one message and hands it to the handler, or drops it.
