@@ -14,6 +14,20 @@
 //! lists the windows, comma-separated. They let a profiler watch one server under one
 //! load.)
 //!
+//! Instructions per datagram of one server (callgrind counts repeatably on a noisy
+//! machine): run one server under the one-datagram-per-syscall client (the only client
+//! with no getty-rs code of its own), once, with `GETTY_BENCH_TOTALS=1`, which prints the
+//! messages the server handled since it started, warm-up included:
+//!
+//! ```text
+//! GETTY_BENCH_PART=echo GETTY_BENCH_CLIENT=syscall GETTY_BENCH_SERVER="batch 32" \
+//!     GETTY_BENCH_IN_FLIGHT=32 GETTY_BENCH_RUNS=1 GETTY_BENCH_TOTALS=1 \
+//!     valgrind --tool=callgrind --separate-threads=yes <target>/release/deps/udp-<hash> --bench
+//! ```
+//!
+//! and divide the server thread's total (`totals:` in its `callgrind.out.<pid>-<thread>`,
+//! the file whose functions include `DatagramEntry`) by that count.
+//!
 //! 1. **Plain sockets, one datagram per syscall.** 100,000 datagrams (64 B, and 1,400 B)
 //!    from a client socket to a server socket on loopback: unconnected `send_to` vs
 //!    connected `send`, with no socket timeout, with one set once (`SO_SNDTIMEO`), and with
@@ -505,6 +519,9 @@ const STOP: u8 = 2;
 #[derive(Debug, Clone, Copy)]
 struct ServerSample {
     messages: u64,
+    /// Messages since the server started, warm-up included (to divide a callgrind count of
+    /// the server thread by).
+    total: u64,
     /// Receive calls (plain servers) that brought those messages in.
     calls: u64,
     cpu: Duration,
@@ -555,6 +572,7 @@ impl Gauge {
             let (m0, n0, c0, w0) = self.start.expect("started");
             *self.meter.sample.lock().unwrap() = Some(ServerSample {
                 messages: self.messages - m0,
+                total: self.messages,
                 calls: self.calls - n0,
                 cpu: thread_cpu() - c0,
                 wall: w0.elapsed(),
@@ -1013,6 +1031,14 @@ fn echo_run(
             thread.handle().shutdown();
             thread.join().expect("getty server");
         }
+    }
+    if std::env::var("GETTY_BENCH_TOTALS").is_ok_and(|v| v != "0") {
+        eprintln!(
+            "{} under {} x {window}: {} messages since the server started",
+            kind.label(),
+            client_kind.label(),
+            sample.total
+        );
     }
     let rate = (e1 - e0) as f64 / (t1 - t0).as_secs_f64();
     let per_wakeup = match (counts0, counts1) {

@@ -993,3 +993,79 @@ fn the_write_queue_is_bounded_reports_watermarks_and_loses_nothing_it_accepted()
         check_datagram_contract(&mut events);
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// 6. The read loop holds back the replies to one batch at most
+// ---------------------------------------------------------------------------------------
+
+/// A burst read in several receives is answered whole, with no write refused and no
+/// unwritable session, when `max_outbound` and the high watermark hold exactly the replies
+/// to one batch (32 replies of 500 bytes, each charged 64 more). The entry may hold a
+/// receive's replies back to send them with the next receive's, but never past the replies
+/// to one batch: before, the replies to the wake-up's first receive (2 slots) waited while
+/// the next one read a whole batch, and the 33rd reply was refused with `QueueFull`, which
+/// a handler that ignores a write's result never hears of (a unix endpoint's slow receivers
+/// lost replies that way, without an error).
+///
+/// The reactor is held in a job while the burst is sent, so that one wake-up reads it all.
+#[test]
+fn a_burst_is_answered_whole_when_the_bounds_hold_one_batch_of_replies() {
+    watchdog(TEST_LIMIT, || {
+        const BATCH: usize = 32;
+        const REQUESTS: usize = 3 * BATCH;
+        let (tx, mut events) = Events::new();
+        let board = StatsBoard::default();
+        let one_batch = BATCH * (500 + 64);
+        let options = SessionOptions::default()
+            .watermarks(one_batch + 1, one_batch / 2)
+            .max_outbound(one_batch);
+        let (server, addr) = echo_endpoint(big_buffers().batch_size(BATCH), options, &tx, &board);
+        let sid = events
+            .wait("on_open", |e| matches!(e, Ev::Open { .. }))
+            .sid();
+        let peer = peer_socket();
+        let (held_tx, held_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        server
+            .handle()
+            .execute(move |_| {
+                let _ = held_tx.send(());
+                let _ = release_rx.recv_timeout(STEP);
+            })
+            .expect("the reactor is running");
+        held_rx.recv_timeout(STEP).expect("the reactor is held");
+        let requests: Vec<Vec<u8>> = (0..REQUESTS)
+            .map(|i| {
+                let mut request = vec![i as u8; 500];
+                request[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                request
+            })
+            .collect();
+        for request in &requests {
+            peer.send_to(request, addr).expect("send a request");
+        }
+        release_tx.send(()).expect("release the reactor");
+        // Until every reply is in, or none comes for `STEP` (then the events say why).
+        let mut replies = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        while replies.len() < REQUESTS {
+            match peer.recv(&mut buf) {
+                Ok(n) => replies.push(buf[..n].to_vec()),
+                Err(_) => break,
+            }
+        }
+        server.stop();
+        let refused: Vec<Ev> = events
+            .of(sid)
+            .into_iter()
+            .filter(|e| matches!(e, Ev::Note { .. } | Ev::Writable { .. } | Ev::Error { .. }))
+            .collect();
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(stats_of(&board, sid).refused_out, 0);
+        assert_eq!(replies.len(), REQUESTS, "replies");
+        for (i, (reply, request)) in replies.iter().zip(&requests).enumerate() {
+            assert_eq!(reply, request, "reply {i}");
+        }
+        check_datagram_contract(&mut events);
+    });
+}

@@ -50,6 +50,8 @@ enum Ev {
         datagrams: Option<u64>,
     },
     Writable(bool),
+    /// A write of the [`echo`] refused.
+    Refused(String),
     Closed,
     /// The session's counts, when a [`script`] endpoint was asked.
     Stat(Snapshot),
@@ -91,9 +93,12 @@ fn error_event(s: &DatagramSession<RawCodec, UnixAddr>, error: &Error) -> Ev {
 /// or [`script`]; it may tell the test through the sender.
 type Respond = fn(&Sender<Ev>, &mut DatagramSession<RawCodec, UnixAddr>, Bytes, UnixAddr);
 
-/// Echoes a datagram to its sender (unconnected) or to the peer (connected).
-fn echo(_: &Sender<Ev>, s: &mut DatagramSession<RawCodec, UnixAddr>, msg: Bytes, peer: UnixAddr) {
-    let _ = s.write_bytes_to(peer, msg);
+/// Echoes a datagram to its sender (unconnected) or to the peer (connected), and tells the
+/// test of a write refused (a refused write is the handler's to hear, not `on_error`'s).
+fn echo(tx: &Sender<Ev>, s: &mut DatagramSession<RawCodec, UnixAddr>, msg: Bytes, peer: UnixAddr) {
+    if let Err(e) = s.write_bytes_to(peer, msg) {
+        let _ = tx.send(Ev::Refused(e.to_string()));
+    }
 }
 
 /// Answers nothing.
@@ -142,6 +147,8 @@ struct Seen {
     stat: Option<Snapshot>,
     /// The writability changes told to the handler.
     writability: Vec<bool>,
+    /// The writes of the [`echo`] refused.
+    refused: Vec<String>,
     closed: bool,
 }
 
@@ -174,6 +181,7 @@ impl Seen {
                 self.counts.push(datagrams);
             }
             Ev::Writable(w) => self.writability.push(w),
+            Ev::Refused(e) => self.refused.push(e),
             Ev::Closed => self.closed = true,
             Ev::Stat(s) => self.stat = Some(s),
         }
@@ -236,6 +244,7 @@ fn seen() -> (Sender<Ev>, Seen) {
             counts: Vec::new(),
             stat: None,
             writability: Vec::new(),
+            refused: Vec::new(),
             closed: false,
         },
     )
@@ -720,6 +729,9 @@ fn slow_receivers_cost_no_one_their_writes() {
         }
         seen.pump();
         assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        // No reply was refused: the entry holds back the replies to one batch at most,
+        // which fit (holding more cost the slow ones replies, refused with `QueueFull`).
+        assert!(seen.refused.is_empty(), "{:?}", seen.refused);
         // And every slow one gets all of its replies once it reads.
         for s in &slows {
             assert_eq!(arrivals_of(s, 60), 60);

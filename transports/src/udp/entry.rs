@@ -5,9 +5,13 @@
 //! (`recvmmsg` on Linux) into per-slot buffers, hands each datagram to the codec exactly
 //! once and the message to `on_message`, and receives again until a receive comes back
 //! short (the queue was empty: edge-triggered readiness reports the next datagram) or the
-//! budget is spent. The replies the handler queued go out with one `sendmmsg` for the
-//! whole wake-up (earlier only when they fill one), runs of them to one destination merged
-//! by the kernel's segmentation offload (`batch::Segmentation`). `settle` runs after every
+//! budget is spent. The replies the handler queued go out with one `sendmmsg` for what was
+//! read (earlier only when they fill one or answer a whole batch: a receive offers no more
+//! slots than a batch has left, so the queue never holds the replies to more than one batch
+//! of datagrams, as when every receive is answered at once, which is what `max_outbound`
+//! and the watermarks are sized against), runs of them to one destination merged by the
+//! kernel's segmentation offload (`batch::Segmentation`); after replying, the entry looks
+//! once more before it sleeps (a peer that answers at once). `settle` runs after every
 //! event: it flushes, reports watermark crossings, acts on `close()`/`abort()` and re-arms
 //! the entry's single timer (cron, read-idle and write-stall deadlines).
 //!

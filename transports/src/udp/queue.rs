@@ -285,6 +285,11 @@ impl<A> DatagramQueue<A> {
         self.items.len() + self.parked_datagrams
     }
 
+    /// Datagrams queued in order, parked ones apart: what the next send may take.
+    pub(crate) fn in_order(&self) -> usize {
+        self.items.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty() && self.parked_datagrams == 0
     }
@@ -368,15 +373,18 @@ impl<A> DatagramQueue<A> {
     /// Removes the first `n` datagrams; returns their bytes.
     fn pop(&mut self, n: usize) -> usize {
         let mut bytes = 0;
+        // The tail holds its datagrams in queue order: one advance past all of them.
+        let mut in_tail = 0;
         for _ in 0..n {
             let Some(item) = self.items.pop_front() else {
                 break;
             };
             if item.chunk.is_none() {
-                self.tail.advance(item.len);
+                in_tail += item.len;
             }
             bytes += item.len;
         }
+        self.tail.advance(in_tail);
         self.bytes -= bytes;
         bytes
     }

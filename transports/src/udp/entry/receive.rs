@@ -83,10 +83,9 @@ where
         self.session.recv_held = 0;
     }
 
-    /// Makes the first `active` slots ready for a receive: each with room for a whole
-    /// datagram, reusing its allocation once the handler has dropped the messages in it.
-    pub(super) fn prepare_slots(&mut self, cx: &mut Context<'_>) {
-        let n = self.active;
+    /// Makes the first `n` slots ready for a receive: each with room for a whole datagram,
+    /// reusing its allocation once the handler has dropped the messages in it.
+    pub(super) fn prepare_slots(&mut self, cx: &mut Context<'_>, n: usize) {
         while self.slots.len() < n {
             let slot = self.new_slot(cx);
             self.slots.push(slot);
@@ -114,10 +113,16 @@ where
     pub(super) fn on_readable(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let mut budget = self.session.core.options.read_budget;
         let want_addr = self.session.connected_peer().is_none();
+        let mut this_wake = 0;
+        // Datagrams handed to the handler since the replies last left: never a batch, so
+        // that the queue holds the replies to one batch at most, as when every receive is
+        // answered at once (see `replies_should_go`).
+        let mut unanswered = 0;
+        let mut looked_again = false;
         while self.phase == Phase::Open && !self.session.is_closing() {
             self.lend_write_buffer(cx);
-            self.prepare_slots(cx);
-            let n = self.active;
+            let n = self.active.min(self.config.batch - unanswered);
+            self.prepare_slots(cx, n);
             self.make_overflow();
             let received = batch::recv(
                 &self.socket,
@@ -148,19 +153,29 @@ where
                     let metrics = cx.extension::<Metrics>();
                     metrics.bytes_in += self.session.stats.bytes_in - bytes;
                     metrics.messages_in += self.session.stats.messages_in - messages;
-                    if r.count == n && n < self.config.batch {
-                        self.active = (n * 2).min(self.config.batch);
-                    } else if r.drained && r.count * 4 <= n && n > 2 {
-                        // Mostly empty: offer fewer slots (pooled buffers) next time.
-                        self.active = n / 2;
+                    this_wake += r.count;
+                    unanswered += r.count;
+                    self.size_next_receive(n, r.count, r.drained, this_wake);
+                    let last = r.drained || budget == 0;
+                    // Before an error that may end the session, what was read is answered.
+                    if r.error.is_some() || (!last && self.replies_should_go(unanswered)) {
+                        self.flush(cx);
+                        unanswered = 0;
                     }
-                    // The replies to this batch leave with one `sendmmsg`, now.
-                    self.flush(cx);
                     if let Some(e) = r.error {
                         self.read_error(e)?;
                     }
                     if r.drained {
-                        break;
+                        if looked_again || budget == 0 || self.session.out.fifo_is_empty() {
+                            break;
+                        }
+                        // A peer that answers at once sends its next datagrams while the
+                        // replies leave: send them now and look once more before sleeping,
+                        // which costs one receive and may save a wake-up.
+                        self.flush(cx);
+                        unanswered = 0;
+                        looked_again = true;
+                        continue;
                     }
                     if budget == 0 {
                         // More to read on the next turn: the buffers stay.
@@ -176,6 +191,35 @@ where
         // Read dry (or no longer reading): an idle socket holds no receive buffers.
         self.release_receive_buffers(cx);
         Ok(())
+    }
+
+    /// Sizes the next receive after one that offered `n` slots and filled `count`, with
+    /// `this_wake` datagrams read since the wake-up. Every slot offered is a pooled buffer
+    /// taken and given back, and a receive that comes back full costs another one: a full
+    /// receive offers the whole batch next, and a wake-up read dry offers twice what it
+    /// read (at least 2) the next time.
+    fn size_next_receive(&mut self, n: usize, count: usize, drained: bool, this_wake: usize) {
+        let batch = self.config.batch;
+        if count == n && n < batch {
+            self.active = batch;
+        } else if drained {
+            self.active = (2 * this_wake).max(2).min(batch);
+        }
+    }
+
+    /// Whether the replies to the `unanswered` datagrams just read leave now, within the read
+    /// loop, rather than with those of the next receive (the last receive's leave with the
+    /// settle that follows the loop): when they fill a `sendmmsg`, or answer a whole batch.
+    ///
+    /// The second is a bound, not a speed-up: each receive offers at most the slots left to
+    /// a batch, so the queue never holds the replies to more than one batch of datagrams,
+    /// just as when every receive is answered at once. A handler whose replies to a full
+    /// batch fit under `max_outbound` and the high watermark never sees `QueueFull` or an
+    /// unwritable session for replies the entry held back (holding the replies to one batch
+    /// while the next was read refused replies past a small `max_outbound`, unheard by a
+    /// handler that ignored the write's result).
+    fn replies_should_go(&self, unanswered: usize) -> bool {
+        unanswered >= self.config.batch || self.session.out.in_order() >= self.per_call()
     }
 
     /// Decodes datagram `i` as exactly one message and hands it to the handler, or drops it.

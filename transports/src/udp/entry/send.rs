@@ -16,11 +16,7 @@ where
     /// reported after the send loop, and nothing (no readiness, no timer) would wake the
     /// session for them.
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> bool {
-        let per_call = if self.config.mmsg && batch::HAS_MMSG {
-            self.config.batch
-        } else {
-            1
-        };
+        let per_call = self.per_call();
         let now = cx.now();
         let mut progressed = false;
         let mut blocked = false;
@@ -160,6 +156,15 @@ where
             }
         }
         false
+    }
+
+    /// Datagrams one send may carry.
+    pub(super) fn per_call(&self) -> usize {
+        if self.config.mmsg && batch::HAS_MMSG {
+            self.config.batch
+        } else {
+            1
+        }
     }
 
     /// A connected unix socket: a peer found gone is reconnected to.

@@ -224,6 +224,7 @@ fn apply(q: &mut DatagramQueue<u32>, m: &mut Model, op: &Op) {
         "len(): the payload, and the overhead of every datagram"
     );
     assert_eq!(q.datagrams(), m.queued.len(), "datagrams()");
+    assert_eq!(q.in_order(), m.queued.len(), "in_order()");
     assert_eq!(q.is_empty(), m.queued.is_empty(), "is_empty()");
     let in_tail: usize = m
         .queued

@@ -629,6 +629,7 @@ fn apply_parking(q: &mut DatagramQueue<u32>, m: &mut PModel, op: &POp) {
         m.fifo.len() + m.held_datagrams(),
         "datagrams()"
     );
+    assert_eq!(q.in_order(), m.fifo.len(), "in_order()");
     assert_eq!(
         q.is_empty(),
         m.fifo.is_empty() && m.held_datagrams() == 0,
