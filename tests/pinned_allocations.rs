@@ -31,7 +31,7 @@ use common::{connect, frame, read_frame, watchdog, Running};
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::reactor::BufPool;
 use getty::tcp::TcpServer;
-use getty::{Handler, Session};
+use getty::{Handler, Session, SessionOptions};
 
 /// The system allocator, counting the bytes currently allocated, and the allocations of
 /// [`LARGE`] bytes or more made on a thread that asked for it ([`count_large_here`]).
@@ -107,20 +107,42 @@ impl Handler<LengthFieldCodec> for Echo {
     }
 }
 
+/// Keeps every message for as long as its session lasts, answering each with an empty one.
+struct Store(Vec<Bytes>);
+
+impl Handler<LengthFieldCodec> for Store {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, message: Bytes) {
+        self.0.push(message);
+        let _ = s.write(Bytes::new());
+    }
+}
+
+fn echo_server(options: SessionOptions) -> (Running, SocketAddr) {
+    let server = TcpServer::builder()
+        .session_options(options)
+        .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve("pinned-allocations", server), addr)
+}
+
 /// Live bytes the server holds, once idle again, after `PEERS` peers at once each sent a
 /// frame of `frame_len` bytes (just under the default 1 MiB message limit), read its echo
 /// and left.
 fn held_after_large_frames(frame_len: usize) -> isize {
-    let server = TcpServer::builder()
-        .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
-        .unwrap();
-    let addr = server.local_addr();
-    let reactor = Running::serve("pinned-allocations", server);
+    let (reactor, addr) = echo_server(SessionOptions::default());
+    let held = held_after(&reactor, addr, PEERS, frame_len - 4);
+    reactor.stop();
+    held
+}
+
+/// Live bytes `reactor` holds once idle again, more than before `peers` peers at once each
+/// sent one frame of `payload_len` bytes, read the answer and left.
+fn held_after(reactor: &Running, addr: SocketAddr, peers: usize, payload_len: usize) -> isize {
     round_trip(addr, 100);
-    std::thread::sleep(Duration::from_millis(100));
-    let before = LIVE.load(Ordering::Relaxed);
-    let peers: Vec<_> = (0..PEERS)
-        .map(|_| std::thread::spawn(move || round_trip(addr, frame_len - 4)))
+    let before = live_once_settled(reactor);
+    let peers: Vec<_> = (0..peers)
+        .map(|_| std::thread::spawn(move || round_trip(addr, payload_len)))
         .collect();
     for peer in peers {
         peer.join().expect("a peer");
@@ -130,21 +152,31 @@ fn held_after_large_frames(frame_len: usize) -> isize {
     while reactor.entry_count() > 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    let held = LIVE.load(Ordering::Relaxed) - before;
+    let held = live_once_settled(reactor) - before;
     eprintln!(
-        "frame {frame_len} B: the idle server holds {} KiB more",
+        "frames of {payload_len} B: the idle server holds {} KiB more",
         held >> 10
     );
-    reactor.stop();
     held
 }
 
+/// Live heap bytes, once the reactor has done what it was doing.
+fn live_once_settled(reactor: &Running) -> isize {
+    std::thread::sleep(Duration::from_millis(100));
+    reactor.run_on(|_| ()); // a barrier
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// One frame of `payload_len` bytes and its answer, which is an echo or empty.
 fn round_trip(addr: SocketAddr, payload_len: usize) {
     let mut stream = connect(addr);
     let payload = vec![0x5a; payload_len];
     stream.write_all(&frame(&payload)).unwrap();
-    assert_eq!(read_frame(&mut stream).len(), payload_len);
+    let answer = read_frame(&mut stream).len();
+    assert!(
+        answer == payload_len || answer == 0,
+        "an answer of {answer} B"
+    );
 }
 
 /// The frame leaves 96 KiB of a 1 MiB read buffer: a remainder the pool takes for one of
@@ -243,5 +275,97 @@ fn consecutive_large_frames_reuse_the_read_buffers() {
             );
         }
         reactor.stop();
+    });
+}
+
+/// A header that claims a large frame and stalls holds about what a growing read buffer
+/// would (a few times what its peer sent, plus a read's worth), not one of the pool's
+/// large buffers: those are taken only once an eighth of the frame has come. Between
+/// attackers an honest peer echoes a 1 MiB frame, so the pool always has one to give.
+/// Taking them whole at the first bytes let each attacker hold 1 MiB for 1,000 B sent.
+#[test]
+fn a_header_that_claims_a_large_frame_and_stalls_gets_no_large_buffer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        const ATTACKERS: usize = 16;
+        let (reactor, addr) = echo_server(SessionOptions::default());
+        round_trip(addr, 100);
+        let before = live_once_settled(&reactor);
+        let mut stalled = Vec::new();
+        for _ in 0..ATTACKERS {
+            round_trip(addr, (1 << 20) - 4);
+            let mut attacker = connect(addr);
+            let mut lie = ((1u32 << 20) - 4).to_be_bytes().to_vec();
+            lie.extend_from_slice(&[7u8; 1000]);
+            attacker.write_all(&lie).unwrap();
+            stalled.push(attacker);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let held = live_once_settled(&reactor) - before;
+        let kept = reactor.run_on(|s| s.buffers().large_idle_bytes()) as isize;
+        let per_attacker = (held - kept) / ATTACKERS as isize;
+        eprintln!(
+            "{ATTACKERS} stalled claims of 1 MiB: {} KiB held, {} KiB of it the pool's \
+             large buffers; {} KiB per attacker",
+            held >> 10,
+            kept >> 10,
+            per_attacker >> 10
+        );
+        drop(stalled);
+        reactor.stop();
+        assert!(
+            per_attacker < 200 * 1024,
+            "an attacker that sent 1000 B of a claimed 1 MiB frame holds {} KiB",
+            per_attacker >> 10
+        );
+    });
+}
+
+/// The pool keeps a large buffer only once nothing else shares it: a remainder still
+/// shared with its frame (the echo queued) has a small capacity of its own and would pin
+/// the whole allocation, outside the large budget, once the frame is gone (66 MiB held by
+/// an idle server after twelve 8 MiB echoes, against a 4 MiB budget).
+#[test]
+fn remainders_still_shared_with_a_frame_are_not_kept() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        let options = SessionOptions::default()
+            .max_message_len(16 << 20)
+            .max_outbound(64 << 20);
+        let (reactor, addr) = echo_server(options);
+        let held = held_after(&reactor, addr, 12, (8 << 20) - 200 * 1024);
+        reactor.stop();
+        assert!(
+            held < BUDGET,
+            "an idle server holds {} KiB after twelve echoes of 7.8 MiB",
+            held >> 10
+        );
+    });
+}
+
+/// A handler that keeps its messages: when the read buffer goes back, the remainder is
+/// still shared with a stored message, and the pool must not take it for one of its own
+/// buffers (a remainder of 100 KiB looked like one, and each pinned 1 MiB: 17.9 MiB held
+/// once idle after twenty such sessions).
+#[test]
+fn remainders_shared_with_stored_messages_are_not_kept() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", |_| {
+                Ok((LengthFieldCodec::default(), Store(Vec::new())))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let reactor = Running::serve("pinned-store", server);
+        let held = held_after(&reactor, addr, 20, (1 << 20) - 100 * 1024 - 4);
+        reactor.stop();
+        // The pool's ordinary and large buffers, the spare boxes, and slack.
+        const STORE_BUDGET: isize = (6 << 20) + BufPool::DEFAULT_LARGE_BUDGET as isize;
+        assert!(
+            held < STORE_BUDGET,
+            "an idle server holds {} KiB after twenty sessions stored a 924 KiB message",
+            held >> 10
+        );
     });
 }

@@ -110,32 +110,37 @@ impl BufPool {
     /// assert_eq!((pool.idle(), pool.large_idle_bytes()), (0, 1 << 20));
     /// ```
     pub fn give(&mut self, mut buf: BytesMut) {
-        if self.reusable(&mut buf) {
-            if self.idle.len() < self.max_idle {
-                self.idle.push(buf);
-            }
-        } else if buf.capacity() > 2 * self.buffer_size {
+        if !reclaim_unshared(&mut buf) {
+            return;
+        }
+        let size = buf.capacity();
+        if size > 2 * self.buffer_size {
             self.keep_large(buf);
+        } else if size >= self.buffer_size && self.idle.len() < self.max_idle {
+            self.idle.push(buf);
         }
     }
 
-    /// The smallest kept large buffer of at least `min_capacity` bytes, empty; `None` when
-    /// no kept buffer is that large (the caller allocates).
+    /// The smallest kept large buffer of `min_capacity` to `max_capacity` bytes, empty;
+    /// `None` when no kept buffer is that large (the caller allocates). A reader bounds the
+    /// capacity by what its peer has sent, so that a header claiming a large frame does
+    /// not get a large buffer for nothing.
     ///
     /// ```
     /// let mut pool = getty_reactor::BufPool::new(1024, 4);
     /// pool.give(bytes::BytesMut::with_capacity(8 * 1024));
     /// pool.give(bytes::BytesMut::with_capacity(32 * 1024));
-    /// assert!(pool.take_large(64 * 1024).is_none());
-    /// let buf = pool.take_large(5000).unwrap();
+    /// assert!(pool.take_large(64 * 1024, usize::MAX).is_none());
+    /// assert!(pool.take_large(9000, 16 * 1024).is_none());
+    /// let buf = pool.take_large(5000, usize::MAX).unwrap();
     /// assert!(buf.is_empty() && buf.capacity() >= 8 * 1024 && buf.capacity() < 32 * 1024);
     /// ```
-    pub fn take_large(&mut self, min_capacity: usize) -> Option<BytesMut> {
+    pub fn take_large(&mut self, min_capacity: usize, max_capacity: usize) -> Option<BytesMut> {
         let (at, _) = self
             .large
             .iter()
             .enumerate()
-            .filter(|(_, buf)| buf.capacity() >= min_capacity)
+            .filter(|(_, buf)| (min_capacity..=max_capacity).contains(&buf.capacity()))
             .min_by_key(|(_, buf)| buf.capacity())?;
         let buf = self.large.remove(at);
         self.large_bytes -= buf.capacity();
@@ -181,9 +186,11 @@ impl BufPool {
         }
     }
 
-    /// Clears `buf` and tells whether the pool would keep it: the whole of its memory is
-    /// unshared again and no larger than twice the pool's size. An entry that keeps a
-    /// drained buffer for its next bytes applies the pool's policy with this.
+    /// Clears `buf` and tells whether the pool would keep it among its ordinary buffers:
+    /// nothing else shares its memory, and the whole of it (a consumed front is reclaimed
+    /// first) is between the pool's size and twice that. An entry that keeps a drained
+    /// buffer for its next bytes applies the pool's policy with this. A buffer still shared
+    /// is left empty, its share of the memory dropped.
     ///
     /// ```
     /// let pool = getty_reactor::BufPool::new(1024, 1);
@@ -193,17 +200,8 @@ impl BufPool {
     /// assert!(!pool.reusable(&mut bytes::BytesMut::with_capacity(10)));
     /// ```
     pub fn reusable(&self, buf: &mut BytesMut) -> bool {
-        buf.clear();
-        // Consuming the front of a buffer shrinks its capacity() without freeing anything:
-        // a short leftover of a large allocation would pass for a pooled buffer and keep
-        // all of it. try_reclaim moves the start back without allocating when the memory
-        // is unshared, so capacity() tells the whole allocation (asking for one byte more
-        // than there is changes nothing in a buffer that is whole already).
-        let _ = buf.try_reclaim(buf.capacity() + 1);
-        let whole = buf.capacity() >= self.buffer_size || buf.try_reclaim(self.buffer_size);
-        // A buffer grown for one huge frame would pin that memory for good: free it.
-        let oversized = buf.capacity() > 2 * self.buffer_size;
-        whole && !oversized
+        let ordinary = self.buffer_size..=2 * self.buffer_size;
+        reclaim_unshared(buf) && ordinary.contains(&buf.capacity())
     }
 
     /// The capacity of the buffers this pool hands out.
@@ -222,6 +220,27 @@ impl BufPool {
     /// ```
     pub fn idle(&self) -> usize {
         self.idle.len()
+    }
+}
+
+/// Clears `buf` and makes the whole of its allocation usable again; false if something
+/// else (a decoded frame still alive) shares that memory, leaving `buf` empty. Consuming
+/// the front of a buffer shrinks its `capacity()` without freeing anything, so a short
+/// remainder of a large allocation would pass for a small buffer and keep all of it.
+fn reclaim_unshared(buf: &mut BytesMut) -> bool {
+    buf.clear();
+    // Moves the start back over a consumed front, which only an unshared buffer allows
+    // (asking for one byte more than there is changes nothing in a buffer already whole).
+    if buf.try_reclaim(buf.capacity() + 1) {
+        return true;
+    }
+    // Whole already, or shared: the reference count tells (no copy either way).
+    match std::mem::take(buf).freeze().try_into_mut() {
+        Ok(unshared) => {
+            *buf = unshared;
+            true
+        }
+        Err(_shared) => false,
     }
 }
 
@@ -280,11 +299,17 @@ mod tests {
         pool.give(BytesMut::with_capacity(30 * 1024)); // the oldest makes room
         assert_eq!(pool.large_idle_bytes(), 80 * 1024);
         assert!(
-            pool.take_large(60 * 1024).is_none(),
+            pool.take_large(60 * 1024, usize::MAX).is_none(),
             "the first one was freed"
         );
-        assert_eq!(pool.take_large(20 * 1024).unwrap().capacity(), 30 * 1024);
-        assert_eq!(pool.take_large(20 * 1024).unwrap().capacity(), 50 * 1024);
+        assert_eq!(
+            pool.take_large(20 * 1024, usize::MAX).unwrap().capacity(),
+            30 * 1024
+        );
+        assert_eq!(
+            pool.take_large(20 * 1024, usize::MAX).unwrap().capacity(),
+            50 * 1024
+        );
         assert_eq!(pool.large_idle_bytes(), 0);
 
         let mut again = BufPool::new(1024, 4);
@@ -292,7 +317,7 @@ mod tests {
         grown.reserve(40 * 1024);
         let at_again = grown.as_ptr();
         again.give(grown);
-        let reused = again.take_large(40 * 1024).expect("kept");
+        let reused = again.take_large(40 * 1024, usize::MAX).expect("kept");
         assert_eq!(
             reused.as_ptr(),
             at_again,
@@ -305,7 +330,41 @@ mod tests {
         let mut pool = BufPool::new(1024, 4).large_budget(0);
         pool.give(BytesMut::with_capacity(1 << 20));
         assert_eq!((pool.idle(), pool.large_idle_bytes()), (0, 0));
-        assert!(pool.take_large(1).is_none());
+        assert!(pool.take_large(1, usize::MAX).is_none());
+    }
+
+    #[test]
+    fn a_large_remainder_still_shared_with_a_live_frame_is_not_kept() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut grown = BytesMut::with_capacity(64 * 1024);
+        grown.extend_from_slice(&[3u8; 1000]);
+        let frame = grown.split_to(1000).freeze(); // the handler keeps it
+        pool.give(grown); // 63 KiB of its own, but the frame pins all 64
+        assert_eq!((pool.idle(), pool.large_idle_bytes()), (0, 0));
+        assert_eq!(frame.len(), 1000);
+    }
+
+    #[test]
+    fn a_shared_remainder_of_the_pools_size_is_not_kept_either() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut grown = BytesMut::with_capacity(64 * 1024);
+        grown.extend_from_slice(&[3u8; 63 * 1024]);
+        let frame = grown.split_to(63 * 1024).freeze();
+        pool.give(grown); // 1 KiB left: the pool's size, yet it would pin 64 KiB
+        assert_eq!(pool.idle(), 0);
+        drop(frame);
+    }
+
+    #[test]
+    fn an_empty_remainder_comes_back_whole_once_its_frame_is_gone() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut exact = BytesMut::with_capacity(8 * 1024);
+        exact.extend_from_slice(&[3u8; 8 * 1024]);
+        let frame = exact.split_to(8 * 1024).freeze();
+        assert_eq!(exact.capacity(), 0, "the frame took all of it");
+        drop(frame);
+        pool.give(exact);
+        assert_eq!(pool.large_idle_bytes(), 8 * 1024);
     }
 
     #[test]

@@ -173,8 +173,9 @@ fn hand_back(mut io: Box<Io>, pool: &mut BufPool) {
 /// budget.
 #[inline]
 fn keep_for_next_use(buf: &mut BytesMut, pool: &mut BufPool) {
-    buf.clear();
-    if buf.capacity() > 0 && !pool.reusable(buf) {
+    // Even an empty handle may be the remainder of a frame that took all of a large
+    // allocation: once the frame is gone, it alone holds that memory.
+    if !pool.reusable(buf) {
         pool.give(std::mem::take(buf));
     }
 }

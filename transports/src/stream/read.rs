@@ -348,38 +348,45 @@ where
 
 /// Room in `buf` for more of a frame of `frame_len` bytes, so that its body arrives in few
 /// reads: as much again as was read already (at least [`READ_AHEAD`]), up to the frame's
-/// end, and no more, since a header may claim what never comes.
+/// end and [`MIN_READ_SPACE`] beyond (so that its last bytes never need a larger buffer),
+/// and no more, since a header may claim what never comes.
 ///
-/// A large buffer the pool kept from an earlier frame costs nothing new, so it is taken
-/// whole, as large as the frame if one is: a stream of large frames reuses the same few
-/// allocations, where growing new ones would have the allocator fault them in page by
-/// page every time (the pool takes the buffer back once the message is dropped).
+/// A large buffer the pool kept from an earlier frame costs nothing new, so one up to the
+/// whole frame's size is taken as soon as the peer has sent an eighth of it: a stream of
+/// large frames reuses the same few allocations, where growing new ones would have the
+/// allocator fault them in page by page every time (the pool takes the buffer back once
+/// the message is dropped). A header that claims a large frame and stalls holds at most
+/// eight times what its peer sent, plus [`READ_AHEAD`].
 fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool) {
-    let wanted = frame_len.min(buf.len() + READ_AHEAD.max(buf.len()));
+    let frame_room = frame_len.saturating_add(MIN_READ_SPACE);
+    let wanted = frame_room.min(buf.len() + READ_AHEAD.max(buf.len()));
     if buf.capacity() >= wanted {
         return;
     }
-    if let Some(kept) = pool
-        .take_large(frame_len)
-        .or_else(|| pool.take_large(wanted))
-    {
-        let pooled = std::mem::replace(buf, kept);
-        buf.extend_from_slice(&pooled);
-        pool.give(pooled);
+    let earned = buf.len().saturating_mul(KEPT_PER_BYTE_READ) + READ_AHEAD;
+    let kept = pool
+        .take_large(frame_room, earned)
+        .or_else(|| pool.take_large(wanted, earned));
+    if let Some(kept) = kept {
+        let outgrown = std::mem::replace(buf, kept);
+        buf.extend_from_slice(&outgrown);
+        pool.give(outgrown);
         return;
     }
     let from_pool = buf.capacity() <= pool.buffer_size();
-    let kept_last_step = wanted == frame_len && pool.keeps_large(frame_len);
+    let kept_last_step = wanted == frame_room && pool.keeps_large(frame_room);
     if !from_pool && !kept_last_step {
         // An allocation of its own already: grown in place where the allocator can.
         buf.reserve(wanted - buf.len());
         return;
     }
-    // Exactly `wanted`: leaving a pooled buffer (which goes back), or the last step of a
-    // frame the pool will keep, which `reserve` would round up to twice the buffer.
+    // Exactly `wanted`: leaving a pooled buffer, or the last step of a frame the pool will
+    // keep, which `reserve` would round up to twice the buffer.
     let outgrown = std::mem::replace(buf, BytesMut::with_capacity(wanted));
     buf.extend_from_slice(&outgrown);
-    if from_pool {
-        pool.give(outgrown);
-    }
+    pool.give(outgrown);
 }
+
+/// How large a kept buffer a partial frame may take, per byte of it read: eight, so that a
+/// 1 MiB frame reuses one once 128 KiB of it came.
+const KEPT_PER_BYTE_READ: usize = 8;
