@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{connect, frame, read_frame, watchdog, Running};
-use getty::codec::{Bytes, LengthFieldCodec};
+use getty::codec::{Bytes, LengthFieldCodec, LinesCodec};
 use getty::reactor::BufPool;
 use getty::tcp::TcpServer;
 use getty::{Handler, Session, SessionOptions};
@@ -367,5 +367,51 @@ fn remainders_shared_with_stored_messages_are_not_kept() {
             "an idle server holds {} KiB after twenty sessions stored a 924 KiB message",
             held >> 10
         );
+    });
+}
+
+/// Answers every line with a short one.
+struct Ack;
+
+impl Handler<LinesCodec> for Ack {
+    fn on_message(&mut self, s: &mut Session<LinesCodec>, _line: Bytes) {
+        let _ = s.write("ok");
+    }
+}
+
+/// A framing that cannot tell a message's length ahead (lines; WebSocket frames take the
+/// same path) grows its read buffer a read at a time: there too, once the bytes read earn
+/// it, a large buffer the pool kept is taken, not a new allocation grown.
+#[test]
+fn long_lines_reuse_the_read_buffers_too() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", |_| Ok((LinesCodec::new(1 << 20), Ack)))
+            .unwrap();
+        let addr = server.local_addr();
+        let reactor = Running::serve("long-lines", server);
+        reactor.run_on(|_| count_large_here());
+        let mut stream = connect(addr);
+        let mut line = vec![b'x'; 256 * 1024 - 1];
+        line.push(b'\n');
+        let (rounds, warm) = (30, 3);
+        let mut after_warm_up = 0;
+        for round in 0..rounds {
+            if round == warm {
+                after_warm_up = LARGE_ON_SERVER.load(Ordering::Relaxed);
+            }
+            stream.write_all(&line).unwrap();
+            let mut ack = [0u8; 3];
+            std::io::Read::read_exact(&mut stream, &mut ack).unwrap();
+            assert_eq!(&ack, b"ok\n");
+        }
+        let grown = LARGE_ON_SERVER.load(Ordering::Relaxed) - after_warm_up;
+        eprintln!(
+            "256 KiB lines: {grown} large allocations in {} lines",
+            rounds - warm
+        );
+        reactor.stop();
+        assert_eq!(grown, 0, "the server allocated {grown} large buffers");
     });
 }

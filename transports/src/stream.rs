@@ -473,7 +473,8 @@ impl<S: Stream, T: Transport, C, H> Drop for StreamEntry<S, T, C, H> {
 }
 
 /// Makes room for a worthwhile read: a pooled buffer for a small partial frame, or more
-/// capacity for a large one.
+/// capacity for a large one (whose length the framing did not tell): a large buffer the
+/// pool kept, once the bytes read earn one, else twice the room.
 fn ensure_read_space(buf: &mut BytesMut, cx: &mut Context<'_>) {
     if buf.capacity() - buf.len() >= MIN_READ_SPACE {
         return;
@@ -486,8 +487,32 @@ fn ensure_read_space(buf: &mut BytesMut, cx: &mut Context<'_>) {
         pooled.extend_from_slice(buf);
         pool.give(std::mem::replace(buf, pooled));
     } else {
-        buf.reserve(pool.buffer_size());
+        let doubled = (2 * buf.len()).max(buf.len() + pool.buffer_size());
+        if !move_into_kept(buf, doubled, doubled, pool) {
+            buf.reserve(pool.buffer_size());
+        }
     }
+}
+
+/// How large a kept buffer a partial frame may take, per byte of it read: eight, so that a
+/// 1 MiB frame reuses one once 128 KiB of it came.
+const KEPT_PER_BYTE_READ: usize = 8;
+
+/// Moves `buf`'s bytes into a large buffer the pool kept, of at least `preferred` bytes if
+/// one is, else of at least `needed`, and at most what the bytes already read earn (see
+/// [`KEPT_PER_BYTE_READ`]); false if the pool has no such buffer.
+fn move_into_kept(buf: &mut BytesMut, preferred: usize, needed: usize, pool: &mut BufPool) -> bool {
+    let earned = buf.len().saturating_mul(KEPT_PER_BYTE_READ) + READ_AHEAD;
+    let kept = pool
+        .take_large(preferred, earned)
+        .or_else(|| pool.take_large(needed, earned));
+    let Some(kept) = kept else {
+        return false;
+    };
+    let outgrown = std::mem::replace(buf, kept);
+    buf.extend_from_slice(&outgrown);
+    pool.give(outgrown);
+    true
 }
 
 /// Gives a drained buffer back to the pool, and moves a tiny partial frame out of a pooled

@@ -352,7 +352,8 @@ where
 /// and no more, since a header may claim what never comes.
 ///
 /// A large buffer the pool kept from an earlier frame costs nothing new, so one up to the
-/// whole frame's size is taken as soon as the peer has sent an eighth of it: a stream of
+/// whole frame's size is taken as soon as the peer has sent an eighth of it
+/// ([`move_into_kept`]): a stream of
 /// large frames reuses the same few allocations, where growing new ones would have the
 /// allocator fault them in page by page every time (the pool takes the buffer back once
 /// the message is dropped). A header that claims a large frame and stalls holds at most
@@ -363,14 +364,7 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
     if buf.capacity() >= wanted {
         return;
     }
-    let earned = buf.len().saturating_mul(KEPT_PER_BYTE_READ) + READ_AHEAD;
-    let kept = pool
-        .take_large(frame_room, earned)
-        .or_else(|| pool.take_large(wanted, earned));
-    if let Some(kept) = kept {
-        let outgrown = std::mem::replace(buf, kept);
-        buf.extend_from_slice(&outgrown);
-        pool.give(outgrown);
+    if move_into_kept(buf, frame_room, wanted, pool) {
         return;
     }
     let from_pool = buf.capacity() <= pool.buffer_size();
@@ -386,7 +380,3 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
     buf.extend_from_slice(&outgrown);
     pool.give(outgrown);
 }
-
-/// How large a kept buffer a partial frame may take, per byte of it read: eight, so that a
-/// 1 MiB frame reuses one once 128 KiB of it came.
-const KEPT_PER_BYTE_READ: usize = 8;
