@@ -154,12 +154,6 @@ pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -
     }
 }
 
-/// [`split_message`] for the message at `payload` in `src`: takes `src[..payload.end]`
-/// off, and the message with it (copied if small, a view if not).
-pub(crate) fn take_message(src: &mut BytesMut, payload: Range<usize>) -> Bytes {
-    split_message_after(src, payload.start, payload.len())
-}
-
 /// The size of the slabs small messages are copied into.
 const SMALL_SLAB: usize = 4096;
 

@@ -5,7 +5,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    split_message, take_message, CodecError, Decoded, Decoder, Encoder, MessageKind, SPLIT_FROM,
+    split_message, split_message_after, CodecError, Decoded, Decoder, Encoder, MessageKind,
+    SPLIT_FROM,
 };
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
@@ -133,7 +134,7 @@ impl Decoder for RawCodec {
         src: &mut BytesMut,
         payload: Range<usize>,
     ) -> Result<Bytes, CodecError> {
-        Ok(take_message(src, payload))
+        Ok(split_message_after(src, payload.start, payload.len()))
     }
 }
 
