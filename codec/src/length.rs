@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{split_message_after, CodecError, Decoded, Decoder, Encoder, SPLIT_FROM};
+use crate::{keepable_vec, split_message_after, CodecError, Decoded, Decoder, Encoder, SPLIT_FROM};
 
 mod builder;
 #[cfg(test)]
@@ -556,11 +556,10 @@ impl Encoder<Vec<u8>> for LengthFieldCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        if item.capacity() > 2 * item.len() {
-            // Queued as it is, a mostly empty vector would hold all its capacity.
-            return self.encode_frame(&item, dst).map(|()| None);
+        match keepable_vec(item) {
+            Ok(item) => self.encode_frame_split(item, dst),
+            Err(item) => self.encode_frame(&item, dst).map(|()| None),
         }
-        self.encode_frame_split(Bytes::from(item), dst)
     }
 }
 

@@ -154,6 +154,16 @@ pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -
     }
 }
 
+/// `item`, handed to [`Encoder::encode_split`], as a `Bytes` to queue as it is; or back as
+/// it came when most of its capacity is empty: queued, it would hold all of that capacity
+/// until written while the outbound bound counts only its length, so it is copied instead.
+pub(crate) fn keepable_vec(item: Vec<u8>) -> Result<Bytes, Vec<u8>> {
+    if item.capacity() > 2 * item.len() {
+        return Err(item);
+    }
+    Ok(Bytes::from(item))
+}
+
 /// The size of the slabs small messages are copied into.
 const SMALL_SLAB: usize = 4096;
 

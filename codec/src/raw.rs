@@ -5,8 +5,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    split_message, split_message_after, CodecError, Decoded, Decoder, Encoder, MessageKind,
-    SPLIT_FROM,
+    keepable_vec, split_message, split_message_after, CodecError, Decoded, Decoder, Encoder,
+    MessageKind, SPLIT_FROM,
 };
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
@@ -218,12 +218,13 @@ impl Encoder<Vec<u8>> for RawCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        if item.capacity() > 2 * item.len() {
-            // Queued as it is, a mostly empty vector would hold all its capacity.
-            dst.put_slice(&item);
-            return Ok(None);
+        match keepable_vec(item) {
+            Ok(item) => split_large(item, dst),
+            Err(item) => {
+                dst.put_slice(&item);
+                Ok(None)
+            }
         }
-        split_large(Bytes::from(item), dst)
     }
 }
 
