@@ -142,6 +142,7 @@ pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
 
 /// [`split_message`] of the `len` bytes that follow `skip` bytes of header, which go too:
 /// one cut of `src` per message rather than two.
+#[inline]
 pub(crate) fn split_message_after(src: &mut BytesMut, skip: usize, len: usize) -> Bytes {
     if len < COPY_BELOW {
         let message = copy_small(&src[skip..skip + len]);
@@ -174,6 +175,7 @@ thread_local! {
 }
 
 /// `bytes` copied into the thread's slab (a new slab when it has no room left).
+#[inline]
 fn copy_small(bytes: &[u8]) -> Bytes {
     SLAB.try_with(|slab| {
         let mut slab = slab.borrow_mut();
@@ -181,7 +183,7 @@ fn copy_small(bytes: &[u8]) -> Bytes {
             *slab = BytesMut::with_capacity(SMALL_SLAB.max(bytes.len()));
         }
         slab.extend_from_slice(bytes);
-        slab.split().freeze()
+        slab.split_to(bytes.len()).freeze()
     })
     // Only while the thread is being torn down.
     .unwrap_or_else(|_| Bytes::copy_from_slice(bytes))

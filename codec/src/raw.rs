@@ -47,6 +47,7 @@ impl RawCodec {
         RawCodec
     }
 
+    #[inline]
     fn encode_bytes(self, item: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         dst.put_slice(item);
         Ok(())
@@ -165,6 +166,7 @@ impl Encoder<Bytes> for RawCodec {
     /// RawCodec.encode(Bytes::from_static(b"xyz"), &mut out).unwrap();
     /// assert_eq!(&out[..], b"xyz");
     /// ```
+    #[inline]
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_bytes(&item, dst)
     }
