@@ -164,6 +164,18 @@ impl Framing for WsFraming {
             .map_err(Error::WebSocket)
     }
 
+    /// The WebSocket frames every message in place, so nothing is left out of `out`
+    /// (inlined: called once per message, through `Session::write`).
+    #[inline]
+    fn encode_split<C: Encoder<M>, M>(
+        &mut self,
+        codec: &mut C,
+        message: M,
+        out: &mut BytesMut,
+    ) -> Result<Option<Bytes>, Error> {
+        self.encode(codec, message, out).map(|()| None)
+    }
+
     /// A compressed message is in the compressor's window by now: it must not stay there,
     /// or later messages would refer to bytes the peer never gets.
     fn retract(&mut self) {
