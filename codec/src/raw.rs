@@ -128,7 +128,9 @@ impl Decoder for RawCodec {
     /// let msg = RawCodec.decode_front_message(MessageKind::Binary, &mut buf, 2..5).unwrap();
     /// assert_eq!((&msg[..], &buf[..]), (&b"one"[..], &b"two"[..]));
     /// ```
-    #[inline]
+    // Always inlined: a WebSocket session calls it once per message, and out of line it
+    // cost about 20 instructions per echoed message in callgrind (ws_echo, 50 conns).
+    #[inline(always)]
     fn decode_front_message(
         &mut self,
         _kind: MessageKind,
