@@ -173,6 +173,7 @@ impl<C, T: Transport> Session<C, T> {
     ///     assert_eq!(s.queued_bytes(), 5);
     /// });
     /// ```
+    #[inline]
     pub fn write<M>(&mut self, message: M) -> Result<(), Error>
     where
         C: Encoder<M>,
