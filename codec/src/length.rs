@@ -3,7 +3,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{split_message_after, CodecError, Decoded, Decoder, Encoder, SPLIT_FROM};
+use crate::{keepable_vec, split_message_after, CodecError, Decoded, Decoder, Encoder, SPLIT_FROM};
 
 mod builder;
 #[cfg(test)]
@@ -218,6 +218,7 @@ impl LengthFieldCodec {
     /// Whether this is the default layout: a 4-byte big-endian length of what follows it,
     /// first in the frame, stripped on decode. Nearly every user has it, and the hot paths
     /// take it without the general arithmetic (offsets, adjustment, any field width).
+    #[inline]
     fn is_plain_u32(&self) -> bool {
         self.length_field_len == 4
             && self.length_field_offset == 0
@@ -228,6 +229,7 @@ impl LengthFieldCodec {
 
     /// Length of the header up to and including the length field. The builder guarantees
     /// this does not overflow and is at most `max_frame_length`.
+    #[inline]
     fn header_len(&self) -> usize {
         self.length_field_offset() + self.length_field_len()
     }
@@ -337,6 +339,7 @@ impl LengthFieldCodec {
     /// Writes the bytes of a large `frame` up to its length field, and the field, and
     /// returns the rest of it to follow unchanged (see [`Encoder::encode_split`]); copies a
     /// small one whole.
+    #[inline]
     fn encode_frame_split(
         &self,
         frame: Bytes,
@@ -354,6 +357,7 @@ impl LengthFieldCodec {
     }
 
     /// Writes `frame` with the length field inserted at `length_field_offset`.
+    #[inline]
     fn encode_frame(&self, frame: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         if self.is_plain_u32() {
             if let Ok(len) = u32::try_from(frame.len()) {
@@ -412,6 +416,7 @@ impl Decoder for LengthFieldCodec {
     /// let err = LengthFieldCodec::default().decode_limited(&mut buf, 1 << 20).unwrap_err();
     /// assert_eq!(err, CodecError::message_too_long(0xFFFF_FFFF, 1 << 20));
     /// ```
+    #[inline]
     fn decode_limited(
         &mut self,
         src: &mut BytesMut,
@@ -422,6 +427,7 @@ impl Decoder for LengthFieldCodec {
 }
 
 impl LengthFieldCodec {
+    #[inline]
     fn decode_frame(
         &mut self,
         src: &mut BytesMut,
@@ -449,6 +455,7 @@ impl LengthFieldCodec {
     /// [`frame_len_for`](Self::frame_len_for) in the default layout, from a header that is
     /// all there: the same answers, without the general arithmetic. `None` for another
     /// layout, or a frame too long for `usize`.
+    #[inline]
     fn plain_frame_len(
         &self,
         header: &[u8],
@@ -508,6 +515,7 @@ impl Encoder<Bytes> for LengthFieldCodec {
     }
 
     /// Leaves a large payload out of `dst`: see [`Encoder::encode_split`].
+    #[inline]
     fn encode_split(
         &mut self,
         item: Bytes,
@@ -556,11 +564,10 @@ impl Encoder<Vec<u8>> for LengthFieldCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        if item.capacity() > 2 * item.len() {
-            // Queued as it is, a mostly empty vector would hold all its capacity.
-            return self.encode_frame(&item, dst).map(|()| None);
+        match keepable_vec(item) {
+            Ok(item) => self.encode_frame_split(item, dst),
+            Err(item) => self.encode_frame(&item, dst).map(|()| None),
         }
-        self.encode_frame_split(Bytes::from(item), dst)
     }
 }
 

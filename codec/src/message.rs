@@ -7,7 +7,9 @@ use std::str::Utf8Error;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{split_message, take_message, CodecError, Decoded, Decoder, Encoder, MessageKind};
+use crate::{
+    split_message, split_message_after, CodecError, Decoded, Decoder, Encoder, MessageKind,
+};
 
 /// Bytes that are UTF-8: the payload of a [`Message::Text`]. Made from a `String` or a
 /// `&'static str` at no cost; made from bytes only through a check
@@ -394,7 +396,7 @@ impl Decoder for MessageCodec {
         } else {
             None
         };
-        let bytes = take_message(src, payload);
+        let bytes = split_message_after(src, payload.start, payload.len());
         if let Some(e) = checked {
             return Err(CodecError::malformed(format!(
                 "a text message that is not UTF-8: {e}"

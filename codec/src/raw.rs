@@ -5,7 +5,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    split_message, take_message, CodecError, Decoded, Decoder, Encoder, MessageKind, SPLIT_FROM,
+    keepable_vec, split_message, split_message_after, CodecError, Decoded, Decoder, Encoder,
+    MessageKind, SPLIT_FROM,
 };
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
@@ -46,6 +47,7 @@ impl RawCodec {
         RawCodec
     }
 
+    #[inline]
     fn encode_bytes(self, item: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
         dst.put_slice(item);
         Ok(())
@@ -126,14 +128,16 @@ impl Decoder for RawCodec {
     /// let msg = RawCodec.decode_front_message(MessageKind::Binary, &mut buf, 2..5).unwrap();
     /// assert_eq!((&msg[..], &buf[..]), (&b"one"[..], &b"two"[..]));
     /// ```
-    #[inline]
+    // Always inlined: a WebSocket session calls it once per message, and out of line it
+    // cost about 20 instructions per echoed message in callgrind (ws_echo, 50 conns).
+    #[inline(always)]
     fn decode_front_message(
         &mut self,
         _kind: MessageKind,
         src: &mut BytesMut,
         payload: Range<usize>,
     ) -> Result<Bytes, CodecError> {
-        Ok(take_message(src, payload))
+        Ok(split_message_after(src, payload.start, payload.len()))
     }
 }
 
@@ -164,6 +168,7 @@ impl Encoder<Bytes> for RawCodec {
     /// RawCodec.encode(Bytes::from_static(b"xyz"), &mut out).unwrap();
     /// assert_eq!(&out[..], b"xyz");
     /// ```
+    #[inline]
     fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode_bytes(&item, dst)
     }
@@ -217,12 +222,13 @@ impl Encoder<Vec<u8>> for RawCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        if item.capacity() > 2 * item.len() {
-            // Queued as it is, a mostly empty vector would hold all its capacity.
-            dst.put_slice(&item);
-            return Ok(None);
+        match keepable_vec(item) {
+            Ok(item) => split_large(item, dst),
+            Err(item) => {
+                dst.put_slice(&item);
+                Ok(None)
+            }
         }
-        split_large(Bytes::from(item), dst)
     }
 }
 

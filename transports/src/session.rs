@@ -21,6 +21,7 @@ use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::group::{Inbox, Pending};
 use crate::handle::{HandleCore, HandleState};
+use crate::outbound::Outbound;
 use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
 use crate::{Error, SessionOptions};
@@ -172,36 +173,42 @@ impl<C, T: Transport> Session<C, T> {
     ///     assert_eq!(s.queued_bytes(), 5);
     /// });
     /// ```
+    #[inline]
     pub fn write<M>(&mut self, message: M) -> Result<(), Error>
     where
         C: Encoder<M>,
     {
         self.check_open()?;
-        let before = self.queued_bytes();
-        let tail_before = self.out.tail.len();
+        let in_filter = self.filter_io().map_or(0, |f| f.wire_out.len());
+        // The queue is taken once (a session that holds none takes its box here), and
+        // what it holds is counted once: the bound and the watermark are checked against
+        // that count plus what this message adds.
+        let out: &mut Outbound = &mut self.out;
+        let tail_before = out.tail.len();
+        let before = out.len() + in_filter;
         // A large payload the codec leaves out of the tail is queued as it is: the message
         // is not copied on its way out.
         let payload = match self
             .framing
-            .encode_split(&mut self.codec, message, &mut self.out.tail)
+            .encode_split(&mut self.codec, message, &mut out.tail)
         {
             Ok(payload) => payload,
             Err(e) => {
-                self.out.tail.truncate(tail_before);
+                out.tail.truncate(tail_before);
                 return Err(e);
             }
         };
-        let added = self.out.tail.len() - tail_before + payload.as_ref().map_or(0, Bytes::len);
+        let added = out.tail.len() - tail_before + payload.as_ref().map_or(0, Bytes::len);
         if before + added > self.core.options.max_outbound {
-            self.out.tail.truncate(tail_before);
+            out.tail.truncate(tail_before);
             self.framing.retract();
             return Err(self.queue_full(before, added));
         }
         if let Some(payload) = payload {
             let blocked = self.extras.as_ref().is_some_and(|e| e.timer.is_blocked());
-            self.out.push_view(payload, before, blocked);
+            out.push_view(payload, before, blocked);
         }
-        self.note_queued(1);
+        self.note_queued_now(1, before + added);
         Ok(())
     }
 
@@ -637,8 +644,15 @@ impl<C, T: Transport> Session<C, T> {
     }
 
     fn note_queued(&mut self, messages: u64) {
+        self.note_queued_now(messages, self.queued_bytes());
+    }
+
+    /// `messages` were queued, and `queued` bytes are queued now (as `queued_bytes` counts
+    /// them).
+    #[inline]
+    fn note_queued_now(&mut self, messages: u64, queued: usize) {
         self.counters_mut().messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
-        self.core.note_grown(self.queued_bytes());
+        self.core.note_grown(queued);
     }
 }

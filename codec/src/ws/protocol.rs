@@ -315,7 +315,7 @@ impl Protocol {
         src: &mut BytesMut,
         control_out: &mut BytesMut,
     ) -> Result<Option<InPlace>, WsError> {
-        if let Some((kind, payload)) = self.whole_message_frame(src) {
+        if let Some((kind, payload)) = self.front_message(src) {
             return Ok(Some(InPlace::Message { kind, payload }));
         }
         self.decode_event(src, control_out)
@@ -341,15 +341,33 @@ impl Protocol {
         result.map(|event| event.map(InPlace::Event))
     }
 
-    /// The common case, checked first: a whole unfragmented, uncompressed text or binary
-    /// frame at the front of `src`, between messages, within the limits, with no pong
-    /// pending. It is unmasked and checked in place, and its kind and where its payload
-    /// lies are returned. Anything else (a partial frame, a fragment, a control frame, RSV
-    /// bits, a 64-bit length, a frame over a limit, the wrong masking for the role, text
-    /// that is not UTF-8) answers `None` with `src` as it was: the general path decides, and
-    /// reports any error.
-    #[inline]
-    fn whole_message_frame(&mut self, src: &mut BytesMut) -> Option<(MessageKind, Range<usize>)> {
+    /// The common case of [`decode_in_place`](Protocol::decode_in_place), which it checks
+    /// first, on its own: a whole unfragmented, uncompressed text or binary frame at the
+    /// front of `src`, between messages, within the limits, with no pong pending. It is
+    /// unmasked and checked in place, and its kind and where its payload lies are returned;
+    /// take `src[..payload.end]` off before decoding again. Anything else (a partial frame,
+    /// a fragment, a control frame, RSV bits, a 64-bit length, a frame over a limit, the
+    /// wrong masking for the role, text that is not UTF-8) answers `None` with `src` as it
+    /// was: then call `decode_in_place`, which decides and reports any error. A transport
+    /// that calls this first saves building an event for each such message.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// // A masked binary frame "hi" (mask 1 2 3 4), then a ping.
+    /// let mut input = BytesMut::from(&b"\x82\x82\x01\x02\x03\x04\x69\x6b\x89\x80\0\0\0\0"[..]);
+    /// assert_eq!(server.front_message(&mut input), Some((MessageKind::Binary, 6..8)));
+    /// assert_eq!(&input[6..8], b"hi");
+    /// let _ = input.split_to(8);
+    /// assert_eq!(server.front_message(&mut input), None); // decode_in_place answers it
+    /// ```
+    // Always inlined: it runs once per message, and out of line (it has two callers) its
+    // call, and apply_mask's, cost about 40 instructions per echoed message in callgrind.
+    #[inline(always)]
+    pub fn front_message(&mut self, src: &mut BytesMut) -> Option<(MessageKind, Range<usize>)> {
         let between_messages = self.frame.is_none() && self.message.is_none();
         let quiet = !self.received_close && self.error.is_none() && self.pending_pong.is_none();
         if !(between_messages && quiet) {
@@ -383,21 +401,20 @@ impl Protocol {
             return None;
         }
         let payload = header..header + len;
-        let mask = masked.then(|| {
-            [
-                src[header - 4],
-                src[header - 3],
-                src[header - 2],
-                src[header - 1],
-            ]
-        });
+        let (head, rest) = src.split_at_mut(header);
+        let body = &mut rest[..len];
+        let mask = if masked {
+            head.last_chunk::<4>().copied()
+        } else {
+            None
+        };
         if let Some(mask) = mask {
-            apply_mask(&mut src[payload.clone()], mask, 0);
+            apply_mask(body, mask, 0);
         }
-        if kind == MessageKind::Text && std::str::from_utf8(&src[payload.clone()]).is_err() {
+        if kind == MessageKind::Text && std::str::from_utf8(body).is_err() {
             // Masked again, as it came: the general path reports the error.
             if let Some(mask) = mask {
-                apply_mask(&mut src[payload], mask, 0);
+                apply_mask(body, mask, 0);
             }
             return None;
         }

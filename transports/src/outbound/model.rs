@@ -1,5 +1,6 @@
 //! The outbound queue against a model (issue #11, part 1; issue #14): random pushes,
-//! codec-style appends to its tail, `write_to` against sinks that take what they like, and
+//! codec-style appends to its tail, payloads left out of an encoding (`push_view`, whatever
+//! it is told of the queue), `write_to` against sinks that take what they like, and
 //! `drain_into` with random limits, then everything drained.
 //!
 //! The model is the plain bytes queued and not yet gone, in order. Every byte a sink is
@@ -17,7 +18,7 @@ use arbitrary::Unstructured;
 use bytes::Bytes;
 
 use crate::model_input::{pick, Weighted};
-use crate::outbound::{Outbound, COPY_THRESHOLD, MAX_IOVECS};
+use crate::outbound::{Outbound, COPY_THRESHOLD, MAX_IOVECS, VIEWS_WHILE_BELOW};
 
 // ---------------------------------------------------------------------------------------
 // The model and the bytes of the stream
@@ -196,6 +197,15 @@ pub(crate) enum Op {
     Push(usize),
     /// A codec appending that many bytes to the tail.
     Encode(usize),
+    /// `Outbound::push_view` of `len` bytes a codec left out of its encoding, told that
+    /// `queued` bytes are queued before it and whether the last flush was `blocked`. Those
+    /// decide only whether the payload is queued as it is or copied: the bytes leave in
+    /// order either way.
+    PushView {
+        len: usize,
+        queued: usize,
+        blocked: bool,
+    },
     /// `count` pushes of `len` bytes each, each behind `small` encoded bytes (when not 0,
     /// those become a chunk of their own): many chunks at once.
     Burst {
@@ -256,6 +266,11 @@ impl Harness {
                 let data = self.next_bytes(*len);
                 self.out.tail.extend_from_slice(&data);
             }
+            &Op::PushView {
+                len,
+                queued,
+                blocked,
+            } => self.push_view(len, queued, blocked),
             Op::Burst { count, len, small } => {
                 for _ in 0..*count {
                     if *small > 0 {
@@ -287,6 +302,22 @@ impl Harness {
             }
         }
         self.check();
+    }
+
+    /// A payload queued behind an encoding: past the queue's length, or behind a blocked
+    /// flush, it must be copied (the queue holds no view of it, so no read buffer is
+    /// pinned); otherwise it is queued as `push` would queue it.
+    fn push_view(&mut self, len: usize, queued: usize, blocked: bool) {
+        let data = self.next_bytes(len);
+        let chunks_before = self.chunks();
+        self.out.push_view(Bytes::from(data), queued, blocked);
+        if blocked || queued >= VIEWS_WHILE_BELOW {
+            assert_eq!(
+                self.chunks(),
+                chunks_before,
+                "a view was queued behind {queued} bytes (blocked: {blocked})"
+            );
+        }
     }
 
     /// One `write_to`; returns what it wrote, `None` on an error.
@@ -400,8 +431,8 @@ pub(crate) fn run(ops: &[Op], with_drain: bool) {
 pub(crate) const MOST_OPS: usize = 250;
 
 /// How often each kind of operation comes up: push, encode, burst, write, flush, drain,
-/// clear.
-pub(crate) const OP_WEIGHTS: [u32; 7] = [12, 6, 1, 8, 2, 6, 1];
+/// clear, push_view.
+pub(crate) const OP_WEIGHTS: [u32; 8] = [12, 6, 1, 8, 2, 6, 1, 6];
 
 /// A push: either side of the copy threshold, at it, and well past it.
 pub(crate) const SIZE: Weighted<usize> = Weighted(&[
@@ -414,6 +445,14 @@ pub(crate) const SIZE: Weighted<usize> = Weighted(&[
 
 /// What a codec appends to the tail.
 pub(crate) const ENCODE: Weighted<usize> = Weighted(&[(1, 0..=2_999)]);
+
+/// What `push_view` is told is queued before its payload: below, at and past the length
+/// up to which views are queued as they are.
+pub(crate) const VIEW_QUEUED: Weighted<usize> = Weighted(&[
+    (2, 0..=VIEWS_WHILE_BELOW - 2),
+    (1, VIEWS_WHILE_BELOW - 1..=VIEWS_WHILE_BELOW),
+    (1, VIEWS_WHILE_BELOW + 1..=1 << 20),
+]);
 
 /// A burst: how many large pushes, how large, and the encoded bytes before each (none, or
 /// a few, which then become a chunk of their own).
@@ -505,7 +544,16 @@ impl FuzzOps<'_> {
                 };
                 Op::Drain { limit, fail_at }
             }
-            _ => Op::Clear,
+            6 => Op::Clear,
+            _ => {
+                let len = SIZE.draw(u)?;
+                let (queued, blocked) = (VIEW_QUEUED.draw(u)?, u.arbitrary()?);
+                Op::PushView {
+                    len: self.take_bytes(len),
+                    queued,
+                    blocked,
+                }
+            }
         })
     }
 }

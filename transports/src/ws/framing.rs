@@ -78,7 +78,7 @@ impl WsFraming {
 
 /// The message at `payload` in `input`, decoded by `codec`, which must take exactly
 /// `input[..payload.end]` off: the next frame starts right after it.
-#[inline]
+#[inline(always)]
 fn take_front_message<C: Decoder>(
     codec: &mut C,
     kind: MessageKind,
@@ -112,8 +112,14 @@ impl Framing for WsFraming {
         control_out: &mut BytesMut,
     ) -> Result<Next<C::Item>, Error> {
         let ws = &mut *self.0;
+        // The common case: the codec takes the message straight from the read buffer, and
+        // no event is built for it.
+        if let Some((kind, payload)) = ws.protocol.front_message(input) {
+            return take_front_message(codec, kind, input, payload);
+        }
         // Above the high watermark one pong answers a run of pings: a peer flooding pings
-        // without reading gets no pong per ping.
+        // without reading gets no pong per ping. (The common case above never answers one:
+        // it declines while a pong is pending.)
         ws.protocol.coalesce_pongs(limits.above_high_watermark);
         let found = ws
             .protocol
@@ -125,7 +131,8 @@ impl Framing for WsFraming {
             })?;
         let event = match found {
             None => return Ok(Next::NeedMore(None)),
-            // The common case: the codec takes the message straight from the read buffer.
+            // decode_in_place tries the common case first again; it declined above, so it
+            // declines here too, but its answer is taken all the same.
             Some(InPlace::Message { kind, payload }) => {
                 return take_front_message(codec, kind, input, payload)
             }
@@ -162,6 +169,18 @@ impl Framing for WsFraming {
         protocol
             .encode_reserved(kind, out, room)
             .map_err(Error::WebSocket)
+    }
+
+    /// The WebSocket frames every message in place, so nothing is left out of `out`
+    /// (inlined: called once per message, through `Session::write`).
+    #[inline]
+    fn encode_split<C: Encoder<M>, M>(
+        &mut self,
+        codec: &mut C,
+        message: M,
+        out: &mut BytesMut,
+    ) -> Result<Option<Bytes>, Error> {
+        self.encode(codec, message, out).map(|()| None)
     }
 
     /// A compressed message is in the compressor's window by now: it must not stay there,
