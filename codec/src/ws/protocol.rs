@@ -345,7 +345,9 @@ impl Protocol {
     /// first, on its own: a whole unfragmented, uncompressed text or binary frame at the
     /// front of `src`, between messages, within the limits, with no pong pending. It is
     /// unmasked and checked in place, and its kind and where its payload lies are returned;
-    /// take `src[..payload.end]` off before decoding again. Anything else (a partial frame,
+    /// take `src[..payload.end]` off before decoding again (the unmasking is done in
+    /// place: asked again about the same bytes, it would unmask them a second time and
+    /// answer garbage). Anything else (a partial frame,
     /// a fragment, a control frame, RSV bits, a 64-bit length, a frame over a limit, the
     /// wrong masking for the role, text that is not UTF-8) answers `None` with `src` as it
     /// was: then call `decode_in_place`, which decides and reports any error. A transport

@@ -310,12 +310,22 @@ impl Harness {
     fn push_view(&mut self, len: usize, queued: usize, blocked: bool) {
         let data = self.next_bytes(len);
         let chunks_before = self.chunks();
+        let tail_before = self.out.tail.len();
         self.out.push_view(Bytes::from(data), queued, blocked);
         if blocked || queued >= VIEWS_WHILE_BELOW {
             assert_eq!(
                 self.chunks(),
                 chunks_before,
                 "a view was queued behind {queued} bytes (blocked: {blocked})"
+            );
+        } else if len >= COPY_THRESHOLD {
+            // The zero-copy case: the payload is a chunk of its own (behind the tail's
+            // bytes, which become one first).
+            let added = 1 + usize::from(tail_before > 0);
+            assert_eq!(
+                self.chunks(),
+                chunks_before + added,
+                "a payload of {len} B was copied though the queue drains"
             );
         }
     }
