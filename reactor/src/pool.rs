@@ -95,12 +95,11 @@ impl BufPool {
         }
     }
 
-    /// Returns a buffer to the pool; its contents are discarded. A buffer whose front was
-    /// consumed (split off or advanced past) is first reclaimed whole, when nothing else
-    /// shares its memory. Then one of the pool's size (up to twice it) is kept, up to
-    /// `max_idle`; a larger one joins the large buffers, within the
-    /// [`large_budget`](Self::large_budget); a smaller one (say, a short remainder a live
-    /// frame still shares) is freed.
+    /// Returns a buffer to the pool; its contents are discarded. A buffer whose memory a
+    /// live frame still shares is dropped (the frame keeps that memory until it goes). Any
+    /// other is reclaimed whole (a consumed front is taken back), then one of the pool's
+    /// size (up to twice it) is kept, up to `max_idle`; a larger one joins the large
+    /// buffers, within the [`large_budget`](Self::large_budget); a smaller one is freed.
     ///
     /// ```
     /// let mut pool = getty_reactor::BufPool::new(1024, 1);

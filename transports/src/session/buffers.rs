@@ -166,11 +166,11 @@ fn hand_back(mut io: Box<Io>, pool: &mut BufPool) {
     }
 }
 
-/// Clears `buf` for the next session, and gives it to the pool unless it is one the pool
-/// would keep among its ordinary buffers: the pool's test sees through a short leftover
-/// of a large allocation (a read buffer grown for one big frame), which a spare box would
-/// otherwise keep whole; the pool keeps such a buffer among its large ones, within their
-/// budget.
+/// Clears `buf` for the next session if the pool would keep it among its ordinary
+/// buffers, and otherwise gives it to the pool, which keeps a large one within its budget
+/// and frees the rest. The pool's test sees through a short remainder of a large
+/// allocation (a read buffer grown for one big frame), which a spare box would otherwise
+/// keep whole.
 #[inline]
 fn keep_for_next_use(buf: &mut BytesMut, pool: &mut BufPool) {
     // Even an empty handle may be the remainder of a frame that took all of a large

@@ -353,11 +353,10 @@ where
 ///
 /// A large buffer the pool kept from an earlier frame costs nothing new, so one up to the
 /// whole frame's size is taken as soon as the peer has sent an eighth of it
-/// ([`move_into_kept`]): a stream of
-/// large frames reuses the same few allocations, where growing new ones would have the
-/// allocator fault them in page by page every time (the pool takes the buffer back once
-/// the message is dropped). A header that claims a large frame and stalls holds at most
-/// eight times what its peer sent, plus [`READ_AHEAD`].
+/// ([`move_into_kept`]): a stream of large frames reuses the same few allocations, where
+/// growing new ones would have the allocator fault them in page by page every time (the
+/// pool takes the buffer back once the message is dropped). A header that claims a large
+/// frame and stalls holds at most eight times what its peer sent, plus [`READ_AHEAD`].
 fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool) {
     let frame_room = frame_len.saturating_add(MIN_READ_SPACE);
     let wanted = frame_room.min(buf.len() + READ_AHEAD.max(buf.len()));
