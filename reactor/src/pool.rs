@@ -233,14 +233,21 @@ fn reclaim_unshared(buf: &mut BytesMut) -> bool {
     if buf.try_reclaim(buf.capacity() + 1) {
         return true;
     }
-    // Whole already, or shared: the reference count tells (no copy either way).
-    match std::mem::take(buf).freeze().try_into_mut() {
-        Ok(unshared) => {
-            *buf = unshared;
-            true
-        }
-        Err(_shared) => false,
+    if buf.capacity() == 0 {
+        // An empty handle, or a remainder with no room of its own still shared.
+        *buf = BytesMut::new();
+        return false;
     }
+    // Whole already, or shared: consume a byte of the front (its own room) and ask again.
+    // This allocates nothing, where asking the reference count through `freeze` would
+    // allocate for a buffer never shared, on every give of a datagram slot.
+    buf.extend_from_slice(&[0]);
+    bytes::Buf::advance(buf, 1);
+    let unshared = buf.try_reclaim(buf.capacity() + 1);
+    if !unshared {
+        *buf = BytesMut::new();
+    }
+    unshared
 }
 
 impl Default for BufPool {
@@ -352,6 +359,26 @@ mod tests {
         pool.give(grown); // 1 KiB left: the pool's size, yet it would pin 64 KiB
         assert_eq!(pool.idle(), 0);
         drop(frame);
+    }
+
+    #[test]
+    fn a_front_whose_back_is_still_shared_is_not_kept_and_a_whole_buffer_is() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut front = BytesMut::with_capacity(4096);
+        front.extend_from_slice(&[5u8; 4096]);
+        let back = front.split_off(1024); // the front starts where the allocation does
+        pool.give(front);
+        assert_eq!(pool.idle(), 0, "a buffer sharing its allocation was kept");
+        assert!(
+            back.iter().all(|&b| b == 5),
+            "the shared part was written over"
+        );
+        let mut whole = BytesMut::with_capacity(1024);
+        whole.extend_from_slice(b"used, never split");
+        let at = whole.as_ptr();
+        pool.give(whole);
+        assert_eq!(pool.idle(), 1);
+        assert_eq!(pool.take().as_ptr(), at, "the same memory, whole");
     }
 
     #[test]
