@@ -39,8 +39,11 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
-/// An allocation this large is one the allocator maps (and faults in) afresh.
-const LARGE: usize = 128 * 1024;
+/// An allocation this large is a frame's buffer, which the allocator maps (and faults in)
+/// afresh. Smaller ones are ordinary pooled sizes (up to twice 64 KiB): a partial frame's
+/// first step out of a 64 KiB buffer may take one, as any read does when the pool is
+/// empty, before the frame has earned a kept buffer.
+const LARGE: usize = 256 * 1024;
 static LARGE_ON_SERVER: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
