@@ -146,6 +146,20 @@ impl BufPool {
         Some(buf)
     }
 
+    /// Whether a kept large buffer of `min_capacity` to `max_capacity` bytes waits, which
+    /// [`take_large`](Self::take_large) would give. A reader that will soon earn one can
+    /// keep reading into the buffer it has instead of growing an allocation in between.
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 4);
+    /// pool.give(bytes::BytesMut::with_capacity(8 * 1024));
+    /// assert!(pool.has_large(4096, 8 * 1024) && !pool.has_large(4096, 8000));
+    /// ```
+    pub fn has_large(&self, min_capacity: usize, max_capacity: usize) -> bool {
+        let fits = min_capacity..=max_capacity;
+        self.large.iter().any(|buf| fits.contains(&buf.capacity()))
+    }
+
     /// Whether a large buffer of `capacity` bytes fits the
     /// [`large_budget`](Self::large_budget), so that giving it back keeps it.
     ///

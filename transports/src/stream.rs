@@ -498,14 +498,20 @@ fn ensure_read_space(buf: &mut BytesMut, cx: &mut Context<'_>) {
 /// 1 MiB frame reuses one once 128 KiB of it came.
 const KEPT_PER_BYTE_READ: usize = 8;
 
+/// The largest kept buffer a partial frame of `read` bytes may take.
+fn kept_earned_by(read: usize) -> usize {
+    read.saturating_mul(KEPT_PER_BYTE_READ) + READ_AHEAD
+}
+
 /// Moves `buf`'s bytes into a large buffer the pool kept, of at least `preferred` bytes if
 /// one is, else of at least `needed`, and at most what the bytes already read earn (see
 /// [`KEPT_PER_BYTE_READ`]); false if the pool has no such buffer.
 fn move_into_kept(buf: &mut BytesMut, preferred: usize, needed: usize, pool: &mut BufPool) -> bool {
-    let earned = buf.len().saturating_mul(KEPT_PER_BYTE_READ) + READ_AHEAD;
-    let kept = pool
-        .take_large(preferred, earned)
-        .or_else(|| pool.take_large(needed, earned));
+    let earned = kept_earned_by(buf.len());
+    let kept = match pool.take_large(preferred, earned) {
+        None if needed < preferred => pool.take_large(needed, earned),
+        found => found,
+    };
     let Some(kept) = kept else {
         return false;
     };

@@ -349,21 +349,38 @@ where
 /// Room in `buf` for more of a frame of `frame_len` bytes, so that its body arrives in few
 /// reads: as much again as was read already (at least [`READ_AHEAD`]), up to the frame's
 /// end and [`MIN_READ_SPACE`] beyond (so that its last bytes never need a larger buffer),
-/// and no more, since a header may claim what never comes.
+/// and no more, since a header may claim what never comes. A step that would stop less
+/// than [`READ_AHEAD`] short of that room takes all of it: doubling to 1 MiB for a frame of
+/// 1 MiB would leave a buffer that holds the frame but not that slack, outgrown (a new
+/// allocation) whenever a read ends near the frame's end.
 ///
 /// A large buffer the pool kept from an earlier frame costs nothing new, so one up to the
 /// whole frame's size is taken as soon as the peer has sent an eighth of it
 /// ([`move_into_kept`]): a stream of large frames reuses the same few allocations, where
 /// growing new ones would have the allocator fault them in page by page every time (the
-/// pool takes the buffer back once the message is dropped). A header that claims a large
-/// frame and stalls holds at most eight times what its peer sent, plus [`READ_AHEAD`].
+/// pool takes the buffer back once the message is written or dropped). Until the frame
+/// earns it, reads go on into the buffer there is, rather than into a step grown in
+/// between. A header that claims a large frame and stalls holds at most eight times what
+/// its peer sent, plus [`READ_AHEAD`].
 fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool) {
     let frame_room = frame_len.saturating_add(MIN_READ_SPACE);
-    let wanted = frame_room.min(buf.len() + READ_AHEAD.max(buf.len()));
+    let ahead = buf.len() + READ_AHEAD.max(buf.len());
+    let wanted = if ahead.saturating_add(READ_AHEAD) >= frame_room {
+        frame_room
+    } else {
+        ahead
+    };
     if buf.capacity() >= wanted {
         return;
     }
     if move_into_kept(buf, frame_room, wanted, pool) {
+        return;
+    }
+    if buf.capacity() - buf.len() >= MIN_READ_SPACE
+        && pool.has_large(frame_room, kept_earned_by(buf.capacity() - MIN_READ_SPACE))
+    {
+        // The pool holds a buffer for the whole frame, which the frame earns before this
+        // one fills: keep reading into this one rather than allocate a step in between.
         return;
     }
     let from_pool = buf.capacity() <= pool.buffer_size();
@@ -378,4 +395,78 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
     let outgrown = std::mem::replace(buf, BytesMut::with_capacity(wanted));
     buf.extend_from_slice(&outgrown);
     pool.give(outgrown);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: usize = 1 << 20;
+
+    /// A pool holding one large buffer, kept from an earlier frame of [`FRAME`] bytes.
+    fn pool_with_a_kept_frame_buffer() -> BufPool {
+        let mut pool = BufPool::default();
+        pool.give(BytesMut::with_capacity(FRAME + MIN_READ_SPACE));
+        pool
+    }
+
+    fn partial_frame(read: usize, capacity: usize) -> BytesMut {
+        let mut buf = BytesMut::with_capacity(capacity);
+        buf.resize(read, 7);
+        buf
+    }
+
+    #[test]
+    fn a_frame_reads_on_into_its_buffer_until_it_earns_the_kept_one() {
+        let mut pool = pool_with_a_kept_frame_buffer();
+        // 100 KiB of 1 MiB read into 128 KiB: too little to earn the kept buffer, which it
+        // will once this one fills, so no buffer grows in between.
+        let mut buf = partial_frame(100 * 1024, 128 * 1024);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert_eq!(buf.capacity(), 128 * 1024, "grew a step in between");
+        assert!(pool.has_large(FRAME, usize::MAX));
+        // Filled: the frame has earned it.
+        buf.resize(128 * 1024 - 100, 7);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert_eq!(buf.capacity(), FRAME + MIN_READ_SPACE);
+        assert_eq!(buf.len(), 128 * 1024 - 100);
+        assert!(buf.iter().all(|&b| b == 7), "the bytes read moved with it");
+        assert_eq!(pool.large_idle_bytes(), 0);
+    }
+
+    #[test]
+    fn a_step_just_short_of_the_frame_takes_the_whole_frame() {
+        // Half of a 1 MiB frame read: doubling would give exactly 1 MiB, which holds the
+        // frame but not the slack past it that its last read needs.
+        let mut pool = BufPool::default();
+        let mut buf = partial_frame(FRAME / 2, FRAME / 2);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert_eq!(buf.capacity(), FRAME + MIN_READ_SPACE);
+    }
+
+    #[test]
+    fn without_a_kept_buffer_a_frame_grows_ahead_of_its_reads() {
+        let mut pool = BufPool::default();
+        let mut buf = partial_frame(100 * 1024, 128 * 1024);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert!(
+            buf.capacity() >= 200 * 1024,
+            "room for as much again as was read"
+        );
+    }
+
+    #[test]
+    fn a_kept_buffer_the_frame_would_not_earn_before_its_buffer_fills_is_not_waited_for() {
+        // 100 KiB of a 4 MiB frame: even with its 128 KiB buffer full it would not earn a
+        // kept buffer of the whole frame, so it grows as it would without one.
+        let mut pool = BufPool::default().large_budget(8 * FRAME);
+        pool.give(BytesMut::with_capacity(4 * FRAME + MIN_READ_SPACE));
+        let mut buf = partial_frame(100 * 1024, 128 * 1024);
+        make_room_for_frame(&mut buf, 4 * FRAME, &mut pool);
+        assert!(buf.capacity() >= 200 * 1024, "grew ahead of its reads");
+        assert!(
+            pool.has_large(4 * FRAME, usize::MAX),
+            "the kept buffer is still there"
+        );
+    }
 }
