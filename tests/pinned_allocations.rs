@@ -31,7 +31,7 @@ use common::{connect, frame, read_frame, watchdog, Running};
 use getty::codec::{Bytes, LengthFieldCodec, LinesCodec};
 use getty::reactor::BufPool;
 use getty::tcp::TcpServer;
-use getty::{Handler, Session, SessionOptions};
+use getty::{Handler, Session, SessionOptions, SocketOptions};
 
 /// The system allocator, counting the bytes currently allocated, and the allocations of
 /// [`LARGE`] bytes or more made on a thread that asked for it ([`count_large_here`]).
@@ -242,43 +242,65 @@ fn a_short_remainder_is_not_kept_by_the_spare_list() {
 fn consecutive_large_frames_reuse_the_read_buffers() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(LIMIT, || {
-        let server = TcpServer::builder()
-            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
-            .unwrap();
-        let addr = server.local_addr();
-        let reactor = Running::serve("large-frame-reuse", server);
-        reactor.run_on(|_| count_large_here());
-        let mut stream = connect(addr);
-        for (size, rounds) in [(256 * 1024, 40), ((1 << 20) - 4, 12), (100_000, 40)] {
-            let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-            let framed = frame(&payload);
-            // The first frames may allocate (growing, filling the pool); the rest must not.
-            let warm = 3;
-            let mut after_warm_up = 0;
-            for round in 0..rounds {
-                if round == warm {
-                    after_warm_up = LARGE_ON_SERVER.load(Ordering::Relaxed);
-                }
-                stream.write_all(&framed).unwrap();
-                assert!(
-                    read_frame(&mut stream) == payload,
-                    "the echo of {size} B differs"
-                );
+        let sizes = [(256 * 1024, 40), ((1 << 20) - 4, 12), (100_000, 40)];
+        echo_without_new_large_buffers(SocketOptions::default(), &sizes);
+    });
+}
+
+/// The same when the socket takes each echo in several writes (its send buffer is small):
+/// the message is still queued when the read buffer's remainder goes back, so
+/// the pool cannot take the buffer then; it comes back once its last byte is written
+/// (`Outbound`'s `recycle`). Before, the buffer was freed then, and every frame grew anew.
+#[test]
+fn large_frames_echoed_in_several_writes_reuse_the_read_buffers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        let sizes = [(256 * 1024, 12), ((1 << 20) - 4, 8)];
+        let small_send_buffer = SocketOptions::default().send_buffer_size(Some(32 * 1024));
+        echo_without_new_large_buffers(small_send_buffer, &sizes);
+    });
+}
+
+/// Echoes `rounds` frames of each size over one connection and asserts that, after the
+/// first few of each size, the server's reactor allocated no frame-sized buffer.
+fn echo_without_new_large_buffers(socket_options: SocketOptions, sizes: &[(usize, usize)]) {
+    let server = TcpServer::builder()
+        .socket_options(socket_options)
+        .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+        .unwrap();
+    let addr = server.local_addr();
+    let reactor = Running::serve("large-frame-reuse", server);
+    reactor.run_on(|_| count_large_here());
+    let mut stream = connect(addr);
+    for &(size, rounds) in sizes {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let framed = frame(&payload);
+        // The first frames may allocate (growing, filling the pool); the rest must not.
+        let warm = 3;
+        let mut after_warm_up = 0;
+        for round in 0..rounds {
+            if round == warm {
+                after_warm_up = LARGE_ON_SERVER.load(Ordering::Relaxed);
             }
-            let grown = LARGE_ON_SERVER.load(Ordering::Relaxed) - after_warm_up;
-            eprintln!(
-                "{size} B frames: {grown} large allocations in {} echoes",
-                rounds - warm
-            );
-            assert_eq!(
-                grown,
-                0,
-                "the server allocated {grown} large buffers for {} frames of {size} B",
-                rounds - warm
+            stream.write_all(&framed).unwrap();
+            assert!(
+                read_frame(&mut stream) == payload,
+                "the echo of {size} B differs"
             );
         }
-        reactor.stop();
-    });
+        let grown = LARGE_ON_SERVER.load(Ordering::Relaxed) - after_warm_up;
+        eprintln!(
+            "{size} B frames: {grown} large allocations in {} echoes",
+            rounds - warm
+        );
+        assert_eq!(
+            grown,
+            0,
+            "the server allocated {grown} large buffers for {} frames of {size} B",
+            rounds - warm
+        );
+    }
+    reactor.stop();
 }
 
 /// A header that claims a large frame and stalls holds about what a growing read buffer

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
 use bytes::{Buf, Bytes, BytesMut};
+use getty_reactor::BufPool;
 
 /// Writes shorter than this are copied into the tail buffer; longer ones are queued as they
 /// are, so a 1 MiB payload is never copied.
@@ -81,7 +82,13 @@ impl Outbound {
     }
 
     /// One write (a `writev` when there is more than one buffer). Returns the bytes written.
-    pub(crate) fn write_to<W: Write>(&mut self, sink: &mut W) -> io::Result<usize> {
+    /// A chunk written whole goes to `pool` when nothing else holds its memory
+    /// ([`recycle`]).
+    pub(crate) fn write_to<W: Write>(
+        &mut self,
+        sink: &mut W,
+        pool: &mut BufPool,
+    ) -> io::Result<usize> {
         let queue = match self.chunks.as_deref() {
             Some(chunks) if !chunks.queue.is_empty() => &chunks.queue,
             _ => {
@@ -105,11 +112,11 @@ impl Outbound {
             }
             sink.write_vectored(&slices[..count])?
         };
-        self.consume(n);
+        self.consume(n, pool);
         Ok(n)
     }
 
-    fn consume(&mut self, mut n: usize) {
+    fn consume(&mut self, mut n: usize, pool: &mut BufPool) {
         while n > 0 {
             let Some(chunks) = self.chunks.as_deref_mut().filter(|c| !c.queue.is_empty()) else {
                 self.tail.advance(n);
@@ -121,16 +128,20 @@ impl Outbound {
             chunks.len -= take;
             n -= take;
             if front.is_empty() {
-                chunks.queue.pop_front();
+                if let Some(done) = chunks.queue.pop_front() {
+                    recycle(done, pool);
+                }
             }
         }
     }
 
     /// Hands up to about `limit` queued bytes, in order, to `sink` (a filter) and removes
-    /// them from the queue. Returns how many it handed over.
+    /// them from the queue, recycling chunks as [`write_to`](Self::write_to) does. Returns
+    /// how many it handed over.
     pub(crate) fn drain_into<E>(
         &mut self,
         limit: usize,
+        pool: &mut BufPool,
         mut sink: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<usize, E> {
         let mut taken = 0;
@@ -145,7 +156,7 @@ impl Outbound {
             };
             let n = piece.len();
             sink(piece)?;
-            self.consume(n);
+            self.consume(n, pool);
             taken += n;
         }
         Ok(taken)
@@ -167,6 +178,18 @@ impl Outbound {
         {
             self.chunks = None;
         }
+    }
+}
+
+/// Gives a written chunk's memory to the pool when the chunk alone holds it: typically the
+/// read buffer a large message was decoded into and echoed from without a copy. The pool
+/// keeps it (a large one among its large buffers) for the next frame, which would
+/// otherwise grow a fresh allocation for the allocator to fault in; a chunk that shares
+/// its memory (the rest of a read buffer, a message the handler kept) is only dropped.
+#[inline]
+fn recycle(chunk: Bytes, pool: &mut BufPool) {
+    if let Ok(memory) = chunk.try_into_mut() {
+        pool.give(memory);
     }
 }
 
@@ -231,7 +254,7 @@ mod tests {
             vectored_calls: 0,
         };
         while !out.is_empty() {
-            out.write_to(&mut sink).unwrap();
+            out.write_to(&mut sink, &mut BufPool::default()).unwrap();
         }
         sink
     }
@@ -268,13 +291,13 @@ mod tests {
         out.tail.extend_from_slice(b"cd");
         let mut got = Vec::new();
         let n = out
-            .drain_into(3000, |piece| {
+            .drain_into(3000, &mut BufPool::default(), |piece| {
                 got.extend_from_slice(piece);
                 Ok::<_, ()>(())
             })
             .unwrap();
         assert_eq!((n, out.len()), (3000, 2004));
-        out.drain_into(usize::MAX, |piece| {
+        out.drain_into(usize::MAX, &mut BufPool::default(), |piece| {
             got.extend_from_slice(piece);
             Ok::<_, ()>(())
         })

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 
 use crate::outbound::model::{expect_at, stream_bytes, Model, SIZE};
 use crate::outbound::Outbound;
+use getty_reactor::BufPool;
 
 // ---------------------------------------------------------------------------------------
 // The outbound queue through a filter to a peer
@@ -126,7 +127,9 @@ impl Pipe {
         let (sender, wire) = (&mut self.sender, &mut self.wire_out);
         let moved = self
             .out
-            .drain_into(batch, |plain| sender.encode(plain, wire))
+            .drain_into(batch, &mut BufPool::default(), |plain| {
+                sender.encode(plain, wire)
+            })
             .expect("encode");
         assert_eq!(moved, batch.min(before));
         assert_eq!(self.out.len(), before - moved);

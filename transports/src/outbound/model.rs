@@ -17,6 +17,8 @@ use std::io::{self, IoSlice, Write};
 use arbitrary::Unstructured;
 use bytes::Bytes;
 
+use getty_reactor::BufPool;
+
 use crate::model_input::{pick, Weighted};
 use crate::outbound::{Outbound, COPY_THRESHOLD, MAX_IOVECS, VIEWS_WHILE_BELOW};
 
@@ -232,6 +234,10 @@ pub(crate) enum Op {
 pub(crate) struct Harness {
     out: Outbound,
     model: Model,
+    /// Where written chunks go back (`recycle`) and where pushed payloads come from, so
+    /// that a chunk given back before its last byte left would have its bytes overwritten
+    /// by the next payload, and the check against the model would catch it.
+    pool: BufPool,
     /// Where the next pushed byte sits in the stream.
     pos: u64,
 }
@@ -241,6 +247,7 @@ impl Harness {
         Harness {
             out: Outbound::default(),
             model: Model::default(),
+            pool: BufPool::new(COPY_THRESHOLD, 4).large_budget(1 << 20),
             pos: 0,
         }
     }
@@ -252,6 +259,17 @@ impl Harness {
         data
     }
 
+    /// The next `len` bytes of the stream as a payload, in memory the pool had kept.
+    fn next_payload(&mut self, len: usize) -> Bytes {
+        let data = self.next_bytes(len);
+        let mut memory = self
+            .pool
+            .take_large(len, usize::MAX)
+            .unwrap_or_else(|| self.pool.take());
+        memory.extend_from_slice(&data);
+        memory.freeze()
+    }
+
     pub(crate) fn chunks(&self) -> usize {
         self.out.chunks.as_ref().map_or(0, |c| c.queue.len())
     }
@@ -259,8 +277,8 @@ impl Harness {
     pub(crate) fn apply(&mut self, op: &Op) {
         match op {
             Op::Push(len) => {
-                let data = self.next_bytes(*len);
-                self.out.push(Bytes::from(data));
+                let payload = self.next_payload(*len);
+                self.out.push(payload);
             }
             Op::Encode(len) => {
                 let data = self.next_bytes(*len);
@@ -277,8 +295,8 @@ impl Harness {
                         let data = self.next_bytes(*small);
                         self.out.tail.extend_from_slice(&data);
                     }
-                    let data = self.next_bytes(*len);
-                    self.out.push(Bytes::from(data));
+                    let payload = self.next_payload(*len);
+                    self.out.push(payload);
                 }
             }
             Op::Write(sink) => {
@@ -308,10 +326,10 @@ impl Harness {
     /// flush, it must be copied (the queue holds no view of it, so no read buffer is
     /// pinned); otherwise it is queued as `push` would queue it.
     fn push_view(&mut self, len: usize, queued: usize, blocked: bool) {
-        let data = self.next_bytes(len);
+        let payload = self.next_payload(len);
         let chunks_before = self.chunks();
         let tail_before = self.out.tail.len();
-        self.out.push_view(Bytes::from(data), queued, blocked);
+        self.out.push_view(payload, queued, blocked);
         if blocked || queued >= VIEWS_WHILE_BELOW {
             assert_eq!(
                 self.chunks(),
@@ -339,7 +357,7 @@ impl Harness {
             calls: 0,
             took: 0,
         };
-        let result = self.out.write_to(&mut sink);
+        let result = self.out.write_to(&mut sink, &mut self.pool);
         let (calls, took) = (sink.calls, sink.took);
         assert_eq!(calls, 1, "write_to makes exactly one call");
         match result {
@@ -360,7 +378,7 @@ impl Harness {
         let most_calls = self.chunks() + 1;
         let queued = self.model.queued();
         let (mut at, mut calls) = (0, 0);
-        let result = self.out.drain_into(limit, |piece| {
+        let result = self.out.drain_into(limit, &mut self.pool, |piece| {
             calls += 1;
             assert!(
                 calls <= most_calls,

@@ -14,7 +14,7 @@ where
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let mut progressed = false;
         while self.refill_wire(cx)? > 0 {
-            match self.write_some() {
+            match self.write_some(cx.buffers()) {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.session.counters_mut().bytes_out += n as u64;
@@ -58,7 +58,9 @@ where
                 let moved = self
                     .session
                     .out
-                    .drain_into(ENCODE_BATCH, |plain| filter.encode(plain, wire))?;
+                    .drain_into(ENCODE_BATCH, cx.buffers(), |plain| {
+                        filter.encode(plain, wire)
+                    })?;
                 io.plain_out += moved as u64;
             }
             io.filter.flush(&mut io.wire_out)?;
@@ -67,14 +69,14 @@ where
     }
 
     /// One write to the socket: the filter's wire bytes, or the outbound queue (`writev`).
-    pub(super) fn write_some(&mut self) -> io::Result<usize> {
+    pub(super) fn write_some(&mut self, pool: &mut BufPool) -> io::Result<usize> {
         match self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             Some(io) => {
                 let n = self.stream.write(&io.wire_out)?;
                 io.wire_out.advance(n);
                 Ok(n)
             }
-            None => self.session.out.write_to(&mut self.stream),
+            None => self.session.out.write_to(&mut self.stream, pool),
         }
     }
 
