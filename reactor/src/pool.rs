@@ -120,6 +120,25 @@ impl BufPool {
         }
     }
 
+    /// An idle buffer of at least `min_capacity` bytes, empty, from those the pool keeps at
+    /// its size (up to twice it); `None` when none is that large. A reader whose partial
+    /// frame outgrows a pooled buffer takes one of these before allocating.
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 4);
+    /// pool.give(bytes::BytesMut::with_capacity(1500));
+    /// assert!(pool.take_at_least(2000).is_none());
+    /// assert!(pool.take_at_least(1200).is_some_and(|buf| buf.capacity() >= 1500));
+    /// assert_eq!(pool.idle(), 0);
+    /// ```
+    pub fn take_at_least(&mut self, min_capacity: usize) -> Option<BytesMut> {
+        let at = self
+            .idle
+            .iter()
+            .rposition(|buf| buf.capacity() >= min_capacity)?;
+        Some(self.idle.swap_remove(at))
+    }
+
     /// The smallest kept large buffer of `min_capacity` to `max_capacity` bytes, empty;
     /// `None` when no kept buffer is that large (the caller allocates). A reader bounds the
     /// capacity by what its peer has sent, so that a header claiming a large frame does

@@ -390,9 +390,13 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
         buf.reserve(wanted - buf.len());
         return;
     }
-    // Exactly `wanted`: leaving a pooled buffer, or the last step of a frame the pool will
-    // keep, which `reserve` would round up to twice the buffer.
-    let outgrown = std::mem::replace(buf, BytesMut::with_capacity(wanted));
+    // An idle pooled buffer that is large enough (the first step out of a 64 KiB buffer
+    // often fits one of 128 KiB), else exactly `wanted`: leaving a pooled buffer, or the
+    // last step of a frame the pool will keep, which `reserve` would round up to twice.
+    let grown = pool
+        .take_at_least(wanted)
+        .unwrap_or_else(|| BytesMut::with_capacity(wanted));
+    let outgrown = std::mem::replace(buf, grown);
     buf.extend_from_slice(&outgrown);
     pool.give(outgrown);
 }
@@ -432,6 +436,22 @@ mod tests {
         assert_eq!(buf.len(), 128 * 1024 - 100);
         assert!(buf.iter().all(|&b| b == 7), "the bytes read moved with it");
         assert_eq!(pool.large_idle_bytes(), 0);
+    }
+
+    #[test]
+    fn a_first_step_takes_a_larger_idle_pooled_buffer_before_allocating() {
+        let mut pool = BufPool::default();
+        let mut idle = BytesMut::with_capacity(128 * 1024);
+        let idle_at = idle.as_mut_ptr();
+        pool.give(idle);
+        let mut buf = partial_frame(64 * 1024, 64 * 1024);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert_eq!(buf.as_mut_ptr(), idle_at, "a new buffer was allocated");
+        assert_eq!(
+            (buf.len(), pool.idle()),
+            (64 * 1024, 1),
+            "the outgrown one is idle"
+        );
     }
 
     #[test]
