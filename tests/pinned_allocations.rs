@@ -440,3 +440,120 @@ fn long_lines_reuse_the_read_buffers_too() {
         assert_eq!(grown, 0, "the server allocated {grown} large buffers");
     });
 }
+
+/// A header that claims a frame just under two read-aheads (124 KiB) and stalls after
+/// 1,000 B holds what `make_room_for_frame` documents: at most eight times what its peer
+/// sent, plus READ_AHEAD (72 KiB here; it holds 1,000 B + READ_AHEAD). A first version of
+/// the rule that a step near the frame's end takes the frame's whole room took it whenever
+/// the step stopped less than READ_AHEAD short of it: 129 KiB per stalled connection.
+#[test]
+fn a_stalled_claim_just_under_two_read_aheads_holds_no_more_than_its_bound() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        const ATTACKERS: usize = 32;
+        const SENT: usize = 1000; // the 4-byte header included
+        const READ_AHEAD: usize = 64 * 1024;
+        const MIN_READ_SPACE: usize = 4096;
+        // frame_len + MIN_READ_SPACE == SENT + 2 * READ_AHEAD: the largest claim the new
+        // rule takes whole at once.
+        let claim = SENT + 2 * READ_AHEAD - MIN_READ_SPACE - 4;
+        let (reactor, addr) = echo_server(SessionOptions::default());
+        round_trip(addr, 100);
+        let before = live_once_settled(&reactor);
+        let idle_before = reactor.run_on(|s| s.buffers().idle()) as isize;
+        let mut stalled = Vec::new();
+        for _ in 0..ATTACKERS {
+            let mut attacker = connect(addr);
+            let mut lie = (claim as u32).to_be_bytes().to_vec();
+            lie.extend_from_slice(&[7u8; SENT - 4]);
+            attacker.write_all(&lie).unwrap();
+            stalled.push(attacker);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let held = live_once_settled(&reactor) - before;
+        let (idle, kept) = reactor.run_on(|s| (s.buffers().idle(), s.buffers().large_idle_bytes()));
+        let pooled = (idle as isize - idle_before) * (64 * 1024) + kept as isize;
+        let per_attacker = (held - pooled) / ATTACKERS as isize;
+        eprintln!(
+            "{ATTACKERS} stalled claims of {claim} B after {SENT} B: {} KiB held, {} KiB of it \
+             pooled; {per_attacker} B per attacker",
+            held >> 10,
+            pooled >> 10
+        );
+        drop(stalled);
+        reactor.stop();
+        // The documented bound, with 8 KiB for the session's own state.
+        let bound = (8 * SENT + READ_AHEAD + 8 * 1024) as isize;
+        assert!(
+            per_attacker <= bound,
+            "an attacker that sent {SENT} B of a claimed {claim} B frame holds {per_attacker} B \
+             (bound: {bound} B)"
+        );
+    });
+}
+
+/// Peers that send a few hundred bytes of a frame and hang up cannot flush the large
+/// buffers the pool keeps for an honest peer's frames: their partial frames grow to what
+/// was sent + READ_AHEAD, which the pool keeps among its ordinary buffers. The first
+/// version of the rule above grew them to the claimed frame's room, just over twice the
+/// pool's size, which the pool keeps among its large ones, the oldest going first: 45
+/// peers that each sent 257 B of a claim (ascending, so that none waits for an earlier
+/// one's buffer, `BufPool::has_large`) and hung up made the honest peer's next 1 MiB
+/// frames grow fresh allocations again.
+#[test]
+fn short_claims_that_hang_up_do_not_flush_the_pools_kept_frame_buffers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    watchdog(LIMIT, || {
+        const ATTACKERS: usize = 45;
+        const SENT: usize = 257; // the 4-byte header included
+        const MIN_READ_SPACE: usize = 4096;
+        let (reactor, addr) = echo_server(SessionOptions::default());
+        reactor.run_on(|_| count_large_here());
+        let payload: Vec<u8> = (0..(1 << 20) - 4).map(|i| (i % 251) as u8).collect();
+        let framed = frame(&payload);
+        let mut honest = connect(addr);
+        let mut echo = |rounds: usize| {
+            for _ in 0..rounds {
+                honest.write_all(&framed).unwrap();
+                assert!(read_frame(&mut honest) == payload, "the echo differs");
+            }
+        };
+        echo(4);
+        let kept_before = reactor.run_on(|s| s.buffers().large_idle_bytes());
+        let mut stalled = Vec::new();
+        for i in 0..ATTACKERS {
+            // frame_len + MIN_READ_SPACE: just over twice the pool's 64 KiB, ascending.
+            let frame_room = 2 * 64 * 1024 + 1 + i;
+            let claim = frame_room - MIN_READ_SPACE - 4;
+            let mut attacker = connect(addr);
+            let mut lie = (claim as u32).to_be_bytes().to_vec();
+            lie.extend_from_slice(&[7u8; SENT - 4]);
+            attacker.write_all(&lie).unwrap();
+            stalled.push(attacker);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = live_once_settled(&reactor);
+        drop(stalled);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reactor.entry_count() > 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = live_once_settled(&reactor);
+        let kept_after = reactor.run_on(|s| s.buffers().large_idle_bytes());
+        let before = LARGE_ON_SERVER.load(Ordering::Relaxed);
+        echo(6);
+        let grown = LARGE_ON_SERVER.load(Ordering::Relaxed) - before;
+        eprintln!(
+            "kept large buffers: {} KiB before {ATTACKERS} claims of {SENT} B, {} KiB after \
+             they hung up; {grown} frame-sized allocations in the 6 echoes after them",
+            kept_before >> 10,
+            kept_after >> 10
+        );
+        reactor.stop();
+        assert_eq!(
+            grown, 0,
+            "{ATTACKERS} claims of {SENT} B made the next 6 echoes of 1 MiB allocate {grown} \
+             frame-sized buffers"
+        );
+    });
+}

@@ -86,6 +86,9 @@ enum FilterOp {
 
 struct Pipe {
     out: Outbound,
+    /// Where finished chunks go back, and where pushed payloads come from: a chunk given
+    /// back before the filter took its last byte would be overwritten and caught.
+    pool: BufPool,
     /// Plain bytes queued and not yet decoded by the peer.
     model: Model,
     pos: u64,
@@ -101,6 +104,7 @@ impl Pipe {
         let (sender, peer) = filters(stack);
         Pipe {
             out: Outbound::default(),
+            pool: BufPool::new(4096, 4),
             model: Model::default(),
             pos: 0,
             sender,
@@ -127,9 +131,7 @@ impl Pipe {
         let (sender, wire) = (&mut self.sender, &mut self.wire_out);
         let moved = self
             .out
-            .drain_into(batch, &mut BufPool::default(), |plain| {
-                sender.encode(plain, wire)
-            })
+            .drain_into(batch, &mut self.pool, |plain| sender.encode(plain, wire))
             .expect("encode");
         assert_eq!(moved, batch.min(before));
         assert_eq!(self.out.len(), before - moved);
@@ -140,7 +142,12 @@ impl Pipe {
         match *op {
             FilterOp::Push(len, text) => {
                 let data = self.next_bytes(len, text);
-                self.out.push(Bytes::from(data));
+                let mut payload = self
+                    .pool
+                    .take_large(len, usize::MAX)
+                    .unwrap_or_else(|| self.pool.take());
+                payload.extend_from_slice(&data);
+                self.out.push(payload.freeze());
             }
             FilterOp::Encode(len, text) => {
                 let data = self.next_bytes(len, text);

@@ -349,10 +349,10 @@ where
 /// Room in `buf` for more of a frame of `frame_len` bytes, so that its body arrives in few
 /// reads: as much again as was read already (at least [`READ_AHEAD`]), up to the frame's
 /// end and [`MIN_READ_SPACE`] beyond (so that its last bytes never need a larger buffer),
-/// and no more, since a header may claim what never comes. A step that would stop less
-/// than [`READ_AHEAD`] short of that room takes all of it: doubling to 1 MiB for a frame of
-/// 1 MiB would leave a buffer that holds the frame but not that slack, outgrown (a new
-/// allocation) whenever a read ends near the frame's end.
+/// and no more, since a header may claim what never comes. A step that would hold the
+/// frame takes that slack too: doubling to 1 MiB for a frame of 1 MiB would leave a buffer
+/// that holds the frame but not the slack, outgrown (a new allocation) whenever a read
+/// ends near the frame's end.
 ///
 /// A large buffer the pool kept from an earlier frame costs nothing new, so one up to the
 /// whole frame's size is taken as soon as the peer has sent an eighth of it
@@ -365,7 +365,7 @@ where
 fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool) {
     let frame_room = frame_len.saturating_add(MIN_READ_SPACE);
     let ahead = buf.len() + READ_AHEAD.max(buf.len());
-    let wanted = if ahead.saturating_add(READ_AHEAD) >= frame_room {
+    let wanted = if ahead >= frame_len {
         frame_room
     } else {
         ahead
@@ -455,7 +455,7 @@ mod tests {
     }
 
     #[test]
-    fn a_step_just_short_of_the_frame_takes_the_whole_frame() {
+    fn a_step_that_would_hold_the_frame_takes_its_slack_too() {
         // Half of a 1 MiB frame read: doubling would give exactly 1 MiB, which holds the
         // frame but not the slack past it that its last read needs.
         let mut pool = BufPool::default();
@@ -488,5 +488,40 @@ mod tests {
             pool.has_large(4 * FRAME, usize::MAX),
             "the kept buffer is still there"
         );
+    }
+
+    /// The bound documented for a header that claims a frame and stalls (eight times what
+    /// its peer sent, plus READ_AHEAD), for a claim just under two read-aheads.
+    #[test]
+    fn a_stalled_short_claim_stays_within_eight_times_what_came_plus_read_ahead() {
+        let mut pool = BufPool::default();
+        let read = 1000;
+        let frame_len = read + 2 * READ_AHEAD - MIN_READ_SPACE;
+        let mut buf = partial_frame(read, 64 * 1024);
+        make_room_for_frame(&mut buf, frame_len, &mut pool);
+        let bound = read * KEPT_PER_BYTE_READ + READ_AHEAD;
+        assert!(
+            buf.capacity() <= bound,
+            "{} B for {read} B read",
+            buf.capacity()
+        );
+    }
+
+    /// A frame that waited for a kept buffer which another session then took still grows
+    /// once its own buffer fills (no stall), keeping its bytes.
+    #[test]
+    fn a_frame_whose_awaited_kept_buffer_is_taken_elsewhere_still_grows() {
+        let mut pool = pool_with_a_kept_frame_buffer();
+        let mut buf = partial_frame(100 * 1024, 128 * 1024);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert_eq!(buf.capacity(), 128 * 1024, "waits for the kept buffer");
+        assert!(
+            pool.take_large(FRAME, usize::MAX).is_some(),
+            "another frame took it"
+        );
+        buf.resize(128 * 1024 - 100, 7);
+        make_room_for_frame(&mut buf, FRAME, &mut pool);
+        assert!(buf.capacity() >= 2 * buf.len(), "grew ahead of its reads");
+        assert!(buf.iter().all(|&b| b == 7));
     }
 }
