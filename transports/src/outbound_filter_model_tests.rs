@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use getty_codec::filter::{Compression, DeflateFilter, Filter, Layered, TlsFilter};
 use getty_codec::rustls::{ClientConfig, ServerConfig};
 use proptest::collection::vec;
