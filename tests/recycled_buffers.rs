@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::{connect, frame, read_frame, watchdog, Running};
 use getty::codec::{Bytes, LengthFieldCodec};
-use getty::tcp::TcpServer;
+use getty::tcp::{TcpServer, TcpServerBuilder};
 use getty::{Handler, Session, SessionOptions, SocketOptions};
 
 const LIMIT: Duration = Duration::from_secs(150);
@@ -200,11 +200,12 @@ fn client(addr: SocketAddr, client: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn run(socket_options: SocketOptions) {
+/// A server of [`Mixed`] sessions, configured by `builder`; the flag tells whether every
+/// message the handlers kept was still intact when their sessions ended.
+fn serve_mixed(name: &str, builder: TcpServerBuilder) -> (Running, SocketAddr, Arc<AtomicBool>) {
     let all_intact = Arc::new(AtomicBool::new(true));
     let flag = all_intact.clone();
-    let server = TcpServer::builder()
-        .socket_options(socket_options)
+    let server = builder
         .session_options(SessionOptions::default().max_outbound(16 << 20))
         .bind("127.0.0.1:0", move |_| {
             Ok((
@@ -217,7 +218,12 @@ fn run(socket_options: SocketOptions) {
         })
         .unwrap();
     let addr = server.local_addr();
-    let reactor = Running::serve("recycled", server);
+    (Running::serve(name, server), addr, all_intact)
+}
+
+fn run(socket_options: SocketOptions) {
+    let builder = TcpServer::builder().socket_options(socket_options);
+    let (reactor, addr, all_intact) = serve_mixed("recycled", builder);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| std::thread::spawn(move || client(addr, c)))
         .collect();
@@ -264,24 +270,10 @@ fn tls_sessions_get_every_reply_byte_exact() {
         let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
         let server_config = tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
         let client_config = tls::client_config(chain.as_bytes()).unwrap();
-        let all_intact = Arc::new(AtomicBool::new(true));
-        let flag = all_intact.clone();
-        let server = TcpServer::builder()
+        let builder = TcpServer::builder()
             .tls(server_config)
-            .socket_options(SocketOptions::default().send_buffer_size(Some(32 * 1024)))
-            .session_options(SessionOptions::default().max_outbound(16 << 20))
-            .bind("127.0.0.1:0", move |_| {
-                Ok((
-                    LengthFieldCodec::default(),
-                    Mixed {
-                        kept: Vec::new(),
-                        all_intact: flag.clone(),
-                    },
-                ))
-            })
-            .unwrap();
-        let addr = server.local_addr();
-        let reactor = Running::serve("recycled-tls", server);
+            .socket_options(SocketOptions::default().send_buffer_size(Some(32 * 1024)));
+        let (reactor, addr, all_intact) = serve_mixed("recycled-tls", builder);
         let clients: Vec<_> = (0..CLIENTS)
             .map(|client| {
                 let config = client_config.clone();
