@@ -194,17 +194,20 @@ fn read_idle_timeout_holds_with_and_without_a_box() {
         let options = SessionOptions::default().read_idle_timeout(Some(IDLE));
         let (addr, reactor) = echo_server(options);
 
-        let mut silent = connect(addr);
+        // Each clock starts before the server can have seen what it times from (the
+        // accept, the last byte read): started after, it would let a close that came in
+        // time look early (the echo's round trip made one 1.6 ms early once).
         let silent_since = Instant::now();
+        let mut silent = connect(addr);
 
+        let partial_since = Instant::now();
         let mut partial = connect(addr);
         partial.write_all(&[0, 0]).unwrap(); // half a header
-        let partial_since = Instant::now();
 
+        let answered_since = Instant::now();
         let mut answered = connect(addr);
         answered.write_all(&frame(b"ping")).unwrap();
         assert_eq!(read_frame(&mut answered), b"ping");
-        let answered_since = Instant::now();
 
         // A session that sends a byte of a long frame every 100 ms is not idle.
         let mut trickle = connect(addr);
@@ -232,8 +235,8 @@ fn read_idle_timeout_holds_with_and_without_a_box() {
         }
         // Closing early is the failure that matters; a late close shows up here only when
         // it is very late.
-        let mut late = connect(addr);
         let late_since = Instant::now();
+        let mut late = connect(addr);
         let took = time_to_close(&mut late, late_since);
         assert!(
             took >= IDLE && took < IDLE + Duration::from_secs(10),
