@@ -7,7 +7,9 @@
 //!   sessions than the list holds, so it overflows too);
 //! - a session's stats tell the same before and after its counters are boxed;
 //! - the read-idle timeout ends a session that holds no box (silent), one that holds a
-//!   partial frame, and one that went idle after a message, and spares one that reads.
+//!   partial frame, and one that went idle after a message, and spares one that reads;
+//! - a reactor that has gone idle frees the buffers its pool kept from a burst, then no
+//!   longer wakes, and its sessions echo as before once traffic comes back.
 
 mod common;
 
@@ -16,8 +18,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::time::{Duration, Instant};
 
-use common::{connect, expect_closed, frame, read_frame, watchdog, Running, STEP};
+use common::{connect, echo_roundtrip, expect_closed, frame, read_frame, watchdog, Running, STEP};
 use getty::codec::{Bytes, LengthFieldCodec};
+use getty::reactor::{BufPool, Reactor};
 use getty::tcp::TcpServer;
 use getty::{Handler, Session, SessionOptions, Stats};
 
@@ -324,6 +327,80 @@ fn interleaved_partial_tls_records_never_cross_sessions() {
             let first_difference = plain.iter().zip(&expected).position(|(a, b)| a != b);
             assert_eq!(first_difference, None, "session {who}: echoed bytes differ");
         }
+        reactor.stop();
+    });
+}
+
+/// How long the pool of `an_idle_reactor_frees_its_pool_then_sleeps` keeps a buffer unused.
+const RELEASE_AFTER: Duration = Duration::from_millis(500);
+
+/// What `s`'s pool holds: ordinary buffers and bytes of large ones.
+fn pool_holds(reactor: &Running) -> (usize, usize) {
+    reactor.run_on(|s| (s.buffers().idle(), s.buffers().large_idle_bytes()))
+}
+
+#[test]
+fn an_idle_reactor_frees_its_pool_then_sleeps() {
+    watchdog(LIMIT, || {
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let addr = server.local_addr();
+        let pool = BufPool::default().release_unused_after(Some(RELEASE_AFTER));
+        let reactor = Running::serve_with("idle-pool", server, move || {
+            Reactor::builder().buffer_pool(pool).build()
+        });
+        // A burst: four sessions at once, each echoing frames larger than a pooled buffer
+        // (kept apart as large buffers) and small ones.
+        let mut streams: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+        let burst = |streams: &mut Vec<TcpStream>| {
+            std::thread::scope(|scope| {
+                for (who, stream) in streams.iter_mut().enumerate() {
+                    scope.spawn(move || {
+                        for round in 0..3 {
+                            let large: Vec<u8> = (0..300_000)
+                                .map(|k| (who * 7 + round + k % 253) as u8)
+                                .collect();
+                            echo_roundtrip(stream, &large);
+                            echo_roundtrip(stream, &[who as u8; 100]);
+                        }
+                    });
+                }
+            });
+        };
+        burst(&mut streams);
+        // (Ordinary buffers mostly wait in the sessions' spare boxes, a short fixed list
+        // outside the pool; the large ones always come back to the pool.)
+        let (idle, large) = pool_holds(&reactor);
+        assert!(
+            large > 0,
+            "the burst left large buffers in the pool: {idle} ordinary, {large} B of large ones"
+        );
+
+        // Unused for two intervals at most, then freed, while the sessions stay open.
+        let deadline = Instant::now() + STEP;
+        while pool_holds(&reactor) != (0, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the pool still holds {:?}",
+                pool_holds(&reactor)
+            );
+            std::thread::sleep(RELEASE_AFTER / 5);
+        }
+        // An empty pool is no reason to wake: over four intervals the loop turns only for
+        // the two queries (with a pool still holding buffers it would turn four times more).
+        let turns = || reactor.run_on(|s| s.loop_metrics().turns);
+        let before = turns();
+        std::thread::sleep(4 * RELEASE_AFTER);
+        let woke = turns() - before;
+        assert!(
+            woke <= 2,
+            "an idle reactor with an empty pool turned {woke} times"
+        );
+
+        // The same sessions carry on with fresh buffers, byte for byte.
+        burst(&mut streams);
+        drop(streams);
         reactor.stop();
     });
 }

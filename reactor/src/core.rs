@@ -45,6 +45,9 @@ pub(crate) struct Core {
     pub(crate) started: VecDeque<EntryId>,
     pub(crate) mailbox: VecDeque<(EntryId, Queued)>,
     pub(crate) buffers: BufPool,
+    /// When the pool frees what waited unused since the last time; `None` while it holds
+    /// nothing (or keeps all), so that an idle reactor does not wake for it.
+    pub(crate) buffers_release_at: Option<Instant>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) phase: Phase,
     pub(crate) metrics: LoopMetrics,
@@ -130,7 +133,14 @@ impl Core {
             wake_at = Some(wake_at.map_or(deadline, |t| t.min(deadline)));
         }
         // mio rounds a sub-millisecond timeout up, so a timer due in 0.3 ms does not spin.
-        wake_at.map(|t| t.saturating_duration_since(Instant::now()))
+        let mut timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
+        if let Some(release_at) = self.schedule_buffer_release() {
+            // Counted from the turn's clock: a release late by a turn's work is on time,
+            // and a busy loop with no timer reads the clock no more than before.
+            let until_release = release_at.saturating_duration_since(self.now);
+            timeout = Some(timeout.map_or(until_release, |t| t.min(until_release)));
+        }
+        timeout
     }
 
     pub(crate) fn dispatch_token(
@@ -326,6 +336,28 @@ impl Core {
             }
             Remote::Deliver(to, command) => self.dispatch(to, |e, cx| e.on_queued(cx, command)),
             Remote::Shutdown(grace) => self.begin_shutdown(grace),
+        }
+    }
+
+    /// When the pool next frees its unused buffers: one interval after it began to hold
+    /// any, then every interval while it still does.
+    fn schedule_buffer_release(&mut self) -> Option<Instant> {
+        if self.buffers_release_at.is_none() && !self.buffers.is_empty() {
+            let interval = self.buffers.release_interval()?;
+            self.buffers.begin_interval();
+            // An interval too long for the clock never ends: nothing is freed.
+            self.buffers_release_at = self.now.checked_add(interval);
+        }
+        self.buffers_release_at
+    }
+
+    /// Frees the pool's buffers that waited unused through the interval now ended; the
+    /// next one begins when the loop next polls, if the pool still holds any.
+    pub(crate) fn release_unused_buffers(&mut self) {
+        if self.buffers_release_at.is_some_and(|at| self.now >= at) {
+            let freed = self.buffers.release_unused();
+            log::trace!("buffer pool: freed {freed} bytes unused for an interval");
+            self.buffers_release_at = None;
         }
     }
 

@@ -8,6 +8,12 @@
 //! second list bounded in bytes ([`BufPool::large_budget`]): a reader assembling the next
 //! large frame takes one whole ([`BufPool::take_large`]) instead of growing a new
 //! allocation, which the allocator would fault in page by page for every frame.
+//!
+//! What a burst left behind does not stay for good: buffers that no taker needed for a
+//! whole interval ([`BufPool::release_unused_after`], 10 s by default) are freed, so a
+//! reactor that has gone idle ends up holding none, and wakes for it no more.
+
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -33,6 +39,12 @@ pub struct BufPool {
     /// The capacity of `large`, in all.
     large_bytes: usize,
     max_large_bytes: usize,
+    /// The fewest buffers `idle` held at once since the interval began: that many waited
+    /// through all of it unused.
+    idle_low: usize,
+    /// The same for `large`.
+    large_low: usize,
+    release_after: Option<Duration>,
 }
 
 impl BufPool {
@@ -40,6 +52,10 @@ impl BufPool {
     /// ([`large_budget`](Self::large_budget)): four frames of the default 1 MiB message
     /// limit, with their headers.
     pub const DEFAULT_LARGE_BUDGET: usize = 4 * ((1 << 20) + 1024);
+
+    /// How long a buffer may wait unused before it is freed unless told otherwise
+    /// ([`release_unused_after`](Self::release_unused_after)).
+    pub const DEFAULT_RELEASE_AFTER: Duration = Duration::from_secs(10);
 
     /// A pool that hands out buffers of `buffer_size` bytes and keeps at most `max_idle`.
     ///
@@ -55,7 +71,94 @@ impl BufPool {
             large: Vec::new(),
             large_bytes: 0,
             max_large_bytes: Self::DEFAULT_LARGE_BUDGET,
+            idle_low: 0,
+            large_low: 0,
+            release_after: Some(Self::DEFAULT_RELEASE_AFTER),
         }
+    }
+
+    /// Frees the buffers that wait unused through an `interval`: a reactor calls
+    /// [`release_unused`](Self::release_unused) once per interval while its pool holds any
+    /// buffer, so what a burst of traffic left behind is freed within two intervals of the
+    /// burst's end, and a reactor whose pool is empty does not wake for it. `None` keeps
+    /// them for good (and costs no wake-up at all). The default is
+    /// [`DEFAULT_RELEASE_AFTER`](Self::DEFAULT_RELEASE_AFTER).
+    ///
+    /// A buffer taken even once in an interval counts as needed, so a steady load keeps its
+    /// working set and only the spare buffers go.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use getty_reactor::BufPool;
+    ///
+    /// let pool = BufPool::new(1024, 4).release_unused_after(Some(Duration::from_secs(60)));
+    /// assert_eq!(pool.release_interval(), Some(Duration::from_secs(60)));
+    /// assert_eq!(BufPool::new(1024, 4).release_unused_after(None).release_interval(), None);
+    /// ```
+    pub fn release_unused_after(mut self, interval: Option<Duration>) -> Self {
+        self.release_after = interval;
+        self
+    }
+
+    /// See [`release_unused_after`](Self::release_unused_after).
+    ///
+    /// ```
+    /// let pool = getty_reactor::BufPool::default();
+    /// assert_eq!(pool.release_interval(), Some(getty_reactor::BufPool::DEFAULT_RELEASE_AFTER));
+    /// ```
+    pub fn release_interval(&self) -> Option<Duration> {
+        self.release_after
+    }
+
+    /// Frees as many buffers as waited unused since the last call (or since
+    /// [`begin_interval`](Self::begin_interval)), those that waited longest first, and
+    /// starts the next interval. Returns the bytes of capacity freed. The reactor calls it;
+    /// call it yourself only on a pool you drive outside a reactor.
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 4);
+    /// pool.give(bytes::BytesMut::with_capacity(1024));
+    /// pool.give(bytes::BytesMut::with_capacity(1024));
+    /// pool.begin_interval();
+    /// let buf = pool.take(); // one of the two is needed in this interval...
+    /// pool.give(buf);
+    /// assert_eq!(pool.release_unused(), 1024); // ...the other is freed
+    /// assert_eq!(pool.idle(), 1);
+    /// assert_eq!(pool.release_unused(), 1024); // unused through the next interval
+    /// assert!(pool.is_empty());
+    /// ```
+    pub fn release_unused(&mut self) -> usize {
+        // `take` pops the top of the stack, so the bottom waited longest.
+        let mut freed: usize = self.idle.drain(..self.idle_low).map(|b| b.capacity()).sum();
+        // The oldest first, as eviction goes.
+        for buf in self.large.drain(..self.large_low) {
+            self.large_bytes -= buf.capacity();
+            freed += buf.capacity();
+        }
+        self.begin_interval();
+        freed
+    }
+
+    /// Starts counting which buffers go unused from now: every buffer waiting now counts
+    /// as unused until it is taken. The reactor calls it when its pool, empty until then,
+    /// holds buffers again.
+    ///
+    /// See [`release_unused`](Self::release_unused).
+    pub fn begin_interval(&mut self) {
+        self.idle_low = self.idle.len();
+        self.large_low = self.large.len();
+    }
+
+    /// Whether the pool holds no buffer at all, ordinary or large.
+    ///
+    /// ```
+    /// let mut pool = getty_reactor::BufPool::new(1024, 4);
+    /// assert!(pool.is_empty());
+    /// pool.give(bytes::BytesMut::with_capacity(1024));
+    /// assert!(!pool.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.idle.is_empty() && self.large.is_empty()
     }
 
     /// Keeps at most `bytes` of large buffers (those grown past twice
@@ -90,7 +193,10 @@ impl BufPool {
     /// ```
     pub fn take(&mut self) -> BytesMut {
         match self.idle.pop() {
-            Some(buf) => buf,
+            Some(buf) => {
+                self.idle_low = self.idle_low.min(self.idle.len());
+                buf
+            }
             None => BytesMut::with_capacity(self.buffer_size),
         }
     }
@@ -136,7 +242,9 @@ impl BufPool {
             .idle
             .iter()
             .rposition(|buf| buf.capacity() >= min_capacity)?;
-        Some(self.idle.swap_remove(at))
+        let buf = self.idle.swap_remove(at);
+        self.idle_low = self.idle_low.min(self.idle.len());
+        Some(buf)
     }
 
     /// The smallest kept large buffer of `min_capacity` to `max_capacity` bytes, empty;
@@ -162,6 +270,7 @@ impl BufPool {
             .min_by_key(|(_, buf)| buf.capacity())?;
         let buf = self.large.remove(at);
         self.large_bytes -= buf.capacity();
+        self.large_low = self.large_low.min(self.large.len());
         Some(buf)
     }
 
@@ -216,6 +325,7 @@ impl BufPool {
             let oldest = self.large.remove(0);
             self.large_bytes -= oldest.capacity();
         }
+        self.large_low = self.large_low.min(self.large.len());
     }
 
     /// Clears `buf` and tells whether the pool would keep it among its ordinary buffers:
@@ -285,7 +395,8 @@ fn reclaim_unshared(buf: &mut BytesMut) -> bool {
 
 impl Default for BufPool {
     /// 64 KiB buffers, at most 64 kept (8 MiB per reactor at the most), and large buffers
-    /// up to [`DEFAULT_LARGE_BUDGET`](Self::DEFAULT_LARGE_BUDGET) (4 MiB).
+    /// up to [`DEFAULT_LARGE_BUDGET`](Self::DEFAULT_LARGE_BUDGET) (4 MiB); buffers unused
+    /// for [`DEFAULT_RELEASE_AFTER`](Self::DEFAULT_RELEASE_AFTER) (10 s) are freed.
     fn default() -> Self {
         BufPool::new(64 * 1024, 64)
     }
@@ -435,5 +546,55 @@ mod tests {
         pool.give(buf);
         assert_eq!(pool.idle(), 0);
         assert_eq!(frame.len(), 500);
+    }
+
+    #[test]
+    fn only_buffers_unused_through_a_whole_interval_are_released() {
+        let mut pool = BufPool::new(1024, 8).large_budget(1 << 20);
+        for _ in 0..4 {
+            pool.give(BytesMut::with_capacity(1024));
+        }
+        pool.give(BytesMut::with_capacity(100 * 1024));
+        pool.give(BytesMut::with_capacity(200 * 1024));
+        pool.begin_interval();
+        // Two ordinary buffers out at once, and the smaller large one, all given back.
+        let (a, b) = (pool.take(), pool.take());
+        let large = pool.take_large(50 * 1024, usize::MAX).unwrap();
+        assert_eq!(large.capacity(), 100 * 1024);
+        pool.give(a);
+        pool.give(b);
+        pool.give(large);
+        // Two ordinary ones and one large one (the oldest, the larger) waited unused.
+        assert_eq!(pool.release_unused(), 2 * 1024 + 200 * 1024);
+        assert_eq!((pool.idle(), pool.large_idle_bytes()), (2, 100 * 1024));
+        // Nothing taken since: the rest goes too, and the pool is empty.
+        assert_eq!(pool.release_unused(), 2 * 1024 + 100 * 1024);
+        assert!(pool.is_empty());
+        assert_eq!(pool.release_unused(), 0);
+    }
+
+    #[test]
+    fn a_buffer_taken_from_anywhere_in_the_list_counts_as_needed() {
+        let mut pool = BufPool::new(1024, 8);
+        pool.give(BytesMut::with_capacity(2048));
+        pool.give(BytesMut::with_capacity(1024));
+        pool.begin_interval();
+        let big = pool.take_at_least(2000).unwrap();
+        pool.give(big);
+        assert_eq!(pool.release_unused(), 1024, "one of the two went unused");
+        assert_eq!(pool.idle(), 1);
+    }
+
+    #[test]
+    fn evicted_large_buffers_are_not_released_twice() {
+        let mut pool = BufPool::new(1024, 8).large_budget(300 * 1024);
+        pool.give(BytesMut::with_capacity(100 * 1024));
+        pool.give(BytesMut::with_capacity(150 * 1024));
+        pool.begin_interval();
+        // Makes room by evicting the oldest: the count of unused ones falls with it.
+        pool.give(BytesMut::with_capacity(120 * 1024));
+        assert_eq!(pool.large_idle_bytes(), 270 * 1024);
+        assert_eq!(pool.release_unused(), 150 * 1024);
+        assert_eq!(pool.large_idle_bytes(), 120 * 1024);
     }
 }

@@ -91,6 +91,7 @@ impl ReactorBuilder {
             started: VecDeque::new(),
             mailbox: VecDeque::new(),
             buffers: self.buffers.unwrap_or_default(),
+            buffers_release_at: None,
             shared: Arc::new(Shared::new(waker)),
             phase: Phase::Running,
             metrics: LoopMetrics::default(),
@@ -331,6 +332,7 @@ impl Reactor {
             self.core.apply(remote);
         }
         self.core.fire_timers();
+        self.core.release_unused_buffers();
         // Wakes left for this turn (made by the last batch of wakes).
         self.core.run_deferred();
         self.core.advance_shutdown();

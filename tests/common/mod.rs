@@ -109,6 +109,26 @@ impl Running {
         Running::spawn(name, entry).0
     }
 
+    /// Starts the reactor `build` makes (a pool or policy of its own) on a thread of its
+    /// own, running `entry`.
+    pub fn serve_with<E, B>(name: &str, entry: E, build: B) -> Running
+    where
+        E: Entry + Send,
+        B: FnOnce() -> io::Result<Reactor> + Send + 'static,
+    {
+        let thread = Reactor::start_thread(name, move |reactor| {
+            *reactor = build()?;
+            reactor.spawn(entry);
+            Ok(())
+        })
+        .expect("start the reactor thread");
+        let handle = thread.handle().clone();
+        Running {
+            thread: Some(thread),
+            handle,
+        }
+    }
+
     pub fn handle(&self) -> &ReactorHandle {
         &self.handle
     }
