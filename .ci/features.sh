@@ -2,7 +2,7 @@
 # Lints, tests and documents each crate under the feature combinations that matter, so an
 # optional dependency that leaks into code meant to build without it fails here, not for a
 # user. Quiet on success (one line per step); on failure prints the step's log and exits 1.
-# Each step is bounded by STEP_TIMEOUT seconds (default 1200).
+# Each step is bounded by STEP_TIMEOUT seconds (default 1200) and says how long it took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +15,9 @@ step() {
     local what="$1"
     shift
     printf '%-64s ' "$what"
+    local started=$SECONDS
     if timeout "$STEP_TIMEOUT" "$@" >"$LOG" 2>&1; then
-        echo ok
+        echo "ok ($((SECONDS - started)) s)"
     else
         local rc=$?
         echo "FAILED (exit $rc)"
@@ -56,6 +57,40 @@ test_crate() {
     for features in "$@"; do
         flags_for "$package" "$features"
         step "$package [$label]: test" cargo test -q "${flags[@]}" --lib --tests
+    done
+}
+
+# test_binaries PACKAGE FEATURES BINARY...: runs only the named integration test binaries
+# of PACKAGE under FEATURES.
+test_binaries() {
+    local package="$1" features="$2" flags label
+    shift 2
+    flags_for "$package" "$features"
+    local targets=() binary
+    for binary in "$@"; do
+        targets+=(--test "$binary")
+    done
+    step "$package [$label]: test ($# binaries)" cargo test -q "${flags[@]}" "${targets[@]}"
+}
+
+# needs_more_than_ws BINARY: the test's `required-features` in Cargo.toml name tls or
+# deflate, so it cannot build under `ws` alone.
+needs_more_than_ws() {
+    awk -v name="\"$1\"" '
+        /^\[\[/ { current = 0 }
+        /^name = / { current = ($3 == name) }
+        current && /^required-features/ && /tls|deflate/ { found = 1 }
+        END { exit !found }
+    ' Cargo.toml
+}
+
+# ws_test_binaries: the facade's integration tests with WebSocket code in them (gated on
+# the feature or using the ws module), less those that also need tls or deflate.
+ws_test_binaries() {
+    local file name
+    for file in $(grep -l -E 'feature = "ws"|getty::ws\b' tests/*.rs); do
+        name="$(basename "$file" .rs)"
+        needs_more_than_ws "$name" || echo "$name"
     done
 }
 
@@ -115,9 +150,12 @@ test_crate getty-transports "" tls ws deflate ws,deflate
 doc_test_crate getty-transports "" ws
 
 # The facade's integration tests take minutes per combination (real sockets, timeouts),
-# so they run with no features (plain TCP, UDP and unix, where a leaked dependency would
-# show) and with `ws` alone (see above); tls and deflate alone only take code away.
+# so they all run with no features (plain TCP, UDP and unix, where a leaked dependency
+# would show), and those with WebSocket code in them with `ws` alone (see above; the rest
+# run the same code as with no features); tls and deflate alone only take code away.
 no_dependency getty "${OPTIONAL[@]}"
 check_crate getty "" tls ws deflate ws,deflate
-test_crate getty "" ws
+test_crate getty ""
+mapfile -t WS_TESTS < <(ws_test_binaries)
+test_binaries getty ws "${WS_TESTS[@]}"
 doc_test_crate getty "" ws
