@@ -262,6 +262,10 @@ impl SessionOptions {
     ///
     /// Turn it off only for a handler that bounds its own output per message read; writes
     /// the handler makes on its own (pushes, fan-out) are bounded by `max_outbound` either way.
+    /// A client that pipelines requests whose replies it must read before its own queue can
+    /// drain (large requests to an echoing server, say) turns it off too: with both ends
+    /// pausing, a backlog larger than both queues and both kernels' buffers leaves each end
+    /// waiting for the other to read, until the write-stall timeout ends the session.
     ///
     /// ```
     /// let o = getty_transports::SessionOptions::default().pause_reading_when_unwritable(false);
