@@ -1,0 +1,462 @@
+//! A hostile review of the WebSocket transport at the framework level, over raw sockets on
+//! loopback: the upgrade with frames (and the peer's close and EOF) in the same write,
+//! the message limit across fragments with control frames between them, and a handler's
+//! pause with frames already read.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use common::*;
+use getty::codec::{Bytes, RawCodec};
+use getty::ws::{Ws, WsServer};
+use getty::{Handler, Session, SessionHandle, SessionOptions};
+
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+const REQUEST: &str = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// A masked client frame (mask key from `seed`), with the shortest length field.
+fn client_frame(opcode: u8, fin: bool, payload: &[u8], seed: u8) -> Vec<u8> {
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let key = [seed, seed.wrapping_add(1), 0x5a, 0xa5];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// Reads the `101` head byte by byte (nothing past it).
+fn read_101(stream: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("the upgrade response");
+        head.push(byte[0]);
+        assert!(head.len() < 4096, "an overlong response head");
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}
+
+/// One unmasked server frame: (first byte, payload); `None` at EOF or a reset.
+fn read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).ok()?;
+    assert_eq!(head[1] & 0x80, 0, "a server frame must not be masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            stream.read_exact(&mut l).unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            stream.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).unwrap();
+    Some((head[0], payload))
+}
+
+/// Every frame until the server's close (included) or EOF, and whether EOF followed.
+fn frames_until_close(stream: &mut TcpStream) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let mut frames = Vec::new();
+    for _ in 0..100_000 {
+        match read_frame(stream) {
+            Some(f) => {
+                let close = f.0 == 0x88;
+                frames.push(f);
+                if close {
+                    let mut rest = [0u8; 16];
+                    let eof = matches!(stream.read(&mut rest), Ok(0));
+                    return (frames, eof);
+                }
+            }
+            None => return (frames, false),
+        }
+    }
+    panic!("no close frame");
+}
+
+fn echo_server(options: SessionOptions, tx: &Sender<Ev>) -> (Running, SocketAddr) {
+    let tx = tx.clone();
+    let server = WsServer::builder()
+        .session_options(options)
+        .route("/echo", move |_| Ok((RawCodec, Probe::echo(&tx))))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve("review-ws", server), addr)
+}
+
+fn payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i * 31 + j) as u8).collect()
+}
+
+/// The upgrade request, frames, the peer's close frame and its FIN, all in one write (and
+/// large enough that the upgrade stops reading before the end): every frame is echoed, in
+/// order, then the close is answered, then EOF; the handler sees no error, one close.
+#[test]
+fn frames_a_close_and_eof_sent_with_the_upgrade_are_all_answered() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        for (round, (count, size)) in [(3usize, 10usize), (40, 1000), (200, 3000)]
+            .into_iter()
+            .enumerate()
+        {
+            for with_close in [true, false] {
+                let mut stream = connect(addr);
+                let mut wire = REQUEST.as_bytes().to_vec();
+                let sent: Vec<Vec<u8>> = (0..count).map(|i| payload(i, size + i)).collect();
+                for (i, p) in sent.iter().enumerate() {
+                    wire.extend(client_frame(2, true, p, i as u8));
+                }
+                if with_close {
+                    wire.extend(client_frame(8, true, &1000u16.to_be_bytes(), 7));
+                }
+                stream.write_all(&wire).unwrap();
+                stream.shutdown(Shutdown::Write).unwrap();
+                read_101(&mut stream);
+                let (frames, eof) = frames_until_close(&mut stream);
+                let what = format!("round {round} close {with_close}");
+                assert!(
+                    frames.len() == count + 1,
+                    "{what}: {} frames back, want {} echoes and a close",
+                    frames.len(),
+                    count
+                );
+                for (i, (f, p)) in frames.iter().zip(&sent).enumerate() {
+                    assert!(f.0 == 0x82 && f.1 == *p, "{what}: echo {i} differs");
+                }
+                assert_eq!(frames[count].1[..2], 1000u16.to_be_bytes(), "{what}");
+                assert!(eof, "{what}: no EOF after the close");
+            }
+        }
+        events.wait_n("every close", 6, |e| matches!(e, Ev::Close { .. }));
+        std::thread::sleep(Duration::from_millis(100));
+        events.pump();
+        let errors: Vec<_> = events
+            .all
+            .iter()
+            .filter(|e| matches!(e, Ev::Error { .. }))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        events.check_contract();
+        server.stop();
+    });
+}
+
+/// A message of exactly the limit passes, whole or in fragments with pings between them,
+/// text and binary; one byte over, however it is cut, ends the session with
+/// MessageTooLong {max + 1, max} and 1009, after every earlier reply (pongs included) went
+/// out in order; another session carries on.
+#[test]
+fn the_limit_holds_across_fragments_with_pings_between_them() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max = 4096;
+        let (tx, mut events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default().max_message_len(max), &tx);
+        let mut bystander = connect(addr);
+        bystander.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut bystander);
+        let cuts: [&[usize]; 5] = [&[], &[1], &[2048], &[1000, 3000, 4095], &[0, 0, 4096]];
+        for opcode in [1u8, 2] {
+            // RawCodec echoes every message as binary.
+            let kind = 0x82;
+            for cut in cuts {
+                for over in [false, true] {
+                    let what = format!("opcode {opcode} cuts {cut:?} over {over}");
+                    let len = max + usize::from(over);
+                    let message: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    let mut stream = connect(addr);
+                    stream.write_all(REQUEST.as_bytes()).unwrap();
+                    read_101(&mut stream);
+                    let early = b"before".to_vec();
+                    let mut wire = client_frame(opcode, true, &early, 1);
+                    let mut bounds = vec![0];
+                    bounds.extend(cut.iter().map(|&c| c.min(len)));
+                    bounds.push(len);
+                    let mut pings = 0;
+                    for (n, w) in bounds.windows(2).enumerate() {
+                        let first = n == 0;
+                        let last = n == bounds.len() - 2;
+                        let op = if first { opcode } else { 0 };
+                        wire.extend(client_frame(op, last, &message[w[0]..w[1]], n as u8));
+                        if !last {
+                            wire.extend(client_frame(9, true, &[n as u8], 3));
+                            pings += 1;
+                        }
+                    }
+                    wire.extend(client_frame(opcode, true, b"after", 2));
+                    stream.write_all(&wire).unwrap();
+                    let mut want: Vec<(u8, Vec<u8>)> = vec![(kind, early)];
+                    want.extend((0..pings).map(|n| (0x8a, vec![n as u8])));
+                    if !over {
+                        want.push((kind, message.clone()));
+                        want.push((kind, b"after".to_vec()));
+                        let got: Vec<_> = (0..want.len())
+                            .map_while(|_| read_frame(&mut stream))
+                            .collect();
+                        assert!(got == want, "{what}: {:?}", shape(&got));
+                        let mut ping = client_frame(9, true, b"alive", 4);
+                        ping.extend(client_frame(8, true, &1000u16.to_be_bytes(), 5));
+                        stream.write_all(&ping).unwrap();
+                        let (rest, eof) = frames_until_close(&mut stream);
+                        assert_eq!(shape(&rest), [(0x8a, 5), (0x88, 2)], "{what}");
+                        assert!(eof, "{what}");
+                        continue;
+                    }
+                    let (frames, _) = frames_until_close(&mut stream);
+                    let close = frames.last().expect("a close").clone();
+                    assert_eq!(close.0, 0x88, "{what}");
+                    assert_eq!(close.1[..2], 1009u16.to_be_bytes(), "{what}");
+                    let before: Vec<_> = frames[..frames.len() - 1].to_vec();
+                    assert!(before == want, "{what}: {:?}", shape(&before));
+                    let peer = stream.local_addr().unwrap();
+                    let sid = events.wait_open(peer);
+                    events.wait_close(sid);
+                    let errors = events.errors_of(sid);
+                    assert!(
+                        matches!(&errors[..], [ErrKind::MessageTooLong { len: l, max: m }]
+                            if *l == max + 1 && *m == max),
+                        "{what}: {errors:?}"
+                    );
+                    ws_echo_roundtrip(&mut bystander, b"still here");
+                }
+            }
+        }
+        server.stop();
+    });
+}
+
+/// Frames as (first byte, length), for messages.
+fn shape(frames: &[(u8, Vec<u8>)]) -> Vec<(u8, usize)> {
+    frames.iter().map(|(b, p)| (*b, p.len())).collect()
+}
+
+/// Echoes (as binary); pauses reading at the message "pause" and hands its handle over.
+struct Pauser {
+    tx: Sender<Ev>,
+    handles: Sender<SessionHandle<RawCodec, Ws>>,
+}
+
+impl Handler<RawCodec, Ws> for Pauser {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, msg: Bytes) {
+        let _ = s.write(msg.clone());
+        if &msg[..] == b"pause" {
+            s.pause_reading();
+            let _ = self.handles.send(s.handle().unwrap());
+        }
+    }
+
+    fn on_error(&mut self, s: &mut Session<RawCodec, Ws>, error: &getty::Error) {
+        let _ = self.tx.send(Ev::Error {
+            sid: s.id(),
+            err: classify(error),
+        });
+    }
+
+    fn on_close(&mut self, s: &mut Session<RawCodec, Ws>) {
+        let _ = self.tx.send(Ev::Close { sid: s.id() });
+    }
+}
+
+/// A handler pauses with frames already read behind the pausing one (whole ones, a
+/// fragmented message with a ping between its pieces, one cut mid-frame, the rest still
+/// coming), and the peer then ends its input: while paused the reactor thread stays idle;
+/// on resume every message is echoed in order, each ping answered, then the close.
+#[test]
+fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let (htx, handles) = mpsc::channel();
+        let server = WsServer::builder()
+            .route("/echo", move |_| {
+                let (tx, handles) = (tx.clone(), htx.clone());
+                Ok((RawCodec, Pauser { tx, handles }))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-ws-pause", server);
+        for with_close in [false, true] {
+            let mut stream = connect(addr);
+            stream.write_all(REQUEST.as_bytes()).unwrap();
+            read_101(&mut stream);
+            let mut wire = client_frame(2, true, b"pause", 1);
+            let mut want: Vec<(u8, Vec<u8>)> = vec![(0x82, b"pause".to_vec())];
+            for i in 0..50 {
+                let p = payload(i, 10 + i * 37);
+                wire.extend(client_frame(2, true, &p, i as u8));
+                want.push((0x82, p));
+            }
+            let whole = payload(99, 3000);
+            wire.extend(client_frame(1, false, &[b'x'; 1000], 3));
+            wire.extend(client_frame(9, true, b"p1", 4));
+            wire.extend(client_frame(0, true, &[b'y'; 1000], 5));
+            want.push((0x8a, b"p1".to_vec()));
+            let mut text = vec![b'x'; 1000];
+            text.extend_from_slice(&[b'y'; 1000]);
+            want.push((0x82, text));
+            let cut = client_frame(2, true, &whole, 6);
+            want.push((0x82, whole));
+            let (first, second) = cut.split_at(1500);
+            wire.extend_from_slice(first);
+            stream.write_all(&wire).unwrap();
+            let handle = handles.recv_timeout(STEP).expect("the pause");
+            std::thread::sleep(Duration::from_millis(100));
+            let mut rest = second.to_vec();
+            rest.extend(client_frame(9, true, b"p2", 7));
+            want.push((0x8a, b"p2".to_vec()));
+            if with_close {
+                rest.extend(client_frame(8, true, &1000u16.to_be_bytes(), 8));
+            }
+            stream.write_all(&rest).unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            let cpu_before = cpu_of_thread("review-ws-pause").expect("the reactor thread");
+            std::thread::sleep(Duration::from_secs(1));
+            let cpu_paused = cpu_of_thread("review-ws-pause").unwrap() - cpu_before;
+            // Nothing but the pause's echo may have come back.
+            stream
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let first_echo = read_frame(&mut stream).expect("the echo of pause");
+            assert_eq!(first_echo, want[0]);
+            let mut probe = [0u8; 1];
+            assert!(
+                stream.read(&mut probe).is_err(),
+                "something came back while paused"
+            );
+            stream.set_read_timeout(Some(STEP)).unwrap();
+            handle.resume_reading().unwrap();
+            let (frames, eof) = frames_until_close(&mut stream);
+            let (close, got) = frames.split_last().expect("frames");
+            assert!(
+                got == &want[1..],
+                "close {with_close}: got {:?}, want {:?}",
+                shape(got),
+                shape(&want[1..])
+            );
+            assert_eq!(close.0, 0x88);
+            assert_eq!(close.1[..2], 1000u16.to_be_bytes());
+            assert!(eof, "no EOF after the close");
+            println!("close {with_close}: reactor CPU while paused {cpu_paused:?}");
+            assert!(
+                cpu_paused < Duration::from_millis(300),
+                "the reactor thread spun while paused: {cpu_paused:?} in 1 s"
+            );
+        }
+        events.pump();
+        let errors: Vec<_> = events
+            .all
+            .iter()
+            .filter(|e| matches!(e, Ev::Error { .. }))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        server.stop();
+    });
+}
+
+/// A permessage-deflate payload that inflates to `data`: one stored (uncompressed) deflate
+/// block, then the empty block a sync flush ends with, less the `00 00 ff ff` that RFC
+/// 7692 has the sender strip. Five bytes longer than `data`, plus one, as deflate makes
+/// any incompressible message (browsers compress every message once it is negotiated).
+fn stored_deflate(data: &[u8]) -> Vec<u8> {
+    assert!(data.len() <= 0xffff, "one stored block");
+    let len = data.len() as u16;
+    let mut out = vec![0x00];
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.push(0x00);
+    out
+}
+
+/// Under permessage-deflate the limit is on the inflated message, as on TCP: a message of
+/// exactly `max_message_len` bytes whose compressed frame is a few bytes longer (deflate of
+/// incompressible data) is delivered; one byte more is refused with MessageTooLong and 1009.
+#[test]
+#[cfg(feature = "deflate")]
+fn a_compressed_message_of_exactly_the_limit_is_delivered() {
+    use getty::codec::ws::DeflateConfig;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max = 4096;
+        let (tx, mut events) = Events::new();
+        let server = {
+            let tx = tx.clone();
+            WsServer::builder()
+                .deflate(Some(DeflateConfig::default()))
+                .session_options(SessionOptions::default().max_message_len(max))
+                .route("/echo", move |_| Ok((RawCodec, Probe::echo(&tx))))
+                .bind("127.0.0.1:0")
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let server = Running::serve("review-ws-deflate", server);
+        let mut rng = fastrand::Rng::with_seed(11);
+        for len in [max - 10, max, max + 1] {
+            let mut stream = connect(addr);
+            let request = REQUEST.replace(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            read_101(&mut stream);
+            let data: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            let mut frame = client_frame(2, true, &stored_deflate(&data), 1);
+            frame[0] |= 0x40; // RSV1: compressed
+            stream.write_all(&frame).unwrap();
+            let peer = stream.local_addr().unwrap();
+            if len <= max {
+                let echo = read_frame(&mut stream);
+                let sid = events.wait_open(peer);
+                let errors = events.errors_of(sid);
+                assert!(errors.is_empty(), "{len} B inflated: {errors:?}");
+                let (first, payload) = echo.expect("an echo");
+                assert_eq!(first, 0x82, "{len} B: an uncompressed binary echo");
+                assert!(payload == data, "{len} B: the echo differs");
+                continue;
+            }
+            let (frames, _) = frames_until_close(&mut stream);
+            assert_eq!(shape(&frames), [(0x88, 2)]);
+            assert_eq!(frames[0].1[..2], 1009u16.to_be_bytes());
+            let sid = events.wait_open(peer);
+            events.wait_close(sid);
+            let errors = events.errors_of(sid);
+            assert!(
+                matches!(&errors[..], [ErrKind::MessageTooLong { len: l, max: m }]
+                    if *l > max && *m == max),
+                "{errors:?}"
+            );
+        }
+        server.stop();
+    });
+}
