@@ -260,3 +260,30 @@ fn a_gigabyte_bomb_is_refused_after_a_few_kib_with_bounded_memory() {
         .expect("the refused message is still the one in progress");
     assert!(inflated <= max + 1, "inflate buffer grew to {inflated}");
 }
+
+/// The limit is on the inflated message: deflate makes incompressible data a few bytes
+/// longer, and a compressed frame of such a message at exactly the limit is taken (a peer
+/// such as a browser compresses every message); one byte more inflated is refused, 1009.
+#[test]
+fn a_compressed_frame_longer_than_the_limit_is_taken_when_it_inflates_within_it() {
+    let max = 4096;
+    let mut random = vec![0u8; max + 1];
+    fastrand::Rng::with_seed(5).fill(&mut random);
+    for (len, fits) in [(max, true), (max + 1, false)] {
+        let compressed = deflate_raw(&random[..len]);
+        assert!(compressed.len() > len, "incompressible input grows");
+        let wire = cframe(0xc2, &compressed);
+        let mut p = small_server(max, max, Some(agreed(15, false)));
+        let (events, _) = decode_split(&mut p, &wire, &[]);
+        match events {
+            Ok(events) if fits => {
+                assert_eq!(events, [message(MessageKind::Binary, &random[..len])])
+            }
+            Err(e) if !fits => assert_eq!(
+                (e.close_code(), e.limit_exceeded().map(|l| l.1)),
+                (1009, Some(max))
+            ),
+            other => panic!("{len} B inflated: {other:?}"),
+        }
+    }
+}
