@@ -502,7 +502,7 @@ impl Protocol {
                         .map(Some);
                 }
                 OpCode::Data(data) => {
-                    let max = self.config.max_frame_size;
+                    let max = self.frame_limit(data, header.rsv1);
                     let len = usize::try_from(len)
                         .ok()
                         .filter(|&l| l <= max)
@@ -518,6 +518,28 @@ impl Protocol {
                 }
             }
         }
+    }
+
+    /// The longest data frame accepted: the frame size limit, or for a compressed frame
+    /// what deflate may make of that many bytes (incompressible data grows by a few bytes
+    /// per block): the limit on a compressed message is on its inflated size, which
+    /// `inflate` checks as it goes, so a message of exactly the limit is not refused for
+    /// the bytes deflate added to it.
+    fn frame_limit(&self, data: Data, rsv1: bool) -> usize {
+        let max = self.config.max_frame_size;
+        let compressed = match data {
+            Data::Continue => self.message.as_ref().is_some_and(|m| m.compressed),
+            Data::Text | Data::Binary => rsv1 && self.deflate.is_some(),
+            Data::Reserved(_) => false,
+        };
+        if !compressed {
+            return max;
+        }
+        // zlib's compressBound, which covers raw deflate as permessage-deflate sends it.
+        max.saturating_add(max >> 12)
+            .saturating_add(max >> 14)
+            .saturating_add(max >> 25)
+            .saturating_add(13)
     }
 
     /// Checks a data frame's header against the message state; starts a message.
