@@ -6,8 +6,10 @@
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
@@ -17,6 +19,34 @@ use getty::ws::{Ws, WsServer};
 use getty::{Handler, Session, SessionHandle, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// Counts the heap the process holds, for the test of what an open fragmented message
+/// pins (which takes the exclusive gate, so no other test here runs meanwhile).
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 const REQUEST: &str = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -457,6 +487,53 @@ fn a_compressed_message_of_exactly_the_limit_is_delivered() {
                 "{errors:?}"
             );
         }
+        server.stop();
+    });
+}
+
+/// Sessions that wait for the rest of a fragmented message whose first fragment was tiny
+/// hold a few bytes each, not the pooled read buffer the fragment was read into (as a
+/// tiny partial frame on TCP is moved out of its pooled buffer): the heap held while they
+/// wait, less what it is once their messages completed, stays small per session.
+#[test]
+fn a_tiny_open_fragment_does_not_pin_a_pooled_read_buffer() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let sessions = 200;
+        let (tx, _events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        let mut peers: Vec<TcpStream> = (0..sessions)
+            .map(|_| {
+                let mut stream = connect(addr);
+                stream.write_all(REQUEST.as_bytes()).unwrap();
+                read_101(&mut stream);
+                stream
+            })
+            .collect();
+        // Each sends a one-byte first fragment, and a ping to know it was read.
+        for (i, peer) in peers.iter_mut().enumerate() {
+            let mut wire = client_frame(2, false, &[i as u8], 1);
+            wire.extend(client_frame(9, true, b"p", 2));
+            peer.write_all(&wire).unwrap();
+            assert_eq!(read_frame(peer), Some((0x8a, b"p".to_vec())));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let waiting = LIVE_BYTES.load(Ordering::Relaxed);
+        for (i, peer) in peers.iter_mut().enumerate() {
+            peer.write_all(&client_frame(0, true, b"rest", 3)).unwrap();
+            let mut want = vec![i as u8];
+            want.extend_from_slice(b"rest");
+            assert_eq!(read_frame(peer), Some((0x82, want)));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let done = LIVE_BYTES.load(Ordering::Relaxed);
+        let per_session = (waiting - done) / sessions as isize;
+        println!("an open one-byte fragment holds {per_session} B of heap per session");
+        assert!(
+            per_session < 8 * 1024,
+            "each session waiting on a fragmented message holds {per_session} B"
+        );
+        drop(peers);
         server.stop();
     });
 }
