@@ -632,11 +632,15 @@ impl Protocol {
             if f.done < f.len {
                 return Ok(None);
             }
-            let data = src.split_to(f.len);
-            if msg.buf.is_empty() {
-                msg.buf = data;
+            if msg.buf.is_empty() && f.fin {
+                // The whole message: handed on as a view of the input.
+                msg.buf = src.split_to(f.len);
             } else {
-                msg.buf.extend_from_slice(&data);
+                // A fragment waits for the rest of its message, for as long as the peer
+                // takes: copied, so that it does not pin the (pooled) buffer it was read
+                // into, as a tiny partial frame is moved out of one.
+                msg.buf.extend_from_slice(&src[..f.len]);
+                src.advance(f.len);
             }
         }
         let fin = f.fin;
