@@ -537,3 +537,108 @@ fn a_tiny_open_fragment_does_not_pin_a_pooled_read_buffer() {
         server.stop();
     });
 }
+
+/// The upgrade request and the first frames trickled one byte per write: the `101`, then
+/// every echo in order, the pong between them, and the close.
+#[test]
+fn a_request_and_frames_trickled_byte_by_byte_are_all_answered() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        let mut stream = connect(addr);
+        let mut wire = REQUEST.as_bytes().to_vec();
+        wire.extend(client_frame(2, true, b"one", 1));
+        wire.extend(client_frame(1, false, b"tw", 2));
+        wire.extend(client_frame(9, true, b"ping", 3));
+        wire.extend(client_frame(0, true, b"o", 4));
+        wire.extend(client_frame(2, true, &[7; 300], 5));
+        wire.extend(client_frame(8, true, &1000u16.to_be_bytes(), 6));
+        for b in &wire {
+            stream.write_all(&[*b]).unwrap();
+            std::thread::sleep(Duration::from_micros(300));
+        }
+        read_101(&mut stream);
+        let (frames, eof) = frames_until_close(&mut stream);
+        let want: Vec<(u8, Vec<u8>)> = vec![
+            (0x82, b"one".to_vec()),
+            (0x8a, b"ping".to_vec()),
+            (0x82, b"two".to_vec()),
+            (0x82, vec![7; 300]),
+            (0x88, 1000u16.to_be_bytes().to_vec()),
+        ];
+        assert!(frames == want, "{:?}", shape(&frames));
+        stream.shutdown(Shutdown::Write).unwrap();
+        let _ = eof;
+        let sid = events.wait_open(stream.local_addr().unwrap());
+        events.wait_close(sid);
+        assert!(events.errors_of(sid).is_empty());
+        server.stop();
+    });
+}
+
+/// Writes `unit` (repeated) without reading until the kernel has taken nothing for a
+/// while: the server holds the session by flow control.
+fn fill_without_reading(stream: &mut TcpStream, prefix: &[u8], unit: &[u8]) -> usize {
+    stream.write_all(prefix).unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let (mut stuck, mut offset, mut sent) = (0, 0, 0);
+    for _ in 0..1_000_000 {
+        if stuck >= 50 {
+            break;
+        }
+        match stream.write(&unit[offset..]) {
+            Ok(n) => {
+                offset = (offset + n) % unit.len();
+                sent += n;
+                stuck = 0;
+            }
+            Err(_) => {
+                stuck += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    sent
+}
+
+/// Peers that send without reading (data messages; pings inside an open fragmented
+/// message) are held by flow control: the reactor thread then idles, and a bystander
+/// still gets its echoes.
+#[test]
+fn held_websocket_floods_cost_the_reactor_no_cpu() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (tx, _events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        let mut data = connect(addr);
+        data.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut data);
+        let sent_data =
+            fill_without_reading(&mut data, &[], &client_frame(2, true, &[1; 16 * 1024], 1));
+        let mut pings = connect(addr);
+        pings.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut pings);
+        let mut unit = client_frame(9, true, &[2; 125], 2);
+        unit.extend(client_frame(0, false, b"", 3));
+        let sent_pings =
+            fill_without_reading(&mut pings, &client_frame(2, false, b"open", 4), &unit);
+        println!("sent {sent_data} B of messages, {sent_pings} B of pings");
+        std::thread::sleep(Duration::from_millis(300));
+        let c0 = server.run_on(|_| thread_cpu_time());
+        std::thread::sleep(Duration::from_secs(1));
+        let c1 = server.run_on(|_| thread_cpu_time());
+        println!("reactor CPU over 1 s while held: {:?}", c1 - c0);
+        let mut bystander = connect(addr);
+        bystander.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut bystander);
+        ws_echo_roundtrip(&mut bystander, b"bystander");
+        assert!(
+            c1 - c0 < Duration::from_millis(100),
+            "the reactor spun while the floods were held: {:?}",
+            c1 - c0
+        );
+        drop((data, pings));
+        server.stop();
+    });
+}
