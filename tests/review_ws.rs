@@ -642,3 +642,87 @@ fn held_websocket_floods_cost_the_reactor_no_cpu() {
         server.stop();
     });
 }
+
+/// The client: a server's `101`, frames (one large), its close and its FIN in one write.
+/// The client's handler gets every message in order, then `on_close` without an error; the
+/// client answers the close with 1000 (masked) and then closes its end.
+#[test]
+fn a_client_gets_frames_a_close_and_eof_sent_with_the_101() {
+    use bytes::BytesMut;
+    use getty::codec::ws::parse_request;
+    use getty::ws::WsClient;
+    use std::net::TcpListener;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let big: Vec<u8> = (0..100_000).map(|i| (i * 13) as u8).collect();
+        let sent = vec![b"first".to_vec(), big.clone(), b"last".to_vec()];
+        let to_send = sent.clone();
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            drop(listener);
+            stream.set_read_timeout(Some(STEP)).unwrap();
+            let mut input = BytesMut::new();
+            let request = loop {
+                let mut buf = [0u8; 1024];
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the request ended");
+                input.extend_from_slice(&buf[..n]);
+                if let Some(r) = parse_request(&mut input, 8192).unwrap() {
+                    break r;
+                }
+            };
+            let mut out = BytesMut::new();
+            request.accept(None, None, &mut out).unwrap();
+            let mut wire = out.to_vec();
+            for m in &to_send {
+                // An unmasked server frame: a client frame less its mask.
+                let mut f = client_frame(2, true, m, 0);
+                let head = f.len() - m.len() - 4;
+                f[1] &= 0x7f;
+                f.truncate(head);
+                f.extend_from_slice(m);
+                wire.extend(f);
+            }
+            wire.extend_from_slice(&[0x88, 0x02, 0x03, 0xe8]);
+            stream.write_all(&wire).unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            let _ = stream.read_to_end(&mut back);
+            back
+        });
+        let (tx, mut events) = Events::new();
+        let client = WsClient::builder()
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((RawCodec, Probe::silent(&tx)))
+            })
+            .unwrap();
+        let client = Running::serve("review-ws-client", client);
+        let back = peer.join().unwrap();
+        let close = events.wait("the close", |e| matches!(e, Ev::Close { .. }));
+        let sid = close.sid();
+        let got: Vec<Vec<u8>> = events
+            .of(sid)
+            .into_iter()
+            .filter_map(|e| match e {
+                Ev::Msg { msg, .. } => Some(msg.to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            got == sent,
+            "messages: {:?}",
+            got.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert!(events.errors_of(sid).is_empty(), "{:?}", events.of(sid));
+        // The client's answer: one masked close frame carrying 1000.
+        assert!(
+            back.len() == 8 && back[0] == 0x88 && back[1] == 0x82,
+            "{back:02x?}"
+        );
+        let code = [back[6] ^ back[2], back[7] ^ back[3]];
+        assert_eq!(u16::from_be_bytes(code), 1000);
+        client.stop();
+    });
+}
