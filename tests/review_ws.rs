@@ -726,3 +726,76 @@ fn a_client_gets_frames_a_close_and_eof_sent_with_the_101() {
         client.stop();
     });
 }
+
+/// Answers each message with 200 KB of its first byte, queued without a copy
+/// (`write_bytes`), then a short write.
+struct BigEcho(Sender<Ev>);
+
+impl Handler<RawCodec, Ws> for BigEcho {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, msg: Bytes) {
+        s.write_bytes(Bytes::from(vec![msg[0]; 200_000])).unwrap();
+        s.write(msg).unwrap();
+    }
+
+    fn on_error(&mut self, s: &mut Session<RawCodec, Ws>, error: &getty::Error) {
+        let _ = self.0.send(Ev::Error {
+            sid: s.id(),
+            err: classify(error),
+        });
+    }
+
+    fn on_close(&mut self, s: &mut Session<RawCodec, Ws>) {
+        let _ = self.0.send(Ev::Close { sid: s.id() });
+    }
+}
+
+/// Large replies (queued as views, behind the socket's window: the peer reads slowly),
+/// pings between the requests, then a malformed frame: every reply and pong goes out
+/// whole and in order, then the close with 1002; the handler hears the error once.
+#[test]
+fn large_replies_queued_before_a_bad_frame_all_go_out_before_its_close() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let server = {
+            let tx = tx.clone();
+            WsServer::builder()
+                .route("/echo", move |_| Ok((RawCodec, BigEcho(tx.clone()))))
+                .bind("127.0.0.1:0")
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let server = Running::serve("review-ws-big", server);
+        let mut stream = connect(addr);
+        stream.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut stream);
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..6u8 {
+            wire.extend(client_frame(2, true, &[i, i], i));
+            wire.extend(client_frame(9, true, &[i], i));
+            want.push((0x82, vec![i; 200_000]));
+            want.push((0x82, vec![i, i]));
+            want.push((0x8a, vec![i]));
+        }
+        // Unmasked: a protocol error.
+        wire.extend_from_slice(&[0x82, 0x01, 0x00]);
+        stream.write_all(&wire).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let (frames, _) = frames_until_close(&mut stream);
+        let (close, got) = frames.split_last().unwrap();
+        assert!(got == want, "{:?}", shape(got));
+        assert_eq!(close, &(0x88, 1002u16.to_be_bytes().to_vec()));
+        // The only session of this server.
+        let sid = events
+            .wait("the close", |e| matches!(e, Ev::Close { .. }))
+            .sid();
+        std::thread::sleep(Duration::from_millis(100));
+        let of = events.of(sid);
+        assert!(
+            matches!(&of[..], [Ev::Error { .. }, Ev::Close { .. }]),
+            "{of:?}"
+        );
+        server.stop();
+    });
+}
