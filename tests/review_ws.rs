@@ -799,3 +799,61 @@ fn large_replies_queued_before_a_bad_frame_all_go_out_before_its_close() {
         server.stop();
     });
 }
+
+/// The peer's EOF inside a message is a truncation the handler hears
+/// (`UnexpectedEof`), as on TCP, wherever the cut falls: inside a frame's payload, right
+/// after a frame's header, or between the fragments of a message. At a message boundary
+/// it is a clean end.
+#[test]
+fn an_eof_inside_a_message_is_reported_wherever_it_falls() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        let whole = client_frame(2, true, b"whole", 1);
+        let long = client_frame(2, true, &[5; 100], 2);
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            ("at a message boundary", vec![], false),
+            ("inside a payload", long[..7].to_vec(), true),
+            ("right after a header", long[..6].to_vec(), true),
+            (
+                "between fragments",
+                client_frame(2, false, b"part", 3),
+                true,
+            ),
+            (
+                "after a ping between fragments",
+                [
+                    client_frame(2, false, b"part", 3),
+                    client_frame(9, true, b"", 4),
+                ]
+                .concat(),
+                true,
+            ),
+        ];
+        for (what, tail, cut) in cases {
+            let mut stream = connect(addr);
+            stream.write_all(REQUEST.as_bytes()).unwrap();
+            read_101(&mut stream);
+            stream.write_all(&[whole.clone(), tail].concat()).unwrap();
+            assert_eq!(
+                read_frame(&mut stream),
+                Some((0x82, b"whole".to_vec())),
+                "{what}"
+            );
+            stream.shutdown(Shutdown::Write).unwrap();
+            let sid = events.wait_open(stream.local_addr().unwrap());
+            events.wait_close(sid);
+            let errors = events.errors_of(sid);
+            if cut {
+                assert!(
+                    matches!(&errors[..], [ErrKind::UnexpectedEof { .. }]),
+                    "{what}: {errors:?}"
+                );
+            } else {
+                assert!(errors.is_empty(), "{what}: {errors:?}");
+            }
+        }
+        server.stop();
+    });
+}
