@@ -33,8 +33,9 @@ pub enum Error {
     },
     /// The codec returned a message without consuming any input: it would loop forever.
     CodecConsumedNothing,
-    /// The peer closed the connection in the middle of a frame, or of a filter's unit (a
-    /// deflate batch cut before its sync flush ended; then `buffered` is 0).
+    /// The peer closed the connection in the middle of a frame, or of a unit taken whole
+    /// from the input (a deflate batch cut before its sync flush ended, a WebSocket message
+    /// whose frame header or first fragments were taken; then `buffered` is 0).
     UnexpectedEof {
         /// Bytes of the unfinished frame.
         buffered: usize,
@@ -137,9 +138,10 @@ impl fmt::Display for Error {
             Error::CodecConsumedNothing => {
                 f.write_str("codec bug: it returned a message without consuming any bytes")
             }
-            // Nothing buffered: the filter holds the cut unit (a deflate batch).
+            // Nothing buffered: a filter or the framing holds the cut unit.
             Error::UnexpectedEof { buffered: 0 } => f.write_str(
-                "peer closed the connection inside a filtered unit (a compressed batch)",
+                "peer closed the connection inside a unit already taken \
+                 (a compressed batch, a WebSocket message)",
             ),
             Error::UnexpectedEof { buffered } => {
                 write!(

@@ -135,6 +135,13 @@ pub trait Framing: 'static {
         let _ = now;
     }
 
+    /// Whether the framing holds the start of a message it took from the input (a
+    /// WebSocket frame header, a fragment): input that ends now is cut inside a message,
+    /// though no unread byte shows it.
+    fn holds_partial_input(&self) -> bool {
+        false
+    }
+
     /// The session closes gracefully: queues the framing's goodbye (a close frame with code
     /// 1000, or the app's). Returns true when something was queued.
     fn close(&mut self, out: &mut BytesMut) -> bool {

@@ -232,6 +232,23 @@ impl Protocol {
         self.received_close
     }
 
+    /// Whether a data message has begun and not ended: a frame's header was taken and its
+    /// payload is still coming, or a fragmented message awaits its final fragment. Input
+    /// that ends here is cut inside a message, though no unread byte shows it.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// let mut p = Protocol::new(Role::Server, Config::default(), None);
+    /// // The first fragment of a binary message, masked with 0 0 0 0.
+    /// let mut input = BytesMut::from(&b"\x02\x82\0\0\0\0hi"[..]);
+    /// assert_eq!(p.decode(&mut input, &mut BytesMut::new()).unwrap(), None);
+    /// assert!(input.is_empty() && p.in_message());
+    /// ```
+    pub fn in_message(&self) -> bool {
+        self.frame.is_some() || self.message.is_some()
+    }
+
     /// Whether the close handshake is complete (sent and received) or the connection failed:
     /// once the queued output is flushed, the connection may be dropped. RFC 6455 wants the
     /// server to close the TCP connection first; a client waits (within a timeout) for the

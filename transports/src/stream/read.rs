@@ -330,7 +330,9 @@ where
             .session
             .filter_io()
             .is_some_and(|f| f.filter.holds_partial_input());
-        let cut = buffered > 0 || cut_in_filter;
+        // So can the framing (a WebSocket frame header, or the fragments of a message).
+        let cut_in_framing = self.session.framing.holds_partial_input();
+        let cut = buffered > 0 || cut_in_filter || cut_in_framing;
         if cut && self.phase == Phase::Open && !self.session.is_closing() {
             return Err(Error::UnexpectedEof { buffered });
         }

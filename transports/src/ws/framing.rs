@@ -246,6 +246,11 @@ impl Framing for WsFraming {
         }
     }
 
+    /// A frame whose header was taken, or a fragmented message short of its last fragment.
+    fn holds_partial_input(&self) -> bool {
+        self.0.protocol.in_message()
+    }
+
     /// A close frame (1000, or the code the app chose with `close_with`) unless one was sent
     /// already.
     fn close(&mut self, out: &mut BytesMut) -> bool {
