@@ -857,3 +857,34 @@ fn an_eof_inside_a_message_is_reported_wherever_it_falls() {
         server.stop();
     });
 }
+
+/// An upgrade request refused while more of it is still unread (a head far over the
+/// limit, sent in one write) gets its refusal: the `431` reaches the peer, rather than a
+/// reset that destroys it.
+#[test]
+fn a_refused_oversized_head_gets_its_431() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, _events) = Events::new();
+        let (server, addr) = echo_server(SessionOptions::default(), &tx);
+        for junk in [12 * 1024, 40 * 1024, 200 * 1024] {
+            let mut stream = connect(addr);
+            let head = format!(
+                "GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Junk: {}\r\n{}",
+                "j".repeat(junk),
+                &REQUEST[REQUEST.find("Upgrade").unwrap()..]
+            );
+            // The server may stop taking it part-way.
+            let _ = stream.write_all(head.as_bytes());
+            std::thread::sleep(Duration::from_millis(100));
+            let mut response = Vec::new();
+            let ended = stream.read_to_end(&mut response);
+            let text = String::from_utf8_lossy(&response);
+            assert!(
+                text.starts_with("HTTP/1.1 431"),
+                "a head with {junk} B of junk: {ended:?}, got {text:?}"
+            );
+        }
+        server.stop();
+    });
+}
