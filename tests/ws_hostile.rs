@@ -1,4 +1,4 @@
-//! A hostile review of the WebSocket transport at the framework level, over raw sockets on
+//! Hostile peers of the WebSocket transport at the framework level, over raw sockets on
 //! loopback: the upgrade with frames (and the peer's close and EOF) in the same write,
 //! the message limit across fragments with control frames between them, and a handler's
 //! pause with frames already read.
@@ -139,7 +139,7 @@ fn echo_server(options: SessionOptions, tx: &Sender<Ev>) -> (Running, SocketAddr
         .bind("127.0.0.1:0")
         .unwrap();
     let addr = server.local_addr();
-    (Running::serve("review-ws", server), addr)
+    (Running::serve("wsh", server), addr)
 }
 
 fn payload(i: usize, len: usize) -> Vec<u8> {
@@ -335,7 +335,7 @@ fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() 
             .bind("127.0.0.1:0")
             .unwrap();
         let addr = server.local_addr();
-        let server = Running::serve("review-ws-pause", server);
+        let server = Running::serve("wsh-pause", server);
         for with_close in [false, true] {
             let mut stream = connect(addr);
             stream.write_all(REQUEST.as_bytes()).unwrap();
@@ -370,9 +370,9 @@ fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() 
             }
             stream.write_all(&rest).unwrap();
             stream.shutdown(Shutdown::Write).unwrap();
-            let cpu_before = cpu_of_thread("review-ws-pause").expect("the reactor thread");
+            let cpu_before = cpu_of_thread("wsh-pause").expect("the reactor thread");
             std::thread::sleep(Duration::from_secs(1));
-            let cpu_paused = cpu_of_thread("review-ws-pause").unwrap() - cpu_before;
+            let cpu_paused = cpu_of_thread("wsh-pause").unwrap() - cpu_before;
             // Nothing but the pause's echo may have come back.
             stream
                 .set_read_timeout(Some(Duration::from_millis(50)))
@@ -450,7 +450,7 @@ fn a_compressed_message_of_exactly_the_limit_is_delivered() {
                 .unwrap()
         };
         let addr = server.local_addr();
-        let server = Running::serve("review-ws-deflate", server);
+        let server = Running::serve("wsh-deflate", server);
         let mut rng = fastrand::Rng::with_seed(11);
         for len in [max - 10, max, max + 1] {
             let mut stream = connect(addr);
@@ -698,7 +698,7 @@ fn a_client_gets_frames_a_close_and_eof_sent_with_the_101() {
                 Ok((RawCodec, Probe::silent(&tx)))
             })
             .unwrap();
-        let client = Running::serve("review-ws-client", client);
+        let client = Running::serve("wsh-client", client);
         let back = peer.join().unwrap();
         let close = events.wait("the close", |e| matches!(e, Ev::Close { .. }));
         let sid = close.sid();
@@ -765,7 +765,7 @@ fn large_replies_queued_before_a_bad_frame_all_go_out_before_its_close() {
                 .unwrap()
         };
         let addr = server.local_addr();
-        let server = Running::serve("review-ws-big", server);
+        let server = Running::serve("wsh-big", server);
         let mut stream = connect(addr);
         stream.write_all(REQUEST.as_bytes()).unwrap();
         read_101(&mut stream);
