@@ -58,6 +58,12 @@ where
                 self.flags.set(Flag::ReadHeld, true);
                 break;
             }
+            if self.closed_in_filter() {
+                // The peer's close_notify came with messages a pause held back: they are
+                // delivered now, and the input ends after them.
+                self.end_of_input()?;
+                break;
+            }
             match self.read_once(cx) {
                 Ok((0, _)) => {
                     eof = true;
@@ -80,7 +86,12 @@ where
                         {
                             io.wire_in.clear();
                         }
-                        self.end_of_input()?;
+                        // Whole messages held back by a pause (the handler's, or flow
+                        // control) come first: the input ends once they are delivered,
+                        // when reading resumes (see the check at the top of this loop).
+                        if !self.session.is_reading_paused() {
+                            self.end_of_input()?;
+                        }
                         break;
                     }
                     budget = budget.saturating_sub(n);
