@@ -318,6 +318,12 @@ where
     pub(super) fn on_peer_closed(&mut self) -> Result<(), Error> {
         self.flags.set(Flag::PeerClosed, true);
         let open = self.phase == Phase::Open && !self.session.is_closing();
+        if open && self.session.handshaking() {
+            // Nothing can be sent or received any more, so what the handler queued (a
+            // banner) can never go out: an error, as for a session closing mid-handshake.
+            let why = "the peer closed before the TLS handshake was done";
+            return Err(Error::Io(io::Error::new(io::ErrorKind::UnexpectedEof, why)));
+        }
         let truncated = self.session.filter_io().is_some_and(|io| {
             io.filter.peer_closed() == Some(false) && !io.filter.is_handshaking()
         });
