@@ -322,3 +322,270 @@ fn tls_peer_fin_before_the_handshake_ends_a_session_with_queued_output_at_once()
         server.stop();
     });
 }
+
+/// Acts on the requests it gets and reports every callback, and what its writes return:
+/// "close" closes, then writes; "big" queues 3 MiB; "cron" starts a 20 ms cron whose
+/// first tick writes "tick" and closes. Every other request is echoed. `on_close` writes
+/// too, and reports what that returned.
+struct Scripted(Sender<String>);
+
+impl Scripted {
+    fn write(&self, s: &mut Session<LengthFieldCodec>, what: &str, msg: Bytes) {
+        let result = s.write(msg);
+        report(&self.0, format!("{what} {}", result.is_ok()));
+    }
+}
+
+impl Handler<LengthFieldCodec> for Scripted {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        report(&self.0, format!("msg {}", String::from_utf8_lossy(&msg)));
+        match &msg[..] {
+            b"close" => {
+                s.close();
+                self.write(s, "write-after-close", msg);
+            }
+            b"big" => self.write(s, "big", Bytes::from(vec![7u8; 3 << 20])),
+            b"cron" => s.set_cron_period(Some(Duration::from_millis(20))),
+            _ => self.write(s, "echo", msg),
+        }
+    }
+    fn on_cron(&mut self, s: &mut Session<LengthFieldCodec>) {
+        report(&self.0, "cron".into());
+        self.write(s, "tick", Bytes::from_static(b"tick"));
+        s.close();
+    }
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        report(&self.0, format!("error {error}"));
+    }
+    fn on_close(&mut self, s: &mut Session<LengthFieldCodec>) {
+        report(&self.0, "close".into());
+        self.write(s, "write-in-close", Bytes::from_static(b"late"));
+    }
+}
+
+fn scripted_server(name: &str, options: SessionOptions) -> (Running, SocketAddr, Receiver<String>) {
+    let (tx, events) = mpsc::channel();
+    let server = TcpServer::builder()
+        .session_options(options)
+        .bind("127.0.0.1:0", move |_| {
+            Ok((LengthFieldCodec::default(), Scripted(tx.clone())))
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve(name, server), addr, events)
+}
+
+/// The events until `close`, then whatever follows within a short while (which must be
+/// only what on_close itself reports).
+fn events_through_close(events: &Receiver<String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    events_until_close(events, &mut seen);
+    while let Ok(e) = events.recv_timeout(Duration::from_millis(300)) {
+        seen.push(e);
+    }
+    seen
+}
+
+/// `close()` in `on_message` with more requests read in the same batch: nothing is
+/// delivered after it, a write after it and one in `on_close` are refused, what was
+/// queued before it goes out, then a FIN.
+#[test]
+fn close_in_on_message_stops_delivery_and_refuses_later_writes() {
+    watchdog(LIMIT, || {
+        let (server, addr, events) =
+            scripted_server("review-close-in-msg", SessionOptions::default());
+        let mut peer = connect(addr);
+        peer.write_all(&frames(&["a", "close", "b", "c"])).unwrap();
+        let (got, ended) = read_to_end(&mut peer);
+        let seen = events_through_close(&events);
+        assert_eq!(
+            seen,
+            [
+                "msg a",
+                "echo true",
+                "msg close",
+                "write-after-close false",
+                "close",
+                "write-in-close false"
+            ]
+        );
+        assert_eq!(got, frame(b"a"));
+        assert_eq!(ended, Ended::Eof);
+        server.stop();
+    });
+}
+
+/// `close()` in `on_cron`: one tick, its write goes out, then FIN; no tick after it,
+/// though the peer keeps the connection open through the linger.
+#[test]
+fn close_in_on_cron_ticks_once() {
+    watchdog(LIMIT, || {
+        let (server, addr, events) =
+            scripted_server("review-close-in-cron", SessionOptions::default());
+        let mut peer = connect(addr);
+        peer.write_all(&frame(b"cron")).unwrap();
+        let mut buf = [0u8; 8];
+        std::io::Read::read_exact(&mut peer, &mut buf).unwrap();
+        assert_eq!(&buf[..], &frame(b"tick")[..]);
+        assert_eq!(std::io::Read::read(&mut peer, &mut buf).unwrap(), 0, "FIN");
+        std::thread::sleep(Duration::from_millis(200)); // ten cron periods, lingering
+        let seen = events_through_close(&events);
+        assert_eq!(
+            seen,
+            [
+                "msg cron",
+                "cron",
+                "tick true",
+                "close",
+                "write-in-close false"
+            ]
+        );
+        drop(peer);
+        server.stop();
+    });
+}
+
+/// `close()` with 3 MiB queued and a peer that reads slowly: every byte goes out, then
+/// the FIN, and no error.
+#[test]
+fn close_with_a_large_backlog_and_a_slow_reader_sends_it_all_then_fin() {
+    watchdog(LIMIT, || {
+        let (server, addr, events) =
+            scripted_server("review-close-backlog", SessionOptions::default());
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        peer.write_all(&frames(&["big", "close"])).unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut reads = 0;
+        loop {
+            match std::io::Read::read(&mut peer, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => panic!("after {got} bytes: {e}"),
+            }
+            reads += 1;
+            if reads % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(reads < 1_000_000, "bounded");
+        }
+        assert_eq!(got, 4 + (3 << 20));
+        let seen = events_through_close(&events);
+        assert_eq!(
+            seen,
+            [
+                "msg big",
+                "big true",
+                "msg close",
+                "write-after-close false",
+                "close",
+                "write-in-close false"
+            ]
+        );
+        server.stop();
+    });
+}
+
+/// The peer resets while 3 MiB are queued for it: `on_error` then `on_close`, once each,
+/// and nothing after.
+#[test]
+fn a_peer_reset_mid_write_is_heard_once() {
+    watchdog(LIMIT, || {
+        let (server, addr, events) =
+            scripted_server("review-rst-mid-write", SessionOptions::default());
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.write_all(&frame(b"big")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        std::io::Read::read_exact(&mut peer, &mut buf).unwrap();
+        set_linger_zero(&peer);
+        drop(peer);
+        let seen = events_through_close(&events);
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(&seen[..2], ["msg big", "big true"]);
+        assert!(seen[2].starts_with("error "), "{seen:?}");
+        assert_eq!(&seen[3..], ["close", "write-in-close false"]);
+        server.stop();
+    });
+}
+
+/// Writes from another thread through a handle race the session's close (the peer asks
+/// for it): what arrives is the writer's frames in order with no gap, and once a write
+/// is refused, every later one is too.
+#[test]
+fn handle_writes_racing_the_close_arrive_in_order_without_gaps() {
+    watchdog(LIMIT, || {
+        struct Publish {
+            handles: Sender<getty::SessionHandle<LengthFieldCodec>>,
+        }
+        impl Handler<LengthFieldCodec> for Publish {
+            fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+                let _ = self.handles.send(s.handle().unwrap());
+                Ok(())
+            }
+            fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, _: Bytes) {
+                s.close();
+            }
+        }
+        let (handles_tx, handles) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            let handler = Publish {
+                handles: handles_tx.clone(),
+            };
+            Ok((LengthFieldCodec::default(), handler))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-handle-race", server);
+        let mut peer = connect(addr);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut refused_at = None;
+            let give_up = std::time::Instant::now() + STEP;
+            for i in 0u32..200_000 {
+                let payload = Bytes::from(i.to_be_bytes().to_vec());
+                let mut result = handle.write(payload.clone());
+                // Backpressure is not a refusal: wait (bounded) and try again.
+                while matches!(result, Err(getty::Error::Backpressure))
+                    && std::time::Instant::now() < give_up
+                {
+                    let _ = handle.wait_writable(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_micros(100));
+                    result = handle.write(payload.clone());
+                }
+                match (result, refused_at) {
+                    (Ok(()), Some(at)) => {
+                        panic!("write {i} accepted after write {at} was refused")
+                    }
+                    (Ok(()), None) => {}
+                    (Err(getty::Error::Closed), None) => refused_at = Some(i),
+                    (Err(getty::Error::Closed), Some(_)) => {}
+                    (Err(e), _) => panic!("write {i}: {e}"),
+                }
+                if refused_at.is_some_and(|at| i > at + 1000) {
+                    break;
+                }
+            }
+            refused_at
+        });
+        // Let some frames through, then ask the server to close.
+        for expected in 0u32..100 {
+            assert_eq!(read_frame(&mut peer), expected.to_be_bytes());
+        }
+        peer.write_all(&frame(b"close")).unwrap();
+        let (rest, ended) = read_to_end(&mut peer);
+        assert_eq!(ended, Ended::Eof);
+        assert_eq!(rest.len() % 8, 0, "whole frames only");
+        for (expected, chunk) in (100u32..).zip(rest.chunks(8)) {
+            assert_eq!(&chunk[..4], &4u32.to_be_bytes());
+            let n = u32::from_be_bytes(chunk[4..].try_into().unwrap());
+            assert_eq!(n, expected, "a gap or reordering");
+        }
+        let refused_at = writer.join().unwrap();
+        assert!(
+            refused_at.is_some(),
+            "the close was never seen by the writer"
+        );
+        server.stop();
+    });
+}
