@@ -589,3 +589,75 @@ fn handle_writes_racing_the_close_arrive_in_order_without_gaps() {
         server.stop();
     });
 }
+
+/// A handle refuses writes with `Backpressure` once 4096 are in flight (the reactor is
+/// behind), though the session is writable. The documented answer is to wait with
+/// `wait_writable`: it must not return `Ok` while a write would still be refused, or a
+/// writer that follows the documentation spins on the CPU for as long as the reactor is
+/// behind. Once the reactor catches up, it returns `Ok` and writes are taken again.
+#[test]
+fn wait_writable_waits_while_too_many_writes_are_in_flight() {
+    watchdog(LIMIT, || {
+        struct Publish(Sender<getty::SessionHandle<LengthFieldCodec>>);
+        impl Handler<LengthFieldCodec> for Publish {
+            fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+                let _ = self.0.send(s.handle().unwrap());
+                Ok(())
+            }
+            fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+        }
+        let (handles_tx, handles) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((LengthFieldCodec::default(), Publish(handles_tx.clone())))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-in-flight", server);
+        let mut peer = connect(addr);
+        let handle = handles.recv_timeout(STEP).unwrap();
+
+        // Hold the reactor thread, so that nothing posted is applied.
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (held_tx, held) = mpsc::channel();
+        server
+            .handle()
+            .execute(move |_| {
+                let _ = held_tx.send(());
+                let _ = release.recv_timeout(STEP);
+            })
+            .unwrap();
+        held.recv_timeout(STEP).unwrap();
+
+        let mut accepted = 0u32;
+        let refused = loop {
+            match handle.write(Bytes::from_static(b"x")) {
+                Ok(()) => accepted += 1,
+                Err(e) => break e,
+            }
+            assert!(accepted <= 100_000, "never refused");
+        };
+        assert!(
+            matches!(refused, getty::Error::Backpressure),
+            "after {accepted}: {refused}"
+        );
+        assert!(handle.is_writable(), "the watermarks were not reached");
+        let waited = handle.wait_writable(Duration::from_millis(300));
+        let next = handle.write(Bytes::from_static(b"x"));
+        release_tx.send(()).unwrap();
+        assert!(
+            !(waited.is_ok() && matches!(next, Err(getty::Error::Backpressure))),
+            "wait_writable returned Ok, yet the next write was refused for backpressure"
+        );
+        // Once the reactor has caught up, waiting ends and writes are taken.
+        handle
+            .wait_writable(STEP)
+            .expect("writable once the reactor caught up");
+        handle.write(Bytes::from_static(b"y")).unwrap();
+        let mut got = 0;
+        while got < accepted as usize {
+            assert_eq!(read_frame(&mut peer), b"x");
+            got += 1;
+        }
+        server.stop();
+    });
+}
