@@ -70,7 +70,13 @@ struct InFlight(Arc<HandleState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let before = self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if before >= MAX_IN_FLIGHT {
+            // Back under the bound: wake the writers waiting in `wait_writable`. Under
+            // the lock they check the count with, so that none misses it.
+            let _guard = self.0.writable.lock().unwrap_or_else(|p| p.into_inner());
+            self.0.changed.notify_all();
+        }
     }
 }
 
@@ -219,8 +225,8 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
         self.core.is_writable()
     }
 
-    /// Waits until the session is writable again, for at most `timeout` (`Duration::MAX`
-    /// waits as long as it takes). Fails with [`Error::Closed`] if it ends meanwhile, and
+    /// Waits until the session is writable again, and has room for another write in
+    /// flight, for at most `timeout` (`Duration::MAX` waits as long as it takes). Fails with [`Error::Closed`] if it ends meanwhile, and
     /// with [`Error::Backpressure`] on timeout.
     ///
     /// See the [type-level example](SessionHandle).
@@ -299,7 +305,9 @@ impl HandleCore {
             if self.is_closed() {
                 return Err(Error::Closed);
             }
-            if *writable {
+            // Writable, and with room for another write in flight: else a writer that
+            // waits here on `Backpressure` would be told to go on, refused again, and spin.
+            if *writable && self.state.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
