@@ -661,3 +661,43 @@ fn wait_writable_waits_while_too_many_writes_are_in_flight() {
         server.stop();
     });
 }
+
+/// A handle made in `on_close` (to hand the session's end to another thread, say) is a
+/// handle to a session that has ended: it must say so, and refuse writes with `Closed`,
+/// rather than accept them for good and drop them unseen.
+#[test]
+fn a_handle_made_in_on_close_is_closed() {
+    watchdog(LIMIT, || {
+        struct HandleAtClose(Sender<getty::SessionHandle<LengthFieldCodec>>);
+        impl Handler<LengthFieldCodec> for HandleAtClose {
+            fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+            fn on_close(&mut self, s: &mut Session<LengthFieldCodec>) {
+                let _ = self.0.send(s.handle().expect("in a callback"));
+            }
+        }
+        let (handles_tx, handles) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                HandleAtClose(handles_tx.clone()),
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-handle-at-close", server);
+        let peer = connect(addr);
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        let handle = handles.recv_timeout(STEP).expect("on_close ran");
+        // The reactor is done with the session once it has run a job posted after it.
+        server.run_on(|_| ());
+        assert!(handle.is_closed(), "the session has ended");
+        assert!(
+            matches!(
+                handle.write(Bytes::from_static(b"late")),
+                Err(getty::Error::Closed)
+            ),
+            "a write to an ended session must be refused"
+        );
+        server.stop();
+    });
+}
