@@ -453,6 +453,8 @@ where
                 self.abandon(cx, error);
             }
             self.phase = Phase::Closed;
+            // A handle made in the callback that panicked (on_close, say).
+            self.mark_handles_closed();
             return;
         }
         // Done from here on, whatever the handler does.
@@ -460,6 +462,8 @@ where
         self.note_ended(cx);
         self.handler.on_error(&mut self.session, &error);
         self.handler.on_close(&mut self.session);
+        // A handle made in those callbacks, after the ones before them were marked.
+        self.mark_handles_closed();
     }
 }
 

@@ -151,9 +151,7 @@ where
         self.phase = Phase::Closed;
         // An `on_open` that joined a group, then refused the session.
         self.leave_groups();
-        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
-            state.mark_closed();
-        }
+        self.mark_handles_closed();
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
@@ -172,9 +170,7 @@ where
         self.phase = Phase::Closed;
         self.session.core.note_ended(cx);
         self.leave_groups();
-        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
-            state.mark_closed();
-        }
+        self.mark_handles_closed();
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
@@ -194,11 +190,20 @@ where
         // `on_panic` then finds the session closed and adds nothing.
         self.note_ended(cx);
         self.handler.on_close(&mut self.session);
+        // A handle made in on_close, after the ones before it were marked.
+        self.mark_handles_closed();
         self.session.out.clear();
         self.session.out.give_back(cx.buffers());
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             give_back(&mut io.wire_in, cx);
             give_back(&mut io.wire_out, cx);
+        }
+    }
+
+    /// The session's handles (if it has any) see it closed and refuse writes.
+    pub(super) fn mark_handles_closed(&self) {
+        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
+            state.mark_closed();
         }
     }
 }
