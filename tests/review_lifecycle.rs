@@ -701,3 +701,109 @@ fn a_handle_made_in_on_close_is_closed() {
         server.stop();
     });
 }
+
+/// A group member that closes itself with a backlog its peer is slow to read stays in its
+/// groups until it ends: the broadcasts made meanwhile pile up in its inbox (it takes no
+/// more once closing), and past the group's bound the `Close` policy fails it with
+/// `SlowConsumer`. Its handler, which closed it gracefully, then hears `on_error`, which
+/// the contract rules out for a local close, for broadcasts that could never have gone
+/// out anyway.
+#[test]
+fn a_member_closing_with_a_backlog_is_not_failed_as_a_slow_consumer() {
+    watchdog(LIMIT, || {
+        struct Member {
+            group: getty::SessionGroup<LengthFieldCodec>,
+            tx: Sender<(u64, String)>,
+        }
+        impl Member {
+            fn report(&self, s: &Session<LengthFieldCodec>, what: String) {
+                let _ = self.tx.send((s.id(), what));
+            }
+        }
+        impl Handler<LengthFieldCodec> for Member {
+            fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+                self.group.join(s).map_err(std::io::Error::other)?;
+                self.report(s, "open".into());
+                Ok(())
+            }
+            fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+                self.report(s, format!("msg {}", String::from_utf8_lossy(&msg)));
+                if &msg[..] == b"bye" {
+                    // A small send buffer, so that the backlog stays in the session.
+                    s.socket().set_send_buffer_size(16 * 1024).unwrap();
+                    s.write(Bytes::from(vec![7u8; 3 << 20])).unwrap();
+                    s.close();
+                } else {
+                    let reached = self
+                        .group
+                        .broadcast_except(Bytes::from(vec![1u8; 300]), s.id());
+                    self.report(s, format!("reached {reached:?}"));
+                }
+            }
+            fn on_error(&mut self, s: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+                self.report(s, format!("error {error}"));
+            }
+            fn on_close(&mut self, s: &mut Session<LengthFieldCodec>) {
+                self.report(s, "close".into());
+            }
+        }
+        let group = getty::SessionGroup::builder(LengthFieldCodec::default())
+            .max_pending(1024)
+            .build();
+        let (tx, events) = mpsc::channel::<(u64, String)>();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            let member = Member {
+                group: group.clone(),
+                tx: tx.clone(),
+            };
+            Ok((LengthFieldCodec::default(), member))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-closing-member", server);
+        let mut a = connect_with_recv_buffer(addr, 16 * 1024);
+        a.set_read_timeout(Some(STEP)).unwrap();
+        let (a_id, opened) = events.recv_timeout(STEP).unwrap();
+        assert_eq!(opened, "open");
+        let mut b = connect(addr);
+        let (b_id, opened) = events.recv_timeout(STEP).unwrap();
+        assert_eq!(opened, "open");
+        a.write_all(&frame(b"bye")).unwrap();
+        assert_eq!(events.recv_timeout(STEP).unwrap(), (a_id, "msg bye".into()));
+        // One broadcast per read, so that an open member would take each in turn.
+        for _ in 0..5 {
+            b.write_all(&frame(b"news")).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let (got, ended) = read_to_end(&mut a);
+        assert_eq!(ended, Ended::Eof);
+        let mut of_a = vec!["msg bye".to_string()];
+        let mut of_b = Vec::new();
+        while !of_a.iter().any(|e| e == "close") {
+            let (sid, what) = events
+                .recv_timeout(STEP)
+                .unwrap_or_else(|_| panic!("no on_close of A: {of_a:?}"));
+            if sid == a_id {
+                of_a.push(what);
+            } else if sid == b_id {
+                of_b.push(what);
+            }
+        }
+        while let Ok((sid, what)) = events.recv_timeout(Duration::from_millis(300)) {
+            if sid == b_id {
+                of_b.push(what);
+            }
+        }
+        eprintln!("A: {of_a:?}; B: {of_b:?}");
+        assert_eq!(got.len(), 4 + (3 << 20), "A's backlog, whole");
+        assert_eq!(of_a, ["msg bye", "close"], "A closed itself: no on_error");
+        let reached: Vec<&String> = of_b.iter().filter(|e| e.starts_with("reached")).collect();
+        assert!(
+            reached.iter().all(|r| *r == "reached Ok(0)"),
+            "broadcasts counted as taken by a member that could no longer send them: {of_b:?}"
+        );
+        drop(b);
+        server.stop();
+    });
+}
