@@ -73,7 +73,7 @@ pub struct GroupStats {
 ///
 /// Make one per room (or topic) and clone it into the handlers of its sessions (a clone is
 /// the same group; it is `Send`, so a server's setup closure can hold it).
-/// [`join`](Self::join) a session in one of its callbacks; it leaves when it ends, or by
+/// [`join`](Self::join) a session in one of its callbacks; it leaves when it starts closing, or by
 /// [`leave`](Self::leave). [`broadcast`](Self::broadcast) encodes a message once with the
 /// group's codec and queues it on every member (or all but one,
 /// [`broadcast_except`](Self::broadcast_except)):
@@ -311,7 +311,7 @@ where
     }
 
     /// Closes every member, on every reactor, gracefully (what is queued goes out first);
-    /// they leave as they end.
+    /// they leave as they start closing.
     pub fn close_all(&self) {
         let here = self.local();
         if let Some(here) = &here {

@@ -111,6 +111,10 @@ where
                     return self.fail(cx, e);
                 }
             }
+            // A closing session takes no more broadcasts (nothing more may be queued): it
+            // leaves its groups now, rather than let them pile up unsent in its inboxes,
+            // counted as delivered, until a slow consumer's bound fails it.
+            self.leave_groups();
             self.phase = Phase::Closing;
             if self.session.queued_bytes() == 0 {
                 return self.linger(cx);
