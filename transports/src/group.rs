@@ -73,9 +73,9 @@ pub struct GroupStats {
 ///
 /// Make one per room (or topic) and clone it into the handlers of its sessions (a clone is
 /// the same group; it is `Send`, so a server's setup closure can hold it).
-/// [`join`](Self::join) a session in one of its callbacks; it leaves when it starts closing, or by
-/// [`leave`](Self::leave). [`broadcast`](Self::broadcast) encodes a message once with the
-/// group's codec and queues it on every member (or all but one,
+/// [`join`](Self::join) a session in one of its callbacks; it leaves when it starts
+/// closing, or by [`leave`](Self::leave). [`broadcast`](Self::broadcast) encodes a message
+/// once with the group's codec and queues it on every member (or all but one,
 /// [`broadcast_except`](Self::broadcast_except)):
 ///
 /// - on the reactor it is called on, directly: no lock, no job; the members flush right
