@@ -807,3 +807,42 @@ fn a_member_closing_with_a_backlog_is_not_failed_as_a_slow_consumer() {
         server.stop();
     });
 }
+
+/// A handler whose `on_error` panics (once) has heard `on_error` already: it must not
+/// hear it a second time (`Panicked`), for the contract is at most one `on_error`, then
+/// `on_close`.
+#[test]
+fn a_panic_in_on_error_is_not_followed_by_a_second_on_error() {
+    watchdog(LIMIT, || {
+        struct PanicsInOnError(Sender<String>);
+        impl Handler<LengthFieldCodec> for PanicsInOnError {
+            fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+            fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+                report(&self.0, format!("error {error}"));
+                if matches!(error, getty::Error::ReadIdle(_)) {
+                    panic!("a handler bug in on_error");
+                }
+            }
+            fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+                report(&self.0, "close".into());
+            }
+        }
+        let (tx, events) = mpsc::channel();
+        let options = SessionOptions::default().read_idle_timeout(Some(Duration::from_millis(100)));
+        let server = TcpServer::builder()
+            .session_options(options)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), PanicsInOnError(tx.clone())))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-panic-in-on-error", server);
+        let mut peer = connect(addr);
+        let _ = read_to_end(&mut peer);
+        let seen = events_through_close(&events);
+        assert_eq!(seen.len(), 2, "one on_error, then on_close: {seen:?}");
+        assert!(!seen[0].contains("panicked"), "{seen:?}");
+        assert_eq!(seen[1], "close");
+        server.stop();
+    });
+}
