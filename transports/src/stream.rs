@@ -424,7 +424,8 @@ where
     /// A callback (or a job) panicked, and the reactor caught it: reset the connection
     /// (what is queued may be half-written), then tell the handler, last, so that a second
     /// panic leaves nothing undone: `on_error(Panicked)` and `on_close` for a session that
-    /// opened; nothing for one that did not (a panic in `on_open` is a refusal).
+    /// opened (only `on_close` if it had heard `on_error` already: the panic was in it);
+    /// nothing for one that did not (a panic in `on_open` is a refusal).
     ///
     /// A panic in `on_close` of a session ending gracefully (its write side shut down, or
     /// everything flushed) does not reset: what the kernel still holds for the peer (a
@@ -460,7 +461,11 @@ where
         // Done from here on, whatever the handler does.
         self.session.core.close_request = Some(CloseRequest::Abort);
         self.note_ended(cx);
-        self.handler.on_error(&mut self.session, &error);
+        // A session that failed has had its `on_error` (the panic was in it, or after
+        // it): at most one `on_error`, so only `on_close` is owed.
+        if !self.flags.get(Flag::Failed) {
+            self.handler.on_error(&mut self.session, &error);
+        }
         self.handler.on_close(&mut self.session);
         // A handle made in those callbacks, after the ones before them were marked.
         self.mark_handles_closed();
