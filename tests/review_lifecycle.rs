@@ -846,3 +846,74 @@ fn a_panic_in_on_error_is_not_followed_by_a_second_on_error() {
         server.stop();
     });
 }
+
+/// Answers "go <n>" with `n` bytes from a small send buffer, then closes.
+struct SendAndClose;
+
+impl Handler<LengthFieldCodec> for SendAndClose {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        let n: usize = String::from_utf8_lossy(&msg[3..]).parse().unwrap();
+        s.socket().set_send_buffer_size(4096).unwrap();
+        s.write_bytes(Bytes::from(vec![9u8; n])).unwrap();
+        s.close();
+    }
+}
+
+/// A TLS session closing after a backlog that a slow peer drains: every byte, then the
+/// server's close_notify (its goodbye is written when the queue has just drained, into a
+/// socket that may be full), then the FIN. Tried with many sizes.
+#[test]
+fn tls_close_after_a_backlog_always_ends_with_close_notify() {
+    watchdog(Duration::from_secs(240), || {
+        let certs = certs();
+        let server = TcpServer::builder()
+            .tls(certs.server_config())
+            .bind("127.0.0.1:0", |_| {
+                Ok((LengthFieldCodec::default(), SendAndClose))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-tls-goodbye", server);
+        let mut missing = Vec::new();
+        for round in 0..40usize {
+            let n = 200_000 + round * 7_919;
+            let mut client = certs.client();
+            let mut peer = connect_with_recv_buffer(addr, 4096);
+            peer.set_read_timeout(Some(STEP)).unwrap();
+            peer.set_write_timeout(Some(STEP)).unwrap();
+            tls_exchange(
+                &mut peer,
+                &mut client,
+                &frame(format!("go {n}").as_bytes()),
+                0,
+            );
+            let mut wire = BytesMut::new();
+            let mut plain = BytesMut::new();
+            let mut chunk = [0u8; 2048];
+            loop {
+                match std::io::Read::read(&mut peer, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(k) => wire.extend_from_slice(&chunk[..k]),
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+                let _ = client.decode(&mut wire, &mut plain, 64 << 20);
+                if plain.len() % 65_536 < 2048 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            for _ in 0..1000 {
+                let before = (wire.len(), plain.len());
+                let _ = client.decode(&mut wire, &mut plain, 64 << 20);
+                if (wire.len(), plain.len()) == before {
+                    break;
+                }
+            }
+            assert_eq!(plain.len(), n, "round {round}: every byte");
+            if client.peer_closed() != Some(true) {
+                missing.push((n, wire.len()));
+            }
+        }
+        assert!(missing.is_empty(), "no close_notify after {missing:?}");
+        server.stop();
+    });
+}
