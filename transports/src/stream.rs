@@ -138,6 +138,8 @@ enum Flag {
     /// everything was flushed and the socket is closing normally. A panic from here on
     /// (in `on_close`) must not reset it: the kernel may still hold a reply to deliver.
     Graceful = 32,
+    /// The filter's goodbye (TLS `close_notify`) has been queued or sent: once only.
+    FilterClosed = 64,
 }
 
 /// The `Flag`s that hold, in one byte: ten thousand idle sessions each hold an entry, whose

@@ -38,9 +38,27 @@ where
         self.discard_input(cx)
     }
 
-    /// Lets the filter say goodbye (TLS `close_notify`), best effort: the write side is
-    /// about to shut down.
+    /// Queues the filter's goodbye (TLS `close_notify`) as output, to be flushed as the rest
+    /// is (a socket that is full right now must not lose it); true if it queued it now.
+    pub(super) fn queue_filter_close(&mut self) -> bool {
+        if self.flags.get(Flag::FilterClosed) {
+            return false;
+        }
+        let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) else {
+            return false;
+        };
+        self.flags.set(Flag::FilterClosed, true);
+        io.filter.close(&mut io.wire_out);
+        true
+    }
+
+    /// Lets the filter say goodbye (TLS `close_notify`), best effort, unless it was queued
+    /// already: the write side is about to shut down.
     pub(super) fn send_filter_close(&mut self) {
+        if self.flags.get(Flag::FilterClosed) {
+            return;
+        }
+        self.flags.set(Flag::FilterClosed, true);
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             io.filter.close(&mut io.wire_out);
             let _ = self.stream.write(&io.wire_out);

@@ -116,6 +116,12 @@ where
             // counted as delivered, until a slow consumer's bound fails it.
             self.leave_groups();
             self.phase = Phase::Closing;
+            if self.session.queued_bytes() == 0 && self.queue_filter_close() {
+                // The filter's goodbye goes out as queued output does, then the FIN.
+                if let Err(e) = self.settle_io(cx) {
+                    return self.fail(cx, e);
+                }
+            }
             if self.session.queued_bytes() == 0 {
                 return self.linger(cx);
             }
