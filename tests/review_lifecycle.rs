@@ -917,3 +917,102 @@ fn tls_close_after_a_backlog_always_ends_with_close_notify() {
         server.stop();
     });
 }
+
+/// A thread writes through a handle as documented: until `Backpressure`, then it waits.
+/// The handle refuses only once the session is unwritable or 4096 writes are in flight,
+/// whatever their size: when the reactor is behind (here: held), 4096 writes of 2 KiB
+/// (8 MiB) are accepted, and applied they pass the session's 4 MiB `max_outbound`, which
+/// ends the session with `QueueFull`. A writer that obeyed backpressure gets its
+/// connection killed, where flow control should have slowed it down.
+#[test]
+fn handle_writes_that_obeyed_backpressure_do_not_kill_the_session() {
+    watchdog(LIMIT, || {
+        struct Publish(
+            Sender<getty::SessionHandle<LengthFieldCodec>>,
+            Sender<String>,
+        );
+        impl Handler<LengthFieldCodec> for Publish {
+            fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+                let _ = self.0.send(s.handle().unwrap());
+                Ok(())
+            }
+            fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+            fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+                report(&self.1, format!("error {error}"));
+            }
+            fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+                report(&self.1, "close".into());
+            }
+        }
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                Publish(handles_tx.clone(), tx.clone()),
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-handle-bytes", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        let handle = handles.recv_timeout(STEP).unwrap();
+
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (held_tx, held) = mpsc::channel();
+        server
+            .handle()
+            .execute(move |_| {
+                let _ = held_tx.send(());
+                let _ = release.recv_timeout(STEP);
+            })
+            .unwrap();
+        held.recv_timeout(STEP).unwrap();
+        let payload = Bytes::from(vec![5u8; 2048]);
+        let mut accepted = 0usize;
+        while handle.write(payload.clone()).is_ok() {
+            accepted += 1;
+            assert!(accepted <= 100_000, "never refused");
+        }
+        release_tx.send(()).unwrap();
+        // The peer reads it all, slowly enough that the queue builds up first.
+        std::thread::sleep(Duration::from_millis(300));
+        let (got, _) = read_to_end_or_quiet(&mut peer);
+        let mut seen = Vec::new();
+        while let Ok(e) = events.recv_timeout(Duration::from_millis(300)) {
+            seen.push(e);
+        }
+        assert!(
+            seen.iter().all(|e| !e.starts_with("error")),
+            "{accepted} writes accepted ({} bytes), {} received: {seen:?}",
+            accepted * 2048,
+            got
+        );
+        assert_eq!(got, accepted * (4 + 2048), "every accepted write arrives");
+        server.stop();
+    });
+}
+
+/// Reads until the peer's end or until nothing comes for a second; returns the bytes and
+/// whether the peer ended the connection.
+fn read_to_end_or_quiet(peer: &mut TcpStream) -> (usize, bool) {
+    peer.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match std::io::Read::read(peer, &mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (got, false)
+            }
+            Err(_) => return (got, true),
+        }
+    }
+}
