@@ -1,0 +1,455 @@
+//! Hostile review of the datagram transports and unix sockets: a unix stream peer that
+//! half-closes behind a paused session, replies to autobound and abstract unix datagram
+//! peers, destinations a UDP socket cannot reach (another family, too long for IPv4 on a
+//! dual-stack socket), and what an idle datagram endpoint costs.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram as StdUnixDatagram, UnixStream as StdUnixStream};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use common::*;
+use getty::codec::{Bytes, LengthFieldCodec, RawCodec};
+use getty::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+use getty::unix::{UnixDatagramEndpoint, UnixServer};
+use getty::{Error, Handler, Metrics, Session, Unix, UnixAddr};
+
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+
+fn unique(name: &str) -> String {
+    format!("getty-review-dgram-{}-{name}", std::process::id())
+}
+
+// ---------------------------------------------------------------------------------------
+// Unix stream: half-close behind a paused session
+// ---------------------------------------------------------------------------------------
+
+struct StreamEcho;
+
+impl Handler<LengthFieldCodec, Unix> for StreamEcho {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec, Unix>, msg: Bytes) {
+        s.write(msg).unwrap();
+    }
+}
+
+/// A peer writes 600 requests (replies 1 B to 48 KiB, about 14 MB in all, far past the
+/// watermarks, so the session pauses reading), then shuts its write side: it must get
+/// every reply, whole and in order, then EOF.
+fn half_close_gets_every_reply(addr: UnixAddr, connect: impl Fn() -> StdUnixStream) {
+    let server = UnixServer::bind(addr, |_| Ok((LengthFieldCodec::default(), StreamEcho)))
+        .expect("bind the unix server");
+    let running = Running::serve("review-unix-half", server);
+    for round in 0..3usize {
+        let mut peer = connect();
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        peer.set_write_timeout(Some(STEP)).unwrap();
+        let mut wire = Vec::new();
+        for i in 0..600usize {
+            let len = 1 + (i * 7919 + round * 13) % (48 * 1024);
+            let payload: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+            wire.extend_from_slice(&frame(&payload));
+        }
+        let expected = wire.clone();
+        let mut writer = peer.try_clone().unwrap();
+        let write_side = std::thread::spawn(move || {
+            writer.write_all(&wire).expect("write the requests");
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("round {round}: after {} bytes: {e}", got.len()),
+            }
+        }
+        write_side.join().unwrap();
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "round {round}: every reply, whole"
+        );
+        assert!(
+            got == expected,
+            "round {round}: replies in order, byte for byte"
+        );
+    }
+    running.stop();
+}
+
+#[test]
+fn a_half_closed_unix_stream_peer_behind_a_paused_session_gets_every_reply() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let dir = TempDir::new("review-half");
+        let path = dir.path("s.sock");
+        let at = path.clone();
+        half_close_gets_every_reply(UnixAddr::path(&path), move || {
+            StdUnixStream::connect(&at).expect("connect")
+        });
+    });
+}
+
+#[test]
+fn a_half_closed_abstract_unix_stream_peer_gets_every_reply() {
+    use std::os::linux::net::SocketAddrExt;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let name = unique("half");
+        let n2 = name.clone();
+        half_close_gets_every_reply(UnixAddr::abstract_name(&name), move || {
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(n2.as_bytes()).unwrap();
+            StdUnixStream::connect_addr(&addr).expect("connect")
+        });
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Unix datagram: replies to autobound and abstract peers
+// ---------------------------------------------------------------------------------------
+
+struct DgramEcho(Sender<String>);
+
+impl DatagramHandler<RawCodec, UnixAddr> for DgramEcho {
+    fn on_message(
+        &mut self,
+        s: &mut DatagramSession<RawCodec, UnixAddr>,
+        msg: Bytes,
+        peer: UnixAddr,
+    ) {
+        if let Err(e) = s.write_to(peer, msg) {
+            let _ = self.0.send(format!("write_to: {e}"));
+        }
+    }
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+        let _ = self.0.send(format!("on_error: {error}"));
+    }
+}
+
+/// Binds `sock` with an address of the family alone: Linux gives it a name of its own in
+/// the abstract namespace (autobind), as `bind("")` does in Python.
+fn autobind(sock: &StdUnixDatagram) {
+    // SAFETY: a zeroed sockaddr_un with the family set; the length covers the family only.
+    let r = unsafe {
+        let mut addr: libc::sockaddr_un = std::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        libc::bind(
+            sock.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "autobind: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn autobound_and_abstract_unix_datagram_peers_get_their_replies() {
+    use std::os::linux::net::SocketAddrExt;
+    watchdog(TEST_LIMIT, || {
+        let (tx, errors) = mpsc::channel();
+        let name = unique("dgram");
+        let endpoint = UnixDatagramEndpoint::builder()
+            .bind(UnixAddr::abstract_name(&name), move |_| {
+                Ok((RawCodec, DgramEcho(tx.clone())))
+            })
+            .expect("bind the endpoint");
+        let running = Running::serve("review-unix-dgram", endpoint);
+        let to = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+
+        let auto = StdUnixDatagram::unbound().unwrap();
+        autobind(&auto);
+        auto.set_read_timeout(Some(STEP)).unwrap();
+        // An abstract name with a NUL byte inside and bytes that are not UTF-8.
+        let odd = format!("{}\0\u{1}", unique("odd")).into_bytes();
+        let mut odd = odd;
+        odd.push(0xff);
+        let named = StdUnixDatagram::bind_addr(
+            &std::os::unix::net::SocketAddr::from_abstract_name(&odd).unwrap(),
+        )
+        .unwrap();
+        named.set_read_timeout(Some(STEP)).unwrap();
+        for (which, sock) in [("autobound", &auto), ("odd abstract", &named)] {
+            for i in 0..20u8 {
+                let msg = vec![i; 1 + i as usize * 100];
+                sock.send_to_addr(&msg, &to).unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = sock.recv(&mut buf).unwrap_or_else(|e| {
+                    panic!(
+                        "{which}: reply {i}: {e}; {:?}",
+                        errors.try_iter().collect::<Vec<_>>()
+                    )
+                });
+                assert_eq!(&buf[..n], &msg[..], "{which}: reply {i}");
+            }
+        }
+        running.stop();
+        let seen: Vec<String> = errors.try_iter().collect();
+        assert!(seen.is_empty(), "errors: {seen:?}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// UDP: destinations the socket cannot reach
+// ---------------------------------------------------------------------------------------
+
+/// "to:<addr>:<len>" writes `len` bytes to that address, then "ok" to the sender;
+/// anything else is echoed. Reports write results and errors.
+struct Director(Sender<String>);
+
+impl DatagramHandler<RawCodec> for Director {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        if let Some(rest) = msg.strip_prefix(b"to:") {
+            let text = std::str::from_utf8(rest).unwrap();
+            let (addr, len) = text.rsplit_once(':').unwrap();
+            let addr: SocketAddr = addr.parse().unwrap();
+            let len: usize = len.parse().unwrap();
+            for _ in 0..3 {
+                let r = s.write_to(addr, Bytes::from(vec![7u8; len]));
+                let _ = self.0.send(format!("write_to {addr}: {r:?}"));
+            }
+            s.write_to(peer, Bytes::from_static(b"ok")).unwrap();
+            return;
+        }
+        s.write_to(peer, msg).unwrap();
+    }
+    fn on_error(&mut self, s: &mut DatagramSession<RawCodec>, error: &Error) {
+        let _ = self.0.send(format!(
+            "on_error: {error} (dropped_out {})",
+            s.stats().dropped_out
+        ));
+    }
+}
+
+fn bystander_roundtrips(peer: &StdUdpSocket, to: SocketAddr, n: usize) {
+    for i in 0..n {
+        let msg = format!("hello {i}");
+        peer.send_to(msg.as_bytes(), to).unwrap();
+        let mut buf = [0u8; 64];
+        let (len, _) = peer.recv_from(&mut buf).expect("the echo");
+        assert_eq!(&buf[..len], msg.as_bytes());
+    }
+}
+
+/// On a dual-stack endpoint (`[::]`), `max_datagram_len` says 65,527 (IPv6), but an IPv4
+/// peer (seen as `::ffff:a.b.c.d`) takes at most 65,507: what happens to a write of 65,510
+/// bytes to it? Expected: a clear error (at `write_to` or in `on_error`), once per
+/// datagram, and the endpoint serves everyone on.
+#[test]
+fn a_datagram_too_long_for_an_ipv4_peer_of_a_dual_stack_endpoint_fails_clearly() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, events) = mpsc::channel();
+        let endpoint =
+            match UdpEndpoint::bind("[::]:0", move |_| Ok((RawCodec, Director(tx.clone())))) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("no IPv6 here ({e}): skipped");
+                    return;
+                }
+            };
+        let port = endpoint.local_addr().port();
+        let running = Running::serve("review-udp-dual", endpoint);
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let victim = udp_socket();
+        let control = udp_socket();
+        let mapped = match victim.local_addr().unwrap() {
+            SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            other => other,
+        };
+        control
+            .send_to(format!("to:{mapped}:65510").as_bytes(), to)
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = control.recv_from(&mut buf).expect("ok");
+        assert_eq!(&buf[..n], b"ok");
+        bystander_roundtrips(&control, to, 20);
+        running.stop();
+        let seen: Vec<String> = events.try_iter().collect();
+        eprintln!("{seen:#?}");
+        let refused_at_write = seen.iter().filter(|e| e.contains("Err(")).count();
+        let reported = seen.iter().filter(|e| e.starts_with("on_error")).count();
+        assert_eq!(
+            refused_at_write + reported,
+            3,
+            "each of the three datagrams refused or reported once: {seen:#?}"
+        );
+    });
+}
+
+/// An IPv4 endpoint asked to write to an IPv6 address: a clear error per datagram, and
+/// the endpoint serves everyone on.
+#[test]
+fn a_write_to_an_address_of_another_family_fails_clearly_and_alone() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, events) = mpsc::channel();
+        let endpoint =
+            UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((RawCodec, Director(tx.clone()))))
+                .unwrap();
+        let to = endpoint.local_addr();
+        let running = Running::serve("review-udp-family", endpoint);
+        let control = udp_socket();
+        control.send_to(b"to:[::1]:4000:100", to).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = control.recv_from(&mut buf).expect("ok");
+        assert_eq!(&buf[..n], b"ok");
+        bystander_roundtrips(&control, to, 20);
+        running.stop();
+        let seen: Vec<String> = events.try_iter().collect();
+        eprintln!("{seen:#?}");
+        let refused_at_write = seen.iter().filter(|e| e.contains("Err(")).count();
+        let reported = seen.iter().filter(|e| e.starts_with("on_error")).count();
+        assert_eq!(
+            refused_at_write + reported,
+            3,
+            "each of the three datagrams refused or reported once: {seen:#?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle cost
+// ---------------------------------------------------------------------------------------
+
+/// After traffic, an endpoint nobody writes to makes the loop turn no more: counted over a
+/// second with the reactor's own turn counter.
+#[test]
+fn idle_datagram_endpoints_cost_no_wakeups() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, _events) = mpsc::channel();
+        let tx2 = tx.clone();
+        let udp = UdpEndpoint::bind("127.0.0.1:0", move |_| Ok((RawCodec, Director(tx.clone()))))
+            .unwrap();
+        let udp_addr = udp.local_addr();
+        let running = Running::serve("review-idle", udp);
+        let name = unique("idle");
+        let unix = UnixDatagramEndpoint::builder()
+            .bind(UnixAddr::abstract_name(&name), move |_| {
+                Ok((RawCodec, DgramEcho(tx2.clone())))
+            })
+            .unwrap();
+        running.run_on(move |s| {
+            s.spawn(unix);
+        });
+        // Traffic on both, including a unix receiver that fills up and then goes away.
+        let peer = udp_socket();
+        bystander_roundtrips(&peer, udp_addr, 50);
+        {
+            use std::os::linux::net::SocketAddrExt;
+            let to = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let silent = StdUnixDatagram::unbound().unwrap();
+            autobind(&silent);
+            silent.set_nonblocking(true).unwrap();
+            for i in 0..40u8 {
+                let _ = silent.send_to_addr(&[i; 100], &to);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Let the parked receiver's retries and drops run out (the receiver closed).
+        std::thread::sleep(Duration::from_millis(500));
+        let turns = |r: &Running| Metrics::of(r.handle()).unwrap().reactor.turns;
+        let before = turns(&running);
+        std::thread::sleep(Duration::from_secs(1));
+        let spent = turns(&running) - before;
+        // The metrics query itself costs a turn or two.
+        assert!(spent <= 4, "the idle loop turned {spent} times in a second");
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// UDP with pooled buffers smaller than a datagram
+// ---------------------------------------------------------------------------------------
+
+struct UdpEcho(Sender<String>);
+
+impl DatagramHandler<RawCodec> for UdpEcho {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        if let Err(e) = s.write_to(peer, msg) {
+            let _ = self.0.send(format!("write_to: {e}"));
+        }
+    }
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec>, error: &Error) {
+        let _ = self.0.send(format!("on_error: {error}"));
+    }
+}
+
+/// A reactor whose pooled buffers (4 KiB) are smaller than the datagrams: the receive
+/// slots take the first 4 KiB, overflow regions the rest. Datagrams queued before the
+/// endpoint reads come in one batch, large ones at several slots of it; every one must be
+/// echoed whole, the largest UDP datagram included, and one over `max_message_len`
+/// reported with its real length.
+#[test]
+fn udp_datagrams_larger_than_the_pooled_buffers_arrive_whole() {
+    use getty::reactor::BufPool;
+    use getty::Reactor;
+    watchdog(TEST_LIMIT, || {
+        let (tx, errors) = mpsc::channel();
+        let endpoint = UdpEndpoint::builder()
+            .udp_options(getty::udp::UdpOptions::default().recv_buffer_size(Some(4 << 20)))
+            .session_options(getty::SessionOptions::default().max_message_len(60_000))
+            .bind("127.0.0.1:0", move |_| Ok((RawCodec, UdpEcho(tx.clone()))))
+            .unwrap();
+        let to = endpoint.local_addr();
+        let peer = udp_socket();
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(4 << 20)
+            .unwrap();
+        let sizes = [
+            60_000usize,
+            10,
+            5_000,
+            60_001,
+            4_096,
+            4_097,
+            1,
+            4_095,
+            59_999,
+            65_507,
+            3,
+        ];
+        let sent: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (0..n).map(|j| (j * 31 + i * 7 + j / 251) as u8).collect())
+            .collect();
+        for d in &sent {
+            peer.send_to(d, to).unwrap();
+        }
+        let reactor = Reactor::start_thread("review-small-pool", move |r| {
+            *r = Reactor::builder()
+                .buffer_pool(BufPool::new(4096, 8))
+                .build()?;
+            r.spawn(endpoint);
+            Ok(())
+        })
+        .unwrap();
+        let mut buf = vec![0u8; 70_000];
+        for (i, want) in sent.iter().enumerate() {
+            if want.len() > 60_000 {
+                continue;
+            }
+            let n = peer.recv(&mut buf).unwrap_or_else(|e| {
+                panic!("echo {i}: {e}; {:?}", errors.try_iter().collect::<Vec<_>>())
+            });
+            assert_eq!(n, want.len(), "echo {i}");
+            assert!(buf[..n] == want[..], "echo {i} came back changed");
+        }
+        reactor.handle().shutdown();
+        reactor.join().unwrap();
+        let seen: Vec<String> = errors.try_iter().collect();
+        assert_eq!(
+            seen,
+            vec![
+                "on_error: message of 60001 bytes exceeds the maximum of 60000".to_string(),
+                "on_error: message of 65507 bytes exceeds the maximum of 60000".to_string(),
+            ]
+        );
+    });
+}
