@@ -453,3 +453,212 @@ fn udp_datagrams_larger_than_the_pooled_buffers_arrive_whole() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Unix datagram fan-out: order and no duplicates per peer through every send path
+// ---------------------------------------------------------------------------------------
+
+/// Datagram `seq` to peer `who`: its length is a function of both, most small (in the
+/// queue's shared buffer), every seventh large (queued as a buffer of its own), and it says
+/// which it is in its first 8 bytes.
+fn fan_payload(who: u32, seq: u32) -> Vec<u8> {
+    let len = if seq % 7 == 3 {
+        4096 + ((seq as usize * 2654) % 16_000)
+    } else {
+        8 + ((seq as usize * 37 + who as usize * 11) % 300)
+    };
+    let mut p: Vec<u8> = (0..len)
+        .map(|j| (j as u32 ^ seq.wrapping_mul(31) ^ who) as u8)
+        .collect();
+    p[..4].copy_from_slice(&who.to_be_bytes());
+    p[4..8].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+type Accepted = std::sync::Arc<std::sync::Mutex<Vec<u32>>>;
+
+/// "join" registers the sender; "go" writes `PER_GO` datagrams to every peer joined,
+/// interleaved; what was accepted is counted per peer in `accepted`.
+struct Fan {
+    peers: Vec<UnixAddr>,
+    accepted: Accepted,
+    errors: Sender<String>,
+}
+
+const PER_GO: u32 = 200;
+
+impl DatagramHandler<RawCodec, UnixAddr> for Fan {
+    fn on_message(
+        &mut self,
+        s: &mut DatagramSession<RawCodec, UnixAddr>,
+        msg: Bytes,
+        peer: UnixAddr,
+    ) {
+        match &msg[..] {
+            b"join" => {
+                self.peers.push(peer.clone());
+                self.accepted.lock().unwrap().push(0);
+                s.write_to(peer, Bytes::from_static(b"ok")).unwrap();
+            }
+            b"go" => {
+                for _ in 0..PER_GO {
+                    for (who, to) in self.peers.iter().enumerate() {
+                        let mut accepted = self.accepted.lock().unwrap();
+                        let seq = accepted[who];
+                        match s.write_to(to.clone(), Bytes::from(fan_payload(who as u32, seq))) {
+                            Ok(()) => accepted[who] += 1,
+                            Err(e) => {
+                                let _ = self.errors.send(format!("write_to {who}: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+        let _ = self.errors.send(format!("on_error: {error}"));
+    }
+}
+
+/// Reads datagrams until `idle` passes without one (or `limit` are read), pausing
+/// `pause` every 50; returns them. `stop_after`: read that many, then close.
+fn fan_reader(
+    sock: StdUnixDatagram,
+    pause: Duration,
+    stop_after: Option<usize>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+            if stop_after == Some(got.len()) {
+                break;
+            }
+            if got.len() % 50 == 0 && !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
+        got
+    })
+}
+
+/// An unconnected unix endpoint with a small send buffer writes interleaved small and
+/// large datagrams to four peers: two fast readers (one of them autobound), a slow one,
+/// and one that closes after 150. Parking is bounded generously, so that only the closed
+/// one may lose datagrams. Every peer must see its datagrams whole, in the order written,
+/// none twice; those that stay must see all that were accepted for them.
+#[test]
+fn unix_fan_out_keeps_each_peers_datagrams_whole_in_order_and_once() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let dir = TempDir::new("review-fan");
+        let at = dir.path("endpoint.sock");
+        let (tx, errors) = mpsc::channel();
+        let accepted: Accepted = Default::default();
+        let acc = accepted.clone();
+        let endpoint = UnixDatagramEndpoint::builder()
+            .send_buffer_size(Some(48 * 1024))
+            .max_parked_per_peer(32 << 20)
+            .max_parked(128 << 20)
+            .session_options(getty::SessionOptions::default().max_outbound(64 << 20))
+            .bind(at.as_path(), move |_| {
+                Ok((
+                    RawCodec,
+                    Fan {
+                        peers: Vec::new(),
+                        accepted: acc.clone(),
+                        errors: tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let running = Running::serve("review-fan", endpoint);
+
+        let fast = StdUnixDatagram::bind(dir.path("fast.sock")).unwrap();
+        let auto = StdUnixDatagram::unbound().unwrap();
+        autobind(&auto);
+        let slow = StdUnixDatagram::bind(dir.path("slow.sock")).unwrap();
+        let closer = StdUnixDatagram::bind(dir.path("closer.sock")).unwrap();
+        let mut buf = [0u8; 16];
+        for s in [&fast, &auto, &slow, &closer] {
+            s.set_read_timeout(Some(STEP)).unwrap();
+            s.send_to(b"join", &at).unwrap();
+            let n = s.recv(&mut buf).expect("the join answer");
+            assert_eq!(&buf[..n], b"ok");
+        }
+        let readers = vec![
+            ("fast", fan_reader(fast, Duration::ZERO, None)),
+            ("autobound", fan_reader(auto, Duration::ZERO, None)),
+            ("slow", fan_reader(slow, Duration::from_millis(2), None)),
+            ("closer", fan_reader(closer, Duration::ZERO, Some(150))),
+        ];
+        let control = StdUnixDatagram::unbound().unwrap();
+        for _ in 0..15 {
+            control.send_to(b"go", &at).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut results = Vec::new();
+        for (name, r) in readers {
+            results.push((name, r.join().unwrap()));
+        }
+        running.stop();
+        let accepted = accepted.lock().unwrap().clone();
+        let seen: Vec<String> = errors.try_iter().collect();
+        for (who, (name, got)) in results.iter().enumerate() {
+            let mut last: Option<u32> = None;
+            for (i, d) in got.iter().enumerate() {
+                assert!(d.len() >= 8, "{name}: datagram {i} of {} bytes", d.len());
+                let w = u32::from_be_bytes(d[..4].try_into().unwrap());
+                let seq = u32::from_be_bytes(d[4..8].try_into().unwrap());
+                assert_eq!(w as usize, who, "{name}: datagram {i} was for peer {w}");
+                if let Some(last) = last {
+                    assert!(
+                        seq > last,
+                        "{name}: datagram {i} is seq {seq} after {last} (twice or out of order)"
+                    );
+                }
+                assert!(
+                    d[..] == fan_payload(w, seq)[..],
+                    "{name}: seq {seq} came out changed"
+                );
+                last = Some(seq);
+            }
+            if *name != "closer" {
+                assert_eq!(
+                    got.len() as u32,
+                    accepted[who],
+                    "{name}: {} of {} accepted datagrams arrived; errors: {:?}",
+                    got.len(),
+                    accepted[who],
+                    &seen[..seen.len().min(10)]
+                );
+            }
+        }
+        // Every datagram accepted for the closed peer is either one it read, one the
+        // kernel held in its queue when it closed (at most its queue length, 11 by
+        // default), or one reported dropped.
+        let reported: u64 = seen
+            .iter()
+            .filter(|e| e.contains("closer.sock"))
+            .map(|e| {
+                let after = e.split("dropped ").nth(1).expect("a count");
+                after.split(' ').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum();
+        let lost = u64::from(accepted[3]) - results[3].1.len() as u64;
+        assert!(
+            reported <= lost && lost - reported <= 11,
+            "the closed peer lost {lost} datagrams, {reported} reported: {seen:#?}"
+        );
+        eprintln!(
+            "accepted {accepted:?}; received {:?}; {} errors, first: {:?}",
+            results.iter().map(|(_, g)| g.len()).collect::<Vec<_>>(),
+            seen.len(),
+            seen.first()
+        );
+    });
+}
