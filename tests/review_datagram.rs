@@ -662,3 +662,115 @@ fn unix_fan_out_keeps_each_peers_datagrams_whole_in_order_and_once() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Closing an unconnected unix endpoint with a parked destination
+// ---------------------------------------------------------------------------------------
+
+/// Hands out its handle; "fill:<path>" writes 60 datagrams there and 5 back to the sender.
+struct Parker {
+    handles: Sender<getty::udp::DatagramHandle<RawCodec, UnixAddr>>,
+    events: Sender<String>,
+}
+
+impl DatagramHandler<RawCodec, UnixAddr> for Parker {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) -> std::io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("in a callback"));
+        Ok(())
+    }
+    fn on_message(
+        &mut self,
+        s: &mut DatagramSession<RawCodec, UnixAddr>,
+        msg: Bytes,
+        peer: UnixAddr,
+    ) {
+        let path = std::str::from_utf8(&msg[5..]).unwrap().to_owned();
+        for i in 0..60u8 {
+            s.write_to(UnixAddr::path(&path), Bytes::from(vec![i; 100]))
+                .unwrap();
+        }
+        for i in 0..5u8 {
+            s.write_to(peer.clone(), Bytes::from(vec![i; 10])).unwrap();
+        }
+    }
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec, UnixAddr>, error: &Error) {
+        let _ = self.events.send(format!("on_error: {error}"));
+    }
+    fn on_close(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) {
+        let _ = self
+            .events
+            .send(format!("on_close: dropped_out {}", s.stats().dropped_out));
+    }
+}
+
+/// A graceful close of an endpoint that holds datagrams for a receiver that never reads
+/// ends within the write-stall timeout, with the drop reported (by count and peer) before
+/// `on_close`; the bystander got its replies.
+#[test]
+fn closing_a_unix_endpoint_with_a_parked_receiver_reports_the_drop_and_ends() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("review-park-close");
+        let at = dir.path("endpoint.sock");
+        let (handles_tx, handles) = mpsc::channel();
+        let (events_tx, events) = mpsc::channel();
+        let endpoint = UnixDatagramEndpoint::builder()
+            .session_options(
+                getty::SessionOptions::default().write_stall_timeout(Duration::from_millis(300)),
+            )
+            .bind(at.as_path(), move |_| {
+                Ok((
+                    RawCodec,
+                    Parker {
+                        handles: handles_tx.clone(),
+                        events: events_tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let running = Running::serve("review-park-close", endpoint);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let silent_path = dir.path("silent.sock");
+        let silent = StdUnixDatagram::bind(&silent_path).unwrap();
+        let bystander = StdUnixDatagram::bind(dir.path("bystander.sock")).unwrap();
+        bystander.set_read_timeout(Some(STEP)).unwrap();
+        bystander
+            .send_to(format!("fill:{}", silent_path.display()).as_bytes(), &at)
+            .unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..5u8 {
+            let n = bystander.recv(&mut buf).expect("a reply to the bystander");
+            assert_eq!(&buf[..n], &[i; 10][..]);
+        }
+        handle.close().unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let e = events
+                .recv_timeout(STEP)
+                .unwrap_or_else(|_| panic!("no on_close; so far: {seen:#?}"));
+            seen.push(e.clone());
+            if e.starts_with("on_close") {
+                break;
+            }
+        }
+        // What the silent receiver's queue held (its kernel queue length) was sent; the
+        // rest was dropped and reported.
+        let mut queued = 0;
+        silent.set_nonblocking(true).unwrap();
+        while silent.recv(&mut buf).is_ok() {
+            queued += 1;
+        }
+        let want = 60 - queued;
+        assert_eq!(
+            seen.last().unwrap(),
+            &format!("on_close: dropped_out {want}"),
+            "{seen:#?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|e| e.contains(&format!("dropped {want} datagrams"))
+                    && e.contains("silent.sock")),
+            "{seen:#?}"
+        );
+        running.stop();
+    });
+}
