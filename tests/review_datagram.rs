@@ -774,3 +774,208 @@ fn closing_a_unix_endpoint_with_a_parked_receiver_reports_the_drop_and_ends() {
         running.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// UDP through a full send buffer (a rate-limited loopback in a namespace of the test's own)
+// ---------------------------------------------------------------------------------------
+
+/// Moves the calling thread into a network namespace of its own, whose loopback (up) is
+/// rate-limited by a token bucket: datagrams wait in its queue charged to their socket's
+/// send buffer, so that a UDP socket on it finds its buffer full (`EAGAIN`), which loopback
+/// never does otherwise. The traffic stays on this namespace's loopback. False where the
+/// test may not do that (not root, no `tc`).
+fn rate_limited_loopback(rate: &str) -> bool {
+    // SAFETY: unshare with a namespace flag only affects the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        eprintln!(
+            "no network namespace ({}): skipped",
+            std::io::Error::last_os_error()
+        );
+        return false;
+    }
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !run("ip", &["link", "set", "lo", "up"])
+        || !run(
+            "tc",
+            &[
+                "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "64kb",
+                "latency", "20s",
+            ],
+        )
+    {
+        eprintln!("no ip or tc here: skipped");
+        return false;
+    }
+    true
+}
+
+/// "go" writes `PER_GO` datagrams to every peer joined (as [`Fan`] does, over UDP).
+struct UdpFan {
+    peers: Vec<SocketAddr>,
+    accepted: Accepted,
+    errors: Sender<String>,
+}
+
+impl DatagramHandler<RawCodec> for UdpFan {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+        match &msg[..] {
+            b"join" => {
+                self.peers.push(peer);
+                self.accepted.lock().unwrap().push(0);
+                s.write_to(peer, Bytes::from_static(b"ok")).unwrap();
+            }
+            b"go" => {
+                for _ in 0..PER_GO {
+                    for (who, &to) in self.peers.iter().enumerate() {
+                        let mut accepted = self.accepted.lock().unwrap();
+                        let seq = accepted[who];
+                        match s.write_to(to, Bytes::from(fan_payload(who as u32, seq))) {
+                            Ok(()) => accepted[who] += 1,
+                            Err(e) => {
+                                let _ = self.errors.send(format!("write_to {who}: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec>, error: &Error) {
+        let _ = self.errors.send(format!("on_error: {error}"));
+    }
+}
+
+/// An endpoint whose send buffer fills again and again (its datagrams wait in a rate-limited
+/// loopback queue) answers two peers with interleaved small and large datagrams: each peer
+/// gets every datagram accepted for it, whole, in order, once; and the reactor waits for
+/// room instead of spinning (its thread's CPU time stays well under the time it took).
+fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
+    {
+        if !rate_limited_loopback(rate) {
+            return;
+        }
+        let (tx, errors) = mpsc::channel();
+        let accepted: Accepted = Default::default();
+        let acc = accepted.clone();
+        let endpoint = UdpEndpoint::builder()
+            .udp_options(getty::udp::UdpOptions::default().send_buffer_size(Some(16 * 1024)))
+            .session_options(
+                getty::SessionOptions::default()
+                    .max_outbound(64 << 20)
+                    .write_stall_timeout(stall),
+            )
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    UdpFan {
+                        peers: Vec::new(),
+                        accepted: acc.clone(),
+                        errors: tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let to = endpoint.local_addr();
+        let running = Running::serve("review-udp-full", endpoint);
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let s = udp_socket();
+            socket2::SockRef::from(&s)
+                .set_recv_buffer_size(8 << 20)
+                .unwrap();
+            s.send_to(b"join", to).unwrap();
+            let mut buf = [0u8; 16];
+            let n = s.recv(&mut buf).expect("the join answer");
+            assert_eq!(&buf[..n], b"ok");
+            readers.push(std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.recv(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+                got
+            }));
+        }
+        let cpu_before = cpu_of_thread("review-udp-full").expect("the reactor thread");
+        let started = std::time::Instant::now();
+        let control = udp_socket();
+        for _ in 0..5 {
+            control.send_to(b"go", to).unwrap();
+        }
+        let results: Vec<Vec<Vec<u8>>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        let took = started.elapsed();
+        let cpu = cpu_of_thread("review-udp-full").unwrap() - cpu_before;
+        running.stop();
+        let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        let qdisc = std::process::Command::new("tc")
+            .args(["-s", "qdisc", "show", "dev", "lo"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("{udp:#?}\n{qdisc}");
+        let accepted = accepted.lock().unwrap().clone();
+        let seen: Vec<String> = errors.try_iter().collect();
+        eprintln!(
+            "accepted {accepted:?}, received {:?} in {took:?}, reactor CPU {cpu:?}; errors: {:?}",
+            results.iter().map(Vec::len).collect::<Vec<_>>(),
+            &seen[..seen.len().min(5)]
+        );
+        for (who, got) in results.iter().enumerate() {
+            let mut last: Option<u32> = None;
+            for (i, d) in got.iter().enumerate() {
+                let w = u32::from_be_bytes(d[..4].try_into().unwrap());
+                let seq = u32::from_be_bytes(d[4..8].try_into().unwrap());
+                assert_eq!(w as usize, who, "peer {who}: datagram {i} was for {w}");
+                if let Some(last) = last {
+                    assert!(seq > last, "peer {who}: seq {seq} after {last}");
+                }
+                assert!(
+                    d[..] == fan_payload(w, seq)[..],
+                    "peer {who}: seq {seq} changed"
+                );
+                last = Some(seq);
+            }
+            assert_eq!(
+                got.len() as u32,
+                accepted[who],
+                "peer {who}: {} of {} arrived; errors {seen:?}",
+                got.len(),
+                accepted[who]
+            );
+        }
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(
+            cpu < took / 2,
+            "the reactor spent {cpu:?} of CPU in {took:?} waiting for room"
+        );
+    }
+}
+
+#[test]
+fn udp_through_a_full_send_buffer_loses_nothing_and_does_not_spin() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30));
+    });
+}
+
+/// The same through a link that takes about four seconds to drain the replies, with a
+/// write-stall timeout of one: the socket is full all along, but datagrams keep leaving,
+/// so the endpoint is not stalled.
+#[test]
+fn a_udp_endpoint_that_drains_slowly_but_steadily_is_not_stalled() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        udp_through_a_full_send_buffer("8mbit", Duration::from_secs(1));
+    });
+}
