@@ -821,6 +821,17 @@ struct UdpFan {
     peers: Vec<SocketAddr>,
     accepted: Accepted,
     errors: Sender<String>,
+    payload: fn(u32, u32) -> Vec<u8>,
+    /// Datagrams written to one peer before the next.
+    block: u32,
+}
+
+/// Datagram `seq` to peer `who`, all of 1,000 bytes: runs of them merge (`UDP_SEGMENT`).
+fn equal_payload(who: u32, seq: u32) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..1000u32).map(|j| (j ^ seq ^ (who << 3)) as u8).collect();
+    p[..4].copy_from_slice(&who.to_be_bytes());
+    p[4..8].copy_from_slice(&seq.to_be_bytes());
+    p
 }
 
 impl DatagramHandler<RawCodec> for UdpFan {
@@ -832,24 +843,38 @@ impl DatagramHandler<RawCodec> for UdpFan {
                 s.write_to(peer, Bytes::from_static(b"ok")).unwrap();
             }
             b"go" => {
-                for _ in 0..PER_GO {
+                // Equal datagrams go in blocks of 25 per peer, so that they make runs.
+                let block = self.block;
+                for _ in 0..PER_GO / block {
                     for (who, &to) in self.peers.iter().enumerate() {
                         let mut accepted = self.accepted.lock().unwrap();
-                        let seq = accepted[who];
-                        match s.write_to(to, Bytes::from(fan_payload(who as u32, seq))) {
-                            Ok(()) => accepted[who] += 1,
-                            Err(e) => {
-                                let _ = self.errors.send(format!("write_to {who}: {e}"));
+                        for _ in 0..block {
+                            let seq = accepted[who];
+                            match s.write_to(to, Bytes::from((self.payload)(who as u32, seq))) {
+                                Ok(()) => accepted[who] += 1,
+                                Err(e) => {
+                                    let _ = self.errors.send(format!("write_to {who}: {e}"));
+                                }
                             }
                         }
                     }
                 }
             }
+            b"close" => s.close(),
             _ => {}
         }
     }
     fn on_error(&mut self, _: &mut DatagramSession<RawCodec>, error: &Error) {
         let _ = self.errors.send(format!("on_error: {error}"));
+    }
+    fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+        let st = s.stats();
+        let _ = self.errors.send(format!(
+            "on_close: {} datagrams out, {} queued, {} dropped",
+            st.datagrams_out,
+            s.queued_datagrams(),
+            st.dropped_out
+        ));
     }
 }
 
@@ -857,7 +882,12 @@ impl DatagramHandler<RawCodec> for UdpFan {
 /// loopback queue) answers two peers with interleaved small and large datagrams: each peer
 /// gets every datagram accepted for it, whole, in order, once; and the reactor waits for
 /// room instead of spinning (its thread's CPU time stays well under the time it took).
-fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
+fn udp_through_a_full_send_buffer(
+    rate: &str,
+    stall: Duration,
+    payload: fn(u32, u32) -> Vec<u8>,
+    close: bool,
+) {
     {
         if !rate_limited_loopback(rate) {
             return;
@@ -865,6 +895,8 @@ fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
         let (tx, errors) = mpsc::channel();
         let accepted: Accepted = Default::default();
         let acc = accepted.clone();
+        // Equal datagrams go in blocks of 25 per peer, so that they make runs.
+        let equal = payload(0, 0).len() == equal_payload(0, 0).len();
         let endpoint = UdpEndpoint::builder()
             .udp_options(getty::udp::UdpOptions::default().send_buffer_size(Some(16 * 1024)))
             .session_options(
@@ -879,6 +911,8 @@ fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
                         peers: Vec::new(),
                         accepted: acc.clone(),
                         errors: tx.clone(),
+                        payload,
+                        block: if equal { 25 } else { 1 },
                     },
                 ))
             })
@@ -911,6 +945,9 @@ fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
         for _ in 0..5 {
             control.send_to(b"go", to).unwrap();
         }
+        if close {
+            control.send_to(b"close", to).unwrap();
+        }
         let results: Vec<Vec<Vec<u8>>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
         let took = started.elapsed();
         let cpu = cpu_of_thread("review-udp-full").unwrap() - cpu_before;
@@ -940,7 +977,7 @@ fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
                     assert!(seq > last, "peer {who}: seq {seq} after {last}");
                 }
                 assert!(
-                    d[..] == fan_payload(w, seq)[..],
+                    d[..] == payload(w, seq)[..],
                     "peer {who}: seq {seq} changed"
                 );
                 last = Some(seq);
@@ -953,7 +990,21 @@ fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
                 accepted[who]
             );
         }
-        assert!(seen.is_empty(), "{seen:?}");
+        let want_close = format!(
+            "on_close: {} datagrams out, 0 queued, 0 dropped",
+            2 + accepted.iter().sum::<u32>()
+        );
+        if close {
+            assert_eq!(
+                seen,
+                vec![want_close],
+                "a graceful close sends everything first"
+            );
+        } else {
+            // Only the `on_close` of the reactor's stop.
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert!(seen[0].starts_with("on_close"), "{seen:?}");
+        }
         assert!(
             cpu < took / 2,
             "the reactor spent {cpu:?} of CPU in {took:?} waiting for room"
@@ -965,7 +1016,7 @@ fn udp_through_a_full_send_buffer(rate: &str, stall: Duration) {
 fn udp_through_a_full_send_buffer_loses_nothing_and_does_not_spin() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30));
+        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), fan_payload, false);
     });
 }
 
@@ -976,6 +1027,24 @@ fn udp_through_a_full_send_buffer_loses_nothing_and_does_not_spin() {
 fn a_udp_endpoint_that_drains_slowly_but_steadily_is_not_stalled() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        udp_through_a_full_send_buffer("8mbit", Duration::from_secs(1));
+        udp_through_a_full_send_buffer("8mbit", Duration::from_secs(1), fan_payload, false);
+    });
+}
+
+/// Equal datagrams, which go as merged runs (`UDP_SEGMENT`) cut short by a full buffer.
+#[test]
+fn merged_udp_runs_through_a_full_send_buffer_lose_nothing() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), equal_payload, false);
+    });
+}
+
+/// A graceful close asked while the socket is full sends everything queued first.
+#[test]
+fn a_graceful_close_of_a_blocked_udp_endpoint_sends_everything_first() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), fan_payload, true);
     });
 }
