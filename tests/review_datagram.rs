@@ -1048,3 +1048,175 @@ fn a_graceful_close_of_a_blocked_udp_endpoint_sends_everything_first() {
         udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), fan_payload, true);
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// A producer thread that obeys the handle's backpressure
+// ---------------------------------------------------------------------------------------
+
+/// Hands out its handle; counts what it is told.
+struct Produced {
+    handles: Sender<getty::udp::DatagramHandle<RawCodec>>,
+    errors: Sender<String>,
+}
+
+impl DatagramHandler<RawCodec> for Produced {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("in a callback"));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+    fn on_error(&mut self, _: &mut DatagramSession<RawCodec>, error: &Error) {
+        let _ = self.errors.send(format!("on_error: {error}"));
+    }
+}
+
+/// A producer on another thread writes 8 KiB datagrams through a `DatagramHandle` as fast
+/// as the handle lets it, and waits (`wait_writable`) whenever it answers `Backpressure`,
+/// as documented. The socket is full (a rate-limited loopback), and the reactor is busy
+/// for a moment (another entry's long callback), which is when a producer outruns it.
+/// A producer that obeys the backpressure must not have writes the handle accepted
+/// dropped: every datagram accepted must reach the peer.
+#[test]
+fn a_producer_that_obeys_handle_backpressure_loses_no_accepted_datagram() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        if !rate_limited_loopback("40mbit") {
+            return;
+        }
+        let (handles_tx, handles) = mpsc::channel();
+        let (errors_tx, errors) = mpsc::channel();
+        let endpoint = UdpEndpoint::builder()
+            .udp_options(getty::udp::UdpOptions::default().send_buffer_size(Some(16 * 1024)))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    Produced {
+                        handles: handles_tx.clone(),
+                        errors: errors_tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let running = Running::serve("review-producer", endpoint);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let peer = udp_socket();
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(8 << 20)
+            .unwrap();
+        let to = peer.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut seqs = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(n) = peer.recv(&mut buf) {
+                assert_eq!(n, 8192);
+                seqs.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
+            }
+            seqs
+        });
+        // The reactor is busy with something else for a moment.
+        running
+            .handle()
+            .execute(|_| std::thread::sleep(Duration::from_millis(300)))
+            .unwrap();
+        let mut accepted = 0u32;
+        let mut refusals = 0u32;
+        while accepted < 6000 {
+            let mut d = vec![0u8; 8192];
+            d[..4].copy_from_slice(&accepted.to_be_bytes());
+            match handle.write_to(to, Bytes::from(d)) {
+                Ok(()) => accepted += 1,
+                Err(Error::Backpressure) => {
+                    refusals += 1;
+                    handle
+                        .wait_writable(STEP)
+                        .expect("writable again within STEP");
+                }
+                Err(e) => panic!("write_to: {e}"),
+            }
+        }
+        let seqs = reader.join().unwrap();
+        running.stop();
+        let seen: Vec<String> = errors.try_iter().collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "reordered or repeated"
+        );
+        let got = seqs.len() as u32;
+        let first_hole = seqs.iter().enumerate().find(|&(i, &s)| s != i as u32);
+        eprintln!(
+            "accepted {accepted}, refused {refusals} times, the peer got {got}, first hole at \
+             {first_hole:?}; {} errors, first {:?}",
+            seen.len(),
+            seen.first()
+        );
+        assert_eq!(
+            got,
+            accepted,
+            "{} datagrams the handle accepted were dropped (the first missing is seq {:?}); \
+             {} errors, the first: {:?}",
+            accepted - got,
+            first_hole.map(|(i, _)| i),
+            seen.len(),
+            seen.first()
+        );
+    });
+}
+
+/// `Backpressure` says to wait with `wait_writable`. When the handle refuses because 4,096
+/// writes are in flight (the reactor has not applied them yet: it is busy for a moment),
+/// the session is still writable, so `wait_writable` returns at once and the next write is
+/// refused again: a producer that does as documented must not spin (its thread's CPU time
+/// stays well under the time it waited).
+#[test]
+fn waiting_on_a_handle_that_refuses_for_writes_in_flight_does_not_spin() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (handles_tx, handles) = mpsc::channel();
+        let (errors_tx, _errors) = mpsc::channel();
+        let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| {
+            Ok((
+                RawCodec,
+                Produced {
+                    handles: handles_tx.clone(),
+                    errors: errors_tx.clone(),
+                },
+            ))
+        })
+        .unwrap();
+        let running = Running::serve("review-inflight", endpoint);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let peer = udp_socket();
+        let to = peer.local_addr().unwrap();
+        // The reactor is busy with something else for half a second.
+        running
+            .handle()
+            .execute(|_| std::thread::sleep(Duration::from_millis(500)))
+            .unwrap();
+        let mut accepted = 0u32;
+        let mut refusals = 0u64;
+        let mut waiting: Option<(std::time::Instant, Duration)> = None;
+        while accepted < 5000 {
+            match handle.write_to(to, Bytes::from_static(&[1u8; 100])) {
+                Ok(()) => accepted += 1,
+                Err(Error::Backpressure) => {
+                    refusals += 1;
+                    waiting.get_or_insert_with(|| (std::time::Instant::now(), thread_cpu_time()));
+                    handle
+                        .wait_writable(STEP)
+                        .expect("writable again within STEP");
+                }
+                Err(e) => panic!("write_to: {e}"),
+            }
+        }
+        running.stop();
+        let (since, cpu_then) =
+            waiting.expect("the handle refused once 4,096 writes were in flight");
+        let (wall, cpu) = (since.elapsed(), thread_cpu_time() - cpu_then);
+        eprintln!("{refusals} refusals; the producer spent {cpu:?} of CPU in {wall:?}");
+        assert!(
+            cpu < wall / 2,
+            "the producer spun: {refusals} refusals, {cpu:?} of CPU in {wall:?}"
+        );
+    });
+}
