@@ -1220,3 +1220,96 @@ fn waiting_on_a_handle_that_refuses_for_writes_in_flight_does_not_spin() {
         );
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// The same producer on a unix stream session
+// ---------------------------------------------------------------------------------------
+
+/// Hands out its handle; reports errors and the close.
+struct StreamProduced {
+    handles: Sender<getty::SessionHandle<LengthFieldCodec, Unix>>,
+    events: Sender<String>,
+}
+
+impl Handler<LengthFieldCodec, Unix> for StreamProduced {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec, Unix>) -> std::io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("in a callback"));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec, Unix>, _: Bytes) {}
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec, Unix>, error: &Error) {
+        let _ = self.events.send(format!("on_error: {error}"));
+    }
+}
+
+/// A producer thread writes 8 KiB frames through a unix stream session's handle, waiting
+/// whenever the handle says `Backpressure`, to a peer that reads nothing for a second and
+/// then everything. Obeying the backpressure, it must neither lose a frame nor get its
+/// session ended: every frame accepted reaches the peer.
+#[test]
+fn a_stream_producer_that_obeys_handle_backpressure_keeps_its_session() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let name = unique("producer");
+        let (handles_tx, handles) = mpsc::channel();
+        let (events_tx, events) = mpsc::channel();
+        let server = UnixServer::bind(UnixAddr::abstract_name(&name), move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                StreamProduced {
+                    handles: handles_tx.clone(),
+                    events: events_tx.clone(),
+                },
+            ))
+        })
+        .unwrap();
+        let running = Running::serve("review-stream-producer", server);
+        let peer = {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+            StdUnixStream::connect_addr(&addr).unwrap()
+        };
+        let handle = handles.recv_timeout(STEP).unwrap();
+        const FRAMES: u32 = 3000;
+        let producer = std::thread::spawn(move || {
+            let mut accepted = 0u32;
+            while accepted < FRAMES {
+                let mut d = vec![0u8; 8192];
+                d[..4].copy_from_slice(&accepted.to_be_bytes());
+                match handle.write(Bytes::from(d)) {
+                    Ok(()) => accepted += 1,
+                    Err(Error::Backpressure) => match handle.wait_writable(STEP) {
+                        Ok(()) => {}
+                        Err(e) => return (accepted, Some(e.to_string())),
+                    },
+                    Err(e) => return (accepted, Some(e.to_string())),
+                }
+            }
+            (accepted, None)
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let mut peer = peer;
+        peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        let (accepted, stopped) = producer.join().unwrap();
+        running.stop();
+        let seen: Vec<String> = events.try_iter().collect();
+        let frames = got.len() / (4 + 8192);
+        eprintln!(
+            "accepted {accepted}, stopped by {stopped:?}, the peer got {frames} frames; {seen:?}"
+        );
+        assert!(
+            stopped.is_none(),
+            "the producer was stopped: {stopped:?}; {seen:?}"
+        );
+        assert_eq!(frames as u32, accepted, "frames lost; {seen:?}");
+    });
+}
