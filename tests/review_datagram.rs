@@ -1313,3 +1313,67 @@ fn a_stream_producer_that_obeys_handle_backpressure_keeps_its_session() {
         assert_eq!(frames as u32, accepted, "frames lost; {seen:?}");
     });
 }
+
+/// A socket that takes nothing for the write-stall timeout (its link all but stopped): the
+/// endpoint ends with `WriteStalled` (`on_error`, then `on_close`), on time, without
+/// spinning while it waited.
+#[test]
+fn a_udp_endpoint_whose_socket_takes_nothing_ends_with_write_stalled() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        if !rate_limited_loopback("1kbit") {
+            return;
+        }
+        let (tx, events) = mpsc::channel();
+        let accepted: Accepted = Default::default();
+        let acc = accepted.clone();
+        let endpoint = UdpEndpoint::builder()
+            .udp_options(getty::udp::UdpOptions::default().send_buffer_size(Some(16 * 1024)))
+            .session_options(
+                getty::SessionOptions::default()
+                    .max_outbound(64 << 20)
+                    .write_stall_timeout(Duration::from_millis(700)),
+            )
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    UdpFan {
+                        peers: Vec::new(),
+                        accepted: acc.clone(),
+                        errors: tx.clone(),
+                        payload: fan_payload,
+                        block: 1,
+                    },
+                ))
+            })
+            .unwrap();
+        let to = endpoint.local_addr();
+        let running = Running::serve("review-stall", endpoint);
+        let peer = udp_socket();
+        peer.send_to(b"join", to).unwrap();
+        let mut buf = [0u8; 16];
+        let n = peer.recv(&mut buf).expect("the join answer");
+        assert_eq!(&buf[..n], b"ok");
+        let cpu_before = cpu_of_thread("review-stall").expect("the reactor thread");
+        let started = std::time::Instant::now();
+        peer.send_to(b"go", to).unwrap();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &String| e.starts_with("on_close")) {
+            seen.push(
+                events
+                    .recv_timeout(STEP)
+                    .unwrap_or_else(|_| panic!("the endpoint never ended: {seen:?}")),
+            );
+        }
+        let took = started.elapsed();
+        let cpu = cpu_of_thread("review-stall").unwrap_or_default() - cpu_before;
+        running.stop();
+        eprintln!("{seen:?} after {took:?}, reactor CPU {cpu:?}");
+        assert!(seen[0].contains("write stall"), "{seen:?}");
+        assert!(seen.len() == 2, "{seen:?}");
+        assert!(
+            cpu < took / 2,
+            "the reactor spent {cpu:?} of CPU in {took:?}"
+        );
+    });
+}
