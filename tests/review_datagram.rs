@@ -883,6 +883,7 @@ impl DatagramHandler<RawCodec> for UdpFan {
 /// gets every datagram accepted for it, whole, in order, once; and the reactor waits for
 /// room instead of spinning (its thread's CPU time stays well under the time it took).
 fn udp_through_a_full_send_buffer(
+    name: &str,
     rate: &str,
     stall: Duration,
     payload: fn(u32, u32) -> Vec<u8>,
@@ -918,7 +919,7 @@ fn udp_through_a_full_send_buffer(
             })
             .unwrap();
         let to = endpoint.local_addr();
-        let running = Running::serve("review-udp-full", endpoint);
+        let running = Running::serve(name, endpoint);
         let mut readers = Vec::new();
         for _ in 0..2 {
             let s = udp_socket();
@@ -939,7 +940,7 @@ fn udp_through_a_full_send_buffer(
                 got
             }));
         }
-        let cpu_before = cpu_of_thread("review-udp-full").expect("the reactor thread");
+        let cpu_before = cpu_of_thread(name).expect("the reactor thread");
         let started = std::time::Instant::now();
         let control = udp_socket();
         for _ in 0..5 {
@@ -950,7 +951,7 @@ fn udp_through_a_full_send_buffer(
         }
         let results: Vec<Vec<Vec<u8>>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
         let took = started.elapsed();
-        let cpu = cpu_of_thread("review-udp-full").unwrap() - cpu_before;
+        let cpu = cpu_of_thread(name).unwrap() - cpu_before;
         running.stop();
         let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
         let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
@@ -1016,7 +1017,13 @@ fn udp_through_a_full_send_buffer(
 fn udp_through_a_full_send_buffer_loses_nothing_and_does_not_spin() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), fan_payload, false);
+        udp_through_a_full_send_buffer(
+            "rv-full",
+            "40mbit",
+            Duration::from_secs(30),
+            fan_payload,
+            false,
+        );
     });
 }
 
@@ -1027,7 +1034,13 @@ fn udp_through_a_full_send_buffer_loses_nothing_and_does_not_spin() {
 fn a_udp_endpoint_that_drains_slowly_but_steadily_is_not_stalled() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        udp_through_a_full_send_buffer("8mbit", Duration::from_secs(1), fan_payload, false);
+        udp_through_a_full_send_buffer(
+            "rv-slow",
+            "8mbit",
+            Duration::from_secs(1),
+            fan_payload,
+            false,
+        );
     });
 }
 
@@ -1036,7 +1049,13 @@ fn a_udp_endpoint_that_drains_slowly_but_steadily_is_not_stalled() {
 fn merged_udp_runs_through_a_full_send_buffer_lose_nothing() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), equal_payload, false);
+        udp_through_a_full_send_buffer(
+            "rv-merged",
+            "40mbit",
+            Duration::from_secs(30),
+            equal_payload,
+            false,
+        );
     });
 }
 
@@ -1045,7 +1064,13 @@ fn merged_udp_runs_through_a_full_send_buffer_lose_nothing() {
 fn a_graceful_close_of_a_blocked_udp_endpoint_sends_everything_first() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        udp_through_a_full_send_buffer("40mbit", Duration::from_secs(30), fan_payload, true);
+        udp_through_a_full_send_buffer(
+            "rv-close",
+            "40mbit",
+            Duration::from_secs(30),
+            fan_payload,
+            true,
+        );
     });
 }
 
