@@ -72,8 +72,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let before = self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         if before >= MAX_IN_FLIGHT {
-            // Back under the bound: wake the writers waiting in `wait_writable`. Under
-            // the lock they check the count with, so that none misses it.
+            // A writer refused for the writes in flight may wait in `wait_writable`: room
+            // for one more is what it waits for. Under the lock, so the wake-up cannot slip
+            // between its check and its wait.
             let _guard = self.0.writable.lock().unwrap_or_else(|p| p.into_inner());
             self.0.changed.notify_all();
         }
@@ -225,8 +226,9 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
         self.core.is_writable()
     }
 
-    /// Waits until the session is writable again, and has room for another write in
-    /// flight, for at most `timeout` (`Duration::MAX` waits as long as it takes). Fails with [`Error::Closed`] if it ends meanwhile, and
+    /// Waits until the session is writable again (below its high watermark, with room for
+    /// another write in flight), for at most `timeout` (`Duration::MAX` waits as long as it
+    /// takes). Fails with [`Error::Closed`] if it ends meanwhile, and
     /// with [`Error::Backpressure`] on timeout.
     ///
     /// See the [type-level example](SessionHandle).
@@ -305,8 +307,8 @@ impl HandleCore {
             if self.is_closed() {
                 return Err(Error::Closed);
             }
-            // Writable, and with room for another write in flight: else a writer that
-            // waits here on `Backpressure` would be told to go on, refused again, and spin.
+            // Writable, and room for one more write in flight: what `post` refuses
+            // `Backpressure` for, besides the watermark.
             if *writable && self.state.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
                 return Ok(());
             }
@@ -333,7 +335,17 @@ impl HandleCore {
     /// Counts one more job in flight, or refuses with `Backpressure` at the bound.
     fn count_in_flight(&self) -> Result<InFlight, Error> {
         if self.state.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let before = self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if before <= MAX_IN_FLIGHT {
+                // Back under the bound: a writer on another thread may have seen this
+                // refused count in `wait_writable` and gone to sleep on it.
+                let _guard = self
+                    .state
+                    .writable
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                self.state.changed.notify_all();
+            }
             return Err(Error::Backpressure);
         }
         Ok(InFlight(self.state.clone()))

@@ -144,7 +144,8 @@ where
         self.core.is_writable()
     }
 
-    /// Waits until the session is writable again, for at most `timeout`.
+    /// Waits until the session is writable again (below its high watermark, with room for
+    /// another write in flight), for at most `timeout`.
     ///
     /// See the [type-level example](DatagramHandle).
     pub fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
