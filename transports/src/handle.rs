@@ -6,6 +6,7 @@
 //! rather than a race, and the handle stays valid (and harmless) after the session is gone.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use getty_codec::Encoder;
 use getty_reactor::{ReactorHandle, Recipient};
 
-use crate::commands::SessionCommand;
+use crate::commands::{SessionCommand, SessionOp};
 use crate::{Abort, Close, Error, Session, Tcp, Transport};
 
 /// Writes posted by handles and not yet applied, per session, beyond which `write` refuses
@@ -27,7 +28,23 @@ const MAX_IN_FLIGHT: usize = 4096;
 type SessionWork = Box<dyn FnOnce(&mut dyn Any) -> Result<(), Error> + Send>;
 
 /// A job for a session, run on its reactor.
-pub(crate) struct SessionJob(pub(crate) SessionWork);
+pub(crate) struct SessionJob {
+    work: SessionWork,
+    /// It queues bytes (a write), rather than only changing the session's state.
+    writes: bool,
+}
+
+impl SessionJob {
+    /// Runs the job on `session` (a `Session<C, T>` or a datagram session).
+    pub(crate) fn run(self, session: &mut dyn Any) -> Result<(), Error> {
+        (self.work)(session)
+    }
+
+    /// It queues bytes (a write), rather than only changing the session's state.
+    pub(crate) fn writes(&self) -> bool {
+        self.writes
+    }
+}
 
 /// What the session's reactor shares with its handles.
 pub(crate) struct HandleState {
@@ -36,6 +53,10 @@ pub(crate) struct HandleState {
     /// The session's writability as last reported; guarded for `wait_writable`.
     writable: Mutex<bool>,
     changed: Condvar,
+    /// Commands that wait, in order, for the session to drain below its low watermark:
+    /// handle writes that were in flight when it crossed the high one, and whatever came
+    /// after them. Only the reactor's thread touches it.
+    held: Mutex<VecDeque<SessionOp>>,
 }
 
 impl HandleState {
@@ -45,7 +66,41 @@ impl HandleState {
             in_flight: AtomicUsize::new(0),
             writable: Mutex::new(writable),
             changed: Condvar::new(),
+            held: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// `op` as it came to a session whose handles share this state, when it may apply it
+    /// now; `None` when it waits behind the high watermark. A write posted by a handle that
+    /// was told the session was writable, and came once it no longer was, waits rather
+    /// than overrun `max_outbound` (ending a stream, dropping a datagram): a writer that
+    /// heeds `Backpressure` loses nothing it was told was accepted. What comes after a
+    /// held command waits behind it, so order holds (a close goes after the writes posted
+    /// before it); an abort discards what waits and applies at once.
+    pub(crate) fn admit(&self, op: SessionOp, writable: bool) -> Option<SessionOp> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(op, SessionOp::Abort) {
+            let discarded = std::mem::take(&mut *held);
+            drop(held);
+            drop(discarded);
+            return Some(op);
+        }
+        if held.is_empty() && (writable || !op.writes()) {
+            return Some(op);
+        }
+        held.push_back(op);
+        None
+    }
+
+    /// The next held command that may apply now: a write once the session is writable
+    /// again, anything else at once (it queues no bytes) when its turn comes.
+    pub(crate) fn release(&self, writable: bool) -> Option<SessionOp> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let next = held.front()?;
+        if next.writes() && !writable {
+            return None;
+        }
+        held.pop_front()
     }
 
     pub(crate) fn set_writable(&self, writable: bool) {
@@ -53,8 +108,13 @@ impl HandleState {
         self.changed.notify_all();
     }
 
+    /// The session has ended: handles refuse from now on, and what was held is dropped
+    /// (as jobs still in the reactor's queue are), outside the lock, since dropping a job
+    /// drops what the user's closure holds.
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::Release);
+        let discarded = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(discarded);
         let _guard = self.writable.lock().unwrap_or_else(|p| p.into_inner());
         self.changed.notify_all();
     }
@@ -89,11 +149,16 @@ impl Drop for InFlight {
 /// - A write to a closed session fails with [`Error::Closed`]; a session above its high
 ///   watermark (or with too many writes in flight) refuses with [`Error::Backpressure`] —
 ///   wait with [`wait_writable`](Self::wait_writable), bounded by a timeout.
+/// - Writes accepted here while the session was writable, and still in the reactor's queue
+///   when it crossed its high watermark, wait on the reactor until it drains to the low
+///   one, then apply in order (a [`close`](Self::close) after them waits too): a writer
+///   that heeds `Backpressure` never overruns the hard outbound bound, however far ahead
+///   of the reactor it runs. At most 4,096 writes are in flight per session.
 /// - A write accepted here can still be dropped if the session closes before the reactor
 ///   applies it; [`is_closed`](Self::is_closed) tells afterwards. A write the session
-///   cannot take when the reactor applies it (past the hard outbound bound, or one the
-///   codec refuses) ends the session with that error in `on_error`: a byte stream never
-///   gets a hole in the middle.
+///   cannot take when the reactor applies it (one the codec refuses, or past the hard
+///   bound with writes the handler made itself) ends the session with that error in
+///   `on_error`: a byte stream never gets a hole in the middle.
 ///
 /// ```
 /// use std::sync::mpsc;
@@ -360,12 +425,15 @@ impl HandleCore {
         F: FnOnce(&mut S) + Send + 'static,
     {
         self.check_open()?;
-        let job = SessionJob(Box::new(move |session: &mut dyn Any| {
-            if let Some(session) = session.downcast_mut::<S>() {
-                apply(session);
-            }
-            Ok(())
-        }));
+        let job = SessionJob {
+            work: Box::new(move |session: &mut dyn Any| {
+                if let Some(session) = session.downcast_mut::<S>() {
+                    apply(session);
+                }
+                Ok(())
+            }),
+            writes: false,
+        };
         self.reactor
             .send(self.entry, job)
             .map_err(|_| Error::Closed)
@@ -382,13 +450,16 @@ impl HandleCore {
             return Err(Error::Backpressure);
         }
         let in_flight = self.count_in_flight()?;
-        let job = SessionJob(Box::new(move |session: &mut dyn Any| {
-            let _applied = in_flight;
-            match session.downcast_mut::<S>() {
-                Some(session) => apply(session),
-                None => Ok(()),
-            }
-        }));
+        let job = SessionJob {
+            work: Box::new(move |session: &mut dyn Any| {
+                let _applied = in_flight;
+                match session.downcast_mut::<S>() {
+                    Some(session) => apply(session),
+                    None => Ok(()),
+                }
+            }),
+            writes: true,
+        };
         self.reactor
             .send(self.entry, job)
             .map_err(|_| Error::Closed)

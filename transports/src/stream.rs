@@ -375,16 +375,15 @@ where
         if self.phase == Phase::Lingering {
             return Status::Continue;
         }
-        match command.0 {
-            SessionOp::Close => self.session.close(),
-            SessionOp::Abort => self.session.abort(),
-            SessionOp::Job(job) => {
-                self.lend_write_buffer(cx);
-                match (job.0)(&mut self.session) {
-                    Ok(()) | Err(Error::Closed) => {}
-                    // Dropping it would leave a hole in the stream: end the session instead.
-                    Err(e) => return self.fail(cx, e),
-                }
+        let writable = self.session.core.is_writable();
+        let op = match self.extras().and_then(|e| e.handle_state.as_ref()) {
+            // Held behind the high watermark, applied as the queue drains (in `settle`).
+            Some(state) => state.admit(command.0, writable),
+            None => Some(command.0),
+        };
+        if let Some(op) = op {
+            if let Err(e) = self.apply(cx, op) {
+                return self.fail(cx, e);
             }
         }
         self.settle(cx)

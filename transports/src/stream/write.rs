@@ -88,6 +88,41 @@ where
         }
     }
 
+    /// A command from a handle (or any sender): a close, an abort, or a handle's job.
+    pub(super) fn apply(&mut self, cx: &mut Context<'_>, op: SessionOp) -> Result<(), Error> {
+        match op {
+            SessionOp::Close => self.session.close(),
+            SessionOp::Abort => self.session.abort(),
+            SessionOp::Job(job) => {
+                self.lend_write_buffer(cx);
+                match job.run(&mut self.session) {
+                    Ok(()) | Err(Error::Closed) => {}
+                    // Dropping it would leave a hole in the stream: end the session instead.
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the commands held behind the high watermark that may go now (see
+    /// `HandleState::admit`), flushing as it goes; true if it applied any.
+    fn apply_held(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let Some(state) = self.extras().and_then(|e| e.handle_state.clone()) else {
+            return Ok(false);
+        };
+        let mut applied = false;
+        while self.phase == Phase::Open {
+            let Some(op) = state.release(self.session.core.is_writable()) else {
+                break;
+            };
+            self.apply(cx, op)?;
+            self.settle_io(cx)?;
+            applied = true;
+        }
+        Ok(applied)
+    }
+
     /// After every event: act on close requests, flush, report watermarks, re-arm the timer.
     pub(super) fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         let queued = std::mem::take(&mut self.session.unreported_messages_out);
@@ -100,6 +135,9 @@ where
                 return self.fail(cx, e);
             }
         } else if let Err(e) = self.settle_io(cx) {
+            return self.fail(cx, e);
+        }
+        if let Err(e) = self.apply_held(cx) {
             return self.fail(cx, e);
         }
         if self.session.core.close_request == Some(CloseRequest::Abort) {

@@ -224,6 +224,42 @@ where
     }
 
     /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
+    /// A command from a handle (or any sender): a close, an abort, or a handle's job.
+    fn apply(&mut self, cx: &mut Context<'_>, op: SessionOp) {
+        match op {
+            SessionOp::Close => self.session.close(),
+            SessionOp::Abort => self.session.abort(),
+            SessionOp::Job(job) if self.phase == Phase::Open => {
+                self.lend_write_buffer(cx);
+                match job.run(&mut self.session) {
+                    Ok(()) | Err(Error::Closed) => {}
+                    // Datagrams stand alone: count the one refused, report it, carry on.
+                    Err(e) => {
+                        self.session.stats.dropped_out += 1;
+                        self.handler.on_error(&mut self.session, &e);
+                    }
+                }
+            }
+            SessionOp::Job(_) => {}
+        }
+    }
+
+    /// Applies the commands held behind the high watermark that may go now (see
+    /// `HandleState::admit`), flushing as it goes.
+    fn apply_held(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
+        let Some(state) = self.session.handle_state.clone() else {
+            return Ok(());
+        };
+        while self.phase == Phase::Open {
+            let Some(op) = state.release(self.session.core.is_writable()) else {
+                break;
+            };
+            self.apply(cx, op);
+            settle_output(self, cx)?;
+        }
+        Ok(())
+    }
+
     fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         if self.phase == Phase::Closed {
             return Status::Done;
@@ -234,7 +270,7 @@ where
             cx.extension::<Metrics>().messages_out += queued;
         }
         if self.session.core.close_request != Some(CloseRequest::Abort) {
-            if let Err(e) = settle_output(self, cx) {
+            if let Err(e) = settle_output(self, cx).and_then(|()| self.apply_held(cx)) {
                 return self.fail(cx, e);
             }
         }
@@ -459,21 +495,14 @@ where
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
-        match command.0 {
-            SessionOp::Close => self.session.close(),
-            SessionOp::Abort => self.session.abort(),
-            SessionOp::Job(job) if self.phase == Phase::Open => {
-                self.lend_write_buffer(cx);
-                match (job.0)(&mut self.session) {
-                    Ok(()) | Err(Error::Closed) => {}
-                    // Datagrams stand alone: count the one refused, report it, carry on.
-                    Err(e) => {
-                        self.session.stats.dropped_out += 1;
-                        self.handler.on_error(&mut self.session, &e);
-                    }
-                }
-            }
-            SessionOp::Job(_) => {}
+        let writable = self.session.core.is_writable();
+        let op = match &self.session.handle_state {
+            // Held behind the high watermark, applied as the queue drains (in `settle`).
+            Some(state) => state.admit(command.0, writable),
+            None => Some(command.0),
+        };
+        if let Some(op) = op {
+            self.apply(cx, op);
         }
         self.settle(cx)
     }

@@ -16,9 +16,11 @@ use crate::Error;
 /// [`SessionHandle`](crate::SessionHandle) does: every call is a job in the reactor's queue,
 /// so writes from one handle keep their order, a closed session answers
 /// [`Error::Closed`], and a session above its high watermark answers
-/// [`Error::Backpressure`]. A datagram the session cannot take when the reactor applies
-/// the write (past the hard bound, say) is dropped, counted in `dropped_out` and reported
-/// to `on_error`; the session carries on.
+/// [`Error::Backpressure`]. Writes still in the reactor's queue when the session crossed
+/// its high watermark wait until it drains to the low one, as a stream's do. A datagram the
+/// session cannot take when the reactor applies the write (past the hard bound with writes
+/// the handler made itself, say) is dropped, counted in `dropped_out` and reported to
+/// `on_error`; the session carries on.
 ///
 /// ```
 /// use std::net::SocketAddr;
