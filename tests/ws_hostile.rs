@@ -418,6 +418,7 @@ fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() 
 /// block, then the empty block a sync flush ends with, less the `00 00 ff ff` that RFC
 /// 7692 has the sender strip. Five bytes longer than `data`, plus one, as deflate makes
 /// any incompressible message (browsers compress every message once it is negotiated).
+#[cfg(feature = "deflate")]
 fn stored_deflate(data: &[u8]) -> Vec<u8> {
     assert!(data.len() <= 0xffff, "one stored block");
     let len = data.len() as u16;

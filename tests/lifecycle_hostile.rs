@@ -1,6 +1,8 @@
-//! Hostile review of the session lifecycle on TCP and TLS: how a session ends when the
-//! peer's end of input (TLS `close_notify`, a FIN) comes while delivery is held back, or
-//! before the TLS handshake is done.
+//! Hostile peers and handlers of the session lifecycle on TCP and TLS: how a session ends
+//! when the peer's end of input (TLS `close_notify`, a FIN) comes while delivery is held
+//! back, or before the TLS handshake is done; callbacks that close, panic or make handles
+//! as the session ends; a group member closing with a backlog; and handle writes that
+//! heed backpressure while the reactor falls behind.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Hostile review of the datagram transports and unix sockets: a unix stream peer that
+//! Hostile peers of the datagram transports and unix sockets: a unix stream peer that
 //! half-closes behind a paused session, replies to autobound and abstract unix datagram
 //! peers, destinations a UDP socket cannot reach (another family, too long for IPv4 on a
 //! dual-stack socket), and what an idle datagram endpoint costs.
