@@ -74,18 +74,26 @@ impl HandleState {
     /// now; `None` when it waits behind the high watermark. A write posted by a handle that
     /// was told the session was writable, and came once it no longer was, waits rather
     /// than overrun `max_outbound` (ending a stream, dropping a datagram): a writer that
-    /// heeds `Backpressure` loses nothing it was told was accepted. What comes after a
-    /// held command waits behind it, so order holds (a close goes after the writes posted
-    /// before it); an abort discards what waits and applies at once.
+    /// heeds `Backpressure` loses nothing it was told was accepted. A write or a close
+    /// that comes after a held command waits behind it, so bytes keep their order and a
+    /// close goes after the writes posted before it. A pause or resume never waits: it
+    /// queues no bytes, and a resume held behind writes that wait for the peer to read
+    /// could wait for good on a peer that waits for it. An abort discards what waits and
+    /// applies at once.
     pub(crate) fn admit(&self, op: SessionOp, writable: bool) -> Option<SessionOp> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(op, SessionOp::Abort) {
-            let discarded = std::mem::take(&mut *held);
-            drop(held);
-            drop(discarded);
-            return Some(op);
-        }
-        if held.is_empty() && (writable || !op.writes()) {
+        let waits = match &op {
+            SessionOp::Abort => {
+                let discarded = std::mem::take(&mut *held);
+                drop(held);
+                drop(discarded);
+                return Some(op);
+            }
+            SessionOp::Job(job) if !job.writes() => false,
+            SessionOp::Job(_) => !held.is_empty() || !writable,
+            SessionOp::Close => !held.is_empty(),
+        };
+        if !waits {
             return Some(op);
         }
         held.push_back(op);
@@ -93,7 +101,7 @@ impl HandleState {
     }
 
     /// The next held command that may apply now: a write once the session is writable
-    /// again, anything else at once (it queues no bytes) when its turn comes.
+    /// again, a close at once when its turn comes.
     pub(crate) fn release(&self, writable: bool) -> Option<SessionOp> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let next = held.front()?;
@@ -257,9 +265,11 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
         self.core.abort()
     }
 
-    /// Pauses reading, as [`Session::pause_reading`], once the writes posted before this
-    /// call are applied. Never refused for backpressure (only `Error::Closed`), so a
-    /// resume after a burst of writes always arrives.
+    /// Pauses reading, as [`Session::pause_reading`], when the reactor gets to it, after
+    /// the writes posted before it that the session could take (those waiting for it to
+    /// drain below its low watermark are not waited for: a pause or resume queues no
+    /// bytes). Never refused for backpressure (only `Error::Closed`), so a resume after a
+    /// burst of writes always arrives.
     ///
     /// See [`Session::pause_reading`] for an example.
     pub fn pause_reading(&self) -> Result<(), Error> {
@@ -267,9 +277,11 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
             .post_control(|session: &mut Session<C, T>| session.pause_reading())
     }
 
-    /// Resumes reading, as [`Session::resume_reading`], once the writes posted before this
-    /// call are applied. Never refused for backpressure (only `Error::Closed`), so a
-    /// resume after a burst of writes always arrives.
+    /// Resumes reading, as [`Session::resume_reading`], when the reactor gets to it (as
+    /// [`pause_reading`](Self::pause_reading): never behind writes waiting for the session
+    /// to drain, which could wait for a peer that waits for this resume). Never refused for
+    /// backpressure (only `Error::Closed`), so a resume after a burst of writes always
+    /// arrives.
     ///
     /// See [`Session::pause_reading`] for an example.
     pub fn resume_reading(&self) -> Result<(), Error> {
@@ -463,5 +475,104 @@ impl HandleCore {
         self.reactor
             .send(self.entry, job)
             .map_err(|_| Error::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job that records `label` in `log` when it runs.
+    fn job(log: &Arc<Mutex<Vec<&'static str>>>, label: &'static str, writes: bool) -> SessionOp {
+        let log = log.clone();
+        SessionOp::Job(SessionJob {
+            work: Box::new(move |_| {
+                log.lock().unwrap().push(label);
+                Ok(())
+            }),
+            writes,
+        })
+    }
+
+    fn run(op: SessionOp) -> &'static str {
+        match op {
+            SessionOp::Job(job) => {
+                job.run(&mut ()).unwrap();
+                "job"
+            }
+            SessionOp::Close => "close",
+            SessionOp::Abort => "abort",
+        }
+    }
+
+    #[test]
+    fn writes_and_a_close_wait_in_order_while_pauses_and_resumes_go_at_once() {
+        let state = HandleState::new(false);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // Above the high watermark: the write waits, and the close after it.
+        assert!(state.admit(job(&log, "w1", true), false).is_none());
+        assert!(state.admit(SessionOp::Close, false).is_none());
+        // A resume queues no bytes: it applies now, ahead of the held write.
+        let resume = state
+            .admit(job(&log, "resume", false), false)
+            .expect("at once");
+        run(resume);
+        // A write after the held close waits behind it, even once writable.
+        assert!(state.admit(job(&log, "w2", true), true).is_none());
+        // Still unwritable: nothing is released.
+        assert!(state.release(false).is_none());
+        let mut applied = Vec::new();
+        while let Some(op) = state.release(true) {
+            applied.push(run(op));
+        }
+        assert_eq!(applied, ["job", "close", "job"]);
+        assert_eq!(*log.lock().unwrap(), ["resume", "w1", "w2"]);
+    }
+
+    #[test]
+    fn a_held_close_goes_as_soon_as_the_writes_before_it_have() {
+        let state = HandleState::new(false);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        assert!(state.admit(job(&log, "w1", true), false).is_none());
+        assert!(state.admit(SessionOp::Close, false).is_none());
+        // The write goes once writable; the close right after, writable or not.
+        assert_eq!(state.release(true).map(run), Some("job"));
+        assert_eq!(state.release(false).map(run), Some("close"));
+        assert!(state.release(true).is_none());
+    }
+
+    #[test]
+    fn an_abort_discards_what_waits_and_the_end_of_the_session_drops_it() {
+        let state = Arc::new(HandleState::new(true));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = |state: &Arc<HandleState>| state.in_flight.load(Ordering::Acquire);
+        // A held write counts as in flight until it is applied or dropped.
+        let counted = |state: &Arc<HandleState>, log| {
+            state.in_flight.fetch_add(1, Ordering::AcqRel);
+            let guard = InFlight(state.clone());
+            let log: Arc<Mutex<Vec<&'static str>>> = Arc::clone(log);
+            SessionOp::Job(SessionJob {
+                work: Box::new(move |_| {
+                    let _applied = guard;
+                    log.lock().unwrap().push("w");
+                    Ok(())
+                }),
+                writes: true,
+            })
+        };
+        assert!(state.admit(counted(&state, &log), false).is_none());
+        assert_eq!(in_flight(&state), 1);
+        assert_eq!(state.admit(SessionOp::Abort, false).map(run), Some("abort"));
+        assert_eq!(
+            in_flight(&state),
+            0,
+            "the discarded write is no longer in flight"
+        );
+        assert!(state.release(true).is_none());
+
+        assert!(state.admit(counted(&state, &log), false).is_none());
+        state.mark_closed();
+        assert_eq!(in_flight(&state), 0, "the end of the session dropped it");
+        assert!(log.lock().unwrap().is_empty(), "nothing held was applied");
     }
 }
