@@ -1,0 +1,465 @@
+//! A hostile review of the changes of one day: handle writes held on the reactor behind
+//! the high watermark, the pool's release of unused buffers, and ends of input on TLS.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use common::*;
+use getty::codec::{Bytes, LengthFieldCodec};
+use getty::reactor::{BufPool, Reactor};
+use getty::tcp::TcpServer;
+use getty::{Handler, Session, SessionHandle};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Reads until the peer's end (or nothing comes for `STEP`); the bytes and whether it
+/// ended.
+fn drain(peer: &mut TcpStream) -> (Vec<u8>, bool) {
+    peer.set_read_timeout(Some(STEP)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// The payloads of the length-prefixed frames in `bytes`, with the offset of each.
+fn split_frames(bytes: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if at + 4 + len > bytes.len() {
+            break;
+        }
+        frames.push((at, &bytes[at + 4..at + 4 + len]));
+        at += 4 + len;
+    }
+    frames
+}
+
+/// A handler that produces as a pump does: in `on_writability_changed(true)` (and in
+/// `on_open`) it writes 64 KiB frames while the session is writable, up to `cap` bytes in
+/// all. The first time it hears the session is writable again, it posts a marker and a
+/// close through a handle (the handle says writable: it was just told so), then pumps.
+struct Pump {
+    handle: Option<SessionHandle<LengthFieldCodec>>,
+    produced: usize,
+    cap: usize,
+    events: Sender<String>,
+}
+
+impl Pump {
+    fn pump(&mut self, s: &mut Session<LengthFieldCodec>) {
+        while s.is_writable() && self.produced < self.cap {
+            s.write(Bytes::from(vec![b'p'; 64 * 1024])).unwrap();
+            self.produced += 4 + 64 * 1024;
+        }
+    }
+}
+
+impl Handler<LengthFieldCodec> for Pump {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        self.handle = s.handle();
+        self.pump(s);
+        Ok(())
+    }
+    fn on_writability_changed(&mut self, s: &mut Session<LengthFieldCodec>, writable: bool) {
+        if !writable {
+            return;
+        }
+        if let Some(handle) = self.handle.take() {
+            let posted = handle
+                .write(Bytes::from_static(b"MARKER"))
+                .and_then(|()| handle.close());
+            let _ = self
+                .events
+                .send(format!("posted {} {posted:?}", self.produced));
+        }
+        self.pump(s);
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        let _ = self.events.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let _ = self.events.send("close".into());
+    }
+}
+
+/// Handle writes held behind the high watermark "wait on the reactor until it drains to
+/// the low one, then apply in order". A handler that refills the queue when it hears the
+/// session is writable again (the pump pattern the watermarks are for) keeps them, and the
+/// handle's `close()` behind them, waiting for as long as it produces: the marker and the
+/// close come only after everything the pump made, 32 MiB later, though the session
+/// drained to its low watermark a few hundred times meanwhile.
+#[test]
+fn held_handle_writes_are_not_starved_by_a_handler_that_refills_on_writability() {
+    watchdog(LIMIT, || {
+        const CAP: usize = 32 << 20;
+        let (tx, events) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                Pump {
+                    handle: None,
+                    produced: 0,
+                    cap: CAP,
+                    events: tx.clone(),
+                },
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-today-pump", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        // Not reading yet: the queue fills past the high watermark, the pump stops.
+        std::thread::sleep(Duration::from_millis(300));
+        let (got, ended) = drain(&mut peer);
+        let posted = events.recv_timeout(STEP).unwrap();
+        let mut fields = posted.split(' ');
+        assert_eq!(fields.next(), Some("posted"), "{posted}");
+        let posted_at: usize = fields.next().unwrap().parse().unwrap();
+        assert!(posted.ends_with("Ok(())"), "the handle refused: {posted}");
+        let frames = split_frames(&got);
+        let marker = frames
+            .iter()
+            .find(|(_, payload)| *payload == b"MARKER")
+            .map(|(at, _)| *at);
+        assert!(ended, "the connection ended ({} bytes)", got.len());
+        let marker = marker.expect("the marker arrived");
+        assert!(
+            marker < posted_at + (4 << 20),
+            "the marker, posted after {posted_at} bytes, came after {marker} bytes \
+             (the handler made {CAP} in all)"
+        );
+        server.stop();
+    });
+}
+
+struct Echo;
+
+impl Handler<LengthFieldCodec> for Echo {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, message: Bytes) {
+        let _ = s.write(message);
+    }
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        eprintln!("echo: on_error {error}");
+    }
+}
+
+fn echo_with_pool(name: &str, pool: BufPool) -> (std::net::SocketAddr, Running) {
+    let server =
+        TcpServer::bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo))).unwrap();
+    let addr = server.local_addr();
+    let reactor = Running::serve_with(name, server, move || {
+        Reactor::builder().buffer_pool(pool).build()
+    });
+    (addr, reactor)
+}
+
+/// Frames of mixed sizes (tiny, pooled, over twice the pooled size, near the 1 MiB limit), each
+/// byte a function of the session, the frame and the offset.
+fn mixed_payload(who: usize, n: usize) -> Vec<u8> {
+    let len = [1usize, 700, 40_000, 65_536, 150_000, 1_000_000, 3][n % 7] + n;
+    (0..len)
+        .map(|k| (who * 31 + n * 7 + k % 251) as u8)
+        .collect()
+}
+
+/// The pool frees what went unused through each 5 ms interval while four sessions echo
+/// frames of every size, pipelined, with pauses of a few intervals between bursts: every
+/// echoed byte is checked.
+#[test]
+fn a_short_release_interval_loses_or_corrupts_no_byte() {
+    watchdog(LIMIT, || {
+        let pool = BufPool::default().release_unused_after(Some(Duration::from_millis(5)));
+        let (addr, reactor) = echo_with_pool("review-today-release", pool);
+        std::thread::scope(|scope| {
+            for who in 0..4 {
+                scope.spawn(move || {
+                    let mut stream = connect(addr);
+                    for burst in 0..6 {
+                        let sent: Vec<Vec<u8>> =
+                            (0..6).map(|n| mixed_payload(who, burst * 6 + n)).collect();
+                        let mut writer = stream.try_clone().unwrap();
+                        let outgoing = sent.clone();
+                        let send = std::thread::spawn(move || {
+                            for p in &outgoing {
+                                writer.write_all(&frame(p)).unwrap();
+                            }
+                        });
+                        for (n, p) in sent.iter().enumerate() {
+                            let got = read_frame(&mut stream);
+                            assert_eq!(got.len(), p.len(), "session {who} burst {burst} #{n}");
+                            let diff = got.iter().zip(p).position(|(a, b)| a != b);
+                            assert_eq!(diff, None, "session {who} burst {burst} #{n}");
+                        }
+                        send.join().unwrap();
+                        std::thread::sleep(Duration::from_millis(12));
+                    }
+                });
+            }
+        });
+        reactor.stop();
+    });
+}
+
+/// A zero interval frees every spare buffer within a turn or two, and an interval too
+/// long for the clock frees none: neither may make an idle reactor turn.
+#[test]
+fn zero_and_endless_release_intervals_cost_an_idle_reactor_no_turns() {
+    watchdog(LIMIT, || {
+        for (name, interval) in [
+            ("review-today-zero", Duration::ZERO),
+            ("review-today-max", Duration::MAX),
+        ] {
+            let pool = BufPool::default().release_unused_after(Some(interval));
+            let (addr, reactor) = echo_with_pool(name, pool);
+            let mut stream = connect(addr);
+            for n in 0..12 {
+                echo_roundtrip(&mut stream, &mixed_payload(1, n));
+            }
+            let turns = || reactor.run_on(|s| s.loop_metrics().turns);
+            std::thread::sleep(Duration::from_millis(100));
+            let before = turns();
+            std::thread::sleep(Duration::from_millis(500));
+            let woke = turns() - before;
+            assert!(woke <= 3, "{name}: an idle reactor turned {woke} times");
+            for n in 12..18 {
+                echo_roundtrip(&mut stream, &mixed_payload(1, n));
+            }
+            drop(stream);
+            reactor.stop();
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// wss://: the ends of input of TLS and of WebSocket together
+// ---------------------------------------------------------------------------------------
+
+use bytes::BytesMut;
+use getty::codec::filter::{Filter, TlsFilter};
+use getty::codec::RawCodec;
+use getty::ws::{Ws, WsServer};
+
+/// Answers each message with 200 KB of its first byte: a few take the queue far past the
+/// high watermark, so flow control holds the later messages back.
+struct WssReplies(Sender<String>);
+
+impl Handler<RawCodec, Ws> for WssReplies {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, msg: Bytes) {
+        let _ = self
+            .0
+            .send(format!("msg {}", String::from_utf8_lossy(&msg)));
+        s.write_bytes(Bytes::from(vec![msg[0]; 200_000])).unwrap();
+    }
+    fn on_error(&mut self, _: &mut Session<RawCodec, Ws>, error: &getty::Error) {
+        let _ = self.0.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec, Ws>) {
+        let _ = self.0.send("close".into());
+    }
+}
+
+/// A wss:// server of `WssReplies`, a TLS client for it and the session's events.
+fn wss_server(
+    name: &str,
+) -> (
+    Running,
+    std::net::SocketAddr,
+    TlsFilter,
+    mpsc::Receiver<String>,
+) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+    let (tx, events) = mpsc::channel();
+    let server = WsServer::builder()
+        .tls(getty::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+        .route("/echo", move |_| Ok((RawCodec, WssReplies(tx.clone()))))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let config = getty::tls::client_config(chain.as_bytes()).unwrap();
+    let client = TlsFilter::client(config, "localhost").unwrap();
+    (Running::serve(name, server), addr, client, events)
+}
+
+/// The TLS handshake and the WebSocket upgrade at `/echo`.
+fn wss_connect(addr: std::net::SocketAddr, client: &mut TlsFilter) -> TcpStream {
+    let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+    peer.set_read_timeout(Some(STEP)).unwrap();
+    let request = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    let (mut plain, mut wire_in) = tls_exchange(&mut peer, client, request, 0);
+    let mut chunk = [0u8; 16 * 1024];
+    for _ in 0..1000 {
+        if plain.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        let n = peer.read(&mut chunk).expect("the upgrade response");
+        assert!(n > 0, "the server closed before its 101");
+        wire_in.extend_from_slice(&chunk[..n]);
+        client.decode(&mut wire_in, &mut plain, 1 << 20).unwrap();
+    }
+    assert!(plain.starts_with(b"HTTP/1.1 101"), "{plain:?}");
+    let head_end = plain.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(plain.len(), head_end, "nothing after the 101 yet");
+    peer
+}
+
+/// A masked client frame (mask key 0).
+fn ws_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= 125);
+    let mut out = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Reads the server's records to its EOF; the WebSocket frames it sent (opcode and
+/// payload), and whether its close_notify came.
+fn wss_read_to_end(peer: &mut TcpStream, client: &mut TlsFilter) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let (wire, _) = read_to_end(peer);
+    let mut wire = BytesMut::from(&wire[..]);
+    let mut plain = BytesMut::new();
+    for _ in 0..100_000 {
+        let before = (wire.len(), plain.len());
+        if client.decode(&mut wire, &mut plain, 64 << 20).is_err() {
+            break;
+        }
+        if (wire.len(), plain.len()) == before {
+            break;
+        }
+    }
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 2 <= plain.len() {
+        let opcode = plain[at] & 0x0f;
+        let (len, head) = match plain[at + 1] & 0x7f {
+            126 => (
+                u16::from_be_bytes([plain[at + 2], plain[at + 3]]) as usize,
+                4,
+            ),
+            127 => (
+                u64::from_be_bytes(plain[at + 2..at + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        if at + head + len > plain.len() {
+            break;
+        }
+        frames.push((opcode, plain[at + head..at + head + len].to_vec()));
+        at += head + len;
+    }
+    (frames, client.peer_closed() == Some(true))
+}
+
+/// Sends `plain`, then (if `close_notify`) the TLS goodbye, in one write, then a FIN.
+fn wss_send_and_end(peer: &mut TcpStream, client: &mut TlsFilter, plain: &[u8]) {
+    let mut wire = BytesMut::new();
+    client.encode(plain, &mut wire).unwrap();
+    client.flush(&mut wire).unwrap();
+    client.close(&mut wire);
+    peer.write_all(&wire).unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
+fn events_through_close(events: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|e| e == "close") {
+        match events.recv_timeout(STEP) {
+            Ok(e) => seen.push(e),
+            Err(_) => panic!("no on_close within {STEP:?}; events so far: {seen:?}"),
+        }
+    }
+    while let Ok(e) = events.recv_timeout(Duration::from_millis(200)) {
+        seen.push(e);
+    }
+    seen
+}
+
+/// Pipelined messages, then close_notify and a FIN in the same write, over wss://: flow
+/// control holds most messages back (each answer is 200 KB, the peer is slow to read), so
+/// close_notify is read before they are delivered. Every message is answered, then the
+/// session closes cleanly (no `on_error`), with a close frame and close_notify.
+#[test]
+fn wss_close_notify_behind_messages_held_by_flow_control_answers_them_all() {
+    watchdog(LIMIT, || {
+        let (server, addr, mut client, events) = wss_server("review-today-wss-held");
+        let mut peer = wss_connect(addr, &mut client);
+        let names: Vec<String> = (0..8).map(|i| format!("{}m", (b'a' + i) as char)).collect();
+        let mut plain = Vec::new();
+        for n in &names {
+            plain.extend(ws_frame(0x82, n.as_bytes()));
+        }
+        wss_send_and_end(&mut peer, &mut client, &plain);
+        std::thread::sleep(Duration::from_millis(300));
+        let (frames, close_notify) = wss_read_to_end(&mut peer, &mut client);
+        let seen = events_through_close(&events);
+        let expected: Vec<String> = names
+            .iter()
+            .map(|n| format!("msg {n}"))
+            .chain(["close".to_string()])
+            .collect();
+        assert_eq!(seen, expected);
+        let replies: Vec<&(u8, Vec<u8>)> = frames.iter().filter(|(op, _)| *op == 2).collect();
+        assert_eq!(replies.len(), names.len(), "every message answered");
+        for ((_, reply), n) in replies.iter().zip(&names) {
+            assert_eq!(reply.len(), 200_000);
+            assert!(reply.iter().all(|b| *b == n.as_bytes()[0]));
+        }
+        assert!(close_notify, "the server's close_notify came");
+        server.stop();
+    });
+}
+
+/// A clean WebSocket close, then close_notify and a FIN, all in one write: no error.
+#[test]
+fn wss_clean_close_then_close_notify_and_fin_is_no_error() {
+    watchdog(LIMIT, || {
+        let (server, addr, mut client, events) = wss_server("review-today-wss-clean");
+        let mut peer = wss_connect(addr, &mut client);
+        let mut plain = ws_frame(0x82, b"x1");
+        plain.extend(ws_frame(0x88, &1000u16.to_be_bytes()));
+        wss_send_and_end(&mut peer, &mut client, &plain);
+        let (frames, close_notify) = wss_read_to_end(&mut peer, &mut client);
+        let seen = events_through_close(&events);
+        assert_eq!(seen, ["msg x1", "close"]);
+        let last = frames.last().expect("frames back");
+        assert_eq!(last.0, 8, "a close frame last: {:?}", frames.len());
+        assert_eq!(&last.1[..2], &1000u16.to_be_bytes());
+        assert!(close_notify);
+        server.stop();
+    });
+}
+
+/// close_notify (and a FIN) between the fragments of a message over wss://: the input
+/// was cut inside a message; the handler hears an error, once, then `on_close`.
+#[test]
+fn wss_close_notify_inside_a_fragmented_message_is_an_error() {
+    watchdog(LIMIT, || {
+        let (server, addr, mut client, events) = wss_server("review-today-wss-cut");
+        let mut peer = wss_connect(addr, &mut client);
+        let mut plain = ws_frame(0x82, b"whole");
+        plain.extend(ws_frame(0x02, b"first-part"));
+        wss_send_and_end(&mut peer, &mut client, &plain);
+        let _ = wss_read_to_end(&mut peer, &mut client);
+        let seen = events_through_close(&events);
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[0], "msg whole");
+        assert!(seen[1].starts_with("error"), "{seen:?}");
+        assert_eq!(seen[2], "close");
+        server.stop();
+    });
+}
