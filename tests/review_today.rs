@@ -60,7 +60,10 @@ struct Pump {
 impl Pump {
     fn pump(&mut self, s: &mut Session<LengthFieldCodec>) {
         while s.is_writable() && self.produced < self.cap {
-            s.write(Bytes::from(vec![b'p'; 64 * 1024])).unwrap();
+            // Refused once the handle's close has applied.
+            if s.write(Bytes::from(vec![b'p'; 64 * 1024])).is_err() {
+                break;
+            }
             self.produced += 4 + 64 * 1024;
         }
     }
