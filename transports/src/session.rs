@@ -50,6 +50,9 @@ pub(crate) struct Extras {
     pub(crate) linger_until: Option<Instant>,
     /// Shared with the session's handles, once one was made.
     pub(crate) handle_state: Option<Arc<HandleState>>,
+    /// A held handle write applied as the session drained, which it could not take: the
+    /// session fails with it once the settling round is over.
+    pub(crate) held_error: Option<Error>,
     /// The session's filter stack (TLS, compression), if it has one.
     pub(crate) filter: Option<Box<FilterIo>>,
     /// Broadcasts of the groups it joined, waiting to be queued: one inbox per group, so

@@ -123,6 +123,27 @@ where
         Ok(applied)
     }
 
+    /// The session drained to its low watermark: the commands held behind the high one go
+    /// now, before the handler hears it is writable (they were accepted before anything it
+    /// writes on hearing it, and a handler that refills the queue then would hold them for
+    /// as long as it produces). True when they closed the session (or it cannot take one).
+    fn apply_held_on_drain(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(state) = self.extras().and_then(|e| e.handle_state.clone()) else {
+            return false;
+        };
+        let was_closing = self.session.is_closing();
+        while self.phase == Phase::Open {
+            let Some(op) = state.release(self.session.core.is_writable()) else {
+                break;
+            };
+            if let Err(e) = self.apply(cx, op) {
+                self.extras_mut().held_error = Some(e);
+                return true;
+            }
+        }
+        !was_closing && self.session.is_closing()
+    }
+
     /// After every event: act on close requests, flush, report watermarks, re-arm the timer.
     pub(super) fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         let queued = std::mem::take(&mut self.session.unreported_messages_out);
@@ -138,6 +159,14 @@ where
             return self.fail(cx, e);
         }
         if let Err(e) = self.apply_held(cx) {
+            return self.fail(cx, e);
+        }
+        if let Some(e) = self
+            .session
+            .extras
+            .as_mut()
+            .and_then(|e| e.held_error.take())
+        {
             return self.fail(cx, e);
         }
         if self.session.core.close_request == Some(CloseRequest::Abort) {
@@ -222,6 +251,11 @@ where
             state.set_writable(writable);
         }
         self.lend_write_buffer(cx);
+        if writable && self.apply_held_on_drain(cx) {
+            // A held close (or a write it could not take) ends the session: no more
+            // writability to tell.
+            return true;
+        }
         self.handler
             .on_writability_changed(&mut self.session, writable);
         true
