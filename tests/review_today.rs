@@ -466,3 +466,98 @@ fn wss_close_notify_inside_a_fragmented_message_is_an_error() {
         server.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// The same over UDP: an unconnected endpoint's handle (`DatagramHandle::write_to`)
+// ---------------------------------------------------------------------------------------
+
+use getty::udp::{DatagramHandle, DatagramHandler, DatagramSession, UdpEndpoint};
+
+/// `Pump` for an unconnected UDP endpoint: 1 KiB datagrams to `to`, up to `cap` of them;
+/// on the first `on_writability_changed(true)` a marker and a close through a handle.
+struct DatagramPump {
+    to: std::net::SocketAddr,
+    handle: Option<DatagramHandle<RawCodec>>,
+    produced: usize,
+    cap: usize,
+    events: Sender<String>,
+}
+
+impl DatagramPump {
+    fn pump(&mut self, s: &mut DatagramSession<RawCodec>) {
+        while s.is_writable() && self.produced < self.cap {
+            if s.write_to(self.to, &[b'p'; 1024][..]).is_err() {
+                break;
+            }
+            self.produced += 1;
+        }
+    }
+}
+
+impl DatagramHandler<RawCodec> for DatagramPump {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+        self.handle = s.handle();
+        self.pump(s);
+        Ok(())
+    }
+    fn on_writability_changed(&mut self, s: &mut DatagramSession<RawCodec>, writable: bool) {
+        if !writable {
+            return;
+        }
+        if let Some(handle) = self.handle.take() {
+            let posted = handle
+                .write_to(self.to, &b"MARKER"[..])
+                .and_then(|()| handle.close());
+            let _ = self
+                .events
+                .send(format!("posted {} {posted:?}", self.produced));
+        }
+        self.pump(s);
+    }
+    fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: std::net::SocketAddr) {
+    }
+    fn on_close(&mut self, _: &mut DatagramSession<RawCodec>) {
+        let _ = self.events.send(format!("close {}", self.produced));
+    }
+}
+
+/// A UDP endpoint whose handler refills its queue on every `on_writability_changed(true)`
+/// holds a handle's write and close, posted while writable, until it has made all it
+/// would (`cap` datagrams), where they should go the next time the queue drains.
+#[test]
+fn held_datagram_handle_writes_are_not_starved_by_a_refilling_handler() {
+    watchdog(LIMIT, || {
+        const CAP: usize = 100_000;
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = sink.local_addr().unwrap();
+        let (tx, events) = mpsc::channel();
+        let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| {
+            Ok((
+                RawCodec,
+                DatagramPump {
+                    to,
+                    handle: None,
+                    produced: 0,
+                    cap: CAP,
+                    events: tx,
+                },
+            ))
+        })
+        .unwrap();
+        let reactor = Running::serve("review-today-udp-pump", endpoint);
+        let posted = events.recv_timeout(STEP).unwrap();
+        let mut fields = posted.split(' ');
+        assert_eq!(fields.next(), Some("posted"), "{posted}");
+        let posted_at: usize = fields.next().unwrap().parse().unwrap();
+        assert!(posted.ends_with("Ok(())"), "the handle refused: {posted}");
+        let closed = events.recv_timeout(STEP * 4).unwrap();
+        let closed_at: usize = closed.strip_prefix("close ").unwrap().parse().unwrap();
+        assert!(
+            closed_at < posted_at + 10_000,
+            "the handle's close, posted after {posted_at} datagrams, applied after \
+             {closed_at} (the handler makes {CAP} in all)"
+        );
+        drop(sink);
+        reactor.stop();
+    });
+}
