@@ -260,6 +260,24 @@ where
         Ok(())
     }
 
+    /// The session drained to its low watermark: the commands held behind the high one go
+    /// now, before the handler hears it is writable (they were accepted before anything it
+    /// writes on hearing it, and a handler that refills the queue then would hold them for
+    /// as long as it produces). True when they closed the session.
+    fn apply_held_on_drain(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(state) = self.session.handle_state.clone() else {
+            return false;
+        };
+        let was_closing = self.session.core.close_request.is_some();
+        while self.phase == Phase::Open {
+            let Some(op) = state.release(self.session.core.is_writable()) else {
+                break;
+            };
+            self.apply(cx, op);
+        }
+        !was_closing && self.session.core.close_request.is_some()
+    }
+
     fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         if self.phase == Phase::Closed {
             return Status::Done;
@@ -416,6 +434,10 @@ where
             state.set_writable(writable);
         }
         self.lend_write_buffer(cx);
+        if writable && self.apply_held_on_drain(cx) {
+            // A held close ends the session: no more writability to tell.
+            return true;
+        }
         self.handler
             .on_writability_changed(&mut self.session, writable);
         true
