@@ -561,3 +561,194 @@ fn held_datagram_handle_writes_are_not_starved_by_a_refilling_handler() {
         reactor.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Held handle commands: order, and the session ending while they wait
+// ---------------------------------------------------------------------------------------
+
+/// Hands its handle out in `on_open`; reports `on_error` and `on_close`.
+struct HandsOut(Sender<SessionHandle<LengthFieldCodec>>, Sender<String>);
+
+impl Handler<LengthFieldCodec> for HandsOut {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        let _ = self
+            .1
+            .send(format!("msg {}", String::from_utf8_lossy(&msg)));
+    }
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        let _ = self.1.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let _ = self.1.send("close".into());
+    }
+}
+
+/// A server of `HandsOut`, a slow client of it (16 KiB receive buffer), the session's
+/// handle and events.
+fn hands_out_server(
+    name: &str,
+    options: getty::SessionOptions,
+) -> (
+    Running,
+    TcpStream,
+    SessionHandle<LengthFieldCodec>,
+    mpsc::Receiver<String>,
+) {
+    let (handles_tx, handles) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
+    let server = TcpServer::builder()
+        .session_options(options)
+        .bind("127.0.0.1:0", move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                HandsOut(handles_tx.clone(), tx.clone()),
+            ))
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let server = Running::serve(name, server);
+    let peer = connect_with_recv_buffer(addr, 16 * 1024);
+    let handle = handles.recv_timeout(STEP).unwrap();
+    (server, peer, handle, events)
+}
+
+/// Runs `post` while the reactor is held busy, so that everything it posts is accepted
+/// (the handle still says writable) and reaches the session at once, far past its high
+/// watermark.
+fn while_reactor_is_busy(server: &Running, post: impl FnOnce()) {
+    let (release_tx, release) = mpsc::channel::<()>();
+    let (held_tx, held) = mpsc::channel();
+    server
+        .handle()
+        .execute(move |_| {
+            let _ = held_tx.send(());
+            let _ = release.recv_timeout(STEP);
+        })
+        .unwrap();
+    held.recv_timeout(STEP).unwrap();
+    post();
+    release_tx.send(()).unwrap();
+}
+
+fn numbered(n: u32) -> Bytes {
+    let mut payload = vec![b'.'; 2048];
+    payload[..4].copy_from_slice(&n.to_be_bytes());
+    Bytes::from(payload)
+}
+
+/// Writes held behind the high watermark, a pause and a resume of reading, more writes and
+/// a close, all through the handle: every write arrives, in order, then the FIN; reading
+/// resumed (a request sent meanwhile is delivered) and no error.
+#[test]
+fn held_writes_pause_resume_and_close_apply_in_order() {
+    watchdog(LIMIT, || {
+        let (server, mut peer, handle, events) =
+            hands_out_server("review-today-held-order", getty::SessionOptions::default());
+        let mut sent = 0u32;
+        while_reactor_is_busy(&server, || {
+            for _ in 0..1500 {
+                handle.write(numbered(sent)).unwrap();
+                sent += 1;
+            }
+            handle.pause_reading().unwrap();
+            for _ in 0..10 {
+                handle.write(numbered(sent)).unwrap();
+                sent += 1;
+            }
+            handle.resume_reading().unwrap();
+            for _ in 0..10 {
+                handle.write(numbered(sent)).unwrap();
+                sent += 1;
+            }
+        });
+        peer.write_all(&frame(b"ping")).unwrap();
+        // The request is delivered once reading resumes (after the held writes applied).
+        std::thread::sleep(Duration::from_millis(200));
+        let reader = std::thread::spawn(move || drain(&mut peer));
+        let seen = events.recv_timeout(STEP).unwrap();
+        assert_eq!(seen, "msg ping");
+        handle.close().unwrap();
+        let (got, ended) = reader.join().unwrap();
+        assert!(ended, "a FIN after {} bytes", got.len());
+        let frames = split_frames(&got);
+        assert_eq!(frames.len(), sent as usize, "every write arrived");
+        for (k, (_, payload)) in frames.iter().enumerate() {
+            let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(n as usize, k, "in order");
+        }
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
+
+/// A session that ends while handle writes are held (the peer resets, the write-stall
+/// timeout, the reactor stops): a writer waiting in `wait_writable` hears `Closed`, and
+/// the handle refuses from then on.
+#[test]
+fn a_session_ending_with_held_writes_wakes_wait_writable_with_closed() {
+    watchdog(LIMIT, || {
+        for how in ["reset", "stall", "stop"] {
+            let options = getty::SessionOptions::default().write_stall_timeout(
+                Duration::from_millis(if how == "stall" { 500 } else { 60_000 }),
+            );
+            let (server, peer, handle, events) =
+                hands_out_server(&format!("review-today-end-{how}"), options);
+            while_reactor_is_busy(&server, || {
+                for n in 0..4000 {
+                    handle.write(numbered(n)).unwrap();
+                }
+            });
+            // The reactor has applied what it could and reported the crossing.
+            server.run_on(|_| ());
+            assert!(!handle.is_writable(), "{how}: past the high watermark");
+            let waiter = handle.clone();
+            let (tx, waited) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(waiter.wait_writable(Duration::MAX));
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            match how {
+                "reset" => {
+                    set_linger_zero(&peer);
+                    drop(peer);
+                    server.run_on(|_| ());
+                }
+                "stop" => {
+                    server.stop();
+                    let result = waited.recv_timeout(STEP);
+                    assert!(
+                        matches!(result, Ok(Err(getty::Error::Closed))),
+                        "{how}: {result:?}"
+                    );
+                    assert!(handle.is_closed());
+                    continue;
+                }
+                _ => {}
+            }
+            let result = waited.recv_timeout(STEP);
+            assert!(
+                matches!(result, Ok(Err(getty::Error::Closed))),
+                "{how}: {result:?}"
+            );
+            assert!(handle.is_closed(), "{how}");
+            assert!(matches!(
+                handle.write(numbered(0)),
+                Err(getty::Error::Closed)
+            ));
+            let mut seen = Vec::new();
+            while let Ok(e) = events.recv_timeout(Duration::from_millis(300)) {
+                seen.push(e);
+            }
+            assert_eq!(
+                seen.last().map(String::as_str),
+                Some("close"),
+                "{how}: {seen:?}"
+            );
+            server.stop();
+        }
+    });
+}
