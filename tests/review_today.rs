@@ -752,3 +752,69 @@ fn a_session_ending_with_held_writes_wakes_wait_writable_with_closed() {
         }
     });
 }
+
+/// With `pause_reading_when_unwritable(false)` reading does not wait for the output to
+/// drain. The handler paused reading, then a handle posted writes (held: the session is
+/// far past its high watermark) and `resume_reading()`. The resume queues no bytes, yet it
+/// waits behind the held writes, which wait for the peer to read; a peer that reads only
+/// once its request is sent (a blocking client) waits for the server to read: neither
+/// moves until the write-stall timeout. (With the default option flow control pauses
+/// reading there anyway; with this one the session must read.)
+#[test]
+fn a_resume_is_not_held_behind_writes_when_reading_ignores_writability() {
+    watchdog(LIMIT, || {
+        let options = getty::SessionOptions::default().pause_reading_when_unwritable(false);
+        let (server, mut peer, handle, events) =
+            hands_out_server("review-today-held-resume", options);
+        handle.pause_reading().unwrap();
+        server.run_on(|_| ());
+        let mut sent = 0u32;
+        while_reactor_is_busy(&server, || {
+            for _ in 0..3000 {
+                handle.write(numbered(sent)).unwrap();
+                sent += 1;
+            }
+            handle.resume_reading().unwrap();
+        });
+        // A blocking client: its request first (8 MiB, more than the kernel buffers
+        // hold), then it reads the replies.
+        let request: Vec<u8> = (0..1024u32)
+            .flat_map(|k| {
+                let mut payload = vec![b'r'; 8 * 1024];
+                payload[..4].copy_from_slice(&k.to_be_bytes());
+                frame(&payload)
+            })
+            .collect();
+        peer.set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let written = peer.write_all(&request);
+        let (got, _) = {
+            peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while got.len() < sent as usize * (4 + 2048) {
+                match peer.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            (got, ())
+        };
+        let mut messages = 0;
+        while let Ok(e) = events.recv_timeout(Duration::from_millis(300)) {
+            if e.starts_with("msg") {
+                messages += 1;
+            }
+        }
+        assert!(
+            written.is_ok(),
+            "the request was never read: {written:?}; {messages} messages delivered, \
+             {} of {} reply bytes came",
+            got.len(),
+            sent as usize * (4 + 2048)
+        );
+        assert_eq!(messages, 1024);
+        assert_eq!(got.len(), sent as usize * (4 + 2048));
+        server.stop();
+    });
+}
