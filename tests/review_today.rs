@@ -818,3 +818,85 @@ fn a_resume_is_not_held_behind_writes_when_reading_ignores_writability() {
         server.stop();
     });
 }
+
+/// Hands its handle out in `on_open`, on a WebSocket; reports `on_error` and `on_close`.
+struct WsHandsOut(Sender<SessionHandle<RawCodec, Ws>>, Sender<String>);
+
+impl Handler<RawCodec, Ws> for WsHandsOut {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec, Ws>, _: Bytes) {}
+    fn on_error(&mut self, _: &mut Session<RawCodec, Ws>, error: &getty::Error) {
+        let _ = self.1.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec, Ws>) {
+        let _ = self.1.send("close".into());
+    }
+}
+
+/// Handle writes on a WebSocket session, far past its watermarks when they reach it (the
+/// framing's headers count too), then the handle's close: every message arrives whole and
+/// in order, then the close frame (1000) and the FIN; no error.
+#[test]
+fn held_handle_writes_on_a_websocket_arrive_whole_then_the_close() {
+    watchdog(LIMIT, || {
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        let server = WsServer::builder()
+            .route("/echo", move |_| {
+                Ok((RawCodec, WsHandsOut(handles_tx.clone(), tx.clone())))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-today-ws-held", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        ws_upgrade(&mut peer);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let count = 3000u32;
+        while_reactor_is_busy(&server, || {
+            for n in 0..count {
+                handle.write(numbered(n)).unwrap();
+            }
+            handle.close().unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let (wire, ended) = drain(&mut peer);
+        assert!(ended, "a FIN after {} bytes", wire.len());
+        let mut at = 0;
+        let mut seen = 0u32;
+        let mut close = None;
+        while at + 2 <= wire.len() {
+            let opcode = wire[at] & 0x0f;
+            let (len, head) = match wire[at + 1] & 0x7f {
+                126 => (u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(wire[at + 2..at + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            let payload = &wire[at + head..at + head + len];
+            match opcode {
+                2 => {
+                    assert_eq!(payload.len(), 2048);
+                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                    assert_eq!(n, seen, "in order");
+                    assert!(close.is_none(), "a message after the close");
+                    seen += 1;
+                }
+                8 => close = Some(u16::from_be_bytes([payload[0], payload[1]])),
+                other => panic!("opcode {other}"),
+            }
+            at += head + len;
+        }
+        assert_eq!(at, wire.len(), "whole frames");
+        assert_eq!(seen, count, "every message");
+        assert_eq!(close, Some(1000));
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
