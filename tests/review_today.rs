@@ -900,3 +900,61 @@ fn held_handle_writes_on_a_websocket_arrive_whole_then_the_close() {
         server.stop();
     });
 }
+
+/// Held handle writes on a TLS session (its records count against the watermarks), then
+/// the handle's close, to a slow reader: every byte, then close_notify, then the FIN.
+#[test]
+fn held_handle_writes_on_tls_arrive_whole_then_close_notify_and_fin() {
+    watchdog(LIMIT, || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        let server = TcpServer::builder()
+            .tls(getty::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    LengthFieldCodec::default(),
+                    HandsOut(handles_tx.clone(), tx.clone()),
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-today-tls-held", server);
+        let config = getty::tls::client_config(chain.as_bytes()).unwrap();
+        let mut client = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        tls_exchange(&mut peer, &mut client, &[], 0);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let count = 3000u32;
+        while_reactor_is_busy(&server, || {
+            for n in 0..count {
+                handle.write(numbered(n)).unwrap();
+            }
+            handle.close().unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let (wire, ended) = drain(&mut peer);
+        assert!(ended, "a FIN after {} bytes", wire.len());
+        let mut wire = BytesMut::from(&wire[..]);
+        let mut plain = BytesMut::new();
+        for _ in 0..100_000 {
+            let before = (wire.len(), plain.len());
+            client.decode(&mut wire, &mut plain, 64 << 20).unwrap();
+            if (wire.len(), plain.len()) == before {
+                break;
+            }
+        }
+        let frames = split_frames(&plain);
+        assert_eq!(frames.len(), count as usize, "every write");
+        for (k, (_, payload)) in frames.iter().enumerate() {
+            let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(n as usize, k, "in order");
+        }
+        assert_eq!(plain.len(), count as usize * (4 + 2048), "nothing more");
+        assert_eq!(client.peer_closed(), Some(true), "close_notify came");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
