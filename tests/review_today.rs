@@ -958,3 +958,104 @@ fn held_handle_writes_on_tls_arrive_whole_then_close_notify_and_fin() {
         server.stop();
     });
 }
+
+/// `HandsOut` that joins a group in `on_open`.
+struct Member(getty::SessionGroup<LengthFieldCodec>, HandsOut);
+
+impl Handler<LengthFieldCodec> for Member {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        self.0.join(s).unwrap();
+        self.1.on_open(s)
+    }
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        self.1.on_message(s, msg)
+    }
+    fn on_error(&mut self, s: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        self.1.on_error(s, error)
+    }
+    fn on_close(&mut self, s: &mut Session<LengthFieldCodec>) {
+        self.1.on_close(s)
+    }
+}
+
+/// A group member (its settling goes through its inbox) with held handle writes while
+/// broadcasts keep coming: every handle write and every broadcast arrives, each stream in
+/// its own order, then the handle's close; no error.
+#[test]
+fn a_group_member_with_held_handle_writes_gets_them_and_the_broadcasts() {
+    watchdog(LIMIT, || {
+        let group = getty::SessionGroup::new(LengthFieldCodec::default());
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        let members = group.clone();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                Member(members.clone(), HandsOut(handles_tx.clone(), tx.clone())),
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-today-member-held", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let count = 2000u32;
+        let broadcasts = 300u32;
+        let mut next_broadcast = 0u32;
+        while_reactor_is_busy(&server, || {
+            for n in 0..count {
+                handle.write(numbered(n)).unwrap();
+                if n % 10 == 0 && next_broadcast < broadcasts {
+                    let mut b = vec![b'B'; 1000];
+                    b[..4].copy_from_slice(&next_broadcast.to_be_bytes());
+                    group.broadcast(Bytes::from(b)).unwrap();
+                    next_broadcast += 1;
+                }
+            }
+        });
+        for _ in next_broadcast..broadcasts {
+            let mut b = vec![b'B'; 1000];
+            b[..4].copy_from_slice(&next_broadcast.to_be_bytes());
+            group.broadcast(Bytes::from(b)).unwrap();
+            next_broadcast += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let expected = count as usize * (4 + 2048) + broadcasts as usize * (4 + 1000);
+        let (all_tx, all) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            peer.set_read_timeout(Some(STEP)).unwrap();
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while got.len() < expected {
+                match peer.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = all_tx.send(());
+            let (rest, ended) = drain(&mut peer);
+            got.extend_from_slice(&rest);
+            (got, ended)
+        });
+        // Once everything went out: close.
+        let _ = all.recv_timeout(STEP);
+        handle.close().unwrap();
+        let (got, ended) = reader.join().unwrap();
+        assert!(ended, "a FIN after {} bytes", got.len());
+        let (mut writes, mut casts) = (0u32, 0u32);
+        for (_, payload) in split_frames(&got) {
+            let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            if payload.len() == 2048 {
+                assert_eq!(n, writes, "handle writes in order");
+                writes += 1;
+            } else {
+                assert_eq!(payload.len(), 1000);
+                assert_eq!(n, casts, "broadcasts in order");
+                casts += 1;
+            }
+        }
+        assert_eq!((writes, casts), (count, broadcasts));
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
