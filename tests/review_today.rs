@@ -1013,7 +1013,7 @@ fn a_group_member_with_held_handle_writes_gets_them_and_the_broadcasts() {
                 }
             }
         });
-        for _ in next_broadcast..broadcasts {
+        while next_broadcast < broadcasts {
             let mut b = vec![b'B'; 1000];
             b[..4].copy_from_slice(&next_broadcast.to_be_bytes());
             group.broadcast(Bytes::from(b)).unwrap();
