@@ -1059,3 +1059,45 @@ fn a_group_member_with_held_handle_writes_gets_them_and_the_broadcasts() {
         server.stop();
     });
 }
+
+/// An abort through the handle while its writes are held: the session ends at once with a
+/// reset (the held writes are dropped, not sent), a waiting writer hears `Closed`.
+#[test]
+fn an_abort_while_writes_are_held_ends_the_session_at_once() {
+    watchdog(LIMIT, || {
+        let (server, mut peer, handle, events) =
+            hands_out_server("review-today-held-abort", getty::SessionOptions::default());
+        while_reactor_is_busy(&server, || {
+            for n in 0..3000 {
+                handle.write(numbered(n)).unwrap();
+            }
+        });
+        server.run_on(|_| ());
+        assert!(!handle.is_writable());
+        let waiter = handle.clone();
+        let (tx, waited) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(waiter.wait_writable(Duration::MAX));
+        });
+        handle.abort().unwrap();
+        let result = waited.recv_timeout(STEP);
+        assert!(
+            matches!(result, Ok(Err(getty::Error::Closed))),
+            "{result:?}"
+        );
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = 0usize;
+        let ended = loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break "eof",
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+                Err(e) => panic!("{e} after {got} bytes"),
+            }
+        };
+        assert_eq!(ended, "reset", "after {got} bytes");
+        assert!(got < 3000 * (4 + 2048), "the held writes were not sent");
+        server.stop();
+    });
+}
