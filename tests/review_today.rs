@@ -1101,3 +1101,35 @@ fn an_abort_while_writes_are_held_ends_the_session_at_once() {
         server.stop();
     });
 }
+
+/// A held handle write the codec refuses (over its 8 MiB frame limit), applied as the
+/// session drains: the session ends with that error in `on_error`, then `on_close`, once.
+#[test]
+fn a_held_write_the_codec_refuses_ends_the_session_with_its_error() {
+    watchdog(LIMIT, || {
+        let (server, mut peer, handle, events) = hands_out_server(
+            "review-today-held-refused",
+            getty::SessionOptions::default(),
+        );
+        while_reactor_is_busy(&server, || {
+            for n in 0..2000 {
+                handle.write(numbered(n)).unwrap();
+            }
+            handle
+                .write(Bytes::from(vec![0u8; 9 << 20]))
+                .expect("accepted: the codec runs on the reactor");
+            handle.write(numbered(2000)).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let (got, _) = drain(&mut peer);
+        let mut seen = Vec::new();
+        while let Ok(e) = events.recv_timeout(Duration::from_millis(500)) {
+            seen.push(e);
+        }
+        assert_eq!(seen.len(), 2, "{seen:?} ({} bytes came)", got.len());
+        assert!(seen[0].starts_with("error"), "{seen:?}");
+        assert_eq!(seen[1], "close");
+        assert!(handle.is_closed());
+        server.stop();
+    });
+}
