@@ -1,5 +1,7 @@
-//! A hostile review of the changes of one day: handle writes held on the reactor behind
-//! the high watermark, the pool's release of unused buffers, and ends of input on TLS.
+//! Handle writes held on the reactor behind the high watermark (order, closes, aborts,
+//! pauses, endings, refilling handlers, on TCP, TLS, WebSocket, groups and datagram
+//! endpoints), with the pool's release of unused buffers and the ends of input on wss://
+//! that changed with them.
 
 mod common;
 
