@@ -16,14 +16,13 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{connect_with_recv_buffer, watchdog, Running};
+use common::{connect_with_recv_buffer, live_bytes, watchdog, CountingAllocator, Running};
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
 use getty::{Handler, Session, SessionOptions, SocketOptions};
@@ -38,34 +37,11 @@ const HIGH_WATERMARK: usize = 64 * 1024;
 /// One test at a time: the allocator counts the whole process.
 static GATE: Mutex<()> = Mutex::new(());
 
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn live() -> isize {
-    LIVE_BYTES.load(Ordering::Relaxed)
+    live_bytes()
 }
 
 /// Answers every message through the codec, with the message itself or its first

@@ -6,10 +6,8 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
@@ -22,31 +20,8 @@ const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 /// Counts the heap the process holds, for the test of what an open fragmented message
 /// pins (which takes the exclusive gate, so no other test here runs meanwhile).
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const REQUEST: &str = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -70,22 +45,6 @@ fn client_frame(opcode: u8, fin: bool, payload: &[u8], seed: u8) -> Vec<u8> {
     f.extend_from_slice(&key);
     f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     f
-}
-
-/// Reads the `101` head byte by byte (nothing past it).
-fn read_101(stream: &mut TcpStream) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).expect("the upgrade response");
-        head.push(byte[0]);
-        assert!(head.len() < 4096, "an overlong response head");
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
 }
 
 /// One unmasked server frame: (first byte, payload); `None` at EOF or a reset.
@@ -519,7 +478,7 @@ fn a_tiny_open_fragment_does_not_pin_a_pooled_read_buffer() {
             assert_eq!(read_frame(peer), Some((0x8a, b"p".to_vec())));
         }
         std::thread::sleep(Duration::from_millis(300));
-        let waiting = LIVE_BYTES.load(Ordering::Relaxed);
+        let waiting = live_bytes();
         for (i, peer) in peers.iter_mut().enumerate() {
             peer.write_all(&client_frame(0, true, b"rest", 3)).unwrap();
             let mut want = vec![i as u8];
@@ -527,7 +486,7 @@ fn a_tiny_open_fragment_does_not_pin_a_pooled_read_buffer() {
             assert_eq!(read_frame(peer), Some((0x82, want)));
         }
         std::thread::sleep(Duration::from_millis(300));
-        let done = LIVE_BYTES.load(Ordering::Relaxed);
+        let done = live_bytes();
         let per_session = (waiting - done) / sessions as isize;
         println!("an open one-byte fragment holds {per_session} B of heap per session");
         assert!(

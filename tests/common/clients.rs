@@ -255,6 +255,11 @@ pub fn ws_upgrade(stream: &mut TcpStream) {
               Sec-WebSocket-Version: 13\r\n\r\n",
         )
         .unwrap();
+    read_101(stream);
+}
+
+/// Reads a `101 Switching Protocols` head byte by byte (nothing past it).
+pub fn read_101(stream: &mut TcpStream) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -19,10 +19,11 @@ use getty::{Error, Handler, Reactor, ReactorHandle, Session, Transport};
 
 mod children;
 mod clients;
+mod counting;
 mod datagram;
 mod events;
 #[allow(unused_imports)] // each test binary uses a different subset
-pub use {children::*, clients::*, datagram::*, events::*};
+pub use {children::*, clients::*, counting::*, datagram::*, events::*};
 
 /// The longest any single expected thing (an event, a read, a reactor stopping) may take.
 /// Generous on purpose: it only bounds a failing test, it is never a speed requirement.
