@@ -334,18 +334,7 @@ fn ws_frame(first: u8, payload: &[u8]) -> Vec<u8> {
 /// Reads the server's records to its EOF; the WebSocket frames it sent (opcode and
 /// payload), and whether its close_notify came.
 fn wss_read_to_end(peer: &mut TcpStream, client: &mut TlsFilter) -> (Vec<(u8, Vec<u8>)>, bool) {
-    let (wire, _) = read_to_end(peer);
-    let mut wire = BytesMut::from(&wire[..]);
-    let mut plain = BytesMut::new();
-    for _ in 0..100_000 {
-        let before = (wire.len(), plain.len());
-        if client.decode(&mut wire, &mut plain, 64 << 20).is_err() {
-            break;
-        }
-        if (wire.len(), plain.len()) == before {
-            break;
-        }
-    }
+    let (plain, close_notify) = tls_read_to_end(peer, client);
     let mut frames = Vec::new();
     let mut at = 0;
     while at + 2 <= plain.len() {
@@ -367,7 +356,7 @@ fn wss_read_to_end(peer: &mut TcpStream, client: &mut TlsFilter) -> (Vec<(u8, Ve
         frames.push((opcode, plain[at + head..at + head + len].to_vec()));
         at += head + len;
     }
-    (frames, client.peer_closed() == Some(true))
+    (frames, close_notify)
 }
 
 /// Sends `plain`, then (if `close_notify`) the TLS goodbye, in one write, then a FIN.

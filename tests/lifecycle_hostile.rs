@@ -148,26 +148,6 @@ fn send_then_close_notify(peer: &mut TcpStream, client: &mut TlsFilter, plain: &
     peer.write_all(&wire).unwrap();
 }
 
-/// Reads the server's records until its EOF (bounded by the socket's read timeout);
-/// returns the plain bytes and whether its close_notify came.
-fn tls_read_to_end(peer: &mut TcpStream, client: &mut TlsFilter) -> (BytesMut, bool) {
-    let (wire, _) = read_to_end(peer);
-    let mut wire = BytesMut::from(&wire[..]);
-    let mut plain = BytesMut::new();
-    // One call stops when rustls holds as much plaintext as it buffers: call again while
-    // it makes progress.
-    for _ in 0..10_000 {
-        let before = (wire.len(), plain.len());
-        if client.decode(&mut wire, &mut plain, 64 << 20).is_err() {
-            break;
-        }
-        if (wire.len(), plain.len()) == before {
-            break;
-        }
-    }
-    (plain, client.peer_closed() == Some(true))
-}
-
 /// A TLS peer pipelines requests whose replies take the queue past the high watermark,
 /// then ends its stream with `close_notify`, all in one write. Flow control holds the
 /// later requests back until the queue drains; they are whole, and the peer closed

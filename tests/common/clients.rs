@@ -307,6 +307,31 @@ pub fn tls_exchange(
     (plain, wire_in)
 }
 
+/// Reads the server's records until its EOF (bounded by the socket's read timeout);
+/// returns the plain bytes and whether its close_notify came.
+#[cfg(feature = "tls")]
+pub fn tls_read_to_end(
+    peer: &mut TcpStream,
+    client: &mut getty::codec::filter::TlsFilter,
+) -> (bytes::BytesMut, bool) {
+    use getty::codec::filter::Filter;
+    let (wire, _) = read_to_end(peer);
+    let mut wire = bytes::BytesMut::from(&wire[..]);
+    let mut plain = bytes::BytesMut::new();
+    // One call stops when rustls holds as much plaintext as it buffers: call again while
+    // it makes progress.
+    for _ in 0..100_000 {
+        let before = (wire.len(), plain.len());
+        if client.decode(&mut wire, &mut plain, 64 << 20).is_err() {
+            break;
+        }
+        if (wire.len(), plain.len()) == before {
+            break;
+        }
+    }
+    (plain, client.peer_closed() == Some(true))
+}
+
 /// A port on 127.0.0.1 that nothing listens on (bound, then released).
 pub fn dead_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
