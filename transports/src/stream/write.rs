@@ -105,29 +105,14 @@ where
         Ok(())
     }
 
-    /// Applies the commands held behind the high watermark that may go now (see
-    /// `HandleState::admit`), flushing as it goes; true if it applied any.
-    fn apply_held(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        let Some(state) = self.extras().and_then(|e| e.handle_state.clone()) else {
-            return Ok(false);
-        };
-        let mut applied = false;
-        while self.phase == Phase::Open {
-            let Some(op) = state.release(self.session.core.is_writable()) else {
-                break;
-            };
-            self.apply(cx, op)?;
-            self.settle_io(cx)?;
-            applied = true;
-        }
-        Ok(applied)
-    }
-
-    /// The session drained to its low watermark: the commands held behind the high one go
-    /// now, before the handler hears it is writable (they were accepted before anything it
-    /// writes on hearing it, and a handler that refills the queue then would hold them for
-    /// as long as it produces). True when they closed the session (or it cannot take one).
-    fn apply_held_on_drain(&mut self, cx: &mut Context<'_>) -> bool {
+    /// The session drained to its low watermark: the commands held behind the high one
+    /// (see `HandleState::admit`) go now, before the handler hears it is writable (they
+    /// were accepted before anything it writes on hearing it, and a handler that refills
+    /// the queue then would hold them for as long as it produces). Writes go while the
+    /// session stays writable (one that reaches the high watermark makes it unwritable at
+    /// once), a close as soon as its turn comes. A write the session cannot take is kept
+    /// for `settle` to fail it with. True when they closed the session (or failed it).
+    fn apply_held(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(state) = self.extras().and_then(|e| e.handle_state.clone()) else {
             return false;
         };
@@ -156,9 +141,6 @@ where
                 return self.fail(cx, e);
             }
         } else if let Err(e) = self.settle_io(cx) {
-            return self.fail(cx, e);
-        }
-        if let Err(e) = self.apply_held(cx) {
             return self.fail(cx, e);
         }
         if let Some(e) = self
@@ -251,7 +233,7 @@ where
             state.set_writable(writable);
         }
         self.lend_write_buffer(cx);
-        if writable && self.apply_held_on_drain(cx) {
+        if writable && self.apply_held(cx) {
             // A held close (or a write it could not take) ends the session: no more
             // writability to tell.
             return true;

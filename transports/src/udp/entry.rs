@@ -244,27 +244,13 @@ where
         }
     }
 
-    /// Applies the commands held behind the high watermark that may go now (see
-    /// `HandleState::admit`), flushing as it goes.
-    fn apply_held(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
-        let Some(state) = self.session.handle_state.clone() else {
-            return Ok(());
-        };
-        while self.phase == Phase::Open {
-            let Some(op) = state.release(self.session.core.is_writable()) else {
-                break;
-            };
-            self.apply(cx, op);
-            settle_output(self, cx)?;
-        }
-        Ok(())
-    }
-
-    /// The session drained to its low watermark: the commands held behind the high one go
-    /// now, before the handler hears it is writable (they were accepted before anything it
-    /// writes on hearing it, and a handler that refills the queue then would hold them for
-    /// as long as it produces). True when they closed the session.
-    fn apply_held_on_drain(&mut self, cx: &mut Context<'_>) -> bool {
+    /// The session drained to its low watermark: the commands held behind the high one
+    /// (see `HandleState::admit`) go now, before the handler hears it is writable (they
+    /// were accepted before anything it writes on hearing it, and a handler that refills
+    /// the queue then would hold them for as long as it produces). Writes go while the
+    /// session stays writable, a close as soon as its turn comes. True when they closed
+    /// the session.
+    fn apply_held(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(state) = self.session.handle_state.clone() else {
             return false;
         };
@@ -288,7 +274,7 @@ where
             cx.extension::<Metrics>().messages_out += queued;
         }
         if self.session.core.close_request != Some(CloseRequest::Abort) {
-            if let Err(e) = settle_output(self, cx).and_then(|()| self.apply_held(cx)) {
+            if let Err(e) = settle_output(self, cx) {
                 return self.fail(cx, e);
             }
         }
@@ -434,7 +420,7 @@ where
             state.set_writable(writable);
         }
         self.lend_write_buffer(cx);
-        if writable && self.apply_held_on_drain(cx) {
+        if writable && self.apply_held(cx) {
             // A held close ends the session: no more writability to tell.
             return true;
         }
