@@ -377,7 +377,7 @@ where
         }
         let writable = self.session.core.is_writable();
         let op = match self.extras().and_then(|e| e.handle_state.as_ref()) {
-            // Held behind the high watermark, applied as the queue drains (in `settle`).
+            // Held behind the high watermark, applied as the queue drains (`apply_held`).
             Some(state) => state.admit(command.0, writable),
             None => Some(command.0),
         };

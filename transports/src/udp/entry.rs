@@ -223,7 +223,6 @@ where
         cx.buffers().give(buf);
     }
 
-    /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
     /// A command from a handle (or any sender): a close, an abort, or a handle's job.
     fn apply(&mut self, cx: &mut Context<'_>, op: SessionOp) {
         match op {
@@ -264,6 +263,7 @@ where
         !was_closing && self.session.core.close_request.is_some()
     }
 
+    /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
     fn settle(&mut self, cx: &mut Context<'_>) -> Status {
         if self.phase == Phase::Closed {
             return Status::Done;
@@ -505,7 +505,7 @@ where
     fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
         let writable = self.session.core.is_writable();
         let op = match &self.session.handle_state {
-            // Held behind the high watermark, applied as the queue drains (in `settle`).
+            // Held behind the high watermark, applied as the queue drains (`apply_held`).
             Some(state) => state.admit(command.0, writable),
             None => Some(command.0),
         };
