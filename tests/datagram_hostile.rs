@@ -1424,3 +1424,56 @@ fn a_udp_endpoint_whose_socket_takes_nothing_ends_with_write_stalled() {
         );
     });
 }
+
+/// A handle made in `on_close` of a datagram endpoint (to hand its end to another
+/// thread, say) is a handle to a session that has ended: it says so and refuses writes
+/// with `Closed`, as a stream session's does, rather than accept them and drop them
+/// unseen. Both ways to end: a close, and a panic in a callback.
+#[test]
+fn a_datagram_handle_made_in_on_close_is_closed() {
+    watchdog(TEST_LIMIT, || {
+        struct HandleAtClose {
+            handles: Sender<getty::udp::DatagramHandle<RawCodec>>,
+        }
+        impl DatagramHandler<RawCodec> for HandleAtClose {
+            fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, m: Bytes, _: SocketAddr) {
+                match &m[..] {
+                    b"close" => s.close(),
+                    b"panic" => panic!("a handler that panics, on purpose"),
+                    _ => {}
+                }
+            }
+            fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+                let _ = self.handles.send(s.handle().expect("in a callback"));
+            }
+        }
+        for ending in ["close", "panic"] {
+            let (handles_tx, handles) = mpsc::channel();
+            let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    HandleAtClose {
+                        handles: handles_tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+            let addr = endpoint.local_addr();
+            let running = Running::serve("dgram-handle-close", endpoint);
+            let peer = udp_socket();
+            peer.send_to(ending.as_bytes(), addr).unwrap();
+            let handle = handles.recv_timeout(STEP).expect("on_close ran");
+            // The reactor is done with the session once it has run a job posted after it.
+            running.run_on(|_| ());
+            assert!(handle.is_closed(), "{ending}: the session has ended");
+            assert!(
+                matches!(
+                    handle.write_to(peer.local_addr().unwrap(), Bytes::from_static(b"late")),
+                    Err(Error::Closed)
+                ),
+                "{ending}: a write to an ended session must be refused"
+            );
+            running.stop();
+        }
+    });
+}

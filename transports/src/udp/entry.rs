@@ -360,18 +360,25 @@ where
     /// The entry's own end, whatever led to it: runs `on_close` (once, if the handler
     /// opened), returns the buffers, tells the owner.
     fn end(&mut self, cx: &mut Context<'_>) -> Status {
-        if let Some(state) = &self.session.handle_state {
-            state.mark_closed();
-        }
+        self.mark_handles_closed();
         if matches!(self.phase, Phase::Open | Phase::Closing) {
             // Closed before the handler hears it, so that `on_close` runs once whatever
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
             self.phase = Phase::Closed;
             self.session.core.note_ended(cx);
             self.handler.on_close(&mut self.session);
+            // A handle made in on_close, after the ones before it were marked.
+            self.mark_handles_closed();
         }
         self.release(cx);
         Status::Done
+    }
+
+    /// The session's handles (if it has any) see it closed and refuse writes.
+    fn mark_handles_closed(&self) {
+        if let Some(state) = &self.session.handle_state {
+            state.mark_closed();
+        }
     }
 
     /// The end of every path: no callback follows. Safe to run twice (a panic in
@@ -538,9 +545,7 @@ where
         log::debug!("session {} failed: {error}", self.session.id());
         cx.extension::<Metrics>().count_error(&error);
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
-        if let Some(state) = &self.session.handle_state {
-            state.mark_closed();
-        }
+        self.mark_handles_closed();
         self.release(cx); // Closed from here on, whatever the handler does
         if owes_close {
             self.session.core.abort();
@@ -548,6 +553,8 @@ where
             self.handler.on_error(&mut self.session, &error);
             self.handler.on_close(&mut self.session);
         }
+        // A handle made in those callbacks (or in the one that panicked).
+        self.mark_handles_closed();
     }
 }
 
