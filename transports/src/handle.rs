@@ -575,4 +575,132 @@ mod tests {
         assert_eq!(in_flight(&state), 0, "the end of the session dropped it");
         assert!(log.lock().unwrap().is_empty(), "nothing held was applied");
     }
+
+    /// What a random run does to the held queue, against the rules it must keep.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Write { writable: bool },
+        Close { writable: bool },
+        Control { writable: bool },
+        Abort,
+        Drain { writable: bool },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => any::<bool>().prop_map(|writable| Step::Write { writable }),
+            1 => any::<bool>().prop_map(|writable| Step::Close { writable }),
+            1 => any::<bool>().prop_map(|writable| Step::Control { writable }),
+            1 => Just(Step::Abort),
+            3 => any::<bool>().prop_map(|writable| Step::Drain { writable }),
+        ]
+    }
+
+    /// What ran, in order: a write by its sequence number, a close, a control.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Ran {
+        Write(u32),
+        Close,
+        Control,
+        Abort,
+    }
+
+    proptest::proptest! {
+        /// Whatever comes in whatever state: writes run in the order they came, never
+        /// while the session is unwritable, each once or dropped (by an abort or the end),
+        /// never run after a close that came after them; a close never runs before a write
+        /// that came before it; pauses and resumes never wait; and every write counted in
+        /// flight is released by the end.
+        #[test]
+        fn the_held_queue_keeps_order_and_releases_every_write(
+            steps in proptest::collection::vec(step(), 1..200)
+        ) {
+            let state = Arc::new(HandleState::new(true));
+            let ran = Arc::new(Mutex::new(Vec::new()));
+            let mut next = 0u32;
+            // What came, in order, between aborts: what may run, in that order.
+            let mut came_runs: Vec<Vec<Ran>> = vec![Vec::new()];
+            let apply = |op: SessionOp, writable: bool, ran: &Arc<Mutex<Vec<Ran>>>| match op {
+                SessionOp::Job(job) => {
+                    let writes = job.writes();
+                    assert!(writable || !writes, "a write ran while unwritable");
+                    job.run(&mut ()).unwrap();
+                }
+                SessionOp::Close => ran.lock().unwrap().push(Ran::Close),
+                SessionOp::Abort => ran.lock().unwrap().push(Ran::Abort),
+            };
+            for step in steps {
+                match step {
+                    Step::Write { writable } => {
+                        state.in_flight.fetch_add(1, Ordering::AcqRel);
+                        let guard = InFlight(state.clone());
+                        let (ran2, seq) = (ran.clone(), next);
+                        next += 1;
+                        came_runs.last_mut().unwrap().push(Ran::Write(seq));
+                        let op = SessionOp::Job(SessionJob {
+                            work: Box::new(move |_| {
+                                let _applied = guard;
+                                ran2.lock().unwrap().push(Ran::Write(seq));
+                                Ok(())
+                            }),
+                            writes: true,
+                        });
+                        if let Some(op) = state.admit(op, writable) {
+                            apply(op, writable, &ran);
+                        }
+                    }
+                    Step::Close { writable } => {
+                        came_runs.last_mut().unwrap().push(Ran::Close);
+                        if let Some(op) = state.admit(SessionOp::Close, writable) {
+                            apply(op, writable, &ran);
+                        }
+                    }
+                    Step::Control { writable } => {
+                        let ran2 = ran.clone();
+                        let op = SessionOp::Job(SessionJob {
+                            work: Box::new(move |_| {
+                                ran2.lock().unwrap().push(Ran::Control);
+                                Ok(())
+                            }),
+                            writes: false,
+                        });
+                        let op = state.admit(op, writable);
+                        proptest::prop_assert!(op.is_some(), "a pause or resume waited");
+                        apply(op.unwrap(), writable, &ran);
+                    }
+                    Step::Abort => {
+                        came_runs.push(Vec::new());
+                        let op = state.admit(SessionOp::Abort, false);
+                        proptest::prop_assert!(op.is_some(), "an abort waited");
+                        apply(op.unwrap(), false, &ran);
+                    }
+                    Step::Drain { writable } => {
+                        while let Some(op) = state.release(writable) {
+                            apply(op, writable, &ran);
+                        }
+                    }
+                }
+            }
+            state.mark_closed();
+            proptest::prop_assert_eq!(state.in_flight.load(Ordering::Acquire), 0);
+            // Between two aborts, what ran (pauses and resumes aside) is the front of what
+            // came, in the order it came: nothing reordered, run twice, or run past a
+            // command still held; the rest was dropped by the abort or the end.
+            let ran = ran.lock().unwrap().clone();
+            let ran_runs: Vec<Vec<Ran>> = ran
+                .split(|r| *r == Ran::Abort)
+                .map(|run| run.iter().copied().filter(|r| *r != Ran::Control).collect())
+                .collect();
+            proptest::prop_assert_eq!(ran_runs.len(), came_runs.len());
+            for (ran, came) in ran_runs.iter().zip(&came_runs) {
+                proptest::prop_assert!(
+                    came.starts_with(ran),
+                    "ran {:?}, not the front of what came {:?}",
+                    ran,
+                    came
+                );
+            }
+        }
+    }
 }
