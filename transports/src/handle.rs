@@ -81,14 +81,13 @@ impl HandleState {
     /// could wait for good on a peer that waits for it. An abort discards what waits and
     /// applies at once.
     pub(crate) fn admit(&self, op: SessionOp, writable: bool) -> Option<SessionOp> {
+        if matches!(op, SessionOp::Abort) {
+            self.discard_held();
+            return Some(op);
+        }
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let waits = match &op {
-            SessionOp::Abort => {
-                let discarded = std::mem::take(&mut *held);
-                drop(held);
-                drop(discarded);
-                return Some(op);
-            }
+            SessionOp::Abort => false, // taken above
             SessionOp::Job(job) if !job.writes() => false,
             SessionOp::Job(_) => !held.is_empty() || !writable,
             SessionOp::Close => !held.is_empty(),
@@ -117,12 +116,23 @@ impl HandleState {
     }
 
     /// The session has ended: handles refuse from now on, and what was held is dropped
-    /// (as jobs still in the reactor's queue are), outside the lock, since dropping a job
-    /// drops what the user's closure holds.
+    /// (as jobs still in the reactor's queue are).
     pub(crate) fn mark_closed(&self) {
         self.closed.store(true, Ordering::Release);
+        self.discard_held();
+        self.wake_waiters();
+    }
+
+    /// Drops what is held, outside the lock: dropping a job drops what the user's closure
+    /// holds.
+    fn discard_held(&self) {
         let discarded = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
         drop(discarded);
+    }
+
+    /// Wakes the writers waiting in `wait_writable`, under the lock they check with, so
+    /// that none misses the change between its check and its wait.
+    fn wake_waiters(&self) {
         let _guard = self.writable.lock().unwrap_or_else(|p| p.into_inner());
         self.changed.notify_all();
     }
@@ -141,10 +151,8 @@ impl Drop for InFlight {
         let before = self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         if before >= MAX_IN_FLIGHT {
             // A writer refused for the writes in flight may wait in `wait_writable`: room
-            // for one more is what it waits for. Under the lock, so the wake-up cannot slip
-            // between its check and its wait.
-            let _guard = self.0.writable.lock().unwrap_or_else(|p| p.into_inner());
-            self.0.changed.notify_all();
+            // for one more is what it waits for.
+            self.0.wake_waiters();
         }
     }
 }
@@ -416,12 +424,7 @@ impl HandleCore {
             if before <= MAX_IN_FLIGHT {
                 // Back under the bound: a writer on another thread may have seen this
                 // refused count in `wait_writable` and gone to sleep on it.
-                let _guard = self
-                    .state
-                    .writable
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                self.state.changed.notify_all();
+                self.state.wake_waiters();
             }
             return Err(Error::Backpressure);
         }
