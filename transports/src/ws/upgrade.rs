@@ -68,6 +68,7 @@ pub(crate) struct Upgrade<S, H> {
     filter: Option<Box<FilterIo>>,
     /// Plain bytes read and not parsed yet.
     input: BytesMut,
+    pacing: ParsePacing,
     /// Plain bytes to send (a client's request; a refusal).
     output: BytesMut,
     handshake: H,
@@ -92,6 +93,7 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             stream: Some(stream),
             filter,
             input: BytesMut::new(),
+            pacing: ParsePacing::default(),
             output: first_output,
             handshake,
             timer: None,
@@ -251,8 +253,13 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             }
             return Status::Continue;
         }
-        let stream = self.stream.as_ref().expect("owned until done");
-        match self.handshake.advance(cx, &mut self.input, stream) {
+        let step = if self.pacing.due(&self.input) {
+            let stream = self.stream.as_ref().expect("owned until done");
+            self.handshake.advance(cx, &mut self.input, stream)
+        } else {
+            Step::More
+        };
+        match step {
             Step::More if open => Status::Continue,
             Step::More => self.fail(cx, Error::UnexpectedEof { buffered: 0 }),
             Step::Done => {
@@ -278,6 +285,33 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
                 self.step(cx)
             }
         }
+    }
+}
+
+/// When to parse a head again, as it arrives. Parsing it whole after every read would cost
+/// a head trickled a byte at a time work quadratic in its length, for each slow peer; it is
+/// parsed again only once a line has ended (every head ends with one, and has at most a
+/// few dozen), once it has doubled since the last parse (so that junk is refused early: a
+/// TLS ClientHello sent to a plain port gets its 400 at once), or once it is past the
+/// limit, for the parser to refuse.
+#[derive(Default)]
+struct ParsePacing {
+    /// The input's length at the last parse.
+    parsed: usize,
+    /// How much of the input was looked at for a line's end.
+    seen: usize,
+}
+
+impl ParsePacing {
+    fn due(&mut self, input: &[u8]) -> bool {
+        let new = input.get(self.seen..).unwrap_or_default();
+        let line_ended = new.contains(&b'\n');
+        self.seen = input.len();
+        let due = line_ended || input.len() >= 2 * self.parsed || input.len() > MAX_HEAD;
+        if due {
+            self.parsed = input.len();
+        }
+        due
     }
 }
 
@@ -334,5 +368,33 @@ impl<S: Stream, H: Handshake<S>> Entry for Upgrade<S, H> {
             };
         }
         self.fail(cx, Error::Closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lengths at which a head fed `step` bytes at a time is parsed.
+    fn parses(head: &[u8], step: usize) -> Vec<usize> {
+        let mut pacing = ParsePacing::default();
+        (1..=head.len().div_ceil(step))
+            .map(|n| (n * step).min(head.len()))
+            .filter(|&len| pacing.due(&head[..len]))
+            .collect()
+    }
+
+    #[test]
+    fn a_head_is_parsed_again_once_a_line_has_ended_or_it_has_doubled() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        // A byte at a time: at doubled lengths (1 to 16) and at each line's end (16, 25, 27).
+        assert_eq!(parses(head, 1), [1, 2, 4, 8, 16, 25, 27]);
+        assert_eq!(parses(head, head.len()), [27], "all at once");
+        // A head of one long line: the parses' total length stays within three times the head's,
+        // and one past the limit is parsed at once, for the parser to refuse it.
+        let line = [b'x'; MAX_HEAD + 1];
+        let lengths = parses(&line, 1);
+        assert!(lengths.iter().sum::<usize>() <= 3 * MAX_HEAD, "{lengths:?}");
+        assert_eq!(lengths.last(), Some(&(MAX_HEAD + 1)));
     }
 }
