@@ -1069,3 +1069,53 @@ fn a_burst_is_answered_whole_when_the_bounds_hold_one_batch_of_replies() {
         check_datagram_contract(&mut events);
     });
 }
+
+/// Answers every datagram with one just over IPv4's largest UDP payload, then one of
+/// exactly it, and reports what each `write_to` said.
+struct LargestAnswers(Sender<(Result<(), String>, Result<(), String>)>);
+
+impl DatagramHandler<RawCodec> for LargestAnswers {
+    fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, _: Bytes, peer: SocketAddr) {
+        let over = s
+            .write_to(peer, vec![1u8; 65_508])
+            .map_err(|e| e.to_string());
+        let largest = s
+            .write_to(peer, vec![2u8; 65_507])
+            .map_err(|e| e.to_string());
+        let _ = self.0.send((over, largest));
+    }
+}
+
+/// A dual-stack endpoint (`[::]`) sends to an IPv4 peer as IPv4, which carries 20 bytes
+/// less per datagram than IPv6: a write over that is refused at once with the limit that
+/// applies (before, it was queued against IPv6's limit and failed in the kernel with
+/// `EMSGSIZE`, naming no peer), and one of exactly the limit arrives whole.
+#[test]
+fn a_dual_stack_endpoint_holds_an_ipv4_peer_to_the_ipv4_limit() {
+    watchdog(TEST_LIMIT, || {
+        if std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() != "0") {
+            eprintln!("skipped: sockets bound to [::] are IPv6-only on this host");
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let endpoint = UdpEndpoint::builder()
+            .bind("[::]:0", move |_| {
+                Ok((RawCodec, LargestAnswers(tx.clone())))
+            })
+            .expect("bind a dual-stack endpoint");
+        assert_eq!(
+            endpoint.local_addr().ip(),
+            "::".parse::<std::net::IpAddr>().unwrap()
+        );
+        let port = endpoint.local_addr().port();
+        let running = Running::serve("udp-dual-stack", endpoint);
+        let peer = peer_socket();
+        peer.send_to(b"hi", ("127.0.0.1", port)).unwrap();
+        let (over, largest) = rx.recv_timeout(STEP).expect("the handler answered");
+        let refusal = over.expect_err("a datagram over the IPv4 limit to an IPv4 peer");
+        assert!(refusal.contains("65507"), "{refusal}");
+        assert_eq!(largest, Ok(()));
+        assert_eq!(recv_datagram(&peer), vec![2u8; 65_507]);
+        running.stop();
+    });
+}

@@ -359,14 +359,21 @@ pub(crate) fn new_session<S: socket::DatagramSocket, C>(
     options: Arc<SessionOptions>,
 ) -> io::Result<DatagramSession<C, S::Addr>> {
     let local = socket.local_addr()?;
+    let max_payload = match &peer {
+        Some(peer) => S::max_payload_to(peer, socket.max_payload()),
+        None => socket.max_payload(),
+    };
     Ok(DatagramSession::new(
         local,
         peer,
         #[cfg(unix)]
         std::os::fd::AsRawFd::as_raw_fd(&*socket.sock()),
         codec,
-        socket.max_payload(),
-        S::is_unnamed,
+        max_payload,
+        session::DestinationRules {
+            is_unnamed: S::is_unnamed,
+            max_payload_to: S::max_payload_to,
+        },
         options,
         std::time::Instant::now(),
     ))

@@ -55,8 +55,7 @@ pub struct DatagramSession<C, A = SocketAddr> {
     peer: Option<A>,
     codec: C,
     max_payload: usize,
-    /// True for a destination nothing can be sent to (an unnamed unix socket).
-    unnamed: fn(&A) -> bool,
+    destinations: DestinationRules<A>,
     /// Bytes of receive buffers the entry holds right now (kept up to date by the entry).
     pub(crate) recv_held: usize,
     pub(crate) out: DatagramQueue<A>,
@@ -70,6 +69,15 @@ pub struct DatagramSession<C, A = SocketAddr> {
     pub(crate) owner: Option<getty_reactor::Recipient<crate::commands::OwnerNote>>,
 }
 
+/// What a session knows of destinations from its socket's type (it is not generic over
+/// the socket itself).
+pub(crate) struct DestinationRules<A> {
+    /// True for a destination nothing can be sent to (an unnamed unix socket).
+    pub(crate) is_unnamed: fn(&A) -> bool,
+    /// The largest payload to a destination, given the socket's largest.
+    pub(crate) max_payload_to: fn(&A, usize) -> usize,
+}
+
 impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -78,7 +86,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         #[cfg(unix)] fd: std::os::fd::RawFd,
         codec: C,
         max_payload: usize,
-        unnamed: fn(&A) -> bool,
+        destinations: DestinationRules<A>,
         options: Arc<SessionOptions>,
         now: Instant,
     ) -> Self {
@@ -92,7 +100,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
             peer,
             codec,
             max_payload,
-            unnamed,
+            destinations,
             recv_held: 0,
             out: DatagramQueue::default(),
             stats: DatagramStats::new(now),
@@ -142,7 +150,9 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         self.peer.is_some()
     }
 
-    /// The largest datagram payload this socket can send.
+    /// The largest datagram payload this socket can send. A dual-stack (`[::]`) endpoint
+    /// answers IPv6's 65,527 B; to an IPv4 peer it can send 65,507 B, and a larger write to
+    /// one is refused with `Error::MessageTooLong` as any other over the limit.
     ///
     /// ```
     /// getty_transports::udp::with_udp_session(getty_codec::RawCodec, |s| {

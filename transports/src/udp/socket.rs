@@ -41,6 +41,14 @@ pub(crate) trait DatagramSocket: mio::event::Source + 'static {
     /// The largest payload one datagram can carry on this socket.
     fn max_payload(&self) -> usize;
 
+    /// The largest payload one datagram to `peer` can carry, on a socket whose largest is
+    /// `socket_max`: less where the peer's network carries less (an IPv4 peer of a
+    /// dual-stack UDP socket).
+    fn max_payload_to(peer: &Self::Addr, socket_max: usize) -> usize {
+        let _ = peer;
+        socket_max
+    }
+
     /// The largest datagram this socket can receive, whoever sent it: it sizes the
     /// receive buffers (with the session's `max_message_len`). UDP: the largest UDP
     /// payload. A unix datagram socket has no bound of its own (a peer's send buffer
@@ -117,6 +125,20 @@ impl DatagramSocket for mio::net::UdpSocket {
         match mio::net::UdpSocket::local_addr(self) {
             Ok(SocketAddr::V6(_)) => MAX_UDP_PAYLOAD_V6,
             _ => MAX_UDP_PAYLOAD_V4,
+        }
+    }
+
+    /// A dual-stack (`[::]`) socket sends to an IPv4 peer (an IPv4-mapped address) as IPv4,
+    /// whose datagrams carry 20 bytes less than IPv6's.
+    fn max_payload_to(peer: &SocketAddr, socket_max: usize) -> usize {
+        let ipv4 = match peer {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
+        };
+        if ipv4 {
+            socket_max.min(MAX_UDP_PAYLOAD_V4)
+        } else {
+            socket_max
         }
     }
 

@@ -7,7 +7,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// `None` (the connected peer) on a connected socket, else `Some(peer)`.
     pub(super) fn destination(&self, peer: A) -> Result<Option<A>, Error> {
         match &self.peer {
-            None if (self.unnamed)(&peer) => Err(Error::UnnamedPeer),
+            None if (self.destinations.is_unnamed)(&peer) => Err(Error::UnnamedPeer),
             None => Ok(Some(peer)),
             Some(connected) if *connected == peer => Ok(None),
             Some(connected) => Err(Error::Io(io::Error::new(
@@ -25,7 +25,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         let before = self.out.tail.len();
         self.codec.encode(message, &mut self.out.tail)?;
         let len = self.out.tail.len() - before;
-        if let Err(e) = self.check_room(len) {
+        if let Err(e) = self.check_room(peer.as_ref(), len) {
             self.out.tail.truncate(before);
             return Err(e);
         }
@@ -36,7 +36,7 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
 
     pub(super) fn queue_bytes(&mut self, peer: Option<A>, bytes: Bytes) -> Result<(), Error> {
         self.core.check_open()?;
-        self.check_room(bytes.len())?;
+        self.check_room(peer.as_ref(), bytes.len())?;
         self.out.push_bytes(peer, bytes);
         self.note_queued();
         Ok(())
@@ -65,12 +65,15 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         Ok(())
     }
 
-    pub(super) fn check_room(&mut self, len: usize) -> Result<(), Error> {
-        if len > self.max_payload {
-            return Err(Error::MessageTooLong {
-                len,
-                max: self.max_payload,
-            });
+    /// Whether a datagram of `len` bytes to `peer` (`None`: the connected peer) may be
+    /// queued.
+    pub(super) fn check_room(&mut self, peer: Option<&A>, len: usize) -> Result<(), Error> {
+        let max = match peer {
+            Some(peer) => (self.destinations.max_payload_to)(peer, self.max_payload),
+            None => self.max_payload,
+        };
+        if len > max {
+            return Err(Error::MessageTooLong { len, max });
         }
         // Every datagram costs its bookkeeping too: charged, so that empty ones are bounded.
         let queued = self.out.len();
