@@ -366,6 +366,10 @@ where
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
             self.phase = Phase::Closed;
             self.session.core.note_ended(cx);
+            // What never went out is lost with the session: every datagram written is
+            // then either sent or dropped when on_close reads the counters.
+            self.session.stats.dropped_out += self.session.out.datagrams() as u64;
+            self.session.out.clear();
             self.handler.on_close(&mut self.session);
             // A handle made in on_close, after the ones before it were marked.
             self.mark_handles_closed();

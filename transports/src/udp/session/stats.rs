@@ -43,7 +43,9 @@ pub struct DatagramStats {
     /// after the write-stall timeout or a failed send). Counted as they are dropped, and
     /// reported to `on_error`: on an unconnected unix endpoint as a `DroppedDatagrams`, once
     /// per destination, cause and flush (drops past a bound at most once per destination
-    /// every 100 ms), elsewhere one by one.
+    /// every 100 ms), elsewhere one by one. What is still queued when the session ends (an
+    /// abort, a fatal error such as a write stall) is counted too, before `on_close`: there
+    /// every datagram written (`messages_out`) was either sent or dropped.
     pub dropped_out: u64,
     /// Writes refused with `Error::QueueFull`: the queue was at its hard bound
     /// (`SessionOptions::max_outbound`, each datagram charged 64 bytes on top of its
