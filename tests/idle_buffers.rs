@@ -334,9 +334,17 @@ fn interleaved_partial_tls_records_never_cross_sessions() {
 /// How long the pool of `an_idle_reactor_frees_its_pool_then_sleeps` keeps a buffer unused.
 const RELEASE_AFTER: Duration = Duration::from_millis(500);
 
-/// What `s`'s pool holds: ordinary buffers and bytes of large ones.
-fn pool_holds(reactor: &Running) -> (usize, usize) {
-    reactor.run_on(|s| (s.buffers().idle(), s.buffers().large_idle_bytes()))
+/// What the pool holds: ordinary buffers, bytes of large ones, and bytes of the buffers
+/// the transports keep beside it (their spare session boxes).
+fn pool_holds(reactor: &Running) -> (usize, usize, usize) {
+    reactor.run_on(|s| {
+        let pool = s.buffers();
+        (
+            pool.idle(),
+            pool.large_idle_bytes(),
+            pool.thread_cache_bytes(),
+        )
+    })
 }
 
 #[test]
@@ -369,17 +377,18 @@ fn an_idle_reactor_frees_its_pool_then_sleeps() {
             });
         };
         burst(&mut streams);
-        // (Ordinary buffers mostly wait in the sessions' spare boxes, a short fixed list
-        // outside the pool; the large ones always come back to the pool.)
-        let (idle, large) = pool_holds(&reactor);
+        // (Ordinary buffers mostly wait in the sessions' spare boxes, a short list beside
+        // the pool; the large ones always come back to the pool.)
+        let (idle, large, spare) = pool_holds(&reactor);
         assert!(
-            large > 0,
-            "the burst left large buffers in the pool: {idle} ordinary, {large} B of large ones"
+            large > 0 && spare > 0,
+            "the burst left {idle} ordinary buffers, {large} B of large ones and {spare} B \
+             in spare boxes"
         );
 
         // Unused for two intervals at most, then freed, while the sessions stay open.
         let deadline = Instant::now() + STEP;
-        while pool_holds(&reactor) != (0, 0) {
+        while pool_holds(&reactor) != (0, 0, 0) {
             assert!(
                 Instant::now() < deadline,
                 "the pool still holds {:?}",

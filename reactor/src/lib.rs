@@ -95,7 +95,7 @@ pub use group::GroupId;
 pub use handle::ReactorHandle;
 pub use metrics::{LatencyHistogram, LoopMetrics};
 pub use panic::PanicPolicy;
-pub use pool::BufPool;
+pub use pool::{BufPool, CacheRequest};
 pub use reactor::{Reactor, ReactorBuilder, ReactorThread};
 pub use reactor_pool::ReactorPool;
 pub use ready::Ready;

@@ -11,7 +11,9 @@
 //!
 //! What a burst left behind does not stay for good: buffers that no taker needed for a
 //! whole interval ([`BufPool::release_unused_after`], 10 s by default) are freed, so a
-//! reactor that has gone idle ends up holding none, and wakes for it no more.
+//! reactor that has gone idle ends up holding none, and wakes for it no more. A layer that
+//! keeps buffers of its own beside the pool, per thread, has them freed by the same rule
+//! ([`BufPool::set_thread_cache`]).
 
 use std::time::Duration;
 
@@ -45,6 +47,20 @@ pub struct BufPool {
     /// The same for `large`.
     large_low: usize,
     release_after: Option<Duration>,
+    thread_cache: Option<fn(CacheRequest) -> usize>,
+}
+
+/// What a pool asks of a cache of buffers that a layer above keeps beside it on the
+/// reactor's thread ([`BufPool::set_thread_cache`]), for the rule by which the pool frees
+/// its own: what waited unused through a whole interval goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheRequest {
+    /// The bytes of capacity the cache holds now (0: nothing to wake up for).
+    HeldBytes,
+    /// An interval begins: whatever the cache holds now counts as unused until taken.
+    BeginInterval,
+    /// The interval has ended: free what went unused through it; answer the bytes freed.
+    ReleaseUnused,
 }
 
 impl BufPool {
@@ -74,7 +90,56 @@ impl BufPool {
             idle_low: 0,
             large_low: 0,
             release_after: Some(Self::DEFAULT_RELEASE_AFTER),
+            thread_cache: None,
         }
+    }
+
+    /// Has the pool's release cover `cache` too: buffers a layer above keeps for reuse
+    /// outside the pool, on the thread that runs this pool's reactor (getty-transports
+    /// keeps the drained buffers of its last few sessions this way, so that the next
+    /// session takes them without a trip through the pool). The pool asks `cache` what it
+    /// holds before deciding it is empty, and has it free, at each interval's end, what
+    /// went unused through the interval: an idle reactor then holds none of those either.
+    /// One cache per pool; setting it again replaces it.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use getty_reactor::{BufPool, CacheRequest};
+    ///
+    /// thread_local! {
+    ///     /// (held, held at the interval's start and not taken since)
+    ///     static CACHE: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    /// }
+    /// fn cache(request: CacheRequest) -> usize {
+    ///     let (held, unused) = CACHE.get();
+    ///     match request {
+    ///         CacheRequest::HeldBytes => held,
+    ///         CacheRequest::BeginInterval => { CACHE.set((held, held)); 0 }
+    ///         CacheRequest::ReleaseUnused => { CACHE.set((held - unused, 0)); unused }
+    ///     }
+    /// }
+    ///
+    /// let mut pool = BufPool::new(1024, 4);
+    /// pool.set_thread_cache(cache);
+    /// assert!(pool.is_empty());
+    /// CACHE.set((4096, 0)); // the layer above keeps 4 KiB
+    /// assert!(!pool.is_empty());
+    /// assert_eq!(pool.thread_cache_bytes(), 4096);
+    /// pool.begin_interval();
+    /// assert_eq!(pool.release_unused(), 4096); // unused all interval long
+    /// assert!(pool.is_empty());
+    /// ```
+    pub fn set_thread_cache(&mut self, cache: fn(CacheRequest) -> usize) {
+        self.thread_cache = Some(cache);
+    }
+
+    /// The bytes the thread's cache ([`set_thread_cache`](Self::set_thread_cache)) holds;
+    /// 0 without one.
+    ///
+    /// See [`set_thread_cache`](Self::set_thread_cache).
+    pub fn thread_cache_bytes(&self) -> usize {
+        self.thread_cache
+            .map_or(0, |cache| cache(CacheRequest::HeldBytes))
     }
 
     /// Frees the buffers that wait unused through an `interval`: a reactor calls
@@ -135,6 +200,9 @@ impl BufPool {
             self.large_bytes -= buf.capacity();
             freed += buf.capacity();
         }
+        if let Some(cache) = self.thread_cache {
+            freed += cache(CacheRequest::ReleaseUnused);
+        }
         self.begin_interval();
         freed
     }
@@ -147,9 +215,13 @@ impl BufPool {
     pub fn begin_interval(&mut self) {
         self.idle_low = self.idle.len();
         self.large_low = self.large.len();
+        if let Some(cache) = self.thread_cache {
+            cache(CacheRequest::BeginInterval);
+        }
     }
 
-    /// Whether the pool holds no buffer at all, ordinary or large.
+    /// Whether the pool holds no buffer at all, ordinary or large, nor does the thread's
+    /// cache ([`set_thread_cache`](Self::set_thread_cache)).
     ///
     /// ```
     /// let mut pool = getty_reactor::BufPool::new(1024, 4);
@@ -158,7 +230,7 @@ impl BufPool {
     /// assert!(!pool.is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.idle.is_empty() && self.large.is_empty()
+        self.idle.is_empty() && self.large.is_empty() && self.thread_cache_bytes() == 0
     }
 
     /// Keeps at most `bytes` of large buffers (those grown past twice

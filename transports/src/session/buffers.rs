@@ -5,14 +5,15 @@
 //! first needs either and handed back when both have drained. Handed-back boxes wait in a
 //! short per-thread list with their (cleared) buffers, so a request/response session takes
 //! the same box, buffers and all, for every message: no allocation, and no trip of each
-//! buffer through the reactor's pool.
+//! buffer through the reactor's pool. The pool frees the boxes that waited unused through
+//! one of its release intervals, as it frees its own buffers (`spare_cache`).
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
-use getty_reactor::BufPool;
+use getty_reactor::{BufPool, CacheRequest};
 
 use crate::outbound::Outbound;
 
@@ -30,21 +31,69 @@ pub(crate) struct Io {
 /// stay a small, fixed amount of memory.
 const MAX_SPARE: usize = 8;
 
-thread_local! {
-    /// Drained boxes, with their buffers, for the next session that needs one. The boxes
-    /// themselves are what is kept: a session holds a `Box<Io>`, and handing one out must
-    /// not allocate.
+/// Drained boxes, with their buffers, for the next session that needs one. The boxes
+/// themselves are what is kept: a session holds a `Box<Io>`, and handing one out must not
+/// allocate.
+struct Spare {
+    /// The oldest first: a session takes the box handed back last.
     #[allow(clippy::vec_box)]
-    static SPARE: RefCell<Vec<Box<Io>>> = const { RefCell::new(Vec::new()) };
+    boxes: Vec<Box<Io>>,
+    /// The fewest boxes held at once since the pool's release interval began: that many,
+    /// the oldest, waited through all of it unused.
+    low: usize,
+}
+
+thread_local! {
+    static SPARE: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            boxes: Vec::new(),
+            low: 0,
+        })
+    };
 }
 
 #[inline(never)]
 fn take_spare() -> Box<Io> {
     SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
+        .try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let io = spare.boxes.pop();
+            spare.low = spare.low.min(spare.boxes.len());
+            io
+        })
         .ok()
         .flatten()
         .unwrap_or_default()
+}
+
+/// The spare list as the reactor's pool sees it ([`BufPool::set_thread_cache`]): what it
+/// holds, and the boxes that went unused through a whole release interval, freed at its
+/// end (their buffers too), so that an idle reactor's thread holds none.
+fn spare_cache(request: CacheRequest) -> usize {
+    let answer = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        match request {
+            CacheRequest::HeldBytes => spare.boxes.iter().map(|io| io.held_bytes()).sum(),
+            CacheRequest::BeginInterval => {
+                spare.low = spare.boxes.len();
+                0
+            }
+            CacheRequest::ReleaseUnused => {
+                let unused = spare.low;
+                spare.low = 0;
+                spare.boxes.drain(..unused).map(|io| io.held_bytes()).sum()
+            }
+        }
+    });
+    // Only while the thread is being torn down, when its list is gone.
+    answer.unwrap_or(0)
+}
+
+impl Io {
+    /// The capacity of the buffers a spare box keeps.
+    fn held_bytes(&self) -> usize {
+        self.read.capacity() + self.out.tail.capacity()
+    }
 }
 
 /// A session's [`Io`], absent while nothing is in flight. It derefs to the outbound queue,
@@ -148,11 +197,13 @@ fn hand_back(mut io: Box<Io>, pool: &mut BufPool) {
     keep_for_next_use(&mut io.read, pool);
     keep_for_next_use(&mut io.out.tail, pool);
     io.out.trim();
+    // The pool frees the list's unused boxes with its own unused buffers.
+    pool.set_thread_cache(spare_cache);
     let full = SPARE
         .try_with(|spare| {
             let mut spare = spare.borrow_mut();
-            if spare.len() < MAX_SPARE {
-                spare.push(io);
+            if spare.boxes.len() < MAX_SPARE {
+                spare.boxes.push(io);
                 None
             } else {
                 Some(io)
@@ -224,6 +275,36 @@ impl DerefMut for Buffers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `n` sessions at once take a box with a read buffer, then drain and hand it back.
+    fn hand_back(n: usize, pool: &mut BufPool) {
+        let mut sessions: Vec<Buffers> = (0..n).map(|_| Buffers::default()).collect();
+        for buffers in &mut sessions {
+            buffers.read_buf().reserve(4096);
+        }
+        for buffers in &mut sessions {
+            buffers.release(pool);
+            assert!(!buffers.is_held());
+        }
+    }
+
+    #[test]
+    fn the_pool_frees_the_spare_boxes_that_went_unused_through_an_interval() {
+        let mut pool = BufPool::new(4096, 4);
+        let held = |pool: &BufPool| pool.thread_cache_bytes();
+        hand_back(3, &mut pool);
+        let three = held(&pool);
+        assert!(three >= 3 * 4096 && !pool.is_empty(), "{three}");
+        pool.begin_interval();
+        // One box is taken and handed back within the interval: the two others waited.
+        hand_back(1, &mut pool);
+        let freed = pool.release_unused();
+        assert!(freed >= 2 * 4096 && held(&pool) == three - freed, "{freed}");
+        // The last one, unused through the next interval, goes too.
+        assert_eq!(pool.release_unused(), three - freed);
+        assert_eq!(held(&pool), 0);
+        assert!(pool.is_empty());
+    }
 
     #[test]
     fn a_drained_session_hands_its_box_back_and_gets_it_again_with_its_buffers() {
