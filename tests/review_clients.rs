@@ -94,3 +94,231 @@ fn a_tls_client_whose_handshakes_fail_gives_up_after_its_failure_limit() {
         assert_eq!(errors, 2, "one on_error per failed handshake");
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// WebSocket clients against scripted servers
+// ---------------------------------------------------------------------------------------
+
+#[cfg(feature = "ws")]
+mod ws {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc::Sender;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{Ws, WsClient};
+    use getty::{Error, Handler, Session, SessionOptions};
+
+    /// Reports every callback (a message as its payload).
+    struct WsProbe {
+        tx: Sender<Ev>,
+    }
+
+    impl Handler<MessageCodec, Ws> for WsProbe {
+        fn on_open(&mut self, s: &mut Session<MessageCodec, Ws>) -> std::io::Result<()> {
+            let _ = self.tx.send(Ev::Open {
+                sid: s.id(),
+                peer: s.peer_addr(),
+            });
+            Ok(())
+        }
+
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
+            let _ = self.tx.send(Ev::Msg {
+                sid: s.id(),
+                msg: msg.into_payload(),
+            });
+        }
+
+        fn on_error(&mut self, s: &mut Session<MessageCodec, Ws>, error: &Error) {
+            let _ = self.tx.send(Ev::Error {
+                sid: s.id(),
+                err: classify(error),
+            });
+        }
+
+        fn on_close(&mut self, s: &mut Session<MessageCodec, Ws>) {
+            let _ = self.tx.send(Ev::Close { sid: s.id() });
+        }
+    }
+
+    /// Reads a request head byte by byte (nothing past it is taken).
+    fn read_head(stream: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("the request head");
+            head.push(byte[0]);
+            assert!(head.len() < 16 * 1024, "an overlong head");
+        }
+        String::from_utf8(head).expect("an ASCII head")
+    }
+
+    /// The `Sec-WebSocket-Accept` that answers `request`.
+    fn accept_of(request: &str) -> String {
+        let key = request
+            .split("\r\n")
+            .find_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| v.trim())
+            })
+            .expect("a key");
+        tungstenite::handshake::derive_accept_key(key.as_bytes())
+    }
+
+    fn good_101(request: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            accept_of(request)
+        )
+        .into_bytes()
+    }
+
+    /// A listener whose first connection (accepted within `STEP`) gets `script` run on it
+    /// with the request head; the connection stays open until the test ends (or 30 s).
+    fn scripted(
+        script: impl FnOnce(&mut TcpStream, &str) + Send + 'static,
+    ) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + STEP;
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(_) => return,
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream.set_read_timeout(Some(STEP)).unwrap();
+            let request = read_head(&mut stream);
+            script(&mut stream, &request);
+            // Keep the connection (and the listener) open: the client must decide alone.
+            let mut sink = [0u8; 4096];
+            let until = Instant::now() + Duration::from_secs(30);
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            while Instant::now() < until {
+                match stream.read(&mut sink) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
+                }
+            }
+            drop(listener);
+        });
+        addr
+    }
+
+    /// A client of `addr` allowed one failed dial, with a handshake timeout far longer than
+    /// the test waits: a refusal must come from the response itself, not the timer.
+    fn client_of(addr: std::net::SocketAddr, tx: &Sender<Ev>) -> Running {
+        let tx = tx.clone();
+        let options = SessionOptions::default().handshake_timeout(Duration::from_secs(120));
+        let client = WsClient::builder()
+            .session_options(options)
+            .max_consecutive_failures(Some(1))
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((MessageCodec, WsProbe { tx: tx.clone() }))
+            })
+            .unwrap();
+        Running::serve("ws-review-client", client)
+    }
+
+    /// Responses a client must refuse at once, without opening a session: a 200, a `101`
+    /// with a wrong `Sec-WebSocket-Accept`, a head that never ends within 8 KiB (the
+    /// server keeps the connection open), and a complete head longer than 8 KiB.
+    #[test]
+    fn a_websocket_client_refuses_bad_responses_at_once() {
+        type Script = fn(&mut TcpStream, &str);
+        let cases: [(&str, Script); 4] = [
+            ("a 200", |s, _| {
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+            }),
+            ("a wrong accept", |s, _| {
+                s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+                )
+                .unwrap();
+            }),
+            ("an endless head", |s, _| {
+                let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nX-Long: ");
+                let _ = s.write_all(&[b'a'; 20 * 1024]);
+            }),
+            ("a long complete head", |s, request| {
+                let mut head = good_101(request);
+                head.truncate(head.len() - 2);
+                head.extend_from_slice(b"X-Pad: ");
+                head.extend_from_slice(&[b'a'; 9 * 1024]);
+                head.extend_from_slice(b"\r\n\r\n");
+                let _ = s.write_all(&head);
+            }),
+        ];
+        watchdog(TEST_LIMIT, move || {
+            let _gate = shared_gate();
+            for (what, script) in cases {
+                let addr = scripted(script);
+                let (tx, mut events) = Events::new();
+                let client = client_of(addr, &tx);
+                let gave_up = emptied_within(&client, STEP);
+                client.stop();
+                events.pump();
+                assert!(gave_up, "{what}: the client did not refuse it");
+                assert_eq!(events.all, vec![], "{what}: no session opened");
+            }
+        });
+    }
+
+    /// A masked text frame.
+    fn masked_text(payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    /// A `101` split across two writes, then an unmasked text frame: delivered. Then a
+    /// masked frame (RFC 6455 §5.1: a client must fail the connection): `on_error`, then
+    /// `on_close`, and no message from it.
+    #[test]
+    fn a_websocket_client_reads_a_split_101_and_refuses_masked_frames() {
+        watchdog(TEST_LIMIT, || {
+            let _gate = shared_gate();
+            let addr = scripted(|s, request| {
+                let head = good_101(request);
+                let (a, b) = head.split_at(20);
+                s.write_all(a).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                s.write_all(b).unwrap();
+                s.write_all(&[0x81, 2, b'h', b'i']).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+                s.write_all(&masked_text(b"no")).unwrap();
+            });
+            let (tx, mut events) = Events::new();
+            let client = client_of(addr, &tx);
+            let sid = events.wait("on_open", |e| matches!(e, Ev::Open { .. })).sid();
+            events.wait_close(sid);
+            client.stop();
+            let seen = events.of(sid);
+            assert!(
+                matches!(&seen[..], [Ev::Open { .. }, Ev::Msg { msg, .. }, Ev::Error { .. }, Ev::Close { .. }] if &msg[..] == b"hi"),
+                "{seen:?}"
+            );
+        });
+    }
+}
