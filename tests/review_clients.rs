@@ -95,6 +95,56 @@ fn a_tls_client_whose_handshakes_fail_gives_up_after_its_failure_limit() {
     });
 }
 
+/// Fifty clients of a closed port (ECONNREFUSED at every dial) and ten of a listener whose
+/// accept queue is full (every connect hangs until the connect timeout), all with the
+/// default backoff, on one reactor: they redial on timers, so over two seconds the reactor
+/// thread is mostly asleep (no busy loop), and `Close` stops every one of them.
+#[cfg(target_os = "linux")]
+#[test]
+fn refused_and_hanging_redials_sleep_between_dials_and_stop_when_told() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let closed = dead_port();
+        let full =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        full.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        full.listen(0).unwrap();
+        let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+        let _queued = std::net::TcpStream::connect(full_addr).unwrap();
+        let (tx, mut events) = Events::new();
+        let make = |addr: SocketAddr, tx: &std::sync::mpsc::Sender<Ev>| {
+            let tx = tx.clone();
+            TcpClient::builder()
+                .connect_timeout(Duration::from_millis(100))
+                .build(addr, move |_| {
+                    Ok((LengthFieldCodec::default(), Probe::silent(&tx)))
+                })
+                .unwrap()
+        };
+        let (running, first) = Running::spawn("rv-redial", make(closed, &tx));
+        let mut ids = vec![first];
+        for i in 1..60 {
+            let client = make(if i < 50 { closed } else { full_addr }, &tx);
+            ids.push(running.run_on(move |s| s.spawn(client)));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let before = cpu_of_thread("rv-redial").expect("the reactor thread");
+        std::thread::sleep(Duration::from_secs(2));
+        let cpu = cpu_of_thread("rv-redial").unwrap() - before;
+        assert!(
+            cpu < Duration::from_secs(1),
+            "the reactor spent {cpu:?} of 2 s redialling"
+        );
+        for id in ids {
+            running.handle().send(id, getty::Close).unwrap();
+        }
+        running.wait_until_empty("the clients did not stop");
+        running.stop();
+        assert_eq!(events.count(|_| true), 0, "no session opened");
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // WebSocket clients against scripted servers
 // ---------------------------------------------------------------------------------------
@@ -311,7 +361,9 @@ mod ws {
             });
             let (tx, mut events) = Events::new();
             let client = client_of(addr, &tx);
-            let sid = events.wait("on_open", |e| matches!(e, Ev::Open { .. })).sid();
+            let sid = events
+                .wait("on_open", |e| matches!(e, Ev::Open { .. }))
+                .sid();
             events.wait_close(sid);
             client.stop();
             let seen = events.of(sid);
