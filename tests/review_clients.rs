@@ -95,6 +95,70 @@ fn a_tls_client_whose_handshakes_fail_gives_up_after_its_failure_limit() {
     });
 }
 
+/// A loopback server that accepts every connection and holds it open, silent, until the
+/// returned flag is set (or 30 s pass); it counts what it accepted.
+fn silent_server() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (count, done) = (accepted.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut held = Vec::new();
+        while !done.load(Ordering::Relaxed) && Instant::now() < until {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    held.push(stream);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    (addr, accepted, stop)
+}
+
+/// A TLS client whose server never answers the ClientHello: each session hears the
+/// handshake timeout once (`on_error`, then `on_close`), and the client, allowed two failed
+/// dials, gives up after two connections and leaves no entry behind.
+#[test]
+fn a_tls_client_of_a_silent_server_times_out_each_handshake_once_and_gives_up() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (addr, accepted, stop) = silent_server();
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let config = tls::client_config(ca.cert.pem().as_bytes()).unwrap();
+        let (tx, mut events) = Events::new();
+        let options =
+            getty::SessionOptions::default().handshake_timeout(Duration::from_millis(100));
+        let client = TcpClient::builder()
+            .tls(config, "localhost")
+            .session_options(options)
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .max_consecutive_failures(Some(2))
+            .build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), Probe::silent(&tx)))
+            })
+            .unwrap();
+        let client = Running::serve("tls-silent-client", client);
+        let gave_up = emptied_within(&client, STEP);
+        stop.store(true, Ordering::Relaxed);
+        client.stop();
+        events.check_contract();
+        let timeouts = events.count(
+            |e| matches!(e, Ev::Error { err: ErrKind::Other(text), .. } if text.contains("handshake")),
+        );
+        let opened = events.count(|e| matches!(e, Ev::Open { .. }));
+        assert!(gave_up, "the client never gave up: {:?}", events.all);
+        assert_eq!(accepted.load(Ordering::Relaxed), 2, "connections");
+        assert_eq!((opened, timeouts), (2, 2), "{:?}", events.all);
+    });
+}
+
 /// Fifty clients of a closed port (ECONNREFUSED at every dial) and ten of a listener whose
 /// accept queue is full (every connect hangs until the connect timeout), all with the
 /// default backoff, on one reactor: they redial on timers, so over two seconds the reactor
