@@ -159,6 +159,57 @@ fn a_tls_client_of_a_silent_server_times_out_each_handshake_once_and_gives_up() 
     });
 }
 
+/// A client with a certificate the server does not accept (mutual TLS; an expired or
+/// wrong client certificate): under TLS 1.3 the client's side of the handshake is done
+/// before the server checks the certificate, and the server's alert comes after. Every
+/// connection still ends before any application data, so the client, allowed two failed
+/// dials, must give up rather than redial at its shortest backoff for ever.
+#[test]
+fn a_client_whose_certificate_is_refused_gives_up_after_its_failure_limit() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let make = |name: &str| rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let (server_id, trusted, impostor) = (make("localhost"), make("client"), make("client"));
+        let server_config = tls::server_config_with_client_auth(
+            server_id.cert.pem().as_bytes(),
+            server_id.signing_key.serialize_pem().as_bytes(),
+            trusted.cert.pem().as_bytes(),
+        )
+        .unwrap();
+        let (stx, _server_events) = Events::new();
+        let server = getty::tcp::TcpServer::builder()
+            .tls(server_config)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Probe::echo(&stx)))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("mtls-server", server);
+        let client_config = tls::client_config_with_certificate(
+            server_id.cert.pem().as_bytes(),
+            impostor.cert.pem().as_bytes(),
+            impostor.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .tls(client_config, "localhost")
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .max_consecutive_failures(Some(2))
+            .build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), Probe::silent(&tx)))
+            })
+            .unwrap();
+        let client = Running::serve("mtls-client", client);
+        let gave_up = emptied_within(&client, Duration::from_secs(5));
+        client.stop();
+        server.stop();
+        let sessions = events.count(|e| matches!(e, Ev::Open { .. }));
+        assert!(gave_up, "the client never gave up: {sessions} sessions");
+        assert_eq!(sessions, 2, "sessions before giving up");
+    });
+}
+
 /// Fifty clients of a closed port (ECONNREFUSED at every dial) and ten of a listener whose
 /// accept queue is full (every connect hangs until the connect timeout), all with the
 /// default backoff, on one reactor: they redial on timers, so over two seconds the reactor
