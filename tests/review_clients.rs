@@ -210,6 +210,123 @@ fn a_client_whose_certificate_is_refused_gives_up_after_its_failure_limit() {
     });
 }
 
+/// Sends its local port in `on_open`, checks that the echo is its own, then closes its
+/// client; reports "echo ok" or "echo wrong" as a note.
+struct OwnEcho {
+    tx: std::sync::mpsc::Sender<Ev>,
+    sent: Vec<u8>,
+}
+
+impl getty::Handler<LengthFieldCodec> for OwnEcho {
+    fn on_open(&mut self, s: &mut getty::Session<LengthFieldCodec>) -> std::io::Result<()> {
+        let port = s.local_addr()?.port();
+        self.sent = format!("from {port} as {}", s.id()).into_bytes();
+        s.write(getty::codec::Bytes::from(self.sent.clone()))?;
+        let _ = self.tx.send(Ev::Open {
+            sid: s.id(),
+            peer: s.peer_addr(),
+        });
+        Ok(())
+    }
+
+    fn on_message(&mut self, s: &mut getty::Session<LengthFieldCodec>, msg: getty::codec::Bytes) {
+        let what = if msg[..] == self.sent[..] {
+            "echo ok"
+        } else {
+            "echo wrong"
+        };
+        let _ = self.tx.send(Ev::Note {
+            sid: s.id(),
+            what: what.to_string(),
+        });
+        s.close_client();
+    }
+
+    fn on_error(&mut self, s: &mut getty::Session<LengthFieldCodec>, error: &getty::Error) {
+        let _ = self.tx.send(Ev::Error {
+            sid: s.id(),
+            err: classify(error),
+        });
+    }
+
+    fn on_close(&mut self, s: &mut getty::Session<LengthFieldCodec>) {
+        let _ = self.tx.send(Ev::Close { sid: s.id() });
+    }
+}
+
+/// Three rounds of a hundred clients on one reactor, each sending its own message to an
+/// echo server and closing once the echo is back: slab slots are reused round after round,
+/// and every session gets its own echo and nothing else, hears `on_open` and `on_close`
+/// once, and both reactors end with no entry but the listener.
+#[test]
+fn hundreds_of_clients_on_one_reactor_each_get_their_own_echo() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (stx, _server_events) = Events::new();
+        let server = getty::tcp::TcpServer::builder()
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Probe::echo(&stx)))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("many-server", server);
+        let (tx, mut events) = Events::new();
+        // The clients' reactor starts with an idle listener of its own: one entry that
+        // stays, so "no client left" is an entry count of one.
+        let (running, _) = Running::spawn(
+            "many-clients",
+            getty::tcp::TcpServer::builder()
+                .bind("127.0.0.1:0", |_| {
+                    Ok((
+                        LengthFieldCodec::default(),
+                        OwnEcho {
+                            tx: std::sync::mpsc::channel().0,
+                            sent: Vec::new(),
+                        },
+                    ))
+                })
+                .unwrap(),
+        );
+        for round in 1..=3 {
+            for _ in 0..100 {
+                let tx = tx.clone();
+                let client = TcpClient::builder()
+                    .build(addr, move |_| {
+                        Ok((
+                            LengthFieldCodec::default(),
+                            OwnEcho {
+                                tx: tx.clone(),
+                                sent: Vec::new(),
+                            },
+                        ))
+                    })
+                    .unwrap();
+                running.run_on(move |s| {
+                    s.spawn(client);
+                });
+            }
+            events.wait_n("closes", round * 100, |e| matches!(e, Ev::Close { .. }));
+            let deadline = Instant::now() + STEP;
+            while running.entry_count() > 1 {
+                assert!(Instant::now() < deadline, "round {round}: clients left");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let deadline = Instant::now() + STEP;
+        while server.entry_count() > 1 {
+            assert!(Instant::now() < deadline, "server sessions left");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running.stop();
+        server.stop();
+        events.check_contract();
+        let ok = events.count(|e| matches!(e, Ev::Note { what, .. } if what == "echo ok"));
+        let notes = events.count(|e| matches!(e, Ev::Note { .. }));
+        assert_eq!((ok, notes), (300, 300), "echoes");
+        assert_eq!(events.count(|e| matches!(e, Ev::Error { .. })), 0);
+    });
+}
+
 /// Fifty clients of a closed port (ECONNREFUSED at every dial) and ten of a listener whose
 /// accept queue is full (every connect hangs until the connect timeout), all with the
 /// default backoff, on one reactor: they redial on timers, so over two seconds the reactor
