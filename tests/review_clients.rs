@@ -327,6 +327,51 @@ fn hundreds_of_clients_on_one_reactor_each_get_their_own_echo() {
     });
 }
 
+/// `Metrics` says `errors_io` counts "reset, refused, ..." and `errors_timeout` counts
+/// "read idle, write stall, connect". A client of a closed port and one of a listener
+/// whose accept queue is full (each allowed two failed dials) fail with `ECONNREFUSED` and
+/// `ConnectTimeout`: the reactor's metrics must count them, as nothing else (no handler,
+/// no hook) hears of a failed TCP dial.
+#[test]
+fn refused_and_timed_out_dials_are_counted_in_the_metrics() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let closed = dead_port();
+        let full =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        full.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        full.listen(0).unwrap();
+        let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+        let _queued = std::net::TcpStream::connect(full_addr).unwrap();
+        let (tx, _events) = Events::new();
+        let make = |addr: SocketAddr| {
+            let tx = tx.clone();
+            TcpClient::builder()
+                .connect_timeout(Duration::from_millis(50))
+                .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+                .max_consecutive_failures(Some(2))
+                .build(addr, move |_| {
+                    Ok((LengthFieldCodec::default(), Probe::silent(&tx)))
+                })
+                .unwrap()
+        };
+        let (running, _) = Running::spawn("rv-metrics", make(closed));
+        let timing_out = make(full_addr);
+        running.run_on(move |s| {
+            s.spawn(timing_out);
+        });
+        running.wait_until_empty("the clients did not give up");
+        let metrics = getty::Metrics::of(running.handle()).unwrap();
+        running.stop();
+        assert_eq!(
+            (metrics.errors_io, metrics.errors_timeout),
+            (2, 2),
+            "refused and timed-out dials counted: {metrics:?}"
+        );
+    });
+}
+
 /// Fifty clients of a closed port (ECONNREFUSED at every dial) and ten of a listener whose
 /// accept queue is full (every connect hangs until the connect timeout), all with the
 /// default backoff, on one reactor: they redial on timers, so over two seconds the reactor
