@@ -372,6 +372,71 @@ fn refused_and_timed_out_dials_are_counted_in_the_metrics() {
     });
 }
 
+/// Counts datagram sessions as they open.
+struct UdpCount(Arc<AtomicUsize>);
+
+impl getty::udp::DatagramHandler<getty::codec::RawCodec> for UdpCount {
+    fn on_open(
+        &mut self,
+        _: &mut getty::udp::DatagramSession<getty::codec::RawCodec>,
+    ) -> std::io::Result<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        _: &mut getty::udp::DatagramSession<getty::codec::RawCodec>,
+        _: getty::codec::Bytes,
+        _: SocketAddr,
+    ) {
+    }
+}
+
+/// A UDP client asked for two connections from one fixed local address: the second socket
+/// cannot bind it (`EADDRINUSE`), so either the build refuses the combination or both
+/// sessions open; what must not happen is one session and a dial that fails for ever.
+#[test]
+fn a_udp_client_of_two_connections_from_one_local_address_opens_both_or_refuses() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let (count, failures) = (opened.clone(), failed.clone());
+        let built = getty::udp::UdpClient::builder()
+            .connection_number(2)
+            .local_addr(Some(local))
+            .probe_wait(Duration::from_millis(20))
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(10))
+            .build(peer.local_addr().unwrap(), move |_| {
+                Ok((getty::codec::RawCodec, UdpCount(count.clone())))
+            });
+        let Ok(client) = built else {
+            return; // refused when built: a clear error
+        };
+        let client = client.on_dial_error(move |_, _| {
+            failures.fetch_add(1, Ordering::Relaxed);
+        });
+        let running = Running::serve("udp-local-client", client);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while opened.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        running.stop();
+        assert_eq!(
+            opened.load(Ordering::Relaxed),
+            2,
+            "sessions opened ({} dials failed)",
+            failed.load(Ordering::Relaxed)
+        );
+    });
+}
+
 /// Fifty clients of a closed port (ECONNREFUSED at every dial) and ten of a listener whose
 /// accept queue is full (every connect hangs until the connect timeout), all with the
 /// default backoff, on one reactor: they redial on timers, so over two seconds the reactor
