@@ -416,8 +416,13 @@ fn a_udp_client_of_two_connections_from_one_local_address_opens_both_or_refuses(
             .build(peer.local_addr().unwrap(), move |_| {
                 Ok((getty::codec::RawCodec, UdpCount(count.clone())))
             });
-        let Ok(client) = built else {
-            return; // refused when built: a clear error
+        let client = match built {
+            Ok(client) => client,
+            Err(e) => {
+                // Refused when built: a clear error.
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+                return;
+            }
         };
         let client = client.on_dial_error(move |_, _| {
             failures.fetch_add(1, Ordering::Relaxed);
