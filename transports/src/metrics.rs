@@ -28,11 +28,13 @@ pub struct Metrics {
     pub accepted: u64,
     /// Connections refused by a setup hook or `on_open`.
     pub refused: u64,
-    /// Sessions ended by an I/O error (reset, refused, ...).
+    /// Sessions ended by an I/O error (reset, ...), and client dial attempts that failed
+    /// with one (refused, unreachable).
     pub errors_io: u64,
     /// Sessions ended by bad input (oversized, malformed or truncated frames).
     pub errors_bad_input: u64,
-    /// Sessions ended by a timeout (read idle, write stall, connect).
+    /// Sessions ended by a timeout (read idle, write stall, handshake), and client dial
+    /// attempts past their connect timeout.
     pub errors_timeout: u64,
     /// Sessions ended by anything else (a codec bug, say).
     pub errors_other: u64,

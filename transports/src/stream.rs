@@ -265,9 +265,9 @@ where
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             io.handshake_until = Some(handshake_until);
         }
-        if let Some(owner) = self.owner() {
-            cx.send(owner, OwnerNote::Opened);
-        }
+        // A client's dial is good once its session can talk: a TLS session tells its owner
+        // when the handshake is done (`settle`), so failed handshakes count as failed dials.
+        self.tell_owner_once_talking(cx);
         self.session.core.timers_changed = true;
         if let Err(e) = self.decode_buffered(cx) {
             return self.fail(cx, e);
@@ -305,6 +305,21 @@ where
 
     fn owner(&self) -> Option<Recipient<OwnerNote>> {
         self.extras()?.owner
+    }
+
+    /// Tells the owner (a client) that the session opened, once it is past any handshake:
+    /// at `on_open` without a filter, otherwise when the filter's handshake is done (the
+    /// handshake deadline is cleared then, so this tells once).
+    pub(super) fn tell_owner_once_talking(&mut self, cx: &mut Context<'_>) {
+        if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
+            if io.handshake_until.is_none() || io.filter.is_handshaking() {
+                return;
+            }
+            io.handshake_until = None;
+        }
+        if let Some(owner) = self.owner() {
+            cx.send(owner, OwnerNote::Opened);
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use crate::commands::{OwnerNote, SessionCommand};
 use crate::redial::Redial;
 use crate::resolve::{round_order, Lookup, Next, Resolved, DEADLINE_TAG};
 use crate::stream::SessionEnded;
-use crate::{Close, Error};
+use crate::{Close, Error, Metrics};
 
 pub(crate) use stream::{ClientConfig, Dial, Opening, StreamClient};
 pub use target::DialTarget;
@@ -322,6 +322,7 @@ impl<D: Dialing> Client<D> {
                     let addr = &addrs[index];
                     let kind = D::KIND;
                     log::debug!(target: D::LOG_TARGET, "{kind} dial to {addr} failed at once: {e}");
+                    cx.extension::<Metrics>().count_error(&e);
                     self.transport.attempt_failed(addr, &e);
                     last_error = Some(e);
                 }
@@ -344,6 +345,9 @@ impl<D: Dialing> Client<D> {
                 addrs,
                 index,
             } => {
+                // Nothing else hears of a failed attempt (no session, no handler): the
+                // metrics count it as `errors_io` (refused, unreachable) or `errors_timeout`.
+                cx.extension::<Metrics>().count_error(&error);
                 self.transport.attempt_failed(&addrs[index], &error);
                 if index + 1 < addrs.len() {
                     // RFC 8305's fall-through: the next address, now; the dial has not

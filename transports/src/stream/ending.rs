@@ -190,9 +190,16 @@ where
         self.leave_groups();
         self.mark_handles_closed();
         if let Some(owner) = self.owner() {
+            // A session that ends before its handshake is done was a failed dial.
+            let outcome = if self.session.handshaking() {
+                let why = "the session ended before its TLS handshake was done";
+                Err(Error::Io(io::Error::other(why)))
+            } else {
+                Ok(())
+            };
             let ended = SessionEnded {
                 id: cx.id(),
-                outcome: Ok(()),
+                outcome,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }

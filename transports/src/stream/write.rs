@@ -136,6 +136,10 @@ where
             cx.extension::<Metrics>().messages_out += u64::from(queued);
         }
         if self.session.extras.is_some() {
+            let open = self.phase == Phase::Open && self.flags.get(Flag::Opened);
+            if open && self.session.filter_io().is_some() {
+                self.tell_owner_once_talking(cx);
+            }
             // Rarely: only a session that joined a group has an inbox.
             if let Err(e) = self.settle_broadcasts(cx) {
                 return self.fail(cx, e);

@@ -179,7 +179,8 @@ impl UdpClientBuilder {
     }
 
     /// The local address to bind before connecting (default: the unspecified address of
-    /// the peer's family, port 0).
+    /// the peer's family, port 0). One port takes one connection: with a port other than 0,
+    /// [`build`](Self::build) refuses a `connection_number` above 1.
     ///
     /// See the [type-level example](UdpClientBuilder): the peer sees the probe come from it.
     pub fn local_addr(mut self, addr: Option<SocketAddr>) -> Self {
@@ -263,6 +264,17 @@ impl UdpClientBuilder {
         C: Decoder + 'static,
         H: DatagramHandler<C>,
     {
+        // Every connection binds the local address: a fixed port binds once, and the other
+        // dials would fail (EADDRINUSE) at every redial.
+        if let Some(local) = self.kind.local_addr.filter(|a| a.port() != 0) {
+            if self.dial.connection_number > 1 {
+                let why = format!(
+                    "{} connections cannot share the local address {local}: give port 0",
+                    self.dial.connection_number
+                );
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+            }
+        }
         let peer = Peer::resolve(target.into())?;
         let kind = self.kind;
         // A lookup gets the probe wait (the time a dial is given to prove itself), but
