@@ -66,6 +66,8 @@ pub(crate) struct Redial {
     log_target: &'static str,
     /// Consecutive failed dials; reset by a good one.
     failures: u32,
+    /// What the last success wiped, should it be taken back.
+    failures_before_success: u32,
     timer: Option<TimerId>,
 }
 
@@ -76,6 +78,7 @@ impl Redial {
             kind,
             log_target,
             failures: 0,
+            failures_before_success: 0,
             timer: None,
         }
     }
@@ -85,7 +88,15 @@ impl Redial {
     }
 
     pub(crate) fn succeeded(&mut self) {
+        self.failures_before_success = self.failures;
         self.failures = 0;
+    }
+
+    /// The last success turned out a failure (a TLS 1.3 server refused the client's
+    /// certificate after the client's side of the handshake was done): the failures it
+    /// wiped count again, so that a client refused every time still reaches its limit.
+    pub(crate) fn take_back_success(&mut self) {
+        self.failures = self.failures.max(self.failures_before_success);
     }
 
     pub(crate) fn failed(&mut self, addr: &impl fmt::Display, error: &Error) {

@@ -95,6 +95,10 @@ pub(crate) struct SessionEnded {
     /// `Ok` for a session that opened; for one that never did (refused by `on_open`, or a
     /// WebSocket upgrade that failed), why not: the client counts it as a failed dial.
     pub(crate) outcome: Result<(), Error>,
+    /// The owner heard `OwnerNote::Opened` for it: an `Err` outcome then takes back the
+    /// success that counted (a TLS 1.3 server refused the client's certificate after the
+    /// client's side of the handshake was done).
+    pub(crate) told_opened: bool,
 }
 
 /// Reads smaller than this are not worth a syscall: grow the buffer first.
@@ -140,6 +144,10 @@ enum Flag {
     Graceful = 32,
     /// The filter's goodbye (TLS `close_notify`) has been queued or sent: once only.
     FilterClosed = 64,
+    /// The session failed on the peer's refusal of the filter's handshake (a TLS 1.3
+    /// server's alert for the client's certificate, after the client's side was done): a
+    /// client's dial failed.
+    HandshakeRefused = 128,
 }
 
 /// The `Flag`s that hold, in one byte: ten thousand idle sessions each hold an entry, whose

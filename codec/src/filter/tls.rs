@@ -167,14 +167,41 @@ impl TlsFilter {
             // rustls has queued the alert RFC 8446 §6 asks for (decode_error,
             // bad_record_mac, ...): `flush` writes it.
             self.failed = true;
-            return Err(if self.connection.is_handshaking() {
-                FilterError::handshake("tls", e)
-            } else {
-                FilterError::malformed("tls", e)
-            });
+            return Err(
+                if self.connection.is_handshaking() || refuses_handshake(&e) {
+                    FilterError::handshake("tls", e)
+                } else {
+                    FilterError::malformed("tls", e)
+                },
+            );
         }
         Ok(taken)
     }
+}
+
+/// Whether `error` is the peer's refusal of the handshake, even one that came after this
+/// side's part of it was done: under TLS 1.3 a client has finished when the server checks
+/// its certificate, and the server's alert (certificate required, unknown CA, ...) comes
+/// after. It is still a failed handshake (a client's dial failed), not a broken stream.
+fn refuses_handshake(error: &rustls::Error) -> bool {
+    use rustls::AlertDescription as Alert;
+    matches!(
+        error,
+        rustls::Error::AlertReceived(
+            Alert::HandshakeFailure
+                | Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA
+                | Alert::AccessDenied
+                | Alert::CertificateRequired
+                // RFC 8446 §6.2: a handshake's signature or Finished failed to verify (a
+                // certificate signed by another key).
+                | Alert::DecryptError
+        )
+    )
 }
 
 impl Filter for TlsFilter {

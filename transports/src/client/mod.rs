@@ -423,7 +423,11 @@ impl<D: Dialing> Client<D> {
         self.sessions.retain(|session| session.id() != ended.id);
         // A session that never opened (refused by `on_open`, a failed WebSocket upgrade)
         // was a failed dial.
+        // So was one whose handshake the peer refused after it had counted as opened.
         if let Err(why) = ended.outcome {
+            if ended.told_opened {
+                self.redial.take_back_success();
+            }
             self.note_failure(why);
         }
     }

@@ -110,6 +110,10 @@ where
             self.session.peer_addr()
         );
         cx.extension::<Metrics>().count_error(&error);
+        if matches!(&error, Error::Filter(e) if e.kind() == getty_codec::filter::FilterErrorKind::Handshake)
+        {
+            self.flags.set(Flag::HandshakeRefused, true);
+        }
         let resets = matches!(
             error,
             Error::Io(_) | Error::WriteStalled(_) | Error::HandshakeTimeout(_)
@@ -174,6 +178,7 @@ where
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome: Err(why),
+                told_opened: false,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }
@@ -190,8 +195,11 @@ where
         self.leave_groups();
         self.mark_handles_closed();
         if let Some(owner) = self.owner() {
-            // A session that ends before its handshake is done was a failed dial.
-            let outcome = if self.session.handshaking() {
+            // A session that ends before its handshake is done, or on the peer's refusal
+            // of it, was a failed dial.
+            let refused = self.flags.get(Flag::HandshakeRefused);
+            let handshaking = self.session.handshaking();
+            let outcome = if handshaking || refused {
                 let why = "the session ended before its TLS handshake was done";
                 Err(Error::Io(io::Error::other(why)))
             } else {
@@ -200,6 +208,7 @@ where
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome,
+                told_opened: !handshaking,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }

@@ -404,6 +404,7 @@ where
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome: Ok(()),
+                told_opened: true,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }

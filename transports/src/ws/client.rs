@@ -217,6 +217,7 @@ where
         let ended = SessionEnded {
             id: cx.id(),
             outcome: Err(error),
+            told_opened: false,
         };
         cx.send(self.owner, OwnerNote::Ended(ended));
     }
