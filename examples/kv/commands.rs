@@ -382,8 +382,10 @@ fn incrby(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flo
 
 fn decrby(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     let key = next(&mut args);
-    match parse_integer(next(&mut args)).and_then(i64::checked_neg) {
-        Some(by) => add(store, key, by, out),
+    match parse_integer(next(&mut args)).map(i64::checked_neg) {
+        Some(Some(by)) => add(store, key, by, out),
+        // Redis's word for an amount it cannot negate (`i64::MIN`).
+        Some(None) => out.error("ERR decrement would overflow"),
         None => out.error(NOT_AN_INTEGER),
     }
     Flow::Continue
