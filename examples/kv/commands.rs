@@ -304,29 +304,38 @@ impl SetOptions {
             get: false,
             ttl: Ttl::Persist,
         };
-        let mut ttl_given = false;
+        // As Redis: an option may come again (the last amount wins), EX and PX and KEEPTTL
+        // exclude each other, and only the amount that wins is checked, once every option
+        // is read (a syntax error anywhere comes first).
+        let mut keep_ttl = false;
+        // The amount that wins, and whether it is in seconds (EX) or milliseconds (PX).
+        let mut expire: Option<(&[u8], bool)> = None;
         while let Some(option) = args.next() {
             match option.to_ascii_uppercase().as_slice() {
                 b"NX" if !options.only_if_present => options.only_if_absent = true,
                 b"XX" if !options.only_if_absent => options.only_if_present = true,
                 b"GET" => options.get = true,
-                b"KEEPTTL" if !ttl_given => {
-                    options.ttl = Ttl::Keep;
-                    ttl_given = true;
-                }
-                unit @ (b"EX" | b"PX") if !ttl_given => {
+                b"KEEPTTL" if expire.is_none() => keep_ttl = true,
+                unit @ (b"EX" | b"PX")
+                    if !keep_ttl && expire.is_none_or(|(_, secs)| secs == (unit == b"EX")) =>
+                {
                     let amount = args.next().ok_or(SYNTAX_ERROR)?;
-                    let amount = parse_integer(amount).ok_or(NOT_AN_INTEGER)?;
-                    let unit_ms = if unit == b"EX" { 1000 } else { 1 };
-                    let deadline = checked_millis(amount, unit_ms)
-                        .filter(|&ms| ms > 0)
-                        .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms as u64)))
-                        .ok_or("ERR invalid expire time in 'set' command")?;
-                    options.ttl = Ttl::At(deadline);
-                    ttl_given = true;
+                    expire = Some((amount, unit == b"EX"));
                 }
                 _ => return Err(SYNTAX_ERROR),
             }
+        }
+        if keep_ttl {
+            options.ttl = Ttl::Keep;
+        }
+        if let Some((amount, seconds)) = expire {
+            let amount = parse_integer(amount).ok_or(NOT_AN_INTEGER)?;
+            let unit_ms = if seconds { 1000 } else { 1 };
+            let deadline = checked_millis(amount, unit_ms)
+                .filter(|&ms| ms > 0)
+                .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms as u64)))
+                .ok_or("ERR invalid expire time in 'set' command")?;
+            options.ttl = Ttl::At(deadline);
         }
         Ok(options)
     }
