@@ -292,3 +292,56 @@ fn an_offloaded_result_never_reaches_the_session_that_took_its_slot() {
         reactor.stop();
     });
 }
+
+/// A job that panics does not take its worker down: the next job of the same key (the same
+/// worker) still runs, in order.
+#[test]
+fn a_panicking_job_leaves_its_worker_running() {
+    watchdog(TEST_LIMIT, || {
+        let pool = Offload::new(1, 4).unwrap();
+        let (tx, rx) = mpsc::channel();
+        pool.submit(3, || panic!("an offloaded job panics"))
+            .unwrap();
+        pool.submit(3, move || tx.send("after").unwrap()).unwrap();
+        assert_eq!(rx.recv_timeout(STEP), Ok("after"));
+        pool.shutdown();
+    });
+}
+
+/// A panic payload whose own drop panics: the worker caught the first panic, then dropped
+/// the payload outside any `catch_unwind`, so the second panic ended the worker's thread.
+/// Every later job for its keys was refused with `Closed` although the pool was never shut
+/// down.
+#[test]
+fn a_panic_payload_that_panics_when_dropped_leaves_its_worker_running() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("the payload's drop panics");
+        }
+    }
+    watchdog(TEST_LIMIT, || {
+        let pool = Offload::new(1, 4).unwrap();
+        pool.submit(5, || std::panic::panic_any(PanicsOnDrop))
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut outcome = None;
+        // The worker may still be unwinding: give it a few tries, each bounded.
+        for _ in 0..20 {
+            let tx = tx.clone();
+            match pool.submit(5, move || tx.send(()).unwrap()) {
+                Ok(()) => {
+                    outcome = Some(rx.recv_timeout(STEP).map_err(|e| e.to_string()));
+                    break;
+                }
+                Err(Error::Backpressure) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => {
+                    outcome = Some(Err(format!("refused: {e}")));
+                    break;
+                }
+            }
+        }
+        assert_eq!(outcome, Some(Ok(())), "a job after the panic ran");
+        pool.shutdown();
+    });
+}
