@@ -345,3 +345,50 @@ fn a_panic_payload_that_panics_when_dropped_leaves_its_worker_running() {
         pool.shutdown();
     });
 }
+
+/// Reads until EOF (or an error), at most `limit` bytes.
+fn read_to_end_bounded(s: &mut TcpStream, limit: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    while got.len() <= limit {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// The same large MGET, pipelined in one write between small commands and a QUIT: every
+/// reply whole and in order, then the close (as redis-server answers it).
+#[test]
+fn a_large_mget_in_a_pipeline_keeps_the_replies_around_it_in_order() {
+    watchdog(TEST_LIMIT, || {
+        let kv = Kv::start();
+        let mut s = connect(kv.addr);
+        let value = vec![b'v'; 1 << 20];
+        exchange(&mut s, &command(&[b"SET", b"big", &value]), b"+OK\r\n");
+        let count = 140;
+        let mut mget: Vec<&[u8]> = vec![b"MGET", b"missing"];
+        mget.extend(std::iter::repeat_n(&b"big"[..], count));
+        mget.push(b"small");
+        let mut pipeline = command(&[b"SET", b"small", b"s"]);
+        pipeline.extend_from_slice(&command(&mget));
+        pipeline.extend_from_slice(&command(&[b"GET", b"big"]));
+        pipeline.extend_from_slice(b"PING\r\n");
+        pipeline.extend_from_slice(&command(&[b"QUIT"]));
+        pipeline.extend_from_slice(b"PING\r\n"); // after QUIT: never answered
+        s.write_all(&pipeline).unwrap();
+
+        let bulk = [format!("${}\r\n", value.len()).as_bytes(), &value, b"\r\n"].concat();
+        let mut want = b"+OK\r\n".to_vec();
+        want.extend_from_slice(format!("*{}\r\n$-1\r\n", count + 2).as_bytes());
+        (0..count).for_each(|_| want.extend_from_slice(&bulk));
+        want.extend_from_slice(b"$1\r\ns\r\n");
+        want.extend_from_slice(&bulk);
+        want.extend_from_slice(b"+PONG\r\n+OK\r\n");
+        let got = read_to_end_bounded(&mut s, want.len() + 64);
+        assert_eq!(got.len(), want.len(), "reply bytes, then EOF");
+        assert!(got == want, "the replies differ from redis-server's");
+    });
+}
