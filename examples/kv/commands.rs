@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use getty::codec::{RespArgs, RespCommand, RespValue};
+use getty::codec::{Bytes, RespArgs, RespCommand, RespValue};
 
 use crate::store::{seconds_left, Store, Ttl};
 
@@ -26,6 +26,12 @@ pub(crate) trait Reply {
 
     fn bulk_or_null(&mut self, value: Option<&[u8]>) {
         self.send(value.map_or(RespValue::Null, RespValue::Bulk));
+    }
+
+    /// A value from the store: as `bulk_or_null`, for a sender that may keep the store's
+    /// `Bytes` (shared, not copied) while the reply waits for room.
+    fn stored(&mut self, value: Option<&Bytes>) {
+        self.bulk_or_null(value.map(|v| &v[..]));
     }
 }
 
@@ -254,8 +260,7 @@ fn echo(_: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
 }
 
 fn get(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
-    let value = store.get(next(&mut args));
-    out.bulk_or_null(value.map(|v| &v[..]));
+    out.stored(store.get(next(&mut args)));
     Flow::Continue
 }
 
@@ -427,8 +432,7 @@ fn mget(store: &mut Store, args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     // The header, then each value straight from the store: no reply is built in between.
     out.send(RespValue::ArrayHeader(args.len()));
     for key in args {
-        let value = store.get(key);
-        out.bulk_or_null(value.map(|v| &v[..]));
+        out.stored(store.get(key));
     }
     Flow::Continue
 }
