@@ -392,3 +392,39 @@ fn a_large_mget_in_a_pipeline_keeps_the_replies_around_it_in_order() {
         assert!(got == want, "the replies differ from redis-server's");
     });
 }
+
+/// Lengths Redis does not write and refuses (its `string2ll`: no leading zero, no `-0`):
+/// redis-server answers each with `-ERR Protocol error: invalid ... length` and closes.
+/// The codec took them (`*01` as 1, `$-0` as an empty argument, `*-0` as an empty command).
+#[test]
+fn lengths_with_leading_zeros_or_minus_zero_are_protocol_errors() {
+    watchdog(TEST_LIMIT, || {
+        let kv = Kv::start();
+        let cases: [&[u8]; 6] = [
+            b"*-0\r\nPING\r\n",
+            b"*00\r\nPING\r\n",
+            b"*01\r\n$4\r\nPING\r\n",
+            b"*1\r\n$04\r\nPING\r\n",
+            b"*1\r\n$-0\r\n\r\nPING\r\n",
+            b"*2\r\n$4\r\nECHO\r\n$-00\r\n\r\nPING\r\n",
+        ];
+        for wire in cases {
+            let mut s = connect(kv.addr);
+            s.write_all(wire).unwrap();
+            let got = read_to_end_bounded(&mut s, 4096);
+            assert!(
+                got.starts_with(b"-ERR Protocol error: ") && !got.ends_with(b"+PONG\r\n"),
+                "{} got {}",
+                wire.escape_ascii(),
+                got.escape_ascii()
+            );
+            // Canonical forms still work on a fresh connection.
+            let mut s = connect(kv.addr);
+            exchange(
+                &mut s,
+                b"*0\r\n*1\r\n$0\r\n\r\nPING\r\n",
+                b"-ERR unknown command '', with args beginning with: \r\n+PONG\r\n",
+            );
+        }
+    });
+}
