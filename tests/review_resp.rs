@@ -428,3 +428,52 @@ fn lengths_with_leading_zeros_or_minus_zero_are_protocol_errors() {
         }
     });
 }
+
+/// Redis 7.0's `EXPIRE key seconds [NX|XX|GT|LT]...` takes several options where they are
+/// compatible (`XX GT`, `NX NX`), and reads every option first: an unknown one, or an
+/// incompatible pair, is the error even before a bad amount or a missing key. kv refused
+/// any two options, and checked the amount and the key first.
+#[test]
+fn expire_takes_compatible_options_together_as_redis_does() {
+    watchdog(TEST_LIMIT, || {
+        let kv = Kv::start();
+        let mut s = connect(kv.addr);
+        let nx_and_others =
+            &b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n"[..];
+        let cases: &[(&[&[u8]], &[u8])] = &[
+            (&[b"SET", b"k", b"v"], b"+OK\r\n"),
+            (&[b"EXPIRE", b"k", b"100", b"XX", b"GT"], b":0\r\n"),
+            (&[b"EXPIRE", b"k", b"100", b"NX", b"NX"], b":1\r\n"),
+            (&[b"EXPIRE", b"k", b"200", b"gt", b"xx"], b":1\r\n"),
+            (&[b"TTL", b"k"], b":200\r\n"),
+            (&[b"EXPIRE", b"k", b"50", b"LT", b"lt", b"XX"], b":1\r\n"),
+            (&[b"TTL", b"k"], b":50\r\n"),
+            (&[b"EXPIRE", b"k", b"100", b"NX", b"GT"], nx_and_others),
+            (
+                &[b"EXPIRE", b"k", b"100", b"GT", b"LT"],
+                b"-ERR GT and LT options at the same time are not compatible\r\n",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"abc", b"FOO"],
+                b"-ERR Unsupported option FOO\r\n",
+            ),
+            (&[b"EXPIRE", b"k", b"abc", b"NX", b"XX"], nx_and_others),
+            (
+                &[b"EXPIRE", b"k", b"9223372036854775807", b"FOO"],
+                b"-ERR Unsupported option FOO\r\n",
+            ),
+            (
+                &[b"EXPIRE", b"missing", b"100", b"foo"],
+                b"-ERR Unsupported option foo\r\n",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"abc", b"XX"],
+                b"-ERR value is not an integer or out of range\r\n",
+            ),
+            (&[b"TTL", b"k"], b":50\r\n"),
+        ];
+        for (args, expected) in cases {
+            exchange(&mut s, &command(args), expected);
+        }
+    });
+}
