@@ -465,22 +465,38 @@ fn checked_millis(amount: i64, unit_ms: i64) -> Option<i64> {
 /// `EXPIRE key seconds [NX|XX|GT|LT]`; a deadline not in the future deletes the key.
 fn expire(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     let key = next(&mut args);
-    let Some(seconds) = parse_integer(next(&mut args)) else {
+    let amount = next(&mut args);
+    // As Redis: every option first (any case, repeats allowed; the combinations it refuses),
+    // then the amount, then the key.
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in args {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            _ => {
+                let option = printable(option);
+                out.error(&format!("ERR Unsupported option {option}"));
+                return Flow::Continue;
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
+        return Flow::Continue;
+    }
+    if gt && lt {
+        out.error("ERR GT and LT options at the same time are not compatible");
+        return Flow::Continue;
+    }
+    let Some(seconds) = parse_integer(amount) else {
         out.error(NOT_AN_INTEGER);
         return Flow::Continue;
     };
-    // Checked before anything else, the key included, as Redis does.
     let Some(millis) = checked_millis(seconds, 1000) else {
         out.error("ERR invalid expire time in 'expire' command");
         return Flow::Continue;
-    };
-    let condition = match args.next().map(<[u8]>::to_ascii_uppercase) {
-        None => None,
-        Some(option) if args.len() == 0 => Some(option),
-        Some(_) => {
-            out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
-            return Flow::Continue;
-        }
     };
     let Some(current) = store.deadline(key) else {
         out.integer(0);
@@ -490,20 +506,12 @@ fn expire(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flo
     // Deadlines as signed milliseconds from now: a past one compares as negative.
     let wanted = millis;
     let current_ms = current.map(|at| at.saturating_duration_since(now).as_millis() as i64);
-    let allowed = match condition.as_deref() {
-        None => true,
-        Some(b"NX") => current_ms.is_none(),
-        Some(b"XX") => current_ms.is_some(),
-        // A key without a deadline counts as never expiring (an infinite TTL).
-        Some(b"GT") => current_ms.is_some_and(|ms| wanted > ms),
-        Some(b"LT") => current_ms.is_none_or(|ms| wanted < ms),
-        Some(other) => {
-            let other = printable(other);
-            out.error(&format!("ERR Unsupported option {other}"));
-            return Flow::Continue;
-        }
-    };
-    if !allowed {
+    // A key without a deadline counts as never expiring (an infinite TTL) for GT and LT.
+    let refused = nx && current_ms.is_some()
+        || xx && current_ms.is_none()
+        || gt && current_ms.is_none_or(|ms| wanted <= ms)
+        || lt && current_ms.is_some_and(|ms| wanted >= ms);
+    if refused {
         out.integer(0);
     } else if millis <= 0 {
         store.remove(key);
