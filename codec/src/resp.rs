@@ -361,13 +361,17 @@ fn bad_length(marker: u8, found: &[u8]) -> CodecError {
     CodecError::malformed(format!("invalid {what} length '{}'", found.escape_ascii()))
 }
 
-/// A decimal integer, optionally negative, with no other characters.
+/// A decimal integer, optionally negative, with no other characters, written as Redis
+/// writes one: no leading zero, no `-0` (Redis refuses those lengths too).
 fn parse_int(digits: &[u8]) -> Option<i64> {
     let (negative, digits) = match digits {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, digits),
     };
     if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    if digits[0] == b'0' && (negative || digits.len() > 1) {
         return None;
     }
     let mut value: i64 = 0;

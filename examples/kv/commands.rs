@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use getty::codec::{RespArgs, RespCommand, RespValue};
+use getty::codec::{Bytes, RespArgs, RespCommand, RespValue};
 
 use crate::store::{seconds_left, Store, Ttl};
 
@@ -26,6 +26,12 @@ pub(crate) trait Reply {
 
     fn bulk_or_null(&mut self, value: Option<&[u8]>) {
         self.send(value.map_or(RespValue::Null, RespValue::Bulk));
+    }
+
+    /// A value from the store: as `bulk_or_null`, for a sender that may keep the store's
+    /// `Bytes` (shared, not copied) while the reply waits for room.
+    fn stored(&mut self, value: Option<&Bytes>) {
+        self.bulk_or_null(value.map(|v| &v[..]));
     }
 }
 
@@ -254,8 +260,7 @@ fn echo(_: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
 }
 
 fn get(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
-    let value = store.get(next(&mut args));
-    out.bulk_or_null(value.map(|v| &v[..]));
+    out.stored(store.get(next(&mut args)));
     Flow::Continue
 }
 
@@ -304,29 +309,38 @@ impl SetOptions {
             get: false,
             ttl: Ttl::Persist,
         };
-        let mut ttl_given = false;
+        // As Redis: an option may come again (the last amount wins), EX and PX and KEEPTTL
+        // exclude each other, and only the amount that wins is checked, once every option
+        // is read (a syntax error anywhere comes first).
+        let mut keep_ttl = false;
+        // The amount that wins, and whether it is in seconds (EX) or milliseconds (PX).
+        let mut expire: Option<(&[u8], bool)> = None;
         while let Some(option) = args.next() {
             match option.to_ascii_uppercase().as_slice() {
                 b"NX" if !options.only_if_present => options.only_if_absent = true,
                 b"XX" if !options.only_if_absent => options.only_if_present = true,
                 b"GET" => options.get = true,
-                b"KEEPTTL" if !ttl_given => {
-                    options.ttl = Ttl::Keep;
-                    ttl_given = true;
-                }
-                unit @ (b"EX" | b"PX") if !ttl_given => {
+                b"KEEPTTL" if expire.is_none() => keep_ttl = true,
+                unit @ (b"EX" | b"PX")
+                    if !keep_ttl && expire.is_none_or(|(_, secs)| secs == (unit == b"EX")) =>
+                {
                     let amount = args.next().ok_or(SYNTAX_ERROR)?;
-                    let amount = parse_integer(amount).ok_or(NOT_AN_INTEGER)?;
-                    let unit_ms = if unit == b"EX" { 1000 } else { 1 };
-                    let deadline = checked_millis(amount, unit_ms)
-                        .filter(|&ms| ms > 0)
-                        .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms as u64)))
-                        .ok_or("ERR invalid expire time in 'set' command")?;
-                    options.ttl = Ttl::At(deadline);
-                    ttl_given = true;
+                    expire = Some((amount, unit == b"EX"));
                 }
                 _ => return Err(SYNTAX_ERROR),
             }
+        }
+        if keep_ttl {
+            options.ttl = Ttl::Keep;
+        }
+        if let Some((amount, seconds)) = expire {
+            let amount = parse_integer(amount).ok_or(NOT_AN_INTEGER)?;
+            let unit_ms = if seconds { 1000 } else { 1 };
+            let deadline = checked_millis(amount, unit_ms)
+                .filter(|&ms| ms > 0)
+                .and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms as u64)))
+                .ok_or("ERR invalid expire time in 'set' command")?;
+            options.ttl = Ttl::At(deadline);
         }
         Ok(options)
     }
@@ -382,8 +396,10 @@ fn incrby(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flo
 
 fn decrby(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     let key = next(&mut args);
-    match parse_integer(next(&mut args)).and_then(i64::checked_neg) {
-        Some(by) => add(store, key, by, out),
+    match parse_integer(next(&mut args)).map(i64::checked_neg) {
+        Some(Some(by)) => add(store, key, by, out),
+        // Redis's word for an amount it cannot negate (`i64::MIN`).
+        Some(None) => out.error("ERR decrement would overflow"),
         None => out.error(NOT_AN_INTEGER),
     }
     Flow::Continue
@@ -416,8 +432,7 @@ fn mget(store: &mut Store, args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     // The header, then each value straight from the store: no reply is built in between.
     out.send(RespValue::ArrayHeader(args.len()));
     for key in args {
-        let value = store.get(key);
-        out.bulk_or_null(value.map(|v| &v[..]));
+        out.stored(store.get(key));
     }
     Flow::Continue
 }
@@ -450,22 +465,38 @@ fn checked_millis(amount: i64, unit_ms: i64) -> Option<i64> {
 /// `EXPIRE key seconds [NX|XX|GT|LT]`; a deadline not in the future deletes the key.
 fn expire(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flow {
     let key = next(&mut args);
-    let Some(seconds) = parse_integer(next(&mut args)) else {
+    let amount = next(&mut args);
+    // As Redis: every option first (any case, repeats allowed; the combinations it refuses),
+    // then the amount, then the key.
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in args {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            _ => {
+                let option = printable(option);
+                out.error(&format!("ERR Unsupported option {option}"));
+                return Flow::Continue;
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
+        return Flow::Continue;
+    }
+    if gt && lt {
+        out.error("ERR GT and LT options at the same time are not compatible");
+        return Flow::Continue;
+    }
+    let Some(seconds) = parse_integer(amount) else {
         out.error(NOT_AN_INTEGER);
         return Flow::Continue;
     };
-    // Checked before anything else, the key included, as Redis does.
     let Some(millis) = checked_millis(seconds, 1000) else {
         out.error("ERR invalid expire time in 'expire' command");
         return Flow::Continue;
-    };
-    let condition = match args.next().map(<[u8]>::to_ascii_uppercase) {
-        None => None,
-        Some(option) if args.len() == 0 => Some(option),
-        Some(_) => {
-            out.error("ERR NX and XX, GT or LT options at the same time are not compatible");
-            return Flow::Continue;
-        }
     };
     let Some(current) = store.deadline(key) else {
         out.integer(0);
@@ -475,20 +506,12 @@ fn expire(store: &mut Store, mut args: RespArgs<'_>, out: &mut dyn Reply) -> Flo
     // Deadlines as signed milliseconds from now: a past one compares as negative.
     let wanted = millis;
     let current_ms = current.map(|at| at.saturating_duration_since(now).as_millis() as i64);
-    let allowed = match condition.as_deref() {
-        None => true,
-        Some(b"NX") => current_ms.is_none(),
-        Some(b"XX") => current_ms.is_some(),
-        // A key without a deadline counts as never expiring (an infinite TTL).
-        Some(b"GT") => current_ms.is_some_and(|ms| wanted > ms),
-        Some(b"LT") => current_ms.is_none_or(|ms| wanted < ms),
-        Some(other) => {
-            let other = printable(other);
-            out.error(&format!("ERR Unsupported option {other}"));
-            return Flow::Continue;
-        }
-    };
-    if !allowed {
+    // A key without a deadline counts as never expiring (an infinite TTL) for GT and LT.
+    let refused = nx && current_ms.is_some()
+        || xx && current_ms.is_none()
+        || gt && current_ms.is_none_or(|ms| wanted <= ms)
+        || lt && current_ms.is_some_and(|ms| wanted >= ms);
+    if refused {
         out.integer(0);
     } else if millis <= 0 {
         store.remove(key);

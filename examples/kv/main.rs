@@ -10,7 +10,9 @@
 //! ```
 //!
 //! It speaks RESP2 ([`getty::codec::RespCodec`]): arrays of bulk strings and inline
-//! commands, pipelined (replies leave in order, the replies to one read in one write).
+//! commands, pipelined (replies leave in order, the replies to one read in one write). A
+//! reply larger than the outbound bound (an `MGET` of many large values) leaves in steps as
+//! the client reads it, reading paused meanwhile.
 //! Commands: `PING`, `ECHO`, `GET`, `SET` (`EX`/`PX`/`NX`/`XX`/`KEEPTTL`/`GET`), `DEL`,
 //! `EXISTS`, `INCR`/`DECR`/`INCRBY`/`DECRBY`, `MGET`/`MSET`, `EXPIRE` (`NX`/`XX`/`GT`/`LT`),
 //! `TTL`/`PTTL`, `DBSIZE`, `FLUSHALL`, `CONFIG GET` (`save`, `appendonly`, `databases`:

@@ -2,6 +2,7 @@
 //! sweep; TCP on one or more reactors, or a unix socket.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,7 +10,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use getty::codec::{RespCodec, RespCommand, RespValue};
+use getty::codec::{Bytes, BytesMut, Encoder, RespCodec, RespCommand, RespValue};
 use getty::reactor::{Context, Entry, NoCommand, ReactorThread, Ready, Status};
 use getty::tcp::{Setup, TcpServer};
 use getty::unix::UnixServer;
@@ -40,6 +41,108 @@ pub(crate) fn session_options() -> SessionOptions {
 /// One connection: runs its commands against its reactor's store, replies in order.
 pub(crate) struct Connection {
     store: Shared,
+    backlog: Backlog,
+}
+
+impl Connection {
+    pub(crate) fn new(store: Shared) -> Connection {
+        Connection {
+            store,
+            backlog: Backlog::default(),
+        }
+    }
+}
+
+/// The rest of a reply too large to queue at once (an `MGET` of many large values, whose
+/// reply may be far larger than `max_outbound`): it leaves in steps as the peer reads,
+/// each step filling the queue to its high watermark, and reading is paused until it is
+/// all out (so the commands after it wait, and their replies follow it in order). Values
+/// wait as the store's own `Bytes`, shared, never copied, so a backlog costs at most a
+/// few dozen bytes per argument of the command (at most 1 Mi arguments).
+#[derive(Default)]
+struct Backlog {
+    parts: VecDeque<Part>,
+    /// Encoded since the last part.
+    tail: BytesMut,
+    /// `QUIT` came while replies waited: close once they are out.
+    close: bool,
+}
+
+enum Part {
+    /// Encoded replies.
+    Encoded(Bytes),
+    /// A value from the store, sent as a bulk string.
+    Value(Bytes),
+}
+
+impl Backlog {
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.tail.is_empty()
+    }
+
+    /// Queues what fits below the high watermark; once the backlog is empty, reads again
+    /// (or closes, after a `QUIT`). Called after a command and when the queue has drained.
+    fn drain<T: Transport>(&mut self, session: &mut Session<RespCodec, T>) {
+        while session.is_writable() && !session.is_closing() {
+            let written = match self.parts.pop_front() {
+                Some(Part::Encoded(bytes)) => session.write_bytes(bytes),
+                Some(Part::Value(value)) => session.write(RespValue::Bulk(&value)),
+                None if !self.tail.is_empty() => session.write_bytes(self.tail.split().freeze()),
+                None => break,
+            };
+            if let Err(e) = written {
+                log::info!("session {}: reply refused ({e}); closing", session.id());
+                self.parts.clear();
+                self.tail.clear();
+                session.close();
+                return;
+            }
+        }
+        if !self.is_empty() {
+            session.pause_reading();
+        } else if self.close {
+            session.close();
+        } else {
+            session.resume_reading();
+        }
+    }
+}
+
+/// Where a command's replies go: straight to the session while it is writable and nothing
+/// waits, else to the backlog behind what waits.
+struct Replies<'a, T: Transport> {
+    session: &'a mut Session<RespCodec, T>,
+    backlog: &'a mut Backlog,
+}
+
+impl<T: Transport> Replies<'_, T> {
+    fn direct(&self) -> bool {
+        self.backlog.is_empty() && self.session.is_writable()
+    }
+}
+
+impl<T: Transport> Reply for Replies<'_, T> {
+    fn send(&mut self, value: RespValue<'_>) {
+        if self.direct() {
+            Reply::send(&mut *self.session, value);
+        } else if let Err(e) = RespCodec::default().encode(value, &mut self.backlog.tail) {
+            log::warn!("session {}: reply not encoded ({e})", self.session.id());
+        }
+    }
+
+    fn stored(&mut self, value: Option<&Bytes>) {
+        match value {
+            Some(value) if !self.direct() => {
+                let backlog = &mut *self.backlog;
+                if !backlog.tail.is_empty() {
+                    let encoded = backlog.tail.split().freeze();
+                    backlog.parts.push_back(Part::Encoded(encoded));
+                }
+                backlog.parts.push_back(Part::Value(value.clone()));
+            }
+            _ => self.bulk_or_null(value.map(|v| &v[..])),
+        }
+    }
 }
 
 impl<T: Transport> Reply for Session<RespCodec, T> {
@@ -57,9 +160,24 @@ impl<T: Transport> Reply for Session<RespCodec, T> {
 
 impl<T: Transport> Handler<RespCodec, T> for Connection {
     fn on_message(&mut self, session: &mut Session<RespCodec, T>, command: RespCommand) {
-        let flow = execute(&mut self.store.borrow_mut(), &command, session);
-        if flow == Flow::Close {
-            session.close();
+        let mut out = Replies {
+            session,
+            backlog: &mut self.backlog,
+        };
+        let flow = execute(&mut self.store.borrow_mut(), &command, &mut out);
+        if self.backlog.is_empty() {
+            if flow == Flow::Close {
+                session.close();
+            }
+            return;
+        }
+        self.backlog.close |= flow == Flow::Close;
+        self.backlog.drain(session);
+    }
+
+    fn on_writability_changed(&mut self, session: &mut Session<RespCodec, T>, writable: bool) {
+        if writable && (!self.backlog.is_empty() || self.backlog.close) {
+            self.backlog.drain(session);
         }
     }
 
@@ -126,7 +244,7 @@ pub(crate) fn serve_tcp(
             .session_options(session_options())
             .bind(*at, move |_: &mut Setup<'_>| {
                 let store = store.clone();
-                Ok((RespCodec::default(), Connection { store }))
+                Ok((RespCodec::default(), Connection::new(store)))
             })?;
         *at = server.local_addr();
         reactor.spawn(server);
@@ -145,7 +263,7 @@ pub(crate) fn serve_unix(path: &Path) -> io::Result<ReactorThread> {
             .session_options(session_options())
             .bind(path, move |_| {
                 let store = store.clone();
-                Ok((RespCodec::default(), Connection { store }))
+                Ok((RespCodec::default(), Connection::new(store)))
             })?;
         reactor.spawn(server);
         Ok(())

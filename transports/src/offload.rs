@@ -69,8 +69,12 @@ impl Offload {
                     while let Ok(job) = rx.recv() {
                         // A panicking job must not take the worker (and every session
                         // hashed to it) down with it.
-                        if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                        if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
                             log::error!("an offloaded job panicked; the worker carries on");
+                            // The payload is user code too: its drop may panic as well.
+                            if catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
+                                log::error!("dropping an offloaded job's panic panicked");
+                            }
                         }
                     }
                 })?;
