@@ -1,4 +1,4 @@
-//! Hostile review of the RESP codec, the kv example and offload, over real sockets. The kv
+//! Hostile checks of the RESP codec, the kv example and offload, over real sockets. The kv
 //! replies expected here are the bytes Debian's `redis-server` 7.0.15 gave for the same
 //! input, run side by side with the kv example.
 #![cfg(target_os = "linux")]
