@@ -130,3 +130,145 @@ fn a_boxed_tls_filter_reports_what_the_filter_says() {
     assert_eq!((boxed.peer_closed(), boxed.can_send()), direct);
     assert_eq!(direct, (Some(false), true));
 }
+
+/// Reads the server's records until its EOF and decodes them; returns the plain bytes and
+/// whether its close_notify came.
+fn read_rest<F: Filter>(
+    peer: &mut TcpStream,
+    client: &mut F,
+    mut wire: BytesMut,
+) -> (BytesMut, bool) {
+    let (got, _) = read_to_end(peer);
+    wire.extend_from_slice(&got);
+    let mut plain = BytesMut::new();
+    for _ in 0..100_000 {
+        let before = (wire.len(), plain.len());
+        if client.decode(&mut wire, &mut plain, 64 << 20).is_err() {
+            break;
+        }
+        if (wire.len(), plain.len()) == before {
+            break;
+        }
+    }
+    (plain, client.peer_closed() == Some(true))
+}
+
+/// A frame over max_message_len whose header and body come in separate TLS records, after a
+/// good frame in the same write: the good one is answered, the handler hears
+/// MessageTooLong then the close, and the server's close_notify follows the answer.
+#[test]
+fn an_oversized_frame_across_records_ends_after_the_replies() {
+    watchdog(TEST_LIMIT, || {
+        let options = SessionOptions::default().max_message_len(1024);
+        let (server, addr, events, config) = server(options);
+        let mut client = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        tls_exchange(&mut peer, &mut client, b"", 0);
+        let mut wire = BytesMut::new();
+        client.encode(&frame(b"hello"), &mut wire).unwrap();
+        client
+            .encode(&(1u32 << 20).to_be_bytes(), &mut wire)
+            .unwrap();
+        for _ in 0..4 {
+            client.encode(&[7u8; 4096], &mut wire).unwrap();
+        }
+        client.flush(&mut wire).unwrap();
+        peer.write_all(&wire).unwrap();
+        let error = events.recv_timeout(STEP).unwrap();
+        assert!(
+            error.starts_with("error:") && error.contains("1048576"),
+            "{error}"
+        );
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        let (plain, notified) = read_rest(&mut peer, &mut client, BytesMut::new());
+        assert_eq!(
+            &plain[..],
+            &frame(b"hello")[..],
+            "the reply to the good frame"
+        );
+        assert!(notified, "no close_notify after the reply");
+        server.stop();
+    });
+}
+
+/// Data and close_notify in one segment, right after the handshake: the data is answered,
+/// then close_notify, and the session closes without an error.
+#[test]
+fn data_with_close_notify_in_one_segment_is_answered() {
+    watchdog(TEST_LIMIT, || {
+        let (server, addr, events, config) = server(SessionOptions::default());
+        let mut client = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        let (_, rest) = tls_exchange(&mut peer, &mut client, b"", 0);
+        let mut wire = BytesMut::new();
+        client.encode(&frame(b"last words"), &mut wire).unwrap();
+        client.close(&mut wire);
+        peer.write_all(&wire).unwrap();
+        let (plain, notified) = read_rest(&mut peer, &mut client, rest);
+        assert_eq!(&plain[..], &frame(b"last words")[..]);
+        assert!(notified, "no close_notify back");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
+
+/// A ClientHello sent a byte per segment still completes the handshake.
+#[test]
+fn a_client_hello_in_one_byte_segments_completes() {
+    watchdog(TEST_LIMIT, || {
+        let (server, addr, events, config) = server(SessionOptions::default());
+        let mut client = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        let mut hello = BytesMut::new();
+        client.flush(&mut hello).unwrap();
+        assert!(hello.len() > 100, "a ClientHello");
+        for byte in hello.iter() {
+            peer.write_all(&[*byte]).unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let (plain, _) = tls_exchange(&mut peer, &mut client, &frame(b"ping"), 8);
+        assert_eq!(&plain[..], &frame(b"ping")[..]);
+        assert!(events.try_recv().is_err(), "no error");
+        server.stop();
+    });
+}
+
+/// A handshake that stalls after the ClientHello: the handshake timeout fires once, and the
+/// reactor sleeps meanwhile (no busy loop).
+#[test]
+fn a_handshake_stalled_half_way_times_out_without_spinning() {
+    watchdog(TEST_LIMIT, || {
+        let options = SessionOptions::default().handshake_timeout(Duration::from_millis(1500));
+        let (server, addr, events, config) = server(options);
+        let mut client = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        let mut hello = BytesMut::new();
+        client.flush(&mut hello).unwrap();
+        peer.write_all(&hello).unwrap();
+        // The server's flight comes back; the client never answers it.
+        let mut chunk = [0u8; 16 * 1024];
+        let n = peer.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        let cpu_before = cpu_of_thread("review-tls").expect("the reactor thread");
+        let started = Instant::now();
+        let error = events.recv_timeout(STEP).unwrap();
+        let waited = started.elapsed();
+        let cpu = cpu_of_thread("review-tls").unwrap() - cpu_before;
+        assert!(error.contains("handshake"), "{error}");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        assert!(
+            events.recv_timeout(Duration::from_millis(300)).is_err(),
+            "one error, one close"
+        );
+        assert!(
+            waited > Duration::from_millis(500),
+            "fired after {waited:?}"
+        );
+        assert!(
+            cpu < waited / 4,
+            "the reactor used {cpu:?} of CPU in {waited:?}"
+        );
+        let _ = read_to_end(&mut peer);
+        server.stop();
+    });
+}
