@@ -272,3 +272,172 @@ fn a_handshake_stalled_half_way_times_out_without_spinning() {
         server.stop();
     });
 }
+
+/// A raw rustls client over a non-blocking socket, for peers that misbehave.
+struct RawClient {
+    conn: getty::codec::rustls::ClientConnection,
+    sock: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl RawClient {
+    fn connect(
+        addr: SocketAddr,
+        config: std::sync::Arc<getty::codec::rustls::ClientConfig>,
+    ) -> RawClient {
+        let name = "localhost".try_into().unwrap();
+        let mut conn = getty::codec::rustls::ClientConnection::new(config, name).unwrap();
+        let mut sock = connect(addr);
+        let deadline = Instant::now() + STEP;
+        while conn.is_handshaking() {
+            assert!(Instant::now() < deadline, "handshake");
+            while conn.wants_write() {
+                conn.write_tls(&mut sock).unwrap();
+            }
+            if conn.is_handshaking() {
+                conn.read_tls(&mut sock).unwrap();
+                conn.process_new_packets().unwrap();
+            }
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).unwrap();
+        }
+        sock.set_nonblocking(true).unwrap();
+        RawClient {
+            conn,
+            sock,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Moves rustls's records into `pending`.
+    fn take_records(&mut self) {
+        while self.conn.wants_write() {
+            self.conn.write_tls(&mut self.pending).unwrap();
+        }
+    }
+
+    /// Writes what it can of `pending`; true when the socket took nothing.
+    fn push(&mut self) -> bool {
+        let mut blocked = false;
+        while !self.pending.is_empty() {
+            match self.sock.write(&self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        blocked
+    }
+
+    /// Reads what is there and returns the plain bytes.
+    fn pull(&mut self) -> Vec<u8> {
+        let mut plain = Vec::new();
+        loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => panic!("the server closed"),
+                Ok(_) => {
+                    self.conn.process_new_packets().unwrap();
+                    let _ = self.conn.reader().read_to_end(&mut plain);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        plain
+    }
+}
+
+/// Pipelines requests, each after a KeyUpdate(update_requested) (so the server owes a
+/// KeyUpdate of its own every time), and never reads: the server must stop reading at its
+/// high watermark, keep its memory bounded and the session open, and answer everything once
+/// the peer reads.
+fn flood_without_reading(options: SessionOptions, key_updates: bool, payload: usize) {
+    let (server, addr, events, config) = server(options);
+    let mut client = RawClient::connect(addr, config);
+    let baseline = resident_bytes();
+    let one = frame(&vec![0x5a; payload]);
+    let (mut sent, mut blocked_since, started) = (0usize, None::<Instant>, Instant::now());
+    while started.elapsed() < Duration::from_secs(20) && sent < 4_000_000 {
+        // A batch of requests, each in a record of its own.
+        for _ in 0..64.min(1 + (256 << 10) / one.len()) {
+            if client.pending.len() > 256 << 10 {
+                break;
+            }
+            if key_updates {
+                client.conn.refresh_traffic_keys().unwrap();
+            }
+            client.conn.writer().write_all(&one).unwrap();
+            client.take_records();
+            sent += 1;
+        }
+        if client.push() {
+            let since = *blocked_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        } else {
+            blocked_since = None;
+        }
+    }
+    assert!(
+        blocked_since.is_some(),
+        "the server never stopped reading ({sent} sent)"
+    );
+    let growth = resident_bytes().saturating_sub(baseline);
+    assert!(
+        growth < 16 << 20,
+        "RSS grew by {} KiB with {sent} requests",
+        growth >> 10
+    );
+    assert!(
+        events.try_recv().is_err(),
+        "the session ended while the peer was within limits"
+    );
+    // Now read: every answer comes back, in order.
+    let want = sent * one.len();
+    let mut got = Vec::new();
+    let started = Instant::now();
+    while got.len() < want && started.elapsed() < Duration::from_secs(30) {
+        client.push();
+        let more = client.pull();
+        if more.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got.extend_from_slice(&more);
+    }
+    assert_eq!(got.len(), want, "answers missing");
+    assert!(
+        got.chunks(one.len()).all(|c| c == &one[..]),
+        "answers differ"
+    );
+    assert!(events.try_recv().is_err(), "the session ended");
+    server.stop();
+}
+
+#[test]
+fn a_key_update_flood_from_a_peer_that_never_reads_is_slowed_down() {
+    watchdog(Duration::from_secs(90), || {
+        flood_without_reading(SessionOptions::default(), true, 1000);
+    });
+}
+
+#[test]
+fn tiny_requests_from_a_peer_that_never_reads_are_slowed_down() {
+    watchdog(Duration::from_secs(90), || {
+        flood_without_reading(SessionOptions::default(), false, 1);
+    });
+}
+
+#[test]
+fn maximal_records_from_a_peer_that_never_reads_are_slowed_down() {
+    watchdog(Duration::from_secs(90), || {
+        flood_without_reading(SessionOptions::default(), false, 16 * 1024 - 4);
+    });
+}
