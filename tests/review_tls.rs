@@ -441,3 +441,150 @@ fn maximal_records_from_a_peer_that_never_reads_are_slowed_down() {
         flood_without_reading(SessionOptions::default(), false, 16 * 1024 - 4);
     });
 }
+
+/// A hostile TLS server on a thread: accepts one connection and runs `act` on it.
+fn hostile_server(
+    act: impl FnOnce(TcpStream) + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(STEP)).unwrap();
+        sock.set_write_timeout(Some(STEP)).unwrap();
+        act(sock);
+    });
+    (addr, thread)
+}
+
+/// The framework as a TLS client of `addr`, giving up after one failure.
+fn tls_client_of(
+    addr: SocketAddr,
+    config: std::sync::Arc<getty::codec::rustls::ClientConfig>,
+    options: SessionOptions,
+) -> (Running, Receiver<String>) {
+    let (tx, events) = mpsc::channel();
+    let client = getty::tcp::TcpClient::builder()
+        .tls(config, "localhost")
+        .max_consecutive_failures(Some(1))
+        .session_options(options)
+        .build(addr, move |_| {
+            Ok((LengthFieldCodec::default(), Reporter(tx.clone())))
+        })
+        .unwrap();
+    (Running::serve("rv-tls-client", client), events)
+}
+
+/// Reads the ClientHello's first record (header and body).
+fn read_client_hello(sock: &mut TcpStream) {
+    let mut head = [0u8; 5];
+    sock.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x16, "a handshake record");
+    let mut body = vec![0u8; u16::from_be_bytes([head[3], head[4]]) as usize];
+    sock.read_exact(&mut body).unwrap();
+}
+
+/// A server that takes the ClientHello and says nothing: the client's handshake timeout
+/// fires, once, with the reactor asleep meanwhile.
+#[test]
+fn a_tls_client_against_a_stalled_server_times_out_without_spinning() {
+    watchdog(TEST_LIMIT, || {
+        let (_, config) = configs();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (addr, thread) = hostile_server(move |mut sock| {
+            read_client_hello(&mut sock);
+            let _ = done_rx.recv_timeout(STEP);
+        });
+        let options = SessionOptions::default().handshake_timeout(Duration::from_millis(1500));
+        let started = Instant::now();
+        let (client, events) = tls_client_of(addr, config, options);
+        std::thread::sleep(Duration::from_millis(200));
+        let cpu_before = cpu_of_thread("rv-tls-client").expect("the reactor thread");
+        let error = events.recv_timeout(STEP).unwrap();
+        let cpu = cpu_of_thread("rv-tls-client").unwrap() - cpu_before;
+        let waited = started.elapsed();
+        assert!(error.contains("handshake"), "{error}");
+        assert!(
+            waited > Duration::from_millis(1000),
+            "fired after {waited:?}"
+        );
+        assert!(
+            cpu < Duration::from_millis(300),
+            "the reactor used {cpu:?} of CPU"
+        );
+        let _ = done_tx.send(());
+        thread.join().unwrap();
+        client.stop();
+    });
+}
+
+/// A server that answers the ClientHello with application data: a clear TLS error at once.
+#[test]
+fn a_tls_client_gets_application_data_before_the_handshake() {
+    watchdog(TEST_LIMIT, || {
+        let (_, config) = configs();
+        let (addr, thread) = hostile_server(move |mut sock| {
+            read_client_hello(&mut sock);
+            let _ = sock.write_all(b"\x17\x03\x03\x00\x05hello");
+            let _ = read_to_end(&mut sock);
+        });
+        let (client, events) = tls_client_of(addr, config, SessionOptions::default());
+        let error = events.recv_timeout(STEP).unwrap();
+        assert!(
+            error.starts_with("error:") && error.contains("tls"),
+            "{error}"
+        );
+        thread.join().unwrap();
+        client.stop();
+    });
+}
+
+/// A real TLS server whose certificate chain is far larger than a handshake message may be:
+/// the client refuses it with a clear error and holds no more than its handshake bound.
+#[test]
+fn a_tls_client_refuses_a_huge_certificate_chain() {
+    watchdog(TEST_LIMIT, || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let leaf = getty::codec::rustls::pki_types::CertificateDer::from(made.cert.der().to_vec());
+        let key = getty::codec::rustls::pki_types::PrivateKeyDer::Pkcs8(
+            getty::codec::rustls::pki_types::PrivatePkcs8KeyDer::from(
+                made.signing_key.serialize_der(),
+            ),
+        );
+        let filler = rcgen::generate_simple_self_signed(
+            (0..40)
+                .map(|i| format!("filler-{i:04}.example"))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let filler =
+            getty::codec::rustls::pki_types::CertificateDer::from(filler.cert.der().to_vec());
+        let mut chain = vec![leaf];
+        while chain.iter().map(|c| c.len()).sum::<usize>() < 1 << 20 {
+            chain.push(filler.clone());
+        }
+        let server_config = std::sync::Arc::new(
+            getty::codec::rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .unwrap(),
+        );
+        let client_config = tls::client_config(made.cert.pem().as_bytes()).unwrap();
+        let (addr, thread) = hostile_server(move |mut sock| {
+            let mut conn = getty::codec::rustls::ServerConnection::new(server_config).unwrap();
+            let _ = conn.complete_io(&mut sock);
+            let _ = read_to_end(&mut sock);
+        });
+        let baseline = resident_bytes();
+        let (client, events) = tls_client_of(addr, client_config, SessionOptions::default());
+        let error = events.recv_timeout(STEP).unwrap();
+        let growth = resident_bytes().saturating_sub(baseline);
+        assert!(
+            error.starts_with("error:") && error.contains("tls"),
+            "{error}"
+        );
+        assert!(growth < 8 << 20, "RSS grew by {} KiB", growth >> 10);
+        thread.join().unwrap();
+        client.stop();
+    });
+}
