@@ -588,3 +588,63 @@ fn a_tls_client_refuses_a_huge_certificate_chain() {
         client.stop();
     });
 }
+
+/// A ClientHello near the largest a handshake message may be (64 KiB of ALPN names), sent
+/// as one record per byte of it: the server answers with its flight, or refuses it with a
+/// clear error, and the reactor spends no more than it would on the bytes themselves.
+#[test]
+fn a_huge_client_hello_in_one_byte_records_is_handled_in_linear_time() {
+    watchdog(TEST_LIMIT, || {
+        let (server, addr, events, config) = server(SessionOptions::default());
+        let mut config = (*config).clone();
+        config.alpn_protocols = (0..250u32)
+            .map(|i| vec![b'a' + (i % 26) as u8; 250])
+            .collect();
+        let name = "localhost".try_into().unwrap();
+        let mut conn =
+            getty::codec::rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut hello = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut hello).unwrap();
+        }
+        // Unwrap the records into the handshake message, then one record per byte.
+        let mut message = Vec::new();
+        let mut rest = &hello[..];
+        while rest.len() >= 5 {
+            let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
+            message.extend_from_slice(&rest[5..5 + len]);
+            rest = &rest[5 + len..];
+        }
+        assert!(
+            message.len() > 60_000,
+            "a ClientHello of {} bytes",
+            message.len()
+        );
+        let mut wire = Vec::with_capacity(message.len() * 6);
+        for byte in &message {
+            wire.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x01, *byte]);
+        }
+        let mut peer = connect(addr);
+        let cpu_before = cpu_of_thread("review-tls").unwrap();
+        let writer = {
+            let mut peer = peer.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = peer.write_all(&wire);
+            })
+        };
+        let mut head = [0u8; 5];
+        let answer = peer.read_exact(&mut head);
+        let cpu = cpu_of_thread("review-tls").unwrap() - cpu_before;
+        eprintln!(
+            "answer {answer:?} {head:?} cpu {cpu:?} events {:?}",
+            events.try_recv()
+        );
+        writer.join().unwrap();
+        assert!(
+            cpu < Duration::from_secs(2),
+            "the reactor used {cpu:?} on one ClientHello"
+        );
+        drop(peer);
+        server.stop();
+    });
+}
