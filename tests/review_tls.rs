@@ -648,3 +648,66 @@ fn a_huge_client_hello_in_one_byte_records_is_handled_in_linear_time() {
         server.stop();
     });
 }
+
+/// Reports messages too.
+struct Recorder(Sender<String>);
+
+impl Handler<LengthFieldCodec> for Recorder {
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        let _ = self
+            .0
+            .send(format!("msg: {}", String::from_utf8_lossy(&msg)));
+    }
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        let _ = self.0.send(format!("error: {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let _ = self.0.send("close".into());
+    }
+}
+
+/// A server that sends its whole flight, application data and close_notify in one segment,
+/// before it has the client's Finished: the framework's client delivers the data, then
+/// closes cleanly (the server's close_notify ended its input).
+#[test]
+fn a_tls_client_gets_data_and_close_notify_with_the_server_flight() {
+    watchdog(TEST_LIMIT, || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let mut server_config =
+            (*tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap()).clone();
+        // Half-RTT data: sent right after the server's Finished.
+        server_config.send_half_rtt_data = true;
+        let server_config = std::sync::Arc::new(server_config);
+        let client_config = tls::client_config(chain.as_bytes()).unwrap();
+        let (addr, thread) = hostile_server(move |mut sock| {
+            let mut conn = getty::codec::rustls::ServerConnection::new(server_config).unwrap();
+            while conn.is_handshaking() && !conn.wants_write() {
+                conn.read_tls(&mut sock).unwrap();
+                conn.process_new_packets().unwrap();
+            }
+            conn.writer().write_all(&frame(b"early")).unwrap();
+            conn.send_close_notify();
+            let mut flight = Vec::new();
+            while conn.wants_write() {
+                conn.write_tls(&mut flight).unwrap();
+            }
+            sock.write_all(&flight).unwrap();
+            let _ = read_to_end(&mut sock);
+        });
+        let (tx, events) = mpsc::channel();
+        let client = getty::tcp::TcpClient::builder()
+            .tls(client_config, "localhost")
+            .max_consecutive_failures(Some(1))
+            .build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), Recorder(tx.clone())))
+            })
+            .unwrap();
+        let client = Running::serve("rv-tls-client", client);
+        let first = events.recv_timeout(STEP).unwrap();
+        assert_eq!(first, "msg: early");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        thread.join().unwrap();
+        client.stop();
+    });
+}
