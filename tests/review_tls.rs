@@ -711,3 +711,118 @@ fn a_tls_client_gets_data_and_close_notify_with_the_server_flight() {
         client.stop();
     });
 }
+
+/// Writes a greeting in `on_open` (when its flag says so), and reports messages, errors and
+/// the close.
+struct Greeter(Sender<String>, bool);
+
+impl Handler<LengthFieldCodec> for Greeter {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        if self.1 {
+            s.write(frame(b"greeting")[4..].to_vec()).unwrap();
+        }
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, msg: Bytes) {
+        let _ = self
+            .0
+            .send(format!("msg: {}", String::from_utf8_lossy(&msg)));
+    }
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &getty::Error) {
+        let _ = self.0.send(format!("error: {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let _ = self.0.send("close".into());
+    }
+}
+
+/// A close_notify alert in the clear, as anyone on the path can forge it.
+const PLAIN_CLOSE_NOTIFY: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00];
+
+/// A client of a server that answers the ClientHello with a close_notify alert in the
+/// clear (anyone on the path can forge it), its handler greeting in `on_open` or not.
+fn client_gets_close_notify_before_the_handshake(greet: bool) {
+    let (_, config) = configs();
+    let (addr, thread) = hostile_server(move |mut sock| {
+        read_client_hello(&mut sock);
+        sock.write_all(&PLAIN_CLOSE_NOTIFY).unwrap();
+        let _ = read_to_end(&mut sock);
+    });
+    let (tx, events) = mpsc::channel();
+    let client = getty::tcp::TcpClient::builder()
+        .tls(config, "localhost")
+        .max_consecutive_failures(Some(1))
+        .build(addr, move |_| {
+            Ok((LengthFieldCodec::default(), Greeter(tx.clone(), greet)))
+        })
+        .unwrap();
+    let started = Instant::now();
+    let client = Running::serve("rv-tls-client", client);
+    let first = events.recv_timeout(STEP).unwrap();
+    assert!(
+        first.starts_with("error:"),
+        "the session ended with {first:?}"
+    );
+    assert!(
+        !first.contains("handshake not done"),
+        "only at the timeout: {first}"
+    );
+    assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    thread.join().unwrap();
+    client.stop();
+}
+
+/// A close_notify before the handshake is done ended a client session that had queued
+/// nothing as cleanly as a finished exchange: no `on_error`, though the server was never
+/// authenticated. A FIN there is an error; so must this be.
+#[test]
+fn a_close_notify_before_the_handshake_is_an_error_for_a_client() {
+    watchdog(TEST_LIMIT, || {
+        client_gets_close_notify_before_the_handshake(false)
+    });
+}
+
+/// With a request queued in `on_open` (which can never be encrypted now), the session hung
+/// on until the handshake timeout (10 s) and reported that instead.
+#[test]
+fn a_close_notify_before_the_handshake_ends_a_greeting_client_at_once() {
+    watchdog(TEST_LIMIT, || {
+        client_gets_close_notify_before_the_handshake(true)
+    });
+}
+
+/// The same on the server side: a client that sends close_notify instead of a ClientHello,
+/// to a server that greets in `on_open`. The server hears an error at once (not the
+/// handshake timeout's), then the close.
+#[test]
+fn a_close_notify_before_the_handshake_is_an_error_for_a_server() {
+    watchdog(TEST_LIMIT, || {
+        let (server_config, _) = configs();
+        let (tx, events) = mpsc::channel();
+        let server = TcpServer::builder()
+            .tls(server_config)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Greeter(tx.clone(), true)))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-tls", server);
+        let mut peer = connect(addr);
+        peer.write_all(&PLAIN_CLOSE_NOTIFY).unwrap();
+        let started = Instant::now();
+        let first = events.recv_timeout(STEP).unwrap();
+        assert!(
+            first.starts_with("error:"),
+            "the session ended with {first:?}"
+        );
+        assert!(
+            !first.contains("handshake not done"),
+            "only at the timeout: {first}"
+        );
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let _ = read_to_end(&mut peer);
+        server.stop();
+    });
+}
