@@ -711,3 +711,33 @@ fn a_tls_client_gets_data_and_close_notify_with_the_server_flight() {
         client.stop();
     });
 }
+
+/// A record that fails to decrypt, under TLS with compression: the server sends its alert
+/// and ends with a FIN, as it does under TLS alone.
+#[test]
+fn a_corrupt_record_under_tls_with_compression_is_answered_with_an_alert() {
+    watchdog(TEST_LIMIT, || {
+        let options = SessionOptions::default().compression(Some(Compression::Default));
+        let (server, addr, events, config) = server(options);
+        let mut client = Layered::new(
+            TlsFilter::client(config, "localhost").unwrap(),
+            DeflateFilter::new(Compression::Default),
+        );
+        let mut peer = connect(addr);
+        let plain = exchange(&mut peer, &mut client, &frame(b"ping"), 8);
+        assert_eq!(&plain[..], &frame(b"ping")[..]);
+        let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        bad.extend_from_slice(&[0xee; 0x40]);
+        peer.write_all(&bad).unwrap();
+        let (wire, ended) = read_to_end(&mut peer);
+        assert_eq!(ended, Ended::Eof, "the session was reset");
+        let mut wire = BytesMut::from(&wire[..]);
+        let answer = client.decode(&mut wire, &mut BytesMut::new(), 1 << 20);
+        let answer = format!("{answer:?}");
+        assert!(answer.contains("BadRecordMac"), "no alert: {answer}");
+        let error = events.recv_timeout(STEP).unwrap();
+        assert!(error.contains("tls"), "{error}");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
