@@ -741,3 +741,64 @@ fn a_corrupt_record_under_tls_with_compression_is_answered_with_an_alert() {
         server.stop();
     });
 }
+
+/// Writes a mix of small and large frames in `on_open`.
+struct Mixer(Vec<usize>);
+
+impl Handler<LengthFieldCodec> for Mixer {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        for (i, len) in self.0.iter().enumerate() {
+            s.write(mixed(i, *len)).unwrap();
+        }
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+}
+
+fn mixed(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|b| (b * 7 + i * 13) as u8).collect()
+}
+
+/// Small and large writes, on both sides of the outbound queue's copy threshold and of the
+/// record and batch sizes, queued before the handshake is done: all leave whole, in order.
+#[test]
+fn mixed_writes_before_the_handshake_arrive_whole_and_in_order() {
+    watchdog(TEST_LIMIT, || {
+        let sizes = vec![
+            1,
+            16 * 1024 - 1,
+            16 * 1024,
+            16 * 1024 + 1,
+            3,
+            64 * 1024 - 1,
+            64 * 1024,
+            64 * 1024 + 5,
+            0,
+            1 << 20,
+            7,
+            200_000,
+            2,
+        ];
+        let (server_config, client_config) = configs();
+        let sizes2 = sizes.clone();
+        let server = TcpServer::builder()
+            .tls(server_config)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Mixer(sizes2.clone())))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-tls", server);
+        let mut client = TlsFilter::client(client_config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        let want: usize = sizes.iter().map(|n| n + 4).sum();
+        let (plain, _) = tls_exchange(&mut peer, &mut client, b"", want);
+        let mut expected = Vec::with_capacity(want);
+        for (i, len) in sizes.iter().enumerate() {
+            expected.extend_from_slice(&frame(&mixed(i, *len)));
+        }
+        assert_eq!(plain.len(), want);
+        assert!(plain[..] == expected[..], "the bytes differ");
+        server.stop();
+    });
+}
