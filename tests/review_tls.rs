@@ -802,3 +802,33 @@ fn mixed_writes_before_the_handshake_arrive_whole_and_in_order() {
         server.stop();
     });
 }
+
+/// Under TLS with compression, close_notify right after the first byte of a deflate batch:
+/// the input ended inside a unit the peer's compressor started, which the handler must hear
+/// as a truncation (the deflate layer's `holds_partial_input` was lost in the boxed stack).
+#[test]
+fn close_notify_inside_a_deflate_batch_is_a_truncation() {
+    watchdog(TEST_LIMIT, || {
+        let options = SessionOptions::default().compression(Some(Compression::Default));
+        let (server, addr, events, config) = server(options);
+        let mut tls = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        tls_exchange(&mut peer, &mut tls, b"", 0);
+        let mut deflate = DeflateFilter::new(Compression::Default);
+        let mut batch = BytesMut::new();
+        deflate
+            .encode(&frame(b"a message cut short"), &mut batch)
+            .unwrap();
+        deflate.flush(&mut batch).unwrap();
+        assert!(batch.len() > 2);
+        let mut wire = BytesMut::new();
+        tls.encode(&batch[..1], &mut wire).unwrap();
+        tls.close(&mut wire);
+        peer.write_all(&wire).unwrap();
+        let _ = read_to_end(&mut peer);
+        let first = events.recv_timeout(STEP).unwrap();
+        assert!(first.starts_with("error:"), "a clean close: {first}");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
