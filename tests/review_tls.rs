@@ -832,3 +832,29 @@ fn close_notify_inside_a_deflate_batch_is_a_truncation() {
         server.stop();
     });
 }
+
+/// Under TLS with compression the peer's close_notify went unseen (the boxed stack said
+/// the TLS layer has no closing message): the server neither answered it nor closed, and
+/// waited for a FIN the peer, waiting for close_notify, never sent.
+#[test]
+fn close_notify_under_tls_with_compression_is_answered() {
+    watchdog(TEST_LIMIT, || {
+        let options = SessionOptions::default().compression(Some(Compression::Default));
+        let (server, addr, events, config) = server(options);
+        let mut client = Layered::new(
+            TlsFilter::client(config, "localhost").unwrap(),
+            DeflateFilter::new(Compression::Default),
+        );
+        let mut peer = connect(addr);
+        let plain = exchange(&mut peer, &mut client, &frame(b"ping"), 8);
+        assert_eq!(&plain[..], &frame(b"ping")[..]);
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut bye = BytesMut::new();
+        client.close(&mut bye);
+        peer.write_all(&bye).unwrap();
+        let (_, notified) = read_rest(&mut peer, &mut client, BytesMut::new());
+        assert!(notified, "no close_notify back");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close", "a clean close");
+        server.stop();
+    });
+}
