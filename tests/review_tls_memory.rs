@@ -47,10 +47,10 @@ impl Handler<LengthFieldCodec> for Sink {
     }
 }
 
-/// A message of 4 MiB over TLS: the read buffer is sized for the frame (plus a little), but
-/// the TLS filter asked for 16 KiB of room past whatever was there, so near the end of
-/// every large frame the buffer was outgrown, and reallocated at twice the frame's size,
-/// with a copy of all of it.
+/// A message of 2 MiB over TLS: the transport sizes the read buffer for the frame (its
+/// growth steps may take up to a quarter more), but the TLS filter asked for 16 KiB of room
+/// past whatever was there, so the buffer was outgrown before the transport could size it,
+/// and reallocated at about twice its size, with a copy of all of it: 3.5 MiB for 2 MiB.
 #[test]
 fn a_large_message_over_tls_takes_one_buffer_of_about_its_size() {
     watchdog(Duration::from_secs(60), || {
@@ -87,7 +87,7 @@ fn a_large_message_over_tls_takes_one_buffer_of_about_its_size() {
         server.stop();
         let largest = LARGEST.load(Ordering::Relaxed);
         assert!(
-            largest < LEN + LEN / 4,
+            largest <= LEN + LEN / 2,
             "a buffer of {} KiB for a message of {} KiB",
             largest >> 10,
             LEN >> 10
@@ -120,7 +120,7 @@ fn a_large_message_over_tcp_takes_one_buffer_of_about_its_size() {
         server.stop();
         let largest = LARGEST.load(Ordering::Relaxed);
         assert!(
-            largest < LEN + LEN / 4,
+            largest <= LEN + LEN / 2,
             "a buffer of {} KiB for a message of {} KiB",
             largest >> 10,
             LEN >> 10
