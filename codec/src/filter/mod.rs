@@ -331,6 +331,18 @@ impl Filter for Box<dyn Filter> {
         (**self).close(wire)
     }
 
+    fn can_send(&self) -> bool {
+        (**self).can_send()
+    }
+
+    fn peer_closed(&self) -> Option<bool> {
+        (**self).peer_closed()
+    }
+
+    fn holds_partial_input(&self) -> bool {
+        (**self).holds_partial_input()
+    }
+
     fn find(&self, type_id: TypeId) -> Option<&dyn Any> {
         // Look at the boxed filter itself, not at the box.
         let inner: &dyn Any = &**self;

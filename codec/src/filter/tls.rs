@@ -131,9 +131,26 @@ impl TlsFilter {
     }
 
     /// Moves decrypted bytes into `plain`, at most `room` of them. Returns how many.
-    fn take_plaintext(&mut self, plain: &mut BytesMut, room: usize) -> Result<usize, FilterError> {
+    ///
+    /// Only into the capacity `plain` has, unless it is full and `grow` is set: the
+    /// transport sizes its read buffer for the frame it is reading, and a step past the end
+    /// would reallocate a large frame's buffer at twice its size (and copy all of it). A
+    /// full buffer grows only when nothing was taken in this call yet, so that the caller,
+    /// handed what fitted, makes room its own way first.
+    fn take_plaintext(
+        &mut self,
+        plain: &mut BytesMut,
+        room: usize,
+        grow: bool,
+    ) -> Result<usize, FilterError> {
         let start = plain.len();
-        plain.resize(start + room.min(STEP), 0);
+        let spare = plain.capacity() - start;
+        let step = match room.min(STEP) {
+            step if spare > 0 => step.min(spare),
+            step if grow => step,
+            _ => return Ok(0),
+        };
+        plain.resize(start + step, 0);
         let result = self.connection.reader().read(&mut plain[start..]);
         let n = match result {
             Ok(n) => n,
@@ -214,7 +231,7 @@ impl Filter for TlsFilter {
         let mut produced = 0;
         loop {
             if produced < limit {
-                produced += self.take_plaintext(plain, limit - produced)?;
+                produced += self.take_plaintext(plain, limit - produced, produced == 0)?;
             }
             // rustls stops wanting records while its plaintext buffer is full: then the
             // rest waits in `wire` until the codec has made room.
@@ -225,7 +242,7 @@ impl Filter for TlsFilter {
             };
             if fed == 0 {
                 if produced < limit {
-                    self.take_plaintext(plain, limit - produced)?;
+                    self.take_plaintext(plain, limit - produced, produced == 0)?;
                 }
                 return Ok(());
             }
