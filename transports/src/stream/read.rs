@@ -403,15 +403,17 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
         return;
     }
     let from_pool = buf.capacity() <= pool.buffer_size();
-    let kept_last_step = wanted == frame_room && pool.keeps_large(frame_room);
-    if !from_pool && !kept_last_step {
+    let last_step = wanted == frame_room;
+    if !from_pool && !last_step {
         // An allocation of its own already: grown in place where the allocator can.
         buf.reserve(wanted - buf.len());
         return;
     }
     // An idle pooled buffer that is large enough (the first step out of a 64 KiB buffer
     // often fits one of 128 KiB), else exactly `wanted`: leaving a pooled buffer, or the
-    // last step of a frame the pool will keep, which `reserve` would round up to twice.
+    // frame's last step, which `reserve` would round up to twice the buffer (an 8 MiB
+    // allocation for a 4 MiB frame, held for as long as the message is). That costs the
+    // copy of what came of the frame, once per frame.
     let grown = pool
         .take_at_least(wanted)
         .unwrap_or_else(|| BytesMut::with_capacity(wanted));

@@ -1,4 +1,4 @@
-//! Hostile-peer review of TLS sessions, memory: the largest buffer a large message makes the
+//! Hostile peers of TLS sessions, memory: the largest buffer a large message makes the
 //! server allocate. Runs alone in its binary (the allocator's record is the process's).
 
 mod common;

@@ -1,4 +1,4 @@
-//! Hostile-peer review of TLS sessions: what a misbehaving peer can make a TLS session do.
+//! Hostile peers of TLS sessions: what a misbehaving peer can make a TLS session do.
 
 mod common;
 
