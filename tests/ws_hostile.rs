@@ -848,3 +848,59 @@ fn a_refused_oversized_head_gets_its_431() {
         server.stop();
     });
 }
+
+/// Keeps every message for as long as its session lasts, answering each with an empty one.
+struct Keep(Vec<Bytes>);
+
+impl Handler<RawCodec, Ws> for Keep {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, msg: Bytes) {
+        self.0.push(msg);
+        let _ = s.write(Bytes::new());
+    }
+}
+
+/// A large message is a view of the buffer it was read into, so a handler that keeps it
+/// keeps that buffer. Told the frame's length once its header is read (as the TCP codecs
+/// tell theirs), the session reads the frame into a buffer about its size; grown a step
+/// per read instead, the buffer of a message just over 1 MiB (or 4 MiB) doubled to 2 MiB
+/// (8 MiB).
+#[test]
+fn a_kept_large_message_holds_about_its_own_size() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let server = WsServer::builder()
+            .session_options(SessionOptions::default().max_message_len(16 << 20))
+            .route("/echo", |_| Ok((RawCodec, Keep(Vec::new()))))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        // A pool that keeps no large buffer, so that the heap counts only what the
+        // messages hold (an outgrown step would otherwise wait in the pool).
+        let server = Running::serve_with("ws-kept", server, || {
+            let pool = getty::reactor::BufPool::default().large_budget(0);
+            getty::reactor::Reactor::builder().buffer_pool(pool).build()
+        });
+        let mut peer = connect(addr);
+        peer.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut peer);
+        // Just over 1 MiB (the pool keeps buffers for it) and over 4 MiB (it does not).
+        for (round, len) in [(1 << 20) + 1024, (4 << 20) + 1024].into_iter().enumerate() {
+            std::thread::sleep(Duration::from_millis(100));
+            server.run_on(|_| ()); // settled
+            let before = live_bytes();
+            peer.write_all(&client_frame(2, true, &payload(round, len), 5))
+                .unwrap();
+            assert_eq!(read_frame(&mut peer), Some((0x82, Vec::new())));
+            std::thread::sleep(Duration::from_millis(100));
+            server.run_on(|_| ());
+            let held = live_bytes() - before;
+            println!("a kept message of {len} B holds {held} B of heap");
+            assert!(
+                held < len as isize * 5 / 4,
+                "a kept message of {len} B holds {held} B"
+            );
+        }
+        drop(peer);
+        server.stop();
+    });
+}

@@ -249,6 +249,32 @@ impl Protocol {
         self.frame.is_some() || self.message.is_some()
     }
 
+    /// How many bytes from the front of the input the data frame being read spans, once its
+    /// header is taken and its payload has not all come: a transport makes room for that
+    /// much, rather than growing its buffer a step per read past the frame's end. `None`
+    /// between frames (a header or a control frame is short).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// let mut p = Protocol::new(Role::Server, Config::default(), None);
+    /// // The header of a 300-byte binary frame (masked with 0 0 0 0) and 10 of its bytes.
+    /// let mut input = BytesMut::from(&b"\x82\xfe\x01\x2c\0\0\0\0"[..]);
+    /// input.extend_from_slice(&[7; 10]);
+    /// assert_eq!(p.decode(&mut input, &mut BytesMut::new()).unwrap(), None);
+    /// assert_eq!(p.awaited_len(), Some(300)); // its payload is at the front of `input`
+    /// ```
+    pub fn awaited_len(&self) -> Option<usize> {
+        let frame = self.frame.as_ref()?;
+        let compressed = self.message.as_ref().is_some_and(|m| m.compressed);
+        // A compressed frame's payload is taken off the input as it is inflated.
+        Some(if compressed {
+            frame.len - frame.done
+        } else {
+            frame.len
+        })
+    }
+
     /// Whether the close handshake is complete (sent and received) or the connection failed:
     /// once the queued output is flushed, the connection may be dropped. RFC 6455 wants the
     /// server to close the TCP connection first; a client waits (within a timeout) for the

@@ -133,7 +133,9 @@ impl Framing for WsFraming {
                 None => Error::WebSocket(e),
             })?;
         let event = match found {
-            None => return Ok(Next::NeedMore(None)),
+            // With the length of a frame whose payload is on its way, so that the read
+            // buffer takes the frame's size (as a length-prefixed codec's header tells).
+            None => return Ok(Next::NeedMore(ws.protocol.awaited_len())),
             // decode_in_place tries the common case first again; it declined above, so it
             // declines here too, but its answer is taken all the same.
             Some(InPlace::Message { kind, payload }) => {
