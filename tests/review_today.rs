@@ -1,0 +1,202 @@
+//! Hostile checks of the changes of the day (ws upgrade pacing, TLS clients' failed
+//! dials, dual-stack UDP limits, datagram drops at the end, the spare boxes' release,
+//! kv's backlog), each over real loopback sockets.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/kv/commands.rs"]
+mod commands;
+#[allow(dead_code)]
+#[path = "../examples/kv/server.rs"]
+mod server;
+#[allow(dead_code)]
+#[path = "../examples/kv/store.rs"]
+mod store;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use getty::codec::LengthFieldCodec;
+use getty::tcp::TcpClient;
+use getty::tls;
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits (at most `limit`) until `running` has no entry left; true if it got there.
+fn emptied_within(running: &Running, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while running.entry_count() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// A client of three connections whose certificate a TLS 1.3 server refuses every time:
+/// each dial is done on the client's side before the server's alert comes, so each counts
+/// as good, then is taken back. The three connections dial together, so a second dial is
+/// counted good before the first one's refusal arrives: the success taken back must not
+/// be the count the second one wiped (0). Allowed four consecutive failed dials, the
+/// client must give up.
+#[test]
+fn a_client_of_three_connections_whose_certificate_is_refused_gives_up() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let make = |name: &str| rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let (server_id, trusted, impostor) = (make("localhost"), make("client"), make("client"));
+        let server_config = tls::server_config_with_client_auth(
+            server_id.cert.pem().as_bytes(),
+            server_id.signing_key.serialize_pem().as_bytes(),
+            trusted.cert.pem().as_bytes(),
+        )
+        .unwrap();
+        let (stx, _server_events) = Events::new();
+        let server = getty::tcp::TcpServer::builder()
+            .tls(server_config)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Probe::echo(&stx)))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("mtls-server", server);
+        let client_config = tls::client_config_with_certificate(
+            server_id.cert.pem().as_bytes(),
+            impostor.cert.pem().as_bytes(),
+            impostor.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .tls(client_config, "localhost")
+            .connection_number(3)
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .max_consecutive_failures(Some(4))
+            .build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), Probe::silent(&tx)))
+            })
+            .unwrap();
+        let client = Running::serve("mtls-client", client);
+        let gave_up = emptied_within(&client, Duration::from_secs(5));
+        client.stop();
+        server.stop();
+        let sessions = events.count(|e| matches!(e, Ev::Open { .. }));
+        assert!(gave_up, "the client never gave up: {sessions} sessions");
+    });
+}
+
+/// Reads from `stream` until EOF, an error, or `limit` bytes; returns what it read.
+fn read_to_end_within(stream: &mut TcpStream, limit: usize) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 1 << 20]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < limit && Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+/// What a WebSocket server answers a head that is not HTTP (`GET ` then bytes no request
+/// line holds) followed by the client's half-close: sent in one write, or in two (the junk
+/// after a pause, too short to double the head).
+fn answer_to_junk_then_eof(split: bool) -> String {
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{Ws, WsServer};
+    struct Echo;
+    impl getty::Handler<MessageCodec, Ws> for Echo {
+        fn on_message(&mut self, s: &mut getty::Session<MessageCodec, Ws>, msg: Message) {
+            let _ = s.write(msg);
+        }
+    }
+    let server = WsServer::builder()
+        .route("/echo", |_| Ok((MessageCodec, Echo)))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let server = Running::serve("ws-junk-eof", server);
+    let mut peer = connect(addr);
+    if split {
+        peer.write_all(b"GET ").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        peer.write_all(b"\x01\x02\x03").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    } else {
+        peer.write_all(b"GET \x01\x02\x03").unwrap();
+    }
+    peer.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end_within(&mut peer, 4096);
+    server.stop();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A head that is not HTTP gets a 400 however it was split: the pacing of the parses must
+/// not leave the last bytes unparsed when the peer's input ends (a head that ended is
+/// parsed whole, at once).
+#[test]
+fn a_bad_head_then_eof_is_refused_with_400_however_it_was_split() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let whole = answer_to_junk_then_eof(false);
+        assert!(whole.starts_with("HTTP/1.1 400"), "in one write: {whole:?}");
+        let split = answer_to_junk_then_eof(true);
+        assert!(split.starts_with("HTTP/1.1 400"), "in two writes: {split:?}");
+    });
+}
+
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// An MGET whose reply is far above the high watermark, sent with the client's half-close
+/// right behind it (`redis-cli < file`, `nc -N`): kv answers what was asked before the
+/// EOF, so the reply must come whole (then EOF), not cut off at what was queued when the
+/// EOF was read.
+#[test]
+fn kv_answers_a_large_mget_whole_to_a_client_that_half_closed() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (pool, addr) = server::serve_tcp("127.0.0.1:0".parse().unwrap(), 1).expect("kv");
+        let mut s = connect(addr);
+        let value = vec![b'v'; 1 << 20];
+        s.write_all(&command(&[b"SET", b"big", &value])).unwrap();
+        let mut ok = [0u8; 5];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        let count = 24;
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(std::iter::repeat_n(&b"big"[..], count));
+        let mut input = command(&mget);
+        input.extend_from_slice(&command(&[b"PING"]));
+        s.write_all(&input).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let header = format!("*{count}\r\n");
+        let bulk_len = format!("${}\r\n", value.len()).len() + value.len() + 2;
+        let want = header.len() + count * bulk_len + b"+PONG\r\n".len();
+        let got = read_to_end_within(&mut s, want + 1);
+        pool.shutdown();
+        let _ = pool.join();
+        assert_eq!(
+            got.len(),
+            want,
+            "bytes of the reply before EOF ({} whole values of {count})",
+            got.len().saturating_sub(header.len()) / bulk_len
+        );
+        assert!(got.ends_with(b"+PONG\r\n"));
+    });
+}
