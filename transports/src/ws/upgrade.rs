@@ -253,7 +253,9 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             }
             return Status::Continue;
         }
-        let step = if self.pacing.due(&self.input) {
+        // The peer's input has ended: what it sent is all there is, parsed now (a head
+        // that cannot be a request is refused with its 400 however it was split).
+        let step = if self.pacing.due(&self.input) || !open {
             let stream = self.stream.as_ref().expect("owned until done");
             self.handshake.advance(cx, &mut self.input, stream)
         } else {
