@@ -150,7 +150,10 @@ fn a_bad_head_then_eof_is_refused_with_400_however_it_was_split() {
         let whole = answer_to_junk_then_eof(false);
         assert!(whole.starts_with("HTTP/1.1 400"), "in one write: {whole:?}");
         let split = answer_to_junk_then_eof(true);
-        assert!(split.starts_with("HTTP/1.1 400"), "in two writes: {split:?}");
+        assert!(
+            split.starts_with("HTTP/1.1 400"),
+            "in two writes: {split:?}"
+        );
     });
 }
 
@@ -201,4 +204,121 @@ fn kv_answers_a_large_mget_whole_to_a_client_that_half_closed() {
         );
         assert!(got.ends_with(b"+PONG\r\n"));
     });
+}
+
+mod udp {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::mpsc::{self, Sender};
+    use std::time::Duration;
+
+    use getty::codec::{Bytes, RawCodec};
+    use getty::udp::{DatagramHandler, DatagramSession, UdpEndpoint};
+    use getty::Error;
+
+    use super::{watchdog, Running, TEST_LIMIT};
+
+    /// On "go", writes five datagrams back, then panics (or, on "abort", aborts); on_close
+    /// reports `messages_out datagrams_out dropped_out`.
+    struct Faulty {
+        tx: Sender<String>,
+    }
+
+    impl DatagramHandler<RawCodec> for Faulty {
+        fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, msg: Bytes, peer: SocketAddr) {
+            for _ in 0..5 {
+                s.write_to(peer, Bytes::from_static(b"reply")).unwrap();
+            }
+            match &msg[..] {
+                b"panic" => panic!("a handler's bug, with five replies queued"),
+                _ => s.abort(),
+            }
+        }
+        fn on_close(&mut self, s: &mut DatagramSession<RawCodec>) {
+            let st = s.stats();
+            let _ = self.tx.send(format!(
+                "{} {} {}",
+                st.messages_out, st.datagrams_out, st.dropped_out
+            ));
+        }
+    }
+
+    /// What on_close saw of an endpoint whose handler queues five replies, then `how`.
+    fn counters_at_close(how: &'static [u8]) -> Vec<u64> {
+        let (tx, rx) = mpsc::channel();
+        let endpoint = UdpEndpoint::bind("127.0.0.1:0", move |_| {
+            Ok((RawCodec, Faulty { tx: tx.clone() }))
+        })
+        .unwrap();
+        let to = endpoint.local_addr();
+        let running = Running::serve("udp-faulty", endpoint);
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(how, to).unwrap();
+        let seen = rx.recv_timeout(Duration::from_secs(5)).expect("on_close");
+        running.stop();
+        seen.split(' ').map(|n| n.parse().unwrap()).collect()
+    }
+
+    /// The stats' promise: when on_close reads them, every datagram written was either sent
+    /// or dropped (`messages_out == datagrams_out + dropped_out`), also when the session
+    /// ends on a panic in a callback with datagrams still queued.
+    #[test]
+    fn datagrams_queued_when_a_handler_panics_count_as_dropped() {
+        watchdog(TEST_LIMIT, || {
+            let aborted = counters_at_close(b"abort");
+            assert_eq!(aborted[0], aborted[1] + aborted[2], "abort: {aborted:?}");
+            let panicked = counters_at_close(b"panic");
+            assert_eq!(
+                panicked[0],
+                panicked[1] + panicked[2],
+                "panic: written, sent, dropped: {panicked:?}"
+            );
+        });
+    }
+
+    /// Answers each datagram with the outcome of writes of 65,508 and 65,507 bytes back to
+    /// its source, from the session and through a handle.
+    struct Sizer {
+        tx: Sender<String>,
+    }
+
+    impl DatagramHandler<RawCodec> for Sizer {
+        fn on_message(&mut self, s: &mut DatagramSession<RawCodec>, _: Bytes, peer: SocketAddr) {
+            let outcome = |r: Result<(), Error>| match r {
+                Ok(()) => "ok".to_owned(),
+                Err(Error::MessageTooLong { max, .. }) => format!("too long (max {max})"),
+                Err(e) => format!("{e}"),
+            };
+            let big = outcome(s.write_bytes_to(peer, vec![1u8; 65_508]));
+            let handle = s.handle().expect("a handle");
+            let by_handle = outcome(handle.write_bytes_to(peer, Bytes::from(vec![2u8; 65_508])));
+            let fits = outcome(s.write_to(peer, Bytes::from(vec![3u8; 65_507])));
+            let _ = self.tx.send(format!("{big}; {by_handle}; {fits}"));
+        }
+    }
+
+    /// A dual-stack endpoint answering an IPv4 peer: 65,508 bytes are refused, 65,507 go
+    /// out whole.
+    #[test]
+    fn a_dual_stack_endpoint_holds_an_ipv4_peer_to_ipv4_payloads() {
+        watchdog(TEST_LIMIT, || {
+            let (tx, rx) = mpsc::channel();
+            let endpoint = match UdpEndpoint::bind("[::]:0", move |_| {
+                Ok((RawCodec, Sizer { tx: tx.clone() }))
+            }) {
+                Ok(endpoint) => endpoint,
+                Err(e) => return eprintln!("no IPv6 here ({e}): skipped"),
+            };
+            let port = endpoint.local_addr().port();
+            let running = Running::serve("udp-dual-stack", endpoint);
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            peer.send_to(b"size?", ("127.0.0.1", port)).unwrap();
+            let seen = rx.recv_timeout(Duration::from_secs(5)).expect("answer");
+            let mut buf = vec![0u8; 70_000];
+            let got = peer.recv(&mut buf);
+            running.stop();
+            assert_eq!(seen, "too long (max 65507); ok; ok", "session; handle; fits");
+            assert_eq!(got.ok(), Some(65_507), "the datagram that fits");
+        });
+    }
 }
