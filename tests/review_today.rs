@@ -322,3 +322,111 @@ mod udp {
         });
     }
 }
+
+mod pool {
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use getty::codec::{Bytes, LengthFieldCodec};
+    use getty::reactor::{BufPool, Reactor};
+    use getty::tcp::TcpServer;
+    use getty::{Handler, Session};
+
+    use super::{connect, echo_roundtrip, watchdog, Running, TEST_LIMIT};
+
+    struct Echo;
+
+    impl Handler<LengthFieldCodec> for Echo {
+        fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, message: Bytes) {
+            let _ = s.write(message);
+        }
+    }
+
+    fn holds(reactor: &Running) -> (usize, usize, usize) {
+        reactor.run_on(|s| {
+            let pool = s.buffers();
+            (
+                pool.idle(),
+                pool.large_idle_bytes(),
+                pool.thread_cache_bytes(),
+            )
+        })
+    }
+
+    /// A pool that frees what went unused through an interval of `interval`: sessions that
+    /// take and hand back boxes between (and during) releases echo byte for byte, the pool
+    /// ends up empty once they are idle, and the idle reactor no longer turns.
+    fn echo_then_idle(interval: Duration) {
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let addr = server.local_addr();
+        let pool = BufPool::default().release_unused_after(Some(interval));
+        let reactor = Running::serve_with("release-interval", server, move || {
+            Reactor::builder().buffer_pool(pool).build()
+        });
+        let mut streams: Vec<TcpStream> = (0..12).map(|_| connect(addr)).collect();
+        std::thread::scope(|scope| {
+            for (who, stream) in streams.iter_mut().enumerate() {
+                scope.spawn(move || {
+                    for round in 0..20usize {
+                        let len = [1, 300, 5000, 70_000][(who + round) % 4];
+                        let payload: Vec<u8> =
+                            (0..len).map(|k| (who * 31 + round * 7 + k) as u8).collect();
+                        echo_roundtrip(stream, &payload);
+                    }
+                });
+            }
+        });
+        let wait = interval.min(Duration::from_millis(200));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holds(&reactor) != (0, 0, 0) {
+            assert!(Instant::now() < deadline, "still held: {:?}", holds(&reactor));
+            std::thread::sleep(wait / 5 + Duration::from_millis(1));
+        }
+        let turns = || reactor.run_on(|s| s.loop_metrics().turns);
+        let before = turns();
+        std::thread::sleep(Duration::from_millis(500));
+        let woke = turns() - before;
+        assert!(woke <= 2, "an idle reactor turned {woke} times in 500 ms");
+        for (who, stream) in streams.iter_mut().enumerate() {
+            echo_roundtrip(stream, &vec![who as u8; 9000]);
+        }
+        drop(streams);
+        reactor.stop();
+    }
+
+    #[test]
+    fn a_release_interval_of_zero_frees_everything_and_sleeps() {
+        watchdog(TEST_LIMIT, || echo_then_idle(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_short_release_interval_frees_everything_and_sleeps() {
+        watchdog(TEST_LIMIT, || echo_then_idle(Duration::from_millis(20)));
+    }
+
+    /// An interval too long for the clock: nothing is freed, and nothing wakes for it.
+    #[test]
+    fn a_release_interval_of_duration_max_never_wakes() {
+        watchdog(TEST_LIMIT, || {
+            let server = TcpServer::builder()
+                .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+                .unwrap();
+            let addr = server.local_addr();
+            let pool = BufPool::default().release_unused_after(Some(Duration::MAX));
+            let reactor = Running::serve_with("release-max", server, move || {
+                Reactor::builder().buffer_pool(pool).build()
+            });
+            let mut stream = connect(addr);
+            echo_roundtrip(&mut stream, &[7u8; 70_000]);
+            let turns = || reactor.run_on(|s| s.loop_metrics().turns);
+            let before = turns();
+            std::thread::sleep(Duration::from_millis(300));
+            let woke = turns() - before;
+            echo_roundtrip(&mut stream, &[8u8; 5000]);
+            reactor.stop();
+            assert!(woke <= 2, "an idle reactor turned {woke} times in 300 ms");
+        });
+    }
+}
