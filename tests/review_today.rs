@@ -430,3 +430,213 @@ mod pool {
         });
     }
 }
+
+/// Commands pipelined behind a QUIT are not run (redis-server: the client closes after
+/// the reply to QUIT), also when a large MGET before the QUIT is still leaving in steps.
+#[test]
+fn kv_runs_nothing_pipelined_after_a_quit_behind_a_large_mget() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (pool, addr) = server::serve_tcp("127.0.0.1:0".parse().unwrap(), 1).expect("kv");
+        let mut s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let value = vec![b'v'; 1 << 20];
+        s.write_all(&command(&[b"SET", b"big", &value])).unwrap();
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok).unwrap();
+        let count = 24;
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(std::iter::repeat_n(&b"big"[..], count));
+        let mut input = command(&mget);
+        input.extend_from_slice(&command(&[b"QUIT"]));
+        input.extend_from_slice(&command(&[b"SET", b"after", b"quit"]));
+        s.write_all(&input).unwrap();
+        let header = format!("*{count}\r\n");
+        let bulk_len = format!("${}\r\n", value.len()).len() + value.len() + 2;
+        let want = header.len() + count * bulk_len + b"+OK\r\n".len();
+        let got = read_to_end_within(&mut s, want + 100);
+        let mut check = connect(addr);
+        check.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        check.write_all(&command(&[b"GET", b"after"])).unwrap();
+        let mut reply = [0u8; 5];
+        let read = check.read_exact(&mut reply);
+        pool.shutdown();
+        let _ = pool.join();
+        assert_eq!(got.len(), want, "bytes before EOF");
+        assert!(got.ends_with(b"+OK\r\n"));
+        assert_eq!(
+            reply.escape_ascii().to_string(),
+            "$-1\\r\\n",
+            "GET after ({read:?}): the SET behind the QUIT ran"
+        );
+    });
+}
+
+mod trickle {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{Ws, WsServer};
+    use getty::{Handler, Session};
+
+    use super::{connect, watchdog, Running, TEST_LIMIT};
+
+    struct Echo;
+
+    impl Handler<MessageCodec, Ws> for Echo {
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
+            let _ = s.write(msg);
+        }
+    }
+
+    /// A WebSocket echo server; with `tls` (chain, key), a wss:// one.
+    fn serve(tls: Option<(&[u8], &[u8])>) -> (SocketAddr, Running) {
+        let mut builder = WsServer::builder();
+        if let Some((chain, key)) = tls {
+            builder = builder.tls(getty::tls::server_config(chain, key).unwrap());
+        }
+        let server = builder
+            .route("/echo", |_| Ok((MessageCodec, Echo)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        (addr, Running::serve("ws-trickle", server))
+    }
+
+    const HEAD_LF: &[u8] = b"GET /echo HTTP/1.1\nHost: localhost\nUpgrade: websocket\n\
+        Connection: Upgrade\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\n\
+        Sec-WebSocket-Version: 13\n\n";
+
+    const HEAD_CRLF: &[u8] = b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    /// Reads a response head (CRLF CRLF) byte by byte, nothing past it.
+    fn read_head(stream: &mut TcpStream) -> String {
+        let (mut head, mut byte) = (Vec::new(), [0u8; 1]);
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+            if stream.read_exact(&mut byte).is_err() {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    /// A masked binary frame of `payload` (mask key 0), and its echo.
+    fn frame(payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut out = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        out.extend_from_slice(payload);
+        let mut back = vec![0x82, payload.len() as u8];
+        back.extend_from_slice(payload);
+        (out, back)
+    }
+
+    /// A head (bare LF, then CRLF) trickled in odd splits, each write its own segment,
+    /// with its last bytes apart: the upgrade answers 101 and the session echoes.
+    #[test]
+    fn a_trickled_head_with_bare_lf_or_crlf_is_upgraded() {
+        watchdog(TEST_LIMIT, || {
+            let (addr, running) = serve(None);
+            for head in [HEAD_LF, HEAD_CRLF] {
+                for splits in [&[1usize][..], &[2, 3, 5, 7], &[13, 1, 1]] {
+                    let mut peer = connect(addr);
+                    peer.set_nodelay(true).unwrap();
+                    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let (mut at, mut k) = (0, 0);
+                    while at < head.len() {
+                        let n = splits[k % splits.len()].min(head.len() - at);
+                        peer.write_all(&head[at..at + n]).unwrap();
+                        at += n;
+                        k += 1;
+                        if k % 16 == 0 || head.len() - at < 3 {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                    let response = read_head(&mut peer);
+                    assert!(
+                        response.starts_with("HTTP/1.1 101"),
+                        "splits {splits:?}: {response:?}"
+                    );
+                    let (out, back) = frame(b"after a trickle");
+                    peer.write_all(&out).unwrap();
+                    let mut got = vec![0u8; back.len()];
+                    peer.read_exact(&mut got).unwrap();
+                    assert_eq!(got, back);
+                }
+            }
+            running.stop();
+        });
+    }
+
+    /// A wss:// upgrade whose head comes one byte per TLS record: 101, then an echo.
+    #[test]
+    fn a_wss_head_one_byte_per_record_is_upgraded() {
+        use getty::codec::filter::{Filter, TlsFilter};
+        watchdog(TEST_LIMIT, || {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+            let (addr, running) = serve(Some((chain.as_bytes(), key.as_bytes())));
+            let mut peer = connect(addr);
+            peer.set_nodelay(true).unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let config = getty::tls::client_config(chain.as_bytes()).unwrap();
+            let mut client = TlsFilter::client(config, "localhost").unwrap();
+            let (_, mut wire_in) = super::tls_exchange(&mut peer, &mut client, b"", 0);
+            let mut wire = bytes::BytesMut::new();
+            for (k, byte) in HEAD_CRLF.iter().enumerate() {
+                client.encode(&[*byte], &mut wire).unwrap();
+                client.flush(&mut wire).unwrap();
+                peer.write_all(&wire).unwrap();
+                wire.clear();
+                if k % 32 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let mut plain = bytes::BytesMut::new();
+            let mut chunk = [0u8; 4096];
+            while !plain.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = peer.read(&mut chunk).expect("the response");
+                assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&plain));
+                wire_in.extend_from_slice(&chunk[..n]);
+                client.decode(&mut wire_in, &mut plain, 1 << 20).unwrap();
+            }
+            assert!(
+                plain.starts_with(b"HTTP/1.1 101"),
+                "{}",
+                String::from_utf8_lossy(&plain)
+            );
+            running.stop();
+        });
+    }
+
+    /// A TLS ClientHello sent to a plain ws:// port gets its 400 at once (not at the
+    /// handshake timeout), whole or with its first byte apart.
+    #[test]
+    fn a_client_hello_to_a_plain_port_gets_a_400_at_once() {
+        use getty::codec::filter::{Filter, TlsFilter};
+        watchdog(TEST_LIMIT, || {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let config = getty::tls::client_config(made.cert.pem().as_bytes()).unwrap();
+            let mut hello = bytes::BytesMut::new();
+            TlsFilter::client(config, "localhost")
+                .unwrap()
+                .flush(&mut hello)
+                .unwrap();
+            let (addr, running) = serve(None);
+            for first in [hello.len(), 1] {
+                let mut peer = connect(addr);
+                peer.set_nodelay(true).unwrap();
+                peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                peer.write_all(&hello[..first]).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+                let _ = peer.write_all(&hello[first..]);
+                let response = read_head(&mut peer);
+                assert!(response.starts_with("HTTP/1.1 400"), "{first}: {response:?}");
+            }
+            running.stop();
+        });
+    }
+}
