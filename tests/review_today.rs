@@ -317,7 +317,10 @@ mod udp {
             let mut buf = vec![0u8; 70_000];
             let got = peer.recv(&mut buf);
             running.stop();
-            assert_eq!(seen, "too long (max 65507); ok; ok", "session; handle; fits");
+            assert_eq!(
+                seen, "too long (max 65507); ok; ok",
+                "session; handle; fits"
+            );
             assert_eq!(got.ok(), Some(65_507), "the datagram that fits");
         });
     }
@@ -381,7 +384,11 @@ mod pool {
         let wait = interval.min(Duration::from_millis(200));
         let deadline = Instant::now() + Duration::from_secs(10);
         while holds(&reactor) != (0, 0, 0) {
-            assert!(Instant::now() < deadline, "still held: {:?}", holds(&reactor));
+            assert!(
+                Instant::now() < deadline,
+                "still held: {:?}",
+                holds(&reactor)
+            );
             std::thread::sleep(wait / 5 + Duration::from_millis(1));
         }
         let turns = || reactor.run_on(|s| s.loop_metrics().turns);
@@ -456,7 +463,9 @@ fn kv_runs_nothing_pipelined_after_a_quit_behind_a_large_mget() {
         let want = header.len() + count * bulk_len + b"+OK\r\n".len();
         let got = read_to_end_within(&mut s, want + 100);
         let mut check = connect(addr);
-        check.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        check
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         check.write_all(&command(&[b"GET", b"after"])).unwrap();
         let mut reply = [0u8; 5];
         let read = check.read_exact(&mut reply);
@@ -634,7 +643,10 @@ mod trickle {
                 std::thread::sleep(Duration::from_millis(20));
                 let _ = peer.write_all(&hello[first..]);
                 let response = read_head(&mut peer);
-                assert!(response.starts_with("HTTP/1.1 400"), "{first}: {response:?}");
+                assert!(
+                    response.starts_with("HTTP/1.1 400"),
+                    "{first}: {response:?}"
+                );
             }
             running.stop();
         });
