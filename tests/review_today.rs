@@ -652,3 +652,56 @@ mod trickle {
         });
     }
 }
+
+/// Eight clients each send an MGET whose reply is 32 MiB and read none of it for a while:
+/// each session holds about its high watermark (and one value) of the reply, not the
+/// reply, so the server's memory grows by a few MiB per client; then each reads its
+/// reply whole, in order, and a PING behind it.
+#[test]
+fn kv_holds_little_for_many_unread_large_mgets_then_answers_each_whole() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (pool, addr) = server::serve_tcp("127.0.0.1:0".parse().unwrap(), 1).expect("kv");
+        let value = vec![b'v'; 1 << 20];
+        let mut first = connect(addr);
+        first
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        first
+            .write_all(&command(&[b"SET", b"big", &value]))
+            .unwrap();
+        let mut ok = [0u8; 5];
+        first.read_exact(&mut ok).unwrap();
+        let count = 32;
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        mget.extend(std::iter::repeat_n(&b"big"[..], count));
+        let mut input = command(&mget);
+        input.extend_from_slice(&command(&[b"PING"]));
+        let baseline = resident_bytes();
+        let mut clients: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+        for client in &mut clients {
+            client.write_all(&input).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let growth = resident_bytes().saturating_sub(baseline);
+        let header = format!("*{count}\r\n");
+        let bulk_len = format!("${}\r\n", value.len()).len() + value.len() + 2;
+        let want = header.len() + count * bulk_len + b"+PONG\r\n".len();
+        let mut short = Vec::new();
+        for (who, client) in clients.iter_mut().enumerate() {
+            client.shutdown(Shutdown::Write).unwrap();
+            let got = read_to_end_within(client, want + 1);
+            if got.len() != want || !got.ends_with(b"+PONG\r\n") {
+                short.push((who, got.len()));
+            }
+        }
+        pool.shutdown();
+        let _ = pool.join();
+        assert!(short.is_empty(), "replies cut short (want {want}): {short:?}");
+        assert!(
+            growth < 96 << 20,
+            "RSS grew by {} MiB for 8 unread replies of 32 MiB",
+            growth >> 20
+        );
+    });
+}
