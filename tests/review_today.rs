@@ -296,6 +296,59 @@ mod udp {
         }
     }
 
+    /// On open, writes 65,508 then 65,507 bytes to its connected peer; reports both.
+    struct OpenSizer {
+        tx: Sender<String>,
+    }
+
+    impl DatagramHandler<RawCodec> for OpenSizer {
+        fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+            let outcome = |r: Result<(), Error>| match r {
+                Ok(()) => "ok".to_owned(),
+                Err(Error::MessageTooLong { max, .. }) => format!("too long (max {max})"),
+                Err(e) => format!("{e}"),
+            };
+            let big = outcome(s.write(Bytes::from(vec![1u8; 65_508])));
+            let fits = outcome(s.write(Bytes::from(vec![3u8; 65_507])));
+            let _ = self
+                .tx
+                .send(format!("{big}; {fits}; max {}", s.max_datagram_len()));
+            Ok(())
+        }
+        fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+    }
+
+    /// A UDP client bound to `[::]` dialling 127.0.0.1: its socket sends IPv4, so 65,508
+    /// bytes are refused and 65,507 go out whole.
+    #[test]
+    fn a_dual_stack_client_of_an_ipv4_peer_sends_ipv4_payloads() {
+        watchdog(TEST_LIMIT, || {
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (tx, rx) = mpsc::channel();
+            let client = getty::udp::UdpClient::builder()
+                .local_addr(Some("[::]:0".parse().unwrap()))
+                .probe_wait(Duration::from_secs(600))
+                .build(peer.local_addr().unwrap(), move |_| {
+                    Ok((RawCodec, OpenSizer { tx: tx.clone() }))
+                });
+            let client = match client {
+                Ok(client) => client,
+                Err(e) => return eprintln!("no IPv6 here ({e}): skipped"),
+            };
+            let running = Running::serve("udp-dual-stack-client", client);
+            let mut buf = vec![0u8; 70_000];
+            let (_, from) = peer.recv_from(&mut buf).expect("the probe");
+            peer.send_to(getty::udp::UdpClient::PROBE_ANSWER, from)
+                .unwrap();
+            let seen = rx.recv_timeout(Duration::from_secs(5)).expect("on_open");
+            let got = peer.recv(&mut buf);
+            running.stop();
+            assert_eq!(seen, "too long (max 65507); ok; max 65507");
+            assert_eq!(got.ok(), Some(65_507), "the datagram that fits");
+        });
+    }
+
     /// A dual-stack endpoint answering an IPv4 peer: 65,508 bytes are refused, 65,507 go
     /// out whole.
     #[test]
@@ -697,7 +750,10 @@ fn kv_holds_little_for_many_unread_large_mgets_then_answers_each_whole() {
         }
         pool.shutdown();
         let _ = pool.join();
-        assert!(short.is_empty(), "replies cut short (want {want}): {short:?}");
+        assert!(
+            short.is_empty(),
+            "replies cut short (want {want}): {short:?}"
+        );
         assert!(
             growth < 96 << 20,
             "RSS grew by {} MiB for 8 unread replies of 32 MiB",
