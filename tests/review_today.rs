@@ -91,6 +91,68 @@ fn a_client_of_three_connections_whose_certificate_is_refused_gives_up() {
     });
 }
 
+/// The same under TLS 1.2, where the server refuses the certificate before its Finished:
+/// the client is still handshaking, each dial fails at once, and the client gives up.
+#[test]
+fn a_tls12_client_of_three_connections_whose_certificate_is_refused_gives_up() {
+    use getty::codec::rustls;
+    use std::sync::Arc;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let make = |name: &str| rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let (server_id, trusted, impostor) = (make("localhost"), make("client"), make("client"));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(trusted.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_id.signing_key.serialize_der().into());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![server_id.cert.der().clone()], key)
+            .unwrap();
+        let (stx, _server_events) = Events::new();
+        let server = getty::tcp::TcpServer::builder()
+            .tls(Arc::new(server_config))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Probe::echo(&stx)))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("mtls12-server", server);
+        let client_config = tls::client_config_with_certificate(
+            server_id.cert.pem().as_bytes(),
+            impostor.cert.pem().as_bytes(),
+            impostor.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let (tx, mut events) = Events::new();
+        let client = TcpClient::builder()
+            .tls(client_config, "localhost")
+            .connection_number(3)
+            .reconnect_backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .max_consecutive_failures(Some(4))
+            .build(addr, move |_| {
+                Ok((LengthFieldCodec::default(), Probe::silent(&tx)))
+            })
+            .unwrap();
+        let client = Running::serve("mtls12-client", client);
+        let gave_up = emptied_within(&client, Duration::from_secs(5));
+        client.stop();
+        server.stop();
+        let sessions = events.count(|e| matches!(e, Ev::Open { .. }));
+        assert!(gave_up, "the client never gave up: {sessions} sessions");
+        assert!(sessions <= 8, "{sessions} sessions before giving up");
+    });
+}
+
 /// Reads from `stream` until EOF, an error, or `limit` bytes; returns what it read.
 fn read_to_end_within(stream: &mut TcpStream, limit: usize) -> Vec<u8> {
     stream
