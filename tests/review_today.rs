@@ -823,3 +823,81 @@ fn kv_holds_little_for_many_unread_large_mgets_then_answers_each_whole() {
         );
     });
 }
+
+mod trickled_101 {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::Ws;
+    use getty::{Handler, Session};
+
+    use super::{watchdog, Running, TEST_LIMIT};
+
+    /// A getty WsClient whose server trickles the 101 a byte per segment (then a text
+    /// frame): the client opens and reads the frame.
+    #[test]
+    fn a_ws_client_reads_a_101_trickled_byte_by_byte() {
+        use getty::ws::WsClient;
+        use std::net::TcpListener;
+        use std::sync::mpsc;
+        watchdog(TEST_LIMIT, || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            std::thread::spawn(move || {
+                let Ok((mut s, _)) = listener.accept() else {
+                    return;
+                };
+                s.set_nodelay(true).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let (mut head, mut byte) = (Vec::new(), [0u8; 1]);
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    if s.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let key = head
+                    .split("\r\n")
+                    .find_map(|line| {
+                        let (n, v) = line.split_once(':')?;
+                        n.trim()
+                            .eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    tungstenite::handshake::derive_accept_key(key.as_bytes())
+                );
+                for b in response.bytes() {
+                    if s.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let _ = s.write_all(&[0x81, 2, b'h', b'i']);
+                std::thread::sleep(Duration::from_secs(3));
+            });
+            struct Probe(mpsc::Sender<Vec<u8>>);
+            impl Handler<MessageCodec, Ws> for Probe {
+                fn on_message(&mut self, _: &mut Session<MessageCodec, Ws>, msg: Message) {
+                    let _ = self.0.send(msg.into_payload().to_vec());
+                }
+            }
+            let (tx, rx) = mpsc::channel();
+            let client = WsClient::builder()
+                .max_consecutive_failures(Some(1))
+                .build(&format!("ws://{addr}/"), move |_| {
+                    Ok((MessageCodec, Probe(tx.clone())))
+                })
+                .unwrap();
+            let running = Running::serve("ws-trickled-101", client);
+            let got = rx.recv_timeout(Duration::from_secs(5));
+            running.stop();
+            assert_eq!(got.ok().as_deref(), Some(&b"hi"[..]));
+        });
+    }
+}
