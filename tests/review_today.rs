@@ -292,6 +292,7 @@ mod udp {
             }
             match &msg[..] {
                 b"panic" => panic!("a handler's bug, with five replies queued"),
+                b"close" => s.close(),
                 _ => s.abort(),
             }
         }
@@ -326,6 +327,12 @@ mod udp {
     #[test]
     fn datagrams_queued_when_a_handler_panics_count_as_dropped() {
         watchdog(TEST_LIMIT, || {
+            let closed = counters_at_close(b"close");
+            assert_eq!(
+                closed,
+                [5, 5, 0],
+                "a graceful close sends what was queued first"
+            );
             let aborted = counters_at_close(b"abort");
             assert_eq!(aborted[0], aborted[1] + aborted[2], "abort: {aborted:?}");
             let panicked = counters_at_close(b"panic");
@@ -898,6 +905,103 @@ mod trickled_101 {
             let got = rx.recv_timeout(Duration::from_secs(5));
             running.stop();
             assert_eq!(got.ok().as_deref(), Some(&b"hi"[..]));
+        });
+    }
+}
+
+mod unix_park {
+    use std::os::unix::net::UnixDatagram as StdUnixDatagram;
+    use std::sync::mpsc::{self, Sender};
+    use std::time::Duration;
+
+    use getty::codec::{Bytes, RawCodec};
+    use getty::udp::{DatagramHandler, DatagramSession};
+    use getty::unix::UnixDatagramEndpoint;
+    use getty::UnixAddr;
+
+    use super::{watchdog, Running, TempDir, TEST_LIMIT};
+
+    /// "fill:<path>" writes 60 datagrams there (a receiver that never reads), then 5 back;
+    /// "abort" aborts. on_close reports `messages_out datagrams_out dropped_out`.
+    struct Parker {
+        events: Sender<String>,
+    }
+
+    impl DatagramHandler<RawCodec, UnixAddr> for Parker {
+        fn on_message(
+            &mut self,
+            s: &mut DatagramSession<RawCodec, UnixAddr>,
+            msg: Bytes,
+            peer: UnixAddr,
+        ) {
+            if &msg[..] == b"abort" {
+                return s.abort();
+            }
+            let path = std::str::from_utf8(&msg[5..]).unwrap().to_owned();
+            for i in 0..60u8 {
+                s.write_to(UnixAddr::path(&path), Bytes::from(vec![i; 4000]))
+                    .unwrap();
+            }
+            for i in 0..5u8 {
+                s.write_to(peer.clone(), Bytes::from(vec![i; 10])).unwrap();
+            }
+        }
+        fn on_close(&mut self, s: &mut DatagramSession<RawCodec, UnixAddr>) {
+            let st = s.stats();
+            let _ = self.events.send(format!(
+                "{} {} {}",
+                st.messages_out, st.datagrams_out, st.dropped_out
+            ));
+        }
+    }
+
+    /// An unconnected unix endpoint aborted while a destination is parked (its receiver
+    /// never reads): what was parked counts as dropped, once, before on_close.
+    #[test]
+    fn an_abort_with_a_parked_destination_counts_each_datagram_once() {
+        watchdog(TEST_LIMIT, || {
+            let dir = TempDir::new("review-today-park-abort");
+            let at = dir.path("endpoint.sock");
+            let (events_tx, events) = mpsc::channel();
+            let endpoint = UnixDatagramEndpoint::builder()
+                .bind(at.as_path(), move |_| {
+                    Ok((
+                        RawCodec,
+                        Parker {
+                            events: events_tx.clone(),
+                        },
+                    ))
+                })
+                .unwrap();
+            let running = Running::serve("review-today-park-abort", endpoint);
+            let silent_path = dir.path("silent.sock");
+            let silent = StdUnixDatagram::bind(&silent_path).unwrap();
+            let bystander = StdUnixDatagram::bind(dir.path("bystander.sock")).unwrap();
+            bystander
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            bystander
+                .send_to(format!("fill:{}", silent_path.display()).as_bytes(), &at)
+                .unwrap();
+            let mut buf = vec![0u8; 8192];
+            for i in 0..5u8 {
+                let n = bystander.recv(&mut buf).expect("a reply to the bystander");
+                assert_eq!(&buf[..n], &[i; 10][..]);
+            }
+            bystander.send_to(b"abort", &at).unwrap();
+            let seen = events
+                .recv_timeout(Duration::from_secs(5))
+                .expect("on_close");
+            running.stop();
+            let mut queued = 0;
+            silent.set_nonblocking(true).unwrap();
+            while silent.recv(&mut buf).is_ok() {
+                queued += 1;
+            }
+            let n: Vec<u64> = seen.split(' ').map(|n| n.parse().unwrap()).collect();
+            assert_eq!(n[0], 65, "written: {seen}");
+            assert_eq!(n[1], queued + 5, "sent: {seen}");
+            assert_eq!(n[2], 60 - queued, "dropped: {seen}");
         });
     }
 }
