@@ -399,4 +399,21 @@ mod tests {
         assert!(lengths.iter().sum::<usize>() <= 3 * MAX_HEAD, "{lengths:?}");
         assert_eq!(lengths.last(), Some(&(MAX_HEAD + 1)));
     }
+
+    /// Empty lines before a request line are skipped by the parser (httparse, as RFC 9112
+    /// §2.2 allows), however many: a peer that trickles nothing but line ends must not
+    /// have the head parsed again at every byte, work quadratic in the head's length.
+    #[test]
+    fn leading_empty_lines_are_paced_like_any_junk() {
+        for junk in [&b"\n"[..], b"\r\n"] {
+            let head: Vec<u8> = junk.iter().copied().cycle().take(MAX_HEAD + 1).collect();
+            let lengths = parses(&head, 1);
+            let total: usize = lengths.iter().sum();
+            assert!(total <= 3 * MAX_HEAD, "{} parses, {total} bytes", lengths.len());
+            assert_eq!(lengths.last(), Some(&(MAX_HEAD + 1)));
+        }
+        // A request after them is parsed at its lines' ends.
+        let head = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(parses(head, 1), [1, 2, 4, 8, 16, 20, 29, 31]);
+    }
 }
