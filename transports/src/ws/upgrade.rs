@@ -302,12 +302,16 @@ struct ParsePacing {
     parsed: usize,
     /// How much of the input was looked at for a line's end.
     seen: usize,
+    /// A byte other than a line end came: the empty lines before a head (which the parser
+    /// skips, however many) are paced as junk, by doubling.
+    started: bool,
 }
 
 impl ParsePacing {
     fn due(&mut self, input: &[u8]) -> bool {
         let new = input.get(self.seen..).unwrap_or_default();
-        let line_ended = new.contains(&b'\n');
+        self.started = self.started || new.iter().any(|&b| b != b'\r' && b != b'\n');
+        let line_ended = self.started && new.contains(&b'\n');
         self.seen = input.len();
         let due = line_ended || input.len() >= 2 * self.parsed || input.len() > MAX_HEAD;
         if due {
@@ -409,7 +413,11 @@ mod tests {
             let head: Vec<u8> = junk.iter().copied().cycle().take(MAX_HEAD + 1).collect();
             let lengths = parses(&head, 1);
             let total: usize = lengths.iter().sum();
-            assert!(total <= 3 * MAX_HEAD, "{} parses, {total} bytes", lengths.len());
+            assert!(
+                total <= 3 * MAX_HEAD,
+                "{} parses, {total} bytes",
+                lengths.len()
+            );
             assert_eq!(lengths.last(), Some(&(MAX_HEAD + 1)));
         }
         // A request after them is parsed at its lines' ends.
