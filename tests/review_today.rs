@@ -671,7 +671,9 @@ mod trickle {
     fn a_trickled_head_with_bare_lf_or_crlf_is_upgraded() {
         watchdog(TEST_LIMIT, || {
             let (addr, running) = serve(None);
-            for head in [HEAD_LF, HEAD_CRLF] {
+            // Empty lines before a request line are skipped (RFC 9112 §2.2).
+            let after_empty_lines = [&b"\r\n\n\r\n"[..], HEAD_CRLF].concat();
+            for head in [HEAD_LF, HEAD_CRLF, &after_empty_lines] {
                 for splits in [&[1usize][..], &[2, 3, 5, 7], &[13, 1, 1]] {
                     let mut peer = connect(addr);
                     peer.set_nodelay(true).unwrap();
