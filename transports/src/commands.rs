@@ -130,8 +130,8 @@ impl From<AskSessionCount> for ServerCommand {
 pub(crate) enum OwnerNote {
     /// Close the whole client.
     Close,
-    /// `on_open` accepted the session.
-    Opened,
+    /// `on_open` accepted the session (past its handshake, if any): the session's id.
+    Opened(getty_reactor::EntryId),
     /// The session ended.
     Ended(SessionEnded),
 }

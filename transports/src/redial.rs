@@ -66,8 +66,6 @@ pub(crate) struct Redial {
     log_target: &'static str,
     /// Consecutive failed dials; reset by a good one.
     failures: u32,
-    /// What the last success wiped, should it be taken back.
-    failures_before_success: u32,
     timer: Option<TimerId>,
 }
 
@@ -78,7 +76,6 @@ impl Redial {
             kind,
             log_target,
             failures: 0,
-            failures_before_success: 0,
             timer: None,
         }
     }
@@ -87,16 +84,18 @@ impl Redial {
         self.failures
     }
 
-    pub(crate) fn succeeded(&mut self) {
-        self.failures_before_success = self.failures;
-        self.failures = 0;
+    /// A good dial: the failures before it no longer count. Returns how many it wiped,
+    /// for [`take_back_success`](Self::take_back_success).
+    pub(crate) fn succeeded(&mut self) -> u32 {
+        std::mem::take(&mut self.failures)
     }
 
-    /// The last success turned out a failure (a TLS 1.3 server refused the client's
-    /// certificate after the client's side of the handshake was done): the failures it
-    /// wiped count again, so that a client refused every time still reaches its limit.
-    pub(crate) fn take_back_success(&mut self) {
-        self.failures = self.failures.max(self.failures_before_success);
+    /// A success turned out a failure (a TLS 1.3 server refused the client's certificate
+    /// after the client's side of the handshake was done): the `wiped` failures it reset
+    /// count again, with those counted since, so that a client refused every time still
+    /// reaches its limit, however its connections' dials interleave.
+    pub(crate) fn take_back_success(&mut self, wiped: u32) {
+        self.failures = self.failures.saturating_add(wiped);
     }
 
     pub(crate) fn failed(&mut self, addr: &impl fmt::Display, error: &Error) {

@@ -326,7 +326,8 @@ where
             io.handshake_until = None;
         }
         if let Some(owner) = self.owner() {
-            cx.send(owner, OwnerNote::Opened);
+            let id = cx.id();
+            cx.send(owner, OwnerNote::Opened(id));
         }
     }
 }

@@ -27,7 +27,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use getty_reactor::{Context, Entry, NoCommand, Ready, Recipient, Status, TimerId};
+use getty_reactor::{Context, Entry, EntryId, NoCommand, Ready, Recipient, Status, TimerId};
 
 use crate::builder::DialSettings;
 use crate::commands::{OwnerNote, SessionCommand};
@@ -191,7 +191,7 @@ enum ClientOp<S, A> {
     Close,
     Dialled(DialOutcome<S, A>),
     Resolved(Resolved<A>),
-    Opened,
+    Opened(EntryId),
     Ended(SessionEnded),
 }
 
@@ -217,7 +217,7 @@ impl<S, A> From<OwnerNote> for ClientCommand<S, A> {
     fn from(note: OwnerNote) -> Self {
         ClientCommand(match note {
             OwnerNote::Close => ClientOp::Close,
-            OwnerNote::Opened => ClientOp::Opened,
+            OwnerNote::Opened(id) => ClientOp::Opened(id),
             OwnerNote::Ended(ended) => ClientOp::Ended(ended),
         })
     }
@@ -235,6 +235,9 @@ pub(crate) struct Client<D: DialTypes> {
     label: String,
     connection_number: usize,
     sessions: Vec<Recipient<SessionCommand>>,
+    /// The sessions that counted as good dials, and the failures each success reset:
+    /// they count again should the session turn out a failed dial after all.
+    wiped: Vec<(EntryId, u32)>,
     /// Dials in flight.
     dialing: usize,
     /// Consecutive failed dials, and the redial timer.
@@ -278,6 +281,7 @@ impl<D: Dialing> Client<D> {
             label: peer.label,
             connection_number: settings.connection_number,
             sessions: Vec::new(),
+            wiped: Vec::new(),
             dialing: 0,
             redial: Redial::new(settings.redial, D::KIND, D::LOG_TARGET),
             transport,
@@ -373,7 +377,7 @@ impl<D: Dialing> Client<D> {
         match self.transport.open(cx, socket, peer.clone(), owner) {
             Ok(session) => {
                 if D::GOOD_WHEN_SPAWNED {
-                    self.redial.succeeded();
+                    let _ = self.redial.succeeded();
                 }
                 self.sessions.push(cx.spawn(session));
             }
@@ -421,12 +425,14 @@ impl<D: Dialing> Client<D> {
 
     fn on_ended(&mut self, ended: SessionEnded) {
         self.sessions.retain(|session| session.id() != ended.id);
+        let wiped = self.wiped.iter().position(|&(id, _)| id == ended.id);
+        let wiped = wiped.map_or(0, |at| self.wiped.swap_remove(at).1);
         // A session that never opened (refused by `on_open`, a failed WebSocket upgrade)
         // was a failed dial.
         // So was one whose handshake the peer refused after it had counted as opened.
         if let Err(why) = ended.outcome {
             if ended.told_opened {
-                self.redial.take_back_success();
+                self.redial.take_back_success(wiped);
             }
             self.note_failure(why);
         }
@@ -491,7 +497,10 @@ impl<D: Dialing> Entry for Client<D> {
             ClientOp::Dialled(outcome) => self.on_dialled(cx, outcome),
             ClientOp::Resolved(resolved) => self.on_resolved(cx, resolved),
             // Only a session that proves itself in `on_open` makes a stream dial good.
-            ClientOp::Opened => self.redial.succeeded(),
+            ClientOp::Opened(id) => {
+                let wiped = self.redial.succeeded();
+                self.wiped.push((id, wiped));
+            }
             ClientOp::Ended(ended) => self.on_ended(ended),
         }
         if self.check_gave_up(cx) == Status::Done {

@@ -551,6 +551,11 @@ where
         cx.extension::<Metrics>().count_error(&error);
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
         self.mark_handles_closed();
+        if owes_close {
+            // As in `end`: what never went out is lost with the session, counted before
+            // on_close reads the counters.
+            self.session.stats.dropped_out += self.session.out.datagrams() as u64;
+        }
         self.release(cx); // Closed from here on, whatever the handler does
         if owes_close {
             self.session.core.abort();

@@ -253,7 +253,9 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
             }
             return Status::Continue;
         }
-        let step = if self.pacing.due(&self.input) {
+        // The peer's input has ended: what it sent is all there is, parsed now (a head
+        // that cannot be a request is refused with its 400 however it was split).
+        let step = if self.pacing.due(&self.input) || !open {
             let stream = self.stream.as_ref().expect("owned until done");
             self.handshake.advance(cx, &mut self.input, stream)
         } else {
@@ -300,12 +302,16 @@ struct ParsePacing {
     parsed: usize,
     /// How much of the input was looked at for a line's end.
     seen: usize,
+    /// A byte other than a line end came: the empty lines before a head (which the parser
+    /// skips, however many) are paced as junk, by doubling.
+    started: bool,
 }
 
 impl ParsePacing {
     fn due(&mut self, input: &[u8]) -> bool {
         let new = input.get(self.seen..).unwrap_or_default();
-        let line_ended = new.contains(&b'\n');
+        self.started = self.started || new.iter().any(|&b| b != b'\r' && b != b'\n');
+        let line_ended = self.started && new.contains(&b'\n');
         self.seen = input.len();
         let due = line_ended || input.len() >= 2 * self.parsed || input.len() > MAX_HEAD;
         if due {
@@ -396,5 +402,26 @@ mod tests {
         let lengths = parses(&line, 1);
         assert!(lengths.iter().sum::<usize>() <= 3 * MAX_HEAD, "{lengths:?}");
         assert_eq!(lengths.last(), Some(&(MAX_HEAD + 1)));
+    }
+
+    /// Empty lines before a request line are skipped by the parser (httparse, as RFC 9112
+    /// §2.2 allows), however many: a peer that trickles nothing but line ends must not
+    /// have the head parsed again at every byte, work quadratic in the head's length.
+    #[test]
+    fn leading_empty_lines_are_paced_like_any_junk() {
+        for junk in [&b"\n"[..], b"\r\n"] {
+            let head: Vec<u8> = junk.iter().copied().cycle().take(MAX_HEAD + 1).collect();
+            let lengths = parses(&head, 1);
+            let total: usize = lengths.iter().sum();
+            assert!(
+                total <= 3 * MAX_HEAD,
+                "{} parses, {total} bytes",
+                lengths.len()
+            );
+            assert_eq!(lengths.last(), Some(&(MAX_HEAD + 1)));
+        }
+        // A request after them is parsed at its lines' ends.
+        let head = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(parses(head, 1), [1, 2, 4, 8, 16, 20, 29, 31]);
     }
 }
