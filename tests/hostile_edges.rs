@@ -1,6 +1,7 @@
-//! Hostile checks of the changes of the day (ws upgrade pacing, TLS clients' failed
-//! dials, dual-stack UDP limits, datagram drops at the end, the spare boxes' release,
-//! kv's backlog), each over real loopback sockets.
+//! Hostile checks at the edges of several parts, over real loopback sockets: a WebSocket
+//! upgrade head paced as it arrives, TLS clients whose dials the server refuses, UDP payload
+//! limits of a dual-stack endpoint, datagrams dropped when a session ends, the release of
+//! the spare session boxes, and the kv example's backlog of a large reply.
 
 mod common;
 
