@@ -20,6 +20,10 @@ struct LargestAllocation;
 
 static LARGEST: AtomicUsize = AtomicUsize::new(0);
 
+/// The record is the whole process's: the tests take turns, or one would see another's
+/// largest buffer.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 // SAFETY: forwards every call to the system allocator unchanged; only records sizes.
 unsafe impl GlobalAlloc for LargestAllocation {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -53,6 +57,7 @@ impl Handler<LengthFieldCodec> for Sink {
 /// and reallocated at about twice its size, with a copy of all of it: 3.5 MiB for 2 MiB.
 #[test]
 fn a_large_message_over_tls_takes_one_buffer_of_about_its_size() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(Duration::from_secs(60), || {
         const LEN: usize = 2 << 20;
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -121,6 +126,7 @@ fn largest_for_a_message_over_tcp(len: usize) -> usize {
 /// The same message over plain TCP, for comparison: one buffer of about its size.
 #[test]
 fn a_large_message_over_tcp_takes_one_buffer_of_about_its_size() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(Duration::from_secs(60), || {
         const LEN: usize = 2 << 20;
         let largest = largest_for_a_message_over_tcp(LEN);
@@ -139,6 +145,7 @@ fn a_large_message_over_tcp_takes_one_buffer_of_about_its_size() {
 /// MiB), where the step asked for the frame's end plus 4 KiB ("and no more").
 #[test]
 fn a_message_larger_than_the_pool_keeps_takes_one_buffer_of_about_its_size() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     watchdog(Duration::from_secs(60), || {
         const LEN: usize = 4 << 20;
         let largest = largest_for_a_message_over_tcp(LEN);

@@ -13,6 +13,10 @@ use super::{Filter, FilterError};
 /// Plaintext taken out of rustls per step.
 const STEP: usize = 16 * 1024;
 
+/// Room in the plaintext buffer worth filling before growing it: what a stream transport
+/// leaves free before each read.
+const MIN_SPARE: usize = 4 * 1024;
+
 /// One TLS connection (client or server side) as a filter: wire bytes are TLS records,
 /// plain bytes are the application data. The handshake runs through the same calls: while
 /// [`is_handshaking`](Filter::is_handshaking), the transport holds the session's writes
@@ -132,11 +136,13 @@ impl TlsFilter {
 
     /// Moves decrypted bytes into `plain`, at most `room` of them. Returns how many.
     ///
-    /// Only into the capacity `plain` has, unless it is full and `grow` is set: the
-    /// transport sizes its read buffer for the frame it is reading, and a step past the end
-    /// would reallocate a large frame's buffer at twice its size (and copy all of it). A
-    /// full buffer grows only when nothing was taken in this call yet, so that the caller,
-    /// handed what fitted, makes room its own way first.
+    /// Only into the capacity `plain` has while it has a worthwhile amount ([`MIN_SPARE`]),
+    /// else by growing it, if `grow` is set: the transport sizes its read buffer for the
+    /// frame it is reading (with room to spare), and a step past the end would reallocate
+    /// a large frame's buffer at twice its size (and copy all of it). A buffer without room
+    /// grows only when nothing was taken in this call yet, so that the caller, handed what
+    /// fitted, makes room its own way first; and it does grow then, so that every call
+    /// takes something when there is plaintext.
     fn take_plaintext(
         &mut self,
         plain: &mut BytesMut,
@@ -146,7 +152,7 @@ impl TlsFilter {
         let start = plain.len();
         let spare = plain.capacity() - start;
         let step = match room.min(STEP) {
-            step if spare > 0 => step.min(spare),
+            step if spare >= step.min(MIN_SPARE) => step.min(spare),
             step if grow => step,
             _ => return Ok(0),
         };
