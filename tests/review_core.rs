@@ -1,0 +1,644 @@
+//! Hostile review of the reactor core and its lifecycle: graceful and hard shutdown with
+//! sessions in every state, timers at scale, commands from other threads, panics in
+//! destructors, and accept bursts. Every test uses real loopback sockets and bounded
+//! waits; none asserts on speed (latencies are printed, for the report).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use getty::codec::{Bytes, RawCodec};
+use getty::reactor::{Context, Entry, Ready, Status};
+use getty::tcp::TcpServer;
+use getty::{Error, Handler, Session, SessionHandle, SessionOptions};
+
+/// One test at a time: some count the process's descriptors or the loop's turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[derive(Default)]
+struct Counts {
+    opened: AtomicUsize,
+    closed: AtomicUsize,
+    errors: AtomicUsize,
+    crons: AtomicUsize,
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, STEP).expect("connect");
+    s.set_read_timeout(Some(STEP)).unwrap();
+    s
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP * 2;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Graceful shutdown with large backlogs
+// ---------------------------------------------------------------------------------------
+
+const BACKLOG: usize = 4 << 20;
+
+struct Pusher {
+    counts: Arc<Counts>,
+}
+
+impl Handler<RawCodec> for Pusher {
+    fn on_open(&mut self, s: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        s.write_bytes(Bytes::from(vec![7u8; BACKLOG]))
+            .map_err(std::io::Error::other)
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Readers that read their 4 MiB backlog within the grace get all of it then EOF; a peer
+/// that never reads does not hold the reactor past its deadline; every session hears
+/// on_close once.
+#[test]
+fn graceful_shutdown_flushes_backlogs_and_ends_by_its_deadline() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .session_options(SessionOptions::default().max_outbound(2 * BACKLOG))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, Pusher { counts: c.clone() }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("graceful-backlog", server);
+        let readers: Vec<TcpStream> = (0..8).map(|_| connect(addr)).collect();
+        let _never = connect(addr);
+        wait_for("9 opens", || counts.opened.load(Ordering::SeqCst) == 9);
+        let grace = Duration::from_secs(5);
+        let began = Instant::now();
+        running.handle().shutdown_graceful(grace).unwrap();
+        let mut threads = Vec::new();
+        for mut r in readers {
+            threads.push(std::thread::spawn(move || {
+                let mut total = 0usize;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match r.read(&mut buf) {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => total += n,
+                        Err(e) => return Err((total, e.kind())),
+                    }
+                }
+            }));
+        }
+        for t in threads {
+            let got = t.join().unwrap();
+            assert_eq!(got, Ok(BACKLOG), "a reader got its whole backlog, then EOF");
+        }
+        running.join(grace + STEP);
+        let took = began.elapsed();
+        println!("graceful shutdown with a never-reading peer took {took:?} (grace {grace:?})");
+        assert!(
+            took < grace + Duration::from_secs(3),
+            "the reactor outlived its grace: {took:?}"
+        );
+        assert_eq!(
+            counts.closed.load(Ordering::SeqCst),
+            9,
+            "on_close once each"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Idle reactor with many armed timers
+// ---------------------------------------------------------------------------------------
+
+struct Quiet {
+    counts: Arc<Counts>,
+}
+
+impl Handler<RawCodec> for Quiet {
+    fn on_open(&mut self, _: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+    fn on_cron(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.crons.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_error(&mut self, _: &mut Session<RawCodec>, _: &Error) {
+        self.counts.errors.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// 2,000 idle sessions, each with a 60 s read-idle timeout and a 60 s cron: over two
+/// seconds the loop must not turn but for the jobs that ask it how often it turned.
+#[test]
+fn an_idle_reactor_with_many_armed_timers_does_not_wake() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .session_options(
+                SessionOptions::default()
+                    .cron_period(Some(Duration::from_secs(60)))
+                    .read_idle_timeout(Some(Duration::from_secs(60))),
+            )
+            .bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, Quiet { counts: c.clone() }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("idle-timers", server);
+        let peers: Vec<TcpStream> = (0..2000).map(|_| connect(addr)).collect();
+        wait_for("2000 opens", || {
+            counts.opened.load(Ordering::SeqCst) == 2000
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let before = running.run_on(|s| s.loop_metrics().turns);
+        std::thread::sleep(Duration::from_secs(2));
+        let after = running.run_on(|s| s.loop_metrics().turns);
+        let armed = running.run_on(|s| s.armed_timers());
+        println!(
+            "idle loop: {} turns in 2 s, {armed} timers armed",
+            after - before
+        );
+        assert!(armed >= 2000, "every session keeps a timer armed ({armed})");
+        assert!(
+            after - before <= 4,
+            "an idle loop turned {} times in 2 s",
+            after - before
+        );
+        drop(peers);
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Timers at scale
+// ---------------------------------------------------------------------------------------
+
+struct Timed {
+    counts: Arc<Counts>,
+    opened_at: Option<Instant>,
+    ticks: u32,
+    /// (lateness of the tick or the idle timeout, which)
+    report: mpsc::Sender<(Duration, &'static str)>,
+    period: Option<Duration>,
+    idle: Option<Duration>,
+}
+
+impl Handler<RawCodec> for Timed {
+    fn on_open(&mut self, s: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.opened_at = Some(Instant::now());
+        if s.id() % 2 == 0 {
+            s.set_cron_period(self.period);
+        } else {
+            s.set_read_idle_timeout(self.idle);
+        }
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+    fn on_cron(&mut self, s: &mut Session<RawCodec>) {
+        self.ticks += 1;
+        self.counts.crons.fetch_add(1, Ordering::SeqCst);
+        let period = self.period.unwrap();
+        let due = self.opened_at.unwrap() + period * self.ticks;
+        let _ = self
+            .report
+            .send((Instant::now().saturating_duration_since(due), "cron"));
+        if self.ticks == 3 {
+            s.close(); // closed in its own cron
+        }
+    }
+    fn on_error(&mut self, _: &mut Session<RawCodec>, e: &Error) {
+        assert!(matches!(e, Error::ReadIdle(_)), "unexpected error {e}");
+        let due = self.opened_at.unwrap() + self.idle.unwrap();
+        let _ = self
+            .report
+            .send((Instant::now().saturating_duration_since(due), "idle"));
+        self.counts.errors.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// 5,000 sessions (10,000 descriptors in this process): half tick a 500 ms cron and close
+/// themselves in their third tick, half end on a 1.5 s read-idle timeout. Each cron
+/// session ticks exactly three times; each idle session hears ReadIdle once and no cron;
+/// every session hears on_close once.
+#[test]
+fn timers_at_scale_fire_once_each() {
+    let _g = serial();
+    watchdog(STEP * 6, || {
+        const N: usize = 5000;
+        let counts = Arc::new(Counts::default());
+        let (tx, rx) = mpsc::channel();
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    Timed {
+                        counts: c.clone(),
+                        opened_at: None,
+                        ticks: 0,
+                        report: tx.clone(),
+                        period: Some(Duration::from_millis(500)),
+                        idle: Some(Duration::from_millis(1500)),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("timers-at-scale", server);
+        let peers: Vec<TcpStream> = (0..N).map(|_| connect(addr)).collect();
+        wait_for("all closed", || counts.closed.load(Ordering::SeqCst) >= N);
+        std::thread::sleep(Duration::from_millis(1200)); // any extra firing would show
+        let late: Vec<(Duration, &str)> = rx.try_iter().collect();
+        let worst = |what| late.iter().filter(|l| l.1 == what).map(|l| l.0).max();
+        println!(
+            "worst lateness: cron {:?}, idle {:?}",
+            worst("cron"),
+            worst("idle")
+        );
+        assert_eq!(counts.opened.load(Ordering::SeqCst), N);
+        assert_eq!(
+            counts.crons.load(Ordering::SeqCst),
+            3 * N / 2,
+            "3 ticks each"
+        );
+        assert_eq!(
+            counts.errors.load(Ordering::SeqCst),
+            N / 2,
+            "ReadIdle once each"
+        );
+        assert_eq!(
+            counts.closed.load(Ordering::SeqCst),
+            N,
+            "on_close once each"
+        );
+        drop(peers);
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Hard shutdown while other threads write
+// ---------------------------------------------------------------------------------------
+
+struct Handed {
+    counts: Arc<Counts>,
+    handles: mpsc::Sender<SessionHandle<RawCodec>>,
+}
+
+impl Handler<RawCodec> for Handed {
+    fn on_open(&mut self, s: &mut Session<RawCodec>) -> std::io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("a handle"));
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Four threads write through session handles as fast as the handles take it while the
+/// reactor is shut down at once: no panic, on_close once each, every handle then reports
+/// the session closed and refuses writes, and the descriptors are all closed.
+#[test]
+fn hard_shutdown_under_a_flood_of_handle_writes() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let baseline = open_fds();
+        let counts = Arc::new(Counts::default());
+        let (htx, hrx) = mpsc::channel();
+        let c = counts.clone();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                RawCodec,
+                Handed {
+                    counts: c.clone(),
+                    handles: htx.clone(),
+                },
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("hard-flood", server);
+        let peers: Vec<TcpStream> = (0..40).map(|_| connect(addr)).collect();
+        wait_for("40 opens", || counts.opened.load(Ordering::SeqCst) == 40);
+        let handles: Vec<SessionHandle<RawCodec>> = hrx.try_iter().collect();
+        assert_eq!(handles.len(), 40);
+        let handles = Arc::new(handles);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let handles = handles.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::SeqCst) && i < 2_000_000 {
+                        let h = &handles[(i * 4 + w) % handles.len()];
+                        let _ = h.write_bytes(Bytes::from_static(b"0123456789abcdef"));
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        running.stop();
+        stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            w.join().expect("a writer thread panicked");
+        }
+        assert_eq!(
+            counts.closed.load(Ordering::SeqCst),
+            40,
+            "on_close once each"
+        );
+        for h in handles.iter() {
+            assert!(h.is_closed(), "a handle still reports its session open");
+            assert!(h.write_bytes(Bytes::from_static(b"x")).is_err());
+        }
+        drop(peers);
+        drop(handles);
+        std::thread::sleep(Duration::from_millis(100));
+        let now = open_fds();
+        assert!(
+            now <= baseline + 2,
+            "descriptors leaked: {baseline} -> {now}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Panics in handler destructors
+// ---------------------------------------------------------------------------------------
+
+struct DropBomb {
+    counts: Arc<Counts>,
+}
+
+impl Handler<RawCodec> for DropBomb {
+    fn on_open(&mut self, _: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<RawCodec>, m: Bytes) {
+        let _ = s.write_bytes(m);
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        panic!("a handler's destructor panicked on purpose");
+    }
+}
+
+/// Handlers whose Drop panics: each session still closes its socket (the descriptor count
+/// returns to its baseline), on_close runs once each, and other sessions carry on.
+#[test]
+fn a_panicking_handler_destructor_leaks_no_descriptor() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((RawCodec, DropBomb { counts: c.clone() }))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("drop-bomb", server);
+        let mut bystander = connect(addr);
+        wait_for("the bystander", || {
+            counts.opened.load(Ordering::SeqCst) == 1
+        });
+        let baseline = open_fds();
+        for round in 0..20 {
+            let mut p = connect(addr);
+            p.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            p.read_exact(&mut buf).unwrap();
+            drop(p); // EOF: the session closes, its handler is dropped, and panics
+            wait_for("the close", || {
+                counts.closed.load(Ordering::SeqCst) == round + 1
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let now = open_fds();
+        assert!(
+            now <= baseline + 1,
+            "descriptors leaked: {baseline} -> {now}"
+        );
+        bystander.write_all(b"still").unwrap();
+        let mut buf = [0u8; 5];
+        bystander.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"still");
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands from other threads
+// ---------------------------------------------------------------------------------------
+
+struct Sink {
+    seen: Vec<Vec<u64>>,
+    expect: u64,
+    done: mpsc::Sender<Vec<Vec<u64>>>,
+}
+
+impl Entry for Sink {
+    type Command = (usize, u64);
+    fn on_start(&mut self, _: &mut Context<'_>) -> Status {
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_command(&mut self, _: &mut Context<'_>, (from, n): (usize, u64)) -> Status {
+        self.seen[from].push(n);
+        if self.seen.iter().all(|s| s.len() as u64 == self.expect) {
+            let _ = self.done.send(std::mem::take(&mut self.seen));
+            return Status::Done;
+        }
+        Status::Continue
+    }
+}
+
+/// Four threads each send 50,000 numbered commands: all arrive, in each sender's order.
+#[test]
+fn a_flood_of_commands_arrives_whole_and_in_order_per_sender() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        const PER: u64 = 50_000;
+        let (tx, rx) = mpsc::channel();
+        let (running, to) = Running::spawn(
+            "flood",
+            Sink {
+                seen: vec![Vec::new(); 4],
+                expect: PER,
+                done: tx,
+            },
+        );
+        let senders: Vec<_> = (0..4)
+            .map(|from| {
+                let h = running.handle().clone();
+                std::thread::spawn(move || {
+                    for n in 0..PER {
+                        h.send(to, (from, n)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        let seen = rx.recv_timeout(STEP).expect("all commands arrived");
+        for s in seen {
+            assert!(s.iter().copied().eq(0..PER), "a sender's order was broken");
+        }
+        running.stop();
+    });
+}
+
+struct Slot {
+    got: mpsc::Sender<&'static str>,
+    name: &'static str,
+}
+
+impl Entry for Slot {
+    type Command = u32;
+    fn on_start(&mut self, _: &mut Context<'_>) -> Status {
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_command(&mut self, _: &mut Context<'_>, n: u32) -> Status {
+        let _ = self.got.send(self.name);
+        if n == 0 {
+            Status::Done
+        } else {
+            Status::Continue
+        }
+    }
+}
+
+/// A command to an entry that ended, whose slab slot a new entry took, never reaches the
+/// new entry.
+#[test]
+fn a_command_to_an_ended_entry_never_reaches_the_slots_next_tenant() {
+    let _g = serial();
+    watchdog(STEP, || {
+        let (tx, rx) = mpsc::channel();
+        let (running, old) = Running::spawn(
+            "slot-reuse",
+            Slot {
+                got: tx.clone(),
+                name: "old",
+            },
+        );
+        running.handle().send(old, 0u32).unwrap(); // it ends
+        assert_eq!(rx.recv_timeout(STEP).unwrap(), "old");
+        let new = running.run_on(move |s| {
+            s.spawn(Slot {
+                got: tx,
+                name: "new",
+            })
+        });
+        assert_eq!(new.id().token(), old.id().token(), "the slot was reused");
+        running.handle().send(old, 1u32).unwrap();
+        running.handle().send(new, 1u32).unwrap();
+        assert_eq!(rx.recv_timeout(STEP).unwrap(), "new");
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Accept burst
+// ---------------------------------------------------------------------------------------
+
+/// 2,000 connections dialled at once at a listener with a 1,024 backlog: every one is
+/// accepted and opens a session.
+#[test]
+fn an_accept_burst_past_the_backlog_is_all_served() {
+    let _g = serial();
+    watchdog(STEP * 6, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((RawCodec, Quiet { counts: c.clone() }))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("burst", server);
+        let dialers: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..250)
+                        .map(|_| {
+                            let s = socket2::Socket::new(
+                                socket2::Domain::IPV4,
+                                socket2::Type::STREAM,
+                                None,
+                            )
+                            .unwrap();
+                            s.set_nonblocking(true).unwrap();
+                            match s.connect(&addr.into()) {
+                                Ok(()) => {}
+                                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+                                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                                Err(e) => panic!("connect: {e}"),
+                            }
+                            s
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let socks: Vec<_> = dialers
+            .into_iter()
+            .flat_map(|d| d.join().unwrap())
+            .collect();
+        wait_for("2000 opens", || {
+            counts.opened.load(Ordering::SeqCst) == 2000
+        });
+        drop(socks);
+        wait_for("2000 closes", || {
+            counts.closed.load(Ordering::SeqCst) == 2000
+        });
+        running.stop();
+    });
+}
