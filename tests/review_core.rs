@@ -136,19 +136,19 @@ struct Quiet {
     counts: Arc<Counts>,
 }
 
-impl Handler<RawCodec> for Quiet {
-    fn on_open(&mut self, _: &mut Session<RawCodec>) -> std::io::Result<()> {
+impl<T: getty::Transport> Handler<RawCodec, T> for Quiet {
+    fn on_open(&mut self, _: &mut Session<RawCodec, T>) -> std::io::Result<()> {
         self.counts.opened.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
-    fn on_cron(&mut self, _: &mut Session<RawCodec>) {
+    fn on_message(&mut self, _: &mut Session<RawCodec, T>, _: Bytes) {}
+    fn on_cron(&mut self, _: &mut Session<RawCodec, T>) {
         self.counts.crons.fetch_add(1, Ordering::SeqCst);
     }
-    fn on_error(&mut self, _: &mut Session<RawCodec>, _: &Error) {
+    fn on_error(&mut self, _: &mut Session<RawCodec, T>, _: &Error) {
         self.counts.errors.fetch_add(1, Ordering::SeqCst);
     }
-    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+    fn on_close(&mut self, _: &mut Session<RawCodec, T>) {
         self.counts.closed.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -640,5 +640,215 @@ fn an_accept_burst_past_the_backlog_is_all_served() {
             counts.closed.load(Ordering::SeqCst) == 2000
         });
         running.stop();
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Graceful shutdown of sessions in other states
+// ---------------------------------------------------------------------------------------
+
+/// Reads until EOF or reset (at most `STEP` per read); returns what came and how it ended.
+fn read_to_end(s: &mut TcpStream) -> (Vec<u8>, Option<ErrorKind>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Some(e.kind())),
+        }
+    }
+}
+
+const LONG_GRACE: Duration = Duration::from_secs(60);
+
+/// A WebSocket session hears a graceful shutdown: the peer gets a close frame (1001, going
+/// away) and, once it answers with its own, EOF; on_close runs once; the reactor ends
+/// without waiting out its grace. A peer mid-upgrade (half a request) does not hold it.
+#[test]
+fn graceful_shutdown_sends_websocket_close_frames() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = getty::ws::WsServer::builder()
+            .route("/echo", move |_| {
+                Ok((RawCodec, Quiet { counts: c.clone() }))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("ws-graceful", server);
+        let mut ws = connect(addr);
+        ws_upgrade(&mut ws);
+        let mut half = connect(addr);
+        half.write_all(b"GET /echo HTTP/1.1\r\nHost: loc").unwrap();
+        wait_for("the ws open", || counts.opened.load(Ordering::SeqCst) == 1);
+        let began = Instant::now();
+        running.handle().shutdown_graceful(LONG_GRACE).unwrap();
+        let mut head = [0u8; 4];
+        ws.read_exact(&mut head).expect("a close frame");
+        assert_eq!(head, [0x88, 2, 0x03, 0xE9], "a close frame with 1001");
+        // Our close frame back (masked with key 0).
+        ws.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE9]).unwrap();
+        let (rest, how) = read_to_end(&mut ws);
+        assert!(
+            rest.is_empty() && how.is_none(),
+            "EOF after the close frame"
+        );
+        let (_, _) = read_to_end(&mut half);
+        running.join(STEP);
+        let took = began.elapsed();
+        println!("ws graceful shutdown took {took:?}");
+        assert!(took < LONG_GRACE / 2, "the reactor waited out its grace");
+        assert_eq!(counts.closed.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A TLS session whose peer connected and never said hello: a graceful shutdown with a
+/// long grace ends it (without waiting for the grace or a handshake that never comes)
+/// and its handler hears on_close once.
+#[test]
+fn graceful_shutdown_ends_sessions_mid_tls_handshake() {
+    let _g = serial();
+    watchdog(STEP * 6, || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .tls(getty::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, Quiet { counts: c.clone() }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("tls-graceful", server);
+        let mut silent = connect(addr);
+        let mut partial = connect(addr);
+        partial
+            .write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
+            .unwrap();
+        wait_for("2 opens", || counts.opened.load(Ordering::SeqCst) == 2);
+        let began = Instant::now();
+        running.handle().shutdown_graceful(LONG_GRACE).unwrap();
+        let _ = read_to_end(&mut silent);
+        let _ = read_to_end(&mut partial);
+        running.join(LONG_GRACE + STEP);
+        let took = began.elapsed();
+        println!("tls mid-handshake graceful shutdown took {took:?}");
+        assert!(
+            took < LONG_GRACE / 2,
+            "peers that never finish their handshake held the shutdown for {took:?}"
+        );
+        assert_eq!(
+            counts.closed.load(Ordering::SeqCst),
+            2,
+            "on_close once each"
+        );
+    });
+}
+
+/// A client keeping 4 sessions to a server on another reactor: a graceful shutdown of the
+/// client's reactor closes its sessions, dials nothing more, and ends.
+#[test]
+fn graceful_shutdown_of_a_client_redials_nothing() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let client = getty::tcp::TcpClient::builder()
+            .connection_number(4)
+            .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(2))
+            .build(listener.local_addr().unwrap(), move |_| {
+                Ok((RawCodec, Quiet { counts: c.clone() }))
+            })
+            .unwrap();
+        let running = Running::serve("client-graceful", client);
+        let mut accepted = Vec::new();
+        wait_for("4 dials", || {
+            if let Ok((s, _)) = listener.accept() {
+                accepted.push(s);
+            }
+            accepted.len() == 4
+        });
+        wait_for("4 opens", || counts.opened.load(Ordering::SeqCst) == 4);
+        running.handle().shutdown_graceful(LONG_GRACE).unwrap();
+        for s in &mut accepted {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(STEP)).unwrap();
+            let (_, how) = read_to_end(s);
+            assert!(how.is_none(), "a FIN, not {how:?}");
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        running.join(STEP);
+        let mut late = 0;
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            if listener.accept().is_ok() {
+                late += 1;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(late, 0, "the client redialled while shutting down");
+        assert_eq!(counts.closed.load(Ordering::SeqCst), 4);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// The clock of entries spawned before the loop runs
+// ---------------------------------------------------------------------------------------
+
+/// Arms a timer for `delay` in `on_start` and reports how long after its spawn it fired.
+struct Delayed {
+    delay: Duration,
+    spawned: Instant,
+    fired: mpsc::Sender<Duration>,
+}
+
+impl Entry for Delayed {
+    type Command = getty::reactor::NoCommand;
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.set_timer(self.delay, 0);
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: u64) -> Status {
+        let _ = self.fired.send(self.spawned.elapsed());
+        cx.handle().shutdown();
+        Status::Done
+    }
+}
+
+/// An entry spawned with `Reactor::spawn` a while after the reactor was built (a slow
+/// `start_thread` setup: certificates read, names resolved) arms a 1 s timer in its
+/// `on_start`: it must not fire before 1 s has passed. It used to fire at the loop's first
+/// turn, as the deadline was counted from the clock read when the reactor was built.
+#[test]
+fn a_timer_armed_before_the_loop_runs_does_not_fire_early() {
+    let _g = serial();
+    watchdog(STEP, || {
+        let (tx, rx) = mpsc::channel();
+        let thread = getty::Reactor::start_thread("stale-clock", move |reactor| {
+            std::thread::sleep(Duration::from_millis(1500)); // a slow setup
+            reactor.spawn(Delayed {
+                delay: Duration::from_secs(1),
+                spawned: Instant::now(),
+                fired: tx,
+            });
+            Ok(())
+        })
+        .unwrap();
+        let after = rx.recv_timeout(STEP).expect("the timer fired");
+        let _ = thread.join();
+        println!("a 1 s timer armed at spawn fired after {after:?}");
+        assert!(
+            after >= Duration::from_secs(1),
+            "a 1 s timer fired {after:?} after it was armed"
+        );
     });
 }
