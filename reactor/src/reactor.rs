@@ -177,6 +177,9 @@ impl Reactor {
     /// ```
     pub fn spawn<E: Entry>(&mut self, entry: E) -> Recipient<E::Command> {
         self.core.enter();
+        // Outside a turn the loop's clock is as old as the reactor (or its last turn): an
+        // entry arming a timer in `on_start` counts from now, not from then.
+        self.core.now = Instant::now();
         let id = self.core.insert(entry);
         self.core.run_deferred();
         Recipient::exact(id)
