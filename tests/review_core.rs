@@ -852,3 +852,60 @@ fn a_timer_armed_before_the_loop_runs_does_not_fire_early() {
         );
     });
 }
+
+/// TLS sessions with a 4 MiB backlog each, whose peers read: a graceful shutdown sends the
+/// whole backlog, then close_notify, then EOF; on_close once each.
+#[test]
+fn graceful_shutdown_flushes_tls_backlogs_with_close_notify() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .tls(getty::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .session_options(SessionOptions::default().max_outbound(2 * BACKLOG))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, Pusher { counts: c.clone() }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("tls-backlog", server);
+        let config = getty::tls::client_config(chain.as_bytes()).unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let mut p = connect(addr);
+            let mut client =
+                getty::codec::filter::TlsFilter::client(config.clone(), "localhost").unwrap();
+            let (plain, wire_in) = tls_exchange(&mut p, &mut client, b"", 1);
+            peers.push((p, client, plain.len(), wire_in));
+        }
+        wait_for("3 opens", || counts.opened.load(Ordering::SeqCst) == 3);
+        running
+            .handle()
+            .shutdown_graceful(Duration::from_secs(10))
+            .unwrap();
+        let readers: Vec<_> = peers
+            .into_iter()
+            .map(|(mut p, mut client, before, wire_in)| {
+                std::thread::spawn(move || {
+                    use getty::codec::filter::Filter;
+                    let mut wire_in = wire_in;
+                    let mut plain = bytes::BytesMut::new();
+                    client.decode(&mut wire_in, &mut plain, 1 << 30).unwrap();
+                    let (rest, notified) = tls_read_to_end(&mut p, &mut client);
+                    (before + plain.len() + rest.len(), notified)
+                })
+            })
+            .collect();
+        for r in readers {
+            let (got, notified) = r.join().unwrap();
+            println!("tls reader: {got} bytes, close_notify {notified}");
+            assert_eq!(got, BACKLOG, "a TLS reader got its whole backlog");
+            assert!(notified, "close_notify after the backlog");
+        }
+        running.join(STEP);
+        assert_eq!(counts.closed.load(Ordering::SeqCst), 3);
+    });
+}
