@@ -909,3 +909,80 @@ fn graceful_shutdown_flushes_tls_backlogs_with_close_notify() {
         assert_eq!(counts.closed.load(Ordering::SeqCst), 3);
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Timers changed in their own callbacks
+// ---------------------------------------------------------------------------------------
+
+/// Ticks at 50 ms, changes its period to 150 ms at the first tick, and turns the cron off
+/// (and the idle timeout it had) at the third; reports each tick's time since open.
+struct Retimed {
+    opened: Option<Instant>,
+    ticks: mpsc::Sender<Duration>,
+    n: u32,
+}
+
+impl Handler<RawCodec> for Retimed {
+    fn on_open(&mut self, s: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.opened = Some(Instant::now());
+        s.set_cron_period(Some(Duration::from_millis(50)));
+        s.set_read_idle_timeout(Some(Duration::from_millis(400)));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {}
+    fn on_cron(&mut self, s: &mut Session<RawCodec>) {
+        self.n += 1;
+        let _ = self.ticks.send(self.opened.unwrap().elapsed());
+        match self.n {
+            1 => s.set_cron_period(Some(Duration::from_millis(150))),
+            3 => {
+                s.set_cron_period(None);
+                s.set_read_idle_timeout(None);
+            }
+            _ => {}
+        }
+    }
+    fn on_error(&mut self, _: &mut Session<RawCodec>, e: &Error) {
+        panic!("no error expected: {e}");
+    }
+}
+
+/// A cron re-armed with a new period in its own callback ticks at the new period; a cron
+/// and an idle timeout turned off in a callback never fire again.
+#[test]
+fn timers_changed_in_their_own_callback_take_effect() {
+    let _g = serial();
+    watchdog(STEP * 2, || {
+        let (tx, rx) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                RawCodec,
+                Retimed {
+                    opened: None,
+                    ticks: tx.clone(),
+                    n: 0,
+                },
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("retimed", server);
+        let mut peer = connect(addr);
+        let ticks: Vec<Duration> = (0..3)
+            .map(|_| rx.recv_timeout(STEP).expect("a tick"))
+            .collect();
+        println!("ticks at {ticks:?}");
+        assert!(ticks[1] - ticks[0] >= Duration::from_millis(150), "{ticks:?}");
+        assert!(ticks[2] - ticks[1] >= Duration::from_millis(150), "{ticks:?}");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(800)).is_err(),
+            "a tick after the cron was turned off"
+        );
+        // The idle timeout (400 ms) was turned off too: the session is still open.
+        peer.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut buf = [0u8; 1];
+        let still_open = matches!(peer.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut);
+        assert!(still_open, "the session ended after its idle timeout was turned off");
+        running.stop();
+    });
+}
