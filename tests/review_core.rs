@@ -972,17 +972,27 @@ fn timers_changed_in_their_own_callback_take_effect() {
             .map(|_| rx.recv_timeout(STEP).expect("a tick"))
             .collect();
         println!("ticks at {ticks:?}");
-        assert!(ticks[1] - ticks[0] >= Duration::from_millis(150), "{ticks:?}");
-        assert!(ticks[2] - ticks[1] >= Duration::from_millis(150), "{ticks:?}");
+        assert!(
+            ticks[1] - ticks[0] >= Duration::from_millis(150),
+            "{ticks:?}"
+        );
+        assert!(
+            ticks[2] - ticks[1] >= Duration::from_millis(150),
+            "{ticks:?}"
+        );
         assert!(
             rx.recv_timeout(Duration::from_millis(800)).is_err(),
             "a tick after the cron was turned off"
         );
         // The idle timeout (400 ms) was turned off too: the session is still open.
-        peer.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut buf = [0u8; 1];
         let still_open = matches!(peer.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut);
-        assert!(still_open, "the session ended after its idle timeout was turned off");
+        assert!(
+            still_open,
+            "the session ended after its idle timeout was turned off"
+        );
         running.stop();
     });
 }
