@@ -996,3 +996,109 @@ fn timers_changed_in_their_own_callback_take_effect() {
         running.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Panics everywhere: descriptors and bystanders
+// ---------------------------------------------------------------------------------------
+
+/// Echoes; panics in on_open for every third connection, in on_message on "m", in on_close
+/// after "c" (which closes), in on_cron after "t" (which starts a cron).
+struct Bomb {
+    counts: Arc<Counts>,
+    close_bomb: bool,
+    refuse: bool,
+}
+
+impl Handler<RawCodec> for Bomb {
+    fn on_open(&mut self, _: &mut Session<RawCodec>) -> std::io::Result<()> {
+        if self.refuse {
+            panic!("on_open panicked on purpose");
+        }
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<RawCodec>, m: Bytes) {
+        match &m[..] {
+            b"m" => panic!("on_message panicked on purpose"),
+            b"c" => {
+                self.close_bomb = true;
+                s.close();
+            }
+            b"t" => s.set_cron_period(Some(Duration::from_millis(10))),
+            _ => {
+                let _ = s.write_bytes(m);
+            }
+        }
+    }
+    fn on_cron(&mut self, _: &mut Session<RawCodec>) {
+        panic!("on_cron panicked on purpose");
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.counts.closed.fetch_add(1, Ordering::SeqCst);
+        if self.close_bomb {
+            panic!("on_close panicked on purpose");
+        }
+    }
+}
+
+/// Sessions ended by panics in every callback, and jobs that panic: the descriptor count
+/// of the process returns to its baseline, every opened session hears on_close once, and a
+/// bystander session still echoes.
+#[test]
+fn panics_in_every_callback_leave_no_descriptor_behind() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            let n = accepted.fetch_add(1, Ordering::SeqCst);
+            Ok((
+                RawCodec,
+                Bomb {
+                    counts: c.clone(),
+                    close_bomb: false,
+                    refuse: n > 0 && n % 3 == 0,
+                },
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("bombs", server);
+        let mut bystander = connect(addr); // connection 0: never refused
+        wait_for("the bystander", || {
+            counts.opened.load(Ordering::SeqCst) == 1
+        });
+        let baseline = open_fds();
+        for round in 1..=30usize {
+            let mut p = connect(addr);
+            if round % 3 != 0 {
+                let what: &[u8] = [b"m".as_slice(), b"c", b"t"][(round / 3) % 3];
+                p.write_all(what).unwrap();
+            }
+            let _ = read_to_end(&mut p); // the server ends it, one way or another
+            running
+                .handle()
+                .execute(|_| panic!("a posted job panicked on purpose"))
+                .unwrap();
+        }
+        let opened = counts.opened.load(Ordering::SeqCst);
+        wait_for("every on_close", || {
+            counts.closed.load(Ordering::SeqCst) == opened - 1
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let now = open_fds();
+        assert!(now <= baseline, "descriptors leaked: {baseline} -> {now}");
+        assert_eq!(
+            running.entry_count(),
+            2,
+            "the server and the bystander are left"
+        );
+        bystander.write_all(b"alive").unwrap();
+        let mut buf = [0u8; 5];
+        bystander.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"alive");
+        running.stop();
+        assert_eq!(counts.closed.load(Ordering::SeqCst), opened);
+    });
+}
