@@ -1102,3 +1102,26 @@ fn panics_in_every_callback_leave_no_descriptor_behind() {
         assert_eq!(counts.closed.load(Ordering::SeqCst), opened);
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// A reactor run and dropped on a thread that lives on
+// ---------------------------------------------------------------------------------------
+
+/// A long-lived thread that builds, runs and drops reactors gets all their descriptors
+/// back: the poll and its waker. The thread's "current reactor" used to keep the last
+/// one's waker (an eventfd) open for as long as the thread lived.
+#[test]
+fn a_dropped_reactor_leaves_no_descriptor_on_its_thread() {
+    let _g = serial();
+    watchdog(STEP, || {
+        let baseline = open_fds();
+        for _ in 0..3 {
+            let mut reactor = getty::Reactor::new().unwrap();
+            reactor.handle().shutdown();
+            reactor.run().unwrap();
+            drop(reactor);
+        }
+        let now = open_fds();
+        assert_eq!(now, baseline, "descriptors left by dropped reactors");
+    });
+}
