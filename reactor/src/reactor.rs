@@ -397,5 +397,6 @@ impl Drop for Reactor {
         for (_, extension) in std::mem::take(&mut self.core.extensions) {
             self.core.drop_user("a reactor extension", extension);
         }
+        self.core.leave();
     }
 }
