@@ -1125,3 +1125,37 @@ fn a_dropped_reactor_leaves_no_descriptor_on_its_thread() {
         assert_eq!(now, baseline, "descriptors left by dropped reactors");
     });
 }
+
+/// A WebSocket peer that never answers the close frame a graceful shutdown sends (and
+/// never closes its socket) holds the reactor no longer than a lingering close would.
+#[test]
+fn a_websocket_peer_that_never_answers_the_close_frame_does_not_hold_the_shutdown() {
+    let _g = serial();
+    watchdog(STEP * 6, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = getty::ws::WsServer::builder()
+            .route("/echo", move |_| Ok((RawCodec, Quiet { counts: c.clone() })))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("ws-silent", server);
+        let mut ws = connect(addr);
+        ws_upgrade(&mut ws);
+        wait_for("the ws open", || counts.opened.load(Ordering::SeqCst) == 1);
+        let began = Instant::now();
+        running.handle().shutdown_graceful(LONG_GRACE).unwrap();
+        let mut head = [0u8; 4];
+        ws.read_exact(&mut head).expect("a close frame");
+        assert_eq!(head, [0x88, 2, 0x03, 0xE9], "a close frame with 1001");
+        running.join(LONG_GRACE + STEP);
+        let took = began.elapsed();
+        println!("ws graceful shutdown with a silent peer took {took:?}");
+        assert!(
+            took < LONG_GRACE / 2,
+            "a silent WebSocket peer held the shutdown for {took:?}"
+        );
+        assert_eq!(counts.closed.load(Ordering::SeqCst), 1);
+        drop(ws);
+    });
+}
