@@ -1135,7 +1135,9 @@ fn a_websocket_peer_that_never_answers_the_close_frame_does_not_hold_the_shutdow
         let counts = Arc::new(Counts::default());
         let c = counts.clone();
         let server = getty::ws::WsServer::builder()
-            .route("/echo", move |_| Ok((RawCodec, Quiet { counts: c.clone() })))
+            .route("/echo", move |_| {
+                Ok((RawCodec, Quiet { counts: c.clone() }))
+            })
             .bind("127.0.0.1:0")
             .unwrap();
         let addr = server.local_addr();
@@ -1157,5 +1159,93 @@ fn a_websocket_peer_that_never_answers_the_close_frame_does_not_hold_the_shutdow
         );
         assert_eq!(counts.closed.load(Ordering::SeqCst), 1);
         drop(ws);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// A pool whose reactor ends early
+// ---------------------------------------------------------------------------------------
+
+/// A TCP server on two reactors; one of them is shut down on its own: its sessions end,
+/// and every new connection is served by the other.
+#[test]
+fn a_pool_reactor_that_ends_early_leaves_the_others_serving() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let pool = TcpServer::builder()
+            .start_pool(2, "127.0.0.1:0", move |_| {
+                let c = c.clone();
+                move |_: &mut getty::tcp::Setup<'_>| {
+                    Ok((RawCodec, DropBombless { counts: c.clone() }))
+                }
+            })
+            .unwrap();
+        let addr = pool.local_addr();
+        let handles = pool.reactors().handles();
+        handles[0].shutdown();
+        let deadline = Instant::now() + STEP;
+        while !handles[0].is_stopped() {
+            assert!(Instant::now() < deadline, "reactor 0 did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for i in 0..50u8 {
+            let mut p = connect(addr);
+            p.write_all(&[i]).unwrap();
+            let mut b = [0u8; 1];
+            p.read_exact(&mut b).expect("served by the reactor left");
+            assert_eq!(b[0], i);
+        }
+        pool.shutdown();
+        pool.join().unwrap();
+    });
+}
+
+struct DropBombless {
+    counts: Arc<Counts>,
+}
+
+impl Handler<RawCodec> for DropBombless {
+    fn on_open(&mut self, _: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.counts.opened.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<RawCodec>, m: Bytes) {
+        let _ = s.write_bytes(m);
+    }
+}
+
+/// Eight threads query a reactor in a loop while it is shut down: every query is answered
+/// or fails with NotConnected; none hangs.
+#[test]
+fn queries_in_flight_at_a_hard_shutdown_never_hang() {
+    let _g = serial();
+    watchdog(STEP * 2, || {
+        let thread = getty::Reactor::start_thread("queried", |_| Ok(())).unwrap();
+        let askers: Vec<_> = (0..8)
+            .map(|_| {
+                let h = thread.handle().clone();
+                std::thread::spawn(move || {
+                    for n in 0..1_000_000u64 {
+                        match h.query(move |_| n) {
+                            Ok(m) => assert_eq!(m, n),
+                            Err(e) => {
+                                assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
+                                return n;
+                            }
+                        }
+                    }
+                    panic!("the reactor never stopped");
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        thread.handle().shutdown();
+        thread.join().unwrap();
+        for a in askers {
+            let answered = a.join().expect("an asker panicked");
+            assert!(answered > 0);
+        }
     });
 }
