@@ -1249,3 +1249,89 @@ fn queries_in_flight_at_a_hard_shutdown_never_hang() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Read-idle timeouts that move with traffic, at scale
+// ---------------------------------------------------------------------------------------
+
+struct IdleWatch {
+    last: Option<Instant>,
+    report: mpsc::Sender<(u64, Duration)>,
+    closed: Arc<Counts>,
+}
+
+impl Handler<RawCodec> for IdleWatch {
+    fn on_open(&mut self, _: &mut Session<RawCodec>) -> std::io::Result<()> {
+        self.last = Some(Instant::now());
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec>, _: Bytes) {
+        self.last = Some(Instant::now());
+    }
+    fn on_error(&mut self, s: &mut Session<RawCodec>, e: &Error) {
+        assert!(matches!(e, Error::ReadIdle(_)), "unexpected {e}");
+        let _ = self.report.send((s.id(), self.last.unwrap().elapsed()));
+    }
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.closed.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// 2,000 sessions with a 1 s read-idle timeout; half of them hear a byte every 300 ms for
+/// 1.5 s, then silence. Every session ends on ReadIdle exactly once, and none after much
+/// less than a second of silence: the loop reads its clock once per turn, so a read is
+/// stamped with its turn's start and the timeout may come a turn's length early (about
+/// 30 ms here with a thousand reads a turn); a deadline that did not move with traffic
+/// would come 700 ms early or more.
+#[test]
+fn read_idle_timeouts_moved_by_traffic_never_fire_early() {
+    let _g = serial();
+    watchdog(STEP * 4, || {
+        const N: usize = 2000;
+        let counts = Arc::new(Counts::default());
+        let (tx, rx) = mpsc::channel();
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .session_options(
+                SessionOptions::default().read_idle_timeout(Some(Duration::from_secs(1))),
+            )
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    IdleWatch {
+                        last: None,
+                        report: tx.clone(),
+                        closed: c.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("idle-moves", server);
+        let mut peers: Vec<TcpStream> = (0..N).map(|_| connect(addr)).collect();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(300));
+            for p in peers.iter_mut().step_by(2) {
+                let _ = p.write_all(b"x");
+            }
+        }
+        wait_for("every session to end", || {
+            counts.closed.load(Ordering::SeqCst) == N
+        });
+        let reports: Vec<(u64, Duration)> = rx.try_iter().collect();
+        assert_eq!(reports.len(), N, "ReadIdle once each");
+        let mut ids: Vec<u64> = reports.iter().map(|r| r.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), N, "ReadIdle once each");
+        let earliest = reports.iter().map(|r| r.1).min().unwrap();
+        let latest = reports.iter().map(|r| r.1).max().unwrap();
+        println!("read-idle after {earliest:?} .. {latest:?} of silence");
+        assert!(
+            earliest >= Duration::from_millis(500),
+            "a read-idle timeout fired after {earliest:?} of silence"
+        );
+        drop(peers);
+        running.stop();
+    });
+}
