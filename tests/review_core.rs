@@ -1335,3 +1335,77 @@ fn read_idle_timeouts_moved_by_traffic_never_fire_early() {
         running.stop();
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// A hard shutdown of a session whose reply is all in the kernel
+// ---------------------------------------------------------------------------------------
+
+const REPLY: usize = 1 << 20;
+
+/// On "big": replies 1 MiB and stops reading (what the peer sends next stays unread).
+struct BigThenPause {
+    flushed: Arc<Counts>,
+}
+
+impl Handler<RawCodec> for BigThenPause {
+    fn on_message(&mut self, s: &mut Session<RawCodec>, m: Bytes) {
+        if &m[..] == b"big" {
+            s.write_bytes(Bytes::from(vec![5u8; REPLY])).unwrap();
+            s.pause_reading();
+        }
+    }
+    fn on_writability_changed(&mut self, _: &mut Session<RawCodec>, _: bool) {}
+    fn on_close(&mut self, _: &mut Session<RawCodec>) {
+        self.flushed.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A session whose whole reply went into the kernel (nothing left queued), its peer slow to
+/// read and with a few bytes the session has not read yet, is stopped by a hard shutdown:
+/// as nothing is left unsent the session closes without a reset (the code says so), so
+/// the peer must get the whole reply, then EOF. Closing a socket with unread input makes
+/// the kernel reset instead, dropping what it had yet to send: the peer got a fraction of
+/// the reply (127 KiB of 1 MiB), then ECONNRESET. Without the 6 unread bytes the same
+/// test got the whole reply and EOF.
+#[test]
+fn a_hard_shutdown_after_a_full_flush_does_not_reset_over_unread_input() {
+    let _g = serial();
+    watchdog(STEP * 2, || {
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
+        let server = TcpServer::builder()
+            .socket_options(getty::SocketOptions::default().send_buffer_size(Some(4 << 20)))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, BigThenPause { flushed: c.clone() }))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("hard-unread", server);
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut peer: TcpStream = socket.into();
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        peer.write_all(b"big").unwrap();
+        // The reply is written (into the kernel: 4 MiB of send buffer) and reading paused.
+        std::thread::sleep(Duration::from_millis(300));
+        running.run_on(|_| ()); // a barrier: the reactor is idle
+        assert_eq!(counts.closed.load(Ordering::SeqCst), 0);
+        peer.write_all(b"unread").unwrap(); // input the paused session never reads
+        std::thread::sleep(Duration::from_millis(200));
+        running.stop(); // hard
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let ended = loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => got += n,
+                Err(e) => break Some(e.kind()),
+            }
+        };
+        println!("after a hard shutdown the peer got {got} of {REPLY} bytes, then {ended:?}");
+        assert_eq!(counts.closed.load(Ordering::SeqCst), 1);
+        assert_eq!((got, ended), (REPLY, None), "the whole reply, then EOF");
+    });
+}
