@@ -73,6 +73,20 @@ impl Core {
         });
     }
 
+    /// Stops being the reactor [`current`] reports on this thread (the reactor is being
+    /// dropped): the thread must not keep its waker's descriptor open for as long as it lives.
+    pub(crate) fn leave(&self) {
+        let ours = CURRENT_REACTOR.with(|r| {
+            let mut r = r.borrow_mut();
+            let ours = r.as_ref().is_some_and(|s| Arc::ptr_eq(s, &self.shared));
+            ours.then(|| r.take())
+        });
+        if ours.is_some() {
+            WOKEN.with(|w| w.borrow_mut().clear());
+            WOKEN_ANY.with(|any| any.set(false));
+        }
+    }
+
     pub(crate) fn extension<T: Default + 'static>(&mut self) -> &mut T {
         let type_id = TypeId::of::<T>();
         let index = match self.extensions.iter().position(|(t, _)| *t == type_id) {

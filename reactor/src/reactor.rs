@@ -177,6 +177,9 @@ impl Reactor {
     /// ```
     pub fn spawn<E: Entry>(&mut self, entry: E) -> Recipient<E::Command> {
         self.core.enter();
+        // Outside a turn the loop's clock is as old as the reactor (or its last turn): an
+        // entry arming a timer in `on_start` counts from now, not from then.
+        self.core.now = Instant::now();
         let id = self.core.insert(entry);
         self.core.run_deferred();
         Recipient::exact(id)
@@ -394,5 +397,6 @@ impl Drop for Reactor {
         for (_, extension) in std::mem::take(&mut self.core.extensions) {
             self.core.drop_user("a reactor extension", extension);
         }
+        self.core.leave();
     }
 }

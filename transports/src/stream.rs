@@ -427,6 +427,7 @@ where
             return if deadline.is_some() {
                 Status::Continue
             } else {
+                self.drain_unread_unless_peer_closed();
                 self.end(cx, false)
             };
         }
@@ -442,6 +443,9 @@ where
         let unsent = self.session.queued_bytes() > 0;
         if !unsent {
             self.send_filter_close();
+            // Closing with unread input would make the kernel reset after all, dropping
+            // what it has yet to send of the flushed output.
+            self.drain_unread_unless_peer_closed();
         }
         self.end(cx, unsent)
     }

@@ -89,6 +89,14 @@ where
         }
     }
 
+    /// [`drain_unread`](Self::drain_unread) before a graceful close that cannot wait for the
+    /// peer's EOF any more (the reactor stops now).
+    pub(super) fn drain_unread_unless_peer_closed(&mut self) {
+        if !self.flags.get(Flag::PeerClosed) {
+            self.drain_unread();
+        }
+    }
+
     /// An abnormal end the handler hears: `on_error` with `error`, then (through
     /// [`end`](Self::end), at once or after a flush) `on_close`.
     ///
