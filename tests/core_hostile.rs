@@ -1,4 +1,4 @@
-//! Hostile review of the reactor core and its lifecycle: graceful and hard shutdown with
+//! Hostile checks of the reactor core and its lifecycle: graceful and hard shutdown with
 //! sessions in every state, timers at scale, commands from other threads, panics in
 //! destructors, and accept bursts. Every test uses real loopback sockets and bounded
 //! waits; none asserts on speed (latencies are printed, for the report).
