@@ -101,6 +101,7 @@ fn exchange<F: Filter>(peer: &mut TcpStream, client: &mut F, send: &[u8], want: 
 /// forge) closed the session as cleanly as a real close_notify.
 #[test]
 fn a_truncation_is_reported_under_tls_with_compression() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let options = SessionOptions::default().compression(Some(Compression::Default));
         let (server, addr, events, config) = server(options);
@@ -123,6 +124,7 @@ fn a_truncation_is_reported_under_tls_with_compression() {
 /// The same through the codec crate's public API: a boxed filter keeps what its filter says.
 #[test]
 fn a_boxed_tls_filter_reports_what_the_filter_says() {
+    let _gate = shared_gate();
     let (_, client_config) = configs();
     let tls = TlsFilter::client(client_config, "localhost").unwrap();
     let direct = (tls.peer_closed(), tls.can_send());
@@ -158,6 +160,7 @@ fn read_rest<F: Filter>(
 /// MessageTooLong then the close, and the server's close_notify follows the answer.
 #[test]
 fn an_oversized_frame_across_records_ends_after_the_replies() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let options = SessionOptions::default().max_message_len(1024);
         let (server, addr, events, config) = server(options);
@@ -195,6 +198,7 @@ fn an_oversized_frame_across_records_ends_after_the_replies() {
 /// then close_notify, and the session closes without an error.
 #[test]
 fn data_with_close_notify_in_one_segment_is_answered() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let (server, addr, events, config) = server(SessionOptions::default());
         let mut client = TlsFilter::client(config, "localhost").unwrap();
@@ -215,6 +219,7 @@ fn data_with_close_notify_in_one_segment_is_answered() {
 /// A ClientHello sent a byte per segment still completes the handshake.
 #[test]
 fn a_client_hello_in_one_byte_segments_completes() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let (server, addr, events, config) = server(SessionOptions::default());
         let mut client = TlsFilter::client(config, "localhost").unwrap();
@@ -237,6 +242,7 @@ fn a_client_hello_in_one_byte_segments_completes() {
 /// reactor sleeps meanwhile (no busy loop).
 #[test]
 fn a_handshake_stalled_half_way_times_out_without_spinning() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let options = SessionOptions::default().handshake_timeout(Duration::from_millis(1500));
         let (server, addr, events, config) = server(options);
@@ -423,6 +429,8 @@ fn flood_without_reading(options: SessionOptions, key_updates: bool, payload: us
 
 #[test]
 fn a_key_update_flood_from_a_peer_that_never_reads_is_slowed_down() {
+    // Measures the process's resident memory: runs alone.
+    let _gate = exclusive_gate();
     watchdog(Duration::from_secs(90), || {
         flood_without_reading(SessionOptions::default(), true, 1000);
     });
@@ -430,6 +438,8 @@ fn a_key_update_flood_from_a_peer_that_never_reads_is_slowed_down() {
 
 #[test]
 fn tiny_requests_from_a_peer_that_never_reads_are_slowed_down() {
+    // Measures the process's resident memory: runs alone.
+    let _gate = exclusive_gate();
     watchdog(Duration::from_secs(90), || {
         flood_without_reading(SessionOptions::default(), false, 1);
     });
@@ -437,6 +447,8 @@ fn tiny_requests_from_a_peer_that_never_reads_are_slowed_down() {
 
 #[test]
 fn maximal_records_from_a_peer_that_never_reads_are_slowed_down() {
+    // Measures the process's resident memory: runs alone.
+    let _gate = exclusive_gate();
     watchdog(Duration::from_secs(90), || {
         flood_without_reading(SessionOptions::default(), false, 16 * 1024 - 4);
     });
@@ -488,6 +500,7 @@ fn read_client_hello(sock: &mut TcpStream) {
 /// fires, once, with the reactor asleep meanwhile.
 #[test]
 fn a_tls_client_against_a_stalled_server_times_out_without_spinning() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let (_, config) = configs();
         let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -521,6 +534,7 @@ fn a_tls_client_against_a_stalled_server_times_out_without_spinning() {
 /// A server that answers the ClientHello with application data: a clear TLS error at once.
 #[test]
 fn a_tls_client_gets_application_data_before_the_handshake() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let (_, config) = configs();
         let (addr, thread) = hostile_server(move |mut sock| {
@@ -543,6 +557,8 @@ fn a_tls_client_gets_application_data_before_the_handshake() {
 /// the client refuses it with a clear error and holds no more than its handshake bound.
 #[test]
 fn a_tls_client_refuses_a_huge_certificate_chain() {
+    // Measures the process's resident memory: runs alone.
+    let _gate = exclusive_gate();
     watchdog(TEST_LIMIT, || {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let leaf = getty::codec::rustls::pki_types::CertificateDer::from(made.cert.der().to_vec());
@@ -594,6 +610,7 @@ fn a_tls_client_refuses_a_huge_certificate_chain() {
 /// clear error, and the reactor spends no more than it would on the bytes themselves.
 #[test]
 fn a_huge_client_hello_in_one_byte_records_is_handled_in_linear_time() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let (server, addr, events, config) = server(SessionOptions::default());
         let mut config = (*config).clone();
@@ -671,6 +688,7 @@ impl Handler<LengthFieldCodec> for Recorder {
 /// closes cleanly (the server's close_notify ended its input).
 #[test]
 fn a_tls_client_gets_data_and_close_notify_with_the_server_flight() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
@@ -716,6 +734,7 @@ fn a_tls_client_gets_data_and_close_notify_with_the_server_flight() {
 /// and ends with a FIN, as it does under TLS alone.
 #[test]
 fn a_corrupt_record_under_tls_with_compression_is_answered_with_an_alert() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let options = SessionOptions::default().compression(Some(Compression::Default));
         let (server, addr, events, config) = server(options);
@@ -763,6 +782,7 @@ fn mixed(i: usize, len: usize) -> Vec<u8> {
 /// record and batch sizes, queued before the handshake is done: all leave whole, in order.
 #[test]
 fn mixed_writes_before_the_handshake_arrive_whole_and_in_order() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let sizes = vec![
             1,
@@ -808,6 +828,7 @@ fn mixed_writes_before_the_handshake_arrive_whole_and_in_order() {
 /// as a truncation (the deflate layer's `holds_partial_input` was lost in the boxed stack).
 #[test]
 fn close_notify_inside_a_deflate_batch_is_a_truncation() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let options = SessionOptions::default().compression(Some(Compression::Default));
         let (server, addr, events, config) = server(options);
@@ -838,6 +859,7 @@ fn close_notify_inside_a_deflate_batch_is_a_truncation() {
 /// waited for a FIN the peer, waiting for close_notify, never sent.
 #[test]
 fn close_notify_under_tls_with_compression_is_answered() {
+    let _gate = shared_gate();
     watchdog(TEST_LIMIT, || {
         let options = SessionOptions::default().compression(Some(Compression::Default));
         let (server, addr, events, config) = server(options);
