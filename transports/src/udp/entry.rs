@@ -366,16 +366,21 @@ where
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
             self.phase = Phase::Closed;
             self.session.core.note_ended(cx);
-            // What never went out is lost with the session: every datagram written is
-            // then either sent or dropped when on_close reads the counters.
-            self.session.stats.dropped_out += self.session.out.datagrams() as u64;
-            self.session.out.clear();
+            self.drop_queued();
             self.handler.on_close(&mut self.session);
             // A handle made in on_close, after the ones before it were marked.
             self.mark_handles_closed();
         }
         self.release(cx);
         Status::Done
+    }
+
+    /// What never went out is lost with the session: dropped and counted, before
+    /// `on_close` reads the counters, so that every datagram written was either sent or
+    /// dropped.
+    fn drop_queued(&mut self) {
+        self.session.stats.dropped_out += self.session.out.datagrams() as u64;
+        self.session.out.clear();
     }
 
     /// The session's handles (if it has any) see it closed and refuse writes.
@@ -552,9 +557,7 @@ where
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
         self.mark_handles_closed();
         if owes_close {
-            // As in `end`: what never went out is lost with the session, counted before
-            // on_close reads the counters.
-            self.session.stats.dropped_out += self.session.out.datagrams() as u64;
+            self.drop_queued();
         }
         self.release(cx); // Closed from here on, whatever the handler does
         if owes_close {
