@@ -48,29 +48,7 @@ fn emptied_within(running: &Running, limit: Duration) -> bool {
 fn a_client_of_three_connections_whose_certificate_is_refused_gives_up() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        let make = |name: &str| rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-        let (server_id, trusted, impostor) = (make("localhost"), make("client"), make("client"));
-        let server_config = tls::server_config_with_client_auth(
-            server_id.cert.pem().as_bytes(),
-            server_id.signing_key.serialize_pem().as_bytes(),
-            trusted.cert.pem().as_bytes(),
-        )
-        .unwrap();
-        let (stx, _server_events) = Events::new();
-        let server = getty::tcp::TcpServer::builder()
-            .tls(server_config)
-            .bind("127.0.0.1:0", move |_| {
-                Ok((LengthFieldCodec::default(), Probe::echo(&stx)))
-            })
-            .unwrap();
-        let addr = server.local_addr();
-        let server = Running::serve("mtls-server", server);
-        let client_config = tls::client_config_with_certificate(
-            server_id.cert.pem().as_bytes(),
-            impostor.cert.pem().as_bytes(),
-            impostor.signing_key.serialize_pem().as_bytes(),
-        )
-        .unwrap();
+        let (server, addr, client_config, _server_events) = server_refusing_client_certificates();
         let (tx, mut events) = Events::new();
         let client = TcpClient::builder()
             .tls(client_config, "localhost")

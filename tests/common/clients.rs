@@ -339,3 +339,42 @@ pub fn dead_port() -> SocketAddr {
     drop(listener);
     addr
 }
+
+/// A mutual-TLS echo server on loopback (`LengthFieldCodec`, every event to the returned
+/// `Events`) that trusts one client certificate, and the config of a client presenting
+/// another of the same name: the server refuses every such client's handshake (under TLS
+/// 1.3, after the client's side of it is done).
+#[cfg(feature = "tls")]
+pub fn server_refusing_client_certificates() -> (
+    Running,
+    SocketAddr,
+    std::sync::Arc<getty::codec::rustls::ClientConfig>,
+    Events,
+) {
+    use getty::codec::LengthFieldCodec;
+    use getty::tls;
+    let make = |name: &str| rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let (server_id, trusted, impostor) = (make("localhost"), make("client"), make("client"));
+    let server_config = tls::server_config_with_client_auth(
+        server_id.cert.pem().as_bytes(),
+        server_id.signing_key.serialize_pem().as_bytes(),
+        trusted.cert.pem().as_bytes(),
+    )
+    .unwrap();
+    let (stx, server_events) = Events::new();
+    let server = getty::tcp::TcpServer::builder()
+        .tls(server_config)
+        .bind("127.0.0.1:0", move |_| {
+            Ok((LengthFieldCodec::default(), Probe::echo(&stx)))
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let server = Running::serve("mtls-server", server);
+    let client_config = tls::client_config_with_certificate(
+        server_id.cert.pem().as_bytes(),
+        impostor.cert.pem().as_bytes(),
+        impostor.signing_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    (server, addr, client_config, server_events)
+}
