@@ -95,10 +95,6 @@ pub(crate) struct SessionEnded {
     /// `Ok` for a session that opened; for one that never did (refused by `on_open`, or a
     /// WebSocket upgrade that failed), why not: the client counts it as a failed dial.
     pub(crate) outcome: Result<(), Error>,
-    /// The owner heard `OwnerNote::Opened` for it: an `Err` outcome then takes back the
-    /// success that counted (a TLS 1.3 server refused the client's certificate after the
-    /// client's side of the handshake was done).
-    pub(crate) told_opened: bool,
 }
 
 /// Reads smaller than this are not worth a syscall: grow the buffer first.

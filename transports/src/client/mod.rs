@@ -428,12 +428,11 @@ impl<D: Dialing> Client<D> {
         let wiped = self.wiped.iter().position(|&(id, _)| id == ended.id);
         let wiped = wiped.map_or(0, |at| self.wiped.swap_remove(at).1);
         // A session that never opened (refused by `on_open`, a failed WebSocket upgrade)
-        // was a failed dial.
-        // So was one whose handshake the peer refused after it had counted as opened.
+        // was a failed dial. So was one whose handshake the peer refused after it had
+        // counted as opened (it is in `wiped` then): the failures its success reset count
+        // again.
         if let Err(why) = ended.outcome {
-            if ended.told_opened {
-                self.redial.take_back_success(wiped);
-            }
+            self.redial.take_back_success(wiped);
             self.note_failure(why);
         }
     }

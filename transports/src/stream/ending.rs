@@ -186,7 +186,6 @@ where
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome: Err(why),
-                told_opened: false,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }
@@ -206,8 +205,7 @@ where
             // A session that ends before its handshake is done, or on the peer's refusal
             // of it, was a failed dial.
             let refused = self.flags.get(Flag::HandshakeRefused);
-            let handshaking = self.session.handshaking();
-            let outcome = if handshaking || refused {
+            let outcome = if self.session.handshaking() || refused {
                 let why = "the session ended before its TLS handshake was done";
                 Err(Error::Io(io::Error::other(why)))
             } else {
@@ -216,7 +214,6 @@ where
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome,
-                told_opened: !handshaking,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }

@@ -409,7 +409,6 @@ where
             let ended = SessionEnded {
                 id: cx.id(),
                 outcome: Ok(()),
-                told_opened: true,
             };
             cx.send(owner, OwnerNote::Ended(ended));
         }

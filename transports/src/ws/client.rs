@@ -217,7 +217,6 @@ where
         let ended = SessionEnded {
             id: cx.id(),
             outcome: Err(error),
-            told_opened: false,
         };
         cx.send(self.owner, OwnerNote::Ended(ended));
     }
