@@ -193,8 +193,21 @@ pub fn thread_cpu_time() -> Duration {
 
 /// CPU time (user + system) of this process's thread named `name`, from
 /// `/proc/self/task/*/stat`: works even while that thread is stuck in a loop.
+///
+/// The kernel lists `/proc/self/task` by position, so a listing made while other threads
+/// exit (other tests in this binary) can skip a live thread: a miss is tried again.
 #[cfg(target_os = "linux")]
 pub fn cpu_of_thread(name: &str) -> Option<Duration> {
+    (0..50).find_map(|attempt| {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        cpu_of_thread_once(name)
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn cpu_of_thread_once(name: &str) -> Option<Duration> {
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim_end() != name {
