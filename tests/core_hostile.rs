@@ -1414,14 +1414,12 @@ fn a_hard_shutdown_after_a_full_flush_does_not_reset_over_unread_input() {
 // A recipient used on another reactor
 // ---------------------------------------------------------------------------------------
 
-/// Two reactors each spawn one entry of the same type: their ids are equal (slab key 0,
-/// serial 0), as serials count per reactor. A command sent to reactor A's entry through
-/// reactor B's handle (a pool user mixing up handles) reaches B's unrelated entry. The
-/// documentation says an id is never reused and a command never reaches another entry.
-/// Ignored: a hazard under misuse, left for a decision (a reactor number in `EntryId`, or
-/// serials unique in the process); run with `--ignored` to see it.
+/// Two reactors each spawn one entry of the same type, at the same slab key. A command sent
+/// to reactor A's entry through reactor B's handle (a pool user mixing up handles) must not
+/// reach B's unrelated entry: the documentation says a command never reaches another
+/// entry. Before serials were drawn from one counter for the process, both ids were (key 0,
+/// serial 0) and it did.
 #[test]
-#[ignore = "reproduces a hazard under misuse; see the review report"]
 fn a_recipient_from_one_reactor_never_reaches_an_entry_of_another() {
     let _g = serial();
     watchdog(STEP, || {

@@ -5,6 +5,7 @@ use std::any::{Any, TypeId};
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,17 @@ use crate::panic::{forget_payload, panic_message};
 use crate::timer::Timers;
 use crate::{BufPool, Context, Entry, EntryId, LoopMetrics, PanicPolicy, Ready, Spawner, Status};
 
+/// Serials of entries and groups, drawn from one counter for the whole process: an id is
+/// never reused by any reactor, so an id that reaches the wrong reactor (a recipient from
+/// one sent through another's handle) names no entry there and its command is dropped,
+/// rather than reaching an unrelated entry that happens to sit at the same key and serial.
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// The next serial (47 bits: the slot's tag keeps the group index above it).
+fn next_serial() -> u64 {
+    NEXT_SERIAL.fetch_add(1, Ordering::Relaxed) & SERIAL_MASK
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     Running,
@@ -32,7 +44,6 @@ pub(crate) struct Core {
     pub(crate) slots: Slab<Slot>,
     pub(crate) timers: Timers,
     pub(crate) now: Instant,
-    pub(crate) next_serial: u64,
     /// Live groups by index: the serial each was created at (index 0, "no group", is never
     /// handed out); `None` marks a free index, also listed in `free_groups`.
     pub(crate) groups: Vec<Option<u64>>,
@@ -123,8 +134,7 @@ impl Core {
     }
 
     fn insert_at(&mut self, group_index: u16, entry: Box<dyn Erased>) -> EntryId {
-        let serial = self.next_serial & SERIAL_MASK;
-        self.next_serial += 1;
+        let serial = next_serial();
         let key = self.slots.insert(Slot {
             tag: serial | (u64::from(group_index) << GROUP_SHIFT),
             entry,
@@ -427,8 +437,7 @@ impl Core {
         slot.tag |= OWNER_BIT;
         // A group takes a serial of its own, so no two groups are created at the same one
         // (an id kept past its group's end must not equal a later group's id).
-        let created = self.next_serial & SERIAL_MASK;
-        self.next_serial += 1;
+        let created = next_serial();
         self.groups[usize::from(index)] = Some(created);
         self.owned_groups
             .entry(owner.serial)

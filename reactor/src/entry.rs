@@ -10,9 +10,10 @@ use mio::Token;
 
 use crate::{Context, Ready, Status};
 
-/// Names one entry for life: its slab key (the mio token) plus a serial number that is never
-/// reused, so a stale id (a timer or command aimed at an entry that has ended) can never
-/// reach a newer entry that got the same slab key.
+/// Names one entry for life: its slab key (the mio token) plus a serial number that no other
+/// entry of any reactor in the process gets, so a stale id (a timer or command aimed at an
+/// entry that has ended) can never reach a newer entry that got the same slab key, nor an
+/// id sent through another reactor's handle an entry of that reactor.
 ///
 /// ```
 /// let id = getty_reactor::EntryId::new(3, 42);

@@ -82,7 +82,6 @@ impl ReactorBuilder {
             slots: Slab::new(),
             timers: Timers::default(),
             now: Instant::now(),
-            next_serial: 0,
             groups: vec![None],
             free_groups: Vec::new(),
             owned_groups: HashMap::new(),
