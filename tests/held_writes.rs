@@ -689,7 +689,7 @@ fn a_session_ending_with_held_writes_wakes_wait_writable_with_closed() {
             let (server, peer, handle, events) =
                 hands_out_server(&format!("review-today-end-{how}"), options);
             while_reactor_is_busy(&server, || {
-                for n in 0..4000 {
+                for n in 0..2000 {
                     handle.write(numbered(n)).unwrap();
                 }
             });
@@ -761,7 +761,7 @@ fn a_resume_is_not_held_behind_writes_when_reading_ignores_writability() {
         server.run_on(|_| ());
         let mut sent = 0u32;
         while_reactor_is_busy(&server, || {
-            for _ in 0..3000 {
+            for _ in 0..2000 {
                 handle.write(numbered(sent)).unwrap();
                 sent += 1;
             }
@@ -847,7 +847,7 @@ fn held_handle_writes_on_a_websocket_arrive_whole_then_the_close() {
         peer.set_read_timeout(Some(STEP)).unwrap();
         ws_upgrade(&mut peer);
         let handle = handles.recv_timeout(STEP).unwrap();
-        let count = 3000u32;
+        let count = 2000u32;
         while_reactor_is_busy(&server, || {
             for n in 0..count {
                 handle.write(numbered(n)).unwrap();
@@ -918,7 +918,7 @@ fn held_handle_writes_on_tls_arrive_whole_then_close_notify_and_fin() {
         peer.set_read_timeout(Some(STEP)).unwrap();
         tls_exchange(&mut peer, &mut client, &[], 0);
         let handle = handles.recv_timeout(STEP).unwrap();
-        let count = 3000u32;
+        let count = 2000u32;
         while_reactor_is_busy(&server, || {
             for n in 0..count {
                 handle.write(numbered(n)).unwrap();
@@ -1059,7 +1059,7 @@ fn an_abort_while_writes_are_held_ends_the_session_at_once() {
         let (server, mut peer, handle, events) =
             hands_out_server("review-today-held-abort", getty::SessionOptions::default());
         while_reactor_is_busy(&server, || {
-            for n in 0..3000 {
+            for n in 0..2000 {
                 handle.write(numbered(n)).unwrap();
             }
         });
@@ -1088,7 +1088,7 @@ fn an_abort_while_writes_are_held_ends_the_session_at_once() {
             }
         };
         assert_eq!(ended, "reset", "after {got} bytes");
-        assert!(got < 3000 * (4 + 2048), "the held writes were not sent");
+        assert!(got < 2000 * (4 + 2048), "the held writes were not sent");
         server.stop();
     });
 }
@@ -1103,13 +1103,17 @@ fn a_held_write_the_codec_refuses_ends_the_session_with_its_error() {
             getty::SessionOptions::default(),
         );
         while_reactor_is_busy(&server, || {
-            for n in 0..2000 {
+            for n in 0..1000 {
                 handle.write(numbered(n)).unwrap();
             }
             handle
                 .write(Bytes::from(vec![0u8; 9 << 20]))
                 .expect("accepted: the codec runs on the reactor");
-            handle.write(numbered(2000)).unwrap();
+            // The bytes in flight are past `max_outbound` now.
+            assert!(matches!(
+                handle.write(numbered(1000)),
+                Err(getty::Error::Backpressure)
+            ));
         });
         std::thread::sleep(Duration::from_millis(200));
         let (got, _) = drain(&mut peer);
@@ -1233,5 +1237,59 @@ fn held_unix_datagram_handle_writes_are_not_starved_by_a_refilling_handler() {
         // datagrams parked for it dropped.)
         reader.join().unwrap();
         reactor.stop();
+    });
+}
+
+/// The writes a handle has in flight (posted, and not yet applied by a reactor that is
+/// busy) are bounded in bytes, by the session's `max_outbound`, and not only in number:
+/// a writer of 1 MiB messages gets `Backpressure` once 4 MiB wait, where before 4,096 of
+/// them (4 GiB) were taken. A writer waiting in `wait_writable` meanwhile is woken once
+/// they have gone out, and everything arrives whole and in order.
+#[test]
+fn the_bytes_of_handle_writes_waiting_for_a_busy_reactor_are_bounded() {
+    watchdog(LIMIT, || {
+        const MESSAGE: usize = 1 << 20;
+        let options = getty::SessionOptions::default().max_outbound(4 * MESSAGE);
+        let (server, mut peer, handle, _events) = hands_out_server("handle-bytes", options);
+        let mut taken = 0u32;
+        let mut refused = None;
+        while_reactor_is_busy(&server, || {
+            while taken < 64 {
+                let mut payload = vec![b'm'; MESSAGE];
+                payload[..4].copy_from_slice(&taken.to_be_bytes());
+                match handle.write(Bytes::from(payload)) {
+                    Ok(()) => taken += 1,
+                    Err(e) => {
+                        refused = Some(e);
+                        break;
+                    }
+                }
+            }
+        });
+        println!("{taken} writes of 1 MiB taken, then {refused:?}");
+        assert!(
+            matches!(refused, Some(getty::Error::Backpressure)),
+            "{taken} writes of 1 MiB taken, then {refused:?}"
+        );
+        assert_eq!(taken, 4, "writes of 1 MiB in flight under a 4 MiB bound");
+        let waiter = handle.clone();
+        let last = std::thread::spawn(move || {
+            waiter.wait_writable(Duration::from_secs(30))?;
+            waiter.write(Bytes::from_static(b"LAST"))?;
+            waiter.close()
+        });
+        let reader = std::thread::spawn(move || drain(&mut peer));
+        last.join().unwrap().expect("room once the writes went out");
+        let (got, ended) = reader.join().unwrap();
+        assert!(ended, "a FIN after {} bytes", got.len());
+        let frames = split_frames(&got);
+        assert_eq!(frames.len(), taken as usize + 1, "every write arrived");
+        for (k, (_, payload)) in frames.iter().take(taken as usize).enumerate() {
+            assert_eq!(payload.len(), MESSAGE);
+            let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(n as usize, k, "in order");
+        }
+        assert_eq!(frames.last().unwrap().1, b"LAST");
+        server.stop();
     });
 }

@@ -479,6 +479,10 @@ impl LengthFieldCodec {
 }
 
 impl Encoder<&[u8]> for LengthFieldCodec {
+    fn encoded_len_hint(item: &&[u8]) -> usize {
+        item.len()
+    }
+
     /// Writes the frame with its length field; see [`LengthFieldCodec`] for the rule.
     ///
     /// ```
@@ -500,6 +504,10 @@ impl Encoder<&[u8]> for LengthFieldCodec {
 }
 
 impl Encoder<Bytes> for LengthFieldCodec {
+    fn encoded_len_hint(item: &Bytes) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder.
     ///
     /// ```
@@ -526,6 +534,10 @@ impl Encoder<Bytes> for LengthFieldCodec {
 }
 
 impl Encoder<&Bytes> for LengthFieldCodec {
+    fn encoded_len_hint(item: &&Bytes) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder.
     ///
     /// ```
@@ -543,6 +555,10 @@ impl Encoder<&Bytes> for LengthFieldCodec {
 }
 
 impl Encoder<Vec<u8>> for LengthFieldCodec {
+    fn encoded_len_hint(item: &Vec<u8>) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder.
     ///
     /// ```
@@ -572,6 +588,10 @@ impl Encoder<Vec<u8>> for LengthFieldCodec {
 }
 
 impl Encoder<&str> for LengthFieldCodec {
+    fn encoded_len_hint(item: &&str) -> usize {
+        item.len()
+    }
+
     /// Encodes the UTF-8 bytes of `item`, like the `&[u8]` encoder.
     ///
     /// ```
@@ -588,6 +608,10 @@ impl Encoder<&str> for LengthFieldCodec {
 }
 
 impl Encoder<String> for LengthFieldCodec {
+    fn encoded_len_hint(item: &String) -> usize {
+        item.len()
+    }
+
     /// Same as the `&str` encoder: every codec takes the same kinds of input.
     ///
     /// ```

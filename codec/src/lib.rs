@@ -482,6 +482,28 @@ pub trait Encoder<Item> {
         self.encode(item, dst)?;
         Ok(MessageKind::Binary)
     }
+
+    /// About how many bytes `item` takes once encoded, told without encoding it: what a
+    /// session handle counts for a write that waits for its reactor, which encodes it
+    /// (see `SessionHandle::write`). The default is the item's own size, right for an item
+    /// that holds its bytes inline; an item whose bytes live elsewhere (`Bytes`, `Vec<u8>`,
+    /// `String`) should answer their length, as the built-in codecs do. Headers may be left
+    /// out: it bounds memory, it need not be exact.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use getty_codec::{Encoder, LengthFieldCodec};
+    ///
+    /// let message = Bytes::from(vec![0u8; 1 << 20]);
+    /// let hint = <LengthFieldCodec as Encoder<Bytes>>::encoded_len_hint(&message);
+    /// assert_eq!(hint, 1 << 20);
+    /// ```
+    fn encoded_len_hint(item: &Item) -> usize
+    where
+        Self: Sized,
+    {
+        std::mem::size_of_val(item)
+    }
 }
 
 /// Why a codec refused its input or output.

@@ -318,6 +318,10 @@ impl Decoder for LinesCodec {
 }
 
 impl Encoder<&[u8]> for LinesCodec {
+    fn encoded_len_hint(item: &&[u8]) -> usize {
+        item.len()
+    }
+
     /// Appends `item` and the terminator. Fails, leaving `dst` as it was, if `item` is longer
     /// than the maximum, contains `\n`, or ends with `\r` (which the peer would strip).
     ///
@@ -338,6 +342,10 @@ impl Encoder<&[u8]> for LinesCodec {
 }
 
 impl Encoder<Bytes> for LinesCodec {
+    fn encoded_len_hint(item: &Bytes) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder.
     ///
     /// ```
@@ -354,6 +362,10 @@ impl Encoder<Bytes> for LinesCodec {
 }
 
 impl Encoder<&Bytes> for LinesCodec {
+    fn encoded_len_hint(item: &&Bytes) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder.
     ///
     /// ```
@@ -371,6 +383,10 @@ impl Encoder<&Bytes> for LinesCodec {
 }
 
 impl Encoder<Vec<u8>> for LinesCodec {
+    fn encoded_len_hint(item: &Vec<u8>) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder.
     ///
     /// ```
@@ -387,6 +403,10 @@ impl Encoder<Vec<u8>> for LinesCodec {
 }
 
 impl Encoder<&str> for LinesCodec {
+    fn encoded_len_hint(item: &&str) -> usize {
+        item.len()
+    }
+
     /// Same as the `&[u8]` encoder, on the UTF-8 bytes of `item`.
     ///
     /// ```
@@ -403,6 +423,10 @@ impl Encoder<&str> for LinesCodec {
 }
 
 impl Encoder<String> for LinesCodec {
+    fn encoded_len_hint(item: &String) -> usize {
+        item.len()
+    }
+
     /// Same as the `&str` encoder.
     ///
     /// ```

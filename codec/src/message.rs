@@ -411,6 +411,10 @@ impl Decoder for MessageCodec {
 }
 
 impl Encoder<Message> for MessageCodec {
+    fn encoded_len_hint(item: &Message) -> usize {
+        item.payload().len()
+    }
+
     /// Appends the message's bytes unchanged.
     ///
     /// ```
@@ -448,6 +452,10 @@ impl Encoder<Message> for MessageCodec {
 }
 
 impl Encoder<&Message> for MessageCodec {
+    fn encoded_len_hint(item: &&Message) -> usize {
+        item.payload().len()
+    }
+
     /// Appends the message's bytes unchanged.
     ///
     /// ```
@@ -475,6 +483,10 @@ impl Encoder<&Message> for MessageCodec {
 }
 
 impl Encoder<&str> for MessageCodec {
+    fn encoded_len_hint(item: &&str) -> usize {
+        item.len()
+    }
+
     /// A text message: `session.write("OK")` works on a WebSocket as on TCP.
     ///
     /// ```
@@ -501,6 +513,10 @@ impl Encoder<&str> for MessageCodec {
 }
 
 impl Encoder<String> for MessageCodec {
+    fn encoded_len_hint(item: &String) -> usize {
+        item.len()
+    }
+
     /// A text message, like the `&str` encoder.
     ///
     /// ```
@@ -527,6 +543,10 @@ impl Encoder<String> for MessageCodec {
 }
 
 impl Encoder<&[u8]> for MessageCodec {
+    fn encoded_len_hint(item: &&[u8]) -> usize {
+        item.len()
+    }
+
     /// A binary message.
     ///
     /// ```
@@ -553,6 +573,10 @@ impl Encoder<&[u8]> for MessageCodec {
 }
 
 impl Encoder<Vec<u8>> for MessageCodec {
+    fn encoded_len_hint(item: &Vec<u8>) -> usize {
+        item.len()
+    }
+
     /// A binary message, like the `&[u8]` encoder.
     ///
     /// ```
@@ -579,6 +603,10 @@ impl Encoder<Vec<u8>> for MessageCodec {
 }
 
 impl Encoder<Bytes> for MessageCodec {
+    fn encoded_len_hint(item: &Bytes) -> usize {
+        item.len()
+    }
+
     /// A binary message, like the `&[u8]` encoder.
     ///
     /// ```
@@ -605,6 +633,10 @@ impl Encoder<Bytes> for MessageCodec {
 }
 
 impl Encoder<&Bytes> for MessageCodec {
+    fn encoded_len_hint(item: &&Bytes) -> usize {
+        item.len()
+    }
+
     /// A binary message, like the `&[u8]` encoder.
     ///
     /// ```

@@ -142,6 +142,10 @@ impl Decoder for RawCodec {
 }
 
 impl Encoder<&[u8]> for RawCodec {
+    fn encoded_len_hint(item: &&[u8]) -> usize {
+        item.len()
+    }
+
     /// Appends `item` unchanged.
     ///
     /// ```
@@ -158,6 +162,10 @@ impl Encoder<&[u8]> for RawCodec {
 }
 
 impl Encoder<Bytes> for RawCodec {
+    fn encoded_len_hint(item: &Bytes) -> usize {
+        item.len()
+    }
+
     /// Appends `item` unchanged.
     ///
     /// ```
@@ -184,6 +192,10 @@ impl Encoder<Bytes> for RawCodec {
 }
 
 impl Encoder<&Bytes> for RawCodec {
+    fn encoded_len_hint(item: &&Bytes) -> usize {
+        item.len()
+    }
+
     /// Appends `item` unchanged.
     ///
     /// ```
@@ -201,6 +213,10 @@ impl Encoder<&Bytes> for RawCodec {
 }
 
 impl Encoder<Vec<u8>> for RawCodec {
+    fn encoded_len_hint(item: &Vec<u8>) -> usize {
+        item.len()
+    }
+
     /// Appends `item` unchanged.
     ///
     /// ```
@@ -243,6 +259,10 @@ fn split_large(item: Bytes, dst: &mut BytesMut) -> Result<Option<Bytes>, CodecEr
 }
 
 impl Encoder<&str> for RawCodec {
+    fn encoded_len_hint(item: &&str) -> usize {
+        item.len()
+    }
+
     /// Appends the UTF-8 bytes of `item` unchanged.
     ///
     /// ```
@@ -259,6 +279,10 @@ impl Encoder<&str> for RawCodec {
 }
 
 impl Encoder<String> for RawCodec {
+    fn encoded_len_hint(item: &String) -> usize {
+        item.len()
+    }
+
     /// Same as the `&str` encoder: every codec takes the same kinds of input.
     ///
     /// ```

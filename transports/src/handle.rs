@@ -20,7 +20,8 @@ use crate::commands::{SessionCommand, SessionOp};
 use crate::{Abort, Close, Error, Session, Tcp, Transport};
 
 /// Writes posted by handles and not yet applied, per session, beyond which `write` refuses
-/// more: it bounds the reactor's queue when the reactor falls behind its writers.
+/// more: it bounds the reactor's queue when the reactor falls behind its writers. Their
+/// bytes are bounded too, by the session's `max_outbound` (see [`HandleState`]).
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// Work a handle sends to its session: it gets the session as `dyn Any` and downcasts it
@@ -50,6 +51,14 @@ impl SessionJob {
 pub(crate) struct HandleState {
     closed: AtomicBool,
     in_flight: AtomicUsize,
+    /// The bytes of the writes in flight, as their codec estimates them before encoding
+    /// ([`Encoder::encoded_len_hint`]): a write is refused while they reach
+    /// `max_in_flight_bytes`, so that a few writes of large messages cannot queue without
+    /// bound where many small ones cannot.
+    in_flight_bytes: AtomicUsize,
+    /// The session's `max_outbound`: handle writes waiting for the reactor hold at most
+    /// about what its outbound queue may.
+    max_in_flight_bytes: usize,
     /// The session's writability as last reported; guarded for `wait_writable`.
     writable: Mutex<bool>,
     changed: Condvar,
@@ -60,10 +69,12 @@ pub(crate) struct HandleState {
 }
 
 impl HandleState {
-    pub(crate) fn new(writable: bool) -> Self {
+    pub(crate) fn new(writable: bool, max_in_flight_bytes: usize) -> Self {
         HandleState {
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
+            max_in_flight_bytes,
             writable: Mutex::new(writable),
             changed: Condvar::new(),
             held: Mutex::new(VecDeque::new()),
@@ -140,19 +151,36 @@ impl HandleState {
     fn is_writable(&self) -> bool {
         *self.writable.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Room for one more write in flight: fewer than the most writes, and fewer bytes than
+    /// the most (a write is taken whatever its size while there is room: one larger than
+    /// the bound still goes, alone).
+    fn has_room_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT
+            && self.in_flight_bytes.load(Ordering::Acquire) < self.max_in_flight_bytes
+    }
 }
 
-/// Counts one posted write until it is applied, or dropped with its job when the session
-/// is gone, so the count can never leak.
-struct InFlight(Arc<HandleState>);
+/// Counts one posted write and its bytes until it is applied, or dropped with its job when
+/// the session is gone, so the counts can never leak.
+struct InFlight {
+    state: Arc<HandleState>,
+    bytes: usize,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let before = self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if before >= MAX_IN_FLIGHT {
+        let state = &self.state;
+        let before = state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let bytes_before = state
+            .in_flight_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+        let bytes_after = bytes_before - self.bytes;
+        let was_full = bytes_before >= state.max_in_flight_bytes;
+        if before >= MAX_IN_FLIGHT || (was_full && bytes_after < state.max_in_flight_bytes) {
             // A writer refused for the writes in flight may wait in `wait_writable`: room
             // for one more is what it waits for.
-            self.0.wake_waiters();
+            state.wake_waiters();
         }
     }
 }
@@ -169,7 +197,10 @@ impl Drop for InFlight {
 ///   when it crossed its high watermark, wait on the reactor until it drains to the low
 ///   one, then apply in order (a [`close`](Self::close) after them waits too): a writer
 ///   that heeds `Backpressure` never overruns the hard outbound bound, however far ahead
-///   of the reactor it runs. At most 4,096 writes are in flight per session.
+///   of the reactor it runs. At most 4,096 writes are in flight per session, and a write
+///   is refused while those in flight hold the session's `max_outbound` in bytes (as
+///   their codec estimates them, [`Encoder::encoded_len_hint`]): a writer far ahead of a
+///   busy reactor holds about one outbound queue more, not 4,096 messages of any size.
 /// - A write accepted here can still be dropped if the session closes before the reactor
 ///   applies it; [`is_closed`](Self::is_closed) tells afterwards. A write the session
 ///   cannot take when the reactor applies it (one the codec refuses, or past the hard
@@ -247,8 +278,10 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
         C: Encoder<M>,
         M: Send + 'static,
     {
-        self.core
-            .post(move |session: &mut Session<C, T>| session.write(message))
+        let bytes = C::encoded_len_hint(&message);
+        self.core.post(bytes, move |session: &mut Session<C, T>| {
+            session.write(message)
+        })
     }
 
     /// Queues raw bytes for the session, bypassing its codec.
@@ -256,7 +289,9 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
     /// See the [type-level example](SessionHandle).
     pub fn write_bytes(&self, bytes: Bytes) -> Result<(), Error> {
         self.core
-            .post(move |session: &mut Session<C, T>| session.write_bytes(bytes))
+            .post(bytes.len(), move |session: &mut Session<C, T>| {
+                session.write_bytes(bytes)
+            })
     }
 
     /// Closes the session gracefully once the writes posted before this call are flushed.
@@ -338,12 +373,13 @@ impl HandleCore {
         state: &mut Option<Arc<HandleState>>,
         writable: bool,
         session_id: u64,
+        max_outbound: usize,
     ) -> Option<HandleCore> {
         let (_, reactor) = getty_reactor::current()?;
         // `None` too in an entry that is not a session (which has no session to hand out).
         let entry = Recipient::<SessionCommand>::current()?;
         let state = state
-            .get_or_insert_with(|| Arc::new(HandleState::new(writable)))
+            .get_or_insert_with(|| Arc::new(HandleState::new(writable, max_outbound)))
             .clone();
         Some(HandleCore {
             entry,
@@ -394,7 +430,7 @@ impl HandleCore {
             }
             // Writable, and room for one more write in flight: what `post` refuses
             // `Backpressure` for, besides the watermark.
-            if *writable && self.state.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT {
+            if *writable && self.state.has_room_in_flight() {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -417,18 +453,23 @@ impl HandleCore {
         Ok(())
     }
 
-    /// Counts one more job in flight, or refuses with `Backpressure` at the bound.
-    fn count_in_flight(&self) -> Result<InFlight, Error> {
-        if self.state.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-            let before = self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if before <= MAX_IN_FLIGHT {
-                // Back under the bound: a writer on another thread may have seen this
-                // refused count in `wait_writable` and gone to sleep on it.
-                self.state.wake_waiters();
-            }
+    /// Counts one more job in flight, of about `bytes`, or refuses with `Backpressure` when
+    /// the writes or the bytes in flight are at their bound.
+    fn count_in_flight(&self, bytes: usize) -> Result<InFlight, Error> {
+        let state = &self.state;
+        let count_before = state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let bytes_before = state.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let in_flight = InFlight {
+            state: state.clone(),
+            bytes,
+        };
+        if count_before >= MAX_IN_FLIGHT || bytes_before >= state.max_in_flight_bytes {
+            // Taken back by the drop, which wakes a writer on another thread that may have
+            // seen these refused counts in `wait_writable` and gone to sleep on them.
+            drop(in_flight);
             return Err(Error::Backpressure);
         }
-        Ok(InFlight(self.state.clone()))
+        Ok(in_flight)
     }
 
     /// Sends `apply` to run on the session (of type `S`) on its reactor, past any
@@ -454,8 +495,9 @@ impl HandleCore {
             .map_err(|_| Error::Closed)
     }
 
-    /// Sends `apply` to run on the session (of type `S`) on its reactor.
-    pub(crate) fn post<S, F>(&self, apply: F) -> Result<(), Error>
+    /// Sends `apply`, a write of about `bytes`, to run on the session (of type `S`) on its
+    /// reactor.
+    pub(crate) fn post<S, F>(&self, bytes: usize, apply: F) -> Result<(), Error>
     where
         S: 'static,
         F: FnOnce(&mut S) -> Result<(), Error> + Send + 'static,
@@ -464,7 +506,7 @@ impl HandleCore {
         if !self.state.is_writable() {
             return Err(Error::Backpressure);
         }
-        let in_flight = self.count_in_flight()?;
+        let in_flight = self.count_in_flight(bytes)?;
         let job = SessionJob {
             work: Box::new(move |session: &mut dyn Any| {
                 let _applied = in_flight;
@@ -484,6 +526,16 @@ impl HandleCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts a write of `bytes` in flight, as `post` does, whatever the bounds.
+    fn in_flight_of(state: &Arc<HandleState>, bytes: usize) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        state.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        InFlight {
+            state: state.clone(),
+            bytes,
+        }
+    }
 
     /// A job that records `label` in `log` when it runs.
     fn job(log: &Arc<Mutex<Vec<&'static str>>>, label: &'static str, writes: bool) -> SessionOp {
@@ -509,8 +561,29 @@ mod tests {
     }
 
     #[test]
+    fn room_in_flight_ends_at_either_bound_and_a_large_write_goes_alone() {
+        let state = Arc::new(HandleState::new(true, 1000));
+        assert!(state.has_room_in_flight());
+        // Larger than the bound: taken while there was room, and then none is left.
+        let large = in_flight_of(&state, 5000);
+        assert!(!state.has_room_in_flight());
+        drop(large);
+        assert!(state.has_room_in_flight());
+        let small: Vec<_> = (0..MAX_IN_FLIGHT)
+            .map(|_| in_flight_of(&state, 0))
+            .collect();
+        assert!(
+            !state.has_room_in_flight(),
+            "as many writes as may be in flight"
+        );
+        drop(small);
+        assert!(state.has_room_in_flight());
+        assert_eq!(state.in_flight_bytes.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
     fn writes_and_a_close_wait_in_order_while_pauses_and_resumes_go_at_once() {
-        let state = HandleState::new(false);
+        let state = HandleState::new(false, usize::MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
         // Above the high watermark: the write waits, and the close after it.
         assert!(state.admit(job(&log, "w1", true), false).is_none());
@@ -534,7 +607,7 @@ mod tests {
 
     #[test]
     fn a_held_close_goes_as_soon_as_the_writes_before_it_have() {
-        let state = HandleState::new(false);
+        let state = HandleState::new(false, usize::MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
         assert!(state.admit(job(&log, "w1", true), false).is_none());
         assert!(state.admit(SessionOp::Close, false).is_none());
@@ -546,13 +619,12 @@ mod tests {
 
     #[test]
     fn an_abort_discards_what_waits_and_the_end_of_the_session_drops_it() {
-        let state = Arc::new(HandleState::new(true));
+        let state = Arc::new(HandleState::new(true, usize::MAX));
         let log = Arc::new(Mutex::new(Vec::new()));
         let in_flight = |state: &Arc<HandleState>| state.in_flight.load(Ordering::Acquire);
         // A held write counts as in flight until it is applied or dropped.
         let counted = |state: &Arc<HandleState>, log| {
-            state.in_flight.fetch_add(1, Ordering::AcqRel);
-            let guard = InFlight(state.clone());
+            let guard = in_flight_of(state, 100);
             let log: Arc<Mutex<Vec<&'static str>>> = Arc::clone(log);
             SessionOp::Job(SessionJob {
                 work: Box::new(move |_| {
@@ -619,7 +691,7 @@ mod tests {
         fn the_held_queue_keeps_order_and_releases_every_write(
             steps in proptest::collection::vec(step(), 1..200)
         ) {
-            let state = Arc::new(HandleState::new(true));
+            let state = Arc::new(HandleState::new(true, usize::MAX));
             let ran = Arc::new(Mutex::new(Vec::new()));
             let mut next = 0u32;
             // What came, in order, between aborts: what may run, in that order.
@@ -636,8 +708,7 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Write { writable } => {
-                        state.in_flight.fetch_add(1, Ordering::AcqRel);
-                        let guard = InFlight(state.clone());
+                        let guard = in_flight_of(&state, 100);
                         let (ran2, seq) = (ran.clone(), next);
                         next += 1;
                         came_runs.last_mut().unwrap().push(Ran::Write(seq));
@@ -687,6 +758,7 @@ mod tests {
             }
             state.mark_closed();
             proptest::prop_assert_eq!(state.in_flight.load(Ordering::Acquire), 0);
+            proptest::prop_assert_eq!(state.in_flight_bytes.load(Ordering::Acquire), 0);
             // Between two aborts, what ran (pauses and resumes aside) is the front of what
             // came, in the order it came: nothing reordered, run twice, or run past a
             // command still held; the rest was dropped by the abort or the end.

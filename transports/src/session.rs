@@ -551,7 +551,13 @@ impl<C, T: Transport> Session<C, T> {
         C: 'static,
     {
         let (writable, id) = (self.core.is_writable(), self.core.id());
-        let core = HandleCore::current(&mut self.extras_mut().handle_state, writable, id)?;
+        let max_outbound = self.core.options.max_outbound;
+        let core = HandleCore::current(
+            &mut self.extras_mut().handle_state,
+            writable,
+            id,
+            max_outbound,
+        )?;
         Some(SessionHandle::new(core))
     }
 

@@ -94,8 +94,9 @@ where
         C: Encoder<T>,
         T: Send + 'static,
     {
+        let bytes = C::encoded_len_hint(&message);
         self.core
-            .post(move |s: &mut DatagramSession<C, A>| s.write(message))
+            .post(bytes, move |s: &mut DatagramSession<C, A>| s.write(message))
     }
 
     /// Queues `message` as one datagram to `peer`.
@@ -106,8 +107,10 @@ where
         C: Encoder<T>,
         T: Send + 'static,
     {
-        self.core
-            .post(move |s: &mut DatagramSession<C, A>| s.write_to(peer, message))
+        let bytes = C::encoded_len_hint(&message);
+        self.core.post(bytes, move |s: &mut DatagramSession<C, A>| {
+            s.write_to(peer, message)
+        })
     }
 
     /// Queues raw bytes as one datagram to `peer`, bypassing the codec.
@@ -115,7 +118,9 @@ where
     /// See the [type-level example](DatagramHandle).
     pub fn write_bytes_to(&self, peer: A, bytes: Bytes) -> Result<(), Error> {
         self.core
-            .post(move |s: &mut DatagramSession<C, A>| s.write_bytes_to(peer, bytes))
+            .post(bytes.len(), move |s: &mut DatagramSession<C, A>| {
+                s.write_bytes_to(peer, bytes)
+            })
     }
 
     /// Closes the session gracefully once the writes posted before this call are sent.

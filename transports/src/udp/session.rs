@@ -219,7 +219,8 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         A: Send + 'static,
     {
         let (writable, id) = (self.core.is_writable(), self.core.id());
-        let core = HandleCore::current(&mut self.handle_state, writable, id)?;
+        let max_outbound = self.core.options.max_outbound;
+        let core = HandleCore::current(&mut self.handle_state, writable, id, max_outbound)?;
         Some(DatagramHandle::new(core))
     }
 
