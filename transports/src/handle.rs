@@ -24,6 +24,10 @@ use crate::{Abort, Close, Error, Session, Tcp, Transport};
 /// bytes are bounded too, by the session's `max_outbound` (see [`HandleState`]).
 const MAX_IN_FLIGHT: usize = 4096;
 
+/// The most bytes one write in flight counts: 4,096 of them, and as many again from
+/// writers refused at that moment, cannot overflow the count.
+const MAX_WRITE_COUNTED: usize = usize::MAX / (4 * MAX_IN_FLIGHT);
+
 /// Work a handle sends to its session: it gets the session as `dyn Any` and downcasts it
 /// to the `Session<C, T>` its handle was made for.
 type SessionWork = Box<dyn FnOnce(&mut dyn Any) -> Result<(), Error> + Send>;
@@ -457,6 +461,9 @@ impl HandleCore {
     /// the writes or the bytes in flight are at their bound.
     fn count_in_flight(&self, bytes: usize) -> Result<InFlight, Error> {
         let state = &self.state;
+        // One write counts at most the whole bound (and never near `usize::MAX`, whatever
+        // a codec's hint says), so that the sum of those in flight cannot overflow.
+        let bytes = bytes.min(state.max_in_flight_bytes).min(MAX_WRITE_COUNTED);
         let count_before = state.in_flight.fetch_add(1, Ordering::AcqRel);
         let bytes_before = state.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
         let in_flight = InFlight {
