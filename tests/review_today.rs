@@ -1,0 +1,290 @@
+//! Review of the day's changes: the bytes of a handle's writes in flight bounded by
+//! `max_outbound` (writers on several threads, a stalled reader, edge bounds and codec
+//! hints), over real sockets on loopback.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant};
+
+use common::*;
+use getty::codec::{Bytes, BytesMut, CodecError, Decoded, Decoder, Encoder, LengthFieldCodec};
+use getty::tcp::TcpServer;
+use getty::{Handler, Session, SessionHandle};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Hands every session's handle out, and tells its errors and its close.
+struct HandsOut<C: 'static>(Sender<SessionHandle<C>>, Sender<String>);
+
+impl<C> Handler<C> for HandsOut<C>
+where
+    C: Decoder + 'static,
+{
+    fn on_open(&mut self, s: &mut Session<C>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<C>, _: C::Item) {}
+    fn on_error(&mut self, _: &mut Session<C>, error: &getty::Error) {
+        let _ = self.1.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<C>) {
+        let _ = self.1.send("close".into());
+    }
+}
+
+/// A server of `HandsOut` with `codec`, a client of it with a small receive buffer that
+/// does not read yet, the session's handle and events.
+fn hands_out<C>(
+    name: &str,
+    options: getty::SessionOptions,
+    codec: C,
+) -> (Running, TcpStream, SessionHandle<C>, mpsc::Receiver<String>)
+where
+    C: Decoder + Clone + Send + 'static,
+{
+    let (handles_tx, handles) = mpsc::channel();
+    let (tx, events) = mpsc::channel();
+    let server = TcpServer::builder()
+        .session_options(options)
+        .bind("127.0.0.1:0", move |_| {
+            Ok((codec.clone(), HandsOut(handles_tx.clone(), tx.clone())))
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let server = Running::serve(name, server);
+    let peer = connect_with_recv_buffer(addr, 16 * 1024);
+    let handle = handles.recv_timeout(STEP).unwrap();
+    (server, peer, handle, events)
+}
+
+/// Reads until the peer's end (or nothing comes for `STEP`); the bytes and whether it
+/// ended.
+fn drain(peer: &mut TcpStream) -> (Vec<u8>, bool) {
+    peer.set_read_timeout(Some(STEP)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match peer.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// The payloads of the length-prefixed frames in `bytes`.
+fn split_frames(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if at + 4 + len > bytes.len() {
+            break;
+        }
+        frames.push(&bytes[at + 4..at + 4 + len]);
+        at += 4 + len;
+    }
+    frames
+}
+
+/// Writes `message` as a writer that heeds backpressure does: on `Backpressure` it waits
+/// in `wait_writable` (bounded) and tries again.
+/// The number of refusals it met.
+fn write_heeding<C, M>(handle: &SessionHandle<C>, message: M) -> Result<u32, getty::Error>
+where
+    C: Encoder<M> + 'static,
+    M: Clone + Send + 'static,
+{
+    let deadline = Instant::now() + STEP;
+    let mut refused = 0;
+    loop {
+        match handle.write(message.clone()) {
+            Err(getty::Error::Backpressure) if Instant::now() < deadline => {
+                refused += 1;
+                handle.wait_writable(Duration::from_secs(5))?;
+            }
+            other => return other.map(|()| refused),
+        }
+    }
+}
+
+/// Four writer threads push messages of mixed sizes (a few bytes to 300 KiB) through
+/// clones of one handle, heeding `Backpressure` with `wait_writable`, while the peer reads
+/// nothing for a while and then everything. Every message arrives whole, each writer's in
+/// its order, the session never fails (no `QueueFull` from writes the handle accepted), and
+/// no writer is left refused or asleep.
+#[test]
+fn writers_on_several_threads_with_a_stalled_reader_lose_nothing() {
+    watchdog(LIMIT, || {
+        const WRITERS: u32 = 4;
+        const EACH: u32 = 60;
+        let options = getty::SessionOptions::default().max_outbound(1 << 20);
+        let (server, mut peer, handle, events) =
+            hands_out("review-a-writers", options, LengthFieldCodec::default());
+        let sizes = [8usize, 300 << 10, 1500, 70 << 10, 16 << 10, 200 << 10, 3];
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    let mut refused = 0;
+                    for n in 0..EACH {
+                        let size = sizes[(n as usize + w as usize) % sizes.len()];
+                        let mut payload = vec![b'.'; size.max(8)];
+                        payload[..4].copy_from_slice(&w.to_be_bytes());
+                        payload[4..8].copy_from_slice(&n.to_be_bytes());
+                        refused += write_heeding(&handle, Bytes::from(payload))?;
+                    }
+                    Ok::<u32, getty::Error>(refused)
+                })
+            })
+            .collect();
+        // The reader stalls: the writers run into the bounds and wait.
+        std::thread::sleep(Duration::from_millis(700));
+        let reader = std::thread::spawn(move || drain(&mut peer));
+        let mut refused = 0;
+        for (w, writer) in writers.into_iter().enumerate() {
+            let done = writer.join().unwrap();
+            assert!(done.is_ok(), "writer {w}: {done:?}");
+            refused += done.unwrap();
+        }
+        assert!(refused > 0, "the writers never met the bounds");
+        handle.close().unwrap();
+        let (got, ended) = reader.join().unwrap();
+        assert!(ended, "a FIN after {} bytes", got.len());
+        let mut next = [0u32; WRITERS as usize];
+        for payload in split_frames(&got) {
+            let w = u32::from_be_bytes(payload[..4].try_into().unwrap()) as usize;
+            let n = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+            assert_eq!(n, next[w], "writer {w}'s messages in order");
+            next[w] += 1;
+        }
+        assert_eq!(next, [EACH; WRITERS as usize], "every message arrived");
+        let seen: Vec<String> = events.try_iter().collect();
+        assert!(
+            !seen.iter().any(|e| e.starts_with("error")),
+            "the session failed: {seen:?}"
+        );
+        server.stop();
+    });
+}
+
+/// A `LengthFieldCodec` whose items say they encode to `hint` bytes, whatever they hold.
+#[derive(Clone)]
+struct Hinted<const HINT: usize>(LengthFieldCodec);
+
+impl<const HINT: usize> Decoder for Hinted<HINT> {
+    type Item = Bytes;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Decoded<Bytes>, CodecError> {
+        self.0.decode(src)
+    }
+}
+
+impl<const HINT: usize> Encoder<Bytes> for Hinted<HINT> {
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        self.0.encode(item, dst)
+    }
+    fn encoded_len_hint(_: &Bytes) -> usize {
+        HINT
+    }
+}
+
+/// Posts `count` numbered 2 KiB writes while nothing drains, heeding backpressure, then
+/// reads: all arrive in order, and the session never failed.
+fn writes_arrive_with<C>(name: &str, options: getty::SessionOptions, codec: C, count: u32)
+where
+    C: Decoder + Encoder<Bytes> + Clone + Send + 'static,
+{
+    let (server, mut peer, handle, events) = hands_out(name, options, codec);
+    let writer = std::thread::spawn(move || {
+        for n in 0..count {
+            let mut payload = vec![b'.'; 2048];
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            write_heeding(&handle, Bytes::from(payload))?;
+        }
+        handle.close()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (got, ended) = drain(&mut peer);
+    let done = writer.join().unwrap();
+    assert!(done.is_ok(), "{done:?}");
+    assert!(ended, "a FIN after {} bytes", got.len());
+    let frames = split_frames(&got);
+    assert_eq!(frames.len(), count as usize, "every write arrived");
+    for (k, payload) in frames.iter().enumerate() {
+        assert_eq!(
+            u32::from_be_bytes(payload[..4].try_into().unwrap()),
+            k as u32
+        );
+    }
+    let seen: Vec<String> = events.try_iter().collect();
+    assert!(
+        !seen.iter().any(|e| e.starts_with("error")),
+        "the session failed: {seen:?}"
+    );
+    server.stop();
+}
+
+/// A codec whose hint is 0 (its items "take no room"), and one whose hint is `usize::MAX`
+/// under an unbounded `max_outbound`: the counts neither refuse for good nor overflow, and
+/// every write goes out in order.
+#[test]
+fn codec_hints_of_zero_and_usize_max_neither_wedge_nor_overflow() {
+    watchdog(LIMIT, || {
+        let unbounded = getty::SessionOptions::default().max_outbound(usize::MAX);
+        writes_arrive_with(
+            "review-a-hint-max",
+            unbounded.clone(),
+            Hinted::<{ usize::MAX }>(LengthFieldCodec::default()),
+            3000,
+        );
+        writes_arrive_with(
+            "review-a-hint-zero",
+            getty::SessionOptions::default(),
+            Hinted::<0>(LengthFieldCodec::default()),
+            3000,
+        );
+        // A huge hint under a finite bound: one write in flight at a time.
+        writes_arrive_with(
+            "review-a-hint-max-bounded",
+            getty::SessionOptions::default(),
+            Hinted::<{ usize::MAX }>(LengthFieldCodec::default()),
+            500,
+        );
+    });
+}
+
+/// `max_outbound(0)`: the session takes no byte, and an empty write. Through a handle, an
+/// idle writable session with nothing in flight must still have room for one write ("one
+/// larger than the bound still goes, alone"): `wait_writable` returns, an empty write is
+/// taken as the session itself takes it, and a write of bytes ends the session with
+/// `QueueFull`, as the same write made by the handler does. Before the fix the bytes in
+/// flight (0) were never below the bound (0): every handle write was refused with
+/// `Backpressure` for good, and `wait_writable` slept until its timeout on a session that
+/// said it was writable.
+#[test]
+fn a_handle_of_a_session_with_max_outbound_zero_is_not_refused_for_good() {
+    watchdog(LIMIT, || {
+        let options = getty::SessionOptions::default().max_outbound(0);
+        let (server, _peer, handle, events) =
+            hands_out("review-a-zero", options, LengthFieldCodec::default());
+        assert!(handle.is_writable());
+        let waited = handle.wait_writable(Duration::from_millis(500));
+        assert!(
+            waited.is_ok(),
+            "idle, writable, nothing in flight: {waited:?}"
+        );
+        let empty = handle.write_bytes(Bytes::new());
+        assert!(empty.is_ok(), "an empty write: {empty:?}");
+        let written = handle.write(Bytes::from_static(b"x"));
+        assert!(written.is_ok(), "a write of one byte: {written:?}");
+        let error = events.recv_timeout(STEP).unwrap();
+        assert!(error.starts_with("error"), "{error}");
+        assert!(error.contains("outbound queue full"), "{error}");
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
