@@ -78,7 +78,10 @@ impl HandleState {
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
-            max_in_flight_bytes,
+            // At least one byte: with nothing in flight there is always room for one write
+            // (under `max_outbound(0)` it then fails on the reactor with `QueueFull`, as the
+            // handler's own write does, instead of being refused here for good).
+            max_in_flight_bytes: max_in_flight_bytes.max(1),
             writable: Mutex::new(writable),
             changed: Condvar::new(),
             held: Mutex::new(VecDeque::new()),
