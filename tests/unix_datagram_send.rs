@@ -65,6 +65,9 @@ struct Snapshot {
     parked_bytes: usize,
     dropped_out: u64,
     refused_out: u64,
+    /// Datagrams the session wrote, and those of them it sent.
+    messages_out: u64,
+    datagrams_out: u64,
 }
 
 /// What `on_error` tells the test.
@@ -831,6 +834,8 @@ fn tell(tx: &Sender<Ev>, s: &DatagramSession<RawCodec, UnixAddr>) {
         parked_bytes: s.parked_bytes(),
         dropped_out: stats.dropped_out,
         refused_out: stats.refused_out,
+        messages_out: stats.messages_out,
+        datagrams_out: stats.datagrams_out,
     }));
 }
 
@@ -1104,6 +1109,12 @@ fn an_endpoint_is_idle_once_its_buffer_frees_and_the_rest_fails() {
             let now = ask(&mut seen, &asker, &server, b"count");
             if now.queued_datagrams == 0 && seen.dropped_reported() == now.dropped_out {
                 assert!(now.dropped_out > 5, "none of the filler's datagrams failed");
+                // Every datagram written was sent or dropped: none vanished uncounted.
+                assert_eq!(
+                    now.datagrams_out + now.dropped_out,
+                    now.messages_out,
+                    "a datagram neither sent nor counted dropped: {now:?}"
+                );
                 break;
             }
             assert!(
