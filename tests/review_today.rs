@@ -94,9 +94,10 @@ fn split_frames(bytes: &[u8]) -> Vec<&[u8]> {
 /// Writes `message` as a writer that heeds backpressure does: on `Backpressure` it waits
 /// in `wait_writable` (bounded) and tries again.
 /// The number of refusals it met.
-fn write_heeding<C, M>(handle: &SessionHandle<C>, message: M) -> Result<u32, getty::Error>
+fn write_heeding<C, T, M>(handle: &SessionHandle<C, T>, message: M) -> Result<u32, getty::Error>
 where
     C: Encoder<M> + 'static,
+    T: getty::Transport,
     M: Clone + Send + 'static,
 {
     let deadline = Instant::now() + STEP;
@@ -112,6 +113,64 @@ where
     }
 }
 
+/// Sizes the writers cycle through: a few bytes to 300 KiB.
+const SIZES: [usize; 7] = [8, 300 << 10, 1500, 70 << 10, 16 << 10, 200 << 10, 3];
+
+/// `writers` threads, each writing `each` messages of mixed sizes through a clone of
+/// `handle`, heeding backpressure; each message starts with its writer's number and its
+/// own, big-endian.
+fn spawn_writers<C, T>(
+    handle: &SessionHandle<C, T>,
+    writers: u32,
+    each: u32,
+) -> Vec<std::thread::JoinHandle<Result<u32, getty::Error>>>
+where
+    C: Encoder<Bytes> + 'static,
+    T: getty::Transport,
+{
+    (0..writers)
+        .map(|w| {
+            let handle = handle.clone();
+            std::thread::spawn(move || {
+                let mut refused = 0;
+                for n in 0..each {
+                    let size = SIZES[(n as usize + w as usize) % SIZES.len()];
+                    let mut payload = vec![b'.'; size.max(8)];
+                    payload[..4].copy_from_slice(&w.to_be_bytes());
+                    payload[4..8].copy_from_slice(&n.to_be_bytes());
+                    refused += write_heeding(&handle, Bytes::from(payload))?;
+                }
+                Ok(refused)
+            })
+        })
+        .collect()
+}
+
+/// Every writer finished, and they met the bounds at least once.
+fn join_writers(writers: Vec<std::thread::JoinHandle<Result<u32, getty::Error>>>) {
+    let mut refused = 0;
+    for (w, writer) in writers.into_iter().enumerate() {
+        let done = writer.join().unwrap();
+        assert!(done.is_ok(), "writer {w}: {done:?}");
+        refused += done.unwrap();
+    }
+    assert!(refused > 0, "the writers never met the bounds");
+}
+
+/// Each writer's messages arrived, all of them, whole and in its order.
+fn check_writers<'a>(messages: impl IntoIterator<Item = &'a [u8]>, writers: u32, each: u32) {
+    let mut next = vec![0u32; writers as usize];
+    for payload in messages {
+        let w = u32::from_be_bytes(payload[..4].try_into().unwrap()) as usize;
+        let n = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+        assert_eq!(n, next[w], "writer {w}'s messages in order");
+        let size = SIZES[(n as usize + w) % SIZES.len()].max(8);
+        assert_eq!(payload.len(), size, "writer {w}'s message {n} whole");
+        next[w] += 1;
+    }
+    assert_eq!(next, vec![each; writers as usize], "every message arrived");
+}
+
 /// Four writer threads push messages of mixed sizes (a few bytes to 300 KiB) through
 /// clones of one handle, heeding `Backpressure` with `wait_writable`, while the peer reads
 /// nothing for a while and then everything. Every message arrives whole, each writer's in
@@ -125,44 +184,15 @@ fn writers_on_several_threads_with_a_stalled_reader_lose_nothing() {
         let options = getty::SessionOptions::default().max_outbound(1 << 20);
         let (server, mut peer, handle, events) =
             hands_out("review-a-writers", options, LengthFieldCodec::default());
-        let sizes = [8usize, 300 << 10, 1500, 70 << 10, 16 << 10, 200 << 10, 3];
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|w| {
-                let handle = handle.clone();
-                std::thread::spawn(move || {
-                    let mut refused = 0;
-                    for n in 0..EACH {
-                        let size = sizes[(n as usize + w as usize) % sizes.len()];
-                        let mut payload = vec![b'.'; size.max(8)];
-                        payload[..4].copy_from_slice(&w.to_be_bytes());
-                        payload[4..8].copy_from_slice(&n.to_be_bytes());
-                        refused += write_heeding(&handle, Bytes::from(payload))?;
-                    }
-                    Ok::<u32, getty::Error>(refused)
-                })
-            })
-            .collect();
+        let writers = spawn_writers(&handle, WRITERS, EACH);
         // The reader stalls: the writers run into the bounds and wait.
         std::thread::sleep(Duration::from_millis(700));
         let reader = std::thread::spawn(move || drain(&mut peer));
-        let mut refused = 0;
-        for (w, writer) in writers.into_iter().enumerate() {
-            let done = writer.join().unwrap();
-            assert!(done.is_ok(), "writer {w}: {done:?}");
-            refused += done.unwrap();
-        }
-        assert!(refused > 0, "the writers never met the bounds");
+        join_writers(writers);
         handle.close().unwrap();
         let (got, ended) = reader.join().unwrap();
         assert!(ended, "a FIN after {} bytes", got.len());
-        let mut next = [0u32; WRITERS as usize];
-        for payload in split_frames(&got) {
-            let w = u32::from_be_bytes(payload[..4].try_into().unwrap()) as usize;
-            let n = u32::from_be_bytes(payload[4..8].try_into().unwrap());
-            assert_eq!(n, next[w], "writer {w}'s messages in order");
-            next[w] += 1;
-        }
-        assert_eq!(next, [EACH; WRITERS as usize], "every message arrived");
+        check_writers(split_frames(&got), WRITERS, EACH);
         let seen: Vec<String> = events.try_iter().collect();
         assert!(
             !seen.iter().any(|e| e.starts_with("error")),
@@ -285,6 +315,152 @@ fn a_handle_of_a_session_with_max_outbound_zero_is_not_refused_for_good() {
         assert!(error.starts_with("error"), "{error}");
         assert!(error.contains("outbound queue full"), "{error}");
         assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
+
+/// As `writers_on_several_threads_with_a_stalled_reader_lose_nothing`, on TLS (records
+/// count against the watermarks): every message arrives whole and in order, then
+/// close_notify; no error.
+#[test]
+fn writers_on_several_threads_over_tls_with_a_stalled_reader_lose_nothing() {
+    watchdog(LIMIT, || {
+        use getty::codec::filter::TlsFilter;
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        let server = TcpServer::builder()
+            .tls(getty::tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .session_options(getty::SessionOptions::default().max_outbound(1 << 20))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    LengthFieldCodec::default(),
+                    HandsOut(handles_tx.clone(), tx.clone()),
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-a-tls-writers", server);
+        let config = getty::tls::client_config(chain.as_bytes()).unwrap();
+        let mut client = TlsFilter::client(config, "localhost").unwrap();
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        tls_exchange(&mut peer, &mut client, &[], 0);
+        let handle: SessionHandle<LengthFieldCodec> = handles.recv_timeout(STEP).unwrap();
+        let writers = spawn_writers(&handle, 3, 40);
+        std::thread::sleep(Duration::from_millis(700));
+        let reader = std::thread::spawn(move || {
+            let got = tls_read_to_end(&mut peer, &mut client);
+            got
+        });
+        join_writers(writers);
+        handle.close().unwrap();
+        let (plain, notified) = reader.join().unwrap();
+        check_writers(split_frames(&plain), 3, 40);
+        assert!(notified, "close_notify came");
+        let seen: Vec<String> = events.try_iter().collect();
+        assert!(
+            !seen.iter().any(|e| e.starts_with("error")),
+            "the session failed: {seen:?}"
+        );
+        server.stop();
+    });
+}
+
+/// The binary messages of the server's (unmasked) WebSocket frames in `wire`, and the
+/// close code if a close frame came.
+fn ws_messages(wire: &[u8]) -> (Vec<&[u8]>, Option<u16>) {
+    let mut at = 0;
+    let mut messages = Vec::new();
+    let mut close = None;
+    while at + 2 <= wire.len() {
+        let opcode = wire[at] & 0x0f;
+        let (len, head) = match wire[at + 1] & 0x7f {
+            126 => (u16::from_be_bytes([wire[at + 2], wire[at + 3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(wire[at + 2..at + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        assert!(at + head + len <= wire.len(), "a cut frame at {at}");
+        let payload = &wire[at + head..at + head + len];
+        match opcode {
+            2 => {
+                assert!(close.is_none(), "a message after the close");
+                messages.push(payload);
+            }
+            8 => close = Some(u16::from_be_bytes([payload[0], payload[1]])),
+            other => panic!("opcode {other}"),
+        }
+        at += head + len;
+    }
+    (messages, close)
+}
+
+/// Hands out WebSocket sessions' handles.
+struct WsHandsOut(
+    Sender<SessionHandle<getty::codec::RawCodec, getty::ws::Ws>>,
+    Sender<String>,
+);
+
+impl Handler<getty::codec::RawCodec, getty::ws::Ws> for WsHandsOut {
+    fn on_open(
+        &mut self,
+        s: &mut Session<getty::codec::RawCodec, getty::ws::Ws>,
+    ) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<getty::codec::RawCodec, getty::ws::Ws>, _: Bytes) {}
+    fn on_error(
+        &mut self,
+        _: &mut Session<getty::codec::RawCodec, getty::ws::Ws>,
+        error: &getty::Error,
+    ) {
+        let _ = self.1.send(format!("error {error}"));
+    }
+}
+
+/// The same on a WebSocket: every message arrives whole and in order, then the close
+/// frame (1000); no error.
+#[test]
+fn writers_on_several_threads_over_websocket_with_a_stalled_reader_lose_nothing() {
+    watchdog(LIMIT, || {
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        let server = getty::ws::WsServer::builder()
+            .session_options(getty::SessionOptions::default().max_outbound(1 << 20))
+            .route("/echo", move |_| {
+                Ok((
+                    getty::codec::RawCodec,
+                    WsHandsOut(handles_tx.clone(), tx.clone()),
+                ))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("review-a-ws-writers", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        peer.set_read_timeout(Some(STEP)).unwrap();
+        ws_upgrade(&mut peer);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let writers = spawn_writers(&handle, 3, 40);
+        std::thread::sleep(Duration::from_millis(700));
+        let reader = std::thread::spawn(move || drain(&mut peer));
+        join_writers(writers);
+        handle.close().unwrap();
+        let (wire, ended) = reader.join().unwrap();
+        assert!(ended, "a FIN after {} bytes", wire.len());
+        let (messages, close) = ws_messages(&wire);
+        check_writers(messages, 3, 40);
+        assert_eq!(close, Some(1000));
+        let seen: Vec<String> = events.try_iter().collect();
+        assert!(
+            !seen.iter().any(|e| e.starts_with("error")),
+            "the session failed: {seen:?}"
+        );
         server.stop();
     });
 }
