@@ -464,3 +464,93 @@ fn writers_on_several_threads_over_websocket_with_a_stalled_reader_lose_nothing(
         server.stop();
     });
 }
+
+/// An entry that takes `String` commands and does nothing.
+struct Idle;
+
+impl getty::reactor::Entry for Idle {
+    type Command = String;
+    fn on_start(&mut self, _: &mut getty::reactor::Context<'_>) -> getty::reactor::Status {
+        getty::reactor::Status::Continue
+    }
+    fn on_ready(
+        &mut self,
+        _: &mut getty::reactor::Context<'_>,
+        _: getty::reactor::Ready,
+    ) -> getty::reactor::Status {
+        getty::reactor::Status::Continue
+    }
+}
+
+/// Creates a group in `on_start`, spawns two `Idle` members into it, and tells its id.
+struct Owner(Sender<getty::reactor::GroupId<String>>);
+
+impl getty::reactor::Entry for Owner {
+    type Command = String;
+    fn on_start(&mut self, cx: &mut getty::reactor::Context<'_>) -> getty::reactor::Status {
+        let group = cx.new_group::<String>().unwrap();
+        cx.spawn_in(group, Idle);
+        cx.spawn_in(group, Idle);
+        let _ = self.0.send(group);
+        getty::reactor::Status::Continue
+    }
+    fn on_ready(
+        &mut self,
+        _: &mut getty::reactor::Context<'_>,
+        _: getty::reactor::Ready,
+    ) -> getty::reactor::Status {
+        getty::reactor::Status::Continue
+    }
+}
+
+/// Serials come from one counter for the process now: two reactors that each create a
+/// group in the same way get groups at the same index, but a group id from one reactor
+/// names no group on the other. Used there, it has no members and an entry spawned into it
+/// joins no group (before 8575cd6 both groups were created at the same serial, and the id
+/// named the other reactor's group). On its own reactor, the group has its two members.
+#[test]
+fn a_group_id_from_one_reactor_names_no_group_on_another() {
+    watchdog(LIMIT, || {
+        let start = |name: &str| {
+            let (tx, rx) = mpsc::channel();
+            let reactor = getty::Reactor::start_thread(name, move |r| {
+                r.spawn(Owner(tx));
+                Ok(())
+            })
+            .unwrap();
+            let group = rx.recv_timeout(STEP).unwrap();
+            (reactor, group)
+        };
+        let (a, group_a) = start("review-a-groups-a");
+        let (b, group_b) = start("review-a-groups-b");
+        println!("{group_a:?} {group_b:?}");
+        assert_ne!(group_a, group_b, "one id for two groups");
+        let count = |r: &getty::reactor::ReactorThread, g| {
+            r.handle()
+                .query(move |sp| sp.group_members(g).len())
+                .unwrap()
+        };
+        assert_eq!(count(&a, group_a), 2);
+        assert_eq!(count(&b, group_b), 2);
+        assert_eq!(
+            count(&b, group_a),
+            0,
+            "another reactor's group id has members"
+        );
+        b.handle()
+            .query(move |sp| {
+                sp.spawn_in(group_a, Idle);
+            })
+            .unwrap();
+        assert_eq!(
+            count(&b, group_b),
+            2,
+            "spawned into a foreign id, joined a group"
+        );
+        assert_eq!(count(&a, group_a), 2);
+        for r in [a, b] {
+            r.handle().shutdown();
+            r.join().unwrap();
+        }
+    });
+}
