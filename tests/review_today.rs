@@ -350,10 +350,7 @@ fn writers_on_several_threads_over_tls_with_a_stalled_reader_lose_nothing() {
         let handle: SessionHandle<LengthFieldCodec> = handles.recv_timeout(STEP).unwrap();
         let writers = spawn_writers(&handle, 3, 40);
         std::thread::sleep(Duration::from_millis(700));
-        let reader = std::thread::spawn(move || {
-            let got = tls_read_to_end(&mut peer, &mut client);
-            got
-        });
+        let reader = std::thread::spawn(move || tls_read_to_end(&mut peer, &mut client));
         join_writers(writers);
         handle.close().unwrap();
         let (plain, notified) = reader.join().unwrap();
