@@ -551,3 +551,55 @@ fn a_group_id_from_one_reactor_names_no_group_on_another() {
         }
     });
 }
+
+/// Many writers contending for a small bound (8 KiB in flight, messages up to 6 KiB),
+/// with a reader that reads all along: every writer refused wakes from `wait_writable`
+/// when room comes (a lost wake-up leaves one asleep until its timeout, which fails its
+/// write), and everything arrives in order.
+#[test]
+fn many_writers_contending_for_a_small_bound_are_all_woken() {
+    watchdog(LIMIT, || {
+        const WRITERS: u32 = 8;
+        const EACH: u32 = 400;
+        let options = getty::SessionOptions::default()
+            .max_outbound(8 << 10)
+            .watermarks(4 << 10, 2 << 10);
+        let (server, mut peer, handle, events) =
+            hands_out("review-a-contend", options, LengthFieldCodec::default());
+        let reader = std::thread::spawn(move || drain(&mut peer));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    let mut refused = 0;
+                    for n in 0..EACH {
+                        let size = 8 + ((n as usize * 977 + w as usize * 131) % (6 << 10));
+                        let mut payload = vec![b'.'; size];
+                        payload[..4].copy_from_slice(&w.to_be_bytes());
+                        payload[4..8].copy_from_slice(&n.to_be_bytes());
+                        refused += write_heeding(&handle, Bytes::from(payload))?;
+                    }
+                    Ok::<u32, getty::Error>(refused)
+                })
+            })
+            .collect();
+        join_writers(writers);
+        handle.close().unwrap();
+        let (got, ended) = reader.join().unwrap();
+        assert!(ended, "a FIN after {} bytes", got.len());
+        let mut next = [0u32; WRITERS as usize];
+        for payload in split_frames(&got) {
+            let w = u32::from_be_bytes(payload[..4].try_into().unwrap()) as usize;
+            let n = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+            assert_eq!(n, next[w], "writer {w}'s messages in order");
+            next[w] += 1;
+        }
+        assert_eq!(next, [EACH; WRITERS as usize], "every message arrived");
+        let seen: Vec<String> = events.try_iter().collect();
+        assert!(
+            !seen.iter().any(|e| e.starts_with("error")),
+            "the session failed: {seen:?}"
+        );
+        server.stop();
+    });
+}
