@@ -603,3 +603,83 @@ fn many_writers_contending_for_a_small_bound_are_all_woken() {
         server.stop();
     });
 }
+
+/// Hands the endpoint's handle out.
+struct DatagramHandsOut(Sender<getty::udp::DatagramHandle<getty::codec::RawCodec>>);
+
+impl getty::udp::DatagramHandler<getty::codec::RawCodec> for DatagramHandsOut {
+    fn on_open(
+        &mut self,
+        s: &mut getty::udp::DatagramSession<getty::codec::RawCodec>,
+    ) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Ok(())
+    }
+    fn on_message(
+        &mut self,
+        _: &mut getty::udp::DatagramSession<getty::codec::RawCodec>,
+        _: Bytes,
+        _: std::net::SocketAddr,
+    ) {
+    }
+}
+
+/// A datagram endpoint's handle bounds its bytes in flight too: while the reactor is busy,
+/// writes of 8 KiB to two peers are taken until they hold `max_outbound` (64 KiB), then
+/// refused; once the reactor runs they all go out, each peer's in order, and the handle has
+/// room again.
+#[test]
+fn a_datagram_handle_bounds_its_bytes_in_flight_to_many_peers() {
+    watchdog(LIMIT, || {
+        const DATAGRAM: usize = 8 << 10;
+        let peers = [
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        ];
+        let (tx, handles) = mpsc::channel();
+        let endpoint = getty::udp::UdpEndpoint::builder()
+            .session_options(getty::SessionOptions::default().max_outbound(64 << 10))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((getty::codec::RawCodec, DatagramHandsOut(tx.clone())))
+            })
+            .unwrap();
+        let server = Running::serve("review-a-udp-bound", endpoint);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (held_tx, held) = mpsc::channel();
+        server
+            .handle()
+            .execute(move |_| {
+                let _ = held_tx.send(());
+                let _ = release.recv_timeout(STEP);
+            })
+            .unwrap();
+        held.recv_timeout(STEP).unwrap();
+        let mut taken = 0u32;
+        let refused = loop {
+            let to = peers[taken as usize % 2].local_addr().unwrap();
+            let mut payload = vec![b'u'; DATAGRAM];
+            payload[..4].copy_from_slice(&taken.to_be_bytes());
+            match handle.write_bytes_to(to, Bytes::from(payload)) {
+                Ok(()) => taken += 1,
+                Err(e) => break e,
+            }
+            assert!(taken <= 4096, "no bound");
+        };
+        release_tx.send(()).unwrap();
+        assert!(matches!(refused, getty::Error::Backpressure), "{refused:?}");
+        assert_eq!(taken, 8, "8 KiB datagrams in flight under a 64 KiB bound");
+        handle.wait_writable(STEP).unwrap();
+        for (p, peer) in peers.iter().enumerate() {
+            peer.set_read_timeout(Some(STEP)).unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            for k in 0..taken / 2 {
+                let n = peer.recv(&mut buf).unwrap();
+                assert_eq!(n, DATAGRAM);
+                let got = u32::from_be_bytes(buf[..4].try_into().unwrap());
+                assert_eq!(got, 2 * k + p as u32, "peer {p}'s datagrams in order");
+            }
+        }
+        server.stop();
+    });
+}
