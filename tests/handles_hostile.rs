@@ -1,6 +1,6 @@
-//! Review of the day's changes: the bytes of a handle's writes in flight bounded by
-//! `max_outbound` (writers on several threads, a stalled reader, edge bounds and codec
-//! hints), over real sockets on loopback.
+//! Session and datagram handles under hostile use: the bytes of a handle's writes in
+//! flight bounded by `max_outbound` (writers on several threads, a stalled reader, edge
+//! bounds and codec hints), and ids from another reactor, over real sockets on loopback.
 
 mod common;
 
