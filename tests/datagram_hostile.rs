@@ -1413,7 +1413,7 @@ fn a_udp_endpoint_whose_socket_takes_nothing_ends_with_write_stalled() {
             );
         }
         let took = started.elapsed();
-        let cpu = cpu_of_thread("review-stall").unwrap_or_default() - cpu_before;
+        let cpu = cpu_of_thread("review-stall").expect("the reactor thread") - cpu_before;
         running.stop();
         eprintln!("{seen:?} after {took:?}, reactor CPU {cpu:?}");
         assert!(seen[0].contains("write stall"), "{seen:?}");
