@@ -1,5 +1,6 @@
 //! Hostile peers at scale against a stream server: many cheap connections, each stalled
-//! part way through a frame, must not make the server hold much more than they sent.
+//! part way through a frame (TCP, WebSocket) or a handshake (TLS, the WebSocket upgrade),
+//! must not make the server hold much more than they sent, nor wake it while they wait.
 //!
 //! The heap is measured with a counting allocator over the whole process, so the tests
 //! take turns (`GATE`).
@@ -46,32 +47,52 @@ fn length_server() -> (Running, SocketAddr) {
     (Running::serve("exhaustion", server), addr)
 }
 
-/// The heap each of [`PEERS`] peers makes the server hold when it sends a length header
-/// that claims `claim` bytes, then `sent` bytes of the body, then stalls.
-fn held_per_stalled_peer(claim: u32, sent: usize) -> isize {
-    let (server, addr) = length_server();
-    let mut bystander = connect(addr);
-    echo_roundtrip(&mut bystander, b"warm");
-    let mut peers: Vec<TcpStream> = (0..PEERS).map(|_| connect(addr)).collect();
+/// The heap each of [`PEERS`] peers makes a server hold when it sends `wire` (part of a
+/// frame) and stalls. `open` connects a peer ready for frames (after its upgrade, say) and
+/// `roundtrip` checks one echo, on a bystander whose answer after the peers' writes says
+/// the server read them.
+fn held_per_stalled(
+    open: impl Fn() -> TcpStream,
+    roundtrip: impl Fn(&mut TcpStream, &[u8]),
+    wire: &[u8],
+) -> isize {
+    let mut bystander = open();
+    roundtrip(&mut bystander, b"warm");
+    let mut peers: Vec<TcpStream> = (0..PEERS).map(|_| open()).collect();
     // Let every session open and settle into what it holds idle.
     std::thread::sleep(Duration::from_millis(300));
-    echo_roundtrip(&mut bystander, b"idle");
+    roundtrip(&mut bystander, b"idle");
     let base = live_bytes();
-    let mut wire = claim.to_be_bytes().to_vec();
-    wire.extend(std::iter::repeat_n(0x5a, sent));
     for peer in &mut peers {
-        peer.write_all(&wire).unwrap();
+        peer.write_all(wire).unwrap();
     }
     // Let the server read every peer's bytes, then settle.
     std::thread::sleep(Duration::from_millis(500));
-    echo_roundtrip(&mut bystander, b"during");
+    roundtrip(&mut bystander, b"during");
     let held = (live_bytes() - base) / PEERS as isize;
+    drop(peers);
+    roundtrip(&mut bystander, b"after");
+    held
+}
+
+/// What a stalled peer that sent `sent` bytes may make the server hold: eight times them
+/// (the bound the read path keeps for buffers it grows ahead of a frame), the session's
+/// own small state, and its share of the idle buffers the reactor's pool may keep (64 of
+/// 64 KiB).
+fn allowed(sent: usize) -> isize {
+    (8 * sent + 4096 + 64 * 64 * 1024 / PEERS) as isize
+}
+
+/// [`held_per_stalled`] for a length header that claims `claim` bytes, then `sent` bytes.
+fn held_per_stalled_peer(claim: u32, sent: usize) -> isize {
+    let (server, addr) = length_server();
+    let mut wire = claim.to_be_bytes().to_vec();
+    wire.extend(std::iter::repeat_n(0x5a, sent));
+    let held = held_per_stalled(|| connect(addr), echo_roundtrip, &wire);
     println!(
         "{PEERS} peers each claiming {claim} B, sending {sent} B and stalling: the heap \
          grew by {held} B per peer"
     );
-    drop(peers);
-    echo_roundtrip(&mut bystander, b"after");
     server.stop();
     held
 }
@@ -90,18 +111,211 @@ fn stalled_partial_frames_hold_about_what_their_peers_sent() {
         let small = held_per_stalled_peer(1 << 20, 300);
         let unclaimed = held_per_stalled_peer(1 << 10, 300);
         println!("per peer: {tiny} B for 200 B sent, {small} B for 300 B (claim 1 MiB), {unclaimed} B for 300 B (claim 1 KiB)");
-        // What 100 more bytes may cost: eight times them, and some slack for the
-        // allocator's rounding.
-        let allowed = tiny + 8 * 100 + 512;
+        for (held, what) in [(small, "1 MiB"), (unclaimed, "1 KiB")] {
+            assert!(
+                held <= allowed(304),
+                "a peer that sent 300 bytes of a {what} frame holds {held} B of the server's \
+                 heap (one that sent 200 holds {tiny} B)"
+            );
+        }
+    });
+}
+
+/// The handshake timeout of the half-done handshakes below.
+const HANDSHAKE: Duration = Duration::from_secs(3);
+
+/// What [`PEERS`] peers that each send `opening` (a handshake they never finish) make the
+/// server hold and do: heap per peer, the reactor's turns during a quiet second while they
+/// wait, and how many of them the server had closed once the handshake timeout (and a
+/// margin) passed.
+fn half_done(addr: SocketAddr, server: &Running, opening: &[u8]) -> (isize, u64, usize) {
+    use std::io::Read;
+    let base = live_bytes();
+    let started = std::time::Instant::now();
+    let mut peers: Vec<TcpStream> = (0..PEERS)
+        .map(|_| {
+            let mut peer = connect(addr);
+            peer.write_all(opening).unwrap();
+            peer
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = (live_bytes() - base) / PEERS as isize;
+    let turns = || getty::Metrics::of(server.handle()).unwrap().reactor.turns;
+    let before = turns();
+    std::thread::sleep(Duration::from_secs(1));
+    let quiet_turns = turns() - before;
+    assert!(
+        started.elapsed() < HANDSHAKE,
+        "the peers took too long to connect: the test measured nothing"
+    );
+    std::thread::sleep((HANDSHAKE + Duration::from_secs(2)).saturating_sub(started.elapsed()));
+    let mut closed = 0;
+    for peer in &mut peers {
+        peer.set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue, // an alert or a 408 before the close
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    closed += 1;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    (held, quiet_turns, closed)
+}
+
+/// Thousands of TLS handshakes left half done (most of a ClientHello, then silence): each
+/// holds a bounded, small amount, costs the reactor no wake-up while it waits, and is cut
+/// at the handshake timeout.
+#[cfg(feature = "tls")]
+#[test]
+fn thousands_of_half_done_tls_handshakes_are_cheap_and_cut_on_time() {
+    use getty::codec::filter::{Filter, TlsFilter};
+    use getty::tls;
+    watchdog(LIMIT, || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let server = TcpServer::builder()
+            .tls(tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .session_options(SessionOptions::default().handshake_timeout(HANDSHAKE))
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("exhaustion-tls", server);
+        let mut hello = bytes::BytesMut::new();
+        let config = tls::client_config(chain.as_bytes()).unwrap();
+        TlsFilter::client(config, "localhost")
+            .unwrap()
+            .flush(&mut hello)
+            .unwrap();
+        let opening = &hello[..hello.len() - 10];
+        let (held, quiet_turns, closed) = half_done(addr, &server, opening);
+        println!(
+            "{PEERS} TLS handshakes stalled {} B into a {} B ClientHello: {held} B of heap \
+             each, {quiet_turns} reactor turns in a quiet second, {closed} cut at the timeout",
+            opening.len(),
+            hello.len()
+        );
+        assert_eq!(closed, PEERS, "half-done handshakes outlived the timeout");
         assert!(
-            small <= allowed,
-            "a peer that sent 300 bytes of a 1 MiB frame holds {small} B of the server's heap \
-             (one that sent 200 holds {tiny} B)"
+            quiet_turns < 20,
+            "{quiet_turns} turns while nothing happened"
         );
         assert!(
-            unclaimed <= allowed,
-            "a peer that sent 300 bytes of a 1 KiB frame holds {unclaimed} B of the server's \
-             heap (one that sent 200 holds {tiny} B)"
+            held < 16 * 1024,
+            "a half-done TLS handshake holds {held} B of the server's heap"
         );
+        server.stop();
+    });
+}
+
+/// Thousands of WebSocket upgrades left half done (a request head without its blank line):
+/// each holds about what its peer sent, costs no wake-up while it waits, and is cut at the
+/// handshake timeout.
+#[cfg(feature = "ws")]
+#[test]
+fn thousands_of_half_done_websocket_upgrades_are_cheap_and_cut_on_time() {
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{Ws, WsServer};
+    struct WsEcho;
+    impl Handler<MessageCodec, Ws> for WsEcho {
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
+            let _ = s.write(msg);
+        }
+    }
+    watchdog(LIMIT, || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let server = WsServer::builder()
+            .session_options(SessionOptions::default().handshake_timeout(HANDSHAKE))
+            .route("/echo", |_| Ok((MessageCodec, WsEcho)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("exhaustion-ws", server);
+        let mut opening = b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            .to_vec();
+        while opening.len() < 1000 {
+            opening.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        let (held, quiet_turns, closed) = half_done(addr, &server, &opening);
+        println!(
+            "{PEERS} WebSocket upgrades stalled {} B into their head: {held} B of heap each, \
+             {quiet_turns} reactor turns in a quiet second, {closed} cut at the timeout",
+            opening.len()
+        );
+        assert_eq!(closed, PEERS, "half-done upgrades outlived the timeout");
+        assert!(
+            quiet_turns < 20,
+            "{quiet_turns} turns while nothing happened"
+        );
+        assert!(
+            held < 8 * opening.len() as isize + 2048,
+            "a half-done upgrade holds {held} B of the server's heap for {} B sent",
+            opening.len()
+        );
+        server.stop();
+    });
+}
+
+/// The same over WebSocket: a frame header that claims a large payload, a few hundred
+/// bytes of it, then silence, holds about what was sent (the limits mean the same on
+/// every transport).
+#[cfg(feature = "ws")]
+#[test]
+fn stalled_partial_websocket_frames_hold_about_what_their_peers_sent() {
+    use common::{ws_echo_roundtrip, ws_upgrade};
+    use getty::codec::{Message, MessageCodec};
+    use getty::ws::{Ws, WsServer};
+    struct WsEcho;
+    impl Handler<MessageCodec, Ws> for WsEcho {
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
+            let _ = s.write(msg);
+        }
+    }
+    watchdog(LIMIT, || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let server = WsServer::builder()
+            .session_options(SessionOptions::default().max_message_len(64 << 20))
+            .route("/echo", |_| Ok((MessageCodec, WsEcho)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("exhaustion-ws-frames", server);
+        let open = || {
+            let mut peer = connect(addr);
+            ws_upgrade(&mut peer);
+            peer
+        };
+        // A masked binary frame header claiming 1 MiB (64-bit length), then `sent` bytes.
+        let wire = |sent: usize| {
+            let mut wire = vec![0x82, 0x80 | 127];
+            wire.extend_from_slice(&(1u64 << 20).to_be_bytes());
+            wire.extend_from_slice(&[0, 0, 0, 0]);
+            wire.extend(std::iter::repeat_n(0x5a, sent));
+            wire
+        };
+        let tiny = held_per_stalled(open, ws_echo_roundtrip, &wire(200));
+        let small = held_per_stalled(open, ws_echo_roundtrip, &wire(300));
+        println!(
+            "{PEERS} WebSocket peers stalled into a 1 MiB frame: {tiny} B each for 200 B \
+             sent, {small} B for 300 B"
+        );
+        assert!(
+            small <= allowed(314),
+            "a WebSocket peer that sent 300 bytes of a 1 MiB frame holds {small} B of the \
+             server's heap (one that sent 200 holds {tiny} B)"
+        );
+        server.stop();
     });
 }
