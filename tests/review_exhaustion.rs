@@ -319,3 +319,157 @@ fn stalled_partial_websocket_frames_hold_about_what_their_peers_sent() {
         server.stop();
     });
 }
+
+/// Echoes over a unix stream socket, and records when an echo was refused.
+struct UnixEcho(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Handler<LengthFieldCodec, getty::Unix> for UnixEcho {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec, getty::Unix>, msg: Bytes) {
+        if s.write(msg).is_err() {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Unix stream peers that send without reading: the server stops reading each once its
+/// echoes pass the high watermark (it holds about that much per peer, far below
+/// `max_outbound`), and once a peer reads, the server reads again and every echo arrives
+/// whole and in order.
+#[test]
+fn unix_peers_that_do_not_read_are_held_at_the_watermark_then_served_whole() {
+    use std::io::{ErrorKind, Read};
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    const UNIX_PEERS: usize = 200;
+    const PAYLOAD: usize = 16 * 1024 - 4;
+    const FRAMES: usize = 64; // 1 MiB per peer
+    watchdog(LIMIT, || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let path = std::env::temp_dir().join(format!(
+            "getty-review-exhaustion-{}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let refused = Arc::new(AtomicUsize::new(0));
+        let refused_in = refused.clone();
+        let server = getty::unix::UnixServer::bind(path.as_path(), move |_| {
+            Ok((LengthFieldCodec::default(), UnixEcho(refused_in.clone())))
+        })
+        .unwrap();
+        let server = Running::serve("exhaustion-unix", server);
+        let frame_of = |peer: usize, i: usize| {
+            let mut wire = (PAYLOAD as u32).to_be_bytes().to_vec();
+            let seed = (peer * FRAMES + i) as u32;
+            wire.extend((0..PAYLOAD as u32).map(|k| (k ^ seed).wrapping_mul(31) as u8));
+            wire
+        };
+        let mut peers: Vec<UnixStream> = (0..UNIX_PEERS)
+            .map(|_| {
+                let peer = UnixStream::connect(&path).unwrap();
+                peer.set_nonblocking(true).unwrap();
+                peer
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let base = live_bytes();
+        // Phase 1: write without reading until no peer makes progress for a while.
+        let mut sent = vec![0usize; UNIX_PEERS]; // bytes of the frames taken
+        let wire_len = PAYLOAD + 4;
+        let total = FRAMES * wire_len;
+        let mut last_progress = Instant::now();
+        let began = Instant::now();
+        while last_progress.elapsed() < Duration::from_millis(500)
+            && began.elapsed() < Duration::from_secs(30)
+        {
+            for (p, peer) in peers.iter_mut().enumerate() {
+                while sent[p] < total {
+                    let (i, at) = (sent[p] / wire_len, sent[p] % wire_len);
+                    match peer.write(&frame_of(p, i)[at..]) {
+                        Ok(n) => {
+                            sent[p] += n;
+                            last_progress = Instant::now();
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("peer {p}: {e}"),
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let held = (live_bytes() - base) / UNIX_PEERS as isize;
+        let taken: usize = sent.iter().sum::<usize>() / UNIX_PEERS;
+        println!(
+            "{UNIX_PEERS} unix peers not reading: the kernel took {} KiB of each, the \
+             server holds {} KiB per peer; {} echoes refused",
+            taken >> 10,
+            held >> 10,
+            refused.load(Ordering::Relaxed)
+        );
+        assert!(
+            sent.iter().all(|&s| s < total),
+            "a peer got all its bytes taken while reading nothing: the test proves nothing"
+        );
+        // The high watermark (64 KiB), a message over it, and a read buffer of 64 KiB:
+        // allow twice that, far below max_outbound (4 MiB).
+        assert!(
+            held < 512 * 1024,
+            "the server holds {held} B per peer that does not read"
+        );
+        // Phase 2: read, and write the rest, until every echo came back.
+        let mut got = vec![Vec::<u8>::new(); UNIX_PEERS];
+        let mut checked = vec![0usize; UNIX_PEERS];
+        let began = Instant::now();
+        let mut buf = vec![0u8; 256 * 1024];
+        while checked.iter().any(|&c| c < FRAMES) {
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "echoes stopped: {} of {} frames back",
+                checked.iter().sum::<usize>(),
+                UNIX_PEERS * FRAMES
+            );
+            let mut progress = false;
+            for (p, peer) in peers.iter_mut().enumerate() {
+                while sent[p] < total {
+                    let (i, at) = (sent[p] / wire_len, sent[p] % wire_len);
+                    match peer.write(&frame_of(p, i)[at..]) {
+                        Ok(n) => {
+                            sent[p] += n;
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("peer {p}: {e}"),
+                    }
+                }
+                loop {
+                    match peer.read(&mut buf) {
+                        Ok(0) => panic!("peer {p}: the server closed"),
+                        Ok(n) => {
+                            got[p].extend_from_slice(&buf[..n]);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("peer {p}: {e}"),
+                    }
+                }
+                while got[p].len() >= wire_len {
+                    assert!(
+                        got[p][..wire_len] == frame_of(p, checked[p])[..],
+                        "peer {p}: echo {} differs",
+                        checked[p]
+                    );
+                    got[p].drain(..wire_len);
+                    checked[p] += 1;
+                }
+            }
+            if !progress {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        assert_eq!(refused.load(Ordering::Relaxed), 0, "echoes were refused");
+        drop(peers);
+        server.stop();
+        let _ = std::fs::remove_file(&path);
+    });
+}
