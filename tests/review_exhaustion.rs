@@ -473,3 +473,62 @@ fn unix_peers_that_do_not_read_are_held_at_the_watermark_then_served_whole() {
         let _ = std::fs::remove_file(&path);
     });
 }
+
+/// The same over TLS, once the handshake is done: a record header that claims a full
+/// record, a few hundred bytes of it, then silence. The partial record waits in rustls's
+/// own buffer (a read's worth) and in no pooled buffer of the session's.
+#[cfg(feature = "tls")]
+#[test]
+fn stalled_partial_tls_records_hold_about_what_their_peers_sent() {
+    use common::tls_exchange;
+    use getty::codec::filter::TlsFilter;
+    use getty::tls;
+    const TLS_PEERS: usize = 300;
+    watchdog(LIMIT, || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let server = TcpServer::builder()
+            .tls(tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("exhaustion-tls-records", server);
+        let config = tls::client_config(chain.as_bytes()).unwrap();
+        let mut peers: Vec<(TcpStream, TlsFilter)> = (0..TLS_PEERS)
+            .map(|_| {
+                let mut peer = connect(addr);
+                let mut client = TlsFilter::client(config.clone(), "localhost").unwrap();
+                tls_exchange(&mut peer, &mut client, b"", 0);
+                (peer, client)
+            })
+            .collect();
+        let (bystander, bystander_tls) = peers.last_mut().unwrap();
+        let (echo, _) = tls_exchange(bystander, bystander_tls, &common::frame(b"idle"), 8);
+        assert_eq!(&echo[..], &common::frame(b"idle")[..]);
+        std::thread::sleep(Duration::from_millis(300));
+        let base = live_bytes();
+        // An application data record header claiming 16 KiB, then 300 bytes of it.
+        let mut wire = vec![0x17, 0x03, 0x03, 0x40, 0x00];
+        wire.extend(std::iter::repeat_n(0x5a, 300));
+        for (peer, _) in &mut peers[..TLS_PEERS - 1] {
+            peer.write_all(&wire).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let (bystander, bystander_tls) = peers.last_mut().unwrap();
+        let (echo, _) = tls_exchange(bystander, bystander_tls, &common::frame(b"during"), 10);
+        assert_eq!(&echo[..], &common::frame(b"during")[..]);
+        let held = (live_bytes() - base) / (TLS_PEERS - 1) as isize;
+        println!(
+            "{} TLS peers stalled 300 B into a 16 KiB record: {held} B of heap each",
+            TLS_PEERS - 1
+        );
+        // rustls reads a record in 4 KiB steps: allow that on top of the usual bound.
+        assert!(
+            held <= allowed(wire.len()) + 4096 + 2 * 64 * 64 * 1024 / TLS_PEERS as isize,
+            "a TLS peer that sent 300 bytes of a record holds {held} B of the server's heap"
+        );
+        drop(peers);
+        server.stop();
+    });
+}
