@@ -532,3 +532,115 @@ fn stalled_partial_tls_records_hold_about_what_their_peers_sent() {
         server.stop();
     });
 }
+
+/// Connections reset mid-handshake (part of a ClientHello, part or all of an upgrade
+/// request, then a RST), many at once: every upgrade or handshake entry ends, and the
+/// server's descriptors and entries come back to their baseline.
+#[cfg(all(feature = "ws", feature = "tls"))]
+#[test]
+fn connections_reset_mid_handshake_leave_entries_and_descriptors_at_baseline() {
+    use common::{set_linger_zero, ws_echo_roundtrip, ws_upgrade};
+    use getty::codec::filter::{Filter, TlsFilter};
+    use getty::codec::{Message, MessageCodec};
+    use getty::tls;
+    use getty::ws::{Ws, WsServer};
+    struct WsEcho;
+    impl Handler<MessageCodec, Ws> for WsEcho {
+        fn on_message(&mut self, s: &mut Session<MessageCodec, Ws>, msg: Message) {
+            let _ = s.write(msg);
+        }
+    }
+    const CYCLES: usize = 3000;
+    const BATCH: usize = 500;
+    let descriptors = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    watchdog(LIMIT, move || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+        let tls_server = TcpServer::builder()
+            .tls(tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap())
+            .bind("127.0.0.1:0", |_| Ok((LengthFieldCodec::default(), Echo)))
+            .unwrap();
+        let tls_addr = tls_server.local_addr();
+        let ws_server = WsServer::builder()
+            .route("/echo", |_| Ok((MessageCodec, WsEcho)))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let ws_addr = ws_server.local_addr();
+        let tls_running = Running::serve("exhaustion-reset-tls", tls_server);
+        let ws_running = Running::serve("exhaustion-reset-ws", ws_server);
+        let mut hello = bytes::BytesMut::new();
+        let config = tls::client_config(chain.as_bytes()).unwrap();
+        TlsFilter::client(config, "localhost")
+            .unwrap()
+            .flush(&mut hello)
+            .unwrap();
+        let full_upgrade: &[u8] =
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        let mut bystander = connect(ws_addr);
+        ws_upgrade(&mut bystander);
+        ws_echo_roundtrip(&mut bystander, b"warm");
+        let base = (
+            descriptors(),
+            tls_running.entry_count(),
+            ws_running.entry_count(),
+        );
+        let mut cycle = 0;
+        while cycle < CYCLES {
+            let batch: Vec<TcpStream> = (0..BATCH)
+                .map(|i| {
+                    let n = cycle + i;
+                    let (addr, wire): (SocketAddr, &[u8]) = match n % 4 {
+                        0 => (tls_addr, &hello[..hello.len() / 2]),
+                        1 => (tls_addr, &hello[..]),
+                        2 => (ws_addr, &full_upgrade[..40]),
+                        _ => (ws_addr, full_upgrade),
+                    };
+                    let mut peer = connect(addr);
+                    let _ = peer.write_all(wire);
+                    set_linger_zero(&peer);
+                    peer
+                })
+                .collect();
+            drop(batch); // a RST each, all at once
+            cycle += BATCH;
+            ws_echo_roundtrip(&mut bystander, &(cycle as u32).to_be_bytes());
+        }
+        let accepted = |running: &Running| getty::Metrics::of(running.handle()).unwrap().accepted;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        // Every reset connection was accepted (none is still waiting in a backlog).
+        while accepted(&tls_running) < CYCLES as u64 / 2
+            || accepted(&ws_running) < CYCLES as u64 / 2 + 1
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections never accepted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let now = || {
+            (
+                descriptors(),
+                tls_running.entry_count(),
+                ws_running.entry_count(),
+            )
+        };
+        while now() != base && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let after = now();
+        println!(
+            "{CYCLES} connections reset mid-handshake, {BATCH} at a time: (descriptors, TLS \
+             entries, WebSocket entries) {base:?} -> {after:?}"
+        );
+        assert_eq!(
+            after, base,
+            "handshakes reset by their peers were left behind"
+        );
+        ws_echo_roundtrip(&mut bystander, b"after");
+        tls_running.stop();
+        ws_running.stop();
+    });
+}
