@@ -555,7 +555,7 @@ fn move_into_kept(buf: &mut BytesMut, preferred: usize, needed: usize, pool: &mu
     true
 }
 
-/// Gives a drained buffer back to the pool, and moves a tiny partial frame out of a pooled
+/// Gives a drained buffer back to the pool, and moves a small partial frame out of a pooled
 /// buffer into one of its own size.
 fn release_read_buffer(buf: &mut BytesMut, cx: &mut Context<'_>) {
     if buf.capacity() == 0 {

@@ -156,7 +156,7 @@ impl Buffers {
 
     /// After an event: a session with nothing in flight hands its box back; one still
     /// waiting for bytes (a partial frame) or for the socket (a queue) keeps it, but gives
-    /// the buffer it does not use back to the reactor's pool, and moves a tiny partial
+    /// the buffer it does not use back to the reactor's pool, and moves a small partial
     /// frame out of a pooled buffer into one of its own size.
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
         let Some(io) = self.0.as_mut() else {
@@ -238,14 +238,17 @@ fn give(buf: &mut BytesMut, pool: &mut BufPool) {
     }
 }
 
-/// A partial frame at most this long is moved out of a pooled buffer into a small one of
-/// its own, so that thousands of sessions waiting on a few header bytes do not each pin
-/// a pooled buffer.
-pub(crate) const COMPACT_BELOW: usize = 256;
+/// A partial frame of at most this fraction of the pool's buffer size (8 KiB of 64 KiB) is
+/// moved out of a pooled (or grown) buffer into a small one of its own, so that thousands
+/// of sessions stalled a few bytes into a frame do not each pin a pooled buffer: a stalled
+/// session holds what its peer sent, or, past this, at most about eight times it (a
+/// buffer grows ahead of its bytes by at most as much again, or `READ_AHEAD`).
+pub(crate) const COMPACT_FRACTION: usize = 8;
 
-/// Moves a tiny partial frame out of a pooled buffer into one of its own size.
+/// Moves a small partial frame out of a pooled buffer into one of its own size.
 pub(crate) fn compact_partial_frame(buf: &mut BytesMut, pool: &mut BufPool) {
-    if !buf.is_empty() && buf.len() <= COMPACT_BELOW && buf.capacity() >= pool.buffer_size() {
+    let small = buf.len() <= pool.buffer_size() / COMPACT_FRACTION;
+    if !buf.is_empty() && small && buf.capacity() >= pool.buffer_size() {
         let small = BytesMut::from(&buf[..]);
         pool.give(std::mem::replace(buf, small));
     }

@@ -306,7 +306,7 @@ where
     }
 
     /// Idle sessions hold no read buffer: a filter's wire buffer goes back to the pool when
-    /// it is drained, and a tiny partial record moves into a buffer of its own size (the
+    /// it is drained, and a small partial record moves into a buffer of its own size (the
     /// session's own read buffer goes back with its box, in `settle`).
     pub(super) fn release_read_buffer(&mut self, cx: &mut Context<'_>) {
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
