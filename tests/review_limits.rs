@@ -1,0 +1,273 @@
+//! Review of the limits: that each one means the same thing on every transport that has it,
+//! over real sockets on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use getty::codec::{Bytes, LengthFieldCodec, RawCodec};
+use getty::tcp::TcpServer;
+use getty::SessionOptions;
+
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+#[cfg(feature = "ws")]
+const REQUEST: &str = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// The header of a masked client data frame (FIN, `first` gives opcode and RSV bits)
+/// declaring `len` payload bytes, with the mask key 0.
+#[cfg(feature = "ws")]
+fn client_header(first: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![first];
+    match len {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f
+}
+
+/// Reads server frames (unmasked, at most 64 KiB each) until a close frame; returns its
+/// payload.
+#[cfg(feature = "ws")]
+fn read_close(stream: &mut TcpStream) -> Vec<u8> {
+    for _ in 0..1000 {
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).expect("a frame header");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                stream.read_exact(&mut l).unwrap();
+                usize::from(u16::from_be_bytes(l))
+            }
+            127 => panic!("an unexpectedly long frame"),
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).unwrap();
+        if head[0] == 0x88 {
+            return payload;
+        }
+    }
+    panic!("no close frame");
+}
+
+/// The limit reported for a message refused from its frame header alone is the session's
+/// `max_message_len` ("`max` being this limit", as the option's documentation says), on a
+/// compressed WebSocket message as on an uncompressed one and on every other transport.
+#[test]
+#[cfg(all(feature = "ws", feature = "deflate"))]
+fn a_compressed_websocket_frame_over_the_limit_is_reported_against_the_sessions_limit() {
+    use getty::codec::ws::DeflateConfig;
+    use getty::ws::WsServer;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max = 1000;
+        let declared = 5000;
+        let (tx, mut events) = Events::new();
+        let server = {
+            let tx = tx.clone();
+            WsServer::builder()
+                .deflate(Some(DeflateConfig::default()))
+                .session_options(SessionOptions::default().max_message_len(max))
+                .route("/echo", move |_| Ok((RawCodec, Probe::echo(&tx))))
+                .bind("127.0.0.1:0")
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let running = Running::serve("review-limits-wsdeflate", server);
+        // Binary, then binary with RSV1 (compressed).
+        for (what, first) in [("uncompressed", 0x82u8), ("compressed", 0xc2)] {
+            let mut stream = connect(addr);
+            let request = REQUEST.replace(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            read_101(&mut stream);
+            let sid = events.wait_open(stream.local_addr().unwrap());
+            stream.write_all(&client_header(first, declared)).unwrap();
+            let close = read_close(&mut stream);
+            assert_eq!(close[..2], 1009u16.to_be_bytes(), "{what}");
+            events.wait_close(sid);
+            let errors = events.errors_of(sid);
+            assert_eq!(
+                errors,
+                [ErrKind::MessageTooLong { len: declared, max }],
+                "{what}: refused against the session's limit"
+            );
+        }
+        running.stop();
+        events.check_contract();
+    });
+}
+
+/// How a connection that never completes its handshake ends, seen from the peer, per
+/// server kind: ARCHITECTURE.md says a handshake timeout resets ("Errors close
+/// gracefully ..., except an I/O error, a write stall and a handshake timeout, which
+/// reset"), with no word of the transport.
+#[cfg(all(feature = "ws", feature = "tls"))]
+fn silent_peer_ends(kind: &str, handshake: Duration) -> Ended {
+    use getty::tls;
+    use getty::ws::WsServer;
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (chain, key) = (made.cert.pem(), made.signing_key.serialize_pem());
+    let config = tls::server_config(chain.as_bytes(), key.as_bytes()).unwrap();
+    let options = SessionOptions::default().handshake_timeout(handshake);
+    let (tx, mut events) = Events::new();
+    let (running, addr): (Running, SocketAddr) = match kind {
+        "tls" => {
+            let server = TcpServer::builder()
+                .tls(config)
+                .session_options(options)
+                .bind("127.0.0.1:0", move |_| {
+                    Ok((LengthFieldCodec::default(), Probe::echo(&tx)))
+                })
+                .unwrap();
+            let addr = server.local_addr();
+            (Running::serve("review-limits-tls", server), addr)
+        }
+        "ws" | "wss" => {
+            let builder = WsServer::builder().session_options(options);
+            let builder = if kind == "wss" {
+                builder.tls(config)
+            } else {
+                builder
+            };
+            let server = builder
+                .route("/echo", move |_| Ok((RawCodec, Probe::echo(&tx))))
+                .bind("127.0.0.1:0")
+                .unwrap();
+            let addr = server.local_addr();
+            (Running::serve("review-limits-ws", server), addr)
+        }
+        other => panic!("{other}"),
+    };
+    let mut silent = connect(addr);
+    let ended = expect_closed(&mut silent);
+    running.stop();
+    events.pump();
+    events.check_contract();
+    ended
+}
+
+/// The handshake timeout ends a silent peer's connection the same way on TLS, on the
+/// WebSocket upgrade and on wss (whose TLS handshake is the same as TLS's).
+#[test]
+#[cfg(all(feature = "ws", feature = "tls"))]
+fn a_handshake_timeout_ends_the_connection_alike_on_tls_ws_and_wss() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let handshake = Duration::from_millis(300);
+        let ends: Vec<(&str, Ended)> = ["tls", "ws", "wss"]
+            .into_iter()
+            .map(|kind| (kind, silent_peer_ends(kind, handshake)))
+            .collect();
+        assert!(
+            ends.iter().all(|(_, ended)| *ended == Ended::Reset),
+            "a handshake timeout resets, on every transport: {ends:?}"
+        );
+    });
+}
+
+/// A handler that writes `len` bytes (with `write`, or `write_bytes` when `raw`) and
+/// reports the outcome.
+#[cfg(feature = "ws")]
+mod outbound {
+    use super::*;
+    use getty::{Handler, Session, Transport};
+    use std::sync::mpsc::Sender;
+
+    pub struct Writer {
+        pub len: usize,
+        pub raw: bool,
+        pub tx: Sender<String>,
+    }
+
+    impl<T: Transport> Handler<RawCodec, T> for Writer {
+        /// Writes once the upgrade's response has gone (the first message).
+        fn on_message(&mut self, s: &mut Session<RawCodec, T>, _: Bytes) {
+            let queued = s.queued_bytes();
+            let payload = Bytes::from(vec![7u8; self.len]);
+            let result = if self.raw {
+                s.write_bytes(payload)
+            } else {
+                s.write(payload)
+            };
+            let _ = self.tx.send(match result {
+                Ok(()) => format!("ok ({queued} queued before)"),
+                Err(e) => e.to_string(),
+            });
+        }
+    }
+}
+
+/// Sends one short masked binary message.
+#[cfg(feature = "ws")]
+fn ws_echo_roundtrip_sent_only(stream: &mut TcpStream) {
+    let mut frame = client_header(0x82, 2);
+    frame.extend_from_slice(b"go");
+    stream.write_all(&frame).unwrap();
+}
+
+/// `max_outbound` counts the same bytes whichever call queues a message: on a WebSocket, a
+/// message `write` accepts (its frame header counted as it is) is not refused by
+/// `write_bytes`, as on TCP, where both accept it.
+#[test]
+#[cfg(feature = "ws")]
+fn max_outbound_counts_a_websocket_message_alike_for_write_and_write_bytes() {
+    use getty::ws::WsServer;
+    use outbound::Writer;
+    use std::sync::mpsc;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max_outbound = 1000;
+        // A 990-byte message: a server frames it with a 4-byte header (994 bytes queued).
+        let len = 990;
+        let options = SessionOptions::default().max_outbound(max_outbound);
+        let mut outcomes = Vec::new();
+        for raw in [false, true] {
+            let (tx, rx) = mpsc::channel();
+            let server = WsServer::builder()
+                .session_options(options.clone())
+                .route("/echo", move |_| {
+                    Ok((
+                        RawCodec,
+                        Writer {
+                            len,
+                            raw,
+                            tx: tx.clone(),
+                        },
+                    ))
+                })
+                .bind("127.0.0.1:0")
+                .unwrap();
+            let addr = server.local_addr();
+            let running = Running::serve("review-limits-ws-outbound", server);
+            let mut stream = connect(addr);
+            stream.write_all(REQUEST.as_bytes()).unwrap();
+            read_101(&mut stream);
+            ws_echo_roundtrip_sent_only(&mut stream);
+            let outcome = rx.recv_timeout(STEP).expect("the write's outcome");
+            let call = if raw { "write_bytes" } else { "write" };
+            outcomes.push((call, outcome));
+            running.stop();
+        }
+        assert!(
+            outcomes.iter().all(|(_, o)| o == "ok (0 queued before)"),
+            "a {len}-byte message under max_outbound {max_outbound}: {outcomes:?}"
+        );
+    });
+}
