@@ -271,3 +271,97 @@ fn max_outbound_counts_a_websocket_message_alike_for_write_and_write_bytes() {
         );
     });
 }
+
+/// Writes `len` zero bytes (highly compressible) in `on_open` and reports the outcome.
+#[cfg(all(feature = "ws", feature = "deflate"))]
+struct OpenWriter {
+    len: usize,
+    tx: std::sync::mpsc::Sender<String>,
+}
+
+#[cfg(all(feature = "ws", feature = "deflate"))]
+impl<T: getty::Transport> getty::Handler<RawCodec, T> for OpenWriter {
+    fn on_open(&mut self, s: &mut getty::Session<RawCodec, T>) -> std::io::Result<()> {
+        let result = s.write(Bytes::from(vec![0u8; self.len]));
+        let _ = self.tx.send(match result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => e.to_string(),
+        });
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut getty::Session<RawCodec, T>, _: Bytes) {}
+}
+
+/// Compressed output counts against `max_outbound` alike on the two compressing stream
+/// transports: a message that compresses to a few bytes is accepted (or refused) alike on
+/// a WebSocket with permessage-deflate and on TCP with `SessionOptions::compression`.
+#[test]
+#[cfg(all(feature = "ws", feature = "deflate"))]
+fn max_outbound_counts_compressed_output_alike_on_tcp_and_websocket() {
+    use getty::codec::ws::DeflateConfig;
+    use getty::codec::Compression;
+    use getty::ws::WsServer;
+    use std::sync::mpsc;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (max_outbound, len) = (1000, 5000);
+        let options = SessionOptions::default()
+            .max_outbound(max_outbound)
+            .compression(Some(Compression::Fast));
+
+        let (tx, rx) = mpsc::channel();
+        let tcp = {
+            let tx = tx.clone();
+            TcpServer::builder()
+                .session_options(options.clone())
+                .bind("127.0.0.1:0", move |_| {
+                    Ok((
+                        RawCodec,
+                        OpenWriter {
+                            len,
+                            tx: tx.clone(),
+                        },
+                    ))
+                })
+                .unwrap()
+        };
+        let tcp_addr = tcp.local_addr();
+        let tcp = Running::serve("review-limits-tcp-deflate", tcp);
+        let _peer = connect(tcp_addr);
+        let on_tcp = rx.recv_timeout(STEP).expect("the TCP write's outcome");
+        tcp.stop();
+
+        let ws = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .session_options(options)
+            .route("/echo", move |_| {
+                Ok((
+                    RawCodec,
+                    OpenWriter {
+                        len,
+                        tx: tx.clone(),
+                    },
+                ))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let ws_addr = ws.local_addr();
+        let ws = Running::serve("review-limits-ws-deflate-out", ws);
+        let mut stream = connect(ws_addr);
+        let request = REQUEST.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let on_ws = rx
+            .recv_timeout(STEP)
+            .expect("the WebSocket write's outcome");
+        ws.stop();
+
+        assert_eq!(
+            on_tcp, on_ws,
+            "{len} zero bytes under max_outbound {max_outbound}: TCP+compression vs \
+             WebSocket+permessage-deflate"
+        );
+    });
+}
