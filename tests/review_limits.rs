@@ -365,3 +365,105 @@ fn max_outbound_counts_compressed_output_alike_on_tcp_and_websocket() {
         );
     });
 }
+
+/// Over TCP with `SessionOptions::compression`, the limit is the message as on plain TCP:
+/// a message of exactly the limit is echoed; a good message and then one byte over the
+/// limit, in one compressed batch, get the good one's echo, then `MessageTooLong` against
+/// the limit (once, then the close) and the end of the stream; another session carries on.
+#[test]
+#[cfg(feature = "deflate")]
+fn tcp_compression_limit_is_the_message_and_earlier_replies_go_out() {
+    use getty::codec::filter::{DeflateFilter, Filter};
+    use getty::codec::Compression;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max = 10_000;
+        let (tx, mut events) = Events::new();
+        let server = {
+            let tx = tx.clone();
+            TcpServer::builder()
+                .session_options(
+                    SessionOptions::default()
+                        .max_message_len(max)
+                        .compression(Some(Compression::Fast)),
+                )
+                .bind("127.0.0.1:0", move |_| {
+                    Ok((LengthFieldCodec::default(), Probe::echo(&tx)))
+                })
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let running = Running::serve("review-limits-tcp-deflate-limit", server);
+
+        /// One connection's two deflate streams (each continuous, as the session's are).
+        struct Zipped {
+            stream: TcpStream,
+            deflater: DeflateFilter,
+            inflater: DeflateFilter,
+            wire_in: bytes::BytesMut,
+            plain: bytes::BytesMut,
+        }
+        impl Zipped {
+            fn new(stream: TcpStream) -> Self {
+                Zipped {
+                    stream,
+                    deflater: DeflateFilter::new(Compression::Fast),
+                    inflater: DeflateFilter::new(Compression::Fast),
+                    wire_in: bytes::BytesMut::new(),
+                    plain: bytes::BytesMut::new(),
+                }
+            }
+            /// Sends frames as one compressed batch, then reads until `want` plain bytes
+            /// came or the stream ended; returns them.
+            fn exchange(&mut self, frames: &[Vec<u8>], want: usize) -> Vec<u8> {
+                let mut wire = bytes::BytesMut::new();
+                for f in frames {
+                    self.deflater.encode(f, &mut wire).unwrap();
+                }
+                self.deflater.flush(&mut wire).unwrap();
+                self.stream.write_all(&wire).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                while self.plain.len() < want {
+                    match self.stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => self.wire_in.extend_from_slice(&buf[..n]),
+                    }
+                    self.inflater
+                        .decode(&mut self.wire_in, &mut self.plain, usize::MAX)
+                        .unwrap();
+                }
+                let n = want.min(self.plain.len());
+                self.plain.split_to(n).to_vec()
+            }
+        }
+
+        let mut good = Zipped::new(connect(addr));
+        let largest: Vec<u8> = (0..max).map(|i| (i * 13) as u8).collect();
+        let echoed = good.exchange(&[frame(&largest)], max + 4);
+        assert!(echoed == frame(&largest), "the largest message's echo");
+
+        let bad = connect(addr);
+        let sid = events.wait_open(bad.local_addr().unwrap());
+        let mut bad = Zipped::new(bad);
+        let mut over = ((max + 1) as u32).to_be_bytes().to_vec();
+        over.extend_from_slice(&[1u8; 64]);
+        // Everything the server sends before its end, replies first.
+        let got = bad.exchange(&[frame(b"first"), over], usize::MAX);
+        assert_eq!(
+            got,
+            frame(b"first"),
+            "the reply queued before the bad message"
+        );
+        events.wait_close(sid);
+        assert_eq!(
+            events.errors_of(sid),
+            [ErrKind::MessageTooLong { len: max + 1, max }]
+        );
+
+        let echoed = good.exchange(&[frame(b"still here")], 14);
+        assert_eq!(echoed, frame(b"still here"));
+        drop(good);
+        running.stop();
+        events.check_contract();
+    });
+}
