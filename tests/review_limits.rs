@@ -467,3 +467,97 @@ fn tcp_compression_limit_is_the_message_and_earlier_replies_go_out() {
         events.check_contract();
     });
 }
+
+/// A stored (uncompressed) deflate block of `data`, not final.
+#[cfg(all(feature = "ws", feature = "deflate"))]
+fn stored_block(data: &[u8]) -> Vec<u8> {
+    let len = data.len() as u16;
+    let mut out = vec![0x00];
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Under permessage-deflate, a message compressed and cut into fragments is held to the
+/// limit on its whole inflated size: two fragments of exactly the limit together are
+/// delivered; one byte more, however it is split, is refused with `MessageTooLong` against
+/// the limit and 1009; another session carries on.
+#[test]
+#[cfg(all(feature = "ws", feature = "deflate"))]
+fn a_fragmented_compressed_message_is_held_to_the_limit_on_its_inflated_total() {
+    use getty::codec::ws::DeflateConfig;
+    use getty::ws::WsServer;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max = 1000;
+        let (tx, mut events) = Events::new();
+        let server = {
+            let tx = tx.clone();
+            WsServer::builder()
+                .deflate(Some(DeflateConfig::default()))
+                .session_options(SessionOptions::default().max_message_len(max))
+                .route("/echo", move |_| Ok((RawCodec, Probe::echo(&tx))))
+                .bind("127.0.0.1:0")
+                .unwrap()
+        };
+        let addr = server.local_addr();
+        let running = Running::serve("review-limits-ws-fragments", server);
+        let request = REQUEST.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        let upgraded = |events: &mut Events| {
+            let mut stream = connect(addr);
+            stream.write_all(request.as_bytes()).unwrap();
+            read_101(&mut stream);
+            let sid = events.wait_open(stream.local_addr().unwrap());
+            (stream, sid)
+        };
+        let (mut bystander, bystander_sid) = upgraded(&mut events);
+        for (first, second) in [(500, 500), (600, 401), (1001, 0)] {
+            let (mut stream, sid) = upgraded(&mut events);
+            let one = stored_block(&vec![b'a'; first]);
+            let mut two = stored_block(&vec![b'b'; second]);
+            two.push(0x00);
+            // Binary + RSV1, not final; then a final continuation.
+            let mut wire = client_header(0x42, one.len());
+            wire.extend_from_slice(&one);
+            wire.extend_from_slice(&client_header(0x80, two.len()));
+            wire.extend_from_slice(&two);
+            stream.write_all(&wire).unwrap();
+            let total = first + second;
+            if total <= max {
+                let got = events.wait(
+                    "the message",
+                    |e| matches!(e, Ev::Msg { sid: s, .. } if *s == sid),
+                );
+                match got {
+                    Ev::Msg { msg, .. } => assert_eq!(msg.len(), total, "{first}+{second}"),
+                    other => panic!("{other:?}"),
+                }
+                assert!(events.errors_of(sid).is_empty(), "{first}+{second}");
+                continue;
+            }
+            let close = read_close(&mut stream);
+            assert_eq!(close[..2], 1009u16.to_be_bytes(), "{first}+{second}");
+            events.wait_close(sid);
+            let errors = events.errors_of(sid);
+            assert!(
+                matches!(&errors[..], [ErrKind::MessageTooLong { len, max: m }]
+                    if *len > max && *m == max),
+                "{first}+{second}: {errors:?}"
+            );
+        }
+        let mut ping = client_header(0x82, 2);
+        ping.extend_from_slice(b"ok");
+        bystander.write_all(&ping).unwrap();
+        events.wait(
+            "the bystander's message",
+            |e| matches!(e, Ev::Msg { sid, msg } if *sid == bystander_sid && &msg[..] == b"ok"),
+        );
+        assert!(events.errors_of(bystander_sid).is_empty());
+        running.stop();
+        events.check_contract();
+    });
+}
