@@ -78,8 +78,7 @@ impl SessionOptions {
     /// One byte more is refused as soon as the length is known (from a length header alone,
     /// before the body is buffered) with `Error::MessageTooLong { len, max }`, `max` being
     /// this limit: a stream session closes, a datagram is dropped and the endpoint goes
-    /// on. A WebSocket session fails with the protocol's
-    /// "too big" error instead, and close code 1009.
+    /// on. A WebSocket session fails with the same error, and close code 1009.
     ///
     /// The codec decodes with this limit ([`Decoder::decode_limited`]). It replaces a
     /// `LengthFieldCodec`'s built-in 8 MiB frame limit, which is for the codec used on its

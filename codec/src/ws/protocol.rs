@@ -546,10 +546,15 @@ impl Protocol {
                 }
                 OpCode::Data(data) => {
                     let max = self.frame_limit(data, header.rsv1);
+                    // Refused against the configured limit: the slack a compressed frame
+                    // gets (`frame_limit`) is no limit of the user's.
+                    let configured = self.config.max_frame_size;
                     let len = usize::try_from(len)
                         .ok()
                         .filter(|&l| l <= max)
-                        .ok_or_else(|| too_big(usize::try_from(len).unwrap_or(usize::MAX), max))?;
+                        .ok_or_else(|| {
+                            too_big(usize::try_from(len).unwrap_or(usize::MAX), configured)
+                        })?;
                     self.start_frame(data, header.rsv1, len)?;
                     src.advance(header_len);
                     self.frame = Some(InFrame {

@@ -182,6 +182,14 @@ impl<S: Stream, H: Handshake<S>> Upgrade<S, H> {
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         log::debug!("websocket upgrade failed: {error}");
         cx.extension::<Metrics>().count_error(&error);
+        if matches!(error, Error::HandshakeTimeout(_)) {
+            // As a session's handshake timeout does (TLS on TCP): the connection is reset
+            // (SO_LINGER 0), not closed with a FIN.
+            #[cfg(unix)]
+            if let Some(stream) = self.stream.as_ref() {
+                let _ = stream.socket().set_linger(Some(Duration::ZERO));
+            }
+        }
         // Unregistered first: the handshake may hand the failure on (a client redials).
         let status = self.end(cx);
         self.handshake.failed(cx, error);
