@@ -45,9 +45,11 @@ pub struct DecodeLimits {
 /// (messages). The stream machine drives only this; a framing never touches a socket or a
 /// clock of its own.
 pub trait Framing: 'static {
-    /// The most bytes framing adds to a raw payload (`write_bytes`), counted against the
-    /// outbound hard bound before anything is queued.
-    const OVERHEAD: usize;
+    /// How many bytes framing a raw payload of `len` bytes (`write_bytes`) adds, counted
+    /// against the outbound hard bound before anything is queued; `None` when the framing
+    /// transforms the payload (compresses it) into its tail: then what it appended there
+    /// is counted once it is framed, as for a codec's message.
+    fn overhead(&self, len: usize) -> Option<usize>;
 
     /// Whether decoding may queue output of the framing's own (pongs, close replies): then a
     /// decode is told whether the queue is above its high watermark.
@@ -166,7 +168,11 @@ pub trait Framing: 'static {
 pub struct CodecFraming;
 
 impl Framing for CodecFraming {
-    const OVERHEAD: usize = 0;
+    #[inline]
+    fn overhead(&self, _len: usize) -> Option<usize> {
+        Some(0)
+    }
+
     const CONTROL_OUTPUT: bool = false;
 
     #[inline]

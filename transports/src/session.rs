@@ -228,9 +228,10 @@ impl<C, T: Transport> Session<C, T> {
     pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
         let bytes = bytes.into();
         self.check_open()?;
-        self.check_room(bytes.len() + T::Framing::OVERHEAD)?;
-        self.framing.write_bytes(bytes, &mut self.out)?;
-        self.note_queued(1);
+        let messages = self.queue_framed(bytes.len(), |framing, out| {
+            framing.write_bytes(bytes, out).map(|()| 1)
+        })?;
+        self.note_queued(messages);
         Ok(())
     }
 
@@ -247,8 +248,8 @@ impl<C, T: Transport> Session<C, T> {
     pub fn write_vectored(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
         self.check_open()?;
         let total: usize = buffers.iter().map(Bytes::len).sum();
-        self.check_room(total + T::Framing::OVERHEAD)?;
-        let messages = self.framing.write_vectored(buffers, &mut self.out)?;
+        let messages =
+            self.queue_framed(total, |framing, out| framing.write_vectored(buffers, out))?;
         self.note_queued(messages);
         Ok(())
     }
@@ -586,11 +587,44 @@ impl<C, T: Transport> Session<C, T> {
     /// it would take the queue past its hard bound.
     pub(crate) fn write_shared(&mut self, pending: &Pending) -> Result<(), Error> {
         self.check_open()?;
-        self.check_room(pending.payload.len() + T::Framing::OVERHEAD)?;
-        self.framing
-            .write_shared(pending.kind, &pending.payload, &mut self.out)?;
-        self.note_queued(1);
+        let messages = self.queue_framed(pending.payload.len(), |framing, out| {
+            framing
+                .write_shared(pending.kind, &pending.payload, out)
+                .map(|()| 1)
+        })?;
+        self.note_queued(messages);
         Ok(())
+    }
+
+    /// Frames `len` raw bytes with `frame`, within the hard bound: counted before they are
+    /// queued when the framing knows what it adds, else (a compressed message, which only
+    /// the tail takes) once framed, and then taken back if past the bound, as `write` does.
+    /// So a message counts the same whichever call queues it.
+    fn queue_framed(
+        &mut self,
+        len: usize,
+        frame: impl FnOnce(&mut T::Framing, &mut Outbound) -> Result<u64, Error>,
+    ) -> Result<u64, Error> {
+        if let Some(overhead) = self.framing.overhead(len) {
+            self.check_room(len + overhead)?;
+            return frame(&mut self.framing, &mut self.out);
+        }
+        let queued = self.queued_bytes();
+        let tail_before = self.out.tail.len();
+        let chunks_before = self.out.len() - tail_before;
+        let messages = frame(&mut self.framing, &mut self.out)?;
+        debug_assert_eq!(
+            self.out.len() - self.out.tail.len(),
+            chunks_before,
+            "tail only"
+        );
+        let added = self.out.tail.len() - tail_before;
+        if queued + added > self.core.options.max_outbound {
+            self.out.tail.truncate(tail_before);
+            self.framing.retract();
+            return Err(self.queue_full(queued, added));
+        }
+        Ok(messages)
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {

@@ -18,9 +18,6 @@ use crate::Error;
 /// compressed) is queued behind its header without a copy, as `write_bytes` does on TCP.
 const ZERO_COPY_PAYLOAD: usize = 4096;
 
-/// The longest WebSocket frame header: 2 bytes, an 8-byte length and a 4-byte mask.
-const MAX_FRAME_HEADER: usize = 14;
-
 /// The framing of a WebSocket session: its protocol state, boxed (a session holds one
 /// pointer for it).
 pub struct WsFraming(Box<WsState>);
@@ -98,7 +95,10 @@ fn take_front_message<C: Decoder>(
 }
 
 impl Framing for WsFraming {
-    const OVERHEAD: usize = MAX_FRAME_HEADER;
+    fn overhead(&self, len: usize) -> Option<usize> {
+        self.0.protocol.frame_overhead(len)
+    }
+
     const CONTROL_OUTPUT: bool = true;
 
     /// The protocol machine answers pings and close frames itself (into `control_out`); a

@@ -137,6 +137,29 @@ impl Protocol {
         self.frame_in_place(kind, buf, room.frame_start, room.len)
     }
 
+    /// How many bytes framing a data message of `len` payload bytes adds (its header, and a
+    /// client's masking key), or `None` when permessage-deflate compresses it: then the
+    /// frame's size is known only once it is made. What a session counts against its
+    /// outbound bound before it queues raw bytes.
+    ///
+    /// ```
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    ///
+    /// let server = Protocol::new(Role::Server, Config::default(), None);
+    /// assert_eq!(server.frame_overhead(125), Some(2));
+    /// assert_eq!(server.frame_overhead(990), Some(4));
+    /// assert_eq!(server.frame_overhead(70_000), Some(10));
+    /// let client = Protocol::new(Role::Client, Config::default(), None);
+    /// assert_eq!(client.frame_overhead(990), Some(8)); // and the masking key
+    /// ```
+    pub fn frame_overhead(&self, len: usize) -> Option<usize> {
+        if self.deflate.as_ref().is_some_and(|d| d.wants(len)) {
+            return None;
+        }
+        let mask = (self.role == Role::Client).then_some([0; 4]);
+        Some(format_header(0, len, mask).1)
+    }
+
     /// For a payload sent as it is, appends only its frame header to `out` and answers
     /// `Ok(true)`: the caller sends the `len` payload bytes right after it, unchanged (so a
     /// large payload need not be copied). Answers `Ok(false)` and appends nothing when the
