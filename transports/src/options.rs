@@ -233,6 +233,14 @@ impl SessionOptions {
     /// The hard bound on queued outbound bytes: a write past it fails with
     /// `Error::QueueFull` and queues nothing (default 4 MiB).
     ///
+    /// It counts bytes as they wait in the queue, framing included, the same whichever
+    /// call queued them (`write`, `write_bytes`, a group's broadcast): a WebSocket message
+    /// counts its frame, compressed when permessage-deflate compresses it (at write time);
+    /// under [`compression`](Self::compression) a message waits as written, to be
+    /// compressed as the stream is flushed, so it counts uncompressed (and the
+    /// compressor's output waiting for the socket counts too). A datagram counts its
+    /// payload plus 64 bytes, so that empty ones are bounded as well.
+    ///
     /// Replies to what the session reads rarely reach it: reading pauses at the high
     /// watermark (see [`pause_reading_when_unwritable`](Self::pause_reading_when_unwritable)).
     /// It bounds the writes a handler makes on its own — pushes, fan-out to slow consumers —
