@@ -1,0 +1,196 @@
+//! Hostile review of today's merges: framed writes under the outbound bound, partial frames
+//! moved out of pooled buffers, handshake timeouts on upgrades, compressed frames over the
+//! message limit. Real sockets on loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use getty::codec::ws::DeflateConfig;
+use getty::codec::{Bytes, RawCodec};
+use getty::ws::{Ws, WsClient, WsServer};
+use getty::{Session, SessionOptions};
+
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// FNV-1a, the digest the python peer prints for each message (`fnv` in `RECEIVER`).
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A python websockets client (it inflates with zlib): prints the extensions negotiated,
+/// then "len digest" for every message it gets until the server closes.
+const RECEIVER: &str = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedOK
+def fnv(b):
+    h = 0xcbf29ce484222325
+    for x in b:
+        h ^= x
+        h = (h * 0x100000001b3) & 0xffffffffffffffff
+    return h
+async def main(url, compress):
+    async with connect(url, compression="deflate" if compress else None, max_size=2**24,
+                       open_timeout=10, close_timeout=10) as ws:
+        print("EXT", ";".join(ws.response.headers.get_all("Sec-WebSocket-Extensions")) or "-", flush=True)
+        try:
+            while True:
+                m = await asyncio.wait_for(ws.recv(), 20)
+                if isinstance(m, str):
+                    m = m.encode()
+                print(len(m), fnv(m), flush=True)
+        except ConnectionClosedOK:
+            pass
+    print("END", ws.close_code, flush=True)
+asyncio.run(main(sys.argv[1], sys.argv[2] == "1"))
+"#;
+
+/// Runs `RECEIVER` against `url`; returns its output lines.
+fn python_receiver(url: &str, compress: bool) -> Vec<String> {
+    let child = Reaped(
+        Command::new(interop_python())
+            .arg("-c")
+            .arg(RECEIVER)
+            .arg(url)
+            .arg(if compress { "1" } else { "0" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run the python peer"),
+    );
+    finish_child(child, STEP)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Pseudo-random bytes (xorshift), which deflate cannot shrink much.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The messages the pattern writes: a small compressible one, and before it a large one
+/// that ends with the same bytes (so a compressor that kept the large one in its window
+/// would refer to it) and is too large for the bound once compressed.
+fn pattern(i: usize) -> (Vec<u8>, Vec<u8>) {
+    let small = format!("shared-prefix-{}-", i % 3).repeat(20).into_bytes();
+    let mut big = noise(i as u64 + 7, 20_000);
+    big.extend_from_slice(&small);
+    (big, small)
+}
+
+/// Writes the pattern with `write_bytes`, `write_vectored` (three pieces) and `write` in
+/// turn; returns the messages taken, in order, and how many were refused as QueueFull.
+fn write_pattern<T: getty::Transport>(
+    s: &mut Session<RawCodec, T>,
+    rounds: usize,
+) -> (Vec<Vec<u8>>, usize) {
+    let mut taken = Vec::new();
+    let mut refused = 0;
+    for i in 0..rounds {
+        let (big, small) = pattern(i);
+        for message in [big, small] {
+            let result = match i % 3 {
+                0 => s.write_bytes(Bytes::from(message.clone())),
+                1 => {
+                    let (a, rest) = message.split_at(message.len() / 3);
+                    let (b, c) = rest.split_at(rest.len() / 2);
+                    s.write_vectored(&[
+                        Bytes::copy_from_slice(a),
+                        Bytes::copy_from_slice(b),
+                        Bytes::copy_from_slice(c),
+                    ])
+                }
+                _ => s.write(Bytes::from(message.clone())),
+            };
+            match result {
+                Ok(()) => taken.push(message),
+                Err(getty::Error::QueueFull { .. }) => refused += 1,
+                Err(e) => panic!("write {i}: {e}"),
+            }
+        }
+    }
+    (taken, refused)
+}
+
+struct PatternWriter {
+    rounds: usize,
+    tx: mpsc::Sender<(Vec<Vec<u8>>, usize)>,
+}
+
+impl getty::Handler<RawCodec, Ws> for PatternWriter {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> std::io::Result<()> {
+        let outcome = write_pattern(s, self.rounds);
+        let _ = self.tx.send(outcome);
+        s.close();
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec, Ws>, _: Bytes) {}
+}
+
+fn digests(messages: &[Vec<u8>]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| format!("{} {}", m.len(), fnv(m)))
+        .collect()
+}
+
+/// Messages refused past `max_outbound` after permessage-deflate compressed them (by
+/// `write_bytes`, `write_vectored` and `write`) leave nothing behind: every message taken
+/// reaches a zlib-based peer (Python websockets) whole and in order, though each refused
+/// one ends with the bytes of the one taken after it (with context takeover a compressor
+/// that kept it would refer to bytes the peer never got).
+#[test]
+fn refused_compressed_writes_leave_later_messages_inflating_right_at_a_python_peer() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, rx) = mpsc::channel();
+        let server = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .session_options(SessionOptions::default().max_outbound(8_000))
+            .route("/", move |_| {
+                Ok((
+                    RawCodec,
+                    PatternWriter {
+                        rounds: 30,
+                        tx: tx.clone(),
+                    },
+                ))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("review-merges-deflate-retract", server);
+        let lines = python_receiver(&format!("ws://{addr}/"), true);
+        let (taken, refused) = rx.recv_timeout(STEP).expect("the writes' outcome");
+        running.stop();
+        assert!(
+            lines[0].contains("permessage-deflate"),
+            "not negotiated: {lines:?}"
+        );
+        assert!(refused >= 25 && taken.len() >= 25, "{refused} refused, {} taken", taken.len());
+        let mut expected = digests(&taken);
+        expected.insert(0, lines[0].clone());
+        expected.push("END 1000".to_owned());
+        assert_eq!(lines, expected);
+    });
+}
