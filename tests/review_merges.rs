@@ -194,3 +194,79 @@ fn refused_compressed_writes_leave_later_messages_inflating_right_at_a_python_pe
         assert_eq!(lines, expected);
     });
 }
+
+/// Joins the group; the second member to join broadcasts the pattern (each large message
+/// before a small one), then closes the group.
+struct Member {
+    group: getty::SessionGroup<RawCodec, Ws>,
+    rounds: usize,
+    tx: mpsc::Sender<usize>,
+}
+
+impl getty::Handler<RawCodec, Ws> for Member {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> std::io::Result<()> {
+        self.group.join(s).unwrap();
+        if self.group.len() == 2 {
+            let mut reached = 0;
+            for i in 0..self.rounds {
+                let (big, small) = pattern(i);
+                reached += self.group.broadcast(Bytes::from(big)).unwrap();
+                reached += self.group.broadcast(Bytes::from(small)).unwrap();
+            }
+            self.group.close_all();
+            let _ = self.tx.send(reached);
+        }
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<RawCodec, Ws>, _: Bytes) {}
+}
+
+/// A group broadcast to a member that compresses and one that does not, under a
+/// `max_outbound` that each large message exceeds (compressed or not) and that the small
+/// ones fill: the large ones are skipped on both, the small ones all arrive, whole and in
+/// order, at both (Python websockets inflating the compressed member's), though the
+/// compressing member framed (and retracted) each large one before skipping it, and
+/// retried small ones once its queue drained.
+#[test]
+fn a_broadcast_to_compressing_and_plain_members_near_the_bound_inflates_right() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, rx) = mpsc::channel();
+        let group = getty::SessionGroup::<RawCodec, Ws>::new(RawCodec);
+        let rounds = 40;
+        let server = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .session_options(SessionOptions::default().max_outbound(3_000))
+            .route("/", move |_| {
+                Ok((
+                    RawCodec,
+                    Member {
+                        group: group.clone(),
+                        rounds,
+                        tx: tx.clone(),
+                    },
+                ))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("review-merges-broadcast-mix", server);
+        let url = format!("ws://{addr}/");
+        let plain = {
+            let url = url.clone();
+            std::thread::spawn(move || python_receiver(&url, false))
+        };
+        let compressed = python_receiver(&url, true);
+        let plain = plain.join().unwrap();
+        let reached = rx.recv_timeout(STEP).expect("the broadcasts");
+        running.stop();
+        assert_eq!(reached, 4 * rounds);
+        let smalls: Vec<Vec<u8>> = (0..rounds).map(|i| pattern(i).1).collect();
+        let mut expected = digests(&smalls);
+        expected.push("END 1000".to_owned());
+        assert!(compressed[0].contains("permessage-deflate"), "{compressed:?}");
+        assert_eq!(plain[0], "EXT -");
+        assert_eq!(compressed[1..], expected[..], "the compressing member");
+        assert_eq!(plain[1..], expected[..], "the plain member");
+    });
+}
