@@ -270,3 +270,166 @@ fn a_broadcast_to_compressing_and_plain_members_near_the_bound_inflates_right() 
         assert_eq!(plain[1..], expected[..], "the plain member");
     });
 }
+
+/// Writes one message of `len` bytes with the method its counter picks (`write_bytes`,
+/// `write_vectored`, `write`), reports the outcome and closes: in `on_open` on a client; on
+/// the first message on a server, whose `101` response waits in the queue at `on_open`.
+struct BoundProbe {
+    len: usize,
+    client: bool,
+    method: usize,
+    tx: mpsc::Sender<(usize, String)>,
+}
+
+impl BoundProbe {
+    fn probe(&mut self, s: &mut Session<RawCodec, Ws>) {
+        let message = vec![b'x'; self.len];
+        let result = match self.method {
+            0 => s.write_bytes(Bytes::from(message)),
+            1 => {
+                let (a, b) = message.split_at(self.len / 2);
+                s.write_vectored(&[Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)])
+            }
+            _ => s.write(Bytes::from(message)),
+        };
+        let outcome = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(getty::Error::QueueFull { queued, adding, .. }) => {
+                format!("full ({queued} queued, adding {adding})")
+            }
+            Err(e) => e.to_string(),
+        };
+        let _ = self.tx.send((self.method, outcome));
+        s.close();
+    }
+}
+
+impl getty::Handler<RawCodec, Ws> for BoundProbe {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> std::io::Result<()> {
+        if self.client {
+            self.probe(s);
+        }
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, _: Bytes) {
+        self.probe(s);
+    }
+}
+
+/// A frame header's length for `len` payload bytes (and a client's masking key).
+fn header_len(len: usize, client: bool) -> usize {
+    let base = match len {
+        0..126 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    };
+    base + if client { 4 } else { 0 }
+}
+
+/// The three methods' outcomes for one `len` under `max_outbound`, on a server session.
+fn server_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
+    let (tx, rx) = mpsc::channel();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = WsServer::builder()
+        .session_options(SessionOptions::default().max_outbound(max))
+        .route("/echo", move |_| {
+            let method = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok((
+                RawCodec,
+                BoundProbe {
+                    len,
+                    client: false,
+                    method,
+                    tx: tx.clone(),
+                },
+            ))
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let running = Running::serve("review-merges-bound-server", server);
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(addr);
+        ws_upgrade(&mut stream);
+        // Once the 101 is out: the probe writes when this masked "hi" arrives.
+        stream.write_all(b"\x82\x82\0\0\0\0hi").unwrap();
+        outcomes.push(rx.recv_timeout(STEP).expect("an outcome"));
+    }
+    running.stop();
+    outcomes
+}
+
+/// The three methods' outcomes for one `len` under `max_outbound`, on a client session
+/// (which masks): one session per method, the client redialing after each.
+fn client_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
+    let (sink_tx, _sink_rx) = mpsc::channel();
+    let server = WsServer::builder()
+        .route("/", move |_| Ok((RawCodec, Probe::silent(&sink_tx))))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    let server = Running::serve("review-merges-bound-peer", server);
+    let (tx, rx) = mpsc::channel();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = WsClient::builder()
+        .session_options(SessionOptions::default().max_outbound(max))
+        .reconnect_backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build(&format!("ws://{addr}/"), move |_| {
+            let method = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok((
+                RawCodec,
+                BoundProbe {
+                    len,
+                    client: true,
+                    method,
+                    tx: tx.clone(),
+                },
+            ))
+        })
+        .unwrap();
+    let client = Running::serve("review-merges-bound-client", client);
+    let mut outcomes: Vec<(usize, String)> = (0..3)
+        .map(|_| rx.recv_timeout(STEP).expect("an outcome"))
+        .collect();
+    client.stop();
+    server.stop();
+    outcomes.sort();
+    outcomes
+}
+
+/// `max_outbound` counts a WebSocket message's exact frame (header, and a client's
+/// masking key) whichever method queues it: at the header size steps (125, 126, 65,535,
+/// 65,536 bytes), a bound of exactly the frame takes it and one byte less refuses it, for
+/// `write_bytes`, `write_vectored` and `write` alike, on a server and on a client session.
+#[test]
+fn max_outbound_takes_a_frame_of_exactly_the_bound_at_each_header_size() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let mut wrong = Vec::new();
+        for client in [false, true] {
+            for len in [125, 126, 65_535, 65_536] {
+                let frame = len + header_len(len, client);
+                for (max, expected) in [
+                    (frame, "ok".to_owned()),
+                    (frame - 1, format!("full (0 queued, adding {frame})")),
+                ] {
+                    let outcomes = if client {
+                        client_outcomes(len, max)
+                    } else {
+                        server_outcomes(len, max)
+                    };
+                    for (method, outcome) in outcomes {
+                        if outcome != expected {
+                            wrong.push(format!(
+                                "client {client}, {len} bytes, max {max}, method {method}: \
+                                 {outcome} (expected {expected})"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    });
+}
