@@ -433,3 +433,86 @@ fn max_outbound_takes_a_frame_of_exactly_the_bound_at_each_header_size() {
         assert!(wrong.is_empty(), "{wrong:#?}");
     });
 }
+
+/// A client session that writes the pattern in `on_open` and reports what it took and
+/// the echoes that came back, once as many came as it took.
+struct PatternClient {
+    rounds: usize,
+    taken: Vec<Vec<u8>>,
+    echoes: Vec<Vec<u8>>,
+    tx: mpsc::Sender<(Vec<Vec<u8>>, Vec<Vec<u8>>, usize)>,
+    refused: usize,
+}
+
+impl getty::Handler<RawCodec, Ws> for PatternClient {
+    fn on_open(&mut self, s: &mut Session<RawCodec, Ws>) -> std::io::Result<()> {
+        (self.taken, self.refused) = write_pattern(s, self.rounds);
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, message: Bytes) {
+        self.echoes.push(message.to_vec());
+        if self.echoes.len() == self.taken.len() {
+            let outcome = (
+                std::mem::take(&mut self.taken),
+                std::mem::take(&mut self.echoes),
+                self.refused,
+            );
+            let _ = self.tx.send(outcome);
+            s.close();
+        }
+    }
+}
+
+/// On a client session (which masks), refused compressed writes leave the compressor
+/// right too: a Python websockets echo server inflates every message taken and echoes it
+/// unchanged.
+#[test]
+fn a_compressing_client_s_refused_writes_leave_its_messages_inflating_right() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let peer = Reaped(
+            Command::new(interop_python())
+                .arg(ws_peer_script())
+                .arg("server")
+                .arg("--compress")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut peer = peer;
+        let mut line = String::new();
+        BufReader::new(peer.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the python server said {line:?}"));
+        let (tx, rx) = mpsc::channel();
+        let client = WsClient::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .session_options(SessionOptions::default().max_outbound(8_000))
+            .max_consecutive_failures(Some(1))
+            .build(&format!("ws://127.0.0.1:{port}/"), move |_| {
+                Ok((
+                    RawCodec,
+                    PatternClient {
+                        rounds: 30,
+                        taken: Vec::new(),
+                        echoes: Vec::new(),
+                        tx: tx.clone(),
+                        refused: 0,
+                    },
+                ))
+            })
+            .unwrap();
+        let client = Running::serve("review-merges-client-retract", client);
+        let (taken, echoes, refused) = rx.recv_timeout(STEP).expect("the echoes");
+        client.stop();
+        drop(peer.0.stdin.take());
+        let _ = finish_child(peer, STEP);
+        assert!(refused >= 25 && taken.len() >= 25, "{refused} refused, {} taken", taken.len());
+        assert_eq!(digests(&echoes), digests(&taken));
+    });
+}
