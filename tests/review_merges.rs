@@ -516,3 +516,225 @@ fn a_compressing_client_s_refused_writes_leave_its_messages_inflating_right() {
         assert_eq!(digests(&echoes), digests(&taken));
     });
 }
+
+/// Echoes every message back; counts the times its session became unwritable.
+#[derive(Clone, Default)]
+struct Echo(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<C, T> getty::Handler<C, T> for Echo
+where
+    C: getty::codec::Decoder<Item = Bytes> + getty::codec::Encoder<Bytes> + 'static,
+    T: getty::Transport,
+{
+    fn on_message(&mut self, s: &mut Session<C, T>, message: Bytes) {
+        s.write(message).expect("the echo is queued");
+    }
+    fn on_writability_changed(&mut self, _: &mut Session<C, T>, writable: bool) {
+        if !writable {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Echo {
+    fn paused(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Payload sizes around the 8 KiB partial frames moved out of pooled buffers, and larger
+/// frames whose first 8 KiB stall.
+const TRICKLED: [usize; 9] = [8_187, 8_188, 8_189, 8_192, 8_193, 3, 20_000, 100_000, 1];
+
+/// Pieces the wire is cut into, cycled: ends of pieces fall just before, at and after
+/// 8 KiB into frames.
+const PIECES: [usize; 10] = [8_191, 1, 8_192, 2, 8_193, 4_095, 1, 1, 7, 12_000];
+
+/// Payload `i`: every byte tells the frame and its place in it.
+fn trickled_payload(i: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (i * 37 + k % 253) as u8).collect()
+}
+
+/// Sends `wire` in `PIECES` (each let settle so it is read on its own) from a thread of
+/// its own, while `read_echo` reads the echoes, slowly at first, so that the server's
+/// queue passes its (small) high watermark and reading pauses with partial frames held.
+fn trickle_and_check<W: Write + Send + 'static>(
+    mut writer: W,
+    wire: Vec<u8>,
+    mut read_echo: impl FnMut(usize) -> Vec<u8>,
+) {
+    let sender = std::thread::spawn(move || {
+        let mut sent = 0;
+        let mut step = 0;
+        while sent < wire.len() {
+            let take = PIECES[step % PIECES.len()].min(wire.len() - sent);
+            writer.write_all(&wire[sent..sent + take]).unwrap();
+            sent += take;
+            step += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        writer
+    });
+    for round in 0..3 {
+        for (i, &len) in TRICKLED.iter().enumerate() {
+            if round == 0 && i < 3 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let got = read_echo(len);
+            let expected = trickled_payload(round * TRICKLED.len() + i, len);
+            assert!(
+                got == expected,
+                "round {round}, frame {i} ({len} B): the echo differs (first difference at {:?})",
+                got.iter().zip(&expected).position(|(a, b)| a != b)
+            );
+        }
+    }
+    drop(sender.join().unwrap());
+}
+
+/// The length-prefixed wire of three rounds of `TRICKLED`.
+fn length_field_wire() -> Vec<u8> {
+    (0..3)
+        .flat_map(|round| {
+            TRICKLED
+                .iter()
+                .enumerate()
+                .flat_map(move |(i, &len)| frame(&trickled_payload(round * TRICKLED.len() + i, len)))
+        })
+        .collect()
+}
+
+fn trickle_options() -> SessionOptions {
+    SessionOptions::default()
+        .watermarks(16 * 1024, 4 * 1024)
+        .max_outbound(8 << 20)
+}
+
+fn trickle_sockets() -> getty::SocketOptions {
+    getty::SocketOptions::default().send_buffer_size(Some(8 * 1024))
+}
+
+/// Frames trickled in pieces that cut them just before, at and past 8 KiB, over TCP,
+/// with reading paused and resumed by the watermarks meanwhile: every echo is whole and
+/// in order (partial frames of up to 8 KiB are moved out of pooled buffers between reads).
+#[test]
+fn partial_frames_around_8_kib_trickled_over_tcp_are_echoed_whole() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let echo = Echo::default();
+        let handler = echo.clone();
+        let server = getty::tcp::TcpServer::builder()
+            .session_options(trickle_options())
+            .socket_options(trickle_sockets())
+            .bind("127.0.0.1:0", move |_| {
+                Ok((getty::codec::LengthFieldCodec::default(), handler.clone()))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("review-merges-trickle-tcp", server);
+        let mut stream = connect_with_recv_buffer(addr, 4096);
+        let writer = stream.try_clone().unwrap();
+        trickle_and_check(writer, length_field_wire(), |_| read_frame(&mut stream));
+        running.stop();
+        assert!(echo.paused() > 0, "reading never paused");
+    });
+}
+
+/// The same over a unix stream socket.
+#[test]
+fn partial_frames_around_8_kib_trickled_over_a_unix_socket_are_echoed_whole() {
+    use std::os::unix::net::UnixStream;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let dir = TempDir::new("trickle");
+        let path = dir.path("s");
+        let echo = Echo::default();
+        let handler = echo.clone();
+        let server = getty::unix::UnixServer::builder()
+            .session_options(trickle_options())
+            .bind(getty::UnixAddr::path(&path), move |_| {
+                Ok((getty::codec::LengthFieldCodec::default(), handler.clone()))
+            })
+            .unwrap();
+        let running = Running::serve("review-merges-trickle-unix", server);
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let writer = stream.try_clone().unwrap();
+        trickle_and_check(writer, length_field_wire(), |_| read_frame(&mut stream));
+        running.stop();
+        assert!(echo.paused() > 0, "reading never paused");
+    });
+}
+
+/// A masked client frame (mask key 0) of `payload`.
+fn masked_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x82];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0; 4]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one unmasked server data frame; returns its payload.
+fn read_server_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).expect("a frame header");
+    assert_eq!(head[0], 0x82, "a final binary frame");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            stream.read_exact(&mut l).unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            stream.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => usize::from(n),
+    };
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).unwrap();
+    payload
+}
+
+/// The same over a WebSocket.
+#[test]
+fn partial_frames_around_8_kib_trickled_over_a_websocket_are_echoed_whole() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let echo = Echo::default();
+        let handler = echo.clone();
+        let server = WsServer::builder()
+            .session_options(trickle_options())
+            .socket_options(trickle_sockets())
+            .route("/echo", move |_| Ok((RawCodec, handler.clone())))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("review-merges-trickle-ws", server);
+        let mut stream = connect_with_recv_buffer(addr, 4096);
+        ws_upgrade(&mut stream);
+        let wire = (0..3)
+            .flat_map(|round| {
+                TRICKLED.iter().enumerate().flat_map(move |(i, &len)| {
+                    masked_frame(&trickled_payload(round * TRICKLED.len() + i, len))
+                })
+            })
+            .collect();
+        let writer = stream.try_clone().unwrap();
+        trickle_and_check(writer, wire, |_| read_server_frame(&mut stream));
+        running.stop();
+        assert!(echo.paused() > 0, "reading never paused");
+    });
+}
