@@ -738,3 +738,56 @@ fn partial_frames_around_8_kib_trickled_over_a_websocket_are_echoed_whole() {
         assert!(echo.paused() > 0, "reading never paused");
     });
 }
+
+/// A WebSocket client whose server takes its request and answers half a `101` (then
+/// nothing) times out each upgrade: every connection is reset (after the request, which
+/// arrives whole), each counts as one failed dial, and the client gives up after
+/// `max_consecutive_failures` of them, dialing no more.
+#[test]
+fn a_ws_client_whose_upgrade_times_out_resets_and_redials_as_a_failed_dial() {
+    use std::net::TcpListener;
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (sink_tx, _sink) = mpsc::channel();
+        let client = WsClient::builder()
+            .session_options(
+                SessionOptions::default().handshake_timeout(Duration::from_millis(300)),
+            )
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .max_consecutive_failures(Some(3))
+            .build(&format!("ws://{addr}/x"), move |_| {
+                Ok((RawCodec, Probe::silent(&sink_tx)))
+            })
+            .unwrap();
+        let running = Running::serve("review-merges-ws-client-timeout", client);
+        let mut endings = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < deadline {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream.set_read_timeout(Some(STEP)).unwrap();
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        stream.read_exact(&mut byte).expect("the request");
+                        head.push(byte[0]);
+                        assert!(head.len() < 4096, "a request head");
+                    }
+                    stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\n").unwrap();
+                    let (rest, ended) = read_to_end(&mut stream);
+                    endings.push((rest.len(), ended));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+        running.stop();
+        assert_eq!(endings, vec![(0, Ended::Reset); 3]);
+    });
+}
