@@ -791,3 +791,129 @@ fn a_ws_client_whose_upgrade_times_out_resets_and_redials_as_a_failed_dial() {
         assert_eq!(endings, vec![(0, Ended::Reset); 3]);
     });
 }
+
+/// A stored (uncompressed) deflate block of `data`, not final.
+fn stored_block(data: &[u8]) -> Vec<u8> {
+    let len = data.len() as u16;
+    let mut out = vec![0x00];
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// A masked client frame header (mask key 0) with `first` as its first byte.
+fn client_header(first: u8, len: usize) -> Vec<u8> {
+    let mut f = masked_frame(&vec![0; len]);
+    f.truncate(f.len() - len);
+    f[0] = first;
+    f
+}
+
+/// Reads server frames until a close frame; returns its payload.
+fn read_close(stream: &mut TcpStream) -> Vec<u8> {
+    for _ in 0..100 {
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).expect("a frame header");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                stream.read_exact(&mut l).unwrap();
+                usize::from(u16::from_be_bytes(l))
+            }
+            127 => panic!("an unexpectedly long frame"),
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).unwrap();
+        if head[0] == 0x88 {
+            return payload;
+        }
+    }
+    panic!("no close frame");
+}
+
+/// On a session that negotiated permessage-deflate, with `max_message_len` 1,000: an
+/// uncompressed message of exactly the limit, whole or in fragments, and a compressed one
+/// whose frame is over the limit (a stored block's 5 bytes) but that inflates to it, are
+/// delivered; one byte more is refused with `MessageTooLong` naming the configured limit
+/// (and the message's length where the headers tell it), and 1009.
+#[test]
+fn messages_at_and_around_the_limit_report_the_configured_limit() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let max = 1000;
+        let (tx, mut events) = Events::new();
+        let server = WsServer::builder()
+            .deflate(Some(DeflateConfig::default()))
+            .session_options(SessionOptions::default().max_message_len(max))
+            .route("/echo", move |_| Ok((RawCodec, Probe::silent(&tx))))
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("review-merges-limit-values", server);
+        let request = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+        // (what, the wire, the message's length if delivered, else the error expected)
+        let plain = |parts: &[usize]| {
+            let mut wire = Vec::new();
+            for (i, &n) in parts.iter().enumerate() {
+                let opcode = if i == 0 { 0x02 } else { 0x00 };
+                let fin = if i + 1 == parts.len() { 0x80 } else { 0 };
+                wire.extend_from_slice(&client_header(fin | opcode, n));
+                wire.extend(std::iter::repeat_n(b'p', n));
+            }
+            wire
+        };
+        let compressed = |n: usize| {
+            let mut block = stored_block(&vec![b'c'; n]);
+            block.push(0x00); // an empty final-less block's start, as the existing test does
+            let mut wire = client_header(0xc2, block.len());
+            wire.extend_from_slice(&block);
+            wire
+        };
+        let cases: Vec<(&str, Vec<u8>, Result<usize, (usize, usize)>)> = vec![
+            ("one frame of the limit", plain(&[1000]), Ok(1000)),
+            ("one frame over", plain(&[1001]), Err((1001, max))),
+            ("fragments of the limit", plain(&[600, 400]), Ok(1000)),
+            ("fragments over", plain(&[600, 401]), Err((1001, max))),
+            ("three fragments over", plain(&[1, 999, 1]), Err((1001, max))),
+            ("compressed to the limit", compressed(1000), Ok(1000)),
+            ("compressed over", compressed(1001), Err((1001, max))),
+            ("compressed, its frame past the slack", compressed(1009), Err((1015, max))),
+        ];
+        let mut wrong = Vec::new();
+        for (what, wire, expected) in cases {
+            let mut stream = connect(addr);
+            stream.write_all(request.as_bytes()).unwrap();
+            read_101(&mut stream);
+            let sid = events.wait_open(stream.local_addr().unwrap());
+            stream.write_all(&wire).unwrap();
+            let outcome = match expected {
+                Ok(_) => match events.wait("the message or an error", |e| {
+                    e.sid() == sid && !matches!(e, Ev::Open { .. })
+                }) {
+                    Ev::Msg { msg, .. } => Ok(msg.len()),
+                    other => Err(format!("{other:?}")),
+                },
+                Err(_) => {
+                    let close = read_close(&mut stream);
+                    events.wait_close(sid);
+                    match &events.errors_of(sid)[..] {
+                        [ErrKind::MessageTooLong { len, max }] if close[..2] == [3, 241] => {
+                            Err(format!("{len}/{max}"))
+                        }
+                        other => Err(format!("{other:?}, close {close:?}")),
+                    }
+                }
+            };
+            let expected = expected.map_err(|(len, max)| format!("{len}/{max}"));
+            if outcome != expected {
+                wrong.push(format!("{what}: {outcome:?}, expected {expected:?}"));
+            }
+        }
+        running.stop();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    });
+}
