@@ -187,7 +187,11 @@ fn refused_compressed_writes_leave_later_messages_inflating_right_at_a_python_pe
             lines[0].contains("permessage-deflate"),
             "not negotiated: {lines:?}"
         );
-        assert!(refused >= 25 && taken.len() >= 25, "{refused} refused, {} taken", taken.len());
+        assert!(
+            refused >= 25 && taken.len() >= 25,
+            "{refused} refused, {} taken",
+            taken.len()
+        );
         let mut expected = digests(&taken);
         expected.insert(0, lines[0].clone());
         expected.push("END 1000".to_owned());
@@ -264,7 +268,10 @@ fn a_broadcast_to_compressing_and_plain_members_near_the_bound_inflates_right() 
         let smalls: Vec<Vec<u8>> = (0..rounds).map(|i| pattern(i).1).collect();
         let mut expected = digests(&smalls);
         expected.push("END 1000".to_owned());
-        assert!(compressed[0].contains("permessage-deflate"), "{compressed:?}");
+        assert!(
+            compressed[0].contains("permessage-deflate"),
+            "{compressed:?}"
+        );
         assert_eq!(plain[0], "EXT -");
         assert_eq!(compressed[1..], expected[..], "the compressing member");
         assert_eq!(plain[1..], expected[..], "the plain member");
@@ -434,13 +441,16 @@ fn max_outbound_takes_a_frame_of_exactly_the_bound_at_each_header_size() {
     });
 }
 
+/// What the pattern client took, the echoes it got, and how many writes were refused.
+type ClientOutcome = (Vec<Vec<u8>>, Vec<Vec<u8>>, usize);
+
 /// A client session that writes the pattern in `on_open` and reports what it took and
 /// the echoes that came back, once as many came as it took.
 struct PatternClient {
     rounds: usize,
     taken: Vec<Vec<u8>>,
     echoes: Vec<Vec<u8>>,
-    tx: mpsc::Sender<(Vec<Vec<u8>>, Vec<Vec<u8>>, usize)>,
+    tx: mpsc::Sender<ClientOutcome>,
     refused: usize,
 }
 
@@ -512,7 +522,11 @@ fn a_compressing_client_s_refused_writes_leave_its_messages_inflating_right() {
         client.stop();
         drop(peer.0.stdin.take());
         let _ = finish_child(peer, STEP);
-        assert!(refused >= 25 && taken.len() >= 25, "{refused} refused, {} taken", taken.len());
+        assert!(
+            refused >= 25 && taken.len() >= 25,
+            "{refused} refused, {} taken",
+            taken.len()
+        );
         assert_eq!(digests(&echoes), digests(&taken));
     });
 }
@@ -596,10 +610,9 @@ fn trickle_and_check<W: Write + Send + 'static>(
 fn length_field_wire() -> Vec<u8> {
     (0..3)
         .flat_map(|round| {
-            TRICKLED
-                .iter()
-                .enumerate()
-                .flat_map(move |(i, &len)| frame(&trickled_payload(round * TRICKLED.len() + i, len)))
+            TRICKLED.iter().enumerate().flat_map(move |(i, &len)| {
+                frame(&trickled_payload(round * TRICKLED.len() + i, len))
+            })
         })
         .collect()
 }
@@ -777,7 +790,9 @@ fn a_ws_client_whose_upgrade_times_out_resets_and_redials_as_a_failed_dial() {
                         head.push(byte[0]);
                         assert!(head.len() < 4096, "a request head");
                     }
-                    stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\n").unwrap();
+                    stream
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\n")
+                        .unwrap();
                     let (rest, ended) = read_to_end(&mut stream);
                     endings.push((rest.len(), ended));
                 }
@@ -873,15 +888,24 @@ fn messages_at_and_around_the_limit_report_the_configured_limit() {
             wire.extend_from_slice(&block);
             wire
         };
-        let cases: Vec<(&str, Vec<u8>, Result<usize, (usize, usize)>)> = vec![
+        type Case = (&'static str, Vec<u8>, Result<usize, (usize, usize)>);
+        let cases: Vec<Case> = vec![
             ("one frame of the limit", plain(&[1000]), Ok(1000)),
             ("one frame over", plain(&[1001]), Err((1001, max))),
             ("fragments of the limit", plain(&[600, 400]), Ok(1000)),
             ("fragments over", plain(&[600, 401]), Err((1001, max))),
-            ("three fragments over", plain(&[1, 999, 1]), Err((1001, max))),
+            (
+                "three fragments over",
+                plain(&[1, 999, 1]),
+                Err((1001, max)),
+            ),
             ("compressed to the limit", compressed(1000), Ok(1000)),
             ("compressed over", compressed(1001), Err((1001, max))),
-            ("compressed, its frame past the slack", compressed(1009), Err((1015, max))),
+            (
+                "compressed, its frame past the slack",
+                compressed(1009),
+                Err((1015, max)),
+            ),
         ];
         let mut wrong = Vec::new();
         for (what, wire, expected) in cases {
