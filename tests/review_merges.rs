@@ -18,6 +18,9 @@ use getty::{Session, SessionOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
 /// FNV-1a, the digest the python peer prints for each message (`fnv` in `RECEIVER`).
 fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -938,6 +941,108 @@ fn messages_at_and_around_the_limit_report_the_configured_limit() {
             }
         }
         running.stop();
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    });
+}
+
+/// On its first message queues 48 KiB of noise (below the high watermark; a peer that
+/// does not read leaves most of it queued); on its second writes 8 MiB of noise with `method` (0:
+/// `write_bytes`, 1: `write_vectored`), which is past `max_outbound`, and reports the
+/// outcome, the live bytes before and how many more are live right after.
+struct BigWriter {
+    method: usize,
+    seen: usize,
+    tx: mpsc::Sender<(String, isize, isize)>,
+}
+
+impl getty::Handler<RawCodec, Ws> for BigWriter {
+    fn on_message(&mut self, s: &mut Session<RawCodec, Ws>, _: Bytes) {
+        self.seen += 1;
+        if self.seen == 1 {
+            s.write_bytes(Bytes::from(noise(1, 48 * 1024))).unwrap();
+            return;
+        }
+        let before = live_bytes();
+        let result = {
+            let big = Bytes::from(noise(99, 8 << 20));
+            match self.method {
+                0 => s.write_bytes(big),
+                1 => s.write_vectored(&[big.slice(..1 << 20), big.slice(1 << 20..)]),
+                _ => s.write(big),
+            }
+        };
+        let after = live_bytes();
+        let outcome = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(getty::Error::QueueFull { .. }) => "full".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        let _ = self.tx.send((outcome, before, after - before));
+    }
+}
+
+/// A write past `max_outbound` is refused without leaving the session holding the
+/// message's size: on a WebSocket that compresses as on one that does not, `write_bytes`,
+/// `write_vectored` and `write` of 8 MiB, refused on a session whose queue holds what a peer that
+/// does not read left, leave the process holding no more than before (the message is
+/// freed), right after the call and while the session stays stalled.
+#[test]
+fn a_refused_large_write_leaves_a_stalled_session_holding_nothing_more() {
+    watchdog(TEST_LIMIT, || {
+        // The count is the process's: nothing else runs meanwhile.
+        let _gate = exclusive_gate();
+        let mut wrong = Vec::new();
+        for (deflate, method) in [(false, 0), (true, 0), (true, 1), (false, 2), (true, 2)] {
+            let (tx, rx) = mpsc::channel();
+            let server = WsServer::builder()
+                .deflate(Some(DeflateConfig::default()))
+                .session_options(SessionOptions::default().max_outbound(256 * 1024))
+                .socket_options(trickle_sockets())
+                .route("/echo", move |_| {
+                    Ok((
+                        RawCodec,
+                        BigWriter {
+                            method,
+                            seen: 0,
+                            tx: tx.clone(),
+                        },
+                    ))
+                })
+                .bind("127.0.0.1:0")
+                .unwrap();
+            let addr = server.local_addr();
+            let running = Running::serve("review-merges-big-refused", server);
+            let mut stream = connect_with_recv_buffer(addr, 4096);
+            let extension = if deflate {
+                "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+            } else {
+                ""
+            };
+            let request = format!(
+                "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n{extension}\r\n"
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            read_101(&mut stream);
+            stream.write_all(&masked_frame(b"fill")).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            stream.write_all(&masked_frame(b"big")).unwrap();
+            let (outcome, before, right_after) = rx.recv_timeout(STEP).expect("the outcome");
+            std::thread::sleep(Duration::from_millis(300));
+            let stalled = live_bytes() - before;
+            let case = format!(
+                "deflate {deflate}, {}: {outcome}, {right_after} more bytes live right after, \
+                 {stalled} while stalled",
+                ["write_bytes", "write_vectored", "write"][method]
+            );
+            eprintln!("{case}");
+            if outcome != "full" || right_after > 1 << 20 || stalled > 1 << 20 {
+                wrong.push(case);
+            }
+            drop(stream);
+            running.stop();
+        }
         assert!(wrong.is_empty(), "{wrong:#?}");
     });
 }
