@@ -286,6 +286,8 @@ fn a_broadcast_to_compressing_and_plain_members_near_the_bound_inflates_right() 
 /// the first message on a server, whose `101` response waits in the queue at `on_open`.
 struct BoundProbe {
     len: usize,
+    /// Writes noise (which deflate cannot shrink) rather than one byte repeated.
+    noise: bool,
     client: bool,
     method: usize,
     tx: mpsc::Sender<(usize, String)>,
@@ -293,7 +295,11 @@ struct BoundProbe {
 
 impl BoundProbe {
     fn probe(&mut self, s: &mut Session<RawCodec, Ws>) {
-        let message = vec![b'x'; self.len];
+        let message = if self.noise {
+            noise(self.len as u64, self.len)
+        } else {
+            vec![b'x'; self.len]
+        };
         let result = match self.method {
             0 => s.write_bytes(Bytes::from(message)),
             1 => {
@@ -337,10 +343,11 @@ fn header_len(len: usize, client: bool) -> usize {
 }
 
 /// The three methods' outcomes for one `len` under `max_outbound`, on a server session.
-fn server_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
+fn server_outcomes(len: usize, max: usize, deflate: bool) -> Vec<(usize, String)> {
     let (tx, rx) = mpsc::channel();
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let server = WsServer::builder()
+        .deflate(Some(DeflateConfig::default()))
         .session_options(SessionOptions::default().max_outbound(max))
         .route("/echo", move |_| {
             let method = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -348,6 +355,7 @@ fn server_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
                 RawCodec,
                 BoundProbe {
                     len,
+                    noise: deflate,
                     client: false,
                     method,
                     tx: tx.clone(),
@@ -361,7 +369,18 @@ fn server_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
     let mut outcomes = Vec::new();
     for _ in 0..3 {
         let mut stream = connect(addr);
-        ws_upgrade(&mut stream);
+        let extension = if deflate {
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+        } else {
+            ""
+        };
+        let request = format!(
+            "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n{extension}\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        read_101(&mut stream);
         // Once the 101 is out: the probe writes when this masked "hi" arrives.
         stream.write_all(b"\x82\x82\0\0\0\0hi").unwrap();
         outcomes.push(rx.recv_timeout(STEP).expect("an outcome"));
@@ -391,6 +410,7 @@ fn client_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
                 RawCodec,
                 BoundProbe {
                     len,
+                    noise: false,
                     client: true,
                     method,
                     tx: tx.clone(),
@@ -411,13 +431,15 @@ fn client_outcomes(len: usize, max: usize) -> Vec<(usize, String)> {
 /// `max_outbound` counts a WebSocket message's exact frame (header, and a client's
 /// masking key) whichever method queues it: at the header size steps (125, 126, 65,535,
 /// 65,536 bytes), a bound of exactly the frame takes it and one byte less refuses it, for
-/// `write_bytes`, `write_vectored` and `write` alike, on a server and on a client session.
+/// `write_bytes`, `write_vectored` and `write` alike, on a server and on a client session,
+/// and on a server session that compresses, for noise that deflate cannot shrink (framed
+/// first, then counted, and sent as it is).
 #[test]
 fn max_outbound_takes_a_frame_of_exactly_the_bound_at_each_header_size() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
         let mut wrong = Vec::new();
-        for client in [false, true] {
+        for (client, deflate) in [(false, false), (true, false), (false, true)] {
             for len in [125, 126, 65_535, 65_536] {
                 let frame = len + header_len(len, client);
                 for (max, expected) in [
@@ -427,13 +449,13 @@ fn max_outbound_takes_a_frame_of_exactly_the_bound_at_each_header_size() {
                     let outcomes = if client {
                         client_outcomes(len, max)
                     } else {
-                        server_outcomes(len, max)
+                        server_outcomes(len, max, deflate)
                     };
                     for (method, outcome) in outcomes {
                         if outcome != expected {
                             wrong.push(format!(
-                                "client {client}, {len} bytes, max {max}, method {method}: \
-                                 {outcome} (expected {expected})"
+                                "client {client}, deflate {deflate}, {len} bytes, max {max}, \
+                                 method {method}: {outcome} (expected {expected})"
                             ));
                         }
                     }
