@@ -49,6 +49,18 @@ impl Outbound {
         self.len() == 0
     }
 
+    /// Takes back a refused message from the tail: cuts it to `len` bytes again and, when
+    /// the message grew it past the `capacity` it had, moves what is left into a buffer of
+    /// its own size, so that a large refused message leaves no room of its size behind
+    /// (held for as long as a stalled peer keeps the queue from draining).
+    #[cold]
+    pub(crate) fn take_back_tail(&mut self, len: usize, capacity: usize) {
+        self.tail.truncate(len);
+        if self.tail.capacity() > capacity {
+            self.tail = BytesMut::from(&self.tail[..]);
+        }
+    }
+
     /// Queues `bytes`, copying small ones into the tail.
     pub(crate) fn push(&mut self, bytes: Bytes) {
         if bytes.len() < COPY_THRESHOLD {

@@ -187,7 +187,7 @@ impl<C, T: Transport> Session<C, T> {
         // what it holds is counted once: the bound and the watermark are checked against
         // that count plus what this message adds.
         let out: &mut Outbound = &mut self.out;
-        let tail_before = out.tail.len();
+        let (tail_before, capacity_before) = (out.tail.len(), out.tail.capacity());
         let before = out.len() + in_filter;
         // A large payload the codec leaves out of the tail is queued as it is: the message
         // is not copied on its way out.
@@ -203,7 +203,7 @@ impl<C, T: Transport> Session<C, T> {
         };
         let added = out.tail.len() - tail_before + payload.as_ref().map_or(0, Bytes::len);
         if before + added > self.core.options.max_outbound {
-            out.tail.truncate(tail_before);
+            out.take_back_tail(tail_before, capacity_before);
             self.framing.retract();
             return Err(self.queue_full(before, added));
         }
@@ -610,7 +610,7 @@ impl<C, T: Transport> Session<C, T> {
             return frame(&mut self.framing, &mut self.out);
         }
         let queued = self.queued_bytes();
-        let tail_before = self.out.tail.len();
+        let (tail_before, capacity_before) = (self.out.tail.len(), self.out.tail.capacity());
         let chunks_before = self.out.len() - tail_before;
         let messages = frame(&mut self.framing, &mut self.out)?;
         debug_assert_eq!(
@@ -620,7 +620,7 @@ impl<C, T: Transport> Session<C, T> {
         );
         let added = self.out.tail.len() - tail_before;
         if queued + added > self.core.options.max_outbound {
-            self.out.tail.truncate(tail_before);
+            self.out.take_back_tail(tail_before, capacity_before);
             self.framing.retract();
             return Err(self.queue_full(queued, added));
         }
