@@ -1,4 +1,4 @@
-//! Hostile review of today's merges: framed writes under the outbound bound, partial frames
+//! Bounds under hostile use: framed writes under the outbound bound, partial frames
 //! moved out of pooled buffers, handshake timeouts on upgrades, compressed frames over the
 //! message limit. Real sockets on loopback.
 
