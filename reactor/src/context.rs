@@ -119,7 +119,9 @@ impl Context<'_> {
         &self.spawner.core.registry
     }
 
-    /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`.
+    /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`,
+    /// counted from this call: the clock is read here, not taken from the start of the
+    /// loop's pass ([`now`](Self::now)), which a long pass leaves behind.
     ///
     /// ```
     /// getty_reactor::with_context(|cx| {
@@ -128,7 +130,7 @@ impl Context<'_> {
     /// });
     /// ```
     pub fn set_timer(&mut self, delay: Duration, tag: u64) -> TimerId {
-        let deadline = deadline_after(self.spawner.core.now, delay);
+        let deadline = deadline_after(Instant::now(), delay);
         self.set_timer_at(deadline, tag)
     }
 

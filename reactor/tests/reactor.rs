@@ -459,3 +459,88 @@ fn a_narrowed_address_delivers_converted_commands_from_other_threads() {
     handle.shutdown();
     thread.join().unwrap();
 }
+
+/// Spends `busy` in its start, as a long pass of the loop does.
+struct SlowStart {
+    busy: Duration,
+}
+
+impl Entry for SlowStart {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, _: &mut Context<'_>) -> Status {
+        std::thread::sleep(self.busy);
+        Status::Done
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+}
+
+/// Arms a timer of `delay` in its start and reports how long after that call it fired.
+struct TimesItsTimer {
+    delay: Duration,
+    armed: Option<Instant>,
+    fired_after: mpsc::Sender<Duration>,
+}
+
+impl Entry for TimesItsTimer {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        self.armed = Some(Instant::now());
+        cx.set_timer(self.delay, 0);
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, _: u64) -> Status {
+        let _ = self.fired_after.send(self.armed.unwrap().elapsed());
+        cx.handle().shutdown();
+        Status::Done
+    }
+}
+
+/// Spawns its two entries in its start: they start one after the other in the same pass.
+struct Launcher(Option<(SlowStart, TimesItsTimer)>);
+
+impl Entry for Launcher {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let (slow, timed) = self.0.take().unwrap();
+        cx.spawn(slow);
+        cx.spawn(timed);
+        Status::Done
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+}
+
+/// A timer counts its delay from the call that set it, not from the start of the loop's
+/// pass: set after another entry spent 100 ms of the same pass, a 150 ms timer fired 50 ms
+/// after it was set when it counted from the pass's clock.
+#[test]
+fn a_timer_set_late_in_a_long_pass_counts_from_when_it_was_set() {
+    let (tx, rx) = mpsc::channel();
+    let mut r = Reactor::new().unwrap();
+    let delay = Duration::from_millis(150);
+    r.spawn(Launcher(Some((
+        SlowStart {
+            busy: Duration::from_millis(100),
+        },
+        TimesItsTimer {
+            delay,
+            armed: None,
+            fired_after: tx,
+        },
+    ))));
+    r.run().unwrap();
+    let fired_after = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        fired_after >= delay,
+        "a {delay:?} timer fired {fired_after:?} after it was set"
+    );
+}

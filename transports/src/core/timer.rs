@@ -25,11 +25,12 @@ pub(crate) struct SessionTimer {
 }
 
 impl SessionTimer {
-    /// Starts the cron period from `now` (the session opened, or the handler changed a
+    /// Starts the cron period from now (the session opened, or the handler changed a
     /// timer option), and drops the armed timer so that the next [`arm`](Self::arm) takes
-    /// the new deadlines.
+    /// the new deadlines. The clock is read here rather than taken from the loop pass's
+    /// start: a period changed late in a long pass still lasts the whole period.
     pub(crate) fn restart(&mut self, cx: &mut Context<'_>, cron_period: Option<Duration>) {
-        self.next_cron = cron_period.map(|period| cx.now() + period);
+        self.next_cron = cron_period.map(|period| Instant::now() + period);
         self.cancel(cx);
     }
 
