@@ -976,8 +976,11 @@ fn timers_changed_in_their_own_callback_take_effect() {
             ticks[1] - ticks[0] >= Duration::from_millis(150),
             "{ticks:?}"
         );
+        // The cron runs at a fixed rate from its first tick at the new period: two ticks as
+        // the handler sees them can be closer than the period by the first one's wake-up
+        // latency (149.55 ms in one loaded CI run), never by a whole 50 ms period.
         assert!(
-            ticks[2] - ticks[1] >= Duration::from_millis(150),
+            ticks[2] - ticks[1] >= Duration::from_millis(140),
             "{ticks:?}"
         );
         assert!(
