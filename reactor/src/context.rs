@@ -121,7 +121,7 @@ impl Context<'_> {
 
     /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`,
     /// counted from this call: the clock is read here, not taken from the start of the
-    /// loop's pass ([`now`](Self::now)), which a long pass leaves behind.
+    /// loop's pass ([`Spawner::now`]), which a long pass leaves behind.
     ///
     /// ```
     /// getty_reactor::with_context(|cx| {
