@@ -236,7 +236,7 @@ impl SessionOptions {
     /// It counts bytes as they wait in the queue, framing included, the same whichever
     /// call queued them (`write`, `write_bytes`, a group's broadcast): a WebSocket message
     /// counts its frame, compressed when permessage-deflate compresses it (at write time);
-    /// under [`compression`](Self::compression) a message waits as written, to be
+    /// under `compression` (with the `deflate` feature) a message waits as written, to be
     /// compressed as the stream is flushed, so it counts uncompressed (and the
     /// compressor's output waiting for the socket counts too). A datagram counts its
     /// payload plus 64 bytes, so that empty ones are bounded as well.
