@@ -20,7 +20,7 @@ fn sink() -> impl Strategy<Value = Sink> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let [push, encode, burst, write, flush, drain, clear, push_view] = OP_WEIGHTS;
+    let [push, encode, burst, write, flush, drain, clear, push_view, refused] = OP_WEIGHTS;
     prop_oneof![
         push => SIZE.strategy().prop_map(Op::Push),
         encode => ENCODE.strategy().prop_map(Op::Encode),
@@ -34,6 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
         clear => Just(Op::Clear),
         push_view => (SIZE.strategy(), VIEW_QUEUED.strategy(), any::<bool>())
             .prop_map(|(len, queued, blocked)| Op::PushView { len, queued, blocked }),
+        refused => SIZE.strategy().prop_map(Op::Refused),
     ]
 }
 
@@ -83,7 +84,7 @@ proptest! {
 /// correct queue).
 #[test]
 fn fuzz_input_decodes_to_runs_that_pass() {
-    let mut kinds = [false; 8];
+    let mut kinds = [false; 9];
     for seed in 0..300u32 {
         let len = (seed as usize * 7) % 1500;
         let data: Vec<u8> = (0..len as u32)
@@ -101,9 +102,10 @@ fn fuzz_input_decodes_to_runs_that_pass() {
                 Op::Drain { .. } => 5,
                 Op::Clear => 6,
                 Op::PushView { .. } => 7,
+                Op::Refused(_) => 8,
             }] = true;
         }
         run(&ops, with_drain);
     }
-    assert_eq!(kinds, [true; 8], "every kind of operation comes up");
+    assert_eq!(kinds, [true; 9], "every kind of operation comes up");
 }

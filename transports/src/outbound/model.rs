@@ -229,6 +229,10 @@ pub(crate) enum Op {
         fail_at: Option<usize>,
     },
     Clear,
+    /// A message of that many bytes encoded into the tail, then refused (past the hard
+    /// bound) and taken back with `take_back_tail`: none of its bytes may leave, and the
+    /// tail keeps no room the message grew it by.
+    Refused(usize),
 }
 
 pub(crate) struct Harness {
@@ -318,8 +322,24 @@ impl Harness {
                 self.out.clear();
                 self.model.clear();
             }
+            Op::Refused(len) => self.refused(*len),
         }
         self.check();
+    }
+
+    /// Encodes `len` bytes the model never gets (from another stream, so a byte of them
+    /// that left would not match the model's), then takes them back.
+    fn refused(&mut self, len: usize) {
+        let (tail_len, capacity) = (self.out.tail.len(), self.out.tail.capacity());
+        let refused = stream_bytes(self.pos | 1 << 63, len, false);
+        self.out.tail.extend_from_slice(&refused);
+        self.out.take_back_tail(tail_len, capacity);
+        assert_eq!(self.out.tail.len(), tail_len, "the refused bytes are gone");
+        assert!(
+            self.out.tail.capacity() <= capacity,
+            "a refused message of {len} B left the tail {} B of room, up from {capacity}",
+            self.out.tail.capacity()
+        );
     }
 
     /// A payload queued behind an encoding: past the queue's length, or behind a blocked
@@ -459,8 +479,8 @@ pub(crate) fn run(ops: &[Op], with_drain: bool) {
 pub(crate) const MOST_OPS: usize = 250;
 
 /// How often each kind of operation comes up: push, encode, burst, write, flush, drain,
-/// clear, push_view.
-pub(crate) const OP_WEIGHTS: [u32; 8] = [12, 6, 1, 8, 2, 6, 1, 6];
+/// clear, push_view, refused.
+pub(crate) const OP_WEIGHTS: [u32; 9] = [12, 6, 1, 8, 2, 6, 1, 6, 2];
 
 /// A push: either side of the copy threshold, at it, and well past it.
 pub(crate) const SIZE: Weighted<usize> = Weighted(&[
@@ -573,7 +593,7 @@ impl FuzzOps<'_> {
                 Op::Drain { limit, fail_at }
             }
             6 => Op::Clear,
-            _ => {
+            7 => {
                 let len = SIZE.draw(u)?;
                 let (queued, blocked) = (VIEW_QUEUED.draw(u)?, u.arbitrary()?);
                 Op::PushView {
@@ -581,6 +601,10 @@ impl FuzzOps<'_> {
                     queued,
                     blocked,
                 }
+            }
+            _ => {
+                let len = SIZE.draw(u)?;
+                Op::Refused(self.take_bytes(len))
             }
         })
     }
