@@ -87,8 +87,9 @@ pub trait Framing: 'static {
         self.encode(codec, message, out).map(|()| None)
     }
 
-    /// The message just encoded was refused (past the hard bound) and truncated away: undo
-    /// what encoding it left in the framing's state (a compressor's window).
+    /// The message just encoded was refused (past the hard bound, or failed part way) and
+    /// taken back out of the queue: undo what encoding it left in the framing's state (a
+    /// compressor's window).
     fn retract(&mut self) {}
 
     /// Queues raw bytes as one message; large ones without a copy where the framing allows.

@@ -197,14 +197,13 @@ impl<C, T: Transport> Session<C, T> {
         {
             Ok(payload) => payload,
             Err(e) => {
-                out.tail.truncate(tail_before);
+                self.take_back(tail_before, capacity_before);
                 return Err(e);
             }
         };
         let added = out.tail.len() - tail_before + payload.as_ref().map_or(0, Bytes::len);
         if before + added > self.core.options.max_outbound {
-            out.take_back_tail(tail_before, capacity_before);
-            self.framing.retract();
+            self.take_back(tail_before, capacity_before);
             return Err(self.queue_full(before, added));
         }
         if let Some(payload) = payload {
@@ -612,7 +611,13 @@ impl<C, T: Transport> Session<C, T> {
         let queued = self.queued_bytes();
         let (tail_before, capacity_before) = (self.out.tail.len(), self.out.tail.capacity());
         let chunks_before = self.out.len() - tail_before;
-        let messages = frame(&mut self.framing, &mut self.out)?;
+        let messages = match frame(&mut self.framing, &mut self.out) {
+            Ok(messages) => messages,
+            Err(e) => {
+                self.take_back(tail_before, capacity_before);
+                return Err(e);
+            }
+        };
         debug_assert_eq!(
             self.out.len() - self.out.tail.len(),
             chunks_before,
@@ -620,11 +625,20 @@ impl<C, T: Transport> Session<C, T> {
         );
         let added = self.out.tail.len() - tail_before;
         if queued + added > self.core.options.max_outbound {
-            self.out.take_back_tail(tail_before, capacity_before);
-            self.framing.retract();
+            self.take_back(tail_before, capacity_before);
             return Err(self.queue_full(queued, added));
         }
         Ok(messages)
+    }
+
+    /// Takes back a message that was encoded into the tail and then refused (past the hard
+    /// bound, or failed by the codec or the framing part way): its bytes, the room it grew
+    /// the tail by (the tail had `len` bytes in `capacity`), and what it left in the
+    /// framing's state (a compressor's window).
+    #[cold]
+    fn take_back(&mut self, len: usize, capacity: usize) {
+        self.out.take_back_tail(len, capacity);
+        self.framing.retract();
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {
@@ -697,5 +711,59 @@ impl<C, T: Transport> Session<C, T> {
         self.counters_mut().messages_out += messages;
         self.unreported_messages_out = self.unreported_messages_out.saturating_add(messages as u32);
         self.core.note_grown(queued);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use getty_codec::{CodecError, Decoded, Decoder, Encoder};
+
+    use super::*;
+    use crate::framing::CodecFraming;
+
+    /// Appends a message of the given length, then fails, as a codec can part way.
+    struct FailsPartWay;
+
+    impl Decoder for FailsPartWay {
+        type Item = Bytes;
+
+        fn decode(&mut self, _: &mut BytesMut) -> Result<Decoded<Bytes>, CodecError> {
+            Ok(Decoded::NeedMore(None))
+        }
+    }
+
+    impl Encoder<usize> for FailsPartWay {
+        fn encode(&mut self, len: usize, dst: &mut BytesMut) -> Result<(), CodecError> {
+            dst.resize(dst.len() + len, 7);
+            Err(CodecError::malformed("failed part way"))
+        }
+    }
+
+    /// A message the codec fails part way leaves neither its bytes nor the room it grew the
+    /// queue by (on a stalled session that room would be held until the queue drains).
+    #[test]
+    fn a_message_the_codec_fails_part_way_leaves_nothing_queued_and_no_room_behind() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        let mut session: Session<FailsPartWay> = Session::new(
+            peer,
+            #[cfg(unix)]
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            FailsPartWay,
+            Default::default(),
+            Instant::now(),
+            CodecFraming,
+        );
+        session.out.tail.extend_from_slice(b"queued before");
+        let capacity = session.out.tail.capacity();
+        assert!(matches!(session.write(4 << 20), Err(Error::Codec(_))));
+        assert_eq!(&session.out.tail[..], b"queued before");
+        assert!(
+            session.out.tail.capacity() <= capacity,
+            "{} B of room left behind, up from {capacity}",
+            session.out.tail.capacity()
+        );
     }
 }
