@@ -609,6 +609,42 @@ fn a_tcp_client_falls_through_to_the_next_address() {
     });
 }
 
+/// A server that accepts and closes every connection at once (overloaded, at its
+/// connection limit, or hostile) is redialled with backoff: with the default backoff (100 ms
+/// doubling to 5 s), the client dials it 3 to 6 times in 3 s. Such sessions are not failed
+/// dials, so a limit of 2 does not end the client. Before, each ended session made the next
+/// redial wait 50 to 100 ms, for ever: 30 to 60 dials in 3 s.
+#[test]
+fn a_client_backs_off_from_a_server_that_closes_every_connection_at_once() {
+    use getty::codec::RawCodec;
+    use getty::tcp::TcpClient;
+
+    watchdog(TEST_LIMIT, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (tx, _events) = Events::new();
+        let client = TcpClient::builder()
+            .max_consecutive_failures(Some(2))
+            .build(addr, move |_| Ok((RawCodec, Probe::silent(&tx))))
+            .unwrap();
+        let client = Running::serve("quick-close-client", client);
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        let mut dials = 0;
+        while std::time::Instant::now() < until {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    dials += 1;
+                    drop(stream);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        client.stop();
+        assert!((3..=6).contains(&dials), "{dials} dials in 3 s");
+    });
+}
+
 /// The same over WebSocket, with the name the issue used: `ws://localhost:PORT` against a
 /// server bound to 127.0.0.1 only.
 #[cfg(feature = "ws")]

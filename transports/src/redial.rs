@@ -66,8 +66,17 @@ pub(crate) struct Redial {
     log_target: &'static str,
     /// Consecutive failed dials; reset by a good one.
     failures: u32,
+    /// Consecutive sessions that ended within [`QUICK_END`] of opening; reset by one that
+    /// lasted. They lengthen the backoff as failures do, but never end the client.
+    quick_ends: u32,
     timer: Option<TimerId>,
 }
+
+/// A session that ends sooner than this after it opened (a peer that accepts and closes at
+/// once: overloaded, at its connection limit, or hostile) makes the next redial wait as
+/// after a failed dial, so that clients back off from such a server instead of redialling
+/// it at the shortest delay for ever.
+pub(crate) const QUICK_END: Duration = Duration::from_secs(1);
 
 impl Redial {
     pub(crate) fn new(policy: RedialPolicy, kind: &'static str, log_target: &'static str) -> Self {
@@ -76,6 +85,7 @@ impl Redial {
             kind,
             log_target,
             failures: 0,
+            quick_ends: 0,
             timer: None,
         }
     }
@@ -96,6 +106,23 @@ impl Redial {
     /// reaches its limit, however its connections' dials interleave.
     pub(crate) fn take_back_success(&mut self, wiped: u32) {
         self.failures = self.failures.saturating_add(wiped);
+    }
+
+    /// A session that had opened ended, after it `lived` that long: one that ended within
+    /// [`QUICK_END`] lengthens the next redial's delay; one that lasted resets that.
+    pub(crate) fn session_ended(&mut self, lived: Duration, addr: &impl fmt::Display) {
+        if lived >= QUICK_END {
+            self.quick_ends = 0;
+            return;
+        }
+        self.quick_ends = self.quick_ends.saturating_add(1);
+        log::debug!(
+            target: self.log_target,
+            "{} session to {addr} ended {lived:?} after it opened ({} in a row); redialling \
+             with backoff",
+            self.kind,
+            self.quick_ends
+        );
     }
 
     pub(crate) fn failed(&mut self, addr: &impl fmt::Display, error: &Error) {
@@ -139,7 +166,14 @@ impl Redial {
         if self.timer.is_some() || missing == 0 || cx.is_shutting_down() {
             return;
         }
-        self.timer = Some(cx.set_timer(self.policy.delay(self.failures), 0));
+        self.timer = Some(cx.set_timer(self.next_delay(), 0));
+    }
+
+    /// The delay before the next redial: failed dials and sessions that ended at once
+    /// count alike.
+    fn next_delay(&self) -> Duration {
+        self.policy
+            .delay(self.failures.saturating_add(self.quick_ends))
     }
 
     /// The redial timer fired.
@@ -157,6 +191,26 @@ impl Redial {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sessions that end at once lengthen the backoff as failed dials do, without counting
+    /// towards the failure limit; one that lasted resets them.
+    #[test]
+    fn sessions_that_end_at_once_lengthen_the_backoff_but_do_not_end_the_client() {
+        let policy = RedialPolicy::default()
+            .backoff(Duration::from_millis(10), Duration::from_secs(10))
+            .max_failures(Some(1));
+        let mut redial = Redial::new(policy, "tcp", "test");
+        let at_once = Duration::from_millis(3);
+        for ends in 1..=4u32 {
+            redial.session_ended(at_once, &"peer");
+            let floor = Duration::from_millis(5) * (1 << ends);
+            let delay = redial.next_delay();
+            assert!(delay >= floor, "{ends} quick ends: {delay:?}");
+        }
+        assert!(!redial.gave_up(&"peer"), "quick ends are not failures");
+        redial.session_ended(QUICK_END, &"peer");
+        assert!(redial.next_delay() <= Duration::from_millis(10), "reset by a lasting session");
+    }
 
     #[test]
     fn delays_double_up_to_the_cap_with_jitter_in_the_upper_half() {

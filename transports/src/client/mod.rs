@@ -223,6 +223,22 @@ impl<S, A> From<OwnerNote> for ClientCommand<S, A> {
     }
 }
 
+/// A session of a client's that counted as a good dial.
+struct Opened {
+    id: EntryId,
+    /// The consecutive failures its success reset: they count again should the session
+    /// turn out a failed dial after all.
+    wiped: u32,
+    /// When it opened: one that ends soon after makes the next redial wait longer.
+    at: Instant,
+}
+
+impl Opened {
+    fn new(id: EntryId, wiped: u32, at: Instant) -> Self {
+        Opened { id, wiped, at }
+    }
+}
+
 /// A client of one peer, dialling with `D`.
 pub(crate) struct Client<D: DialTypes> {
     /// The addresses to dial, in order (never empty).
@@ -235,9 +251,8 @@ pub(crate) struct Client<D: DialTypes> {
     label: String,
     connection_number: usize,
     sessions: Vec<Recipient<SessionCommand>>,
-    /// The sessions that counted as good dials, and the failures each success reset:
-    /// they count again should the session turn out a failed dial after all.
-    wiped: Vec<(EntryId, u32)>,
+    /// The sessions that counted as good dials.
+    opened: Vec<Opened>,
     /// Dials in flight.
     dialing: usize,
     /// Consecutive failed dials, and the redial timer.
@@ -281,7 +296,7 @@ impl<D: Dialing> Client<D> {
             label: peer.label,
             connection_number: settings.connection_number,
             sessions: Vec::new(),
-            wiped: Vec::new(),
+            opened: Vec::new(),
             dialing: 0,
             redial: Redial::new(settings.redial, D::KIND, D::LOG_TARGET),
             transport,
@@ -376,10 +391,12 @@ impl<D: Dialing> Client<D> {
         debug_assert!(owner.is_some(), "a client takes its ClientCommand");
         match self.transport.open(cx, socket, peer.clone(), owner) {
             Ok(session) => {
+                let session = cx.spawn(session);
                 if D::GOOD_WHEN_SPAWNED {
-                    let _ = self.redial.succeeded();
+                    let wiped = self.redial.succeeded();
+                    self.opened.push(Opened::new(session.id(), wiped, cx.now()));
                 }
-                self.sessions.push(cx.spawn(session));
+                self.sessions.push(session);
             }
             Err(error) => {
                 self.transport.attempt_failed(&peer, &error);
@@ -423,17 +440,24 @@ impl<D: Dialing> Client<D> {
         }
     }
 
-    fn on_ended(&mut self, ended: SessionEnded) {
+    fn on_ended(&mut self, ended: SessionEnded, now: Instant) {
         self.sessions.retain(|session| session.id() != ended.id);
-        let wiped = self.wiped.iter().position(|&(id, _)| id == ended.id);
-        let wiped = wiped.map_or(0, |at| self.wiped.swap_remove(at).1);
-        // A session that never opened (refused by `on_open`, a failed WebSocket upgrade)
-        // was a failed dial. So was one whose handshake the peer refused after it had
-        // counted as opened (it is in `wiped` then): the failures its success reset count
-        // again.
-        if let Err(why) = ended.outcome {
-            self.redial.take_back_success(wiped);
-            self.note_failure(why);
+        let opened = self.opened.iter().position(|o| o.id == ended.id);
+        let opened = opened.map(|at| self.opened.swap_remove(at));
+        match ended.outcome {
+            // A session that never opened (refused by `on_open`, a failed WebSocket
+            // upgrade) was a failed dial. So was one whose handshake the peer refused after
+            // it had counted as opened: the failures its success reset count again.
+            Err(why) => {
+                self.redial.take_back_success(opened.map_or(0, |o| o.wiped));
+                self.note_failure(why);
+            }
+            Ok(()) => {
+                if let Some(opened) = opened {
+                    let lived = now.saturating_duration_since(opened.at);
+                    self.redial.session_ended(lived, &self.label);
+                }
+            }
         }
     }
 
@@ -498,9 +522,9 @@ impl<D: Dialing> Entry for Client<D> {
             // Only a session that proves itself in `on_open` makes a stream dial good.
             ClientOp::Opened(id) => {
                 let wiped = self.redial.succeeded();
-                self.wiped.push((id, wiped));
+                self.opened.push(Opened::new(id, wiped, cx.now()));
             }
-            ClientOp::Ended(ended) => self.on_ended(ended),
+            ClientOp::Ended(ended) => self.on_ended(ended, cx.now()),
         }
         if self.check_gave_up(cx) == Status::Done {
             return Status::Done;
