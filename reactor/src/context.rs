@@ -121,7 +121,7 @@ impl Context<'_> {
 
     /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`,
     /// counted from this call: the clock is read here, not taken from the start of the
-    /// loop's pass ([`Spawner::now`]), which a long pass leaves behind.
+    /// event being dispatched ([`Spawner::now`]), which a long callback leaves behind.
     ///
     /// ```
     /// getty_reactor::with_context(|cx| {
@@ -436,7 +436,10 @@ impl Spawner<'_> {
         self.core.timers.live_count()
     }
 
-    /// The time this turn of the loop began (one clock read per turn, not per call).
+    /// The time the loop began what it is doing now: dispatching the current event (or
+    /// rescheduled entry), or else applying commands and firing timers. One clock read per
+    /// event, not per call; the first event of a turn shares the poll's. So an entry called
+    /// after others kept the loop busy is not given a time from before their work.
     ///
     /// ```
     /// getty_reactor::with_context(|cx| assert!(cx.now() <= std::time::Instant::now()));

@@ -1,5 +1,5 @@
 //! What the loop itself measures: cheap enough to leave on (one clock read per turn on top
-//! of the one the loop already makes, and a few integer adds).
+//! of those the loop already makes, and a few integer adds).
 
 use std::fmt;
 use std::time::Duration;

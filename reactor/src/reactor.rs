@@ -299,6 +299,7 @@ impl Reactor {
         }
         self.core.now = Instant::now();
         let turn_began = self.core.now;
+        let mut first_event = true;
         // Entries rescheduled during this turn run in the next one, after its poll.
         std::mem::swap(&mut self.core.rescheduled, &mut self.rescheduled_now);
         #[cfg(unix)]
@@ -313,6 +314,14 @@ impl Reactor {
                 continue;
             }
             self.core.metrics.events += 1;
+            // Each event gets the time its dispatch began: behind entries that kept the loop
+            // busy, a read stamped with the turn's start would look that much older, and a
+            // read-idle timeout or a write stall would fire that much early. One clock read
+            // per event (the first one has the poll's).
+            if !first_event {
+                self.core.now = Instant::now();
+            }
+            first_event = false;
             let ready = Ready::from_event(event);
             self.core
                 .dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
@@ -328,8 +337,10 @@ impl Reactor {
             self.core.shared.drain_into(&mut self.remote_batch);
         }
         for (id, ready) in self.rescheduled_now.drain(..) {
+            self.core.now = Instant::now();
             self.core.dispatch(id, |e, cx| e.on_ready(cx, ready));
         }
+        self.core.now = Instant::now();
         for remote in self.remote_batch.drain(..) {
             self.core.apply(remote);
         }

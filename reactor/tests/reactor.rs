@@ -544,3 +544,71 @@ fn a_timer_set_late_in_a_long_pass_counts_from_when_it_was_set() {
         "a {delay:?} timer fired {fired_after:?} after it was set"
     );
 }
+
+/// Readable at the first poll; its `on_ready` reports the clock it was given and the
+/// time it was called, then keeps the loop busy for `busy`.
+struct SlowReader {
+    socket: mio::net::UdpSocket,
+    busy: Duration,
+    seen: mpsc::Sender<(Instant, Instant)>,
+    /// The readers still to be called: the last one stops the loop.
+    left: Rc<std::cell::Cell<u32>>,
+}
+
+impl Entry for SlowReader {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let token = cx.token();
+        cx.registry()
+            .register(&mut self.socket, token, mio::Interest::READABLE)
+            .unwrap();
+        Status::Continue
+    }
+    fn on_ready(&mut self, cx: &mut Context<'_>, _: Ready) -> Status {
+        let _ = self.seen.send((cx.now(), Instant::now()));
+        std::thread::sleep(self.busy);
+        let _ = self.seen.send((cx.now(), Instant::now()));
+        self.left.set(self.left.get() - 1);
+        if self.left.get() == 0 {
+            cx.handle().shutdown();
+        }
+        Status::Done
+    }
+}
+
+/// `cx.now()` is the time the current event's dispatch began, not the start of the pass:
+/// of two entries readable at the same poll, the second is called after the first kept the
+/// loop busy for 100 ms, and a read idle time or write stall it stamps with `now` would be
+/// that much too early. When `now` was read once per pass, the second entry was given the
+/// time the first one started.
+#[test]
+fn each_event_is_given_the_time_its_dispatch_began() {
+    let (tx, rx) = mpsc::channel();
+    let mut r = Reactor::new().unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let left = Rc::new(std::cell::Cell::new(2));
+    for _ in 0..2 {
+        let socket = mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        sender
+            .send_to(b"ready", socket.local_addr().unwrap())
+            .unwrap();
+        r.spawn(SlowReader {
+            socket,
+            busy: Duration::from_millis(100),
+            seen: tx.clone(),
+            left: left.clone(),
+        });
+    }
+    // Both datagrams are queued before the loop polls (loopback delivers at once), so one
+    // poll returns both events.
+    r.run().unwrap();
+    let seen: Vec<(Instant, Instant)> = rx.try_iter().collect();
+    assert_eq!(seen.len(), 4, "both entries were called");
+    let (first_done, second_now, second_called) = (seen[1].1, seen[2].0, seen[2].1);
+    assert!(
+        second_now >= first_done,
+        "the second event was given a clock {:?} older than its call",
+        second_called - second_now
+    );
+}
