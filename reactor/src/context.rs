@@ -121,7 +121,7 @@ impl Context<'_> {
 
     /// Arms a timer that calls this entry's [`Entry::on_timer`] with `tag` after `delay`,
     /// counted from this call: the clock is read here, not taken from the start of the
-    /// event being dispatched ([`Spawner::now`]), which a long callback leaves behind.
+    /// entry's call ([`Spawner::now`]), which a long callback leaves behind.
     ///
     /// ```
     /// getty_reactor::with_context(|cx| {
@@ -436,10 +436,10 @@ impl Spawner<'_> {
         self.core.timers.live_count()
     }
 
-    /// The time the loop began what it is doing now: dispatching the current event (or
-    /// rescheduled entry), or else applying commands and firing timers. One clock read per
-    /// event, not per call; the first event of a turn shares the poll's. So an entry called
-    /// after others kept the loop busy is not given a time from before their work.
+    /// The time the loop began the call being made (this entry's `on_ready`, `on_timer`,
+    /// `on_command`, ..., or a job): one clock read per call, not per `now()`; the first
+    /// call after a poll shares the poll's. So an entry called after others kept the loop
+    /// busy is not given a time from before their work.
     ///
     /// ```
     /// getty_reactor::with_context(|cx| assert!(cx.now() <= std::time::Instant::now()));

@@ -43,7 +43,11 @@ pub(crate) struct Core {
     pub(crate) registry: Registry,
     pub(crate) slots: Slab<Slot>,
     pub(crate) timers: Timers,
+    /// What `Context::now` answers: when the loop began the call being made (see
+    /// [`fresh_clock`](Self::fresh_clock)).
     pub(crate) now: Instant,
+    /// An entry or a job has run since `now` was read.
+    pub(crate) clock_stale: bool,
     /// Live groups by index: the serial each was created at (index 0, "no group", is never
     /// handed out); `None` marks a free index, also listed in `free_groups`.
     pub(crate) groups: Vec<Option<u64>>,
@@ -192,11 +196,30 @@ impl Core {
         self.run_deferred();
     }
 
+    /// `now` is when the loop read the clock (after its poll).
+    pub(crate) fn set_clock(&mut self, now: Instant) {
+        self.now = now;
+        self.clock_stale = false;
+    }
+
+    /// Reads the clock again if user code ran since it was last read: each call is given
+    /// the time it began, not a time from before the calls ahead of it in the turn (a read
+    /// or write stamped behind entries that kept the loop busy would look that much older,
+    /// and its read-idle timeout or write stall would fire that much early). One clock
+    /// read per call; the first call after a poll shares the poll's.
+    #[inline]
+    fn fresh_clock(&mut self) {
+        if self.clock_stale {
+            self.set_clock(Instant::now());
+        }
+    }
+
     pub(crate) fn call_entry(
         &mut self,
         id: EntryId,
         call: impl FnOnce(&mut dyn Erased, &mut Context<'_>) -> Status,
     ) -> Option<Status> {
+        self.fresh_clock();
         let entry = match self.slots.get_mut(id.key) {
             Some(slot) if slot.serial() == id.serial && !slot.entry.is_taken() => {
                 Some(std::mem::replace(&mut slot.entry, Taken::boxed()))
@@ -218,6 +241,7 @@ impl Core {
         let called = panic::catch_unwind(AssertUnwindSafe(|| {
             call(entry.as_mut(), &mut Context::new(self, id))
         }));
+        self.clock_stale = true;
         let status = match called {
             Ok(status) => status,
             Err(payload) => {
@@ -349,9 +373,11 @@ impl Core {
     pub(crate) fn apply(&mut self, remote: Remote) {
         match remote {
             Remote::Execute(job) => {
+                self.fresh_clock();
                 // AssertUnwindSafe: the job is consumed, and `Spawner` changes the core
                 // only through methods that run no user code.
                 let ran = panic::catch_unwind(AssertUnwindSafe(|| job(&mut Spawner::new(self))));
+                self.clock_stale = true;
                 if let Err(payload) = ran {
                     self.report_panic("a job posted to the reactor", "it is dropped", &*payload);
                     forget_payload(payload);
@@ -386,6 +412,7 @@ impl Core {
     }
 
     pub(crate) fn fire_timers(&mut self) {
+        self.fresh_clock();
         let limit = self.timers.seq_limit();
         while let Some((owner, tag)) = self.timers.pop_expired(self.now, limit) {
             self.dispatch(owner, |e, cx| e.on_timer(cx, tag));

@@ -82,6 +82,7 @@ impl ReactorBuilder {
             slots: Slab::new(),
             timers: Timers::default(),
             now: Instant::now(),
+            clock_stale: false,
             groups: vec![None],
             free_groups: Vec::new(),
             owned_groups: HashMap::new(),
@@ -178,7 +179,7 @@ impl Reactor {
         self.core.enter();
         // Outside a turn the loop's clock is as old as the reactor (or its last turn): an
         // entry arming a timer in `on_start` counts from now, not from then.
-        self.core.now = Instant::now();
+        self.core.set_clock(Instant::now());
         let id = self.core.insert(entry);
         self.core.run_deferred();
         Recipient::exact(id)
@@ -297,9 +298,8 @@ impl Reactor {
                 return Err(e);
             }
         }
-        self.core.now = Instant::now();
+        self.core.set_clock(Instant::now());
         let turn_began = self.core.now;
-        let mut first_event = true;
         // Entries rescheduled during this turn run in the next one, after its poll.
         std::mem::swap(&mut self.core.rescheduled, &mut self.rescheduled_now);
         #[cfg(unix)]
@@ -314,14 +314,6 @@ impl Reactor {
                 continue;
             }
             self.core.metrics.events += 1;
-            // Each event gets the time its dispatch began: behind entries that kept the loop
-            // busy, a read stamped with the turn's start would look that much older, and a
-            // read-idle timeout or a write stall would fire that much early. One clock read
-            // per event (the first one has the poll's).
-            if !first_event {
-                self.core.now = Instant::now();
-            }
-            first_event = false;
             let ready = Ready::from_event(event);
             self.core
                 .dispatch_token(event.token(), |e, cx| e.on_ready(cx, ready));
@@ -337,10 +329,8 @@ impl Reactor {
             self.core.shared.drain_into(&mut self.remote_batch);
         }
         for (id, ready) in self.rescheduled_now.drain(..) {
-            self.core.now = Instant::now();
             self.core.dispatch(id, |e, cx| e.on_ready(cx, ready));
         }
-        self.core.now = Instant::now();
         for remote in self.remote_batch.drain(..) {
             self.core.apply(remote);
         }

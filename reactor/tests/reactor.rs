@@ -612,3 +612,70 @@ fn each_event_is_given_the_time_its_dispatch_began() {
         second_called - second_now
     );
 }
+
+/// Reports the clock it was given and the time it was called, for a command and for each
+/// of two timers armed for the same moment; the first timer keeps the loop busy.
+struct ClockWitness {
+    busy: Duration,
+    seen: mpsc::Sender<(&'static str, Instant, Instant)>,
+    timers_left: u32,
+}
+
+impl Entry for ClockWitness {
+    type Command = u8;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        let at = Instant::now() + Duration::from_millis(50);
+        cx.set_timer_at(at, 1);
+        cx.set_timer_at(at, 2);
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_command(&mut self, cx: &mut Context<'_>, _: u8) -> Status {
+        let _ = self.seen.send(("command", cx.now(), Instant::now()));
+        Status::Continue
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        let _ = self.seen.send(("timer", cx.now(), Instant::now()));
+        if tag == 1 {
+            std::thread::sleep(self.busy);
+        }
+        self.timers_left -= 1;
+        if self.timers_left == 0 {
+            cx.handle().shutdown();
+        }
+        Status::Continue
+    }
+}
+
+/// Commands and timers are given the time their call began too: a command applied after a
+/// slow job of the same batch, and a timer fired after another timer's slow callback, were
+/// given the turn's start, 100 ms before they ran (a write stall counted from a write such
+/// a command made fired that much early).
+#[test]
+fn commands_and_timers_are_given_the_time_their_call_began() {
+    let (tx, rx) = mpsc::channel();
+    let mut r = Reactor::new().unwrap();
+    let busy = Duration::from_millis(100);
+    let witness = r.spawn(ClockWitness {
+        busy,
+        seen: tx,
+        timers_left: 2,
+    });
+    let handle = r.handle().clone();
+    // One batch: a job that keeps the loop busy, then a command.
+    handle.execute(move |_| std::thread::sleep(busy)).unwrap();
+    handle.send(witness, 7u8).unwrap();
+    r.run().unwrap();
+    let seen: Vec<_> = rx.try_iter().collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for (what, given, called) in seen {
+        let behind = called - given;
+        assert!(
+            behind < Duration::from_millis(50),
+            "a {what} was given a clock {behind:?} older than its call"
+        );
+    }
+}
