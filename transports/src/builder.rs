@@ -111,9 +111,11 @@ impl<K> ClientBuilder<K> {
     /// Redial delays: the first after `min`, doubling per consecutive failure up to `max`,
     /// each drawn at random from its upper half so that many clients do not redial in step
     /// (defaults 100 ms and 5 s; `min` is at least 1 ms, and `max` at least `min`). A
-    /// session that ends within a second of opening (a server that accepts and closes at
-    /// once) doubles the delay too, as a failure does, until a session lasts longer; it
-    /// does not count towards [`max_consecutive_failures`](Self::max_consecutive_failures).
+    /// session that the peer (or an error) ends within a second of opening, as a server
+    /// that accepts and closes at once does, doubles the delay too, until a session lasts
+    /// longer; it does not count towards
+    /// [`max_consecutive_failures`](Self::max_consecutive_failures). A session this side
+    /// closes (`Session::close`) changes nothing.
     ///
     /// Two clients of a closed port, each allowed two failed dials
     /// ([`max_consecutive_failures`](Self::max_consecutive_failures)): one redials within

@@ -72,10 +72,11 @@ pub(crate) struct Redial {
     timer: Option<TimerId>,
 }
 
-/// A session that ends sooner than this after it opened (a peer that accepts and closes at
-/// once: overloaded, at its connection limit, or hostile) makes the next redial wait as
-/// after a failed dial, so that clients back off from such a server instead of redialling
-/// it at the shortest delay for ever.
+/// A session the peer (or an error) ends sooner than this after it opened (a peer that
+/// accepts and closes at once: overloaded, at its connection limit, or hostile) makes the
+/// next redial wait as after a failed dial, so that clients back off from such a server
+/// instead of redialling it at the shortest delay for ever. A session this side closed is
+/// not counted: a client may close to send one request per connection.
 pub(crate) const QUICK_END: Duration = Duration::from_secs(1);
 
 impl Redial {
@@ -108,8 +109,9 @@ impl Redial {
         self.failures = self.failures.saturating_add(wiped);
     }
 
-    /// A session that had opened ended, after it `lived` that long: one that ended within
-    /// [`QUICK_END`] lengthens the next redial's delay; one that lasted resets that.
+    /// A session that had opened was ended by the peer (or an error) after it `lived` that
+    /// long: within [`QUICK_END`], it lengthens the next redial's delay; one that lasted
+    /// resets that.
     pub(crate) fn session_ended(&mut self, lived: Duration, addr: &impl fmt::Display) {
         if lived >= QUICK_END {
             self.quick_ends = 0;
@@ -209,7 +211,10 @@ mod tests {
         }
         assert!(!redial.gave_up(&"peer"), "quick ends are not failures");
         redial.session_ended(QUICK_END, &"peer");
-        assert!(redial.next_delay() <= Duration::from_millis(10), "reset by a lasting session");
+        assert!(
+            redial.next_delay() <= Duration::from_millis(10),
+            "reset by a lasting session"
+        );
     }
 
     #[test]

@@ -92,6 +92,9 @@ struct Decoding {
 /// Told to the session's owner (a client) when the session ends.
 pub(crate) struct SessionEnded {
     pub(crate) id: EntryId,
+    /// The peer ended it (its EOF or close frame), or an error did, before this side asked
+    /// to close it.
+    pub(crate) by_peer: bool,
     /// `Ok` for a session that opened; for one that never did (refused by `on_open`, or a
     /// WebSocket upgrade that failed), why not: the client counts it as a failed dial.
     pub(crate) outcome: Result<(), Error>,
@@ -144,23 +147,27 @@ enum Flag {
     /// server's alert for the client's certificate, after the client's side was done): a
     /// client's dial failed.
     HandshakeRefused = 128,
+    /// The session ended on the peer's account (its EOF or close frame) or on an error,
+    /// not on a close this side asked for first: a client counts such a session that ended
+    /// soon after it opened as a sign of a server that closes at once, and backs off.
+    EndedByPeer = 256,
 }
 
-/// The `Flag`s that hold, in one byte: ten thousand idle sessions each hold an entry, whose
-/// size a test guards.
+/// The `Flag`s that hold, in two bytes (in what the socket and the phase leave of a word):
+/// ten thousand idle sessions each hold an entry, whose size a test guards.
 #[derive(Debug, Clone, Copy, Default)]
-struct Flags(u8);
+struct Flags(u16);
 
 impl Flags {
     fn get(self, flag: Flag) -> bool {
-        self.0 & flag as u8 != 0
+        self.0 & flag as u16 != 0
     }
 
     fn set(&mut self, flag: Flag, on: bool) {
         if on {
-            self.0 |= flag as u8;
+            self.0 |= flag as u16;
         } else {
-            self.0 &= !(flag as u8);
+            self.0 &= !(flag as u16);
         }
     }
 
@@ -213,7 +220,7 @@ pub(crate) fn read_and_drop(
 pub(crate) struct StreamEntry<S: Stream, T: Transport, C, H> {
     stream: S,
     phase: Phase,
-    /// Yes/no facts about the connection, in one byte (see `Flag`).
+    /// Yes/no facts about the connection, in two bytes (see `Flag`).
     flags: Flags,
     session: Session<C, T>,
     handler: H,
@@ -598,7 +605,7 @@ mod tests {
     /// session does not use is boxed on first use; what is left, in a release build:
     ///
     /// - the socket, 4 bytes: its descriptor (mio adds a selector id in debug builds: 16);
-    /// - the phase and the flags, 1 + 1;
+    /// - the phase and the flags, 1 + 2;
     /// - the session, 96: its core 24 (the options' `Arc` 8, the id 8, the descriptor for
     ///   `setsockopt` 4, the close request, writability, timer and pause flags 4), the
     ///   peer's address 16 (IPv4 inline, IPv6 boxed), the codec 20 (`LengthFieldCodec`'s

@@ -452,12 +452,15 @@ impl<D: Dialing> Client<D> {
                 self.redial.take_back_success(opened.map_or(0, |o| o.wiped));
                 self.note_failure(why);
             }
-            Ok(()) => {
+            // One this side closed says nothing of the server: a client may close to send a
+            // request per connection.
+            Ok(()) if ended.by_peer => {
                 if let Some(opened) = opened {
                     let lived = now.saturating_duration_since(opened.at);
                     self.redial.session_ended(lived, &self.label);
                 }
             }
+            Ok(()) => {}
         }
     }
 

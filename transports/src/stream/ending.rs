@@ -112,6 +112,7 @@ where
             return self.end(cx, true);
         }
         self.flags.set(Flag::Failed, true);
+        self.note_ended_by_peer();
         log::debug!(
             "session {} ({}) failed: {error}",
             self.session.id(),
@@ -175,6 +176,14 @@ where
         Status::Done
     }
 
+    /// The peer (its EOF or close frame) or an error is ending the session: noted unless
+    /// this side asked to close it first.
+    pub(super) fn note_ended_by_peer(&mut self) {
+        if !self.session.is_closing() {
+            self.flags.set(Flag::EndedByPeer, true);
+        }
+    }
+
     /// Ends a session that never opened (for `why`): no `on_close` (the handler never
     /// heard of it), but its handles see it closed and its owner hears that it ended.
     pub(super) fn abandon(&mut self, cx: &mut Context<'_>, why: Error) -> Status {
@@ -185,6 +194,7 @@ where
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
+                by_peer: self.flags.get(Flag::EndedByPeer),
                 outcome: Err(why),
             };
             cx.send(owner, OwnerNote::Ended(ended));
@@ -213,6 +223,7 @@ where
             };
             let ended = SessionEnded {
                 id: cx.id(),
+                by_peer: self.flags.get(Flag::EndedByPeer),
                 outcome,
             };
             cx.send(owner, OwnerNote::Ended(ended));

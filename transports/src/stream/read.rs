@@ -298,6 +298,7 @@ where
                 Next::Control => {}
                 Next::PeerClosed => {
                     log::debug!("session {}: the peer closed", self.session.id());
+                    self.note_ended_by_peer();
                     self.session.close();
                 }
             }
@@ -353,6 +354,7 @@ where
         if cut && self.phase == Phase::Open && !self.session.is_closing() {
             return Err(Error::UnexpectedEof { buffered });
         }
+        self.note_ended_by_peer();
         self.session.close();
         Ok(())
     }

@@ -154,6 +154,8 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// UDP socket signals write space every time a sent datagram's buffer is freed, so
     /// staying registered would cost a wake-up per datagram sent.
     want_writable: bool,
+    /// The session failed before this side asked to close it (see [`SessionEnded`]).
+    ended_by_error: bool,
     /// When a blocked send is retried, and the wait that led there, for a blocked queue
     /// that no readiness event will wake: a socket that does not signal write space
     /// (`DatagramSocket::signals_write_space`), or a connected unix socket reconnecting.
@@ -197,6 +199,7 @@ where
             timer: SessionTimer::default(),
             reported_messages_out: 0,
             want_writable: false,
+            ended_by_error: false,
             retry: None,
             gone: None,
             segmentation: Segmentation::for_socket(S::UDP),
@@ -349,6 +352,9 @@ where
     /// (through [`end`](Self::end)).
     fn fail(&mut self, cx: &mut Context<'_>, error: Error) -> Status {
         if matches!(self.phase, Phase::Open | Phase::Closing) {
+            // Unless this side asked to close first, an error ended it (a peer's refusal):
+            // a client backs off from a peer that does so soon after every dial.
+            self.ended_by_error |= !self.session.core.is_closing();
             log::debug!("session {} failed: {error}", self.session.id());
             self.session.core.close_request = Some(CloseRequest::Abort);
             cx.extension::<Metrics>().count_error(&error);
@@ -408,6 +414,7 @@ where
         if let Some(owner) = self.owner.take() {
             let ended = SessionEnded {
                 id: cx.id(),
+                by_peer: self.ended_by_error,
                 outcome: Ok(()),
             };
             cx.send(owner, OwnerNote::Ended(ended));

@@ -216,6 +216,7 @@ where
         // The session never opened (no callback): the client counts a failed dial.
         let ended = SessionEnded {
             id: cx.id(),
+            by_peer: false,
             outcome: Err(error),
         };
         cx.send(self.owner, OwnerNote::Ended(ended));
