@@ -167,6 +167,28 @@ pub(crate) fn keepable_vec(item: Vec<u8>) -> Result<Bytes, Vec<u8>> {
     Ok(Bytes::from(item))
 }
 
+/// A split encoding of `item`, a whole message with nothing before it: returned as it is
+/// when it is large (at least [`SPLIT_FROM`] bytes), else copied into `dst`.
+pub(crate) fn split_large(item: Bytes, dst: &mut BytesMut) -> Option<Bytes> {
+    if item.len() < SPLIT_FROM {
+        dst.extend_from_slice(&item);
+        return None;
+    }
+    Some(item)
+}
+
+/// [`split_large`] of a `Vec<u8>`, copied instead when most of its capacity is empty
+/// ([`keepable_vec`]).
+pub(crate) fn split_large_vec(item: Vec<u8>, dst: &mut BytesMut) -> Option<Bytes> {
+    match keepable_vec(item) {
+        Ok(item) => split_large(item, dst),
+        Err(item) => {
+            dst.extend_from_slice(&item);
+            None
+        }
+    }
+}
+
 /// The size of the slabs small messages are copied into.
 const SMALL_SLAB: usize = 4096;
 
@@ -481,6 +503,40 @@ pub trait Encoder<Item> {
     ) -> Result<MessageKind, CodecError> {
         self.encode(item, dst)?;
         Ok(MessageKind::Binary)
+    }
+
+    /// Encodes `item` as one message, as [`encode_message`](Encoder::encode_message) does,
+    /// except that a large payload may stay out of `dst`, as with
+    /// [`encode_split`](Encoder::encode_split): the codec appends what goes before the
+    /// payload in the message (often nothing) and returns the payload. A WebSocket server
+    /// that sends the message uncompressed queues that payload as it is, behind the frame's
+    /// header, so a large message is never copied on its way out (a client, which masks,
+    /// and a compressing session copy it). The default is `encode_message`, with no
+    /// payload left out; the built-in codecs leave out the payload of an owned `Bytes`,
+    /// `Vec<u8>` or [`Message`] of at least [`SPLIT_FROM`] bytes. On error, `dst` must be
+    /// left as it was.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use getty_codec::{Encoder, Message, MessageCodec, MessageKind, SPLIT_FROM};
+    ///
+    /// let mut out = BytesMut::new();
+    /// let big = Message::binary(vec![7u8; SPLIT_FROM]);
+    /// let payload = big.payload().clone();
+    /// let (kind, left_out) = MessageCodec.encode_message_split(big, &mut out).unwrap();
+    /// assert_eq!(kind, MessageKind::Binary);
+    /// assert!(out.is_empty()); // nothing goes before the payload
+    /// assert_eq!(left_out.unwrap().as_ptr(), payload.as_ptr()); // the payload, not a copy
+    ///
+    /// let (kind, left_out) = MessageCodec.encode_message_split(Message::text("hi"), &mut out).unwrap();
+    /// assert_eq!((kind, left_out, &out[..]), (MessageKind::Text, None, &b"hi"[..]));
+    /// ```
+    fn encode_message_split(
+        &mut self,
+        item: Item,
+        dst: &mut BytesMut,
+    ) -> Result<(MessageKind, Option<Bytes>), CodecError> {
+        self.encode_message(item, dst).map(|kind| (kind, None))
     }
 
     /// About how many bytes `item` takes once encoded, told without encoding it: what a

@@ -8,7 +8,8 @@ use std::str::Utf8Error;
 use bytes::{Bytes, BytesMut};
 
 use crate::{
-    split_message, split_message_after, CodecError, Decoded, Decoder, Encoder, MessageKind,
+    split_large, split_large_vec, split_message, split_message_after, CodecError, Decoded, Decoder,
+    Encoder, MessageKind,
 };
 
 /// Bytes that are UTF-8: the payload of a [`Message::Text`]. Made from a `String` or a
@@ -449,6 +450,17 @@ impl Encoder<Message> for MessageCodec {
         dst.extend_from_slice(item.payload());
         Ok(item.kind())
     }
+
+    /// The message's kind; a large payload is returned as it is (see
+    /// [`Encoder::encode_message_split`]).
+    fn encode_message_split(
+        &mut self,
+        item: Message,
+        dst: &mut BytesMut,
+    ) -> Result<(MessageKind, Option<Bytes>), CodecError> {
+        let kind = item.kind();
+        Ok((kind, split_large(item.into_payload(), dst)))
+    }
 }
 
 impl Encoder<&Message> for MessageCodec {
@@ -600,6 +612,16 @@ impl Encoder<Vec<u8>> for MessageCodec {
         dst.extend_from_slice(&item);
         Ok(MessageKind::Binary)
     }
+
+    /// A binary message; a large `item` is returned whole (see
+    /// [`Encoder::encode_message_split`]).
+    fn encode_message_split(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut BytesMut,
+    ) -> Result<(MessageKind, Option<Bytes>), CodecError> {
+        Ok((MessageKind::Binary, split_large_vec(item, dst)))
+    }
 }
 
 impl Encoder<Bytes> for MessageCodec {
@@ -629,6 +651,16 @@ impl Encoder<Bytes> for MessageCodec {
     ) -> Result<MessageKind, CodecError> {
         dst.extend_from_slice(&item);
         Ok(MessageKind::Binary)
+    }
+
+    /// A binary message; a large `item` is returned whole (see
+    /// [`Encoder::encode_message_split`]).
+    fn encode_message_split(
+        &mut self,
+        item: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<(MessageKind, Option<Bytes>), CodecError> {
+        Ok((MessageKind::Binary, split_large(item, dst)))
     }
 }
 

@@ -5,8 +5,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    keepable_vec, split_message, split_message_after, CodecError, Decoded, Decoder, Encoder,
-    MessageKind, SPLIT_FROM,
+    split_large, split_large_vec, split_message, split_message_after, CodecError, Decoded, Decoder,
+    Encoder, MessageKind,
 };
 
 /// Passes bytes through unframed: each decode hands out everything buffered so far, and
@@ -187,7 +187,17 @@ impl Encoder<Bytes> for RawCodec {
         item: Bytes,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        split_large(item, dst)
+        Ok(split_large(item, dst))
+    }
+
+    /// A binary message; a large `item` is returned whole: see
+    /// [`Encoder::encode_message_split`].
+    fn encode_message_split(
+        &mut self,
+        item: Bytes,
+        dst: &mut BytesMut,
+    ) -> Result<(MessageKind, Option<Bytes>), CodecError> {
+        Ok((MessageKind::Binary, split_large(item, dst)))
     }
 }
 
@@ -238,24 +248,18 @@ impl Encoder<Vec<u8>> for RawCodec {
         item: Vec<u8>,
         dst: &mut BytesMut,
     ) -> Result<Option<Bytes>, CodecError> {
-        match keepable_vec(item) {
-            Ok(item) => split_large(item, dst),
-            Err(item) => {
-                dst.put_slice(&item);
-                Ok(None)
-            }
-        }
+        Ok(split_large_vec(item, dst))
     }
-}
 
-/// A raw message's split encoding: nothing goes before the payload, so a large one is
-/// returned whole and a small one copied.
-fn split_large(item: Bytes, dst: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
-    if item.len() < SPLIT_FROM {
-        dst.put_slice(&item);
-        return Ok(None);
+    /// A binary message; a large `item` is returned whole (as `Bytes`, without a copy):
+    /// see [`Encoder::encode_message_split`].
+    fn encode_message_split(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut BytesMut,
+    ) -> Result<(MessageKind, Option<Bytes>), CodecError> {
+        Ok((MessageKind::Binary, split_large_vec(item, dst)))
     }
-    Ok(Some(item))
 }
 
 impl Encoder<&str> for RawCodec {

@@ -49,6 +49,15 @@ impl Outbound {
         self.len() == 0
     }
 
+    /// The queued chunks (the tail not among them), oldest first: for tests.
+    #[cfg(test)]
+    pub(crate) fn queued_chunks(&self) -> Vec<Bytes> {
+        self.chunks
+            .iter()
+            .flat_map(|c| c.queue.iter().cloned())
+            .collect()
+    }
+
     /// Takes back a refused message from the tail: cuts it to `len` bytes again and, when
     /// the message grew it past the `capacity` it had, moves what is left into a buffer of
     /// its own size, so that a large refused message leaves no room of its size behind

@@ -110,6 +110,43 @@ pub struct HeaderRoom {
     len: usize,
 }
 
+impl HeaderRoom {
+    /// Where the frame begins in the buffer (where the room begins): truncating the buffer
+    /// there takes the message back.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    ///
+    /// let server = Protocol::new(Role::Server, Config::default(), None);
+    /// let mut out = BytesMut::from(&b"earlier"[..]);
+    /// let room = server.reserve_header(&mut out);
+    /// out.extend_from_slice(b"a message that will not be sent after all");
+    /// out.truncate(room.frame_start());
+    /// assert_eq!(&out[..], b"earlier");
+    /// ```
+    pub fn frame_start(&self) -> usize {
+        self.frame_start
+    }
+
+    /// Where the payload begins: the end of the room. A codec that appended nothing left
+    /// the buffer this long.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    ///
+    /// let server = Protocol::new(Role::Server, Config::default(), None);
+    /// let mut out = BytesMut::from(&b"earlier"[..]);
+    /// let room = server.reserve_header(&mut out);
+    /// assert_eq!(room.payload_start(), out.len()); // 7 bytes, and 2 for a short header
+    /// assert_eq!(room.payload_start() - room.frame_start(), 2);
+    /// ```
+    pub fn payload_start(&self) -> usize {
+        self.frame_start + self.len
+    }
+}
+
 impl Protocol {
     /// A machine for `role` with `config`'s limits and the permessage-deflate settings the
     /// handshake agreed (`None`: no compression; RSV1 is then a protocol error).

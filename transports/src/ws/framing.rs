@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use getty_codec::ws::{close_code, Event, InPlace, WsError};
+use getty_codec::ws::{close_code, Event, HeaderRoom, InPlace, Protocol, WsError};
 use getty_codec::{CodecError, Decoder, Encoder, MessageKind};
 
 use crate::framing::{DecodeLimits, Framing, Next};
@@ -94,6 +94,37 @@ fn take_front_message<C: Decoder>(
     Ok(Next::Message(message))
 }
 
+/// Frames a message whose payload the codec left out of `out`, after the `room` reserved for
+/// its header: behind a header of its own when nothing came before it
+/// in the message and it goes out as it is (the payload is returned, to be queued
+/// uncopied); else copied in and framed in place. Out of line: it runs for large messages
+/// only.
+#[inline(never)]
+fn frame_left_out(
+    protocol: &mut Protocol,
+    kind: MessageKind,
+    payload: Bytes,
+    out: &mut BytesMut,
+    mut room: HeaderRoom,
+) -> Result<Option<Bytes>, Error> {
+    let nothing_before = out.len() == room.payload_start();
+    if nothing_before {
+        out.truncate(room.frame_start());
+        if protocol
+            .put_plain_header(kind, payload.len(), out)
+            .map_err(Error::WebSocket)?
+        {
+            return Ok(Some(payload));
+        }
+        room = protocol.reserve_header(out);
+    }
+    out.extend_from_slice(&payload);
+    protocol
+        .encode_reserved(kind, out, room)
+        .map(|()| None)
+        .map_err(Error::WebSocket)
+}
+
 impl Framing for WsFraming {
     fn overhead(&self, len: usize) -> Option<usize> {
         self.0.protocol.frame_overhead(len)
@@ -176,7 +207,9 @@ impl Framing for WsFraming {
             .map_err(Error::WebSocket)
     }
 
-    /// The WebSocket frames every message in place, so nothing is left out of `out`
+    /// A large payload the codec leaves out ([`Encoder::encode_message_split`]) follows
+    /// its frame's header uncopied when it goes out as it is (a server's, not compressed),
+    /// as `write_bytes` sends it; otherwise it is copied into `out` and framed in place
     /// (inlined: called once per message, through `Session::write`).
     #[inline]
     fn encode_split<C: Encoder<M>, M>(
@@ -185,7 +218,16 @@ impl Framing for WsFraming {
         message: M,
         out: &mut BytesMut,
     ) -> Result<Option<Bytes>, Error> {
-        self.encode(codec, message, out).map(|()| None)
+        let protocol = &mut self.0.protocol;
+        let room = protocol.reserve_header(out);
+        let (kind, payload) = codec.encode_message_split(message, out)?;
+        if let Some(payload) = payload {
+            return frame_left_out(protocol, kind, payload, out, room);
+        }
+        protocol
+            .encode_reserved(kind, out, room)
+            .map(|()| None)
+            .map_err(Error::WebSocket)
     }
 
     /// A compressed message is in the compressor's window by now: it must not stay there,
@@ -283,5 +325,40 @@ impl Framing for WsFraming {
             other => WsError::new(code, other.to_string()),
         };
         self.0.protocol.fail(&failure, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use getty_codec::{Message, SPLIT_FROM};
+
+    /// A server's large message goes out behind a header of its own, uncopied, through
+    /// `write` as through `write_bytes`; a small one is framed in the tail.
+    #[test]
+    fn a_servers_large_message_is_queued_behind_its_header_uncopied() {
+        crate::with_ws_session(|s| {
+            s.write(Message::text("hi")).unwrap();
+            assert_eq!(&s.out.tail[..], b"\x81\x02hi");
+            let payload = Bytes::from(vec![7u8; SPLIT_FROM]);
+            let at = payload.as_ptr();
+            s.write(Message::binary(payload)).unwrap();
+            // 16 KiB: a 4-byte header (126, then the length) behind "hi", then the payload.
+            let header = [0x82, 0x7e, (SPLIT_FROM >> 8) as u8, SPLIT_FROM as u8];
+            let chunks = s.out.queued_chunks();
+            assert_eq!(chunks.len(), 2);
+            assert_eq!(
+                chunks[0][..],
+                [&b"\x81\x02hi"[..], &header[..]].concat()[..]
+            );
+            assert_eq!(chunks[1].as_ptr(), at, "the payload was copied");
+            assert_eq!(s.queued_bytes(), 4 + 4 + SPLIT_FROM);
+            s.write(Message::binary(vec![1u8; 3])).unwrap();
+            assert_eq!(
+                &s.out.tail[..],
+                b"\x82\x03\x01\x01\x01",
+                "after the payload"
+            );
+        });
     }
 }
