@@ -169,6 +169,7 @@ pub(crate) fn keepable_vec(item: Vec<u8>) -> Result<Bytes, Vec<u8>> {
 
 /// A split encoding of `item`, a whole message with nothing before it: returned as it is
 /// when it is large (at least [`SPLIT_FROM`] bytes), else copied into `dst`.
+#[inline]
 pub(crate) fn split_large(item: Bytes, dst: &mut BytesMut) -> Option<Bytes> {
     if item.len() < SPLIT_FROM {
         dst.extend_from_slice(&item);
@@ -179,6 +180,7 @@ pub(crate) fn split_large(item: Bytes, dst: &mut BytesMut) -> Option<Bytes> {
 
 /// [`split_large`] of a `Vec<u8>`, copied instead when most of its capacity is empty
 /// ([`keepable_vec`]).
+#[inline]
 pub(crate) fn split_large_vec(item: Vec<u8>, dst: &mut BytesMut) -> Option<Bytes> {
     match keepable_vec(item) {
         Ok(item) => split_large(item, dst),
@@ -511,7 +513,9 @@ pub trait Encoder<Item> {
     /// payload in the message (often nothing) and returns the payload. A WebSocket server
     /// that sends the message uncompressed queues that payload as it is, behind the frame's
     /// header, so a large message is never copied on its way out (a client, which masks,
-    /// and a compressing session copy it). The default is `encode_message`, with no
+    /// and a compressing session copy it). A session asks only for a message whose
+    /// [`encoded_len_hint`](Encoder::encoded_len_hint) is at least [`SPLIT_FROM`], and
+    /// calls `encode_message` for the rest. The default is `encode_message`, with no
     /// payload left out; the built-in codecs leave out the payload of an owned `Bytes`,
     /// `Vec<u8>` or [`Message`] of at least [`SPLIT_FROM`] bytes. On error, `dst` must be
     /// left as it was.

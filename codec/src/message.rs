@@ -453,6 +453,7 @@ impl Encoder<Message> for MessageCodec {
 
     /// The message's kind; a large payload is returned as it is (see
     /// [`Encoder::encode_message_split`]).
+    #[inline]
     fn encode_message_split(
         &mut self,
         item: Message,
@@ -615,6 +616,7 @@ impl Encoder<Vec<u8>> for MessageCodec {
 
     /// A binary message; a large `item` is returned whole (see
     /// [`Encoder::encode_message_split`]).
+    #[inline]
     fn encode_message_split(
         &mut self,
         item: Vec<u8>,
@@ -655,6 +657,7 @@ impl Encoder<Bytes> for MessageCodec {
 
     /// A binary message; a large `item` is returned whole (see
     /// [`Encoder::encode_message_split`]).
+    #[inline]
     fn encode_message_split(
         &mut self,
         item: Bytes,

@@ -192,6 +192,7 @@ impl Encoder<Bytes> for RawCodec {
 
     /// A binary message; a large `item` is returned whole: see
     /// [`Encoder::encode_message_split`].
+    #[inline]
     fn encode_message_split(
         &mut self,
         item: Bytes,
@@ -253,6 +254,7 @@ impl Encoder<Vec<u8>> for RawCodec {
 
     /// A binary message; a large `item` is returned whole (as `Bytes`, without a copy):
     /// see [`Encoder::encode_message_split`].
+    #[inline]
     fn encode_message_split(
         &mut self,
         item: Vec<u8>,
