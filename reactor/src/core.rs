@@ -499,6 +499,8 @@ impl Core {
             self.force_stop();
             return;
         }
+        // The grace counts from now, not from before the callbacks ahead of it in the turn.
+        self.fresh_clock();
         self.phase = Phase::Draining(deadline_after(self.now, grace));
         for id in self.live_ids() {
             self.notify_shutdown(id);
