@@ -115,7 +115,7 @@ impl<K> ClientBuilder<K> {
     /// that accepts and closes at once does, doubles the delay too, until a session lasts
     /// longer; it does not count towards
     /// [`max_consecutive_failures`](Self::max_consecutive_failures). A session this side
-    /// closes (`Session::close`) changes nothing.
+    /// closes (`Session::close`), like one that lasted, resets it.
     ///
     /// Two clients of a closed port, each allowed two failed dials
     /// ([`max_consecutive_failures`](Self::max_consecutive_failures)): one redials within

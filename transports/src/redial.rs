@@ -66,8 +66,9 @@ pub(crate) struct Redial {
     log_target: &'static str,
     /// Consecutive failed dials; reset by a good one.
     failures: u32,
-    /// Consecutive sessions that ended within [`QUICK_END`] of opening; reset by one that
-    /// lasted. They lengthen the backoff as failures do, but never end the client.
+    /// Consecutive sessions the peer ended within [`QUICK_END`] of opening; reset by one
+    /// that lasted or that this side closed. They lengthen the backoff as failures do, but
+    /// never end the client.
     quick_ends: u32,
     timer: Option<TimerId>,
 }
@@ -76,7 +77,8 @@ pub(crate) struct Redial {
 /// accepts and closes at once: overloaded, at its connection limit, or hostile) makes the
 /// next redial wait as after a failed dial, so that clients back off from such a server
 /// instead of redialling it at the shortest delay for ever. A session this side closed is
-/// not counted: a client may close to send one request per connection.
+/// not one, and resets the count: the server served it until the client chose to end it (a
+/// client may close to send one request per connection).
 pub(crate) const QUICK_END: Duration = Duration::from_secs(1);
 
 impl Redial {
@@ -109,11 +111,17 @@ impl Redial {
         self.failures = self.failures.saturating_add(wiped);
     }
 
-    /// A session that had opened was ended by the peer (or an error) after it `lived` that
-    /// long: within [`QUICK_END`], it lengthens the next redial's delay; one that lasted
-    /// resets that.
-    pub(crate) fn session_ended(&mut self, lived: Duration, addr: &impl fmt::Display) {
-        if lived >= QUICK_END {
+    /// A session that had opened ended after it `lived` that long, `by_peer` (its EOF or
+    /// close frame, or an error) or by this side's close. One the peer ended within
+    /// [`QUICK_END`] lengthens the next redial's delay; one that lasted, or that this side
+    /// closed (the server served it until the client chose to end it), resets that.
+    pub(crate) fn session_ended(
+        &mut self,
+        lived: Duration,
+        by_peer: bool,
+        addr: &impl fmt::Display,
+    ) {
+        if !by_peer || lived >= QUICK_END {
             self.quick_ends = 0;
             return;
         }
@@ -204,16 +212,22 @@ mod tests {
         let mut redial = Redial::new(policy, "tcp", "test");
         let at_once = Duration::from_millis(3);
         for ends in 1..=4u32 {
-            redial.session_ended(at_once, &"peer");
+            redial.session_ended(at_once, true, &"peer");
             let floor = Duration::from_millis(5) * (1 << ends);
             let delay = redial.next_delay();
             assert!(delay >= floor, "{ends} quick ends: {delay:?}");
         }
         assert!(!redial.gave_up(&"peer"), "quick ends are not failures");
-        redial.session_ended(QUICK_END, &"peer");
+        redial.session_ended(QUICK_END, true, &"peer");
         assert!(
             redial.next_delay() <= Duration::from_millis(10),
             "reset by a lasting session"
+        );
+        redial.session_ended(at_once, true, &"peer");
+        redial.session_ended(at_once, false, &"peer");
+        assert!(
+            redial.next_delay() <= Duration::from_millis(10),
+            "reset by a session this side closed"
         );
     }
 

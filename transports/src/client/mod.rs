@@ -452,15 +452,14 @@ impl<D: Dialing> Client<D> {
                 self.redial.take_back_success(opened.map_or(0, |o| o.wiped));
                 self.note_failure(why);
             }
-            // One this side closed says nothing of the server: a client may close to send a
-            // request per connection.
-            Ok(()) if ended.by_peer => {
+            // One this side closed was served until the client chose to end it (a client
+            // may close to send a request per connection): not a quick end.
+            Ok(()) => {
                 if let Some(opened) = opened {
                     let lived = now.saturating_duration_since(opened.at);
-                    self.redial.session_ended(lived, &self.label);
+                    self.redial.session_ended(lived, ended.by_peer, &self.label);
                 }
             }
-            Ok(()) => {}
         }
     }
 
