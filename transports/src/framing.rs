@@ -92,11 +92,23 @@ pub trait Framing: 'static {
     /// compressor's window).
     fn retract(&mut self) {}
 
-    /// Queues raw bytes as one message; large ones without a copy where the framing allows.
-    fn write_bytes(&mut self, bytes: Bytes, out: &mut Outbound) -> Result<(), Error>;
+    /// Queues raw bytes as one message; large ones without a copy where the framing allows
+    /// and `keep_views` (the queue drains: see [`Outbound::keeps_views`]), else copied.
+    fn write_bytes(
+        &mut self,
+        bytes: Bytes,
+        keep_views: bool,
+        out: &mut Outbound,
+    ) -> Result<(), Error>;
 
-    /// Queues `buffers` as one unit; returns how many messages that counts as.
-    fn write_vectored(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<u64, Error>;
+    /// Queues `buffers` as one unit, as [`write_bytes`](Self::write_bytes) queues one;
+    /// returns how many messages that counts as.
+    fn write_vectored(
+        &mut self,
+        buffers: &[Bytes],
+        keep_views: bool,
+        out: &mut Outbound,
+    ) -> Result<u64, Error>;
 
     /// Encodes `message` once for many sessions (a group's broadcast): what the codec
     /// makes of it, before any framing of one session's own, and whether it is text.
@@ -227,14 +239,24 @@ impl Framing for CodecFraming {
     }
 
     #[inline]
-    fn write_bytes(&mut self, bytes: Bytes, out: &mut Outbound) -> Result<(), Error> {
-        out.push(bytes);
+    fn write_bytes(
+        &mut self,
+        bytes: Bytes,
+        keep_views: bool,
+        out: &mut Outbound,
+    ) -> Result<(), Error> {
+        out.push_or_copy(bytes, keep_views);
         Ok(())
     }
 
-    fn write_vectored(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<u64, Error> {
+    fn write_vectored(
+        &mut self,
+        buffers: &[Bytes],
+        keep_views: bool,
+        out: &mut Outbound,
+    ) -> Result<u64, Error> {
         for b in buffers {
-            out.push(b.clone());
+            out.push_or_copy(b.clone(), keep_views);
         }
         Ok(buffers.len() as u64)
     }

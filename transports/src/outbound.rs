@@ -89,7 +89,22 @@ impl Outbound {
     /// flush was not `blocked` with output left, else copied into the tail (see
     /// [`VIEWS_WHILE_BELOW`]).
     pub(crate) fn push_view(&mut self, payload: Bytes, queued: usize, blocked: bool) {
-        if !blocked && queued < VIEWS_WHILE_BELOW {
+        self.push_or_copy(payload, Self::keeps_views(queued, blocked));
+    }
+
+    /// Whether a payload handed over whole (perhaps a view of a larger buffer) is queued as
+    /// it is behind `queued` bytes, the last flush `blocked` or not: see
+    /// [`VIEWS_WHILE_BELOW`].
+    #[inline]
+    pub(crate) fn keeps_views(queued: usize, blocked: bool) -> bool {
+        !blocked && queued < VIEWS_WHILE_BELOW
+    }
+
+    /// Queues `payload` as [`push`](Self::push) does when `keep_view`, else copies it into
+    /// the tail.
+    #[inline]
+    pub(crate) fn push_or_copy(&mut self, payload: Bytes, keep_view: bool) {
+        if keep_view {
             self.push(payload);
         } else {
             self.tail.extend_from_slice(&payload);

@@ -214,9 +214,11 @@ impl<C, T: Transport> Session<C, T> {
         Ok(())
     }
 
-    /// Queues raw bytes, bypassing the codec. Large buffers are not copied (on a WebSocket,
-    /// one binary message: a client's payload is copied to be masked, and a compressed one
-    /// to be deflated).
+    /// Queues raw bytes, bypassing the codec. Large buffers are not copied while the queue
+    /// drains; behind a long or stalled queue they are, so that a slice of a larger buffer
+    /// (a received message, which may share a read buffer) does not keep all of it for as
+    /// long as the peer does not read. On a WebSocket it is one binary message: a client's
+    /// payload is copied to be masked, and a compressed one to be deflated.
     ///
     /// ```
     /// getty_transports::with_session(|s| {
@@ -227,15 +229,18 @@ impl<C, T: Transport> Session<C, T> {
     pub fn write_bytes(&mut self, bytes: impl Into<Bytes>) -> Result<(), Error> {
         let bytes = bytes.into();
         self.check_open()?;
+        let keep_views = self.keeps_views();
         let messages = self.queue_framed(bytes.len(), |framing, out| {
-            framing.write_bytes(bytes, out).map(|()| 1)
+            framing.write_bytes(bytes, keep_views, out).map(|()| 1)
         })?;
         self.note_queued(messages);
         Ok(())
     }
 
     /// Queues several buffers as one unit: all of them or, when they would exceed the hard
-    /// bound, none. They go out with one `writev` where the kernel takes them.
+    /// bound, none. They go out with one `writev` where the kernel takes them; large ones
+    /// are copied only behind a long or stalled queue, as with
+    /// [`write_bytes`](Self::write_bytes).
     ///
     /// ```
     /// use bytes::Bytes;
@@ -247,8 +252,10 @@ impl<C, T: Transport> Session<C, T> {
     pub fn write_vectored(&mut self, buffers: &[Bytes]) -> Result<(), Error> {
         self.check_open()?;
         let total: usize = buffers.iter().map(Bytes::len).sum();
-        let messages =
-            self.queue_framed(total, |framing, out| framing.write_vectored(buffers, out))?;
+        let keep_views = self.keeps_views();
+        let messages = self.queue_framed(total, |framing, out| {
+            framing.write_vectored(buffers, keep_views, out)
+        })?;
         self.note_queued(messages);
         Ok(())
     }
@@ -643,6 +650,13 @@ impl<C, T: Transport> Session<C, T> {
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {
         self.core.check_open()
+    }
+
+    /// Whether a payload handed over whole is queued as it is now: while the queue drains
+    /// ([`Outbound::keeps_views`]).
+    fn keeps_views(&self) -> bool {
+        let blocked = self.extras.as_ref().is_some_and(|e| e.timer.is_blocked());
+        Outbound::keeps_views(self.queued_bytes(), blocked)
     }
 
     fn check_room(&self, adding: usize) -> Result<(), Error> {

@@ -36,19 +36,21 @@ impl WsFraming {
     }
 
     /// `buffers` as one message of `kind`. A server sends a large payload that stays as it
-    /// is (not compressed) behind its header without copying it; otherwise the payload is
-    /// copied into the outbound buffer and framed there (masked by a client, compressed
-    /// under permessage-deflate).
+    /// is (not compressed) behind its header without copying it, when `keep_views`;
+    /// otherwise the payload is copied into the outbound buffer and framed there (masked by
+    /// a client, compressed under permessage-deflate).
     fn write_message(
         &mut self,
         kind: MessageKind,
         buffers: &[Bytes],
+        keep_views: bool,
         out: &mut Outbound,
     ) -> Result<(), Error> {
         let len: usize = buffers.iter().map(Bytes::len).sum();
         let protocol = &mut self.0.protocol;
         let start = out.tail.len();
         let framed = if len >= ZERO_COPY_PAYLOAD
+            && keep_views
             && protocol
                 .put_plain_header(kind, len, &mut out.tail)
                 .map_err(Error::WebSocket)?
@@ -240,12 +242,23 @@ impl Framing for WsFraming {
         self.0.protocol.retract_last_message();
     }
 
-    fn write_bytes(&mut self, bytes: Bytes, out: &mut Outbound) -> Result<(), Error> {
-        self.write_message(MessageKind::Binary, std::slice::from_ref(&bytes), out)
+    fn write_bytes(
+        &mut self,
+        bytes: Bytes,
+        keep_views: bool,
+        out: &mut Outbound,
+    ) -> Result<(), Error> {
+        let one = std::slice::from_ref(&bytes);
+        self.write_message(MessageKind::Binary, one, keep_views, out)
     }
 
-    fn write_vectored(&mut self, buffers: &[Bytes], out: &mut Outbound) -> Result<u64, Error> {
-        self.write_message(MessageKind::Binary, buffers, out)?;
+    fn write_vectored(
+        &mut self,
+        buffers: &[Bytes],
+        keep_views: bool,
+        out: &mut Outbound,
+    ) -> Result<u64, Error> {
+        self.write_message(MessageKind::Binary, buffers, keep_views, out)?;
         Ok(1)
     }
 
@@ -265,7 +278,9 @@ impl Framing for WsFraming {
         payload: &Bytes,
         out: &mut Outbound,
     ) -> Result<(), Error> {
-        self.write_message(kind, std::slice::from_ref(payload), out)
+        // A broadcast's payload is the group's own allocation, shared by every member's
+        // queue: a view of it pins nothing more, and copies would cost one per member.
+        self.write_message(kind, std::slice::from_ref(payload), true, out)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
