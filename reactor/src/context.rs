@@ -448,6 +448,24 @@ impl Spawner<'_> {
         self.core.now
     }
 
+    /// Reads the clock, and makes it what [`now`](Self::now) answers for the rest of this
+    /// call: for a deadline counted from a moment after work that may have taken long (a
+    /// handler's callback), which `now` would count from the call's start.
+    ///
+    /// ```
+    /// getty_reactor::with_context(|cx| {
+    ///     let began = cx.now();
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    ///     let read = cx.read_clock();
+    ///     assert!(read >= began + std::time::Duration::from_millis(5));
+    ///     assert_eq!(cx.now(), read);
+    /// });
+    /// ```
+    pub fn read_clock(&mut self) -> Instant {
+        self.core.now = Instant::now();
+        self.core.now
+    }
+
     /// How many entries are alive.
     ///
     /// ```

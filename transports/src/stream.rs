@@ -147,9 +147,10 @@ enum Flag {
     /// server's alert for the client's certificate, after the client's side was done): a
     /// client's dial failed.
     HandshakeRefused = 128,
-    /// The session ended on the peer's account (its EOF or close frame) or on an error,
-    /// not on a close this side asked for first: a client counts such a session that ended
-    /// soon after it opened as a sign of a server that closes at once, and backs off.
+    /// The session ended on the peer's account (its EOF or close frame), on an error or on
+    /// a panic, not on a close this side asked for first: a client counts such a session
+    /// that ended soon after it opened as a sign of a server that closes at once, and
+    /// backs off.
     EndedByPeer = 256,
 }
 
@@ -272,7 +273,8 @@ where
         }
         cx.extension::<Metrics>().sessions_opened += 1;
         self.flags.set(Flag::Opened, true);
-        let handshake_until = cx.now() + self.session.core.options.handshake_timeout;
+        // After `on_open`, which may have taken long: the handshake's time counts from now.
+        let handshake_until = cx.read_clock() + self.session.core.options.handshake_timeout;
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
             io.handshake_until = Some(handshake_until);
         }
@@ -490,7 +492,10 @@ where
             self.mark_handles_closed();
             return;
         }
-        // Done from here on, whatever the handler does.
+        // Done from here on, whatever the handler does. A panic is not a close this side
+        // chose: a client counts the session as one that ended on it (a hostile server's
+        // replies that make the handler panic must not reset the client's backoff).
+        self.note_ended_by_peer();
         self.session.core.close_request = Some(CloseRequest::Abort);
         self.note_ended(cx);
         // A session that failed has had its `on_error` (the panic was in it, or after

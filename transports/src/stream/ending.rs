@@ -32,7 +32,7 @@ where
         }
         self.run_on_close(cx);
         self.phase = Phase::Lingering;
-        let until = cx.now() + self.session.core.options.linger_timeout;
+        let until = cx.read_clock() + self.session.core.options.linger_timeout;
         self.extras_mut().linger_until = Some(until);
         self.rearm_timer(cx);
         self.discard_input(cx)
@@ -176,8 +176,8 @@ where
         Status::Done
     }
 
-    /// The peer (its EOF or close frame) or an error is ending the session: noted unless
-    /// this side asked to close it first.
+    /// The peer (its EOF or close frame), an error or a panic is ending the session: noted
+    /// unless this side asked to close it first.
     pub(super) fn note_ended_by_peer(&mut self) {
         if !self.session.is_closing() {
             self.flags.set(Flag::EndedByPeer, true);

@@ -37,7 +37,9 @@ where
                 }
             }
         } else {
-            self.extras_mut().timer.note_blocked(cx.now(), progressed);
+            // Read afresh: the stall counts from now, not from before the handler's work.
+            let now = cx.read_clock();
+            self.extras_mut().timer.note_blocked(now, progressed);
         }
         Ok(())
     }
@@ -197,8 +199,9 @@ where
             return;
         }
         if self.flags.take(Flag::ReadHeld) || self.flags.get(Flag::Undelivered) {
-            self.session.restart_read_idle(Stamp::of(cx.now()));
-            self.session.framing.on_resume(cx.now());
+            let now = cx.read_clock();
+            self.session.restart_read_idle(Stamp::of(now));
+            self.session.framing.on_resume(now);
             // READ_CLOSED: read on to WouldBlock, since the peer's EOF may have been
             // signalled while paused.
             cx.reschedule(Ready::READABLE | Ready::READ_CLOSED);

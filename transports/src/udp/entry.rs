@@ -154,7 +154,8 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// UDP socket signals write space every time a sent datagram's buffer is freed, so
     /// staying registered would cost a wake-up per datagram sent.
     want_writable: bool,
-    /// The session failed before this side asked to close it (see [`SessionEnded`]).
+    /// The session failed (an error, a panic) before this side asked to close it (see
+    /// [`SessionEnded`]).
     ended_by_error: bool,
     /// When a blocked send is retried, and the wait that led there, for a blocked queue
     /// that no readiness event will wake: a socket that does not signal write space
@@ -561,6 +562,8 @@ where
         log::debug!("session {} failed: {error}", self.session.id());
         cx.extension::<Metrics>().count_error(&error);
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
+        // Not a close this side chose (see `fail`).
+        self.ended_by_error |= !self.session.core.is_closing();
         self.mark_handles_closed();
         if owes_close {
             self.drop_queued();

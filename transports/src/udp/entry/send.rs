@@ -17,7 +17,8 @@ where
     /// session for them.
     pub(super) fn flush(&mut self, cx: &mut Context<'_>) -> bool {
         let per_call = self.per_call();
-        let now = cx.now();
+        // After the handler's callbacks: a stall counts from now.
+        let now = cx.read_clock();
         let mut progressed = false;
         let mut blocked = false;
         let mut reconnected = false;
