@@ -50,7 +50,7 @@ impl Outbound {
     }
 
     /// The queued chunks (the tail not among them), oldest first: for tests.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "ws"))]
     pub(crate) fn queued_chunks(&self) -> Vec<Bytes> {
         self.chunks
             .iter()
