@@ -92,8 +92,8 @@ struct Decoding {
 /// Told to the session's owner (a client) when the session ends.
 pub(crate) struct SessionEnded {
     pub(crate) id: EntryId,
-    /// The peer ended it (its EOF or close frame), or an error did, before this side asked
-    /// to close it.
+    /// The peer ended it (its EOF or close frame), or an error or a panic in the handler
+    /// did, before this side asked to close it.
     pub(crate) by_peer: bool,
     /// `Ok` for a session that opened; for one that never did (refused by `on_open`, or a
     /// WebSocket upgrade that failed), why not: the client counts it as a failed dial.
