@@ -47,32 +47,59 @@ impl WsFraming {
         out: &mut Outbound,
     ) -> Result<(), Error> {
         let len: usize = buffers.iter().map(Bytes::len).sum();
-        let protocol = &mut self.0.protocol;
         let start = out.tail.len();
-        let framed = if len >= ZERO_COPY_PAYLOAD
-            && keep_views
-            && protocol
-                .put_plain_header(kind, len, &mut out.tail)
-                .map_err(Error::WebSocket)?
-        {
-            for b in buffers {
-                out.push(b.clone());
+        let may_follow = len >= ZERO_COPY_PAYLOAD && keep_views;
+        match frame_payload(
+            &mut self.0.protocol,
+            kind,
+            buffers,
+            may_follow,
+            &mut out.tail,
+        ) {
+            Ok(Framed::HeaderOnly) => {
+                for b in buffers {
+                    out.push(b.clone());
+                }
+                Ok(())
             }
-            Ok(())
-        } else {
-            let tail = &mut out.tail;
-            let room = protocol.reserve_header(tail);
-            for b in buffers {
-                tail.extend_from_slice(b);
+            Ok(Framed::Whole) => Ok(()),
+            Err(e) => {
+                out.tail.truncate(start);
+                Err(Error::WebSocket(e))
             }
-            protocol.encode_reserved(kind, tail, room)
-        };
-        if let Err(e) = framed {
-            out.tail.truncate(start);
-            return Err(Error::WebSocket(e));
         }
-        Ok(())
     }
+}
+
+/// What [`frame_payload`] put in the buffer.
+enum Framed {
+    /// The frame's header alone: the payload is to follow it as it is, uncopied.
+    HeaderOnly,
+    /// The whole frame, the payload copied in.
+    Whole,
+}
+
+/// Frames `payload` as one message of `kind` at the end of `out`. When the payload `may
+/// follow` its header uncopied and the frame carries it as it is (a server's, not
+/// compressed), only the header is written; else the payload is copied in and framed in
+/// place (masked by a client, compressed under permessage-deflate).
+fn frame_payload(
+    protocol: &mut Protocol,
+    kind: MessageKind,
+    payload: &[Bytes],
+    may_follow: bool,
+    out: &mut BytesMut,
+) -> Result<Framed, WsError> {
+    let len: usize = payload.iter().map(Bytes::len).sum();
+    if may_follow && protocol.put_plain_header(kind, len, out)? {
+        return Ok(Framed::HeaderOnly);
+    }
+    let room = protocol.reserve_header(out);
+    for b in payload {
+        out.extend_from_slice(b);
+    }
+    protocol.encode_reserved(kind, out, room)?;
+    Ok(Framed::Whole)
 }
 
 /// The message at `payload` in `input`, decoded by `codec`, which must take exactly
@@ -107,7 +134,7 @@ fn encode_large<C: Encoder<M>, M>(
     message: M,
     out: &mut BytesMut,
 ) -> Result<Option<Bytes>, Error> {
-    let mut room = protocol.reserve_header(out);
+    let room = protocol.reserve_header(out);
     let (kind, payload) = codec.encode_message_split(message, out)?;
     let Some(payload) = payload else {
         return protocol
@@ -115,16 +142,15 @@ fn encode_large<C: Encoder<M>, M>(
             .map(|()| None)
             .map_err(Error::WebSocket);
     };
-    let nothing_before = out.len() == room.payload_start();
-    if nothing_before {
+    if out.len() == room.payload_start() {
+        // Nothing of the codec's comes before the payload: the message is the payload.
         out.truncate(room.frame_start());
-        if protocol
-            .put_plain_header(kind, payload.len(), out)
-            .map_err(Error::WebSocket)?
-        {
-            return Ok(Some(payload));
-        }
-        room = protocol.reserve_header(out);
+        let one = std::slice::from_ref(&payload);
+        return match frame_payload(protocol, kind, one, true, out) {
+            Ok(Framed::HeaderOnly) => Ok(Some(payload)),
+            Ok(Framed::Whole) => Ok(None),
+            Err(e) => Err(Error::WebSocket(e)),
+        };
     }
     out.extend_from_slice(&payload);
     protocol
