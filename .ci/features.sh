@@ -150,13 +150,17 @@ check_crate getty-transports "" tls ws deflate ws,deflate fuzzing
 test_crate getty-transports "" ws
 doc_test_crate getty-transports "" ws
 
-# The facade's integration tests take minutes per combination (real sockets, timeouts),
-# so they all run with no features (plain TCP, UDP and unix, where a leaked dependency
-# would show), and those with WebSocket code in them with `ws` alone (see above; the rest
-# run the same code as with no features); tls and deflate alone only take code away.
+# The facade's integration tests take minutes per combination (real sockets, timeouts).
+# Every one of them is built under each combination by the lint of all targets above. With
+# no features, the plain transports' own suites run end to end (TCP, UDP, unix, the byte
+# path, the session lifecycle): the code that only a build without features has is a few
+# stubs (no TLS name to check, no stream compression), which the crates' unit tests under
+# no features run; the rest is the code the default build's run tests. Those with
+# WebSocket code in them run with `ws` alone (see above); tls and deflate alone only take
+# code away.
 no_dependency getty "${OPTIONAL[@]}"
 check_crate getty "" tls ws deflate ws,deflate
-test_crate getty ""
+test_binaries getty "" tcp udp unix byte_path lifecycle
 mapfile -t WS_TESTS < <(ws_test_binaries)
 test_binaries getty ws "${WS_TESTS[@]}"
 doc_test_crate getty "" ws

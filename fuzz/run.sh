@@ -57,18 +57,36 @@ fi
 echo "fuzz: building the targets"
 cargo "${toolchain[@]}" fuzz build || { echo "fuzz: the targets do not build" >&2; exit 1; }
 
-failed=()
-for target in "${targets[@]}"; do
-    echo "== fuzz $target (${seconds}s)"
+# One target per core at a time: libFuzzer runs on one thread, so each target still gets a
+# whole core for its seconds (FUZZ_JOBS overrides).
+jobs_at_once=${FUZZ_JOBS:-$(nproc)}
+
+# fuzz_target TARGET: runs it, its output in the scratch log, its exit status beside it.
+fuzz_target() {
+    local target="$1" extra=()
     mkdir -p "corpus/$target" "$scratch/$target"
-    extra=()
     case $target in
         ws_request | ws_upgrade) extra=(-dict=dict/http.dict) ;;
     esac
     # New inputs go to the scratch directory (the first); the corpus is only read.
-    if cargo "${toolchain[@]}" fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
+    cargo "${toolchain[@]}" fuzz run "$target" "$scratch/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-        "${extra[@]}" >"$scratch/$target.log" 2>&1; then
+        "${extra[@]}" >"$scratch/$target.log" 2>&1
+    echo $? >"$scratch/$target.status"
+}
+
+for target in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_at_once" ]; do
+        wait -n
+    done
+    fuzz_target "$target" &
+done
+wait
+
+failed=()
+for target in "${targets[@]}"; do
+    echo "== fuzz $target (${seconds}s)"
+    if [ "$(cat "$scratch/$target.status")" = 0 ]; then
         grep -E '^stat::(number_of_executed_units|average_exec_per_sec)' "$scratch/$target.log"
     else
         tail -n 60 "$scratch/$target.log"
