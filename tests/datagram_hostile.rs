@@ -1149,11 +1149,16 @@ fn a_producer_that_obeys_handle_backpressure_loses_no_accepted_datagram() {
             .set_recv_buffer_size(8 << 20)
             .unwrap();
         let to = peer.local_addr().unwrap();
+        // Reads until it has every datagram the handle accepted (known once the writes
+        // are done), or until 3 s pass without one.
+        let all_accepted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX));
+        let expected = all_accepted.clone();
         let reader = std::thread::spawn(move || {
             peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             let mut seqs = Vec::new();
             let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = peer.recv(&mut buf) {
+            while (seqs.len() as u32) < expected.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok(n) = peer.recv(&mut buf) else { break };
                 assert_eq!(n, 8192);
                 seqs.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
             }
@@ -1180,6 +1185,7 @@ fn a_producer_that_obeys_handle_backpressure_loses_no_accepted_datagram() {
                 Err(e) => panic!("write_to: {e}"),
             }
         }
+        all_accepted.store(accepted, std::sync::atomic::Ordering::SeqCst);
         let seqs = reader.join().unwrap();
         running.stop();
         let seen: Vec<String> = errors.try_iter().collect();

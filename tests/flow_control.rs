@@ -397,7 +397,9 @@ fn a_pipelining_peer_is_slowed_down_not_killed() {
             &outcomes,
             Box::new(Plain),
             true,
-            256 << 20,
+            // A thousand times the high watermark, and sixteen times the hard bound that
+            // used to end the session.
+            64 << 20,
             false,
         );
         server.stop();

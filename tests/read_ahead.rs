@@ -179,10 +179,10 @@ fn time_per_mib_stays_flat_as_frames_grow() {
             let body = payload(mib << 20);
             let expect = format!("{} {}", body.len(), checksum(&body));
             let wire = frame(&body);
-            let getty = best_of(5, || {
+            let getty = best_of(2, || {
                 timed_send(&stream, wire.clone(), &mut events, &expect)
             });
-            let plain = best_of(5, || plain_loopback(&wire));
+            let plain = best_of(2, || plain_loopback(&wire));
             rows.push((mib, getty, plain));
         }
         for (mib, getty, plain) in &rows {
