@@ -207,3 +207,49 @@ fn shutdown_in_a_reactor_job_while_a_pool_job_waits_on_the_reactor() {
         reactor.stop();
     });
 }
+
+/// Shuts the pool down when dropped, after letting its blocked worker go on.
+struct ShutdownOnDrop {
+    pool: Offload,
+    release: mpsc::Sender<()>,
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        let _ = self.release.send(());
+        self.pool.shutdown();
+    }
+}
+
+/// A refused job is user code, and dropping it may call back into the pool: here its drop
+/// shuts the pool down (which takes the lock `submit` reads the queues under). The job is
+/// dropped after that lock is released, so the refusal returns instead of deadlocking.
+#[test]
+fn a_refused_job_whose_drop_shuts_the_pool_down_does_not_deadlock() {
+    watchdog(LIMIT, || {
+        let pool = Offload::new(1, 1).unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        pool.submit(0, move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv_timeout(STEP).expect("released");
+        })
+        .unwrap();
+        started_rx
+            .recv_timeout(STEP)
+            .expect("the first job started");
+        let (queued_tx, queued_rx) = mpsc::channel();
+        pool.submit(0, move || queued_tx.send(()).unwrap()).unwrap();
+
+        let guard = ShutdownOnDrop {
+            pool: pool.clone(),
+            release: release_tx,
+        };
+        let refused = pool.submit(0, move || drop(guard));
+        assert!(matches!(refused, Err(Error::Backpressure)), "{refused:?}");
+        queued_rx
+            .recv_timeout(STEP)
+            .expect("the job queued before the shutdown ran");
+        assert!(matches!(pool.submit(0, || {}), Err(Error::Closed)));
+    });
+}

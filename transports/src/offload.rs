@@ -97,16 +97,21 @@ impl Offload {
     ///
     /// See the [type-level example](Offload).
     pub fn submit(&self, key: u64, job: impl FnOnce() + Send + 'static) -> Result<(), Error> {
-        let queues = self.inner.queues.read().unwrap_or_else(|p| p.into_inner());
-        let Some(queues) = queues.as_ref() else {
+        let guard = self.inner.queues.read().unwrap_or_else(|p| p.into_inner());
+        let Some(queues) = guard.as_ref() else {
             return Err(Error::Closed);
         };
         let queue = &queues[(key % self.inner.workers as u64) as usize];
-        match queue.try_send(Box::new(job)) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Error::Backpressure),
-            Err(TrySendError::Disconnected(_)) => Err(Error::Closed),
-        }
+        let (refused, error) = match queue.try_send(Box::new(job)) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(job)) => (job, Error::Backpressure),
+            Err(TrySendError::Disconnected(job)) => (job, Error::Closed),
+        };
+        // The refused job is user code, and its drop may submit again or shut the pool
+        // down: it runs with the lock released.
+        drop(guard);
+        drop(refused);
+        Err(error)
     }
 
     /// Stops the pool: later submissions fail with [`Error::Closed`], and the jobs already
