@@ -51,13 +51,13 @@ unsafe impl GlobalAlloc for Counting {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
             LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
         }
-        System.alloc(layout)
+        unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if counting() {
             LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
         }
-        System.dealloc(ptr, layout)
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if counting() {
@@ -67,7 +67,7 @@ unsafe impl GlobalAlloc for Counting {
                 Ordering::Relaxed,
             );
         }
-        System.realloc(ptr, layout, new_size)
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
