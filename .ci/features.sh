@@ -94,8 +94,8 @@ ws_test_binaries() {
     done
 }
 
-# doc_test_crate PACKAGE FEATURES...: under each FEATURES, runs the crate's doc tests.
-# Every doc test is compiled on every run, so these are the costly steps.
+# doc_test_crate PACKAGE FEATURES...: under each FEATURES, runs the crate's doc tests
+# (compiled anew on every run, as one binary per crate under the 2024 edition).
 doc_test_crate() {
     local package="$1" features flags label
     shift
@@ -126,8 +126,7 @@ no_dependency() {
 OPTIONAL=(rustls ring tungstenite httparse flate2 zlib-rs miniz_oxide rand)
 
 # Every combination that changes what compiles is linted (which builds every target) and
-# documented. Tests (unit, integration and doc tests; the doc tests are compiled anew on
-# every run, about a minute per crate and combination) run with no features, where an
+# documented. Tests (unit, integration and doc tests) run with no features, where an
 # example that uses a gated item without saying so fails, and with `ws` alone, the one
 # combination that changes behaviour rather than only removing code (without deflate the
 # WebSocket declines permessage-deflate, and a wss:// URL is refused); tls and deflate
