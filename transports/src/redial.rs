@@ -112,9 +112,10 @@ impl Redial {
     }
 
     /// A session that had opened ended after it `lived` that long, `by_peer` (its EOF or
-    /// close frame, an error, or a panic in the handler) or by this side's close. One the peer ended within
-    /// [`QUICK_END`] lengthens the next redial's delay; one that lasted, or that this side
-    /// closed (the server served it until the client chose to end it), resets that.
+    /// close frame, an error, or a panic in the handler) or by this side's close. One the
+    /// peer ended within [`QUICK_END`] lengthens the next redial's delay; one that lasted,
+    /// or that this side closed (the server served it until the client chose to end it),
+    /// resets that.
     pub(crate) fn session_ended(
         &mut self,
         lived: Duration,
