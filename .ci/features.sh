@@ -73,27 +73,6 @@ test_binaries() {
     step "$package [$label]: test ($# binaries)" cargo test -q "${flags[@]}" "${targets[@]}"
 }
 
-# needs_more_than_ws BINARY: the test's `required-features` in Cargo.toml name tls or
-# deflate, so it cannot build under `ws` alone.
-needs_more_than_ws() {
-    awk -v name="\"$1\"" '
-        /^\[\[/ { current = 0 }
-        /^name = / { current = ($3 == name) }
-        current && /^required-features/ && /tls|deflate/ { found = 1 }
-        END { exit !found }
-    ' Cargo.toml
-}
-
-# ws_test_binaries: the facade's integration tests with WebSocket code in them (gated on
-# the feature or using the ws module), less those that also need tls or deflate.
-ws_test_binaries() {
-    local file name
-    for file in $(grep -l -E 'feature = "ws"|getty::ws\b' tests/*.rs); do
-        name="$(basename "$file" .rs)"
-        needs_more_than_ws "$name" || echo "$name"
-    done
-}
-
 # doc_test_crate PACKAGE FEATURES...: under each FEATURES, runs the crate's doc tests
 # (compiled anew on every run, as one binary per crate under the 2024 edition).
 doc_test_crate() {
@@ -154,12 +133,16 @@ doc_test_crate getty-transports "" ws
 # no features, the plain transports' own suites run end to end (TCP, UDP, unix, the byte
 # path, the session lifecycle): the code that only a build without features has is a few
 # stubs (no TLS name to check, no stream compression), which the crates' unit tests under
-# no features run; the rest is the code the default build's run tests. Those with
-# WebSocket code in them run with `ws` alone (see above); tls and deflate alone only take
-# code away.
+# no features run; the rest is the code the default build's run tests. tls and deflate
+# alone only take code away.
+#
+# With `ws` alone (see above), the WebSocket suites run: the upgrade, echoes, hostile frames, the
+# clients, and interop with Python's websockets, which offers permessage-deflate and is
+# declined. The other suites with WebSocket sessions in them (flow control, groups,
+# limits, ...) drive the same framing code as in the default build's run, where no
+# permessage-deflate was agreed unless the test asked for it (those tests need deflate).
 no_dependency getty "${OPTIONAL[@]}"
 check_crate getty "" tls ws deflate ws,deflate
 test_binaries getty "" tcp udp unix byte_path lifecycle
-mapfile -t WS_TESTS < <(ws_test_binaries)
-test_binaries getty ws "${WS_TESTS[@]}"
+test_binaries getty ws ws ws_interop ws_hostile ws_fast_path_wire upgrade_hostile clients
 doc_test_crate getty "" ws
