@@ -352,7 +352,10 @@ where
     {
         let here = self.local();
         let (kind, payload) = match &here {
-            Some(part) => part.encode::<T::Framing, M>(message)?,
+            Some(part) => match part.encode::<T::Framing, M>(message) {
+                Ok(encoded) => encoded?,
+                Err(message) => self.encode_elsewhere(message)?,
+            },
             None => self.encode_elsewhere(message)?,
         };
         let reached = here
@@ -370,14 +373,22 @@ where
         Ok(reached)
     }
 
-    /// Encodes with the group's own codec, off any reactor with a part.
+    /// Encodes with a clone of the group's codec, off any reactor with a part (or when this
+    /// reactor's part is already encoding: a broadcast from a message's drop).
     fn encode_elsewhere<M>(&self, message: M) -> Result<(MessageKind, Bytes), Error>
     where
         C: Encoder<M>,
     {
-        let mut codec = self.shared.codec.lock().unwrap_or_else(|p| p.into_inner());
+        // A clone, encoding with the lock released: the message is user code, and its
+        // drop (inside the codec) may broadcast on this group again.
+        let mut codec = self
+            .shared
+            .codec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut encoded = BytesMut::new();
-        let kind = T::Framing::encode_shared(&mut *codec, message, &mut encoded)?;
+        let kind = T::Framing::encode_shared(&mut codec, message, &mut encoded)?;
         Ok((kind, encoded.freeze()))
     }
 

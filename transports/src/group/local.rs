@@ -111,24 +111,32 @@ impl<C: 'static> Local<C> {
     }
 
     /// Encodes `message` once, as framing `F` needs it.
-    pub(super) fn encode<F: Framing, M>(&self, message: M) -> Result<(MessageKind, Bytes), Error>
+    /// Gives `message` back when this part is already encoding (a broadcast re-entered
+    /// from a message's drop, or from the codec): the caller encodes it elsewhere.
+    pub(super) fn encode<F: Framing, M>(
+        &self,
+        message: M,
+    ) -> Result<Result<(MessageKind, Bytes), Error>, M>
     where
         C: Encoder<M>,
     {
-        let mut encoded = self.encoded.borrow_mut();
+        let (Ok(mut encoded), Ok(mut codec)) =
+            (self.encoded.try_borrow_mut(), self.codec.try_borrow_mut())
+        else {
+            return Err(message);
+        };
         // Empty, unless a codec panicked halfway through the last broadcast.
         encoded.clear();
         if encoded.capacity() - encoded.len() < ENCODE_BLOCK / 16 {
             encoded.reserve(ENCODE_BLOCK);
         }
-        let mut codec = self.codec.borrow_mut();
-        match F::encode_shared(&mut *codec, message, &mut encoded) {
+        Ok(match F::encode_shared(&mut *codec, message, &mut encoded) {
             Ok(kind) => Ok((kind, encoded.split().freeze())),
             Err(e) => {
                 encoded.clear();
                 Err(e)
             }
-        }
+        })
     }
 
     /// Offers one encoded broadcast to every member here but `except`; returns how many
