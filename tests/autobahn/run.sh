@@ -12,7 +12,7 @@
 #                every data set and every deflate setting: 72 of the 216 cases). The rest
 #                send 1,000 messages of 8-128 KiB each and take the Python suite about 15
 #                minutes per side on 2 cores; CI runs --quick.
-#   --mode       test only the server or only the client (default both)
+#   --mode       test only the server or only the client (default both, the two at once)
 #   --sections   the sections to run (default 1-10, plus 12 13 with --compress)
 #
 # The commands under test are templates (run with bash -c), so another implementation can be
@@ -66,7 +66,7 @@ CLIENT_CMD="${AUTOBAHN_CLIENT_CMD:-$DEFAULT_CLIENT_CMD}"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do
-    kill -TERM -- "-$pid" 2>/dev/null || true
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
@@ -130,9 +130,10 @@ if [ -z "${AUTOBAHN_SERVER_CMD:-}" ] || [ -z "${AUTOBAHN_CLIENT_CMD:-}" ]; then
   (cd "$ROOT" && cargo build --release --example echo --example autobahn_client)
 fi
 mkdir -p "$WORK/reports"
-status=0
 
-if [ "$mode" != client ]; then
+# Our server under wstest's fuzzing client. Fails unless every case passed.
+test_server() {
+  local port addr cmd server_pid status=0
   port="$(free_port)"
   addr="127.0.0.1:$port"
   rm -rf "$WORK/reports/server"
@@ -149,16 +150,19 @@ EOF
   echo "== server under test: $cmd"
   start "$WORK/server.log" bash -c "exec $cmd"
   server_pid=$STARTED
-  wait_listening "$port" "$server_pid"
+  wait_listening "$port" "$server_pid" || return 1
   echo "== wstest -m fuzzingclient, sections: $sections"
   start "$WORK/fuzzingclient.log" bash -c "cd '$WORK' && exec timeout '$TIMEOUT' '$WSTEST' -m fuzzingclient -s '$WORK/fuzzingclient.json'"
   wait "$STARTED" ||
     { echo "autobahn: wstest fuzzingclient failed or timed out (see $WORK/fuzzingclient.log)"; status=1; }
   stop "$server_pid"
   python3 "$HERE/check.py" "$WORK/reports/server/index.json" "$AGENT" $sections || status=1
-fi
+  return "$status"
+}
 
-if [ "$mode" != server ]; then
+# Our client against wstest's fuzzing server. Fails unless every case passed.
+test_client() {
+  local port url cmd wstest_pid status=0
   port="$(free_port)"
   url="ws://127.0.0.1:$port"
   rm -rf "$WORK/reports/client"
@@ -174,7 +178,7 @@ EOF
   echo "== wstest -m fuzzingserver on $url, sections: $sections"
   start "$WORK/fuzzingserver.log" bash -c "cd '$WORK' && exec '$WSTEST' -m fuzzingserver -u 0 -s '$WORK/fuzzingserver.json'"
   wstest_pid=$STARTED
-  wait_listening "$port" "$wstest_pid"
+  wait_listening "$port" "$wstest_pid" || return 1
   cmd="$(expand "$CLIENT_CMD" "127.0.0.1:$port" "$url")"
   echo "== client under test: $cmd"
   start "$WORK/client.log" timeout "$TIMEOUT" bash -c "exec $cmd"
@@ -182,6 +186,38 @@ EOF
     { echo "autobahn: the client failed or timed out (see $WORK/client.log)"; status=1; }
   stop "$wstest_pid"
   python3 "$HERE/check.py" "$WORK/reports/client/index.json" "$AGENT" $sections || status=1
-fi
+  return "$status"
+}
+
+# in_background NAME FUNCTION: runs FUNCTION in a subshell, which ends the processes it
+# started when it exits (or is told to end), with its output in $WORK/NAME.out; sets STARTED.
+in_background() {
+  (
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 143' TERM
+    "$2"
+  ) >"$WORK/$1.out" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+# Both sides at once when both are asked for: each side's time is mostly wstest's own (one
+# Python process each, pacing its cases), so together they take about as long as one.
+status=0
+case "$mode" in
+  server) test_server || status=1 ;;
+  client) test_client || status=1 ;;
+  both)
+    in_background server-side test_server
+    server_side=$STARTED
+    in_background client-side test_client
+    client_side=$STARTED
+    wait "$server_side" || status=1
+    cat "$WORK/server-side.out"
+    wait "$client_side" || status=1
+    cat "$WORK/client-side.out"
+    ;;
+esac
 
 exit "$status"
