@@ -237,7 +237,7 @@ fn a_short_remainder_is_not_kept_by_the_spare_list() {
 /// is written, and the next large frame is read into it. Before, every frame grew a new
 /// allocation (three or four per 256 KiB frame, from a pooled 64 KiB buffer by doubling),
 /// which the allocator mapped and faulted in afresh: 40-60 % of a hand-written echo's
-/// speed at 256 KiB and 1 MiB (`benches/sweep.rs`).
+/// speed at 256 KiB and 1 MiB (`bench/benches/sweep.rs`).
 #[test]
 fn consecutive_large_frames_reuse_the_read_buffers() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -62,7 +62,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 }
 
 /// The compressing half. zlib-rs (through flate2) deflates 1.8–3.2× faster than
-/// miniz_oxide at the default and best levels (`benches/compression.rs`). At best speed its
+/// miniz_oxide at the default and best levels (`bench/benches/compression.rs`). At best speed its
 /// quick mode codes with fixed Huffman tables: faster by a sixth, but text came out 27 %
 /// larger (0.218 of the input against 0.172) and random bytes 5.6 % larger than they went
 /// in, so that level stays on miniz_oxide, as does Huffman-only (which flate2 does not

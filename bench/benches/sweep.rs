@@ -5,9 +5,9 @@
 //!
 //! - **getty-rs**: `TcpServer` with `LengthFieldCodec::default()` and a handler whose
 //!   `on_message` writes the message back, on one reactor thread (as in `tcp_echo`);
-//! - **mio**: the hand-written single-threaded mio echo of `benches/support/mio_echo.rs`
+//! - **mio**: the hand-written single-threaded mio echo of `bench/benches/support/mio_echo.rs`
 //!   (`LengthPrefixedEcho`), the "hand-written limit" issue 16 measures against;
-//! - **tokio**: `tcp_echo`'s framed tokio echo (`benches/support/length_prefixed.rs`) on a
+//! - **tokio**: `tcp_echo`'s framed tokio echo (`bench/benches/support/length_prefixed.rs`) on a
 //!   current-thread runtime, one task per connection.
 //!
 //! The load generator is `echo_bench`'s mio client: one thread keeps N connections x K
@@ -59,10 +59,10 @@
 //!    with fewer CPUs than reactors + client the speed-up is capped by the CPUs, not by
 //!    the server: pin (below) and read msgs per server CPU-second too.
 //!
-//! Run it with `cargo bench --bench sweep`: about 3 minutes with the defaults, 8 with
+//! Run it with `cargo bench -p getty-bench --bench sweep`: about 3 minutes with the defaults, 8 with
 //! `GETTY_BENCH_ROUNDS=3` (the medians of three runs per point). On a big machine, for
 //! example:
-//! `GETTY_BENCH_PARTS=scale GETTY_BENCH_CLIENT_CPUS=0,1,2,3 GETTY_BENCH_REACTOR_CPUS=4,5,6,7,8,9,10,11 GETTY_BENCH_MAX_REACTORS=8 cargo bench --bench sweep`.
+//! `GETTY_BENCH_PARTS=scale GETTY_BENCH_CLIENT_CPUS=0,1,2,3 GETTY_BENCH_REACTOR_CPUS=4,5,6,7,8,9,10,11 GETTY_BENCH_MAX_REACTORS=8 cargo bench -p getty-bench --bench sweep`.
 //! Instructions per message for 1 and 2 reactors (callgrind counts repeatably):
 //! `GETTY_BENCH_PARTS=scale GETTY_BENCH_ONLY=getty GETTY_BENCH_REACTORS=2
 //! valgrind --tool=callgrind --separate-threads=yes <target>/release/deps/sweep-<hash> --bench`

@@ -10,7 +10,7 @@
 //! the requests over the server process's `utime + stime` (from `/proc/PID/stat`, in clock
 //! ticks of 10 ms) during the run. The last column is kv's figure over redis's.
 //!
-//! `cargo bench --bench kv`; `KV_BENCH_REQUESTS=N` sets the requests of a `-P 16` run
+//! `cargo bench -p getty-bench --bench kv`; `KV_BENCH_REQUESTS=N` sets the requests of a `-P 16` run
 //! (default 1,000,000; a `-P 1` run makes a fifth of them). Each load's latency percentiles
 //! are also drawn, to `bench-charts/kv-<test>-P<pipeline>.svg` in the target directory
 //! (`GETTY_BENCH_CHART_DIR` elsewhere). Without `redis-server` or
@@ -20,13 +20,13 @@
 #[path = "support/chart.rs"]
 mod chart;
 #[allow(dead_code)]
-#[path = "../examples/kv/commands.rs"]
+#[path = "../../examples/kv/commands.rs"]
 mod commands;
 #[allow(dead_code)]
-#[path = "../examples/kv/server.rs"]
+#[path = "../../examples/kv/server.rs"]
 mod server;
 #[allow(dead_code)]
-#[path = "../examples/kv/store.rs"]
+#[path = "../../examples/kv/store.rs"]
 mod store;
 
 use std::io::{Read, Write};

@@ -51,7 +51,7 @@
 //! baseline's messages per server CPU-second. Each table shows the ratios getty-rs /
 //! hand-written and getty-rs / tokio.
 //!
-//! Run it with `cargo bench --bench ws_echo`. Environment:
+//! Run it with `cargo bench -p getty-bench --bench ws_echo`. Environment:
 //! - `GETTY_BENCH_SECS` (default 5): measured seconds per run;
 //! - `GETTY_BENCH_WARMUP_SECS` (default 2, at most `GETTY_BENCH_SECS`): warm-up seconds;
 //! - `GETTY_BENCH_ROUNDS` (default 1): runs per server and scenario, alternating which

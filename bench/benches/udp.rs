@@ -1,12 +1,12 @@
 //! The UDP bench: getty's connected-vs-unconnected experiment, reproduced and extended.
 //!
 //! ```text
-//! cargo bench --bench udp                      # the full run (about 3 minutes)
-//! GETTY_BENCH_QUICK=1 cargo bench --bench udp  # a smoke run (seconds; also without --bench)
-//! GETTY_BENCH_SECS=2 GETTY_BENCH_RUNS=5 cargo bench --bench udp
-//! GETTY_BENCH_PART=plain cargo bench --bench udp   # parts 1 and 2 only (or `echo`: part 3)
+//! cargo bench -p getty-bench --bench udp                      # the full run (about 3 minutes)
+//! GETTY_BENCH_QUICK=1 cargo bench -p getty-bench --bench udp  # a smoke run (seconds; also without --bench)
+//! GETTY_BENCH_SECS=2 GETTY_BENCH_RUNS=5 cargo bench -p getty-bench --bench udp
+//! GETTY_BENCH_PART=plain cargo bench -p getty-bench --bench udp   # parts 1 and 2 only (or `echo`: part 3)
 //! GETTY_BENCH_PART=echo GETTY_BENCH_CLIENT=syscall GETTY_BENCH_SERVER="batch 32" \
-//!     GETTY_BENCH_IN_FLIGHT=1 cargo bench --bench udp   # part 3, only the loads named
+//!     GETTY_BENCH_IN_FLIGHT=1 cargo bench -p getty-bench --bench udp   # part 3, only the loads named
 //! ```
 //!
 //! (The client and server filters match part of the client's and the server's label in the

@@ -5,8 +5,8 @@
 //! in the same process.
 //!
 //! ```text
-//! cargo bench --bench compression
-//! GETTY_BENCH_QUICK=1 cargo bench --bench compression
+//! cargo bench -p getty-bench --bench compression
+//! GETTY_BENCH_QUICK=1 cargo bench -p getty-bench --bench compression
 //! ```
 //!
 //! Both ends are getty-rs sessions on their own reactor threads over loopback, one

@@ -2,8 +2,8 @@
 //! run, for small and large messages.
 //!
 //! ```text
-//! cargo bench --bench tls
-//! GETTY_BENCH_QUICK=1 cargo bench --bench tls
+//! cargo bench -p getty-bench --bench tls
+//! GETTY_BENCH_QUICK=1 cargo bench -p getty-bench --bench tls
 //! ```
 //!
 //! Quick mode (a tenth of the messages, one run) is also what runs without `--bench`, as
