@@ -37,12 +37,19 @@ flags_for() {
 # check_crate PACKAGE FEATURES...: under each FEATURES, lints every target (which builds
 # them: tests, benches, examples) and documents the crate with broken links as errors.
 check_crate() {
-    local package="$1" features flags label
-    shift
+    check_targets "$1" --all-targets "${@:2}"
+}
+
+# check_targets PACKAGE TARGETS FEATURES...: check_crate for the targets TARGETS selects
+# (cargo's flags, such as "--lib --examples").
+check_targets() {
+    local package="$1" targets features flags label
+    read -ra targets <<<"$2"
+    shift 2
     for features in "$@"; do
         flags_for "$package" "$features"
-        step "$package [$label]: clippy --all-targets" \
-            cargo clippy -q "${flags[@]}" --all-targets -- -D warnings
+        step "$package [$label]: clippy ${targets[*]}" \
+            cargo clippy -q "${flags[@]}" "${targets[@]}" -- -D warnings
         step "$package [$label]: rustdoc" \
             env RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps "${flags[@]}"
     done
@@ -141,8 +148,14 @@ doc_test_crate getty-transports "" ws
 # declined. The other suites with WebSocket sessions in them (flow control, groups,
 # limits, ...) drive the same framing code as in the default build's run, where no
 # permessage-deflate was agreed unless the test asked for it (those tests need deflate).
+# Every target of the facade (its 60-odd test suites and its examples) is linted with no
+# features and with `ws`, the combinations whose tests run below. Under tls, deflate and
+# ws,deflate, which only take code away, the library and the examples are: a suite that
+# needs a feature says so (`required-features`), and linting every suite again under each
+# of these three took a minute.
 no_dependency getty "${OPTIONAL[@]}"
-check_crate getty "" tls ws deflate ws,deflate
+check_crate getty "" ws
+check_targets getty "--lib --examples" tls deflate ws,deflate
 test_binaries getty "" tcp udp unix byte_path lifecycle
 test_binaries getty ws ws ws_interop ws_hostile ws_fast_path_wire upgrade_hostile clients
 doc_test_crate getty "" ws
