@@ -36,8 +36,9 @@ fn signal_gate() -> std::sync::MutexGuard<'static, ()> {
 /// Sends `signal` to this process. It is delivered to the calling thread before `raise`
 /// returns, so the reactors' pipes hold it by then.
 fn raise(signal: libc::c_int) {
-    // SAFETY: `raise` has no memory-safety preconditions; every caller has a reactor
-    // watching this signal, so signal-hook's handler takes it, not the default action.
+    // SAFETY: `raise` has no memory-safety preconditions. Every caller but the child of
+    // the failed-watch test has a reactor watching this signal, so signal-hook's handler
+    // takes it, not the default action; that child raises it to be ended.
     let rc = unsafe { libc::raise(signal) };
     assert_eq!(rc, 0, "raise({signal}) failed");
 }
@@ -482,4 +483,71 @@ fn a_udp_handler_closes_its_client() {
         assert!(rx.try_recv().is_err(), "no new session");
         running.stop();
     });
+}
+
+/// Set in the child process that `a_watch_that_fails_to_start_leaves_the_default_action_on`
+/// starts.
+const FAILED_WATCH_CHILD: &str = "GETTY_STOPPING_FAILED_WATCH_CHILD";
+
+/// A watch that cannot start, because the process is out of descriptors, leaves the process
+/// as it found it: with no reactor watching, SIGTERM still ends it. Run in a child process
+/// (this test binary, filtered to this test), which the signal is meant to end.
+#[test]
+fn a_watch_that_fails_to_start_leaves_the_default_action_on() {
+    if std::env::var_os(FAILED_WATCH_CHILD).is_some() {
+        fail_to_watch_then_raise_sigterm();
+    }
+    watchdog(Duration::from_secs(60), || {
+        let name = "a_watch_that_fails_to_start_leaves_the_default_action_on";
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(FAILED_WATCH_CHILD, "1")
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("watch: Err"), "{stdout}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGTERM),
+            "the child survived SIGTERM: {stdout}"
+        );
+    });
+}
+
+/// The child's part: a watch refused for want of descriptors, then SIGTERM with no reactor
+/// watching. Exits (with 0) only if the signal did not end the process.
+fn fail_to_watch_then_raise_sigterm() -> ! {
+    let mut reactor = Reactor::new().unwrap();
+    let limit = descriptors_used_up();
+    let watched = reactor.shutdown_on_signals(LONG_GRACE);
+    set_descriptor_limit(limit);
+    println!("watch: {watched:?}");
+    drop(reactor);
+    raise(libc::SIGTERM);
+    println!("survived SIGTERM");
+    std::process::exit(0);
+}
+
+/// Lowers this process's descriptor limit to the lowest free descriptor, so that opening
+/// another fails with EMFILE; returns the limit it replaced.
+fn descriptors_used_up() -> libc::rlimit {
+    use std::os::fd::AsRawFd;
+    let lowest_free = std::fs::File::open("/dev/null").unwrap().as_raw_fd();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the limit into `old`, a valid rlimit.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    set_descriptor_limit(libc::rlimit {
+        rlim_cur: lowest_free as libc::rlim_t,
+        rlim_max: old.rlim_max,
+    });
+    old
+}
+
+fn set_descriptor_limit(limit: libc::rlimit) {
+    // SAFETY: setrlimit reads `limit`, a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
 }

@@ -110,6 +110,10 @@ fn watchers() -> std::sync::MutexGuard<'static, Watchers> {
 
 impl SignalWatch {
     fn new(registry: &Registry, grace: Duration) -> io::Result<SignalWatch> {
+        // The pipe first: a process out of descriptors fails here, before this watch is
+        // counted (a count that `Drop` would never undo would keep the emulated default
+        // action off for good).
+        let signals = Signals::new(STOP_SIGNALS)?;
         {
             let mut watchers = watchers();
             if watchers.default_while_idle.is_none() {
@@ -127,10 +131,7 @@ impl SignalWatch {
             }
         }
         // From here on `Drop` undoes the count, whatever fails below.
-        let mut watch = SignalWatch {
-            signals: Signals::new(STOP_SIGNALS)?,
-            grace,
-        };
+        let mut watch = SignalWatch { signals, grace };
         registry.register(&mut watch.signals, SIGNALS, Interest::READABLE)?;
         Ok(watch)
     }
