@@ -28,7 +28,7 @@ use getty_reactor::ReactorHandle;
 
 pub(crate) use inbox::{Inbox, Pending};
 
-use local::Local;
+use local::{Encoded, Local};
 
 use crate::framing::Framing;
 use crate::{Error, Session, Tcp, Transport};
@@ -352,9 +352,9 @@ where
     {
         let here = self.local();
         let (kind, payload) = match &here {
-            Some(part) => match part.encode::<T::Framing, M>(message) {
-                Ok(encoded) => encoded?,
-                Err(message) => self.encode_elsewhere(message)?,
+            Some(part) => match part.encode::<T::Framing, M>(message)? {
+                Encoded::Done(kind, payload) => (kind, payload),
+                Encoded::Busy(message) => self.encode_elsewhere(message)?,
             },
             None => self.encode_elsewhere(message)?,
         };

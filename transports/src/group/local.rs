@@ -31,6 +31,15 @@ pub(super) fn forget(id: u64) {
     drop(part);
 }
 
+/// What [`Local::encode`] made of a message.
+pub(super) enum Encoded<M> {
+    /// The message encoded once: its kind and its bytes, shared by every member.
+    Done(MessageKind, Bytes),
+    /// The message as it came: this part was already encoding (a broadcast re-entered from
+    /// a message's drop, or from the codec), so the caller encodes it elsewhere.
+    Busy(M),
+}
+
 pub(super) struct Local<C> {
     /// Where this part sits in the group's list of reactors.
     pub(super) slot: usize,
@@ -110,33 +119,29 @@ impl<C: 'static> Local<C> {
         }
     }
 
-    /// Encodes `message` once, as framing `F` needs it.
-    /// Gives `message` back when this part is already encoding (a broadcast re-entered
-    /// from a message's drop, or from the codec): the caller encodes it elsewhere.
-    pub(super) fn encode<F: Framing, M>(
-        &self,
-        message: M,
-    ) -> Result<Result<(MessageKind, Bytes), Error>, M>
+    /// Encodes `message` once, as framing `F` needs it, unless this part is already
+    /// encoding (see [`Encoded::Busy`]).
+    pub(super) fn encode<F: Framing, M>(&self, message: M) -> Result<Encoded<M>, Error>
     where
         C: Encoder<M>,
     {
         let (Ok(mut encoded), Ok(mut codec)) =
             (self.encoded.try_borrow_mut(), self.codec.try_borrow_mut())
         else {
-            return Err(message);
+            return Ok(Encoded::Busy(message));
         };
         // Empty, unless a codec panicked halfway through the last broadcast.
         encoded.clear();
         if encoded.capacity() - encoded.len() < ENCODE_BLOCK / 16 {
             encoded.reserve(ENCODE_BLOCK);
         }
-        Ok(match F::encode_shared(&mut *codec, message, &mut encoded) {
-            Ok(kind) => Ok((kind, encoded.split().freeze())),
+        match F::encode_shared(&mut *codec, message, &mut encoded) {
+            Ok(kind) => Ok(Encoded::Done(kind, encoded.split().freeze())),
             Err(e) => {
                 encoded.clear();
                 Err(e)
             }
-        })
+        }
     }
 
     /// Offers one encoded broadcast to every member here but `except`; returns how many
