@@ -26,24 +26,12 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn shutdown_from_a_job_whose_queue_is_full() {
     watchdog(LIMIT, || {
         let pool = Offload::new(1, 1).unwrap();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
         let (returned_tx, returned_rx) = mpsc::channel();
         let inner = pool.clone();
-        pool.submit(0, move || {
-            started_tx.send(()).unwrap();
-            go_rx
-                .recv_timeout(STEP)
-                .expect("the test lets the job go on");
+        let (go_tx, queued_rx) = fill_the_only_worker(&pool, move || {
             inner.shutdown();
             returned_tx.send(()).unwrap();
-        })
-        .unwrap();
-        started_rx
-            .recv_timeout(STEP)
-            .expect("the first job started");
-        let (queued_tx, queued_rx) = mpsc::channel();
-        pool.submit(0, move || queued_tx.send(()).unwrap()).unwrap();
+        });
         assert!(
             matches!(pool.submit(0, || {}), Err(Error::Backpressure)),
             "the worker's queue is full"
@@ -59,6 +47,32 @@ fn shutdown_from_a_job_whose_queue_is_full() {
         assert!(matches!(pool.submit(0, || {}), Err(Error::Closed)));
         pool.shutdown(); // from outside: waits for the worker, and is safe to repeat
     });
+}
+
+/// Fills a pool of one worker whose queue holds one job: a first job that has started and
+/// waits to be let go on (then runs `then`), and a second job queued behind it. Returns
+/// the sender that lets the first job go on, and the receiver the second reports on when
+/// it runs.
+fn fill_the_only_worker(
+    pool: &Offload,
+    then: impl FnOnce() + Send + 'static,
+) -> (mpsc::Sender<()>, mpsc::Receiver<()>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    pool.submit(0, move || {
+        started_tx.send(()).unwrap();
+        go_rx
+            .recv_timeout(STEP)
+            .expect("the test lets the job go on");
+        then();
+    })
+    .unwrap();
+    started_rx
+        .recv_timeout(STEP)
+        .expect("the first job started");
+    let (queued_tx, queued_rx) = mpsc::channel();
+    pool.submit(0, move || queued_tx.send(()).unwrap()).unwrap();
+    (go_tx, queued_rx)
 }
 
 /// A job that calls `shutdown` must not try to join its own thread (that panicked inside
@@ -228,19 +242,7 @@ impl Drop for ShutdownOnDrop {
 fn a_refused_job_whose_drop_shuts_the_pool_down_does_not_deadlock() {
     watchdog(LIMIT, || {
         let pool = Offload::new(1, 1).unwrap();
-        let (started_tx, started_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        pool.submit(0, move || {
-            started_tx.send(()).unwrap();
-            release_rx.recv_timeout(STEP).expect("released");
-        })
-        .unwrap();
-        started_rx
-            .recv_timeout(STEP)
-            .expect("the first job started");
-        let (queued_tx, queued_rx) = mpsc::channel();
-        pool.submit(0, move || queued_tx.send(()).unwrap()).unwrap();
-
+        let (release_tx, queued_rx) = fill_the_only_worker(&pool, || {});
         let guard = ShutdownOnDrop {
             pool: pool.clone(),
             release: release_tx,

@@ -20,17 +20,6 @@ use getty::transports::{Error, Offload};
 use getty::ws::{Ws, WsServer};
 use getty::{Handler, Session, SessionOptions};
 
-/// Runs `f` on a thread and fails (instead of hanging) if it does not return in time.
-fn within(limit: Duration, what: &str, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what}: no return within {limit:?} (deadlock?)"));
-}
-
 /// A job whose drop runs `on_drop`.
 struct OnDrop<F: FnMut()>(F);
 impl<F: FnMut()> Drop for OnDrop<F> {
@@ -41,7 +30,7 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 
 #[test]
 fn a_job_refused_as_closed_whose_drop_shuts_down_and_resubmits_does_not_deadlock() {
-    within(Duration::from_secs(20), "Closed refusal", || {
+    watchdog(Duration::from_secs(20), || {
         let pool = Offload::new(1, 1).unwrap();
         pool.shutdown();
         let dropped = Arc::new(AtomicUsize::new(0));
@@ -59,7 +48,7 @@ fn a_job_refused_as_closed_whose_drop_shuts_down_and_resubmits_does_not_deadlock
 
 #[test]
 fn a_job_refused_for_backpressure_whose_drop_resubmits_does_not_deadlock() {
-    within(Duration::from_secs(20), "Backpressure refusal", || {
+    watchdog(Duration::from_secs(20), || {
         let pool = Offload::new(1, 1).unwrap();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (started_tx, started_rx) = mpsc::channel::<()>();
@@ -86,7 +75,7 @@ fn a_job_refused_for_backpressure_whose_drop_resubmits_does_not_deadlock() {
 
 #[test]
 fn a_job_posted_to_a_stopped_reactor_whose_drop_posts_again_does_not_deadlock() {
-    within(Duration::from_secs(20), "stopped reactor post", || {
+    watchdog(Duration::from_secs(20), || {
         let thread = getty::Reactor::start_thread("r29", |_| Ok(())).unwrap();
         let handle = thread.handle().clone();
         handle.shutdown();
@@ -178,45 +167,6 @@ fn send_text(stream: &mut TcpStream, text: &str) {
     stream.write_all(&f).unwrap();
 }
 
-/// One raw frame: its whole header bytes and its payload.
-fn read_raw_frame(stream: &mut TcpStream) -> (Vec<u8>, Vec<u8>) {
-    let mut head = vec![0u8; 2];
-    stream.read_exact(&mut head).unwrap();
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut b = [0u8; 2];
-            stream.read_exact(&mut b).unwrap();
-            head.extend_from_slice(&b);
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            stream.read_exact(&mut b).unwrap();
-            head.extend_from_slice(&b);
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    assert_eq!(head[1] & 0x80, 0, "a server frame is never masked");
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).unwrap();
-    (head, payload)
-}
-
-fn shortest_header(first: u8, len: usize) -> Vec<u8> {
-    let mut h = vec![first];
-    if len < 126 {
-        h.push(len as u8);
-    } else if len <= 0xffff {
-        h.push(126);
-        h.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        h.push(127);
-        h.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    h
-}
-
 const SIZES: &[usize] = &[
     0, 1, 125, 126, 127, 4095, 4096, 4097, 16383, 16384, 16385, 65535, 65536, 65537, 200_000,
 ];
@@ -229,9 +179,9 @@ fn a_servers_frames_are_byte_exact_at_every_header_boundary_and_every_write_path
     for &mode in MODES {
         for &n in SIZES {
             send_text(&mut stream, &format!("{mode} {n}"));
-            let (head, payload) = read_raw_frame(&mut stream);
+            let (head, payload) = read_server_frame(&mut stream);
             let first = if mode == "text" { 0x81 } else { 0x82 };
-            assert_eq!(head, shortest_header(first, n), "{mode} {n}: header");
+            assert_eq!(head, shortest_server_header(first, n), "{mode} {n}: header");
             assert!(payload == pattern(n), "{mode} {n}: payload differs");
         }
     }
@@ -249,7 +199,7 @@ fn a_deflate_sessions_large_messages_are_compressed_and_inflate_to_what_was_writ
     for &mode in MODES {
         for &n in SIZES {
             send_text(&mut stream, &format!("{mode} {n}"));
-            let (head, payload) = read_raw_frame(&mut stream);
+            let (head, payload) = read_server_frame(&mut stream);
             let rsv1 = head[0] & 0x40 != 0;
             // DeflateConfig::default().min_size is 32: every patterned message above it
             // compresses (the pattern is very compressible).
@@ -399,15 +349,11 @@ impl getty::codec::Encoder<&'static str> for NoisyCodec {
 
 #[test]
 fn a_broadcast_message_whose_drop_broadcasts_again_does_not_deadlock_off_a_reactor() {
-    within(
-        Duration::from_secs(10),
-        "group broadcast off a reactor",
-        || {
-            let group = getty::SessionGroup::<NoisyCodec>::new(NoisyCodec);
-            let reached = group.broadcast(Noisy(Some(group.clone()))).unwrap();
-            assert_eq!(reached, 0);
-        },
-    );
+    watchdog(Duration::from_secs(10), || {
+        let group = getty::SessionGroup::<NoisyCodec>::new(NoisyCodec);
+        let reached = group.broadcast(Noisy(Some(group.clone()))).unwrap();
+        assert_eq!(reached, 0);
+    });
 }
 
 /// Joins every session to the group and broadcasts a `Noisy` message from `on_open`.
@@ -473,10 +419,10 @@ fn pipelined_answers_of_every_size_and_path_queue_in_order() {
         }
         stream.write_all(&wire).unwrap();
         for (mode, n) in asked {
-            let (head, payload) = read_raw_frame(&mut stream);
+            let (head, payload) = read_server_frame(&mut stream);
             if !deflate {
                 let first = if mode == "text" { 0x81 } else { 0x82 };
-                assert_eq!(head, shortest_header(first, n), "{mode} {n}: header");
+                assert_eq!(head, shortest_server_header(first, n), "{mode} {n}: header");
             }
             let mut frame = BytesMut::from(&head[..]);
             frame.extend_from_slice(&payload);

@@ -105,48 +105,6 @@ fn frame(opcode: u8, fin: bool, payload: &[u8], field: LenField, seed: u8) -> Ve
     out
 }
 
-/// Reads one server frame: its first byte, its raw header, its payload.
-fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>, Vec<u8>) {
-    let mut head = vec![0u8; 2];
-    stream.read_exact(&mut head).expect("a frame header");
-    let len = match head[1] & 0x7f {
-        126 => {
-            let mut n = [0u8; 2];
-            stream.read_exact(&mut n).unwrap();
-            head.extend_from_slice(&n);
-            u16::from_be_bytes(n) as usize
-        }
-        127 => {
-            let mut n = [0u8; 8];
-            stream.read_exact(&mut n).unwrap();
-            head.extend_from_slice(&n);
-            u64::from_be_bytes(n) as usize
-        }
-        n => n as usize,
-    };
-    assert_eq!(head[1] & 0x80, 0, "a server frame must not be masked");
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).unwrap();
-    (head[0], head, payload)
-}
-
-/// The shortest header a server writes for a final frame of `first` and `len`.
-fn shortest_header(first: u8, len: usize) -> Vec<u8> {
-    match len {
-        0..=125 => vec![first, len as u8],
-        126..=0xffff => {
-            let mut h = vec![first, 126];
-            h.extend_from_slice(&(len as u16).to_be_bytes());
-            h
-        }
-        _ => {
-            let mut h = vec![first, 127];
-            h.extend_from_slice(&(len as u64).to_be_bytes());
-            h
-        }
-    }
-}
-
 /// Messages as (opcode, payload).
 type Messages = Vec<(u8, Vec<u8>)>;
 
@@ -254,20 +212,21 @@ fn drip(stream: &mut TcpStream, wire: &[u8], rng: &mut fastrand::Rng) {
 fn expect_echoes(stream: &mut TcpStream, messages: &[(u8, Vec<u8>)], pings: usize, raw: bool) {
     let mut pongs = 0;
     for (i, (opcode, payload)) in messages.iter().enumerate() {
-        let (first, head, got) = loop {
-            let f = read_frame(stream);
-            if f.0 == 0x8a {
-                assert_eq!(f.2, b"p1");
+        let (head, got) = loop {
+            let (head, payload) = read_server_frame(stream);
+            if head[0] == 0x8a {
+                assert_eq!(payload, b"p1");
                 pongs += 1;
                 continue;
             }
-            break f;
+            break (head, payload);
         };
+        let first = head[0];
         let want_first = 0x80 | if raw { 2 } else { *opcode };
         assert_eq!(first, want_first, "message {i}: first byte");
         assert_eq!(
             head,
-            shortest_header(first, payload.len()),
+            shortest_server_header(first, payload.len()),
             "message {i}: header"
         );
         assert!(
@@ -280,8 +239,8 @@ fn expect_echoes(stream: &mut TcpStream, messages: &[(u8, Vec<u8>)], pings: usiz
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     while pongs < pings {
-        let f = read_frame(stream);
-        assert_eq!(f.0, 0x8a, "only pongs may follow");
+        let (head, _) = read_server_frame(stream);
+        assert_eq!(head[0], 0x8a, "only pongs may follow");
         pongs += 1;
     }
     assert_eq!(pongs, pings);
@@ -312,8 +271,8 @@ fn echoes_of_every_frame_shape_written_at_once_and_dripped() {
 fn read_until_close(stream: &mut TcpStream) -> (Vec<Vec<u8>>, u16) {
     let mut data = Vec::new();
     for _ in 0..10_000 {
-        let (first, _, payload) = read_frame(stream);
-        match first & 0x0f {
+        let (head, payload) = read_server_frame(stream);
+        match head[0] & 0x0f {
             8 => return (data, u16::from_be_bytes([payload[0], payload[1]])),
             1 | 2 => data.push(payload),
             _ => {}

@@ -258,6 +258,40 @@ pub fn ws_echo_roundtrip(stream: &mut TcpStream, payload: &[u8]) {
     assert_eq!(echo, payload, "the echo differs");
 }
 
+/// Reads one WebSocket frame a server wrote: its header as it came (first byte, length
+/// byte, extended length) and its payload. A server frame is never masked.
+pub fn read_server_frame(stream: &mut impl Read) -> (Vec<u8>, Vec<u8>) {
+    let mut head = vec![0u8; 2];
+    stream.read_exact(&mut head).expect("a frame header");
+    let extended = match head[1] & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    head.resize(2 + extended, 0);
+    stream
+        .read_exact(&mut head[2..])
+        .expect("a frame's extended length");
+    let len = match extended {
+        0 => u64::from(head[1] & 0x7f),
+        _ => head[2..].iter().fold(0, |n, &b| n << 8 | u64::from(b)),
+    };
+    assert_eq!(head[1] & 0x80, 0, "a server frame must not be masked");
+    let mut payload = vec![0u8; len as usize];
+    stream.read_exact(&mut payload).expect("a frame's payload");
+    (head, payload)
+}
+
+/// The header a server writes for an unmasked frame whose first byte is `first` and whose
+/// payload is `len` bytes: the length in its shortest form (RFC 6455 §5.2).
+pub fn shortest_server_header(first: u8, len: usize) -> Vec<u8> {
+    match len {
+        0..=125 => vec![first, len as u8],
+        126..=0xffff => [&[first, 126][..], &(len as u16).to_be_bytes()].concat(),
+        _ => [&[first, 127][..], &(len as u64).to_be_bytes()].concat(),
+    }
+}
+
 /// Upgrades a plain socket to a WebSocket at `/echo` by hand (fixed key) and checks the
 /// `101`; no byte past the response head is read.
 pub fn ws_upgrade(stream: &mut TcpStream) {
