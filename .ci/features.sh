@@ -148,6 +148,7 @@ doc_test_crate getty-transports "" ws
 # declined. The other suites with WebSocket sessions in them (flow control, groups,
 # limits, ...) drive the same framing code as in the default build's run, where no
 # permessage-deflate was agreed unless the test asked for it (those tests need deflate).
+#
 # Every target of the facade (its 60-odd test suites and its examples) is linted with no
 # features and with `ws`, the combinations whose tests run below. Under tls, deflate and
 # ws,deflate, which only take code away, the library and the examples are: a suite that
