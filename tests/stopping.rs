@@ -485,23 +485,74 @@ fn a_udp_handler_closes_its_client() {
     });
 }
 
-/// Set in the child process that `a_watch_that_fails_to_start_leaves_the_default_action_on`
-/// starts.
+/// Set, to the test's name, in the child process a failed-watch test starts.
 const FAILED_WATCH_CHILD: &str = "GETTY_STOPPING_FAILED_WATCH_CHILD";
 
 /// A watch that cannot start, because the process is out of descriptors, leaves the process
-/// as it found it: with no reactor watching, SIGTERM still ends it. Run in a child process
-/// (this test binary, filtered to this test), which the signal is meant to end.
+/// as it found it: with no reactor watching, SIGTERM still ends it. Each case runs in a
+/// child process (this test binary, filtered to the test), which the signal is meant to end.
 #[test]
 fn a_watch_that_fails_to_start_leaves_the_default_action_on() {
-    if std::env::var_os(FAILED_WATCH_CHILD).is_some() {
-        fail_to_watch_then_raise_sigterm();
+    expect_sigterm_to_end_the_child(
+        "a_watch_that_fails_to_start_leaves_the_default_action_on",
+        || {
+            let mut reactor = Reactor::new().unwrap();
+            let limit = leave_free_descriptors(0);
+            let watched = reactor.shutdown_on_signals(LONG_GRACE);
+            set_descriptor_limit(limit);
+            println!("watch: {watched:?}");
+        },
+    );
+}
+
+/// The same after a watch that came and went: signal-hook's handler is installed for good
+/// by then, so it is the emulated default action that must be back.
+#[test]
+fn a_watch_that_fails_after_one_that_ended_leaves_the_default_action_on() {
+    let name = "a_watch_that_fails_after_one_that_ended_leaves_the_default_action_on";
+    expect_sigterm_to_end_the_child(name, || {
+        let mut first = Reactor::new().unwrap();
+        first.shutdown_on_signals(LONG_GRACE).unwrap();
+        drop(first);
+        let mut second = Reactor::new().unwrap();
+        let limit = leave_free_descriptors(0);
+        let watched = second.shutdown_on_signals(LONG_GRACE);
+        set_descriptor_limit(limit);
+        println!("watch: {watched:?}");
+    });
+}
+
+/// A pool where one reactor cannot watch: the call fails, and the reactor that did start
+/// watching stops again, instead of taking the signal and leaving the process running.
+#[test]
+fn a_pool_watch_that_fails_halfway_leaves_the_default_action_on() {
+    let name = "a_pool_watch_that_fails_halfway_leaves_the_default_action_on";
+    expect_sigterm_to_end_the_child(name, || {
+        let pool = ReactorPool::start(2, |_, _| Ok(())).unwrap();
+        let limit = leave_free_descriptors(2); // one signal pipe (a socket pair), not two
+        let watched = pool.shutdown_on_signals(LONG_GRACE);
+        set_descriptor_limit(limit);
+        println!("watch: {watched:?}");
+        std::mem::forget(pool); // its reactors run on while the child raises SIGTERM
+    });
+}
+
+/// In the child (`FAILED_WATCH_CHILD` names `name`): runs `fail_to_watch`, which prints the
+/// failed watch's result, then raises SIGTERM and exits with 0 only if it survived. In the
+/// parent: runs that child and checks the watch failed and SIGTERM ended it.
+fn expect_sigterm_to_end_the_child(name: &str, fail_to_watch: impl FnOnce()) {
+    if std::env::var(FAILED_WATCH_CHILD).as_deref() == Ok(name) {
+        fail_to_watch();
+        raise(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(200)); // a reactor's shutdown, if any
+        println!("survived SIGTERM");
+        std::process::exit(0);
     }
-    watchdog(Duration::from_secs(60), || {
-        let name = "a_watch_that_fails_to_start_leaves_the_default_action_on";
+    let name = name.to_owned();
+    watchdog(Duration::from_secs(60), move || {
         let output = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture", "--test-threads=1"])
-            .env(FAILED_WATCH_CHILD, "1")
+            .args(["--exact", &name, "--nocapture", "--test-threads=1"])
+            .env(FAILED_WATCH_CHILD, &name)
             .output()
             .expect("run the child");
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -515,25 +566,15 @@ fn a_watch_that_fails_to_start_leaves_the_default_action_on() {
     });
 }
 
-/// The child's part: a watch refused for want of descriptors, then SIGTERM with no reactor
-/// watching. Exits (with 0) only if the signal did not end the process.
-fn fail_to_watch_then_raise_sigterm() -> ! {
-    let mut reactor = Reactor::new().unwrap();
-    let limit = descriptors_used_up();
-    let watched = reactor.shutdown_on_signals(LONG_GRACE);
-    set_descriptor_limit(limit);
-    println!("watch: {watched:?}");
-    drop(reactor);
-    raise(libc::SIGTERM);
-    println!("survived SIGTERM");
-    std::process::exit(0);
-}
-
-/// Lowers this process's descriptor limit to the lowest free descriptor, so that opening
-/// another fails with EMFILE; returns the limit it replaced.
-fn descriptors_used_up() -> libc::rlimit {
+/// Lowers this process's descriptor limit so that only the `free` lowest free descriptors
+/// can still be opened; returns the limit it replaced.
+fn leave_free_descriptors(free: usize) -> libc::rlimit {
     use std::os::fd::AsRawFd;
-    let lowest_free = std::fs::File::open("/dev/null").unwrap().as_raw_fd();
+    let probes: Vec<_> = (0..=free)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let limit = probes.last().unwrap().as_raw_fd();
+    drop(probes);
     let mut old = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -541,7 +582,7 @@ fn descriptors_used_up() -> libc::rlimit {
     // SAFETY: getrlimit writes the limit into `old`, a valid rlimit.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
     set_descriptor_limit(libc::rlimit {
-        rlim_cur: lowest_free as libc::rlim_t,
+        rlim_cur: limit as libc::rlim_t,
         rlim_max: old.rlim_max,
     });
     old

@@ -152,8 +152,9 @@ impl Drop for SignalWatch {
 }
 
 impl Core {
-    /// Starts watching for signals (or changes the grace of the watch there is).
-    fn watch_signals(&mut self, grace: Duration) -> io::Result<()> {
+    /// Starts watching for signals (or changes the grace of the watch there is); says
+    /// whether it started a watch.
+    fn watch_signals(&mut self, grace: Duration) -> io::Result<bool> {
         if self.phase == Phase::Stopped {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
@@ -162,9 +163,18 @@ impl Core {
         }
         match &mut self.signals {
             Some(watch) => watch.grace = grace,
-            None => self.signals = Some(SignalWatch::new(&self.registry, grace)?),
+            None => {
+                self.signals = Some(SignalWatch::new(&self.registry, grace)?);
+                return Ok(true);
+            }
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// Stops watching for signals; dropping the watch closes its pipe (which leaves the
+    /// poll) and uncounts it.
+    fn unwatch_signals(&mut self) {
+        self.signals = None;
     }
 
     /// The signal pipe is readable: a first signal starts a graceful shutdown, any later
@@ -235,7 +245,7 @@ impl Reactor {
     /// assert_eq!((how.name(), how.forced()), ("SIGINT", false));
     /// ```
     pub fn shutdown_on_signals(&mut self, grace: Duration) -> io::Result<()> {
-        self.core.watch_signals(grace)
+        self.core.watch_signals(grace).map(drop)
     }
 }
 
@@ -256,6 +266,12 @@ impl ReactorHandle {
     /// thread.join().unwrap();
     /// ```
     pub fn shutdown_on_signals(&self, grace: Duration) -> io::Result<()> {
+        self.start_watching(grace).map(drop)
+    }
+
+    /// [`shutdown_on_signals`](Self::shutdown_on_signals), saying whether the reactor
+    /// started a watch (it was not watching yet).
+    fn start_watching(&self, grace: Duration) -> io::Result<bool> {
         self.query(move |spawner| spawner.core.watch_signals(grace))?
     }
 
@@ -274,6 +290,11 @@ impl ReactorPool {
     /// [`Reactor::shutdown_on_signals`]). [`join`](ReactorPool::join) then returns when all
     /// have stopped.
     ///
+    /// Fails if one reactor cannot watch (the process is out of descriptors, or that
+    /// reactor has stopped); the reactors this call made watch then stop watching again,
+    /// so a signal finds the process as it was (a reactor that was watching before the call
+    /// keeps its watch, with the new grace).
+    ///
     /// ```
     /// use std::time::Duration;
     /// use getty_reactor::ReactorPool;
@@ -286,8 +307,20 @@ impl ReactorPool {
     /// assert!(handles.iter().all(|h| h.signal_shutdown().is_some_and(|s| !s.forced())));
     /// ```
     pub fn shutdown_on_signals(&self, grace: Duration) -> io::Result<()> {
+        let mut started = Vec::new();
         for handle in self.handles() {
-            handle.shutdown_on_signals(grace)?;
+            match handle.start_watching(grace) {
+                Ok(true) => started.push(handle),
+                Ok(false) => {}
+                Err(e) => {
+                    // Half a pool watching would take the first signal and leave the rest
+                    // of the process running: undo.
+                    for handle in started {
+                        let _ = handle.query(|spawner| spawner.core.unwatch_signals());
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
