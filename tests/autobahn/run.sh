@@ -63,16 +63,25 @@ SERVER_CMD="${AUTOBAHN_SERVER_CMD:-$DEFAULT_SERVER_CMD}"
 CLIENT_CMD="${AUTOBAHN_CLIENT_CMD:-$DEFAULT_CLIENT_CMD}"
 
 # Processes we started (each the leader of its own process group), ended on exit.
+# SIDES: the two sides' subshells (--mode both) not yet waited for; a subshell is no
+# group leader, so it is signalled by its PID, which stays ours until it is waited for.
 PIDS=()
+SIDES=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for pid in "${SIDES[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+  for pid in "${SIDES[@]}" "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
 }
 trap cleanup EXIT
+# Ended by a signal, exit through the EXIT trap, whose waits then hold until all is gone.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 start() { # start LOGFILE CMD...: runs CMD in its own process group; sets STARTED
   local log="$1"; shift
@@ -194,12 +203,13 @@ EOF
 in_background() {
   (
     PIDS=()
+    SIDES=()
     trap cleanup EXIT
     trap 'exit 143' TERM
     "$2"
   ) >"$WORK/$1.out" 2>&1 &
   STARTED=$!
-  PIDS+=("$STARTED")
+  SIDES+=("$STARTED")
 }
 
 # Both sides at once when both are asked for: each side's time is mostly wstest's own (one
@@ -214,8 +224,10 @@ case "$mode" in
     in_background client-side test_client
     client_side=$STARTED
     wait "$server_side" || status=1
+    SIDES=("$client_side")
     cat "$WORK/server-side.out"
     wait "$client_side" || status=1
+    SIDES=()
     cat "$WORK/client-side.out"
     ;;
 esac
