@@ -106,7 +106,7 @@
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.1 s warm-up, 0.2 s points, 1 and 20 connections,
 //!   64 B and 16 KiB, 200 timer sessions with a 0.1 s cron for 0.3 s, 1 and 2 reactors): every server runs
 //!   once, in a few seconds. Quick mode is also what runs when the binary is started
-//!   without `--bench` (as `cargo test --benches` does), so CI only smoke-tests it.
+//!   without `--bench` (as `cargo test --benches` does: a smoke test; CI only builds the benches).
 
 #![cfg(target_os = "linux")]
 

@@ -82,7 +82,7 @@
 //!   `bench-charts/` in the target directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs, 200 idle connections).
 //!   Quick mode is also what runs when the binary is started without `--bench` (as
-//!   `cargo test --benches` does), so CI only smoke-tests it.
+//!   `cargo test --benches` does: a smoke test; CI only builds the benches).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
