@@ -493,16 +493,10 @@ const FAILED_WATCH_CHILD: &str = "GETTY_STOPPING_FAILED_WATCH_CHILD";
 /// child process (this test binary, filtered to the test), which the signal is meant to end.
 #[test]
 fn a_watch_that_fails_to_start_leaves_the_default_action_on() {
-    expect_sigterm_to_end_the_child(
-        "a_watch_that_fails_to_start_leaves_the_default_action_on",
-        || {
-            let mut reactor = Reactor::new().unwrap();
-            let limit = leave_free_descriptors(0);
-            let watched = reactor.shutdown_on_signals(LONG_GRACE);
-            set_descriptor_limit(limit);
-            println!("watch: {watched:?}");
-        },
-    );
+    let name = "a_watch_that_fails_to_start_leaves_the_default_action_on";
+    expect_sigterm_to_end_the_child(name, || {
+        watch_with_no_descriptor_free(&mut Reactor::new().unwrap());
+    });
 }
 
 /// The same after a watch that came and went: signal-hook's handler is installed for good
@@ -514,12 +508,16 @@ fn a_watch_that_fails_after_one_that_ended_leaves_the_default_action_on() {
         let mut first = Reactor::new().unwrap();
         first.shutdown_on_signals(LONG_GRACE).unwrap();
         drop(first);
-        let mut second = Reactor::new().unwrap();
-        let limit = leave_free_descriptors(0);
-        let watched = second.shutdown_on_signals(LONG_GRACE);
-        set_descriptor_limit(limit);
-        println!("watch: {watched:?}");
+        watch_with_no_descriptor_free(&mut Reactor::new().unwrap());
     });
+}
+
+/// Asks `reactor` to watch while no descriptor is free for its pipe; prints the result.
+fn watch_with_no_descriptor_free(reactor: &mut Reactor) {
+    let limit = leave_free_descriptors(0);
+    let watched = reactor.shutdown_on_signals(LONG_GRACE);
+    set_descriptor_limit(limit);
+    println!("watch: {watched:?}");
 }
 
 /// A pool where one reactor cannot watch: the call fails, and the reactor that did start
