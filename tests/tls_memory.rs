@@ -131,7 +131,7 @@ fn a_large_message_over_tcp_takes_one_buffer_of_about_its_size() {
         const LEN: usize = 2 << 20;
         let largest = largest_for_a_message_over_tcp(LEN);
         assert!(
-            largest <= LEN + LEN / 2,
+            largest <= LEN + LEN / 8,
             "a buffer of {} KiB for a message of {} KiB",
             largest >> 10,
             LEN >> 10
@@ -142,7 +142,9 @@ fn a_large_message_over_tcp_takes_one_buffer_of_about_its_size() {
 /// Not TLS's doing: a frame larger than the pool keeps (4 MiB) gets its last step from
 /// `BytesMut::reserve` in `make_room_for_frame`, which rounds up to twice the capacity: the
 /// buffer for a 4 MiB message is reallocated at 8 MiB (a 64 MiB message would take 128
-/// MiB), where the step asked for the frame's end plus 4 KiB ("and no more").
+/// MiB), where the step asked for the frame's end plus 4 KiB ("and no more"). So could a
+/// step before the last, from a buffer of 3 MiB that was half read (6 MiB, seen in CI once
+/// in ten runs, depending on how the reads fell).
 #[test]
 fn a_message_larger_than_the_pool_keeps_takes_one_buffer_of_about_its_size() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -150,7 +152,7 @@ fn a_message_larger_than_the_pool_keeps_takes_one_buffer_of_about_its_size() {
         const LEN: usize = 4 << 20;
         let largest = largest_for_a_message_over_tcp(LEN);
         assert!(
-            largest <= LEN + LEN / 2,
+            largest <= LEN + LEN / 8,
             "a buffer of {} KiB for a message of {} KiB",
             largest >> 10,
             LEN >> 10

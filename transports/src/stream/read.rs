@@ -405,6 +405,14 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
         return;
     }
     let from_pool = buf.capacity() <= pool.buffer_size();
+    // `reserve` grows an allocation to at least twice its capacity, so once that would
+    // pass the frame's room, this step is the last: exactly the room, not up to twice it.
+    let doubling_passes_frame = buf.capacity().saturating_mul(2) > frame_room;
+    let wanted = if from_pool || !doubling_passes_frame {
+        wanted
+    } else {
+        frame_room
+    };
     let last_step = wanted == frame_room;
     if !from_pool && !last_step {
         // An allocation of its own already: grown in place where the allocator can.
@@ -528,6 +536,49 @@ mod tests {
             "{} B for {read} B read",
             buf.capacity()
         );
+    }
+
+    /// Half a buffer of its own read, of a frame that needs more than the buffer but less
+    /// than twice it: `reserve` would have doubled it (6 MiB for a 4 MiB frame, seen in CI),
+    /// where the step takes the frame's room and no more.
+    #[test]
+    fn a_step_that_doubling_would_take_past_the_frame_takes_only_its_room() {
+        let mut pool = BufPool::default();
+        let frame_len = 4 * FRAME;
+        let mut buf = partial_frame(3 * FRAME / 2 + 100, 3 * FRAME);
+        make_room_for_frame(&mut buf, frame_len, &mut pool);
+        assert_eq!(buf.capacity(), frame_len + MIN_READ_SPACE);
+        assert_eq!(buf.len(), 3 * FRAME / 2 + 100);
+        assert!(buf.iter().all(|&b| b == 7), "the bytes read moved with it");
+    }
+
+    proptest::proptest! {
+        /// However a frame's bytes arrive, with no kept buffer to take, its buffer never
+        /// grows past the frame's room (or the pool's own size, for a small frame), and
+        /// always has room for the next read until the frame is whole.
+        #[test]
+        fn a_frame_in_reads_of_any_size_never_grows_past_its_room(
+            frame_len in 1usize..(6 << 20),
+            reads in proptest::collection::vec(1usize..(512 << 10), 1..200),
+        ) {
+            let mut pool = BufPool::default();
+            let limit = (frame_len + MIN_READ_SPACE).max(pool.buffer_size());
+            let mut buf = pool.take();
+            for read in reads {
+                if buf.len() >= frame_len {
+                    break;
+                }
+                make_room_for_frame(&mut buf, frame_len, &mut pool);
+                let room = buf.capacity() - buf.len();
+                proptest::prop_assert!(room > 0, "no room at {} of {frame_len}", buf.len());
+                proptest::prop_assert!(
+                    buf.capacity() <= limit,
+                    "{} B for a frame of {frame_len} B", buf.capacity()
+                );
+                let take = read.min(room).min(frame_len - buf.len());
+                buf.resize(buf.len() + take, 7);
+            }
+        }
     }
 
     /// A frame that waited for a kept buffer which another session then took still grows
