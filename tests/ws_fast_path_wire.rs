@@ -428,8 +428,6 @@ impl Handler<MessageCodec, Ws> for Collector {
 /// between the pieces), then a masked frame, which a client must refuse with 1002.
 #[test]
 fn a_client_takes_server_frames_whole_and_refuses_a_masked_one() {
-    use bytes::BytesMut;
-    use getty::codec::ws::parse_request;
     use std::net::TcpListener;
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
@@ -440,20 +438,8 @@ fn a_client_takes_server_frames_whole_and_refuses_a_masked_one() {
             stream
                 .set_read_timeout(Some(Duration::from_secs(5)))
                 .unwrap();
-            let mut input = BytesMut::new();
-            let request = loop {
-                let mut buf = [0u8; 1024];
-                let n = stream.read(&mut buf).unwrap();
-                assert!(n > 0, "the request ended");
-                input.extend_from_slice(&buf[..n]);
-                if let Some(r) = parse_request(&mut input, 8192).unwrap() {
-                    break r;
-                }
-            };
-            let mut out = BytesMut::new();
-            request.accept(None, None, &mut out).unwrap();
             let emoji = "x😀".as_bytes();
-            let mut wire = out.to_vec();
+            let mut wire = accept_ws_request(&mut stream);
             wire.extend(server_frame(0x82, b"a", LenField::Shortest));
             wire.extend(server_frame(0x81, "héllo".as_bytes(), LenField::Wide16));
             wire.extend(server_frame(0x82, &[9; 200], LenField::Wide64));

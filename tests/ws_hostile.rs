@@ -608,8 +608,6 @@ fn held_websocket_floods_cost_the_reactor_no_cpu() {
 /// client answers the close with 1000 (masked) and then closes its end.
 #[test]
 fn a_client_gets_frames_a_close_and_eof_sent_with_the_101() {
-    use bytes::BytesMut;
-    use getty::codec::ws::parse_request;
     use getty::ws::WsClient;
     use std::net::TcpListener;
     watchdog(TEST_LIMIT, || {
@@ -623,19 +621,7 @@ fn a_client_gets_frames_a_close_and_eof_sent_with_the_101() {
             let (mut stream, _) = listener.accept().unwrap();
             drop(listener);
             stream.set_read_timeout(Some(STEP)).unwrap();
-            let mut input = BytesMut::new();
-            let request = loop {
-                let mut buf = [0u8; 1024];
-                let n = stream.read(&mut buf).unwrap();
-                assert!(n > 0, "the request ended");
-                input.extend_from_slice(&buf[..n]);
-                if let Some(r) = parse_request(&mut input, 8192).unwrap() {
-                    break r;
-                }
-            };
-            let mut out = BytesMut::new();
-            request.accept(None, None, &mut out).unwrap();
-            let mut wire = out.to_vec();
+            let mut wire = accept_ws_request(&mut stream);
             for m in &to_send {
                 // An unmasked server frame: a client frame less its mask.
                 let mut f = client_frame(2, true, m, 0);

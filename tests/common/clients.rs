@@ -305,6 +305,27 @@ pub fn ws_upgrade(stream: &mut TcpStream) {
     read_101(stream);
 }
 
+/// The server's side of a client's upgrade, by hand: reads the request (bounded by the
+/// socket's read timeout) and returns the `101` that accepts it, for the caller to send,
+/// alone or with frames behind it in the same write.
+#[cfg(feature = "ws")]
+pub fn accept_ws_request(stream: &mut TcpStream) -> Vec<u8> {
+    use getty::codec::ws::parse_request;
+    let mut input = bytes::BytesMut::new();
+    let request = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).expect("the upgrade request");
+        assert!(n > 0, "the request ended");
+        input.extend_from_slice(&chunk[..n]);
+        if let Some(request) = parse_request(&mut input, 8192).unwrap() {
+            break request;
+        }
+    };
+    let mut response = bytes::BytesMut::new();
+    request.accept(None, None, &mut response).unwrap();
+    response.to_vec()
+}
+
 /// Reads a `101 Switching Protocols` head byte by byte (nothing past it).
 pub fn read_101(stream: &mut TcpStream) {
     let mut head = Vec::new();
