@@ -404,26 +404,13 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
         // one fills: keep reading into this one rather than allocate a step in between.
         return;
     }
-    let from_pool = buf.capacity() <= pool.buffer_size();
-    // `reserve` grows an allocation to at least twice its capacity, so once that would
-    // pass the frame's room, this step is the last: exactly the room, not up to twice it.
-    let doubling_passes_frame = buf.capacity().saturating_mul(2) > frame_room;
-    let wanted = if from_pool || !doubling_passes_frame {
-        wanted
-    } else {
-        frame_room
-    };
-    let last_step = wanted == frame_room;
-    if !from_pool && !last_step {
-        // An allocation of its own already: grown in place where the allocator can.
-        buf.reserve(wanted - buf.len());
-        return;
-    }
-    // An idle pooled buffer that is large enough (the first step out of a 64 KiB buffer
-    // often fits one of 128 KiB), else exactly `wanted`: leaving a pooled buffer, or the
-    // frame's last step, which `reserve` would round up to twice the buffer (an 8 MiB
-    // allocation for a 4 MiB frame, held for as long as the message is). That costs the
-    // copy of what came of the frame, once per frame.
+    // Exactly `wanted` (or an idle pooled buffer that is large enough: the first step out
+    // of a 64 KiB buffer often fits one of 128 KiB), never `reserve`: it grows the whole
+    // allocation, consumed front included, to at least twice its size, so a step near the
+    // frame's end, or behind an earlier message's bytes, would take up to twice the room
+    // (an 8 MiB allocation for a frame of 5.5 MiB, held for as long as the message is).
+    // Each step copies what came of the frame; the steps double, so the copies add up to
+    // about one frame.
     let grown = pool
         .take_at_least(wanted)
         .unwrap_or_else(|| BytesMut::with_capacity(wanted));
@@ -540,30 +527,53 @@ mod tests {
 
     /// Half a buffer of its own read, of a frame that needs more than the buffer but less
     /// than twice it: `reserve` would have doubled it (6 MiB for a 4 MiB frame, seen in CI),
-    /// where the step takes the frame's room and no more.
+    /// where the step takes what it asks for, within the frame's room.
     #[test]
-    fn a_step_that_doubling_would_take_past_the_frame_takes_only_its_room() {
+    fn a_step_from_a_buffer_of_its_own_takes_what_it_asks_not_twice_the_buffer() {
         let mut pool = BufPool::default();
-        let frame_len = 4 * FRAME;
-        let mut buf = partial_frame(3 * FRAME / 2 + 100, 3 * FRAME);
-        make_room_for_frame(&mut buf, frame_len, &mut pool);
-        assert_eq!(buf.capacity(), frame_len + MIN_READ_SPACE);
-        assert_eq!(buf.len(), 3 * FRAME / 2 + 100);
+        let read = 3 * FRAME / 2 + 100;
+        let mut buf = partial_frame(read, 3 * FRAME);
+        make_room_for_frame(&mut buf, 4 * FRAME, &mut pool);
+        assert_eq!(buf.capacity(), 2 * read);
+        assert_eq!(buf.len(), read);
         assert!(buf.iter().all(|&b| b == 7), "the bytes read moved with it");
     }
 
+    /// A frame read in behind an earlier message's bytes (consumed, in front of the view):
+    /// `reserve` would have doubled the whole allocation, front included.
+    #[test]
+    fn a_frame_behind_a_consumed_front_takes_only_its_room() {
+        let mut pool = BufPool::default();
+        let (earlier, read) = (FRAME + FRAME / 4, FRAME + FRAME / 2);
+        let mut buf = partial_frame(earlier + read, 4 * FRAME);
+        drop(buf.split_to(earlier)); // the earlier message, handed out and gone
+        make_room_for_frame(&mut buf, 5 * FRAME + FRAME / 2, &mut pool);
+        assert_eq!(buf.capacity(), 2 * read, "not twice the whole buffer");
+        assert_eq!(buf.len(), read);
+    }
+
     proptest::proptest! {
-        /// However a frame's bytes arrive, with no kept buffer to take, its buffer never
-        /// grows past the frame's room (or the pool's own size, for a small frame), and
+        /// However a frame's bytes arrive, and whatever came before it in its buffer, with
+        /// no kept buffer to take, its buffer never grows past the frame's room (or the
+        /// whole buffer it started in, or the pool's own size, for a small frame), and
         /// always has room for the next read until the frame is whole.
         #[test]
         fn a_frame_in_reads_of_any_size_never_grows_past_its_room(
             frame_len in 1usize..(6 << 20),
             reads in proptest::collection::vec(1usize..(512 << 10), 1..200),
+            front_capacity in proptest::sample::select(vec![64 << 10, 1 << 20, 4 << 20]),
+            front in 0usize..(4 << 20),
         ) {
             let mut pool = BufPool::default();
-            let limit = (frame_len + MIN_READ_SPACE).max(pool.buffer_size());
-            let mut buf = pool.take();
+            // The frame starts behind an earlier message's bytes, consumed (as when two
+            // arrive back to back) or not (a buffer of its own).
+            let mut buf = BytesMut::with_capacity(front_capacity);
+            buf.resize(front.min(front_capacity), 9);
+            drop(buf.split_to(buf.len()));
+            // The buffer it started in can come back through the pool once outgrown.
+            let limit = (frame_len + MIN_READ_SPACE)
+                .max(pool.buffer_size())
+                .max(front_capacity);
             for read in reads {
                 if buf.len() >= frame_len {
                     break;
