@@ -217,16 +217,20 @@ impl SessionOptions {
     }
 
     /// Outbound watermarks: crossing `high` upwards tells the handler the session is no
-    /// longer writable; draining to `low` tells it that it is again. `low` is clamped to
-    /// at most `high`.
+    /// longer writable; draining to `low` tells it that it is again. `high` is at least 1
+    /// and `low` is clamped below it, so that no queue is at both at once (a queue stuck
+    /// at a `high` equal to `low` would be reported unwritable and writable in turn).
     ///
     /// ```
     /// let o = getty_transports::SessionOptions::default().watermarks(1024, 512);
     /// assert_eq!(o.get_watermarks(), (1024, 512));
+    /// // Unwritable from 1,024 queued bytes, writable again at 1,023.
+    /// let o = getty_transports::SessionOptions::default().watermarks(1024, 1024);
+    /// assert_eq!(o.get_watermarks(), (1024, 1023));
     /// ```
     pub fn watermarks(mut self, high: usize, low: usize) -> Self {
-        self.high_watermark = high;
-        self.low_watermark = low.min(high);
+        self.high_watermark = high.max(1);
+        self.low_watermark = low.min(self.high_watermark - 1);
         self
     }
 

@@ -90,12 +90,14 @@ impl Writability {
 /// The writability a session should report next, given the last one reported. It moves
 /// one step at a time from the reported state, so a write that crosses the high watermark
 /// and a flush that drains below the low one at once are reported as both crossings: a
-/// handler that stopped producing on `false` must hear `true`.
+/// handler that stopped producing on `false` must hear `true`. A queue is never both at
+/// the high watermark and at the low one (`SessionOptions::watermarks` keeps `low` below
+/// `high`, and so does this), or its writability would flip on every round.
 #[inline]
 fn next_writability(reported: bool, queued: usize, high: usize, low: usize) -> bool {
     if reported && queued >= high {
         false
-    } else if !reported && queued <= low {
+    } else if !reported && queued <= low && queued < high {
         true
     } else {
         reported
@@ -155,6 +157,27 @@ mod tests {
         assert!(!next_writability(false, 51, high, low));
         // Reported writable, queue already drained: no crossing to report.
         assert!(next_writability(true, 0, high, low));
+    }
+
+    /// Whatever the watermarks (even equal, or a high of 0 set some other way) and the
+    /// queue, a crossing is told at most once per state: the next writability is a fixed
+    /// point, so a queue that cannot drain never flips it round after round.
+    #[test]
+    fn a_queue_that_stays_put_settles_after_one_crossing() {
+        for high in 0..6 {
+            for low in 0..6 {
+                for queued in 0..8 {
+                    for reported in [true, false] {
+                        let next = next_writability(reported, queued, high, low);
+                        assert_eq!(
+                            next_writability(next, queued, high, low),
+                            next,
+                            "flips at high {high}, low {low}, queued {queued}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
