@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,6 +82,117 @@ fn a_queue_stuck_at_equal_watermarks_does_not_spin_the_reactor() {
         assert!(
             cpu < elapsed / 10,
             "the reactor used {cpu:?} in {elapsed:?}"
+        );
+    });
+}
+
+/// Streams numbered bytes for as long as its session is writable, again on hearing it is
+/// writable, and reports how the session ended.
+struct Pump {
+    next: u64,
+    errors: std::sync::mpsc::Sender<String>,
+}
+
+impl Pump {
+    fn pump(&mut self, s: &mut Session<RawCodec>) {
+        while s.is_writable() && !s.is_closing() {
+            let chunk: Vec<u8> = (0..16 * 1024u64)
+                .map(|i| ((self.next + i) % 251) as u8)
+                .collect();
+            self.next += chunk.len() as u64;
+            if s.write_bytes(chunk).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Handler<RawCodec> for Pump {
+    fn on_message(&mut self, s: &mut Session<RawCodec>, _: Bytes) {
+        self.pump(s);
+    }
+    fn on_writability_changed(&mut self, s: &mut Session<RawCodec>, writable: bool) {
+        if writable {
+            self.pump(s);
+        }
+    }
+    fn on_error(&mut self, _: &mut Session<RawCodec>, error: &getty::Error) {
+        let _ = self.errors.send(error.to_string());
+    }
+}
+
+/// A peer that reads steadily (`chunk` bytes every `every`), never pausing longer than
+/// `every`, for `total`; returns the bytes it read and whether the stream ended early.
+fn read_steadily(
+    peer: &mut TcpStream,
+    chunk: usize,
+    every: Duration,
+    total: Duration,
+) -> (u64, Option<String>, Duration) {
+    let mut buf = vec![0u8; chunk];
+    let mut read = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < total {
+        match peer.read(&mut buf) {
+            Ok(0) => return (read, Some("EOF".into()), started.elapsed()),
+            Ok(n) => {
+                for (i, &b) in buf[..n].iter().enumerate() {
+                    assert_eq!(
+                        b,
+                        ((read + i as u64) % 251) as u8,
+                        "byte {}",
+                        read + i as u64
+                    );
+                }
+                read += n as u64;
+            }
+            Err(e) => return (read, Some(e.to_string()), started.elapsed()),
+        }
+        std::thread::sleep(every);
+    }
+    (read, None, started.elapsed())
+}
+
+/// A peer that reads 4 KiB every 20 ms (about 200 KB/s, never idle for more than 20 ms)
+/// was ended with `WriteStalled` at the 2 s write-stall timeout, although the socket had
+/// room for more all along: once it fills, the kernel raises the writable edge only when a
+/// third of its (autotuned, megabytes) send buffer has drained, and the stall deadline
+/// failed the session without trying the socket once more.
+#[test]
+fn a_peer_that_reads_steadily_but_slowly_is_not_killed_as_stalled() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stall = Duration::from_secs(2);
+        let server = TcpServer::builder()
+            .session_options(SessionOptions::default().write_stall_timeout(stall))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    RawCodec,
+                    Pump {
+                        next: 0,
+                        errors: tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("slow-reader", server);
+        let mut peer = connect(addr);
+        peer.write_all(b"go").unwrap();
+        let (read, ended, lasted) = read_steadily(
+            &mut peer,
+            4 * 1024,
+            Duration::from_millis(20),
+            Duration::from_secs(7),
+        );
+        let errors: Vec<String> = rx.try_iter().collect();
+        running.stop();
+        eprintln!("read {read} bytes in {lasted:?}; ended: {ended:?}; server errors: {errors:?}");
+        assert!(
+            ended.is_none() && errors.is_empty(),
+            "a peer that read {read} bytes steadily (a read every 20 ms) was cut off after \
+             {lasted:?} ({ended:?}); the server said {errors:?}"
         );
     });
 }

@@ -82,10 +82,8 @@ where
 
     pub(super) fn on_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         let now = cx.now();
+        self.check_stall(cx, now)?;
         let opts = &self.session.core.options;
-        if let Some(extras) = self.extras() {
-            extras.timer.check_stall(now, opts)?;
-        }
         let handshake = self
             .session
             .filter_io()
@@ -112,5 +110,24 @@ where
             self.handler.on_cron(&mut self.session);
         }
         Ok(())
+    }
+
+    /// `WriteStalled` once queued output has not moved for the write-stall timeout. Linux
+    /// tells a TCP socket writable only once a third of its send buffer is free, which a
+    /// steady reader slower than that buffer per timeout never frees in time: so a write is
+    /// tried first, and whatever the peer took since counts as progress.
+    fn check_stall(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<(), Error> {
+        let options = &self.session.core.options;
+        if self
+            .extras()
+            .is_none_or(|e| e.timer.check_stall(now, options).is_ok())
+        {
+            return Ok(());
+        }
+        self.flush(cx)?;
+        match self.extras() {
+            Some(extras) => extras.timer.check_stall(now, &self.session.core.options),
+            None => Ok(()),
+        }
     }
 }
