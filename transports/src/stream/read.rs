@@ -411,12 +411,17 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
     // (an 8 MiB allocation for a frame of 5.5 MiB, held for as long as the message is).
     // Each step copies what came of the frame; the steps double, so the copies add up to
     // about one frame.
+    let from_pool = buf.capacity() <= pool.buffer_size();
     let grown = pool
         .take_at_least(wanted)
         .unwrap_or_else(|| BytesMut::with_capacity(wanted));
     let outgrown = std::mem::replace(buf, grown);
     buf.extend_from_slice(&outgrown);
-    pool.give(outgrown);
+    if from_pool {
+        pool.give(outgrown);
+    }
+    // Else a step of this frame's own, freed as a reallocation would free it: kept in the
+    // pool, its odd size would wait there, unused, in place of a buffer of the pool's.
 }
 
 #[cfg(test)]
