@@ -196,3 +196,103 @@ fn a_peer_that_reads_steadily_but_slowly_is_not_killed_as_stalled() {
         );
     });
 }
+
+/// Hands out its session's handle; reports errors.
+struct HandOut {
+    handles: std::sync::mpsc::Sender<getty::SessionHandle<getty::codec::LengthFieldCodec>>,
+    events: std::sync::mpsc::Sender<String>,
+}
+
+impl Handler<getty::codec::LengthFieldCodec> for HandOut {
+    fn on_open(&mut self, s: &mut Session<getty::codec::LengthFieldCodec>) -> io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("in a callback"));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<getty::codec::LengthFieldCodec>, _: Bytes) {}
+    fn on_error(&mut self, _: &mut Session<getty::codec::LengthFieldCodec>, e: &getty::Error) {
+        let _ = self.events.send(format!("on_error: {e}"));
+    }
+}
+
+/// "A writer that heeds `Backpressure` never overruns `max_outbound`": a producer thread
+/// writes frames of 240 KiB (each within the 256 KiB `max_outbound`) through a handle,
+/// waiting with `wait_writable` whenever it is told `Backpressure`, to a peer that reads
+/// slowly. The session applied a write as soon as it was writable, with a few KiB of the
+/// previous frame still queued: it failed with `QueueFull` and, as a handle's write may
+/// not leave a hole, the session was ended after one frame of 20.
+#[test]
+fn a_producer_that_heeds_backpressure_keeps_its_session_whatever_the_frame_size() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (handles_tx, handles) = std::sync::mpsc::channel();
+        let (events_tx, events) = std::sync::mpsc::channel();
+        const MAX_OUTBOUND: usize = 256 * 1024;
+        const FRAME: usize = 240 * 1024;
+        const FRAMES: u32 = 20;
+        let server = TcpServer::builder()
+            .session_options(
+                SessionOptions::default()
+                    .watermarks(64 * 1024, 32 * 1024)
+                    .max_outbound(MAX_OUTBOUND),
+            )
+            .socket_options(getty::SocketOptions::default().send_buffer_size(Some(16 * 1024)))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    getty::codec::LengthFieldCodec::default(),
+                    HandOut {
+                        handles: handles_tx.clone(),
+                        events: events_tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("big-frames", server);
+        let mut peer = connect_with_recv_buffer(addr, 4096);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        let producer = std::thread::spawn(move || {
+            let mut accepted = 0u32;
+            while accepted < FRAMES {
+                let mut d = vec![accepted as u8; FRAME];
+                d[..4].copy_from_slice(&accepted.to_be_bytes());
+                match handle.write(Bytes::from(d)) {
+                    Ok(()) => accepted += 1,
+                    Err(getty::Error::Backpressure) => {
+                        if let Err(e) = handle.wait_writable(STEP) {
+                            return (accepted, Some(e.to_string()));
+                        }
+                    }
+                    Err(e) => return (accepted, Some(e.to_string())),
+                }
+            }
+            (accepted, None)
+        });
+        // A slow reader: 4 KiB at a time, a short pause every 16 reads.
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let mut reads = 0usize;
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while got.len() < FRAMES as usize * (4 + FRAME) {
+            match peer.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            reads += 1;
+            if reads % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let (accepted, stopped) = producer.join().unwrap();
+        running.stop();
+        let seen: Vec<String> = events.try_iter().collect();
+        let frames = got.len() / (4 + FRAME);
+        eprintln!("accepted {accepted}, stopped by {stopped:?}, the peer got {frames}; {seen:?}");
+        assert!(
+            seen.is_empty() && stopped.is_none(),
+            "a producer that heeded Backpressure with {FRAME}-byte frames (max_outbound \
+             {MAX_OUTBOUND}) lost its session after {frames} frames: {seen:?}; it was \
+             stopped by {stopped:?}"
+        );
+        assert_eq!(frames as u32, FRAMES);
+    });
+}

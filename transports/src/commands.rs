@@ -41,13 +41,6 @@ pub(crate) enum SessionOp {
     Job(SessionJob),
 }
 
-impl SessionOp {
-    /// It queues bytes: a handle's write.
-    pub(crate) fn writes(&self) -> bool {
-        matches!(self, SessionOp::Job(job) if job.writes())
-    }
-}
-
 impl From<Close> for SessionCommand {
     fn from(_: Close) -> Self {
         SessionCommand(SessionOp::Close)

@@ -35,8 +35,9 @@ type SessionWork = Box<dyn FnOnce(&mut dyn Any) -> Result<(), Error> + Send>;
 /// A job for a session, run on its reactor.
 pub(crate) struct SessionJob {
     work: SessionWork,
-    /// It queues bytes (a write), rather than only changing the session's state.
-    writes: bool,
+    /// For a write (it queues bytes, rather than only changing the session's state), about
+    /// how many: what its handle counted in flight.
+    write_len: Option<usize>,
 }
 
 impl SessionJob {
@@ -46,8 +47,42 @@ impl SessionJob {
     }
 
     /// It queues bytes (a write), rather than only changing the session's state.
+    #[cfg(test)]
     pub(crate) fn writes(&self) -> bool {
-        self.writes
+        self.write_len.is_some()
+    }
+}
+
+/// What a session can take now of the writes its handles posted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Room {
+    /// The session is writable: below its high watermark, or drained to the low one.
+    pub(crate) writable: bool,
+    /// The bytes it holds queued, as `max_outbound` counts them.
+    pub(crate) queued: usize,
+    pub(crate) max_outbound: usize,
+}
+
+impl Room {
+    /// Writable, with no bound on what it may queue.
+    #[cfg(test)]
+    pub(crate) fn writable(writable: bool) -> Room {
+        Room {
+            writable,
+            queued: 0,
+            max_outbound: usize::MAX,
+        }
+    }
+
+    /// A write of about `len` bytes may apply now: the session is writable and the write
+    /// fits under `max_outbound` beside what is queued, with room for its framing (the
+    /// estimate leaves headers out, and compression can add a little). Into an empty queue
+    /// any write goes: one that can never fit fails there with `QueueFull`, as the
+    /// handler's own would, rather than wait for good.
+    fn takes(self, len: usize) -> bool {
+        let framed = len.saturating_add(64 + len / 1024);
+        self.writable
+            && (self.queued == 0 || self.queued.saturating_add(framed) <= self.max_outbound)
     }
 }
 
@@ -98,7 +133,7 @@ impl HandleState {
     /// queues no bytes, and a resume held behind writes that wait for the peer to read
     /// could wait for good on a peer that waits for it. An abort discards what waits and
     /// applies at once.
-    pub(crate) fn admit(&self, op: SessionOp, writable: bool) -> Option<SessionOp> {
+    pub(crate) fn admit(&self, op: SessionOp, room: Room) -> Option<SessionOp> {
         if matches!(op, SessionOp::Abort) {
             self.discard_held();
             return Some(op);
@@ -106,8 +141,10 @@ impl HandleState {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let waits = match &op {
             SessionOp::Abort => false, // taken above
-            SessionOp::Job(job) if !job.writes() => false,
-            SessionOp::Job(_) => !held.is_empty() || !writable,
+            SessionOp::Job(job) => match job.write_len {
+                None => false,
+                Some(len) => !held.is_empty() || !room.takes(len),
+            },
             SessionOp::Close => !held.is_empty(),
         };
         if !waits {
@@ -118,14 +155,29 @@ impl HandleState {
     }
 
     /// The next held command that may apply now: a write once the session is writable
-    /// again, a close at once when its turn comes.
-    pub(crate) fn release(&self, writable: bool) -> Option<SessionOp> {
+    /// and has room for it (see [`Room::takes`]), anything else at once.
+    pub(crate) fn release(&self, room: Room) -> Option<SessionOp> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let next = held.front()?;
-        if next.writes() && !writable {
-            return None;
+        if let SessionOp::Job(SessionJob {
+            write_len: Some(len),
+            ..
+        }) = next
+        {
+            if !room.takes(*len) {
+                return None;
+            }
         }
         held.pop_front()
+    }
+
+    /// Commands wait behind the watermark or `max_outbound`.
+    pub(crate) fn holds_any(&self) -> bool {
+        !self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     pub(crate) fn set_writable(&self, writable: bool) {
@@ -498,7 +550,7 @@ impl HandleCore {
                 }
                 Ok(())
             }),
-            writes: false,
+            write_len: None,
         };
         self.reactor
             .send(self.entry, job)
@@ -517,6 +569,7 @@ impl HandleCore {
             return Err(Error::Backpressure);
         }
         let in_flight = self.count_in_flight(bytes)?;
+        let write_len = Some(in_flight.bytes);
         let job = SessionJob {
             work: Box::new(move |session: &mut dyn Any| {
                 let _applied = in_flight;
@@ -525,7 +578,7 @@ impl HandleCore {
                     None => Ok(()),
                 }
             }),
-            writes: true,
+            write_len,
         };
         self.reactor
             .send(self.entry, job)
@@ -555,7 +608,7 @@ mod tests {
                 log.lock().unwrap().push(label);
                 Ok(())
             }),
-            writes,
+            write_len: writes.then_some(0),
         })
     }
 
@@ -596,19 +649,25 @@ mod tests {
         let state = HandleState::new(false, usize::MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
         // Above the high watermark: the write waits, and the close after it.
-        assert!(state.admit(job(&log, "w1", true), false).is_none());
-        assert!(state.admit(SessionOp::Close, false).is_none());
+        assert!(state
+            .admit(job(&log, "w1", true), Room::writable(false))
+            .is_none());
+        assert!(state
+            .admit(SessionOp::Close, Room::writable(false))
+            .is_none());
         // A resume queues no bytes: it applies now, ahead of the held write.
         let resume = state
-            .admit(job(&log, "resume", false), false)
+            .admit(job(&log, "resume", false), Room::writable(false))
             .expect("at once");
         run(resume);
         // A write after the held close waits behind it, even once writable.
-        assert!(state.admit(job(&log, "w2", true), true).is_none());
+        assert!(state
+            .admit(job(&log, "w2", true), Room::writable(true))
+            .is_none());
         // Still unwritable: nothing is released.
-        assert!(state.release(false).is_none());
+        assert!(state.release(Room::writable(false)).is_none());
         let mut applied = Vec::new();
-        while let Some(op) = state.release(true) {
+        while let Some(op) = state.release(Room::writable(true)) {
             applied.push(run(op));
         }
         assert_eq!(applied, ["job", "close", "job"]);
@@ -619,12 +678,16 @@ mod tests {
     fn a_held_close_goes_as_soon_as_the_writes_before_it_have() {
         let state = HandleState::new(false, usize::MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
-        assert!(state.admit(job(&log, "w1", true), false).is_none());
-        assert!(state.admit(SessionOp::Close, false).is_none());
+        assert!(state
+            .admit(job(&log, "w1", true), Room::writable(false))
+            .is_none());
+        assert!(state
+            .admit(SessionOp::Close, Room::writable(false))
+            .is_none());
         // The write goes once writable; the close right after, writable or not.
-        assert_eq!(state.release(true).map(run), Some("job"));
-        assert_eq!(state.release(false).map(run), Some("close"));
-        assert!(state.release(true).is_none());
+        assert_eq!(state.release(Room::writable(true)).map(run), Some("job"));
+        assert_eq!(state.release(Room::writable(false)).map(run), Some("close"));
+        assert!(state.release(Room::writable(true)).is_none());
     }
 
     #[test]
@@ -642,20 +705,29 @@ mod tests {
                     log.lock().unwrap().push("w");
                     Ok(())
                 }),
-                writes: true,
+                write_len: Some(100),
             })
         };
-        assert!(state.admit(counted(&state, &log), false).is_none());
+        assert!(state
+            .admit(counted(&state, &log), Room::writable(false))
+            .is_none());
         assert_eq!(in_flight(&state), 1);
-        assert_eq!(state.admit(SessionOp::Abort, false).map(run), Some("abort"));
+        assert_eq!(
+            state
+                .admit(SessionOp::Abort, Room::writable(false))
+                .map(run),
+            Some("abort")
+        );
         assert_eq!(
             in_flight(&state),
             0,
             "the discarded write is no longer in flight"
         );
-        assert!(state.release(true).is_none());
+        assert!(state.release(Room::writable(true)).is_none());
 
-        assert!(state.admit(counted(&state, &log), false).is_none());
+        assert!(state
+            .admit(counted(&state, &log), Room::writable(false))
+            .is_none());
         state.mark_closed();
         assert_eq!(in_flight(&state), 0, "the end of the session dropped it");
         assert!(log.lock().unwrap().is_empty(), "nothing held was applied");
@@ -664,21 +736,38 @@ mod tests {
     /// What a random run does to the held queue, against the rules it must keep.
     #[derive(Debug, Clone)]
     enum Step {
-        Write { writable: bool },
-        Close { writable: bool },
-        Control { writable: bool },
+        Write { room: Room },
+        Close { room: Room },
+        Control { room: Room },
         Abort,
-        Drain { writable: bool },
+        Drain { room: Room },
     }
+
+    /// The room of a session whose writes are all of [`WRITE_LEN`] bytes: writable or not,
+    /// with an empty queue, one with room for a write, or one too full for another.
+    fn room() -> impl proptest::strategy::Strategy<Value = Room> {
+        use proptest::prelude::*;
+        (
+            any::<bool>(),
+            prop_oneof![Just(0), Just(100), Just(4900), Just(5000)],
+        )
+            .prop_map(|(writable, queued)| Room {
+                writable,
+                queued,
+                max_outbound: 5000,
+            })
+    }
+
+    const WRITE_LEN: usize = 100;
 
     fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         use proptest::prelude::*;
         prop_oneof![
-            6 => any::<bool>().prop_map(|writable| Step::Write { writable }),
-            1 => any::<bool>().prop_map(|writable| Step::Close { writable }),
-            1 => any::<bool>().prop_map(|writable| Step::Control { writable }),
+            6 => room().prop_map(|room| Step::Write { room }),
+            1 => room().prop_map(|room| Step::Close { room }),
+            1 => room().prop_map(|room| Step::Control { room }),
             1 => Just(Step::Abort),
-            3 => any::<bool>().prop_map(|writable| Step::Drain { writable }),
+            3 => room().prop_map(|room| Step::Drain { room }),
         ]
     }
 
@@ -706,10 +795,10 @@ mod tests {
             let mut next = 0u32;
             // What came, in order, between aborts: what may run, in that order.
             let mut came_runs: Vec<Vec<Ran>> = vec![Vec::new()];
-            let apply = |op: SessionOp, writable: bool, ran: &Arc<Mutex<Vec<Ran>>>| match op {
+            let apply = |op: SessionOp, room: Room, ran: &Arc<Mutex<Vec<Ran>>>| match op {
                 SessionOp::Job(job) => {
                     let writes = job.writes();
-                    assert!(writable || !writes, "a write ran while unwritable");
+                    assert!(!writes || room.takes(WRITE_LEN), "a write ran without room: {room:?}");
                     job.run(&mut ()).unwrap();
                 }
                 SessionOp::Close => ran.lock().unwrap().push(Ran::Close),
@@ -717,7 +806,7 @@ mod tests {
             };
             for step in steps {
                 match step {
-                    Step::Write { writable } => {
+                    Step::Write { room } => {
                         let guard = in_flight_of(&state, 100);
                         let (ran2, seq) = (ran.clone(), next);
                         next += 1;
@@ -728,40 +817,40 @@ mod tests {
                                 ran2.lock().unwrap().push(Ran::Write(seq));
                                 Ok(())
                             }),
-                            writes: true,
+                            write_len: Some(WRITE_LEN),
                         });
-                        if let Some(op) = state.admit(op, writable) {
-                            apply(op, writable, &ran);
+                        if let Some(op) = state.admit(op, room) {
+                            apply(op, room, &ran);
                         }
                     }
-                    Step::Close { writable } => {
+                    Step::Close { room } => {
                         came_runs.last_mut().unwrap().push(Ran::Close);
-                        if let Some(op) = state.admit(SessionOp::Close, writable) {
-                            apply(op, writable, &ran);
+                        if let Some(op) = state.admit(SessionOp::Close, room) {
+                            apply(op, room, &ran);
                         }
                     }
-                    Step::Control { writable } => {
+                    Step::Control { room } => {
                         let ran2 = ran.clone();
                         let op = SessionOp::Job(SessionJob {
                             work: Box::new(move |_| {
                                 ran2.lock().unwrap().push(Ran::Control);
                                 Ok(())
                             }),
-                            writes: false,
+                            write_len: None,
                         });
-                        let op = state.admit(op, writable);
+                        let op = state.admit(op, room);
                         proptest::prop_assert!(op.is_some(), "a pause or resume waited");
-                        apply(op.unwrap(), writable, &ran);
+                        apply(op.unwrap(), room, &ran);
                     }
                     Step::Abort => {
                         came_runs.push(Vec::new());
-                        let op = state.admit(SessionOp::Abort, false);
+                        let op = state.admit(SessionOp::Abort, Room::writable(false));
                         proptest::prop_assert!(op.is_some(), "an abort waited");
-                        apply(op.unwrap(), false, &ran);
+                        apply(op.unwrap(), Room::writable(false), &ran);
                     }
-                    Step::Drain { writable } => {
-                        while let Some(op) = state.release(writable) {
-                            apply(op, writable, &ran);
+                    Step::Drain { room } => {
+                        while let Some(op) = state.release(room) {
+                            apply(op, room, &ran);
                         }
                     }
                 }

@@ -20,7 +20,7 @@ use crate::core::{self, Attributes, SessionCore, SessionTimer};
 use crate::filtered::FilterIo;
 use crate::framing::Framing;
 use crate::group::{Inbox, Pending};
-use crate::handle::{HandleCore, HandleState};
+use crate::handle::{HandleCore, HandleState, Room};
 use crate::outbound::Outbound;
 use crate::transport::{Tcp, Transport};
 use crate::SessionHandle;
@@ -393,6 +393,15 @@ impl<C, T: Transport> Session<C, T> {
     /// ```
     pub fn queued_bytes(&self) -> usize {
         self.out.len() + self.filter_io().map_or(0, |f| f.wire_out.len())
+    }
+
+    /// What the session can take now of its handles' writes.
+    pub(crate) fn handle_room(&self) -> Room {
+        Room {
+            writable: self.core.is_writable(),
+            queued: self.queued_bytes(),
+            max_outbound: self.core.options.max_outbound,
+        }
     }
 
     /// The filter of type `F` in the session's filter stack, if it has one: for example the

@@ -404,10 +404,11 @@ where
         if self.phase == Phase::Lingering {
             return Status::Continue;
         }
-        let writable = self.session.core.is_writable();
+        let room = self.session.handle_room();
         let op = match self.extras().and_then(|e| e.handle_state.as_ref()) {
-            // Held behind the high watermark, applied as the queue drains (`apply_held`).
-            Some(state) => state.admit(command.0, writable),
+            // Held behind the high watermark or `max_outbound`, applied as the queue drains
+            // (`apply_held`).
+            Some(state) => state.admit(command.0, room),
             None => Some(command.0),
         };
         if let Some(op) = op {

@@ -120,7 +120,7 @@ where
         };
         let was_closing = self.session.is_closing();
         while self.phase == Phase::Open {
-            let Some(op) = state.release(self.session.core.is_writable()) else {
+            let Some(op) = state.release(self.session.handle_room()) else {
                 break;
             };
             if let Err(e) = self.apply(cx, op) {
@@ -129,6 +129,21 @@ where
             }
         }
         !was_closing && self.session.is_closing()
+    }
+
+    /// Handle writes that wait, while the session stays writable, for room under
+    /// `max_outbound` (not for a crossing): applied once the queue has drained enough.
+    /// True when one was (the queue has more to flush), or the session closed.
+    fn apply_held_with_room(&mut self, cx: &mut Context<'_>) -> bool {
+        let waiting = self
+            .extras()
+            .and_then(|e| e.handle_state.as_ref())
+            .is_some_and(|state| state.holds_any());
+        if !waiting || !self.session.core.is_writable() {
+            return false;
+        }
+        let queued = self.session.queued_bytes();
+        self.apply_held(cx) || self.session.queued_bytes() != queued
     }
 
     /// After every event: act on close requests, flush, report watermarks, re-arm the timer.
@@ -234,7 +249,7 @@ where
         let open = self.phase == Phase::Open;
         let queued = self.session.queued_bytes();
         let Some(writable) = self.session.core.take_crossing(queued, open) else {
-            return false;
+            return self.apply_held_with_room(cx);
         };
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.set_writable(writable);

@@ -259,12 +259,28 @@ where
         };
         let was_closing = self.session.core.close_request.is_some();
         while self.phase == Phase::Open {
-            let Some(op) = state.release(self.session.core.is_writable()) else {
+            let Some(op) = state.release(self.session.handle_room()) else {
                 break;
             };
             self.apply(cx, op);
         }
         !was_closing && self.session.core.close_request.is_some()
+    }
+
+    /// Handle writes that wait, while the session stays writable, for room under
+    /// `max_outbound` (not for a crossing): applied once the queue has drained enough.
+    /// True when one was (the queue has more to flush), or the session closed.
+    fn apply_held_with_room(&mut self, cx: &mut Context<'_>) -> bool {
+        let waiting = self
+            .session
+            .handle_state
+            .as_ref()
+            .is_some_and(|state| state.holds_any());
+        if !waiting || !self.session.core.is_writable() {
+            return false;
+        }
+        let queued = self.session.out.len();
+        self.apply_held(cx) || self.session.out.len() != queued
     }
 
     /// After every event: flush, report watermarks, act on close requests, re-arm the timer.
@@ -438,7 +454,7 @@ where
         let open = self.phase == Phase::Open;
         let queued = self.session.out.len();
         let Some(writable) = self.session.core.take_crossing(queued, open) else {
-            return false;
+            return self.apply_held_with_room(cx);
         };
         if let Some(state) = &self.session.handle_state {
             state.set_writable(writable);
@@ -527,10 +543,11 @@ where
     }
 
     fn on_command(&mut self, cx: &mut Context<'_>, command: SessionCommand) -> Status {
-        let writable = self.session.core.is_writable();
+        let room = self.session.handle_room();
         let op = match &self.session.handle_state {
-            // Held behind the high watermark, applied as the queue drains (`apply_held`).
-            Some(state) => state.admit(command.0, writable),
+            // Held behind the high watermark or `max_outbound`, applied as the queue drains
+            // (`apply_held`).
+            Some(state) => state.admit(command.0, room),
             None => Some(command.0),
         };
         if let Some(op) = op {

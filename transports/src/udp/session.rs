@@ -12,7 +12,7 @@ use getty_codec::{Decoder, Encoder};
 
 use super::queue::{DatagramQueue, DATAGRAM_OVERHEAD};
 use crate::core::{self, Attributes, SessionCore};
-use crate::handle::{HandleCore, HandleState};
+use crate::handle::{HandleCore, HandleState, Room};
 use crate::udp::DatagramHandle;
 use crate::{Error, SessionOptions};
 
@@ -392,6 +392,15 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// ```
     pub fn queued_bytes(&self) -> usize {
         self.out.payload_bytes()
+    }
+
+    /// What the session can take now of its handles' writes.
+    pub(crate) fn handle_room(&self) -> Room {
+        Room {
+            writable: self.core.is_writable(),
+            queued: self.out.len(),
+            max_outbound: self.core.options.max_outbound,
+        }
     }
 
     /// Payload bytes held for parked destinations of an unconnected unix datagram endpoint
