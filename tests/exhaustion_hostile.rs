@@ -121,6 +121,62 @@ fn stalled_partial_frames_hold_about_what_their_peers_sent() {
     });
 }
 
+/// Takes every message and keeps none.
+struct Discard;
+
+impl Handler<LengthFieldCodec> for Discard {
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+}
+
+/// The bytes that came right behind a large message sat in the rest of the message's
+/// grown buffer, which hid its size (`capacity` counts from the consumed front), so no
+/// check moved them out: 40 sessions that each sent a 1 MiB message, its last 100 bytes
+/// with 2 bytes of the next header, and stalled, held 1.16 MB each, the whole buffer.
+#[test]
+fn a_few_bytes_left_behind_a_large_message_do_not_pin_its_buffer() {
+    watchdog(LIMIT, || {
+        let _gate = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        const N: usize = 40;
+        const MESSAGE: usize = 1 << 20;
+        let server = TcpServer::builder()
+            .session_options(SessionOptions::default().max_message_len(64 << 20))
+            .bind("127.0.0.1:0", |_| {
+                Ok((LengthFieldCodec::default(), Discard))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("behind-large", server);
+        let mut peers: Vec<_> = (0..N).map(|_| connect(addr)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        server.run_on(|_| ()); // every session open and settled
+        let before = live_bytes();
+        let mut wire = (MESSAGE as u32).to_be_bytes().to_vec();
+        wire.resize(4 + MESSAGE, 1);
+        // The message's last 100 bytes and half of the next header in one write, so that
+        // they are read together.
+        let tail_at = wire.len() - 100;
+        wire.extend_from_slice(&[0, 0]);
+        for peer in &mut peers {
+            peer.write_all(&wire[..tail_at]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for peer in &mut peers {
+            peer.write_all(&wire[tail_at..]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        server.run_on(|_| ());
+        let held = live_bytes() - before;
+        // What the pool may keep (64 idle buffers of 64 KiB and its large budget), and a
+        // generous 16 KiB a session besides.
+        let pool = 64 * 64 * 1024 + getty::reactor::BufPool::DEFAULT_LARGE_BUDGET;
+        let bound = (pool + N * 16 * 1024) as isize;
+        println!("{N} sessions stalled 2 bytes behind a 1 MiB message hold {held} B");
+        drop(peers);
+        server.stop();
+        assert!(held <= bound, "{held} B held, over {bound} B");
+    });
+}
+
 /// The handshake timeout of the half-done handshakes below.
 const HANDSHAKE: Duration = Duration::from_secs(3);
 

@@ -29,7 +29,7 @@ use crate::core::{check_read_idle, earliest, idle_deadline, settle_output, Outpu
 use crate::filtered::{FilterIo, DECODE_SLACK, ENCODE_BATCH};
 use crate::framing::{CodecFraming, DecodeLimits, Framing, Next};
 use crate::group::Inbox;
-use crate::session::buffers::compact_partial_frame;
+use crate::session::buffers::{compact_partial_frame, COMPACT_FRACTION};
 use crate::session::{CloseRequest, Extras, Handler, Session, Stamp};
 use crate::{Address, Error, Metrics, SocketOptions, Tcp, Transport};
 use socket2::SockRef;

@@ -130,6 +130,12 @@ impl Buffers {
         self.0.as_ref().map_or(0, |io| io.read.len())
     }
 
+    /// Room in the read buffer, from its unread bytes on.
+    #[inline]
+    pub(crate) fn read_capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |io| io.read.capacity())
+    }
+
     /// Bytes queued and not yet written.
     #[inline]
     pub(crate) fn len(&self) -> usize {

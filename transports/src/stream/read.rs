@@ -274,6 +274,9 @@ where
         pool: &mut BufPool,
     ) -> Result<(), Error> {
         let max_message_len = self.session.core.options.max_message_len;
+        // A buffer grown for a large frame: a message cut from its front leaves no sign of
+        // its size (`capacity` counts from the cut), so it is noted before.
+        let grown = self.session.out.read_capacity() > 2 * pool.buffer_size();
         while let Some(above_high_watermark) = self.next_delivery() {
             let limits = DecodeLimits {
                 max_message_len,
@@ -290,11 +293,16 @@ where
                     *messages += 1;
                     self.handler.on_message(&mut self.session, message);
                 }
-                Next::NeedMore(Some(frame_len)) => {
-                    make_room_for_frame(self.session.out.read_buf(), frame_len, pool);
+                Next::NeedMore(frame_len) => {
+                    let buf = self.session.out.read_buf();
+                    if grown {
+                        leave_grown_buffer(buf, pool);
+                    }
+                    if let Some(frame_len) = frame_len {
+                        make_room_for_frame(buf, frame_len, pool);
+                    }
                     return Ok(());
                 }
-                Next::NeedMore(None) => return Ok(()),
                 Next::Control => {}
                 Next::PeerClosed => {
                     log::debug!("session {}: the peer closed", self.session.id());
@@ -364,6 +372,18 @@ where
         self.session
             .filter_io()
             .is_some_and(|io| io.filter.peer_closed() == Some(true))
+    }
+}
+
+/// The few bytes of a frame's start that came behind a large message, moved out of the
+/// message's grown buffer into a pooled one: left there, they would keep all of it alive
+/// (the message shares it) after the handler has let the message go, for as long as the
+/// peer stalls.
+fn leave_grown_buffer(buf: &mut BytesMut, pool: &mut BufPool) {
+    if !buf.is_empty() && buf.len() <= pool.buffer_size() / COMPACT_FRACTION {
+        let mut pooled = pool.take();
+        pooled.extend_from_slice(buf);
+        *buf = pooled;
     }
 }
 
