@@ -69,11 +69,14 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
-    /// The longest message the session accepts (default 1 MiB): the message as the handler
-    /// gets it, the same on every transport. That is the payload after the codec strips its
-    /// framing (a `LengthFieldCodec`'s length header, a `LinesCodec` line's terminator), a
-    /// whole WebSocket message (after reassembly and inflating), or a UDP or unix datagram's
-    /// payload.
+    /// The longest message the session accepts (default 1 MiB). On a byte stream (TCP,
+    /// TLS, unix) it is the message as the handler gets it: the payload after the codec
+    /// strips its framing (a `LengthFieldCodec`'s length header, a `LinesCodec` line's
+    /// terminator). Where the transport delivers whole units before any codec sees them, it
+    /// is the unit: a whole WebSocket message (after reassembly and inflating), or a UDP or
+    /// unix datagram's payload. With `RawCodec` or `MessageCodec` (the usual codecs there)
+    /// the two agree; a codec that frames inside each unit (a length header in every
+    /// datagram) has its framing counted too, so allow for it.
     ///
     /// One byte more is refused as soon as the length is known (from a length header alone,
     /// before the body is buffered) with `Error::MessageTooLong { len, max }`, `max` being
