@@ -296,3 +296,98 @@ fn a_producer_that_heeds_backpressure_keeps_its_session_whatever_the_frame_size(
         assert_eq!(frames as u32, FRAMES);
     });
 }
+
+/// Records the most bytes its session ever held queued, sampled on every cron tick and
+/// every event it hears.
+#[cfg(feature = "ws")]
+struct QueueWatch {
+    most: Arc<AtomicUsize>,
+}
+
+#[cfg(feature = "ws")]
+impl QueueWatch {
+    fn sample(&self, s: &Session<RawCodec, getty::ws::Ws>) {
+        self.most.fetch_max(s.queued_bytes(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(feature = "ws")]
+impl Handler<RawCodec, getty::ws::Ws> for QueueWatch {
+    fn on_message(&mut self, s: &mut Session<RawCodec, getty::ws::Ws>, _: Bytes) {
+        self.sample(s);
+    }
+    fn on_cron(&mut self, s: &mut Session<RawCodec, getty::ws::Ws>) {
+        self.sample(s);
+    }
+    fn on_writability_changed(&mut self, s: &mut Session<RawCodec, getty::ws::Ws>, _: bool) {
+        self.sample(s);
+    }
+}
+
+/// A `WsClient` that reads on above its high watermark
+/// (`pause_reading_when_unwritable(false)`, as a pipelining client is told to) and a
+/// server that sends 125-byte pings, one per write, and never reads: one pong was queued
+/// per read (pongs coalesced only within a read), past `max_outbound` (1 MiB) within
+/// 2 to 4 s, bounded only by the write-stall timeout.
+#[cfg(feature = "ws")]
+#[test]
+fn pongs_to_a_ping_flood_stay_within_the_bounds_when_reading_does_not_pause() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        const MAX_OUTBOUND: usize = 1 << 20;
+        let most = Arc::new(AtomicUsize::new(0));
+        let seen = most.clone();
+        let client = getty::ws::WsClient::builder()
+            .session_options(
+                SessionOptions::default()
+                    .pause_reading_when_unwritable(false)
+                    .max_outbound(MAX_OUTBOUND)
+                    .cron_period(Some(Duration::from_millis(20))),
+            )
+            .build(&format!("ws://{addr}/"), move |_| {
+                Ok((RawCodec, QueueWatch { most: seen.clone() }))
+            })
+            .unwrap();
+        let running = Running::serve("ping-flood", client);
+        let (mut sock, _) = listener.accept().unwrap();
+        sock.set_read_timeout(Some(STEP)).unwrap();
+        let response = accept_ws_request(&mut sock);
+        sock.write_all(&response).unwrap();
+        sock.set_nodelay(true).unwrap();
+        // Pings, one per write, for 4 s (or until the client's queue holds twice its
+        // bound); never a read.
+        let mut ping = vec![0x89u8, 125];
+        ping.extend_from_slice(&[b'p'; 125]);
+        let started = Instant::now();
+        let mut sent = 0usize;
+        sock.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        while started.elapsed() < Duration::from_secs(4)
+            && most.load(Ordering::Relaxed) < 2 * MAX_OUTBOUND
+        {
+            match sock.write(&ping) {
+                Ok(n) => assert_eq!(n, ping.len(), "a short write of a ping"),
+                Err(_) => break, // our socket is full: the client stopped reading
+            }
+            sent += 1;
+            if sent % 64 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let most = most.load(Ordering::Relaxed);
+        drop(sock);
+        running.stop();
+        eprintln!(
+            "{sent} pings sent in {:?}; the client's queue peaked at {most} bytes",
+            started.elapsed()
+        );
+        assert!(
+            most <= MAX_OUTBOUND,
+            "{sent} pings from a peer that never reads grew the queue to {most} bytes, past \
+             max_outbound ({MAX_OUTBOUND})"
+        );
+    });
+}

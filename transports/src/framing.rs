@@ -150,6 +150,12 @@ pub trait Framing: 'static {
         let _ = now;
     }
 
+    /// The session is writable again (its queue drained to the low watermark): what the
+    /// framing held back while it was not (a pong) may go to `out`.
+    fn on_writable(&mut self, out: &mut BytesMut) {
+        let _ = out;
+    }
+
     /// Whether the framing holds the start of a message it took from the input (a
     /// WebSocket frame header, a fragment): input that ends now is cut inside a message,
     /// though no unread byte shows it.

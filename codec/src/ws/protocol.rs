@@ -71,6 +71,8 @@ pub struct Protocol {
     received_close: bool,
     /// While set, one pong answers a run of pings (see `coalesce_pongs`).
     coalescing_pongs: bool,
+    /// While set, that pong waits past the end of the input (see `hold_pongs`).
+    holding_pongs: bool,
     /// The payload of the latest ping not answered yet, while coalescing.
     pending_pong: Option<Bytes>,
     error: Option<WsError>,
@@ -179,6 +181,7 @@ impl Protocol {
             sent_close: false,
             received_close: false,
             coalescing_pongs: false,
+            holding_pongs: false,
             pending_pong: None,
             error: None,
             // A short message's header: 2 bytes, and a client's 4-byte mask.
@@ -241,6 +244,39 @@ impl Protocol {
     /// ```
     pub fn coalesce_pongs(&mut self, on: bool) {
         self.coalescing_pongs = on;
+    }
+
+    /// While `on`, pongs coalesce (as [`coalesce_pongs`](Protocol::coalesce_pongs)) and the
+    /// one for the latest ping waits, past the end of the input, until
+    /// [`release_pongs`](Protocol::release_pongs) (or a close frame, which it precedes). A
+    /// transport that goes on reading above its high watermark holds them there, so that a
+    /// peer that floods pings without reading gets at most one pong queued, whatever its
+    /// reads, where one per read would grow the queue without bound.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    ///
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// server.hold_pongs(true);
+    /// let mut pongs = BytesMut::new();
+    /// for p in [b'a', b'b', b'c'] {
+    ///     // One masked ping a read.
+    ///     let mut input = BytesMut::from(&[0x89, 0x81, 0, 0, 0, 0, p][..]);
+    ///     while server.decode(&mut input, &mut pongs).unwrap().is_some() {}
+    /// }
+    /// assert!(pongs.is_empty());
+    /// server.release_pongs(&mut pongs); // the queue drained
+    /// assert_eq!(&pongs[..], b"\x8a\x01c"); // one pong, for the latest
+    /// ```
+    pub fn hold_pongs(&mut self, on: bool) {
+        self.holding_pongs = on;
+    }
+
+    /// Stops holding pongs, and writes the one held, if any, to `out`.
+    pub fn release_pongs(&mut self, out: &mut BytesMut) {
+        self.holding_pongs = false;
+        self.put_pending_pong(out);
     }
 
     /// Whether this end has sent its close frame.
@@ -415,8 +451,10 @@ impl Protocol {
             Err(e) => self.error = Some(e.clone()),
             // Before a message goes up (its reply may follow at once) and at the end of the
             // input: a pong keeps its place among the replies, one per run of pings.
-            Ok(None | Some(Event::Message { .. })) => self.put_pending_pong(control_out),
-            Ok(Some(_)) => {}
+            Ok(None | Some(Event::Message { .. })) if !self.holding_pongs => {
+                self.put_pending_pong(control_out)
+            }
+            Ok(_) => {}
         }
         result.map(|event| event.map(InPlace::Event))
     }
@@ -760,7 +798,7 @@ impl Protocol {
     ) -> Result<Event, WsError> {
         match control {
             Control::Ping => {
-                if self.coalescing_pongs {
+                if self.coalescing_pongs || self.holding_pongs {
                     self.pending_pong = Some(payload.clone());
                 } else {
                     self.put_pending_pong(out);

@@ -255,6 +255,10 @@ where
             state.set_writable(writable);
         }
         self.lend_write_buffer(cx);
+        if writable {
+            // A pong held while the queue was above its high watermark goes first.
+            self.session.framing.on_writable(&mut self.session.out.tail);
+        }
         if writable && self.apply_held(cx) {
             // A held close (or a write it could not take) ends the session: no more
             // writability to tell.

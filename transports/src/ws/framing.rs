@@ -185,10 +185,12 @@ impl Framing for WsFraming {
         if let Some((kind, payload)) = ws.protocol.front_message(input) {
             return take_front_message(codec, kind, input, payload);
         }
-        // Above the high watermark one pong answers a run of pings: a peer flooding pings
-        // without reading gets no pong per ping. (The common case above never answers one:
-        // it declines while a pong is pending.)
+        // Above the high watermark one pong answers a run of pings, and waits until the
+        // queue drains (`on_writable`), or the next read below it: a peer flooding pings
+        // without reading gets no pong per ping, nor per read where reading goes on. (The
+        // common case above never answers one: it declines while a pong is pending.)
         ws.protocol.coalesce_pongs(limits.above_high_watermark);
+        ws.protocol.hold_pongs(limits.above_high_watermark);
         let found = ws
             .protocol
             .decode_in_place(input, control_out)
@@ -329,6 +331,10 @@ impl Framing for WsFraming {
     }
 
     /// A pong that came while paused is still unread: its time counts from now.
+    fn on_writable(&mut self, out: &mut BytesMut) {
+        self.0.protocol.release_pongs(out);
+    }
+
     fn on_resume(&mut self, now: Instant) {
         if self.0.ping_sent.is_some() {
             self.0.ping_sent = Some(now);
