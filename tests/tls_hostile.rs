@@ -880,3 +880,44 @@ fn close_notify_under_tls_with_compression_is_answered() {
         server.stop();
     });
 }
+
+/// A codec whose header is longer than the session's limit and a read's worth (a length
+/// field 70,000 bytes in, under a 1,000-byte limit): the TLS session decrypts at most that
+/// much ahead of the codec, so it stopped decoding for good, silently, and every further
+/// byte the peer sent piled up undecrypted (16 MiB held). It ends with `MessageTooLong`.
+#[test]
+fn a_header_longer_than_the_plain_bytes_a_tls_session_holds_is_too_long() {
+    let _gate = shared_gate();
+    watchdog(TEST_LIMIT, || {
+        let (server_config, client_config) = configs();
+        let (tx, events) = mpsc::channel();
+        let long_header = || {
+            LengthFieldCodec::builder()
+                .length_field_offset(70_000)
+                .build()
+                .unwrap()
+        };
+        let server = TcpServer::builder()
+            .tls(server_config)
+            .session_options(SessionOptions::default().max_message_len(1000))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((long_header(), Reporter(tx.clone())))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("long-header", server);
+        let mut client = TlsFilter::client(client_config, "localhost").unwrap();
+        let mut peer = connect(addr);
+        exchange(&mut peer, &mut client, b"", 0);
+        let mut frame = vec![0u8; 70_000];
+        frame.extend_from_slice(&1000u32.to_be_bytes());
+        frame.resize(frame.len() + 1000, 7);
+        let mut wire = BytesMut::new();
+        client.encode(&frame, &mut wire).unwrap();
+        client.flush(&mut wire).unwrap();
+        peer.write_all(&wire).unwrap();
+        let first = events.recv_timeout(STEP).expect("an error, not a stall");
+        server.stop();
+        assert!(first.contains("exceeds the maximum of 1000"), "{first}");
+    });
+}

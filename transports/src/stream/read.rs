@@ -210,6 +210,13 @@ where
             };
             let rbuf = self.session.out.read_buf();
             let before = rbuf.len();
+            if before >= cap {
+                // The codec holds more than the limit and a read's worth and still cannot
+                // cut a message (its header is longer than that): no more plain bytes may
+                // come, and the wire bytes would pile up unread behind them.
+                let max = self.session.core.options.max_message_len;
+                return Err(Error::MessageTooLong { len: before, max });
+            }
             // A step at a time, so flow control is checked about every 64 KiB of plain
             // bytes, however well the input inflates.
             let room = cap.saturating_sub(before).min(DECODE_SLACK);
