@@ -74,6 +74,37 @@ impl RespValue<'_> {
     }
 }
 
+impl RespValue<'_> {
+    /// The bytes [`put`](Self::put) appends, counted without encoding.
+    fn encoded_len(&self) -> usize {
+        match *self {
+            RespValue::Simple(line) | RespValue::Error(line) => line.len() + 3,
+            RespValue::Integer(n) => number_len(n),
+            RespValue::Bulk(bytes) => bulk_len(bytes),
+            RespValue::Null | RespValue::NullArray => 5,
+            RespValue::Array(values) => {
+                number_len(values.len() as i64)
+                    + values.iter().map(Self::encoded_len).sum::<usize>()
+            }
+            RespValue::ArrayHeader(len) => number_len(len as i64),
+        }
+    }
+}
+
+/// The length of `<marker><n>\r\n`.
+fn number_len(n: i64) -> usize {
+    let digits = n
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |d| d as usize + 1);
+    3 + digits + usize::from(n < 0)
+}
+
+/// The length of a bulk string's encoding.
+fn bulk_len(bytes: &[u8]) -> usize {
+    number_len(bytes.len() as i64) + bytes.len() + 2
+}
+
 fn put_line(dst: &mut BytesMut, marker: u8, line: &[u8]) {
     dst.reserve(line.len() + 3);
     dst.put_u8(marker);
@@ -135,6 +166,17 @@ impl Encoder<RespValue<'_>> for RespCodec {
         item.put(dst);
         Ok(())
     }
+
+    /// Exactly what `encode` appends (what a session handle counts for a write in flight).
+    ///
+    /// ```
+    /// use getty_codec::{Encoder, RespCodec, RespValue};
+    /// let bulk = RespValue::Bulk(&[0u8; 1000]);
+    /// assert_eq!(<RespCodec as Encoder<RespValue>>::encoded_len_hint(&bulk), 1009); // $1000\r\n...\r\n
+    /// ```
+    fn encoded_len_hint(item: &RespValue<'_>) -> usize {
+        item.encoded_len()
+    }
 }
 
 impl Encoder<&RespValue<'_>> for RespCodec {
@@ -150,6 +192,10 @@ impl Encoder<&RespValue<'_>> for RespCodec {
     /// ```
     fn encode(&mut self, item: &RespValue<'_>, dst: &mut BytesMut) -> Result<(), CodecError> {
         self.encode(*item, dst)
+    }
+
+    fn encoded_len_hint(item: &&RespValue<'_>) -> usize {
+        item.encoded_len()
     }
 }
 
@@ -174,5 +220,57 @@ impl Encoder<&RespCommand> for RespCodec {
             dst.put_slice(&item.frame);
         }
         Ok(())
+    }
+
+    fn encoded_len_hint(item: &&RespCommand) -> usize {
+        if item.inline {
+            number_len(item.len() as i64) + item.args().map(bulk_len).sum::<usize>()
+        } else {
+            item.frame.len()
+        }
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    /// The hint is exactly what `encode` appends, for every kind of value.
+    #[test]
+    fn the_length_hint_is_the_encoding_length() {
+        let nested = [
+            RespValue::Integer(-12),
+            RespValue::Bulk(b"xyz"),
+            RespValue::Null,
+        ];
+        let values = [
+            RespValue::Simple("OK"),
+            RespValue::Error("ERR no"),
+            RespValue::Integer(0),
+            RespValue::Integer(i64::MIN),
+            RespValue::Integer(1_000_000),
+            RespValue::Bulk(&[]),
+            RespValue::Bulk(&[7; 12_345]),
+            RespValue::Null,
+            RespValue::NullArray,
+            RespValue::Array(&nested),
+            RespValue::ArrayHeader(10),
+        ];
+        for value in values {
+            let mut out = BytesMut::new();
+            RespCodec::default().encode(value, &mut out).unwrap();
+            assert_eq!(
+                <RespCodec as Encoder<RespValue>>::encoded_len_hint(&value),
+                out.len(),
+                "{value:?}"
+            );
+        }
+        let cmd = RespCommand::from_args([&b"SET"[..], b"k", &[1; 300]]);
+        let mut out = BytesMut::new();
+        RespCodec::default().encode(&cmd, &mut out).unwrap();
+        assert_eq!(
+            <RespCodec as Encoder<&RespCommand>>::encoded_len_hint(&&cmd),
+            out.len()
+        );
     }
 }
