@@ -7,11 +7,12 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use getty::codec::{Bytes, RawCodec};
+use getty::codec::{Bytes, LengthFieldCodec, RawCodec};
 use getty::tcp::TcpServer;
 use getty::{Handler, Session, SessionOptions};
 
@@ -388,6 +389,127 @@ fn pongs_to_a_ping_flood_stay_within_the_bounds_when_reading_does_not_pause() {
             most <= MAX_OUTBOUND,
             "{sent} pings from a peer that never reads grew the queue to {most} bytes, past \
              max_outbound ({MAX_OUTBOUND})"
+        );
+    });
+}
+
+/// Streams 16 KiB frames of `a` for as long as its session is writable (again on hearing
+/// it is writable, as netty's `channelWritabilityChanged` idiom goes), and hands out its
+/// handle.
+struct Streamer {
+    handles: Sender<getty::SessionHandle<LengthFieldCodec>>,
+    errors: Sender<String>,
+}
+
+impl Streamer {
+    fn pump(&mut self, s: &mut Session<LengthFieldCodec>) {
+        while s.is_writable() && !s.is_closing() {
+            if s.write(Bytes::from(vec![b'a'; 16 * 1024])).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Handler<LengthFieldCodec> for Streamer {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        let _ = self.handles.send(s.handle().expect("in a callback"));
+        self.pump(s);
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+    fn on_writability_changed(&mut self, s: &mut Session<LengthFieldCodec>, writable: bool) {
+        if writable {
+            self.pump(s);
+        }
+    }
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, e: &getty::Error) {
+        let _ = self.errors.send(format!("on_error: {e}"));
+    }
+}
+
+/// A handler that refills its queue whenever it hears it is writable (at the low
+/// watermark, 32 KiB) kept it from ever draining far enough for a 250 KiB handle write
+/// under a 256 KiB `max_outbound` (5.7 KiB queued at most): the write, accepted, never
+/// went out while the handler streamed megabytes. The watermarks now count held writes,
+/// so the handler hears the session is not writable until the write has gone.
+#[test]
+fn a_held_handle_write_is_not_starved_by_the_handlers_own_stream() {
+    watchdog(Duration::from_secs(60), || {
+        let _gate = exclusive_gate();
+        let (handles_tx, handles) = std::sync::mpsc::channel();
+        let (errors_tx, errors) = std::sync::mpsc::channel();
+        const MAX_OUTBOUND: usize = 256 * 1024;
+        const PUSH: usize = 250 * 1024;
+        let server = TcpServer::builder()
+            .session_options(SessionOptions::default().max_outbound(MAX_OUTBOUND))
+            .socket_options(getty::SocketOptions::default().send_buffer_size(Some(16 * 1024)))
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    LengthFieldCodec::default(),
+                    Streamer {
+                        handles: handles_tx.clone(),
+                        errors: errors_tx.clone(),
+                    },
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let running = Running::serve("held-push", server);
+        let mut peer = connect_with_recv_buffer(addr, 4096);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        // A steady reader, for four seconds: frames of `a` and, somewhere, the push.
+        let reader = std::thread::spawn(move || {
+            let began = Instant::now();
+            let (mut streamed, mut push_after) = (0usize, None);
+            while began.elapsed() < Duration::from_secs(4) {
+                let frame = read_frame(&mut peer);
+                if frame.len() == PUSH && frame.iter().all(|&b| b == b'Z') {
+                    push_after = Some(began.elapsed());
+                    break;
+                }
+                assert!(frame.iter().all(|&b| b == b'a'), "a damaged frame");
+                streamed += frame.len();
+                // Slow but steady: about 3 MB/s, never idle for more than 5 ms.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (streamed, push_after, began.elapsed(), peer)
+        });
+        // The push: one write, retried after Backpressure as documented.
+        let began = Instant::now();
+        let mut refusals = 0u32;
+        let pushed = loop {
+            match handle.write(Bytes::from(vec![b'Z'; PUSH])) {
+                Ok(()) => break Ok(began.elapsed()),
+                Err(getty::Error::Backpressure) if began.elapsed() < Duration::from_secs(3) => {
+                    refusals += 1;
+                    let _ = handle.wait_writable(Duration::from_millis(100));
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        let (streamed, push_after, read_for, peer) = reader.join().unwrap();
+        // Errors before the peer goes (its close would reset the stream).
+        let seen: Vec<String> = errors.try_iter().collect();
+        drop(handle);
+        running.stop();
+        drop(peer);
+        println!(
+            "the handle took the push: {pushed:?} (after {refusals} refusals); the handler \
+             streamed {} KiB in {read_for:?}; the {} KiB push arrived after {push_after:?}; \
+             errors {seen:?}",
+            streamed >> 10,
+            PUSH >> 10
+        );
+        assert!(seen.is_empty(), "the session failed: {seen:?}");
+        assert!(pushed.is_ok(), "the handle never took the push: {pushed:?}");
+        assert!(
+            push_after.is_some(),
+            "a {} KiB handle write accepted under a {} KiB max_outbound never went out in 4 s \
+             while the handler streamed {} KiB on the same session",
+            PUSH >> 10,
+            MAX_OUTBOUND >> 10,
+            streamed >> 10
         );
     });
 }

@@ -56,7 +56,9 @@ impl SessionJob {
 /// What a session can take now of the writes its handles posted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Room {
-    /// The session is writable: below its high watermark, or drained to the low one.
+    /// The session's queue allows a write: the session is writable (below its high
+    /// watermark, or drained to the low one since), or its queue alone, without the
+    /// writes held (which the watermarks count too), has drained to the low watermark.
     pub(crate) writable: bool,
     /// The bytes it holds queued, as `max_outbound` counts them.
     pub(crate) queued: usize,
@@ -86,6 +88,14 @@ impl Room {
     }
 }
 
+/// The bytes a write counted in flight; 0 for any other command.
+fn op_write_len(op: &SessionOp) -> usize {
+    match op {
+        SessionOp::Job(job) => job.write_len.unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// What the session's reactor shares with its handles.
 pub(crate) struct HandleState {
     closed: AtomicBool,
@@ -101,6 +111,11 @@ pub(crate) struct HandleState {
     /// The session's writability as last reported; guarded for `wait_writable`.
     writable: Mutex<bool>,
     changed: Condvar,
+    /// The bytes of the writes in `held`, as their handles counted them: the watermarks
+    /// count them with the queue (netty counts a write from another thread from when it is
+    /// submitted), so that the handler, told the session is not writable, lets the queue
+    /// drain far enough for a held write to fit under `max_outbound`.
+    held_bytes: AtomicUsize,
     /// Commands that wait, in order, for the session to drain below its low watermark:
     /// handle writes that were in flight when it crossed the high one, and whatever came
     /// after them. Only the reactor's thread touches it.
@@ -119,6 +134,7 @@ impl HandleState {
             max_in_flight_bytes: max_in_flight_bytes.max(1),
             writable: Mutex::new(writable),
             changed: Condvar::new(),
+            held_bytes: AtomicUsize::new(0),
             held: Mutex::new(VecDeque::new()),
         }
     }
@@ -150,6 +166,8 @@ impl HandleState {
         if !waits {
             return Some(op);
         }
+        self.held_bytes
+            .fetch_add(op_write_len(&op), Ordering::Relaxed);
         held.push_back(op);
         None
     }
@@ -168,7 +186,15 @@ impl HandleState {
                 return None;
             }
         }
-        held.pop_front()
+        let next = held.pop_front()?;
+        self.held_bytes
+            .fetch_sub(op_write_len(&next), Ordering::Relaxed);
+        Some(next)
+    }
+
+    /// The bytes of the writes held, as their handles counted them.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
     }
 
     /// Commands wait behind the watermark or `max_outbound`.
@@ -197,6 +223,7 @@ impl HandleState {
     /// holds.
     fn discard_held(&self) {
         let discarded = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
+        self.held_bytes.store(0, Ordering::Relaxed);
         drop(discarded);
     }
 
@@ -854,8 +881,18 @@ mod tests {
                         }
                     }
                 }
+                // The watermarks count exactly the writes held.
+                let held_writes = state
+                    .held
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|op| op_write_len(op) > 0)
+                    .count();
+                proptest::prop_assert_eq!(state.held_bytes(), held_writes * WRITE_LEN);
             }
             state.mark_closed();
+            proptest::prop_assert_eq!(state.held_bytes(), 0);
             proptest::prop_assert_eq!(state.in_flight.load(Ordering::Acquire), 0);
             proptest::prop_assert_eq!(state.in_flight_bytes.load(Ordering::Acquire), 0);
             // Between two aborts, what ran (pauses and resumes aside) is the front of what

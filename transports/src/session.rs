@@ -397,11 +397,18 @@ impl<C, T: Transport> Session<C, T> {
 
     /// What the session can take now of its handles' writes.
     pub(crate) fn handle_room(&self) -> Room {
+        let queued = self.queued_bytes();
         Room {
-            writable: self.core.is_writable(),
-            queued: self.queued_bytes(),
+            writable: self.core.is_writable() || queued <= self.core.options.low_watermark,
+            queued,
             max_outbound: self.core.options.max_outbound,
         }
+    }
+
+    /// What the watermarks count: the queue, and the handles' writes held for it.
+    pub(crate) fn watermark_bytes(&self) -> usize {
+        let held = self.extras.as_ref().and_then(|e| e.handle_state.as_ref());
+        self.queued_bytes() + held.map_or(0, |state| state.held_bytes())
     }
 
     /// The filter of type `F` in the session's filter stack, if it has one: for example the

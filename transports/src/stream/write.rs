@@ -139,7 +139,7 @@ where
             .extras()
             .and_then(|e| e.handle_state.as_ref())
             .is_some_and(|state| state.holds_any());
-        if !waiting || !self.session.core.is_writable() {
+        if !waiting {
             return false;
         }
         let queued = self.session.queued_bytes();
@@ -247,7 +247,7 @@ where
     #[inline]
     fn report_writability(&mut self, cx: &mut Context<'_>) -> bool {
         let open = self.phase == Phase::Open;
-        let queued = self.session.queued_bytes();
+        let queued = self.session.watermark_bytes();
         let Some(writable) = self.session.core.take_crossing(queued, open) else {
             return self.apply_held_with_room(cx);
         };
@@ -272,6 +272,10 @@ where
     #[inline]
     fn output_pending(&self) -> bool {
         let queued = self.session.queued_bytes();
-        queued > 0 || self.session.core.crossing_pending(queued)
+        queued > 0
+            || self
+                .session
+                .core
+                .crossing_pending(self.session.watermark_bytes())
     }
 }

@@ -276,7 +276,7 @@ where
             .handle_state
             .as_ref()
             .is_some_and(|state| state.holds_any());
-        if !waiting || !self.session.core.is_writable() {
+        if !waiting {
             return false;
         }
         let queued = self.session.out.len();

@@ -396,9 +396,10 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
 
     /// What the session can take now of its handles' writes.
     pub(crate) fn handle_room(&self) -> Room {
+        let queued = self.out.len();
         Room {
-            writable: self.core.is_writable(),
-            queued: self.out.len(),
+            writable: self.core.is_writable() || queued <= self.core.options.low_watermark,
+            queued,
             max_outbound: self.core.options.max_outbound,
         }
     }
