@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -511,5 +511,132 @@ fn a_held_handle_write_is_not_starved_by_the_handlers_own_stream() {
             MAX_OUTBOUND >> 10,
             streamed >> 10
         );
+    });
+}
+
+/// A WebSocket server on `/echo` whose sessions report to `tx` and write nothing.
+#[cfg(feature = "ws")]
+fn silent_ws_server(options: SessionOptions, tx: &Sender<Ev>) -> (Running, SocketAddr) {
+    let tx = tx.clone();
+    let server = getty::ws::WsServer::builder()
+        .session_options(options)
+        .route("/echo", move |_| Ok((RawCodec, Probe::silent(&tx))))
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve("ping-burst", server), addr)
+}
+
+#[cfg(feature = "ws")]
+/// A masked ping (mask key 0) with `payload` (at most 125 bytes).
+fn ping(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() <= 125);
+    let mut f = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+#[cfg(feature = "ws")]
+/// The payloads of the pongs that come within `quiet` of each other (until nothing comes
+/// for `quiet`, or the peer ends); panics on any frame that is not a pong.
+fn pongs_until_quiet(sock: &mut TcpStream, quiet: Duration, most: usize) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    while got.len() < most && started.elapsed() < STEP {
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        // Cut whole short frames.
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let len = (buf[1] & 0x7f) as usize;
+            assert!(len <= 125, "a control frame");
+            if buf.len() < 2 + len {
+                break;
+            }
+            assert_eq!(buf[0], 0x8a, "only pongs are expected, got {:#x}", buf[0]);
+            got.push(buf[2..2 + len].to_vec());
+            buf.drain(..2 + len);
+        }
+    }
+    got
+}
+
+#[cfg(feature = "ws")]
+/// The peer's pings, sent in one write to a WebSocket server that reads on above its high
+/// watermark (`pause_reading_when_unwritable(false)`): the pongs answering the first ones
+/// reach the high watermark by themselves (framework output: the handler is never told
+/// the session is unwritable), so the pong for the latest ping is held. The queue then
+/// drained without a crossing to tell, and the held pong waited for a next read, which a
+/// peer waiting for its pong never sends. RFC 6455 §5.5.3 lets an endpoint answer only
+/// the latest ping, never none of them.
+fn latest_ping_is_answered(options: SessionOptions, pings: usize) {
+    let (tx, _events) = Events::new();
+    let (server, addr) = silent_ws_server(options.pause_reading_when_unwritable(false), &tx);
+    let mut sock = connect(addr);
+    ws_upgrade(&mut sock);
+    let mut burst = Vec::new();
+    for i in 0..pings {
+        let mut payload = format!("ping {i:06} ").into_bytes();
+        payload.resize(125, b'.');
+        burst.extend_from_slice(&ping(&payload));
+    }
+    sock.write_all(&burst).unwrap();
+    let last = {
+        let mut p = format!("ping {:06} ", pings - 1).into_bytes();
+        p.resize(125, b'.');
+        p
+    };
+    // The queue drains at once (this peer reads everything): 1 s is far past the drain.
+    let pongs = pongs_until_quiet(&mut sock, Duration::from_secs(1), pings);
+    // Held, not lost: any later frame from the peer (an empty binary message here) is a
+    // read below the high watermark, which lets the held pong go.
+    let answered_late = if pongs.contains(&last) {
+        false
+    } else {
+        sock.write_all(&[0x82, 0x80, 0, 0, 0, 0]).unwrap();
+        pongs_until_quiet(&mut sock, Duration::from_secs(1), 1).contains(&last)
+    };
+    drop(sock);
+    server.stop();
+    let answered_last = pongs.contains(&last);
+    let last_answered = pongs
+        .last()
+        .map(|p| String::from_utf8_lossy(&p[..12]).into_owned());
+    assert!(
+        answered_last,
+        "{pings} pings in one write: {} pongs came, the last for {:?}; the latest ping \
+         (ping {:06}) was not answered within 1 s, though the queue drained (answered once \
+         the peer sent another frame: {answered_late})",
+        pongs.len(),
+        last_answered,
+        pings - 1
+    );
+}
+
+/// Small watermarks (256/128): the third pong reaches the high watermark, the fourth ping's
+/// pong is held for good.
+#[cfg(feature = "ws")]
+#[test]
+fn the_latest_ping_is_answered_when_pongs_alone_reach_the_high_watermark() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        latest_ping_is_answered(SessionOptions::default().watermarks(256, 128), 4);
+    });
+}
+
+/// The default watermarks (64 KiB / 32 KiB): a burst of 1,000 pings (131 KB).
+#[cfg(feature = "ws")]
+#[test]
+fn the_latest_ping_of_a_burst_is_answered_at_the_default_watermarks() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        latest_ping_is_answered(SessionOptions::default(), 1000);
     });
 }

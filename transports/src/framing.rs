@@ -150,9 +150,14 @@ pub trait Framing: 'static {
         let _ = now;
     }
 
-    /// The session is writable again (its queue drained to the low watermark): what the
-    /// framing held back while it was not (a pong) may go to `out`.
-    fn on_writable(&mut self, out: &mut BytesMut) {
+    /// It holds output back while the queue is above the high watermark (a pong).
+    fn holds_output(&self) -> bool {
+        false
+    }
+
+    /// The queue is below the high watermark again: what the framing held back while it
+    /// was not may go to `out`.
+    fn release_output(&mut self, out: &mut BytesMut) {
         let _ = out;
     }
 

@@ -273,6 +273,21 @@ impl Protocol {
         self.holding_pongs = on;
     }
 
+    /// A pong waits to be written (held, or not yet written at the end of the input).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// let mut server = Protocol::new(Role::Server, Config::default(), None);
+    /// server.hold_pongs(true);
+    /// let mut ping = BytesMut::from(&[0x89, 0x80, 0, 0, 0, 0][..]);
+    /// server.decode(&mut ping, &mut BytesMut::new()).unwrap();
+    /// assert!(server.holds_pong());
+    /// ```
+    pub fn holds_pong(&self) -> bool {
+        self.pending_pong.is_some()
+    }
+
     /// Stops holding pongs, and writes the one held, if any, to `out`.
     pub fn release_pongs(&mut self, out: &mut BytesMut) {
         self.holding_pongs = false;

@@ -131,6 +131,20 @@ where
         !was_closing && self.session.is_closing()
     }
 
+    /// What the framing held back above the high watermark (a pong), once the queue is
+    /// below it: after the crossing to writable, or when it drained without one (its own
+    /// output alone had reached the watermark). True when something was.
+    fn release_framing_output(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.session.framing.holds_output() || self.session.above_high_watermark() {
+            return false;
+        }
+        self.lend_write_buffer(cx);
+        self.session
+            .framing
+            .release_output(&mut self.session.out.tail);
+        true
+    }
+
     /// Handle writes that wait, while the session stays writable, for room under
     /// `max_outbound` (not for a crossing): applied once the queue has drained enough.
     /// True when one was (the queue has more to flush), or the session closed.
@@ -249,7 +263,8 @@ where
         let open = self.phase == Phase::Open;
         let queued = self.session.watermark_bytes();
         let Some(writable) = self.session.core.take_crossing(queued, open) else {
-            return self.apply_held_with_room(cx);
+            let released = self.release_framing_output(cx);
+            return self.apply_held_with_room(cx) || released;
         };
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
             state.set_writable(writable);
@@ -257,7 +272,7 @@ where
         self.lend_write_buffer(cx);
         if writable {
             // A pong held while the queue was above its high watermark goes first.
-            self.session.framing.on_writable(&mut self.session.out.tail);
+            self.release_framing_output(cx);
         }
         if writable && self.apply_held(cx) {
             // A held close (or a write it could not take) ends the session: no more

@@ -186,7 +186,7 @@ impl Framing for WsFraming {
             return take_front_message(codec, kind, input, payload);
         }
         // Above the high watermark one pong answers a run of pings, and waits until the
-        // queue drains (`on_writable`), or the next read below it: a peer flooding pings
+        // queue is below it again (`release_output`): a peer flooding pings
         // without reading gets no pong per ping, nor per read where reading goes on. (The
         // common case above never answers one: it declines while a pong is pending.)
         ws.protocol.coalesce_pongs(limits.above_high_watermark);
@@ -331,7 +331,11 @@ impl Framing for WsFraming {
     }
 
     /// A pong that came while paused is still unread: its time counts from now.
-    fn on_writable(&mut self, out: &mut BytesMut) {
+    fn holds_output(&self) -> bool {
+        self.0.protocol.holds_pong()
+    }
+
+    fn release_output(&mut self, out: &mut BytesMut) {
         self.0.protocol.release_pongs(out);
     }
 
