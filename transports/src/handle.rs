@@ -671,17 +671,22 @@ mod tests {
         assert_eq!(state.in_flight_bytes.load(Ordering::Acquire), 0);
     }
 
+    /// Posts a write ("w1") and a close to an unwritable session: both wait.
+    fn hold_a_write_and_a_close(state: &HandleState, log: &Arc<Mutex<Vec<&'static str>>>) {
+        assert!(state
+            .admit(job(log, "w1", true), Room::writable(false))
+            .is_none());
+        assert!(state
+            .admit(SessionOp::Close, Room::writable(false))
+            .is_none());
+    }
+
     #[test]
     fn writes_and_a_close_wait_in_order_while_pauses_and_resumes_go_at_once() {
         let state = HandleState::new(false, usize::MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
         // Above the high watermark: the write waits, and the close after it.
-        assert!(state
-            .admit(job(&log, "w1", true), Room::writable(false))
-            .is_none());
-        assert!(state
-            .admit(SessionOp::Close, Room::writable(false))
-            .is_none());
+        hold_a_write_and_a_close(&state, &log);
         // A resume queues no bytes: it applies now, ahead of the held write.
         let resume = state
             .admit(job(&log, "resume", false), Room::writable(false))
@@ -705,12 +710,7 @@ mod tests {
     fn a_held_close_goes_as_soon_as_the_writes_before_it_have() {
         let state = HandleState::new(false, usize::MAX);
         let log = Arc::new(Mutex::new(Vec::new()));
-        assert!(state
-            .admit(job(&log, "w1", true), Room::writable(false))
-            .is_none());
-        assert!(state
-            .admit(SessionOp::Close, Room::writable(false))
-            .is_none());
+        hold_a_write_and_a_close(&state, &log);
         // The write goes once writable; the close right after, writable or not.
         assert_eq!(state.release(Room::writable(true)).map(run), Some("job"));
         assert_eq!(state.release(Room::writable(false)).map(run), Some("close"));
