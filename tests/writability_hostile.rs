@@ -640,3 +640,98 @@ fn the_latest_ping_of_a_burst_is_answered_at_the_default_watermarks() {
         latest_ping_is_answered(SessionOptions::default(), 1000);
     });
 }
+
+/// A `WsClient` handler that streams 4 KiB chunks on its 5 ms cron: while writable, until
+/// it is not; while not, it tops its queue up to `target` (below the high watermark) and
+/// no further, so the queue stays between the watermarks for as long as the peer reads.
+#[cfg(feature = "ws")]
+struct TopUp {
+    target: usize,
+}
+
+#[cfg(feature = "ws")]
+impl Handler<RawCodec, getty::ws::Ws> for TopUp {
+    fn on_message(&mut self, _: &mut Session<RawCodec, getty::ws::Ws>, _: Bytes) {}
+    fn on_cron(&mut self, s: &mut Session<RawCodec, getty::ws::Ws>) {
+        let writable = s.is_writable();
+        for _ in 0..4096 {
+            let full = if writable {
+                !s.is_writable()
+            } else {
+                s.queued_bytes() >= self.target
+            };
+            if full || s.write_bytes(vec![b'd'; 4096]).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Counts what it receives, slowly (250 µs a message), and reports its errors.
+#[cfg(feature = "ws")]
+struct SlowSink {
+    errors: Sender<String>,
+}
+
+#[cfg(feature = "ws")]
+impl Handler<RawCodec, getty::ws::Ws> for SlowSink {
+    fn on_message(&mut self, _: &mut Session<RawCodec, getty::ws::Ws>, _: Bytes) {
+        std::thread::sleep(Duration::from_micros(250));
+    }
+    fn on_error(&mut self, _: &mut Session<RawCodec, getty::ws::Ws>, error: &getty::Error) {
+        let _ = self.errors.send(error.to_string());
+    }
+}
+
+/// getty at both ends: a server that pings on its cron and gives a pong 3 s, and a client
+/// that reads on above its high watermark and keeps its queue between the watermarks while
+/// the server reads it steadily. The client's pongs were held until its queue drained to
+/// the low watermark, which it never did: the server timed the live client out after
+/// 3.2 s. A held pong now goes once the queue is below the high watermark.
+#[cfg(feature = "ws")]
+#[test]
+fn a_busy_client_with_its_queue_between_the_watermarks_still_answers_pings() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (tx, errors) = std::sync::mpsc::channel();
+        let server = getty::ws::WsServer::builder()
+            .session_options(
+                SessionOptions::default()
+                    .cron_period(Some(Duration::from_millis(200)))
+                    .max_message_len(64 * 1024),
+            )
+            .ping_on_cron(true)
+            .pong_timeout(Some(Duration::from_secs(3)))
+            .route("/echo", move |_| {
+                let errors = tx.clone();
+                Ok((RawCodec, SlowSink { errors }))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("keepalive-server", server);
+        const HIGH: usize = 2 << 20;
+        let client = getty::ws::WsClient::builder()
+            .session_options(
+                SessionOptions::default()
+                    .pause_reading_when_unwritable(false)
+                    .watermarks(HIGH, 64 * 1024)
+                    .max_outbound(16 << 20)
+                    .cron_period(Some(Duration::from_millis(5))),
+            )
+            .build(&format!("ws://{addr}/echo"), |_| {
+                Ok((
+                    RawCodec,
+                    TopUp {
+                        target: 3 * HIGH / 4,
+                    },
+                ))
+            })
+            .unwrap();
+        let client = Running::serve("keepalive-client", client);
+        let ended = errors.recv_timeout(Duration::from_secs(5));
+        client.stop();
+        server.stop();
+        assert!(ended.is_err(), "the server ended a live client: {ended:?}");
+    });
+}

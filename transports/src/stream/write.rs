@@ -132,10 +132,13 @@ where
     }
 
     /// What the framing held back above the high watermark (a pong), once the queue is
-    /// below it: after the crossing to writable, or when it drained without one (its own
-    /// output alone had reached the watermark). True when something was.
+    /// below it, whether or not the handler was told of a crossing: not only once it is
+    /// writable again (drained to the low watermark), since a handler that keeps its queue
+    /// between the two would hold a ping's answer for as long as it writes, and a busy
+    /// peer's keepalive would time it out. True when something was released.
     fn release_framing_output(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.session.framing.holds_output() || self.session.above_high_watermark() {
+        let high = self.session.core.options.high_watermark;
+        if !self.session.framing.holds_output() || self.session.queued_bytes() >= high {
             return false;
         }
         self.lend_write_buffer(cx);

@@ -330,7 +330,6 @@ impl Framing for WsFraming {
         }
     }
 
-    /// A pong that came while paused is still unread: its time counts from now.
     fn holds_output(&self) -> bool {
         self.0.protocol.holds_pong()
     }
@@ -339,6 +338,7 @@ impl Framing for WsFraming {
         self.0.protocol.release_pongs(out);
     }
 
+    /// A pong that came while paused is still unread: its time counts from now.
     fn on_resume(&mut self, now: Instant) {
         if self.0.ping_sent.is_some() {
             self.0.ping_sent = Some(now);
