@@ -5,9 +5,11 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+#[cfg(any(feature = "tls", feature = "ws"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+#[cfg(any(feature = "tls", feature = "ws"))]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,11 +22,13 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Queues a banner of `banner` bytes in `on_open` and counts the writability changes it
 /// hears (writing nothing more on hearing them).
+#[cfg(feature = "tls")]
 struct Banner {
     banner: usize,
     changes: Arc<AtomicUsize>,
 }
 
+#[cfg(feature = "tls")]
 impl Handler<RawCodec> for Banner {
     fn on_open(&mut self, s: &mut Session<RawCodec>) -> io::Result<()> {
         s.write_bytes(vec![b'b'; self.banner])
@@ -516,7 +520,7 @@ fn a_held_handle_write_is_not_starved_by_the_handlers_own_stream() {
 
 /// A WebSocket server on `/echo` whose sessions report to `tx` and write nothing.
 #[cfg(feature = "ws")]
-fn silent_ws_server(options: SessionOptions, tx: &Sender<Ev>) -> (Running, SocketAddr) {
+fn silent_ws_server(options: SessionOptions, tx: &Sender<Ev>) -> (Running, std::net::SocketAddr) {
     let tx = tx.clone();
     let server = getty::ws::WsServer::builder()
         .session_options(options)
