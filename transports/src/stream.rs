@@ -530,9 +530,8 @@ fn ensure_read_space(buf: &mut BytesMut, cx: &mut Context<'_>) {
     if buf.len() < pool.buffer_size() / 2 {
         // Move the (small) partial frame into a pooled buffer; the one it leaves may be a
         // large buffer's remainder, which the pool takes back whole once unshared.
-        let mut pooled = pool.take();
-        pooled.extend_from_slice(buf);
-        pool.give(std::mem::replace(buf, pooled));
+        let pooled = pool.take();
+        pool.give(move_bytes_into(buf, pooled));
     } else {
         let doubled = (2 * buf.len()).max(buf.len() + pool.buffer_size());
         if !move_into_kept(buf, doubled, doubled, pool) {
@@ -562,10 +561,15 @@ fn move_into_kept(buf: &mut BytesMut, preferred: usize, needed: usize, pool: &mu
     let Some(kept) = kept else {
         return false;
     };
-    let outgrown = std::mem::replace(buf, kept);
-    buf.extend_from_slice(&outgrown);
-    pool.give(outgrown);
+    pool.give(move_bytes_into(buf, kept));
     true
+}
+
+/// Moves `buf`'s bytes into `into`, which takes its place; returns the buffer they left.
+fn move_bytes_into(buf: &mut BytesMut, into: BytesMut) -> BytesMut {
+    let left = std::mem::replace(buf, into);
+    buf.extend_from_slice(&left);
+    left
 }
 
 /// Gives a drained buffer back to the pool, and moves a small partial frame out of a pooled

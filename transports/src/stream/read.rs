@@ -388,9 +388,8 @@ where
 /// peer stalls.
 fn leave_grown_buffer(buf: &mut BytesMut, pool: &mut BufPool) {
     if !buf.is_empty() && buf.len() <= pool.buffer_size() / COMPACT_FRACTION {
-        let mut pooled = pool.take();
-        pooled.extend_from_slice(buf);
-        *buf = pooled;
+        // What they leave is the message's: let go, for the message alone to keep.
+        drop(move_bytes_into(buf, pool.take()));
     }
 }
 
@@ -450,8 +449,7 @@ fn make_room_for_frame(buf: &mut BytesMut, frame_len: usize, pool: &mut BufPool)
     let grown = pool
         .take_at_least(step)
         .unwrap_or_else(|| BytesMut::with_capacity(step));
-    let outgrown = std::mem::replace(buf, grown);
-    buf.extend_from_slice(&outgrown);
+    let outgrown = move_bytes_into(buf, grown);
     if from_pool {
         pool.give(outgrown);
     }
