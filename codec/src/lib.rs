@@ -136,6 +136,7 @@ pub const SPLIT_FROM: usize = 16 * 1024;
 /// # Panics
 ///
 /// If `len` exceeds `src.len()`.
+#[inline]
 pub fn split_message(src: &mut BytesMut, len: usize) -> Bytes {
     split_message_after(src, 0, len)
 }
@@ -432,6 +433,40 @@ pub trait Decoder {
         );
         bytes::Buf::advance(src, payload.start);
         let mut payload = src.split_to(payload.end - payload.start);
+        self.decode_message(kind, &mut payload)
+    }
+
+    /// Whether the codec takes small messages already copied out
+    /// ([`decode_copied_message`](Decoder::decode_copied_message)) as they are. A WebSocket
+    /// session then copies a run of small messages out of its read buffer at once, rather
+    /// than having the codec copy each.
+    const TAKES_COPIED_MESSAGES: bool = false;
+
+    /// [`decode_message`](Decoder::decode_message) for a small message the transport has
+    /// copied out of its read buffer already, with the small messages read beside it: they
+    /// share one buffer of fewer than [`COPY_BELOW`] bytes, so keeping `message` pins no more
+    /// than the copy [`split_message`] makes would.
+    ///
+    /// The default copies `message` into a buffer of its own for `decode_message`; a codec
+    /// whose item is the message's bytes ([`RawCodec`], [`MessageCodec`]) takes them as they
+    /// are, and says so with [`TAKES_COPIED_MESSAGES`](Decoder::TAKES_COPIED_MESSAGES).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use getty_codec::{Decoder, LinesCodec, MessageKind, RawCodec};
+    ///
+    /// let run = Bytes::from_static(b"hello\nbye\n");
+    /// let line = LinesCodec::default().decode_copied_message(MessageKind::Text, run.slice(..6));
+    /// assert_eq!(line.unwrap(), "hello");
+    /// let raw = RawCodec.decode_copied_message(MessageKind::Binary, run.slice(6..)).unwrap();
+    /// assert_eq!(raw.as_ptr(), run[6..].as_ptr()); // the same bytes, not another copy
+    /// ```
+    fn decode_copied_message(
+        &mut self,
+        kind: MessageKind,
+        message: Bytes,
+    ) -> Result<Self::Item, CodecError> {
+        let mut payload = BytesMut::from(&message[..]);
         self.decode_message(kind, &mut payload)
     }
 }

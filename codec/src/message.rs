@@ -409,6 +409,39 @@ impl Decoder for MessageCodec {
             MessageKind::Binary => Message::Binary(bytes),
         })
     }
+
+    const TAKES_COPIED_MESSAGES: bool = true;
+
+    /// The message as it is, of the given kind, checked as
+    /// [`decode_message`](Decoder::decode_message) checks it.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use getty_codec::{Decoder, Message, MessageCodec, MessageKind};
+    ///
+    /// let run = Bytes::from_static(b"hi\xff");
+    /// let msg = MessageCodec.decode_copied_message(MessageKind::Text, run.slice(..2));
+    /// assert_eq!(msg.unwrap(), Message::text("hi"));
+    /// assert!(MessageCodec.decode_copied_message(MessageKind::Text, run.slice(2..)).is_err());
+    /// ```
+    #[inline(always)]
+    fn decode_copied_message(
+        &mut self,
+        kind: MessageKind,
+        message: Bytes,
+    ) -> Result<Message, CodecError> {
+        Ok(match kind {
+            MessageKind::Text => match std::str::from_utf8(&message) {
+                Ok(_) => Message::Text(Utf8Bytes(message)),
+                Err(e) => {
+                    return Err(CodecError::malformed(format!(
+                        "a text message that is not UTF-8: {e}"
+                    )))
+                }
+            },
+            MessageKind::Binary => Message::Binary(message),
+        })
+    }
 }
 
 impl Encoder<Message> for MessageCodec {

@@ -139,6 +139,18 @@ impl Decoder for RawCodec {
     ) -> Result<Bytes, CodecError> {
         Ok(split_message_after(src, payload.start, payload.len()))
     }
+
+    const TAKES_COPIED_MESSAGES: bool = true;
+
+    /// The message as it is.
+    #[inline(always)]
+    fn decode_copied_message(
+        &mut self,
+        _kind: MessageKind,
+        message: Bytes,
+    ) -> Result<Bytes, CodecError> {
+        Ok(message)
+    }
 }
 
 impl Encoder<&[u8]> for RawCodec {

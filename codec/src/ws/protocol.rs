@@ -503,12 +503,39 @@ impl Protocol {
     // call, and apply_mask's, cost about 40 instructions per echoed message in callgrind.
     #[inline(always)]
     pub fn front_message(&mut self, src: &mut BytesMut) -> Option<(MessageKind, Range<usize>)> {
+        self.front_message_within(&mut src[..], usize::MAX)
+    }
+
+    /// [`front_message`](Protocol::front_message) of the bytes `src` holds, declining (with
+    /// `src` as it was) a frame longer than `max_frame` bytes, header included: a transport
+    /// taking a run of small messages at once asks for each next one within the room its
+    /// run has left.
+    ///
+    /// ```
+    /// use getty_codec::ws::{Config, Protocol, Role};
+    /// use getty_codec::MessageKind;
+    ///
+    /// let mut client = Protocol::new(Role::Client, Config::default(), None);
+    /// // Two unmasked binary frames from a server: "abc", then "de".
+    /// let mut input = *b"\x82\x03abc\x82\x02de";
+    /// let first = client.front_message_within(&mut input, 5);
+    /// assert_eq!(first, Some((MessageKind::Binary, 2..5)));
+    /// // The next frame takes 4 bytes: with room for 3 it is declined, and left as it came.
+    /// assert_eq!(client.front_message_within(&mut input[5..], 3), None);
+    /// assert_eq!(client.front_message_within(&mut input[5..], 4), Some((MessageKind::Binary, 2..4)));
+    /// ```
+    #[inline(always)]
+    pub fn front_message_within(
+        &mut self,
+        src: &mut [u8],
+        max_frame: usize,
+    ) -> Option<(MessageKind, Range<usize>)> {
         let between_messages = self.frame.is_none() && self.message.is_none();
         let quiet = !self.received_close && self.error.is_none() && self.pending_pong.is_none();
         if !(between_messages && quiet) {
             return None;
         }
-        let [first, second, ..] = src[..] else {
+        let [first, second, ..] = *src else {
             return None;
         };
         // FIN set, RSV1-3 clear.
@@ -531,8 +558,8 @@ impl Protocol {
         };
         let header = 2 + len_field + if masked { 4 } else { 0 };
         let config = &self.config;
-        if src.len() < header + len || len > config.max_frame_size || len > config.max_message_size
-        {
+        let within_limits = len <= config.max_frame_size && len <= config.max_message_size;
+        if src.len() < header + len || !within_limits || header + len > max_frame {
             return None;
         }
         let payload = header..header + len;
