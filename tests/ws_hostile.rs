@@ -373,6 +373,51 @@ fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() 
     });
 }
 
+/// Small messages that came in one read behind the pausing one, all whole: they wait,
+/// copied out of the read buffer together, in the framing, with nothing left in the read
+/// buffer, and the peer sends nothing more. A resume delivers them all, in order.
+#[test]
+fn small_messages_read_with_the_pausing_one_are_delivered_on_resume_with_nothing_more_sent() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        let (tx, mut events) = Events::new();
+        let (htx, handles) = mpsc::channel();
+        let server = WsServer::builder()
+            .route("/echo", move |_| {
+                let (tx, handles) = (tx.clone(), htx.clone());
+                Ok((RawCodec, Pauser { tx, handles }))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("wsh-run-pause", server);
+        let mut stream = connect(addr);
+        stream.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut stream);
+        let mut wire = client_frame(2, true, b"pause", 1);
+        let mut want: Vec<(u8, Vec<u8>)> = vec![(0x82, b"pause".to_vec())];
+        for i in 0..20 {
+            let p = payload(i, 1 + i * 7);
+            wire.extend(client_frame(2, true, &p, i as u8));
+            want.push((0x82, p));
+        }
+        stream.write_all(&wire).unwrap();
+        let handle = handles.recv_timeout(STEP).expect("the pause");
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        assert_eq!(read_frame(&mut stream).expect("the echo of pause"), want[0]);
+        std::thread::sleep(Duration::from_millis(100));
+        handle.resume_reading().unwrap();
+        for (i, want) in want[1..].iter().enumerate() {
+            let got = read_frame(&mut stream);
+            assert_eq!(got.as_ref(), Some(want), "echo {i} after the resume");
+        }
+        events.pump();
+        assert!(events.all.is_empty(), "{:?}", events.all);
+        drop(stream);
+        server.stop();
+    });
+}
+
 /// A permessage-deflate payload that inflates to `data`: one stored (uncompressed) deflate
 /// block, then the empty block a sync flush ends with, less the `00 00 ff ff` that RFC
 /// 7692 has the sender strip. Five bytes longer than `data`, plus one, as deflate makes

@@ -168,6 +168,13 @@ pub trait Framing: 'static {
         false
     }
 
+    /// Whether the framing holds whole messages it took from the read buffer that the
+    /// handler has not had yet (a WebSocket run): they are delivered before anything read
+    /// after them, once delivery goes on, though the read buffer may be empty.
+    fn holds_messages(&self) -> bool {
+        false
+    }
+
     /// The session closes gracefully: queues the framing's goodbye (a close frame with code
     /// 1000, or the app's). Returns true when something was queued.
     fn close(&mut self, out: &mut BytesMut) -> bool {

@@ -15,7 +15,8 @@ where
     pub(super) fn decode_buffered(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         // A filter may hold decoded bytes of its own (rustls keeps the plaintext it could
         // not hand over), so a filtered session always asks it.
-        if self.session.out.read_len() == 0 && self.session.filter_io().is_none() {
+        let undecoded = self.session.out.read_len() > 0 || self.session.framing.holds_messages();
+        if !undecoded && self.session.filter_io().is_none() {
             return Ok(());
         }
         let decoded = self.deliver(cx.buffers());
@@ -198,7 +199,7 @@ where
         }
         // Frames already decoded first: after a pause, or the first ones read with a
         // handshake, no more wire bytes may come to push them out.
-        if self.session.out.read_len() > 0 {
+        if self.session.out.read_len() > 0 || self.session.framing.holds_messages() {
             self.decode_frames(messages, pool)?;
         }
         let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
@@ -363,8 +364,10 @@ where
             .session
             .filter_io()
             .is_some_and(|f| f.filter.holds_partial_input());
-        // So can the framing (a WebSocket frame header, or the fragments of a message).
-        let cut_in_framing = self.session.framing.holds_partial_input();
+        // So can the framing (a WebSocket frame header, or the fragments of a message), and
+        // it can hold whole messages not delivered yet (a WebSocket run).
+        let framing = &self.session.framing;
+        let cut_in_framing = framing.holds_partial_input() || framing.holds_messages();
         let cut = buffered > 0 || cut_in_filter || cut_in_framing;
         if cut && self.phase == Phase::Open && !self.session.is_closing() {
             return Err(Error::UnexpectedEof { buffered });

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use getty_codec::ws::{close_code, Event, InPlace, Protocol, WsError};
-use getty_codec::{CodecError, Decoder, Encoder, MessageKind, SPLIT_FROM};
+use getty_codec::{CodecError, Decoder, Encoder, MessageKind, COPY_BELOW, SPLIT_FROM};
 
 use crate::framing::{DecodeLimits, Framing, Next};
 use crate::outbound::Outbound;
@@ -181,8 +181,20 @@ impl Framing for WsFraming {
     ) -> Result<Next<C::Item>, Error> {
         let ws = &mut *self.0;
         // The common case: the codec takes the message straight from the read buffer, and
-        // no event is built for it.
+        // no event is built for it; a small one comes with the small ones behind it, in a
+        // run copied out at once, if the codec takes such copies as they are.
+        if C::TAKES_COPIED_MESSAGES {
+            if let Some((kind, message)) = ws.run.pop() {
+                return Ok(Next::Message(codec.decode_copied_message(kind, message)?));
+            }
+        }
         if let Some((kind, payload)) = ws.protocol.front_message(input) {
+            // (A message alone in the buffer is taken as it is: a run would only add work.)
+            let more = input.len() > payload.end;
+            if C::TAKES_COPIED_MESSAGES && payload.len() < COPY_BELOW && more {
+                let (kind, message) = ws.run.take(&mut ws.protocol, input, kind, payload);
+                return Ok(Next::Message(codec.decode_copied_message(kind, message)?));
+            }
             return take_front_message(codec, kind, input, payload);
         }
         // Above the high watermark one pong answers a run of pings, and waits until the
@@ -348,6 +360,11 @@ impl Framing for WsFraming {
     /// A frame whose header was taken, or a fragmented message short of its last fragment.
     fn holds_partial_input(&self) -> bool {
         self.0.protocol.in_message()
+    }
+
+    /// Messages of a run copied out of the read buffer that the handler has not had yet.
+    fn holds_messages(&self) -> bool {
+        self.0.run.holds_messages()
     }
 
     /// A close frame (1000, or the code the app chose with `close_with`) unless one was sent

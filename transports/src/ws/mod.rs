@@ -10,6 +10,7 @@
 mod client;
 mod framing;
 mod routes;
+mod run;
 mod server;
 mod session;
 mod state;

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use getty_codec::ws::{Protocol, WsError};
 
+use crate::ws::run::Run;
+
 pub(crate) struct WsState {
     pub(crate) protocol: Protocol,
     pub(crate) keepalive: Keepalive,
@@ -17,6 +19,9 @@ pub(crate) struct WsState {
     pub(crate) subprotocol: Option<String>,
     /// The request path (server side) or the dialed path (client side).
     pub(crate) path: String,
+    /// Small messages read together, copied out of the read buffer at once, that wait
+    /// for the handler.
+    pub(crate) run: Run,
 }
 
 impl WsState {
@@ -28,6 +33,7 @@ impl WsState {
             close_with: None,
             subprotocol: None,
             path,
+            run: Run::new(),
         }
     }
 
