@@ -276,6 +276,29 @@ impl Handler<RawCodec, Ws> for Pauser {
     }
 }
 
+/// A server whose handler ([`Pauser`]) echoes and pauses at "pause", on a reactor thread
+/// called `name`; the handles of the sessions it paused come on the receiver.
+fn pausing_echo_server(
+    name: &str,
+) -> (
+    Running,
+    SocketAddr,
+    Events,
+    mpsc::Receiver<SessionHandle<RawCodec, Ws>>,
+) {
+    let (tx, events) = Events::new();
+    let (htx, handles) = mpsc::channel();
+    let server = WsServer::builder()
+        .route("/echo", move |_| {
+            let (tx, handles) = (tx.clone(), htx.clone());
+            Ok((RawCodec, Pauser { tx, handles }))
+        })
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let addr = server.local_addr();
+    (Running::serve(name, server), addr, events, handles)
+}
+
 /// A handler pauses with frames already read behind the pausing one (whole ones, a
 /// fragmented message with a ping between its pieces, one cut mid-frame, the rest still
 /// coming), and the peer then ends its input: while paused the reactor thread stays idle;
@@ -284,17 +307,7 @@ impl Handler<RawCodec, Ws> for Pauser {
 fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        let (tx, mut events) = Events::new();
-        let (htx, handles) = mpsc::channel();
-        let server = WsServer::builder()
-            .route("/echo", move |_| {
-                let (tx, handles) = (tx.clone(), htx.clone());
-                Ok((RawCodec, Pauser { tx, handles }))
-            })
-            .bind("127.0.0.1:0")
-            .unwrap();
-        let addr = server.local_addr();
-        let server = Running::serve("wsh-pause", server);
+        let (server, addr, mut events, handles) = pausing_echo_server("wsh-pause");
         for with_close in [false, true] {
             let mut stream = connect(addr);
             stream.write_all(REQUEST.as_bytes()).unwrap();
@@ -380,17 +393,7 @@ fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() 
 fn small_messages_read_with_the_pausing_one_are_delivered_on_resume_with_nothing_more_sent() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        let (tx, mut events) = Events::new();
-        let (htx, handles) = mpsc::channel();
-        let server = WsServer::builder()
-            .route("/echo", move |_| {
-                let (tx, handles) = (tx.clone(), htx.clone());
-                Ok((RawCodec, Pauser { tx, handles }))
-            })
-            .bind("127.0.0.1:0")
-            .unwrap();
-        let addr = server.local_addr();
-        let server = Running::serve("wsh-run-pause", server);
+        let (server, addr, mut events, handles) = pausing_echo_server("wsh-run-pause");
         let mut stream = connect(addr);
         stream.write_all(REQUEST.as_bytes()).unwrap();
         read_101(&mut stream);
