@@ -219,6 +219,29 @@ impl Handler<getty::codec::LengthFieldCodec> for HandOut {
     }
 }
 
+/// A length-prefixed TCP server with a 16 KiB send buffer and `options`, whose sessions
+/// get the handler `make` builds, on a reactor thread called `name`; and a peer of it with
+/// a 4 KiB receive buffer, so that the server's queue backs up after a few KiB.
+fn server_and_slow_reader<H>(
+    name: &str,
+    options: SessionOptions,
+    make: impl Fn() -> H + Send + Sync + 'static,
+) -> (Running, TcpStream)
+where
+    H: getty::Handler<LengthFieldCodec> + Send + 'static,
+{
+    let server = TcpServer::builder()
+        .session_options(options)
+        .socket_options(getty::SocketOptions::default().send_buffer_size(Some(16 * 1024)))
+        .bind("127.0.0.1:0", move |_| {
+            Ok((LengthFieldCodec::default(), make()))
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let running = Running::serve(name, server);
+    (running, connect_with_recv_buffer(addr, 4096))
+}
+
 /// "A writer that heeds `Backpressure` never overruns `max_outbound`": a producer thread
 /// writes frames of 240 KiB (each within the 256 KiB `max_outbound`) through a handle,
 /// waiting with `wait_writable` whenever it is told `Backpressure`, to a peer that reads
@@ -234,26 +257,13 @@ fn a_producer_that_heeds_backpressure_keeps_its_session_whatever_the_frame_size(
         const MAX_OUTBOUND: usize = 256 * 1024;
         const FRAME: usize = 240 * 1024;
         const FRAMES: u32 = 20;
-        let server = TcpServer::builder()
-            .session_options(
-                SessionOptions::default()
-                    .watermarks(64 * 1024, 32 * 1024)
-                    .max_outbound(MAX_OUTBOUND),
-            )
-            .socket_options(getty::SocketOptions::default().send_buffer_size(Some(16 * 1024)))
-            .bind("127.0.0.1:0", move |_| {
-                Ok((
-                    getty::codec::LengthFieldCodec::default(),
-                    HandOut {
-                        handles: handles_tx.clone(),
-                        events: events_tx.clone(),
-                    },
-                ))
-            })
-            .unwrap();
-        let addr = server.local_addr();
-        let running = Running::serve("big-frames", server);
-        let mut peer = connect_with_recv_buffer(addr, 4096);
+        let options = SessionOptions::default()
+            .watermarks(64 * 1024, 32 * 1024)
+            .max_outbound(MAX_OUTBOUND);
+        let (running, mut peer) = server_and_slow_reader("big-frames", options, move || HandOut {
+            handles: handles_tx.clone(),
+            events: events_tx.clone(),
+        });
         let handle = handles.recv_timeout(STEP).unwrap();
         let producer = std::thread::spawn(move || {
             let mut accepted = 0u32;
@@ -445,22 +455,11 @@ fn a_held_handle_write_is_not_starved_by_the_handlers_own_stream() {
         let (errors_tx, errors) = std::sync::mpsc::channel();
         const MAX_OUTBOUND: usize = 256 * 1024;
         const PUSH: usize = 250 * 1024;
-        let server = TcpServer::builder()
-            .session_options(SessionOptions::default().max_outbound(MAX_OUTBOUND))
-            .socket_options(getty::SocketOptions::default().send_buffer_size(Some(16 * 1024)))
-            .bind("127.0.0.1:0", move |_| {
-                Ok((
-                    LengthFieldCodec::default(),
-                    Streamer {
-                        handles: handles_tx.clone(),
-                        errors: errors_tx.clone(),
-                    },
-                ))
-            })
-            .unwrap();
-        let addr = server.local_addr();
-        let running = Running::serve("held-push", server);
-        let mut peer = connect_with_recv_buffer(addr, 4096);
+        let options = SessionOptions::default().max_outbound(MAX_OUTBOUND);
+        let (running, mut peer) = server_and_slow_reader("held-push", options, move || Streamer {
+            handles: handles_tx.clone(),
+            errors: errors_tx.clone(),
+        });
         let handle = handles.recv_timeout(STEP).unwrap();
         // A steady reader, for four seconds: frames of `a` and, somewhere, the push.
         let reader = std::thread::spawn(move || {
