@@ -276,10 +276,12 @@ impl Handler<RawCodec, Ws> for Pauser {
     }
 }
 
-/// A server whose handler ([`Pauser`]) echoes and pauses at "pause", on a reactor thread
-/// called `name`; the handles of the sessions it paused come on the receiver.
+/// A server with `options` whose handler ([`Pauser`]) echoes and pauses at "pause", on a
+/// reactor thread called `name`; the handles of the sessions it paused come on the
+/// receiver.
 fn pausing_echo_server(
     name: &str,
+    options: SessionOptions,
 ) -> (
     Running,
     SocketAddr,
@@ -289,6 +291,7 @@ fn pausing_echo_server(
     let (tx, events) = Events::new();
     let (htx, handles) = mpsc::channel();
     let server = WsServer::builder()
+        .session_options(options)
         .route("/echo", move |_| {
             let (tx, handles) = (tx.clone(), htx.clone());
             Ok((RawCodec, Pauser { tx, handles }))
@@ -307,7 +310,8 @@ fn pausing_echo_server(
 fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        let (server, addr, mut events, handles) = pausing_echo_server("wsh-pause");
+        let (server, addr, mut events, handles) =
+            pausing_echo_server("wsh-pause", SessionOptions::default());
         for with_close in [false, true] {
             let mut stream = connect(addr);
             stream.write_all(REQUEST.as_bytes()).unwrap();
@@ -393,7 +397,8 @@ fn frames_read_before_a_pause_and_an_eof_during_it_are_all_answered_on_resume() 
 fn small_messages_read_with_the_pausing_one_are_delivered_on_resume_with_nothing_more_sent() {
     watchdog(TEST_LIMIT, || {
         let _gate = shared_gate();
-        let (server, addr, mut events, handles) = pausing_echo_server("wsh-run-pause");
+        let (server, addr, mut events, handles) =
+            pausing_echo_server("wsh-run-pause", SessionOptions::default());
         let mut stream = connect(addr);
         stream.write_all(REQUEST.as_bytes()).unwrap();
         read_101(&mut stream);
@@ -418,6 +423,57 @@ fn small_messages_read_with_the_pausing_one_are_delivered_on_resume_with_nothing
         assert!(events.all.is_empty(), "{:?}", events.all);
         drop(stream);
         server.stop();
+    });
+}
+
+/// The same under flow control: watermarks so low that the echoes of a run's first
+/// messages stop delivery mid-run (the rest of the run waits in the framing, the read
+/// buffer empty), and a peer that sends nothing more and reads only later. Once the queue
+/// drains, the rest is delivered: every message echoed once, in order, each ping answered.
+#[test]
+fn small_messages_held_by_flow_control_mid_run_are_delivered_when_the_queue_drains() {
+    watchdog(TEST_LIMIT, || {
+        let _gate = shared_gate();
+        for (high, low) in [(600, 300), (1, 0)] {
+            let options = SessionOptions::default().watermarks(high, low);
+            let name = "wsh-run-flow";
+            let (server, addr, mut events, _handles) = pausing_echo_server(name, options);
+            let mut stream = connect(addr);
+            stream.write_all(REQUEST.as_bytes()).unwrap();
+            read_101(&mut stream);
+            let (mut wire, mut want, mut pings) = (Vec::new(), Vec::new(), 0);
+            for i in 0..200 {
+                let p = payload(i, 1 + i % 150);
+                wire.extend(client_frame(2, true, &p, i as u8));
+                want.push((0x82, p));
+                if i % 37 == 5 {
+                    wire.extend(client_frame(9, true, b"pp", 1));
+                    pings += 1;
+                }
+            }
+            stream.write_all(&wire).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            stream.set_read_timeout(Some(STEP)).unwrap();
+            let (mut echoes, mut pongs) = (Vec::new(), 0);
+            while echoes.len() < want.len() {
+                match read_frame(&mut stream) {
+                    Some((0x8a, _)) => pongs += 1,
+                    Some(frame) => echoes.push(frame),
+                    None => break,
+                }
+            }
+            assert_eq!(echoes.len(), want.len(), "watermarks {high}/{low}");
+            assert!(echoes == want, "watermarks {high}/{low}: the echoes differ");
+            // Pongs may coalesce above the high watermark, never vanish.
+            assert!(
+                (1..=pings).contains(&pongs),
+                "{pongs} pongs for {pings} pings"
+            );
+            events.pump();
+            assert!(events.all.is_empty(), "{:?}", events.all);
+            drop(stream);
+            server.stop();
+        }
     });
 }
 
@@ -936,5 +992,70 @@ fn a_kept_large_message_holds_about_its_own_size() {
         }
         drop(peer);
         server.stop();
+    });
+}
+
+/// Keeps every message it is given; counts them.
+struct Keeper {
+    kept: Vec<Bytes>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Handler<RawCodec, Ws> for Keeper {
+    fn on_message(&mut self, _: &mut Session<RawCodec, Ws>, msg: Bytes) {
+        self.kept.push(msg);
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A handler that keeps the small messages it is given (a history, a cache) holds about
+/// their size in heap, whether they came one to a read or many (copied out in runs): runs
+/// once left most of each slab of small copies unused but kept, twice the heap for 64-byte
+/// messages (a review measured 124 bytes each).
+#[test]
+fn kept_small_messages_read_together_cost_about_their_size() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    watchdog(TEST_LIMIT, || {
+        let _gate = exclusive_gate();
+        let (n, len) = (20_000usize, 64usize);
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let server = WsServer::builder()
+            .route("/echo", move |_| {
+                let kept = Vec::with_capacity(n);
+                let count = counter.clone();
+                Ok((RawCodec, Keeper { kept, count }))
+            })
+            .bind("127.0.0.1:0")
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("wsh-keep", server);
+        let mut wire = Vec::new();
+        for i in 0..n {
+            wire.extend(client_frame(2, true, &[b'k'; 64], i as u8));
+        }
+        let mut stream = connect(addr);
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        stream.write_all(REQUEST.as_bytes()).unwrap();
+        read_101(&mut stream);
+        std::thread::sleep(Duration::from_millis(100));
+        let before = live_bytes();
+        stream.write_all(&wire).unwrap();
+        let until = std::time::Instant::now() + STEP;
+        while count.load(Ordering::SeqCst) < n && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let per = (live_bytes() - before) as f64 / n as f64;
+        println!("{len}-byte messages: {per:.1} bytes of heap per kept message");
+        drop(stream);
+        server.stop();
+        assert_eq!(count.load(Ordering::SeqCst), n);
+        // The payload, a header of 6 bytes, a slab's end now and then, a read buffer.
+        assert!(
+            per < 1.5 * len as f64,
+            "{per:.1} bytes per kept {len}-byte message"
+        );
     });
 }

@@ -216,6 +216,25 @@ fn copy_small(bytes: &[u8]) -> Bytes {
     .unwrap_or_else(|_| Bytes::copy_from_slice(bytes))
 }
 
+/// How many bytes the next copy [`split_message`] makes on this thread can take without
+/// starting a new slab (zero when the thread has none yet). A transport that copies
+/// several small messages out in one piece (a WebSocket run) sizes the piece by it when it
+/// can, so that the slabs stay packed: a slab left with room it never fills is memory the
+/// messages in it keep for nothing.
+///
+/// ```
+/// use getty_codec::{small_copy_room, split_message, BytesMut};
+///
+/// let mut buf = BytesMut::from(&[7u8; 100][..]);
+/// let _first = split_message(&mut buf, 40);
+/// let room = small_copy_room();
+/// let _second = split_message(&mut buf, 60);
+/// assert_eq!(small_copy_room(), room - 60); // the same slab
+/// ```
+pub fn small_copy_room() -> usize {
+    SLAB.try_with(|slab| slab.borrow().capacity()).unwrap_or(0)
+}
+
 /// Whether a message-oriented transport (WebSocket) carries a message as text or binary.
 ///
 /// A byte stream (TCP) has no such notion; there every message is [`MessageKind::Binary`].

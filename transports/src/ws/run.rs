@@ -5,75 +5,84 @@
 //! buffer (a view would keep the whole pooled buffer alive as long as the handler keeps the
 //! message). Copied one by one, that costs a cut of the read buffer and a copy per message.
 //! A run takes the whole small frames that lie together at the front of the buffer (as one
-//! read brings them) with one copy of their bytes, headers and all, and its messages are
-//! views of that copy: fewer than [`COPY_BELOW`] bytes, which is what a kept message may
-//! pin, as with [`getty_codec::split_message`].
+//! read brings them) with one copy of their bytes, and its messages are views of that copy.
+//! The copy goes into the thread's slab of small copies ([`getty_codec::split_message`]),
+//! filling what the slab has left, so a kept message pins what a copy of its own would:
+//! less than [`COPY_BELOW`] bytes, in a packed slab. Only the headers of the frames after
+//! the first come along (2 to 8 bytes a message).
 
 use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 use getty_codec::ws::Protocol;
-use getty_codec::{split_message, MessageKind, COPY_BELOW};
-
-/// The most messages one run takes (the rest of a read starts the next run).
-const MAX_MESSAGES: usize = 32;
+use getty_codec::{small_copy_room, split_message, MessageKind, COPY_BELOW};
 
 /// The messages of the latest run not yet handed out, in order.
 pub(crate) struct Run {
-    /// The run's frames from the next message's payload on (the headers of the later ones
-    /// still in place, unmasked payloads).
+    /// The run's bytes not handed out: the first message's payload, unless it was, then
+    /// the later frames whole (their headers as they came, their payloads unmasked).
     frames: Bytes,
-    /// Each message's header length, skipped before its payload (the first's was skipped
-    /// before the copy).
-    headers: [u8; MAX_MESSAGES],
-    /// Each message's payload length.
-    lens: [u16; MAX_MESSAGES],
-    /// Bit `i` set: message `i` is text.
-    text: u32,
-    /// The next one to hand out.
-    next: u8,
-    /// How many the run holds.
-    count: u8,
+    /// The first message's kind and length, until it is handed out.
+    first: Option<(MessageKind, u16)>,
+    /// How many messages wait.
+    left: u16,
 }
 
 impl Run {
     pub(crate) const fn new() -> Self {
         Run {
             frames: Bytes::new(),
-            headers: [0; MAX_MESSAGES],
-            lens: [0; MAX_MESSAGES],
-            text: 0,
-            next: 0,
-            count: 0,
+            first: None,
+            left: 0,
         }
     }
 
     /// Whether messages of the run wait to be handed out.
     pub(crate) fn holds_messages(&self) -> bool {
-        self.next < self.count
+        self.left > 0
     }
 
     /// The run's next message.
     #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<(MessageKind, Bytes)> {
-        if self.next >= self.count {
+        if self.left == 0 {
             return None;
         }
-        let i = usize::from(self.next);
-        self.next += 1;
-        let kind = if self.text & (1 << i) != 0 {
+        self.left -= 1;
+        let (kind, len) = match self.first.take() {
+            Some((kind, len)) => (kind, usize::from(len)),
+            None => self.take_header(),
+        };
+        let message = if self.left == 0 {
+            // All that is left (which lets the copy go with the last message).
+            std::mem::take(&mut self.frames)
+        } else {
+            self.frames.split_to(len)
+        };
+        Some((kind, message))
+    }
+
+    /// The header at the front of `frames`, taken off: one that [`take`](Run::take) found
+    /// on a whole text or binary frame with FIN set and no RSV bits, its length in 7 or 16
+    /// bits.
+    #[inline(always)]
+    fn take_header(&mut self) -> (MessageKind, usize) {
+        let (first, second) = (self.frames[0], self.frames[1]);
+        let kind = if first == 0x81 {
             MessageKind::Text
         } else {
             MessageKind::Binary
         };
-        self.frames.advance(usize::from(self.headers[i]));
-        let message = if self.next == self.count {
-            // All that is left (which lets the copy go with the last message).
-            std::mem::take(&mut self.frames)
-        } else {
-            self.frames.split_to(usize::from(self.lens[i]))
+        let (field, len) = match second & 0x7f {
+            126 => (
+                2,
+                usize::from(u16::from_be_bytes([self.frames[2], self.frames[3]])),
+            ),
+            short => (0, usize::from(short)),
         };
-        Some((kind, message))
+        let mask = if second & 0x80 != 0 { 4 } else { 0 };
+        self.frames.advance(2 + field + mask);
+        (kind, len)
     }
 
     /// Takes the run of whole small messages at the front of `input`, the first of which
@@ -90,28 +99,26 @@ impl Run {
     ) -> (MessageKind, Bytes) {
         debug_assert!(!self.holds_messages());
         debug_assert!(first.len() < COPY_BELOW);
-        self.headers[0] = 0;
-        self.lens[0] = first.len() as u16;
-        self.text = u32::from(kind == MessageKind::Text);
+        // The piece fills what the slab has left if the first message fits there, so that
+        // no slab keeps room it never fills; else it starts a new slab.
+        let room = small_copy_room();
+        let most = if room >= first.len() {
+            room.min(COPY_BELOW - 1)
+        } else {
+            COPY_BELOW - 1
+        };
         let mut count = 1;
         let mut end = first.end;
-        while count < MAX_MESSAGES {
-            let room = COPY_BELOW - 1 - (end - first.start);
-            let Some((kind, payload)) = protocol.front_message_within(&mut input[end..], room)
-            else {
-                break;
-            };
-            // A header is at most 8 bytes here (no 64-bit length), a payload under 4 KiB.
-            self.headers[count] = payload.start as u8;
-            self.lens[count] = payload.len() as u16;
-            self.text |= u32::from(kind == MessageKind::Text) << count;
+        while let Some((_, payload)) =
+            protocol.front_message_within(&mut input[end..], most - (end - first.start))
+        {
             end += payload.end;
             count += 1;
         }
         input.advance(first.start);
         self.frames = split_message(input, end - first.start);
-        self.count = count as u8;
-        self.next = 0;
+        self.first = Some((kind, first.len() as u16));
+        self.left = count;
         self.pop().expect("the run's first message")
     }
 }
