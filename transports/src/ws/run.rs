@@ -107,13 +107,12 @@ impl Run {
         } else {
             COPY_BELOW - 1
         };
-        let mut count = 1;
-        let mut end = first.end;
-        while let Some((_, payload)) =
-            protocol.front_message_within(&mut input[end..], most - (end - first.start))
-        {
-            end += payload.end;
-            count += 1;
+        let (mut count, mut end) = frames_within(protocol, input, &first, most);
+        if count == 1 && most < COPY_BELOW - 1 {
+            // Nothing after the first fits in what the slab has left: a new slab for the
+            // run. (An empty first message always fits, and would find the same room
+            // again and again: a run of one each.)
+            (count, end) = frames_within(protocol, input, &first, COPY_BELOW - 1);
         }
         input.advance(first.start);
         self.frames = split_message(input, end - first.start);
@@ -121,6 +120,28 @@ impl Run {
         self.left = count;
         self.pop().expect("the run's first message")
     }
+}
+
+/// How many whole small frames, from the first message's (its payload at `first`) on, lie
+/// within `most` bytes of its payload's start (the first counted whatever its length), and
+/// where the last of them ends. Each is unmasked in place; the next, declined, is left as
+/// it came.
+#[inline]
+fn frames_within(
+    protocol: &mut Protocol,
+    input: &mut BytesMut,
+    first: &Range<usize>,
+    most: usize,
+) -> (u16, usize) {
+    let mut count = 1;
+    let mut end = first.end;
+    while let Some((_, payload)) =
+        protocol.front_message_within(&mut input[end..], most - (end - first.start))
+    {
+        end += payload.end;
+        count += 1;
+    }
+    (count, end)
 }
 
 #[cfg(test)]

@@ -305,3 +305,47 @@ fn a_run_fills_the_room_its_slab_has_left() {
             .contains(&message.as_ptr())
     );
 }
+
+/// Leaves this thread's slab of small copies with `room` bytes free (less than 4095).
+fn set_slab_room(room: usize) {
+    let copy = |len: usize| split_message(&mut BytesMut::from(&vec![0; len][..]), len);
+    if small_copy_room() < room {
+        // The slab used up, then one byte more: a new slab.
+        copy(small_copy_room());
+        copy(1);
+    }
+    copy(small_copy_room() - room);
+    assert_eq!(small_copy_room(), room);
+}
+
+/// Empty messages fit in any room a slab has left, and copying one leaves the room as it
+/// was: sized by a room shorter than a frame, every run took one empty message alone, again
+/// and again (a review measured 2.5 times the CPU per message). A run that can hold nothing
+/// after its first message in the slab's room takes a new slab instead.
+#[test]
+fn empty_messages_form_runs_whatever_room_the_slab_has_left() {
+    for room in [0, 1, 5, 6, 4000] {
+        set_slab_room(room);
+        let mut input = BytesMut::new();
+        for _ in 0..100 {
+            input.extend_from_slice(&frame(0x82, Some(MASK), b""));
+        }
+        let mut protocol = Protocol::new(Role::Server, Config::default(), None);
+        let mut run = Run::new();
+        let (mut runs, mut taken) = (0, 0);
+        while let Some((kind, first)) = protocol.front_message(&mut input) {
+            runs += 1;
+            let (_, message) = run.take(&mut protocol, &mut input, kind, first);
+            assert!(message.is_empty());
+            taken += 1;
+            while let Some((_, message)) = run.pop() {
+                assert!(message.is_empty());
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 100);
+        // What the room holds, then a new slab for the rest.
+        assert!(runs <= 2, "{runs} runs with the slab's room at {room}");
+        assert!(input.is_empty());
+    }
+}
