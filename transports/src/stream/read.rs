@@ -15,8 +15,7 @@ where
     pub(super) fn decode_buffered(&mut self, cx: &mut Context<'_>) -> Result<(), Error> {
         // A filter may hold decoded bytes of its own (rustls keeps the plaintext it could
         // not hand over), so a filtered session always asks it.
-        let undecoded = self.session.out.read_len() > 0 || self.session.framing.holds_messages();
-        if !undecoded && self.session.filter_io().is_none() {
+        if !self.holds_undelivered() && self.session.filter_io().is_none() {
             return Ok(());
         }
         let decoded = self.deliver(cx.buffers());
@@ -199,7 +198,7 @@ where
         }
         // Frames already decoded first: after a pause, or the first ones read with a
         // handshake, no more wire bytes may come to push them out.
-        if self.session.out.read_len() > 0 || self.session.framing.holds_messages() {
+        if self.holds_undelivered() {
             self.decode_frames(messages, pool)?;
         }
         let cap = (self.session.core.options.max_message_len).saturating_add(DECODE_SLACK);
@@ -263,6 +262,12 @@ where
             return None;
         }
         Some(T::Framing::CONTROL_OUTPUT && above)
+    }
+
+    /// Whether plain input waits for the handler: bytes in the read buffer, or whole
+    /// messages the framing took from it (a WebSocket run).
+    fn holds_undelivered(&self) -> bool {
+        self.session.out.read_len() > 0 || self.session.framing.holds_messages()
     }
 
     /// Hands every whole frame in the read buffer to the handler.
