@@ -114,7 +114,8 @@ use echo_bench::{
     allowed_cpus, clock_now, current_thread_ids, env_f64, kinds_from_env, load_average,
     measured_secs, median, on_load_thread, quick_mode_requested, rounds_from_env, run_rounds,
     scenario_keys, start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread,
-    Kind, LoadGenerator, Scenario, ThreadIds, Window, CHART_PERCENTILES, NOISY_OTHER_CPUS,
+    Kind, LoadGenerator, Placement, Scenario, ThreadIds, Window, CHART_PERCENTILES,
+    NOISY_OTHER_CPUS,
 };
 use length_prefixed::{connect_plain, thread_ids_by_index, LengthPrefixed, TokioEcho};
 use mio_echo::{start_mio_thread, LengthPrefixedEcho};
@@ -784,7 +785,12 @@ fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurem
 fn run_against(server: ServerThread, scenario: &Scenario, cfg: &Config) -> io::Result<Measurement> {
     let (addr, threads) = (server.addr, server.threads.clone());
     let (scenario_copy, cfg_copy) = (scenario.clone(), cfg.clone());
-    let mut result = on_load_thread("load", scenario.pin, &server.threads, move || {
+    let placement = if scenario.pin {
+        Placement::Shared
+    } else {
+        Placement::Free
+    };
+    let mut result = on_load_thread("load", placement, &server.threads, move || {
         drive(addr, &scenario_copy, &cfg_copy, &threads)
     });
     if let Ok(m) = &mut result {

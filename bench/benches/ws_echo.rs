@@ -44,8 +44,12 @@
 //! (d) 50 x 4 x 16 KiB. In (a) and (c) client and server take turns (one message in
 //! flight), and their cost per message depends on whether the scheduler puts them on one CPU
 //! or on two (a cross-CPU wake-up costs more, in a VM much more): unpinned, runs of the same
-//! server differed up to 4x. So there both threads are pinned to one CPU, the least busy one
-//! (`GETTY_BENCH_PIN=0` turns that off). (b) and (d) pin nothing. Targets, per scenario:
+//! server differed up to 4x. So there both threads are pinned to one CPU, the least busy one.
+//! In (b) and (d) both stay busy: the server is pinned to the least busy CPU and the load
+//! generator to the next ("spread"), so that no round runs with the two sharing a CPU, or
+//! with the server moved mid-window (unpinned, the getty-rs/hand-written ratio of (b) varied
+//! from 0.76 to 0.98 between runs of the same code). `GETTY_BENCH_PIN=0` pins nothing.
+//! Targets, per scenario:
 //! getty-rs serves at least 1.5x the messages per server CPU-second of tokio-tungstenite,
 //! with a lower p50 and p99; and (issue 16) in (b) at least 0.95 of the hand-written
 //! baseline's messages per server CPU-second. Each table shows the ratios getty-rs /
@@ -63,7 +67,7 @@
 //!   thread's total over the number of `Echo::on_message` calls);
 //! - `GETTY_BENCH_TOKIO_READ_BUF` (bytes): the tokio echo's `read_buffer_size` in every
 //!   scenario (131072 is tungstenite's default);
-//! - `GETTY_BENCH_PIN=0`: do not pin (a) and (c);
+//! - `GETTY_BENCH_PIN=0`: pin no thread in any scenario;
 //! - `GETTY_BENCH_CHART_DIR`: where each scenario's latency chart goes (default
 //!   `bench-charts/` in the target directory);
 //! - `GETTY_BENCH_QUICK=1`: smoke mode (0.2 s warm-up, 0.5 s runs). Quick mode is also what
@@ -101,7 +105,7 @@ use echo_bench::{
     clock_now, env_f64, kinds_from_env, load_average, measured_secs, median, on_load_thread,
     quick_mode_requested, random_payload, rounds_from_env, run_rounds, scenario_keys,
     start_reactor_thread, start_tokio_thread, verdict, AcceptThread, Framing, Kind, LoadGenerator,
-    Scenario, ThreadIds, CHART_PERCENTILES, NOISY_OTHER_CPUS,
+    Placement, Scenario, ThreadIds, CHART_PERCENTILES, NOISY_OTHER_CPUS,
 };
 
 /// The client's upgrade request; the key is the sample nonce of RFC 6455, section 1.3.
@@ -160,7 +164,7 @@ struct Config {
     kinds: Vec<Kind>,
     /// tungstenite's `read_buffer_size` for the tokio echo, if set by hand.
     tokio_read_buf: Option<usize>,
-    /// Pin the single-connection scenarios' client and server to one CPU.
+    /// Pin client and server (see `Scenario::placement`).
     pin: bool,
     quick: bool,
 }
@@ -187,10 +191,19 @@ impl Config {
 }
 
 impl Scenario {
-    /// The label, and whether client and server share a pinned CPU.
+    /// The label, and where client and server run.
     fn title(&self, cfg: &Config) -> String {
-        let pinned = if self.pin && cfg.pin { ", pinned" } else { "" };
-        format!("{}{pinned}", self.label)
+        format!("{}{}", self.label, self.placement(cfg).label())
+    }
+
+    /// One message in flight: client and server share a CPU (they take turns). More: each
+    /// has a CPU of its own.
+    fn placement(&self, cfg: &Config) -> Placement {
+        match (cfg.pin, self.pin) {
+            (false, _) => Placement::Free,
+            (true, true) => Placement::Shared,
+            (true, false) => Placement::Spread,
+        }
     }
 }
 
@@ -548,9 +561,9 @@ fn drive(
 fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurement> {
     let server = ServerThread::start(kind, tokio_read_buf(scenario, cfg))?;
     let (addr, ids) = (server.addr, server.thread);
-    let pin = scenario.pin && cfg.pin;
+    let placement = scenario.placement(cfg);
     let (scenario, cfg) = (scenario.clone(), cfg.clone());
-    let measured = on_load_thread("ws-load", pin, &[ids], move || {
+    let measured = on_load_thread("ws-load", placement, &[ids], move || {
         drive(addr, ids.cpu_clock, &scenario, &cfg)
     });
     if let Err(e) = server.stop() {

@@ -180,9 +180,9 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// The allowed CPU that was the least busy over the last 200 ms: a CPU that other
-/// processes keep busy would starve a pinned client and server.
-fn idlest_cpu() -> usize {
+/// The allowed CPUs, the least busy over the last 200 ms first: a CPU that other processes
+/// keep busy would starve a pinned client or server.
+fn cpus_by_idleness() -> Vec<usize> {
     let before = cpu_jiffies();
     std::thread::sleep(Duration::from_millis(200));
     let after = cpu_jiffies();
@@ -192,14 +192,11 @@ fn idlest_cpu() -> usize {
         let total = a.total.saturating_sub(b.total).max(1);
         Some(a.busy.saturating_sub(b.busy) as f64 / total as f64)
     };
-    allowed_cpus()
-        .into_iter()
-        .min_by(|&x, &y| {
-            let share = |cpu| busy_share(cpu).unwrap_or(1.0);
-            // Ties go to the higher CPU, away from CPU 0 and its interrupts.
-            share(x).total_cmp(&share(y)).then(y.cmp(&x))
-        })
-        .unwrap_or(0)
+    let mut cpus = allowed_cpus();
+    let share = |cpu| busy_share(cpu).unwrap_or(1.0);
+    // Ties go to the higher CPU, away from CPU 0 and its interrupts.
+    cpus.sort_by(|&x, &y| share(x).total_cmp(&share(y)).then(y.cmp(&x)));
+    cpus
 }
 
 // ---------------------------------------------------------------------------------------
@@ -699,24 +696,64 @@ impl<F: Framing> LoadGenerator<F> {
     }
 }
 
-/// Runs `drive` on a load-generator thread named `name` and returns what it measured. With
-/// `pin`, that thread and the `server` threads all run on the CPU that was the least busy
-/// (client and server then take turns on it).
+/// Where the load generator and the server threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Wherever the scheduler puts them.
+    Free,
+    /// All on the CPU that was the least busy: client and server take turns on it, as
+    /// they do anyway with one message in flight (a cross-CPU wake-up per message would
+    /// cost more than the work, and vary with where the scheduler puts them).
+    Shared,
+    /// The server threads on the least busy CPU, the load generator on the next: both
+    /// stay busy, each on a CPU of its own, and no migration between rounds makes one
+    /// server's round cheaper than another's. On a machine with one CPU, as `Shared`.
+    /// (The WebSocket bench's; the TCP bench leaves its busy scenarios free.)
+    #[allow(dead_code)]
+    Spread,
+}
+
+impl Placement {
+    /// The placement's name in a scenario's title ("" when free).
+    #[allow(dead_code)]
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::Free => "",
+            Placement::Shared => ", pinned",
+            Placement::Spread => ", spread",
+        }
+    }
+}
+
+/// Runs `drive` on a load-generator thread named `name` and returns what it measured, with
+/// that thread and the `server` threads placed as `placement` says.
 pub fn on_load_thread<M: Send + 'static>(
     name: &str,
-    pin: bool,
+    placement: Placement,
     server: &[ThreadIds],
     drive: impl FnOnce() -> io::Result<M> + Send + 'static,
 ) -> io::Result<M> {
-    let pin_cpu = pin.then(idlest_cpu);
+    let cpus = match placement {
+        Placement::Free => None,
+        _ => Some(cpus_by_idleness()),
+    };
+    // (server CPU, client CPU)
+    let pinned = cpus.map(|cpus| {
+        let server_cpu = cpus.first().copied().unwrap_or(0);
+        let client_cpu = match (placement, cpus.get(1)) {
+            (Placement::Spread, Some(&other)) => other,
+            _ => server_cpu,
+        };
+        (server_cpu, client_cpu)
+    });
     let server_tids: Vec<libc::pid_t> = server.iter().map(|t| t.tid).collect();
     let client = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            if let Some(cpu) = pin_cpu {
-                pin_thread(0, cpu)?;
+            if let Some((server_cpu, client_cpu)) = pinned {
+                pin_thread(0, client_cpu)?;
                 for tid in server_tids {
-                    pin_thread(tid, cpu)?;
+                    pin_thread(tid, server_cpu)?;
                 }
             }
             drive()
