@@ -423,6 +423,7 @@ impl Spawner<'_> {
     ///     assert_eq!(*cx.extension::<u64>(), 1);
     /// });
     /// ```
+    #[inline]
     pub fn extension<T: Default + 'static>(&mut self) -> &mut T {
         self.core.extension()
     }

@@ -102,6 +102,7 @@ impl Core {
         }
     }
 
+    #[inline]
     pub(crate) fn extension<T: Default + 'static>(&mut self) -> &mut T {
         let type_id = TypeId::of::<T>();
         let index = match self.extensions.iter().position(|(t, _)| *t == type_id) {
@@ -111,10 +112,12 @@ impl Core {
                 self.extensions.len() - 1
             }
         };
-        self.extensions[index]
-            .1
-            .downcast_mut()
-            .expect("extension stored under its own TypeId")
+        let value: &mut dyn Any = &mut *self.extensions[index].1;
+        // SAFETY: a value is stored under its own type's `TypeId` only (above), so the one
+        // found under `TypeId::of::<T>()` is a `T`. (`downcast_mut` would ask the value's
+        // type through its vtable again: an indirect call on every lookup, and the layers
+        // above look their metrics up a few times per event.)
+        unsafe { &mut *(value as *mut dyn Any).cast::<T>() }
     }
 
     pub(crate) fn is_alive(&self, id: EntryId) -> bool {
