@@ -104,8 +104,8 @@ use ws_baseline::WsEcho;
 use echo_bench::{
     clock_now, env_f64, kinds_from_env, load_average, measured_secs, median, on_load_thread,
     quick_mode_requested, random_payload, rounds_from_env, run_rounds, scenario_keys,
-    start_reactor_thread, start_tokio_thread, verdict, AcceptThread, Framing, Kind, LoadGenerator,
-    Placement, Scenario, ThreadIds, CHART_PERCENTILES, NOISY_OTHER_CPUS,
+    start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread, Framing, Kind,
+    LoadGenerator, Placement, Scenario, ThreadIds, CHART_PERCENTILES, NOISY_OTHER_CPUS,
 };
 
 /// The client's upgrade request; the key is the sample nonce of RFC 6455, section 1.3.
@@ -508,6 +508,8 @@ struct Measurement {
     messages: u64,
     elapsed: Duration,
     server_cpu: Duration,
+    /// The kernel's share of the server thread's CPU time (from its clock ticks).
+    server_sys_share: f64,
     client_cpu: Duration,
     other_cpus: f64,
     p50_ns: u64,
@@ -526,27 +528,40 @@ impl Measurement {
         self.messages as f64 / self.server_cpu.as_secs_f64().max(1e-9)
     }
 
+    /// The server's CPU time per message, in user space and in the kernel (ns).
+    fn user_sys_ns(&self) -> (f64, f64) {
+        let per_message = self.server_cpu.as_secs_f64() * 1e9 / self.messages.max(1) as f64;
+        let sys = per_message * self.server_sys_share;
+        (per_message - sys, sys)
+    }
+
     fn noisy(&self) -> bool {
         self.other_cpus > NOISY_OTHER_CPUS
     }
 }
 
-/// Drives one scenario against the server at `addr` (whose CPU clock is `server_clock`) from
-/// the calling thread: warm-up, then the measured window. Ends after warm-up + measure,
-/// whatever the server does.
+/// Drives one scenario against the server at `addr` (its thread: `server`) from the calling
+/// thread: warm-up, then the measured window. Ends after warm-up + measure, whatever the
+/// server does.
 fn drive(
     addr: SocketAddr,
-    server_clock: libc::clockid_t,
+    server: ThreadIds,
     scenario: &Scenario,
     cfg: &Config,
 ) -> io::Result<Measurement> {
     let payload = Payload::random(scenario.size);
     let load = LoadGenerator::connect(scenario, payload, || upgrade(addr))?;
-    let window = load.run(cfg.warmup, cfg.measure, || clock_now(server_clock))?;
+    let stat = format!("/proc/self/task/{}/stat", server.tid);
+    let read_server = || (clock_now(server.cpu_clock), user_sys_ticks(&stat));
+    let window = load.run(cfg.warmup, cfg.measure, read_server)?;
+    let ((cpu_start, (user_start, sys_start)), (cpu_end, (user_end, sys_end))) =
+        (window.server_start, window.server_end);
+    let (user, sys) = (user_end - user_start, sys_end - sys_start);
     Ok(Measurement {
         messages: window.messages,
         elapsed: window.elapsed,
-        server_cpu: window.server_end.saturating_sub(window.server_start),
+        server_cpu: cpu_end.saturating_sub(cpu_start),
+        server_sys_share: sys as f64 / (user + sys).max(1) as f64,
         client_cpu: window.client_cpu,
         other_cpus: window.other_cpus,
         p50_ns: window.latency.value_at_quantile(0.50),
@@ -564,7 +579,7 @@ fn run_one(kind: Kind, scenario: &Scenario, cfg: &Config) -> io::Result<Measurem
     let placement = scenario.placement(cfg);
     let (scenario, cfg) = (scenario.clone(), cfg.clone());
     let measured = on_load_thread("ws-load", placement, &[ids], move || {
-        drive(addr, ids.cpu_clock, &scenario, &cfg)
+        drive(addr, ids, &scenario, &cfg)
     });
     if let Err(e) = server.stop() {
         eprintln!("stopping the {} server: {e}", kind.name());
@@ -588,6 +603,9 @@ struct Figures {
     server_cpu_secs: f64,
     server_util: f64,
     per_cpu: f64,
+    /// The server's CPU time per message in user space and in the kernel (ns).
+    user_ns: f64,
+    sys_ns: f64,
     client_util: f64,
     other_cpus: f64,
 }
@@ -605,6 +623,8 @@ impl Figures {
             server_cpu_secs: m(|r| r.server_cpu.as_secs_f64()),
             server_util: m(|r| r.server_cpu.as_secs_f64() / r.elapsed.as_secs_f64()),
             per_cpu: m(Measurement::per_server_cpu_sec),
+            user_ns: m(|r| r.user_sys_ns().0),
+            sys_ns: m(|r| r.user_sys_ns().1),
             client_util: m(|r| r.client_cpu.as_secs_f64() / r.elapsed.as_secs_f64()),
             other_cpus: m(|r| r.other_cpus),
         }
@@ -728,6 +748,19 @@ fn print_each_run(runs: &[(Kind, Vec<Measurement>)]) {
         .collect();
     println!(
         "  each run (msgs/srv-CPU-s / p50 µs): {}",
+        servers.join("; ")
+    );
+}
+
+/// Where each server's CPU time per message goes: its own code and the libraries it calls
+/// (user), or the kernel (sys: the syscalls and the TCP stack).
+fn print_user_sys(figures: &[(Kind, Figures)]) {
+    let servers: Vec<String> = figures
+        .iter()
+        .map(|(kind, f)| format!("{} {:.0} + {:.0}", kind.name(), f.user_ns, f.sys_ns))
+        .collect();
+    println!(
+        "  server CPU per message, user + sys ns (medians): {}",
         servers.join("; ")
     );
 }
@@ -863,6 +896,7 @@ fn main() {
         if cfg.rounds > 1 {
             print_each_run(&runs);
         }
+        print_user_sys(&figures);
         let of = |kind| figures.iter().find(|(k, _)| *k == kind).map(|(_, f)| *f);
         if let Some(getty) = of(Kind::Getty) {
             let (baseline, tokio) = (of(Kind::Mio), of(Kind::Tokio));
