@@ -102,10 +102,11 @@ use mio_echo::start_mio_thread;
 use ws_baseline::WsEcho;
 
 use echo_bench::{
-    clock_now, env_f64, kinds_from_env, load_average, measured_secs, median, on_load_thread,
-    quick_mode_requested, random_payload, rounds_from_env, run_rounds, scenario_keys,
-    start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread, Framing, Kind,
-    LoadGenerator, Placement, Scenario, ThreadIds, CHART_PERCENTILES, NOISY_OTHER_CPUS,
+    allowed_cpus, clock_now, env_f64, kinds_from_env, load_average, measured_secs, median,
+    on_load_thread, quick_mode_requested, random_payload, rounds_from_env, run_rounds,
+    scenario_keys, start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread,
+    Framing, Kind, LoadGenerator, Placement, Scenario, ThreadIds, CHART_PERCENTILES,
+    NOISY_OTHER_CPUS,
 };
 
 /// The client's upgrade request; the key is the sample nonce of RFC 6455, section 1.3.
@@ -197,12 +198,12 @@ impl Scenario {
     }
 
     /// One message in flight: client and server share a CPU (they take turns). More: each
-    /// has a CPU of its own.
+    /// has a CPU of its own, given two.
     fn placement(&self, cfg: &Config) -> Placement {
         match (cfg.pin, self.pin) {
             (false, _) => Placement::Free,
-            (true, true) => Placement::Shared,
-            (true, false) => Placement::Spread,
+            (true, false) if allowed_cpus().len() >= 2 => Placement::Spread,
+            (true, _) => Placement::Shared,
         }
     }
 }
@@ -666,7 +667,7 @@ fn chart_scenario(scenario: &Scenario, title: &str, figures: &[(Kind, Figures)])
 
 fn print_header() {
     println!(
-        "{:<31} {:<12} {:>10} {:>8} {:>8} {:>10} {:>8} {:>15} {:>8} {:>6}",
+        "{:<33} {:<12} {:>10} {:>8} {:>8} {:>10} {:>8} {:>15} {:>8} {:>6}",
         "scenario",
         "server",
         "msgs/s",
@@ -682,7 +683,7 @@ fn print_header() {
 
 fn print_row(label: &str, server: &str, f: &Figures) {
     println!(
-        "{label:<31} {server:<12} {:>10.0} {:>8.1} {:>8.1} {:>10.2} {:>7.0}% {:>15.0} {:>7.0}% {:>6.2}{}",
+        "{label:<33} {server:<12} {:>10.0} {:>8.1} {:>8.1} {:>10.2} {:>7.0}% {:>15.0} {:>7.0}% {:>6.2}{}",
         f.rate,
         f.p50_us,
         f.p99_us,
@@ -699,7 +700,7 @@ fn print_row(label: &str, server: &str, f: &Figures) {
 /// lower for latency.
 fn print_ratio_row(label: &str, name: &str, g: &Figures, t: &Figures) {
     println!(
-        "{label:<31} {:<12} {:>9.2}x {:>7.2}x {:>7.2}x {:>9.2}x {:>8} {:>14.2}x",
+        "{label:<33} {:<12} {:>9.2}x {:>7.2}x {:>7.2}x {:>9.2}x {:>8} {:>14.2}x",
         name,
         g.rate / t.rate,
         g.p50_us / t.p50_us,
