@@ -37,7 +37,9 @@
 //! server thread's own CPU time (its `CLOCK_THREAD_CPUTIME_ID` clock, read through
 //! `pthread_getcpuclockid` at the start and the end of the window), so "msgs per server
 //! CPU-second" is the server's cost per echoed message whatever rate the client offered.
-//! "other" is the CPU the rest of the machine used during the window (from /proc/stat, less
+//! That cost is also split into user space and kernel (the thread's user and system clock
+//! ticks in /proc over the window, 10 ms each): whether a gap lies in the server's own code
+//! or in the syscalls and TCP stack it drives. "other" is the CPU the rest of the machine used during the window (from /proc/stat, less
 //! this process): above [`NOISY_OTHER_CPUS`] a run is flagged as noisy.
 //!
 //! Scenarios: (a) 1 conn x 1 in flight x 64 B; (b) 50 x 16 x 64 B; (c) 1 x 1 x 16 KiB;
