@@ -113,8 +113,8 @@ mod mio_echo;
 use echo_bench::{
     allowed_cpus, clock_now, current_thread_ids, env_f64, kinds_from_env, load_average,
     measured_secs, median, on_load_thread, quick_mode_requested, rounds_from_env, run_rounds,
-    scenario_keys, start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread,
-    Kind, LoadGenerator, Placement, Scenario, ThreadIds, Window, CHART_PERCENTILES,
+    scenario_keys, start_reactor_thread, start_tokio_thread, thread_user_sys_ticks, verdict,
+    AcceptThread, Kind, LoadGenerator, Placement, Scenario, ThreadIds, Window, CHART_PERCENTILES,
     NOISY_OTHER_CPUS,
 };
 use length_prefixed::{connect_plain, thread_ids_by_index, LengthPrefixed, TokioEcho};
@@ -326,11 +326,6 @@ impl Multi {
 // ---------------------------------------------------------------------------------------
 // OS helpers
 // ---------------------------------------------------------------------------------------
-
-/// (user, system) CPU time of thread `tid` of this process, in clock ticks.
-fn thread_user_sys_ticks(tid: libc::pid_t) -> (u64, u64) {
-    user_sys_ticks(&format!("/proc/self/task/{tid}/stat"))
-}
 
 /// Nanoseconds thread `tid` of this process spent runnable but waiting for a CPU (the
 /// second field of its schedstat): high when other processes compete for the CPUs.

@@ -39,8 +39,9 @@
 //! CPU-second" is the server's cost per echoed message whatever rate the client offered.
 //! That cost is also split into user space and kernel (the thread's user and system clock
 //! ticks in /proc over the window, 10 ms each): whether a gap lies in the server's own code
-//! or in the syscalls and TCP stack it drives. "other" is the CPU the rest of the machine used during the window (from /proc/stat, less
-//! this process): above [`NOISY_OTHER_CPUS`] a run is flagged as noisy.
+//! or in the syscalls and TCP stack it drives. "other" is the CPU the rest of the machine
+//! used during the window (from /proc/stat, less this process): above
+//! [`NOISY_OTHER_CPUS`] a run is flagged as noisy.
 //!
 //! Scenarios: (a) 1 conn x 1 in flight x 64 B; (b) 50 x 16 x 64 B; (c) 1 x 1 x 16 KiB;
 //! (d) 50 x 4 x 16 KiB. In (a) and (c) client and server take turns (one message in
@@ -106,8 +107,8 @@ use ws_baseline::WsEcho;
 use echo_bench::{
     allowed_cpus, clock_now, env_f64, kinds_from_env, load_average, measured_secs, median,
     on_load_thread, quick_mode_requested, random_payload, rounds_from_env, run_rounds,
-    scenario_keys, start_reactor_thread, start_tokio_thread, user_sys_ticks, verdict, AcceptThread,
-    Framing, Kind, LoadGenerator, Placement, Scenario, ThreadIds, CHART_PERCENTILES,
+    scenario_keys, start_reactor_thread, start_tokio_thread, thread_user_sys_ticks, verdict,
+    AcceptThread, Framing, Kind, LoadGenerator, Placement, Scenario, ThreadIds, CHART_PERCENTILES,
     NOISY_OTHER_CPUS,
 };
 
@@ -554,8 +555,12 @@ fn drive(
 ) -> io::Result<Measurement> {
     let payload = Payload::random(scenario.size);
     let load = LoadGenerator::connect(scenario, payload, || upgrade(addr))?;
-    let stat = format!("/proc/self/task/{}/stat", server.tid);
-    let read_server = || (clock_now(server.cpu_clock), user_sys_ticks(&stat));
+    let read_server = || {
+        (
+            clock_now(server.cpu_clock),
+            thread_user_sys_ticks(server.tid),
+        )
+    };
     let window = load.run(cfg.warmup, cfg.measure, read_server)?;
     let ((cpu_start, (user_start, sys_start)), (cpu_end, (user_end, sys_end))) =
         (window.server_start, window.server_end);

@@ -251,6 +251,11 @@ pub fn user_sys_ticks(path: &str) -> (u64, u64) {
     (get(14), get(15))
 }
 
+/// (user, system) CPU time of thread `tid` of this process, in clock ticks.
+pub fn thread_user_sys_ticks(tid: libc::pid_t) -> (u64, u64) {
+    user_sys_ticks(&format!("/proc/self/task/{tid}/stat"))
+}
+
 /// User plus system ticks of this whole process (all its threads).
 fn process_ticks() -> u64 {
     let (user, sys) = user_sys_ticks("/proc/self/stat");
