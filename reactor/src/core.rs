@@ -151,6 +151,9 @@ impl Core {
         id
     }
 
+    /// How long the next poll may wait, counted from `now`: the loop reads the clock at the
+    /// end of each turn, right before it asks (one read for that and the turn's busy time,
+    /// where each used to take one).
     pub(crate) fn poll_timeout(&mut self) -> Option<Duration> {
         if !self.rescheduled.is_empty()
             || !self.mailbox.is_empty()
@@ -164,10 +167,8 @@ impl Core {
             wake_at = Some(wake_at.map_or(deadline, |t| t.min(deadline)));
         }
         // mio rounds a sub-millisecond timeout up, so a timer due in 0.3 ms does not spin.
-        let mut timeout = wake_at.map(|t| t.saturating_duration_since(Instant::now()));
+        let mut timeout = wake_at.map(|t| t.saturating_duration_since(self.now));
         if let Some(release_at) = self.schedule_buffer_release() {
-            // Counted from the turn's clock: a release late by a turn's work is on time,
-            // and a busy loop with no timer reads the clock no more than before.
             let until_release = release_at.saturating_duration_since(self.now);
             timeout = Some(timeout.map_or(until_release, |t| t.min(until_release)));
         }
@@ -424,8 +425,12 @@ impl Core {
         }
     }
 
+    /// Fires the timers due by the turn's latest clock reading (after its poll, or when its
+    /// latest call began); the clock is not read again for them. One that fell due during
+    /// the turn's work since fires in the next turn, whose poll then does not wait: a busy
+    /// turn reads the clock once after its poll, once per call after the first, and once at
+    /// its end, whatever its timers.
     pub(crate) fn fire_timers(&mut self) {
-        self.fresh_clock();
         let limit = self.timers.seq_limit();
         while let Some((owner, tag)) = self.timers.pop_expired(self.now, limit) {
             self.dispatch(owner, |e, cx| e.on_timer(cx, tag));

@@ -284,6 +284,9 @@ impl Reactor {
     }
 
     fn run_until_stopped(&mut self) -> io::Result<()> {
+        // Each turn's poll counts its timeout from the clock read that ended the turn
+        // before; the first counts from now, not from when the reactor was built.
+        self.core.set_clock(Instant::now());
         while self.core.phase != Phase::Stopped {
             self.turn()?;
         }
@@ -339,7 +342,9 @@ impl Reactor {
         // Wakes left for this turn (made by the last batch of wakes).
         self.core.run_deferred();
         self.core.advance_shutdown();
-        let took = turn_began.elapsed();
+        // One read both ends the turn's busy time and starts the next poll's timeout.
+        self.core.set_clock(Instant::now());
+        let took = self.core.now.saturating_duration_since(turn_began);
         let metrics = &mut self.core.metrics;
         metrics.turns += 1;
         metrics.busy += took;

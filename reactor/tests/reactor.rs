@@ -545,6 +545,77 @@ fn a_timer_set_late_in_a_long_pass_counts_from_when_it_was_set() {
     );
 }
 
+/// Arms a timer of `delay`, then keeps the loop busy for `busy` (longer), in its start or,
+/// `in_turn`, in the turn a first timer of 1 ms fires in: reports how long after it was
+/// armed the timer fired.
+struct ArmsThenBusy {
+    in_turn: bool,
+    delay: Duration,
+    busy: Duration,
+    armed: Option<Instant>,
+    fired_after: mpsc::Sender<Duration>,
+}
+
+impl ArmsThenBusy {
+    fn arm_then_work(&mut self, cx: &mut Context<'_>) {
+        self.armed = Some(Instant::now());
+        cx.set_timer(self.delay, 1);
+        std::thread::sleep(self.busy);
+    }
+}
+
+impl Entry for ArmsThenBusy {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        if self.in_turn {
+            cx.set_timer(Duration::from_millis(1), 0);
+        } else {
+            self.arm_then_work(cx);
+        }
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_timer(&mut self, cx: &mut Context<'_>, tag: u64) -> Status {
+        if tag == 0 {
+            self.arm_then_work(cx);
+            return Status::Continue;
+        }
+        let _ = self.fired_after.send(self.armed.unwrap().elapsed());
+        cx.handle().shutdown();
+        Status::Done
+    }
+}
+
+/// The poll after long work waits only until the next deadline as the clock reads after
+/// that work: a 700 ms timer armed just before 600 ms of work fires about 700 ms after it
+/// was armed, whether the work was done in a turn or before the loop ran (in `spawn`).
+/// Counted from a clock read before the work (the turn's start, or the spawn), the poll
+/// would wait the whole 700 ms again and the timer fire about 1.3 s after.
+#[test]
+fn the_poll_after_long_work_waits_from_the_works_end() {
+    for in_turn in [true, false] {
+        let (tx, rx) = mpsc::channel();
+        let mut r = Reactor::new().unwrap();
+        let delay = Duration::from_millis(700);
+        r.spawn(ArmsThenBusy {
+            in_turn,
+            delay,
+            busy: Duration::from_millis(600),
+            armed: None,
+            fired_after: tx,
+        });
+        r.run().unwrap();
+        let fired_after = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            fired_after >= delay && fired_after < Duration::from_millis(1100),
+            "a {delay:?} timer fired {fired_after:?} after it was set (in a turn: {in_turn})"
+        );
+    }
+}
+
 /// Readable at the first poll; its `on_ready` reports the clock it was given and the
 /// time it was called, then keeps the loop busy for `busy`.
 struct SlowReader {
