@@ -206,7 +206,7 @@ impl Core {
     /// inline after every call, since most leave none (out of line, `run_deferred` cost
     /// about 70 instructions per event just to find nothing to do).
     #[inline]
-    fn has_deferred(&self) -> bool {
+    pub(crate) fn has_deferred(&self) -> bool {
         !self.started.is_empty() || !self.mailbox.is_empty() || WOKEN_ANY.with(Cell::get)
     }
 
