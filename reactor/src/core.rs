@@ -102,22 +102,30 @@ impl Core {
         }
     }
 
-    #[inline]
+    /// The reactor's value of type `T`, made with `T::default()` on first use. Inlined, with
+    /// the first use out of line: the stream entries look their metrics up a few times per
+    /// event, and as a call each lookup cost about 30 instructions.
+    #[inline(always)]
     pub(crate) fn extension<T: Default + 'static>(&mut self) -> &mut T {
         let type_id = TypeId::of::<T>();
         let index = match self.extensions.iter().position(|(t, _)| *t == type_id) {
             Some(i) => i,
-            None => {
-                self.extensions.push((type_id, Box::new(T::default())));
-                self.extensions.len() - 1
-            }
+            None => self.add_extension::<T>(),
         };
         let value: &mut dyn Any = &mut *self.extensions[index].1;
-        // SAFETY: a value is stored under its own type's `TypeId` only (above), so the one
-        // found under `TypeId::of::<T>()` is a `T`. (`downcast_mut` would ask the value's
-        // type through its vtable again: an indirect call on every lookup, and the layers
-        // above look their metrics up a few times per event.)
+        // SAFETY: a value is stored under its own type's `TypeId` only (`add_extension`),
+        // so the one found under `TypeId::of::<T>()` is a `T`. (`downcast_mut` would ask
+        // the value's type through its vtable again: an indirect call on every lookup.)
         unsafe { &mut *(value as *mut dyn Any).cast::<T>() }
+    }
+
+    /// Stores `T::default()` under `T`'s `TypeId`, returning its index.
+    #[cold]
+    #[inline(never)]
+    fn add_extension<T: Default + 'static>(&mut self) -> usize {
+        self.extensions
+            .push((TypeId::of::<T>(), Box::new(T::default())));
+        self.extensions.len() - 1
     }
 
     pub(crate) fn is_alive(&self, id: EntryId) -> bool {
