@@ -159,9 +159,8 @@ impl Core {
         id
     }
 
-    /// How long the next poll may wait, counted from `now`: the loop reads the clock at the
-    /// end of each turn, right before it asks (one read for that and the turn's busy time,
-    /// where each used to take one).
+    /// How long the next poll may wait, counted from `now`: the clock as the last turn ended
+    /// (read after its last call), which the loop asks right after.
     pub(crate) fn poll_timeout(&mut self) -> Option<Duration> {
         if !self.rescheduled.is_empty()
             || !self.mailbox.is_empty()
@@ -230,7 +229,7 @@ impl Core {
     /// and its read-idle timeout or write stall would fire that much early). One clock
     /// read per call; the first call after a poll shares the poll's.
     #[inline]
-    fn fresh_clock(&mut self) {
+    pub(crate) fn fresh_clock(&mut self) {
         if self.clock_stale {
             self.set_clock(Instant::now());
         }
@@ -433,12 +432,11 @@ impl Core {
         }
     }
 
-    /// Fires the timers due by the turn's latest clock reading (after its poll, or when its
-    /// latest call began); the clock is not read again for them. One that fell due during
-    /// the turn's work since fires in the next turn, whose poll then does not wait: a busy
-    /// turn reads the clock once after its poll, once per call after the first, and once at
-    /// its end, whatever its timers.
+    /// Fires the timers due now: the clock is read again if a call ran since it was last
+    /// read, so a timer that fell due during the turn's work fires at its end, before the
+    /// next turn's events. (That read usually also ends the turn: see `Reactor::turn`.)
     pub(crate) fn fire_timers(&mut self) {
+        self.fresh_clock();
         let limit = self.timers.seq_limit();
         while let Some((owner, tag)) = self.timers.pop_expired(self.now, limit) {
             self.dispatch(owner, |e, cx| e.on_timer(cx, tag));

@@ -345,8 +345,10 @@ impl Reactor {
             self.core.run_deferred();
         }
         self.core.advance_shutdown();
-        // One read both ends the turn's busy time and starts the next poll's timeout.
-        self.core.set_clock(Instant::now());
+        // The turn ends at the clock's latest reading, read again only if a call ran since
+        // `fire_timers` read it: usually that one read times the timers, ends the turn's
+        // busy time and starts the next poll's timeout.
+        self.core.fresh_clock();
         let took = self.core.now.saturating_duration_since(turn_began);
         let metrics = &mut self.core.metrics;
         metrics.turns += 1;

@@ -616,6 +616,112 @@ fn the_poll_after_long_work_waits_from_the_works_end() {
     }
 }
 
+/// Keeps the loop busy: each turn one call of `work`, until `stop` is set; counts its calls.
+struct BusyTurns {
+    work: Duration,
+    stop: Rc<std::cell::Cell<bool>>,
+    calls: Rc<std::cell::Cell<u32>>,
+    /// Goes on through a graceful shutdown, until the grace runs out.
+    stubborn: bool,
+}
+
+impl Entry for BusyTurns {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.reschedule(Ready::READABLE);
+        Status::Continue
+    }
+    fn on_ready(&mut self, cx: &mut Context<'_>, _: Ready) -> Status {
+        if self.stop.get() {
+            cx.handle().shutdown();
+            return Status::Done;
+        }
+        self.calls.set(self.calls.get() + 1);
+        std::thread::sleep(self.work);
+        cx.reschedule(Ready::READABLE);
+        Status::Continue
+    }
+    fn on_shutdown(&mut self, _: &mut Context<'_>, deadline: Option<Instant>) -> Status {
+        if self.stubborn && deadline.is_some() {
+            Status::Continue
+        } else {
+            Status::Done
+        }
+    }
+}
+
+/// Arms a timer of `delay` in its start; when it fires, reports how many busy calls came
+/// before and stops the busy entry.
+struct StopsOnTimer {
+    delay: Duration,
+    stop: Rc<std::cell::Cell<bool>>,
+    calls: Rc<std::cell::Cell<u32>>,
+    calls_before: mpsc::Sender<u32>,
+}
+
+impl Entry for StopsOnTimer {
+    type Command = NoCommand;
+
+    fn on_start(&mut self, cx: &mut Context<'_>) -> Status {
+        cx.set_timer(self.delay, 0);
+        Status::Continue
+    }
+    fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+        Status::Continue
+    }
+    fn on_timer(&mut self, _: &mut Context<'_>, _: u64) -> Status {
+        let _ = self.calls_before.send(self.calls.get());
+        self.stop.set(true);
+        Status::Done
+    }
+}
+
+/// A timer that falls due during a turn's work fires at the end of that turn, not after
+/// the next turn's work: a 50 ms timer, with every turn one call of 100 ms, fires after
+/// the first call. (Fired by the clock read before that call, it waited for a second.)
+#[test]
+fn a_timer_due_during_a_turn_fires_at_its_end() {
+    let (tx, rx) = mpsc::channel();
+    let stop = Rc::new(std::cell::Cell::new(false));
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let mut r = Reactor::new().unwrap();
+    r.spawn(StopsOnTimer {
+        delay: Duration::from_millis(50),
+        stop: stop.clone(),
+        calls: calls.clone(),
+        calls_before: tx,
+    });
+    r.spawn(BusyTurns {
+        work: Duration::from_millis(100),
+        stop,
+        calls,
+        stubborn: false,
+    });
+    r.run().unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), 1);
+}
+
+/// A grace that runs out during a turn's work ends the drain at the end of that turn: 50 ms
+/// of grace, asked for in the first turn, with every turn one call of 100 ms of an entry
+/// that does not stop, ends after the second call.
+#[test]
+fn a_grace_that_runs_out_during_a_turn_ends_the_drain_at_its_end() {
+    let calls = Rc::new(std::cell::Cell::new(0));
+    let mut r = Reactor::new().unwrap();
+    r.spawn(BusyTurns {
+        work: Duration::from_millis(100),
+        stop: Rc::new(std::cell::Cell::new(false)),
+        calls: calls.clone(),
+        stubborn: true,
+    });
+    r.handle()
+        .shutdown_graceful(Duration::from_millis(50))
+        .unwrap();
+    r.run().unwrap();
+    assert_eq!(calls.get(), 2);
+}
+
 /// Readable at the first poll; its `on_ready` reports the clock it was given and the
 /// time it was called, then keeps the loop busy for `busy`.
 struct SlowReader {
