@@ -176,7 +176,10 @@ impl ReactorHandle {
     /// the reactor's state (metrics, say). Fails with `NotConnected` if the reactor stops
     /// before running it, with `Other` if the job panics, and at once with `Deadlock` on
     /// the reactor's own thread (in a callback, or on the thread that holds the `Reactor`),
-    /// which would wait for itself forever: use [`execute`](Self::execute) there.
+    /// which would wait for itself forever, and on any other live reactor's thread: a
+    /// reactor blocked on another stops all its sessions meanwhile, and two that ask each
+    /// other wait for ever (netty refuses blocking calls in an event loop alike). Use
+    /// [`execute`](Self::execute) there, and send the answer back with another.
     ///
     /// ```
     /// let thread = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
@@ -194,6 +197,12 @@ impl ReactorHandle {
             return Err(io::Error::new(
                 io::ErrorKind::Deadlock,
                 "ReactorHandle::query on the reactor's own thread would wait for itself",
+            ));
+        }
+        if crate::on_reactor_thread() {
+            return Err(io::Error::new(
+                io::ErrorKind::Deadlock,
+                "ReactorHandle::query on another reactor's thread would block that reactor",
             ));
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -328,6 +337,33 @@ mod tests {
         assert_eq!(ran, [1, 2]);
         handle.shutdown();
         thread.join().unwrap();
+    }
+
+    /// Two reactors that each ask the other from a job would wait for each other for
+    /// ever, and every session on both with them: a query from any live reactor's thread
+    /// is refused at once.
+    #[test]
+    fn a_query_from_another_reactors_thread_is_refused() {
+        let a = Reactor::start_thread("query-a", |_| Ok(())).unwrap();
+        let b = Reactor::start_thread("query-b", |_| Ok(())).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for (me, other) in [(a.handle(), b.handle()), (b.handle(), a.handle())] {
+            let (tx, other) = (tx.clone(), other.clone());
+            me.execute(move |_| {
+                let _ = tx.send(other.query(|s| s.entry_count()).map_err(|e| e.kind()));
+            })
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let answer = rx.recv_timeout(STEP).expect("both reactors answered");
+            assert_eq!(answer, Err(std::io::ErrorKind::Deadlock));
+        }
+        // Off the reactors' threads a query still waits for its answer.
+        assert_eq!(a.handle().query(|s| s.entry_count()).unwrap(), 0);
+        for thread in [a, b] {
+            thread.handle().shutdown();
+            thread.join().unwrap();
+        }
     }
 
     /// Ticks on a 1 ms timer for ever: the loop turns without any wake-up.

@@ -61,8 +61,8 @@ impl Metrics {
         self.sessions_opened.saturating_sub(self.sessions_closed)
     }
 
-    /// A snapshot of the reactor behind `handle` (waits for the reactor to answer; never
-    /// call it from that reactor's own thread).
+    /// A snapshot of the reactor behind `handle` (waits for the reactor to answer, so it
+    /// fails with `Deadlock` on any reactor's thread: see `ReactorHandle::query`).
     ///
     /// See the [type-level example](Metrics).
     pub fn of(handle: &ReactorHandle) -> io::Result<Metrics> {
