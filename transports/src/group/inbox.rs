@@ -2,7 +2,7 @@
 //! session and every group it is in. Single-threaded (`Rc`, `RefCell`): only code on the
 //! session's reactor thread touches it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -35,6 +35,9 @@ pub(crate) struct Inbox {
     group: u64,
     entry: EntryId,
     state: RefCell<State>,
+    /// The group's part on this reactor lists it among its members: how the part tells a
+    /// second join of the same session without searching its list.
+    listed: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -59,7 +62,18 @@ impl Inbox {
             group,
             entry,
             state: RefCell::default(),
+            listed: Cell::new(false),
         }
+    }
+
+    /// Whether the group's part lists this member (see [`set_listed`](Self::set_listed)).
+    pub(crate) fn is_listed(&self) -> bool {
+        self.listed.get()
+    }
+
+    /// The group's part added this member to its list, or took it off.
+    pub(crate) fn set_listed(&self, listed: bool) {
+        self.listed.set(listed);
     }
 
     pub(crate) fn group(&self) -> u64 {

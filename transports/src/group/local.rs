@@ -19,6 +19,9 @@ use crate::Error;
 /// nothing.
 const ENCODE_BLOCK: usize = 64 * 1024;
 
+/// Members a part lists before a join first looks for ended ones to forget.
+const PRUNE_FIRST: usize = 64;
+
 thread_local! {
     /// The parts of the groups used on this thread's reactor, by group id.
     static PARTS: RefCell<HashMap<u64, Rc<dyn Any>>> = RefCell::default();
@@ -47,6 +50,10 @@ pub(super) struct Local<C> {
     max_pending: usize,
     codec: RefCell<C>,
     members: RefCell<Vec<Member>>,
+    /// How many members were left after the last prune: joins prune again once the list
+    /// has doubled since, so members that ended leave it even in a group that never
+    /// broadcasts (a session ending only marks its inbox).
+    pruned_len: Cell<usize>,
     stats: Cell<GroupStats>,
     /// Where broadcasts are encoded, each cut off as shared bytes.
     encoded: RefCell<BytesMut>,
@@ -65,6 +72,7 @@ impl<C: 'static> Local<C> {
             max_pending,
             codec: RefCell::new(codec),
             members: RefCell::default(),
+            pruned_len: Cell::new(0),
             stats: Cell::default(),
             encoded: RefCell::default(),
         }
@@ -82,20 +90,29 @@ impl<C: 'static> Local<C> {
         part
     }
 
-    /// Adds a member; false if it was one already.
+    /// Adds a member; false if it was one already. O(1), amortized over the prunes it
+    /// sets off.
     pub(super) fn join(&self, session: u64, inbox: Rc<Inbox>) -> bool {
-        let mut members = self.members.borrow_mut();
-        if members.iter().any(|m| Rc::ptr_eq(&m.inbox, &inbox)) {
+        // The inbox is this session's for this group alone: listed means listed here.
+        if inbox.is_listed() {
             return false;
         }
-        members.push(Member { session, inbox });
+        inbox.set_listed(true);
+        let listed = {
+            let mut members = self.members.borrow_mut();
+            members.push(Member { session, inbox });
+            members.len()
+        };
+        if listed >= PRUNE_FIRST.max(2 * self.pruned_len.get()) {
+            self.prune();
+        }
         true
     }
 
     pub(super) fn leave(&self, session: u64) -> bool {
         let mut members = self.members.borrow_mut();
         let before = members.len();
-        members.retain(|m| m.session != session);
+        members.retain(|m| m.session != session || m.unlist());
         members.len() != before
     }
 
@@ -167,9 +184,9 @@ impl<C: 'static> Local<C> {
                 Offered::Skipped => stats.skipped += 1,
                 Offered::Closing => {
                     stats.closed += 1;
-                    return false;
+                    return member.unlist();
                 }
-                Offered::Gone => return false,
+                Offered::Gone => return member.unlist(),
             }
             true
         });
@@ -180,6 +197,75 @@ impl<C: 'static> Local<C> {
 
     /// Forgets members that have ended.
     fn prune(&self) {
-        self.members.borrow_mut().retain(|m| m.inbox.is_member());
+        let mut members = self.members.borrow_mut();
+        members.retain(|m| m.inbox.is_member() || m.unlist());
+        self.pruned_len.set(members.len());
+    }
+}
+
+impl Member {
+    /// Marks the member as off the list, for `retain` to drop it: always false.
+    fn unlist(&self) -> bool {
+        self.inbox.set_listed(false);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use getty_reactor::EntryId;
+
+    fn part() -> Local<()> {
+        Local::new(0, (), SlowConsumer::default(), 1 << 20)
+    }
+
+    fn inbox(session: u64) -> Rc<Inbox> {
+        Rc::new(Inbox::new(1, EntryId::new(0, session)))
+    }
+
+    /// Sessions that join and end, in a group that never broadcasts nor counts its
+    /// members, used to stay on its list for good (about 126 bytes each, reproduced with
+    /// 10,000 connections): joins now forget them once the list has doubled.
+    #[test]
+    fn members_that_ended_leave_the_list_of_a_group_that_never_broadcasts() {
+        let here = part();
+        let live = inbox(0);
+        assert!(here.join(0, live.clone()));
+        let mut most = 0;
+        for session in 1..10_000 {
+            let churned = inbox(session);
+            assert!(here.join(session, churned.clone()));
+            churned.end();
+            most = most.max(here.members.borrow().len());
+        }
+        assert!(most <= 2 * PRUNE_FIRST, "{most} members listed at once");
+        assert_eq!(here.len(), 1, "the live member stays");
+        assert!(here.contains(0));
+    }
+
+    /// A second join of a member is refused whatever the list holds, and a member that
+    /// left, or was forgotten, may join again.
+    #[test]
+    fn a_member_is_listed_once() {
+        let here = part();
+        let first = inbox(1);
+        assert!(here.join(1, first.clone()));
+        assert!(!here.join(1, first.clone()), "listed already");
+        for session in 2..200 {
+            assert!(here.join(session, inbox(session)));
+        }
+        assert!(!here.join(1, first.clone()), "still listed after prunes");
+        assert!(here.leave(1));
+        assert!(!here.leave(1));
+        assert!(here.join(1, first.clone()), "joins again after leaving");
+        assert_eq!(
+            here.members
+                .borrow()
+                .iter()
+                .filter(|m| m.session == 1)
+                .count(),
+            1
+        );
     }
 }
