@@ -683,3 +683,146 @@ fn a_datagram_handle_bounds_its_bytes_in_flight_to_many_peers() {
         server.stop();
     });
 }
+
+/// Queues `CLOSING_BULK` bytes of its own on its first message, then closes, and says so.
+struct ClosesAfterBulk(Sender<SessionHandle<LengthFieldCodec>>, Sender<String>);
+
+const CLOSING_BULK: usize = 8 << 20;
+
+impl Handler<LengthFieldCodec> for ClosesAfterBulk {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, _: Bytes) {
+        for _ in 0..CLOSING_BULK / (64 << 10) {
+            s.write(Bytes::from(vec![b'a'; 64 << 10])).unwrap();
+        }
+        s.close();
+        let _ = self.1.send("closing".into());
+    }
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let _ = self.1.send("close".into());
+    }
+}
+
+/// A handle used to accept writes (`Ok`) for a session that had started closing, for as
+/// long as its queue took to flush (up to the write-stall timeout): each was dropped when
+/// the reactor applied it, after the close. Now they are refused with `Closed` from the
+/// moment the handler closes, while the session still flushes (not yet `is_closed`), and
+/// a writer waiting for room hears it too.
+#[test]
+fn a_handle_refuses_writes_once_its_session_is_closing() {
+    watchdog(LIMIT, || {
+        let (handles_tx, handles) = mpsc::channel();
+        let (tx, events) = mpsc::channel();
+        // The watermarks above what the handler queues: the session stays writable.
+        let options = getty::SessionOptions::default()
+            .watermarks(32 << 20, 16 << 20)
+            .max_outbound(64 << 20);
+        let server = TcpServer::builder()
+            .session_options(options)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    LengthFieldCodec::default(),
+                    ClosesAfterBulk(handles_tx.clone(), tx.clone()),
+                ))
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("handle-closing", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        assert!(handle.write(Bytes::from_static(b"before")).is_ok());
+        server.run_on(|_| ()); // applied: it goes ahead of the handler's bulk
+        std::io::Write::write_all(&mut peer, &frame(b"bulk")).unwrap();
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "closing");
+        let refused = handle.write(Bytes::from_static(b"after"));
+        assert!(
+            matches!(refused, Err(getty::Error::Closed)),
+            "a write to a closing session: {refused:?}"
+        );
+        assert!(!handle.is_closed(), "the session still flushes");
+        assert!(matches!(
+            handle.wait_writable(Duration::from_secs(5)),
+            Err(getty::Error::Closed)
+        ));
+        let (got, ended) = drain(&mut peer);
+        assert!(ended, "the session closed after flushing");
+        let frames = split_frames(&got);
+        assert_eq!(
+            frames.first(),
+            Some(&&b"before"[..]),
+            "the write before the close"
+        );
+        assert_eq!(frames.len(), 1 + CLOSING_BULK / (64 << 10));
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.stop();
+    });
+}
+
+/// A graceful shutdown closed each session at once, ahead of the handle writes held
+/// behind its high watermark: accepted while the session was writable, they were dropped
+/// with grace time to spare (120 of 2,048 in the review). The shutdown's close now waits
+/// behind them, as a handle's `close` does, and handles refuse writes from then on.
+#[test]
+fn a_graceful_shutdown_sends_the_handle_writes_held_before_it() {
+    watchdog(LIMIT, || {
+        let (server, mut peer, handle, events) = hands_out(
+            "shutdown-held",
+            Default::default(),
+            LengthFieldCodec::default(),
+        );
+        // The reactor is kept busy while a writer posts: every write is accepted, and
+        // reaches the session at once, far past its high watermark.
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (busy_tx, busy) = mpsc::channel();
+        server
+            .handle()
+            .execute(move |_| {
+                let _ = busy_tx.send(());
+                let _ = release.recv_timeout(STEP);
+            })
+            .unwrap();
+        busy.recv_timeout(STEP).unwrap();
+        let mut accepted = 0u32;
+        for n in 0..2_100u32 {
+            let mut payload = vec![b'.'; 2048];
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            if handle.write(Bytes::from(payload)).is_ok() {
+                accepted += 1;
+            }
+        }
+        release_tx.send(()).unwrap();
+        server.run_on(|_| ());
+        assert!(!handle.is_writable(), "writes are held");
+        server
+            .handle()
+            .shutdown_graceful(Duration::from_secs(30))
+            .unwrap();
+        // Refused for backpressure until the reactor takes the shutdown, then as closing.
+        let deadline = Instant::now() + STEP;
+        loop {
+            match handle.write(Bytes::from_static(b"late")) {
+                Err(getty::Error::Closed) => break,
+                Err(getty::Error::Backpressure) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                other => panic!("a write after the shutdown: {other:?}"),
+            }
+        }
+        let (got, ended) = drain(&mut peer);
+        assert!(ended, "the session closed after flushing");
+        let frames = split_frames(&got);
+        assert_eq!(
+            frames.len() as u32,
+            accepted,
+            "every accepted write arrived"
+        );
+        for (n, frame) in frames.iter().enumerate() {
+            assert_eq!(frame[..4], (n as u32).to_be_bytes(), "in order");
+        }
+        assert_eq!(events.recv_timeout(STEP).unwrap(), "close");
+        server.join(STEP);
+    });
+}

@@ -99,6 +99,9 @@ fn op_write_len(op: &SessionOp) -> usize {
 /// What the session's reactor shares with its handles.
 pub(crate) struct HandleState {
     closed: AtomicBool,
+    /// A close is on its way (asked by the handler, a handle, a group or a shutdown) or
+    /// under way: handles refuse writes, which would come after it and be dropped.
+    closing: AtomicBool,
     in_flight: AtomicUsize,
     /// The bytes of the writes in flight, as their codec estimates them before encoding
     /// ([`Encoder::encoded_len_hint`]): a write is refused while they reach
@@ -126,6 +129,7 @@ impl HandleState {
     pub(crate) fn new(writable: bool, max_in_flight_bytes: usize) -> Self {
         HandleState {
             closed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
             // At least one byte: with nothing in flight there is always room for one write
@@ -211,6 +215,27 @@ impl HandleState {
         self.changed.notify_all();
     }
 
+    /// A close is on its way: handles refuse writes from now on (what was accepted before
+    /// still applies), and writers waiting for room hear it.
+    pub(crate) fn mark_closing(&self) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            self.wake_waiters();
+        }
+    }
+
+    /// A graceful close that must not overtake the writes held (a shutdown's): it waits
+    /// behind them, as a handle's `close` does, and handles refuse writes from now on.
+    /// False when nothing is held, so the close may apply at once.
+    pub(crate) fn close_behind_held(&self) -> bool {
+        self.mark_closing();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_empty() {
+            return false;
+        }
+        held.push_back(SessionOp::Close);
+        true
+    }
+
     /// The session has ended: handles refuse from now on, and what was held is dropped
     /// (as jobs still in the reactor's queue are).
     pub(crate) fn mark_closed(&self) {
@@ -276,7 +301,8 @@ impl Drop for InFlight {
 ///
 /// - Writes from one handle (and from one thread through any handles) keep their order:
 ///   they travel through the reactor's queue and are encoded there by the session's codec.
-/// - A write to a closed session fails with [`Error::Closed`]; a session above its high
+/// - A write to a session that is closing (a close asked by its handler, by a handle, or
+///   by a shutdown) or closed fails with [`Error::Closed`]; a session above its high
 ///   watermark (or with too many writes in flight) refuses with [`Error::Backpressure`] —
 ///   wait with [`wait_writable`](Self::wait_writable), bounded by a timeout.
 /// - Writes accepted here while the session was writable, and still in the reactor's queue
@@ -381,6 +407,7 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
     }
 
     /// Closes the session gracefully once the writes posted before this call are flushed.
+    /// Writes from any handle fail with [`Error::Closed`] from now on.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn close(&self) -> Result<(), Error> {
@@ -434,8 +461,8 @@ impl<C: 'static, T: Transport> SessionHandle<C, T> {
 
     /// Waits until the session is writable again (below its high watermark, with room for
     /// another write in flight), for at most `timeout` (`Duration::MAX` waits as long as it
-    /// takes). Fails with [`Error::Closed`] if it ends meanwhile, and
-    /// with [`Error::Backpressure`] on timeout.
+    /// takes). Fails with [`Error::Closed`] if it starts closing or ends meanwhile (no
+    /// write would be taken), and with [`Error::Backpressure`] on timeout.
     ///
     /// See the [type-level example](SessionHandle).
     pub fn wait_writable(&self, timeout: Duration) -> Result<(), Error> {
@@ -489,6 +516,8 @@ impl HandleCore {
 
     pub(crate) fn close(&self) -> Result<(), Error> {
         self.check_open()?;
+        // A write posted from now on would come after the close, and be dropped.
+        self.state.mark_closing();
         self.reactor
             .send(self.entry, Close)
             .map_err(|_| Error::Closed)
@@ -511,9 +540,7 @@ impl HandleCore {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         loop {
-            if self.is_closed() {
-                return Err(Error::Closed);
-            }
+            self.check_writes_taken()?;
             // Writable, and room for one more write in flight: what `post` refuses
             // `Backpressure` for, besides the watermark.
             if *writable && self.state.has_room_in_flight() {
@@ -537,6 +564,14 @@ impl HandleCore {
             return Err(Error::Closed);
         }
         Ok(())
+    }
+
+    /// Writes are refused from when a close is on its way: they would come after it.
+    fn check_writes_taken(&self) -> Result<(), Error> {
+        if self.state.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.check_open()
     }
 
     /// Counts one more job in flight, of about `bytes`, or refuses with `Backpressure` when
@@ -591,7 +626,7 @@ impl HandleCore {
         S: 'static,
         F: FnOnce(&mut S) -> Result<(), Error> + Send + 'static,
     {
-        self.check_open()?;
+        self.check_writes_taken()?;
         if !self.state.is_writable() {
             return Err(Error::Backpressure);
         }

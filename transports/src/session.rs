@@ -279,6 +279,11 @@ impl<C, T: Transport> Session<C, T> {
     /// ```
     pub fn close(&mut self) {
         self.core.close();
+        // At once, not when the reactor acts on it: a handle's write from now on would be
+        // dropped with the close.
+        if let Some(state) = self.extras.as_ref().and_then(|e| e.handle_state.as_ref()) {
+            state.mark_closing();
+        }
     }
 
     /// Closes the client this session belongs to, as sending it [`Close`](crate::Close)

@@ -439,7 +439,12 @@ where
         }
         if deadline.is_some() {
             self.session.framing.go_away();
-            self.session.close();
+            // Handle writes accepted before the shutdown go first, as before a handle's
+            // close: a writer that heeds `Backpressure` loses nothing it was told was
+            // accepted, unless the grace runs out.
+            if !self.close_behind_held() {
+                self.session.close();
+            }
             return self.settle(cx);
         }
         // No time left: one last non-blocking flush, then close (saying goodbye the

@@ -250,6 +250,22 @@ where
         }
     }
 
+    /// A close is under way: the session's handles (if it has any) refuse writes, which
+    /// would come after it.
+    pub(super) fn mark_handles_closing(&self) {
+        if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
+            state.mark_closing();
+        }
+    }
+
+    /// A shutdown's graceful close goes behind the handle writes held (see
+    /// `HandleState::close_behind_held`); false when none are, so it may apply now.
+    pub(super) fn close_behind_held(&self) -> bool {
+        self.extras()
+            .and_then(|e| e.handle_state.as_ref())
+            .is_some_and(|state| state.close_behind_held())
+    }
+
     /// The session's handles (if it has any) see it closed and refuse writes.
     pub(super) fn mark_handles_closed(&self) {
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {

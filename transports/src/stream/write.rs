@@ -202,6 +202,7 @@ where
             // leaves its groups now, rather than let them pile up unsent in its inboxes,
             // counted as delivered, until a slow consumer's bound fails it.
             self.leave_groups();
+            self.mark_handles_closing();
             self.phase = Phase::Closing;
             if self.session.queued_bytes() == 0 && self.queue_filter_close() {
                 // The filter's goodbye goes out as queued output does, then the FIN.

@@ -307,6 +307,9 @@ where
         match self.session.core.close_request {
             Some(CloseRequest::Abort) => return self.end(cx),
             Some(CloseRequest::Graceful) => {
+                if let Some(state) = &self.session.handle_state {
+                    state.mark_closing();
+                }
                 self.phase = Phase::Closing;
                 if self.session.out.is_empty() {
                     return self.end(cx);
@@ -561,7 +564,11 @@ where
             return Status::Done;
         }
         if deadline.is_some() {
-            self.session.close();
+            // Handle writes accepted before the shutdown go first (see the stream's).
+            let held = self.session.handle_state.as_ref();
+            if !held.is_some_and(|state| state.close_behind_held()) {
+                self.session.close();
+            }
             return self.settle(cx);
         }
         // No time left: one last non-blocking flush, then close.

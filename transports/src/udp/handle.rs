@@ -14,7 +14,7 @@ use crate::Error;
 /// A `Send + Clone` handle to one datagram session (an endpoint or a connected client),
 /// for other threads; get it with [`DatagramSession::handle`] inside a callback. It works as
 /// [`SessionHandle`](crate::SessionHandle) does: every call is a job in the reactor's queue,
-/// so writes from one handle keep their order, a closed session answers
+/// so writes from one handle keep their order, a closing or closed session answers
 /// [`Error::Closed`], and a session above its high watermark answers
 /// [`Error::Backpressure`]. Writes still in the reactor's queue when the session crossed
 /// its high watermark wait until it drains to the low one, as a stream's do. A datagram the
@@ -124,6 +124,7 @@ where
     }
 
     /// Closes the session gracefully once the writes posted before this call are sent.
+    /// Writes from any handle fail with [`Error::Closed`] from now on.
     ///
     /// See the [type-level example](DatagramHandle).
     pub fn close(&self) -> Result<(), Error> {

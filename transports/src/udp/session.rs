@@ -339,6 +339,10 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
     /// ```
     pub fn close(&mut self) {
         self.core.close();
+        // At once (see `Session::close`).
+        if let Some(state) = &self.handle_state {
+            state.mark_closing();
+        }
     }
 
     /// Ends the session now, discarding what is queued.
