@@ -563,6 +563,42 @@ fn a_connected_endpoint_whose_peer_is_gone_ends_with_the_error() {
     });
 }
 
+/// A peer that reads slowly but steadily is not stalled. Linux charges each unread
+/// datagram to the sender's send buffer and says the socket is writable again only once a
+/// quarter of it is free: here, 7 of the 16 datagrams of 30,000 bytes fill it, and the
+/// signal comes after the peer has read six (720 ms at one per 120 ms), past the 600 ms
+/// stall timeout. The deadline used to end the session without trying a send (7 sent, 9
+/// dropped); a send is tried there now, as on a stream.
+#[test]
+fn a_connected_peer_that_reads_steadily_but_slowly_is_not_write_stalled() {
+    watchdog(TEST_LIMIT, || {
+        const COUNT: u32 = 16;
+        let dir = TempDir::new("steady");
+        let at = dir.path("peer.sock");
+        let slow = peer(&dir, "peer.sock");
+        let stall = Duration::from_millis(600);
+        let (running, mut seen, h) = connected(builder(stall), &at);
+        let to = UnixAddr::path(&at);
+        for n in 0..COUNT {
+            let mut payload = vec![0u8; 30_000];
+            payload[..4].copy_from_slice(&n.to_be_bytes());
+            h.write_bytes_to(to.clone(), Bytes::from(payload)).unwrap();
+        }
+        slow.set_read_timeout(Some(STEP)).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        for n in 0..COUNT {
+            std::thread::sleep(Duration::from_millis(120));
+            let len = slow.recv(&mut buf).expect("the next datagram");
+            assert_eq!(len, 30_000);
+            assert_eq!(buf[..4], n.to_be_bytes(), "in order");
+        }
+        seen.pump_after(Duration::from_millis(100));
+        assert!(!seen.closed, "ended: {:?}", seen.errors);
+        assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+        running.stop();
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Item 13: a vanished peer is reported once
 // ---------------------------------------------------------------------------------------

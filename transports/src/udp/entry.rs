@@ -353,12 +353,12 @@ where
         let now = cx.now();
         // A due retry is done by the flush that follows every timer, which schedules the
         // next one from the wait it keeps (clearing it here would restart the backoff).
-        let options = &self.session.core.options;
         // A connected unix socket whose peer did not come back ends with the reconnect's
         // error; anything else blocked that long, with the stall.
-        if let Err(stalled) = self.timer.check_stall(now, options) {
+        if let Err(stalled) = self.check_stall(cx, now) {
             return Err(self.gone.take().map_or(stalled, Error::Io));
         }
+        let options = &self.session.core.options;
         check_read_idle(now, options, self.idle_since())?;
         let period = options.cron_period;
         if self.phase == Phase::Open && self.timer.take_cron_tick(now, period) {
@@ -366,6 +366,25 @@ where
             self.handler.on_cron(&mut self.session);
         }
         Ok(())
+    }
+
+    /// `WriteStalled` once queued datagrams have not moved for the write-stall timeout. A
+    /// send is tried first, as on a stream: Linux says a datagram socket is writable only
+    /// once a quarter (unix) or half (UDP) of its send buffer is free, which a steady but
+    /// slow reader may not free within the timeout, and a peer back since the last
+    /// reconnect is found only by trying. Whatever goes out counts as progress.
+    fn check_stall(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<(), Error> {
+        if self
+            .timer
+            .check_stall(now, &self.session.core.options)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if self.session.core.close_request != Some(CloseRequest::Abort) {
+            self.flush(cx);
+        }
+        self.timer.check_stall(now, &self.session.core.options)
     }
 
     /// An abnormal end the handler hears: `on_error` with `error`, then `on_close`
