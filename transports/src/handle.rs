@@ -79,8 +79,9 @@ impl Room {
     /// A write of about `len` bytes may apply now: the session is writable and the write
     /// fits under `max_outbound` beside what is queued, with room for its framing (the
     /// estimate leaves headers out, and compression can add a little). Into an empty queue
-    /// any write goes: one that can never fit fails there with `QueueFull`, as the
-    /// handler's own would, rather than wait for good.
+    /// any write goes: one that can never fit fails there with `QueueFull` rather than wait
+    /// for good, and ends the session (the handler's own write of it would only be
+    /// refused; a handle's, accepted already, cannot be, without a hole in the stream).
     fn takes(self, len: usize) -> bool {
         let framed = len.saturating_add(64 + len / 1024);
         self.writable
