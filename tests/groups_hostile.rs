@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use getty::codec::{Bytes, LengthFieldCodec};
 use getty::tcp::TcpServer;
-use getty::{Error, Handler, Session, SessionGroup, SessionOptions, SocketOptions};
+use getty::{Error, Handler, Session, SessionGroup, SessionOptions, SlowConsumer, SocketOptions};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
@@ -1283,5 +1283,136 @@ fn a_quiet_groups_bound_does_not_count_another_groups_backlog() {
             "closed by the alerts group (5 bytes of alerts pending, bound 64 KiB) for the \
              feed's backlog: {errors:?}"
         );
+    });
+}
+
+/// Joins its group and tells its errors and its close.
+struct Joiner(SessionGroup<LengthFieldCodec>, Sender<String>);
+
+impl Handler<LengthFieldCodec> for Joiner {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        self.0.join(s).map(|_| ()).map_err(std::io::Error::other)
+    }
+    fn on_message(&mut self, _: &mut Session<LengthFieldCodec>, _: Bytes) {}
+    fn on_error(&mut self, _: &mut Session<LengthFieldCodec>, error: &Error) {
+        let _ = self.1.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<LengthFieldCodec>) {
+        let _ = self.1.send("close".into());
+    }
+}
+
+/// Broadcasts made off the members' reactor while it is busy used to become one job each
+/// in its queue, without bound (60,000 of 1 KiB took 68 MiB in the review, and a job
+/// posted behind them waited 1 s). Now they wait in the reactor's mailbox for the group,
+/// within `max_pending`, under the group's policy, and one job takes them: with 16 KiB,
+/// 16 broadcasts of 1 KiB wait, and of the 5,000 made, a member gets the first 16 (skip),
+/// the last 16 (drop oldest), or is closed as a slow consumer (close).
+#[test]
+fn broadcasts_made_while_the_members_reactor_is_busy_wait_within_the_bound() {
+    watchdog(TEST_LIMIT, || {
+        const MEMBERS: usize = 3;
+        const MADE: u32 = 5_000;
+        const FIT: u32 = 16;
+        for policy in [
+            SlowConsumer::Skip,
+            SlowConsumer::DropOldest,
+            SlowConsumer::Close,
+        ] {
+            let group: SessionGroup<LengthFieldCodec> =
+                SessionGroup::builder(LengthFieldCodec::default())
+                    .slow_consumer(policy)
+                    .max_pending(FIT as usize * 1024)
+                    .build();
+            let (tx, events) = std::sync::mpsc::channel();
+            let g = group.clone();
+            let server = TcpServer::bind("127.0.0.1:0", move |_| {
+                Ok((LengthFieldCodec::default(), Joiner(g.clone(), tx.clone())))
+            })
+            .unwrap();
+            let addr = server.local_addr();
+            let server = Running::serve("group-busy", server);
+            let mut peers: Vec<TcpStream> = (0..MEMBERS)
+                .map(|_| TcpStream::connect(addr).unwrap())
+                .collect();
+            let deadline = Instant::now() + ANSWER_WITHIN;
+            let members = || {
+                let g = group.clone();
+                server.run_on(move |_| g.len())
+            };
+            while members() < MEMBERS {
+                assert!(Instant::now() < deadline, "the members did not join");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            // The reactor is busy (a job waits) while this thread broadcasts.
+            let (release_tx, release) = std::sync::mpsc::channel::<()>();
+            let (busy_tx, busy) = std::sync::mpsc::channel();
+            server
+                .handle()
+                .execute(move |_| {
+                    let _ = busy_tx.send(());
+                    let _ = release.recv_timeout(ANSWER_WITHIN);
+                })
+                .unwrap();
+            busy.recv_timeout(ANSWER_WITHIN).unwrap();
+            for n in 0..MADE {
+                let mut payload = vec![b'.'; 1024 - 4];
+                payload[..4].copy_from_slice(&n.to_be_bytes());
+                group.broadcast(Bytes::from(payload)).unwrap();
+            }
+            release_tx.send(()).unwrap();
+            let g = group.clone();
+            let stats = server.run_on(move |_| g.stats());
+            let expected: Vec<u32> = match policy {
+                SlowConsumer::Skip => (0..FIT).collect(),
+                SlowConsumer::DropOldest => (MADE - FIT..MADE).collect(),
+                SlowConsumer::Close => Vec::new(),
+            };
+            for peer in &mut peers {
+                peer.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(n @ 1..) = peer.read(&mut buf) {
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let numbers: Vec<u32> = got
+                    .chunks(1024)
+                    .map(|frame| u32::from_be_bytes(frame[4..8].try_into().unwrap()))
+                    .collect();
+                assert!(
+                    numbers == expected,
+                    "{policy:?}: a member got {} broadcasts, {:?} to {:?}",
+                    numbers.len(),
+                    numbers.first(),
+                    numbers.last()
+                );
+            }
+            let members = MEMBERS as u64;
+            assert_eq!(stats.broadcasts, u64::from(MADE), "{policy:?}: {stats:?}");
+            let (delivered, skipped, dropped, closed) = match policy {
+                SlowConsumer::Skip => (u64::from(FIT), u64::from(MADE - FIT), 0, 0),
+                SlowConsumer::DropOldest => (u64::from(FIT), 0, u64::from(MADE - FIT), 0),
+                SlowConsumer::Close => (0, 0, 0, 1),
+            };
+            assert_eq!(
+                (stats.delivered, stats.skipped, stats.dropped, stats.closed),
+                (
+                    delivered * members,
+                    skipped * members,
+                    dropped * members,
+                    closed * members
+                ),
+                "{policy:?}: {stats:?}"
+            );
+            if policy == SlowConsumer::Close {
+                for _ in 0..MEMBERS {
+                    let error = events.recv_timeout(ANSWER_WITHIN).unwrap();
+                    assert!(error.contains("slow"), "{error}");
+                    assert_eq!(events.recv_timeout(ANSWER_WITHIN).unwrap(), "close");
+                }
+            }
+            server.stop();
+        }
     });
 }

@@ -8,7 +8,8 @@
 //! [`getty_reactor::wake`]: each queues what waits for it, framed its own way (a WebSocket
 //! client masks, a compressing session deflates with its window), right after the callback
 //! that broadcast returns, in the same turn: no lock, no job, no command per member. Other
-//! reactors get the encoded bytes through one job each.
+//! reactors get the encoded bytes through their part's mailbox (`mailbox.rs`): one job in
+//! the reactor's queue takes all that waits there, bounded as a member's inbox is.
 //!
 //! A member takes broadcasts from its inbox only while it is writable (below its high
 //! watermark), so a slow member's backlog waits in its inbox, where the group's
@@ -16,6 +17,7 @@
 
 mod inbox;
 mod local;
+mod mailbox;
 
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -29,6 +31,7 @@ use getty_reactor::ReactorHandle;
 pub(crate) use inbox::{Inbox, Pending};
 
 use local::{Encoded, Local};
+use mailbox::{Mailbox, Posted, Posting};
 
 use crate::framing::Framing;
 use crate::{Error, Session, Tcp, Transport};
@@ -80,8 +83,12 @@ pub struct GroupStats {
 ///
 /// - on the reactor it is called on, directly: no lock, no job; the members flush right
 ///   after the current callback returns;
-/// - on every other reactor with members, through one job per reactor that carries the
-///   encoded bytes (a lock and a wake-up of that reactor, not one per member).
+/// - on every other reactor with members, through that reactor's mailbox for the group: a
+///   lock, and one job (and wake-up) for whatever waits there, not one per member nor
+///   one per broadcast. What waits in a mailbox waits for every member there, so
+///   [`max_pending`](SessionGroupBuilder::max_pending) and the policy apply to it too: a
+///   reactor that falls that far behind the broadcasts made elsewhere skips, drops or
+///   closes its members as one slow member would be.
 ///
 /// A member gets broadcasts in the order they were made on one thread, after what its own
 /// handler wrote in the same callback; while it is not writable its own writes go ahead of
@@ -171,13 +178,19 @@ struct Shared<C> {
     /// Cloned for each reactor's part; encodes the broadcasts made off every reactor.
     codec: Mutex<C>,
     /// The reactors where the group has a part, by slot.
-    reactors: Mutex<Vec<ReactorHandle>>,
+    reactors: Mutex<Vec<Part>>,
     /// How many there are, read without the lock: one reactor needs no jobs.
     spread: AtomicUsize,
 }
 
+/// Where the group has a part: that reactor, and the broadcasts on their way to it.
+struct Part {
+    reactor: ReactorHandle,
+    mailbox: Arc<Mailbox>,
+}
+
 impl<C> Shared<C> {
-    fn reactors(&self) -> MutexGuard<'_, Vec<ReactorHandle>> {
+    fn reactors(&self) -> MutexGuard<'_, Vec<Part>> {
         self.reactors.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -186,8 +199,8 @@ impl<C> Drop for Shared<C> {
     /// Each reactor forgets its part (and the members' places in it).
     fn drop(&mut self) {
         let id = self.id;
-        for reactor in self.reactors().iter() {
-            let _ = reactor.execute(move |_| local::forget(id));
+        for part in self.reactors().iter() {
+            let _ = part.reactor.execute(move |_| local::forget(id));
         }
     }
 }
@@ -318,12 +331,14 @@ where
             here.close_all();
         }
         let id = self.shared.id;
-        self.to_other_reactors(here.map(|h| h.slot), |reactor| {
-            reactor.execute(move |_| {
+        self.to_other_reactors(here.map(|h| h.slot), |part| {
+            // After the job that takes the broadcasts waiting for that reactor, if one is
+            // on its way: the reactor runs jobs in order.
+            let _ = part.reactor.execute(move |_| {
                 if let Some(part) = Local::<C>::find(id) {
                     part.close_all();
                 }
-            })
+            });
         });
     }
 
@@ -361,14 +376,25 @@ where
         let reached = here
             .as_ref()
             .map_or(0, |part| part.deliver(kind, &payload, except));
-        let id = self.shared.id;
-        self.to_other_reactors(here.map(|h| h.slot), |reactor| {
-            let payload = payload.clone();
-            reactor.execute(move |_| {
-                if let Some(part) = Local::<C>::find(id) {
-                    part.deliver(kind, &payload, except);
+        let (id, policy, max) = (self.shared.id, self.shared.policy, self.shared.max_pending);
+        self.to_other_reactors(here.map(|h| h.slot), |part| {
+            let posted = Posted {
+                kind,
+                payload: payload.clone(),
+                except,
+            };
+            if part.mailbox.post(posted, policy, max) == Posting::SendJob {
+                let mailbox = part.mailbox.clone();
+                let job = move |_: &mut getty_reactor::Spawner<'_>| {
+                    let batch = mailbox.take();
+                    if let Some(part) = Local::<C>::find(id) {
+                        part.deliver_batch(batch);
+                    }
+                };
+                if part.reactor.execute(job).is_err() {
+                    part.mailbox.job_refused();
                 }
-            })
+            }
         });
         Ok(reached)
     }
@@ -392,19 +418,15 @@ where
         Ok((kind, encoded.freeze()))
     }
 
-    /// Runs `post` for every reactor with a part but the one at `skip`.
-    fn to_other_reactors(
-        &self,
-        skip: Option<usize>,
-        post: impl Fn(&ReactorHandle) -> std::io::Result<()>,
-    ) {
+    /// Runs `post` for every reactor with a part but the one at `skip` (a reactor that
+    /// has stopped has no members left to reach).
+    fn to_other_reactors(&self, skip: Option<usize>, post: impl Fn(&Part)) {
         if self.shared.spread.load(Ordering::Acquire) <= usize::from(skip.is_some()) {
             return;
         }
-        for (slot, reactor) in self.shared.reactors().iter().enumerate() {
+        for (slot, part) in self.shared.reactors().iter().enumerate() {
             if Some(slot) != skip {
-                // A reactor that has stopped has no members left to reach.
-                let _ = post(reactor);
+                post(part);
             }
         }
     }
@@ -428,7 +450,10 @@ where
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut reactors = self.shared.reactors();
-        reactors.push(reactor);
+        reactors.push(Part {
+            reactor,
+            mailbox: Arc::default(),
+        });
         let slot = reactors.len() - 1;
         self.shared.spread.store(reactors.len(), Ordering::Release);
         drop(reactors);

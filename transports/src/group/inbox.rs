@@ -98,12 +98,9 @@ impl Inbox {
             match policy {
                 SlowConsumer::Skip => return Offered::Skipped,
                 SlowConsumer::Close => {
-                    state.overflow = Some((state.bytes + len, max_pending));
-                    state.expelled = true;
-                    state.queue.clear();
-                    state.bytes = 0;
+                    let waiting = state.bytes + len;
                     drop(state);
-                    self.wake();
+                    self.expel(waiting, max_pending);
                     return Offered::Closing;
                 }
                 SlowConsumer::DropOldest => {
@@ -126,6 +123,19 @@ impl Inbox {
         } else {
             Offered::Queued
         }
+    }
+
+    /// `SlowConsumer::Close`: `waiting` bytes of broadcasts would wait for the member,
+    /// past `max_pending`. What waits goes; the member closes with the error and leaves
+    /// every group.
+    pub(crate) fn expel(&self, waiting: usize, max_pending: usize) {
+        let mut state = self.state.borrow_mut();
+        state.overflow = Some((waiting, max_pending));
+        state.expelled = true;
+        state.queue.clear();
+        state.bytes = 0;
+        drop(state);
+        self.wake();
     }
 
     /// Asks the member to close gracefully (what is queued goes out first).

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use getty_codec::{Encoder, MessageKind};
 
 use super::inbox::{Inbox, Offered, Pending};
+use super::mailbox::Batch;
 use super::{GroupStats, SlowConsumer};
 use crate::framing::Framing;
 use crate::Error;
@@ -193,6 +194,33 @@ impl<C: 'static> Local<C> {
         stats.delivered += reached as u64;
         self.stats.set(stats);
         reached
+    }
+
+    /// Delivers what waited in this part's mailbox (broadcasts made on other reactors or
+    /// off any), in order, and counts what its bound cost every member here.
+    pub(super) fn deliver_batch(&self, batch: Batch) {
+        for posted in &batch.broadcasts {
+            self.deliver(posted.kind, &posted.payload, posted.except);
+        }
+        if batch.skipped + batch.dropped == 0 && batch.overflow.is_none() {
+            return;
+        }
+        self.prune();
+        let members = self.members.borrow().len() as u64;
+        let mut stats = self.stats.get();
+        stats.broadcasts += batch.skipped + batch.dropped + batch.discarded;
+        stats.skipped += batch.skipped * members;
+        stats.dropped += batch.dropped * members;
+        if let Some((waiting, bound)) = batch.overflow {
+            // Every member here fell that far behind: each is a slow consumer.
+            stats.closed += members;
+            for member in self.members.take() {
+                member.inbox.expel(waiting, bound);
+                member.unlist();
+            }
+            self.pruned_len.set(0);
+        }
+        self.stats.set(stats);
     }
 
     /// Forgets members that have ended.
