@@ -563,6 +563,39 @@ fn a_connected_endpoint_whose_peer_is_gone_ends_with_the_error() {
     });
 }
 
+/// The peer restarts alive but full (its queue holds others' datagrams) and never reads:
+/// the reconnect succeeds, the datagram waits for room, and at the write-stall timeout the
+/// session ends with `WriteStalled`, once the restart was reported. It used to end with a
+/// made-up "not connected": the mark of a peer reported gone outlived the reconnect.
+#[test]
+fn a_restarted_peer_that_never_reads_ends_the_session_as_stalled() {
+    watchdog(TEST_LIMIT, || {
+        let dir = TempDir::new("full-back");
+        let (running, mut seen, h, to) =
+            connected_to_a_peer_that_goes(&dir, Duration::from_millis(600));
+        let _back = peer(&dir, "peer.sock");
+        let filler = StdUnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let at = dir.path("peer.sock");
+        let mut filled = 0;
+        while filler.send_to(b"other", &at).is_ok() {
+            filled += 1;
+            assert!(filled < 1_000, "the restarted peer's queue never filled");
+        }
+        h.write_bytes_to(to, Bytes::from_static(b"after")).unwrap();
+        seen.wait_until("the session to end", |s| s.closed);
+        let texts: Vec<&str> = seen.errors.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(seen.errors.len(), 2, "{texts:?}");
+        assert_eq!(
+            seen.errors[0].1,
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "the restart, reported once: {texts:?}"
+        );
+        assert!(texts[1].contains("stall"), "{texts:?}");
+        running.stop();
+    });
+}
+
 /// A peer that reads slowly but steadily is not stalled. Linux charges each unread
 /// datagram to the sender's send buffer and says the socket is writable again only once a
 /// quarter of it is free: here, 7 of the 16 datagrams of 30,000 bytes fill it, and the

@@ -164,6 +164,9 @@ pub(crate) struct DatagramEntry<S: DatagramSocket, C, H> {
     /// A connected unix socket whose peer is gone: the last reconnect's error (the
     /// session ends with it if the peer is not back within the write-stall timeout).
     gone: Option<std::io::Error>,
+    /// The handler heard the peer was gone, and has not seen a datagram go out since: a
+    /// peer that goes once is reported once, however many sends find it gone.
+    gone_reported: bool,
     /// Whether sends merge runs of datagrams to one destination (UDP on Linux).
     segmentation: Segmentation,
 }
@@ -203,6 +206,7 @@ where
             ended_by_error: false,
             retry: None,
             gone: None,
+            gone_reported: false,
             segmentation: Segmentation::for_socket(S::UDP),
         }
     }

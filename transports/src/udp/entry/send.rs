@@ -56,6 +56,7 @@ where
                     progressed |= datagrams > 0;
                     if datagrams > 0 {
                         self.gone = None;
+                        self.gone_reported = false;
                     }
                 }
                 Step::Failed {
@@ -64,17 +65,22 @@ where
                 } if self.reconnects() && is_gone(&error) => {
                     // The peer is gone (it closed; perhaps it restarted at the same
                     // address): reconnect, and send the datagram again. Reported once.
-                    if self.gone.is_none() {
+                    if !std::mem::replace(&mut self.gone_reported, true) {
                         self.session.stats.peer_errors += 1;
                         log::debug!("session {}: the peer is gone: {error}", self.session.id());
-                        self.gone = Some(std::io::ErrorKind::NotConnected.into());
                         self.lend_write_buffer(cx);
                         self.handler.on_error(&mut self.session, &Error::Io(error));
                     }
                     match self.reconnect() {
+                        // Connected again: a peer back but full is waited for as any peer
+                        // is (its room signalled, a stall reported as one).
+                        Ok(()) if !reconnected => {
+                            reconnected = true;
+                            self.gone = None;
+                        }
                         // Once per flush: a peer that keeps vanishing waits for the timer.
-                        Ok(()) if !reconnected => reconnected = true,
                         Ok(()) => {
+                            self.gone = Some(std::io::ErrorKind::NotConnected.into());
                             blocked = true;
                             break;
                         }
