@@ -237,20 +237,28 @@ impl HandleState {
         true
     }
 
-    /// The session has ended: handles refuse from now on, and what was held is dropped
-    /// (as jobs still in the reactor's queue are).
-    pub(crate) fn mark_closed(&self) {
+    /// The session has ended: handles refuse from now on, and what was held is handed
+    /// back, never to apply, for [`drop_unapplied`] (a job's drop runs user code, and
+    /// one that panics must not cut the end of the session short).
+    #[must_use]
+    pub(crate) fn mark_closed(&self) -> VecDeque<SessionOp> {
         self.closed.store(true, Ordering::Release);
-        self.discard_held();
+        let held = self.take_held();
         self.wake_waiters();
+        held
     }
 
     /// Drops what is held, outside the lock: dropping a job drops what the user's closure
     /// holds.
     fn discard_held(&self) {
-        let discarded = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(self.take_held());
+    }
+
+    /// Everything held, taken out.
+    fn take_held(&self) -> VecDeque<SessionOp> {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
         self.held_bytes.store(0, Ordering::Relaxed);
-        drop(discarded);
+        held
     }
 
     /// Wakes the writers waiting in `wait_writable`, under the lock they check with, so
@@ -270,6 +278,17 @@ impl HandleState {
     fn has_room_in_flight(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT
             && self.in_flight_bytes.load(Ordering::Acquire) < self.max_in_flight_bytes
+    }
+}
+
+/// Drops commands a session that ended never applied, each under guard: a destructor that
+/// panics is reported (`Context::catch_panic`) and the end of the session goes on, its
+/// owner and its handler told.
+pub(crate) fn drop_unapplied(cx: &mut getty_reactor::Context<'_>, ops: VecDeque<SessionOp>) {
+    for op in ops {
+        cx.catch_panic("a handle's command dropped with its session", move |_| {
+            drop(op)
+        });
     }
 }
 
@@ -791,7 +810,7 @@ mod tests {
         assert!(state
             .admit(counted(&state, &log), Room::writable(false))
             .is_none());
-        state.mark_closed();
+        drop(state.mark_closed());
         assert_eq!(in_flight(&state), 0, "the end of the session dropped it");
         assert!(log.lock().unwrap().is_empty(), "nothing held was applied");
     }
@@ -927,7 +946,7 @@ mod tests {
                     .count();
                 proptest::prop_assert_eq!(state.held_bytes(), held_writes * WRITE_LEN);
             }
-            state.mark_closed();
+            drop(state.mark_closed());
             proptest::prop_assert_eq!(state.held_bytes(), 0);
             proptest::prop_assert_eq!(state.in_flight.load(Ordering::Acquire), 0);
             proptest::prop_assert_eq!(state.in_flight_bytes.load(Ordering::Acquire), 0);

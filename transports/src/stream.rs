@@ -495,7 +495,7 @@ where
             }
             self.phase = Phase::Closed;
             // A handle made in the callback that panicked (on_close, say).
-            self.mark_handles_closed();
+            self.mark_handles_closed(cx);
             return;
         }
         // Done from here on, whatever the handler does. A panic is not a close this side
@@ -511,7 +511,7 @@ where
         }
         self.handler.on_close(&mut self.session);
         // A handle made in those callbacks, after the ones before them were marked.
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
     }
 }
 

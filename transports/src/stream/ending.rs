@@ -190,7 +190,7 @@ where
         self.phase = Phase::Closed;
         // An `on_open` that joined a group, then refused the session.
         self.leave_groups();
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
         if let Some(owner) = self.owner() {
             let ended = SessionEnded {
                 id: cx.id(),
@@ -210,7 +210,7 @@ where
         self.phase = Phase::Closed;
         self.session.core.note_ended(cx);
         self.leave_groups();
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
         if let Some(owner) = self.owner() {
             // A session that ends before its handshake is done, or on the peer's refusal
             // of it, was a failed dial.
@@ -241,7 +241,7 @@ where
         self.note_ended(cx);
         self.handler.on_close(&mut self.session);
         // A handle made in on_close, after the ones before it were marked.
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
         self.session.out.clear();
         self.session.out.give_back(cx.buffers());
         if let Some(io) = self.session.extras.as_mut().and_then(|e| e.filter.as_mut()) {
@@ -266,10 +266,11 @@ where
             .is_some_and(|state| state.close_behind_held())
     }
 
-    /// The session's handles (if it has any) see it closed and refuse writes.
-    pub(super) fn mark_handles_closed(&self) {
+    /// The session's handles (if it has any) see it closed and refuse writes; what they
+    /// posted that waited is dropped.
+    pub(super) fn mark_handles_closed(&self, cx: &mut Context<'_>) {
         if let Some(state) = self.extras().and_then(|e| e.handle_state.as_ref()) {
-            state.mark_closed();
+            crate::handle::drop_unapplied(cx, state.mark_closed());
         }
     }
 }

@@ -409,7 +409,7 @@ where
     /// The entry's own end, whatever led to it: runs `on_close` (once, if the handler
     /// opened), returns the buffers, tells the owner.
     fn end(&mut self, cx: &mut Context<'_>) -> Status {
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
         if matches!(self.phase, Phase::Open | Phase::Closing) {
             // Closed before the handler hears it, so that `on_close` runs once whatever
             // it does: should it panic, `on_panic` finds nothing owed and only releases.
@@ -418,7 +418,7 @@ where
             self.drop_queued();
             self.handler.on_close(&mut self.session);
             // A handle made in on_close, after the ones before it were marked.
-            self.mark_handles_closed();
+            self.mark_handles_closed(cx);
         }
         self.release(cx);
         Status::Done
@@ -432,10 +432,11 @@ where
         self.session.out.clear();
     }
 
-    /// The session's handles (if it has any) see it closed and refuse writes.
-    fn mark_handles_closed(&self) {
+    /// The session's handles (if it has any) see it closed and refuse writes; what they
+    /// posted that waited is dropped.
+    fn mark_handles_closed(&self, cx: &mut Context<'_>) {
         if let Some(state) = &self.session.handle_state {
-            state.mark_closed();
+            crate::handle::drop_unapplied(cx, state.mark_closed());
         }
     }
 
@@ -611,7 +612,7 @@ where
         let owes_close = matches!(self.phase, Phase::Open | Phase::Closing);
         // Not a close this side chose (see `fail`).
         self.ended_by_error |= !self.session.core.is_closing();
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
         if owes_close {
             self.drop_queued();
         }
@@ -623,7 +624,7 @@ where
             self.handler.on_close(&mut self.session);
         }
         // A handle made in those callbacks (or in the one that panicked).
-        self.mark_handles_closed();
+        self.mark_handles_closed(cx);
     }
 }
 
