@@ -1345,22 +1345,13 @@ fn broadcasts_made_while_the_members_reactor_is_busy_wait_within_the_bound() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             // The reactor is busy (a job waits) while this thread broadcasts.
-            let (release_tx, release) = std::sync::mpsc::channel::<()>();
-            let (busy_tx, busy) = std::sync::mpsc::channel();
-            server
-                .handle()
-                .execute(move |_| {
-                    let _ = busy_tx.send(());
-                    let _ = release.recv_timeout(ANSWER_WITHIN);
-                })
-                .unwrap();
-            busy.recv_timeout(ANSWER_WITHIN).unwrap();
-            for n in 0..MADE {
-                let mut payload = vec![b'.'; 1024 - 4];
-                payload[..4].copy_from_slice(&n.to_be_bytes());
-                group.broadcast(Bytes::from(payload)).unwrap();
-            }
-            release_tx.send(()).unwrap();
+            server.while_busy(|| {
+                for n in 0..MADE {
+                    let mut payload = vec![b'.'; 1024 - 4];
+                    payload[..4].copy_from_slice(&n.to_be_bytes());
+                    group.broadcast(Bytes::from(payload)).unwrap();
+                }
+            });
             let g = group.clone();
             let stats = server.run_on(move |_| g.stats());
             let expected: Vec<u32> = match policy {

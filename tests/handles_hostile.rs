@@ -775,25 +775,17 @@ fn a_graceful_shutdown_sends_the_handle_writes_held_before_it() {
         );
         // The reactor is kept busy while a writer posts: every write is accepted, and
         // reaches the session at once, far past its high watermark.
-        let (release_tx, release) = mpsc::channel::<()>();
-        let (busy_tx, busy) = mpsc::channel();
-        server
-            .handle()
-            .execute(move |_| {
-                let _ = busy_tx.send(());
-                let _ = release.recv_timeout(STEP);
-            })
-            .unwrap();
-        busy.recv_timeout(STEP).unwrap();
-        let mut accepted = 0u32;
-        for n in 0..2_100u32 {
-            let mut payload = vec![b'.'; 2048];
-            payload[..4].copy_from_slice(&n.to_be_bytes());
-            if handle.write(Bytes::from(payload)).is_ok() {
-                accepted += 1;
+        let accepted = server.while_busy(|| {
+            let mut accepted = 0u32;
+            for n in 0..2_100u32 {
+                let mut payload = vec![b'.'; 2048];
+                payload[..4].copy_from_slice(&n.to_be_bytes());
+                if handle.write(Bytes::from(payload)).is_ok() {
+                    accepted += 1;
+                }
             }
-        }
-        release_tx.send(()).unwrap();
+            accepted
+        });
         server.run_on(|_| ());
         assert!(!handle.is_writable(), "writes are held");
         server

@@ -607,24 +607,6 @@ fn hands_out_server(
     (server, peer, handle, events)
 }
 
-/// Runs `post` while the reactor is held busy, so that everything it posts is accepted
-/// (the handle still says writable) and reaches the session at once, far past its high
-/// watermark.
-fn while_reactor_is_busy(server: &Running, post: impl FnOnce()) {
-    let (release_tx, release) = mpsc::channel::<()>();
-    let (held_tx, held) = mpsc::channel();
-    server
-        .handle()
-        .execute(move |_| {
-            let _ = held_tx.send(());
-            let _ = release.recv_timeout(STEP);
-        })
-        .unwrap();
-    held.recv_timeout(STEP).unwrap();
-    post();
-    release_tx.send(()).unwrap();
-}
-
 fn numbered(n: u32) -> Bytes {
     let mut payload = vec![b'.'; 2048];
     payload[..4].copy_from_slice(&n.to_be_bytes());
@@ -640,7 +622,7 @@ fn held_writes_pause_resume_and_close_apply_in_order() {
         let (server, mut peer, handle, events) =
             hands_out_server("review-today-held-order", getty::SessionOptions::default());
         let mut sent = 0u32;
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for _ in 0..1500 {
                 handle.write(numbered(sent)).unwrap();
                 sent += 1;
@@ -688,7 +670,7 @@ fn a_session_ending_with_held_writes_wakes_wait_writable_with_closed() {
             );
             let (server, peer, handle, events) =
                 hands_out_server(&format!("review-today-end-{how}"), options);
-            while_reactor_is_busy(&server, || {
+            server.while_busy(|| {
                 for n in 0..2000 {
                     handle.write(numbered(n)).unwrap();
                 }
@@ -760,7 +742,7 @@ fn a_resume_is_not_held_behind_writes_when_reading_ignores_writability() {
         handle.pause_reading().unwrap();
         server.run_on(|_| ());
         let mut sent = 0u32;
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for _ in 0..2000 {
                 handle.write(numbered(sent)).unwrap();
                 sent += 1;
@@ -848,7 +830,7 @@ fn held_handle_writes_on_a_websocket_arrive_whole_then_the_close() {
         ws_upgrade(&mut peer);
         let handle = handles.recv_timeout(STEP).unwrap();
         let count = 2000u32;
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for n in 0..count {
                 handle.write(numbered(n)).unwrap();
             }
@@ -919,7 +901,7 @@ fn held_handle_writes_on_tls_arrive_whole_then_close_notify_and_fin() {
         tls_exchange(&mut peer, &mut client, &[], 0);
         let handle = handles.recv_timeout(STEP).unwrap();
         let count = 2000u32;
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for n in 0..count {
                 handle.write(numbered(n)).unwrap();
             }
@@ -993,7 +975,7 @@ fn a_group_member_with_held_handle_writes_gets_them_and_the_broadcasts() {
         let count = 2000u32;
         let broadcasts = 300u32;
         let mut next_broadcast = 0u32;
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for n in 0..count {
                 handle.write(numbered(n)).unwrap();
                 if n % 10 == 0 && next_broadcast < broadcasts {
@@ -1058,7 +1040,7 @@ fn an_abort_while_writes_are_held_ends_the_session_at_once() {
     watchdog(LIMIT, || {
         let (server, mut peer, handle, events) =
             hands_out_server("review-today-held-abort", getty::SessionOptions::default());
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for n in 0..2000 {
                 handle.write(numbered(n)).unwrap();
             }
@@ -1102,7 +1084,7 @@ fn a_held_write_the_codec_refuses_ends_the_session_with_its_error() {
             "review-today-held-refused",
             getty::SessionOptions::default(),
         );
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             for n in 0..1000 {
                 handle.write(numbered(n)).unwrap();
             }
@@ -1253,7 +1235,7 @@ fn the_bytes_of_handle_writes_waiting_for_a_busy_reactor_are_bounded() {
         let (server, mut peer, handle, _events) = hands_out_server("handle-bytes", options);
         let mut taken = 0u32;
         let mut refused = None;
-        while_reactor_is_busy(&server, || {
+        server.while_busy(|| {
             while taken < 64 {
                 let mut payload = vec![b'm'; MESSAGE];
                 payload[..4].copy_from_slice(&taken.to_be_bytes());

@@ -755,21 +755,12 @@ fn a_held_message_whose_destructor_panics_does_not_cut_the_sessions_end_short() 
         let handle = handles.recv_timeout(STEP).unwrap();
         // Past the high watermark at once: the reactor is busy while they are posted, so
         // all are accepted, and the last ones, the bomb among them, wait.
-        let (release_tx, release) = std::sync::mpsc::channel::<()>();
-        let (busy_tx, busy) = std::sync::mpsc::channel();
-        running
-            .handle()
-            .execute(move |_| {
-                let _ = busy_tx.send(());
-                let _ = release.recv_timeout(STEP);
-            })
-            .unwrap();
-        busy.recv_timeout(STEP).unwrap();
-        for _ in 0..8 {
-            handle.write(Bytes::from(vec![b'x'; 32 * 1024])).unwrap();
-        }
-        handle.write(Bytes::from_owner(Bomb)).unwrap();
-        release_tx.send(()).unwrap();
+        running.while_busy(|| {
+            for _ in 0..8 {
+                handle.write(Bytes::from(vec![b'x'; 32 * 1024])).unwrap();
+            }
+            handle.write(Bytes::from_owner(Bomb)).unwrap();
+        });
         running.run_on(|_| ());
         assert!(!handle.is_writable(), "the bomb is held");
         assert_eq!(running.run_on(|s| s.loop_metrics().panics), 0);

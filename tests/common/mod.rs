@@ -151,6 +151,24 @@ impl Running {
             .expect("the reactor ran the job in time")
     }
 
+    /// Runs `post` while the reactor thread is held busy (in a job that waits), so that
+    /// nothing posted meanwhile is applied until it returns: what a writer far ahead of a
+    /// busy reactor sends all reaches the session at once.
+    pub fn while_busy<T>(&self, post: impl FnOnce() -> T) -> T {
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (busy_tx, busy) = mpsc::channel();
+        self.handle
+            .execute(move |_| {
+                let _ = busy_tx.send(());
+                let _ = release.recv_timeout(STEP);
+            })
+            .expect("the reactor is running");
+        busy.recv_timeout(STEP).expect("the reactor took the job");
+        let posted = post();
+        let _ = release_tx.send(());
+        posted
+    }
+
     /// Entries alive on the reactor.
     pub fn entry_count(&self) -> usize {
         self.run_on(|s| s.entry_count())
