@@ -1495,3 +1495,37 @@ fn a_datagram_handle_made_in_on_close_is_closed() {
         }
     });
 }
+
+/// Hands the endpoint's handle out, then refuses the endpoint.
+struct RefusesAfterHanding(Sender<getty::udp::DatagramHandle<RawCodec>>);
+
+impl DatagramHandler<RawCodec> for RefusesAfterHanding {
+    fn on_open(&mut self, s: &mut DatagramSession<RawCodec>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().unwrap());
+        Err(std::io::Error::other("refused"))
+    }
+    fn on_message(&mut self, _: &mut DatagramSession<RawCodec>, _: Bytes, _: SocketAddr) {}
+}
+
+/// A datagram session refused in `on_open` left a handle made there open for good: its
+/// writes were accepted and vanished with the entry (a stream's refusal marks them). Now
+/// the handle says closed and refuses (review s35-c).
+#[test]
+fn a_refused_datagram_sessions_handle_is_closed() {
+    watchdog(TEST_LIMIT, || {
+        let (tx, handles) = mpsc::channel();
+        let endpoint = UdpEndpoint::builder()
+            .bind("127.0.0.1:0", move |_| {
+                Ok((RawCodec, RefusesAfterHanding(tx.clone())))
+            })
+            .unwrap();
+        let server = Running::serve("refused-udp", endpoint);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        assert_eq!(server.run_on(|s| s.entry_count()), 0, "refused");
+        assert!(handle.is_closed());
+        let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let written = handle.write_to(peer.local_addr().unwrap(), Bytes::from_static(b"x"));
+        assert!(matches!(written, Err(getty::Error::Closed)), "{written:?}");
+        server.stop();
+    });
+}

@@ -761,6 +761,49 @@ fn a_handle_refuses_writes_once_its_session_is_closing() {
     });
 }
 
+/// Closes on its first message, and only then makes a handle and writes through it (a
+/// handler handing the rest of the work on once it decided to close).
+struct ClosesThenHands(Sender<(Result<(), getty::Error>, Result<(), getty::Error>)>);
+
+impl Handler<LengthFieldCodec> for ClosesThenHands {
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, _: Bytes) {
+        s.write(Bytes::from(vec![b'a'; 1024])).unwrap();
+        s.close();
+        let handle = s.handle().unwrap();
+        let written = handle.write(Bytes::from_static(b"late"));
+        let _ = self.0.send((written, handle.wait_writable(Duration::ZERO)));
+    }
+}
+
+/// The first handle of a session made after its close had no state to be marked closing
+/// when the close began: its writes were accepted and dropped (review s35-c). It is told
+/// when it is made.
+#[test]
+fn a_handle_made_after_its_session_closed_refuses_writes() {
+    watchdog(LIMIT, || {
+        let (tx, answers) = mpsc::channel();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((LengthFieldCodec::default(), ClosesThenHands(tx.clone())))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("handle-after-close", server);
+        let mut peer = connect_with_recv_buffer(addr, 16 * 1024);
+        std::io::Write::write_all(&mut peer, &frame(b"go")).unwrap();
+        let (written, waited) = answers.recv_timeout(STEP).unwrap();
+        assert!(matches!(written, Err(getty::Error::Closed)), "{written:?}");
+        assert!(matches!(waited, Err(getty::Error::Closed)), "{waited:?}");
+        let (got, ended) = drain(&mut peer);
+        assert!(ended);
+        assert_eq!(
+            split_frames(&got).len(),
+            1,
+            "the write before the close alone"
+        );
+        server.stop();
+    });
+}
+
 /// A graceful shutdown closed each session at once, ahead of the handle writes held
 /// behind its high watermark: accepted while the session was writable, they were dropped
 /// with grace time to spare (120 of 2,048 in the review). The shutdown's close now waits

@@ -505,6 +505,7 @@ impl HandleCore {
     pub(crate) fn current(
         state: &mut Option<Arc<HandleState>>,
         writable: bool,
+        closing: bool,
         session_id: u64,
         max_outbound: usize,
     ) -> Option<HandleCore> {
@@ -514,6 +515,10 @@ impl HandleCore {
         let state = state
             .get_or_insert_with(|| Arc::new(HandleState::new(writable, max_outbound)))
             .clone();
+        if closing {
+            // The first handle of a session closed before it: no state was there to mark.
+            state.mark_closing();
+        }
         Some(HandleCore {
             entry,
             reactor,

@@ -579,10 +579,11 @@ impl<C, T: Transport> Session<C, T> {
         C: 'static,
     {
         let (writable, id) = (self.core.is_writable(), self.core.id());
-        let max_outbound = self.core.options.max_outbound;
+        let (closing, max_outbound) = (self.core.is_closing(), self.core.options.max_outbound);
         let core = HandleCore::current(
             &mut self.extras_mut().handle_state,
             writable,
+            closing,
             id,
             max_outbound,
         )?;

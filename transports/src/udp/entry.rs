@@ -527,6 +527,8 @@ where
         if let Err(e) = self.handler.on_open(&mut self.session) {
             log::debug!("session {} rejected by on_open: {e}", self.session.id());
             cx.extension::<Metrics>().refused += 1;
+            // A handle made in on_open sees the session closed, as a stream's does.
+            self.mark_handles_closed(cx);
             self.release(cx);
             return Status::Done;
         }

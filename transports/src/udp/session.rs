@@ -219,8 +219,9 @@ impl<C, A: Clone + PartialEq + std::fmt::Debug> DatagramSession<C, A> {
         A: Send + 'static,
     {
         let (writable, id) = (self.core.is_writable(), self.core.id());
-        let max_outbound = self.core.options.max_outbound;
-        let core = HandleCore::current(&mut self.handle_state, writable, id, max_outbound)?;
+        let (closing, max_outbound) = (self.core.is_closing(), self.core.options.max_outbound);
+        let core =
+            HandleCore::current(&mut self.handle_state, writable, closing, id, max_outbound)?;
         Some(DatagramHandle::new(core))
     }
 
