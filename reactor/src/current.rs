@@ -17,6 +17,30 @@ thread_local! {
     /// Whether `WOKEN` may hold anything: asked after every call, and, having no destructor,
     /// it costs one load where `WOKEN` costs a check of its lazy state too.
     pub(crate) static WOKEN_ANY: Cell<bool> = const { Cell::new(false) };
+    /// A reactor's loop runs on this thread (inside `Reactor::run`).
+    static IN_LOOP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as running a reactor's loop for as long as it lives.
+pub(crate) struct InLoop(bool);
+
+impl InLoop {
+    pub(crate) fn enter() -> Self {
+        InLoop(IN_LOOP.with(|l| l.replace(true)))
+    }
+}
+
+impl Drop for InLoop {
+    fn drop(&mut self) {
+        IN_LOOP.with(|l| l.set(self.0));
+    }
+}
+
+/// Whether blocking this thread would block a reactor: its loop runs here, or one of its
+/// entries is being called. Unlike [`on_reactor_thread`], false on a thread that only holds
+/// a reactor it has not run yet.
+pub(crate) fn in_reactor_loop() -> bool {
+    IN_LOOP.with(Cell::get) || CURRENT_ENTRY.with(Cell::get).is_some()
 }
 
 /// Asks this thread's reactor to call `entry`'s [`on_wake`](crate::Entry::on_wake) as soon

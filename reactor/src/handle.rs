@@ -176,10 +176,12 @@ impl ReactorHandle {
     /// the reactor's state (metrics, say). Fails with `NotConnected` if the reactor stops
     /// before running it, with `Other` if the job panics, and at once with `Deadlock` on
     /// the reactor's own thread (in a callback, or on the thread that holds the `Reactor`),
-    /// which would wait for itself forever, and on any other live reactor's thread: a
-    /// reactor blocked on another stops all its sessions meanwhile, and two that ask each
-    /// other wait for ever (netty refuses blocking calls in an event loop alike). Use
-    /// [`execute`](Self::execute) there, and send the answer back with another.
+    /// which would wait for itself forever, and on a thread running another reactor (in
+    /// its loop, or a call into one of its entries): a reactor blocked on another stops
+    /// all its sessions meanwhile, and two that ask each other wait for ever (netty refuses
+    /// blocking calls in an event loop alike). Use [`execute`](Self::execute) there, and
+    /// send the answer back with another. A thread that holds a reactor it has not run
+    /// yet may ask.
     ///
     /// ```
     /// let thread = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();
@@ -199,7 +201,7 @@ impl ReactorHandle {
                 "ReactorHandle::query on the reactor's own thread would wait for itself",
             ));
         }
-        if crate::on_reactor_thread() {
+        if crate::current::in_reactor_loop() {
             return Err(io::Error::new(
                 io::ErrorKind::Deadlock,
                 "ReactorHandle::query on another reactor's thread would block that reactor",
@@ -358,11 +360,30 @@ mod tests {
             let answer = rx.recv_timeout(STEP).expect("both reactors answered");
             assert_eq!(answer, Err(std::io::ErrorKind::Deadlock));
         }
-        // Off the reactors' threads a query still waits for its answer.
+        // Off the reactors' threads a query still waits for its answer, and so does one
+        // from a thread that holds a reactor it has not run yet.
         assert_eq!(a.handle().query(|s| s.entry_count()).unwrap(), 0);
+        let mut unrun = Reactor::new().unwrap();
+        unrun.spawn(Idle);
+        assert_eq!(a.handle().query(|s| s.entry_count()).unwrap(), 0);
+        drop(unrun);
         for thread in [a, b] {
             thread.handle().shutdown();
             thread.join().unwrap();
+        }
+    }
+
+    /// Does nothing.
+    struct Idle;
+
+    impl Entry for Idle {
+        type Command = NoCommand;
+
+        fn on_start(&mut self, _: &mut Context<'_>) -> Status {
+            Status::Continue
+        }
+        fn on_ready(&mut self, _: &mut Context<'_>, _: Ready) -> Status {
+            Status::Continue
         }
     }
 

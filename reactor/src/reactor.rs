@@ -275,6 +275,7 @@ impl Reactor {
     /// ```
     pub fn run(&mut self) -> io::Result<()> {
         self.core.enter();
+        let _in_loop = crate::current::InLoop::enter();
         let result = self.run_until_stopped();
         self.core.force_stop();
         self.core.mark_stopped();

@@ -252,8 +252,9 @@ impl Reactor {
 impl ReactorHandle {
     /// [`Reactor::shutdown_on_signals`] for a reactor running on another thread: waits
     /// until the reactor has started watching. Fails with `Deadlock` on the reactor's own
-    /// thread (use the `Reactor`'s method there, before `run`) and with `NotConnected` once
-    /// it has stopped.
+    /// thread (use the `Reactor`'s method there, before `run`) or on another reactor's
+    /// running thread (as [`query`](ReactorHandle::query) does), and with `NotConnected`
+    /// once it has stopped.
     ///
     /// ```
     /// use std::time::Duration;
