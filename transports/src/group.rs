@@ -8,8 +8,8 @@
 //! [`getty_reactor::wake`]: each queues what waits for it, framed its own way (a WebSocket
 //! client masks, a compressing session deflates with its window), right after the callback
 //! that broadcast returns, in the same turn: no lock, no job, no command per member. Other
-//! reactors get the encoded bytes through their part's mailbox (`mailbox.rs`): one job in
-//! the reactor's queue takes all that waits there, bounded as a member's inbox is.
+//! reactors get the encoded bytes through one job each, in order with whatever else is
+//! posted there, their bytes on the way bounded as a member's inbox is (`mailbox.rs`).
 //!
 //! A member takes broadcasts from its inbox only while it is writable (below its high
 //! watermark), so a slow member's backlog waits in its inbox, where the group's
@@ -31,7 +31,7 @@ use getty_reactor::ReactorHandle;
 pub(crate) use inbox::{Inbox, Pending};
 
 use local::{Encoded, Local};
-use mailbox::{Mailbox, Posted, Posting};
+use mailbox::{Admit, Mailbox, Ticket};
 
 use crate::framing::Framing;
 use crate::{Error, Session, Tcp, Transport};
@@ -83,10 +83,10 @@ pub struct GroupStats {
 ///
 /// - on the reactor it is called on, directly: no lock, no job; the members flush right
 ///   after the current callback returns;
-/// - on every other reactor with members, through that reactor's mailbox for the group: a
-///   lock, and one job (and wake-up) for whatever waits there, not one per member nor
-///   one per broadcast. What waits in a mailbox waits for every member there, so
-///   [`max_pending`](SessionGroupBuilder::max_pending) and the policy apply to it too: a
+/// - on every other reactor with members, through one job per reactor that carries the
+///   encoded bytes (a lock and a wake-up of that reactor, not one per member). What is on
+///   its way there waits for every member there, so
+///   [`max_pending`](SessionGroupBuilder::max_pending) and the policy bound it too: a
 ///   reactor that falls that far behind the broadcasts made elsewhere skips, drops or
 ///   closes its members as one slow member would be.
 ///
@@ -332,8 +332,7 @@ where
         }
         let id = self.shared.id;
         self.to_other_reactors(here.map(|h| h.slot), |part| {
-            // After the job that takes the broadcasts waiting for that reactor, if one is
-            // on its way: the reactor runs jobs in order.
+            // After the broadcasts on their way there: the reactor runs jobs in order.
             let _ = part.reactor.execute(move |_| {
                 if let Some(part) = Local::<C>::find(id) {
                     part.close_all();
@@ -378,23 +377,30 @@ where
             .map_or(0, |part| part.deliver(kind, &payload, except));
         let (id, policy, max) = (self.shared.id, self.shared.policy, self.shared.max_pending);
         self.to_other_reactors(here.map(|h| h.slot), |part| {
-            let posted = Posted {
-                kind,
-                payload: payload.clone(),
-                except,
-            };
-            if part.mailbox.post(posted, policy, max) == Posting::SendJob {
-                let mailbox = part.mailbox.clone();
-                let job = move |_: &mut getty_reactor::Spawner<'_>| {
-                    let batch = mailbox.take();
-                    if let Some(part) = Local::<C>::find(id) {
-                        part.deliver_batch(batch);
-                    }
-                };
-                if part.reactor.execute(job).is_err() {
-                    part.mailbox.job_refused();
+            // A job refused (the reactor stopped) is dropped with its ticket, which takes
+            // it off the ledger; so is one the reactor drops unrun.
+            let _ = match part.mailbox.admit(payload.len(), policy, max) {
+                Admit::Post(number) => {
+                    let ticket = Ticket::deliver(part.mailbox.clone(), number);
+                    let payload = payload.clone();
+                    part.reactor.execute(move |_| {
+                        let (delivers, counts) = ticket.run();
+                        if let Some(here) = Local::<C>::find(id) {
+                            here.deliver_posted(kind, &payload, except, delivers, counts);
+                        }
+                    })
                 }
-            }
+                Admit::Expel(waiting, bound) => {
+                    let ticket = Ticket::expel(part.mailbox.clone());
+                    part.reactor.execute(move |_| {
+                        let (_, counts) = ticket.run();
+                        if let Some(here) = Local::<C>::find(id) {
+                            here.expel_all(waiting, bound, counts);
+                        }
+                    })
+                }
+                Admit::No => Ok(()),
+            };
         });
         Ok(reached)
     }

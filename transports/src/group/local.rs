@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use getty_codec::{Encoder, MessageKind};
 
 use super::inbox::{Inbox, Offered, Pending};
-use super::mailbox::Batch;
+use super::mailbox::Counts;
 use super::{GroupStats, SlowConsumer};
 use crate::framing::Framing;
 use crate::Error;
@@ -196,30 +196,49 @@ impl<C: 'static> Local<C> {
         reached
     }
 
-    /// Delivers what waited in this part's mailbox (broadcasts made on other reactors or
-    /// off any), in order, and counts what its bound cost every member here.
-    pub(super) fn deliver_batch(&self, batch: Batch) {
-        for posted in &batch.broadcasts {
-            self.deliver(posted.kind, &posted.payload, posted.except);
+    /// A job from another thread brings a broadcast: delivered unless the bound voided it
+    /// (`delivers`), and `counts` says what the bound did meanwhile (see `mailbox.rs`).
+    pub(super) fn deliver_posted(
+        &self,
+        kind: MessageKind,
+        payload: &Bytes,
+        except: Option<u64>,
+        delivers: bool,
+        counts: Counts,
+    ) {
+        if delivers {
+            self.deliver(kind, payload, except);
         }
-        if batch.skipped + batch.dropped == 0 && batch.overflow.is_none() {
+        self.count(counts);
+    }
+
+    /// The broadcasts on their way to this part passed the bound under
+    /// `SlowConsumer::Close`: every member here fell that far behind, and is a slow
+    /// consumer (`waiting` bytes against `bound`).
+    pub(super) fn expel_all(&self, waiting: usize, bound: usize, counts: Counts) {
+        self.prune();
+        let mut stats = self.stats.get();
+        stats.closed += self.members.borrow().len() as u64;
+        self.stats.set(stats);
+        self.count(counts);
+        for member in self.members.take() {
+            member.inbox.expel(waiting, bound);
+            member.unlist();
+        }
+        self.pruned_len.set(0);
+    }
+
+    /// Adds what the bound on broadcasts from other threads did to this part's counters:
+    /// each broadcast it skipped or voided was missed by every member here.
+    fn count(&self, counts: Counts) {
+        if counts == Counts::default() {
             return;
         }
-        self.prune();
         let members = self.members.borrow().len() as u64;
         let mut stats = self.stats.get();
-        stats.broadcasts += batch.skipped + batch.dropped + batch.discarded;
-        stats.skipped += batch.skipped * members;
-        stats.dropped += batch.dropped * members;
-        if let Some((waiting, bound)) = batch.overflow {
-            // Every member here fell that far behind: each is a slow consumer.
-            stats.closed += members;
-            for member in self.members.take() {
-                member.inbox.expel(waiting, bound);
-                member.unlist();
-            }
-            self.pruned_len.set(0);
-        }
+        stats.broadcasts += counts.skipped + counts.dropped + counts.discarded;
+        stats.skipped += counts.skipped * members;
+        stats.dropped += counts.dropped * members;
         self.stats.set(stats);
     }
 
