@@ -9,15 +9,15 @@
 //! client masks, a compressing session deflates with its window), right after the callback
 //! that broadcast returns, in the same turn: no lock, no job, no command per member. Other
 //! reactors get the encoded bytes through one job each, in order with whatever else is
-//! posted there, their bytes on the way bounded as a member's inbox is (`mailbox.rs`).
+//! posted there, their bytes on the way bounded as a member's inbox is (`backlog.rs`).
 //!
 //! A member takes broadcasts from its inbox only while it is writable (below its high
 //! watermark), so a slow member's backlog waits in its inbox, where the group's
 //! [`SlowConsumer`] policy bounds it.
 
+mod backlog;
 mod inbox;
 mod local;
-mod mailbox;
 
 use std::marker::PhantomData;
 use std::rc::Rc;
@@ -30,8 +30,8 @@ use getty_reactor::ReactorHandle;
 
 pub(crate) use inbox::{Inbox, Pending};
 
+use backlog::{Admit, Backlog, Ticket};
 use local::{Encoded, Local};
-use mailbox::{Admit, Mailbox, Ticket};
 
 use crate::framing::Framing;
 use crate::{Error, Session, Tcp, Transport};
@@ -186,7 +186,7 @@ struct Shared<C> {
 /// Where the group has a part: that reactor, and the broadcasts on their way to it.
 struct Part {
     reactor: ReactorHandle,
-    mailbox: Arc<Mailbox>,
+    backlog: Arc<Backlog>,
 }
 
 impl<C> Shared<C> {
@@ -379,9 +379,9 @@ where
         self.to_other_reactors(here.map(|h| h.slot), |part| {
             // A job refused (the reactor stopped) is dropped with its ticket, which takes
             // it off the ledger; so is one the reactor drops unrun.
-            let _ = match part.mailbox.admit(payload.len(), policy, max) {
+            let _ = match part.backlog.admit(payload.len(), policy, max) {
                 Admit::Post(number) => {
-                    let ticket = Ticket::deliver(part.mailbox.clone(), number);
+                    let ticket = Ticket::deliver(part.backlog.clone(), number);
                     let payload = payload.clone();
                     part.reactor.execute(move |_| {
                         let (delivers, counts) = ticket.run();
@@ -391,7 +391,7 @@ where
                     })
                 }
                 Admit::Expel(waiting, bound) => {
-                    let ticket = Ticket::expel(part.mailbox.clone());
+                    let ticket = Ticket::expel(part.backlog.clone());
                     part.reactor.execute(move |_| {
                         let (_, counts) = ticket.run();
                         if let Some(here) = Local::<C>::find(id) {
@@ -458,7 +458,7 @@ where
         let mut reactors = self.shared.reactors();
         reactors.push(Part {
             reactor,
-            mailbox: Arc::default(),
+            backlog: Arc::default(),
         });
         let slot = reactors.len() - 1;
         self.shared.spread.store(reactors.len(), Ordering::Release);

@@ -10,8 +10,8 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 use getty_codec::{Encoder, MessageKind};
 
+use super::backlog::Counts;
 use super::inbox::{Inbox, Offered, Pending};
-use super::mailbox::Counts;
 use super::{GroupStats, SlowConsumer};
 use crate::framing::Framing;
 use crate::Error;
@@ -197,7 +197,7 @@ impl<C: 'static> Local<C> {
     }
 
     /// A job from another thread brings a broadcast: delivered unless the bound voided it
-    /// (`delivers`), and `counts` says what the bound did meanwhile (see `mailbox.rs`).
+    /// (`delivers`), and `counts` says what the bound did meanwhile (see `backlog.rs`).
     pub(super) fn deliver_posted(
         &self,
         kind: MessageKind,

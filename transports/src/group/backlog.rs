@@ -21,13 +21,13 @@ use super::SlowConsumer;
 /// queue, the shared bytes' handle), so that empty broadcasts are bounded too.
 pub(super) const JOB_COST: usize = 64;
 
-/// What [`Mailbox::admit`] decided for a broadcast.
+/// What [`Backlog::admit`] decided for a broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Admit {
-    /// Post its job, with this number (for [`Mailbox::arrive`] and [`Mailbox::cancel`]).
+    /// Post its job, with this number (for [`Backlog::arrive`] and [`Backlog::cancel`]).
     Post(u64),
     /// Over the bound under [`SlowConsumer::Close`]: post a job that closes every member
-    /// there ([`Mailbox::expelled`]); it gets (the bytes that would wait, the bound).
+    /// there ([`Backlog::expelled`]); it gets (the bytes that would wait, the bound).
     Expel(usize, usize),
     /// Nothing to post: skipped, or the members there are closing.
     No,
@@ -60,11 +60,11 @@ struct State {
 
 /// The ledger of the broadcasts on their way to one reactor's part of a group.
 #[derive(Default)]
-pub(super) struct Mailbox {
+pub(super) struct Backlog {
     state: Mutex<State>,
 }
 
-impl Mailbox {
+impl Backlog {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -142,7 +142,7 @@ impl Mailbox {
 /// A job's place on the ledger: taken off when the job runs, or when it is dropped unrun
 /// (a reactor that stopped), so that a lost job never holds the bound.
 pub(super) struct Ticket {
-    mailbox: Arc<Mailbox>,
+    backlog: Arc<Backlog>,
     job: Option<Job>,
 }
 
@@ -153,17 +153,17 @@ enum Job {
 
 impl Ticket {
     /// For the job of broadcast `number` ([`Admit::Post`]).
-    pub(super) fn deliver(mailbox: Arc<Mailbox>, number: u64) -> Self {
+    pub(super) fn deliver(backlog: Arc<Backlog>, number: u64) -> Self {
         Ticket {
-            mailbox,
+            backlog,
             job: Some(Job::Deliver(number)),
         }
     }
 
     /// For the job that closes the members ([`Admit::Expel`]).
-    pub(super) fn expel(mailbox: Arc<Mailbox>) -> Self {
+    pub(super) fn expel(backlog: Arc<Backlog>) -> Self {
         Ticket {
-            mailbox,
+            backlog,
             job: Some(Job::Expel),
         }
     }
@@ -172,8 +172,8 @@ impl Ticket {
     /// the bound did since the last job.
     pub(super) fn run(mut self) -> (bool, Counts) {
         match self.job.take() {
-            Some(Job::Deliver(number)) => self.mailbox.arrive(number),
-            Some(Job::Expel) => (true, self.mailbox.expelled()),
+            Some(Job::Deliver(number)) => self.backlog.arrive(number),
+            Some(Job::Expel) => (true, self.backlog.expelled()),
             None => (false, Counts::default()),
         }
     }
@@ -182,8 +182,8 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         match self.job.take() {
-            Some(Job::Deliver(number)) => self.mailbox.cancel(number),
-            Some(Job::Expel) => self.mailbox.cancel_expel(),
+            Some(Job::Deliver(number)) => self.backlog.cancel(number),
+            Some(Job::Expel) => self.backlog.cancel_expel(),
             None => {}
         }
     }
@@ -315,12 +315,12 @@ mod tests {
             policy in policy(),
             max in 1..10_000usize,
         ) {
-            let mailbox = Mailbox::default();
+            let backlog = Backlog::default();
             let mut model = Model::default();
             for op in ops {
                 match op {
                     Op::Broadcast(len) => {
-                        prop_assert_eq!(mailbox.admit(len, policy, max), model.admit(len, policy, max));
+                        prop_assert_eq!(backlog.admit(len, policy, max), model.admit(len, policy, max));
                     }
                     Op::Run | Op::Drop => {
                         let Some(job) = model.jobs.pop_front() else { continue };
@@ -330,26 +330,26 @@ mod tests {
                                 let voided = model.all[n as usize].2;
                                 model.all[n as usize].3 = false;
                                 if run {
-                                    let (delivers, counts) = mailbox.arrive(n);
+                                    let (delivers, counts) = backlog.arrive(n);
                                     prop_assert_eq!(delivers, !voided, "broadcast {}", n);
                                     prop_assert_eq!(counts, std::mem::take(&mut model.counts));
                                 } else {
-                                    mailbox.cancel(n);
+                                    backlog.cancel(n);
                                 }
                             }
                             Job::Expel => {
                                 model.expelling = false;
                                 if run {
-                                    let counts = mailbox.expelled();
+                                    let counts = backlog.expelled();
                                     prop_assert_eq!(counts, std::mem::take(&mut model.counts));
                                 } else {
-                                    mailbox.cancel_expel();
+                                    backlog.cancel_expel();
                                 }
                             }
                         }
                     }
                 }
-                let bytes = mailbox.state().bytes;
+                let bytes = backlog.state().bytes;
                 prop_assert_eq!(bytes, model.bytes());
                 // Within the bound, but for one broadcast longer than it, alone.
                 prop_assert!(bytes <= max || model.waiting().count() == 1);
