@@ -378,15 +378,21 @@ where
     /// slow reader may not free within the timeout, and a peer back since the last
     /// reconnect is found only by trying. Whatever goes out counts as progress.
     fn check_stall(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<(), Error> {
+        let aborting = |entry: &Self| entry.session.core.close_request == Some(CloseRequest::Abort);
         if self
             .timer
             .check_stall(now, &self.session.core.options)
             .is_ok()
+            || aborting(self)
         {
             return Ok(());
         }
-        if self.session.core.close_request != Some(CloseRequest::Abort) {
-            self.flush(cx);
+        // True when the socket took all it was given and more waits (a handler wrote in
+        // an `on_error` of this flush): not stalled, and the settle after this sends it.
+        // An abort asked for in such an `on_error` ends the session there, with no second
+        // error.
+        if self.flush(cx) || aborting(self) {
+            return Ok(());
         }
         self.timer.check_stall(now, &self.session.core.options)
     }
