@@ -773,6 +773,68 @@ fn a_held_message_whose_destructor_panics_does_not_cut_the_sessions_end_short() 
     });
 }
 
+/// Hands its handle to the test and tells its errors and its close.
+struct PublishAndTell(Sender<SessionHandle<Codec>>, Sender<String>);
+
+impl Handler<Codec> for PublishAndTell {
+    fn on_open(&mut self, s: &mut Session<Codec>) -> std::io::Result<()> {
+        let _ = self.0.send(s.handle().expect("inside a callback"));
+        Ok(())
+    }
+    fn on_message(&mut self, _: &mut Session<Codec>, _: Bytes) {}
+    fn on_error(&mut self, _: &mut Session<Codec>, error: &Error) {
+        let _ = self.1.send(format!("error {error}"));
+    }
+    fn on_close(&mut self, _: &mut Session<Codec>) {
+        let _ = self.1.send("close".into());
+    }
+}
+
+/// A handle's abort discards the writes held behind the high watermark. They were
+/// dropped all at once, outside any guard: one destructor that panicked was reported to
+/// the session as its handler's panic, and two aborted the process (a panic while
+/// unwinding, review s35-d). Each is now dropped under guard: reported, counted, and the
+/// abort goes on, with no error told to the handler.
+#[test]
+fn held_messages_whose_destructors_panic_do_not_upset_a_handles_abort() {
+    watchdog(LIMIT, || {
+        let _quiet = QuietPanics::new();
+        let (handles_tx, handles) = std::sync::mpsc::channel();
+        let (tx, events) = std::sync::mpsc::channel();
+        let sockets = getty::SocketOptions::default().send_buffer_size(Some(8 * 1024));
+        let server = TcpServer::builder()
+            .socket_options(sockets)
+            .bind("127.0.0.1:0", move |_| {
+                Ok((
+                    Codec::default(),
+                    PublishAndTell(handles_tx.clone(), tx.clone()),
+                ))
+            })
+            .expect("bind the server");
+        let addr = server.local_addr();
+        let running = Running::serve("held-bombs-abort", server);
+        let _victim = common::connect_with_recv_buffer(addr, 16 * 1024);
+        let handle = handles.recv_timeout(STEP).unwrap();
+        running.while_busy(|| {
+            for _ in 0..8 {
+                handle.write(Bytes::from(vec![b'x'; 32 * 1024])).unwrap();
+            }
+            handle.write(Bytes::from_owner(Bomb)).unwrap();
+            handle.write(Bytes::from_owner(Bomb)).unwrap();
+        });
+        running.run_on(|_| ());
+        assert!(!handle.is_writable(), "the bombs are held");
+        handle.abort().unwrap();
+        assert_eq!(
+            events.recv_timeout(STEP).unwrap(),
+            "close",
+            "no error, then on_close"
+        );
+        assert_eq!(running.run_on(|s| s.loop_metrics().panics), 2);
+        running.stop();
+    });
+}
+
 /// Hands its handle to the test and reports `on_open`/`on_close`; the first session's
 /// `on_close` panics.
 struct PanicsOnFirstClose {

@@ -254,8 +254,9 @@ impl HandleState {
         drop(self.take_held());
     }
 
-    /// Everything held, taken out.
-    fn take_held(&self) -> VecDeque<SessionOp> {
+    /// Everything held, taken out: before an abort, for the entry to drop under guard
+    /// ([`drop_unapplied`]) rather than `admit` outside it.
+    pub(crate) fn take_held(&self) -> VecDeque<SessionOp> {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
         self.held_bytes.store(0, Ordering::Relaxed);
         held
