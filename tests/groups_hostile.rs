@@ -1483,3 +1483,76 @@ fn a_threads_broadcasts_keep_their_order_with_its_handle_writes_and_close_all() 
         server.stop();
     });
 }
+
+/// Joins its group when a message says so, and tells its session's events.
+struct JoinsWhenTold(SessionGroup<LengthFieldCodec>, Sender<(u64, String)>);
+
+impl Handler<LengthFieldCodec> for JoinsWhenTold {
+    fn on_open(&mut self, s: &mut Session<LengthFieldCodec>) -> std::io::Result<()> {
+        let _ = self.1.send((s.id(), "open".into()));
+        Ok(())
+    }
+    fn on_message(&mut self, s: &mut Session<LengthFieldCodec>, _: Bytes) {
+        let joined = self.0.join(s);
+        let _ = self.1.send((s.id(), format!("joined {joined:?}")));
+    }
+    fn on_error(&mut self, s: &mut Session<LengthFieldCodec>, error: &Error) {
+        let _ = self.1.send((s.id(), format!("error {error}")));
+    }
+}
+
+/// Under `SlowConsumer::Close`, broadcasts made off a busy reactor overflow what may be on
+/// its way there, and a job that closes the members is queued. A session that joins
+/// before that job runs (its message is read first) had nothing waiting: it used to be
+/// closed as a slow consumer with the others (review s35-d); now only the members there
+/// when the bound was passed are.
+#[test]
+fn a_close_overflow_spares_a_member_that_joined_after_it() {
+    watchdog(TEST_LIMIT, || {
+        let group: SessionGroup<LengthFieldCodec> =
+            SessionGroup::builder(LengthFieldCodec::default())
+                .slow_consumer(SlowConsumer::Close)
+                .max_pending(16 * 1024)
+                .build();
+        let (tx, events) = std::sync::mpsc::channel();
+        let g = group.clone();
+        let server = TcpServer::bind("127.0.0.1:0", move |_| {
+            Ok((
+                LengthFieldCodec::default(),
+                JoinsWhenTold(g.clone(), tx.clone()),
+            ))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let server = Running::serve("late-joiner", server);
+        let mut early = TcpStream::connect(addr).unwrap();
+        let (early_id, _) = events.recv_timeout(ANSWER_WITHIN).unwrap();
+        early.write_all(&frame(b"J")).unwrap();
+        assert_eq!(
+            events.recv_timeout(ANSWER_WITHIN).unwrap().1,
+            "joined Ok(true)"
+        );
+        let mut late = TcpStream::connect(addr).unwrap();
+        let (late_id, _) = events.recv_timeout(ANSWER_WITHIN).unwrap();
+        server.while_busy(|| {
+            for _ in 0..64 {
+                group.broadcast(Bytes::from(vec![b'.'; 1020])).unwrap();
+            }
+            late.write_all(&frame(b"J")).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        let mut seen = Vec::new();
+        while let Ok(event) = events.recv_timeout(Duration::from_millis(500)) {
+            seen.push(event);
+        }
+        let of = |id| -> Vec<&str> {
+            seen.iter()
+                .filter(|e| e.0 == id)
+                .map(|e| e.1.as_str())
+                .collect()
+        };
+        assert_eq!(of(late_id), ["joined Ok(true)"], "{seen:?}");
+        assert!(of(early_id).iter().any(|e| e.contains("slow")), "{seen:?}");
+        server.stop();
+    });
+}

@@ -242,7 +242,9 @@ impl<C, T: Transport> SessionGroupBuilder<C, T> {
     /// broadcasts every message it reads broadcasts up to a read budget of them at once
     /// ([`SessionOptions::read_budget`](crate::SessionOptions::read_budget), 256 KiB by
     /// default). A broadcast longer than the bound still reaches a member that has nothing
-    /// waiting.
+    /// waiting. The broadcasts on their way to another reactor (made on another thread)
+    /// are bounded alike for all the members there, each counting 64 bytes more (its
+    /// job in that reactor's queue), so that empty broadcasts are bounded too.
     pub fn max_pending(mut self, bytes: usize) -> Self {
         self.max_pending = bytes;
         self
@@ -390,12 +392,12 @@ where
                         }
                     })
                 }
-                Admit::Expel(waiting, bound) => {
+                Admit::Expel(waiting, bound, joins) => {
                     let ticket = Ticket::expel(part.backlog.clone());
                     part.reactor.execute(move |_| {
                         let (_, counts) = ticket.run();
                         if let Some(here) = Local::<C>::find(id) {
-                            here.expel_all(waiting, bound, counts);
+                            here.expel(waiting, bound, joins, counts);
                         }
                     })
                 }
@@ -455,15 +457,17 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let backlog = Arc::<Backlog>::default();
         let mut reactors = self.shared.reactors();
         reactors.push(Part {
             reactor,
-            backlog: Arc::default(),
+            backlog: backlog.clone(),
         });
         let slot = reactors.len() - 1;
         self.shared.spread.store(reactors.len(), Ordering::Release);
         drop(reactors);
-        let part = Local::new(slot, codec, self.shared.policy, self.shared.max_pending);
+        let (policy, max_pending) = (self.shared.policy, self.shared.max_pending);
+        let part = Local::new(slot, codec, policy, max_pending, backlog);
         Ok(Local::register(self.shared.id, part))
     }
 }

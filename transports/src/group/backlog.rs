@@ -13,6 +13,7 @@
 //! member there is closed.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::SlowConsumer;
@@ -26,9 +27,10 @@ pub(super) const JOB_COST: usize = 64;
 pub(super) enum Admit {
     /// Post its job, with this number (for [`Backlog::arrive`] and [`Backlog::cancel`]).
     Post(u64),
-    /// Over the bound under [`SlowConsumer::Close`]: post a job that closes every member
-    /// there ([`Backlog::expelled`]); it gets (the bytes that would wait, the bound).
-    Expel(usize, usize),
+    /// Over the bound under [`SlowConsumer::Close`]: post a job that closes the members
+    /// there ([`Backlog::expelled`]): (the bytes that would wait, the bound, and how many
+    /// joins the part had seen: a member that joined since had nothing waiting).
+    Expel(usize, usize, u64),
     /// Nothing to post: skipped, or the members there are closing.
     No,
 }
@@ -62,11 +64,18 @@ struct State {
 #[derive(Default)]
 pub(super) struct Backlog {
     state: Mutex<State>,
+    /// Joins to that part so far (its reactor counts them; an overflow reads them).
+    joins: AtomicU64,
 }
 
 impl Backlog {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A member joined the part: its stamp, the joins before it.
+    pub(super) fn note_join(&self) -> u64 {
+        self.joins.fetch_add(1, Ordering::AcqRel)
     }
 
     /// Whether a broadcast of `len` bytes may go, within `max_pending` under `policy` (one
@@ -91,7 +100,7 @@ impl Backlog {
                     state.void_below = state.next;
                     state.posted.clear();
                     state.bytes = 0;
-                    return Admit::Expel(waiting, max_pending);
+                    return Admit::Expel(waiting, max_pending, self.joins.load(Ordering::Acquire));
                 }
                 SlowConsumer::DropOldest => {
                     while state.bytes + cost > max_pending {
@@ -286,7 +295,7 @@ mod tests {
                         }
                         self.expelling = true;
                         self.jobs.push_back(Job::Expel);
-                        return Admit::Expel(waiting, max);
+                        return Admit::Expel(waiting, max, 0);
                     }
                     SlowConsumer::DropOldest => {
                         while self.bytes() + cost > max {

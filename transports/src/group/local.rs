@@ -6,11 +6,12 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use getty_codec::{Encoder, MessageKind};
 
-use super::backlog::Counts;
+use super::backlog::{Backlog, Counts};
 use super::inbox::{Inbox, Offered, Pending};
 use super::{GroupStats, SlowConsumer};
 use crate::framing::Framing;
@@ -58,16 +59,27 @@ pub(super) struct Local<C> {
     stats: Cell<GroupStats>,
     /// Where broadcasts are encoded, each cut off as shared bytes.
     encoded: RefCell<BytesMut>,
+    /// The broadcasts on their way to this part from other threads.
+    backlog: Arc<Backlog>,
 }
 
 struct Member {
     session: u64,
     inbox: Rc<Inbox>,
+    /// The part's joins before this one (see [`Backlog::note_join`]).
+    joined: u64,
 }
 
 impl<C: 'static> Local<C> {
-    pub(super) fn new(slot: usize, codec: C, policy: SlowConsumer, max_pending: usize) -> Self {
+    pub(super) fn new(
+        slot: usize,
+        codec: C,
+        policy: SlowConsumer,
+        max_pending: usize,
+        backlog: Arc<Backlog>,
+    ) -> Self {
         Local {
+            backlog,
             slot,
             policy,
             max_pending,
@@ -101,7 +113,12 @@ impl<C: 'static> Local<C> {
         inbox.set_listed(true);
         let listed = {
             let mut members = self.members.borrow_mut();
-            members.push(Member { session, inbox });
+            let joined = self.backlog.note_join();
+            members.push(Member {
+                session,
+                inbox,
+                joined,
+            });
             members.len()
         };
         if listed >= PRUNE_FIRST.max(2 * self.pruned_len.get()) {
@@ -213,19 +230,24 @@ impl<C: 'static> Local<C> {
     }
 
     /// The broadcasts on their way to this part passed the bound under
-    /// `SlowConsumer::Close`: every member here fell that far behind, and is a slow
-    /// consumer (`waiting` bytes against `bound`).
-    pub(super) fn expel_all(&self, waiting: usize, bound: usize, counts: Counts) {
+    /// `SlowConsumer::Close`: every member here then (the first `joins` to join) fell
+    /// that far behind, and is a slow consumer (`waiting` bytes against `bound`).
+    pub(super) fn expel(&self, waiting: usize, bound: usize, joins: u64, counts: Counts) {
         self.prune();
-        let mut stats = self.stats.get();
-        stats.closed += self.members.borrow().len() as u64;
-        self.stats.set(stats);
         self.count(counts);
-        for member in self.members.take() {
+        let mut expelled = 0;
+        self.members.borrow_mut().retain(|member| {
+            if member.joined >= joins {
+                return true;
+            }
             member.inbox.expel(waiting, bound);
-            member.unlist();
-        }
-        self.pruned_len.set(0);
+            expelled += 1;
+            member.unlist()
+        });
+        let mut stats = self.stats.get();
+        stats.closed += expelled;
+        self.stats.set(stats);
+        self.pruned_len.set(self.members.borrow().len());
     }
 
     /// Adds what the bound on broadcasts from other threads did to this part's counters:
@@ -264,7 +286,7 @@ mod tests {
     use getty_reactor::EntryId;
 
     fn part() -> Local<()> {
-        Local::new(0, (), SlowConsumer::default(), 1 << 20)
+        Local::new(0, (), SlowConsumer::default(), 1 << 20, Arc::default())
     }
 
     fn inbox(session: u64) -> Rc<Inbox> {
