@@ -74,18 +74,45 @@ pub(crate) struct Core {
     pub(crate) signals: Option<crate::signals::SignalWatch>,
 }
 
+/// A reactor that was current on this thread when another was entered inside one of its
+/// calls, with the wakes it had pending: current again once the inner one is done.
+pub(crate) struct Outer {
+    shared: Arc<Shared>,
+    woken: Vec<EntryId>,
+}
+
+impl Outer {
+    /// Makes the outer reactor current again, with its pending wakes.
+    pub(crate) fn restore(outer: Option<Outer>) {
+        let Some(outer) = outer else {
+            return;
+        };
+        CURRENT_REACTOR.with(|r| *r.borrow_mut() = Some(outer.shared));
+        let any = !outer.woken.is_empty();
+        WOKEN.with(|w| *w.borrow_mut() = outer.woken);
+        WOKEN_ANY.with(|a| a.set(any));
+    }
+}
+
 impl Core {
-    /// Makes this the reactor [`current`] reports on this thread.
-    pub(crate) fn enter(&self) {
+    /// Makes this the reactor [`current`] reports on this thread. Returns the one it
+    /// replaces, if another live one was current (this reactor is used inside one of its
+    /// calls: built, run or dropped in a job), for [`Outer::restore`] once done.
+    #[must_use]
+    pub(crate) fn enter(&self) -> Option<Outer> {
         CURRENT_REACTOR.with(|r| {
             let mut r = r.borrow_mut();
-            if !r.as_ref().is_some_and(|s| Arc::ptr_eq(s, &self.shared)) {
-                *r = Some(self.shared.clone());
-                // Wakes left by another reactor that ran on this thread name its entries.
-                WOKEN.with(|w| w.borrow_mut().clear());
-                WOKEN_ANY.with(|any| any.set(false));
+            if r.as_ref().is_some_and(|s| Arc::ptr_eq(s, &self.shared)) {
+                return None;
             }
-        });
+            let replaced = r.replace(self.shared.clone());
+            // Wakes left by another reactor that ran on this thread name its entries: kept
+            // for it if it is still live, else dropped.
+            let woken = WOKEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
+            WOKEN_ANY.with(|any| any.set(false));
+            let shared = replaced.filter(|s| !s.is_stopped())?;
+            Some(Outer { shared, woken })
+        })
     }
 
     /// Stops being the reactor [`current`] reports on this thread (the reactor is being

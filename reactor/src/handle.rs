@@ -373,6 +373,40 @@ mod tests {
         }
     }
 
+    /// A reactor built, run and dropped inside a job of another left that thread with no
+    /// current reactor (review s35-d): its sessions could no longer make handles or join
+    /// groups, and `wake` refused. The outer one is current again, with its pending wakes.
+    #[test]
+    fn a_reactor_used_inside_a_job_of_another_leaves_it_current() {
+        let outer = Reactor::start_thread("outer", |_| Ok(())).unwrap();
+        let (tx, rx) = mpsc::channel();
+        outer
+            .handle()
+            .execute(move |_| {
+                let mut inner = Reactor::new().unwrap();
+                inner.spawn(Idle);
+                let spawned = crate::on_reactor_thread() && crate::current::in_reactor_loop();
+                inner.handle().shutdown();
+                inner.run().unwrap();
+                let ran = crate::on_reactor_thread();
+                drop(inner);
+                let _ = tx.send((spawned, ran, crate::on_reactor_thread()));
+            })
+            .unwrap();
+        assert_eq!(rx.recv_timeout(STEP).unwrap(), (true, true, true));
+        // The outer reactor still answers, and its thread still counts as a reactor's.
+        let (tx, rx) = mpsc::channel();
+        outer
+            .handle()
+            .execute(move |_| {
+                let _ = tx.send(crate::on_reactor_thread());
+            })
+            .unwrap();
+        assert!(rx.recv_timeout(STEP).unwrap());
+        outer.handle().shutdown();
+        outer.join().unwrap();
+    }
+
     /// Does nothing.
     struct Idle;
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
-use crate::core::{Core, Phase};
+use crate::core::{Core, Outer, Phase};
 use crate::handle::{Remote, Shared};
 use crate::timer::Timers;
 use crate::{BufPool, Entry, EntryId, LoopMetrics, PanicPolicy, ReactorHandle, Ready, Recipient};
@@ -176,12 +176,13 @@ impl Reactor {
     /// # let _ = nop;
     /// ```
     pub fn spawn<E: Entry>(&mut self, entry: E) -> Recipient<E::Command> {
-        self.core.enter();
+        let outer = self.core.enter();
         // Outside a turn the loop's clock is as old as the reactor (or its last turn): an
         // entry arming a timer in `on_start` counts from now, not from then.
         self.core.set_clock(Instant::now());
         let id = self.core.insert(entry);
         self.core.run_deferred();
+        Outer::restore(outer);
         Recipient::exact(id)
     }
 
@@ -274,13 +275,15 @@ impl Reactor {
     /// reactor.run().unwrap();
     /// ```
     pub fn run(&mut self) -> io::Result<()> {
-        self.core.enter();
-        let _in_loop = crate::current::InLoop::enter();
+        let outer = self.core.enter();
+        let in_loop = crate::current::InLoop::enter();
         let result = self.run_until_stopped();
         self.core.force_stop();
         self.core.mark_stopped();
         #[cfg(unix)]
         self.core.stop_watching_signals();
+        drop(in_loop);
+        Outer::restore(outer);
         result
     }
 
@@ -401,7 +404,7 @@ impl Drop for Reactor {
     /// A reactor dropped without running to the end still ends its entries properly, so
     /// every session hears its `on_close`.
     fn drop(&mut self) {
-        self.core.enter();
+        let outer = self.core.enter();
         self.core.force_stop();
         self.core.mark_stopped();
         // Extensions are the layers' (or a user's) types, and their destructors user code.
@@ -409,5 +412,6 @@ impl Drop for Reactor {
             self.core.drop_user("a reactor extension", extension);
         }
         self.core.leave();
+        Outer::restore(outer);
     }
 }
