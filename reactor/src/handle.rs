@@ -181,7 +181,8 @@ impl ReactorHandle {
     /// all its sessions meanwhile, and two that ask each other wait for ever (netty refuses
     /// blocking calls in an event loop alike). Use [`execute`](Self::execute) there, and
     /// send the answer back with another. A thread that holds a reactor it has not run
-    /// yet may ask.
+    /// yet may ask, but the answer waits for the asked reactor to run: two threads that
+    /// each ask the other's reactor before running their own wait for ever.
     ///
     /// ```
     /// let thread = getty_reactor::Reactor::start_thread("r", |_| Ok(())).unwrap();

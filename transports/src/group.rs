@@ -91,15 +91,17 @@ pub struct GroupStats {
 ///   closes its members as one slow member would be.
 ///
 /// A member gets broadcasts in the order they were made on one thread, after what its own
-/// handler wrote in the same callback; while it is not writable its own writes go ahead of
-/// the broadcasts that wait for it. Broadcasts made on two reactors reach two members in
+/// handler wrote in the same callback, and, from another thread, in order with what that
+/// thread writes through the member's [`SessionHandle`](crate::SessionHandle) while the
+/// member is writable; while it is not, its own writes (its handler's, and its handles'
+/// held ones) go ahead of the broadcasts that wait for it. Broadcasts made on two reactors reach two members in
 /// orders that may differ: to give a group one order, broadcast from one reactor (the
 /// chat example sends every line through its room's home reactor). Each group a session
 /// joins has its own inbox there, so one group's bound and policy never touch another's
 /// broadcasts. A broadcast longer than a member's `max_outbound` is skipped for that member
-/// (logged), as its own write of it would fail. A member that closes drops what still
-/// waits for it; [`close_all`](Self::close_all) closes members after what was broadcast
-/// before it.
+/// (logged), as its own write of it would fail. A member that closes (its handler's or a
+/// handle's close) drops what still waits for it; [`close_all`](Self::close_all) closes
+/// members after what was broadcast before it.
 ///
 /// A group keeps one part per reactor thread: a thread that runs one reactor after another
 /// keeps the first one's part (use a new group with the new reactor).
