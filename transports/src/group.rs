@@ -8,14 +8,12 @@
 //! [`getty_reactor::wake`]: each queues what waits for it, framed its own way (a WebSocket
 //! client masks, a compressing session deflates with its window), right after the callback
 //! that broadcast returns, in the same turn: no lock, no job, no command per member. Other
-//! reactors get the encoded bytes through one job each, in order with whatever else is
-//! posted there, their bytes on the way bounded as a member's inbox is (`backlog.rs`).
+//! reactors get the encoded bytes through one job each.
 //!
 //! A member takes broadcasts from its inbox only while it is writable (below its high
 //! watermark), so a slow member's backlog waits in its inbox, where the group's
 //! [`SlowConsumer`] policy bounds it.
 
-mod backlog;
 mod inbox;
 mod local;
 
@@ -30,7 +28,6 @@ use getty_reactor::ReactorHandle;
 
 pub(crate) use inbox::{Inbox, Pending};
 
-use backlog::{Admit, Backlog, Ticket};
 use local::{Encoded, Local};
 
 use crate::framing::Framing;
@@ -84,11 +81,7 @@ pub struct GroupStats {
 /// - on the reactor it is called on, directly: no lock, no job; the members flush right
 ///   after the current callback returns;
 /// - on every other reactor with members, through one job per reactor that carries the
-///   encoded bytes (a lock and a wake-up of that reactor, not one per member). What is on
-///   its way there waits for every member there, so
-///   [`max_pending`](SessionGroupBuilder::max_pending) and the policy bound it too: a
-///   reactor that falls that far behind the broadcasts made elsewhere skips, drops or
-///   closes its members as one slow member would be.
+///   encoded bytes (a lock and a wake-up of that reactor, not one per member).
 ///
 /// A member gets broadcasts in the order they were made on one thread, after what its own
 /// handler wrote in the same callback, and, from another thread, in order with what that
@@ -180,19 +173,13 @@ struct Shared<C> {
     /// Cloned for each reactor's part; encodes the broadcasts made off every reactor.
     codec: Mutex<C>,
     /// The reactors where the group has a part, by slot.
-    reactors: Mutex<Vec<Part>>,
+    reactors: Mutex<Vec<ReactorHandle>>,
     /// How many there are, read without the lock: one reactor needs no jobs.
     spread: AtomicUsize,
 }
 
-/// Where the group has a part: that reactor, and the broadcasts on their way to it.
-struct Part {
-    reactor: ReactorHandle,
-    backlog: Arc<Backlog>,
-}
-
 impl<C> Shared<C> {
-    fn reactors(&self) -> MutexGuard<'_, Vec<Part>> {
+    fn reactors(&self) -> MutexGuard<'_, Vec<ReactorHandle>> {
         self.reactors.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -201,8 +188,8 @@ impl<C> Drop for Shared<C> {
     /// Each reactor forgets its part (and the members' places in it).
     fn drop(&mut self) {
         let id = self.id;
-        for part in self.reactors().iter() {
-            let _ = part.reactor.execute(move |_| local::forget(id));
+        for reactor in self.reactors().iter() {
+            let _ = reactor.execute(move |_| local::forget(id));
         }
     }
 }
@@ -244,9 +231,7 @@ impl<C, T: Transport> SessionGroupBuilder<C, T> {
     /// broadcasts every message it reads broadcasts up to a read budget of them at once
     /// ([`SessionOptions::read_budget`](crate::SessionOptions::read_budget), 256 KiB by
     /// default). A broadcast longer than the bound still reaches a member that has nothing
-    /// waiting. The broadcasts on their way to another reactor (made on another thread)
-    /// are bounded alike for all the members there, each counting 64 bytes more (its
-    /// job in that reactor's queue), so that empty broadcasts are bounded too.
+    /// waiting.
     pub fn max_pending(mut self, bytes: usize) -> Self {
         self.max_pending = bytes;
         self
@@ -335,13 +320,12 @@ where
             here.close_all();
         }
         let id = self.shared.id;
-        self.to_other_reactors(here.map(|h| h.slot), |part| {
-            // After the broadcasts on their way there: the reactor runs jobs in order.
-            let _ = part.reactor.execute(move |_| {
+        self.to_other_reactors(here.map(|h| h.slot), |reactor| {
+            reactor.execute(move |_| {
                 if let Some(part) = Local::<C>::find(id) {
                     part.close_all();
                 }
-            });
+            })
         });
     }
 
@@ -379,32 +363,14 @@ where
         let reached = here
             .as_ref()
             .map_or(0, |part| part.deliver(kind, &payload, except));
-        let (id, policy, max) = (self.shared.id, self.shared.policy, self.shared.max_pending);
-        self.to_other_reactors(here.map(|h| h.slot), |part| {
-            // A job refused (the reactor stopped) is dropped with its ticket, which takes
-            // it off the ledger; so is one the reactor drops unrun.
-            let _ = match part.backlog.admit(payload.len(), policy, max) {
-                Admit::Post(number) => {
-                    let ticket = Ticket::deliver(part.backlog.clone(), number);
-                    let payload = payload.clone();
-                    part.reactor.execute(move |_| {
-                        let (delivers, counts) = ticket.run();
-                        if let Some(here) = Local::<C>::find(id) {
-                            here.deliver_posted(kind, &payload, except, delivers, counts);
-                        }
-                    })
+        let id = self.shared.id;
+        self.to_other_reactors(here.map(|h| h.slot), |reactor| {
+            let payload = payload.clone();
+            reactor.execute(move |_| {
+                if let Some(part) = Local::<C>::find(id) {
+                    part.deliver(kind, &payload, except);
                 }
-                Admit::Expel(waiting, bound, joins) => {
-                    let ticket = Ticket::expel(part.backlog.clone());
-                    part.reactor.execute(move |_| {
-                        let (_, counts) = ticket.run();
-                        if let Some(here) = Local::<C>::find(id) {
-                            here.expel(waiting, bound, joins, counts);
-                        }
-                    })
-                }
-                Admit::No => Ok(()),
-            };
+            })
         });
         Ok(reached)
     }
@@ -428,15 +394,19 @@ where
         Ok((kind, encoded.freeze()))
     }
 
-    /// Runs `post` for every reactor with a part but the one at `skip` (a reactor that
-    /// has stopped has no members left to reach).
-    fn to_other_reactors(&self, skip: Option<usize>, post: impl Fn(&Part)) {
+    /// Runs `post` for every reactor with a part but the one at `skip`.
+    fn to_other_reactors(
+        &self,
+        skip: Option<usize>,
+        post: impl Fn(&ReactorHandle) -> std::io::Result<()>,
+    ) {
         if self.shared.spread.load(Ordering::Acquire) <= usize::from(skip.is_some()) {
             return;
         }
-        for (slot, part) in self.shared.reactors().iter().enumerate() {
+        for (slot, reactor) in self.shared.reactors().iter().enumerate() {
             if Some(slot) != skip {
-                post(part);
+                // A reactor that has stopped has no members left to reach.
+                let _ = post(reactor);
             }
         }
     }
@@ -459,17 +429,12 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let backlog = Arc::<Backlog>::default();
         let mut reactors = self.shared.reactors();
-        reactors.push(Part {
-            reactor,
-            backlog: backlog.clone(),
-        });
+        reactors.push(reactor);
         let slot = reactors.len() - 1;
         self.shared.spread.store(reactors.len(), Ordering::Release);
         drop(reactors);
-        let (policy, max_pending) = (self.shared.policy, self.shared.max_pending);
-        let part = Local::new(slot, codec, policy, max_pending, backlog);
+        let part = Local::new(slot, codec, self.shared.policy, self.shared.max_pending);
         Ok(Local::register(self.shared.id, part))
     }
 }

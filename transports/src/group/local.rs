@@ -6,12 +6,10 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use getty_codec::{Encoder, MessageKind};
 
-use super::backlog::{Backlog, Counts};
 use super::inbox::{Inbox, Offered, Pending};
 use super::{GroupStats, SlowConsumer};
 use crate::framing::Framing;
@@ -59,27 +57,16 @@ pub(super) struct Local<C> {
     stats: Cell<GroupStats>,
     /// Where broadcasts are encoded, each cut off as shared bytes.
     encoded: RefCell<BytesMut>,
-    /// The broadcasts on their way to this part from other threads.
-    backlog: Arc<Backlog>,
 }
 
 struct Member {
     session: u64,
     inbox: Rc<Inbox>,
-    /// The part's joins before this one (see [`Backlog::note_join`]).
-    joined: u64,
 }
 
 impl<C: 'static> Local<C> {
-    pub(super) fn new(
-        slot: usize,
-        codec: C,
-        policy: SlowConsumer,
-        max_pending: usize,
-        backlog: Arc<Backlog>,
-    ) -> Self {
+    pub(super) fn new(slot: usize, codec: C, policy: SlowConsumer, max_pending: usize) -> Self {
         Local {
-            backlog,
             slot,
             policy,
             max_pending,
@@ -113,12 +100,7 @@ impl<C: 'static> Local<C> {
         inbox.set_listed(true);
         let listed = {
             let mut members = self.members.borrow_mut();
-            let joined = self.backlog.note_join();
-            members.push(Member {
-                session,
-                inbox,
-                joined,
-            });
+            members.push(Member { session, inbox });
             members.len()
         };
         if listed >= PRUNE_FIRST.max(2 * self.pruned_len.get()) {
@@ -213,57 +195,6 @@ impl<C: 'static> Local<C> {
         reached
     }
 
-    /// A job from another thread brings a broadcast: delivered unless the bound voided it
-    /// (`delivers`), and `counts` says what the bound did meanwhile (see `backlog.rs`).
-    pub(super) fn deliver_posted(
-        &self,
-        kind: MessageKind,
-        payload: &Bytes,
-        except: Option<u64>,
-        delivers: bool,
-        counts: Counts,
-    ) {
-        if delivers {
-            self.deliver(kind, payload, except);
-        }
-        self.count(counts);
-    }
-
-    /// The broadcasts on their way to this part passed the bound under
-    /// `SlowConsumer::Close`: every member here then (the first `joins` to join) fell
-    /// that far behind, and is a slow consumer (`waiting` bytes against `bound`).
-    pub(super) fn expel(&self, waiting: usize, bound: usize, joins: u64, counts: Counts) {
-        self.prune();
-        self.count(counts);
-        let mut expelled = 0;
-        self.members.borrow_mut().retain(|member| {
-            if member.joined >= joins {
-                return true;
-            }
-            member.inbox.expel(waiting, bound);
-            expelled += 1;
-            member.unlist()
-        });
-        let mut stats = self.stats.get();
-        stats.closed += expelled;
-        self.stats.set(stats);
-        self.pruned_len.set(self.members.borrow().len());
-    }
-
-    /// Adds what the bound on broadcasts from other threads did to this part's counters:
-    /// each broadcast it skipped or voided was missed by every member here.
-    fn count(&self, counts: Counts) {
-        if counts == Counts::default() {
-            return;
-        }
-        let members = self.members.borrow().len() as u64;
-        let mut stats = self.stats.get();
-        stats.broadcasts += counts.skipped + counts.dropped + counts.discarded;
-        stats.skipped += counts.skipped * members;
-        stats.dropped += counts.dropped * members;
-        self.stats.set(stats);
-    }
-
     /// Forgets members that have ended.
     fn prune(&self) {
         let mut members = self.members.borrow_mut();
@@ -286,7 +217,7 @@ mod tests {
     use getty_reactor::EntryId;
 
     fn part() -> Local<()> {
-        Local::new(0, (), SlowConsumer::default(), 1 << 20, Arc::default())
+        Local::new(0, (), SlowConsumer::default(), 1 << 20)
     }
 
     fn inbox(session: u64) -> Rc<Inbox> {
