@@ -98,9 +98,12 @@ impl Inbox {
             match policy {
                 SlowConsumer::Skip => return Offered::Skipped,
                 SlowConsumer::Close => {
-                    let waiting = state.bytes + len;
+                    state.overflow = Some((state.bytes + len, max_pending));
+                    state.expelled = true;
+                    state.queue.clear();
+                    state.bytes = 0;
                     drop(state);
-                    self.expel(waiting, max_pending);
+                    self.wake();
                     return Offered::Closing;
                 }
                 SlowConsumer::DropOldest => {
@@ -123,19 +126,6 @@ impl Inbox {
         } else {
             Offered::Queued
         }
-    }
-
-    /// `SlowConsumer::Close`: `waiting` bytes of broadcasts would wait for the member,
-    /// past `max_pending`. What waits goes; the member closes with the error and leaves
-    /// every group.
-    pub(crate) fn expel(&self, waiting: usize, max_pending: usize) {
-        let mut state = self.state.borrow_mut();
-        state.overflow = Some((waiting, max_pending));
-        state.expelled = true;
-        state.queue.clear();
-        state.bytes = 0;
-        drop(state);
-        self.wake();
     }
 
     /// Asks the member to close gracefully (what is queued goes out first).
