@@ -254,9 +254,8 @@ impl HandleState {
         drop(self.take_held());
     }
 
-    /// Everything held, taken out: before an abort, for the entry to drop under guard
-    /// ([`drop_unapplied`]) rather than `admit` outside it.
-    pub(crate) fn take_held(&self) -> VecDeque<SessionOp> {
+    /// Everything held, taken out.
+    fn take_held(&self) -> VecDeque<SessionOp> {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|p| p.into_inner()));
         self.held_bytes.store(0, Ordering::Relaxed);
         held
@@ -280,6 +279,21 @@ impl HandleState {
         self.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT
             && self.in_flight_bytes.load(Ordering::Acquire) < self.max_in_flight_bytes
     }
+}
+
+/// [`HandleState::admit`] on the reactor, for an entry's `on_command`: what an abort
+/// discards is user code, dropped here under guard ([`drop_unapplied`]) rather than by
+/// `admit`, outside it.
+pub(crate) fn admit_command(
+    state: &HandleState,
+    cx: &mut getty_reactor::Context<'_>,
+    op: SessionOp,
+    room: Room,
+) -> Option<SessionOp> {
+    if matches!(op, SessionOp::Abort) {
+        drop_unapplied(cx, state.take_held());
+    }
+    state.admit(op, room)
 }
 
 /// Drops commands a session that ended never applied, each under guard: a destructor that

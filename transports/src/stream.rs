@@ -407,13 +407,8 @@ where
         let room = self.session.handle_room();
         let op = match self.extras().and_then(|e| e.handle_state.as_ref()) {
             // Held behind the high watermark or `max_outbound`, applied as the queue drains
-            // (`apply_held`). What an abort discards is user code to drop under guard.
-            Some(state) => {
-                if matches!(command.0, SessionOp::Abort) {
-                    crate::handle::drop_unapplied(cx, state.take_held());
-                }
-                state.admit(command.0, room)
-            }
+            // (`apply_held`).
+            Some(state) => crate::handle::admit_command(state, cx, command.0, room),
             None => Some(command.0),
         };
         if let Some(op) = op {
